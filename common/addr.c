@@ -1,0 +1,247 @@
+/*
+ * NAME
+ *	addr 3
+ * SUMMARY
+ *	socket addresses in the forms operators already write
+ * SYNOPSIS
+ *	#include "addr.h"
+ *
+ *	const char *addr_parse(spec, &addr)
+ *	int	addr_listen(&addr, backlog, nonblock)
+ *	int	addr_connect(&addr, nonblock)
+ *	const char *addr_format(sockaddr, buf, len)
+ * DESCRIPTION
+ *	addr_parse() accepts
+ * .IP "inet:HOST:PORT, inet6:[ADDR]:PORT, unix:/path"
+ *	mxkit's own form;
+ * .IP "inet:PORT@HOST, inet6:PORT@ADDR, local:/path"
+ *	libmilter's form, as in Postfix's smtpd_milters;
+ * .IP "HOST:PORT, [ADDR]:PORT"
+ *	the bare form used in listener lines.
+ * .PP
+ *	Host names are resolved once, at parse time (first address).
+ *
+ *	addr_listen() sets SO_REUSEADDR, and TCP_NODELAY on TCP
+ *	listeners: Linux accepted sockets inherit it, and small
+ *	protocol replies must not wait for Nagle and delayed ACKs.
+ *	A stale unix socket is removed first.
+ * DIAGNOSTICS
+ *	addr_parse() returns NULL or a static error. addr_listen() and
+ *	addr_connect() return -1 with errno set.
+ */
+
+#include "build_config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+
+static const char *addr_parse_unix(const char *path, struct addr *addr)
+{
+    struct sockaddr_un *sun = &addr->u.un;
+
+    if (*path != '/')
+	return ("unix socket path must be absolute");
+    if (strlen(path) >= sizeof(sun->sun_path))
+	return ("unix socket path too long");
+    memset(addr, 0, sizeof(*addr));
+    sun->sun_family = AF_UNIX;
+    strcpy(sun->sun_path, path);
+    addr->salen = sizeof(*sun);
+    addr->family = AF_UNIX;
+    return (NULL);
+}
+
+static const char *addr_resolve(const char *host, const char *port, int family,
+				        struct addr *addr)
+{
+    struct addrinfo hints, *res;
+    char   *end;
+    long    number;
+
+    number = strtol(port, &end, 10);
+    if (*port == 0 || *end != 0 || number < 0 || number > 65535)
+	return ("bad port number");
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    if (getaddrinfo(*host ? host : NULL, port, &hints, &res) != 0)
+	return ("cannot resolve host");
+    memset(addr, 0, sizeof(*addr));
+    memcpy(&addr->u.storage, res->ai_addr, res->ai_addrlen);
+    addr->salen = res->ai_addrlen;
+    addr->family = res->ai_family;
+    freeaddrinfo(res);
+    return (NULL);
+}
+
+/* addr_split - "HOST:PORT", "[ADDR]:PORT" or milter "PORT@HOST" */
+
+static const char *addr_split(const char *text, char *host, size_t hostlen,
+			              const char **port)
+{
+    const char *at = strchr(text, '@');
+    const char *colon;
+    size_t  len;
+
+    if (at) {				/* libmilter: PORT@HOST */
+	len = strlen(at + 1);
+	if (len >= hostlen)
+	    return ("host name too long");
+	memcpy(host, at + 1, len + 1);
+	if (host[0] == '[' && len > 2 && host[len - 1] == ']')
+	    memmove(host, host + 1, len - 2), host[len - 2] = 0;
+	*port = text;			/* caller copies up to '@' */
+	return (NULL);
+    }
+    if (*text == '[') {
+	if ((colon = strstr(text, "]:")) == NULL)
+	    return ("expected [ADDRESS]:PORT");
+	len = colon - text - 1;
+	*port = colon + 2;
+	text++;
+    } else {
+	if ((colon = strrchr(text, ':')) == NULL)
+	    return ("expected HOST:PORT");
+	if (memchr(text, ':', colon - text))
+	    return ("IPv6 addresses must be written as [ADDRESS]:PORT");
+	len = colon - text;
+	*port = colon + 1;
+    }
+    if (len >= hostlen)
+	return ("host name too long");
+    memcpy(host, text, len);
+    host[len] = 0;
+    return (NULL);
+}
+
+const char *addr_parse(const char *spec, struct addr *addr)
+{
+    char    host[256], port[16];
+    const char *rest = spec, *port_text, *err;
+    int     family = AF_UNSPEC;
+
+    if (strncmp(spec, "unix:", 5) == 0)
+	return (addr_parse_unix(spec + 5, addr));
+    if (strncmp(spec, "local:", 6) == 0)
+	return (addr_parse_unix(spec + 6, addr));
+    if (strncmp(spec, "inet:", 5) == 0)
+	rest = spec + 5, family = AF_INET;
+    else if (strncmp(spec, "inet6:", 6) == 0)
+	rest = spec + 6, family = AF_INET6;
+    if ((err = addr_split(rest, host, sizeof(host), &port_text)) != NULL)
+	return (err);
+    if (port_text == rest && strchr(rest, '@')) {
+	size_t  len = strchr(rest, '@') - rest;
+
+	if (len >= sizeof(port))
+	    return ("bad port number");
+	memcpy(port, rest, len);
+	port[len] = 0;
+    } else if (strlen(port_text) < sizeof(port)) {
+	strcpy(port, port_text);
+    } else {
+	return ("bad port number");
+    }
+    if (family == AF_UNSPEC && strchr(host, ':'))
+	family = AF_INET6;
+    return (addr_resolve(host, port, family, addr));
+}
+
+const char *addr_format_host(const struct sockaddr *sa, char *buf, size_t len)
+{
+    const void *src = sa->sa_family == AF_INET
+	? (const void *) &((const struct sockaddr_in *) sa)->sin_addr
+	: (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+    if (sa->sa_family == AF_UNIX) {
+	snprintf(buf, len, "%s", ((const struct sockaddr_un *) sa)->sun_path);
+	return (buf);
+    }
+    if (inet_ntop(sa->sa_family, src, buf, len) == NULL)
+	snprintf(buf, len, "?");
+    return (buf);
+}
+
+int     addr_port(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+	return (ntohs(((const struct sockaddr_in *) sa)->sin_port));
+    if (sa->sa_family == AF_INET6)
+	return (ntohs(((const struct sockaddr_in6 *) sa)->sin6_port));
+    return (0);
+}
+
+const char *addr_format(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char    host[INET6_ADDRSTRLEN];
+
+    if (sa->sa_family == AF_UNIX)
+	snprintf(buf, len, "unix:%s", ((const struct sockaddr_un *) sa)->sun_path);
+    else if (sa->sa_family == AF_INET6)
+	snprintf(buf, len, "[%s]:%d", addr_format_host(sa, host, sizeof(host)), addr_port(sa));
+    else
+	snprintf(buf, len, "%s:%d", addr_format_host(sa, host, sizeof(host)), addr_port(sa));
+    return (buf);
+}
+
+static int addr_socket(const struct addr *addr, int nonblock)
+{
+    int     type = SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0);
+    int     on = 1;
+    int     fd;
+
+    if ((fd = socket(addr->family, type, 0)) < 0)
+	return (-1);
+    if (addr->family != AF_UNIX)
+	(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    return (fd);
+}
+
+int     addr_listen(const struct addr *addr, int backlog, int nonblock)
+{
+    int     on = 1;
+    int     fd, saved;
+
+    if (addr->family == AF_UNIX)
+	(void) unlink(addr->u.un.sun_path);
+    if ((fd = addr_socket(addr, nonblock)) < 0)
+	return (-1);
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (addr->family == AF_INET6)
+	(void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    if (bind(fd, &addr->u.sa, addr->salen) < 0
+	|| listen(fd, backlog) < 0) {
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+    }
+    return (fd);
+}
+
+int     addr_connect(const struct addr *addr, int nonblock)
+{
+    int     fd, saved;
+
+    if ((fd = addr_socket(addr, nonblock)) < 0)
+	return (-1);
+    if (connect(fd, &addr->u.sa, addr->salen) < 0
+	&& !(nonblock && errno == EINPROGRESS)) {
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+    }
+    return (fd);
+}

@@ -1,0 +1,214 @@
+/*
+ * NAME
+ *	daemon 3
+ * SUMMARY
+ *	command line, pidfile, privileges and signals
+ * SYNOPSIS
+ *	#include "daemon.h"
+ *
+ *	void	daemon_parse_args(argc, argv, default_config, &opts)
+ *	void	daemon_detach()
+ *	const char *daemon_pidfile_write(path, &fd)
+ *	void	daemon_pidfile_remove(path, &fd)
+ *	const char *daemon_drop_privileges(user)
+ *	int	daemon_signal_fd()
+ *	int	daemon_signal_next()
+ * DESCRIPTION
+ *	daemon_parse_args() gives every daemon the same flags:
+ *	-c FILE (configuration), -t (check the configuration, exit
+ *	0 or 1), -f (stay in the foreground), -V (print the version),
+ *	-v (verbose logging).
+ *
+ *	daemon_pidfile_write() creates and locks the pidfile; a second
+ *	instance finds it locked and refuses to start.
+ *
+ *	daemon_drop_privileges() switches to the named user and its
+ *	groups, irrevocably. It refuses root (uid 0) as a target.
+ *
+ *	daemon_signal_fd() installs handlers for SIGHUP, SIGTERM and
+ *	SIGINT and returns the read end of a self-pipe; when it is
+ *	readable, daemon_signal_next() returns the next signal number
+ *	(0 when none is pending). Handlers do nothing but write one
+ *	byte, so the real work happens in the daemon's own loop.
+ *	SIGPIPE is ignored.
+ * DIAGNOSTICS
+ *	The pidfile and privilege functions return NULL or an error
+ *	text (static storage, overwritten by the next call). Usage
+ *	errors are fatal.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "msg.h"
+
+static int daemon_pipe[2] = {-1, -1};
+static char daemon_errbuf[512];
+
+static void daemon_usage(void)
+{
+    msg_fatal("usage: %s [-c config_file] [-t] [-f] [-v] [-V]", msg_progname());
+}
+
+void    daemon_parse_args(int argc, char **argv, const char *default_config,
+			          struct daemon_opts *opts)
+{
+    int     ch;
+
+    opts->config_path = default_config;
+    opts->check_only = 0;
+    opts->foreground = 0;
+    while ((ch = getopt(argc, argv, "c:tfvV")) != -1) {
+	switch (ch) {
+	case 'c':
+	    opts->config_path = optarg;
+	    break;
+	case 't':
+	    opts->check_only = 1;
+	    break;
+	case 'f':
+	    opts->foreground = 1;
+	    break;
+	case 'v':
+	    msg_verbose++;
+	    break;
+	case 'V':
+	    printf("%s (mxkit) %s\n", msg_progname(), PACKAGE_VERSION);
+	    exit(0);
+	default:
+	    daemon_usage();
+	}
+    }
+    if (optind != argc)
+	daemon_usage();
+}
+
+void    daemon_detach(void)
+{
+    pid_t   pid;
+    int     fd;
+
+    if ((pid = fork()) < 0)
+	msg_fatal("fork: %s", strerror(errno));
+    if (pid > 0)
+	_exit(0);
+    if (setsid() < 0)
+	msg_fatal("setsid: %s", strerror(errno));
+    if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+	dup2(fd, 0);
+	dup2(fd, 1);
+	if (fd > 2)
+	    close(fd);
+    }
+}
+
+const char *daemon_pidfile_write(const char *path, int *fdp)
+{
+    char    buf[32];
+    int     fd, len;
+
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "open %s: %s", path, strerror(errno));
+	return (daemon_errbuf);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf),
+		 "%s is locked: another instance is running", path);
+	close(fd);
+	return (daemon_errbuf);
+    }
+    len = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
+    if (ftruncate(fd, 0) < 0 || write(fd, buf, len) != len) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "write %s: %s", path, strerror(errno));
+	close(fd);
+	return (daemon_errbuf);
+    }
+    *fdp = fd;
+    return (NULL);
+}
+
+void    daemon_pidfile_remove(const char *path, int *fdp)
+{
+    if (*fdp < 0)
+	return;
+    (void) unlink(path);
+    close(*fdp);
+    *fdp = -1;
+}
+
+const char *daemon_drop_privileges(const char *user)
+{
+    struct passwd *pw;
+
+    errno = 0;
+    if ((pw = getpwnam(user)) == NULL) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "unknown user \"%s\"", user);
+	return (daemon_errbuf);
+    }
+    if (pw->pw_uid == 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf),
+		 "refusing to run as \"%s\": it has uid 0", user);
+	return (daemon_errbuf);
+    }
+    if (setgid(pw->pw_gid) < 0 || initgroups(user, pw->pw_gid) < 0
+	|| setuid(pw->pw_uid) < 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "cannot become \"%s\": %s",
+		 user, strerror(errno));
+	return (daemon_errbuf);
+    }
+    if (setuid(0) == 0)
+	msg_panic("daemon_drop_privileges: could regain root after dropping to %s", user);
+    return (NULL);
+}
+
+static void daemon_signal_handler(int sig)
+{
+    unsigned char byte = (unsigned char) sig;
+    int     saved = errno;
+
+    if (write(daemon_pipe[1], &byte, 1) < 0) {
+	/* pipe full: the daemon already has signals to handle */
+    }
+    errno = saved;
+}
+
+int     daemon_signal_fd(void)
+{
+    struct sigaction sa;
+    static const int signals[] = {SIGHUP, SIGTERM, SIGINT};
+
+    if (daemon_pipe[0] >= 0)
+	return (daemon_pipe[0]);
+    if (pipe2(daemon_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+	msg_fatal("pipe: %s", strerror(errno));
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = daemon_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+	if (sigaction(signals[i], &sa, NULL) < 0)
+	    msg_fatal("sigaction: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    return (daemon_pipe[0]);
+}
+
+int     daemon_signal_next(void)
+{
+    unsigned char byte;
+
+    if (daemon_pipe[0] < 0 || read(daemon_pipe[0], &byte, 1) != 1)
+	return (0);
+    return (byte);
+}

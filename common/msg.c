@@ -1,0 +1,125 @@
+/*
+ * NAME
+ *	msg 3
+ * SUMMARY
+ *	diagnostics to stderr and/or syslog
+ * SYNOPSIS
+ *	#include "msg.h"
+ *
+ *	void	msg_init(progname, outputs)
+ *	void	msg_info(fmt, ...)
+ *	void	msg_warn(fmt, ...)
+ *	void	msg_error(fmt, ...)
+ *	void	msg_fatal(fmt, ...)
+ *	void	msg_panic(fmt, ...)
+ * DESCRIPTION
+ *	Lines look like Postfix's: "program[pid]: warning: text", so that
+ *	operators can grep mxkit logs exactly as they grep the maillog.
+ *	msg_fatal() exits with status 1; msg_panic() is for broken
+ *	invariants and aborts (core dump). msg_error() logs and returns.
+ *
+ *	outputs is MSG_STDERR, MSG_SYSLOG or both; syslog uses LOG_MAIL.
+ *	msg_set_fd() redirects the stderr copy (tests).
+ * DIAGNOSTICS
+ *	None; a failed write is ignored (there is nowhere left to report it).
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "msg.h"
+
+#define MSG_LEVEL_INFO   0
+#define MSG_LEVEL_WARN   1
+#define MSG_LEVEL_ERROR  2
+#define MSG_LEVEL_FATAL  3
+#define MSG_LEVEL_PANIC  4
+
+int     msg_verbose;
+
+static const char *msg_name = "mxkit";
+static int msg_outputs = MSG_STDERR;
+static int msg_fd = 2;
+
+void    msg_init(const char *progname, int outputs)
+{
+    const char *slash = strrchr(progname, '/');
+
+    msg_name = slash ? slash + 1 : progname;
+    msg_outputs = outputs;
+    if (outputs & MSG_SYSLOG)
+	openlog(msg_name, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void    msg_set_fd(int fd)
+{
+    msg_fd = fd;
+}
+
+const char *msg_progname(void)
+{
+    return (msg_name);
+}
+
+void    msg_vlog(int level, const char *fmt, va_list ap)
+{
+    static const char *const labels[] = {"", "warning: ", "error: ", "fatal: ", "panic: "};
+    static const int priorities[] = {LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_CRIT};
+    char    text[4096];
+    char    line[4200];
+    int     saved_errno = errno;
+    int     len;
+
+    vsnprintf(text, sizeof(text), fmt, ap);
+    if (msg_outputs & MSG_STDERR) {
+	len = snprintf(line, sizeof(line), "%s[%ld]: %s%s\n", msg_name,
+		       (long) getpid(), labels[level], text);
+	if (len > (int) sizeof(line) - 1)
+	    len = sizeof(line) - 1;
+	if (write(msg_fd, line, len) < 0) {
+	    /* nowhere left to report this */
+	}
+    }
+    if (msg_outputs & MSG_SYSLOG)
+	syslog(priorities[level], "%s%s", labels[level], text);
+    errno = saved_errno;
+}
+
+#define MSG_WRAPPER(name, level) \
+    void name(const char *fmt, ...) \
+    { \
+	va_list ap; \
+	va_start(ap, fmt); \
+	msg_vlog(level, fmt, ap); \
+	va_end(ap); \
+    }
+
+MSG_WRAPPER(msg_info, MSG_LEVEL_INFO)
+MSG_WRAPPER(msg_warn, MSG_LEVEL_WARN)
+MSG_WRAPPER(msg_error, MSG_LEVEL_ERROR)
+
+void    msg_fatal(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg_vlog(MSG_LEVEL_FATAL, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void    msg_panic(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg_vlog(MSG_LEVEL_PANIC, fmt, ap);
+    va_end(ap);
+    abort();
+}
