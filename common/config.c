@@ -77,6 +77,14 @@ void    config_add_error(struct config *cfg, int line, const char *fmt, ...)
     cfg->errors[cfg->error_count++] = full;
 }
 
+void    config_merge_errors(struct config *dst, const struct config *src)
+{
+    for (int i = 0; i < src->error_count; i++) {
+	dst->errors = xrealloc(dst->errors, sizeof(char *) * (dst->error_count + 1));
+	dst->errors[dst->error_count++] = xstrdup(src->errors[i]);
+    }
+}
+
 void    config_print_errors(const struct config *cfg)
 {
     for (int i = 0; i < cfg->error_count; i++)
@@ -487,7 +495,7 @@ const char *config_parse_size(const char *text, long long *bytes)
     return (config_scale(number, scale, bytes));
 }
 
-char  **config_split_list(const char *text, int *count)
+static char **config_split(const char *text, const char *separators, int *count)
 {
     char  **list = xcalloc(1, sizeof(char *));
     const char *cp = text;
@@ -495,16 +503,26 @@ char  **config_split_list(const char *text, int *count)
 
     *count = 0;
     for (;;) {
-	cp += strspn(cp, ", \t\r\n");
+	cp += strspn(cp, separators);
 	if (*cp == 0)
 	    break;
-	len = strcspn(cp, ", \t\r\n");
+	len = strcspn(cp, separators);
 	list = xrealloc(list, sizeof(char *) * (*count + 2));
 	list[(*count)++] = xstrndup(cp, len);
 	list[*count] = NULL;
 	cp += len;
     }
     return (list);
+}
+
+char  **config_split_list(const char *text, int *count)
+{
+    return (config_split(text, ", \t\r\n", count));
+}
+
+char  **config_split_words(const char *text, int *count)
+{
+    return (config_split(text, " \t\r\n", count));
 }
 
 void    config_list_free(char ***listp)

@@ -49,6 +49,7 @@ void    config_free(struct config **cfg);
 void    config_add_error(struct config *cfg, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void    config_print_errors(const struct config *cfg);
+void    config_merge_errors(struct config *dst, const struct config *src);
 
 const struct config_entry *config_lookup(const struct config *cfg, const char *name);
 const struct config_entry *config_next(const struct config *cfg,
@@ -65,6 +66,7 @@ const char *config_parse_int(const char *text, long long *result);
 const char *config_parse_duration(const char *text, long long *millis);
 const char *config_parse_size(const char *text, long long *bytes);
 char  **config_split_list(const char *text, int *count);
+char  **config_split_words(const char *text, int *count);
 void    config_list_free(char ***list);
 
 #endif

@@ -1,0 +1,28 @@
+#ifndef MXKIT_CONN_H
+#define MXKIT_CONN_H
+
+/* conn - one Postfix policy client connection (persistent). */
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "decide.h"
+#include "store.h"
+
+struct server {
+    struct event_base *base;
+    struct policy_config *pc;		/* current configuration */
+    struct store *store;		/* memory, or redis */
+    struct store *local;		/* memory: the store, or redis's fallback */
+    long long max_connections;
+    long long idle_timeout_ms;
+    int     connections;
+    long long store_errors;		/* since the last report */
+    struct event *report;
+};
+
+void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
+		            struct sockaddr *sa, int salen, void *context);
+void    policy_config_release(struct policy_config **pc);
+
+#endif

@@ -1,0 +1,350 @@
+/*
+ * NAME
+ *	decide 3
+ * SUMMARY
+ *	rate limit decisions for policy requests
+ * SYNOPSIS
+ *	#include "decide.h"
+ *
+ *	struct store_call *decide_prepare(pc, &txn, req, &reply)
+ *	char	*decide_finish(pc, &txn, req, call)
+ * DESCRIPTION
+ *	Stages (protocol_state), with the restriction lists they come from:
+ * .IP "RCPT (smtpd_recipient_restrictions)"
+ *	check, charge nothing: would this recipient still fit, together
+ *	with what the transaction already holds?
+ * .IP "DATA (smtpd_data_restrictions)"
+ *	check the whole transaction (recipient_count), charge nothing.
+ * .IP "END-OF-MESSAGE (smtpd_end_of_data_restrictions)"
+ *	check and charge atomically, with the real size. A transaction
+ *	refused by Postfix, or aborted before the end of DATA, never gets
+ *	here and is never charged.
+ * .PP
+ *	The transaction is tied together by the "instance" attribute;
+ *	recipients accepted at RCPT are remembered for limits keyed on
+ *	recipient or recipient_domain.
+ *
+ *	decide_prepare() returns NULL with *reply set when no store is
+ *	needed (exempt, other stage, no applicable limit); otherwise a call
+ *	to submit. decide_finish() turns the results into the reply
+ *	("DUNNO", the templated defer/reject text, HOLD or WARN) and logs
+ *	one line per over-limit decision.
+ * DIAGNOSTICS
+ *	Over-limit lines: "LIMIT: defer key=K count=N rate=R retry_after=Ns
+ *	stage=S queue_id=Q client=NAME[ADDR]"; dry_run logs "would defer".
+ */
+
+#include "build_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decide.h"
+#include "msg.h"
+#include "xalloc.h"
+
+static enum decide_stage decide_stage(const struct policy_request *req)
+{
+    const char *state = policy_request_get(req, "protocol_state");
+
+    if (state == NULL)
+	return (STAGE_OTHER);
+    if (strcmp(state, "RCPT") == 0)
+	return (STAGE_RCPT);
+    if (strcmp(state, "DATA") == 0)
+	return (STAGE_DATA);
+    if (strcmp(state, "END-OF-MESSAGE") == 0)
+	return (STAGE_EOM);
+    return (STAGE_OTHER);
+}
+
+static long long decide_number(const struct policy_request *req, const char *name)
+{
+    const char *value = policy_request_get(req, name);
+
+    return (value ? atoll(value) : 0);
+}
+
+void    decide_txn_free(struct decide_txn *txn)
+{
+    free(txn->pending);
+    memset(txn, 0, sizeof(*txn));
+}
+
+/* decide_txn_sync - start a new transaction when the instance changes */
+
+static void decide_txn_sync(struct decide_txn *txn, const struct policy_request *req)
+{
+    const char *instance = policy_request_get(req, "instance");
+
+    if (instance == NULL)
+	instance = "";
+    if (strncmp(txn->instance, instance, sizeof(txn->instance) - 1) != 0) {
+	decide_txn_free(txn);
+	snprintf(txn->instance, sizeof(txn->instance), "%s", instance);
+    }
+}
+
+static struct decide_pending *decide_txn_find(struct decide_txn *txn, int limit,
+					              const char *key)
+{
+    for (int i = 0; i < txn->count; i++)
+	if (txn->pending[i].limit == limit && strcmp(txn->pending[i].key, key) == 0)
+	    return (txn->pending + i);
+    return (NULL);
+}
+
+static struct decide_pending *decide_txn_add(struct decide_txn *txn, int limit,
+					             const char *key)
+{
+    struct decide_pending *p = decide_txn_find(txn, limit, key);
+
+    if (p)
+	return (p);
+    txn->pending = xrealloc(txn->pending, sizeof(*p) * (txn->count + 1));
+    p = txn->pending + txn->count++;
+    p->limit = limit;
+    snprintf(p->key, sizeof(p->key), "%s", key);
+    p->recipients = 0;
+    return (p);
+}
+
+/* decide_add_ops - one op per rate of a limit, for one key and cost */
+
+static void decide_add_ops(struct store_call *call, const struct limit *limit, int index,
+			           const char *key, double cost)
+{
+    const struct limit_rates *rates = limits_rates_for(limit, key);
+
+    for (int r = 0; r < rates->count; r++) {
+	const struct limit_rate *rate = rates->rate + r;
+	struct store_op *op;
+	double  interval = rate->period_ms * 1000.0 / rate->count;
+
+	call->ops = xrealloc(call->ops, sizeof(*op) * (call->count + 1));
+	op = call->ops + call->count++;
+	memset(op, 0, sizeof(*op));
+	snprintf(op->key, sizeof(op->key), "mxrl:{%s:%s}:%d", limit->name, key, r);
+	op->interval = interval;
+	op->capacity = (rate->burst ? rate->burst : rate->count) * interval;
+	op->cost = cost;
+	op->advisory = limit->dry_run || limit->action == ACTION_WARN;
+	op->limit = index;
+	op->rate = r;
+    }
+}
+
+/* decide_cost - what this stage asks of one limit and key */
+
+static double decide_cost(const struct limit *limit, enum decide_stage stage,
+			          const struct policy_request *req,
+			          const struct decide_pending *p)
+{
+    long long size = decide_number(req, "size");
+    long long rcpts = decide_number(req, "recipient_count");
+
+    switch (limit->count) {
+    case COUNT_MESSAGES:
+	return (1);
+    case COUNT_RECIPIENTS:
+	if (stage == STAGE_RCPT)
+	    return ((p ? p->recipients : 0) + 1);
+	if (limit->per_recipient || rcpts <= 0)
+	    return (p && p->recipients > 0 ? p->recipients : 1);
+	return (rcpts);
+    case COUNT_BYTES:
+	return (stage == STAGE_EOM ? size : (size > 0 ? size : 1));
+    }
+    return (1);
+}
+
+static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
+			             const struct limit *limit, int index,
+			             enum decide_stage stage, const struct policy_request *req)
+{
+    char    key[LIMIT_KEY_MAX];
+
+    if (limit->per_recipient && stage != STAGE_RCPT) {
+	for (int i = 0; i < txn->count; i++)
+	    if (txn->pending[i].limit == index)
+		decide_add_ops(call, limit, index, txn->pending[i].key,
+			       decide_cost(limit, stage, req, txn->pending + i));
+	return;
+    }
+    if (!limits_key(limit, req, key, sizeof(key)))
+	return;
+    decide_add_ops(call, limit, index, key,
+		   decide_cost(limit, stage, req, decide_txn_find(txn, index, key)));
+}
+
+struct store_call *decide_prepare(const struct policy_config *pc, struct decide_txn *txn,
+				          const struct policy_request *req, const char **reply)
+{
+    enum decide_stage stage = decide_stage(req);
+    struct store_call *call;
+
+    *reply = "DUNNO";
+    if (stage == STAGE_OTHER || limits_exempt(&pc->limits, req))
+	return (NULL);
+    decide_txn_sync(txn, req);
+    call = xcalloc(1, sizeof(*call));
+    call->charge = (stage == STAGE_EOM);
+    for (int i = 0; i < pc->limits.limit_count; i++)
+	decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req);
+    if (call->count == 0) {
+	store_call_free(&call);
+	if (stage == STAGE_EOM)
+	    decide_txn_free(txn);
+	return (NULL);
+    }
+    return (call);
+}
+
+/* decide_key_value - the limit's key value back out of "mxrl:{L:V}:R" */
+
+static void decide_key_value(const struct limit *limit, const struct store_op *op,
+			             char *buf, size_t len)
+{
+    const char *start = op->key + strlen("mxrl:{") + strlen(limit->name) + 1;
+    const char *end = strrchr(op->key, '}');
+
+    snprintf(buf, len, "%.*s", end && end > start ? (int) (end - start) : 0, start);
+}
+
+static char *decide_expand(const char *template, const struct limit *limit,
+			           const char *key, const struct store_op *op)
+{
+    const struct limit_rates *rates = limits_rates_for(limit, key);
+    char    retry[32], count[32];
+    const char *names[] = {"{limit}", "{key}", "{retry_after}", "{rate}", "{count}"};
+    const char *values[5];
+    size_t  cap = strlen(template) + 1024, used = 0;
+    char   *out = xmalloc(cap);
+
+    snprintf(retry, sizeof(retry), "%.0f", ceil(op->retry_after / 1e6));
+    snprintf(count, sizeof(count), "%.0f", op->cost);
+    values[0] = limit->name, values[1] = key, values[2] = retry;
+    values[3] = rates->rate[op->rate].text, values[4] = count;
+    for (const char *cp = template; *cp;) {
+	int     matched = 0;
+
+	for (int i = 0; i < 5 && !matched; i++) {
+	    size_t  n = strlen(names[i]), v = strlen(values[i]);
+
+	    if (strncmp(cp, names[i], n) == 0) {
+		if (used + v + 1 > cap)
+		    out = xrealloc(out, cap = cap * 2 + v);
+		memcpy(out + used, values[i], v);
+		used += v, cp += n, matched = 1;
+	    }
+	}
+	if (!matched) {
+	    if (used + 2 > cap)
+		out = xrealloc(out, cap *= 2);
+	    out[used++] = *cp++;
+	}
+    }
+    out[used] = 0;
+    for (char *cp = out; *cp; cp++)		/* a reply is one line */
+	if (*cp == '\n' || *cp == '\r')
+	    *cp = ' ';
+    return (out);
+}
+
+static void decide_log(const struct limit *limit, const char *key, const struct store_op *op,
+		               const struct policy_request *req)
+{
+    const struct limit_rates *rates = limits_rates_for(limit, key);
+    const char *qid = policy_request_get(req, "queue_id");
+    const char *name = policy_request_get(req, "client_name");
+    const char *addr = policy_request_get(req, "client_address");
+    const char *state = policy_request_get(req, "protocol_state");
+
+    msg_info("%s: %s%s key=%s count=%.0f rate=%s retry_after=%.0fs stage=%s "
+	     "queue_id=%s client=%s[%s]", limit->name, limit->dry_run ? "would " : "",
+	     limits_action_name(limit->dry_run ? ACTION_DEFER : limit->action), key, op->cost,
+	     rates->rate[op->rate].text, ceil(op->retry_after / 1e6), state ? state : "",
+	     qid && *qid ? qid : "NOQUEUE", name ? name : "unknown", addr ? addr : "");
+}
+
+static char *decide_reply(const struct policy_config *pc, const struct limit *limit,
+			          const char *key, const struct store_op *op)
+{
+    char   *text, *reply;
+
+    switch (limit->action) {
+    case ACTION_REJECT:
+	return (decide_expand(pc->reject_reply, limit, key, op));
+    case ACTION_HOLD:
+	text = decide_expand("rate limit {limit} exceeded for {key}", limit, key, op);
+	reply = xasprintf("HOLD %s", text);
+	break;
+    case ACTION_WARN:
+	text = decide_expand("rate limit {limit} exceeded for {key}", limit, key, op);
+	reply = xasprintf("WARN %s", text);
+	break;
+    default:
+	return (decide_expand(pc->defer_reply, limit, key, op));
+    }
+    free(text);
+    return (reply);
+}
+
+/* decide_record_rcpt - remember an accepted recipient in the transaction */
+
+static void decide_record_rcpt(const struct policy_config *pc, struct decide_txn *txn,
+			               const struct policy_request *req)
+{
+    char    key[LIMIT_KEY_MAX];
+
+    for (int i = 0; i < pc->limits.limit_count; i++)
+	if (limits_key(pc->limits.limit + i, req, key, sizeof(key)))
+	    decide_txn_add(txn, i, key)->recipients++;
+}
+
+char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
+		              const struct policy_request *req, const struct store_call *call)
+{
+    const struct store_op *deciding = NULL, *warning = NULL;
+    int     logged_limit = -1;
+    char    key[LIMIT_KEY_MAX];
+    char   *reply;
+
+    for (int i = 0; i < call->count; i++) {
+	const struct store_op *op = call->ops + i;
+	const struct limit *limit = pc->limits.limit + op->limit;
+
+	if (op->allowed)
+	    continue;
+	if (op->limit != logged_limit) {	/* one line per limit */
+	    decide_key_value(limit, op, key, sizeof(key));
+	    decide_log(limit, key, op, req);
+	    logged_limit = op->limit;
+	}
+	if (!op->advisory && deciding == NULL)
+	    deciding = op;
+	if (op->advisory && !limit->dry_run && warning == NULL)
+	    warning = op;
+    }
+    if (deciding) {			/* enforced: nothing is recorded */
+	const struct limit *limit = pc->limits.limit + deciding->limit;
+
+	decide_key_value(limit, deciding, key, sizeof(key));
+	return (decide_reply(pc, limit, key, deciding));
+    }
+    if (warning) {
+	const struct limit *limit = pc->limits.limit + warning->limit;
+
+	decide_key_value(limit, warning, key, sizeof(key));
+	reply = decide_reply(pc, limit, key, warning);
+    } else {
+	reply = xstrdup("DUNNO");
+    }
+    if (decide_stage(req) == STAGE_RCPT)
+	decide_record_rcpt(pc, txn, req);
+    if (decide_stage(req) == STAGE_EOM)
+	decide_txn_free(txn);
+    return (reply);
+}

@@ -1,0 +1,424 @@
+/*
+ * NAME
+ *	limits 3
+ * SUMMARY
+ *	rate limits, overrides and exemptions
+ * SYNOPSIS
+ *	#include "limits.h"
+ *
+ *	void	limits_load(&limits, cfg)
+ *	void	limits_load_overrides(&limits, cfg)
+ *	int	limits_exempt(&limits, req)
+ *	int	limits_key(limit, req, buf, len)
+ *	const struct limit_rates *limits_rates_for(limit, key)
+ * DESCRIPTION
+ *	Directives, as in policyd-ratelimit.conf(5):
+ *
+ *	limit NAME = KEY rate=N/PERIOD[,N/PERIOD...] [count=messages|recipients|bytes]
+ *		[burst=N] [unless=ATTRIBUTE] [action=defer|reject|hold|warn] [dry_run=yes]
+ *	override LIMIT KEY_VALUE rate=N/PERIOD[,...] [burst=N]
+ *	exempt ATTRIBUTE VALUE...
+ *
+ *	KEY is any request attribute, sender_domain, recipient_domain, or
+ *	client_address/V4LEN/V6LEN (clients grouped by network).
+ *
+ *	limits_key() writes the key value of a request for a limit, and
+ *	returns 0 when the limit does not apply (empty attribute, or the
+ *	unless= attribute is set).
+ * DIAGNOSTICS
+ *	Errors are added to the configuration as "file:line: message".
+ */
+
+#include "build_config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "limits.h"
+#include "msg.h"
+#include "xalloc.h"
+
+const char *limits_count_name(enum limit_count count)
+{
+    static const char *const names[] = {"messages", "recipients", "bytes"};
+
+    return (names[count]);
+}
+
+const char *limits_action_name(enum limit_action action)
+{
+    static const char *const names[] = {"defer", "reject", "hold", "warn"};
+
+    return (names[action]);
+}
+
+/* limits_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
+
+const char *limits_parse_rates(const char *text, struct limit_rates *rates)
+{
+    int     count;
+    char  **items = config_split_list(text, &count);
+    const char *err = NULL;
+
+    memset(rates, 0, sizeof(*rates));
+    if (count == 0)
+	err = "empty rate";
+    if (count > LIMIT_RATES_MAX)
+	err = "too many rates (at most 4)";
+    for (int i = 0; i < count && err == NULL; i++) {
+	struct limit_rate *rate = rates->rate + i;
+	char   *slash = strchr(items[i], '/');
+
+	if (slash == NULL) {
+	    err = "rate must be COUNT/PERIOD, for example 30/1m";
+	    break;
+	}
+	*slash = 0;
+	if (config_parse_size(items[i], &rate->count) != NULL || rate->count <= 0)
+	    err = "bad rate count (a positive number, k/M/G allowed)";
+	else if (config_parse_duration(slash + 1, &rate->period_ms) != NULL
+		 || rate->period_ms <= 0)
+	    err = "bad rate period (for example 1m, 1h, 1d)";
+	*slash = '/';
+	snprintf(rate->text, sizeof(rate->text), "%s", items[i]);
+	rates->count++;
+    }
+    config_list_free(&items);
+    return (err);
+}
+
+static const char *limits_set_burst(struct limit_rates *rates, const char *text)
+{
+    long long burst;
+
+    if (config_parse_size(text, &burst) != NULL || burst <= 0)
+	return ("bad burst (a positive number)");
+    for (int i = 0; i < rates->count; i++)
+	rates->rate[i].burst = burst;
+    return (NULL);
+}
+
+static const char *limits_parse_key(struct limit *limit, const char *spec)
+{
+    const char *slash = strchr(spec, '/');
+    long long v4, v6;
+    char    v6text[8];
+
+    limit->v4_prefix = limit->v6_prefix = -1;
+    if (slash == NULL) {
+	limit->key_attr = xstrdup(spec);
+    } else {
+	if (strncmp(spec, "client_address/", 15) != 0)
+	    return ("only client_address takes /V4LEN/V6LEN");
+	if (sscanf(slash + 1, "%lld/%7s", &v4, v6text) != 2
+	    || config_parse_int(v6text, &v6) != NULL || v4 < 0 || v4 > 32 || v6 < 0 || v6 > 128)
+	    return ("expected client_address/V4LEN/V6LEN, for example client_address/24/64");
+	limit->key_attr = xstrdup("client_address");
+	limit->v4_prefix = (int) v4;
+	limit->v6_prefix = (int) v6;
+    }
+    for (const char *cp = limit->key_attr; *cp; cp++)
+	if (!(isalnum((unsigned char) *cp) || *cp == '_'))
+	    return ("bad key attribute name");
+    limit->per_recipient = strcmp(limit->key_attr, "recipient") == 0
+	|| strcmp(limit->key_attr, "recipient_domain") == 0;
+    return (NULL);
+}
+
+/* limits_parse_option - one "name=value" of a limit line */
+
+static const char *limits_parse_option(struct limit *limit, const char *opt, int *have_rate,
+				               const char **burst)
+{
+    const char *value = strchr(opt, '=') + 1;
+    int     flag;
+
+    if (strncmp(opt, "rate=", 5) == 0) {
+	*have_rate = 1;
+	return (limits_parse_rates(value, &limit->rates));
+    }
+    if (strncmp(opt, "burst=", 6) == 0)
+	return (*burst = value, NULL);
+    if (strncmp(opt, "count=", 6) == 0) {
+	for (int c = COUNT_MESSAGES; c <= COUNT_BYTES; c++)
+	    if (strcmp(value, limits_count_name(c)) == 0)
+		return (limit->count = c, NULL);
+	return ("count must be messages, recipients or bytes");
+    }
+    if (strncmp(opt, "action=", 7) == 0) {
+	for (int a = ACTION_DEFER; a <= ACTION_WARN; a++)
+	    if (strcmp(value, limits_action_name(a)) == 0)
+		return (limit->action = a, NULL);
+	return ("action must be defer, reject, hold or warn");
+    }
+    if (strncmp(opt, "unless=", 7) == 0)
+	return (free(limit->unless), limit->unless = xstrdup(value), NULL);
+    if (strncmp(opt, "dry_run=", 8) == 0) {
+	if (config_parse_bool(value, &flag) != NULL)
+	    return ("dry_run must be yes or no");
+	return (limit->dry_run = flag, NULL);
+    }
+    return ("unknown option (rate, count, burst, unless, action, dry_run)");
+}
+
+static const char *limits_parse_limit(struct limits *limits, struct limit *limit,
+				              const char *text)
+{
+    int     argc, have_rate = 0;
+    char  **argv = config_split_words(text, &argc);
+    const char *err = NULL, *burst = NULL;
+    int     arg = 1;
+
+    memset(limit, 0, sizeof(*limit));
+    if (argc < 2) {
+	config_list_free(&argv);
+	return ("expected: limit NAME = KEY rate=N/PERIOD ...");
+    }
+    limit->name = xstrdup(argv[0]);
+    for (int i = 0; i < limits->limit_count; i++)
+	if (strcmp(limits->limit[i].name, limit->name) == 0)
+	    err = "duplicate limit name";
+    if (err == NULL && strcmp(argv[arg], "=") == 0)
+	arg++;
+    if (err == NULL && arg >= argc)
+	err = "missing KEY";
+    if (err == NULL)
+	err = limits_parse_key(limit, argv[arg++]);
+    for (; err == NULL && arg < argc; arg++) {
+	if (strchr(argv[arg], '=') == NULL)
+	    err = "expected name=value option";
+	else
+	    err = limits_parse_option(limit, argv[arg], &have_rate, &burst);
+    }
+    if (err == NULL && !have_rate)
+	err = "missing rate=";
+    if (err == NULL && burst)
+	err = limits_set_burst(&limit->rates, burst);
+    config_list_free(&argv);
+    limit->overrides = htable_create(0);
+    return (err);
+}
+
+static void limits_free_one(struct limit *limit)
+{
+    free(limit->name);
+    free(limit->key_attr);
+    free(limit->unless);
+    htable_destroy(&limit->overrides, free);
+}
+
+void    limits_load(struct limits *limits, struct config *cfg)
+{
+    const struct config_entry *entry = NULL;
+    const char *err;
+
+    memset(limits, 0, sizeof(*limits));
+    while ((entry = config_next(cfg, entry, "limit")) != NULL) {
+	limits->limit = xrealloc(limits->limit, sizeof(struct limit) * (limits->limit_count + 1));
+	err = limits_parse_limit(limits, limits->limit + limits->limit_count, entry->value);
+	if (err) {
+	    config_add_error(cfg, entry->line, "limit: %s", err);
+	    limits_free_one(limits->limit + limits->limit_count);
+	} else {
+	    limits->limit_count++;
+	}
+    }
+    limits_load_overrides(limits, cfg);
+}
+
+static struct limit *limits_find(struct limits *limits, const char *name)
+{
+    for (int i = 0; i < limits->limit_count; i++)
+	if (strcmp(limits->limit[i].name, name) == 0)
+	    return (limits->limit + i);
+    return (NULL);
+}
+
+/* limits_parse_override - "LIMIT KEY_VALUE rate=... [burst=N]" */
+
+static const char *limits_parse_override(struct limits *limits, const char *text)
+{
+    int     argc, created;
+    char  **argv = config_split_words(text, &argc);
+    struct limit *limit;
+    struct limit_rates rates, **slot;
+    const char *err = NULL, *burst = NULL;
+
+    if (argc < 3 || strncmp(argv[2], "rate=", 5) != 0)
+	err = "expected: override LIMIT KEY_VALUE rate=N/PERIOD[,...] [burst=N]";
+    else if ((limit = limits_find(limits, argv[0])) == NULL)
+	err = "override for an unknown limit";
+    else if ((err = limits_parse_rates(argv[2] + 5, &rates)) == NULL) {
+	for (int i = 3; i < argc && err == NULL; i++) {
+	    if (strncmp(argv[i], "burst=", 6) == 0)
+		burst = argv[i] + 6;
+	    else
+		err = "unknown override option (only burst=)";
+	}
+	if (err == NULL && burst)
+	    err = limits_set_burst(&rates, burst);
+	if (err == NULL) {
+	    slot = (struct limit_rates **) htable_slot(limit->overrides, argv[1], &created);
+	    if (created)
+		*slot = xmalloc(sizeof(rates));
+	    **slot = rates;
+	}
+    }
+    config_list_free(&argv);
+    return (err);
+}
+
+/* limits_parse_exempt - "ATTRIBUTE VALUE..." */
+
+static const char *limits_parse_exempt(struct limits *limits, const char *text)
+{
+    int     argc, created;
+    char  **argv = config_split_list(text, &argc);
+    struct exemption *ex;
+    const char *err = NULL;
+    char   *bad = NULL;
+
+    if (argc < 2) {
+	config_list_free(&argv);
+	return ("expected: exempt ATTRIBUTE VALUE...");
+    }
+    limits->exempt = xrealloc(limits->exempt, sizeof(*ex) * (limits->exempt_count + 1));
+    ex = limits->exempt + limits->exempt_count++;
+    memset(ex, 0, sizeof(*ex));
+    ex->attr = xstrdup(argv[0]);
+    if (strcmp(argv[0], "client_address") == 0) {
+	ex->cidrs = cidr_list_create();
+	for (int i = 1; i < argc && err == NULL; i++)
+	    if ((err = cidr_list_add(ex->cidrs, argv[i])) != NULL)
+		bad = argv[i];
+	if (bad)
+	    msg_warn("exempt: bad network \"%s\"", bad);
+    } else {
+	ex->values = htable_create(0);
+	for (int i = 1; i < argc; i++) {
+	    for (char *cp = argv[i]; *cp; cp++)
+		*cp = tolower((unsigned char) *cp);
+	    *htable_slot(ex->values, argv[i], &created) = ex;	/* any non-NULL */
+	}
+    }
+    config_list_free(&argv);
+    return (err);
+}
+
+void    limits_load_overrides(struct limits *limits, struct config *cfg)
+{
+    const struct config_entry *entry = NULL;
+    const char *err;
+
+    while ((entry = config_next(cfg, entry, "override")) != NULL)
+	if ((err = limits_parse_override(limits, entry->value)) != NULL)
+	    config_add_error(cfg, entry->line, "override: %s", err);
+    entry = NULL;
+    while ((entry = config_next(cfg, entry, "exempt")) != NULL)
+	if ((err = limits_parse_exempt(limits, entry->value)) != NULL)
+	    config_add_error(cfg, entry->line, "exempt: %s", err);
+}
+
+void    limits_free(struct limits *limits)
+{
+    for (int i = 0; i < limits->limit_count; i++)
+	limits_free_one(limits->limit + i);
+    for (int i = 0; i < limits->exempt_count; i++) {
+	free(limits->exempt[i].attr);
+	cidr_list_destroy(&limits->exempt[i].cidrs);
+	htable_destroy(&limits->exempt[i].values, NULL);
+    }
+    free(limits->limit);
+    free(limits->exempt);
+    memset(limits, 0, sizeof(*limits));
+}
+
+const struct limit_rates *limits_rates_for(const struct limit *limit, const char *key)
+{
+    const struct limit_rates *rates = htable_find(limit->overrides, key);
+
+    return (rates ? rates : &limit->rates);
+}
+
+static void limits_lower(char *text)
+{
+    for (; *text; text++)
+	*text = tolower((unsigned char) *text);
+}
+
+int     limits_exempt(const struct limits *limits, const struct policy_request *req)
+{
+    char    value[LIMIT_KEY_MAX];
+    const char *raw;
+
+    for (int i = 0; i < limits->exempt_count; i++) {
+	const struct exemption *ex = limits->exempt + i;
+
+	if ((raw = policy_request_get(req, ex->attr)) == NULL || *raw == 0)
+	    continue;
+	if (ex->cidrs) {
+	    if (cidr_list_match_str(ex->cidrs, raw))
+		return (1);
+	} else {
+	    snprintf(value, sizeof(value), "%s", raw);
+	    limits_lower(value);
+	    if (htable_find(ex->values, value))
+		return (1);
+	}
+    }
+    return (0);
+}
+
+/* limits_network - client address masked to its /N (IPv4) or /M (IPv6) */
+
+static int limits_network(const struct limit *limit, const char *addr, char *buf, size_t len)
+{
+    unsigned char bytes[16];
+    char    text[INET6_ADDRSTRLEN];
+    int     family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    int     prefix = family == AF_INET ? limit->v4_prefix : limit->v6_prefix;
+    int     total = family == AF_INET ? 32 : 128;
+
+    if (inet_pton(family, addr, bytes) != 1)
+	return (0);
+    for (int bit = prefix; bit < total; bit++)
+	bytes[bit / 8] &= (unsigned char) ~(0x80 >> (bit % 8));
+    inet_ntop(family, bytes, text, sizeof(text));
+    snprintf(buf, len, "%s/%d", text, prefix);
+    return (1);
+}
+
+int     limits_key(const struct limit *limit, const struct policy_request *req,
+		           char *buf, size_t len)
+{
+    const char *value, *at;
+    int     domain = 0;
+
+    if (limit->unless && (value = policy_request_get(req, limit->unless)) && *value)
+	return (0);
+    if (strcmp(limit->key_attr, "sender_domain") == 0)
+	value = policy_request_get(req, "sender"), domain = 1;
+    else if (strcmp(limit->key_attr, "recipient_domain") == 0)
+	value = policy_request_get(req, "recipient"), domain = 1;
+    else
+	value = policy_request_get(req, limit->key_attr);
+    if (value == NULL || *value == 0)
+	return (0);
+    if (domain) {
+	if ((at = strrchr(value, '@')) == NULL || at[1] == 0)
+	    return (0);
+	value = at + 1;
+    }
+    if (limit->v4_prefix >= 0)
+	return (limits_network(limit, value, buf, len));
+    if (strlen(value) >= len)
+	return (0);
+    strcpy(buf, value);
+    if (domain || strcmp(limit->key_attr, "sender") == 0
+	|| strcmp(limit->key_attr, "recipient") == 0)
+	limits_lower(buf);
+    return (1);
+}

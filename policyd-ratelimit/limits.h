@@ -1,0 +1,67 @@
+#ifndef MXKIT_LIMITS_H
+#define MXKIT_LIMITS_H
+
+/* limits - rate limits, overrides and exemptions from the configuration. */
+
+#include "cidr_list.h"
+#include "config.h"
+#include "htable.h"
+#include "policy_request.h"
+
+#define LIMIT_RATES_MAX	4
+#define LIMIT_KEY_MAX	512
+
+enum limit_count { COUNT_MESSAGES, COUNT_RECIPIENTS, COUNT_BYTES };
+enum limit_action { ACTION_DEFER, ACTION_REJECT, ACTION_HOLD, ACTION_WARN };
+
+struct limit_rate {
+    long long count;
+    long long period_ms;
+    long long burst;			/* 0: same as count */
+    char    text[48];			/* as written, "30/1m" */
+};
+
+struct limit_rates {
+    struct limit_rate rate[LIMIT_RATES_MAX];
+    int     count;
+};
+
+struct limit {
+    char   *name;
+    char   *key_attr;			/* attribute, sender_domain, ... */
+    int     v4_prefix;			/* client_address/N/M, else -1 */
+    int     v6_prefix;
+    struct limit_rates rates;
+    enum limit_count count;
+    enum limit_action action;
+    int     dry_run;
+    char   *unless;			/* skip when this attribute is set */
+    int     per_recipient;		/* key derived from the recipient */
+    struct htable *overrides;		/* key value -> struct limit_rates */
+};
+
+struct exemption {
+    char   *attr;
+    struct cidr_list *cidrs;		/* client_address */
+    struct htable *values;		/* anything else (lower case) */
+};
+
+struct limits {
+    struct limit *limit;
+    int     limit_count;
+    struct exemption *exempt;
+    int     exempt_count;
+};
+
+void    limits_load(struct limits *limits, struct config *cfg);
+void    limits_load_overrides(struct limits *limits, struct config *cfg);
+void    limits_free(struct limits *limits);
+const struct limit_rates *limits_rates_for(const struct limit *limit, const char *key);
+int     limits_exempt(const struct limits *limits, const struct policy_request *req);
+int     limits_key(const struct limit *limit, const struct policy_request *req,
+		           char *buf, size_t len);
+const char *limits_parse_rates(const char *text, struct limit_rates *rates);
+const char *limits_count_name(enum limit_count count);
+const char *limits_action_name(enum limit_action action);
+
+#endif

@@ -1,0 +1,59 @@
+#ifndef MXKIT_STORE_H
+#define MXKIT_STORE_H
+
+/*
+ * store - where GCRA state lives: memory (one process) or Redis (shared).
+ *
+ * A call carries the operations of one request. Every store applies the
+ * same rule, atomically: each op is checked; if any non-advisory op does
+ * not fit, nothing is charged; otherwise, when charging, every op that
+ * fits is charged (advisory ops that do not fit are only reported).
+ */
+
+#include <event2/event.h>
+
+#define STORE_KEY_MAX 640
+
+struct store_op {
+    char    key[STORE_KEY_MAX];
+    double  interval;			/* microseconds per unit */
+    double  capacity;			/* microseconds of burst */
+    double  cost;			/* units */
+    int     advisory;			/* dry_run or action=warn */
+    int     limit;			/* index of the limit (caller's) */
+    int     rate;			/* index of the rate in the limit */
+    /* results */
+    int     allowed;
+    double  retry_after;		/* microseconds */
+};
+
+struct store_call;
+typedef void (*store_done_fn) (struct store_call *call);
+
+struct store_call {
+    struct store_op *ops;
+    int     count;
+    int     charge;
+    store_done_fn done;
+    void   *context;
+    /* results */
+    int     charged;
+    int     error;			/* the store could not answer */
+    /* set by the caller when it stopped waiting (deadline) */
+    int     abandoned;
+};
+
+struct store {
+    const char *kind;
+    void    (*submit) (struct store *store, struct store_call *call);
+    void    (*destroy) (struct store *store);
+};
+
+struct store *store_memory_create(struct event_base *base);
+size_t  store_memory_size(const struct store *store);
+struct store *store_redis_create(struct event_base *base, const char *url, const char **err);
+int     store_redis_connected(const struct store *store);
+void    store_call_free(struct store_call **call);
+void    store_destroy(struct store **store);
+
+#endif
