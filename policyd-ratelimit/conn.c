@@ -95,10 +95,9 @@ static void conn_reply(struct conn *conn, const char *reply)
     policy_request_reset(&conn->req);
     policy_config_release(&conn->pc);
     conn->busy = 0;
-    if (!conn->in_read) {		/* resume after an asynchronous answer */
-	bufferevent_enable(conn->bev, EV_READ);
+    bufferevent_enable(conn->bev, EV_READ);
+    if (!conn->in_read)			/* resume after an asynchronous answer */
 	conn_read(conn->bev, conn);
-    }
 }
 
 static void conn_store_done(struct store_call *call);

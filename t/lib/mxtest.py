@@ -36,8 +36,9 @@ class Tap:
             self.diag(diag)
         return bool(cond)
 
-    def is_(self, got, want, name):
-        return self.ok(got == want, name, diag="got:  %r\nwant: %r" % (got, want))
+    def is_(self, got, want, name, diag=None):
+        text = "got:  %r\nwant: %r" % (got, want)
+        return self.ok(got == want, name, diag=text + ("\n" + diag if diag else ""))
 
     def skip(self, name, reason):
         self.count += 1
