@@ -23,7 +23,11 @@
  *	hiredis's libevent adapter drives the connection; commands are
  *	pipelined on it. When the connection fails or drops, pending
  *	calls complete with call->error set, new calls fail at once, and
- *	a timer reconnects every second.
+ *	a timer reconnects every second. A Redis that accepts commands but
+ *	stops answering (stopped, swapping, a dead network path) is caught
+ *	by a watchdog: no reply for STORE_REDIS_STALL_MS while commands are
+ *	outstanding drops the connection, so later requests fail fast to
+ *	on_store_error instead of each waiting for its deadline.
  * DIAGNOSTICS
  *	store_redis_create() returns NULL and a static error for a bad URL.
  *	Connection problems are logged once per state change.
@@ -34,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -78,6 +83,7 @@ struct store_redis {
     redisAsyncContext *ctx;
     int     connected;
     int     was_up;			/* for logging state changes only */
+    int     down_logged;
     char    host[260];
     int     port;
     char    path[256];
@@ -85,7 +91,20 @@ struct store_redis {
     int     db;
     char    sha[48];			/* from SCRIPT LOAD; empty: use EVAL */
     struct event *retry;
+    struct event *watchdog;
+    int     outstanding;		/* script calls without a reply */
+    long long progress_ms;		/* last reply, or first outstanding */
 };
+
+#define STORE_REDIS_STALL_MS	1000
+
+static long long store_redis_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
 
 /* One in-flight script call; owns the argv built for it. */
 struct store_redis_req {
@@ -181,6 +200,8 @@ static void store_redis_reply(redisAsyncContext *ctx, void *r, void *privdata)
     struct store_redis_req *req = privdata;
     const redisReply *reply = r;
 
+    req->redis->outstanding--;
+    req->redis->progress_ms = store_redis_now_ms();
     if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0
 	&& req->redis->connected) {
 	req->redis->sha[0] = 0;
@@ -207,7 +228,10 @@ static void store_redis_send(struct store_redis_req *req, int use_sha)
 			      (const char **) req->argv, req->argvlen) != REDIS_OK) {
 	store_redis_complete(req->call, 1);
 	store_redis_req_free(req);
+	return;
     }
+    if (redis->outstanding++ == 0)
+	redis->progress_ms = store_redis_now_ms();
 }
 
 static void store_redis_submit(struct store *store, struct store_call *call)
@@ -265,8 +289,9 @@ static void store_redis_on_connect(const redisAsyncContext *ctx, int status)
     struct timeval one = {1, 0};
 
     if (status != REDIS_OK) {
-	if (redis->was_up || redis->connected == 0)
+	if (!redis->down_logged)
 	    msg_warn("redis: cannot connect: %s", ctx->errstr);
+	redis->down_logged = 1;
 	redis->was_up = 0;
 	redis->ctx = NULL;		/* hiredis frees it */
 	redis->connected = 0;
@@ -277,6 +302,7 @@ static void store_redis_on_connect(const redisAsyncContext *ctx, int status)
     if (!redis->was_up)
 	msg_info("redis: connected");
     redis->was_up = 1;
+    redis->down_logged = 0;
 }
 
 static void store_redis_on_disconnect(const redisAsyncContext *ctx, int status)
@@ -291,6 +317,31 @@ static void store_redis_on_disconnect(const redisAsyncContext *ctx, int status)
 		 status != REDIS_OK ? ctx->errstr : "");
     redis->ctx = NULL;
     redis->connected = 0;
+    redis->was_up = 0;
+    redis->outstanding = 0;
+    redis->sha[0] = 0;
+    evtimer_add(redis->retry, &one);
+}
+
+/* store_redis_watchdog - drop a connection that stopped answering */
+
+static void store_redis_watchdog(evutil_socket_t fd, short what, void *context)
+{
+    struct store_redis *redis = context;
+    long long silent = store_redis_now_ms() - redis->progress_ms;
+    struct timeval one = {1, 0};
+    redisAsyncContext *ctx = redis->ctx;
+
+    if (redis->ctx == NULL || redis->outstanding <= 0 || silent < STORE_REDIS_STALL_MS)
+	return;
+    msg_warn("redis: no answer for %lld ms with %d commands outstanding; reconnecting",
+	     silent, redis->outstanding);
+    redis->connected = 0;
+    redis->was_up = 0;
+    redis->ctx = NULL;
+    ctx->data = NULL;			/* no disconnect callback work */
+    redisAsyncFree(ctx);		/* fails the pending calls */
+    redis->outstanding = 0;
     redis->sha[0] = 0;
     evtimer_add(redis->retry, &one);
 }
@@ -310,8 +361,9 @@ static void store_redis_connect(struct store_redis *redis)
     if (ctx == NULL || ctx->err) {
 	struct timeval one = {1, 0};
 
-	if (redis->was_up)
+	if (!redis->down_logged)
 	    msg_warn("redis: cannot connect: %s", ctx ? ctx->errstr : "out of memory");
+	redis->down_logged = 1;
 	redis->was_up = 0;
 	if (ctx)
 	    redisAsyncFree(ctx);
@@ -346,12 +398,14 @@ static void store_redis_destroy(struct store *store)
 	redisAsyncFree(redis->ctx);
     }
     event_free(redis->retry);
+    event_free(redis->watchdog);
     free(redis);
 }
 
 struct store *store_redis_create(struct event_base *base, const char *url, const char **err)
 {
     struct store_redis *redis = xcalloc(1, sizeof(*redis));
+    struct timeval quarter = {0, 250000};
 
     if ((*err = store_redis_parse_url(redis, url)) != NULL) {
 	free(redis);
@@ -362,6 +416,8 @@ struct store *store_redis_create(struct event_base *base, const char *url, const
     redis->store.destroy = store_redis_destroy;
     redis->base = base;
     redis->retry = evtimer_new(base, store_redis_retry, redis);
+    redis->watchdog = event_new(base, -1, EV_PERSIST, store_redis_watchdog, redis);
+    event_add(redis->watchdog, &quarter);
     store_redis_connect(redis);
     return (&redis->store);
 }

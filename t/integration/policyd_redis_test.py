@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""policyd-ratelimit with a real redis-server shared by two MX nodes:
+
+  4. two policyd-ratelimit instances behind two Postfix instances, sharing
+     one redis-server, enforce one combined limit (keys hash-tagged, TTL).
+  5. redis-server stopped (SIGSTOP: accepts, never answers) and killed:
+     on_store_error = open answers DUNNO and keeps counting locally,
+     closed defers; no request waits past the deadline; Redis is used
+     again once it is back.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+import mxpolicy as mp  # noqa: E402
+
+CONFIG = """\
+listen = inet:127.0.0.1:{port}
+store = redis://127.0.0.1:%(redis)d/0
+on_store_error = %(mode)s
+deadline = 100ms
+limit per_user = sasl_username rate=30/1h count=recipients
+"""
+DEADLINE = 0.100
+SLACK = 0.150     # scheduling on a loaded 2-core machine
+
+
+def rcpts(n, tag):
+    return ["%s%d@example.net" % (tag, i) for i in range(n)]
+
+
+def accepted(results):
+    return len([c for c, _ in results if c == 250])
+
+
+def redis_cli(st, *args):
+    res = subprocess.run(["redis-cli", "-p", str(st.port("redis"))] + list(args),
+                         capture_output=True, text=True, timeout=10)
+    return res.stdout.strip()
+
+
+def timed_requests(port, user, count):
+    """count RCPT requests on one connection; returns (replies, worst seconds)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = sock.makefile("rwb")
+    replies, worst = [], 0.0
+    for i in range(count):
+        t0 = time.monotonic()
+        reply = mp.policy_request(f, {
+            "request": "smtpd_access_policy", "protocol_state": "RCPT",
+            "instance": "t%d" % i, "sasl_username": user, "client_address": "127.0.0.1",
+            "recipient": "r%d@example.net" % i})
+        worst = max(worst, time.monotonic() - t0)
+        replies.append(reply and reply[0])
+    sock.close()
+    return replies, worst
+
+
+def test_shared(st):
+    s = mp.login(st, "svc-alerts", "pfa-submission")
+    res, data = mp.transaction(s, "alerts@planapulse.ai", rcpts(20, "a"))
+    s.quit()
+    tap.is_((accepted(res), data and data[0]), (20, 250), "node A: 20 recipients sent")
+    s = mp.login(st, "svc-alerts", "pfb-submission")
+    res, data = mp.transaction(s, "alerts@planapulse.ai", rcpts(20, "b"))
+    s.quit()
+    tap.is_(accepted(res), 10, "node B: only 10 more fit the combined 30/1h")
+    tap.is_(res[10][0], 450, "node B: the 11th RCPT deferred with 450")
+    tap.ok(re.search(r"per_user: defer key=svc-alerts count=11 ", st.read_log("pdb")),
+           "node B's policyd logged the decision")
+    keys = redis_cli(st, "--scan", "--pattern", "mxrl:*").split()
+    tap.ok("mxrl:{per_user:svc-alerts}:0" in keys, "Redis holds the hash-tagged key",
+           diag=repr(keys))
+    ttl = int(redis_cli(st, "PTTL", "mxrl:{per_user:svc-alerts}:0") or -3)
+    tap.ok(0 < ttl <= 3600 * 1000 + 1000, "the key has a TTL (%d ms)" % ttl)
+
+
+def test_redis_stopped(st):
+    st.procs["redis"].send_signal(signal.SIGSTOP)
+    replies, worst = timed_requests(st.port("pda"), "svc-stopped", 20)
+    tap.is_(set(replies), {"action=DUNNO"}, "redis stopped, open: DUNNO")
+    tap.ok(worst < DEADLINE + SLACK, "redis stopped, open: slowest answer %.0f ms "
+           "(deadline 100 ms)" % (worst * 1000))
+    replies, worst = timed_requests(st.port("pdb"), "svc-stopped", 20)
+    tap.ok(replies and all(r and r.startswith("action=451 4.3.0") for r in replies),
+           "redis stopped, closed: 451 4.3.0 (store_error_reply)", diag=repr(replies[:3]))
+    tap.ok(worst < DEADLINE + SLACK, "redis stopped, closed: slowest answer %.0f ms"
+           % (worst * 1000))
+    tap.ok(wait_for(lambda: "redis: no answer for" in st.read_log("pda")),
+           "the watchdog dropped the silent Redis connection")
+    os.kill(st.procs["redis"].pid, signal.SIGKILL)
+    st.stop_redis()
+
+
+def test_redis_killed(st):
+    t0 = time.monotonic()
+    s = mp.login(st, "svc-local", "pfa-submission")
+    res, data = mp.transaction(s, "local@planapulse.ai", rcpts(31, "l"))
+    s.quit()
+    tap.is_(accepted(res[:30]), 30, "redis down, open: 30 recipients pass (DUNNO)")
+    tap.is_(res[30][0], 450, "redis down, open: the local memory store still counts "
+            "(31st deferred)")
+    tap.is_(data and data[0], 250, "redis down, open: the message is accepted")
+    s = mp.login(st, "svc-local", "pfa-submission")
+    res, _ = mp.transaction(s, "local@planapulse.ai", rcpts(1, "l2-"))
+    s.quit()
+    tap.is_(res[0][0], 450, "redis down, open: the local charge holds for the next message")
+    s = mp.login(st, "svc-closed", "pfb-submission")
+    res, _ = mp.transaction(s, "closed@planapulse.ai", rcpts(2, "c"))
+    s.quit()
+    tap.ok(all(c == 451 and "Rate limit service unavailable" in t for c, t in res),
+           "redis down, closed: Postfix defers with 451 4.3.0", diag=repr(res))
+    tap.ok(time.monotonic() - t0 < 20, "redis down: 65 RCPTs answered without stalls")
+    replies, worst = timed_requests(st.port("pda"), "svc-killed", 20)
+    tap.ok(worst < DEADLINE + SLACK, "redis killed: slowest answer %.0f ms" % (worst * 1000))
+
+
+def test_redis_back(st):
+    before = {n: st.read_log(n).count("redis: connected") for n in ("pda", "pdb")}
+    st.start_redis()
+    for name in ("pda", "pdb"):
+        tap.ok(wait_for(lambda: st.read_log(name).count("redis: connected") > before[name],
+                        timeout=10),
+               "%s reconnected to the restarted redis-server" % name)
+    s = mp.login(st, "svc-new", "pfa-submission")
+    res, data = mp.transaction(s, "new@planapulse.ai", rcpts(5, "n"))
+    s.quit()
+    tap.is_((accepted(res), data and data[0]), (5, 250), "redis back: node A sends")
+    tap.ok(redis_cli(st, "EXISTS", "mxrl:{per_user:svc-new}:0") == "1",
+           "redis back: the charge went to Redis again")
+    s = mp.login(st, "svc-new", "pfb-submission")
+    res, data = mp.transaction(s, "new@planapulse.ai", rcpts(26, "m"))
+    s.quit()
+    tap.is_(accepted(res), 25, "redis back: node B sees node A's 5 (25 of 26 fit)")
+
+
+with Stack("policyd-redis") as st:
+    tap.stack = st
+    for user in ("svc-local", "svc-closed", "svc-new"):
+        st.users[user] = user + "-secret"
+    st.start_dovecot()
+    st.start_sink()
+    redis = st.start_redis()
+    procs = {}
+    for name, mode in (("pda", "open"), ("pdb", "closed")):
+        procs[name], port, _ = mp.start_policyd(st, name, CONFIG % {"redis": redis,
+                                                                      "mode": mode})
+        st.start_postfix(name="pf" + name[-1], submission=mp.restrictions(port))
+    for name in procs:
+        tap.ok(wait_for(lambda: "redis: connected" in st.read_log(name)),
+               "%s connected to redis-server" % name)
+    test_shared(st)
+    test_redis_stopped(st)
+    test_redis_killed(st)
+    test_redis_back(st)
+    for name, proc in procs.items():
+        tap.ok(proc.poll() is None, "%s is still running" % name)
+
+sys.exit(tap.done())
