@@ -114,8 +114,10 @@ static const char *limits_parse_key(struct limit *limit, const char *spec)
 	if (strncmp(spec, "client_address/", 15) != 0)
 	    return ("only client_address takes /V4LEN/V6LEN");
 	if (sscanf(slash + 1, "%lld/%7s", &v4, v6text) != 2
-	    || config_parse_int(v6text, &v6) != NULL || v4 < 0 || v4 > 32 || v6 < 0 || v6 > 128)
+	    || config_parse_int(v6text, &v6) != NULL)
 	    return ("expected client_address/V4LEN/V6LEN, for example client_address/24/64");
+	if (v4 < 0 || v4 > 32 || v6 < 0 || v6 > 128)
+	    return ("client_address prefix lengths out of range (IPv4 0-32, IPv6 0-128)");
 	limit->key_attr = xstrdup("client_address");
 	limit->v4_prefix = (int) v4;
 	limit->v6_prefix = (int) v6;

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""policyd-ratelimit -t: the issue's example configuration is accepted
+verbatim; broken configurations are refused with "file:line: message"
+naming each problem; a broken configuration sent by SIGHUP is refused
+and the old one keeps working."""
+
+import os
+import signal
+import socket
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import run, tap, wait_for  # noqa: E402
+import mxpolicy as mp  # noqa: E402
+
+EXAMPLE = """\
+listen = inet:127.0.0.1:10031
+store = memory                  # or redis://127.0.0.1:6379/0, redis+unix:///run/redis.sock
+on_store_error = open           # open: DUNNO and fall back to the local memory store; closed: defer
+defer_reply = 450 4.7.1 Rate limit {limit} exceeded for {key}; retry in {retry_after}s
+
+limit per_user   = sasl_username        rate=30/1m,500/1d  count=recipients
+limit per_ip     = client_address/24/64 rate=10/1m         count=messages   unless=sasl_username
+limit per_domain = sender_domain        rate=1000/1h       count=messages   dry_run=yes
+limit big_sender = sasl_username        rate=50M/1h        count=bytes
+override per_user svc-billing rate=5000/1h,50000/1d
+exempt client_address 127.0.0.0/8 ::1
+"""
+
+BROKEN = [
+    ("limit a = sasl_username rate=30/1x\n", 1, "rate"),
+    ("limit a = sasl_username rate=30/1m count=letters\n", 1, "count"),
+    ("limit a = sasl_username rate=30/1m action=explode\n", 1, "action"),
+    ("limit a = client_address/33/64 rate=1/1m\n", 1, "out of range"),
+    ("limit a = sasl_username\n", 1, "rate="),
+    ("limit a = sasl_username rate=1/1m\nlimit a = sender rate=1/1m\n", 2, "duplicate"),
+    ("override nosuch bob rate=1/1m\n", 1, "unknown limit"),
+    ("exempt client_address 10.0.0.0/99\n", 1, "10.0.0.0/99"),
+    ("on_store_error = maybe\n", 1, "on_store_error"),
+    ("store = postgres://x\n", 1, "store"),
+    ("defer_reply = 550 5.7.1 no\n", 1, "defer_reply"),
+    ("deadline = soon\n", 1, "deadline"),
+    ("colour = blue\n", 1, "colour"),
+]
+
+
+def policyd_t(path):
+    return run([mp.POLICYD, "-t", "-c", path])
+
+
+with Stack("policyd-config") as st:
+    tap.stack = st
+    path = mp.write_config(st, "example", EXAMPLE)
+    res = policyd_t(path)
+    tap.is_(res.returncode, 0, "the issue's example configuration passes -t verbatim")
+    tap.ok("configuration OK: 4 limits" in res.stdout, "-t reports the 4 limits",
+           diag=res.stdout + res.stderr)
+
+    for i, (text, line, word) in enumerate(BROKEN):
+        path = mp.write_config(st, "broken%d" % i, text)
+        res = policyd_t(path)
+        expect = "%s:%d:" % (path, line)
+        tap.ok(res.returncode == 1 and expect in res.stderr and word in res.stderr,
+               "-t refuses %r with %s ... %s" % (text.strip(), expect, word),
+               diag="rc=%d %s" % (res.returncode, res.stderr))
+
+    path = mp.write_config(st, "missing-override",
+                           "override_file = /nonexistent/overrides\n")
+    res = policyd_t(path)
+    tap.ok(res.returncode == 1 and "/nonexistent/overrides" in res.stderr,
+           "-t names a missing override_file", diag=res.stderr)
+
+    live = EXAMPLE.replace("inet:127.0.0.1:10031", "inet:127.0.0.1:{port}").replace(
+        "exempt client_address 127.0.0.0/8 ::1", "exempt client_address 192.0.2.0/24")
+    proc, port, conf = mp.start_policyd(st, "policyd", live)
+    tap.ok(proc.poll() is None, "the example configuration runs")
+    with open(conf, "a") as f:
+        f.write("limit broken = sasl_username rate=oops\n")
+    proc.send_signal(signal.SIGHUP)
+    tap.ok(wait_for(lambda: "reload of %s failed" % conf in st.read_log("policyd")),
+           "a broken configuration on SIGHUP is refused and logged")
+    tap.ok("%s:12:" % conf in st.read_log("policyd"), "the refusal names file and line",
+           diag=st.read_log("policyd")[-800:])
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rwb")
+    reply = mp.policy_request(f, {"request": "smtpd_access_policy", "protocol_state": "RCPT",
+                                  "sasl_username": "bob", "client_address": "10.0.0.1",
+                                  "recipient": "x@example.net", "instance": "1"})
+    tap.is_(reply, ["action=DUNNO"], "the old configuration keeps answering")
+    s.close()
+
+sys.exit(tap.done())
