@@ -156,8 +156,11 @@ static const char *limits_parse_option(struct limit *limit, const char *opt, int
 		return (limit->action = a, NULL);
 	return ("action must be defer, reject, hold or warn");
     }
-    if (strncmp(opt, "unless=", 7) == 0)
+    if (strncmp(opt, "unless=", 7) == 0) {
+	if (*value == 0)
+	    return ("unless= needs an attribute name");
 	return (free(limit->unless), limit->unless = xstrdup(value), NULL);
+    }
     if (strncmp(opt, "dry_run=", 8) == 0) {
 	if (config_parse_bool(value, &flag) != NULL)
 	    return ("dry_run must be yes or no");
@@ -296,8 +299,12 @@ static const char *limits_parse_exempt(struct limits *limits, const char *text)
 	for (int i = 1; i < argc && err == NULL; i++)
 	    if ((err = cidr_list_add(ex->cidrs, argv[i])) != NULL)
 		bad = argv[i];
-	if (bad)
-	    msg_warn("exempt: bad network \"%s\"", bad);
+	if (bad) {				/* name the value in the error */
+	    static char buf[300];
+
+	    snprintf(buf, sizeof(buf), "%s \"%.200s\"", err, bad);
+	    err = buf;
+	}
     } else {
 	ex->values = htable_create(0);
 	for (int i = 1; i < argc; i++) {

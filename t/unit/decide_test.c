@@ -1,0 +1,159 @@
+/* decide_test - unit tests for policyd-ratelimit/decide.c with the memory store */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decide.h"
+#include "msg.h"
+#include "tap.h"
+
+static const struct config_spec specs[] = {
+    {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    {0},
+};
+
+static const char conf[] =
+"limit per_user = sasl_username rate=30/1h count=recipients\n"
+"limit bytes = sasl_username rate=1000/1h count=bytes\n"
+"limit dry = sender_domain rate=1/1h dry_run=yes\n"
+"limit per_rcpt = recipient rate=2/1h action=reject\n"
+"limit warned = client_name rate=1/1h action=warn\n"
+"limit held = helo_name rate=1/1h action=hold\n";
+
+static struct store *store;
+static struct policy_config pc;
+
+static void done(struct store_call *call)
+{
+    (void) call;
+}
+
+/* ask - one request through decide and the memory store; caller frees */
+
+static char *ask(struct decide_txn *txn, const char *state, const char *instance,
+		         const char *extra)
+{
+    struct policy_request req;
+    struct store_call *call;
+    const char *reply;
+    char    text[1024], *line, *save = NULL;
+    char   *result;
+
+    policy_request_init(&req);
+    snprintf(text, sizeof(text), "request=smtpd_access_policy\nprotocol_state=%s\n"
+	     "instance=%s\n%s", state, instance, extra);
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+	policy_request_add_line(&req, line, strlen(line));
+    call = decide_prepare(&pc, txn, &req, &reply);
+    if (call == NULL) {
+	policy_request_free(&req);
+	return (strdup(reply));
+    }
+    call->done = done;
+    store->submit(store, call);
+    result = decide_finish(&pc, txn, &req, call);
+    store_call_free(&call);
+    policy_request_free(&req);
+    return (result);
+}
+
+static int count_dunno(struct decide_txn *txn, const char *instance, const char *user, int n)
+{
+    char    extra[256];
+    int     dunno = 0;
+
+    for (int i = 0; i < n; i++) {
+	char   *r;
+
+	snprintf(extra, sizeof(extra), "sasl_username=%s\nrecipient=r%d@example.net\n", user, i);
+	r = ask(txn, "RCPT", instance, extra);
+	dunno += strcmp(r, "DUNNO") == 0;
+	free(r);
+    }
+    return (dunno);
+}
+
+static int check(char *reply, const char *want, const char *name)
+{
+    int     pass = ok(strncmp(reply, want, strlen(want)) == 0, "%s", name);
+
+    if (!pass)
+	diag("got %s", reply);
+    free(reply);
+    return (pass);
+}
+
+int     main(void)
+{
+    struct event_base *base = event_base_new();
+    struct decide_txn txn;
+
+    msg_init("decide_test", MSG_STDERR);
+    memset(&txn, 0, sizeof(txn));
+    pc.cfg = config_read_buffer("t.conf", conf, strlen(conf), specs);
+    limits_load(&pc.limits, pc.cfg);
+    is_int(pc.cfg->error_count, 0, "configuration loads");
+    pc.defer_reply = "450 4.7.1 {limit} {key} {count} {rate} retry {retry_after}s";
+    pc.reject_reply = "550 5.7.1 {limit} exceeded for {key}";
+    store = store_memory_create(base);
+
+    is_int(count_dunno(&txn, "t1", "alice", 30), 30, "30 recipients fit per_user 30/1h");
+    check(ask(&txn, "RCPT", "t1", "sasl_username=alice\nrecipient=x@example.net\n"),
+	  "450 4.7.1 per_user alice 31 30/1h retry ", "the 31st is deferred, template expanded");
+    is_int(count_dunno(&txn, "t2", "alice", 30), 30,
+	   "a new transaction (RSET, no DATA) starts again: nothing was charged");
+    check(ask(&txn, "DATA", "t2", "sasl_username=alice\nrecipient_count=30\n"), "DUNNO",
+	  "DATA checks without charging");
+    check(ask(&txn, "END-OF-MESSAGE", "t2", "sasl_username=alice\nrecipient_count=30\n"
+	      "size=100\n"), "DUNNO", "END-OF-MESSAGE charges 30 recipients and 100 bytes");
+    check(ask(&txn, "RCPT", "t3", "sasl_username=alice\nrecipient=y@example.net\n"),
+	  "450 4.7.1 per_user alice 1 30/1h retry 120s", "the next recipient waits 120s");
+    check(ask(&txn, "RCPT", "t4", "sasl_username=bob\nrecipient=y@example.net\n"),
+	  "DUNNO", "another user is unaffected");
+
+    check(ask(&txn, "END-OF-MESSAGE", "t5", "sasl_username=carol\nrecipient_count=1\n"
+	      "size=900\n"), "DUNNO", "bytes: 900 of 1000 charged");
+    check(ask(&txn, "END-OF-MESSAGE", "t6", "sasl_username=carol\nrecipient_count=1\n"
+	      "size=200\n"), "450 4.7.1 bytes carol 200 ", "bytes: 200 more deferred");
+    check(ask(&txn, "END-OF-MESSAGE", "t7", "sasl_username=carol\nrecipient_count=1\n"
+	      "size=100\n"), "DUNNO", "bytes: the deferred message was not charged");
+
+    check(ask(&txn, "END-OF-MESSAGE", "t8", "sender=a@dry.example\n"), "DUNNO", "dry 1/1");
+    check(ask(&txn, "END-OF-MESSAGE", "t9", "sender=a@dry.example\n"), "DUNNO",
+	  "dry_run over the limit still answers DUNNO");
+
+    check(ask(&txn, "END-OF-MESSAGE", "t10", "client_name=w.example\n"), "DUNNO", "warn 1/1");
+    check(ask(&txn, "END-OF-MESSAGE", "t11", "client_name=w.example\n"),
+	  "WARN rate limit warned exceeded for w.example", "action=warn answers WARN");
+    check(ask(&txn, "END-OF-MESSAGE", "t12", "helo_name=h.example\n"), "DUNNO", "hold 1/1");
+    check(ask(&txn, "END-OF-MESSAGE", "t13", "helo_name=h.example\n"),
+	  "HOLD rate limit held exceeded for h.example", "action=hold answers HOLD");
+
+    for (int i = 0; i < 2; i++) {
+	char    instance[16];
+
+	snprintf(instance, sizeof(instance), "r%d", i);
+	check(ask(&txn, "RCPT", instance, "recipient=z@example.net\n"), "DUNNO",
+	      "per recipient: RCPT checks");
+	check(ask(&txn, "END-OF-MESSAGE", instance, "recipient_count=1\n"), "DUNNO",
+	      "per recipient: END-OF-MESSAGE charges the recipient remembered at RCPT");
+    }
+    check(ask(&txn, "RCPT", "r3", "recipient=z@example.net\n"),
+	  "550 5.7.1 per_rcpt exceeded for z@example.net", "action=reject answers 550");
+    check(ask(&txn, "RCPT", "r3", "recipient=other@example.net\n"), "DUNNO",
+	  "another recipient in the same transaction is unaffected");
+    check(ask(&txn, "CONNECT", "t15", "sasl_username=alice\n"), "DUNNO",
+	  "other protocol states are not limited");
+
+    decide_txn_free(&txn);
+    store_destroy(&store);
+    limits_free(&pc.limits);
+    config_free(&pc.cfg);
+    event_base_free(base);
+    return (tap_done());
+}

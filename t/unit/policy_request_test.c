@@ -1,0 +1,109 @@
+/* policy_request_test - unit tests for policyd-ratelimit/policy_request.c */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy_request.h"
+#include "tap.h"
+
+/* feed - add NUL-free lines of text; returns the first error or NULL */
+
+static const char *feed(struct policy_request *req, const char *text)
+{
+    const char *err;
+
+    while (*text) {
+	const char *nl = strchr(text, '\n');
+	size_t  len = nl ? (size_t) (nl - text) : strlen(text);
+
+	if ((err = policy_request_add_line(req, text, len)) != NULL)
+	    return (err);
+	text += len + (nl != NULL);
+    }
+    return (NULL);
+}
+
+int     main(void)
+{
+    struct policy_request req;
+    const char *err;
+    char   *big;
+
+    policy_request_init(&req);
+    err = feed(&req, "request=smtpd_access_policy\nprotocol_state=RCPT\n"
+	       "sasl_username=svc-billing\nrecipient=a@b.example\nccert_subject=\n"
+	       "future_attribute=x=y");
+    ok(err == NULL, "a well-formed request parses");
+    ok(policy_request_finish(&req) == NULL, "and is complete");
+    is_str(policy_request_get(&req, "sasl_username"), "svc-billing", "attribute value");
+    is_str(policy_request_get(&req, "future_attribute"), "x=y",
+	   "unknown attribute kept; value may contain '='");
+    is_str(policy_request_get(&req, "ccert_subject"), "", "empty value");
+    ok(policy_request_get(&req, "sender") == NULL, "absent attribute is NULL");
+
+    policy_request_reset(&req);
+    ok(policy_request_get(&req, "sasl_username") == NULL, "reset forgets attributes");
+    is_str(policy_request_finish(&req), "empty request", "empty request refused");
+    feed(&req, "protocol_state=RCPT");
+    is_str(policy_request_finish(&req), "missing request= attribute", "request= required");
+    policy_request_reset(&req);
+    feed(&req, "request=junk");
+    ok(strstr(policy_request_finish(&req), "unknown request type") != NULL,
+       "unknown request type refused");
+
+    policy_request_reset(&req);
+    feed(&req, "request=smtpd_access_policy\nsender=first\nsender=second");
+    is_str(policy_request_get(&req, "sender"), "first", "a repeated attribute: the first counts");
+
+    policy_request_reset(&req);
+    is_str(feed(&req, "no equals sign"), "malformed attribute: no '='", "line without '='");
+    policy_request_reset(&req);
+    is_str(feed(&req, "=value"), "malformed attribute: empty name", "empty name");
+    policy_request_reset(&req);
+    is_str(feed(&req, "bad name=value"), "malformed attribute: bad character in name",
+	   "space in name");
+    policy_request_reset(&req);
+    is_str(policy_request_add_line(&req, "a=b\0c", 5),
+	   "malformed attribute: control character in value", "NUL in value");
+    policy_request_reset(&req);
+    ok(policy_request_add_line(&req, "a=b\r", 4) == NULL, "a trailing CR is tolerated");
+    is_str(policy_request_get(&req, "a"), "b", "and stripped");
+
+    big = malloc(POLICY_LINE_MAX + 2);
+    memset(big, 'x', POLICY_LINE_MAX + 1);
+    memcpy(big, "a=", 2);
+    policy_request_reset(&req);
+    is_str(policy_request_add_line(&req, big, POLICY_LINE_MAX + 1), "attribute line too long",
+	   "line over %d bytes refused", POLICY_LINE_MAX);
+    policy_request_reset(&req);
+    ok(policy_request_add_line(&req, big, POLICY_LINE_MAX) == NULL,
+       "line of exactly %d bytes accepted", POLICY_LINE_MAX);
+    free(big);
+
+    policy_request_reset(&req);
+    err = NULL;
+    for (int i = 0; i <= POLICY_ATTR_MAX && err == NULL; i++) {
+	char    line[32];
+
+	snprintf(line, sizeof(line), "a%d=b", i);
+	err = policy_request_add_line(&req, line, strlen(line));
+    }
+    is_str(err, "too many attributes", "more than %d attributes refused", POLICY_ATTR_MAX);
+
+    policy_request_reset(&req);
+    big = malloc(8000);
+    memset(big, 'v', 8000);
+    memcpy(big, "n=", 2);
+    err = NULL;
+    for (int i = 0; i < 20 && err == NULL; i++)
+	err = policy_request_add_line(&req, big, 8000);
+    is_str(err, "request too large", "more than %d bytes in one request refused",
+	   POLICY_REQUEST_MAX);
+    free(big);
+
+    policy_request_free(&req);
+    return (tap_done());
+}
