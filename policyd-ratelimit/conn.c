@@ -61,7 +61,7 @@ void    policy_config_release(struct policy_config **pcp)
     *pcp = NULL;
     if (pc == NULL || --pc->refcount > 0)
 	return;
-    limits_free(&pc->limits);
+    ratelimit_free(&pc->limits);
     config_free(&pc->cfg);
     free(pc);
 }

@@ -116,7 +116,7 @@ static struct decide_pending *decide_txn_add(struct decide_txn *txn, int limit,
 static void decide_add_ops(struct store_call *call, const struct limit *limit, int index,
 			           const char *key, double cost)
 {
-    const struct limit_rates *rates = limits_rates_for(limit, key);
+    const struct limit_rates *rates = ratelimit_rates_for(limit, key);
 
     for (int r = 0; r < rates->count; r++) {
 	const struct limit_rate *rate = rates->rate + r;
@@ -173,7 +173,7 @@ static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
 			       decide_cost(limit, stage, req, txn->pending + i));
 	return;
     }
-    if (!limits_key(limit, req, key, sizeof(key)))
+    if (!ratelimit_key(limit, req, key, sizeof(key)))
 	return;
     decide_add_ops(call, limit, index, key,
 		   decide_cost(limit, stage, req, decide_txn_find(txn, index, key)));
@@ -186,7 +186,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     struct store_call *call;
 
     *reply = "DUNNO";
-    if (stage == STAGE_OTHER || limits_exempt(&pc->limits, req))
+    if (stage == STAGE_OTHER || ratelimit_exempt(&pc->limits, req))
 	return (NULL);
     decide_txn_sync(txn, req);
     call = xcalloc(1, sizeof(*call));
@@ -216,7 +216,7 @@ static void decide_key_value(const struct limit *limit, const struct store_op *o
 static char *decide_expand(const char *template, const struct limit *limit,
 			           const char *key, const struct store_op *op)
 {
-    const struct limit_rates *rates = limits_rates_for(limit, key);
+    const struct limit_rates *rates = ratelimit_rates_for(limit, key);
     char    retry[32], count[32];
     const char *names[] = {"{limit}", "{key}", "{retry_after}", "{rate}", "{count}"};
     const char *values[5];
@@ -256,7 +256,7 @@ static char *decide_expand(const char *template, const struct limit *limit,
 static void decide_log(const struct limit *limit, const char *key, const struct store_op *op,
 		               const struct policy_request *req)
 {
-    const struct limit_rates *rates = limits_rates_for(limit, key);
+    const struct limit_rates *rates = ratelimit_rates_for(limit, key);
     const char *qid = policy_request_get(req, "queue_id");
     const char *name = policy_request_get(req, "client_name");
     const char *addr = policy_request_get(req, "client_address");
@@ -264,7 +264,7 @@ static void decide_log(const struct limit *limit, const char *key, const struct 
 
     msg_info("%s: %s%s key=%s count=%.0f rate=%s retry_after=%.0fs stage=%s "
 	     "queue_id=%s client=%s[%s]", limit->name, limit->dry_run ? "would " : "",
-	     limits_action_name(limit->dry_run ? ACTION_DEFER : limit->action), key, op->cost,
+	     ratelimit_action_name(limit->dry_run ? ACTION_DEFER : limit->action), key, op->cost,
 	     rates->rate[op->rate].text, ceil(op->retry_after / 1e6), state ? state : "",
 	     qid && *qid ? qid : "NOQUEUE", name ? name : "unknown", addr ? addr : "");
 }
@@ -300,7 +300,7 @@ static void decide_record_rcpt(const struct policy_config *pc, struct decide_txn
     char    key[LIMIT_KEY_MAX];
 
     for (int i = 0; i < pc->limits.limit_count; i++)
-	if (limits_key(pc->limits.limit + i, req, key, sizeof(key)))
+	if (ratelimit_key(pc->limits.limit + i, req, key, sizeof(key)))
 	    decide_txn_add(txn, i, key)->recipients++;
 }
 

@@ -3,7 +3,7 @@
 
 /* decide - from a policy request to store operations and back to a reply. */
 
-#include "limits.h"
+#include "ratelimit.h"
 #include "policy_request.h"
 #include "store.h"
 

@@ -108,11 +108,11 @@ static struct policy_config *policyd_load(const char *path)
     pc->cfg = config_read(path, policyd_specs);
     if (pc->cfg->error_count == 0) {
 	policyd_check_values(pc->cfg);
-	limits_load(&pc->limits, pc->cfg);
+	ratelimit_load(&pc->limits, pc->cfg);
 	if ((ofile = config_get_str(pc->cfg, "override_file")) != NULL) {
 	    ocfg = config_read(ofile, override_specs);
 	    if (ocfg->error_count == 0)
-		limits_load_overrides(&pc->limits, ocfg);
+		ratelimit_load_overrides(&pc->limits, ocfg);
 	    config_merge_errors(pc->cfg, ocfg);
 	    config_free(&ocfg);
 	}

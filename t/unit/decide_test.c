@@ -96,7 +96,7 @@ int     main(void)
     msg_init("decide_test", MSG_STDERR);
     memset(&txn, 0, sizeof(txn));
     pc.cfg = config_read_buffer("t.conf", conf, strlen(conf), specs);
-    limits_load(&pc.limits, pc.cfg);
+    ratelimit_load(&pc.limits, pc.cfg);
     is_int(pc.cfg->error_count, 0, "configuration loads");
     pc.defer_reply = "450 4.7.1 {limit} {key} {count} {rate} retry {retry_after}s";
     pc.reject_reply = "550 5.7.1 {limit} exceeded for {key}";
@@ -152,7 +152,7 @@ int     main(void)
 
     decide_txn_free(&txn);
     store_destroy(&store);
-    limits_free(&pc.limits);
+    ratelimit_free(&pc.limits);
     config_free(&pc.cfg);
     event_base_free(base);
     return (tap_done());

@@ -1,5 +1,5 @@
-#ifndef MXKIT_LIMITS_H
-#define MXKIT_LIMITS_H
+#ifndef MXKIT_RATELIMIT_H
+#define MXKIT_RATELIMIT_H
 
 /* limits - rate limits, overrides and exemptions from the configuration. */
 
@@ -53,15 +53,15 @@ struct limits {
     int     exempt_count;
 };
 
-void    limits_load(struct limits *limits, struct config *cfg);
-void    limits_load_overrides(struct limits *limits, struct config *cfg);
-void    limits_free(struct limits *limits);
-const struct limit_rates *limits_rates_for(const struct limit *limit, const char *key);
-int     limits_exempt(const struct limits *limits, const struct policy_request *req);
-int     limits_key(const struct limit *limit, const struct policy_request *req,
+void    ratelimit_load(struct limits *limits, struct config *cfg);
+void    ratelimit_load_overrides(struct limits *limits, struct config *cfg);
+void    ratelimit_free(struct limits *limits);
+const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const char *key);
+int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req);
+int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len);
-const char *limits_parse_rates(const char *text, struct limit_rates *rates);
-const char *limits_count_name(enum limit_count count);
-const char *limits_action_name(enum limit_action action);
+const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates);
+const char *ratelimit_count_name(enum limit_count count);
+const char *ratelimit_action_name(enum limit_action action);
 
 #endif

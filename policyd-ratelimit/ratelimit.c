@@ -1,16 +1,16 @@
 /*
  * NAME
- *	limits 3
+ *	ratelimit 3
  * SUMMARY
  *	rate limits, overrides and exemptions
  * SYNOPSIS
- *	#include "limits.h"
+ *	#include "ratelimit.h"
  *
- *	void	limits_load(&limits, cfg)
- *	void	limits_load_overrides(&limits, cfg)
- *	int	limits_exempt(&limits, req)
- *	int	limits_key(limit, req, buf, len)
- *	const struct limit_rates *limits_rates_for(limit, key)
+ *	void	ratelimit_load(&limits, cfg)
+ *	void	ratelimit_load_overrides(&limits, cfg)
+ *	int	ratelimit_exempt(&limits, req)
+ *	int	ratelimit_key(limit, req, buf, len)
+ *	const struct limit_rates *ratelimit_rates_for(limit, key)
  * DESCRIPTION
  *	Directives, as in policyd-ratelimit.conf(5):
  *
@@ -22,7 +22,7 @@
  *	KEY is any request attribute, sender_domain, recipient_domain, or
  *	client_address/V4LEN/V6LEN (clients grouped by network).
  *
- *	limits_key() writes the key value of a request for a limit, and
+ *	ratelimit_key() writes the key value of a request for a limit, and
  *	returns 0 when the limit does not apply (empty attribute, or the
  *	unless= attribute is set).
  * DIAGNOSTICS
@@ -37,27 +37,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "ratelimit.h"
 #include "msg.h"
 #include "xalloc.h"
 
-const char *limits_count_name(enum limit_count count)
+const char *ratelimit_count_name(enum limit_count count)
 {
     static const char *const names[] = {"messages", "recipients", "bytes"};
 
     return (names[count]);
 }
 
-const char *limits_action_name(enum limit_action action)
+const char *ratelimit_action_name(enum limit_action action)
 {
     static const char *const names[] = {"defer", "reject", "hold", "warn"};
 
     return (names[action]);
 }
 
-/* limits_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
+/* ratelimit_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
 
-const char *limits_parse_rates(const char *text, struct limit_rates *rates)
+const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates)
 {
     int     count;
     char  **items = config_split_list(text, &count);
@@ -90,7 +90,7 @@ const char *limits_parse_rates(const char *text, struct limit_rates *rates)
     return (err);
 }
 
-static const char *limits_set_burst(struct limit_rates *rates, const char *text)
+static const char *ratelimit_set_burst(struct limit_rates *rates, const char *text)
 {
     long long burst;
 
@@ -101,7 +101,7 @@ static const char *limits_set_burst(struct limit_rates *rates, const char *text)
     return (NULL);
 }
 
-static const char *limits_parse_key(struct limit *limit, const char *spec)
+static const char *ratelimit_parse_key(struct limit *limit, const char *spec)
 {
     const char *slash = strchr(spec, '/');
     long long v4, v6;
@@ -130,9 +130,9 @@ static const char *limits_parse_key(struct limit *limit, const char *spec)
     return (NULL);
 }
 
-/* limits_parse_option - one "name=value" of a limit line */
+/* ratelimit_parse_option - one "name=value" of a limit line */
 
-static const char *limits_parse_option(struct limit *limit, const char *opt, int *have_rate,
+static const char *ratelimit_parse_option(struct limit *limit, const char *opt, int *have_rate,
 				               const char **burst)
 {
     const char *value = strchr(opt, '=') + 1;
@@ -140,19 +140,19 @@ static const char *limits_parse_option(struct limit *limit, const char *opt, int
 
     if (strncmp(opt, "rate=", 5) == 0) {
 	*have_rate = 1;
-	return (limits_parse_rates(value, &limit->rates));
+	return (ratelimit_parse_rates(value, &limit->rates));
     }
     if (strncmp(opt, "burst=", 6) == 0)
 	return (*burst = value, NULL);
     if (strncmp(opt, "count=", 6) == 0) {
 	for (int c = COUNT_MESSAGES; c <= COUNT_BYTES; c++)
-	    if (strcmp(value, limits_count_name(c)) == 0)
+	    if (strcmp(value, ratelimit_count_name(c)) == 0)
 		return (limit->count = c, NULL);
 	return ("count must be messages, recipients or bytes");
     }
     if (strncmp(opt, "action=", 7) == 0) {
 	for (int a = ACTION_DEFER; a <= ACTION_WARN; a++)
-	    if (strcmp(value, limits_action_name(a)) == 0)
+	    if (strcmp(value, ratelimit_action_name(a)) == 0)
 		return (limit->action = a, NULL);
 	return ("action must be defer, reject, hold or warn");
     }
@@ -169,7 +169,7 @@ static const char *limits_parse_option(struct limit *limit, const char *opt, int
     return ("unknown option (rate, count, burst, unless, action, dry_run)");
 }
 
-static const char *limits_parse_limit(struct limits *limits, struct limit *limit,
+static const char *ratelimit_parse_limit(struct limits *limits, struct limit *limit,
 				              const char *text)
 {
     int     argc, have_rate = 0;
@@ -191,23 +191,23 @@ static const char *limits_parse_limit(struct limits *limits, struct limit *limit
     if (err == NULL && arg >= argc)
 	err = "missing KEY";
     if (err == NULL)
-	err = limits_parse_key(limit, argv[arg++]);
+	err = ratelimit_parse_key(limit, argv[arg++]);
     for (; err == NULL && arg < argc; arg++) {
 	if (strchr(argv[arg], '=') == NULL)
 	    err = "expected name=value option";
 	else
-	    err = limits_parse_option(limit, argv[arg], &have_rate, &burst);
+	    err = ratelimit_parse_option(limit, argv[arg], &have_rate, &burst);
     }
     if (err == NULL && !have_rate)
 	err = "missing rate=";
     if (err == NULL && burst)
-	err = limits_set_burst(&limit->rates, burst);
+	err = ratelimit_set_burst(&limit->rates, burst);
     config_list_free(&argv);
     limit->overrides = htable_create(0);
     return (err);
 }
 
-static void limits_free_one(struct limit *limit)
+static void ratelimit_free_one(struct limit *limit)
 {
     free(limit->name);
     free(limit->key_attr);
@@ -215,7 +215,7 @@ static void limits_free_one(struct limit *limit)
     htable_destroy(&limit->overrides, free);
 }
 
-void    limits_load(struct limits *limits, struct config *cfg)
+void    ratelimit_load(struct limits *limits, struct config *cfg)
 {
     const struct config_entry *entry = NULL;
     const char *err;
@@ -223,18 +223,18 @@ void    limits_load(struct limits *limits, struct config *cfg)
     memset(limits, 0, sizeof(*limits));
     while ((entry = config_next(cfg, entry, "limit")) != NULL) {
 	limits->limit = xrealloc(limits->limit, sizeof(struct limit) * (limits->limit_count + 1));
-	err = limits_parse_limit(limits, limits->limit + limits->limit_count, entry->value);
+	err = ratelimit_parse_limit(limits, limits->limit + limits->limit_count, entry->value);
 	if (err) {
 	    config_add_error(cfg, entry->line, "limit: %s", err);
-	    limits_free_one(limits->limit + limits->limit_count);
+	    ratelimit_free_one(limits->limit + limits->limit_count);
 	} else {
 	    limits->limit_count++;
 	}
     }
-    limits_load_overrides(limits, cfg);
+    ratelimit_load_overrides(limits, cfg);
 }
 
-static struct limit *limits_find(struct limits *limits, const char *name)
+static struct limit *ratelimit_find(struct limits *limits, const char *name)
 {
     for (int i = 0; i < limits->limit_count; i++)
 	if (strcmp(limits->limit[i].name, name) == 0)
@@ -242,9 +242,9 @@ static struct limit *limits_find(struct limits *limits, const char *name)
     return (NULL);
 }
 
-/* limits_parse_override - "LIMIT KEY_VALUE rate=... [burst=N]" */
+/* ratelimit_parse_override - "LIMIT KEY_VALUE rate=... [burst=N]" */
 
-static const char *limits_parse_override(struct limits *limits, const char *text)
+static const char *ratelimit_parse_override(struct limits *limits, const char *text)
 {
     int     argc, created;
     char  **argv = config_split_words(text, &argc);
@@ -254,9 +254,9 @@ static const char *limits_parse_override(struct limits *limits, const char *text
 
     if (argc < 3 || strncmp(argv[2], "rate=", 5) != 0)
 	err = "expected: override LIMIT KEY_VALUE rate=N/PERIOD[,...] [burst=N]";
-    else if ((limit = limits_find(limits, argv[0])) == NULL)
+    else if ((limit = ratelimit_find(limits, argv[0])) == NULL)
 	err = "override for an unknown limit";
-    else if ((err = limits_parse_rates(argv[2] + 5, &rates)) == NULL) {
+    else if ((err = ratelimit_parse_rates(argv[2] + 5, &rates)) == NULL) {
 	for (int i = 3; i < argc && err == NULL; i++) {
 	    if (strncmp(argv[i], "burst=", 6) == 0)
 		burst = argv[i] + 6;
@@ -264,7 +264,7 @@ static const char *limits_parse_override(struct limits *limits, const char *text
 		err = "unknown override option (only burst=)";
 	}
 	if (err == NULL && burst)
-	    err = limits_set_burst(&rates, burst);
+	    err = ratelimit_set_burst(&rates, burst);
 	if (err == NULL) {
 	    slot = (struct limit_rates **) htable_slot(limit->overrides, argv[1], &created);
 	    if (created)
@@ -276,9 +276,9 @@ static const char *limits_parse_override(struct limits *limits, const char *text
     return (err);
 }
 
-/* limits_parse_exempt - "ATTRIBUTE VALUE..." */
+/* ratelimit_parse_exempt - "ATTRIBUTE VALUE..." */
 
-static const char *limits_parse_exempt(struct limits *limits, const char *text)
+static const char *ratelimit_parse_exempt(struct limits *limits, const char *text)
 {
     int     argc, created;
     char  **argv = config_split_list(text, &argc);
@@ -317,24 +317,24 @@ static const char *limits_parse_exempt(struct limits *limits, const char *text)
     return (err);
 }
 
-void    limits_load_overrides(struct limits *limits, struct config *cfg)
+void    ratelimit_load_overrides(struct limits *limits, struct config *cfg)
 {
     const struct config_entry *entry = NULL;
     const char *err;
 
     while ((entry = config_next(cfg, entry, "override")) != NULL)
-	if ((err = limits_parse_override(limits, entry->value)) != NULL)
+	if ((err = ratelimit_parse_override(limits, entry->value)) != NULL)
 	    config_add_error(cfg, entry->line, "override: %s", err);
     entry = NULL;
     while ((entry = config_next(cfg, entry, "exempt")) != NULL)
-	if ((err = limits_parse_exempt(limits, entry->value)) != NULL)
+	if ((err = ratelimit_parse_exempt(limits, entry->value)) != NULL)
 	    config_add_error(cfg, entry->line, "exempt: %s", err);
 }
 
-void    limits_free(struct limits *limits)
+void    ratelimit_free(struct limits *limits)
 {
     for (int i = 0; i < limits->limit_count; i++)
-	limits_free_one(limits->limit + i);
+	ratelimit_free_one(limits->limit + i);
     for (int i = 0; i < limits->exempt_count; i++) {
 	free(limits->exempt[i].attr);
 	cidr_list_destroy(&limits->exempt[i].cidrs);
@@ -345,20 +345,20 @@ void    limits_free(struct limits *limits)
     memset(limits, 0, sizeof(*limits));
 }
 
-const struct limit_rates *limits_rates_for(const struct limit *limit, const char *key)
+const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const char *key)
 {
     const struct limit_rates *rates = htable_find(limit->overrides, key);
 
     return (rates ? rates : &limit->rates);
 }
 
-static void limits_lower(char *text)
+static void ratelimit_lower(char *text)
 {
     for (; *text; text++)
 	*text = tolower((unsigned char) *text);
 }
 
-int     limits_exempt(const struct limits *limits, const struct policy_request *req)
+int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req)
 {
     char    value[LIMIT_KEY_MAX];
     const char *raw;
@@ -373,7 +373,7 @@ int     limits_exempt(const struct limits *limits, const struct policy_request *
 		return (1);
 	} else {
 	    snprintf(value, sizeof(value), "%s", raw);
-	    limits_lower(value);
+	    ratelimit_lower(value);
 	    if (htable_find(ex->values, value))
 		return (1);
 	}
@@ -381,9 +381,9 @@ int     limits_exempt(const struct limits *limits, const struct policy_request *
     return (0);
 }
 
-/* limits_network - client address masked to its /N (IPv4) or /M (IPv6) */
+/* ratelimit_network - client address masked to its /N (IPv4) or /M (IPv6) */
 
-static int limits_network(const struct limit *limit, const char *addr, char *buf, size_t len)
+static int ratelimit_network(const struct limit *limit, const char *addr, char *buf, size_t len)
 {
     unsigned char bytes[16];
     char    text[INET6_ADDRSTRLEN];
@@ -400,7 +400,7 @@ static int limits_network(const struct limit *limit, const char *addr, char *buf
     return (1);
 }
 
-int     limits_key(const struct limit *limit, const struct policy_request *req,
+int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len)
 {
     const char *value, *at;
@@ -422,12 +422,12 @@ int     limits_key(const struct limit *limit, const struct policy_request *req,
 	value = at + 1;
     }
     if (limit->v4_prefix >= 0)
-	return (limits_network(limit, value, buf, len));
+	return (ratelimit_network(limit, value, buf, len));
     if (strlen(value) >= len)
 	return (0);
     strcpy(buf, value);
     if (domain || strcmp(limit->key_attr, "sender") == 0
 	|| strcmp(limit->key_attr, "recipient") == 0)
-	limits_lower(buf);
+	ratelimit_lower(buf);
     return (1);
 }

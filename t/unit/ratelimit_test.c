@@ -1,4 +1,4 @@
-/* limits_test - unit tests for policyd-ratelimit/limits.c */
+/* ratelimit_test - unit tests for policyd-ratelimit/ratelimit.c */
 
 #include "build_config.h"
 
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "ratelimit.h"
 #include "tap.h"
 
 static const struct config_spec specs[] = {
@@ -43,7 +43,7 @@ static const char *key(const struct limit *limit, const char *lines)
 {
     static char buf[LIMIT_KEY_MAX];
 
-    return (limits_key(limit, request(lines), buf, sizeof(buf)) ? buf : "(none)");
+    return (ratelimit_key(limit, request(lines), buf, sizeof(buf)) ? buf : "(none)");
 }
 
 static const char *first_error(const char *text)
@@ -53,9 +53,9 @@ static const char *first_error(const char *text)
     struct limits limits;
 
     memset(&limits, 0, sizeof(limits));
-    limits_load(&limits, cfg);
+    ratelimit_load(&limits, cfg);
     snprintf(buf, sizeof(buf), "%s", cfg->error_count ? cfg->errors[0] : "(no error)");
-    limits_free(&limits);
+    ratelimit_free(&limits);
     config_free(&cfg);
     return (buf);
 }
@@ -68,7 +68,7 @@ int     main(void)
     const struct limit_rates *r;
 
     memset(&limits, 0, sizeof(limits));
-    limits_load(&limits, cfg);
+    ratelimit_load(&limits, cfg);
     is_int(cfg->error_count, 0, "the example loads without errors");
     if (cfg->error_count)
 	diag("%s", cfg->errors[0]);
@@ -84,9 +84,9 @@ int     main(void)
     is_int(limits.limit[4].rates.rate[0].burst, 10, "burst=10");
     is_int(limits.limit[4].action, ACTION_REJECT, "action=reject");
 
-    r = limits_rates_for(limits.limit, "svc-billing");
+    r = ratelimit_rates_for(limits.limit, "svc-billing");
     is_int(r->rate[0].count, 5000, "override applies to svc-billing");
-    r = limits_rates_for(limits.limit, "svc-alerts");
+    r = ratelimit_rates_for(limits.limit, "svc-alerts");
     is_int(r->rate[0].count, 30, "others get the limit's own rates");
 
     is_str(key(limits.limit, "sasl_username=svc-alerts"), "svc-alerts", "attribute key");
@@ -102,17 +102,17 @@ int     main(void)
     is_str(key(limits.limit + 2, "sender="), "(none)", "null sender: no domain key");
     is_str(key(limits.limit + 4, "recipient=x@Example.NET"), "example.net", "recipient_domain");
 
-    ok(limits_exempt(&limits, request("client_address=127.0.0.2")), "127.0.0.2 exempt");
-    ok(limits_exempt(&limits, request("client_address=::1")), "::1 exempt");
-    ok(!limits_exempt(&limits, request("client_address=10.0.0.1")), "10.0.0.1 not exempt");
-    ok(limits_exempt(&limits, request("client_address=10.0.0.1\nsasl_username=svc-monitoring")),
+    ok(ratelimit_exempt(&limits, request("client_address=127.0.0.2")), "127.0.0.2 exempt");
+    ok(ratelimit_exempt(&limits, request("client_address=::1")), "::1 exempt");
+    ok(!ratelimit_exempt(&limits, request("client_address=10.0.0.1")), "10.0.0.1 not exempt");
+    ok(ratelimit_exempt(&limits, request("client_address=10.0.0.1\nsasl_username=svc-monitoring")),
        "exempt by sasl_username");
 
-    ok(limits_parse_rates("30/1m", &rates) == NULL, "30/1m parses");
-    ok(limits_parse_rates("30/0s", &rates) != NULL, "zero period refused");
-    ok(limits_parse_rates("0/1m", &rates) != NULL, "zero count refused");
-    ok(limits_parse_rates("30", &rates) != NULL, "missing period refused");
-    ok(limits_parse_rates("1/1m,2/1m,3/1m,4/1m,5/1m", &rates) != NULL,
+    ok(ratelimit_parse_rates("30/1m", &rates) == NULL, "30/1m parses");
+    ok(ratelimit_parse_rates("30/0s", &rates) != NULL, "zero period refused");
+    ok(ratelimit_parse_rates("0/1m", &rates) != NULL, "zero count refused");
+    ok(ratelimit_parse_rates("30", &rates) != NULL, "missing period refused");
+    ok(ratelimit_parse_rates("1/1m,2/1m,3/1m,4/1m,5/1m", &rates) != NULL,
        "more than %d rates refused", LIMIT_RATES_MAX);
 
     ok(strstr(first_error("limit a = sasl_username rate=1/1m count=letters\n"), "t.conf:1:")
@@ -126,7 +126,7 @@ int     main(void)
     ok(strstr(first_error("override a b rate=1/1m\n"), "unknown limit") != NULL,
        "override of an unknown limit refused");
 
-    limits_free(&limits);
+    ratelimit_free(&limits);
     config_free(&cfg);
     policy_request_free(request(""));
     return (tap_done());
