@@ -9,8 +9,13 @@
  *	void	conn_accept(listener, fd, sa, salen, server)
  * DESCRIPTION
  *	Postfix keeps policy connections open and sends one request at a
- *	time; a client that pipelines is served in order (reading pauses
- *	while a request waits for the store).
+ *	time; a client that pipelines is served in order (requests wait in
+ *	the input buffer while one waits for the store).
+ *
+ *	I/O is done with read(2)/writev(2) on a persistent libevent read
+ *	event; a write event is added only when the socket is full. (With
+ *	bufferevents every reply cost two epoll_ctl calls, a third of the
+ *	CPU time at 30k requests/s.)
  *
  *	Each store call has a deadline (the "deadline" parameter). When the
  *	store fails or misses the deadline, on_store_error decides: open
@@ -27,32 +32,49 @@
 
 #include "build_config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "addr.h"
 #include "conn.h"
 #include "msg.h"
 #include "xalloc.h"
 
+/*
+ * Input kept per connection: starts small (10,000 idle Postfix
+ * connections must not cost 1 GB) and grows to one maximal request plus
+ * a read's worth.
+ */
+#define CONN_INPUT_MIN	4096
+#define CONN_INPUT_MAX	(POLICY_REQUEST_MAX + POLICY_LINE_MAX + 16384)
+
 struct conn {
     struct server *srv;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct event *read_ev;
+    struct event *write_ev;
+    struct evbuffer *out;
+    char   *in;				/* unparsed input */
+    size_t  in_cap;			/* grows up to CONN_INPUT_MAX */
+    size_t  in_len;
+    size_t  in_used;			/* parsed prefix of in */
     struct policy_request req;
     struct decide_txn txn;
     struct policy_config *pc;		/* held while a request is in flight */
     struct store_call *call;		/* in flight at the store */
     struct event *deadline;
     int     busy;
-    int     in_read;
+    int     in_loop;			/* conn_input() is on the stack */
+    int     eof;
     char    peer[ADDR_TEXT_MAX];
 };
 
-static void conn_read(struct bufferevent *bev, void *context);
+static void conn_input(struct conn *conn);
 
 void    policy_config_release(struct policy_config **pcp)
 {
@@ -73,7 +95,11 @@ static void conn_free(struct conn *conn)
 	conn->call = NULL;
     }
     event_free(conn->deadline);
-    bufferevent_free(conn->bev);
+    event_free(conn->read_ev);
+    event_free(conn->write_ev);
+    evbuffer_free(conn->out);
+    evutil_closesocket(conn->fd);
+    free(conn->in);
     policy_request_free(&conn->req);
     decide_txn_free(&conn->txn);
     policy_config_release(&conn->pc);
@@ -87,17 +113,45 @@ static void conn_fail(struct conn *conn, const char *err)
     conn_free(conn);
 }
 
+/* conn_flush - write what we can; 0 when the connection was freed */
+
+static int conn_flush(struct conn *conn)
+{
+    while (evbuffer_get_length(conn->out) > 0) {
+	int     n = evbuffer_write(conn->out, conn->fd);
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+	    event_add(conn->write_ev, NULL);
+	    return (1);
+	}
+	if (n <= 0) {
+	    if (msg_verbose)
+		msg_info("%s: write error: %m", conn->peer);
+	    conn_free(conn);
+	    return (0);
+	}
+    }
+    return (1);
+}
+
+static void conn_writable(evutil_socket_t fd, short what, void *context)
+{
+    struct conn *conn = context;
+
+    if (conn_flush(conn) && evbuffer_get_length(conn->out) == 0 && conn->eof && !conn->busy)
+	conn_free(conn);
+}
+
 static void conn_reply(struct conn *conn, const char *reply)
 {
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-
-    evbuffer_add_printf(out, "action=%s\n\n", reply);
+    evbuffer_add_printf(conn->out, "action=%s\n\n", reply);
     policy_request_reset(&conn->req);
     policy_config_release(&conn->pc);
     conn->busy = 0;
-    bufferevent_enable(conn->bev, EV_READ);
-    if (!conn->in_read)			/* resume after an asynchronous answer */
-	conn_read(conn->bev, conn);
+    if (!conn->in_loop) {		/* an asynchronous answer */
+	if (conn_flush(conn))
+	    conn_input(conn);
+    }
 }
 
 static void conn_store_done(struct store_call *call);
@@ -171,12 +225,10 @@ static void conn_process(struct conn *conn)
     conn->pc = conn->srv->pc;
     conn->pc->refcount++;
     call = decide_prepare(conn->pc, &conn->txn, &conn->req, &reply);
-    if (call == NULL) {
+    if (call == NULL)
 	conn_reply(conn, reply);
-	return;
-    }
-    bufferevent_disable(conn->bev, EV_READ);
-    conn_submit(conn, conn->srv->store, call);
+    else
+	conn_submit(conn, conn->srv->store, call);
 }
 
 /* conn_line - one line without its LF; returns 0 when conn was freed */
@@ -200,47 +252,85 @@ static int conn_line(struct conn *conn, const char *line, size_t len)
     return (1);
 }
 
-static void conn_read(struct bufferevent *bev, void *context)
+static void conn_resume_reading(struct conn *conn)
 {
-    struct conn *conn = context;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_ptr eol;
-    size_t  eol_len;
-    const char *data;
+    struct timeval idle = {conn->srv->idle_timeout_ms / 1000,
+    (conn->srv->idle_timeout_ms % 1000) * 1000};
 
-    conn->in_read = 1;
-    while (!conn->busy) {
-	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-	if (eol.pos < 0) {
-	    if (evbuffer_get_length(in) > POLICY_LINE_MAX + 1) {
+    event_add(conn->read_ev, &idle);
+}
+
+/* conn_input - parse buffered input until a request goes to the store */
+
+static void conn_input(struct conn *conn)
+{
+    char   *line, *nl;
+
+    conn->in_loop = 1;
+    while (!conn->busy && conn->in_used < conn->in_len) {
+	line = conn->in + conn->in_used;
+	if ((nl = memchr(line, '\n', conn->in_len - conn->in_used)) == NULL) {
+	    if (conn->in_len - conn->in_used > POLICY_LINE_MAX + 1) {
 		conn_fail(conn, "attribute line too long");
 		return;
 	    }
 	    break;
 	}
-	if ((size_t) eol.pos > POLICY_LINE_MAX + 1) {
-	    conn_fail(conn, "attribute line too long");
+	conn->in_used += nl - line + 1;
+	if (!conn_line(conn, line, nl - line))
 	    return;
-	}
-	data = (const char *) evbuffer_pullup(in, eol.pos + eol_len);
-	if (!conn_line(conn, data, eol.pos))
-	    return;
-	evbuffer_drain(in, eol.pos + eol_len);
     }
-    conn->in_read = 0;
+    conn->in_loop = 0;
+    if (conn->in_used == conn->in_len)	/* all parsed: start over */
+	conn->in_used = conn->in_len = 0;
+    if (!conn_flush(conn))
+	return;
+    if (!conn->eof && !conn->busy && !event_pending(conn->read_ev, EV_READ, NULL))
+	conn_resume_reading(conn);
+    if (conn->eof && !conn->busy) {
+	if (conn->req.count > 0 || conn->in_len > conn->in_used)
+	    msg_warn("%s: connection closed in the middle of a request", conn->peer);
+	if (evbuffer_get_length(conn->out) == 0)
+	    conn_free(conn);
+    }
 }
 
-static void conn_event(struct bufferevent *bev, short what, void *context)
+static void conn_readable(evutil_socket_t fd, short what, void *context)
 {
     struct conn *conn = context;
+    ssize_t n;
 
-    if ((what & BEV_EVENT_EOF) && conn->req.count > 0 && !conn->busy)
-	msg_warn("%s: connection closed in the middle of a request", conn->peer);
-    else if (what & BEV_EVENT_TIMEOUT)
+    if (what & EV_TIMEOUT) {
 	msg_info("%s: idle timeout", conn->peer);
-    else if ((what & BEV_EVENT_ERROR) && msg_verbose)
-	msg_info("%s: connection error", conn->peer);
-    conn_free(conn);
+	conn_free(conn);
+	return;
+    }
+    if (conn->in_used > 0 && !conn->busy) {	/* keep the unparsed tail */
+	memmove(conn->in, conn->in + conn->in_used, conn->in_len - conn->in_used);
+	conn->in_len -= conn->in_used;
+	conn->in_used = 0;
+    }
+    if (conn->in_len == conn->in_cap && conn->in_cap < CONN_INPUT_MAX) {
+	conn->in_cap = conn->in_cap * 4 > CONN_INPUT_MAX ? CONN_INPUT_MAX : conn->in_cap * 4;
+	conn->in = xrealloc(conn->in, conn->in_cap);
+    }
+    if (conn->in_len >= conn->in_cap) {	/* a pipelining client: wait */
+	event_del(conn->read_ev);
+	return;
+    }
+    n = read(fd, conn->in + conn->in_len, conn->in_cap - conn->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	return;
+    if (n <= 0) {
+	if (n < 0 && msg_verbose)
+	    msg_info("%s: read error: %m", conn->peer);
+	conn->eof = 1;
+	event_del(conn->read_ev);
+    } else {
+	conn->in_len += n;
+    }
+    if (!conn->busy)
+	conn_input(conn);
 }
 
 void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
@@ -248,7 +338,6 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 {
     struct server *srv = context;
     struct conn *conn;
-    struct timeval idle = {srv->idle_timeout_ms / 1000, (srv->idle_timeout_ms % 1000) * 1000};
     static time_t last_warning;
 
     if (srv->connections >= srv->max_connections) {
@@ -259,17 +348,21 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 	evutil_closesocket(fd);
 	return;
     }
+    evutil_make_socket_nonblocking(fd);
     conn = xcalloc(1, sizeof(*conn));
     conn->srv = srv;
+    conn->fd = fd;
     srv->connections++;
     if (sa->sa_family == AF_UNIX)
 	snprintf(conn->peer, sizeof(conn->peer), "unix-client");
     else
 	addr_format(sa, conn->peer, sizeof(conn->peer));
     policy_request_init(&conn->req);
+    conn->in_cap = CONN_INPUT_MIN;
+    conn->in = xmalloc(conn->in_cap);
+    conn->out = evbuffer_new();
     conn->deadline = evtimer_new(srv->base, conn_deadline, conn);
-    conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
-    bufferevent_set_timeouts(conn->bev, &idle, NULL);
-    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    conn->read_ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_readable, conn);
+    conn->write_ev = event_new(srv->base, fd, EV_WRITE, conn_writable, conn);
+    conn_resume_reading(conn);
 }

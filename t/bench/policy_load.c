@@ -1,0 +1,238 @@
+/*
+ * NAME
+ *	policy_load 1
+ * SUMMARY
+ *	load generator for Postfix policy services
+ * SYNOPSIS
+ *	policy_load [-c connections] [-d seconds] [-w warmup_seconds]
+ *		[-k keys] host port
+ * DESCRIPTION
+ *	Opens persistent connections, as Postfix's smtpd processes do, and
+ *	keeps one request in flight on each. Every connection replays
+ *	SMTP transactions: 1-3 RCPT requests, DATA and END-OF-MESSAGE,
+ *	each with a fresh instance, a SASL user and a client address drawn
+ *	from "keys" distinct values (half the transactions unauthenticated),
+ *	real-looking attributes (about 30 per request, as Postfix 3.7
+ *	sends).
+ *
+ *	After the warm-up, prints one line:
+ *	decisions=N seconds=S rate=R p50_us=A p90_us=B p99_us=C max_us=D
+ *	dunno=N other=N errors=N
+ * DIAGNOSTICS
+ *	Exits 1 when it cannot connect or a connection closes.
+ */
+
+#include "build_config.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define HIST_BUCKETS	200000		/* 1 us buckets up to 200 ms */
+
+struct client {
+    struct bufferevent *bev;
+    unsigned long long txn;		/* transaction counter */
+    int     step;			/* 0..rcpts-1 RCPT, then DATA, EOM */
+    int     rcpts;
+    unsigned user;
+    unsigned seed;
+    double  sent_at;
+};
+
+static struct event_base *base;
+static unsigned long long *histogram;
+static unsigned long long decisions, dunno, other, errors, too_slow;
+static int measuring, keys = 10000;
+static double max_latency;
+
+static double now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ts.tv_sec * 1e6 + ts.tv_nsec / 1e3);
+}
+
+static void send_request(struct client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *state;
+    char    user[32] = "";
+    int     authenticated;
+
+    if (c->step == 0) {
+	c->rcpts = 1 + rand_r(&c->seed) % 3;
+	c->user = rand_r(&c->seed) % keys;
+    }
+    if ((authenticated = c->user % 2 == 0) != 0)
+	snprintf(user, sizeof(user), "svc-%u", c->user);
+    state = c->step < c->rcpts ? "RCPT" : c->step == c->rcpts ? "DATA" : "END-OF-MESSAGE";
+    evbuffer_add_printf(out,
+			"request=smtpd_access_policy\nprotocol_state=%s\nprotocol_name=ESMTP\n"
+			"client_address=10.%u.%u.%u\nclient_name=host%u.example.net\n"
+			"client_port=%u\nreverse_client_name=host%u.example.net\n"
+			"server_address=192.0.2.25\nserver_port=587\n"
+			"helo_name=host%u.example.net\nsender=svc%u@planapulse.ai\n"
+			"recipient=rcpt%d@example.org\nrecipient_count=%d\n"
+			"queue_id=%s\ninstance=%llx.%p\nsize=%u\netrn_domain=\nstress=\n"
+			"sasl_method=%s\nsasl_username=%s\nsasl_sender=\n"
+			"ccert_subject=\nccert_issuer=\nccert_fingerprint=\n"
+			"ccert_pubkey_fingerprint=\nencryption_protocol=TLSv1.3\n"
+			"encryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\n"
+			"policy_context=\ncompatibility_level=3.6\nmail_version=3.7.11\n\n",
+			state, (c->user >> 16) & 255, (c->user >> 8) & 255, c->user & 255,
+			c->user, 40000 + c->user % 20000, c->user, c->user, c->user,
+			c->step, c->step < c->rcpts ? 0 : c->rcpts,
+			c->step < c->rcpts ? "" : "4Xyz1234", c->txn, (void *) c,
+			2000 + c->user % 50000, authenticated ? "plain" : "", user);
+    c->sent_at = now_us();
+}
+
+static void on_read(struct bufferevent *bev, void *context)
+{
+    struct client *c = context;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\n\n", 2, NULL);
+    char    reply[512];
+    double  latency;
+    size_t  n;
+
+    if (end.pos < 0)
+	return;
+    n = end.pos + 2 < (ssize_t) sizeof(reply) ? (size_t) end.pos + 2 : sizeof(reply) - 1;
+    evbuffer_remove(in, reply, n);
+    reply[n] = 0;
+    evbuffer_drain(in, end.pos + 2 - n);
+    latency = now_us() - c->sent_at;
+    if (measuring) {
+	decisions++;
+	if (strncmp(reply, "action=DUNNO", 12) == 0 || strncmp(reply, "action=dunno", 12) == 0)
+	    dunno++;
+	else if (strncmp(reply, "action=", 7) == 0)
+	    other++;
+	else
+	    errors++;
+	if (latency >= HIST_BUCKETS)
+	    too_slow++;
+	else
+	    histogram[(int) latency]++;
+	if (latency > max_latency)
+	    max_latency = latency;
+    }
+    if (++c->step > c->rcpts + 1) {
+	c->step = 0;
+	c->txn++;
+    }
+    send_request(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *context)
+{
+    if (what & BEV_EVENT_CONNECTED)
+	return;
+    fprintf(stderr, "policy_load: connection %s\n",
+	    (what & BEV_EVENT_EOF) ? "closed by the server" : "failed");
+    exit(1);
+}
+
+static void on_phase(evutil_socket_t fd, short what, void *context)
+{
+    int    *phase = context;
+
+    if ((*phase)++ == 0) {
+	measuring = 1;
+	return;
+    }
+    event_base_loopbreak(base);
+}
+
+static double percentile(double p)
+{
+    unsigned long long want = (unsigned long long) (p * (decisions - errors)), seen = 0;
+
+    for (int i = 0; i < HIST_BUCKETS; i++)
+	if ((seen += histogram[i]) > want)
+	    return (i);
+    return (HIST_BUCKETS);
+}
+
+int     main(int argc, char **argv)
+{
+    int     conns = 200, seconds = 10, warmup = 2, ch, phase = 0;
+    union {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+    } addr;
+    struct timeval tv;
+    struct event *w, *d;
+    double  started;
+
+    while ((ch = getopt(argc, argv, "c:d:k:w:")) > 0) {
+	switch (ch) {
+	case 'c':
+	    conns = atoi(optarg);
+	    break;
+	case 'd':
+	    seconds = atoi(optarg);
+	    break;
+	case 'k':
+	    keys = atoi(optarg);
+	    break;
+	case 'w':
+	    warmup = atoi(optarg);
+	    break;
+	default:
+	    fprintf(stderr, "usage: policy_load [-c conns] [-d secs] [-w secs] [-k keys] "
+		    "host port\n");
+	    return (2);
+	}
+    }
+    if (argc - optind != 2 || conns <= 0 || keys <= 0) {
+	fprintf(stderr, "usage: policy_load [-c conns] [-d secs] [-w secs] [-k keys] host port\n");
+	return (2);
+    }
+    histogram = calloc(HIST_BUCKETS, sizeof(*histogram));
+    base = event_base_new();
+    memset(&addr, 0, sizeof(addr));
+    addr.in.sin_family = AF_INET;
+    addr.in.sin_port = htons(atoi(argv[optind + 1]));
+    if (inet_pton(AF_INET, argv[optind], &addr.in.sin_addr) != 1) {
+	fprintf(stderr, "policy_load: bad IPv4 address %s\n", argv[optind]);
+	return (2);
+    }
+    for (int i = 0; i < conns; i++) {
+	struct client *c = calloc(1, sizeof(*c));
+
+	c->seed = 12345 + i;
+	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (bufferevent_socket_connect(c->bev, &addr.sa, sizeof(addr.in)) < 0) {
+	    perror("policy_load: connect");
+	    return (1);
+	}
+	send_request(c);
+    }
+    w = evtimer_new(base, on_phase, &phase);
+    d = evtimer_new(base, on_phase, &phase);
+    tv.tv_sec = warmup, tv.tv_usec = 0;
+    evtimer_add(w, &tv);
+    tv.tv_sec = warmup + seconds;
+    evtimer_add(d, &tv);
+    event_base_dispatch(base);
+    started = seconds;
+    printf("decisions=%llu seconds=%.0f rate=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f "
+	   "max_us=%.0f dunno=%llu other=%llu errors=%llu\n", decisions, started,
+	   decisions / started, percentile(0.50), percentile(0.90), percentile(0.99),
+	   max_latency, dunno, other, errors);
+    return (errors ? 1 : 0);
+}
