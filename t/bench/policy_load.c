@@ -5,7 +5,7 @@
  *	load generator for Postfix policy services
  * SYNOPSIS
  *	policy_load [-c connections] [-d seconds] [-w warmup_seconds]
- *		[-k keys] host port
+ *		[-k keys] [-r requests_per_second] host port
  * DESCRIPTION
  *	Opens persistent connections, as Postfix's smtpd processes do, and
  *	keeps one request in flight on each. Every connection replays
@@ -14,6 +14,14 @@
  *	from "keys" distinct values (half the transactions unauthenticated),
  *	real-looking attributes (about 30 per request, as Postfix 3.7
  *	sends).
+ *
+ *	Without -r, each connection sends its next request as soon as the
+ *	answer arrives (closed loop: measures capacity; latency is then
+ *	mostly queueing, connections/throughput). With -r, the connections
+ *	together offer that many requests per second on a fixed schedule
+ *	(latency at a given load, as Postfix's smtpd processes see it);
+ *	latency counts from the scheduled send time, so a server that falls
+ *	behind is charged for the wait.
  *
  *	After the warm-up, prints one line:
  *	decisions=N seconds=S rate=R p50_us=A p90_us=B p99_us=C max_us=D
@@ -46,12 +54,15 @@ struct client {
     unsigned user;
     unsigned seed;
     double  sent_at;
+    double  next_at;			/* paced mode: scheduled send time */
+    struct event *pace;
 };
 
 static struct event_base *base;
 static unsigned long long *histogram;
 static unsigned long long decisions, dunno, other, errors, too_slow;
 static int measuring, keys = 10000;
+static double interval_us;		/* paced mode: per connection */
 static double max_latency;
 
 static double now_us(void)
@@ -95,6 +106,37 @@ static void send_request(struct client *c)
 			c->step < c->rcpts ? "" : "4Xyz1234", c->txn, (void *) c,
 			2000 + c->user % 50000, authenticated ? "plain" : "", user);
     c->sent_at = now_us();
+    if (interval_us > 0 && c->next_at < c->sent_at)
+	c->sent_at = c->next_at;		/* late: the wait counts */
+}
+
+static void on_pace(evutil_socket_t fd, short what, void *context)
+{
+    send_request(context);
+}
+
+/* schedule - the next request now (closed loop) or at its slot (paced) */
+
+static void schedule(struct client *c)
+{
+    double  now, wait;
+    struct timeval tv;
+
+    if (interval_us <= 0) {
+	send_request(c);
+	return;
+    }
+    c->next_at += interval_us;
+    now = now_us();
+    if (c->next_at < now - 1e6)		/* hopelessly behind: rebase */
+	c->next_at = now;
+    if ((wait = c->next_at - now) <= 0) {
+	send_request(c);
+	return;
+    }
+    tv.tv_sec = (long) (wait / 1e6);
+    tv.tv_usec = (long) wait % 1000000;
+    evtimer_add(c->pace, &tv);
 }
 
 static void on_read(struct bufferevent *bev, void *context)
@@ -121,6 +163,8 @@ static void on_read(struct bufferevent *bev, void *context)
 	    other++;
 	else
 	    errors++;
+	if (latency < 0)
+	    latency = 0;
 	if (latency >= HIST_BUCKETS)
 	    too_slow++;
 	else
@@ -132,7 +176,7 @@ static void on_read(struct bufferevent *bev, void *context)
 	c->step = 0;
 	c->txn++;
     }
-    send_request(c);
+    schedule(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *context)
@@ -168,6 +212,7 @@ static double percentile(double p)
 int     main(int argc, char **argv)
 {
     int     conns = 200, seconds = 10, warmup = 2, ch, phase = 0;
+    double  rate = 0;
     union {
 	struct sockaddr sa;
 	struct sockaddr_in in;
@@ -176,7 +221,7 @@ int     main(int argc, char **argv)
     struct event *w, *d;
     double  started;
 
-    while ((ch = getopt(argc, argv, "c:d:k:w:")) > 0) {
+    while ((ch = getopt(argc, argv, "c:d:k:r:w:")) > 0) {
 	switch (ch) {
 	case 'c':
 	    conns = atoi(optarg);
@@ -187,21 +232,33 @@ int     main(int argc, char **argv)
 	case 'k':
 	    keys = atoi(optarg);
 	    break;
+	case 'r':
+	    rate = atof(optarg);
+	    break;
 	case 'w':
 	    warmup = atoi(optarg);
 	    break;
 	default:
 	    fprintf(stderr, "usage: policy_load [-c conns] [-d secs] [-w secs] [-k keys] "
-		    "host port\n");
+		    "[-r rate] host port\n");
 	    return (2);
 	}
     }
     if (argc - optind != 2 || conns <= 0 || keys <= 0) {
-	fprintf(stderr, "usage: policy_load [-c conns] [-d secs] [-w secs] [-k keys] host port\n");
+	fprintf(stderr, "usage: policy_load [-c conns] [-d secs] [-w secs] [-k keys] "
+		"[-r rate] host port\n");
 	return (2);
     }
     histogram = calloc(HIST_BUCKETS, sizeof(*histogram));
-    base = event_base_new();
+    interval_us = rate > 0 ? conns * 1e6 / rate : 0;
+    {
+	struct event_config *ec = event_config_new();
+
+	/* timerfd: epoll's millisecond timeouts would bunch paced sends */
+	event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+	base = event_base_new_with_config(ec);
+	event_config_free(ec);
+    }
     memset(&addr, 0, sizeof(addr));
     addr.in.sin_family = AF_INET;
     addr.in.sin_port = htons(atoi(argv[optind + 1]));
@@ -213,6 +270,8 @@ int     main(int argc, char **argv)
 	struct client *c = calloc(1, sizeof(*c));
 
 	c->seed = 12345 + i;
+	c->pace = evtimer_new(base, on_pace, c);
+	c->next_at = now_us() + (interval_us > 0 ? interval_us * i / conns : 0);
 	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -220,7 +279,8 @@ int     main(int argc, char **argv)
 	    perror("policy_load: connect");
 	    return (1);
 	}
-	send_request(c);
+	c->next_at -= interval_us;
+	schedule(c);
     }
     w = evtimer_new(base, on_phase, &phase);
     d = evtimer_new(base, on_phase, &phase);
