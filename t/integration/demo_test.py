@@ -1,0 +1,22 @@
+#!/usr/bin/python3
+"""contrib/demo's body runs end to end against the build under test and
+every part's step works (the demo is documentation that must not rot)."""
+
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxtest import BUILD, src_path, tap  # noqa: E402
+
+res = subprocess.run(["/usr/bin/python3", src_path("contrib", "demo.py")],
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, MXKIT_BUILD=BUILD))
+tap.is_(res.returncode, 0, "contrib/demo.py exits 0", diag=res.stdout[-3000:] + res.stderr)
+m = re.search(r"(\d+) of (\d+) demo steps worked", res.stdout)
+tap.ok(m and m.group(1) == m.group(2), "every demo step worked: %s" % (m and m.group(0)))
+tap.ok("Rate limit per_user exceeded for svc-alerts" in res.stdout,
+       "the demo shows a service hitting its limit")
+tap.ok(not os.path.exists("/tmp/mxkit-demo/stack.json"), "the demo cleaned up after itself")
+sys.exit(tap.done())
