@@ -77,6 +77,22 @@ void    config_add_error(struct config *cfg, int line, const char *fmt, ...)
     cfg->errors[cfg->error_count++] = full;
 }
 
+/* config_add_file_error - an error in another file the configuration names */
+
+void    config_add_file_error(struct config *cfg, const char *file, int line,
+			              const char *fmt,...)
+{
+    char    text[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    cfg->errors = xrealloc(cfg->errors, sizeof(char *) * (cfg->error_count + 1));
+    cfg->errors[cfg->error_count++] = line > 0 ? xasprintf("%s:%d: %s", file, line, text)
+	: xasprintf("%s: %s", file, text);
+}
+
 void    config_merge_errors(struct config *dst, const struct config *src)
 {
     for (int i = 0; i < src->error_count; i++) {

@@ -48,6 +48,9 @@ struct config *config_read_buffer(const char *name, const char *buf, size_t len,
 void    config_free(struct config **cfg);
 void    config_add_error(struct config *cfg, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+void    config_add_file_error(struct config *cfg, const char *file, int line,
+			              const char *fmt,...)
+	__attribute__((format(printf, 4, 5)));
 void    config_print_errors(const struct config *cfg);
 void    config_merge_errors(struct config *dst, const struct config *src);
 

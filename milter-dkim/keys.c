@@ -1,0 +1,195 @@
+/*
+ * NAME
+ *	keys 3
+ * SUMMARY
+ *	DKIM private keys (RSA, Ed25519) with OpenSSL
+ * SYNOPSIS
+ *	#include "keys.h"
+ *
+ *	const char *keys_load(path, &key)
+ *	char	*keys_dns_record(&key)
+ *	const char *keys_generate(type, bits, &key)
+ * DESCRIPTION
+ *	A key file holds a PEM private key (PKCS#1 or PKCS#8, RSA or
+ *	Ed25519: the type comes from the file), or, for Ed25519, the raw
+ *	base64 seed that dkimpy and Rspamd write (32 bytes; 64 bytes of
+ *	seed and public key are accepted too). Every key is normalised to
+ *	PKCS#8 PEM for libopendkim, which needs Ed25519 keys as PEM, and
+ *	its public half is kept for the DNS record (p=): the DER
+ *	SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519
+ *	(RFC 8463).
+ *
+ *	Private key material is touched only here; callers get PEM text
+ *	to hand to dkim_sign() and must free it with keys_free().
+ * DIAGNOSTICS
+ *	NULL on success, or a static error text: unreadable file, not a
+ *	key, unsupported type, RSA shorter than 1024 bits.
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "keys.h"
+#include "xalloc.h"
+
+#define KEYS_FILE_MAX	65536
+
+static char *keys_base64(const unsigned char *data, int len)
+{
+    char   *out = xmalloc(4 * ((len + 2) / 3) + 1);
+
+    EVP_EncodeBlock((unsigned char *) out, data, len);
+    return (out);
+}
+
+/* keys_fill - PEM text and public half from an EVP_PKEY */
+
+static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key)
+{
+    BIO    *bio = BIO_new(BIO_s_mem());
+    unsigned char raw[32], *der = NULL;
+    size_t  raw_len = sizeof(raw);
+    char   *data;
+    long    len;
+    int     der_len;
+
+    memset(key, 0, sizeof(*key));
+    switch (EVP_PKEY_base_id(pkey)) {
+    case EVP_PKEY_RSA:
+	key->type = KEY_RSA;
+	key->bits = EVP_PKEY_bits(pkey);
+	if (key->bits < 1024) {
+	    BIO_free(bio);
+	    return ("RSA key shorter than 1024 bits (RFC 8301)");
+	}
+	if ((der_len = i2d_PUBKEY(pkey, &der)) <= 0) {
+	    BIO_free(bio);
+	    return ("cannot encode the RSA public key");
+	}
+	key->public_b64 = keys_base64(der, der_len);
+	OPENSSL_free(der);
+	break;
+    case EVP_PKEY_ED25519:
+	key->type = KEY_ED25519;
+	key->bits = 256;
+	if (EVP_PKEY_get_raw_public_key(pkey, raw, &raw_len) != 1) {
+	    BIO_free(bio);
+	    return ("cannot extract the Ed25519 public key");
+	}
+	key->public_b64 = keys_base64(raw, (int) raw_len);
+	break;
+    default:
+	BIO_free(bio);
+	return ("unsupported key type (RSA or Ed25519 only)");
+    }
+    PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
+    len = BIO_get_mem_data(bio, &data);
+    key->pem = xmalloc(len + 1);
+    memcpy(key->pem, data, len);
+    key->pem[len] = 0;
+    BIO_free(bio);
+    return (NULL);
+}
+
+/* keys_raw_ed25519 - base64 of a 32-byte seed (or 64: seed + public) */
+
+static EVP_PKEY *keys_raw_ed25519(const char *text, size_t len)
+{
+    unsigned char buf[128];
+    char    clean[200];
+    size_t  n = 0;
+    int     decoded;
+
+    for (size_t i = 0; i < len; i++)
+	if (!isspace((unsigned char) text[i])) {
+	    if (n + 1 >= sizeof(clean))
+		return (NULL);
+	    clean[n++] = text[i];
+	}
+    clean[n] = 0;
+    if (n != 44 && n != 88)
+	return (NULL);
+    decoded = EVP_DecodeBlock(buf, (unsigned char *) clean, (int) n);
+    decoded -= (clean[n - 1] == '=') + (clean[n - 2] == '=');
+    if (decoded != 32 && decoded != 64)
+	return (NULL);
+    return (EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, buf, 32));
+}
+
+const char *keys_from_text(const char *text, size_t len, struct dkim_key *key)
+{
+    BIO    *bio = BIO_new_mem_buf(text, (int) len);
+    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    const char *err;
+
+    BIO_free(bio);
+    if (pkey == NULL && (pkey = keys_raw_ed25519(text, len)) == NULL)
+	return ("not a PEM private key, nor a base64 Ed25519 seed");
+    err = keys_fill(pkey, key);
+    EVP_PKEY_free(pkey);
+    if (err)
+	keys_free(key);
+    return (err);
+}
+
+const char *keys_load(const char *path, struct dkim_key *key)
+{
+    FILE   *fp = fopen(path, "r");
+    char   *text;
+    size_t  len;
+    const char *err;
+
+    memset(key, 0, sizeof(*key));
+    if (fp == NULL)
+	return ("cannot open the key file");
+    text = xmalloc(KEYS_FILE_MAX);
+    len = fread(text, 1, KEYS_FILE_MAX, fp);
+    fclose(fp);
+    if (len == 0 || len == KEYS_FILE_MAX) {
+	free(text);
+	return (len ? "key file too large" : "key file is empty");
+    }
+    err = keys_from_text(text, len, key);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    return (err);
+}
+
+void    keys_free(struct dkim_key *key)
+{
+    if (key->pem) {
+	OPENSSL_cleanse(key->pem, strlen(key->pem));
+	free(key->pem);
+    }
+    free(key->public_b64);
+    memset(key, 0, sizeof(*key));
+}
+
+char   *keys_dns_record(const struct dkim_key *key)
+{
+    return (xasprintf("v=DKIM1; k=%s; p=%s", key->type == KEY_RSA ? "rsa" : "ed25519",
+		      key->public_b64));
+}
+
+const char *keys_generate(enum key_type type, int bits, struct dkim_key *key)
+{
+    EVP_PKEY *pkey = type == KEY_RSA ? EVP_RSA_gen((unsigned) bits)
+	: EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    const char *err;
+
+    if (pkey == NULL)
+	return ("key generation failed");
+    err = keys_fill(pkey, key);
+    EVP_PKEY_free(pkey);
+    return (err);
+}

@@ -1,0 +1,166 @@
+/*
+ * NAME
+ *	milter-dkim 8
+ * SUMMARY
+ *	DKIM signing and verifying milter
+ * SYNOPSIS
+ *	milter-dkim [-c config_file] [-t] [-f] [-v] [-V]
+ * DESCRIPTION
+ *	Loads milter-dkim.conf(5) with its KeyTable, SigningTable,
+ *	sender_binding and keys, then serves the milter protocol through
+ *	libmilter on "socket".
+ *
+ *	TCP_NODELAY: libmilter answers end-of-message with two small
+ *	writes (the header change, then the accept), and with Nagle the
+ *	second waits for the MTA's delayed ACK, 40 ms at a time. Linux
+ *	accepted sockets inherit TCP_NODELAY from the listening socket,
+ *	and libmilter does not expose that socket, so after
+ *	smfi_opensocket() the listening TCP socket is found among our
+ *	descriptors and the option set on it.
+ *
+ *	Signals: libmilter's own signal thread treats SIGHUP as "stop".
+ *	Here the main thread blocks SIGHUP, SIGTERM and SIGINT, runs
+ *	smfi_main() in a second thread and waits for the signals itself
+ *	with sigwait(); Linux delivers a process signal to the main
+ *	thread when it is waiting for it, so SIGHUP reloads (the new set
+ *	is installed only if all of it loads) and SIGTERM/SIGINT stop
+ *	libmilter cleanly.
+ * DIAGNOSTICS
+ *	Configuration, table and key errors as "file:line: message".
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "daemon.h"
+#include "milter.h"
+#include "msg.h"
+#include "policy.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+/* milter_dkim_nodelay - TCP_NODELAY on libmilter's listening socket */
+
+static void milter_dkim_nodelay(void)
+{
+    int     one = 1, listening, type;
+    socklen_t len;
+
+    for (int fd = 3; fd < 1024; fd++) {
+	len = sizeof(listening);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+	    continue;
+	len = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &type, &len) != 0
+	    || (type != AF_INET && type != AF_INET6))
+	    continue;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+	    msg_warn("TCP_NODELAY on the milter socket: %m");
+    }
+}
+
+static void *milter_dkim_run(void *arg)
+{
+    int    *status = arg;
+
+    *status = smfi_main();
+    kill(getpid(), SIGTERM);			/* wake the main thread */
+    return (NULL);
+}
+
+static void milter_dkim_reload(const char *path)
+{
+    struct dkim_policy *p = policy_load(path);
+
+    if (p == NULL) {
+	msg_error("reload of %s failed; keeping the previous keys and tables", path);
+	return;
+    }
+    policy_install(p);
+    msg_info("configuration reloaded: %d keys, %d SigningTable entries",
+	     p->tables.key_count, p->tables.sign_count);
+}
+
+static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
+			             const struct daemon_opts *opts)
+{
+    const char *socket_spec = config_get_str(p->cfg, "socket");
+    const char *pidfile = config_get_str(p->cfg, "pid_file");
+    const char *user = config_get_str(p->cfg, "user");
+    const char *err;
+    int     status = MI_SUCCESS, sig, pidfd = -1, stopping = 0;
+    pthread_t thread;
+    sigset_t set;
+
+    if (strncmp(socket_spec, "unix:", 5) == 0 || strncmp(socket_spec, "local:", 6) == 0)
+	unlink(strchr(socket_spec, ':') + 1);
+    if (smfi_setconn((char *) socket_spec) != MI_SUCCESS
+	|| smfi_register(milter_desc) != MI_SUCCESS || smfi_opensocket(1) != MI_SUCCESS)
+	msg_fatal("cannot listen on %s", socket_spec);
+    milter_dkim_nodelay();
+    if (!opts->foreground)
+	daemon_detach();
+    if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
+	msg_fatal("%s", err);
+    if (user && (err = daemon_drop_privileges(user)) != NULL)
+	msg_fatal("%s", err);
+    policy_install(p);
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (pthread_create(&thread, NULL, milter_dkim_run, &status) != 0)
+	msg_fatal("pthread_create: %m");
+    msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
+	     p->tables.key_count, p->tables.sign_count);
+    while (!stopping && sigwait(&set, &sig) == 0) {
+	if (sig == SIGHUP) {
+	    milter_dkim_reload(config_path);
+	} else {
+	    msg_info("terminating on signal %d", sig);
+	    stopping = 1;
+	    smfi_stop();
+	}
+    }
+    pthread_join(thread, NULL);
+    policy_install(NULL);
+    if (pidfile)
+	daemon_pidfile_remove(pidfile, &pidfd);
+    return (status == MI_SUCCESS ? 0 : 1);
+}
+
+int     main(int argc, char **argv)
+{
+    struct daemon_opts opts;
+    struct dkim_policy *p;
+
+    msg_init(argv[0], MSG_STDERR);
+    daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/milter-dkim.conf", &opts);
+    if ((p = policy_load(opts.config_path)) == NULL)
+	return (1);
+    if (opts.check_only) {
+	printf("%s: configuration OK: %d keys, %d SigningTable entries\n", opts.config_path,
+	       p->tables.key_count, p->tables.sign_count);
+	policy_release(&p);
+	return (0);
+    }
+    if (!opts.foreground || config_get_bool(p->cfg, "syslog"))
+	msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+    return (milter_dkim_serve(opts.config_path, p, &opts));
+}

@@ -1,0 +1,35 @@
+#ifndef MXKIT_MESSAGE_H
+#define MXKIT_MESSAGE_H
+
+/* message - header bookkeeping and Authentication-Results text for one message. */
+
+#include <stddef.h>
+
+#include <opendkim/dkim.h>
+
+struct message_header {
+    char   *name;
+    char   *value;			/* with its leading space */
+};
+
+struct message {
+    struct message_header *hdr;
+    int     count;
+    size_t  bytes;
+    int     from_count;
+    char    from[512];			/* address of the (last) From: */
+    int     from_ok;
+    int     ar_count;			/* Authentication-Results seen */
+    int     forged[32];			/* ... claiming our authserv-id */
+    int     forged_count;
+};
+
+#define MESSAGE_HEADER_BYTES_MAX (8 * 1024 * 1024)
+
+const char *message_add_header(struct message *m, const char *name, const char *value,
+			               const char *authserv_id);
+int     message_parse_address(const char *value, char *buf, size_t len);
+char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id);
+void    message_reset(struct message *m);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * NAME
+ *	milter 3
+ * SUMMARY
+ *	libmilter callbacks: sign outbound, verify inbound
+ * SYNOPSIS
+ *	#include "milter.h"
+ *
+ *	smfi_register(milter_desc)
+ * DESCRIPTION
+ *	Per message: the configuration set is acquired at MAIL FROM and
+ *	released when the message ends. Headers are collected; at the end
+ *	of the header the message is classified:
+ * .IP sign
+ *	mode includes sign and the client is in internal_hosts, or
+ *	authenticated ({auth_authen}) with sign_authenticated. The From:
+ *	address must be single and, for a user in sender_binding, one of
+ *	its patterns (else 550 5.7.1, or unsigned). Every SigningTable
+ *	match adds one libopendkim signing handle.
+ * .IP verify
+ *	mode includes verify and the message is not signed here.
+ * .PP
+ *	The body streams into the handles chunk by chunk (nothing is
+ *	buffered here, so a 50 MB body costs no memory). At the end,
+ *	DKIM-Signature headers are inserted at the top, or one
+ *	Authentication-Results header is inserted at the top after the
+ *	forged ones (our authserv-id) are deleted.
+ *
+ *	A signing failure tempfails the message: unsigned mail from our
+ *	domains would fail DMARC at the receiver, while a 4xx keeps it
+ *	queued in Postfix.
+ * DIAGNOSTICS
+ *	One log line per message: queue id, action, domains and
+ *	selectors signed or verification results; problems as warnings.
+ */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libmilter/mfapi.h>
+#include <libmilter/mfdef.h>
+
+#include "addr.h"
+#include "message.h"
+#include "milter.h"
+#include "msg.h"
+#include "policy.h"
+#include "xalloc.h"
+
+#define MILTER_SIGNATURES_MAX	8
+
+struct milter_ctx {
+    char    client[64];			/* address, for internal_hosts */
+    struct dkim_policy *policy;
+    struct message msg;
+    char   *auth_user;
+    char    qid[32];
+    DKIM   *sign[MILTER_SIGNATURES_MAX];
+    const struct key_entry *sign_key[MILTER_SIGNATURES_MAX];
+    char    sign_domain[MILTER_SIGNATURES_MAX][256];
+    int     nsign;
+    DKIM   *verify;
+};
+
+static void milter_end_message(struct milter_ctx *c)
+{
+    for (int i = 0; i < c->nsign; i++)
+	dkim_free(c->sign[i]);
+    c->nsign = 0;
+    if (c->verify)
+	dkim_free(c->verify);
+    c->verify = NULL;
+    message_reset(&c->msg);
+    free(c->auth_user);
+    c->auth_user = NULL;
+    c->qid[0] = 0;
+    policy_release(&c->policy);
+}
+
+static struct milter_ctx *milter_ctx(SMFICTX *ctx)
+{
+    return (smfi_getpriv(ctx));
+}
+
+static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+				         unsigned long f2, unsigned long f3,
+				         unsigned long *pf0, unsigned long *pf1,
+				         unsigned long *pf2, unsigned long *pf3)
+{
+    unsigned long want = SMFIP_NOHELO | SMFIP_NORCPT | SMFIP_NOUNKNOWN | SMFIP_NODATA
+    | SMFIP_HDR_LEADSPC;
+
+    *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
+    *pf1 = want & f1;
+    *pf2 = *pf3 = 0;
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_connect(SMFICTX *ctx, char *name, _SOCK_ADDR *sa)
+{
+    struct milter_ctx *c = xcalloc(1, sizeof(*c));
+
+    if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6))
+	addr_format_host(sa, c->client, sizeof(c->client));
+    smfi_setpriv(ctx, c);
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+    const char *user = smfi_getsymval(ctx, "{auth_authen}");
+
+    if (c == NULL)
+	return (SMFIS_TEMPFAIL);
+    milter_end_message(c);
+    if ((c->policy = policy_acquire()) == NULL)
+	return (SMFIS_TEMPFAIL);
+    c->auth_user = user && *user ? xstrdup(user) : NULL;
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+    const char *err;
+
+    if (c == NULL || c->policy == NULL)
+	return (SMFIS_TEMPFAIL);
+    if ((err = message_add_header(&c->msg, name, value, c->policy->authserv_id)) != NULL) {
+	msg_warn("%s: %s; message refused for now", c->qid[0] ? c->qid : "NOQUEUE", err);
+	smfi_setreply(ctx, "452", "4.3.4", (char *) err);
+	return (SMFIS_TEMPFAIL);
+    }
+    return (SMFIS_CONTINUE);
+}
+
+static void milter_feed_headers(struct milter_ctx *c, DKIM *dkim)
+{
+    for (int i = 0; i < c->msg.count; i++) {
+	char   *line = xasprintf("%s:%s", c->msg.hdr[i].name, c->msg.hdr[i].value);
+
+	dkim_header(dkim, (u_char *) line, strlen(line));
+	free(line);
+    }
+    dkim_eoh(dkim);
+}
+
+/* milter_domain - KeyTable domain with '%' replaced by the From domain */
+
+static void milter_domain(const char *pattern, const char *from_domain, char *buf, size_t len)
+{
+    size_t  used = 0;
+
+    for (const char *cp = pattern; *cp && used + 1 < len; cp++) {
+	if (*cp == '%') {
+	    used += snprintf(buf + used, len - used, "%s", from_domain);
+	    if (used >= len)
+		used = len - 1;
+	} else {
+	    buf[used++] = *cp;
+	}
+    }
+    buf[used] = 0;
+}
+
+/* milter_start_signing - one handle per SigningTable match; -1 on failure */
+
+static int milter_start_signing(struct milter_ctx *c)
+{
+    const struct key_entry *keys[MILTER_SIGNATURES_MAX];
+    const char *from_domain = strrchr(c->msg.from, '@') + 1;
+    int     n = tables_signers(&c->policy->tables, c->msg.from, keys, MILTER_SIGNATURES_MAX);
+
+    for (int i = 0; i < n; i++) {
+	const struct dkim_key *key = policy_key(c->policy, keys[i]);
+	DKIM_STAT status;
+	DKIM   *dkim;
+
+	milter_domain(keys[i]->domain, from_domain, c->sign_domain[c->nsign],
+		      sizeof(c->sign_domain[0]));
+	if (key->pem == NULL || !*keys[i]->selector || !c->sign_domain[c->nsign][0])
+	    return (-1);			/* dkim_sign() asserts on NULL */
+	dkim = dkim_sign(c->policy->lib, (u_char *) c->qid, NULL, (dkim_sigkey_t) key->pem,
+			 (u_char *) keys[i]->selector, (u_char *) c->sign_domain[c->nsign],
+			 c->policy->header_canon, c->policy->body_canon,
+			 key->type == KEY_ED25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256,
+			 -1, &status);
+	if (dkim == NULL) {
+	    msg_warn("%s: dkim_sign for %s/%s: %s", c->qid, c->sign_domain[c->nsign],
+		     keys[i]->selector, dkim_getresultstr(status));
+	    return (-1);
+	}
+	c->sign_key[c->nsign] = keys[i];
+	c->sign[c->nsign++] = dkim;
+	milter_feed_headers(c, dkim);
+    }
+    return (n);
+}
+
+/* milter_check_sender - the From: is one address the SASL user may use */
+
+static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
+{
+    int     bound;
+
+    if (c->msg.from_count != 1 || !c->msg.from_ok) {
+	msg_info("%s: not signed: %d From: headers%s", c->qid, c->msg.from_count,
+		 c->msg.from_count == 1 ? " (no usable address)" : "");
+	return (SMFIS_ACCEPT);
+    }
+    if (c->auth_user
+	&& !tables_binding_allows(&c->policy->tables, c->auth_user, c->msg.from, &bound)) {
+	msg_warn("%s: sender_binding: %s may not send as %s%s", c->qid, c->auth_user,
+		 c->msg.from, c->policy->binding_reject ? "; rejected" : "; not signed");
+	if (!c->policy->binding_reject)
+	    return (SMFIS_ACCEPT);
+	smfi_setreply(ctx, "550", "5.7.1", "Sender address not allowed for this login");
+	return (SMFIS_REJECT);
+    }
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_eoh(SMFICTX *ctx)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+    const char *qid = smfi_getsymval(ctx, "i");
+    struct dkim_policy *p;
+    DKIM_STAT status;
+    sfsistat verdict;
+    int     internal, n;
+
+    if (c == NULL || (p = c->policy) == NULL)
+	return (SMFIS_TEMPFAIL);
+    snprintf(c->qid, sizeof(c->qid), "%s", qid && *qid ? qid : "NOQUEUE");
+    internal = c->client[0] && cidr_list_match_str(p->internal, c->client);
+    if (p->sign && (internal || (p->sign_authenticated && c->auth_user))) {
+	if ((verdict = milter_check_sender(ctx, c)) != SMFIS_CONTINUE)
+	    return (verdict);
+	if ((n = milter_start_signing(c)) < 0) {
+	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
+	    return (SMFIS_TEMPFAIL);
+	}
+	if (n == 0) {
+	    msg_info("%s: not signed: no SigningTable entry for %s", c->qid, c->msg.from);
+	    return (SMFIS_ACCEPT);
+	}
+	return (SMFIS_CONTINUE);
+    }
+    if (!p->verify)
+	return (SMFIS_ACCEPT);
+    if ((c->verify = dkim_verify(p->lib, (u_char *) c->qid, NULL, &status)) == NULL) {
+	msg_warn("%s: dkim_verify: %s", c->qid, dkim_getresultstr(status));
+	return (SMFIS_ACCEPT);
+    }
+    milter_feed_headers(c, c->verify);
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+
+    if (c == NULL)
+	return (SMFIS_TEMPFAIL);
+    for (int i = 0; i < c->nsign; i++)
+	dkim_body(c->sign[i], chunk, len);
+    if (c->verify)
+	dkim_body(c->verify, chunk, len);
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
+{
+    char    done[1024] = "";
+
+    for (int i = 0; i < c->nsign; i++) {
+	unsigned char *hdr = NULL;
+	size_t  len = 0;
+	DKIM_STAT status = dkim_eom(c->sign[i], NULL);
+
+	if (status == DKIM_STAT_OK)
+	    status = dkim_getsighdr_d(c->sign[i], strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
+	if (status != DKIM_STAT_OK) {
+	    msg_warn("%s: signing as %s/%s failed: %s", c->qid, c->sign_domain[i],
+		     c->sign_key[i]->selector, dkim_getresultstr(status));
+	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
+	    return (SMFIS_TEMPFAIL);
+	}
+	if (smfi_insheader(ctx, 0, DKIM_SIGNHEADER, (char *) hdr) != MI_SUCCESS) {
+	    msg_warn("%s: the MTA refused the DKIM-Signature header", c->qid);
+	    return (SMFIS_TEMPFAIL);
+	}
+	snprintf(done + strlen(done), sizeof(done) - strlen(done), "%s%s/%s",
+		 i ? ", " : "", c->sign_domain[i], c->sign_key[i]->selector);
+    }
+    msg_info("%s: signed: %s (From %s%s%s)", c->qid, done, c->msg.from,
+	     c->auth_user ? ", sasl_username=" : "", c->auth_user ? c->auth_user : "");
+    return (SMFIS_ACCEPT);
+}
+
+static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
+{
+    DKIM_STAT status = dkim_eom(c->verify, NULL);
+    char   *results = message_auth_results(c->verify, status, c->policy->authserv_id);
+
+    for (int i = c->msg.forged_count - 1; i >= 0; i--) {
+	smfi_chgheader(ctx, "Authentication-Results", c->msg.forged[i], NULL);
+	msg_warn("%s: removed a forged Authentication-Results header claiming %s",
+		 c->qid, c->policy->authserv_id);
+    }
+    smfi_insheader(ctx, 0, "Authentication-Results", results + 0);
+    for (char *cp = results; *cp; cp++)		/* one log line */
+	if (*cp == '\n' || *cp == '\t')
+	    *cp = ' ';
+    msg_info("%s: verified: %s", c->qid, results);
+    free(results);
+    return (SMFIS_ACCEPT);
+}
+
+static sfsistat milter_eom(SMFICTX *ctx)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+    sfsistat verdict = SMFIS_ACCEPT;
+
+    if (c == NULL)
+	return (SMFIS_TEMPFAIL);
+    if (c->nsign > 0)
+	verdict = milter_eom_sign(ctx, c);
+    else if (c->verify)
+	verdict = milter_eom_verify(ctx, c);
+    milter_end_message(c);
+    return (verdict);
+}
+
+static sfsistat milter_abort(SMFICTX *ctx)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+
+    if (c)
+	milter_end_message(c);
+    return (SMFIS_CONTINUE);
+}
+
+static sfsistat milter_close(SMFICTX *ctx)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+
+    if (c) {
+	milter_end_message(c);
+	free(c);
+	smfi_setpriv(ctx, NULL);
+    }
+    return (SMFIS_CONTINUE);
+}
+
+struct smfiDesc milter_desc = {
+    .xxfi_name = "milter-dkim",
+    .xxfi_version = SMFI_VERSION,
+    .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS,
+    .xxfi_connect = milter_connect,
+    .xxfi_envfrom = milter_envfrom,
+    .xxfi_header = milter_header,
+    .xxfi_eoh = milter_eoh,
+    .xxfi_body = milter_body,
+    .xxfi_eom = milter_eom,
+    .xxfi_abort = milter_abort,
+    .xxfi_close = milter_close,
+    .xxfi_negotiate = milter_negotiate,
+};

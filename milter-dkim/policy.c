@@ -1,0 +1,358 @@
+/*
+ * NAME
+ *	policy 3
+ * SUMMARY
+ *	configuration, tables and keys as one atomically replaced set
+ * SYNOPSIS
+ *	#include "policy.h"
+ *
+ *	struct dkim_policy *policy_load(path)
+ *	void	policy_install(policy)
+ *	struct dkim_policy *policy_acquire()
+ *	void	policy_release(&policy)
+ * DESCRIPTION
+ *	policy_load() reads milter-dkim.conf, the KeyTable, SigningTable
+ *	and sender_binding files and every key, and builds a libopendkim
+ *	library handle with the header lists, signature TTL and (for
+ *	tests) the DNS query file. Nothing is installed unless all of it
+ *	is good: on SIGHUP a broken set is refused and the old one keeps
+ *	working.
+ *
+ *	A message acquires the current set at its first callback and
+ *	releases it when it ends, so in-flight messages finish with the
+ *	set they started with; a replaced set is freed by its last user.
+ *
+ *	Checks beyond syntax: each key must load (type from the file);
+ *	a KeyTable domain without '%' must align (DMARC relaxed) with the
+ *	SigningTable patterns that use it; with dns_test_file, the
+ *	record selector._domainkey.domain must carry the key's public half.
+ * DIAGNOSTICS
+ *	policy_load() prints every error as "file:line: message" and
+ *	returns NULL.
+ */
+
+#include "build_config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "policy.h"
+#include "xalloc.h"
+
+const struct config_spec policy_specs[] = {
+    {"socket", CONFIG_STRING, "inet:8891@127.0.0.1", 0},
+    {"mode", CONFIG_LIST, "sign, verify", 0},
+    {"key_table", CONFIG_STRING, NULL, 0},
+    {"signing_table", CONFIG_STRING, NULL, 0},
+    {"internal_hosts", CONFIG_LIST, "127.0.0.0/8, ::1", 0},
+    {"sign_authenticated", CONFIG_BOOL, "yes", 0},
+    {"sender_binding", CONFIG_STRING, NULL, 0},
+    {"sender_binding_action", CONFIG_STRING, "reject", 0},
+    {"canonicalization", CONFIG_STRING, "relaxed/relaxed", 0},
+    {"sign_headers", CONFIG_LIST, "From, Reply-To, Subject, Date, To, Cc, Message-ID, "
+	"In-Reply-To, References, MIME-Version, Content-Type, Content-Transfer-Encoding, "
+	"List-Id, List-Unsubscribe, List-Unsubscribe-Post, Sender", 0},
+    {"oversign_headers", CONFIG_LIST, "From, Subject, Date, To, Cc, Reply-To", 0},
+    {"signature_ttl", CONFIG_DURATION, "0", 0},
+    {"authserv_id", CONFIG_STRING, NULL, 0},
+    {"dns_test_file", CONFIG_STRING, NULL, 0},
+    {"pid_file", CONFIG_STRING, NULL, 0},
+    {"user", CONFIG_STRING, NULL, 0},
+    {"syslog", CONFIG_BOOL, "no", 0},
+    {0},
+};
+
+static pthread_mutex_t policy_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dkim_policy *policy_current;
+
+static char *policy_read_file(struct config *cfg, const char *param, const char *path)
+{
+    FILE   *fp = fopen(path, "r");
+    char   *text = NULL;
+    size_t  len = 0, cap = 0, n;
+
+    if (fp == NULL) {
+	config_add_file_error(cfg, path, 0, "cannot open %s: %m", param);
+	return (NULL);
+    }
+    do {
+	if (len + 4096 + 1 > cap)
+	    text = xrealloc(text, cap = cap * 2 + 4096 + 1);
+	len += (n = fread(text + len, 1, cap - len - 1, fp));
+    } while (n > 0 && len < 16 * 1024 * 1024);
+    fclose(fp);
+    text[len] = 0;
+    if (strlen(text) != len) {
+	config_add_file_error(cfg, path, 0, "%s contains a NUL byte", param);
+	free(text);
+	return (NULL);
+    }
+    return (text);
+}
+
+static void policy_read_table(struct dkim_policy *p, const char *param,
+			              void (*parse) (struct tables *, struct config *,
+					             const char *, const char *))
+{
+    const char *value = config_get_str(p->cfg, param);
+    const char *path;
+    char   *text;
+
+    if (value == NULL)
+	return;
+    path = tables_strip_prefix(value);
+    if ((text = policy_read_file(p->cfg, param, path)) != NULL) {
+	parse(&p->tables, p->cfg, path, text);
+	free(text);
+    }
+}
+
+/* policy_aligned - From domain "d" is key domain "k" or below it */
+
+static int policy_aligned(const char *d, const char *k)
+{
+    size_t  dl = strlen(d), kl = strlen(k);
+
+    return (strcasecmp(d, k) == 0
+	    || (dl > kl && d[dl - kl - 1] == '.' && strcasecmp(d + dl - kl, k) == 0));
+}
+
+static void policy_check_alignment(struct dkim_policy *p, const char *path)
+{
+    for (int i = 0; i < p->tables.sign_count; i++) {
+	const struct signing_entry *s = p->tables.sign + i;
+	const char *at = strrchr(s->pattern, '@');
+	const char *domain = at ? at + 1 : s->pattern;
+
+	if (strchr(domain, '*'))
+	    continue;				/* wildcard domain: cannot tell */
+	for (char **k = s->keys; *k; k++) {
+	    const struct key_entry *key = tables_find_key(&p->tables, *k);
+
+	    if (key && !strchr(key->domain, '%') && !policy_aligned(domain, key->domain))
+		config_add_file_error(p->cfg, path, s->line,
+				      "key \"%s\" signs for %s, which does not align with "
+				      "%s (DMARC)", key->name, key->domain, domain);
+	}
+    }
+}
+
+/* policy_check_dns - the test DNS file must publish each key's public half */
+
+static void policy_check_dns(struct dkim_policy *p, const char *dns_file)
+{
+    char   *text = policy_read_file(p->cfg, "dns_test_file", dns_file);
+
+    if (text == NULL)
+	return;
+    for (int i = 0; i < p->tables.key_count; i++) {
+	const struct key_entry *k = p->tables.key + i;
+	char   *name, *found, *pub;
+
+	if (strchr(k->domain, '%') || p->keys[i].public_b64 == NULL)
+	    continue;
+	name = xasprintf("%s._domainkey.%s ", k->selector, k->domain);
+	if ((found = strstr(text, name)) != NULL) {
+	    char   *eol = strchr(found, '\n');
+
+	    pub = xasprintf("p=%s", p->keys[i].public_b64);
+	    if (eol)
+		*eol = 0;
+	    if (strstr(found, pub) == NULL)
+		config_add_file_error(p->cfg, tables_strip_prefix(
+					   config_get_str(p->cfg, "key_table")), k->line,
+				      "key \"%s\" (%s) does not match the public key of "
+				      "%s._domainkey.%s in %s", k->name, k->path,
+				      k->selector, k->domain, dns_file);
+	    if (eol)
+		*eol = '\n';
+	    free(pub);
+	}
+	free(name);
+    }
+    free(text);
+}
+
+static void policy_load_keys(struct dkim_policy *p)
+{
+    const char *table = config_get_str(p->cfg, "key_table");
+
+    p->keys = xcalloc(p->tables.key_count + 1, sizeof(*p->keys));
+    for (int i = 0; i < p->tables.key_count; i++) {
+	const char *err = keys_load(p->tables.key[i].path, p->keys + i);
+
+	if (err)
+	    config_add_file_error(p->cfg, tables_strip_prefix(table), p->tables.key[i].line,
+				  "%s: %s", p->tables.key[i].path, err);
+    }
+}
+
+static void policy_options(struct dkim_policy *p)
+{
+    const char *canon = config_get_str(p->cfg, "canonicalization");
+    char    h[16] = "", b[16] = "";
+    unsigned flags = DKIM_LIBFLAGS_FIXCRLF;
+    uint64_t ttl = config_get_duration(p->cfg, "signature_ttl") / 1000;
+    const char *dns = config_get_str(p->cfg, "dns_test_file");
+    int     n;
+
+    if (sscanf(canon, "%15[a-z]/%15[a-z]", h, b) < 1)
+	config_add_error(p->cfg, 0, "canonicalization must be simple or relaxed, "
+			 "as HEADER/BODY (default relaxed/relaxed)");
+    if (!*b)
+	strcpy(b, "simple");			/* RFC 6376 3.5: c=x means x/simple */
+    p->header_canon = strcmp(h, "simple") == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
+    p->body_canon = strcmp(b, "simple") == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
+    if ((strcmp(h, "simple") && strcmp(h, "relaxed")) || (strcmp(b, "simple")
+							   && strcmp(b, "relaxed")))
+	config_add_error(p->cfg, config_lookup(p->cfg, "canonicalization")->line,
+			 "canonicalization must be simple or relaxed, as HEADER/BODY");
+    p->sign_headers = config_split_list(config_get_str(p->cfg, "sign_headers"), &n);
+    p->oversign_headers = config_split_list(config_get_str(p->cfg, "oversign_headers"), &n);
+    dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
+    if (dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, p->sign_headers,
+		     sizeof(char **)) != DKIM_STAT_OK)
+	config_add_error(p->cfg, 0, "sign_headers is not usable (it must include From)");
+    dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, p->oversign_headers,
+		 sizeof(char **));
+    if (ttl > 0)
+	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNATURETTL, &ttl, sizeof(ttl));
+    if (dns) {
+	dkim_query_t method = DKIM_QUERY_FILE;
+
+	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYMETHOD, &method, sizeof(method));
+	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYINFO, (void *) dns, strlen(dns));
+    }
+}
+
+static void policy_settings(struct dkim_policy *p)
+{
+    static char host[256];
+    const char *mode = config_get_str(p->cfg, "mode");
+    const char *action = config_get_str(p->cfg, "sender_binding_action");
+    char  **list, *bad = NULL;
+    int     n;
+
+    list = config_split_list(mode, &n);
+    for (int i = 0; i < n; i++) {
+	if (strcmp(list[i], "sign") == 0)
+	    p->sign = 1;
+	else if (strcmp(list[i], "verify") == 0)
+	    p->verify = 1;
+	else
+	    config_add_error(p->cfg, config_lookup(p->cfg, "mode")->line,
+			     "mode must be sign, verify or both, not \"%s\"", list[i]);
+    }
+    config_list_free(&list);
+    p->internal = cidr_list_create();
+    if (cidr_list_parse(p->internal, config_get_str(p->cfg, "internal_hosts"), &bad)) {
+	config_add_error(p->cfg, config_lookup(p->cfg, "internal_hosts")->line,
+			 "internal_hosts: bad network \"%s\"", bad);
+	free(bad);
+    }
+    p->sign_authenticated = config_get_bool(p->cfg, "sign_authenticated");
+    if (strcmp(action, "reject") != 0 && strcmp(action, "unsigned") != 0)
+	config_add_error(p->cfg, config_lookup(p->cfg, "sender_binding_action")->line,
+			 "sender_binding_action must be reject or unsigned");
+    p->binding_reject = strcmp(action, "reject") == 0;
+    if ((p->authserv_id = config_get_str(p->cfg, "authserv_id")) == NULL) {
+	if (host[0] == 0 && gethostname(host, sizeof(host) - 1) != 0)
+	    strcpy(host, "localhost");
+	p->authserv_id = host;
+    }
+    if (p->sign && (!config_get_str(p->cfg, "key_table")
+		    || !config_get_str(p->cfg, "signing_table")))
+	config_add_error(p->cfg, 0, "mode sign needs key_table and signing_table");
+}
+
+static void policy_free(struct dkim_policy *p)
+{
+    if (p->lib)
+	dkim_close(p->lib);
+    for (int i = 0; p->keys && i < p->tables.key_count; i++)
+	keys_free(p->keys + i);
+    free(p->keys);
+    tables_free(&p->tables);
+    cidr_list_destroy(&p->internal);
+    config_list_free(&p->sign_headers);
+    config_list_free(&p->oversign_headers);
+    config_free(&p->cfg);
+    free(p);
+}
+
+struct dkim_policy *policy_load(const char *path)
+{
+    struct dkim_policy *p = xcalloc(1, sizeof(*p));
+    const char *dns;
+
+    p->refcount = 1;
+    p->cfg = config_read(path, policy_specs);
+    if (p->cfg->error_count == 0) {
+	policy_settings(p);
+	p->lib = dkim_init(NULL, NULL);
+	policy_options(p);
+	policy_read_table(p, "key_table", tables_parse_keys);
+	policy_read_table(p, "signing_table", tables_parse_signing);
+	policy_read_table(p, "sender_binding", tables_parse_binding);
+	if (config_get_str(p->cfg, "signing_table"))
+	    policy_check_alignment(p, tables_strip_prefix(config_get_str(p->cfg,
+							      "signing_table")));
+	policy_load_keys(p);
+	if ((dns = config_get_str(p->cfg, "dns_test_file")) != NULL)
+	    policy_check_dns(p, dns);
+    }
+    if (p->cfg->error_count) {
+	config_print_errors(p->cfg);
+	policy_free(p);
+	return (NULL);
+    }
+    return (p);
+}
+
+const struct dkim_key *policy_key(const struct dkim_policy *policy,
+				          const struct key_entry *entry)
+{
+    return (policy->keys + (entry - policy->tables.key));
+}
+
+void    policy_install(struct dkim_policy *policy)
+{
+    struct dkim_policy *old;
+
+    pthread_mutex_lock(&policy_lock);
+    old = policy_current;
+    policy_current = policy;
+    pthread_mutex_unlock(&policy_lock);
+    policy_release(&old);
+}
+
+struct dkim_policy *policy_acquire(void)
+{
+    struct dkim_policy *p;
+
+    pthread_mutex_lock(&policy_lock);
+    if ((p = policy_current) != NULL)
+	p->refcount++;
+    pthread_mutex_unlock(&policy_lock);
+    return (p);
+}
+
+void    policy_release(struct dkim_policy **pp)
+{
+    struct dkim_policy *p = *pp;
+    int     last;
+
+    *pp = NULL;
+    if (p == NULL)
+	return;
+    pthread_mutex_lock(&policy_lock);
+    last = --p->refcount == 0;
+    pthread_mutex_unlock(&policy_lock);
+    if (last)
+	policy_free(p);
+}

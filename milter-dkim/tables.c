@@ -1,0 +1,300 @@
+/*
+ * NAME
+ *	tables 3
+ * SUMMARY
+ *	OpenDKIM KeyTable and SigningTable, sender_binding
+ * SYNOPSIS
+ *	#include "tables.h"
+ *
+ *	void	tables_parse_keys(&t, errors, file_name, text)
+ *	void	tables_parse_signing(&t, errors, file_name, text)
+ *	void	tables_parse_binding(&t, errors, file_name, text)
+ *	int	tables_signers(&t, "user@example.com", out, max)
+ *	int	tables_binding_allows(&t, sasl_user, from_address, &bound)
+ * DESCRIPTION
+ *	The files are read unchanged from an OpenDKIM installation:
+ * .IP KeyTable
+ *	"keyname domain:selector:/path/to/private.key"; a '%' in the
+ *	domain is replaced by the signing domain at lookup time.
+ * .IP SigningTable
+ *	"pattern keyname[,keyname...]" as OpenDKIM reads a "refile:"
+ *	table: the pattern is matched against the From: address, '*'
+ *	matching any run of characters. A pattern without '*' and without
+ *	'@' matches the address's domain, as a plain OpenDKIM table does.
+ *	Every matching line applies, in file order (several signatures).
+ * .IP sender_binding
+ *	"sasl_user pattern[, pattern...]": the From: addresses a SASL user
+ *	may sign for; a user without a line is not restricted.
+ * .PP
+ *	'#' starts a comment; blank lines are ignored; matching ignores
+ *	case. A "refile:" or "file:" prefix on a table path is accepted.
+ * DIAGNOSTICS
+ *	Errors go to the errors configuration as "file:line: message".
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "msg.h"
+#include "tables.h"
+#include "xalloc.h"
+
+const char *tables_strip_prefix(const char *path)
+{
+    if (strncmp(path, "refile:", 7) == 0)
+	return (path + 7);
+    if (strncmp(path, "file:", 5) == 0)
+	return (path + 5);
+    return (path);
+}
+
+/* tables_lines - call fn for each non-comment line with its number */
+
+static void tables_lines(const char *text, void (*fn) (char *line, int lineno, void *ctx),
+			         void *ctx)
+{
+    char   *copy = xstrdup(text), *line = copy, *next;
+    int     lineno = 0;
+
+    for (; line; line = next) {
+	char   *hash, *end;
+
+	lineno++;
+	if ((next = strchr(line, '\n')) != NULL)
+	    *next++ = 0;
+	if ((hash = strchr(line, '#')) != NULL)
+	    *hash = 0;
+	while (isspace((unsigned char) *line))
+	    line++;
+	end = line + strlen(line);
+	while (end > line && isspace((unsigned char) end[-1]))
+	    *--end = 0;
+	if (*line)
+	    fn(line, lineno, ctx);
+    }
+    free(copy);
+}
+
+struct tables_ctx {
+    struct tables *t;
+    struct config *errors;
+    const char *name;
+};
+
+static void tables_error(struct tables_ctx *c, int line, const char *text)
+{
+    config_add_file_error(c->errors, c->name, line, "%s", text);
+}
+
+/* tables_split2 - "key  rest": NUL-terminate key, return rest or NULL */
+
+static char *tables_split2(char *line)
+{
+    char   *rest = line + strcspn(line, " \t");
+
+    if (*rest == 0)
+	return (NULL);
+    *rest++ = 0;
+    while (isspace((unsigned char) *rest))
+	rest++;
+    return (*rest ? rest : NULL);
+}
+
+static void tables_key_line(char *line, int lineno, void *ctx)
+{
+    struct tables_ctx *c = ctx;
+    struct key_entry *k;
+    char   *value = tables_split2(line), *sel, *path;
+
+    if (value == NULL || (sel = strchr(value, ':')) == NULL
+	|| (path = strchr(sel + 1, ':')) == NULL) {
+	tables_error(c, lineno, "expected \"keyname domain:selector:/path/to/key\"");
+	return;
+    }
+    *sel++ = 0;
+    *path++ = 0;
+    if (!*value || !*sel || !*path) {
+	tables_error(c, lineno, "empty domain, selector or key path");
+	return;
+    }
+    if (*path != '/') {
+	tables_error(c, lineno, "the key must be an absolute file path "
+		     "(inline key data is not supported)");
+	return;
+    }
+    if (tables_find_key(c->t, line)) {
+	tables_error(c, lineno, "duplicate key name");
+	return;
+    }
+    c->t->key = xrealloc(c->t->key, sizeof(*k) * (c->t->key_count + 1));
+    k = c->t->key + c->t->key_count++;
+    k->name = xstrdup(line);
+    k->domain = xstrdup(value);
+    k->selector = xstrdup(sel);
+    k->path = xstrdup(path);
+    k->line = lineno;
+}
+
+static char **tables_list(const char *text)
+{
+    int     n;
+
+    return (config_split_list(text, &n));
+}
+
+static void tables_signing_line(char *line, int lineno, void *ctx)
+{
+    struct tables_ctx *c = ctx;
+    struct signing_entry *s;
+    char   *value = tables_split2(line);
+
+    if (value == NULL) {
+	tables_error(c, lineno, "expected \"pattern keyname[,keyname...]\"");
+	return;
+    }
+    c->t->sign = xrealloc(c->t->sign, sizeof(*s) * (c->t->sign_count + 1));
+    s = c->t->sign + c->t->sign_count++;
+    s->pattern = xstrdup(line);
+    s->keys = tables_list(value);
+    s->line = lineno;
+}
+
+static void tables_binding_line(char *line, int lineno, void *ctx)
+{
+    struct tables_ctx *c = ctx;
+    struct binding_entry *b;
+    char   *value = tables_split2(line);
+
+    if (value == NULL) {
+	tables_error(c, lineno, "expected \"sasl_user pattern[, pattern...]\"");
+	return;
+    }
+    c->t->bind = xrealloc(c->t->bind, sizeof(*b) * (c->t->bind_count + 1));
+    b = c->t->bind + c->t->bind_count++;
+    b->user = xstrdup(line);
+    b->patterns = tables_list(value);
+}
+
+void    tables_parse_keys(struct tables *t, struct config *errors, const char *name,
+			          const char *text)
+{
+    struct tables_ctx c = {t, errors, name};
+
+    tables_lines(text, tables_key_line, &c);
+}
+
+void    tables_parse_signing(struct tables *t, struct config *errors, const char *name,
+			             const char *text)
+{
+    struct tables_ctx c = {t, errors, name};
+    int     first = t->sign_count;
+
+    tables_lines(text, tables_signing_line, &c);
+    for (int i = first; i < t->sign_count; i++)	/* keys must exist */
+	for (char **k = t->sign[i].keys; *k; k++)
+	    if (tables_find_key(t, *k) == NULL)
+		config_add_file_error(errors, name, t->sign[i].line,
+				      "key \"%s\" is not in the KeyTable", *k);
+}
+
+void    tables_parse_binding(struct tables *t, struct config *errors, const char *name,
+			             const char *text)
+{
+    struct tables_ctx c = {t, errors, name};
+
+    tables_lines(text, tables_binding_line, &c);
+}
+
+const struct key_entry *tables_find_key(const struct tables *t, const char *name)
+{
+    for (int i = 0; i < t->key_count; i++)
+	if (strcmp(t->key[i].name, name) == 0)
+	    return (t->key + i);
+    return (NULL);
+}
+
+/* tables_glob - case-insensitive match with '*' (iterative, no recursion blowup) */
+
+static int tables_glob(const char *p, const char *s)
+{
+    const char *star = NULL, *resume = NULL;
+
+    while (*s) {
+	if (*p == '*') {
+	    star = p++;
+	    resume = s;
+	} else if (tolower((unsigned char) *p) == tolower((unsigned char) *s)) {
+	    p++, s++;
+	} else if (star) {
+	    p = star + 1;
+	    s = ++resume;
+	} else {
+	    return (0);
+	}
+    }
+    while (*p == '*')
+	p++;
+    return (*p == 0);
+}
+
+int     tables_match(const char *pattern, const char *address)
+{
+    const char *at = strrchr(address, '@');
+
+    if (strchr(pattern, '*') || strchr(pattern, '@'))
+	return (tables_glob(pattern, address));
+    return (at != NULL && strcasecmp(pattern, at + 1) == 0);
+}
+
+int     tables_signers(const struct tables *t, const char *address,
+		               const struct key_entry **out, int max)
+{
+    int     n = 0;
+
+    for (int i = 0; i < t->sign_count; i++)
+	if (tables_match(t->sign[i].pattern, address))
+	    for (char **k = t->sign[i].keys; *k && n < max; k++)
+		out[n++] = tables_find_key(t, *k);
+    return (n);
+}
+
+int     tables_binding_allows(const struct tables *t, const char *user, const char *address,
+			              int *bound)
+{
+    *bound = 0;
+    for (int i = 0; i < t->bind_count; i++) {
+	if (strcasecmp(t->bind[i].user, user) != 0)
+	    continue;
+	*bound = 1;
+	for (char **p = t->bind[i].patterns; *p; p++)
+	    if (tables_match(*p, address))
+		return (1);
+    }
+    return (!*bound);
+}
+
+void    tables_free(struct tables *t)
+{
+    for (int i = 0; i < t->key_count; i++) {
+	free(t->key[i].name);
+	free(t->key[i].domain);
+	free(t->key[i].selector);
+	free(t->key[i].path);
+    }
+    for (int i = 0; i < t->sign_count; i++) {
+	free(t->sign[i].pattern);
+	config_list_free(&t->sign[i].keys);
+    }
+    for (int i = 0; i < t->bind_count; i++) {
+	free(t->bind[i].user);
+	config_list_free(&t->bind[i].patterns);
+    }
+    free(t->key);
+    free(t->sign);
+    free(t->bind);
+    memset(t, 0, sizeof(*t));
+}
