@@ -184,7 +184,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
     char   *out = NULL;
     size_t  len = 0;
 
-    message_append(&out, &len, "%s", authserv_id);
+    message_append(&out, &len, " %s", authserv_id);	/* SMFIP_HDR_LEADSPC */
     if (eom_status == DKIM_STAT_NOSIG
 	|| dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs == 0) {
 	message_append(&out, &len, ";\n\tdkim=none%s", eom_status == DKIM_STAT_NOSIG ?

@@ -139,12 +139,26 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
     return (SMFIS_CONTINUE);
 }
 
+/*
+ * milter_feed_headers - "Name:value" to libopendkim, folded lines with
+ * CRLF: Postfix hands folded header values to milters with bare LF, and
+ * libopendkim's header parser wants the wire form.
+ */
 static void milter_feed_headers(struct milter_ctx *c, DKIM *dkim)
 {
     for (int i = 0; i < c->msg.count; i++) {
-	char   *line = xasprintf("%s:%s", c->msg.hdr[i].name, c->msg.hdr[i].value);
+	const char *value = c->msg.hdr[i].value;
+	size_t  len = strlen(c->msg.hdr[i].name) + 1, cap = len + 2 * strlen(value) + 1;
+	char   *line = xmalloc(cap);
 
-	dkim_header(dkim, (u_char *) line, strlen(line));
+	memcpy(line, c->msg.hdr[i].name, len - 1);
+	line[len - 1] = ':';
+	for (const char *cp = value; *cp; cp++) {
+	    if (*cp == '\n' && (cp == value || cp[-1] != '\r'))
+		line[len++] = '\r';
+	    line[len++] = *cp;
+	}
+	dkim_header(dkim, (u_char *) line, len);
 	free(line);
     }
     dkim_eoh(dkim);
@@ -282,6 +296,8 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	unsigned char *hdr = NULL;
 	size_t  len = 0;
 	DKIM_STAT status = dkim_eom(c->sign[i], NULL);
+	char   *value;
+	int     inserted;
 
 	if (status == DKIM_STAT_OK)
 	    status = dkim_getsighdr_d(c->sign[i], strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
@@ -291,7 +307,10 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
 	    return (SMFIS_TEMPFAIL);
 	}
-	if (smfi_insheader(ctx, 0, DKIM_SIGNHEADER, (char *) hdr) != MI_SUCCESS) {
+	value = xasprintf(" %s", hdr);		/* SMFIP_HDR_LEADSPC: ours too */
+	inserted = smfi_insheader(ctx, 0, DKIM_SIGNHEADER, value);
+	free(value);
+	if (inserted != MI_SUCCESS) {
 	    msg_warn("%s: the MTA refused the DKIM-Signature header", c->qid);
 	    return (SMFIS_TEMPFAIL);
 	}
@@ -313,7 +332,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 	msg_warn("%s: removed a forged Authentication-Results header claiming %s",
 		 c->qid, c->policy->authserv_id);
     }
-    smfi_insheader(ctx, 0, "Authentication-Results", results + 0);
+    smfi_insheader(ctx, 0, "Authentication-Results", results);
     for (char *cp = results; *cp; cp++)		/* one log line */
 	if (*cp == '\n' || *cp == '\t')
 	    *cp = ' ';
