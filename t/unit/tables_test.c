@@ -1,0 +1,65 @@
+/* tables_test - unit tests for milter-dkim/tables.c (OpenDKIM table formats) */
+
+#include "build_config.h"
+
+#include <string.h>
+
+#include "tables.h"
+#include "tap.h"
+
+static const struct config_spec no_specs[] = {{0}};
+
+int     main(void)
+{
+    struct config *errors = config_read_buffer("t", "", 0, no_specs);
+    struct tables t;
+    const struct key_entry *keys[8];
+    int     bound, n;
+
+    memset(&t, 0, sizeof(t));
+    tables_parse_keys(&t, errors, "key.table",
+		      "# OpenDKIM KeyTable\n"
+		      "rsa   planapulse.ai:rsa2026:/etc/dkim/rsa.private\n"
+		      "ed    planapulse.ai:ed2026:/etc/dkim/ed.private   # trailing comment\n"
+		      "staff %:staff:/etc/dkim/staff.private\n");
+    tables_parse_signing(&t, errors, "signing.table",
+			 "*@planapulse.ai rsa,ed\n"
+			 "plana.solutions staff\n"
+			 "ceo@plana.solutions rsa\n");
+    tables_parse_binding(&t, errors, "binding", "svc-billing *@planapulse.ai, *@planapulse.com\n");
+    is_int(errors->error_count, 0, "OpenDKIM-format tables load");
+    is_int(t.key_count, 3, "three keys");
+    is_str(t.key[2].domain, "%", "'%%' domain kept for lookup-time substitution");
+    n = tables_signers(&t, "noreply@planapulse.ai", keys, 8);
+    ok(n == 2 && keys[0] == t.key && keys[1] == t.key + 1, "*@planapulse.ai: rsa and ed, in order");
+    n = tables_signers(&t, "NoReply@PlanaPulse.AI", keys, 8);
+    is_int(n, 2, "matching ignores case");
+    n = tables_signers(&t, "ceo@plana.solutions", keys, 8);
+    ok(n == 2 && keys[0] == t.key + 2 && keys[1] == t.key, "every matching line applies");
+    is_int(tables_signers(&t, "x@planapulse.ai.evil.example", keys, 8), 0,
+	   "no match for a look-alike domain");
+    is_int(tables_signers(&t, "x@sub.plana.solutions", keys, 8), 0,
+	   "a plain domain pattern does not match subdomains");
+    ok(tables_binding_allows(&t, "svc-billing", "noreply@planapulse.ai", &bound) && bound,
+       "svc-billing may send as planapulse.ai");
+    ok(!tables_binding_allows(&t, "svc-billing", "staff@plana.solutions", &bound) && bound,
+       "svc-billing may not send as plana.solutions");
+    ok(tables_binding_allows(&t, "alice", "alice@plana.solutions", &bound) && !bound,
+       "an unbound user is not restricted");
+    ok(tables_match("a*b*c@x", "aXXbYYc@x"), "several wildcards");
+    ok(!tables_match("a*b", "a"), "wildcard needs the rest");
+
+    tables_parse_keys(&t, errors, "bad.table", "k1 nodomainhere\nrsa a:b:/x\nk2 a:b:relative\n");
+    is_int(errors->error_count, 3, "three bad KeyTable lines");
+    ok(errors->error_count > 0 && strstr(errors->errors[0], "bad.table:1:") != NULL,
+       "errors name file and line: %s", errors->error_count ? errors->errors[0] : "");
+    ok(errors->error_count > 1 && strstr(errors->errors[1], "duplicate") != NULL,
+       "duplicate key name refused");
+    tables_parse_signing(&t, errors, "bad.signing", "*@x.example nosuchkey\n");
+    ok(strstr(errors->errors[errors->error_count - 1], "bad.signing:1: key \"nosuchkey\"") != NULL,
+       "SigningTable naming an unknown key refused");
+    is_str(tables_strip_prefix("refile:/etc/x"), "/etc/x", "refile: prefix");
+    tables_free(&t);
+    config_free(&errors);
+    return (tap_done());
+}
