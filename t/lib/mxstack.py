@@ -305,6 +305,8 @@ class Stack:
             if "sink" in self.ports else "error:no smtp-sink in this stack",
         })
         params["relay_transport"] = params["default_transport"]
+        if not params["smtpd_sasl_path"]:     # no Dovecot: Postfix refuses an empty path
+            del params["smtpd_sasl_path"]
         params.update(main or {})
         with open(os.path.join(d, "main.cf"), "w") as f:
             for key, value in params.items():
