@@ -115,7 +115,10 @@ def test_interrupted(st):
                 break
     f.write(b"From: noreply@planapulse.ai\r\nSubject: cut\r\n\r\n" + b"body\r\n" * 20000)
     f.flush()
+    f.close()                   # the file holds the socket open
     s.close()
+    tap.ok(wait_for(lambda: "lost connection after DATA" in st.read_log("postfix")),
+           "a client disconnected mid-body")
     s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30)
     s.mail("noreply@planapulse.ai")
     s.rcpt("abort@example.net")
