@@ -91,8 +91,13 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f
 				         unsigned long *pf0, unsigned long *pf1,
 				         unsigned long *pf2, unsigned long *pf3)
 {
-    unsigned long want = SMFIP_NOHELO | SMFIP_NORCPT | SMFIP_NOUNKNOWN | SMFIP_NODATA
-    | SMFIP_HDR_LEADSPC;
+    /*
+     * Only the exact header values. Skipping HELO, RCPT or DATA (SMFIP_NO*)
+     * looks cheaper but is slower over TCP: Postfix still sends those
+     * stages' macros, a write that expects no answer, so its next write
+     * waits in Nagle for our delayed ACK (40 ms per message, measured).
+     */
+    unsigned long want = SMFIP_HDR_LEADSPC;
 
     *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
     *pf1 = want & f1;

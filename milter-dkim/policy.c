@@ -46,6 +46,7 @@
 
 const struct config_spec policy_specs[] = {
     {"socket", CONFIG_STRING, "inet:8891@127.0.0.1", 0},
+    {"socket_umask", CONFIG_STRING, "007", 0},
     {"mode", CONFIG_LIST, "sign, verify", 0},
     {"key_table", CONFIG_STRING, NULL, 0},
     {"signing_table", CONFIG_STRING, NULL, 0},
