@@ -114,8 +114,10 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 
     if (*end || mask < 0 || mask > 0777)
 	msg_fatal("socket_umask must be octal, like 007, not \"%s\"", mask_text);
-    if (strncmp(socket_spec, "unix:", 5) == 0 || strncmp(socket_spec, "local:", 6) == 0)
+    if (strncmp(socket_spec, "unix:", 5) == 0 || strncmp(socket_spec, "local:", 6) == 0) {
 	unlink(strchr(socket_spec, ':') + 1);
+	milter_local_socket = 1;
+    }
     old_mask = umask((mode_t) mask);		/* who may connect to a UNIX socket */
     if (smfi_setconn((char *) socket_spec) != MI_SUCCESS
 	|| smfi_register(milter_desc) != MI_SUCCESS || smfi_opensocket(1) != MI_SUCCESS)

@@ -7,4 +7,8 @@
 
 extern struct smfiDesc milter_desc;
 
+/* Set before smfi_main when the socket is a UNIX-domain one: the MTA may
+ * then send headers and body without waiting for our replies. */
+extern int milter_local_socket;
+
 #endif
