@@ -18,5 +18,7 @@ m = re.search(r"(\d+) of (\d+) demo steps worked", res.stdout)
 tap.ok(m and m.group(1) == m.group(2), "every demo step worked: %s" % (m and m.group(0)))
 tap.ok("Rate limit per_user exceeded for svc-alerts" in res.stdout,
        "the demo shows a service hitting its limit")
+tap.ok(re.search(r"dkimpy verified them .*: pass, pass", res.stdout),
+       "the demo shows RSA and Ed25519 signatures verified by dkimpy")
 tap.ok(not os.path.exists("/tmp/mxkit-demo/stack.json"), "the demo cleaned up after itself")
 sys.exit(tap.done())
