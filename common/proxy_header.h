@@ -54,12 +54,14 @@ const char *proxy_header_parse(const void *buf, size_t len, size_t v2_max,
 
 /* Reading from a socket without consuming a byte past the header. */
 struct proxy_reader {
-    unsigned char buf[PROXY_HEADER_BUF];
+    unsigned char *buf;			/* v2_max bytes (at least 107) */
+    size_t  size;
     size_t  have;
     size_t  v2_max;
 };
 
 void    proxy_reader_init(struct proxy_reader *reader, size_t v2_max);
+void    proxy_reader_free(struct proxy_reader *reader);
 const char *proxy_reader_step(struct proxy_reader *reader, int fd,
 			              struct proxy_header *hdr);
 const char *proxy_reader_read(int fd, int timeout_ms, size_t v2_max,

@@ -7,6 +7,7 @@
  *	#include "proxy_header.h"
  *
  *	void	proxy_reader_init(&reader, v2_max)
+ *	void	proxy_reader_free(&reader)
  *	const char *proxy_reader_step(&reader, fd, &hdr)
  *	const char *proxy_reader_read(fd, timeout_ms, v2_max, &hdr)
  * DESCRIPTION
@@ -32,11 +33,13 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "proxy_header.h"
+#include "xalloc.h"
 
 #define PROXY_MIN_HEADER 15		/* "PROXY UNKNOWN\r\n" */
 
@@ -44,6 +47,15 @@ void    proxy_reader_init(struct proxy_reader *reader, size_t v2_max)
 {
     reader->have = 0;
     reader->v2_max = v2_max > PROXY_HEADER_BUF ? PROXY_HEADER_BUF : v2_max;
+    /* Only what the limit allows: a thousand slow clients cost little. */
+    reader->size = reader->v2_max < PROXY_V1_MAX ? PROXY_V1_MAX : reader->v2_max;
+    reader->buf = xmalloc(reader->size);
+}
+
+void    proxy_reader_free(struct proxy_reader *reader)
+{
+    free(reader->buf);
+    reader->buf = NULL;
 }
 
 /* proxy_reader_safe - how many more bytes are surely header bytes */
@@ -77,6 +89,8 @@ const char *proxy_reader_step(struct proxy_reader *r, int fd, struct proxy_heade
     for (;;) {
 	ssize_t want = proxy_reader_safe(r, fd), got;
 
+	if (want > (ssize_t) (r->size - r->have))
+	    want = (ssize_t) (r->size - r->have);
 	if (want > 0)
 	    got = recv(fd, r->buf + r->have, (size_t) want, MSG_DONTWAIT);
 	else
@@ -119,10 +133,15 @@ const char *proxy_reader_read(int fd, int timeout_ms, size_t v2_max, struct prox
 	long    left = timeout_ms - proxy_reader_ms_since(&t0);
 	int     n;
 
-	if (left <= 0 || (n = poll(&pfd, 1, (int) left)) == 0)
-	    return ("timeout waiting for the PROXY header");
-	if (n < 0 && errno != EINTR)
-	    return ("poll error while waiting for the PROXY header");
+	if (left <= 0 || (n = poll(&pfd, 1, (int) left)) == 0) {
+	    err = "timeout waiting for the PROXY header";
+	    break;
+	}
+	if (n < 0 && errno != EINTR) {
+	    err = "poll error while waiting for the PROXY header";
+	    break;
+	}
     }
+    proxy_reader_free(&r);
     return (err);
 }

@@ -26,7 +26,8 @@ static inline struct gcra_result gcra_check(double tat, double now, double inter
     if (tat < now)
 	tat = now;
     r.new_tat = tat + cost * interval;
-    r.allowed = (r.new_tat - now <= capacity);
+    /* Half a microsecond of slack absorbs any rounding in the sums. */
+    r.allowed = (r.new_tat - now <= capacity + 0.5);
     r.retry_after = r.allowed ? 0 : r.new_tat - now - capacity;
     return (r);
 }

@@ -40,8 +40,10 @@ static double store_memory_now(void)
 {
     struct timespec ts;
 
+    /* Whole microseconds, like Redis TIME: with a fraction, TAT - now
+     * picks up rounding and a budget spent exactly to its end fails. */
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (ts.tv_sec * 1e6 + ts.tv_nsec / 1e3);
+    return ((double) ts.tv_sec * 1e6 + (double) (ts.tv_nsec / 1000));
 }
 
 static int store_memory_expired(void *value, void *context)

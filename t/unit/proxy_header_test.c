@@ -246,6 +246,7 @@ static void test_reader(void)
     is_str(proxy_reader_step(&r, sv[1], &h), proxy_header_incomplete, "step: incomplete");
     ok(write(sv[0], buf + 7, n + 8 - 7) == (ssize_t) (n + 8 - 7), "the rest and an EHLO");
     is_str(proxy_reader_step(&r, sv[1], &h), NULL, "step: header complete");
+    proxy_reader_free(&r);
     got = read(sv[1], rest, sizeof(rest));
     ok(got == 8 && memcmp(rest, "EHLO x\r\n", 8) == 0, "v2: the EHLO is still in the socket");
 

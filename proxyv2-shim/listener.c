@@ -1,0 +1,144 @@
+/*
+ * NAME
+ *	listener 3
+ * SUMMARY
+ *	proxyv2-shim listener lines
+ * SYNOPSIS
+ *	#include "shim.h"
+ *
+ *	const char *listener_parse(text, &lst)
+ *	void	listener_free(&lst)
+ *	const char *listener_mode_name(mode)
+ * DESCRIPTION
+ *	listener_parse() reads the value of one "listener" line:
+ *
+ *	ADDRESS backend=ADDRESS mode=MODE trusted=CIDR[,CIDR...]
+ *		[header_timeout=DURATION] [mark=N]
+ *
+ *	ADDRESS is HOST:PORT, [IPV6]:PORT or inet:/inet6: forms; MODE
+ *	is xclient, transparent, proxy-v1 or proxy-v2. backend, mode
+ *	and trusted are required: a shim that trusts nobody by default
+ *	is useless, one that trusts everybody is dangerous.
+ * DIAGNOSTICS
+ *	NULL, or a static message naming what is wrong.
+ */
+
+#include "build_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "shim.h"
+#include "xalloc.h"
+
+static const char *const listener_modes[] = {
+    [SHIM_XCLIENT] = "xclient",
+    [SHIM_TRANSPARENT] = "transparent",
+    [SHIM_PROXY_V1] = "proxy-v1",
+    [SHIM_PROXY_V2] = "proxy-v2",
+};
+
+const char *listener_mode_name(enum shim_mode mode)
+{
+    return (listener_modes[mode]);
+}
+
+/* listener_option - one name=value word */
+
+static const char *listener_option(struct shim_listener *lst, const char *name,
+				           const char *value, int *seen)
+{
+    const char *err;
+    char   *bad = NULL;
+    long long n;
+
+    if (strcmp(name, "backend") == 0) {
+	seen[0] = 1;
+	return (addr_parse(value, &lst->backend));
+    }
+    if (strcmp(name, "mode") == 0) {
+	for (size_t i = 0; i < sizeof(listener_modes) / sizeof(listener_modes[0]); i++)
+	    if (strcmp(value, listener_modes[i]) == 0) {
+		lst->mode = (enum shim_mode) i;
+		seen[1] = 1;
+		return (NULL);
+	    }
+	return ("mode must be xclient, transparent, proxy-v1 or proxy-v2");
+    }
+    if (strcmp(name, "trusted") == 0) {
+	seen[2] = 1;
+	if ((err = cidr_list_parse(lst->trusted, value, &bad)) != NULL) {
+	    free(bad);
+	    return (err);
+	}
+	return (NULL);
+    }
+    if (strcmp(name, "header_timeout") == 0) {
+	if ((err = config_parse_duration(value, &n)) != NULL)
+	    return (err);
+	if (n <= 0 || n > 60000)
+	    return ("header_timeout must be between 1ms and 60s");
+	lst->header_timeout_ms = (int) n;
+	return (NULL);
+    }
+    if (strcmp(name, "mark") == 0) {
+	if ((err = config_parse_int(value, &n)) != NULL)
+	    return (err);
+	if (n < 0 || n > 0x7fffffff)
+	    return ("mark must be a non-negative integer");
+	lst->mark = (int) n;
+	return (NULL);
+    }
+    return ("unknown listener option (want backend=, mode=, trusted=, header_timeout=, mark=)");
+}
+
+const char *listener_parse(const char *text, struct shim_listener *lst)
+{
+    int     count, seen[3] = {0, 0, 0};
+    char  **words = config_split_words(text, &count);
+    const char *err = NULL;
+
+    memset(lst, 0, sizeof(*lst));
+    lst->spec = xstrdup(text);
+    lst->trusted = cidr_list_create();
+    if (count == 0)
+	err = "listener needs an address";
+    else if (strchr(words[0], '=') != NULL)
+	err = "listener must start with the address to listen on";
+    else
+	err = addr_parse(words[0], &lst->listen);
+    for (int i = 1; err == NULL && i < count; i++) {
+	char   *eq = strchr(words[i], '=');
+
+	if (eq == NULL || eq[1] == 0) {
+	    err = "listener options are name=value";
+	    break;
+	}
+	*eq = 0;
+	err = listener_option(lst, words[i], eq + 1, seen);
+    }
+    if (err == NULL && !seen[0])
+	err = "listener needs backend=";
+    if (err == NULL && !seen[1])
+	err = "listener needs mode=";
+    if (err == NULL && !seen[2])
+	err = "listener needs trusted= (the load balancers allowed to send PROXY headers)";
+    if (err == NULL && lst->listen.family == AF_UNIX)
+	err = "listener must be a TCP address";
+    if (err == NULL && lst->mode == SHIM_TRANSPARENT && lst->backend.family == AF_UNIX)
+	err = "transparent mode needs a TCP backend";
+    config_list_free(&words);
+    if (err)
+	listener_free(lst);
+    return (err);
+}
+
+void    listener_free(struct shim_listener *lst)
+{
+    if (lst->evl)
+	evconnlistener_free(lst->evl);
+    lst->evl = NULL;
+    cidr_list_destroy(&lst->trusted);
+    free(lst->spec);
+    lst->spec = NULL;
+}

@@ -1,0 +1,449 @@
+/*
+ * NAME
+ *	session 3
+ * SUMMARY
+ *	one proxied connection: header, backend, hand-off, relay
+ * SYNOPSIS
+ *	#include "shim.h"
+ *
+ *	void	session_accept(evl, fd, sa, salen, listener)
+ *	void	session_log_reject(srv, fmt, ...)
+ * DESCRIPTION
+ *	A connection from outside the listener's trusted networks is
+ *	closed at once. Otherwise the PROXY header must arrive within
+ *	header_timeout; the reader never consumes a byte past it, so
+ *	whatever the client pipelined reaches the backend intact.
+ *
+ *	Then the backend is connected (non-blocking, connect_timeout):
+ * .IP xclient
+ *	read its 220, EHLO, "XCLIENT ADDR= PORT=", and hand the 220 that
+ *	follows to the client as its greeting. If the backend is down
+ *	or refuses, the client gets "421 4.3.2" instead of a silent
+ *	close, and will retry.
+ * .IP transparent
+ *	the backend socket is bound to the client's own address
+ *	(IP_TRANSPARENT, optional SO_MARK for policy routing).
+ * .IP "proxy-v1, proxy-v2"
+ *	a clean header is written first: addresses, and for v2 the
+ *	standard TLVs with a fresh CRC32C; vendor TLVs are dropped.
+ * .PP
+ *	A LOCAL header (a balancer's health check) is relayed as it is:
+ *	no XCLIENT, no spoofing, and a LOCAL/UNKNOWN header when
+ *	re-emitting, so the check reaches the real daemon.
+ * DIAGNOSTICS
+ *	One line per connection when it ends: client, balancer,
+ *	listener, mode, TLVs (authority, ALPN, SSL), bytes each way,
+ *	duration, and the reason if it ended badly. Rejected
+ *	connections are logged at most log_rejects_per_second, with a
+ *	count of those not logged.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "relay.h"
+#include "shim.h"
+#include "xalloc.h"
+#include "xclient.h"
+
+#define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
+
+enum session_state {
+    SESSION_HEADER,
+    SESSION_CONNECT,
+    SESSION_GREETING,			/* xclient: backend's first 220 */
+    SESSION_EHLO,			/* xclient: EHLO reply */
+    SESSION_XCLIENT,			/* xclient: reply to XCLIENT */
+    SESSION_RELAY,
+};
+
+struct session {
+    struct server *srv;
+    struct shim_listener *lst;
+    int     client;
+    int     backend;
+    union addr_sockaddr balancer;
+    struct proxy_reader reader;
+    struct proxy_header hdr;
+    enum session_state state;
+    struct event *io;
+    struct event *timer;
+    struct xclient_reply reply;
+    struct relay *relay;
+    struct timespec t0;
+};
+
+static void session_step(evutil_socket_t fd, short what, void *context);
+
+static long session_ms(const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return ((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+void    session_log_reject(struct server *srv, const char *fmt,...)
+{
+    long long now = (long long) time(NULL);
+    char    text[512];
+    va_list ap;
+
+    if (now != srv->reject_window) {
+	if (srv->reject_suppressed)
+	    msg_warn("%lld more rejected connections not logged", srv->reject_suppressed);
+	srv->reject_window = now;
+	srv->reject_logged = 0;
+	srv->reject_suppressed = 0;
+    }
+    if (srv->reject_logged >= srv->reject_log_rate) {
+	srv->reject_suppressed++;
+	return;
+    }
+    srv->reject_logged++;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    msg_warn("%s", text);
+}
+
+/* session_describe - "client=... via=..." for log lines */
+
+static void session_describe(const struct session *s, char *buf, size_t size)
+{
+    char    client[ADDR_TEXT_MAX] = "-", via[ADDR_TEXT_MAX], listen[ADDR_TEXT_MAX];
+    const struct proxy_header *h = &s->hdr;
+    size_t  n;
+
+    addr_format(&s->balancer.sa, via, sizeof(via));
+    addr_format(&s->lst->listen.u.sa, listen, sizeof(listen));
+    if (s->state > SESSION_HEADER && !h->local
+	&& (h->family == AF_INET || h->family == AF_INET6))
+	addr_format(&h->src.sa, client, sizeof(client));
+    else if (s->state > SESSION_HEADER)
+	snprintf(client, sizeof(client), "%s", h->local ? "LOCAL" : "UNKNOWN");
+    n = (size_t) snprintf(buf, size, "client=%s via=%s listener=%s mode=%s", client, via,
+			  listen, listener_mode_name(s->lst->mode));
+    if (h->authority[0] && n < size)
+	n += (size_t) snprintf(buf + n, size - n, " authority=%s", h->authority);
+    if (h->alpn[0] && n < size)
+	n += (size_t) snprintf(buf + n, size - n, " alpn=%s", h->alpn);
+    if (h->ssl.present && n < size)
+	snprintf(buf + n, size - n, " ssl=%s/%s%s%s", h->ssl.version[0] ? h->ssl.version : "-",
+		 h->ssl.cipher[0] ? h->ssl.cipher : "-", h->ssl.cn[0] ? " cn=" : "", h->ssl.cn);
+}
+
+static void session_free(struct session *s, const char *why)
+{
+    char    desc[1024];
+    unsigned long long up = 0, down = 0;
+
+    session_describe(s, desc, sizeof(desc));
+    if (s->relay)
+	relay_bytes(s->relay, &up, &down);
+    if (s->state == SESSION_RELAY || why == NULL)
+	msg_info("%s up=%llu down=%llu duration=%ldms%s%s", desc, up, down, session_ms(&s->t0),
+		 why ? " end=" : "", why ? why : "");
+    else
+	session_log_reject(s->srv, "%s: %s", desc, why);
+    relay_free(&s->relay);
+    if (s->io)
+	event_free(s->io);
+    if (s->timer)
+	event_free(s->timer);
+    proxy_reader_free(&s->reader);
+    close(s->client);
+    if (s->backend >= 0)
+	close(s->backend);
+    s->srv->sessions--;
+    free(s);
+}
+
+/* session_fail - a backend problem: xclient clients get a 421 */
+
+static void session_fail(struct session *s, const char *why)
+{
+    if (s->lst->mode == SHIM_XCLIENT && s->state >= SESSION_CONNECT)
+	(void) send(s->client, SESSION_TEMPFAIL, sizeof(SESSION_TEMPFAIL) - 1,
+		    MSG_DONTWAIT | MSG_NOSIGNAL);
+    session_free(s, why);
+}
+
+static void session_relay_done(void *context, const char *why)
+{
+    session_free(context, why);
+}
+
+static void session_start_relay(struct session *s)
+{
+    event_free(s->io);
+    s->io = NULL;
+    event_del(s->timer);
+    s->state = SESSION_RELAY;
+    s->relay = relay_start(s->srv->base, s->client, s->backend, s->srv->idle_timeout_ms,
+			   session_relay_done, s);
+    if (s->relay == NULL)
+	session_free(s, "cannot create relay pipes");
+}
+
+/* session_watch - wait for fd with the given events, under a timeout */
+
+static void session_watch(struct session *s, int fd, short events, int timeout_ms)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+    if (s->io)
+	event_free(s->io);
+    s->io = event_new(s->srv->base, fd, events | EV_PERSIST, session_step, s);
+    event_add(s->io, NULL);
+    event_add(s->timer, &tv);
+}
+
+static int session_send(struct session *s, int fd, const char *text)
+{
+    size_t  len = strlen(text);
+
+    /* Small writes on a fresh socket: they fit in the send buffer. */
+    return (send(fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) len ? 0 : -1);
+}
+
+/* session_transparent - bind the backend socket to the client's address */
+
+static const char *session_transparent(struct session *s)
+{
+    int     one = 1, v6 = s->hdr.family == AF_INET6;
+    socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+    if (v6 ? setsockopt(s->backend, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+	: setsockopt(s->backend, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)))
+	return ("IP_TRANSPARENT failed (needs CAP_NET_ADMIN)");
+    if (s->lst->mark
+	&& setsockopt(s->backend, SOL_SOCKET, SO_MARK, &s->lst->mark, sizeof(s->lst->mark)))
+	return ("SO_MARK failed (needs CAP_NET_ADMIN)");
+    if (bind(s->backend, &s->hdr.src.sa, len) == 0)
+	return (NULL);
+    if (errno != EADDRINUSE)
+	return ("cannot bind to the client's address");
+    /* The client's port is taken (it reconnected quickly): any port. */
+    if (v6)
+	s->hdr.src.in6.sin6_port = 0;
+    else
+	s->hdr.src.in.sin_port = 0;
+    return (bind(s->backend, &s->hdr.src.sa, len) ? "cannot bind to the client's address" : NULL);
+}
+
+static void session_connect(struct session *s)
+{
+    const struct addr *b = &s->lst->backend;
+    const char *err;
+    int     spoof = s->lst->mode == SHIM_TRANSPARENT && !s->hdr.local
+    && s->hdr.family == b->family;
+
+    proxy_reader_free(&s->reader);
+    s->state = SESSION_CONNECT;
+    s->backend = socket(b->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->backend < 0) {
+	session_fail(s, "cannot create a backend socket");
+	return;
+    }
+    if (spoof && (err = session_transparent(s)) != NULL) {
+	session_fail(s, err);
+	return;
+    }
+    if (connect(s->backend, &b->u.sa, b->salen) < 0 && errno != EINPROGRESS) {
+	session_fail(s, "backend connect failed");
+	return;
+    }
+    session_watch(s, s->backend, EV_WRITE, s->srv->connect_timeout_ms);
+}
+
+/* session_reemit - write a clean PROXY header to the backend */
+
+static const char *session_reemit(struct session *s)
+{
+    unsigned char buf[1024];
+    size_t  n;
+
+    if (s->lst->mode == SHIM_PROXY_V1)
+	n = proxy_build_v1(&s->hdr, (char *) buf, sizeof(buf));
+    else
+	n = proxy_build_v2(&s->hdr, PROXY_BUILD_CRC32C, buf, sizeof(buf));
+    if (n == 0)
+	return ("cannot build the PROXY header for the backend");
+    if (send(s->backend, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) n)
+	return ("cannot write the PROXY header to the backend");
+    return (NULL);
+}
+
+static void session_connected(struct session *s)
+{
+    int     error = 0;
+    socklen_t len = sizeof(error);
+    const char *err;
+
+    if (getsockopt(s->backend, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error) {
+	session_fail(s, error == ECONNREFUSED ? "backend refused the connection"
+		     : "backend connect failed");
+	return;
+    }
+    if (s->lst->mode == SHIM_PROXY_V1 || s->lst->mode == SHIM_PROXY_V2) {
+	if ((err = session_reemit(s)) != NULL)
+	    session_fail(s, err);
+	else
+	    session_start_relay(s);
+    } else if (s->lst->mode == SHIM_XCLIENT && !s->hdr.local
+	       && (s->hdr.family == AF_INET || s->hdr.family == AF_INET6)) {
+	s->state = SESSION_GREETING;
+	s->reply.len = 0;
+	session_watch(s, s->backend, EV_READ, s->srv->connect_timeout_ms);
+    } else {
+	session_start_relay(s);
+    }
+}
+
+/* session_smtp - one step of the XCLIENT hand-off on a complete reply */
+
+static void session_smtp(struct session *s, int code)
+{
+    char    cmd[256];
+    const char *err;
+
+    switch (s->state) {
+    case SESSION_GREETING:
+	if (code != 220) {
+	    session_fail(s, "backend greeting is not 220");
+	    return;
+	}
+	snprintf(cmd, sizeof(cmd), "EHLO %s\r\n", s->srv->xclient_helo);
+	s->state = SESSION_EHLO;
+	break;
+    case SESSION_EHLO:
+	if (code != 250 || !xclient_offered(&s->reply)) {
+	    session_fail(s, "backend does not offer XCLIENT to us "
+			 "(is the shim in smtpd_authorized_xclient_hosts?)");
+	    return;
+	}
+	if ((err = xclient_command(&s->hdr, cmd, sizeof(cmd))) != NULL) {
+	    session_fail(s, err);
+	    return;
+	}
+	s->state = SESSION_XCLIENT;
+	break;
+    default:					/* SESSION_XCLIENT */
+	if (code != 220) {
+	    session_fail(s, "backend refused XCLIENT");
+	    return;
+	}
+	s->reply.text[s->reply.len] = 0;
+	if (session_send(s, s->client, s->reply.text) < 0) {
+	    session_free(s, "cannot write the greeting to the client");
+	    return;
+	}
+	session_start_relay(s);
+	return;
+    }
+    s->reply.len = 0;
+    if (session_send(s, s->backend, cmd) < 0)
+	session_fail(s, "cannot write to the backend");
+}
+
+static void session_backend_reply(struct session *s)
+{
+    ssize_t n = recv(s->backend, s->reply.text + s->reply.len,
+		     XCLIENT_REPLY_MAX - s->reply.len, MSG_DONTWAIT);
+    const char *err;
+    int     code;
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	return;
+    if (n <= 0) {
+	session_fail(s, "backend closed the connection during the XCLIENT hand-off");
+	return;
+    }
+    s->reply.len += (size_t) n;
+    if ((err = xclient_reply_scan(&s->reply, &code)) == NULL)
+	session_smtp(s, code);
+    else if (strcmp(err, "incomplete") != 0)
+	session_fail(s, err);
+}
+
+static void session_header(struct session *s)
+{
+    const char *err = proxy_reader_step(&s->reader, s->client, &s->hdr);
+
+    if (err == proxy_header_incomplete)
+	return;
+    if (err != NULL) {
+	session_free(s, err);
+	return;
+    }
+    session_connect(s);
+}
+
+static void session_step(evutil_socket_t fd, short what, void *context)
+{
+    struct session *s = context;
+
+    if (what & EV_TIMEOUT) {
+	if (s->state == SESSION_HEADER)
+	    session_free(s, "timeout waiting for the PROXY header");
+	else
+	    session_fail(s, s->state == SESSION_CONNECT ? "backend connect timed out"
+			 : "backend did not answer in time");
+	return;
+    }
+    switch (s->state) {
+    case SESSION_HEADER:
+	session_header(s);
+	break;
+    case SESSION_CONNECT:
+	session_connected(s);
+	break;
+    default:
+	session_backend_reply(s);
+	break;
+    }
+}
+
+void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+		               int salen, void *context)
+{
+    struct shim_listener *lst = context;
+    struct server *srv = lst->srv;
+    char    peer[ADDR_TEXT_MAX], listen[ADDR_TEXT_MAX];
+    struct session *s;
+    int     timeout;
+
+    if (!cidr_list_match_addr(lst->trusted, sa) || srv->sessions >= srv->max_connections) {
+	session_log_reject(srv, "listener=%s: connection from %s refused: %s",
+			   addr_format(&lst->listen.u.sa, listen, sizeof(listen)),
+			   addr_format(sa, peer, sizeof(peer)),
+			   srv->sessions >= srv->max_connections ? "max_connections reached"
+			   : "not in trusted");
+	close(fd);
+	return;
+    }
+    s = xcalloc(1, sizeof(*s));
+    s->srv = srv;
+    s->lst = lst;
+    s->client = fd;
+    s->backend = -1;
+    memcpy(&s->balancer, sa, (size_t) salen < sizeof(s->balancer) ? (size_t) salen
+	   : sizeof(s->balancer));
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    srv->sessions++;
+    proxy_reader_init(&s->reader, srv->v2_max);
+    s->timer = evtimer_new(srv->base, session_step, s);
+    timeout = lst->header_timeout_ms ? lst->header_timeout_ms : srv->header_timeout_ms;
+    session_watch(s, fd, EV_READ, timeout);
+}

@@ -1,0 +1,61 @@
+#ifndef MXKIT_SHIM_H
+#define MXKIT_SHIM_H
+
+/* shim - proxyv2-shim's listeners, server and sessions. */
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "addr.h"
+#include "cidr_list.h"
+#include "config.h"
+#include "proxy_header.h"
+
+enum shim_mode {
+    SHIM_XCLIENT,			/* Postfix: XCLIENT ADDR= PORT= */
+    SHIM_TRANSPARENT,			/* connect from the client's address */
+    SHIM_PROXY_V1,			/* re-emit a clean v1 header */
+    SHIM_PROXY_V2,			/* re-emit a clean v2 header */
+};
+
+struct shim_listener {
+    char   *spec;			/* the configuration line, for logs */
+    struct addr listen;
+    struct addr backend;
+    enum shim_mode mode;
+    struct cidr_list *trusted;
+    int     header_timeout_ms;		/* 0: the global header_timeout */
+    int     mark;			/* SO_MARK in transparent mode */
+    struct evconnlistener *evl;
+    struct server *srv;
+};
+
+struct server {
+    struct event_base *base;
+    struct config *cfg;
+    struct shim_listener *listeners;
+    int     nlisteners;
+    int     header_timeout_ms;
+    int     connect_timeout_ms;
+    int     idle_timeout_ms;
+    int     max_connections;
+    size_t  v2_max;
+    const char *xclient_helo;
+    int     sessions;			/* open now */
+    /* rejected connections are logged at most log_rejects_per_second */
+    int     reject_log_rate;
+    long long reject_window;		/* second of the current window */
+    int     reject_logged;
+    long long reject_suppressed;
+};
+
+const char *listener_parse(const char *text, struct shim_listener *lst);
+void    listener_free(struct shim_listener *lst);
+const char *listener_mode_name(enum shim_mode mode);
+
+void    session_accept(struct evconnlistener *evl, evutil_socket_t fd,
+		               struct sockaddr *sa, int salen, void *context);
+void    session_log_reject(struct server *srv, const char *fmt,...)
+	__attribute__((format(printf, 2, 3)));
+
+#endif
