@@ -81,6 +81,7 @@ struct session {
     struct xclient_reply reply;
     struct relay *relay;
     struct timespec t0;
+    char    why[320];			/* a reason quoting the backend */
 };
 
 static void session_step(evutil_socket_t fd, short what, void *context);
@@ -311,6 +312,16 @@ static void session_connected(struct session *s)
     }
 }
 
+/* session_refused - the reason, with the backend's first reply line */
+
+static const char *session_refused(struct session *s, const char *what)
+{
+    int     len = (int) strcspn(s->reply.text, "\r\n");
+
+    snprintf(s->why, sizeof(s->why), "%s: %.*s", what, len > 200 ? 200 : len, s->reply.text);
+    return (s->why);
+}
+
 /* session_smtp - one step of the XCLIENT hand-off on a complete reply */
 
 static void session_smtp(struct session *s, int code)
@@ -321,7 +332,7 @@ static void session_smtp(struct session *s, int code)
     switch (s->state) {
     case SESSION_GREETING:
 	if (code != 220) {
-	    session_fail(s, "backend greeting is not 220");
+	    session_fail(s, session_refused(s, "backend greeting is not 220"));
 	    return;
 	}
 	snprintf(cmd, sizeof(cmd), "EHLO %s\r\n", s->srv->xclient_helo);
@@ -329,8 +340,8 @@ static void session_smtp(struct session *s, int code)
 	break;
     case SESSION_EHLO:
 	if (code != 250 || !xclient_offered(&s->reply)) {
-	    session_fail(s, "backend does not offer XCLIENT to us "
-			 "(is the shim in smtpd_authorized_xclient_hosts?)");
+	    session_fail(s, session_refused(s, "backend does not offer XCLIENT to us "
+					    "(is the shim in smtpd_authorized_xclient_hosts?)"));
 	    return;
 	}
 	if ((err = xclient_command(&s->hdr, cmd, sizeof(cmd))) != NULL) {
@@ -341,7 +352,7 @@ static void session_smtp(struct session *s, int code)
 	break;
     default:					/* SESSION_XCLIENT */
 	if (code != 220) {
-	    session_fail(s, "backend refused XCLIENT");
+	    session_fail(s, session_refused(s, "backend refused XCLIENT"));
 	    return;
 	}
 	s->reply.text[s->reply.len] = 0;
