@@ -1,0 +1,497 @@
+/*
+ * NAME
+ *	libproxyv2-preload 8
+ * SUMMARY
+ *	PROXY protocol for daemons that do not speak it (LD_PRELOAD)
+ * SYNOPSIS
+ *	LD_PRELOAD=libproxyv2-preload.so PROXYV2_PORTS=993,4190
+ *	PROXYV2_TRUSTED=10.0.20.0/24 [PROXYV2_TIMEOUT=3s] daemon ...
+ * DESCRIPTION
+ *	accept() and accept4() on a listening socket whose local port is
+ *	in PROXYV2_PORTS return only connections that came from a
+ *	PROXYV2_TRUSTED address (default 127.0.0.0/8, ::1) and sent a
+ *	valid PROXY v1 or v2 header within PROXYV2_TIMEOUT; the address
+ *	they report, and getpeername() afterwards, is the client's from
+ *	the header. Other connections are closed. The header is consumed;
+ *	the daemon reads the client's bytes as if it were talking to it.
+ *
+ *	A blocking listener waits for the header in accept(), as the
+ *	daemon expects accept() to block anyway. A non-blocking listener
+ *	must never wait: a connection whose header is not complete is
+ *	parked, and accept() goes on with the next one or fails with
+ *	EAGAIN. A helper thread watches parked connections; when one
+ *	completes it connects to the listener once from loopback, so the
+ *	daemon's event loop sees the listening socket readable and calls
+ *	accept(), which hands over the parked connection and drops the
+ *	wake-up connection.
+ *
+ *	getpeername() substitutes the client's address only while the
+ *	socket is the same connection (its real peer is still the
+ *	balancer's address and port), so reused descriptor numbers are
+ *	safe without intercepting close().
+ * DIAGNOSTICS
+ *	Refused connections and bad headers are reported on standard
+ *	error, prefixed "libproxyv2-preload:", at most 10 per second.
+ */
+
+#include "build_config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "cidr_list.h"
+#include "config.h"
+#include "proxy_header.h"
+
+#define PRELOAD_MAX_PORTS	64
+#define PRELOAD_MAX_LISTENERS	32
+#define PRELOAD_MAX_PENDING	1024
+#define PRELOAD_MAX_FD		65536
+
+struct preload_parked {
+    int     fd;
+    union addr_sockaddr peer;
+    struct proxy_reader reader;
+    long long deadline_ms;
+};
+
+struct preload_ready {
+    int     fd;
+    union addr_sockaddr client;
+};
+
+struct preload_listener {
+    int     fd;				/* 0: slot free */
+    union addr_sockaddr self;		/* where wake-up connections go */
+    socklen_t self_len;
+    struct preload_parked parked[PRELOAD_MAX_PENDING];
+    int     nparked;
+    struct preload_ready ready[PRELOAD_MAX_PENDING];
+    int     nready;
+    int     wake_ports[16];		/* local ports of our wake-ups */
+    int     nwake;
+};
+
+/* Client and balancer address per accepted descriptor. */
+struct preload_peer {
+    union addr_sockaddr client;
+    union addr_sockaddr balancer;
+};
+
+static int (*real_accept4) (int, struct sockaddr *, socklen_t *, int);
+static int (*real_getpeername) (int, struct sockaddr *, socklen_t *);
+
+static int preload_ports[PRELOAD_MAX_PORTS];
+static int preload_nports;
+static struct cidr_list *preload_trusted;
+static long long preload_timeout_ms = 3000;
+static struct preload_listener preload_listeners[PRELOAD_MAX_LISTENERS];
+static struct preload_peer *preload_peers[PRELOAD_MAX_FD];
+static pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t preload_once = PTHREAD_ONCE_INIT;
+static int preload_kick[2] = {-1, -1};	/* wakes the helper's poll() */
+static int preload_helper_started;
+
+static long long preload_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+static void preload_log(const char *fmt,...)
+{
+    static long long window;
+    static int count;
+    long long now = preload_now_ms() / 1000;
+    char    text[300];
+    va_list ap;
+
+    if (now != window) {
+	window = now;
+	count = 0;
+    }
+    if (count++ >= 10)
+	return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "libproxyv2-preload: %s\n", text);
+}
+
+static void preload_init(void)
+{
+    const char *ports = getenv("PROXYV2_PORTS");
+    const char *trusted = getenv("PROXYV2_TRUSTED");
+    const char *timeout = getenv("PROXYV2_TIMEOUT");
+    char  **list, *bad = NULL;
+    int     n;
+
+    real_accept4 = (int (*) (int, struct sockaddr *, socklen_t *, int)) dlsym(RTLD_NEXT, "accept4");
+    real_getpeername = (int (*) (int, struct sockaddr *, socklen_t *)) dlsym(RTLD_NEXT, "getpeername");
+    list = config_split_list(ports ? ports : "", &n);
+    for (int i = 0; i < n && preload_nports < PRELOAD_MAX_PORTS; i++)
+	if ((preload_ports[preload_nports] = atoi(list[i])) > 0)
+	    preload_nports++;
+    config_list_free(&list);
+    preload_trusted = cidr_list_create();
+    if (cidr_list_parse(preload_trusted, trusted ? trusted : "127.0.0.0/8, ::1", &bad)) {
+	preload_log("PROXYV2_TRUSTED: bad network \"%s\"; trusting nobody", bad ? bad : "");
+	free(bad);
+	cidr_list_destroy(&preload_trusted);
+	preload_trusted = cidr_list_create();
+    }
+    if (timeout && config_parse_duration(timeout, &preload_timeout_ms) != NULL) {
+	preload_log("PROXYV2_TIMEOUT: bad duration \"%s\"; using 3s", timeout);
+	preload_timeout_ms = 3000;
+    }
+    if (pipe2(preload_kick, O_NONBLOCK | O_CLOEXEC) < 0)
+	preload_kick[0] = preload_kick[1] = -1;
+}
+
+/* preload_listener_for - state of a managed listening socket, or NULL */
+
+static struct preload_listener *preload_listener_for(int fd)
+{
+    union addr_sockaddr self;
+    socklen_t len = sizeof(self);
+    struct preload_listener *free_slot = NULL;
+    int     port;
+
+    if (getsockname(fd, &self.sa, &len) < 0 || (self.sa.sa_family != AF_INET
+						 && self.sa.sa_family != AF_INET6))
+	return (NULL);
+    port = addr_port(&self.sa);
+    for (int i = 0; i < preload_nports; i++) {
+	if (preload_ports[i] != port)
+	    continue;
+	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++) {
+	    if (preload_listeners[j].fd == fd + 1)
+		return (&preload_listeners[j]);
+	    if (preload_listeners[j].fd == 0 && free_slot == NULL)
+		free_slot = &preload_listeners[j];
+	}
+	if (free_slot == NULL)
+	    return (NULL);
+	free_slot->fd = fd + 1;			/* 0 means free */
+	/* Wake-ups go to loopback when bound to the wildcard address. */
+	if (self.sa.sa_family == AF_INET && self.in.sin_addr.s_addr == htonl(INADDR_ANY))
+	    self.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (self.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&self.in6.sin6_addr))
+	    self.in6.sin6_addr = in6addr_loopback;
+	free_slot->self = self;
+	free_slot->self_len = len;
+	return (free_slot);
+    }
+    return (NULL);
+}
+
+static void preload_remember(int fd, const union addr_sockaddr *client,
+			             const union addr_sockaddr *balancer)
+{
+    if (fd < 0 || fd >= PRELOAD_MAX_FD)
+	return;
+    if (preload_peers[fd] == NULL && (preload_peers[fd] = calloc(1, sizeof(struct preload_peer))) == NULL)
+	return;
+    preload_peers[fd]->client = *client;
+    preload_peers[fd]->balancer = *balancer;
+}
+
+/* preload_is_wake - our own wake-up connection (consumes the mark) */
+
+static int preload_is_wake(struct preload_listener *l, const union addr_sockaddr *peer)
+{
+    int     port = addr_port(&peer->sa);
+
+    for (int i = 0; i < l->nwake; i++)
+	if (l->wake_ports[i] == port) {
+	    l->wake_ports[i] = l->wake_ports[--l->nwake];
+	    return (1);
+	}
+    return (0);
+}
+
+/* preload_wake - make the daemon's listening socket readable */
+
+static void preload_wake(struct preload_listener *l)
+{
+    int     s = socket(l->self.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    union addr_sockaddr local;
+    socklen_t len = sizeof(local);
+
+    if (s < 0)
+	return;
+    if (connect(s, &l->self.sa, l->self_len) == 0 && getsockname(s, &local.sa, &len) == 0
+	&& l->nwake < (int) (sizeof(l->wake_ports) / sizeof(l->wake_ports[0])))
+	l->wake_ports[l->nwake++] = addr_port(&local.sa);
+    close(s);
+}
+
+/* preload_check - trusted source? then try the header once, no waiting */
+
+static const char *preload_check(int fd, const union addr_sockaddr *peer, int blocking,
+				         struct proxy_reader *reader, struct proxy_header *hdr)
+{
+    if (!cidr_list_match_addr(preload_trusted, &peer->sa))
+	return ("source not in PROXYV2_TRUSTED");
+    if (blocking)
+	return (proxy_reader_read(fd, (int) preload_timeout_ms, PROXY_V2_DEFAULT_MAX, hdr));
+    proxy_reader_init(reader, PROXY_V2_DEFAULT_MAX);
+    return (proxy_reader_step(reader, fd, hdr));
+}
+
+/* preload_client - the address to report: the header's, or the real
+ * one for LOCAL and UNKNOWN (health checks) */
+
+static void preload_client(const struct proxy_header *hdr, const union addr_sockaddr *peer,
+			           union addr_sockaddr *client)
+{
+    if (!hdr->local && (hdr->family == AF_INET || hdr->family == AF_INET6))
+	*client = hdr->src;
+    else
+	*client = *peer;
+}
+
+/* preload_advance - step every parked connection; lock held */
+
+static void preload_advance(struct preload_listener *l, long long now)
+{
+    int     woke = 0;
+
+    for (int i = l->nparked - 1; i >= 0; i--) {
+	struct preload_parked *p = &l->parked[i];
+	struct proxy_header hdr;
+	const char *err = proxy_reader_step(&p->reader, p->fd, &hdr);
+	char    text[ADDR_TEXT_MAX];
+
+	if (err == proxy_header_incomplete && now < p->deadline_ms)
+	    continue;
+	if (err == NULL && l->nready < PRELOAD_MAX_PENDING) {
+	    l->ready[l->nready].fd = p->fd;
+	    preload_client(&hdr, &p->peer, &l->ready[l->nready++].client);
+	    woke = 1;
+	} else {
+	    preload_log("connection from %s closed: %s",
+			addr_format(&p->peer.sa, text, sizeof(text)),
+			err == proxy_header_incomplete ? "timeout waiting for the PROXY header"
+			: err ? err : "too many connections ready");
+	    close(p->fd);
+	}
+	proxy_reader_free(&p->reader);
+	l->parked[i] = l->parked[--l->nparked];
+    }
+    if (woke)
+	preload_wake(l);
+}
+
+/* preload_helper - watch parked connections of non-blocking listeners */
+
+static void *preload_helper(void *unused)
+{
+    static struct pollfd pfd[1 + PRELOAD_MAX_LISTENERS * PRELOAD_MAX_PENDING];
+    char    drain[64];
+
+    for (;;) {
+	long long now = preload_now_ms(), next = now + 1000;
+	int     n = 1;
+
+	pthread_mutex_lock(&preload_lock);
+	pfd[0].fd = preload_kick[0];
+	pfd[0].events = POLLIN;
+	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++)
+	    for (int i = 0; i < preload_listeners[j].nparked; i++) {
+		struct preload_parked *p = &preload_listeners[j].parked[i];
+
+		pfd[n].fd = p->fd;
+		pfd[n++].events = POLLIN;
+		if (p->deadline_ms < next)
+		    next = p->deadline_ms;
+	    }
+	pthread_mutex_unlock(&preload_lock);
+	(void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
+	while (read(preload_kick[0], drain, sizeof(drain)) > 0)
+	     /* void */ ;
+	pthread_mutex_lock(&preload_lock);
+	now = preload_now_ms();
+	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++)
+	    if (preload_listeners[j].nparked)
+		preload_advance(&preload_listeners[j], now);
+	pthread_mutex_unlock(&preload_lock);
+    }
+    return (unused);
+}
+
+/* preload_kick_helper - start the helper, or interrupt its poll(); lock held */
+
+static void preload_kick_helper(void)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+
+    if (!preload_helper_started && preload_kick[0] >= 0) {
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	preload_helper_started = pthread_create(&thread, &attr, preload_helper, NULL) == 0;
+	pthread_attr_destroy(&attr);
+    }
+    if (write(preload_kick[1], "x", 1) < 0) {
+	/* a full pipe: the helper is awake anyway */
+    }
+}
+
+/* preload_park - a non-blocking listener's connection, header unfinished */
+
+static void preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
+			         struct proxy_reader *reader)
+{
+    struct preload_parked *p;
+
+    if (l->nparked >= PRELOAD_MAX_PENDING) {
+	preload_log("too many connections waiting for their PROXY header; closing one");
+	proxy_reader_free(reader);
+	close(fd);
+	return;
+    }
+    p = &l->parked[l->nparked++];
+    p->fd = fd;
+    p->peer = *peer;
+    p->reader = *reader;
+    p->deadline_ms = preload_now_ms() + preload_timeout_ms;
+    preload_kick_helper();
+}
+
+static int preload_hand_over(int fd, int flags, const union addr_sockaddr *client,
+			             const union addr_sockaddr *balancer,
+			             struct sockaddr *addr, socklen_t *addrlen)
+{
+    socklen_t len = client->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+    : sizeof(struct sockaddr_in);
+
+    if (flags & SOCK_NONBLOCK)
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    else
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (!(flags & SOCK_CLOEXEC))
+	fcntl(fd, F_SETFD, 0);
+    preload_remember(fd, client, balancer);
+    if (addr && addrlen) {
+	memcpy(addr, client, *addrlen < len ? *addrlen : len);
+	*addrlen = len;
+    }
+    return (fd);
+}
+
+/* preload_accept_managed - accept4() on a PROXYV2_PORTS listener; lock held */
+
+static int preload_accept_managed(struct preload_listener *l, int lfd, struct sockaddr *addr,
+				          socklen_t *addrlen, int flags)
+{
+    int     blocking = !(fcntl(lfd, F_GETFL) & O_NONBLOCK);
+
+    for (;;) {
+	union addr_sockaddr peer, client;
+	socklen_t plen = sizeof(peer);
+	struct proxy_reader reader = {0};
+	struct proxy_header hdr;
+	const char *err;
+	int     fd;
+
+	if (l->nready > 0) {
+	    struct preload_ready r = l->ready[--l->nready];
+
+	    (void) real_getpeername(r.fd, &peer.sa, &plen);
+	    return (preload_hand_over(r.fd, flags, &r.client, &peer, addr, addrlen));
+	}
+	/* Blocking accept and header wait happen without the lock. */
+	pthread_mutex_unlock(&preload_lock);
+	fd = real_accept4(lfd, &peer.sa, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	err = fd >= 0 && blocking ? preload_check(fd, &peer, 1, &reader, &hdr) : NULL;
+	pthread_mutex_lock(&preload_lock);
+	if (fd < 0)
+	    return (-1);
+	if (!blocking) {
+	    if (preload_is_wake(l, &peer)) {
+		close(fd);
+		continue;
+	    }
+	    err = preload_check(fd, &peer, 0, &reader, &hdr);
+	}
+	if (err == proxy_header_incomplete) {
+	    preload_park(l, fd, &peer, &reader);
+	    continue;
+	}
+	proxy_reader_free(&reader);
+	if (err != NULL) {
+	    char    text[ADDR_TEXT_MAX];
+
+	    preload_log("connection from %s closed: %s",
+			addr_format(&peer.sa, text, sizeof(text)), err);
+	    close(fd);
+	    continue;
+	}
+	preload_client(&hdr, &peer, &client);
+	return (preload_hand_over(fd, flags, &client, &peer, addr, addrlen));
+    }
+}
+
+int     accept4(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    struct preload_listener *l;
+    int     fd, saved;
+
+    pthread_once(&preload_once, preload_init);
+    pthread_mutex_lock(&preload_lock);
+    l = preload_nports ? preload_listener_for(lfd) : NULL;
+    if (l == NULL) {
+	pthread_mutex_unlock(&preload_lock);
+	fd = real_accept4(lfd, addr, addrlen, flags);
+	if (fd >= 0 && fd < PRELOAD_MAX_FD && preload_peers[fd]) {
+	    free(preload_peers[fd]);		/* not ours any more */
+	    preload_peers[fd] = NULL;
+	}
+	return (fd);
+    }
+    fd = preload_accept_managed(l, lfd, addr, addrlen, flags);
+    saved = errno;
+    pthread_mutex_unlock(&preload_lock);
+    errno = saved;
+    return (fd);
+}
+
+int     accept(int lfd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    return (accept4(lfd, addr, addrlen, 0));
+}
+
+int     getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    union addr_sockaddr real;
+    socklen_t rlen = sizeof(real), len;
+    struct preload_peer *p;
+
+    pthread_once(&preload_once, preload_init);
+    if (real_getpeername(fd, &real.sa, &rlen) < 0)
+	return (-1);
+    pthread_mutex_lock(&preload_lock);
+    p = fd >= 0 && fd < PRELOAD_MAX_FD ? preload_peers[fd] : NULL;
+    if (p && rlen <= sizeof(real) && memcmp(&p->balancer, &real, rlen) == 0)
+	real = p->client;			/* still the same connection */
+    pthread_mutex_unlock(&preload_lock);
+    len = real.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	: real.sa.sa_family == AF_INET ? sizeof(struct sockaddr_in) : rlen;
+    memcpy(addr, &real, *addrlen < len ? *addrlen : len);
+    *addrlen = len;
+    return (0);
+}

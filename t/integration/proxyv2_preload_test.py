@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""libproxyv2-preload.so makes unmodified servers see the real client
+(issue 6, acceptance 1), behind real haproxy send-proxy-v2 / send-proxy:
+
+  - Python socketserver (blocking accept) and socat (fork per client,
+    $SOCAT_PEERADDR) report the address swaks-like clients bound to
+    127.0.0.2 / 127.0.0.3, not haproxy's 127.0.0.1;
+  - an asyncio server (non-blocking listener): a client that sends half
+    a header and stalls does not delay the next client; when it finishes
+    its header it is served too;
+  - no header, and a source outside PROXYV2_TRUSTED: closed and logged;
+    the server keeps serving.
+"""
+
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+
+LIB = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
+BLOCKING = r"""
+import socketserver, sys
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(("client=%s getpeername=%s\n" % (self.client_address[0],
+                              self.request.getpeername()[0])).encode())
+socketserver.TCPServer.allow_reuse_address = True
+socketserver.TCPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+ASYNC = r"""
+import asyncio, sys
+async def h(r, w):
+    w.write(("client=%s\n" % w.get_extra_info("peername")[0]).encode())
+    await w.drain(); w.close()
+async def main():
+    s = await asyncio.start_server(h, "127.0.0.1", int(sys.argv[1]))
+    async with s: await s.serve_forever()
+asyncio.run(main())
+"""
+
+
+def ask(port, payload=b"", source=None, wait=5):
+    s = socket.create_connection(("127.0.0.1", port), timeout=wait, source_address=source)
+    s.sendall(payload)
+    try:
+        return s.recv(200)
+    except OSError as e:
+        return repr(e).encode()
+    finally:
+        s.close()
+
+
+HAPROXY = """
+frontend fe_py
+    bind 127.0.0.1:{port:hp-py}
+    default_backend be_py
+backend be_py
+    server py 127.0.0.1:{port:py} send-proxy-v2
+frontend fe_socat
+    bind 127.0.0.1:{port:hp-socat}
+    default_backend be_socat
+backend be_socat
+    server socat 127.0.0.1:{port:socat} send-proxy
+"""
+
+with Stack("proxyv2-preload") as st:
+    tap.stack = st
+    for name in ("py", "socat", "async", "strict", "hp-py", "hp-socat"):
+        st.port(name)
+    env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
+    st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
+                    port=None, env=dict(env, PROXYV2_PORTS=str(st.port("py"))))
+    st.start_daemon("socat", ["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork"
+                              % st.port("socat"), "SYSTEM:echo client=$SOCAT_PEERADDR"],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("socat"))))
+    st.start_daemon("async", ["/usr/bin/python3", "-c", ASYNC, str(st.port("async"))],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("async"))))
+    st.start_daemon("strict", ["/usr/bin/python3", "-c", ASYNC, str(st.port("strict"))],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("strict")),
+                             PROXYV2_TRUSTED="10.0.20.0/24"))
+    st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
+    for name in ("py", "socat", "async", "strict"):
+        if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
+                        timeout=10):
+            raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
+    got = ask(st.port("hp-py"), source=("127.0.0.2", 0))
+    tap.is_(got, b"client=127.0.0.2 getpeername=127.0.0.2\n",
+            "Python socketserver behind send-proxy-v2: accept() and getpeername() give the "
+            "client")
+    got = ask(st.port("hp-socat"), source=("127.0.0.3", 0))
+    tap.ok(got.startswith(b"client=127.0.0.3"), "socat behind send-proxy (v1): %r" % got)
+
+    slow = socket.create_connection(("127.0.0.1", st.port("async")), timeout=5)
+    slow.sendall(b"PROXY TCP4 198.51.")
+    t0 = time.monotonic()
+    got = ask(st.port("async"), b"PROXY TCP4 198.51.100.11 10.0.0.1 4002 25\r\n")
+    took = time.monotonic() - t0
+    tap.ok(got == b"client=198.51.100.11\n" and took < 0.5,
+           "asyncio server: a stalled header does not delay the next client (%.3fs)" % took)
+    slow.sendall(b"100.12 10.0.0.1 4003 25\r\n")
+    got = slow.recv(100)
+    slow.close()
+    tap.is_(got, b"client=198.51.100.12\n", "the stalled client is served once its header "
+            "completes")
+    got = ask(st.port("async"), b"EHLO x\r\n")
+    tap.ok(got in (b"", b"ConnectionResetError(104, 'Connection reset by peer')"),
+           "no header: closed (%r)" % got)
+    tap.ok(wait_for(lambda: "no PROXY header" in st.read_log("async"), timeout=5),
+           "and logged")
+    got = ask(st.port("strict"), b"PROXY TCP4 198.51.100.13 10.0.0.1 4004 25\r\n")
+    tap.ok(got in (b"", b"ConnectionResetError(104, 'Connection reset by peer')"),
+           "source outside PROXYV2_TRUSTED: closed (%r)" % got)
+    tap.ok(wait_for(lambda: "source not in PROXYV2_TRUSTED" in st.read_log("strict"),
+                    timeout=5), "and logged")
+    got = ask(st.port("async"), b"PROXY TCP4 198.51.100.14 10.0.0.1 4005 25\r\n")
+    tap.is_(got, b"client=198.51.100.14\n", "the server keeps serving")
+
+sys.exit(tap.done())
