@@ -68,8 +68,8 @@ def setup_policyd(st):
         f.write(POLICYD_CONF.format(port=port, redis=st.port("redis")))
     st.start_daemon("policyd", [binary, "-f", "-c", conf], port=port)
     svc = "check_policy_service inet:127.0.0.1:%d" % port
-    return {"smtpd_recipient_restrictions": svc, "smtpd_data_restrictions": svc,
-            "smtpd_end_of_data_restrictions": svc}
+    return {"submission": {"smtpd_recipient_restrictions": svc, "smtpd_data_restrictions": svc,
+                           "smtpd_end_of_data_restrictions": svc}}
 
 
 def demo_policyd(st):
@@ -130,7 +130,8 @@ def setup_dkim(st):
         f.write(DKIM_CONF.format(port=port, dir=st.dir))
     st.start_daemon("milter-dkim", [os.path.join(BUILD, "milter-dkim", "milter-dkim"),
                                     "-f", "-c", conf], port=port)
-    return {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
+    return {"submission": {"smtpd_milters": "inet:127.0.0.1:%d" % port,
+                           "milter_default_action": "tempfail"}}
 
 
 def demo_dkim(st):
@@ -163,8 +164,55 @@ def demo_dkim(st):
     return len(results) == 2 and all(results) and bool(refused)
 
 
-# (setup before Postfix starts -> submission options, demo after)
-PARTS = [(None, demo_foundation), (setup_policyd, demo_policyd), (setup_dkim, demo_dkim)]
+SHIM_HAPROXY = """
+frontend fe_smtp
+    bind 127.0.0.1:{port:haproxy-smtp}
+    default_backend be_smtp
+backend be_smtp
+    server mx 127.0.0.1:{port:proxyv2-shim} send-proxy-v2 proxy-v2-options crc32c
+"""
+
+
+def setup_shim(st):
+    """haproxy (send-proxy-v2) -> proxyv2-shim (xclient) -> Postfix smtpd;
+    return the smtpd option that lets the shim use XCLIENT."""
+    port = st.port("proxyv2-shim")
+    conf = st.path("etc", "proxyv2-shim.conf")
+    with open(conf, "w") as f:
+        f.write("listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
+                "trusted=127.0.0.0/8\n" % (port, st.port("postfix-smtp")))
+        # No DNS here: XCLIENT NAME=[UNAVAILABLE] instead of a PTR lookup.
+        f.write("xclient_name_lookup = no\n")
+    st.start_daemon("proxyv2-shim", [os.path.join(BUILD, "proxyv2-shim", "proxyv2-shim"),
+                                     "-f", "-c", conf], port=port)
+    st.port("haproxy-smtp")
+    st.start_haproxy(SHIM_HAPROXY, wait_ports=[st.port("haproxy-smtp")])
+    return {"smtpd": {"smtpd_authorized_xclient_hosts": "127.0.0.1"}}
+
+
+def demo_shim(st):
+    print("\n[proxyv2-shim] haproxy send-proxy-v2 -> shim (XCLIENT) -> Postfix")
+    token = uuid.uuid4().hex[:12]
+    res = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(st.port("haproxy-smtp")),
+                          "--local-interface", "127.0.0.2", "--from", "partner@example.org",
+                          "--to", "alice@mxkit.test", "--header", "Subject: via haproxy " + token],
+                         capture_output=True, text=True, timeout=60)
+    say("a client on 127.0.0.2 sent mail through haproxy: %s"
+        % ("accepted (250)" if "250 2.0.0 Ok" in res.stdout else "NOT ACCEPTED"))
+    log = [line for line in st.read_log("postfix").splitlines()
+           if ": client=" in line and "[127.0.0.2]" in line]
+    say("Postfix logged the real client, not haproxy's or the shim's 127.0.0.1: %s"
+        % (log[0].split("]: ", 1)[1] if log else "NO"))
+    shim = [line for line in st.read_log("proxyv2-shim").splitlines() if "client=127.0.0.2" in line]
+    say("proxyv2-shim logged: %s" % (shim[-1].split(": ", 1)[1] if shim else "NOTHING"))
+    found = wait_for(lambda: [m for m in st.maildir_messages("alice@mxkit.test")
+                              if token.encode() in m], timeout=20)
+    return bool(log and found)
+
+
+# (setup before Postfix starts -> {"submission": opts, "smtpd": opts}, demo after)
+PARTS = [(None, demo_foundation), (setup_policyd, demo_policyd), (setup_dkim, demo_dkim),
+         (setup_shim, demo_shim)]
 
 
 def main():
@@ -182,15 +230,17 @@ def main():
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     st = Stack(directory=DEMO_DIR, keep=True)
     try:
-        print("booting Postfix, Dovecot, Redis and smtp-sink on 127.0.0.1 in " + DEMO_DIR)
+        print("booting Postfix, Dovecot, Redis, haproxy and smtp-sink on 127.0.0.1 in " + DEMO_DIR)
         st.start_dovecot()
         st.start_sink()
         st.start_redis()
-        submission = {}
+        submission, smtpd = {}, {}
         for setup, _ in PARTS:
             if setup:
-                submission.update(setup(st))
-        st.start_postfix(submission=submission)
+                opts = setup(st)
+                submission.update(opts.get("submission", {}))
+                smtpd.update(opts.get("smtpd", {}))
+        st.start_postfix(submission=submission, smtpd=smtpd)
         results = [demo(st) for _, demo in PARTS]
         st.save()
         print("\n%d of %d demo steps worked." % (sum(results), len(results)))

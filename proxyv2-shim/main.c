@@ -43,6 +43,9 @@ static const struct config_spec shim_specs[] = {
     {"max_connections", CONFIG_INT, "10000", 0},
     {"max_header_size", CONFIG_SIZE, "536", 0},
     {"xclient_helo", CONFIG_STRING, "proxyv2-shim", 0},
+    {"xclient_name_lookup", CONFIG_BOOL, "yes", 0},
+    {"dns_servers", CONFIG_LIST, NULL, 0},
+    {"dns_timeout", CONFIG_DURATION, "2s", 0},
     {"log_rejects_per_second", CONFIG_INT, "10", 0},
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
@@ -83,12 +86,51 @@ static void shim_load(struct server *srv, const char *path)
     srv->xclient_helo = config_get_str(srv->cfg, "xclient_helo");
 }
 
+/* shim_dns - resolver for XCLIENT NAME, when an xclient listener needs it */
+
+static struct evdns_base *shim_dns(struct server *srv)
+{
+    const char *servers = config_get_str(srv->cfg, "dns_servers");
+    struct evdns_base *dns;
+    char    timeout[32];
+    char  **list;
+    int     n, need = 0;
+
+    for (int i = 0; i < srv->nlisteners; i++)
+	need |= srv->listeners[i].mode == SHIM_XCLIENT;
+    if (!need || !config_get_bool(srv->cfg, "xclient_name_lookup"))
+	return (NULL);
+    if ((dns = evdns_base_new(srv->base, 0)) == NULL)
+	msg_fatal("cannot create a DNS resolver");
+    if (servers && *servers) {
+	list = config_split_list(servers, &n);
+	for (int i = 0; i < n; i++)
+	    if (evdns_base_nameserver_ip_add(dns, list[i]) != 0)
+		msg_fatal("dns_servers: bad server \"%s\"", list[i]);
+	config_list_free(&list);
+    } else if (evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf") != 0) {
+	msg_warn("/etc/resolv.conf unusable; client names will be [TEMPUNAVAIL]");
+    }
+    snprintf(timeout, sizeof(timeout), "%.3f",
+	     config_get_duration(srv->cfg, "dns_timeout") / 1000.0);
+    evdns_base_set_option(dns, "timeout", timeout);
+    evdns_base_set_option(dns, "attempts", "1");
+    return (dns);
+}
+
 static void shim_signal(evutil_socket_t sig, short what, void *context)
 {
     struct server *srv = context;
 
     msg_info("terminating on signal %d", (int) sig);
     event_base_loopbreak(srv->base);
+}
+
+/* shim_tick - report rejected connections the rate limit kept quiet */
+
+static void shim_tick(evutil_socket_t fd, short what, void *context)
+{
+    session_flush_rejects(context);
 }
 
 static void shim_raise_nofile(void)
@@ -122,12 +164,14 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     static const int signals[] = {SIGTERM, SIGINT};
     const char *pidfile = config_get_str(srv->cfg, "pid_file");
     const char *user = config_get_str(srv->cfg, "user");
-    struct event *sig[2];
+    struct event *sig[2], *tick;
+    struct timeval second = {1, 0};
     const char *err;
     int     pidfd = -1;
 
     shim_raise_nofile();
     srv->base = event_base_new();
+    srv->dns = shim_dns(srv);
     shim_listen(srv);
     if (!opts->foreground)
 	daemon_detach();
@@ -141,12 +185,17 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 	sig[i] = evsignal_new(srv->base, signals[i], shim_signal, srv);
 	evsignal_add(sig[i], NULL);
     }
+    tick = event_new(srv->base, -1, EV_PERSIST, shim_tick, srv);
+    event_add(tick, &second);
     msg_info("started: %d listeners", srv->nlisteners);
     event_base_dispatch(srv->base);
+    event_free(tick);
     for (int i = 0; i < 2; i++)
 	event_free(sig[i]);
     for (int i = 0; i < srv->nlisteners; i++)
 	listener_free(&srv->listeners[i]);
+    if (srv->dns)
+	evdns_base_free(srv->dns, 1);
     event_base_free(srv->base);
     if (pidfile)
 	daemon_pidfile_remove(pidfile, &pidfd);

@@ -8,6 +8,7 @@
  *
  *	void	session_accept(evl, fd, sa, salen, listener)
  *	void	session_log_reject(srv, fmt, ...)
+ *	void	session_flush_rejects(srv)
  * DESCRIPTION
  *	A connection from outside the listener's trusted networks is
  *	closed at once. Otherwise the PROXY header must arrive within
@@ -50,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lookup.h"
 #include "msg.h"
 #include "relay.h"
 #include "shim.h"
@@ -63,6 +65,7 @@ enum session_state {
     SESSION_CONNECT,
     SESSION_GREETING,			/* xclient: backend's first 220 */
     SESSION_EHLO,			/* xclient: EHLO reply */
+    SESSION_NAME,			/* xclient: waiting for the DNS lookup */
     SESSION_XCLIENT,			/* xclient: reply to XCLIENT */
     SESSION_RELAY,
 };
@@ -80,11 +83,15 @@ struct session {
     struct event *timer;
     struct xclient_reply reply;
     struct relay *relay;
+    struct lookup *lookup;		/* pending client name lookup */
+    char    name[256];			/* XCLIENT NAME, once known */
+    char    reverse_name[256];
     struct timespec t0;
     char    why[320];			/* a reason quoting the backend */
 };
 
 static void session_step(evutil_socket_t fd, short what, void *context);
+static void session_named(void *context, const char *name, const char *reverse_name);
 
 static long session_ms(const struct timespec *t0)
 {
@@ -94,6 +101,13 @@ static long session_ms(const struct timespec *t0)
     return ((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
 }
 
+void    session_flush_rejects(struct server *srv)
+{
+    if (srv->reject_suppressed)
+	msg_warn("%lld more rejected connections not logged", srv->reject_suppressed);
+    srv->reject_suppressed = 0;
+}
+
 void    session_log_reject(struct server *srv, const char *fmt,...)
 {
     long long now = (long long) time(NULL);
@@ -101,11 +115,9 @@ void    session_log_reject(struct server *srv, const char *fmt,...)
     va_list ap;
 
     if (now != srv->reject_window) {
-	if (srv->reject_suppressed)
-	    msg_warn("%lld more rejected connections not logged", srv->reject_suppressed);
+	session_flush_rejects(srv);
 	srv->reject_window = now;
 	srv->reject_logged = 0;
-	srv->reject_suppressed = 0;
     }
     if (srv->reject_logged >= srv->reject_log_rate) {
 	srv->reject_suppressed++;
@@ -158,6 +170,7 @@ static void session_free(struct session *s, const char *why)
     else
 	session_log_reject(s->srv, "%s: %s", desc, why);
     relay_free(&s->relay);
+    lookup_cancel(&s->lookup);
     if (s->io)
 	event_free(s->io);
     if (s->timer)
@@ -306,10 +319,46 @@ static void session_connected(struct session *s)
 	       && (s->hdr.family == AF_INET || s->hdr.family == AF_INET6)) {
 	s->state = SESSION_GREETING;
 	s->reply.len = 0;
+	if (s->srv->dns)			/* in parallel with the SMTP dialogue */
+	    s->lookup = lookup_start(s->srv->dns, &s->hdr.src, session_named, s);
+	else
+	    session_named(s, "[UNAVAILABLE]", "[UNAVAILABLE]");
+	if (s->srv->dns && s->lookup == NULL)
+	    session_named(s, "[TEMPUNAVAIL]", "[TEMPUNAVAIL]");
 	session_watch(s, s->backend, EV_READ, s->srv->connect_timeout_ms);
     } else {
 	session_start_relay(s);
     }
+}
+
+/* session_xclient - send XCLIENT with the address (and name) */
+
+static void session_xclient(struct session *s)
+{
+    char    cmd[700];
+    const char *err;
+
+    if ((err = xclient_command(&s->hdr, s->name[0] ? s->name : NULL,
+			       s->reverse_name[0] ? s->reverse_name : NULL,
+			       cmd, sizeof(cmd))) != NULL) {
+	session_fail(s, err);
+	return;
+    }
+    s->state = SESSION_XCLIENT;
+    s->reply.len = 0;
+    if (session_send(s, s->backend, cmd) < 0)
+	session_fail(s, "cannot write to the backend");
+}
+
+static void session_named(void *context, const char *name, const char *reverse_name)
+{
+    struct session *s = context;
+
+    s->lookup = NULL;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    snprintf(s->reverse_name, sizeof(s->reverse_name), "%s", reverse_name);
+    if (s->state == SESSION_NAME)
+	session_xclient(s);
 }
 
 /* session_refused - the reason, with the backend's first reply line */
@@ -327,7 +376,6 @@ static const char *session_refused(struct session *s, const char *what)
 static void session_smtp(struct session *s, int code)
 {
     char    cmd[256];
-    const char *err;
 
     switch (s->state) {
     case SESSION_GREETING:
@@ -344,12 +392,12 @@ static void session_smtp(struct session *s, int code)
 					    "(is the shim in smtpd_authorized_xclient_hosts?)"));
 	    return;
 	}
-	if ((err = xclient_command(&s->hdr, cmd, sizeof(cmd))) != NULL) {
-	    session_fail(s, err);
+	if (s->lookup) {			/* XCLIENT once the name is known */
+	    s->state = SESSION_NAME;
 	    return;
 	}
-	s->state = SESSION_XCLIENT;
-	break;
+	session_xclient(s);
+	return;
     default:					/* SESSION_XCLIENT */
 	if (code != 220) {
 	    session_fail(s, session_refused(s, "backend refused XCLIENT"));

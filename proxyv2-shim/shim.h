@@ -3,6 +3,7 @@
 
 /* shim - proxyv2-shim's listeners, server and sessions. */
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -41,6 +42,7 @@ struct server {
     int     max_connections;
     size_t  v2_max;
     const char *xclient_helo;
+    struct evdns_base *dns;		/* NULL: xclient_name_lookup = no */
     int     sessions;			/* open now */
     /* rejected connections are logged at most log_rejects_per_second */
     int     reject_log_rate;
@@ -55,6 +57,7 @@ const char *listener_mode_name(enum shim_mode mode);
 
 void    session_accept(struct evconnlistener *evl, evutil_socket_t fd,
 		               struct sockaddr *sa, int salen, void *context);
+void    session_flush_rejects(struct server *srv);
 void    session_log_reject(struct server *srv, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -8,7 +8,7 @@
  *
  *	const char *xclient_reply_scan(reply, &code)
  *	int	xclient_offered(ehlo_reply)
- *	const char *xclient_command(hdr, buf, size)
+ *	const char *xclient_command(hdr, name, reverse_name, buf, size)
  * DESCRIPTION
  *	In xclient mode the shim connects to Postfix, reads its 220,
  *	says EHLO, and sends "XCLIENT ADDR=... PORT=..." (IPv6 as
@@ -23,7 +23,8 @@
  *
  *	xclient_offered() tells whether an EHLO reply lists XCLIENT.
  *
- *	xclient_command() formats the command for a PROXY or TCP header.
+ *	xclient_command() formats the command for a PROXY or TCP header,
+ *	with NAME and REVERSE_NAME when given (see lookup(3)).
  * DIAGNOSTICS
  *	xclient_reply_scan(): NULL with *code set when complete;
  *	proxy_header_incomplete-like "incomplete" (the static string
@@ -91,21 +92,25 @@ int     xclient_offered(const struct xclient_reply *ehlo)
     return (0);
 }
 
-const char *xclient_command(const struct proxy_header *hdr, char *buf, size_t size)
+const char *xclient_command(const struct proxy_header *hdr, const char *name,
+			           const char *reverse_name, char *buf, size_t size)
 {
-    char    addr[INET6_ADDRSTRLEN];
+    char    addr[INET6_ADDRSTRLEN], names[600] = "";
     int     n;
+
+    if (name && reverse_name)
+	snprintf(names, sizeof(names), " NAME=%s REVERSE_NAME=%s", name, reverse_name);
 
     if (hdr->local || (hdr->family != AF_INET && hdr->family != AF_INET6))
 	return ("no client address to pass on");
     if (hdr->family == AF_INET) {
 	inet_ntop(AF_INET, &hdr->src.in.sin_addr, addr, sizeof(addr));
-	n = snprintf(buf, size, "XCLIENT ADDR=%s PORT=%u\r\n", addr,
-		     ntohs(hdr->src.in.sin_port));
+	n = snprintf(buf, size, "XCLIENT ADDR=%s PORT=%u%s\r\n", addr,
+		     ntohs(hdr->src.in.sin_port), names);
     } else {
 	inet_ntop(AF_INET6, &hdr->src.in6.sin6_addr, addr, sizeof(addr));
-	n = snprintf(buf, size, "XCLIENT ADDR=IPV6:%s PORT=%u\r\n", addr,
-		     ntohs(hdr->src.in6.sin6_port));
+	n = snprintf(buf, size, "XCLIENT ADDR=IPV6:%s PORT=%u%s\r\n", addr,
+		     ntohs(hdr->src.in6.sin6_port), names);
     }
     return (n > 0 && (size_t) n < size ? NULL : "XCLIENT command too long");
 }

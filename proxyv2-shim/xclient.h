@@ -16,6 +16,7 @@ struct xclient_reply {
 
 const char *xclient_reply_scan(const struct xclient_reply *reply, int *code);
 int     xclient_offered(const struct xclient_reply *ehlo_reply);
-const char *xclient_command(const struct proxy_header *hdr, char *buf, size_t size);
+const char *xclient_command(const struct proxy_header *hdr, const char *name,
+			           const char *reverse_name, char *buf, size_t size);
 
 #endif

@@ -20,5 +20,7 @@ tap.ok("Rate limit per_user exceeded for svc-alerts" in res.stdout,
        "the demo shows a service hitting its limit")
 tap.ok(re.search(r"dkimpy verified them .*: pass, pass", res.stdout),
        "the demo shows RSA and Ed25519 signatures verified by dkimpy")
+tap.ok(re.search(r"Postfix logged the real client.*client=\S*\[127\.0\.0\.2\]", res.stdout),
+       "the demo shows Postfix logging the real client behind haproxy and the shim")
 tap.ok(not os.path.exists("/tmp/mxkit-demo/stack.json"), "the demo cleaned up after itself")
 sys.exit(tap.done())

@@ -3,8 +3,10 @@
 acceptance 1-3 and 5):
 
   - haproxy send-proxy-v2 and send-proxy (v1) -> shim mode=xclient ->
-    Postfix: swaks, bound to 127.0.0.2/.3 and ::1, delivers a message and
-    Postfix logs "connect from ...[<that address>]", not the shim's;
+    Postfix: swaks, bound to 127.0.0.2/.3/.5 and ::1, delivers a message
+    and Postfix logs that client with the name the shim looked up (a
+    small DNS responder here): forward-confirmed, "unknown" for no PTR
+    or a PTR that does not point back -- never the shim's own name;
   - haproxy send-proxy-v2 with crc32c and unique-id -> shim mode=proxy-v2
     -> a recording server: a clean v2 header (real client, CRC32C that
     Python recomputes, vendor TLVs dropped), then the client's bytes;
@@ -28,6 +30,10 @@ import sys
 import threading
 import time
 import uuid
+
+import dns.message
+import dns.rcode
+import dns.rrset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -117,6 +123,36 @@ class Recorder:
         c.close()
 
 
+class DnsResponder:
+    """The names of this test's clients, as a DNS server would give them:
+    127.0.0.2 <-> client2.mxkit.test (forward-confirmed), 127.0.0.4 has a
+    PTR whose A record points elsewhere, everything else NXDOMAIN."""
+
+    RECORDS = {("2.0.0.127.in-addr.arpa.", "PTR"): "client2.mxkit.test.",
+               ("client2.mxkit.test.", "A"): "127.0.0.2",
+               ("5.0.0.127.in-addr.arpa.", "PTR"): "liar.mxkit.test.",
+               ("liar.mxkit.test.", "A"): "192.0.2.99"}
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            data, peer = self.sock.recvfrom(4096)
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            q = query.question[0]
+            name, kind = q.name.to_text().lower(), dns.rdatatype.to_text(q.rdtype)
+            answer = self.RECORDS.get((name, kind))
+            if answer:
+                reply.answer.append(dns.rrset.from_text(q.name, 60, "IN", kind, answer))
+            else:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(reply.to_wire(), peer)
+
+
 def exchange(port, payload, host="127.0.0.1", source=None, wait=5.0):
     """Send payload; return what came back before the shim closed."""
     s = socket.create_connection((host, port), timeout=wait, source_address=source)
@@ -143,9 +179,10 @@ def swaks(port, token, local, host="127.0.0.1"):
 
 def test_xclient(st):
     for label, port, local, host, want in (
-            ("send-proxy-v2", "hp-v2", "127.0.0.2", "127.0.0.1", "[127.0.0.2]"),
-            ("send-proxy (v1)", "hp-v1", "127.0.0.3", "127.0.0.1", "[127.0.0.3]"),
-            ("send-proxy-v2, IPv6 client", "hp-v6", "::1", "::1", "[::1]")):
+            ("send-proxy-v2", "hp-v2", "127.0.0.2", "127.0.0.1", "client2.mxkit.test[127.0.0.2]"),
+            ("send-proxy (v1)", "hp-v1", "127.0.0.3", "127.0.0.1", "unknown[127.0.0.3]"),
+            ("PTR not confirmed", "hp-v2", "127.0.0.5", "127.0.0.1", "unknown[127.0.0.5]"),
+            ("send-proxy-v2, IPv6 client", "hp-v6", "::1", "::1", "unknown[::1]")):
         token = uuid.uuid4().hex
         res = swaks(st.port(port), token, local, host)
         tap.ok(res.returncode == 0 and "250 2.0.0 Ok: queued" in res.stdout,
@@ -153,8 +190,11 @@ def test_xclient(st):
                diag=res.stdout[-1500:])
         tap.ok(wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=20),
                "%s: delivered" % label)
-        tap.ok(re.search(r"connect from [^\s]*%s" % re.escape(want), st.read_log("postfix")),
-               "%s: Postfix logged connect from ...%s" % (label, want))
+        # Postfix logs "connect from" before XCLIENT (the shim); the
+        # session's client is on the queue-id line and "disconnect from".
+        tap.ok(re.search(r": client=%s" % re.escape(want), st.read_log("postfix"))
+               and re.search(r"disconnect from %s" % re.escape(want), st.read_log("postfix")),
+               "%s: Postfix logged client=%s" % (label, want))
     tap.ok(re.search(r"client=127\.0\.0\.2:\d+ via=127\.0\.0\.1:\d+ .*mode=xclient up=\d+ "
                      r"down=\d+", st.read_log("shim")), "the shim logged client, balancer, bytes")
 
@@ -271,6 +311,7 @@ def test_slowloris(st):
 
 CONF = """\
 header_timeout = 2s
+dns_servers = 127.0.0.1:{dns}
 listener = 127.0.0.1:{shim-xclient} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8,::1
 listener = 127.0.0.1:{shim-v2} backend=127.0.0.1:{recorder} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{shim-v1} backend=127.0.0.1:{recorder} mode=proxy-v1 trusted=127.0.0.0/8
@@ -308,6 +349,8 @@ with Stack("proxyv2-shim") as st:
     for name in ("shim-xclient", "shim-v2", "shim-v1", "shim-untrusted", "recorder",
                  "hp-v2", "hp-v6", "hp-v1", "hp-re"):
         st.port(name)
+    st.ports["dns"] = st.port("dns")
+    DnsResponder(st.port("dns"))
     rec = Recorder(st.port("recorder"))
     conf = st.path("etc", "proxyv2-shim.conf")
     with open(conf, "w") as f:
