@@ -1,0 +1,63 @@
+/* xclient_test - unit tests for proxyv2-shim/xclient.c */
+
+#include "build_config.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "tap.h"
+#include "xclient.h"
+
+static const char *scan(const char *text, int *code)
+{
+    struct xclient_reply r;
+
+    r.len = strlen(text);
+    memcpy(r.text, text, r.len);
+    return (xclient_reply_scan(&r, code));
+}
+
+int     main(void)
+{
+    struct xclient_reply r;
+    struct proxy_header h;
+    char    buf[256];
+    int     code = 0;
+
+    is_str(scan("220 mx.example ESMTP\r\n", &code), NULL, "one-line reply");
+    is_int(code, 220, "its code");
+    is_str(scan("250-mx.example\r\n250-PIPELINING\r\n250 XCLIENT NAME ADDR\r\n", &code), NULL,
+	   "multi-line reply");
+    is_str(scan("250-mx.example\r\n250-PIPE", &code), "incomplete", "reply cut short");
+    is_str(scan("250-mx\r\n550 no\r\n", &code),
+	   "SMTP reply lines with different codes from backend", "mixed codes");
+    is_str(scan("hello\r\n", &code), "malformed SMTP reply from backend", "not SMTP");
+    is_str(scan("220 a\r\n220 b\r\n", &code), "backend sent more than one reply", "two replies");
+    strcpy(r.text, "250-mx.example\r\n250-XCLIENT NAME ADDR PORT\r\n250 8BITMIME\r\n");
+    r.len = strlen(r.text);
+    ok(xclient_offered(&r), "XCLIENT offered");
+    strcpy(r.text, "250-mx.example\r\n250-XCLIENTS\r\n250 8BITMIME\r\n");
+    r.len = strlen(r.text);
+    ok(!xclient_offered(&r), "XCLIENTS is not XCLIENT");
+
+    memset(&h, 0, sizeof(h));
+    h.family = AF_INET;
+    inet_pton(AF_INET, "198.51.100.9", &h.src.in.sin_addr);
+    h.src.in.sin_family = AF_INET;
+    h.src.in.sin_port = htons(40000);
+    is_str(xclient_command(&h, NULL, NULL, buf, sizeof(buf)), NULL, "IPv4 command");
+    is_str(buf, "XCLIENT ADDR=198.51.100.9 PORT=40000\r\n", "IPv4 text");
+    is_str(xclient_command(&h, "c.example", "c.example", buf, sizeof(buf)), NULL, "with names");
+    is_str(buf, "XCLIENT ADDR=198.51.100.9 PORT=40000 NAME=c.example REVERSE_NAME=c.example\r\n",
+	   "NAME and REVERSE_NAME");
+    h.family = AF_INET6;
+    h.src.in6.sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "2001:db8::9", &h.src.in6.sin6_addr);
+    h.src.in6.sin6_port = htons(993);
+    xclient_command(&h, NULL, NULL, buf, sizeof(buf));
+    is_str(buf, "XCLIENT ADDR=IPV6:2001:db8::9 PORT=993\r\n", "IPv6 as IPV6:");
+    h.local = 1;
+    is_str(xclient_command(&h, NULL, NULL, buf, sizeof(buf)), "no client address to pass on",
+	   "LOCAL has no address");
+    return (tap_done());
+}
