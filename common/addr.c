@@ -8,6 +8,7 @@
  *
  *	const char *addr_parse(spec, &addr)
  *	int	addr_listen(&addr, backlog, nonblock)
+ *	int	addr_listen_shared(&addr, backlog)
  *	int	addr_connect(&addr, nonblock)
  *	const char *addr_format(sockaddr, buf, len)
  * DESCRIPTION
@@ -24,7 +25,10 @@
  *	addr_listen() sets SO_REUSEADDR, and TCP_NODELAY on TCP
  *	listeners: Linux accepted sockets inherit it, and small
  *	protocol replies must not wait for Nagle and delayed ACKs.
- *	A stale unix socket is removed first.
+ *	A stale unix socket is removed first. addr_listen_shared() opens
+ *	one of several non-blocking sockets on the same TCP address
+ *	(SO_REUSEPORT), one per worker thread; the kernel spreads new
+ *	connections over them.
  * DIAGNOSTICS
  *	addr_parse() returns NULL or a static error. addr_listen() and
  *	addr_connect() return -1 with errno set.
@@ -208,7 +212,7 @@ static int addr_socket(const struct addr *addr, int nonblock)
     return (fd);
 }
 
-int     addr_listen(const struct addr *addr, int backlog, int nonblock)
+static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, int reuseport)
 {
     int     on = 1;
     int     fd, saved;
@@ -218,6 +222,12 @@ int     addr_listen(const struct addr *addr, int backlog, int nonblock)
     if ((fd = addr_socket(addr, nonblock)) < 0)
 	return (-1);
     (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0) {
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+    }
     if (addr->family == AF_INET6)
 	(void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
     if (bind(fd, &addr->u.sa, addr->salen) < 0
@@ -228,6 +238,16 @@ int     addr_listen(const struct addr *addr, int backlog, int nonblock)
 	return (-1);
     }
     return (fd);
+}
+
+int     addr_listen(const struct addr *addr, int backlog, int nonblock)
+{
+    return (addr_listen_opt(addr, backlog, nonblock, 0));
+}
+
+int     addr_listen_shared(const struct addr *addr, int backlog)
+{
+    return (addr_listen_opt(addr, backlog, 1, 1));
 }
 
 int     addr_connect(const struct addr *addr, int nonblock)

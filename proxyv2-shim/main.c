@@ -7,9 +7,10 @@
  *	proxyv2-shim [-c config_file] [-t] [-f] [-v] [-V]
  * DESCRIPTION
  *	Reads proxyv2-shim.conf(5), opens every listener, and serves
- *	them from one libevent loop (see session(3) for what happens to
- *	a connection). The open-files limit is raised to its hard limit:
- *	each session holds two sockets and two pipes.
+ *	them from "workers" threads, each with its own libevent loop and
+ *	its own SO_REUSEPORT socket per listener (see session(3) for what
+ *	happens to a connection). The open-files limit is raised to its
+ *	hard limit: each session holds two sockets and two pipes.
  *
  *	SIGTERM and SIGINT exit. Listener changes need a restart.
  * DIAGNOSTICS
@@ -19,6 +20,8 @@
 
 #include "build_config.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +50,7 @@ static const struct config_spec shim_specs[] = {
     {"dns_servers", CONFIG_LIST, NULL, 0},
     {"dns_timeout", CONFIG_DURATION, "2s", 0},
     {"log_rejects_per_second", CONFIG_INT, "10", 0},
+    {"workers", CONFIG_INT, "0", 0},
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
     {"syslog", CONFIG_BOOL, "no", 0},
@@ -118,14 +122,6 @@ static struct evdns_base *shim_dns(struct server *srv)
     return (dns);
 }
 
-static void shim_signal(evutil_socket_t sig, short what, void *context)
-{
-    struct server *srv = context;
-
-    msg_info("terminating on signal %d", (int) sig);
-    event_base_loopbreak(srv->base);
-}
-
 /* shim_tick - report rejected connections the rate limit kept quiet */
 
 static void shim_tick(evutil_socket_t fd, short what, void *context)
@@ -143,36 +139,116 @@ static void shim_raise_nofile(void)
     }
 }
 
-static void shim_listen(struct server *srv)
+/*
+ * Workers: one event loop per thread, each with its own listening socket
+ * per listener (SO_REUSEPORT), its own resolver and its own sessions, so
+ * they share nothing but the read-only configuration. The main thread
+ * only waits for signals.
+ */
+struct shim_worker {
+    pthread_t thread;
+    struct server srv;
+    int    *fds;			/* listening socket per listener */
+    int     stop[2];			/* main thread -> worker: exit */
+};
+
+static void shim_stop(evutil_socket_t fd, short what, void *context)
 {
+    event_base_loopbreak(context);
+}
+
+/* shim_open - the listening sockets of one worker, before privileges go */
+
+static void shim_open(struct shim_worker *w, const struct server *tmpl, int nworkers)
+{
+    w->fds = xcalloc(tmpl->nlisteners, sizeof(int));
+    for (int i = 0; i < tmpl->nlisteners; i++) {
+	const struct shim_listener *lst = &tmpl->listeners[i];
+
+	w->fds[i] = nworkers > 1 ? addr_listen_shared(&lst->listen, 4096)
+	    : addr_listen(&lst->listen, 4096, 1);
+	if (w->fds[i] < 0)
+	    msg_fatal("listener %s: %m", lst->spec);
+    }
+    if (pipe2(w->stop, O_CLOEXEC) < 0)
+	msg_fatal("pipe: %m");
+}
+
+static void *shim_worker_run(void *context)
+{
+    struct shim_worker *w = context;
+    struct server *srv = &w->srv;
+    struct timeval second = {1, 0};
+    struct event *stop, *tick;
+
+    srv->base = event_base_new();
+    srv->dns = shim_dns(srv);
     for (int i = 0; i < srv->nlisteners; i++) {
 	struct shim_listener *lst = &srv->listeners[i];
-	int     fd = addr_listen(&lst->listen, 4096, 1);
 
-	if (fd < 0)
-	    msg_fatal("listener %s: %m", lst->spec);
+	lst->srv = srv;
 	lst->evl = evconnlistener_new(srv->base, session_accept, lst,
-				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, w->fds[i]);
 	if (lst->evl == NULL)
 	    msg_fatal("listener %s: cannot watch the socket", lst->spec);
-	msg_info("listening: %s", lst->spec);
     }
+    stop = event_new(srv->base, w->stop[0], EV_READ, shim_stop, srv->base);
+    event_add(stop, NULL);
+    tick = event_new(srv->base, -1, EV_PERSIST, shim_tick, srv);
+    event_add(tick, &second);
+    event_base_dispatch(srv->base);
+    for (int i = 0; i < srv->nlisteners; i++)
+	evconnlistener_free(srv->listeners[i].evl);
+    event_free(stop);
+    event_free(tick);
+    if (srv->dns)
+	evdns_base_free(srv->dns, 1);
+    event_base_free(srv->base);
+    return (NULL);
+}
+
+/* shim_workers - each worker gets a copy of the server and listeners */
+
+static struct shim_worker *shim_workers(const struct server *tmpl, int n)
+{
+    struct shim_worker *w = xcalloc(n, sizeof(*w));
+
+    for (int i = 0; i < n; i++) {
+	w[i].srv = *tmpl;
+	w[i].srv.listeners = xcalloc(tmpl->nlisteners, sizeof(struct shim_listener));
+	memcpy(w[i].srv.listeners, tmpl->listeners,
+	       tmpl->nlisteners * sizeof(struct shim_listener));
+	w[i].srv.max_connections = (tmpl->max_connections + n - 1) / n;
+	w[i].srv.reject_log_rate = (tmpl->reject_log_rate + n - 1) / n;
+	shim_open(&w[i], tmpl, n);
+    }
+    return (w);
+}
+
+static int shim_worker_count(const struct server *srv)
+{
+    long    n = config_get_int(srv->cfg, "workers");
+
+    if (n <= 0)
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+    return (n < 1 ? 1 : n > 64 ? 64 : (int) n);
 }
 
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
-    static const int signals[] = {SIGTERM, SIGINT};
     const char *pidfile = config_get_str(srv->cfg, "pid_file");
     const char *user = config_get_str(srv->cfg, "user");
-    struct event *sig[2], *tick;
-    struct timeval second = {1, 0};
+    int     nworkers = shim_worker_count(srv), pidfd = -1, sig;
+    struct shim_worker *w;
     const char *err;
-    int     pidfd = -1;
+    sigset_t set;
 
     shim_raise_nofile();
-    srv->base = event_base_new();
-    srv->dns = shim_dns(srv);
-    shim_listen(srv);
+    /* Matching sorts a CIDR list lazily: sort before threads share it. */
+    for (int i = 0; i < srv->nlisteners; i++)
+	(void) cidr_list_match_str(srv->listeners[i].trusted, "::");
+    (void) proxy_crc32c(0, "", 0);		/* and fill the CRC table */
+    w = shim_workers(srv, nworkers);
     if (!opts->foreground)
 	daemon_detach();
     if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
@@ -181,22 +257,29 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     if (user && (err = daemon_drop_privileges(user)) != NULL)
 	msg_fatal("%s", err);
     signal(SIGPIPE, SIG_IGN);
-    for (int i = 0; i < 2; i++) {
-	sig[i] = evsignal_new(srv->base, signals[i], shim_signal, srv);
-	evsignal_add(sig[i], NULL);
-    }
-    tick = event_new(srv->base, -1, EV_PERSIST, shim_tick, srv);
-    event_add(tick, &second);
-    msg_info("started: %d listeners", srv->nlisteners);
-    event_base_dispatch(srv->base);
-    event_free(tick);
-    for (int i = 0; i < 2; i++)
-	event_free(sig[i]);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);	/* inherited by the workers */
+    for (int i = 0; i < nworkers; i++)
+	if (pthread_create(&w[i].thread, NULL, shim_worker_run, &w[i]) != 0)
+	    msg_fatal("cannot start worker thread");
     for (int i = 0; i < srv->nlisteners; i++)
-	listener_free(&srv->listeners[i]);
-    if (srv->dns)
-	evdns_base_free(srv->dns, 1);
-    event_base_free(srv->base);
+	msg_info("listening: %s", srv->listeners[i].spec);
+    msg_info("started: %d listeners, %d workers", srv->nlisteners, nworkers);
+    sigwait(&set, &sig);
+    msg_info("terminating on signal %d", sig);
+    for (int i = 0; i < nworkers; i++)
+	if (write(w[i].stop[1], "x", 1) < 0)
+	    msg_warn("cannot stop worker %d: %m", i);
+    for (int i = 0; i < nworkers; i++) {
+	pthread_join(w[i].thread, NULL);
+	close(w[i].stop[0]);
+	close(w[i].stop[1]);
+	free(w[i].srv.listeners);
+	free(w[i].fds);
+    }
+    free(w);
     if (pidfile)
 	daemon_pidfile_remove(pidfile, &pidfd);
 }
