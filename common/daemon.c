@@ -11,13 +11,16 @@
  *	const char *daemon_pidfile_write(path, &fd)
  *	void	daemon_pidfile_remove(path, &fd)
  *	const char *daemon_drop_privileges(user)
+ *	int	daemon_parse_command(argc, argv, default_config, &opts)
  *	int	daemon_signal_fd()
  *	int	daemon_signal_next()
  * DESCRIPTION
  *	daemon_parse_args() gives every daemon the same flags:
  *	-c FILE (configuration), -t (check the configuration, exit
  *	0 or 1), -f (stay in the foreground), -V (print the version),
- *	-v (verbose logging).
+ *	-v (verbose logging). daemon_parse_command() takes the same
+ *	flags and returns the index of the first operand, for programs
+ *	with subcommands.
  *
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start.
@@ -65,6 +68,13 @@ static void daemon_usage(void)
 void    daemon_parse_args(int argc, char **argv, const char *default_config,
 			          struct daemon_opts *opts)
 {
+    if (daemon_parse_command(argc, argv, default_config, opts) != argc)
+	daemon_usage();
+}
+
+int     daemon_parse_command(int argc, char **argv, const char *default_config,
+			             struct daemon_opts *opts)
+{
     int     ch;
 
     opts->config_path = default_config;
@@ -91,8 +101,7 @@ void    daemon_parse_args(int argc, char **argv, const char *default_config,
 	    daemon_usage();
 	}
     }
-    if (optind != argc)
-	daemon_usage();
+    return (optind);
 }
 
 void    daemon_detach(void)

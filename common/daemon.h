@@ -11,6 +11,8 @@ struct daemon_opts {
 
 void    daemon_parse_args(int argc, char **argv, const char *default_config,
 			          struct daemon_opts *opts);
+int     daemon_parse_command(int argc, char **argv, const char *default_config,
+			             struct daemon_opts *opts);
 void    daemon_detach(void);
 const char *daemon_pidfile_write(const char *path, int *fd);
 void    daemon_pidfile_remove(const char *path, int *fd);

@@ -1,0 +1,12 @@
+#ifndef LMTP_WEBHOOK_MIME_H
+#define LMTP_WEBHOOK_MIME_H
+
+/* mime.h - a message, read with Dovecot's MIME parser and decoder */
+
+struct istream;
+struct payload_message;
+
+int     mime_read(struct istream *input, uoff_t max_attachment_size,
+		          struct payload_message *msg, const char **error_r);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * NAME
+ *	post 3
+ * SUMMARY
+ *	signed webhook POST
+ * SYNOPSIS
+ *	#include "post.h"
+ *
+ *	void	post_prepare(&handle, &request, now)
+ *	void	post_finish(&handle, curl_code, &result)
+ *	void	post_handle_free(&handle)
+ *	void	post_send(&request, now, &result)
+ * DESCRIPTION
+ *	post_prepare() sets up a libcurl easy handle for one attempt:
+ *	Content-Type application/json, the Standard Webhooks headers
+ *	(webhook-id, webhook-timestamp = now, webhook-signature), the
+ *	timeout, TLS verification (always on; ca_file replaces the
+ *	system store), no redirects, http and https only. The response
+ *	body is read and thrown away. The handle can then be run by
+ *	curl_easy_perform() (post_send(), the plugin's first attempt) or
+ *	by a multi handle (the spool tool); post_finish() classifies the
+ *	outcome: 2xx delivered, 410 gone, anything else retry, with a
+ *	Retry-After value from a 429 or 503.
+ * DIAGNOSTICS
+ *	result.why says what went wrong, for logs and the spool.
+ */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "post.h"
+#include "wh_alloc.h"
+
+static size_t post_discard(char *data, size_t size, size_t n, void *context)
+{
+    (void) data;
+    (void) context;
+    return (size * n);
+}
+
+static struct curl_slist *post_header(struct curl_slist *list, const char *name,
+				              const char *value)
+{
+    size_t  len = strlen(name) + strlen(value) + 3;
+    char   *line = wh_malloc(len);
+    struct curl_slist *next;
+
+    snprintf(line, len, "%s: %s", name, value);
+    if ((next = curl_slist_append(list, line)) == NULL)
+	abort();
+    free(line);
+    return (next);
+}
+
+void    post_prepare(struct post_handle *h, const struct post_request *req,
+		             long long now)
+{
+    char    stamp[32];
+    CURL   *c;
+
+    memset(h, 0, sizeof(*h));
+    if ((c = h->curl = curl_easy_init()) == NULL)
+	abort();
+    snprintf(stamp, sizeof(stamp), "%lld", now);
+    h->signature = sign_signature(req->key, req->id, now, req->body, req->body_len);
+    h->headers = post_header(NULL, "Content-Type", "application/json");
+    h->headers = post_header(h->headers, "webhook-id", req->id);
+    h->headers = post_header(h->headers, "webhook-timestamp", stamp);
+    h->headers = post_header(h->headers, "webhook-signature", h->signature);
+    h->headers = post_header(h->headers, "Expect", "");	/* no 100-continue wait */
+    curl_easy_setopt(c, CURLOPT_URL, req->url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file && *req->ca_file)
+	curl_easy_setopt(c, CURLOPT_CAINFO, req->ca_file);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "mxkit-lmtp-webhook/" PACKAGE_VERSION);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, post_discard);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->curl_error);
+}
+
+void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
+{
+    curl_off_t retry_after = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (rc != CURLE_OK) {
+	res->outcome = POST_RETRY;
+	snprintf(res->why, sizeof(res->why), "%s", *h->curl_error ?
+		 h->curl_error : curl_easy_strerror(rc));
+	return;
+    }
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &res->status);
+    if (res->status >= 200 && res->status <= 299) {
+	res->outcome = POST_DELIVERED;
+    } else if (res->status == 410) {
+	res->outcome = POST_GONE;
+    } else {
+	res->outcome = POST_RETRY;
+	if ((res->status == 429 || res->status == 503)
+	    && curl_easy_getinfo(h->curl, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK)
+	    res->retry_after = retry_after;
+    }
+    snprintf(res->why, sizeof(res->why), "HTTP status %ld", res->status);
+}
+
+void    post_handle_free(struct post_handle *h)
+{
+    if (h->curl)
+	curl_easy_cleanup(h->curl);
+    curl_slist_free_all(h->headers);
+    free(h->signature);
+    memset(h, 0, sizeof(*h));
+}
+
+void    post_send(const struct post_request *req, long long now, struct post_result *res)
+{
+    struct post_handle h;
+
+    post_prepare(&h, req, now);
+    post_finish(&h, curl_easy_perform(h.curl), res);
+    post_handle_free(&h);
+}

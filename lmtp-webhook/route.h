@@ -1,0 +1,18 @@
+#ifndef LMTP_WEBHOOK_ROUTE_H
+#define LMTP_WEBHOOK_ROUTE_H
+
+/* route.h - recipient patterns and the URLs they route to */
+
+#define ROUTE_MAX_CAPTURES 9
+
+struct webhook_route {
+    char   *pattern;			/* lower case, '*' = capture */
+    char   *url;			/* with {1}..{9} */
+};
+
+const char *route_parse(const char *value, struct webhook_route *route);
+int     route_match(const struct webhook_route *route, const char *address,
+		            char **url_r, char **workspace_r);
+void    route_free(struct webhook_route *route);
+
+#endif

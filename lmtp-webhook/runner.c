@@ -1,0 +1,367 @@
+/*
+ * NAME
+ *	runner 3
+ * SUMMARY
+ *	lmtp-webhook-spool's delivery loop (run and flush)
+ * SYNOPSIS
+ *	#include "spool_tool.h"
+ *
+ *	int	runner_main(&tool, mode)
+ *	long long runner_backoff(attempts, retry_after)
+ *	int	runner_lock(dir, &fd, &holder_pid)
+ * DESCRIPTION
+ *	One process delivers a spool at a time: runner_lock() takes an
+ *	exclusive flock on DIR/runner.lock (and records its pid there),
+ *	so "flush" either signals the daemon (SIGUSR1) or, when none
+ *	runs, does the pass itself. No event is ever posted twice at
+ *	once.
+ *
+ *	runner_main() posts due events through one libcurl multi handle,
+ *	at most "concurrency" at a time (connections are reused). The
+ *	outcome of an attempt:
+ *	2xx: the event is removed. 410: removed, logged as dropped.
+ *	Otherwise: attempts+1, last_error, and the next attempt after
+ *	the Standard Webhooks schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h,
+ *	then every 10h) with +-20% jitter, or after Retry-After from a
+ *	429 or 503 (at most a day); rewritten durably. An event older than
+ *	dead_letter_after moves to dead/ instead of being tried again.
+ *
+ *	RUNNER_DAEMON loops until SIGTERM or SIGINT, scanning active/
+ *	every second and at once on SIGUSR1 (flush). RUNNER_FLUSH makes
+ *	one pass over every event, due or not, and returns.
+ * DIAGNOSTICS
+ *	One log line per attempt. runner_main() returns the number of
+ *	events still waiting, or -1 when the spool cannot be used.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "daemon.h"
+#include "htable.h"
+#include "msg.h"
+#include "post.h"
+#include "spool.h"
+#include "spool_tool.h"
+#include "xalloc.h"
+
+struct transfer {
+    struct post_handle post;
+    struct spool_event ev;
+    struct post_request req;
+};
+
+struct runner {
+    struct spool_tool *tool;
+    struct webhook_key key;
+    CURLM  *multi;
+    struct htable *inflight;		/* id -> transfer */
+    struct htable *tried;		/* ids a flush pass has started */
+    char  **names;			/* cached listing of active/ */
+    int     count, next;
+    int     running;
+    int     delivered, failed, dropped;
+};
+
+static volatile sig_atomic_t runner_stop, runner_flush;
+
+static void runner_signal(int sig)
+{
+    if (sig == SIGUSR1)
+	runner_flush = 1;
+    else
+	runner_stop = 1;
+}
+
+int     runner_lock(const char *dir, int *fd_r, long *holder_r)
+{
+    char   *path = spool_path(dir, "runner.lock", NULL);
+    char    pid[32];
+    ssize_t n;
+    int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+	msg_fatal("open %s: %m", path);
+    free(path);
+    *holder_r = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0) {
+	    pid[n] = 0;
+	    *holder_r = atol(pid);
+	}
+	close(fd);
+	return (-1);
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n)
+	msg_warn("cannot record pid in runner.lock: %m");
+    *fd_r = fd;
+    return (0);
+}
+
+long long runner_backoff(int attempts, long long retry_after)
+{
+    static const long long schedule[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
+    int     last = sizeof(schedule) / sizeof(schedule[0]) - 1;
+    long long base;
+
+    if (retry_after > 0)
+	return (retry_after > 86400 ? 86400 : retry_after);
+    base = schedule[attempts < 1 ? 0 : attempts - 1 > last ? last : attempts - 1];
+    return (base * (80 + random() % 41) / 100);
+}
+
+static void runner_dead(struct runner *r, struct spool_event *ev, const char *path)
+{
+    const char *err;
+
+    if ((err = spool_store(r->tool->dir, SPOOL_DEAD, ev)) != NULL) {
+	msg_error("event %s: cannot move to dead/: %s", ev->id, err);
+	return;
+    }
+    if (unlink(path) < 0)
+	msg_error("unlink %s: %m", path);
+    msg_warn("event %s dead-lettered after %d attempts over %llds: %s", ev->id,
+	     ev->attempts, (long long) time(NULL) - ev->created,
+	     ev->last_error ? ev->last_error : "no answer");
+}
+
+/* runner_start - one attempt for an event file, if due */
+
+static void runner_start(struct runner *r, const char *id, int all)
+{
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    struct transfer *t = xcalloc(1, sizeof(*t));
+    const char *err;
+    time_t  now = time(NULL);
+    struct stat st;
+
+    if (!all && stat(path, &st) == 0 && st.st_mtime > now) {
+	free(t);				/* not due: mtime = next attempt */
+	free(path);
+	return;
+    }
+    if ((err = spool_load(path, &t->ev)) != NULL) {
+	if (access(path, F_OK) == 0)	/* gone meanwhile: dropped by hand */
+	    msg_warn("%s", err);
+    } else if (r->tool->dead_after > 0 && now - t->ev.created > r->tool->dead_after) {
+	runner_dead(r, &t->ev, path);
+    } else if (all || t->ev.next_attempt <= now) {
+	t->req.url = t->ev.url;
+	t->req.id = t->ev.id;
+	t->req.body = t->ev.body;
+	t->req.body_len = t->ev.body_len;
+	t->req.key = &r->key;
+	t->req.timeout_ms = r->tool->timeout_ms;
+	t->req.ca_file = r->tool->ca_file;
+	post_prepare(&t->post, &t->req, (long long) now);
+	curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
+	curl_multi_add_handle(r->multi, t->post.curl);
+	{
+	    int     created;
+
+	    *htable_slot(r->inflight, t->ev.id, &created) = t;
+	}
+	r->running++;
+	free(path);
+	return;
+    }
+    spool_event_free(&t->ev);
+    free(t);
+    free(path);
+}
+
+static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
+{
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, t->ev.id);
+    struct post_result res;
+    const char *err;
+
+    post_finish(&t->post, rc, &res);
+    t->ev.attempts++;
+    if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
+	if (unlink(path) < 0 && errno != ENOENT)
+	    msg_error("unlink %s: %m", path);
+	if (res.outcome == POST_DELIVERED)
+	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, t->ev.url,
+		     t->ev.attempts, res.why);
+	else
+	    msg_warn("event %s dropped: %s answered 410 Gone", t->ev.id, t->ev.url);
+	*(res.outcome == POST_DELIVERED ? &r->delivered : &r->dropped) += 1;
+    } else {
+	long long delay = runner_backoff(t->ev.attempts, res.retry_after);
+
+	free(t->ev.last_error);
+	t->ev.last_error = xstrdup(res.why);
+	t->ev.next_attempt = (long long) time(NULL) + delay;
+	if ((err = spool_store(r->tool->dir, SPOOL_ACTIVE, &t->ev)) != NULL)
+	    msg_error("event %s: cannot record attempt %d: %s", t->ev.id, t->ev.attempts, err);
+	msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
+		 t->ev.attempts, t->ev.url, res.why, delay);
+	r->failed++;
+    }
+    free(path);
+    curl_multi_remove_handle(r->multi, t->post.curl);
+    htable_delete(r->inflight, t->ev.id, NULL);
+    post_handle_free(&t->post);
+    spool_event_free(&t->ev);
+    free(t);
+    r->running--;
+}
+
+/*
+ * runner_scan - start events, up to the concurrency limit, from a cached
+ * listing of active/ that is refreshed (with the secret) once used up:
+ * draining a large spool must not list it again for every event.
+ */
+static int runner_scan(struct runner *r, int all)
+{
+    int     before = r->running, relisted = 0, created;
+    const char *err, *name;
+
+    while (r->running < r->tool->concurrency) {
+	if (r->next >= r->count) {
+	    if (relisted)
+		break;
+	    spool_list_free(r->names, r->count);
+	    r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
+	    r->next = 0;
+	    relisted = 1;
+	    if ((err = sign_key_load(r->tool->secret_file, &r->key)) != NULL) {
+		msg_error("%s: nothing posted until the secret is readable", err);
+		r->next = r->count;
+		break;
+	    }
+	    continue;
+	}
+	name = r->names[r->next++];
+	if (htable_find(r->inflight, name) != NULL
+	    || (all && htable_find(r->tried, name) != NULL))
+	    continue;
+	if (all)
+	    *htable_slot(r->tried, name, &created) = r;
+	runner_start(r, name, all);
+    }
+    return (r->running - before);
+}
+
+static void runner_reap(struct runner *r)
+{
+    CURLMsg *m;
+    int     left, still;
+
+    curl_multi_perform(r->multi, &still);
+    while ((m = curl_multi_info_read(r->multi, &left)) != NULL) {
+	char   *private = NULL;
+
+	if (m->msg != CURLMSG_DONE)
+	    continue;
+	curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &private);
+	runner_done(r, (struct transfer *) (void *) private, m->data.result);
+    }
+}
+
+static void runner_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = runner_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* runner_loop - until stopped (daemon), or until one pass is done (flush) */
+
+static void runner_loop(struct runner *r, enum runner_mode mode)
+{
+    time_t  last_scan = time(NULL);
+    int     flushing = mode == RUNNER_FLUSH, numfds, started;
+
+    runner_scan(r, flushing);
+    for (;;) {
+	runner_reap(r);
+	if (mode == RUNNER_DAEMON && runner_stop) {
+	    if (r->running == 0)
+		break;
+	} else {
+	    if (runner_flush) {		/* SIGUSR1: everything once, now */
+		runner_flush = 0;
+		flushing = 1;
+		htable_destroy(&r->tried, NULL);
+		r->tried = htable_create(64);
+	    }
+	    if (flushing || time(NULL) != last_scan) {
+		started = runner_scan(r, flushing);
+		last_scan = time(NULL);
+		if (flushing && started == 0 && r->running == 0) {
+		    if (mode == RUNNER_FLUSH)
+			break;
+		    flushing = 0;
+		}
+	    }
+	}
+	curl_multi_poll(r->multi, NULL, 0, 200, &numfds);
+    }
+}
+
+int     runner_main(struct spool_tool *tool, enum runner_mode mode)
+{
+    const char *pidfile = config_get_str(tool->cfg, "pid_file");
+    const char *user = config_get_str(tool->cfg, "user");
+    struct runner r;
+    long    holder;
+    int     lock_fd = -1, pid_fd = -1, left;
+    const char *err;
+
+    if (runner_lock(tool->dir, &lock_fd, &holder) < 0) {
+	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
+	return (-1);
+    }
+    memset(&r, 0, sizeof(r));
+    r.tool = tool;
+    r.inflight = htable_create(64);
+    r.tried = htable_create(64);
+    if ((r.multi = curl_multi_init()) == NULL)
+	msg_fatal("curl_multi_init failed");
+    curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
+    if (mode == RUNNER_DAEMON) {
+	if (pidfile && (err = daemon_pidfile_write(pidfile, &pid_fd)) != NULL)
+	    msg_fatal("%s", err);
+	if (user && (err = daemon_drop_privileges(user)) != NULL)
+	    msg_fatal("%s", err);
+	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
+    }
+    runner_signals();
+    runner_loop(&r, mode);
+    curl_multi_cleanup(r.multi);
+    htable_destroy(&r.inflight, NULL);
+    htable_destroy(&r.tried, NULL);
+    spool_list_free(r.names, r.count);
+    spool_list_free(spool_list(tool->dir, SPOOL_ACTIVE, &left), left);
+    if (mode == RUNNER_FLUSH)
+	printf("flush: %d delivered, %d failed (retry later), %d dropped (410), %d waiting\n",
+	       r.delivered, r.failed, r.dropped, left);
+    else
+	msg_info("stopped: %d delivered, %d failed, %d dropped", r.delivered, r.failed,
+		 r.dropped);
+    if (pidfile && pid_fd >= 0)
+	daemon_pidfile_remove(pidfile, &pid_fd);
+    close(lock_fd);
+    return (left);
+}

@@ -1,0 +1,132 @@
+/*
+ * NAME
+ *	sign 3
+ * SUMMARY
+ *	Standard Webhooks v1 signatures
+ * SYNOPSIS
+ *	#include "sign.h"
+ *
+ *	const char *sign_key_parse(text, &key)
+ *	const char *sign_key_load(path, &key)
+ *	char	*sign_signature(&key, id, timestamp, body, body_len)
+ *	char	*sign_base64(data, len)
+ * DESCRIPTION
+ *	sign_key_parse() takes a "whsec_<base64>" secret (the prefix may
+ *	be left out; surrounding white space is ignored) and decodes the
+ *	key. sign_key_load() reads the secret from a file; it is the only
+ *	place the secret is read.
+ *
+ *	sign_signature() returns the value of the webhook-signature
+ *	header, "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>",
+ *	malloc()ed. sign_base64() is plain base64 without line breaks.
+ * DIAGNOSTICS
+ *	The parsers return NULL or a static message.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+
+#include "sign.h"
+#include "wh_alloc.h"
+
+const char *sign_key_parse(const char *text, struct webhook_key *key)
+{
+    unsigned char decoded[sizeof(key->bytes) + 3];
+    size_t  len, pad = 0;
+    int     n;
+
+    while (*text == ' ' || *text == '\t' || *text == '\n' || *text == '\r')
+	text++;
+    if (strncmp(text, "whsec_", 6) == 0)
+	text += 6;
+    len = strcspn(text, " \t\r\n");
+    if (text[len + strspn(text + len, " \t\r\n")] != 0)
+	return ("secret: one whsec_<base64> value expected");
+    if (len == 0 || len % 4 != 0 || len / 4 * 3 > sizeof(decoded))
+	return ("secret: base64 of 1 to 128 bytes expected");
+    if ((n = EVP_DecodeBlock(decoded, (const unsigned char *) text, (int) len)) < 0)
+	return ("secret: not valid base64");
+    while (pad < 2 && text[len - 1 - pad] == '=')
+	pad++;
+    key->len = (size_t) n - pad;
+    if (key->len == 0 || key->len > sizeof(key->bytes))
+	return ("secret: base64 of 1 to 128 bytes expected");
+    memcpy(key->bytes, decoded, key->len);
+    return (NULL);
+}
+
+const char *sign_key_load(const char *path, struct webhook_key *key)
+{
+    static char err[300];
+    char    text[1024];
+    const char *msg;
+    size_t  n;
+    FILE   *fp;
+
+    if ((fp = fopen(path, "r")) == NULL) {
+	snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+	return (err);
+    }
+    n = fread(text, 1, sizeof(text) - 1, fp);
+    text[n] = 0;
+    fclose(fp);
+    if ((msg = sign_key_parse(text, key)) != NULL) {
+	snprintf(err, sizeof(err), "%s: %s", path, msg);
+	return (err);
+    }
+    return (NULL);
+}
+
+char   *sign_base64(const unsigned char *data, size_t len)
+{
+    char   *out = wh_malloc(4 * ((len + 2) / 3) + 1);
+
+    /* EVP_EncodeBlock takes an int length: encode in slices */
+    size_t  done = 0, w = 0;
+
+    while (done < len) {
+	size_t  chunk = len - done > (1u << 30) ? (1u << 30) : len - done;
+
+	w += (size_t) EVP_EncodeBlock((unsigned char *) out + w, data + done, (int) chunk);
+	done += chunk;
+    }
+    out[w] = 0;
+    return (out);
+}
+
+char   *sign_signature(const struct webhook_key *key, const char *id,
+			       long long timestamp, const char *body, size_t body_len)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    size_t  mac_len = 0;
+    char    stamp[32], digest[] = "SHA256", *b64, *out;
+    OSSL_PARAM params[] = {
+	OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+	OSSL_PARAM_construct_end(),
+    };
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+
+    snprintf(stamp, sizeof(stamp), ".%lld.", timestamp);
+    if (ctx == NULL
+	|| !EVP_MAC_init(ctx, key->bytes, key->len, params)
+	|| !EVP_MAC_update(ctx, (const unsigned char *) id, strlen(id))
+	|| !EVP_MAC_update(ctx, (const unsigned char *) stamp, strlen(stamp))
+	|| !EVP_MAC_update(ctx, (const unsigned char *) body, body_len)
+	|| !EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac)))
+	abort();				/* OpenSSL without HMAC-SHA256 */
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(hmac);
+    b64 = sign_base64(mac, mac_len);
+    out = wh_malloc(strlen(b64) + 4);
+    strcpy(out, "v1,");
+    strcat(out, b64);
+    free(b64);
+    return (out);
+}

@@ -1,0 +1,310 @@
+/*
+ * NAME
+ *	spool 3
+ * SUMMARY
+ *	durable webhook events
+ * SYNOPSIS
+ *	#include "spool.h"
+ *
+ *	const char *spool_init(dir)
+ *	const char *spool_reserve(dir, &event, &reservation)
+ *	const char *spool_commit(&reservation)
+ *	void	spool_discard(&reservation)
+ *	const char *spool_store(dir, subdir, &event)
+ *	const char *spool_load(path, &event)
+ *	char	**spool_list(dir, subdir, &count)
+ * DESCRIPTION
+ *	A spool directory holds tmp/ (files being written), active/
+ *	(events waiting to be posted) and dead/ (events given up on),
+ *	one JSON file per event named after its webhook-id: a second
+ *	event with the same id replaces the first instead of posting
+ *	twice.
+ *
+ *	The plugin reserves before the mail is saved: spool_reserve()
+ *	writes the event to tmp/ without fsync, so a full or unwritable
+ *	spool is found while the recipient can still be tempfailed.
+ *	After the first attempt, spool_discard() removes it (delivered)
+ *	or spool_commit() makes it durable (fsync, rename into active/,
+ *	fsync the directory) before LMTP answers.
+ *
+ *	Every event file's mtime is its next attempt time, so that a
+ *	scan can skip what is not due with stat() alone.
+ *
+ *	spool_store() writes an event the same durable way (the spool
+ *	tool after each attempt, and when dead-lettering).
+ * DIAGNOSTICS
+ *	NULL, or a message in a static buffer naming the file and the
+ *	system error.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "spool.h"
+#include "wh_alloc.h"
+
+static char spool_err[512];
+
+static const char *spool_fail(const char *what, const char *path)
+{
+    snprintf(spool_err, sizeof(spool_err), "%s %s: %s", what, path, strerror(errno));
+    return (spool_err);
+}
+
+char   *spool_path(const char *dir, const char *subdir, const char *id)
+{
+    size_t  len = strlen(dir) + strlen(subdir) + (id ? strlen(id) : 0) + 3;
+    char   *path = wh_malloc(len);
+
+    snprintf(path, len, "%s/%s%s%s", dir, subdir, id ? "/" : "", id ? id : "");
+    return (path);
+}
+
+/* spool_id_ok - ids become file names: letters, digits, '_', '-' only */
+
+int     spool_id_ok(const char *id)
+{
+    if (*id == 0 || strlen(id) > 128)
+	return (0);
+    return (strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789_-") == strlen(id));
+}
+
+const char *spool_init(const char *dir)
+{
+    static const char *const subdirs[] = {SPOOL_TMP, SPOOL_ACTIVE, SPOOL_DEAD};
+
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	return (spool_fail("cannot create", dir));
+    for (int i = 0; i < 3; i++) {
+	char   *path = spool_path(dir, subdirs[i], NULL);
+	int     bad = mkdir(path, 0700) < 0 && errno != EEXIST;
+
+	if (bad) {
+	    spool_fail("cannot create", path);
+	    free(path);
+	    return (spool_err);
+	}
+	free(path);
+    }
+    return (NULL);
+}
+
+static char *spool_serialize(const struct spool_event *ev, size_t *len_r)
+{
+    json_t *j = json_object();
+    char   *text;
+
+    json_object_set_new(j, "id", json_string(ev->id));
+    json_object_set_new(j, "url", json_string(ev->url));
+    json_object_set_new(j, "created", json_integer(ev->created));
+    json_object_set_new(j, "attempts", json_integer(ev->attempts));
+    json_object_set_new(j, "next_attempt", json_integer(ev->next_attempt));
+    json_object_set_new(j, "last_error", ev->last_error ?
+			json_string(ev->last_error) : json_null());
+    json_object_set_new(j, "body", json_stringn(ev->body, ev->body_len));
+    text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (text == NULL)
+	abort();
+    *len_r = strlen(text);
+    return (text);
+}
+
+static int spool_write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+	ssize_t n = write(fd, data, len);
+
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n <= 0)
+	    return (-1);
+	data += n;
+	len -= (size_t) n;
+    }
+    return (0);
+}
+
+static int spool_fsync_dir(const char *path)
+{
+    int     fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+    if (fd < 0)
+	return (-1);
+    rc = fsync(fd);
+    close(fd);
+    return (rc);
+}
+
+const char *spool_reserve(const char *dir, const struct spool_event *ev,
+			          struct spool_reservation *res)
+{
+    char    name[200];
+    size_t  len;
+    char   *text;
+
+    memset(res, 0, sizeof(*res));
+    snprintf(name, sizeof(name), "%s.%ld.%ld", ev->id, (long) getpid(), (long) random());
+    res->tmp_path = spool_path(dir, SPOOL_TMP, name);
+    res->final_path = spool_path(dir, SPOOL_ACTIVE, ev->id);
+    res->dir_path = spool_path(dir, SPOOL_ACTIVE, NULL);
+    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+	spool_fail("cannot create", res->tmp_path);
+	spool_discard(res);
+	return (spool_err);
+    }
+    text = spool_serialize(ev, &len);
+    if (spool_write_all(res->fd, text, len) < 0) {
+	spool_fail("cannot write", res->tmp_path);
+	free(text);
+	spool_discard(res);
+	return (spool_err);
+    }
+    free(text);
+    /* like Postfix's deferred queue: mtime = next attempt, so a scan
+       needs stat(), not a parse, to skip what is not due */
+    {
+	struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t) ev->next_attempt, 0}};
+
+	(void) futimens(res->fd, times);
+    }
+    return (NULL);
+}
+
+const char *spool_commit(struct spool_reservation *res)
+{
+    const char *err = NULL;
+
+    if (fsync(res->fd) < 0)
+	err = spool_fail("cannot fsync", res->tmp_path);
+    else if (rename(res->tmp_path, res->final_path) < 0)
+	err = spool_fail("cannot rename into", res->final_path);
+    else if (spool_fsync_dir(res->dir_path) < 0)
+	err = spool_fail("cannot fsync", res->dir_path);
+    else {
+	free(res->tmp_path);		/* nothing left to remove */
+	res->tmp_path = NULL;
+    }
+    spool_discard(res);
+    return (err);
+}
+
+void    spool_discard(struct spool_reservation *res)
+{
+    if (res->fd >= 0)
+	close(res->fd);
+    if (res->tmp_path)
+	(void) unlink(res->tmp_path);
+    free(res->tmp_path);
+    free(res->final_path);
+    free(res->dir_path);
+    memset(res, 0, sizeof(*res));
+    res->fd = -1;
+}
+
+const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev)
+{
+    struct spool_reservation res;
+    const char *err;
+
+    if ((err = spool_reserve(dir, ev, &res)) != NULL)
+	return (err);
+    if (strcmp(subdir, SPOOL_ACTIVE) != 0) {
+	free(res.final_path);
+	free(res.dir_path);
+	res.final_path = spool_path(dir, subdir, ev->id);
+	res.dir_path = spool_path(dir, subdir, NULL);
+    }
+    return (spool_commit(&res));
+}
+
+const char *spool_load(const char *path, struct spool_event *ev)
+{
+    json_error_t jerr;
+    json_t *j, *body;
+    const char *id, *url, *last_error = NULL;
+    json_int_t created, attempts, next_attempt;
+
+    memset(ev, 0, sizeof(*ev));
+    if ((j = json_load_file(path, 0, &jerr)) == NULL) {
+	snprintf(spool_err, sizeof(spool_err), "%s: %s", path, jerr.text);
+	return (spool_err);
+    }
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?z, s:o}",
+		       "id", &id, "url", &url, "created", &created,
+		       "attempts", &attempts, "next_attempt", &next_attempt,
+		       "last_error", &last_error, "body", &body) != 0
+	|| !json_is_string(body)) {
+	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
+		 json_is_string(body) ? jerr.text : "body is not a string");
+	json_decref(j);
+	return (spool_err);
+    }
+    ev->id = wh_strdup(id);
+    ev->url = wh_strdup(url);
+    ev->created = created;
+    ev->attempts = (int) attempts;
+    ev->next_attempt = next_attempt;
+    ev->last_error = last_error ? wh_strdup(last_error) : NULL;
+    ev->body_len = json_string_length(body);
+    ev->body = wh_malloc(ev->body_len + 1);
+    memcpy(ev->body, json_string_value(body), ev->body_len + 1);
+    json_decref(j);
+    return (NULL);
+}
+
+static int spool_name_cmp(const void *a, const void *b)
+{
+    return (strcmp(*(char *const *) a, *(char *const *) b));
+}
+
+char  **spool_list(const char *dir, const char *subdir, int *count)
+{
+    char   *path = spool_path(dir, subdir, NULL);
+    DIR    *d = opendir(path);
+    struct dirent *de;
+    char  **names = NULL;
+    int     n = 0;
+
+    free(path);
+    *count = 0;
+    if (d == NULL)
+	return (NULL);
+    while ((de = readdir(d)) != NULL) {
+	if (!spool_id_ok(de->d_name))
+	    continue;
+	names = wh_realloc(names, (n + 1) * sizeof(*names));
+	names[n++] = wh_strdup(de->d_name);
+    }
+    closedir(d);
+    if (n > 1)
+	qsort(names, n, sizeof(*names), spool_name_cmp);
+    *count = n;
+    return (names);
+}
+
+void    spool_list_free(char **names, int count)
+{
+    for (int i = 0; i < count; i++)
+	free(names[i]);
+    free(names);
+}
+
+void    spool_event_free(struct spool_event *ev)
+{
+    free(ev->id);
+    free(ev->url);
+    free(ev->body);
+    free(ev->last_error);
+    memset(ev, 0, sizeof(*ev));
+}

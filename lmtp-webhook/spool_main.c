@@ -1,0 +1,256 @@
+/*
+ * NAME
+ *	lmtp-webhook-spool 8
+ * SUMMARY
+ *	deliver, inspect and manage spooled webhook events
+ * SYNOPSIS
+ *	lmtp-webhook-spool [-c config_file] [-f] [-t] [-V] command [id]
+ * DESCRIPTION
+ *	Commands, in the manner of postqueue(1) and postsuper(1):
+ *	run (the delivery daemon, see runner.c), list, show ID, flush
+ *	(deliver everything now: asks a running daemon, or does one pass
+ *	itself), retry ID (due now; a dead event comes back), drop ID.
+ * DIAGNOSTICS
+ *	Errors on stderr (and syslog for run); exit status 1 on error.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "daemon.h"
+#include "msg.h"
+#include "spool.h"
+#include "spool_tool.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+static const struct config_spec tool_specs[] = {
+    {"spool_dir", CONFIG_STRING, "/var/spool/lmtp-webhook", 0},
+    {"secret_file", CONFIG_STRING, NULL, 0},
+    {"ca_file", CONFIG_STRING, NULL, 0},
+    {"timeout", CONFIG_DURATION, "10s", 0},
+    {"concurrency", CONFIG_INT, "32", 0},
+    {"dead_letter_after", CONFIG_DURATION, "3d", 0},
+    {"pid_file", CONFIG_STRING, NULL, 0},
+    {"user", CONFIG_STRING, NULL, 0},
+    {"syslog", CONFIG_BOOL, "no", 0},
+    {0},
+};
+
+static void tool_load(struct spool_tool *tool, const char *path)
+{
+    tool->cfg = config_read(path, tool_specs);
+    if (tool->cfg->error_count)
+	return;
+    tool->dir = config_get_str(tool->cfg, "spool_dir");
+    tool->secret_file = config_get_str(tool->cfg, "secret_file");
+    tool->ca_file = config_get_str(tool->cfg, "ca_file");
+    tool->timeout_ms = (long) config_get_duration(tool->cfg, "timeout");
+    tool->concurrency = (int) config_get_int(tool->cfg, "concurrency");
+    tool->dead_after = config_get_duration(tool->cfg, "dead_letter_after") / 1000;
+    if (tool->secret_file == NULL || *tool->secret_file == 0)
+	config_add_error(tool->cfg, 0, "secret_file is required");
+    if (tool->concurrency < 1 || tool->concurrency > 1000)
+	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
+			 "concurrency must be between 1 and 1000");
+}
+
+/* tool_find - the event's path in active/ or dead/, or NULL */
+
+static char *tool_find(const struct spool_tool *tool, const char *id, const char **where)
+{
+    static const char *const subdirs[] = {SPOOL_ACTIVE, SPOOL_DEAD};
+
+    if (!spool_id_ok(id))
+	msg_fatal("bad event id \"%s\"", id);
+    for (int i = 0; i < 2; i++) {
+	char   *path = spool_path(tool->dir, subdirs[i], id);
+
+	if (access(path, F_OK) == 0) {
+	    *where = subdirs[i];
+	    return (path);
+	}
+	free(path);
+    }
+    msg_fatal("no event %s in %s", id, tool->dir);
+}
+
+static void tool_list_dir(const struct spool_tool *tool, const char *subdir, time_t now)
+{
+    int     n;
+    char  **names = spool_list(tool->dir, subdir, &n);
+
+    for (int i = 0; i < n; i++) {
+	char   *path = spool_path(tool->dir, subdir, names[i]);
+	struct spool_event ev;
+	const char *err;
+
+	if ((err = spool_load(path, &ev)) != NULL) {
+	    msg_warn("%s", err);
+	} else {
+	    printf("%-36s %-6s %8d %8llds %8llds  %s  %s\n", ev.id, subdir, ev.attempts,
+		   (long long) now - ev.created,
+		   ev.next_attempt > now ? ev.next_attempt - now : 0LL, ev.url,
+		   ev.last_error ? ev.last_error : "-");
+	    spool_event_free(&ev);
+	}
+	free(path);
+    }
+    spool_list_free(names, n);
+}
+
+static int tool_list(const struct spool_tool *tool)
+{
+    time_t  now = time(NULL);
+
+    printf("%-36s %-6s %8s %9s %9s  %s  %s\n", "ID", "STATE", "ATTEMPTS", "AGE", "NEXT",
+	   "URL", "LAST ERROR");
+    tool_list_dir(tool, SPOOL_ACTIVE, now);
+    tool_list_dir(tool, SPOOL_DEAD, now);
+    return (0);
+}
+
+static int tool_show(const struct spool_tool *tool, const char *id)
+{
+    const char *where;
+    char   *path = tool_find(tool, id, &where);
+    struct spool_event ev;
+    const char *err;
+    json_t *body;
+
+    if ((err = spool_load(path, &ev)) != NULL)
+	msg_fatal("%s", err);
+    printf("id: %s\nstate: %s\nurl: %s\ncreated: %lld\nattempts: %d\n"
+	   "next_attempt: %lld\nlast_error: %s\n\n", ev.id, where, ev.url, ev.created,
+	   ev.attempts, ev.next_attempt, ev.last_error ? ev.last_error : "-");
+    if ((body = json_loadb(ev.body, ev.body_len, 0, NULL)) != NULL) {
+	json_dumpf(body, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	putchar('\n');
+	json_decref(body);
+    } else {
+	fwrite(ev.body, 1, ev.body_len, stdout);
+	putchar('\n');
+    }
+    spool_event_free(&ev);
+    free(path);
+    return (0);
+}
+
+/* tool_poke - ask a running daemon for a pass now; 0 if there is none */
+
+static int tool_poke(const struct spool_tool *tool)
+{
+    long    holder = 0;
+    int     fd = -1;
+
+    if (runner_lock(tool->dir, &fd, &holder) == 0) {
+	close(fd);
+	return (0);
+    }
+    if (holder > 0 && kill((pid_t) holder, SIGUSR1) == 0) {
+	printf("flush requested from lmtp-webhook-spool run (pid %ld)\n", holder);
+	return (1);
+    }
+    msg_fatal("the spool is locked by pid %ld, which cannot be signalled: %m", holder);
+}
+
+static int tool_retry(const struct spool_tool *tool, const char *id)
+{
+    const char *where, *err;
+    char   *path = tool_find(tool, id, &where);
+    struct spool_event ev;
+
+    if ((err = spool_load(path, &ev)) != NULL)
+	msg_fatal("%s", err);
+    ev.next_attempt = 0;
+    if ((err = spool_store(tool->dir, SPOOL_ACTIVE, &ev)) != NULL)
+	msg_fatal("%s", err);
+    if (strcmp(where, SPOOL_DEAD) == 0 && unlink(path) < 0)
+	msg_fatal("unlink %s: %m", path);
+    printf("%s: due now%s\n", id, strcmp(where, SPOOL_DEAD) == 0 ? " (back from dead/)" : "");
+    spool_event_free(&ev);
+    free(path);
+    (void) tool_poke(tool);	/* else the next run or flush takes it */
+    return (0);
+}
+
+static int tool_drop(const struct spool_tool *tool, const char *id)
+{
+    const char *where;
+    char   *path = tool_find(tool, id, &where);
+
+    if (unlink(path) < 0)
+	msg_fatal("unlink %s: %m", path);
+    msg_info("event %s dropped from %s/ by request", id, where);
+    free(path);
+    return (0);
+}
+
+static int tool_command(struct spool_tool *tool, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+
+    if (strcmp(cmd, "run") == 0 && argc == 1)
+	return (runner_main(tool, RUNNER_DAEMON) < 0);
+    if (strcmp(cmd, "flush") == 0 && argc == 1)
+	return (tool_poke(tool) ? 0 : runner_main(tool, RUNNER_FLUSH) < 0);
+    if (strcmp(cmd, "list") == 0 && argc == 1)
+	return (tool_list(tool));
+    if (strcmp(cmd, "show") == 0 && argc == 2)
+	return (tool_show(tool, argv[1]));
+    if (strcmp(cmd, "retry") == 0 && argc == 2)
+	return (tool_retry(tool, argv[1]));
+    if (strcmp(cmd, "drop") == 0 && argc == 2)
+	return (tool_drop(tool, argv[1]));
+    msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID",
+	      msg_progname());
+}
+
+int     main(int argc, char **argv)
+{
+    struct daemon_opts opts;
+    struct spool_tool tool;
+    const char *err;
+    int     first, status;
+
+    msg_init(argv[0], MSG_STDERR);
+    first = daemon_parse_command(argc, argv, SYSCONFDIR "/mxkit/lmtp-webhook-spool.conf", &opts);
+    memset(&tool, 0, sizeof(tool));
+    tool_load(&tool, opts.config_path);
+    if (tool.cfg->error_count) {
+	config_print_errors(tool.cfg);
+	return (1);
+    }
+    if (opts.check_only) {
+	printf("%s: configuration OK\n", opts.config_path);
+	return (0);
+    }
+    if (first >= argc)
+	msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID",
+		  msg_progname());
+    if ((err = spool_init(tool.dir)) != NULL)
+	msg_fatal("%s", err);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (strcmp(argv[first], "run") == 0) {
+	if (!opts.foreground || config_get_bool(tool.cfg, "syslog"))
+	    msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+	if (!opts.foreground)
+	    daemon_detach();
+    }
+    status = tool_command(&tool, argc - first, argv + first);
+    curl_global_cleanup();
+    config_free(&tool.cfg);
+    return (status);
+}

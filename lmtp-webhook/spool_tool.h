@@ -1,0 +1,23 @@
+#ifndef LMTP_WEBHOOK_SPOOL_TOOL_H
+#define LMTP_WEBHOOK_SPOOL_TOOL_H
+
+/* spool_tool.h - lmtp-webhook-spool internals shared by its files */
+
+#include "config.h"
+#include "sign.h"
+
+struct spool_tool {
+    struct config *cfg;
+    const char *dir, *secret_file, *ca_file;
+    long    timeout_ms;
+    int     concurrency;
+    long long dead_after;		/* seconds */
+};
+
+/* runner: returns the number of events still waiting */
+enum runner_mode { RUNNER_DAEMON, RUNNER_FLUSH };
+int     runner_main(struct spool_tool *tool, enum runner_mode mode);
+long long runner_backoff(int attempts, long long retry_after);
+int     runner_lock(const char *dir, int *fd_r, long *holder_r);
+
+#endif
