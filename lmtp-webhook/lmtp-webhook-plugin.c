@@ -51,7 +51,8 @@
 #define WEBHOOK_TEMPFAIL "Webhook spool unavailable, try again later"
 
 const char *lmtp_webhook_plugin_version = DOVECOT_ABI_VERSION;
-const char *lmtp_webhook_plugin_binary_dependency = "lmtp";
+/* an array, not a pointer: Dovecot compares the symbol itself */
+const char lmtp_webhook_plugin_binary_dependency[] = "lmtp";
 
 void    lmtp_webhook_plugin_init(struct module *module);
 void    lmtp_webhook_plugin_deinit(void);

@@ -353,7 +353,11 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.inflight, NULL);
     htable_destroy(&r.tried, NULL);
     spool_list_free(r.names, r.count);
-    spool_list_free(spool_list(tool->dir, SPOOL_ACTIVE, &left), left);
+    {
+	char  **names = spool_list(tool->dir, SPOOL_ACTIVE, &left);
+
+	spool_list_free(names, left);
+    }
     if (mode == RUNNER_FLUSH)
 	printf("flush: %d delivered, %d failed (retry later), %d dropped (410), %d waiting\n",
 	       r.delivered, r.failed, r.dropped, left);

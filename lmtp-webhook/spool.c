@@ -231,8 +231,8 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
-    json_t *j, *body;
-    const char *id, *url, *last_error = NULL;
+    json_t *j, *body = NULL, *last_error = NULL;
+    const char *id, *url;
     json_int_t created, attempts, next_attempt;
 
     memset(ev, 0, sizeof(*ev));
@@ -240,13 +240,14 @@ const char *spool_load(const char *path, struct spool_event *ev)
 	snprintf(spool_err, sizeof(spool_err), "%s: %s", path, jerr.text);
 	return (spool_err);
     }
-    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?z, s:o}",
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:o}",
 		       "id", &id, "url", &url, "created", &created,
 		       "attempts", &attempts, "next_attempt", &next_attempt,
 		       "last_error", &last_error, "body", &body) != 0
-	|| !json_is_string(body)) {
+	|| !json_is_string(body) || (last_error && !json_is_string(last_error)
+				     && !json_is_null(last_error))) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 json_is_string(body) ? jerr.text : "body is not a string");
+		 body == NULL ? jerr.text : "body and last_error must be strings");
 	json_decref(j);
 	return (spool_err);
     }
@@ -255,7 +256,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->created = created;
     ev->attempts = (int) attempts;
     ev->next_attempt = next_attempt;
-    ev->last_error = last_error ? wh_strdup(last_error) : NULL;
+    ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
     ev->body_len = json_string_length(body);
     ev->body = wh_malloc(ev->body_len + 1);
     memcpy(ev->body, json_string_value(body), ev->body_len + 1);
@@ -295,7 +296,7 @@ char  **spool_list(const char *dir, const char *subdir, int *count)
 
 void    spool_list_free(char **names, int count)
 {
-    for (int i = 0; i < count; i++)
+    for (int i = 0; names && i < count; i++)
 	free(names[i]);
     free(names);
 }

@@ -1,0 +1,376 @@
+#!/usr/bin/python3
+"""lmtp-webhook through real Dovecot LMTP and real Postfix: a bill mail
+becomes a signed webhook (verified with Python's hmac); the receiver's
+outages, errors, 410 and slowness end in the spool and are caught up by
+lmtp-webhook-spool; an unusable spool tempfails the recipient so Postfix
+keeps the mail; hostile MIME still gives a webhook and no crash."""
+
+import base64
+import hashlib
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, make_secret, port_refuses, verify  # noqa: E402
+
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SECRET = make_secret()
+PDF = b"%PDF-1.4\n" + os.urandom(40000) + b"\n%%EOF\n"
+
+
+def bill(rcpt, subject, pdf=PDF):
+    msg = EmailMessage()
+    msg["From"] = "Acme Billing <billing@vendor.example>"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest()
+    msg["Date"] = "Sun, 22 Nov 2026 10:00:00 +0000"
+    msg.set_content("Invoice attached. Total: 12,30 \u20ac")
+    msg.add_alternative("<p>Invoice attached. Total: <b>12,30 &euro;</b></p>", subtype="html")
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice-42.pdf")
+    return msg.as_bytes()
+
+
+def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
+    """One LMTP transaction straight to Dovecot with smtplib. LMTP answers
+    DATA once per accepted recipient (smtplib's sendmail reads only the
+    first), so the replies are read one by one. Returns ({rcpt: (code,
+    text)} for every recipient not given 250, seconds taken)."""
+    started = time.monotonic()
+    refused = {}
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail(sender)
+        accepted = []
+        for rcpt in rcpts:
+            code, text = c.rcpt(rcpt)
+            if code == 250:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = (code, text)
+        if accepted:
+            code, text = c.data(data)
+            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
+            for rcpt, (code, text) in zip(accepted, replies):
+                if code != 250:
+                    refused[rcpt] = (code, text)
+    return refused, time.monotonic() - started
+
+
+def spool(st, *args):
+    return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=60)
+
+
+def spooled_ids(st):
+    return sorted(os.listdir(st.path("spool", "active"))) \
+        if os.path.isdir(st.path("spool", "active")) else []
+
+
+def check_event(rx_event, name):
+    path, headers, event, raw = rx_event
+    why = verify(SECRET, headers, raw)
+    tap.ok(why is None, name + ": signature verifies with Python's hmac", diag=why)
+    return event
+
+
+def test_bill_through_postfix(st, rx):
+    subject = "Invoice 42 via Postfix"
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30) as c:
+        c.sendmail("billing@vendor.example", ["bills@acme.planapulse.app"],
+                   bill("bills@acme.planapulse.app", subject))
+    got = wait_for(lambda: rx.events(), timeout=30)
+    tap.is_(len(got), 1, "a PDF bill to bills@acme.planapulse.app gives exactly one POST")
+    if not got:
+        return
+    path, headers, event, raw = got[0]
+    tap.is_(path, "/ws/acme/api/bills/inbound", "posted to the acme URL ({1} = acme)")
+    check_event(got[0], "bill")
+    data = event.get("data", {})
+    tap.is_(event.get("type"), "message.received", "type is message.received")
+    tap.is_(data.get("workspace"), "acme", "workspace is the first capture")
+    tap.is_(data.get("id"), headers.get("webhook-id"), "data.id is the webhook-id")
+    tap.is_(data.get("envelope"), {"mail_from": "billing@vendor.example",
+                                   "rcpt_to": "bills@acme.planapulse.app"}, "envelope")
+    tap.is_(data.get("headers", {}).get("subject"), subject, "headers.subject")
+    tap.ok("Total: 12,30 \u20ac" in (data.get("text") or ""),
+           "text part decoded to UTF-8 (quoted-printable/8bit, euro sign)",
+           diag=repr(data.get("text")))
+    tap.ok("<b>12,30 &euro;</b>" in (data.get("html") or ""), "html part kept")
+    atts = data.get("attachments") or []
+    tap.is_(len(atts), 1, "one attachment")
+    if atts:
+        a = atts[0]
+        tap.is_(a.get("filename"), "invoice-42.pdf", "attachment filename")
+        tap.is_(a.get("content_type"), "application/pdf", "attachment content type")
+        tap.is_(a.get("sha256"), hashlib.sha256(PDF).hexdigest(),
+                "attachment sha256 matches the original PDF")
+        tap.ok(base64.b64decode(a.get("content_base64") or "") == PDF,
+               "attachment bytes decode to the original PDF")
+        tap.is_(a.get("size"), len(PDF), "attachment size")
+    box = wait_for(lambda: [m for m in st.maildir_messages("bills@acme.planapulse.app")
+                            if subject.encode() in m])
+    tap.is_(len(box), 1, "the mail is also in the maildir")
+    tap.is_(spooled_ids(st), [], "nothing left in the spool after a 2xx")
+    log = st.read_log("dovecot")
+    tap.ok("lmtp_webhook: event %s posted" % data.get("id") in log,
+           "Dovecot log records the POST", diag=log[-1500:])
+
+
+def test_routing(st, rx):
+    before = len(rx.events())
+    refused, _ = lmtp_send(st, ["alice@mxkit.test"], bill("alice@mxkit.test", "not a bill"))
+    tap.is_(refused, {}, "a non-matching recipient is delivered")
+    time.sleep(1.5)
+    tap.is_(len(rx.events()), before, "and gives no POST")
+    rcpts = ["bills@acme.planapulse.app", "bills@globex.planapulse.app", "alice@mxkit.test"]
+    refused, _ = lmtp_send(st, rcpts, bill("bills@acme.planapulse.app", "three rcpts"))
+    tap.is_(refused, {}, "one LMTP transaction, three recipients: all accepted")
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 2 else None)
+    got = rx.events()[before:]
+    tap.is_(sorted(p for p, _, _, _ in got),
+            ["/ws/acme/api/bills/inbound", "/ws/globex/api/bills/inbound"],
+            "two matching recipients give two events, one per workspace")
+    ids = {e["data"]["id"] for _, _, e, _ in got}
+    tap.is_(len(ids), 2, "the two events have different webhook-ids")
+    for ev in got:
+        check_event(ev, "multi-recipient event")
+
+
+def test_receiver_down(st, rx):
+    rx.stop()
+    tap.ok(port_refuses(rx.port), "receiver is down")
+    refused, secs = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "during outage"))
+    tap.is_(refused, {}, "receiver down: LMTP still answers 250")
+    ids = spooled_ids(st)
+    tap.is_(len(ids), 1, "the event is in the spool", diag=str(ids))
+    listing = spool(st, "list")
+    tap.ok(ids and ids[0] in listing.stdout, "lmtp-webhook-spool list shows it",
+           diag="rc=%s %s%s" % (listing.returncode, listing.stdout, listing.stderr))
+    shown = spool(st, "show", ids[0] if ids else "x")
+    tap.ok("during outage" in shown.stdout, "lmtp-webhook-spool show prints the event")
+    before = len(rx.requests)
+    rx.start()
+    res = spool(st, "flush")
+    tap.ok("1 delivered" in res.stdout, "flush after the receiver is back delivers it",
+           diag=res.stdout + res.stderr)
+    new = rx.events()[before:]
+    tap.is_(len(new), 1, "delivered exactly once")
+    tap.is_(new[0][1].get("webhook-id") if new else None, ids[0] if ids else None,
+            "with the webhook-id it was spooled under")
+    if new:
+        check_event(new[0], "caught-up event")
+    res = spool(st, "flush")
+    tap.is_(len(rx.events()[before:]), 1, "a second flush posts nothing")
+    tap.is_(spooled_ids(st), [], "spool empty")
+
+
+def test_500_then_200(st, rx):
+    before = len(rx.requests)
+    rx.script = [500]
+    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "500 then 200"))
+    tap.is_(refused, {}, "receiver answers 500: LMTP 250")
+    ids = spooled_ids(st)
+    tap.is_(len(ids), 1, "the event is spooled after the 500")
+    daemon = subprocess.Popen([SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ok = wait_for(lambda: len(rx.requests) >= before + 2 and not spooled_ids(st),
+                      timeout=20)
+        tap.ok(ok, "lmtp-webhook-spool run retries it (Standard Webhooks: after ~5s)")
+    finally:
+        daemon.terminate()
+        out, _ = daemon.communicate(timeout=10)
+    got = rx.events()[before:]
+    tap.is_([h.get("webhook-id") for _, h, _, _ in got], [ids[0] if ids else None] * 2,
+            "both attempts carry the same webhook-id", diag=out)
+    for ev in got:
+        check_event(ev, "retried event")
+    tap.ok("delivered to" in out and "attempt 2" in out, "the daemon logs the delivery",
+           diag=out)
+
+
+def test_410_and_slow(st, rx):
+    before = len(rx.requests)
+    rx.script = [410]
+    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "gone"))
+    tap.is_(refused, {}, "410 Gone: LMTP 250")
+    tap.is_(spooled_ids(st), [], "410: not spooled")
+    tap.ok(wait_for(lambda: "answered 410 Gone" in st.read_log("dovecot"), timeout=5),
+           "410: dropped with a log line")
+    rx.script = [(200, 6, {})]
+    refused, secs = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "slow receiver"))
+    tap.is_(refused, {}, "receiver slower than lmtp_webhook_timeout (2s): LMTP 250")
+    tap.ok(secs < 4.5, "LMTP did not wait past the timeout (%.1fs)" % secs)
+    tap.is_(len(spooled_ids(st)), 1, "the slow event is spooled")
+    time.sleep(5)                       # let the slow handler finish
+    rx.script = [(503, 0, {"Retry-After": "1"})]
+    res = spool(st, "flush")
+    tap.ok("1 failed" in res.stdout, "503 on flush: kept", diag=res.stdout + res.stderr)
+    listing = spool(st, "list").stdout
+    tap.ok("HTTP status 503" in listing, "list shows the last error", diag=listing)
+    ids = spooled_ids(st)
+    with open(st.path("spool", "active", ids[0])) as f:
+        import json
+        ev = json.load(f)
+    tap.ok(ev["next_attempt"] - time.time() <= 2, "Retry-After: 1 honoured for the next attempt",
+           diag=str(ev["next_attempt"] - time.time()))
+    res = spool(st, "flush")
+    tap.ok("1 delivered" in res.stdout, "then delivered", diag=res.stdout + res.stderr)
+    del before
+
+
+def test_spool_unusable(st, rx):
+    spool_dir = st.path("spool")
+    # 1. unwritable
+    os.chmod(spool_dir, 0)
+    before = len(rx.requests)
+    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app", "alice@mxkit.test"],
+                           bill("x", "spool unwritable"))
+    code = refused.get("bills@acme.planapulse.app", (0,))[0]
+    tap.ok(400 <= code < 500, "spool unwritable: LMTP 4xx for the routed recipient",
+           diag=repr(refused))
+    tap.ok("alice@mxkit.test" not in refused, "other recipients of the transaction: 250")
+    tap.ok(not [m for m in st.maildir_messages("bills@acme.planapulse.app")
+                if b"spool unwritable" in m], "the tempfailed recipient's mail was not saved")
+    # through Postfix: the mail stays queued
+    subject = "spool full via postfix"
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30) as c:
+        c.sendmail("billing@vendor.example", ["bills@acme.planapulse.app"],
+                   bill("bills@acme.planapulse.app", subject))
+    tap.ok(wait_for(lambda: "status=deferred" in st.read_log("postfix"), timeout=20),
+           "Postfix got a temporary failure and deferred the mail")
+    tap.is_(st.postfix_queue_count(), 1, "the mail stays in Postfix's queue")
+    os.chmod(spool_dir, 0o700)
+    # 2. full: a tiny tmpfs
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", spool_dir])
+    if not tap.ok(mounted.returncode == 0, "a 64 KB tmpfs mounted on the spool",
+                  diag=mounted.stderr):
+        return
+    try:
+        shutil.chown(spool_dir, "nobody", "nogroup")
+        with open(os.path.join(spool_dir, "filler"), "wb") as f:
+            try:
+                f.write(b"x" * 200000)
+            except OSError:
+                pass
+        refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "spool full"))
+        code = refused.get("bills@acme.planapulse.app", (0,))[0]
+        tap.ok(400 <= code < 500, "spool full (ENOSPC): LMTP 4xx", diag=repr(refused))
+        log = st.read_log("dovecot")
+        tap.ok("No space left on device" in log, "Dovecot log names ENOSPC", diag=log[-800:])
+        os.unlink(os.path.join(spool_dir, "filler"))
+        st.postfix_flush()
+        got = wait_for(lambda: [e for e in rx.events()[before:]
+                                if e[2]["data"]["headers"]["subject"] == subject], timeout=30)
+        tap.is_(len(got), 1, "once fixed, Postfix's retry delivers and the webhook is sent once")
+        box = [m for m in st.maildir_messages("bills@acme.planapulse.app")
+               if subject.encode() in m]
+        tap.is_(len(box), 1, "and the mail is in the maildir exactly once")
+        tap.is_(st.postfix_queue_count(), 0, "Postfix's queue is empty")
+    finally:
+        run(["umount", spool_dir])
+
+
+def hostile_messages():
+    many = ["--b\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(10000)]
+    yield "10,000 parts", ("From: a@b\r\nSubject: many parts\r\nMIME-Version: 1.0\r\n"
+                           "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                           + "".join(many) + "--b--\r\n").encode()
+    yield "broken boundaries", (
+        "From: a@b\r\nSubject: broken boundaries\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\n"
+        "Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n"
+        "Content-Type: text/plain\r\n\r\nnever closed\r\n--outer\r\n"
+        "Content-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "\r\nJVBERi0x\r\n--nonexistent--\r\n").encode()
+    yield "1 MB header", ("From: a@b\r\nSubject: big header\r\nX-Big: "
+                          + "A" * (1 << 20) + "\r\n\r\nbody\r\n").encode()
+    yield "bad base64", ("From: a@b\r\nSubject: bad base64\r\nMIME-Version: 1.0\r\n"
+                         "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                         "Content-Type: application/octet-stream; name=bad.bin\r\n"
+                         "Content-Transfer-Encoding: base64\r\n\r\nQUJD!!!!****\x01\x02==QUJD\r\n"
+                         "--b--\r\n").encode("latin-1")
+    yield "unknown charset", ("From: a@b\r\nSubject: =?x-klingon?Q?qapla=FF?=\r\n"
+                              "MIME-Version: 1.0\r\n"
+                              "Content-Type: text/plain; charset=x-klingon\r\n"
+                              "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() \
+        + b"caf\xe9 \xff\xfe bytes\r\n"
+
+
+def test_hostile(st, rx):
+    for name, data in hostile_messages():
+        before = len(rx.requests)
+        refused, secs = lmtp_send(st, ["bills@acme.planapulse.app"], data, sender="a@b")
+        tap.is_(refused, {}, "hostile MIME (%s): delivered (%.1fs)" % (name, secs))
+        got = wait_for(lambda: rx.events()[before:], timeout=20)
+        tap.is_(len(got), 1, "hostile MIME (%s): a webhook is sent" % name)
+        if got:
+            check_event(got[0], "hostile MIME (%s)" % name)
+            data_ = got[0][2]["data"]
+            if name == "10,000 parts":
+                tap.ok(len(data_["attachments"]) > 1000,
+                       "10,000 parts: the parts Dovecot parsed are listed (%d)"
+                       % len(data_["attachments"]))
+            if name == "unknown charset":
+                tap.ok("caf" in (data_["text"] or ""), "unknown charset: text kept as valid "
+                       "UTF-8 (%r)" % (data_["text"] or "")[:40])
+    log = st.read_log("dovecot")
+    bad = [line for line in log.splitlines()
+           if "Panic" in line or "Fatal" in line or "killed with signal" in line]
+    tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
+
+
+def test_config_errors(st):
+    res = run([SPOOL_TOOL, "-c", st.path("nonexistent.conf"), "-t"])
+    tap.ok(res.returncode == 1 and "nonexistent.conf" in (res.stdout + res.stderr),
+           "lmtp-webhook-spool -t: a missing config is an error naming the file")
+    with open(st.path("bad.conf"), "w") as f:
+        f.write("spool_dir = /tmp/x\nconcurrency = many\n")
+    res = run([SPOOL_TOOL, "-c", st.path("bad.conf"), "-t"])
+    tap.ok(res.returncode == 1 and "bad.conf:2" in (res.stdout + res.stderr),
+           "lmtp-webhook-spool -t: a bad value is reported as file:line",
+           diag=res.stdout + res.stderr)
+
+
+with Stack("lmtp-webhook") as st:
+    tap.stack = st
+    rx = Receiver()
+    st.users["bills@globex.planapulse.app"] = "x"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 2s\n"
+                % (st.path("spool"), st.path("secret")))
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_secret_file": st.path("secret"),
+            "lmtp_webhook_spool_dir": st.path("spool"),
+            "lmtp_webhook_timeout": "2s",
+        },
+        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    st.start_postfix()
+    test_bill_through_postfix(st, rx)
+    test_routing(st, rx)
+    test_receiver_down(st, rx)
+    test_500_then_200(st, rx)
+    test_410_and_slow(st, rx)
+    test_spool_unusable(st, rx)
+    test_hostile(st, rx)
+    test_config_errors(st)
+    rx.stop()
+
+sys.exit(tap.done())

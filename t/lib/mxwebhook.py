@@ -1,0 +1,114 @@
+"""mxwebhook - a webhook receiver for tests: Python's own http.server on
+127.0.0.1, verifying Standard Webhooks signatures with Python's own hmac.
+
+    rx = Receiver()                  # listens on rx.port
+    rx.script = [500, 200]           # answers, in order; then rx.default
+    rx.requests                      # [(path, headers dict, body bytes)]
+    verify(secret, headers, body)    # None if good, else why not
+    rx.stop(); rx.start()            # down and back up, same port
+"""
+
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import socket
+import threading
+import time
+
+
+def make_secret(raw=b"mxkit-test-webhook-key-32-bytes!"):
+    return "whsec_" + base64.b64encode(raw).decode()
+
+
+def verify(secret, headers, body, tolerance=300):
+    """Standard Webhooks v1: HMAC-SHA256(key, id.timestamp.body)."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp")
+    sigs = headers.get("webhook-signature", "")
+    if not msg_id or not stamp or not sigs:
+        return "missing webhook-* headers"
+    if abs(time.time() - int(stamp)) > tolerance:
+        return "timestamp %s too far from now" % stamp
+    signed = msg_id.encode() + b"." + stamp.encode() + b"." + body
+    want = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    for sig in sigs.split():
+        version, _, value = sig.partition(",")
+        if version == "v1" and hmac.compare_digest(value, want):
+            return None
+    return "no matching v1 signature in %r" % sigs
+
+
+class Receiver:
+    def __init__(self, port=0):
+        self.requests = []
+        self.script = []          # entries: status, or (status, delay, headers)
+        self.default = 200
+        self.lock = threading.Lock()
+        self.port = port
+        self.server = None
+        self.start()
+
+    def _answer(self):
+        with self.lock:
+            entry = self.script.pop(0) if self.script else self.default
+        if isinstance(entry, int):
+            return entry, 0, {}
+        return entry
+
+    def start(self):
+        rx = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                status, delay, extra = rx._answer()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with rx.lock:
+                    rx.requests.append((self.path, headers, body))
+                if delay:
+                    time.sleep(delay)
+                reply = b"{}"
+                try:
+                    self.send_response(status)
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except OSError:
+                    pass            # the client gave up (timeout test)
+
+            def log_message(self, fmt, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 256
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def events(self):
+        """Requests as (path, headers, parsed JSON, raw body)."""
+        with self.lock:
+            return [(p, h, json.loads(b), b) for p, h, b in self.requests]
+
+
+def port_refuses(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
