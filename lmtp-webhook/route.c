@@ -58,7 +58,8 @@ const char *route_parse(const char *value, struct webhook_route *route)
     for (p = value; p < sp; p++)
 	if (*p == '*' && ++stars > ROUTE_MAX_CAPTURES)
 	    return ("more than 9 '*' in pattern");
-	else if (*p == '*' && p + 1 < sp && route_capture_char((unsigned char) p[1]))
+	else if (*p == '*' && p + 1 < sp
+		 && (p[1] == '*' || route_capture_char((unsigned char) p[1])))
 	    return ("'*' must be followed by a character it cannot capture"
 		    " (such as '.', '@' or '+'), or end the pattern");
     if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)

@@ -1,0 +1,91 @@
+/* route_test - unit tests for lmtp-webhook/route.c */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "route.h"
+#include "tap.h"
+
+static const char *URL = "https://{1}.pulse.internal/api/bills/inbound";
+
+/* match - "url workspace" for address, or "-" for no match */
+
+static char *match(const char *setting, const char *address)
+{
+    static char out[512];
+    struct webhook_route r;
+    char   *url, *ws;
+    const char *err;
+
+    if ((err = route_parse(setting, &r)) != NULL) {
+	snprintf(out, sizeof(out), "error: %s", err);
+	return (out);
+    }
+    if (route_match(&r, address, &url, &ws)) {
+	snprintf(out, sizeof(out), "%s %s", url, ws ? ws : "(none)");
+	free(url);
+	free(ws);
+    } else {
+	strcpy(out, "-");
+    }
+    route_free(&r);
+    return (out);
+}
+
+int     main(void)
+{
+    char    setting[256];
+    struct webhook_route r;
+
+    snprintf(setting, sizeof(setting), "bills@*.planapulse.app %s", URL);
+    is_str(match(setting, "bills@acme.planapulse.app"),
+	   "https://acme.pulse.internal/api/bills/inbound acme", "the issue's route");
+    is_str(match(setting, "Bills@ACME.PlanaPulse.app"),
+	   "https://acme.pulse.internal/api/bills/inbound acme",
+	   "case-insensitive; the capture is lower-cased");
+    is_str(match(setting, "bills@evil.acme.planapulse.app"), "-",
+	   "'*' does not cross a dot");
+    is_str(match(setting, "bills@evil.com#.planapulse.app"), "-",
+	   "'*' captures no URL syntax");
+    is_str(match(setting, "bills@.planapulse.app"), "-", "'*' needs one character");
+    is_str(match(setting, "alice@acme.planapulse.app"), "-", "other local part");
+    is_str(match(setting, "bills@acme.planapulse.app.evil"), "-", "anchored at the end");
+    is_str(match(setting, "bills@acme-2_x.planapulse.app"),
+	   "https://acme-2_x.pulse.internal/api/bills/inbound acme-2_x",
+	   "'-' and '_' are captured");
+    is_str(match("in+*@*.example.org http://h/{2}/{1}", "in+ocr@acme.example.org"),
+	   "http://h/acme/ocr ocr", "two captures, used out of order; workspace = {1}");
+    is_str(match("bills@acme.example.org http://h/x", "bills@acme.example.org"),
+	   "http://h/x (none)", "no capture: no workspace");
+    is_str(match("bills@acme.example.org  \t http://h/x", "bills@acme.example.org"),
+	   "http://h/x (none)", "any white space between pattern and URL");
+    is_str(match("bills@*.x https://{2}.y/", "bills@a.x"),
+	   "error: URL: {N} must name a capture of the pattern ({1}..{9})",
+	   "{2} without a second capture");
+    is_str(match("bills@*.x https://{0}.y/", "bills@a.x"),
+	   "error: URL: {N} must name a capture of the pattern ({1}..{9})", "{0}");
+    is_str(match("bills@*.x https://{1.y/", "bills@a.x"),
+	   "error: URL: {N} must name a capture of the pattern ({1}..{9})", "unclosed {");
+    is_str(match("bills@*x.y https://h/", "bills@ax.y"),
+	   "error: '*' must be followed by a character it cannot capture (such as '.', '@' "
+	   "or '+'), or end the pattern", "'*' followed by a capture character");
+    is_str(match("bills@** https://h/", "bills@a"),
+	   "error: '*' must be followed by a character it cannot capture (such as '.', '@' "
+	   "or '+'), or end the pattern", "\"**\"");
+    is_str(match("bills@*.x ftp://h/", "bills@a.x"),
+	   "error: URL must start with http:// or https://", "ftp URL");
+    is_str(match("bills.example.org https://h/", "x"),
+	   "error: pattern must be an address (local@domain)", "pattern without '@'");
+    is_str(match("bills@x", "x"), "error: expected \"PATTERN URL\"", "no URL");
+    is_str(match("bills@x https://h/ extra", "x"), "error: expected \"PATTERN URL\"",
+	   "three words");
+    is_str(match("*@*.*.*.*.*.*.*.*.* https://h/", "x"), "error: more than 9 '*' in pattern",
+	   "ten captures");
+    is_str(match("bills@* https://h/{1}", "bills@abc"), "https://h/abc abc",
+	   "'*' at the end of the pattern");
+    ok(route_parse("", &r) != NULL, "empty setting is an error");
+    return (tap_done());
+}

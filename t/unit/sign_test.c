@@ -1,0 +1,55 @@
+/* sign_test - unit tests for lmtp-webhook/sign.c */
+
+#include "build_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sign.h"
+#include "tap.h"
+
+int     main(void)
+{
+    struct webhook_key key;
+    char   *sig, *b64;
+
+    /*
+     * The Standard Webhooks specification's own example (its README and
+     * every reference library's tests): this secret, id, timestamp and
+     * body sign to this value.
+     */
+    is_str(sign_key_parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &key), NULL,
+	   "the specification's example secret parses");
+    is_int((long long) key.len, 24, "24 key bytes");
+    sig = sign_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+			 "{\"test\": 2432232314}", 20);
+    is_str(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+	   "the specification's example signature");
+    free(sig);
+
+    is_str(sign_key_parse("  MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", &key), NULL,
+	   "prefix optional, white space around ignored");
+    is_str(sign_key_parse("whsec_", &key), "secret: base64 of 1 to 128 bytes expected",
+	   "empty secret");
+    is_str(sign_key_parse("whsec_abc", &key), "secret: base64 of 1 to 128 bytes expected",
+	   "length not a multiple of 4");
+    is_str(sign_key_parse("whsec_ab!d", &key), "secret: not valid base64", "bad character");
+    is_str(sign_key_parse("whsec_YWJj whsec_YWJj", &key),
+	   "secret: one whsec_<base64> value expected", "two secrets");
+    is_str(sign_key_parse("whsec_YQ==", &key), NULL, "padded one-byte key");
+    is_int((long long) key.len, 1, "padding removed from the length");
+    ok(sign_key_load("/nonexistent/secret", &key) != NULL
+       && strstr(sign_key_load("/nonexistent/secret", &key), "/nonexistent/secret") != NULL,
+       "unreadable secret file: the error names it");
+
+    b64 = sign_base64((const unsigned char *) "", 0);
+    is_str(b64, "", "base64 of nothing");
+    free(b64);
+    b64 = sign_base64((const unsigned char *) "foobar", 6);
+    is_str(b64, "Zm9vYmFy", "base64 of foobar (RFC 4648)");
+    free(b64);
+    b64 = sign_base64((const unsigned char *) "fooba", 5);
+    is_str(b64, "Zm9vYmE=", "base64 of fooba");
+    free(b64);
+    return (tap_done());
+}

@@ -1,0 +1,115 @@
+/* spool_test - unit tests for lmtp-webhook/spool.c */
+
+#include "build_config.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "tap.h"
+
+static int count(const char *dir, const char *sub)
+{
+    int     n;
+    char  **names = spool_list(dir, sub, &n);
+
+    spool_list_free(names, n);
+    return (n);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE   *fp = fopen(path, "w");
+
+    fputs(text, fp);
+    fclose(fp);
+}
+
+int     main(void)
+{
+    char    dir[] = "/tmp/spool_test.XXXXXX";
+    struct spool_event ev = {0}, back;
+    struct spool_reservation res;
+    struct stat st;
+    char   *path;
+
+    if (mkdtemp(dir) == NULL)
+	return (1);
+    is_str(spool_init(dir), NULL, "spool_init creates tmp/, active/, dead/");
+    is_str(spool_init(dir), NULL, "and again on an existing spool");
+    ev.id = "msg_0123abcd";
+    ev.url = "https://acme.pulse.internal/api/bills/inbound";
+    ev.body = "{\"type\":\"message.received\"}";
+    ev.body_len = strlen(ev.body);
+    ev.created = 1000;
+    ev.attempts = 1;
+    ev.next_attempt = 2000000000;
+
+    is_str(spool_reserve(dir, &ev, &res), NULL, "reserve");
+    is_int(count(dir, SPOOL_TMP), 0, "reservation names are not event ids");
+    is_int(count(dir, SPOOL_ACTIVE), 0, "nothing active before the commit");
+    spool_discard(&res);
+    {
+	char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
+	int     n = 0;
+	char    cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s)\"", tmp);
+	n = system(cmd);
+	is_int(n, 0, "discard removes the reservation");
+	free(tmp);
+    }
+    is_str(spool_reserve(dir, &ev, &res), NULL, "reserve again");
+    is_str(spool_commit(&res), NULL, "commit");
+    is_int(count(dir, SPOOL_ACTIVE), 1, "one active event");
+    path = spool_path(dir, SPOOL_ACTIVE, ev.id);
+    ok(stat(path, &st) == 0 && st.st_mtime == 2000000000, "mtime is the next attempt");
+    ok((st.st_mode & 0777) == 0600, "event files are 0600");
+    is_str(spool_load(path, &back), NULL, "load");
+    is_str(back.id, ev.id, "id round trip");
+    is_str(back.url, ev.url, "url round trip");
+    is_str(back.body, ev.body, "body round trip");
+    is_int(back.attempts, 1, "attempts");
+    is_int(back.created, 1000, "created");
+    ok(back.last_error == NULL, "no last_error");
+    back.last_error = strdup("HTTP status 500");
+    back.attempts = 2;
+    is_str(spool_store(dir, SPOOL_ACTIVE, &back), NULL, "store over the same id");
+    spool_event_free(&back);
+    is_int(count(dir, SPOOL_ACTIVE), 1, "still one event: same id replaces");
+    is_str(spool_load(path, &back), NULL, "load again");
+    is_str(back.last_error, "HTTP status 500", "last_error kept");
+    is_str(spool_store(dir, SPOOL_DEAD, &back), NULL, "store into dead/");
+    is_int(count(dir, SPOOL_DEAD), 1, "one dead event");
+    spool_event_free(&back);
+
+    write_file(path, "{\"id\":\"x\"");
+    ok(spool_load(path, &back) != NULL && strstr(spool_load(path, &back), path) != NULL,
+       "truncated JSON: error names the file");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body\":7}");
+    ok(spool_load(path, &back) != NULL, "body not a string: error");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"last_error\":[],\"body\":\"b\"}");
+    ok(spool_load(path, &back) != NULL, "last_error not a string: error");
+    write_file(path, "[]");
+    ok(spool_load(path, &back) != NULL, "not an object: error");
+
+    ok(spool_id_ok("msg_0123abcd"), "plain id accepted");
+    ok(!spool_id_ok("../etc/passwd"), "path in id refused");
+    ok(!spool_id_ok(".hidden") && !spool_id_ok(""), "dot file and empty id refused");
+    ok(spool_init("/proc/no/such/dir") != NULL, "spool_init on an impossible path: error");
+    free(path);
+    {
+	char    cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+	    diag("cannot remove %s", dir);
+    }
+    return (tap_done());
+}
