@@ -59,6 +59,9 @@ void    lmtp_webhook_plugin_deinit(void);
 
 static deliver_mail_func_t *next_deliver_mail;
 
+/* kept for the life of the lmtp process: keep-alive to the receivers */
+static CURL *webhook_curl;
+
 struct webhook_settings {
     const char *spool_dir, *ca_file, *secret_file;
     unsigned int timeout_ms;
@@ -223,7 +226,9 @@ static void webhook_first_attempt(struct mail_deliver_context *ctx,
 	req.key = &key;
 	req.timeout_ms = set->timeout_ms;
 	req.ca_file = set->ca_file;
-	post_send(&req, (long long) time(NULL), &result);
+	if (webhook_curl == NULL && (webhook_curl = curl_easy_init()) == NULL)
+	    i_fatal_status(FATAL_OUTOFMEM, "curl_easy_init() failed");
+	post_send(webhook_curl, &req, (long long) time(NULL), &result);
     }
     if (result.outcome == POST_DELIVERED) {
 	spool_discard(res);
@@ -298,5 +303,8 @@ void    lmtp_webhook_plugin_init(struct module *module ATTR_UNUSED)
 void    lmtp_webhook_plugin_deinit(void)
 {
     mail_deliver_hook_set(next_deliver_mail);
+    if (webhook_curl != NULL)
+	curl_easy_cleanup(webhook_curl);
+    webhook_curl = NULL;
     curl_global_cleanup();
 }

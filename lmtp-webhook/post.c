@@ -9,15 +9,17 @@
  *	void	post_prepare(&handle, &request, now)
  *	void	post_finish(&handle, curl_code, &result)
  *	void	post_handle_free(&handle)
- *	void	post_send(&request, now, &result)
+ *	void	post_send(curl, &request, now, &result)
  * DESCRIPTION
- *	post_prepare() sets up a libcurl easy handle for one attempt:
+ *	post_prepare() sets up a libcurl easy handle for one attempt (a
+ *	new one, or handle.curl reset, which keeps its open connections):
  *	Content-Type application/json, the Standard Webhooks headers
  *	(webhook-id, webhook-timestamp = now, webhook-signature), the
  *	timeout, TLS verification (always on; ca_file replaces the
  *	system store), no redirects, http and https only. The response
  *	body is read and thrown away. The handle can then be run by
- *	curl_easy_perform() (post_send(), the plugin's first attempt) or
+ *	curl_easy_perform() (post_send(), the plugin's first attempt, on
+ *	a handle the lmtp process keeps so that it reuses connections) or
  *	by a multi handle (the spool tool); post_finish() classifies the
  *	outcome: 2xx delivered, 410 gone, anything else retry, with a
  *	Retry-After value from a 429 or 503.
@@ -61,9 +63,13 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     char    stamp[32];
     CURL   *c;
 
+    c = h->curl;
     memset(h, 0, sizeof(*h));
-    if ((c = h->curl = curl_easy_init()) == NULL)
+    if (c != NULL)				/* reused: keeps its connections */
+	curl_easy_reset(c);
+    else if ((c = curl_easy_init()) == NULL)
 	abort();
+    h->curl = c;
     snprintf(stamp, sizeof(stamp), "%lld", now);
     h->signature = sign_signature(req->key, req->id, now, req->body, req->body_len);
     h->headers = post_header(NULL, "Content-Type", "application/json");
@@ -124,11 +130,14 @@ void    post_handle_free(struct post_handle *h)
     memset(h, 0, sizeof(*h));
 }
 
-void    post_send(const struct post_request *req, long long now, struct post_result *res)
+void    post_send(CURL *curl, const struct post_request *req, long long now,
+		          struct post_result *res)
 {
     struct post_handle h;
 
+    h.curl = curl;
     post_prepare(&h, req, now);
     post_finish(&h, curl_easy_perform(h.curl), res);
+    h.curl = NULL;				/* the caller's */
     post_handle_free(&h);
 }

@@ -39,6 +39,7 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
 		             long long now);
 void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res);
 void    post_handle_free(struct post_handle *h);
-void    post_send(const struct post_request *req, long long now, struct post_result *res);
+void    post_send(CURL *curl, const struct post_request *req, long long now,
+		          struct post_result *res);
 
 #endif

@@ -166,6 +166,7 @@ static void runner_start(struct runner *r, const char *id, int all)
 	t->req.key = &r->key;
 	t->req.timeout_ms = r->tool->timeout_ms;
 	t->req.ca_file = r->tool->ca_file;
+	t->post.curl = NULL;
 	post_prepare(&t->post, &t->req, (long long) now);
 	curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
 	curl_multi_add_handle(r->multi, t->post.curl);

@@ -20,9 +20,14 @@
  *	event with the same id replaces the first instead of posting
  *	twice.
  *
+ *	An event file is one line of JSON (id, url, created, attempts,
+ *	next_attempt, last_error, body_length) followed by the body bytes
+ *	exactly as they are signed and posted.
+ *
  *	The plugin reserves before the mail is saved: spool_reserve()
- *	writes the event to tmp/ without fsync, so a full or unwritable
- *	spool is found while the recipient can still be tempfailed.
+ *	creates the file in tmp/ and allocates its full size (fallocate),
+ *	so a full or unwritable spool is found while the recipient can
+ *	still be tempfailed, at the price of no copy.
  *	After the first attempt, spool_discard() removes it (delivered)
  *	or spool_commit() makes it durable (fsync, rename into active/,
  *	fsync the directory) before LMTP answers.
@@ -37,6 +42,7 @@
  *	system error.
  */
 
+#define _GNU_SOURCE			/* fallocate() */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -99,7 +105,9 @@ const char *spool_init(const char *dir)
     return (NULL);
 }
 
-static char *spool_serialize(const struct spool_event *ev, size_t *len_r)
+/* spool_meta - the first line of an event file: everything but the body */
+
+static char *spool_meta(const struct spool_event *ev, size_t *len_r)
 {
     json_t *j = json_object();
     char   *text;
@@ -111,11 +119,11 @@ static char *spool_serialize(const struct spool_event *ev, size_t *len_r)
     json_object_set_new(j, "next_attempt", json_integer(ev->next_attempt));
     json_object_set_new(j, "last_error", ev->last_error ?
 			json_string(ev->last_error) : json_null());
-    json_object_set_new(j, "body", json_stringn(ev->body, ev->body_len));
+    json_object_set_new(j, "body_length", json_integer((json_int_t) ev->body_len));
     text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     if (text == NULL)
-	abort();
+	abort();				/* out of memory, or id/url not UTF-8 */
     *len_r = strlen(text);
     return (text);
 }
@@ -146,46 +154,61 @@ static int spool_fsync_dir(const char *path)
     return (rc);
 }
 
+/*
+ * spool_reserve - claim the space the event needs, without writing it:
+ * fallocate() fails with ENOSPC now rather than write() later, and costs
+ * no copy when the first attempt succeeds (the usual case). Where the
+ * file system cannot preallocate, the event is written instead.
+ */
 const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res)
 {
     char    name[200];
-    size_t  len;
-    char   *text;
 
     memset(res, 0, sizeof(*res));
+    res->fd = -1;
     snprintf(name, sizeof(name), "%s.%ld.%ld", ev->id, (long) getpid(), (long) random());
     res->tmp_path = spool_path(dir, SPOOL_TMP, name);
     res->final_path = spool_path(dir, SPOOL_ACTIVE, ev->id);
     res->dir_path = spool_path(dir, SPOOL_ACTIVE, NULL);
+    res->ev = ev;
+    res->meta = spool_meta(ev, &res->meta_len);
+    res->meta[res->meta_len++] = '\n';	/* json_dumps left room: the NUL */
     if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
 	spool_fail("cannot create", res->tmp_path);
 	spool_discard(res);
 	return (spool_err);
     }
-    text = spool_serialize(ev, &len);
-    if (spool_write_all(res->fd, text, len) < 0) {
-	spool_fail("cannot write", res->tmp_path);
-	free(text);
+    if (fallocate(res->fd, 0, 0, (off_t) (res->meta_len + ev->body_len)) == 0)
+	return (NULL);
+    if (errno != EOPNOTSUPP && errno != ENOSYS) {
+	spool_fail("cannot allocate space for", res->tmp_path);
 	spool_discard(res);
 	return (spool_err);
     }
-    free(text);
-    /* like Postfix's deferred queue: mtime = next attempt, so a scan
-       needs stat(), not a parse, to skip what is not due */
-    {
-	struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t) ev->next_attempt, 0}};
-
-	(void) futimens(res->fd, times);
+    if (spool_write_all(res->fd, res->meta, res->meta_len) < 0
+	|| spool_write_all(res->fd, ev->body, ev->body_len) < 0) {
+	spool_fail("cannot write", res->tmp_path);
+	spool_discard(res);
+	return (spool_err);
     }
+    res->written = 1;
     return (NULL);
 }
 
+/* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
+
 const char *spool_commit(struct spool_reservation *res)
 {
+    /* like Postfix's deferred queue: mtime = next attempt, so a scan
+       needs stat(), not a parse, to skip what is not due */
+    struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t) res->ev->next_attempt, 0}};
     const char *err = NULL;
 
-    if (fsync(res->fd) < 0)
+    if (!res->written && (spool_write_all(res->fd, res->meta, res->meta_len) < 0
+		     || spool_write_all(res->fd, res->ev->body, res->ev->body_len) < 0))
+	err = spool_fail("cannot write", res->tmp_path);
+    else if (futimens(res->fd, times) < 0 || fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->tmp_path);
     else if (rename(res->tmp_path, res->final_path) < 0)
 	err = spool_fail("cannot rename into", res->final_path);
@@ -208,6 +231,7 @@ void    spool_discard(struct spool_reservation *res)
     free(res->tmp_path);
     free(res->final_path);
     free(res->dir_path);
+    free(res->meta);
     memset(res, 0, sizeof(*res));
     res->fd = -1;
 }
@@ -228,27 +252,61 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
     return (spool_commit(&res));
 }
 
+/* spool_read_file - the whole file, NUL-terminated */
+
+static char *spool_read_file(const char *path, size_t *len_r)
+{
+    struct stat st;
+    char   *data;
+    size_t  got = 0;
+    ssize_t n;
+    int     fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fstat(fd, &st) < 0) {
+	spool_fail("cannot open", path);
+	if (fd >= 0)
+	    close(fd);
+	return (NULL);
+    }
+    data = wh_malloc((size_t) st.st_size + 1);
+    while (got < (size_t) st.st_size && (n = read(fd, data + got, st.st_size - got)) > 0)
+	got += (size_t) n;
+    close(fd);
+    data[got] = 0;
+    *len_r = got;
+    return (data);
+}
+
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
-    json_t *j, *body = NULL, *last_error = NULL;
+    json_t *j, *last_error = NULL;
     const char *id, *url;
-    json_int_t created, attempts, next_attempt;
+    json_int_t created, attempts, next_attempt, body_len;
+    char   *data, *nl;
+    size_t  len;
 
     memset(ev, 0, sizeof(*ev));
-    if ((j = json_load_file(path, 0, &jerr)) == NULL) {
-	snprintf(spool_err, sizeof(spool_err), "%s: %s", path, jerr.text);
+    if ((data = spool_read_file(path, &len)) == NULL)
+	return (spool_err);
+    if ((nl = memchr(data, '\n', len)) == NULL
+	|| (j = json_loadb(data, nl - data, 0, &jerr)) == NULL) {
+	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
+		 nl ? jerr.text : "no header line");
+	free(data);
 	return (spool_err);
     }
-    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:o}",
+    jerr.text[0] = 0;
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I}",
 		       "id", &id, "url", &url, "created", &created,
 		       "attempts", &attempts, "next_attempt", &next_attempt,
-		       "last_error", &last_error, "body", &body) != 0
-	|| !json_is_string(body) || (last_error && !json_is_string(last_error)
-				     && !json_is_null(last_error))) {
+		       "last_error", &last_error, "body_length", &body_len) != 0
+	|| (last_error && !json_is_string(last_error) && !json_is_null(last_error))
+	|| body_len != (json_int_t) (len - (nl + 1 - data))) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 body == NULL ? jerr.text : "body and last_error must be strings");
+		 jerr.text[0] ? jerr.text : "last_error not a string, or truncated body");
 	json_decref(j);
+	free(data);
 	return (spool_err);
     }
     ev->id = wh_strdup(id);
@@ -257,10 +315,12 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->attempts = (int) attempts;
     ev->next_attempt = next_attempt;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
-    ev->body_len = json_string_length(body);
+    ev->body_len = (size_t) body_len;
     ev->body = wh_malloc(ev->body_len + 1);
-    memcpy(ev->body, json_string_value(body), ev->body_len + 1);
+    memcpy(ev->body, nl + 1, ev->body_len);
+    ev->body[ev->body_len] = 0;
     json_decref(j);
+    free(data);
     return (NULL);
 }
 

@@ -19,6 +19,10 @@ struct spool_event {
 struct spool_reservation {
     int     fd;
     char   *tmp_path, *final_path, *dir_path;
+    const struct spool_event *ev;	/* must live until commit/discard */
+    char   *meta;			/* the header line */
+    size_t  meta_len;
+    int     written;			/* no fallocate(): already written */
 };
 
 const char *spool_init(const char *dir);

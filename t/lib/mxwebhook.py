@@ -49,6 +49,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.port = port
         self.server = None
+        self.connections = set()
         self.start()
 
     def _answer(self):
@@ -63,6 +64,16 @@ class Receiver:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with rx.lock:
+                    rx.connections.add(self.connection)
+
+            def finish(self):
+                with rx.lock:
+                    rx.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
@@ -98,10 +109,19 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
+        """Down as a crashed receiver is: listener and kept-alive
+        connections closed."""
         if self.server:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            for conn in list(self.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections.clear()
 
     def events(self):
         """Requests as (path, headers, parsed JSON, raw body)."""

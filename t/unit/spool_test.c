@@ -91,12 +91,17 @@ int     main(void)
     ok(spool_load(path, &back) != NULL && strstr(spool_load(path, &back), path) != NULL,
        "truncated JSON: error names the file");
     write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
-	       "\"next_attempt\":1,\"body\":7}");
-    ok(spool_load(path, &back) != NULL, "body not a string: error");
+	       "\"next_attempt\":1,\"body_length\":7}\nabc");
+    ok(spool_load(path, &back) != NULL, "body shorter than body_length: error");
     write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
-	       "\"next_attempt\":1,\"last_error\":[],\"body\":\"b\"}");
+	       "\"next_attempt\":1,\"last_error\":[],\"body_length\":1}\nb");
     ok(spool_load(path, &back) != NULL, "last_error not a string: error");
-    write_file(path, "[]");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":4}\nb\n\nc");
+    is_str(spool_load(path, &back), NULL, "a body with newlines loads");
+    is_str(back.body, "b\n\nc", "and is kept byte for byte");
+    spool_event_free(&back);
+    write_file(path, "[]\n");
     ok(spool_load(path, &back) != NULL, "not an object: error");
 
     ok(spool_id_ok("msg_0123abcd"), "plain id accepted");
