@@ -39,6 +39,8 @@
 #include "mail-deliver.h"
 #include "module-dir.h"
 
+#include <sys/stat.h>
+
 #include <openssl/evp.h>
 
 #include "mime.h"
@@ -59,8 +61,35 @@ void    lmtp_webhook_plugin_deinit(void);
 
 static deliver_mail_func_t *next_deliver_mail;
 
-/* kept for the life of the lmtp process: keep-alive to the receivers */
+/*
+ * Kept for the life of the lmtp process: a curl handle (keep-alive to the
+ * receivers), the spool reservation file, and the secret (re-read when
+ * its file changes).
+ */
 static CURL *webhook_curl;
+static struct spool_keeper webhook_keeper = SPOOL_KEEPER_INIT;
+static struct webhook_key webhook_secret;
+static struct stat webhook_secret_stat;
+
+static const char *webhook_secret_get(const char *path, const struct webhook_key **key)
+{
+    struct stat st;
+    const char *err;
+
+    if (stat(path, &st) < 0)
+	return (t_strdup_printf("%s: %m", path));
+    if (st.st_ino != webhook_secret_stat.st_ino || st.st_dev != webhook_secret_stat.st_dev
+	|| st.st_mtime != webhook_secret_stat.st_mtime || st.st_size != webhook_secret_stat.st_size
+	|| webhook_secret.len == 0) {
+	if ((err = sign_key_load(path, &webhook_secret)) != NULL) {
+	    webhook_secret.len = 0;
+	    return (err);
+	}
+	webhook_secret_stat = st;
+    }
+    *key = &webhook_secret;
+    return (NULL);
+}
 
 struct webhook_settings {
     const char *spool_dir, *ca_file, *secret_file;
@@ -208,12 +237,12 @@ static void webhook_first_attempt(struct mail_deliver_context *ctx,
 				          const struct webhook_settings *set,
 				          struct spool_event *ev, struct spool_reservation *res)
 {
-    struct webhook_key key;
+    const struct webhook_key *key;
     struct post_request req;
     struct post_result result;
     const char *err;
 
-    if ((err = sign_key_load(set->secret_file, &key)) != NULL) {
+    if ((err = webhook_secret_get(set->secret_file, &key)) != NULL) {
 	e_error(ctx->event, "lmtp_webhook: %s; event %s left in the spool", err, ev->id);
 	result.outcome = POST_RETRY;
 	i_strocpy(result.why, err, sizeof(result.why));
@@ -223,7 +252,7 @@ static void webhook_first_attempt(struct mail_deliver_context *ctx,
 	req.id = ev->id;
 	req.body = ev->body;
 	req.body_len = ev->body_len;
-	req.key = &key;
+	req.key = key;
 	req.timeout_ms = set->timeout_ms;
 	req.ca_file = set->ca_file;
 	if (webhook_curl == NULL && (webhook_curl = curl_easy_init()) == NULL)
@@ -265,7 +294,6 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	return (next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1);
     i_zero(&ev);
     if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
-	|| (error = spool_init(set.spool_dir)) != NULL
 	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &error) < 0) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
@@ -276,7 +304,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	return (-1);
     }
     ev.url = url;
-    if ((error = spool_reserve(set.spool_dir, &ev, &res)) != NULL) {
+    if ((error = spool_reserve_kept(set.spool_dir, &ev, &res, &webhook_keeper)) != NULL) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
 	ret = -1;
@@ -303,6 +331,7 @@ void    lmtp_webhook_plugin_init(struct module *module ATTR_UNUSED)
 void    lmtp_webhook_plugin_deinit(void)
 {
     mail_deliver_hook_set(next_deliver_mail);
+    spool_keeper_close(&webhook_keeper);
     if (webhook_curl != NULL)
 	curl_easy_cleanup(webhook_curl);
     webhook_curl = NULL;

@@ -160,40 +160,109 @@ static int spool_fsync_dir(const char *path)
  * no copy when the first attempt succeeds (the usual case). Where the
  * file system cannot preallocate, the event is written instead.
  */
+/* spool_allocate - meta line and space for ev in res->fd */
+
+static const char *spool_allocate(const struct spool_event *ev, struct spool_reservation *res)
+{
+    res->ev = ev;
+    res->meta = spool_meta(ev, &res->meta_len);
+    res->meta[res->meta_len++] = '\n';	/* json_dumps left room: the NUL */
+    if (fallocate(res->fd, 0, 0, (off_t) (res->meta_len + ev->body_len)) == 0)
+	return (NULL);
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+	return (spool_fail("cannot allocate space for", res->tmp_path));
+    if (spool_write_all(res->fd, res->meta, res->meta_len) < 0
+	|| spool_write_all(res->fd, ev->body, ev->body_len) < 0)
+	return (spool_fail("cannot write", res->tmp_path));
+    res->written = 1;
+    return (NULL);
+}
+
+static void spool_names(const char *dir, const char *id, struct spool_reservation *res)
+{
+    res->final_path = spool_path(dir, SPOOL_ACTIVE, id);
+    res->dir_path = spool_path(dir, SPOOL_ACTIVE, NULL);
+}
+
+/*
+ * spool_reserve - claim the space the event needs, without writing it:
+ * fallocate() fails with ENOSPC now rather than write() later, and costs
+ * no copy when the first attempt succeeds (the usual case). Where the
+ * file system cannot preallocate, the event is written instead.
+ */
 const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res)
 {
     char    name[200];
+    const char *err;
+
+    memset(res, 0, sizeof(*res));
+    snprintf(name, sizeof(name), "%s.%ld.%ld", ev->id, (long) getpid(), (long) random());
+    res->tmp_path = spool_path(dir, SPOOL_TMP, name);
+    spool_names(dir, ev->id, res);
+    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+	err = spool_fail("cannot create", res->tmp_path);
+    else
+	err = spool_allocate(ev, res);
+    if (err)
+	spool_discard(res);
+    return (err);
+}
+
+/*
+ * spool_reserve_kept - the same in the keeper's file, which outlives
+ * the reservation unless it is committed: an lmtp process then pays two
+ * system calls per delivery (fallocate, and ftruncate on discard), not
+ * a file creation and removal. A new keeper file is made (and the
+ * spool's directories, once) when there is none.
+ */
+const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
+			               struct spool_reservation *res, struct spool_keeper *keeper)
+{
+    char    name[100];
+    const char *err;
+
+    struct stat st;
 
     memset(res, 0, sizeof(*res));
     res->fd = -1;
-    snprintf(name, sizeof(name), "%s.%ld.%ld", ev->id, (long) getpid(), (long) random());
-    res->tmp_path = spool_path(dir, SPOOL_TMP, name);
-    res->final_path = spool_path(dir, SPOOL_ACTIVE, ev->id);
-    res->dir_path = spool_path(dir, SPOOL_ACTIVE, NULL);
-    res->ev = ev;
-    res->meta = spool_meta(ev, &res->meta_len);
-    res->meta[res->meta_len++] = '\n';	/* json_dumps left room: the NUL */
-    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
-	spool_fail("cannot create", res->tmp_path);
-	spool_discard(res);
-	return (spool_err);
+    if (keeper->fd >= 0 && (strcmp(keeper->dir, dir) != 0 || stat(keeper->path, &st) < 0
+			    || st.st_dev != keeper->dev || st.st_ino != keeper->ino))
+	spool_keeper_close(keeper);	/* not where it was: start again */
+    if (keeper->fd < 0) {
+	snprintf(name, sizeof(name), "reserve.%ld.%ld", (long) getpid(), (long) random());
+	keeper->path = spool_path(dir, SPOOL_TMP, name);
+	keeper->dir = wh_strdup(dir);
+	if ((keeper->fd = open(keeper->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0
+	    && errno == ENOENT && spool_init(dir) == NULL)
+	    keeper->fd = open(keeper->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (keeper->fd < 0 || fstat(keeper->fd, &st) < 0) {
+	    spool_fail("cannot create", keeper->path);
+	    spool_keeper_close(keeper);
+	    return (spool_err);
+	}
+	keeper->dev = st.st_dev;
+	keeper->ino = st.st_ino;
     }
-    if (fallocate(res->fd, 0, 0, (off_t) (res->meta_len + ev->body_len)) == 0)
-	return (NULL);
-    if (errno != EOPNOTSUPP && errno != ENOSYS) {
-	spool_fail("cannot allocate space for", res->tmp_path);
+    res->fd = keeper->fd;
+    res->tmp_path = wh_strdup(keeper->path);
+    res->keeper = keeper;
+    spool_names(dir, ev->id, res);
+    if ((err = spool_allocate(ev, res)) != NULL)
 	spool_discard(res);
-	return (spool_err);
-    }
-    if (spool_write_all(res->fd, res->meta, res->meta_len) < 0
-	|| spool_write_all(res->fd, ev->body, ev->body_len) < 0) {
-	spool_fail("cannot write", res->tmp_path);
-	spool_discard(res);
-	return (spool_err);
-    }
-    res->written = 1;
-    return (NULL);
+    return (err);
+}
+
+void    spool_keeper_close(struct spool_keeper *keeper)
+{
+    if (keeper->fd >= 0)
+	close(keeper->fd);
+    if (keeper->fd >= 0 && keeper->path)
+	(void) unlink(keeper->path);
+    free(keeper->path);
+    free(keeper->dir);
+    keeper->fd = -1;
+    keeper->path = keeper->dir = NULL;
 }
 
 /* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
@@ -205,9 +274,12 @@ const char *spool_commit(struct spool_reservation *res)
     struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t) res->ev->next_attempt, 0}};
     const char *err = NULL;
 
-    if (!res->written && (spool_write_all(res->fd, res->meta, res->meta_len) < 0
+    if (!res->written && (lseek(res->fd, 0, SEEK_SET) < 0
+			  || spool_write_all(res->fd, res->meta, res->meta_len) < 0
 		     || spool_write_all(res->fd, res->ev->body, res->ev->body_len) < 0))
 	err = spool_fail("cannot write", res->tmp_path);
+    else if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
+	err = spool_fail("cannot truncate", res->tmp_path);
     else if (futimens(res->fd, times) < 0 || fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->tmp_path);
     else if (rename(res->tmp_path, res->final_path) < 0)
@@ -217,6 +289,13 @@ const char *spool_commit(struct spool_reservation *res)
     else {
 	free(res->tmp_path);		/* nothing left to remove */
 	res->tmp_path = NULL;
+	if (res->keeper) {		/* its file is now the event */
+	    free(res->keeper->path);
+	    res->keeper->path = NULL;
+	    spool_keeper_close(res->keeper);
+	    res->keeper = NULL;
+	    res->fd = -1;
+	}
     }
     spool_discard(res);
     return (err);
@@ -224,10 +303,15 @@ const char *spool_commit(struct spool_reservation *res)
 
 void    spool_discard(struct spool_reservation *res)
 {
-    if (res->fd >= 0)
-	close(res->fd);
-    if (res->tmp_path)
-	(void) unlink(res->tmp_path);
+    if (res->keeper) {			/* empty again, for the next one */
+	if (ftruncate(res->fd, 0) < 0 || lseek(res->fd, 0, SEEK_SET) < 0)
+	    spool_keeper_close(res->keeper);
+    } else {
+	if (res->fd >= 0)
+	    close(res->fd);
+	if (res->tmp_path)
+	    (void) unlink(res->tmp_path);
+    }
     free(res->tmp_path);
     free(res->final_path);
     free(res->dir_path);

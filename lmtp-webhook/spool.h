@@ -4,6 +4,7 @@
 /* spool.h - durable webhook events: one JSON file per event */
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define SPOOL_ACTIVE	"active"
 #define SPOOL_DEAD	"dead"
@@ -23,11 +24,25 @@ struct spool_reservation {
     char   *meta;			/* the header line */
     size_t  meta_len;
     int     written;			/* no fallocate(): already written */
+    struct spool_keeper *keeper;	/* the file is the keeper's */
 };
+
+/* a tmp/ file an lmtp process keeps from one delivery to the next */
+struct spool_keeper {
+    int     fd;
+    char   *path, *dir;
+    dev_t   dev;			/* to notice the file removed or */
+    ino_t   ino;			/* the spool remounted */
+};
+
+#define SPOOL_KEEPER_INIT { -1, 0, 0, 0, 0 }
 
 const char *spool_init(const char *dir);
 const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res);
+const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
+			               struct spool_reservation *res, struct spool_keeper *keeper);
+void    spool_keeper_close(struct spool_keeper *keeper);
 const char *spool_commit(struct spool_reservation *res);
 void    spool_discard(struct spool_reservation *res);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);

@@ -148,6 +148,9 @@ def test_routing(st, rx):
 def test_receiver_down(st, rx):
     rx.stop()
     tap.ok(port_refuses(rx.port), "receiver is down")
+    tmp = st.path("spool", "tmp")
+    for name in os.listdir(tmp):        # a cleanup job removes Dovecot's reservation file
+        os.unlink(os.path.join(tmp, name))
     refused, secs = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "during outage"))
     tap.is_(refused, {}, "receiver down: LMTP still answers 250")
     ids = spooled_ids(st)
@@ -276,7 +279,7 @@ def test_spool_unusable(st, rx):
         tap.is_(len(box), 1, "and the mail is in the maildir exactly once")
         tap.is_(st.postfix_queue_count(), 0, "Postfix's queue is empty")
     finally:
-        run(["umount", spool_dir])
+        run(["umount", "-l", spool_dir])   # lazily: Dovecot may hold a file there
 
 
 def hostile_messages():
