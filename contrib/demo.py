@@ -16,7 +16,7 @@ from mxstack import Stack  # noqa: E402
 from mxtest import wait_for  # noqa: E402
 
 DEMO_DIR = "/tmp/mxkit-demo"
-BUILD = os.environ.get("MXKIT_BUILD", os.path.join(TOP, "build"))
+BUILD = os.path.abspath(os.environ.get("MXKIT_BUILD", os.path.join(TOP, "build")))
 
 
 def say(text):
@@ -210,9 +210,91 @@ def demo_shim(st):
     return bool(log and found)
 
 
+WEBHOOK_RX = None
+
+
+def setup_webhook(st):
+    """Before Dovecot starts: a local receiver (Python http.server that
+    checks signatures with Python's hmac), a secret, a spool; returns
+    start_dovecot()'s arguments that load the lmtp_webhook plugin."""
+    global WEBHOOK_RX
+    from mxwebhook import Receiver, make_secret
+    WEBHOOK_RX = Receiver()
+    secret = make_secret()
+    with open(st.path("webhook.secret"), "w") as f:
+        f.write(secret + "\n")
+    os.chmod(st.path("webhook.secret"), 0o644)
+    os.makedirs(st.path("webhook-spool"))
+    shutil.chown(st.path("webhook-spool"), "nobody", "nogroup")
+    with open(st.path("lmtp-webhook-spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\n"
+                % (st.path("webhook-spool"), st.path("webhook.secret")))
+    return {"lmtp_plugins": "lmtp_webhook",
+            "plugin_settings": {
+                "lmtp_webhook_route": "bills@*.planapulse.app "
+                "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % WEBHOOK_RX.port,
+                "lmtp_webhook_secret_file": st.path("webhook.secret"),
+                "lmtp_webhook_spool_dir": st.path("webhook-spool"),
+                "lmtp_webhook_timeout": "2s"},
+            "extra": "mail_plugin_dir = %s\n" % os.path.join(BUILD, "lmtp-webhook", ".libs")}
+
+
+def demo_webhook(st):
+    import base64
+    import hashlib
+    from mxwebhook import verify
+    print("\n[lmtp-webhook] a bill mail becomes a signed webhook; an outage is caught up")
+    rx = WEBHOOK_RX
+    pdf = st.path("invoice-42.pdf")
+    with open(pdf, "wb") as f:
+        f.write(b"%PDF-1.4\n" + os.urandom(3000) + b"\n%%EOF\n")
+    with open(pdf, "rb") as f:
+        pdf_bytes = f.read()
+    res = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(st.port("postfix-smtp")),
+                          "--from", "billing@vendor.example", "--to", "bills@acme.planapulse.app",
+                          "--header", "Subject: Invoice 42", "--body", "Invoice attached.",
+                          "--attach-type", "application/pdf", "--attach-name", "invoice-42.pdf",
+                          "--attach", "@" + pdf], capture_output=True, text=True, timeout=60)
+    say("swaks sent a PDF bill to bills@acme.planapulse.app through Postfix: %s"
+        % ("accepted" if "250 2.0.0 Ok" in res.stdout else "NOT ACCEPTED"))
+    got = wait_for(lambda: rx.events(), timeout=20)
+    if not got:
+        say("NO webhook arrived")
+        return False
+    path, headers, event, raw = got[0]
+    good = verify(open(st.path("webhook.secret")).read().strip(), headers, raw) is None
+    att = (event["data"]["attachments"] or [{}])[0]
+    same = base64.b64decode(att.get("content_base64") or "") == pdf_bytes \
+        and att.get("sha256") == hashlib.sha256(pdf_bytes).hexdigest()
+    say("POST %s, webhook-id %s, workspace %r" % (path, headers.get("webhook-id"),
+                                                  event["data"]["workspace"]))
+    say("signature checked with Python's hmac: %s; attachment %s bytes and sha256 match: %s"
+        % ("valid" if good else "INVALID", att.get("filename"), "yes" if same else "NO"))
+    rx.stop()
+    res = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(st.port("postfix-smtp")),
+                          "--from", "billing@vendor.example", "--to", "bills@acme.planapulse.app",
+                          "--header", "Subject: Invoice 43 during the outage"],
+                         capture_output=True, text=True, timeout=60)
+    tool = [os.path.join(BUILD, "lmtp-webhook", "lmtp-webhook-spool"),
+            "-c", st.path("lmtp-webhook-spool.conf")]
+    spooled = wait_for(lambda: os.listdir(st.path("webhook-spool", "active")), timeout=20)
+    say("receiver down: mail accepted, %d event in the spool (lmtp-webhook-spool list):"
+        % len(spooled))
+    for line in subprocess.run(tool + ["list"], capture_output=True, text=True).stdout.splitlines():
+        say("  " + line[:170])
+    rx.start()
+    flush = subprocess.run(tool + ["flush"], capture_output=True, text=True)
+    say("receiver back, lmtp-webhook-spool flush: %s" % flush.stdout.strip())
+    late = [e for e in rx.events() if e[2]["data"]["headers"]["subject"].startswith("Invoice 43")]
+    say("the caught-up event arrived %d time(s), signature %s"
+        % (len(late), "valid" if late and verify(open(st.path("webhook.secret")).read().strip(),
+                                                  late[0][1], late[0][3]) is None else "INVALID"))
+    return good and same and len(spooled) == 1 and len(late) == 1
+
+
 # (setup before Postfix starts -> {"submission": opts, "smtpd": opts}, demo after)
 PARTS = [(None, demo_foundation), (setup_policyd, demo_policyd), (setup_dkim, demo_dkim),
-         (setup_shim, demo_shim)]
+         (setup_shim, demo_shim), (None, demo_webhook)]
 
 
 def main():
@@ -231,7 +313,7 @@ def main():
     st = Stack(directory=DEMO_DIR, keep=True)
     try:
         print("booting Postfix, Dovecot, Redis, haproxy and smtp-sink on 127.0.0.1 in " + DEMO_DIR)
-        st.start_dovecot()
+        st.start_dovecot(**setup_webhook(st))
         st.start_sink()
         st.start_redis()
         submission, smtpd = {}, {}

@@ -271,7 +271,7 @@ static void webhook_first_attempt(struct mail_deliver_context *ctx,
 		  ev->id, ev->url);
 	return;
     }
-    if ((err = spool_commit(res)) != NULL)
+    if ((err = spool_commit_why(res, result.why)) != NULL)
 	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s", ev->id, err);
     else
 	e_info(ctx->event, "lmtp_webhook: event %s spooled after %s from %s",

@@ -9,6 +9,7 @@
  *	const char *spool_init(dir)
  *	const char *spool_reserve(dir, &event, &reservation)
  *	const char *spool_commit(&reservation)
+ *	const char *spool_commit_why(&reservation, why)
  *	void	spool_discard(&reservation)
  *	const char *spool_store(dir, subdir, &event)
  *	const char *spool_load(path, &event)
@@ -167,7 +168,8 @@ static const char *spool_allocate(const struct spool_event *ev, struct spool_res
     res->ev = ev;
     res->meta = spool_meta(ev, &res->meta_len);
     res->meta[res->meta_len++] = '\n';	/* json_dumps left room: the NUL */
-    if (fallocate(res->fd, 0, 0, (off_t) (res->meta_len + ev->body_len)) == 0)
+    /* slack: spool_commit_why() may add a last_error to the header line */
+    if (fallocate(res->fd, 0, 0, (off_t) (res->meta_len + ev->body_len + 512)) == 0)
 	return (NULL);
     if (errno != EOPNOTSUPP && errno != ENOSYS)
 	return (spool_fail("cannot allocate space for", res->tmp_path));
@@ -263,6 +265,24 @@ void    spool_keeper_close(struct spool_keeper *keeper)
     free(keeper->dir);
     keeper->fd = -1;
     keeper->path = keeper->dir = NULL;
+}
+
+/* spool_commit_why - spool_commit(), recording why the attempt failed */
+
+const char *spool_commit_why(struct spool_reservation *res, const char *why)
+{
+    struct spool_event ev;
+    char    error[256];
+
+    if (!res->written && why != NULL) {	/* header not written yet */
+	ev = *res->ev;
+	snprintf(error, sizeof(error), "%s", why);
+	ev.last_error = error;
+	free(res->meta);
+	res->meta = spool_meta(&ev, &res->meta_len);
+	res->meta[res->meta_len++] = '\n';
+    }
+    return (spool_commit(res));
 }
 
 /* spool_commit - write (into the reserved space), fsync, rename, fsync dir */

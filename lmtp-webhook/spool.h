@@ -44,6 +44,7 @@ const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
 			               struct spool_reservation *res, struct spool_keeper *keeper);
 void    spool_keeper_close(struct spool_keeper *keeper);
 const char *spool_commit(struct spool_reservation *res);
+const char *spool_commit_why(struct spool_reservation *res, const char *why);
 void    spool_discard(struct spool_reservation *res);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
 const char *spool_load(const char *path, struct spool_event *ev);
