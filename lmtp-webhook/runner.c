@@ -51,6 +51,8 @@
 
 #include "daemon.h"
 #include "htable.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "msg.h"
 #include "post.h"
 #include "spool.h"
@@ -76,6 +78,68 @@ struct runner {
 };
 
 static volatile sig_atomic_t runner_stop, runner_flush;
+
+/* Prometheus series (run only) */
+static struct {
+    struct metrics_series *delivered, *failed, *gone, *dead;
+} runner_metrics;
+
+static void runner_count(struct metrics_series *s)
+{
+    if (s)
+	metrics_inc(s);
+}
+
+/* runner_spool_stats - depth and oldest age of active/, at scrape time */
+
+static double runner_depth(void *context)
+{
+    int     n;
+    char  **names = spool_list(((struct spool_tool *) context)->dir, SPOOL_ACTIVE, &n);
+
+    spool_list_free(names, n);
+    return (n);
+}
+
+static double runner_oldest(void *context)
+{
+    struct spool_tool *tool = context;
+    int     n;
+    char  **names = spool_list(tool->dir, SPOOL_ACTIVE, &n);
+    double  oldest = 0;
+    time_t  now = time(NULL);
+
+    for (int i = 0; i < n; i++) {
+	char   *path = spool_path(tool->dir, SPOOL_ACTIVE, names[i]);
+	struct stat st;
+
+	/* ctime: when the event file was last written, at most its age */
+	if (stat(path, &st) == 0 && difftime(now, st.st_ctime) > oldest)
+	    oldest = difftime(now, st.st_ctime);
+	free(path);
+    }
+    spool_list_free(names, n);
+    return (oldest);
+}
+
+static void runner_metrics_init(struct spool_tool *tool)
+{
+    const char *help = "Webhook attempts by outcome.";
+
+    runner_metrics.delivered = metrics_counter("mxkit_webhook_events_total", help,
+					       "outcome=\"delivered\"");
+    runner_metrics.failed = metrics_counter("mxkit_webhook_events_total", help,
+					    "outcome=\"failed\"");
+    runner_metrics.gone = metrics_counter("mxkit_webhook_events_total", help,
+					  "outcome=\"gone\"");
+    runner_metrics.dead = metrics_counter("mxkit_webhook_events_total", help,
+					  "outcome=\"dead_lettered\"");
+    metrics_gauge_callback("mxkit_webhook_spool_depth", "Events waiting in active/.", NULL,
+			   runner_depth, tool);
+    metrics_gauge_callback("mxkit_webhook_spool_oldest_seconds",
+			   "Time since the oldest waiting event was last written.", NULL,
+			   runner_oldest, tool);
+}
 
 static void runner_signal(int sig)
 {
@@ -133,6 +197,7 @@ static void runner_dead(struct runner *r, struct spool_event *ev, const char *pa
     }
     if (unlink(path) < 0)
 	msg_error("unlink %s: %m", path);
+    runner_count(runner_metrics.dead);
     msg_warn("event %s dead-lettered after %d attempts over %llds: %s", ev->id,
 	     ev->attempts, (long long) time(NULL) - ev->created,
 	     ev->last_error ? ev->last_error : "no answer");
@@ -201,6 +266,8 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	else
 	    msg_warn("event %s dropped: %s answered 410 Gone", t->ev.id, t->ev.url);
 	*(res.outcome == POST_DELIVERED ? &r->delivered : &r->dropped) += 1;
+	runner_count(res.outcome == POST_DELIVERED ? runner_metrics.delivered
+		     : runner_metrics.gone);
     } else {
 	long long delay = runner_backoff(t->ev.attempts, res.retry_after);
 
@@ -212,6 +279,7 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
 		 t->ev.attempts, t->ev.url, res.why, delay);
 	r->failed++;
+	runner_count(runner_metrics.failed);
     }
     free(path);
     curl_multi_remove_handle(r->multi, t->post.curl);
@@ -342,6 +410,13 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	msg_fatal("curl_multi_init failed");
     curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
     if (mode == RUNNER_DAEMON) {
+	const char *metrics = config_get_str(tool->cfg, "metrics_listen");
+
+	if (metrics) {
+	    runner_metrics_init(tool);
+	    if ((err = metrics_http_start(metrics)) != NULL)
+		msg_fatal("%s", err);
+	}
 	if (pidfile && (err = daemon_pidfile_write(pidfile, &pid_fd)) != NULL)
 	    msg_fatal("%s", err);
 	if (user && (err = daemon_drop_privileges(user)) != NULL)

@@ -46,6 +46,7 @@ static const struct config_spec tool_specs[] = {
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
     {"syslog", CONFIG_BOOL, "no", 0},
+    {"metrics_listen", CONFIG_STRING, NULL, 0},
     {0},
 };
 

@@ -47,6 +47,8 @@
 
 #include "daemon.h"
 #include "milter.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "msg.h"
 #include "policy.h"
 
@@ -88,9 +90,13 @@ static void milter_dkim_reload(const char *path)
     struct dkim_policy *p = policy_load(path);
 
     if (p == NULL) {
+	metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				    "result=\"failed\""));
 	msg_error("reload of %s failed; keeping the previous keys and tables", path);
 	return;
     }
+    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				"result=\"ok\""));
     policy_install(p);
     msg_info("configuration reloaded: %d keys, %d SigningTable entries",
 	     p->tables.key_count, p->tables.sign_count);
@@ -102,6 +108,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     const char *socket_spec = config_get_str(p->cfg, "socket");
     const char *pidfile = config_get_str(p->cfg, "pid_file");
     const char *user = config_get_str(p->cfg, "user");
+    const char *metrics = config_get_str(p->cfg, "metrics_listen");
     const char *err;
     int     status = MI_SUCCESS, sig, pidfd = -1, stopping = 0;
     pthread_t thread;
@@ -126,6 +133,9 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     milter_dkim_nodelay();
     if (!opts->foreground)
 	daemon_detach();
+    milter_metrics_init();
+    if (metrics && (err = metrics_http_start(metrics)) != NULL)
+	msg_fatal("%s", err);
     if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
 	msg_fatal("%s", err);
     if (user && (err = daemon_drop_privileges(user)) != NULL)

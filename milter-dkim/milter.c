@@ -47,6 +47,7 @@
 #include "addr.h"
 #include "message.h"
 #include "milter.h"
+#include "metrics.h"
 #include "msg.h"
 #include "policy.h"
 #include "xalloc.h"
@@ -245,6 +246,54 @@ static int milter_start_signing(struct milter_ctx *c)
 
 /* milter_check_sender - the From: is one address the SASL user may use */
 
+/* Prometheus series, made before libmilter's threads start */
+static struct {
+    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8];
+} milter_metrics;
+
+static const char *const milter_verify_results[] = {
+    "pass", "fail", "neutral", "temperror", "permerror", "policy", "none", "other",
+};
+
+void    milter_metrics_init(void)
+{
+    const char *sig = "DKIM signatures added, or refused by signing errors (451).";
+    char    labels[64];
+
+    milter_metrics.signed_ok = metrics_counter("mxkit_dkim_signatures_total", sig,
+					       "result=\"signed\"");
+    milter_metrics.sign_failed = metrics_counter("mxkit_dkim_signatures_total", sig,
+						 "result=\"failed\"");
+    milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
+		   "Authenticated senders outside their sender_binding patterns.", NULL);
+    for (int i = 0; i < 8; i++) {
+	snprintf(labels, sizeof(labels), "result=\"%s\"", milter_verify_results[i]);
+	milter_metrics.verify[i] = metrics_counter("mxkit_dkim_verify_results_total",
+			 "Verification results, one per signature (none: unsigned).", labels);
+    }
+}
+
+static void milter_count(struct metrics_series *s)
+{
+    if (s)
+	metrics_inc(s);
+}
+
+/* milter_count_results - each "dkim=RESULT" of an Authentication-Results */
+
+static void milter_count_results(const char *results)
+{
+    for (const char *p = results; (p = strstr(p, "dkim=")) != NULL; p += 5) {
+	size_t  len = strcspn(p + 5, " ;\t\n(");
+	int     i = 0;
+
+	while (i < 7 && (strlen(milter_verify_results[i]) != len
+			 || strncmp(p + 5, milter_verify_results[i], len) != 0))
+	    i++;
+	milter_count(milter_metrics.verify[i]);
+    }
+}
+
 static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 {
     int     bound;
@@ -256,6 +305,7 @@ static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
     }
     if (c->auth_user
 	&& !tables_binding_allows(&c->policy->tables, c->auth_user, c->msg.from, &bound)) {
+	milter_count(milter_metrics.binding);
 	msg_warn("%s: sender_binding: %s may not send as %s%s", c->qid, c->auth_user,
 		 c->msg.from, c->policy->binding_reject ? "; rejected" : "; not signed");
 	if (!c->policy->binding_reject)
@@ -333,6 +383,7 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	if (status == DKIM_STAT_OK)
 	    status = dkim_getsighdr_d(c->sign[i], strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
 	if (status != DKIM_STAT_OK) {
+	    milter_count(milter_metrics.sign_failed);
 	    msg_warn("%s: signing as %s/%s failed: %s", c->qid, c->sign_domain[i],
 		     c->sign_key[i]->selector, dkim_getresultstr(status));
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
@@ -345,6 +396,7 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	    msg_warn("%s: the MTA refused the DKIM-Signature header", c->qid);
 	    return (SMFIS_TEMPFAIL);
 	}
+	milter_count(milter_metrics.signed_ok);
 	snprintf(done + strlen(done), sizeof(done) - strlen(done), "%s%s/%s",
 		 i ? ", " : "", c->sign_domain[i], c->sign_key[i]->selector);
     }
@@ -364,6 +416,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 		 c->qid, c->policy->authserv_id);
     }
     smfi_insheader(ctx, 0, "Authentication-Results", results);
+    milter_count_results(results);
     for (char *cp = results; *cp; cp++)		/* one log line */
 	if (*cp == '\n' || *cp == '\t')
 	    *cp = ' ';

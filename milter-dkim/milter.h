@@ -11,4 +11,6 @@ extern struct smfiDesc milter_desc;
  * then send headers and body without waiting for our replies. */
 extern int milter_local_socket;
 
+void    milter_metrics_init(void);
+
 #endif

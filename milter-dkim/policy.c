@@ -65,6 +65,7 @@ const struct config_spec policy_specs[] = {
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
     {"syslog", CONFIG_BOOL, "no", 0},
+    {"metrics_listen", CONFIG_STRING, NULL, 0},
     {0},
 };
 

@@ -38,10 +38,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <strings.h>
+#include <time.h>
+
 #include <event2/buffer.h>
 
 #include "addr.h"
 #include "conn.h"
+#include "metrics.h"
 #include "msg.h"
 #include "xalloc.h"
 
@@ -55,6 +59,7 @@
 
 struct conn {
     struct server *srv;
+    struct timespec started;		/* of the request being decided */
     evutil_socket_t fd;
     struct event *read_ev;
     struct event *write_ev;
@@ -142,8 +147,58 @@ static void conn_writable(evutil_socket_t fd, short what, void *context)
 	conn_free(conn);
 }
 
+/* Prometheus series, made at startup (conn_metrics_init) */
+static struct {
+    struct metrics_series *dunno, *defer, *reject, *other, *latency, *errors, *fallbacks;
+} conn_metrics;
+
+void    conn_metrics_init(void)
+{
+    const char *help = "Policy replies by action.";
+
+    conn_metrics.dunno = metrics_counter("mxkit_policyd_decisions_total", help, "action=\"dunno\"");
+    conn_metrics.defer = metrics_counter("mxkit_policyd_decisions_total", help, "action=\"defer\"");
+    conn_metrics.reject = metrics_counter("mxkit_policyd_decisions_total", help,
+					  "action=\"reject\"");
+    conn_metrics.other = metrics_counter("mxkit_policyd_decisions_total", help, "action=\"other\"");
+    conn_metrics.latency = metrics_histogram("mxkit_policyd_request_duration_seconds",
+					 "Time from a complete request to its reply.", NULL,
+					     metrics_latency_bounds, metrics_latency_nbounds);
+    conn_metrics.errors = metrics_counter("mxkit_policyd_store_errors_total",
+			      "Store calls that failed or missed the deadline.", NULL);
+    conn_metrics.fallbacks = metrics_counter("mxkit_policyd_store_fallbacks_total",
+		       "Requests decided by the local memory store instead (open).", NULL);
+}
+
+static void conn_count_one(struct metrics_series *s)
+{
+    if (s)					/* not in unit tests */
+	metrics_inc(s);
+}
+
+/* conn_count - decisions by action, and how long each took */
+
+static void conn_count(struct conn *conn, const char *reply)
+{
+    struct timespec now;
+
+    if (strcmp(reply, "DUNNO") == 0)
+	conn_count_one(conn_metrics.dunno);
+    else if (reply[0] == '4' || strncasecmp(reply, "DEFER", 5) == 0)
+	conn_count_one(conn_metrics.defer);
+    else if (reply[0] == '5' || strncasecmp(reply, "REJECT", 6) == 0)
+	conn_count_one(conn_metrics.reject);
+    else
+	conn_count_one(conn_metrics.other);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (conn_metrics.latency)
+	metrics_observe(conn_metrics.latency, (now.tv_sec - conn->started.tv_sec)
+			+ (now.tv_nsec - conn->started.tv_nsec) / 1e9);
+}
+
 static void conn_reply(struct conn *conn, const char *reply)
 {
+    conn_count(conn, reply);
     evbuffer_add_printf(conn->out, "action=%s\n\n", reply);
     policy_request_reset(&conn->req);
     policy_config_release(&conn->pc);
@@ -175,7 +230,10 @@ static void conn_store_failed(struct conn *conn)
     struct store_call *call;
     const char *reply;
 
+    conn_count_one(conn_metrics.errors);
     conn->srv->store_errors++;
+    if (conn->pc->fail_open)
+	conn_count_one(conn_metrics.fallbacks);
     if (!conn->pc->fail_open) {
 	conn_reply(conn, conn->pc->store_error_reply);
 	return;
@@ -222,6 +280,7 @@ static void conn_process(struct conn *conn)
     const char *reply;
 
     conn->busy = 1;
+    clock_gettime(CLOCK_MONOTONIC, &conn->started);
     conn->pc = conn->srv->pc;
     conn->pc->refcount++;
     call = decide_prepare(conn->pc, &conn->txn, &conn->req, &reply);

@@ -24,5 +24,6 @@ struct server {
 void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 		            struct sockaddr *sa, int salen, void *context);
 void    policy_config_release(struct policy_config **pc);
+void    conn_metrics_init(void);
 
 #endif

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "decide.h"
+#include "metrics.h"
 #include "msg.h"
 #include "xalloc.h"
 
@@ -304,6 +305,20 @@ static void decide_record_rcpt(const struct policy_config *pc, struct decide_txn
 	    decide_txn_add(txn, i, key)->recipients++;
 }
 
+/* decide_count - requests over a limit, by limit and what it did */
+
+static void decide_count(const struct limit *limit)
+{
+    static const char *const actions[] = {"defer", "reject", "hold", "warn"};
+    char    name[200], labels[300];
+
+    snprintf(labels, sizeof(labels), "limit=\"%s\",action=\"%s\"",
+	     metrics_label_value(limit->name, name, sizeof(name)),
+	     limit->dry_run ? "dry_run" : actions[limit->action]);
+    metrics_inc(metrics_counter("mxkit_policyd_limit_exceeded_total",
+				"Requests over a limit, by limit and action taken.", labels));
+}
+
 char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 		              const struct policy_request *req, const struct store_call *call)
 {
@@ -321,6 +336,7 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 	if (op->limit != logged_limit) {	/* one line per limit */
 	    decide_key_value(limit, op, key, sizeof(key));
 	    decide_log(limit, key, op, req);
+	    decide_count(limit);
 	    logged_limit = op->limit;
 	}
 	if (!op->advisory && deciding == NULL)

@@ -30,6 +30,8 @@
 #include "addr.h"
 #include "conn.h"
 #include "daemon.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "msg.h"
 #include "xalloc.h"
 
@@ -53,6 +55,7 @@ static const struct config_spec policyd_specs[] = {
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
     {"syslog", CONFIG_BOOL, "no", 0},
+    {"metrics_listen", CONFIG_STRING, NULL, 0},
     {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
@@ -135,10 +138,14 @@ static void policyd_reload(struct server *srv)
     struct policy_config *pc = policyd_load(policyd_config_path);
 
     if (pc == NULL) {
+	metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				    "result=\"failed\""));
 	msg_error("reload of %s failed; keeping the previous configuration",
 		  policyd_config_path);
 	return;
     }
+    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				"result=\"ok\""));
     if (strcmp(config_get_str(pc->cfg, "store"), config_get_str(srv->pc->cfg, "store")) != 0
     || strcmp(config_get_str(pc->cfg, "listen"), config_get_str(srv->pc->cfg, "listen")) != 0)
 	msg_warn("store and listen changes take effect only after a restart");
@@ -211,15 +218,20 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     static const int signals[] = {SIGHUP, SIGTERM, SIGINT};
     const char *pidfile = config_get_str(srv->pc->cfg, "pid_file");
     const char *user = config_get_str(srv->pc->cfg, "user");
+    const char *metrics = config_get_str(srv->pc->cfg, "metrics_listen");
     const char *err;
     struct timeval ten = {10, 0};
     int     nlisteners, pidfd = -1;
 
+    conn_metrics_init();
     srv->base = event_base_new();
     srv->local = store_memory_create(srv->base);
     policyd_listen(srv, &listeners, &nlisteners);
     if (!opts->foreground)
 	daemon_detach();
+    /* after the fork (threads do not survive it), before privileges go */
+    if (metrics && (err = metrics_http_start(metrics)) != NULL)
+	msg_fatal("%s", err);
     if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
 	msg_fatal("%s", err);
     if (user && (err = daemon_drop_privileges(user)) != NULL)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "metrics_http.h"
 #include "msg.h"
 #include "shim.h"
 #include "xalloc.h"
@@ -51,6 +52,7 @@ static const struct config_spec shim_specs[] = {
     {"dns_timeout", CONFIG_DURATION, "2s", 0},
     {"log_rejects_per_second", CONFIG_INT, "10", 0},
     {"workers", CONFIG_INT, "0", 0},
+    {"metrics_listen", CONFIG_STRING, NULL, 0},
     {"pid_file", CONFIG_STRING, NULL, 0},
     {"user", CONFIG_STRING, NULL, 0},
     {"syslog", CONFIG_BOOL, "no", 0},
@@ -238,6 +240,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
     const char *pidfile = config_get_str(srv->cfg, "pid_file");
     const char *user = config_get_str(srv->cfg, "user");
+    const char *metrics = config_get_str(srv->cfg, "metrics_listen");
     int     nworkers = shim_worker_count(srv), pidfd = -1, sig;
     struct shim_worker *w;
     const char *err;
@@ -248,9 +251,12 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     for (int i = 0; i < srv->nlisteners; i++)
 	(void) cidr_list_match_str(srv->listeners[i].trusted, "::");
     (void) proxy_crc32c(0, "", 0);		/* and fill the CRC table */
+    session_metrics_init();
     w = shim_workers(srv, nworkers);
     if (!opts->foreground)
 	daemon_detach();
+    if (metrics && (err = metrics_http_start(metrics)) != NULL)
+	msg_fatal("%s", err);
     if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
 	msg_fatal("%s", err);
     /* Transparent mode needs CAP_NET_ADMIN after this; see the man page. */

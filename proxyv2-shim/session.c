@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "lookup.h"
+#include "metrics.h"
 #include "msg.h"
 #include "relay.h"
 #include "shim.h"
@@ -156,6 +157,48 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 		 h->ssl.cipher[0] ? h->ssl.cipher : "-", h->ssl.cn[0] ? " cn=" : "", h->ssl.cn);
 }
 
+/* Prometheus series, made before the workers start (session_metrics_init) */
+static struct {
+    struct metrics_series *relayed, *untrusted, *full, *bad_header, *header_timeout;
+    struct metrics_series *backend_failed, *bytes_up, *bytes_down;
+} session_metrics;
+
+void    session_metrics_init(void)
+{
+    const char *conns = "Client connections by outcome.";
+    const char *bytes = "Bytes relayed, counted when a connection ends.";
+
+#define C(field, result) session_metrics.field = metrics_counter( \
+	"mxkit_proxy_connections_total", conns, "result=\"" result "\"")
+    C(relayed, "relayed");
+    C(untrusted, "untrusted");
+    C(full, "max_connections");
+    C(bad_header, "bad_header");
+    C(header_timeout, "header_timeout");
+    C(backend_failed, "backend_failed");
+#undef C
+    session_metrics.bytes_up = metrics_counter("mxkit_proxy_bytes_total", bytes,
+					       "direction=\"client_to_backend\"");
+    session_metrics.bytes_down = metrics_counter("mxkit_proxy_bytes_total", bytes,
+					     "direction=\"backend_to_client\"");
+}
+
+static void session_count(const struct session *s, const char *why,
+			          unsigned long long up, unsigned long long down)
+{
+    if (session_metrics.relayed == NULL)
+	return;					/* unit tests */
+    if (s->state == SESSION_RELAY || why == NULL)
+	metrics_inc(session_metrics.relayed);
+    else if (s->state == SESSION_HEADER)
+	metrics_inc(strncmp(why, "timeout", 7) == 0 ? session_metrics.header_timeout
+		    : session_metrics.bad_header);
+    else
+	metrics_inc(session_metrics.backend_failed);
+    metrics_add(session_metrics.bytes_up, up);
+    metrics_add(session_metrics.bytes_down, down);
+}
+
 static void session_free(struct session *s, const char *why)
 {
     char    desc[1024];
@@ -164,6 +207,7 @@ static void session_free(struct session *s, const char *why)
     session_describe(s, desc, sizeof(desc));
     if (s->relay)
 	relay_bytes(s->relay, &up, &down);
+    session_count(s, why, up, down);
     if (s->state == SESSION_RELAY || why == NULL)
 	msg_info("%s up=%llu down=%llu duration=%ldms%s%s", desc, up, down, session_ms(&s->t0),
 		 why ? " end=" : "", why ? why : "");
@@ -484,6 +528,9 @@ void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct so
     int     timeout;
 
     if (!cidr_list_match_addr(lst->trusted, sa) || srv->sessions >= srv->max_connections) {
+	if (session_metrics.relayed)
+	    metrics_inc(srv->sessions >= srv->max_connections ? session_metrics.full
+			: session_metrics.untrusted);
 	session_log_reject(srv, "listener=%s: connection from %s refused: %s",
 			   addr_format(&lst->listen.u.sa, listen, sizeof(listen)),
 			   addr_format(sa, peer, sizeof(peer)),

@@ -58,6 +58,7 @@ const char *listener_mode_name(enum shim_mode mode);
 void    session_accept(struct evconnlistener *evl, evutil_socket_t fd,
 		               struct sockaddr *sa, int salen, void *context);
 void    session_flush_rejects(struct server *srv);
+void    session_metrics_init(void);
 void    session_log_reject(struct server *srv, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));
 
