@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""Every fenced block in doc/guides/*.md is checked by what it is:
+main.cf with postconf (no warnings, e.g. no unused parameter), master.cf
+with postconf -M/-P, docker-mailserver's postfix-master.cf lines applied
+with postconf -P, dovecot.conf with doveconf, haproxy.cfg with haproxy -c,
+mxkit configurations with the daemon's own -t (KeyTable and SigningTable
+blocks of the same guide materialised, with real keys), and the webhook
+consumers in Python, Node and Go run against the Standard Webhooks test
+vector and against a request signed by lmtp-webhook-spool."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxtest import build_path, run, src_path, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, make_secret  # noqa: E402
+
+BLOCK = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+KNOWN = {"main.cf", "master.cf", "dms-postfix-master.cf", "dovecot.conf", "haproxy.cfg",
+         "milter-dkim.conf", "policyd-ratelimit.conf", "proxyv2-shim.conf",
+         "lmtp-webhook-spool.conf", "KeyTable", "SigningTable", "python", "javascript", "go",
+         "sh", "dns"}
+DAEMONS = {"milter-dkim.conf": build_path("milter-dkim", "milter-dkim"),
+           "policyd-ratelimit.conf": build_path("policyd-ratelimit", "policyd-ratelimit"),
+           "proxyv2-shim.conf": build_path("proxyv2-shim", "proxyv2-shim"),
+           "lmtp-webhook-spool.conf": build_path("lmtp-webhook", "lmtp-webhook-spool")}
+KEYGEN = build_path("milter-dkim", "milter-dkim-keygen")
+SPEC = {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "headers": {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                    "webhook-timestamp": "1614265330",
+                    "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="},
+        "body": '{"test": 2432232314}'}
+
+
+def first_path(text):
+    m = re.match(r"#\s*(/\S+)", text)
+    return m.group(1) if m else None
+
+
+class Sandbox:
+    """A directory standing in for /: absolute /etc, /var, /run paths in
+    snippets are moved under it."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def move(self, text):
+        return re.sub(r"(?<![\w/.])/(etc|var|run|tmp/docker-mailserver|overrides|mail)/",
+                      lambda m: self.root + "/" + m.group(1) + "/", text)
+
+    def write(self, path, text, mode=0o644):
+        path = self.move(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+
+def check_main_cf(text, tmp, master=None):
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "main.cf"), "w") as f:
+        f.write("compatibility_level = 3.6\n" + text)
+    shutil.copy(master or "/usr/share/postfix/master.cf.dist", os.path.join(d, "master.cf"))
+    res = run(["postconf", "-c", d, "-n"])
+    return res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def master_base(tmp, text):
+    """Debian's master.cf without the services the snippet defines."""
+    names = {tuple(line.split()[:2]) for line in text.splitlines()
+             if line and not line[0].isspace() and not line.startswith("#")}
+    out = []
+    skip = False
+    with open("/usr/share/postfix/master.cf.dist") as f:
+        for line in f:
+            if line[:1].strip() and not line.startswith("#"):
+                skip = tuple(line.split()[:2]) in names
+            if not skip:
+                out.append(line)
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "main.cf"), "w") as f:
+        f.write("compatibility_level = 3.6\n")
+    with open(os.path.join(d, "master.cf"), "w") as f:
+        f.write("".join(out))
+    return d
+
+
+def check_master_cf(text, tmp):
+    d = master_base(tmp, text)
+    with open(os.path.join(d, "master.cf"), "a") as f:
+        f.write(text)
+    res = run(["postconf", "-c", d, "-M"])
+    res2 = run(["postconf", "-c", d, "-P"])
+    return (res.returncode == 0 and res2.returncode == 0 and not res.stderr.strip()
+            and not res2.stderr.strip()), res.stderr + res2.stderr
+
+
+def check_dms_master(text, tmp):
+    d = master_base(tmp, "")
+    with open(os.path.join(d, "master.cf"), "a") as f:
+        f.write("submission inet n - n - - smtpd\n")
+    errors = ""
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            res = run(["postconf", "-c", d, "-P", line])
+            errors += res.stderr
+    res = run(["postconf", "-c", d, "-P"])
+    return not errors.strip() and not res.stderr.strip() and "submission/inet/" in res.stdout, \
+        errors + res.stderr
+
+
+DOVECOT_BASE = """\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/log
+protocols = lmtp imap
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = static
+  args = password=x
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={d}/home/%u
+}}
+ssl = no
+"""
+
+
+def check_dovecot(text, tmp):
+    d = tempfile.mkdtemp(dir=tmp)
+    path = os.path.join(d, "dovecot.conf")
+    with open(path, "w") as f:
+        f.write(DOVECOT_BASE.format(d=d) + text)
+    res = run(["doveconf", "-c", path, "-n"])
+    return res.returncode == 0 and "rror" not in res.stderr and "arning" not in res.stderr, \
+        res.stderr
+
+
+def check_haproxy(text, tmp):
+    path = os.path.join(tempfile.mkdtemp(dir=tmp), "haproxy.cfg")
+    with open(path, "w") as f:
+        # the test has no DNS: servers start without an address
+        f.write("defaults\n    timeout connect 5s\n    timeout client 60s\n"
+                "    timeout server 60s\n    default-server init-addr none\n" + text)
+    res = run(["haproxy", "-c", "-f", path])
+    return res.returncode == 0 and "ALERT" not in res.stderr, res.stdout + res.stderr
+
+
+def materialise_tables(blocks, box):
+    """Write the guide's KeyTable/SigningTable blocks into the sandbox and
+    generate each key the KeyTable names."""
+    for tag, text in blocks:
+        if tag in ("KeyTable", "SigningTable") and first_path(text):
+            box.write(first_path(text), box.move(text))
+        if tag == "KeyTable":
+            for line in text.splitlines():
+                f = line.split()
+                if len(f) == 2 and not f[0].startswith("#"):
+                    domain, selector, key = f[1].split(":", 2)
+                    key = box.move(key)
+                    os.makedirs(os.path.dirname(key), exist_ok=True)
+                    res = run([KEYGEN, "-d", "example.com" if domain == "%" else domain,
+                               "-s", selector, "-D", os.path.dirname(key)])
+                    made = os.path.join(os.path.dirname(key), selector + ".private")
+                    if res.returncode == 0 and made != key:
+                        os.rename(made, key)
+
+
+def check_daemon(tag, text, box):
+    text = box.move(text)
+    for name in ("sender_binding", "secret_file"):
+        m = re.search(r"^%s\s*=\s*(\S+)" % name, text, re.M)
+        if m and not os.path.exists(m.group(1)):     # files an operator makes by hand
+            box.write(m.group(1), "svc-billing  *@example.com\n" if name == "sender_binding"
+                      else make_secret() + "\n")
+    path = box.write(os.path.join(box.root, "check", tag), text)
+    res = run([DAEMONS[tag], "-t", "-c", path])
+    return res.returncode == 0, res.stdout + res.stderr
+
+
+def signed_by_spool(tmp):
+    """A request as lmtp-webhook-spool sends it (our C signer), captured."""
+    rx = Receiver()
+    secret = make_secret(os.urandom(32))
+    spool = os.path.join(tmp, "spool")
+    for sub in ("active", "dead", "tmp"):
+        os.makedirs(os.path.join(spool, sub))
+    with open(os.path.join(tmp, "secret"), "w") as f:
+        f.write(secret + "\n")
+    body = json.dumps({"type": "message.received", "data": {"text": "caf\u00e9"}},
+                      ensure_ascii=False).encode()
+    head = {"id": "msg_guide", "url": "http://127.0.0.1:%d/" % rx.port,
+            "created": int(time.time()), "attempts": 1, "next_attempt": 0,
+            "last_error": None, "body_length": len(body)}
+    with open(os.path.join(spool, "active", "msg_guide"), "wb") as f:
+        f.write(json.dumps(head).encode() + b"\n" + body)
+    conf = os.path.join(tmp, "spool.conf")
+    with open(conf, "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\n" % (spool, os.path.join(tmp, "secret")))
+    run([DAEMONS["lmtp-webhook-spool.conf"], "-c", conf, "flush"])
+    rx.stop()
+    if not rx.requests:
+        return None
+    _, headers, raw = rx.requests[0]
+    return {"secret": secret, "headers": {k: v for k, v in headers.items()
+                                          if k.startswith("webhook-")},
+            "body": raw.decode()}
+
+
+def cases(live):
+    spec_bad = dict(SPEC, body=SPEC["body"] + " ")
+    out = [("spec vector", SPEC, True, 10 ** 9), ("spec vector, body changed", spec_bad,
+                                                    False, 10 ** 9)]
+    if live:
+        out += [("signed by lmtp-webhook-spool", live, True, 300),
+                ("lmtp-webhook-spool, stale timestamp", live, False, 0.000001)]
+    return out
+
+
+def run_python(code, vectors):
+    ns = {}
+    exec(compile(code, "guide-python", "exec"), ns)
+    return [ns["verify"](v["secret"], v["headers"], v["body"].encode(), tol)
+            for _, v, _, tol in vectors]
+
+
+def run_node(code, vectors, tmp):
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "verify.js"), "w") as f:
+        f.write(code)
+    with open(os.path.join(d, "main.js"), "w") as f:
+        f.write("const {verify} = require('./verify.js');\n"
+                "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+                "console.log(JSON.stringify(cases.map(c => verify(c.secret, c.headers, "
+                "Buffer.from(c.body, 'utf8'), c.tol))));\n")
+    res = run(["node", os.path.join(d, "main.js")],
+              input=json.dumps([dict(v, tol=tol) for _, v, _, tol in vectors]))
+    return json.loads(res.stdout) if res.returncode == 0 else res.stderr
+
+
+def run_go(code, vectors, tmp):
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "go.mod"), "w") as f:
+        f.write("module webhook\n\ngo 1.19\n")
+    with open(os.path.join(d, "webhook.go"), "w") as f:
+        f.write(code)
+    with open(os.path.join(d, "cases.json"), "w") as f:
+        json.dump([dict(v, tol=tol) for _, v, _, tol in vectors], f)
+    with open(os.path.join(d, "webhook_test.go"), "w") as f:
+        f.write('''package webhook
+import ("encoding/json"; "fmt"; "os"; "testing"; "time")
+type c struct { Secret string; Headers map[string]string; Body string; Tol float64 }
+func TestGuide(t *testing.T) {
+	data, _ := os.ReadFile("cases.json")
+	var cases []c
+	json.Unmarshal(data, &cases)
+	out := []bool{}
+	for _, k := range cases {
+		out = append(out, Verify(k.Secret, k.Headers, []byte(k.Body),
+			time.Duration(k.Tol*float64(time.Second))))
+	}
+	b, _ := json.Marshal(out)
+	fmt.Println("RESULT", string(b))
+}
+''')
+    env = dict(os.environ, HOME=d, GOCACHE=os.path.join(d, "cache"), GOFLAGS="-mod=mod",
+               GOPATH=os.path.join(d, "gopath"), GO111MODULE="on", GOPROXY="off")
+    res = subprocess.run(["go", "test", "-v", "./..."], cwd=d, env=env, capture_output=True,
+                         text=True, timeout=300)
+    m = re.search(r"^RESULT (.*)$", res.stdout, re.M)
+    return json.loads(m.group(1)) if m else res.stdout + res.stderr
+
+
+def check_consumers(lang, code, tmp, live):
+    vectors = cases(live)
+    want = [w for _, _, w, _ in vectors]
+    if lang == "python":
+        got = run_python(code, vectors)
+    elif lang == "javascript":
+        got = run_node(code, vectors, tmp)
+    else:
+        got = run_go(code, vectors, tmp)
+    return got == want, "got %r want %r for %s" % (got, want, [n for n, _, _, _ in vectors])
+
+
+def main():
+    guides = sorted(glob.glob(src_path("doc", "guides", "*.md")))
+    tap.ok(len(guides) >= 8, "%d guides" % len(guides))
+    with tempfile.TemporaryDirectory() as tmp:
+        live = signed_by_spool(tmp)
+        tap.ok(live is not None, "lmtp-webhook-spool produced a signed request for the "
+               "consumer checks")
+        for guide in guides:
+            name = os.path.basename(guide)
+            with open(guide) as f:
+                blocks = [(m.group(1).strip(), m.group(2)) for m in BLOCK.finditer(f.read())]
+            box = Sandbox(tempfile.mkdtemp(dir=tmp))
+            materialise_tables(blocks, box)
+            for i, (tag, text) in enumerate(blocks, 1):
+                label = "%s block %d (%s)" % (name, i, tag or "untagged")
+                if tag not in KNOWN:
+                    tap.ok(False, label + ": tagged with what it is", diag="tag %r" % tag)
+                elif tag == "main.cf":
+                    good, err = check_main_cf(text, tmp)
+                    tap.ok(good, label + ": postconf -n without a warning", diag=err)
+                elif tag == "master.cf":
+                    good, err = check_master_cf(text, tmp)
+                    tap.ok(good, label + ": postconf -M/-P accept it", diag=err)
+                elif tag == "dms-postfix-master.cf":
+                    good, err = check_dms_master(text, tmp)
+                    tap.ok(good, label + ": applied with postconf -P", diag=err)
+                elif tag == "dovecot.conf":
+                    good, err = check_dovecot(text, tmp)
+                    tap.ok(good, label + ": doveconf -n accepts it", diag=err)
+                elif tag == "haproxy.cfg":
+                    good, err = check_haproxy(text, tmp)
+                    tap.ok(good, label + ": haproxy -c accepts it", diag=err)
+                elif tag in DAEMONS:
+                    good, err = check_daemon(tag, text, box)
+                    tap.ok(good, label + ": %s -t accepts it"
+                           % os.path.basename(DAEMONS[tag]), diag=err)
+                elif tag in ("python", "javascript", "go"):
+                    good, err = check_consumers(tag, text, tmp, live)
+                    tap.ok(good, label + ": verifies the good signatures, refuses the bad",
+                           diag=err)
+    return tap.done()
+
+
+sys.exit(main())
