@@ -81,7 +81,7 @@ static volatile sig_atomic_t runner_stop, runner_flush;
 
 /* Prometheus series (run only) */
 static struct {
-    struct metrics_series *delivered, *failed, *gone, *dead;
+    struct metrics_series *delivered, *failed, *gone, *dead, *duration;
 } runner_metrics;
 
 static void runner_count(struct metrics_series *s)
@@ -134,6 +134,9 @@ static void runner_metrics_init(struct spool_tool *tool)
 					  "outcome=\"gone\"");
     runner_metrics.dead = metrics_counter("mxkit_webhook_events_total", help,
 					  "outcome=\"dead_lettered\"");
+    runner_metrics.duration = metrics_histogram("mxkit_webhook_attempt_duration_seconds",
+		 "Time of one POST attempt, connection included.", NULL,
+					        metrics_latency_bounds, metrics_latency_nbounds);
     metrics_gauge_callback("mxkit_webhook_spool_depth", "Events waiting in active/.", NULL,
 			   runner_depth, tool);
     metrics_gauge_callback("mxkit_webhook_spool_oldest_seconds",
@@ -256,6 +259,12 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     const char *err;
 
     post_finish(&t->post, rc, &res);
+    if (runner_metrics.duration) {
+	double  total = 0;
+
+	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK)
+	    metrics_observe(runner_metrics.duration, total);
+    }
     t->ev.attempts++;
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
 	if (unlink(path) < 0 && errno != ENOENT)

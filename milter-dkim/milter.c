@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <libmilter/mfapi.h>
@@ -248,7 +249,7 @@ static int milter_start_signing(struct milter_ctx *c)
 
 /* Prometheus series, made before libmilter's threads start */
 static struct {
-    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8];
+    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8], *eom;
 } milter_metrics;
 
 static const char *const milter_verify_results[] = {
@@ -264,6 +265,9 @@ void    milter_metrics_init(void)
 					       "result=\"signed\"");
     milter_metrics.sign_failed = metrics_counter("mxkit_dkim_signatures_total", sig,
 						 "result=\"failed\"");
+    milter_metrics.eom = metrics_histogram("mxkit_dkim_eom_duration_seconds",
+	 "Time to sign or verify a message at end of message.", NULL,
+					   metrics_latency_bounds, metrics_latency_nbounds);
     milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
 		   "Authenticated senders outside their sender_binding patterns.", NULL);
     for (int i = 0; i < 8; i++) {
@@ -429,14 +433,20 @@ static sfsistat milter_eom(SMFICTX *ctx)
 {
     struct milter_ctx *c = milter_ctx(ctx);
     sfsistat verdict = SMFIS_ACCEPT;
+    struct timespec t0, t1;
 
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (c->nsign > 0)
 	verdict = milter_eom_sign(ctx, c);
     else if (c->verify)
 	verdict = milter_eom_verify(ctx, c);
     milter_end_message(c);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (milter_metrics.eom)
+	metrics_observe(milter_metrics.eom, (t1.tv_sec - t0.tv_sec)
+			+ (t1.tv_nsec - t0.tv_nsec) / 1e9);
     return (verdict);
 }
 

@@ -160,7 +160,7 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 /* Prometheus series, made before the workers start (session_metrics_init) */
 static struct {
     struct metrics_series *relayed, *untrusted, *full, *bad_header, *header_timeout;
-    struct metrics_series *backend_failed, *bytes_up, *bytes_down;
+    struct metrics_series *backend_failed, *bytes_up, *bytes_down, *handoff;
 } session_metrics;
 
 void    session_metrics_init(void)
@@ -181,6 +181,9 @@ void    session_metrics_init(void)
 					       "direction=\"client_to_backend\"");
     session_metrics.bytes_down = metrics_counter("mxkit_proxy_bytes_total", bytes,
 					     "direction=\"backend_to_client\"");
+    session_metrics.handoff = metrics_histogram("mxkit_proxy_handoff_seconds",
+	  "From accept to relaying: PROXY header, backend connect, XCLIENT.", NULL,
+					        metrics_latency_bounds, metrics_latency_nbounds);
 }
 
 static void session_count(const struct session *s, const char *why,
@@ -248,6 +251,8 @@ static void session_start_relay(struct session *s)
     s->io = NULL;
     event_del(s->timer);
     s->state = SESSION_RELAY;
+    if (session_metrics.handoff)
+	metrics_observe(session_metrics.handoff, session_ms(&s->t0) / 1000.0);
     s->relay = relay_start(s->srv->base, s->client, s->backend, s->srv->idle_timeout_ms,
 			   session_relay_done, s);
     if (s->relay == NULL)

@@ -102,7 +102,11 @@ def test_shim(st):
     proc = st.start_daemon("shim", [build_path("proxyv2-shim", "proxyv2-shim"), "-f", "-c",
                                     conf], port=st.port("shim"))
     tap.ok(wait_port(mport, proc=proc), "proxyv2-shim: metrics endpoint listens")
-    before = scrape(mport)[1]           # the launcher's readiness probe is in there
+    # the launcher's readiness probe (connect, close) is a bad header too:
+    # let it be counted before taking the baseline
+    wait_for(lambda: value(scrape(mport)[1],
+                           'mxkit_proxy_connections_total{result="bad_header"}'), timeout=5)
+    before = scrape(mport)[1]
     payload = b"hello through the shim\n"
     for i in range(3):
         with socket.create_connection(("127.0.0.1", st.port("shim"))) as s:
@@ -146,6 +150,8 @@ def test_shim(st):
     down = delta(text, 'mxkit_proxy_bytes_total{direction="backend_to_client"}')
     tap.is_(up, 3.0 * len(payload), "shim: bytes client->backend = 3 payloads")
     tap.ok(down >= 3 * len(payload), "shim: bytes backend->client counted (%s)" % down)
+    tap.is_(delta(text, "mxkit_proxy_handoff_seconds_count"), 3.0,
+            "shim: 3 hand-off times (the relayed connections)")
     promtool_ok(text, "proxyv2-shim")
     del echo
 
@@ -191,6 +197,9 @@ metrics_listen = inet:127.0.0.1:%d
             "milter-dkim: 1 sender_binding violation")
     tap.is_(value(text, 'mxkit_dkim_verify_results_total{result="none"}'), 2.0,
             "milter-dkim: 2 unsigned inbound messages verified as dkim=none")
+    tap.is_(value(text, "mxkit_dkim_eom_duration_seconds_count"), 7.0,
+            "milter-dkim: 7 end-of-message timings (5 signed, 2 verified; the refused "
+            "message ended at end-of-headers)")
     promtool_ok(text, "milter-dkim")
 
 
@@ -228,6 +237,8 @@ def test_spool(st):
     tap.is_(value(text, 'mxkit_webhook_events_total{outcome="delivered"}'), 2.0,
             "lmtp-webhook-spool: 2 delivered")
     tap.is_(value(text, "mxkit_webhook_spool_depth"), 1.0, "lmtp-webhook-spool: depth 1")
+    tap.is_(value(text, "mxkit_webhook_attempt_duration_seconds_count"), 3.0,
+            "lmtp-webhook-spool: 3 attempt durations")
     age = value(text, "mxkit_webhook_spool_oldest_seconds")
     tap.ok(age is not None and 0 <= age < 60, "lmtp-webhook-spool: oldest event age (%s s)" % age)
     promtool_ok(text, "lmtp-webhook-spool")
