@@ -89,6 +89,8 @@ static void shim_load(struct server *srv, const char *path)
     srv->idle_timeout_ms = (int) config_get_duration(srv->cfg, "idle_timeout");
     srv->max_connections = (int) config_get_int(srv->cfg, "max_connections");
     srv->reject_log_rate = (int) config_get_int(srv->cfg, "log_rejects_per_second");
+    srv->rejects = xcalloc(1, sizeof(*srv->rejects));
+    pthread_mutex_init(&srv->rejects->lock, NULL);
     srv->xclient_helo = config_get_str(srv->cfg, "xclient_helo");
 }
 
@@ -221,7 +223,6 @@ static struct shim_worker *shim_workers(const struct server *tmpl, int n)
 	memcpy(w[i].srv.listeners, tmpl->listeners,
 	       tmpl->nlisteners * sizeof(struct shim_listener));
 	w[i].srv.max_connections = (tmpl->max_connections + n - 1) / n;
-	w[i].srv.reject_log_rate = (tmpl->reject_log_rate + n - 1) / n;
 	shim_open(&w[i], tmpl, n);
     }
     return (w);
@@ -313,6 +314,7 @@ int     main(int argc, char **argv)
     for (int i = 0; i < srv.nlisteners; i++)
 	listener_free(&srv.listeners[i]);
     free(srv.listeners);
+    free(srv.rejects);
     config_free(&srv.cfg);
     return (status);
 }

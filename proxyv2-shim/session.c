@@ -102,29 +102,57 @@ static long session_ms(const struct timespec *t0)
     return ((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
 }
 
+/* session_rejects_take - called with the lock held */
+
+static long long session_rejects_take(struct shim_rejects *r)
+{
+    long long n = r->suppressed;
+
+    r->suppressed = 0;
+    return (n);
+}
+
 void    session_flush_rejects(struct server *srv)
 {
-    if (srv->reject_suppressed)
-	msg_warn("%lld more rejected connections not logged", srv->reject_suppressed);
-    srv->reject_suppressed = 0;
+    struct shim_rejects *r = srv->rejects;
+    long long n;
+
+    if (r == NULL)
+	return;
+    pthread_mutex_lock(&r->lock);
+    n = (long long) time(NULL) != r->window ? session_rejects_take(r) : 0;
+    pthread_mutex_unlock(&r->lock);
+    if (n)
+	msg_warn("%lld more rejected connections not logged", n);
 }
 
 void    session_log_reject(struct server *srv, const char *fmt,...)
 {
-    long long now = (long long) time(NULL);
+    struct shim_rejects *r = srv->rejects;
+    long long now = (long long) time(NULL), missed = 0;
     char    text[512];
+    int     quiet = 0;
     va_list ap;
 
-    if (now != srv->reject_window) {
-	session_flush_rejects(srv);
-	srv->reject_window = now;
-	srv->reject_logged = 0;
+    if (r) {
+	pthread_mutex_lock(&r->lock);
+	if (now != r->window) {
+	    missed = session_rejects_take(r);
+	    r->window = now;
+	    r->logged = 0;
+	}
+	if (r->logged >= srv->reject_log_rate) {
+	    r->suppressed++;
+	    quiet = 1;
+	} else {
+	    r->logged++;
+	}
+	pthread_mutex_unlock(&r->lock);
     }
-    if (srv->reject_logged >= srv->reject_log_rate) {
-	srv->reject_suppressed++;
+    if (missed)
+	msg_warn("%lld more rejected connections not logged", missed);
+    if (quiet)
 	return;
-    }
-    srv->reject_logged++;
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);

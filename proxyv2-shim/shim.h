@@ -3,6 +3,8 @@
 
 /* shim - proxyv2-shim's listeners, server and sessions. */
 
+#include <pthread.h>
+
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -31,6 +33,14 @@ struct shim_listener {
     struct server *srv;
 };
 
+/* the reject-log rate limit: one per process, whatever the workers */
+struct shim_rejects {
+    pthread_mutex_t lock;
+    long long window;			/* second of the current window */
+    int     logged;
+    long long suppressed;
+};
+
 struct server {
     struct event_base *base;
     struct config *cfg;
@@ -46,9 +56,7 @@ struct server {
     int     sessions;			/* open now */
     /* rejected connections are logged at most log_rejects_per_second */
     int     reject_log_rate;
-    long long reject_window;		/* second of the current window */
-    int     reject_logged;
-    long long reject_suppressed;
+    struct shim_rejects *rejects;	/* shared by the workers */
 };
 
 const char *listener_parse(const char *text, struct shim_listener *lst);
