@@ -28,7 +28,9 @@
  *
  *	RUNNER_DAEMON loops until SIGTERM or SIGINT, scanning active/
  *	every second and at once on SIGUSR1 (flush). RUNNER_FLUSH makes
- *	one pass over every event, due or not, and returns.
+ *	one pass over every event, due or not, and returns. The daemon
+ *	also sweeps tmp/ of crashed writers' files when it starts and
+ *	every ten minutes (spool_sweep_tmp()).
  * DIAGNOSTICS
  *	One log line per attempt. runner_main() returns the number of
  *	events still waiting, or -1 when the spool cannot be used.
@@ -58,6 +60,8 @@
 #include "spool.h"
 #include "spool_tool.h"
 #include "xalloc.h"
+
+#define RUNNER_SWEEP_INTERVAL	600	/* seconds between sweeps of tmp/ */
 
 struct transfer {
     struct post_handle post;
@@ -366,11 +370,24 @@ static void runner_signals(void)
 
 /* runner_loop - until stopped (daemon), or until one pass is done (flush) */
 
+/* runner_sweep - tmp/ files left by crashed writers */
+
+static void runner_sweep(struct runner *r)
+{
+    int     removed = spool_sweep_tmp(r->tool->dir, time(NULL));
+
+    if (removed > 0)
+	msg_warn("removed %d file(s) that crashed writers left in %s/%s", removed,
+		    r->tool->dir, SPOOL_TMP);
+}
+
 static void runner_loop(struct runner *r, enum runner_mode mode)
 {
-    time_t  last_scan = time(NULL);
+    time_t  last_scan = time(NULL), last_sweep = last_scan;
     int     flushing = mode == RUNNER_FLUSH, numfds, started;
 
+    if (mode == RUNNER_DAEMON)
+	runner_sweep(r);
     runner_scan(r, flushing);
     for (;;) {
 	runner_reap(r);
@@ -378,6 +395,10 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    if (r->running == 0)
 		break;
 	} else {
+	    if (mode == RUNNER_DAEMON && time(NULL) - last_sweep >= RUNNER_SWEEP_INTERVAL) {
+		runner_sweep(r);
+		last_sweep = time(NULL);
+	    }
 	    if (runner_flush) {		/* SIGUSR1: everything once, now */
 		runner_flush = 0;
 		flushing = 1;

@@ -14,6 +14,7 @@
  *	const char *spool_store(dir, subdir, &event)
  *	const char *spool_load(path, &event)
  *	char	**spool_list(dir, subdir, &count)
+ *	int	spool_sweep_tmp(dir, now)
  * DESCRIPTION
  *	A spool directory holds tmp/ (files being written), active/
  *	(events waiting to be posted) and dead/ (events given up on),
@@ -38,6 +39,13 @@
  *
  *	spool_store() writes an event the same durable way (the spool
  *	tool after each attempt, and when dead-lettering).
+ *
+ *	spool_sweep_tmp() removes what crashed writers left in tmp/:
+ *	files whose writer (the pid in the name) is gone and that were
+ *	last changed over an hour ago, and any file unchanged for 36 hours (the pid may
+ *	be another container's). A live lmtp process whose idle keeper
+ *	file was swept notices it before its next reservation, and a
+ *	commit whose file vanished under it writes the event anew.
  * DIAGNOSTICS
  *	NULL, or a message in a static buffer naming the file and the
  *	system error.
@@ -50,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,6 +294,33 @@ const char *spool_commit_why(struct spool_reservation *res, const char *why)
     return (spool_commit(res));
 }
 
+/*
+ * spool_commit_anew - the keeper's file was swept away under us (idle for
+ * longer than the sweep allows, then reused in the same instant): write
+ * the event, header line included, to a file of its own.
+ */
+static const char *spool_commit_anew(struct spool_reservation *res)
+{
+    struct spool_keeper *keeper = res->keeper;
+    char    name[200];
+
+    snprintf(name, sizeof(name), "%s.%ld.%ld", res->ev->id, (long) getpid(), (long) random());
+    free(res->tmp_path);
+    res->tmp_path = spool_path(keeper->dir, SPOOL_TMP, name);
+    spool_keeper_close(keeper);		/* its fd is an unlinked file */
+    res->keeper = NULL;
+    res->written = 0;
+    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+	const char *err = spool_fail("cannot create", res->tmp_path);
+
+	free(res->tmp_path);
+	res->tmp_path = NULL;
+	spool_discard(res);
+	return (err);
+    }
+    return (spool_commit(res));
+}
+
 /* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
 
 const char *spool_commit(struct spool_reservation *res)
@@ -302,8 +338,11 @@ const char *spool_commit(struct spool_reservation *res)
 	err = spool_fail("cannot truncate", res->tmp_path);
     else if (futimens(res->fd, times) < 0 || fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->tmp_path);
-    else if (rename(res->tmp_path, res->final_path) < 0)
+    else if (rename(res->tmp_path, res->final_path) < 0) {
+	if (errno == ENOENT && res->keeper)
+	    return (spool_commit_anew(res));
 	err = spool_fail("cannot rename into", res->final_path);
+    }
     else if (spool_fsync_dir(res->dir_path) < 0)
 	err = spool_fail("cannot fsync", res->dir_path);
     else {
@@ -456,6 +495,56 @@ char  **spool_list(const char *dir, const char *subdir, int *count)
 	qsort(names, n, sizeof(*names), spool_name_cmp);
     *count = n;
     return (names);
+}
+
+/* spool_tmp_writer - the pid in NAME.PID.RANDOM, or 0 */
+
+static long spool_tmp_writer(const char *name)
+{
+    const char *last = strrchr(name, '.'), *dot;
+    char   *end;
+    long    pid;
+
+    if (last == NULL || last == name)
+	return (0);
+    for (dot = last - 1; dot > name && *dot != '.'; dot--)
+	 /* void */ ;
+    if (*dot != '.')
+	return (0);
+    pid = strtol(dot + 1, &end, 10);
+    return (end == last && pid > 0 ? pid : 0);
+}
+
+/* spool_sweep_tmp - remove files that crashed writers left in tmp/ */
+
+int     spool_sweep_tmp(const char *dir, time_t now)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *path;
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    struct stat st;
+    long    pid;
+    int     removed = 0;
+
+    /* ctime, not mtime: a commit sets the mtime to the next attempt,
+       and every write, fallocate or truncate moves the ctime */
+    while (d != NULL && (de = readdir(d)) != NULL) {
+	if (de->d_name[0] == '.')
+	    continue;
+	path = spool_path(dir, SPOOL_TMP, de->d_name);
+	pid = spool_tmp_writer(de->d_name);
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)
+	    && (now - st.st_ctime > SPOOL_TMP_MAX_AGE
+		|| (now - st.st_ctime > SPOOL_TMP_ORPHAN_AGE && pid > 0
+		    && kill((pid_t) pid, 0) < 0 && errno == ESRCH))
+	    && unlink(path) == 0)
+	    removed++;
+	free(path);
+    }
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (removed);
 }
 
 void    spool_list_free(char **names, int count)

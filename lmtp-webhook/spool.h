@@ -5,10 +5,15 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define SPOOL_ACTIVE	"active"
 #define SPOOL_DEAD	"dead"
 #define SPOOL_TMP	"tmp"
+
+/* tmp/ files: a gone writer's after an hour, anyone's after 36 hours */
+#define SPOOL_TMP_ORPHAN_AGE	3600
+#define SPOOL_TMP_MAX_AGE	(36 * 3600)
 
 struct spool_event {
     char   *id, *url, *body, *last_error;
@@ -50,6 +55,7 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
 const char *spool_load(const char *path, struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
 void    spool_list_free(char **names, int count);
+int     spool_sweep_tmp(const char *dir, time_t now);
 char   *spool_path(const char *dir, const char *subdir, const char *id);
 int     spool_id_ok(const char *id);
 void    spool_event_free(struct spool_event *ev);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spool.h"
@@ -27,6 +29,78 @@ static void write_file(const char *path, const char *text)
 
     fputs(text, fp);
     fclose(fp);
+}
+
+static int exists(const char *dir, const char *name)
+{
+    char   *path = spool_path(dir, SPOOL_TMP, name);
+    int     found = access(path, F_OK) == 0;
+
+    free(path);
+    return (found);
+}
+
+/* a pid that was just used and is gone */
+static long dead_pid(void)
+{
+    pid_t   pid = fork();
+
+    if (pid == 0)
+	_exit(0);
+    waitpid(pid, NULL, 0);
+    return ((long) pid);
+}
+
+static void test_sweep(const char *dir)
+{
+    char    orphan[100], live[100], plain[100];
+    char   *path;
+    time_t  now = time(NULL);
+
+    snprintf(orphan, sizeof(orphan), "reserve.%ld.1", dead_pid());
+    snprintf(live, sizeof(live), "reserve.%ld.2", (long) getpid());
+    snprintf(plain, sizeof(plain), "msg_1.%ld.3", dead_pid());
+    path = spool_path(dir, SPOOL_TMP, orphan);
+    write_file(path, "x");
+    free(path);
+    path = spool_path(dir, SPOOL_TMP, live);
+    write_file(path, "x");
+    free(path);
+    path = spool_path(dir, SPOOL_TMP, plain);
+    write_file(path, "x");
+    free(path);
+    path = spool_path(dir, SPOOL_TMP, "no-pid-here");
+    write_file(path, "x");
+    free(path);
+
+    is_int(spool_sweep_tmp(dir, now), 0, "sweep: fresh files stay, writer gone or not");
+    is_int(spool_sweep_tmp(dir, now + 2 * 3600), 2, "sweep after 2h: the gone writers' files");
+    ok(!exists(dir, orphan) && !exists(dir, plain), "both kinds of tmp file of a gone writer");
+    ok(exists(dir, live) && exists(dir, "no-pid-here"), "a live writer's file and an unnamed one stay");
+    is_int(spool_sweep_tmp(dir, now + 37 * 3600), 2, "sweep after 37h: everything");
+    ok(!exists(dir, live) && !exists(dir, "no-pid-here"), "tmp/ is empty");
+}
+
+/* the runner swept an idle keeper file just before a commit: not lost */
+static void test_keeper_swept(const char *dir, const struct spool_event *ev)
+{
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    struct spool_reservation res;
+    struct spool_event swept = *ev, back;
+    char   *path;
+
+    swept.id = "msg_swept";
+    is_str(spool_reserve_kept(dir, &swept, &res, &keeper), NULL, "reserve in a keeper file");
+    ok(unlink(keeper.path) == 0, "keeper file removed under the reservation");
+    is_str(spool_commit_why(&res, "HTTP status 503"), NULL, "commit still succeeds");
+    path = spool_path(dir, SPOOL_ACTIVE, swept.id);
+    is_str(spool_load(path, &back), NULL, "the event is in active/");
+    is_str(back.body, ev->body, "with its body");
+    is_str(back.last_error, "HTTP status 503", "and its last error");
+    ok(keeper.fd < 0, "the keeper starts afresh next time");
+    spool_event_free(&back);
+    unlink(path);
+    free(path);
 }
 
 int     main(void)
@@ -109,6 +183,8 @@ int     main(void)
     ok(!spool_id_ok(".hidden") && !spool_id_ok(""), "dot file and empty id refused");
     ok(spool_init("/proc/no/such/dir") != NULL, "spool_init on an impossible path: error");
     free(path);
+    test_keeper_swept(dir, &ev);
+    test_sweep(dir);
     {
 	char    cmd[300];
 
