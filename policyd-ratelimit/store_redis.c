@@ -18,7 +18,9 @@
  *	TIME, so nodes with skewed clocks agree. Every key gets a TTL
  *	equal to the time its state needs to return to "fresh", plus 1s.
  *	Keys look like "mxrl:{LIMIT:VALUE}:RATE": the hash tag keeps the
- *	rates of one limit and value in one Redis Cluster slot.
+ *	rates of one limit and value in one Redis Cluster slot, but one
+ *	call's script spans several limits, so the store is one server,
+ *	not a cluster (a cluster would answer CROSSSLOT).
  *
  *	hiredis's libevent adapter drives the connection; commands are
  *	pipelined on it. When the connection fails or drops, pending
