@@ -25,6 +25,7 @@
 
 #include "build_config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,8 +69,12 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
     if (strcmp(name, "trusted") == 0) {
 	seen[2] = 1;
 	if ((err = cidr_list_parse(lst->trusted, value, &bad)) != NULL) {
+	    /* the main thread parses (start, SIGHUP): one buffer will do */
+	    static char why[200];
+
+	    snprintf(why, sizeof(why), "trusted: %s \"%.100s\"", err, bad ? bad : value);
 	    free(bad);
-	    return (err);
+	    return (why);
 	}
 	return (NULL);
     }

@@ -12,10 +12,16 @@
  *	happens to a connection). The open-files limit is raised to its
  *	hard limit: each session holds two sockets and two pipes.
  *
- *	SIGTERM and SIGINT exit. Listener changes need a restart.
+ *	SIGTERM and SIGINT exit. SIGHUP rereads the configuration: each
+ *	worker takes the new trusted networks, backends, timeouts and
+ *	limits between two events of its loop, and the old ones are freed
+ *	once every worker has let go of them. A listener's address or
+ *	mode, the workers, the resolver, metrics_listen, user and pid_file
+ *	change only with a restart.
  * DIAGNOSTICS
  *	Configuration errors as "file:line: message"; -t prints them all
- *	and exits 1, or exits 0 for a good configuration.
+ *	and exits 1, or exits 0 for a good configuration. A failed reload
+ *	logs the errors and keeps the running configuration.
  */
 
 #include "build_config.h"
@@ -30,6 +36,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "metrics.h"
 #include "metrics_http.h"
 #include "msg.h"
 #include "shim.h"
@@ -153,12 +160,63 @@ struct shim_worker {
     pthread_t thread;
     struct server srv;
     int    *fds;			/* listening socket per listener */
-    int     stop[2];			/* main thread -> worker: exit */
+    int     control[2];		/* main thread -> worker: a command */
 };
 
-static void shim_stop(evutil_socket_t fd, short what, void *context)
+/*
+ * A reload in progress: the main thread publishes the new server, sends
+ * every worker SHIM_CMD_RELOAD, and waits until all of them have
+ * copied it before freeing what they used before.
+ */
+#define SHIM_CMD_STOP	'x'
+#define SHIM_CMD_RELOAD	'r'
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    const struct server *next;
+    int     nworkers;
+    int     applied;
+}       shim_reload_state = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0};
+
+/* shim_apply - in a worker: take the reloaded settings */
+
+static void shim_apply(struct server *srv, const struct server *next, int nworkers)
 {
-    event_base_loopbreak(context);
+    for (int i = 0; i < srv->nlisteners; i++) {
+	struct shim_listener *lst = &srv->listeners[i];
+	const struct shim_listener *new = &next->listeners[i];
+
+	lst->spec = new->spec;
+	lst->backend = new->backend;
+	lst->trusted = new->trusted;
+	lst->header_timeout_ms = new->header_timeout_ms;
+	lst->mark = new->mark;
+    }
+    srv->cfg = next->cfg;
+    srv->header_timeout_ms = next->header_timeout_ms;
+    srv->connect_timeout_ms = next->connect_timeout_ms;
+    srv->idle_timeout_ms = next->idle_timeout_ms;
+    srv->max_connections = (next->max_connections + nworkers - 1) / nworkers;
+    srv->v2_max = next->v2_max;
+    srv->xclient_helo = next->xclient_helo;
+    srv->reject_log_rate = next->reject_log_rate;
+}
+
+static void shim_control(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+    char    cmd;
+
+    if (read(fd, &cmd, 1) != 1 || cmd == SHIM_CMD_STOP) {
+	event_base_loopbreak(srv->base);
+	return;
+    }
+    pthread_mutex_lock(&shim_reload_state.lock);
+    shim_apply(srv, shim_reload_state.next, shim_reload_state.nworkers);
+    shim_reload_state.applied++;
+    pthread_cond_signal(&shim_reload_state.done);
+    pthread_mutex_unlock(&shim_reload_state.lock);
 }
 
 /* shim_open - the listening sockets of one worker, before privileges go */
@@ -174,7 +232,7 @@ static void shim_open(struct shim_worker *w, const struct server *tmpl, int nwor
 	if (w->fds[i] < 0)
 	    msg_fatal("listener %s: %m", lst->spec);
     }
-    if (pipe2(w->stop, O_CLOEXEC) < 0)
+    if (pipe2(w->control, O_CLOEXEC) < 0)
 	msg_fatal("pipe: %m");
 }
 
@@ -183,7 +241,7 @@ static void *shim_worker_run(void *context)
     struct shim_worker *w = context;
     struct server *srv = &w->srv;
     struct timeval second = {1, 0};
-    struct event *stop, *tick;
+    struct event *control, *tick;
 
     srv->base = event_base_new();
     srv->dns = shim_dns(srv);
@@ -196,14 +254,14 @@ static void *shim_worker_run(void *context)
 	if (lst->evl == NULL)
 	    msg_fatal("listener %s: cannot watch the socket", lst->spec);
     }
-    stop = event_new(srv->base, w->stop[0], EV_READ, shim_stop, srv->base);
-    event_add(stop, NULL);
+    control = event_new(srv->base, w->control[0], EV_READ | EV_PERSIST, shim_control, srv);
+    event_add(control, NULL);
     tick = event_new(srv->base, -1, EV_PERSIST, shim_tick, srv);
     event_add(tick, &second);
     event_base_dispatch(srv->base);
     for (int i = 0; i < srv->nlisteners; i++)
 	evconnlistener_free(srv->listeners[i].evl);
-    event_free(stop);
+    event_free(control);
     event_free(tick);
     if (srv->dns)
 	evdns_base_free(srv->dns, 1);
@@ -237,9 +295,118 @@ static int shim_worker_count(const struct server *srv)
     return (n < 1 ? 1 : n > 64 ? 64 : (int) n);
 }
 
+/* shim_reload_conflict - what keeps NEXT from replacing SRV in place */
+
+static const char *shim_reload_conflict(const struct server *srv, const struct server *next)
+{
+    char    old_addr[128], new_addr[128];
+
+    if (next->nlisteners != srv->nlisteners)
+	return ("listeners added or removed");
+    for (int i = 0; i < srv->nlisteners; i++) {
+	addr_format(&srv->listeners[i].listen.u.sa, old_addr, sizeof(old_addr));
+	addr_format(&next->listeners[i].listen.u.sa, new_addr, sizeof(new_addr));
+	if (strcmp(old_addr, new_addr) != 0)
+	    return ("a listener's address changed");
+	if (srv->listeners[i].mode != next->listeners[i].mode)
+	    return ("a listener's mode changed");
+    }
+    return (NULL);
+}
+
+/* shim_reload_warn - settings that a reload reads but cannot apply */
+
+static void shim_reload_warn(const struct server *srv, const struct server *next)
+{
+    static const char *const fixed[] = {"workers", "metrics_listen", "pid_file", "user",
+	"syslog", "dns_servers", "dns_timeout", "xclient_name_lookup", NULL};
+    const char *old_value, *new_value;
+
+    for (int i = 0; fixed[i]; i++) {
+	old_value = config_get_str(srv->cfg, fixed[i]);
+	new_value = config_get_str(next->cfg, fixed[i]);
+	if ((old_value == NULL) != (new_value == NULL)
+	    || (old_value && strcmp(old_value, new_value) != 0))
+	    msg_warn("%s: the change takes effect only after a restart", fixed[i]);
+    }
+}
+
+static void shim_reload_count(const char *result)
+{
+    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				result));
+}
+
+/* shim_reload_swap - the template takes NEXT, NEXT the template's old */
+
+static void shim_reload_swap(struct server *srv, struct server *next)
+{
+    struct server old = *srv;
+    struct shim_rejects *unused = next->rejects;
+
+    *srv = *next;
+    srv->rejects = old.rejects;		/* the workers share this one */
+    for (int i = 0; i < srv->nlisteners; i++)
+	srv->listeners[i].srv = srv;
+    *next = old;
+    next->rejects = unused;
+}
+
+/* shim_reload_free - what shim_load() made */
+
+static void shim_reload_free(struct server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+	listener_free(&srv->listeners[i]);
+    free(srv->listeners);
+    free(srv->rejects);
+    config_free(&srv->cfg);
+}
+
+/*
+ * shim_reload - SIGHUP: read the configuration again; hand the new one
+ * to every worker, and free the old one once all of them took it.
+ */
+static void shim_reload(struct server *srv, const char *path, struct shim_worker *w, int n)
+{
+    struct server next;
+    const char *why = NULL;
+
+    memset(&next, 0, sizeof(next));
+    shim_load(&next, path);
+    if (next.cfg->error_count == 0 && (why = shim_reload_conflict(srv, &next)) != NULL)
+	config_add_error(next.cfg, 0, "%s: that needs a restart", why);
+    if (next.cfg->error_count) {
+	config_print_errors(next.cfg);
+	msg_error("reload of %s failed; keeping the previous configuration", path);
+	shim_reload_count("result=\"failed\"");
+    } else {
+	shim_reload_warn(srv, &next);
+	for (int i = 0; i < next.nlisteners; i++)	/* sorted before sharing */
+	    (void) cidr_list_match_str(next.listeners[i].trusted, "::");
+	pthread_mutex_lock(&shim_reload_state.lock);
+	shim_reload_state.next = &next;
+	shim_reload_state.nworkers = n;
+	shim_reload_state.applied = 0;
+	for (int i = 0; i < n; i++)
+	    if (write(w[i].control[1], (char[]) {SHIM_CMD_RELOAD}, 1) != 1)
+		msg_fatal("cannot reach worker %d: %m", i);
+	while (shim_reload_state.applied < n)
+	    pthread_cond_wait(&shim_reload_state.done, &shim_reload_state.lock);
+	shim_reload_state.next = NULL;
+	pthread_mutex_unlock(&shim_reload_state.lock);
+	shim_reload_swap(srv, &next);	/* next now holds the old */
+	shim_reload_count("result=\"ok\"");
+	msg_info("configuration reloaded: %d listeners", srv->nlisteners);
+    }
+    shim_reload_free(&next);
+}
+
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
-    const char *pidfile = config_get_str(srv->cfg, "pid_file");
+    /* a reload frees the configuration these come from */
+    char   *pidfile = config_get_str(srv->cfg, "pid_file") ?
+    xstrdup(config_get_str(srv->cfg, "pid_file")) : NULL;
     const char *user = config_get_str(srv->cfg, "user");
     const char *metrics = config_get_str(srv->cfg, "metrics_listen");
     int     nworkers = shim_worker_count(srv), pidfd = -1, sig;
@@ -267,6 +434,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);	/* inherited by the workers */
     for (int i = 0; i < nworkers; i++)
 	if (pthread_create(&w[i].thread, NULL, shim_worker_run, &w[i]) != 0)
@@ -274,21 +442,23 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     for (int i = 0; i < srv->nlisteners; i++)
 	msg_info("listening: %s", srv->listeners[i].spec);
     msg_info("started: %d listeners, %d workers", srv->nlisteners, nworkers);
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+	shim_reload(srv, opts->config_path, w, nworkers);
     msg_info("terminating on signal %d", sig);
     for (int i = 0; i < nworkers; i++)
-	if (write(w[i].stop[1], "x", 1) < 0)
+	if (write(w[i].control[1], (char[]) {SHIM_CMD_STOP}, 1) < 0)
 	    msg_warn("cannot stop worker %d: %m", i);
     for (int i = 0; i < nworkers; i++) {
 	pthread_join(w[i].thread, NULL);
-	close(w[i].stop[0]);
-	close(w[i].stop[1]);
+	close(w[i].control[0]);
+	close(w[i].control[1]);
 	free(w[i].srv.listeners);
 	free(w[i].fds);
     }
     free(w);
     if (pidfile)
 	daemon_pidfile_remove(pidfile, &pidfd);
+    free(pidfile);
 }
 
 int     main(int argc, char **argv)

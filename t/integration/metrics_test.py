@@ -153,6 +153,10 @@ def test_shim(st):
     tap.is_(delta(text, "mxkit_proxy_handoff_seconds_count"), 3.0,
             "shim: 3 hand-off times (the relayed connections)")
     promtool_ok(text, "proxyv2-shim")
+    proc.send_signal(1)
+    tap.ok(wait_for(lambda: value(scrape(mport)[1],
+                                  'mxkit_config_reloads_total{result="ok"}') == 1.0, timeout=10),
+           "shim: a SIGHUP reload is counted as ok")
     del echo
 
 

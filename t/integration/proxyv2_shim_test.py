@@ -23,6 +23,7 @@ acceptance 1-3 and 5):
 import os
 import re
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -309,6 +310,52 @@ def test_slowloris(st):
            % ", ".join("%.3f" % t for t in latencies))
 
 
+def test_reload(st, shim, conf):
+    """SIGHUP: new trusted networks for new connections, sessions in
+    flight untouched; a bad file or a moved listener keeps the old."""
+    with open(conf) as f:
+        good = f.read()
+
+    def greeting():
+        return exchange(st.port("shim-untrusted"), v2(inet("203.0.113.60")) + b"QUIT\r\n")
+
+    tap.ok(greeting() == b"", "before the reload: 127.0.0.1 not trusted on the last listener")
+    flight = socket.create_connection(("127.0.0.1", st.port("shim-xclient")), timeout=10)
+    flight.sendall(v2(inet("203.0.113.61")))
+    first = flight.recv(200)
+
+    def reload(text, marker):
+        with open(conf, "w") as f:
+            f.write(text)
+        seen = st.read_log("shim").count(marker)
+        os.kill(shim.pid, signal.SIGHUP)
+        return wait_for(lambda: st.read_log("shim").count(marker) > seen, timeout=10)
+
+    opened = good.replace("trusted=10.0.20.0/24", "trusted=10.0.20.0/24,127.0.0.1")
+    tap.ok(reload(opened, "configuration reloaded: 4 listeners"), "SIGHUP: reloaded, logged")
+    data = greeting()
+    tap.ok(data.startswith(b"220 ") and b"221" in data,
+           "after the reload: 127.0.0.1 trusted, Postfix answers 220 and 221: %r" % data[:40])
+    flight.sendall(b"QUIT\r\n")
+    rest = flight.recv(200)
+    flight.close()
+    tap.ok(first.startswith(b"220 ") and rest.startswith(b"221"),
+           "a session open across the reload goes on (%r, %r)" % (first[:12], rest[:12]))
+    tap.ok(reload(opened.replace("trusted=10.0.20.0/24,", "trusted=banana,"),
+                  "reload of %s failed" % conf),
+           "a bad network: reload refused")
+    log = st.read_log("shim")
+    tap.ok("banana" in log and "keeping the previous configuration" in log,
+           "the error names the bad value, and the old configuration stays")
+    tap.ok(greeting().startswith(b"220 "), "still trusted after the refused reload")
+    moved = opened.replace("127.0.0.1:%d backend" % st.port("shim-untrusted"),
+                           "127.0.0.1:%d backend" % st.port("hp-v6"))
+    tap.ok(reload(moved, "that needs a restart"), "a listener moved: refused, needs a restart")
+    tap.ok(reload(good, "configuration reloaded: 4 listeners") and greeting() == b"",
+           "the original file again: 127.0.0.1 untrusted again")
+    tap.ok(shim.poll() is None, "the shim survived four SIGHUPs")
+
+
 CONF = """\
 header_timeout = 2s
 dns_servers = 127.0.0.1:{dns}
@@ -368,6 +415,7 @@ with Stack("proxyv2-shim") as st:
     test_local(st)
     test_bad(st, shim)
     test_slowloris(st)
+    test_reload(st, shim, conf)
     tap.ok(shim.poll() is None, "proxyv2-shim kept serving")
 
 sys.exit(tap.done())
