@@ -20,7 +20,7 @@ PACKAGES = ["mxkit-milter-dkim", "mxkit-policyd-ratelimit", "mxkit-proxyv2-shim"
             "dovecot-lmtp-webhook"]
 INSTALLED = {   # build-tree path -> installed path
     "milter-dkim/milter-dkim": "/usr/sbin/milter-dkim",
-    "milter-dkim/milter-dkim-keygen": "/usr/bin/milter-dkim-keygen",
+    "milter-dkim/milter-dkim-keygen": "/usr/sbin/milter-dkim-keygen",
     "policyd-ratelimit/policyd-ratelimit": "/usr/sbin/policyd-ratelimit",
     "proxyv2-shim/proxyv2-shim": "/usr/sbin/proxyv2-shim",
     "proxyv2-shim/.libs/libproxyv2-preload.so":
