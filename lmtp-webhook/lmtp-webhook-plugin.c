@@ -20,7 +20,10 @@
  *	4. the first POST is made here, synchronously, bounded by
  *	   lmtp_webhook_timeout; 2xx drops the reservation, anything else
  *	   commits it (fsync, rename, fsync dir) for lmtp-webhook-spool,
- *	   before LMTP answers.
+ *	   before LMTP answers. If even that fails (an I/O error, active/
+ *	   made unwritable), the recipient is tempfailed although its mail
+ *	   is saved: Postfix's retry may leave a second copy in the
+ *	   mailbox, but the event (same webhook-id) is not lost.
  *
  *	Other recipients go straight to the previous hook.
  * DIAGNOSTICS
@@ -233,7 +236,29 @@ static int webhook_save(struct mail_deliver_context *ctx, struct mail_storage **
     return (ret);
 }
 
-static void webhook_first_attempt(struct mail_deliver_context *ctx,
+/*
+ * webhook_unsave - tempfail a recipient whose mail is already saved: let
+ * go of the saved mail LMTP would copy to the next recipients (it only
+ * does that after a success), as lmtp-local.c does at the end.
+ */
+static void webhook_unsave(struct mail_deliver_context *ctx)
+{
+    ctx->tempfail_error = WEBHOOK_TEMPFAIL;
+    /* mail_do_deliver() answers success for any saved mail otherwise */
+    ctx->saved_mail = FALSE;
+    if (ctx->dest_mail != NULL) {
+	struct mailbox_transaction_context *trans = ctx->dest_mail->transaction;
+	struct mailbox *box = mailbox_transaction_get_mailbox(trans);
+
+	mail_free(&ctx->dest_mail);
+	mailbox_transaction_rollback(&trans);
+	mailbox_free(&box);
+    }
+}
+
+/* webhook_first_attempt - 0, or -1: the event could not be kept */
+
+static int webhook_first_attempt(struct mail_deliver_context *ctx,
 				          const struct webhook_settings *set,
 				          struct spool_event *ev, struct spool_reservation *res)
 {
@@ -263,19 +288,22 @@ static void webhook_first_attempt(struct mail_deliver_context *ctx,
 	spool_discard(res);
 	e_info(ctx->event, "lmtp_webhook: event %s posted to %s (%s)", ev->id, ev->url,
 	       result.why);
-	return;
+	return (0);
     }
     if (result.outcome == POST_GONE) {
 	spool_discard(res);
 	e_warning(ctx->event, "lmtp_webhook: event %s dropped: %s answered 410 Gone",
 		  ev->id, ev->url);
-	return;
+	return (0);
     }
-    if ((err = spool_commit_why(res, result.why)) != NULL)
-	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s", ev->id, err);
-    else
-	e_info(ctx->event, "lmtp_webhook: event %s spooled after %s from %s",
-	       ev->id, result.why, ev->url);
+    if ((err = spool_commit_why(res, result.why)) != NULL) {
+	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s; tempfailing the "
+		"recipient although its mail was saved", ev->id, err);
+	return (-1);
+    }
+    e_info(ctx->event, "lmtp_webhook: event %s spooled after %s from %s",
+	   ev->id, result.why, ev->url);
+    return (0);
 }
 
 static int webhook_deliver_mail(struct mail_deliver_context *ctx,
@@ -310,9 +338,12 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	ret = -1;
     } else {
 	ret = webhook_save(ctx, storage_r);
-	if (ctx->saved_mail)
-	    webhook_first_attempt(ctx, &set, &ev, &res);
-	else
+	if (ctx->saved_mail) {
+	    if (webhook_first_attempt(ctx, &set, &ev, &res) < 0) {
+		webhook_unsave(ctx);
+		ret = -1;
+	    }
+	} else
 	    spool_discard(&res);
     }
     free(url);

@@ -230,6 +230,41 @@ def test_410_and_slow(st, rx):
     del before
 
 
+def test_commit_fails(st, rx):
+    """The first POST fails and active/ cannot take the event, after the
+    mail was saved: the recipient is tempfailed all the same (a second
+    copy in the mailbox is better than a lost event)."""
+    active = st.path("spool", "active")
+    subject = "active unwritable"
+    before = len(rx.requests)
+    os.chmod(active, 0o500)
+    try:
+        rx.script = [500]
+        refused, _ = lmtp_send(st, ["bills@acme.planapulse.app", "alice@mxkit.test"],
+                               bill("x", subject))
+    finally:
+        os.chmod(active, 0o700)
+    code = refused.get("bills@acme.planapulse.app", (0,))[0]
+    tap.ok(400 <= code < 500, "commit into active/ fails: LMTP 4xx for the routed recipient",
+           diag=repr(refused))
+    tap.ok("alice@mxkit.test" not in refused and
+           [m for m in st.maildir_messages("alice@mxkit.test") if subject.encode() in m],
+           "the other recipient of the transaction: 250, and its copy saved")
+    tap.ok("NOT spooled" in st.read_log("dovecot"), "Dovecot log says the event was not spooled")
+    rx.script = [500]
+    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", subject))
+    tap.is_(refused, {}, "the retry: LMTP 250")
+    ids = spooled_ids(st)
+    tap.is_(len(ids), 1, "and the event is in the spool")
+    res = spool(st, "flush")
+    tap.ok("1 delivered" in res.stdout, "flush delivers it", diag=res.stdout + res.stderr)
+    got = rx.events()[before:]
+    tap.is_([h.get("webhook-id") for _, h, _, _ in got], [ids[0] if ids else None] * 3,
+            "three attempts, one webhook-id: the receiver can tell they are one event")
+    box = [m for m in st.maildir_messages("bills@acme.planapulse.app") if subject.encode() in m]
+    tap.is_(len(box), 2, "the mailbox has the documented second copy")
+
+
 def test_spool_unusable(st, rx):
     spool_dir = st.path("spool")
     # 1. unwritable
@@ -371,6 +406,7 @@ with Stack("lmtp-webhook") as st:
     test_receiver_down(st, rx)
     test_500_then_200(st, rx)
     test_410_and_slow(st, rx)
+    test_commit_fails(st, rx)
     test_spool_unusable(st, rx)
     test_hostile(st, rx)
     test_config_errors(st)
