@@ -120,9 +120,9 @@ def test_bill_through_postfix(st, rx):
                             if subject.encode() in m])
     tap.is_(len(box), 1, "the mail is also in the maildir")
     tap.is_(spooled_ids(st), [], "nothing left in the spool after a 2xx")
-    log = st.read_log("dovecot")
-    tap.ok("lmtp_webhook: event %s posted" % data.get("id") in log,
-           "Dovecot log records the POST", diag=log[-1500:])
+    posted = "lmtp_webhook: event %s posted" % data.get("id")
+    tap.ok(wait_for(lambda: posted in st.read_log("dovecot"), timeout=10),
+           "Dovecot log records the POST", diag=st.read_log("dovecot")[-1500:])
 
 
 def test_routing(st, rx):
@@ -250,7 +250,8 @@ def test_commit_fails(st, rx):
     tap.ok("alice@mxkit.test" not in refused and
            [m for m in st.maildir_messages("alice@mxkit.test") if subject.encode() in m],
            "the other recipient of the transaction: 250, and its copy saved")
-    tap.ok("NOT spooled" in st.read_log("dovecot"), "Dovecot log says the event was not spooled")
+    tap.ok(wait_for(lambda: "NOT spooled" in st.read_log("dovecot"), timeout=10),
+           "Dovecot log says the event was not spooled")
     rx.script = [500]
     refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", subject))
     tap.is_(refused, {}, "the retry: LMTP 250")
@@ -302,8 +303,9 @@ def test_spool_unusable(st, rx):
         refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", "spool full"))
         code = refused.get("bills@acme.planapulse.app", (0,))[0]
         tap.ok(400 <= code < 500, "spool full (ENOSPC): LMTP 4xx", diag=repr(refused))
-        log = st.read_log("dovecot")
-        tap.ok("No space left on device" in log, "Dovecot log names ENOSPC", diag=log[-800:])
+        # Dovecot's log process may write the line after LMTP answered
+        named = wait_for(lambda: "No space left on device" in st.read_log("dovecot"), timeout=10)
+        tap.ok(named, "Dovecot log names ENOSPC", diag=st.read_log("dovecot")[-800:])
         os.unlink(os.path.join(spool_dir, "filler"))
         st.postfix_flush()
         got = wait_for(lambda: [e for e in rx.events()[before:]
