@@ -193,8 +193,10 @@ def test_xclient(st):
                "%s: delivered" % label)
         # Postfix logs "connect from" before XCLIENT (the shim); the
         # session's client is on the queue-id line and "disconnect from".
-        tap.ok(re.search(r": client=%s" % re.escape(want), st.read_log("postfix"))
-               and re.search(r"disconnect from %s" % re.escape(want), st.read_log("postfix")),
+        # postlogd writes asynchronously: wait for the lines
+        tap.ok(wait_for(lambda: re.search(r": client=%s" % re.escape(want), st.read_log("postfix"))
+                        and re.search(r"disconnect from %s" % re.escape(want),
+                                      st.read_log("postfix")), timeout=10),
                "%s: Postfix logged client=%s" % (label, want))
     tap.ok(re.search(r"client=127\.0\.0\.2:\d+ via=127\.0\.0\.1:\d+ .*mode=xclient up=\d+ "
                      r"down=\d+", st.read_log("shim")), "the shim logged client, balancer, bytes")

@@ -36,6 +36,8 @@ with Stack("submission") as st:
     tap.is_(len(msgs), 1, "message is in alice's Dovecot maildir, exactly once")
     tap.ok(msgs and b"Received: from" in msgs[0],
            "the stored copy carries Postfix's Received: header")
+    # Postfix logs status=sent after Dovecot's reply, through postlogd
+    wait_for(lambda: "status=sent" in st.read_log("postfix"), timeout=10)
     log = st.read_log("postfix")
     tap.ok("sasl_username=svc-billing" in log, "Postfix logged the SASL user")
     tap.ok("relay=127.0.0.1[127.0.0.1]:%d" % st.port("lmtp") in log and "status=sent" in log,
