@@ -9,6 +9,8 @@
  *	struct metrics_series *metrics_counter(name, help, labels)
  *	struct metrics_series *metrics_gauge(name, help, labels)
  *	struct metrics_series *metrics_histogram(name, help, labels, bounds, n)
+ *	struct metrics_series *metrics_latency_histogram(name, help, labels)
+ *	void	metrics_config_reload(ok)
  *	void	metrics_gauge_callback(name, help, labels, fn, context)
  *	void	metrics_add(series, n)
  *	void	metrics_set(series, value)
@@ -24,6 +26,11 @@
  *	formatted (limit="per_user",action="defer"), or NULL; values
  *	that come from configuration go through metrics_label_value(),
  *	which escapes them.
+ *
+ *	metrics_latency_histogram() is a histogram with the shared latency
+ *	buckets (100 us .. 10 s). metrics_config_reload() counts a reload
+ *	in mxkit_config_reloads_total{result="ok"|"failed"}, the family
+ *	every daemon that reloads on SIGHUP reports.
  *
  *	Updates are lock-free atomics, so any thread may update while
  *	another renders. A gauge callback is called at render time (spool
@@ -77,6 +84,19 @@ static uint64_t metrics_bits(double d)
 
     memcpy(&u, &d, sizeof(u));
     return (u);
+}
+
+struct metrics_series *metrics_latency_histogram(const char *name, const char *help,
+						         const char *labels)
+{
+    return (metrics_histogram(name, help, labels, metrics_latency_bounds,
+			      metrics_latency_nbounds));
+}
+
+void    metrics_config_reload(int ok)
+{
+    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
+				ok ? "result=\"ok\"" : "result=\"failed\""));
 }
 
 static double metrics_double(uint64_t u)

@@ -15,6 +15,9 @@ struct metrics_series *metrics_gauge(const char *name, const char *help,
 struct metrics_series *metrics_histogram(const char *name, const char *help,
 				                 const char *labels, const double *bounds,
 					         int nbounds);
+struct metrics_series *metrics_latency_histogram(const char *name, const char *help,
+						         const char *labels);
+void    metrics_config_reload(int ok);
 void    metrics_gauge_callback(const char *name, const char *help, const char *labels,
 			               double (*fn) (void *), void *context);
 void    metrics_add(struct metrics_series *s, uint64_t n);

@@ -138,9 +138,8 @@ static void runner_metrics_init(struct spool_tool *tool)
 					  "outcome=\"gone\"");
     runner_metrics.dead = metrics_counter("mxkit_webhook_events_total", help,
 					  "outcome=\"dead_lettered\"");
-    runner_metrics.duration = metrics_histogram("mxkit_webhook_attempt_duration_seconds",
-		 "Time of one POST attempt, connection included.", NULL,
-					        metrics_latency_bounds, metrics_latency_nbounds);
+    runner_metrics.duration = metrics_latency_histogram("mxkit_webhook_attempt_duration_seconds",
+				"Time of one POST attempt, connection included.", NULL);
     metrics_gauge_callback("mxkit_webhook_spool_depth", "Events waiting in active/.", NULL,
 			   runner_depth, tool);
     metrics_gauge_callback("mxkit_webhook_spool_oldest_seconds",

@@ -164,12 +164,23 @@ static int spool_fsync_dir(const char *path)
     return (rc);
 }
 
-/*
- * spool_reserve - claim the space the event needs, without writing it:
- * fallocate() fails with ENOSPC now rather than write() later, and costs
- * no copy when the first attempt succeeds (the usual case). Where the
- * file system cannot preallocate, the event is written instead.
- */
+/* spool_tmp_name - tmp/PREFIX.PID.RANDOM: spool_sweep_tmp() reads the pid */
+
+static char *spool_tmp_name(const char *dir, const char *prefix)
+{
+    char    name[200];
+
+    snprintf(name, sizeof(name), "%s.%ld.%ld", prefix, (long) getpid(), (long) random());
+    return (spool_path(dir, SPOOL_TMP, name));
+}
+
+/* spool_tmp_create - a new file of our own in tmp/ */
+
+static int spool_tmp_create(const char *path)
+{
+    return (open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+}
+
 /* spool_allocate - meta line and space for ev in res->fd */
 
 static const char *spool_allocate(const struct spool_event *ev, struct spool_reservation *res)
@@ -204,14 +215,12 @@ static void spool_names(const char *dir, const char *id, struct spool_reservatio
 const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res)
 {
-    char    name[200];
     const char *err;
 
     memset(res, 0, sizeof(*res));
-    snprintf(name, sizeof(name), "%s.%ld.%ld", ev->id, (long) getpid(), (long) random());
-    res->tmp_path = spool_path(dir, SPOOL_TMP, name);
+    res->tmp_path = spool_tmp_name(dir, ev->id);
     spool_names(dir, ev->id, res);
-    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+    if ((res->fd = spool_tmp_create(res->tmp_path)) < 0)
 	err = spool_fail("cannot create", res->tmp_path);
     else
 	err = spool_allocate(ev, res);
@@ -230,9 +239,7 @@ const char *spool_reserve(const char *dir, const struct spool_event *ev,
 const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
 			               struct spool_reservation *res, struct spool_keeper *keeper)
 {
-    char    name[100];
     const char *err;
-
     struct stat st;
 
     memset(res, 0, sizeof(*res));
@@ -241,12 +248,11 @@ const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
 			    || st.st_dev != keeper->dev || st.st_ino != keeper->ino))
 	spool_keeper_close(keeper);	/* not where it was: start again */
     if (keeper->fd < 0) {
-	snprintf(name, sizeof(name), "reserve.%ld.%ld", (long) getpid(), (long) random());
-	keeper->path = spool_path(dir, SPOOL_TMP, name);
+	keeper->path = spool_tmp_name(dir, "reserve");
 	keeper->dir = wh_strdup(dir);
-	if ((keeper->fd = open(keeper->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0
+	if ((keeper->fd = spool_tmp_create(keeper->path)) < 0
 	    && errno == ENOENT && spool_init(dir) == NULL)
-	    keeper->fd = open(keeper->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	    keeper->fd = spool_tmp_create(keeper->path);
 	if (keeper->fd < 0 || fstat(keeper->fd, &st) < 0) {
 	    spool_fail("cannot create", keeper->path);
 	    spool_keeper_close(keeper);
@@ -302,15 +308,13 @@ const char *spool_commit_why(struct spool_reservation *res, const char *why)
 static const char *spool_commit_anew(struct spool_reservation *res)
 {
     struct spool_keeper *keeper = res->keeper;
-    char    name[200];
 
-    snprintf(name, sizeof(name), "%s.%ld.%ld", res->ev->id, (long) getpid(), (long) random());
     free(res->tmp_path);
-    res->tmp_path = spool_path(keeper->dir, SPOOL_TMP, name);
+    res->tmp_path = spool_tmp_name(keeper->dir, res->ev->id);
     spool_keeper_close(keeper);		/* its fd is an unlinked file */
     res->keeper = NULL;
     res->written = 0;
-    if ((res->fd = open(res->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+    if ((res->fd = spool_tmp_create(res->tmp_path)) < 0) {
 	const char *err = spool_fail("cannot create", res->tmp_path);
 
 	free(res->tmp_path);

@@ -90,13 +90,11 @@ static void milter_dkim_reload(const char *path)
     struct dkim_policy *p = policy_load(path);
 
     if (p == NULL) {
-	metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
-				    "result=\"failed\""));
+	metrics_config_reload(0);
 	msg_error("reload of %s failed; keeping the previous keys and tables", path);
 	return;
     }
-    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
-				"result=\"ok\""));
+    metrics_config_reload(1);
     policy_install(p);
     msg_info("configuration reloaded: %d keys, %d SigningTable entries",
 	     p->tables.key_count, p->tables.sign_count);

@@ -265,9 +265,8 @@ void    milter_metrics_init(void)
 					       "result=\"signed\"");
     milter_metrics.sign_failed = metrics_counter("mxkit_dkim_signatures_total", sig,
 						 "result=\"failed\"");
-    milter_metrics.eom = metrics_histogram("mxkit_dkim_eom_duration_seconds",
-	 "Time to sign or verify a message at end of message.", NULL,
-					   metrics_latency_bounds, metrics_latency_nbounds);
+    milter_metrics.eom = metrics_latency_histogram("mxkit_dkim_eom_duration_seconds",
+				"Time to sign or verify a message at end of message.", NULL);
     milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
 		   "Authenticated senders outside their sender_binding patterns.", NULL);
     for (int i = 0; i < 8; i++) {

@@ -161,9 +161,8 @@ void    conn_metrics_init(void)
     conn_metrics.reject = metrics_counter("mxkit_policyd_decisions_total", help,
 					  "action=\"reject\"");
     conn_metrics.other = metrics_counter("mxkit_policyd_decisions_total", help, "action=\"other\"");
-    conn_metrics.latency = metrics_histogram("mxkit_policyd_request_duration_seconds",
-					 "Time from a complete request to its reply.", NULL,
-					     metrics_latency_bounds, metrics_latency_nbounds);
+    conn_metrics.latency = metrics_latency_histogram("mxkit_policyd_request_duration_seconds",
+				"Time from a complete request to its reply.", NULL);
     conn_metrics.errors = metrics_counter("mxkit_policyd_store_errors_total",
 			      "Store calls that failed or missed the deadline.", NULL);
     conn_metrics.fallbacks = metrics_counter("mxkit_policyd_store_fallbacks_total",

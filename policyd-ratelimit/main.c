@@ -138,14 +138,12 @@ static void policyd_reload(struct server *srv)
     struct policy_config *pc = policyd_load(policyd_config_path);
 
     if (pc == NULL) {
-	metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
-				    "result=\"failed\""));
+	metrics_config_reload(0);
 	msg_error("reload of %s failed; keeping the previous configuration",
 		  policyd_config_path);
 	return;
     }
-    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
-				"result=\"ok\""));
+    metrics_config_reload(1);
     if (strcmp(config_get_str(pc->cfg, "store"), config_get_str(srv->pc->cfg, "store")) != 0
     || strcmp(config_get_str(pc->cfg, "listen"), config_get_str(srv->pc->cfg, "listen")) != 0)
 	msg_warn("store and listen changes take effect only after a restart");

@@ -331,12 +331,6 @@ static void shim_reload_warn(const struct server *srv, const struct server *next
     }
 }
 
-static void shim_reload_count(const char *result)
-{
-    metrics_inc(metrics_counter("mxkit_config_reloads_total", "Configuration reloads.",
-				result));
-}
-
 /* shim_reload_swap - the template takes NEXT, NEXT the template's old */
 
 static void shim_reload_swap(struct server *srv, struct server *next)
@@ -379,7 +373,7 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
     if (next.cfg->error_count) {
 	config_print_errors(next.cfg);
 	msg_error("reload of %s failed; keeping the previous configuration", path);
-	shim_reload_count("result=\"failed\"");
+	metrics_config_reload(0);
     } else {
 	shim_reload_warn(srv, &next);
 	for (int i = 0; i < next.nlisteners; i++)	/* sorted before sharing */
@@ -396,7 +390,7 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 	shim_reload_state.next = NULL;
 	pthread_mutex_unlock(&shim_reload_state.lock);
 	shim_reload_swap(srv, &next);	/* next now holds the old */
-	shim_reload_count("result=\"ok\"");
+	metrics_config_reload(1);
 	msg_info("configuration reloaded: %d listeners", srv->nlisteners);
     }
     shim_reload_free(&next);

@@ -209,9 +209,8 @@ void    session_metrics_init(void)
 					       "direction=\"client_to_backend\"");
     session_metrics.bytes_down = metrics_counter("mxkit_proxy_bytes_total", bytes,
 					     "direction=\"backend_to_client\"");
-    session_metrics.handoff = metrics_histogram("mxkit_proxy_handoff_seconds",
-	  "From accept to relaying: PROXY header, backend connect, XCLIENT.", NULL,
-					        metrics_latency_bounds, metrics_latency_nbounds);
+    session_metrics.handoff = metrics_latency_histogram("mxkit_proxy_handoff_seconds",
+				"From accept to relaying: PROXY header, backend connect, XCLIENT.", NULL);
 }
 
 static void session_count(const struct session *s, const char *why,
