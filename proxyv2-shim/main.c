@@ -101,6 +101,17 @@ static void shim_load(struct server *srv, const char *path)
     srv->xclient_helo = config_get_str(srv->cfg, "xclient_helo");
 }
 
+/* shim_free - what shim_load() made */
+
+static void shim_free(struct server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+	listener_free(&srv->listeners[i]);
+    free(srv->listeners);
+    free(srv->rejects);
+    config_free(&srv->cfg);
+}
+
 /* shim_dns - resolver for XCLIENT NAME, when an xclient listener needs it */
 
 static struct evdns_base *shim_dns(struct server *srv)
@@ -346,17 +357,6 @@ static void shim_reload_swap(struct server *srv, struct server *next)
     next->rejects = unused;
 }
 
-/* shim_reload_free - what shim_load() made */
-
-static void shim_reload_free(struct server *srv)
-{
-    for (int i = 0; i < srv->nlisteners; i++)
-	listener_free(&srv->listeners[i]);
-    free(srv->listeners);
-    free(srv->rejects);
-    config_free(&srv->cfg);
-}
-
 /*
  * shim_reload - SIGHUP: read the configuration again; hand the new one
  * to every worker, and free the old one once all of them took it.
@@ -393,14 +393,14 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 	metrics_config_reload(1);
 	msg_info("configuration reloaded: %d listeners", srv->nlisteners);
     }
-    shim_reload_free(&next);
+    shim_free(&next);
 }
 
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
-    /* a reload frees the configuration these come from */
-    char   *pidfile = config_get_str(srv->cfg, "pid_file") ?
-    xstrdup(config_get_str(srv->cfg, "pid_file")) : NULL;
+    const char *pid_file = config_get_str(srv->cfg, "pid_file");
+    /* a reload frees the configuration pid_file points into */
+    char   *pidfile = pid_file ? xstrdup(pid_file) : NULL;
     const char *user = config_get_str(srv->cfg, "user");
     const char *metrics = config_get_str(srv->cfg, "metrics_listen");
     int     nworkers = shim_worker_count(srv), pidfd = -1, sig;
@@ -475,10 +475,6 @@ int     main(int argc, char **argv)
 	    msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
 	shim_run(&srv, &opts);
     }
-    for (int i = 0; i < srv.nlisteners; i++)
-	listener_free(&srv.listeners[i]);
-    free(srv.listeners);
-    free(srv.rejects);
-    config_free(&srv.cfg);
+    shim_free(&srv);
     return (status);
 }
