@@ -57,6 +57,16 @@
 #define CONN_INPUT_MIN	4096
 #define CONN_INPUT_MAX	(POLICY_REQUEST_MAX + POLICY_LINE_MAX + 16384)
 
+/*
+ * Replies kept per connection: no request is parsed while this much is
+ * unsent. Postfix reads each answer before it sends the next request,
+ * so it holds at most one reply; only a client that pipelines and does
+ * not read gets here, and it then waits (its input stops being read
+ * when CONN_INPUT_MAX is full) until it reads, or is dropped after
+ * idle_timeout.
+ */
+#define CONN_OUTPUT_MAX	65536
+
 struct conn {
     struct server *srv;
     struct timespec started;		/* of the request being decided */
@@ -76,10 +86,9 @@ struct conn {
     int     busy;
     int     in_loop;			/* conn_input() is on the stack */
     int     eof;
+    int     eof_logged;
     char    peer[ADDR_TEXT_MAX];
 };
-
-static void conn_input(struct conn *conn);
 
 void    policy_config_release(struct policy_config **pcp)
 {
@@ -90,6 +99,7 @@ void    policy_config_release(struct policy_config **pcp)
 	return;
     ratelimit_free(&pc->limits);
     config_free(&pc->cfg);
+    explicit_bzero(&pc->store, sizeof(pc->store));	/* the password */
     free(pc);
 }
 
@@ -118,6 +128,19 @@ static void conn_fail(struct conn *conn, const char *err)
     conn_free(conn);
 }
 
+static int conn_output_full(const struct conn *conn)
+{
+    return (evbuffer_get_length(conn->out) >= CONN_OUTPUT_MAX);
+}
+
+static struct timeval conn_idle_timeout(const struct conn *conn)
+{
+    long long ms = conn->srv->pc->idle_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    return (tv);
+}
+
 /* conn_flush - write what we can; 0 when the connection was freed */
 
 static int conn_flush(struct conn *conn)
@@ -126,7 +149,11 @@ static int conn_flush(struct conn *conn)
 	int     n = evbuffer_write(conn->out, conn->fd);
 
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-	    event_add(conn->write_ev, NULL);
+	    struct timeval idle = conn_idle_timeout(conn);
+
+	    /* the timeout counts from the first write that did not fit */
+	    if (!event_pending(conn->write_ev, EV_WRITE, NULL))
+		event_add(conn->write_ev, &idle);
 	    return (1);
 	}
 	if (n <= 0) {
@@ -139,12 +166,23 @@ static int conn_flush(struct conn *conn)
     return (1);
 }
 
+static void conn_input(struct conn *conn);
+
 static void conn_writable(evutil_socket_t fd, short what, void *context)
 {
     struct conn *conn = context;
+    char    err[120];
 
-    if (conn_flush(conn) && evbuffer_get_length(conn->out) == 0 && conn->eof && !conn->busy)
-	conn_free(conn);
+    if (what & EV_TIMEOUT) {
+	snprintf(err, sizeof(err), "client did not read its replies for %llds "
+		 "(%zu bytes unsent)", conn->srv->pc->idle_timeout_ms / 1000,
+		 evbuffer_get_length(conn->out));
+	conn_fail(conn, err);
+	return;
+    }
+    if (!conn_flush(conn) || conn->busy || conn_output_full(conn))
+	return;
+    conn_input(conn);				/* requests held back, or EOF */
 }
 
 /* Prometheus series, made at startup (conn_metrics_init) */
@@ -312,8 +350,7 @@ static int conn_line(struct conn *conn, const char *line, size_t len)
 
 static void conn_resume_reading(struct conn *conn)
 {
-    struct timeval idle = {conn->srv->idle_timeout_ms / 1000,
-    (conn->srv->idle_timeout_ms % 1000) * 1000};
+    struct timeval idle = conn_idle_timeout(conn);
 
     event_add(conn->read_ev, &idle);
 }
@@ -325,7 +362,7 @@ static void conn_input(struct conn *conn)
     char   *line, *nl;
 
     conn->in_loop = 1;
-    while (!conn->busy && conn->in_used < conn->in_len) {
+    while (!conn->busy && conn->in_used < conn->in_len && !conn_output_full(conn)) {
 	line = conn->in + conn->in_used;
 	if ((nl = memchr(line, '\n', conn->in_len - conn->in_used)) == NULL) {
 	    if (conn->in_len - conn->in_used > POLICY_LINE_MAX + 1) {
@@ -343,11 +380,14 @@ static void conn_input(struct conn *conn)
 	conn->in_used = conn->in_len = 0;
     if (!conn_flush(conn))
 	return;
-    if (!conn->eof && !conn->busy && !event_pending(conn->read_ev, EV_READ, NULL))
+    if (conn->busy || conn_output_full(conn))	/* conn_reply/conn_writable resume */
+	return;
+    if (!conn->eof && !event_pending(conn->read_ev, EV_READ, NULL))
 	conn_resume_reading(conn);
-    if (conn->eof && !conn->busy) {
-	if (conn->req.count > 0 || conn->in_len > conn->in_used)
+    if (conn->eof) {
+	if ((conn->req.count > 0 || conn->in_len > conn->in_used) && !conn->eof_logged)
 	    msg_warn("%s: connection closed in the middle of a request", conn->peer);
+	conn->eof_logged = 1;
 	if (evbuffer_get_length(conn->out) == 0)
 	    conn_free(conn);
     }
@@ -398,10 +438,10 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
     struct conn *conn;
     static time_t last_warning;
 
-    if (srv->connections >= srv->max_connections) {
+    if (srv->connections >= srv->pc->max_connections) {
 	if (time(NULL) != last_warning)
 	    msg_warn("max_connections (%lld) reached; refusing connections",
-		     srv->max_connections);
+		     srv->pc->max_connections);
 	last_warning = time(NULL);
 	evutil_closesocket(fd);
 	return;

@@ -14,8 +14,6 @@ struct server {
     struct policy_config *pc;		/* current configuration */
     struct store *store;		/* memory, or redis */
     struct store *local;		/* memory: the store, or redis's fallback */
-    long long max_connections;
-    long long idle_timeout_ms;
     int     connections;
     long long store_errors;		/* since the last report */
     struct event *report;

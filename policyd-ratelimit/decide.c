@@ -71,6 +71,7 @@ static long long decide_number(const struct policy_request *req, const char *nam
 void    decide_txn_free(struct decide_txn *txn)
 {
     free(txn->pending);
+    free(txn->instance);
     memset(txn, 0, sizeof(*txn));
 }
 
@@ -82,9 +83,9 @@ static void decide_txn_sync(struct decide_txn *txn, const struct policy_request 
 
     if (instance == NULL)
 	instance = "";
-    if (strncmp(txn->instance, instance, sizeof(txn->instance) - 1) != 0) {
+    if (txn->instance == NULL || strcmp(txn->instance, instance) != 0) {
 	decide_txn_free(txn);
-	snprintf(txn->instance, sizeof(txn->instance), "%s", instance);
+	txn->instance = xstrdup(instance);
     }
 }
 

@@ -17,6 +17,10 @@ struct policy_config {
     const char *store_error_reply;
     long long deadline_ms;
     int     fail_open;			/* on_store_error = open */
+    struct store_url store;		/* parsed "store" */
+    long long max_connections;
+    long long idle_timeout_ms;
+    int     syslog;
 };
 
 /* What one transaction (one "instance") has been promised so far. */
@@ -27,7 +31,7 @@ struct decide_pending {
 };
 
 struct decide_txn {
-    char    instance[128];
+    char   *instance;			/* as sent, any length */
     struct decide_pending *pending;
     int     count;
 };

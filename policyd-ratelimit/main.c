@@ -81,22 +81,54 @@ static void policyd_check_reply(struct config *cfg, const char *name, char first
 			 "%s must start with a %cXX SMTP code and a space", name, first);
 }
 
-static void policyd_check_values(struct config *cfg)
+static int policyd_line(struct config *cfg, const char *name)
 {
-    const char *store = config_get_str(cfg, "store");
+    const struct config_entry *entry = config_lookup(cfg, name);
+
+    return (entry ? entry->line : 0);
+}
+
+/* policyd_check_range - a number the daemon could not run with is an error */
+
+static void policyd_check_range(struct config *cfg, const char *name, long long value,
+				        long long min, long long max, const char *unit)
+{
+    if (value < min || value > max)
+	config_add_error(cfg, policyd_line(cfg, name), "%s must be %lld%s to %lld%s",
+			 name, min, unit, max, unit);
+}
+
+/*
+ * policyd_check_values - every value the daemon uses, parsed and checked
+ * here, so that -t finds whatever the daemon would die on or misread.
+ * The store URL's errors never quote it (it may hold a password).
+ */
+
+static void policyd_check_values(struct policy_config *pc)
+{
+    struct config *cfg = pc->cfg;
     const char *mode = config_get_str(cfg, "on_store_error");
-    const struct config_entry *entry;
+    const char *err;
 
     if (strcmp(mode, "open") != 0 && strcmp(mode, "closed") != 0)
-	config_add_error(cfg, (entry = config_lookup(cfg, "on_store_error")) ? entry->line : 0,
+	config_add_error(cfg, policyd_line(cfg, "on_store_error"),
 			 "on_store_error must be open or closed");
-    if (strcmp(store, "memory") != 0 && strncmp(store, "redis://", 8) != 0
-	&& strncmp(store, "redis+unix://", 13) != 0)
-	config_add_error(cfg, (entry = config_lookup(cfg, "store")) ? entry->line : 0,
-		     "store must be memory, redis://HOST:PORT/DB or redis+unix:///PATH");
+    if ((err = store_url_parse(config_get_str(cfg, "store"), &pc->store)) != NULL)
+	config_add_error(cfg, policyd_line(cfg, "store"), "store: %s", err);
     policyd_check_reply(cfg, "defer_reply", '4');
     policyd_check_reply(cfg, "reject_reply", '5');
     policyd_check_reply(cfg, "store_error_reply", '4');
+    pc->deadline_ms = config_get_duration(cfg, "deadline");
+    policyd_check_range(cfg, "deadline", pc->deadline_ms, 1, 60000, "ms");
+    pc->idle_timeout_ms = config_get_duration(cfg, "idle_timeout");
+    policyd_check_range(cfg, "idle_timeout", pc->idle_timeout_ms, 1000, 86400000LL, "ms");
+    pc->max_connections = config_get_int(cfg, "max_connections");
+    policyd_check_range(cfg, "max_connections", pc->max_connections, 1, 1000000, "");
+    pc->syslog = config_get_bool(cfg, "syslog");
+    pc->fail_open = strcmp(mode, "open") == 0;
+    pc->defer_reply = config_get_str(cfg, "defer_reply");
+    pc->reject_reply = config_get_str(cfg, "reject_reply");
+    pc->store_error_reply = config_get_str(cfg, "store_error_reply");
 }
 
 /* policyd_load - configuration, limits and override_file; NULL on errors */
@@ -110,7 +142,7 @@ static struct policy_config *policyd_load(const char *path)
     pc->refcount = 1;
     pc->cfg = config_read(path, policyd_specs);
     if (pc->cfg->error_count == 0) {
-	policyd_check_values(pc->cfg);
+	policyd_check_values(pc);
 	ratelimit_load(&pc->limits, pc->cfg);
 	if ((ofile = config_get_str(pc->cfg, "override_file")) != NULL) {
 	    ocfg = config_read(ofile, override_specs);
@@ -125,11 +157,6 @@ static struct policy_config *policyd_load(const char *path)
 	policy_config_release(&pc);
 	return (NULL);
     }
-    pc->defer_reply = config_get_str(pc->cfg, "defer_reply");
-    pc->reject_reply = config_get_str(pc->cfg, "reject_reply");
-    pc->store_error_reply = config_get_str(pc->cfg, "store_error_reply");
-    pc->deadline_ms = config_get_duration(pc->cfg, "deadline");
-    pc->fail_open = strcmp(config_get_str(pc->cfg, "on_store_error"), "open") == 0;
     return (pc);
 }
 
@@ -169,9 +196,12 @@ static void policyd_report(evutil_socket_t fd, short what, void *context)
     struct server *srv = context;
 
     if (srv->store_errors)
-	msg_warn("store %s: %lld requests answered by on_store_error = %s in the last 10s",
-		 srv->store->kind, srv->store_errors, srv->pc->fail_open ? "open" : "closed");
+	msg_warn("store %s: %lld requests answered by on_store_error = %s in the last 10s"
+		 " (last error: %s)", srv->store->kind, srv->store_errors,
+		 srv->pc->fail_open ? "open" : "closed",
+		 srv->store->error[0] ? srv->store->error : "unknown");
     srv->store_errors = 0;
+    srv->store->error[0] = 0;
 }
 
 static void policyd_listen(struct server *srv, struct evconnlistener ***out, int *count)
@@ -198,15 +228,9 @@ static void policyd_listen(struct server *srv, struct evconnlistener ***out, int
 
 static struct store *policyd_store(struct server *srv)
 {
-    const char *url = config_get_str(srv->pc->cfg, "store");
-    const char *err;
-    struct store *store;
-
-    if (strcmp(url, "memory") == 0)
+    if (!srv->pc->store.redis)
 	return (srv->local);
-    if ((store = store_redis_create(srv->base, url, &err)) == NULL)
-	msg_fatal("store %s: %s", url, err);
-    return (store);
+    return (store_redis_create(srv->base, &srv->pc->store));
 }
 
 static void policyd_run(struct server *srv, const struct daemon_opts *opts)
@@ -242,7 +266,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     }
     srv->report = event_new(srv->base, -1, EV_PERSIST, policyd_report, srv);
     event_add(srv->report, &ten);
-    msg_info("started: %d limits, store %s", srv->pc->limits.limit_count, srv->store->kind);
+    msg_info("started: %d limits, store %s", srv->pc->limits.limit_count, srv->pc->store.text);
     event_base_dispatch(srv->base);
     for (int i = 0; i < 3; i++)
 	event_free(sig[i]);
@@ -275,10 +299,8 @@ int     main(int argc, char **argv)
 	policy_config_release(&srv.pc);
 	return (0);
     }
-    if (!opts.foreground || config_get_bool(srv.pc->cfg, "syslog"))
+    if (!opts.foreground || srv.pc->syslog)
 	msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
-    srv.max_connections = config_get_int(srv.pc->cfg, "max_connections");
-    srv.idle_timeout_ms = config_get_duration(srv.pc->cfg, "idle_timeout");
     policyd_run(&srv, &opts);
     policy_config_release(&srv.pc);
     return (0);

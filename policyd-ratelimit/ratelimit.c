@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "ratelimit.h"
 #include "msg.h"
 #include "xalloc.h"
@@ -53,6 +55,61 @@ const char *ratelimit_action_name(enum limit_action action)
     static const char *const names[] = {"defer", "reject", "hold", "warn"};
 
     return (names[action]);
+}
+
+static void ratelimit_lower(char *text)
+{
+    for (; *text; text++)
+	*text = tolower((unsigned char) *text);
+}
+
+/* ratelimit_key_lower - whether a limit's key values compare without case */
+
+static int ratelimit_key_lower(const struct limit *limit)
+{
+    static const char *const names[] = {"sender", "recipient", "sender_domain",
+    "recipient_domain", 0};
+
+    for (int i = 0; names[i]; i++)
+	if (strcmp(limit->key_attr, names[i]) == 0)
+	    return (1);
+    return (0);
+}
+
+/*
+ * ratelimit_canon - a key value as the limit counts it: lower case where
+ * the key compares without case, and a value of RATELIMIT_KEY_PLAIN_MAX
+ * bytes or more as exactly RATELIMIT_KEY_HASHED bytes: its first bytes,
+ * "~sha256:" and the SHA-256 of the whole (lowered) value. Every value
+ * is counted however long; two long values share a key only if their
+ * hashes collide; a plain key is shorter than any hashed one, so none
+ * can pose as one. buf has LIMIT_KEY_MAX bytes.
+ */
+
+void    ratelimit_canon(const char *value, int lower, char *buf)
+{
+    size_t  len = strlen(value);
+    char   *copy;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    size_t  head = RATELIMIT_KEY_HASHED - 8 - 64;
+
+    if (len < RATELIMIT_KEY_PLAIN_MAX) {
+	memcpy(buf, value, len + 1);
+	if (lower)
+	    ratelimit_lower(buf);
+	return;
+    }
+    copy = xstrdup(value);
+    if (lower)
+	ratelimit_lower(copy);
+    if (EVP_Digest(copy, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	msg_fatal("ratelimit: SHA-256 is not available");
+    memcpy(buf, copy, head);
+    memcpy(buf + head, "~sha256:", 8);
+    for (unsigned i = 0; i < mdlen; i++)
+	snprintf(buf + head + 8 + 2 * i, 3, "%02x", md[i]);
+    free(copy);
 }
 
 /* ratelimit_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
@@ -183,6 +240,8 @@ static const char *ratelimit_parse_limit(struct limits *limits, struct limit *li
 	return ("expected: limit NAME = KEY rate=N/PERIOD ...");
     }
     limit->name = xstrdup(argv[0]);
+    if (strlen(limit->name) > LIMIT_NAME_MAX)
+	err = "limit name longer than 64 characters";
     for (int i = 0; i < limits->limit_count; i++)
 	if (strcmp(limits->limit[i].name, limit->name) == 0)
 	    err = "duplicate limit name";
@@ -251,6 +310,7 @@ static const char *ratelimit_parse_override(struct limits *limits, const char *t
     struct limit *limit;
     struct limit_rates rates, **slot;
     const char *err = NULL, *burst = NULL;
+    char    key[LIMIT_KEY_MAX];
 
     if (argc < 3 || strncmp(argv[2], "rate=", 5) != 0)
 	err = "expected: override LIMIT KEY_VALUE rate=N/PERIOD[,...] [burst=N]";
@@ -266,7 +326,8 @@ static const char *ratelimit_parse_override(struct limits *limits, const char *t
 	if (err == NULL && burst)
 	    err = ratelimit_set_burst(&rates, burst);
 	if (err == NULL) {
-	    slot = (struct limit_rates **) htable_slot(limit->overrides, argv[1], &created);
+	    ratelimit_canon(argv[1], ratelimit_key_lower(limit), key);
+	    slot = (struct limit_rates **) htable_slot(limit->overrides, key, &created);
 	    if (created)
 		*slot = xmalloc(sizeof(rates));
 	    **slot = rates;
@@ -352,16 +413,11 @@ const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const c
     return (rates ? rates : &limit->rates);
 }
 
-static void ratelimit_lower(char *text)
-{
-    for (; *text; text++)
-	*text = tolower((unsigned char) *text);
-}
-
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req)
 {
-    char    value[LIMIT_KEY_MAX];
+    char   *value;
     const char *raw;
+    int     found;
 
     for (int i = 0; i < limits->exempt_count; i++) {
 	const struct exemption *ex = limits->exempt + i;
@@ -371,10 +427,11 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
 	if (ex->cidrs) {
 	    if (cidr_list_match_str(ex->cidrs, raw))
 		return (1);
-	} else {
-	    snprintf(value, sizeof(value), "%s", raw);
-	    ratelimit_lower(value);
-	    if (htable_find(ex->values, value))
+	} else {				/* the whole value, any length */
+	    ratelimit_lower(value = xstrdup(raw));
+	    found = htable_find(ex->values, value) != NULL;
+	    free(value);
+	    if (found)
 		return (1);
 	}
     }
@@ -423,11 +480,8 @@ int     ratelimit_key(const struct limit *limit, const struct policy_request *re
     }
     if (limit->v4_prefix >= 0)
 	return (ratelimit_network(limit, value, buf, len));
-    if (strlen(value) >= len)
-	return (0);
-    strcpy(buf, value);
-    if (domain || strcmp(limit->key_attr, "sender") == 0
-	|| strcmp(limit->key_attr, "recipient") == 0)
-	ratelimit_lower(buf);
+    if (len < LIMIT_KEY_MAX)
+	msg_panic("ratelimit_key: buffer of %zu bytes", len);
+    ratelimit_canon(value, ratelimit_key_lower(limit), buf);
     return (1);
 }

@@ -9,7 +9,10 @@
 #include "policy_request.h"
 
 #define LIMIT_RATES_MAX	4
-#define LIMIT_KEY_MAX	512
+#define LIMIT_KEY_MAX	512		/* key buffers; keys are shorter: */
+#define RATELIMIT_KEY_PLAIN_MAX	256	/* values this long or longer are */
+#define RATELIMIT_KEY_HASHED	256	/* hashed to keys of this length */
+#define LIMIT_NAME_MAX	64
 
 enum limit_count { COUNT_MESSAGES, COUNT_RECIPIENTS, COUNT_BYTES };
 enum limit_action { ACTION_DEFER, ACTION_REJECT, ACTION_HOLD, ACTION_WARN };
@@ -60,6 +63,7 @@ const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const c
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req);
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len);
+void    ratelimit_canon(const char *value, int lower, char *buf);
 const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates);
 const char *ratelimit_count_name(enum limit_count count);
 const char *ratelimit_action_name(enum limit_action action);

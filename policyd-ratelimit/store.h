@@ -27,6 +27,20 @@ struct store_op {
     double  retry_after;		/* microseconds */
 };
 
+/* A parsed "store" value (store_url.c); text is the printable form. */
+struct store_url {
+    int     redis;			/* 0: memory */
+    char    host[256];
+    int     port;
+    char    path[256];			/* redis+unix:// */
+    char    user[128];
+    char    password[256];
+    int     db;
+    char    text[700];			/* password replaced by "***" */
+};
+
+const char *store_url_parse(const char *text, struct store_url *url);
+
 struct store_call;
 typedef void (*store_done_fn) (struct store_call *call);
 
@@ -45,15 +59,18 @@ struct store_call {
 
 struct store {
     const char *kind;
+    char    error[200];			/* latest failure, for the summary */
     void    (*submit) (struct store *store, struct store_call *call);
     void    (*destroy) (struct store *store);
 };
 
 struct store *store_memory_create(struct event_base *base);
 size_t  store_memory_size(const struct store *store);
-struct store *store_redis_create(struct event_base *base, const char *url, const char **err);
+struct store *store_redis_create(struct event_base *base, const struct store_url *url);
 int     store_redis_connected(const struct store *store);
 void    store_call_free(struct store_call **call);
 void    store_destroy(struct store **store);
+void    store_set_error(struct store *store, const char *fmt,...)
+	__attribute__((format(printf, 2, 3)));
 
 #endif

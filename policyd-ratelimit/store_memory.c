@@ -21,6 +21,8 @@
 
 #include "build_config.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -136,4 +138,15 @@ void    store_destroy(struct store **storep)
 	return;
     (*storep)->destroy(*storep);
     *storep = NULL;
+}
+
+/* store_set_error - remember why the store failed, for the summary line */
+
+void    store_set_error(struct store *store, const char *fmt,...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(store->error, sizeof(store->error), fmt, ap);
+    va_end(ap);
 }

@@ -6,11 +6,11 @@
  * SYNOPSIS
  *	#include "store.h"
  *
- *	struct store *store_redis_create(base, url, &err)
+ *	struct store *store_redis_create(base, url)
  *	int	store_redis_connected(store)
  * DESCRIPTION
- *	url is redis://[:PASSWORD@]HOST[:PORT][/DB] or
- *	redis+unix:///PATH[?db=DB].
+ *	url comes from store_url_parse() (the configuration); only its
+ *	text, with the password masked, is ever printed.
  *
  *	All operations of one call run in one Lua script (EVALSHA, with
  *	EVAL when Redis answers NOSCRIPT), so a request's keys are checked
@@ -23,16 +23,25 @@
  *	not a cluster (a cluster would answer CROSSSLOT).
  *
  *	hiredis's libevent adapter drives the connection; commands are
- *	pipelined on it. When the connection fails or drops, pending
- *	calls complete with call->error set, new calls fail at once, and
- *	a timer reconnects every second. A Redis that accepts commands but
- *	stops answering (stopped, swapping, a dead network path) is caught
- *	by a watchdog: no reply for STORE_REDIS_STALL_MS while commands are
+ *	pipelined on it. A new connection is usable only after its
+ *	handshake (AUTH, SELECT, SCRIPT LOAD) succeeded; a refusal of any
+ *	of them (wrong password, database out of range) drops it, as does
+ *	a script answered NOAUTH, WRONGPASS, NOPERM or READONLY: a
+ *	connection is never kept in a state only a new one can cure. When
+ *	the connection fails, drops or is dropped, pending calls complete
+ *	with call->error set, new calls fail at once, and a timer
+ *	reconnects (and authenticates again) every second, so a password
+ *	fixed on the server is picked up within a second or two. A Redis
+ *	that accepts commands but stops answering (stopped, swapping, a
+ *	dead network path) is caught by a watchdog: no reply for
+ *	STORE_REDIS_STALL_MS while commands (or the handshake) are
  *	outstanding drops the connection, so later requests fail fast to
  *	on_store_error instead of each waiting for its deadline.
  * DIAGNOSTICS
- *	store_redis_create() returns NULL and a static error for a bad URL.
- *	Connection problems are logged once per state change.
+ *	Connection states ("connected", "cannot connect: ...", "AUTH
+ *	refused: ...") are logged once per change, not per retry. A failed
+ *	call is never logged: its reason goes to store.error, which the
+ *	daemon's summary prints every 10 seconds with the count.
  */
 
 #include "build_config.h"
@@ -83,18 +92,13 @@ struct store_redis {
     struct store store;
     struct event_base *base;
     redisAsyncContext *ctx;
-    int     connected;
-    int     was_up;			/* for logging state changes only */
-    int     down_logged;
-    char    host[260];
-    int     port;
-    char    path[256];
-    char    password[256];
-    int     db;
+    struct store_url url;
+    int     connected;			/* handshake done: scripts may run */
+    char    logged[200];		/* last state logged: once per change */
     char    sha[48];			/* from SCRIPT LOAD; empty: use EVAL */
     struct event *retry;
     struct event *watchdog;
-    int     outstanding;		/* script calls without a reply */
+    int     outstanding;		/* commands without a reply */
     long long progress_ms;		/* last reply, or first outstanding */
 };
 
@@ -119,44 +123,65 @@ struct store_redis_req {
 
 static void store_redis_connect(struct store_redis *redis);
 
-static const char *store_redis_parse_url(struct store_redis *redis, const char *url)
-{
-    const char *cp, *at, *slash;
-    char    hostport[256];
+/* store_redis_state - log a connection state once, until it changes */
 
-    if (strncmp(url, "redis+unix://", 13) == 0) {
-	cp = url + 13;
-	if (*cp != '/' || strlen(cp) >= sizeof(redis->path))
-	    return ("redis+unix:// needs an absolute socket path");
-	snprintf(redis->path, sizeof(redis->path), "%s", cp);
-	if ((at = strstr(redis->path, "?db=")) != NULL) {
-	    redis->db = atoi(at + 4);
-	    *(char *) at = 0;
-	}
-	return (NULL);
+static void store_redis_state(struct store_redis *redis, int warning, const char *text)
+{
+    if (strcmp(redis->logged, text) == 0)
+	return;
+    snprintf(redis->logged, sizeof(redis->logged), "%s", text);
+    if (warning)
+	msg_warn("redis: %s (store %s)", text, redis->url.text);
+    else
+	msg_info("redis: %s (store %s)", text, redis->url.text);
+}
+
+/* store_redis_down - the connection is unusable: note why, retry in 1s */
+
+static void store_redis_down(struct store_redis *redis, const char *why)
+{
+    struct timeval one = {1, 0};
+
+    store_set_error(&redis->store, "%s", why);
+    store_redis_state(redis, 1, why);
+    redis->connected = 0;
+    redis->outstanding = 0;
+    redis->sha[0] = 0;
+    if (!evtimer_pending(redis->retry, NULL))
+	evtimer_add(redis->retry, &one);
+}
+
+/*
+ * store_redis_drop - close the connection ourselves (stalled, refused
+ * our credentials or database). Pending calls complete with an error
+ * (hiredis calls them with no reply); new ones fail at once until the
+ * reconnect. Safe inside a hiredis callback (the free is deferred).
+ */
+
+static void store_redis_drop(struct store_redis *redis, const char *why)
+{
+    redisAsyncContext *ctx = redis->ctx;
+
+    redis->ctx = NULL;
+    redis->connected = 0;
+    if (ctx) {
+	ctx->data = NULL;			/* no disconnect callback work */
+	redisAsyncFree(ctx);
     }
-    if (strncmp(url, "redis://", 8) != 0)
-	return ("store must be memory, redis://HOST:PORT/DB or redis+unix:///PATH");
-    cp = url + 8;
-    if ((at = strchr(cp, '@')) != NULL) {
-	if (*cp != ':' || (size_t) (at - cp - 1) >= sizeof(redis->password))
-	    return ("redis:// password must be written as redis://:PASSWORD@HOST");
-	memcpy(redis->password, cp + 1, at - cp - 1);
-	cp = at + 1;
-    }
-    slash = strchr(cp, '/');
-    snprintf(hostport, sizeof(hostport), "%.*s", slash ? (int) (slash - cp) : (int) strlen(cp), cp);
-    if (slash && slash[1])
-	redis->db = atoi(slash + 1);
-    redis->port = 6379;
-    if (strchr(hostport, ':')) {
-	redis->port = atoi(strchr(hostport, ':') + 1);
-	*strchr(hostport, ':') = 0;
-    }
-    if (!*hostport || redis->port <= 0 || redis->port > 65535)
-	return ("bad redis:// host or port");
-    snprintf(redis->host, sizeof(redis->host), "%s", hostport);
-    return (NULL);
+    store_redis_down(redis, why);
+}
+
+/* store_redis_fatal_reply - errors that only a new connection can cure */
+
+static int store_redis_fatal_reply(const redisReply *reply)
+{
+    static const char *const prefixes[] = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY",
+    0};
+
+    for (int i = 0; prefixes[i]; i++)
+	if (strncmp(reply->str, prefixes[i], strlen(prefixes[i])) == 0)
+	    return (1);
+    return (0);
 }
 
 static void store_redis_req_free(struct store_redis_req *req)
@@ -179,6 +204,8 @@ static void store_redis_complete(struct store_call *call, int error)
 	call->done(call);
 }
 
+/* store_redis_parse_reply - 1 when the reply is the script's array */
+
 static int store_redis_parse_reply(struct store_call *call, const redisReply *reply)
 {
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
@@ -197,23 +224,44 @@ static int store_redis_parse_reply(struct store_call *call, const redisReply *re
 
 static void store_redis_send(struct store_redis_req *req, int use_sha);
 
+/*
+ * store_redis_reply - a script's answer. Failures are not logged here
+ * (that would be one line per request): they are counted by the caller
+ * and summarised every 10s with store.error.
+ */
+
 static void store_redis_reply(redisAsyncContext *ctx, void *r, void *privdata)
 {
     struct store_redis_req *req = privdata;
+    struct store_redis *redis = req->redis;
     const redisReply *reply = r;
+    int     ok;
 
-    req->redis->outstanding--;
-    req->redis->progress_ms = store_redis_now_ms();
+    if (ctx != redis->ctx)			/* a dropped connection's */
+	reply = NULL;
+    else {
+	redis->outstanding--;
+	redis->progress_ms = store_redis_now_ms();
+    }
     if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0
-	&& req->redis->connected) {
-	req->redis->sha[0] = 0;
+	&& redis->connected) {
+	redis->sha[0] = 0;
 	store_redis_send(req, 0);		/* once more, with the script text */
 	return;
     }
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-	msg_warn("redis: script error: %s", reply->str);
-    store_redis_complete(req->call, !store_redis_parse_reply(req->call, reply));
+    /* without a reply, store_redis_down() has said why */
+    if (!(ok = store_redis_parse_reply(req->call, reply)) && reply != NULL) {
+	if (reply->type == REDIS_REPLY_ERROR)
+	    store_set_error(&redis->store, "%.150s", reply->str);
+	else
+	    store_set_error(&redis->store, "unexpected reply to the script (type %d)",
+			    reply->type);
+    }
+    store_redis_complete(req->call, !ok);
     store_redis_req_free(req);
+    if (reply && reply->type == REDIS_REPLY_ERROR && ctx == redis->ctx
+	&& store_redis_fatal_reply(reply))
+	store_redis_drop(redis, reply->str);
 }
 
 static void store_redis_send(struct store_redis_req *req, int use_sha)
@@ -226,8 +274,10 @@ static void store_redis_send(struct store_redis_req *req, int use_sha)
     req->argv[1] = xstrdup(use_sha ? redis->sha : store_redis_script);
     req->argvlen[0] = strlen(req->argv[0]);
     req->argvlen[1] = strlen(req->argv[1]);
-    if (redisAsyncCommandArgv(redis->ctx, store_redis_reply, req, req->argc,
+    if (redis->ctx == NULL
+	|| redisAsyncCommandArgv(redis->ctx, store_redis_reply, req, req->argc,
 			      (const char **) req->argv, req->argvlen) != REDIS_OK) {
+	store_set_error(&redis->store, "cannot queue the command");
 	store_redis_complete(req->call, 1);
 	store_redis_req_free(req);
 	return;
@@ -243,6 +293,8 @@ static void store_redis_submit(struct store *store, struct store_call *call)
     int     n = call->count, a = 0;
 
     if (redis->ctx == NULL || !redis->connected) {
+	store_set_error(store, "%s", redis->logged[0] && strcmp(redis->logged, "connected")
+			? redis->logged : "not connected yet");
 	store_redis_complete(call, 1);
 	return;
     }
@@ -268,61 +320,83 @@ static void store_redis_submit(struct store *store, struct store_call *call)
     store_redis_send(req, redis->sha[0] != 0);
 }
 
-static void store_redis_loaded(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis *redis = privdata;
-    const redisReply *reply = r;
+/*
+ * store_redis_handshake_reply - AUTH, SELECT and SCRIPT LOAD, in that
+ * order on a new connection. Any refusal drops the connection, so the
+ * next attempt authenticates again (a password fixed on the server side
+ * is picked up within a second); the last reply makes it usable.
+ */
 
-    if (reply && reply->type == REDIS_REPLY_STRING && reply->len < sizeof(redis->sha))
-	snprintf(redis->sha, sizeof(redis->sha), "%s", reply->str);
+static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis *redis = ctx->data;
+    const redisReply *reply = r;
+    const char *step = privdata;
+    char    why[200];
+
+    if (redis == NULL || reply == NULL)		/* being freed */
+	return;
+    redis->outstanding--;
+    redis->progress_ms = store_redis_now_ms();
+    if (reply->type == REDIS_REPLY_ERROR || (strcmp(step, "SCRIPT LOAD") == 0
+			&& (reply->type != REDIS_REPLY_STRING || reply->len >= sizeof(redis->sha)))) {
+	snprintf(why, sizeof(why), "%s refused: %.150s", step,
+		 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+	store_redis_drop(redis, why);
+	return;
+    }
+    if (strcmp(step, "SCRIPT LOAD") != 0)
+	return;
+    snprintf(redis->sha, sizeof(redis->sha), "%s", reply->str);
+    redis->connected = 1;
+    store_redis_state(redis, 0, "connected");
 }
 
-static void store_redis_ignore(redisAsyncContext *ctx, void *r, void *privdata)
+static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *ctx)
 {
-    const redisReply *reply = r;
+    char    db[16];
+    const struct store_url *url = &redis->url;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-	msg_warn("redis: %s: %s", (const char *) privdata, reply->str);
+    if (url->password[0] && url->user[0])
+	redisAsyncCommand(ctx, store_redis_handshake_reply, "AUTH", "AUTH %s %s",
+			  url->user, url->password);
+    else if (url->password[0])
+	redisAsyncCommand(ctx, store_redis_handshake_reply, "AUTH", "AUTH %s", url->password);
+    if (url->db) {
+	snprintf(db, sizeof(db), "%d", url->db);
+	redisAsyncCommand(ctx, store_redis_handshake_reply, "SELECT", "SELECT %s", db);
+    }
+    redisAsyncCommand(ctx, store_redis_handshake_reply, "SCRIPT LOAD", "SCRIPT LOAD %s",
+		      store_redis_script);
+    redis->outstanding = 1 + (url->password[0] != 0) + (url->db != 0);
+    redis->progress_ms = store_redis_now_ms();
 }
 
 static void store_redis_on_connect(const redisAsyncContext *ctx, int status)
 {
     struct store_redis *redis = ctx->data;
-    struct timeval one = {1, 0};
+    char    why[200];
 
-    if (status != REDIS_OK) {
-	if (!redis->down_logged)
-	    msg_warn("redis: cannot connect: %s", ctx->errstr);
-	redis->down_logged = 1;
-	redis->was_up = 0;
-	redis->ctx = NULL;		/* hiredis frees it */
-	redis->connected = 0;
-	evtimer_add(redis->retry, &one);
+    if (redis == NULL)
 	return;
+    if (status != REDIS_OK) {
+	snprintf(why, sizeof(why), "cannot connect: %.150s", ctx->errstr);
+	redis->ctx = NULL;			/* hiredis frees it */
+	store_redis_down(redis, why);
     }
-    redis->connected = 1;
-    if (!redis->was_up)
-	msg_info("redis: connected");
-    redis->was_up = 1;
-    redis->down_logged = 0;
 }
 
 static void store_redis_on_disconnect(const redisAsyncContext *ctx, int status)
 {
     struct store_redis *redis = ctx->data;
-    struct timeval one = {1, 0};
+    char    why[200];
 
     if (redis == NULL)
 	return;
-    if (redis->connected)
-	msg_warn("redis: connection lost%s%s", status != REDIS_OK ? ": " : "",
-		 status != REDIS_OK ? ctx->errstr : "");
+    snprintf(why, sizeof(why), "connection lost%s%.150s", status != REDIS_OK ? ": " : "",
+	     status != REDIS_OK ? ctx->errstr : "");
     redis->ctx = NULL;
-    redis->connected = 0;
-    redis->was_up = 0;
-    redis->outstanding = 0;
-    redis->sha[0] = 0;
-    evtimer_add(redis->retry, &one);
+    store_redis_down(redis, why);
 }
 
 /* store_redis_watchdog - drop a connection that stopped answering */
@@ -331,21 +405,14 @@ static void store_redis_watchdog(evutil_socket_t fd, short what, void *context)
 {
     struct store_redis *redis = context;
     long long silent = store_redis_now_ms() - redis->progress_ms;
-    struct timeval one = {1, 0};
-    redisAsyncContext *ctx = redis->ctx;
+    char    why[200];
 
     if (redis->ctx == NULL || redis->outstanding <= 0 || silent < STORE_REDIS_STALL_MS)
 	return;
-    msg_warn("redis: no answer for %lld ms with %d commands outstanding; reconnecting",
-	     silent, redis->outstanding);
-    redis->connected = 0;
-    redis->was_up = 0;
-    redis->ctx = NULL;
-    ctx->data = NULL;			/* no disconnect callback work */
-    redisAsyncFree(ctx);		/* fails the pending calls */
-    redis->outstanding = 0;
-    redis->sha[0] = 0;
-    evtimer_add(redis->retry, &one);
+    /* the time is not in the text: one line per stall, not per retry */
+    snprintf(why, sizeof(why), "no answer for %d ms with commands outstanding; reconnecting",
+	     STORE_REDIS_STALL_MS);
+    store_redis_drop(redis, why);
 }
 
 static void store_redis_retry(evutil_socket_t fd, short what, void *context)
@@ -356,20 +423,15 @@ static void store_redis_retry(evutil_socket_t fd, short what, void *context)
 static void store_redis_connect(struct store_redis *redis)
 {
     redisAsyncContext *ctx;
-    char    db[16];
+    char    why[200];
 
-    ctx = redis->path[0] ? redisAsyncConnectUnix(redis->path)
-	: redisAsyncConnect(redis->host, redis->port);
+    ctx = redis->url.path[0] ? redisAsyncConnectUnix(redis->url.path)
+	: redisAsyncConnect(redis->url.host, redis->url.port);
     if (ctx == NULL || ctx->err) {
-	struct timeval one = {1, 0};
-
-	if (!redis->down_logged)
-	    msg_warn("redis: cannot connect: %s", ctx ? ctx->errstr : "out of memory");
-	redis->down_logged = 1;
-	redis->was_up = 0;
+	snprintf(why, sizeof(why), "cannot connect: %.150s", ctx ? ctx->errstr : "out of memory");
 	if (ctx)
 	    redisAsyncFree(ctx);
-	evtimer_add(redis->retry, &one);
+	store_redis_down(redis, why);
 	return;
     }
     ctx->data = redis;
@@ -377,13 +439,7 @@ static void store_redis_connect(struct store_redis *redis)
     redisLibeventAttach(ctx, redis->base);
     redisAsyncSetConnectCallback(ctx, store_redis_on_connect);
     redisAsyncSetDisconnectCallback(ctx, store_redis_on_disconnect);
-    if (redis->password[0])
-	redisAsyncCommand(ctx, store_redis_ignore, "AUTH", "AUTH %s", redis->password);
-    if (redis->db) {
-	snprintf(db, sizeof(db), "%d", redis->db);
-	redisAsyncCommand(ctx, store_redis_ignore, "SELECT", "SELECT %s", db);
-    }
-    redisAsyncCommand(ctx, store_redis_loaded, redis, "SCRIPT LOAD %s", store_redis_script);
+    store_redis_handshake(redis, ctx);
 }
 
 int     store_redis_connected(const struct store *store)
@@ -401,18 +457,18 @@ static void store_redis_destroy(struct store *store)
     }
     event_free(redis->retry);
     event_free(redis->watchdog);
+    explicit_bzero(&redis->url, sizeof(redis->url));	/* no password left behind */
     free(redis);
 }
 
-struct store *store_redis_create(struct event_base *base, const char *url, const char **err)
+/* store_redis_create - url from store_url_parse(): it cannot fail here */
+
+struct store *store_redis_create(struct event_base *base, const struct store_url *url)
 {
     struct store_redis *redis = xcalloc(1, sizeof(*redis));
     struct timeval quarter = {0, 250000};
 
-    if ((*err = store_redis_parse_url(redis, url)) != NULL) {
-	free(redis);
-	return (NULL);
-    }
+    redis->url = *url;
     redis->store.kind = "redis";
     redis->store.submit = store_redis_submit;
     redis->store.destroy = store_redis_destroy;
