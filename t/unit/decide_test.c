@@ -88,6 +88,41 @@ static int check(char *reply, const char *want, const char *name)
     return (pass);
 }
 
+/*
+ * test_long - instances are compared whole (two sharing 127 bytes are two
+ * transactions), and a 600-byte user is limited under its hashed key.
+ */
+
+static void test_long(struct decide_txn *txn)
+{
+    char    a[200], b[200], extra[800], user[601];
+    int     dunno = 0;
+    char   *r;
+
+    memset(a, 'i', 150);
+    memcpy(b, a, 150);
+    strcpy(a + 150, "-a");
+    strcpy(b + 150, "-b");
+    is_int(count_dunno(txn, a, "dave", 20), 20, "20 recipients in a 152-byte instance");
+    is_int(count_dunno(txn, b, "dave", 10), 10,
+	   "another instance sharing its first 150 bytes is another transaction");
+
+    memset(user, 'u', 600);
+    user[600] = 0;
+    for (int i = 0; i < 31; i++) {
+	snprintf(extra, sizeof(extra), "sasl_username=%s\nrecipient_count=1\n", user);
+	r = ask(txn, "END-OF-MESSAGE", i < 30 ? "l1" : "l2", extra);
+	if (i < 30)
+	    dunno += strcmp(r, "DUNNO") == 0;
+	else
+	    ok(strncmp(r, "450 4.7.1 per_user ", 19) == 0 && strstr(r, "~sha256:") != NULL
+	       && strlen(r) < 400, "the 31st message of a 600-byte user is deferred, "
+	       "the reply names its hashed key");
+	free(r);
+    }
+    is_int(dunno, 30, "a 600-byte user gets exactly its 30");
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -150,6 +185,7 @@ int     main(void)
     check(ask(&txn, "CONNECT", "t15", "sasl_username=alice\n"), "DUNNO",
 	  "other protocol states are not limited");
 
+    test_long(&txn);
     decide_txn_free(&txn);
     store_destroy(&store);
     ratelimit_free(&pc.limits);

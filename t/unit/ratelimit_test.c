@@ -22,6 +22,7 @@ static const char example[] =
 "limit per_domain = sender_domain        rate=1000/1h       count=messages   dry_run=yes\n"
 "limit big_sender = sasl_username        rate=50M/1h        count=bytes\n"
 "limit to_domain  = recipient_domain     rate=5/1s burst=10 action=reject\n"
+"limit per_sender = sender               rate=5/1m\n"
 "override per_user svc-billing rate=5000/1h,50000/1d\n"
 "exempt client_address 127.0.0.0/8 ::1\n"
 "exempt sasl_username svc-monitoring\n";
@@ -60,6 +61,128 @@ static const char *first_error(const char *text)
     return (buf);
 }
 
+/* long_key - the key of limit for attribute=value, value of any length */
+
+static const char *long_key(const struct limit *limit, const char *attr, const char *value)
+{
+    static struct policy_request req;
+    static char buf[LIMIT_KEY_MAX];
+    char   *line = malloc(strlen(attr) + strlen(value) + 2);
+
+    policy_request_free(&req);
+    policy_request_init(&req);
+    sprintf(line, "%s=%s", attr, value);
+    if (policy_request_add_line(&req, line, strlen(line)) != NULL)
+	tap_diag("request refused a %zu-byte line", strlen(line));
+    free(line);
+    if (!ratelimit_key(limit, &req, buf, sizeof(buf)))
+	return ("(none)");
+    policy_request_free(&req);
+    return (buf);
+}
+
+static char *repeat(int ch, size_t len)
+{
+    char   *text = malloc(len + 1);
+
+    memset(text, ch, len);
+    text[len] = 0;
+    return (text);
+}
+
+/*
+ * test_long_keys - every length is limited: plain below 256 bytes,
+ * hashed from 256 on (to exactly 256 bytes), never "(none)" as values
+ * of 512 bytes and more were before.
+ */
+
+static void test_long_keys(const struct limits *limits)
+{
+    static const size_t lengths[] = {1, 254, 255, 256, 257, 511, 512, 513, 639, 640, 641,
+    1024, 8000};
+    const struct limit *per_user = limits->limit, *sender = limits->limit + 5;
+    char   *a, *b, prev[LIMIT_KEY_MAX] = "";
+    const char *k;
+
+    for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+	size_t  n = lengths[i];
+
+	a = repeat('a', n);
+	k = long_key(per_user, "sasl_username", a);
+	if (n < RATELIMIT_KEY_PLAIN_MAX)
+	    is_str(k, a, "a %zu-byte value is its own key", n);
+	else
+	    ok(strlen(k) == RATELIMIT_KEY_HASHED && strncmp(k, a, 184) == 0
+	       && strncmp(k + 184, "~sha256:", 8) == 0,
+	       "a %zu-byte value is limited under a %d-byte hashed key", n,
+	       RATELIMIT_KEY_HASHED);
+	ok(strcmp(k, prev) != 0, "%zu bytes: a key of its own", n);
+	snprintf(prev, sizeof(prev), "%s", k);
+	b = strdup(a);
+	b[n - 1] = 'b';
+	ok(strcmp(long_key(per_user, "sasl_username", b), prev) != 0,
+	   "%zu bytes: differing in the last byte is another key", n);
+	free(a);
+	free(b);
+    }
+    a = repeat('a', 300);
+    is_str(long_key(per_user, "sasl_username", a) + 192,
+	   "9835fa6bf4e20a9b9ea812506302e98982721a6cf8d2cae67af57129bf21ae90",
+	   "the hash is SHA-256 of the whole value");
+    a[0] = 'A';
+    ok(strcmp(long_key(sender, "sender", a) + 192,
+	      "9835fa6bf4e20a9b9ea812506302e98982721a6cf8d2cae67af57129bf21ae90") == 0,
+       "sender keys are hashed after lowering case");
+    ok(strcmp(long_key(per_user, "sasl_username", a) + 192,
+	      "9835fa6bf4e20a9b9ea812506302e98982721a6cf8d2cae67af57129bf21ae90") != 0,
+       "sasl_username keys keep their case");
+    free(a);
+}
+
+/* test_long_values - overrides and exemptions compare whole values */
+
+static void test_long_values(void)
+{
+    char   *u600 = repeat('u', 600), *u511 = repeat('u', 511), *conf, keybuf[LIMIT_KEY_MAX];
+    struct config *cfg;
+    struct limits limits;
+    struct policy_request req;
+    char   *line;
+
+    conf = malloc(4000);
+    snprintf(conf, 4000, "limit per_user = sasl_username rate=1/1m\n"
+	     "limit per_sender = sender rate=1/1m\n"
+	     "override per_user %s rate=9/1m\n"
+	     "override per_sender Alice@Example.NET rate=7/1m\n"
+	     "exempt sasl_username %s\n", u600, u511);
+    cfg = config_read_buffer("long.conf", conf, strlen(conf), specs);
+    memset(&limits, 0, sizeof(limits));
+    ratelimit_load(&limits, cfg);
+    is_int(cfg->error_count, 0, "overrides and exemptions of long values load");
+    ratelimit_canon(u600, 0, keybuf);
+    is_int(ratelimit_rates_for(limits.limit, keybuf)->rate[0].count, 9,
+	   "an override of a 600-byte value applies to its key");
+    is_int(ratelimit_rates_for(limits.limit + 1, "alice@example.net")->rate[0].count, 7,
+	   "an override of a sender applies whatever its case");
+
+    policy_request_init(&req);
+    line = malloc(700);
+    snprintf(line, 700, "sasl_username=%s", u511);
+    policy_request_add_line(&req, line, strlen(line));
+    ok(ratelimit_exempt(&limits, &req), "a 511-byte exempt value matches itself");
+    policy_request_reset(&req);
+    snprintf(line, 700, "sasl_username=%sX", u511);
+    policy_request_add_line(&req, line, strlen(line));
+    ok(!ratelimit_exempt(&limits, &req), "a longer value sharing its first 511 bytes does not");
+    free(line);
+    policy_request_free(&req);
+    ratelimit_free(&limits);
+    config_free(&cfg);
+    free(conf);
+    free(u600);
+    free(u511);
+}
+
 int     main(void)
 {
     struct config *cfg = config_read_buffer("ex.conf", example, strlen(example), specs);
@@ -72,7 +195,7 @@ int     main(void)
     is_int(cfg->error_count, 0, "the example loads without errors");
     if (cfg->error_count)
 	diag("%s", cfg->errors[0]);
-    is_int(limits.limit_count, 5, "five limits");
+    is_int(limits.limit_count, 6, "six limits");
     is_int(limits.limit[0].rates.count, 2, "per_user has two rates");
     is_int(limits.limit[0].rates.rate[1].count, 500, "500/1d: count");
     is_int(limits.limit[0].rates.rate[1].period_ms, 86400000, "500/1d: period");
@@ -125,6 +248,12 @@ int     main(void)
        "bad CIDR names the value");
     ok(strstr(first_error("override a b rate=1/1m\n"), "unknown limit") != NULL,
        "override of an unknown limit refused");
+
+    ok(strstr(first_error("limit a12345678901234567890123456789012345678901234567890123456789"
+			  "012345 = sender rate=1/1m\n"), "64") != NULL,
+       "a limit name over 64 characters refused");
+    test_long_keys(&limits);
+    test_long_values();
 
     ratelimit_free(&limits);
     config_free(&cfg);

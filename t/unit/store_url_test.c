@@ -1,0 +1,90 @@
+/* store_url_test - unit tests for policyd-ratelimit/store_url.c */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "tap.h"
+
+#define SECRET "S3cr:t/p@ss"
+
+/* refused - the error for text, and that it leaks none of the URL */
+
+static void refused(const char *text, const char *want, const char *name)
+{
+    struct store_url url;
+    const char *err = store_url_parse(text, &url);
+
+    ok(err != NULL && strstr(err, want) != NULL, "%s: refused (%s)", name, err ? err : "OK");
+    ok(err == NULL || (strstr(err, "S3cr") == NULL && strstr(err, "host.example") == NULL),
+       "%s: the error quotes no part of the URL", name);
+    ok(url.password[0] == 0 && url.host[0] == 0, "%s: nothing half-parsed is kept", name);
+}
+
+static void parsed(const char *text, const char *host, int port, int db, const char *user,
+		           const char *password, const char *shown)
+{
+    struct store_url url;
+    const char *err = store_url_parse(text, &url);
+
+    ok(err == NULL, "%s parses%s%s", shown, err ? ": " : "", err ? err : "");
+    is_str(url.host, host, "%s: host", shown);
+    is_int(url.port, port, "%s: port", shown);
+    is_int(url.db, db, "%s: db", shown);
+    is_str(url.user, user, "%s: user", shown);
+    is_str(url.password, password, "%s: password, byte for byte", shown);
+    is_str(url.text, shown, "printable form masks the password");
+    ok(strstr(url.text, "S3cr") == NULL, "%s: no secret in the printable form", shown);
+}
+
+int     main(void)
+{
+    struct store_url url;
+    char    text[600];
+
+    ok(store_url_parse("memory", &url) == NULL && !url.redis, "memory");
+    parsed("redis://127.0.0.1", "127.0.0.1", 6379, 0, "", "", "redis://127.0.0.1:6379/0");
+    parsed("redis://host.example:6380/15", "host.example", 6380, 15, "", "",
+	   "redis://host.example:6380/15");
+    parsed("redis://h:1/", "h", 1, 0, "", "", "redis://h:1/0");
+    parsed("redis://:" SECRET "@host.example:65535/3", "host.example", 65535, 3, "", SECRET,
+	   "redis://:***@host.example:65535/3");
+    parsed("redis://mxkit:" SECRET "@[::1]:7000/2", "::1", 7000, 2, "mxkit", SECRET,
+	   "redis://mxkit:***@[::1]:7000/2");
+    ok(store_url_parse("redis+unix:///run/redis/redis.sock?db=7", &url) == NULL
+       && strcmp(url.path, "/run/redis/redis.sock") == 0 && url.db == 7,
+       "redis+unix:// with ?db=");
+    is_str(url.text, "redis+unix:///run/redis/redis.sock?db=7", "redis+unix:// printable form");
+
+    refused("redis://:" SECRET "@host.example:abc/0", "port", "non-numeric port");
+    refused("redis://:" SECRET "@host.example:0/0", "port", "port 0");
+    refused("redis://:" SECRET "@host.example:65536/0", "port", "port 65536");
+    refused("redis://:" SECRET "@host.example:/0", "port", "empty port");
+    refused("redis://:" SECRET "@host.example:6379999999/0", "port", "huge port");
+    refused("redis://:" SECRET "@host.example/16", "database", "DB 16");
+    refused("redis://:" SECRET "@host.example/99", "database", "DB 99");
+    refused("redis://:" SECRET "@host.example/abc", "database", "DB abc");
+    refused("redis://:" SECRET "@host.example/-1", "database", "DB -1");
+    refused("redis://:" SECRET "@host.example/1?x=y", "database", "DB with a query");
+    refused("redis://S3crpass@host.example/0", "credentials", "password without ':'");
+    refused("redis://:@host.example/0", "empty", "empty password");
+    refused("redis://:S3crpass/0", "host", "'@' missing: password would be the host");
+    refused("redis://:" SECRET "@/0", "host", "empty host");
+    refused("redis://:" SECRET "@[::1/0", "IPv6", "unclosed IPv6 bracket");
+    refused("redis://:" SECRET "@host.example x/0", "host", "space in host");
+    refused("postgres://:" SECRET "@host.example/0", "store must be", "unknown scheme");
+    refused("Redis://:" SECRET "@host.example/0", "store must be", "scheme is case-sensitive");
+    refused("", "store must be", "empty value");
+    refused("redis+unix://relative.sock", "absolute", "relative socket path");
+    refused("redis+unix:///run/r.sock?db=16", "database", "unix DB 16");
+    refused("redis+unix:///run/r.sock?pw=" SECRET, "db=", "unix unknown query");
+    memset(text, 'p', sizeof(text) - 1);
+    text[sizeof(text) - 1] = 0;
+    memcpy(text, "redis://:", 9);
+    memcpy(text + sizeof(text) - 20, "@host.example:1/0", 18);
+    refused(text, "too long", "password longer than the buffer");
+    return (tap_done());
+}
