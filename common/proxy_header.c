@@ -7,6 +7,8 @@
  *	#include "proxy_header.h"
  *
  *	const char *proxy_header_parse(buf, len, v2_max, &hdr)
+ *	int	proxy_header_has_client(&hdr)
+ *	void	proxy_header_unmap(&hdr)
  *	uint32_t proxy_crc32c(crc, buf, len)
  * DESCRIPTION
  *	proxy_header_parse() parses the header at the start of buf
@@ -27,6 +29,19 @@
  *	(0xEE, private endpoint LINKID). Text TLVs may not contain NUL.
  *	Other types are skipped and counted. A LOCAL header's address
  *	block is ignored, as the specification says.
+ *
+ *	proxy_header_has_client() tells whether the header names a client
+ *	at all: a PROXY command (v2) or TCP4/TCP6 line (v1) with an INET or
+ *	INET6 source. LOCAL, UNKNOWN, UNSPEC and UNIX headers do not, and
+ *	whoever receives one must not fall back to the address of the
+ *	connection it came on: that is the balancer's or our own, and a
+ *	client must never inherit its trust.
+ *
+ *	proxy_header_unmap() turns an IPv4-mapped IPv6 source
+ *	(::ffff:a.b.c.d; a dual-stack balancer sends these for IPv4
+ *	clients) into the IPv4 address it is, so that IPv4 networks,
+ *	IPv4 backends and Postfix's own view of the client agree; the
+ *	destination follows when it is mapped too.
  * DIAGNOSTICS
  *	NULL when a header was parsed; proxy_header_incomplete when buf
  *	is a valid beginning (hdr->length is then the size needed, when
@@ -461,4 +476,37 @@ const char *proxy_header_parse(const void *data, size_t len, size_t v2_max,
     if (len < 6)
 	return (proxy_header_incomplete);
     return (proxy_v1_parse(data, len, hdr));
+}
+
+/* proxy_header_has_client - does the header name a client address? */
+
+int     proxy_header_has_client(const struct proxy_header *hdr)
+{
+    return (!hdr->local && ((hdr->family == AF_INET && hdr->src.sa.sa_family == AF_INET)
+		  || (hdr->family == AF_INET6 && hdr->src.sa.sa_family == AF_INET6)));
+}
+
+/* proxy_unmap_one - ::ffff:a.b.c.d to a.b.c.d, port kept */
+
+static int proxy_unmap_one(union addr_sockaddr *sa)
+{
+    struct sockaddr_in in;
+
+    if (sa->sa.sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sa->in6.sin6_addr))
+	return (0);
+    memset(&in, 0, sizeof(in));
+    in.sin_family = AF_INET;
+    in.sin_port = sa->in6.sin6_port;
+    memcpy(&in.sin_addr, sa->in6.sin6_addr.s6_addr + 12, 4);
+    memset(sa, 0, sizeof(*sa));
+    sa->in = in;
+    return (1);
+}
+
+void    proxy_header_unmap(struct proxy_header *hdr)
+{
+    if (hdr->family != AF_INET6 || !proxy_unmap_one(&hdr->src))
+	return;
+    hdr->family = AF_INET;
+    (void) proxy_unmap_one(&hdr->dst);
 }

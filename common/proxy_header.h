@@ -51,6 +51,8 @@ extern const char proxy_header_incomplete[];
 
 const char *proxy_header_parse(const void *buf, size_t len, size_t v2_max,
 			               struct proxy_header *hdr);
+int     proxy_header_has_client(const struct proxy_header *hdr);
+void    proxy_header_unmap(struct proxy_header *hdr);
 
 /* Reading from a socket without consuming a byte past the header. */
 struct proxy_reader {

@@ -26,6 +26,7 @@
 
 #include "build_config.h"
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -34,6 +35,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <event2/util.h>
 
 #include "daemon.h"
 #include "metrics.h"
@@ -54,6 +57,7 @@ static const struct config_spec shim_specs[] = {
     {"max_connections", CONFIG_INT, "10000", 0},
     {"max_header_size", CONFIG_SIZE, "536", 0},
     {"xclient_helo", CONFIG_STRING, "proxyv2-shim", 0},
+    {"unknown_clients", CONFIG_STRING, "unavailable", 0},
     {"xclient_name_lookup", CONFIG_BOOL, "yes", 0},
     {"dns_servers", CONFIG_LIST, NULL, 0},
     {"dns_timeout", CONFIG_DURATION, "2s", 0},
@@ -65,6 +69,119 @@ static const struct config_spec shim_specs[] = {
     {"syslog", CONFIG_BOOL, "no", 0},
     {0},
 };
+
+/*
+ * Every number the daemon uses, with the range in which it means
+ * something: 0 for a timeout or max_connections would refuse or drop
+ * every connection, and -t must say so instead of "OK".
+ */
+static const struct shim_range {
+    const char *name;
+    int     duration;			/* else a plain integer */
+    long long min;
+    long long max;
+    const char *range;
+}       shim_ranges[] = {
+    {"header_timeout", 1, 1, 60000, "between 1ms and 60s"},
+    {"connect_timeout", 1, 1, 300000, "between 1ms and 5m"},
+    {"idle_timeout", 1, 1000, 86400000, "between 1s and 24h"},
+    {"dns_timeout", 1, 1, 60000, "between 1ms and 60s"},
+    {"max_connections", 0, 1, 1000000, "between 1 and 1000000"},
+    {"log_rejects_per_second", 0, 0, 1000000, "between 0 and 1000000"},
+    {"workers", 0, 0, 64, "between 0 (one per CPU) and 64"},
+    {0},
+};
+
+static int shim_line(const struct config *cfg, const char *name)
+{
+    const struct config_entry *e = config_lookup(cfg, name);
+
+    return (e ? e->line : 0);
+}
+
+/* shim_check_hostname - an EHLO argument: a host name or [address] */
+
+static int shim_check_hostname(const char *name)
+{
+    size_t  len = strlen(name);
+
+    if (len == 0 || len > 255)
+	return (0);
+    if (name[0] == '[')
+	return (len > 2 && name[len - 1] == ']'
+		&& strspn(name + 1, "0123456789abcdefABCDEF.:IPVipv6") == len - 2);
+    return (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+	    == len);
+}
+
+/* shim_check_listeners - two listeners on one address cannot both work */
+
+static void shim_check_listeners(struct server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+	for (int j = 0; j < i; j++) {
+	    const struct addr *a = &srv->listeners[i].listen, *b = &srv->listeners[j].listen;
+	    char    text[ADDR_TEXT_MAX];
+	    int     any;
+
+	    if (a->family != b->family || addr_port(&a->u.sa) != addr_port(&b->u.sa))
+		continue;
+	    any = a->family == AF_INET
+		? a->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		|| b->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		|| a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr
+		: IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
+		|| IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr)
+		|| IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr);
+	    if (any)
+		config_add_error(srv->cfg, srv->listeners[i].line, "listener %s overlaps the "
+				 "listener at line %d: one address and port, one listener",
+				 addr_format(&a->u.sa, text, sizeof(text)),
+				 srv->listeners[j].line);
+	}
+}
+
+/* shim_check - every value main() and the workers will use, now */
+
+static void shim_check(struct server *srv)
+{
+    const char *servers = config_get_str(srv->cfg, "dns_servers");
+    const char *unknown = config_get_str(srv->cfg, "unknown_clients");
+    const char *helo = config_get_str(srv->cfg, "xclient_helo");
+    char  **list;
+    int     n;
+
+    for (const struct shim_range *r = shim_ranges; r->name; r++) {
+	long long v = r->duration ? config_get_duration(srv->cfg, r->name)
+	    : config_get_int(srv->cfg, r->name);
+
+	if (v < r->min || v > r->max)
+	    config_add_error(srv->cfg, shim_line(srv->cfg, r->name), "%s must be %s",
+			     r->name, r->range);
+    }
+    list = config_split_list(servers ? servers : "", &n);
+    for (int i = 0; i < n; i++) {
+	union addr_sockaddr sa;
+	int     len = sizeof(sa);
+
+	/* the form evdns_base_nameserver_ip_add() takes */
+	if (evutil_parse_sockaddr_port(list[i], &sa.sa, &len) != 0)
+	    config_add_error(srv->cfg, shim_line(srv->cfg, "dns_servers"),
+			     "dns_servers: \"%s\" is not an address[:port]", list[i]);
+    }
+    config_list_free(&list);
+    if (strcmp(unknown, "unavailable") == 0)
+	srv->unknown_clients = SHIM_UNKNOWN_UNAVAILABLE;
+    else if (strcmp(unknown, "refuse") == 0)
+	srv->unknown_clients = SHIM_UNKNOWN_REFUSE;
+    else
+	config_add_error(srv->cfg, shim_line(srv->cfg, "unknown_clients"),
+			 "unknown_clients must be unavailable or refuse");
+    if (!shim_check_hostname(helo))
+	config_add_error(srv->cfg, shim_line(srv->cfg, "xclient_helo"),
+			 "xclient_helo must be a host name or an [address]");
+    shim_check_listeners(srv);
+}
 
 /* shim_load - configuration and listener lines; errors counted in cfg */
 
@@ -81,8 +198,10 @@ static void shim_load(struct server *srv, const char *path)
 	srv->listeners = xrealloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*srv->listeners));
 	if ((err = listener_parse(e->value, &srv->listeners[srv->nlisteners])) != NULL)
 	    config_add_error(srv->cfg, e->line, "listener: %s", err);
-	else
+	else {
+	    srv->listeners[srv->nlisteners].line = e->line;
 	    srv->listeners[srv->nlisteners++].srv = srv;
+	}
     }
     if (srv->nlisteners == 0 && srv->cfg->error_count == 0)
 	config_add_error(srv->cfg, 0, "no listener configured");
@@ -99,6 +218,7 @@ static void shim_load(struct server *srv, const char *path)
     srv->rejects = xcalloc(1, sizeof(*srv->rejects));
     pthread_mutex_init(&srv->rejects->lock, NULL);
     srv->xclient_helo = config_get_str(srv->cfg, "xclient_helo");
+    shim_check(srv);
 }
 
 /* shim_free - what shim_load() made */
@@ -211,6 +331,7 @@ static void shim_apply(struct server *srv, const struct server *next, int nworke
     srv->max_connections = (next->max_connections + nworkers - 1) / nworkers;
     srv->v2_max = next->v2_max;
     srv->xclient_helo = next->xclient_helo;
+    srv->unknown_clients = next->unknown_clients;
     srv->reject_log_rate = next->reject_log_rate;
 }
 
@@ -301,7 +422,7 @@ static int shim_worker_count(const struct server *srv)
 {
     long    n = config_get_int(srv->cfg, "workers");
 
-    if (n <= 0)
+    if (n == 0)				/* shim_check(): 0..64 */
 	n = sysconf(_SC_NPROCESSORS_ONLN);
     return (n < 1 ? 1 : n > 64 ? 64 : (int) n);
 }

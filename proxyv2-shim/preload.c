@@ -252,16 +252,24 @@ static const char *preload_check(int fd, const union addr_sockaddr *peer, int bl
     return (proxy_reader_step(reader, fd, hdr));
 }
 
-/* preload_client - the address to report: the header's, or the real
- * one for LOCAL and UNKNOWN (health checks) */
-
-static void preload_client(const struct proxy_header *hdr, const union addr_sockaddr *peer,
-			           union addr_sockaddr *client)
+/*
+ * preload_client - the address to report, or an error for a header that
+ * names no client (LOCAL, UNKNOWN, UNSPEC, UNIX: health checks, haproxy's
+ * unix@ frontends). Reporting the balancer's own address instead would
+ * hand the client whatever trust the daemon gives the balancer, and
+ * accept() cannot say "unknown": such connections are closed (a layer-4
+ * health check has succeeded by then). IPv4-mapped clients are reported
+ * as IPv4 on an IPv4 listener, as the daemon expects from it.
+ */
+static const char *preload_client(struct proxy_header *hdr, int listener_family,
+				          union addr_sockaddr *client)
 {
-    if (!hdr->local && (hdr->family == AF_INET || hdr->family == AF_INET6))
-	*client = hdr->src;
-    else
-	*client = *peer;
+    if (listener_family == AF_INET)
+	proxy_header_unmap(hdr);
+    if (!proxy_header_has_client(hdr))
+	return ("no client address in the PROXY header (LOCAL, UNKNOWN, UNSPEC or UNIX)");
+    *client = hdr->src;
+    return (NULL);
 }
 
 /* preload_advance - step every parked connection; lock held */
@@ -275,12 +283,15 @@ static void preload_advance(struct preload_listener *l, long long now)
 	struct proxy_header hdr;
 	const char *err = proxy_reader_step(&p->reader, p->fd, &hdr);
 	char    text[ADDR_TEXT_MAX];
+	union addr_sockaddr client;
 
 	if (err == proxy_header_incomplete && now < p->deadline_ms)
 	    continue;
+	if (err == NULL)
+	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
 	if (err == NULL && l->nready < PRELOAD_MAX_PENDING) {
 	    l->ready[l->nready].fd = p->fd;
-	    preload_client(&hdr, &p->peer, &l->ready[l->nready++].client);
+	    l->ready[l->nready++].client = client;
 	    woke = 1;
 	} else {
 	    preload_log("connection from %s closed: %s",
@@ -433,6 +444,8 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    continue;
 	}
 	proxy_reader_free(&reader);
+	if (err == NULL)
+	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
 	if (err != NULL) {
 	    char    text[ADDR_TEXT_MAX];
 
@@ -441,7 +454,6 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    close(fd);
 	    continue;
 	}
-	preload_client(&hdr, &peer, &client);
 	return (preload_hand_over(fd, flags, &client, &peer, addr, addrlen));
     }
 }

@@ -28,9 +28,20 @@
  *	a clean header is written first: addresses, and for v2 the
  *	standard TLVs with a fresh CRC32C; vendor TLVs are dropped.
  * .PP
- *	A LOCAL header (a balancer's health check) is relayed as it is:
- *	no XCLIENT, no spoofing, and a LOCAL/UNKNOWN header when
- *	re-emitting, so the check reaches the real daemon.
+ *	A header without a client address (v2 LOCAL, as a balancer's
+ *	health checks send; v1 UNKNOWN; v2 UNSPEC or UNIX, as haproxy
+ *	sends for a unix@ frontend) never gets the shim's own identity,
+ *	which is all a backend would otherwise see. In xclient mode it
+ *	gets "XCLIENT ADDR=[UNAVAILABLE] NAME=[UNAVAILABLE] ...", so
+ *	Postfix treats it as an unknown client (not in mynetworks, not
+ *	offered XCLIENT) and a health check still gets a 220; with
+ *	unknown_clients = refuse it is closed. The other modes have no
+ *	way to say "unknown" (a backend falls back to the connection's
+ *	address, ours) and always close it. An IPv4-mapped client
+ *	(::ffff:a.b.c.d) is passed on as the IPv4 address it is in
+ *	xclient and transparent mode; transparent mode closes a client
+ *	whose family is not the backend's instead of connecting from its
+ *	own address.
  * DIAGNOSTICS
  *	One line per connection when it ends: client, balancer,
  *	listener, mode, TLVs (authority, ALPN, SSL), bytes each way,
@@ -59,6 +70,7 @@
 #include "xalloc.h"
 #include "xclient.h"
 
+#define SESSION_NO_CLIENT "no client address in the PROXY header"
 #define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
 
 enum session_state {
@@ -79,6 +91,7 @@ struct session {
     union addr_sockaddr balancer;
     struct proxy_reader reader;
     struct proxy_header hdr;
+    int     parsed;			/* hdr holds a valid header */
     enum session_state state;
     struct event *io;
     struct event *timer;
@@ -169,11 +182,11 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 
     addr_format(&s->balancer.sa, via, sizeof(via));
     addr_format(&s->lst->listen.u.sa, listen, sizeof(listen));
-    if (s->state > SESSION_HEADER && !h->local
-	&& (h->family == AF_INET || h->family == AF_INET6))
+    if (s->parsed && proxy_header_has_client(h))
 	addr_format(&h->src.sa, client, sizeof(client));
-    else if (s->state > SESSION_HEADER)
-	snprintf(client, sizeof(client), "%s", h->local ? "LOCAL" : "UNKNOWN");
+    else if (s->parsed)
+	snprintf(client, sizeof(client), "%s", h->local ? "LOCAL"
+		 : h->family == AF_UNIX ? "UNIX" : "UNKNOWN");
     n = (size_t) snprintf(buf, size, "client=%s via=%s listener=%s mode=%s", client, via,
 			  listen, listener_mode_name(s->lst->mode));
     if (h->authority[0] && n < size)
@@ -187,7 +200,7 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 
 /* Prometheus series, made before the workers start (session_metrics_init) */
 static struct {
-    struct metrics_series *relayed, *untrusted, *full, *bad_header, *header_timeout;
+    struct metrics_series *relayed, *untrusted, *full, *bad_header, *header_timeout, *unknown;
     struct metrics_series *backend_failed, *bytes_up, *bytes_down, *handoff;
 } session_metrics;
 
@@ -203,6 +216,7 @@ void    session_metrics_init(void)
     C(full, "max_connections");
     C(bad_header, "bad_header");
     C(header_timeout, "header_timeout");
+    C(unknown, "no_client_address");
     C(backend_failed, "backend_failed");
 #undef C
     session_metrics.bytes_up = metrics_counter("mxkit_proxy_bytes_total", bytes,
@@ -220,6 +234,9 @@ static void session_count(const struct session *s, const char *why,
 	return;					/* unit tests */
     if (s->state == SESSION_RELAY || why == NULL)
 	metrics_inc(session_metrics.relayed);
+    else if (s->state == SESSION_HEADER && strncmp(why, SESSION_NO_CLIENT,
+						      sizeof(SESSION_NO_CLIENT) - 1) == 0)
+	metrics_inc(session_metrics.unknown);
     else if (s->state == SESSION_HEADER)
 	metrics_inc(strncmp(why, "timeout", 7) == 0 ? session_metrics.header_timeout
 		    : session_metrics.bad_header);
@@ -336,8 +353,7 @@ static void session_connect(struct session *s)
 {
     const struct addr *b = &s->lst->backend;
     const char *err;
-    int     spoof = s->lst->mode == SHIM_TRANSPARENT && !s->hdr.local
-    && s->hdr.family == b->family;
+    int     spoof = s->lst->mode == SHIM_TRANSPARENT;	/* session_admit() checked */
 
     proxy_reader_free(&s->reader);
     s->state = SESSION_CONNECT;
@@ -391,15 +407,14 @@ static void session_connected(struct session *s)
 	    session_fail(s, err);
 	else
 	    session_start_relay(s);
-    } else if (s->lst->mode == SHIM_XCLIENT && !s->hdr.local
-	       && (s->hdr.family == AF_INET || s->hdr.family == AF_INET6)) {
+    } else if (s->lst->mode == SHIM_XCLIENT) {
 	s->state = SESSION_GREETING;
 	s->reply.len = 0;
-	if (s->srv->dns)			/* in parallel with the SMTP dialogue */
+	if (s->srv->dns && proxy_header_has_client(&s->hdr))	/* in parallel */
 	    s->lookup = lookup_start(s->srv->dns, &s->hdr.src, session_named, s);
 	else
-	    session_named(s, "[UNAVAILABLE]", "[UNAVAILABLE]");
-	if (s->srv->dns && s->lookup == NULL)
+	    session_named(s, XCLIENT_UNAVAILABLE, XCLIENT_UNAVAILABLE);
+	if (s->srv->dns && proxy_header_has_client(&s->hdr) && s->lookup == NULL)
 	    session_named(s, "[TEMPUNAVAIL]", "[TEMPUNAVAIL]");
 	session_watch(s, s->backend, EV_READ, s->srv->connect_timeout_ms);
     } else {
@@ -411,7 +426,7 @@ static void session_connected(struct session *s)
 
 static void session_xclient(struct session *s)
 {
-    char    cmd[700];
+    char    cmd[2048];
     const char *err;
 
     if ((err = xclient_command(&s->hdr, s->name[0] ? s->name : NULL,
@@ -512,12 +527,38 @@ static void session_backend_reply(struct session *s)
 	session_fail(s, err);
 }
 
+/*
+ * session_admit - can this listener pass the header's client on? Every
+ * path that would connect without a client address would hand the
+ * client the shim's own identity (see DESCRIPTION).
+ */
+static const char *session_admit(struct session *s)
+{
+    struct proxy_header *h = &s->hdr;
+    enum shim_mode mode = s->lst->mode;
+
+    if (mode == SHIM_XCLIENT || mode == SHIM_TRANSPARENT)
+	proxy_header_unmap(h);
+    if (proxy_header_has_client(h))
+	return (mode == SHIM_TRANSPARENT && h->family != s->lst->backend.family
+		? "client address family differs from the backend's: transparent mode "
+		"cannot connect from it" : NULL);
+    if (mode == SHIM_XCLIENT && s->srv->unknown_clients == SHIM_UNKNOWN_UNAVAILABLE)
+	return (NULL);				/* XCLIENT ADDR=[UNAVAILABLE] */
+    return (mode == SHIM_XCLIENT ? SESSION_NO_CLIENT " (unknown_clients = refuse)"
+	    : SESSION_NO_CLIENT " (this mode could only pass on the shim's own)");
+}
+
 static void session_header(struct session *s)
 {
     const char *err = proxy_reader_step(&s->reader, s->client, &s->hdr);
 
     if (err == proxy_header_incomplete)
 	return;
+    if (err == NULL) {
+	s->parsed = 1;
+	err = session_admit(s);
+    }
     if (err != NULL) {
 	session_free(s, err);
 	return;

@@ -21,8 +21,15 @@ enum shim_mode {
     SHIM_PROXY_V2,			/* re-emit a clean v2 header */
 };
 
+/* what a header without a client address (LOCAL, UNKNOWN...) gets */
+enum shim_unknown {
+    SHIM_UNKNOWN_UNAVAILABLE,		/* xclient: ADDR=[UNAVAILABLE]; others refuse */
+    SHIM_UNKNOWN_REFUSE,		/* every mode closes the connection */
+};
+
 struct shim_listener {
     char   *spec;			/* the configuration line, for logs */
+    int     line;			/* its line number */
     struct addr listen;
     struct addr backend;
     enum shim_mode mode;
@@ -52,6 +59,7 @@ struct server {
     int     max_connections;
     size_t  v2_max;
     const char *xclient_helo;
+    enum shim_unknown unknown_clients;
     struct evdns_base *dns;		/* NULL: xclient_name_lookup = no */
     int     sessions;			/* open now */
     /* rejected connections are logged at most log_rejects_per_second */

@@ -23,14 +23,19 @@
  *
  *	xclient_offered() tells whether an EHLO reply lists XCLIENT.
  *
- *	xclient_command() formats the command for a PROXY or TCP header,
- *	with NAME and REVERSE_NAME when given (see lookup(3)).
+ *	xclient_command() formats the command for a header: ADDR, PORT,
+ *	NAME and REVERSE_NAME (see lookup(3); "[UNAVAILABLE]" when NULL),
+ *	xtext-encoded as XCLIENT_README requires. A header without a
+ *	client address (LOCAL, UNKNOWN, UNSPEC, UNIX) gets "[UNAVAILABLE]"
+ *	for every attribute: without XCLIENT, or with ADDR alone, Postfix
+ *	would go on with the shim's own address and name, and the client
+ *	would inherit their trust (mynetworks, XCLIENT rights).
  * DIAGNOSTICS
  *	xclient_reply_scan(): NULL with *code set when complete;
  *	proxy_header_incomplete-like "incomplete" (the static string
  *	xclient_incomplete) when more bytes are needed; or an error for
  *	a malformed or oversized reply. xclient_command() returns NULL
- *	or an error for a header without addresses.
+ *	or an error when the command does not fit.
  */
 
 #include "build_config.h"
@@ -92,25 +97,57 @@ int     xclient_offered(const struct xclient_reply *ehlo)
     return (0);
 }
 
+/* xclient_xtext - RFC 3461 xtext, as XCLIENT attribute values are */
+
+static const char *xclient_xtext(const char *value, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t  n = 0;
+
+    for (const unsigned char *p = (const unsigned char *) value; *p; p++) {
+	if (n + 4 > size)
+	    return ("XCLIENT attribute too long");
+	if (*p < 33 || *p > 126 || *p == '+' || *p == '=') {
+	    out[n++] = '+';
+	    out[n++] = hex[*p >> 4];
+	    out[n++] = hex[*p & 15];
+	} else {
+	    out[n++] = (char) *p;
+	}
+    }
+    out[n] = 0;
+    return (NULL);
+}
+
 const char *xclient_command(const struct proxy_header *hdr, const char *name,
 			           const char *reverse_name, char *buf, size_t size)
 {
-    char    addr[INET6_ADDRSTRLEN], names[600] = "";
+    char    addr[INET6_ADDRSTRLEN], xname[3 * 256 + 1], xreverse[3 * 256 + 1];
+    const char *err;
     int     n;
 
-    if (name && reverse_name)
-	snprintf(names, sizeof(names), " NAME=%s REVERSE_NAME=%s", name, reverse_name);
-
-    if (hdr->local || (hdr->family != AF_INET && hdr->family != AF_INET6))
-	return ("no client address to pass on");
-    if (hdr->family == AF_INET) {
-	inet_ntop(AF_INET, &hdr->src.in.sin_addr, addr, sizeof(addr));
-	n = snprintf(buf, size, "XCLIENT ADDR=%s PORT=%u%s\r\n", addr,
-		     ntohs(hdr->src.in.sin_port), names);
-    } else {
-	inet_ntop(AF_INET6, &hdr->src.in6.sin6_addr, addr, sizeof(addr));
-	n = snprintf(buf, size, "XCLIENT ADDR=IPV6:%s PORT=%u%s\r\n", addr,
-		     ntohs(hdr->src.in6.sin6_port), names);
+    /*
+     * No client address: Postfix must not keep what it knows of our own
+     * connection (address, mynetworks, XCLIENT rights, the name of our
+     * address), so every attribute says "unknown".
+     */
+    if (!proxy_header_has_client(hdr))
+	n = snprintf(buf, size, "XCLIENT ADDR=%s PORT=%s NAME=%s REVERSE_NAME=%s\r\n",
+		     XCLIENT_UNAVAILABLE, XCLIENT_UNAVAILABLE, XCLIENT_UNAVAILABLE,
+		     XCLIENT_UNAVAILABLE);
+    else {
+	if ((err = xclient_xtext(name ? name : XCLIENT_UNAVAILABLE, xname, sizeof(xname))) != NULL
+	    || (err = xclient_xtext(reverse_name ? reverse_name : XCLIENT_UNAVAILABLE,
+				    xreverse, sizeof(xreverse))) != NULL)
+	    return (err);
+	if (hdr->family == AF_INET)
+	    inet_ntop(AF_INET, &hdr->src.in.sin_addr, addr, sizeof(addr));
+	else
+	    inet_ntop(AF_INET6, &hdr->src.in6.sin6_addr, addr, sizeof(addr));
+	n = snprintf(buf, size, "XCLIENT ADDR=%s%s PORT=%u NAME=%s REVERSE_NAME=%s\r\n",
+		     hdr->family == AF_INET6 ? "IPV6:" : "", addr,
+		     ntohs(hdr->family == AF_INET6 ? hdr->src.in6.sin6_port
+			   : hdr->src.in.sin_port), xname, xreverse);
     }
     return (n > 0 && (size_t) n < size ? NULL : "XCLIENT command too long");
 }

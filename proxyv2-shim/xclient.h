@@ -8,6 +8,7 @@
 #include "proxy_header.h"
 
 #define XCLIENT_REPLY_MAX 4096
+#define XCLIENT_UNAVAILABLE "[UNAVAILABLE]"
 
 struct xclient_reply {
     char    text[XCLIENT_REPLY_MAX + 1];

@@ -273,8 +273,53 @@ static void test_reader(void)
     is_int(proxy_crc32c(0, "123456789", 9), 0xE3069283, "CRC-32C check value");
 }
 
+/* which headers name a client, and v4-mapped sources */
+static void test_client(void)
+{
+    static const unsigned char zero[216];
+    struct proxy_header h;
+    unsigned char buf[300];
+    char    text[64];
+    size_t  n;
+
+    is_str(parse_str("PROXY TCP4 192.0.2.7 10.0.20.5 56324 25\r\n", &h), NULL, "TCP4");
+    ok(proxy_header_has_client(&h), "TCP4 names a client");
+    is_str(parse_str("PROXY UNKNOWN\r\n", &h), NULL, "UNKNOWN");
+    ok(!proxy_header_has_client(&h), "v1 UNKNOWN names no client");
+    is_str(parse_str("PROXY UNKNOWN 192.0.2.7 10.0.20.5 56324 25\r\n", &h), NULL,
+	   "UNKNOWN with addresses");
+    ok(!proxy_header_has_client(&h), "v1 UNKNOWN with addresses still names no client");
+    n = raw_v2(buf, 0x20, 0x11, "\xc0\x00\x02\x07\x0a\x00\x14\x05\x9c\x40\x00\x19", 12);
+    is_str(parse(buf, n, &h), NULL, "v2 LOCAL with an INET block");
+    ok(!proxy_header_has_client(&h), "v2 LOCAL names no client, whatever its block says");
+    n = raw_v2(buf, 0x21, 0x00, "", 0);
+    is_str(parse(buf, n, &h), NULL, "v2 PROXY UNSPEC");
+    ok(!proxy_header_has_client(&h), "v2 PROXY UNSPEC names no client");
+    n = raw_v2(buf, 0x21, 0x31, zero, sizeof(zero));
+    is_str(parse(buf, n, &h), NULL, "v2 PROXY UNIX (haproxy's unix@ frontends)");
+    ok(!proxy_header_has_client(&h), "v2 PROXY UNIX names no client");
+
+    is_str(parse_str("PROXY TCP6 ::ffff:192.0.2.7 ::ffff:10.0.20.5 4000 25\r\n", &h), NULL,
+	   "TCP6 with v4-mapped addresses");
+    proxy_header_unmap(&h);
+    inet_ntop(AF_INET, &h.src.in.sin_addr, text, sizeof(text));
+    ok(h.family == AF_INET && h.src.sa.sa_family == AF_INET && h.dst.sa.sa_family == AF_INET
+       && ntohs(h.src.in.sin_port) == 4000 && ntohs(h.dst.in.sin_port) == 25,
+       "unmapped to IPv4, ports kept");
+    is_str(text, "192.0.2.7", "the IPv4 address it is");
+    ok(proxy_header_has_client(&h), "still names a client");
+    is_str(parse_str("PROXY TCP6 2001:db8::7 ::ffff:10.0.20.5 4000 25\r\n", &h), NULL, "TCP6");
+    proxy_header_unmap(&h);
+    ok(h.family == AF_INET6 && h.src.sa.sa_family == AF_INET6 && h.dst.sa.sa_family == AF_INET6,
+       "a real IPv6 source is left alone");
+    is_str(parse_str("PROXY TCP6 ::192.0.2.7 ::1 4000 25\r\n", &h), NULL, "TCP6 v4-compatible");
+    proxy_header_unmap(&h);
+    ok(h.family == AF_INET6, "v4-compatible (deprecated) is not v4-mapped: left alone");
+}
+
 int     main(void)
 {
+    test_client();
     test_v1_good();
     test_v1_bad();
     test_v2_round_trip();
