@@ -27,7 +27,10 @@
  *	rejects the header), NOOP, UNIQUE_ID (at most 128 bytes), SSL
  *	with its sub-TLVs, NETNS, AWS (0xEA, VPC endpoint id) and Azure
  *	(0xEE, private endpoint LINKID). Text TLVs may not contain NUL.
- *	Other types are skipped and counted. A LOCAL header's address
+ *	Each of these may appear once (an SSL sub-TLV once per SSL TLV):
+ *	with two AUTHORITY TLVs, one reader would take the first and
+ *	another the last, so a second one rejects the header. Other types
+ *	(NOOP, vendors') are skipped and counted, as often as they come. A LOCAL header's address
  *	block is ignored, as the specification says.
  *
  *	proxy_header_has_client() tells whether the header names a client
@@ -248,6 +251,7 @@ static const char *proxy_v2_ssl(const unsigned char *v, size_t len, struct proxy
 {
     const char *err = NULL;
     size_t  off = 5;
+    unsigned seen = 0;
 
     if (len < 5)
 	return ("PROXY v2: SSL TLV shorter than 5 bytes");
@@ -259,6 +263,11 @@ static const char *proxy_v2_ssl(const unsigned char *v, size_t len, struct proxy
 
 	if (len - off < 3)
 	    return ("PROXY v2: SSL sub-TLV header truncated");
+	if (v[off] >= PP2_SUBTYPE_SSL_VERSION && v[off] <= PP2_SUBTYPE_SSL_KEY_ALG) {
+	    if (seen & (1u << (v[off] - PP2_SUBTYPE_SSL_VERSION)))
+		return ("PROXY v2: an SSL sub-TLV appears twice");
+	    seen |= 1u << (v[off] - PP2_SUBTYPE_SSL_VERSION);
+	}
 	sub_len = (size_t) v[off + 1] << 8 | v[off + 2];
 	if (sub_len > len - off - 3)
 	    return ("PROXY v2: SSL sub-TLV overruns the SSL TLV");
@@ -293,11 +302,40 @@ static const char *proxy_v2_ssl(const unsigned char *v, size_t len, struct proxy
 
 /* proxy_v2_tlv - one TLV; start is the whole header (for CRC32C) */
 
+/* proxy_v2_once - a type that may appear once; 0 for the others */
+
+static unsigned proxy_v2_once(const unsigned char *tlv, size_t len)
+{
+    switch (tlv[0]) {
+    case PP2_TYPE_ALPN:
+	return (1u << 0);
+    case PP2_TYPE_AUTHORITY:
+	return (1u << 1);
+    case PP2_TYPE_UNIQUE_ID:
+	return (1u << 2);
+    case PP2_TYPE_SSL:
+	return (1u << 3);
+    case PP2_TYPE_NETNS:
+	return (1u << 4);
+    case PP2_TYPE_AWS:
+	return (len >= 1 && tlv[3] == 0x01 ? 1u << 5 : 0);
+    case PP2_TYPE_AZURE:
+	return (len >= 1 && tlv[3] == 0x01 ? 1u << 6 : 0);
+    default:
+	return (0);				/* CRC32C: its own check */
+    }
+}
+
 static const char *proxy_v2_tlv(const unsigned char *start, size_t hdr_len,
 				        const unsigned char *tlv, size_t len,
 				        struct proxy_header *hdr)
 {
     const unsigned char *v = tlv + 3;
+    unsigned once = proxy_v2_once(tlv, len);
+
+    if (hdr->tlv_seen & once)
+	return ("PROXY v2: a TLV that may appear once appears twice");
+    hdr->tlv_seen |= once;
 
     switch (tlv[0]) {
     case PP2_TYPE_ALPN:

@@ -44,6 +44,7 @@ struct proxy_header {
     int     has_azure_linkid;
     uint32_t azure_linkid;
     int     other_tlvs;			/* unknown types, NOOP: skipped */
+    unsigned tlv_seen;			/* parser: known types seen once */
 };
 
 /* A parse result that is not an error: call again with more bytes. */

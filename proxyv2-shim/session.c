@@ -172,11 +172,32 @@ void    session_log_reject(struct server *srv, const char *fmt,...)
     msg_warn("%s", text);
 }
 
+/*
+ * session_safe - a TLV's text for a log line: the balancer passes on
+ * what the client chose (SNI, ALPN, a certificate's CN), so a newline
+ * would forge a log line and a space a field. Bytes other than
+ * printable ASCII, space and backslash become \xHH.
+ */
+static const char *session_safe(const char *text, char *buf, size_t size)
+{
+    size_t  n = 0;
+
+    for (const unsigned char *p = (const unsigned char *) text; *p && n + 5 < size; p++) {
+	if (*p > 0x20 && *p < 0x7f && *p != '\\')
+	    buf[n++] = (char) *p;
+	else
+	    n += (size_t) snprintf(buf + n, size - n, "\\x%02X", *p);
+    }
+    buf[n] = 0;
+    return (buf);
+}
+
 /* session_describe - "client=... via=..." for log lines */
 
 static void session_describe(const struct session *s, char *buf, size_t size)
 {
     char    client[ADDR_TEXT_MAX] = "-", via[ADDR_TEXT_MAX], listen[ADDR_TEXT_MAX];
+    char    t1[4 * 256], t2[4 * 256], t3[4 * 256];
     const struct proxy_header *h = &s->hdr;
     size_t  n;
 
@@ -190,12 +211,16 @@ static void session_describe(const struct session *s, char *buf, size_t size)
     n = (size_t) snprintf(buf, size, "client=%s via=%s listener=%s mode=%s", client, via,
 			  listen, listener_mode_name(s->lst->mode));
     if (h->authority[0] && n < size)
-	n += (size_t) snprintf(buf + n, size - n, " authority=%s", h->authority);
+	n += (size_t) snprintf(buf + n, size - n, " authority=%s",
+			       session_safe(h->authority, t1, sizeof(t1)));
     if (h->alpn[0] && n < size)
-	n += (size_t) snprintf(buf + n, size - n, " alpn=%s", h->alpn);
+	n += (size_t) snprintf(buf + n, size - n, " alpn=%s",
+			       session_safe(h->alpn, t1, sizeof(t1)));
     if (h->ssl.present && n < size)
-	snprintf(buf + n, size - n, " ssl=%s/%s%s%s", h->ssl.version[0] ? h->ssl.version : "-",
-		 h->ssl.cipher[0] ? h->ssl.cipher : "-", h->ssl.cn[0] ? " cn=" : "", h->ssl.cn);
+	snprintf(buf + n, size - n, " ssl=%s/%s%s%s",
+		 h->ssl.version[0] ? session_safe(h->ssl.version, t1, sizeof(t1)) : "-",
+		 h->ssl.cipher[0] ? session_safe(h->ssl.cipher, t2, sizeof(t2)) : "-",
+		 h->ssl.cn[0] ? " cn=" : "", session_safe(h->ssl.cn, t3, sizeof(t3)));
 }
 
 /* Prometheus series, made before the workers start (session_metrics_init) */
@@ -248,7 +273,7 @@ static void session_count(const struct session *s, const char *why,
 
 static void session_free(struct session *s, const char *why)
 {
-    char    desc[1024];
+    char    desc[3072];
     unsigned long long up = 0, down = 0;
 
     session_describe(s, desc, sizeof(desc));

@@ -221,6 +221,42 @@ static void test_v2_bad(void)
     ok(h.has_azure_linkid && h.azure_linkid == 0x01020304, "Azure LINKID, little-endian");
     is_str(h.aws_vpce_id, "abcd", "AWS VPC endpoint id");
     is_int(h.other_tlvs, 1, "custom TLV skipped and counted");
+    memcpy(body + 32, "\x04\x00\x00" "\x04\x00\x00" "\xE1\x00\x00", 9);	/* NOOP, NOOP, custom */
+    n = raw_v2(buf, 0x21, 0x11, body, 41);
+    is_str(parse(buf, n, &h), NULL, "NOOP and custom types may repeat");
+    is_int(h.other_tlvs, 4, "each counted");
+    memcpy(body + 32, "\xEA\x00\x02\x01x", 5);	/* a second AWS vpce id */
+    n = raw_v2(buf, 0x21, 0x11, body, 37);
+    is_str(parse(buf, n, &h), "PROXY v2: a TLV that may appear once appears twice",
+	   "two AWS VPC endpoint ids");
+    memcpy(body + 32, "\xEA\x00\x02\x02x", 5);	/* another AWS subtype */
+    n = raw_v2(buf, 0x21, 0x11, body, 37);
+    is_str(parse(buf, n, &h), NULL, "another AWS subtype is not a duplicate");
+    for (int type = 0; type < 5; type++) {
+	static const unsigned char types[] = {0x01, 0x02, 0x05, 0x30, 0xEE};
+	static const char *const names[] = {"ALPN", "AUTHORITY", "UNIQUE_ID", "NETNS", "Azure"};
+	size_t  one = types[type] == 0xEE ? 8 : 4;
+
+	memcpy(body + 12, types[type] == 0xEE ? "\xEE\x00\x05\x01\x01\x02\x03"
+	       : "\x00\x00\x01x", one);
+	body[12] = types[type];
+	memcpy(body + 12 + one, body + 12, one);
+	n = raw_v2(buf, 0x21, 0x11, body, 12 + 2 * one);
+	is_str(parse(buf, n, &h), "PROXY v2: a TLV that may appear once appears twice",
+	       "two %s TLVs: refused (readers would disagree on which counts)", names[type]);
+	n = raw_v2(buf, 0x21, 0x11, body, 12 + one);
+	is_str(parse(buf, n, &h), NULL, "one %s TLV: accepted", names[type]);
+    }
+    memcpy(body + 12, "\x20\x00\x0d" "\x01\x00\x00\x00\x00" "\x22\x00\x01" "a"
+	   "\x22\x00\x01" "b", 16);		/* SSL with two CN */
+    n = raw_v2(buf, 0x21, 0x11, body, 28);
+    is_str(parse(buf, n, &h), "PROXY v2: an SSL sub-TLV appears twice", "two SSL CN sub-TLVs");
+    memcpy(body + 12, "\x20\x00\x05" "\x01\x00\x00\x00\x00" "\x20\x00\x05"
+	   "\x01\x00\x00\x00\x00", 16);		/* two SSL TLVs */
+    n = raw_v2(buf, 0x21, 0x11, body, 28);
+    is_str(parse(buf, n, &h), "PROXY v2: a TLV that may appear once appears twice",
+	   "two SSL TLVs");
+    memset(body, 0, sizeof(body));
     n = raw_v2(buf, 0x20, 0x11, body, 5);	/* LOCAL: block ignored */
     is_str(parse(buf, n, &h), NULL, "LOCAL with a short block: accepted, block ignored");
     memcpy(buf, "\r\n\r\n\0\r\nQUIX\n", 12);
