@@ -1,0 +1,713 @@
+#!/usr/bin/python3
+"""proxyv2-shim and libproxyv2-preload from the attacker's side (issue 14,
+items 1 and 12), with real haproxy in front and real Postfix behind:
+
+  - no client identity: haproxy's unix@ frontends (send-proxy-v2 and
+    send-proxy), and raw v2 LOCAL, v2 PROXY UNSPEC, v2 PROXY UNIX, v1
+    UNKNOWN (bare and with addresses): Postfix sees unknown[unknown],
+    refuses to relay ("Relay access denied"), does not offer XCLIENT and
+    refuses it -- never the shim's 127.0.0.1 (mynetworks); a real client
+    from 127.0.0.2 can relay, so the check tells the two apart;
+  - haproxy's SMTP health checks (LOCAL) pass through xclient mode; plain
+    (layer 4) checks pass against a shim that refuses;
+  - unknown_clients = refuse, transparent family mismatch, proxy-v1/v2
+    re-emit and the preload: a header without a client is closed and
+    logged, nothing reaches the backend;
+  - v4-mapped clients reach Postfix as IPv4; every v1 address form the
+    specification allows and any v2 INET/INET6 header is re-emitted with
+    the same addresses and ports (property test); a header split at any
+    byte arrives whole with the client's bytes after it (property test);
+  - TLVs: a repeated AUTHORITY/ALPN/SSL, oversized ones, a CR/LF in SNI
+    (no forged log line); untrusted peers with valid headers; clients
+    that never send one;
+  - proxyv2-shim -t fails for every value the daemon would die on or
+    misread, and a reload with one keeps the running configuration.
+"""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from hypothesis import given, settings, strategies as st_
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+
+SHIM = build_path("proxyv2-shim", "proxyv2-shim")
+PRELOAD = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+RELAY_DENIED = "554 5.7.1 <%s>: Relay access denied"
+
+
+def tlv(t, value):
+    return bytes([t]) + struct.pack("!H", len(value)) + value
+
+
+def v2(body, cmd=0x21, fam=0x11):
+    return SIG + bytes([cmd, fam]) + struct.pack("!H", len(body)) + body
+
+
+def inet(src="192.0.2.7", dst="10.0.20.5", sport=40000, dport=25):
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+
+
+def inet6(src, dst="2001:db8::1", sport=40000, dport=25):
+    return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+            + struct.pack("!HH", sport, dport))
+
+
+def parse_v2(data):
+    """(addresses, tlvs, rest) of a v2 header, by this test's own code."""
+    if data[:12] != SIG:
+        return None, {}, data
+    length = struct.unpack("!H", data[14:16])[0]
+    head, rest = data[:16 + length], data[16 + length:]
+    fam, addrs, off = head[13] >> 4, None, 16
+    if head[12] & 0x0f == 1 and fam == 1:
+        addrs = (socket.inet_ntoa(head[16:20]), socket.inet_ntoa(head[20:24]))
+        addrs += struct.unpack("!HH", head[24:28])
+        off = 28
+    elif head[12] & 0x0f == 1 and fam == 2:
+        addrs = (socket.inet_ntop(socket.AF_INET6, head[16:32]),
+                 socket.inet_ntop(socket.AF_INET6, head[32:48]))
+        addrs += struct.unpack("!HH", head[48:52])
+        off = 52
+    tlvs = []
+    while off < len(head):
+        t, n = head[off], struct.unpack("!H", head[off + 1:off + 3])[0]
+        tlvs.append((t, head[off + 3:off + 3 + n]))
+        off += 3 + n
+    return addrs, tlvs, rest
+
+
+class Recorder:
+    """A backend that records all each connection sent (keyed by the
+    token the test puts in the payload)."""
+
+    def __init__(self, port):
+        self.received = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            c, _ = self.sock.accept()
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        c.settimeout(10)
+        data = b""
+        try:
+            while not data.endswith(b"bye\n"):
+                d = c.recv(65536)
+                if not d:
+                    break
+                data += d
+            c.sendall(b"ok\n")
+        except OSError:
+            pass
+        with self.lock:
+            self.received.append(data)
+        c.close()
+
+    def count(self):
+        with self.lock:
+            return len(self.received)
+
+    def find(self, token):
+        with self.lock:
+            return [d for d in self.received if token in d]
+
+
+def connect(port, family=socket.AF_INET, host="127.0.0.1", source=None, timeout=10):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source:
+        s.bind(source)
+    s.connect((host, port) if family != socket.AF_UNIX else port)
+    return s
+
+
+def read_reply(s):
+    data = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            return data.decode(errors="replace")
+        data += d
+        lines = data.split(b"\r\n")
+        if len(lines) > 1 and all(len(x) >= 4 for x in lines[:-1]) and lines[-2][3:4] == b" ":
+            return data.decode(errors="replace")
+
+
+def until_closed(s, timeout=5):
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+    except OSError:
+        pass
+    s.close()
+    return data
+
+
+def smtp_probe(s, token, preface=b""):
+    """The attacker's session: EHLO, try to relay, try XCLIENT."""
+    if preface:
+        s.sendall(preface)
+    out = {"greeting": read_reply(s)}
+    s.sendall(b"EHLO attacker.example\r\n")
+    out["ehlo"] = read_reply(s)
+    s.sendall(b"MAIL FROM:<a@attacker.example>\r\n")
+    out["mail"] = read_reply(s)
+    rcpt = "victim-%s@elsewhere.example" % token
+    s.sendall(("RCPT TO:<%s>\r\n" % rcpt).encode())
+    out["rcpt"] = read_reply(s).strip()
+    s.sendall(b"RSET\r\n")
+    read_reply(s)
+    s.sendall(b"XCLIENT ADDR=127.0.0.1\r\n")
+    out["xclient"] = read_reply(s).strip()
+    s.sendall(b"QUIT\r\n")
+    until_closed(s)
+    out["rcpt_addr"] = rcpt
+    return out
+
+
+def postfix_line(st, needle, timeout=10):
+    return wait_for(lambda: needle in st.read_log("postfix"), timeout=timeout)
+
+
+def test_no_identity(st):
+    """Item 1: every way the trusted balancer can send no client."""
+    cases = [
+        ("haproxy unix@ frontend, send-proxy-v2", st.path("hp-v2.sock"), b""),
+        ("haproxy unix@ frontend, send-proxy (v1)", st.path("hp-v1.sock"), b""),
+        ("v2 LOCAL", None, v2(b"", cmd=0x20, fam=0x00)),
+        ("v2 LOCAL with an INET block", None, v2(inet("127.0.0.2"), cmd=0x20)),
+        ("v2 PROXY UNSPEC", None, v2(b"", fam=0x00)),
+        ("v2 PROXY UNIX", None, v2(b"/run/a.sock".ljust(108, b"\0") * 2, fam=0x31)),
+        ("v1 UNKNOWN", None, b"PROXY UNKNOWN\r\n"),
+        ("v1 UNKNOWN with addresses", None, b"PROXY UNKNOWN 127.0.0.2 10.0.0.1 1 25\r\n"),
+    ]
+    for label, path, preface in cases:
+        token = uuid.uuid4().hex[:12]
+        s = connect(path, socket.AF_UNIX) if path else connect(st.port("shim-x"))
+        try:
+            out = smtp_probe(s, token, preface)
+        except OSError as e:
+            out = {"error": repr(e)}
+        tap.ok(out.get("greeting", "").startswith("220 "),
+               "%s: the client gets Postfix's 220" % label, diag=repr(out))
+        tap.ok("XCLIENT" not in out.get("ehlo", "XCLIENT"),
+               "%s: XCLIENT not offered in EHLO" % label, diag=out.get("ehlo"))
+        tap.is_(out.get("rcpt"), RELAY_DENIED % out.get("rcpt_addr"),
+                "%s: relay refused (not the shim's mynetworks)" % label)
+        tap.ok(out.get("xclient", "").startswith("550"),
+               "%s: XCLIENT refused: %s" % (label, out.get("xclient")))
+        tap.ok(postfix_line(st, "NOQUEUE: reject: RCPT from unknown[unknown]: "
+                            + RELAY_DENIED % out.get("rcpt_addr")),
+               "%s: Postfix logged unknown[unknown] and Relay access denied" % label)
+    # the control: a client with an address in mynetworks may relay
+    token = uuid.uuid4().hex[:12]
+    out = smtp_probe(connect(st.port("hp-tcp"), source=("127.0.0.2", 0)), token)
+    tap.is_(out.get("rcpt"), "250 2.1.5 Ok",
+            "control: a real client 127.0.0.2 (mynetworks) through haproxy may relay")
+    out = smtp_probe(connect(st.port("shim-x")), token, v2(inet("192.0.2.77")))
+    tap.ok(out["rcpt"] == RELAY_DENIED % out["rcpt_addr"]
+           and postfix_line(st, "RCPT from unknown[192.0.2.77]: "),
+           "control: a client 192.0.2.77 is refused as itself", diag=repr(out))
+
+
+def test_health_checks(st):
+    """haproxy's checks still work: SMTP (layer 7) through xclient mode,
+    plain (layer 4) against listeners that refuse LOCAL."""
+    log = lambda: st.read_log("haproxy")  # noqa: E731
+    for server in ("be_chk_smtp/x", "be_chk_l4/refuse", "be_chk_l4/v2"):
+        tap.ok(wait_for(lambda: re.search(r"Health check for server %s succeeded" % server,
+                                          log()), timeout=15),
+               "haproxy health check of %s succeeded" % server,
+               diag="\n".join(l for l in log().splitlines() if "Health check" in l))
+    time.sleep(1.5)                  # several more checks
+    failed = [l for l in log().splitlines() if "Health check" in l and "failed" in l]
+    tap.is_(failed, [], "no health check failed")
+    tap.ok(re.search(r"Health check for server be_chk_smtp/x succeeded, reason: Layer7 check "
+                     r"passed, code: 2[25]\d", log()),
+           "the SMTP check got Postfix's replies through the shim (layer 7)")
+    tap.ok(wait_for(lambda: re.search(r"disconnect from unknown\[unknown\] .*helo=1",
+                                      st.read_log("postfix")), timeout=10),
+           "Postfix saw the check as unknown[unknown]")
+
+
+def test_refusing(st, rec, shims):
+    """No client address where it cannot be passed on as unknown."""
+    before = rec.count()
+    for label, port, payload, reason in (
+            ("unknown_clients = refuse: v2 LOCAL", "refuse-x", v2(b"", cmd=0x20, fam=0),
+             "no client address in the PROXY header (unknown_clients = refuse)"),
+            ("unknown_clients = refuse: v1 UNKNOWN", "refuse-x", b"PROXY UNKNOWN\r\n",
+             "no client address in the PROXY header (unknown_clients = refuse)"),
+            ("proxy-v2 re-emit: v2 LOCAL", "shim-v2", v2(b"", cmd=0x20, fam=0),
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("proxy-v2 re-emit: v2 PROXY UNIX", "shim-v2", v2(bytes(216), fam=0x31),
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("proxy-v1 re-emit: v1 UNKNOWN", "shim-v1", b"PROXY UNKNOWN\r\n",
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("proxy-v1 re-emit: v2 UNSPEC", "shim-v1", v2(b"", fam=0),
+             "no client address in the PROXY header (this mode could only pass on")):
+        name = "shim2" if port.startswith("refuse") else "shim"
+        seen = st.read_log(name).count(reason)
+        s = connect(st.port(port))
+        s.sendall(payload + b"hello bye\n")
+        data = until_closed(s)
+        tap.ok(data == b"" and wait_for(lambda: st.read_log(name).count(reason) > seen,
+                                        timeout=5),
+               "%s: closed, logged \"%s\"" % (label, reason), diag=repr(data))
+    time.sleep(0.5)
+    tap.is_(rec.count(), before, "nothing reached the re-emit backend")
+    s = connect(st.port("refuse-x"))
+    s.sendall(v2(inet("192.0.2.78")))
+    greeting = read_reply(s)
+    s.sendall(b"QUIT\r\n")
+    until_closed(s)
+    tap.ok(greeting.startswith("220 "), "unknown_clients = refuse: a client with an address "
+           "is served (%r)" % greeting[:30])
+    count = wait_for(lambda: int((re.search(
+        r'mxkit_proxy_connections_total\{result="no_client_address"\} (\d+)',
+        metrics(st.port("metrics2"))) or [0, 0])[1]) >= 2, timeout=5)
+    tap.ok(count, "refusals are counted as no_client_address",
+           diag=metrics(st.port("metrics2")))
+
+
+def metrics(port):
+    try:
+        s = connect(port, timeout=3)
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        return until_closed(s).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_v4_mapped(st):
+    s = connect(st.port("shim-x"))
+    out = smtp_probe(s, "m", v2(inet6("::ffff:192.0.2.79", "::ffff:10.0.0.1"), fam=0x21))
+    tap.ok(out["rcpt"] == RELAY_DENIED % out["rcpt_addr"]
+           and postfix_line(st, "RCPT from unknown[192.0.2.79]: "),
+           "v2 INET6 ::ffff:192.0.2.79 reaches Postfix as 192.0.2.79", diag=repr(out))
+    s = connect(st.port("shim-x"))
+    out = smtp_probe(s, "m", b"PROXY TCP6 ::ffff:192.0.2.80 ::1 4000 25\r\n")
+    tap.ok(postfix_line(st, "RCPT from unknown[192.0.2.80]: "),
+           "v1 TCP6 ::ffff:192.0.2.80 reaches Postfix as 192.0.2.80", diag=repr(out))
+
+
+def reemit(st, rec, port, header, token):
+    s = connect(st.port(port))
+    s.sendall(header + token + b" bye\n")
+    until_closed(s)
+    got = wait_for(lambda: rec.find(token), timeout=5)
+    return got[0] if got else b""
+
+
+def v1_addrs(data):
+    line, _, rest = data.partition(b"\r\n")
+    f = line.decode().split(" ")
+    return (f[2], f[3], int(f[4]), int(f[5])), rest
+
+
+ipv4 = st_.ip_addresses(v=4).map(str)
+ipv6 = st_.ip_addresses(v=6).map(str)
+port = st_.integers(0, 65535)
+
+
+def test_reemit_property(st, rec):
+    results = {"v2": [], "v1": []}
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(st_.one_of(st_.tuples(st_.just(4), ipv4, ipv4, port, port),
+                      st_.tuples(st_.just(6), ipv6, ipv6, port, port)),
+           st_.booleans())
+    def prop(addr, as_v1):
+        fam, src, dst, sport, dport = addr
+        if as_v1:
+            header = ("PROXY TCP%d %s %s %d %d\r\n" % addr).encode()
+        elif fam == 4:
+            header = v2(inet(src, dst, sport, dport))
+        else:
+            header = v2(inet6(src, dst, sport, dport), fam=0x21)
+        token = uuid.uuid4().hex.encode()
+        got = reemit(st, rec, "shim-v2", header, token)
+        addrs, _, rest = parse_v2(got)
+        want = (src, dst, sport, dport)
+        if fam == 6:
+            want = (socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, src)),
+                    socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, dst)),
+                    sport, dport)
+        results["v2"].append(addrs == want and rest == token + b" bye\n")
+        if not results["v2"][-1]:
+            tap.diag("v2 re-emit of %r: %r" % (header, got[:120]))
+        token = uuid.uuid4().hex.encode()
+        got = reemit(st, rec, "shim-v1", header, token)
+        try:
+            addrs, rest = v1_addrs(got)
+        except (ValueError, IndexError):
+            addrs, rest = None, b""
+        results["v1"].append(addrs == want and rest == token + b" bye\n"
+                             and got.startswith(b"PROXY TCP%d " % fam))
+        if not results["v1"][-1]:
+            tap.diag("v1 re-emit of %r: %r" % (header, got[:120]))
+
+    prop()
+    tap.ok(results["v2"] and all(results["v2"]),
+           "property: any INET/INET6 header (v1 or v2) is re-emitted as v2 with the same "
+           "addresses and ports, the client's bytes after it (%d examples)" % len(results["v2"]))
+    tap.ok(results["v1"] and all(results["v1"]),
+           "property: and as a v1 line by a proxy-v1 listener (%d examples)"
+           % len(results["v1"]))
+    # v1 address forms the specification allows, exactly as written
+    for line, want in (
+            (b"PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\n",
+             ("255.255.255.255", "0.0.0.0", 65535, 0)),
+            (b"PROXY TCP6 :: ::1 1 2\r\n", ("::", "::1", 1, 2)),
+            (b"PROXY TCP6 2001:0db8:0000:0000:0000:0000:0000:0001 fe80::1 3 4\r\n",
+             ("2001:db8::1", "fe80::1", 3, 4)),
+            (b"PROXY TCP6 ::ffff:192.0.2.1 ::FFFF:10.0.0.1 5 6\r\n",
+             ("::ffff:192.0.2.1", "::ffff:10.0.0.1", 5, 6)),
+            (b"PROXY TCP6 1:2:3:4:5:6:7:8 1::8 7 8\r\n", ("1:2:3:4:5:6:7:8", "1::8", 7, 8))):
+        token = uuid.uuid4().hex.encode()
+        addrs, _, rest = parse_v2(reemit(st, rec, "shim-v2", line, token))
+        tap.is_(addrs, want, "v1 %r re-emitted with its addresses" % line[:-2])
+    for line, reason in (
+            (b"PROXY TCP4 ::1 ::1 1 2\r\n", "PROXY v1: bad IPv4 address"),
+            (b"PROXY TCP6 1.2.3.4 1.2.3.5 1 2\r\n", "PROXY v1: bad IPv6 address"),
+            (b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "PROXY v1: bad IPv6 address"),
+            (b"PROXY TCP4 1.2.3.4 1.2.3.5 1 2 3\r\n", "PROXY v1: bad port"),
+            (b"PROXY TCP4  1.2.3.4 1.2.3.5 1 2\r\n", "PROXY v1: bad address"),
+            (b"PROXY TCP4 1.2.3.4 1.2.3.5 1 2\n", "PROXY v1: line ends without CR"),
+            (b"PROXY TCP4 1.2.3.4 1.2.3.5 65536 2\r\n", "PROXY v1: port above 65535"),
+            (b"proxy TCP4 1.2.3.4 1.2.3.5 1 2\r\n", "no PROXY header")):
+        before = rec.count()
+        seen = st.read_log("shim").count(reason)
+        s = connect(st.port("shim-v2"))
+        s.sendall(line + b"bye\n")
+        data = until_closed(s)
+        tap.ok(data == b"" and wait_for(lambda: st.read_log("shim").count(reason) > seen, 5)
+               and rec.count() == before, "v1 %r: refused, \"%s\"" % (line, reason))
+
+
+def test_split_property(st, rec):
+    results = []
+
+    @settings(max_examples=25, deadline=None, database=None)
+    @given(st_.booleans(), st_.lists(st_.integers(1, 60), min_size=1, max_size=8))
+    def prop(as_v1, cuts):
+        token = uuid.uuid4().hex.encode()
+        header = (b"PROXY TCP4 198.51.100.20 10.0.20.5 4321 25\r\n" if as_v1 else
+                  v2(inet("198.51.100.20", sport=4321) + tlv(2, b"mx.example")
+                     + tlv(5, b"\x01" * 40)))
+        data = header + token + b" bye\n"
+        s = connect(st.port("shim-v2"))
+        at = 0
+        for c in cuts:
+            if at >= len(data):
+                break
+            s.sendall(data[at:at + c])
+            at += c
+            time.sleep(0.01)
+        s.sendall(data[at:])
+        until_closed(s)
+        got = wait_for(lambda: rec.find(token), timeout=5)
+        addrs, tlvs, rest = parse_v2(got[0]) if got else (None, [], b"")
+        results.append(addrs == ("198.51.100.20", "10.0.20.5", 4321, 25)
+                       and rest == token + b" bye\n"
+                       and (as_v1 or (2, b"mx.example") in tlvs))
+        if not results[-1]:
+            tap.diag("split %r: %r" % (cuts, got[:1]))
+
+    prop()
+    tap.ok(results and all(results), "property: a header split across reads at any bytes "
+           "arrives whole, the client's bytes after it (%d examples)" % len(results))
+
+
+def test_tlvs(st, rec):
+    base = inet("198.51.100.21")
+    for label, body, reason in (
+            ("two AUTHORITY TLVs", base + tlv(2, b"good.example") + tlv(2, b"evil.example"),
+             "PROXY v2: a TLV that may appear once appears twice"),
+            ("two ALPN TLVs", base + tlv(1, b"smtp") + tlv(1, b"h2"),
+             "PROXY v2: a TLV that may appear once appears twice"),
+            ("two SSL TLVs", base + tlv(0x20, b"\x01\0\0\0\0") + tlv(0x20, b"\x01\0\0\0\0"),
+             "PROXY v2: a TLV that may appear once appears twice"),
+            ("two SSL CN sub-TLVs", base + tlv(0x20, b"\x01\0\0\0\0" + tlv(0x22, b"a")
+                                               + tlv(0x22, b"b")),
+             "PROXY v2: an SSL sub-TLV appears twice"),
+            ("AUTHORITY of 256 bytes", base + tlv(2, b"a" * 256),
+             "PROXY v2: AUTHORITY TLV longer than 255 bytes"),
+            ("UNIQUE_ID of 129 bytes", base + tlv(5, b"u" * 129),
+             "PROXY v2: UNIQUE_ID TLV longer than 128 bytes"),
+            ("NUL in AUTHORITY", base + tlv(2, b"a\0b"), "PROXY v2: NUL byte in a text TLV"),
+            ("TLV longer than the header", base + b"\x02\xff\xffab",
+             "PROXY v2: TLV overruns the header"),
+            ("header of 537 bytes", base + tlv(4, bytes(537 - 16 - 12 - 3)),
+             "PROXY v2: header longer than the configured limit")):
+        before = rec.count()
+        seen = st.read_log("shim").count(reason)
+        s = connect(st.port("shim-v2"))
+        s.sendall(v2(body) + b"bye\n")
+        data = until_closed(s)
+        tap.ok(data == b"" and wait_for(lambda: st.read_log("shim").count(reason) > seen, 5)
+               and rec.count() == before, "%s: refused, \"%s\"" % (label, reason))
+    token = uuid.uuid4().hex.encode()
+    body = base + tlv(2, b"a" * 255) + tlv(5, b"u" * 128) + tlv(4, b"") + tlv(4, b"xx")
+    addrs, tlvs, _ = parse_v2(reemit(st, rec, "shim-v2", v2(body), token))
+    tap.ok((2, b"a" * 255) in tlvs and (5, b"u" * 128) in tlvs,
+           "AUTHORITY of 255 and UNIQUE_ID of 128 bytes (the limits) pass, NOOPs repeat: %r"
+           % [t for t, _ in tlvs])
+    token = uuid.uuid4().hex.encode()
+    reemit(st, rec, "shim-v2", v2(base + tlv(2, b"x.example\nproxyv2-shim[1]: forged line")),
+           token)
+    log = st.read_log("shim")
+    tap.ok("\nproxyv2-shim[1]: forged line" not in log
+           and "authority=x.example\\x0Aproxyv2-shim[1]:\\x20forged\\x20line" in log,
+           "a newline in SNI (AUTHORITY) is escaped in the log, no forged line")
+
+
+def test_peers(st, rec):
+    before = rec.count()
+    seen = st.read_log("shim").count("not in trusted")
+    s = connect(st.port("shim-untrusted"))
+    s.sendall(v2(inet("127.0.0.1")) + b"EHLO x\r\n")
+    tap.ok(until_closed(s) == b"" and wait_for(
+        lambda: st.read_log("shim").count("not in trusted") > seen, timeout=5),
+        "untrusted peer with a valid header claiming 127.0.0.1: closed, logged")
+    time.sleep(0.5)
+    tap.ok("listener=127.0.0.1:%d mode=" % st.port("shim-untrusted") not in st.read_log("shim"),
+           "and no session was relayed from it")
+    seen = st.read_log("shim").count("timeout waiting for the PROXY header")
+    t0 = time.monotonic()
+    s = connect(st.port("shim-x"))
+    data = until_closed(s, timeout=10)
+    took = time.monotonic() - t0
+    tap.ok(data == b"" and 0.9 < took < 3 and wait_for(
+        lambda: st.read_log("shim").count("timeout waiting for the PROXY header") > seen, 5),
+        "a client that never sends a header is closed after header_timeout (%.2fs)" % took)
+    s = connect(st.port("shim-x"))
+    s.sendall(b"EHLO x\r\n")
+    tap.is_(until_closed(s), b"", "a client that speaks SMTP without a header: closed")
+
+
+def test_preload(st):
+    for label, payload in (("v2 LOCAL", v2(b"", cmd=0x20, fam=0)),
+                           ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
+                           ("v2 PROXY UNSPEC", v2(b"", fam=0))):
+        for daemon in ("pre-block", "pre-async"):
+            s = connect(st.port(daemon))
+            s.sendall(payload)
+            data = until_closed(s)
+            tap.ok(data in (b"",) and wait_for(
+                lambda: "no client address in the PROXY header" in st.read_log(daemon), 5),
+                "preload (%s): %s closed, logged, never reported as the balancer (%r)"
+                % (daemon, label, data))
+    for daemon in ("pre-block", "pre-async"):
+        s = connect(st.port(daemon))
+        s.sendall(v2(inet6("::ffff:198.51.100.30", "::ffff:10.0.0.1"), fam=0x21))
+        tap.is_(until_closed(s), b"client=198.51.100.30\n",
+                "preload (%s): v4-mapped client on an IPv4 listener reported as IPv4" % daemon)
+    s = connect(st.port("hp-pre"), source=("127.0.0.2", 0))
+    tap.is_(until_closed(s), b"client=127.0.0.2\n", "preload behind haproxy: the real client")
+
+
+BAD_CONFIGS = [
+    ("dns_servers = not-an-ip", 'dns_servers: "not-an-ip" is not an address[:port]'),
+    ("header_timeout = 0", "header_timeout must be between 1ms and 60s"),
+    ("connect_timeout = 0", "connect_timeout must be between 1ms and 5m"),
+    ("idle_timeout = 0", "idle_timeout must be between 1s and 24h"),
+    ("dns_timeout = 0", "dns_timeout must be between 1ms and 60s"),
+    ("max_connections = 0", "max_connections must be between 1 and 1000000"),
+    ("max_connections = -5", "max_connections must be between 1 and 1000000"),
+    ("log_rejects_per_second = -1", "log_rejects_per_second must be between 0 and 1000000"),
+    ("workers = -1", "workers must be between 0 (one per CPU) and 64"),
+    ("workers = 1000", "workers must be between 0 (one per CPU) and 64"),
+    ("unknown_clients = maybe", "unknown_clients must be unavailable or refuse"),
+    ("xclient_helo = two words", "xclient_helo must be a host name or an [address]"),
+    ("max_header_size = 100", "max_header_size must be between 232 and 65551 bytes"),
+    ("listener = 127.0.0.1:{a} backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.1",
+     "overlaps the listener at line 1"),
+    ("listener = 0.0.0.0:{a} backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.1",
+     "overlaps the listener at line 1"),
+]
+
+
+def test_config(st, shim2, conf2):
+    a = st.port("cfg-a")
+    base = "listener = 127.0.0.1:%d backend=127.0.0.1:9 mode=xclient trusted=127.0.0.1\n" % a
+    path = st.path("etc", "t.conf")
+    for extra in ("", "dns_servers = 127.0.0.1:5353, [::1]:53\nunknown_clients = refuse\n"
+                  "listener = [::1]:%d backend=127.0.0.1:9 mode=proxy-v2 trusted=::1\n" % a):
+        with open(path, "w") as f:
+            f.write(base + extra)
+        res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
+        tap.is_(res.returncode, 0, "-t accepts %r" % (extra or "the base"),
+                diag=res.stdout + res.stderr)
+    for line, message in BAD_CONFIGS:
+        with open(path, "w") as f:
+            f.write(base + line.replace("{a}", str(a)) + "\n")
+        res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
+        tap.ok(res.returncode == 1 and "t.conf:2: " in res.stderr and message in res.stderr,
+               "-t refuses %r: %s" % (line, message), diag=res.stdout + res.stderr)
+    # what -t accepts, the daemon starts with (one worker binds for real)
+    with open(path, "w") as f:
+        f.write(base + "workers = 1\n")
+    d = subprocess.Popen([SHIM, "-f", "-c", path], stderr=subprocess.PIPE, text=True)
+    up = wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", a)) == 0, timeout=10)
+    d.terminate()
+    err = d.communicate(timeout=10)[1]
+    tap.ok(up and "started: 1 listeners, 1 workers" in err, "the daemon starts with it",
+           diag=err)
+    with open(conf2) as f:
+        good = f.read()
+    seen = st.read_log("shim2").count("keeping the previous configuration")
+    with open(conf2, "w") as f:
+        f.write(good + "max_connections = 0\n")
+    os.kill(shim2.pid, signal.SIGHUP)
+    tap.ok(wait_for(lambda: st.read_log("shim2").count("keeping the previous configuration")
+                    > seen, timeout=10)
+           and "max_connections must be between 1 and 1000000" in st.read_log("shim2"),
+           "a reload with max_connections = 0 is refused, the running configuration kept")
+    with open(conf2, "w") as f:
+        f.write(good)
+    s = connect(st.port("refuse-x"))
+    s.sendall(v2(inet("192.0.2.81")))
+    tap.ok(read_reply(s).startswith("220 "), "and the shim still serves")
+    s.close()
+
+
+CONF = """\
+header_timeout = 1s
+log_rejects_per_second = 10000
+xclient_name_lookup = no
+workers = 2
+listener = 127.0.0.1:{shim-x} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8
+listener = 127.0.0.1:{shim-v2} backend=127.0.0.1:{recorder} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{shim-v1} backend=127.0.0.1:{recorder} mode=proxy-v1 trusted=127.0.0.0/8
+listener = 127.0.0.1:{shim-untrusted} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=10.0.20.0/24
+"""
+
+CONF2 = """\
+unknown_clients = refuse
+xclient_name_lookup = no
+metrics_listen = inet:127.0.0.1:{metrics2}
+listener = 127.0.0.1:{refuse-x} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8
+"""
+
+HAPROXY = """
+frontend fe_unix_v2
+    bind unix@{dir}/hp-v2.sock mode 666
+    default_backend be_x_v2
+frontend fe_tcp
+    bind 127.0.0.1:{port:hp-tcp}
+    default_backend be_x_v2
+backend be_x_v2
+    server x 127.0.0.1:{port:shim-x} send-proxy-v2
+frontend fe_unix_v1
+    bind unix@{dir}/hp-v1.sock mode 666
+    default_backend be_x_v1
+backend be_x_v1
+    server x 127.0.0.1:{port:shim-x} send-proxy
+backend be_chk_smtp
+    option smtpchk HELO haproxy.example
+    option log-health-checks
+    server x 127.0.0.1:{port:shim-x} send-proxy-v2 check inter 300ms
+backend be_chk_l4
+    option log-health-checks
+    server refuse 127.0.0.1:{port:refuse-x} send-proxy-v2 check inter 300ms
+    server v2 127.0.0.1:{port:shim-v2} send-proxy-v2 check inter 300ms
+frontend fe_pre
+    bind 127.0.0.1:{port:hp-pre}
+    default_backend be_pre
+backend be_pre
+    server p 127.0.0.1:{port:pre-block} send-proxy-v2
+"""
+
+BLOCKING = r"""
+import socketserver, sys
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(("client=%s\n" % self.client_address[0]).encode())
+socketserver.TCPServer.allow_reuse_address = True
+socketserver.TCPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+ASYNC = r"""
+import asyncio, sys
+async def h(r, w):
+    w.write(("client=%s\n" % w.get_extra_info("peername")[0]).encode())
+    await w.drain(); w.close()
+async def main():
+    s = await asyncio.start_server(h, "127.0.0.1", int(sys.argv[1]))
+    async with s: await s.serve_forever()
+asyncio.run(main())
+"""
+
+
+def write_conf(st, name, text):
+    path = st.path("etc", name)
+    for key, value in st.ports.items():
+        text = text.replace("{%s}" % key, str(value))
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+with Stack("proxyv2-hostile") as st:
+    tap.stack = st
+    st.start_sink()
+    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
+                           "mynetworks": "127.0.0.0/8"})
+    for name in ("shim-x", "shim-v2", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
+                 "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a"):
+        st.port(name)
+    rec = Recorder(st.port("recorder"))
+    conf = write_conf(st, "shim.conf", CONF)
+    conf2 = write_conf(st, "shim2.conf", CONF2)
+    for c in (conf, conf2):
+        check = subprocess.run([SHIM, "-t", "-c", c], capture_output=True, text=True)
+        tap.is_(check.returncode, 0, "proxyv2-shim -t accepts %s" % os.path.basename(c),
+                diag=check.stdout + check.stderr)
+    shim = st.start_daemon("shim", [SHIM, "-f", "-c", conf], port=st.port("shim-x"))
+    shim2 = st.start_daemon("shim2", [SHIM, "-f", "-c", conf2], port=st.port("refuse-x"))
+    env = {"LD_PRELOAD": PRELOAD, "PROXYV2_TIMEOUT": "2s"}
+    st.start_daemon("pre-block", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("pre-block"))],
+                    port=st.port("pre-block"),
+                    env=dict(env, PROXYV2_PORTS=str(st.port("pre-block"))))
+    st.start_daemon("pre-async", ["/usr/bin/python3", "-c", ASYNC, str(st.port("pre-async"))],
+                    port=st.port("pre-async"),
+                    env=dict(env, PROXYV2_PORTS=str(st.port("pre-async"))))
+    st.start_haproxy(HAPROXY.replace("{dir}", st.dir), wait_ports=[st.port("hp-tcp")])
+    wait_for(lambda: os.path.exists(st.path("hp-v1.sock")), timeout=10)
+    test_no_identity(st)
+    test_health_checks(st)
+    test_refusing(st, rec, (shim, shim2))
+    test_v4_mapped(st)
+    test_reemit_property(st, rec)
+    test_split_property(st, rec)
+    test_tlvs(st, rec)
+    test_peers(st, rec)
+    test_preload(st)
+    test_config(st, shim2, conf2)
+    tap.ok(shim.poll() is None and shim2.poll() is None, "both shims kept running")
+
+sys.exit(tap.done())
