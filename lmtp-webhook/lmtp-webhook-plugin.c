@@ -8,22 +8,26 @@
  * DESCRIPTION
  *	Wraps Dovecot's deliver_mail hook (after Pigeonhole's, which does
  *	not chain: hence lib95). For a recipient that matches an
- *	lmtp_webhook_route:
+ *	lmtp_webhook_route (as given, or else without its detail: the
+ *	part after Dovecot's recipient_delimiter, which Dovecot strips to
+ *	find the mailbox):
  *
  *	1. the message is read with Dovecot's MIME parser and the event
  *	   built (mime.c, payload.c);
- *	2. the event is reserved in the spool (tmp/, no fsync): if that
- *	   fails, the recipient is tempfailed and nothing is saved, so
- *	   Postfix keeps the mail and retries;
+ *	2. the event is reserved in the spool (spool_ready(), tmp/, no
+ *	   fsync): if the spool cannot take it (full, unwritable, a
+ *	   subdirectory removed and not makeable), the recipient is
+ *	   tempfailed and nothing is saved, so Postfix keeps the mail and
+ *	   retries without leaving a copy behind;
  *	3. the mail is saved (the previous hook, else the default mailbox);
  *	   nothing saved (e.g. a Sieve discard): no event;
- *	4. the first POST is made here, synchronously, bounded by
- *	   lmtp_webhook_timeout; 2xx drops the reservation, anything else
- *	   commits it (fsync, rename, fsync dir) for lmtp-webhook-spool,
- *	   before LMTP answers. If even that fails (an I/O error, active/
- *	   made unwritable), the recipient is tempfailed although its mail
- *	   is saved: Postfix's retry may leave a second copy in the
- *	   mailbox, but the event (same webhook-id) is not lost.
+ *	4. the event is committed (fsync, rename into active/, fsync dir)
+ *	   before LMTP answers. lmtp-webhook-spool, woken by the rename,
+ *	   posts it at once: LMTP never waits for the receiver. If the
+ *	   commit fails after all (an I/O error, active/ made unwritable
+ *	   since step 2), the recipient is tempfailed although its mail is
+ *	   saved: Postfix's retry may leave a second copy in the mailbox,
+ *	   but the event (same webhook-id) is not lost.
  *
  *	Other recipients go straight to the previous hook.
  * DIAGNOSTICS
@@ -40,17 +44,14 @@
 #include "mail-storage.h"
 #include "mail-user.h"
 #include "mail-deliver.h"
+#include "lda-settings.h"
 #include "module-dir.h"
-
-#include <sys/stat.h>
 
 #include <openssl/evp.h>
 
 #include "mime.h"
 #include "payload.h"
-#include "post.h"
 #include "route.h"
-#include "sign.h"
 #include "spool.h"
 
 #define WEBHOOK_TEMPFAIL "Webhook spool unavailable, try again later"
@@ -65,46 +66,50 @@ void    lmtp_webhook_plugin_deinit(void);
 static deliver_mail_func_t *next_deliver_mail;
 
 /*
- * Kept for the life of the lmtp process: a curl handle (keep-alive to the
- * receivers), the spool reservation file, and the secret (re-read when
- * its file changes).
+ * Kept for the life of the lmtp process: the spool reservation file. The
+ * plugin posts nothing itself (lmtp-webhook-spool does), so it needs no
+ * HTTP client and never reads the signing secret.
  */
-static CURL *webhook_curl;
 static struct spool_keeper webhook_keeper = SPOOL_KEEPER_INIT;
-static struct webhook_key webhook_secret;
-static struct stat webhook_secret_stat;
-
-static const char *webhook_secret_get(const char *path, const struct webhook_key **key)
-{
-    struct stat st;
-    const char *err;
-
-    if (stat(path, &st) < 0)
-	return (t_strdup_printf("%s: %m", path));
-    if (st.st_ino != webhook_secret_stat.st_ino || st.st_dev != webhook_secret_stat.st_dev
-	|| st.st_mtime != webhook_secret_stat.st_mtime || st.st_size != webhook_secret_stat.st_size
-	|| webhook_secret.len == 0) {
-	if ((err = sign_key_load(path, &webhook_secret)) != NULL) {
-	    webhook_secret.len = 0;
-	    return (err);
-	}
-	webhook_secret_stat = st;
-    }
-    *key = &webhook_secret;
-    return (NULL);
-}
+static int webhook_obsolete_warned;
 
 struct webhook_settings {
-    const char *spool_dir, *ca_file, *secret_file;
-    unsigned int timeout_ms;
+    const char *spool_dir;
     uoff_t  max_attachment;
 };
 
-/* webhook_route_for - the first route matching the recipient, if any */
+/*
+ * webhook_rcpt_user - the recipient without its detail (bills+tag@x is
+ * bills@x), cut where Dovecot cuts it to find the mailbox (at the first
+ * of the recipient_delimiter characters); NULL when there is no detail.
+ */
+static const char *webhook_rcpt_user(const struct mail_deliver_context *ctx)
+{
+    const char *delims = ctx->set == NULL ? NULL : ctx->set->recipient_delimiter;
+    struct smtp_address user;
+    size_t  len;
 
-static int webhook_route_for(struct mail_user *user, const char *rcpt,
+    if (ctx->rcpt_to == NULL || ctx->rcpt_to->localpart == NULL
+	|| (len = route_detail_cut(ctx->rcpt_to->localpart, delims)) == 0)
+	return (NULL);
+    i_zero(&user);
+    user.localpart = t_strndup(ctx->rcpt_to->localpart, len);
+    user.domain = ctx->rcpt_to->domain;
+    return (smtp_address_encode(&user));
+}
+
+/*
+ * webhook_route_for - the first route matching the recipient: a route
+ * matches the address as given, or else the address without its detail
+ * (a mail Dovecot saves to the bills mailbox must not escape its route
+ * by a +tag). The event's rcpt_to stays the address as given.
+ */
+static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 			             char **url_r, char **workspace_r, const char **error_r)
 {
+    struct mail_user *user = ctx->rcpt_user;
+    const char *base = webhook_rcpt_user(ctx);
+
     for (unsigned int i = 1;; i++) {
 	const char *name = i == 1 ? "lmtp_webhook_route"
 	    : t_strdup_printf("lmtp_webhook_route%u", i);
@@ -119,10 +124,34 @@ static int webhook_route_for(struct mail_user *user, const char *rcpt,
 	    *error_r = t_strdup_printf("%s: %s", name, err);
 	    return (-1);
 	}
-	hit = route_match(&route, rcpt, url_r, workspace_r);
+	hit = route_match(&route, rcpt, url_r, workspace_r)
+	    || (base != NULL && route_match(&route, base, url_r, workspace_r));
 	route_free(&route);
 	if (hit)
 	    return (1);
+    }
+}
+
+/*
+ * webhook_obsolete - lmtp_webhook_timeout and lmtp_webhook_secret_file
+ * served the POST the plugin used to make; lmtp-webhook-spool's timeout
+ * and secret_file apply now. Said once per process, not ignored silently.
+ */
+static void webhook_obsolete(struct mail_deliver_context *ctx)
+{
+    static const char *const names[] = {"lmtp_webhook_timeout", "lmtp_webhook_secret_file",
+	"lmtp_webhook_ca_file"};
+
+    if (webhook_obsolete_warned)
+	return;
+    webhook_obsolete_warned = 1;
+    for (unsigned int i = 0; i < N_ELEMENTS(names); i++) {
+	const char *value = mail_user_plugin_getenv(ctx->rcpt_user, names[i]);
+
+	if (value != NULL && *value != '\0')
+	    e_warning(ctx->event, "lmtp_webhook: %s is no longer used: lmtp-webhook-spool "
+		      "posts every event (set timeout, secret_file and ca_file in "
+		      "lmtp-webhook-spool.conf)", names[i]);
     }
 }
 
@@ -133,16 +162,8 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 
     i_zero(set);
     set->spool_dir = mail_user_plugin_getenv(user, "lmtp_webhook_spool_dir");
-    set->secret_file = mail_user_plugin_getenv(user, "lmtp_webhook_secret_file");
-    set->ca_file = mail_user_plugin_getenv(user, "lmtp_webhook_ca_file");
-    if (set->spool_dir == NULL || *set->spool_dir == '\0'
-	|| set->secret_file == NULL || *set->secret_file == '\0') {
-	*error_r = "lmtp_webhook_spool_dir and lmtp_webhook_secret_file must be set";
-	return (-1);
-    }
-    value = mail_user_plugin_getenv(user, "lmtp_webhook_timeout");
-    if (settings_get_time_msecs(value && *value ? value : "5s", &set->timeout_ms, &err) < 0) {
-	*error_r = t_strdup_printf("lmtp_webhook_timeout: %s", err);
+    if (set->spool_dir == NULL || *set->spool_dir == '\0') {
+	*error_r = "lmtp_webhook_spool_dir must be set";
 	return (-1);
     }
     value = mail_user_plugin_getenv(user, "lmtp_webhook_max_attachment_size");
@@ -216,10 +237,8 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
     ev->id = i_strdup(env.id);
     ev->body = payload_build(&msg, &env, &ev->body_len);
     ev->created = (long long) ioloop_time;
-    /* written as if the first attempt had failed: if it succeeds the
-       file is removed, and if not it is already right for the spool */
-    ev->attempts = 1;
-    ev->next_attempt = ev->created + 5;
+    ev->attempts = 0;			/* lmtp-webhook-spool posts it now */
+    ev->next_attempt = ev->created;
     payload_message_free(&msg);
     return (0);
 }
@@ -256,53 +275,19 @@ static void webhook_unsave(struct mail_deliver_context *ctx)
     }
 }
 
-/* webhook_first_attempt - 0, or -1: the event could not be kept */
+/* webhook_commit - 0, or -1: the event could not be kept */
 
-static int webhook_first_attempt(struct mail_deliver_context *ctx,
-				          const struct webhook_settings *set,
-				          struct spool_event *ev, struct spool_reservation *res)
+static int webhook_commit(struct mail_deliver_context *ctx, struct spool_event *ev,
+			          struct spool_reservation *res)
 {
-    const struct webhook_key *key;
-    struct post_request req;
-    struct post_result result;
     const char *err;
 
-    if ((err = webhook_secret_get(set->secret_file, &key)) != NULL) {
-	e_error(ctx->event, "lmtp_webhook: %s; event %s left in the spool", err, ev->id);
-	result.outcome = POST_RETRY;
-	i_strocpy(result.why, err, sizeof(result.why));
-    } else {
-	i_zero(&req);
-	req.url = ev->url;
-	req.id = ev->id;
-	req.body = ev->body;
-	req.body_len = ev->body_len;
-	req.key = key;
-	req.timeout_ms = set->timeout_ms;
-	req.ca_file = set->ca_file;
-	if (webhook_curl == NULL && (webhook_curl = curl_easy_init()) == NULL)
-	    i_fatal_status(FATAL_OUTOFMEM, "curl_easy_init() failed");
-	post_send(webhook_curl, &req, (long long) time(NULL), &result);
-    }
-    if (result.outcome == POST_DELIVERED) {
-	spool_discard(res);
-	e_info(ctx->event, "lmtp_webhook: event %s posted to %s (%s)", ev->id, ev->url,
-	       result.why);
-	return (0);
-    }
-    if (result.outcome == POST_GONE) {
-	spool_discard(res);
-	e_warning(ctx->event, "lmtp_webhook: event %s dropped: %s answered 410 Gone",
-		  ev->id, ev->url);
-	return (0);
-    }
-    if ((err = spool_commit_why(res, result.why)) != NULL) {
+    if ((err = spool_commit(res)) != NULL) {
 	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s; tempfailing the "
 		"recipient although its mail was saved", ev->id, err);
 	return (-1);
     }
-    e_info(ctx->event, "lmtp_webhook: event %s spooled after %s from %s",
-	   ev->id, result.why, ev->url);
+    e_info(ctx->event, "lmtp_webhook: event %s spooled for %s", ev->id, ev->url);
     return (0);
 }
 
@@ -317,9 +302,12 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     int     ret;
 
     rcpt = ctx->rcpt_to == NULL ? "" : smtp_address_encode(ctx->rcpt_to);
-    ret = webhook_route_for(ctx->rcpt_user, rcpt, &url, &workspace, &error);
-    if (ret == 0)
+    ret = webhook_route_for(ctx, rcpt, &url, &workspace, &error);
+    if (ret == 0) {
+	e_debug(ctx->event, "lmtp_webhook: %s matches no lmtp_webhook_route", rcpt);
 	return (next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1);
+    }
+    webhook_obsolete(ctx);
     i_zero(&ev);
     if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
 	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &error) < 0) {
@@ -339,7 +327,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     } else {
 	ret = webhook_save(ctx, storage_r);
 	if (ctx->saved_mail) {
-	    if (webhook_first_attempt(ctx, &set, &ev, &res) < 0) {
+	    if (webhook_commit(ctx, &ev, &res) < 0) {
 		webhook_unsave(ctx);
 		ret = -1;
 	    }
@@ -355,7 +343,6 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 
 void    lmtp_webhook_plugin_init(struct module *module ATTR_UNUSED)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     next_deliver_mail = mail_deliver_hook_set(webhook_deliver_mail);
 }
 
@@ -363,8 +350,4 @@ void    lmtp_webhook_plugin_deinit(void)
 {
     mail_deliver_hook_set(next_deliver_mail);
     spool_keeper_close(&webhook_keeper);
-    if (webhook_curl != NULL)
-	curl_easy_cleanup(webhook_curl);
-    webhook_curl = NULL;
-    curl_global_cleanup();
 }

@@ -9,6 +9,7 @@
  *	const char *route_parse(value, &route)
  *	int	route_match(&route, address, &url, &workspace)
  *	void	route_free(&route)
+ *	size_t	route_detail_cut(localpart, delimiters)
  * DESCRIPTION
  *	route_parse() reads an lmtp_webhook_route setting, "PATTERN URL":
  *	PATTERN is an address in which each '*' captures one or more
@@ -23,6 +24,12 @@
  *	it returns 1 with the URL expanded and the first capture (the
  *	payload's workspace, lower case; NULL without captures), both
  *	malloc()ed. 0 means no match.
+ *
+ *	route_detail_cut() is where an address's detail starts, as
+ *	Dovecot finds it for recipient_delimiter (the first of the
+ *	delimiter characters in the local part: bills+tag is bills):
+ *	the length of the local part without it, or 0 when there is no
+ *	detail (or no delimiter, or nothing before it).
  * DIAGNOSTICS
  *	route_parse() returns NULL, or a static message.
  */
@@ -148,4 +155,14 @@ void    route_free(struct webhook_route *route)
     free(route->pattern);
     free(route->url);
     route->pattern = route->url = NULL;
+}
+
+size_t  route_detail_cut(const char *localpart, const char *delimiters)
+{
+    size_t  len;
+
+    if (delimiters == NULL || *delimiters == 0)
+	return (0);
+    len = strcspn(localpart, delimiters);
+    return (localpart[len] == 0 ? 0 : len);
 }

@@ -3,6 +3,8 @@
 
 /* route.h - recipient patterns and the URLs they route to */
 
+#include <stddef.h>
+
 #define ROUTE_MAX_CAPTURES 9
 
 struct webhook_route {
@@ -14,5 +16,6 @@ const char *route_parse(const char *value, struct webhook_route *route);
 int     route_match(const struct webhook_route *route, const char *address,
 		            char **url_r, char **workspace_r);
 void    route_free(struct webhook_route *route);
+size_t  route_detail_cut(const char *localpart, const char *delimiters);
 
 #endif

@@ -23,14 +23,27 @@
  *	Otherwise: attempts+1, last_error, and the next attempt after
  *	the Standard Webhooks schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h,
  *	then every 10h) with +-20% jitter, or after Retry-After from a
- *	429 or 503 (at most a day); rewritten durably. An event older than
+ *	429 or 503, in seconds or as an HTTP-date, on any attempt, the
+ *	first included (at most RUNNER_RETRY_AFTER_MAX, a day: a longer
+ *	wait is the receiver's mistake, not a reason to drop the event);
+ *	rewritten durably. An event older than
  *	dead_letter_after moves to dead/ instead of being tried again.
  *
- *	RUNNER_DAEMON loops until SIGTERM or SIGINT, scanning active/
- *	every second and at once on SIGUSR1 (flush). RUNNER_FLUSH makes
- *	one pass over every event, due or not, and returns. The daemon
- *	also sweeps tmp/ of crashed writers' files when it starts and
- *	every ten minutes (spool_sweep_tmp()).
+ *	RUNNER_DAEMON is the only poster of events: the plugin commits
+ *	every event into active/ and the daemon, woken by that rename
+ *	(inotify IN_MOVED_TO on active/), starts its first attempt at
+ *	once. A wake-up can be missed (the inotify queue overflowed,
+ *	active/ was removed and made again, a spool shared over NFS):
+ *	that only delays, since active/ is also scanned every second.
+ *	A removed subdirectory of the spool is made again.
+ *
+ *	Signals (runner_signals(), runner_signal_dispatch()): TERM and
+ *	INT stop once the attempts under way are answered or time out;
+ *	HUP reloads the configuration file (tool_reload(): what can be
+ *	applied is, what cannot is named in the log); USR1 flushes
+ *	(every event once, due or not). RUNNER_FLUSH makes one such pass
+ *	and returns. The daemon also sweeps tmp/ of crashed writers'
+ *	files when it starts and every ten minutes (spool_sweep_tmp()).
  * DIAGNOSTICS
  *	One log line per attempt. runner_main() returns the number of
  *	events still waiting, or -1 when the spool cannot be used.
@@ -45,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +76,8 @@
 #include "xalloc.h"
 
 #define RUNNER_SWEEP_INTERVAL	600	/* seconds between sweeps of tmp/ */
+#define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
+#define RUNNER_PENDING_MAX	4096	/* woken names kept; more: list active/ */
 
 struct transfer {
     struct post_handle post;
@@ -79,9 +95,14 @@ struct runner {
     int     count, next;
     int     running;
     int     delivered, failed, dropped;
+    int     wake_fd, watch;		/* inotify on active/, or -1 */
+    char  **pending;			/* names woken for, not started yet */
+    int     phead, npending;		/* [phead, npending) are waiting */
+    char   *spool_error;		/* last spool_ready() error logged */
+    struct config *first_cfg;		/* tool->dir points into it */
 };
 
-static volatile sig_atomic_t runner_stop, runner_flush;
+static volatile sig_atomic_t runner_stop, runner_flush, runner_reload;
 
 /* Prometheus series (run only) */
 static struct {
@@ -147,10 +168,17 @@ static void runner_metrics_init(struct spool_tool *tool)
 			   runner_oldest, tool);
 }
 
+/*
+ * Signals: the handler only records them; runner_signal_dispatch() acts
+ * in the loop. Kept in these two functions and runner_signals() so that
+ * they can move onto a common daemon skeleton.
+ */
 static void runner_signal(int sig)
 {
     if (sig == SIGUSR1)
 	runner_flush = 1;
+    else if (sig == SIGHUP)
+	runner_reload = 1;
     else
 	runner_stop = 1;
 }
@@ -188,7 +216,7 @@ long long runner_backoff(int attempts, long long retry_after)
     long long base;
 
     if (retry_after > 0)
-	return (retry_after > 86400 ? 86400 : retry_after);
+	return (retry_after > RUNNER_RETRY_AFTER_MAX ? RUNNER_RETRY_AFTER_MAX : retry_after);
     base = schedule[attempts < 1 ? 0 : attempts - 1 > last ? last : attempts - 1];
     return (base * (80 + random() % 41) / 100);
 }
@@ -303,6 +331,69 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 }
 
 /*
+ * runner_watch - inotify on active/ (again, after it was removed): the
+ * plugin's commit renames the event into it, which wakes us at once.
+ */
+static void runner_watch(struct runner *r)
+{
+    char   *path;
+
+    if (r->wake_fd < 0 || r->watch >= 0)
+	return;
+    path = spool_path(r->tool->dir, SPOOL_ACTIVE, NULL);
+    r->watch = inotify_add_watch(r->wake_fd, path, IN_MOVED_TO | IN_ONLYDIR);
+    free(path);
+}
+
+/* runner_spool_check - subdirectories made again if removed; said once */
+
+static void runner_spool_check(struct runner *r)
+{
+    const char *err = spool_ready(r->tool->dir);
+
+    if (err != NULL && (r->spool_error == NULL || strcmp(err, r->spool_error) != 0)) {
+	msg_error("spool %s unusable: %s", r->tool->dir, err);
+	free(r->spool_error);
+	r->spool_error = xstrdup(err);
+    } else if (err == NULL && r->spool_error != NULL) {
+	msg_info("spool %s usable again", r->tool->dir);
+	free(r->spool_error);
+	r->spool_error = NULL;
+    }
+    runner_watch(r);
+}
+
+/*
+ * runner_wakeups - the names inotify saw renamed into active/, kept for
+ * runner_scan(). An overflow (the kernel's queue, or ours) or a lost
+ * watch only means listing active/ now.
+ */
+static void runner_wakeups(struct runner *r)
+{
+    char    buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+
+    while (r->wake_fd >= 0 && (n = read(r->wake_fd, buf, sizeof(buf))) > 0) {
+	for (char *p = buf; p < buf + n;) {
+	    struct inotify_event *e = (struct inotify_event *) (void *) p;
+
+	    if (e->mask & (IN_Q_OVERFLOW | IN_IGNORED))
+		r->next = r->count;		/* relist at the next scan */
+	    if (e->mask & IN_IGNORED)
+		r->watch = -1;			/* active/ gone: watch again */
+	    else if (e->len > 0 && spool_id_ok(e->name)) {
+		if (r->npending < RUNNER_PENDING_MAX) {
+		    r->pending = xrealloc(r->pending, (r->npending + 1) * sizeof(char *));
+		    r->pending[r->npending++] = xstrdup(e->name);
+		} else
+		    r->next = r->count;
+	    }
+	    p += sizeof(*e) + e->len;
+	}
+    }
+}
+
+/*
  * runner_scan - start events, up to the concurrency limit, from a cached
  * listing of active/ that is refreshed (with the secret) once used up:
  * draining a large spool must not list it again for every event.
@@ -313,15 +404,27 @@ static int runner_scan(struct runner *r, int all)
     const char *err, *name;
 
     while (r->running < r->tool->concurrency) {
+	if (r->phead < r->npending && r->key.len > 0) {	/* woken: new events first */
+	    char   *woken = r->pending[r->phead++];
+
+	    if (htable_find(r->inflight, woken) == NULL)
+		runner_start(r, woken, 0);
+	    free(woken);
+	    if (r->phead == r->npending)
+		r->phead = r->npending = 0;
+	    continue;
+	}
 	if (r->next >= r->count) {
 	    if (relisted)
 		break;
+	    runner_spool_check(r);
 	    spool_list_free(r->names, r->count);
 	    r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
 	    r->next = 0;
 	    relisted = 1;
 	    if ((err = sign_key_load(r->tool->secret_file, &r->key)) != NULL) {
 		msg_error("%s: nothing posted until the secret is readable", err);
+		r->key.len = 0;
 		r->next = r->count;
 		break;
 	    }
@@ -354,7 +457,7 @@ static void runner_reap(struct runner *r)
     }
 }
 
-static void runner_signals(void)
+static void runner_signals(enum runner_mode mode)
 {
     struct sigaction sa;
 
@@ -364,7 +467,47 @@ static void runner_signals(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    if (mode == RUNNER_DAEMON)
+	sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* runner_apply_reload - SIGHUP: tool_reload(), then what it changed here */
+
+static void runner_apply_reload(struct runner *r)
+{
+    struct config *old;
+
+    if (tool_reload(r->tool, &old) < 0) {
+	metrics_config_reload(0);
+	return;
+    }
+    metrics_config_reload(1);
+    if (old != r->first_cfg)		/* nothing points into it now */
+	config_free(&old);
+    curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) r->tool->concurrency);
+    r->next = r->count;			/* list again, and read the secret */
+}
+
+/*
+ * runner_signal_dispatch - act on the signals recorded since the last
+ * turn of the loop; returns 1 when a flush pass starts.
+ */
+static int runner_signal_dispatch(struct runner *r)
+{
+    int     flush = 0;
+
+    if (runner_reload) {
+	runner_reload = 0;
+	runner_apply_reload(r);
+    }
+    if (runner_flush) {			/* SIGUSR1: everything once, now */
+	runner_flush = 0;
+	flush = 1;
+	htable_destroy(&r->tried, NULL);
+	r->tried = htable_create(64);
+    }
+    return (flush);
 }
 
 /* runner_loop - until stopped (daemon), or until one pass is done (flush) */
@@ -398,13 +541,11 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		runner_sweep(r);
 		last_sweep = time(NULL);
 	    }
-	    if (runner_flush) {		/* SIGUSR1: everything once, now */
-		runner_flush = 0;
+	    if (runner_signal_dispatch(r))
 		flushing = 1;
-		htable_destroy(&r->tried, NULL);
-		r->tried = htable_create(64);
-	    }
-	    if (flushing || time(NULL) != last_scan) {
+	    runner_wakeups(r);
+	    if (flushing || (r->phead < r->npending && r->key.len > 0)
+		|| time(NULL) != last_scan) {
 		started = runner_scan(r, flushing);
 		last_scan = time(NULL);
 		if (flushing && started == 0 && r->running == 0) {
@@ -414,7 +555,12 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		}
 	    }
 	}
-	curl_multi_poll(r->multi, NULL, 0, 200, &numfds);
+	if (r->wake_fd >= 0) {
+	    struct curl_waitfd wake = {r->wake_fd, CURL_WAIT_POLLIN, 0};
+
+	    curl_multi_poll(r->multi, &wake, 1, 200, &numfds);
+	} else
+	    curl_multi_poll(r->multi, NULL, 0, 200, &numfds);
     }
 }
 
@@ -433,6 +579,11 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     }
     memset(&r, 0, sizeof(r));
     r.tool = tool;
+    r.first_cfg = tool->cfg;
+    r.watch = -1;
+    r.wake_fd = mode == RUNNER_DAEMON ? inotify_init1(IN_NONBLOCK | IN_CLOEXEC) : -1;
+    if (mode == RUNNER_DAEMON && r.wake_fd < 0)
+	msg_warn("inotify_init1: %m; new events wait for the next scan (up to a second)");
     r.inflight = htable_create(64);
     r.tried = htable_create(64);
     if ((r.multi = curl_multi_init()) == NULL)
@@ -452,12 +603,19 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	    msg_fatal("%s", err);
 	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
     }
-    runner_signals();
+    runner_signals(mode);
+    runner_spool_check(&r);
     runner_loop(&r, mode);
     curl_multi_cleanup(r.multi);
     htable_destroy(&r.inflight, NULL);
     htable_destroy(&r.tried, NULL);
     spool_list_free(r.names, r.count);
+    for (int i = r.phead; i < r.npending; i++)
+	free(r.pending[i]);
+    free(r.pending);
+    free(r.spool_error);
+    if (r.wake_fd >= 0)
+	close(r.wake_fd);
     {
 	char  **names = spool_list(tool->dir, SPOOL_ACTIVE, &left);
 
@@ -472,5 +630,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     if (pidfile && pid_fd >= 0)
 	daemon_pidfile_remove(pidfile, &pid_fd);
     close(lock_fd);
+    if (r.first_cfg != tool->cfg)
+	config_free(&r.first_cfg);	/* after the last use of tool->dir */
     return (left);
 }

@@ -7,6 +7,7 @@
  *	#include "spool.h"
  *
  *	const char *spool_init(dir)
+ *	const char *spool_ready(dir)
  *	const char *spool_reserve(dir, &event, &reservation)
  *	const char *spool_commit(&reservation)
  *	const char *spool_commit_why(&reservation, why)
@@ -27,12 +28,15 @@
  *	exactly as they are signed and posted.
  *
  *	The plugin reserves before the mail is saved: spool_reserve()
- *	creates the file in tmp/ and allocates its full size (fallocate),
- *	so a full or unwritable spool is found while the recipient can
- *	still be tempfailed, at the price of no copy.
- *	After the first attempt, spool_discard() removes it (delivered)
- *	or spool_commit() makes it durable (fsync, rename into active/,
- *	fsync the directory) before LMTP answers.
+ *	checks the spool (spool_ready(): subdirectories made again if
+ *	removed, active/ and tmp/ writable), creates the file in tmp/
+ *	and allocates its full size (fallocate), so a full, unwritable
+ *	or broken spool is found while the recipient can still be
+ *	tempfailed, at the price of no copy. Once the mail is saved,
+ *	spool_commit() makes the event durable (fsync, rename into
+ *	active/, fsync the directory) before LMTP answers; a target
+ *	directory removed in between is made again. The rename into
+ *	active/ is what wakes lmtp-webhook-spool (inotify).
  *
  *	Every event file's mtime is its next attempt time, so that a
  *	scan can skip what is not due with stat() alone.
@@ -95,6 +99,49 @@ int     spool_id_ok(const char *id)
 		   "0123456789_-") == strlen(id));
 }
 
+/*
+ * spool_mkdir - a subdirectory of the spool, owned like the spool: root
+ * (a runner started as root, the spool tool) must not make one that the
+ * lmtp processes' user cannot write to. 0 if made or already there.
+ */
+static int spool_mkdir(const char *dir, const char *path)
+{
+    struct stat st;
+
+    if (mkdir(path, 0700) < 0)
+	return (errno == EEXIST ? 0 : -1);
+    if (geteuid() == 0 && stat(dir, &st) == 0 && st.st_uid != 0
+	&& chown(path, st.st_uid, st.st_gid) < 0)
+	return (-1);
+    return (0);
+}
+
+/*
+ * spool_ready - the spool's subdirectories exist (made again when someone
+ * removed one: each writer would otherwise fail the same way forever) and
+ * active/ and tmp/ are writable by us, so that a writer finds a spool it
+ * cannot use before it does anything that cannot be undone (the plugin:
+ * before the mail is saved). The spool directory itself is never made
+ * here: missing, it may be an unmounted volume, and events written to
+ * whatever is below the mount point would be lost at the next mount.
+ */
+const char *spool_ready(const char *dir)
+{
+    static const char *const subdirs[] = {SPOOL_TMP, SPOOL_ACTIVE, SPOOL_DEAD};
+    const char *err = NULL;
+
+    for (int i = 0; i < 3 && err == NULL; i++) {
+	char   *path = spool_path(dir, subdirs[i], NULL);
+
+	if (spool_mkdir(dir, path) < 0)
+	    err = spool_fail("cannot create", path);
+	else if (i < 2 && faccessat(AT_FDCWD, path, W_OK | X_OK, AT_EACCESS) < 0)
+	    err = spool_fail("cannot write to", path);
+	free(path);
+    }
+    return (err);
+}
+
 const char *spool_init(const char *dir)
 {
     static const char *const subdirs[] = {SPOOL_TMP, SPOOL_ACTIVE, SPOOL_DEAD};
@@ -103,7 +150,7 @@ const char *spool_init(const char *dir)
 	return (spool_fail("cannot create", dir));
     for (int i = 0; i < 3; i++) {
 	char   *path = spool_path(dir, subdirs[i], NULL);
-	int     bad = mkdir(path, 0700) < 0 && errno != EEXIST;
+	int     bad = spool_mkdir(dir, path) < 0;
 
 	if (bad) {
 	    spool_fail("cannot create", path);
@@ -218,6 +265,9 @@ const char *spool_reserve(const char *dir, const struct spool_event *ev,
     const char *err;
 
     memset(res, 0, sizeof(*res));
+    res->fd = -1;
+    if ((err = spool_ready(dir)) != NULL)
+	return (err);
     res->tmp_path = spool_tmp_name(dir, ev->id);
     spool_names(dir, ev->id, res);
     if ((res->fd = spool_tmp_create(res->tmp_path)) < 0)
@@ -244,15 +294,15 @@ const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
 
     memset(res, 0, sizeof(*res));
     res->fd = -1;
+    if ((err = spool_ready(dir)) != NULL)
+	return (err);
     if (keeper->fd >= 0 && (strcmp(keeper->dir, dir) != 0 || stat(keeper->path, &st) < 0
 			    || st.st_dev != keeper->dev || st.st_ino != keeper->ino))
 	spool_keeper_close(keeper);	/* not where it was: start again */
     if (keeper->fd < 0) {
 	keeper->path = spool_tmp_name(dir, "reserve");
 	keeper->dir = wh_strdup(dir);
-	if ((keeper->fd = spool_tmp_create(keeper->path)) < 0
-	    && errno == ENOENT && spool_init(dir) == NULL)
-	    keeper->fd = spool_tmp_create(keeper->path);
+	keeper->fd = spool_tmp_create(keeper->path);
 	if (keeper->fd < 0 || fstat(keeper->fd, &st) < 0) {
 	    spool_fail("cannot create", keeper->path);
 	    spool_keeper_close(keeper);
@@ -325,6 +375,31 @@ static const char *spool_commit_anew(struct spool_reservation *res)
     return (spool_commit(res));
 }
 
+/*
+ * spool_commit_dir_again - the rename found no target directory (removed
+ * since spool_ready() looked): make it again and retry the rename once.
+ * With errno ENOENT and -1 when it was the source file that was missing.
+ */
+static int spool_commit_dir_again(struct spool_reservation *res)
+{
+    struct stat st;
+
+    if (stat(res->dir_path, &st) == 0 || errno != ENOENT) {
+	errno = ENOENT;
+	return (-1);
+    }
+    {
+	const char *slash = strrchr(res->dir_path, '/');
+	char   *spool = wh_strndup(res->dir_path, slash ? (size_t) (slash - res->dir_path) : 0);
+	int     rc = spool_mkdir(*spool ? spool : ".", res->dir_path);
+
+	free(spool);
+	if (rc < 0)
+	    return (-1);
+    }
+    return (rename(res->tmp_path, res->final_path));
+}
+
 /* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
 
 const char *spool_commit(struct spool_reservation *res)
@@ -342,7 +417,8 @@ const char *spool_commit(struct spool_reservation *res)
 	err = spool_fail("cannot truncate", res->tmp_path);
     else if (futimens(res->fd, times) < 0 || fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->tmp_path);
-    else if (rename(res->tmp_path, res->final_path) < 0) {
+    else if (rename(res->tmp_path, res->final_path) < 0
+	     && !(errno == ENOENT && spool_commit_dir_again(res) == 0)) {
 	if (errno == ENOENT && res->keeper)
 	    return (spool_commit_anew(res));
 	err = spool_fail("cannot rename into", res->final_path);

@@ -43,6 +43,7 @@ struct spool_keeper {
 #define SPOOL_KEEPER_INIT { -1, 0, 0, 0, 0 }
 
 const char *spool_init(const char *dir);
+const char *spool_ready(const char *dir);
 const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res);
 const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,

@@ -50,8 +50,14 @@ static const struct config_spec tool_specs[] = {
     {0},
 };
 
+/* settings the daemon reads once, at start: a reload says they changed */
+static const char *const tool_restart_only[] = {
+    "spool_dir", "pid_file", "user", "syslog", "metrics_listen", NULL,
+};
+
 static void tool_load(struct spool_tool *tool, const char *path)
 {
+    tool->config_path = path;
     tool->cfg = config_read(path, tool_specs);
     if (tool->cfg->error_count)
 	return;
@@ -66,6 +72,62 @@ static void tool_load(struct spool_tool *tool, const char *path)
     if (tool->concurrency < 1 || tool->concurrency > 1000)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
 			 "concurrency must be between 1 and 1000");
+}
+
+static int tool_restart_only_name(const char *name)
+{
+    for (int i = 0; tool_restart_only[i]; i++)
+	if (strcmp(tool_restart_only[i], name) == 0)
+	    return (1);
+    return (0);
+}
+
+static int tool_same(const char *a, const char *b)
+{
+    return (a == b || (a && b && strcmp(a, b) == 0));
+}
+
+/*
+ * tool_reload - read the configuration file again (SIGHUP to run): a
+ * file with errors changes nothing; otherwise every setting that can
+ * change while running is applied (secret_file, ca_file, timeout,
+ * concurrency, dead_letter_after) and every changed one that cannot is
+ * named in the log and keeps its old value until a restart. *old_cfg_r
+ * is the configuration replaced, for the caller to free once nothing
+ * points into it. Returns 0, or -1 when nothing changed for an error.
+ */
+int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r)
+{
+    struct spool_tool next;
+    char    applied[512] = "", restart[256] = "";
+
+    *old_cfg_r = NULL;
+    memset(&next, 0, sizeof(next));
+    tool_load(&next, tool->config_path);
+    if (next.cfg->error_count) {
+	config_print_errors(next.cfg);
+	msg_error("reload of %s failed; keeping the previous configuration",
+		  tool->config_path);
+	config_free(&next.cfg);
+	return (-1);
+    }
+    for (const struct config_spec *sp = tool_specs; sp->name; sp++) {
+	char   *list = tool_restart_only_name(sp->name) ? restart : applied;
+	size_t  room = (list == restart ? sizeof(restart) : sizeof(applied)) - strlen(list);
+
+	if (!tool_same(config_get_str(tool->cfg, sp->name), config_get_str(next.cfg, sp->name)))
+	    snprintf(list + strlen(list), room, "%s%s", *list ? ", " : "", sp->name);
+    }
+    next.dir = tool->dir;		/* restart only: runner.lock is held there */
+    next.config_path = tool->config_path;
+    *old_cfg_r = tool->cfg;
+    *tool = next;
+    msg_info("configuration %s reloaded; applied: %s", tool->config_path,
+	     *applied ? applied : "no change");
+    if (*restart)
+	msg_warn("changed in %s but only applied at a restart (old values kept): %s",
+		 tool->config_path, restart);
+    return (0);
 }
 
 /* tool_find - the event's path in active/ or dead/, or NULL */

@@ -7,12 +7,16 @@
 #include "sign.h"
 
 struct spool_tool {
+    const char *config_path;
     struct config *cfg;
     const char *dir, *secret_file, *ca_file;
     long    timeout_ms;
     int     concurrency;
     long long dead_after;		/* seconds */
 };
+
+/* SIGHUP: 0, or -1 (errors logged, nothing changed) */
+int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r);
 
 /* runner: returns the number of events still waiting */
 enum runner_mode { RUNNER_DAEMON, RUNNER_FLUSH };

@@ -87,5 +87,13 @@ int     main(void)
     is_str(match("bills@* https://h/{1}", "bills@abc"), "https://h/abc abc",
 	   "'*' at the end of the pattern");
     ok(route_parse("", &r) != NULL, "empty setting is an error");
+    /* issue 14 item 8: the detail is cut where Dovecot cuts it */
+    is_int(route_detail_cut("bills+tag", "+"), 5, "detail: bills+tag is bills");
+    is_int(route_detail_cut("bills+a+b", "+"), 5, "detail: at the first delimiter");
+    is_int(route_detail_cut("bills-x+y", "+-"), 5, "detail: any of several delimiters");
+    is_int(route_detail_cut("bills", "+"), 0, "no delimiter in the address: no detail");
+    is_int(route_detail_cut("bills+tag", ""), 0, "recipient_delimiter empty: no detail");
+    is_int(route_detail_cut("bills+tag", NULL), 0, "recipient_delimiter unset: no detail");
+    is_int(route_detail_cut("+tag", "+"), 0, "nothing before the delimiter: no detail");
     return (tap_done());
 }

@@ -103,6 +103,51 @@ static void test_keeper_swept(const char *dir, const struct spool_event *ev)
     free(path);
 }
 
+static void rmdir_sub(const char *dir, const char *sub)
+{
+    char   *path = spool_path(dir, sub, NULL);
+    char    cmd[400];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
+    if (system(cmd) != 0)
+	diag("cannot remove %s", path);
+    free(path);
+}
+
+/*
+ * test_removed_dirs - issue 14 item 8: a removed active/ (or tmp/, dead/)
+ * is made again by the writer that needs it, before the reservation
+ * (the plugin would otherwise save a mail copy per Postfix retry), and
+ * again at commit when removed in between; the spool directory itself
+ * is never made by a writer (an unmounted volume).
+ */
+static void test_removed_dirs(const char *dir, const struct spool_event *ev)
+{
+    struct spool_reservation res;
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    char   *path = spool_path(dir, SPOOL_ACTIVE, ev->id), *gone;
+
+    rmdir_sub(dir, SPOOL_ACTIVE);
+    rmdir_sub(dir, SPOOL_TMP);
+    rmdir_sub(dir, SPOOL_DEAD);
+    is_str(spool_ready(dir), NULL, "spool_ready makes removed subdirectories again");
+    rmdir_sub(dir, SPOOL_ACTIVE);
+    rmdir_sub(dir, SPOOL_TMP);
+    is_str(spool_reserve_kept(dir, ev, &res, &keeper), NULL,
+	   "reserve with active/ and tmp/ removed: made again");
+    rmdir_sub(dir, SPOOL_ACTIVE);
+    is_str(spool_commit(&res), NULL, "commit with active/ removed since the reservation");
+    ok(access(path, F_OK) == 0, "the event is in the new active/");
+    spool_keeper_close(&keeper);
+    rmdir_sub(dir, SPOOL_DEAD);
+    is_str(spool_store(dir, SPOOL_DEAD, ev), NULL, "store into a removed dead/");
+    gone = spool_path(dir, "gone", NULL);
+    ok(spool_ready(gone) != NULL, "a missing spool directory is an error, not made");
+    ok(access(gone, F_OK) < 0, "and stays missing");
+    free(gone);
+    free(path);
+}
+
 int     main(void)
 {
     char    dir[] = "/tmp/spool_test.XXXXXX";
@@ -184,6 +229,7 @@ int     main(void)
     ok(spool_init("/proc/no/such/dir") != NULL, "spool_init on an impossible path: error");
     free(path);
     test_keeper_swept(dir, &ev);
+    test_removed_dirs(dir, &ev);
     test_sweep(dir);
     {
 	char    cmd[300];
