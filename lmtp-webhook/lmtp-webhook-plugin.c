@@ -277,8 +277,8 @@ static void webhook_unsave(struct mail_deliver_context *ctx)
 
 /* webhook_commit - 0, or -1: the event could not be kept */
 
-static int webhook_commit(struct mail_deliver_context *ctx, struct spool_event *ev,
-			          struct spool_reservation *res)
+static int webhook_commit(struct mail_deliver_context *ctx, const char *rcpt,
+			          struct spool_event *ev, struct spool_reservation *res)
 {
     const char *err;
 
@@ -287,7 +287,8 @@ static int webhook_commit(struct mail_deliver_context *ctx, struct spool_event *
 		"recipient although its mail was saved", ev->id, err);
 	return (-1);
     }
-    e_info(ctx->event, "lmtp_webhook: event %s spooled for %s", ev->id, ev->url);
+    e_info(ctx->event, "lmtp_webhook: event %s for <%s> spooled for %s", ev->id,
+	   rcpt, ev->url);
     return (0);
 }
 
@@ -327,7 +328,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     } else {
 	ret = webhook_save(ctx, storage_r);
 	if (ctx->saved_mail) {
-	    if (webhook_commit(ctx, &ev, &res) < 0) {
+	    if (webhook_commit(ctx, rcpt, &ev, &res) < 0) {
 		webhook_unsave(ctx);
 		ret = -1;
 	    }

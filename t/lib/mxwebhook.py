@@ -4,6 +4,9 @@
     rx = Receiver()                  # listens on rx.port
     rx.script = [500, 200]           # answers, in order; then rx.default
     rx.requests                      # [(path, headers dict, body bytes)]
+    rx.responder = fn                # fn(path, headers, body) -> entry: answers
+                                     # by content instead of rx.script
+    rx.arrivals                      # time.time() of each request, in order
     verify(secret, headers, body)    # None if good, else why not
     rx.stop(); rx.start()            # down and back up, same port
 """
@@ -45,6 +48,8 @@ class Receiver:
     def __init__(self, port=0):
         self.requests = []
         self.script = []          # entries: status, or (status, delay, headers)
+        self.responder = None
+        self.arrivals = []
         self.default = 200
         self.lock = threading.Lock()
         self.port = port
@@ -52,9 +57,12 @@ class Receiver:
         self.connections = set()
         self.start()
 
-    def _answer(self):
-        with self.lock:
-            entry = self.script.pop(0) if self.script else self.default
+    def _answer(self, path=None, headers=None, body=None):
+        if self.responder is not None:
+            entry = self.responder(path, headers, body)
+        else:
+            with self.lock:
+                entry = self.script.pop(0) if self.script else self.default
         if isinstance(entry, int):
             return entry, 0, {}
         return entry
@@ -78,8 +86,10 @@ class Receiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
-                status, delay, extra = rx._answer()
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                with rx.lock:
+                    rx.arrivals.append(time.time())
+                status, delay, extra = rx._answer(self.path, headers, body)
                 with rx.lock:
                     rx.requests.append((self.path, headers, body))
                 if delay:

@@ -1,0 +1,523 @@
+#!/usr/bin/python3
+"""lmtp-webhook delivery path, from the attacker's and the unlucky
+operator's side (issue 14, items 7, 8 and 13): real Postfix -> Dovecot
+LMTP with the plugin -> lmtp-webhook-spool run -> a real HTTP receiver.
+
+- LMTP never waits on HTTP: a receiver that hangs, answers slowly or
+  never accepts does not delay LMTP's answer; the runner is woken by the
+  commit (inotify), not by its one-second scan.
+- The runner stopped: events wait durably; started: each posted once.
+- kill -9 of the runner mid-POST: after a restart the event is posted
+  once more, with the same id and the same bytes, and then never again.
+- recipient_delimiter: bills+tag@ gets its event (rcpt_to as given), one
+  event per copy in the mailbox, for any tag (hypothesis).
+- Retry-After on the first attempt, as seconds and as an HTTP-date,
+  capped at a day; garbage falls back to the schedule; USR1 flushes.
+- A removed active/, tmp/ or dead/ is made again (one copy, one event);
+  an unwritable active/ tempfails before the mail is saved (no copy).
+- Signals: HUP reloads (applied, or named as needing a restart; a broken
+  file changes nothing), TERM stops cleanly.
+"""
+
+import email.utils
+import hashlib
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import sys
+import threading
+import time
+from email.message import EmailMessage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from hypothesis import given, settings, strategies, HealthCheck  # noqa: E402
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, make_secret, verify  # noqa: E402
+
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SECRET = make_secret()
+BILLS = "bills@acme.planapulse.app"
+HOLE = "hole@acme.planapulse.app"
+
+
+def bill(rcpt, subject, size=2000):
+    msg = EmailMessage()
+    msg["From"] = "Acme Billing <billing@vendor.example>"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest()
+    msg["Date"] = "Sun, 22 Nov 2026 10:00:00 +0000"
+    msg.set_content("Invoice attached.")
+    msg.add_attachment(b"%PDF-1.4\n" + os.urandom(size), maintype="application",
+                       subtype="pdf", filename="invoice.pdf")
+    return msg.as_bytes()
+
+
+def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
+    """One LMTP transaction; ({rcpt: (code, text)} not 250, seconds)."""
+    started = time.monotonic()
+    refused = {}
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail(sender)
+        accepted = []
+        for rcpt in rcpts:
+            code, text = c.rcpt(rcpt)
+            if code == 250:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = (code, text)
+        if accepted:
+            code, text = c.data(data)
+            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
+            for rcpt, (code, text) in zip(accepted, replies):
+                if code != 250:
+                    refused[rcpt] = (code, text)
+    return refused, time.monotonic() - started
+
+
+def smtp_send(st, rcpt, data):
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30) as c:
+        c.sendmail("billing@vendor.example", [rcpt], data)
+
+
+def subject_of(body):
+    try:
+        return json.loads(body)["data"]["headers"]["subject"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def events_for(rx, subject):
+    return [(p, h, json.loads(b), b) for p, h, b in list(rx.requests)
+            if subject_of(b) == subject]
+
+
+def copies(st, user, subject):
+    return len([m for m in st.maildir_messages(user) if subject.encode() in m])
+
+
+def active(st):
+    d = st.path("spool", "active")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def header_line(st, event_id):
+    with open(st.path("spool", "active", event_id)) as f:
+        return json.loads(f.readline())
+
+
+class Runner:
+    """lmtp-webhook-spool run under the stack, restartable."""
+
+    def __init__(self, st):
+        self.st = st
+        self.proc = None
+
+    def start(self):
+        mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
+        self.proc = self.st.start_daemon("spool", [SPOOL_TOOL, "-c", self.st.path("spool.conf"),
+                                                   "-f", "run"])
+        if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
+            raise SystemExit("lmtp-webhook-spool run did not start:\n"
+                             + self.st.read_log("spool"))
+        return self.proc
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.proc = None
+        return rc
+
+    def log(self):
+        return self.st.read_log("spool")
+
+
+# ---------------------------------------------------------------- responder
+ANSWERS = {}          # subject -> list of entries, popped per request (last kept)
+SEEN = {}             # subject -> [time.time() of each request]
+LOCK = threading.Lock()
+
+
+def responder(path, headers, body):
+    subject = subject_of(body)
+    with LOCK:
+        SEEN.setdefault(subject, []).append(time.time())
+        plan = ANSWERS.get(subject)
+        if not plan:
+            return 200, 0, {}
+        entry = plan.pop(0) if len(plan) > 1 else plan[0]
+    return entry if isinstance(entry, tuple) else (entry, 0, {})
+
+
+# ---------------------------------------------------------------- the tests
+def test_lmtp_never_waits(st, rx, runner):
+    """Receivers that hang (answer after 8 s, longer than the runner's
+    timeout) or never accept the connection: LMTP answers at once."""
+    subjects = ["slow %d" % i for i in range(6)]
+    for s in subjects:
+        ANSWERS[s] = [(200, 8, {})]
+    times = []
+    for s in subjects:
+        refused, secs = lmtp_send(st, [BILLS], bill(BILLS, s))
+        tap.is_(refused, {}, "receiver hangs 8 s (%s): LMTP 250" % s)
+        times.append(secs)
+    tap.ok(max(times) < 1.0, "no LMTP answer waited for the receiver (max %.2fs, all %s)"
+           % (max(times), ["%.2f" % t for t in times]))
+    refused, secs = lmtp_send(st, [HOLE], bill(HOLE, "black hole"))
+    tap.is_(refused, {}, "a receiver that never accepts: LMTP 250")
+    tap.ok(secs < 1.0, "and LMTP answered in %.2fs" % secs)
+    got = wait_for(lambda: all(len(SEEN.get(s, [])) >= 1 for s in subjects), timeout=10)
+    tap.ok(got, "the runner made each slow event's first attempt")
+    for s in subjects:
+        ANSWERS[s] = [200]
+    log = wait_for(lambda: "/ws/acme/hole failed: " in runner.log(), timeout=15)
+    tap.ok(log, "the black-hole attempt timed out in the runner, not in LMTP",
+           diag=runner.log()[-1500:])
+    holes = [i for i in active(st) if "/hole" in header_line(st, i)["url"]]
+    tap.is_(len(holes), 1, "the black-hole event is kept for a retry")
+    for i in holes:                     # out of the way of the exact counts below
+        run_tool(st, "drop", i)
+    tap.ok(wait_for(lambda: not active(st), timeout=30),
+           "the slow events are retried and delivered", diag=str(active(st)))
+    tap.is_({s: len(SEEN.get(s, [])) for s in subjects}, {s: 2 for s in subjects},
+            "each slow event: the timed-out attempt and one more")
+
+
+def run_tool(st, *args):
+    from mxtest import run
+    return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=30)
+
+
+def test_wakeup(st, rx, runner):
+    """Woken by the commit: the POST follows LMTP's answer within a few
+    milliseconds, not at the next one-second scan."""
+    lat = []
+    for i in range(10):
+        s = "wake %d" % i
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, s))
+        done = time.time()
+        got = wait_for(lambda: SEEN.get(s), timeout=5, interval=0.005)
+        lat.append(got[0] - done if got else 99)
+        time.sleep(0.137 * (i % 3))       # land at different points of the scan's second
+    tap.ok(max(lat) < 0.5 and statistics.median(lat) < 0.15,
+           "POST within %.0f ms (median %.0f ms) of LMTP's answer: woken by the commit"
+           % (max(lat) * 1000, statistics.median(lat) * 1000),
+           diag=str(["%.3f" % x for x in lat]))
+
+
+def test_runner_down(st, rx, runner):
+    """The runner not running: events wait durably, attempts 0; started,
+    each is posted once with the id it was spooled under."""
+    runner.stop()
+    subjects = ["while runner down %d" % i for i in range(5)]
+    for s in subjects:
+        refused, secs = lmtp_send(st, [BILLS], bill(BILLS, s))
+        tap.ok(refused == {} and secs < 1.0, "runner down: LMTP 250 at once (%s)" % s)
+    ids = active(st)
+    tap.is_(len(ids), 5, "five events wait in active/")
+    tap.is_(sorted(header_line(st, i)["attempts"] for i in ids), [0] * 5,
+            "none attempted yet")
+    time.sleep(2)
+    tap.is_(sum(len(SEEN.get(s, [])) for s in subjects), 0, "nothing posted meanwhile")
+    runner.start()
+    tap.ok(wait_for(lambda: not active(st), timeout=10), "runner started: the spool drains")
+    got = [e for s in subjects for e in events_for(rx, s)]
+    tap.is_(sorted(h["webhook-id"] for _, h, _, _ in got), ids,
+            "each posted exactly once, with the id it was spooled under")
+    tap.is_([verify(SECRET, h, b) for _, h, _, b in got], [None] * 5, "all signed")
+
+
+def test_kill9(st, rx, runner):
+    """kill -9 of the runner while its POST is in the receiver's hands."""
+    s = "kill -9 mid-post"
+    ANSWERS[s] = [(200, 20, {}), 200]     # the first request hangs
+    refused, _ = lmtp_send(st, [BILLS], bill(BILLS, s))
+    tap.is_(refused, {}, "LMTP 250")
+    tap.ok(wait_for(lambda: SEEN.get(s), timeout=5), "the runner's POST reached the receiver")
+    runner.proc.kill()
+    runner.proc.wait()
+    ids = active(st)
+    tap.is_(len(ids), 1, "killed mid-post: the event is still in active/")
+    first = events_for(rx, s)
+    runner.start()
+    got = wait_for(lambda: len(SEEN.get(s, [])) >= 2 and not active(st), timeout=15)
+    tap.ok(got, "after the restart it is posted again")
+    time.sleep(6)                          # a wrong retry would come after ~5 s
+    reqs = events_for(rx, s)
+    tap.is_(len(SEEN.get(s, [])), 2, "exactly once after the restart (2 POSTs in all)")
+    tap.is_(sorted({h["webhook-id"] for _, h, _, _ in reqs}), ids,
+            "with the same webhook-id", diag=str(first))
+    tap.is_(len({b for _, _, _, b in reqs}), 1, "and the same body bytes")
+    tap.is_(active(st), [], "the spool is empty")
+
+
+def test_detail_through_postfix(st, rx):
+    """Issue 14 item 8: bills+tag@ is saved to the bills mailbox; it must
+    give its event, rcpt_to as given, logged."""
+    s = "detail via postfix"
+    rcpt = "bills+tag@acme.planapulse.app"
+    smtp_send(st, rcpt, bill(rcpt, s))
+    got = wait_for(lambda: events_for(rx, s), timeout=20)
+    tap.is_(len(got), 1, "bills+tag@ through Postfix: exactly one event")
+    if got:
+        path, headers, event, raw = got[0]
+        tap.is_(event["data"]["envelope"]["rcpt_to"], rcpt, "rcpt_to is the address as given")
+        tap.is_(path, "/ws/acme/api/bills/inbound", "routed as bills@acme")
+        tap.is_(event["data"]["workspace"], "acme", "workspace acme")
+        tap.ok(verify(SECRET, headers, raw) is None, "signed")
+    tap.is_(copies(st, BILLS, s), 1, "one copy in the bills mailbox")
+    line = "for <%s> spooled for" % rcpt
+    tap.ok(wait_for(lambda: line in st.read_log("dovecot"), timeout=10),
+           "Dovecot's log has the line", diag=st.read_log("dovecot")[-600:])
+
+
+def test_detail_property(st, rx):
+    """For any tag and any of Dovecot's delimiters (+ and -, configured),
+    in any case, and several details of one mailbox in one transaction:
+    events == copies saved, rcpt_to as given, ids distinct."""
+    counter = [0]
+    failures = []
+
+    tags = strategies.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           "0123456789._=+-", min_size=1, max_size=20)
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategies.lists(strategies.tuples(strategies.sampled_from("+-"), tags,
+                                              strategies.booleans()),
+                            min_size=1, max_size=3, unique_by=lambda t: (t[0], t[1].lower())))
+    def prop(details):
+        counter[0] += 1
+        s = "detail property %d" % counter[0]
+        rcpts = []
+        for delim, tag, upper in details:
+            local = ("BILLS" if upper else "bills") + delim + tag.strip(".")
+            if local.endswith(delim) or ".." in local:
+                local += "x"
+            rcpts.append(local + "@acme.planapulse.app")
+        rcpts = list(dict.fromkeys(rcpts))
+        before = copies(st, BILLS, s)
+        refused, _ = lmtp_send(st, rcpts, bill(rcpts[0], s, size=200))
+        saved = copies(st, BILLS, s) - before
+        got = wait_for(lambda: len(events_for(rx, s)) >= saved and saved > 0, timeout=10)
+        evs = events_for(rx, s)
+        ok = (refused == {} and saved == len(rcpts) and len(evs) == saved and bool(got)
+              and sorted(e["data"]["envelope"]["rcpt_to"] for _, _, e, _ in evs)
+              == sorted(rcpts)
+              and len({h["webhook-id"] for _, h, _, _ in evs}) == len(rcpts))
+        if not ok:
+            failures.append((rcpts, refused, saved,
+                             [e["data"]["envelope"]["rcpt_to"] for _, _, e, _ in evs]))
+        assert ok
+
+    try:
+        prop()
+    except AssertionError:
+        pass
+    tap.is_(failures, [], "hypothesis: %d transactions, every copy of +/- detailed "
+            "addresses has exactly its own event" % counter[0])
+    tap.ok(counter[0] >= 10, "hypothesis ran %d examples" % counter[0])
+
+
+def test_retry_after(st, rx, runner):
+    """Retry-After on the first attempt: seconds, HTTP-date, a year
+    (capped at a day), garbage (the schedule: ~5 s). USR1 then flushes."""
+    now = time.time()
+    cases = {
+        "retry-after seconds": ((429, 0, {"Retry-After": "3600"}), 3600),
+        "retry-after date": ((503, 0, {"Retry-After": email.utils.formatdate(now + 600,
+                                                                             usegmt=True)}),
+                             600),
+        "retry-after a year": ((429, 0, {"Retry-After": str(365 * 86400)}), 86400),
+        "retry-after garbage": ((503, 0, {"Retry-After": "soon, maybe"}), 5),
+    }
+    for s, (answer, _) in cases.items():
+        ANSWERS[s] = [answer, 200]
+    sent = {}
+    for s in cases:
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, s))
+        sent[s] = time.time()
+        tap.is_(refused, {}, "%s: LMTP 250" % s)
+    tap.ok(wait_for(lambda: all(SEEN.get(s) for s in cases), timeout=10),
+           "first attempts made")
+    ids = {}
+    for s in cases:
+        got = events_for(rx, s)
+        ids[s] = got[0][1]["webhook-id"] if got else None
+    time.sleep(0.5)
+    for s, (_, want) in cases.items():
+        try:
+            meta = header_line(st, ids[s])
+        except (OSError, TypeError):
+            meta = None
+        if s == "retry-after garbage":
+            delay = meta["next_attempt"] - SEEN[s][0] if meta else None
+            tap.ok(meta and meta["attempts"] == 1 and 3 <= delay <= 7,
+                   "%s: the schedule's first step (5 s +-20%%), not the header (%s)"
+                   % (s, delay), diag=str(meta))
+            continue
+        delay = meta["next_attempt"] - SEEN[s][0] if meta else None
+        tap.ok(meta and meta["attempts"] == 1 and abs(delay - want) <= 3,
+               "%s: next_attempt in the spool is %s s after the attempt (want %d)"
+               % (s, delay, want), diag=str(meta))
+    time.sleep(7)
+    tap.is_({s: len(SEEN.get(s, [])) for s in cases},
+            {"retry-after seconds": 1, "retry-after date": 1, "retry-after a year": 1,
+             "retry-after garbage": 2},
+            "only the garbage one was retried within 7 s")
+    runner.proc.send_signal(signal.SIGUSR1)
+    tap.ok(wait_for(lambda: not active(st), timeout=10), "SIGUSR1: the waiting ones are "
+           "posted now and the spool is empty", diag=str(active(st)))
+    tap.is_({s: len(SEEN.get(s, [])) for s in cases},
+            {s: 2 for s in cases}, "each event posted twice in all")
+    tap.is_(runner.proc.poll(), None, "the runner survived USR1")
+
+
+def rm_spool_dirs(st, *subs):
+    for sub in subs:
+        shutil.rmtree(st.path("spool", sub), ignore_errors=True)
+
+
+def test_removed_dirs(st, rx, runner):
+    """Issue 14 item 8: each Postfix retry saved one more copy while
+    active/ was gone (7 seen). Now: made again, one copy, one event."""
+    for subs in (("active",), ("active", "tmp", "dead"), ("tmp",)):
+        s = "removed %s" % "+".join(subs)
+        rm_spool_dirs(st, *subs)
+        smtp_send(st, BILLS, bill(BILLS, s))
+        got = wait_for(lambda: events_for(rx, s), timeout=20)
+        tap.is_(len(got), 1, "%s removed: exactly one event" % "/, ".join(subs))
+        tap.ok(wait_for(lambda: copies(st, BILLS, s) == 1, timeout=10),
+               "%s removed: exactly one copy" % "/, ".join(subs))
+        tap.is_(st.postfix_queue_count(), 0, "%s removed: nothing deferred" % "/, ".join(subs))
+    tap.ok(all(os.stat(st.path("spool", d)).st_uid == os.stat(st.path("spool")).st_uid
+               for d in ("active", "tmp", "dead")),
+           "the remade subdirectories belong to the spool's owner")
+    # unwritable: tempfail before saving, then one copy once fixed
+    s = "active unwritable via postfix"
+    os.chmod(st.path("spool", "active"), 0o500)
+    try:
+        smtp_send(st, BILLS, bill(BILLS, s))
+        tap.ok(wait_for(lambda: "status=deferred" in st.read_log("postfix"), timeout=20),
+               "active/ unwritable: Postfix deferred the mail")
+        st.postfix_flush()
+        time.sleep(3)                   # a retry or two while still broken
+        tap.is_(copies(st, BILLS, s), 0, "no copy saved while the event cannot be kept")
+    finally:
+        os.chmod(st.path("spool", "active"), 0o700)
+    st.postfix_flush()
+    tap.ok(wait_for(lambda: events_for(rx, s), timeout=30), "fixed: the retry gives the event")
+    tap.ok(wait_for(lambda: st.postfix_queue_count() == 0, timeout=20), "queue empty")
+    tap.is_(copies(st, BILLS, s), 1, "and exactly one copy")
+    tap.is_(len(events_for(rx, s)), 1, "and exactly one event")
+    tap.is_(runner.proc.poll(), None, "the runner lived through it all")
+
+
+def write_conf(st, **extra):
+    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "5s"}
+    conf.update(extra)
+    with open(st.path("spool.conf"), "w") as f:
+        for k, v in conf.items():
+            f.write("%s = %s\n" % (k, v))
+
+
+def test_signals(st, rx, runner):
+    """HUP reloads (it used to kill the runner), TERM stops cleanly."""
+    pid = runner.proc.pid
+
+    def hup_and_wait(needle):
+        mark = len(runner.log())
+        os.kill(pid, signal.SIGHUP)
+        return wait_for(lambda: needle in runner.log()[mark:], timeout=10), mark
+
+    def still_delivers(s):
+        lmtp_send(st, [BILLS], bill(BILLS, s))
+        return wait_for(lambda: events_for(rx, s), timeout=10)
+
+    write_conf(st, timeout="3s", concurrency="4", dead_letter_after="2d")
+    seen, mark = hup_and_wait("reloaded")
+    tap.ok(seen and "timeout" in runner.log()[mark:] and "concurrency" in runner.log()[mark:]
+           and "dead_letter_after" in runner.log()[mark:],
+           "HUP: the changed settings are named as applied", diag=runner.log()[mark:])
+    tap.is_(runner.proc.poll(), None, "HUP: the runner is alive")
+    tap.ok(still_delivers("after HUP"), "and still delivers")
+    write_conf(st, timeout="3s", concurrency="4", dead_letter_after="2d",
+               spool_dir=st.path("other-spool"), metrics_listen="inet:127.0.0.1:1")
+    seen, mark = hup_and_wait("only applied at a restart")
+    tap.ok(seen and "spool_dir" in runner.log()[mark:] and "metrics_listen"
+           in runner.log()[mark:], "HUP with spool_dir and metrics_listen changed: named as "
+           "needing a restart", diag=runner.log()[mark:])
+    tap.ok(still_delivers("after HUP restart-only"), "the old spool is still delivered")
+    with open(st.path("spool.conf"), "a") as f:
+        f.write("concurrency = many\n")
+    seen, mark = hup_and_wait("keeping the previous configuration")
+    tap.ok(seen, "HUP with a broken file: refused, old configuration kept",
+           diag=runner.log()[mark:])
+    tap.ok(still_delivers("after broken HUP"), "and still delivers")
+    write_conf(st)
+    hup_and_wait("reloaded")
+    mark = len(runner.log())
+    rc = runner.stop(signal.SIGTERM)
+    tap.is_(rc, 0, "TERM: exit status 0")
+    tap.ok("stopped:" in runner.log()[mark:], "TERM: a clean stop, logged")
+    runner.start()
+    rc = runner.stop(signal.SIGINT)
+    tap.is_(rc, 0, "INT: exit status 0")
+    runner.start()
+
+
+def hole_port():
+    """A socket that listens and never accepts: connections hang."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    return s
+
+
+with Stack("lmtp-webhook-delivery") as st:
+    tap.stack = st
+    rx = Receiver()
+    rx.responder = responder
+    hole = hole_port()
+    st.ports["hole"] = hole.getsockname()[1]
+    st.users[HOLE] = "x"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    write_conf(st)
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_route2": "hole@*.planapulse.app "
+                                   "http://127.0.0.1:%d/ws/{1}/hole" % st.ports["hole"],
+            "lmtp_webhook_spool_dir": st.path("spool"),
+        },
+        extra="mail_plugin_dir = %s\nrecipient_delimiter = +-\n" % PLUGIN_DIR)
+    st.start_postfix()
+    runner = Runner(st)
+    runner.start()
+    test_lmtp_never_waits(st, rx, runner)
+    test_wakeup(st, rx, runner)
+    test_runner_down(st, rx, runner)
+    test_kill9(st, rx, runner)
+    test_detail_through_postfix(st, rx)
+    test_detail_property(st, rx)
+    test_retry_after(st, rx, runner)
+    test_removed_dirs(st, rx, runner)
+    test_signals(st, rx, runner)
+    runner.stop()
+    rx.stop()
+    hole.close()
+
+sys.exit(tap.done())
