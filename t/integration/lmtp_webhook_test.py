@@ -140,7 +140,7 @@ def test_bill_through_postfix(st, rx):
                             if subject.encode() in m])
     tap.is_(len(box), 1, "the mail is also in the maildir")
     tap.is_(spooled_ids(st), [], "nothing left in the spool after a 2xx")
-    spooled = "lmtp_webhook: event %s spooled" % data.get("id")
+    spooled = "lmtp_webhook: event %s for <bills@acme.planapulse.app> spooled" % data.get("id")
     tap.ok(wait_for(lambda: spooled in st.read_log("dovecot"), timeout=10),
            "Dovecot log records the commit", diag=st.read_log("dovecot")[-1500:])
     posted = "event %s delivered to" % data.get("id")
