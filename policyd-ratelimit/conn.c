@@ -10,7 +10,12 @@
  * DESCRIPTION
  *	Postfix keeps policy connections open and sends one request at a
  *	time; a client that pipelines is served in order (requests wait in
- *	the input buffer while one waits for the store).
+ *	the input buffer while one waits for the store, or while
+ *	CONN_OUTPUT_MAX bytes of replies wait for the client to read them).
+ *	Memory per connection is bounded: CONN_INPUT_MAX of input and
+ *	CONN_OUTPUT_MAX of replies (plus one). A client that reads none of
+ *	its pending replies for idle_timeout is dropped, as is one that
+ *	sends nothing for idle_timeout.
  *
  *	I/O is done with read(2)/writev(2) on a persistent libevent read
  *	event; a write event is added only when the socket is full. (With
@@ -26,8 +31,10 @@
  *	requires: the problem is logged and that connection closed; every
  *	other connection is unaffected.
  * DIAGNOSTICS
- *	"warning: CLIENT: ERROR; closing connection" for protocol errors;
- *	store failures are summarised every 10 seconds.
+ *	"warning: CLIENT: ERROR; closing connection" for protocol errors
+ *	and for a client that does not read; store failures are never
+ *	logged per request: they are counted (server.store_errors, the
+ *	reason in store.error) and summarised every 10 seconds.
  */
 
 #include "build_config.h"
@@ -308,6 +315,8 @@ static void conn_deadline(evutil_socket_t fd, short what, void *context)
 	return;
     conn->call->abandoned = 1;		/* the store frees it when it answers */
     conn->call = NULL;
+    store_set_error(conn->srv->store, "no answer within the deadline (%lld ms)",
+		    conn->pc->deadline_ms);
     conn_store_failed(conn);
 }
 

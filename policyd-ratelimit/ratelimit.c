@@ -24,7 +24,10 @@
  *
  *	ratelimit_key() writes the key value of a request for a limit, and
  *	returns 0 when the limit does not apply (empty attribute, or the
- *	unless= attribute is set).
+ *	unless= attribute is set). Every other request is counted: an
+ *	address without a domain counts for the domain "[unqualified]", a
+ *	client_address that is no IP address ("unknown") as itself, and a
+ *	value of any length as ratelimit_canon() makes it.
  * DIAGNOSTICS
  *	Errors are added to the configuration as "file:line: message".
  */
@@ -473,15 +476,18 @@ int     ratelimit_key(const struct limit *limit, const struct policy_request *re
 	value = policy_request_get(req, limit->key_attr);
     if (value == NULL || *value == 0)
 	return (0);
-    if (domain) {
+    if (domain) {				/* Postfix will append one */
 	if ((at = strrchr(value, '@')) == NULL || at[1] == 0)
-	    return (0);
-	value = at + 1;
+	    value = "[unqualified]";
+	else
+	    value = at + 1;
     }
-    if (limit->v4_prefix >= 0)
-	return (ratelimit_network(limit, value, buf, len));
     if (len < LIMIT_KEY_MAX)
 	msg_panic("ratelimit_key: buffer of %zu bytes", len);
-    ratelimit_canon(value, ratelimit_key_lower(limit), buf);
+    /* not an address ("unknown" after XCLIENT ADDR=[UNAVAILABLE]): such
+     * clients share the value's key rather than go unlimited */
+    if (limit->v4_prefix >= 0 && ratelimit_network(limit, value, buf, len))
+	return (1);
+    ratelimit_canon(value, ratelimit_key_lower(limit) || limit->v4_prefix >= 0, buf);
     return (1);
 }

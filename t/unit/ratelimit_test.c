@@ -219,7 +219,13 @@ int     main(void)
 	   "IPv6 /64");
     is_str(key(limits.limit + 1, "client_address=192.0.2.77\nsasl_username=bob"), "(none)",
 	   "unless=sasl_username skips authenticated clients");
-    is_str(key(limits.limit + 1, "client_address=not-an-ip"), "(none)", "garbage address");
+    is_str(key(limits.limit + 1, "client_address=unknown"), "unknown",
+	   "client_address=unknown (XCLIENT [UNAVAILABLE]) is limited, not skipped");
+    is_str(key(limits.limit + 1, "client_address=Not-An-IP"), "not-an-ip",
+	   "any non-address is counted as itself");
+    is_str(key(limits.limit + 2, "sender=bob"), "[unqualified]",
+	   "an unqualified sender counts for one shared domain key");
+    is_str(key(limits.limit + 2, "sender=bob@"), "[unqualified]", "so does user@");
     is_str(key(limits.limit + 2, "sender=Alice@PlanaPulse.AI"), "planapulse.ai",
 	   "sender_domain, lower case");
     is_str(key(limits.limit + 2, "sender="), "(none)", "null sender: no domain key");
