@@ -79,6 +79,22 @@ static void policyd_check_reply(struct config *cfg, const char *name, char first
 	|| text[2] > '9' || text[3] != ' ')
 	config_add_error(cfg, entry ? entry->line : 0,
 			 "%s must start with a %cXX SMTP code and a space", name, first);
+    /* a mistyped placeholder would reach every client as written */
+    for (const char *cp = strchr(text, '{'); cp; cp = strchr(cp + 1, '{')) {
+	static const char *const known[] = {"{limit}", "{key}", "{retry_after}", "{rate}",
+	"{count}", 0};
+	int     i;
+
+	for (i = 0; known[i] && strncmp(cp, known[i], strlen(known[i])) != 0; i++)
+	     /* void */ ;
+	if (known[i] == 0 || strcmp(name, "store_error_reply") == 0) {
+	    config_add_error(cfg, entry ? entry->line : 0, "%s: unknown placeholder at "
+			     "\"%.20s\" (%s)", name, cp, known[i] ? "store_error_reply "
+			     "is sent as written" : "use {limit}, {key}, {retry_after}, "
+			     "{rate}, {count}");
+	    break;
+	}
+    }
 }
 
 static int policyd_line(struct config *cfg, const char *name)

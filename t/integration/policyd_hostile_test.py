@@ -37,6 +37,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+# hypothesis keeps a cache (.hypothesis/) in the working directory: not in the tree
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      "/tmp/mxkit-hypothesis-%d" % os.getuid())
 from hypothesis import given, settings, strategies as hs, HealthCheck  # noqa: E402
 from mxstack import Stack  # noqa: E402
 from mxtest import run, tap, wait_for  # noqa: E402
@@ -184,6 +187,8 @@ BAD = [
     ("max_connections = 0", "max_connections must be"),
     ("idle_timeout = 0", "idle_timeout must be"),
     ("deadline = 2m", "deadline must be"),
+    ("defer_reply = 450 4.7.1 retry in {retry}s", "unknown placeholder"),
+    ("store_error_reply = 451 4.3.0 {key} unavailable", "sent as written"),
 ]
 
 
@@ -380,6 +385,37 @@ def test_postfix_long_sender(st):
         codes.append((res[0][0] if res else None, data and data[0]))
     tap.is_(codes, [(250, 250)] * 3 + [(450, None)] * 2,
             "through Postfix: a 600-byte sender sends exactly 3 messages, then gets 450")
+
+
+def test_unavailable_client(st):
+    """Clients Postfix knows only as "unknown" (XCLIENT ADDR=[UNAVAILABLE],
+    as proxyv2-shim sends for PROXY LOCAL/UNKNOWN) are limited per
+    client_address like any other, all together, not skipped."""
+    import smtplib
+    _, px, _ = mp.start_policyd(st, "pdx", "listen = inet:127.0.0.1:{port}\n"
+                                "limit per_ip = client_address/24/64 rate=3/1h\n")
+    st.start_postfix(name="pfx", smtpd=mp.restrictions(px),
+                     main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8"})
+    codes = []
+    for i in range(5):
+        s = smtplib.SMTP("127.0.0.1", st.port("pfx-smtp"), timeout=30)
+        s.ehlo("balancer.mxkit.test")
+        code, _ = s.docmd("XCLIENT", "ADDR=[UNAVAILABLE] NAME=[UNAVAILABLE]")
+        s.ehlo("client.example")
+        res, data = mp.transaction(s, "x%d@example.net" % i, ["alice@mxkit.test"])
+        s.quit()
+        codes.append((code, res[0][0] if res else None, data and data[0]))
+    tap.is_(codes, [(220, 250, 250)] * 3 + [(220, 450, None)] * 2,
+            "XCLIENT ADDR=[UNAVAILABLE]: exactly 3 messages of 5 pass client_address/24/64 "
+            "3/1h (they were unlimited before)")
+    tap.ok(re.search(r"per_ip: defer key=unknown ", st.read_log("pdx")),
+           "logged under key=unknown")
+    s = smtplib.SMTP("127.0.0.1", st.port("pfx-smtp"), timeout=30)
+    s.ehlo("client.example")
+    res, data = mp.transaction(s, "y@example.net", ["alice@mxkit.test"])
+    s.quit()
+    tap.is_((res[0][0], data and data[0]), (250, 250),
+            "a client with a real address has its own budget")
 
 
 # ------------------------------------------------------------------ Redis, item 11
@@ -599,6 +635,7 @@ with Stack("policyd-hostile") as st:
     test_long_keys(st, pm, "memory")
     test_property(pm, "memory")
     test_postfix_long_sender(st)
+    test_unavailable_client(st)
     no_secret(st, "pdm", pdm, "pdm")
 
     # real redis-server with a password
