@@ -82,8 +82,9 @@ static int ratelimit_key_lower(const struct limit *limit)
 /*
  * ratelimit_canon - a key value as the limit counts it: lower case where
  * the key compares without case, and a value of RATELIMIT_KEY_PLAIN_MAX
- * bytes or more as exactly RATELIMIT_KEY_HASHED bytes: its first bytes,
- * "~sha256:" and the SHA-256 of the whole (lowered) value. Every value
+ * bytes or more as exactly RATELIMIT_KEY_HASHED bytes: its first bytes
+ * (whole UTF-8 characters, padded with '~'), "~sha256:" and the SHA-256
+ * of the whole (lowered) value, in hex. Every value
  * is counted however long; two long values share a key only if their
  * hashes collide; a plain key is shorter than any hashed one, so none
  * can pose as one. buf has LIMIT_KEY_MAX bytes.
@@ -108,7 +109,12 @@ void    ratelimit_canon(const char *value, int lower, char *buf)
 	ratelimit_lower(copy);
     if (EVP_Digest(copy, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 	msg_fatal("ratelimit: SHA-256 is not available");
+    /* whole UTF-8 characters only, padded with '~' to the fixed length */
+    while (head > 0 && ((unsigned char) copy[head] & 0xC0) == 0x80)
+	head--;
     memcpy(buf, copy, head);
+    memset(buf + head, '~', RATELIMIT_KEY_HASHED - 8 - 64 - head);
+    head = RATELIMIT_KEY_HASHED - 8 - 64;
     memcpy(buf + head, "~sha256:", 8);
     for (unsigned i = 0; i < mdlen; i++)
 	snprintf(buf + head + 8 + 2 * i, 3, "%02x", md[i]);

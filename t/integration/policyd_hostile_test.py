@@ -141,7 +141,8 @@ def redis_cli(st, *args, password=None, db=0):
     argv = ["redis-cli", "-p", str(st.port("redis")), "-n", str(db)]
     if password:
         argv += ["--no-auth-warning", "-a", password]
-    res = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=10)
+    res = subprocess.run(argv + list(args), capture_output=True, text=True, errors="replace",
+                         timeout=10)
     return res.stdout.strip()
 
 

@@ -126,6 +126,11 @@ static void test_long_keys(const struct limits *limits)
 	free(b);
     }
     a = repeat('a', 300);
+    memcpy(a + 182, "\xf0\x9f\x98\x80", 4);	/* U+1F600 across byte 184 */
+    k = long_key(per_user, "sasl_username", a);
+    ok(strlen(k) == RATELIMIT_KEY_HASHED && memcmp(k + 180, "aa~~~sha256:", 12) == 0,
+       "a character across the cut is left out whole, the head padded with '~'");
+    memcpy(a + 182, "aaaa", 4);
     is_str(long_key(per_user, "sasl_username", a) + 192,
 	   "9835fa6bf4e20a9b9ea812506302e98982721a6cf8d2cae67af57129bf21ae90",
 	   "the hash is SHA-256 of the whole value");
