@@ -175,31 +175,38 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 }
 
 /*
- * webhook_id - stable for one message and recipient, also when Postfix
- * delivers it again (Dovecot's own Received: line differs then, so the
- * raw bytes cannot be used): recipient, Message-ID, Date, From, Subject.
+ * webhook_id - this delivery of this content, to this recipient: a hash
+ * of the recipient and of every byte the LMTP client sent (not the
+ * headers Dovecot's lmtp puts before them, which differ per attempt).
+ * Two bills that share Message-ID, Date, From and Subject differ in
+ * their bytes; Postfix sends the same bytes of one queue file on each
+ * retry, and two queue files differ at least in Postfix's Received:.
  */
-static const char *webhook_id(const char *rcpt, const struct payload_message *msg)
+static const char *webhook_id(const char *rcpt, struct istream *data, const char **error_r)
 {
     unsigned char md[32];
     unsigned int len = 0;
+    const unsigned char *bytes;
+    size_t  size;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     string_t *id = t_str_new(40);
 
     if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
 	i_panic("SHA-256 unavailable");
     EVP_DigestUpdate(ctx, rcpt, strlen(rcpt) + 1);
-    for (int i = 0; i < PAYLOAD_HEADER_COUNT; i++) {
-	if (i == PAYLOAD_TO || i == PAYLOAD_CC)
-	    continue;
-	EVP_DigestUpdate(ctx, msg->header[i].data ? msg->header[i].data : "",
-			 msg->header[i].len);
-	EVP_DigestUpdate(ctx, "\n", 1);
+    i_stream_seek(data, 0);
+    while (i_stream_read_more(data, &bytes, &size) > 0) {
+	EVP_DigestUpdate(ctx, bytes, size);
+	i_stream_skip(data, size);
     }
-    if (msg->header[PAYLOAD_MESSAGE_ID].data == NULL)	/* then size too */
-	EVP_DigestUpdate(ctx, &msg->size, sizeof(msg->size));
     EVP_DigestFinal_ex(ctx, md, &len);
     EVP_MD_CTX_free(ctx);
+    if (data->stream_errno != 0) {
+	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(data),
+				   i_stream_get_error(data));
+	return (NULL);
+    }
+    i_stream_seek(data, 0);
     str_append(id, "msg_");
     for (int i = 0; i < 16; i++)
 	str_printfa(id, "%02x", md[i]);
@@ -214,22 +221,32 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
 {
     struct payload_message msg;
     struct payload_envelope env;
-    struct istream *input;
+    struct istream *input, *data;
     const char *from;
+    int     ret;
 
     if (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0) {
 	*error_r = t_strdup_printf("cannot read the message: %s",
 			 mailbox_get_last_internal_error(ctx->src_mail->box, NULL));
 	return (-1);
     }
+    /* the message as the client sent it, without lmtp's own headers */
+    data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id),
+				 (uoff_t) -1);
+    i_zero(&env);
     i_zero(&msg);
-    if (mime_read(input, set->max_attachment, &msg, error_r) < 0) {
+    if ((env.id = webhook_id(rcpt, data, error_r)) == NULL
+	|| mime_read(data, set->max_attachment, &msg, error_r) < 0)
+	ret = -1;
+    else
+	ret = 0;
+    i_stream_unref(&data);
+    i_stream_seek(input, 0);
+    if (ret < 0) {
 	payload_message_free(&msg);
 	return (-1);
     }
     from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
-    i_zero(&env);
-    env.id = webhook_id(rcpt, &msg);
     env.workspace = workspace;
     env.mail_from = from;
     env.rcpt_to = rcpt;

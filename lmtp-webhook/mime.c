@@ -8,73 +8,222 @@
  *	#include "mime.h"
  *
  *	int	mime_read(input, max_attachment_size, &msg, &error)
+ *	uoff_t	mime_lmtp_data_offset(input, session_id)
  * DESCRIPTION
- *	Reads the whole message once with message_parser and
- *	message_decoder: quoted-printable and base64 are decoded, text
- *	parts and encoded-word headers come out as UTF-8. The top-level
+ *	Reads the whole message once with message_parser. The top-level
  *	From, To, Cc, Subject, Date, Message-ID and every
- *	Authentication-Results are kept (each at most 64 KB: a 1 MB
- *	header does not become a 1 MB JSON string). The first inline
- *	text/plain part is the text, the first inline text/html part the
- *	html; every other leaf part is an attachment with its decoded
- *	size and SHA-256, and its content when not over
- *	max_attachment_size.
+ *	Authentication-Results are kept, encoded words decoded to UTF-8
+ *	(each at most 64 KB: a 1 MB header does not become a 1 MB JSON
+ *	string). The first inline text/plain part is the text, the first
+ *	inline text/html part the html, both converted to UTF-8 by
+ *	Dovecot's message_decoder.
+ *
+ *	Every other part that is not a multipart is an attachment: its
+ *	bytes are the body with the transfer encoding undone (decode.c)
+ *	and nothing else, whatever charset= the part claims; size and
+ *	SHA-256 are of those bytes; the content is kept when not over
+ *	max_attachment_size. A message/rfc822 part is an attachment too
+ *	(the embedded message's bytes, read from the input once the parse
+ *	is done, so these come after the others in the list); the parts
+ *	inside it are listed as well.
+ *
+ *	The filename is Content-Disposition's filename, else
+ *	Content-Type's name, each in any form senders use: RFC 2231
+ *	(name*=charset'lang'%XX, continuations name*0*=, name*1=), RFC
+ *	2047 encoded words, quoted strings, any letter case. An RFC 2231
+ *	form beats a plain one for the same parameter (RFC 6266 4.3).
  *
  *	Hostile structure is the parser's business: Dovecot limits nesting
- *	(100) and parts (10,000) and treats what follows as body; bad
- *	base64 ends the part's content where it goes wrong. What could be
- *	parsed is returned.
+ *	(100) and parts (10,000) and treats what follows as body. What
+ *	could be parsed is returned.
+ *
+ *	mime_lmtp_data_offset() finds where the message the LMTP client
+ *	sent starts in the stream Dovecot's lmtp gives to delivery: lmtp
+ *	puts its own Return-Path:, Delivered-To: (one recipient only) and
+ *	Received: (with "id TRANSACTION") before it, and these differ
+ *	from one attempt to the next while the client's bytes (Postfix's
+ *	queue file) do not. A stream that does not start with Return-Path:
+ *	is taken as it is (offset 0).
  * DIAGNOSTICS
  *	-1 with error_r only when the message cannot be read at all
  *	(an I/O error on the stream).
  */
 
 #include "lib.h"
+
+#include <ctype.h>
+
+#include "array.h"
 #include "str.h"
 #include "istream.h"
+#include "charset-utf8.h"
 #include "message-parser.h"
 #include "message-decoder.h"
+#include "message-header-decode.h"
+#include "message-header-parser.h"
 #include "rfc822-parser.h"
-#include "rfc2231-parser.h"
 
 #include <openssl/evp.h>
 
+#include "decode.h"
 #include "mime.h"
 #include "payload.h"
 #include "wh_alloc.h"
 
 #define MIME_HEADER_LIMIT (64 * 1024)
+#define MIME_NAME_LIMIT (8 * 1024)	/* a longer filename is cut */
 
 enum mime_kind { MIME_SKIP, MIME_TEXT, MIME_HTML, MIME_ATTACHMENT };
+
+/* a message/rfc822 part, read when the parse is over */
+struct mime_embedded {
+    struct message_part *part;
+    int     att;			/* index in msg->attachments */
+    enum decode_cte cte;
+};
 
 struct mime_walk {
     struct payload_message *msg;
     uoff_t  max_attachment;
     struct message_part *part;
-    string_t *content_type;		/* of the current part */
-    char   *filename;
-    bool    disposition_attachment;
+    /* the current part's headers */
+    string_t *content_type;
+    char   *disp_filename, *ct_name;
+    bool    disposition_attachment, cte_seen;
+    enum decode_cte cte;
+    /* its body */
     enum mime_kind kind;
     struct payload_attachment *att;
+    struct decode_state dec;
     EVP_MD_CTX *sha;
+    ARRAY(struct mime_embedded) embedded;
 };
 
 static const char *const mime_top_headers[PAYLOAD_HEADER_COUNT] = {
     "From", "To", "Cc", "Subject", "Date", "Message-ID",
 };
 
-/* mime_params - remember a filename= or name= parameter */
+/* mime_pct_decode - RFC 2231 %XX; a bad escape is kept as it is */
 
-static void mime_params(struct mime_walk *w, struct rfc822_parser_context *parser,
-			        const char *wanted)
+static void mime_pct_decode(string_t *dest, const char *s)
 {
-    const char *const *params;
+    for (; *s != '\0'; s++) {
+	if (s[0] == '%' && i_isxdigit(s[1]) && i_isxdigit(s[2])) {
+	    char    hex[3] = {s[1], s[2], '\0'};
 
-    (void) rfc2231_parse(parser, &params);
-    for (; params[0] != NULL; params += 2)
-	if (strcasecmp(params[0], wanted) == 0 && w->filename == NULL)
-	    w->filename = i_strdup(params[1]);
+	    str_append_c(dest, (char) strtol(hex, NULL, 16));
+	    s += 2;
+	} else {
+	    str_append_c(dest, *s);
+	}
+    }
 }
+
+/* mime_to_utf8 - bytes in charset as UTF-8; unknown charsets as they are
+   (payload_utf8_clean() replaces what is not UTF-8) */
+
+static const char *mime_to_utf8(const char *charset, const char *bytes)
+{
+    enum charset_result result;
+    string_t *out = t_str_new(strlen(bytes) + 16);
+
+    if (*charset == '\0' || charset_to_utf8_str(charset, NULL, bytes, out, &result) < 0)
+	return (bytes);
+    return (str_c(out));
+}
+
+/*
+ * mime_param_ext - an RFC 2231 value from its segments (one, or a
+ * continuation): the first, if extended, starts with charset'language';
+ * extended segments are %-encoded, the others literal.
+ */
+static const char *mime_param_ext(const char *const *seg, const bool *ext, unsigned int n)
+{
+    string_t *raw = t_str_new(128);
+    const char *charset = "", *v, *q1, *q2;
+
+    for (unsigned int i = 0; i < n; i++) {
+	v = seg[i];
+	if (i == 0 && ext[0] && (q1 = strchr(v, '\'')) != NULL
+	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
+	    charset = t_strdup_until(v, q1);
+	    v = q2 + 1;
+	}
+	if (ext[i])
+	    mime_pct_decode(raw, v);
+	else
+	    str_append(raw, v);
+    }
+    return (mime_to_utf8(charset, str_c(raw)));
+}
+
+#define MIME_SEGMENTS 64		/* RFC 2231 continuations kept */
+
+/*
+ * mime_param - the value of parameter "wanted" (name or filename) in
+ * what follows a Content-Type or Content-Disposition value, as UTF-8,
+ * or NULL. Dovecot's rfc2231_parse() is not used: it returns extended
+ * values still encoded and loses name*= after an indexed parameter.
+ */
+static const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
+{
+    const char *plain = NULL, *ext = NULL, *seg[MIME_SEGMENTS], *key, *p;
+    bool    seg_ext[MIME_SEGMENTS], contiguous = TRUE;
+    unsigned int nseg = 0, idx, wlen = strlen(wanted);
+    string_t *value = t_str_new(128), *out;
+    int     ret;
+
+    memset(seg, 0, sizeof(seg));
+    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
+	if (ret < 0) {				/* skip the bad one, go on */
+	    if (parser->data >= parser->end)
+		break;
+	    parser->data++;
+	    continue;
+	}
+	if (strncasecmp(key, wanted, wlen) != 0)
+	    continue;
+	p = key + wlen;
+	if (*p == '\0' && plain == NULL)
+	    plain = t_strdup(str_c(value));
+	else if (strcmp(p, "*") == 0 && ext == NULL)
+	    ext = t_strdup(str_c(value));
+	else if (*p == '*' && i_isdigit(p[1])) {
+	    for (idx = 0, p++; i_isdigit(*p) && idx < MIME_SEGMENTS; p++)
+		idx = idx * 10 + (*p - '0');
+	    if (idx < MIME_SEGMENTS && (*p == '\0' || strcmp(p, "*") == 0)
+		&& seg[idx] == NULL) {
+		seg[idx] = t_strdup(str_c(value));
+		seg_ext[idx] = *p == '*';
+		if (idx >= nseg)
+		    nseg = idx + 1;
+	    }
+	}
+    }
+    for (unsigned int i = 0; i < nseg; i++)
+	contiguous = contiguous && seg[i] != NULL;
+    if (nseg > 0 && contiguous)
+	return (mime_param_ext(seg, seg_ext, nseg));
+    if (ext != NULL) {
+	bool    yes = TRUE;
+
+	return (mime_param_ext(&ext, &yes, 1));
+    }
+    if (plain == NULL)
+	return (NULL);
+    if (strstr(plain, "=?") == NULL)		/* RFC 2047, used in the wild */
+	return (plain);
+    out = t_str_new(strlen(plain) + 16);
+    message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
+    return (str_c(out));
+}
+
+static char *mime_name_dup(const char *name)
+{
+    return (name == NULL ? NULL : i_strndup(name, MIME_NAME_LIMIT));
+}
+
+/* mime_part_header - what a part's own headers say about it (raw values) */
 
 static void mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
 {
@@ -83,18 +232,22 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 
     rfc822_parser_init(&parser, hdr->full_value, hdr->full_value_len, NULL);
     rfc822_skip_lwsp(&parser);
-    if (strcasecmp(hdr->name, "Content-Type") == 0) {
-	str_truncate(w->content_type, 0);
+    if (strcasecmp(hdr->name, "Content-Type") == 0 && str_len(w->content_type) == 0) {
 	if (rfc822_parse_content_type(&parser, w->content_type) < 0)
 	    str_truncate(w->content_type, 0);
 	str_lcase(str_c_modifiable(w->content_type));
-	mime_params(w, &parser, "name");
-    } else if (strcasecmp(hdr->name, "Content-Disposition") == 0) {
+	i_free(w->ct_name);
+	w->ct_name = mime_name_dup(mime_param(&parser, "name"));
+    } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
 	    w->disposition_attachment = strcasecmp(str_c(token), "attachment") == 0;
-	i_free_and_null(w->filename);	/* filename= beats Content-Type's name= */
-	mime_params(w, &parser, "filename");
+	w->disp_filename = mime_name_dup(mime_param(&parser, "filename"));
+    } else if (strcasecmp(hdr->name, "Content-Transfer-Encoding") == 0 && !w->cte_seen) {
+	token = t_str_new(32);
+	w->cte_seen = TRUE;
+	if (rfc822_parse_mime_token(&parser, token) >= 0)
+	    w->cte = decode_cte_parse(str_c(token));
     }
     rfc822_parser_deinit(&parser);
 }
@@ -118,16 +271,36 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     }
 }
 
+static struct payload_attachment *mime_attachment(struct mime_walk *w, const char *ctype)
+{
+    const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
+    struct payload_attachment *att = payload_attachment_add(w->msg);
+
+    att->filename = name ? wh_strdup(name) : NULL;
+    att->content_type = wh_strdup(ctype);
+    att->content_kept = 1;
+    return (att);
+}
+
 /* mime_part_start - end of a part's headers: where its body goes */
 
 static void mime_part_start(struct mime_walk *w)
 {
     const char *ctype = str_len(w->content_type) ? str_c(w->content_type) : "text/plain";
-    bool    inline_part = !w->disposition_attachment && w->filename == NULL;
+    bool    inline_part = !w->disposition_attachment && w->disp_filename == NULL
+	&& w->ct_name == NULL;
 
-    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0
-	|| (w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
-	w->kind = MIME_SKIP;		/* containers: their children follow */
+    w->kind = MIME_SKIP;
+    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+	/* a container: its children follow */
+    } else if ((w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
+	struct mime_embedded *e = array_append_space(&w->embedded);
+
+	/* its children follow; its bytes are read at the end */
+	(void) mime_attachment(w, ctype);
+	e->part = w->part;
+	e->att = w->msg->attachment_count - 1;
+	e->cte = w->cte;
     } else if (inline_part && strcmp(ctype, "text/plain") == 0 && w->msg->text.data == NULL) {
 	w->kind = MIME_TEXT;
 	payload_bytes_append(&w->msg->text, "", 0, 1);
@@ -136,75 +309,132 @@ static void mime_part_start(struct mime_walk *w)
 	payload_bytes_append(&w->msg->html, "", 0, 1);
     } else {
 	w->kind = MIME_ATTACHMENT;
-	w->att = payload_attachment_add(w->msg);
-	w->att->filename = w->filename ? wh_strdup(w->filename) : NULL;
-	w->att->content_type = wh_strdup(ctype);
-	w->att->content_kept = 1;
+	w->att = mime_attachment(w, ctype);
+	decode_init(&w->dec, w->cte);
 	if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
 	    i_panic("SHA-256 unavailable");
     }
 }
 
-static void mime_part_body(struct mime_walk *w, const unsigned char *data, size_t size)
-{
-    struct payload_attachment *att = w->att;
+/* mime_attachment_bytes - decoded bytes of the current attachment */
 
-    switch (w->kind) {
-    case MIME_TEXT:
-	payload_bytes_append(&w->msg->text, data, size, SIZE_MAX - 1);
-	break;
-    case MIME_HTML:
-	payload_bytes_append(&w->msg->html, data, size, SIZE_MAX - 1);
-	break;
-    case MIME_ATTACHMENT:
-	(void) EVP_DigestUpdate(w->sha, data, size);
-	att->size += size;
-	if (att->content_kept && att->size <= w->max_attachment) {
-	    payload_bytes_append(&att->content, data, size, SIZE_MAX - 1);
-	} else if (att->content_kept) {	/* over the limit: listed only */
-	    att->content_kept = 0;
-	    free(att->content.data);
-	    att->content.data = NULL;
-	    att->content.len = 0;
-	}
-	break;
-    case MIME_SKIP:
-	break;
+static void mime_attachment_bytes(struct mime_walk *w, struct payload_attachment *att,
+				          const unsigned char *data, size_t size)
+{
+    (void) EVP_DigestUpdate(w->sha, data, size);
+    att->size += size;
+    if (att->content_kept && att->size <= w->max_attachment) {
+	payload_bytes_append(&att->content, data, size, SIZE_MAX - 1);
+    } else if (att->content_kept) {		/* over the limit: listed only */
+	att->content_kept = 0;
+	free(att->content.data);
+	att->content.data = NULL;
+	att->content.len = 0;
     }
+}
+
+static void mime_attachment_raw(struct mime_walk *w, struct payload_attachment *att,
+				        const unsigned char *data, size_t size)
+{
+    unsigned char *out = t_malloc_no0(DECODE_OUT_MAX(size));
+
+    mime_attachment_bytes(w, att, out, decode_more(&w->dec, data, size, out));
+}
+
+static void mime_attachment_done(struct mime_walk *w, struct payload_attachment *att)
+{
+    unsigned char tail[2];
+    unsigned int len = 0;
+
+    mime_attachment_bytes(w, att, tail, decode_finish(&w->dec, tail));
+    (void) EVP_DigestFinal_ex(w->sha, att->sha256, &len);
+    if (att->content_kept && att->content.data == NULL)
+	payload_bytes_append(&att->content, "", 0, 1);
 }
 
 static void mime_part_end(struct mime_walk *w)
 {
-    if (w->kind == MIME_ATTACHMENT) {
-	unsigned int len = 0;
-
-	(void) EVP_DigestFinal_ex(w->sha, w->att->sha256, &len);
-	if (w->att->content_kept && w->att->content.data == NULL)
-	    payload_bytes_append(&w->att->content, "", 0, 1);
-    }
+    if (w->kind == MIME_ATTACHMENT)
+	mime_attachment_done(w, w->att);
     w->kind = MIME_SKIP;
     w->att = NULL;
     w->disposition_attachment = FALSE;
-    i_free_and_null(w->filename);
+    w->cte_seen = FALSE;
+    w->cte = DECODE_IDENTITY;
+    i_free_and_null(w->disp_filename);
+    i_free_and_null(w->ct_name);
     str_truncate(w->content_type, 0);
 }
 
-static void mime_block(struct mime_walk *w, const struct message_block *block)
+/*
+ * mime_embedded_read - the body of each message/rfc822 part, from the
+ * input: the parser gives the embedded message as its parts, not as
+ * the bytes (the boundaries of its multiparts are not in any block).
+ */
+static void mime_embedded_read(struct mime_walk *w, struct istream *input)
 {
-    if (block->part != w->part) {
-	mime_part_end(w);
-	w->part = block->part;
+    const struct mime_embedded *e;
+
+    array_foreach(&w->embedded, e) {
+	struct payload_attachment *att = &w->msg->attachments[e->att];
+	uoff_t  start = e->part->physical_pos + e->part->header_size.physical_size;
+	uoff_t  left = e->part->body_size.physical_size;
+	const unsigned char *data;
+	size_t  size;
+
+	decode_init(&w->dec, e->cte);
+	if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
+	    i_panic("SHA-256 unavailable");
+	i_stream_seek(input, start);
+	while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
+	    if (size > left)
+		size = left;
+	    T_BEGIN {
+		mime_attachment_raw(w, att, data, size);
+	    } T_END;
+	    i_stream_skip(input, size);
+	    left -= size;
+	}
+	mime_attachment_done(w, att);
     }
-    if (block->hdr != NULL) {
-	if (block->hdr->eoh)
-	    return;
-	if (block->part->parent == NULL)
-	    mime_top_header(w, block->hdr);
-	mime_part_header(w, block->hdr);
-    } else if (block->size == 0) {
+}
+
+static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
+			              struct message_block *raw)
+{
+    struct message_block block;
+    bool    decoded;
+
+    /* the decoder first: it asks the parser for the whole value of a
+       folded header, which the raw line then has too */
+    decoded = message_decoder_decode_next_block(decoder, raw, &block);
+    if (raw->hdr->eoh || raw->hdr->continues)
+	return;
+    mime_part_header(w, raw->hdr);
+    if (decoded && raw->part->parent == NULL)
+	mime_top_header(w, block.hdr);
+}
+
+static void mime_block(struct mime_walk *w, struct message_decoder_context *decoder,
+		               struct message_block *raw)
+{
+    struct message_block block;
+
+    if (raw->part != w->part) {
+	mime_part_end(w);
+	w->part = raw->part;
+    }
+    if (raw->hdr != NULL) {
+	mime_header_block(w, decoder, raw);
+    } else if (raw->size == 0) {
+	(void) message_decoder_decode_next_block(decoder, raw, &block);
 	mime_part_start(w);
-    } else {
-	mime_part_body(w, block->data, block->size);
+    } else if (w->kind == MIME_ATTACHMENT) {
+	mime_attachment_raw(w, w->att, raw->data, raw->size);
+    } else if (w->kind == MIME_TEXT || w->kind == MIME_HTML) {
+	if (message_decoder_decode_next_block(decoder, raw, &block) && block.size > 0)
+	    payload_bytes_append(w->kind == MIME_TEXT ? &w->msg->text : &w->msg->html,
+				 block.data, block.size, SIZE_MAX - 1);
     }
 }
 
@@ -217,7 +447,7 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     struct mime_walk w;
     struct message_parser_ctx *parser;
     struct message_decoder_context *decoder;
-    struct message_block raw, block;
+    struct message_block raw;
     struct message_part *parts;
     pool_t  pool = pool_alloconly_create("lmtp_webhook mime", 8192);
     int     ret;
@@ -226,20 +456,25 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     w.msg = msg;
     w.max_attachment = max_attachment_size;
     w.content_type = str_new(default_pool, 64);
+    i_array_init(&w.embedded, 4);
     if ((w.sha = EVP_MD_CTX_new()) == NULL)
 	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
     parser = message_parser_init(pool, input, &set);
     decoder = message_decoder_init(NULL, MESSAGE_DECODER_FLAG_RETURN_BINARY);
     while ((ret = message_parser_parse_next_block(parser, &raw)) > 0) {
-	if (message_decoder_decode_next_block(decoder, &raw, &block))
-	    mime_block(&w, &block);
+	T_BEGIN {
+	    mime_block(&w, decoder, &raw);
+	} T_END;
     }
     mime_part_end(&w);
     message_decoder_deinit(&decoder);
     message_parser_deinit(&parser, &parts);
     msg->size = input->v_offset;
+    if (input->stream_errno == 0)
+	mime_embedded_read(&w, input);
     EVP_MD_CTX_free(w.sha);
     str_free(&w.content_type);
+    array_free(&w.embedded);
     pool_unref(&pool);
     if (input->stream_errno != 0) {
 	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
@@ -247,4 +482,62 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
 	return (-1);
     }
     return (0);
+}
+
+/* mime_dovecot_received - lmtp's own trace header for this transaction */
+
+static bool mime_dovecot_received(const struct message_header_line *hdr, const char *trans_id)
+{
+    const char *value = t_strndup(hdr->full_value, hdr->full_value_len);
+    const char *want = t_strconcat("id ", trans_id, NULL), *p = value;
+    size_t  len = strlen(want);
+
+    if (strcasecmp(hdr->name, "Received") != 0 || strstr(value, " with LMTP") == NULL)
+	return (FALSE);
+    while ((p = strstr(p, want)) != NULL) {
+	if (p[len] == '\0' || p[len] == '\r' || p[len] == '\n' || p[len] == ' '
+	    || p[len] == ';')
+	    return (TRUE);
+	p += len;
+    }
+    return (FALSE);
+}
+
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
+{
+    struct message_header_parser_ctx *hp;
+    struct message_header_line *hdr;
+    const char *trans_id = session_id ? session_id : "", *r;
+    uoff_t  start = 0, offset;
+    int     stage = 0, ret;		/* 0: Return-Path, 1: Delivered-To, 2: done */
+
+    /* a recipient's session id is the transaction's, or it and ":R<n>" */
+    if ((r = strrchr(trans_id, ':')) != NULL && r[1] == 'R' && r[2] != '\0'
+	&& strspn(r + 2, "0123456789") == strlen(r + 2))
+	trans_id = t_strdup_until(trans_id, r);
+    i_stream_seek(input, 0);
+    hp = message_parse_header_init(input, NULL, 0);
+    while ((ret = message_parse_header_next(hp, &hdr)) > 0) {
+	if (!hdr->continued)
+	    start = hdr->name_offset;
+	if (hdr->continues) {
+	    hdr->use_full_value = TRUE;
+	    continue;
+	}
+	if (hdr->eoh)
+	    break;
+	if (stage == 0 && strcasecmp(hdr->name, "Return-Path") == 0)
+	    stage = 1;
+	else if (stage == 1 && strcasecmp(hdr->name, "Delivered-To") == 0)
+	    continue;
+	else if (stage == 1 && *trans_id != '\0' && mime_dovecot_received(hdr, trans_id))
+	    stage = 2;
+	else
+	    break;
+    }
+    /* the first header (or the empty line) that is not lmtp's */
+    offset = stage == 0 ? 0 : ret > 0 ? start : input->v_offset;
+    message_parse_header_deinit(&hp);
+    i_stream_seek(input, 0);
+    return (offset);
 }

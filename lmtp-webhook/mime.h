@@ -8,5 +8,6 @@ struct payload_message;
 
 int     mime_read(struct istream *input, uoff_t max_attachment_size,
 		          struct payload_message *msg, const char **error_r);
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id);
 
 #endif
