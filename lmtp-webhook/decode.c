@@ -10,6 +10,7 @@
  *	void	decode_init(&state, cte)
  *	size_t	decode_more(&state, in, len, out)
  *	size_t	decode_finish(&state, out)
+ *	size_t	decode_crlf(&last_cr, in, len, out)
  * DESCRIPTION
  *	An attachment's bytes are its part's body with the transfer
  *	encoding undone and nothing else: no charset conversion, no
@@ -39,6 +40,13 @@
  *
  *	decode_more() writes at most DECODE_OUT_MAX(len) bytes to out,
  *	decode_finish() at most 2.
+ *
+ *	decode_crlf() makes every bare LF a CRLF (at most
+ *	DECODE_CRLF_MAX(len) bytes out; last_cr carries a CR that ended
+ *	the previous block). A message arrives with CRLF line ends, but
+ *	Dovecot hands a transaction's second recipient the first one's
+ *	saved copy, which the mailbox may keep with LF: the event must
+ *	not depend on which recipient came first.
  * DIAGNOSTICS
  *	None: every input decodes to something.
  */
@@ -209,4 +217,17 @@ size_t  decode_finish(struct decode_state *st, unsigned char *out)
     }
     decode_init(st, st->cte);
     return (n);
+}
+
+size_t  decode_crlf(int *last_cr, const unsigned char *in, size_t len, unsigned char *out)
+{
+    unsigned char *o = out;
+
+    for (size_t i = 0; i < len; i++) {
+	if (in[i] == '\n' && !*last_cr)
+	    *o++ = '\r';
+	*o++ = in[i];
+	*last_cr = in[i] == '\r';
+    }
+    return ((size_t) (o - out));
 }

@@ -27,5 +27,9 @@ void    decode_init(struct decode_state *st, enum decode_cte cte);
 size_t  decode_more(struct decode_state *st, const unsigned char *in, size_t len,
 		            unsigned char *out);
 size_t  decode_finish(struct decode_state *st, unsigned char *out);
+size_t  decode_crlf(int *last_cr, const unsigned char *in, size_t len, unsigned char *out);
+
+/* the most decode_crlf() writes for len input bytes */
+#define DECODE_CRLF_MAX(len) (2 * (len))
 
 #endif

@@ -182,31 +182,14 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
  * their bytes; Postfix sends the same bytes of one queue file on each
  * retry, and two queue files differ at least in Postfix's Received:.
  */
-static const char *webhook_id(const char *rcpt, struct istream *data, const char **error_r)
+static const char *webhook_id(const char *rcpt, struct istream *data, uoff_t *size_r,
+			              const char **error_r)
 {
     unsigned char md[32];
-    unsigned int len = 0;
-    const unsigned char *bytes;
-    size_t  size;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     string_t *id = t_str_new(40);
 
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-	i_panic("SHA-256 unavailable");
-    EVP_DigestUpdate(ctx, rcpt, strlen(rcpt) + 1);
-    i_stream_seek(data, 0);
-    while (i_stream_read_more(data, &bytes, &size) > 0) {
-	EVP_DigestUpdate(ctx, bytes, size);
-	i_stream_skip(data, size);
-    }
-    EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    if (data->stream_errno != 0) {
-	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(data),
-				   i_stream_get_error(data));
+    if (mime_digest(data, rcpt, md, size_r, error_r) < 0)
 	return (NULL);
-    }
-    i_stream_seek(data, 0);
     str_append(id, "msg_");
     for (int i = 0; i < 16; i++)
 	str_printfa(id, "%02x", md[i]);
@@ -223,6 +206,7 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
     struct payload_envelope env;
     struct istream *input, *data;
     const char *from;
+    uoff_t  size = 0;
     int     ret;
 
     if (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0) {
@@ -235,7 +219,7 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
 				 (uoff_t) -1);
     i_zero(&env);
     i_zero(&msg);
-    if ((env.id = webhook_id(rcpt, data, error_r)) == NULL
+    if ((env.id = webhook_id(rcpt, data, &size, error_r)) == NULL
 	|| mime_read(data, set->max_attachment, &msg, error_r) < 0)
 	ret = -1;
     else
@@ -246,6 +230,7 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
 	payload_message_free(&msg);
 	return (-1);
     }
+    msg.size = size;
     from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
     env.workspace = workspace;
     env.mail_from = from;

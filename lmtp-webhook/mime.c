@@ -9,6 +9,7 @@
  *
  *	int	mime_read(input, max_attachment_size, &msg, &error)
  *	uoff_t	mime_lmtp_data_offset(input, session_id)
+ *	int	mime_digest(input, prefix, md, &size, &error)
  * DESCRIPTION
  *	Reads the whole message once with message_parser. The top-level
  *	From, To, Cc, Subject, Date, Message-ID and every
@@ -44,6 +45,11 @@
  *	from one attempt to the next while the client's bytes (Postfix's
  *	queue file) do not. A stream that does not start with Return-Path:
  *	is taken as it is (offset 0).
+ *
+ *	mime_digest() is the SHA-256 of prefix (with its NUL) and of the
+ *	message, and its size, both with CRLF line ends (decode_crlf():
+ *	the same whichever copy of the message Dovecot hands over). Every
+ *	byte mime_read() gives out went through decode_crlf() too.
  * DIAGNOSTICS
  *	-1 with error_r only when the message cannot be read at all
  *	(an I/O error on the stream).
@@ -71,14 +77,13 @@
 #include "wh_alloc.h"
 
 #define MIME_HEADER_LIMIT (64 * 1024)
-#define MIME_NAME_LIMIT (8 * 1024)	/* a longer filename is cut */
 
 enum mime_kind { MIME_SKIP, MIME_TEXT, MIME_HTML, MIME_ATTACHMENT };
 
 /* a message/rfc822 part, read when the parse is over */
 struct mime_embedded {
     struct message_part *part;
-    int     att;			/* index in msg->attachments */
+    char   *filename, *content_type;
     enum decode_cte cte;
 };
 
@@ -95,6 +100,7 @@ struct mime_walk {
     enum mime_kind kind;
     struct payload_attachment *att;
     struct decode_state dec;
+    int     last_cr;			/* for decode_crlf() */
     EVP_MD_CTX *sha;
     ARRAY(struct mime_embedded) embedded;
 };
@@ -132,24 +138,33 @@ static const char *mime_to_utf8(const char *charset, const char *bytes)
     return (str_c(out));
 }
 
+/* RFC 2231 continuations: as many as the header holds (Dovecot bounds
+   a header block at 10 MB); an index past this is not a continuation */
+#define MIME_SEGMENT_MAX 100000
+
+struct mime_segment {
+    const char *value;
+    bool    ext;
+};
+
 /*
  * mime_param_ext - an RFC 2231 value from its segments (one, or a
  * continuation): the first, if extended, starts with charset'language';
  * extended segments are %-encoded, the others literal.
  */
-static const char *mime_param_ext(const char *const *seg, const bool *ext, unsigned int n)
+static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n)
 {
     string_t *raw = t_str_new(128);
     const char *charset = "", *v, *q1, *q2;
 
     for (unsigned int i = 0; i < n; i++) {
-	v = seg[i];
-	if (i == 0 && ext[0] && (q1 = strchr(v, '\'')) != NULL
+	v = seg[i].value;
+	if (i == 0 && seg[0].ext && (q1 = strchr(v, '\'')) != NULL
 	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
 	    charset = t_strdup_until(v, q1);
 	    v = q2 + 1;
 	}
-	if (ext[i])
+	if (seg[i].ext)
 	    mime_pct_decode(raw, v);
 	else
 	    str_append(raw, v);
@@ -157,7 +172,27 @@ static const char *mime_param_ext(const char *const *seg, const bool *ext, unsig
     return (mime_to_utf8(charset, str_c(raw)));
 }
 
-#define MIME_SEGMENTS 64		/* RFC 2231 continuations kept */
+/* mime_param_key - "name" 0, "name*" 1, "name*N" 2, "name*N*" 3, else -1 */
+
+static int mime_param_key(const char *key, const char *wanted, unsigned int *idx)
+{
+    size_t  wlen = strlen(wanted);
+    const char *p = key + wlen;
+
+    if (strncasecmp(key, wanted, wlen) != 0)
+	return (-1);
+    if (*p == '\0')
+	return (0);
+    if (strcmp(p, "*") == 0)
+	return (1);
+    if (*p != '*' || !i_isdigit(p[1]))
+	return (-1);
+    for (*idx = 0, p++; i_isdigit(*p) && *idx < MIME_SEGMENT_MAX; p++)
+	*idx = *idx * 10 + (unsigned int) (*p - '0');
+    if (*idx >= MIME_SEGMENT_MAX)
+	return (-1);
+    return (*p == '\0' ? 2 : strcmp(p, "*") == 0 ? 3 : -1);
+}
 
 /*
  * mime_param - the value of parameter "wanted" (name or filename) in
@@ -167,13 +202,15 @@ static const char *mime_param_ext(const char *const *seg, const bool *ext, unsig
  */
 static const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
 {
-    const char *plain = NULL, *ext = NULL, *seg[MIME_SEGMENTS], *key, *p;
-    bool    seg_ext[MIME_SEGMENTS], contiguous = TRUE;
-    unsigned int nseg = 0, idx, wlen = strlen(wanted);
+    const char *plain = NULL, *ext = NULL, *key;
+    ARRAY(struct mime_segment) segs;
+    struct mime_segment *seg;
+    unsigned int idx = 0, count;
     string_t *value = t_str_new(128), *out;
-    int     ret;
+    bool    contiguous = TRUE;
+    int     ret, kind;
 
-    memset(seg, 0, sizeof(seg));
+    t_array_init(&segs, 4);
     while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
 	if (ret < 0) {				/* skip the bad one, go on */
 	    if (parser->data >= parser->end)
@@ -181,33 +218,25 @@ static const char *mime_param(struct rfc822_parser_context *parser, const char *
 	    parser->data++;
 	    continue;
 	}
-	if (strncasecmp(key, wanted, wlen) != 0)
-	    continue;
-	p = key + wlen;
-	if (*p == '\0' && plain == NULL)
+	kind = mime_param_key(key, wanted, &idx);
+	if (kind == 0 && plain == NULL)
 	    plain = t_strdup(str_c(value));
-	else if (strcmp(p, "*") == 0 && ext == NULL)
+	else if (kind == 1 && ext == NULL)
 	    ext = t_strdup(str_c(value));
-	else if (*p == '*' && i_isdigit(p[1])) {
-	    for (idx = 0, p++; i_isdigit(*p) && idx < MIME_SEGMENTS; p++)
-		idx = idx * 10 + (*p - '0');
-	    if (idx < MIME_SEGMENTS && (*p == '\0' || strcmp(p, "*") == 0)
-		&& seg[idx] == NULL) {
-		seg[idx] = t_strdup(str_c(value));
-		seg_ext[idx] = *p == '*';
-		if (idx >= nseg)
-		    nseg = idx + 1;
-	    }
+	else if (kind >= 2 && ((seg = array_idx_get_space(&segs, idx))->value == NULL)) {
+	    seg->value = t_strdup(str_c(value));
+	    seg->ext = kind == 3;
 	}
     }
-    for (unsigned int i = 0; i < nseg; i++)
-	contiguous = contiguous && seg[i] != NULL;
-    if (nseg > 0 && contiguous)
-	return (mime_param_ext(seg, seg_ext, nseg));
+    seg = array_get_modifiable(&segs, &count);
+    for (unsigned int i = 0; i < count; i++)
+	contiguous = contiguous && seg[i].value != NULL;
+    if (count > 0 && contiguous)
+	return (mime_param_ext(seg, count));
     if (ext != NULL) {
-	bool    yes = TRUE;
+	struct mime_segment one = {ext, TRUE};
 
-	return (mime_param_ext(&ext, &yes, 1));
+	return (mime_param_ext(&one, 1));
     }
     if (plain == NULL)
 	return (NULL);
@@ -216,11 +245,6 @@ static const char *mime_param(struct rfc822_parser_context *parser, const char *
     out = t_str_new(strlen(plain) + 16);
     message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
     return (str_c(out));
-}
-
-static char *mime_name_dup(const char *name)
-{
-    return (name == NULL ? NULL : i_strndup(name, MIME_NAME_LIMIT));
 }
 
 /* mime_part_header - what a part's own headers say about it (raw values) */
@@ -237,12 +261,12 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    str_truncate(w->content_type, 0);
 	str_lcase(str_c_modifiable(w->content_type));
 	i_free(w->ct_name);
-	w->ct_name = mime_name_dup(mime_param(&parser, "name"));
+	w->ct_name = i_strdup(mime_param(&parser, "name"));
     } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
 	    w->disposition_attachment = strcasecmp(str_c(token), "attachment") == 0;
-	w->disp_filename = mime_name_dup(mime_param(&parser, "filename"));
+	w->disp_filename = i_strdup(mime_param(&parser, "filename"));
     } else if (strcasecmp(hdr->name, "Content-Transfer-Encoding") == 0 && !w->cte_seen) {
 	token = t_str_new(32);
 	w->cte_seen = TRUE;
@@ -295,11 +319,12 @@ static void mime_part_start(struct mime_walk *w)
 	/* a container: its children follow */
     } else if ((w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
 	struct mime_embedded *e = array_append_space(&w->embedded);
+	const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
 
-	/* its children follow; its bytes are read at the end */
-	(void) mime_attachment(w, ctype);
+	/* its children follow; it is listed, and its bytes read, at the end */
 	e->part = w->part;
-	e->att = w->msg->attachment_count - 1;
+	e->filename = i_strdup(name);
+	e->content_type = i_strdup(ctype);
 	e->cte = w->cte;
     } else if (inline_part && strcmp(ctype, "text/plain") == 0 && w->msg->text.data == NULL) {
 	w->kind = MIME_TEXT;
@@ -373,24 +398,32 @@ static void mime_part_end(struct mime_walk *w)
  */
 static void mime_embedded_read(struct mime_walk *w, struct istream *input)
 {
-    const struct mime_embedded *e;
+    struct mime_embedded *e;
 
-    array_foreach(&w->embedded, e) {
-	struct payload_attachment *att = &w->msg->attachments[e->att];
+    array_foreach_modifiable(&w->embedded, e) {
+	struct payload_attachment *att = payload_attachment_add(w->msg);
 	uoff_t  start = e->part->physical_pos + e->part->header_size.physical_size;
 	uoff_t  left = e->part->body_size.physical_size;
 	const unsigned char *data;
 	size_t  size;
 
+	att->filename = e->filename ? wh_strdup(e->filename) : NULL;
+	att->content_type = wh_strdup(e->content_type);
+	att->content_kept = 1;
+	i_free(e->filename);
+	i_free(e->content_type);
 	decode_init(&w->dec, e->cte);
 	if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
 	    i_panic("SHA-256 unavailable");
 	i_stream_seek(input, start);
+	w->last_cr = 0;
 	while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
 	    if (size > left)
 		size = left;
 	    T_BEGIN {
-		mime_attachment_raw(w, att, data, size);
+		unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+
+		mime_attachment_raw(w, att, crlf, decode_crlf(&w->last_cr, data, size, crlf));
 	    } T_END;
 	    i_stream_skip(input, size);
 	    left -= size;
@@ -418,21 +451,27 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 static void mime_block(struct mime_walk *w, struct message_decoder_context *decoder,
 		               struct message_block *raw)
 {
-    struct message_block block;
+    struct message_block block, crlf;
+    unsigned char *data;
 
     if (raw->part != w->part) {
 	mime_part_end(w);
 	w->part = raw->part;
+	w->last_cr = 0;
     }
     if (raw->hdr != NULL) {
 	mime_header_block(w, decoder, raw);
     } else if (raw->size == 0) {
 	(void) message_decoder_decode_next_block(decoder, raw, &block);
 	mime_part_start(w);
-    } else if (w->kind == MIME_ATTACHMENT) {
-	mime_attachment_raw(w, w->att, raw->data, raw->size);
-    } else if (w->kind == MIME_TEXT || w->kind == MIME_HTML) {
-	if (message_decoder_decode_next_block(decoder, raw, &block) && block.size > 0)
+    } else if (w->kind != MIME_SKIP) {
+	data = t_malloc_no0(DECODE_CRLF_MAX(raw->size));
+	crlf = *raw;
+	crlf.data = data;
+	crlf.size = decode_crlf(&w->last_cr, raw->data, raw->size, data);
+	if (w->kind == MIME_ATTACHMENT)
+	    mime_attachment_raw(w, w->att, crlf.data, crlf.size);
+	else if (message_decoder_decode_next_block(decoder, &crlf, &block) && block.size > 0)
 	    payload_bytes_append(w->kind == MIME_TEXT ? &w->msg->text : &w->msg->html,
 				 block.data, block.size, SIZE_MAX - 1);
     }
@@ -469,9 +508,7 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     mime_part_end(&w);
     message_decoder_deinit(&decoder);
     message_parser_deinit(&parser, &parts);
-    msg->size = input->v_offset;
-    if (input->stream_errno == 0)
-	mime_embedded_read(&w, input);
+    mime_embedded_read(&w, input);	/* after an error: lists, frees */
     EVP_MD_CTX_free(w.sha);
     str_free(&w.content_type);
     array_free(&w.embedded);
@@ -540,4 +577,39 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
     message_parse_header_deinit(&hp);
     i_stream_seek(input, 0);
     return (offset);
+}
+
+int     mime_digest(struct istream *input, const char *prefix, unsigned char md[32],
+		            uoff_t *size_r, const char **error_r)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const unsigned char *data;
+    unsigned int len = 0;
+    size_t  size;
+    int     last_cr = 0;
+
+    *size_r = 0;
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+	i_panic("SHA-256 unavailable");
+    (void) EVP_DigestUpdate(ctx, prefix, strlen(prefix) + 1);
+    i_stream_seek(input, 0);
+    while (i_stream_read_more(input, &data, &size) > 0) {
+	T_BEGIN {
+	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+	    size_t  n = decode_crlf(&last_cr, data, size, crlf);
+
+	    (void) EVP_DigestUpdate(ctx, crlf, n);
+	    *size_r += n;
+	} T_END;
+	i_stream_skip(input, size);
+    }
+    (void) EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    if (input->stream_errno != 0) {
+	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(input));
+	return (-1);
+    }
+    i_stream_seek(input, 0);
+    return (0);
 }

@@ -9,5 +9,7 @@ struct payload_message;
 int     mime_read(struct istream *input, uoff_t max_attachment_size,
 		          struct payload_message *msg, const char **error_r);
 uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id);
+int     mime_digest(struct istream *input, const char *prefix, unsigned char md[32],
+		            uoff_t *size_r, const char **error_r);
 
 #endif

@@ -269,10 +269,10 @@ def test_commit_fails(st, rx):
     active = st.path("spool", "active")
     subject = "active unwritable"
     before = len(rx.requests)
+    data = bill("x", subject)           # a retry sends the same bytes (boundary included)
     os.chmod(active, 0o500)
     try:
-        refused, _ = lmtp_send(st, ["bills@acme.planapulse.app", "alice@mxkit.test"],
-                               bill("x", subject))
+        refused, _ = lmtp_send(st, ["bills@acme.planapulse.app", "alice@mxkit.test"], data)
     finally:
         os.chmod(active, 0o700)
     code = refused.get("bills@acme.planapulse.app", (0,))[0]
@@ -285,7 +285,7 @@ def test_commit_fails(st, rx):
     tap.is_(len(box), 0, "the tempfailed recipient's mail was not saved (no extra copy)")
     tap.ok(wait_for(lambda: "cannot write to" in st.read_log("dovecot"), timeout=10),
            "Dovecot log names the unwritable directory", diag=st.read_log("dovecot")[-800:])
-    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], bill("x", subject))
+    refused, _ = lmtp_send(st, ["bills@acme.planapulse.app"], data)
     tap.is_(refused, {}, "the retry: LMTP 250")
     got = wait_for(lambda: rx.events()[before:], timeout=10)
     tap.is_(len(got), 1, "one event")

@@ -1,0 +1,619 @@
+#!/usr/bin/python3
+"""lmtp-webhook, the content of the event, from the sender's side: real
+Postfix -> Dovecot LMTP with the plugin -> a real HTTP receiver (and the
+spool files). Attachment bytes, hashes and filenames must equal what
+Python's email package decodes from the very bytes sent, for charsets on
+non-text parts, 8-bit text without a charset, every transfer encoding
+(malformed included), RFC 2231 / RFC 2047 / quoted / upper-case names and
+message/rfc822 parts; a property test does the same for generated MIME
+trees. The webhook-id must tell two bills with the same Message-ID, Date,
+From and Subject apart, and stay the same when one queued message is
+delivered again (Dovecot's own headers differ then)."""
+
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import smtplib
+import sys
+import time
+import email
+from email import policy
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, make_secret, verify  # noqa: E402
+
+from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
+
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SECRET = make_secret()
+RCPT = "bills@acme.planapulse.app"
+RCPT2 = "bills@globex.planapulse.app"
+CRLF = b"\r\n"
+
+
+def b64lines(data, width=76):
+    enc = base64.b64encode(data)
+    return CRLF.join(enc[i:i + width] for i in range(0, len(enc), width)) if enc else b""
+
+
+def part(headers, body):
+    return CRLF.join(h.encode() if isinstance(h, str) else h for h in headers) + CRLF * 2 + body
+
+
+def multipart(subtype, boundary, parts, headers=()):
+    body = b"preamble" + CRLF
+    for p in parts:
+        body += b"--" + boundary.encode() + CRLF + p + CRLF
+    body += b"--" + boundary.encode() + b"--" + CRLF
+    return part(list(headers) + ['Content-Type: multipart/%s; boundary="%s"' % (subtype, boundary)],
+                body)
+
+
+def message(subject, body_part, msgid=None, date="Sun, 22 Nov 2026 10:00:00 +0000",
+            sender="Acme Billing <billing@vendor.example>"):
+    head = ["From: " + sender, "To: " + RCPT, "Subject: " + subject,
+            "Message-ID: " + (msgid or "<%s@vendor.example>" % hashlib.sha1(
+                subject.encode()).hexdigest()),
+            "Date: " + date, "MIME-Version: 1.0"]
+    return CRLF.join(h.encode() for h in head) + CRLF + body_part
+
+
+def smtp_send(st, data, rcpts=(RCPT,)):
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60) as c:
+        c.sendmail("billing@vendor.example", list(rcpts), data)
+
+
+def lmtp_send(st, rcpts, data):
+    """One LMTP transaction straight to Dovecot; {rcpt: (code, text)} of
+    the recipients not given 250."""
+    refused = {}
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=120) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail("billing@vendor.example")
+        for r in rcpts:
+            c.rcpt(r)
+        code, text = c.data(data)
+        replies = [(code, text)] + [c.getreply() for _ in rcpts[1:]]
+        for r, (code, text) in zip(rcpts, replies):
+            if code != 250:
+                refused[r] = (code, text)
+    return refused
+
+
+def event_for(rx, subject, count=1, timeout=30):
+    """The events whose subject is this one, once count have arrived."""
+    def got():
+        evs = [e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject]
+        return evs if len(evs) >= count else None
+    return wait_for(got, timeout=timeout) or []
+
+
+def python_leaves(data):
+    """What Python's email package reads from these bytes: for every part
+    that is not a container, (filename, content type, decoded bytes)."""
+    msg = email.message_from_bytes(data, policy=policy.default)
+    out = []
+    for p in msg.walk():
+        if p.is_multipart():
+            continue
+        out.append((p.get_filename(), p.get_content_type(), p.get_payload(decode=True)))
+    return out
+
+
+def att_bytes(a):
+    return base64.b64decode(a["content_base64"]) if a.get("content_base64") is not None else None
+
+
+def check_attachment(a, name, ctype, want, label):
+    tap.is_((a.get("filename"), a.get("content_type")), (name, ctype), label + ": name and type")
+    got = att_bytes(a)
+    tap.ok(got == want, label + ": bytes equal the original, byte for byte (%d)" % len(want),
+           diag="got %r... (%s bytes), want %r... (%d)" % (
+               (got or b"")[:40], None if got is None else len(got), want[:40], len(want)))
+    tap.is_((a.get("size"), a.get("sha256")), (len(want), hashlib.sha256(want).hexdigest()),
+            label + ": size and sha256 of the original bytes")
+
+
+# -- 5. attachment bytes -------------------------------------------------
+
+def test_charsets_not_applied(st, rx):
+    pdf = b"%PDF-1.4\n" + bytes(random.Random(1).randrange(256) for _ in range(16391))
+    blob = bytes(random.Random(2).randrange(256) for _ in range(16400))
+    latin = CRLF.join(bytes(random.Random(3 + i).randrange(128, 256) for _ in range(70))
+                      for i in range(40))
+    invalid_utf8 = b"caf\xe9 \xff\xfe \xc3\x28 end"
+    qp = b"".join(b"=%02X" % c if c > 126 or c == 61 else bytes([c]) for c in invalid_utf8)
+    body = multipart("mixed", "outer-b", [
+        part(["Content-Type: text/plain; charset=utf-8"], b"see attached"),
+        part(["Content-Type: application/pdf; charset=utf-8; name=bill.pdf",
+              "Content-Transfer-Encoding: base64"], b64lines(pdf)),
+        part(["Content-Type: application/octet-stream; charset=iso-8859-1",
+              "Content-Disposition: attachment; filename=blob.bin",
+              "Content-Transfer-Encoding: base64"], b64lines(blob)),
+        part(["Content-Type: text/plain", "Content-Disposition: attachment; filename=latin.txt",
+              "Content-Transfer-Encoding: 8bit"], latin),
+        part(["Content-Type: text/plain; charset=utf-8",
+              "Content-Disposition: attachment; filename=bad-utf8.txt",
+              "Content-Transfer-Encoding: quoted-printable"], qp),
+    ])
+    data = message("charsets on attachments", body)
+    smtp_send(st, data)
+    ev = event_for(rx, "charsets on attachments")
+    if not tap.is_(len(ev), 1, "charsets on attachments: one event"):
+        return
+    atts = ev[0][2]["data"]["attachments"]
+    tap.is_(len(atts), 4, "four attachments")
+    want = [("bill.pdf", "application/pdf", pdf), ("blob.bin", "application/octet-stream", blob),
+            ("latin.txt", "text/plain", latin), ("bad-utf8.txt", "text/plain", invalid_utf8)]
+    for a, (name, ctype, raw) in zip(atts, want):
+        check_attachment(a, name, ctype, raw, name)
+    py = [x for x in python_leaves(data)[1:]]
+    tap.is_([att_bytes(a) for a in atts], [x[2] for x in py],
+            "the same bytes as Python's email get_payload(decode=True)")
+    tap.is_(ev[0][2]["data"]["text"], "see attached", "the inline text part is the text")
+
+
+def test_malformed_encodings(st, rx):
+    """Broken base64 and quoted-printable decode as Python's email does."""
+    bodies = [("base64", b"QUJD\r\nRA==QUJD"), ("base64", b"QU*J!D \r\n=="),
+              ("base64", b"QQ=QUJD"), ("base64", b"QUJ"),
+              ("quoted-printable", b"=G1 a==b =0d=0a=ff x=\r\ny =A"),
+              ("quoted-printable", b"trailing  \r\nspace\t\r\n=")]
+    parts = [part(["Content-Type: application/octet-stream",
+                   "Content-Disposition: attachment; filename=m%d.bin" % i,
+                   "Content-Transfer-Encoding: " + cte], body)
+             for i, (cte, body) in enumerate(bodies)]
+    data = message("malformed encodings", multipart("mixed", "mb", parts))
+    smtp_send(st, data)
+    ev = event_for(rx, "malformed encodings")
+    if not tap.is_(len(ev), 1, "malformed encodings: one event"):
+        return
+    got = [att_bytes(a) for a in ev[0][2]["data"]["attachments"]]
+    want = [x[2] for x in python_leaves(data)]
+    tap.is_(got, want, "broken base64/quoted-printable: the bytes Python's email decodes")
+
+
+FILENAMES = [
+    # (header lines of the part, the name a reader must see)
+    (["Content-Disposition: attachment; filename*=utf-8''%E2%82%AC%20invoice.pdf"],
+     "\u20ac invoice.pdf"),
+    (["Content-Disposition: attachment;", " filename*0*=utf-8''Rechnung%20M%C3%A4rz;",
+      " filename*1*=%202026; filename*2=.pdf"], "Rechnung M\u00e4rz 2026.pdf"),
+    (["Content-Type: application/pdf; name*=iso-8859-1'fr'facture%E9.pdf"], "facture\u00e9.pdf"),
+    (["Content-Disposition: attachment; filename=\"=?UTF-8?B?0YHRh9C10YIucGRm?=\""],
+     "\u0441\u0447\u0435\u0442.pdf"),
+    (["Content-Disposition: attachment; filename=\"=?iso-8859-1?Q?re=E7u.pdf?=\""],
+     "re\u00e7u.pdf"),
+    (["CONTENT-DISPOSITION: ATTACHMENT; FILENAME=UPPER.PDF"], "UPPER.PDF"),
+    (["Content-Disposition: attachment; filename=\"a \\\"quoted\\\"; name.pdf\""],
+     "a \"quoted\"; name.pdf"),
+    # Content-Type's name= first, then a Content-Disposition without one
+    (["Content-Type: application/pdf; NAME=\"from-type.pdf\"", "Content-Disposition: attachment"],
+     "from-type.pdf"),
+    (["Content-Disposition: attachment; filename=\"plain.pdf\";"
+      " filename*=UTF-8''%F0%9F%93%84.pdf"], "\U0001f4c4.pdf"),
+    (["Content-Disposition: attachment; filename*1=b.pdf; filename*0=a"], "ab.pdf"),
+    (["Content-Disposition: attachment; filename*0=x; filename*0*=utf-8''y; name*=z"], "x"),
+    (["Content-Disposition: attachment; filename*=utf-8''%ZZ%41"], "%ZZA"),
+]
+
+
+def test_filenames(st, rx):
+    parts = []
+    for i, (headers, _) in enumerate(FILENAMES):
+        headers = list(headers)
+        if not any(h.lower().startswith("content-type") for h in headers):
+            headers.insert(0, "Content-Type: application/pdf")
+        parts.append(part(headers + ["Content-Transfer-Encoding: base64"],
+                          b64lines(b"%%PDF %d" % i)))
+    # long names come folded (SMTP lines stop at 998): as continuations
+    parts.append(part(["Content-Type: application/pdf", "Content-Disposition: attachment;"]
+                      + [" filename*%d*=%s%s;" % (i, "utf-8''" if i == 0 else "", "%41" * 100)
+                         for i in range(30)] + [" x=1"], b"x"))
+    parts.append(part(["Content-Type: application/pdf", "Content-Disposition: attachment"]
+                      + [" ;filename*%d=%s" % (i, "n%03d" % i) for i in range(200)], b"y"))
+    data = message("filenames", multipart("mixed", "fb", parts))
+    smtp_send(st, data)
+    ev = event_for(rx, "filenames")
+    if not tap.is_(len(ev), 1, "filenames: one event"):
+        return
+    atts = ev[0][2]["data"]["attachments"]
+    tap.is_(len(atts), len(FILENAMES) + 2, "every part listed")
+    for a, (headers, name) in zip(atts, FILENAMES):
+        tap.is_(a.get("filename"), name, "filename from %r" % " ".join(headers)[:90])
+    if len(atts) == len(FILENAMES) + 2:
+        tap.is_(atts[-2]["filename"], "A" * 3000, "a 3,000-character RFC 2231 name, whole")
+        tap.is_(atts[-1]["filename"], "".join("n%03d" % i for i in range(200)),
+                "200 continuations, all of them, in order")
+
+
+def test_rfc822(st, rx):
+    pdf = b"%PDF-1.7 inner " + os.urandom(3000)
+    inner = message("the vendor's bill", multipart("mixed", "inner-b", [
+        part(["Content-Type: text/plain; charset=utf-8"], b"inner text"),
+        part(["Content-Type: application/pdf", "Content-Disposition: attachment; filename=in.pdf",
+              "Content-Transfer-Encoding: base64"], b64lines(pdf)),
+    ]))
+    data = message("forwarded bill", multipart("mixed", "outer-b", [
+        part(["Content-Type: text/plain"], b"see the forwarded bill"),
+        part(["Content-Type: message/rfc822",
+              "Content-Disposition: attachment; filename=\"bill.eml\""], inner),
+    ]))
+    smtp_send(st, data)
+    ev = event_for(rx, "forwarded bill")
+    if not tap.is_(len(ev), 1, "forwarded bill: one event"):
+        return
+    d = ev[0][2]["data"]
+    atts = d["attachments"]
+    tap.is_([(a["filename"], a["content_type"]) for a in atts],
+            [(None, "text/plain"), ("in.pdf", "application/pdf"), ("bill.eml", "message/rfc822")],
+            "the embedded message is listed (after the leaves), and the parts inside it")
+    if len(atts) == 3:
+        check_attachment(atts[1], "in.pdf", "application/pdf", pdf, "the PDF inside")
+        check_attachment(atts[2], "bill.eml", "message/rfc822", inner, "the message/rfc822 part")
+    tap.is_(d["text"], "see the forwarded bill", "the outer text is the text")
+
+
+# -- 6. webhook-id -------------------------------------------------------
+
+def same_headers_bill(pdf):
+    return message("Invoice 7", multipart("mixed", "same", [
+        part(["Content-Type: text/plain"], b"Invoice attached."),
+        part(["Content-Type: application/pdf", "Content-Disposition: attachment; filename=i.pdf",
+              "Content-Transfer-Encoding: base64"], b64lines(pdf))]),
+        msgid="<invoice-7@vendor.example>")
+
+
+def spool_events(st):
+    out = {}
+    active = st.path("spool", "active")
+    for name in sorted(os.listdir(active)) if os.path.isdir(active) else []:
+        with open(os.path.join(active, name), "rb") as f:
+            head = json.loads(f.readline())
+            body = f.read()
+        out[name] = (head, body)
+    return out
+
+
+def test_id_collision(st, rx):
+    pdf_a, pdf_b = b"%PDF bill A " + os.urandom(2000), b"%PDF bill B " + os.urandom(2000)
+    # posted: two events, two ids, each with its own PDF
+    before = len(rx.requests)
+    smtp_send(st, same_headers_bill(pdf_a))
+    smtp_send(st, same_headers_bill(pdf_b))
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 2 else None,
+                   timeout=30) or []
+    ids = [h.get("webhook-id") for _, h, _, _ in got]
+    tap.is_(len(set(ids)), 2, "two bills with the same Message-ID, Date, From, Subject: two "
+            "webhook-ids", diag=repr(ids))
+    pdfs = sorted(att_bytes(e["data"]["attachments"][0]) for _, _, e, _ in got)
+    tap.ok(pdfs == sorted([pdf_a, pdf_b]), "each event carries its own bill's PDF")
+    # spooled: two files, neither overwritten
+    rx.script = [500, 500]
+    lmtp_send(st, [RCPT], same_headers_bill(pdf_a))
+    lmtp_send(st, [RCPT], same_headers_bill(pdf_b))
+    spooled = spool_events(st)
+    tap.is_(len(spooled), 2, "spooled (receiver 500): two event files, the second did not "
+            "replace the first", diag=repr(list(spooled)))
+    bodies = sorted(att_bytes(json.loads(b)["data"]["attachments"][0]) for _, b in
+                    spooled.values())
+    tap.ok(bodies == sorted([pdf_a, pdf_b]), "and each file holds its own bill")
+    for name in spooled:
+        os.unlink(os.path.join(st.path("spool", "active"), name))
+
+
+def test_id_stable(st, rx):
+    data = same_headers_bill(b"%PDF stable " + os.urandom(500))
+    before = len(rx.requests)
+    lmtp_send(st, [RCPT, RCPT2, "alice@mxkit.test"], data)   # no Delivered-To from lmtp
+    time.sleep(1.1)                                             # another Received: date
+    lmtp_send(st, [RCPT], data)                                 # Delivered-To: added
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 3 else None,
+                   timeout=30) or []
+    by_rcpt = {}
+    for _, h, e, _ in got:
+        by_rcpt.setdefault(e["data"]["envelope"]["rcpt_to"], []).append(h.get("webhook-id"))
+    acme = by_rcpt.get(RCPT, [])
+    tap.ok(len(acme) == 2 and acme[0] == acme[1],
+           "the same bytes delivered again in another LMTP session (other Received:, "
+           "Delivered-To: now added): the same webhook-id", diag=repr(by_rcpt))
+    tap.ok(len(by_rcpt.get(RCPT2, [])) == 1 and by_rcpt[RCPT2][0] not in acme,
+           "another recipient of the same bytes: another id", diag=repr(by_rcpt))
+    sizes = {e["data"]["size"] for _, _, e, _ in got}
+    tap.is_(sizes, {len(data)}, "data.size is the size the client sent, every time")
+    # two submissions of identical bytes are two queue files: two deliveries
+    before = len(rx.requests)
+    smtp_send(st, data)
+    smtp_send(st, data)
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 2 else None,
+                   timeout=30) or []
+    ids = [h.get("webhook-id") for _, h, _, _ in got]
+    tap.ok(len(ids) == 2 and ids[0] != ids[1],
+           "the same bytes submitted twice to Postfix (two queue files): two ids", diag=repr(ids))
+
+
+def test_id_postfix_retry(st, rx):
+    """A real Postfix retry of one queue file: the first delivery saves
+    the mail but cannot keep the event (active/ unwritable), tempfails;
+    Postfix's retry must produce the id the first attempt logged."""
+    subject = "retried by postfix"
+    data = message(subject, part(["Content-Type: application/pdf",
+                                  "Content-Transfer-Encoding: base64"], b64lines(os.urandom(900))))
+    mark = len(st.read_log("dovecot"))
+    active = st.path("spool", "active")
+    rx.script = [500]
+    os.chmod(active, 0o500)
+    try:
+        smtp_send(st, data)
+        deferred = wait_for(lambda: "status=deferred" in st.read_log("postfix"), timeout=30)
+    finally:
+        os.chmod(active, 0o700)
+    tap.ok(deferred, "the first attempt is deferred by Postfix")
+    first = set(re.findall(r"msg_[0-9a-f]{32}", st.read_log("dovecot")[mark:]))
+    tap.is_(len(first), 1, "the first attempt logged one event id", diag=repr(first))
+    rx.script = []
+    tried = len([e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject])
+    st.postfix_flush()
+    retried = event_for(rx, subject, count=tried + 1)
+    ok = len(retried) == tried + 1
+    ids = {h.get("webhook-id") for _, h, _, _ in retried}
+    tap.ok(ok and ids == first,
+           "Postfix's retry of the same queue file posts the id of the first attempt",
+           diag=repr((ids, first)))
+
+
+# -- property: any MIME tree ----------------------------------------------
+
+TOKEN = s.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", min_size=1,
+               max_size=20)
+UNAME = s.text(s.characters(min_codepoint=0x20, max_codepoint=0x2fff,
+                            blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+
+
+def qp_encode(data, hard_breaks, upper):
+    out, line = [], b""
+    i = 0
+    while i < len(data):
+        if hard_breaks and data[i:i + 2] == CRLF:
+            if line.endswith((b" ", b"\t")):
+                line = line[:-1] + (b"=%02X" if upper else b"=%02x") % line[-1]
+            out.append(line + CRLF)
+            line = b""
+            i += 2
+            continue
+        c = data[i]
+        tok = bytes([c]) if (33 <= c <= 126 and c != 61) or c in (32, 9) else \
+            (b"=%02X" if upper else b"=%02x") % c
+        if len(line) + len(tok) > 75:
+            out.append(line + b"=" + CRLF)
+            line = b""
+        line += tok
+        i += 1
+    if line.endswith((b" ", b"\t")):
+        line = line[:-1] + (b"=%02X" if upper else b"=%02x") % line[-1]
+    return b"".join(out) + line
+
+
+def name_header(draw, kind, name):
+    """A (header param) text for name in the chosen syntax."""
+    enc = name.encode("utf-8")
+    pct = "".join(ch if ch.isalnum() and ord(ch) < 128 else "%%%02X" % b
+                  for ch, b in ((chr(b), b) for b in enc))
+    if kind == "plain":
+        return '"%s"' % name.replace("\\", "\\\\").replace('"', '\\"'), "="
+    if kind == "rfc2231":
+        return "utf-8''" + pct, "*="
+    if kind == "ew":
+        return '"=?utf-8?b?%s?="' % base64.b64encode(enc).decode(), "="
+    raise ValueError(kind)
+
+
+@s.composite
+def leaf(draw, depth):
+    maintype = draw(s.sampled_from(["application/pdf", "application/octet-stream", "text/plain",
+                                    "text/csv", "image/png", "text/html", "Application/X-Bill"]))
+    charset = draw(s.sampled_from([None, "utf-8", "iso-8859-1", "us-ascii", "x-unknown"]))
+    cte = draw(s.sampled_from(["base64", "quoted-printable", "8bit", "binary", "7bit",
+                               "BASE64"]))
+    if cte in ("8bit", "binary", "7bit"):
+        hi = 255 if cte != "7bit" else 126
+        lines = draw(s.lists(s.binary(max_size=80).map(
+            lambda b: bytes(c for c in b if c not in (0, 10, 13) and c <= hi)), max_size=8))
+        content = CRLF.join(lines)
+        body = content
+    else:
+        content = draw(s.binary(max_size=3000))
+        if cte.lower() == "base64":
+            body = b64lines(content, draw(s.sampled_from([76, 64, 60, 4, 1000])))
+        else:
+            body = qp_encode(content, draw(s.booleans()), draw(s.booleans()))
+    disp = draw(s.sampled_from([None, "attachment", "inline", "Attachment"]))
+    name_kind = draw(s.sampled_from([None, "plain", "rfc2231", "ew", "ctname"]))
+    name = draw(TOKEN if name_kind == "plain" else UNAME) if name_kind else None
+    ctype = maintype + ("; charset=%s" % charset if charset else "")
+    headers = []
+    if name_kind == "ctname":
+        ctype += '; name="%s"' % name.replace("\\", "\\\\").replace('"', '\\"')
+        name = name if name else None
+    headers.append("Content-Type: " + ctype)
+    if disp or name_kind in ("plain", "rfc2231", "ew"):
+        d = disp or "attachment"
+        if name_kind in ("plain", "rfc2231", "ew"):
+            value, eq = name_header(draw, name_kind, name)
+            d += "; filename" + eq + value
+        headers.append("Content-Disposition: " + d)
+    headers.append("Content-Transfer-Encoding: " + cte)
+    if name_kind == "ctname" and not all(32 <= ord(c) < 127 for c in name):
+        name_kind, name = None, None                  # raw 8-bit in a param: not generated
+        headers[0] = "Content-Type: " + maintype + ("; charset=%s" % charset if charset else "")
+    inline = disp in (None, "inline") and name is None
+    return {"kind": "leaf", "bytes": part(headers, body), "content": content, "name": name,
+            "ctype": maintype.lower(), "inline": inline, "cte": cte.lower()}
+
+
+def tree(depth=0):
+    if depth >= 3:
+        return leaf(depth)
+    return s.one_of(
+        leaf(depth),
+        s.builds(lambda sub, kids, b: {"kind": "multi", "sub": sub, "kids": kids, "b": b},
+                 s.sampled_from(["mixed", "alternative", "related"]),
+                 s.lists(s.deferred(lambda: tree(depth + 1)), min_size=1, max_size=3),
+                 s.text("abcdefghij0123456789", min_size=8, max_size=16)),
+        s.builds(lambda inner, att: {"kind": "rfc822", "inner": inner, "att": att},
+                 s.deferred(lambda: tree(depth + 1)), s.booleans()))
+
+
+def render(t, path="x"):
+    """bytes of the tree as a part (headers + body), and fills t["wire"]"""
+    if t["kind"] == "leaf":
+        return t["bytes"]
+    if t["kind"] == "multi":
+        return multipart(t["sub"], "=_%s_%s" % (t["b"], path.replace(".", "_")),
+                         [render(k, "%s.%d" % (path, i)) for i, k in enumerate(t["kids"])])
+    inner = message("inner " + path, render(t["inner"], path + "r"))
+    t["content"] = inner
+    headers = ["Content-Type: message/rfc822"]
+    if t["att"]:
+        headers.append("Content-Disposition: attachment; filename=fwd.eml")
+    return part(headers, inner)
+
+
+def sendable(t, data):
+    """SMTP ends the data with CRLF: when it did not, that CRLF belongs to
+    the body of every part that runs to the end of the message."""
+    if data.endswith(CRLF):
+        return data
+    node = t
+    while node["kind"] == "rfc822":
+        node["content"] += CRLF
+        node = node["inner"]
+    if node["kind"] == "leaf" and node["cte"] != "base64":
+        node["content"] += CRLF
+    return data + CRLF
+
+
+def expected(t):
+    """the attachment list the plugin must give: leaves in order, minus
+    the first inline text/plain and text/html, then message/rfc822 parts"""
+    leaves, embedded, taken = [], [], set()
+
+    def walk(n):
+        if n["kind"] == "leaf":
+            for ct in ("text/plain", "text/html"):
+                if n["ctype"] == ct and n["inline"] and ct not in taken:
+                    taken.add(ct)
+                    return
+            leaves.append((n["name"], n["ctype"], n["content"]))
+        elif n["kind"] == "multi":
+            for k in n["kids"]:
+                walk(k)
+        else:
+            embedded.append(("fwd.eml" if n["att"] else None, "message/rfc822", n["content"]))
+            walk(n["inner"])
+    walk(t)
+    return leaves + embedded
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+def property_test(st, rx, examples):
+    counter = [0]
+    checked = {"examples": 0, "attachments": 0, "python": 0}
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              phases=(Phase.explicit, Phase.generate),
+              suppress_health_check=list(HealthCheck))
+    @given(tree())
+    def prop(t):
+        counter[0] += 1
+        subject = "property %d" % counter[0]
+        data = sendable(t, message(subject, render(t)))
+        smtp_send(st, data)
+        ev = event_for(rx, subject, timeout=30)
+        if len(ev) != 1:
+            raise Mismatch("%s: %d events" % (subject, len(ev)))
+        atts = ev[0][2]["data"]["attachments"]
+        got = [(a["filename"], a["content_type"], att_bytes(a)) for a in atts]
+        want = expected(t)
+        if got != want:
+            raise Mismatch("%s: attachments differ\n got: %r\nwant: %r\nmessage: %r"
+                           % (subject, [(g[0], g[1], (g[2] or b"")[:60]) for g in got],
+                              [(w[0], w[1], w[2][:60]) for w in want], data[:3000]))
+        for a, (_, _, raw) in zip(atts, want):
+            if (a["size"], a["sha256"]) != (len(raw), hashlib.sha256(raw).hexdigest()):
+                raise Mismatch("%s: size/sha256 of %r" % (subject, a["filename"]))
+        # Python's email reads the same bytes from the same message
+        py = {}
+        for name, ctype, raw in python_leaves(data):
+            py.setdefault(ctype, []).append(raw)
+        for name, ctype, raw in want:
+            if ctype != "message/rfc822":
+                if raw not in py.get(ctype, []):
+                    raise Mismatch("%s: Python's email decodes no %s part to %r"
+                                   % (subject, ctype, raw[:60]))
+                checked["python"] += 1
+        checked["examples"] += 1
+        checked["attachments"] += len(atts)
+
+    try:
+        prop()
+        tap.ok(True, "property: %d generated MIME trees, %d attachments: bytes, size, sha256, "
+               "names equal the generated parts; %d compared with Python's email decoding"
+               % (checked["examples"], checked["attachments"], checked["python"]))
+    except Mismatch as e:
+        tap.ok(False, "property: generated MIME trees give the original attachment bytes",
+               diag=str(e)[:6000])
+    tap.ok(checked["examples"] == examples, "property: every example ran (%d of %d)"
+           % (checked["examples"], examples))
+
+
+with Stack("lmtp-webhook-content") as st:
+    tap.stack = st
+    rx = Receiver()
+    st.users[RCPT2] = "x"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/bills" % rx.port,
+            "lmtp_webhook_secret_file": st.path("secret"),
+            "lmtp_webhook_spool_dir": st.path("spool"),
+            "lmtp_webhook_timeout": "5s",
+        },
+        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    st.start_postfix()
+    test_charsets_not_applied(st, rx)
+    test_malformed_encodings(st, rx)
+    test_filenames(st, rx)
+    test_rfc822(st, rx)
+    test_id_collision(st, rx)
+    test_id_stable(st, rx)
+    test_id_postfix_retry(st, rx)
+    property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
+    for _, h, _, raw in rx.events():
+        if verify(SECRET, h, raw) is not None:
+            tap.ok(False, "every event's signature verifies")
+            break
+    else:
+        tap.ok(True, "every event's signature verifies (%d events)" % len(rx.events()))
+    log = st.read_log("dovecot")
+    bad = [line for line in log.splitlines()
+           if "Panic" in line or "Fatal" in line or "killed with signal" in line]
+    tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
+    rx.stop()
+
+sys.exit(tap.done())
