@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """lmtp-webhook, the content of the event, from the sender's side: real
-Postfix -> Dovecot LMTP with the plugin -> a real HTTP receiver (and the
-spool files). Attachment bytes, hashes and filenames must equal what
+Postfix -> Dovecot LMTP with the plugin -> the spool -> lmtp-webhook-spool
+run -> a real HTTP receiver. Attachment bytes, hashes and filenames must equal what
 Python's email package decodes from the very bytes sent, for charsets on
 non-text parts, 8-bit text without a charset, every transfer encoding
 (malformed included), RFC 2231 / RFC 2047 / quoted / upper-case names and
@@ -18,7 +18,10 @@ import random
 import re
 import shutil
 import smtplib
+import socket
+import subprocess
 import sys
+import threading
 import time
 import email
 from email import policy
@@ -31,6 +34,8 @@ from mxwebhook import Receiver, make_secret, verify  # noqa: E402
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+RUNNER = {}
 SECRET = make_secret()
 RCPT = "bills@acme.planapulse.app"
 RCPT2 = "bills@globex.planapulse.app"
@@ -62,6 +67,21 @@ def message(subject, body_part, msgid=None, date="Sun, 22 Nov 2026 10:00:00 +000
                 subject.encode()).hexdigest()),
             "Date: " + date, "MIME-Version: 1.0"]
     return CRLF.join(h.encode() for h in head) + CRLF + body_part
+
+
+def start_runner(st):
+    """lmtp-webhook-spool run: it posts every event the plugin spools."""
+    mark = len(st.read_log("spool")) if "spool" in st.logs else 0
+    RUNNER["proc"] = st.start_daemon("spool", [SPOOL_TOOL, "-c", st.path("spool.conf"),
+                                               "-f", "run"])
+    if not wait_for(lambda: "delivering" in st.read_log("spool")[mark:], timeout=10):
+        raise SystemExit("lmtp-webhook-spool run did not start:\n" + st.read_log("spool"))
+
+
+def stop_runner():
+    proc = RUNNER.pop("proc")
+    proc.terminate()
+    proc.wait(timeout=20)
 
 
 def smtp_send(st, data, rcpts=(RCPT,)):
@@ -294,18 +314,22 @@ def test_id_collision(st, rx):
             "webhook-ids", diag=repr(ids))
     pdfs = sorted(att_bytes(e["data"]["attachments"][0]) for _, _, e, _ in got)
     tap.ok(pdfs == sorted([pdf_a, pdf_b]), "each event carries its own bill's PDF")
-    # spooled: two files, neither overwritten
-    rx.script = [500, 500]
+    # spooled (runner stopped): two files, neither overwritten
+    stop_runner()
     lmtp_send(st, [RCPT], same_headers_bill(pdf_a))
     lmtp_send(st, [RCPT], same_headers_bill(pdf_b))
     spooled = spool_events(st)
-    tap.is_(len(spooled), 2, "spooled (receiver 500): two event files, the second did not "
-            "replace the first", diag=repr(list(spooled)))
+    tap.is_(len(spooled), 2, "spooled: two event files, the second did not replace the first",
+            diag=repr(list(spooled)))
     bodies = sorted(att_bytes(json.loads(b)["data"]["attachments"][0]) for _, b in
                     spooled.values())
     tap.ok(bodies == sorted([pdf_a, pdf_b]), "and each file holds its own bill")
-    for name in spooled:
-        os.unlink(os.path.join(st.path("spool", "active"), name))
+    before = len(rx.requests)
+    start_runner(st)
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 2 else None,
+                   timeout=30) or []
+    tap.is_(sorted(h.get("webhook-id") for _, h, _, _ in got), sorted(spooled),
+            "both posted once the runner is back, under their file names")
 
 
 def test_id_stable(st, rx):
@@ -338,34 +362,94 @@ def test_id_stable(st, rx):
            "the same bytes submitted twice to Postfix (two queue files): two ids", diag=repr(ids))
 
 
+class LmtpStub:
+    """An LMTP server that records the DATA bytes (dot-unstuffed) and
+    answers 451 to every recipient: a first attempt that fails."""
+
+    def __init__(self):
+        self.data = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        f = conn.makefile("rb")
+        conn.sendall(b"220 stub LMTP\r\n")
+        rcpts = 0
+        for line in f:
+            cmd = line[:4].upper()
+            if cmd == b"LHLO":
+                conn.sendall(b"250-stub\r\n250-8BITMIME\r\n250 PIPELINING\r\n")
+            elif cmd == b"RCPT":
+                rcpts += 1
+                conn.sendall(b"250 ok\r\n")
+            elif cmd == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                data = b""
+                for dl in f:
+                    if dl == b".\r\n":
+                        break
+                    data += dl[1:] if dl.startswith(b".") else dl
+                self.data.append(data)
+                conn.sendall(b"451 4.3.0 try again\r\n" * rcpts)
+                rcpts = 0
+            elif cmd == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                break
+            else:
+                conn.sendall(b"250 ok\r\n")
+        conn.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def postfix_transport(st, transport):
+    d = st.path("postfix")
+    subprocess.run(["postconf", "-c", d, "-e", "virtual_transport=" + transport], check=True)
+    subprocess.run(["postfix", "-c", d, "reload"], capture_output=True, check=True)
+    time.sleep(1.5)                     # qmgr and lmtp restart with the new value
+
+
 def test_id_postfix_retry(st, rx):
-    """A real Postfix retry of one queue file: the first delivery saves
-    the mail but cannot keep the event (active/ unwritable), tempfails;
-    Postfix's retry must produce the id the first attempt logged."""
+    """A real Postfix retry of one queue file: the first attempt goes to
+    an LMTP stub that records the bytes Postfix sends and answers 451;
+    the retry goes to Dovecot. The event's id must be the hash of the
+    recipient and exactly those bytes: Dovecot's own headers, which
+    differ per attempt, play no part, and Postfix sends the same bytes
+    each time."""
     subject = "retried by postfix"
     data = message(subject, part(["Content-Type: application/pdf",
                                   "Content-Transfer-Encoding: base64"], b64lines(os.urandom(900))))
-    mark = len(st.read_log("dovecot"))
-    active = st.path("spool", "active")
-    rx.script = [500]
-    os.chmod(active, 0o500)
+    stub = LmtpStub()
+    postfix_transport(st, "lmtp:inet:127.0.0.1:%d" % stub.port)
     try:
         smtp_send(st, data)
-        deferred = wait_for(lambda: "status=deferred" in st.read_log("postfix"), timeout=30)
+        tap.ok(wait_for(lambda: stub.data and "status=deferred" in st.read_log("postfix"),
+                        timeout=30), "the first attempt (the stub's 451) is deferred by Postfix")
     finally:
-        os.chmod(active, 0o700)
-    tap.ok(deferred, "the first attempt is deferred by Postfix")
-    first = set(re.findall(r"msg_[0-9a-f]{32}", st.read_log("dovecot")[mark:]))
-    tap.is_(len(first), 1, "the first attempt logged one event id", diag=repr(first))
-    rx.script = []
-    tried = len([e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject])
+        postfix_transport(st, "lmtp:inet:127.0.0.1:%d" % st.port("lmtp"))
+        stub.stop()
     st.postfix_flush()
-    retried = event_for(rx, subject, count=tried + 1)
-    ok = len(retried) == tried + 1
-    ids = {h.get("webhook-id") for _, h, _, _ in retried}
-    tap.ok(ok and ids == first,
-           "Postfix's retry of the same queue file posts the id of the first attempt",
-           diag=repr((ids, first)))
+    ev = event_for(rx, subject)
+    sent = stub.data[0] if stub.data else b""
+    want = "msg_" + hashlib.sha256(RCPT.encode() + b"\0" + sent).hexdigest()[:32]
+    tap.ok(len(ev) == 1 and ev[0][1].get("webhook-id") == want,
+           "Postfix's retry: the webhook-id is the hash of the recipient and the very bytes "
+           "Postfix sent on the first attempt", diag=repr(([e[1].get("webhook-id") for e in ev],
+                                                           want)))
+    tap.ok(len(ev) == 1 and ev[0][2]["data"]["size"] == len(sent),
+           "and data.size is their size (%d)" % len(sent))
 
 
 # -- property: any MIME tree ----------------------------------------------
@@ -585,17 +669,19 @@ with Stack("lmtp-webhook-content") as st:
     with open(st.path("secret"), "w") as f:
         f.write(SECRET + "\n")
     os.chmod(st.path("secret"), 0o644)
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                % (st.path("spool"), st.path("secret")))
     st.start_dovecot(
         lmtp_plugins="lmtp_webhook",
         plugin_settings={
             "lmtp_webhook_route": "bills@*.planapulse.app "
                                   "http://127.0.0.1:%d/ws/{1}/bills" % rx.port,
-            "lmtp_webhook_secret_file": st.path("secret"),
             "lmtp_webhook_spool_dir": st.path("spool"),
-            "lmtp_webhook_timeout": "5s",
         },
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     st.start_postfix()
+    start_runner(st)
     test_charsets_not_applied(st, rx)
     test_malformed_encodings(st, rx)
     test_filenames(st, rx)
