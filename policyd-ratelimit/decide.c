@@ -20,9 +20,13 @@
  *	refused by Postfix, or aborted before the end of DATA, never gets
  *	here and is never charged.
  * .PP
- *	The transaction is tied together by the "instance" attribute;
- *	recipients accepted at RCPT are remembered for limits keyed on
- *	recipient or recipient_domain.
+ *	The transaction is tied together by the "instance" attribute
+ *	(compared whole); recipients accepted at RCPT are remembered for
+ *	limits keyed on recipient or recipient_domain, at most
+ *	DECIDE_TXN_MAX keys per transaction, found by hash: a RCPT that
+ *	might not fit is answered DECIDE_TXN_FULL (452 4.5.3, the client
+ *	sends the rest in another transaction), so an accepted recipient is
+ *	never forgotten and memory per connection stays bounded.
  *
  *	decide_prepare() returns NULL with *reply set when no store is
  *	needed (exempt, other stage, no applicable limit); otherwise a call
@@ -70,7 +74,10 @@ static long long decide_number(const struct policy_request *req, const char *nam
 
 void    decide_txn_free(struct decide_txn *txn)
 {
+    for (int i = 0; i < txn->count; i++)
+	free(txn->pending[i]);
     free(txn->pending);
+    htable_destroy(&txn->index, NULL);
     free(txn->instance);
     memset(txn, 0, sizeof(*txn));
 }
@@ -92,24 +99,38 @@ static void decide_txn_sync(struct decide_txn *txn, const struct policy_request 
 static struct decide_pending *decide_txn_find(struct decide_txn *txn, int limit,
 					              const char *key)
 {
-    for (int i = 0; i < txn->count; i++)
-	if (txn->pending[i].limit == limit && strcmp(txn->pending[i].key, key) == 0)
-	    return (txn->pending + i);
-    return (NULL);
+    char    name[LIMIT_KEY_MAX + 16];
+
+    if (txn->index == NULL)
+	return (NULL);
+    snprintf(name, sizeof(name), "%d:%s", limit, key);
+    return (htable_find(txn->index, name));
 }
+
+/* decide_txn_add - the entry for limit and key; the caller checked room */
 
 static struct decide_pending *decide_txn_add(struct decide_txn *txn, int limit,
 					             const char *key)
 {
     struct decide_pending *p = decide_txn_find(txn, limit, key);
+    char    name[LIMIT_KEY_MAX + 16];
+    int     created;
 
     if (p)
 	return (p);
-    txn->pending = xrealloc(txn->pending, sizeof(*p) * (txn->count + 1));
-    p = txn->pending + txn->count++;
+    if (txn->count == txn->cap) {
+	txn->cap = txn->cap ? txn->cap * 2 : 8;
+	txn->pending = xrealloc(txn->pending, sizeof(*txn->pending) * txn->cap);
+    }
+    if (txn->index == NULL)
+	txn->index = htable_create(0);
+    p = xmalloc(sizeof(*p) + strlen(key));
     p->limit = limit;
-    snprintf(p->key, sizeof(p->key), "%s", key);
     p->recipients = 0;
+    strcpy(p->key, key);
+    txn->pending[txn->count++] = p;
+    snprintf(name, sizeof(name), "%d:%s", limit, key);
+    *htable_slot(txn->index, name, &created) = p;
     return (p);
 }
 
@@ -170,9 +191,9 @@ static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
 
     if (limit->per_recipient && stage != STAGE_RCPT) {
 	for (int i = 0; i < txn->count; i++)
-	    if (txn->pending[i].limit == index)
-		decide_add_ops(call, limit, index, txn->pending[i].key,
-			       decide_cost(limit, stage, req, txn->pending + i));
+	    if (txn->pending[i]->limit == index)
+		decide_add_ops(call, limit, index, txn->pending[i]->key,
+			       decide_cost(limit, stage, req, txn->pending[i]));
 	return;
     }
     if (!ratelimit_key(limit, req, key, sizeof(key)))
@@ -191,6 +212,14 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     if (stage == STAGE_OTHER || ratelimit_exempt(&pc->limits, req))
 	return (NULL);
     decide_txn_sync(txn, req);
+    if (stage == STAGE_RCPT && txn->count + pc->limits.limit_count > DECIDE_TXN_MAX) {
+	if (!txn->full_logged)
+	    msg_warn("instance %.40s: over %d recipient keys in one transaction; "
+		     "answering \"%s\"", txn->instance, DECIDE_TXN_MAX, DECIDE_TXN_FULL);
+	txn->full_logged = 1;
+	*reply = DECIDE_TXN_FULL;
+	return (NULL);
+    }
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
     for (int i = 0; i < pc->limits.limit_count; i++)

@@ -23,17 +23,29 @@ struct policy_config {
     int     syslog;
 };
 
-/* What one transaction (one "instance") has been promised so far. */
+/*
+ * What one transaction (one "instance") has been promised so far: one
+ * entry per limit and key, found through a hash table. At most
+ * DECIDE_TXN_MAX entries (Postfix's default smtpd_recipient_limit of
+ * 1000 recipients needs 1000 per recipient-keyed limit); a RCPT that
+ * could pass it is answered DECIDE_TXN_FULL instead of being forgotten.
+ */
+#define DECIDE_TXN_MAX	20000
+#define DECIDE_TXN_FULL	"452 4.5.3 Too many recipients in one transaction for rate limiting"
+
 struct decide_pending {
     int     limit;
-    char    key[LIMIT_KEY_MAX];
     long long recipients;
+    char    key[1];			/* allocated to its length */
 };
 
 struct decide_txn {
     char   *instance;			/* as sent, any length */
-    struct decide_pending *pending;
+    struct decide_pending **pending;
     int     count;
+    int     cap;
+    struct htable *index;		/* "LIMIT:KEY" -> pending */
+    int     full_logged;
 };
 
 enum decide_stage { STAGE_OTHER, STAGE_RCPT, STAGE_DATA, STAGE_EOM };

@@ -60,6 +60,7 @@ store = %(store)s
 on_store_error = %(mode)s
 limit per_user = sasl_username rate=30/1h
 limit per_sender = sender rate=3/1h
+limit per_rcpt = recipient rate=1000/1h
 """
 
 
@@ -317,6 +318,42 @@ def test_pipelining_reader(port):
     tap.ok(all(r == b"action=DUNNO" for r in replies[:30])
            and all(r.startswith(b"action=450 4.7.1") for r in replies[30:]),
            "in order: the first 30 pass, the other %d are deferred" % (n - 30))
+
+
+def test_huge_transaction(st, proc, port):
+    """20,010 distinct recipients in one transaction (a direct client;
+    Postfix stops at smtpd_recipient_limit): the daemon remembers at most
+    20,000 recipient keys, answers the rest 452 4.5.3, stays fast (hash
+    lookups, not a scan per RCPT) and small."""
+    n, limits, cap = 20010, 3, 20000
+    base = rss_kb(proc.pid)
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    got = bytearray()
+
+    def reader():
+        while got.count(b"\n\n") < n:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got.extend(chunk)
+    t = threading.Thread(target=reader)
+    t.start()
+    t0 = time.monotonic()
+    s.sendall(b"".join(request_bytes("RCPT", extra={"recipient": "r%d@example.net" % i},
+                                     instance="huge") for i in range(n)))
+    t.join(60)
+    took = time.monotonic() - t0
+    s.close()
+    replies = bytes(got).split(b"\n\n")[:-1]
+    want = cap - limits + 1
+    tap.is_((sum(1 for r in replies if r == b"action=DUNNO"),
+             sum(1 for r in replies if r.startswith(b"action=452 4.5.3"))), (want, n - want),
+            "%d recipients in one transaction: %d remembered and passed, %d answered 452 4.5.3"
+            % (n, want, n - want))
+    tap.ok(took < 20, "in %.1f s" % took)
+    tap.is_(st.read_log("pdm").count("recipient keys in one transaction"), 1,
+            "one log line for it")
+    tap.ok(rss_kb(proc.pid) - base < 16 * 1024, "RSS grew %d kB" % (rss_kb(proc.pid) - base))
 
 
 # ------------------------------------------------------------------ keys, item 11
@@ -633,6 +670,7 @@ with Stack("policyd-hostile") as st:
     st.start_postfix(name="pfm", submission=mp.restrictions(pm))
     test_never_reads(st, pdm, pm)
     test_pipelining_reader(pm)
+    test_huge_transaction(st, pdm, pm)
     test_long_keys(st, pm, "memory")
     test_property(pm, "memory")
     test_postfix_long_sender(st)

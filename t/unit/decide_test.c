@@ -123,6 +123,31 @@ static void test_long(struct decide_txn *txn)
     is_int(dunno, 30, "a 600-byte user gets exactly its 30");
 }
 
+/* test_full - a transaction remembers at most DECIDE_TXN_MAX keys, then 452 */
+
+static void test_full(struct decide_txn *txn)
+{
+    char    extra[64];
+    int     dunno = 0, full = 0, n = DECIDE_TXN_MAX + 10;
+    char   *r;
+
+    for (int i = 0; i < n; i++) {
+	snprintf(extra, sizeof(extra), "recipient=f%d@example.net\n", i);
+	r = ask(txn, "RCPT", "full", extra);
+	dunno += strcmp(r, "DUNNO") == 0;
+	full += strcmp(r, DECIDE_TXN_FULL) == 0;
+	free(r);
+    }
+    is_int(dunno, DECIDE_TXN_MAX - pc.limits.limit_count + 1,
+	   "a transaction takes recipients while %d keys fit", DECIDE_TXN_MAX);
+    is_int(full, n - dunno, "then answers 452 4.5.3 (never forgets one it accepted)");
+    is_int(txn->count, DECIDE_TXN_MAX - pc.limits.limit_count + 1,
+	   "and remembers exactly the recipients it accepted");
+    r = ask(txn, "RCPT", "next", "recipient=f1@example.net\n");
+    is_str(r, "DUNNO", "the next transaction starts empty");
+    free(r);
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -186,6 +211,7 @@ int     main(void)
 	  "other protocol states are not limited");
 
     test_long(&txn);
+    test_full(&txn);
     decide_txn_free(&txn);
     store_destroy(&store);
     ratelimit_free(&pc.limits);
