@@ -30,14 +30,18 @@
  *	Each of these may appear once (an SSL sub-TLV once per SSL TLV):
  *	with two AUTHORITY TLVs, one reader would take the first and
  *	another the last, so a second one rejects the header. Other types
- *	(NOOP, vendors') are skipped and counted, as often as they come. A LOCAL header's address
- *	block is ignored, as the specification says.
+ *	(NOOP, vendors') are skipped and counted, as often as they come.
+ *	A LOCAL header's address block is ignored, as the specification
+ *	says.
  *
  *	proxy_header_has_client() tells whether the header names a client
- *	at all: a PROXY command (v2) or TCP4/TCP6 line (v1) with an INET or
- *	INET6 source. LOCAL, UNKNOWN, UNSPEC and UNIX headers do not, and
- *	whoever receives one must not fall back to the address of the
- *	connection it came on: that is the balancer's or our own, and a
+ *	at all: a PROXY command over STREAM (v2) or a TCP4/TCP6 line (v1)
+ *	with an INET or INET6 source. LOCAL, UNKNOWN, UNSPEC and UNIX
+ *	headers do not, nor do an UNSPEC transport (whose addresses the
+ *	specification says to ignore) or DGRAM (a UDP flow's addresses are
+ *	not this TCP connection's client; Postfix's own parser takes
+ *	neither). Whoever receives one of these must not fall back to the
+ *	address of the connection it came on: that is the balancer's or our own, and a
  *	client must never inherit its trust.
  *
  *	proxy_header_unmap() turns an IPv4-mapped IPv6 source
@@ -222,6 +226,7 @@ static const char *proxy_v1_parse(const char *buf, size_t len, struct proxy_head
     }
     if (cr - buf < 11 || buf[10] != ' ')
 	return ("PROXY v1: want TCP4, TCP6 or UNKNOWN");
+    hdr->transport = 1;			/* TCP4, TCP6: streams */
     if (strncmp(buf + 6, "TCP4", 4) == 0)
 	hdr->family = AF_INET;
     else if (strncmp(buf + 6, "TCP6", 4) == 0)
@@ -465,6 +470,7 @@ static const char *proxy_v2_parse(const unsigned char *buf, size_t len, size_t v
     hdr->local = (buf[12] & 0x0f) == 0;
     hdr->family = families[buf[13] >> 4];
     hdr->dgram = (buf[13] & 0x0f) == 2;
+    hdr->transport = buf[13] & 0x0f;
     if (hdr->local) {				/* the block is to be ignored */
 	hdr->family = AF_UNSPEC;
 	return (NULL);
@@ -520,7 +526,8 @@ const char *proxy_header_parse(const void *data, size_t len, size_t v2_max,
 
 int     proxy_header_has_client(const struct proxy_header *hdr)
 {
-    return (!hdr->local && ((hdr->family == AF_INET && hdr->src.sa.sa_family == AF_INET)
+    return (!hdr->local && hdr->transport == 1
+	    && ((hdr->family == AF_INET && hdr->src.sa.sa_family == AF_INET)
 		  || (hdr->family == AF_INET6 && hdr->src.sa.sa_family == AF_INET6)));
 }
 

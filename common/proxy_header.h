@@ -29,6 +29,7 @@ struct proxy_header {
     int     local;			/* v2 LOCAL or v1 UNKNOWN: no addresses */
     int     family;			/* AF_UNSPEC, AF_INET, AF_INET6, AF_UNIX */
     int     dgram;			/* v2 transport DGRAM */
+    int     transport;			/* 0 UNSPEC, 1 STREAM (v1 TCP4/6), 2 DGRAM */
     union addr_sockaddr src;
     union addr_sockaddr dst;
     size_t  length;			/* bytes on the wire */

@@ -202,6 +202,9 @@ def test_no_identity(st):
         ("v2 LOCAL with an INET block", None, v2(inet("127.0.0.2"), cmd=0x20)),
         ("v2 PROXY UNSPEC", None, v2(b"", fam=0x00)),
         ("v2 PROXY UNIX", None, v2(b"/run/a.sock".ljust(108, b"\0") * 2, fam=0x31)),
+        ("v2 PROXY INET over an UNSPEC transport, claiming 127.0.0.2", None,
+         v2(inet("127.0.0.2"), fam=0x10)),
+        ("v2 PROXY INET over DGRAM, claiming 127.0.0.2", None, v2(inet("127.0.0.2"), fam=0x12)),
         ("v1 UNKNOWN", None, b"PROXY UNKNOWN\r\n"),
         ("v1 UNKNOWN with addresses", None, b"PROXY UNKNOWN 127.0.0.2 10.0.0.1 1 25\r\n"),
     ]
@@ -269,7 +272,15 @@ def test_refusing(st, rec, shims):
             ("proxy-v1 re-emit: v1 UNKNOWN", "shim-v1", b"PROXY UNKNOWN\r\n",
              "no client address in the PROXY header (this mode could only pass on"),
             ("proxy-v1 re-emit: v2 UNSPEC", "shim-v1", v2(b"", fam=0),
-             "no client address in the PROXY header (this mode could only pass on")):
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("transparent: v2 LOCAL", "shim-tp", v2(b"", cmd=0x20, fam=0),
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("transparent: v1 UNKNOWN", "shim-tp", b"PROXY UNKNOWN\r\n",
+             "no client address in the PROXY header (this mode could only pass on"),
+            ("transparent: IPv6 client, IPv4 backend", "shim-tp",
+             v2(inet6("2001:db8::5"), fam=0x21),
+             "client address family differs from the backend's: transparent mode cannot "
+             "connect from it")):
         name = "shim2" if port.startswith("refuse") else "shim"
         seen = st.read_log(name).count(reason)
         s = connect(st.port(port))
@@ -279,7 +290,7 @@ def test_refusing(st, rec, shims):
                                         timeout=5),
                "%s: closed, logged \"%s\"" % (label, reason), diag=repr(data))
     time.sleep(0.5)
-    tap.is_(rec.count(), before, "nothing reached the re-emit backend")
+    tap.is_(rec.count(), before, "nothing reached the re-emit or transparent backend")
     s = connect(st.port("refuse-x"))
     s.sendall(v2(inet("192.0.2.78")))
     greeting = read_reply(s)
@@ -588,12 +599,22 @@ def test_config(st, shim2, conf2):
                     > seen, timeout=10)
            and "max_connections must be between 1 and 1000000" in st.read_log("shim2"),
            "a reload with max_connections = 0 is refused, the running configuration kept")
-    with open(conf2, "w") as f:
-        f.write(good)
     s = connect(st.port("refuse-x"))
     s.sendall(v2(inet("192.0.2.81")))
     tap.ok(read_reply(s).startswith("220 "), "and the shim still serves")
     s.close()
+    seen = st.read_log("shim2").count("configuration reloaded")
+    with open(conf2, "w") as f:
+        f.write(good.replace("unknown_clients = refuse", "unknown_clients = unavailable"))
+    os.kill(shim2.pid, signal.SIGHUP)
+    tap.ok(wait_for(lambda: st.read_log("shim2").count("configuration reloaded") > seen, 10),
+           "a reload to unknown_clients = unavailable is accepted")
+    out = smtp_probe(connect(st.port("refuse-x")), "reload", v2(b"", cmd=0x20, fam=0))
+    tap.ok(out["greeting"].startswith("220 ") and out["rcpt"] == RELAY_DENIED % out["rcpt_addr"],
+           "and applied: a LOCAL header now reaches Postfix as an unknown client",
+           diag=repr(out))
+    with open(conf2, "w") as f:
+        f.write(good)
 
 
 CONF = """\
@@ -604,6 +625,7 @@ workers = 2
 listener = 127.0.0.1:{shim-x} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8
 listener = 127.0.0.1:{shim-v2} backend=127.0.0.1:{recorder} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{shim-v1} backend=127.0.0.1:{recorder} mode=proxy-v1 trusted=127.0.0.0/8
+listener = 127.0.0.1:{shim-tp} backend=127.0.0.1:{recorder} mode=transparent trusted=127.0.0.0/8
 listener = 127.0.0.1:{shim-untrusted} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=10.0.20.0/24
 """
 
@@ -677,7 +699,7 @@ with Stack("proxyv2-hostile") as st:
     st.start_sink()
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
                            "mynetworks": "127.0.0.0/8"})
-    for name in ("shim-x", "shim-v2", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
+    for name in ("shim-x", "shim-v2", "shim-tp", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
                  "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a"):
         st.port(name)
     rec = Recorder(st.port("recorder"))

@@ -335,6 +335,16 @@ static void test_client(void)
     is_str(parse(buf, n, &h), NULL, "v2 PROXY UNIX (haproxy's unix@ frontends)");
     ok(!proxy_header_has_client(&h), "v2 PROXY UNIX names no client");
 
+    n = raw_v2(buf, 0x21, 0x10, "\xc0\x00\x02\x07\x0a\x00\x14\x05\x9c\x40\x00\x19", 12);
+    is_str(parse(buf, n, &h), NULL, "v2 PROXY INET over an UNSPEC transport");
+    ok(!proxy_header_has_client(&h), "UNSPEC transport: addresses ignored, no client");
+    n = raw_v2(buf, 0x21, 0x12, "\xc0\x00\x02\x07\x0a\x00\x14\x05\x9c\x40\x00\x19", 12);
+    is_str(parse(buf, n, &h), NULL, "v2 PROXY INET over DGRAM");
+    ok(!proxy_header_has_client(&h), "DGRAM: a UDP flow is not this connection's client");
+    n = raw_v2(buf, 0x21, 0x11, "\xc0\x00\x02\x07\x0a\x00\x14\x05\x9c\x40\x00\x19", 12);
+    is_str(parse(buf, n, &h), NULL, "v2 PROXY INET over STREAM");
+    ok(proxy_header_has_client(&h), "STREAM: the client");
+
     is_str(parse_str("PROXY TCP6 ::ffff:192.0.2.7 ::ffff:10.0.20.5 4000 25\r\n", &h), NULL,
 	   "TCP6 with v4-mapped addresses");
     proxy_header_unmap(&h);

@@ -44,6 +44,7 @@ int     main(void)
     ok(!xclient_offered(&r), "XCLIENTS is not XCLIENT");
 
     memset(&h, 0, sizeof(h));
+    h.transport = 1;				/* STREAM */
     h.family = AF_INET;
     inet_pton(AF_INET, "198.51.100.9", &h.src.in.sin_addr);
     h.src.in.sin_family = AF_INET;
