@@ -132,6 +132,8 @@ const char *listener_parse(const char *text, struct shim_listener *lst)
 	err = "listener must be a TCP address";
     if (err == NULL && lst->mode == SHIM_TRANSPARENT && lst->backend.family == AF_UNIX)
 	err = "transparent mode needs a TCP backend";
+    if (err == NULL && lst->mark && lst->mode != SHIM_TRANSPARENT)
+	err = "mark= applies to transparent mode only";
     config_list_free(&words);
     if (err)
 	listener_free(lst);

@@ -114,31 +114,65 @@ static int shim_check_hostname(const char *name)
 	    == len);
 }
 
-/* shim_check_listeners - two listeners on one address cannot both work */
+/* shim_same_socket - would A and B (a wildcard counts) be one socket? */
 
+static int shim_same_socket(const struct addr *a, const struct addr *b)
+{
+    if (a->family != b->family || a->family == AF_UNIX
+	|| addr_port(&a->u.sa) != addr_port(&b->u.sa))
+	return (0);
+    if (a->family == AF_INET)
+	return (a->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		|| b->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		|| a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr);
+    return (IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
+	    || IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr)
+	    || IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr));
+}
+
+/*
+ * shim_loops - would connecting to BACKEND reach LISTEN? Exactly its
+ * address, or loopback when it listens on the wildcard (a backend on
+ * another host may well use the same port).
+ */
+static int shim_loops(const struct addr *backend, const struct addr *listen)
+{
+    if (!shim_same_socket(backend, listen))
+	return (0);
+    if (backend->family == AF_INET)
+	return (backend->u.in.sin_addr.s_addr == listen->u.in.sin_addr.s_addr
+		|| (ntohl(backend->u.in.sin_addr.s_addr) >> 24) == 127
+		|| backend->u.in.sin_addr.s_addr == htonl(INADDR_ANY));
+    return (IN6_ARE_ADDR_EQUAL(&backend->u.in6.sin6_addr, &listen->u.in6.sin6_addr)
+	    || IN6_IS_ADDR_LOOPBACK(&backend->u.in6.sin6_addr)
+	    || IN6_IS_ADDR_UNSPECIFIED(&backend->u.in6.sin6_addr));
+}
+
+/*
+ * shim_check_listeners - two listeners on one address cannot both work
+ * (one worker: bind fails at start; several: SO_REUSEPORT splits the
+ * connections between them); a backend that is a listener loops.
+ */
 static void shim_check_listeners(struct server *srv)
 {
-    for (int i = 0; i < srv->nlisteners; i++)
-	for (int j = 0; j < i; j++) {
-	    const struct addr *a = &srv->listeners[i].listen, *b = &srv->listeners[j].listen;
-	    char    text[ADDR_TEXT_MAX];
-	    int     any;
+    char    text[ADDR_TEXT_MAX];
 
-	    if (a->family != b->family || addr_port(&a->u.sa) != addr_port(&b->u.sa))
-		continue;
-	    any = a->family == AF_INET
-		? a->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
-		|| b->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
-		|| a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr
-		: IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
-		|| IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr)
-		|| IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr);
-	    if (any)
-		config_add_error(srv->cfg, srv->listeners[i].line, "listener %s overlaps the "
-				 "listener at line %d: one address and port, one listener",
-				 addr_format(&a->u.sa, text, sizeof(text)),
+    for (int i = 0; i < srv->nlisteners; i++) {
+	const struct shim_listener *a = &srv->listeners[i];
+
+	for (int j = 0; j < i; j++)
+	    if (shim_same_socket(&a->listen, &srv->listeners[j].listen))
+		config_add_error(srv->cfg, a->line, "listener %s overlaps the listener at "
+				 "line %d: one address and port, one listener",
+				 addr_format(&a->listen.u.sa, text, sizeof(text)),
 				 srv->listeners[j].line);
-	}
+	for (int j = 0; j < srv->nlisteners; j++)
+	    if (shim_loops(&a->backend, &srv->listeners[j].listen))
+		config_add_error(srv->cfg, a->line, "backend %s is the listener at line %d: "
+				 "connections would loop",
+				 addr_format(&a->backend.u.sa, text, sizeof(text)),
+				 srv->listeners[j].line);
+    }
 }
 
 /* shim_check - every value main() and the workers will use, now */

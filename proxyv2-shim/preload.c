@@ -142,9 +142,18 @@ static void preload_init(void)
     real_accept4 = (int (*) (int, struct sockaddr *, socklen_t *, int)) dlsym(RTLD_NEXT, "accept4");
     real_getpeername = (int (*) (int, struct sockaddr *, socklen_t *)) dlsym(RTLD_NEXT, "getpeername");
     list = config_split_list(ports ? ports : "", &n);
-    for (int i = 0; i < n && preload_nports < PRELOAD_MAX_PORTS; i++)
-	if ((preload_ports[preload_nports] = atoi(list[i])) > 0)
-	    preload_nports++;
+    for (int i = 0; i < n; i++) {
+	long long port;
+
+	/* A port that is silently dropped would serve its clients unchecked. */
+	if (config_parse_int(list[i], &port) != NULL || port < 1 || port > 65535)
+	    preload_log("PROXYV2_PORTS: \"%s\" is not a port; ignored", list[i]);
+	else if (preload_nports == PRELOAD_MAX_PORTS)
+	    preload_log("PROXYV2_PORTS: more than %d ports; \"%s\" ignored",
+			PRELOAD_MAX_PORTS, list[i]);
+	else
+	    preload_ports[preload_nports++] = (int) port;
+    }
     config_list_free(&list);
     preload_trusted = cidr_list_create();
     if (cidr_list_parse(preload_trusted, trusted ? trusted : "127.0.0.0/8, ::1", &bad)) {
@@ -153,8 +162,10 @@ static void preload_init(void)
 	cidr_list_destroy(&preload_trusted);
 	preload_trusted = cidr_list_create();
     }
-    if (timeout && config_parse_duration(timeout, &preload_timeout_ms) != NULL) {
-	preload_log("PROXYV2_TIMEOUT: bad duration \"%s\"; using 3s", timeout);
+    if (timeout && (config_parse_duration(timeout, &preload_timeout_ms) != NULL
+		    || preload_timeout_ms < 1 || preload_timeout_ms > 60000)) {
+	preload_log("PROXYV2_TIMEOUT: \"%s\" is not a duration from 1ms to 60s; using 3s",
+		    timeout);
 	preload_timeout_ms = 3000;
     }
     if (pipe2(preload_kick, O_NONBLOCK | O_CLOEXEC) < 0)

@@ -491,9 +491,9 @@ def test_tlvs(st, rec):
     token = uuid.uuid4().hex.encode()
     reemit(st, rec, "shim-v2", v2(base + tlv(2, b"x.example\nproxyv2-shim[1]: forged line")),
            token)
-    log = st.read_log("shim")
-    tap.ok("\nproxyv2-shim[1]: forged line" not in log
-           and "authority=x.example\\x0Aproxyv2-shim[1]:\\x20forged\\x20line" in log,
+    escaped = "authority=x.example\\x0Aproxyv2-shim[1]:\\x20forged\\x20line"
+    log = wait_for(lambda: escaped in st.read_log("shim") and st.read_log("shim"), timeout=5)
+    tap.ok(log and "\nproxyv2-shim[1]: forged line" not in log,
            "a newline in SNI (AUTHORITY) is escaped in the log, no forged line")
 
 
@@ -540,6 +540,15 @@ def test_preload(st):
                 "preload (%s): v4-mapped client on an IPv4 listener reported as IPv4" % daemon)
     s = connect(st.port("hp-pre"), source=("127.0.0.2", 0))
     tap.is_(until_closed(s), b"client=127.0.0.2\n", "preload behind haproxy: the real client")
+    log = st.read_log("pre-env")
+    tap.ok('PROXYV2_PORTS: "http" is not a port; ignored' in log
+           and 'PROXYV2_TIMEOUT: "0" is not a duration from 1ms to 60s; using 3s' in log,
+           "preload: a bad port and PROXYV2_TIMEOUT=0 are reported", diag=log)
+    s = connect(st.port("pre-env"))
+    time.sleep(0.3)
+    s.sendall(v2(inet("198.51.100.31")))
+    tap.is_(until_closed(s), b"client=198.51.100.31\n",
+            "preload: with PROXYV2_TIMEOUT=0 replaced by 3s, a header after 0.3s is served")
 
 
 BAD_CONFIGS = [
@@ -560,6 +569,12 @@ BAD_CONFIGS = [
      "overlaps the listener at line 1"),
     ("listener = 0.0.0.0:{a} backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.1",
      "overlaps the listener at line 1"),
+    ("listener = [::]:{b} backend=[::1]:{b} mode=proxy-v2 trusted=::1",
+     "backend [::1]:{b} is the listener at line 2: connections would loop"),
+    ("listener = [::1]:{b} backend=127.0.0.1:{a} mode=proxy-v2 trusted=::1",
+     "backend 127.0.0.1:{a} is the listener at line 1: connections would loop"),
+    ("listener = 127.0.0.1:{b} backend=127.0.0.1:9 mode=proxy-v1 mark=7 trusted=127.0.0.1",
+     "mark= applies to transparent mode only"),
 ]
 
 
@@ -574,9 +589,12 @@ def test_config(st, shim2, conf2):
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
         tap.is_(res.returncode, 0, "-t accepts %r" % (extra or "the base"),
                 diag=res.stdout + res.stderr)
+    b = st.port("cfg-b")
     for line, message in BAD_CONFIGS:
+        line, message = (x.replace("{a}", str(a)).replace("{b}", str(b))
+                         for x in (line, message))
         with open(path, "w") as f:
-            f.write(base + line.replace("{a}", str(a)) + "\n")
+            f.write(base + line + "\n")
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
         tap.ok(res.returncode == 1 and "t.conf:2: " in res.stderr and message in res.stderr,
                "-t refuses %r: %s" % (line, message), diag=res.stdout + res.stderr)
@@ -700,7 +718,8 @@ with Stack("proxyv2-hostile") as st:
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
                            "mynetworks": "127.0.0.0/8"})
     for name in ("shim-x", "shim-v2", "shim-tp", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
-                 "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a"):
+                 "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a", "cfg-b",
+                 "pre-env"):
         st.port(name)
     rec = Recorder(st.port("recorder"))
     conf = write_conf(st, "shim.conf", CONF)
@@ -718,6 +737,10 @@ with Stack("proxyv2-hostile") as st:
     st.start_daemon("pre-async", ["/usr/bin/python3", "-c", ASYNC, str(st.port("pre-async"))],
                     port=st.port("pre-async"),
                     env=dict(env, PROXYV2_PORTS=str(st.port("pre-async"))))
+    st.start_daemon("pre-env", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("pre-env"))],
+                    port=st.port("pre-env"),
+                    env=dict(env, PROXYV2_TIMEOUT="0",
+                             PROXYV2_PORTS="http,%d" % st.port("pre-env")))
     st.start_haproxy(HAPROXY.replace("{dir}", st.dir), wait_ports=[st.port("hp-tcp")])
     wait_for(lambda: os.path.exists(st.path("hp-v1.sock")), timeout=10)
     test_no_identity(st)

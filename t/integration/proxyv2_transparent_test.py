@@ -34,6 +34,14 @@ s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
 while True:
     c, a = s.accept(); c.sendall(("peer=%s port=%d\n" % (a[0], a[1])).encode()); c.close()
 """
+RAW = r"""
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+body = (socket.inet_pton(socket.AF_INET6, sys.argv[2]) + socket.inet_pton(socket.AF_INET6, "::1")
+        + struct.pack("!HH", 40000, 993))
+s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21" + struct.pack("!H", len(body)) + body)
+print(s.recv(200).decode().strip())
+"""
 CLIENT = r"""
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
@@ -128,6 +136,20 @@ try:
         out = client("2001:db8:5::1", ports["hp6"])
         tap.ok("peer=2001:db8:5::2 " in out,
                "IPv6: the backend sees the client's own address: %s" % out)
+        res = subprocess.run(in_ns(NS_S, "/usr/bin/python3", "-c", RAW, str(ports["shim4"]),
+                                   "::ffff:192.0.2.2"), capture_output=True, text=True,
+                             timeout=30)
+        tap.ok(res.stdout.startswith("peer=192.0.2.2 port="),
+               "a v4-mapped client (::ffff:192.0.2.2) to an IPv4 backend: connects from "
+               "192.0.2.2: %s" % (res.stdout + res.stderr[-300:]).strip())
+        res = subprocess.run(in_ns(NS_S, "/usr/bin/python3", "-c", RAW, str(ports["shim4"]),
+                                   "2001:db8:5::2"), capture_output=True, text=True,
+                             timeout=30)
+        tap.ok(res.stdout.strip() == "" and wait_for(
+            lambda: "client address family differs from the backend's" in st.read_log("shim"),
+            timeout=5),
+            "an IPv6 client to an IPv4 backend: closed, never from the shim's own address (%r)"
+            % res.stdout.strip())
         log = st.read_log("shim")
         tap.ok("client=192.0.2.2:" in log and "mode=transparent" in log,
                "the shim logged the client and the mode")
