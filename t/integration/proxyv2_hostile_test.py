@@ -35,6 +35,10 @@ import threading
 import time
 import uuid
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 from hypothesis import given, settings, strategies as st_
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -129,6 +133,39 @@ class Recorder:
     def find(self, token):
         with self.lock:
             return [d for d in self.received if token in d]
+
+
+class DnsResponder:
+    """PTR records with names no host has: a space, '+' and '=', CR/LF;
+    and one good, forward-confirmed name as the control."""
+
+    RECORDS = {("82.2.0.192.in-addr.arpa.", "PTR"): "evil\\032name.mxkit.test.",
+               ("83.2.0.192.in-addr.arpa.", "PTR"): "a+b=c.mxkit.test.",
+               ("85.2.0.192.in-addr.arpa.", "PTR"): "crlf\\013\\010rcpt.mxkit.test.",
+               ("84.2.0.192.in-addr.arpa.", "PTR"): "ok.mxkit.test.",
+               ("ok.mxkit.test.", "A"): "192.0.2.84",
+               ("evil\\032name.mxkit.test.", "A"): "192.0.2.82",
+               ("a+b=c.mxkit.test.", "A"): "192.0.2.83",
+               ("crlf\\013\\010rcpt.mxkit.test.", "A"): "192.0.2.85"}
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            data, peer = self.sock.recvfrom(4096)
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            q = query.question[0]
+            key = (q.name.to_text().lower(), dns.rdatatype.to_text(q.rdtype))
+            if key in self.RECORDS:
+                reply.answer.append(dns.rrset.from_text(q.name, 60, "IN", key[1],
+                                                        self.RECORDS[key]))
+            else:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(reply.to_wire(), peer)
 
 
 def connect(port, family=socket.AF_INET, host="127.0.0.1", source=None, timeout=10):
@@ -324,6 +361,23 @@ def test_v4_mapped(st):
     out = smtp_probe(s, "m", b"PROXY TCP6 ::ffff:192.0.2.80 ::1 4000 25\r\n")
     tap.ok(postfix_line(st, "RCPT from unknown[192.0.2.80]: "),
            "v1 TCP6 ::ffff:192.0.2.80 reaches Postfix as 192.0.2.80", diag=repr(out))
+
+
+def test_names(st):
+    """XCLIENT NAME from DNS: a name no host can have never reaches
+    Postfix (it would need xtext, and is no host name): unknown."""
+    for last, label, want in ((82, "a PTR with a space", "unknown[192.0.2.82]"),
+                              (83, "a PTR with + and =", "unknown[192.0.2.83]"),
+                              (85, "a PTR with CR LF", "unknown[192.0.2.85]"),
+                              (84, "control: a good, confirmed PTR", "ok.mxkit.test[192.0.2.84]")):
+        out = smtp_probe(connect(st.port("shim-x")), "n%d" % last,
+                         v2(inet("192.0.2.%d" % last)))
+        tap.ok(out["greeting"].startswith("220 ") and out["rcpt"] == RELAY_DENIED % out["rcpt_addr"]
+               and postfix_line(st, "RCPT from %s: " % want),
+               "%s: Postfix sees %s" % (label, want), diag=repr(out))
+    log = st.read_log("postfix")
+    tap.ok("evil" not in log and "a+b" not in log and "crlf" not in log,
+           "no part of the bad names reached Postfix")
 
 
 def reemit(st, rec, port, header, token):
@@ -638,7 +692,8 @@ def test_config(st, shim2, conf2):
 CONF = """\
 header_timeout = 1s
 log_rejects_per_second = 10000
-xclient_name_lookup = no
+dns_servers = 127.0.0.1:{dns}
+dns_timeout = 1s
 workers = 2
 listener = 127.0.0.1:{shim-x} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8
 listener = 127.0.0.1:{shim-v2} backend=127.0.0.1:{recorder} mode=proxy-v2 trusted=127.0.0.0/8
@@ -719,9 +774,10 @@ with Stack("proxyv2-hostile") as st:
                            "mynetworks": "127.0.0.0/8"})
     for name in ("shim-x", "shim-v2", "shim-tp", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
                  "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a", "cfg-b",
-                 "pre-env"):
+                 "pre-env", "dns"):
         st.port(name)
     rec = Recorder(st.port("recorder"))
+    DnsResponder(st.port("dns"))
     conf = write_conf(st, "shim.conf", CONF)
     conf2 = write_conf(st, "shim2.conf", CONF2)
     for c in (conf, conf2):
@@ -747,6 +803,7 @@ with Stack("proxyv2-hostile") as st:
     test_health_checks(st)
     test_refusing(st, rec, (shim, shim2))
     test_v4_mapped(st)
+    test_names(st)
     test_reemit_property(st, rec)
     test_split_property(st, rec)
     test_tlvs(st, rec)
