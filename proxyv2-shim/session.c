@@ -143,7 +143,7 @@ void    session_log_reject(struct server *srv, const char *fmt,...)
 {
     struct shim_rejects *r = srv->rejects;
     long long now = (long long) time(NULL), missed = 0;
-    char    text[512];
+    char    text[3584];			/* a whole session_describe() and its reason */
     int     quiet = 0;
     va_list ap;
 

@@ -513,6 +513,9 @@ def test_tlvs(st, rec):
     for label, body, reason in (
             ("two AUTHORITY TLVs", base + tlv(2, b"good.example") + tlv(2, b"evil.example"),
              "PROXY v2: a TLV that may appear once appears twice"),
+            ("two AUTHORITY TLVs, the first of 255 control bytes (escaped, 4 times as "
+             "long in the log)", base + tlv(2, b"\x01" * 255) + tlv(2, b"x"),
+             "PROXY v2: a TLV that may appear once appears twice"),
             ("two ALPN TLVs", base + tlv(1, b"smtp") + tlv(1, b"h2"),
              "PROXY v2: a TLV that may appear once appears twice"),
             ("two SSL TLVs", base + tlv(0x20, b"\x01\0\0\0\0") + tlv(0x20, b"\x01\0\0\0\0"),
