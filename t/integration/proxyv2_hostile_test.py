@@ -363,6 +363,30 @@ def test_v4_mapped(st):
            "v1 TCP6 ::ffff:192.0.2.80 reaches Postfix as 192.0.2.80", diag=repr(out))
 
 
+def test_xclient_refused(st):
+    """Postfix refusing the XCLIENT (here: an IPv6 client, and this
+    Postfix has inet_protocols = ipv4) must not leave the client in the
+    shim's own session: 421, and nothing else reaches Postfix."""
+    s = connect(st.port("shim-x"))
+    s.sendall(v2(inet6("2001:db8::66"), fam=0x21))
+    greeting = read_reply(s)
+    try:
+        s.sendall(b"EHLO attacker.example\r\nMAIL FROM:<a@attacker.example>\r\n"
+                  b"RCPT TO:<victim@elsewhere.example>\r\n")
+    except OSError:
+        pass
+    rest = until_closed(s)
+    tap.ok(greeting.startswith("421 4.3.2 ") and rest == b"",
+           "XCLIENT refused by Postfix: the client gets 421 and is closed (%r, %r)"
+           % (greeting, rest[:60]))
+    tap.ok(wait_for(lambda: "backend refused XCLIENT: 501 5.5.4 Bad ADDR syntax"
+                    in st.read_log("shim"), timeout=5),
+           "the shim logged Postfix's reason")
+    time.sleep(0.5)
+    tap.ok("victim@elsewhere.example" not in st.read_log("postfix"),
+           "none of the client's commands reached Postfix in the shim's session")
+
+
 def test_names(st):
     """XCLIENT NAME from DNS: a name no host can have never reaches
     Postfix (it would need xtext, and is no host name): unknown."""
@@ -807,6 +831,7 @@ with Stack("proxyv2-hostile") as st:
     test_refusing(st, rec, (shim, shim2))
     test_v4_mapped(st)
     test_names(st)
+    test_xclient_refused(st)
     test_reemit_property(st, rec)
     test_split_property(st, rec)
     test_tlvs(st, rec)
