@@ -402,7 +402,13 @@ static void session_connect(struct session *s)
 
 static const char *session_reemit(struct session *s)
 {
-    unsigned char buf[1024];
+    /*
+     * The most a clean header can hold, whatever max_header_size let in:
+     * 16 + 216 (UNIX) + ALPN, AUTHORITY, NETNS 3 + 255 each, UNIQUE_ID
+     * 3 + 128, SSL 3 + 5 + 5 sub-TLVs (3 + 63, 255, 127, 63, 63), CRC32C
+     * 3 + 4: 1,738 bytes. 1,024 refused valid headers' clients.
+     */
+    unsigned char buf[2048];
     size_t  n;
 
     if (s->lst->mode == SHIM_PROXY_V1)

@@ -554,7 +554,8 @@ def test_tlvs(st, rec):
             ("NUL in AUTHORITY", base + tlv(2, b"a\0b"), "PROXY v2: NUL byte in a text TLV"),
             ("TLV longer than the header", base + b"\x02\xff\xffab",
              "PROXY v2: TLV overruns the header"),
-            ("header of 537 bytes", base + tlv(4, bytes(537 - 16 - 12 - 3)),
+            ("header of 4097 bytes (max_header_size = 4096)",
+             base + tlv(4, bytes(4097 - 16 - 12 - 3)),
              "PROXY v2: header longer than the configured limit")):
         before = rec.count()
         seen = st.read_log("shim").count(reason)
@@ -563,6 +564,16 @@ def test_tlvs(st, rec):
         data = until_closed(s)
         tap.ok(data == b"" and wait_for(lambda: st.read_log("shim").count(reason) > seen, 5)
                and rec.count() == before, "%s: refused, \"%s\"" % (label, reason))
+    token = uuid.uuid4().hex.encode()
+    ssl = (b"\x07\x00\x00\x00\x00" + tlv(0x21, b"v" * 63) + tlv(0x22, b"c" * 255)
+           + tlv(0x23, b"s" * 127) + tlv(0x24, b"g" * 63) + tlv(0x25, b"k" * 63))
+    full = [(1, b"l" * 255), (2, b"a" * 255), (5, b"u" * 128), (0x20, ssl), (0x30, b"n" * 255)]
+    body = base + b"".join(tlv(t, v) for t, v in full) + tlv(0xE0, b"vendor" * 40)
+    addrs, tlvs, rest = parse_v2(reemit(st, rec, "shim-v2", v2(body), token))
+    tap.ok(addrs == ("198.51.100.21", "10.0.20.5", 40000, 25) and rest == token + b" bye\n"
+           and [x for x in tlvs if x[0] != 3] == full,
+           "every standard TLV at its limit (a 1,7xx-byte clean header) is re-emitted, bytes "
+           "equal, vendor TLV dropped: %r" % [(t, len(v)) for t, v in tlvs])
     token = uuid.uuid4().hex.encode()
     body = base + tlv(2, b"a" * 255) + tlv(5, b"u" * 128) + tlv(4, b"") + tlv(4, b"xx")
     addrs, tlvs, _ = parse_v2(reemit(st, rec, "shim-v2", v2(body), token))
@@ -718,6 +729,7 @@ def test_config(st, shim2, conf2):
 
 CONF = """\
 header_timeout = 1s
+max_header_size = 4096
 log_rejects_per_second = 10000
 dns_servers = 127.0.0.1:{dns}
 dns_timeout = 1s
