@@ -17,9 +17,13 @@ items 1 and 12), with real haproxy in front and real Postfix behind:
     specification allows and any v2 INET/INET6 header is re-emitted with
     the same addresses and ports (property test); a header split at any
     byte arrives whole with the client's bytes after it (property test);
-  - TLVs: a repeated AUTHORITY/ALPN/SSL, oversized ones, a CR/LF in SNI
-    (no forged log line); untrusted peers with valid headers; clients
-    that never send one;
+  - any v2 header (property test against this file's own reading of
+    proxy-protocol.txt): relayed exactly when it names a client over a
+    stream, with its addresses and standard TLVs byte for byte;
+  - TLVs: a repeated AUTHORITY/ALPN/SSL, oversized ones, every standard
+    TLV at its limit, a CR/LF in SNI (no forged log line); untrusted
+    peers with valid headers; clients that never send one; PTR names
+    that are no host names; Postfix refusing the XCLIENT;
   - proxyv2-shim -t fails for every value the daemon would die on or
     misread, and a reload with one keeps the running configuration.
 """
@@ -498,6 +502,128 @@ def test_reemit_property(st, rec):
                and rec.count() == before, "v1 %r: refused, \"%s\"" % (line, reason))
 
 
+ONCE = {1: "ALPN", 2: "AUTHORITY", 5: "UNIQUE_ID", 0x20: "SSL", 0x30: "NETNS"}
+TEXT_MAX = {1: 255, 2: 255, 0x30: 255}
+SSL_MAX = {0x21: 63, 0x22: 255, 0x23: 127, 0x24: 63, 0x25: 63}
+
+
+def spec_ssl(value):
+    """True when an SSL TLV's value is acceptable (proxy-protocol.txt 2.2.5)."""
+    if len(value) < 5:
+        return False
+    off, seen = 5, set()
+    while off < len(value):
+        if len(value) - off < 3:
+            return False
+        t, n = value[off], struct.unpack("!H", value[off + 1:off + 3])[0]
+        sub = value[off + 3:off + 3 + n]
+        if n > len(value) - off - 3 or t in seen and t in SSL_MAX:
+            return False
+        seen.add(t)
+        if t in SSL_MAX and (len(sub) > SSL_MAX[t] or b"\0" in sub):
+            return False
+        off += 3 + n
+    return True
+
+
+def spec_v2(cmd, fam, payload, limit=4096):
+    """This test's reading of the specification: (accepted, client, kept
+    standard TLVs) for a v2 header with this command, family byte and
+    address block + TLVs."""
+    if 16 + len(payload) > limit:
+        return False, None, []
+    if cmd == 0x20:
+        return True, None, []                  # LOCAL: the block is ignored
+    need = {0: 0, 1: 12, 2: 36, 3: 216}[fam >> 4]
+    if len(payload) < need:
+        return False, None, []
+    off, seen, kept = need, set(), []
+    while off < len(payload):
+        if len(payload) - off < 3:
+            return False, None, []
+        t, n = payload[off], struct.unpack("!H", payload[off + 1:off + 3])[0]
+        if n > len(payload) - off - 3:
+            return False, None, []
+        v = payload[off + 3:off + 3 + n]
+        if t in ONCE:
+            if t in seen:
+                return False, None, []
+            seen.add(t)
+        if t in TEXT_MAX and (len(v) > TEXT_MAX[t] or b"\0" in v):
+            return False, None, []
+        if t == 5 and len(v) > 128 or t == 0x20 and not spec_ssl(v):
+            return False, None, []
+        if t in (1, 2, 5, 0x30) and v:
+            kept.append((t, v))
+        off += 3 + n
+    if fam == 0x11:
+        p = payload
+        client = (socket.inet_ntoa(p[0:4]), socket.inet_ntoa(p[4:8])) + struct.unpack("!HH", p[8:12])
+    elif fam == 0x21:
+        p = payload
+        client = (socket.inet_ntop(socket.AF_INET6, p[0:16]),
+                  socket.inet_ntop(socket.AF_INET6, p[16:32])) + struct.unpack("!HH", p[32:36])
+    else:
+        client = None                          # UNSPEC, UNIX, or not a stream
+    return True, client, kept
+
+
+def tlv_strategy():
+    sizes = st_.sampled_from([0, 1, 4, 5, 63, 127, 128, 129, 255, 256])
+    text = st_.builds(lambda n, nul: (b"x" * n) if not nul or n == 0 else b"x" * (n - 1) + b"\0",
+                      sizes, st_.booleans())
+    ssl = st_.builds(lambda head, subs: head + b"".join(tlv(t, v) for t, v in subs),
+                     st_.sampled_from([b"\x01\0\0\0\0", b"\x07\0\0\0\x01", b"\x01\0"]),
+                     st_.lists(st_.tuples(st_.sampled_from([0x21, 0x22, 0x23, 0x24, 0x25, 0x26]),
+                                          text), max_size=3))
+    return st_.one_of(st_.tuples(st_.sampled_from([1, 2, 5, 0x30, 4, 0xE0, 0xEA]),
+                                 text).map(lambda x: tlv(*x)),
+                      ssl.map(lambda v: tlv(0x20, v)),
+                      st_.just(b"\x02\x00\x09ab"))    # overrunning
+
+
+def test_spec_property(st, rec):
+    """Any v2 header: the shim relays it exactly when this test's own
+    reading of the specification finds a client, and then with the
+    same addresses and standard TLVs."""
+    results = []
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st_.sampled_from([0x21, 0x21, 0x21, 0x20]),
+           st_.sampled_from([0x11, 0x21, 0x00, 0x10, 0x12, 0x22, 0x31]),
+           st_.binary(min_size=36, max_size=36), st_.integers(0, 36),
+           st_.lists(tlv_strategy(), max_size=5))
+    def prop(cmd, fam, addr, cut, tlvs):
+        need = {0: 0, 1: 12, 2: 36, 3: 216}[fam >> 4]
+        block = (addr * 6)[:need]
+        if cut < 3:                            # now and then a block too short
+            block = block[:max(0, need - 1 - cut)]
+        payload = block + b"".join(tlvs)
+        accepted, client, kept = spec_v2(cmd, fam, payload)
+        token = uuid.uuid4().hex.encode()
+        s = connect(st.port("shim-v2"))
+        s.sendall(v2(payload, cmd=cmd, fam=fam) + token + b" bye\n")
+        until_closed(s)                        # the recorder has it once we are closed
+        if client is None:
+            got = rec.find(token)
+            ok = not got
+        else:
+            got = wait_for(lambda: rec.find(token), timeout=5)
+            addrs, out_tlvs, rest = parse_v2(got[0]) if got else (None, [], b"")
+            ok = (addrs == client and rest == token + b" bye\n"
+                  and [x for x in out_tlvs if x[0] in (1, 2, 5, 0x30)] == sorted(
+                      kept, key=lambda x: [1, 2, 5, 0x30].index(x[0])))
+        results.append(ok)
+        if not ok:
+            tap.diag("cmd %x fam %x payload %r: spec says %s/%r, shim relayed %r" % (
+                cmd, fam, payload[:80], accepted, client, got[:1]))
+
+    prop()
+    tap.ok(results and all(results), "property: for any v2 header (%d examples), the shim "
+           "relays exactly those the specification gives a client, with its addresses and "
+           "standard TLVs" % len(results))
+
+
 def test_split_property(st, rec):
     results = []
 
@@ -846,6 +972,7 @@ with Stack("proxyv2-hostile") as st:
     test_xclient_refused(st)
     test_reemit_property(st, rec)
     test_split_property(st, rec)
+    test_spec_property(st, rec)
     test_tlvs(st, rec)
     test_peers(st, rec)
     test_preload(st)
