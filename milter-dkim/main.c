@@ -111,19 +111,13 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     int     status = MI_SUCCESS, sig, pidfd = -1, stopping = 0;
     pthread_t thread;
     sigset_t set;
-
-    const char *mask_text = config_get_str(p->cfg, "socket_umask");
-    char   *end;
-    long    mask = strtol(mask_text, &end, 8);
     mode_t  old_mask;
 
-    if (*end || mask < 0 || mask > 0777)
-	msg_fatal("socket_umask must be octal, like 007, not \"%s\"", mask_text);
-    if (strncmp(socket_spec, "unix:", 5) == 0 || strncmp(socket_spec, "local:", 6) == 0) {
-	unlink(strchr(socket_spec, ':') + 1);
+    if (p->socket_local) {			/* policy_load() checked socket */
+	unlink(p->socket_path);
 	milter_local_socket = 1;
     }
-    old_mask = umask((mode_t) mask);		/* who may connect to a UNIX socket */
+    old_mask = umask(p->socket_umask);		/* who may connect to a UNIX socket */
     if (smfi_setconn((char *) socket_spec) != MI_SUCCESS
 	|| smfi_register(milter_desc) != MI_SUCCESS || smfi_opensocket(1) != MI_SUCCESS)
 	msg_fatal("cannot listen on %s", socket_spec);

@@ -7,20 +7,24 @@
  *	#include "message.h"
  *
  *	const char *message_add_header(&m, name, value, authserv_id)
- *	int	message_parse_address(value, buf, len)
+ *	const char *message_parse_address(value, buf, len)
+ *	int	message_ar_claims(value, authserv_id, &unreadable)
  *	char	*message_auth_results(dkim, eom_status, authserv_id)
  * DESCRIPTION
  *	Headers are kept until the end of the header so that libopendkim
  *	sees them in order once the sign/verify decision is made. From:
  *	headers are counted (zero or several: not signed) and the address
- *	of one is extracted. Authentication-Results headers whose
- *	authserv-id is ours are remembered by position, to be deleted
- *	(nobody outside may speak in our name).
+ *	of one is read strictly (rfc5322(3)); from_error says why there is
+ *	none. Authentication-Results headers whose authserv-id is ours, in
+ *	any RFC 8601 form, or cannot be read, are remembered by position,
+ *	however many, to be deleted (nobody outside may speak in our name).
  *
  *	message_auth_results() builds the RFC 8601 value: one resinfo per
  *	signature, "dkim=pass header.d=D header.s=S header.a=A
  *	header.b=B", or fail / neutral / temperror / permerror / policy
- *	with a reason comment; "dkim=none" for an unsigned message.
+ *	with a reason comment; "dkim=none" for an unsigned message. D and
+ *	S come from the sender's signature: they are written as quoted
+ *	strings unless they are tokens, so none can inject a result.
  * DIAGNOSTICS
  *	message_add_header() returns NULL or a static error (headers over
  *	MESSAGE_HEADER_BYTES_MAX in total).
@@ -36,24 +40,28 @@
 #include <strings.h>
 
 #include "message.h"
+#include "rfc5322.h"
 #include "xalloc.h"
 
-/* message_authserv_id - the authserv-id of an A-R value (before ';') */
-
-static int message_claims(const char *value, const char *id)
+/*
+ * message_ar_claims - does this A-R value speak in our name? Yes when its
+ * authserv-id is ours in any RFC 8601 form, and also when it cannot be
+ * read at all: a lax parser downstream (the bill consumer's) may then
+ * read our id where we read none, so an unreadable one is not kept.
+ */
+int     message_ar_claims(const char *value, const char *authserv_id, int *unreadable)
 {
-    size_t  n = strlen(id);
+    char    id[256];
 
-    while (isspace((unsigned char) *value))
-	value++;
-    return (strncasecmp(value, id, n) == 0
-	    && (value[n] == ';' || value[n] == 0 || isspace((unsigned char) value[n])));
+    *unreadable = rfc8601_authserv_id(value, id, sizeof(id)) != NULL;
+    return (*unreadable || rfc8601_same_id(id, authserv_id));
 }
 
 const char *message_add_header(struct message *m, const char *name, const char *value,
 			               const char *authserv_id)
 {
     size_t  size = strlen(name) + strlen(value) + 2;
+    int     unreadable;
 
     if (m->bytes + size > MESSAGE_HEADER_BYTES_MAX)
 	return ("message header larger than 8 MB");
@@ -64,69 +72,32 @@ const char *message_add_header(struct message *m, const char *name, const char *
     m->count++;
     if (strcasecmp(name, "From") == 0) {
 	m->from_count++;
-	m->from_ok = message_parse_address(value, m->from, sizeof(m->from));
+	m->from_error = message_parse_address(value, m->from, sizeof(m->from));
     } else if (strcasecmp(name, "Authentication-Results") == 0) {
 	m->ar_count++;
-	if (message_claims(value, authserv_id)
-	    && m->forged_count < (int) (sizeof(m->forged) / sizeof(m->forged[0])))
+	if (message_ar_claims(value, authserv_id, &unreadable)) {
+	    if (m->forged_count == m->forged_alloc)
+		m->forged = xrealloc(m->forged, sizeof(*m->forged)
+				     * (m->forged_alloc = 2 * m->forged_alloc + 16));
 	    m->forged[m->forged_count++] = m->ar_count;
+	    m->unreadable += unreadable;
+	}
     }
     return (NULL);
 }
 
 /*
- * message_parse_address - the one addr-spec of a From: value, lower
- * case domain. "Name <a@b>", "a@b (comment)", "a@b". Groups and
- * lists (a comma outside quotes and angle brackets) are refused.
+ * message_parse_address - the one mailbox of a From: value (rfc5322(3):
+ * strict, so that we sign for the address receivers read), lower case
+ * domain; NULL or why not.
  */
-int     message_parse_address(const char *value, char *buf, size_t len)
+const char *message_parse_address(const char *value, char *buf, size_t len)
 {
-    const char *start = NULL, *end = NULL, *cp;
-    int     quoted = 0, depth = 0, angle = 0;
-    char   *at;
-    size_t  n;
+    const char *err = rfc5322_mailbox(value, buf, len);
 
-    for (cp = value; *cp; cp++) {
-	if (*cp == '\\' && cp[1]) {
-	    cp++;
-	} else if (*cp == '"' && depth == 0) {
-	    quoted = !quoted;
-	} else if (quoted) {
-	    continue;
-	} else if (*cp == '(') {
-	    depth++;
-	} else if (*cp == ')' && depth > 0) {
-	    depth--;
-	} else if (depth == 0 && *cp == '<') {
-	    if (angle++)
-		return (0);
-	    start = cp + 1;
-	    if ((end = strchr(start, '>')) == NULL)
-		return (0);
-	    cp = end;
-	} else if (depth == 0 && (*cp == ',' || *cp == ';' || *cp == ':')) {
-	    return (0);
-	}
-    }
-    if (start == NULL) {			/* bare addr-spec, maybe a comment */
-	for (start = value; isspace((unsigned char) *start); start++)
-	     /* void */ ;
-	for (end = start; *end && !isspace((unsigned char) *end) && *end != '('; end++)
-	     /* void */ ;
-    }
-    n = end - start;
-    if (n == 0 || n >= len)
-	return (0);
-    memcpy(buf, start, n);
-    buf[n] = 0;
-    if ((at = strrchr(buf, '@')) == NULL || at == buf || at[1] == 0)
-	return (0);
-    for (char *c = buf; *c; c++)
-	if ((unsigned char) *c <= ' ' || *c == '<' || *c == '>')
-	    return (0);
-    for (char *c = at + 1; *c; c++)
-	*c = tolower((unsigned char) *c);
-    return (1);
+    if (err)
+	buf[0] = 0;
+    return (err);
 }
 
 static const char *message_result(DKIM_SIGINFO *sig, const char **reason)
@@ -160,20 +131,18 @@ static void message_append(char **out, size_t *len, const char *fmt,...)
 
 static void message_append(char **out, size_t *len, const char *fmt,...)
 {
-    char    piece[1024];
     va_list ap;
     int     n;
 
-    va_start(ap, fmt);
-    n = vsnprintf(piece, sizeof(piece), fmt, ap);
+    va_start(ap, fmt);				/* measure, then write: no truncation */
+    n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-
     if (n < 0)
 	return;
-    if ((size_t) n >= sizeof(piece))
-	n = sizeof(piece) - 1;
     *out = xrealloc(*out, *len + n + 1);
-    memcpy(*out + *len, piece, n + 1);
+    va_start(ap, fmt);
+    vsnprintf(*out + *len, n + 1, fmt, ap);
+    va_end(ap);
     *len += n;
 }
 
@@ -198,6 +167,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	char    b[16] = "", alg[32] = "", why[200] = "";
 	size_t  blen = 9;
 	dkim_alg_t a;
+	char   *d, *s;
 
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
@@ -207,10 +177,18 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 		     : a == DKIM_SIGN_RSASHA1 ? "rsa-sha1" : "rsa-sha256");
 	if (reason && strcmp(result, "pass") != 0)
 	    snprintf(why, sizeof(why), " (%s)", reason);
-	message_append(&out, &len, ";\n\tdkim=%s%s header.d=%s", result, why,
-		       domain ? domain : "unknown");
+	/* d= and s= are the sender's text: quoted unless tokens, so no
+	 * value can read as another resinfo ("x dkim=pass") */
+	d = rfc8601_value(domain ? domain : "unknown");
+	s = rfc8601_value(sel ? sel : "unknown");
+	message_append(&out, &len, ";\n\tdkim=%s%s header.d=%s", result, why, d);
+	if (strspn(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+	    != strlen(b))
+	    b[0] = 0;				/* not base64: not ours to repeat */
 	message_append(&out, &len, " header.s=%s header.a=%s header.b=%s",
-		       sel ? sel : "unknown", alg[0] ? alg : "unknown", b[0] ? b : "none");
+		       s, alg[0] ? alg : "unknown", b[0] ? b : "none");
+	free(d);
+	free(s);
     }
     return (out);
 }
@@ -222,5 +200,6 @@ void    message_reset(struct message *m)
 	free(m->hdr[i].value);
     }
     free(m->hdr);
+    free(m->forged);
     memset(m, 0, sizeof(*m));
 }

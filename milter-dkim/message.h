@@ -18,17 +18,20 @@ struct message {
     size_t  bytes;
     int     from_count;
     char    from[512];			/* address of the (last) From: */
-    int     from_ok;
+    const char *from_error;		/* NULL: from is what every parser reads */
     int     ar_count;			/* Authentication-Results seen */
-    int     forged[32];			/* ... claiming our authserv-id */
-    int     forged_count;
+    int    *forged;			/* positions of those claiming our id */
+    int     forged_count;		/* ... or unreadable; no limit */
+    int     forged_alloc;
+    int     unreadable;			/* how many of them were unreadable */
 };
 
 #define MESSAGE_HEADER_BYTES_MAX (8 * 1024 * 1024)
 
 const char *message_add_header(struct message *m, const char *name, const char *value,
 			               const char *authserv_id);
-int     message_parse_address(const char *value, char *buf, size_t len);
+const char *message_parse_address(const char *value, char *buf, size_t len);
+int     message_ar_claims(const char *value, const char *authserv_id, int *unreadable);
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id);
 void    message_reset(struct message *m);
 

@@ -53,17 +53,15 @@
 #include "policy.h"
 #include "xalloc.h"
 
-#define MILTER_SIGNATURES_MAX	8
-
 struct milter_ctx {
     char    client[64];			/* address, for internal_hosts */
     struct dkim_policy *policy;
     struct message msg;
     char   *auth_user;
     char    qid[32];
-    DKIM   *sign[MILTER_SIGNATURES_MAX];
-    const struct key_entry *sign_key[MILTER_SIGNATURES_MAX];
-    char    sign_domain[MILTER_SIGNATURES_MAX][256];
+    DKIM  **sign;			/* one per SigningTable key: no limit */
+    const struct key_entry **sign_key;
+    char  **sign_domain;
     int     nsign;
     DKIM   *verify;
     int     quiet_headers;		/* SMFIP_NR_HDR negotiated */
@@ -86,8 +84,16 @@ int     milter_local_socket;
 
 static void milter_end_message(struct milter_ctx *c)
 {
-    for (int i = 0; i < c->nsign; i++)
+    for (int i = 0; i < c->nsign; i++) {
 	dkim_free(c->sign[i]);
+	free(c->sign_domain[i]);
+    }
+    free(c->sign);
+    free(c->sign_key);
+    free(c->sign_domain);
+    c->sign = NULL;
+    c->sign_key = NULL;
+    c->sign_domain = NULL;
     c->nsign = 0;
     if (c->verify)
 	dkim_free(c->verify);
@@ -195,57 +201,67 @@ static void milter_feed_headers(struct milter_ctx *c, DKIM *dkim)
 
 /* milter_domain - KeyTable domain with '%' replaced by the From domain */
 
-static void milter_domain(const char *pattern, const char *from_domain, char *buf, size_t len)
+static char *milter_domain(const char *pattern, const char *from_domain)
 {
-    size_t  used = 0;
+    size_t  n = 1;
+    char   *buf, *out;
 
-    for (const char *cp = pattern; *cp && used + 1 < len; cp++) {
-	if (*cp == '%') {
-	    used += snprintf(buf + used, len - used, "%s", from_domain);
-	    if (used >= len)
-		used = len - 1;
-	} else {
-	    buf[used++] = *cp;
-	}
+    for (const char *cp = pattern; *cp; cp++)	/* sized, never truncated */
+	n += *cp == '%' ? strlen(from_domain) : 1;
+    out = buf = xmalloc(n);
+    for (const char *cp = pattern; *cp; cp++) {
+	if (*cp == '%')
+	    out = stpcpy(out, from_domain);
+	else
+	    *out++ = *cp;
     }
-    buf[used] = 0;
+    *out = 0;
+    return (buf);
 }
 
 /* milter_start_signing - one handle per SigningTable match; -1 on failure */
 
 static int milter_start_signing(struct milter_ctx *c)
 {
-    const struct key_entry *keys[MILTER_SIGNATURES_MAX];
     const char *from_domain = strrchr(c->msg.from, '@') + 1;
-    int     n = tables_signers(&c->policy->tables, c->msg.from, keys, MILTER_SIGNATURES_MAX);
+    int     n = tables_signers(&c->policy->tables, c->msg.from, NULL, 0);
+    const struct key_entry **keys = xcalloc(n + 1, sizeof(*keys));
 
+    tables_signers(&c->policy->tables, c->msg.from, keys, n);
+    c->sign = xcalloc(n + 1, sizeof(*c->sign));
+    c->sign_key = xcalloc(n + 1, sizeof(*c->sign_key));
+    c->sign_domain = xcalloc(n + 1, sizeof(*c->sign_domain));
     for (int i = 0; i < n; i++) {
 	const struct dkim_key *key = policy_key(c->policy, keys[i]);
+	char   *domain = milter_domain(keys[i]->domain, from_domain);
 	DKIM_STAT status;
-	DKIM   *dkim;
+	DKIM   *dkim = NULL;
 
-	milter_domain(keys[i]->domain, from_domain, c->sign_domain[c->nsign],
-		      sizeof(c->sign_domain[0]));
-	if (key->pem == NULL || !*keys[i]->selector || !c->sign_domain[c->nsign][0])
-	    return (-1);			/* dkim_sign() asserts on NULL */
+	if (key->pem == NULL || !*keys[i]->selector || !*domain) {
+	    free(domain);			/* dkim_sign() asserts on NULL */
+	    n = -1;
+	    break;
+	}
 	dkim = dkim_sign(c->policy->lib, (u_char *) c->qid, NULL, (dkim_sigkey_t) key->pem,
-			 (u_char *) keys[i]->selector, (u_char *) c->sign_domain[c->nsign],
+			 (u_char *) keys[i]->selector, (u_char *) domain,
 			 c->policy->header_canon, c->policy->body_canon,
 			 key->type == KEY_ED25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256,
 			 -1, &status);
 	if (dkim == NULL) {
-	    msg_warn("%s: dkim_sign for %s/%s: %s", c->qid, c->sign_domain[c->nsign],
-		     keys[i]->selector, dkim_getresultstr(status));
-	    return (-1);
+	    msg_warn("%s: dkim_sign for %s/%s: %s", c->qid, domain, keys[i]->selector,
+		     dkim_getresultstr(status));
+	    free(domain);
+	    n = -1;
+	    break;
 	}
+	c->sign_domain[c->nsign] = domain;
 	c->sign_key[c->nsign] = keys[i];
 	c->sign[c->nsign++] = dkim;
 	milter_feed_headers(c, dkim);
     }
+    free(keys);
     return (n);
 }
-
-/* milter_check_sender - the From: is one address the SASL user may use */
 
 /* Prometheus series, made before libmilter's threads start */
 static struct {
@@ -282,41 +298,63 @@ static void milter_count(struct metrics_series *s)
 	metrics_inc(s);
 }
 
-/* milter_count_results - each "dkim=RESULT" of an Authentication-Results */
+/* milter_count_results - each "dkim=RESULT" of our A-R (a resinfo starts a line) */
 
 static void milter_count_results(const char *results)
 {
-    for (const char *p = results; (p = strstr(p, "dkim=")) != NULL; p += 5) {
-	size_t  len = strcspn(p + 5, " ;\t\n(");
+    for (const char *p = results; (p = strstr(p, "\tdkim=")) != NULL; p += 6) {
+	size_t  len = strcspn(p + 6, " ;\t\n(");
 	int     i = 0;
 
 	while (i < 7 && (strlen(milter_verify_results[i]) != len
-			 || strncmp(p + 5, milter_verify_results[i], len) != 0))
+			 || strncmp(p + 6, milter_verify_results[i], len) != 0))
 	    i++;
 	milter_count(milter_metrics.verify[i]);
     }
 }
 
+/*
+ * milter_pass - let the message go unsigned and unverified, but never
+ * with a forged A-R: then stay until end of message, the only stage
+ * where libmilter may delete headers.
+ */
+static sfsistat milter_pass(struct milter_ctx *c)
+{
+    return (c->msg.forged_count ? SMFIS_CONTINUE : SMFIS_ACCEPT);
+}
+
+/*
+ * milter_check_sender - the From: is one address, read as every parser
+ * reads it, that the SASL user may use. For a bound user, a From: the
+ * binding cannot prove (none, several, a group, unreadable) is a
+ * violation like a foreign address; anyone else just goes unsigned.
+ */
 static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 {
-    int     bound;
+    int     bound = c->auth_user && tables_bound(&c->policy->tables, c->auth_user);
+    const char *why = c->msg.from_count != 1 ? NULL : c->msg.from_error;
+    int     readable = c->msg.from_count == 1 && why == NULL;
 
-    if (c->msg.from_count != 1 || !c->msg.from_ok) {
-	msg_info("%s: not signed: %d From: headers%s", c->qid, c->msg.from_count,
-		 c->msg.from_count == 1 ? " (no usable address)" : "");
-	return (SMFIS_ACCEPT);
+    if (readable && (!bound || tables_binding_allows(&c->policy->tables, c->auth_user,
+						       c->msg.from, &bound)))
+	return (SMFIS_CONTINUE);
+    if (!bound) {
+	msg_info("%s: not signed: %d From: headers%s%s%s", c->qid, c->msg.from_count,
+		 why ? " (" : "", why ? why : "", why ? ")" : "");
+	return (milter_pass(c));
     }
-    if (c->auth_user
-	&& !tables_binding_allows(&c->policy->tables, c->auth_user, c->msg.from, &bound)) {
-	milter_count(milter_metrics.binding);
+    milter_count(milter_metrics.binding);
+    if (readable)
 	msg_warn("%s: sender_binding: %s may not send as %s%s", c->qid, c->auth_user,
 		 c->msg.from, c->policy->binding_reject ? "; rejected" : "; not signed");
-	if (!c->policy->binding_reject)
-	    return (SMFIS_ACCEPT);
-	smfi_setreply(ctx, "550", "5.7.1", "Sender address not allowed for this login");
-	return (SMFIS_REJECT);
-    }
-    return (SMFIS_CONTINUE);
+    else
+	msg_warn("%s: sender_binding: %s may not send with %d From: headers%s%s%s%s",
+		 c->qid, c->auth_user, c->msg.from_count, why ? " (" : "", why ? why : "",
+		 why ? ")" : "", c->policy->binding_reject ? "; rejected" : "; not signed");
+    if (!c->policy->binding_reject)
+	return (milter_pass(c));
+    smfi_setreply(ctx, "550", "5.7.1", "Sender address not allowed for this login");
+    return (SMFIS_REJECT);
 }
 
 static sfsistat milter_eoh(SMFICTX *ctx)
@@ -345,15 +383,15 @@ static sfsistat milter_eoh(SMFICTX *ctx)
 	}
 	if (n == 0) {
 	    msg_info("%s: not signed: no SigningTable entry for %s", c->qid, c->msg.from);
-	    return (SMFIS_ACCEPT);
+	    return (milter_pass(c));
 	}
 	return (SMFIS_CONTINUE);
     }
     if (!p->verify)
-	return (SMFIS_ACCEPT);
+	return (milter_pass(c));
     if ((c->verify = dkim_verify(p->lib, (u_char *) c->qid, NULL, &status)) == NULL) {
 	msg_warn("%s: dkim_verify: %s", c->qid, dkim_getresultstr(status));
-	return (SMFIS_ACCEPT);
+	return (milter_pass(c));
     }
     milter_feed_headers(c, c->verify);
     return (SMFIS_CONTINUE);
@@ -374,7 +412,7 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
 static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 {
-    char    done[1024] = "";
+    char   *done = xstrdup(""), *more;
 
     for (int i = 0; i < c->nsign; i++) {
 	unsigned char *hdr = NULL;
@@ -390,6 +428,7 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	    msg_warn("%s: signing as %s/%s failed: %s", c->qid, c->sign_domain[i],
 		     c->sign_key[i]->selector, dkim_getresultstr(status));
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
+	    free(done);
 	    return (SMFIS_TEMPFAIL);
 	}
 	value = xasprintf(" %s", hdr);		/* SMFIP_HDR_LEADSPC: ours too */
@@ -397,14 +436,18 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	free(value);
 	if (inserted != MI_SUCCESS) {
 	    msg_warn("%s: the MTA refused the DKIM-Signature header", c->qid);
+	    free(done);
 	    return (SMFIS_TEMPFAIL);
 	}
 	milter_count(milter_metrics.signed_ok);
-	snprintf(done + strlen(done), sizeof(done) - strlen(done), "%s%s/%s",
-		 i ? ", " : "", c->sign_domain[i], c->sign_key[i]->selector);
+	more = xasprintf("%s%s%s/%s", done, i ? ", " : "", c->sign_domain[i],
+			 c->sign_key[i]->selector);
+	free(done);
+	done = more;
     }
     msg_info("%s: signed: %s (From %s%s%s)", c->qid, done, c->msg.from,
 	     c->auth_user ? ", sasl_username=" : "", c->auth_user ? c->auth_user : "");
+    free(done);
     return (SMFIS_ACCEPT);
 }
 
@@ -413,11 +456,6 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
     DKIM_STAT status = dkim_eom(c->verify, NULL);
     char   *results = message_auth_results(c->verify, status, c->policy->authserv_id);
 
-    for (int i = c->msg.forged_count - 1; i >= 0; i--) {
-	smfi_chgheader(ctx, "Authentication-Results", c->msg.forged[i], NULL);
-	msg_warn("%s: removed a forged Authentication-Results header claiming %s",
-		 c->qid, c->policy->authserv_id);
-    }
     smfi_insheader(ctx, 0, "Authentication-Results", results);
     milter_count_results(results);
     for (char *cp = results; *cp; cp++)		/* one log line */
@@ -426,6 +464,31 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
     msg_info("%s: verified: %s", c->qid, results);
     free(results);
     return (SMFIS_ACCEPT);
+}
+
+/*
+ * milter_remove_forged - delete every A-R that claims our authserv-id or
+ * cannot be read, last first (libmilter numbers headers of one name from
+ * 1, and a deletion renumbers those after it). -1 if the MTA refused.
+ */
+static int milter_remove_forged(SMFICTX *ctx, struct milter_ctx *c)
+{
+    int     removed = 0;
+
+    for (int i = c->msg.forged_count - 1; i >= 0; i--) {
+	if (smfi_chgheader(ctx, "Authentication-Results", c->msg.forged[i], NULL)
+	    != MI_SUCCESS) {
+	    msg_warn("%s: the MTA refused to delete a forged Authentication-Results "
+		     "header; message deferred", c->qid);
+	    return (-1);
+	}
+	removed++;
+    }
+    if (removed)
+	msg_warn("%s: removed %d forged Authentication-Results header%s claiming %s "
+		 "(%d of them unreadable)", c->qid, removed, removed > 1 ? "s" : "",
+		 c->policy->authserv_id, c->msg.unreadable);
+    return (removed);
 }
 
 static sfsistat milter_eom(SMFICTX *ctx)
@@ -437,7 +500,9 @@ static sfsistat milter_eom(SMFICTX *ctx)
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (c->nsign > 0)
+    if (milter_remove_forged(ctx, c) < 0)
+	verdict = SMFIS_TEMPFAIL;
+    else if (c->nsign > 0)
 	verdict = milter_eom_sign(ctx, c);
     else if (c->verify)
 	verdict = milter_eom_verify(ctx, c);

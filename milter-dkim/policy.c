@@ -39,6 +39,10 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 
 #include "msg.h"
 #include "policy.h"
@@ -272,6 +276,99 @@ static void policy_settings(struct dkim_policy *p)
 	config_add_error(p->cfg, 0, "mode sign needs key_table and signing_table");
 }
 
+static int policy_line(struct dkim_policy *p, const char *name)
+{
+    const struct config_entry *e = config_lookup(p->cfg, name);
+
+    return (e ? e->line : 0);
+}
+
+/* policy_socket_inet - "PORT[@HOST]" as libmilter reads it (inet: / inet6:) */
+
+static const char *policy_socket_inet(const char *spec, int family)
+{
+    const char *at = strchr(spec, '@');
+    char   *port = at ? xstrndup(spec, at - spec) : xstrdup(spec), *end, *host;
+    struct addrinfo hints = {0}, *res = NULL;
+    int     resolved;
+    long    n = strtol(port, &end, 10);
+    int     bad_port = *port == 0 || (*end ? getservbyname(port, "tcp") == NULL
+				      : (n < 1 || n > 65535));
+
+    free(port);
+    if (bad_port)
+	return ("socket: the port must be 1-65535 or a service name");
+    if (at == NULL)
+	return (NULL);				/* every address */
+    host = xstrdup(at + 1);
+    if (*host == '[' && host[strlen(host) - 1] == ']') {
+	memmove(host, host + 1, strlen(host));
+	host[strlen(host) - 1] = 0;
+    }
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    resolved = *host && getaddrinfo(host, NULL, &hints, &res) == 0;
+    if (res)
+	freeaddrinfo(res);
+    free(host);
+    return (resolved ? NULL : "socket: the host is not an address or a name that resolves");
+}
+
+/* policy_socket_unix - a path that fits sun_path, in an existing directory */
+
+static const char *policy_socket_unix(const char *path)
+{
+    struct sockaddr_un sun;
+    char   *dir = xstrdup(path), *slash = strrchr(dir, '/');
+    struct stat st;
+    int     ok = 1;
+
+    if (slash && slash != dir)
+	*slash = 0;
+    else if (slash)
+	strcpy(dir, "/");
+    else
+	strcpy(dir, ".");
+    ok = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+    free(dir);
+    if (*path == 0 || strlen(path) >= sizeof(sun.sun_path))
+	return ("socket: the UNIX socket path is empty or longer than 107 bytes");
+    if (!ok)
+	return ("socket: the directory of the UNIX socket does not exist");
+    return (NULL);
+}
+
+/*
+ * policy_socket - socket and socket_umask, parsed and checked here so that
+ * -t fails on what smfi_setconn()/smfi_opensocket() would die on later.
+ */
+static void policy_socket(struct dkim_policy *p)
+{
+    const char *spec = config_get_str(p->cfg, "socket");
+    const char *mask = config_get_str(p->cfg, "socket_umask");
+    const char *colon = strchr(spec, ':'), *err;
+    char   *end;
+    long    n = strtol(mask, &end, 8);
+
+    if (*mask == 0 || *end || n < 0 || n > 0777 || strspn(mask, "01234567") != strlen(mask))
+	config_add_error(p->cfg, policy_line(p, "socket_umask"),
+			 "socket_umask must be octal, 000 to 777, like 007; not \"%s\"", mask);
+    p->socket_umask = (mode_t) n;
+    if (colon == NULL || strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0) {
+	p->socket_local = 1;
+	p->socket_path = colon ? colon + 1 : spec;
+	err = policy_socket_unix(p->socket_path);
+    } else if (strncmp(spec, "inet:", 5) == 0) {
+	err = policy_socket_inet(spec + 5, AF_INET);
+    } else if (strncmp(spec, "inet6:", 6) == 0) {
+	err = policy_socket_inet(spec + 6, AF_INET6);
+    } else {
+	err = "socket must be inet:PORT@HOST, inet6:PORT@HOST or unix:/PATH";
+    }
+    if (err)
+	config_add_error(p->cfg, policy_line(p, "socket"), "%s (\"%s\")", err, spec);
+}
+
 static void policy_free(struct dkim_policy *p)
 {
     if (p->lib)
@@ -296,6 +393,7 @@ struct dkim_policy *policy_load(const char *path)
     p->cfg = config_read(path, policy_specs);
     if (p->cfg->error_count == 0) {
 	policy_settings(p);
+	policy_socket(p);
 	p->lib = dkim_init(NULL, NULL);
 	policy_options(p);
 	policy_read_table(p, "key_table", tables_parse_keys);

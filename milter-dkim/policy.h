@@ -3,6 +3,8 @@
 
 /* policy - one loaded generation of configuration, tables and keys. */
 
+#include <sys/types.h>
+
 #include <opendkim/dkim.h>
 
 #include "cidr_list.h"
@@ -24,6 +26,9 @@ struct dkim_policy {
     dkim_canon_t header_canon;
     dkim_canon_t body_canon;
     const char *authserv_id;
+    const char *socket_path;		/* UNIX socket, or NULL */
+    int     socket_local;
+    mode_t  socket_umask;
     char  **sign_headers;		/* must outlive lib */
     char  **oversign_headers;
 };

@@ -10,6 +10,7 @@
  *	void	tables_parse_signing(&t, errors, file_name, text)
  *	void	tables_parse_binding(&t, errors, file_name, text)
  *	int	tables_signers(&t, "user@example.com", out, max)
+ *	int	tables_bound(&t, sasl_user)
  *	int	tables_binding_allows(&t, sasl_user, from_address, &bound)
  * DESCRIPTION
  *	The files are read unchanged from an OpenDKIM installation:
@@ -25,6 +26,10 @@
  * .IP sender_binding
  *	"sasl_user pattern[, pattern...]": the From: addresses a SASL user
  *	may sign for; a user without a line is not restricted.
+ * .PP
+ *	tables_signers() returns the number of keys that sign for the
+ *	address, however many, and stores at most max of them: the caller
+ *	asks for the count first (max 0) and then for all of them.
  * .PP
  *	'#' starts a comment; blank lines are ignored; matching ignores
  *	case. A "refile:" or "file:" prefix on a table path is accepted.
@@ -255,11 +260,20 @@ int     tables_signers(const struct tables *t, const char *address,
 {
     int     n = 0;
 
-    for (int i = 0; i < t->sign_count; i++)
+    for (int i = 0; i < t->sign_count; i++)	/* count all, store at most max */
 	if (tables_match(t->sign[i].pattern, address))
-	    for (char **k = t->sign[i].keys; *k && n < max; k++)
-		out[n++] = tables_find_key(t, *k);
+	    for (char **k = t->sign[i].keys; *k; k++, n++)
+		if (n < max)
+		    out[n] = tables_find_key(t, *k);
     return (n);
+}
+
+int     tables_bound(const struct tables *t, const char *user)
+{
+    for (int i = 0; i < t->bind_count; i++)
+	if (strcasecmp(t->bind[i].user, user) == 0)
+	    return (1);
+    return (0);
 }
 
 int     tables_binding_allows(const struct tables *t, const char *user, const char *address,

@@ -11,7 +11,7 @@ static const char *addr(const char *value)
 {
     static char buf[512];
 
-    return (message_parse_address(value, buf, sizeof(buf)) ? buf : "(none)");
+    return (message_parse_address(value, buf, sizeof(buf)) == NULL ? buf : "(none)");
 }
 
 int     main(void)
@@ -44,6 +44,21 @@ int     main(void)
     is_int(m.forged_count, 2, "two claim our authserv-id");
     ok(m.forged_count == 2 && m.forged[0] == 2 && m.forged[1] == 4,
        "by A-R position (2 and 4), not a look-alike id");
+    message_reset(&m);
+
+    /* regression: 00f9dfc kept at most 32 positions; the 33rd survived */
+    for (int i = 0; i < 1000; i++)
+	message_add_header(&m, "Authentication-Results", i % 2 ? " mx.example; dkim=pass"
+			   : " (c) \"MX.EXAMPLE\" 1; none", "mx.example");
+    is_int(m.forged_count, 1000, "1000 forged A-R headers: every position kept");
+    ok(m.forged[999] == 1000 && m.forged[32] == 33, "positions 33 and 1000 included");
+    message_add_header(&m, "Authentication-Results", " mx.example/1; dkim=pass", "mx.example");
+    message_add_header(&m, "authentication-results", " x.example; dkim=pass", "mx.example");
+    is_int(m.unreadable, 1, "an unreadable authserv-id counts as forged (and unreadable)");
+    is_int(m.forged_count, 1001, "a lower-case header name is an A-R too; foreign kept");
+    message_reset(&m);
+    message_add_header(&m, "From", " ceo@planapulse.ai <alerts@planapulse.ai>", "x");
+    ok(m.from_error != NULL && m.from[0] == 0, "an addr-spec as display name: no address");
     message_add_header(&m, "from", " b@x.example", "mx.example");
     is_int(m.from_count, 2, "a second From is counted (then: not signed)");
     message_reset(&m);

@@ -1,0 +1,352 @@
+/*
+ * NAME
+ *	rfc5322 3
+ * SUMMARY
+ *	strict readers: the mailbox of a From: value, the authserv-id of
+ *	an Authentication-Results value
+ * SYNOPSIS
+ *	#include "rfc5322.h"
+ *
+ *	const char *rfc5322_mailbox(value, buf, len)
+ *	const char *rfc8601_authserv_id(value, buf, len)
+ *	int	rfc8601_same_id(a, b)
+ *	char	*rfc8601_value(value)
+ * DESCRIPTION
+ *	Both readers decide trust, so they accept only what every parser
+ *	reads the same way, and refuse the rest instead of guessing: a
+ *	receiver's parser that reads another address than ours (or
+ *	another authserv-id) is exactly the attack.
+ *
+ *	rfc5322_mailbox() reads a From: value as RFC 5322 "mailbox":
+ *	[CFWS] addr-spec [CFWS], or [phrase] [CFWS] "<" addr-spec ">"
+ *	[CFWS], with comments (nested, quoted-pairs) and folding wherever
+ *	CFWS may stand. The display name is a phrase: atoms (8-bit
+ *	bytes allowed, RFC 6532), quoted strings and, from obs-phrase,
+ *	dots between words ("John Q. Public"). The addr-spec is a
+ *	dot-atom or a quoted local part whose content is a dot-atom
+ *	(written unquoted, as every parser normalises it), "@", and a
+ *	dot-atom domain, lower-cased, ASCII only. Refused: groups, lists,
+ *	a second angle address or any text after the address, source
+ *	routes, domain literals, obs-local-part (CFWS between dots),
+ *	quoted local parts that need quoting, 8-bit addresses, anything
+ *	longer than the buffer.
+ *
+ *	rfc8601_authserv_id() reads "[CFWS] authserv-id [CFWS
+ *	authres-version] [CFWS] ;" where authserv-id is an RFC 2045 token
+ *	or a quoted string; a quoted id must contain a token (an id with
+ *	spaces, NBSP or ';' inside quotes is read differently by lax
+ *	parsers). rfc8601_same_id() compares two ids ignoring case and a
+ *	trailing dot. rfc8601_value() returns a pvalue safe to emit in our
+ *	own A-R: the text itself when it is a token (or local@domain),
+ *	else a quoted string with control and 8-bit bytes replaced by '?'.
+ * DIAGNOSTICS
+ *	The readers return NULL, or a static string saying what is wrong
+ *	("group syntax", "several addresses", ...); buf is then undefined.
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rfc5322.h"
+#include "xalloc.h"
+
+struct rfc5322_out {
+    char   *buf;			/* NULL: discard */
+    size_t  len;
+    size_t  used;
+    int     overflow;
+};
+
+static void rfc5322_put(struct rfc5322_out *o, int c)
+{
+    if (o == NULL || o->buf == NULL)
+	return;
+    if (o->used + 1 >= o->len) {
+	o->overflow = 1;
+	return;
+    }
+    o->buf[o->used++] = c;
+    o->buf[o->used] = 0;
+}
+
+static int rfc5322_wsp(int c)
+{
+    return (c == ' ' || c == '\t' || c == '\r' || c == '\n');
+}
+
+static int rfc5322_atext(int c)
+{
+    return (c > 0 && c < 128 && (isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL));
+}
+
+static int rfc5322_token(int c)
+{
+    return (c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL);
+}
+
+/* rfc5322_cfws - skip white space, folding and (nested) comments */
+
+static int rfc5322_cfws(const char **pp)
+{
+    const char *p = *pp;
+    int     depth = 0;
+
+    for (;;) {
+	if (*p == '(') {
+	    depth++, p++;
+	} else if (depth == 0) {
+	    if (!rfc5322_wsp((unsigned char) *p))
+		break;
+	    p++;
+	} else if (*p == 0) {
+	    return (-1);			/* unterminated comment */
+	} else if (*p == '\\' && p[1]) {
+	    p += 2;
+	} else {
+	    depth -= (*p++ == ')');
+	}
+    }
+    *pp = p;
+    return (0);
+}
+
+/* rfc5322_quoted - a quoted string, its content (unescaped, unfolded) to o */
+
+static int rfc5322_quoted(const char **pp, struct rfc5322_out *o)
+{
+    const char *p = *pp + 1;
+
+    for (;; p++) {
+	if (*p == 0 || (*p == '\\' && p[1] == 0))
+	    return (-1);
+	if (*p == '"')
+	    break;
+	if (*p == '\\')
+	    rfc5322_put(o, *++p);
+	else if (*p != '\r' && *p != '\n')
+	    rfc5322_put(o, *p);
+    }
+    *pp = p + 1;
+    return (0);
+}
+
+/* rfc5322_dot_atom - 1*atext *("." 1*atext), ASCII, to o */
+
+static int rfc5322_dot_atom(const char **pp, struct rfc5322_out *o)
+{
+    const char *p = *pp;
+
+    for (;;) {
+	if (!rfc5322_atext((unsigned char) *p))
+	    return (-1);			/* empty, "..", leading dot */
+	while (rfc5322_atext((unsigned char) *p))
+	    rfc5322_put(o, *p++);
+	if (*p != '.' || !rfc5322_atext((unsigned char) p[1]))
+	    break;
+	rfc5322_put(o, *p++);
+    }
+    *pp = p;
+    return (*p == '.' ? -1 : 0);		/* trailing dot */
+}
+
+/* rfc5322_is_dot_atom - the whole string is a dot-atom-text */
+
+static int rfc5322_is_dot_atom(const char *s)
+{
+    const char *p = s;
+
+    return (rfc5322_dot_atom(&p, NULL) == 0 && *p == 0);
+}
+
+/* rfc5322_unexpected - why the text at p ends the parse */
+
+static const char *rfc5322_unexpected(const char *p)
+{
+    switch (*p) {
+    case 0:
+	return ("no address");
+    case ',':
+	return ("several addresses");
+    case ':':
+    case ';':
+	return ("group syntax");
+    case '<':
+    case '>':
+	return ("text around the address is not a display name");
+    case '[':
+	return ("domain literal");
+    case '(':
+	return ("unterminated comment");
+    case '"':
+	return ("unterminated quoted string");
+    default:
+	return ((unsigned char) *p >= 0x80 ? "8-bit address" : "invalid address syntax");
+    }
+}
+
+static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int angle)
+{
+    struct rfc5322_out o = {buf, len, 0, 0};
+    const char *p = *pp;
+    size_t  domain;
+
+    buf[0] = 0;
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    if (*p == '@')
+	return (angle ? "source route" : "empty local part");
+    if (*p == '"') {
+	if (rfc5322_quoted(&p, &o))
+	    return ("unterminated quoted string");
+	if (!o.overflow && !rfc5322_is_dot_atom(buf))
+	    return ("quoted local part that needs its quotes");
+    } else if (rfc5322_dot_atom(&p, &o)) {
+	return (rfc5322_unexpected(p));
+    }
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    if (*p != '@')
+	return (*p == '.' ? "obsolete local part" : *p ? rfc5322_unexpected(p) : "no '@'");
+    rfc5322_put(&o, *p++);
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    domain = o.used;
+    if (rfc5322_dot_atom(&p, &o))
+	return (*p == '.' || rfc5322_atext((unsigned char) *p) ? "invalid domain"
+		: rfc5322_unexpected(p));
+    if (o.overflow)
+	return ("address too long");
+    for (char *c = buf + domain; *c; c++)
+	*c = tolower((unsigned char) *c);
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    *pp = p;
+    return (NULL);
+}
+
+/* rfc5322_phrase - skip a display name; the number of words */
+
+static int rfc5322_phrase(const char **pp)
+{
+    const char *p = *pp;
+    int     words = 0;
+
+    for (;;) {
+	if (*p == '"') {
+	    if (rfc5322_quoted(&p, NULL))
+		break;
+	} else if (rfc5322_atext((unsigned char) *p) || (unsigned char) *p >= 0x80) {
+	    while (rfc5322_atext((unsigned char) *p) || (unsigned char) *p >= 0x80)
+		p++;
+	} else if (*p == '.' && words > 0) {	/* obs-phrase */
+	    p++;
+	    words--;
+	} else {
+	    break;
+	}
+	words++;
+	if (rfc5322_cfws(&p))
+	    break;
+	*pp = p;
+    }
+    return (words);
+}
+
+const char *rfc5322_mailbox(const char *value, char *buf, size_t len)
+{
+    const char *p = value, *err;
+
+    if (len < 2)
+	return ("address too long");
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    rfc5322_phrase(&p);
+    if (*p == '<') {
+	p++;
+	if ((err = rfc5322_addr_spec(&p, buf, len, 1)) != NULL)
+	    return (err);
+	if (*p != '>')
+	    return (*p ? rfc5322_unexpected(p) : "angle address not closed");
+	p++;
+	if (rfc5322_cfws(&p))
+	    return ("unterminated comment");
+    } else {
+	p = value;
+	if ((err = rfc5322_addr_spec(&p, buf, len, 0)) != NULL)
+	    return (err);
+    }
+    return (*p ? rfc5322_unexpected(p) : NULL);
+}
+
+const char *rfc8601_authserv_id(const char *value, char *buf, size_t len)
+{
+    struct rfc5322_out o = {buf, len, 0, 0};
+    const char *p = value;
+
+    if (len < 2)
+	return ("authserv-id too long");
+    buf[0] = 0;
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    if (*p == '"') {
+	if (rfc5322_quoted(&p, &o))
+	    return ("unterminated quoted string");
+	for (const char *c = buf; *c; c++)
+	    if (!rfc5322_token((unsigned char) *c))
+		return ("quoted authserv-id is not a token");
+    } else {
+	while (rfc5322_token((unsigned char) *p))
+	    rfc5322_put(&o, *p++);
+    }
+    if (o.overflow)
+	return ("authserv-id too long");
+    if (buf[0] == 0)
+	return ("no authserv-id");
+    if (rfc5322_cfws(&p))
+	return ("unterminated comment");
+    if (isdigit((unsigned char) *p)) {		/* authres-version */
+	while (isdigit((unsigned char) *p))
+	    p++;
+	if (rfc5322_cfws(&p))
+	    return ("unterminated comment");
+    }
+    return (*p == ';' ? NULL : "no ';' after the authserv-id");
+}
+
+int     rfc8601_same_id(const char *a, const char *b)
+{
+    size_t  al = strlen(a), bl = strlen(b);
+
+    if (al > 1 && a[al - 1] == '.')
+	al--;
+    if (bl > 1 && b[bl - 1] == '.')
+	bl--;
+    return (al == bl && strncasecmp(a, b, al) == 0);
+}
+
+char   *rfc8601_value(const char *value)
+{
+    const char *at = strchr(value, '@');
+    char   *out, *q;
+    int     plain = *value != 0;
+
+    for (const char *c = value; *c && plain; c++)
+	plain = rfc5322_token((unsigned char) *c) || c == at;
+    if (plain)
+	return (xstrdup(value));
+    q = out = xmalloc(2 * strlen(value) + 3);
+    *q++ = '"';
+    for (const char *c = value; *c; c++) {
+	unsigned char ch = *c;
+
+	if (ch == '"' || ch == '\\')
+	    *q++ = '\\';
+	*q++ = (ch < 32 || ch > 126) ? '?' : ch;
+    }
+    *q++ = '"';
+    *q = 0;
+    return (out);
+}

@@ -1,0 +1,127 @@
+/* rfc5322_test - unit tests for milter-dkim/rfc5322.c (From: mailbox, A-R authserv-id) */
+
+#include "build_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "rfc5322.h"
+#include "tap.h"
+
+static char buf[512];
+
+static const char *mbox(const char *value)
+{
+    const char *err = rfc5322_mailbox(value, buf, sizeof(buf));
+
+    return (err ? "(refused)" : buf);
+}
+
+static const char *asid(const char *value)
+{
+    const char *err = rfc8601_authserv_id(value, buf, sizeof(buf));
+
+    return (err ? "(unreadable)" : buf);
+}
+
+static void test_mailbox(void)
+{
+    char    big[700];
+
+    is_str(mbox(" alerts@PlanaPulse.AI"), "alerts@planapulse.ai", "addr-spec, domain lower");
+    is_str(mbox(" Alerts <alerts@planapulse.ai>"), "alerts@planapulse.ai", "name-addr");
+    is_str(mbox("<alerts@planapulse.ai>"), "alerts@planapulse.ai", "angle-addr alone");
+    is_str(mbox(" \"Ops, <Team>\" <alerts@planapulse.ai>"), "alerts@planapulse.ai",
+	   "quoted display name with comma and brackets");
+    is_str(mbox(" \"a@b.example\" <alerts@planapulse.ai>"), "alerts@planapulse.ai",
+	   "an address inside a quoted display name is only a name");
+    is_str(mbox(" John Q. Public <jqp@planapulse.ai>"), "jqp@planapulse.ai",
+	   "obs-phrase: a dot in the display name");
+    is_str(mbox(" (c1 (nested) \\) ) alerts (c2) @ (c3) planapulse.ai (c4 <x@y.z>)"),
+	   "alerts@planapulse.ai", "comments (nested, quoted-pair) around every part");
+    is_str(mbox(" Ops\n\t<alerts@planapulse.ai>\n (tail)"), "alerts@planapulse.ai",
+	   "folded");
+    is_str(mbox(" =?utf-8?q?Caf=C3=A9?= <alerts@planapulse.ai>"), "alerts@planapulse.ai",
+	   "encoded word in the display name");
+    is_str(mbox(" Caf\xc3\xa9 <alerts@planapulse.ai>"), "alerts@planapulse.ai",
+	   "8-bit display name (RFC 6532)");
+    is_str(mbox(" \"alerts\"@planapulse.ai"), "alerts@planapulse.ai",
+	   "quoted local part that needs no quotes: written unquoted");
+    is_str(mbox(" first.last+tag@planapulse.ai"), "first.last+tag@planapulse.ai", "dot-atom");
+
+    /* issue 14 item 3: what another parser reads differently is refused */
+    is_str(mbox(" ceo@planapulse.ai <alerts@planapulse.ai>"), "(refused)",
+	   "addr-spec as display name (Python reads ceo@)");
+    is_str(mbox(" <alerts@planapulse.ai> ceo@other.example"), "(refused)",
+	   "text after the angle address");
+    is_str(mbox(" x <a@planapulse.ai> <b@other.example>"), "(refused)", "two angle addresses");
+    is_str(mbox(" undisclosed: alerts@planapulse.ai;"), "(refused)", "group");
+    is_str(mbox(" undisclosed:;"), "(refused)", "empty group");
+    is_str(mbox(" a@planapulse.ai, b@other.example"), "(refused)", "list");
+    is_str(mbox(" <@route.example:a@planapulse.ai>"), "(refused)", "source route");
+    is_str(mbox(" a@[192.0.2.1]"), "(refused)", "domain literal");
+    is_str(mbox(" a . b@planapulse.ai"), "(refused)", "obs-local-part");
+    is_str(mbox(" \"john doe\"@planapulse.ai"), "(refused)", "quoted local part with space");
+    is_str(mbox(" a@planapulse.ai."), "(refused)", "trailing dot");
+    is_str(mbox(" a@planapulse..ai"), "(refused)", "empty label");
+    is_str(mbox(" caf\xc3\xa9@planapulse.ai"), "(refused)", "8-bit local part");
+    is_str(mbox(" a@planapulse.ai (unclosed"), "(refused)", "unterminated comment");
+    is_str(mbox(" \"unclosed <a@planapulse.ai>"), "(refused)", "unterminated quote");
+    is_str(mbox(" Name <a@planapulse.ai"), "(refused)", "angle not closed");
+    is_str(mbox(" <>"), "(refused)", "empty angle address");
+    is_str(mbox(""), "(refused)", "empty");
+    is_str(mbox(" @planapulse.ai"), "(refused)", "empty local part");
+    is_str(mbox(" alerts"), "(refused)", "no @");
+    is_str(mbox(" a@b\\@c"), "(refused)", "backslash outside quotes");
+    ok(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)) != NULL
+       && strcmp(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)), "group syntax") == 0,
+       "the error names group syntax");
+    memset(big, 'a', sizeof(big) - 20);
+    strcpy(big + sizeof(big) - 20, "@planapulse.ai");
+    is_str(mbox(big), "(refused)", "an address longer than the buffer is refused, not cut");
+}
+
+static void test_authserv(void)
+{
+    char   *v;
+
+    is_str(asid(" mx.example; dkim=pass"), "mx.example", "plain");
+    is_str(asid(" mx.example;dkim=pass"), "mx.example", "no space");
+    is_str(asid(" (comment) mx.example; dkim=pass"), "mx.example", "comment before the id");
+    is_str(asid(" (a (nested) \\) c) mx.example (x) ; none"), "mx.example",
+	   "nested comment, quoted-pair");
+    is_str(asid(" \"mx.example\"; dkim=pass"), "mx.example", "quoted id");
+    is_str(asid(" \"mx\\.example\"; dkim=pass"), "mx.example", "quoted id with quoted-pair");
+    is_str(asid(" mx.example 1; dkim=pass"), "mx.example", "version number");
+    is_str(asid(" mx.example (c) 1 (d); none"), "mx.example", "version with comments");
+    is_str(asid("\n\tmx.example\n\t;\n\tdkim=pass"), "mx.example", "folded");
+    is_str(asid(" mx.example/1; dkim=pass"), "(unreadable)", "tspecial in the id");
+    is_str(asid(" \"mx.example \"; dkim=pass"), "(unreadable)", "quoted id with a space");
+    is_str(asid(" \"mx.example;\"; dkim=pass"), "(unreadable)", "quoted id with ';'");
+    is_str(asid(" mx.example\xc2\xa0; dkim=pass"), "(unreadable)", "8-bit (NBSP) after the id");
+    is_str(asid(" =?utf-8?b?bXguZXhhbXBsZQ==?=; dkim=pass"), "(unreadable)",
+	   "encoded word (a decoding parser reads mx.example)");
+    is_str(asid(" (unclosed mx.example; dkim=pass"), "(unreadable)", "unterminated comment");
+    is_str(asid(" mx.example"), "(unreadable)", "no ';'");
+    is_str(asid(" mx.example foo; dkim=pass"), "(unreadable)", "a word after the id");
+    is_str(asid(" ; dkim=pass"), "(unreadable)", "no id");
+    is_str(asid(""), "(unreadable)", "empty");
+    ok(rfc8601_same_id("MX.Example.", "mx.example"), "ids: case and trailing dot ignored");
+    ok(!rfc8601_same_id("mx.example.evil", "mx.example"), "ids: a longer id differs");
+
+    is_str(v = rfc8601_value("partner.example"), "partner.example", "token value as is");
+    free(v);
+    is_str(v = rfc8601_value("a dkim=pass"), "\"a dkim=pass\"", "space: quoted");
+    free(v);
+    is_str(v = rfc8601_value("x\"y\\z\n\xff"), "\"x\\\"y\\\\z??\"", "escapes, CTL and 8-bit");
+    free(v);
+    is_str(v = rfc8601_value(""), "\"\"", "empty: quoted");
+    free(v);
+}
+
+int     main(void)
+{
+    test_mailbox();
+    test_authserv();
+    return (tap_done());
+}
