@@ -202,7 +202,14 @@ static void policy_options(struct dkim_policy *p)
 {
     const char *canon = config_get_str(p->cfg, "canonicalization");
     char    h[16] = "", b[16] = "";
-    unsigned flags = DKIM_LIBFLAGS_FIXCRLF;
+    /*
+     * No DKIM_LIBFLAGS_FIXCRLF: with it, libopendkim copies each header
+     * into a buffer capped at 64 KB, keeps the old length, and hashes a
+     * truncated (and over-read) header: a signed 70 KB References: did
+     * not verify. Postfix gives us the body with CRLF line ends, and
+     * milter_feed_headers() writes folded headers with CRLF itself.
+     */
+    unsigned flags = DKIM_LIBFLAGS_NONE;
     uint64_t ttl = config_get_duration(p->cfg, "signature_ttl") / 1000;
     const char *dns = config_get_str(p->cfg, "dns_test_file");
     int     n;
