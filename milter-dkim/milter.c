@@ -13,18 +13,26 @@
  *	of the header the message is classified:
  * .IP sign
  *	mode includes sign and the client is in internal_hosts, or
- *	authenticated ({auth_authen}) with sign_authenticated. The From:
- *	address must be single and, for a user in sender_binding, one of
- *	its patterns (else 550 5.7.1, or unsigned). Every SigningTable
- *	match adds one libopendkim signing handle.
+ *	authenticated ({auth_authen}) with sign_authenticated. There must
+ *	be one From: header whose one mailbox rfc5322(3) reads strictly;
+ *	for a user in sender_binding it must match one of its patterns,
+ *	and a From: the binding cannot prove (none, several, a group, an
+ *	unreadable one) is a violation too (550 5.7.1, or unsigned).
+ *	Every SigningTable match adds one libopendkim signing handle,
+ *	however many.
  * .IP verify
  *	mode includes verify and the message is not signed here.
  * .PP
  *	The body streams into the handles chunk by chunk (nothing is
  *	buffered here, so a 50 MB body costs no memory). At the end,
  *	DKIM-Signature headers are inserted at the top, or one
- *	Authentication-Results header is inserted at the top after the
- *	forged ones (our authserv-id) are deleted.
+ *	Authentication-Results header is inserted at the top.
+ *
+ *	On every message, signed, verified or passed, every
+ *	Authentication-Results header that claims our authserv-id or
+ *	cannot be read is deleted at end of message (a message that would
+ *	otherwise be accepted at end of header stays for that), with one
+ *	log line giving the count.
  *
  *	A signing failure tempfails the message: unsigned mail from our
  *	domains would fail DMARC at the receiver, while a 4xx keeps it
@@ -164,10 +172,11 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
 	return (SMFIS_TEMPFAIL);
     if (c->header_error == NULL
 	&& (err = message_add_header(&c->msg, name, value, c->policy->authserv_id)) != NULL) {
-	msg_warn("%s: %s; message refused for now", c->qid[0] ? c->qid : "NOQUEUE", err);
+	/* the same bytes fail the same way on every retry: refuse for good */
+	msg_warn("%s: %s; message rejected", c->qid[0] ? c->qid : "NOQUEUE", err);
 	if (!c->quiet_headers) {
-	    smfi_setreply(ctx, "452", "4.3.4", (char *) err);
-	    return (SMFIS_TEMPFAIL);
+	    smfi_setreply(ctx, "552", "5.3.4", (char *) err);
+	    return (SMFIS_REJECT);
 	}
 	c->header_error = err;			/* no reply now: refuse at EOH */
     }
@@ -369,8 +378,8 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     if (c == NULL || (p = c->policy) == NULL)
 	return (SMFIS_TEMPFAIL);
     if (c->header_error) {
-	smfi_setreply(ctx, "452", "4.3.4", (char *) c->header_error);
-	return (SMFIS_TEMPFAIL);
+	smfi_setreply(ctx, "552", "5.3.4", (char *) c->header_error);
+	return (SMFIS_REJECT);
     }
     snprintf(c->qid, sizeof(c->qid), "%s", qid && *qid ? qid : "NOQUEUE");
     internal = c->client[0] && cidr_list_match_str(p->internal, c->client);

@@ -243,6 +243,13 @@ static void policy_options(struct dkim_policy *p)
     }
 }
 
+static int policy_line(struct dkim_policy *p, const char *name)
+{
+    const struct config_entry *e = config_lookup(p->cfg, name);
+
+    return (e ? e->line : 0);
+}
+
 static void policy_settings(struct dkim_policy *p)
 {
     static char host[256];
@@ -278,16 +285,15 @@ static void policy_settings(struct dkim_policy *p)
 	    strcpy(host, "localhost");
 	p->authserv_id = host;
     }
+    /* our id must read back as itself, or forged copies could not be told */
+    if (!*p->authserv_id || strlen(p->authserv_id) > 255
+	|| strspn(p->authserv_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		  "0123456789.-_!#$%&'*+^`{|}~") != strlen(p->authserv_id))
+	config_add_error(p->cfg, policy_line(p, "authserv_id"), "authserv_id must be a "
+			 "token (a host name), up to 255 characters; not \"%s\"", p->authserv_id);
     if (p->sign && (!config_get_str(p->cfg, "key_table")
 		    || !config_get_str(p->cfg, "signing_table")))
 	config_add_error(p->cfg, 0, "mode sign needs key_table and signing_table");
-}
-
-static int policy_line(struct dkim_policy *p, const char *name)
-{
-    const struct config_entry *e = config_lookup(p->cfg, name);
-
-    return (e ? e->line : 0);
 }
 
 /* policy_socket_inet - "PORT[@HOST]" as libmilter reads it (inet: / inet6:) */
