@@ -353,6 +353,59 @@ def test_huge_transaction(st, proc, port):
     tap.ok(rss_kb(proc.pid) - base < 16 * 1024, "RSS grew %d kB" % (rss_kb(proc.pid) - base))
 
 
+def sized_request(total, lines_max=8192):
+    """A RCPT request whose attributes take exactly `total` bytes as the
+    daemon stores them (each line: its length plus one)."""
+    lines = [b"request=smtpd_access_policy", b"protocol_state=RCPT", b"instance=sz",
+             b"sasl_username=sizer"]
+    used = sum(len(x) + 1 for x in lines)
+    i = 0
+    while used < total:
+        room = min(total - used - 1, lines_max)
+        head = b"f%d=" % i
+        if room < len(head):                  # top up the previous filler instead
+            lines[-1] += b"y" * (total - used)
+            used = total
+            break
+        lines.append(head + b"x" * (room - len(head)))
+        used += room + 1
+        i += 1
+    return b"\n".join(lines) + b"\n\n", len(lines)
+
+
+def test_request_limits(st, port):
+    """Every fixed limit of a request, at N and N+1: what fits is answered,
+    what does not is refused with its reason and no reply, never cut."""
+    def attempt(data):
+        c = Client(port)
+        try:
+            return c.ask(data)[0]
+        except OSError:
+            return None
+        finally:
+            c.close()
+    head = b"request=smtpd_access_policy\nprotocol_state=RCPT\ninstance=lim\n"
+    cases = []
+    for n, want in ((256, "action=DUNNO"), (257, None)):
+        attrs = b"".join(b"a%d=v\n" % i for i in range(n - 3))
+        cases.append(("%d attributes" % n, head + attrs + b"\n", want))
+    for n, want in ((8192, "action=DUNNO"), (8193, None)):
+        line = b"ccert_subject=" + b"s" * (n - len(b"ccert_subject="))
+        cases.append(("a %d-byte line" % n, head + line + b"\n\n", want))
+        cases.append(("a %d-byte line ending in CR" % n, head + line + b"\r\n\n", want))
+    for total, want in ((65535, "action=DUNNO"), (65536, None)):
+        data, count = sized_request(total)
+        cases.append(("a request of %d bytes (%d attributes)" % (total, count), data, want))
+    before = st.read_log("pdm")
+    bad = [(name, got) for name, data, want in cases if attempt(data) != want]
+    tap.ok(not bad, "at every request limit N is answered and N+1 refused without a reply "
+           "(%s)" % ", ".join(name for name, _, _ in cases), diag=repr(bad))
+    new = st.read_log("pdm")[len(before):]
+    tap.is_((new.count("too many attributes"), new.count("attribute line too long"),
+             new.count("request too large")), (1, 2, 1),
+            "each refusal logged once with its reason")
+
+
 # ------------------------------------------------------------------ keys, item 11
 LENGTHS = [1, 200, 254, 255, 256, 257, 300, 510, 511, 512, 513, 600, 639, 640, 641, 1000,
            2000, 4000, 8000]
@@ -668,6 +721,7 @@ with Stack("policyd-hostile") as st:
     test_never_reads(st, pdm, pm)
     test_pipelining_reader(pm)
     test_huge_transaction(st, pdm, pm)
+    test_request_limits(st, pm)
     test_long_keys(st, pm, "memory")
     test_property(pm, "memory")
     test_postfix_long_sender(st)
