@@ -161,7 +161,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	return (out);
     }
     for (int i = 0; i < nsigs; i++) {
-	const char *reason, *result = message_result(sigs[i], &reason);
+	const char *reason, *result;
 	const char *domain = (const char *) dkim_sig_getdomain(sigs[i]);
 	const char *sel = (const char *) dkim_sig_getselector(sigs[i]);
 	char    b[16] = "", alg[32] = "", why[200] = "";
@@ -169,6 +169,9 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	dkim_alg_t a;
 	char   *d, *s;
 
+	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
+	    continue;				/* past verify_signatures_max */
+	result = message_result(sigs[i], &reason);
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;
@@ -191,6 +194,19 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	free(s);
     }
     return (out);
+}
+
+/* message_ignored - signatures left unverified (policy_prescreen()) */
+
+int     message_ignored(DKIM *dkim)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int     nsigs = 0, n = 0;
+
+    if (dkim_getsiglist(dkim, &sigs, &nsigs) == DKIM_STAT_OK)
+	for (int i = 0; i < nsigs; i++)
+	    n += (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) != 0;
+    return (n);
 }
 
 void    message_reset(struct message *m)

@@ -33,6 +33,7 @@ const char *message_add_header(struct message *m, const char *name, const char *
 const char *message_parse_address(const char *value, char *buf, size_t len);
 int     message_ar_claims(const char *value, const char *authserv_id, int *unreadable);
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id);
+int     message_ignored(DKIM *dkim);
 void    message_reset(struct message *m);
 
 #endif

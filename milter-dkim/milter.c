@@ -402,6 +402,7 @@ static sfsistat milter_eoh(SMFICTX *ctx)
 	msg_warn("%s: dkim_verify: %s", c->qid, dkim_getresultstr(status));
 	return (milter_pass(c));
     }
+    dkim_set_user_context(c->verify, p);	/* for policy_prescreen() */
     milter_feed_headers(c, c->verify);
     return (SMFIS_CONTINUE);
 }
@@ -464,6 +465,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 {
     DKIM_STAT status = dkim_eom(c->verify, NULL);
     char   *results = message_auth_results(c->verify, status, c->policy->authserv_id);
+    int     ignored;
 
     smfi_insheader(ctx, 0, "Authentication-Results", results);
     milter_count_results(results);
@@ -471,6 +473,9 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 	if (*cp == '\n' || *cp == '\t')
 	    *cp = ' ';
     msg_info("%s: verified: %s", c->qid, results);
+    if ((ignored = message_ignored(c->verify)) > 0)
+	msg_warn("%s: %d more DKIM signatures not verified (verify_signatures_max = %d)",
+		 c->qid, ignored, c->policy->verify_max);
     free(results);
     return (SMFIS_ACCEPT);
 }

@@ -64,6 +64,7 @@ const struct config_spec policy_specs[] = {
 	"List-Id, List-Unsubscribe, List-Unsubscribe-Post, Sender", 0},
     {"oversign_headers", CONFIG_LIST, "From, Subject, Date, To, Cc, Reply-To", 0},
     {"signature_ttl", CONFIG_DURATION, "0", 0},
+    {"verify_signatures_max", CONFIG_INT, "8", 0},
     {"authserv_id", CONFIG_STRING, NULL, 0},
     {"dns_test_file", CONFIG_STRING, NULL, 0},
     {"pid_file", CONFIG_STRING, NULL, 0},
@@ -198,6 +199,28 @@ static void policy_load_keys(struct dkim_policy *p)
     }
 }
 
+static int policy_line(struct dkim_policy *p, const char *name)
+{
+    const struct config_entry *e = config_lookup(p->cfg, name);
+
+    return (e ? e->line : 0);
+}
+
+/*
+ * policy_prescreen - verify only the first verify_signatures_max
+ * signatures of a message: each costs a DNS query and an RSA operation,
+ * and a sender may add hundreds (the milter's thread would wait on DNS
+ * for each while Postfix's milter timeout runs). The rest are ignored.
+ */
+static DKIM_CBSTAT policy_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
+{
+    const struct dkim_policy *p = dkim_get_user_context(dkim);
+
+    for (int i = p ? p->verify_max : nsigs; i < nsigs; i++)
+	dkim_sig_ignore(sigs[i]);
+    return (DKIM_CBSTAT_CONTINUE);
+}
+
 static void policy_options(struct dkim_policy *p)
 {
     const char *canon = config_get_str(p->cfg, "canonicalization");
@@ -235,19 +258,17 @@ static void policy_options(struct dkim_policy *p)
 		 sizeof(char **));
     if (ttl > 0)
 	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNATURETTL, &ttl, sizeof(ttl));
+    p->verify_max = (int) config_get_int(p->cfg, "verify_signatures_max");
+    if (p->verify_max < 1 || p->verify_max > 1000)
+	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),
+			 "verify_signatures_max must be 1 to 1000");
+    dkim_set_prescreen(p->lib, policy_prescreen);
     if (dns) {
 	dkim_query_t method = DKIM_QUERY_FILE;
 
 	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYMETHOD, &method, sizeof(method));
 	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYINFO, (void *) dns, strlen(dns));
     }
-}
-
-static int policy_line(struct dkim_policy *p, const char *name)
-{
-    const struct config_entry *e = config_lookup(p->cfg, name);
-
-    return (e ? e->line : 0);
 }
 
 static void policy_settings(struct dkim_policy *p)

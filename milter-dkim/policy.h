@@ -29,6 +29,7 @@ struct dkim_policy {
     const char *socket_path;		/* UNIX socket, or NULL */
     int     socket_local;
     mode_t  socket_umask;
+    int     verify_max;			/* signatures verified per message */
     char  **sign_headers;		/* must outlive lib */
     char  **oversign_headers;
 };

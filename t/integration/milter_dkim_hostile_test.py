@@ -26,6 +26,8 @@ package:
      result into our A-R; 12 keys for one address give 12 signatures (the
      old limit was 8); a signed header of 19,000 folds (76 KB to
      libopendkim) still verifies; 8.6 MB of headers get 552, not 452;
+     40 signatures on one message: 8 verified (the good first one
+     passes), 32 ignored and logged;
   7. -t fails, naming file and line, on a socket_umask or socket the
      daemon would die on, and on an authserv_id that is not a token (its
      forged copies could not be told from ours); it passes a good one.
@@ -404,6 +406,26 @@ def test_header_bytes(st):
            "and logged")
 
 
+def test_many_signatures(st, partner_key):
+    """40 signatures on one inbound message: the first 8 are verified (the
+    good one on top passes), the rest ignored and counted in the log, not
+    40 DNS queries and 40 RSA operations per message."""
+    raw = message()
+    sigs = [dkim.sign(raw, b"p2026", b"partner.example", partner_key,
+                      include_headers=[b"from", b"subject"])]
+    for i in range(39):
+        sigs.append(dkim.sign(raw, b"nokey%d" % i, b"bogus%d.example" % i, partner_key,
+                              include_headers=[b"from", b"subject"]))
+    msg = inbound(st, b"".join(sigs) + raw)
+    ar = ours(ar_values(msg))
+    results = re.findall(rb"dkim=(\w+) (?:\([^)]*\) )?header\.d=(\S+)", ar[0] if ar else b"")
+    tap.is_(len(results), 8, "40 signatures: 8 results in our A-R (verify_signatures_max)")
+    tap.ok(results and results[0] == (b"pass", b"partner.example"),
+           "the first, good one passes", diag=repr(results[:2]))
+    tap.ok(wait_for(lambda: "32 more DKIM signatures not verified (verify_signatures_max = 8)"
+                    in st.read_log("milter"), timeout=5), "the 32 ignored ones are logged")
+
+
 def test_check_only(st):
     base = CONF.replace("{dir}", st.dir)
     cases = [("socket_umask = 999\n", "socket_umask must be octal"),
@@ -417,7 +439,8 @@ def test_check_only(st):
              ("socket = unix:/tmp/" + "x" * 120 + "\n", "longer than 107 bytes"),
              ("socket = tcp:8891\n", "socket must be inet:"),
              ("authserv_id = mx.mxkit.test;\n", "authserv_id must be a token"),
-             ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token")]
+             ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token"),
+             ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000")]
     for line, want in cases:
         path = st.path("etc", "check.conf")
         key = line.split(" =")[0]
@@ -449,6 +472,7 @@ with Stack("milter-dkim-hostile") as st:
     mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 1024)
     mxdkim.keygen(st, dns, "planapulse.ai", "ed2026", "ed25519")
     mxdkim.keygen(st, dns, "plana.solutions", "staff2026", "rsa", 1024)
+    partner_path, _ = mxdkim.keygen(st, dns, "partner.example", "p2026", "rsa", 1024)
     keytable = KEYTABLE.replace("{dir}", st.dir)
     ed_keys = []
     for i in range(12):
@@ -477,6 +501,7 @@ with Stack("milter-dkim-hostile") as st:
     test_property(st, dns)
     test_siblings(st, dns, ed_keys)
     test_header_bytes(st)
+    test_many_signatures(st, open(partner_path, "rb").read())
     test_check_only(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
