@@ -11,6 +11,9 @@ package:
      upper case, trailing dot, version number, folded, WSP before the
      colon, lower-case name) and unreadable ids (encoded word, tspecial,
      unclosed comment, 8-bit) are removed; a look-alike foreign id is kept;
+     property (hypothesis): an A-R reaches the mailbox exactly when an
+     RFC 8601 reading finds a foreign authserv-id, and no careless reader
+     (first word; encoded words decoded, comments dropped) finds ours;
   3. forged A-R on mail the milter signs, on internal mail it neither
      signs nor verifies, and on mail a bound user may not send unsigned,
      are removed too;
@@ -33,6 +36,7 @@ package:
      forged copies could not be told from ours); it passes a good one.
 """
 
+import email.header
 import email.parser
 import email.policy
 import os
@@ -171,6 +175,129 @@ def test_forms(st):
     msg = inbound(st, message(big + b"\r\n"))
     tap.ok(msg and not any(b"big.example" in v for v in ar_values(msg)),
            "a 50 KB folded forged A-R is removed")
+
+
+OUR_IDS = [b"mx.mxkit.test", b"MX.MXKIT.TEST", b"mx.mxkit.test.", b"\"mx.mxkit.test\"",
+           b"\"mx\\.mxkit.test\"", b"=?utf-8?q?mx.mxkit.test?=",
+           b"=?utf-8?b?bXgubXhraXQudGVzdA==?=", b"\"mx.mxkit.test \""]
+OTHER_IDS = [b"other.example", b"mx.mxkit.test.evil", b"\"other.example\"", b"xmx.mxkit.test",
+             b"mx-mxkit.test", b"mx.mxkit.tes", b""]
+CFWS = [b"", b" ", b"(c)", b" (mx.mxkit.test) ", b"\r\n\t", b"(a (b) \\) c)", b"(", b")",
+        b"\""]
+VERSIONS = [b"", b" 1", b"1", b" (v) 2 ", b"x"]
+TAILS = [b"; dkim=pass header.d=bank.example", b";none", b" dkim=pass", b"; spf=pass",
+         b"", b";"]
+
+
+def ar_value():
+    part = hs.sampled_from
+    wellformed = hs.builds(lambda *p: b"".join(p), part(CFWS[:6]), part(OUR_IDS + OTHER_IDS),
+                           part(CFWS[:6]), part(VERSIONS[:4]), part(CFWS[:6]), part(TAILS[:2]))
+    anything = hs.builds(lambda *p: b"".join(p), part(CFWS), part(OUR_IDS + OTHER_IDS),
+                         part(CFWS), part(VERSIONS), part(CFWS), part(TAILS))
+    return hs.one_of(wellformed, anything)
+
+
+def rfc8601_reading(v):
+    """The authserv-id as RFC 8601 (and RFC 2045 token/quoted-string)
+    defines it, or None when the value does not have one."""
+    n, i = len(v), [0]
+
+    def cfws():
+        depth = 0
+        while i[0] < n:
+            c = v[i[0]:i[0] + 1]
+            if c == b"(":
+                depth += 1
+            elif depth == 0 and c not in (b" ", b"\t", b"\r", b"\n"):
+                break
+            elif depth and c == b"\\" and i[0] + 1 < n:
+                i[0] += 1
+            elif depth and c == b")":
+                depth -= 1
+            i[0] += 1
+        return depth == 0
+
+    tspecials = b"()<>@,;:\\\"/[]?="
+    token = lambda c: 32 < c < 127 and c not in tspecials  # noqa: E731
+    if not cfws():
+        return None
+    if v[i[0]:i[0] + 1] == b"\"":
+        i[0] += 1
+        out = b""
+        while i[0] < n and v[i[0]:i[0] + 1] != b"\"":
+            if v[i[0]:i[0] + 1] == b"\\":
+                i[0] += 1
+            if i[0] < n and v[i[0]:i[0] + 1] not in (b"\r", b"\n"):
+                out += v[i[0]:i[0] + 1]
+            i[0] += 1
+        if i[0] >= n or not out or not all(token(c) for c in out):
+            return None
+        i[0] += 1
+    else:
+        start = i[0]
+        while i[0] < n and token(v[i[0]]):
+            i[0] += 1
+        out = v[start:i[0]]
+        if not out:
+            return None
+    if not cfws():
+        return None
+    if v[i[0]:i[0] + 1].isdigit():
+        while v[i[0]:i[0] + 1].isdigit():
+            i[0] += 1
+        if not cfws():
+            return None
+    return out if v[i[0]:i[0] + 1] == b";" else None
+
+
+def lax_readings(v):
+    """How careless consumers read an authserv-id: first word; or after
+    decoding encoded words and dropping comments and quotes."""
+    first = re.match(rb"\s*([^\s;]*)", v).group(1)
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(
+            v.decode("utf-8", "replace")))).encode()
+    except Exception:
+        decoded = v
+    no_comments = re.sub(rb"\([^()]*\)", b"", re.sub(rb"\([^()]*\)", b"", decoded))
+    second = no_comments.split(b";")[0].strip().strip(b"\"").replace(b"\\", b"")
+    return [x.lower().rstrip(b".").strip() for x in (first, second)]
+
+
+def test_ar_property(st):
+    failures = []
+    seen = {"kept": 0, "removed": 0, "messages": 0}
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hs.lists(ar_value(), min_size=1, max_size=6))
+    def check(values):
+        tags = [uuid.uuid4().hex[:10].encode() for _ in values]
+        headers = b"".join(b"Authentication-Results:" + v + b" (h" + t + b")\r\n"
+                           for v, t in zip(values, tags))
+        msg = inbound(st, message(headers))
+        assert msg, "not delivered"
+        left = ar_values(msg)
+        for v, t in zip(values, tags):
+            ref = rfc8601_reading(v + b" (h" + t + b")")
+            foreign = ref is not None and ref.lower().rstrip(b".") != ID.encode()
+            kept = [x for x in left if b"h" + t in x]
+            assert len(kept) == (1 if foreign else 0), (v, ref, len(kept))
+            seen["kept" if kept else "removed"] += 1
+            for x in kept:
+                assert ID.encode() not in lax_readings(x), ("a lax reader sees ours", x)
+        assert len(ours(left)) == 1, ("not exactly one A-R of ours", left)
+        seen["messages"] += 1
+
+    try:
+        check()
+    except AssertionError as e:
+        failures.append(str(e))
+    tap.is_(failures, [], "property: an A-R reaches the mailbox exactly when RFC 8601 reads "
+            "a foreign authserv-id in it, and no lax reader finds ours in what is kept "
+            "(%(messages)d messages, %(kept)d kept, %(removed)d removed)" % seen)
+    tap.ok(seen["kept"] >= 20 and seen["removed"] >= 20, "both outcomes were exercised")
 
 
 def submit(st, user, raw, sender="alerts@planapulse.ai", conn=None):
@@ -496,6 +623,7 @@ with Stack("milter-dkim-hostile") as st:
                      submission=raw_headers, smtpd=milter)
     test_counts(st)
     test_forms(st)
+    test_ar_property(st)
     test_forged_on_signed_and_internal(st, dns)
     test_from(st, dns)
     test_property(st, dns)
