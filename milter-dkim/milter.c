@@ -274,7 +274,7 @@ static int milter_start_signing(struct milter_ctx *c)
 
 /* Prometheus series, made before libmilter's threads start */
 static struct {
-    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8], *eom;
+    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8], *eom, *forged;
 } milter_metrics;
 
 static const char *const milter_verify_results[] = {
@@ -292,6 +292,9 @@ void    milter_metrics_init(void)
 						 "result=\"failed\"");
     milter_metrics.eom = metrics_latency_histogram("mxkit_dkim_eom_duration_seconds",
 				"Time to sign or verify a message at end of message.", NULL);
+    milter_metrics.forged = metrics_counter("mxkit_dkim_forged_headers_removed_total",
+	  "Authentication-Results headers claiming our authserv-id (or unreadable), removed.",
+					    NULL);
     milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
 		   "Authenticated senders outside their sender_binding patterns.", NULL);
     for (int i = 0; i < 8; i++) {
@@ -497,6 +500,7 @@ static int milter_remove_forged(SMFICTX *ctx, struct milter_ctx *c)
 	    return (-1);
 	}
 	removed++;
+	milter_count(milter_metrics.forged);
     }
     if (removed)
 	msg_warn("%s: removed %d forged Authentication-Results header%s claiming %s "
@@ -510,9 +514,11 @@ static sfsistat milter_eom(SMFICTX *ctx)
     struct milter_ctx *c = milter_ctx(ctx);
     sfsistat verdict = SMFIS_ACCEPT;
     struct timespec t0, t1;
+    int     timed;
 
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
+    timed = c->nsign > 0 || c->verify;		/* not a message only stripped */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (milter_remove_forged(ctx, c) < 0)
 	verdict = SMFIS_TEMPFAIL;
@@ -522,7 +528,7 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	verdict = milter_eom_verify(ctx, c);
     milter_end_message(c);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (milter_metrics.eom)
+    if (milter_metrics.eom && timed)
 	metrics_observe(milter_metrics.eom, (t1.tv_sec - t0.tv_sec)
 			+ (t1.tv_nsec - t0.tv_nsec) / 1e9);
     return (verdict);

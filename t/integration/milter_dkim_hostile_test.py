@@ -44,6 +44,7 @@ import re
 import smtplib
 import subprocess
 import sys
+import urllib.request
 import uuid
 
 import dkim
@@ -611,7 +612,9 @@ with Stack("milter-dkim-hostile") as st:
           "*@many.example %s\n" % ",".join(ed_keys[:6])
           + "many@many.example %s\n" % ",".join(ed_keys[6:]))
     write(st, "sender_binding", "svc-alerts  alerts@planapulse.ai, *@plana.solutions\n")
-    proc, port, conf = mxdkim.start_milter(st, "milter", CONF)
+    mport = st.port("milter-metrics")
+    proc, port, conf = mxdkim.start_milter(
+        st, "milter", CONF + "metrics_listen = inet:127.0.0.1:%d\n" % mport)
     milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
     # The milter must see the attacker's bytes: no header rewriting by
     # Postfix (which would fix some From: forms first), and no penalty
@@ -631,6 +634,14 @@ with Stack("milter-dkim-hostile") as st:
     test_header_bytes(st)
     test_many_signatures(st, open(partner_path, "rb").read())
     test_check_only(st)
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+        scrape = r.read().decode()
+    logged = sum(int(n) for n in re.findall(r"removed (\d+) forged Authentication-Results",
+                                            st.read_log("milter")))
+    metric = re.search(r"^mxkit_dkim_forged_headers_removed_total (\S+)$", scrape, re.M)
+    tap.ok(logged > 500 and metric and float(metric.group(1)) == logged,
+           "mxkit_dkim_forged_headers_removed_total equals the removals logged (%d)" % logged,
+           diag=metric and metric.group(0))
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
