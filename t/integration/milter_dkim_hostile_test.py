@@ -381,7 +381,8 @@ def test_from(st, dns):
     good = [b"(ops) alerts (x) @ (y) planapulse.ai (Alerts <ceo@other.example>)",
             b"\"Alerts, <ceo@other.example>\"\r\n\t<alerts@planapulse.ai>",
             b"\"alerts\"@PlanaPulse.AI",
-            b"John Q. Public <alerts@planapulse.ai>"]
+            b"John Q. Public <alerts@planapulse.ai>",
+            b"Caf\xc3\xa9 \xe2\x82\xac <alerts@planapulse.ai>"]
     for value in good:
         token, raw = signed_message(value)
         code, text = submit(st, "svc-alerts", raw)
