@@ -96,6 +96,7 @@ struct runner {
     int     running;
     int     delivered, failed, dropped;
     int     wake_fd, watch;		/* inotify on active/, or -1 */
+    int     pool;			/* free files in tmp/, about */
     char  **pending;			/* names woken for, not started yet */
     int     phead, npending;		/* [phead, npending) are waiting */
     char   *spool_error;		/* last spool_ready() error logged */
@@ -298,7 +299,7 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     }
     t->ev.attempts++;
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
-	if (unlink(path) < 0 && errno != ENOENT)
+	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
 	    msg_error("unlink %s: %m", path);
 	if (res.outcome == POST_DELIVERED)
 	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, t->ev.url,
@@ -418,6 +419,7 @@ static int runner_scan(struct runner *r, int all)
 	    if (relisted)
 		break;
 	    runner_spool_check(r);
+	    r->pool = spool_free_count(r->tool->dir);
 	    spool_list_free(r->names, r->count);
 	    r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
 	    r->next = 0;

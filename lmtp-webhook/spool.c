@@ -16,6 +16,8 @@
  *	const char *spool_load(path, &event)
  *	char	**spool_list(dir, subdir, &count)
  *	int	spool_sweep_tmp(dir, now)
+ *	int	spool_recycle(dir, path, &pool)
+ *	int	spool_free_count(dir)
  * DESCRIPTION
  *	A spool directory holds tmp/ (files being written), active/
  *	(events waiting to be posted) and dead/ (events given up on),
@@ -43,6 +45,16 @@
  *
  *	spool_store() writes an event the same durable way (the spool
  *	tool after each attempt, and when dead-lettering).
+ *
+ *	spool_recycle() is how lmtp-webhook-spool removes a delivered
+ *	event: a small file is renamed to tmp/free.PID.N instead (at most
+ *	SPOOL_FREE_MAX of them), and a reservation that needs a new file
+ *	takes one of those (rename, then write over it) before creating
+ *	one. Every event is a file, and creating and removing an inode per
+ *	event is what a file system charges most for (ext4 without a
+ *	journal scans past recently deleted inodes on every creation).
+ *	A free file's old bytes are never read: the commit writes the
+ *	event from offset 0 and truncates to its length.
  *
  *	spool_sweep_tmp() removes what crashed writers left in tmp/:
  *	files whose writer (the pid in the name) is gone and that were
@@ -228,6 +240,46 @@ static int spool_tmp_create(const char *path)
     return (open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
 }
 
+static int spool_free_name(const char *name)
+{
+    return (strncmp(name, SPOOL_FREE ".", sizeof(SPOOL_FREE)) == 0);
+}
+
+/*
+ * spool_claim - a free file (see spool_recycle()) renamed to path and
+ * opened, or -1. The rename is the claim: of several lmtp processes
+ * that try one file, one wins and the others look further. A file we
+ * cannot open for writing (another user's) is removed, not reused.
+ */
+static int spool_claim(const char *dir, const char *path)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *src;
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    struct stat st;
+    int     fd = -1, tries = 0;
+
+    while (d != NULL && fd < 0 && tries < 8 && (de = readdir(d)) != NULL) {
+	if (!spool_free_name(de->d_name))
+	    continue;
+	tries++;
+	src = spool_path(dir, SPOOL_TMP, de->d_name);
+	if (rename(src, path) == 0
+	    && ((fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0
+		|| fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+	    if (fd >= 0)
+		close(fd);
+	    fd = -1;
+	    (void) unlink(path);
+	}
+	free(src);
+    }
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (fd);
+}
+
 /* spool_allocate - meta line and space for ev in res->fd */
 
 static const char *spool_allocate(const struct spool_event *ev, struct spool_reservation *res)
@@ -302,7 +354,8 @@ const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
     if (keeper->fd < 0) {
 	keeper->path = spool_tmp_name(dir, "reserve");
 	keeper->dir = wh_strdup(dir);
-	keeper->fd = spool_tmp_create(keeper->path);
+	if ((keeper->fd = spool_claim(dir, keeper->path)) < 0)
+	    keeper->fd = spool_tmp_create(keeper->path);
 	if (keeper->fd < 0 || fstat(keeper->fd, &st) < 0) {
 	    spool_fail("cannot create", keeper->path);
 	    spool_keeper_close(keeper);
@@ -625,6 +678,47 @@ int     spool_sweep_tmp(const char *dir, time_t now)
 	closedir(d);
     free(tmp);
     return (removed);
+}
+
+/*
+ * spool_recycle - remove a delivered event's file at path: renamed to a
+ * free file for the next reservation while *pool (the caller's count of
+ * free files) is under SPOOL_FREE_MAX and the file is small, unlinked
+ * otherwise. 0, or -1 with errno (ENOENT: it was gone already).
+ */
+int     spool_recycle(const char *dir, const char *path, int *pool)
+{
+    struct stat st;
+    char   *free_path;
+    int     rc;
+
+    if (*pool >= SPOOL_FREE_MAX || lstat(path, &st) < 0 || !S_ISREG(st.st_mode)
+	|| st.st_size > SPOOL_FREE_SIZE_MAX)
+	return (unlink(path));
+    free_path = spool_tmp_name(dir, SPOOL_FREE);
+    if ((rc = rename(path, free_path)) == 0)
+	*pool += 1;
+    else if (errno != ENOENT)
+	rc = unlink(path);
+    free(free_path);
+    return (rc);
+}
+
+/* spool_free_count - the free files in tmp/ now */
+
+int     spool_free_count(const char *dir)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    int     n = 0;
+
+    while (d != NULL && (de = readdir(d)) != NULL)
+	n += spool_free_name(de->d_name);
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (n);
 }
 
 void    spool_list_free(char **names, int count)

@@ -10,6 +10,9 @@
 #define SPOOL_ACTIVE	"active"
 #define SPOOL_DEAD	"dead"
 #define SPOOL_TMP	"tmp"
+#define SPOOL_FREE	"free"		/* tmp/free.PID.N: for reuse */
+#define SPOOL_FREE_MAX	64
+#define SPOOL_FREE_SIZE_MAX (256 * 1024)
 
 /* tmp/ files: a gone writer's after an hour, anyone's after 36 hours */
 #define SPOOL_TMP_ORPHAN_AGE	3600
@@ -57,6 +60,8 @@ const char *spool_load(const char *path, struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
 void    spool_list_free(char **names, int count);
 int     spool_sweep_tmp(const char *dir, time_t now);
+int     spool_recycle(const char *dir, const char *path, int *pool);
+int     spool_free_count(const char *dir);
 char   *spool_path(const char *dir, const char *subdir, const char *id);
 int     spool_id_ok(const char *id);
 void    spool_event_free(struct spool_event *ev);

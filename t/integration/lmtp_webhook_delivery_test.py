@@ -380,6 +380,35 @@ def test_retry_after(st, rx, runner):
     tap.is_(runner.proc.poll(), None, "the runner survived USR1")
 
 
+def free_files(st):
+    return [n for n in os.listdir(st.path("spool", "tmp")) if n.startswith("free.")]
+
+
+def test_free_pool(st, rx, runner):
+    """Delivered events' files are kept in tmp/ for reuse: never more than
+    64, and a planted one that is not ours (a symlink, a root-owned file)
+    is removed, never written through."""
+    with open(st.path("target"), "w") as f:
+        f.write("do not touch\n")
+    os.symlink(st.path("target"), st.path("spool", "tmp", "free.1.1"))
+    with open(st.path("spool", "tmp", "free.1.2"), "w") as f:
+        f.write("root's\n")
+    os.chmod(st.path("spool", "tmp", "free.1.2"), 0o600)     # the lmtp user cannot open it
+    subjects = ["pool %d" % i for i in range(100)]
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        for s in subjects:
+            c.sendmail("billing@vendor.example", [BILLS], bill(BILLS, s, size=100))
+    tap.ok(wait_for(lambda: all(SEEN.get(s) for s in subjects) and not active(st),
+                    timeout=30), "100 events delivered")
+    tap.is_(sum(len(SEEN.get(s, [])) for s in subjects), 100, "each exactly once")
+    with open(st.path("target")) as f:
+        tap.is_(f.read(), "do not touch\n", "a planted symlink is not written through")
+    names = free_files(st)
+    tap.ok(0 < len(names) <= 64, "free files kept for reuse: %d (at most 64)" % len(names))
+    tap.ok("free.1.1" not in names and "free.1.2" not in names,
+           "the planted free files were taken and removed", diag=str(sorted(names)))
+
+
 def rm_spool_dirs(st, *subs):
     for sub in subs:
         shutil.rmtree(st.path("spool", sub), ignore_errors=True)
@@ -513,6 +542,7 @@ with Stack("lmtp-webhook-delivery") as st:
     test_kill9(st, rx, runner)
     test_detail_through_postfix(st, rx)
     test_detail_property(st, rx)
+    test_free_pool(st, rx, runner)
     test_retry_after(st, rx, runner)
     test_removed_dirs(st, rx, runner)
     test_signals(st, rx, runner)

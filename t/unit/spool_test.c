@@ -2,6 +2,7 @@
 
 #include "build_config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,56 @@ static void test_removed_dirs(const char *dir, const struct spool_event *ev)
     free(path);
 }
 
+/*
+ * test_recycle - a delivered event's file becomes a free file that the
+ * next reservation takes instead of creating one; its old bytes never
+ * reach the new event.
+ */
+static void test_recycle(const char *dir)
+{
+    struct spool_event big = {0}, small = {0}, back;
+    struct spool_reservation res;
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    char   *path, *body = malloc(5000);
+    struct stat st;
+    ino_t   ino;
+    int     pool = 0;
+
+    memset(body, 'B', 5000);
+    big.id = "msg_big";
+    big.url = small.url = "http://x/";
+    big.body = body;
+    big.body_len = 5000;
+    small.id = "msg_small";
+    small.body = "{}";
+    small.body_len = 2;
+    is_str(spool_store(dir, SPOOL_ACTIVE, &big), NULL, "store an event");
+    path = spool_path(dir, SPOOL_ACTIVE, big.id);
+    ok(stat(path, &st) == 0, "it is in active/");
+    ino = st.st_ino;
+    is_int(spool_recycle(dir, path, &pool), 0, "recycle it once delivered");
+    ok(access(path, F_OK) < 0 && pool == 1 && spool_free_count(dir) == 1,
+       "gone from active/, one free file in tmp/");
+    free(path);
+    is_str(spool_reserve_kept(dir, &small, &res, &keeper), NULL, "a reservation");
+    is_int(spool_free_count(dir), 0, "took the free file");
+    is_str(spool_commit(&res), NULL, "commit");
+    path = spool_path(dir, SPOOL_ACTIVE, small.id);
+    ok(stat(path, &st) == 0 && st.st_ino == ino, "the new event is the recycled inode");
+    is_str(spool_load(path, &back), NULL, "and loads");
+    ok(back.body_len == 2 && strcmp(back.body, "{}") == 0,
+       "with its own body only: none of the old bytes");
+    spool_event_free(&back);
+    pool = SPOOL_FREE_MAX;
+    is_int(spool_recycle(dir, path, &pool), 0, "pool full: removed instead");
+    ok(access(path, F_OK) < 0 && spool_free_count(dir) == 0, "and not kept");
+    errno = 0;
+    ok(spool_recycle(dir, path, &pool) < 0 && errno == ENOENT, "gone already: ENOENT");
+    spool_keeper_close(&keeper);
+    free(path);
+    free(body);
+}
+
 int     main(void)
 {
     char    dir[] = "/tmp/spool_test.XXXXXX";
@@ -230,6 +281,7 @@ int     main(void)
     free(path);
     test_keeper_swept(dir, &ev);
     test_removed_dirs(dir, &ev);
+    test_recycle(dir);
     test_sweep(dir);
     {
 	char    cmd[300];
