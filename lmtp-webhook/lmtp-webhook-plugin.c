@@ -196,18 +196,58 @@ static const char *webhook_id(const char *rcpt, struct istream *data, uoff_t *si
     return (str_c(id));
 }
 
-/* webhook_event - read the message and build the spool event */
-
-static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_settings *set,
-			         const char *rcpt, const char *workspace,
-			         struct spool_event *ev, const char **error_r)
+/*
+ * webhook_stream - the event, written into the reservation as the message
+ * is parsed (payload.c): memory per delivery does not grow with the
+ * message. Text and html wait in a scratch file in the spool's tmp/.
+ */
+static int webhook_stream(struct istream *data, const struct webhook_settings *set,
+			          const struct payload_envelope *env, size_t size,
+			          struct spool_reservation *res, size_t *len_r,
+			          const char **error_r)
 {
     struct payload_message msg;
+    struct payload_writer *w = i_new(struct payload_writer, 1);
+    struct payload_sink out, scratch;
+    int     scratch_fd, ret = 0;
+
+    if ((scratch_fd = spool_scratch(set->spool_dir)) < 0) {
+	*error_r = t_strdup_printf("cannot create a scratch file in %s/tmp: %m",
+				   set->spool_dir);
+	i_free(w);
+	return (-1);
+    }
+    payload_fd_sink(&out, &res->fd);
+    payload_fd_sink(&scratch, &scratch_fd);
+    payload_writer_init(w, &out, (off_t) res->meta_len, &scratch);
+    i_zero(&msg);
+    if (mime_read(data, set->max_attachment, &msg, env, w, error_r) < 0)
+	ret = -1;
+    else if (payload_finish(w, size, len_r) < 0) {
+	*error_r = t_strdup_printf("cannot write %s: %m", res->tmp_path);
+	ret = -1;
+    }
+    payload_message_free(&msg);
+    i_close_fd(&scratch_fd);
+    i_free(w);
+    return (ret);
+}
+
+/*
+ * webhook_event - the event of this delivery, in a spool reservation: the
+ * id (a first pass over the message), then the body, streamed. -1 with
+ * the reservation released when the message cannot be read or the spool
+ * cannot take the event (full, unwritable): nothing is saved then.
+ */
+static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_settings *set,
+			         const char *rcpt, const char *workspace,
+			         struct spool_event *ev, struct spool_reservation *res,
+			         const char **error_r)
+{
     struct payload_envelope env;
     struct istream *input, *data;
-    const char *from;
     uoff_t  size = 0;
-    int     ret;
+    int     ret = -1;
 
     if (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0) {
 	*error_r = t_strdup_printf("cannot read the message: %s",
@@ -218,31 +258,26 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
     data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id),
 				 (uoff_t) -1);
     i_zero(&env);
-    i_zero(&msg);
-    if ((env.id = webhook_id(rcpt, data, &size, error_r)) == NULL
-	|| mime_read(data, set->max_attachment, &msg, error_r) < 0)
-	ret = -1;
-    else
-	ret = 0;
+    if ((env.id = webhook_id(rcpt, data, &size, error_r)) != NULL) {
+	env.workspace = workspace;
+	env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
+	env.rcpt_to = rcpt;
+	env.timestamp = (long long) ioloop_time;
+	ev->id = i_strdup(env.id);
+	ev->created = (long long) ioloop_time;
+	ev->attempts = 0;			/* lmtp-webhook-spool posts it now */
+	ev->next_attempt = ev->created;
+	if ((*error_r = spool_reserve_stream(set->spool_dir, ev, res, &webhook_keeper)) == NULL) {
+	    if (webhook_stream(data, set, &env, size, res, &ev->body_len, error_r) < 0
+		|| (*error_r = spool_stream_done(res)) != NULL)
+		spool_discard(res);
+	    else
+		ret = 0;
+	}
+    }
     i_stream_unref(&data);
     i_stream_seek(input, 0);
-    if (ret < 0) {
-	payload_message_free(&msg);
-	return (-1);
-    }
-    msg.size = size;
-    from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
-    env.workspace = workspace;
-    env.mail_from = from;
-    env.rcpt_to = rcpt;
-    env.timestamp = (long long) ioloop_time;
-    ev->id = i_strdup(env.id);
-    ev->body = payload_build(&msg, &env, &ev->body_len);
-    ev->created = (long long) ioloop_time;
-    ev->attempts = 0;			/* lmtp-webhook-spool posts it now */
-    ev->next_attempt = ev->created;
-    payload_message_free(&msg);
-    return (0);
+    return (ret);
 }
 
 /* webhook_save - what delivery would have done without us */
@@ -312,18 +347,9 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     }
     webhook_obsolete(ctx);
     i_zero(&ev);
-    if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
-	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &error) < 0) {
-	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
-	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
-	free(url);
-	free(workspace);
-	i_free(ev.id);
-	free(ev.body);
-	return (-1);
-    }
     ev.url = url;
-    if ((error = spool_reserve_kept(set.spool_dir, &ev, &res, &webhook_keeper)) != NULL) {
+    if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
+	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &res, &error) < 0) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
 	ret = -1;

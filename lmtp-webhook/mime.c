@@ -89,6 +89,8 @@ struct mime_embedded {
 
 struct mime_walk {
     struct payload_message *msg;
+    const struct payload_envelope *env;
+    struct payload_writer *out;		/* where the event goes */
     uoff_t  max_attachment;
     struct message_part *part;
     /* the current part's headers */
@@ -98,7 +100,9 @@ struct mime_walk {
     enum decode_cte cte;
     /* its body */
     enum mime_kind kind;
-    struct payload_attachment *att;
+    bool    text_seen, html_seen, begun;
+    size_t  att_size;			/* the current attachment's bytes */
+    bool    att_kept;			/* and whether they are still sent */
     struct decode_state dec;
     int     last_cr;			/* for decode_crlf() */
     EVP_MD_CTX *sha;
@@ -295,15 +299,17 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     }
 }
 
-static struct payload_attachment *mime_attachment(struct mime_walk *w, const char *ctype)
-{
-    const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
-    struct payload_attachment *att = payload_attachment_add(w->msg);
+/* mime_attachment - an attachment starts: its sha256 and size from 0 */
 
-    att->filename = name ? wh_strdup(name) : NULL;
-    att->content_type = wh_strdup(ctype);
-    att->content_kept = 1;
-    return (att);
+static void mime_attachment(struct mime_walk *w, const char *name, const char *ctype,
+			            enum decode_cte cte)
+{
+    payload_attachment_begin(w->out, name, ctype);
+    w->att_size = 0;
+    w->att_kept = TRUE;
+    decode_init(&w->dec, cte);
+    if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
+	i_panic("SHA-256 unavailable");
 }
 
 /* mime_part_start - end of a part's headers: where its body goes */
@@ -315,6 +321,10 @@ static void mime_part_start(struct mime_walk *w)
 	&& w->ct_name == NULL;
 
     w->kind = MIME_SKIP;
+    if (!w->begun) {				/* the top headers are all in */
+	payload_begin(w->out, w->msg, w->env);
+	w->begun = TRUE;
+    }
     if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
 	/* a container: its children follow */
     } else if ((w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
@@ -326,63 +336,58 @@ static void mime_part_start(struct mime_walk *w)
 	e->filename = i_strdup(name);
 	e->content_type = i_strdup(ctype);
 	e->cte = w->cte;
-    } else if (inline_part && strcmp(ctype, "text/plain") == 0 && w->msg->text.data == NULL) {
+    } else if (inline_part && strcmp(ctype, "text/plain") == 0 && !w->text_seen) {
 	w->kind = MIME_TEXT;
-	payload_bytes_append(&w->msg->text, "", 0, 1);
-    } else if (inline_part && strcmp(ctype, "text/html") == 0 && w->msg->html.data == NULL) {
+	w->text_seen = TRUE;
+	payload_text_begin(w->out, 0);
+    } else if (inline_part && strcmp(ctype, "text/html") == 0 && !w->html_seen) {
 	w->kind = MIME_HTML;
-	payload_bytes_append(&w->msg->html, "", 0, 1);
+	w->html_seen = TRUE;
+	payload_text_begin(w->out, 1);
     } else {
 	w->kind = MIME_ATTACHMENT;
-	w->att = mime_attachment(w, ctype);
-	decode_init(&w->dec, w->cte);
-	if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
-	    i_panic("SHA-256 unavailable");
+	mime_attachment(w, w->disp_filename ? w->disp_filename : w->ct_name, ctype, w->cte);
     }
 }
 
 /* mime_attachment_bytes - decoded bytes of the current attachment */
 
-static void mime_attachment_bytes(struct mime_walk *w, struct payload_attachment *att,
-				          const unsigned char *data, size_t size)
+static void mime_attachment_bytes(struct mime_walk *w, const unsigned char *data, size_t size)
 {
     (void) EVP_DigestUpdate(w->sha, data, size);
-    att->size += size;
-    if (att->content_kept && att->size <= w->max_attachment) {
-	payload_bytes_append(&att->content, data, size, SIZE_MAX - 1);
-    } else if (att->content_kept) {		/* over the limit: listed only */
-	att->content_kept = 0;
-	free(att->content.data);
-	att->content.data = NULL;
-	att->content.len = 0;
+    w->att_size += size;
+    if (w->att_kept && w->att_size <= w->max_attachment) {
+	payload_attachment_data(w->out, data, size);
+    } else if (w->att_kept) {			/* over the limit: listed only */
+	w->att_kept = FALSE;
+	payload_attachment_drop(w->out);
     }
 }
 
-static void mime_attachment_raw(struct mime_walk *w, struct payload_attachment *att,
-				        const unsigned char *data, size_t size)
+static void mime_attachment_raw(struct mime_walk *w, const unsigned char *data, size_t size)
 {
     unsigned char *out = t_malloc_no0(DECODE_OUT_MAX(size));
 
-    mime_attachment_bytes(w, att, out, decode_more(&w->dec, data, size, out));
+    mime_attachment_bytes(w, out, decode_more(&w->dec, data, size, out));
 }
 
-static void mime_attachment_done(struct mime_walk *w, struct payload_attachment *att)
+static void mime_attachment_done(struct mime_walk *w)
 {
-    unsigned char tail[2];
+    unsigned char tail[2], sha256[32];
     unsigned int len = 0;
 
-    mime_attachment_bytes(w, att, tail, decode_finish(&w->dec, tail));
-    (void) EVP_DigestFinal_ex(w->sha, att->sha256, &len);
-    if (att->content_kept && att->content.data == NULL)
-	payload_bytes_append(&att->content, "", 0, 1);
+    mime_attachment_bytes(w, tail, decode_finish(&w->dec, tail));
+    (void) EVP_DigestFinal_ex(w->sha, sha256, &len);
+    payload_attachment_end(w->out, w->att_kept, w->att_size, sha256);
 }
 
 static void mime_part_end(struct mime_walk *w)
 {
     if (w->kind == MIME_ATTACHMENT)
-	mime_attachment_done(w, w->att);
+	mime_attachment_done(w);
+    else if (w->kind == MIME_TEXT || w->kind == MIME_HTML)
+	payload_text_end(w->out);
     w->kind = MIME_SKIP;
-    w->att = NULL;
     w->disposition_attachment = FALSE;
     w->cte_seen = FALSE;
     w->cte = DECODE_IDENTITY;
@@ -401,20 +406,14 @@ static void mime_embedded_read(struct mime_walk *w, struct istream *input)
     struct mime_embedded *e;
 
     array_foreach_modifiable(&w->embedded, e) {
-	struct payload_attachment *att = payload_attachment_add(w->msg);
 	uoff_t  start = e->part->physical_pos + e->part->header_size.physical_size;
 	uoff_t  left = e->part->body_size.physical_size;
 	const unsigned char *data;
 	size_t  size;
 
-	att->filename = e->filename ? wh_strdup(e->filename) : NULL;
-	att->content_type = wh_strdup(e->content_type);
-	att->content_kept = 1;
+	mime_attachment(w, e->filename, e->content_type, e->cte);
 	i_free(e->filename);
 	i_free(e->content_type);
-	decode_init(&w->dec, e->cte);
-	if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
-	    i_panic("SHA-256 unavailable");
 	i_stream_seek(input, start);
 	w->last_cr = 0;
 	while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
@@ -423,12 +422,12 @@ static void mime_embedded_read(struct mime_walk *w, struct istream *input)
 	    T_BEGIN {
 		unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
 
-		mime_attachment_raw(w, att, crlf, decode_crlf(&w->last_cr, data, size, crlf));
+		mime_attachment_raw(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
 	    } T_END;
 	    i_stream_skip(input, size);
 	    left -= size;
 	}
-	mime_attachment_done(w, att);
+	mime_attachment_done(w);
     }
 }
 
@@ -470,15 +469,15 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
 	crlf.data = data;
 	crlf.size = decode_crlf(&w->last_cr, raw->data, raw->size, data);
 	if (w->kind == MIME_ATTACHMENT)
-	    mime_attachment_raw(w, w->att, crlf.data, crlf.size);
+	    mime_attachment_raw(w, crlf.data, crlf.size);
 	else if (message_decoder_decode_next_block(decoder, &crlf, &block) && block.size > 0)
-	    payload_bytes_append(w->kind == MIME_TEXT ? &w->msg->text : &w->msg->html,
-				 block.data, block.size, SIZE_MAX - 1);
+	    payload_text_data(w->out, block.data, block.size);
     }
 }
 
 int     mime_read(struct istream *input, uoff_t max_attachment_size,
-		          struct payload_message *msg, const char **error_r)
+		          struct payload_message *msg, const struct payload_envelope *env,
+		          struct payload_writer *out, const char **error_r)
 {
     const struct message_parser_settings set = {
 	.hdr_flags = MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE,
@@ -493,6 +492,8 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
 
     i_zero(&w);
     w.msg = msg;
+    w.env = env;
+    w.out = out;
     w.max_attachment = max_attachment_size;
     w.content_type = str_new(default_pool, 64);
     i_array_init(&w.embedded, 4);
@@ -506,6 +507,8 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
 	} T_END;
     }
     mime_part_end(&w);
+    if (!w.begun)				/* no part at all (an I/O error) */
+	payload_begin(out, msg, env);
     message_decoder_deinit(&decoder);
     message_parser_deinit(&parser, &parts);
     mime_embedded_read(&w, input);	/* after an error: lists, frees */

@@ -2,9 +2,20 @@
  * NAME
  *	payload 3
  * SUMMARY
- *	the message.received JSON event
+ *	the message.received JSON event, written as it is produced
  * SYNOPSIS
  *	#include "payload.h"
+ *
+ *	void	payload_writer_init(&writer, &out, start, &scratch)
+ *	void	payload_begin(&writer, &msg, &envelope)
+ *	void	payload_attachment_begin(&writer, filename, content_type)
+ *	void	payload_attachment_data(&writer, data, len)
+ *	void	payload_attachment_drop(&writer)
+ *	void	payload_attachment_end(&writer, kept, size, sha256)
+ *	void	payload_text_begin(&writer, html)
+ *	void	payload_text_data(&writer, data, len)
+ *	void	payload_text_end(&writer)
+ *	int	payload_finish(&writer, size, &len)
  *
  *	char	*payload_build(&msg, &envelope, &len)
  *	char	*payload_utf8_clean(data, len, &len_out)
@@ -12,30 +23,46 @@
  *	struct payload_attachment *payload_attachment_add(&msg)
  *	void	payload_message_free(&msg)
  * DESCRIPTION
- *	The plugin fills a payload_message from Dovecot's MIME parser;
- *	payload_build() turns it into the JSON body that is signed and
- *	posted (compact, keys in a fixed order, malloc()ed):
+ *	The JSON body that is signed and posted (compact, keys in this
+ *	order):
  *
  *	{"type":"message.received","timestamp":T,"data":{"id",
  *	"workspace","envelope":{"mail_from","rcpt_to"},"headers":{"from",
  *	"to","cc","subject","date","message_id"},"authentication_results",
- *	"text","html","attachments":[{"filename","content_type","size",
- *	"sha256","content_base64"}],"size"}}
+ *	"attachments":[{"filename","content_type","content_base64",
+ *	"size","sha256"}],"text","html","size"}}
  *
- *	Absent headers and bodies are null. JSON strings must be UTF-8;
- *	Dovecot's decoder converts what it can, and payload_utf8_clean()
- *	replaces whatever is still not UTF-8 (an unknown charset, a
- *	broken sequence) with U+FFFD, so a hostile message still yields
- *	an event.
+ *	The writer produces it while the message is parsed, so that the
+ *	memory a delivery takes does not grow with the message: an
+ *	attachment's bytes go out base64-encoded as they are decoded (its
+ *	size and hash follow its content, being known only at its end);
+ *	text and html, which may come before, between or after the
+ *	attachments, go to the scratch sink as JSON strings and are copied
+ *	after the attachments at the end. payload_attachment_drop() takes
+ *	back the content of an attachment found to be over the size limit
+ *	(its content_base64 is then null; the next bytes overwrite it, the
+ *	final length excludes the rest). Writes go through a 64 KB buffer;
+ *	the first failed write stops all writing and payload_finish()
+ *	returns -1 with its errno (ENOSPC: the spool is full).
+ *
+ *	payload_build() writes a payload_message held in memory the same
+ *	way (tests, fuzzing).
+ *
+ *	Absent headers and bodies are null. JSON strings must be UTF-8:
+ *	whatever is not (an unknown charset, a broken sequence, a
+ *	sequence cut by a block boundary and never completed) becomes
+ *	U+FFFD (payload_utf8_clean() does the same on a whole string), so
+ *	a hostile message still yields an event.
  * DIAGNOSTICS
- *	None: every input gives a payload.
+ *	payload_finish(): -1 and errno when a write failed.
  */
 
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
+#include <unistd.h>
 
 #include "payload.h"
 #include "sign.h"
@@ -128,94 +155,453 @@ char   *payload_utf8_clean(const char *data, size_t len, size_t *len_r)
     return (out);
 }
 
-/* payload_string - a JSON string from any bytes, or null */
 
-static json_t *payload_string(const char *data, size_t len, int present)
+/* payload_utf8_prefix - a sequence at s that more bytes may complete */
+
+static int payload_utf8_prefix(const unsigned char *s, size_t left)
 {
-    json_t *j;
-    char   *clean;
-    size_t  clean_len;
+    size_t  n = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
 
-    if (!present)
-	return (json_null());
-    clean = payload_utf8_clean(data ? data : "", len, &clean_len);
-    j = json_stringn_nocheck(clean, clean_len);
-    free(clean);
-    return (j);
+    if (s[0] < 0xC2 || s[0] > 0xF4 || left >= n)
+	return (0);
+    for (size_t i = 1; i < left; i++)
+	if ((s[i] & 0xC0) != 0x80)
+	    return (0);
+    return (1);
 }
 
-static json_t *payload_bytes_json(const struct payload_bytes *b)
+/* -- sinks ---------------------------------------------------------- */
+
+static ssize_t payload_fd_pwrite(void *ctx, const void *buf, size_t len, off_t off)
 {
-    return (payload_string(b->data, b->len, b->data != NULL));
-}
+    const char *p = buf;
+    size_t  left = len;
 
-static json_t *payload_attachment_json(const struct payload_attachment *a)
-{
-    char    hex[65];
-    json_t *j = json_object();
+    while (left > 0) {
+	ssize_t n = pwrite(*(int *) ctx, p, left, off);
 
-    for (int i = 0; i < 32; i++)
-	snprintf(hex + 2 * i, 3, "%02x", a->sha256[i]);
-    json_object_set_new(j, "filename", payload_string(a->filename,
-			  a->filename ? strlen(a->filename) : 0, a->filename != NULL));
-    json_object_set_new(j, "content_type", payload_string(a->content_type,
-						  a->content_type ? strlen(a->content_type) : 0, 1));
-    json_object_set_new(j, "size", json_integer((json_int_t) a->size));
-    json_object_set_new(j, "sha256", json_string(hex));
-    if (a->content_kept) {
-	char   *b64 = sign_base64((const unsigned char *) a->content.data, a->content.len);
-
-	json_object_set_new(j, "content_base64", json_string_nocheck(b64));
-	free(b64);
-    } else {
-	json_object_set_new(j, "content_base64", json_null());
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n <= 0) {
+	    if (n == 0)
+		errno = EIO;
+	    return (-1);
+	}
+	p += n;
+	off += n;
+	left -= (size_t) n;
     }
-    return (j);
+    return ((ssize_t) len);
 }
 
-static json_t *payload_data(const struct payload_message *msg,
-			            const struct payload_envelope *env)
+static ssize_t payload_fd_pread(void *ctx, void *buf, size_t len, off_t off)
 {
-    json_t *data = json_object(), *envelope = json_object(), *headers = json_object();
-    json_t *auth = json_array(), *atts = json_array();
+    ssize_t n;
 
-#define STR(s) payload_string((s), (s) ? strlen(s) : 0, (s) != NULL)
-    json_object_set_new(data, "id", STR(env->id));
-    json_object_set_new(data, "workspace", STR(env->workspace));
-    json_object_set_new(envelope, "mail_from", STR(env->mail_from));
-    json_object_set_new(envelope, "rcpt_to", STR(env->rcpt_to));
-#undef STR
-    json_object_set_new(data, "envelope", envelope);
-    for (int i = 0; i < PAYLOAD_HEADER_COUNT; i++)
-	json_object_set_new(headers, payload_header_names[i],
-			    payload_bytes_json(&msg->header[i]));
-    json_object_set_new(data, "headers", headers);
-    for (int i = 0; i < msg->auth_count; i++)
-	json_array_append_new(auth, payload_bytes_json(&msg->auth_results[i]));
-    json_object_set_new(data, "authentication_results", auth);
-    json_object_set_new(data, "text", payload_bytes_json(&msg->text));
-    json_object_set_new(data, "html", payload_bytes_json(&msg->html));
-    for (int i = 0; i < msg->attachment_count; i++)
-	json_array_append_new(atts, payload_attachment_json(&msg->attachments[i]));
-    json_object_set_new(data, "attachments", atts);
-    json_object_set_new(data, "size", json_integer((json_int_t) msg->size));
-    return (data);
+    while ((n = pread(*(int *) ctx, buf, len, off)) < 0 && errno == EINTR)
+	 /* void */ ;
+    return (n);
+}
+
+void    payload_fd_sink(struct payload_sink *sink, int *fd)
+{
+    sink->pwrite = payload_fd_pwrite;
+    sink->pread = payload_fd_pread;
+    sink->ctx = fd;
+}
+
+/* -- the writer's output --------------------------------------------- */
+
+static void payload_flush(struct payload_writer *w)
+{
+    if (w->used > 0 && !w->error
+	&& w->out.pwrite(w->out.ctx, w->buf, w->used, w->pos - (off_t) w->used) < 0)
+	w->error = errno ? errno : EIO;
+    w->used = 0;
+}
+
+static void payload_out(struct payload_writer *w, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0 && !w->error) {
+	size_t  n = sizeof(w->buf) - w->used;
+
+	if (n > len)
+	    n = len;
+	memcpy(w->buf + w->used, p, n);
+	w->used += n;
+	w->pos += (off_t) n;
+	p += n;
+	len -= n;
+	if (w->used == sizeof(w->buf))
+	    payload_flush(w);
+    }
+}
+
+#define OUT(w, lit) payload_out((w), (lit), sizeof(lit) - 1)
+
+static void payload_scratch(struct payload_writer *w, const void *data, size_t len)
+{
+    if (len == 0 || w->error)
+	return;
+    if (w->scratch.pwrite(w->scratch.ctx, data, len, w->scratch_pos) < 0)
+	w->error = errno ? errno : EIO;
+    w->scratch_pos += (off_t) len;
+}
+
+static void payload_emit(struct payload_writer *w, const void *data, size_t len)
+{
+    if (w->in_string)			/* text or html: to scratch */
+	payload_scratch(w, data, len);
+    else
+	payload_out(w, data, len);
+}
+
+/*
+ * payload_escape - len bytes of a JSON string's content: UTF-8 checked
+ * (a sequence cut at the end is held for the next call, unless final),
+ * escaped as JSON wants it.
+ */
+static void payload_escape(struct payload_writer *w, const unsigned char *s, size_t len,
+			           int final)
+{
+    char    out[4096 + 16];
+    size_t  o = 0, i = 0, n;
+    unsigned char joined[8];
+
+    /* a held sequence first, completed with the first bytes of s */
+    while (w->pend_len > 0 && (len > 0 || final)) {
+	size_t  take = len < 4 ? len : 4;
+
+	memcpy(joined, w->pend, w->pend_len);
+	memcpy(joined + w->pend_len, s, take);
+	if (!final && payload_utf8_prefix(joined, w->pend_len + take)) {
+	    memcpy(w->pend + w->pend_len, s, take);	/* still cut short */
+	    w->pend_len += take;
+	    return;
+	}
+	n = payload_utf8_len(joined, w->pend_len + take);
+	if (n == 0 || n <= w->pend_len) {	/* not valid: one U+FFFD, go on */
+	    payload_emit(w, "\xEF\xBF\xBD", 3);
+	    memmove(w->pend, w->pend + 1, --w->pend_len);
+	    continue;
+	}
+	payload_emit(w, joined, n);
+	s += n - w->pend_len;
+	len -= n - w->pend_len;
+	w->pend_len = 0;
+    }
+    while (i < len) {
+	if (o > sizeof(out) - 16) {
+	    payload_emit(w, out, o);
+	    o = 0;
+	}
+	if (s[i] >= 0x80 && !final && payload_utf8_prefix(s + i, len - i)) {
+	    memcpy(w->pend, s + i, len - i);
+	    w->pend_len = len - i;
+	    break;
+	}
+	if ((n = payload_utf8_len(s + i, len - i)) == 0) {
+	    memcpy(out + o, "\xEF\xBF\xBD", 3);	/* U+FFFD */
+	    o += 3;
+	    i++;
+	} else if (n > 1) {
+	    memcpy(out + o, s + i, n);
+	    o += n;
+	    i += n;
+	} else if (s[i] == '"' || s[i] == '\\') {
+	    out[o++] = '\\';
+	    out[o++] = (char) s[i++];
+	} else if (s[i] < 0x20) {
+	    o += (size_t) snprintf(out + o, 7, "\\u%04x", s[i++]);
+	} else {
+	    out[o++] = (char) s[i++];
+	}
+    }
+    payload_emit(w, out, o);
+}
+
+/* payload_string - a whole JSON string, or null */
+
+static void payload_string(struct payload_writer *w, const char *data, size_t len,
+			           int present)
+{
+    if (!present) {
+	OUT(w, "null");
+	return;
+    }
+    OUT(w, "\"");
+    w->pend_len = 0;
+    payload_escape(w, (const unsigned char *) (data ? data : ""), len, 1);
+    OUT(w, "\"");
+}
+
+#define STR(w, s) payload_string((w), (s), (s) ? strlen(s) : 0, (s) != NULL)
+#define BYTES(w, b) payload_string((w), (b)->data, (b)->len, (b)->data != NULL)
+
+void    payload_writer_init(struct payload_writer *w, const struct payload_sink *out,
+			            off_t start, const struct payload_sink *scratch)
+{
+    memset(w, 0, sizeof(*w) - sizeof(w->buf));
+    w->out = *out;
+    w->scratch = *scratch;
+    w->start = w->pos = start;
+    w->text[0] = w->html[0] = -1;
+}
+
+void    payload_begin(struct payload_writer *w, const struct payload_message *msg,
+		              const struct payload_envelope *env)
+{
+    char    num[32];
+
+    OUT(w, "{\"type\":\"message.received\",\"timestamp\":");
+    payload_out(w, num, (size_t) snprintf(num, sizeof(num), "%lld", env->timestamp));
+    OUT(w, ",\"data\":{\"id\":");
+    STR(w, env->id);
+    OUT(w, ",\"workspace\":");
+    STR(w, env->workspace);
+    OUT(w, ",\"envelope\":{\"mail_from\":");
+    STR(w, env->mail_from);
+    OUT(w, ",\"rcpt_to\":");
+    STR(w, env->rcpt_to);
+    OUT(w, "},\"headers\":{");
+    for (int i = 0; i < PAYLOAD_HEADER_COUNT; i++) {
+	if (i > 0)
+	    OUT(w, ",");
+	STR(w, payload_header_names[i]);
+	OUT(w, ":");
+	BYTES(w, &msg->header[i]);
+    }
+    OUT(w, "},\"authentication_results\":[");
+    for (int i = 0; i < msg->auth_count; i++) {
+	if (i > 0)
+	    OUT(w, ",");
+	BYTES(w, &msg->auth_results[i]);
+    }
+    OUT(w, "],\"attachments\":[");
+}
+
+void    payload_attachment_begin(struct payload_writer *w, const char *filename,
+				         const char *content_type)
+{
+    if (w->attachments++ > 0)
+	OUT(w, ",");
+    OUT(w, "{\"filename\":");
+    STR(w, filename);
+    OUT(w, ",\"content_type\":");
+    payload_string(w, content_type, content_type ? strlen(content_type) : 0, 1);
+    OUT(w, ",\"content_base64\":");
+    w->content_start = w->pos;
+    OUT(w, "\"");
+    w->b64_len = 0;
+}
+
+static const char payload_b64[] =
+"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t payload_b64_group(const unsigned char *in, size_t n, char *out)
+{
+    unsigned int v = (unsigned int) in[0] << 16 | (n > 1 ? (unsigned int) in[1] << 8 : 0)
+	| (n > 2 ? in[2] : 0);
+
+    out[0] = payload_b64[v >> 18 & 63];
+    out[1] = payload_b64[v >> 12 & 63];
+    out[2] = n > 1 ? payload_b64[v >> 6 & 63] : '=';
+    out[3] = n > 2 ? payload_b64[v & 63] : '=';
+    return (4);
+}
+
+void    payload_attachment_data(struct payload_writer *w, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    char    out[4096];
+    size_t  o = 0;
+
+    while (len > 0) {
+	w->b64[w->b64_len++] = *p++;
+	len--;
+	if (w->b64_len == 3) {
+	    o += payload_b64_group(w->b64, 3, out + o);
+	    w->b64_len = 0;
+	    if (o == sizeof(out)) {
+		payload_out(w, out, o);
+		o = 0;
+	    }
+	}
+    }
+    payload_out(w, out, o);
+}
+
+void    payload_attachment_drop(struct payload_writer *w)
+{
+    payload_flush(w);
+    w->pos = w->content_start;		/* what follows overwrites it */
+    OUT(w, "null");
+    w->content_start = -1;
+}
+
+void    payload_attachment_end(struct payload_writer *w, int kept, size_t size,
+			               const unsigned char sha256[32])
+{
+    char    text[128], *t = text;
+
+    if (kept && w->content_start >= 0) {
+	char    tail[4];
+
+	if (w->b64_len > 0)
+	    payload_out(w, tail, payload_b64_group(w->b64, w->b64_len, tail));
+	OUT(w, "\"");
+    } else if (w->content_start >= 0) {
+	payload_attachment_drop(w);
+    }
+    t += snprintf(t, 64, ",\"size\":%zu,\"sha256\":\"", size);
+    for (int i = 0; i < 32; i++)
+	t += snprintf(t, 3, "%02x", sha256[i]);
+    payload_out(w, text, (size_t) (t - text));
+    OUT(w, "\"}");
+}
+
+void    payload_text_begin(struct payload_writer *w, int html)
+{
+    w->in_string = html ? 2 : 1;
+    w->pend_len = 0;
+    (html ? w->html : w->text)[0] = w->scratch_pos;
+    payload_scratch(w, "\"", 1);
+}
+
+void    payload_text_data(struct payload_writer *w, const void *data, size_t len)
+{
+    payload_escape(w, data, len, 0);
+}
+
+void    payload_text_end(struct payload_writer *w)
+{
+    payload_escape(w, (const unsigned char *) "", 0, 1);
+    payload_scratch(w, "\"", 1);
+    (w->in_string == 2 ? w->html : w->text)[1] = w->scratch_pos;
+    w->in_string = 0;
+}
+
+/* payload_copy - a JSON string from scratch into the event, or null */
+
+static void payload_copy(struct payload_writer *w, const off_t range[2])
+{
+    char    chunk[16384];
+    off_t   at = range[0];
+
+    if (range[0] < 0 || range[1] <= range[0]) {
+	OUT(w, "null");
+	return;
+    }
+    while (at < range[1] && !w->error) {
+	size_t  want = (size_t) (range[1] - at) < sizeof(chunk) ? (size_t) (range[1] - at)
+	    : sizeof(chunk);
+	ssize_t n = w->scratch.pread(w->scratch.ctx, chunk, want, at);
+
+	if (n <= 0) {
+	    w->error = n < 0 ? errno : EIO;
+	    break;
+	}
+	payload_out(w, chunk, (size_t) n);
+	at += n;
+    }
+}
+
+int     payload_finish(struct payload_writer *w, size_t size, size_t *len_r)
+{
+    char    num[64];
+
+    OUT(w, "],\"text\":");
+    payload_copy(w, w->text);
+    OUT(w, ",\"html\":");
+    payload_copy(w, w->html);
+    payload_out(w, num, (size_t) snprintf(num, sizeof(num), ",\"size\":%zu}}", size));
+    payload_flush(w);
+    *len_r = (size_t) (w->pos - w->start);
+    if (w->error) {
+	errno = w->error;
+	return (-1);
+    }
+    return (0);
+}
+
+/* -- in memory: payload_build() -------------------------------------- */
+
+struct payload_mem {
+    char   *data;
+    size_t  len, cap;
+};
+
+static ssize_t payload_mem_pwrite(void *ctx, const void *buf, size_t len, off_t off)
+{
+    struct payload_mem *m = ctx;
+    size_t  end = (size_t) off + len;
+
+    if (end + 1 > m->cap) {
+	m->cap = (end + 1) * 2;
+	m->data = wh_realloc(m->data, m->cap);
+    }
+    if ((size_t) off > m->len)
+	memset(m->data + m->len, 0, (size_t) off - m->len);
+    memcpy(m->data + off, buf, len);
+    if (end > m->len)
+	m->len = end;
+    return ((ssize_t) len);
+}
+
+static ssize_t payload_mem_pread(void *ctx, void *buf, size_t len, off_t off)
+{
+    struct payload_mem *m = ctx;
+
+    if ((size_t) off >= m->len)
+	return (0);
+    if (len > m->len - (size_t) off)
+	len = m->len - (size_t) off;
+    memcpy(buf, m->data + off, len);
+    return ((ssize_t) len);
+}
+
+static void payload_build_text(struct payload_writer *w, const struct payload_bytes *b,
+			               int html)
+{
+    if (b->data == NULL)
+	return;
+    payload_text_begin(w, html);
+    payload_text_data(w, b->data, b->len);
+    payload_text_end(w);
 }
 
 char   *payload_build(const struct payload_message *msg,
 		              const struct payload_envelope *env, size_t *len_r)
 {
-    json_t *event = json_object();
-    char   *text;
+    struct payload_mem out = {0, 0, 0}, scratch = {0, 0, 0};
+    struct payload_sink out_sink = {payload_mem_pwrite, payload_mem_pread, &out};
+    struct payload_sink scratch_sink = {payload_mem_pwrite, payload_mem_pread, &scratch};
+    struct payload_writer *w = wh_malloc(sizeof(*w));
+    size_t  len = 0;
 
-    json_object_set_new(event, "type", json_string("message.received"));
-    json_object_set_new(event, "timestamp", json_integer(env->timestamp));
-    json_object_set_new(event, "data", payload_data(msg, env));
-    if ((text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
-	abort();				/* only on out of memory */
-    json_decref(event);
-    *len_r = strlen(text);
-    return (text);
+    payload_writer_init(w, &out_sink, 0, &scratch_sink);
+    payload_build_text(w, &msg->text, 0);
+    payload_build_text(w, &msg->html, 1);
+    payload_begin(w, msg, env);
+    for (int i = 0; i < msg->attachment_count; i++) {
+	const struct payload_attachment *a = &msg->attachments[i];
+
+	payload_attachment_begin(w, a->filename, a->content_type);
+	if (a->content_kept)
+	    payload_attachment_data(w, a->content.data, a->content.len);
+	payload_attachment_end(w, a->content_kept, a->size, a->sha256);
+    }
+    if (payload_finish(w, msg->size, &len) < 0)
+	abort();				/* memory: only out of memory */
+    free(w);
+    free(scratch.data);
+    if (out.data == NULL)
+	out.data = wh_malloc(1);
+    out.data[len] = 0;
+    *len_r = len;
+    return (out.data);
 }
 
 static void payload_bytes_free(struct payload_bytes *b)

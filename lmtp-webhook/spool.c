@@ -9,6 +9,9 @@
  *	const char *spool_init(dir)
  *	const char *spool_ready(dir)
  *	const char *spool_reserve(dir, &event, &reservation)
+ *	const char *spool_reserve_stream(dir, &event, &reservation, &keeper)
+ *	const char *spool_stream_done(&reservation)
+ *	int	spool_scratch(dir)
  *	const char *spool_commit(&reservation)
  *	const char *spool_commit_why(&reservation, why)
  *	void	spool_discard(&reservation)
@@ -237,7 +240,8 @@ static char *spool_tmp_name(const char *dir, const char *prefix)
 
 static int spool_tmp_create(const char *path)
 {
-    return (open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    /* read too: a streamed event is copied if its file was swept */
+    return (open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
 }
 
 static int spool_free_name(const char *name)
@@ -338,8 +342,11 @@ const char *spool_reserve(const char *dir, const struct spool_event *ev,
  * a file creation and removal. A new keeper file is made (and the
  * spool's directories, once) when there is none.
  */
-const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
-			               struct spool_reservation *res, struct spool_keeper *keeper)
+/* spool_keeper_take - the keeper's file, made anew if it is gone */
+
+static const char *spool_keeper_take(const char *dir, const struct spool_event *ev,
+			                     struct spool_reservation *res,
+				             struct spool_keeper *keeper)
 {
     const char *err;
     struct stat st;
@@ -367,10 +374,110 @@ const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
     res->fd = keeper->fd;
     res->tmp_path = wh_strdup(keeper->path);
     res->keeper = keeper;
+    res->ev = ev;
     spool_names(dir, ev->id, res);
-    if ((err = spool_allocate(ev, res)) != NULL)
+    return (NULL);
+}
+
+const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
+			               struct spool_reservation *res, struct spool_keeper *keeper)
+{
+    const char *err;
+
+    if ((err = spool_keeper_take(dir, ev, res, keeper)) == NULL
+	&& (err = spool_allocate(ev, res)) != NULL)
 	spool_discard(res);
     return (err);
+}
+
+/*
+ * spool_reserve_stream - the keeper's file, for a body the caller writes
+ * itself (pwrite() into res->fd from offset res->meta_len on) while it
+ * produces it, so that no event is ever held whole in memory. The
+ * header line gets a slot wide enough for any body_length; when the
+ * body is done (ev->body_len set), spool_stream_done() writes it there,
+ * padded with spaces (JSON ignores them). Then spool_commit() or
+ * spool_discard() as usual. A write that fails (ENOSPC) is found before
+ * the mail is saved, as fallocate() finds it for spool_reserve_kept().
+ */
+const char *spool_reserve_stream(const char *dir, const struct spool_event *ev,
+				         struct spool_reservation *res,
+				         struct spool_keeper *keeper)
+{
+    struct spool_event widest;
+    const char *err;
+
+    if ((err = spool_keeper_take(dir, ev, res, keeper)) != NULL)
+	return (err);
+    widest = *ev;
+    widest.body_len = (size_t) 1e15;		/* 16 digits: any body */
+    res->meta = spool_meta(&widest, &res->meta_len);
+    res->meta_len++;				/* the newline */
+    res->written = 1;
+    res->streamed = 1;
+    return (NULL);
+}
+
+const char *spool_stream_done(struct spool_reservation *res)
+{
+    size_t  len;
+    char   *meta = spool_meta(res->ev, &len);
+
+    if (len + 1 > res->meta_len) {		/* a body of a petabyte */
+	free(meta);
+	errno = EFBIG;
+	return (spool_fail("cannot write", res->tmp_path));
+    }
+    meta = wh_realloc(meta, res->meta_len);
+    memset(meta + len, ' ', res->meta_len - 1 - len);
+    meta[res->meta_len - 1] = '\n';
+    free(res->meta);
+    res->meta = meta;
+    if (pwrite(res->fd, meta, res->meta_len, 0) != (ssize_t) res->meta_len)
+	return (spool_fail("cannot write", res->tmp_path));
+    return (NULL);
+}
+
+/*
+ * spool_scratch - a nameless file in tmp/ for what a writer needs to keep
+ * aside for a while (the plugin: an event's text and html, which come
+ * before the attachments in the message but after them in the event);
+ * gone when closed. -1 with errno.
+ */
+int     spool_scratch(const char *dir)
+{
+    char   *path = spool_path(dir, SPOOL_TMP, NULL);
+    int     fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    free(path);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+	path = spool_tmp_name(dir, "scratch");	/* no O_TMPFILE here */
+	if ((fd = spool_tmp_create(path)) >= 0)
+	    (void) unlink(path);
+	free(path);
+    }
+    return (fd);
+}
+
+/* spool_copy - a streamed event's bytes from one file to another */
+
+static int spool_copy(int from, int to, size_t len)
+{
+    char    buf[65536];
+    off_t   at = 0;
+
+    while ((size_t) at < len) {
+	size_t  want = len - (size_t) at < sizeof(buf) ? len - (size_t) at : sizeof(buf);
+	ssize_t n = pread(from, buf, want, at);
+
+	if (n <= 0 || pwrite(to, buf, (size_t) n, at) != n) {
+	    if (n == 0)
+		errno = EIO;
+	    return (-1);
+	}
+	at += n;
+    }
+    return (0);
 }
 
 void    spool_keeper_close(struct spool_keeper *keeper)
@@ -412,16 +519,26 @@ static const char *spool_commit_anew(struct spool_reservation *res)
 {
     struct spool_keeper *keeper = res->keeper;
 
+    int     old_fd = dup(keeper->fd);	/* an unlinked file: a streamed */
+    const char *err = NULL;		/* event is only there */
+
     free(res->tmp_path);
     res->tmp_path = spool_tmp_name(keeper->dir, res->ev->id);
-    spool_keeper_close(keeper);		/* its fd is an unlinked file */
+    spool_keeper_close(keeper);
     res->keeper = NULL;
-    res->written = 0;
-    if ((res->fd = spool_tmp_create(res->tmp_path)) < 0) {
-	const char *err = spool_fail("cannot create", res->tmp_path);
-
-	free(res->tmp_path);
-	res->tmp_path = NULL;
+    res->written = res->streamed;
+    if ((res->fd = spool_tmp_create(res->tmp_path)) < 0)
+	err = spool_fail("cannot create", res->tmp_path);
+    else if (res->streamed && (old_fd < 0 || spool_copy(old_fd, res->fd,
+					    res->meta_len + res->ev->body_len) < 0))
+	err = spool_fail("cannot copy the event into", res->tmp_path);
+    if (old_fd >= 0)
+	close(old_fd);
+    if (err != NULL) {
+	if (res->fd < 0) {
+	    free(res->tmp_path);
+	    res->tmp_path = NULL;
+	}
 	spool_discard(res);
 	return (err);
     }

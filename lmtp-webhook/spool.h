@@ -33,6 +33,7 @@ struct spool_reservation {
     size_t  meta_len;
     int     written;			/* no fallocate(): already written */
     struct spool_keeper *keeper;	/* the file is the keeper's */
+    int     streamed;			/* the body is written by the caller */
 };
 
 /* a tmp/ file an lmtp process keeps from one delivery to the next */
@@ -51,6 +52,13 @@ const char *spool_reserve(const char *dir, const struct spool_event *ev,
 			          struct spool_reservation *res);
 const char *spool_reserve_kept(const char *dir, const struct spool_event *ev,
 			               struct spool_reservation *res, struct spool_keeper *keeper);
+/* the caller writes the body into res->fd at res->meta_len, sets
+   ev->body_len, then spool_stream_done(): see spool.c */
+const char *spool_reserve_stream(const char *dir, const struct spool_event *ev,
+				         struct spool_reservation *res,
+				         struct spool_keeper *keeper);
+const char *spool_stream_done(struct spool_reservation *res);
+int     spool_scratch(const char *dir);
 void    spool_keeper_close(struct spool_keeper *keeper);
 const char *spool_commit(struct spool_reservation *res);
 const char *spool_commit_why(struct spool_reservation *res, const char *why);
