@@ -2,12 +2,16 @@
 
 #include "build_config.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "payload.h"
+#include "sign.h"
 #include "tap.h"
 
 static char *clean(const char *in, size_t len)
@@ -31,6 +35,115 @@ static json_t *build(struct payload_message *msg)
     ok(j != NULL, "payload is valid JSON (%zu bytes)", len);
     free(text);
     return (j);
+}
+
+/* a sink that fails after limit bytes, as a full disk does */
+struct full_disk {
+    int     fd;
+    off_t   limit;
+};
+
+static ssize_t full_pwrite(void *ctx, const void *buf, size_t len, off_t off)
+{
+    struct full_disk *d = ctx;
+
+    if (off + (off_t) len > d->limit) {
+	errno = ENOSPC;
+	return (-1);
+    }
+    return (pwrite(d->fd, buf, len, off));
+}
+
+/*
+ * test_stream - the writer as the plugin uses it: an attachment given a
+ * byte at a time, one dropped when over the limit, text with a UTF-8
+ * character cut between two blocks and html after the attachments, all
+ * into a file after a header slot; then a disk that fills up.
+ */
+static void test_stream(void)
+{
+    struct payload_message msg;
+    struct payload_envelope env = {"msg_2", "acme", "a@b", "bills@acme.planapulse.app", 7};
+    struct payload_writer *w = malloc(sizeof(*w));
+    struct payload_sink out, scratch;
+    FILE   *fo = tmpfile(), *fs = tmpfile();
+    int     ofd = fileno(fo), sfd = fileno(fs);
+    unsigned char bin[1000], sha[32] = {1};
+    char   *text, *b64;
+    size_t  len = 0;
+    json_t *j, *atts;
+    struct full_disk disk;
+
+    for (size_t i = 0; i < sizeof(bin); i++)
+	bin[i] = (unsigned char) (i * 7);
+    memset(&msg, 0, sizeof(msg));
+    payload_bytes_append(&msg.header[PAYLOAD_FROM], "A <a@b>", 7, 100);
+    payload_fd_sink(&out, &ofd);
+    payload_fd_sink(&scratch, &sfd);
+    ok(pwrite(ofd, "HEADER\n", 7, 0) == 7, "a header slot before the event");
+    payload_writer_init(w, &out, 7, &scratch);
+    payload_text_begin(w, 0);
+    payload_text_data(w, "caf\xc3", 4);		/* e-acute cut in two */
+    payload_text_data(w, "\xa9 \"q\"\n", 6);
+    payload_text_end(w);
+    payload_begin(w, &msg, &env);
+    payload_attachment_begin(w, "a.bin", "application/octet-stream");
+    for (size_t i = 0; i < sizeof(bin); i++)
+	payload_attachment_data(w, bin + i, 1);
+    payload_attachment_end(w, 1, sizeof(bin), sha);
+    payload_attachment_begin(w, "big.bin", "application/pdf");
+    payload_attachment_data(w, bin, 500);
+    payload_attachment_drop(w);
+    payload_attachment_end(w, 0, 99999, sha);
+    payload_text_begin(w, 1);
+    payload_text_data(w, "<p>\xe2\x82", 5);		/* cut, and never completed */
+    payload_text_end(w);
+    ok(payload_finish(w, 4242, &len) == 0, "stream written (%zu bytes)", len);
+    text = calloc(1, len + 1);
+    ok(pread(ofd, text, len, 7) == (ssize_t) len, "read back");
+    j = json_loadb(text, len, 0, NULL);
+    ok(j != NULL, "the streamed event is valid JSON");
+    {
+	json_t *data = json_object_get(j, "data");
+
+	atts = json_object_get(data, "attachments");
+	b64 = sign_base64(bin, sizeof(bin));
+	is_str(json_string_value(json_object_get(json_array_get(atts, 0), "content_base64")),
+	       b64, "byte-at-a-time attachment: the same base64 as in one piece");
+	free(b64);
+	ok(json_is_null(json_object_get(json_array_get(atts, 1), "content_base64"))
+	   && json_integer_value(json_object_get(json_array_get(atts, 1), "size")) == 99999,
+	   "a dropped attachment: content null, size kept");
+	is_str(json_string_value(json_object_get(data, "text")), "caf\xc3\xa9 \"q\"\n",
+	       "a UTF-8 character cut between blocks is whole; quotes, newline escaped");
+	is_str(json_string_value(json_object_get(data, "html")), "<p>\xef\xbf\xbd\xef\xbf\xbd",
+	       "a sequence never completed: U+FFFD");
+	is_int(json_integer_value(json_object_get(data, "size")), 4242, "size");
+	is_str(json_string_value(json_object_get(json_object_get(data, "headers"), "from")),
+	       "A <a@b>", "headers");
+    }
+    json_decref(j);
+    free(text);
+    ok(pread(ofd, bin, 7, 0) == 7 && memcmp(bin, "HEADER\n", 7) == 0,
+       "the header slot is untouched");
+
+    disk.fd = ofd;
+    disk.limit = 200000;
+    out.pwrite = full_pwrite;
+    out.ctx = &disk;
+    payload_writer_init(w, &out, 0, &scratch);
+    payload_begin(w, &msg, &env);
+    payload_attachment_begin(w, "x", "application/pdf");
+    for (int i = 0; i < 300; i++)
+	payload_attachment_data(w, bin, sizeof(bin));
+    payload_attachment_end(w, 1, 300 * sizeof(bin), sha);
+    errno = 0;
+    ok(payload_finish(w, 1, &len) < 0 && errno == ENOSPC,
+       "a full disk: payload_finish fails with ENOSPC");
+    payload_message_free(&msg);
+    free(w);
+    fclose(fo);
+    fclose(fs);
 }
 
 int     main(void)
@@ -96,5 +209,6 @@ int     main(void)
     json_decref(j);
     payload_message_free(&msg);
     ok(msg.attachments == NULL && msg.text.data == NULL, "payload_message_free resets");
+    test_stream();
     return (tap_done());
 }

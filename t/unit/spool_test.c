@@ -104,6 +104,57 @@ static void test_keeper_swept(const char *dir, const struct spool_event *ev)
     free(path);
 }
 
+/*
+ * test_stream - a body written by the caller (the plugin streams it):
+ * header line in its padded slot, body exactly as written; the keeper
+ * file swept under it is copied, not lost; discard leaves it empty.
+ */
+static void test_stream(const char *dir, const struct spool_event *ev)
+{
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    struct spool_reservation res;
+    struct spool_event ev2 = *ev, back;
+    const char *body = "{\"streamed\":\"body\"}\n\n";
+    char   *path;
+    struct stat st;
+
+    for (int swept = 0; swept < 2; swept++) {
+	ev2.id = swept ? "msg_stream_swept" : "msg_stream";
+	ev2.body = NULL;
+	ev2.body_len = 0;
+	is_str(spool_reserve_stream(dir, &ev2, &res, &keeper), NULL, "reserve for a stream");
+	ok(pwrite(res.fd, body, strlen(body), (off_t) res.meta_len) == (ssize_t) strlen(body),
+	   "the caller writes the body after the header slot");
+	ev2.body_len = strlen(body);
+	is_str(spool_stream_done(&res), NULL, "header line written into its slot");
+	if (swept)
+	    ok(unlink(keeper.path) == 0, "keeper file removed before the commit");
+	is_str(spool_commit(&res), NULL, "commit");
+	path = spool_path(dir, SPOOL_ACTIVE, ev2.id);
+	is_str(spool_load(path, &back), NULL, "the streamed event loads");
+	ok(back.body_len == strlen(body) && memcmp(back.body, body, back.body_len) == 0,
+	   "body byte for byte%s", swept ? " (copied out of the swept file)" : "");
+	is_str(back.id, ev2.id, "id in the padded header line");
+	spool_event_free(&back);
+	unlink(path);
+	free(path);
+    }
+    is_str(spool_reserve_stream(dir, &ev2, &res, &keeper), NULL, "reserve again");
+    ok(pwrite(res.fd, body, strlen(body), (off_t) res.meta_len) > 0, "write");
+    spool_discard(&res);
+    ok(keeper.fd >= 0 && fstat(keeper.fd, &st) == 0 && st.st_size == 0,
+       "discard empties the keeper file");
+    spool_keeper_close(&keeper);
+    {
+	int     fd = spool_scratch(dir);
+
+	ok(fd >= 0 && write(fd, "x", 1) == 1 && count(dir, SPOOL_TMP) == 0,
+	   "spool_scratch: a file with no name in tmp/");
+	if (fd >= 0)
+	    close(fd);
+    }
+}
+
 static void rmdir_sub(const char *dir, const char *sub)
 {
     char   *path = spool_path(dir, sub, NULL);
@@ -280,6 +331,7 @@ int     main(void)
     ok(spool_init("/proc/no/such/dir") != NULL, "spool_init on an impossible path: error");
     free(path);
     test_keeper_swept(dir, &ev);
+    test_stream(dir, &ev);
     test_removed_dirs(dir, &ev);
     test_recycle(dir);
     test_sweep(dir);
