@@ -452,6 +452,49 @@ def test_id_postfix_retry(st, rx):
            "and data.size is their size (%d)" % len(sent))
 
 
+# -- 7. memory ------------------------------------------------------------
+
+def lmtp_peak_rss_kb(st, mark):
+    """VmHWM of the lmtp process that logged the last delivery after mark"""
+    pids = re.findall(r"lmtp\(bills@acme\.planapulse\.app\)<(\d+)>", st.read_log("dovecot")[mark:])
+    try:
+        with open("/proc/%s/status" % pids[-1]) as f:
+            return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+    except (IndexError, OSError, AttributeError):
+        return None
+
+
+def test_big_bill(st, rx):
+    """Issue 14 item 7: a 60 MB bill (3 x 15 MB PDFs, each under the 25M
+    limit) and a 6 MB inline text, under Dovecot's default vsz_limit
+    (256M, set explicitly): delivered, every byte in the event, and the
+    lmtp process's peak RSS far below the message's size."""
+    pdfs = [b"%PDF-1.7\n" + os.urandom(15 * 1000 * 1000 - 9) for _ in range(3)]
+    text = CRLF.join(b"line %07d of a long statement, all of it kept" % i
+                     for i in range(120000))
+    parts = [part(["Content-Type: text/plain; charset=us-ascii"], text)]
+    parts += [part(["Content-Type: application/pdf",
+                    "Content-Disposition: attachment; filename=big-%d.pdf" % i,
+                    "Content-Transfer-Encoding: base64"], b64lines(p)) for i, p in enumerate(pdfs)]
+    data = message("big bill", multipart("mixed", "big-b", parts))
+    mark = len(st.read_log("dovecot"))
+    smtp_send(st, data)
+    ev = event_for(rx, "big bill", timeout=120)
+    if not tap.is_(len(ev), 1, "a %d MB bill through Postfix under vsz_limit 256M: one event"
+                   % (len(data) // 1000000)):
+        return
+    d = ev[0][2]["data"]
+    tap.ok(len(d["attachments"]) == 3 and all(
+        att_bytes(a) == p and a["sha256"] == hashlib.sha256(p).hexdigest()
+        for a, p in zip(d["attachments"], pdfs)), "the three 15 MB PDFs, byte for byte")
+    tap.ok(d["text"] == text.decode(), "the %d MB text, whole" % (len(text) // 1000000))
+    rss = lmtp_peak_rss_kb(st, mark)
+    tap.ok(rss is not None and rss < 64 * 1024,
+           "the lmtp process's peak RSS stays under 64 MB (%s kB) for a %d MB message"
+           % (rss, len(data) // 1000000))
+    tap.ok("Out of memory" not in st.read_log("dovecot")[mark:], "no out-of-memory in the log")
+
+
 # -- property: any MIME tree ----------------------------------------------
 
 TOKEN = s.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", min_size=1,
@@ -679,8 +722,8 @@ with Stack("lmtp-webhook-content") as st:
                                   "http://127.0.0.1:%d/ws/{1}/bills" % rx.port,
             "lmtp_webhook_spool_dir": st.path("spool"),
         },
-        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
-    st.start_postfix()
+        extra="mail_plugin_dir = %s\ndefault_vsz_limit = 256M\n" % PLUGIN_DIR)
+    st.start_postfix(main={"message_size_limit": "0"})
     start_runner(st)
     test_charsets_not_applied(st, rx)
     test_malformed_encodings(st, rx)
@@ -689,6 +732,7 @@ with Stack("lmtp-webhook-content") as st:
     test_id_collision(st, rx)
     test_id_stable(st, rx)
     test_id_postfix_retry(st, rx)
+    test_big_bill(st, rx)
     property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
     for _, h, _, raw in rx.events():
         if verify(SECRET, h, raw) is not None:
