@@ -2,31 +2,34 @@
  * NAME
  *	mime 3
  * SUMMARY
- *	fill a payload_message with Dovecot's MIME parser
+ *	read a message with Dovecot's MIME parser into the event writer
  * SYNOPSIS
  *	#include "lib.h"
  *	#include "mime.h"
  *
- *	int	mime_read(input, max_attachment_size, &msg, &error)
+ *	int	mime_read(input, max_attachment_size, &msg, &envelope, &writer, &error)
  *	uoff_t	mime_lmtp_data_offset(input, session_id)
  *	int	mime_digest(input, prefix, md, &size, &error)
  * DESCRIPTION
- *	Reads the whole message once with message_parser. The top-level
- *	From, To, Cc, Subject, Date, Message-ID and every
- *	Authentication-Results are kept, encoded words decoded to UTF-8
- *	(each at most 64 KB: a 1 MB header does not become a 1 MB JSON
- *	string). The first inline text/plain part is the text, the first
- *	inline text/html part the html, both converted to UTF-8 by
- *	Dovecot's message_decoder.
+ *	mime_read() reads the whole message once with message_parser and
+ *	writes the event with the payload writer as it goes (payload.c):
+ *	nothing grows with the message. The top-level From, To, Cc,
+ *	Subject, Date, Message-ID and every Authentication-Results are
+ *	kept in msg, encoded words decoded to UTF-8 (each at most 64 KB: a
+ *	1 MB header does not become a 1 MB JSON string), and written when
+ *	the first part starts. The first inline text/plain part is the
+ *	text, the first inline text/html part the html, both converted to
+ *	UTF-8 by Dovecot's message_decoder.
  *
  *	Every other part that is not a multipart is an attachment: its
  *	bytes are the body with the transfer encoding undone (decode.c)
  *	and nothing else, whatever charset= the part claims; size and
- *	SHA-256 are of those bytes; the content is kept when not over
+ *	SHA-256 are of those bytes; the content is sent when not over
  *	max_attachment_size. A message/rfc822 part is an attachment too
  *	(the embedded message's bytes, read from the input once the parse
  *	is done, so these come after the others in the list); the parts
- *	inside it are listed as well.
+ *	inside it are listed as well. The caller ends the event
+ *	(payload_finish()).
  *
  *	The filename is Content-Disposition's filename, else
  *	Content-Type's name, each in any form senders use: RFC 2231

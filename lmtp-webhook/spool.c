@@ -29,7 +29,8 @@
  *	twice.
  *
  *	An event file is one line of JSON (id, url, created, attempts,
- *	next_attempt, last_error, body_length) followed by the body bytes
+ *	next_attempt, last_error, body_length; padded with spaces when the
+ *	body was streamed) followed by the body bytes
  *	exactly as they are signed and posted.
  *
  *	The plugin reserves before the mail is saved: spool_reserve()
