@@ -270,7 +270,7 @@ static int spool_claim(const char *dir, const char *path)
 	tries++;
 	src = spool_path(dir, SPOOL_TMP, de->d_name);
 	if (rename(src, path) == 0
-	    && ((fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0
+	    && ((fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) < 0
 		|| fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
 	    if (fd >= 0)
 		close(fd);
