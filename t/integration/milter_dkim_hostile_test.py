@@ -518,6 +518,18 @@ def test_siblings(st, dns, ed_keys):
         open("/tmp/milter-70k.eml", "wb").write(msg)
 
 
+def test_bare_cr(st, dns):
+    """Bare CRs in a signed header and body (whatever Postfix makes of
+    them): the signature still covers what the receiver gets, without
+    libopendkim's FIXCRLF."""
+    token, raw = signed_message(b"Alerts <alerts@planapulse.ai>", b"X-Note: a\rb\r\n")
+    raw = raw.replace(b"Your invoice.\r\n", b"Your\rinvoice.\r\nline\r\r\n")
+    code, text = submit(st, "svc-alerts", raw)
+    msg = sunk(st, token) if code == 250 else b""
+    tap.is_(verify_all(msg, dns) if msg else None, [True, True],
+            "bare CRs in body: both signatures verify (dkimpy)", diag=text)
+
+
 def test_header_bytes(st):
     """Past the 8 MB of headers the milter keeps: refused for good (552),
     not deferred for the sender to retry the same bytes for days."""
@@ -633,6 +645,7 @@ with Stack("milter-dkim-hostile") as st:
     test_property(st, dns)
     test_siblings(st, dns, ed_keys)
     test_header_bytes(st)
+    test_bare_cr(st, dns)
     test_many_signatures(st, open(partner_path, "rb").read())
     test_check_only(st)
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
