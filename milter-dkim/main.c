@@ -112,9 +112,11 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     pthread_t thread;
     sigset_t set;
     mode_t  old_mask;
+    struct stat st;
 
     if (p->socket_local) {			/* policy_load() checked socket */
-	unlink(p->socket_path);
+	if (lstat(p->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+	    unlink(p->socket_path);		/* a stale socket; nothing else */
 	milter_local_socket = 1;
     }
     old_mask = umask(p->socket_umask);		/* who may connect to a UNIX socket */

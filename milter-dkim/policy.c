@@ -369,6 +369,8 @@ static const char *policy_socket_unix(const char *path)
 	return ("socket: the UNIX socket path is empty or longer than 107 bytes");
     if (!ok)
 	return ("socket: the directory of the UNIX socket does not exist");
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+	return ("socket: the UNIX socket path exists and is not a socket");
     return (NULL);
 }
 

@@ -600,6 +600,7 @@ def test_check_only(st):
              ("socket = unix:/nonexistent-dir/milter.sock\n", "directory of the UNIX socket"),
              ("socket = unix:/tmp/" + "x" * 120 + "\n", "longer than 107 bytes"),
              ("socket = tcp:8891\n", "socket must be inet:"),
+             ("socket = unix:%s\n" % st.path("etc", "key.table"), "exists and is not a socket"),
              ("authserv_id = mx.mxkit.test;\n", "authserv_id must be a token"),
              ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token"),
              ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000")]
