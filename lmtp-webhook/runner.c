@@ -238,6 +238,23 @@ static void runner_dead(struct runner *r, struct spool_event *ev, const char *pa
 	     ev->last_error ? ev->last_error : "no answer");
 }
 
+/*
+ * runner_unreadable - a file in active/ that is not an event (truncated
+ * by hand, copied in from elsewhere): moved to dead/ as it is, with one
+ * error, rather than warned about at every scan and kept forever.
+ */
+static void runner_unreadable(struct runner *r, const char *id, const char *path,
+			              const char *why)
+{
+    char   *dead = spool_path(r->tool->dir, SPOOL_DEAD, id);
+
+    if (rename(path, dead) == 0)
+	msg_error("%s; moved to %s/%s as it is", why, SPOOL_DEAD, id);
+    else
+	msg_error("%s; cannot move it to %s/: %m", why, SPOOL_DEAD);
+    free(dead);
+}
+
 /* runner_start - one attempt for an event file, if due */
 
 static void runner_start(struct runner *r, const char *id, int all)
@@ -254,7 +271,9 @@ static void runner_start(struct runner *r, const char *id, int all)
 	return;
     }
     if ((err = spool_load(path, &t->ev)) != NULL) {
-	if (access(path, F_OK) == 0)	/* gone meanwhile: dropped by hand */
+	if (errno == EBADMSG)
+	    runner_unreadable(r, id, path, err);
+	else if (access(path, F_OK) == 0)	/* gone meanwhile: dropped by hand */
 	    msg_warn("%s", err);
     } else if (r->tool->dead_after > 0 && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);

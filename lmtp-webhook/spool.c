@@ -68,7 +68,8 @@
  *	commit whose file vanished under it writes the event anew.
  * DIAGNOSTICS
  *	NULL, or a message in a static buffer naming the file and the
- *	system error.
+ *	system error. spool_load() sets errno to EBADMSG when the file is
+ *	there but is not an event file.
  */
 
 #define _GNU_SOURCE			/* fallocate() */
@@ -688,6 +689,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
 		 nl ? jerr.text : "no header line");
 	free(data);
+	errno = EBADMSG;
 	return (spool_err);
     }
     jerr.text[0] = 0;
@@ -701,6 +703,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
 		 jerr.text[0] ? jerr.text : "last_error not a string, or truncated body");
 	json_decref(j);
 	free(data);
+	errno = EBADMSG;
 	return (spool_err);
     }
     ev->id = wh_strdup(id);

@@ -15,6 +15,7 @@ LMTP with the plugin -> lmtp-webhook-spool run -> a real HTTP receiver.
   capped at a day; garbage falls back to the schedule; USR1 flushes.
 - A removed active/, tmp/ or dead/ is made again (one copy, one event);
   an unwritable active/ tempfails before the mail is saved (no copy).
+- A file in active/ that is no event goes to dead/ as it is, once.
 - Signals: HUP reloads (applied, or named as needing a restart; a broken
   file changes nothing), TERM stops cleanly.
 """
@@ -409,6 +410,23 @@ def test_free_pool(st, rx, runner):
            "the planted free files were taken and removed", diag=str(sorted(names)))
 
 
+def test_garbage_event(st, rx, runner):
+    """A file in active/ that is no event: kept byte for byte in dead/
+    with one error, not warned about every second forever."""
+    garbage = b"{\"id\": \"msg_garbage\", truncated" + os.urandom(100)
+    path = st.path("spool", "active", "msg_garbage")
+    with open(path + ".new", "wb") as f:
+        f.write(garbage)
+    os.rename(path + ".new", path)
+    dead = st.path("spool", "dead", "msg_garbage")
+    tap.ok(wait_for(lambda: os.path.exists(dead), timeout=5), "moved to dead/")
+    with open(dead, "rb") as f:
+        tap.is_(f.read(), garbage, "byte for byte")
+    time.sleep(2.5)
+    tap.is_(runner.log().count("msg_garbage: not a spooled event"), 1, "one error line")
+    os.unlink(dead)
+
+
 def rm_spool_dirs(st, *subs):
     for sub in subs:
         shutil.rmtree(st.path("spool", sub), ignore_errors=True)
@@ -543,6 +561,7 @@ with Stack("lmtp-webhook-delivery") as st:
     test_detail_through_postfix(st, rx)
     test_detail_property(st, rx)
     test_free_pool(st, rx, runner)
+    test_garbage_event(st, rx, runner)
     test_retry_after(st, rx, runner)
     test_removed_dirs(st, rx, runner)
     test_signals(st, rx, runner)
