@@ -44,6 +44,12 @@
  *	directory removed in between is made again. The rename into
  *	active/ is what wakes lmtp-webhook-spool (inotify).
  *
+ *	spool_load() reads an event file whole, or maps it read-only from
+ *	SPOOL_MAP_MIN (1 MB) on: the body then points into the mapping and
+ *	is not NUL-terminated, and spool_event_free() unmaps it. What
+ *	lmtp-webhook-spool holds for its events in flight is then page
+ *	cache, not its own memory, whatever their size.
+ *
  *	Every event file's mtime is its next attempt time, so that a
  *	scan can skip what is not due with stat() alone.
  *
@@ -80,6 +86,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -647,9 +654,13 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
     return (spool_commit(&res));
 }
 
-/* spool_read_file - the whole file, NUL-terminated */
-
-static char *spool_read_file(const char *path, size_t *len_r)
+/*
+ * spool_read_file - the whole file: read into memory (NUL-terminated),
+ * or from SPOOL_MAP_MIN bytes on mapped read-only (*mapped_r = 1), so
+ * that what lmtp-webhook-spool holds of concurrency events in flight
+ * is page cache the kernel can drop, not its own memory.
+ */
+static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
 {
     struct stat st;
     char   *data;
@@ -657,11 +668,23 @@ static char *spool_read_file(const char *path, size_t *len_r)
     ssize_t n;
     int     fd = open(path, O_RDONLY | O_CLOEXEC);
 
+    *mapped_r = 0;
     if (fd < 0 || fstat(fd, &st) < 0) {
 	spool_fail("cannot open", path);
 	if (fd >= 0)
 	    close(fd);
 	return (NULL);
+    }
+    if (st.st_size >= SPOOL_MAP_MIN) {
+	data = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (data == MAP_FAILED) {
+	    spool_fail("cannot map", path);
+	    return (NULL);
+	}
+	*mapped_r = 1;
+	*len_r = (size_t) st.st_size;
+	return (data);
     }
     data = wh_malloc((size_t) st.st_size + 1);
     while (got < (size_t) st.st_size && (n = read(fd, data + got, st.st_size - got)) > 0)
@@ -672,6 +695,14 @@ static char *spool_read_file(const char *path, size_t *len_r)
     return (data);
 }
 
+static void spool_release(char *data, size_t len, int mapped)
+{
+    if (mapped)
+	munmap(data, len);
+    else
+	free(data);
+}
+
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
@@ -680,15 +711,16 @@ const char *spool_load(const char *path, struct spool_event *ev)
     json_int_t created, attempts, next_attempt, body_len;
     char   *data, *nl;
     size_t  len;
+    int     mapped;
 
     memset(ev, 0, sizeof(*ev));
-    if ((data = spool_read_file(path, &len)) == NULL)
+    if ((data = spool_read_file(path, &len, &mapped)) == NULL)
 	return (spool_err);
     if ((nl = memchr(data, '\n', len)) == NULL
 	|| (j = json_loadb(data, nl - data, 0, &jerr)) == NULL) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
 		 nl ? jerr.text : "no header line");
-	free(data);
+	spool_release(data, len, mapped);
 	errno = EBADMSG;
 	return (spool_err);
     }
@@ -702,7 +734,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
 		 jerr.text[0] ? jerr.text : "last_error not a string, or truncated body");
 	json_decref(j);
-	free(data);
+	spool_release(data, len, mapped);
 	errno = EBADMSG;
 	return (spool_err);
     }
@@ -713,10 +745,16 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->next_attempt = next_attempt;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
     ev->body_len = (size_t) body_len;
+    json_decref(j);
+    if (mapped) {			/* the body stays in the mapping */
+	ev->map = data;
+	ev->map_len = len;
+	ev->body = nl + 1;
+	return (NULL);
+    }
     ev->body = wh_malloc(ev->body_len + 1);
     memcpy(ev->body, nl + 1, ev->body_len);
     ev->body[ev->body_len] = 0;
-    json_decref(j);
     free(data);
     return (NULL);
 }
@@ -853,7 +891,10 @@ void    spool_event_free(struct spool_event *ev)
 {
     free(ev->id);
     free(ev->url);
-    free(ev->body);
+    if (ev->map != NULL)
+	munmap(ev->map, ev->map_len);
+    else
+	free(ev->body);
     free(ev->last_error);
     memset(ev, 0, sizeof(*ev));
 }

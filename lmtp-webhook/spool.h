@@ -23,7 +23,12 @@ struct spool_event {
     size_t  body_len;
     long long created, next_attempt;
     int     attempts;
+    void   *map;			/* spool_load(): the file, mapped; */
+    size_t  map_len;			/* then body points into it, no NUL */
 };
+
+/* spool_load() maps event files from this size on instead of reading them */
+#define SPOOL_MAP_MIN	(1024 * 1024)
 
 struct spool_reservation {
     int     fd;

@@ -250,6 +250,41 @@ static void test_recycle(const char *dir)
     free(body);
 }
 
+/*
+ * test_big_load - an event from SPOOL_MAP_MIN bytes on is mapped, not
+ * read into memory (lmtp-webhook-spool holds concurrency of them), and
+ * stores and loads back byte for byte all the same.
+ */
+static void test_big_load(const char *dir)
+{
+    struct spool_event big = {0}, back, again;
+    size_t  len = SPOOL_MAP_MIN + 12345;
+    char   *body = malloc(len), *path;
+
+    for (size_t i = 0; i < len; i++)
+	body[i] = (char) (i * 7 + (i >> 9));
+    big.id = "msg_mapped";
+    big.url = "http://x/";
+    big.body = body;
+    big.body_len = len;
+    big.attempts = 3;
+    is_str(spool_store(dir, SPOOL_ACTIVE, &big), NULL, "store a big event");
+    path = spool_path(dir, SPOOL_ACTIVE, big.id);
+    is_str(spool_load(path, &back), NULL, "load it");
+    ok(back.map != NULL, "it is mapped, not read into memory");
+    ok(back.body_len == len && memcmp(back.body, body, len) == 0, "body byte for byte");
+    back.attempts = 4;
+    is_str(spool_store(dir, SPOOL_ACTIVE, &back), NULL, "rewritten from the mapping");
+    spool_event_free(&back);
+    is_str(spool_load(path, &again), NULL, "load the rewrite");
+    ok(again.attempts == 4 && again.body_len == len && memcmp(again.body, body, len) == 0,
+       "new header, same body");
+    spool_event_free(&again);
+    unlink(path);
+    free(path);
+    free(body);
+}
+
 int     main(void)
 {
     char    dir[] = "/tmp/spool_test.XXXXXX";
@@ -334,6 +369,7 @@ int     main(void)
     test_stream(dir, &ev);
     test_removed_dirs(dir, &ev);
     test_recycle(dir);
+    test_big_load(dir);
     test_sweep(dir);
     {
 	char    cmd[300];
