@@ -318,6 +318,7 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     }
     t->ev.attempts++;
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
+	spool_event_body_free(&t->ev);	/* before the file can be reused */
 	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
 	    msg_error("unlink %s: %m", path);
 	if (res.outcome == POST_DELIVERED)

@@ -887,14 +887,24 @@ void    spool_list_free(char **names, int count)
     free(names);
 }
 
-void    spool_event_free(struct spool_event *ev)
+/* spool_event_body_free - the body only (unmapped: its file may be reused) */
+
+void    spool_event_body_free(struct spool_event *ev)
 {
-    free(ev->id);
-    free(ev->url);
     if (ev->map != NULL)
 	munmap(ev->map, ev->map_len);
     else
 	free(ev->body);
+    ev->map = NULL;
+    ev->body = NULL;
+    ev->body_len = 0;
+}
+
+void    spool_event_free(struct spool_event *ev)
+{
+    free(ev->id);
+    free(ev->url);
+    spool_event_body_free(ev);
     free(ev->last_error);
     memset(ev, 0, sizeof(*ev));
 }

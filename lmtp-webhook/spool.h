@@ -78,5 +78,6 @@ int     spool_free_count(const char *dir);
 char   *spool_path(const char *dir, const char *subdir, const char *id);
 int     spool_id_ok(const char *id);
 void    spool_event_free(struct spool_event *ev);
+void    spool_event_body_free(struct spool_event *ev);
 
 #endif
