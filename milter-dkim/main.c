@@ -87,7 +87,8 @@ static void *milter_dkim_run(void *arg)
 
 static void milter_dkim_reload(const char *path)
 {
-    struct dkim_policy *p = policy_load(path);
+    struct dkim_policy *p = policy_load(path), *old;
+    const char *name;
 
     if (p == NULL) {
 	metrics_config_reload(0);
@@ -95,6 +96,9 @@ static void milter_dkim_reload(const char *path)
 	return;
     }
     metrics_config_reload(1);
+    if ((old = policy_acquire()) != NULL && (name = policy_restart_setting(old, p)) != NULL)
+	msg_warn("reload: %s changed; it takes effect at the next restart", name);
+    policy_release(&old);
     policy_install(p);
     msg_info("configuration reloaded: %d keys, %d SigningTable entries",
 	     p->tables.key_count, p->tables.sign_count);

@@ -450,6 +450,22 @@ struct dkim_policy *policy_load(const char *path)
     return (p);
 }
 
+/*
+ * policy_restart_setting - the first setting that a reload cannot apply
+ * (the listening socket is made once) and that differs between two sets;
+ * NULL when there is none. The caller says so, instead of ignoring it.
+ */
+const char *policy_restart_setting(const struct dkim_policy *old,
+				           const struct dkim_policy *new)
+{
+    static const char *const names[] = {"socket", "socket_umask", 0};
+
+    for (const char *const *n = names; old && *n; n++)
+	if (strcmp(config_get_str(old->cfg, *n), config_get_str(new->cfg, *n)) != 0)
+	    return (*n);
+    return (NULL);
+}
+
 const struct dkim_key *policy_key(const struct dkim_policy *policy,
 				          const struct key_entry *entry)
 {

@@ -32,7 +32,9 @@ package:
      libopendkim) still verifies; 8.6 MB of headers get 552, not 452;
      40 signatures on one message: 8 verified (the good first one
      passes), 32 ignored and logged;
-  7. -t fails, naming file and line, on a socket_umask or socket the
+  7. SIGHUP applies verify_signatures_max and says that a changed
+     socket_umask needs a restart;
+  8. -t fails, naming file and line, on a socket_umask or socket the
      daemon would die on, and on an authserv_id that is not a token (its
      forged copies could not be told from ours); it passes a good one.
 """
@@ -568,7 +570,7 @@ def test_header_bytes(st):
            "and logged")
 
 
-def test_many_signatures(st, partner_key):
+def test_many_signatures(st, partner_key, want=8):
     """40 signatures on one inbound message: the first 8 are verified (the
     good one on top passes), the rest ignored and counted in the log, not
     40 DNS queries and 40 RSA operations per message."""
@@ -581,11 +583,26 @@ def test_many_signatures(st, partner_key):
     msg = inbound(st, b"".join(sigs) + raw)
     ar = ours(ar_values(msg))
     results = re.findall(rb"dkim=(\w+) (?:\([^)]*\) )?header\.d=(\S+)", ar[0] if ar else b"")
-    tap.is_(len(results), 8, "40 signatures: 8 results in our A-R (verify_signatures_max)")
+    tap.is_(len(results), want, "40 signatures: %d results in our A-R "
+            "(verify_signatures_max)" % want)
     tap.ok(results and results[0] == (b"pass", b"partner.example"),
            "the first, good one passes", diag=repr(results[:2]))
-    tap.ok(wait_for(lambda: "32 more DKIM signatures not verified (verify_signatures_max = 8)"
-                    in st.read_log("milter"), timeout=5), "the 32 ignored ones are logged")
+    tap.ok(wait_for(lambda: "%d more DKIM signatures not verified (verify_signatures_max = %d)"
+                    % (40 - want, want) in st.read_log("milter"), timeout=5),
+           "the %d ignored ones are logged" % (40 - want))
+
+
+def test_reload(st, proc, conf, partner_key):
+    """SIGHUP: verify_signatures_max is applied; a changed socket_umask
+    (the socket is made once) is named as needing a restart."""
+    with open(conf, "a") as f:
+        f.write("verify_signatures_max = 3\nsocket_umask = 027\n")
+    proc.send_signal(1)
+    tap.ok(wait_for(lambda: "configuration reloaded" in st.read_log("milter")),
+           "SIGHUP: reloaded")
+    tap.ok("reload: socket_umask changed; it takes effect at the next restart"
+           in st.read_log("milter"), "a changed socket_umask is said to need a restart")
+    test_many_signatures(st, partner_key, want=3)
 
 
 def test_check_only(st):
@@ -669,6 +686,7 @@ with Stack("milter-dkim-hostile") as st:
     test_header_bytes(st)
     test_bare_cr(st, dns)
     test_many_signatures(st, open(partner_path, "rb").read())
+    test_reload(st, proc, conf, open(partner_path, "rb").read())
     test_check_only(st)
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
         scrape = r.read().decode()
