@@ -349,8 +349,9 @@ static sfsistat milter_pass(struct milter_ctx *c)
  * reads it, that the SASL user may use. For a bound user, a From: the
  * binding cannot prove (none, several, a group, unreadable) is a
  * violation like a foreign address; anyone else just goes unsigned.
+ * 1: sign; 0: pass unsigned; -1: rejected (the reply is set).
  */
-static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
+static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 {
     int     bound = c->auth_user && tables_bound(&c->policy->tables, c->auth_user);
     const char *why = c->msg.from_count != 1 ? NULL : c->msg.from_error;
@@ -358,11 +359,11 @@ static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 
     if (readable && (!bound || tables_binding_allows(&c->policy->tables, c->auth_user,
 						       c->msg.from, &bound)))
-	return (SMFIS_CONTINUE);
+	return (1);
     if (!bound) {
 	msg_info("%s: not signed: %d From: headers%s%s%s", c->qid, c->msg.from_count,
 		 why ? " (" : "", why ? why : "", why ? ")" : "");
-	return (milter_pass(c));
+	return (0);
     }
     milter_count(milter_metrics.binding);
     if (readable)
@@ -373,9 +374,9 @@ static sfsistat milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 		 c->qid, c->auth_user, c->msg.from_count, why ? " (" : "", why ? why : "",
 		 why ? ")" : "", c->policy->binding_reject ? "; rejected" : "; not signed");
     if (!c->policy->binding_reject)
-	return (milter_pass(c));
+	return (0);
     smfi_setreply(ctx, "550", "5.7.1", "Sender address not allowed for this login");
-    return (SMFIS_REJECT);
+    return (-1);
 }
 
 static sfsistat milter_eoh(SMFICTX *ctx)
@@ -384,7 +385,6 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     const char *qid = smfi_getsymval(ctx, "i");
     struct dkim_policy *p;
     DKIM_STAT status;
-    sfsistat verdict;
     int     internal, n;
 
     if (c == NULL || (p = c->policy) == NULL)
@@ -403,8 +403,8 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     }
     internal = c->client[0] && cidr_list_match_str(p->internal, c->client);
     if (p->sign && (internal || (p->sign_authenticated && c->auth_user))) {
-	if ((verdict = milter_check_sender(ctx, c)) != SMFIS_CONTINUE)
-	    return (verdict);
+	if ((n = milter_check_sender(ctx, c)) <= 0)
+	    return (n < 0 ? SMFIS_REJECT : milter_pass(c));
 	if ((n = milter_start_signing(c)) < 0) {
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
 	    return (SMFIS_TEMPFAIL);

@@ -376,6 +376,16 @@ def test_forged_on_signed_and_internal(st, dns):
            "unsigned")
     tap.is_(len(ar_values(msg)), 0, "internal unsigned mail: the 40 forged A-R are removed")
 
+    for value, name in ((b"a@planapulse.ai\r\nFrom: b@planapulse.ai", "two From:"),
+                        (b"staff: a@planapulse.ai;", "a group From:")):
+        token, raw = signed_message(value, forged)
+        s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+        s.sendmail("a@planapulse.ai", ["cust@example.net"], raw)
+        s.quit()
+        msg = sunk(st, token)
+        tap.ok(msg and b"DKIM-Signature" not in msg and not ar_values(msg),
+               "internal mail with %s and forged A-R: unsigned, the A-R removed" % name)
+
 
 BAD_FROM = [
     (b"ceo@planapulse.ai <alerts@planapulse.ai>", "addr-spec as display name"),
