@@ -241,8 +241,8 @@ static char *milter_domain(const char *pattern, const char *from_domain)
 
 static int milter_start_signing(struct milter_ctx *c)
 {
-    const char *from_domain = strrchr(c->msg.from, '@') + 1;
-    int     n = tables_signers(&c->policy->tables, c->msg.from, NULL, 0);
+    const char *at = strrchr(c->msg.from, '@'), *from_domain = at ? at + 1 : "";
+    int     n = at ? tables_signers(&c->policy->tables, c->msg.from, NULL, 0) : 0;
     const struct key_entry **keys = xcalloc(n + 1, sizeof(*keys));
 
     tables_signers(&c->policy->tables, c->msg.from, keys, n);
