@@ -196,10 +196,20 @@ static const char *webhook_id(const char *rcpt, struct istream *data, uoff_t *si
     return (str_c(id));
 }
 
+/* webhook_scratch_open - the scratch file, when text and html outgrow memory */
+
+static int webhook_scratch_open(void *ctx)
+{
+    return (spool_scratch(ctx));
+}
+
+#define WEBHOOK_SCRATCH_MEM (256 * 1024)
+
 /*
  * webhook_stream - the event, written into the reservation as the message
  * is parsed (payload.c): memory per delivery does not grow with the
- * message. Text and html wait in a scratch file in the spool's tmp/.
+ * message. Text and html wait in memory, or past 256 KB in a scratch
+ * file in the spool's tmp/.
  */
 static int webhook_stream(struct istream *data, const struct webhook_settings *set,
 			          const struct payload_envelope *env, size_t size,
@@ -209,26 +219,23 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
     struct payload_message msg;
     struct payload_writer *w = i_new(struct payload_writer, 1);
     struct payload_sink out, scratch;
-    int     scratch_fd, ret = 0;
+    struct payload_spill spill = {NULL, 0, WEBHOOK_SCRATCH_MEM, -1, webhook_scratch_open,
+	(void *) set->spool_dir};
+    int     ret = 0;
 
-    if ((scratch_fd = spool_scratch(set->spool_dir)) < 0) {
-	*error_r = t_strdup_printf("cannot create a scratch file in %s/tmp: %m",
-				   set->spool_dir);
-	i_free(w);
-	return (-1);
-    }
     payload_fd_sink(&out, &res->fd);
-    payload_fd_sink(&scratch, &scratch_fd);
+    payload_spill_sink(&scratch, &spill);
     payload_writer_init(w, &out, (off_t) res->meta_len, &scratch);
     i_zero(&msg);
     if (mime_read(data, set->max_attachment, &msg, env, w, error_r) < 0)
 	ret = -1;
     else if (payload_finish(w, size, len_r) < 0) {
-	*error_r = t_strdup_printf("cannot write %s: %m", res->tmp_path);
+	*error_r = t_strdup_printf("cannot write the event (%s, or a scratch file in "
+				   "%s/tmp): %m", res->tmp_path, set->spool_dir);
 	ret = -1;
     }
     payload_message_free(&msg);
-    i_close_fd(&scratch_fd);
+    payload_spill_free(&spill);
     i_free(w);
     return (ret);
 }

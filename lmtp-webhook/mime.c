@@ -293,7 +293,8 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
 				 MIME_HEADER_LIMIT);
 	    return;
 	}
-    if (strcasecmp(hdr->name, "Authentication-Results") == 0 && msg->auth_count < 100) {
+    /* every one: their number is bounded by Dovecot's header limit */
+    if (strcasecmp(hdr->name, "Authentication-Results") == 0) {
 	msg->auth_results = wh_realloc(msg->auth_results,
 				       (msg->auth_count + 1) * sizeof(*msg->auth_results));
 	memset(&msg->auth_results[msg->auth_count], 0, sizeof(*msg->auth_results));

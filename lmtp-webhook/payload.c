@@ -38,7 +38,8 @@
  *	size and hash follow its content, being known only at its end);
  *	text and html, which may come before, between or after the
  *	attachments, go to the scratch sink as JSON strings and are copied
- *	after the attachments at the end. payload_attachment_drop() takes
+ *	after the attachments at the end (payload_spill_sink(): in memory
+ *	up to a limit, then in a file). payload_attachment_drop() takes
  *	back the content of an attachment found to be over the size limit
  *	(its content_base64 is then null; the next bytes overwrite it, the
  *	final length excludes the rest). Writes go through a 64 KB buffer;
@@ -208,6 +209,58 @@ void    payload_fd_sink(struct payload_sink *sink, int *fd)
     sink->pwrite = payload_fd_pwrite;
     sink->pread = payload_fd_pread;
     sink->ctx = fd;
+}
+
+static ssize_t payload_spill_pwrite(void *ctx, const void *buf, size_t len, off_t off)
+{
+    struct payload_spill *sp = ctx;
+    size_t  end = (size_t) off + len;
+
+    if (sp->fd < 0 && end > sp->limit) {	/* memory full: to the file */
+	if ((sp->fd = sp->open_file(sp->ctx)) < 0
+	    || payload_fd_pwrite(&sp->fd, sp->mem, sp->len, 0) < 0)
+	    return (-1);
+	free(sp->mem);
+	sp->mem = NULL;
+    }
+    if (sp->fd >= 0)
+	return (payload_fd_pwrite(&sp->fd, buf, len, off));
+    if (sp->mem == NULL)
+	sp->mem = wh_malloc(sp->limit);
+    memcpy(sp->mem + off, buf, len);	/* the writer writes in order */
+    if (end > sp->len)
+	sp->len = end;
+    return ((ssize_t) len);
+}
+
+static ssize_t payload_spill_pread(void *ctx, void *buf, size_t len, off_t off)
+{
+    struct payload_spill *sp = ctx;
+
+    if (sp->fd >= 0)
+	return (payload_fd_pread(&sp->fd, buf, len, off));
+    if ((size_t) off >= sp->len)
+	return (0);
+    if (len > sp->len - (size_t) off)
+	len = sp->len - (size_t) off;
+    memcpy(buf, sp->mem + off, len);
+    return ((ssize_t) len);
+}
+
+void    payload_spill_sink(struct payload_sink *sink, struct payload_spill *spill)
+{
+    sink->pwrite = payload_spill_pwrite;
+    sink->pread = payload_spill_pread;
+    sink->ctx = spill;
+}
+
+void    payload_spill_free(struct payload_spill *spill)
+{
+    free(spill->mem);
+    spill->mem = NULL;
+    if (spill->fd >= 0)
+	(void) close(spill->fd);
+    spill->fd = -1;
 }
 
 /* -- the writer's output --------------------------------------------- */

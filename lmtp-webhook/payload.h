@@ -52,6 +52,19 @@ struct payload_sink {
     void   *ctx;
 };
 
+/*
+ * A sink in memory up to limit bytes, then in the file that open_file()
+ * gives (called once, when the memory is full): scratch space that costs
+ * no file for the usual small text and html.
+ */
+struct payload_spill {
+    char   *mem;
+    size_t  len, limit;
+    int     fd;				/* -1 until spilled */
+    int     (*open_file) (void *ctx);	/* -1 with errno */
+    void   *ctx;
+};
+
 #define PAYLOAD_BUF_SIZE 65536
 
 /* the event written as it is produced: memory independent of its size */
@@ -73,6 +86,8 @@ struct payload_writer {
 };
 
 void    payload_fd_sink(struct payload_sink *sink, int *fd);
+void    payload_spill_sink(struct payload_sink *sink, struct payload_spill *spill);
+void    payload_spill_free(struct payload_spill *spill);
 void    payload_writer_init(struct payload_writer *w, const struct payload_sink *out,
 			            off_t start, const struct payload_sink *scratch);
 void    payload_begin(struct payload_writer *w, const struct payload_message *msg,

@@ -536,6 +536,12 @@ def name_header(draw, kind, name):
         return '"%s"' % name.replace("\\", "\\\\").replace('"', '\\"'), "="
     if kind == "rfc2231":
         return "utf-8''" + pct, "*="
+    if kind == "continued":                 # filename*0*=utf-8''..; filename*1*=..; ...
+        ok_cuts = [i for i in range(1, len(pct)) if "%" not in pct[max(0, i - 2):i]]
+        cuts = sorted(set(draw(s.lists(s.sampled_from(ok_cuts), max_size=3)))) if ok_cuts else []
+        bounds = [0] + cuts + [len(pct)]
+        return "; ".join("filename*%d*=%s%s" % (i, "utf-8''" if i == 0 else "", pct[a:b])
+                         for i, (a, b) in enumerate(zip(bounds, bounds[1:]))), None
     if kind == "ew":
         return '"=?utf-8?b?%s?="' % base64.b64encode(enc).decode(), "="
     raise ValueError(kind)
@@ -561,7 +567,7 @@ def leaf(draw, depth):
         else:
             body = qp_encode(content, draw(s.booleans()), draw(s.booleans()))
     disp = draw(s.sampled_from([None, "attachment", "inline", "Attachment"]))
-    name_kind = draw(s.sampled_from([None, "plain", "rfc2231", "ew", "ctname"]))
+    name_kind = draw(s.sampled_from([None, "plain", "rfc2231", "continued", "ew", "ctname"]))
     name = draw(TOKEN if name_kind == "plain" else UNAME) if name_kind else None
     ctype = maintype + ("; charset=%s" % charset if charset else "")
     headers = []
@@ -569,11 +575,13 @@ def leaf(draw, depth):
         ctype += '; name="%s"' % name.replace("\\", "\\\\").replace('"', '\\"')
         name = name if name else None
     headers.append("Content-Type: " + ctype)
-    if disp or name_kind in ("plain", "rfc2231", "ew"):
+    if disp or name_kind in ("plain", "rfc2231", "continued", "ew"):
         d = disp or "attachment"
         if name_kind in ("plain", "rfc2231", "ew"):
             value, eq = name_header(draw, name_kind, name)
             d += "; filename" + eq + value
+        elif name_kind == "continued":
+            d += ";\r\n " + name_header(draw, name_kind, name)[0].replace("; ", ";\r\n ")
         headers.append("Content-Disposition: " + d)
     headers.append("Content-Transfer-Encoding: " + cte)
     if name_kind == "ctname" and not all(32 <= ord(c) < 127 for c in name):

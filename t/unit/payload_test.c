@@ -146,6 +146,36 @@ static void test_stream(void)
     fclose(fs);
 }
 
+static int spill_opened;
+
+static int spill_open(void *ctx)
+{
+    spill_opened++;
+    return (fileno((FILE *) ctx));
+}
+
+/* the scratch sink: memory up to its limit, then the file, same bytes */
+static void test_spill(void)
+{
+    FILE   *f = tmpfile();
+    struct payload_spill sp = {NULL, 0, 10, -1, spill_open, f};
+    struct payload_sink sink;
+    char    back[32] = "";
+
+    payload_spill_sink(&sink, &sp);
+    ok(sink.pwrite(sink.ctx, "0123456", 7, 0) == 7 && spill_opened == 0,
+       "spill: 7 bytes stay in memory");
+    ok(sink.pread(sink.ctx, back, 32, 2) == 5 && memcmp(back, "23456", 5) == 0,
+       "spill: read back from memory");
+    ok(sink.pwrite(sink.ctx, "789abc", 6, 7) == 6 && spill_opened == 1,
+       "spill: past the limit, the file is opened once");
+    ok(sink.pread(sink.ctx, back, 32, 0) == 13 && memcmp(back, "0123456789abc", 13) == 0,
+       "spill: every byte in the file, in order");
+    sp.fd = -1;					/* tmpfile's, closed by fclose */
+    payload_spill_free(&sp);
+    fclose(f);
+}
+
 int     main(void)
 {
     struct payload_message msg;
@@ -210,5 +240,6 @@ int     main(void)
     payload_message_free(&msg);
     ok(msg.attachments == NULL && msg.text.data == NULL, "payload_message_free resets");
     test_stream();
+    test_spill();
     return (tap_done());
 }
