@@ -2,6 +2,9 @@
 """configure on machines that lack a dependency, simulated in a private
 mount namespace that hides the dependency's files:
 
+- with dovecot-dev installed, `./configure --disable-lmtp-webhook` works
+  (DC_DOVECOT's automake conditionals are defined false when the part is
+  off) and a plain `./configure` enables lmtp-webhook;
 - without dovecot-dev, `./configure --disable-lmtp-webhook` works, and a
   plain `./configure` fails naming dovecot-dev;
 - without libopendkim-dev, configure fails naming libopendkim-dev."""
@@ -47,6 +50,20 @@ def copy_source(work):
 work = tempfile.mkdtemp(prefix="mxkit-configure.")
 try:
     copy_source(work)
+    # dovecot-dev installed: its conditionals exist only inside DC_DOVECOT
+    res = in_namespace("", "test -s /usr/share/aclocal/dovecot.m4\n"
+                       "autoreconf -fi >/dev/null 2>&1\n"
+                       "./configure --disable-lmtp-webhook\n", work)
+    tap.is_(res.returncode, 0, "with dovecot-dev: ./configure --disable-lmtp-webhook works",
+            diag=res.stdout[-800:] + res.stderr[-1500:])
+    tap.ok("lmtp-webhook       no" in res.stdout, "lmtp-webhook reported as disabled",
+           diag=res.stdout[-800:])
+    res = in_namespace("", "./configure\n", work)
+    tap.is_(res.returncode, 0, "with dovecot-dev: plain ./configure works",
+            diag=res.stdout[-800:] + res.stderr[-1500:])
+    tap.ok("lmtp-webhook       yes" in res.stdout, "lmtp-webhook reported as enabled",
+           diag=res.stdout[-800:])
+
     res = in_namespace(HIDE_DOVECOT, "test ! -s /usr/share/aclocal/dovecot.m4\n"
                        "autoreconf -fi >/dev/null 2>&1\n"
                        "./configure --disable-lmtp-webhook\n", work)
