@@ -18,6 +18,7 @@ enum config_type {
 };
 
 #define CONFIG_REPEAT	(1 << 0)	/* may appear several times */
+#define CONFIG_RESTART	(1 << 1)	/* a reload cannot apply a change */
 
 struct config_spec {
     const char *name;

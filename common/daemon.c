@@ -12,8 +12,13 @@
  *	void	daemon_pidfile_remove(path, &fd)
  *	const char *daemon_drop_privileges(user)
  *	int	daemon_parse_command(argc, argv, default_config, &opts)
+ *	void	daemon_log_init(progname, &opts, cfg)
+ *
+ *	int	daemon_signal_action(sig)
  *	int	daemon_signal_fd()
  *	int	daemon_signal_next()
+ *	void	daemon_signal_block(&set)
+ *	int	daemon_signal_wait(&set)
  * DESCRIPTION
  *	daemon_parse_args() gives every daemon the same flags:
  *	-c FILE (configuration), -t (check the configuration, exit
@@ -22,18 +27,34 @@
  *	flags and returns the index of the first operand, for programs
  *	with subcommands.
  *
+ *	daemon_log_init() sends the log to syslog when the daemon detaches
+ *	or the configuration says "syslog = yes", and to stderr as well in
+ *	the foreground.
+ *
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start.
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
  *
- *	daemon_signal_fd() installs handlers for SIGHUP, SIGTERM and
- *	SIGINT and returns the read end of a self-pipe; when it is
+ *	The signal policy is the same in every daemon, and
+ *	daemon_signal_action() is where it is written: SIGHUP is
+ *	DAEMON_RELOAD, SIGTERM and SIGINT DAEMON_STOP, SIGUSR1
+ *	DAEMON_FLUSH (a daemon with nothing to flush logs it and goes
+ *	on: the default action of SIGUSR1 would kill it), anything else
+ *	DAEMON_NONE. Two ways to receive them:
+ *
+ *	daemon_signal_fd() installs handlers for those four signals and
+ *	returns the read end of a self-pipe, for a daemon with an event
+ *	loop (libevent, curl_multi_poll's extra descriptors); when it is
  *	readable, daemon_signal_next() returns the next signal number
  *	(0 when none is pending). Handlers do nothing but write one
  *	byte, so the real work happens in the daemon's own loop.
- *	SIGPIPE is ignored.
+ *
+ *	daemon_signal_block() blocks the same signals in the calling
+ *	thread (and in the threads it creates afterwards), for a daemon
+ *	whose main thread only waits for signals: daemon_signal_wait()
+ *	returns the next one. Both ignore SIGPIPE.
  * DIAGNOSTICS
  *	The pidfile and privilege functions return NULL or an error
  *	text (static storage, overwritten by the next call). Usage
@@ -45,6 +66,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -102,6 +124,13 @@ int     daemon_parse_command(int argc, char **argv, const char *default_config,
 	}
     }
     return (optind);
+}
+
+void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
+			        const struct config *cfg)
+{
+    if (!opts->foreground || config_get_bool(cfg, "syslog"))
+	msg_init(progname, (opts->foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
 }
 
 void    daemon_detach(void)
@@ -193,10 +222,28 @@ static void daemon_signal_handler(int sig)
     errno = saved;
 }
 
+static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+
+#define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
+
+int     daemon_signal_action(int sig)
+{
+    switch (sig) {
+    case SIGHUP:
+	return (DAEMON_RELOAD);
+    case SIGTERM:
+    case SIGINT:
+	return (DAEMON_STOP);
+    case SIGUSR1:
+	return (DAEMON_FLUSH);
+    default:
+	return (DAEMON_NONE);
+    }
+}
+
 int     daemon_signal_fd(void)
 {
     struct sigaction sa;
-    static const int signals[] = {SIGHUP, SIGTERM, SIGINT};
 
     if (daemon_pipe[0] >= 0)
 	return (daemon_pipe[0]);
@@ -206,8 +253,8 @@ int     daemon_signal_fd(void)
     sa.sa_handler = daemon_signal_handler;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
-	if (sigaction(signals[i], &sa, NULL) < 0)
+    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+	if (sigaction(daemon_signals[i], &sa, NULL) < 0)
 	    msg_fatal("sigaction: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
     return (daemon_pipe[0]);
@@ -220,4 +267,26 @@ int     daemon_signal_next(void)
     if (daemon_pipe[0] < 0 || read(daemon_pipe[0], &byte, 1) != 1)
 	return (0);
     return (byte);
+}
+
+void    daemon_signal_block(sigset_t *set)
+{
+    int     err;
+
+    sigemptyset(set);
+    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+	sigaddset(set, daemon_signals[i]);
+    if ((err = pthread_sigmask(SIG_BLOCK, set, NULL)) != 0)
+	msg_fatal("pthread_sigmask: %s", strerror(err));
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int     daemon_signal_wait(const sigset_t *set)
+{
+    int     sig, err;
+
+    while ((err = sigwait(set, &sig)) != 0)
+	if (err != EINTR)
+	    msg_fatal("sigwait: %s", strerror(err));
+    return (sig);
 }

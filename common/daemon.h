@@ -3,6 +3,11 @@
 
 /* daemon - what every mxkit daemon does the same way. */
 
+#include <signal.h>
+
+#include "addr.h"
+#include "config.h"
+
 struct daemon_opts {
     const char *config_path;
     int     check_only;			/* -t */
@@ -13,11 +18,52 @@ void    daemon_parse_args(int argc, char **argv, const char *default_config,
 			          struct daemon_opts *opts);
 int     daemon_parse_command(int argc, char **argv, const char *default_config,
 			             struct daemon_opts *opts);
+void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
+			        const struct config *cfg);
 void    daemon_detach(void);
 const char *daemon_pidfile_write(const char *path, int *fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 const char *daemon_drop_privileges(const char *user);
+
+/*
+ * Signal policy, the same in every daemon: SIGHUP reloads, SIGTERM and
+ * SIGINT stop, SIGUSR1 flushes where a daemon has something to flush (and
+ * is logged and ignored elsewhere), SIGPIPE is ignored.
+ */
+#define DAEMON_NONE	0
+#define DAEMON_RELOAD	1
+#define DAEMON_STOP	2
+#define DAEMON_FLUSH	3
+
+int     daemon_signal_action(int sig);
 int     daemon_signal_fd(void);
 int     daemon_signal_next(void);
+void    daemon_signal_block(sigset_t *set);
+int     daemon_signal_wait(const sigset_t *set);
+
+/*
+ * daemon_config - the rows every daemon's specification ends with, and
+ * the checks of their values that -t, start-up and reload share.
+ */
+#define DAEMON_CONFIG_SPECS \
+    {"pid_file", CONFIG_STRING, NULL, CONFIG_RESTART}, \
+    {"user", CONFIG_STRING, NULL, CONFIG_RESTART}, \
+    {"syslog", CONFIG_BOOL, "no", CONFIG_RESTART}, \
+    {"metrics_listen", CONFIG_STRING, NULL, CONFIG_RESTART}
+
+struct daemon_address {
+    const char *name;			/* the parameter, for messages */
+    const char *spec;			/* "inet:HOST:PORT", "unix:/path" */
+    int     line;
+    const struct addr *addr;		/* spec parsed already, or NULL */
+};
+
+void    daemon_config_check(struct config *cfg);
+void    daemon_config_addresses(struct config *cfg, const struct daemon_address *addrs,
+				        int count);
+long long daemon_config_connections(struct config *cfg, const char *name,
+				            int per_connection, int reserve);
+int     daemon_config_reload(const struct config *old, const struct config *new);
+long    daemon_nofile_raise(void);
 
 #endif

@@ -5,6 +5,7 @@
  *	the Prometheus endpoint
  * SYNOPSIS
  *	#include "metrics_http.h"
+#include "skeleton.h"
  *
  *	const char *metrics_http_start(listen)
  * DESCRIPTION
@@ -14,6 +15,7 @@
  *	libcurl loop need not know about it: scrapes read the lock-free
  *	counters of metrics(3). Anything but GET /metrics is a 404.
  *	Called before privileges are dropped (the port may be low).
+ *	Out of descriptors, accept() pauses (skeleton_listener_guard()).
  * DIAGNOSTICS
  *	NULL, or a message (static storage) naming the address and the
  *	system error.
@@ -35,6 +37,7 @@
 #include "addr.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "skeleton.h"
 
 static void metrics_http_handle(struct evhttp_request *req, void *context)
 {
@@ -70,6 +73,7 @@ const char *metrics_http_start(const char *listen)
     static char err[300];
     struct event_base *base;
     struct evhttp *http;
+    struct evhttp_bound_socket *bound = NULL;
     struct addr addr;
     const char *msg;
     pthread_t thread;
@@ -88,11 +92,13 @@ const char *metrics_http_start(const char *listen)
 	return (err);
     }
     if ((base = event_base_new()) == NULL || (http = evhttp_new(base)) == NULL
-	|| evhttp_accept_socket(http, fd) != 0) {
+	|| (bound = evhttp_accept_socket_with_handle(http, fd)) == NULL) {
 	close(fd);
 	snprintf(err, sizeof(err), "metrics_listen %s: cannot set up evhttp", listen);
 	return (err);
     }
+    /* out of descriptors, evhttp would retry accept() in a busy loop */
+    skeleton_listener_guard(evhttp_bound_socket_get_listener(bound));
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_gencb(http, metrics_http_handle, NULL);
     evhttp_set_timeout(http, 10);

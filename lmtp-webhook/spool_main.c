@@ -37,22 +37,15 @@
 #endif
 
 static const struct config_spec tool_specs[] = {
-    {"spool_dir", CONFIG_STRING, "/var/spool/lmtp-webhook", 0},
+    /* CONFIG_RESTART: read once, at start: a reload says they changed */
+    {"spool_dir", CONFIG_STRING, "/var/spool/lmtp-webhook", CONFIG_RESTART},
     {"secret_file", CONFIG_STRING, NULL, 0},
     {"ca_file", CONFIG_STRING, NULL, 0},
     {"timeout", CONFIG_DURATION, "10s", 0},
     {"concurrency", CONFIG_INT, "32", 0},
     {"dead_letter_after", CONFIG_DURATION, "3d", 0},
-    {"pid_file", CONFIG_STRING, NULL, 0},
-    {"user", CONFIG_STRING, NULL, 0},
-    {"syslog", CONFIG_BOOL, "no", 0},
-    {"metrics_listen", CONFIG_STRING, NULL, 0},
+    DAEMON_CONFIG_SPECS,
     {0},
-};
-
-/* settings the daemon reads once, at start: a reload says they changed */
-static const char *const tool_restart_only[] = {
-    "spool_dir", "pid_file", "user", "syslog", "metrics_listen", NULL,
 };
 
 static void tool_load(struct spool_tool *tool, const char *path)
@@ -67,19 +60,12 @@ static void tool_load(struct spool_tool *tool, const char *path)
     tool->timeout_ms = (long) config_get_duration(tool->cfg, "timeout");
     tool->concurrency = (int) config_get_int(tool->cfg, "concurrency");
     tool->dead_after = config_get_duration(tool->cfg, "dead_letter_after") / 1000;
+    daemon_config_check(tool->cfg);
     if (tool->secret_file == NULL || *tool->secret_file == 0)
 	config_add_error(tool->cfg, 0, "secret_file is required");
     if (tool->concurrency < 1 || tool->concurrency > 1000)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
 			 "concurrency must be between 1 and 1000");
-}
-
-static int tool_restart_only_name(const char *name)
-{
-    for (int i = 0; tool_restart_only[i]; i++)
-	if (strcmp(tool_restart_only[i], name) == 0)
-	    return (1);
-    return (0);
 }
 
 static int tool_same(const char *a, const char *b)
@@ -112,7 +98,7 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r)
 	return (-1);
     }
     for (const struct config_spec *sp = tool_specs; sp->name; sp++) {
-	char   *list = tool_restart_only_name(sp->name) ? restart : applied;
+	char   *list = (sp->flags & CONFIG_RESTART) ? restart : applied;
 	size_t  room = (list == restart ? sizeof(restart) : sizeof(applied)) - strlen(list);
 
 	if (!tool_same(config_get_str(tool->cfg, sp->name), config_get_str(next.cfg, sp->name)))
@@ -307,8 +293,7 @@ int     main(int argc, char **argv)
 	msg_fatal("%s", err);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (strcmp(argv[first], "run") == 0) {
-	if (!opts.foreground || config_get_bool(tool.cfg, "syslog"))
-	    msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+	daemon_log_init(argv[0], &opts, tool.cfg);
 	if (!opts.foreground)
 	    daemon_detach();
     }

@@ -19,12 +19,15 @@
  *	descriptors and the option set on it.
  *
  *	Signals: libmilter's own signal thread treats SIGHUP as "stop".
- *	Here the main thread blocks SIGHUP, SIGTERM and SIGINT, runs
- *	smfi_main() in a second thread and waits for the signals itself
- *	with sigwait(); Linux delivers a process signal to the main
- *	thread when it is waiting for it, so SIGHUP reloads (the new set
- *	is installed only if all of it loads) and SIGTERM/SIGINT stop
- *	libmilter cleanly.
+ *	Here the main thread blocks SIGHUP, SIGTERM, SIGINT and SIGUSR1
+ *	(daemon_signal_block()), runs smfi_main() in a second thread and
+ *	waits for the signals itself with sigwait(); Linux delivers a
+ *	process signal to the main thread when it is waiting for it, so
+ *	SIGHUP reloads (the new set is installed only if all of it
+ *	loads) and SIGTERM/SIGINT stop libmilter cleanly. SIGUSR1 is
+ *	logged and ignored. A reload applies everything but socket,
+ *	socket_umask, pid_file, user, syslog and metrics_listen, and says
+ *	which of those changed and need a restart.
  * DIAGNOSTICS
  *	Configuration, table and key errors as "file:line: message".
  */
@@ -51,6 +54,7 @@
 #include "metrics_http.h"
 #include "msg.h"
 #include "policy.h"
+#include "skeleton.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -88,7 +92,6 @@ static void *milter_dkim_run(void *arg)
 static void milter_dkim_reload(const char *path)
 {
     struct dkim_policy *p = policy_load(path), *old;
-    const char *name;
 
     if (p == NULL) {
 	metrics_config_reload(0);
@@ -96,9 +99,10 @@ static void milter_dkim_reload(const char *path)
 	return;
     }
     metrics_config_reload(1);
-    if ((old = policy_acquire()) != NULL && (name = policy_restart_setting(old, p)) != NULL)
-	msg_warn("reload: %s changed; it takes effect at the next restart", name);
-    policy_release(&old);
+    if ((old = policy_acquire()) != NULL) {
+	(void) daemon_config_reload(old->cfg, p->cfg);
+	policy_release(&old);
+    }
     policy_install(p);
     msg_info("configuration reloaded: %d keys, %d SigningTable entries",
 	     p->tables.key_count, p->tables.sign_count);
@@ -108,11 +112,8 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 			             const struct daemon_opts *opts)
 {
     const char *socket_spec = config_get_str(p->cfg, "socket");
-    const char *pidfile = config_get_str(p->cfg, "pid_file");
-    const char *user = config_get_str(p->cfg, "user");
-    const char *metrics = config_get_str(p->cfg, "metrics_listen");
-    const char *err;
-    int     status = MI_SUCCESS, sig, pidfd = -1, stopping = 0;
+    int     status = MI_SUCCESS, sig, stopping = 0;
+    struct skeleton sk;
     pthread_t thread;
     sigset_t set;
     mode_t  old_mask;
@@ -123,45 +124,38 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 	    unlink(p->socket_path);		/* a stale socket; nothing else */
 	milter_local_socket = 1;
     }
+    daemon_signal_block(&set);			/* before the port answers */
     old_mask = umask(p->socket_umask);		/* who may connect to a UNIX socket */
     if (smfi_setconn((char *) socket_spec) != MI_SUCCESS
 	|| smfi_register(milter_desc) != MI_SUCCESS || smfi_opensocket(1) != MI_SUCCESS)
 	msg_fatal("cannot listen on %s", socket_spec);
     umask(old_mask);
     milter_dkim_nodelay();
-    if (!opts->foreground)
-	daemon_detach();
     milter_metrics_init();
-    if (metrics && (err = metrics_http_start(metrics)) != NULL)
-	msg_fatal("%s", err);
-    if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
-	msg_fatal("%s", err);
-    if (user && (err = daemon_drop_privileges(user)) != NULL)
-	msg_fatal("%s", err);
+    skeleton_start(&sk, opts, p->cfg);
     policy_install(p);
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
     if (pthread_create(&thread, NULL, milter_dkim_run, &status) != 0)
 	msg_fatal("pthread_create: %m");
     msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
 	     p->tables.key_count, p->tables.sign_count);
-    while (!stopping && sigwait(&set, &sig) == 0) {
-	if (sig == SIGHUP) {
+    while (!stopping) {
+	switch (daemon_signal_action(sig = daemon_signal_wait(&set))) {
+	case DAEMON_RELOAD:
 	    milter_dkim_reload(config_path);
-	} else {
+	    break;
+	case DAEMON_STOP:
 	    msg_info("terminating on signal %d", sig);
 	    stopping = 1;
 	    smfi_stop();
+	    break;
+	default:
+	    msg_info("signal %d: nothing to flush", sig);
+	    break;
 	}
     }
     pthread_join(thread, NULL);
     policy_install(NULL);
-    if (pidfile)
-	daemon_pidfile_remove(pidfile, &pidfd);
+    skeleton_stop(&sk);
     return (status == MI_SUCCESS ? 0 : 1);
 }
 
@@ -180,7 +174,6 @@ int     main(int argc, char **argv)
 	policy_release(&p);
 	return (0);
     }
-    if (!opts.foreground || config_get_bool(p->cfg, "syslog"))
-	msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+    daemon_log_init(argv[0], &opts, p->cfg);
     return (milter_dkim_serve(opts.config_path, p, &opts));
 }

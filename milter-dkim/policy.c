@@ -44,13 +44,14 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "daemon.h"
 #include "msg.h"
 #include "policy.h"
 #include "xalloc.h"
 
 const struct config_spec policy_specs[] = {
-    {"socket", CONFIG_STRING, "inet:8891@127.0.0.1", 0},
-    {"socket_umask", CONFIG_STRING, "007", 0},
+    {"socket", CONFIG_STRING, "inet:8891@127.0.0.1", CONFIG_RESTART},
+    {"socket_umask", CONFIG_STRING, "007", CONFIG_RESTART},
     {"mode", CONFIG_LIST, "sign, verify", 0},
     {"key_table", CONFIG_STRING, NULL, 0},
     {"signing_table", CONFIG_STRING, NULL, 0},
@@ -67,10 +68,7 @@ const struct config_spec policy_specs[] = {
     {"verify_signatures_max", CONFIG_INT, "8", 0},
     {"authserv_id", CONFIG_STRING, NULL, 0},
     {"dns_test_file", CONFIG_STRING, NULL, 0},
-    {"pid_file", CONFIG_STRING, NULL, 0},
-    {"user", CONFIG_STRING, NULL, 0},
-    {"syslog", CONFIG_BOOL, "no", 0},
-    {"metrics_listen", CONFIG_STRING, NULL, 0},
+    DAEMON_CONFIG_SPECS,
     {0},
 };
 
@@ -428,6 +426,7 @@ struct dkim_policy *policy_load(const char *path)
     p->refcount = 1;
     p->cfg = config_read(path, policy_specs);
     if (p->cfg->error_count == 0) {
+	daemon_config_check(p->cfg);
 	policy_settings(p);
 	policy_socket(p);
 	p->lib = dkim_init(NULL, NULL);
@@ -448,22 +447,6 @@ struct dkim_policy *policy_load(const char *path)
 	return (NULL);
     }
     return (p);
-}
-
-/*
- * policy_restart_setting - the first setting that a reload cannot apply
- * (the listening socket is made once) and that differs between two sets;
- * NULL when there is none. The caller says so, instead of ignoring it.
- */
-const char *policy_restart_setting(const struct dkim_policy *old,
-				           const struct dkim_policy *new)
-{
-    static const char *const names[] = {"socket", "socket_umask", 0};
-
-    for (const char *const *n = names; old && *n; n++)
-	if (strcmp(config_get_str(old->cfg, *n), config_get_str(new->cfg, *n)) != 0)
-	    return (*n);
-    return (NULL);
 }
 
 const struct dkim_key *policy_key(const struct dkim_policy *policy,

@@ -40,8 +40,6 @@ struct dkim_policy *policy_load(const char *path);
 void    policy_install(struct dkim_policy *policy);
 struct dkim_policy *policy_acquire(void);
 void    policy_release(struct dkim_policy **policy);
-const char *policy_restart_setting(const struct dkim_policy *old,
-				           const struct dkim_policy *new);
 const struct dkim_key *policy_key(const struct dkim_policy *policy,
 				          const struct key_entry *entry);
 

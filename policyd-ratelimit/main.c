@@ -11,9 +11,18 @@
  *	libevent, keeping GCRA state in memory or in Redis.
  *
  *	SIGHUP reloads the configuration and override_file; connections
- *	stay open and the next request uses the new limits. A broken new
- *	configuration is refused (errors logged) and the old one stays.
- *	SIGTERM and SIGINT exit.
+ *	stay open and the next request uses the new limits, replies,
+ *	deadline, on_store_error, idle_timeout and max_connections. A
+ *	broken new configuration is refused (errors logged) and the old
+ *	one stays. listen, store, pid_file, user, syslog and
+ *	metrics_listen need a restart: a reload that changes them says
+ *	so and keeps the running values. SIGTERM and SIGINT exit;
+ *	SIGUSR1 is logged and ignored.
+ *
+ *	max_connections must fit the open-files limit (raised to its
+ *	hard limit at start, one descriptor per connection); out of
+ *	descriptors anyway, accept() pauses instead of spinning
+ *	(skeleton(3)).
  * DIAGNOSTICS
  *	Configuration errors as "file:line: message"; -t prints them all
  *	and exits 1, or exits 0 for a good configuration.
@@ -33,6 +42,7 @@
 #include "metrics.h"
 #include "metrics_http.h"
 #include "msg.h"
+#include "skeleton.h"
 #include "xalloc.h"
 
 #ifndef SYSCONFDIR
@@ -40,8 +50,8 @@
 #endif
 
 static const struct config_spec policyd_specs[] = {
-    {"listen", CONFIG_LIST, "inet:127.0.0.1:10031", 0},
-    {"store", CONFIG_STRING, "memory", 0},
+    {"listen", CONFIG_LIST, "inet:127.0.0.1:10031", CONFIG_RESTART},
+    {"store", CONFIG_STRING, "memory", CONFIG_RESTART},
     {"on_store_error", CONFIG_STRING, "open", 0},
     {"deadline", CONFIG_DURATION, "100ms", 0},
     {"defer_reply", CONFIG_STRING,
@@ -52,13 +62,10 @@ static const struct config_spec policyd_specs[] = {
     {"idle_timeout", CONFIG_DURATION, "1000s", 0},
     {"max_connections", CONFIG_INT, "10000", 0},
     {"override_file", CONFIG_STRING, NULL, 0},
-    {"pid_file", CONFIG_STRING, NULL, 0},
-    {"user", CONFIG_STRING, NULL, 0},
-    {"syslog", CONFIG_BOOL, "no", 0},
-    {"metrics_listen", CONFIG_STRING, NULL, 0},
     {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    DAEMON_CONFIG_SPECS,
     {0},
 };
 
@@ -69,6 +76,28 @@ static const struct config_spec override_specs[] = {
 };
 
 static const char *policyd_config_path;
+
+/* Descriptors: one per connection, and these for everything else. */
+#define POLICYD_FD_RESERVE	32
+
+/* policyd_check_listen - the addresses can all be bound at once */
+
+static void policyd_check_listen(struct config *cfg)
+{
+    const struct config_entry *entry = config_lookup(cfg, "listen");
+    struct daemon_address *addrs;
+    char  **list;
+    int     n;
+
+    list = config_split_list(config_get_str(cfg, "listen"), &n);
+    addrs = xcalloc(n + 1, sizeof(*addrs));
+    for (int i = 0; i < n; i++)
+	addrs[i] = (struct daemon_address) {.name = "listen", .spec = list[i],
+	    .line = entry ? entry->line : 0};
+    daemon_config_addresses(cfg, addrs, n);
+    free(addrs);
+    config_list_free(&list);
+}
 
 static void policyd_check_reply(struct config *cfg, const char *name, char first)
 {
@@ -140,6 +169,11 @@ static void policyd_check_values(struct policy_config *pc)
     policyd_check_range(cfg, "idle_timeout", pc->idle_timeout_ms, 1000, 86400000LL, "ms");
     pc->max_connections = config_get_int(cfg, "max_connections");
     policyd_check_range(cfg, "max_connections", pc->max_connections, 1, 1000000, "");
+    if (pc->max_connections >= 1)		/* and what fits the descriptors */
+	pc->max_connections = daemon_config_connections(cfg, "max_connections", 1,
+							POLICYD_FD_RESERVE);
+    daemon_config_check(cfg);
+    policyd_check_listen(cfg);
     pc->syslog = config_get_bool(cfg, "syslog");
     pc->fail_open = strcmp(mode, "open") == 0;
     pc->defer_reply = config_get_str(cfg, "defer_reply");
@@ -187,24 +221,31 @@ static void policyd_reload(struct server *srv)
 	return;
     }
     metrics_config_reload(1);
-    if (strcmp(config_get_str(pc->cfg, "store"), config_get_str(srv->pc->cfg, "store")) != 0
-    || strcmp(config_get_str(pc->cfg, "listen"), config_get_str(srv->pc->cfg, "listen")) != 0)
-	msg_warn("store and listen changes take effect only after a restart");
+    (void) daemon_config_reload(srv->pc->cfg, pc->cfg);
     policy_config_release(&srv->pc);
     srv->pc = pc;
     msg_info("configuration reloaded: %d limits", pc->limits.limit_count);
 }
 
-static void policyd_signal(evutil_socket_t sig, short what, void *context)
+static void policyd_signal(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
+    int     sig;
 
-    if (sig == SIGHUP) {
-	policyd_reload(srv);
-	return;
+    while ((sig = daemon_signal_next()) != 0) {
+	switch (daemon_signal_action(sig)) {
+	case DAEMON_RELOAD:
+	    policyd_reload(srv);
+	    break;
+	case DAEMON_STOP:
+	    msg_info("terminating on signal %d", sig);
+	    event_base_loopbreak(srv->base);
+	    return;
+	default:
+	    msg_info("signal %d: nothing to flush", sig);
+	    break;
+	}
     }
-    msg_info("terminating on signal %d", (int) sig);
-    event_base_loopbreak(srv->base);
 }
 
 static void policyd_report(evutil_socket_t fd, short what, void *context)
@@ -234,8 +275,11 @@ static void policyd_listen(struct server *srv, struct evconnlistener ***out, int
 	    msg_fatal("listen %s: %s", list[i], err);
 	if ((fd = addr_listen(&addr, 1024, 1)) < 0)
 	    msg_fatal("listen %s: %m", list[i]);
-	(*out)[i] = evconnlistener_new(srv->base, conn_accept, srv,
-				       LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	/* backlog 0: already listening; -1 would listen() again with 128 */
+	if (((*out)[i] = evconnlistener_new(srv->base, conn_accept, srv,
+					    LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL)
+	    msg_fatal("listen %s: cannot watch the socket", list[i]);
+	skeleton_listener_guard((*out)[i]);
 	msg_info("listening on %s", list[i]);
     }
     *count = n;
@@ -252,40 +296,25 @@ static struct store *policyd_store(struct server *srv)
 static void policyd_run(struct server *srv, const struct daemon_opts *opts)
 {
     struct evconnlistener **listeners;
-    struct event *sig[3];
-    static const int signals[] = {SIGHUP, SIGTERM, SIGINT};
-    const char *pidfile = config_get_str(srv->pc->cfg, "pid_file");
-    const char *user = config_get_str(srv->pc->cfg, "user");
-    const char *metrics = config_get_str(srv->pc->cfg, "metrics_listen");
-    const char *err;
+    struct event *sig;
+    struct skeleton sk;
     struct timeval ten = {10, 0};
-    int     nlisteners, pidfd = -1;
+    int     nlisteners;
 
     conn_metrics_init();
     srv->base = event_base_new();
     srv->local = store_memory_create(srv->base);
+    /* before the port answers: a signal sent then must not kill us */
+    sig = event_new(srv->base, daemon_signal_fd(), EV_READ | EV_PERSIST, policyd_signal, srv);
     policyd_listen(srv, &listeners, &nlisteners);
-    if (!opts->foreground)
-	daemon_detach();
-    /* after the fork (threads do not survive it), before privileges go */
-    if (metrics && (err = metrics_http_start(metrics)) != NULL)
-	msg_fatal("%s", err);
-    if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
-	msg_fatal("%s", err);
-    if (user && (err = daemon_drop_privileges(user)) != NULL)
-	msg_fatal("%s", err);
+    skeleton_start(&sk, opts, srv->pc->cfg);
     srv->store = policyd_store(srv);
-    signal(SIGPIPE, SIG_IGN);
-    for (int i = 0; i < 3; i++) {
-	sig[i] = evsignal_new(srv->base, signals[i], policyd_signal, srv);
-	evsignal_add(sig[i], NULL);
-    }
+    event_add(sig, NULL);
     srv->report = event_new(srv->base, -1, EV_PERSIST, policyd_report, srv);
     event_add(srv->report, &ten);
     msg_info("started: %d limits, store %s", srv->pc->limits.limit_count, srv->pc->store.text);
     event_base_dispatch(srv->base);
-    for (int i = 0; i < 3; i++)
-	event_free(sig[i]);
+    event_free(sig);
     for (int i = 0; i < nlisteners; i++)
 	evconnlistener_free(listeners[i]);
     free(listeners);
@@ -294,8 +323,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
 	store_destroy(&srv->store);
     store_destroy(&srv->local);
     event_base_free(srv->base);
-    if (pidfile)
-	daemon_pidfile_remove(pidfile, &pidfd);
+    skeleton_stop(&sk);
 }
 
 int     main(int argc, char **argv)
@@ -307,6 +335,7 @@ int     main(int argc, char **argv)
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/policyd-ratelimit.conf", &opts);
     policyd_config_path = opts.config_path;
     memset(&srv, 0, sizeof(srv));
+    (void) daemon_nofile_raise();		/* before max_connections is sized */
     if ((srv.pc = policyd_load(opts.config_path)) == NULL)
 	return (1);
     if (opts.check_only) {
@@ -315,8 +344,7 @@ int     main(int argc, char **argv)
 	policy_config_release(&srv.pc);
 	return (0);
     }
-    if (!opts.foreground || srv.pc->syslog)
-	msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+    daemon_log_init(argv[0], &opts, srv.pc->cfg);
     policyd_run(&srv, &opts);
     policy_config_release(&srv.pc);
     return (0);

@@ -10,14 +10,19 @@
  *	them from "workers" threads, each with its own libevent loop and
  *	its own SO_REUSEPORT socket per listener (see session(3) for what
  *	happens to a connection). The open-files limit is raised to its
- *	hard limit: each session holds two sockets and two pipes.
+ *	hard limit: each session holds two sockets and two pipes (six
+ *	descriptors), and max_connections must fit (see
+ *	daemon_config(3)). Out of descriptors anyway, accept() pauses
+ *	instead of spinning (skeleton(3)).
  *
- *	SIGTERM and SIGINT exit. SIGHUP rereads the configuration: each
- *	worker takes the new trusted networks, backends, timeouts and
- *	limits between two events of its loop, and the old ones are freed
- *	once every worker has let go of them. A listener's address or
- *	mode, the workers, the resolver, metrics_listen, user and pid_file
- *	change only with a restart.
+ *	SIGTERM and SIGINT exit; SIGUSR1 is logged and ignored. SIGHUP
+ *	rereads the configuration: each worker takes the new trusted
+ *	networks, backends, timeouts and limits between two events of
+ *	its loop, and the old ones are freed once every worker has let
+ *	go of them. A listener's address or mode cannot change (the
+ *	reload is refused); the workers, the resolver settings,
+ *	metrics_listen, user, syslog and pid_file change only with a
+ *	restart, and a reload that changes them says so.
  * DIAGNOSTICS
  *	Configuration errors as "file:line: message"; -t prints them all
  *	and exits 1, or exits 0 for a good configuration. A failed reload
@@ -43,6 +48,7 @@
 #include "metrics_http.h"
 #include "msg.h"
 #include "shim.h"
+#include "skeleton.h"
 #include "xalloc.h"
 
 #ifndef SYSCONFDIR
@@ -58,15 +64,12 @@ static const struct config_spec shim_specs[] = {
     {"max_header_size", CONFIG_SIZE, "536", 0},
     {"xclient_helo", CONFIG_STRING, "proxyv2-shim", 0},
     {"unknown_clients", CONFIG_STRING, "unavailable", 0},
-    {"xclient_name_lookup", CONFIG_BOOL, "yes", 0},
-    {"dns_servers", CONFIG_LIST, NULL, 0},
-    {"dns_timeout", CONFIG_DURATION, "2s", 0},
+    {"xclient_name_lookup", CONFIG_BOOL, "yes", CONFIG_RESTART},
+    {"dns_servers", CONFIG_LIST, NULL, CONFIG_RESTART},
+    {"dns_timeout", CONFIG_DURATION, "2s", CONFIG_RESTART},
     {"log_rejects_per_second", CONFIG_INT, "10", 0},
-    {"workers", CONFIG_INT, "0", 0},
-    {"metrics_listen", CONFIG_STRING, NULL, 0},
-    {"pid_file", CONFIG_STRING, NULL, 0},
-    {"user", CONFIG_STRING, NULL, 0},
-    {"syslog", CONFIG_BOOL, "no", 0},
+    {"workers", CONFIG_INT, "0", CONFIG_RESTART},
+    DAEMON_CONFIG_SPECS,
     {0},
 };
 
@@ -175,6 +178,22 @@ static void shim_check_listeners(struct server *srv)
     }
 }
 
+/* Descriptors: six per session; these for the daemon, and per worker */
+#define SHIM_FDS_PER_SESSION	6
+#define SHIM_FD_RESERVE		32
+
+static int shim_worker_count(const struct server *);
+
+/* shim_check_metrics - metrics_listen is not a listener's address */
+
+static void shim_check_metrics(struct server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)	/* one at a time: pairs are above */
+	daemon_config_addresses(srv->cfg, &(struct daemon_address) {.name = "listener",
+				.spec = srv->listeners[i].spec, .line = srv->listeners[i].line,
+				.addr = &srv->listeners[i].listen}, 1);
+}
+
 /* shim_check - every value main() and the workers will use, now */
 
 static void shim_check(struct server *srv)
@@ -215,6 +234,12 @@ static void shim_check(struct server *srv)
 	config_add_error(srv->cfg, shim_line(srv->cfg, "xclient_helo"),
 			 "xclient_helo must be a host name or an [address]");
     shim_check_listeners(srv);
+    shim_check_metrics(srv);
+    daemon_config_check(srv->cfg);
+    if (srv->max_connections >= 1 && srv->cfg->error_count == 0)
+	srv->max_connections = (int) daemon_config_connections(srv->cfg, "max_connections",
+							SHIM_FDS_PER_SESSION, SHIM_FD_RESERVE
+			       + shim_worker_count(srv) * (srv->nlisteners + 4));
 }
 
 /* shim_load - configuration and listener lines; errors counted in cfg */
@@ -303,16 +328,6 @@ static struct evdns_base *shim_dns(struct server *srv)
 static void shim_tick(evutil_socket_t fd, short what, void *context)
 {
     session_flush_rejects(context);
-}
-
-static void shim_raise_nofile(void)
-{
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-	rl.rlim_cur = rl.rlim_max;
-	(void) setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 /*
@@ -415,10 +430,12 @@ static void *shim_worker_run(void *context)
 	struct shim_listener *lst = &srv->listeners[i];
 
 	lst->srv = srv;
+	/* backlog 0: already listening; -1 would listen() again with 128 */
 	lst->evl = evconnlistener_new(srv->base, session_accept, lst,
-				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, w->fds[i]);
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, w->fds[i]);
 	if (lst->evl == NULL)
 	    msg_fatal("listener %s: cannot watch the socket", lst->spec);
+	skeleton_listener_guard(lst->evl);
     }
     control = event_new(srv->base, w->control[0], EV_READ | EV_PERSIST, shim_control, srv);
     event_add(control, NULL);
@@ -480,23 +497,6 @@ static const char *shim_reload_conflict(const struct server *srv, const struct s
     return (NULL);
 }
 
-/* shim_reload_warn - settings that a reload reads but cannot apply */
-
-static void shim_reload_warn(const struct server *srv, const struct server *next)
-{
-    static const char *const fixed[] = {"workers", "metrics_listen", "pid_file", "user",
-	"syslog", "dns_servers", "dns_timeout", "xclient_name_lookup", NULL};
-    const char *old_value, *new_value;
-
-    for (int i = 0; fixed[i]; i++) {
-	old_value = config_get_str(srv->cfg, fixed[i]);
-	new_value = config_get_str(next->cfg, fixed[i]);
-	if ((old_value == NULL) != (new_value == NULL)
-	    || (old_value && strcmp(old_value, new_value) != 0))
-	    msg_warn("%s: the change takes effect only after a restart", fixed[i]);
-    }
-}
-
 /* shim_reload_swap - the template takes NEXT, NEXT the template's old */
 
 static void shim_reload_swap(struct server *srv, struct server *next)
@@ -530,7 +530,7 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 	msg_error("reload of %s failed; keeping the previous configuration", path);
 	metrics_config_reload(0);
     } else {
-	shim_reload_warn(srv, &next);
+	(void) daemon_config_reload(srv->cfg, next.cfg);
 	for (int i = 0; i < next.nlisteners; i++)	/* sorted before sharing */
 	    (void) cidr_list_match_str(next.listeners[i].trusted, "::");
 	pthread_mutex_lock(&shim_reload_state.lock);
@@ -553,46 +553,33 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
-    const char *pid_file = config_get_str(srv->cfg, "pid_file");
-    /* a reload frees the configuration pid_file points into */
-    char   *pidfile = pid_file ? xstrdup(pid_file) : NULL;
-    const char *user = config_get_str(srv->cfg, "user");
-    const char *metrics = config_get_str(srv->cfg, "metrics_listen");
-    int     nworkers = shim_worker_count(srv), pidfd = -1, sig;
+    int     nworkers = shim_worker_count(srv), sig, action;
     struct shim_worker *w;
-    const char *err;
+    struct skeleton sk;
     sigset_t set;
 
-    shim_raise_nofile();
     /* Matching sorts a CIDR list lazily: sort before threads share it. */
     for (int i = 0; i < srv->nlisteners; i++)
 	(void) cidr_list_match_str(srv->listeners[i].trusted, "::");
     (void) proxy_crc32c(0, "", 0);		/* and fill the CRC table */
     session_metrics_init();
+    /* before the ports answer; inherited by the workers */
+    daemon_signal_block(&set);
     w = shim_workers(srv, nworkers);
-    if (!opts->foreground)
-	daemon_detach();
-    if (metrics && (err = metrics_http_start(metrics)) != NULL)
-	msg_fatal("%s", err);
-    if (pidfile && (err = daemon_pidfile_write(pidfile, &pidfd)) != NULL)
-	msg_fatal("%s", err);
     /* Transparent mode needs CAP_NET_ADMIN after this; see the man page. */
-    if (user && (err = daemon_drop_privileges(user)) != NULL)
-	msg_fatal("%s", err);
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);	/* inherited by the workers */
+    skeleton_start(&sk, opts, srv->cfg);
     for (int i = 0; i < nworkers; i++)
 	if (pthread_create(&w[i].thread, NULL, shim_worker_run, &w[i]) != 0)
 	    msg_fatal("cannot start worker thread");
     for (int i = 0; i < srv->nlisteners; i++)
 	msg_info("listening: %s", srv->listeners[i].spec);
     msg_info("started: %d listeners, %d workers", srv->nlisteners, nworkers);
-    while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
-	shim_reload(srv, opts->config_path, w, nworkers);
+    while ((action = daemon_signal_action(sig = daemon_signal_wait(&set))) != DAEMON_STOP) {
+	if (action == DAEMON_RELOAD)
+	    shim_reload(srv, opts->config_path, w, nworkers);
+	else
+	    msg_info("signal %d: nothing to flush", sig);
+    }
     msg_info("terminating on signal %d", sig);
     for (int i = 0; i < nworkers; i++)
 	if (write(w[i].control[1], (char[]) {SHIM_CMD_STOP}, 1) < 0)
@@ -605,9 +592,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 	free(w[i].fds);
     }
     free(w);
-    if (pidfile)
-	daemon_pidfile_remove(pidfile, &pidfd);
-    free(pidfile);
+    skeleton_stop(&sk);
 }
 
 int     main(int argc, char **argv)
@@ -619,6 +604,7 @@ int     main(int argc, char **argv)
     msg_init(argv[0], MSG_STDERR);
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/proxyv2-shim.conf", &opts);
     memset(&srv, 0, sizeof(srv));
+    (void) daemon_nofile_raise();		/* before max_connections is sized */
     shim_load(&srv, opts.config_path);
     if (srv.cfg->error_count) {
 	config_print_errors(srv.cfg);
@@ -626,8 +612,7 @@ int     main(int argc, char **argv)
     } else if (opts.check_only) {
 	printf("%s: configuration OK: %d listeners\n", opts.config_path, srv.nlisteners);
     } else {
-	if (!opts.foreground || config_get_bool(srv.cfg, "syslog"))
-	    msg_init(argv[0], (opts.foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+	daemon_log_init(argv[0], &opts, srv.cfg);
 	shim_run(&srv, &opts);
     }
     shim_free(&srv);

@@ -610,7 +610,7 @@ def test_reload(st, proc, conf, partner_key):
     proc.send_signal(1)
     tap.ok(wait_for(lambda: "configuration reloaded" in st.read_log("milter")),
            "SIGHUP: reloaded")
-    tap.ok("reload: socket_umask changed; it takes effect at the next restart"
+    tap.ok("reload: socket_umask changed but cannot change while running"
            in st.read_log("milter"), "a changed socket_umask is said to need a restart")
     test_many_signatures(st, partner_key, want=3)
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +54,227 @@ static void test_signals(void)
     is_int(daemon_signal_next(), 0, "then nothing");
 }
 
+static void test_signal_policy(void)
+{
+    sigset_t set;
+    int     fd = daemon_signal_fd();
+
+    is_int(daemon_signal_action(SIGHUP), DAEMON_RELOAD, "SIGHUP reloads");
+    is_int(daemon_signal_action(SIGTERM), DAEMON_STOP, "SIGTERM stops");
+    is_int(daemon_signal_action(SIGINT), DAEMON_STOP, "SIGINT stops");
+    is_int(daemon_signal_action(SIGUSR1), DAEMON_FLUSH, "SIGUSR1 flushes");
+    is_int(daemon_signal_action(SIGUSR2), DAEMON_NONE, "SIGUSR2 means nothing");
+    ok(fd >= 0, "signal pipe");
+    kill(getpid(), SIGUSR1);			/* the default action would kill us */
+    is_int(daemon_signal_next(), SIGUSR1, "SIGUSR1 arrives through the pipe");
+    daemon_signal_block(&set);
+    ok(sigismember(&set, SIGHUP) && sigismember(&set, SIGTERM) && sigismember(&set, SIGINT)
+       && sigismember(&set, SIGUSR1), "the blocked set has the four signals");
+    kill(getpid(), SIGUSR1);
+    kill(getpid(), SIGHUP);
+    {
+	int     a = daemon_signal_wait(&set), b = daemon_signal_wait(&set);
+
+	ok((a == SIGUSR1 && b == SIGHUP) || (a == SIGHUP && b == SIGUSR1),
+	   "sigwait returns both blocked signals (%d, %d)", a, b);
+    }
+    is_int(daemon_signal_next(), 0, "blocked signals do not reach the pipe");
+}
+
+static const struct config_spec test_specs[] = {
+    {"listen", CONFIG_LIST, "inet:127.0.0.1:10031", CONFIG_RESTART},
+    {"store", CONFIG_STRING, "memory", CONFIG_RESTART},
+    {"deadline", CONFIG_DURATION, "100ms", 0},
+    {"max_connections", CONFIG_INT, "10000", 0},
+    {"listener", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT | CONFIG_RESTART},
+    DAEMON_CONFIG_SPECS,
+    {0},
+};
+
+static struct config *test_config(const char *text)
+{
+    return (config_read_buffer("t.conf", text, strlen(text), test_specs));
+}
+
+/* test_errors - the configuration's errors, one per line */
+
+static int test_has_error(const struct config *cfg, const char *want)
+{
+    for (int i = 0; i < cfg->error_count; i++)
+	if (strstr(cfg->errors[i], want))
+	    return (1);
+    for (int i = 0; i < cfg->error_count; i++)
+	diag("error: %s", cfg->errors[i]);
+    return (0);
+}
+
+static void test_check_one(const char *text, int errors, const char *want, const char *name)
+{
+    struct config *cfg = test_config(text);
+
+    daemon_config_check(cfg);
+    is_int(cfg->error_count, errors, "%s: %d error(s)", name, errors);
+    if (want)
+	ok(test_has_error(cfg, want), "%s: says \"%s\"", name, want);
+    config_free(&cfg);
+}
+
+static void test_generic_checks(void)
+{
+    test_check_one("user = nobody\npid_file = /tmp/x.pid\nmetrics_listen = inet:127.0.0.1:9101\n"
+		   "syslog = yes\n", 0, NULL, "good generic settings");
+    test_check_one("\n\nuser = no-such-user-mxkit\n", 1,
+		   "t.conf:3: user: unknown user \"no-such-user-mxkit\"", "unknown user");
+    test_check_one("user = root\n", 1, "uid 0", "root as user");
+    test_check_one("pid_file = /nonexistent-mxkit/run/x.pid\n", 1,
+		   "pid_file: directory /nonexistent-mxkit/run: No such file", "missing directory");
+    test_check_one("pid_file = /etc/passwd/x.pid\n", 1, "pid_file: /etc/passwd is not a directory",
+		   "a file as the directory");
+    test_check_one("pid_file = run/x.pid\n", 1, "not an absolute path", "relative pid_file");
+    test_check_one("pid_file = /tmp/\n", 1, "names a directory", "pid_file ending in /");
+    test_check_one("metrics_listen = 127.0.0.1:notaport\n", 1, "t.conf:1: metrics_listen:",
+		   "bad metrics_listen");
+    test_check_one("metrics_listen = unix:/tmp/m.sock\n", 1, "Prometheus scrapes TCP",
+		   "UNIX metrics_listen");
+}
+
+static int test_clashes(const char *metrics, const char *a, const char *b)
+{
+    char    text[256];
+    struct config *cfg;
+    struct daemon_address addrs[2] = {{.name = "listen", .spec = a, .line = 1},
+    {.name = "listen", .spec = b, .line = 2}};
+    int     n;
+
+    snprintf(text, sizeof(text), "%s%s\n", metrics ? "metrics_listen = " : "",
+	     metrics ? metrics : "");
+    cfg = test_config(text);
+    daemon_config_addresses(cfg, addrs, b ? 2 : 1);
+    n = cfg->error_count;
+    config_free(&cfg);
+    return (n);
+}
+
+static void test_addresses(void)
+{
+    is_int(test_clashes(NULL, "inet:127.0.0.1:25", "inet:127.0.0.1:25"), 1, "same address twice");
+    is_int(test_clashes(NULL, "inet:0.0.0.0:25", "inet:127.0.0.1:25"), 1, "wildcard and address");
+    is_int(test_clashes(NULL, "inet:127.0.0.1:25", "inet:127.0.0.2:25"), 0,
+	   "two addresses, one port");
+    is_int(test_clashes(NULL, "inet:127.0.0.1:25", "inet:127.0.0.1:26"), 0, "two ports");
+    is_int(test_clashes(NULL, "inet6:[::]:25", "inet:0.0.0.0:25"), 0,
+	   "IPv6 and IPv4 wildcards coexist (V6ONLY)");
+    is_int(test_clashes(NULL, "inet6:[::]:25", "inet6:[::1]:25"), 1, "IPv6 wildcard and ::1");
+    is_int(test_clashes(NULL, "unix:/tmp/a.sock", "unix:/tmp/a.sock"), 1, "one UNIX path twice");
+    is_int(test_clashes(NULL, "unix:/tmp/a.sock", "unix:/tmp/b.sock"), 0, "two UNIX paths");
+    is_int(test_clashes("inet:127.0.0.1:9101", "inet:127.0.0.1:9101", NULL), 1,
+	   "metrics_listen on a listener's address");
+    is_int(test_clashes("inet:127.0.0.1:9101", "inet:127.0.0.1:25", NULL), 0,
+	   "metrics_listen elsewhere");
+    is_int(test_clashes(NULL, "garbage", "garbage"), 0, "unparsable addresses left to the caller");
+}
+
+/* test_fit - daemon_config_connections() under a soft limit of 100 */
+
+static void test_fit_child(void)
+{
+    struct rlimit rl = {100, 100};
+    struct config *cfg;
+    int     bad = 0;
+
+    /* soft 100, hard 200: raised to 200 */
+    bad |= (setrlimit(RLIMIT_NOFILE, &(struct rlimit) {100, 200}) < 0
+	    || daemon_nofile_raise() != 200) << 5;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+	_exit(64);
+    cfg = test_config("max_connections = 68\n");
+    bad |= daemon_config_connections(cfg, "max_connections", 1, 32) != 68 || cfg->error_count;
+    config_free(&cfg);
+    cfg = test_config("\nmax_connections = 69\n");
+    bad |= (daemon_config_connections(cfg, "max_connections", 1, 32) != 68
+	    || cfg->error_count != 1
+	    || !strstr(cfg->errors[0], "t.conf:2: max_connections = 69 needs 101 open files")
+	    || !strstr(cfg->errors[0], "lower it to 68")) << 1;
+    config_free(&cfg);
+    cfg = test_config("");
+    bad |= (daemon_config_connections(cfg, "max_connections", 6, 32) != 11
+	    || cfg->error_count) << 2;
+    config_free(&cfg);
+    cfg = test_config("max_connections = 0\n");
+    bad |= (daemon_config_connections(cfg, "max_connections", 1, 32),
+	    cfg->error_count != 1 || !strstr(cfg->errors[0], "at least 1")) << 3;
+    config_free(&cfg);
+    cfg = test_config("max_connections = 1\n");
+    bad |= (daemon_config_connections(cfg, "max_connections", 1, 100),
+	    cfg->error_count != 1 || !strstr(cfg->errors[0], "leaves no descriptor")) << 4;
+    config_free(&cfg);
+    _exit(bad);
+}
+
+static void test_fit(void)
+{
+    pid_t   pid;
+    int     status;
+
+    if ((pid = fork()) == 0)
+	test_fit_child();
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status), "fit child exited");
+    is_int(WEXITSTATUS(status), 0, "max_connections fits the open-files limit (bit mask of "
+	   "failures: 1 fits, 2 explicit too many, 4 default lowered, 8 zero, 16 no room, "
+	   "32 raise)");
+}
+
+/* test_reload - which restart-only changes are named, and only names */
+
+static char *test_reload_log(const char *old_text, const char *new_text, int *count)
+{
+    struct config *old = test_config(old_text), *new = test_config(new_text);
+    char    path[] = "/tmp/daemon_test.log.XXXXXX";
+    int     fd = mkstemp(path);
+    static char buf[2048];
+    ssize_t n;
+
+    msg_set_fd(fd);
+    *count = daemon_config_reload(old, new);
+    msg_set_fd(2);
+    n = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    close(fd);
+    unlink(path);
+    config_free(&old);
+    config_free(&new);
+    return (buf);
+}
+
+static void test_reload(void)
+{
+    int     count;
+    char   *log;
+
+    log = test_reload_log("deadline = 1s\n", "deadline = 2s\n", &count);
+    is_int(count, 0, "a change a reload applies is not reported");
+    is_str(log, "", "and nothing is logged");
+    log = test_reload_log("store = redis://:hunter2@127.0.0.1:6379/0\nuser = nobody\n",
+			  "store = redis://:swordfish@127.0.0.1:6379/0\n", &count);
+    is_int(count, 2, "store and user changed");
+    ok(strstr(log, "reload: store, user changed but cannot change while running") != NULL,
+       "both named: %s", log);
+    ok(strstr(log, "hunter2") == NULL && strstr(log, "swordfish") == NULL,
+       "no value (secret) in the log");
+    log = test_reload_log("", "listen = inet:127.0.0.1:10031\n", &count);
+    is_int(count, 0, "setting the default explicitly is no change");
+    log = test_reload_log("listener a\nlistener b\n", "listener a\nlistener b\n", &count);
+    is_int(count, 0, "same repeated lines");
+    log = test_reload_log("listener a\nlistener b\n", "listener a\n", &count);
+    is_int(count, 1, "a repeated line removed");
+    log = test_reload_log("listener a\nlistener b\n", "listener b\nlistener a\n", &count);
+    is_int(count, 1, "repeated lines reordered");
+    log = test_reload_log("", "syslog = yes\nmetrics_listen = inet:127.0.0.1:1\n"
+			  "pid_file = /tmp/p\n", &count);
+    is_int(count, 3, "the generic rows need a restart");
+}
+
 static void test_privileges(void)
 {
     pid_t   pid;
@@ -76,6 +298,11 @@ int     main(void)
     msg_init("daemon_test", MSG_STDERR);
     test_pidfile();
     test_signals();
+    test_signal_policy();
+    test_generic_checks();
+    test_addresses();
+    test_fit();
+    test_reload();
     test_privileges();
     return (tap_done());
 }

@@ -1,0 +1,307 @@
+/*
+ * NAME
+ *	daemon_config 3
+ * SUMMARY
+ *	what every daemon's configuration has in common
+ * SYNOPSIS
+ *	#include "daemon.h"
+ *
+ *	DAEMON_CONFIG_SPECS
+ *
+ *	void	daemon_config_check(cfg)
+ *	void	daemon_config_addresses(cfg, addrs, count)
+ *	long long daemon_config_connections(cfg, name, per_connection, reserve)
+ *	int	daemon_config_reload(old, new)
+ *	long	daemon_nofile_raise()
+ * DESCRIPTION
+ *	DAEMON_CONFIG_SPECS are the specification rows of pid_file, user,
+ *	syslog and metrics_listen, for the end of a daemon's table. They
+ *	are marked CONFIG_RESTART: the start sequence uses them once.
+ *
+ *	daemon_config_check() checks their values the way start-up will
+ *	use them, so that -t fails for what the daemon would die on: user
+ *	must exist and not be root, pid_file's directory must exist,
+ *	metrics_listen must be a TCP address. Errors go into cfg, with
+ *	the line of the setting.
+ *
+ *	daemon_config_addresses() reports two of the daemon's listening
+ *	addresses (and metrics_listen, added here) that cannot both be
+ *	bound: the same UNIX path, or the same family and port with the
+ *	same address or a wildcard on either side. Addresses that do not
+ *	parse are left to the caller's own checks; a caller that parsed
+ *	them already passes the result in "addr".
+ *
+ *	daemon_config_connections() returns the "name" setting (a
+ *	maximum number of connections) that fits the open-files limit,
+ *	when each connection holds per_connection descriptors and the
+ *	daemon reserve more. A value from the file that does not fit is
+ *	an error: the daemon would run out of descriptors in accept()
+ *	instead of refusing the excess cleanly. The default that does
+ *	not fit is lowered to what fits, with a warning. Values below 1
+ *	are errors.
+ *
+ *	daemon_config_reload() compares the CONFIG_RESTART settings of the
+ *	running and the reloaded configuration and logs, in one warning,
+ *	each one that changed: the daemon keeps using the old values of
+ *	those until it restarts. It returns how many changed.
+ *
+ *	daemon_nofile_raise() raises the soft open-files limit to the
+ *	hard limit, and returns the soft limit then in force.
+ * DIAGNOSTICS
+ *	Errors are added to the configuration (config_add_error()).
+ */
+
+#include "build_config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "addr.h"
+#include "daemon.h"
+#include "msg.h"
+#include "xalloc.h"
+
+/* daemon_config_has - is NAME in the specification of CFG? */
+
+static const struct config_spec *daemon_config_has(const struct config *cfg, const char *name)
+{
+    for (const struct config_spec *spec = cfg->specs; spec->name; spec++)
+	if (strcmp(spec->name, name) == 0)
+	    return (spec);
+    return (NULL);
+}
+
+static int daemon_config_line(const struct config *cfg, const char *name)
+{
+    const struct config_entry *entry = config_lookup(cfg, name);
+
+    return (entry ? entry->line : 0);
+}
+
+static void daemon_config_user(struct config *cfg)
+{
+    const char *user = config_get_str(cfg, "user");
+    struct passwd *pw;
+
+    if (user == NULL)
+	return;
+    errno = 0;
+    if ((pw = getpwnam(user)) == NULL)
+	config_add_error(cfg, daemon_config_line(cfg, "user"), "user: unknown user \"%s\"%s%s",
+			 user, errno ? ": " : "", errno ? strerror(errno) : "");
+    else if (pw->pw_uid == 0)
+	config_add_error(cfg, daemon_config_line(cfg, "user"),
+			 "user: \"%s\" has uid 0; name an unprivileged user", user);
+}
+
+static void daemon_config_pidfile(struct config *cfg)
+{
+    const char *path = config_get_str(cfg, "pid_file");
+    const char *slash;
+    struct stat st;
+    char   *dir;
+
+    if (path == NULL)
+	return;
+    if (*path != '/') {
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+			 "pid_file: \"%s\" is not an absolute path", path);
+	return;
+    }
+    slash = strrchr(path, '/');
+    dir = slash == path ? xstrdup("/") : xstrndup(path, slash - path);
+    if (slash[1] == 0)
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+			 "pid_file: \"%s\" names a directory, not a file", path);
+    else if (stat(dir, &st) < 0)
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+			 "pid_file: directory %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+			 "pid_file: %s is not a directory", dir);
+    free(dir);
+}
+
+static void daemon_config_metrics(struct config *cfg)
+{
+    const char *listen = config_get_str(cfg, "metrics_listen");
+    struct addr addr;
+    const char *err;
+
+    if (listen == NULL)
+	return;
+    if ((err = addr_parse(listen, &addr)) != NULL)
+	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+			 "metrics_listen: %s", err);
+    else if (addr.family == AF_UNIX)
+	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+			 "metrics_listen: %s: Prometheus scrapes TCP; use inet: or inet6:",
+			 listen);
+}
+
+void    daemon_config_check(struct config *cfg)
+{
+    if (daemon_config_has(cfg, "user"))
+	daemon_config_user(cfg);
+    if (daemon_config_has(cfg, "pid_file"))
+	daemon_config_pidfile(cfg);
+    if (daemon_config_has(cfg, "metrics_listen"))
+	daemon_config_metrics(cfg);
+}
+
+/* daemon_config_clash - can A and B not both be bound? */
+
+static int daemon_config_clash(const struct addr *a, const struct addr *b)
+{
+    if (a->family != b->family)
+	return (0);				/* IPV6_V6ONLY: v4 and v6 coexist */
+    switch (a->family) {
+    case AF_UNIX:
+	return (strcmp(a->u.un.sun_path, b->u.un.sun_path) == 0);
+    case AF_INET:
+	return (a->u.in.sin_port == b->u.in.sin_port
+		&& (a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr
+		    || a->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		    || b->u.in.sin_addr.s_addr == htonl(INADDR_ANY)));
+    case AF_INET6:
+	return (a->u.in6.sin6_port == b->u.in6.sin6_port
+		&& (IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr)
+		    || IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
+		    || IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr)));
+    default:
+	return (0);
+    }
+}
+
+void    daemon_config_addresses(struct config *cfg, const struct daemon_address *addrs,
+				        int count)
+{
+    struct daemon_address *all = xcalloc(count + 1, sizeof(*all));
+    struct addr *parsed = xcalloc(count + 1, sizeof(*parsed));
+    char   *ok = xcalloc(count + 1, 1);
+    int     n = count;
+
+    memcpy(all, addrs, count * sizeof(*all));
+    if (daemon_config_has(cfg, "metrics_listen")
+	&& (all[n].spec = config_get_str(cfg, "metrics_listen")) != NULL) {
+	all[n].name = "metrics_listen";
+	all[n++].line = daemon_config_line(cfg, "metrics_listen");
+    }
+    for (int i = 0; i < n; i++)
+	if (all[i].addr)
+	    parsed[i] = *all[i].addr, ok[i] = 1;
+	else
+	    ok[i] = addr_parse(all[i].spec, &parsed[i]) == NULL;
+    for (int i = 0; i < n; i++)
+	for (int j = 0; j < i; j++)
+	    if (ok[i] && ok[j] && daemon_config_clash(&parsed[i], &parsed[j]))
+		config_add_error(cfg, all[i].line,
+			     "%s %s: the same address as %s %s (line %d); only one can listen",
+				 all[i].name, all[i].spec, all[j].name, all[j].spec,
+				 all[j].line);
+    free(all);
+    free(parsed);
+    free(ok);
+}
+
+long    daemon_nofile_raise(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+	return (1024);
+    if (rl.rlim_cur < rl.rlim_max) {
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+	    (void) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1L << 30 ? 1L << 30
+	    : (long) rl.rlim_cur);
+}
+
+long long daemon_config_connections(struct config *cfg, const char *name,
+				            int per_connection, int reserve)
+{
+    long long max = config_get_int(cfg, name);
+    int     line = daemon_config_line(cfg, name);
+    struct rlimit rl;
+    long long limit, fit;
+
+    if (max < 1) {
+	config_add_error(cfg, line, "%s must be at least 1", name);
+	return (1);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+	return (max);
+    limit = (long long) rl.rlim_cur;
+    fit = (limit - reserve) / per_connection;
+    if (max <= fit)
+	return (max);
+    if (fit < 1) {
+	config_add_error(cfg, line, "the open-files limit (%lld) leaves no descriptor for "
+			 "connections: raise it (LimitNOFILE=, ulimit -n) above %d",
+			 limit, reserve + per_connection);
+	return (1);
+    }
+    if (line)
+	config_add_error(cfg, line, "%s = %lld needs %lld open files (%d per connection, "
+			 "%d more for the daemon) but the limit is %lld: lower it to %lld, "
+			 "or raise the limit (LimitNOFILE=, ulimit -n)", name, max,
+			 max * per_connection + reserve, per_connection, reserve, limit, fit);
+    else
+	msg_warn("%s: the default %lld needs %lld open files but the limit is %lld: "
+		 "serving at most %lld connections", name, max,
+		 max * per_connection + reserve, limit, fit);
+    return (fit);
+}
+
+/* daemon_config_same - has the setting NAME the same value(s) in A and B? */
+
+static int daemon_config_same(const struct config *a, const struct config *b,
+			              const struct config_spec *spec)
+{
+    const struct config_entry *ea = NULL, *eb = NULL;
+    const char *va, *vb;
+
+    if (!(spec->flags & CONFIG_REPEAT)) {
+	va = config_get_str(a, spec->name);
+	vb = config_get_str(b, spec->name);
+	return (va == vb || (va && vb && strcmp(va, vb) == 0));
+    }
+    for (;;) {
+	ea = config_next(a, ea, spec->name);
+	eb = config_next(b, eb, spec->name);
+	if (ea == NULL || eb == NULL)
+	    return (ea == eb);
+	if (strcmp(ea->value, eb->value) != 0)
+	    return (0);
+    }
+}
+
+int     daemon_config_reload(const struct config *old, const struct config *new)
+{
+    char    names[512];
+    size_t  len = 0;
+    int     changed = 0;
+
+    names[0] = 0;
+    for (const struct config_spec *spec = new->specs; spec->name; spec++) {
+	if (!(spec->flags & CONFIG_RESTART) || daemon_config_same(old, new, spec))
+	    continue;
+	/* names only: a value may hold a secret (a store URL's password) */
+	if (len < sizeof(names))
+	    len += snprintf(names + len, sizeof(names) - len, "%s%s",
+			    changed ? ", " : "", spec->name);
+	changed++;
+    }
+    if (changed)
+	msg_warn("reload: %s changed but cannot change while running: the old %s in "
+		 "effect until a restart", names, changed > 1 ? "values stay" : "value stays");
+    return (changed);
+}

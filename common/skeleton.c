@@ -1,0 +1,158 @@
+/*
+ * NAME
+ *	skeleton 3
+ * SUMMARY
+ *	start sequence and accept guard shared by the daemons
+ * SYNOPSIS
+ *	#include "skeleton.h"
+ *
+ *	void	skeleton_start(&sk, &opts, cfg)
+ *	void	skeleton_stop(&sk)
+ *	void	skeleton_listener_guard(lev)
+ *	unsigned long skeleton_accept_pauses()
+ * DESCRIPTION
+ *	A daemon's life, in the same order everywhere: parse the command
+ *	line (daemon_parse_args()), raise the open-files limit, load and
+ *	check the whole configuration (daemon_config_check() and the
+ *	part's own checks; -t stops here), log init, bind its listeners
+ *	while still root, then skeleton_start(): detach unless -f; start
+ *	the metrics endpoint (after the fork, which threads do not
+ *	survive, and before privileges go, as the port may be low);
+ *	write and lock pid_file; become "user". Every failure is fatal
+ *	and names its cause. The signal policy is daemon_signal_action().
+ *	skeleton_stop() removes the pid file.
+ *
+ *	skeleton_listener_guard() keeps an evconnlistener from spinning
+ *	when accept() fails for a reason that does not go away by itself
+ *	(EMFILE, ENFILE, ENOBUFS, ENOMEM): libevent would call accept()
+ *	again at once, forever, logging each failure. The guard stops
+ *	listening for 100 ms and tries again; pending clients wait in the
+ *	kernel's backlog meanwhile, and are served as soon as descriptors
+ *	are free. One warning per 10 s at most, with the count of pauses
+ *	since the last one; skeleton_accept_pauses() returns the total.
+ * DIAGNOSTICS
+ *	Fatal errors as "metrics_listen ...", "PATH is locked: another
+ *	instance is running", "unknown user ...".
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "addr.h"
+#include "metrics_http.h"
+#include "msg.h"
+#include "skeleton.h"
+#include "xalloc.h"
+
+#define SKELETON_PAUSE_MS	100	/* accept() off after a failure */
+#define SKELETON_REPORT_SECS	10	/* at most one warning this often */
+
+void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
+		               const struct config *cfg)
+{
+    const char *pid_file = config_get_str(cfg, "pid_file");
+    const char *user = config_get_str(cfg, "user");
+    const char *metrics = config_get_str(cfg, "metrics_listen");
+    const char *err;
+
+    sk->pid_fd = -1;
+    sk->pid_file = pid_file ? xstrdup(pid_file) : NULL;
+    if (!opts->foreground)
+	daemon_detach();
+    if (metrics && (err = metrics_http_start(metrics)) != NULL)
+	msg_fatal("%s", err);
+    if (sk->pid_file && (err = daemon_pidfile_write(sk->pid_file, &sk->pid_fd)) != NULL)
+	msg_fatal("%s", err);
+    if (user && (err = daemon_drop_privileges(user)) != NULL)
+	msg_fatal("%s", err);
+}
+
+void    skeleton_stop(struct skeleton *sk)
+{
+    if (sk->pid_file)
+	daemon_pidfile_remove(sk->pid_file, &sk->pid_fd);
+    free(sk->pid_file);
+    sk->pid_file = NULL;
+}
+
+/* The listeners of all threads share one report. */
+
+static struct {
+    pthread_mutex_t lock;
+    time_t  last_report;
+    unsigned long since_report;
+    unsigned long total;
+}       skeleton_pauses = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+
+unsigned long skeleton_accept_pauses(void)
+{
+    unsigned long total;
+
+    pthread_mutex_lock(&skeleton_pauses.lock);
+    total = skeleton_pauses.total;
+    pthread_mutex_unlock(&skeleton_pauses.lock);
+    return (total);
+}
+
+static void skeleton_report(struct evconnlistener *lev, int err)
+{
+    char    where[ADDR_TEXT_MAX] = "?";
+    union addr_sockaddr sa;
+    socklen_t len = sizeof(sa);
+    unsigned long count = 0;
+    struct rlimit rl;
+    time_t  now = time(NULL);
+
+    pthread_mutex_lock(&skeleton_pauses.lock);
+    skeleton_pauses.total++;
+    skeleton_pauses.since_report++;
+    if (now - skeleton_pauses.last_report >= SKELETON_REPORT_SECS) {
+	count = skeleton_pauses.since_report;
+	skeleton_pauses.since_report = 0;
+	skeleton_pauses.last_report = now;
+    }
+    pthread_mutex_unlock(&skeleton_pauses.lock);
+    if (count == 0)
+	return;
+    if (getsockname(evconnlistener_get_fd(lev), &sa.sa, &len) == 0)
+	addr_format(&sa.sa, where, sizeof(where));
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+	rl.rlim_cur = 0;
+    msg_warn("accept on %s: %s (open-files limit %llu): new connections wait in the "
+	     "backlog; %lu pause(s) of %dms since the last report", where, strerror(err),
+	     (unsigned long long) rl.rlim_cur, count, SKELETON_PAUSE_MS);
+}
+
+static void skeleton_resume(evutil_socket_t fd, short what, void *context)
+{
+    evconnlistener_enable(context);
+}
+
+static void skeleton_accept_error(struct evconnlistener *lev, void *context)
+{
+    int     err = EVUTIL_SOCKET_ERROR();
+    struct timeval pause = {0, SKELETON_PAUSE_MS * 1000};
+
+    evconnlistener_disable(lev);
+    if (event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, skeleton_resume, lev,
+			&pause) < 0) {
+	msg_warn("accept: %s, and no timer to pause with", strerror(err));
+	evconnlistener_enable(lev);
+	return;
+    }
+    skeleton_report(lev, err);
+}
+
+void    skeleton_listener_guard(struct evconnlistener *lev)
+{
+    evconnlistener_set_error_cb(lev, skeleton_accept_error);
+}

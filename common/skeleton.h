@@ -1,0 +1,22 @@
+#ifndef MXKIT_SKELETON_H
+#define MXKIT_SKELETON_H
+
+/* skeleton - the start sequence and listener guard of every daemon. */
+
+#include <event2/listener.h>
+
+#include "config.h"
+#include "daemon.h"
+
+struct skeleton {
+    char   *pid_file;			/* a copy: a reload frees the config */
+    int     pid_fd;
+};
+
+void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
+		               const struct config *cfg);
+void    skeleton_stop(struct skeleton *sk);
+void    skeleton_listener_guard(struct evconnlistener *lev);
+unsigned long skeleton_accept_pauses(void);
+
+#endif

@@ -1,0 +1,455 @@
+#!/usr/bin/python3
+"""The daemon skeleton (common/daemon*.c, common/skeleton.c) from the
+unlucky operator's and the attacker's side, against the real daemons:
+
+- -t is start-up minus binding: for each daemon, almost-right generic
+  settings (unknown user, root as user, missing pid_file directory, bad
+  or UNIX metrics_listen, two listeners or metrics_listen on one address,
+  max_connections that cannot fit the open-files limit, 0) are refused
+  by -t with "file:line", and starting with the same file fails the same
+  way before anything listens;
+- out of descriptors (prlimit --nofile=64, and a running daemon squeezed
+  with prlimit --pid), policyd-ratelimit and proxyv2-shim flooded by
+  more clients than descriptors: the daemon's CPU time stays low (from
+  /proc/PID/stat), its log stays short, and once the flood closes a new
+  client is served (a policy request answered; Postfix's greeting and
+  EHLO through the shim's XCLIENT);
+- signals: SIGUSR1 no longer kills policyd, the shim or the milter; a
+  reload that changes a setting needing a restart names it (and never
+  its value); a setting a reload can apply is applied (policyd's
+  max_connections); SIGTERM removes the pid file and exits 0."""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack, port_open  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+import mxdkim  # noqa: E402
+from mxwebhook import make_secret  # noqa: E402
+
+POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
+SHIM = build_path("proxyv2-shim", "proxyv2-shim")
+SPOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+HZ = os.sysconf("SC_CLK_TCK")
+FLOOD = 300                     # clients, against 64 descriptors
+REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+           b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
+
+
+def cpu_ticks(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])        # utime + stime
+
+
+def write(st, name, text):
+    path = st.path("etc", name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def policy_answer(port, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(REQUEST)
+        data = b""
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        s.close()
+
+
+def proxy_v2(src="192.0.2.7", sport=40000, dst="127.0.0.1", dport=25):
+    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+def smtp_through_shim(port, timeout=15):
+    """PROXY v2 header, then an SMTP greeting and EHLO from Postfix."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(proxy_v2())
+        f = s.makefile("rb")
+        greeting = f.readline()
+        s.sendall(b"EHLO client.example\r\n")
+        ehlo = [f.readline()]
+        while ehlo[-1][:4] == b"250-":
+            ehlo.append(f.readline())
+        s.sendall(b"QUIT\r\n")
+        return greeting, ehlo[-1]
+    finally:
+        s.close()
+
+
+class Flood:
+    """FLOOD idle connections, opened as fast as the kernel takes them."""
+
+    def __init__(self, port, count=FLOOD):
+        self.socks = []
+        self.refused = 0
+        for _ in range(count):
+            s = socket.socket()
+            s.settimeout(3)
+            try:
+                s.connect(("127.0.0.1", port))
+                self.socks.append(s)
+            except OSError:
+                self.refused += 1
+                s.close()
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def settle(pid, baseline):
+    """Wait until the sessions of the last flood are gone; the count then,
+    once it held still for a second."""
+    wait_for(lambda: fd_count(pid) <= baseline, timeout=40, interval=0.5)
+    last = fd_count(pid)
+    for _ in range(20):
+        time.sleep(1)
+        now = fd_count(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def log_lines(st, name):
+    return len(st.read_log(name).splitlines())
+
+
+def flood_check(st, name, proc, port, label, serve, after=None):
+    """Flood, measure CPU over 3 s and the log growth, close, serve."""
+    before = log_lines(st, name)
+    flood = Flood(port)
+    t0 = cpu_ticks(proc.pid)
+    time.sleep(3)
+    used = cpu_ticks(proc.pid) - t0
+    tap.ok(used <= 0.3 * HZ, "%s: %d clients: the daemon used %.2fs of CPU in 3s (at most 0.3s)"
+           % (label, len(flood.socks), used / HZ))
+    grown = log_lines(st, name) - before
+    tap.ok(grown <= 60, "%s: %d log lines during the flood (at most 60)" % (label, grown),
+           diag="\n".join(st.read_log(name).splitlines()[-5:]))
+    tap.ok(proc.poll() is None, "%s: the daemon is alive" % label)
+    flood.close()
+    if after:
+        after()
+    def try_serve():
+        try:
+            return serve()
+        except OSError:
+            return False
+
+    got = wait_for(try_serve, timeout=20, interval=0.5)
+    tap.ok(got, "%s: once the flood closed, a new client is served" % label)
+    return st.read_log(name).splitlines()[before:]
+
+
+# ---------------------------------------------------------------- -t
+
+def run_in(st, argv, timeout):
+    """In the stack's directory: a relative pid_file lands there."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=st.dir,
+                          stdin=subprocess.DEVNULL)
+
+
+def check_refused(st, argv_t, argv_run, conf, words, label):
+    """-t exits 1 naming words; starting fails the same way, binding nothing."""
+    res = run_in(st, argv_t, 60)
+    out = res.stdout + res.stderr
+    tap.ok(res.returncode == 1 and all(w in out for w in words),
+           "%s: -t refuses it: %s" % (label, " / ".join(words)), diag=out)
+    try:
+        res = run_in(st, argv_run, 15)
+        out = res.stdout + res.stderr
+    except subprocess.TimeoutExpired as e:
+        res = subprocess.CompletedProcess(argv_run, 0)
+        out = "still running after 15s: %s" % (e.stderr or b"").decode(errors="replace")
+    tap.ok(res.returncode != 0 and all(w in out for w in words) and "started" not in out,
+           "%s: starting refuses it the same way, before listening" % label, diag=out)
+
+
+def test_check_generic(st):
+    base_policyd = "listen = inet:127.0.0.1:%d\n" % st.port("t-policyd")
+    base_shim = ("listener = 127.0.0.1:%d backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.0/8\n"
+                 % st.port("t-shim"))
+    cases = [
+        ("user = no-such-user-mxkit\n", ["unknown user \"no-such-user-mxkit\""]),
+        ("user = root\n", ["uid 0"]),
+        ("pid_file = /nonexistent-mxkit/run/d.pid\n",
+         ["pid_file: directory /nonexistent-mxkit/run: No such file or directory"]),
+        ("pid_file = d.pid\n", ["not an absolute path"]),
+        ("metrics_listen = 127.0.0.1:notaport\n", ["metrics_listen:"]),
+        ("metrics_listen = unix:/tmp/mxkit-metrics.sock\n", ["Prometheus scrapes TCP"]),
+    ]
+    dkim = st.path("etc", "milter-base.conf")
+    spool = st.path("etc", "spool-base.conf")
+    daemons = [
+        ("policyd-ratelimit", POLICYD, base_policyd, []),
+        ("proxyv2-shim", SHIM, base_shim, []),
+        ("milter-dkim", mxdkim.MILTER, open(dkim).read(), []),
+        ("lmtp-webhook-spool", SPOOL, open(spool).read(), ["run"]),
+    ]
+    for dname, binary, base, tail in daemons:
+        for i, (extra, words) in enumerate(cases):
+            lines = base.count("\n")
+            conf = write(st, "%s-%d.conf" % (dname, i), base + extra)
+            where = "%s:%d:" % (conf, lines + 1)
+            check_refused(st, [binary, "-t", "-c", conf] + tail,
+                          [binary, "-f", "-c", conf] + tail, conf, [where] + words,
+                          "%s %s" % (dname, extra.strip()))
+
+    # two listeners, or metrics_listen, on one address
+    port = st.port("t-policyd")
+    conf = write(st, "policyd-dup.conf", "listen = inet:127.0.0.1:%d, inet:0.0.0.0:%d\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n" % (port, port, port))
+    check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
+                  ["listen inet:0.0.0.0:%d: the same address as listen" % port,
+                   "%s:2: metrics_listen inet:127.0.0.1:%d: the same address" % (conf, port)],
+                  "policyd-ratelimit: two listeners and metrics_listen on one address")
+    conf = write(st, "shim-dup.conf", base_shim + base_shim.replace("9 mode", "10 mode"))
+    check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
+                  ["%s:2: listener" % conf, "overlaps the listener at line 1"],
+                  "proxyv2-shim: two listeners on one address")
+    conf = write(st, "shim-metrics.conf", base_shim + "metrics_listen = inet:127.0.0.1:%d\n"
+                 % st.port("t-shim"))
+    check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
+                  ["%s:2: metrics_listen" % conf, "only one can listen"],
+                  "proxyv2-shim: metrics_listen on a listener's address")
+
+    # max_connections against the open-files limit
+    nofile = ["prlimit", "--nofile=64"]
+    conf = write(st, "policyd-max.conf", base_policyd + "max_connections = 1000\n")
+    check_refused(st, nofile + [POLICYD, "-t", "-c", conf], nofile + [POLICYD, "-f", "-c", conf],
+                  conf, ["%s:2: max_connections = 1000 needs 1032 open files" % conf,
+                         "the limit is 64: lower it to 32"],
+                  "policyd-ratelimit: max_connections = 1000 under 64 descriptors")
+    conf = write(st, "shim-max.conf", base_shim + "workers = 1\nmax_connections = 100\n")
+    check_refused(st, nofile + [SHIM, "-t", "-c", conf], nofile + [SHIM, "-f", "-c", conf],
+                  conf, ["%s:3: max_connections = 100 needs 637 open files (6 per connection"
+                         % conf, "lower it to 4"],
+                  "proxyv2-shim: max_connections = 100 under 64 descriptors")
+    for dname, binary, base in (("policyd-ratelimit", POLICYD, base_policyd),
+                                ("proxyv2-shim", SHIM, base_shim)):
+        conf = write(st, dname + "-zero.conf", base + "max_connections = 0\n")
+        check_refused(st, [binary, "-t", "-c", conf], [binary, "-f", "-c", conf], conf,
+                      ["%s:2: max_connections must be" % conf],
+                      "%s: max_connections = 0" % dname)
+    # the default is lowered to fit, and said so; -t passes
+    res = run(nofile + [POLICYD, "-t", "-c", write(st, "policyd-def.conf", base_policyd)])
+    tap.ok(res.returncode == 0 and "the default 10000 needs 10032 open files but the limit is "
+           "64: serving at most 32 connections" in res.stderr,
+           "policyd-ratelimit: the default max_connections is lowered to fit 64, with a warning",
+           diag=res.stdout + res.stderr)
+
+
+# ---------------------------------------------------------------- EMFILE
+
+def test_policyd_nofile(st):
+    name = "policyd-nofile"
+    port = st.port(name)
+    conf = write(st, name + ".conf", "listen = inet:127.0.0.1:%d\n"
+                 "limit per_sender = sender rate=100000/1m count=messages\n" % port)
+    proc = st.start_daemon(name, ["prlimit", "--nofile=64", POLICYD, "-f", "-c", conf], port=port)
+    tap.ok(wait_for(lambda: "serving at most 32 connections" in st.read_log(name), timeout=5),
+           "policyd under 64 descriptors: the log says max_connections was lowered to 32")
+    tap.ok(policy_answer(port) == b"action=DUNNO\n\n", "policyd under 64 descriptors answers")
+    baseline = fd_count(proc.pid)
+    flood_check(st, name, proc, port, "policyd (nofile 64)",
+                lambda: policy_answer(port) == b"action=DUNNO\n\n")
+
+    # squeezed while running: accept() itself fails with EMFILE
+    limit = settle(proc.pid, baseline) + 6
+    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=%d:64" % limit], check=True)
+    lines = flood_check(st, name, proc, port, "policyd (squeezed to %d)" % limit,
+                        lambda: policy_answer(port) == b"action=DUNNO\n\n")
+    warnings = [x for x in lines if "Too many open files" in x]
+    tap.ok(1 <= len(warnings) <= 3, "policyd: %d rate-limited EMFILE warning(s) over the flood"
+           % len(warnings), diag="\n".join(lines[-5:]))
+    tap.ok(warnings and re.search(r"accept on 127\.0\.0\.1:%d: Too many open files \(open-files "
+                                  r"limit %d\): .*\d+ pause\(s\) of 100ms" % (port, limit),
+                                  warnings[0]),
+           "policyd: the warning names the listener, the limit and a count",
+           diag=warnings[0] if warnings else "")
+    return proc, conf
+
+
+def test_shim_nofile(st):
+    name = "shim-nofile"
+    port = st.port(name)
+    conf = write(st, name + ".conf",
+                 "workers = 1\nheader_timeout = 30s\nxclient_name_lookup = no\n"
+                 "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient trusted=127.0.0.0/8\n"
+                 % (port, st.port("postfix-smtp")))
+    proc = st.start_daemon(name, ["prlimit", "--nofile=64", SHIM, "-f", "-c", conf], port=port)
+    tap.ok(wait_for(lambda: "serving at most 4 connections" in st.read_log(name), timeout=5),
+           "shim under 64 descriptors: max_connections lowered to 4 (6 descriptors a session)",
+           diag=st.read_log(name))
+
+    def served():
+        greeting, ehlo = smtp_through_shim(port)
+        return greeting.startswith(b"220 ") and ehlo.startswith(b"250 ")
+
+    tap.ok(served(), "shim under 64 descriptors: a client reaches Postfix")
+    baseline = fd_count(proc.pid)        # with the worker's loop running
+    flood_check(st, name, proc, port, "shim (nofile 64)", served)
+    # squeezed while running: room for two of the four sessions
+    # max_connections allows, waiting for their PROXY header; a session
+    # to serve needs six, so the limit goes back to 64 after the flood
+    limit = settle(proc.pid, baseline) + 2
+
+    def squeeze(n):
+        # the soft limit: raising a hard limit again would need CAP_SYS_RESOURCE
+        subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=%d:64" % n], check=True)
+
+    squeeze(limit)
+    lines = flood_check(st, name, proc, port, "shim (squeezed to %d)" % limit, served,
+                        after=lambda: squeeze(64))
+    tap.ok(any("Too many open files" in x for x in lines),
+           "shim: accept() ran out of descriptors and said so",
+           diag="\n".join(lines[-5:]))
+
+
+# ---------------------------------------------------------------- signals
+
+def signal_checks(st, name, proc, reload_conf, changed, logname=None):
+    logname = logname or name
+    proc.send_signal(signal.SIGUSR1)
+    tap.ok(wait_for(lambda: "nothing to flush" in st.read_log(logname), timeout=5)
+           and proc.poll() is None, "%s: SIGUSR1 is logged, and the daemon lives" % name,
+           diag=st.read_log(logname)[-500:])
+    reload_conf()
+    proc.send_signal(signal.SIGHUP)
+    want = "reload: %s changed but cannot change while running" % changed
+    tap.ok(wait_for(lambda: want in st.read_log(logname), timeout=10),
+           "%s: a reload changing %s says it needs a restart" % (name, changed),
+           diag=st.read_log(logname)[-800:])
+
+
+def test_policyd_signals(st):
+    name = "policyd-sig"
+    port = st.port(name)
+    pid_file = st.path("run", name + ".pid")
+    os.makedirs(st.path("run"), exist_ok=True)
+    conf = st.path("etc", name + ".conf")
+    text = ("listen = inet:127.0.0.1:%d\npid_file = %s\nstore = memory\nmax_connections = 50\n"
+            "limit per_sender = sender rate=100000/1m count=messages\n" % (port, pid_file))
+    write(st, name + ".conf", text)
+    proc = st.start_daemon(name, [POLICYD, "-f", "-c", conf], port=port)
+    tap.ok(wait_for(lambda: os.path.exists(pid_file)), "policyd: pid file written")
+
+    # max_connections = 2 by reload: applied (the third client is refused)
+    def lower():
+        write(st, name + ".conf", text.replace("store = memory",
+                                               "store = redis://:s3cret@127.0.0.1:1/0")
+              .replace("max_connections = 50", "max_connections = 2"))
+    signal_checks(st, name, proc, lower, "store")
+    tap.ok("s3cret" not in st.read_log(name), "policyd: the store URL's password is not logged")
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    for s in held:
+        s.sendall(REQUEST)
+        s.recv(100)
+    third = socket.create_connection(("127.0.0.1", port), timeout=5)
+    third.sendall(REQUEST)
+    try:
+        data = third.recv(100)
+    except OSError:
+        data = b""
+    tap.is_(data, b"", "policyd: max_connections lowered by SIGHUP refuses the third client")
+    tap.ok(policy_answer_on(held[0]) == b"action=DUNNO\n\n",
+           "policyd: the connections it holds still answer")
+    for s in held + [third]:
+        s.close()
+    proc.send_signal(signal.SIGTERM)
+    tap.is_(proc.wait(timeout=10), 0, "policyd: SIGTERM exits 0")
+    tap.ok(not os.path.exists(pid_file), "policyd: SIGTERM removed the pid file")
+
+
+def policy_answer_on(s):
+    s.settimeout(5)
+    s.sendall(REQUEST)
+    data = b""
+    while not data.endswith(b"\n\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_shim_signals(st):
+    name = "shim-sig"
+    port = st.port(name)
+    text = ("workers = 2\nxclient_name_lookup = no\nlistener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
+            "trusted=127.0.0.0/8\n" % (port, st.port("postfix-smtp")))
+    conf = write(st, name + ".conf", text)
+    proc = st.start_daemon(name, [SHIM, "-f", "-c", conf], port=port)
+    signal_checks(st, name, proc,
+                  lambda: write(st, name + ".conf", text.replace("workers = 2", "workers = 3")
+                                + "dns_timeout = 1s\n"),
+                  "dns_timeout, workers")
+    tap.ok(smtp_through_shim(port)[0].startswith(b"220 "),
+           "shim: after the reload, sessions still reach Postfix")
+    proc.send_signal(signal.SIGTERM)
+    tap.is_(proc.wait(timeout=10), 0, "shim: SIGTERM exits 0")
+
+
+def test_milter_signals(st):
+    name = "milter-sig"
+    text = open(st.path("etc", "milter-base.conf")).read()
+    port = st.port(name)
+    text = re.sub(r"socket = .*", "socket = inet:%d@127.0.0.1" % port, text)
+    conf = write(st, name + ".conf", text)
+    proc = st.start_daemon(name, [mxdkim.MILTER, "-f", "-c", conf], port=port)
+    signal_checks(st, name, proc,
+                  lambda: write(st, name + ".conf", text + "socket_umask = 077\n"),
+                  "socket_umask")
+    tap.ok(port_open(port), "milter: still listening after the reload")
+    proc.send_signal(signal.SIGTERM)
+    tap.is_(proc.wait(timeout=10), 0, "milter: SIGTERM exits 0")
+
+
+with Stack("daemons-hostile") as st:
+    tap.stack = st
+    st.start_sink()
+    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+                           "mynetworks": "127.0.0.0/8"})
+    dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+    mxdkim.keygen(st, dns, "planapulse.ai", "ed2026", "ed25519")
+    write(st, "key.table", "ed planapulse.ai:ed2026:%s/keys/ed2026.private\n" % st.dir)
+    write(st, "signing.table", "*@planapulse.ai ed\n")
+    write(st, "milter-base.conf",
+          "socket = inet:%d@127.0.0.1\nkey_table = %s\nsigning_table = refile:%s\n"
+          "dns_test_file = %s\nauthserv_id = mx.mxkit.test\n"
+          % (st.port("t-milter"), st.path("etc", "key.table"), st.path("etc", "signing.table"),
+             st.path("etc", "dns.txt")))
+    write(st, "secret", make_secret() + "\n")
+    write(st, "spool-base.conf", "spool_dir = %s\nsecret_file = %s\n"
+          % (st.path("spool"), st.path("etc", "secret")))
+
+    test_check_generic(st)
+    test_policyd_nofile(st)
+    test_shim_nofile(st)
+    test_policyd_signals(st)
+    test_shim_signals(st)
+    test_milter_signals(st)
+
+sys.exit(tap.done())
