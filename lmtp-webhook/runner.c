@@ -19,7 +19,8 @@
  *	runner_main() posts due events through one libcurl multi handle,
  *	at most "concurrency" at a time (connections are reused). The
  *	outcome of an attempt:
- *	2xx: the event is removed. 410: removed, logged as dropped.
+ *	2xx: the event is removed (its file kept for reuse by the
+ *	plugin, spool_recycle()). 410: removed, logged as dropped.
  *	Otherwise: attempts+1, last_error, and the next attempt after
  *	the Standard Webhooks schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h,
  *	then every 10h) with +-20% jitter, or after Retry-After from a
@@ -35,7 +36,9 @@
  *	once. A wake-up can be missed (the inotify queue overflowed,
  *	active/ was removed and made again, a spool shared over NFS):
  *	that only delays, since active/ is also scanned every second.
- *	A removed subdirectory of the spool is made again.
+ *	A removed subdirectory of the spool is made again. A file in
+ *	active/ that is not an event moves to dead/ as it is, with one
+ *	error.
  *
  *	Signals (runner_signals(), runner_signal_dispatch()): TERM and
  *	INT stop once the attempts under way are answered or time out;

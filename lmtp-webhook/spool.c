@@ -594,7 +594,9 @@ const char *spool_commit(struct spool_reservation *res)
 	err = spool_fail("cannot write", res->tmp_path);
     else if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
 	err = spool_fail("cannot truncate", res->tmp_path);
-    else if (futimens(res->fd, times) < 0 || fsync(res->fd) < 0)
+    /* an event due now needs no futimens(): its writes made its mtime */
+    else if ((res->ev->next_attempt > (long long) time(NULL) && futimens(res->fd, times) < 0)
+	     || fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->tmp_path);
     else if (rename(res->tmp_path, res->final_path) < 0
 	     && !(errno == ENOENT && spool_commit_dir_again(res) == 0)) {
