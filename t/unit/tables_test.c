@@ -46,6 +46,11 @@ int     main(void)
        "svc-billing may not send as plana.solutions");
     ok(tables_binding_allows(&t, "alice", "alice@plana.solutions", &bound) && !bound,
        "an unbound user is not restricted");
+    is_int(tables_signers(&t, "ceo@plana.solutions", keys, 1), 2,
+	   "regression: the count is of all matches, also past max (stored: max)");
+    is_int(tables_signers(&t, "ceo@plana.solutions", NULL, 0), 2, "count only (max 0)");
+    ok(tables_bound(&t, "SVC-Billing") && !tables_bound(&t, "alice"),
+       "tables_bound: a user with a line (any case), not one without");
     ok(tables_match("a*b*c@x", "aXXbYYc@x"), "several wildcards");
     ok(!tables_match("a*b", "a"), "wildcard needs the rest");
 
