@@ -9,6 +9,8 @@
  *	void	skeleton_start(&sk, &opts, cfg)
  *	void	skeleton_stop(&sk)
  *	void	skeleton_listener_guard(lev)
+ *	int	skeleton_accept_exhausted(err)
+ *	void	skeleton_accept_failed(listen_fd, err)
  *	unsigned long skeleton_accept_pauses()
  * DESCRIPTION
  *	A daemon's life, in the same order everywhere: parse the command
@@ -30,6 +32,11 @@
  *	kernel's backlog meanwhile, and are served as soon as descriptors
  *	are free. One warning per 10 s at most, with the count of pauses
  *	since the last one; skeleton_accept_pauses() returns the total.
+ *
+ *	For an accept loop that is not libevent's (libmilter's),
+ *	skeleton_accept_exhausted() says whether an accept() error is one
+ *	of those, and skeleton_accept_failed() counts a pause and writes
+ *	the same rate-limited warning; the caller pauses.
  * DIAGNOSTICS
  *	Fatal errors as "metrics_listen ...", "PATH is locked: another
  *	instance is running", "unknown user ...".
@@ -103,7 +110,12 @@ unsigned long skeleton_accept_pauses(void)
     return (total);
 }
 
-static void skeleton_report(struct evconnlistener *lev, int err)
+int     skeleton_accept_exhausted(int err)
+{
+    return (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
+}
+
+void    skeleton_accept_failed(int listen_fd, int err)
 {
     char    where[ADDR_TEXT_MAX] = "?";
     union addr_sockaddr sa;
@@ -123,7 +135,7 @@ static void skeleton_report(struct evconnlistener *lev, int err)
     pthread_mutex_unlock(&skeleton_pauses.lock);
     if (count == 0)
 	return;
-    if (getsockname(evconnlistener_get_fd(lev), &sa.sa, &len) == 0)
+    if (getsockname(listen_fd, &sa.sa, &len) == 0)
 	addr_format(&sa.sa, where, sizeof(where));
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 	rl.rlim_cur = 0;
@@ -149,7 +161,7 @@ static void skeleton_accept_error(struct evconnlistener *lev, void *context)
 	evconnlistener_enable(lev);
 	return;
     }
-    skeleton_report(lev, err);
+    skeleton_accept_failed(evconnlistener_get_fd(lev), err);
 }
 
 void    skeleton_listener_guard(struct evconnlistener *lev)

@@ -18,6 +18,13 @@
  *	smfi_opensocket() the listening TCP socket is found among our
  *	descriptors and the option set on it.
  *
+ *	Out of descriptors, libmilter's listener thread calls accept()
+ *	again at once, forever (a busy loop that logs nothing). The
+ *	accept() defined here takes the place of libc's for libmilter
+ *	(which calls it through the PLT) and pauses 100 ms after EMFILE,
+ *	ENFILE, ENOBUFS or ENOMEM, with the rate-limited warning of
+ *	skeleton(3); the clients wait in the backlog meanwhile.
+ *
  *	Signals: libmilter's own signal thread treats SIGHUP as "stop".
  *	Here the main thread blocks SIGHUP, SIGTERM, SIGINT and SIGUSR1
  *	(daemon_signal_block()), runs smfi_main() in a second thread and
@@ -44,6 +51,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
@@ -78,6 +86,23 @@ static void milter_dkim_nodelay(void)
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
 	    msg_warn("TCP_NODELAY on the milter socket: %m");
     }
+}
+
+/* accept - libc's, with a pause when descriptors or memory ran out */
+
+int     accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
+{
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    int     conn = accept4(fd, addr, len, 0);
+    int     err = errno;
+
+    if (conn < 0 && skeleton_accept_exhausted(err)) {
+	skeleton_accept_failed(fd, err);
+	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+	     /* void */ ;
+	errno = err;
+    }
+    return (conn);
 }
 
 static void *milter_dkim_run(void *arg)
@@ -166,6 +191,7 @@ int     main(int argc, char **argv)
 
     msg_init(argv[0], MSG_STDERR);
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/milter-dkim.conf", &opts);
+    (void) daemon_nofile_raise();		/* libmilter polls: no FD_SETSIZE */
     if ((p = policy_load(opts.config_path)) == NULL)
 	return (1);
     if (opts.check_only) {
