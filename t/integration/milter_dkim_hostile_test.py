@@ -12,6 +12,8 @@ package:
      upper case, trailing dot, version number, folded, WSP before the
      colon, lower-case name) and unreadable ids (encoded word, tspecial,
      unclosed comment, 8-bit) are removed; a look-alike foreign id is kept;
+     a bill with all of them and 60 more, through Dovecot's lmtp-webhook:
+     the event carries exactly our one A-R;
      property (hypothesis): an A-R reaches the mailbox exactly when an
      RFC 8601 reading finds a foreign authserv-id, and no careless reader
      (first word; encoded words decoded, comments dropped) finds ours;
@@ -40,6 +42,8 @@ package:
 """
 
 import email.header
+import json
+import shutil
 import email.parser
 import email.policy
 import os
@@ -59,6 +63,8 @@ from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
 import mxpolicy as mp  # noqa: E402
+from mxtest import build_path  # noqa: E402
+from mxwebhook import Receiver, make_secret  # noqa: E402
 
 ID = "mx.mxkit.test"
 CONF = """\
@@ -620,6 +626,54 @@ def test_reload(st, proc, conf, partner_key):
     test_many_signatures(st, partner_key, want=3)
 
 
+def start_webhook(st):
+    """Dovecot's LMTP with lmtp-webhook for bills@*.planapulse.app, and the
+    spool runner posting its events to a receiver: the bill consumer's
+    view of what the milter let through."""
+    rx = Receiver()
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(make_secret() + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 2s\n"
+                % (st.path("spool"), st.path("secret")))
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_spool_dir": st.path("spool"),
+        },
+        extra="mail_plugin_dir = %s\n" % build_path("lmtp-webhook", ".libs"))
+    st.start_daemon("spool", [build_path("lmtp-webhook", "lmtp-webhook-spool"), "-c",
+                              st.path("spool.conf"), "-f", "run"])
+    return rx
+
+
+def test_bill_event(st, rx):
+    """Forged A-R of every form on a bill: the event's
+    authentication_results holds exactly our one header."""
+    forged = b"\r\n".join(FORMS) + b"\r\n" + \
+        b"Authentication-Results: mx.mxkit.test; dkim=pass header.d=bank.example\r\n" * 60
+    raw = message(forged).replace(b"To: alice@mxkit.test", b"To: bills@acme.planapulse.app")
+    token = re.search(rb"token-([0-9a-f]+)", raw).group(1).decode()
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+    s.ehlo("mail.example.org")
+    s.docmd("XCLIENT", "ADDR=203.0.113.5 NAME=mail.example.org")
+    s.ehlo("mail.example.org")
+    s.sendmail("billing@partner.example", ["bills@acme.planapulse.app"], raw)
+    s.quit()
+    events = wait_for(lambda: [e for e in rx.events()
+                               if token in json.dumps(e[2].get("data", {}).get("headers"))],
+                      timeout=30)
+    ar = events[0][2]["data"].get("authentication_results") if events else None
+    tap.ok(ar is not None and len(ar) == 1 and re.match(r"\s*mx\.mxkit\.test;", ar[0] or ""),
+           "the bill event carries exactly one Authentication-Results, ours (77 forged sent)",
+           diag="%d events; %r" % (len(events or []), ar))
+
+
 def test_check_only(st):
     base = CONF.replace("{dir}", st.dir)
     cases = [("socket_umask = 999\n", "socket_umask must be octal"),
@@ -661,7 +715,7 @@ staff  %:staff2026:{dir}/keys/staff2026.private
 
 with Stack("milter-dkim-hostile") as st:
     tap.stack = st
-    st.start_dovecot()
+    rx = start_webhook(st)
     st.start_sink()
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
     mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 1024)
@@ -693,6 +747,7 @@ with Stack("milter-dkim-hostile") as st:
                      submission=raw_headers, smtpd=milter)
     test_counts(st)
     test_forms(st)
+    test_bill_event(st, rx)
     test_ar_property(st)
     test_forged_on_signed_and_internal(st, dns)
     test_from(st, dns)
@@ -712,5 +767,6 @@ with Stack("milter-dkim-hostile") as st:
            "mxkit_dkim_forged_headers_removed_total equals the removals logged (%d)" % logged,
            diag=metric and metric.group(0))
     tap.ok(proc.poll() is None, "milter-dkim is still running")
+    rx.stop()
 
 sys.exit(tap.done())
