@@ -339,8 +339,8 @@ int     main(int argc, char **argv)
     if ((srv.pc = policyd_load(opts.config_path)) == NULL)
 	return (1);
     if (opts.check_only) {
-	printf("%s: configuration OK: %d limits\n", opts.config_path,
-	       srv.pc->limits.limit_count);
+	printf("%s: configuration OK: %d limits, store %s\n", opts.config_path,
+	       srv.pc->limits.limit_count, srv.pc->store.text);
 	policy_config_release(&srv.pc);
 	return (0);
     }

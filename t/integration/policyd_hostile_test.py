@@ -215,9 +215,10 @@ def test_check_mode(st):
                diag="rc=%s %s" % (rc, out))
     path = mp.write_config(st, "good", "store = redis://mxkit:%s@[::1]:6380/15\n" % SECRET)
     res = run([mp.POLICYD, "-t", "-c", path])
-    tap.ok(res.returncode == 0 and SECRET not in res.stdout + res.stderr,
-           "-t accepts a user, a password with '@:/' and an IPv6 host; prints no password",
-           diag=res.stdout + res.stderr)
+    tap.ok(res.returncode == 0 and "store redis://mxkit:***@[::1]:6380/15" in res.stdout
+           and "Zq7-s3cret" not in res.stdout + res.stderr,
+           "-t accepts a user, a password with '@:/' and an IPv6 host; shows the store "
+           "with the password masked", diag=res.stdout + res.stderr)
 
 
 # ------------------------------------------------------------------ item 9
