@@ -40,12 +40,15 @@
  *	active/ that is not an event moves to dead/ as it is, with one
  *	error.
  *
- *	Signals (runner_signals(), runner_signal_dispatch()): TERM and
- *	INT stop once the attempts under way are answered or time out;
- *	HUP reloads the configuration file (tool_reload(): what can be
+ *	The daemon starts and takes signals as every mxkit daemon does
+ *	(skeleton_start(), daemon_signal_action(); its self-pipe is one
+ *	more descriptor curl_multi_poll() waits on): TERM and INT stop
+ *	once the attempts under way are answered or time out; HUP
+ *	reloads the configuration file (tool_reload(): what can be
  *	applied is, what cannot is named in the log); USR1 flushes
  *	(every event once, due or not). RUNNER_FLUSH makes one such pass
- *	and returns. The daemon also sweeps tmp/ of crashed writers'
+ *	and returns (TERM and INT stop it too; a HUP is logged and
+ *	ignored). The daemon also sweeps tmp/ of crashed writers'
  *	files when it starts and every ten minutes (spool_sweep_tmp()).
  * DIAGNOSTICS
  *	One log line per attempt. runner_main() returns the number of
@@ -74,6 +77,7 @@
 #include "metrics_http.h"
 #include "msg.h"
 #include "post.h"
+#include "skeleton.h"
 #include "spool.h"
 #include "spool_tool.h"
 #include "xalloc.h"
@@ -104,9 +108,11 @@ struct runner {
     int     phead, npending;		/* [phead, npending) are waiting */
     char   *spool_error;		/* last spool_ready() error logged */
     struct config *first_cfg;		/* tool->dir points into it */
+    enum runner_mode mode;
+    int     signal_fd;			/* daemon_signal_fd() */
+    int     stop;			/* TERM or INT seen */
 };
 
-static volatile sig_atomic_t runner_stop, runner_flush, runner_reload;
 
 /* Prometheus series (run only) */
 static struct {
@@ -170,21 +176,6 @@ static void runner_metrics_init(struct spool_tool *tool)
     metrics_gauge_callback("mxkit_webhook_spool_oldest_seconds",
 			   "Time since the oldest waiting event was last written.", NULL,
 			   runner_oldest, tool);
-}
-
-/*
- * Signals: the handler only records them; runner_signal_dispatch() acts
- * in the loop. Kept in these two functions and runner_signals() so that
- * they can move onto a common daemon skeleton.
- */
-static void runner_signal(int sig)
-{
-    if (sig == SIGUSR1)
-	runner_flush = 1;
-    else if (sig == SIGHUP)
-	runner_reload = 1;
-    else
-	runner_stop = 1;
 }
 
 int     runner_lock(const char *dir, int *fd_r, long *holder_r)
@@ -482,21 +473,6 @@ static void runner_reap(struct runner *r)
     }
 }
 
-static void runner_signals(enum runner_mode mode)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = runner_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    if (mode == RUNNER_DAEMON)
-	sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 /* runner_apply_reload - SIGHUP: tool_reload(), then what it changed here */
 
 static void runner_apply_reload(struct runner *r)
@@ -515,22 +491,31 @@ static void runner_apply_reload(struct runner *r)
 }
 
 /*
- * runner_signal_dispatch - act on the signals recorded since the last
- * turn of the loop; returns 1 when a flush pass starts.
+ * runner_signal_dispatch - act on the signals received since the last
+ * turn of the loop (the common policy, daemon_signal_action()); returns
+ * 1 when a flush pass starts.
  */
 static int runner_signal_dispatch(struct runner *r)
 {
-    int     flush = 0;
+    int     sig, flush = 0;
 
-    if (runner_reload) {
-	runner_reload = 0;
-	runner_apply_reload(r);
-    }
-    if (runner_flush) {			/* SIGUSR1: everything once, now */
-	runner_flush = 0;
-	flush = 1;
-	htable_destroy(&r->tried, NULL);
-	r->tried = htable_create(64);
+    while ((sig = daemon_signal_next()) != 0) {
+	switch (daemon_signal_action(sig)) {
+	case DAEMON_STOP:
+	    r->stop = 1;
+	    break;
+	case DAEMON_RELOAD:
+	    if (r->mode == RUNNER_DAEMON)
+		runner_apply_reload(r);
+	    else
+		msg_info("SIGHUP ignored: a flush pass has no configuration to reload");
+	    break;
+	case DAEMON_FLUSH:			/* everything once, now */
+	    flush = 1;
+	    htable_destroy(&r->tried, NULL);
+	    r->tried = htable_create(64);
+	    break;
+	}
     }
     return (flush);
 }
@@ -558,7 +543,9 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
     runner_scan(r, flushing);
     for (;;) {
 	runner_reap(r);
-	if (mode == RUNNER_DAEMON && runner_stop) {
+	if (runner_signal_dispatch(r))
+	    flushing = 1;
+	if (r->stop) {
 	    if (r->running == 0)
 		break;
 	} else {
@@ -566,8 +553,6 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		runner_sweep(r);
 		last_sweep = time(NULL);
 	    }
-	    if (runner_signal_dispatch(r))
-		flushing = 1;
 	    runner_wakeups(r);
 	    if (flushing || (r->phead < r->npending && r->key.len > 0)
 		|| time(NULL) != last_scan) {
@@ -580,29 +565,40 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		}
 	    }
 	}
-	if (r->wake_fd >= 0) {
-	    struct curl_waitfd wake = {r->wake_fd, CURL_WAIT_POLLIN, 0};
+	{
+	    struct curl_waitfd wait[2] = {{r->signal_fd, CURL_WAIT_POLLIN, 0},
+	    {r->wake_fd, CURL_WAIT_POLLIN, 0}};
 
-	    curl_multi_poll(r->multi, &wake, 1, 200, &numfds);
-	} else
-	    curl_multi_poll(r->multi, NULL, 0, 200, &numfds);
+	    curl_multi_poll(r->multi, wait, r->wake_fd >= 0 ? 2 : 1, 200, &numfds);
+	}
     }
 }
 
 int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 {
-    const char *pidfile = config_get_str(tool->cfg, "pid_file");
-    const char *user = config_get_str(tool->cfg, "user");
+    struct skeleton sk = {NULL, -1};
     struct runner r;
     long    holder;
-    int     lock_fd = -1, pid_fd = -1, left;
-    const char *err;
+    int     lock_fd = -1, left;
 
+    if (mode == RUNNER_DAEMON) {
+	struct daemon_opts opts = {tool->config_path, 0, tool->foreground};
+
+	/* series first: skeleton_start() starts serving them */
+	if (config_get_str(tool->cfg, "metrics_listen"))
+	    runner_metrics_init(tool);
+	skeleton_start(&sk, &opts, tool->cfg);
+    }
+    /* after detaching and dropping privileges: the lock names this pid
+       (for flush's SIGUSR1) and its file is the daemon user's */
     if (runner_lock(tool->dir, &lock_fd, &holder) < 0) {
 	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
+	skeleton_stop(&sk);
 	return (-1);
     }
     memset(&r, 0, sizeof(r));
+    r.mode = mode;
+    r.signal_fd = daemon_signal_fd();
     r.tool = tool;
     r.first_cfg = tool->cfg;
     r.watch = -1;
@@ -614,21 +610,8 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     if ((r.multi = curl_multi_init()) == NULL)
 	msg_fatal("curl_multi_init failed");
     curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
-    if (mode == RUNNER_DAEMON) {
-	const char *metrics = config_get_str(tool->cfg, "metrics_listen");
-
-	if (metrics) {
-	    runner_metrics_init(tool);
-	    if ((err = metrics_http_start(metrics)) != NULL)
-		msg_fatal("%s", err);
-	}
-	if (pidfile && (err = daemon_pidfile_write(pidfile, &pid_fd)) != NULL)
-	    msg_fatal("%s", err);
-	if (user && (err = daemon_drop_privileges(user)) != NULL)
-	    msg_fatal("%s", err);
+    if (mode == RUNNER_DAEMON)
 	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
-    }
-    runner_signals(mode);
     runner_spool_check(&r);
     runner_loop(&r, mode);
     curl_multi_cleanup(r.multi);
@@ -652,8 +635,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     else
 	msg_info("stopped: %d delivered, %d failed, %d dropped", r.delivered, r.failed,
 		 r.dropped);
-    if (pidfile && pid_fd >= 0)
-	daemon_pidfile_remove(pidfile, &pid_fd);
+    skeleton_stop(&sk);
     close(lock_fd);
     if (r.first_cfg != tool->cfg)
 	config_free(&r.first_cfg);	/* after the last use of tool->dir */

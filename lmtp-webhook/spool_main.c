@@ -106,6 +106,7 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r)
     }
     next.dir = tool->dir;		/* restart only: runner.lock is held there */
     next.config_path = tool->config_path;
+    next.foreground = tool->foreground;
     *old_cfg_r = tool->cfg;
     *tool = next;
     msg_info("configuration %s reloaded; applied: %s", tool->config_path,
@@ -292,11 +293,9 @@ int     main(int argc, char **argv)
     if ((err = spool_init(tool.dir)) != NULL)
 	msg_fatal("%s", err);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (strcmp(argv[first], "run") == 0) {
+    tool.foreground = opts.foreground;
+    if (strcmp(argv[first], "run") == 0)	/* runner_main() detaches */
 	daemon_log_init(argv[0], &opts, tool.cfg);
-	if (!opts.foreground)
-	    daemon_detach();
-    }
     status = tool_command(&tool, argc - first, argv + first);
     curl_global_cleanup();
     config_free(&tool.cfg);

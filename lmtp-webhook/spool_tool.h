@@ -8,6 +8,7 @@
 
 struct spool_tool {
     const char *config_path;
+    int     foreground;			/* -f */
     struct config *cfg;
     const char *dir, *secret_file, *ca_file;
     long    timeout_ms;

@@ -557,6 +557,55 @@ def test_signals(st, rx, runner):
     runner.start()
 
 
+def test_detached_and_flush_stop(st, rx, runner):
+    """Detached (no -f), the daemon's pid is in runner.lock, so `flush`
+    signals the daemon and not a process that exited; TERM stops a flush
+    pass that waits on a hanging receiver."""
+    runner.stop()
+    pid_file = st.path("spool-run.pid")
+    write_conf(st, pid_file=pid_file)
+    import subprocess
+    with open(st.path("log", "spool-detached.log"), "w") as log:   # the child keeps stderr
+        rc = subprocess.call([SPOOL_TOOL, "-c", st.path("spool.conf"), "run"],
+                             stdout=log, stderr=log, timeout=30)
+    tap.is_(rc, 0, "run without -f: the parent exits 0")
+    pid = wait_for(lambda: open(pid_file).read().strip() if os.path.exists(pid_file) else "",
+                   timeout=10)
+    with open(st.path("spool", "runner.lock")) as f:
+        locked = f.read().strip()
+    tap.ok(pid and pid == locked, "runner.lock names the detached daemon (%s, pid_file %s)"
+           % (locked, pid))
+    res = run_tool(st, "flush")
+    tap.ok(("(pid %s)" % pid) in res.stdout, "flush signals it", diag=res.stdout + res.stderr)
+    tap.ok(pid and os.path.exists("/proc/%s" % pid), "and it lives on (USR1 flushes)")
+    if pid:
+        os.kill(int(pid), signal.SIGTERM)
+    tap.ok(wait_for(lambda: not os.path.exists("/proc/%s" % pid), timeout=10),
+           "TERM stops the detached daemon")
+    tap.ok(not os.path.exists(pid_file), "and its pid file is removed")
+    write_conf(st, timeout="30s", concurrency="1")
+    subjects = ["flush stopped by TERM %d" % i for i in range(3)]
+    for s in subjects:
+        ANSWERS[s] = [(200, 6, {}), 200]
+        lmtp_send(st, [BILLS], bill(BILLS, s))
+    proc = subprocess.Popen([SPOOL_TOOL, "-c", st.path("spool.conf"), "flush"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tap.ok(wait_for(lambda: any(SEEN.get(s) for s in subjects), timeout=10),
+           "a flush pass (one at a time) is posting the first of three")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    tap.is_(sum(len(SEEN.get(s, [])) for s in subjects), 1,
+            "TERM: the flush pass starts nothing more, and ends", diag=out)
+    tap.is_(len(active(st)), 2, "the two it did not try wait in the spool")
+    write_conf(st)
+    runner.start()
+    tap.ok(wait_for(lambda: not active(st), timeout=40), "the daemon takes them from there")
+
+
 def hole_port():
     """A socket that listens and never accepts: connections hang."""
     s = socket.socket()
@@ -603,6 +652,7 @@ with Stack("lmtp-webhook-delivery") as st:
     test_retry_after(st, rx, runner)
     test_removed_dirs(st, rx, runner)
     test_signals(st, rx, runner)
+    test_detached_and_flush_stop(st, rx, runner)
     runner.stop()
     rx.stop()
     hole.close()
