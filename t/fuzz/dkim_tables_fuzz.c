@@ -36,7 +36,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    abort();
     (void) tables_signers(&t, "user@example.com", keys, 8);
     (void) tables_binding_allows(&t, "svc-billing", "noreply@planapulse.ai", &bound);
-    if (message_parse_address(text, addr, sizeof(addr)) && strchr(addr, '@') == NULL)
+    if (message_parse_address(text, addr, sizeof(addr)) == NULL && strchr(addr, '@') == NULL)
 	abort();				/* an accepted address has an '@' */
     (void) tables_match(text, "noreply@planapulse.ai");
     tables_free(&t);
