@@ -63,7 +63,9 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 				        int count);
 long long daemon_config_connections(struct config *cfg, const char *name,
 				            int per_connection, int reserve);
-int     daemon_config_reload(const struct config *old, const struct config *new);
+void    daemon_config_running(const struct config *cfg);
+int     daemon_config_unapplied(const struct config *new, const char *name);
+int     daemon_config_reload(const struct config *new);
 long    daemon_nofile_raise(void);
 
 #endif

@@ -11,7 +11,9 @@
  *	void	daemon_config_check(cfg)
  *	void	daemon_config_addresses(cfg, addrs, count)
  *	long long daemon_config_connections(cfg, name, per_connection, reserve)
- *	int	daemon_config_reload(old, new)
+ *	void	daemon_config_running(cfg)
+ *	int	daemon_config_unapplied(new, name)
+ *	int	daemon_config_reload(new)
  *	long	daemon_nofile_raise()
  * DESCRIPTION
  *	DAEMON_CONFIG_SPECS are the specification rows of pid_file, user,
@@ -40,10 +42,13 @@
  *	not fit is lowered to what fits, with a warning. Values below 1
  *	are errors.
  *
- *	daemon_config_reload() compares the CONFIG_RESTART settings of the
- *	running and the reloaded configuration and logs, in one warning,
- *	each one that changed: the daemon keeps using the old values of
- *	those until it restarts. It returns how many changed.
+ *	daemon_config_running() remembers the values of the CONFIG_RESTART
+ *	settings of the configuration a daemon starts with: those stay in
+ *	effect until it restarts, whatever the reloads in between (NULL
+ *	forgets them). daemon_config_unapplied() says whether a reloaded
+ *	configuration's value of such a setting differs from the one in
+ *	effect. daemon_config_reload() logs, in one warning, every such
+ *	setting that differs, by name only, and returns how many.
  *
  *	daemon_nofile_raise() raises the soft open-files limit to the
  *	hard limit, and returns the soft limit then in force.
@@ -261,30 +266,74 @@ long long daemon_config_connections(struct config *cfg, const char *name,
     return (fit);
 }
 
-/* daemon_config_same - has the setting NAME the same value(s) in A and B? */
+/*
+ * The values of the CONFIG_RESTART settings in effect: those of the
+ * configuration the daemon started with, whatever the reloads since.
+ */
+static struct {
+    const struct config_spec *specs;
+    char  **values;			/* per row; NULL: unset, or not restart-only */
+    int     count;
+}       daemon_running;
 
-static int daemon_config_same(const struct config *a, const struct config *b,
-			              const struct config_spec *spec)
+/* daemon_config_value - NAME's value, or its lines joined; NULL if unset */
+
+static char *daemon_config_value(const struct config *cfg, const struct config_spec *spec)
 {
-    const struct config_entry *ea = NULL, *eb = NULL;
-    const char *va, *vb;
+    const struct config_entry *e = NULL;
+    const char *value;
+    char   *joined = NULL, *next;
 
-    if (!(spec->flags & CONFIG_REPEAT)) {
-	va = config_get_str(a, spec->name);
-	vb = config_get_str(b, spec->name);
-	return (va == vb || (va && vb && strcmp(va, vb) == 0));
+    if (!(spec->flags & CONFIG_REPEAT))
+	return ((value = config_get_str(cfg, spec->name)) ? xstrdup(value) : NULL);
+    while ((e = config_next(cfg, e, spec->name)) != NULL) {
+	next = joined ? xasprintf("%s\n%s", joined, e->value) : xstrdup(e->value);
+	free(joined);
+	joined = next;
     }
-    for (;;) {
-	ea = config_next(a, ea, spec->name);
-	eb = config_next(b, eb, spec->name);
-	if (ea == NULL || eb == NULL)
-	    return (ea == eb);
-	if (strcmp(ea->value, eb->value) != 0)
-	    return (0);
-    }
+    return (joined);
 }
 
-int     daemon_config_reload(const struct config *old, const struct config *new)
+void    daemon_config_running(const struct config *cfg)
+{
+    for (int i = 0; i < daemon_running.count; i++)
+	free(daemon_running.values[i]);
+    free(daemon_running.values);
+    memset(&daemon_running, 0, sizeof(daemon_running));
+    if (cfg == NULL)
+	return;
+    daemon_running.specs = cfg->specs;
+    while (cfg->specs[daemon_running.count].name)
+	daemon_running.count++;
+    daemon_running.values = xcalloc(daemon_running.count + 1, sizeof(char *));
+    for (int i = 0; i < daemon_running.count; i++)
+	if (cfg->specs[i].flags & CONFIG_RESTART)
+	    daemon_running.values[i] = daemon_config_value(cfg, cfg->specs + i);
+}
+
+int     daemon_config_unapplied(const struct config *new, const char *name)
+{
+    char   *value;
+    const char *running;
+    int     differs;
+
+    if (new->specs != daemon_running.specs)
+	msg_panic("daemon_config_unapplied: no daemon_config_running() for this table");
+    for (int i = 0; i < daemon_running.count; i++) {
+	if (strcmp(new->specs[i].name, name) != 0)
+	    continue;
+	if (!(new->specs[i].flags & CONFIG_RESTART))
+	    return (0);
+	value = daemon_config_value(new, new->specs + i);
+	running = daemon_running.values[i];
+	differs = !(value == running || (value && running && strcmp(value, running) == 0));
+	free(value);
+	return (differs);
+    }
+    msg_panic("daemon_config_unapplied: no parameter \"%s\"", name);
+}
+
+int     daemon_config_reload(const struct config *new)
 {
     char    names[512];
     size_t  len = 0;
@@ -292,7 +341,7 @@ int     daemon_config_reload(const struct config *old, const struct config *new)
 
     names[0] = 0;
     for (const struct config_spec *spec = new->specs; spec->name; spec++) {
-	if (!(spec->flags & CONFIG_RESTART) || daemon_config_same(old, new, spec))
+	if (!(spec->flags & CONFIG_RESTART) || !daemon_config_unapplied(new, spec->name))
 	    continue;
 	/* names only: a value may hold a secret (a store URL's password) */
 	if (len < sizeof(names))

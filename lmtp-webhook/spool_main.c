@@ -101,7 +101,10 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r)
 	char   *list = (sp->flags & CONFIG_RESTART) ? restart : applied;
 	size_t  room = (list == restart ? sizeof(restart) : sizeof(applied)) - strlen(list);
 
-	if (!tool_same(config_get_str(tool->cfg, sp->name), config_get_str(next.cfg, sp->name)))
+	/* restart-only: against the value in effect since the start */
+	if ((sp->flags & CONFIG_RESTART) ? daemon_config_unapplied(next.cfg, sp->name)
+	    : !tool_same(config_get_str(tool->cfg, sp->name),
+			 config_get_str(next.cfg, sp->name)))
 	    snprintf(list + strlen(list), room, "%s%s", *list ? ", " : "", sp->name);
     }
     next.dir = tool->dir;		/* restart only: runner.lock is held there */
@@ -294,8 +297,10 @@ int     main(int argc, char **argv)
 	msg_fatal("%s", err);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     tool.foreground = opts.foreground;
-    if (strcmp(argv[first], "run") == 0)	/* runner_main() detaches */
+    if (strcmp(argv[first], "run") == 0) {	/* runner_main() detaches */
 	daemon_log_init(argv[0], &opts, tool.cfg);
+	daemon_config_running(tool.cfg);
+    }
     status = tool_command(&tool, argc - first, argv + first);
     curl_global_cleanup();
     config_free(&tool.cfg);

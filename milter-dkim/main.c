@@ -116,7 +116,7 @@ static void *milter_dkim_run(void *arg)
 
 static void milter_dkim_reload(const char *path)
 {
-    struct dkim_policy *p = policy_load(path), *old;
+    struct dkim_policy *p = policy_load(path);
 
     if (p == NULL) {
 	metrics_config_reload(0);
@@ -124,10 +124,7 @@ static void milter_dkim_reload(const char *path)
 	return;
     }
     metrics_config_reload(1);
-    if ((old = policy_acquire()) != NULL) {
-	(void) daemon_config_reload(old->cfg, p->cfg);
-	policy_release(&old);
-    }
+    (void) daemon_config_reload(p->cfg);
     policy_install(p);
     msg_info("configuration reloaded: %d keys, %d SigningTable entries",
 	     p->tables.key_count, p->tables.sign_count);
@@ -201,5 +198,6 @@ int     main(int argc, char **argv)
 	return (0);
     }
     daemon_log_init(argv[0], &opts, p->cfg);
+    daemon_config_running(p->cfg);
     return (milter_dkim_serve(opts.config_path, p, &opts));
 }

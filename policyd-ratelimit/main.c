@@ -221,7 +221,7 @@ static void policyd_reload(struct server *srv)
 	return;
     }
     metrics_config_reload(1);
-    (void) daemon_config_reload(srv->pc->cfg, pc->cfg);
+    (void) daemon_config_reload(pc->cfg);
     policy_config_release(&srv->pc);
     srv->pc = pc;
     msg_info("configuration reloaded: %d limits", pc->limits.limit_count);
@@ -345,6 +345,7 @@ int     main(int argc, char **argv)
 	return (0);
     }
     daemon_log_init(argv[0], &opts, srv.pc->cfg);
+    daemon_config_running(srv.pc->cfg);
     policyd_run(&srv, &opts);
     policy_config_release(&srv.pc);
     return (0);

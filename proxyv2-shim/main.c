@@ -530,7 +530,7 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 	msg_error("reload of %s failed; keeping the previous configuration", path);
 	metrics_config_reload(0);
     } else {
-	(void) daemon_config_reload(srv->cfg, next.cfg);
+	(void) daemon_config_reload(next.cfg);
 	for (int i = 0; i < next.nlisteners; i++)	/* sorted before sharing */
 	    (void) cidr_list_match_str(next.listeners[i].trusted, "::");
 	pthread_mutex_lock(&shim_reload_state.lock);
@@ -613,6 +613,7 @@ int     main(int argc, char **argv)
 	printf("%s: configuration OK: %d listeners\n", opts.config_path, srv.nlisteners);
     } else {
 	daemon_log_init(argv[0], &opts, srv.cfg);
+	daemon_config_running(srv.cfg);
 	shim_run(&srv, &opts);
     }
     shim_free(&srv);

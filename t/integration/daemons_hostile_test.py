@@ -18,7 +18,12 @@ unlucky operator's and the attacker's side, against the real daemons:
 - signals: SIGUSR1 no longer kills policyd, the shim or the milter; a
   reload that changes a setting needing a restart names it (and never
   its value); a setting a reload can apply is applied (policyd's
-  max_connections); SIGTERM removes the pid file and exits 0."""
+  max_connections); SIGTERM removes the pid file and exits 0;
+- property (hypothesis): for any series of reloads of policyd-ratelimit
+  with any mix of settings changed, each reload names exactly the
+  restart-only settings whose value differs from the one the daemon
+  started with (the one still in effect) -- none silently, none twice
+  over, never a value."""
 
 import os
 import re
@@ -28,6 +33,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from hypothesis import given, settings, strategies as hs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack, port_open  # noqa: E402
@@ -479,6 +486,81 @@ def test_milter_signals(st):
     tap.is_(proc.wait(timeout=10), 0, "milter: SIGTERM exits 0")
 
 
+# restart-only settings of policyd-ratelimit: file values to choose from
+# (None: unset), and what config_get_str() gives for unset
+RESTART_CHOICES = {
+    "listen": ["inet:127.0.0.1:{port}", "inet:127.0.0.1:{port}, inet:127.0.0.1:{port2}"],
+    "store": [None, "memory", "redis://127.0.0.1:1/0", "redis://:pw-{n}@127.0.0.1:1/3"],
+    "pid_file": [None, "{dir}/run/a.pid", "{dir}/run/b.pid"],
+    "user": [None, "nobody", "daemon"],
+    "syslog": [None, "no", "yes"],
+    "metrics_listen": [None, "inet:127.0.0.1:{mport}"],
+}
+RESTART_DEFAULTS = {"store": "memory", "syslog": "no"}
+APPLIED_CHOICES = {"deadline": [None, "100ms", "250ms"], "max_connections": [None, "100", "200"]}
+
+
+def policyd_text(choice, fill):
+    lines = ["%s = %s" % (k, v.format(**fill)) for k, v in sorted(choice.items()) if v]
+    return "\n".join(lines + ["limit per_sender = sender rate=100000/1m count=messages", ""])
+
+
+def effective(choice, fill):
+    return {k: (choice.get(k) or RESTART_DEFAULTS.get(k) or "").format(**fill)
+            for k in RESTART_CHOICES}
+
+
+def test_reload_property(st):
+    name = "policyd-prop"
+    port = st.port(name)
+    os.makedirs(st.path("run"), exist_ok=True)
+    fill = {"port": port, "port2": st.port(name + "-2"), "mport": st.port(name + "-m"),
+            "dir": st.dir, "n": 0}
+    start = {"listen": RESTART_CHOICES["listen"][0]}
+    conf = write(st, name + ".conf", policyd_text(start, fill))
+    proc = st.start_daemon(name, [POLICYD, "-f", "-c", conf], port=port)
+    running = effective(start, fill)
+    state = {"reloads": 0, "bad": []}
+    keys = sorted(RESTART_CHOICES) + sorted(APPLIED_CHOICES)
+    pools = dict(RESTART_CHOICES, **APPLIED_CHOICES)
+
+    @settings(max_examples=25, deadline=None, database=None)
+    @given(hs.fixed_dictionaries({k: hs.sampled_from(pools[k]) for k in keys}),
+           hs.integers(0, 9))
+    def one_reload(choice, n):
+        fill["n"] = n
+        offset = os.path.getsize(st.logs[name])
+        write(st, name + ".conf", policyd_text(choice, fill))
+        state["reloads"] += 1
+        proc.send_signal(signal.SIGHUP)
+        done = wait_for(lambda: any("configuration reloaded" in x
+                                    for x in log_since(st, name, offset)[1]), timeout=10)
+        lines = log_since(st, name, offset)[1]
+        now = effective(choice, fill)
+        want = [k for k in sorted(RESTART_CHOICES, key=list(RESTART_CHOICES).index)
+                if now[k] != running[k]]
+        said = [re.search(r"reload: (.*) changed but cannot change while running", x)
+                for x in lines]
+        said = [m.group(1).split(", ") for m in said if m]
+        got = said[0] if said else []
+        if not done or len(said) > 1 or sorted(got) != sorted(want) or "pw-" in "".join(lines):
+            state["bad"].append((choice, want, said, lines[-3:]))
+        assert done and sorted(got) == sorted(want)
+
+    try:
+        one_reload()
+    except AssertionError:
+        pass                    # reported below, with the first counterexample
+    tap.ok(not state["bad"] and proc.poll() is None,
+           "property: %d reloads of policyd, each naming exactly the restart-only settings "
+           "that differ from those in effect" % state["reloads"],
+           diag=repr(state["bad"][:1]))
+    tap.ok(policy_answer(port) == b"action=DUNNO\n\n",
+           "policyd still answers on the port it started with")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
 with Stack("daemons-hostile") as st:
     tap.stack = st
     st.start_sink()
@@ -504,5 +586,6 @@ with Stack("daemons-hostile") as st:
     test_policyd_signals(st)
     test_shim_signals(st)
     test_milter_signals(st)
+    test_reload_property(st)
 
 sys.exit(tap.done())

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -235,8 +236,9 @@ static char *test_reload_log(const char *old_text, const char *new_text, int *co
     static char buf[2048];
     ssize_t n;
 
+    daemon_config_running(old);
     msg_set_fd(fd);
-    *count = daemon_config_reload(old, new);
+    *count = daemon_config_reload(new);
     msg_set_fd(2);
     n = pread(fd, buf, sizeof(buf) - 1, 0);
     buf[n > 0 ? n : 0] = 0;
@@ -245,6 +247,29 @@ static char *test_reload_log(const char *old_text, const char *new_text, int *co
     config_free(&old);
     config_free(&new);
     return (buf);
+}
+
+/* test_reload_sequence - reloads compare with what runs, not the last file */
+
+static void test_reload_sequence(void)
+{
+    struct config *start = test_config("store = memory\n");
+    struct config *redis = test_config("store = redis://127.0.0.1/0\nlistener a\n");
+    struct config *back = test_config("store = memory\n");
+    int     fd = open("/dev/null", O_WRONLY);
+
+    daemon_config_running(start);
+    config_free(&start);			/* the snapshot outlives it */
+    msg_set_fd(fd);
+    is_int(daemon_config_reload(redis), 2, "reload 1: store and listener changed");
+    is_int(daemon_config_reload(redis), 2, "reload 2, same file: still not in effect, said again");
+    is_int(daemon_config_unapplied(redis, "store"), 1, "store differs from the running one");
+    is_int(daemon_config_unapplied(redis, "deadline"), 0, "deadline is applied by a reload");
+    is_int(daemon_config_reload(back), 0, "reload 3, the running values again: nothing to say");
+    msg_set_fd(2);
+    close(fd);
+    config_free(&redis);
+    config_free(&back);
 }
 
 static void test_reload(void)
@@ -273,6 +298,8 @@ static void test_reload(void)
     log = test_reload_log("", "syslog = yes\nmetrics_listen = inet:127.0.0.1:1\n"
 			  "pid_file = /tmp/p\n", &count);
     is_int(count, 3, "the generic rows need a restart");
+    test_reload_sequence();
+    daemon_config_running(NULL);
 }
 
 static void test_privileges(void)
