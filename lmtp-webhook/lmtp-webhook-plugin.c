@@ -12,13 +12,14 @@
  *	part after Dovecot's recipient_delimiter, which Dovecot strips to
  *	find the mailbox):
  *
- *	1. the message is read with Dovecot's MIME parser and the event
- *	   built (mime.c, payload.c);
- *	2. the event is reserved in the spool (spool_ready(), tmp/, no
- *	   fsync): if the spool cannot take it (full, unwritable, a
- *	   subdirectory removed and not makeable), the recipient is
- *	   tempfailed and nothing is saved, so Postfix keeps the mail and
- *	   retries without leaving a copy behind;
+ *	1. the webhook-id is computed (a first pass over the message);
+ *	2. the event is written into the spool (spool_ready(), the lmtp
+ *	   process's file in tmp/, no fsync) while Dovecot's MIME parser
+ *	   reads the message (mime.c, payload.c): memory does not grow
+ *	   with the message. If the spool cannot take it (full,
+ *	   unwritable, a subdirectory removed and not makeable), the
+ *	   recipient is tempfailed and nothing is saved, so Postfix keeps
+ *	   the mail and retries without leaving a copy behind;
  *	3. the mail is saved (the previous hook, else the default mailbox);
  *	   nothing saved (e.g. a Sieve discard): no event;
  *	4. the event is committed (fsync, rename into active/, fsync dir)

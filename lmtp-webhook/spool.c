@@ -33,12 +33,13 @@
  *	body was streamed) followed by the body bytes
  *	exactly as they are signed and posted.
  *
- *	The plugin reserves before the mail is saved: spool_reserve()
- *	checks the spool (spool_ready(): subdirectories made again if
- *	removed, active/ and tmp/ writable), creates the file in tmp/
- *	and allocates its full size (fallocate), so a full, unwritable
- *	or broken spool is found while the recipient can still be
- *	tempfailed, at the price of no copy. Once the mail is saved,
+ *	Writers reserve first: spool_reserve() checks the spool
+ *	(spool_ready(): subdirectories made again if removed, active/ and
+ *	tmp/ writable), creates the file in tmp/ and allocates its full
+ *	size (fallocate); the plugin uses spool_reserve_stream() and
+ *	writes the whole event while it parses the message. Either way a
+ *	full, unwritable or broken spool is found while the recipient can
+ *	still be tempfailed, at the price of no copy. Once the mail is saved,
  *	spool_commit() makes the event durable (fsync, rename into
  *	active/, fsync the directory) before LMTP answers; a target
  *	directory removed in between is made again. The rename into
