@@ -372,6 +372,29 @@ static const char *policy_socket_unix(const char *path)
     return (NULL);
 }
 
+/* policy_socket_clash - metrics_listen on the milter's own TCP address */
+
+static void policy_socket_clash(struct dkim_policy *p, const char *spec)
+{
+    const char *colon = strchr(spec, ':'), *at = strchr(spec, '@'), *host;
+    size_t  hlen;
+    char   *text;
+    int     v6 = strncmp(spec, "inet6:", 6) == 0;
+
+    if (p->socket_local || colon == NULL || at == NULL || at < colon)
+	return;
+    host = at + 1;
+    hlen = strlen(host);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
+	host++, hlen -= 2;
+    /* libmilter's inet:PORT@HOST, as addr_parse() writes it */
+    text = xasprintf("%s:%s%.*s%s:%.*s", v6 ? "inet6" : "inet", v6 ? "[" : "", (int) hlen,
+		     host, v6 ? "]" : "", (int) (at - colon - 1), colon + 1);
+    daemon_config_addresses(p->cfg, &(struct daemon_address) {.name = "socket", .spec = text,
+			    .line = policy_line(p, "socket")}, 1);
+    free(text);
+}
+
 /*
  * policy_socket - socket and socket_umask, parsed and checked here so that
  * -t fails on what smfi_setconn()/smfi_opensocket() would die on later.
@@ -401,6 +424,8 @@ static void policy_socket(struct dkim_policy *p)
     }
     if (err)
 	config_add_error(p->cfg, policy_line(p, "socket"), "%s (\"%s\")", err, spec);
+    else
+	policy_socket_clash(p, spec);
 }
 
 static void policy_free(struct dkim_policy *p)

@@ -262,6 +262,14 @@ def test_check_generic(st):
                   ["%s:2: metrics_listen" % conf, "only one can listen"],
                   "proxyv2-shim: metrics_listen on a listener's address")
 
+    mport = st.port("t-milter")
+    conf = write(st, "milter-metrics.conf", open(dkim).read()
+                 + "metrics_listen = inet:127.0.0.1:%d\n" % mport)
+    check_refused(st, [mxdkim.MILTER, "-t", "-c", conf], [mxdkim.MILTER, "-f", "-c", conf], conf,
+                  ["metrics_listen inet:127.0.0.1:%d: the same address as socket "
+                   "inet:127.0.0.1:%d" % (mport, mport), "only one can listen"],
+                  "milter-dkim: metrics_listen on the milter's socket")
+
     # max_connections against the open-files limit
     nofile = ["prlimit", "--nofile=64"]
     conf = write(st, "policyd-max.conf", base_policyd + "max_connections = 1000\n")
