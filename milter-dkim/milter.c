@@ -32,7 +32,7 @@
  *	Authentication-Results header that claims our authserv-id or
  *	cannot be read is deleted at end of message (a message that would
  *	otherwise be accepted at end of header stays for that), with one
- *	log line giving the count. More than MILTER_FORGED_MAX (100) of
+ *	log line giving the count. More than MILTER_FORGED_MAX (1000) of
  *	them: 550 5.7.1 at end of header.
  *
  *	A signing failure tempfails the message: unsigned mail from our
@@ -86,7 +86,7 @@ int     milter_local_socket;
  * timeout. No honest message carries more than a few of ours (a mail loop
  * is stopped by Postfix's hop count first), so beyond this it is refused.
  */
-#define MILTER_FORGED_MAX	100
+#define MILTER_FORGED_MAX	1000
 
 /*
  * Steps we skip or answer silently on a UNIX socket. Over TCP we ask for
