@@ -182,6 +182,10 @@ def check_daemon(tag, text, box):
         if m and not os.path.exists(m.group(1)):     # files an operator makes by hand
             box.write(m.group(1), "svc-billing  *@example.com\n" if name == "sender_binding"
                       else make_secret() + "\n")
+    # directories under /run come from the systemd unit's RuntimeDirectory=
+    for m in re.finditer(r"^(?:socket\s*=\s*unix:|pid_file\s*=\s*)(%s/run/\S+)" % re.escape(box.root),
+                         text, re.M):
+        os.makedirs(os.path.dirname(m.group(1)), exist_ok=True)
     path = box.write(os.path.join(box.root, "check", tag), text)
     res = run([DAEMONS[tag], "-t", "-c", path])
     return res.returncode == 0, res.stdout + res.stderr
