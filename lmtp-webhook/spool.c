@@ -16,8 +16,8 @@
  *	const char *spool_commit_why(&reservation, why)
  *	void	spool_discard(&reservation)
  *	const char *spool_store(dir, subdir, &event)
- *	const char *spool_load(path, &event)
- *	char	**spool_list(dir, subdir, &count)
+ *	const char *spool_load(path, &event)		(spool_read.c)
+ *	char	**spool_list(dir, subdir, &count)	(spool_read.c)
  *	int	spool_sweep_tmp(dir, now)
  *	int	spool_recycle(dir, path, &pool)
  *	int	spool_free_count(dir)
@@ -87,7 +87,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,11 +94,12 @@
 #include <jansson.h>
 
 #include "spool.h"
+#include "spool_int.h"
 #include "wh_alloc.h"
 
-static char spool_err[512];
+char    spool_err[SPOOL_ERR_SIZE];
 
-static const char *spool_fail(const char *what, const char *path)
+const char *spool_fail(const char *what, const char *path)
 {
     snprintf(spool_err, sizeof(spool_err), "%s %s: %s", what, path, strerror(errno));
     return (spool_err);
@@ -657,141 +657,6 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
     return (spool_commit(&res));
 }
 
-/*
- * spool_read_file - the whole file: read into memory (NUL-terminated),
- * or from SPOOL_MAP_MIN bytes on mapped read-only (*mapped_r = 1), so
- * that what lmtp-webhook-spool holds of concurrency events in flight
- * is page cache the kernel can drop, not its own memory.
- */
-static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
-{
-    struct stat st;
-    char   *data;
-    size_t  got = 0;
-    ssize_t n;
-    int     fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    *mapped_r = 0;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-	spool_fail("cannot open", path);
-	if (fd >= 0)
-	    close(fd);
-	return (NULL);
-    }
-    if (st.st_size >= SPOOL_MAP_MIN) {
-	data = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (data == MAP_FAILED) {
-	    spool_fail("cannot map", path);
-	    return (NULL);
-	}
-	*mapped_r = 1;
-	*len_r = (size_t) st.st_size;
-	return (data);
-    }
-    data = wh_malloc((size_t) st.st_size + 1);
-    while (got < (size_t) st.st_size && (n = read(fd, data + got, st.st_size - got)) > 0)
-	got += (size_t) n;
-    close(fd);
-    data[got] = 0;
-    *len_r = got;
-    return (data);
-}
-
-static void spool_release(char *data, size_t len, int mapped)
-{
-    if (mapped)
-	munmap(data, len);
-    else
-	free(data);
-}
-
-const char *spool_load(const char *path, struct spool_event *ev)
-{
-    json_error_t jerr;
-    json_t *j, *last_error = NULL;
-    const char *id, *url;
-    json_int_t created, attempts, next_attempt, body_len;
-    char   *data, *nl;
-    size_t  len;
-    int     mapped;
-
-    memset(ev, 0, sizeof(*ev));
-    if ((data = spool_read_file(path, &len, &mapped)) == NULL)
-	return (spool_err);
-    if ((nl = memchr(data, '\n', len)) == NULL
-	|| (j = json_loadb(data, nl - data, 0, &jerr)) == NULL) {
-	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 nl ? jerr.text : "no header line");
-	spool_release(data, len, mapped);
-	errno = EBADMSG;
-	return (spool_err);
-    }
-    jerr.text[0] = 0;
-    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I}",
-		       "id", &id, "url", &url, "created", &created,
-		       "attempts", &attempts, "next_attempt", &next_attempt,
-		       "last_error", &last_error, "body_length", &body_len) != 0
-	|| (last_error && !json_is_string(last_error) && !json_is_null(last_error))
-	|| body_len != (json_int_t) (len - (nl + 1 - data))) {
-	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 jerr.text[0] ? jerr.text : "last_error not a string, or truncated body");
-	json_decref(j);
-	spool_release(data, len, mapped);
-	errno = EBADMSG;
-	return (spool_err);
-    }
-    ev->id = wh_strdup(id);
-    ev->url = wh_strdup(url);
-    ev->created = created;
-    ev->attempts = (int) attempts;
-    ev->next_attempt = next_attempt;
-    ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
-    ev->body_len = (size_t) body_len;
-    json_decref(j);
-    if (mapped) {			/* the body stays in the mapping */
-	ev->map = data;
-	ev->map_len = len;
-	ev->body = nl + 1;
-	return (NULL);
-    }
-    ev->body = wh_malloc(ev->body_len + 1);
-    memcpy(ev->body, nl + 1, ev->body_len);
-    ev->body[ev->body_len] = 0;
-    free(data);
-    return (NULL);
-}
-
-static int spool_name_cmp(const void *a, const void *b)
-{
-    return (strcmp(*(char *const *) a, *(char *const *) b));
-}
-
-char  **spool_list(const char *dir, const char *subdir, int *count)
-{
-    char   *path = spool_path(dir, subdir, NULL);
-    DIR    *d = opendir(path);
-    struct dirent *de;
-    char  **names = NULL;
-    int     n = 0;
-
-    free(path);
-    *count = 0;
-    if (d == NULL)
-	return (NULL);
-    while ((de = readdir(d)) != NULL) {
-	if (!spool_id_ok(de->d_name))
-	    continue;
-	names = wh_realloc(names, (n + 1) * sizeof(*names));
-	names[n++] = wh_strdup(de->d_name);
-    }
-    closedir(d);
-    if (n > 1)
-	qsort(names, n, sizeof(*names), spool_name_cmp);
-    *count = n;
-    return (names);
-}
-
 /* spool_tmp_writer - the pid in NAME.PID.RANDOM, or 0 */
 
 static long spool_tmp_writer(const char *name)
@@ -883,31 +748,3 @@ int     spool_free_count(const char *dir)
     return (n);
 }
 
-void    spool_list_free(char **names, int count)
-{
-    for (int i = 0; names && i < count; i++)
-	free(names[i]);
-    free(names);
-}
-
-/* spool_event_body_free - the body only (unmapped: its file may be reused) */
-
-void    spool_event_body_free(struct spool_event *ev)
-{
-    if (ev->map != NULL)
-	munmap(ev->map, ev->map_len);
-    else
-	free(ev->body);
-    ev->map = NULL;
-    ev->body = NULL;
-    ev->body_len = 0;
-}
-
-void    spool_event_free(struct spool_event *ev)
-{
-    free(ev->id);
-    free(ev->url);
-    spool_event_body_free(ev);
-    free(ev->last_error);
-    memset(ev, 0, sizeof(*ev));
-}
