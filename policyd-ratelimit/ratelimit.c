@@ -121,6 +121,83 @@ void    ratelimit_canon(const char *value, int lower, char *buf)
     free(copy);
 }
 
+/*
+ * ratelimit_address - an IP address as a client_address limit counts it:
+ * in inet_ntop() form, masked to the limit's network and written
+ * "NET/LEN" when it has one. An override may name that network as
+ * "ADDR/LEN" with the limit's own LEN. Returns 0 when value is no
+ * address (counted as itself), and sets *err for an override that no
+ * request could ever match (a network of another length, a network on
+ * a per-address limit): written "2001:DB8::/64" or "192.0.2.9/24", it
+ * used to be compared as text and silently never applied.
+ */
+static int ratelimit_address(const struct limit *limit, const char *value, char *buf,
+			             const char **err)
+{
+    unsigned char bytes[16];
+    char    text[INET6_ADDRSTRLEN + 8], addr[INET6_ADDRSTRLEN + 8];
+    const char *slash = strchr(value, '/');
+    int     family = strchr(value, ':') ? AF_INET6 : AF_INET;
+    int     prefix = family == AF_INET ? limit->v4_prefix : limit->v6_prefix;
+    int     total = family == AF_INET ? 32 : 128;
+    long long len;
+
+    if ((slash ? (size_t) (slash - value) : strlen(value)) >= sizeof(addr))
+	return (0);
+    snprintf(addr, sizeof(addr), "%.*s", slash ? (int) (slash - value) : (int) sizeof(addr),
+	     value);
+    if (inet_pton(family, addr, bytes) != 1)
+	return (0);
+    if (slash && limit->v4_prefix < 0) {
+	*err = "a per-address limit takes an address, not a network";
+	return (0);
+    }
+    if (slash && (config_parse_int(slash + 1, &len) != NULL || len != prefix)) {
+	*err = family == AF_INET ? "IPv4 network length is not the limit's V4LEN"
+	    : "IPv6 network length is not the limit's V6LEN";
+	return (0);
+    }
+    for (int bit = prefix; prefix >= 0 && bit < total; bit++)
+	bytes[bit / 8] &= (unsigned char) ~(0x80 >> (bit % 8));
+    inet_ntop(family, bytes, text, sizeof(text));
+    if (prefix >= 0)
+	snprintf(buf, LIMIT_KEY_MAX, "%s/%d", text, prefix);
+    else
+	snprintf(buf, LIMIT_KEY_MAX, "%s", text);
+    return (1);
+}
+
+/*
+ * ratelimit_value - the key of one value (a request's, or an override's:
+ * both go through here, so an override matches exactly the requests it
+ * names). An address or domain loses one trailing dot: Postfix delivers
+ * "a@example.com." as "a@example.com", so with the dot it was a fresh key
+ * for the same domain (a limit bypassed by appending a dot).
+ */
+static const char *ratelimit_value(const struct limit *limit, const char *value, char *buf)
+{
+    const char *err = NULL;
+    size_t  len = strlen(value);
+    char   *copy;
+
+    if (strcmp(limit->key_attr, "client_address") == 0) {
+	if (ratelimit_address(limit, value, buf, &err) || err)
+	    return (err);
+	ratelimit_canon(value, 1, buf);		/* "unknown": any case */
+	return (NULL);
+    }
+    if (ratelimit_key_lower(limit) && len > 1 && value[len - 1] == '.'
+	&& value[len - 2] != '.' && value[len - 2] != '@') {
+	copy = xstrdup(value);
+	copy[len - 1] = 0;
+	ratelimit_canon(copy, 1, buf);
+	free(copy);
+	return (NULL);
+    }
+    ratelimit_canon(value, ratelimit_key_lower(limit), buf);
+    return (NULL);
+}
+
 /* ratelimit_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
 
 const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates)
@@ -334,8 +411,9 @@ static const char *ratelimit_parse_override(struct limits *limits, const char *t
 	}
 	if (err == NULL && burst)
 	    err = ratelimit_set_burst(&rates, burst);
+	if (err == NULL)
+	    err = ratelimit_value(limit, argv[1], key);
 	if (err == NULL) {
-	    ratelimit_canon(argv[1], ratelimit_key_lower(limit), key);
 	    slot = (struct limit_rates **) htable_slot(limit->overrides, key, &created);
 	    if (created)
 		*slot = xmalloc(sizeof(rates));
@@ -447,25 +525,6 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
     return (0);
 }
 
-/* ratelimit_network - client address masked to its /N (IPv4) or /M (IPv6) */
-
-static int ratelimit_network(const struct limit *limit, const char *addr, char *buf, size_t len)
-{
-    unsigned char bytes[16];
-    char    text[INET6_ADDRSTRLEN];
-    int     family = strchr(addr, ':') ? AF_INET6 : AF_INET;
-    int     prefix = family == AF_INET ? limit->v4_prefix : limit->v6_prefix;
-    int     total = family == AF_INET ? 32 : 128;
-
-    if (inet_pton(family, addr, bytes) != 1)
-	return (0);
-    for (int bit = prefix; bit < total; bit++)
-	bytes[bit / 8] &= (unsigned char) ~(0x80 >> (bit % 8));
-    inet_ntop(family, bytes, text, sizeof(text));
-    snprintf(buf, len, "%s/%d", text, prefix);
-    return (1);
-}
-
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len)
 {
@@ -492,8 +551,7 @@ int     ratelimit_key(const struct limit *limit, const struct policy_request *re
 	msg_panic("ratelimit_key: buffer of %zu bytes", len);
     /* not an address ("unknown" after XCLIENT ADDR=[UNAVAILABLE]): such
      * clients share the value's key rather than go unlimited */
-    if (limit->v4_prefix >= 0 && ratelimit_network(limit, value, buf, len))
-	return (1);
-    ratelimit_canon(value, ratelimit_key_lower(limit) || limit->v4_prefix >= 0, buf);
+    if (ratelimit_value(limit, value, buf) != NULL)
+	ratelimit_canon(value, 1, buf);		/* a request's "ADDR/LEN": as text */
     return (1);
 }

@@ -235,6 +235,44 @@ int     main(void)
 	   "sender_domain, lower case");
     is_str(key(limits.limit + 2, "sender="), "(none)", "null sender: no domain key");
     is_str(key(limits.limit + 4, "recipient=x@Example.NET"), "example.net", "recipient_domain");
+    is_str(key(limits.limit + 4, "recipient=x@Example.NET."), "example.net",
+	   "recipient_domain: one trailing dot is the same domain");
+    is_str(key(limits.limit + 2, "sender=a@x.example.."), "x.example..",
+	   "two trailing dots are left alone");
+    is_str(key(limits.limit + 5, "sender=A@X.Example."), "a@x.example",
+	   "sender: one trailing dot is the same address");
+    is_str(key(limits.limit + 5, "sender=a@."), "a@.", "\"a@.\" keeps its dot");
+    is_str(key(limits.limit + 2, "sender=bob@."), ".", "so does the domain \".\"");
+    ok(strstr(first_error("limit a = client_address/24/64 rate=1/1m\n"
+			  "override a 192.0.2.0/16 rate=2/1m\n"), "V4LEN") != NULL,
+       "an override network of another length is refused");
+    ok(strstr(first_error("limit a = client_address rate=1/1m\n"
+			  "override a 2001:db8::/64 rate=2/1m\n"), "not a network") != NULL,
+       "a network on a per-address limit is refused");
+    {
+	const char *text = "limit a = client_address/24/64 rate=1/1m\n"
+	    "limit b = client_address rate=1/1m\n"
+	    "override a 2001:DB8:0:1::9/64 rate=2/1m\n"
+	    "override a 192.0.2.9 rate=3/1m\n"
+	    "override b 2001:DB8:0:0::7 rate=4/1m\n"
+	    "override b UNKNOWN rate=5/1m\n";
+	struct config *c = config_read_buffer("t.conf", text, strlen(text), specs);
+	struct limits l;
+
+	memset(&l, 0, sizeof(l));
+	ratelimit_load(&l, c);
+	is_int(c->error_count, 0, "address overrides in any form load");
+	is_int(ratelimit_rates_for(l.limit, "2001:db8:0:1::/64")->rate[0].count, 2,
+	       "an IPv6 override applies to the network's key");
+	is_int(ratelimit_rates_for(l.limit, "192.0.2.0/24")->rate[0].count, 3,
+	       "an IPv4 address names its /24");
+	is_int(ratelimit_rates_for(l.limit + 1, "2001:db8::7")->rate[0].count, 4,
+	       "an address override in inet_ntop() form");
+	is_int(ratelimit_rates_for(l.limit + 1, "unknown")->rate[0].count, 5,
+	       "\"unknown\" in any case");
+	ratelimit_free(&l);
+	config_free(&c);
+    }
 
     ok(ratelimit_exempt(&limits, request("client_address=127.0.0.2")), "127.0.0.2 exempt");
     ok(ratelimit_exempt(&limits, request("client_address=::1")), "::1 exempt");
