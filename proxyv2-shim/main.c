@@ -333,7 +333,8 @@ static void shim_tick(evutil_socket_t fd, short what, void *context)
 /*
  * Workers: one event loop per thread, each with its own listening socket
  * per listener (SO_REUSEPORT), its own resolver and its own sessions, so
- * they share nothing but the read-only configuration. The main thread
+ * they share nothing but the read-only configuration and the count of
+ * open sessions that max_connections limits. The main thread
  * only waits for signals.
  */
 struct shim_worker {
@@ -355,13 +356,12 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t done;
     const struct server *next;
-    int     nworkers;
     int     applied;
-}       shim_reload_state = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0};
+}       shim_reload_state = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
 
 /* shim_apply - in a worker: take the reloaded settings */
 
-static void shim_apply(struct server *srv, const struct server *next, int nworkers)
+static void shim_apply(struct server *srv, const struct server *next)
 {
     for (int i = 0; i < srv->nlisteners; i++) {
 	struct shim_listener *lst = &srv->listeners[i];
@@ -377,7 +377,7 @@ static void shim_apply(struct server *srv, const struct server *next, int nworke
     srv->header_timeout_ms = next->header_timeout_ms;
     srv->connect_timeout_ms = next->connect_timeout_ms;
     srv->idle_timeout_ms = next->idle_timeout_ms;
-    srv->max_connections = (next->max_connections + nworkers - 1) / nworkers;
+    srv->max_connections = next->max_connections;	/* one count: session.c */
     srv->v2_max = next->v2_max;
     srv->xclient_helo = next->xclient_helo;
     srv->unknown_clients = next->unknown_clients;
@@ -394,7 +394,7 @@ static void shim_control(evutil_socket_t fd, short what, void *context)
 	return;
     }
     pthread_mutex_lock(&shim_reload_state.lock);
-    shim_apply(srv, shim_reload_state.next, shim_reload_state.nworkers);
+    shim_apply(srv, shim_reload_state.next);
     shim_reload_state.applied++;
     pthread_cond_signal(&shim_reload_state.done);
     pthread_mutex_unlock(&shim_reload_state.lock);
@@ -463,7 +463,6 @@ static struct shim_worker *shim_workers(const struct server *tmpl, int n)
 	w[i].srv.listeners = xcalloc(tmpl->nlisteners, sizeof(struct shim_listener));
 	memcpy(w[i].srv.listeners, tmpl->listeners,
 	       tmpl->nlisteners * sizeof(struct shim_listener));
-	w[i].srv.max_connections = (tmpl->max_connections + n - 1) / n;
 	shim_open(&w[i], tmpl, n);
     }
     return (w);
@@ -535,7 +534,6 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 	    (void) cidr_list_match_str(next.listeners[i].trusted, "::");
 	pthread_mutex_lock(&shim_reload_state.lock);
 	shim_reload_state.next = &next;
-	shim_reload_state.nworkers = n;
 	shim_reload_state.applied = 0;
 	for (int i = 0; i < n; i++)
 	    if (write(w[i].control[1], (char[]) {SHIM_CMD_RELOAD}, 1) != 1)

@@ -55,6 +55,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,14 @@
 #include "shim.h"
 #include "xalloc.h"
 #include "xclient.h"
+
+/*
+ * Sessions open in the whole process. max_connections is one limit for
+ * all workers: a share per worker admitted workers * ceil(N / workers)
+ * (8 for max_connections = 5 with 4 workers), and refused clients below
+ * N whenever SO_REUSEPORT sent more of them to one worker.
+ */
+static atomic_int session_total;
 
 #define SESSION_NO_CLIENT "no client address in the PROXY header"
 #define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
@@ -296,6 +305,7 @@ static void session_free(struct session *s, const char *why)
     if (s->backend >= 0)
 	close(s->backend);
     s->srv->sessions--;
+    atomic_fetch_sub(&session_total, 1);
     free(s);
 }
 
@@ -629,17 +639,18 @@ void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct so
     struct server *srv = lst->srv;
     char    peer[ADDR_TEXT_MAX], listen[ADDR_TEXT_MAX];
     struct session *s;
-    int     timeout;
+    int     timeout, trusted;
 
-    if (!cidr_list_match_addr(lst->trusted, sa) || srv->sessions >= srv->max_connections) {
+    if (!(trusted = cidr_list_match_addr(lst->trusted, sa))
+	|| atomic_fetch_add(&session_total, 1) >= srv->max_connections) {
+	if (trusted)				/* take back the place not used */
+	    atomic_fetch_sub(&session_total, 1);
 	if (session_metrics.relayed)
-	    metrics_inc(srv->sessions >= srv->max_connections ? session_metrics.full
-			: session_metrics.untrusted);
+	    metrics_inc(trusted ? session_metrics.full : session_metrics.untrusted);
 	session_log_reject(srv, "listener=%s: connection from %s refused: %s",
 			   addr_format(&lst->listen.u.sa, listen, sizeof(listen)),
 			   addr_format(sa, peer, sizeof(peer)),
-			   srv->sessions >= srv->max_connections ? "max_connections reached"
-			   : "not in trusted");
+			   trusted ? "max_connections reached" : "not in trusted");
 	close(fd);
 	return;
     }

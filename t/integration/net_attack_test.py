@@ -17,15 +17,29 @@ policyd-ratelimit:
     each now admits exactly its rate; an override that can match no
     request (a network of another length, a network on a per-address
     limit) is refused by -t and by the daemon, naming the line.
+
+proxyv2-shim:
+  - max_connections is one limit for the daemon, not a share per worker:
+    with workers = 4 and max_connections = 5 a trusted balancer held 8
+    connections open (ceil(5/4) per worker), and a worker the kernel
+    sent more clients to refused them below the limit. Now exactly 5 of
+    20 stay open (relaying and waiting for their header alike), the 15
+    others are closed and logged "max_connections reached", untrusted
+    peers take no place, and once the 5 end 5 new ones are admitted
+    again (no place leaks).
 """
 
 import os
 import random
 import re
 import smtplib
+import select
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 # hypothesis keeps a cache (.hypothesis/) in the working directory: not in the tree
@@ -33,7 +47,7 @@ os.chdir(os.environ.get("TMPDIR", "/tmp"))
 from hypothesis import given, settings, strategies as st_  # noqa: E402
 
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, wait_for  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
 import mxpolicy as mp  # noqa: E402
 
 
@@ -228,6 +242,93 @@ def test_bad_overrides(st):
                "the daemon refuses %s" % line.splitlines()[1], diag=out)
 
 
+# ------------------------------------------------------------------ proxyv2-shim
+SHIM = build_path("proxyv2-shim", "proxyv2-shim")
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2_inet(src, sport):
+    body = socket.inet_aton(src) + socket.inet_aton("10.0.20.5") + struct.pack("!HH", sport, 25)
+    return V2_SIG + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+def still_open(socks, wait=1.0):
+    """How many of socks the shim has not closed (after wait seconds)."""
+    time.sleep(wait)
+    n = 0
+    for s in socks:
+        if select.select([s], [], [], 0)[0]:
+            try:
+                if s.recv(1, socket.MSG_PEEK):
+                    n += 1
+            except OSError:
+                pass
+        else:
+            n += 1
+    return n
+
+
+def test_shim_max_connections(st):
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    backend.bind(("127.0.0.1", st.port("mc-backend")))
+    backend.listen(64)
+    held = []                                  # the backend keeps what it accepts
+
+    def hold():
+        while True:
+            try:
+                held.append(backend.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=hold, daemon=True).start()
+    conf = st.path("etc", "mc.conf")
+    with open(conf, "w") as f:
+        f.write("header_timeout = 60s\nworkers = 4\nmax_connections = 5\n"
+                "log_rejects_per_second = 10000\n"
+                "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=proxy-v2 "
+                "trusted=127.0.0.1/32\n" % (st.port("mc-shim"), st.port("mc-backend")))
+    proc = st.start_daemon("mc", [SHIM, "-f", "-c", conf], port=st.port("mc-shim"))
+
+    # untrusted peers first: refused, and they must take no place
+    for _ in range(10):
+        u = socket.socket()
+        u.bind(("127.0.0.2", 0))
+        u.connect(("127.0.0.1", st.port("mc-shim")))
+        u.close()
+    wait_for(lambda: st.read_log("mc").count("not in trusted") >= 10, timeout=10)
+
+    probes = st.read_log("mc").count("before the PROXY header")   # the stack's readiness
+    socks = []
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", st.port("mc-shim")), timeout=10)
+        if i < 3:                              # three relaying, the rest waiting
+            s.sendall(v2_inet("192.0.2.%d" % (i + 1), 40000 + i))
+        socks.append(s)
+    tap.is_(still_open(socks), 5, "workers = 4, max_connections = 5: exactly 5 of 20 "
+            "connections stay open")
+    tap.ok(wait_for(lambda: st.read_log("mc").count("max_connections reached") == 15,
+                    timeout=10),
+           "the 15 others are closed and logged 'max_connections reached'",
+           diag="%d logged" % st.read_log("mc").count("max_connections reached"))
+    for s in socks + held:                     # clients and backend end alike
+        s.close()
+    # which 5 were admitted is the kernel's choice (four workers accept at
+    # once): relayed ones log " up=", waiting ones "before the PROXY header"
+    ended = lambda: (st.read_log("mc").count(" up=")  # noqa: E731
+                     + st.read_log("mc").count("before the PROXY header") - probes)
+    tap.ok(wait_for(lambda: ended() == 5, timeout=10), "the shim logs the 5 admitted "
+           "connections ending", diag="%d logged" % ended())
+    again = [socket.create_connection(("127.0.0.1", st.port("mc-shim")), timeout=10)
+             for _ in range(8)]
+    tap.is_(still_open(again), 5, "after the 5 ended: exactly 5 of 8 new connections "
+            "admitted (no place leaked or lost)")
+    for s in again:
+        s.close()
+    tap.ok(proc.poll() is None, "the shim is still running")
+    backend.close()
+
+
 with Stack("net-attack") as st:
     tap.stack = st
     st.start_dovecot()
@@ -240,6 +341,7 @@ with Stack("net-attack") as st:
     test_dot_property(pp_port)
     test_address_overrides(st)
     test_bad_overrides(st)
+    test_shim_max_connections(st)
     for name, proc in (("pdd", pdd), ("pdp", pdp)):
         tap.ok(proc.poll() is None, "%s is still running" % name)
 
