@@ -66,17 +66,31 @@ static void ratelimit_lower(char *text)
 	*text = tolower((unsigned char) *text);
 }
 
-/* ratelimit_key_lower - whether a limit's key values compare without case */
-
+/*
+ * ratelimit_key_lower - whether a limit's key values compare without case:
+ * addresses and domains, DNS names, and SASL user names (LDAP and SQL
+ * logins, Dovecot with a lower-cased lookup, accept any case and report
+ * the name as typed: each spelling of one leaked login was a fresh
+ * budget). Counting two names a case-sensitive backend keeps apart
+ * together is the safe side of a limit.
+ */
 static int ratelimit_key_lower(const struct limit *limit)
 {
     static const char *const names[] = {"sender", "recipient", "sender_domain",
-    "recipient_domain", 0};
+	"recipient_domain", "sasl_username", "client_name", "reverse_client_name",
+    "helo_name", 0};
 
     for (int i = 0; names[i]; i++)
 	if (strcmp(limit->key_attr, names[i]) == 0)
 	    return (1);
     return (0);
+}
+
+/* ratelimit_key_dot - whether one trailing dot names the same thing */
+
+static int ratelimit_key_dot(const struct limit *limit)
+{
+    return (ratelimit_key_lower(limit) && strcmp(limit->key_attr, "sasl_username") != 0);
 }
 
 /*
@@ -170,9 +184,9 @@ static int ratelimit_address(const struct limit *limit, const char *value, char 
 /*
  * ratelimit_value - the key of one value (a request's, or an override's:
  * both go through here, so an override matches exactly the requests it
- * names). An address or domain loses one trailing dot: Postfix delivers
- * "a@example.com." as "a@example.com", so with the dot it was a fresh key
- * for the same domain (a limit bypassed by appending a dot).
+ * names). An address, domain or DNS name loses one trailing dot:
+ * Postfix delivers "a@example.com." as "a@example.com", so with the dot
+ * it was a fresh key for the same domain (a limit bypassed by a dot).
  */
 static const char *ratelimit_value(const struct limit *limit, const char *value, char *buf)
 {
@@ -186,7 +200,7 @@ static const char *ratelimit_value(const struct limit *limit, const char *value,
 	ratelimit_canon(value, 1, buf);		/* "unknown": any case */
 	return (NULL);
     }
-    if (ratelimit_key_lower(limit) && len > 1 && value[len - 1] == '.'
+    if (ratelimit_key_dot(limit) && len > 1 && value[len - 1] == '.'
 	&& value[len - 2] != '.' && value[len - 2] != '@') {
 	copy = xstrdup(value);
 	copy[len - 1] = 0;

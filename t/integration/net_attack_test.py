@@ -11,6 +11,10 @@ policyd-ratelimit:
     limits of N admit exactly N whatever the case and trailing dot of the
     addresses, and an override written with a dot applies; a property
     test over random case/dot spellings;
+  - a sasl_username limit was per spelling: with case-insensitive logins
+    (Dovecot's lookup lower-cased, as LDAP/SQL backends are) Postfix
+    reports the name as typed, and a leaked password got a fresh budget
+    per spelling (5 of 5 messages under a limit of 2): now exactly 2;
   - overrides of client_address limits written as an operator would
     ("2001:DB8:0:1::/64", "192.0.2.9/24", "2001:DB8::7") were compared as
     text with the daemon's canonical key and silently never applied:
@@ -78,13 +82,25 @@ limit per_sdom   = sender_domain    rate=2/1h count=messages
 limit per_rdom   = recipient_domain rate=2/1h count=recipients
 override per_sdom Big.Example. rate=4/1h
 override per_sdom s0.example rate=10/1h
+limit per_user   = sasl_username    rate=2/1h count=messages
+override per_user ALICE@MXKIT.TEST rate=1000/1h
+"""
+
+# Dovecot as an operator with case-insensitive logins configures it (the
+# way LDAP and SQL backends behave natively): the lookup lower-cases, the
+# name Postfix learns is the one the client typed.
+CASELESS_AUTH = """auth_username_format = %%u
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%Lu %s/dovecot/users
+}
 """
 
 
-def submit(st, sender, rcpts):
+def submit(st, sender, rcpts, user="alice@mxkit.test"):
     s = smtplib.SMTP("127.0.0.1", st.port("pfd-submission"), timeout=30)
     s.ehlo("client.mxkit.test")
-    s.login("alice@mxkit.test", st.users["alice@mxkit.test"])
+    s.login(user, st.users[user.lower()])
     res, data = mp.transaction(s, sender, rcpts)
     s.quit()
     return res, data
@@ -125,6 +141,21 @@ def test_trailing_dot_postfix(st):
            for i in range(6)]
     tap.is_(sum(1 for d in got if d and d[0] == 250), 4,
             "override 'Big.Example.' 4/1h: exactly 4 of 6 from big.example[.]", diag=repr(got))
+
+
+def test_sasl_case(st):
+    """One leaked login, many spellings: a sasl_username limit of 2 admits
+    exactly 2 of 5 (each spelling was a fresh budget: 5 of 5)."""
+    got = [submit(st, "b%d@c%d.example" % (i, i), ["r@u%d.example" % i], user=u)[1]
+           for i, u in enumerate(["BOB@mxkit.test", "bob@mxkit.test", "Bob@mxkit.test",
+                                  "bOB@mxkit.test", "boB@MXKIT.TEST"])]
+    tap.ok(re.search(r"sasl_username=BOB@mxkit\.test", st.read_log("pfd")),
+           "Postfix reports the login as typed (sasl_username=BOB@mxkit.test)")
+    tap.is_(sum(1 for d in got if d and d[0] == 250), 2,
+            "sasl_username 2/1h: exactly 2 of 5 messages from bob in 5 spellings",
+            diag=repr(got))
+    tap.ok(re.search(r"per_user: defer key=bob@mxkit\.test ", st.read_log("pdd")),
+           "the deferral names one key, bob@mxkit.test")
 
 
 def test_dot_property(port):
@@ -331,12 +362,13 @@ def test_shim_max_connections(st):
 
 with Stack("net-attack") as st:
     tap.stack = st
-    st.start_dovecot()
+    st.start_dovecot(extra=CASELESS_AUTH % st.dir)
     st.start_sink()
 
     pdd, pd_port, _ = mp.start_policyd(st, "pdd", DOTS)
     st.start_postfix(name="pfd", submission=mp.restrictions(pd_port))
     test_trailing_dot_postfix(st)
+    test_sasl_case(st)
     pdp, pp_port, _ = mp.start_policyd(st, "pdp", DOTS)
     test_dot_property(pp_port)
     test_address_overrides(st)
