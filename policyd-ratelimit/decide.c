@@ -82,18 +82,12 @@ void    decide_txn_free(struct decide_txn *txn)
     memset(txn, 0, sizeof(*txn));
 }
 
-/* decide_txn_sync - start a new transaction when the instance changes */
+/* decide_limit_id - what a pending entry's limit is, across reloads */
 
-static void decide_txn_sync(struct decide_txn *txn, const struct policy_request *req)
+static char *decide_limit_id(const struct limit *limit)
 {
-    const char *instance = policy_request_get(req, "instance");
-
-    if (instance == NULL)
-	instance = "";
-    if (txn->instance == NULL || strcmp(txn->instance, instance) != 0) {
-	decide_txn_free(txn);
-	txn->instance = xstrdup(instance);
-    }
+    return (xasprintf("%s %s/%d/%d", limit->name, limit->key_attr, limit->v4_prefix,
+		      limit->v6_prefix));
 }
 
 static struct decide_pending *decide_txn_find(struct decide_txn *txn, int limit,
@@ -107,14 +101,76 @@ static struct decide_pending *decide_txn_find(struct decide_txn *txn, int limit,
     return (htable_find(txn->index, name));
 }
 
-/* decide_txn_add - the entry for limit and key; the caller checked room */
-
-static struct decide_pending *decide_txn_add(struct decide_txn *txn, int limit,
-					             const char *key)
+static void decide_txn_index(struct decide_txn *txn, struct decide_pending *p)
 {
-    struct decide_pending *p = decide_txn_find(txn, limit, key);
     char    name[LIMIT_KEY_MAX + 16];
     int     created;
+
+    if (txn->index == NULL)
+	txn->index = htable_create(0);
+    snprintf(name, sizeof(name), "%d:%s", p->limit, p->key);
+    *htable_slot(txn->index, name, &created) = p;
+}
+
+/*
+ * decide_txn_remap - a reload came in the middle of the transaction. Its
+ * entries name limits by index, and a reload may insert, remove or
+ * reorder limits: the recipients promised at RCPT were then charged to
+ * another limit or to none (a limit of 2 recipients per domain let a
+ * third through). Each entry moves to the limit of the same name and
+ * key in the new list; an entry whose limit is gone is dropped.
+ */
+static void decide_txn_remap(struct decide_txn *txn, const struct limits *limits)
+{
+    int     kept = 0;
+
+    htable_destroy(&txn->index, NULL);
+    for (int i = 0; i < txn->count; i++) {
+	struct decide_pending *p = txn->pending[i];
+
+	p->limit = -1;
+	for (int l = 0; l < limits->limit_count && p->limit < 0; l++) {
+	    char   *id = decide_limit_id(limits->limit + l);
+
+	    if (strcmp(id, p->id) == 0)
+		p->limit = l;
+	    free(id);
+	}
+	if (p->limit < 0) {
+	    free(p);
+	    continue;
+	}
+	txn->pending[kept++] = p;
+	decide_txn_index(txn, p);
+    }
+    txn->count = kept;
+}
+
+/* decide_txn_sync - start a new transaction when the instance changes */
+
+static void decide_txn_sync(struct decide_txn *txn, const struct policy_request *req,
+			            const struct limits *limits)
+{
+    const char *instance = policy_request_get(req, "instance");
+
+    if (instance == NULL)
+	instance = "";
+    if (txn->instance == NULL || strcmp(txn->instance, instance) != 0) {
+	decide_txn_free(txn);
+	txn->instance = xstrdup(instance);
+    } else if (txn->generation != limits->generation) {
+	decide_txn_remap(txn, limits);
+    }
+    txn->generation = limits->generation;
+}
+
+/* decide_txn_add - the entry for limit and key; the caller checked room */
+
+static struct decide_pending *decide_txn_add(struct decide_txn *txn, int index,
+				               const struct limit *limit, const char *key)
+{
+    struct decide_pending *p = decide_txn_find(txn, index, key);
+    char   *id;
 
     if (p)
 	return (p);
@@ -122,15 +178,16 @@ static struct decide_pending *decide_txn_add(struct decide_txn *txn, int limit,
 	txn->cap = txn->cap ? txn->cap * 2 : 8;
 	txn->pending = xrealloc(txn->pending, sizeof(*txn->pending) * txn->cap);
     }
-    if (txn->index == NULL)
-	txn->index = htable_create(0);
-    p = xmalloc(sizeof(*p) + strlen(key));
-    p->limit = limit;
+    id = decide_limit_id(limit);
+    p = xmalloc(sizeof(*p) + strlen(key) + 1 + strlen(id));
+    p->limit = index;
     p->recipients = 0;
     strcpy(p->key, key);
+    p->id = p->key + strlen(key) + 1;
+    strcpy(p->id, id);
+    free(id);
     txn->pending[txn->count++] = p;
-    snprintf(name, sizeof(name), "%d:%s", limit, key);
-    *htable_slot(txn->index, name, &created) = p;
+    decide_txn_index(txn, p);
     return (p);
 }
 
@@ -211,7 +268,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     *reply = "DUNNO";
     if (stage == STAGE_OTHER || ratelimit_exempt(&pc->limits, req))
 	return (NULL);
-    decide_txn_sync(txn, req);
+    decide_txn_sync(txn, req, &pc->limits);
     if (stage == STAGE_RCPT && txn->count + pc->limits.limit_count > DECIDE_TXN_MAX) {
 	if (!txn->full_logged)
 	    msg_warn("instance %.40s: over %d recipient keys in one transaction; "
@@ -332,7 +389,7 @@ static void decide_record_rcpt(const struct policy_config *pc, struct decide_txn
 
     for (int i = 0; i < pc->limits.limit_count; i++)
 	if (ratelimit_key(pc->limits.limit + i, req, key, sizeof(key)))
-	    decide_txn_add(txn, i, key)->recipients++;
+	    decide_txn_add(txn, i, pc->limits.limit + i, key)->recipients++;
 }
 
 /* decide_count - requests over a limit, by limit and what it did */

@@ -36,6 +36,7 @@ struct policy_config {
 struct decide_pending {
     int     limit;
     long long recipients;
+    char   *id;				/* the limit's name and key: after key */
     char    key[1];			/* allocated to its length */
 };
 
@@ -45,6 +46,7 @@ struct decide_txn {
     int     count;
     int     cap;
     struct htable *index;		/* "LIMIT:KEY" -> pending */
+    unsigned long generation;		/* of the limits the indexes are in */
     int     full_logged;
 };
 

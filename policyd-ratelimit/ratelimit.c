@@ -379,7 +379,10 @@ void    ratelimit_load(struct limits *limits, struct config *cfg)
     const struct config_entry *entry = NULL;
     const char *err;
 
+    static unsigned long generation;
+
     memset(limits, 0, sizeof(*limits));
+    limits->generation = ++generation;
     while ((entry = config_next(cfg, entry, "limit")) != NULL) {
 	limits->limit = xrealloc(limits->limit, sizeof(struct limit) * (limits->limit_count + 1));
 	err = ratelimit_parse_limit(limits, limits->limit + limits->limit_count, entry->value);

@@ -54,6 +54,7 @@ struct limits {
     int     limit_count;
     struct exemption *exempt;
     int     exempt_count;
+    unsigned long generation;		/* distinct for every load */
 };
 
 void    ratelimit_load(struct limits *limits, struct config *cfg);

@@ -20,7 +20,13 @@ policyd-ratelimit:
     text with the daemon's canonical key and silently never applied:
     each now admits exactly its rate; an override that can match no
     request (a network of another length, a network on a per-address
-    limit) is refused by -t and by the daemon, naming the line.
+    limit) is refused by -t and by the daemon, naming the line;
+  - a SIGHUP in the middle of a transaction that adds a limit before a
+    recipient_domain limit: the recipients accepted at RCPT were kept by
+    limit index and charged to no limit at the end of the message, so a
+    limit of 2 recipients per domain let a third through; now they are
+    charged to the same limit, and a reload that removes the limit
+    mid-transaction drops them (answered, daemon alive).
 
 proxyv2-shim:
   - max_connections is one limit for the daemon, not a share per worker:
@@ -273,6 +279,62 @@ def test_bad_overrides(st):
                "the daemon refuses %s" % line.splitlines()[1], diag=out)
 
 
+# ------------------------------------------------------------------ reload mid-transaction
+RELOAD_A = """\
+listen = inet:127.0.0.1:{port}
+store = memory
+limit rd = recipient_domain rate=2/1h count=recipients
+"""
+RELOAD_B = """\
+listen = inet:127.0.0.1:{port}
+store = memory
+limit ms = sender           rate=100/1h count=messages
+limit zz = client_address   rate=100/1h count=messages
+limit rd = recipient_domain rate=2/1h   count=recipients
+"""
+RELOAD_C = """\
+listen = inet:127.0.0.1:{port}
+store = memory
+limit ms = sender rate=100/1h count=messages
+"""
+
+
+def policy(f, state, inst, rcpt=None, count=1):
+    a = {"request": "smtpd_access_policy", "protocol_state": state, "instance": inst,
+         "sender": "s@x.example", "client_address": "192.0.2.1",
+         "recipient_count": str(count)}
+    if rcpt:
+        a["recipient"] = rcpt
+    r = mp.policy_request(f, a)
+    return r[0] if r else None
+
+
+def test_reload_mid_transaction(st):
+    pd, port, path = mp.start_policyd(st, "pdr", RELOAD_A)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rwb")
+    first = [policy(f, "RCPT", "t1", "a@q.example"), policy(f, "RCPT", "t1", "b@q.example")]
+    tap.is_(first, ["action=DUNNO"] * 2, "two recipients at q.example accepted at RCPT")
+    with open(path, "w") as c:
+        c.write(RELOAD_B.replace("{port}", str(port)))
+    tap.ok(mp.hup(pd, st, "pdr", 1), "reloaded with two limits inserted before rd")
+    tap.is_(policy(f, "END-OF-MESSAGE", "t1", None, 2), "action=DUNNO",
+            "the end of the message is accepted")
+    got = policy(f, "RCPT", "t2", "c@q.example")
+    tap.ok(got and got.startswith("action=450 4.7.1 Rate limit rd exceeded for q.example"),
+           "the next transaction's third recipient at q.example is deferred by rd "
+           "(the two were charged across the reload)", diag=str(got))
+    # a reload that removes the limit in the middle of a transaction
+    tap.is_(policy(f, "RCPT", "t3", "d@p.example"), "action=DUNNO", "a recipient at p.example")
+    with open(path, "w") as c:
+        c.write(RELOAD_C.replace("{port}", str(port)))
+    tap.ok(mp.hup(pd, st, "pdr", 2), "reloaded without rd")
+    tap.is_(policy(f, "END-OF-MESSAGE", "t3", None, 1), "action=DUNNO",
+            "its end of message is answered")
+    s.close()
+    tap.ok(pd.poll() is None, "pdr is still running")
+
+
 # ------------------------------------------------------------------ proxyv2-shim
 SHIM = build_path("proxyv2-shim", "proxyv2-shim")
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -373,6 +435,7 @@ with Stack("net-attack") as st:
     test_dot_property(pp_port)
     test_address_overrides(st)
     test_bad_overrides(st)
+    test_reload_mid_transaction(st)
     test_shim_max_connections(st)
     for name, proc in (("pdd", pdd), ("pdp", pdp)):
         tap.ok(proc.poll() is None, "%s is still running" % name)
