@@ -1,0 +1,214 @@
+#!/usr/bin/python3
+"""lmtp-webhook from an outside attacker's and an unlucky operator's side:
+breaks that the other lmtp_webhook tests do not cover. Real Postfix ->
+Dovecot LMTP with the plugin -> lmtp-webhook-spool run -> a real HTTP
+receiver (t/lib/mxwebhook.py).
+
+- An operator's "drop" while the runner's attempt is in the receiver's
+  hands: a failed attempt must not bring the dropped event back.
+- The runner stopped for longer than dead_letter_after: each waiting
+  event still gets its attempt (it must not go to dead/ unposted).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import smtplib
+import sys
+import threading
+import time
+from email.message import EmailMessage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, make_secret, verify  # noqa: E402
+
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SECRET = make_secret()
+BILLS = "bills@acme.planapulse.app"
+
+
+def bill(rcpt, subject, size=2000):
+    msg = EmailMessage()
+    msg["From"] = "Acme Billing <billing@vendor.example>"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest()
+    msg["Date"] = "Sun, 22 Nov 2026 10:00:00 +0000"
+    msg.set_content("Invoice attached.")
+    msg.add_attachment(b"%PDF-1.4\n" + os.urandom(size), maintype="application",
+                       subtype="pdf", filename="invoice.pdf")
+    return msg.as_bytes()
+
+
+def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
+    """One LMTP transaction; {rcpt: (code, text)} of those not 250."""
+    refused = {}
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail(sender)
+        accepted = []
+        for rcpt in rcpts:
+            code, text = c.rcpt(rcpt)
+            if code == 250:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = (code, text)
+        if accepted:
+            code, text = c.data(data)
+            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
+            for rcpt, (code, text) in zip(accepted, replies):
+                if code != 250:
+                    refused[rcpt] = (code, text)
+    return refused
+
+
+def subject_of(body):
+    try:
+        return json.loads(body)["data"]["headers"]["subject"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+ANSWERS = {}          # subject -> list of entries, popped per request (last kept)
+SEEN = {}             # subject -> [time.time() of each request]
+LOCK = threading.Lock()
+
+
+def responder(path, headers, body):
+    subject = subject_of(body)
+    with LOCK:
+        SEEN.setdefault(subject, []).append(time.time())
+        plan = ANSWERS.get(subject)
+        if not plan:
+            return 200, 0, {}
+        entry = plan.pop(0) if len(plan) > 1 else plan[0]
+    return entry if isinstance(entry, tuple) else (entry, 0, {})
+
+
+def events_for(rx, subject):
+    return [(p, h, json.loads(b), b) for p, h, b in list(rx.requests)
+            if subject_of(b) == subject]
+
+
+def spool_dir_list(st, sub):
+    d = st.path("spool", sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def run_tool(st, *args):
+    return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=30)
+
+
+def write_conf(st, **extra):
+    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "5s"}
+    conf.update(extra)
+    with open(st.path("spool.conf"), "w") as f:
+        for k, v in conf.items():
+            f.write("%s = %s\n" % (k, v))
+
+
+class Runner:
+    """lmtp-webhook-spool run under the stack, restartable."""
+
+    def __init__(self, st):
+        self.st = st
+        self.proc = None
+
+    def start(self):
+        mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
+        self.proc = self.st.start_daemon("spool", [SPOOL_TOOL, "-c", self.st.path("spool.conf"),
+                                                   "-f", "run"])
+        if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
+            raise SystemExit("lmtp-webhook-spool run did not start:\n"
+                             + self.st.read_log("spool"))
+        return self.proc
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.proc = None
+        return rc
+
+    def log(self):
+        return self.st.read_log("spool")
+
+
+# ---------------------------------------------------------------- the tests
+def test_drop_in_flight(st, rx, runner):
+    """The operator drops an event while the runner's attempt hangs in the
+    receiver; the receiver then answers 500. The drop must stick."""
+    s = "dropped while in flight"
+    ANSWERS[s] = [(500, 3, {}), 200]
+    tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "drop in flight: LMTP 250")
+    tap.ok(wait_for(lambda: SEEN.get(s), timeout=5), "the attempt reached the receiver")
+    ids = spool_dir_list(st, "active")
+    tap.is_(len(ids), 1, "one event in active/")
+    res = run_tool(st, "drop", ids[0])
+    tap.is_(res.returncode, 0, "lmtp-webhook-spool drop succeeds", diag=res.stderr)
+    mark = len(runner.log())
+    tap.ok(wait_for(lambda: "HTTP status 500" in runner.log()[mark:] or
+                    "dropped meanwhile" in runner.log()[mark:], timeout=10),
+           "the receiver answered 500 to the attempt under way", diag=runner.log()[-800:])
+    time.sleep(7)                       # a resurrected event is retried after ~5 s
+    tap.is_(spool_dir_list(st, "active"), [], "the dropped event stays dropped (not in active/)")
+    tap.is_(len(SEEN.get(s, [])), 1, "and is not posted again", diag=runner.log()[-800:])
+
+
+def test_dead_letter_unposted(st, rx, runner):
+    """dead_letter_after = 3s, the runner stopped for 5 s: the events that
+    waited get their first attempt when it starts again."""
+    runner.stop()
+    write_conf(st, dead_letter_after="3s")
+    subjects = ["waited out the runner %d" % i for i in range(3)]
+    for s in subjects:
+        tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "runner down: LMTP 250 (%s)" % s)
+    ids = spool_dir_list(st, "active")
+    time.sleep(5)
+    runner.start()
+    got = wait_for(lambda: all(SEEN.get(s) for s in subjects), timeout=10)
+    tap.ok(got, "each event waiting longer than dead_letter_after was still posted",
+           diag=runner.log()[-1200:])
+    tap.is_(sorted(h["webhook-id"] for s in subjects for _, h, _, _ in events_for(rx, s)),
+            ids, "once each, with its id")
+    tap.is_(spool_dir_list(st, "dead"), [], "nothing dead-lettered unposted")
+    tap.ok(wait_for(lambda: not spool_dir_list(st, "active"), timeout=10), "active/ drains")
+    runner.stop()
+    write_conf(st)
+    runner.start()
+
+
+with Stack("lmtp-webhook-attack") as st:
+    tap.stack = st
+    rx = Receiver()
+    rx.responder = responder
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    write_conf(st)
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_spool_dir": st.path("spool"),
+        },
+        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    st.start_postfix()
+    runner = Runner(st)
+    runner.start()
+    TESTS = [test_drop_in_flight, test_dead_letter_unposted]
+    only = os.environ.get("ATTACK_ONLY")
+    for t in TESTS:
+        if not only or t.__name__ in only.split(","):
+            t(st, rx, runner)
+    runner.stop()
+    rx.stop()
+
+sys.exit(tap.done())
