@@ -27,8 +27,11 @@
  *	429 or 503, in seconds or as an HTTP-date, on any attempt, the
  *	first included (at most RUNNER_RETRY_AFTER_MAX, a day: a longer
  *	wait is the receiver's mistake, not a reason to drop the event);
- *	rewritten durably. An event older than
- *	dead_letter_after moves to dead/ instead of being tried again.
+ *	rewritten durably (spool_update(): not if the event was dropped
+ *	meanwhile; a drop must not be undone by the attempt under way).
+ *	An event older than dead_letter_after moves to dead/ instead of
+ *	being tried again; one never tried (the runner was down for
+ *	longer, the clock jumped forward) gets its attempt first.
  *
  *	RUNNER_DAEMON is the only poster of events: the plugin commits
  *	every event into active/ and the daemon, woken by that rename
@@ -269,7 +272,8 @@ static void runner_start(struct runner *r, const char *id, int all)
 	    runner_unreadable(r, id, path, err);
 	else if (access(path, F_OK) == 0)	/* gone meanwhile: dropped by hand */
 	    msg_warn("%s", err);
-    } else if (r->tool->dead_after > 0 && now - t->ev.created > r->tool->dead_after) {
+    } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
+	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);
     } else if (all || t->ev.next_attempt <= now) {
 	t->req.url = t->ev.url;
@@ -325,14 +329,19 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 		     : runner_metrics.gone);
     } else {
 	long long delay = runner_backoff(t->ev.attempts, res.retry_after);
+	int     gone;
 
 	free(t->ev.last_error);
 	t->ev.last_error = xstrdup(res.why);
 	t->ev.next_attempt = (long long) time(NULL) + delay;
-	if ((err = spool_store(r->tool->dir, SPOOL_ACTIVE, &t->ev)) != NULL)
+	if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL)
 	    msg_error("event %s: cannot record attempt %d: %s", t->ev.id, t->ev.attempts, err);
-	msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
-		 t->ev.attempts, t->ev.url, res.why, delay);
+	if (gone)
+	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
+		     t->ev.id, t->ev.attempts, t->ev.url, res.why);
+	else
+	    msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
+		     t->ev.attempts, t->ev.url, res.why, delay);
 	r->failed++;
 	runner_count(runner_metrics.failed);
     }

@@ -16,6 +16,7 @@
  *	const char *spool_commit_why(&reservation, why)
  *	void	spool_discard(&reservation)
  *	const char *spool_store(dir, subdir, &event)
+ *	const char *spool_update(dir, &event, &gone)
  *	const char *spool_load(path, &event)		(spool_read.c)
  *	char	**spool_list(dir, subdir, &count)	(spool_read.c)
  *	int	spool_sweep_tmp(dir, now)
@@ -55,7 +56,10 @@
  *	scan can skip what is not due with stat() alone.
  *
  *	spool_store() writes an event the same durable way (the spool
- *	tool after each attempt, and when dead-lettering).
+ *	tool, and when dead-lettering). spool_update() does so for the
+ *	outcome of an attempt, but only while active/ID is still there:
+ *	with *gone set and nothing written when it was removed meanwhile
+ *	(dropped by request).
  *
  *	spool_recycle() is how lmtp-webhook-spool removes a delivered
  *	event: a small file is renamed to tmp/free.PID.N instead (at most
@@ -580,25 +584,35 @@ static int spool_commit_dir_again(struct spool_reservation *res)
     return (rename(res->tmp_path, res->final_path));
 }
 
-/* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
+/* spool_commit_write - the event into the reserved space, fsynced */
 
-const char *spool_commit(struct spool_reservation *res)
+static const char *spool_commit_write(struct spool_reservation *res)
 {
     /* like Postfix's deferred queue: mtime = next attempt, so a scan
        needs stat(), not a parse, to skip what is not due */
     struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t) res->ev->next_attempt, 0}};
-    const char *err = NULL;
 
     if (!res->written && (lseek(res->fd, 0, SEEK_SET) < 0
 			  || spool_write_all(res->fd, res->meta, res->meta_len) < 0
 		     || spool_write_all(res->fd, res->ev->body, res->ev->body_len) < 0))
-	err = spool_fail("cannot write", res->tmp_path);
-    else if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
-	err = spool_fail("cannot truncate", res->tmp_path);
+	return (spool_fail("cannot write", res->tmp_path));
+    if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
+	return (spool_fail("cannot truncate", res->tmp_path));
     /* an event due now needs no futimens(): its writes made its mtime */
-    else if ((res->ev->next_attempt > (long long) time(NULL) && futimens(res->fd, times) < 0)
-	     || fsync(res->fd) < 0)
-	err = spool_fail("cannot fsync", res->tmp_path);
+    if ((res->ev->next_attempt > (long long) time(NULL) && futimens(res->fd, times) < 0)
+	|| fsync(res->fd) < 0)
+	return (spool_fail("cannot fsync", res->tmp_path));
+    return (NULL);
+}
+
+/* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
+
+const char *spool_commit(struct spool_reservation *res)
+{
+    const char *err;
+
+    if ((err = spool_commit_write(res)) != NULL)
+	 /* void */ ;
     else if (rename(res->tmp_path, res->final_path) < 0
 	     && !(errno == ENOENT && spool_commit_dir_again(res) == 0)) {
 	if (errno == ENOENT && res->keeper)
@@ -655,6 +669,44 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
 	res.dir_path = spool_path(dir, subdir, NULL);
     }
     return (spool_commit(&res));
+}
+
+/*
+ * spool_update - rewrite active/ID (an attempt's outcome) only while the
+ * event is still there: "lmtp-webhook-spool drop" during the attempt
+ * must not be undone by recording it. RENAME_EXCHANGE swaps the new file
+ * in atomically and fails with ENOENT when the old one is gone; where
+ * the file system cannot exchange (EINVAL), a stat() then a rename leave
+ * a narrow window. A removed active/ is made again, as by a commit.
+ */
+const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r)
+{
+    struct spool_reservation res;
+    struct stat st;
+    const char *err;
+    int     rc, exchanged;
+
+    *gone_r = 0;
+    if ((err = spool_reserve(dir, ev, &res)) != NULL || (err = spool_commit_write(&res)) != NULL) {
+	spool_discard(&res);
+	return (err);
+    }
+    rc = renameat2(AT_FDCWD, res.tmp_path, AT_FDCWD, res.final_path, RENAME_EXCHANGE);
+    if ((exchanged = rc == 0) == 0 && (errno == EINVAL || errno == ENOSYS)
+	&& (rc = stat(res.final_path, &st)) == 0)
+	rc = rename(res.tmp_path, res.final_path);
+    if (rc < 0 && errno == ENOENT && stat(res.dir_path, &st) == 0)
+	*gone_r = 1;				/* dropped by request meanwhile */
+    else if (rc < 0 && !(errno == ENOENT && spool_commit_dir_again(&res) == 0))
+	err = spool_fail("cannot rename into", res.final_path);
+    else if (spool_fsync_dir(res.dir_path) < 0)
+	err = spool_fail("cannot fsync", res.dir_path);
+    if (err == NULL && *gone_r == 0 && !exchanged) {
+	free(res.tmp_path);			/* renamed: nothing left to remove */
+	res.tmp_path = NULL;
+    }
+    spool_discard(&res);		/* exchanged: removes the old file */
+    return (err);
 }
 
 /* spool_tmp_writer - the pid in NAME.PID.RANDOM, or 0 */

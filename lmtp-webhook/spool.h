@@ -69,6 +69,7 @@ const char *spool_commit(struct spool_reservation *res);
 const char *spool_commit_why(struct spool_reservation *res, const char *why);
 void    spool_discard(struct spool_reservation *res);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
+const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r);
 const char *spool_load(const char *path, struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
 void    spool_list_free(char **names, int count);
