@@ -334,9 +334,16 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	free(t->ev.last_error);
 	t->ev.last_error = xstrdup(res.why);
 	t->ev.next_attempt = (long long) time(NULL) + delay;
-	if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL)
+	if (r->tool->dead_after > 0 && access(path, F_OK) == 0
+	    && t->ev.next_attempt - t->ev.created > r->tool->dead_after) {
+	    /* no attempt left within the bound: not "next in Ns" and then
+	       dead-lettered only when that time comes (up to a day late) */
+	    msg_info("event %s attempt %d to %s failed: %s; no attempt left within "
+		     "dead_letter_after", t->ev.id, t->ev.attempts, t->ev.url, res.why);
+	    runner_dead(r, &t->ev, path);
+	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL)
 	    msg_error("event %s: cannot record attempt %d: %s", t->ev.id, t->ev.attempts, err);
-	if (gone)
+	else if (gone)
 	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
 		     t->ev.id, t->ev.attempts, t->ev.url, res.why);
 	else

@@ -9,7 +9,8 @@
  *	Commands, in the manner of postqueue(1) and postsuper(1):
  *	run (the delivery daemon, see runner.c), list, show ID, flush
  *	(deliver everything now: asks a running daemon, or does one pass
- *	itself), retry ID (due now; a dead event comes back), drop ID.
+ *	itself), retry ID (due now; a dead event comes back, with a new
+ *	dead_letter_after window), drop ID.
  * DIAGNOSTICS
  *	Errors on stderr (and syslog for run); exit status 1 on error.
  */
@@ -228,6 +229,10 @@ static int tool_retry(const struct spool_tool *tool, const char *id)
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
     ev.next_attempt = 0;
+    /* back from dead/: a new dead_letter_after window, or its age would
+       send it straight back without the attempt asked for */
+    if (strcmp(where, SPOOL_DEAD) == 0)
+	ev.created = (long long) time(NULL);
     if ((err = spool_store(tool->dir, SPOOL_ACTIVE, &ev)) != NULL)
 	msg_fatal("%s", err);
     if (strcmp(where, SPOOL_DEAD) == 0 && unlink(path) < 0)

@@ -154,9 +154,54 @@ def test_drop_in_flight(st, rx, runner):
     tap.ok(wait_for(lambda: "HTTP status 500" in runner.log()[mark:] or
                     "dropped meanwhile" in runner.log()[mark:], timeout=10),
            "the receiver answered 500 to the attempt under way", diag=runner.log()[-800:])
+    tap.ok(wait_for(lambda: "dropped meanwhile, not retried" in runner.log()[mark:], timeout=5),
+           "the runner says the failed attempt's event was dropped meanwhile",
+           diag=runner.log()[-800:])
     time.sleep(7)                       # a resurrected event is retried after ~5 s
     tap.is_(spool_dir_list(st, "active"), [], "the dropped event stays dropped (not in active/)")
     tap.is_(len(SEEN.get(s, [])), 1, "and is not posted again", diag=runner.log()[-800:])
+    tap.is_([n for n in spool_dir_list(st, "tmp") if not n.startswith("free.")
+             and ".%d." % runner.proc.pid in n], [],
+            "the runner left no file of its own in tmp/")
+
+
+def test_dead_letter_bound(st, rx, runner):
+    """dead_letter_after = 4s and a receiver that always answers 500: the
+    event is tried, then moves to dead/ with the bytes it was posted with;
+    "retry" brings it back and it is posted (not dead-lettered again at
+    once for its age), with the same id and bytes."""
+    runner.stop()
+    write_conf(st, dead_letter_after="4s")
+    runner.start()
+    s = "dead letter bound"
+    ANSWERS[s] = [500]
+    tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "dead letter: LMTP 250")
+    ids = spool_dir_list(st, "active")
+    tap.ok(wait_for(lambda: spool_dir_list(st, "dead") == ids, timeout=20),
+           "the failing event moves to dead/", diag=runner.log()[-800:])
+    tap.ok("dead-lettered after 1 attempts" in runner.log()
+           or "dead-lettered after 2 attempts" in runner.log(),
+           "after its attempts (logged)", diag=runner.log()[-800:])
+    posted = events_for(rx, s)
+    tap.ok(len(posted) in (1, 2), "posted %d time(s) before giving up" % len(posted))
+    with open(st.path("spool", "dead", ids[0]), "rb") as f:
+        tap.is_(f.read().split(b"\n", 1)[1], posted[0][3], "dead/ keeps the posted bytes")
+    ANSWERS[s] = [200]
+    time.sleep(1)
+    res = run_tool(st, "retry", ids[0])
+    tap.is_(res.returncode, 0, "retry of the dead event succeeds", diag=res.stderr)
+    tap.ok(wait_for(lambda: len(events_for(rx, s)) == len(posted) + 1, timeout=10),
+           "retried: posted again", diag=runner.log()[-800:])
+    got = events_for(rx, s)[-1]
+    tap.is_((got[1]["webhook-id"], got[3]), (ids[0], posted[0][3]),
+            "with the same id and bytes")
+    tap.ok(wait_for(lambda: not spool_dir_list(st, "active") and
+                    not spool_dir_list(st, "dead"), timeout=10),
+           "and gone from the spool once delivered",
+           diag=str((spool_dir_list(st, "active"), spool_dir_list(st, "dead"))))
+    runner.stop()
+    write_conf(st)
+    runner.start()
 
 
 def test_dead_letter_unposted(st, rx, runner):
@@ -203,7 +248,7 @@ with Stack("lmtp-webhook-attack") as st:
     st.start_postfix()
     runner = Runner(st)
     runner.start()
-    TESTS = [test_drop_in_flight, test_dead_letter_unposted]
+    TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
         if not only or t.__name__ in only.split(","):
