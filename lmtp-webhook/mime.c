@@ -39,7 +39,10 @@
  *
  *	Hostile structure is the parser's business: Dovecot limits nesting
  *	(100) and parts (10,000) and treats what follows as body. What
- *	could be parsed is returned.
+ *	could be parsed is returned. But a header Dovecot would cut (its
+ *	values past 10 MB of one part's header, or 50 MB of all, come out
+ *	empty) makes mime_read() fail: an event with an empty From or
+ *	filename that the mailbox copy has is a lie, not a limit.
  *
  *	mime_lmtp_data_offset() finds where the message the LMTP client
  *	sent starts in the stream Dovecot's lmtp gives to delivery: lmtp
@@ -54,8 +57,8 @@
  *	the same whichever copy of the message Dovecot hands over). Every
  *	byte mime_read() gives out went through decode_crlf() too.
  * DIAGNOSTICS
- *	-1 with error_r only when the message cannot be read at all
- *	(an I/O error on the stream).
+ *	-1 with error_r when the message cannot be read at all (an I/O
+ *	error on the stream) or its header is past Dovecot's limits.
  */
 
 #include "lib.h"
@@ -110,7 +113,16 @@ struct mime_walk {
     int     last_cr;			/* for decode_crlf() */
     EVP_MD_CTX *sha;
     ARRAY(struct mime_embedded) embedded;
+    size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
+    bool    hdr_cut;			/* past its limits: values lost */
 };
+
+#ifndef MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE	/* a Dovecot that cuts no value */
+#define MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE SIZE_MAX
+#endif
+#ifndef MESSAGE_PARSER_DEFAULT_ALL_HEADERS_MAX_SIZE
+#define MESSAGE_PARSER_DEFAULT_ALL_HEADERS_MAX_SIZE SIZE_MAX
+#endif
 
 static const char *const mime_top_headers[PAYLOAD_HEADER_COUNT] = {
     "From", "To", "Cc", "Subject", "Date", "Message-ID",
@@ -435,6 +447,23 @@ static void mime_embedded_read(struct mime_walk *w, struct istream *input)
     }
 }
 
+/*
+ * mime_header_count - Dovecot's parser silently empties the header values
+ * that come past 10 MB of one part's header (50 MB of all parts'): the
+ * event would then say From, Subject or a filename is "" while the
+ * mailbox copy and every other parser read them. Counted as Dovecot
+ * counts (the values' bytes; name, colon and value for all parts), such
+ * a message is refused rather than described wrongly.
+ */
+static void mime_header_count(struct mime_walk *w, const struct message_header_line *hdr)
+{
+    w->hdr_block += hdr->full_value_len;
+    w->hdr_all += hdr->name_len + hdr->middle_len + hdr->full_value_len;
+    if (w->hdr_block >= MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE
+	|| w->hdr_all + w->hdr_block >= MESSAGE_PARSER_DEFAULT_ALL_HEADERS_MAX_SIZE)
+	w->hdr_cut = TRUE;
+}
+
 static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
 			              struct message_block *raw)
 {
@@ -446,6 +475,7 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
     decoded = message_decoder_decode_next_block(decoder, raw, &block);
     if (raw->hdr->eoh || raw->hdr->continues)
 	return;
+    mime_header_count(w, raw->hdr);
     mime_part_header(w, raw->hdr);
     if (decoded && raw->part->parent == NULL)
 	mime_top_header(w, block.hdr);
@@ -461,6 +491,7 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
 	mime_part_end(w);
 	w->part = raw->part;
 	w->last_cr = 0;
+	w->hdr_block = 0;
     }
     if (raw->hdr != NULL) {
 	mime_header_block(w, decoder, raw);
@@ -523,6 +554,11 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     if (input->stream_errno != 0) {
 	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
 				   i_stream_get_error(input));
+	return (-1);
+    }
+    if (w.hdr_cut) {
+	*error_r = "the message's header is past what Dovecot parses whole (10 MB in "
+	    "one part, 50 MB in all), so the event would lack its values: refused";
 	return (-1);
     }
     return (0);

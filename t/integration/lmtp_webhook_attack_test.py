@@ -227,6 +227,91 @@ def test_dead_letter_unposted(st, rx, runner):
     runner.start()
 
 
+def smtp_send(st, rcpt, data):
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
+        c.sendmail("billing@vendor.example", [rcpt], data)
+
+
+def copies(st, user, subject):
+    return len([m for m in st.maildir_messages(user) if subject.encode() in m])
+
+
+def big_header_bill(subject, lines, name="X-Pad"):
+    """a bill whose From, Subject and attachment come after `lines`
+    header lines of about 900 bytes each (Postfix folds at 998)"""
+    pad = "".join("%s: %05d %s\r\n" % (name, i, "p" * 900) for i in range(lines))
+    return (pad + "From: Acme Billing <billing@vendor.example>\r\nTo: %s\r\n"
+            "Subject: %s\r\nMessage-ID: <%s@vendor.example>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            "Content-Type: text/plain\r\n\r\nInvoice.\r\n--b\r\n"
+            "Content-Type: application/pdf\r\n"
+            "Content-Disposition: attachment; filename=invoice.pdf\r\n\r\n%%PDF-1.4\r\n"
+            "--b--\r\n" % (BILLS, subject, hashlib.sha1(subject.encode()).hexdigest())).encode()
+
+
+def part_header_bill(subject, lines):
+    """a bill whose attachment's Content-Type and filename come after
+    `lines` header lines of its part, of about 900 bytes each"""
+    pad = "".join("X-Pad: %05d %s\r\n" % (i, "p" * 900) for i in range(lines))
+    return ("From: Acme Billing <billing@vendor.example>\r\nTo: %s\r\nSubject: %s\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            "--b\r\nContent-Type: text/plain\r\n\r\nInvoice.\r\n--b\r\n%s"
+            "Content-Type: application/pdf\r\n"
+            "Content-Disposition: attachment; filename=invoice.pdf\r\n\r\n%%PDF-1.4\r\n"
+            "--b--\r\n" % (BILLS, subject, pad)).encode()
+
+
+def test_header_past_dovecot_limit(st, rx, runner):
+    """Bills whose From and Subject, or whose attachment's Content-Type and
+    filename, come after 11 MB of header lines (each under Postfix's
+    header_size_limit, the whole under message_size_limit): Dovecot's
+    parser empties every value past 10 MB of one header, so the event
+    would say From "" or filename "" while the mailbox copy has them.
+    Refused (Postfix keeps it), not posted wrong."""
+    for s, data in (("bill behind eleven megabytes of header", big_header_bill),
+                    ("attachment behind eleven megabytes of header", part_header_bill)):
+        before = len(rx.requests)
+        mark = len(st.read_log("dovecot"))
+        pmark = len(st.read_log("postfix"))
+        smtp_send(st, BILLS, data(s, 12 * 1024))
+        tap.ok(wait_for(lambda: "status=deferred" in st.read_log("postfix")[pmark:],
+                        timeout=60),
+               "%s: Postfix's delivery to LMTP is deferred" % s,
+               diag=st.read_log("postfix")[pmark:][-1500:])
+        tap.ok("Dovecot parses whole" in st.read_log("dovecot")[mark:],
+               "and Dovecot's log says why", diag=st.read_log("dovecot")[mark:][-1500:])
+        time.sleep(2)
+        wrong = [json.loads(b)["data"]["headers"] for _, _, b in rx.requests[before:]]
+        wrong += [[(a["filename"], a["content_type"]) for a in json.loads(b)["data"]["attachments"]]
+                  for _, _, b in rx.requests[before:]]
+        tap.is_(wrong, [], "no event with header values emptied is posted")
+        tap.is_(copies(st, BILLS, s), 0, "and no copy is saved")
+        tap.is_(st.postfix_queue_count(), 1, "Postfix keeps the mail in its queue")
+        run(["postsuper", "-c", st.path("postfix"), "-d", "ALL"])
+
+
+def test_header_under_dovecot_limit(st, rx, runner):
+    """9 MB of Authentication-Results (10,000 of 900 bytes) before From and
+    Subject: under the limit, every one is in the event, in order, byte
+    for byte, and the headers after them too."""
+    s = "bill behind nine megabytes of authentication results"
+    data = big_header_bill(s, 10 * 1000, name="Authentication-Results")
+    smtp_send(st, BILLS, data)
+    got = wait_for(lambda: events_for(rx, s), timeout=60)
+    if not tap.ok(got, "9 MB of Authentication-Results: the event is posted",
+                  diag=st.read_log("dovecot")[-1500:]):
+        return
+    d = got[0][2]["data"]
+    want = ["%05d %s" % (i, "p" * 900) for i in range(10 * 1000)]
+    have = d["authentication_results"]
+    diff = [(i, a[:60], b[:60]) for i, (a, b) in enumerate(zip(have, want)) if a != b][:3]
+    tap.ok(have == want, "all 10,000 Authentication-Results, in order, byte for byte (%d)"
+           % len(have), diag=str(diff))
+    tap.is_((d["headers"]["from"], d["attachments"][0]["filename"]),
+            ("Acme Billing <billing@vendor.example>", "invoice.pdf"),
+            "and the From and attachment that follow them")
+    tap.is_(verify(SECRET, got[0][1], got[0][3]), None, "signed")
+
 with Stack("lmtp-webhook-attack") as st:
     tap.stack = st
     rx = Receiver()
@@ -245,10 +330,11 @@ with Stack("lmtp-webhook-attack") as st:
             "lmtp_webhook_spool_dir": st.path("spool"),
         },
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
-    st.start_postfix()
+    st.start_postfix(main={"message_size_limit": "104857600"})
     runner = Runner(st)
     runner.start()
-    TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound]
+    TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound,
+             test_header_past_dovecot_limit, test_header_under_dovecot_limit]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
         if not only or t.__name__ in only.split(","):
