@@ -29,7 +29,8 @@
  *	daemon_config_addresses() reports two of the daemon's listening
  *	addresses (and metrics_listen, added here) that cannot both be
  *	bound: the same UNIX path, or the same family and port with the
- *	same address or a wildcard on either side. Addresses that do not
+ *	same address or a wildcard on either side; and a TCP address on
+ *	port 0, where the daemon would listen on a port no client knows. Addresses that do not
  *	parse are left to the caller's own checks; a caller that parsed
  *	them already passes the result in "addr".
  *
@@ -184,6 +185,14 @@ static int daemon_config_clash(const struct addr *a, const struct addr *b)
     }
 }
 
+/* daemon_config_port0 - a TCP address on port 0: the kernel picks one */
+
+static int daemon_config_port0(const struct addr *a)
+{
+    return ((a->family == AF_INET && a->u.in.sin_port == 0)
+	    || (a->family == AF_INET6 && a->u.in6.sin6_port == 0));
+}
+
 void    daemon_config_addresses(struct config *cfg, const struct daemon_address *addrs,
 				        int count)
 {
@@ -203,6 +212,10 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 	    parsed[i] = *all[i].addr, ok[i] = 1;
 	else
 	    ok[i] = addr_parse(all[i].spec, &parsed[i]) == NULL;
+    for (int i = 0; i < n; i++)			/* -t said OK, no client could connect */
+	if (ok[i] && daemon_config_port0(&parsed[i]))
+	    config_add_error(cfg, all[i].line, "%s %s: port 0 (the kernel would pick a "
+			     "port no client knows)", all[i].name, all[i].spec);
     for (int i = 0; i < n; i++)
 	for (int j = 0; j < i; j++)
 	    if (ok[i] && ok[j] && daemon_config_clash(&parsed[i], &parsed[j]))

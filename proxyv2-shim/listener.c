@@ -55,7 +55,12 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 
     if (strcmp(name, "backend") == 0) {
 	seen[0] = 1;
-	return (addr_parse(value, &lst->backend));
+	if ((err = addr_parse(value, &lst->backend)) != NULL)
+	    return (err);
+	if ((lst->backend.family == AF_INET && lst->backend.u.in.sin_port == 0)
+	    || (lst->backend.family == AF_INET6 && lst->backend.u.in6.sin6_port == 0))
+	    return ("backend port 0 (no backend listens there)");
+	return (NULL);
     }
     if (strcmp(name, "mode") == 0) {
 	for (size_t i = 0; i < sizeof(listener_modes) / sizeof(listener_modes[0]); i++)
@@ -120,7 +125,16 @@ const char *listener_parse(const char *text, struct shim_listener *lst)
 	    break;
 	}
 	*eq = 0;
-	err = listener_option(lst, words[i], eq + 1, seen);
+	/* a second backend= or mode= silently replaced the first */
+	for (int j = 1; err == NULL && j < i; j++)
+	    if (strncmp(words[j], words[i], eq - words[i] + 1) == 0) {
+		static char twice[100];		/* the main thread parses */
+
+		snprintf(twice, sizeof(twice), "%.40s= is given twice", words[i]);
+		err = twice;
+	    }
+	if (err == NULL)
+	    err = listener_option(lst, words[i], eq + 1, seen);
     }
     if (err == NULL && !seen[0])
 	err = "listener needs backend=";

@@ -37,6 +37,13 @@ proxyv2-shim:
     others are closed and logged "max_connections reached", untrusted
     peers take no place, and once the 5 end 5 new ones are admitted
     again (no place leaks).
+
+Both daemons (and every daemon through common/daemon_config.c):
+  - a listener or metrics_listen on port 0 passed -t and the daemon
+    listened on a port the kernel picked, which no client knows; a shim
+    backend on port 0 passed -t and every client got 421; a listener
+    option given twice (mode=xclient ... mode=proxy-v2) silently kept
+    the last. Each is refused by -t and by the daemon, naming the line.
 """
 
 import os
@@ -422,6 +429,52 @@ def test_shim_max_connections(st):
     backend.close()
 
 
+# ------------------------------------------------------------------ almost-right configurations
+def refused(st, argv_t, argv_run, name, want):
+    r = subprocess.run(argv_t, capture_output=True, text=True, timeout=30)
+    tap.ok(r.returncode != 0 and re.search(want, r.stdout + r.stderr),
+           "-t refuses %s" % name, diag=r.stdout + r.stderr)
+    p = subprocess.Popen(argv_run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:         # it started: kill it, and fail
+        p.kill()
+        out = "still running after 10 s: " + p.communicate()[0]
+    tap.ok(p.returncode != 0 and re.search(want, out), "the daemon refuses %s" % name,
+           diag=out)
+
+
+def test_port_zero(st):
+    free = st.port("pz-free")
+    for name, text, want in (
+            ("listen inet:127.0.0.1:0", "listen = inet:127.0.0.1:0\n",
+             r":1: listen inet:127\.0\.0\.1:0: port 0"),
+            ("listen inet6:[::1]:0", "listen = inet6:[::1]:0\n",
+             r":1: listen inet6:\[::1\]:0: port 0"),
+            ("metrics_listen inet:127.0.0.1:0",
+             "listen = inet:127.0.0.1:%d\nmetrics_listen = inet:127.0.0.1:0\n" % free,
+             r":2: metrics_listen inet:127\.0\.0\.1:0: port 0")):
+        path = mp.write_config(st, "pz-%d" % len(name), text)
+        refused(st, [mp.POLICYD, "-t", "-c", path], [mp.POLICYD, "-f", "-c", path],
+                "policyd " + name, want)
+    line = "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient trusted=127.0.0.1"
+    for name, text, want in (
+            ("a listener on port 0", line % (0, 2525) + "\n",
+             r":1: listener 127\.0\.0\.1:0 .*: port 0"),
+            ("a backend on port 0", line % (free, 0) + "\n",
+             r":1: listener: backend port 0"),
+            ("mode= given twice", line % (free, 2525) + " mode=proxy-v2\n",
+             r":1: listener: mode= is given twice"),
+            ("metrics_listen on port 0",
+             line % (free, 2525) + "\nmetrics_listen = inet:127.0.0.1:0\n",
+             r":2: metrics_listen inet:127\.0\.0\.1:0: port 0")):
+        path = st.path("etc", "pz-shim-%d.conf" % len(name))
+        with open(path, "w") as f:
+            f.write(text)
+        refused(st, [SHIM, "-t", "-c", path], [SHIM, "-f", "-c", path], "proxyv2-shim " + name,
+                want)
+
+
 with Stack("net-attack") as st:
     tap.stack = st
     st.start_dovecot(extra=CASELESS_AUTH % st.dir)
@@ -437,6 +490,7 @@ with Stack("net-attack") as st:
     test_bad_overrides(st)
     test_reload_mid_transaction(st)
     test_shim_max_connections(st)
+    test_port_zero(st)
     for name, proc in (("pdd", pdd), ("pdp", pdp)):
         tap.ok(proc.poll() is None, "%s is still running" % name)
 

@@ -173,6 +173,11 @@ static void test_addresses(void)
     is_int(test_clashes("inet:127.0.0.1:9101", "inet:127.0.0.1:25", NULL), 0,
 	   "metrics_listen elsewhere");
     is_int(test_clashes(NULL, "garbage", "garbage"), 0, "unparsable addresses left to the caller");
+    is_int(test_clashes(NULL, "inet:127.0.0.1:0", NULL), 1, "a listener on port 0");
+    is_int(test_clashes(NULL, "inet6:[::1]:0", NULL), 1, "an IPv6 listener on port 0");
+    is_int(test_clashes("inet:127.0.0.1:0", "inet:127.0.0.1:25", NULL), 1,
+	   "metrics_listen on port 0");
+    is_int(test_clashes(NULL, "unix:/tmp/0", NULL), 0, "a UNIX path has no port");
 }
 
 /* test_fit - daemon_config_connections() under a soft limit of 100 */
