@@ -209,6 +209,79 @@ int     message_ignored(DKIM *dkim)
     return (n);
 }
 
+static int message_listed(const char *name, char **list)
+{
+    for (; list && *list; list++)
+	if (strcasecmp(name, *list) == 0)
+	    return (1);
+    return (0);
+}
+
+/*
+ * message_longest_header - the longest physical line, as Postfix will
+ * write it ("Name:" then the value, fold by fold, CR excluded), of the
+ * headers named in either list (those a signature covers); *which names
+ * its header.
+ */
+size_t  message_longest_header(const struct message *m, char **names, char **more,
+			               const char **which)
+{
+    size_t  longest = 0;
+
+    *which = NULL;
+    for (int i = 0; i < m->count; i++) {
+	const char *line = m->hdr[i].value, *nl;
+	size_t  prefix = strlen(m->hdr[i].name) + 1, len;
+
+	if (!message_listed(m->hdr[i].name, names) && !message_listed(m->hdr[i].name, more))
+	    continue;
+	for (;; line = nl + 1, prefix = 0) {
+	    nl = strchr(line, '\n');
+	    len = prefix + (nl ? (size_t) (nl - line) : strlen(line));
+	    if (nl && nl > line && nl[-1] == '\r')
+		len--;
+	    if (len > longest) {
+		longest = len;
+		*which = m->hdr[i].name;
+	    }
+	    if (nl == NULL)
+		break;
+	}
+    }
+    return (longest);
+}
+
+/* message_add_body - count body line lengths across chunks (CRLF excluded) */
+
+void    message_add_body(struct message *m, const unsigned char *chunk, size_t len)
+{
+    const unsigned char *end = chunk + len, *nl;
+
+    while (chunk < end) {
+	if ((nl = memchr(chunk, '\n', end - chunk)) == NULL) {
+	    m->body_line += end - chunk;
+	    m->body_cr = end[-1] == '\r';
+	    return;
+	}
+	if (nl > chunk) {
+	    m->body_line += nl - chunk;
+	    m->body_cr = nl[-1] == '\r';
+	}
+	if (m->body_line - m->body_cr > m->body_longest)
+	    m->body_longest = m->body_line - m->body_cr;
+	m->body_line = 0;
+	m->body_cr = 0;
+	chunk = nl + 1;
+    }
+}
+
+/* message_longest_body - including a last line without CRLF */
+
+size_t  message_longest_body(const struct message *m)
+{
+    return (m->body_line > m->body_longest ? m->body_line : m->body_longest);
+}
+
 void    message_reset(struct message *m)
 {
     for (int i = 0; i < m->count; i++) {

@@ -24,7 +24,17 @@ struct message {
     int     forged_count;		/* ... or unreadable; no limit */
     int     forged_alloc;
     int     unreadable;			/* how many of them were unreadable */
+    size_t  body_line;			/* octets of the body line so far */
+    int     body_cr;			/* ... whose last octet was CR */
+    size_t  body_longest;		/* longest body line, CRLF excluded */
 };
+
+/*
+ * RFC 5322 2.1.1: a line is at most 998 octets. Postfix's smtp client
+ * breaks longer ones (smtp_line_length_limit, CRLF SPACE inserted), after
+ * the milter signed them: no signature over such a line survives.
+ */
+#define MESSAGE_LINE_MAX	998
 
 #define MESSAGE_HEADER_BYTES_MAX (8 * 1024 * 1024)
 
@@ -34,6 +44,10 @@ const char *message_parse_address(const char *value, char *buf, size_t len);
 int     message_ar_claims(const char *value, const char *authserv_id, int *unreadable);
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id);
 int     message_ignored(DKIM *dkim);
+size_t  message_longest_header(const struct message *m, char **names, char **more,
+			               const char **which);
+void    message_add_body(struct message *m, const unsigned char *chunk, size_t len);
+size_t  message_longest_body(const struct message *m);
 void    message_reset(struct message *m);
 
 #endif

@@ -19,7 +19,9 @@
  *	and a From: the binding cannot prove (none, several, a group, an
  *	unreadable one) is a violation too (550 5.7.1, or unsigned).
  *	Every SigningTable match adds one libopendkim signing handle,
- *	however many.
+ *	however many. A line past 998 octets in a signed header (at end
+ *	of header) or in the body (at end of message) refuses the message
+ *	(550 5.6.0): Postfix breaks such lines after us.
  * .IP verify
  *	mode includes verify and the message is not signed here.
  * .PP
@@ -379,6 +381,26 @@ static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
     return (-1);
 }
 
+/*
+ * milter_long_line - refuse what we would sign but Postfix will change:
+ * its smtp client breaks a line past 998 octets with CRLF SPACE
+ * (smtp_line_length_limit), after us, so the receiver would see a
+ * signature that fails (and DMARC with it). The same bytes fail the same
+ * way on every retry: 550, for the sender to see, not a broken signature.
+ */
+static sfsistat milter_long_line(SMFICTX *ctx, struct milter_ctx *c, const char *where,
+				         size_t longest)
+{
+    if (longest <= MESSAGE_LINE_MAX)
+	return (SMFIS_CONTINUE);
+    msg_warn("%s: a line of %zu octets in the %s%s (more than %d) would be broken in "
+	     "transit, and the DKIM signature with it; message rejected", c->qid, longest,
+	     where ? where : "body", where ? " header" : "", MESSAGE_LINE_MAX);
+    smfi_setreply(ctx, "550", "5.6.0", "Line longer than 998 octets (RFC 5322 2.1.1): "
+		  "it cannot be signed and delivered intact");
+    return (SMFIS_REJECT);
+}
+
 static sfsistat milter_eoh(SMFICTX *ctx)
 {
     struct milter_ctx *c = milter_ctx(ctx);
@@ -386,6 +408,8 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     struct dkim_policy *p;
     DKIM_STAT status;
     int     internal, n;
+    const char *which;
+    size_t  longest;
 
     if (c == NULL || (p = c->policy) == NULL)
 	return (SMFIS_TEMPFAIL);
@@ -413,7 +437,8 @@ static sfsistat milter_eoh(SMFICTX *ctx)
 	    msg_info("%s: not signed: no SigningTable entry for %s", c->qid, c->msg.from);
 	    return (milter_pass(c));
 	}
-	return (SMFIS_CONTINUE);
+	longest = message_longest_header(&c->msg, p->sign_headers, p->oversign_headers, &which);
+	return (milter_long_line(ctx, c, which, longest));
     }
     if (!p->verify)
 	return (milter_pass(c));
@@ -432,6 +457,8 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
+    if (c->nsign > 0)
+	message_add_body(&c->msg, chunk, len);
     for (int i = 0; i < c->nsign; i++)
 	dkim_body(c->sign[i], chunk, len);
     if (c->verify)
@@ -536,7 +563,9 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	return (SMFIS_TEMPFAIL);
     timed = c->nsign > 0 || c->verify;		/* not a message only stripped */
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (milter_remove_forged(ctx, c) < 0)
+    if (c->nsign > 0 && message_longest_body(&c->msg) > MESSAGE_LINE_MAX)
+	verdict = milter_long_line(ctx, c, NULL, message_longest_body(&c->msg));
+    else if (milter_remove_forged(ctx, c) < 0)
 	verdict = SMFIS_TEMPFAIL;
     else if (c->nsign > 0)
 	verdict = milter_eom_sign(ctx, c);

@@ -2,6 +2,7 @@
 
 #include "build_config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "message.h"
@@ -62,6 +63,42 @@ int     main(void)
     message_add_header(&m, "from", " b@x.example", "mx.example");
     is_int(m.from_count, 2, "a second From is counted (then: not signed)");
     message_reset(&m);
+
+    /* line lengths as Postfix's smtp client counts them (CRLF excluded) */
+    {
+	char   *signed_names[] = {"Cc", NULL}, *over[] = {"subject", NULL}, *long_value;
+	unsigned char body[3000];
+	const char *which;
+
+	long_value = calloc(1, 1100);
+	memset(long_value, 'b', 1099);
+	message_add_header(&m, "X-Long", long_value, "x");
+	memcpy(long_value, " x\r\n ", 5);
+	long_value[998] = 0;			/* its fold: " " + 993 'b' = 994 */
+	message_add_header(&m, "Cc", long_value, "x");
+	long_value[998] = 'b';
+	long_value[1003] = 0;			/* 999 */
+	message_add_header(&m, "SUBJECT", long_value, "x");
+	is_int((int) message_longest_header(&m, signed_names, NULL, &which), 994,
+	       "a fold counts alone; an unsigned 1099-octet header does not count");
+	is_int((int) message_longest_header(&m, signed_names, over, &which), 999,
+	       "oversigned names count too, in any case");
+	is_str(which, "SUBJECT", "and the header is named");
+	free(long_value);
+	memset(body, 'a', sizeof(body));
+	memcpy(body + 998, "\r\n", 2);	/* 998 */
+	memcpy(body + 1500, "\r", 1);	/* CR ends a chunk: 500 + CR */
+	body[1501] = '\n';			/* ... LF at the next one's start */
+	message_add_body(&m, body, 1501);
+	message_add_body(&m, body + 1501, 1);
+	is_int((int) message_longest_body(&m), 998, "CRLF across chunks excluded");
+	message_add_body(&m, body, 998);
+	message_add_body(&m, (unsigned char *) "\r", 1);
+	is_int((int) message_longest_body(&m), 999, "a last line without LF counts, CR too");
+	message_add_body(&m, (unsigned char *) "\n", 1);
+	is_int((int) message_longest_body(&m), 998, "... until its LF arrives");
+	message_reset(&m);
+    }
     is_int(m.count, 0, "reset");
     return (tap_done());
 }

@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""milter-dkim attacked from outside (a hostile sender, an unlucky
+operator), through real Postfix (submission with SASL, smtp-sink as the
+receiver) and checked with dkimpy -- cases the hostile, faults and basic
+tests do not cover:
+
+  1. lines past RFC 5322's 998 octets in what the milter signs: Postfix's
+     smtp client breaks them after the milter (smtp_line_length_limit,
+     CRLF SPACE inserted), so the receiver got a signature that fails
+     (00f9dfc..c2f08e2 signed them: dkimpy "body hash mismatch" / failed
+     signature). Now refused 550 5.6.0 and logged: a 999-octet signed
+     header (first line or a fold), body line (a CRLF line, a bare-CR line,
+     a last line without CRLF, one across libmilter's 64 KB chunks); a
+     998-octet line and a 2,200-octet header nobody signs are signed and
+     verify;
+     property (hypothesis): for body and Cc: lines of random lengths
+     around the limit, the message is refused exactly when one is past
+     998, and otherwise both signatures verify with dkimpy;
+  2. odd but valid forms dkimpy and libopendkim could read apart: a body
+     of only CRLFs, no body at all, empty and whitespace-only header
+     values, no space or a tab after the colon, upper-case names,
+     trailing whitespace and folds, 8-bit header and body, a duplicate
+     Subject: -- all signed, all verify;
+  3. state across transactions of one SMTP session: a message refused
+     (foreign From:, long line), then RSET, then a good one on the same
+     connection: the good one is signed for its own From: and verifies,
+     and the refused ones reached nobody.
+"""
+
+import os
+import re
+import smtplib
+import sys
+import uuid
+
+import dkim
+from hypothesis import given, settings, strategies as hs, HealthCheck
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+import mxdkim  # noqa: E402
+import mxpolicy as mp  # noqa: E402
+
+CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = sign, verify
+key_table = {dir}/etc/key.table
+signing_table = refile:{dir}/etc/signing.table
+sender_binding = {dir}/etc/sender_binding
+dns_test_file = {dir}/etc/dns.txt
+authserv_id = mx.mxkit.test
+"""
+HEAD = (b"From: Alerts <alerts@planapulse.ai>\r\nTo: <cust@example.net>\r\n"
+        b"Subject: token-TOKEN\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <TOKEN@planapulse.ai>\r\n")
+REFUSED = "Line longer than 998 octets"
+
+
+def write(st, name, text):
+    with open(st.path("etc", name), "w") as f:
+        f.write(text)
+
+
+def make(head, body):
+    token = uuid.uuid4().hex
+    return token, head.replace(b"TOKEN", token.encode()) + b"\r\n" + body
+
+
+def send(s, raw):
+    """(code, text) of one transaction on an open, logged-in connection."""
+    try:
+        s.sendmail("alerts@planapulse.ai", ["cust@example.net"], raw)
+        return 250, ""
+    except smtplib.SMTPResponseException as e:
+        s.rset()
+        return e.smtp_code, e.smtp_error.decode(errors="replace")
+
+
+def submit(st, raw):
+    s = mp.login(st, "svc-alerts")
+    try:
+        return send(s, raw)
+    finally:
+        s.quit()
+
+
+def sunk(st, token, timeout=30):
+    found = wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=timeout)
+    return mxdkim.crlf(mxdkim.strip_sink_headers(found[0])) if found else b""
+
+
+def verify_all(msg, dns):
+    """dkimpy's verdict on each DKIM-Signature (an exception counts as False)."""
+    d = dkim.DKIM(msg)
+    out = []
+    for i in range(len(re.findall(rb"^DKIM-Signature:", msg, re.M | re.I))):
+        try:
+            out.append(d.verify(idx=i, dnsfunc=dns.dnsfunc))
+        except Exception:
+            out.append(False)
+    return out
+
+
+def signed_and_verifies(st, dns, head, body, name):
+    token, raw = make(head, body)
+    code, text = submit(st, raw)
+    msg = sunk(st, token) if code == 250 else b""
+    results = verify_all(msg, dns) if msg else None
+    tap.ok(code == 250 and results == [True, True],
+           "%s: signed, both signatures verify (dkimpy)" % name,
+           diag="%s %s dkimpy: %r" % (code, text, results))
+    return msg
+
+
+def refused(st, dns, head, body, name, where):
+    token, raw = make(head, body)
+    code, text = submit(st, raw)
+    if code == 250:                     # what the receiver got instead
+        msg = sunk(st, token)
+        text = "signed, dkimpy: %r" % (verify_all(msg, dns) if msg else None)
+    tap.ok(code == 550 and text.startswith("5.6.0 " + REFUSED),
+           "%s: 550 5.6.0, not a signature the receiver will find broken" % name,
+           diag="%s %s" % (code, text))
+    tap.ok(wait_for(lambda: re.search(r"a line of \d+ octets in the %s \(more than 998\) "
+                                      r"would be broken in transit" % where,
+                                      st.read_log("milter")), timeout=5),
+           "%s: the refusal is logged with where the line is" % name)
+    return token
+
+
+def test_long_lines(st, dns):
+    refused_tokens = []
+    signed_and_verifies(st, dns, HEAD + b"Cc: " + b"b" * 994 + b"\r\n", b"x\r\n",
+                        "a signed header line of 998 octets")
+    signed_and_verifies(st, dns, HEAD, b"a" * 998 + b"\r\n", "a body line of 998 octets")
+    signed_and_verifies(st, dns, HEAD + b"X-Long: " + b"aaaaaaaa@example.net, " * 100
+                        + b"\r\n", b"x\r\n", "a 2,200-octet header that is not signed")
+    for name, head, body, where in (
+            ("a signed Cc: line of 999 octets", HEAD + b"Cc: " + b"b" * 995 + b"\r\n",
+             b"x\r\n", "Cc header"),
+            ("a signed Cc: of 2,200 octets with spaces",
+             HEAD + b"Cc: " + b"aaaaaaaa@example.net, " * 100 + b"\r\n", b"x\r\n",
+             "Cc header"),
+            ("a signed header's second fold of 999 octets",
+             HEAD + b"Cc: x\r\n " + b"b" * 998 + b"\r\n", b"x\r\n", "Cc header"),
+            ("an upper-case SUBJECT: of 999 octets",
+             HEAD.replace(b"Subject: token-TOKEN", b"SUBJECT: token-TOKEN " + b"s" * 951),
+             b"x\r\n", "SUBJECT header"),
+            ("a body line of 999 octets", HEAD, b"a" * 999 + b"\r\n", "body"),
+            ("a body line of 999 octets with a bare CR", HEAD, b"a" * 997 + b"\rb\r\n",
+             "body"),
+            ("a last body line of 999 octets without CRLF", HEAD, b"ok\r\n" + b"a" * 999,
+             "body"),
+            ("a 5,000-octet body line across a 64 KB chunk boundary", HEAD,
+             b"x" * 63000 + b"\r\n" + b"a" * 5000 + b"\r\nend\r\n", "body")):
+        refused_tokens.append(refused(st, dns, head, body, name, where))
+    # Nothing refused reached the receiver.
+    sink = "".join(st.sink_messages())
+    tap.is_([t for t in refused_tokens if t in sink], [],
+            "no refused message reached the receiver")
+
+
+def test_length_property(st, dns):
+    conn = [mp.login(st, "svc-alerts")]
+    failures = []
+    seen = {"refused": 0, "signed": 0}
+
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hs.lists(hs.integers(0, 1010), min_size=1, max_size=4),
+           hs.integers(980, 1010), hs.booleans())
+    def check(body_lines, cc_len, cc_folded):
+        cc = (b"Cc: x\r\n " + b"c" * (cc_len - 1)) if cc_folded else (b"Cc: " + b"c" * (cc_len - 4))
+        body = b"".join(b"q" * n + b"\r\n" for n in body_lines)
+        token, raw = make(HEAD + cc + b"\r\n", body)
+        try:
+            code, text = send(conn[0], raw)
+        except smtplib.SMTPServerDisconnected:
+            conn[0] = mp.login(st, "svc-alerts")
+            code, text = send(conn[0], raw)
+        too_long = max(body_lines) > 998 or cc_len > 998
+        if too_long:
+            seen["refused"] += 1
+            if code != 550:
+                failures.append((body_lines, cc_len, cc_folded, code, text))
+            return
+        seen["signed"] += 1
+        msg = sunk(st, token) if code == 250 else b""
+        results = verify_all(msg, dns) if msg else None
+        if results != [True, True]:
+            failures.append((body_lines, cc_len, cc_folded, code, text, results))
+
+    check()
+    conn[0].quit()
+    tap.is_(failures, [], "property: refused exactly when a signed line is past 998 octets, "
+            "otherwise both signatures verify (%d refused, %d signed)"
+            % (seen["refused"], seen["signed"]))
+    tap.ok(seen["refused"] >= 5 and seen["signed"] >= 5, "both outcomes were exercised",
+           diag=repr(seen))
+
+
+def test_odd_forms(st, dns):
+    for name, head, body in (
+            ("a body of only CRLFs", HEAD, b"\r\n\r\n\r\n"),
+            ("no body at all", HEAD, b""),
+            ("empty and whitespace-only header values", HEAD + b"Cc:\r\nReply-To:   \r\n"
+             b"X-G:\t\r\n", b"x\r\n"),
+            ("no space after the colon", HEAD.replace(b"To: ", b"To:"), b"x\r\n"),
+            ("a tab after the colon", HEAD.replace(b"To: ", b"To:\t"), b"x\r\n"),
+            ("upper-case header names", HEAD.replace(b"From:", b"FROM:")
+             .replace(b"Subject:", b"SUBJECT:"), b"x\r\n"),
+            ("trailing whitespace and an empty first line of a fold",
+             HEAD.replace(b"Date: Sun", b"Date:   Sun") + b"Cc:\r\n b@example.net   \r\n"
+             b"  c@example.net  \r\n", b"x  \r\n\t\r\n"),
+            ("8-bit header and body", HEAD + b"Reply-To: Caf\xc3\xa9 <r@planapulse.ai>\r\n",
+             b"Caf\xc3\xa9 \xe2\x82\xac\r\n"),
+            ("a second Subject", HEAD + b"Subject: second\r\n", b"x\r\n")):
+        signed_and_verifies(st, dns, head, body, name)
+
+
+def test_session_state(st, dns):
+    s = mp.login(st, "svc-alerts")
+    bad_from = HEAD.replace(b"<alerts@planapulse.ai>", b"<ceo@planapulse.ai>")
+    t1, raw1 = make(bad_from, b"x\r\n")
+    t2, raw2 = make(HEAD, b"a" * 1200 + b"\r\n")
+    t3, raw3 = make(HEAD.replace(b"From: Alerts", b"From: Second"), b"fine\r\n")
+    c1, c2 = send(s, raw1), send(s, raw2)
+    s.rset()
+    c3 = send(s, raw3)
+    s.quit()
+    tap.is_((c1[0], c2[0], c3[0]), (550, 550, 250),
+            "one session: foreign From: 550, long line 550, RSET, then a good message 250")
+    msg = sunk(st, t3)
+    tap.is_(verify_all(msg, dns) if msg else None, [True, True],
+            "the good message after two refusals is signed and verifies")
+    tap.ok(b"From: Second <alerts@planapulse.ai>" in msg, "with its own From:")
+    sink = "".join(st.sink_messages())
+    tap.ok(t1 not in sink and t2 not in sink,
+           "neither refused message reached the receiver")
+
+
+with Stack("milter-dkim-attack") as st:
+    tap.stack = st
+    st.start_dovecot()
+    st.start_sink()
+    dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+    mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 1024)
+    mxdkim.keygen(st, dns, "planapulse.ai", "ed2026", "ed25519")
+    write(st, "key.table", "rsa planapulse.ai:rsa2026:%s/keys/rsa2026.private\n"
+          "ed planapulse.ai:ed2026:%s/keys/ed2026.private\n" % (st.dir, st.dir))
+    write(st, "signing.table", "*@planapulse.ai rsa,ed\n")
+    write(st, "sender_binding", "svc-alerts  alerts@planapulse.ai\n")
+    proc, port, conf = mxdkim.start_milter(st, "milter", CONF)
+    milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail",
+              "local_header_rewrite_clients": "", "smtpd_error_sleep_time": "0",
+              "smtpd_soft_error_limit": "1000", "smtpd_hard_error_limit": "1000"}
+    st.start_postfix(submission=milter, smtpd=milter)
+    test_long_lines(st, dns)
+    test_length_property(st, dns)
+    test_odd_forms(st, dns)
+    test_session_state(st, dns)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
