@@ -51,6 +51,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,6 +182,48 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     return (status == MI_SUCCESS ? 0 : 1);
 }
 
+/*
+ * milter_dkim_check_user - load the configuration again as "user", in a
+ * child: every reload (SIGHUP) runs after privileges are dropped, so a
+ * key, table or configuration file only root can read started fine and
+ * then failed every reload (a rotated key never took effect). Refused
+ * by -t and at start instead, with the errors the user would get.
+ */
+static int milter_dkim_check_user(const char *path, const struct dkim_policy *p)
+{
+    const char *user = config_get_str(p->cfg, "user"), *err;
+    int     status;
+    pid_t   pid;
+
+    if (user == NULL || geteuid() != 0)
+	return (0);				/* loaded as the user already */
+    fflush(NULL);
+    if ((pid = fork()) < 0) {
+	msg_error("fork: %m");
+	return (-1);
+    }
+    if (pid == 0) {
+	struct dkim_policy *as_user;
+
+	if ((err = daemon_drop_privileges(user)) != NULL) {
+	    msg_error("%s", err);
+	    _exit(1);
+	}
+	as_user = policy_load(path);
+	_exit(as_user == NULL);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+	if (errno != EINTR) {
+	    msg_error("waitpid: %m");
+	    return (-1);
+	}
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+	return (0);
+    msg_error("%s: as user %s, which every reload (SIGHUP) runs as, the configuration "
+	      "does not load (above); make it readable by %s", path, user, user);
+    return (-1);
+}
+
 int     main(int argc, char **argv)
 {
     struct daemon_opts opts;
@@ -191,6 +234,10 @@ int     main(int argc, char **argv)
     (void) daemon_nofile_raise();		/* libmilter polls: no FD_SETSIZE */
     if ((p = policy_load(opts.config_path)) == NULL)
 	return (1);
+    if (milter_dkim_check_user(opts.config_path, p) < 0) {
+	policy_release(&p);
+	return (1);
+    }
     if (opts.check_only) {
 	printf("%s: configuration OK: %d keys, %d SigningTable entries\n", opts.config_path,
 	       p->tables.key_count, p->tables.sign_count);

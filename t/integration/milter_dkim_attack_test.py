@@ -24,13 +24,23 @@ tests do not cover:
   3. state across transactions of one SMTP session: a message refused
      (foreign From:, long line), then RSET, then a good one on the same
      connection: the good one is signed for its own From: and verifies,
-     and the refused ones reached nobody.
+     and the refused ones reached nobody;
+  4. the unlucky operator: a key only root can read with user = nobody.
+     -t said OK and the daemon started (as root), then every SIGHUP failed
+     as nobody; now -t and the start refuse it, naming the key, and accept
+     it once nobody can read it (a reload as nobody then works).
 """
 
 import os
+import pwd
 import re
+import shutil
+import signal
 import smtplib
+import subprocess
 import sys
+import tempfile
+import time
 import uuid
 
 import dkim
@@ -240,6 +250,60 @@ def test_session_state(st, dns):
            "neither refused message reached the receiver")
 
 
+def test_check_user(st):
+    """Keys only root can read, user = nobody: the daemon started (as
+    root) and -t said OK, then every SIGHUP failed as nobody ("cannot open
+    the key file"), so a rotated key never took effect. -t and the start
+    now load it all a second time as the user and refuse."""
+    box = tempfile.mkdtemp(prefix="mxkit-attack-user.")
+    try:
+        os.chmod(box, 0o755)
+        dns = mxdkim.Dns(os.path.join(box, "dns.txt"))
+        res = subprocess.run([mxdkim.KEYGEN, "-d", "planapulse.ai", "-s", "u1", "-t", "rsa",
+                              "-b", "1024", "-D", box], capture_output=True, text=True)
+        dns.add_bind(res.stdout)
+        key = os.path.join(box, "u1.private")
+        for name, text in (("key.table", "u1 planapulse.ai:u1:%s\n" % key),
+                           ("signing.table", "*@planapulse.ai u1\n")):
+            with open(os.path.join(box, name), "w") as f:
+                f.write(text)
+        conf = os.path.join(box, "m.conf")
+        with open(conf, "w") as f:
+            f.write("socket = inet:%d@127.0.0.1\nkey_table = %s/key.table\n"
+                    "signing_table = %s/signing.table\nuser = nobody\n"
+                    "authserv_id = mx.mxkit.test\n" % (st.port("milter-user"), box, box))
+        tap.is_(oct(os.stat(key).st_mode & 0o777), "0o600", "the key is root's, mode 0600")
+        want = "as user nobody, which every reload (SIGHUP) runs as, the configuration " \
+               "does not load"
+        res = subprocess.run([mxdkim.MILTER, "-t", "-c", conf], capture_output=True, text=True)
+        tap.ok(res.returncode == 1 and want in res.stderr
+               and "u1.private: cannot open the key file" in res.stderr,
+               "-t refuses a key the user cannot read, naming it", diag=res.stdout + res.stderr)
+        try:
+            res = subprocess.run([mxdkim.MILTER, "-f", "-c", conf], capture_output=True,
+                                 text=True, timeout=10)
+            started = (res.returncode, res.stderr)
+        except subprocess.TimeoutExpired as e:
+            started = ("still running after 10 s", e.stderr)
+        tap.ok(started[0] == 1 and want in (started[1] or ""),
+               "the daemon refuses to start with it too", diag=repr(started))
+        os.chown(key, pwd.getpwnam("nobody").pw_uid, -1)
+        res = subprocess.run([mxdkim.MILTER, "-t", "-c", conf], capture_output=True, text=True)
+        tap.is_(res.returncode, 0, "-t accepts it once nobody can read it",
+                diag=res.stdout + res.stderr)
+        proc = subprocess.Popen([mxdkim.MILTER, "-f", "-c", conf], stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(1)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        proc.terminate()
+        err = proc.communicate(timeout=10)[1]
+        tap.ok("configuration reloaded: 1 keys" in err, "and a reload as nobody works",
+               diag=err)
+    finally:
+        shutil.rmtree(box, ignore_errors=True)
+
+
 with Stack("milter-dkim-attack") as st:
     tap.stack = st
     st.start_dovecot()
@@ -260,6 +324,7 @@ with Stack("milter-dkim-attack") as st:
     test_length_property(st, dns)
     test_odd_forms(st, dns)
     test_session_state(st, dns)
+    test_check_user(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
