@@ -9,7 +9,7 @@
  *	const char *message_add_header(&m, name, value, authserv_id)
  *	const char *message_parse_address(value, buf, len)
  *	int	message_ar_claims(value, authserv_id, &unreadable)
- *	char	*message_auth_results(dkim, eom_status, authserv_id)
+ *	char	*message_auth_results(dkim, eom_status, authserv_id, from_count)
  * DESCRIPTION
  *	Headers are kept until the end of the header so that libopendkim
  *	sees them in order once the sign/verify decision is made. From:
@@ -24,7 +24,11 @@
  *	header.b=B", or fail / neutral / temperror / permerror / policy
  *	with a reason comment; "dkim=none" for an unsigned message. D and
  *	S come from the sender's signature: they are written as quoted
- *	strings unless they are tokens, so none can inject a result.
+ *	strings unless they are tokens, so none can inject a result. A
+ *	signature whose h= names From fewer times than the message has
+ *	From: headers fails: libopendkim hashes the bottom ones and passed
+ *	it, so a From: put on top of a signed message read as signed (dkimpy
+ *	hashes one From more than h= lists, and fails it).
  * DIAGNOSTICS
  *	message_add_header() returns NULL or a static error (headers over
  *	MESSAGE_HEADER_BYTES_MAX in total).
@@ -146,7 +150,26 @@ static void message_append(char **out, size_t *len, const char *fmt,...)
     *len += n;
 }
 
-char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id)
+/* message_signed_from - how many From: headers a signature's h= covers */
+
+static int message_signed_from(DKIM_SIGINFO *sig)
+{
+    const char *h = (const char *) dkim_sig_gettagvalue(sig, 0, (u_char *) "h");
+    int     n = 0;
+
+    while (h && *h) {
+	size_t  skip = strspn(h, " \t\r\n:"), len;
+
+	h += skip;
+	len = strcspn(h, " \t\r\n:");
+	n += len == 4 && strncasecmp(h, "from", 4) == 0;
+	h += len;
+    }
+    return (n);
+}
+
+char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
+			             int from_count)
 {
     DKIM_SIGINFO **sigs = NULL;
     int     nsigs = 0;
@@ -172,6 +195,10 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 	    continue;				/* past verify_signatures_max */
 	result = message_result(sigs[i], &reason);
+	if (strcmp(result, "pass") == 0 && message_signed_from(sigs[i]) < from_count) {
+	    result = "fail";
+	    reason = "a From: header the signature does not cover";
+	}
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;

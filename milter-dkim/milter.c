@@ -510,7 +510,8 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 {
     DKIM_STAT status = dkim_eom(c->verify, NULL);
-    char   *results = message_auth_results(c->verify, status, c->policy->authserv_id);
+    char   *results = message_auth_results(c->verify, status, c->policy->authserv_id,
+					         c->msg.from_count);
     int     ignored;
 
     smfi_insheader(ctx, 0, "Authentication-Results", results);

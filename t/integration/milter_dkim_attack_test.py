@@ -25,7 +25,14 @@ tests do not cover:
      (foreign From:, long line), then RSET, then a good one on the same
      connection: the good one is signed for its own From: and verifies,
      and the refused ones reached nobody;
-  4. the unlucky operator: a key only root can read with user = nobody.
+  4. inbound: a From: put on top of a partner's signed message (h= names
+     From once): libopendkim verifies the bottom From: and the old code
+     wrote dkim=pass header.d=partner.example, while the first From: (the
+     one a reader sees) is the attacker's; dkimpy fails it. Now dkim=fail
+     with the reason; property (hypothesis): over signed header sets and
+     added/altered headers and body, our one A-R says pass exactly when
+     dkimpy verifies;
+  5. the unlucky operator: a key only root can read with user = nobody.
      -t said OK and the daemon started (as root), then every SIGHUP failed
      as nobody; now -t and the start refuse it, naming the key, and accept
      it once nobody can read it (a reload as nobody then works).
@@ -250,6 +257,88 @@ def test_session_state(st, dns):
            "neither refused message reached the receiver")
 
 
+def inbound(st, raw, token):
+    """Raw bytes on port 25 from an outside address (XCLIENT); the copy in
+    alice's mailbox."""
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+    s.ehlo("mail.example.org")
+    s.docmd("XCLIENT", "ADDR=203.0.113.5 NAME=mail.example.org")
+    s.ehlo("mail.example.org")
+    s.sendmail("sender@example.org", ["alice@mxkit.test"], raw)
+    s.quit()
+    found = wait_for(lambda: [m for m in st.maildir_messages("alice@mxkit.test")
+                              if token.encode() in m], timeout=30)
+    return found[0] if found else b""
+
+
+def our_results(msg):
+    """The dkim= results of our one A-R (None unless exactly one)."""
+    ars = re.findall(rb"^Authentication-Results:[ \t]*mx\.mxkit\.test;(.*\n(?:[ \t].*\n)*)",
+                     msg.replace(b"\r\n", b"\n"), re.M)
+    return re.findall(rb"dkim=(\w+)", ars[0]) if len(ars) == 1 else None
+
+
+def partner_message(token):
+    return (b"From: Partner <news@partner.example>\r\nTo: alice@mxkit.test\r\n"
+            b"Subject: token-" + token.encode() + b"\r\nDate: Sun, 22 Nov 2026 10:00:00 "
+            b"+0000\r\n\r\nPay invoice 4711.\r\n")
+
+
+EXTRA_FROM = b"From: CEO <ceo@partner.example>\r\n"
+MUTATIONS = {
+    "From: on top": lambda r: EXTRA_FROM + r,
+    "From: at the bottom": lambda r: r.replace(b"\r\n\r\n", b"\r\n" + EXTRA_FROM + b"\r\n", 1),
+    "Subject: on top": lambda r: b"Subject: pay now\r\n" + r,
+    "To: on top": lambda r: b"To: bob@mxkit.test\r\n" + r,
+    "a body line appended": lambda r: r + b"Account: 666\r\n",
+    "Subject: refolded": lambda r: r.replace(b"Subject: token", b"Subject:\r\n  token", 1),
+}
+
+
+def test_inbound_from(st, dns, pkey):
+    """A From: put on top of a partner's validly signed message (h=from,
+    not oversigned): libopendkim hashes the bottom From: and said
+    dkim=pass, header.d=partner.example, over a message whose first From:
+    is the attacker's; dkimpy fails it. Our result now agrees with dkimpy."""
+    token = uuid.uuid4().hex
+    raw = partner_message(token)
+    raw = dkim.sign(raw, b"p2026", b"partner.example", pkey,
+                    include_headers=[b"from", b"subject"]) + raw
+    msg = inbound(st, EXTRA_FROM + raw, token)
+    tap.is_(our_results(msg), [b"fail"], "a From: on top of a signed message: dkim=fail "
+            "(the old code: pass)", diag=repr(msg[:1500]))
+    tap.ok(b"(a From: header the signature does not cover)" in msg, "with the reason")
+    tap.is_(dkim.DKIM(msg).verify(dnsfunc=dns.dnsfunc), False, "dkimpy fails it too")
+
+    results = []
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hs.sampled_from([[b"from", b"subject"], [b"from", b"from", b"subject"],
+                            [b"from", b"to", b"subject"], [b"subject", b"from", b"date"]]),
+           hs.lists(hs.sampled_from(sorted(MUTATIONS)), max_size=2, unique=True))
+    def check(signed, mutations):
+        token = uuid.uuid4().hex
+        raw = partner_message(token)
+        raw = dkim.sign(raw, b"p2026", b"partner.example", pkey, include_headers=signed) + raw
+        for m in mutations:
+            raw = MUTATIONS[m](raw)
+        msg = inbound(st, raw, token)
+        ours = our_results(msg)
+        try:
+            theirs = dkim.DKIM(msg).verify(dnsfunc=dns.dnsfunc)
+        except Exception:
+            theirs = False
+        results.append((signed, mutations, ours, theirs))
+
+    check()
+    bad = [r for r in results if r[2] != ([b"pass"] if r[3] else [b"fail"])]
+    tap.is_(bad, [], "property: our one A-R says pass exactly when dkimpy verifies, "
+            "fail otherwise (%d messages)" % len(results))
+    tap.ok(sum(r[3] for r in results) >= 3 and sum(not r[3] for r in results) >= 3,
+           "both outcomes were exercised")
+
+
 def test_check_user(st):
     """Keys only root can read, user = nobody: the daemon started (as
     root) and -t said OK, then every SIGHUP failed as nobody ("cannot open
@@ -311,6 +400,7 @@ with Stack("milter-dkim-attack") as st:
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
     mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 1024)
     mxdkim.keygen(st, dns, "planapulse.ai", "ed2026", "ed25519")
+    partner_path, _ = mxdkim.keygen(st, dns, "partner.example", "p2026", "rsa", 1024)
     write(st, "key.table", "rsa planapulse.ai:rsa2026:%s/keys/rsa2026.private\n"
           "ed planapulse.ai:ed2026:%s/keys/ed2026.private\n" % (st.dir, st.dir))
     write(st, "signing.table", "*@planapulse.ai rsa,ed\n")
@@ -319,11 +409,13 @@ with Stack("milter-dkim-attack") as st:
     milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail",
               "local_header_rewrite_clients": "", "smtpd_error_sleep_time": "0",
               "smtpd_soft_error_limit": "1000", "smtpd_hard_error_limit": "1000"}
-    st.start_postfix(submission=milter, smtpd=milter)
+    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8"},
+                     submission=milter, smtpd=milter)
     test_long_lines(st, dns)
     test_length_property(st, dns)
     test_odd_forms(st, dns)
     test_session_state(st, dns)
+    test_inbound_from(st, dns, open(partner_path, "rb").read())
     test_check_user(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
