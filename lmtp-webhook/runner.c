@@ -31,7 +31,9 @@
  *	meanwhile; a drop must not be undone by the attempt under way).
  *	An event older than dead_letter_after moves to dead/ instead of
  *	being tried again; one never tried (the runner was down for
- *	longer, the clock jumped forward) gets its attempt first.
+ *	longer, the clock jumped forward) gets its attempt first. A next
+ *	attempt further away than RUNNER_RETRY_AFTER_MAX, the longest wait
+ *	set here, was set by a clock since stepped back: due now.
  *
  *	RUNNER_DAEMON is the only poster of events: the plugin commits
  *	every event into active/ and the daemon, woken by that rename
@@ -252,6 +254,16 @@ static void runner_unreadable(struct runner *r, const char *id, const char *path
     free(dead);
 }
 
+/*
+ * runner_due - a next attempt time reached, or further away than any
+ * wait the runner sets (RUNNER_RETRY_AFTER_MAX): written while the clock
+ * was ahead and since stepped back, it would otherwise wait that long.
+ */
+static int runner_due(long long next, time_t now)
+{
+    return (next <= (long long) now || next - (long long) now > RUNNER_RETRY_AFTER_MAX);
+}
+
 /* runner_start - one attempt for an event file, if due */
 
 static void runner_start(struct runner *r, const char *id, int all)
@@ -262,7 +274,7 @@ static void runner_start(struct runner *r, const char *id, int all)
     time_t  now = time(NULL);
     struct stat st;
 
-    if (!all && stat(path, &st) == 0 && st.st_mtime > now) {
+    if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
 	free(t);				/* not due: mtime = next attempt */
 	free(path);
 	return;
@@ -275,7 +287,7 @@ static void runner_start(struct runner *r, const char *id, int all)
     } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
 	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);
-    } else if (all || t->ev.next_attempt <= now) {
+    } else if (all || runner_due(t->ev.next_attempt, now)) {
 	t->req.url = t->ev.url;
 	t->req.id = t->ev.id;
 	t->req.body = t->ev.body;

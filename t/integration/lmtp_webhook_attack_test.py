@@ -227,6 +227,40 @@ def test_dead_letter_unposted(st, rx, runner):
     runner.start()
 
 
+def test_clock_went_back(st, rx, runner):
+    """The host's clock ran two days ahead while an attempt failed, then NTP
+    stepped it back: the event's next attempt (and its file's mtime) is
+    two days away, further than any wait the runner sets (a day at
+    most). It must be tried now, not in two days."""
+    s = "clock stepped back"
+    ANSWERS[s] = [500, 200]
+    tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "clock: LMTP 250")
+    tap.ok(wait_for(lambda: "HTTP status 500" in runner.log(), timeout=10),
+           "the first attempt failed", diag=runner.log()[-600:])
+    runner.stop()
+    ids = spool_dir_list(st, "active")
+    if not tap.is_(len(ids), 1, "the event waits in active/"):
+        return
+    path = st.path("spool", "active", ids[0])
+    with open(path, "rb") as f:
+        head, body = f.read().split(b"\n", 1)
+    meta = json.loads(head)
+    ahead = 2 * 86400                   # as written by the runner two days ahead
+    meta["created"] += ahead
+    meta["next_attempt"] = int(time.time()) + ahead + 5
+    with open(path, "wb") as f:
+        f.write(json.dumps(meta).encode() + b"\n" + body)
+    os.utime(path, (time.time(), meta["next_attempt"]))
+    runner.start()
+    tap.ok(wait_for(lambda: len(SEEN.get(s, [])) >= 2, timeout=8),
+           "after the clock went back two days the event is tried at once",
+           diag=runner.log()[-600:])
+    tap.ok(wait_for(lambda: not spool_dir_list(st, "active"), timeout=5),
+           "and delivered")
+    got = events_for(rx, s)
+    tap.is_([h["webhook-id"] for _, h, _, _ in got], ids * 2, "with its id, both times")
+
+
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
@@ -334,7 +368,8 @@ with Stack("lmtp-webhook-attack") as st:
     runner = Runner(st)
     runner.start()
     TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound,
-             test_header_past_dovecot_limit, test_header_under_dovecot_limit]
+             test_header_past_dovecot_limit, test_header_under_dovecot_limit,
+             test_clock_went_back]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
         if not only or t.__name__ in only.split(","):
