@@ -144,17 +144,29 @@ static void mime_pct_decode(string_t *dest, const char *s)
     }
 }
 
-/* mime_to_utf8 - bytes in charset as UTF-8; unknown charsets as they are
-   (payload_utf8_clean() replaces what is not UTF-8) */
-
-static const char *mime_to_utf8(const char *charset, const char *bytes)
+/*
+ * mime_to_utf8 - len bytes in charset as UTF-8; unknown charsets as they
+ * are (payload_utf8_clean() replaces what is not UTF-8). A NUL (%00, =00)
+ * is the one character a C string cannot carry: it becomes U+FFFD rather
+ * than end the name there ("invoice.pdf%00.exe" must not read as
+ * "invoice.pdf" while Python's email reads the ".exe").
+ */
+static const char *mime_to_utf8(const char *charset, const char *bytes, size_t len)
 {
     enum charset_result result;
-    string_t *out = t_str_new(strlen(bytes) + 16);
+    string_t *out = t_str_new(len + 16);
+    const char *end = bytes + len, *nul, *seg;
 
-    if (*charset == '\0' || charset_to_utf8_str(charset, NULL, bytes, out, &result) < 0)
-	return (bytes);
-    return (str_c(out));
+    for (;;) {
+	nul = memchr(bytes, '\0', (size_t) (end - bytes));
+	seg = t_strdup_until(bytes, nul != NULL ? nul : end);
+	if (*charset == '\0' || charset_to_utf8_str(charset, NULL, seg, out, &result) < 0)
+	    str_append(out, seg);
+	if (nul == NULL)
+	    return (str_c(out));
+	str_append(out, "\xEF\xBF\xBD");
+	bytes = nul + 1;
+    }
 }
 
 /* RFC 2231 continuations: as many as the header holds (Dovecot bounds
@@ -188,7 +200,7 @@ static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n
 	else
 	    str_append(raw, v);
     }
-    return (mime_to_utf8(charset, str_c(raw)));
+    return (mime_to_utf8(charset, (const char *) str_data(raw), str_len(raw)));
 }
 
 /* mime_param_key - "name" 0, "name*" 1, "name*N" 2, "name*N*" 3, else -1 */
@@ -263,7 +275,7 @@ static const char *mime_param(struct rfc822_parser_context *parser, const char *
 	return (plain);
     out = t_str_new(strlen(plain) + 16);
     message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
-    return (str_c(out));
+    return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
 }
 
 /* mime_part_header - what a part's own headers say about it (raw values) */

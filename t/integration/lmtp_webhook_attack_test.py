@@ -261,6 +261,37 @@ def test_clock_went_back(st, rx, runner):
     tap.is_([h["webhook-id"] for _, h, _, _ in got], ids * 2, "with its id, both times")
 
 
+def test_nul_in_filename(st, rx):
+    """Filenames that decode to a NUL byte (RFC 2231 %00, an RFC 2047 =00):
+    Python's email reads "invoice.pdf\\x00.exe"; the event must not say
+    "invoice.pdf" (what follows the NUL, the real extension, silently
+    cut). The NUL is the one character a C string cannot carry: it
+    becomes U+FFFD, and the rest of the name is kept."""
+    import email
+    import email.policy
+    forms = [("filename*=utf-8''invoice.pdf%00.exe", "rfc2231"),
+             ("filename*0*=utf-8''invoice.pdf%00; filename*1=.exe", "rfc2231 continued"),
+             ('filename="=?utf-8?q?invoice.pdf=00.exe?="', "rfc2047")]
+    for param, label in forms:
+        s = "nul in filename, %s" % label
+        data = ("From: Acme Billing <billing@vendor.example>\r\nTo: %s\r\nSubject: %s\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                "--b\r\nContent-Type: text/plain\r\n\r\nInvoice.\r\n--b\r\n"
+                "Content-Type: application/octet-stream\r\n"
+                "Content-Disposition: attachment; %s\r\n\r\nMZ\r\n--b--\r\n"
+                % (BILLS, s, param)).encode()
+        py = [p.get_filename() for p in email.message_from_bytes(
+            data, policy=email.policy.default).walk() if p.get_filename()]
+        smtp_send(st, BILLS, data)
+        got = wait_for(lambda: events_for(rx, s), timeout=30)
+        if not tap.ok(got, "%s: event posted" % s):
+            continue
+        names = [a["filename"] for a in got[0][2]["data"]["attachments"]]
+        tap.is_(names, [n.replace("\x00", "\ufffd") for n in py],
+                "%s: the name is Python's, NUL as U+FFFD, nothing after it lost (Python: %r)"
+                % (label, py))
+
+
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
@@ -370,10 +401,14 @@ with Stack("lmtp-webhook-attack") as st:
     TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound,
              test_header_past_dovecot_limit, test_header_under_dovecot_limit,
              test_clock_went_back]
+    TESTS_RX = [test_nul_in_filename]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
         if not only or t.__name__ in only.split(","):
             t(st, rx, runner)
+    for t in TESTS_RX:
+        if not only or t.__name__ in only.split(","):
+            t(st, rx)
     runner.stop()
     rx.stop()
 
