@@ -287,6 +287,25 @@ static const char *ratelimit_parse_key(struct limit *limit, const char *spec)
     return (NULL);
 }
 
+/*
+ * ratelimit_repeated - an error when argv[i]'s "name=" came before it
+ * (from argv[first] on): a second rate= or count= silently replaced the
+ * first.
+ */
+static const char *ratelimit_repeated(char **argv, int first, int i)
+{
+    size_t  len = strcspn(argv[i], "=") + 1;
+    static char why[100];			/* parsed in one thread */
+
+    for (int j = first; j < i; j++)
+	if (strncmp(argv[j], argv[i], len) == 0) {
+	    snprintf(why, sizeof(why), "%.*s is given twice", (int) (len > 40 ? 40 : len),
+		     argv[i]);
+	    return (why);
+	}
+    return (NULL);
+}
+
 /* ratelimit_parse_option - one "name=value" of a limit line */
 
 static const char *ratelimit_parse_option(struct limit *limit, const char *opt, int *have_rate,
@@ -351,9 +370,11 @@ static const char *ratelimit_parse_limit(struct limits *limits, struct limit *li
 	err = "missing KEY";
     if (err == NULL)
 	err = ratelimit_parse_key(limit, argv[arg++]);
-    for (; err == NULL && arg < argc; arg++) {
+    for (int first = arg; err == NULL && arg < argc; arg++) {
 	if (strchr(argv[arg], '=') == NULL)
 	    err = "expected name=value option";
+	else if ((err = ratelimit_repeated(argv, first, arg)) != NULL)
+	    break;
 	else
 	    err = ratelimit_parse_option(limit, argv[arg], &have_rate, &burst);
     }
@@ -421,7 +442,9 @@ static const char *ratelimit_parse_override(struct limits *limits, const char *t
 	err = "override for an unknown limit";
     else if ((err = ratelimit_parse_rates(argv[2] + 5, &rates)) == NULL) {
 	for (int i = 3; i < argc && err == NULL; i++) {
-	    if (strncmp(argv[i], "burst=", 6) == 0)
+	    if ((err = ratelimit_repeated(argv, 2, i)) != NULL)
+		break;
+	    else if (strncmp(argv[i], "burst=", 6) == 0)
 		burst = argv[i] + 6;
 	    else
 		err = "unknown override option (only burst=)";

@@ -43,7 +43,9 @@ Both daemons (and every daemon through common/daemon_config.c):
     listened on a port the kernel picked, which no client knows; a shim
     backend on port 0 passed -t and every client got 421; a listener
     option given twice (mode=xclient ... mode=proxy-v2) silently kept
-    the last. Each is refused by -t and by the daemon, naming the line.
+    the last, and so did a policyd limit's rate= or count= and an
+    override's burst= given twice. Each is refused by -t and by the
+    daemon, naming the line.
 """
 
 import os
@@ -457,6 +459,20 @@ def test_port_zero(st):
         path = mp.write_config(st, "pz-%d" % len(name), text)
         refused(st, [mp.POLICYD, "-t", "-c", path], [mp.POLICYD, "-f", "-c", path],
                 "policyd " + name, want)
+    for name, text, want in (
+            ("a limit's rate= given twice",
+             "limit a = sender rate=1/1m count=messages rate=100/1h\n",
+             r":%d: limit: rate= is given twice"),
+            ("a limit's count= given twice",
+             "limit a = sender rate=1/1m count=messages count=recipients\n",
+             r":%d: limit: count= is given twice"),
+            ("an override's burst= given twice",
+             "limit a = sender rate=1/1m\noverride a x@y.example rate=5/1h burst=2 burst=3\n",
+             r":%d: override: burst= is given twice")):
+        body = "listen = inet:127.0.0.1:%d\n" % free + text
+        path = mp.write_config(st, "rep-%d" % len(name), body)
+        refused(st, [mp.POLICYD, "-t", "-c", path], [mp.POLICYD, "-f", "-c", path],
+                "policyd " + name, want % body.count("\n"))
     line = "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient trusted=127.0.0.1"
     for name, text, want in (
             ("a listener on port 0", line % (0, 2525) + "\n",

@@ -247,6 +247,10 @@ int     main(void)
 	   "sender: one trailing dot is the same address");
     is_str(key(limits.limit + 5, "sender=a@."), "a@.", "\"a@.\" keeps its dot");
     is_str(key(limits.limit + 2, "sender=bob@."), ".", "so does the domain \".\"");
+    ok(strstr(first_error("limit a = sender rate=1/1m count=messages rate=9/1h\n"),
+	      "rate= is given twice") != NULL, "a limit's rate= given twice is refused");
+    ok(strstr(first_error("limit a = sender rate=1/1m\noverride a x rate=2/1m burst=1 burst=2\n"),
+	      "burst= is given twice") != NULL, "an override's burst= given twice is refused");
     ok(strstr(first_error("limit a = client_address/24/64 rate=1/1m\n"
 			  "override a 192.0.2.0/16 rate=2/1m\n"), "V4LEN") != NULL,
        "an override network of another length is refused");
