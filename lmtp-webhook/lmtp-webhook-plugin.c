@@ -326,14 +326,17 @@ static int webhook_commit(struct mail_deliver_context *ctx, const char *rcpt,
 			          struct spool_event *ev, struct spool_reservation *res)
 {
     const char *err;
+    char   *shown;
 
     if ((err = spool_commit(res)) != NULL) {
 	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s; tempfailing the "
 		"recipient although its mail was saved", ev->id, err);
 	return (-1);
     }
+    shown = route_url_redact(ev->url);	/* no secret in a log */
     e_info(ctx->event, "lmtp_webhook: event %s for <%s> spooled for %s", ev->id,
-	   rcpt, ev->url);
+	   rcpt, shown);
+    free(shown);
     return (0);
 }
 

@@ -10,6 +10,7 @@
  *	int	route_match(&route, address, &url, &workspace)
  *	void	route_free(&route)
  *	size_t	route_detail_cut(localpart, delimiters)
+ *	char	*route_url_redact(url)
  * DESCRIPTION
  *	route_parse() reads an lmtp_webhook_route setting, "PATTERN URL":
  *	PATTERN is an address in which each '*' captures one or more
@@ -30,6 +31,11 @@
  *	delimiter characters in the local part: bills+tag is bills):
  *	the length of the local part without it, or 0 when there is no
  *	detail (or no delimiter, or nothing before it).
+ *
+ *	route_url_redact() is the URL as logs may show it (malloc()ed):
+ *	a user and password (https://user:pass@host/) become "***@" and
+ *	a query (?token=...) "?***", where receivers that do not check
+ *	signatures keep their secret; the fragment, never sent, goes.
  * DIAGNOSTICS
  *	route_parse() returns NULL, or a static message.
  */
@@ -165,4 +171,33 @@ size_t  route_detail_cut(const char *localpart, const char *delimiters)
 	return (0);
     len = strcspn(localpart, delimiters);
     return (localpart[len] == 0 ? 0 : len);
+}
+
+char   *route_url_redact(const char *url)
+{
+    const char *auth = strstr(url, "://"), *host, *end, *query;
+    size_t  len = strlen(url);
+    char   *out = wh_malloc(len + 8), *o = out;
+
+    auth = auth ? auth + 3 : url;
+    end = auth + strcspn(auth, "/?#");
+    host = auth;
+    for (const char *p = auth; p < end; p++)
+	if (*p == '@')
+	    host = p + 1;
+    memcpy(o, url, (size_t) (auth - url));
+    o += auth - url;
+    if (host != auth) {
+	memcpy(o, "***@", 4);
+	o += 4;
+    }
+    query = end + strcspn(end, "?#");
+    memcpy(o, host, (size_t) (query - host));
+    o += query - host;
+    if (*query == '?') {
+	memcpy(o, "?***", 4);
+	o += 4;
+    }
+    *o = 0;
+    return (out);
 }

@@ -82,6 +82,7 @@
 #include "metrics_http.h"
 #include "msg.h"
 #include "post.h"
+#include "route.h"
 #include "skeleton.h"
 #include "spool.h"
 #include "spool_tool.h"
@@ -316,6 +317,7 @@ static void runner_start(struct runner *r, const char *id, int all)
 static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 {
     char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, t->ev.id);
+    char   *shown = route_url_redact(t->ev.url);	/* no secret in a log */
     struct post_result res;
     const char *err;
 
@@ -332,10 +334,10 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
 	    msg_error("unlink %s: %m", path);
 	if (res.outcome == POST_DELIVERED)
-	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, t->ev.url,
+	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, shown,
 		     t->ev.attempts, res.why);
 	else
-	    msg_warn("event %s dropped: %s answered 410 Gone", t->ev.id, t->ev.url);
+	    msg_warn("event %s dropped: %s answered 410 Gone", t->ev.id, shown);
 	*(res.outcome == POST_DELIVERED ? &r->delivered : &r->dropped) += 1;
 	runner_count(res.outcome == POST_DELIVERED ? runner_metrics.delivered
 		     : runner_metrics.gone);
@@ -351,20 +353,21 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	    /* no attempt left within the bound: not "next in Ns" and then
 	       dead-lettered only when that time comes (up to a day late) */
 	    msg_info("event %s attempt %d to %s failed: %s; no attempt left within "
-		     "dead_letter_after", t->ev.id, t->ev.attempts, t->ev.url, res.why);
+		     "dead_letter_after", t->ev.id, t->ev.attempts, shown, res.why);
 	    runner_dead(r, &t->ev, path);
 	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL)
 	    msg_error("event %s: cannot record attempt %d: %s", t->ev.id, t->ev.attempts, err);
 	else if (gone)
 	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
-		     t->ev.id, t->ev.attempts, t->ev.url, res.why);
+		     t->ev.id, t->ev.attempts, shown, res.why);
 	else
 	    msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
-		     t->ev.attempts, t->ev.url, res.why, delay);
+		     t->ev.attempts, shown, res.why, delay);
 	r->failed++;
 	runner_count(runner_metrics.failed);
     }
     free(path);
+    free(shown);
     curl_multi_remove_handle(r->multi, t->post.curl);
     htable_delete(r->inflight, t->ev.id, NULL);
     post_handle_free(&t->post);

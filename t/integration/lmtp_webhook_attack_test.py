@@ -30,6 +30,7 @@ SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 SECRET = make_secret()
 BILLS = "bills@acme.planapulse.app"
+PAY = "pay@acme.planapulse.app"
 
 
 def bill(rcpt, subject, size=2000):
@@ -292,6 +293,29 @@ def test_nul_in_filename(st, rx):
                 % (label, py))
 
 
+def test_url_secret_not_logged(st, rx, runner):
+    """A route whose URL carries the receiver's credentials (user:password@,
+    ?token=): they are sent (Basic auth, query) but appear in no log line
+    of Dovecot or the runner, on success or failure."""
+    import base64
+    s = "url with credentials"
+    ANSWERS[s] = [500, 200]
+    tap.is_(lmtp_send(st, [PAY], bill(PAY, s)), {}, "credentials in the URL: LMTP 250")
+    got = wait_for(lambda: len(events_for(rx, s)) >= 2, timeout=15)
+    if not tap.ok(got, "posted (500, then 200)", diag=runner.log()[-600:]):
+        return
+    path, headers, _, _ = events_for(rx, s)[-1]
+    tap.is_((path, headers.get("authorization")),
+            ("/ws/acme/pay?token=t0ps3cret",
+             "Basic " + base64.b64encode(b"hookuser:s3cr3tpass").decode()),
+            "the receiver got the query and the Basic credentials")
+    logs = st.read_log("dovecot") + runner.log()
+    tap.is_([w for w in ("s3cr3tpass", "t0ps3cret", "hookuser") if w in logs], [],
+            "neither the password, the token nor the user is in any log")
+    tap.ok("delivered to http://***@127.0.0.1:%d/ws/acme/pay?***" % rx.port in runner.log(),
+           "the runner names the receiver without them", diag=runner.log()[-400:])
+
+
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
@@ -381,6 +405,7 @@ with Stack("lmtp-webhook-attack") as st:
     tap.stack = st
     rx = Receiver()
     rx.responder = responder
+    st.users[PAY] = "x"
     os.makedirs(st.path("spool"))
     shutil.chown(st.path("spool"), "nobody", "nogroup")
     with open(st.path("secret"), "w") as f:
@@ -392,6 +417,8 @@ with Stack("lmtp-webhook-attack") as st:
         plugin_settings={
             "lmtp_webhook_route": "bills@*.planapulse.app "
                                   "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_route2": "pay@*.planapulse.app http://hookuser:s3cr3tpass@"
+                                   "127.0.0.1:%d/ws/{1}/pay?token=t0ps3cret" % rx.port,
             "lmtp_webhook_spool_dir": st.path("spool"),
         },
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
@@ -400,7 +427,7 @@ with Stack("lmtp-webhook-attack") as st:
     runner.start()
     TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound,
              test_header_past_dovecot_limit, test_header_under_dovecot_limit,
-             test_clock_went_back]
+             test_clock_went_back, test_url_secret_not_logged]
     TESTS_RX = [test_nul_in_filename]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:

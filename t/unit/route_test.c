@@ -95,5 +95,25 @@ int     main(void)
     is_int(route_detail_cut("bills+tag", ""), 0, "recipient_delimiter empty: no detail");
     is_int(route_detail_cut("bills+tag", NULL), 0, "recipient_delimiter unset: no detail");
     is_int(route_detail_cut("+tag", "+"), 0, "nothing before the delimiter: no detail");
+    /* credentials in a URL stay out of logs */
+    {
+	static const char *const cases[][2] = {
+	    {"https://h.example/api/x", "https://h.example/api/x"},
+	    {"https://u:p@h.example:8443/x?token=t#f", "https://***@h.example:8443/x?***"},
+	    {"http://a@b@h/x", "http://***@h/x"},
+	    {"https://h/x?t=1@2", "https://h/x?***"},
+	    {"https://u:p@h", "https://***@h"},
+	    {"https://h/p#frag", "https://h/p"},
+	    {"no-scheme@h/x", "***@h/x"},
+	    {"", ""},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	    char   *shown = route_url_redact(cases[i][0]);
+
+	    is_str(shown, cases[i][1], "redacted: %s", cases[i][0]);
+	    free(shown);
+	}
+    }
     return (tap_done());
 }
