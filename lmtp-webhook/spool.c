@@ -672,12 +672,9 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
 }
 
 /*
- * spool_update - rewrite active/ID (an attempt's outcome) only while the
- * event is still there: "lmtp-webhook-spool drop" during the attempt
- * must not be undone by recording it. RENAME_EXCHANGE swaps the new file
- * in atomically and fails with ENOENT when the old one is gone; where
- * the file system cannot exchange (EINVAL), a stat() then a rename leave
- * a narrow window. A removed active/ is made again, as by a commit.
+ * spool_update - RENAME_EXCHANGE swaps the new file in atomically and
+ * fails with ENOENT when the old one is gone (a drop during the attempt);
+ * without it (EINVAL) a stat() then a rename leave a narrow window.
  */
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r)
 {
