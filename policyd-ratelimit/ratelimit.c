@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <idn2.h>
 #include <openssl/evp.h>
 
 #include "ratelimit.h"
@@ -182,17 +183,40 @@ static int ratelimit_address(const struct limit *limit, const char *value, char 
 }
 
 /*
+ * ratelimit_idna - a domain with a non-ASCII byte as its A-labels (UTS #46
+ * mapping: lower case, NFC): "bücher.example", "BÜCHER.example" and
+ * "xn--bcher-kva.example" are one domain to DNS and to Postfix's
+ * delivery, and were three keys. NULL when there is nothing to convert,
+ * or IDNA refuses the name (it is then counted as written).
+ */
+static char *ratelimit_idna(const char *domain)
+{
+    const unsigned char *p = (const unsigned char *) domain;
+    char   *out = NULL, *copy;
+
+    while (*p && *p < 0x80)
+	p++;
+    if (*p == 0 || idn2_to_ascii_8z(domain, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL)
+	!= IDN2_OK)
+	return (NULL);
+    copy = xstrdup(out);
+    idn2_free(out);
+    return (copy);
+}
+
+/*
  * ratelimit_value - the key of one value (a request's, or an override's:
  * both go through here, so an override matches exactly the requests it
  * names). An address, domain or DNS name loses one trailing dot:
  * Postfix delivers "a@example.com." as "a@example.com", so with the dot
- * it was a fresh key for the same domain (a limit bypassed by a dot).
+ * it was a fresh key for the same domain (a limit bypassed by a dot);
+ * and its domain is written in A-labels (ratelimit_idna).
  */
 static const char *ratelimit_value(const struct limit *limit, const char *value, char *buf)
 {
-    const char *err = NULL;
+    const char *err = NULL, *at;
     size_t  len = strlen(value);
-    char   *copy;
+    char   *copy, *ascii, *joined;
 
     if (strcmp(limit->key_attr, "client_address") == 0) {
 	if (ratelimit_address(limit, value, buf, &err) || err)
@@ -200,15 +224,22 @@ static const char *ratelimit_value(const struct limit *limit, const char *value,
 	ratelimit_canon(value, 1, buf);		/* "unknown": any case */
 	return (NULL);
     }
-    if (ratelimit_key_dot(limit) && len > 1 && value[len - 1] == '.'
-	&& value[len - 2] != '.' && value[len - 2] != '@') {
-	copy = xstrdup(value);
-	copy[len - 1] = 0;
-	ratelimit_canon(copy, 1, buf);
-	free(copy);
+    if (!ratelimit_key_dot(limit)) {
+	ratelimit_canon(value, ratelimit_key_lower(limit), buf);
 	return (NULL);
     }
-    ratelimit_canon(value, ratelimit_key_lower(limit), buf);
+    copy = xstrdup(value);
+    if (len > 1 && copy[len - 1] == '.' && copy[len - 2] != '.' && copy[len - 2] != '@')
+	copy[len - 1] = 0;
+    at = strrchr(copy, '@');
+    if ((ascii = ratelimit_idna(at ? at + 1 : copy)) != NULL) {
+	joined = xasprintf("%.*s%s", at ? (int) (at + 1 - copy) : 0, copy, ascii);
+	free(copy);
+	free(ascii);
+	copy = joined;
+    }
+    ratelimit_canon(copy, 1, buf);
+    free(copy);
     return (NULL);
 }
 

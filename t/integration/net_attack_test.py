@@ -11,6 +11,9 @@ policyd-ratelimit:
     limits of N admit exactly N whatever the case and trailing dot of the
     addresses, and an override written with a dot applies; a property
     test over random case/dot spellings;
+  - an IDN domain was a key per spelling (bücher.example, BÜCHER.example,
+    xn--bcher-kva.example: one domain to DNS and Postfix): through real
+    Postfix with SMTPUTF8, a limit of 2 admits exactly 2 of 5 spellings;
   - a sasl_username limit was per spelling: with case-insensitive logins
     (Dovecot's lookup lower-cased, as LDAP/SQL backends are) Postfix
     reports the name as typed, and a leaked password got a fresh budget
@@ -112,11 +115,12 @@ passdb {
 """
 
 
-def submit(st, sender, rcpts, user="alice@mxkit.test"):
+def submit(st, sender, rcpts, user="alice@mxkit.test", options=()):
     s = smtplib.SMTP("127.0.0.1", st.port("pfd-submission"), timeout=30)
     s.ehlo("client.mxkit.test")
     s.login(user, st.users[user.lower()])
-    res, data = mp.transaction(s, sender, rcpts)
+    res, data = mp.transaction(s, sender, rcpts, data=b"Subject: t\r\n\r\nhi\r\n",
+                               mail_options=options)
     s.quit()
     return res, data
 
@@ -156,6 +160,20 @@ def test_trailing_dot_postfix(st):
            for i in range(6)]
     tap.is_(sum(1 for d in got if d and d[0] == 250), 4,
             "override 'Big.Example.' 4/1h: exactly 4 of 6 from big.example[.]", diag=repr(got))
+
+
+def test_idn_postfix(st):
+    """One IDN domain in U-labels, upper case, A-labels (SMTPUTF8 through
+    real Postfix): a sender_domain limit of 2 admits exactly 2 of 5."""
+    got = [submit(st, s, ["r@i%d.example" % i], options=["SMTPUTF8"])[1]
+           for i, s in enumerate(["a@bücher.example", "b@BÜCHER.example.",
+                                  "c@xn--bcher-kva.example", "d@XN--BCHER-KVA.example",
+                                  "e@Bücher.Example"])]
+    tap.is_(sum(1 for d in got if d and d[0] == 250), 2,
+            "sender_domain 2/1h: exactly 2 of 5 messages from bücher.example in 5 spellings",
+            diag=repr(got))
+    tap.ok(re.search(r"per_sdom: defer key=xn--bcher-kva\.example ", st.read_log("pdd")),
+           "the deferral names the A-label key xn--bcher-kva.example")
 
 
 def test_sasl_case(st):
@@ -497,9 +515,11 @@ with Stack("net-attack") as st:
     st.start_sink()
 
     pdd, pd_port, _ = mp.start_policyd(st, "pdd", DOTS)
-    st.start_postfix(name="pfd", submission=mp.restrictions(pd_port))
+    st.start_postfix(name="pfd", submission=mp.restrictions(pd_port),
+                     main={"smtputf8_enable": "yes"})
     test_trailing_dot_postfix(st)
     test_sasl_case(st)
+    test_idn_postfix(st)
     pdp, pp_port, _ = mp.start_policyd(st, "pdp", DOTS)
     test_dot_property(pp_port)
     test_address_overrides(st)

@@ -246,6 +246,15 @@ int     main(void)
     is_str(key(limits.limit + 5, "sender=A@X.Example."), "a@x.example",
 	   "sender: one trailing dot is the same address");
     is_str(key(limits.limit + 5, "sender=a@."), "a@.", "\"a@.\" keeps its dot");
+    is_str(key(limits.limit + 2, "sender=a@B\xc3\x9c""cher.example."), "xn--bcher-kva.example",
+	   "sender_domain: an IDN domain in upper case U-labels is its A-labels");
+    is_str(key(limits.limit + 5, "sender=A@b\xc3\xbc""cher.example"), "a@xn--bcher-kva.example",
+	   "sender: the domain in A-labels, the local part lowered");
+    is_str(key(limits.limit + 4, "recipient=x@XN--BCHER-KVA.example"), "xn--bcher-kva.example",
+	   "recipient_domain: A-labels in any case");
+    is_str(key(limits.limit + 2, "sender=a@b\xc3\xbc""xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.example"),
+	   "b\xc3\xbc""xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.example",
+	   "a name IDNA refuses (a label over 63 bytes) is counted as written");
     is_str(key(limits.limit + 2, "sender=bob@."), ".", "so does the domain \".\"");
     ok(strstr(first_error("limit a = sender rate=1/1m count=messages rate=9/1h\n"),
 	      "rate= is given twice") != NULL, "a limit's rate= given twice is refused");
