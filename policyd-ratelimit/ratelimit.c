@@ -243,6 +243,49 @@ static const char *ratelimit_value(const struct limit *limit, const char *value,
     return (NULL);
 }
 
+/*
+ * ratelimit_raw - a request's value for a key or exemption attribute:
+ * sender_domain and recipient_domain are the domain of the address
+ * ("[unqualified]" without one; Postfix will append one). NULL when the
+ * request has none (not limited, not exempt).
+ */
+static const char *ratelimit_raw(const char *attr, const struct policy_request *req)
+{
+    const char *value, *at;
+    int     domain = 0;
+
+    if (strcmp(attr, "sender_domain") == 0)
+	value = policy_request_get(req, "sender"), domain = 1;
+    else if (strcmp(attr, "recipient_domain") == 0)
+	value = policy_request_get(req, "recipient"), domain = 1;
+    else
+	value = policy_request_get(req, attr);
+    if (value == NULL || *value == 0)
+	return (NULL);
+    if (domain)
+	value = (at = strrchr(value, '@')) == NULL || at[1] == 0 ? "[unqualified]" : at + 1;
+    return (value);
+}
+
+/*
+ * ratelimit_exempt_key - an exemption's value, from its line or from a
+ * request, in the limits' canonical form and then in lower case (as
+ * exemptions always compared): "exempt sender_domain Partner.Example."
+ * matches what a sender_domain limit counts as partner.example; before,
+ * exemptions read only literal request attributes, so a sender_domain
+ * or recipient_domain exemption passed -t and never matched.
+ */
+static void ratelimit_exempt_key(const char *attr, const char *value, char *buf)
+{
+    struct limit pseudo;
+
+    memset(&pseudo, 0, sizeof(pseudo));
+    pseudo.key_attr = (char *) attr;
+    pseudo.v4_prefix = pseudo.v6_prefix = -1;
+    (void) ratelimit_value(&pseudo, value, buf);	/* not client_address */
+    ratelimit_lower(buf);
+}
+
 /* ratelimit_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */
 
 const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates)
@@ -527,9 +570,10 @@ static const char *ratelimit_parse_exempt(struct limits *limits, const char *tex
     } else {
 	ex->values = htable_create(0);
 	for (int i = 1; i < argc; i++) {
-	    for (char *cp = argv[i]; *cp; cp++)
-		*cp = tolower((unsigned char) *cp);
-	    *htable_slot(ex->values, argv[i], &created) = ex;	/* any non-NULL */
+	    char    key[LIMIT_KEY_MAX];
+
+	    ratelimit_exempt_key(argv[0], argv[i], key);
+	    *htable_slot(ex->values, key, &created) = ex;	/* any non-NULL */
 	}
     }
     config_list_free(&argv);
@@ -573,23 +617,20 @@ const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const c
 
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req)
 {
-    char   *value;
     const char *raw;
-    int     found;
+    char    key[LIMIT_KEY_MAX];
 
     for (int i = 0; i < limits->exempt_count; i++) {
 	const struct exemption *ex = limits->exempt + i;
 
-	if ((raw = policy_request_get(req, ex->attr)) == NULL || *raw == 0)
+	if ((raw = ratelimit_raw(ex->attr, req)) == NULL)
 	    continue;
 	if (ex->cidrs) {
 	    if (cidr_list_match_str(ex->cidrs, raw))
 		return (1);
 	} else {				/* the whole value, any length */
-	    ratelimit_lower(value = xstrdup(raw));
-	    found = htable_find(ex->values, value) != NULL;
-	    free(value);
-	    if (found)
+	    ratelimit_exempt_key(ex->attr, raw, key);
+	    if (htable_find(ex->values, key) != NULL)
 		return (1);
 	}
     }
@@ -599,25 +640,12 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len)
 {
-    const char *value, *at;
-    int     domain = 0;
+    const char *value;
 
     if (limit->unless && (value = policy_request_get(req, limit->unless)) && *value)
 	return (0);
-    if (strcmp(limit->key_attr, "sender_domain") == 0)
-	value = policy_request_get(req, "sender"), domain = 1;
-    else if (strcmp(limit->key_attr, "recipient_domain") == 0)
-	value = policy_request_get(req, "recipient"), domain = 1;
-    else
-	value = policy_request_get(req, limit->key_attr);
-    if (value == NULL || *value == 0)
+    if ((value = ratelimit_raw(limit->key_attr, req)) == NULL)
 	return (0);
-    if (domain) {				/* Postfix will append one */
-	if ((at = strrchr(value, '@')) == NULL || at[1] == 0)
-	    value = "[unqualified]";
-	else
-	    value = at + 1;
-    }
     if (len < LIMIT_KEY_MAX)
 	msg_panic("ratelimit_key: buffer of %zu bytes", len);
     /* not an address ("unknown" after XCLIENT ADDR=[UNAVAILABLE]): such

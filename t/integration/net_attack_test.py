@@ -14,6 +14,9 @@ policyd-ratelimit:
   - an IDN domain was a key per spelling (bücher.example, BÜCHER.example,
     xn--bcher-kva.example: one domain to DNS and Postfix): through real
     Postfix with SMTPUTF8, a limit of 2 admits exactly 2 of 5 spellings;
+  - "exempt sender_domain partner.example" passed -t and never matched
+    (exemptions read only literal request attributes): now read as the
+    limits read it, in the same canonical form (case, dot, A-labels);
   - a sasl_username limit was per spelling: with case-insensitive logins
     (Dovecot's lookup lower-cased, as LDAP/SQL backends are) Postfix
     reports the name as typed, and a leaked password got a fresh budget
@@ -102,6 +105,7 @@ override per_sdom Big.Example. rate=4/1h
 override per_sdom s0.example rate=10/1h
 limit per_user   = sasl_username    rate=2/1h count=messages
 override per_user ALICE@MXKIT.TEST rate=1000/1h
+exempt sender_domain Partner.Example. börse.example
 """
 
 # Dovecot as an operator with case-insensitive logins configures it (the
@@ -189,6 +193,20 @@ def test_sasl_case(st):
             diag=repr(got))
     tap.ok(re.search(r"per_user: defer key=bob@mxkit\.test ", st.read_log("pdd")),
            "the deferral names one key, bob@mxkit.test")
+
+
+def test_exempt_domain(port):
+    """exempt sender_domain: read from the sender as the limits read it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rwb")
+    for sender, what in (("x@partner.example", "partner.example"),
+                         ("y@PARTNER.Example.", "PARTNER.Example."),
+                         ("z@xn--brse-5qa.example", "xn--brse-5qa.example (börse)")):
+        tap.is_(admitted(eom(f, {"sender": sender}, 4)), 4,
+                "exempt sender_domain: 4 of 4 from %s (limit 2)" % what)
+    tap.is_(admitted(eom(f, {"sender": "w@partner.example.net"}, 4)), 2,
+            "not exempt: partner.example.net, 2 of 4")
+    s.close()
 
 
 def test_dot_property(port):
@@ -522,6 +540,7 @@ with Stack("net-attack") as st:
     test_idn_postfix(st)
     pdp, pp_port, _ = mp.start_policyd(st, "pdp", DOTS)
     test_dot_property(pp_port)
+    test_exempt_domain(pp_port)
     test_address_overrides(st)
     test_bad_overrides(st)
     test_reload_mid_transaction(st)

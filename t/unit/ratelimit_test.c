@@ -296,6 +296,20 @@ int     main(void)
     ok(!ratelimit_exempt(&limits, request("client_address=10.0.0.1")), "10.0.0.1 not exempt");
     ok(ratelimit_exempt(&limits, request("client_address=10.0.0.1\nsasl_username=svc-monitoring")),
        "exempt by sasl_username");
+    {
+	const char *text = "exempt sender_domain Partner.Example.\n";
+	struct config *c = config_read_buffer("t.conf", text, strlen(text), specs);
+	struct limits l;
+
+	memset(&l, 0, sizeof(l));
+	ratelimit_load(&l, c);
+	ok(ratelimit_exempt(&l, request("sender=a@PARTNER.example")),
+	   "exempt sender_domain: the sender's domain, any case, no trailing dot");
+	ok(!ratelimit_exempt(&l, request("sender=a@partner.example.net")),
+	   "exempt sender_domain: another domain is not exempt");
+	ratelimit_free(&l);
+	config_free(&c);
+    }
 
     ok(ratelimit_parse_rates("30/1m", &rates) == NULL, "30/1m parses");
     ok(ratelimit_parse_rates("30/0s", &rates) != NULL, "zero period refused");
