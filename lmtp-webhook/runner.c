@@ -28,7 +28,8 @@
  *	first included (at most RUNNER_RETRY_AFTER_MAX, a day: a longer
  *	wait is the receiver's mistake, not a reason to drop the event);
  *	rewritten durably (spool_update(): not if the event was dropped
- *	meanwhile; a drop must not be undone by the attempt under way).
+ *	meanwhile; a drop must not be undone by the attempt under way;
+ *	when the spool is full, the next attempt's time is kept in memory).
  *	An event older than dead_letter_after moves to dead/ instead of
  *	being tried again; one never tried (the runner was down for
  *	longer, the clock jumped forward) gets its attempt first. A next
@@ -104,6 +105,8 @@ struct runner {
     CURLM  *multi;
     struct htable *inflight;		/* id -> transfer */
     struct htable *tried;		/* ids a flush pass has started */
+    struct htable *held;		/* id -> next attempt the spool could
+					   not record (full): kept here */
     char  **names;			/* cached listing of active/ */
     int     count, next;
     int     running;
@@ -269,12 +272,17 @@ static int runner_due(long long next, time_t now)
 
 static void runner_start(struct runner *r, const char *id, int all)
 {
-    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
-    struct transfer *t = xcalloc(1, sizeof(*t));
-    const char *err;
     time_t  now = time(NULL);
+    long long *held = htable_find(r->held, id);
+    char   *path;
+    struct transfer *t;
+    const char *err;
     struct stat st;
 
+    if (!all && held != NULL && runner_due(*held, now) == 0)
+	return;					/* its backoff, unrecorded */
+    path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    t = xcalloc(1, sizeof(*t));
     if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
 	free(t);				/* not due: mtime = next attempt */
 	free(path);
@@ -329,6 +337,7 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	    metrics_observe(runner_metrics.duration, total);
     }
     t->ev.attempts++;
+    htable_delete(r->held, t->ev.id, free);
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
 	spool_event_body_free(&t->ev);	/* before the file can be reused */
 	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
@@ -355,9 +364,17 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	    msg_info("event %s attempt %d to %s failed: %s; no attempt left within "
 		     "dead_letter_after", t->ev.id, t->ev.attempts, shown, res.why);
 	    runner_dead(r, &t->ev, path);
-	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL)
-	    msg_error("event %s: cannot record attempt %d: %s", t->ev.id, t->ev.attempts, err);
-	else if (gone)
+	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL) {
+	    /* the spool full: its backoff still holds, or the event
+	       would be posted again at every scan */
+	    int     created;
+	    long long *next = xmalloc(sizeof(*next));
+
+	    *next = t->ev.next_attempt;
+	    *htable_slot(r->held, t->ev.id, &created) = next;
+	    msg_error("event %s: cannot record attempt %d: %s; next in %llds all the same",
+		      t->ev.id, t->ev.attempts, err, delay);
+	} else if (gone)
 	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
 		     t->ev.id, t->ev.attempts, shown, res.why);
 	else
@@ -638,6 +655,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	msg_warn("inotify_init1: %m; new events wait for the next scan (up to a second)");
     r.inflight = htable_create(64);
     r.tried = htable_create(64);
+    r.held = htable_create(64);
     if ((r.multi = curl_multi_init()) == NULL)
 	msg_fatal("curl_multi_init failed");
     curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
@@ -648,6 +666,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     curl_multi_cleanup(r.multi);
     htable_destroy(&r.inflight, NULL);
     htable_destroy(&r.tried, NULL);
+    htable_destroy(&r.held, free);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

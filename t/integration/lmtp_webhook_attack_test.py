@@ -316,6 +316,52 @@ def test_url_secret_not_logged(st, rx, runner):
            "the runner names the receiver without them", diag=runner.log()[-400:])
 
 
+def test_spool_full_backoff(st, rx, runner):
+    """The spool fills up while an attempt is under way, and the receiver
+    answers 500: the attempt cannot be recorded, but its backoff (~5 s)
+    must hold all the same, not a repost at every one-second scan (a
+    receiver already failing, hammered by every waiting event). Once
+    there is room again the event is delivered."""
+    spool = st.path("spool")
+    runner.stop()
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", spool])
+    if not tap.ok(mounted.returncode == 0, "a 512 KB tmpfs on the spool", diag=mounted.stderr):
+        return
+    try:
+        shutil.chown(spool, "nobody", "nogroup")
+        runner.start()
+        s = "spool full during the attempt"
+        ANSWERS[s] = [(500, 1, {}), 200]
+        tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "spool full: LMTP 250 before")
+        tap.ok(wait_for(lambda: SEEN.get(s), timeout=5), "the attempt reached the receiver")
+        filler = os.path.join(spool, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"x" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        tap.ok(wait_for(lambda: "cannot record attempt 1" in runner.log(), timeout=5),
+               "the runner cannot record the failed attempt", diag=runner.log()[-600:])
+        failed_at = time.time()
+        time.sleep(3)
+        early = [t for t in SEEN.get(s, []) if failed_at - 0.5 < t < failed_at + 3]
+        tap.is_(len(early), 0, "no repost within 3 s of the failure: the backoff holds",
+                diag=runner.log()[-800:])
+        os.unlink(filler)
+        tap.ok(wait_for(lambda: len(SEEN.get(s, [])) == 2 and not spool_dir_list(st, "active"),
+                        timeout=10),
+               "room again: retried after its backoff and delivered", diag=runner.log()[-800:])
+        tap.is_(len({h["webhook-id"] for _, h, _, _ in events_for(rx, s)}), 1,
+                "with one id")
+    finally:
+        if runner.proc:
+            runner.stop()
+        run(["umount", "-l", spool])
+        runner.start()
+
+
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
@@ -427,7 +473,7 @@ with Stack("lmtp-webhook-attack") as st:
     runner.start()
     TESTS = [test_drop_in_flight, test_dead_letter_unposted, test_dead_letter_bound,
              test_header_past_dovecot_limit, test_header_under_dovecot_limit,
-             test_clock_went_back, test_url_secret_not_logged]
+             test_clock_went_back, test_url_secret_not_logged, test_spool_full_backoff]
     TESTS_RX = [test_nul_in_filename]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
