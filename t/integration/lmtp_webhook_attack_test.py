@@ -180,8 +180,8 @@ def test_dead_letter_bound(st, rx, runner):
     ids = spool_dir_list(st, "active")
     tap.ok(wait_for(lambda: spool_dir_list(st, "dead") == ids, timeout=20),
            "the failing event moves to dead/", diag=runner.log()[-800:])
-    tap.ok("dead-lettered after 1 attempts" in runner.log()
-           or "dead-lettered after 2 attempts" in runner.log(),
+    tap.ok(wait_for(lambda: "dead-lettered after 1 attempts" in runner.log()
+                    or "dead-lettered after 2 attempts" in runner.log(), timeout=5),
            "after its attempts (logged)", diag=runner.log()[-800:])
     posted = events_for(rx, s)
     tap.ok(len(posted) in (1, 2), "posted %d time(s) before giving up" % len(posted))
