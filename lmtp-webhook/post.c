@@ -17,7 +17,8 @@
  *	(webhook-id, webhook-timestamp = now, webhook-signature), the
  *	timeout, TLS verification (always on; ca_file replaces the
  *	system store), no redirects, http and https only. The response
- *	body is read and thrown away. The handle can then be run by
+ *	body is read and thrown away, up to POST_BODY_MAX: a 2xx status
+ *	delivers, whatever its body then does (hangs, breaks, goes on). The handle can then be run by
  *	curl_easy_perform() (post_send(), the plugin's first attempt, on
  *	a handle the lmtp process keeps so that it reuses connections) or
  *	by a multi handle (the spool tool); post_finish() classifies the
@@ -38,8 +39,11 @@
 
 static size_t post_discard(char *data, size_t size, size_t n, void *context)
 {
+    struct post_handle *h = context;
+
     (void) data;
-    (void) context;
+    if ((h->body_read += size * n) > POST_BODY_MAX)
+	return (0);				/* enough: ends the transfer */
     return (size * n);
 }
 
@@ -93,6 +97,7 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "mxkit-lmtp-webhook/" PACKAGE_VERSION);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, post_discard);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->curl_error);
 }
 
@@ -101,6 +106,17 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
     curl_off_t retry_after = 0;
 
     memset(res, 0, sizeof(*res));
+    /* a 2xx whose body then hangs, breaks or goes on past POST_BODY_MAX:
+       the receiver took the event; posting it again until dead-lettered
+       would make a dead letter of an event delivered every time */
+    if (rc != CURLE_OK && curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE,
+					    &res->status) == CURLE_OK
+	&& res->status >= 200 && res->status <= 299) {
+	res->outcome = POST_DELIVERED;
+	snprintf(res->why, sizeof(res->why), "HTTP status %ld, its body not read to the end",
+		 res->status);
+	return;
+    }
     if (rc != CURLE_OK) {
 	res->outcome = POST_RETRY;
 	snprintf(res->why, sizeof(res->why), "%s", *h->curl_error ?

@@ -33,7 +33,11 @@ struct post_handle {
     struct curl_slist *headers;
     char   *signature;
     char    curl_error[CURL_ERROR_SIZE];
+    size_t  body_read;			/* of the response, thrown away */
 };
+
+/* the response body read at most: its status is the answer, not it */
+#define POST_BODY_MAX	(64 * 1024)
 
 void    post_prepare(struct post_handle *h, const struct post_request *req,
 		             long long now);

@@ -19,7 +19,7 @@
  *	runner_main() posts due events through one libcurl multi handle,
  *	at most "concurrency" at a time (connections are reused). The
  *	outcome of an attempt:
- *	2xx: the event is removed (its file kept for reuse by the
+ *	2xx (post.c: whatever the body then does): the event is removed (its file kept for reuse by the
  *	plugin, spool_recycle()). 410: removed, logged as dropped.
  *	Otherwise: attempts+1, last_error, and the next attempt after
  *	the Standard Webhooks schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h,

@@ -31,6 +31,7 @@ PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 SECRET = make_secret()
 BILLS = "bills@acme.planapulse.app"
 PAY = "pay@acme.planapulse.app"
+STREAM = "stream@acme.planapulse.app"
 
 
 def bill(rcpt, subject, size=2000):
@@ -362,6 +363,71 @@ def test_spool_full_backoff(st, rx, runner):
         runner.start()
 
 
+class EndlessReceiver:
+    """Reads each request whole, answers 200 with a Content-Length of 1 GB,
+    then sends the body: as fast as it can ("fast") or never ("hang")."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.mode = "hang"
+        self.posts = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                      if l.lower().startswith(b"content-length:")][0])
+        while len(body) < length:
+            body += conn.recv(65536)
+        self.posts.append(body)
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+            while self.mode == "fast":
+                conn.sendall(b"x" * 65536)
+            time.sleep(30)
+        except OSError:
+            pass
+        conn.close()
+
+
+def test_endless_2xx_body(st, rx, runner, endless):
+    """A receiver answers 200 and then never finishes its (1 GB) body, or
+    sends it as fast as it can: it accepted the event. It must count as
+    delivered (once), not time out, be posted again and again and end up
+    dead-lettered although the receiver took it every time."""
+    for mode in ("hang", "fast"):
+        endless.mode = mode
+        before = len(endless.posts)
+        s = "endless body %s" % mode
+        mark = len(runner.log())
+        tap.is_(lmtp_send(st, [STREAM], bill(STREAM, s)), {}, "%s: LMTP 250" % s)
+        tap.ok(wait_for(lambda: "delivered to http://127.0.0.1:%d" % endless.port
+                        in runner.log()[mark:], timeout=10),
+               "%s: delivered (the 200 counts)" % s, diag=runner.log()[mark:][-600:])
+        time.sleep(7)                   # a wrong retry would come after ~5 s
+        tap.is_(len(endless.posts) - before, 1, "%s: posted once" % s,
+                diag=runner.log()[mark:][-600:])
+    endless.mode = "hang"
+
+
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=120) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
@@ -452,6 +518,8 @@ with Stack("lmtp-webhook-attack") as st:
     rx = Receiver()
     rx.responder = responder
     st.users[PAY] = "x"
+    st.users[STREAM] = "x"
+    endless = EndlessReceiver()
     os.makedirs(st.path("spool"))
     shutil.chown(st.path("spool"), "nobody", "nogroup")
     with open(st.path("secret"), "w") as f:
@@ -465,6 +533,8 @@ with Stack("lmtp-webhook-attack") as st:
                                   "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
             "lmtp_webhook_route2": "pay@*.planapulse.app http://hookuser:s3cr3tpass@"
                                    "127.0.0.1:%d/ws/{1}/pay?token=t0ps3cret" % rx.port,
+            "lmtp_webhook_route3": "stream@*.planapulse.app "
+                                   "http://127.0.0.1:%d/ws/{1}/stream" % endless.port,
             "lmtp_webhook_spool_dir": st.path("spool"),
         },
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
@@ -482,6 +552,8 @@ with Stack("lmtp-webhook-attack") as st:
     for t in TESTS_RX:
         if not only or t.__name__ in only.split(","):
             t(st, rx)
+    if not only or "test_endless_2xx_body" in only.split(","):
+        test_endless_2xx_body(st, rx, runner, endless)
     runner.stop()
     rx.stop()
 
