@@ -19,12 +19,12 @@ import smtplib
 import sys
 import threading
 import time
-from email.message import EmailMessage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, make_secret, verify  # noqa: E402
+from mxwebhook import Receiver, bill, make_secret, verify  # noqa: E402
+from mxwebhook import lmtp_send as lmtp_transaction  # noqa: E402
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -34,39 +34,9 @@ PAY = "pay@acme.planapulse.app"
 STREAM = "stream@acme.planapulse.app"
 
 
-def bill(rcpt, subject, size=2000):
-    msg = EmailMessage()
-    msg["From"] = "Acme Billing <billing@vendor.example>"
-    msg["To"] = rcpt
-    msg["Subject"] = subject
-    msg["Message-ID"] = "<%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest()
-    msg["Date"] = "Sun, 22 Nov 2026 10:00:00 +0000"
-    msg.set_content("Invoice attached.")
-    msg.add_attachment(b"%PDF-1.4\n" + os.urandom(size), maintype="application",
-                       subtype="pdf", filename="invoice.pdf")
-    return msg.as_bytes()
-
-
-def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
-    """One LMTP transaction; {rcpt: (code, text)} of those not 250."""
-    refused = {}
-    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
-        c.ehlo_or_helo_if_needed()
-        c.mail(sender)
-        accepted = []
-        for rcpt in rcpts:
-            code, text = c.rcpt(rcpt)
-            if code == 250:
-                accepted.append(rcpt)
-            else:
-                refused[rcpt] = (code, text)
-        if accepted:
-            code, text = c.data(data)
-            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
-            for rcpt, (code, text) in zip(accepted, replies):
-                if code != 250:
-                    refused[rcpt] = (code, text)
-    return refused
+def lmtp_send(st, rcpts, data):
+    """{rcpt: (code, text)} of the recipients not given 250."""
+    return lmtp_transaction(st, rcpts, data)[0]
 
 
 def subject_of(body):

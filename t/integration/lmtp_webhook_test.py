@@ -21,7 +21,7 @@ from email.message import EmailMessage
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, make_secret, port_refuses, verify  # noqa: E402
+from mxwebhook import Receiver, lmtp_send, make_secret, port_refuses, verify  # noqa: E402
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -40,32 +40,6 @@ def bill(rcpt, subject, pdf=PDF):
     msg.add_alternative("<p>Invoice attached. Total: <b>12,30 &euro;</b></p>", subtype="html")
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice-42.pdf")
     return msg.as_bytes()
-
-
-def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
-    """One LMTP transaction straight to Dovecot with smtplib. LMTP answers
-    DATA once per accepted recipient (smtplib's sendmail reads only the
-    first), so the replies are read one by one. Returns ({rcpt: (code,
-    text)} for every recipient not given 250, seconds taken)."""
-    started = time.monotonic()
-    refused = {}
-    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
-        c.ehlo_or_helo_if_needed()
-        c.mail(sender)
-        accepted = []
-        for rcpt in rcpts:
-            code, text = c.rcpt(rcpt)
-            if code == 250:
-                accepted.append(rcpt)
-            else:
-                refused[rcpt] = (code, text)
-        if accepted:
-            code, text = c.data(data)
-            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
-            for rcpt, (code, text) in zip(accepted, replies):
-                if code != 250:
-                    refused[rcpt] = (code, text)
-    return refused, time.monotonic() - started
 
 
 def spool(st, *args):

@@ -16,9 +16,12 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import smtplib
 import socket
 import threading
 import time
+from email.message import EmailMessage
 
 
 def make_secret(raw=b"mxkit-test-webhook-key-32-bytes!"):
@@ -142,3 +145,44 @@ class Receiver:
 def port_refuses(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def bill(rcpt, subject, size=2000):
+    """A bill as the webhook tests send it: text and a PDF of size random
+    bytes; Message-ID and Date fixed by the subject."""
+    msg = EmailMessage()
+    msg["From"] = "Acme Billing <billing@vendor.example>"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest()
+    msg["Date"] = "Sun, 22 Nov 2026 10:00:00 +0000"
+    msg.set_content("Invoice attached.")
+    msg.add_attachment(b"%PDF-1.4\n" + os.urandom(size), maintype="application",
+                       subtype="pdf", filename="invoice.pdf")
+    return msg.as_bytes()
+
+
+def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
+    """One LMTP transaction straight to Dovecot with smtplib. LMTP answers
+    DATA once per accepted recipient (smtplib's sendmail reads only the
+    first), so the replies are read one by one. Returns ({rcpt: (code,
+    text)} for every recipient not given 250, seconds taken)."""
+    started = time.monotonic()
+    refused = {}
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail(sender)
+        accepted = []
+        for rcpt in rcpts:
+            code, text = c.rcpt(rcpt)
+            if code == 250:
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = (code, text)
+        if accepted:
+            code, text = c.data(data)
+            replies = [(code, text)] + [c.getreply() for _ in accepted[1:]]
+            for rcpt, (code, text) in zip(accepted, replies):
+                if code != 250:
+                    refused[rcpt] = (code, text)
+    return refused, time.monotonic() - started
