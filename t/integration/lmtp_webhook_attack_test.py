@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import smtplib
 import sys
 import threading
@@ -23,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, bill, make_secret, verify  # noqa: E402
+from mxwebhook import Receiver, Runner, bill, make_secret, verify  # noqa: E402
 from mxwebhook import lmtp_send as lmtp_transaction  # noqa: E402
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
@@ -84,33 +83,6 @@ def write_conf(st, **extra):
             f.write("%s = %s\n" % (k, v))
 
 
-class Runner:
-    """lmtp-webhook-spool run under the stack, restartable."""
-
-    def __init__(self, st):
-        self.st = st
-        self.proc = None
-
-    def start(self):
-        mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
-        self.proc = self.st.start_daemon("spool", [SPOOL_TOOL, "-c", self.st.path("spool.conf"),
-                                                   "-f", "run"])
-        if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
-            raise SystemExit("lmtp-webhook-spool run did not start:\n"
-                             + self.st.read_log("spool"))
-        return self.proc
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=30)
-        self.proc = None
-        return rc
-
-    def log(self):
-        return self.st.read_log("spool")
-
-
-# ---------------------------------------------------------------- the tests
 def test_drop_in_flight(st, rx, runner):
     """The operator drops an event while the runner's attempt hangs in the
     receiver; the receiver then answers 500. The drop must stick."""

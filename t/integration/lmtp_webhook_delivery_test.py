@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hypothesis import given, settings, strategies, HealthCheck  # noqa: E402
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, bill, lmtp_send, make_secret, verify  # noqa: E402
+from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, verify  # noqa: E402
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -76,33 +76,6 @@ def header_line(st, event_id):
         return json.loads(f.readline())
 
 
-class Runner:
-    """lmtp-webhook-spool run under the stack, restartable."""
-
-    def __init__(self, st):
-        self.st = st
-        self.proc = None
-
-    def start(self):
-        mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
-        self.proc = self.st.start_daemon("spool", [SPOOL_TOOL, "-c", self.st.path("spool.conf"),
-                                                   "-f", "run"])
-        if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
-            raise SystemExit("lmtp-webhook-spool run did not start:\n"
-                             + self.st.read_log("spool"))
-        return self.proc
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=30)
-        self.proc = None
-        return rc
-
-    def log(self):
-        return self.st.read_log("spool")
-
-
-# ---------------------------------------------------------------- responder
 ANSWERS = {}          # subject -> list of entries, popped per request (last kept)
 SEEN = {}             # subject -> [time.time() of each request]
 LOCK = threading.Lock()

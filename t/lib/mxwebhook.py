@@ -17,6 +17,7 @@ import hmac
 import http.server
 import json
 import os
+import signal
 import smtplib
 import socket
 import threading
@@ -186,3 +187,32 @@ def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
                 if code != 250:
                     refused[rcpt] = (code, text)
     return refused, time.monotonic() - started
+
+
+class Runner:
+    """lmtp-webhook-spool run (from the build under test) in a stack,
+    restartable; its configuration is the stack's spool.conf."""
+
+    def __init__(self, st):
+        self.st = st
+        self.proc = None
+
+    def start(self):
+        from mxtest import build_path, wait_for   # only the tests have mxtest
+        mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
+        tool = build_path("lmtp-webhook", "lmtp-webhook-spool")
+        self.proc = self.st.start_daemon("spool", [tool, "-c", self.st.path("spool.conf"),
+                                                   "-f", "run"])
+        if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
+            raise SystemExit("lmtp-webhook-spool run did not start:\n"
+                             + self.st.read_log("spool"))
+        return self.proc
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.proc = None
+        return rc
+
+    def log(self):
+        return self.st.read_log("spool")
