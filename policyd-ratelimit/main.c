@@ -14,7 +14,8 @@
  *	stay open and the next request uses the new limits, replies,
  *	deadline, on_store_error, idle_timeout and max_connections. A
  *	broken new configuration is refused (errors logged) and the old
- *	one stays. listen, store, pid_file, user, syslog and
+ *	one stays. listen, store, store_password_file (and the password
+ *	read from it at start), pid_file, user, syslog and
  *	metrics_listen need a restart: a reload that changes them says
  *	so and keeps the running values. SIGTERM and SIGINT exit;
  *	SIGUSR1 is logged and ignored.
@@ -52,6 +53,7 @@
 static const struct config_spec policyd_specs[] = {
     {"listen", CONFIG_LIST, "inet:127.0.0.1:10031", CONFIG_RESTART},
     {"store", CONFIG_STRING, "memory", CONFIG_RESTART},
+    {"store_password_file", CONFIG_STRING, NULL, CONFIG_RESTART},
     {"on_store_error", CONFIG_STRING, "open", 0},
     {"deadline", CONFIG_DURATION, "100ms", 0},
     {"defer_reply", CONFIG_STRING,
@@ -143,6 +145,40 @@ static void policyd_check_range(struct config *cfg, const char *name, long long 
 			 name, min, unit, max, unit);
 }
 
+/* The configuration in force while a reload reads the next one. */
+static const struct policy_config *policyd_running;
+
+static int policyd_same(const char *a, const char *b)
+{
+    return (a && b ? strcmp(a, b) == 0 : a == b);
+}
+
+/*
+ * policyd_check_store - the store URL, and the password file it may
+ * take its password from. Errors never quote the URL or the file's
+ * content (either may hold a password). The store changes only with a
+ * restart, so a reload that keeps both keeps the password read at
+ * start: after "user" took effect the file may no longer be readable.
+ */
+static void policyd_check_store(struct config *cfg, struct store_url *url)
+{
+    const char *file = config_get_str(cfg, "store_password_file");
+    const char *text = config_get_str(cfg, "store");
+    const char *err;
+
+    if (policyd_running && file
+	&& policyd_same(file, config_get_str(policyd_running->cfg, "store_password_file"))
+	&& policyd_same(text, config_get_str(policyd_running->cfg, "store"))) {
+	*url = policyd_running->store;
+	return;
+    }
+    if ((err = file ? store_url_parse_file(text, url) : store_url_parse(text, url)) != NULL)
+	config_add_error(cfg, policyd_line(cfg, "store"), "store: %s", err);
+    else if (file && (err = store_url_password_file(url, file)) != NULL)
+	config_add_error(cfg, policyd_line(cfg, "store_password_file"),
+			 "store_password_file: %s", err);
+}
+
 /*
  * policyd_check_values - every value the daemon uses, parsed and checked
  * here, so that -t finds whatever the daemon would die on or misread.
@@ -153,13 +189,11 @@ static void policyd_check_values(struct policy_config *pc)
 {
     struct config *cfg = pc->cfg;
     const char *mode = config_get_str(cfg, "on_store_error");
-    const char *err;
 
     if (strcmp(mode, "open") != 0 && strcmp(mode, "closed") != 0)
 	config_add_error(cfg, policyd_line(cfg, "on_store_error"),
 			 "on_store_error must be open or closed");
-    if ((err = store_url_parse(config_get_str(cfg, "store"), &pc->store)) != NULL)
-	config_add_error(cfg, policyd_line(cfg, "store"), "store: %s", err);
+    policyd_check_store(cfg, &pc->store);
     policyd_check_reply(cfg, "defer_reply", '4');
     policyd_check_reply(cfg, "reject_reply", '5');
     policyd_check_reply(cfg, "store_error_reply", '4');
@@ -212,7 +246,11 @@ static struct policy_config *policyd_load(const char *path)
 
 static void policyd_reload(struct server *srv)
 {
-    struct policy_config *pc = policyd_load(policyd_config_path);
+    struct policy_config *pc;
+
+    policyd_running = srv->pc;
+    pc = policyd_load(policyd_config_path);
+    policyd_running = NULL;
 
     if (pc == NULL) {
 	metrics_config_reload(0);

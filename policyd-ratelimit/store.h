@@ -28,18 +28,24 @@ struct store_op {
 };
 
 /* A parsed "store" value (store_url.c); text is the printable form. */
+#define STORE_PASSWORD_MAX	255
+#define STORE_URL_ERROR_MAX	400
 struct store_url {
     int     redis;			/* 0: memory */
     char    host[256];
     int     port;
     char    path[256];			/* redis+unix:// */
     char    user[128];
-    char    password[256];
+    char    password[STORE_PASSWORD_MAX + 1];
+    char    password_file[256];		/* where password came from, or "" */
     int     db;
     char    text[700];			/* password replaced by "***" */
 };
 
 const char *store_url_parse(const char *text, struct store_url *url);
+const char *store_url_parse_file(const char *text, struct store_url *url);
+const char *store_url_password_file(struct store_url *url, const char *path);
+const char *store_url_read_password(const char *path, char *buf, size_t size);
 
 struct store_call;
 typedef void (*store_done_fn) (struct store_call *call);

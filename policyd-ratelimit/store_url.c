@@ -7,6 +7,9 @@
  *	#include "store.h"
  *
  *	const char *store_url_parse(text, &url)
+ *	const char *store_url_parse_file(text, &url)
+ *	const char *store_url_password_file(&url, path)
+ *	const char *store_url_read_password(path, buf, size)
  * DESCRIPTION
  *	store_url_parse() parses the whole "store" value when the
  *	configuration is loaded (so -t finds every error the daemon would
@@ -23,15 +26,29 @@
  *	form that may be printed (logs, errors, -t). Parse errors never
  *	quote any part of the URL, since a misplaced password could be in
  *	any part.
+ *
+ *	store_url_parse_file() is store_url_parse() for a store whose
+ *	password is in a file (store_password_file, e.g. a Kubernetes or
+ *	Compose secret): the URL then carries no password ("USER:@HOST"
+ *	names an ACL user). store_url_password_file() then reads the file
+ *	into url.password, and url.text ends in "(password from PATH)".
+ *	store_url_read_password() reads such a file: its first line
+ *	without the line end ("\n" or "\r\n"); an empty file, a second
+ *	line, a NUL byte or more than STORE_PASSWORD_MAX bytes is an
+ *	error. The file is read once, at (re)load, while still root; its
+ *	content is never printed.
  * DIAGNOSTICS
  *	NULL, or a static error text.
  */
 
 #include "build_config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -51,7 +68,13 @@ static long store_url_number(const char *text, size_t len, long min, long max)
     return (value < min || value > max ? -1 : value);
 }
 
-static const char *store_url_credentials(struct store_url *url, const char *text, size_t len)
+/*
+ * store_url_credentials - [USER]:PASSWORD before the "@". With a
+ * password file, only "USER:" (an ACL user name) may be written there:
+ * two passwords would leave the reader guessing which one is used.
+ */
+static const char *store_url_credentials(struct store_url *url, const char *text, size_t len,
+					         int password_file)
 {
     const char *colon = memchr(text, ':', len);
 
@@ -60,7 +83,13 @@ static const char *store_url_credentials(struct store_url *url, const char *text
     if ((size_t) (colon - text) >= sizeof(url->user)
 	|| len - (colon - text) - 1 >= sizeof(url->password))
 	return ("redis:// user name or password too long");
-    if (colon + 1 == text + len)
+    if (password_file && colon + 1 != text + len)
+	return ("the store URL has a password and store_password_file is set: "
+		"give the password once (write USER:@HOST for an ACL user)");
+    if (password_file && colon == text)
+	return ("redis:// credentials \":@\" without a user name: "
+		"with store_password_file, write redis://HOST or redis://USER:@HOST");
+    if (colon + 1 == text + len && !password_file)
 	return ("redis:// password is empty");
     memcpy(url->user, text, colon - text);
     memcpy(url->password, colon + 1, len - (colon - text) - 1);
@@ -125,16 +154,15 @@ static const char *store_url_unix(struct store_url *url, const char *text)
 	if ((err = store_url_db(url, query + 4)) != NULL)
 	    return (err);
     }
-    snprintf(url->text, sizeof(url->text), "redis+unix://%s?db=%d", url->path, url->db);
     return (NULL);
 }
 
-static const char *store_url_redis(struct store_url *url, const char *text)
+static const char *store_url_redis(struct store_url *url, const char *text, int password_file)
 {
     const char *at = strrchr(text, '@'), *slash;
     const char *err;
 
-    if (at && (err = store_url_credentials(url, text, at - text)) != NULL)
+    if (at && (err = store_url_credentials(url, text, at - text, password_file)) != NULL)
 	return (err);
     if (at)
 	text = at + 1;
@@ -144,13 +172,30 @@ static const char *store_url_redis(struct store_url *url, const char *text)
 	return (err);
     if (slash && (err = store_url_db(url, slash + 1)) != NULL)
 	return (err);
-    snprintf(url->text, sizeof(url->text), "redis://%s%s%s%s%s:%d/%d", url->user,
-	     url->password[0] ? ":***@" : "", strchr(url->host, ':') ? "[" : "",
-	     url->host, strchr(url->host, ':') ? "]" : "", url->port, url->db);
     return (NULL);
 }
 
-const char *store_url_parse(const char *text, struct store_url *url)
+/* store_url_format - the printable form: the password is "***" */
+
+static void store_url_format(struct store_url *url)
+{
+    size_t  len;
+
+    if (url->path[0])
+	snprintf(url->text, sizeof(url->text), "redis+unix://%s?db=%d", url->path, url->db);
+    else
+	snprintf(url->text, sizeof(url->text), "redis://%s%s%s%s%s:%d/%d", url->user,
+		 url->password[0] ? ":***@" : url->user[0] ? "@" : "",
+		 strchr(url->host, ':') ? "[" : "", url->host,
+		 strchr(url->host, ':') ? "]" : "", url->port, url->db);
+    len = strlen(url->text);
+    if (url->password_file[0])
+	snprintf(url->text + len, sizeof(url->text) - len, " (password from %s)",
+		 url->password_file);
+}
+
+static const char *store_url_parse_text(const char *text, struct store_url *url,
+					        int password_file)
 {
     const char *err;
 
@@ -164,11 +209,93 @@ const char *store_url_parse(const char *text, struct store_url *url)
     if (strncmp(text, "redis+unix://", 13) == 0)
 	err = store_url_unix(url, text + 13);
     else if (strncmp(text, "redis://", 8) == 0)
-	err = store_url_redis(url, text + 8);
+	err = store_url_redis(url, text + 8, password_file);
     else
 	err = "store must be memory, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] "
 	    "or redis+unix:///PATH[?db=DB]";
     if (err)					/* keep no half-parsed secret */
 	memset(url, 0, sizeof(*url));
+    else
+	store_url_format(url);
     return (err);
+}
+
+const char *store_url_parse(const char *text, struct store_url *url)
+{
+    return (store_url_parse_text(text, url, 0));
+}
+
+/*
+ * store_url_read_password - the first line of path, without its line
+ * end; errors name the file, never its content.
+ */
+const char *store_url_read_password(const char *path, char *buf, size_t size)
+{
+    static char err[STORE_URL_ERROR_MAX];
+    char    data[STORE_PASSWORD_MAX + 3];
+    const char *result;
+    ssize_t len;
+    int     fd;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+	snprintf(err, sizeof(err), "cannot open %.300s: %s", path, strerror(errno));
+	return (err);
+    }
+    len = read(fd, data, sizeof(data));		/* more than a password may be */
+    if (len < 0)
+	snprintf(err, sizeof(err), "cannot read %.300s: %s", path, strerror(errno));
+    close(fd);
+    if (len < 0)
+	return (err);
+    if (len > 0 && data[len - 1] == '\n')	/* the line end editors and echo add */
+	len--;
+    if (len > 0 && data[len - 1] == '\r')
+	len--;
+    result = err;
+    if (len == 0)
+	snprintf(err, sizeof(err), "%.300s is empty", path);
+    else if ((size_t) len >= size || len > STORE_PASSWORD_MAX)
+	snprintf(err, sizeof(err), "%.300s: the password is longer than %d bytes", path,
+		 STORE_PASSWORD_MAX);
+    else if (memchr(data, '\n', len) || memchr(data, '\r', len) || memchr(data, 0, len))
+	snprintf(err, sizeof(err), "%.300s: more than one line, or a NUL byte: "
+		 "the file must hold the password alone", path);
+    else {
+	memcpy(buf, data, len);
+	buf[len] = 0;
+	result = NULL;
+    }
+    explicit_bzero(data, sizeof(data));
+    return (result);
+}
+
+/*
+ * store_url_parse_file - the store URL of a store whose password is in
+ * a file (store_password_file: Kubernetes and Compose secrets); the URL
+ * must not have one of its own. store_url_password_file() reads it.
+ */
+const char *store_url_parse_file(const char *text, struct store_url *url)
+{
+    const char *err;
+
+    if ((err = store_url_parse_text(text, url, 1)) != NULL)
+	return (err);
+    if (!url->redis) {
+	memset(url, 0, sizeof(*url));
+	return ("store_password_file is set, but the store is memory");
+    }
+    return (NULL);
+}
+
+const char *store_url_password_file(struct store_url *url, const char *path)
+{
+    const char *err;
+
+    if (strlen(path) >= sizeof(url->password_file))
+	return ("path too long");
+    if ((err = store_url_read_password(path, url->password, sizeof(url->password))) != NULL)
+	return (err);
+    snprintf(url->password_file, sizeof(url->password_file), "%s", path);
+    store_url_format(url);
+    return (NULL);
 }

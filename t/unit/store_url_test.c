@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "tap.h"
@@ -38,6 +39,76 @@ static void parsed(const char *text, const char *host, int port, int db, const c
     is_str(url.password, password, "%s: password, byte for byte", shown);
     is_str(url.text, shown, "printable form masks the password");
     ok(strstr(url.text, "S3cr") == NULL, "%s: no secret in the printable form", shown);
+}
+
+/* write_file - a temporary file holding len bytes of data; its path */
+
+static char *write_file(const char *data, size_t len)
+{
+    static char path[64];
+    FILE   *fp;
+
+    snprintf(path, sizeof(path), "/tmp/store_url_test.%d", (int) getpid());
+    if ((fp = fopen(path, "w")) == NULL || fwrite(data, 1, len, fp) != len || fclose(fp) != 0)
+	abort();				/* no TAP plan: the run fails */
+    return (path);
+}
+
+/* password_file - a URL and a file's content: the outcome */
+
+static void password_file(const char *text, const char *data, size_t len, const char *want,
+			          const char *name)
+{
+    struct store_url url;
+    const char *err = store_url_parse_file(text, &url);
+    char   *path = write_file(data, len);
+
+    if (err == NULL)
+	err = store_url_password_file(&url, path);
+    if (want[0] == '=') {
+	ok(err == NULL, "%s: accepted%s%s", name, err ? ": " : "", err ? err : "");
+	is_str(url.password, want + 1, "%s: the password, byte for byte", name);
+	ok(strstr(url.text, path) && strstr(url.text, want + 1) == NULL,
+	   "%s: printable form names the file, not the password (%s)", name, url.text);
+    } else {
+	ok(err && strstr(err, want), "%s: refused (%s)", name, err ? err : "OK");
+	ok(err == NULL || strstr(err, "S3cr") == NULL, "%s: the error has no password", name);
+    }
+    unlink(path);
+}
+
+static void password_files(void)
+{
+    struct store_url url;
+    char    big[STORE_PASSWORD_MAX + 2], want[STORE_PASSWORD_MAX + 2];
+
+    password_file("redis://127.0.0.1/2", SECRET "\n", strlen(SECRET) + 1, "=" SECRET,
+		  "file with a line end");
+    password_file("redis://mxkit:@127.0.0.1/2", SECRET "\r\n", strlen(SECRET) + 2,
+		  "=" SECRET, "ACL user, file with CRLF");
+    password_file("redis+unix:///run/r.sock", " sp ace ", 8, "= sp ace ",
+		  "unix socket, spaces kept");
+    password_file("redis://127.0.0.1/2", SECRET, strlen(SECRET), "=" SECRET, "no line end");
+    password_file("redis://127.0.0.1/2", "\n", 1, "empty", "only a line end");
+    password_file("redis://127.0.0.1/2", "", 0, "empty", "empty file");
+    password_file("redis://127.0.0.1/2", SECRET "\nS3crsecond\n", strlen(SECRET) + 12,
+		  "one line", "two lines");
+    password_file("redis://127.0.0.1/2", "S3cr\0x", 6, "NUL", "NUL byte");
+    memset(big, 'S', sizeof(big));
+    want[0] = '=';
+    memcpy(want + 1, big, STORE_PASSWORD_MAX);
+    want[STORE_PASSWORD_MAX + 1] = 0;
+    password_file("redis://127.0.0.1/2", big, STORE_PASSWORD_MAX, want, "longest password");
+    password_file("redis://127.0.0.1/2", big, STORE_PASSWORD_MAX + 1, "longer than",
+		  "one byte too long");
+    password_file("redis://:" SECRET "@127.0.0.1/2", "x", 1, "give the password once",
+		  "a password in the URL too");
+    password_file("redis://:@127.0.0.1/2", "x", 1, "without a user", "\":@\" alone");
+    password_file("memory", "x", 1, "memory", "memory store");
+    ok(store_url_parse_file("redis://h/1", &url) == NULL
+       && (store_url_password_file(&url, "/nonexistent/pw")) != NULL
+       && strstr(store_url_password_file(&url, "/nonexistent/pw"), "cannot open /nonexistent"),
+       "missing file: \"cannot open PATH: ...\"");
 }
 
 int     main(void)
@@ -86,5 +157,6 @@ int     main(void)
     memcpy(text, "redis://:", 9);
     memcpy(text + sizeof(text) - 20, "@host.example:1/0", 18);
     refused(text, "too long", "password longer than the buffer");
+    password_files();
     return (tap_done());
 }
