@@ -56,6 +56,9 @@
  *	and returns (TERM and INT stop it too; a HUP is logged and
  *	ignored). The daemon also sweeps tmp/ of crashed writers'
  *	files when it starts and every ten minutes (spool_sweep_tmp()).
+ *	GET /readyz on metrics_listen (metrics_http(3)) is not ready while
+ *	the spool is unusable (not writable: the plugin could not commit
+ *	either) or the secret unreadable (nothing could be posted).
  * DIAGNOSTICS
  *	One log line per attempt. runner_main() returns the number of
  *	events still waiting, or -1 when the spool cannot be used.
@@ -66,6 +69,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -568,6 +572,21 @@ static int runner_signal_dispatch(struct runner *r)
     return (flush);
 }
 
+/* Readiness, set by the loop, read by the metrics endpoint's thread */
+
+static _Atomic(const char *) runner_unready = "starting";
+
+static const char *runner_ready(void)
+{
+    return (atomic_load(&runner_unready));
+}
+
+static void runner_ready_sample(struct runner *r)
+{
+    atomic_store(&runner_unready, r->spool_error ? "spool unusable"
+		 : r->key.len == 0 ? "webhook secret unreadable" : NULL);
+}
+
 /* runner_loop - until stopped (daemon), or until one pass is done (flush) */
 
 /* runner_sweep - tmp/ files left by crashed writers */
@@ -593,7 +612,9 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	runner_reap(r);
 	if (runner_signal_dispatch(r))
 	    flushing = 1;
+	runner_ready_sample(r);
 	if (r->stop) {
+	    metrics_http_serving(0);
 	    if (r->running == 0)
 		break;
 	} else {
@@ -662,6 +683,10 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     if (mode == RUNNER_DAEMON)
 	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
     runner_spool_check(&r);
+    if (mode == RUNNER_DAEMON) {
+	metrics_http_readiness(runner_ready);
+	metrics_http_serving(1);
+    }
     runner_loop(&r, mode);
     curl_multi_cleanup(r.multi);
     htable_destroy(&r.inflight, NULL);

@@ -24,6 +24,11 @@
  *	hard limit at start, one descriptor per connection); out of
  *	descriptors anyway, accept() pauses instead of spinning
  *	(skeleton(3)).
+ *
+ *	GET /readyz on metrics_listen (metrics_http(3)) is not ready while
+ *	the Redis store is unreachable and on_store_error = closed (every
+ *	request would be deferred); with open, or the memory store, the
+ *	daemon answers and is ready. The state is sampled every 250 ms.
  * DIAGNOSTICS
  *	Configuration errors as "file:line: message"; -t prints them all
  *	and exits 1, or exits 0 for a good configuration.
@@ -32,6 +37,7 @@
 #include "build_config.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +305,26 @@ static void policyd_report(evutil_socket_t fd, short what, void *context)
     srv->store->error[0] = 0;
 }
 
+/*
+ * Readiness, computed in the event loop (which owns the store) and
+ * read by the metrics endpoint's thread.
+ */
+static _Atomic(const char *) policyd_unready;
+
+static const char *policyd_ready(void)
+{
+    return (atomic_load(&policyd_unready));
+}
+
+static void policyd_ready_sample(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+
+    atomic_store(&policyd_unready, srv->store == srv->local || srv->pc->fail_open
+		 || store_redis_connected(srv->store) ? NULL :
+		 "store unreachable and on_store_error = closed");
+}
+
 static void policyd_listen(struct server *srv, struct evconnlistener ***out, int *count)
 {
     int     n;
@@ -336,7 +362,8 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     struct evconnlistener **listeners;
     struct event *sig;
     struct skeleton sk;
-    struct timeval ten = {10, 0};
+    struct timeval ten = {10, 0}, quarter = {0, 250000};
+    struct event *ready;
     int     nlisteners;
 
     conn_metrics_init();
@@ -350,8 +377,15 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     event_add(sig, NULL);
     srv->report = event_new(srv->base, -1, EV_PERSIST, policyd_report, srv);
     event_add(srv->report, &ten);
+    ready = event_new(srv->base, -1, EV_PERSIST, policyd_ready_sample, srv);
+    policyd_ready_sample(-1, 0, srv);
+    event_add(ready, &quarter);
+    metrics_http_readiness(policyd_ready);
+    metrics_http_serving(1);
     msg_info("started: %d limits, store %s", srv->pc->limits.limit_count, srv->pc->store.text);
     event_base_dispatch(srv->base);
+    metrics_http_serving(0);
+    event_free(ready);
     event_free(sig);
     for (int i = 0; i < nlisteners; i++)
 	evconnlistener_free(listeners[i]);
