@@ -5,6 +5,8 @@
  *	generate a DKIM key pair and its DNS record
  * SYNOPSIS
  *	milter-dkim-keygen -d DOMAIN -s SELECTOR [-t rsa|ed25519] [-b BITS] [-D DIR]
+ *
+ *	milter-dkim-keygen rotate ... (rotate(3))
  * DESCRIPTION
  *	Writes DIR/SELECTOR.private (mode 0600, PKCS#8 PEM) and
  *	DIR/SELECTOR.txt, and prints the TXT record in BIND format with
@@ -27,13 +29,15 @@
 #include <unistd.h>
 
 #include "keys.h"
+#include "rotate.h"
 #include "msg.h"
 #include "xalloc.h"
 
 static void keygen_usage(void)
 {
     fprintf(stderr, "usage: milter-dkim-keygen -d DOMAIN -s SELECTOR [-t rsa|ed25519] "
-	    "[-b BITS] [-D DIR]\n");
+	    "[-b BITS] [-D DIR]\n"
+	    "       milter-dkim-keygen rotate [--activate | --retire] -d DOMAIN ...\n");
     exit(2);
 }
 
@@ -53,26 +57,73 @@ static char *keygen_record(const char *selector, const char *domain, const char 
     return (out);
 }
 
-static void keygen_write(const char *path, const char *text, int mode)
+/* keygen_write - create path (never overwriting), owned by uid:gid */
+
+static const char *keygen_write(const char *path, const char *text, int mode, uid_t uid,
+				        gid_t gid)
 {
-    int     fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+    static char err[512];
+    int     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     size_t  len = strlen(text);
 
-    if (fd < 0)
-	msg_fatal("%s: %m%s", path, errno == EEXIST ? " (not overwriting a key)" : "");
-    if (write(fd, text, len) != (ssize_t) len || fsync(fd) != 0 || close(fd) != 0)
-	msg_fatal("%s: write: %m", path);
+    if (fd < 0) {
+	snprintf(err, sizeof(err), "%s: %s%s", path, strerror(errno),
+		 errno == EEXIST ? " (not overwriting a key)" : "");
+	return (err);
+    }
+    if ((uid != (uid_t) -1 && fchown(fd, uid, gid) != 0)
+	|| write(fd, text, len) != (ssize_t) len || fsync(fd) != 0) {
+	snprintf(err, sizeof(err), "%s: write: %s", path, strerror(errno));
+	close(fd);
+	unlink(path);
+	return (err);
+    }
+    if (close(fd) != 0) {
+	snprintf(err, sizeof(err), "%s: close: %s", path, strerror(errno));
+	unlink(path);
+	return (err);
+    }
+    return (NULL);
+}
+
+const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
+			         const char *dir, uid_t uid, gid_t gid, char **record)
+{
+    struct dkim_key key;
+    const char *err;
+    char   *value, *path, *txt;
+
+    *record = NULL;
+    if ((err = keys_generate(ed25519 ? KEY_ED25519 : KEY_RSA, bits, &key)) != NULL)
+	return (err);
+    value = keys_dns_record(&key);
+    *record = keygen_record(selector, domain, value);
+    free(value);
+    path = xasprintf("%s/%s.private", dir, selector);
+    txt = xasprintf("%s/%s.txt", dir, selector);
+    if ((err = keygen_write(path, key.pem, 0600, uid, gid)) == NULL
+	&& (err = keygen_write(txt, *record, 0644, uid, gid)) != NULL)
+	unlink(path);				/* both or neither */
+    keys_free(&key);
+    free(path);
+    free(txt);
+    if (err) {
+	free(*record);
+	*record = NULL;
+    }
+    return (err);
 }
 
 int     main(int argc, char **argv)
 {
     const char *domain = NULL, *selector = NULL, *type = "rsa", *dir = ".";
     int     bits = 2048, ch;
-    struct dkim_key key;
     const char *err;
-    char   *value, *record, *path;
+    char   *record;
 
     msg_init(argv[0], MSG_STDERR);
+    if (argc > 1 && strcmp(argv[1], "rotate") == 0)
+	return (rotate_main(argc - 1, argv + 1));
     while ((ch = getopt(argc, argv, "b:d:D:s:t:")) > 0) {
 	switch (ch) {
 	case 'b':
@@ -99,19 +150,10 @@ int     main(int argc, char **argv)
 	keygen_usage();
     if (strcmp(type, "rsa") == 0 && (bits < 1024 || bits > 8192))
 	msg_fatal("-b %d: RSA keys must have 1024 to 8192 bits (2048 recommended)", bits);
-    if ((err = keys_generate(strcmp(type, "rsa") == 0 ? KEY_RSA : KEY_ED25519, bits, &key)))
+    if ((err = keygen_files(domain, selector, strcmp(type, "ed25519") == 0, bits, dir,
+			    (uid_t) -1, (gid_t) -1, &record)) != NULL)
 	msg_fatal("%s", err);
-    value = keys_dns_record(&key);
-    record = keygen_record(selector, domain, value);
-    path = xasprintf("%s/%s.private", dir, selector);
-    keygen_write(path, key.pem, 0600);
-    free(path);
-    path = xasprintf("%s/%s.txt", dir, selector);
-    keygen_write(path, record, 0644);
-    free(path);
     fputs(record, stdout);
-    keys_free(&key);
-    free(value);
     free(record);
     return (0);
 }

@@ -4,7 +4,7 @@
  * SUMMARY
  *	DKIM signing and verifying milter
  * SYNOPSIS
- *	milter-dkim [-c config_file] [-t] [-f] [-v] [-V]
+ *	milter-dkim [-c config_file] [-t [--dns]] [-f] [-v] [-V]
  * DESCRIPTION
  *	Loads milter-dkim.conf(5) with its KeyTable, SigningTable,
  *	sender_binding and keys, then serves the milter protocol through
@@ -35,6 +35,10 @@
  *	logged and ignored. A reload applies everything but socket,
  *	socket_umask, pid_file, user, syslog and metrics_listen, and says
  *	which of those changed and need a restart.
+ *
+ *	-t --dns also looks up every KeyTable key in DNS and says, per
+ *	row, whether it is published and matching (dnscheck(3)); the exit
+ *	status is 1 unless all are.
  * DIAGNOSTICS
  *	Configuration, table and key errors as "file:line: message".
  */
@@ -58,6 +62,7 @@
 #include <libmilter/mfapi.h>
 
 #include "daemon.h"
+#include "dnscheck.h"
 #include "milter.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -226,13 +231,37 @@ static int milter_dkim_check_user(const char *path, const struct dkim_policy *p)
     return (-1);
 }
 
+/* milter_dkim_dns_flag - take "--dns" out of argv (getopt knows no long options) */
+
+static int milter_dkim_dns_flag(int *argc, char **argv)
+{
+    int     found = 0, out = 1;
+
+    for (int i = 1; i < *argc; i++) {
+	if (strcmp(argv[i], "--") == 0) {
+	    while (i < *argc)
+		argv[out++] = argv[i++];
+	    break;
+	}
+	if (strcmp(argv[i], "--dns") == 0)
+	    found = 1;
+	else
+	    argv[out++] = argv[i];
+    }
+    argv[*argc = out] = NULL;
+    return (found);
+}
+
 int     main(int argc, char **argv)
 {
     struct daemon_opts opts;
     struct dkim_policy *p;
+    int     dns = milter_dkim_dns_flag(&argc, argv);
 
     msg_init(argv[0], MSG_STDERR);
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/milter-dkim.conf", &opts);
+    if (dns && !opts.check_only)
+	msg_fatal("--dns goes with -t (check the configuration and DNS, then exit)");
     (void) daemon_nofile_raise();		/* libmilter polls: no FD_SETSIZE */
     if ((p = policy_load(opts.config_path)) == NULL)
 	return (1);
@@ -241,10 +270,15 @@ int     main(int argc, char **argv)
 	return (1);
     }
     if (opts.check_only) {
+	int     status = 0;
+
 	printf("%s: configuration OK: %d keys, %d SigningTable entries\n", opts.config_path,
 	       p->tables.key_count, p->tables.sign_count);
+	if (dns && config_get_str(p->cfg, "key_table"))
+	    status = dnscheck_tables(p->cfg, &p->tables,
+				   tables_strip_prefix(config_get_str(p->cfg, "key_table")));
 	policy_release(&p);
-	return (0);
+	return (status);
     }
     daemon_log_init(argv[0], &opts, p->cfg);
     daemon_config_running(p->cfg);

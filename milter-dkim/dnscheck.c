@@ -1,0 +1,220 @@
+/*
+ * NAME
+ *	dnscheck 3
+ * SUMMARY
+ *	is each KeyTable key published in DNS? (milter-dkim -t --dns)
+ * SYNOPSIS
+ *	#include "dnscheck.h"
+ *
+ *	struct dnscheck *dnscheck_open(cfg, &err)
+ *	int	dnscheck_row(check, domain, selector, &key, why, whylen)
+ *	int	dnscheck_tables(cfg, &tables, key_table_name)
+ *	void	dnscheck_close(&check)
+ * DESCRIPTION
+ *	dnscheck_row() looks up the TXT records of
+ *	selector._domainkey.domain and judges them against the key
+ *	(dnskey(3)): published and matching, missing (NXDOMAIN, or the
+ *	name without a TXT record), different key, revoked, syntax
+ *	error, or a temporary DNS error (timeout, SERVFAIL, REFUSED, no
+ *	server answering): never reported as missing, and never good
+ *	enough to activate a key.
+ *
+ *	Lookups go to the servers of the dns_servers setting (common
+ *	dns(3); default the system's resolver). With dns_test_file set,
+ *	the records come from that file instead ("name value" lines, as
+ *	libopendkim reads it), which is what the milter verifies with.
+ *
+ *	dnscheck_tables() checks every KeyTable row and prints one line
+ *	per row, "file:line: key selector._domainkey.domain: verdict";
+ *	a row whose domain is '%' depends on the signing domain and is
+ *	reported as not checked.
+ * DIAGNOSTICS
+ *	dnscheck_tables() returns 0 when every checked row is published
+ *	and matching, else 1.
+ */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dns.h"
+#include "dnscheck.h"
+#include "tabfile.h"
+#include "xalloc.h"
+
+#define DNSCHECK_TIMEOUT	5000		/* ms per lookup */
+#define DNSCHECK_RECORDS_MAX	64		/* TXT records judged at one name */
+
+struct dnscheck {
+    struct dns_resolver *res;
+    char   *test_text;				/* dns_test_file, or NULL */
+};
+
+struct dnscheck *dnscheck_open(const struct config *cfg, const char **err)
+{
+    struct dnscheck *c = xcalloc(1, sizeof(*c));
+    const char *test = config_get_str(cfg, "dns_test_file");
+    const struct config_spec *spec;
+    const char *servers = NULL;
+
+    *err = NULL;
+    if (test) {
+	if ((*err = tabfile_read(test, &c->test_text)) != NULL) {
+	    free(c);
+	    return (NULL);
+	}
+	return (c);
+    }
+    for (spec = cfg->specs; spec && spec->name; spec++)	/* when the part has it */
+	if (strcmp(spec->name, "dns_servers") == 0)
+	    servers = config_get_str(cfg, "dns_servers");
+    if ((c->res = dns_resolver_create(servers, DNSCHECK_TIMEOUT, err)) == NULL) {
+	free(c);
+	return (NULL);
+    }
+    return (c);
+}
+
+void    dnscheck_close(struct dnscheck **cp)
+{
+    struct dnscheck *c = *cp;
+
+    if (c == NULL)
+	return;
+    if (c->res)
+	dns_resolver_free(&c->res);
+    free(c->test_text);
+    free(c);
+    *cp = NULL;
+}
+
+/* dnscheck_file - the records of name in the test file */
+
+static int dnscheck_file(const char *text, const char *name, const struct dnskey *key,
+			         char *why, size_t whylen)
+{
+    const char *texts[DNSCHECK_RECORDS_MAX];
+    size_t  lens[DNSCHECK_RECORDS_MAX], nlen = strlen(name);
+    int     n = 0;
+
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+	const char *eol = line + strcspn(line, "\n");
+
+	if ((size_t) (eol - line) > nlen && strncasecmp(line, name, nlen) == 0
+	    && (line[nlen] == ' ' || line[nlen] == '\t')) {
+	    if (n == DNSCHECK_RECORDS_MAX) {
+		snprintf(why, whylen, "more than %d TXT records", DNSCHECK_RECORDS_MAX);
+		return (DNSKEY_INVALID);
+	    }
+	    texts[n] = line + nlen + 1;
+	    lens[n++] = eol - (line + nlen + 1);
+	}
+    }
+    return (dnskey_records(n, texts, lens, key, why, whylen));
+}
+
+int     dnscheck_row(struct dnscheck *c, const char *domain, const char *selector,
+		             const struct dnskey *key, char *why, size_t whylen)
+{
+    const char *texts[DNSCHECK_RECORDS_MAX];
+    size_t  lens[DNSCHECK_RECORDS_MAX];
+    struct dns_answer *ans = NULL;
+    char   *name = xasprintf("%s._domainkey.%s", selector, domain);
+    int     status;
+
+    if (c->test_text) {
+	status = dnscheck_file(c->test_text, name, key, why, whylen);
+	free(name);
+	return (status);
+    }
+    switch (dns_txt(c->res, name, &ans)) {
+    case DNS_OK:
+	if (ans->count > DNSCHECK_RECORDS_MAX) {
+	    snprintf(why, whylen, "%d TXT records", ans->count);
+	    status = DNSKEY_INVALID;
+	    break;
+	}
+	for (int i = 0; i < ans->count; i++) {
+	    texts[i] = (const char *) ans->rr[i].data;
+	    lens[i] = ans->rr[i].len;
+	}
+	status = dnskey_records(ans->count, texts, lens, key, why, whylen);
+	break;
+    case DNS_NXDOMAIN:
+	snprintf(why, whylen, "NXDOMAIN: no such name");
+	status = DNSKEY_MISSING;
+	break;
+    case DNS_NODATA:
+	snprintf(why, whylen, "the name exists without a TXT record");
+	status = DNSKEY_MISSING;
+	break;
+    case DNS_BADNAME:
+	snprintf(why, whylen, "the name cannot be looked up");
+	status = DNSKEY_INVALID;
+	break;
+    default:
+	snprintf(why, whylen, "%s: try again later", ans && ans->why ? ans->why : "no answer");
+	status = DNSKEY_TEMPERROR;
+	break;
+    }
+    dns_answer_free(&ans);
+    free(name);
+    return (status);
+}
+
+/* dnscheck_label - "name", or "name (selector._domainkey.domain)" */
+
+const char *dnscheck_label(const struct key_entry *k)
+{
+    static char buf[1024];
+    size_t  slen = strlen(k->selector);
+
+    if (strncasecmp(k->name, k->selector, slen) == 0
+	&& strncasecmp(k->name + slen, "._domainkey.", 12) == 0
+	&& strcasecmp(k->name + slen + 12, k->domain) == 0)
+	snprintf(buf, sizeof(buf), "%s", k->name);
+    else
+	snprintf(buf, sizeof(buf), "%s (%s._domainkey.%s)", k->name, k->selector, k->domain);
+    return (buf);
+}
+
+int     dnscheck_tables(const struct config *cfg, const struct tables *t, const char *table)
+{
+    struct dnscheck *c;
+    const char *err;
+    char    why[512];
+    int     bad = 0, good = 0;
+
+    if ((c = dnscheck_open(cfg, &err)) == NULL) {
+	fprintf(stderr, "DNS: %s\n", err);
+	return (1);
+    }
+    for (int i = 0; i < t->key_count; i++) {
+	const struct key_entry *k = t->key + i;
+	struct dnskey key;
+	int     status;
+
+	printf("%s:%d: %s: ", table, k->line, dnscheck_label(k));
+	if (strchr(k->domain, '%')) {
+	    printf("not checked: the domain is '%%' (the signing domain's)\n");
+	    continue;
+	}
+	if ((err = dnskey_load(k->path, &key)) != NULL) {
+	    printf("key file %s: %s\n", k->path, err);
+	    bad++;
+	    continue;
+	}
+	status = dnscheck_row(c, k->domain, k->selector, &key, why, sizeof(why));
+	printf("%s (%s)%s%s\n", dnskey_status_text(status), dnskey_type_name(key.type),
+	       why[0] ? ": " : "", why);
+	dnskey_free(&key);
+	status == DNSKEY_OK ? good++ : bad++;
+    }
+    dnscheck_close(&c);
+    printf("%d of %d keys published and matching\n", good, t->key_count);
+    fflush(stdout);
+    return (bad ? 1 : 0);
+}

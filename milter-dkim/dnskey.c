@@ -1,0 +1,405 @@
+/*
+ * NAME
+ *	dnskey 3
+ * SUMMARY
+ *	compare a DKIM key record (RFC 6376 3.6.1, RFC 8463) with a key file
+ * SYNOPSIS
+ *	#include "dnskey.h"
+ *
+ *	const char *dnskey_load(path, &key)
+ *	void	dnskey_free(&key)
+ *	int	dnskey_record(text, len, &key, why, whylen)
+ *	int	dnskey_records(count, texts, lens, &key, why, whylen)
+ *	const char *dnskey_status_text(status)
+ * DESCRIPTION
+ *	dnskey_load() reads a private key file as the milter does (PEM,
+ *	PKCS#1 or PKCS#8, RSA or Ed25519, or the base64 Ed25519 seed
+ *	dkimpy and Rspamd write) and keeps only its public half.
+ *
+ *	dnskey_record() judges one TXT record (its strings already
+ *	concatenated) as a verifier would read it for a signature made
+ *	with that key: DNSKEY_OK (usable and the same key; notes such as
+ *	t=y go to why), DNSKEY_MISMATCH (another key, or k= names
+ *	another type), DNSKEY_REVOKED (p= empty), DNSKEY_INVALID (the
+ *	tag-list does not parse: a duplicate or malformed tag, v= not
+ *	first or not DKIM1, no p=, bad base64, a key that does not
+ *	decode, an unknown k=, h= without sha256, s= without email).
+ *	Tag names are case-sensitive ("P=" is not "p="), as RFC 6376
+ *	3.2 says.
+ *
+ *	dnskey_records() judges every TXT record at the name: a verifier
+ *	may use any of them (RFC 6376 6.1.2), so all must pass; none is
+ *	DNSKEY_MISSING.
+ * DIAGNOSTICS
+ *	dnskey_load() returns NULL or a static error text; why gets a
+ *	one-line reason without any key material but the type.
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "dnskey.h"
+#include "xalloc.h"
+
+#define DNSKEY_FILE_MAX	65536
+
+static const char *dnskey_status_names[] = {
+    "published and matching", "missing", "different key", "revoked (p= empty)",
+    "syntax error", "temporary DNS error",
+};
+
+const char *dnskey_status_text(int status)
+{
+    if (status < 0 || status > DNSKEY_TEMPERROR)
+	return ("unknown");
+    return (dnskey_status_names[status]);
+}
+
+/* dnskey_raw_ed25519 - base64 of a 32-byte seed (or 64: seed + public) */
+
+static EVP_PKEY *dnskey_raw_ed25519(const char *text, size_t len)
+{
+    unsigned char buf[128];
+    char    clean[200];
+    size_t  n = 0;
+    int     decoded;
+
+    for (size_t i = 0; i < len; i++)
+	if (!isspace((unsigned char) text[i])) {
+	    if (n + 1 >= sizeof(clean))
+		return (NULL);
+	    clean[n++] = text[i];
+	}
+    if (n != 44 && n != 88)
+	return (NULL);
+    decoded = EVP_DecodeBlock(buf, (unsigned char *) clean, (int) n);
+    decoded -= (clean[n - 1] == '=') + (clean[n - 2] == '=');
+    if (decoded != 32 && decoded != 64)
+	return (NULL);
+    return (EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, buf, 32));
+}
+
+/* dnskey_public - the public half alone, so no private key is kept */
+
+static EVP_PKEY *dnskey_public(EVP_PKEY *priv)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    EVP_PKEY *pub;
+    int     len = i2d_PUBKEY(priv, &der);
+
+    if (len <= 0)
+	return (NULL);
+    p = der;
+    pub = d2i_PUBKEY(NULL, &p, len);
+    OPENSSL_free(der);
+    return (pub);
+}
+
+const char *dnskey_load(const char *path, struct dnskey *key)
+{
+    FILE   *fp = fopen(path, "r");
+    char   *text;
+    size_t  len;
+    BIO    *bio;
+    EVP_PKEY *priv;
+
+    memset(key, 0, sizeof(*key));
+    if (fp == NULL)
+	return ("cannot open the key file");
+    text = xmalloc(DNSKEY_FILE_MAX);
+    len = fread(text, 1, DNSKEY_FILE_MAX, fp);
+    fclose(fp);
+    if (len == 0 || len == DNSKEY_FILE_MAX) {
+	free(text);
+	return (len ? "key file too large" : "key file is empty");
+    }
+    bio = BIO_new_mem_buf(text, (int) len);
+    if ((priv = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL)
+	priv = dnskey_raw_ed25519(text, len);
+    BIO_free(bio);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    if (priv == NULL)
+	return ("not a PEM private key, nor a base64 Ed25519 seed");
+    switch (EVP_PKEY_base_id(priv)) {
+    case EVP_PKEY_RSA:
+	key->type = DNSKEY_RSA;
+	break;
+    case EVP_PKEY_ED25519:
+	key->type = DNSKEY_ED25519;
+	break;
+    default:
+	EVP_PKEY_free(priv);
+	return ("unsupported key type (RSA or Ed25519 only)");
+    }
+    key->pkey = dnskey_public(priv);
+    EVP_PKEY_free(priv);
+    return (key->pkey ? NULL : "cannot extract the public key");
+}
+
+void    dnskey_free(struct dnskey *key)
+{
+    EVP_PKEY_free(key->pkey);
+    memset(key, 0, sizeof(*key));
+}
+
+const char *dnskey_type_name(int type)
+{
+    return (type == DNSKEY_RSA ? "rsa" : "ed25519");
+}
+
+/* Tag-list parsing (RFC 6376 3.2) into at most DNSKEY_TAGS tags. */
+
+#define DNSKEY_TAGS	32
+
+struct dnskey_tag {
+    char   *name;
+    char   *value;				/* surrounding FWS removed */
+};
+
+#define DNSKEY_FWS(c)	((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
+
+static char *dnskey_trim(char *s)
+{
+    char   *end;
+
+    while (DNSKEY_FWS(*s))
+	s++;
+    end = s + strlen(s);
+    while (end > s && DNSKEY_FWS(end[-1]))
+	*--end = 0;
+    return (s);
+}
+
+/* dnskey_tags - split text (modified) into tags; NULL or the reason */
+
+static const char *dnskey_tags(char *text, struct dnskey_tag *tags, int *count)
+{
+    char   *spec = text, *next, *eq;
+
+    *count = 0;
+    for (; spec; spec = next) {
+	if ((next = strchr(spec, ';')) != NULL)
+	    *next++ = 0;
+	if (*dnskey_trim(spec) == 0 && next == NULL && *count > 0)
+	    break;				/* a trailing ';' */
+	if ((eq = strchr(spec, '=')) == NULL)
+	    return ("a tag without '=' (or an empty tag between two ';')");
+	*eq = 0;
+	tags[*count].name = dnskey_trim(spec);
+	tags[*count].value = dnskey_trim(eq + 1);
+	if (!isalpha((unsigned char) tags[*count].name[0]))
+	    return ("a malformed tag name");
+	for (char *c = tags[*count].name; *c; c++)
+	    if (!isalnum((unsigned char) *c) && *c != '_')
+		return ("a malformed tag name");
+	for (char *c = tags[*count].value; *c; c++)
+	    if (!DNSKEY_FWS(*c) && (*c < 0x21 || *c > 0x7e))
+		return ("a control or 8-bit character in a tag value");
+	for (int i = 0; i < *count; i++)
+	    if (strcmp(tags[i].name, tags[*count].name) == 0)
+		return ("a duplicate tag (RFC 6376 3.2: the record is invalid)");
+	if (++*count == DNSKEY_TAGS)
+	    return ("too many tags");
+    }
+    return (NULL);
+}
+
+static const char *dnskey_get(struct dnskey_tag *tags, int count, const char *name)
+{
+    for (int i = 0; i < count; i++)
+	if (strcmp(tags[i].name, name) == 0)
+	    return (tags[i].value);
+    return (NULL);
+}
+
+/* dnskey_in_list - does a colon-separated list hold word (any case)? */
+
+static int dnskey_in_list(const char *list, const char *word)
+{
+    size_t  wlen = strlen(word);
+
+    for (const char *p = list; *p;) {
+	size_t  n;
+
+	while (DNSKEY_FWS(*p) || *p == ':')
+	    p++;
+	n = strcspn(p, ": \t\r\n");
+	if (n == wlen && strncasecmp(p, word, n) == 0)
+	    return (1);
+	p += n;
+    }
+    return (0);
+}
+
+/* dnskey_base64 - strict base64, FWS allowed anywhere; malloc'ed bytes */
+
+static unsigned char *dnskey_base64(const char *text, int *len)
+{
+    size_t  n = 0, pad = 0;
+    char   *clean = xmalloc(strlen(text) + 1);
+    unsigned char *out = NULL;
+
+    for (const char *c = text; *c; c++) {
+	if (DNSKEY_FWS(*c))
+	    continue;
+	if (*c == '=') {
+	    if (++pad > 2)
+		goto done;
+	} else if (pad || !(isalnum((unsigned char) *c) || *c == '+' || *c == '/')) {
+	    goto done;
+	}
+	clean[n++] = *c;
+    }
+    if (n == 0 || n % 4 != 0)
+	goto done;
+    out = xmalloc(n / 4 * 3 + 1);
+    if ((*len = EVP_DecodeBlock(out, (unsigned char *) clean, (int) n)) < 0) {
+	free(out);
+	out = NULL;
+	goto done;
+    }
+    *len -= (int) pad;
+done:
+    free(clean);
+    return (out);
+}
+
+/* dnskey_decode - the record's p= as a public key of the given type */
+
+static EVP_PKEY *dnskey_decode(int type, const unsigned char *der, int len)
+{
+    const unsigned char *p = der;
+    EVP_PKEY *pkey;
+
+    if (type == DNSKEY_ED25519)
+	return (len == 32 ? EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, der, 32)
+		: NULL);
+    if ((pkey = d2i_PUBKEY(NULL, &p, len)) != NULL) {	/* SubjectPublicKeyInfo */
+	if (EVP_PKEY_base_id(pkey) == EVP_PKEY_RSA && p == der + len)
+	    return (pkey);
+	EVP_PKEY_free(pkey);
+	return (NULL);
+    }
+    p = der;					/* a bare RSAPublicKey, as some publish */
+    pkey = d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, len);
+    if (pkey && p != der + len) {
+	EVP_PKEY_free(pkey);
+	pkey = NULL;
+    }
+    return (pkey);
+}
+
+#define DNSKEY_WHY(...)	(snprintf(why, whylen, __VA_ARGS__))
+
+/* dnskey_judge - the checks on a parsed tag-list */
+
+static int dnskey_judge(struct dnskey_tag *tags, int count, const struct dnskey *key,
+			        char *why, size_t whylen)
+{
+    const char *v = dnskey_get(tags, count, "v"), *h = dnskey_get(tags, count, "h");
+    const char *k = dnskey_get(tags, count, "k"), *p = dnskey_get(tags, count, "p");
+    const char *s = dnskey_get(tags, count, "s"), *t = dnskey_get(tags, count, "t");
+    int     rtype, len, status;
+    unsigned char *der;
+    EVP_PKEY *pkey;
+
+    if (v && (strcmp(tags[0].name, "v") != 0 || strcmp(v, "DKIM1") != 0))
+	return (DNSKEY_WHY("v= must come first and be DKIM1"), DNSKEY_INVALID);
+    if (k && strcmp(k, "rsa") != 0 && strcmp(k, "ed25519") != 0)
+	return (DNSKEY_WHY("unknown key type k=%.32s", k), DNSKEY_INVALID);
+    if (h && !dnskey_in_list(h, "sha256"))
+	return (DNSKEY_WHY("h=%.64s does not allow sha256: every signature fails", h),
+		DNSKEY_INVALID);
+    if (s && !dnskey_in_list(s, "*") && !dnskey_in_list(s, "email"))
+	return (DNSKEY_WHY("s=%.64s excludes email", s), DNSKEY_INVALID);
+    if (p == NULL)
+	return (DNSKEY_WHY("no p= tag"), DNSKEY_INVALID);
+    rtype = k && strcmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
+    if (*p == 0)
+	return (DNSKEY_WHY("p= is empty: the key is revoked"), DNSKEY_REVOKED);
+    if ((der = dnskey_base64(p, &len)) == NULL)
+	return (DNSKEY_WHY("p= is not valid base64"), DNSKEY_INVALID);
+    pkey = dnskey_decode(rtype, der, len);
+    free(der);
+    if (pkey == NULL)
+	return (DNSKEY_WHY("p= does not decode as %s public key",
+			   rtype == DNSKEY_RSA ? "an RSA" : "a 32-byte Ed25519"),
+		DNSKEY_INVALID);
+    if (rtype != key->type) {
+	status = DNSKEY_MISMATCH;
+	DNSKEY_WHY("the record is k=%s, the key file is %s", dnskey_type_name(rtype),
+		   dnskey_type_name(key->type));
+    } else if (EVP_PKEY_eq(pkey, key->pkey) != 1) {
+	status = DNSKEY_MISMATCH;
+	DNSKEY_WHY("the record's p= is another %s key than the key file's",
+		   dnskey_type_name(rtype));
+    } else {
+	status = DNSKEY_OK;
+	DNSKEY_WHY("%s%s", t && dnskey_in_list(t, "y") ? "t=y: receivers may treat failures "
+		   "as unsigned (testing); " : "", t && dnskey_in_list(t, "s") ?
+		   "t=s: signatures must not use a subdomain in i=; " : "");
+    }
+    EVP_PKEY_free(pkey);
+    return (status);
+}
+
+int     dnskey_record(const char *text, size_t len, const struct dnskey *key,
+		              char *why, size_t whylen)
+{
+    struct dnskey_tag tags[DNSKEY_TAGS];
+    char   *copy;
+    const char *err;
+    int     count, status;
+
+    if (memchr(text, 0, len) != NULL)
+	return (DNSKEY_WHY("a NUL byte in the record"), DNSKEY_INVALID);
+    copy = xmalloc(len + 1);
+    memcpy(copy, text, len);
+    copy[len] = 0;
+    if ((err = dnskey_tags(copy, tags, &count)) != NULL) {
+	DNSKEY_WHY("%s", err);
+	status = DNSKEY_INVALID;
+    } else {
+	why[0] = 0;
+	status = dnskey_judge(tags, count, key, why, whylen);
+    }
+    free(copy);
+    return (status);
+}
+
+int     dnskey_records(int count, const char *const *texts, const size_t *lens,
+		               const struct dnskey *key, char *why, size_t whylen)
+{
+    char    one[256] = "";
+    int     status;
+
+    if (count == 0)
+	return (DNSKEY_WHY("no TXT record"), DNSKEY_MISSING);
+    for (int i = 0; i < count; i++) {
+	if ((status = dnskey_record(texts[i], lens[i], key, one, sizeof(one))) == DNSKEY_OK)
+	    continue;
+	if (count == 1)
+	    DNSKEY_WHY("%s", one);
+	else
+	    DNSKEY_WHY("%d TXT records, a verifier may use any; record %d: %s", count,
+		       i + 1, one);
+	return (status);
+    }
+    if (count == 1)
+	DNSKEY_WHY("%s", one);
+    else
+	DNSKEY_WHY("%d TXT records, all matching%s%s", count, one[0] ? "; " : "", one);
+    return (DNSKEY_OK);
+}

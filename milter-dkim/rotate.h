@@ -1,0 +1,14 @@
+#ifndef MXKIT_ROTATE_H
+#define MXKIT_ROTATE_H
+
+/* rotate - milter-dkim-keygen rotate: new key, --activate, --retire. */
+
+#include <sys/types.h>
+
+int     rotate_main(int argc, char **argv);
+
+/* keygen.c: write DIR/SELECTOR.private and .txt; the record, malloc'ed */
+const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
+			         const char *dir, uid_t uid, gid_t gid, char **record);
+
+#endif
