@@ -54,7 +54,7 @@
 #define DNSKEY_FILE_MAX	65536
 
 static const char *dnskey_status_names[] = {
-    "published and matching", "missing", "different key", "revoked (p= empty)",
+    "published and matching", "missing", "different key", "revoked",
     "syntax error", "temporary DNS error",
 };
 

@@ -1,0 +1,421 @@
+#!/usr/bin/python3
+"""Key rotation (milter-dkim-keygen rotate, --activate, --retire) and the DNS
+self-check (milter-dkim -t --dns) against a real DNS server (knotd, t/lib/mxdns.py):
+
+  1. rotate: a new RSA key under a dated selector, appended to the KeyTable
+     marked pending (not signing), owned like the current key, mode 0600; the
+     KeyTable keeps its mode and owner; the printed TXT record is the key's.
+     A second rotate of the same domain and type is refused, nothing changed.
+  2. The check, row by row, and --activate refusing whenever it is not
+     "published and matching" (tables byte-identical after each refusal):
+     NXDOMAIN and NODATA (missing), another key, k=ed25519 for an RSA key
+     (different key), p= empty (revoked), bad base64 and h=sha1 (syntax
+     error), a record in many small strings and two records of the same key
+     (matching), a second record with another key (different key), t=s with
+     h=sha256 (matching, noted), and the DNS server stopped or frozen
+     (temporary DNS error, never "missing").
+  3. Concurrency: 8 rotates of 8 domains at once all land in the KeyTable
+     (no lost update); 6 rotates of one domain at once: exactly one wins.
+  4. A full rotation of RSA and Ed25519 keys while mail flows through Postfix
+     (a steady smtplib stream): rotate, publish, --activate (SIGHUP through
+     the pid file), --retire (refused within the grace period, then -g 0).
+     Every message is delivered (none tempfailed), carries one RSA and one
+     Ed25519 signature, and every signature verifies with dkimpy querying the
+     DNS server (dnspython); messages sent after the reload use only the new
+     selectors. Afterwards -t --dns says every remaining row matches.
+"""
+
+import os
+import re
+import smtplib
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import dkim
+import dns.resolver
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for, run  # noqa: E402
+from mxdns import Knot, txt  # noqa: E402
+import mxdkim  # noqa: E402
+
+DOMAIN = "rotate.test"
+CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = sign
+key_table = refile:{dir}/etc/key.table
+signing_table = refile:{dir}/etc/signing.table
+pid_file = {dir}/run/milter.pid
+dns_servers = {dns}
+"""
+KEYTABLE = """\
+# KeyTable of the rotation test
+rsa2025  rotate.test:rsa2025:{dir}/keys/rsa2025.private
+ed2025   rotate.test:ed2025:{dir}/keys/ed2025.private
+"""
+SIGNING = "# who signs\n*@rotate.test  rsa2025, ed2025\n"
+
+
+def value_of(bind):
+    """The TXT value of milter-dkim-keygen's BIND text (strings joined)."""
+    return "".join(re.findall(r'"([^"]*)"', bind))
+
+
+def keygen(st, selector, kind, domain=DOMAIN):
+    res = run([mxdkim.KEYGEN, "-d", domain, "-s", selector, "-t", kind, "-D",
+               st.path("keys")])
+    assert res.returncode == 0, res.stderr
+    return value_of(res.stdout)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Rig:
+    def __init__(self, st, knot, conf):
+        self.st, self.knot, self.conf = st, knot, conf
+        self.base = []                      # zone records always served
+
+    def rotate(self, *args, conf=None):
+        return run([mxdkim.KEYGEN, "rotate", "-c", conf or self.conf] + list(args),
+                   timeout=120)
+
+    def check(self):
+        return run([mxdkim.MILTER, "-c", self.conf, "-t", "--dns"], timeout=120)
+
+    def serve(self, records):
+        self.knot.set_zone(DOMAIN, self.base + records)
+
+    def tables(self):
+        return read(self.st.path("etc", "key.table")), read(self.st.path("etc", "signing.table"))
+
+
+def split_txt(owner, value, size):
+    """A TXT record of many small character-strings."""
+    parts = [value[i:i + size] for i in range(0, len(value), size)]
+    return "%s TXT %s" % (owner, " ".join('"%s"' % p for p in parts))
+
+
+def test_rotate(rig):
+    st = rig.st
+    os.chown(st.path("keys", "rsa2025.private"), 65534, 65534)
+    os.chmod(st.path("etc", "key.table"), 0o640)
+    os.chown(st.path("etc", "key.table"), 65534, 0)
+    res = rig.rotate("-d", DOMAIN)
+    tap.is_(res.returncode, 0, "rotate -d %s: a new key" % DOMAIN, diag=res.stderr)
+    m = re.search(r"^((rsa-\d{8})\._domainkey\.%s)\.\s+IN\s+TXT" % re.escape(DOMAIN),
+                  res.stdout, re.M)
+    tap.ok(m is not None, "a dated selector and its TXT record printed", diag=res.stdout)
+    name, sel = m.groups() if m else ("?", "?")
+    path = st.path("keys", sel + ".private")
+    info = os.stat(path) if os.path.exists(path) else None
+    tap.ok(info and stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 65534,
+           "the key file is mode 0600 and owned like the key that signs now")
+    table = read(st.path("etc", "key.table")).decode()
+    tap.ok(re.search(r"^%s %s:%s:%s\t# rotate: pending since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+                     % (re.escape(name), DOMAIN, sel, re.escape(path)), table, re.M)
+           and table.startswith(KEYTABLE.replace("{dir}", st.dir)),
+           "the row is appended, marked pending; the rows before are unchanged", diag=table)
+    tap.is_(read(st.path("etc", "signing.table")).decode(), SIGNING,
+            "the SigningTable is untouched (the new key does not sign yet)")
+    info = os.stat(st.path("etc", "key.table"))
+    tap.ok(stat.S_IMODE(info.st_mode) == 0o640 and info.st_uid == 65534,
+           "the KeyTable keeps its mode and owner")
+    pub = subprocess.run(["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"],
+                         capture_output=True).stdout
+    import base64
+    tap.ok(("p=" + base64.b64encode(pub).decode()) in value_of(res.stdout),
+           "the printed record carries the new key's public half")
+    before = rig.tables()
+    again = rig.rotate("-d", DOMAIN)
+    tap.ok(again.returncode == 1 and "pending since" in again.stderr
+           and rig.tables() == before and len(os.listdir(st.path("keys"))) == 6,
+           "a second rotate of the same domain and type is refused, nothing changed",
+           diag=again.stderr)
+    return name, sel, value_of(res.stdout)
+
+
+def row_line(text, name):
+    """The -t --dns line of the row named name."""
+    for line in text.splitlines():
+        if re.match(r"^\S+key\.table:\d+: %s: " % re.escape(name), line):
+            return line
+    return ""
+
+
+CASES = [
+    # (what, records for the selector owner, verdict, and in the reason)
+    ("NXDOMAIN", lambda o, v, w, e: [], "missing", "NXDOMAIN"),
+    ("NODATA", lambda o, v, w, e: ["%s A 127.0.0.1" % o], "missing", "without a TXT"),
+    ("another key", lambda o, v, w, e: [txt(o, w)], "different key", "another rsa key"),
+    ("k=ed25519 for an RSA key", lambda o, v, w, e: [txt(o, e)], "different key", "k=ed25519"),
+    ("p= empty", lambda o, v, w, e: [txt(o, "v=DKIM1; k=rsa; p=")], "revoked", "revoked"),
+    ("bad base64", lambda o, v, w, e: [txt(o, v.replace("p=MII", "p=MII!*"))],
+     "syntax error", "base64"),
+    ("h=sha1", lambda o, v, w, e: [txt(o, v.replace("k=rsa;", "k=rsa; h=sha1;"))],
+     "syntax error", "h=sha1"),
+    ("a second record with another key", lambda o, v, w, e: [txt(o, v), txt(o, w)],
+     "different key", "TXT records"),
+]
+GOOD = [
+    ("many small strings", lambda o, v: [split_txt(o, v, 40)], ""),
+    ("two records of the same key", lambda o, v: [txt(o, v), txt(o, v + ";")], "2 TXT records"),
+    ("t=s with h=sha256", lambda o, v: [txt(o, v.replace("k=rsa;", "k=rsa; t=s; h=sha256;"))],
+     "t=s"),
+]
+
+
+def test_check(rig, name, sel, value, wrong, edvalue):
+    owner = "%s._domainkey" % sel
+    before = rig.tables()
+    for what, records, verdict, reason in CASES:
+        rig.serve(records(owner, value, wrong, edvalue))
+        line = row_line(rig.check().stdout, name)
+        tap.ok(": %s (rsa)" % verdict in line and reason in line,
+               "%s: -t --dns says %s for the row" % (what, verdict), diag=line)
+        res = rig.rotate("--activate", "-d", DOMAIN)
+        tap.ok(res.returncode == 1 and row_line(res.stdout, name) and "not activated"
+               in res.stderr and rig.tables() == before,
+               "%s: --activate names the row and refuses; tables unchanged" % what,
+               diag=res.stdout + res.stderr)
+    for what, records, note in GOOD:
+        rig.serve(records(owner, value))
+        line = row_line(rig.check().stdout, name)
+        tap.ok(": published and matching (rsa)" in line and note in line,
+               "%s: published and matching" % what, diag=line)
+    rig.serve([txt(owner, value)])
+    rig.knot.stop()
+    res = rig.check()
+    line = row_line(res.stdout, name)
+    tap.ok(res.returncode == 1 and "temporary DNS error" in line and "missing" not in res.stdout,
+           "DNS server stopped: temporary DNS error, not missing", diag=res.stdout)
+    res = rig.rotate("--activate", "-d", DOMAIN)
+    tap.ok(res.returncode == 1 and "temporary DNS error" in res.stdout
+           and rig.tables() == before, "DNS server stopped: --activate refuses",
+           diag=res.stdout + res.stderr)
+    rig.knot.start()
+    rig.knot.pause()
+    t0 = time.monotonic()
+    res = rig.rotate("--activate", "-d", DOMAIN)
+    took = time.monotonic() - t0
+    rig.knot.resume()
+    tap.ok(res.returncode == 1 and "temporary DNS error" in res.stdout and took < 30
+           and rig.tables() == before,
+           "DNS server frozen: --activate refuses after a timeout (%.1fs)" % took,
+           diag=res.stdout + res.stderr)
+
+
+def test_concurrency(rig):
+    st = rig.st
+    conf2 = st.path("etc", "c.conf")
+    with open(conf2, "w") as f:
+        f.write("mode = sign\nkey_table = %s\nsigning_table = %s\n" % (
+            st.path("etc", "c.key"), st.path("etc", "c.sign")))
+    with open(st.path("etc", "c.key"), "w") as f:
+        f.write("# many writers\nfirst c0.test:first:%s\n" % st.path("keys", "rsa2025.private"))
+    with open(st.path("etc", "c.sign"), "w") as f:
+        f.write("*@c0.test first\n")
+    os.makedirs(st.path("ckeys"), exist_ok=True)
+    procs = [subprocess.Popen([mxdkim.KEYGEN, "rotate", "-c", conf2, "-d", "c%d.test" % i,
+                               "-b", "1024", "-D", st.path("ckeys")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(1, 9)]
+    codes = [p.wait(timeout=120) for p in procs]
+    table = read(st.path("etc", "c.key")).decode()
+    rows = re.findall(r"^\S+ (c\d)\.test:rsa-\d{8}(?:-\d)?:\S+\t# rotate: pending", table,
+                      re.M)
+    tap.ok(codes == [0] * 8 and sorted(rows) == ["c%d" % i for i in range(1, 9)]
+           and table.startswith("# many writers\nfirst c0.test:"),
+           "8 concurrent rotates of 8 domains: all 8 rows in the KeyTable", diag=table)
+    procs = [subprocess.Popen([mxdkim.KEYGEN, "rotate", "-c", conf2, "-d", "c0.test",
+                               "-b", "1024", "-D", st.path("ckeys")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(6)]
+    codes = [p.wait(timeout=120) for p in procs]
+    table = read(st.path("etc", "c.key")).decode()
+    tap.ok(sorted(codes) == [0, 1, 1, 1, 1, 1]
+           and len(re.findall(r"^\S+ c0\.test:rsa-", table, re.M)) == 1,
+           "6 concurrent rotates of one domain: exactly one pending key", diag=table)
+    res = run([mxdkim.MILTER, "-c", conf2, "-t"])
+    tap.ok(res.returncode == 0 and "10 keys" in res.stdout,
+           "the KeyTable written by 14 concurrent runs loads", diag=res.stdout + res.stderr)
+    tap.is_(sorted(f for f in os.listdir(st.path("etc")) if f.startswith(".")), [],
+            "no temporary file left behind")
+
+
+class Sender(threading.Thread):
+    """A steady stream of messages through Postfix's smtpd (internal client)."""
+
+    def __init__(self, st):
+        super().__init__(daemon=True)
+        self.st, self.stop, self.sent = st, threading.Event(), []
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                s = smtplib.SMTP("127.0.0.1", self.st.port("postfix-smtp"), timeout=30)
+                s.ehlo("client.rotate.test")
+                for _ in range(5):
+                    token = uuid.uuid4().hex
+                    t0 = time.monotonic()
+                    body = ("From: <noreply@rotate.test>\r\nTo: <cust@example.net>\r\n"
+                            "Subject: flow %s\r\nMessage-ID: <%s@rotate.test>\r\n\r\n"
+                            "message %s\r\n" % (token, token, token)).encode()
+                    try:
+                        s.sendmail("noreply@rotate.test", ["cust@example.net"], body)
+                        self.sent.append((token, t0, 250))
+                    except smtplib.SMTPResponseException as e:
+                        self.sent.append((token, t0, e.smtp_code))
+                    time.sleep(0.02)
+                s.quit()
+            except (OSError, smtplib.SMTPException) as e:
+                self.sent.append(("connection", time.monotonic(), str(e)))
+
+
+def dnsfunc_for(knot):
+    def dnsfunc(name, timeout=5):
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers, r.port, r.lifetime = ["127.0.0.1"], knot.port, timeout
+        name = name.decode() if isinstance(name, bytes) else name
+        try:
+            ans = r.resolve(name.rstrip("."), "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(ans[0].strings)
+    return dnsfunc
+
+
+def selectors(message):
+    return sorted(re.findall(rb"\bs=([A-Za-z0-9._-]+)", b"".join(
+        re.findall(rb"^DKIM-Signature:.*?(?=^\S)", message, re.M | re.S))))
+
+
+def test_flow(rig, proc, rsa_sel, rsa_value, old):
+    st = rig.st
+    sender = Sender(st)
+    sender.start()
+    wait_for(lambda: len(sender.sent) >= 20, timeout=30)
+    res = rig.rotate("-d", DOMAIN, "-t", "ed25519")
+    tap.is_(res.returncode, 0, "during the flow: rotate -t ed25519", diag=res.stderr)
+    ed_sel = re.search(r"^(ed25519-\d{8})\._domainkey", res.stdout, re.M).group(1)
+    new = [txt(rsa_sel + "._domainkey", rsa_value),
+           txt(ed_sel + "._domainkey", value_of(res.stdout))]
+    rig.serve(new)                            # publish both next keys
+    reloads = st.read_log("milter").count("configuration reloaded")
+    res = rig.rotate("--activate", "-d", DOMAIN)
+    tap.ok(res.returncode == 0 and "sent SIGHUP to milter-dkim (pid %d)" % proc.pid in res.stdout
+           and res.stdout.count(": published and matching (") == 2,
+           "--activate: both pending keys checked in DNS, SigningTable switched, SIGHUP sent",
+           diag=res.stdout + res.stderr)
+    tap.ok(re.search(r"keep the TXT record rsa2025\._domainkey\.rotate\.test published until "
+                     r"at least \d{4}-", res.stdout), "it says how long the old record stays")
+    tap.ok(wait_for(lambda: st.read_log("milter").count("configuration reloaded") > reloads),
+           "the milter reloaded")
+    t_reload = time.monotonic()
+    signing = read(st.path("etc", "signing.table")).decode()
+    tap.is_(signing, SIGNING.replace("rsa2025", "%s._domainkey.%s" % (rsa_sel, DOMAIN))
+            .replace("ed2025", "%s._domainkey.%s" % (ed_sel, DOMAIN)),
+            "the SigningTable row names the new keys, its formatting kept")
+    wait_for(lambda: len([s for s in sender.sent if s[1] > t_reload]) >= 20, timeout=30)
+    res = rig.rotate("--retire", "-d", DOMAIN)
+    tap.ok(res.returncode == 1 and "must stay published until" in res.stderr,
+           "--retire within the grace period is refused", diag=res.stderr)
+    res = rig.rotate("--retire", "-d", DOMAIN, "-g", "0")
+    tap.ok(res.returncode == 0 and "the TXT record rsa2025._domainkey.rotate.test may be removed"
+           in res.stdout and "the TXT record ed2025._domainkey.rotate.test may be removed"
+           in res.stdout, "--retire -g 0 names the TXT records that may go",
+           diag=res.stdout + res.stderr)
+    table = read(st.path("etc", "key.table")).decode()
+    tap.ok("rsa2025" not in table and "ed2025" not in table and "rotate:" not in table,
+           "the old rows are gone, the new ones unmarked", diag=table)
+    time.sleep(1)
+    sender.stop.set()
+    sender.join(timeout=60)
+    return sender.sent, t_reload, ed_sel, old + new
+
+
+def verify_flow(rig, sent, t_reload, rsa_sel, ed_sel):
+    st = rig.st
+    bad = [s for s in sent if s[2] != 250]
+    tap.ok(len(sent) >= 60 and not bad, "%d messages sent during the rotation, every one "
+           "accepted (none tempfailed)" % len(sent), diag=repr(bad[:5]))
+    tokens = {s[0] for s in sent}
+    got = wait_for(lambda: len(st.sink_messages()) >= len(sent) and st.sink_messages(),
+                   timeout=60) or []
+    by_token = {}
+    for m in got:
+        t = re.search(r"flow ([0-9a-f]{32})", m)
+        if t:
+            by_token.setdefault(t.group(1), []).append(m)
+    tap.ok(set(by_token) == tokens and all(len(v) == 1 for v in by_token.values()),
+           "every message reached the sink exactly once (%d)" % len(by_token))
+    dnsfunc = dnsfunc_for(rig.knot)
+    failed, late_old, sels_seen = [], [], set()
+    for token, t0, _ in sent:
+        msg = mxdkim.crlf(mxdkim.strip_sink_headers(by_token.get(token, [""])[0]))
+        sels = selectors(msg)
+        sels_seen.update(sels)
+        d = dkim.DKIM(msg)
+        if len(sels) != 2 or not all(d.verify(idx=i, dnsfunc=dnsfunc) for i in range(2)):
+            failed.append((token, sels))
+        if t0 > t_reload and sels != sorted([ed_sel.encode(), rsa_sel.encode()]):
+            late_old.append((token, sels))
+    tap.ok(not failed, "every message has two signatures (RSA, Ed25519) and both verify "
+           "with dkimpy against the DNS server", diag=repr(failed[:5]))
+    tap.ok(not late_old, "messages sent after the reload use only the new selectors",
+           diag=repr(late_old[:5]))
+    tap.ok({b"rsa2025", b"ed2025", rsa_sel.encode(), ed_sel.encode()} <= sels_seen,
+           "the stream saw the old and the new keys", diag=repr(sels_seen))
+
+
+with Stack("milter-dkim-rotate") as st:
+    tap.stack = st
+    os.makedirs(st.path("keys"), exist_ok=True)
+    os.makedirs(st.path("run"), exist_ok=True)
+    old = [txt("rsa2025._domainkey", keygen(st, "rsa2025", "rsa")),
+           txt("ed2025._domainkey", keygen(st, "ed2025", "ed25519"))]
+    wrong = keygen(st, "wrong", "rsa", "elsewhere.test")
+    edvalue = keygen(st, "edwrong", "ed25519", "elsewhere.test")
+    for f in ("wrong", "edwrong"):
+        os.unlink(st.path("keys", f + ".private"))
+        os.unlink(st.path("keys", f + ".txt"))
+    knot = Knot(st, {DOMAIN: old})
+    knot.start()
+    with open(st.path("etc", "key.table"), "w") as f:
+        f.write(KEYTABLE.replace("{dir}", st.dir))
+    with open(st.path("etc", "signing.table"), "w") as f:
+        f.write(SIGNING)
+    rig = Rig(st, knot, None)
+    rig.base = old
+    res = None
+    proc, port, conf = mxdkim.start_milter(st, "milter", CONF.replace("{dns}", knot.servers))
+    rig.conf = conf
+    res = rig.check()
+    tap.ok(res.returncode == 0 and res.stdout.count(": published and matching (") == 2
+           and "published and matching (ed25519)" in res.stdout,
+           "-t --dns: the RSA and the Ed25519 key are published and matching",
+           diag=res.stdout + res.stderr)
+    name, rsa_sel, rsa_value = test_rotate(rig)
+    test_check(rig, name, rsa_sel, rsa_value, wrong, edvalue)
+    test_concurrency(rig)
+    milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
+    st.start_sink()
+    st.start_postfix(smtpd=milter)
+    rig.serve([])
+    sent, t_reload, ed_sel, zone = test_flow(rig, proc, rsa_sel, rsa_value, old)
+    verify_flow(rig, sent, t_reload, rsa_sel, ed_sel)
+    knot.set_zone(DOMAIN, zone[2:])           # the retired records go
+    res = rig.check()
+    tap.ok(res.returncode == 0 and "2 of 2 keys published and matching" in res.stdout,
+           "after the rotation -t --dns: both new keys published and matching",
+           diag=res.stdout + res.stderr)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
