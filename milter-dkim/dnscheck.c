@@ -57,8 +57,7 @@ struct dnscheck *dnscheck_open(const struct config *cfg, const char **err)
 {
     struct dnscheck *c = xcalloc(1, sizeof(*c));
     const char *test = config_get_str(cfg, "dns_test_file");
-    const struct config_spec *spec;
-    const char *servers = NULL;
+    const char *servers = config_get_str(cfg, "dns_servers");
 
     *err = NULL;
     if (test) {
@@ -68,9 +67,6 @@ struct dnscheck *dnscheck_open(const struct config *cfg, const char **err)
 	}
 	return (c);
     }
-    for (spec = cfg->specs; spec && spec->name; spec++)	/* when the part has it */
-	if (strcmp(spec->name, "dns_servers") == 0)
-	    servers = config_get_str(cfg, "dns_servers");
     if ((c->res = dns_resolver_create(servers, DNSCHECK_TIMEOUT, err)) == NULL) {
 	free(c);
 	return (NULL);

@@ -45,6 +45,7 @@
 #include <sys/un.h>
 
 #include "daemon.h"
+#include "dns.h"
 #include "msg.h"
 #include "policy.h"
 #include "xalloc.h"
@@ -68,6 +69,7 @@ const struct config_spec policy_specs[] = {
     {"verify_signatures_max", CONFIG_INT, "8", 0},
     {"authserv_id", CONFIG_STRING, NULL, 0},
     {"dns_test_file", CONFIG_STRING, NULL, 0},
+    {"dns_servers", CONFIG_STRING, NULL, 0},
     DAEMON_CONFIG_SPECS,
     {0},
 };
@@ -452,6 +454,9 @@ struct dkim_policy *policy_load(const char *path)
     p->cfg = config_read(path, policy_specs);
     if (p->cfg->error_count == 0) {
 	daemon_config_check(p->cfg);
+	if ((dns = config_get_str(p->cfg, "dns_servers")) && (dns = dns_servers_check(dns)))
+	    config_add_error(p->cfg, config_lookup(p->cfg, "dns_servers")->line,
+			     "dns_servers: %s", dns);
 	policy_settings(p);
 	policy_socket(p);
 	p->lib = dkim_init(NULL, NULL);

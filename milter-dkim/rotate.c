@@ -464,7 +464,7 @@ static char *rotate_replace(const char *line, const char *from, const char *to)
     o += at;
     p += at;
     while (*p && *p != '#') {
-	size_t  tok = strcspn(p, ", \t#");
+	size_t  tok = strcspn(p, ", \t\r#");
 
 	if (tok == 0) {
 	    *o++ = *p++;

@@ -216,12 +216,15 @@ def test_concurrency(rig):
     st = rig.st
     conf2 = st.path("etc", "c.conf")
     with open(conf2, "w") as f:
-        f.write("mode = sign\nkey_table = %s\nsigning_table = %s\n" % (
-            st.path("etc", "c.key"), st.path("etc", "c.sign")))
+        f.write("mode = sign\nkey_table = %s\nsigning_table = %s\ndns_test_file = %s\n" % (
+            st.path("etc", "c.key"), st.path("etc", "c.sign"), st.path("etc", "c.dns")))
     with open(st.path("etc", "c.key"), "w") as f:
-        f.write("# many writers\nfirst c0.test:first:%s\n" % st.path("keys", "rsa2025.private"))
-    with open(st.path("etc", "c.sign"), "w") as f:
-        f.write("*@c0.test first\n")
+        f.write("# many writers\nfirst c0.test:first:%s\nfirst2 x.c0.test:first2:%s\n" % (
+            st.path("keys", "rsa2025.private"), st.path("keys", "ed2025.private")))
+    with open(st.path("etc", "c.sign"), "wb") as f:
+        f.write(b"# CRLF lines\r\n*@c0.test first\r\n*@x.c0.test first,first2\r\n")
+    with open(st.path("etc", "c.dns"), "w") as f:
+        f.write("")
     os.makedirs(st.path("ckeys"), exist_ok=True)
     procs = [subprocess.Popen([mxdkim.KEYGEN, "rotate", "-c", conf2, "-d", "c%d.test" % i,
                                "-b", "1024", "-D", st.path("ckeys")],
@@ -244,8 +247,18 @@ def test_concurrency(rig):
            and len(re.findall(r"^\S+ c0\.test:rsa-", table, re.M)) == 1,
            "6 concurrent rotates of one domain: exactly one pending key", diag=table)
     res = run([mxdkim.MILTER, "-c", conf2, "-t"])
-    tap.ok(res.returncode == 0 and "10 keys" in res.stdout,
+    tap.ok(res.returncode == 0 and "11 keys" in res.stdout,
            "the KeyTable written by 14 concurrent runs loads", diag=res.stdout + res.stderr)
+    sel = re.search(r"c0\.test:(rsa-[0-9-]+):", table).group(1)
+    with open(st.path("etc", "c.dns"), "w") as f:
+        f.write("%s._domainkey.c0.test %s\n" % (sel, value_of(read(st.path(
+            "ckeys", sel + ".txt")).decode())))
+    res = rig.rotate("--activate", "-d", "c0.test", conf=conf2)
+    new = "%s._domainkey.c0.test" % sel
+    tap.ok(res.returncode == 0 and read(st.path("etc", "c.sign")) == (
+        "# CRLF lines\r\n*@c0.test %s\r\n*@x.c0.test %s,first2\r\n" % (new, new)).encode(),
+           "a SigningTable with CRLF lines: both rows switched, the CRLFs kept",
+           diag=res.stdout + res.stderr + repr(read(st.path("etc", "c.sign"))))
     tap.is_(sorted(f for f in os.listdir(st.path("etc")) if f.startswith(".")), [],
             "no temporary file left behind")
 
