@@ -32,7 +32,9 @@
  *	needed (exempt, other stage, no applicable limit); otherwise a call
  *	to submit. decide_finish() turns the results into the reply
  *	("DUNNO", the templated defer/reject text, HOLD or WARN) and logs
- *	one line per over-limit decision.
+ *	one line per over-limit decision. Quarantines (quarantine.c) add
+ *	their ops to the same call; a locked key, or a lock set by this
+ *	request, answers with the quarantine's action instead.
  * DIAGNOSTICS
  *	Over-limit lines: "LIMIT: defer key=K count=N rate=R retry_after=Ns
  *	stage=S queue_id=Q client=NAME[ADDR]"; dry_run logs "would defer".
@@ -48,6 +50,7 @@
 #include "decide.h"
 #include "metrics.h"
 #include "msg.h"
+#include "quarantine.h"
 #include "xalloc.h"
 
 static enum decide_stage decide_stage(const struct policy_request *req)
@@ -281,6 +284,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     call->charge = (stage == STAGE_EOM);
     for (int i = 0; i < pc->limits.limit_count; i++)
 	decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req);
+    quarantine_add_ops(call, &pc->limits, txn->quarantine_struck, req);
     if (call->count == 0) {
 	store_call_free(&call);
 	if (stage == STAGE_EOM)
@@ -414,12 +418,15 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
     char    key[LIMIT_KEY_MAX];
     char   *reply;
 
+    if ((reply = quarantine_locked(&pc->limits, call, req)) != NULL)
+	return (reply);
     for (int i = 0; i < call->count; i++) {
 	const struct store_op *op = call->ops + i;
-	const struct limit *limit = pc->limits.limit + op->limit;
+	const struct limit *limit;
 
-	if (op->allowed)
+	if (op->allowed || op->kind != STORE_OP_RATE)
 	    continue;
+	limit = pc->limits.limit + op->limit;
 	if (op->limit != logged_limit) {	/* one line per limit */
 	    decide_key_value(limit, op, key, sizeof(key));
 	    decide_log(limit, key, op, req);
@@ -431,6 +438,8 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 	if (op->advisory && !limit->dry_run && warning == NULL)
 	    warning = op;
     }
+    if ((reply = quarantine_struck(&pc->limits, call, req, &txn->quarantine_struck)) != NULL)
+	return (reply);			/* the request that set a lock */
     if (deciding) {			/* enforced: nothing is recorded */
 	const struct limit *limit = pc->limits.limit + deciding->limit;
 

@@ -48,6 +48,7 @@ struct decide_txn {
     struct htable *index;		/* "LIMIT:KEY" -> pending */
     unsigned long generation;		/* of the limits the indexes are in */
     int     full_logged;
+    unsigned long long quarantine_struck;	/* quarantines struck (quarantine.c) */
 };
 
 enum decide_stage { STAGE_OTHER, STAGE_RCPT, STAGE_DATA, STAGE_EOM };

@@ -5,6 +5,7 @@
  *	Postfix policy service for rate limits
  * SYNOPSIS
  *	policyd-ratelimit [-c config_file] [-t] [-f] [-v] [-V]
+ *	policyd-ratelimit ctl [-c config_file] [-s socket] COMMAND [ARG]
  * DESCRIPTION
  *	Loads the configuration (policyd-ratelimit.conf(5)), listens on
  *	every "listen" address and answers Postfix policy requests on
@@ -45,10 +46,12 @@
 
 #include "addr.h"
 #include "conn.h"
+#include "ctl.h"
 #include "daemon.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "msg.h"
+#include "quarantine.h"
 #include "skeleton.h"
 #include "xalloc.h"
 
@@ -73,6 +76,7 @@ static const struct config_spec policyd_specs[] = {
     {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    CTL_CONFIG_SPECS,
     DAEMON_CONFIG_SPECS,
     {0},
 };
@@ -213,6 +217,7 @@ static void policyd_check_values(struct policy_config *pc)
 	pc->max_connections = daemon_config_connections(cfg, "max_connections", 1,
 							POLICYD_FD_RESERVE);
     daemon_config_check(cfg);
+    ctl_config_check(cfg);
     policyd_check_listen(cfg);
     pc->syslog = config_get_bool(cfg, "syslog");
     pc->fail_open = strcmp(mode, "open") == 0;
@@ -365,6 +370,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     struct timeval ten = {10, 0}, quarter = {0, 250000};
     struct event *ready;
     int     nlisteners;
+    struct ctl_server *ctl;
 
     conn_metrics_init();
     srv->base = event_base_new();
@@ -372,7 +378,9 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     /* before the port answers: a signal sent then must not kill us */
     sig = event_new(srv->base, daemon_signal_fd(), EV_READ | EV_PERSIST, policyd_signal, srv);
     policyd_listen(srv, &listeners, &nlisteners);
+    ctl = ctl_start(srv);			/* while root: chown */
     skeleton_start(&sk, opts, srv->pc->cfg);
+    quarantine_notify_init(srv->base, config_get_duration(srv->pc->cfg, "notify_timeout"));
     srv->store = policyd_store(srv);
     event_add(sig, NULL);
     srv->report = event_new(srv->base, -1, EV_PERSIST, policyd_report, srv);
@@ -394,6 +402,8 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     if (srv->store != srv->local)
 	store_destroy(&srv->store);
     store_destroy(&srv->local);
+    ctl_stop(&ctl);
+    quarantine_notify_shutdown();
     event_base_free(srv->base);
     skeleton_stop(&sk);
 }
@@ -404,6 +414,9 @@ int     main(int argc, char **argv)
     struct server srv;
 
     msg_init(argv[0], MSG_STDERR);
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+	return (ctl_main(argc - 1, argv + 1, SYSCONFDIR "/mxkit/policyd-ratelimit.conf",
+			 policyd_specs));
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/policyd-ratelimit.conf", &opts);
     policyd_config_path = opts.config_path;
     memset(&srv, 0, sizeof(srv));

@@ -43,6 +43,7 @@
 #include <idn2.h>
 #include <openssl/evp.h>
 
+#include "quarantine.h"
 #include "ratelimit.h"
 #include "msg.h"
 #include "xalloc.h"
@@ -212,7 +213,7 @@ static char *ratelimit_idna(const char *domain)
  * it was a fresh key for the same domain (a limit bypassed by a dot);
  * and its domain is written in A-labels (ratelimit_idna).
  */
-static const char *ratelimit_value(const struct limit *limit, const char *value, char *buf)
+const char *ratelimit_value(const struct limit *limit, const char *value, char *buf)
 {
     const char *err = NULL, *at;
     size_t  len = strlen(value);
@@ -332,7 +333,7 @@ static const char *ratelimit_set_burst(struct limit_rates *rates, const char *te
     return (NULL);
 }
 
-static const char *ratelimit_parse_key(struct limit *limit, const char *spec)
+const char *ratelimit_parse_key(struct limit *limit, const char *spec)
 {
     const char *slash = strchr(spec, '/');
     long long v4, v6;
@@ -489,6 +490,7 @@ void    ratelimit_load(struct limits *limits, struct config *cfg)
 	}
     }
     ratelimit_load_overrides(limits, cfg);
+    quarantine_load(limits, cfg);
 }
 
 static struct limit *ratelimit_find(struct limits *limits, const char *name)
@@ -603,6 +605,7 @@ void    ratelimit_free(struct limits *limits)
 	cidr_list_destroy(&limits->exempt[i].cidrs);
 	htable_destroy(&limits->exempt[i].values, NULL);
     }
+    quarantine_free(limits);
     free(limits->limit);
     free(limits->exempt);
     memset(limits, 0, sizeof(*limits));

@@ -49,11 +49,15 @@ struct exemption {
     struct htable *values;		/* anything else (lower case) */
 };
 
+struct quarantine;
+
 struct limits {
     struct limit *limit;
     int     limit_count;
     struct exemption *exempt;
     int     exempt_count;
+    struct quarantine *quarantine;	/* quarantine.c */
+    int     quarantine_count;
     unsigned long generation;		/* distinct for every load */
 };
 
@@ -65,6 +69,8 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len);
 void    ratelimit_canon(const char *value, int lower, char *buf);
+const char *ratelimit_parse_key(struct limit *limit, const char *spec);
+const char *ratelimit_value(const struct limit *limit, const char *value, char *buf);
 const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates);
 const char *ratelimit_count_name(enum limit_count count);
 const char *ratelimit_action_name(enum limit_action action);

@@ -22,10 +22,27 @@ struct store_op {
     int     advisory;			/* dry_run or action=warn */
     int     limit;			/* index of the limit (caller's) */
     int     rate;			/* index of the rate in the limit */
+    int     kind;			/* STORE_OP_RATE, _LOCK, _STRIKE */
+    int     times;			/* STRIKE: strikes that lock */
+    int     lock;			/* STRIKE: index of its LOCK op */
     /* results */
     int     allowed;
     double  retry_after;		/* microseconds */
+    int     struck;			/* STRIKE: 1 counted, 2 locked now */
 };
+
+/*
+ * Quarantine ops (quarantine.c), in the same atomic call as the rates:
+ * a LOCK op is a key that, while it exists, blocks the call (allowed = 0,
+ * nothing charged, no strike counted). A STRIKE op (capacity = window in
+ * microseconds) is counted when an op of its limit did not fit and no
+ * LOCK op was locked; its key keeps the times of the last strikes, and
+ * when "times" of them fall within the window its LOCK op's key is set
+ * (to the time, without expiry) and the call is blocked.
+ */
+#define STORE_OP_RATE	0
+#define STORE_OP_LOCK	1
+#define STORE_OP_STRIKE	2
 
 /* A parsed "store" value (store_url.c); text is the printable form. */
 #define STORE_PASSWORD_MAX	255
@@ -63,12 +80,44 @@ struct store_call {
     int     abandoned;
 };
 
+/*
+ * Operator's calls (ctl.c), the same on every store: GET the values of
+ * keys (as strings: a TAT, a lock's time, a strike list; NULL when
+ * absent) with the store's clock; DEL keys; SCAN every key matching a
+ * glob, in batches given to batch() (keys and values valid during the
+ * call), then done(). done() runs exactly once, maybe inside admin().
+ */
+#define STORE_ADMIN_GET	0
+#define STORE_ADMIN_DEL	1
+#define STORE_ADMIN_SCAN 2
+
+struct store_admin;
+typedef void (*store_admin_fn) (struct store_admin *adm);
+
+struct store_admin {
+    int     op;
+    char  **keys;			/* GET, DEL; SCAN: the batch */
+    int     count;
+    const char *match;			/* SCAN */
+    store_admin_fn batch;		/* SCAN */
+    store_admin_fn done;
+    void   *context;
+    /* results */
+    char  **values;			/* GET, SCAN batch: NULL if absent */
+    double  now;			/* microseconds, the store's clock */
+    long long deleted;			/* DEL */
+    int     error;
+};
+
 struct store {
     const char *kind;
     char    error[200];			/* latest failure, for the summary */
     void    (*submit) (struct store *store, struct store_call *call);
     void    (*destroy) (struct store *store);
+    void    (*admin) (struct store *store, struct store_admin *adm);
 };
+
+void    store_admin_clear(struct store_admin *adm);
 
 struct store *store_memory_create(struct event_base *base);
 size_t  store_memory_size(const struct store *store);

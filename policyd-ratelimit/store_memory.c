@@ -14,13 +14,20 @@
  *	table every 100 ms, and memory stays proportional to the keys
  *	active within their periods.
  *
- *	Calls complete synchronously, inside submit().
+ *	Quarantine locks and strike lists (store.h) live in the same
+ *	table: a lock never expires, a strike list when its window has
+ *	passed. Operator's calls (admin) see the values in the form Redis
+ *	keeps them, so ctl gives the same answers for both stores.
+ *
+ *	Calls complete synchronously, inside submit() and admin().
  * DIAGNOSTICS
  *	None.
  */
 
 #include "build_config.h"
 
+#include <fnmatch.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,29 +68,118 @@ static void store_memory_sweep(evutil_socket_t fd, short what, void *context)
     htable_sweep(mem->table, 4096, store_memory_expired, &now, free);
 }
 
+/*
+ * Values by kind of key (store_memory_type): a rate's TAT (a double), a
+ * lock ({INFINITY, time set}: the sweeper never takes it) and a strike
+ * list (struct store_memory_strikes: its first double is when the list
+ * expires, so the sweeper's test fits every kind).
+ */
+struct store_memory_strikes {
+    double  expires;
+    int     count;
+    int     cap;
+    double  times[1];			/* allocated to cap */
+};
+
+static int store_memory_type(const char *key)
+{
+    size_t  len = strlen(key);
+
+    if (strncmp(key, "mxrl:q:", 7) != 0)
+	return (STORE_OP_RATE);
+    if (len > 5 && strcmp(key + len - 5, ":lock") == 0)
+	return (STORE_OP_LOCK);
+    return (STORE_OP_STRIKE);
+}
+
+/* store_memory_over - whether an op of this limit did not fit */
+
+static int store_memory_over(const struct store_call *call, int limit)
+{
+    for (int i = 0; i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].limit == limit
+	    && !call->ops[i].allowed)
+	    return (1);
+    return (0);
+}
+
+/* store_memory_strike - count one strike; lock on the last one */
+
+static void store_memory_strike(struct store_memory *mem, struct store_call *call,
+				        struct store_op *op, double now)
+{
+    struct store_memory_strikes **slot, *s;
+    double *lock;
+    int     created, kept = 0;
+
+    slot = (struct store_memory_strikes **) htable_slot(mem->table, op->key, &created);
+    if (created || (*slot)->cap < op->times) {
+	*slot = xrealloc(created ? NULL : *slot, sizeof(**slot) + sizeof(double) * op->times);
+	if (created)
+	    (*slot)->count = 0;
+	(*slot)->cap = op->times;
+    }
+    s = *slot;
+    for (int i = 0; i < s->count; i++)	/* the window slides */
+	if (now - s->times[i] < op->capacity)
+	    s->times[kept++] = s->times[i];
+    s->count = kept;
+    if (s->count >= op->times) {		/* times lowered by a reload */
+	memmove(s->times, s->times + s->count - op->times + 1, sizeof(double) * (op->times - 1));
+	s->count = op->times - 1;
+    }
+    s->times[s->count++] = now;
+    s->expires = now + op->capacity;
+    op->struck = 1;
+    if (s->count < op->times)
+	return;
+    htable_delete(mem->table, op->key, free);
+    lock = xmalloc(2 * sizeof(double));
+    lock[0] = INFINITY;
+    lock[1] = now;
+    slot = (struct store_memory_strikes **) htable_slot(mem->table, call->ops[op->lock].key,
+							 &created);
+    if (!created)				/* no LOCK op was locked: cannot be */
+	free(*slot);
+    *(double **) slot = lock;
+    op->struck = 2;
+}
+
 static void store_memory_submit(struct store *store, struct store_call *call)
 {
     struct store_memory *mem = (struct store_memory *) store;
     double  now = store_memory_now();
     double *new_tat = xcalloc(call->count, sizeof(double));
-    int     blocked = 0, created;
+    int     blocked = 0, locked = 0, created;
     double **slot;
 
     for (int i = 0; i < call->count; i++) {
 	struct store_op *op = call->ops + i;
 	double *tat = htable_find(mem->table, op->key);
-	struct gcra_result r = gcra_check(tat ? *tat : 0, now, op->interval,
-					  op->capacity, op->cost);
+	struct gcra_result r;
 
+	op->struck = 0;
+	op->retry_after = 0;
+	if (op->kind != STORE_OP_RATE) {
+	    op->allowed = !(op->kind == STORE_OP_LOCK && tat != NULL);
+	    locked |= !op->allowed;
+	    continue;
+	}
+	r = gcra_check(tat ? *tat : 0, now, op->interval, op->capacity, op->cost);
 	op->allowed = r.allowed;
 	op->retry_after = r.retry_after;
 	new_tat[i] = r.new_tat;
 	if (!r.allowed && !op->advisory)
 	    blocked = 1;
     }
-    call->charged = call->charge && !blocked;
+    for (int i = 0; !locked && i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_STRIKE && store_memory_over(call, call->ops[i].limit)) {
+	    store_memory_strike(mem, call, call->ops + i, now);
+	    locked |= call->ops[i].struck == 2;
+	}
+    call->charged = call->charge && !blocked && !locked;
     for (int i = 0; call->charged && i < call->count; i++) {
-	if (!call->ops[i].allowed)
+	if (!call->ops[i].allowed || call->ops[i].kind != STORE_OP_RATE)
 	    continue;
 	slot = (double **) htable_slot(mem->table, call->ops[i].key, &created);
 	if (created)
@@ -93,6 +189,96 @@ static void store_memory_submit(struct store *store, struct store_call *call)
     free(new_tat);
     call->error = 0;
     call->done(call);
+}
+
+/* store_memory_text - a value as Redis holds it (see store_redis.c) */
+
+static char *store_memory_text(const char *key, const void *value)
+{
+    const struct store_memory_strikes *s = value;
+    char   *text, *next;
+
+    switch (store_memory_type(key)) {
+    case STORE_OP_LOCK:
+	return (xasprintf("%.0f", ((const double *) value)[1]));
+    case STORE_OP_STRIKE:
+	text = xstrdup("");
+	for (int i = 0; i < s->count; i++) {
+	    next = xasprintf("%s%s%.0f", text, i ? " " : "", s->times[i]);
+	    free(text);
+	    text = next;
+	}
+	return (text);
+    default:
+	return (xasprintf("%.3f", *(const double *) value));
+    }
+}
+
+/* store_memory_scan - every matching key, in batches of about 1000 */
+
+static void store_memory_scan(struct store_memory *mem, struct store_admin *adm)
+{
+    const struct htable *t = mem->table;
+    int     cap = 0;
+
+    for (size_t b = 0; b <= t->size; b++) {
+	if (adm->count >= 1000 || (b == t->size && adm->count > 0)) {
+	    adm->batch(adm);
+	    store_admin_clear(adm);
+	    cap = 0;
+	}
+	for (const struct htable_entry *e = b < t->size ? t->buckets[b] : NULL; e; e = e->next) {
+	    if (fnmatch(adm->match, e->key, 0) != 0)
+		continue;
+	    if (adm->count == cap) {
+		cap = cap ? cap * 2 : 1024;
+		adm->keys = xrealloc(adm->keys, cap * sizeof(char *));
+		adm->values = xrealloc(adm->values, cap * sizeof(char *));
+	    }
+	    adm->keys[adm->count] = xstrdup(e->key);
+	    adm->values[adm->count++] = store_memory_text(e->key, e->value);
+	}
+    }
+}
+
+static void store_memory_admin(struct store *store, struct store_admin *adm)
+{
+    struct store_memory *mem = (struct store_memory *) store;
+    void   *value;
+
+    adm->now = store_memory_now();
+    adm->error = 0;
+    switch (adm->op) {
+    case STORE_ADMIN_GET:
+	adm->values = xcalloc(adm->count + 1, sizeof(char *));
+	for (int i = 0; i < adm->count; i++)
+	    if ((value = htable_find(mem->table, adm->keys[i])) != NULL)
+		adm->values[i] = store_memory_text(adm->keys[i], value);
+	break;
+    case STORE_ADMIN_DEL:
+	adm->deleted = 0;
+	for (int i = 0; i < adm->count; i++)
+	    adm->deleted += htable_delete(mem->table, adm->keys[i], free);
+	break;
+    case STORE_ADMIN_SCAN:
+	store_memory_scan(mem, adm);
+	break;
+    }
+    adm->done(adm);
+}
+
+/* store_admin_clear - free the keys and values of an admin call */
+
+void    store_admin_clear(struct store_admin *adm)
+{
+    for (int i = 0; i < adm->count; i++) {
+	free(adm->keys ? adm->keys[i] : NULL);
+	free(adm->values ? adm->values[i] : NULL);
+    }
+    free(adm->keys);
+    free(adm->values);
+    adm->keys = adm->values = NULL;
+    adm->count = 0;
 }
 
 static void store_memory_destroy(struct store *store)
@@ -117,6 +303,7 @@ struct store *store_memory_create(struct event_base *base)
     mem->store.kind = "memory";
     mem->store.submit = store_memory_submit;
     mem->store.destroy = store_memory_destroy;
+    mem->store.admin = store_memory_admin;
     mem->table = htable_create(1024);
     mem->sweeper = event_new(base, -1, EV_PERSIST, store_memory_sweep, mem);
     event_add(mem->sweeper, &tick);

@@ -59,25 +59,61 @@
 #include "store.h"
 #include "xalloc.h"
 
+/*
+ * ARGV: charge, then 8 per op: interval, capacity, cost, advisory, kind
+ * (r rate, l lock, s strike), limit, times, lock (index in KEYS). A
+ * strike list is the times of the strikes in the window, in one string
+ * ("T1 T2 ..."), so GET reads every kind of key (store_memory.c keeps
+ * the same forms).
+ */
 static const char store_redis_script[] =
 "local t = redis.call('TIME')\n"
 "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
 "local charge = tonumber(ARGV[1])\n"
-"local res, new, blocked = {0}, {}, false\n"
+"local res, new, blocked, locked, over = {0}, {}, false, false, {}\n"
 "for i = 1, #KEYS do\n"
-"  local b = 1 + (i - 1) * 4\n"
+"  local b = 1 + (i - 1) * 8\n"
 "  local interval, capacity = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])\n"
 "  local cost, advisory = tonumber(ARGV[b + 3]), ARGV[b + 4] == '1'\n"
-"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')\n"
-"  if tat < now then tat = now end\n"
-"  local ntat = tat + cost * interval\n"
-"  local fits = (ntat - now <= capacity)\n"
-"  if fits then new[i] = ntat else new[i] = false end\n"
-"  if not fits and not advisory then blocked = true end\n"
-"  res[2 * i] = fits and 1 or 0\n"
-"  res[2 * i + 1] = fits and 0 or math.ceil(ntat - now - capacity)\n"
+"  local kind = ARGV[b + 5]\n"
+"  res[2 * i], res[2 * i + 1], new[i] = 1, 0, false\n"
+"  if kind == 'l' then\n"
+"    if redis.call('EXISTS', KEYS[i]) == 1 then\n"
+"      res[2 * i], locked = 0, true\n"
+"    end\n"
+"  elseif kind == 'r' then\n"
+"    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')\n"
+"    if tat < now then tat = now end\n"
+"    local ntat = tat + cost * interval\n"
+"    local fits = (ntat - now <= capacity)\n"
+"    if fits then new[i] = ntat else over[ARGV[b + 6]] = true end\n"
+"    if not fits and not advisory then blocked = true end\n"
+"    res[2 * i] = fits and 1 or 0\n"
+"    res[2 * i + 1] = fits and 0 or math.ceil(ntat - now - capacity)\n"
+"  end\n"
 "end\n"
-"if charge == 1 and not blocked then\n"
+"for i = 1, #KEYS do\n"
+"  local b = 1 + (i - 1) * 8\n"
+"  if not locked and ARGV[b + 5] == 's' and over[ARGV[b + 6]] then\n"
+"    local window, times = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 7])\n"
+"    local kept = {}\n"
+"    for w in string.gmatch(redis.call('GET', KEYS[i]) or '', '%S+') do\n"
+"      if now - tonumber(w) < window then kept[#kept + 1] = w end\n"
+"    end\n"
+"    while #kept >= times do table.remove(kept, 1) end\n"
+"    kept[#kept + 1] = string.format('%.0f', now)\n"
+"    if #kept >= times then\n"
+"      redis.call('DEL', KEYS[i])\n"
+"      redis.call('SET', KEYS[tonumber(ARGV[b + 8])], string.format('%.0f', now))\n"
+"      res[2 * i + 1], locked = 2, true\n"
+"    else\n"
+"      redis.call('SET', KEYS[i], table.concat(kept, ' '), 'PX',\n"
+"                 math.ceil(window / 1000) + 1000)\n"
+"      res[2 * i + 1] = 1\n"
+"    end\n"
+"  end\n"
+"end\n"
+"if charge == 1 and not blocked and not locked then\n"
 "  for i = 1, #KEYS do\n"
 "    if new[i] then\n"
 "      redis.call('SET', KEYS[i], string.format('%.3f', new[i]), 'PX',\n"
@@ -216,8 +252,11 @@ static int store_redis_parse_reply(struct store_call *call, const redisReply *re
 	    return (0);
     call->charged = reply->element[0]->integer == 1;
     for (int i = 0; i < call->count; i++) {
-	call->ops[i].allowed = reply->element[1 + 2 * i]->integer == 1;
-	call->ops[i].retry_after = (double) reply->element[2 + 2 * i]->integer;
+	struct store_op *op = call->ops + i;
+
+	op->allowed = reply->element[1 + 2 * i]->integer == 1;
+	op->retry_after = op->kind == STORE_OP_RATE ? (double) reply->element[2 + 2 * i]->integer : 0;
+	op->struck = op->kind == STORE_OP_STRIKE ? (int) reply->element[2 + 2 * i]->integer : 0;
     }
     return (1);
 }
@@ -301,7 +340,7 @@ static void store_redis_submit(struct store *store, struct store_call *call)
     req = xcalloc(1, sizeof(*req));
     req->redis = redis;
     req->call = call;
-    req->argc = 4 + n + 4 * n;
+    req->argc = 4 + n + 8 * n;
     req->argv = xcalloc(req->argc, sizeof(char *));
     req->argvlen = xcalloc(req->argc, sizeof(size_t));
     a = 2;
@@ -314,6 +353,11 @@ static void store_redis_submit(struct store *store, struct store_call *call)
 	req->argv[a++] = xasprintf("%.3f", call->ops[i].capacity);
 	req->argv[a++] = xasprintf("%.0f", call->ops[i].cost);
 	req->argv[a++] = xstrdup(call->ops[i].advisory ? "1" : "0");
+	req->argv[a++] = xstrdup(call->ops[i].kind == STORE_OP_LOCK ? "l"
+			       : call->ops[i].kind == STORE_OP_STRIKE ? "s" : "r");
+	req->argv[a++] = xasprintf("%d", call->ops[i].limit);
+	req->argv[a++] = xasprintf("%d", call->ops[i].times);
+	req->argv[a++] = xasprintf("%d", call->ops[i].lock + 1);
     }
     for (int i = 2; i < req->argc; i++)
 	req->argvlen[i] = strlen(req->argv[i]);
@@ -461,6 +505,190 @@ static void store_redis_destroy(struct store *store)
     free(redis);
 }
 
+/*
+ * Operator's calls (store.h): TIME, then MGET or DEL, pipelined on the
+ * store's connection (so the watchdog covers them); SCAN walks the keys
+ * COUNT 1000 at a time, with an MGET per batch. A reply missing (the
+ * connection dropped) or wrong ends the call with error set.
+ */
+struct store_redis_adm {
+    struct store_redis *redis;
+    struct store_admin *adm;
+    char    cursor[32];			/* SCAN */
+};
+
+static int store_redis_adm_cmd(struct store_redis_adm *ra, redisCallbackFn *fn,
+			               int argc, const char **argv, const size_t *lens)
+{
+    struct store_redis *redis = ra->redis;
+
+    if (redis->ctx == NULL || !redis->connected
+	|| redisAsyncCommandArgv(redis->ctx, fn, ra, argc, argv, lens) != REDIS_OK)
+	return (0);
+    if (redis->outstanding++ == 0)
+	redis->progress_ms = store_redis_now_ms();
+    return (1);
+}
+
+static void store_redis_adm_end(struct store_redis_adm *ra, int error)
+{
+    struct store_admin *adm = ra->adm;
+
+    if (error)
+	store_set_error(&ra->redis->store, "%s", ra->redis->connected ? "unexpected reply"
+			: ra->redis->logged);
+    adm->error = error;
+    free(ra);
+    adm->done(adm);
+}
+
+/* store_redis_adm_reply - the reply, or NULL when it is not usable */
+
+static const redisReply *store_redis_adm_reply(redisAsyncContext *ctx, void *r,
+					               struct store_redis_adm *ra, int type)
+{
+    const redisReply *reply = r;
+
+    if (ctx != ra->redis->ctx)
+	return (NULL);
+    ra->redis->outstanding--;
+    ra->redis->progress_ms = store_redis_now_ms();
+    return (reply && reply->type == type ? reply : NULL);
+}
+
+static void store_redis_adm_mget(struct store_redis_adm *ra, redisCallbackFn *fn)
+{
+    const char **argv = xcalloc(ra->adm->count + 1, sizeof(char *));
+    int     ok;
+
+    argv[0] = "MGET";
+    for (int i = 0; i < ra->adm->count; i++)
+	argv[i + 1] = ra->adm->keys[i];
+    ok = store_redis_adm_cmd(ra, fn, ra->adm->count + 1, argv, NULL);
+    free(argv);
+    if (!ok)
+	store_redis_adm_end(ra, 1);
+}
+
+static int store_redis_adm_values(struct store_admin *adm, const redisReply *reply)
+{
+    if (reply == NULL || reply->elements != (size_t) adm->count)
+	return (0);
+    adm->values = xcalloc(adm->count + 1, sizeof(char *));
+    for (int i = 0; i < adm->count; i++)
+	if (reply->element[i]->type == REDIS_REPLY_STRING)
+	    adm->values[i] = xstrdup(reply->element[i]->str);
+    return (1);
+}
+
+static void store_redis_adm_scan(struct store_redis_adm *ra);
+
+static void store_redis_adm_got(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis_adm *ra = privdata;
+    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
+
+    if (!store_redis_adm_values(ra->adm, reply)) {
+	store_redis_adm_end(ra, 1);
+    } else if (ra->adm->op == STORE_ADMIN_GET) {
+	store_redis_adm_end(ra, 0);
+    } else {
+	ra->adm->batch(ra->adm);
+	store_admin_clear(ra->adm);
+	if (strcmp(ra->cursor, "0") == 0)
+	    store_redis_adm_end(ra, 0);
+	else
+	    store_redis_adm_scan(ra);
+    }
+}
+
+static void store_redis_adm_scanned(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis_adm *ra = privdata;
+    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
+    const redisReply *keys;
+
+    if (reply == NULL || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING
+	|| (keys = reply->element[1])->type != REDIS_REPLY_ARRAY) {
+	store_redis_adm_end(ra, 1);
+	return;
+    }
+    snprintf(ra->cursor, sizeof(ra->cursor), "%s", reply->element[0]->str);
+    ra->adm->keys = xcalloc(keys->elements + 1, sizeof(char *));
+    for (size_t i = 0; i < keys->elements; i++)
+	if (keys->element[i]->type == REDIS_REPLY_STRING)
+	    ra->adm->keys[ra->adm->count++] = xstrdup(keys->element[i]->str);
+    if (ra->adm->count > 0)
+	store_redis_adm_mget(ra, store_redis_adm_got);
+    else if (strcmp(ra->cursor, "0") == 0)
+	store_redis_adm_end(ra, 0);
+    else
+	store_redis_adm_scan(ra);
+}
+
+static void store_redis_adm_scan(struct store_redis_adm *ra)
+{
+    const char *argv[] = {"SCAN", ra->cursor, "MATCH", ra->adm->match, "COUNT", "1000"};
+
+    if (!store_redis_adm_cmd(ra, store_redis_adm_scanned, 6, argv, NULL))
+	store_redis_adm_end(ra, 1);
+}
+
+static void store_redis_adm_deleted(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis_adm *ra = privdata;
+    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_INTEGER);
+
+    if (reply)
+	ra->adm->deleted = reply->integer;
+    store_redis_adm_end(ra, reply == NULL);
+}
+
+/* store_redis_adm_time - the store's clock, then the call itself */
+
+static void store_redis_adm_time(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis_adm *ra = privdata;
+    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
+    const char **argv;
+    int     ok;
+
+    if (reply == NULL || reply->elements != 2) {
+	store_redis_adm_end(ra, 1);
+	return;
+    }
+    ra->adm->now = atof(reply->element[0]->str) * 1e6 + atof(reply->element[1]->str);
+    if (ra->adm->op == STORE_ADMIN_GET) {
+	store_redis_adm_mget(ra, store_redis_adm_got);
+    } else if (ra->adm->op == STORE_ADMIN_SCAN) {
+	store_admin_clear(ra->adm);
+	store_redis_adm_scan(ra);
+    } else {
+	argv = xcalloc(ra->adm->count + 1, sizeof(char *));
+	argv[0] = "DEL";
+	for (int i = 0; i < ra->adm->count; i++)
+	    argv[i + 1] = ra->adm->keys[i];
+	ok = store_redis_adm_cmd(ra, store_redis_adm_deleted, ra->adm->count + 1, argv, NULL);
+	free(argv);
+	if (!ok)
+	    store_redis_adm_end(ra, 1);
+    }
+}
+
+static void store_redis_admin(struct store *store, struct store_admin *adm)
+{
+    struct store_redis_adm *ra = xcalloc(1, sizeof(*ra));
+    const char *argv[] = {"TIME"};
+
+    ra->redis = (struct store_redis *) store;
+    ra->adm = adm;
+    snprintf(ra->cursor, sizeof(ra->cursor), "0");
+    adm->deleted = 0;
+    if ((adm->op != STORE_ADMIN_SCAN && adm->count == 0)
+	|| !store_redis_adm_cmd(ra, store_redis_adm_time, 1, argv, NULL))
+	store_redis_adm_end(ra, adm->count != 0 || adm->op == STORE_ADMIN_SCAN);
+}
+
 /* store_redis_create - url from store_url_parse(): it cannot fail here */
 
 struct store *store_redis_create(struct event_base *base, const struct store_url *url)
@@ -472,6 +700,7 @@ struct store *store_redis_create(struct event_base *base, const struct store_url
     redis->store.kind = "redis";
     redis->store.submit = store_redis_submit;
     redis->store.destroy = store_redis_destroy;
+    redis->store.admin = store_redis_admin;
     redis->base = base;
     redis->retry = evtimer_new(base, store_redis_retry, redis);
     redis->watchdog = event_new(base, -1, EV_PERSIST, store_redis_watchdog, redis);
