@@ -54,6 +54,7 @@
 #include "conn.h"
 #include "ctl.h"
 #include "msg.h"
+#include "quarantine.h"
 #include "skeleton.h"
 #include "xalloc.h"
 
@@ -87,6 +88,7 @@ struct ctl_conn {
     struct store_admin adm;
     struct ctl_top *top;
     int     step;
+    unsigned long long released;	/* quarantines that were locked */
 };
 
 static void ctl_conn_free(struct ctl_conn *cc)
@@ -152,6 +154,7 @@ static void ctl_writable(evutil_socket_t fd, short what, void *context)
 }
 
 static void ctl_done(struct store_admin *adm);
+static void ctl_release_step(struct ctl_conn *cc, int step);
 
 /* ctl_call - one store call of the command's current step */
 
@@ -192,8 +195,10 @@ static void ctl_done(struct store_admin *adm)
     int     step = cc->step++;
 
     if (adm->error) {
-	snprintf(why, sizeof(why), "store %s unavailable: %s", store->kind,
-		 store->error[0] ? store->error : "unknown");
+	snprintf(why, sizeof(why), "store %s unavailable: %s%s", store->kind,
+		 store->error[0] ? store->error : "unknown", cc->req.verb == CTL_RELEASE
+		 ? " (released in this node's local store only)" : cc->req.verb == CTL_RESET
+		 ? " (reset in this node's local store only)" : "");
 	ctl_answer(cc, why);
 	return;
     }
@@ -215,15 +220,35 @@ static void ctl_done(struct store_admin *adm)
 	ctl_answer(cc, NULL);
 	return;
     case CTL_RELEASE:
-	if (step == 0) {
-	    ctl_release_report(&cc->pc->limits, &cc->req, adm, &cc->out);
-	    ctl_call(cc, srv->local, STORE_ADMIN_DEL, CTL_KEYS_LOCKS | CTL_KEYS_STRIKES);
-	} else if (step == 1 && store != srv->local) {
-	    ctl_call(cc, store, STORE_ADMIN_DEL, CTL_KEYS_LOCKS | CTL_KEYS_STRIKES);
-	} else {
-	    ctl_answer(cc, NULL);
-	}
+	ctl_release_step(cc, step);
 	return;
+    }
+}
+
+/*
+ * ctl_release_step - the local store first (a lock set there while
+ * Redis was unavailable), then the store: GET the locks (to say which
+ * were released), DEL locks and strikes.
+ */
+static void ctl_release_step(struct ctl_conn *cc, int step)
+{
+    struct server *srv = cc->ctl->srv;
+    int     both = CTL_KEYS_LOCKS | CTL_KEYS_STRIKES;
+
+    if (step == 0 || step == 2) {
+	for (int i = 0; i < cc->adm.count && i < QUARANTINE_MAX; i++)
+	    if (cc->adm.values[i])
+		cc->released |= 1ULL << i;
+    }
+    if (step == 0)
+	ctl_call(cc, srv->local, STORE_ADMIN_DEL, both);
+    else if (step == 1 && srv->store != srv->local)
+	ctl_call(cc, srv->store, STORE_ADMIN_GET, CTL_KEYS_LOCKS);
+    else if (step == 2)
+	ctl_call(cc, srv->store, STORE_ADMIN_DEL, both);
+    else {
+	ctl_release_report(&cc->pc->limits, cc->released, &cc->out);
+	ctl_answer(cc, NULL);
     }
 }
 
@@ -249,7 +274,10 @@ static void ctl_run(struct ctl_conn *cc, size_t len)
 	ctl_answer(cc, err);
 	return;
     }
-    ctl_printable(cc->req.value, key, sizeof(key));
+    if (cc->req.verb == CTL_TOP)
+	snprintf(key, sizeof(key), "%d", cc->req.top);
+    else
+	ctl_printable(cc->req.value, key, sizeof(key));
     msg_info("control: uid %d: %s %s", (int) cc->uid, verbs[cc->req.verb], key);
     cc->pc = srv->pc;
     cc->pc->refcount++;
@@ -260,7 +288,7 @@ static void ctl_run(struct ctl_conn *cc, size_t len)
     } else if (cc->req.verb == CTL_RESET) {
 	ctl_call(cc, srv->local, STORE_ADMIN_DEL, CTL_KEYS_RATES);
     } else if (cc->req.verb == CTL_RELEASE) {
-	ctl_call(cc, srv->store, STORE_ADMIN_GET, CTL_KEYS_LOCKS);
+	ctl_call(cc, srv->local, STORE_ADMIN_GET, CTL_KEYS_LOCKS);
     } else {
 	cc->top = ctl_top_create(cc->req.top);
 	cc->adm.match = "mxrl:*";

@@ -46,8 +46,8 @@ void    ctl_keys(const struct limits *limits, const char *value, int what,
 		         struct store_admin *adm);
 void    ctl_show(const struct limits *limits, const struct ctl_request *req,
 		         const struct store_admin *adm, struct ctl_out *out);
-void    ctl_release_report(const struct limits *limits, const struct ctl_request *req,
-			           const struct store_admin *adm, struct ctl_out *out);
+void    ctl_release_report(const struct limits *limits, unsigned long long released,
+			           struct ctl_out *out);
 
 struct ctl_top;
 struct ctl_top *ctl_top_create(int n);

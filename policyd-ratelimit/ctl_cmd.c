@@ -268,18 +268,14 @@ void    ctl_show(const struct limits *limits, const struct ctl_request *req,
     }
 }
 
-/* ctl_release_report - adm holds the lock keys' values, before the DEL */
+/* ctl_release_report - which quarantines held a lock (a bit each) */
 
-void    ctl_release_report(const struct limits *limits, const struct ctl_request *req,
-			           const struct store_admin *adm, struct ctl_out *out)
+void    ctl_release_report(const struct limits *limits, unsigned long long released,
+			           struct ctl_out *out)
 {
-    int     released = 0;
-
-    for (int i = 0; i < limits->quarantine_count && i < adm->count; i++)
-	if (adm->values[i]) {
+    for (int i = 0; i < limits->quarantine_count; i++)
+	if (released & (1ULL << i))
 	    ctl_printf(out, "quarantine=%s state=released\n", limits->quarantine[i].name);
-	    released++;
-	}
     if (released == 0)
 	ctl_printf(out, "not locked by any quarantine; strikes cleared\n");
 }

@@ -172,7 +172,7 @@ static void store_memory_submit(struct store *store, struct store_call *call)
 	if (!r.allowed && !op->advisory)
 	    blocked = 1;
     }
-    for (int i = 0; !locked && i < call->count; i++)
+    for (int i = 0, held = locked; !held && i < call->count; i++)
 	if (call->ops[i].kind == STORE_OP_STRIKE && store_memory_over(call, call->ops[i].limit)) {
 	    store_memory_strike(mem, call, call->ops + i, now);
 	    locked |= call->ops[i].struck == 2;
