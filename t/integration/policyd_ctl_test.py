@@ -18,6 +18,11 @@
      unknown key; a notify command that hangs or floods its output.
   6. A lock set while Redis is down (on_store_error = open) lives in the
      node's local store; ctl release clears it there.
+  7. Property: any sequence of messages and resets gets the same replies
+     and remaining counts from both stores, as the model says; through
+     Postfix the check is at RCPT and the charge at END-OF-DATA; a
+     reload applies a new quarantine and says control_group needs a
+     restart.
 """
 
 import os
@@ -28,6 +33,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+# hypothesis keeps a cache (.hypothesis/) in the working directory: not in the tree
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      "/tmp/mxkit-hypothesis-%d" % os.getuid())
+from hypothesis import given, settings, strategies as hs, HealthCheck  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -46,12 +56,13 @@ control_group = adm
 metrics_listen = inet:127.0.0.1:%(mport)d
 notify_timeout = 2s
 limit per_user = sasl_username rate=2/8s
+limit per_sender = sender rate=3/1h
 quarantine abuse = sasl_username when=per_user exceeded=3/10m action=hold notify=%(notify)s
 """
 HOSTILE = """\
-limit per_sender = sender rate=1/1h
-quarantine hang = sender when=per_sender exceeded=1/1m action=defer notify=%(hang)s
-quarantine flood = sender when=per_sender exceeded=1/1m action=reject notify=%(flood)s
+limit per_bulk = helo_name rate=1/1h
+quarantine hang = helo_name when=per_bulk exceeded=1/1m action=defer notify=%(hang)s
+quarantine flood = helo_name when=per_bulk exceeded=1/1m action=reject notify=%(flood)s
 """
 
 
@@ -95,22 +106,22 @@ def raw_ctl(st, name, data, read=True):
     return out.decode(errors="replace")
 
 
-def policy(port, user, instance, stage="RCPT", sender=""):
+def policy(port, user, instance, stage="RCPT", sender="", helo=""):
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     f = sock.makefile("rwb")
     reply = mp.policy_request(f, {
         "request": "smtpd_access_policy", "protocol_state": stage, "instance": instance,
         "sasl_username": user, "sender": sender, "recipient": "r@example.net",
-        "client_address": "192.0.2.7", "size": "100"})
+        "client_address": "192.0.2.7", "size": "100", "helo_name": helo})
     sock.close()
     return reply and reply[0]
 
 
-def message(port, user, tag, sender=""):
+def message(port, user, tag, sender="", helo=""):
     """One transaction as Postfix sends it: RCPT, then END-OF-MESSAGE."""
-    reply = policy(port, user, tag, sender=sender)
+    reply = policy(port, user, tag, sender=sender, helo=helo)
     if reply == "action=DUNNO":
-        reply = policy(port, user, tag, "END-OF-MESSAGE", sender=sender)
+        reply = policy(port, user, tag, "END-OF-MESSAGE", sender=sender, helo=helo)
     return reply
 
 
@@ -199,9 +210,88 @@ def test_both_stores(st):
         tap.is_(message(port, user, name + "-after"), "action=DUNNO",
                 "%s: a message passes after reset" % name)
     memory = [l for l in shape(shows["pdm"]).splitlines() if "hang" not in l and "flood" not in l
-              and "per_sender" not in l]
+              and "per_bulk" not in l]
     tap.is_(memory, shape(shows["pda"]).splitlines(), "show: the memory and Redis stores "
             "give the same answer")
+
+
+def remaining(st, name, value, limit):
+    rc, out, _ = ctl(st, name, "show", value)
+    m = re.search(r"^limit=%s .* remaining=(\d+) of=(\d+) " % limit, out, re.M)
+    return m and int(m.group(1))
+
+
+def test_same_answers(st):
+    """Property: any sequence of messages and resets gets the same replies
+    from the memory and the Redis store, and the same remaining counts,
+    and both match the model (3 per hour, reset refills)."""
+    counter = [0]
+
+    @settings(max_examples=12, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(hs.lists(hs.tuples(hs.integers(0, 2), hs.sampled_from(["msg", "msg", "reset"])),
+                    max_size=10))
+    def prop(ops):
+        counter[0] += 1
+        senders = ["p%d-%d@example.org" % (counter[0], i) for i in range(3)]
+        model = [3, 3, 3]
+        for i, (who, op) in enumerate(ops):
+            got = []
+            for name in ("pdm", "pda"):
+                if op == "reset":
+                    rc, out, _ = ctl(st, name, "reset", senders[who])
+                    got.append(rc)
+                else:
+                    got.append(message(st.port(name), "", "%s-%d-%d" % (name, counter[0], i),
+                                       sender=senders[who]).split(" ")[0])
+            want = 0 if op == "reset" else ("action=DUNNO" if model[who] else "action=450")
+            assert got == [want, want], (ops, i, got, want)
+            if op == "reset":
+                model[who] = 3
+            elif model[who]:
+                model[who] -= 1
+        for who in range(3):
+            pair = [remaining(st, name, senders[who], "per_sender") for name in ("pdm", "pda")]
+            assert pair == [model[who]] * 2, (ops, who, pair, model)
+
+    try:
+        prop()
+        tap.ok(True, "property: memory and Redis give the same replies and the same "
+               "remaining counts as the model, for any sequence of messages and resets")
+    except AssertionError as e:
+        tap.ok(False, "property: memory and Redis agree with the model", diag=str(e))
+
+
+def test_stages(st):
+    """Through Postfix: limits are checked at RCPT and charged at END-OF-DATA."""
+    s = mp.login(st, "svc-stage", "pfa-submission")
+    code, _ = s.mail("stage@planapulse.ai")
+    code, _ = s.rcpt("st1@example.net")
+    tap.is_(code, 250, "RCPT passes the check")
+    s.rset()
+    tap.is_(remaining(st, "pda", "svc-stage", "per_user"), 2, "a transaction reset after "
+            "RCPT charged nothing")
+    res, data = mp.transaction(s, "stage@planapulse.ai", ["st2@example.net"])
+    tap.is_((res[0][0], data and data[0]), (250, 250), "a whole message is accepted")
+    tap.is_(remaining(st, "pdb", "svc-stage", "per_user"), 1, "END-OF-DATA charged it "
+            "(seen from the other node)")
+    s.quit()
+
+
+def test_reload(st, proc):
+    path = st.path("etc", "pdm.conf")
+    with open(path) as f:
+        body = f.read()
+    with open(path, "w") as f:
+        f.write(body.replace("control_group = adm", "control_group = mail") +
+                "quarantine late = sasl_username when=per_user exceeded=5/1h action=defer\n")
+    tap.ok(mp.hup(proc, st, "pdm", 1), "pdm reloads")
+    rc, out, _ = ctl(st, "pdm", "show", "svc-late")
+    tap.ok(rc == 0 and "quarantine=late state=open strikes=0 of=5 window=3600s key=svc-late"
+           in out, "a quarantine added by SIGHUP applies at once", diag=out)
+    tap.ok(re.search(r"control_group.*restart|restart.*control_group", st.read_log("pdm")),
+           "a changed control_group is said to need a restart")
+    tap.is_(os.stat(st.path("run", "pdm.ctl")).st_gid, GID, "and the socket keeps its group")
 
 
 def test_permissions(st):
@@ -340,10 +430,10 @@ def test_hostile(st):
 
 def test_notify(st):
     port = st.port("pdm")
-    tap.is_(message(port, "svc-n", "n1", sender="bulk@example.org"), "action=DUNNO",
-            "per_sender: the first message fits")
-    reply = message(port, "svc-n", "n2", sender="bulk@example.org")
-    tap.ok(reply.startswith("action=450 4.7.1 bulk@example.org is locked by quarantine hang"),
+    tap.is_(message(port, "svc-n", "n1", helo="Bulk.Example.org"), "action=DUNNO",
+            "per_bulk: the first message fits")
+    reply = message(port, "svc-n", "n2", helo="Bulk.Example.org")
+    tap.ok(reply.startswith("action=450 4.7.1 bulk.example.org is locked by quarantine hang"),
            "the first strike locks (exceeded=1): the first quarantine's action", diag=reply)
     log = lambda: st.read_log("pdm")  # noqa: E731
     tap.ok(wait_for(lambda: re.search(r"quarantine flood: notify \(pid \d+\) done", log()),
@@ -380,6 +470,7 @@ def test_redis_down(st):
 with Stack("policyd-ctl") as st:
     tap.stack = st
     st.users["svc-alerts"] = "svc-alerts-secret"
+    st.users["svc-stage"] = "svc-stage-secret"
     os.makedirs(st.path("run"), exist_ok=True)
     os.chmod(st.path("run"), 0o755)
     notified = st.path("run", "notified")
@@ -404,11 +495,14 @@ with Stack("policyd-ctl") as st:
         tap.ok(wait_for(lambda: "redis: connected" in st.read_log(name)),
                "%s connected to redis-server" % name)
     test_both_stores(st)
+    test_same_answers(st)
+    test_stages(st)
     test_permissions(st)
     test_quarantine(st, notified)
     test_hostile(st)
     test_notify(st)
     test_redis_down(st)
+    test_reload(st, procs["pdm"])
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
 
