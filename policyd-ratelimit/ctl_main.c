@@ -11,8 +11,6 @@
  * DESCRIPTION
  *	Sends one request to the running daemon's control_socket (read
  *	from the configuration, or given with -s) and prints the answer.
- *	KEY is one argument, sent as given (a key that starts with "-"
- *	follows "--").
  * DIAGNOSTICS
  *	Exit status 0 when the daemon answered "ok", 1 when it answered
  *	an error (printed on stderr), 2 when it could not be asked.
