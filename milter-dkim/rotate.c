@@ -139,15 +139,26 @@ static void lines_set(struct lines *l, int lineno, char *text)
     l->line[lineno - 1] = text;
 }
 
-/* lines_append - a new row before the empty line after the last newline */
+/* lines_append - a new row before the empty line after the last newline (CRLF if
+ * the first line ends so) */
 
 static void lines_append(struct lines *l, const char *text)
 {
+    const char *first = l->line[0] ? l->line[0] : "";
+    int     crlf = *first && first[strlen(first) - 1] == '\r';
+
     l->line = xrealloc(l->line, sizeof(char *) * (l->count + 2));
-    if (l->line[l->count - 1] == NULL || *l->line[l->count - 1] != 0)
-	l->line[l->count++] = xstrdup("");	/* the file lacked its last newline */
+    if (l->line[l->count - 1] == NULL || *l->line[l->count - 1] != 0) {
+	if (crlf && l->line[l->count - 1]) {	/* the file lacked its last newline */
+	    char   *with = xasprintf("%s\r", l->line[l->count - 1]);
+
+	    free(l->line[l->count - 1]);
+	    l->line[l->count - 1] = with;
+	}
+	l->line[l->count++] = xstrdup("");
+    }
     l->line[l->count] = l->line[l->count - 1];
-    l->line[l->count - 1] = xstrdup(text);
+    l->line[l->count - 1] = xasprintf("%s%s", text, crlf ? "\r" : "");
     l->count++;
 }
 
@@ -192,20 +203,22 @@ static int rotate_marker(const char *line, const char *state, time_t *when)
     return (1);
 }
 
-/* rotate_mark - the row with its marker replaced (state NULL: removed) */
+/* rotate_mark - the row with its marker replaced (state NULL: removed); a CR kept */
 
 static char *rotate_mark(const char *line, const char *state, time_t when)
 {
     const char *m = strstr(line, ROTATE_MARK);
     size_t  len = m ? (size_t) (m - line) : strlen(line);
+    int     cr = *line && line[strlen(line) - 1] == '\r';
     char   *stamp, *out;
 
     while (len > 0 && isspace((unsigned char) line[len - 1]))
 	len--;
     if (state == NULL)
-	return (xstrndup(line, len));
+	return (xasprintf("%.*s%s", (int) len, line, cr ? "\r" : ""));
     stamp = rotate_time(when);
-    out = xasprintf("%.*s\t" ROTATE_MARK "%s since %s", (int) len, line, state, stamp);
+    out = xasprintf("%.*s\t" ROTATE_MARK "%s since %s%s", (int) len, line, state, stamp,
+		    cr ? "\r" : "");
     free(stamp);
     return (out);
 }

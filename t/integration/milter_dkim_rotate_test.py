@@ -16,7 +16,12 @@ self-check (milter-dkim -t --dns) against a real DNS server (knotd, t/lib/mxdns.
      (temporary DNS error, never "missing").
   3. Concurrency: 8 rotates of 8 domains at once all land in the KeyTable
      (no lost update); 6 rotates of one domain at once: exactly one wins.
-  4. A full rotation of RSA and Ed25519 keys while mail flows through Postfix
+  4. Property (hypothesis): for any KeyTable and SigningTable layout
+     (comments, blank lines, tabs, trailing comments, CRLF, no final
+     newline, several keys per row), rotate only appends one row and
+     --activate changes only the key names in the rows and the markers:
+     every other byte is kept.
+  5. A full rotation of RSA and Ed25519 keys while mail flows through Postfix
      (a steady smtplib stream): rotate, publish, --activate (SIGHUP through
      the pid file), --retire (refused within the grace period, then -g 0).
      Every message is delivered (none tempfailed), carries one RSA and one
@@ -37,6 +42,7 @@ import uuid
 
 import dkim
 import dns.resolver
+from hypothesis import given, settings, strategies as hs, HealthCheck
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -263,6 +269,80 @@ def test_concurrency(rig):
             "no temporary file left behind")
 
 
+def test_property(st):
+    """rotate and --activate keep every byte they do not mean to change."""
+    d = st.path("prop")
+    os.makedirs(os.path.join(d, "keys"), exist_ok=True)
+    for sel, dom in (("old", DOMAIN), ("k2", "other.test")):
+        run([mxdkim.KEYGEN, "-d", dom, "-s", sel, "-t", "ed25519", "-D", os.path.join(d, "keys")])
+    conf = os.path.join(d, "p.conf")
+    with open(conf, "w") as f:
+        f.write("key_table = %s/key.table\nsigning_table = %s/signing.table\n"
+                "dns_test_file = %s/dns.txt\n" % (d, d, d))
+    kpath = os.path.join(d, "keys")
+    text = hs.text(hs.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=20)
+    filler = hs.one_of(text.map(lambda t: "#" + t), hs.sampled_from(["", " ", "\t"]))
+    ws = hs.sampled_from([" ", "\t", "  ", " \t "])
+    sep = hs.sampled_from([",", ", ", " ,", ",\t", " "])
+    counter = [0]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(hs.lists(filler, max_size=4), hs.lists(filler, max_size=4), ws, ws,
+           hs.sampled_from(["", " # note", "\t#x", "  "]), sep, hs.booleans(), hs.booleans(),
+           hs.integers(0, 4), hs.sampled_from(["*@rotate.test", "rotate.test"]))
+    def prop(kfill, sfill, ws1, ws2, trail, sep1, crlf, final, at, pattern):
+        counter[0] += 1
+        for f in os.listdir(kpath):
+            if not f.startswith(("old.", "k2.")):
+                os.unlink(os.path.join(kpath, f))
+        nl = "\r\n" if crlf else "\n"
+        old_row = "old%s%s:old:%s/old.private%s" % (ws1, DOMAIN, kpath, trail)
+        krows = kfill[:at] + [old_row] + kfill[at:] + ["k2 other.test:k2:%s/k2.private" % kpath]
+        srows = sfill[:at] + ["%s%sold%sk2" % (pattern, ws2, sep1)] + sfill[at:] + \
+            ["*@other.test k2", "*@x.rotate.test%sold" % ws2]
+        ktext = nl.join(krows) + (nl if final else "")
+        stext = nl.join(srows) + (nl if final else "")
+        if crlf and not krows[0]:
+            krows[0] = "# first"               # the first line says CRLF
+            ktext = nl.join(krows) + (nl if final else "")
+        for name, t in (("key.table", ktext), ("signing.table", stext), ("dns.txt", "")):
+            with open(os.path.join(d, name), "w", newline="") as f:
+                f.write(t)
+        res = run([mxdkim.KEYGEN, "rotate", "-c", conf, "-d", DOMAIN, "-t", "ed25519"])
+        new_ktext = read(os.path.join(d, "key.table")).decode()
+        m = re.match(re.escape(ktext + ("" if final else nl)) +
+                     r"((ed25519-\d{8})\._domainkey\.rotate\.test) rotate\.test:\2:"
+                     + re.escape(kpath) + r"/\2\.private\t# rotate: pending since \S+Z"
+                     + re.escape(nl) + r"$", new_ktext)
+        assert res.returncode == 0 and m, (res.stderr, ktext, new_ktext)
+        assert read(os.path.join(d, "signing.table")).decode() == stext
+        name, sel = m.groups()
+        with open(os.path.join(d, "dns.txt"), "w") as f:
+            f.write("%s._domainkey.%s %s\n" % (sel, DOMAIN, value_of(read(os.path.join(
+                kpath, sel + ".txt")).decode())))
+        res = run([mxdkim.KEYGEN, "rotate", "--activate", "-c", conf, "-d", DOMAIN])
+        assert res.returncode == 0, res.stdout + res.stderr
+        want = nl.join(srows[:len(sfill[:at])] + ["%s%s%s%sk2" % (pattern, ws2, name, sep1)]
+                       + sfill[at:] + ["*@other.test k2", "*@x.rotate.test%s%s" % (ws2, name)]) \
+            + (nl if final else "")
+        got = read(os.path.join(d, "signing.table")).decode()
+        assert got == want, (want, got)
+        got = read(os.path.join(d, "key.table")).decode()
+        want = re.escape(new_ktext).replace(
+            re.escape(old_row), re.escape(old_row.rstrip(" \t")) + r"\t# rotate: retiring since "
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").replace(
+            re.escape(new_ktext[m.start(1):].split(nl)[0]),
+            re.escape(new_ktext[m.start(1):].split("\t# rotate:")[0]))
+        assert re.fullmatch(want, got), (new_ktext, got)
+
+    try:
+        prop()
+        tap.ok(counter[0] >= 20, "property: rotate and --activate change only what they mean "
+               "to, for any table layout (%d examples)" % counter[0])
+    except AssertionError as e:
+        tap.ok(False, "property: rotate and --activate keep every other byte", diag=str(e)[:3000])
+
+
 class Sender(threading.Thread):
     """A steady stream of messages through Postfix's smtpd (internal client)."""
 
@@ -418,6 +498,7 @@ with Stack("milter-dkim-rotate") as st:
     name, rsa_sel, rsa_value = test_rotate(rig)
     test_check(rig, name, rsa_sel, rsa_value, wrong, edvalue)
     test_concurrency(rig)
+    test_property(st)
     milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
     st.start_sink()
     st.start_postfix(smtpd=milter)
