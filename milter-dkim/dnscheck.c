@@ -25,11 +25,13 @@
  *	libopendkim reads it), which is what the milter verifies with.
  *
  *	dnscheck_tables() checks every KeyTable row and prints one line
- *	per row, "file:line: key selector._domainkey.domain: verdict";
- *	a row whose domain is '%' depends on the signing domain and is
- *	reported as not checked.
+ *	per row, "file:line: key (selector._domainkey.domain): verdict".
+ *	A row whose domain is '%' signs as each From: domain that uses
+ *	it: it is checked under every domain the SigningTable rows naming
+ *	it spell out (a pattern with '*' in its domain cannot be listed;
+ *	a row with no such pattern is reported as not checked).
  * DIAGNOSTICS
- *	dnscheck_tables() returns 0 when every checked row is published
+ *	dnscheck_tables() returns 0 when every key checked is published
  *	and matching, else 1.
  */
 
@@ -177,12 +179,63 @@ const char *dnscheck_label(const struct key_entry *k)
     return (buf);
 }
 
+/* dnscheck_print - check one (row, domain) and print its line; 1 if good */
+
+static int dnscheck_print(struct dnscheck *c, const char *table, const struct key_entry *k,
+			          const char *domain, const struct dnskey *key)
+{
+    char    why[512];
+    int     status = dnscheck_row(c, domain, k->selector, key, why, sizeof(why));
+
+    if (strcmp(domain, k->domain) == 0)
+	printf("%s:%d: %s: ", table, k->line, dnscheck_label(k));
+    else
+	printf("%s:%d: %s (%s._domainkey.%s): ", table, k->line, k->name, k->selector, domain);
+    printf("%s (%s)%s%s\n", dnskey_status_text(status), dnskey_type_name(key->type),
+	   why[0] ? ": " : "", why);
+    return (status == DNSKEY_OK);
+}
+
+/*
+ * dnscheck_percent - a '%' row signs as each From: domain that uses it:
+ * check it under every literal domain of the SigningTable rows naming it
+ * (a wildcard domain cannot be listed). Returns the rows not good.
+ */
+static int dnscheck_percent(struct dnscheck *c, const char *table, const struct tables *t,
+			            const struct key_entry *k, const struct dnskey *key)
+{
+    const char **done = xcalloc(t->sign_count + 1, sizeof(char *));
+    int     n = 0, bad = 0, dup;
+
+    for (int i = 0; i < t->sign_count; i++) {
+	const char *at = strrchr(t->sign[i].pattern, '@');
+	const char *domain = at ? at + 1 : t->sign[i].pattern;
+	int     uses = 0;
+
+	for (char **name = t->sign[i].keys; *name; name++)
+	    uses |= strcmp(*name, k->name) == 0;
+	if (!uses || *domain == 0 || strchr(domain, '*'))
+	    continue;
+	dup = 0;
+	for (int j = 0; j < n; j++)
+	    dup |= strcasecmp(done[j], domain) == 0;
+	if (dup)
+	    continue;
+	done[n++] = domain;
+	bad += !dnscheck_print(c, table, k, domain, key);
+    }
+    if (n == 0)
+	printf("%s:%d: %s: not checked: its domain is '%%' and no SigningTable row names "
+	       "a domain without '*' for it\n", table, k->line, k->name);
+    free(done);
+    return (bad);
+}
+
 int     dnscheck_tables(const struct config *cfg, const struct tables *t, const char *table)
 {
     struct dnscheck *c;
     const char *err;
-    char    why[512];
-    int     bad = 0, good = 0;
+    int     bad = 0;
 
     if ((c = dnscheck_open(cfg, &err)) == NULL) {
 	fprintf(stderr, "DNS: %s\n", err);
@@ -191,26 +244,23 @@ int     dnscheck_tables(const struct config *cfg, const struct tables *t, const 
     for (int i = 0; i < t->key_count; i++) {
 	const struct key_entry *k = t->key + i;
 	struct dnskey key;
-	int     status;
 
-	printf("%s:%d: %s: ", table, k->line, dnscheck_label(k));
-	if (strchr(k->domain, '%')) {
-	    printf("not checked: the domain is '%%' (the signing domain's)\n");
-	    continue;
-	}
 	if ((err = dnskey_load(k->path, &key)) != NULL) {
-	    printf("key file %s: %s\n", k->path, err);
+	    printf("%s:%d: %s: key file %s: %s\n", table, k->line, k->name, k->path, err);
 	    bad++;
 	    continue;
 	}
-	status = dnscheck_row(c, k->domain, k->selector, &key, why, sizeof(why));
-	printf("%s (%s)%s%s\n", dnskey_status_text(status), dnskey_type_name(key.type),
-	       why[0] ? ": " : "", why);
+	if (strcmp(k->domain, "%") == 0)
+	    bad += dnscheck_percent(c, table, t, k, &key);
+	else if (strchr(k->domain, '%'))
+	    printf("%s:%d: %s: not checked: '%%' inside a domain\n", table, k->line, k->name);
+	else
+	    bad += !dnscheck_print(c, table, k, k->domain, &key);
 	dnskey_free(&key);
-	status == DNSKEY_OK ? good++ : bad++;
     }
     dnscheck_close(&c);
-    printf("%d of %d keys published and matching\n", good, t->key_count);
+    printf("%s: %s\n", table, bad ? "some keys are not published and matching (above)"
+	   : "every key checked is published and matching");
     fflush(stdout);
     return (bad ? 1 : 0);
 }

@@ -27,7 +27,8 @@ self-check (milter-dkim -t --dns) against a real DNS server (knotd, t/lib/mxdns.
      Every message is delivered (none tempfailed), carries one RSA and one
      Ed25519 signature, and every signature verifies with dkimpy querying the
      DNS server (dnspython); messages sent after the reload use only the new
-     selectors. Afterwards -t --dns says every remaining row matches.
+     selectors. Afterwards -t --dns says every remaining row matches, and
+     checks a '%' row under each domain its SigningTable rows spell out.
 """
 
 import os
@@ -507,8 +508,25 @@ with Stack("milter-dkim-rotate") as st:
     verify_flow(rig, sent, t_reload, rsa_sel, ed_sel)
     knot.set_zone(DOMAIN, zone[2:])           # the retired records go
     res = rig.check()
-    tap.ok(res.returncode == 0 and "2 of 2 keys published and matching" in res.stdout,
+    tap.ok(res.returncode == 0 and res.stdout.count(": published and matching (") == 2
+           and "every key checked is published and matching" in res.stdout,
            "after the rotation -t --dns: both new keys published and matching",
+           diag=res.stdout + res.stderr)
+    shared = keygen(st, "shared", "rsa")
+    knot.set_zone(DOMAIN, zone[2:] + [txt("shared._domainkey", shared)])
+    knot.add_zone("other.test", [txt("shared._domainkey", wrong)])
+    with open(st.path("etc", "key.table"), "a") as f:
+        f.write("shared %%:shared:%s\n" % st.path("keys", "shared.private"))
+    with open(st.path("etc", "signing.table"), "a") as f:
+        f.write("*@rotate.test shared\nother.test shared\n*@*.example shared\n")
+    res = rig.check()
+    tap.ok(res.returncode == 1 and re.search(r"key\.table:\d+: shared \(shared\._domainkey\."
+                                             r"rotate\.test\): published and matching \(rsa\)",
+                                             res.stdout)
+           and re.search(r"key\.table:\d+: shared \(shared\._domainkey\.other\.test\): "
+                         r"different key \(rsa\)", res.stdout)
+           and res.stdout.count("shared (") == 2,
+           "a '%' row is checked under each domain its SigningTable rows spell out",
            diag=res.stdout + res.stderr)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
