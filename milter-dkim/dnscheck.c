@@ -98,9 +98,8 @@ static int dnscheck_file(const char *text, const char *name, const struct dnskey
     size_t  lens[DNSCHECK_RECORDS_MAX], nlen = strlen(name);
     int     n = 0;
 
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-	const char *eol = line + strcspn(line, "\n");
-
+    for (const char *line = text, *eol; *line; line = *eol ? eol + 1 : eol) {
+	eol = line + strcspn(line, "\n");
 	if ((size_t) (eol - line) > nlen && strncasecmp(line, name, nlen) == 0
 	    && (line[nlen] == ' ' || line[nlen] == '\t')) {
 	    if (n == DNSCHECK_RECORDS_MAX) {

@@ -321,8 +321,9 @@ static const char *rotate_write(struct rotate *r, int keys, int signs)
 	snprintf(buf, sizeof(buf), "%s (nothing changed)", err);
 	err = buf;
     } else if (keys && (err = tabfile_replace(r->key_path, ktext)) != NULL) {
-	snprintf(buf, sizeof(buf), "%s%s", err, signs ? " (the SigningTable was written "
-		 "and signs with the new key: reload milter-dkim)" : " (nothing changed)");
+	snprintf(buf, sizeof(buf), "%s%s", err, signs ? " (the SigningTable was written and "
+		 "signs with the new key: run --activate again, then reload milter-dkim)"
+		 : " (nothing changed)");
 	err = buf;
     }
     free(ktext);
@@ -519,10 +520,25 @@ static int rotate_switch(struct rotate *r, int n, char *replaced)
 	    count++;
 	}
     }
-    if (count == 0)
+    if (count == 0 && rotate_in_use(&r->t, pk->name)) {
+	printf("%s: %s signs already (an interrupted --activate, or an edit by hand); "
+	       "marking the unused keys of %s of its type retiring\n", r->sign_path, pk->name,
+	       r->domain);
+	for (int i = 0; i < r->t.key_count; i++) {
+	    time_t  when;
+	    const char *line = r->keys.line[r->t.key[i].line - 1];
+
+	    if (i != n && rotate_domain_is(r->t.key + i, r->domain)
+		&& rotate_type(r, i) == type && !rotate_in_use(&r->t, r->t.key[i].name)
+		&& !rotate_marker(line, "pending", &when)
+		&& !rotate_marker(line, "retiring", &when))
+		replaced[i] = 1;
+	}
+    } else if (count == 0) {
 	msg_fatal("%s: no row signs %s with an %s key to replace by %s: add it to a row "
 		  "by hand (nothing changed)", r->sign_path, r->domain, dnskey_type_name(type),
 		  pk->name);
+    }
     lines_set(&r->keys, pk->line, rotate_mark(r->keys.line[pk->line - 1], NULL, 0));
     return (count);
 }

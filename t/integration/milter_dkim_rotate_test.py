@@ -266,6 +266,21 @@ def test_concurrency(rig):
         "# CRLF lines\r\n*@c0.test %s\r\n*@x.c0.test %s,first2\r\n" % (new, new)).encode(),
            "a SigningTable with CRLF lines: both rows switched, the CRLFs kept",
            diag=res.stdout + res.stderr + repr(read(st.path("etc", "c.sign"))))
+    res = rig.rotate("-d", "c0.test", "-b", "1024", conf=conf2)
+    sel2 = re.search(r"^(rsa-[0-9-]+)\._domainkey", res.stdout, re.M).group(1)
+    new2 = "%s._domainkey.c0.test" % sel2
+    with open(st.path("etc", "c.dns"), "w") as f:
+        f.write("%s._domainkey.c0.test %s\n" % (sel2, value_of(res.stdout)))
+    signing = read(st.path("etc", "c.sign")).replace(new.encode(), new2.encode())
+    with open(st.path("etc", "c.sign"), "wb") as f:    # as if --activate stopped halfway
+        f.write(signing)
+    res = rig.rotate("--activate", "-d", "c0.test", conf=conf2)
+    table = read(st.path("etc", "c.key")).decode()
+    tap.ok(res.returncode == 0 and "signs already" in res.stdout
+           and re.search(r"^%s c0\.test:\S+\t# rotate: retiring since" % re.escape(new), table,
+                         re.M) and re.search(r"^%s c0\.test:\S+$" % re.escape(new2), table, re.M),
+           "--activate again after the SigningTable was switched alone: the rows are marked "
+           "as a complete --activate would", diag=res.stdout + res.stderr + table)
     tap.is_(sorted(f for f in os.listdir(st.path("etc")) if f.startswith(".")), [],
             "no temporary file left behind")
 
