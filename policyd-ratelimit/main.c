@@ -63,6 +63,7 @@ static const struct config_spec policyd_specs[] = {
     {"listen", CONFIG_LIST, "inet:127.0.0.1:10031", CONFIG_RESTART},
     {"store", CONFIG_STRING, "memory", CONFIG_RESTART},
     {"store_password_file", CONFIG_STRING, NULL, CONFIG_RESTART},
+    {"sentinel_password_file", CONFIG_STRING, NULL, CONFIG_RESTART},
     {"on_store_error", CONFIG_STRING, "open", 0},
     {"deadline", CONFIG_DURATION, "100ms", 0},
     {"defer_reply", CONFIG_STRING,
@@ -173,11 +174,13 @@ static int policyd_same(const char *a, const char *b)
 static void policyd_check_store(struct config *cfg, struct store_url *url)
 {
     const char *file = config_get_str(cfg, "store_password_file");
+    const char *sfile = config_get_str(cfg, "sentinel_password_file");
     const char *text = config_get_str(cfg, "store");
     const char *err;
 
-    if (policyd_running && file
+    if (policyd_running && (file || sfile)
 	&& policyd_same(file, config_get_str(policyd_running->cfg, "store_password_file"))
+	&& policyd_same(sfile, config_get_str(policyd_running->cfg, "sentinel_password_file"))
 	&& policyd_same(text, config_get_str(policyd_running->cfg, "store"))) {
 	*url = policyd_running->store;
 	return;
@@ -187,6 +190,13 @@ static void policyd_check_store(struct config *cfg, struct store_url *url)
     else if (file && (err = store_url_password_file(url, file)) != NULL)
 	config_add_error(cfg, policyd_line(cfg, "store_password_file"),
 			 "store_password_file: %s", err);
+    if (sfile && err == NULL && !url->sentinel)
+	config_add_error(cfg, policyd_line(cfg, "sentinel_password_file"),
+			 "sentinel_password_file is set, but the store is not redis-sentinel://");
+    else if (sfile && err == NULL && (err = store_url_read_password(sfile,
+		  url->sentinel_password, sizeof(url->sentinel_password))) != NULL)
+	config_add_error(cfg, policyd_line(cfg, "sentinel_password_file"),
+			 "sentinel_password_file: %s", err);
 }
 
 /*

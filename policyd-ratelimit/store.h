@@ -47,6 +47,11 @@ struct store_op {
 /* A parsed "store" value (store_url.c); text is the printable form. */
 #define STORE_PASSWORD_MAX	255
 #define STORE_URL_ERROR_MAX	400
+#define STORE_SENTINELS_MAX	16
+struct store_host {
+    char    host[256];
+    int     port;
+};
 struct store_url {
     int     redis;			/* 0: memory */
     char    host[256];
@@ -56,7 +61,12 @@ struct store_url {
     char    password[STORE_PASSWORD_MAX + 1];
     char    password_file[256];		/* where password came from, or "" */
     int     db;
-    char    text[700];			/* password replaced by "***" */
+    int     sentinel;			/* redis-sentinel://: host, port found */
+    struct store_host sentinels[STORE_SENTINELS_MAX];
+    int     nsentinels;
+    char    master[128];		/* Sentinel's name of the master */
+    char    sentinel_password[STORE_PASSWORD_MAX + 1];	/* Sentinel's own */
+    char    text[STORE_SENTINELS_MAX * 270 + 700];	/* password replaced by "***" */
 };
 
 const char *store_url_parse(const char *text, struct store_url *url);

@@ -57,6 +57,7 @@
 
 #include "msg.h"
 #include "store.h"
+#include "store_sentinel.h"
 #include "xalloc.h"
 
 /*
@@ -137,6 +138,8 @@ struct store_redis {
     struct event *watchdog;
     int     outstanding;		/* commands without a reply */
     long long progress_ms;		/* last reply, or first outstanding */
+    struct sentinel *sentinel;		/* redis-sentinel://: url.host from it */
+    int     moving;			/* dropping for a new master's address */
 };
 
 #define STORE_REDIS_STALL_MS	1000
@@ -186,6 +189,8 @@ static void store_redis_down(struct store_redis *redis, const char *why)
     redis->sha[0] = 0;
     if (!evtimer_pending(redis->retry, NULL))
 	evtimer_add(redis->retry, &one);
+    if (redis->sentinel && !redis->moving)	/* has the master moved? */
+	sentinel_ask(redis->sentinel);
 }
 
 /*
@@ -333,7 +338,7 @@ static void store_redis_submit(struct store *store, struct store_call *call)
     int     n = call->count, a = 0;
 
     if (redis->ctx == NULL || !redis->connected) {
-	store_set_error(store, "%s", redis->logged[0] && strcmp(redis->logged, "connected")
+	store_set_error(store, "%s", redis->logged[0] && strncmp(redis->logged, "connected", 9)
 			? redis->logged : "not connected yet");
 	store_redis_complete(call, 1);
 	return;
@@ -365,8 +370,17 @@ static void store_redis_submit(struct store *store, struct store_call *call)
     store_redis_send(req, redis->sha[0] != 0);
 }
 
+/* store_redis_is_master - ROLE's answer from a master: ["master", ...] */
+
+static int store_redis_is_master(const redisReply *reply)
+{
+    return (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+	    && reply->element[0]->type == REDIS_REPLY_STRING
+	    && strcmp(reply->element[0]->str, "master") == 0);
+}
+
 /*
- * store_redis_handshake_reply - AUTH, SELECT and SCRIPT LOAD, in that
+ * store_redis_handshake_reply - AUTH, SELECT, ROLE (Sentinel) and SCRIPT LOAD, in that
  * order on a new connection. Any refusal drops the connection, so the
  * next attempt authenticates again (a password fixed on the server side
  * is picked up within a second); the last reply makes it usable.
@@ -390,11 +404,21 @@ static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *p
 	store_redis_drop(redis, why);
 	return;
     }
+    if (strcmp(step, "ROLE") == 0 && !store_redis_is_master(reply)) {
+	snprintf(why, sizeof(why), "%.100s:%d is not a master (ROLE %.20s); asking Sentinel again",
+		 redis->url.host, redis->url.port, reply->type == REDIS_REPLY_ARRAY
+		 && reply->elements > 0 && reply->element[0]->type == REDIS_REPLY_STRING
+		 ? reply->element[0]->str : "answered something else");
+	store_redis_drop(redis, why);
+	return;
+    }
     if (strcmp(step, "SCRIPT LOAD") != 0)
 	return;
     snprintf(redis->sha, sizeof(redis->sha), "%s", reply->str);
     redis->connected = 1;
-    store_redis_state(redis, 0, "connected");
+    if (redis->sentinel)
+	snprintf(why, sizeof(why), "connected to master %.100s:%d", redis->url.host, redis->url.port);
+    store_redis_state(redis, 0, redis->sentinel ? why : "connected");
 }
 
 static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *ctx)
@@ -411,9 +435,12 @@ static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *
 	snprintf(db, sizeof(db), "%d", url->db);
 	redisAsyncCommand(ctx, store_redis_handshake_reply, "SELECT", "SELECT %s", db);
     }
+    /* Sentinel may still name a master that was demoted */
+    if (url->sentinel)
+	redisAsyncCommand(ctx, store_redis_handshake_reply, "ROLE", "ROLE");
     redisAsyncCommand(ctx, store_redis_handshake_reply, "SCRIPT LOAD", "SCRIPT LOAD %s",
 		      store_redis_script);
-    redis->outstanding = 1 + (url->password[0] != 0) + (url->db != 0);
+    redis->outstanding = 1 + (url->password[0] != 0) + (url->db != 0) + url->sentinel;
     redis->progress_ms = store_redis_now_ms();
 }
 
@@ -460,15 +487,49 @@ static void store_redis_watchdog(evutil_socket_t fd, short what, void *context)
     store_redis_drop(redis, why);
 }
 
+/* store_redis_retry - a second after a failure; Sentinel is asked too */
+
 static void store_redis_retry(evutil_socket_t fd, short what, void *context)
 {
-    store_redis_connect(context);
+    struct store_redis *redis = context;
+
+    if (redis->sentinel)
+	sentinel_ask(redis->sentinel);
+    if (redis->url.host[0] || redis->url.path[0])
+	store_redis_connect(redis);
+}
+
+/*
+ * store_redis_found - Sentinel named the master. A new address drops the
+ * connection to the old one (its pending calls fail to on_store_error)
+ * and connects at once; the same address changes nothing (the retry
+ * timer reconnects, at most once a second).
+ */
+static void store_redis_found(void *context, const char *host, int port)
+{
+    struct store_redis *redis = context;
+    char    why[400];
+
+    if (strcmp(host, redis->url.host) == 0 && port == redis->url.port)
+	return;
+    snprintf(why, sizeof(why), "master moved to %.100s:%d", host, port);
+    snprintf(redis->url.host, sizeof(redis->url.host), "%s", host);
+    redis->url.port = port;
+    redis->moving = 1;
+    if (redis->ctx)
+	store_redis_drop(redis, why);
+    redis->moving = 0;
+    evtimer_del(redis->retry);
+    store_redis_connect(redis);
 }
 
 static void store_redis_connect(struct store_redis *redis)
 {
     redisAsyncContext *ctx;
     char    why[200];
+
+    if (redis->ctx)				/* connected, or connecting */
+	return;
 
     ctx = redis->url.path[0] ? redisAsyncConnectUnix(redis->url.path)
 	: redisAsyncConnect(redis->url.host, redis->url.port);
@@ -500,6 +561,7 @@ static void store_redis_destroy(struct store *store)
 	redis->ctx->data = NULL;
 	redisAsyncFree(redis->ctx);
     }
+    sentinel_free(&redis->sentinel);
     event_free(redis->retry);
     event_free(redis->watchdog);
     explicit_bzero(&redis->url, sizeof(redis->url));	/* no password left behind */
@@ -706,6 +768,12 @@ struct store *store_redis_create(struct event_base *base, const struct store_url
     redis->retry = evtimer_new(base, store_redis_retry, redis);
     redis->watchdog = event_new(base, -1, EV_PERSIST, store_redis_watchdog, redis);
     event_add(redis->watchdog, &quarter);
-    store_redis_connect(redis);
+    if (url->sentinel) {			/* url.host comes from Sentinel */
+	redis->sentinel = sentinel_create(base, &redis->url, store_redis_found, redis);
+	store_set_error(&redis->store, "no master known yet (asking Sentinel)");
+	snprintf(redis->logged, sizeof(redis->logged), "no master known yet (asking Sentinel)");
+	sentinel_ask(redis->sentinel);
+    } else
+	store_redis_connect(redis);
     return (&redis->store);
 }

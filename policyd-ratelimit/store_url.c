@@ -96,7 +96,10 @@ static const char *store_url_credentials(struct store_url *url, const char *text
     return (NULL);
 }
 
-static const char *store_url_hostport(struct store_url *url, const char *text, size_t len)
+/* store_url_hostport - HOST[:PORT] or [IPV6][:PORT] into host, *portp */
+
+static const char *store_url_hostport(char *host, size_t hsize, int *portp, int defport,
+				              const char *text, size_t len)
 {
     const char *port = NULL, *end = text + len;
     size_t  hlen;
@@ -118,14 +121,15 @@ static const char *store_url_hostport(struct store_url *url, const char *text, s
     }
     if (hlen == 0)
 	return ("redis:// URL has no host");
-    if (hlen >= sizeof(url->host))
+    if (hlen >= hsize)
 	return ("redis:// host name too long");
     for (size_t i = 0; i < hlen; i++)
-	if ((unsigned char) text[i] <= ' ' || text[i] == '/' || text[i] == '?')
-	    return ("redis:// host contains a space, control character or '/'");
-    memcpy(url->host, text, hlen);
-    url->port = 6379;
-    if (port && (url->port = (int) store_url_number(port, end - port, 1, 65535)) < 0)
+	if ((unsigned char) text[i] <= ' ' || text[i] == '/' || text[i] == '?' || text[i] == ',')
+	    return ("redis:// host contains a space, control character, ',' or '/'");
+    memcpy(host, text, hlen);
+    host[hlen] = 0;
+    *portp = defport;
+    if (port && (*portp = (int) store_url_number(port, end - port, 1, 65535)) < 0)
 	return ("redis:// port must be a number 1-65535");
     return (NULL);
 }
@@ -167,12 +171,83 @@ static const char *store_url_redis(struct store_url *url, const char *text, int 
     if (at)
 	text = at + 1;
     slash = strchr(text, '/');
-    if ((err = store_url_hostport(url, text, slash ? (size_t) (slash - text)
-				  : strlen(text))) != NULL)
+    if ((err = store_url_hostport(url->host, sizeof(url->host), &url->port, 6379, text,
+				  slash ? (size_t) (slash - text) : strlen(text))) != NULL)
 	return (err);
     if (slash && (err = store_url_db(url, slash + 1)) != NULL)
 	return (err);
     return (NULL);
+}
+
+/* store_url_master - a Sentinel master name, as sentinel.conf takes it */
+
+static const char *store_url_master(struct store_url *url, const char *text, size_t len)
+{
+    if (len == 0)
+	return ("redis-sentinel:// needs /MASTERNAME after the Sentinels");
+    if (len >= sizeof(url->master))
+	return ("redis-sentinel:// master name too long");
+    if (strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") < len)
+	return ("redis-sentinel:// master name may have only letters, digits, '.', '_', '-'");
+    memcpy(url->master, text, len);
+    return (NULL);
+}
+
+/*
+ * store_url_sentinel - [[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/
+ * MASTERNAME[/DB]: the credentials are the Redis master's (Sentinel's
+ * own password is sentinel_password_file).
+ */
+static const char *store_url_sentinel(struct store_url *url, const char *text,
+				              int password_file)
+{
+    const char *at = strrchr(text, '@'), *slash, *comma, *name;
+    const char *err;
+
+    if (at && (err = store_url_credentials(url, text, at - text, password_file)) != NULL)
+	return (err);
+    if (at)
+	text = at + 1;
+    if ((slash = strchr(text, '/')) == NULL)
+	return ("redis-sentinel:// needs /MASTERNAME after the Sentinels");
+    for (const char *cp = text; cp < slash; cp = comma + 1) {
+	struct store_host *h = url->sentinels + url->nsentinels;
+
+	if ((comma = memchr(cp, ',', slash - cp)) == NULL)
+	    comma = slash;
+	if (url->nsentinels == STORE_SENTINELS_MAX)
+	    return ("redis-sentinel:// takes at most 16 Sentinels");
+	if ((err = store_url_hostport(h->host, sizeof(h->host), &h->port, 26379, cp,
+				      comma - cp)) != NULL)
+	    return (err);
+	url->nsentinels++;
+    }
+    name = slash + 1;
+    slash = strchr(name, '/');
+    if ((err = store_url_master(url, name, slash ? (size_t) (slash - name) : strlen(name))) != NULL)
+	return (err);
+    if (slash && (err = store_url_db(url, slash + 1)) != NULL)
+	return (err);
+    url->sentinel = 1;
+    return (NULL);
+}
+
+static void store_url_format_sentinel(struct store_url *url)
+{
+    size_t  len;
+
+    snprintf(url->text, sizeof(url->text), "redis-sentinel://%s%s", url->user,
+	     url->password[0] ? ":***@" : url->user[0] ? "@" : "");
+    for (int i = 0; i < url->nsentinels; i++) {
+	const struct store_host *h = url->sentinels + i;
+
+	len = strlen(url->text);
+	snprintf(url->text + len, sizeof(url->text) - len, "%s%s%s%s:%d", i ? "," : "",
+		 strchr(h->host, ':') ? "[" : "", h->host, strchr(h->host, ':') ? "]" : "",
+		 h->port);
+    }
+    len = strlen(url->text);
+    snprintf(url->text + len, sizeof(url->text) - len, "/%s/%d", url->master, url->db);
 }
 
 /* store_url_format - the printable form: the password is "***" */
@@ -188,6 +263,8 @@ static void store_url_format(struct store_url *url)
 		 url->password[0] ? ":***@" : url->user[0] ? "@" : "",
 		 strchr(url->host, ':') ? "[" : "", url->host,
 		 strchr(url->host, ':') ? "]" : "", url->port, url->db);
+    if (url->sentinel)
+	store_url_format_sentinel(url);
     len = strlen(url->text);
     if (url->password_file[0])
 	snprintf(url->text + len, sizeof(url->text) - len, " (password from %s)",
@@ -210,9 +287,11 @@ static const char *store_url_parse_text(const char *text, struct store_url *url,
 	err = store_url_unix(url, text + 13);
     else if (strncmp(text, "redis://", 8) == 0)
 	err = store_url_redis(url, text + 8, password_file);
+    else if (strncmp(text, "redis-sentinel://", 17) == 0)
+	err = store_url_sentinel(url, text + 17, password_file);
     else
-	err = "store must be memory, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] "
-	    "or redis+unix:///PATH[?db=DB]";
+	err = "store must be memory, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], "
+	    "redis+unix:///PATH[?db=DB] or redis-sentinel://HOST[:PORT][,...]/MASTERNAME[/DB]";
     if (err)					/* keep no half-parsed secret */
 	memset(url, 0, sizeof(*url));
     else

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -216,8 +217,182 @@ def test_password_file(st):
     st.stop_redis()
 
 
+# ------------------------------------------------------------------ Sentinel
+SPASS = "S3ntinel-pw-42"
+SECRETS = SECRETS + (SPASS, "S3ntinel")
+MASTER = "mxmaster"
+
+
+def start_redis_node(st, name, replica_of=None):
+    port = st.port(name)
+    os.makedirs(st.path(name), exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", st.path(name), "--daemonize", "no",
+            "--protected-mode", "no", "--requirepass", RIGHT, "--masterauth", RIGHT]
+    if replica_of:
+        argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+    proc = st._spawn(name, argv, st.path("log", name + ".log"))
+    st._ready(name, port, proc)
+    return port
+
+
+def start_sentinel(st, name, master_port):
+    port = st.port(name)
+    path = st.path("etc", name + ".conf")      # Sentinel rewrites it: its own file
+    with open(path, "w") as f:
+        f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n"
+                "requirepass %s\n"
+                "sentinel monitor %s 127.0.0.1 %d 2\n"
+                "sentinel auth-pass %s \"%s\"\n"
+                "sentinel down-after-milliseconds %s 1000\n"
+                "sentinel failover-timeout %s 4000\n"
+                "sentinel parallel-syncs %s 1\n"
+                % (port, st.dir, SPASS, MASTER, master_port, MASTER, RIGHT, MASTER, MASTER,
+                   MASTER))
+    proc = st._spawn(name, ["redis-server", path, "--sentinel"], st.path("log", name + ".log"))
+    st._ready(name, port, proc)
+    return port
+
+
+def sentinel_cli(port, *args):
+    return redis_cli(port, *args, password=SPASS)
+
+
+def sentinels_ready(sports, replica_port):
+    """Every Sentinel knows the replica and the two other Sentinels."""
+    for p in sports:
+        reps = sentinel_cli(p, "SENTINEL", "replicas", MASTER)
+        others = sentinel_cli(p, "SENTINEL", "sentinels", MASTER)
+        if str(replica_port) not in reps or others.count("runid") < 2:
+            return False
+    return True
+
+
+def role(port):
+    return redis_cli(port, "ROLE", password=RIGHT).split("\n")[:1]
+
+
+class Load(threading.Thread):
+    """A steady, bounded load on one policyd: one request every `gap`
+    seconds on one connection, each for a user of its own (no limit
+    bites); records (start time, reply, seconds)."""
+
+    def __init__(self, port, tag, gap=0.01):
+        super().__init__(daemon=True)
+        self.port, self.tag, self.gap = port, tag, gap
+        self.results = []
+        self.stop = threading.Event()
+
+    def run(self):
+        c = Client(self.port, timeout=5)
+        i = 0
+        while not self.stop.is_set():
+            t = time.monotonic()
+            reply, took = c.ask("load-%s-%d" % (self.tag, i), "%s%d" % (self.tag, i))
+            self.results.append((t, reply, took))
+            if reply is None:           # answered nothing: reconnect, keep going
+                c.close()
+                c = Client(self.port, timeout=5)
+            i += 1
+            time.sleep(self.gap)
+        c.close()
+
+
+def shared_limit(ports, user, per_port):
+    """per_port requests for one user through each instance, interleaved;
+    how many were allowed."""
+    clients = [Client(p) for p in ports]
+    allowed = 0
+    for i in range(per_port):
+        for k, c in enumerate(clients):
+            r, _ = c.ask(user, "s%d-%d" % (k, i))
+            allowed += r == "action=DUNNO"
+    for c in clients:
+        c.close()
+    return allowed
+
+
+def log_time(st, name, text, timeout):
+    """Poll a log for text; the monotonic time it was first seen, or None."""
+    return wait_for(lambda: time.monotonic() if text in st.read_log(name) else None,
+                    timeout=timeout, interval=0.02)
+
+
+def sentinel_store(sports, master=MASTER):
+    return "redis-sentinel://%s/%s" % (",".join("127.0.0.1:%d" % p for p in sports), master)
+
+
+def test_failover(st, pwfile, spwfile):
+    mport = start_redis_node(st, "master")
+    rport = start_redis_node(st, "replica", replica_of=mport)
+    sports = [start_sentinel(st, "sentinel%d" % i, mport) for i in range(3)]
+    tap.ok(wait_for(lambda: sentinels_ready(sports, rport), timeout=30),
+           "three Sentinels know the master, the replica and each other")
+    extra = "store_password_file = %s\nsentinel_password_file = %s" % (pwfile, spwfile)
+    pds = {}
+    for name, mode in (("pda", "closed"), ("pdb", "open")):
+        pds[name] = mp.start_policyd(st, name, config(sentinel_store(sports), mode=mode,
+                                                      rate="10/1h", extra=extra))
+    for name in pds:
+        tap.ok(wait_for(lambda: "redis: connected to master 127.0.0.1:%d" % mport
+                        in st.read_log(name)),
+               "%s: found the master through Sentinel" % name, diag=st.read_log(name))
+    ports = [pds[n][1] for n in pds]
+    tap.is_(shared_limit(ports, "shared-before", 8), 10,
+            "before the failover: a limit of 10 admits 10 of 16 across the two instances")
+
+    loads = [Load(pds[n][1], n) for n in pds]
+    for ld in loads:
+        ld.start()
+    time.sleep(1)
+    t_kill = time.monotonic()
+    st.procs["master"].kill()
+    st.procs["master"].wait()
+    promoted = wait_for(lambda: time.monotonic() if role(rport) == ["master"] else None,
+                        timeout=30, interval=0.05)
+    tap.ok(promoted, "Sentinel promoted the replica %.1f s after kill -9 of the master"
+           % ((promoted or 0) - t_kill))
+    followed = {n: log_time(st, n, "connected to master 127.0.0.1:%d" % rport, 30)
+                for n in pds}
+    for n, t in followed.items():
+        tap.ok(t and promoted and t - promoted <= 2.0,
+               "%s follows the new master %.2f s after the promotion (bound: 2 s)"
+               % (n, (t or 0) - (promoted or 0)), diag=st.read_log(n)[-2000:])
+    time.sleep(1)
+    for ld in loads:
+        ld.stop.set()
+    for ld in loads:
+        ld.join(timeout=15)
+    for ld, (n, mode) in zip(loads, (("pda", "closed"), ("pdb", "open"))):
+        during = [r for t, r, _ in ld.results if t >= t_kill]
+        worst = max(took for _, _, took in ld.results)
+        want = {"action=DUNNO", "action=451 4.3.0 Rate limit service unavailable; try again "
+                "later"} if mode == "closed" else {"action=DUNNO"}
+        odd = [r for _, r, _ in ld.results if r not in want]
+        tap.ok(len(during) > 50 and not odd,
+               "%s (%s): all %d requests answered, %d during and after the switch; "
+               "%d by on_store_error" % (n, mode, len(ld.results), len(during),
+                                         sum(1 for r in during if r and "451" in r)),
+               diag=repr(odd[:5]))
+        tap.ok(worst < 0.1 + 0.4, "%s: none waited past the deadline (slowest %.0f ms)"
+               % (n, worst * 1000))
+    tap.is_(shared_limit(ports, "shared-after", 8), 10,
+            "after the failover: the limit is still shared: 10 of 16 across the two")
+    tap.is_(redis_cli(rport, "EXISTS", "mxrl:{per_user:shared-after}:0", password=RIGHT), "1",
+            "and counted on the new master")
+    for n in pds:
+        tap.ok(pds[n][0].poll() is None, "%s still running (no restart)" % n)
+    return sports, rport, pds
+
+
 with Stack("policyd-sentinel") as st:
     tap.stack = st
     test_password_file(st)
+    pwfile = write_secret(st, "redis-pw", (RIGHT + "\n").encode())
+    spwfile = write_secret(st, "sentinel-pw", (SPASS + "\n").encode())
+    sports, rport, pds = test_failover(st, pwfile, spwfile)
+    no_secret_anywhere(st, [(n, pds[n][0]) for n in pds], "Sentinel")
+    if os.environ.get("SHOWLOG"):
+        tap.diag(st.read_log("pda"))
 
 sys.exit(tap.done())

@@ -1,0 +1,428 @@
+/*
+ * NAME
+ *	store_sentinel 3
+ * SUMMARY
+ *	find the Redis master through Redis Sentinel
+ * SYNOPSIS
+ *	#include "store_sentinel.h"
+ *
+ *	struct sentinel *sentinel_create(base, url, found, context)
+ *	void	sentinel_ask(sentinel)
+ *	void	sentinel_free(&sentinel)
+ * DESCRIPTION
+ *	The Sentinels are url.sentinels, the master's name url.master,
+ *	Sentinel's own password (if any) url.sentinel_password. found()
+ *	is called with the master's address whenever one is learnt; what
+ *	to do with it is store_redis(3)'s business. Nothing here ever
+ *	blocks, and no policy request waits for it: until a master is
+ *	known, requests go to on_store_error at once.
+ *
+ *	sentinel_ask() asks "SENTINEL get-master-addr-by-name" of the
+ *	Sentinels in turn, starting with the one that answered last,
+ *	until one gives a well-formed address; a Sentinel that cannot be
+ *	reached, refuses the password, does not know the name, answers
+ *	garbage or nothing within SENTINEL_ANSWER_MS is skipped. A round
+ *	that no Sentinel answers is logged (once, until that changes);
+ *	the caller asks again (store_redis asks on every connection
+ *	failure and then once a second). While one round is under way,
+ *	sentinel_ask() does nothing.
+ *
+ *	A second connection stays subscribed to "+switch-master" on one
+ *	Sentinel, so a failover is followed as soon as Sentinel announces
+ *	it; when that connection drops, another Sentinel is subscribed a
+ *	second later, and the master asked for again (a switch may have
+ *	been missed meanwhile).
+ * DIAGNOSTICS
+ *	"sentinel: ..." lines, once per change of state. Sentinel's
+ *	password is never printed.
+ */
+
+#include "build_config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "msg.h"
+#include "store_sentinel.h"
+#include "xalloc.h"
+
+#define SENTINEL_ANSWER_MS	500	/* per Sentinel, per question */
+
+struct sentinel {
+    struct event_base *base;
+    const struct store_url *url;	/* the store's: lives longer */
+    sentinel_found_fn found;
+    void   *context;
+    /* the question round */
+    redisAsyncContext *query;
+    int     query_index;		/* the Sentinel asked */
+    int     next;			/* the Sentinel to ask first */
+    int     tried;			/* in this round */
+    int     asking;			/* a round is under way */
+    char    why[500];			/* the latest Sentinel's failure */
+    struct event *timeout;
+    struct event *step;			/* next Sentinel, outside hiredis */
+    /* the +switch-master subscription */
+    redisAsyncContext *watch;
+    int     watch_index;
+    struct event *watch_retry;
+    char    logged[300];		/* the master's address, or why not */
+    char    logged_watch[300];		/* the subscription's trouble */
+};
+
+static void sentinel_next(struct sentinel *s);
+
+/* sentinel_state - log a state once, until it changes */
+
+static void sentinel_state(char *logged, int warning, const char *fmt,...)
+	__attribute__((format(printf, 3, 4)));
+
+static void sentinel_state(char *logged, int warning, const char *fmt,...)
+{
+    char    text[300];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (strcmp(text, logged) == 0)
+	return;
+    snprintf(logged, 300, "%s", text);
+    if (warning)
+	msg_warn("sentinel: %s", text);
+    else
+	msg_info("sentinel: %s", text);
+}
+
+static const struct store_host *sentinel_host(const struct sentinel *s, int i)
+{
+    return (s->url->sentinels + i);
+}
+
+/* sentinel_close - forget a connection; safe inside its callbacks */
+
+static void sentinel_close(redisAsyncContext **ctxp)
+{
+    redisAsyncContext *ctx = *ctxp;
+
+    *ctxp = NULL;
+    if (ctx) {
+	ctx->data = NULL;			/* its callbacks now do nothing */
+	redisAsyncFree(ctx);
+    }
+}
+
+static void sentinel_failed(struct sentinel *s, const char *fmt,...)
+	__attribute__((format(printf, 2, 3)));
+static void sentinel_watch_failed(struct sentinel *s, const char *why);
+
+/* sentinel_auth - Sentinel refused its password: say so, not "NOAUTH" */
+
+static void sentinel_auth(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct sentinel *s = privdata;
+    const redisReply *reply = r;
+    char    why[150];
+
+    if (ctx->data != s || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+	return;
+    snprintf(why, sizeof(why), "AUTH refused: %.100s", reply->str);
+    if (ctx == s->query)
+	sentinel_failed(s, "%s", why);
+    else if (ctx == s->watch)
+	sentinel_watch_failed(s, why);
+}
+
+/* sentinel_open - a connection to Sentinel i, authenticated if need be */
+
+static redisAsyncContext *sentinel_open(struct sentinel *s, int i,
+				        redisConnectCallback *on_connect,
+			              redisDisconnectCallback *on_disconnect)
+{
+    const struct store_host *h = sentinel_host(s, i);
+    redisAsyncContext *ctx = redisAsyncConnect(h->host, h->port);
+
+    if (ctx == NULL || ctx->err) {
+	snprintf(s->why, sizeof(s->why), "%s:%d: cannot connect: %.100s", h->host, h->port,
+		 ctx ? ctx->errstr : "out of memory");
+	if (ctx)
+	    redisAsyncFree(ctx);
+	return (NULL);
+    }
+    ctx->data = s;
+    redisLibeventAttach(ctx, s->base);
+    redisAsyncSetConnectCallback(ctx, on_connect);
+    redisAsyncSetDisconnectCallback(ctx, on_disconnect);
+    if (s->url->sentinel_password[0])
+	redisAsyncCommand(ctx, sentinel_auth, s, "AUTH %s", s->url->sentinel_password);
+    return (ctx);
+}
+
+/* sentinel_failed - this Sentinel did not answer: try the next one */
+
+static void sentinel_failed(struct sentinel *s, const char *fmt,...)
+{
+    const struct store_host *h = sentinel_host(s, s->query_index);
+    char    why[150];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(s->why, sizeof(s->why), "%s:%d: %s", h->host, h->port, why);
+    sentinel_close(&s->query);
+    evtimer_del(s->timeout);
+    event_active(s->step, 0, 0);		/* not inside a hiredis callback */
+}
+
+/* sentinel_address - a well-formed "get-master-addr-by-name" answer */
+
+static int sentinel_address(const redisReply *r, char *host, size_t hsize, int *port)
+{
+    char   *end;
+    long    p;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+	|| r->element[0]->type != REDIS_REPLY_STRING
+	|| r->element[1]->type != REDIS_REPLY_STRING)
+	return (0);
+    if (r->element[0]->len == 0 || r->element[0]->len >= hsize
+	|| strcspn(r->element[0]->str, " \t\r\n/,") != r->element[0]->len)
+	return (0);
+    p = strtol(r->element[1]->str, &end, 10);
+    if (*end || end == r->element[1]->str || p < 1 || p > 65535)
+	return (0);
+    memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+    *port = (int) p;
+    return (1);
+}
+
+static void sentinel_answer(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct sentinel *s = privdata;
+    const redisReply *reply = r;
+    char    host[256];
+    int     port;
+
+    if (ctx->data != s || ctx != s->query)	/* dropped meanwhile */
+	return;
+    if (reply == NULL) {
+	sentinel_failed(s, "connection lost%s%.100s", ctx->err ? ": " : "",
+			ctx->err ? ctx->errstr : "");
+	return;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+	sentinel_failed(s, "does not know master \"%s\"", s->url->master);
+	return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+	sentinel_failed(s, "%.100s", reply->str);
+	return;
+    }
+    if (!sentinel_address(reply, host, sizeof(host), &port)) {
+	sentinel_failed(s, "unexpected answer (type %d)", reply->type);
+	return;
+    }
+    s->next = s->query_index;			/* ask it first next time */
+    s->asking = 0;
+    sentinel_close(&s->query);
+    evtimer_del(s->timeout);
+    sentinel_state(s->logged, 0, "master \"%s\" is %s:%d (from %s:%d)", s->url->master, host, port,
+		   sentinel_host(s, s->next)->host, sentinel_host(s, s->next)->port);
+    if (s->watch == NULL && !evtimer_pending(s->watch_retry, NULL)) {
+	s->watch_index = s->next;
+	event_active(s->watch_retry, 0, 0);
+    }
+    s->found(s->context, host, port);
+}
+
+static void sentinel_query_connected(const redisAsyncContext *ctx, int status)
+{
+    struct sentinel *s = ctx->data;
+
+    if (s == NULL || ctx != s->query || status == REDIS_OK)
+	return;
+    s->query = NULL;				/* hiredis frees it */
+    ((redisAsyncContext *) ctx)->data = NULL;
+    sentinel_failed(s, "cannot connect: %.100s", ctx->errstr);
+}
+
+static void sentinel_query_lost(const redisAsyncContext *ctx, int status)
+{
+    struct sentinel *s = ctx->data;
+
+    if (s == NULL || ctx != s->query)
+	return;
+    s->query = NULL;				/* hiredis frees it */
+    ((redisAsyncContext *) ctx)->data = NULL;
+    sentinel_failed(s, "connection lost%s%.100s", status != REDIS_OK ? ": " : "",
+		    status != REDIS_OK ? ctx->errstr : "");
+}
+
+static void sentinel_timeout(evutil_socket_t fd, short what, void *context)
+{
+    sentinel_failed(context, "no answer within %d ms", SENTINEL_ANSWER_MS);
+}
+
+/* sentinel_next - ask the next Sentinel of this round, or give up */
+
+static void sentinel_next(struct sentinel *s)
+{
+    struct timeval answer = {0, SENTINEL_ANSWER_MS * 1000};
+
+    while (s->tried < s->url->nsentinels) {
+	s->query_index = (s->next + s->tried++) % s->url->nsentinels;
+	if ((s->query = sentinel_open(s, s->query_index, sentinel_query_connected,
+				      sentinel_query_lost)) == NULL)
+	    continue;
+	redisAsyncCommand(s->query, sentinel_answer, s, "SENTINEL get-master-addr-by-name %s",
+			  s->url->master);
+	evtimer_add(s->timeout, &answer);
+	return;
+    }
+    s->asking = 0;
+    sentinel_state(s->logged, 1, "no Sentinel gave the address of master \"%s\" (last: %s)",
+		   s->url->master, s->why);
+}
+
+static void sentinel_step(evutil_socket_t fd, short what, void *context)
+{
+    sentinel_next(context);
+}
+
+void    sentinel_ask(struct sentinel *s)
+{
+    if (s->asking)
+	return;
+    s->asking = 1;
+    s->tried = 0;
+    sentinel_next(s);
+}
+
+/*
+ * sentinel_message - "+switch-master NAME OLDIP OLDPORT NEWIP NEWPORT".
+ * Any other message, or one for another master, is ignored.
+ */
+static void sentinel_message(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct sentinel *s = privdata;
+    const redisReply *reply = r;
+    char    name[128], host[256];
+    int     port;
+
+    if (ctx->data != s || ctx != s->watch || reply == NULL)
+	return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+	sentinel_watch_failed(s, reply->str);
+	return;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+	&& reply->element[0]->type == REDIS_REPLY_STRING
+	&& strcmp(reply->element[0]->str, "subscribe") == 0)
+	sentinel_state(s->logged_watch, 0, "watching %s:%d for +switch-master",
+		       sentinel_host(s, s->watch_index)->host,
+		       sentinel_host(s, s->watch_index)->port);
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+	|| reply->element[0]->type != REDIS_REPLY_STRING
+	|| strcmp(reply->element[0]->str, "message") != 0
+	|| reply->element[2]->type != REDIS_REPLY_STRING)
+	return;
+    if (sscanf(reply->element[2]->str, "%127s %*s %*s %255s %d", name, host, &port) != 3
+	|| strcmp(name, s->url->master) != 0 || port < 1 || port > 65535)
+	return;
+    s->logged_watch[0] = 0;
+    sentinel_state(s->logged, 0, "+switch-master: master \"%s\" is now %s:%d", name, host, port);
+    s->found(s->context, host, port);
+}
+
+/*
+ * sentinel_watch_failed - the subscription is gone (or refused): the next
+ * Sentinel in a second; meanwhile ask, as a switch may pass unseen.
+ */
+static void sentinel_watch_failed(struct sentinel *s, const char *why)
+{
+    struct timeval one = {1, 0};
+
+    sentinel_close(&s->watch);
+    if (why)
+	sentinel_state(s->logged_watch, 1, "cannot watch for +switch-master: %.100s "
+		       "(the master is asked for after errors only)", why);
+    s->watch_index = (s->watch_index + 1) % s->url->nsentinels;
+    evtimer_add(s->watch_retry, &one);
+    sentinel_ask(s);
+}
+
+static void sentinel_watch_connected(const redisAsyncContext *ctx, int status)
+{
+    struct sentinel *s = ctx->data;
+
+    if (s == NULL || ctx != s->watch || status == REDIS_OK)
+	return;
+    s->watch = NULL;				/* hiredis frees it */
+    ((redisAsyncContext *) ctx)->data = NULL;
+    sentinel_watch_failed(s, ctx->errstr);
+}
+
+static void sentinel_watch_lost(const redisAsyncContext *ctx, int status)
+{
+    struct sentinel *s = ctx->data;
+
+    if (s == NULL || ctx != s->watch)
+	return;
+    s->watch = NULL;				/* hiredis frees it */
+    ((redisAsyncContext *) ctx)->data = NULL;
+    sentinel_watch_failed(s, status != REDIS_OK ? ctx->errstr : "connection closed");
+}
+
+static void sentinel_watch(struct sentinel *s)
+{
+    if (s->watch)
+	return;
+    if ((s->watch = sentinel_open(s, s->watch_index, sentinel_watch_connected,
+				  sentinel_watch_lost)) == NULL) {
+	sentinel_watch_failed(s, "cannot connect");
+	return;
+    }
+    redisAsyncCommand(s->watch, sentinel_message, s, "SUBSCRIBE +switch-master");
+}
+
+static void sentinel_watch_again(evutil_socket_t fd, short what, void *context)
+{
+    sentinel_watch(context);
+}
+
+struct sentinel *sentinel_create(struct event_base *base, const struct store_url *url,
+				         sentinel_found_fn found, void *context)
+{
+    struct sentinel *s = xcalloc(1, sizeof(*s));
+
+    s->base = base;
+    s->url = url;
+    s->found = found;
+    s->context = context;
+    s->timeout = evtimer_new(base, sentinel_timeout, s);
+    s->step = event_new(base, -1, 0, sentinel_step, s);
+    s->watch_retry = evtimer_new(base, sentinel_watch_again, s);
+    return (s);
+}
+
+void    sentinel_free(struct sentinel **sp)
+{
+    struct sentinel *s = *sp;
+
+    if (s == NULL)
+	return;
+    *sp = NULL;
+    sentinel_close(&s->query);
+    sentinel_close(&s->watch);
+    event_free(s->timeout);
+    event_free(s->step);
+    event_free(s->watch_retry);
+    free(s);
+}
