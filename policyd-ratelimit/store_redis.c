@@ -37,6 +37,13 @@
  *	STORE_REDIS_STALL_MS while commands (or the handshake) are
  *	outstanding drops the connection, so later requests fail fast to
  *	on_store_error instead of each waiting for its deadline.
+ *
+ *	With a redis-sentinel:// URL the master's address comes from
+ *	store_sentinel(3): the handshake also checks ROLE (a demoted
+ *	master is dropped), every failure of the connection asks
+ *	Sentinel again, and an address that differs from the one in use
+ *	(+switch-master, or an answer) drops the old connection, whose
+ *	pending calls fail to on_store_error, and connects at once.
  * DIAGNOSTICS
  *	Connection states ("connected", "cannot connect: ...", "AUTH
  *	refused: ...") are logged once per change, not per retry. A failed

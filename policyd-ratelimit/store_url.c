@@ -210,7 +210,7 @@ static const char *store_url_sentinel(struct store_url *url, const char *text,
 	text = at + 1;
     if ((slash = strchr(text, '/')) == NULL)
 	return ("redis-sentinel:// needs /MASTERNAME after the Sentinels");
-    for (const char *cp = text; cp < slash; cp = comma + 1) {
+    for (const char *cp = text;; cp = comma + 1) {
 	struct store_host *h = url->sentinels + url->nsentinels;
 
 	if ((comma = memchr(cp, ',', slash - cp)) == NULL)
@@ -221,6 +221,8 @@ static const char *store_url_sentinel(struct store_url *url, const char *text,
 				      comma - cp)) != NULL)
 	    return (err);
 	url->nsentinels++;
+	if (comma == slash)
+	    break;
     }
     name = slash + 1;
     slash = strchr(name, '/');

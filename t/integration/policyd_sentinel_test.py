@@ -10,6 +10,19 @@ file, Redis Sentinel failover, and more than one worker.
     Redis and still reloads on SIGHUP; a wrong password logs one clear
     error naming the file, closed mode answers 451; no password in any
     log of the stack, /proc cmdline or environ.
+  - Sentinel: a real master, replica and three redis-sentinel (with
+    their own password, from sentinel_password_file); two policyd
+    instances (closed and open) under a steady load; kill -9 of the
+    master: both follow the promoted replica within 2 s of the
+    promotion, without a restart; every request of the load is
+    answered (closed: DUNNO or 451; open: DUNNO) within the deadline;
+    a limit of 10 admits exactly 10 of 16 requests spread over the two
+    instances before and after the failover.
+  - hostile Sentinels: garbage answers, an unknown master name, all
+    Sentinels down, a Sentinel naming a replica, a wrong Sentinel
+    password: each logged once with its cause, every request answered
+    451 (closed) at once; a silent and a garbage Sentinel listed before
+    real ones do not keep the master from being found.
 """
 
 import glob
@@ -385,14 +398,122 @@ def test_failover(st, pwfile, spwfile):
     return sports, rport, pds
 
 
+class FakeSentinel:
+    """A TCP server posing as Sentinel: "garbage" answers bytes that are
+    no RESP, "silent" never answers, ("point", port) names 127.0.0.1:port
+    as the master and accepts AUTH and SUBSCRIBE."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            c, _ = self.lsock.accept()
+            self.conns.append(c)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        while True:
+            try:
+                data = c.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.mode == "silent":
+                continue
+            if self.mode == "garbage":
+                out = b"?this is not RESP at all\r\n"
+            else:
+                out = b""
+                for cmd in data.split(b"*")[1:]:
+                    if b"get-master-addr-by-name" in cmd:
+                        port = str(self.mode[1]).encode()
+                        out += b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)
+                    elif b"SUBSCRIBE" in cmd:
+                        out += b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+                    else:
+                        out += b"+OK\r\n"
+            try:
+                c.sendall(out)
+            except OSError:
+                return
+
+
+def hostile(st, name, store, mode="closed", extra="", spw=None):
+    """A policyd with this store; returns (proc, port, log reader)."""
+    lines = [extra] if extra else []
+    if spw:
+        lines.append("sentinel_password_file = %s" % spw)
+    proc, port, _ = mp.start_policyd(st, name, config(store, mode=mode, extra="\n".join(
+        ["store_password_file = %s" % st.path("etc", "redis-pw")] + lines)))
+    return proc, port, lambda: st.read_log(name)
+
+
+def answered_fast(port, tag, want="action=451 4.3.0", count=20):
+    c = Client(port)
+    out = [c.ask("hostile-%s-%d" % (tag, i), "%s%d" % (tag, i)) for i in range(count)]
+    c.close()
+    return all(r and r.startswith(want) for r, _ in out) and max(t for _, t in out) < 0.5, out
+
+
+def test_hostile(st, sports, rport, spwfile):
+    garbage, silent = FakeSentinel("garbage"), FakeSentinel("silent")
+    down = [st.port("down%d" % i) for i in range(3)]   # nothing listens there
+    rep2 = start_redis_node(st, "replica2", replica_of=rport)
+    pointer = FakeSentinel(("point", rep2))
+    cases = [
+        ("hga", sentinel_store([garbage.port]), None,
+         'no Sentinel gave the address of master "mxmaster" (last: 127.0.0.1:%d: '
+         % garbage.port, "a Sentinel answering garbage"),
+        ("hun", sentinel_store(sports, "nosuchmaster"), spwfile,
+         'does not know master "nosuchmaster"', "an unknown master name"),
+        ("hdn", sentinel_store(down), None, "cannot connect", "all Sentinels down"),
+        ("hpt", sentinel_store([pointer.port]), None,
+         "127.0.0.1:%d is not a master (ROLE slave)" % rep2,
+         "a Sentinel naming a replica as the master"),
+        ("hsw", sentinel_store(sports), write_secret(st, "wrong-spw", b"S3ntinel-wrong\n"),
+         "AUTH refused: WRONGPASS", "Sentinel refusing our password"),
+    ]
+    procs = []
+    for name, store, spw, text, what in cases:
+        proc, port, log = hostile(st, name, store, spw=spw)
+        procs.append((name, proc))
+        tap.ok(wait_for(lambda: text in log(), timeout=10),
+               "%s: logged: %s" % (what, text), diag=log())
+        ok, out = answered_fast(port, name)
+        tap.ok(ok, "%s: every request answered 451 (closed) at once" % what,
+               diag=repr(out[:3]))
+        time.sleep(2.5)
+        tap.is_(log().count(text), 1, "%s: logged once, not once a second" % what,
+                diag=log()[-1500:])
+        tap.ok(proc.poll() is None and "redis: connected" not in log(),
+               "%s: still running, never connected" % what)
+    proc, port, log = hostile(st, "hmix", sentinel_store([silent.port, garbage.port] + sports),
+                              spw=spwfile)
+    procs.append(("hmix", proc))
+    t0 = time.monotonic()
+    tap.ok(wait_for(lambda: "connected to master 127.0.0.1:%d" % rport in log(), timeout=10),
+           "a silent and a garbage Sentinel first, real ones after: the master is found "
+           "(%.1f s)" % (time.monotonic() - t0), diag=log())
+    ok, out = answered_fast(port, "hmix", "action=DUNNO")
+    tap.ok(ok, "and requests are answered from Redis", diag=repr(out[:3]))
+    return procs
+
+
 with Stack("policyd-sentinel") as st:
     tap.stack = st
     test_password_file(st)
     pwfile = write_secret(st, "redis-pw", (RIGHT + "\n").encode())
     spwfile = write_secret(st, "sentinel-pw", (SPASS + "\n").encode())
     sports, rport, pds = test_failover(st, pwfile, spwfile)
-    no_secret_anywhere(st, [(n, pds[n][0]) for n in pds], "Sentinel")
-    if os.environ.get("SHOWLOG"):
-        tap.diag(st.read_log("pda"))
+    hprocs = test_hostile(st, sports, rport, spwfile)
+    no_secret_anywhere(st, [(n, pds[n][0]) for n in pds] + hprocs, "Sentinel")
 
 sys.exit(tap.done())

@@ -111,6 +111,48 @@ static void password_files(void)
        "missing file: \"cannot open PATH: ...\"");
 }
 
+static void sentinels(void)
+{
+    struct store_url url;
+    char    text[2000];
+    size_t  len;
+
+    ok(store_url_parse("redis-sentinel://s1.example:26380,[::1],192.0.2.3/my-master_1.x/2",
+		       &url) == NULL, "redis-sentinel:// with three Sentinels");
+    ok(url.sentinel && url.redis && url.nsentinels == 3 && url.db == 2
+       && strcmp(url.master, "my-master_1.x") == 0 && url.host[0] == 0,
+       "three Sentinels, master name, database; no master address yet");
+    ok(strcmp(url.sentinels[0].host, "s1.example") == 0 && url.sentinels[0].port == 26380
+       && strcmp(url.sentinels[1].host, "::1") == 0 && url.sentinels[1].port == 26379
+       && strcmp(url.sentinels[2].host, "192.0.2.3") == 0 && url.sentinels[2].port == 26379,
+       "each Sentinel's host and port (26379 by default)");
+    is_str(url.text, "redis-sentinel://s1.example:26380,[::1]:26379,192.0.2.3:26379/"
+	   "my-master_1.x/2", "redis-sentinel:// printable form");
+    ok(store_url_parse("redis-sentinel://mxkit:" SECRET "@h:1/m", &url) == NULL
+       && strcmp(url.password, SECRET) == 0 && strcmp(url.user, "mxkit") == 0,
+       "redis-sentinel:// with the master's credentials");
+    is_str(url.text, "redis-sentinel://mxkit:***@h:1/m/0", "their printable form masks them");
+    ok(store_url_parse_file("redis-sentinel://h/m", &url) == NULL && url.sentinel,
+       "redis-sentinel:// with a password file");
+    refused("redis-sentinel://host.example", "MASTERNAME", "no master name");
+    refused("redis-sentinel://host.example/", "MASTERNAME", "empty master name");
+    refused("redis-sentinel://host.example/a b", "master name", "space in the master name");
+    refused("redis-sentinel://host.example/m/16", "database", "DB 16");
+    refused("redis-sentinel://host.example,,h2/m", "no host", "empty Sentinel in the list");
+    refused("redis-sentinel://host.example,/m", "no host", "trailing comma");
+    refused("redis-sentinel://host.example:0/m", "port", "port 0");
+    refused("redis-sentinel://S3crpass@host.example/m", "credentials", "password without ':'");
+    memcpy(text, "redis-sentinel://", 17);
+    len = 17;
+    for (int i = 0; i <= STORE_SENTINELS_MAX; i++)
+	len += snprintf(text + len, sizeof(text) - len, "%shost.example:%d", i ? "," : "", 100 + i);
+    snprintf(text + len, sizeof(text) - len, "/m");
+    refused(text, "at most 16", "17 Sentinels");
+    *strrchr(text, ',') = 0;			/* without the 17th */
+    ok(store_url_parse(strcat(text, "/m"), &url) == NULL && url.nsentinels == 16
+       && url.sentinels[15].port == 115, "16 Sentinels: all kept (%d)", url.nsentinels);
+}
+
 int     main(void)
 {
     struct store_url url;
@@ -158,5 +200,6 @@ int     main(void)
     memcpy(text + sizeof(text) - 20, "@host.example:1/0", 18);
     refused(text, "too long", "password longer than the buffer");
     password_files();
+    sentinels();
     return (tap_done());
 }
