@@ -703,7 +703,9 @@ static void rotate_options(struct rotate *r, int argc, char **argv)
 	case 'D':
 	    r->dir = optarg;
 	    break;
-	case 'g':
+	case 'g':				/* "7" is 7 seconds to config(3) */
+	    if (optarg[strspn(optarg, "0123456789")] == 0 && strspn(optarg, "0") != strlen(optarg))
+		msg_fatal("-g %s: give a unit (7d, 36h)", optarg);
 	    if ((err = config_parse_duration(optarg, &ms)) != NULL || ms < 0)
 		msg_fatal("-g %s: %s", optarg, err ? err : "negative");
 	    r->grace = ms / 1000;
@@ -761,7 +763,8 @@ int     rotate_main(int argc, char **argv)
     if ((len = strlen(r.domain)) > 1 && r.domain[len - 1] == '.')
 	r.domain[len - 1] = 0;
     if (!rotate_name_ok(r.domain))
-	msg_fatal("-d %s: not a domain name", r.domain_arg);
+	msg_fatal("-d %s: not a domain name (an internationalized one goes as its "
+		  "A-labels, xn--...)", r.domain_arg);
     if (r.selector && !rotate_name_ok(r.selector))
 	msg_fatal("-s %s: not a selector (letters, digits, '-', '_', '.')", r.selector);
     if (r.mode == ROTATE_NEW && r.type == DNSKEY_RSA && (r.bits < 1024 || r.bits > 8192))

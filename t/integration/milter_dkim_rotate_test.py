@@ -436,6 +436,9 @@ def test_flow(rig, proc, rsa_sel, rsa_value, old):
     res = rig.rotate("--retire", "-d", DOMAIN)
     tap.ok(res.returncode == 1 and "must stay published until" in res.stderr,
            "--retire within the grace period is refused", diag=res.stderr)
+    res = rig.rotate("--retire", "-d", DOMAIN, "-g", "7")
+    tap.ok(res.returncode == 1 and "give a unit" in res.stderr,
+           "--retire -g 7 (seconds, or days?) is refused", diag=res.stderr)
     res = rig.rotate("--retire", "-d", DOMAIN, "-g", "0")
     tap.ok(res.returncode == 0 and "the TXT record rsa2025._domainkey.rotate.test may be removed"
            in res.stdout and "the TXT record ed2025._domainkey.rotate.test may be removed"
