@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	#include "keys.h"
  *
- *	const char *keys_load(path, &key)
+ *	const char *keys_load(path, &key, &keys_policy)
  *	char	*keys_dns_record(&key)
  *	const char *keys_generate(type, bits, &key)
  * DESCRIPTION
@@ -19,8 +19,17 @@
  *	SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519
  *	(RFC 8463).
  *
- *	Private key material is touched only here; callers get PEM text
- *	to hand to dkim_sign() and must free it with keys_free().
+ *	Private key material is touched only here. A loaded key is one
+ *	EVP_PKEY (signed with by dkim_sign(3)); no PEM copy is kept: the
+ *	file's bytes are read into one buffer that is wiped once decoded,
+ *	and keys_free() frees the EVP_PKEY, which clears its private half.
+ *	keys_generate() and keys_from_text() also make PKCS#8 PEM text,
+ *	for milter-dkim-keygen to write.
+ *
+ *	With a keys_policy whose require_safe is set, keys_load() refuses
+ *	a file that is not regular, is readable or writable by others,
+ *	writable by its group, or readable by its group unless that is
+ *	the daemon's group (keys_safe()).
  * DIAGNOSTICS
  *	NULL on success, or a static error text: unreadable file, not a
  *	key, unsupported type, RSA shorter than 1024 bits.
@@ -29,7 +38,9 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +65,7 @@ static char *keys_base64(const unsigned char *data, int len)
 
 /* keys_fill - PEM text and public half from an EVP_PKEY */
 
-static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key)
+static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key, int want_pem)
 {
     BIO    *bio = BIO_new(BIO_s_mem());
     unsigned char raw[32], *der = NULL;
@@ -92,11 +103,15 @@ static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key)
 	BIO_free(bio);
 	return ("unsupported key type (RSA or Ed25519 only)");
     }
-    PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
-    len = BIO_get_mem_data(bio, &data);
-    key->pem = xmalloc(len + 1);
-    memcpy(key->pem, data, len);
-    key->pem[len] = 0;
+    key->pkey = pkey;
+    if (want_pem) {
+	PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
+	len = BIO_get_mem_data(bio, &data);
+	key->pem = xmalloc(len + 1);
+	memcpy(key->pem, data, len);
+	key->pem[len] = 0;
+	OPENSSL_cleanse(data, len);
+    }
     BIO_free(bio);
     return (NULL);
 }
@@ -126,40 +141,86 @@ static EVP_PKEY *keys_raw_ed25519(const char *text, size_t len)
     return (EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, buf, 32));
 }
 
-const char *keys_from_text(const char *text, size_t len, struct dkim_key *key)
+static const char *keys_parse(const char *text, size_t len, struct dkim_key *key,
+			               int want_pem)
 {
     BIO    *bio = BIO_new_mem_buf(text, (int) len);
     EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     const char *err;
 
     BIO_free(bio);
+    memset(key, 0, sizeof(*key));
     if (pkey == NULL && (pkey = keys_raw_ed25519(text, len)) == NULL)
 	return ("not a PEM private key, nor a base64 Ed25519 seed");
-    err = keys_fill(pkey, key);
-    EVP_PKEY_free(pkey);
-    if (err)
+    if ((err = keys_fill(pkey, key, want_pem)) != NULL) {
+	EVP_PKEY_free(pkey);
 	keys_free(key);
+    }
     return (err);
 }
 
-const char *keys_load(const char *path, struct dkim_key *key)
+const char *keys_from_text(const char *text, size_t len, struct dkim_key *key)
 {
-    FILE   *fp = fopen(path, "r");
+    return (keys_parse(text, len, key, 1));
+}
+
+/*
+ * keys_safe - opendkim's RequireSafeKeys: nobody but the owner may write
+ * the file, and others may not read it; the group may read it only when
+ * it is the daemon's own group (Kubernetes: a Secret with defaultMode
+ * 0440 and fsGroup): one of kp->groups.
+ */
+const char *keys_safe(const struct stat *st, const struct keys_policy *kp)
+{
+    int     ours = 0;
+
+    for (int i = 0; i < kp->ngroups; i++)
+	ours |= st->st_gid == kp->groups[i];
+    if (!S_ISREG(st->st_mode))
+	return ("not a regular file");
+    if (st->st_mode & (S_IROTH | S_IWOTH))
+	return ("key file readable or writable by others (chmod o-rw; see require_safe_keys)");
+    if (st->st_mode & S_IWGRP)
+	return ("key file writable by its group (chmod g-w; see require_safe_keys)");
+    if ((st->st_mode & S_IRGRP) && !ours)
+	return ("key file readable by a group other than the daemon's (chmod g-r, or chgrp "
+		"to the daemon's group; see require_safe_keys)");
+    return (NULL);
+}
+
+/*
+ * keys_load - read with read(2) into one buffer that is wiped at once:
+ * no stdio buffer keeps a copy of the key. The mode is checked on the
+ * open descriptor (what was read is what was checked).
+ */
+const char *keys_load(const char *path, struct dkim_key *key, const struct keys_policy *kp)
+{
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);	/* a FIFO: no wait */
     char   *text;
-    size_t  len;
-    const char *err;
+    ssize_t n = 0;
+    size_t  len = 0;
+    struct stat st;
+    const char *err = NULL;
 
     memset(key, 0, sizeof(*key));
-    if (fp == NULL)
+    if (fd < 0)
 	return ("cannot open the key file");
-    text = xmalloc(KEYS_FILE_MAX);
-    len = fread(text, 1, KEYS_FILE_MAX, fp);
-    fclose(fp);
-    if (len == 0 || len == KEYS_FILE_MAX) {
-	free(text);
-	return (len ? "key file too large" : "key file is empty");
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
+	|| (kp && kp->require_safe && (err = keys_safe(&st, kp)) != NULL)) {
+	close(fd);
+	return (err ? err : "not a regular file");
     }
-    err = keys_from_text(text, len, key);
+    text = xmalloc(KEYS_FILE_MAX);
+    while (len < KEYS_FILE_MAX && (n = read(fd, text + len, KEYS_FILE_MAX - len)) > 0)
+	len += n;
+    close(fd);
+    if (n < 0 || len == 0 || len == KEYS_FILE_MAX) {
+	OPENSSL_cleanse(text, len);
+	free(text);
+	return (n < 0 ? "cannot read the key file" : len ? "key file too large"
+		: "key file is empty");
+    }
+    err = keys_parse(text, len, key, 0);
     OPENSSL_cleanse(text, len);
     free(text);
     return (err);
@@ -171,6 +232,7 @@ void    keys_free(struct dkim_key *key)
 	OPENSSL_cleanse(key->pem, strlen(key->pem));
 	free(key->pem);
     }
+    EVP_PKEY_free(key->pkey);			/* clears the private half */
     free(key->public_b64);
     memset(key, 0, sizeof(*key));
 }
@@ -189,7 +251,7 @@ const char *keys_generate(enum key_type type, int bits, struct dkim_key *key)
 
     if (pkey == NULL)
 	return ("key generation failed");
-    err = keys_fill(pkey, key);
-    EVP_PKEY_free(pkey);
+    if ((err = keys_fill(pkey, key, 1)) != NULL)
+	EVP_PKEY_free(pkey);
     return (err);
 }

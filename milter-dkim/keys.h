@@ -4,17 +4,29 @@
 /* keys - DKIM private keys: the only module that reads key files. */
 
 #include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <openssl/evp.h>
 
 enum key_type { KEY_RSA, KEY_ED25519 };
 
 struct dkim_key {
     enum key_type type;
     int     bits;
-    char   *pem;			/* PKCS#8 PEM, as libopendkim wants */
+    EVP_PKEY *pkey;			/* what dkim_sign(3) signs with */
+    char   *pem;			/* PKCS#8 PEM: keygen only, else NULL */
     char   *public_b64;			/* p= value for the DNS record */
 };
 
-const char *keys_load(const char *path, struct dkim_key *key);
+struct keys_policy {
+    int     require_safe;		/* opendkim's RequireSafeKeys */
+    gid_t  *groups;			/* the daemon's: group-readable is fine */
+    int     ngroups;
+};
+
+const char *keys_load(const char *path, struct dkim_key *key, const struct keys_policy *kp);
+const char *keys_safe(const struct stat *st, const struct keys_policy *kp);
 const char *keys_from_text(const char *text, size_t len, struct dkim_key *key);
 void    keys_free(struct dkim_key *key);
 char   *keys_dns_record(const struct dkim_key *key);

@@ -18,14 +18,17 @@
  *	for a user in sender_binding it must match one of its patterns,
  *	and a From: the binding cannot prove (none, several, a group, an
  *	unreadable one) is a violation too (550 5.7.1, or unsigned).
- *	Every SigningTable match adds one libopendkim signing handle,
- *	however many. A line past 998 octets in a signed header (at end
+ *	Every SigningTable match adds one signature, however many; the
+ *	message is canonicalized once for all of them (dkim_sign(3),
+ *	OpenSSL with keys loaded at start-up; libopendkim only verifies).
+ *	A line past 998 octets in a signed header (at end
  *	of header) or in the body (at end of message) refuses the message
  *	(550 5.6.0): Postfix breaks such lines after us.
  * .IP verify
  *	mode includes verify and the message is not signed here.
  * .PP
- *	The body streams into the handles chunk by chunk (nothing is
+ *	The body streams into the signer or libopendkim's verifier chunk
+ *	by chunk (nothing is
  *	buffered here, so a 50 MB body costs no memory). At the end,
  *	DKIM-Signature headers are inserted at the top, or one
  *	Authentication-Results header is inserted at the top.
@@ -57,6 +60,7 @@
 #include <libmilter/mfdef.h>
 
 #include "addr.h"
+#include "dkim_sign.h"
 #include "message.h"
 #include "milter.h"
 #include "metrics.h"
@@ -70,8 +74,8 @@ struct milter_ctx {
     struct message msg;
     char   *auth_user;
     char    qid[32];
-    DKIM  **sign;			/* one per SigningTable key: no limit */
-    const struct key_entry **sign_key;
+    struct dkim_sign *sign;		/* canonical message, for every key */
+    const struct key_entry **sign_key;	/* one per SigningTable key: no limit */
     char  **sign_domain;
     int     nsign;
     DKIM   *verify;
@@ -103,10 +107,10 @@ int     milter_local_socket;
 
 static void milter_end_message(struct milter_ctx *c)
 {
-    for (int i = 0; i < c->nsign; i++) {
-	dkim_free(c->sign[i]);
+    for (int i = 0; i < c->nsign; i++)
 	free(c->sign_domain[i]);
-    }
+    if (c->sign)
+	dkim_sign_free(c->sign);
     free(c->sign);
     free(c->sign_key);
     free(c->sign_domain);
@@ -239,47 +243,40 @@ static char *milter_domain(const char *pattern, const char *from_domain)
     return (buf);
 }
 
-/* milter_start_signing - one handle per SigningTable match; -1 on failure */
-
+/*
+ * milter_start_signing - the keys of every SigningTable match, and the
+ * message canonicalized once for all of them (dkim_sign(3)); -1 on failure.
+ */
 static int milter_start_signing(struct milter_ctx *c)
 {
     const char *at = strrchr(c->msg.from, '@'), *from_domain = at ? at + 1 : "";
     int     n = at ? tables_signers(&c->policy->tables, c->msg.from, NULL, 0) : 0;
     const struct key_entry **keys = xcalloc(n + 1, sizeof(*keys));
+    struct dkim_policy *p = c->policy;
 
-    tables_signers(&c->policy->tables, c->msg.from, keys, n);
-    c->sign = xcalloc(n + 1, sizeof(*c->sign));
+    tables_signers(&p->tables, c->msg.from, keys, n);
     c->sign_key = xcalloc(n + 1, sizeof(*c->sign_key));
     c->sign_domain = xcalloc(n + 1, sizeof(*c->sign_domain));
     for (int i = 0; i < n; i++) {
-	const struct dkim_key *key = policy_key(c->policy, keys[i]);
+	const struct dkim_key *key = policy_key(p, keys[i]);
 	char   *domain = milter_domain(keys[i]->domain, from_domain);
-	DKIM_STAT status;
-	DKIM   *dkim = NULL;
 
-	if (key->pem == NULL || !*keys[i]->selector || !*domain) {
-	    free(domain);			/* dkim_sign() asserts on NULL */
-	    n = -1;
-	    break;
-	}
-	dkim = dkim_sign(c->policy->lib, (u_char *) c->qid, NULL, (dkim_sigkey_t) key->pem,
-			 (u_char *) keys[i]->selector, (u_char *) domain,
-			 c->policy->header_canon, c->policy->body_canon,
-			 key->type == KEY_ED25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256,
-			 -1, &status);
-	if (dkim == NULL) {
-	    msg_warn("%s: dkim_sign for %s/%s: %s", c->qid, domain, keys[i]->selector,
-		     dkim_getresultstr(status));
+	if (key->pkey == NULL || !*keys[i]->selector || !*domain) {
+	    msg_warn("%s: cannot sign as %s/%s: no key or an empty domain", c->qid,
+		     domain, keys[i]->selector);
 	    free(domain);
 	    n = -1;
 	    break;
 	}
 	c->sign_domain[c->nsign] = domain;
-	c->sign_key[c->nsign] = keys[i];
-	c->sign[c->nsign++] = dkim;
-	milter_feed_headers(c, dkim);
+	c->sign_key[c->nsign++] = keys[i];
     }
     free(keys);
+    if (n > 0) {
+	c->sign = xmalloc(sizeof(*c->sign));
+	dkim_sign_start(c->sign, &c->msg, p->sign_headers, p->oversign_headers,
+			p->header_canon == DKIM_CANON_RELAXED, p->body_canon == DKIM_CANON_RELAXED);
+    }
     return (n);
 }
 
@@ -457,10 +454,10 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
-    if (c->nsign > 0)
+    if (c->sign) {
 	message_add_body(&c->msg, chunk, len);
-    for (int i = 0; i < c->nsign; i++)
-	dkim_body(c->sign[i], chunk, len);
+	dkim_sign_body(c->sign, chunk, len);
+    }
     if (c->verify)
 	dkim_body(c->verify, chunk, len);
     return (c->quiet_body ? SMFIS_NOREPLY : SMFIS_CONTINUE);
@@ -469,25 +466,25 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 {
     char   *done = xstrdup(""), *more;
+    time_t  now = time(NULL);
 
+    dkim_sign_end_body(c->sign);
     for (int i = 0; i < c->nsign; i++) {
-	unsigned char *hdr = NULL;
-	size_t  len = 0;
-	DKIM_STAT status = dkim_eom(c->sign[i], NULL);
-	char   *value;
+	const char *err = NULL;
+	char   *value = dkim_sign_header(c->sign, policy_key(c->policy, c->sign_key[i]),
+					 c->sign_domain[i], c->sign_key[i]->selector, now,
+					 c->policy->signature_ttl, &err);
 	int     inserted;
 
-	if (status == DKIM_STAT_OK)
-	    status = dkim_getsighdr_d(c->sign[i], strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
-	if (status != DKIM_STAT_OK) {
+	if (value == NULL) {
 	    milter_count(milter_metrics.sign_failed);
 	    msg_warn("%s: signing as %s/%s failed: %s", c->qid, c->sign_domain[i],
-		     c->sign_key[i]->selector, dkim_getresultstr(status));
+		     c->sign_key[i]->selector, err);
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
 	    free(done);
 	    return (SMFIS_TEMPFAIL);
 	}
-	value = xasprintf(" %s", hdr);		/* SMFIP_HDR_LEADSPC: ours too */
+	/* the value has its leading space (SMFIP_HDR_LEADSPC) */
 	inserted = smfi_insheader(ctx, 0, DKIM_SIGNHEADER, value);
 	free(value);
 	if (inserted != MI_SUCCESS) {

@@ -39,12 +39,15 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <grp.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include "daemon.h"
+#include "dkim_sign.h"
 #include "dns.h"
 #include "msg.h"
 #include "policy.h"
@@ -66,6 +69,7 @@ const struct config_spec policy_specs[] = {
 	"List-Id, List-Unsubscribe, List-Unsubscribe-Post, Sender", 0},
     {"oversign_headers", CONFIG_LIST, "From, Subject, Date, To, Cc, Reply-To", 0},
     {"signature_ttl", CONFIG_DURATION, "0", 0},
+    {"require_safe_keys", CONFIG_BOOL, "yes", 0},
     {"verify_signatures_max", CONFIG_INT, "8", 0},
     {"authserv_id", CONFIG_STRING, NULL, 0},
     {"dns_test_file", CONFIG_STRING, NULL, 0},
@@ -185,18 +189,49 @@ static void policy_check_dns(struct dkim_policy *p, const char *dns_file)
     free(text);
 }
 
+/*
+ * policy_key_groups - the groups the daemon runs with, whose read access
+ * to a key file is not a leak: those of "user" when we will become it,
+ * else our own (a container's fsGroup is a supplementary group).
+ */
+static gid_t *policy_key_groups(struct dkim_policy *p, int *n)
+{
+    const char *user = config_get_str(p->cfg, "user");
+    struct passwd *pw = user && geteuid() == 0 ? getpwnam(user) : NULL;
+    gid_t  *groups;
+
+    if (pw) {
+	*n = 0;
+	getgrouplist(user, pw->pw_gid, NULL, n);
+	groups = xcalloc(*n + 1, sizeof(*groups));
+	if (getgrouplist(user, pw->pw_gid, groups, n) < 0)
+	    *n = 0;
+	groups[(*n)++] = pw->pw_gid;
+	return (groups);
+    }
+    *n = getgroups(0, NULL);
+    groups = xcalloc((*n > 0 ? *n : 0) + 1, sizeof(*groups));
+    if ((*n = getgroups(*n > 0 ? *n : 0, groups)) < 0)
+	*n = 0;
+    groups[(*n)++] = getegid();
+    return (groups);
+}
+
 static void policy_load_keys(struct dkim_policy *p)
 {
     const char *table = config_get_str(p->cfg, "key_table");
+    struct keys_policy kp = {.require_safe = config_get_bool(p->cfg, "require_safe_keys")};
 
+    kp.groups = policy_key_groups(p, &kp.ngroups);
     p->keys = xcalloc(p->tables.key_count + 1, sizeof(*p->keys));
     for (int i = 0; i < p->tables.key_count; i++) {
-	const char *err = keys_load(p->tables.key[i].path, p->keys + i);
+	const char *err = keys_load(p->tables.key[i].path, p->keys + i, &kp);
 
 	if (err)
 	    config_add_file_error(p->cfg, tables_strip_prefix(table), p->tables.key[i].line,
 				  "%s: %s", p->tables.key[i].path, err);
     }
+    free(kp.groups);
 }
 
 static int policy_line(struct dkim_policy *p, const char *name)
@@ -221,6 +256,19 @@ static DKIM_CBSTAT policy_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
     return (DKIM_CBSTAT_CONTINUE);
 }
 
+/* policy_header_names - field names (RFC 5322 ftext) that fit in h= (no ';') */
+
+static void policy_header_names(struct dkim_policy *p, const char *param, char **names)
+{
+    for (; names && *names; names++)
+	for (const unsigned char *cp = (unsigned char *) *names; *cp; cp++)
+	    if (*cp < 33 || *cp > 126 || *cp == ':' || *cp == ';') {
+		config_add_error(p->cfg, policy_line(p, param), "%s: \"%s\" is not a "
+				 "header name that h= can carry", param, *names);
+		break;
+	    }
+}
+
 static void policy_options(struct dkim_policy *p)
 {
     const char *canon = config_get_str(p->cfg, "canonicalization");
@@ -233,7 +281,6 @@ static void policy_options(struct dkim_policy *p)
      * milter_feed_headers() writes folded headers with CRLF itself.
      */
     unsigned flags = DKIM_LIBFLAGS_NONE;
-    uint64_t ttl = config_get_duration(p->cfg, "signature_ttl") / 1000;
     const char *dns = config_get_str(p->cfg, "dns_test_file");
     int     n;
 
@@ -248,16 +295,16 @@ static void policy_options(struct dkim_policy *p)
 							   && strcmp(b, "relaxed")))
 	config_add_error(p->cfg, config_lookup(p->cfg, "canonicalization")->line,
 			 "canonicalization must be simple or relaxed, as HEADER/BODY");
+    /* signing is dkim_sign(3)'s; libopendkim only verifies */
     p->sign_headers = config_split_list(config_get_str(p->cfg, "sign_headers"), &n);
     p->oversign_headers = config_split_list(config_get_str(p->cfg, "oversign_headers"), &n);
     dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
-    if (dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, p->sign_headers,
-		     sizeof(char **)) != DKIM_STAT_OK)
-	config_add_error(p->cfg, 0, "sign_headers is not usable (it must include From)");
-    dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, p->oversign_headers,
-		 sizeof(char **));
-    if (ttl > 0)
-	dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNATURETTL, &ttl, sizeof(ttl));
+    if (!dkim_sign_listed("From", p->sign_headers))
+	config_add_error(p->cfg, policy_line(p, "sign_headers"),
+			 "sign_headers must include From (RFC 6376 5.4)");
+    policy_header_names(p, "sign_headers", p->sign_headers);
+    policy_header_names(p, "oversign_headers", p->oversign_headers);
+    p->signature_ttl = (long) (config_get_duration(p->cfg, "signature_ttl") / 1000);
     p->verify_max = (int) config_get_int(p->cfg, "verify_signatures_max");
     if (p->verify_max < 1 || p->verify_max > 1000)
 	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),

@@ -25,6 +25,7 @@ struct dkim_policy {
     int     binding_reject;		/* else: pass unsigned */
     dkim_canon_t header_canon;
     dkim_canon_t body_canon;
+    long    signature_ttl;		/* seconds; 0: no x= */
     const char *authserv_id;
     const char *socket_path;		/* UNIX socket, or NULL */
     int     socket_local;

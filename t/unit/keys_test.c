@@ -2,11 +2,66 @@
 
 #include "build_config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "keys.h"
 #include "tap.h"
+
+static const char *mode_check(mode_t mode, gid_t gid, gid_t ours)
+{
+    struct stat st = {.st_mode = S_IFREG | mode, .st_gid = gid};
+    struct keys_policy kp = {.require_safe = 1, .groups = &ours, .ngroups = 1};
+
+    return (keys_safe(&st, &kp));
+}
+
+/* safety - opendkim's RequireSafeKeys, and the daemon's group as the way out */
+
+static void safety(void)
+{
+    char    path[] = "/tmp/keys_test.XXXXXX";
+    int     fd = mkstemp(path);
+    struct dkim_key key, gen;
+    gid_t   mine = getegid();
+    struct keys_policy strict = {.require_safe = 1, .groups = &mine, .ngroups = 1};
+    const char *err;
+
+    is_str(mode_check(0600, 5, 7), NULL, "0600: safe");
+    is_str(mode_check(0400, 5, 7), NULL, "0400: safe");
+    ok(mode_check(0644, 5, 7) != NULL, "0644 (readable by others): refused");
+    ok(mode_check(0602, 5, 7) != NULL, "0602 (writable by others): refused");
+    ok(mode_check(0620, 5, 7) != NULL, "0620 (writable by the group): refused");
+    ok(mode_check(0640, 5, 7) != NULL, "0640 of another group: refused");
+    is_str(mode_check(0640, 7, 7), NULL, "0640 of the daemon's group: safe");
+    is_str(mode_check(0440, 7, 7), NULL, "0440 of the daemon's group (a Kubernetes Secret "
+	   "with fsGroup): safe");
+    ok(mode_check(0660, 7, 7) != NULL, "0660 of the daemon's group: refused (writable)");
+    keys_generate(KEY_ED25519, 0, &gen);
+    ok(fd >= 0 && write(fd, gen.pem, strlen(gen.pem)) == (ssize_t) strlen(gen.pem),
+       "key file written");
+    close(fd);
+    chmod(path, 0644);
+    err = keys_load(path, &key, &strict);
+    ok(err && strstr(err, "others") && key.pkey == NULL, "keys_load refuses a 0644 file: %s",
+       err ? err : "accepted");
+    strict.require_safe = 0;
+    ok(keys_load(path, &key, &strict) == NULL && key.pkey && !key.pem,
+       "require_safe_keys = no: loaded, an EVP_PKEY and no PEM copy");
+    is_str(key.public_b64, gen.public_b64, "the same key");
+    keys_free(&key);
+    strict.require_safe = 1;
+    chmod(path, 0600);
+    ok(keys_load(path, &key, &strict) == NULL && key.pkey, "0600: loaded");
+    keys_free(&key);
+    ok(key.pkey == NULL && key.public_b64 == NULL, "keys_free clears the structure");
+    ok(keys_load("/tmp", &key, NULL) != NULL, "a directory is refused");
+    keys_free(&gen);
+    unlink(path);
+}
 
 int     main(void)
 {
@@ -39,6 +94,7 @@ int     main(void)
 
     ok(keys_generate(KEY_RSA, 512, &key) != NULL, "RSA shorter than 1024 bits refused");
     ok(keys_from_text("garbage\n", 8, &key) != NULL, "garbage refused");
-    ok(keys_load("/nonexistent/key", &key) != NULL, "missing file refused");
+    ok(keys_load("/nonexistent/key", &key, NULL) != NULL, "missing file refused");
+    safety();
     return (tap_done());
 }
