@@ -168,10 +168,10 @@ static void signing(void)
     add(&m, "To", " c@example.net");
     add(&m, "X-Other", " y");
     dkim_sign_start(&s, &m, sign, over, 1, 1);
-    is_str(s.names, "to:from:to:from:subject", "h=: signed headers bottom up, then oversigned "
+    is_str(s.names, "to:from:to:from:subject", "h=: signed headers top down, then oversigned "
 	   "names once each");
     is_str((char *) s.headers, "to:c@example.net\r\nfrom:b@example.com\r\nto:a@example.net\r\n",
-	   "the header data follows h=");
+	   "hashed: the instances of a name bottom up (To c before To a), as verifiers take them");
     dkim_sign_body(&s, (const unsigned char *) "hi \r\n\r\n", 7);
     dkim_sign_end_body(&s);
     is_str(s.bh, "RHI91NDg1Go8f6isolS2HCe2tXiflhd+gsgHAECfFTU=", "bh= of \"hi\\r\\n\"");
