@@ -22,10 +22,11 @@
  *	the result lines, or one "error: ..." line; then the daemon
  *	closes its side and discards whatever the client still sends.
  *	Everything is bounded: CTL_CONN_MAX connections at once (more
- *	are told so and closed), CTL_LINE_MAX bytes of request, a client
- *	that sends no complete request or reads no answer for
- *	CTL_TIMEOUT seconds is dropped, at most CTL_DRAIN_MAX bytes are
- *	discarded.
+ *	are told so and closed; callers without the right are refused
+ *	before they count), CTL_LINE_MAX bytes of request, CTL_TIMEOUT
+ *	seconds from the connection to a complete request and again from
+ *	the answer to its end (whole phases: a byte a second does not
+ *	extend them), at most CTL_DRAIN_MAX bytes discarded.
  *
  *	The commands run on the daemon's store: Redis, or the memory
  *	store every connection of this daemon shares; reset and release
@@ -47,6 +48,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -89,7 +91,33 @@ struct ctl_conn {
     struct ctl_top *top;
     int     step;
     unsigned long long released;	/* quarantines that were locked */
+    long long phase_end;		/* ms: end of the request, or answer */
 };
+
+static long long ctl_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/*
+ * ctl_left - what remains of the phase's CTL_TIMEOUT: a whole phase, not
+ * per read or write, so a client sending or reading a byte a second
+ * cannot hold one of the few connections for hours.
+ */
+static struct timeval ctl_left(const struct ctl_conn *cc)
+{
+    long long ms = cc->phase_end - ctl_now_ms();
+    struct timeval tv;
+
+    if (ms < 0)
+	ms = 0;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return (tv);
+}
 
 static void ctl_conn_free(struct ctl_conn *cc)
 {
@@ -113,7 +141,7 @@ static void ctl_writable(evutil_socket_t fd, short what, void *context);
 static void ctl_answer(struct ctl_conn *cc, const char *error)
 {
     struct ctl_out body = cc->out;
-    struct timeval tv = {CTL_TIMEOUT, 0};
+    struct timeval tv;
 
     memset(&cc->out, 0, sizeof(cc->out));
     if (error)
@@ -123,13 +151,15 @@ static void ctl_answer(struct ctl_conn *cc, const char *error)
     free(body.text);
     cc->answered = 1;
     policy_config_release(&cc->pc);
+    cc->phase_end = ctl_now_ms() + CTL_TIMEOUT * 1000;
+    tv = ctl_left(cc);
     event_add(cc->write_ev, &tv);
 }
 
 static void ctl_writable(evutil_socket_t fd, short what, void *context)
 {
     struct ctl_conn *cc = context;
-    struct timeval tv = {CTL_TIMEOUT, 0};
+    struct timeval tv = ctl_left(cc);
     ssize_t n;
 
     if (what & EV_TIMEOUT) {
@@ -332,7 +362,7 @@ static void ctl_readable(evutil_socket_t fd, short what, void *context)
     else if (cc->in_len >= sizeof(cc->in) - 1)
 	ctl_answer(cc, "request longer than the longest key a request can carry");
     else {
-	struct timeval tv = {CTL_TIMEOUT, 0};
+	struct timeval tv = ctl_left(cc);
 
 	event_add(cc->read_ev, &tv);
     }
@@ -376,7 +406,7 @@ static void ctl_accept(struct evconnlistener *listener, evutil_socket_t fd,
 {
     struct ctl_server *ctl = context;
     struct ctl_conn *cc;
-    struct timeval tv = {CTL_TIMEOUT, 0};
+    struct timeval tv;
     uid_t   uid;
 
     if (!ctl_allowed(ctl, fd, &uid)) {
@@ -394,6 +424,8 @@ static void ctl_accept(struct evconnlistener *listener, evutil_socket_t fd,
     cc->fd = fd;
     cc->uid = uid;
     ctl->conns++;
+    cc->phase_end = ctl_now_ms() + CTL_TIMEOUT * 1000;
+    tv = ctl_left(cc);
     cc->read_ev = event_new(ctl->srv->base, fd, EV_READ | EV_PERSIST, ctl_readable, cc);
     cc->write_ev = event_new(ctl->srv->base, fd, EV_WRITE, ctl_writable, cc);
     event_add(cc->read_ev, &tv);

@@ -28,6 +28,7 @@
 import os
 import re
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -405,6 +406,18 @@ def test_hostile(st):
         s.settimeout(10)
         tap.is_(s.recv(100), b"", "a silent client is dropped after 5s")
         s.close()
+    slow = raw_ctl(st, "pdm", b"s", read=False)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 12:
+        if select.select([slow], [], [], 1.0)[0] and slow.recv(100) == b"":
+            break
+        try:
+            slow.send(b"x")             # one byte a second: never a whole request
+        except OSError:
+            break
+    tap.ok(time.monotonic() - t0 < 7, "a client sending a byte a second is dropped after 5s "
+           "(%.1fs), not kept alive by each byte" % (time.monotonic() - t0))
+    slow.close()
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     many, refused = [], 0
     for _ in range(1000):
@@ -445,6 +458,17 @@ def test_notify(st):
     t0 = time.monotonic()
     tap.is_(policy(port, "svc-n2", "n3"), "action=DUNNO", "the daemon answers meanwhile")
     tap.ok(time.monotonic() - t0 < 1, "without waiting for notify")
+    rc, out, _ = ctl(st, "pdm", "top", "5")
+    tap.ok(rc == 0 and "locked=flood:bulk.example.org " in out
+           and "locked=hang:bulk.example.org " in out, "memory store: top lists both locks",
+           diag=out)
+    rc, out, _ = ctl(st, "pdm", "release", "BULK.example.org.")
+    tap.is_((rc, sorted(out.splitlines())), (0, ["quarantine=flood state=released",
+                                                 "quarantine=hang state=released"]),
+            "memory store: release (any spelling of the name) lifts both locks")
+    rc, out, _ = ctl(st, "pdm", "show", "bulk.example.org")
+    tap.ok("quarantine=hang state=open" in out and "quarantine=flood state=open" in out,
+           "memory store: show says open", diag=out)
 
 
 def test_redis_down(st):
