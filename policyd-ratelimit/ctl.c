@@ -9,8 +9,9 @@
  *	struct ctl_server *ctl_start(srv)
  *	void	ctl_stop(&ctl)
  * DESCRIPTION
- *	control_socket is a UNIX socket, created while still root: mode
- *	0600 owned by root, or 0660 with group control_group. A stale
+ *	control_socket is a UNIX socket, created before privileges are
+ *	dropped: mode 0600 owned by the daemon's user (root, when it
+ *	starts as root), or 0660 with group control_group. A stale
  *	socket file is replaced; one a running daemon answers on is not
  *	(fatal: "in use"). Each connection is also checked with the
  *	kernel's word for who is calling (SO_PEERCRED, SO_PEERGROUPS):
@@ -456,7 +457,8 @@ static int ctl_bind(const char *path, mode_t mode, gid_t gid)
     if (bind(fd, &u.sa, sizeof(u.un)) < 0)
 	msg_fatal("control_socket %s: bind: %m", path);
     if (chown(path, geteuid(), gid) < 0 || chmod(path, mode) < 0)
-	msg_fatal("control_socket %s: cannot set owner and mode: %m", path);
+	msg_fatal("control_socket %s: cannot give it group %d and mode %o: %m (run as root, "
+		  "or as a member of control_group)", path, (int) gid, (unsigned) mode);
     if (listen(fd, 64) < 0)
 	msg_fatal("control_socket %s: listen: %m", path);
     return (fd);

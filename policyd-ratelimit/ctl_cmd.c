@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "ctl.h"
 #include "quarantine.h"
@@ -112,6 +113,23 @@ void    ctl_request_free(struct ctl_request *req)
     req->value = NULL;
 }
 
+/* ctl_may_chgrp - root, or a member of gid: chown() of the socket works */
+
+static int ctl_may_chgrp(gid_t gid)
+{
+    gid_t   groups[1024];
+    int     n;
+
+    if (geteuid() == 0 || getegid() == gid)
+	return (1);
+    if ((n = getgroups(1024, groups)) < 0)
+	return (0);
+    for (int i = 0; i < n; i++)
+	if (groups[i] == gid)
+	    return (1);
+    return (0);
+}
+
 /* ctl_config_check - control_socket and control_group, for -t and start */
 
 void    ctl_config_check(struct config *cfg)
@@ -138,9 +156,14 @@ void    ctl_config_check(struct config *cfg)
 	free(dir);
     }
     if (group && (entry = config_lookup(cfg, "control_group")) != NULL) {
-	errno = 0;
-	if (getgrnam(group) == NULL)
+	struct group *gr = getgrnam(group);
+
+	if (gr == NULL)
 	    config_add_error(cfg, entry->line, "control_group: unknown group \"%.64s\"", group);
+	else if (!ctl_may_chgrp(gr->gr_gid))
+	    config_add_error(cfg, entry->line, "control_group: this user (uid %d) can give "
+			     "the socket only a group it is a member of, not \"%.64s\"",
+			     (int) geteuid(), group);
 	if (path == NULL)
 	    config_add_error(cfg, entry->line, "control_group needs control_socket");
     }

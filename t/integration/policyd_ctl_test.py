@@ -184,6 +184,12 @@ def test_config_errors(st):
     path = mp.write_config(st, "good", good)
     res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, text=True)
     tap.is_(res.returncode, 0, "-t accepts the good configuration", diag=res.stderr)
+    os.chmod(path, 0o644)
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          mp.POLICYD, "-t", "-c", path], capture_output=True, text=True)
+    tap.ok(res.returncode == 1 and "can give the socket only a group it is a member of"
+           in res.stderr, "-t as a user outside control_group: it could not chown the socket",
+           diag=res.stderr)
 
 
 def test_both_stores(st):
