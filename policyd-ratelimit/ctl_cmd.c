@@ -404,6 +404,8 @@ static void ctl_top_rate(struct ctl_top *top, const struct limits *limits, const
     if (r >= rates->count || (share = ctl_rate(NULL, limit, rates->rate + r, value, now,
 					       canon)) <= 0)
 	return;
+    if (top->count == top->cap && share <= top->heap[0].share)
+	return;					/* not formatted: most keys */
     (void) ctl_rate(&line, limit, rates->rate + r, value, now, canon);
     ctl_top_push(top, share, &line);
 }
