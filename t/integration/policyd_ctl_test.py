@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -479,6 +480,13 @@ def test_notify(st):
 
 def test_redis_down(st):
     port = st.port("pda")
+    st.procs["redis"].send_signal(signal.SIGSTOP)   # accepts, never answers
+    t0 = time.monotonic()
+    rc, _, err = ctl(st, "pda", "top", "5")
+    tap.ok(rc == 1 and "store redis unavailable" in err and time.monotonic() - t0 < 4,
+           "top against a frozen Redis: an error within the watchdog's second (%.1fs)"
+           % (time.monotonic() - t0), diag=err)
+    st.procs["redis"].send_signal(signal.SIGCONT)
     st.stop_redis()
     replies = [message(port, "svc-down", "d%d" % i) for i in range(5)]
     tap.is_(replies[:2], ["action=DUNNO"] * 2, "redis down: the local store counts (2 fit)")
