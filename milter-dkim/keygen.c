@@ -86,6 +86,23 @@ static const char *keygen_write(const char *path, const char *text, int mode, ui
     return (NULL);
 }
 
+/* keygen_sync_dir - the new names on disk before a table refers to them */
+
+static const char *keygen_sync_dir(const char *dir)
+{
+    static char err[512];
+    int     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0 || fsync(fd) != 0) {
+	snprintf(err, sizeof(err), "%s: fsync of the directory: %s", dir, strerror(errno));
+	if (fd >= 0)
+	    close(fd);
+	return (err);
+    }
+    close(fd);
+    return (NULL);
+}
+
 const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
 			         const char *dir, uid_t uid, gid_t gid, char **record)
 {
@@ -107,6 +124,12 @@ const char *keygen_files(const char *domain, const char *selector, int ed25519, 
     keys_free(&key);
     free(path);
     free(txt);
+    if (err == NULL && (err = keygen_sync_dir(dir)) != NULL) {
+	unlink(path = xasprintf("%s/%s.private", dir, selector));
+	free(path);
+	unlink(path = xasprintf("%s/%s.txt", dir, selector));
+	free(path);
+    }
     if (err) {
 	free(*record);
 	*record = NULL;

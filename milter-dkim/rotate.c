@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -344,9 +345,11 @@ static int rotate_hup(struct rotate *r, const char *why)
 	       "or kill -HUP its process\n", why);
 	return (0);
     }
-    if ((fp = fopen(path, "r")) == NULL || fscanf(fp, "%ld", &pid) != 1 || pid <= 1) {
-	msg_error("%s: no process id (%s); the tables are written: reload milter-dkim "
-		  "by hand so that %s", path, fp ? "not a pid file" : strerror(errno), why);
+    if ((fp = fopen(path, "r")) == NULL || fscanf(fp, "%ld", &pid) != 1 || pid <= 1
+	|| flock(fileno(fp), LOCK_SH | LOCK_NB) == 0) {	/* the milter holds it locked */
+	msg_error("%s: %s; the tables are written: reload milter-dkim by hand so that %s",
+		  path, fp == NULL ? strerror(errno) : pid <= 1 ? "no process id in it"
+		  : "stale (no milter-dkim holds it locked)", why);
 	if (fp)
 	    fclose(fp);
 	return (1);
@@ -381,6 +384,9 @@ static char *rotate_selector(struct rotate *r, const char *dir)
 	    taken |= rotate_domain_is(r->t.key + i, r->domain)
 		&& strcasecmp(r->t.key[i].selector, sel) == 0;
 	path = xasprintf("%s/%s.private", dir, sel);
+	taken |= access(path, F_OK) == 0;
+	free(path);
+	path = xasprintf("%s/%s.txt", dir, sel);
 	taken |= access(path, F_OK) == 0;
 	free(path);
 	if (!taken)
@@ -434,12 +440,12 @@ static int rotate_new(struct rotate *r)
     if (ref >= 0 && stat(r->t.key[ref].path, &st) == 0)
 	uid = st.st_uid, gid = st.st_gid;	/* readable by the milter's user */
     sel = rotate_selector(r, dir);
+    name = xasprintf("%s._domainkey.%s", sel, r->domain);
+    if (tables_find_key(&r->t, name))
+	msg_fatal("%s: key name %s is taken (nothing changed)", r->key_path, name);
     if ((err = keygen_files(r->domain, sel, r->type == DNSKEY_ED25519, r->bits, dir, uid,
 			    gid, &record)) != NULL)
 	msg_fatal("%s", err);
-    name = xasprintf("%s._domainkey.%s", sel, r->domain);
-    if (tables_find_key(&r->t, name))
-	msg_fatal("%s: key name %s is taken", r->key_path, name);
     stamp = rotate_time(r->now);
     row = xasprintf("%s %s:%s:%s/%s.private\t" ROTATE_MARK "pending since %s", name,
 		    r->domain, sel, dir, sel, stamp);

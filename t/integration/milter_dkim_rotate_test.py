@@ -274,9 +274,19 @@ def test_concurrency(rig):
     signing = read(st.path("etc", "c.sign")).replace(new.encode(), new2.encode())
     with open(st.path("etc", "c.sign"), "wb") as f:    # as if --activate stopped halfway
         f.write(signing)
-    res = rig.rotate("--activate", "-d", "c0.test", conf=conf2)
+    bystander = subprocess.Popen(["sleep", "120"])
+    with open(st.path("run", "stale.pid"), "w") as f:
+        f.write("%d\n" % bystander.pid)         # a pid file no milter holds locked
+    res = rig.rotate("--activate", "-d", "c0.test", "-p", st.path("run", "stale.pid"),
+                     conf=conf2)
+    time.sleep(0.2)
+    tap.ok(res.returncode == 1 and "stale (no milter-dkim holds it locked)" in res.stderr
+           and bystander.poll() is None, "a stale pid file: no SIGHUP to whatever has that pid "
+           "now, and the command says to reload by hand", diag=res.stderr)
+    bystander.kill()
+    bystander.wait()
     table = read(st.path("etc", "c.key")).decode()
-    tap.ok(res.returncode == 0 and "signs already" in res.stdout
+    tap.ok("signs already" in res.stdout
            and re.search(r"^%s c0\.test:\S+\t# rotate: retiring since" % re.escape(new), table,
                          re.M) and re.search(r"^%s c0\.test:\S+$" % re.escape(new2), table, re.M),
            "--activate again after the SigningTable was switched alone: the rows are marked "
