@@ -72,6 +72,7 @@ struct ctl_server {
     gid_t   gid;
     int     have_group;
     int     conns;
+    time_t  warned;			/* "too many", once a second */
 };
 
 struct ctl_conn {
@@ -416,6 +417,10 @@ static void ctl_accept(struct evconnlistener *listener, evutil_socket_t fd,
 	return;
     }
     if (ctl->conns >= CTL_CONN_MAX) {
+	if (time(NULL) != ctl->warned)		/* one line a second at most */
+	    msg_warn("control: %d connections open; refusing uid %d", CTL_CONN_MAX,
+		     (int) uid);
+	ctl->warned = time(NULL);
 	ctl_refuse(fd, "error: too many control connections; try again\n");
 	return;
     }

@@ -440,6 +440,8 @@ def test_hostile(st):
             pass
         s.close()
     tap.ok(refused >= 1000 - 8, "1000 connections: all but 8 told 'too many' (%d)" % refused)
+    lines = st.read_log("pdm").count("control: 8 connections open; refusing uid 0")
+    tap.ok(1 <= lines <= 20, "and logged at most once a second (%d lines)" % lines)
     rc, out, _ = ctl(st, "pdm", "show", "x")
     tap.is_(rc, 0, "ctl answers again after the flood")
     lingering = raw_ctl(st, "pdm", b"top 5\n", read=False)   # never reads, never closes
