@@ -92,6 +92,7 @@ static int ctl_exchange(int fd, const char *request)
     char    buf[65536];
     ssize_t n;
     size_t  off = 0, len = strlen(request);
+    int     status;
 
     while (off < len) {
 	if ((n = send(fd, request + off, len - off, MSG_NOSIGNAL)) <= 0)
@@ -103,11 +104,14 @@ static int ctl_exchange(int fd, const char *request)
 	ctl_printf(&in, "%.*s", (int) n, buf);
     if (in.len >= 3 && strncmp(in.text, "ok\n", 3) == 0) {
 	fwrite(in.text + 3, 1, in.len - 3, stdout);
-	return (0);
+	status = 0;
+    } else {
+	fprintf(stderr, "policyd-ratelimit ctl: %.*s%s", (int) in.len, in.text ? in.text : "",
+		in.len ? "" : "no answer from the daemon\n");
+	status = in.len ? 1 : 2;
     }
-    fprintf(stderr, "policyd-ratelimit ctl: %.*s%s", (int) in.len, in.text ? in.text : "",
-	    in.len ? "" : "no answer from the daemon\n");
-    return (in.len ? 1 : 2);
+    free(in.text);
+    return (status);
 }
 
 int     ctl_main(int argc, char **argv, const char *default_config,
