@@ -76,7 +76,7 @@ static int webhook_obsolete_warned;
 
 struct webhook_settings {
     const char *spool_dir;
-    uoff_t  max_attachment;
+    struct mime_options mime;		/* sizes, trusted id, raw_message */
 };
 
 /*
@@ -106,7 +106,8 @@ static const char *webhook_rcpt_user(const struct mail_deliver_context *ctx)
  * by a +tag). The event's rcpt_to stays the address as given.
  */
 static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
-			             char **url_r, char **workspace_r, const char **error_r)
+			             struct webhook_route *route_r, char **url_r,
+			             char **workspace_r, const char **error_r)
 {
     struct mail_user *user = ctx->rcpt_user;
     const char *base = webhook_rcpt_user(ctx);
@@ -127,9 +128,11 @@ static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 	}
 	hit = route_match(&route, rcpt, url_r, workspace_r)
 	    || (base != NULL && route_match(&route, base, url_r, workspace_r));
-	route_free(&route);
-	if (hit)
+	if (hit) {
+	    *route_r = route;			/* its options: the caller's */
 	    return (1);
+	}
+	route_free(&route);
     }
 }
 
@@ -161,17 +164,27 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 {
     const char *value, *err;
 
+    bool    raw = set->mime.raw_message;	/* the route's */
+
     i_zero(set);
+    set->mime.raw_message = raw;
     set->spool_dir = mail_user_plugin_getenv(user, "lmtp_webhook_spool_dir");
     if (set->spool_dir == NULL || *set->spool_dir == '\0') {
 	*error_r = "lmtp_webhook_spool_dir must be set";
 	return (-1);
     }
     value = mail_user_plugin_getenv(user, "lmtp_webhook_max_attachment_size");
-    if (settings_get_size(value && *value ? value : "25M", &set->max_attachment, &err) < 0) {
+    if (settings_get_size(value && *value ? value : "25M", &set->mime.max_attachment, &err) < 0) {
 	*error_r = t_strdup_printf("lmtp_webhook_max_attachment_size: %s", err);
 	return (-1);
     }
+    value = mail_user_plugin_getenv(user, "lmtp_webhook_max_raw_message_size");
+    if (settings_get_size(value && *value ? value : "50M", &set->mime.max_raw, &err) < 0) {
+	*error_r = t_strdup_printf("lmtp_webhook_max_raw_message_size: %s", err);
+	return (-1);
+    }
+    /* unset: no header is trusted, every result is "none" */
+    set->mime.trusted_id = mail_user_plugin_getenv(user, "lmtp_webhook_trusted_authserv_id");
     return (0);
 }
 
@@ -228,7 +241,7 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
     payload_spill_sink(&scratch, &spill);
     payload_writer_init(w, &out, (off_t) res->meta_len, &scratch);
     i_zero(&msg);
-    if (mime_read(data, set->max_attachment, &msg, env, w, error_r) < 0)
+    if (mime_read(data, &set->mime, &msg, env, w, error_r) < 0)
 	ret = -1;
     else if (payload_finish(w, size, len_r) < 0) {
 	*error_r = t_strdup_printf("cannot write the event (%s, or a scratch file in "
@@ -344,14 +357,16 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 				        struct mail_storage **storage_r)
 {
     struct webhook_settings set;
+    struct webhook_route route;
     struct spool_event ev;
     struct spool_reservation res;
     const char *rcpt, *error = NULL;
     char   *url = NULL, *workspace = NULL;
     int     ret;
 
+    i_zero(&route);
     rcpt = ctx->rcpt_to == NULL ? "" : smtp_address_encode(ctx->rcpt_to);
-    ret = webhook_route_for(ctx, rcpt, &url, &workspace, &error);
+    ret = webhook_route_for(ctx, rcpt, &route, &url, &workspace, &error);
     if (ret == 0) {
 	e_debug(ctx->event, "lmtp_webhook: %s matches no lmtp_webhook_route", rcpt);
 	return (next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1);
@@ -359,6 +374,10 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     webhook_obsolete(ctx);
     i_zero(&ev);
     ev.url = url;
+    /* the paths of the route's secrets: lmtp-webhook-spool reads them */
+    for (int i = 0; i < route.secret_count; i++)
+	ev.secret_files[ev.secret_count++] = route.secret_files[i];
+    set.mime.raw_message = route.raw_message;
     if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
 	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &res, &error) < 0) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
@@ -374,6 +393,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	} else
 	    spool_discard(&res);
     }
+    route_free(&route);
     free(url);
     free(workspace);
     i_free(ev.id);

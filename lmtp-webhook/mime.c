@@ -7,7 +7,7 @@
  *	#include "lib.h"
  *	#include "mime.h"
  *
- *	int	mime_read(input, max_attachment_size, &msg, &envelope, &writer, &error)
+ *	int	mime_read(input, &options, &msg, &envelope, &writer, &error)
  *	uoff_t	mime_lmtp_data_offset(input, session_id)
  *	int	mime_digest(input, prefix, md, &size, &error)
  * DESCRIPTION
@@ -30,6 +30,15 @@
  *	is done, so these come after the others in the list); the parts
  *	inside it are listed as well. The caller ends the event
  *	(payload_finish()).
+ *
+ *	"authentication" (authres.c) is made from the raw values of the
+ *	top-level headers, before Dovecot decodes any encoded word: the
+ *	first Authentication-Results whose authserv-id is
+ *	options.trusted_id (the topmost: the one our host added last) and
+ *	From: (with how many there are). With options.raw_message the
+ *	whole input, CRLF line ends (decode_crlf()), goes into
+ *	raw_message after the attachments, its bytes up to
+ *	options.max_raw (past it: size and sha256 only).
  *
  *	The filename is Content-Disposition's filename, else
  *	Content-Type's name, each in any form senders use: RFC 2231
@@ -77,6 +86,7 @@
 
 #include <openssl/evp.h>
 
+#include "authres.h"
 #include "decode.h"
 #include "mime.h"
 #include "payload.h"
@@ -115,6 +125,10 @@ struct mime_walk {
     ARRAY(struct mime_embedded) embedded;
     size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
     bool    hdr_cut;			/* past its limits: values lost */
+    /* for "authentication": raw values of top-level headers */
+    const char *trusted_id;
+    char   *trusted_ar, *from_raw;	/* the first trusted A-R, From: */
+    int     from_count;
 };
 
 #ifndef MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE	/* a Dovecot that cuts no value */
@@ -327,6 +341,28 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     }
 }
 
+/* mime_raw_top - the raw values "authentication" is made of */
+
+static void mime_raw_top(struct mime_walk *w, const struct message_header_line *hdr)
+{
+    if (strcasecmp(hdr->name, "From") == 0 && w->from_count++ == 0)
+	w->from_raw = i_strndup(hdr->full_value, hdr->full_value_len);
+    else if (strcasecmp(hdr->name, "Authentication-Results") == 0 && w->trusted_ar == NULL
+	     && authres_trusted((const char *) hdr->full_value, hdr->full_value_len,
+				w->trusted_id))
+	w->trusted_ar = i_strndup(hdr->full_value, hdr->full_value_len);
+}
+
+/* mime_begin - the top headers are in: the event starts */
+
+static void mime_begin(struct mime_walk *w)
+{
+    w->msg->authentication = authres_authentication(w->trusted_ar, w->from_raw,
+						    w->from_count, w->trusted_id);
+    payload_begin(w->out, w->msg, w->env);
+    w->begun = TRUE;
+}
+
 /* mime_attachment - an attachment starts: its sha256 and size from 0 */
 
 static void mime_attachment(struct mime_walk *w, const char *name, const char *ctype,
@@ -349,10 +385,8 @@ static void mime_part_start(struct mime_walk *w)
 	&& w->ct_name == NULL;
 
     w->kind = MIME_SKIP;
-    if (!w->begun) {				/* the top headers are all in */
-	payload_begin(w->out, w->msg, w->env);
-	w->begun = TRUE;
-    }
+    if (!w->begun)				/* the top headers are all in */
+	mime_begin(w);
     if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
 	/* a container: its children follow */
     } else if ((w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
@@ -489,6 +523,8 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 	return;
     mime_header_count(w, raw->hdr);
     mime_part_header(w, raw->hdr);
+    if (raw->part->parent == NULL)
+	mime_raw_top(w, raw->hdr);
     if (decoded && raw->part->parent == NULL)
 	mime_top_header(w, block.hdr);
 }
@@ -522,7 +558,42 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
     }
 }
 
-int     mime_read(struct istream *input, uoff_t max_attachment_size,
+/*
+ * mime_raw - the message as it arrived: the input again, with CRLF line
+ * ends, base64-encoded and hashed as it is read; its bytes only up to
+ * max_raw.
+ */
+static void mime_raw(struct mime_walk *w, struct istream *input, uoff_t max_raw)
+{
+    const unsigned char *data;
+    size_t  size;
+
+    payload_raw_begin(w->out);
+    w->att_size = 0;
+    w->att_kept = TRUE;
+    w->max_attachment = max_raw;
+    w->last_cr = 0;
+    if (EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
+	i_panic("SHA-256 unavailable");
+    i_stream_seek(input, 0);
+    while (i_stream_read_more(input, &data, &size) > 0) {
+	T_BEGIN {
+	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+
+	    mime_attachment_bytes(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
+	} T_END;
+	i_stream_skip(input, size);
+    }
+    {
+	unsigned char sha256[32];
+	unsigned int len = 0;
+
+	(void) EVP_DigestFinal_ex(w->sha, sha256, &len);
+	payload_attachment_end(w->out, w->att_kept, w->att_size, sha256);
+    }
+}
+
+int     mime_read(struct istream *input, const struct mime_options *opt,
 		          struct payload_message *msg, const struct payload_envelope *env,
 		          struct payload_writer *out, const char **error_r)
 {
@@ -541,7 +612,8 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     w.msg = msg;
     w.env = env;
     w.out = out;
-    w.max_attachment = max_attachment_size;
+    w.max_attachment = opt->max_attachment;
+    w.trusted_id = opt->trusted_id;
     w.content_type = str_new(default_pool, 64);
     i_array_init(&w.embedded, 4);
     if ((w.sha = EVP_MD_CTX_new()) == NULL)
@@ -555,11 +627,15 @@ int     mime_read(struct istream *input, uoff_t max_attachment_size,
     }
     mime_part_end(&w);
     if (!w.begun)				/* no part at all (an I/O error) */
-	payload_begin(out, msg, env);
+	mime_begin(&w);
     message_decoder_deinit(&decoder);
     message_parser_deinit(&parser, &parts);
     mime_embedded_read(&w, input);	/* after an error: lists, frees */
+    if (opt->raw_message && input->stream_errno == 0)
+	mime_raw(&w, input, opt->max_raw);
     EVP_MD_CTX_free(w.sha);
+    i_free(w.trusted_ar);
+    i_free(w.from_raw);
     str_free(&w.content_type);
     array_free(&w.embedded);
     pool_unref(&pool);

@@ -29,8 +29,14 @@
  *	{"type":"message.received","timestamp":T,"data":{"id",
  *	"workspace","envelope":{"mail_from","rcpt_to"},"headers":{"from",
  *	"to","cc","subject","date","message_id"},"authentication_results",
- *	"attachments":[{"filename","content_type","content_base64",
- *	"size","sha256"}],"text","html","size"}}
+ *	"authentication":{...},"attachments":[{"filename","content_type",
+ *	"content_base64","size","sha256"}],"text","html","raw_message":
+ *	null|{"content_base64","size","sha256"},"size"}}
+ *
+ *	"authentication" is msg.authentication as it is (authres.c made
+ *	it), null without. payload_raw_begin() starts raw_message (after
+ *	the attachments, text and html); its bytes go through
+ *	payload_attachment_data(), _drop() and _end() as an attachment's.
  *
  *	The writer produces it while the message is parsed, so that the
  *	memory a delivery takes does not grow with the message: an
@@ -432,7 +438,12 @@ void    payload_begin(struct payload_writer *w, const struct payload_message *ms
 	    OUT(w, ",");
 	BYTES(w, &msg->auth_results[i]);
     }
-    OUT(w, "],\"attachments\":[");
+    OUT(w, "],\"authentication\":");
+    if (msg->authentication != NULL)
+	payload_out(w, msg->authentication, strlen(msg->authentication));
+    else
+	OUT(w, "null");
+    OUT(w, ",\"attachments\":[");
 }
 
 void    payload_attachment_begin(struct payload_writer *w, const char *filename,
@@ -561,14 +572,35 @@ static void payload_copy(struct payload_writer *w, const off_t range[2])
     }
 }
 
-int     payload_finish(struct payload_writer *w, size_t size, size_t *len_r)
-{
-    char    num[64];
+/* payload_bodies - the attachments end; text and html follow them */
 
+static void payload_bodies(struct payload_writer *w)
+{
+    if (w->bodies_done++)
+	return;
     OUT(w, "],\"text\":");
     payload_copy(w, w->text);
     OUT(w, ",\"html\":");
     payload_copy(w, w->html);
+}
+
+void    payload_raw_begin(struct payload_writer *w)
+{
+    payload_bodies(w);
+    w->raw_done = 1;
+    OUT(w, ",\"raw_message\":{\"content_base64\":");
+    w->content_start = w->pos;
+    OUT(w, "\"");
+    w->b64_len = 0;
+}
+
+int     payload_finish(struct payload_writer *w, size_t size, size_t *len_r)
+{
+    char    num[64];
+
+    payload_bodies(w);
+    if (!w->raw_done)
+	OUT(w, ",\"raw_message\":null");
     payload_out(w, num, (size_t) snprintf(num, sizeof(num), ",\"size\":%zu}}", size));
     payload_flush(w);
     *len_r = (size_t) (w->pos - w->start);
@@ -671,6 +703,7 @@ void    payload_message_free(struct payload_message *msg)
     for (int i = 0; i < msg->auth_count; i++)
 	payload_bytes_free(&msg->auth_results[i]);
     free(msg->auth_results);
+    free(msg->authentication);
     payload_bytes_free(&msg->text);
     payload_bytes_free(&msg->html);
     for (int i = 0; i < msg->attachment_count; i++) {

@@ -31,6 +31,7 @@ struct payload_message {
     struct payload_bytes header[PAYLOAD_HEADER_COUNT];
     struct payload_bytes *auth_results;
     int     auth_count;
+    char   *authentication;		/* JSON object (authres.c); NULL: null */
     struct payload_bytes text, html;
     struct payload_attachment *attachments;
     int     attachment_count;
@@ -80,6 +81,8 @@ struct payload_writer {
     size_t  pend_len;
     unsigned char b64[3];		/* base64 group cut by a block */
     size_t  b64_len;
+    int     bodies_done;		/* text and html written */
+    int     raw_done;			/* raw_message written */
     int     error;			/* errno of the first failed write */
     char    buf[PAYLOAD_BUF_SIZE];	/* for out (scratch is unbuffered: */
     size_t  used;			/* it is written in whole blocks) */
@@ -98,6 +101,7 @@ void    payload_attachment_data(struct payload_writer *w, const void *data, size
 void    payload_attachment_drop(struct payload_writer *w);
 void    payload_attachment_end(struct payload_writer *w, int kept, size_t size,
 			               const unsigned char sha256[32]);
+void    payload_raw_begin(struct payload_writer *w);
 void    payload_text_begin(struct payload_writer *w, int html);
 void    payload_text_data(struct payload_writer *w, const void *data, size_t len);
 void    payload_text_end(struct payload_writer *w);

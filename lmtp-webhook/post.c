@@ -14,7 +14,8 @@
  *	post_prepare() sets up a libcurl easy handle for one attempt (a
  *	new one, or handle.curl reset, which keeps its open connections):
  *	Content-Type application/json, the Standard Webhooks headers
- *	(webhook-id, webhook-timestamp = now, webhook-signature), the
+ *	(webhook-id, webhook-timestamp = now, webhook-signature: one v1
+ *	signature per key, "v1,<a> v1,<b>" when key2 is set), the
  *	timeout, TLS verification (always on; ca_file replaces the
  *	system store), no redirects, http and https only. The response
  *	body is read and thrown away, up to POST_BODY_MAX: a 2xx status
@@ -76,6 +77,15 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     h->curl = c;
     snprintf(stamp, sizeof(stamp), "%lld", now);
     h->signature = sign_signature(req->key, req->id, now, req->body, req->body_len);
+    if (req->key2 != NULL) {		/* Standard Webhooks: space-separated */
+	char   *second = sign_signature(req->key2, req->id, now, req->body, req->body_len);
+	size_t  a = strlen(h->signature), b = strlen(second);
+
+	h->signature = wh_realloc(h->signature, a + b + 2);
+	h->signature[a] = ' ';
+	memcpy(h->signature + a + 1, second, b + 1);
+	free(second);
+    }
     h->headers = post_header(NULL, "Content-Type", "application/json");
     h->headers = post_header(h->headers, "webhook-id", req->id);
     h->headers = post_header(h->headers, "webhook-timestamp", stamp);

@@ -11,6 +11,7 @@ struct post_request {
     const char *url, *id, *body;
     size_t  body_len;
     const struct webhook_key *key;
+    const struct webhook_key *key2;	/* rotation: a second signature */
     long    timeout_ms;
     const char *ca_file;		/* NULL: the system's CA store */
 };

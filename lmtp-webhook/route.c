@@ -12,7 +12,8 @@
  *	size_t	route_detail_cut(localpart, delimiters)
  *	char	*route_url_redact(url)
  * DESCRIPTION
- *	route_parse() reads an lmtp_webhook_route setting, "PATTERN URL":
+ *	route_parse() reads an lmtp_webhook_route setting, "PATTERN URL
+ *	[OPTION...]":
  *	PATTERN is an address in which each '*' captures one or more
  *	letters, digits, '-' or '_' (never '.', '@' or anything a URL
  *	gives meaning to: a capture lands in the URL's host name, and
@@ -20,6 +21,11 @@
  *	follows a '*' must be a character it cannot capture, so matching
  *	is linear and never ambiguous;
  *	URL is http:// or https:// with {1}..{9} standing for captures.
+ *	OPTIONs: secret_file=/ABSOLUTE/PATH, once or twice (the route's
+ *	secrets: events are signed with each; none means the global
+ *	secret of lmtp-webhook-spool.conf), raw_message=yes|no (the
+ *	message as it arrived, in base64, in the event). Anything else,
+ *	a relative path or a third secret_file is an error.
  *
  *	route_match() compares an address case-insensitively; on a match
  *	it returns 1 with the URL expanded and the first capture (the
@@ -52,9 +58,57 @@ static int route_capture_char(int c)
     return (isalnum(c) || c == '-' || c == '_');
 }
 
+/* route_option - one OPTION word (len bytes at word) */
+
+static const char *route_option(const char *word, size_t len, struct webhook_route *route)
+{
+    static const char secret[] = "secret_file=", raw[] = "raw_message=";
+
+    if (len > sizeof(secret) - 1 && strncmp(word, secret, sizeof(secret) - 1) == 0) {
+	word += sizeof(secret) - 1;
+	len -= sizeof(secret) - 1;
+	if (*word != '/')
+	    return ("secret_file must be an absolute path");
+	if (route->secret_count == ROUTE_MAX_SECRETS)
+	    return ("at most two secret_file per route (the current and the next)");
+	route->secret_files[route->secret_count++] = wh_strndup(word, len);
+	return (NULL);
+    }
+    if (len == 15 && strncmp(word, "raw_message=yes", len) == 0) {
+	route->raw_message = 1;
+	return (NULL);
+    }
+    if (len == 14 && strncmp(word, "raw_message=no", len) == 0) {
+	route->raw_message = 0;
+	return (NULL);
+    }
+    if (len >= sizeof(raw) - 1 && strncmp(word, raw, sizeof(raw) - 1) == 0)
+	return ("raw_message must be yes or no");
+    return ("unknown option after the URL (secret_file=, raw_message=)");
+}
+
+/* route_options - the words after the URL */
+
+static const char *route_options(const char *p, struct webhook_route *route)
+{
+    const char *err;
+    size_t  len;
+
+    for (;;) {
+	while (*p == ' ' || *p == '\t')
+	    p++;
+	if (*p == 0)
+	    return (NULL);
+	len = strcspn(p, " \t");
+	if ((err = route_option(p, len, route)) != NULL)
+	    return (err);
+	p += len;
+    }
+}
+
 const char *route_parse(const char *value, struct webhook_route *route)
 {
-    const char *sp, *url, *p;
+    const char *sp, *url, *url_end, *p, *err;
     int     stars = 0;
 
     memset(route, 0, sizeof(*route));
@@ -64,8 +118,9 @@ const char *route_parse(const char *value, struct webhook_route *route)
 	return ("expected \"PATTERN URL\"");
     for (url = sp; *url == ' ' || *url == '\t'; url++)
 	;
-    if (sp == value || *url == 0 || strpbrk(url, " \t") != NULL)
+    if (sp == value || *url == 0)
 	return ("expected \"PATTERN URL\"");
+    url_end = url + strcspn(url, " \t");
     if (memchr(value, '@', sp - value) == NULL)
 	return ("pattern must be an address (local@domain)");
     for (p = value; p < sp; p++)
@@ -77,13 +132,17 @@ const char *route_parse(const char *value, struct webhook_route *route)
 		    " (such as '.', '@' or '+'), or end the pattern");
     if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
 	return ("URL must start with http:// or https://");
-    for (p = url; (p = strchr(p, '{')) != NULL; p++)
+    for (p = url; (p = memchr(p, '{', url_end - p)) != NULL; p++)
 	if (!(p[1] >= '1' && p[1] <= '9' && p[2] == '}') || p[1] - '0' > stars)
 	    return ("URL: {N} must name a capture of the pattern ({1}..{9})");
+    if ((err = route_options(url_end, route)) != NULL) {
+	route_free(route);
+	return (err);
+    }
     route->pattern = wh_strndup(value, sp - value);
     for (char *q = route->pattern; *q; q++)
 	*q = tolower((unsigned char) *q);
-    route->url = wh_strdup(url);
+    route->url = wh_strndup(url, url_end - url);
     return (NULL);
 }
 
@@ -160,7 +219,9 @@ void    route_free(struct webhook_route *route)
 {
     free(route->pattern);
     free(route->url);
-    route->pattern = route->url = NULL;
+    for (int i = 0; i < route->secret_count; i++)
+	free(route->secret_files[i]);
+    memset(route, 0, sizeof(*route));
 }
 
 size_t  route_detail_cut(const char *localpart, const char *delimiters)

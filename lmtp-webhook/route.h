@@ -6,10 +6,14 @@
 #include <stddef.h>
 
 #define ROUTE_MAX_CAPTURES 9
+#define ROUTE_MAX_SECRETS 2		/* the current one and the next */
 
 struct webhook_route {
     char   *pattern;			/* lower case, '*' = capture */
     char   *url;			/* with {1}..{9} */
+    char   *secret_files[ROUTE_MAX_SECRETS];	/* NULL: the global secret */
+    int     secret_count;
+    int     raw_message;		/* raw_message=yes */
 };
 
 const char *route_parse(const char *value, struct webhook_route *route);

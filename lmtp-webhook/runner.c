@@ -80,6 +80,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "daemon.h"
 #include "htable.h"
@@ -101,7 +102,11 @@ struct transfer {
     struct post_handle post;
     struct spool_event ev;
     struct post_request req;
+    struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
 };
+
+/* an event whose route's secret files cannot be read waits this long */
+#define RUNNER_SECRET_WAIT	60
 
 struct runner {
     struct spool_tool *tool;
@@ -272,6 +277,56 @@ static int runner_due(long long next, time_t now)
     return (next <= (long long) now || next - (long long) now > RUNNER_RETRY_AFTER_MAX);
 }
 
+/*
+ * runner_keys - the keys of this attempt: the global one, or those of the
+ * secret files the route named (read now, at each attempt: a secret
+ * rotated in its file applies to every waiting event). A named file
+ * that does not exist is left out (the second file of a route exists
+ * only while a rotation is under way); one that cannot be read or
+ * holds no secret, or none at all, is an error: nothing is posted.
+ */
+static const char *runner_keys(struct runner *r, struct transfer *t)
+{
+    static char why[512];
+    int     n = 0;
+    const char *err;
+
+    t->req.key = &r->key;
+    t->req.key2 = NULL;
+    if (t->ev.secret_count == 0)
+	return (NULL);
+    for (int i = 0; i < t->ev.secret_count; i++) {
+	if (access(t->ev.secret_files[i], F_OK) < 0 && errno == ENOENT)
+	    continue;
+	if ((err = sign_key_load(t->ev.secret_files[i], &t->keys[n])) != NULL) {
+	    snprintf(why, sizeof(why), "%s", err);	/* a path and a reason */
+	    return (why);
+	}
+	n++;
+    }
+    if (n == 0) {
+	snprintf(why, sizeof(why), "none of the route's secret files exists (%s%s%s)",
+		 t->ev.secret_files[0], t->ev.secret_count > 1 ? ", " : "",
+		 t->ev.secret_count > 1 ? t->ev.secret_files[1] : "");
+	return (why);
+    }
+    t->req.key = &t->keys[0];
+    t->req.key2 = n > 1 ? &t->keys[1] : NULL;
+    return (NULL);
+}
+
+/* runner_hold - no attempt for this event before when (kept in memory) */
+
+static void runner_hold(struct runner *r, const char *id, long long when)
+{
+    int     created;
+    void  **slot = htable_slot(r->held, id, &created);
+
+    if (*slot == NULL)
+	*slot = xmalloc(sizeof(long long));
+    *(long long *) *slot = when;
+}
+
 /* runner_start - one attempt for an event file, if due */
 
 static void runner_start(struct runner *r, const char *id, int all)
@@ -300,12 +355,16 @@ static void runner_start(struct runner *r, const char *id, int all)
     } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
 	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);
+    } else if ((all || runner_due(t->ev.next_attempt, now))
+	       && (err = runner_keys(r, t)) != NULL) {
+	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
+		  RUNNER_SECRET_WAIT);
+	runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
     } else if (all || runner_due(t->ev.next_attempt, now)) {
 	t->req.url = t->ev.url;
 	t->req.id = t->ev.id;
 	t->req.body = t->ev.body;
 	t->req.body_len = t->ev.body_len;
-	t->req.key = &r->key;
 	t->req.timeout_ms = r->tool->timeout_ms;
 	t->req.ca_file = r->tool->ca_file;
 	t->post.curl = NULL;
@@ -322,6 +381,7 @@ static void runner_start(struct runner *r, const char *id, int all)
 	return;
     }
     spool_event_free(&t->ev);
+    OPENSSL_cleanse(t->keys, sizeof(t->keys));
     free(t);
     free(path);
 }
@@ -393,6 +453,7 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     htable_delete(r->inflight, t->ev.id, NULL);
     post_handle_free(&t->post);
     spool_event_free(&t->ev);
+    OPENSSL_cleanse(t->keys, sizeof(t->keys));
     free(t);
     r->running--;
 }

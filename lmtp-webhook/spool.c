@@ -30,8 +30,9 @@
  *	twice.
  *
  *	An event file is one line of JSON (id, url, created, attempts,
- *	next_attempt, last_error, body_length; padded with spaces when the
- *	body was streamed) followed by the body bytes
+ *	next_attempt, last_error, body_length, and secret_files when the
+ *	route names its own: the paths, never a secret; padded with spaces
+ *	when the body was streamed) followed by the body bytes
  *	exactly as they are signed and posted.
  *
  *	Writers reserve first: spool_reserve() checks the spool
@@ -206,6 +207,13 @@ static char *spool_meta(const struct spool_event *ev, size_t *len_r)
     json_object_set_new(j, "last_error", ev->last_error ?
 			json_string(ev->last_error) : json_null());
     json_object_set_new(j, "body_length", json_integer((json_int_t) ev->body_len));
+    if (ev->secret_count > 0) {
+	json_t *files = json_array();
+
+	for (int i = 0; i < ev->secret_count; i++)
+	    json_array_append_new(files, json_string(ev->secret_files[i]));
+	json_object_set_new(j, "secret_files", files);
+    }
     text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     if (text == NULL)

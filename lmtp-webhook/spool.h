@@ -18,8 +18,12 @@
 #define SPOOL_TMP_ORPHAN_AGE	3600
 #define SPOOL_TMP_MAX_AGE	(36 * 3600)
 
+#define SPOOL_MAX_SECRETS 2
+
 struct spool_event {
     char   *id, *url, *body, *last_error;
+    char   *secret_files[SPOOL_MAX_SECRETS];	/* the route's; none: global */
+    int     secret_count;
     size_t  body_len;
     long long created, next_attempt;
     int     attempts;

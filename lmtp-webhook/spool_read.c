@@ -82,6 +82,28 @@ static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
     return (data);
 }
 
+/* spool_secret_files - the optional "secret_files": 1 or 2 absolute paths */
+
+static int spool_secret_files(json_t *files, struct spool_event *ev)
+{
+    size_t  n;
+
+    if (files == NULL)
+	return (0);
+    if (!json_is_array(files) || (n = json_array_size(files)) < 1 || n > SPOOL_MAX_SECRETS)
+	return (-1);
+    for (size_t i = 0; i < n; i++) {
+	const char *path = json_string_value(json_array_get(files, i));
+
+	if (path == NULL || *path != '/')
+	    return (-1);
+    }
+    for (size_t i = 0; i < n; i++)
+	ev->secret_files[ev->secret_count++] =
+	    wh_strdup(json_string_value(json_array_get(files, i)));
+    return (0);
+}
+
 static void spool_release(char *data, size_t len, int mapped)
 {
     if (mapped)
@@ -93,7 +115,7 @@ static void spool_release(char *data, size_t len, int mapped)
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
-    json_t *j, *last_error = NULL;
+    json_t *j, *last_error = NULL, *secret_files = NULL;
     const char *id, *url;
     json_int_t created, attempts, next_attempt, body_len;
     char   *data, *nl;
@@ -112,14 +134,18 @@ const char *spool_load(const char *path, struct spool_event *ev)
 	return (spool_err);
     }
     jerr.text[0] = 0;
-    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I}",
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I, s?o}",
 		       "id", &id, "url", &url, "created", &created,
 		       "attempts", &attempts, "next_attempt", &next_attempt,
-		       "last_error", &last_error, "body_length", &body_len) != 0
+		       "last_error", &last_error, "body_length", &body_len,
+		       "secret_files", &secret_files) != 0
 	|| (last_error && !json_is_string(last_error) && !json_is_null(last_error))
-	|| body_len != (json_int_t) (len - (nl + 1 - data))) {
+	|| body_len != (json_int_t) (len - (nl + 1 - data))
+	|| spool_secret_files(secret_files, ev) < 0) {
+	spool_event_free(ev);
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 jerr.text[0] ? jerr.text : "last_error not a string, or truncated body");
+		 jerr.text[0] ? jerr.text : "last_error not a string, secret_files not "
+		 "one or two absolute paths, or truncated body");
 	json_decref(j);
 	spool_release(data, len, mapped);
 	errno = EBADMSG;
@@ -202,5 +228,7 @@ void    spool_event_free(struct spool_event *ev)
     free(ev->url);
     spool_event_body_free(ev);
     free(ev->last_error);
+    for (int i = 0; i < ev->secret_count; i++)
+	free(ev->secret_files[i]);
     memset(ev, 0, sizeof(*ev));
 }

@@ -350,3 +350,31 @@ char   *rfc8601_value(const char *value)
     *q = 0;
     return (out);
 }
+
+/*
+ * rfc5322_skip_cfws, rfc5322_quoted_string - the lexical helpers above,
+ * for the other reader of RFC 8601 headers (lmtp-webhook's authres.c,
+ * which compiles this file): one reading of comments, folding and
+ * quoted strings for the milter that removes forged headers and the
+ * plugin that trusts the one left. rfc5322_skip_cfws() returns where
+ * CFWS ends, NULL for an unterminated comment; rfc5322_quoted_string()
+ * (p at the opening quote) copies the content, unescaped and unfolded,
+ * to buf and returns what follows the closing quote, NULL when it is
+ * unterminated or longer than buf.
+ */
+const char *rfc5322_skip_cfws(const char *p)
+{
+    return (rfc5322_cfws(&p) < 0 ? NULL : p);
+}
+
+const char *rfc5322_quoted_string(const char *p, char *buf, size_t len)
+{
+    struct rfc5322_out o = {buf, len, 0, 0};
+
+    if (len < 1 || *p != '"')
+	return (NULL);
+    buf[0] = 0;
+    if (rfc5322_quoted(&p, &o) < 0 || o.overflow)
+	return (NULL);
+    return (p);
+}

@@ -9,5 +9,7 @@ const char *rfc5322_mailbox(const char *value, char *buf, size_t len);
 const char *rfc8601_authserv_id(const char *value, char *buf, size_t len);
 int     rfc8601_same_id(const char *a, const char *b);
 char   *rfc8601_value(const char *value);
+const char *rfc5322_skip_cfws(const char *p);
+const char *rfc5322_quoted_string(const char *p, char *buf, size_t len);
 
 #endif

@@ -80,13 +80,47 @@ int     main(void)
     is_str(match("bills.example.org https://h/", "x"),
 	   "error: pattern must be an address (local@domain)", "pattern without '@'");
     is_str(match("bills@x", "x"), "error: expected \"PATTERN URL\"", "no URL");
-    is_str(match("bills@x https://h/ extra", "x"), "error: expected \"PATTERN URL\"",
-	   "three words");
+    is_str(match("bills@x https://h/ extra", "x"),
+	   "error: unknown option after the URL (secret_file=, raw_message=)",
+	   "a third word that is no option");
     is_str(match("*@*.*.*.*.*.*.*.*.* https://h/", "x"), "error: more than 9 '*' in pattern",
 	   "ten captures");
     is_str(match("bills@* https://h/{1}", "bills@abc"), "https://h/abc abc",
 	   "'*' at the end of the pattern");
     ok(route_parse("", &r) != NULL, "empty setting is an error");
+    /* issue 16: a secret per route, two while rotating; raw_message */
+    ok(route_parse("bills@*.x https://{1}.y/ \tsecret_file=/etc/a.secret  "
+		   "secret_file=/etc/b.secret raw_message=yes ", &r) == NULL,
+       "route with two secret files and raw_message=yes");
+    is_int(r.secret_count, 2, "two secret files");
+    is_str(r.secret_files[0], "/etc/a.secret", "first secret file");
+    is_str(r.secret_files[1], "/etc/b.secret", "second secret file");
+    is_int(r.raw_message, 1, "raw_message=yes");
+    is_str(r.url, "https://{1}.y/", "the URL ends before the options");
+    route_free(&r);
+    ok(route_parse("bills@*.x https://{1}.y/", &r) == NULL && r.secret_count == 0
+       && r.raw_message == 0, "no option: the global secret, no raw message");
+    route_free(&r);
+    ok(route_parse("bills@*.x https://{1}.y/ raw_message=no", &r) == NULL
+       && r.raw_message == 0, "raw_message=no");
+    route_free(&r);
+    is_str(match("bills@x https://h/ secret_file=a /b", "x"),
+	   "error: secret_file must be an absolute path", "relative secret_file");
+    is_str(match("bills@x https://h/ secret_file=/a secret_file=/b secret_file=/c", "x"),
+	   "error: at most two secret_file per route (the current and the next)",
+	   "three secret files");
+    is_str(match("bills@x https://h/ secret_file=", "x"),
+	   "error: unknown option after the URL (secret_file=, raw_message=)",
+	   "secret_file with no path");
+    is_str(match("bills@x https://h/ raw_message=1", "x"),
+	   "error: raw_message must be yes or no", "raw_message=1");
+    is_str(match("bills@x https://h/ raw_message=yess", "x"),
+	   "error: raw_message must be yes or no", "raw_message=yess");
+    is_str(match("bills@x https://h/ Secret_File=/a", "x"),
+	   "error: unknown option after the URL (secret_file=, raw_message=)",
+	   "options are lower case");
+    is_str(match("bills@* https://h/{1} secret_file=/{2}", "bills@abc"),
+	   "https://h/abc abc", "{N} in an option is not part of the URL");
     /* issue 14 item 8: the detail is cut where Dovecot cuts it */
     is_int(route_detail_cut("bills+tag", "+"), 5, "detail: bills+tag is bills");
     is_int(route_detail_cut("bills+a+b", "+"), 5, "detail: at the first delimiter");

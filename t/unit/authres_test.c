@@ -1,0 +1,187 @@
+/* authres_test - unit tests for lmtp-webhook/authres.c */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "authres.h"
+#include "tap.h"
+
+#define ID "mx.planapulse.test"
+
+/* auth - authres_authentication() as parsed JSON (the caller decrefs) */
+
+static json_t *auth(const char *ar, const char *from)
+{
+    char   *text = authres_authentication(ar, from, from ? 1 : 0, ID);
+    json_t *j = json_loads(text, 0, NULL);
+
+    free(text);
+    return (j);
+}
+
+static const char *get(json_t *j, const char *path)
+{
+    static char out[256];
+    char    buf[256], *tok, *save = NULL;
+    json_t *v = j;
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (tok = strtok_r(buf, ".", &save); tok && v; tok = strtok_r(NULL, ".", &save))
+	v = json_is_array(v) ? json_array_get(v, (size_t) atoi(tok)) : json_object_get(v, tok);
+    if (v == NULL)
+	return ("(absent)");
+    if (json_is_string(v))
+	return (json_string_value(v));
+    if (json_is_null(v))
+	return ("null");
+    if (json_is_boolean(v))
+	return (json_is_true(v) ? "true" : "false");
+    snprintf(out, sizeof(out), "%s", json_is_array(v) ? "[array]" : "[other]");
+    return (out);
+}
+
+static void trusted(void)
+{
+    ok(authres_trusted(ID "; dkim=pass", strlen(ID "; dkim=pass"), ID), "plain id");
+    ok(authres_trusted(" (c) \"" ID "\" (c)\r\n\t1 ; none",
+		       strlen(" (c) \"" ID "\" (c)\r\n\t1 ; none"), ID),
+       "comments, quoted id, version, folding");
+    ok(authres_trusted("MX.PlanaPulse.Test.; spf=pass", 29, ID), "case and a trailing dot");
+    ok(!authres_trusted(ID ".evil; dkim=pass", strlen(ID ".evil; dkim=pass"), ID),
+       "a longer id is another id");
+    ok(!authres_trusted("evil (" ID ") ; dkim=pass", strlen("evil (" ID ") ; dkim=pass"), ID),
+       "our id inside a comment is not our id");
+    ok(!authres_trusted("(" ID "; dkim=pass", strlen("(" ID "; dkim=pass"), ID),
+       "unterminated comment: unreadable, not trusted");
+    ok(!authres_trusted(ID "\0; dkim=pass", strlen(ID) + 12, ID), "a NUL: not trusted");
+    ok(!authres_trusted(ID "; dkim=pass", strlen(ID "; dkim=pass"), NULL),
+       "no trusted id configured: nothing trusted");
+    ok(!authres_trusted(ID "; dkim=pass", strlen(ID "; dkim=pass"), ""), "empty trusted id");
+    ok(!authres_trusted("\"mx planapulse.test\"; x=y", 25, "mx planapulse.test"),
+       "a quoted id that is no token is refused (the milter's rule)");
+}
+
+static void parse(void)
+{
+    struct authres ar;
+
+    ok(authres_parse(ID "; none", &ar) == NULL && ar.count == 0, "\"; none\": no result");
+    authres_free(&ar);
+    ok(authres_parse(ID " 1 ;\r\n\tdkim/1 (v) = (r) PASS (good) reason=\"x; y\" "
+		     "header (c) . (c) d = vendor.test header.s=s1 header.b=ab/c+d=;"
+		     " spf=pass smtp.mailfrom=\"a b\"@Vendor.Test ;dmarc=pass header.from=vendor.test",
+		     &ar) == NULL, "every RFC 8601 form");
+    is_int(ar.count, 3, "three resinfos");
+    if (ar.count == 3) {
+	is_str(ar.res[0].method, "dkim", "method, lower case, version dropped");
+	is_str(ar.res[0].result, "pass", "result lower-cased");
+	is_int(ar.res[0].nprops, 4, "reason and three properties");
+	is_str(ar.res[0].props[0].value, "x; y", "quoted reason with a ';'");
+	is_str(ar.res[0].props[1].name, "header.d", "CFWS around the '.'");
+	is_str(ar.res[0].props[1].value, "vendor.test", "header.d");
+	is_str(ar.res[0].props[3].value, "ab/c+d=", "header.b base64");
+	is_str(ar.res[1].props[0].value, "a b@Vendor.Test", "quoted local part @ domain");
+    }
+    authres_free(&ar);
+    ok(authres_parse(ID "; dkim=pass header.d=\"v\xc3\xa9.test\"", &ar) != NULL,
+       "8-bit bytes: unreadable");
+    ok(authres_parse(ID "; dkim pass", &ar) != NULL, "no '=': unreadable");
+    ok(authres_parse(ID "; dkim=pass (", &ar) != NULL, "unterminated comment: unreadable");
+    ok(authres_parse(ID "; dkim=", &ar) != NULL, "no result: unreadable");
+    ok(authres_parse(ID, &ar) != NULL, "no resinfo");
+    ok(authres_parse(ID "; none; dkim=pass", &ar) != NULL, "none then more: unreadable");
+    ok(authres_parse(ID "; dkim=pass header.d=", &ar) == NULL, "an empty pvalue is a value");
+    authres_free(&ar);
+}
+
+static void authentication(void)
+{
+    json_t *j;
+
+    j = auth(ID "; dkim=pass header.d=vendor.test header.s=s1; spf=pass "
+	     "smtp.mailfrom=billing@mail.vendor.test; dmarc=pass (p=reject) header.from=vendor.test "
+	     "policy.dmarc=reject", "Billing <billing@Vendor.Test>");
+    is_str(get(j, "authserv_id"), ID, "authserv_id");
+    is_str(get(j, "from_domain"), "vendor.test", "from_domain, lower case");
+    is_str(get(j, "dmarc"), "pass", "dmarc");
+    is_str(get(j, "dmarc_policy"), "reject", "dmarc_policy");
+    is_str(get(j, "dkim.0.domain"), "vendor.test", "dkim domain");
+    is_str(get(j, "dkim.0.selector"), "s1", "dkim selector");
+    is_str(get(j, "dkim.0.aligned"), "true", "dkim aligned");
+    is_str(get(j, "spf.domain"), "mail.vendor.test", "spf domain from smtp.mailfrom");
+    is_str(get(j, "spf.aligned"), "true", "spf aligned (relaxed: same organizational domain)");
+    json_decref(j);
+
+    j = auth(NULL, "billing@vendor.test");
+    is_str(get(j, "dmarc"), "none", "no trusted header: dmarc none");
+    is_str(get(j, "spf.result"), "none", "no trusted header: spf none");
+    is_str(get(j, "dkim"), "[array]", "no trusted header: dkim []");
+    is_str(get(j, "dkim.0"), "(absent)", "no trusted header: dkim empty");
+    is_str(get(j, "spf.domain"), "null", "spf domain null");
+    json_decref(j);
+
+    j = auth(ID "; dkim=pass header.d=evil.test; spf=pass smtp.mailfrom=evil.test; "
+	     "dmarc=pass header.from=evil.test", "billing@vendor.test");
+    is_str(get(j, "dmarc"), "none", "a dmarc verdict about another From domain is none");
+    is_str(get(j, "dkim.0.aligned"), "false", "dkim of another domain: not aligned");
+    is_str(get(j, "spf.aligned"), "false", "spf of another domain: not aligned");
+    json_decref(j);
+
+    j = auth(ID "; dkim=fail header.d=vendor.test; spf=softfail smtp.mailfrom=vendor.test; "
+	     "dmarc=fail header.from=vendor.test", "billing@vendor.test");
+    is_str(get(j, "dmarc"), "fail", "dmarc fail");
+    is_str(get(j, "dkim.0.aligned"), "false", "a failed signature is never aligned");
+    is_str(get(j, "spf.aligned"), "false", "a softfail is never aligned");
+    json_decref(j);
+
+    j = auth(ID "; dmarc=pass header.from=vendor.test", "a@vendor.test, b@vendor.test");
+    is_str(get(j, "from_domain"), "null", "two addresses in From: no from_domain");
+    is_str(get(j, "dmarc"), "none", "and no dmarc");
+    json_decref(j);
+    {
+	char   *text = authres_authentication(ID "; dmarc=pass header.from=vendor.test",
+					      "a@vendor.test", 2, ID);
+
+	ok(strstr(text, "\"from_domain\":null") && strstr(text, "\"dmarc\":\"none\""),
+	   "two From: headers: no from_domain, no dmarc");
+	free(text);
+    }
+    j = auth(ID "; dkim=pass header.i=@sub.vendor.test; spf=pass smtp.helo=mx.vendor.test",
+	     "x@vendor.test");
+    is_str(get(j, "dkim.0.domain"), "sub.vendor.test", "dkim domain from header.i");
+    is_str(get(j, "spf.domain"), "mx.vendor.test", "spf domain from smtp.helo");
+    json_decref(j);
+    j = auth(ID "; dkim=pass header.d=vendor.test; dkim=pass header.d=esp.test",
+	     "x@vendor.test");
+    is_str(get(j, "dkim.1.domain"), "esp.test", "every dkim result, in order");
+    is_str(get(j, "dkim.1.aligned"), "false", "the ESP's signature is not aligned");
+    json_decref(j);
+    j = auth(ID "; dkim=pass header.d=vendor.test garbage", "x@vendor.test");
+    is_str(get(j, "dkim.0"), "(absent)", "an unreadable trusted header counts for nothing");
+    is_str(get(j, "from_domain"), "vendor.test", "but from_domain stays");
+    json_decref(j);
+}
+
+static void alignment(void)
+{
+    ok(authres_aligned("vendor.test", "VENDOR.test."), "same domain, case, trailing dot");
+    ok(authres_aligned("mail.vendor.co.uk", "vendor.co.uk"), "relaxed under co.uk");
+    ok(!authres_aligned("evil.co.uk", "vendor.co.uk"), "a public suffix is no organization");
+    ok(!authres_aligned("a.github.io", "b.github.io"), "private suffixes count too");
+    ok(!authres_aligned(NULL, "vendor.test"), "no domain: not aligned");
+    ok(!authres_aligned("", ""), "empty: not aligned");
+}
+
+int     main(void)
+{
+    trusted();
+    parse();
+    authentication();
+    alignment();
+    return (tap_done());
+}
