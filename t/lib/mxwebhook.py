@@ -9,6 +9,9 @@
     rx.arrivals                      # time.time() of each request, in order
     verify(secret, headers, body)    # None if good, else why not
     rx.stop(); rx.start()            # down and back up, same port
+    guide_code(lang)                 # the consumer example of
+                                     # doc/guides/webhook-consumers.md
+    run_consumer(lang, code, cases, tmp)  # its handle() on each case
 """
 
 import base64
@@ -17,12 +20,20 @@ import hmac
 import http.server
 import json
 import os
+import re
 import signal
 import smtplib
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from email.message import EmailMessage
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GUIDE = os.path.join(HERE, "..", "..", "doc", "guides", "webhook-consumers.md")
+# the Standard Webhooks reference library the Node example uses (npm)
+STANDARDWEBHOOKS = "standardwebhooks@1.1.1"
 
 
 def make_secret(raw=b"mxkit-test-webhook-key-32-bytes!"):
@@ -216,3 +227,110 @@ class Runner:
 
     def log(self):
         return self.st.read_log("spool")
+
+
+# -- the consumer examples of doc/guides/webhook-consumers.md -------------
+
+def guide_code(lang):
+    """The guide's one fenced block tagged lang (python, javascript, go)
+    that defines handle()/Handle()."""
+    with open(GUIDE) as f:
+        text = f.read()
+    blocks = [m.group(2) for m in re.finditer(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", text,
+                                              re.M | re.S) if m.group(1).strip() == lang]
+    blocks = [b for b in blocks if re.search(r"\b(handle|Handle)\b", b)]
+    if len(blocks) != 1:
+        raise SystemExit("%s: expected one %s block with handle(), found %d"
+                         % (GUIDE, lang, len(blocks)))
+    return blocks[0]
+
+
+def npm_standardwebhooks(cache=None):
+    """A node_modules directory holding the reference library, installed
+    with npm at test time (into a cache directory reused by later runs).
+    Fails loudly when npm cannot fetch it: the Node example is checked
+    with the real library or not at all."""
+    cache = cache or os.environ.get("MXKIT_NPM_CACHE",
+                                    "/tmp/mxkit-npm-" + STANDARDWEBHOOKS.replace("@", "-"))
+    mods = os.path.join(cache, "node_modules")
+    if os.path.isfile(os.path.join(mods, "standardwebhooks", "package.json")):
+        return mods
+    os.makedirs(cache, exist_ok=True)
+    res = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save",
+                          "--prefix", cache, STANDARDWEBHOOKS],
+                         capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 or not os.path.isdir(os.path.join(mods, "standardwebhooks")):
+        raise SystemExit("npm install %s failed (the Node consumer example needs it):\n%s%s"
+                         % (STANDARDWEBHOOKS, res.stdout, res.stderr))
+    return mods
+
+
+def _run_python(code, cases):
+    ns = {}
+    exec(compile(code, "guide-python", "exec"), ns)
+    return [ns["handle"](c["secrets"], c["headers"], c["body"].encode()) for c in cases]
+
+
+def _run_node(code, cases, tmp):
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "consumer.js"), "w") as f:
+        f.write(code)
+    with open(os.path.join(d, "main.js"), "w") as f:
+        f.write("const {handle} = require('./consumer.js');\n"
+                "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+                "console.log(JSON.stringify(cases.map(c => handle(c.secrets, c.headers, "
+                "Buffer.from(c.body, 'utf8')))));\n")
+    env = dict(os.environ, NODE_PATH=npm_standardwebhooks())
+    res = subprocess.run(["node", os.path.join(d, "main.js")], input=json.dumps(cases),
+                         capture_output=True, text=True, timeout=120, env=env)
+    return json.loads(res.stdout) if res.returncode == 0 else res.stdout + res.stderr
+
+
+def _run_go(code, cases, tmp):
+    d = tempfile.mkdtemp(dir=tmp)
+    with open(os.path.join(d, "go.mod"), "w") as f:
+        f.write("module webhook\n\ngo 1.19\n")
+    with open(os.path.join(d, "webhook.go"), "w") as f:
+        f.write(code)
+    with open(os.path.join(d, "cases.json"), "w") as f:
+        json.dump(cases, f)
+    with open(os.path.join(d, "webhook_test.go"), "w") as f:
+        f.write('''package webhook
+import ("encoding/json"; "fmt"; "os"; "testing")
+type c struct { Secrets []string; Headers map[string]string; Body string }
+func TestGuide(t *testing.T) {
+	data, _ := os.ReadFile("cases.json")
+	var cases []c
+	json.Unmarshal(data, &cases)
+	out := []string{}
+	for _, k := range cases {
+		out = append(out, Handle(k.Secrets, k.Headers, []byte(k.Body)))
+	}
+	b, _ := json.Marshal(out)
+	fmt.Println("RESULT", string(b))
+}
+''')
+    env = dict(os.environ, HOME=d, GOCACHE=os.path.join(d, "cache"), GOFLAGS="-mod=mod",
+               GOPATH=os.path.join(d, "gopath"), GO111MODULE="on", GOPROXY="off")
+    res = subprocess.run(["go", "test", "-v", "./..."], cwd=d, env=env, capture_output=True,
+                         text=True, timeout=300)
+    m = re.search(r"^RESULT (.*)$", res.stdout, re.M)
+    return json.loads(m.group(1)) if m else res.stdout + res.stderr
+
+
+def run_consumer(lang, code, cases, tmp):
+    """The guide's handle(secrets, headers, body) on each case ({"secrets":
+    [...], "headers": {webhook-*}, "body": str}): a list of "accept",
+    "quarantine" or "reject", or the error output as a string."""
+    if lang == "python":
+        return _run_python(code, cases)
+    if lang == "javascript":
+        return _run_node(code, cases, tmp)
+    return _run_go(code, cases, tmp)
+
+
+def sign(secret, msg_id, stamp, body):
+    """A v1 signature with Python's hmac (the tests' own signer)."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = msg_id.encode() + b"." + str(stamp).encode() + b"." + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
