@@ -46,7 +46,8 @@
  *
  *	built only from trusted_value (the topmost header with the
  *	trusted id: the one our own host added last; the caller finds
- *	it with authres_trusted()). A result the header does not carry
+ *	it with authres_trusted(); a value with another id counts for
+ *	nothing all the same). A result the header does not carry
  *	is "none", never inferred. from_domain is the domain of the
  *	message's From: (rfc5322_mailbox(), the milter's reader), null
  *	unless there is exactly one From: with exactly one mailbox.
@@ -416,7 +417,8 @@ char   *authres_authentication(const char *trusted_value, const char *from_value
     json_object_set_new(spf, "aligned", json_false());
     json_object_set_new(obj, "spf", spf);
     if (trusted_value != NULL && authres_parse(trusted_value, &ar) == NULL) {
-	authres_fill(obj, &ar, from_domain);
+	if (trusted_id != NULL && rfc8601_same_id(ar.authserv_id, trusted_id))
+	    authres_fill(obj, &ar, from_domain);	/* the caller chose it; still ours */
 	authres_free(&ar);
     }
     text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -359,6 +359,36 @@ int     main(void)
     spool_event_free(&back);
     write_file(path, "[]\n");
     ok(spool_load(path, &back) != NULL, "not an object: error");
+    /* issue 16: the route's secret files, kept as paths */
+    {
+	struct spool_event rot = ev;
+
+	rot.secret_files[0] = "/etc/dovecot/acme.secret";
+	rot.secret_files[1] = "/etc/dovecot/acme.next";
+	rot.secret_count = 2;
+	is_str(spool_store(dir, SPOOL_ACTIVE, &rot), NULL, "store with two secret files");
+	is_str(spool_load(path, &back), NULL, "and load");
+	ok(back.secret_count == 2 && strcmp(back.secret_files[0], rot.secret_files[0]) == 0
+	   && strcmp(back.secret_files[1], rot.secret_files[1]) == 0,
+	   "both paths kept, in order");
+	is_str(spool_store(dir, SPOOL_ACTIVE, &back), NULL, "stored again (an attempt's rewrite)");
+	spool_event_free(&back);
+	is_str(spool_load(path, &back), NULL, "loads again");
+	is_int(back.secret_count, 2, "the paths survive the rewrite");
+	spool_event_free(&back);
+    }
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":1,\"secret_files\":[\"a\"]}\nb");
+    ok(spool_load(path, &back) != NULL, "a relative secret file: error");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":1,\"secret_files\":[\"/a\",\"/b\",\"/c\"]}\nb");
+    ok(spool_load(path, &back) != NULL, "three secret files: error");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":1,\"secret_files\":[]}\nb");
+    ok(spool_load(path, &back) != NULL, "an empty secret_files: error");
+    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":1,\"secret_files\":\"/a\"}\nb");
+    ok(spool_load(path, &back) != NULL, "secret_files not an array: error");
 
     ok(spool_id_ok("msg_0123abcd"), "plain id accepted");
     ok(!spool_id_ok("../etc/passwd"), "path in id refused");
