@@ -183,8 +183,18 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 	*error_r = t_strdup_printf("lmtp_webhook_max_raw_message_size: %s", err);
 	return (-1);
     }
-    /* unset: no header is trusted, every result is "none" */
-    set->mime.trusted_id = mail_user_plugin_getenv(user, "lmtp_webhook_trusted_authserv_id");
+    /* unset: no header is trusted, every result is "none"; one that can
+       never match (not a token, as milter-dkim's authserv_id must be) is
+       a configuration error, not a silent "none" on every event */
+    value = mail_user_plugin_getenv(user, "lmtp_webhook_trusted_authserv_id");
+    if (value != NULL && *value != '\0'
+	&& (strlen(value) > 255 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "0123456789.-_!#$%&'*+^`{|}~") != strlen(value))) {
+	*error_r = "lmtp_webhook_trusted_authserv_id must be a token (a host name), "
+	    "up to 255 characters";
+	return (-1);
+    }
+    set->mime.trusted_id = value;
     return (0);
 }
 

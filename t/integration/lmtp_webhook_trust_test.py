@@ -437,6 +437,33 @@ def test_node_consumer(st, rx, tmp):
             "on real events: %s" % ", ".join(n for n, _, _ in cases))
 
 
+def test_bad_trusted_id(st, rx):
+    """A trusted id that can never match (not a token): a configuration
+    error that tempfails routed recipients, not a silent "none"."""
+    conf = st.path("dovecot", "dovecot.conf")
+    with open(conf) as f:
+        good = f.read()
+    with open(conf, "w") as f:
+        f.write(good.replace("lmtp_webhook_trusted_authserv_id = " + TRUSTED,
+                             "lmtp_webhook_trusted_authserv_id = mx planapulse.test"))
+    subprocess.run(["doveadm", "-c", conf, "reload"], capture_output=True, timeout=30)
+    time.sleep(1)
+    refused = lmtp(st, [ACME], message("bad trusted id", [GENUINE]))
+    tap.ok(ACME in refused and refused[ACME][0] == 451,
+           "trusted id with a space: routed recipient tempfailed (451)", diag=refused)
+    tap.ok("lmtp_webhook_trusted_authserv_id must be a token" in st.read_log("dovecot"),
+           "and the error is in Dovecot's log")
+    with open(conf, "w") as f:
+        f.write(good)
+    subprocess.run(["doveadm", "-c", conf, "reload"], capture_output=True, timeout=30)
+    time.sleep(1)
+    tap.is_(lmtp(st, [ACME], message("trusted id fixed", [GENUINE])), {},
+            "fixed and reloaded: delivered")
+    ev = events_for(rx, "trusted id fixed")
+    tap.ok(ev and ev[0][2]["data"]["authentication"] == GENUINE_AUTH,
+           "and the event's authentication is back")
+
+
 def main():
     rx = Receiver()
     tmp = tempfile.mkdtemp(prefix="mxkit-trust-")
@@ -482,6 +509,7 @@ def main():
         test_missing_secret(st, rx, runner)
         test_raw_and_attachments(st, rx)
         test_node_consumer(st, rx, tmp)
+        test_bad_trusted_id(st, rx)
         logs = st.read_log("dovecot") + runner.log()
         leaked = [k for k, v in SECRETS.items() if v.split("_", 1)[1] in logs or v in logs]
         tap.is_(leaked, [], "no secret in the Dovecot or runner log")
