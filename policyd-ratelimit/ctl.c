@@ -446,6 +446,7 @@ static int ctl_bind(const char *path, mode_t mode, gid_t gid)
 	struct sockaddr_un un;
     } u;
     int     fd, probe;
+    struct stat st;
 
     memset(&u, 0, sizeof(u));
     u.un.sun_family = AF_UNIX;
@@ -455,6 +456,8 @@ static int ctl_bind(const char *path, mode_t mode, gid_t gid)
     if (connect(probe, &u.sa, sizeof(u.un)) == 0)
 	msg_fatal("control_socket %s is in use by a running daemon", path);
     close(probe);
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+	msg_fatal("control_socket %s exists and is not a socket; not removing it", path);
     if (unlink(path) < 0 && errno != ENOENT)
 	msg_fatal("control_socket %s: cannot remove the old file: %m", path);
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)

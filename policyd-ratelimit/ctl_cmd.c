@@ -153,6 +153,9 @@ void    ctl_config_check(struct config *cfg)
 	else if (stat(*dir ? dir : "/", &st) < 0 || !S_ISDIR(st.st_mode))
 	    config_add_error(cfg, entry->line, "control_socket: directory %s does not exist",
 			     *dir ? dir : "/");
+	else if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+	    config_add_error(cfg, entry->line, "control_socket: %s exists and is not a socket",
+			     path);
 	free(dir);
     }
     if (group && (entry = config_lookup(cfg, "control_group")) != NULL) {

@@ -177,11 +177,13 @@ def test_config_errors(st):
             ("control_group = adm", "control_group = no-such-group", "unknown group"),
             (st.path("run", "x.ctl"), "/nonexistent/dir/x.ctl", "does not exist"),
             (st.path("run", "x.ctl"), "relative.ctl", "absolute path"),
-            ("notify_timeout = 2s", "notify_timeout = 0", "notify_timeout must be")):
+            ("notify_timeout = 2s", "notify_timeout = 0", "notify_timeout must be"),
+            (st.path("run", "x.ctl"), noexec, "exists and is not a socket")):
         path = mp.write_config(st, "bad", good.replace(old, new))
         res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, text=True)
         tap.ok(res.returncode == 1 and want in res.stderr, "-t refuses %s" % new,
                diag=res.stderr)
+    tap.ok(os.path.exists(noexec), "-t removed no file")
     path = mp.write_config(st, "good", good)
     res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, text=True)
     tap.is_(res.returncode, 0, "-t accepts the good configuration", diag=res.stderr)
