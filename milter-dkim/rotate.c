@@ -46,6 +46,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <signal.h>
@@ -55,9 +56,11 @@
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "dnscheck.h"
 #include "dnskey.h"
 #include "msg.h"
@@ -74,11 +77,6 @@ enum { ROTATE_NEW, ROTATE_ACTIVATE, ROTATE_RETIRE };
 
 #define ROTATE_MARK	"# rotate: "
 
-struct lines {
-    char  **line;				/* NULL: deleted */
-    int     count;
-};
-
 struct rotate {
     const char *config_path, *domain_arg, *dir, *selector, *pidfile;
     char   *domain;				/* lower case, no trailing dot */
@@ -86,91 +84,13 @@ struct rotate {
     long long grace;				/* seconds */
     struct config *cfg;
     const char *key_path, *sign_path;
-    struct lines keys, signs;
+    struct tabfile_lines keys, signs;
     struct tables t;
     struct dnskey *key;				/* parallel to t.key, lazily */
     const char **key_err;
     int     lock_fd;
     time_t  now;
 };
-
-/* Lines of a table, split and joined exactly as tables_lines() counts them. */
-
-static void lines_split(const char *text, struct lines *l)
-{
-    const char *nl;
-
-    l->line = NULL;
-    l->count = 0;
-    for (;;) {
-	l->line = xrealloc(l->line, sizeof(char *) * (l->count + 1));
-	nl = strchr(text, '\n');
-	l->line[l->count++] = nl ? xstrndup(text, nl - text) : xstrdup(text);
-	if (nl == NULL)
-	    break;
-	text = nl + 1;
-    }
-}
-
-static char *lines_join(const struct lines *l)
-{
-    size_t  len = 1;
-    char   *out, *p;
-    int     first = 1;
-
-    for (int i = 0; i < l->count; i++)
-	if (l->line[i])
-	    len += strlen(l->line[i]) + 1;
-    p = out = xmalloc(len);
-    for (int i = 0; i < l->count; i++) {
-	if (l->line[i] == NULL)
-	    continue;
-	if (!first)
-	    *p++ = '\n';
-	first = 0;
-	p = stpcpy(p, l->line[i]);
-    }
-    *p = 0;
-    return (out);
-}
-
-static void lines_set(struct lines *l, int lineno, char *text)
-{
-    free(l->line[lineno - 1]);
-    l->line[lineno - 1] = text;
-}
-
-/* lines_append - a new row before the empty line after the last newline (CRLF if
- * the first line ends so) */
-
-static void lines_append(struct lines *l, const char *text)
-{
-    const char *first = l->line[0] ? l->line[0] : "";
-    int     crlf = *first && first[strlen(first) - 1] == '\r';
-
-    l->line = xrealloc(l->line, sizeof(char *) * (l->count + 2));
-    if (l->line[l->count - 1] == NULL || *l->line[l->count - 1] != 0) {
-	if (crlf && l->line[l->count - 1]) {	/* the file lacked its last newline */
-	    char   *with = xasprintf("%s\r", l->line[l->count - 1]);
-
-	    free(l->line[l->count - 1]);
-	    l->line[l->count - 1] = with;
-	}
-	l->line[l->count++] = xstrdup("");
-    }
-    l->line[l->count] = l->line[l->count - 1];
-    l->line[l->count - 1] = xasprintf("%s%s", text, crlf ? "\r" : "");
-    l->count++;
-}
-
-static void lines_free(struct lines *l)
-{
-    for (int i = 0; i < l->count; i++)
-	free(l->line[i]);
-    free(l->line);
-    l->line = NULL;
-    l->count = 0;
-}
 
 /* Markers. */
 
@@ -260,14 +180,14 @@ static int rotate_in_use(const struct tables *t, const char *name)
     return (0);
 }
 
-static char *rotate_read(const char *path, struct lines *l)
+static char *rotate_read(const char *path, struct tabfile_lines *l)
 {
     const char *err;
     char   *text;
 
     if ((err = tabfile_read(path, &text)) != NULL)
 	msg_fatal("%s", err);
-    lines_split(text, l);
+    tabfile_split(text, l);
     return (text);
 }
 
@@ -307,7 +227,7 @@ static void rotate_load(struct rotate *r)
 static const char *rotate_write(struct rotate *r, int keys, int signs)
 {
     static char buf[1024];
-    char   *ktext = lines_join(&r->keys), *stext = lines_join(&r->signs);
+    char   *ktext = tabfile_join(&r->keys), *stext = tabfile_join(&r->signs);
     struct tables t;
     const char *err = NULL;
 
@@ -449,7 +369,7 @@ static int rotate_new(struct rotate *r)
     stamp = rotate_time(r->now);
     row = xasprintf("%s %s:%s:%s/%s.private\t" ROTATE_MARK "pending since %s", name,
 		    r->domain, sel, dir, sel, stamp);
-    lines_append(&r->keys, row);
+    tabfile_append(&r->keys, row);
     if ((err = rotate_write(r, 1, 0)) != NULL) {
 	path = xasprintf("%s/%s.private", dir, sel);
 	unlink(path);
@@ -520,7 +440,7 @@ static int rotate_switch(struct rotate *r, int n, char *replaced)
 	    if (in_row++)
 		msg_fatal("%s:%d: two %s keys of %s in one row: edit it by hand",
 			  r->sign_path, se->line, dnskey_type_name(type), r->domain);
-	    lines_set(&r->signs, se->line, rotate_replace(r->signs.line[se->line - 1],
+	    tabfile_set(&r->signs, se->line, rotate_replace(r->signs.line[se->line - 1],
 							  ke->name, pk->name));
 	    replaced[i] = 1;
 	    count++;
@@ -545,8 +465,36 @@ static int rotate_switch(struct rotate *r, int n, char *replaced)
 		  "by hand (nothing changed)", r->sign_path, r->domain, dnskey_type_name(type),
 		  pk->name);
     }
-    lines_set(&r->keys, pk->line, rotate_mark(r->keys.line[pk->line - 1], NULL, 0));
+    tabfile_set(&r->keys, pk->line, rotate_mark(r->keys.line[pk->line - 1], NULL, 0));
     return (count);
+}
+
+/*
+ * rotate_user_reads - can the milter's user read the key file? Every reload
+ * runs as that user: a key it cannot read fails the reload, the old key
+ * keeps signing, and once --retire ran and the old record is gone, mail
+ * signed with it fails. Checked in a child that drops privileges.
+ */
+static int rotate_user_reads(struct rotate *r, const char *path)
+{
+    const char *user = config_get_str(r->cfg, "user"), *err;
+    int     status, fd;
+    pid_t   pid;
+
+    if (user == NULL || geteuid() != 0)
+	return (1);
+    fflush(NULL);
+    if ((pid = fork()) < 0)
+	msg_fatal("fork: %m");
+    if (pid == 0) {
+	if ((err = daemon_drop_privileges(user)) != NULL)
+	    _exit(2);
+	_exit((fd = open(path, O_RDONLY)) < 0);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+	if (errno != EINTR)
+	    msg_fatal("waitpid: %m");
+    return (WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 /* rotate_pending - the pending rows of the domain (and type), each checked */
@@ -579,6 +527,11 @@ static int rotate_pending(struct rotate *r, int *rows)
 	       dnskey_status_text(status), dnskey_type_name(key->type), why[0] ? ": " : "",
 	       why);
 	bad += status != DNSKEY_OK;
+	if (!rotate_user_reads(r, k->path)) {
+	    printf("%s:%d: %s: user %s (milter-dkim's) cannot read %s: chown or chmod it\n",
+		   r->key_path, k->line, k->name, config_get_str(r->cfg, "user"), k->path);
+	    bad++;
+	}
 	rows[n++] = i;
     }
     dnscheck_close(&check);
@@ -587,9 +540,9 @@ static int rotate_pending(struct rotate *r, int *rows)
 		  r->key_path, r->domain, r->type >= 0 ? " of type " : "",
 		  r->type >= 0 ? dnskey_type_name(r->type) : "", r->domain);
     if (bad)
-	msg_fatal("not activated: %d of %d pending keys of %s %s in DNS (above); "
-		  "publish the TXT record%s and try again (nothing changed)", bad, n,
-		  r->domain, bad > 1 ? "are not right" : "is not right", n > 1 ? "s" : "");
+	msg_fatal("not activated: %d problem%s with the %d pending key%s of %s (above); "
+		  "fix and try again (nothing changed)", bad, bad > 1 ? "s" : "", n,
+		  n > 1 ? "s" : "", r->domain);
     return (n);
 }
 
@@ -609,7 +562,7 @@ static int rotate_activate(struct rotate *r)
 	       "until at least %s, then run milter-dkim-keygen rotate --retire -d %s\n",
 	       r->sign_path, r->t.key[i].name, r->domain, r->t.key[i].selector,
 	       r->t.key[i].domain, until, r->domain);
-	lines_set(&r->keys, r->t.key[i].line,	/* no row uses it any more */
+	tabfile_set(&r->keys, r->t.key[i].line,	/* no row uses it any more */
 		  rotate_mark(r->keys.line[r->t.key[i].line - 1], "retiring", r->now));
     }
     if ((err = rotate_write(r, 1, 1)) != NULL)
@@ -654,7 +607,7 @@ static int rotate_retire(struct rotate *r)
 	       k->domain, k->path);
 	free(since);
 	free(until);
-	lines_set(&r->keys, k->line, NULL);
+	tabfile_set(&r->keys, k->line, NULL);
 	n++;
     }
     if (n == 0)
@@ -783,8 +736,8 @@ int     rotate_main(int argc, char **argv)
     free(r.key);
     free(r.key_err);
     tables_free(&r.t);
-    lines_free(&r.keys);
-    lines_free(&r.signs);
+    tabfile_lines_free(&r.keys);
+    tabfile_lines_free(&r.signs);
     config_free(&r.cfg);
     free(r.domain);
     close(r.lock_fd);				/* releases the lock */

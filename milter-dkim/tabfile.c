@@ -9,6 +9,12 @@
  *	const char *tabfile_lock(path, &fd)
  *	const char *tabfile_read(path, &text)
  *	const char *tabfile_replace(path, text)
+ *
+ *	void	tabfile_split(text, &lines)
+ *	char	*tabfile_join(&lines)
+ *	void	tabfile_set(&lines, lineno, text)
+ *	void	tabfile_append(&lines, text)
+ *	void	tabfile_lines_free(&lines)
  * DESCRIPTION
  *	tabfile_lock() takes an exclusive flock(2) on the directory that
  *	holds path (symbolic links resolved) and returns its descriptor;
@@ -24,6 +30,14 @@
  *	a reader (the milter at SIGHUP) sees the old table or the new
  *	one, never a part, and a crash leaves one of the two on disk. A
  *	symbolic link is followed: its target is replaced, the link kept.
+ *
+ *	tabfile_split() cuts a table into lines at each newline exactly
+ *	as tables(3) numbers them (line N is lines.line[N - 1]; a final
+ *	newline leaves an empty last line); tabfile_join() puts them back
+ *	byte for byte, skipping lines set to NULL (deleted).
+ *	tabfile_append() adds a line before that empty last one (adding
+ *	the newline a file lacked), ending in CR LF when the first line
+ *	does.
  * DIAGNOSTICS
  *	NULL on success, or an error text in static storage (overwritten
  *	by the next call); the temporary file is removed on failure.
@@ -200,4 +214,79 @@ const char *tabfile_replace(const char *path, const char *text)
     free(dir);
     free(target);
     return (tabfile_err[0] ? tabfile_err : NULL);
+}
+
+void    tabfile_split(const char *text, struct tabfile_lines *l)
+{
+    const char *nl;
+
+    l->line = NULL;
+    l->count = 0;
+    for (;;) {
+	l->line = xrealloc(l->line, sizeof(char *) * (l->count + 1));
+	nl = strchr(text, '\n');
+	l->line[l->count++] = nl ? xstrndup(text, nl - text) : xstrdup(text);
+	if (nl == NULL)
+	    break;
+	text = nl + 1;
+    }
+}
+
+char   *tabfile_join(const struct tabfile_lines *l)
+{
+    size_t  len = 1;
+    char   *out, *p;
+    int     first = 1;
+
+    for (int i = 0; i < l->count; i++)
+	if (l->line[i])
+	    len += strlen(l->line[i]) + 1;
+    p = out = xmalloc(len);
+    for (int i = 0; i < l->count; i++) {
+	if (l->line[i] == NULL)
+	    continue;
+	if (!first)
+	    *p++ = '\n';
+	first = 0;
+	p = stpcpy(p, l->line[i]);
+    }
+    *p = 0;
+    return (out);
+}
+
+void    tabfile_set(struct tabfile_lines *l, int lineno, char *text)
+{
+    free(l->line[lineno - 1]);
+    l->line[lineno - 1] = text;
+}
+
+/* tabfile_append - before the empty line after the last newline (see above) */
+
+void    tabfile_append(struct tabfile_lines *l, const char *text)
+{
+    const char *first = l->line[0] ? l->line[0] : "";
+    int     crlf = *first && first[strlen(first) - 1] == '\r';
+
+    l->line = xrealloc(l->line, sizeof(char *) * (l->count + 2));
+    if (l->line[l->count - 1] == NULL || *l->line[l->count - 1] != 0) {
+	if (crlf && l->line[l->count - 1]) {	/* the file lacked its last newline */
+	    char   *with = xasprintf("%s\r", l->line[l->count - 1]);
+
+	    free(l->line[l->count - 1]);
+	    l->line[l->count - 1] = with;
+	}
+	l->line[l->count++] = xstrdup("");
+    }
+    l->line[l->count] = l->line[l->count - 1];
+    l->line[l->count - 1] = xasprintf("%s%s", text, crlf ? "\r" : "");
+    l->count++;
+}
+
+void    tabfile_lines_free(struct tabfile_lines *l)
+{
+    for (int i = 0; i < l->count; i++)
+	free(l->line[i]);
+    free(l->line);
+    l->line = NULL;
+    l->count = 0;
 }

@@ -13,7 +13,8 @@ self-check (milter-dkim -t --dns) against a real DNS server (knotd, t/lib/mxdns.
      error), a record in many small strings and two records of the same key
      (matching), a second record with another key (different key), t=s with
      h=sha256 (matching, noted), and the DNS server stopped or frozen
-     (temporary DNS error, never "missing").
+     (temporary DNS error, never "missing"); a new key the milter's user
+     cannot read is not activated either.
   3. Concurrency: 8 rotates of 8 domains at once all land in the KeyTable
      (no lost update); 6 rotates of one domain at once: exactly one wins.
   4. Property (hypothesis): for any KeyTable and SigningTable layout
@@ -291,6 +292,27 @@ def test_concurrency(rig):
                          re.M) and re.search(r"^%s c0\.test:\S+$" % re.escape(new2), table, re.M),
            "--activate again after the SigningTable was switched alone: the rows are marked "
            "as a complete --activate would", diag=res.stdout + res.stderr + table)
+    conf3 = st.path("etc", "c3.conf")
+    with open(conf3, "w") as f:                    # the milter would run as nobody
+        f.write(read(conf2).decode() + "user = nobody\n")
+    res = rig.rotate("-d", "c0.test", "-b", "1024", conf=conf3)
+    sel3 = re.search(r"^(rsa-[0-9-]+)\._domainkey", res.stdout, re.M).group(1)
+    with open(st.path("etc", "c.dns"), "w") as f:
+        f.write("%s._domainkey.c0.test %s\n" % (sel3, value_of(res.stdout)))
+    key3 = st.path("ckeys", sel3 + ".private")
+    tap.is_(os.stat(key3).st_uid, 65534, "the new key is owned like the key it replaces")
+    os.chown(key3, 0, 0)                           # as if made by hand, as root
+    before = read(st.path("etc", "c.key")), read(st.path("etc", "c.sign"))
+    res = rig.rotate("--activate", "-d", "c0.test", conf=conf3)
+    tap.ok(res.returncode == 1 and "user nobody (milter-dkim's) cannot read" in res.stdout
+           and (read(st.path("etc", "c.key")), read(st.path("etc", "c.sign"))) == before,
+           "a new key the milter's user cannot read: not activated (its reload would fail and "
+           "the old key sign on)", diag=res.stdout + res.stderr)
+    os.chown(key3, 65534, 65534)
+    res = rig.rotate("--activate", "-d", "c0.test", conf=conf3)
+    tap.ok(res.returncode == 0 and ("%s._domainkey.c0.test" % sel3).encode()
+           in read(st.path("etc", "c.sign")), "readable by it: activated",
+           diag=res.stdout + res.stderr)
     tap.is_(sorted(f for f in os.listdir(st.path("etc")) if f.startswith(".")), [],
             "no temporary file left behind")
 

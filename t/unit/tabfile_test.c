@@ -47,6 +47,55 @@ static int other_locker(const char *path)
     return (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
+/* appended - text with a line appended, joined */
+
+static char *appended(const char *text, const char *row)
+{
+    struct tabfile_lines l;
+    char   *out;
+
+    tabfile_split(text, &l);
+    tabfile_append(&l, row);
+    out = tabfile_join(&l);
+    tabfile_lines_free(&l);
+    return (out);
+}
+
+static void lines(void)
+{
+    static const char *texts[] = {"", "\n", "a", "a\n", "a\nb", "a\r\nb\r\n", "\n\n\n",
+    "# c\n\tx y\n", NULL};
+    static const char *want[][2] = {
+	{"", "row\n"}, {"\n", "\nrow\n"}, {"a", "a\nrow\n"}, {"a\n", "a\nrow\n"},
+	{"a\r\nb", "a\r\nb\r\nrow\r\n"}, {"a\r\nb\r\n", "a\r\nb\r\nrow\r\n"},
+    };
+    struct tabfile_lines l;
+    char   *out;
+    int     same = 1;
+
+    for (const char **t = texts; *t; t++) {
+	tabfile_split(*t, &l);
+	out = tabfile_join(&l);
+	same &= strcmp(out, *t) == 0;
+	free(out);
+	tabfile_lines_free(&l);
+    }
+    ok(same, "split and join give back every byte");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+	out = appended(want[i][0], "row");
+	is_str(out, want[i][1], "append case %zu: the final newline and CR LF as the file "
+	       "has them", i + 1);
+	free(out);
+    }
+    tabfile_split("a\nb\nc\n", &l);
+    tabfile_set(&l, 2, NULL);
+    tabfile_set(&l, 1, xstrdup("A"));
+    out = tabfile_join(&l);
+    is_str(out, "A\nc\n", "a line set to NULL is deleted with its newline");
+    free(out);
+    tabfile_lines_free(&l);
+}
+
 int     main(void)
 {
     char   *table, *link, *text, *sub;
@@ -55,6 +104,7 @@ int     main(void)
 
     if (mkdtemp(dir) == NULL)
 	return (1);
+    lines();
     table = xasprintf("%s/key.table", dir);
     link = xasprintf("%s/link.table", dir);
     sub = xasprintf("%s/sub", dir);
