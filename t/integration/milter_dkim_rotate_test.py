@@ -17,6 +17,7 @@ self-check (milter-dkim -t --dns) against a real DNS server (knotd, t/lib/mxdns.
      cannot read is not activated either.
   3. Concurrency: 8 rotates of 8 domains at once all land in the KeyTable
      (no lost update); 6 rotates of one domain at once: exactly one wins.
+     The KeyTable's file system full: nothing changes, nothing is left.
   4. Property (hypothesis): for any KeyTable and SigningTable layout
      (comments, blank lines, tabs, trailing comments, CRLF, no final
      newline, several keys per row), rotate only appends one row and
@@ -391,6 +392,42 @@ def test_property(st):
         tap.ok(False, "property: rotate and --activate keep every other byte", diag=str(e)[:3000])
 
 
+def test_disk_full(rig):
+    """The KeyTable's file system full: the rotate fails, the table is as it
+    was, the new key files are removed, no temporary file is left."""
+    st = rig.st
+    full = st.path("full")
+    os.makedirs(full, exist_ok=True)
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full])
+    if not tap.ok(mounted.returncode == 0, "a 16 KB tmpfs for the KeyTable", diag=mounted.stderr):
+        return
+    try:
+        conf = os.path.join(full, "f.conf")
+        with open(conf, "w") as f:
+            f.write("key_table = %s/key.table\nsigning_table = %s/signing.table\n" % (full, full))
+        with open(os.path.join(full, "key.table"), "w") as f:
+            f.write("first c0.test:first:%s\n" % st.path("keys", "rsa2025.private"))
+        with open(os.path.join(full, "signing.table"), "w") as f:
+            f.write("*@c0.test first\n")
+        before = read(os.path.join(full, "key.table"))
+        with open(os.path.join(full, "filler"), "wb") as f:
+            try:
+                f.write(b"x" * 65536)
+            except OSError:
+                pass
+        keys_before = sorted(os.listdir(st.path("ckeys")))
+        res = rig.rotate("-d", "c0.test", "-b", "1024", "-D", st.path("ckeys"), conf=conf)
+        tap.ok(res.returncode == 1 and "No space left on device" in res.stderr
+               and "the new key files are removed" in res.stderr
+               and read(os.path.join(full, "key.table")) == before
+               and sorted(os.listdir(st.path("ckeys"))) == keys_before
+               and sorted(os.listdir(full)) == ["f.conf", "filler", "key.table", "signing.table"],
+               "disk full under the KeyTable: refused, the table as it was, no key file and no "
+               "temporary file left", diag=res.stderr)
+    finally:
+        run(["umount", "-l", full])
+
+
 class Sender(threading.Thread):
     """A steady stream of messages through Postfix's smtpd (internal client)."""
 
@@ -550,6 +587,7 @@ with Stack("milter-dkim-rotate") as st:
     test_check(rig, name, rsa_sel, rsa_value, wrong, edvalue)
     test_concurrency(rig)
     test_property(st)
+    test_disk_full(rig)
     milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
     st.start_sink()
     st.start_postfix(smtpd=milter)
