@@ -149,8 +149,33 @@ def _postfix_register(directory, add):
             current.append(directory)
         elif not add and directory in current:
             current.remove(directory)
-        subprocess.run(["postconf", "-e", "alternate_config_directories=" + " ".join(current)],
-                       check=True, capture_output=True)
+        _main_cf_set(POSTFIX_GLOBAL_MAIN_CF, "alternate_config_directories", " ".join(current))
+
+
+def _main_cf_set(path, name, value):
+    """Set name = value in a main.cf, written in place of `postconf -e`:
+    that command's line would name every registered stack directory, and
+    another stack's teardown sweep (which kills whatever mentions its
+    directory) could kill it halfway. Replaces the parameter's line and
+    its continuation lines; temp file + rename, mode kept."""
+    with open(path) as f:
+        lines = f.read().splitlines(True)
+    out, skipping = [], False
+    for line in lines:
+        if skipping and line[:1] in (" ", "\t") and line.strip():
+            continue
+        skipping = line.split("=", 1)[0].strip() == name and "=" in line \
+            and not line.lstrip().startswith("#") and line[:1] not in (" ", "\t")
+        if not skipping:
+            out.append(line)
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    out.append("%s = %s\n" % (name, value))
+    tmp = path + ".mxstack-tmp"
+    with open(tmp, "w") as f:
+        f.writelines(out)
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.replace(tmp, path)
 
 
 class Stack:
