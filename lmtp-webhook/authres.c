@@ -136,7 +136,9 @@ static const char *authres_pvalue(const char *p, char **out)
 	    free(buf);				/* 8-bit or control in quotes */
 	    return (NULL);
 	}
-    *out = buf;
+    /* sized for the rest of the header: a header of many values must
+       not hold that much per value */
+    *out = wh_realloc(buf, (size_t) (o - buf) + 1);
     return (p);
 }
 

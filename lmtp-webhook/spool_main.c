@@ -187,8 +187,11 @@ static int tool_show(const struct spool_tool *tool, const char *id)
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
     printf("id: %s\nstate: %s\nurl: %s\ncreated: %lld\nattempts: %d\n"
-	   "next_attempt: %lld\nlast_error: %s\n\n", ev.id, where, ev.url, ev.created,
+	   "next_attempt: %lld\nlast_error: %s\n", ev.id, where, ev.url, ev.created,
 	   ev.attempts, ev.next_attempt, ev.last_error ? ev.last_error : "-");
+    /* which secrets sign it: paths, never a secret */
+    printf("secret_files: %s%s%s\n\n", ev.secret_count ? ev.secret_files[0] : "(secret_file)",
+	   ev.secret_count > 1 ? " " : "", ev.secret_count > 1 ? ev.secret_files[1] : "");
     if ((body = json_loadb(ev.body, ev.body_len, 0, NULL)) != NULL) {
 	json_dumpf(body, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	putchar('\n');

@@ -157,6 +157,16 @@ def test_authentication(st, rx):
                                                             "header.from=evil.test")])
     tap.ok(isinstance(got, dict) and got["dmarc"] == "none",
            "a dmarc pass for another domain than the From: is \"none\"", diag=got)
+    inner = message("inner", [GENUINE])
+    nested = message("trusted header only inside", [
+        "Content-Type: multipart/mixed; boundary=zz"],
+        b"--zz\r\n" + GENUINE.encode() + b"\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--zz\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--zz--\r\n")
+    lmtp(st, [ACME], nested)
+    ev = events_for(rx, "trusted header only inside")
+    tap.ok(ev and ev[0][2]["data"]["authentication"] == NONE_AUTH,
+           "a trusted header in a MIME part's header or an attached message counts for nothing",
+           diag=ev and ev[0][2]["data"]["authentication"])
     two_from = message("two from", [GENUINE, "From: other@vendor.test"])
     lmtp(st, [ACME], two_from)
     ev = events_for(rx, "two from")
@@ -278,6 +288,12 @@ def test_missing_secret(st, rx, runner):
     waiting = [n for n in os.listdir(st.path("spool", "active"))
                if b"no secret yet" in (spool_file(st, n) or b"")]
     tap.is_(len(waiting), 1, "the event waits in active/")
+    shown = subprocess.run([SPOOL_TOOL, "-c", st.path("spool.conf"), "show",
+                            waiting[0] if waiting else "x"], capture_output=True, text=True,
+                           timeout=30)
+    tap.ok("secret_files: %s %s\n" % (st.path("nokey.secret"), st.path("nokey.next.secret"))
+           in shown.stdout, "lmtp-webhook-spool show names the route's secret files",
+           diag=shown.stdout[:400] + shown.stderr)
     with open(st.path("nokey.secret"), "w") as f:
         f.write(SECRETS["nokey"] + "\n")
     subprocess.run([SPOOL_TOOL, "-c", st.path("spool.conf"), "flush"], capture_output=True,
@@ -391,7 +407,21 @@ def test_raw_and_attachments(st, rx):
             "raw_message size and sha256")
     tap.is_(by[INITECH]["raw_message"], None, "a route without raw_message=yes: null")
     # past lmtp_webhook_max_raw_message_size (1M here): size and sha256 only
-    big = message("raw too big", [], (b"y" * 998 + CRLF) * 1100)
+    # exactly at the limit (1M = 1048576 bytes) the content is there; one
+    # byte more and it is not
+    at = message("raw at the limit", [], b"")
+    at += (b"y" * 998 + CRLF) * ((1048576 - len(at)) // 1000)
+    at += b"z" * (1048576 - len(at) - 2) + CRLF
+    lmtp(st, [ACME], at)
+    ev = events_for(rx, "raw at the limit")
+    rm = ev[0][2]["data"]["raw_message"] if ev else None
+    tap.ok(len(at) == 1048576 and rm is not None and rm["content_base64"] is not None
+           and base64.b64decode(rm["content_base64"]) == at,
+           "a message of exactly lmtp_webhook_max_raw_message_size: its content, byte for byte",
+           diag=rm and dict(rm, content_base64=None))
+    big = message("raw too big", [], b"")
+    big += (b"y" * 998 + CRLF) * ((1048577 - len(big)) // 1000)
+    big += b"z" * (1048577 - len(big) - 2) + CRLF
     lmtp(st, [ACME], big)
     ev = events_for(rx, "raw too big")
     rm = ev[0][2]["data"]["raw_message"] if ev else None
