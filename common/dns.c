@@ -10,6 +10,7 @@
  *	struct dns_resolver *dns_resolver_create(servers, timeout_ms, &err)
  *	int	dns_lookup(res, name, DNS_T_MX, &answer)
  *	int	dns_txt(res, name, &answer)
+ *	int	dns_lookup_ms(res, name, DNS_T_A, timeout_ms, &answer)
  *	void	dns_answer_free(&answer)
  *	void	dns_resolver_free(&res)
  * DESCRIPTION
@@ -380,11 +381,11 @@ static void dns_deadline(struct timespec *ts, int ms)
 /* dns_wait - wait for an answer until the deadline; caller holds the lock */
 
 static void dns_wait(struct dns_resolver *res, struct dns_query *q, int id,
-		             struct dns_answer *ans, int rrtype)
+		             struct dns_answer *ans, int rrtype, int timeout_ms)
 {
     struct timespec deadline;
 
-    dns_deadline(&deadline, res->timeout_ms);
+    dns_deadline(&deadline, timeout_ms);
     while (!q->done)
 	if (pthread_cond_timedwait(&res->cond, &res->lock, &deadline) == ETIMEDOUT)
 	    break;
@@ -406,10 +407,10 @@ static void dns_wait(struct dns_resolver *res, struct dns_query *q, int id,
 	dns_answer_fill(ans, rrtype, q->result);
 }
 
-/* dns_lookup - one lookup, bounded by the resolver's timeout */
+/* dns_lookup_ms - one lookup, bounded by timeout_ms (<= 0: the resolver's) */
 
-int     dns_lookup(struct dns_resolver *res, const char *name, int rrtype,
-		           struct dns_answer **answer)
+int     dns_lookup_ms(struct dns_resolver *res, const char *name, int rrtype,
+		              int timeout_ms, struct dns_answer **answer)
 {
     struct dns_answer *ans = xcalloc(1, sizeof(*ans));
     struct dns_query *q;
@@ -442,11 +443,17 @@ int     dns_lookup(struct dns_resolver *res, const char *name, int rrtype,
 	ans->status = err == UB_SYNTAX ? DNS_BADNAME : DNS_TEMPFAIL;
 	ans->why = ub_strerror(err);
     } else {
-	dns_wait(res, q, id, ans, rrtype);
+	dns_wait(res, q, id, ans, rrtype, timeout_ms > 0 ? timeout_ms : res->timeout_ms);
 	dns_query_unref(q);
     }
     pthread_mutex_unlock(&res->lock);
     return (ans->status);
+}
+
+int     dns_lookup(struct dns_resolver *res, const char *name, int rrtype,
+		           struct dns_answer **answer)
+{
+    return (dns_lookup_ms(res, name, rrtype, 0, answer));
 }
 
 int     dns_txt(struct dns_resolver *res, const char *name, struct dns_answer **answer)

@@ -25,6 +25,7 @@
  * dns_servers_check() validates such a list without creating anything
  * (for "-t"). timeout_ms bounds each dns_lookup() call from start to
  * answer; past it the lookup returns DNS_TEMPFAIL with why "timeout".
+ * dns_lookup_ms() takes its own bound (a caller's remaining budget).
  *
  * One resolver may be shared by any number of threads. Create it after
  * any fork(): its worker thread starts at the first lookup.
@@ -67,6 +68,8 @@ struct dns_resolver *dns_resolver_create(const char *servers, int timeout_ms,
 void    dns_resolver_free(struct dns_resolver **res);
 int     dns_lookup(struct dns_resolver *res, const char *name, int rrtype,
 		           struct dns_answer **answer);
+int     dns_lookup_ms(struct dns_resolver *res, const char *name, int rrtype,
+		              int timeout_ms, struct dns_answer **answer);
 int     dns_txt(struct dns_resolver *res, const char *name, struct dns_answer **answer);
 void    dns_answer_free(struct dns_answer **answer);
 const char *dns_status_str(int status);

@@ -168,6 +168,21 @@ static int message_signed_from(DKIM_SIGINFO *sig)
     return (n);
 }
 
+/*
+ * message_sig_result - one signature's RFC 8601 result, as our A-R says
+ * it (DMARC takes its DKIM results from here too)
+ */
+const char *message_sig_result(DKIM_SIGINFO *sig, int from_count, const char **reason)
+{
+    const char *result = message_result(sig, reason);
+
+    if (strcmp(result, "pass") == 0 && message_signed_from(sig) < from_count) {
+	result = "fail";
+	*reason = "a From: header the signature does not cover";
+    }
+    return (result);
+}
+
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
 			             int from_count)
 {
@@ -194,11 +209,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 	    continue;				/* past verify_signatures_max */
-	result = message_result(sigs[i], &reason);
-	if (strcmp(result, "pass") == 0 && message_signed_from(sigs[i]) < from_count) {
-	    result = "fail";
-	    reason = "a From: header the signature does not cover";
-	}
+	result = message_sig_result(sigs[i], from_count, &reason);
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;

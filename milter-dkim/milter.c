@@ -61,6 +61,7 @@
 
 #include "addr.h"
 #include "dkim_sign.h"
+#include "auth.h"
 #include "message.h"
 #include "milter.h"
 #include "metrics.h"
@@ -82,6 +83,9 @@ struct milter_ctx {
     int     quiet_headers;		/* SMFIP_NR_HDR negotiated */
     int     quiet_body;			/* SMFIP_NR_BODY negotiated */
     const char *header_error;		/* a refused header, told at EOH */
+    char   *helo;			/* HELO name, for SPF (auth.c) */
+    char   *mail_from;			/* MAIL FROM without <>, for SPF */
+    int     quiet_helo;			/* SMFIP_NR_HELO negotiated */
 };
 
 int     milter_local_socket;
@@ -102,7 +106,7 @@ int     milter_local_socket;
  * (measured with t/bench/milter-bench). A UNIX socket has no Nagle, and
  * every reply saved is a round trip through two processes saved.
  */
-#define MILTER_LOCAL_FLAGS (SMFIP_NOHELO | SMFIP_NORCPT | SMFIP_NODATA \
+#define MILTER_LOCAL_FLAGS (SMFIP_NR_HELO | SMFIP_NORCPT | SMFIP_NODATA \
 	| SMFIP_NOUNKNOWN | SMFIP_NR_HDR | SMFIP_NR_BODY)
 
 static void milter_end_message(struct milter_ctx *c)
@@ -125,6 +129,8 @@ static void milter_end_message(struct milter_ctx *c)
     c->header_error = NULL;
     free(c->auth_user);
     c->auth_user = NULL;
+    free(c->mail_from);
+    c->mail_from = NULL;
     c->qid[0] = 0;
     policy_release(&c->policy);
 }
@@ -147,6 +153,7 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f
     *pf2 = *pf3 = 0;
     c->quiet_headers = (*pf1 & SMFIP_NR_HDR) != 0;
     c->quiet_body = (*pf1 & SMFIP_NR_BODY) != 0;
+    c->quiet_helo = (*pf1 & SMFIP_NR_HELO) != 0;
     smfi_setpriv(ctx, c);
     return (SMFIS_CONTINUE);
 }
@@ -164,6 +171,19 @@ static sfsistat milter_connect(SMFICTX *ctx, char *name, _SOCK_ADDR *sa)
     return (SMFIS_CONTINUE);
 }
 
+/* milter_helo - the name SPF checks when MAIL FROM is null (RFC 7208 2.3) */
+
+static sfsistat milter_helo(SMFICTX *ctx, char *name)
+{
+    struct milter_ctx *c = milter_ctx(ctx);
+
+    if (c == NULL)
+	return (SMFIS_TEMPFAIL);
+    free(c->helo);
+    c->helo = xstrdup(name ? name : "");
+    return (c->quiet_helo ? SMFIS_NOREPLY : SMFIS_CONTINUE);
+}
+
 static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
 {
     struct milter_ctx *c = milter_ctx(ctx);
@@ -175,6 +195,12 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
     if ((c->policy = policy_acquire()) == NULL)
 	return (SMFIS_TEMPFAIL);
     c->auth_user = user && *user ? xstrdup(user) : NULL;
+    if (argv && argv[0]) {			/* "<addr>", as Postfix sends it */
+	size_t  len = strlen(argv[0]);
+	int     angle = len >= 2 && argv[0][0] == '<' && argv[0][len - 1] == '>';
+
+	c->mail_from = angle ? xstrndup(argv[0] + 1, len - 2) : xstrdup(argv[0]);
+    }
     return (SMFIS_CONTINUE);
 }
 
@@ -305,6 +331,7 @@ void    milter_metrics_init(void)
 					    NULL);
     milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
 		   "Authenticated senders outside their sender_binding patterns.", NULL);
+    auth_metrics_init();
     for (int i = 0; i < 8; i++) {
 	snprintf(labels, sizeof(labels), "result=\"%s\"", milter_verify_results[i]);
 	milter_metrics.verify[i] = metrics_counter("mxkit_dkim_verify_results_total",
@@ -506,11 +533,30 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 
 static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 {
-    DKIM_STAT status = dkim_eom(c->verify, NULL);
-    char   *results = message_auth_results(c->verify, status, c->policy->authserv_id,
-					         c->msg.from_count);
+    struct auth_session session = {c->client[0] ? c->client : NULL, c->helo, c->mail_from};
+    const char *code, *dsn, *reply;
+    enum auth_verdict verdict;
+    DKIM_STAT status;
+    char   *results;
     int     ignored;
 
+    auth_begin(c->policy->auth);		/* one DNS budget: keys, SPF, DMARC */
+    status = dkim_eom(c->verify, NULL);
+    results = message_auth_results(c->verify, status, c->policy->authserv_id,
+				   c->msg.from_count);
+    verdict = auth_evaluate(c->policy->auth, c->verify, status, &c->msg, &session, &results,
+			    &code, &dsn, &reply);
+    auth_end();
+    if (verdict != AUTH_ACCEPT) {
+	for (char *cp = results; *cp; cp++)
+	    if (*cp == '\n' || *cp == '\t')
+		*cp = ' ';
+	msg_info("%s: %s by dmarc_reject: %s", c->qid, verdict == AUTH_REJECT ? "rejected"
+		 : "deferred", results);
+	smfi_setreply(ctx, (char *) code, (char *) dsn, (char *) reply);
+	free(results);
+	return (verdict == AUTH_REJECT ? SMFIS_REJECT : SMFIS_TEMPFAIL);
+    }
     smfi_insheader(ctx, 0, "Authentication-Results", results);
     milter_count_results(results);
     for (char *cp = results; *cp; cp++)		/* one log line */
@@ -592,6 +638,7 @@ static sfsistat milter_close(SMFICTX *ctx)
 
     if (c) {
 	milter_end_message(c);
+	free(c->helo);
 	free(c);
 	smfi_setpriv(ctx, NULL);
     }
@@ -603,6 +650,7 @@ struct smfiDesc milter_desc = {
     .xxfi_version = SMFI_VERSION,
     .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS,
     .xxfi_connect = milter_connect,
+    .xxfi_helo = milter_helo,
     .xxfi_envfrom = milter_envfrom,
     .xxfi_header = milter_header,
     .xxfi_eoh = milter_eoh,

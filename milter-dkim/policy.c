@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "auth.h"
 #include "daemon.h"
 #include "dkim_sign.h"
 #include "dns.h"
@@ -73,7 +74,13 @@ const struct config_spec policy_specs[] = {
     {"verify_signatures_max", CONFIG_INT, "8", 0},
     {"authserv_id", CONFIG_STRING, NULL, 0},
     {"dns_test_file", CONFIG_STRING, NULL, 0},
-    {"dns_servers", CONFIG_STRING, NULL, 0},
+    {"spf", CONFIG_BOOL, "yes", 0},
+    {"dmarc", CONFIG_BOOL, "yes", 0},
+    {"dmarc_reject", CONFIG_BOOL, "no", 0},
+    {"dns_servers", CONFIG_STRING, "system", 0},
+    {"dns_timeout", CONFIG_DURATION, "5s", 0},
+    {"auth_timeout", CONFIG_DURATION, "20s", 0},
+    {"public_suffix_list", CONFIG_STRING, "/usr/share/publicsuffix/public_suffix_list.dat", 0},
     DAEMON_CONFIG_SPECS,
     {0},
 };
@@ -481,6 +488,7 @@ static void policy_free(struct dkim_policy *p)
 {
     if (p->lib)
 	dkim_close(p->lib);
+    auth_free(&p->auth);			/* after the lib: its DNS hooks use it */
     for (int i = 0; p->keys && i < p->tables.key_count; i++)
 	keys_free(p->keys + i);
     free(p->keys);
@@ -508,6 +516,7 @@ struct dkim_policy *policy_load(const char *path)
 	policy_socket(p);
 	p->lib = dkim_init(NULL, NULL);
 	policy_options(p);
+	auth_load(p->cfg, p->lib, p->verify, &p->auth);
 	policy_read_table(p, "key_table", tables_parse_keys);
 	policy_read_table(p, "signing_table", tables_parse_signing);
 	policy_read_table(p, "sender_binding", tables_parse_binding);

@@ -12,6 +12,8 @@
 #include "keys.h"
 #include "tables.h"
 
+struct auth_conf;
+
 struct dkim_policy {
     int     refcount;			/* under policy_lock */
     struct config *cfg;
@@ -33,6 +35,7 @@ struct dkim_policy {
     int     verify_max;			/* signatures verified per message */
     char  **sign_headers;		/* must outlive lib */
     char  **oversign_headers;
+    struct auth_conf *auth;		/* SPF, DMARC and the DNS (auth.c) */
 };
 
 extern const struct config_spec policy_specs[];

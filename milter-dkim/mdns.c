@@ -1,0 +1,268 @@
+/*
+ * NAME
+ *	mdns 3
+ * SUMMARY
+ *	milter-dkim's DNS: the operator's servers, or a test file; a
+ *	budget per message
+ * SYNOPSIS
+ *	#include "mdns.h"
+ *
+ *	const char *mdns_create(servers, timeout_ms, test_file, &dns)
+ *	int	mdns_lookup(dns, name, DNS_T_TXT, &answer)
+ *	void	mdns_budget_start(budget_ms)
+ *	void	mdns_budget_end()
+ *	void	mdns_dkim_hooks(dns, lib)
+ *	void	mdns_free(&dns)
+ * DESCRIPTION
+ *	Every lookup the milter makes (DKIM keys through libopendkim,
+ *	SPF through libspf2, the DMARC record) comes here, and from here
+ *	goes to dns(3) on the servers of dns_servers, each lookup bounded
+ *	by dns_timeout. With dns_test_file, answers come from that file
+ *	instead ("name value" lines: TXT records; any other type of a
+ *	listed name is NODATA, an unlisted name NXDOMAIN), for tests
+ *	that need no DNS server.
+ *
+ *	mdns_budget_start() gives this thread's following lookups one
+ *	shared budget (a message's authentication): each lookup waits at
+ *	most what is left of it, and once it is spent every lookup fails
+ *	temporarily at once. A hostile sender's SPF record can cause
+ *	dozens of lookups (10 terms, 10 MX hosts each) and DKIM up to
+ *	verify_signatures_max key lookups: without the budget their
+ *	timeouts would add up past Postfix's milter timeouts.
+ *
+ *	mdns_dkim_hooks() replaces libopendkim's resolver (libresolv,
+ *	which knows only /etc/resolv.conf) with these lookups: the query
+ *	runs to completion in the start hook and the wait hook hands over
+ *	the reply packet. A temporary failure becomes DKIM_DNS_ERROR (the
+ *	key is then "temperror"), never a reply without the key, which
+ *	libopendkim would take for "no key" (permerror).
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "mdns.h"
+#include "xalloc.h"
+
+struct mdns_record {
+    char   *name;
+    char   *value;
+};
+
+struct mdns {
+    struct dns_resolver *res;		/* NULL with a test file */
+    int     timeout_ms;
+    struct mdns_record *file;
+    int     file_count;
+};
+
+static __thread int mdns_budgeted;
+static __thread struct timespec mdns_deadline;
+
+/* mdns_read_file - "name value" lines, names without a trailing dot */
+
+static const char *mdns_read_file(struct mdns *dns, const char *path)
+{
+    FILE   *fp = fopen(path, "r");
+    char   *line = NULL, *cp, *end;
+    size_t  cap = 0;
+    ssize_t len;
+
+    if (fp == NULL)
+	return ("cannot open dns_test_file");
+    while ((len = getline(&line, &cap, fp)) > 0) {
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+	    line[--len] = 0;
+	cp = line + strspn(line, " \t");
+	if (*cp == 0 || *cp == '#' || (end = strpbrk(cp, " \t")) == NULL)
+	    continue;
+	dns->file = xrealloc(dns->file, (dns->file_count + 1) * sizeof(*dns->file));
+	dns->file[dns->file_count].name = xstrndup(cp, end - cp);
+	if (end > cp && end[-1] == '.')
+	    dns->file[dns->file_count].name[end - cp - 1] = 0;
+	dns->file[dns->file_count].value = xstrdup(end + strspn(end, " \t"));
+	dns->file_count++;
+    }
+    free(line);
+    fclose(fp);
+    return (NULL);
+}
+
+const char *mdns_create(const char *servers, int timeout_ms, const char *test_file,
+			        struct mdns **out)
+{
+    struct mdns *dns = xcalloc(1, sizeof(*dns));
+    const char *err = NULL;
+
+    dns->timeout_ms = timeout_ms;
+    if (test_file)
+	err = mdns_read_file(dns, test_file);
+    else
+	dns->res = dns_resolver_create(servers, timeout_ms, &err);
+    if (err) {
+	mdns_free(&dns);
+	return (err);
+    }
+    *out = dns;
+    return (NULL);
+}
+
+void    mdns_free(struct mdns **dnsp)
+{
+    struct mdns *dns = *dnsp;
+
+    if (dns == NULL)
+	return;
+    dns_resolver_free(&dns->res);
+    for (int i = 0; i < dns->file_count; i++) {
+	free(dns->file[i].name);
+	free(dns->file[i].value);
+    }
+    free(dns->file);
+    free(dns);
+    *dnsp = NULL;
+}
+
+/* mdns_file_lookup - the test file as a zone */
+
+static int mdns_file_lookup(struct mdns *dns, const char *name, int rrtype,
+			            struct dns_answer *ans)
+{
+    size_t  len = strlen(name);
+    int     found = 0;
+
+    if (len > 0 && name[len - 1] == '.')
+	len--;
+    for (int i = 0; i < dns->file_count; i++) {
+	if (strlen(dns->file[i].name) != len || strncasecmp(dns->file[i].name, name, len))
+	    continue;
+	found = 1;
+	if (rrtype != DNS_T_TXT)
+	    continue;
+	ans->rr = xrealloc(ans->rr, (ans->count + 1) * sizeof(*ans->rr));
+	ans->rr[ans->count].data = (unsigned char *) xstrdup(dns->file[i].value);
+	ans->rr[ans->count].len = strlen(dns->file[i].value);
+	ans->count++;
+    }
+    ans->status = ans->count ? DNS_OK : found ? DNS_NODATA : DNS_NXDOMAIN;
+    ans->why = ans->count ? "NOERROR" : found ? "no record of that type" : "NXDOMAIN";
+    return (ans->status);
+}
+
+/* mdns_left - milliseconds left of this thread's budget (-1: no budget) */
+
+static long mdns_left(void)
+{
+    struct timespec now;
+
+    if (!mdns_budgeted)
+	return (-1);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return ((mdns_deadline.tv_sec - now.tv_sec) * 1000
+	    + (mdns_deadline.tv_nsec - now.tv_nsec) / 1000000);
+}
+
+int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_answer **answer)
+{
+    long    left = mdns_left();
+    struct dns_answer *ans;
+
+    if (dns->res == NULL) {
+	*answer = xcalloc(1, sizeof(**answer));
+	return (mdns_file_lookup(dns, name, rrtype, *answer));
+    }
+    if (left >= 0 && left < 1) {
+	*answer = ans = xcalloc(1, sizeof(*ans));
+	ans->status = DNS_TEMPFAIL;
+	ans->why = "the message's DNS time budget is spent";
+	return (ans->status);
+    }
+    return (dns_lookup_ms(dns->res, name, rrtype,
+			  left >= 0 && left < dns->timeout_ms ? (int) left : dns->timeout_ms,
+			  answer));
+}
+
+void    mdns_budget_start(int budget_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, &mdns_deadline);
+    mdns_deadline.tv_sec += budget_ms / 1000;
+    mdns_deadline.tv_nsec += (long) (budget_ms % 1000) * 1000000;
+    if (mdns_deadline.tv_nsec >= 1000000000) {
+	mdns_deadline.tv_sec++;
+	mdns_deadline.tv_nsec -= 1000000000;
+    }
+    mdns_budgeted = 1;
+}
+
+void    mdns_budget_end(void)
+{
+    mdns_budgeted = 0;
+}
+
+int     mdns_budget_spent(void)
+{
+    long    left = mdns_left();
+
+    return (left >= 0 && left < 1);
+}
+
+/* libopendkim's resolver hooks: the whole query runs in the start hook */
+
+struct mdns_dkim_query {
+    int     status;			/* DKIM_DNS_SUCCESS or _ERROR */
+    size_t  len;
+};
+
+static int mdns_dkim_start(void *srv, int type, unsigned char *query, unsigned char *buf,
+			           size_t buflen, void **qh)
+{
+    struct mdns_dkim_query *q = xcalloc(1, sizeof(*q));
+    struct dns_answer *ans;
+
+    q->status = DKIM_DNS_ERROR;
+    mdns_lookup(srv, (char *) query, type, &ans);
+    if ((ans->status == DNS_OK || ans->status == DNS_NXDOMAIN || ans->status == DNS_NODATA)
+	&& ans->packet != NULL && ans->packet_len <= buflen) {
+	memcpy(buf, ans->packet, ans->packet_len);
+	q->len = ans->packet_len;
+	q->status = DKIM_DNS_SUCCESS;
+    }
+    dns_answer_free(&ans);
+    *qh = q;
+    return (0);
+}
+
+static int mdns_dkim_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes,
+			          int *error, int *dnssec)
+{
+    struct mdns_dkim_query *q = qh;
+
+    *bytes = q->len;
+    if (error)
+	*error = 0;
+    if (dnssec)
+	*dnssec = DKIM_DNSSEC_UNKNOWN;
+    return (q->status);
+}
+
+static int mdns_dkim_cancel(void *srv, void *qh)
+{
+    free(qh);
+    return (0);
+}
+
+void    mdns_dkim_hooks(struct mdns *dns, DKIM_LIB *lib)
+{
+    dkim_dns_set_query_service(lib, dns);
+    dkim_dns_set_query_start(lib, mdns_dkim_start);
+    dkim_dns_set_query_waitreply(lib, mdns_dkim_wait);
+    dkim_dns_set_query_cancel(lib, mdns_dkim_cancel);
+    dkim_dns_set_init(lib, NULL);		/* the service is ours: never res_init'ed */
+    dkim_dns_set_close(lib, NULL);		/* ... nor closed by dkim_close() */
+}
