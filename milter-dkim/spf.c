@@ -337,11 +337,14 @@ static SPF_result_t spf_evaluate(struct spf_checker *chk, SPF_request_t *req, co
 	resp->spf_record_exp = rec;
 	(void) SPF_record_interpret(rec, req, resp, 0);
 	r = resp->result;
+    } else if (resp->result != SPF_RESULT_INVALID) {
+	r = resp->result;			/* none, temperror, several records */
+	*why = r == SPF_RESULT_NONE ? "no SPF record" : err == SPF_E_MULTIPLE_RECORDS
+	    ? "several SPF records" : NULL;
     } else {
-	r = err == SPF_E_NOT_SPF ? SPF_RESULT_NONE : err == SPF_E_DNS_ERROR
-	    ? SPF_RESULT_TEMPERROR : SPF_RESULT_PERMERROR;
-	*why = err == SPF_E_NOT_SPF ? "no SPF record" : err == SPF_E_MULTIPLE_RECORDS
-	    ? "several SPF records" : SPF_strerror(err);
+	/* a record that does not compile comes back as SPF_E_NOT_SPF too */
+	r = err == SPF_E_DNS_ERROR ? SPF_RESULT_TEMPERROR : SPF_RESULT_PERMERROR;
+	*why = r == SPF_RESULT_PERMERROR ? "SPF record syntax error" : NULL;
     }
     if (rec)
 	SPF_record_free(rec);

@@ -102,6 +102,7 @@ def zones(key):
                 "ip4:127.0.0.2 -all"),
             txt("mx11", "v=spf1 mx:mx11.spf.test ip4:127.0.0.2 -all"),
             txt("twice", "v=spf1 ip4:127.0.0.2 -all"), txt("twice", "v=spf1 -all"),
+            txt("syntax", "v=spf1 ip4:127.0.0.300 -all"),
         ],
     }
 
@@ -255,6 +256,7 @@ SPF_CASES = [
     ("void3.spf.test", "permerror", "3 void lookups"),
     ("mx11.spf.test", "permerror", "an MX answer with 11 hosts"),
     ("twice.spf.test", "permerror", "two SPF records"),
+    ("syntax.spf.test", "permerror", "a syntax error (ip4:127.0.0.300)"),
     ("nothing.spf.test", "none", "no SPF record (NXDOMAIN)"),
 ]
 
