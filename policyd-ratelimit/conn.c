@@ -125,7 +125,7 @@ static void conn_free(struct conn *conn)
     policy_request_free(&conn->req);
     decide_txn_free(&conn->txn);
     policy_config_release(&conn->pc);
-    conn->srv->connections--;
+    atomic_fetch_sub(conn->srv->connections, 1);
     free(conn);
 }
 
@@ -445,9 +445,11 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 {
     struct server *srv = context;
     struct conn *conn;
-    static time_t last_warning;
+    static _Atomic time_t last_warning;
 
-    if (srv->connections >= srv->pc->max_connections) {
+    /* one count for all workers: none may take more than what is left */
+    if (atomic_fetch_add(srv->connections, 1) >= srv->pc->max_connections) {
+	atomic_fetch_sub(srv->connections, 1);
 	if (time(NULL) != last_warning)
 	    msg_warn("max_connections (%lld) reached; refusing connections",
 		     srv->pc->max_connections);
@@ -459,7 +461,6 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
     conn = xcalloc(1, sizeof(*conn));
     conn->srv = srv;
     conn->fd = fd;
-    srv->connections++;
     if (sa->sa_family == AF_UNIX)
 	snprintf(conn->peer, sizeof(conn->peer), "unix-client");
     else

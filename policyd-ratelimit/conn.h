@@ -3,6 +3,8 @@
 
 /* conn - one Postfix policy client connection (persistent). */
 
+#include <stdatomic.h>
+
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -14,7 +16,7 @@ struct server {
     struct policy_config *pc;		/* current configuration */
     struct store *store;		/* memory, or redis */
     struct store *local;		/* memory: the store, or redis's fallback */
-    int     connections;
+    _Atomic int *connections;		/* one count for all workers */
     long long store_errors;		/* since the last report */
     struct event *report;
 };

@@ -9,7 +9,7 @@
 
 /* The reply templates and limits in force; shared, reference counted. */
 struct policy_config {
-    int     refcount;
+    _Atomic int refcount;		/* held by workers' connections too */
     struct config *cfg;
     struct limits limits;
     const char *defer_reply;

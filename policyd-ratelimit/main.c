@@ -21,6 +21,9 @@
  *	so and keeps the running values. SIGTERM and SIGINT exit;
  *	SIGUSR1 is logged and ignored.
  *
+ *	"workers" event loops (threads) serve the listeners; see
+ *	policyd_worker below for what they share.
+ *
  *	max_connections must fit the open-files limit (raised to its
  *	hard limit at start, one descriptor per connection); out of
  *	descriptors anyway, accept() pauses instead of spinning
@@ -37,11 +40,14 @@
 
 #include "build_config.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -73,6 +79,7 @@ static const struct config_spec policyd_specs[] = {
     "451 4.3.0 Rate limit service unavailable; try again later", 0},
     {"idle_timeout", CONFIG_DURATION, "1000s", 0},
     {"max_connections", CONFIG_INT, "10000", 0},
+    {"workers", CONFIG_INT, "0", CONFIG_RESTART},
     {"override_file", CONFIG_STRING, NULL, 0},
     {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
@@ -92,6 +99,18 @@ static const char *policyd_config_path;
 
 /* Descriptors: one per connection, and these for everything else. */
 #define POLICYD_FD_RESERVE	32
+#define POLICYD_FD_PER_WORKER	24	/* listeners, Redis, Sentinel, loop */
+
+/* policyd_worker_count - "workers", 0 meaning one per CPU; 1 to 64 */
+
+static int policyd_worker_count(const struct config *cfg)
+{
+    long long n = config_get_int(cfg, "workers");
+
+    if (n == 0)
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+    return (n < 1 ? 1 : n > 64 ? 64 : (int) n);
+}
 
 /* policyd_check_listen - the addresses can all be bound at once */
 
@@ -223,9 +242,12 @@ static void policyd_check_values(struct policy_config *pc)
     policyd_check_range(cfg, "idle_timeout", pc->idle_timeout_ms, 1000, 86400000LL, "ms");
     pc->max_connections = config_get_int(cfg, "max_connections");
     policyd_check_range(cfg, "max_connections", pc->max_connections, 1, 1000000, "");
+    policyd_check_range(cfg, "workers", config_get_int(cfg, "workers"), 0, 64,
+			" (0: one per CPU)");
     if (pc->max_connections >= 1)		/* and what fits the descriptors */
 	pc->max_connections = daemon_config_connections(cfg, "max_connections", 1,
-							POLICYD_FD_RESERVE);
+				   POLICYD_FD_RESERVE + policyd_worker_count(cfg)
+					   * POLICYD_FD_PER_WORKER);
     daemon_config_check(cfg);
     ctl_config_check(cfg);
     policyd_check_listen(cfg);
@@ -256,6 +278,10 @@ static struct policy_config *policyd_load(const char *path)
 	    config_merge_errors(pc->cfg, ocfg);
 	    config_free(&ocfg);
 	}
+	/* a CIDR list sorts itself at its first match: before threads share it */
+	for (int i = 0; i < pc->limits.exempt_count; i++)
+	    if (pc->limits.exempt[i].cidrs)
+		(void) cidr_list_match_str(pc->limits.exempt[i].cidrs, "::");
     }
     if (pc->cfg->error_count) {
 	config_print_errors(pc->cfg);
@@ -263,6 +289,76 @@ static struct policy_config *policyd_load(const char *path)
 	return (NULL);
     }
     return (pc);
+}
+
+/*
+ * Workers (workers = N): N event loops, each in a thread of its own with
+ * its own listening socket per TCP listener (SO_REUSEPORT, as
+ * proxyv2-shim: the kernel spreads the connections), its own connections
+ * and its own Redis connection (and Sentinel watch). A unix listener is
+ * one socket on which every loop accepts. They share the configuration
+ * (reference counted), the count that max_connections limits, and one
+ * memory store (store_memory(3): a mutex, so limits stay exact). Worker
+ * 0 is the main thread; it alone handles signals, the control socket,
+ * readiness, notify commands and the 10 s summary, which adds up every
+ * worker's store errors.
+ */
+struct policyd_worker {
+    pthread_t thread;
+    struct server srv;
+    int    *fds;			/* a listening socket per listener */
+    struct evconnlistener **listeners;
+    int     control[2];			/* worker 0 -> this one: a command */
+    struct policy_config *next;		/* a reload's, under policyd_lock */
+};
+
+#define POLICYD_CMD_STOP	'x'
+#define POLICYD_CMD_RELOAD	'r'
+
+static struct policyd_worker *policyd_workers;	/* [0] is the main thread */
+static int policyd_nworkers;
+static pthread_mutex_t policyd_lock = PTHREAD_MUTEX_INITIALIZER;
+static long long policyd_errors;		/* under policyd_lock */
+static char policyd_last_error[200];		/* under policyd_lock */
+static _Atomic int policyd_connections;
+
+/* policyd_workers_reload - hand the new configuration to every worker */
+
+static void policyd_workers_reload(struct policy_config *pc)
+{
+    for (int i = 1; i < policyd_nworkers; i++) {
+	struct policyd_worker *w = policyd_workers + i;
+
+	pthread_mutex_lock(&policyd_lock);
+	policy_config_release(&w->next);	/* one it has not taken yet */
+	pc->refcount++;
+	w->next = pc;
+	pthread_mutex_unlock(&policyd_lock);
+	if (write(w->control[1], (char[]) {POLICYD_CMD_RELOAD}, 1) != 1)
+	    msg_warn("cannot reach worker %d: %m", i);
+    }
+}
+
+/* policyd_control - in a worker: stop, or take the reloaded configuration */
+
+static void policyd_control(evutil_socket_t fd, short what, void *context)
+{
+    struct policyd_worker *w = context;
+    struct policy_config *next;
+    char    cmd;
+
+    if (read(fd, &cmd, 1) != 1 || cmd == POLICYD_CMD_STOP) {
+	event_base_loopbreak(w->srv.base);
+	return;
+    }
+    pthread_mutex_lock(&policyd_lock);
+    next = w->next;
+    w->next = NULL;
+    pthread_mutex_unlock(&policyd_lock);
+    if (next) {
+	policy_config_release(&w->srv.pc);
+	w->srv.pc = next;
+    }
 }
 
 static void policyd_reload(struct server *srv)
@@ -283,6 +379,7 @@ static void policyd_reload(struct server *srv)
     (void) daemon_config_reload(pc->cfg);
     policy_config_release(&srv->pc);
     srv->pc = pc;
+    policyd_workers_reload(pc);
     msg_info("configuration reloaded: %d limits", pc->limits.limit_count);
 }
 
@@ -307,17 +404,37 @@ static void policyd_signal(evutil_socket_t fd, short what, void *context)
     }
 }
 
+/* policyd_report_add - a worker's store errors, to the common summary */
+
+static void policyd_report_add(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+
+    if (srv->store_errors == 0)
+	return;
+    pthread_mutex_lock(&policyd_lock);
+    policyd_errors += srv->store_errors;
+    if (srv->store->error[0])
+	snprintf(policyd_last_error, sizeof(policyd_last_error), "%s", srv->store->error);
+    pthread_mutex_unlock(&policyd_lock);
+    srv->store_errors = 0;
+    srv->store->error[0] = 0;
+}
+
 static void policyd_report(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
 
-    if (srv->store_errors)
+    policyd_report_add(fd, what, context);
+    pthread_mutex_lock(&policyd_lock);
+    if (policyd_errors)
 	msg_warn("store %s: %lld requests answered by on_store_error = %s in the last 10s"
-		 " (last error: %s)", srv->store->kind, srv->store_errors,
+		 " (last error: %s)", srv->store->kind, policyd_errors,
 		 srv->pc->fail_open ? "open" : "closed",
-		 srv->store->error[0] ? srv->store->error : "unknown");
-    srv->store_errors = 0;
-    srv->store->error[0] = 0;
+		 policyd_last_error[0] ? policyd_last_error : "unknown");
+    policyd_errors = 0;
+    policyd_last_error[0] = 0;
+    pthread_mutex_unlock(&policyd_lock);
 }
 
 /*
@@ -340,29 +457,58 @@ static void policyd_ready_sample(evutil_socket_t fd, short what, void *context)
 		 "store unreachable and on_store_error = closed");
 }
 
-static void policyd_listen(struct server *srv, struct evconnlistener ***out, int *count)
+/*
+ * policyd_open - every worker's listening sockets, while still root. A
+ * TCP listener gets one socket per worker (SO_REUSEPORT when there are
+ * several); a unix listener one socket, shared.
+ */
+static void policyd_open(const struct server *srv, struct policyd_worker *w, int n,
+			         int *count)
 {
-    int     n;
-    char  **list = config_split_list(config_get_str(srv->pc->cfg, "listen"), &n);
+    char  **list = config_split_list(config_get_str(srv->pc->cfg, "listen"), count);
     struct addr addr;
     const char *err;
-    int     fd;
 
-    *out = xcalloc(n + 1, sizeof(**out));
-    for (int i = 0; i < n; i++) {
+    for (int k = 0; k < n; k++)
+	w[k].fds = xcalloc(*count + 1, sizeof(int));
+    for (int i = 0; i < *count; i++) {
 	if ((err = addr_parse(list[i], &addr)) != NULL)
 	    msg_fatal("listen %s: %s", list[i], err);
-	if ((fd = addr_listen(&addr, 1024, 1)) < 0)
-	    msg_fatal("listen %s: %m", list[i]);
-	/* backlog 0: already listening; -1 would listen() again with 128 */
-	if (((*out)[i] = evconnlistener_new(srv->base, conn_accept, srv,
-					    LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL)
-	    msg_fatal("listen %s: cannot watch the socket", list[i]);
-	skeleton_listener_guard((*out)[i]);
+	for (int k = 0; k < n; k++) {
+	    if (addr.u.sa.sa_family == AF_UNIX && k > 0)
+		w[k].fds[i] = fcntl(w[0].fds[i], F_DUPFD_CLOEXEC, 0);
+	    else if (addr.u.sa.sa_family == AF_UNIX || n == 1)
+		w[k].fds[i] = addr_listen(&addr, 1024, 1);
+	    else
+		w[k].fds[i] = addr_listen_shared(&addr, 1024);
+	    if (w[k].fds[i] < 0)
+		msg_fatal("listen %s: %m", list[i]);
+	}
 	msg_info("listening on %s", list[i]);
     }
-    *count = n;
     config_list_free(&list);
+}
+
+/* policyd_listen - a worker's loop watches its sockets */
+
+static void policyd_listen(struct policyd_worker *w, struct server *srv, int count)
+{
+    w->listeners = xcalloc(count + 1, sizeof(*w->listeners));
+    for (int i = 0; i < count; i++) {
+	/* backlog 0: already listening; -1 would listen() again with 128 */
+	if ((w->listeners[i] = evconnlistener_new(srv->base, conn_accept, srv,
+				 LEV_OPT_CLOSE_ON_FREE, 0, w->fds[i])) == NULL)
+	    msg_fatal("listen: cannot watch the socket");
+	skeleton_listener_guard(w->listeners[i]);
+    }
+}
+
+static void policyd_unlisten(struct policyd_worker *w, int count)
+{
+    for (int i = 0; i < count; i++)
+	evconnlistener_free(w->listeners[i]);
+    free(w->listeners);
+    free(w->fds);
 }
 
 static struct store *policyd_store(struct server *srv)
@@ -372,25 +518,90 @@ static struct store *policyd_store(struct server *srv)
     return (store_redis_create(srv->base, &srv->pc->store));
 }
 
+/* policyd_worker_run - a worker's thread: its loop until told to stop */
+
+static void *policyd_worker_run(void *context)
+{
+    struct policyd_worker *w = context;
+    struct server *srv = &w->srv;
+    struct timeval ten = {10, 0};
+    struct event *control, *report;
+    sigset_t set;
+
+    daemon_signal_block(&set);			/* signals are worker 0's */
+    srv->store = policyd_store(srv);
+    control = event_new(srv->base, w->control[0], EV_READ | EV_PERSIST, policyd_control, w);
+    event_add(control, NULL);
+    report = event_new(srv->base, -1, EV_PERSIST, policyd_report_add, srv);
+    event_add(report, &ten);
+    event_base_dispatch(srv->base);
+    event_free(control);
+    event_free(report);
+    if (srv->store != srv->local)
+	store_destroy(&srv->store);
+    return (NULL);
+}
+
+/* policyd_workers_start - workers 1..n-1, each a copy of worker 0 */
+
+static void policyd_workers_start(struct server *srv, struct policyd_worker *w, int n,
+				          int nlisteners)
+{
+    for (int k = 1; k < n; k++) {
+	w[k].srv = *srv;
+	w[k].srv.base = event_base_new();
+	w[k].srv.report = NULL;
+	w[k].srv.store = NULL;
+	w[k].srv.pc->refcount++;
+	if (pipe2(w[k].control, O_CLOEXEC) < 0)
+	    msg_fatal("pipe: %m");
+	policyd_listen(w + k, &w[k].srv, nlisteners);
+	if (pthread_create(&w[k].thread, NULL, policyd_worker_run, w + k) != 0)
+	    msg_fatal("cannot start worker thread");
+    }
+}
+
+static void policyd_workers_stop(struct policyd_worker *w, int n, int nlisteners)
+{
+    for (int k = 1; k < n; k++)
+	if (write(w[k].control[1], (char[]) {POLICYD_CMD_STOP}, 1) != 1)
+	    msg_warn("cannot stop worker %d: %m", k);
+    for (int k = 1; k < n; k++) {
+	pthread_join(w[k].thread, NULL);
+	close(w[k].control[0]);
+	close(w[k].control[1]);
+	policyd_unlisten(w + k, nlisteners);
+	policy_config_release(&w[k].next);
+	policy_config_release(&w[k].srv.pc);
+	event_base_free(w[k].srv.base);
+    }
+    policyd_unlisten(w, nlisteners);
+}
+
 static void policyd_run(struct server *srv, const struct daemon_opts *opts)
 {
-    struct evconnlistener **listeners;
     struct event *sig;
     struct skeleton sk;
     struct timeval ten = {10, 0}, quarter = {0, 250000};
     struct event *ready;
-    int     nlisteners;
+    int     nlisteners, nworkers = policyd_worker_count(srv->pc->cfg);
     struct ctl_server *ctl;
+    struct policyd_worker *w = xcalloc(nworkers, sizeof(*w));
 
     conn_metrics_init();
     srv->base = event_base_new();
-    srv->local = store_memory_create(srv->base);
+    srv->local = store_memory_create(srv->base);	/* every worker's */
+    srv->connections = &policyd_connections;
     /* before the port answers: a signal sent then must not kill us */
     sig = event_new(srv->base, daemon_signal_fd(), EV_READ | EV_PERSIST, policyd_signal, srv);
-    policyd_listen(srv, &listeners, &nlisteners);
+    policyd_open(srv, w, nworkers, &nlisteners);
     ctl = ctl_start(srv);			/* while root: chown */
     skeleton_start(&sk, opts, srv->pc->cfg);
     quarantine_notify_init(srv->base, config_get_duration(srv->pc->cfg, "notify_timeout"));
+    policyd_listen(w, srv, nlisteners);	/* worker 0: srv itself */
+    policyd_workers = w;
+    policyd_nworkers = nworkers;
+    policyd_workers_start(srv, w, nworkers, nlisteners);
     srv->store = policyd_store(srv);
     event_add(sig, NULL);
     srv->report = event_new(srv->base, -1, EV_PERSIST, policyd_report, srv);
@@ -400,14 +611,13 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     event_add(ready, &quarter);
     metrics_http_readiness(policyd_ready);
     metrics_http_serving(1);
-    msg_info("started: %d limits, store %s", srv->pc->limits.limit_count, srv->pc->store.text);
+    msg_info("started: %d limits, store %s, %d workers", srv->pc->limits.limit_count,
+	     srv->pc->store.text, nworkers);
     event_base_dispatch(srv->base);
     metrics_http_serving(0);
     event_free(ready);
     event_free(sig);
-    for (int i = 0; i < nlisteners; i++)
-	evconnlistener_free(listeners[i]);
-    free(listeners);
+    policyd_workers_stop(w, nworkers, nlisteners);
     event_free(srv->report);
     if (srv->store != srv->local)
 	store_destroy(&srv->store);
@@ -416,6 +626,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     quarantine_notify_shutdown();
     event_base_free(srv->base);
     skeleton_stop(&sk);
+    free(w);
 }
 
 int     main(int argc, char **argv)

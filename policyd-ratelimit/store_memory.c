@@ -20,6 +20,13 @@
  *	keeps them, so ctl gives the same answers for both stores.
  *
  *	Calls complete synchronously, inside submit() and admin().
+ *
+ *	One memory store serves every worker thread (workers = N): each
+ *	call, admin call and sweep holds the store's mutex, and reads the
+ *	clock under it, so calls are applied one at a time in clock order
+ *	and a limit of N admits N in total whatever worker a client
+ *	reached. The mutex is recursive (a SCAN's batch() may call the
+ *	store) and is released before done() runs.
  * DIAGNOSTICS
  *	None.
  */
@@ -28,6 +35,7 @@
 
 #include <fnmatch.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +49,7 @@
 
 struct store_memory {
     struct store store;
+    pthread_mutex_t lock;		/* shared by the workers (main.c) */
     struct htable *table;
     struct event *sweeper;
 };
@@ -63,9 +72,12 @@ static int store_memory_expired(void *value, void *context)
 static void store_memory_sweep(evutil_socket_t fd, short what, void *context)
 {
     struct store_memory *mem = context;
-    double  now = store_memory_now();
+    double  now;
 
+    pthread_mutex_lock(&mem->lock);
+    now = store_memory_now();
     htable_sweep(mem->table, 4096, store_memory_expired, &now, free);
+    pthread_mutex_unlock(&mem->lock);
 }
 
 /*
@@ -148,11 +160,13 @@ static void store_memory_strike(struct store_memory *mem, struct store_call *cal
 static void store_memory_submit(struct store *store, struct store_call *call)
 {
     struct store_memory *mem = (struct store_memory *) store;
-    double  now = store_memory_now();
+    double  now;
     double *new_tat = xcalloc(call->count, sizeof(double));
     int     blocked = 0, locked = 0, created;
     double **slot;
 
+    pthread_mutex_lock(&mem->lock);		/* the clock too: one order */
+    now = store_memory_now();
     for (int i = 0; i < call->count; i++) {
 	struct store_op *op = call->ops + i;
 	double *tat = htable_find(mem->table, op->key);
@@ -186,6 +200,7 @@ static void store_memory_submit(struct store *store, struct store_call *call)
 	    *slot = xmalloc(sizeof(double));
 	**slot = new_tat[i];
     }
+    pthread_mutex_unlock(&mem->lock);
     free(new_tat);
     call->error = 0;
     call->done(call);
@@ -246,6 +261,7 @@ static void store_memory_admin(struct store *store, struct store_admin *adm)
     struct store_memory *mem = (struct store_memory *) store;
     void   *value;
 
+    pthread_mutex_lock(&mem->lock);		/* recursive: batch() may call */
     adm->now = store_memory_now();
     adm->error = 0;
     switch (adm->op) {
@@ -264,6 +280,7 @@ static void store_memory_admin(struct store *store, struct store_admin *adm)
 	store_memory_scan(mem, adm);
 	break;
     }
+    pthread_mutex_unlock(&mem->lock);
     adm->done(adm);
 }
 
@@ -287,23 +304,35 @@ static void store_memory_destroy(struct store *store)
 
     event_free(mem->sweeper);
     htable_destroy(&mem->table, free);
+    pthread_mutex_destroy(&mem->lock);
     free(mem);
 }
 
 size_t  store_memory_size(const struct store *store)
 {
-    return (((const struct store_memory *) store)->table->used);
+    struct store_memory *mem = (struct store_memory *) store;
+    size_t  used;
+
+    pthread_mutex_lock(&mem->lock);
+    used = mem->table->used;
+    pthread_mutex_unlock(&mem->lock);
+    return (used);
 }
 
 struct store *store_memory_create(struct event_base *base)
 {
     struct store_memory *mem = xcalloc(1, sizeof(*mem));
     struct timeval tick = {0, 100000};
+    pthread_mutexattr_t attr;
 
     mem->store.kind = "memory";
     mem->store.submit = store_memory_submit;
     mem->store.destroy = store_memory_destroy;
     mem->store.admin = store_memory_admin;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&mem->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     mem->table = htable_create(1024);
     mem->sweeper = event_new(base, -1, EV_PERSIST, store_memory_sweep, mem);
     event_add(mem->sweeper, &tick);

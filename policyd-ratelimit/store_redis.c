@@ -53,6 +53,7 @@
 
 #include "build_config.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,9 +175,20 @@ static void store_redis_connect(struct store_redis *redis);
 
 static void store_redis_state(struct store_redis *redis, int warning, const char *text)
 {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char last[sizeof(redis->logged)];	/* by any worker's store */
+    int     same;
+
     if (strcmp(redis->logged, text) == 0)
 	return;
     snprintf(redis->logged, sizeof(redis->logged), "%s", text);
+    /* every worker has a connection: one line when all see the same */
+    pthread_mutex_lock(&lock);
+    if (!(same = strcmp(last, redis->logged) == 0))
+	snprintf(last, sizeof(last), "%s", redis->logged);
+    pthread_mutex_unlock(&lock);
+    if (same)
+	return;
     if (warning)
 	msg_warn("redis: %s (store %s)", text, redis->url.text);
     else

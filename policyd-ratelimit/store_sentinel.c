@@ -39,6 +39,7 @@
 
 #include "build_config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,8 +86,11 @@ static void sentinel_state(char *logged, int warning, const char *fmt,...)
 
 static void sentinel_state(char *logged, int warning, const char *fmt,...)
 {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char last[300];			/* by any worker's */
     char    text[300];
     va_list ap;
+    int     same;
 
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
@@ -94,6 +98,13 @@ static void sentinel_state(char *logged, int warning, const char *fmt,...)
     if (strcmp(text, logged) == 0)
 	return;
     snprintf(logged, 300, "%s", text);
+    /* every worker asks: one line when all learn the same */
+    pthread_mutex_lock(&lock);
+    if (!(same = strcmp(last, text) == 0))
+	snprintf(last, sizeof(last), "%s", text);
+    pthread_mutex_unlock(&lock);
+    if (same)
+	return;
     if (warning)
 	msg_warn("sentinel: %s", text);
     else

@@ -23,6 +23,11 @@ file, Redis Sentinel failover, and more than one worker.
     password: each logged once with its cause, every request answered
     451 (closed) at once; a silent and a garbage Sentinel listed before
     real ones do not keep the master from being found.
+  - workers = 2: two SO_REUSEPORT sockets; with the memory store a
+    limit of 50 admits exactly 50 whatever the number of concurrent
+    connections; SIGHUP gives every worker the new limit; SIGTERM exits
+    0. (The Sentinel instances above run with the default workers, one
+    per CPU.)
 """
 
 import glob
@@ -507,9 +512,91 @@ def test_hostile(st, sports, rport, spwfile):
     return procs
 
 
+# ------------------------------------------------------------------ workers
+def concurrent(port, user, clients, each, tag):
+    """clients connections at once, each sending `each` requests for one
+    user; every reply."""
+    out = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def one(k):
+        c = Client(port)
+        start.wait()
+        got = [c.ask(user, "%s-%d-%d" % (tag, k, i))[0] for i in range(each)]
+        c.close()
+        with lock:
+            out.extend(got)
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_workers(st):
+    for bad in ("65", "-1"):
+        path = mp.write_config(st, "wbad" + bad, config("memory", extra="workers = " + bad))
+        res = run([mp.POLICYD, "-t", "-c", path])
+        tap.ok(res.returncode == 1 and "workers must be 0 (0: one per CPU) to 64" in res.stderr,
+               "-t refuses workers = %s" % bad, diag=res.stderr)
+    body = config("memory", rate="50/1h", extra="workers = 2\nlimit per_client = "
+                  "client_address rate=1000000/1h")
+    sock = st.path("pdk.sock")
+    body = body.replace("listen = inet:127.0.0.1:{port}",
+                        "listen = inet:127.0.0.1:{port}, unix:" + sock)
+    proc, port, path = mp.start_policyd(st, "pdk", body)
+    log = lambda: st.read_log("pdk")  # noqa: E731
+    answers = []
+    for k in range(8):
+        u = socket.socket(socket.AF_UNIX)
+        u.settimeout(5)
+        u.connect(sock)
+        u.sendall(request_bytes("unix-%d" % k, "u%d" % k))
+        answers.append(u.recv(4096))
+        u.close()
+    tap.is_(answers, [b"action=DUNNO\n\n"] * 8,
+            "a unix listener with 2 workers (one socket, both loops accept): 8 connections "
+            "answered")
+    res = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True)
+    tap.is_(len(res.stdout.splitlines()), 2, "workers = 2: two listening sockets on the port "
+            "(SO_REUSEPORT)", diag=res.stdout)
+    tap.ok("2 workers" in log(), "the start line says 2 workers", diag=log())
+    with open("/proc/%d/status" % proc.pid) as f:
+        threads = int([ln.split()[1] for ln in f if ln.startswith("Threads:")][0])
+    tap.ok(threads >= 2, "%d threads" % threads)
+    for n, (clients, each) in ((50, (16, 10)), (50, (8, 25)), (50, (3, 60))):
+        user = "w-%d-%d" % (clients, each)
+        replies = concurrent(port, user, clients, each, user)
+        tap.is_((replies.count("action=DUNNO"), len(replies)), (n, clients * each),
+                "memory store, 2 workers, %d clients at once: a limit of %d admits exactly %d "
+                "of %d" % (clients, n, n, clients * each))
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("rate=50/1h", "rate=5/1h"))
+    proc.send_signal(signal.SIGHUP)
+    tap.ok(wait_for(lambda: "configuration reloaded" in log()), "SIGHUP with 2 workers: reloaded",
+           diag=log())
+    time.sleep(0.3)
+    replies = concurrent(port, "w-reloaded", 16, 4, "r")
+    tap.is_(replies.count("action=DUNNO"), 5, "every worker took the new limit: 5 of 64 "
+            "requests on 16 connections")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        rc = "still running"
+    st.procs.pop("pdk", None)
+    tap.ok(rc == 0 and "terminating on signal 15" in log(),
+           "SIGTERM with 2 workers: exits 0 (rc=%s)" % rc, diag=log()[-1000:])
+
+
 with Stack("policyd-sentinel") as st:
     tap.stack = st
     test_password_file(st)
+    test_workers(st)
     pwfile = write_secret(st, "redis-pw", (RIGHT + "\n").encode())
     spwfile = write_secret(st, "sentinel-pw", (SPASS + "\n").encode())
     sports, rport, pds = test_failover(st, pwfile, spwfile)
