@@ -99,7 +99,7 @@ static const char *policyd_config_path;
 
 /* Descriptors: one per connection, and these for everything else. */
 #define POLICYD_FD_RESERVE	32
-#define POLICYD_FD_PER_WORKER	24	/* listeners, Redis, Sentinel, loop */
+#define POLICYD_FD_PER_WORKER	16	/* more: listeners, Redis, Sentinel, loop */
 
 /* policyd_worker_count - "workers", 0 meaning one per CPU; 1 to 64 */
 
@@ -246,7 +246,7 @@ static void policyd_check_values(struct policy_config *pc)
 			" (0: one per CPU)");
     if (pc->max_connections >= 1)		/* and what fits the descriptors */
 	pc->max_connections = daemon_config_connections(cfg, "max_connections", 1,
-				   POLICYD_FD_RESERVE + policyd_worker_count(cfg)
+				   POLICYD_FD_RESERVE + (policyd_worker_count(cfg) - 1)
 					   * POLICYD_FD_PER_WORKER);
     daemon_config_check(cfg);
     ctl_config_check(cfg);

@@ -272,7 +272,8 @@ def test_check_generic(st):
 
     # max_connections against the open-files limit
     nofile = ["prlimit", "--nofile=64"]
-    conf = write(st, "policyd-max.conf", base_policyd + "max_connections = 1000\n")
+    # workers = 1: the descriptor figures are for one worker (16 more per worker)
+    conf = write(st, "policyd-max.conf", base_policyd + "max_connections = 1000\nworkers = 1\n")
     check_refused(st, nofile + [POLICYD, "-t", "-c", conf], nofile + [POLICYD, "-f", "-c", conf],
                   conf, ["%s:2: max_connections = 1000 needs 1032 open files" % conf,
                          "the limit is 64: lower it to 32"],
@@ -289,7 +290,8 @@ def test_check_generic(st):
                       ["%s:2: max_connections must be" % conf],
                       "%s: max_connections = 0" % dname)
     # the default is lowered to fit, and said so; -t passes
-    res = run(nofile + [POLICYD, "-t", "-c", write(st, "policyd-def.conf", base_policyd)])
+    res = run(nofile + [POLICYD, "-t", "-c", write(st, "policyd-def.conf",
+                                                    base_policyd + "workers = 1\n")])
     tap.ok(res.returncode == 0 and "the default 10000 needs 10032 open files but the limit is "
            "64: serving at most 32 connections" in res.stderr,
            "policyd-ratelimit: the default max_connections is lowered to fit 64, with a warning",
@@ -301,7 +303,7 @@ def test_check_generic(st):
 def test_policyd_nofile(st):
     name = "policyd-nofile"
     port = st.port(name)
-    conf = write(st, name + ".conf", "listen = inet:127.0.0.1:%d\n"
+    conf = write(st, name + ".conf", "listen = inet:127.0.0.1:%d\nworkers = 1\n"
                  "limit per_sender = sender rate=100000/1m count=messages\n" % port)
     proc = st.start_daemon(name, ["prlimit", "--nofile=64", POLICYD, "-f", "-c", conf], port=port)
     tap.ok(wait_for(lambda: "serving at most 32 connections" in st.read_log(name), timeout=5),
