@@ -117,6 +117,22 @@ static void authentication(void)
     is_str(get(j, "spf.aligned"), "true", "spf aligned (relaxed: same organizational domain)");
     json_decref(j);
 
+    /* the form milter-dkim writes (leading space, folded, comments) */
+    j = auth(" " ID ";\n\tdkim=pass header.d=vendor.test header.s=s1 header.a=rsa-sha256 "
+	     "header.b=AbCd/+Ef;\n\tspf=pass (192.0.2.1 is in the SPF record, (nested)) "
+	     "smtp.mailfrom=billing@vendor.test;\n\tdmarc=pass (p=reject, dkim and spf "
+	     "aligned) header.from=vendor.test policy.dmarc=reject", "billing@vendor.test");
+    is_str(get(j, "dmarc"), "pass", "milter-dkim's form: dmarc");
+    is_str(get(j, "spf.aligned"), "true", "milter-dkim's form: spf aligned");
+    is_str(get(j, "dkim.0.aligned"), "true", "milter-dkim's form: dkim aligned");
+    json_decref(j);
+    j = auth(" " ID ";\n\tdkim=none (no signatures found);\n\tspf=none smtp.helo=mx.x.test;"
+	     "\n\tdmarc=permerror (2 From: headers)", "billing@vendor.test");
+    is_str(get(j, "dmarc"), "none", "a dmarc result without header.from is no verdict here");
+    is_str(get(j, "dkim.0.result"), "none", "dkim=none is listed as it is");
+    is_str(get(j, "dkim.0.domain"), "null", "with no domain");
+    json_decref(j);
+
     j = auth(NULL, "billing@vendor.test");
     is_str(get(j, "dmarc"), "none", "no trusted header: dmarc none");
     is_str(get(j, "spf.result"), "none", "no trusted header: spf none");
