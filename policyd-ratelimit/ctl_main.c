@@ -13,7 +13,12 @@
  *	from the configuration, or given with -s) and prints the answer.
  * DIAGNOSTICS
  *	Exit status 0 when the daemon answered "ok", 1 when it answered
- *	an error (printed on stderr), 2 when it could not be asked.
+ *	an error (printed on stderr), 2 when it could not be asked. A
+ *	daemon that is stopped (SIGSTOP, a debugger, swapped out) or
+ *	hung accepts connections into its backlog and never answers:
+ *	connecting, sending and each read give up after CTL_CLIENT_WAIT
+ *	seconds without progress (exit 2), so a script or monitoring
+ *	check that runs ctl never hangs with it.
  */
 
 #include "build_config.h"
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,6 +37,9 @@
 #include "daemon.h"
 #include "msg.h"
 #include "xalloc.h"
+
+#define CTL_CLIENT_WAIT	30		/* s without progress: longer than any
+					 * daemon phase and a top of a big store */
 
 static void ctl_usage(void)
 {
@@ -66,6 +75,7 @@ static int ctl_connect(const char *path)
 	struct sockaddr sa;
 	struct sockaddr_un un;
     } u;
+    struct timeval wait = {CTL_CLIENT_WAIT, 0};
     int     fd;
 
     memset(&u, 0, sizeof(u));
@@ -75,10 +85,14 @@ static int ctl_connect(const char *path)
 	exit(2);
     }
     strcpy(u.un.sun_path, path);
+    /* a full backlog blocks connect(2) on a UNIX socket: SO_SNDTIMEO bounds it */
     if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0
+	|| setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof(wait)) < 0
+	|| setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0
 	|| connect(fd, &u.sa, sizeof(u.un)) < 0) {
 	fprintf(stderr, "policyd-ratelimit ctl: cannot connect to %s: %s\n", path,
-		strerror(errno));
+		errno == EAGAIN || errno == EWOULDBLOCK || errno == EINPROGRESS
+		? "the daemon accepts no connection (stopped or hung?)" : strerror(errno));
 	exit(2);
     }
     return (fd);
@@ -100,8 +114,15 @@ static int ctl_exchange(int fd, const char *request)
 	off += n;
     }
     (void) shutdown(fd, SHUT_WR);
-    while ((n = read(fd, buf, sizeof(buf))) > 0)
-	ctl_printf(&in, "%.*s", (int) n, buf);
+    while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+	if (n > 0)
+	    ctl_printf(&in, "%.*s", (int) n, buf);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+	fprintf(stderr, "policyd-ratelimit ctl: no answer from the daemon in %ds "
+		"(stopped or hung?)\n", CTL_CLIENT_WAIT);
+	free(in.text);
+	return (2);
+    }
     if (in.len >= 3 && strncmp(in.text, "ok\n", 3) == 0) {
 	fwrite(in.text + 3, 1, in.len - 3, stdout);
 	status = 0;
@@ -136,6 +157,12 @@ int     ctl_main(int argc, char **argv, const char *default_config,
     argc -= optind, argv += optind;
     if (argc < 1 || argc > 2 || (strcmp(argv[0], "top") != 0 && argc != 2))
 	ctl_usage();
+    if (argc == 2 && strpbrk(argv[1], "\r\n") != NULL) {
+	/* the daemon reads one line: "reset a\nb" would reset a */
+	fprintf(stderr, "policyd-ratelimit ctl: KEY with a line break: no request "
+		"can carry it\n");
+	return (1);
+    }
     if (argc == 2 && strlen(argv[1]) > POLICY_LINE_MAX) {
 	fprintf(stderr, "policyd-ratelimit ctl: KEY longer than %d bytes: no request "
 		"can carry it\n", POLICY_LINE_MAX);

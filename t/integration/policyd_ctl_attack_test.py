@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""policyd-ratelimit ctl and the control socket, attacked from outside
+(what the man pages promise, as an unlucky operator meets it):
+
+  1. A daemon that is stopped (SIGSTOP) or hung still has its control
+     socket, and the kernel queues connections into its backlog: ctl must
+     give up (exit 2, saying why) rather than hang the script or the
+     monitoring check that runs it, both when it got into the backlog
+     (waits for the answer) and when the backlog is full (connect blocks).
+     The daemon answers again after SIGCONT.
+  2. A KEY with a line break: the daemon reads one line, so
+     "reset victim\\nother" would reset victim (and show/release act on
+     another key than typed). ctl refuses it (exit 1), nothing is reset.
+  3. A frozen Redis (SIGSTOP): ctl show through a Redis store answers with
+     an error within a bounded time; after SIGCONT it answers again.
+  4. Secrets of a redis-sentinel:// store (store_password_file,
+     sentinel_password_file, a password in the URL) appear in no output of
+     -t and in no log line of a daemon whose Sentinels do not answer.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+import mxpolicy as mp  # noqa: E402
+
+CONFIG = """\
+listen = inet:127.0.0.1:{port}
+store = %(store)s
+on_store_error = closed
+deadline = 100ms
+control_socket = %(sock)s
+limit per_user = sasl_username rate=1/1h
+"""
+CLIENT_WAIT = 30                # policyd-ratelimit ctl's CTL_CLIENT_WAIT
+
+
+def ctl(st, name, *args, timeout=CLIENT_WAIT + 30):
+    argv = [mp.POLICYD, "ctl", "-s", st.path("run", name + ".ctl")] + list(args)
+    start = time.monotonic()
+    try:
+        res = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "", "hung for %ds" % timeout, time.monotonic() - start
+    return (res.returncode, res.stdout.decode(errors="replace"),
+            res.stderr.decode(errors="replace"), time.monotonic() - start)
+
+
+def charge(port, user):
+    """One message of user, as Postfix asks: RCPT, then END-OF-MESSAGE."""
+    replies = []
+    for stage in ("RCPT", "END-OF-MESSAGE"):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        f = sock.makefile("rwb")
+        reply = mp.policy_request(f, {
+            "request": "smtpd_access_policy", "protocol_state": stage,
+            "instance": "i-" + user, "sasl_username": user, "sender": "",
+            "recipient": "r@example.net", "client_address": "192.0.2.7", "size": "100"})
+        sock.close()
+        replies.append(reply and reply[0])
+    return replies
+
+
+def test_stopped_daemon(st, proc):
+    sock = st.path("run", "pdm.ctl")
+    rc, out, err, _ = ctl(st, "pdm", "show", "alice")
+    tap.ok(rc == 0 and "remaining=" in out, "ctl answers a running daemon", diag=out + err)
+    proc.send_signal(signal.SIGSTOP)
+    held = []
+    try:
+        first = subprocess.Popen([mp.POLICYD, "ctl", "-s", sock, "show", "alice"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        start = time.monotonic()
+        time.sleep(0.5)
+        # fill the listen backlog (64): the next connect(2) blocks
+        for _ in range(200):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(sock)
+            except (BlockingIOError, InterruptedError):
+                s.close()
+                break
+            held.append(s)
+        tap.ok(len(held) < 200, "the stopped daemon's backlog is full after %d connections"
+               % len(held))
+        rc2, _, err2, took2 = ctl(st, "pdm", "show", "alice")
+        try:
+            _, err1 = first.communicate(timeout=CLIENT_WAIT + 30)
+            rc1, took1 = first.returncode, time.monotonic() - start
+        except subprocess.TimeoutExpired:
+            first.kill()
+            err1, rc1, took1 = b"hung", None, time.monotonic() - start
+        err1 = err1.decode(errors="replace")
+        tap.ok(rc1 == 2 and took1 < CLIENT_WAIT + 10 and "no answer" in err1,
+               "ctl in the backlog of a stopped daemon gives up with exit 2 (%.1fs)" % took1,
+               diag="rc=%r %s" % (rc1, err1))
+        tap.ok(rc2 == 2 and took2 < CLIENT_WAIT + 10 and "accepts no connection" in err2,
+               "ctl facing a full backlog gives up with exit 2 (%.1fs)" % took2,
+               diag="rc=%r %s" % (rc2, err2))
+    finally:
+        for s in held:
+            s.close()
+        proc.send_signal(signal.SIGCONT)
+    rc, out, err, _ = ctl(st, "pdm", "show", "alice")
+    tap.ok(rc == 0 and "remaining=" in out, "after SIGCONT ctl is answered again",
+           diag=out + err)
+    tap.ok(proc.poll() is None, "the daemon survived its stopped phase")
+
+
+def test_line_break(st, port):
+    replies = charge(port, "victim")
+    tap.ok(replies == ["action=DUNNO", "action=DUNNO"], "victim sends its one message",
+           diag=repr(replies))
+    rc, out, _, _ = ctl(st, "pdm", "show", "victim")
+    tap.ok(rc == 0 and "remaining=0 of=1" in out, "victim's burst is used", diag=out)
+    for key in ("victim\nother", "victim\r\nother", "victim\r", "victim\n"):
+        rc, out, err, _ = ctl(st, "pdm", "reset", key)
+        tap.ok(rc == 1 and "line break" in err, "ctl reset %r is refused" % key,
+               diag="rc=%r out=%r err=%r" % (rc, out, err))
+        rc, out, err, _ = ctl(st, "pdm", "show", "victim")
+        tap.ok(rc == 0 and "remaining=0 of=1" in out, "... and victim was not reset",
+               diag=out + err)
+    rc, out, _, _ = ctl(st, "pdm", "reset", "victim")
+    tap.ok(rc == 0 and "reset keys=1" in out, "a plain reset of victim still works",
+           diag=out)
+
+
+def test_frozen_redis(st, redis_proc):
+    rc, out, err, _ = ctl(st, "pdr", "show", "alice")
+    tap.ok(rc == 0 and "remaining=" in out, "ctl through Redis answers", diag=out + err)
+    redis_proc.send_signal(signal.SIGSTOP)
+    try:
+        rc, out, err, took = ctl(st, "pdr", "show", "alice")
+        tap.ok(rc == 1 and "unavailable" in err and took < 15,
+               "with Redis frozen, ctl show answers an error (%.1fs)" % took,
+               diag="rc=%r out=%r err=%r" % (rc, out, err))
+    finally:
+        redis_proc.send_signal(signal.SIGCONT)
+    tap.ok(wait_for(lambda: ctl(st, "pdr", "show", "alice")[0] == 0, timeout=15),
+           "after SIGCONT of Redis ctl answers again")
+
+
+def test_sentinel_secrets(st):
+    secrets = {"store": "St0re-pw-9f3a", "sentinel": "Sent-pw-77c1", "url": "Url-pw-4e2b"}
+    pw = st.path("etc", "store.pw")
+    spw = st.path("etc", "sentinel.pw")
+    with open(pw, "w") as f:
+        f.write(secrets["store"] + "\n")
+    with open(spw, "w") as f:
+        f.write(secrets["sentinel"] + "\n")
+    dead = st.port("dead-sentinel")      # nothing listens there
+    good = ("listen = inet:127.0.0.1:{port}\nstore = redis-sentinel://127.0.0.1:%d/mymaster\n"
+            "store_password_file = %s\nsentinel_password_file = %s\n"
+            "limit per_user = sasl_username rate=1/1h\n" % (dead, pw, spw))
+    path = mp.write_config(st, "pds-t", good.replace("{port}", str(st.port("pds"))))
+    res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, timeout=30)
+    text = (res.stdout + res.stderr).decode(errors="replace")
+    tap.ok(res.returncode == 0, "-t accepts a sentinel store with password files", diag=text)
+    bad = [
+        "store = redis-sentinel://:%s@127.0.0.1:%d/\n" % (secrets["url"], dead),
+        "store = redis-sentinel://:%s@[127.0.0.1:%d/mymaster\n" % (secrets["url"], dead),
+        "store = redis-sentinel://:%s@127.0.0.1:%d/mymaster\nstore_password_file = %s\n"
+        % (secrets["url"], dead, pw),
+        "store = redis-sentinel://:%s@127.0.0.1:99999/mymaster\n" % secrets["url"],
+    ]
+    for i, line in enumerate(bad):
+        body = "listen = inet:127.0.0.1:1\n" + line + "limit per_user = sasl_username rate=1/1h\n"
+        path = mp.write_config(st, "pds-bad%d" % i, body)
+        res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, timeout=30)
+        text = (res.stdout + res.stderr).decode(errors="replace")
+        tap.ok(res.returncode == 1 and not any(s in text for s in secrets.values()),
+               "-t refuses bad sentinel store %d without quoting a secret" % i, diag=text)
+    proc, _, _ = mp.start_policyd(st, "pds", good)
+    time.sleep(3)
+    log = st.read_log("pds")
+    tap.ok(proc.poll() is None and "sentinel" in log.lower(),
+           "a daemon whose Sentinels do not answer runs and logs about them", diag=log[-2000:])
+    tap.ok(not any(s in log for s in secrets.values()), "no secret in its log",
+           diag=log[-2000:])
+    proc.terminate()
+
+
+with Stack("policyd-ctl-attack") as st:
+    tap.stack = st
+    os.makedirs(st.path("run"), exist_ok=True)
+    redis_port = st.start_redis()
+    redis_proc = st.procs["redis"]
+    procs = {}
+    for name, store in (("pdm", "memory"), ("pdr", "redis://127.0.0.1:%d" % redis_port)):
+        procs[name], port, _ = mp.start_policyd(st, name, CONFIG % {
+            "store": store, "sock": st.path("run", name + ".ctl")})
+        if name == "pdm":
+            mport = port
+    tap.ok(wait_for(lambda: os.path.exists(st.path("run", "pdm.ctl"))), "pdm's control socket")
+    tap.ok(wait_for(lambda: "redis: connected" in st.read_log("pdr")), "pdr connected to Redis")
+    test_line_break(st, mport)
+    test_stopped_daemon(st, procs["pdm"])
+    test_frozen_redis(st, redis_proc)
+    test_sentinel_secrets(st)
+    for name, proc in procs.items():
+        tap.ok(proc.poll() is None, "%s is still running" % name)
+
+sys.exit(tap.done())
