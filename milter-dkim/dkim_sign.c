@@ -261,17 +261,19 @@ static char *dkim_sign_tags(struct dkim_sign *s, const struct dkim_key *key,
 			            long ttl, size_t *col)
 {
     struct dkim_sign_buf b = {.col = 15};	/* "DKIM-Signature:" */
-    char    tag[320];
+    char    tag[128], *text;
 
     dkim_sign_token(&b, "v=1;");
     dkim_sign_token(&b, key->type == KEY_RSA ? "a=rsa-sha256;" : "a=ed25519-sha256;");
     snprintf(tag, sizeof(tag), "c=%s/%s;", s->header_relaxed ? "relaxed" : "simple",
 	     s->body_relaxed ? "relaxed" : "simple");
     dkim_sign_token(&b, tag);
-    snprintf(tag, sizeof(tag), "d=%s;", domain);	/* a host name: < 256 */
-    dkim_sign_token(&b, tag);
-    snprintf(tag, sizeof(tag), "s=%s;", selector);
-    dkim_sign_token(&b, tag);
+    text = xasprintf("d=%s;", domain);		/* any length: never cut */
+    dkim_sign_token(&b, text);
+    free(text);
+    text = xasprintf("s=%s;", selector);
+    dkim_sign_token(&b, text);
+    free(text);
     snprintf(tag, sizeof(tag), "t=%lld;", (long long) now);
     dkim_sign_token(&b, tag);
     if (ttl > 0) {

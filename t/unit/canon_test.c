@@ -159,7 +159,7 @@ static void signing(void)
     char   *sign[] = {"From", "To", "Subject", NULL};
     char   *over[] = {"From", "Subject", "from", NULL};
     const char *err = NULL;
-    char   *value, *line, *b;
+    char   *value, *line, *b, *want, longname[401];
     int     longest = 0, len = 0;
 
     add(&m, "Received", " x");
@@ -194,6 +194,13 @@ static void signing(void)
     value = dkim_sign_header(&s, &ed, "example.com", "ed", 1700000000, 0, &err);
     ok(value && strstr(value, "a=ed25519-sha256;") && !strstr(value, "x="), "Ed25519, no x=");
     ok(value && strlen(strstr(value, "b=")) > 86, "an Ed25519 signature is 64 octets");
+    free(value);
+    memset(longname, 'a', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = 0;
+    value = dkim_sign_header(&s, &ed, longname, "sel", 1700000000, 0, &err);
+    want = xasprintf("d=%s;", longname);
+    ok(value && strstr(value, want) != NULL, "a 400-octet d= is written whole, not cut");
+    free(want);
     free(value);
     keys_free(&rsa);
     keys_free(&ed);
