@@ -23,6 +23,10 @@ checked by two verifiers nobody here wrote, dkimpy and libopendkim
   4. property (hypothesis): generated headers and bodies made of the
      octets canonicalization treats specially (SP, HTAB, CR, LF, 8-bit,
      empty lines), signed under each canonicalization, verify with both.
+  5. require_safe_keys: -t refuses a key readable by others, or by a group
+     not the daemon's (0640 root:root with user = nobody), accepts 0440
+     root:nogroup for user nobody (a Kubernetes fsGroup), and accepts any
+     mode with require_safe_keys = no;
 """
 
 import os
@@ -225,6 +229,43 @@ def big(st, dns):
     tap.diag("50 MB: %.1f s (send, sign, deliver, verify twice)" % (time.monotonic() - t0))
 
 
+def key_modes(st):
+    """require_safe_keys: a key others may read is refused by -t (and at
+    start and SIGHUP) with file:line; group-readable only by the daemon's
+    group (user = nobody: nogroup, as a Kubernetes fsGroup); = no accepts."""
+    import grp
+    import shutil
+    src = st.path("keys", "ed2026.private")
+    cases = [("0644", 0o644, 0, "yes", False, "readable or writable by others"),
+             ("0640 root:root, user nobody", 0o640, 0, "yes", False,
+              "readable by a group other than the daemon's"),
+             ("0440 root:nogroup, user nobody", 0o440, grp.getgrnam("nogroup").gr_gid, "yes",
+              True, ""),
+             ("0644 with require_safe_keys = no", 0o644, 0, "no", True, "")]
+    for i, (name, mode, gid, safe, good, why) in enumerate(cases):
+        key = st.path("keys", "mode%d.private" % i)
+        shutil.copy(src, key)
+        os.chown(key, 0, gid)
+        os.chmod(key, mode)
+        table = st.path("etc", "mode%d.table" % i)
+        with open(table, "w") as f:
+            f.write("ed planapulse.ai:ed2026:%s\n" % key)
+        conf = st.path("etc", "mode%d.conf" % i)
+        with open(conf, "w") as f:
+            f.write("socket = inet:8891@127.0.0.1\nmode = sign\nkey_table = %s\n"
+                    "signing_table = refile:%s/etc/signing1.table\nuser = nobody\n"
+                    "require_safe_keys = %s\n" % (table, st.dir, safe))
+        with open(st.path("etc", "signing1.table"), "w") as f:
+            f.write("*@planapulse.ai ed\n")
+        res = subprocess.run([mxdkim.MILTER, "-t", "-c", conf], capture_output=True, text=True)
+        if good:
+            tap.is_(res.returncode, 0, "key %s: accepted by -t" % name, diag=res.stderr)
+        else:
+            tap.ok(res.returncode == 1 and why in res.stderr and "mode%d.table:1:" % i
+                   in res.stderr, "key %s: refused by -t, naming the KeyTable line" % name,
+                   diag=res.stderr)
+
+
 OCTETS = [b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"\xc3\xa9", b"\xff", b".", b"  \t "]
 
 
@@ -288,5 +329,6 @@ with Stack("milter-dkim-sign-diff") as st:
         prop(st, dns, canon)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
     tap.ok("signing as" not in st.read_log("milter"), "no signing failure logged")
+    key_modes(st)
 
 sys.exit(tap.done())
