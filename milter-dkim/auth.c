@@ -28,8 +28,10 @@
  *	spf=RESULT (why) smtp.mailfrom=ADDRESS  (or smtp.helo=NAME)
  *	dmarc=RESULT (policy and alignment) header.from=DOMAIN policy.dmarc=P
  *
- *	every value from outside quoted unless it is a token, every
- *	comment reduced to characters a comment may hold. With
+ *	Nothing from outside needs quoting there: an address that would
+ *	is written as its domain, a domain is written only when it is a
+ *	valid host name (else left out, the comment says why), and every
+ *	comment is reduced to characters a comment may hold. With
  *	dmarc_reject, a DMARC fail under p=reject (sp= for subdomains,
  *	pct= sampled) is AUTH_REJECT (550 5.7.1), a temperror where the
  *	policy is reject or could not be read is AUTH_DEFER (451 4.4.3:
@@ -230,8 +232,16 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
 
     spf_check(a->checker, s->client, s->helo, s->mail_from, spf);
     v = rfc8601_value(spf->identity);
-    props = *spf->identity ? xasprintf(" smtp.%s=%s", spf->helo ? "helo" : "mailfrom", v)
-	: xstrdup("");
+    /*
+     * An address that needs quoting ("x;dmarc=pass"@d) is written as its
+     * domain, which RFC 8601 allows and is what was checked: a consumer
+     * that splits on ';' or '=' then has nothing to misread.
+     */
+    if (*v == '"') {
+	free(v);
+	v = xstrdup(spf_domain_ok(spf->domain) ? spf->domain : "");
+    }
+    props = *v ? xasprintf(" smtp.%s=%s", spf->helo ? "helo" : "mailfrom", v) : xstrdup("");
     auth_append(results, "spf", spf->result, spf->comment, props);
     auth_count(auth_metrics.spf, auth_spf_names, 7, spf->result);
     free(props);
@@ -266,8 +276,9 @@ static enum auth_verdict auth_dmarc(const struct auth_conf *a, DKIM *dkim, DKIM_
     }
     dmarc_check(a->dns, a->psl, at + 1, sigs, n, a->spf ? spf : NULL, &d);
     free(sigs);
-    from = rfc8601_value(d.from_domain);
-    props = xasprintf(" header.from=%s%s%s", from, d.policy ? " policy.dmarc=" : "",
+    from = xasprintf(" header.from=%s", d.from_domain);
+    props = xasprintf("%s%s%s", spf_domain_ok(d.from_domain) ? from : "",
+		      d.policy ? " policy.dmarc=" : "",
 		      d.policy == 'r' ? "reject" : d.policy == 'q' ? "quarantine"
 		      : d.policy == 'n' ? "none" : "");
     auth_append(results, "dmarc", d.result, d.comment, props);

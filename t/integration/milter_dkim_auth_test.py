@@ -25,6 +25,7 @@ header, against a real DNS server (Knot, t/lib/mxdns.py) and real Postfix:
 import os
 import re
 import smtplib
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
 import uuid
@@ -210,6 +211,35 @@ def test_spoofs(st, key):
               sign=(b"sel", b"vendor.test", key))
     tap.ok(has(a, "dkim=pass", "dmarc=pass", "dkim aligned, spf not aligned"),
            "a vendor.test signature aligns even from a foreign IP", diag=a)
+
+
+def test_injection(st):
+    """A MAIL FROM local part made to read as results, and parallel
+    sessions: each message gets its own results."""
+    token = uuid.uuid4().hex
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30)
+    s.ehlo("relay.test")
+    s.docmd("XCLIENT", "ADDR=127.0.0.9 NAME=[UNAVAILABLE]")
+    s.ehlo("relay.test")
+    code, text = s.docmd("MAIL", 'FROM:<"x;dmarc=pass header.from=vendor.test"@spoof.test>')
+    s.docmd("RCPT", "TO:<%s>" % RCPT)
+    s.data(message("billing@vendor.test", token))
+    s.quit()
+    ar = ours(sunk(st, token))
+    a = ar[0] if len(ar) == 1 else repr(ar)
+    tap.ok(code == 250 and has(a, "spf=pass (127.0.0.9 is permitted by spoof.test) "
+                              "smtp.mailfrom=spoof.test;") and len(re.findall(r";\s*dmarc=", a)) == 1
+           and '"' not in a, "a quoted MAIL FROM local part is written as its domain", diag=a)
+
+    def one(i):
+        client = "127.0.0.2" if i % 2 == 0 else "127.0.0.9"
+        return i, check(st, client, "billing@vendor.test", "billing@vendor.test")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(24)))
+    wrong = [(i, a) for i, a in results
+             if not has(a, "spf=%s" % ("pass" if i % 2 == 0 else "fail"),
+                        "dmarc=%s" % ("pass" if i % 2 == 0 else "fail"))]
+    tap.is_(wrong, [], "24 messages in 8 parallel sessions: each its own SPF and DMARC result")
 
 
 FORGED_FORMS = [
@@ -422,6 +452,7 @@ with Stack("milter-auth") as st:
     test_vendor(st, vendor)
     test_spoofs(st, key)
     test_forged(st)
+    test_injection(st)
     test_spf(st)
     test_dmarc(st, key)
     st.reconfigure(True)
