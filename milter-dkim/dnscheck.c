@@ -12,12 +12,14 @@
  *	void	dnscheck_close(&check)
  * DESCRIPTION
  *	dnscheck_row() looks up the TXT records of
- *	selector._domainkey.domain and judges them against the key
+ *	selector._domainkey.domain at each server of dns_servers in turn
+ *	(the milter may ask any of them) and judges them against the key
  *	(dnskey(3)): published and matching, missing (NXDOMAIN, or the
  *	name without a TXT record), different key, revoked, syntax
  *	error, or a temporary DNS error (timeout, SERVFAIL, REFUSED, no
  *	server answering): never reported as missing, and never good
- *	enough to activate a key.
+ *	enough to activate a key. The first server whose verdict is not
+ *	"published and matching" decides, and the reason names it.
  *
  *	Lookups go to the servers of the dns_servers setting (common
  *	dns(3); default the system's resolver). With dns_test_file set,
@@ -51,9 +53,41 @@
 #define DNSCHECK_RECORDS_MAX	64		/* TXT records judged at one name */
 
 struct dnscheck {
-    struct dns_resolver *res;
+    struct dns_resolver **res;			/* one per listed server */
+    char  **server;				/* its name, for the reason */
+    int     count;
     char   *test_text;				/* dns_test_file, or NULL */
 };
+
+/*
+ * dnscheck_resolvers - one resolver per server listed: the milter asks any
+ * of them for each lookup (libunbound picks), so a key is published only
+ * when every one of them says so. One resolver for them all would ask one
+ * at random: a server still answering NXDOMAIN (a lagging secondary behind
+ * it, a stale cache) could pass a check that the next lookup fails.
+ */
+static struct dnscheck *dnscheck_resolvers(struct dnscheck *c, const char *servers,
+					           const char **err)
+{
+    char   *list = xstrdup(servers ? servers : "system"), *tok, *save = NULL;
+
+    for (tok = strtok_r(list, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+	c->res = xrealloc(c->res, (c->count + 1) * sizeof(*c->res));
+	c->server = xrealloc(c->server, (c->count + 1) * sizeof(*c->server));
+	c->server[c->count] = xstrdup(tok);
+	if ((c->res[c->count++] = dns_resolver_create(tok, DNSCHECK_TIMEOUT, err)) == NULL) {
+	    c->count--;
+	    free(c->server[c->count]);
+	    break;
+	}
+    }
+    free(list);
+    if (*err == NULL && c->count == 0)
+	*err = "dns_servers lists no server";
+    if (*err != NULL)
+	dnscheck_close(&c);
+    return (c);
+}
 
 struct dnscheck *dnscheck_open(const struct config *cfg, const char **err)
 {
@@ -69,11 +103,7 @@ struct dnscheck *dnscheck_open(const struct config *cfg, const char **err)
 	}
 	return (c);
     }
-    if ((c->res = dns_resolver_create(servers, DNSCHECK_TIMEOUT, err)) == NULL) {
-	free(c);
-	return (NULL);
-    }
-    return (c);
+    return (dnscheck_resolvers(c, servers, err));
 }
 
 void    dnscheck_close(struct dnscheck **cp)
@@ -82,8 +112,12 @@ void    dnscheck_close(struct dnscheck **cp)
 
     if (c == NULL)
 	return;
-    if (c->res)
-	dns_resolver_free(&c->res);
+    for (int i = 0; i < c->count; i++) {
+	dns_resolver_free(&c->res[i]);
+	free(c->server[i]);
+    }
+    free(c->res);
+    free(c->server);
     free(c->test_text);
     free(c);
     *cp = NULL;
@@ -113,21 +147,17 @@ static int dnscheck_file(const char *text, const char *name, const struct dnskey
     return (dnskey_records(n, texts, lens, key, why, whylen));
 }
 
-int     dnscheck_row(struct dnscheck *c, const char *domain, const char *selector,
-		             const struct dnskey *key, char *why, size_t whylen)
+/* dnscheck_one - the verdict of one server */
+
+static int dnscheck_one(struct dns_resolver *res, const char *name, const struct dnskey *key,
+			        char *why, size_t whylen)
 {
     const char *texts[DNSCHECK_RECORDS_MAX];
     size_t  lens[DNSCHECK_RECORDS_MAX];
     struct dns_answer *ans = NULL;
-    char   *name = xasprintf("%s._domainkey.%s", selector, domain);
     int     status;
 
-    if (c->test_text) {
-	status = dnscheck_file(c->test_text, name, key, why, whylen);
-	free(name);
-	return (status);
-    }
-    switch (dns_txt(c->res, name, &ans)) {
+    switch (dns_txt(res, name, &ans)) {
     case DNS_OK:
 	if (ans->count > DNSCHECK_RECORDS_MAX) {
 	    snprintf(why, whylen, "%d TXT records", ans->count);
@@ -158,6 +188,30 @@ int     dnscheck_row(struct dnscheck *c, const char *domain, const char *selecto
 	break;
     }
     dns_answer_free(&ans);
+    return (status);
+}
+
+int     dnscheck_row(struct dnscheck *c, const char *domain, const char *selector,
+		             const struct dnskey *key, char *why, size_t whylen)
+{
+    char   *name = xasprintf("%s._domainkey.%s", selector, domain), one[512];
+    int     status = DNSKEY_OK;
+
+    if (c->test_text) {
+	status = dnscheck_file(c->test_text, name, key, why, whylen);
+	free(name);
+	return (status);
+    }
+    for (int i = 0; i < c->count && status == DNSKEY_OK; i++) {
+	status = dnscheck_one(c->res[i], name, key, one, sizeof(one));
+	if (c->count == 1 || (status == DNSKEY_OK && i + 1 < c->count))
+	    snprintf(why, whylen, "%s", one);
+	else if (status == DNSKEY_OK)
+	    snprintf(why, whylen, "%s%sso say all %d servers", one, one[0] ? "; " : "",
+		     c->count);
+	else
+	    snprintf(why, whylen, "server %s: %s", c->server[i], one);
+    }
     free(name);
     return (status);
 }

@@ -291,6 +291,7 @@ static char *rotate_selector(struct rotate *r, const char *dir)
 {
     char    date[16], *sel, *path;
     struct tm tm;
+    struct stat st;
 
     gmtime_r(&r->now, &tm);
     strftime(date, sizeof(date), "%Y%m%d", &tm);
@@ -303,11 +304,12 @@ static char *rotate_selector(struct rotate *r, const char *dir)
 	for (int i = 0; i < r->t.key_count; i++)
 	    taken |= rotate_domain_is(r->t.key + i, r->domain)
 		&& strcasecmp(r->t.key[i].selector, sel) == 0;
+	/* lstat, not access: a dangling link is a name O_EXCL refuses too */
 	path = xasprintf("%s/%s.private", dir, sel);
-	taken |= access(path, F_OK) == 0;
+	taken |= lstat(path, &st) == 0 || errno != ENOENT;
 	free(path);
 	path = xasprintf("%s/%s.txt", dir, sel);
-	taken |= access(path, F_OK) == 0;
+	taken |= lstat(path, &st) == 0 || errno != ENOENT;
 	free(path);
 	if (!taken)
 	    return (sel);
