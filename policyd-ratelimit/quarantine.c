@@ -44,12 +44,15 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "metrics.h"
 #include "msg.h"
 #include "quarantine.h"
@@ -172,6 +175,32 @@ static void quarantine_free_one(struct quarantine *q)
     free(q->notify);
 }
 
+/*
+ * quarantine_user_runs - can user execute path? The command runs as the
+ * daemon's user: checked as root alone, a mode 0700 script (or one in a
+ * directory only root may enter) passes -t and then fails with status 127
+ * at the first lock, the moment the page was meant for. A child that
+ * becomes the user asks the kernel. Without user, or no longer root (a
+ * reload), access(2) already answers for the running user.
+ */
+static int quarantine_user_runs(const char *user, const char *path)
+{
+    pid_t   pid;
+    int     status;
+
+    if (user == NULL || geteuid() != 0)
+	return (access(path, X_OK) == 0);
+    fflush(NULL);
+    if ((pid = fork()) < 0)
+	return (1);				/* cannot tell: do not refuse */
+    if (pid == 0)
+	_exit(daemon_drop_privileges(user) != NULL ? 2 : access(path, X_OK) != 0);
+    while (waitpid(pid, &status, 0) < 0)
+	if (errno != EINTR)
+	    return (1);
+    return (!WIFEXITED(status) || WEXITSTATUS(status) != 1);
+}
+
 void    quarantine_load(struct limits *limits, struct config *cfg)
 {
     const struct config_entry *entry = NULL;
@@ -189,6 +218,12 @@ void    quarantine_load(struct limits *limits, struct config *cfg)
 	q = limits->quarantine + limits->quarantine_count;
 	if ((err = quarantine_parse(limits, q, entry->value)) != NULL) {
 	    config_add_error(cfg, entry->line, "quarantine: %s", err);
+	    quarantine_free_one(q);
+	} else if (q->notify && !quarantine_user_runs(config_get_str(cfg, "user"), q->notify)) {
+	    config_add_error(cfg, entry->line, "quarantine: notify= command %s: user %s "
+			     "cannot execute it (the command runs as the daemon's user)",
+			     q->notify, config_get_str(cfg, "user") ? config_get_str(cfg, "user")
+			     : "(this one)");
 	    quarantine_free_one(q);
 	} else {
 	    limits->quarantine_count++;

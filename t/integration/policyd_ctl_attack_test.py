@@ -13,7 +13,12 @@
      another key than typed). ctl refuses it (exit 1), nothing is reset.
   3. A frozen Redis (SIGSTOP): ctl show through a Redis store answers with
      an error within a bounded time; after SIGCONT it answers again.
-  4. Secrets of a redis-sentinel:// store (store_password_file,
+  4. A notify command the daemon's user cannot execute (mode 0700 root's,
+     or in a directory only root enters): checked as root alone it passed
+     -t and failed with status 127 at the first lock. -t now refuses it
+     naming the user, and the daemon does not start with it; one the user
+     can run passes.
+  5. Secrets of a redis-sentinel:// store (store_password_file,
      sentinel_password_file, a password in the URL) appear in no output of
      -t and in no log line of a daemon whose Sentinels do not answer.
 """
@@ -147,6 +152,38 @@ def test_frozen_redis(st, redis_proc):
            "after SIGCONT of Redis ctl answers again")
 
 
+def test_notify_user(st):
+    os.makedirs(st.path("priv"), exist_ok=True)
+    os.chmod(st.path("priv"), 0o700)
+    os.chmod(st.dir, 0o755)
+    os.chmod(st.path("etc"), 0o755)
+    cases = []
+    for where, mode, good in (("etc", 0o700, False), ("priv", 0o755, False),
+                              ("etc", 0o755, True)):
+        path = st.path(where, "notify-%o" % mode)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(path, mode)
+        cases.append((path, good))
+    for i, (path, good) in enumerate(cases):
+        body = ("listen = inet:127.0.0.1:{port}\nstore = memory\nuser = nobody\n"
+                "limit per_user = sasl_username rate=1/1h\n"
+                "quarantine q = sasl_username when=per_user exceeded=1/1m notify=%s\n" % path)
+        conf = mp.write_config(st, "pdn%d" % i, body.replace("{port}", str(st.port("pdn"))))
+        res = subprocess.run([mp.POLICYD, "-t", "-c", conf], capture_output=True, timeout=30)
+        text = (res.stdout + res.stderr).decode(errors="replace")
+        if good:
+            tap.ok(res.returncode == 0, "-t accepts a notify command user nobody can run: %s"
+                   % path, diag=text)
+            continue
+        tap.ok(res.returncode == 1 and "user nobody cannot execute it" in text,
+               "-t refuses a notify command user nobody cannot run: %s" % path, diag=text)
+        res = subprocess.run([mp.POLICYD, "-f", "-c", conf], capture_output=True, timeout=30)
+        text = (res.stdout + res.stderr).decode(errors="replace")
+        tap.ok(res.returncode != 0 and "cannot execute it" in text,
+               "... and the daemon does not start with it", diag=text)
+
+
 def test_sentinel_secrets(st):
     secrets = {"store": "St0re-pw-9f3a", "sentinel": "Sent-pw-77c1", "url": "Url-pw-4e2b"}
     pw = st.path("etc", "store.pw")
@@ -203,6 +240,7 @@ with Stack("policyd-ctl-attack") as st:
     test_line_break(st, mport)
     test_stopped_daemon(st, procs["pdm"])
     test_frozen_redis(st, redis_proc)
+    test_notify_user(st)
     test_sentinel_secrets(st)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
