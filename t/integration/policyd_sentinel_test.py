@@ -23,6 +23,9 @@ file, Redis Sentinel failover, and more than one worker.
     password: each logged once with its cause, every request answered
     451 (closed) at once; a silent and a garbage Sentinel listed before
     real ones do not keep the master from being found.
+  - re-ask without +switch-master: a master demoted with REPLICAOF
+    answers READONLY; policyd asks Sentinel again, follows the new
+    master, every request meanwhile answered, the limit counts there.
   - workers = 2: two SO_REUSEPORT sockets; with the memory store a
     limit of 50 admits exactly 50 whatever the number of concurrent
     connections; SIGHUP gives every worker the new limit; SIGTERM exits
@@ -603,6 +606,40 @@ def test_workers(st):
            "SIGTERM with 2 workers: exits 0 (rc=%s)" % rc, diag=log()[-1000:])
 
 
+def test_reask(st):
+    """Without +switch-master (this Sentinel never publishes one): the
+    master is demoted (REPLICAOF), the next script is answered READONLY,
+    and policyd asks Sentinel again and follows the new master."""
+    a = start_redis_node(st, "nodea")
+    b = start_redis_node(st, "nodeb")
+    fake = FakeSentinel(("point", a))
+    # workers = 1: every worker follows at its own first READONLY (each
+    # has its own connection); with one, "follows" is one event to wait for
+    proc, port, log = hostile(st, "hre", sentinel_store([fake.port]), extra="workers = 1")
+    tap.ok(wait_for(lambda: "connected to master 127.0.0.1:%d" % a in log()),
+           "re-ask: connected to the first master", diag=log())
+    tap.is_(ask_many(port, "re-user", 3, "a"), ["action=DUNNO"] * 3, "re-ask: answered")
+    fake.mode = ("point", b)
+    redis_cli(a, "REPLICAOF", "127.0.0.1", str(b), password=RIGHT)
+    t0 = time.monotonic()
+    replies = []
+    while time.monotonic() - t0 < 5 and "connected to master 127.0.0.1:%d" % b not in log():
+        replies += ask_many(port, "re-user2", 1, "b%d" % len(replies))
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    tap.ok("connected to master 127.0.0.1:%d" % b in log() and "READONLY" in log(),
+           "the demoted master answered READONLY; policyd asked Sentinel again and follows "
+           "the new master %.1f s later (no +switch-master)" % took, diag=log()[-1500:])
+    tap.ok(all(r and (r == "action=DUNNO" or r.startswith("action=451 4.3.0")) for r in replies),
+           "meanwhile every request answered (%d, %d by on_store_error)"
+           % (len(replies), sum(1 for r in replies if r and "451" in r)), diag=repr(replies[:5]))
+    tap.is_(ask_many(port, "re-user3", 6, "c").count("action=DUNNO"), 5,
+            "and the limit counts on the new master: 5 of 6")
+    tap.is_(redis_cli(b, "EXISTS", "mxrl:{per_user:re-user3}:0", password=RIGHT), "1",
+            "the key is on the new master")
+    return [("hre", proc)]
+
+
 with Stack("policyd-sentinel") as st:
     tap.stack = st
     test_password_file(st)
@@ -611,6 +648,7 @@ with Stack("policyd-sentinel") as st:
     spwfile = write_secret(st, "sentinel-pw", (SPASS + "\n").encode())
     sports, rport, pds = test_failover(st, pwfile, spwfile)
     hprocs = test_hostile(st, sports, rport, spwfile)
+    hprocs += test_reask(st)
     no_secret_anywhere(st, [(n, pds[n][0]) for n in pds] + hprocs, "Sentinel")
 
 sys.exit(tap.done())
