@@ -36,7 +36,7 @@ void    ctl_printf(struct ctl_out *out, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));
 const char *ctl_request_parse(const char *line, size_t len, struct ctl_request *req);
 void    ctl_request_free(struct ctl_request *req);
-void    ctl_config_check(struct config *cfg);
+void    ctl_config_check(struct config *cfg, int starting);
 #define CTL_KEYS_RATES		1
 #define CTL_KEYS_LOCKS		2
 #define CTL_KEYS_STRIKES	4

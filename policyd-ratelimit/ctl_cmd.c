@@ -130,9 +130,15 @@ static int ctl_may_chgrp(gid_t gid)
     return (0);
 }
 
-/* ctl_config_check - control_socket and control_group, for -t and start */
-
-void    ctl_config_check(struct config *cfg)
+/*
+ * ctl_config_check - control_socket and control_group, for -t and start.
+ * What only creating the socket needs (a directory this user may write, a
+ * group it may give) is checked when starting alone: at a reload the
+ * daemon runs as its user, who can do neither where root made the socket,
+ * and the settings need a restart anyway; checking them refused every
+ * reload of a daemon started as root with a control_group.
+ */
+void    ctl_config_check(struct config *cfg, int starting)
 {
     const struct config_entry *entry;
     const char *path = config_get_str(cfg, "control_socket");
@@ -156,6 +162,10 @@ void    ctl_config_check(struct config *cfg)
 	else if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
 	    config_add_error(cfg, entry->line, "control_socket: %s exists and is not a socket",
 			     path);
+	else if (starting && access(*dir ? dir : "/", W_OK | X_OK) < 0)
+	    config_add_error(cfg, entry->line, "control_socket: this user (uid %d) cannot "
+			     "create a socket in %s: %s", (int) geteuid(), *dir ? dir : "/",
+			     strerror(errno));
 	free(dir);
     }
     if (group && (entry = config_lookup(cfg, "control_group")) != NULL) {
@@ -163,7 +173,7 @@ void    ctl_config_check(struct config *cfg)
 
 	if (gr == NULL)
 	    config_add_error(cfg, entry->line, "control_group: unknown group \"%.64s\"", group);
-	else if (!ctl_may_chgrp(gr->gr_gid))
+	else if (starting && !ctl_may_chgrp(gr->gr_gid))
 	    config_add_error(cfg, entry->line, "control_group: this user (uid %d) can give "
 			     "the socket only a group it is a member of, not \"%.64s\"",
 			     (int) geteuid(), group);

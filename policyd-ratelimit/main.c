@@ -249,7 +249,7 @@ static void policyd_check_values(struct policy_config *pc)
 				   POLICYD_FD_RESERVE + (policyd_worker_count(cfg) - 1)
 					   * POLICYD_FD_PER_WORKER);
     daemon_config_check(cfg);
-    ctl_config_check(cfg);
+    ctl_config_check(cfg, policyd_running == NULL);
     policyd_check_listen(cfg);
     pc->syslog = config_get_bool(cfg, "syslog");
     pc->fail_open = strcmp(mode, "open") == 0;

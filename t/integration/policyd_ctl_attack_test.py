@@ -18,7 +18,14 @@
      -t and failed with status 127 at the first lock. -t now refuses it
      naming the user, and the daemon does not start with it; one the user
      can run passes.
-  5. Secrets of a redis-sentinel:// store (store_password_file,
+  5. The recommended setup, started as root with user = nobody and a
+     control_group nobody is not in: every SIGHUP was refused ("this user
+     can give the socket only a group it is a member of": the start-only
+     check ran again as nobody), so no limit change ever applied. Now the
+     reload applies a changed limit. And a control_socket in a directory
+     the starting user cannot write: -t said OK and the daemon died at
+     bind; now -t says so.
+  6. Secrets of a redis-sentinel:// store (store_password_file,
      sentinel_password_file, a password in the URL) appear in no output of
      -t and in no log line of a daemon whose Sentinels do not answer.
 """
@@ -47,7 +54,10 @@ CLIENT_WAIT = 30                # policyd-ratelimit ctl's CTL_CLIENT_WAIT
 
 
 def ctl(st, name, *args, timeout=CLIENT_WAIT + 30):
-    argv = [mp.POLICYD, "ctl", "-s", st.path("run", name + ".ctl")] + list(args)
+    sock = st.path("run", name + ".ctl")
+    if name == "pdu":
+        sock = st.path("ctlrun", "u.ctl")
+    argv = [mp.POLICYD, "ctl", "-s", sock] + list(args)
     start = time.monotonic()
     try:
         res = subprocess.run(argv, capture_output=True, timeout=timeout)
@@ -184,6 +194,38 @@ def test_notify_user(st):
                "... and the daemon does not start with it", diag=text)
 
 
+def test_reload_as_user(st):
+    os.makedirs(st.path("ctlrun"), exist_ok=True)
+    os.chmod(st.path("ctlrun"), 0o755)
+    body = ("listen = inet:127.0.0.1:{port}\nstore = memory\nuser = nobody\n"
+            "control_socket = %s\ncontrol_group = adm\n"
+            "limit per_user = sasl_username rate=%%d/1h\n" % st.path("ctlrun", "u.ctl"))
+    proc, port, conf = mp.start_policyd(st, "pdu", body % 1)
+    with open(conf, "w") as f:
+        f.write((body % 5).replace("{port}", str(port)))
+    ok = mp.hup(proc, st, "pdu", 1)
+    tap.ok(ok and "reload of" not in st.read_log("pdu"),
+           "started as root with user and control_group: SIGHUP reloads",
+           diag=st.read_log("pdu")[-1500:])
+    rc, out, err, _ = ctl(st, "pdu", "show", "somebody")
+    tap.ok(rc == 0 and "of=5" in out, "... and the changed limit applies", diag=out + err)
+    proc.terminate()
+    proc.wait()
+    os.makedirs(st.path("rootonly"), exist_ok=True)
+    os.chmod(st.path("rootonly"), 0o755)
+    body = ("listen = inet:127.0.0.1:%d\nstore = memory\ncontrol_socket = %s\n"
+            "limit per_user = sasl_username rate=1/1h\n"
+            % (st.port("pdw"), st.path("rootonly", "w.ctl")))
+    conf = mp.write_config(st, "pdw", body)
+    os.chmod(conf, 0o644)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    res = subprocess.run(nobody + [mp.POLICYD, "-t", "-c", conf], capture_output=True,
+                         timeout=30)
+    text = (res.stdout + res.stderr).decode(errors="replace")
+    tap.ok(res.returncode == 1 and "cannot create a socket in" in text,
+           "-t as nobody: control_socket in a directory nobody cannot write", diag=text)
+
+
 def test_sentinel_secrets(st):
     secrets = {"store": "St0re-pw-9f3a", "sentinel": "Sent-pw-77c1", "url": "Url-pw-4e2b"}
     pw = st.path("etc", "store.pw")
@@ -241,6 +283,7 @@ with Stack("policyd-ctl-attack") as st:
     test_stopped_daemon(st, procs["pdm"])
     test_frozen_redis(st, redis_proc)
     test_notify_user(st)
+    test_reload_as_user(st)
     test_sentinel_secrets(st)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
