@@ -252,6 +252,27 @@ static const char *rotate_write(struct rotate *r, int keys, int signs)
     return (err);
 }
 
+/*
+ * rotate_is_milter - is process pid a milter-dkim? The lock proves that some
+ * process holds the pid file, not that it is the one the file names: a
+ * process of the milter's user (who may write the file) could lock it
+ * naming any pid, and root's SIGHUP would reload or kill that process.
+ */
+static int rotate_is_milter(long pid)
+{
+    char    path[64], comm[64] = "";
+    FILE   *fp;
+
+    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    if ((fp = fopen(path, "r")) == NULL)
+	return (0);
+    if (fgets(comm, sizeof(comm), fp) == NULL)
+	comm[0] = 0;
+    fclose(fp);
+    comm[strcspn(comm, "\n")] = 0;
+    return (strcmp(comm, "milter-dkim") == 0 || strcmp(comm, "lt-milter-dkim") == 0);
+}
+
 /* rotate_hup - SIGHUP to the milter, or say how to reload */
 
 static int rotate_hup(struct rotate *r, const char *why)
@@ -275,6 +296,12 @@ static int rotate_hup(struct rotate *r, const char *why)
 	return (1);
     }
     fclose(fp);
+    if (!rotate_is_milter(pid)) {
+	msg_error("%s: process %ld is not milter-dkim (its pid file is locked by another "
+		  "process): not signalled; the tables are written: reload milter-dkim by "
+		  "hand so that %s", path, pid, why);
+	return (1);
+    }
     if (kill((pid_t) pid, SIGHUP) != 0) {
 	msg_error("kill -HUP %ld (%s): %m; the tables are written: reload milter-dkim "
 		  "by hand so that %s", pid, path, why);

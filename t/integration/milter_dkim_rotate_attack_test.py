@@ -24,13 +24,20 @@ DNS publishes exactly its key at its selector, as a verifier would read it.
      each refused, tables unchanged).
   6. Finally the CNAME'd record of the right key activates: the
      SigningTable names the new key and milter-dkim -t loads the tables.
+     The pid file given with -p is locked, but by a process that is not
+     milter-dkim and names another process (a `sleep`, standing for any
+     daemon a process of the milter's user would have root signal): that
+     process is not sent SIGHUP (which would have killed it); the command
+     says to reload by hand and exits 1, the tables written.
 """
 
+import fcntl
 import os
 import re
 import stat
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -203,11 +210,28 @@ def main(st):
     # 5. the right key behind a CNAME activates
     knot.set_zone(DOMAIN, base + cname)
     knot.set_zone(ESP, [txt("dkim1", value)])
-    res = run([mxdkim.KEYGEN, "rotate", "--activate", "-c", conf, "-d", DOMAIN], timeout=120)
+    victim = subprocess.Popen(["sleep", "1000"])
+    pidfile = st.path("run-pid")
+    with open(pidfile, "w") as f:
+        f.write("%d\n" % victim.pid)
+    holder = open(pidfile)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        res = run([mxdkim.KEYGEN, "rotate", "--activate", "-c", conf, "-d", DOMAIN,
+                   "-p", pidfile], timeout=120)
+        time.sleep(0.5)
+        alive = victim.poll() is None
+    finally:
+        holder.close()
+        victim.kill()
+        victim.wait()
     signing = read(st.path("etc", "signing.table")).decode()
-    tap.ok(res.returncode == 0 and signing == "*@cname.test %s\n" % name,
+    tap.ok(signing == "*@cname.test %s\n" % name,
            "CNAME to the right key: --activate switches the SigningTable",
            diag=res.stdout + res.stderr + signing)
+    tap.ok(alive and res.returncode == 1 and "is not milter-dkim" in res.stderr,
+           "a locked pid file naming another process: not signalled, reload by hand",
+           diag="alive=%r rc=%r %s" % (alive, res.returncode, res.stdout + res.stderr))
     check = run([mxdkim.MILTER, "-c", conf, "-t"], timeout=120)
     tap.ok(check.returncode == 0, "milter-dkim -t loads the rotated tables",
            diag=check.stdout + check.stderr)
