@@ -324,6 +324,7 @@ void    ctl_release_report(const struct limits *limits, unsigned long long relea
 struct ctl_top_entry {
     double  share;
     char   *line;
+    char   *key;				/* the store's: seen once only */
 };
 
 struct ctl_top {
@@ -361,22 +362,25 @@ static void ctl_top_sift(struct ctl_top *top, int i)
     }
 }
 
-static void ctl_top_push(struct ctl_top *top, double share, struct ctl_out *line)
+static void ctl_top_push(struct ctl_top *top, double share, struct ctl_out *line,
+			         const char *key)
 {
     int     i;
 
-    if (top->count == top->cap) {
-	if (share <= top->heap[0].share) {
+    for (i = 0; i < top->count; i++)		/* a walk may meet a key twice */
+	if (strcmp(top->heap[i].key, key) == 0) {
 	    free(line->text);
 	    return;
 	}
+    if (top->count == top->cap) {
 	free(top->heap[0].line);
-	top->heap[0] = (struct ctl_top_entry) {share, line->text};
+	free(top->heap[0].key);
+	top->heap[0] = (struct ctl_top_entry) {share, line->text, xstrdup(key)};
 	ctl_top_sift(top, 0);
 	return;
     }
     i = top->count++;
-    top->heap[i] = (struct ctl_top_entry) {share, line->text};
+    top->heap[i] = (struct ctl_top_entry) {share, line->text, xstrdup(key)};
     while (i > 0 && top->heap[(i - 1) / 2].share > top->heap[i].share) {
 	struct ctl_top_entry tmp = top->heap[i];
 
@@ -420,7 +424,20 @@ static void ctl_top_rate(struct ctl_top *top, const struct limits *limits, const
     if (top->count == top->cap && share <= top->heap[0].share)
 	return;					/* not formatted: most keys */
     (void) ctl_rate(&line, limit, rates->rate + r, value, now, canon);
-    ctl_top_push(top, share, &line);
+    ctl_top_push(top, share, &line, key);
+}
+
+/* ctl_top_seen - whether a lock's line is there already */
+
+static int ctl_top_seen(const struct ctl_top *top, const char *key)
+{
+    size_t  len = strlen(key);
+    char   *line = xasprintf("locked=%.*s locked_for=", (int) (len - 14), key + 8);
+    const char *hit = top->locks.text ? strstr(top->locks.text, line) : NULL;
+    int     seen = hit && (hit == top->locks.text || hit[-1] == '\n');
+
+    free(line);
+    return (seen);
 }
 
 void    ctl_top_add(struct ctl_top *top, const struct limits *limits,
@@ -435,7 +452,8 @@ void    ctl_top_add(struct ctl_top *top, const struct limits *limits,
 	    ctl_top_rate(top, limits, key, adm->values[i], adm->now);
 	} else if (strncmp(key, "mxrl:q:{", 8) == 0 && len > 14
 		   && strcmp(key + len - 6, "}:lock") == 0 && adm->values[i]
-		   && top->lock_count++ < top->cap) {
+		   && top->lock_count < top->cap && !ctl_top_seen(top, key)) {
+	    top->lock_count++;
 	    ctl_printf(&top->locks, "locked=%.*s locked_for=%.0fs\n", (int) (len - 14),
 		       key + 8, floor((adm->now - atof(adm->values[i])) / 1e6));
 	}
@@ -460,6 +478,7 @@ void    ctl_top_finish(struct ctl_top **topp, struct ctl_out *out)
     for (int i = 0; i < top->count; i++) {
 	ctl_printf(out, "used=%.0f%% %s", top->heap[i].share * 100, top->heap[i].line);
 	free(top->heap[i].line);
+	free(top->heap[i].key);
     }
     ctl_printf(out, "keys=%lld shown=%d\n", top->keys, top->count);
     free(top->locks.text);

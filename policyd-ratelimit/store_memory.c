@@ -25,8 +25,8 @@
  *	call, admin call and sweep holds the store's mutex, and reads the
  *	clock under it, so calls are applied one at a time in clock order
  *	and a limit of N admits N in total whatever worker a client
- *	reached. The mutex is recursive (a SCAN's batch() may call the
- *	store) and is released before done() runs.
+ *	reached. The mutex is recursive, and released before done() runs
+ *	and around each SCAN batch() (store_memory_scan).
  * DIAGNOSTICS
  *	None.
  */
@@ -229,30 +229,43 @@ static char *store_memory_text(const char *key, const void *value)
     }
 }
 
-/* store_memory_scan - every matching key, in batches of about 1000 */
-
+/*
+ * store_memory_scan - every matching key, in batches of about 1000. The
+ * mutex is held for one batch at a time, and batch() runs without it:
+ * with workers, requests wait for at most one batch (a few hundred
+ * microseconds), not for a "top" over millions of keys. The walk goes on
+ * by bucket index; a table that grew in between was rehashed, so a key
+ * may be seen twice or (if it moved behind the walk) not at all: "top"
+ * is a view, not a snapshot (ctl_top_add() drops a key seen twice).
+ */
 static void store_memory_scan(struct store_memory *mem, struct store_admin *adm)
 {
-    const struct htable *t = mem->table;
-    int     cap = 0;
+    size_t  b = 0, visited;
+    int     cap = 0, end = 0;
 
-    for (size_t b = 0; b <= t->size; b++) {
-	if (adm->count >= 1000 || (b == t->size && adm->count > 0)) {
-	    adm->batch(adm);
-	    store_admin_clear(adm);
-	    cap = 0;
-	}
-	for (const struct htable_entry *e = b < t->size ? t->buckets[b] : NULL; e; e = e->next) {
-	    if (fnmatch(adm->match, e->key, 0) != 0)
-		continue;
-	    if (adm->count == cap) {
-		cap = cap ? cap * 2 : 1024;
-		adm->keys = xrealloc(adm->keys, cap * sizeof(char *));
-		adm->values = xrealloc(adm->values, cap * sizeof(char *));
+    while (!end) {
+	pthread_mutex_lock(&mem->lock);
+	adm->now = store_memory_now();
+	for (visited = 0; b < mem->table->size && adm->count < 1000 && visited < 16384;
+	     b++, visited++) {
+	    for (const struct htable_entry *e = mem->table->buckets[b]; e; e = e->next) {
+		if (fnmatch(adm->match, e->key, 0) != 0)
+		    continue;
+		if (adm->count == cap) {
+		    cap = cap ? cap * 2 : 1024;
+		    adm->keys = xrealloc(adm->keys, cap * sizeof(char *));
+		    adm->values = xrealloc(adm->values, cap * sizeof(char *));
+		}
+		adm->keys[adm->count] = xstrdup(e->key);
+		adm->values[adm->count++] = store_memory_text(e->key, e->value);
 	    }
-	    adm->keys[adm->count] = xstrdup(e->key);
-	    adm->values[adm->count++] = store_memory_text(e->key, e->value);
 	}
+	end = b >= mem->table->size;
+	pthread_mutex_unlock(&mem->lock);
+	if (adm->count > 0)
+	    adm->batch(adm);
+	store_admin_clear(adm);
+	cap = 0;
     }
 }
 
@@ -261,9 +274,14 @@ static void store_memory_admin(struct store *store, struct store_admin *adm)
     struct store_memory *mem = (struct store_memory *) store;
     void   *value;
 
-    pthread_mutex_lock(&mem->lock);		/* recursive: batch() may call */
-    adm->now = store_memory_now();
     adm->error = 0;
+    if (adm->op == STORE_ADMIN_SCAN) {		/* locks one batch at a time */
+	store_memory_scan(mem, adm);
+	adm->done(adm);
+	return;
+    }
+    pthread_mutex_lock(&mem->lock);
+    adm->now = store_memory_now();
     switch (adm->op) {
     case STORE_ADMIN_GET:
 	adm->values = xcalloc(adm->count + 1, sizeof(char *));
@@ -275,9 +293,6 @@ static void store_memory_admin(struct store *store, struct store_admin *adm)
 	adm->deleted = 0;
 	for (int i = 0; i < adm->count; i++)
 	    adm->deleted += htable_delete(mem->table, adm->keys[i], free);
-	break;
-    case STORE_ADMIN_SCAN:
-	store_memory_scan(mem, adm);
 	break;
     }
     pthread_mutex_unlock(&mem->lock);
