@@ -69,6 +69,9 @@ static const char *route_option(const char *word, size_t len, struct webhook_rou
 	len -= sizeof(secret) - 1;
 	if (*word != '/')
 	    return ("secret_file must be an absolute path");
+	for (size_t i = 0; i < len; i++)	/* kept in the spool's JSON */
+	    if ((unsigned char) word[i] < 33 || (unsigned char) word[i] > 126)
+		return ("secret_file: printable ASCII only");
 	if (route->secret_count == ROUTE_MAX_SECRETS)
 	    return ("at most two secret_file per route (the current and the next)");
 	route->secret_files[route->secret_count++] = wh_strndup(word, len);

@@ -47,11 +47,7 @@
  *	directory removed in between is made again. The rename into
  *	active/ is what wakes lmtp-webhook-spool (inotify).
  *
- *	spool_load() reads an event file whole, or maps it read-only from
- *	SPOOL_MAP_MIN (1 MB) on: the body then points into the mapping and
- *	is not NUL-terminated, and spool_event_free() unmaps it. What
- *	lmtp-webhook-spool holds for its events in flight is then page
- *	cache, not its own memory, whatever their size.
+ *	spool_load() (whole, or mapped from SPOOL_MAP_MIN on): spool_read.c.
  *
  *	Every event file's mtime is its next attempt time, so that a
  *	scan can skip what is not due with stat() alone.
@@ -207,13 +203,10 @@ static char *spool_meta(const struct spool_event *ev, size_t *len_r)
     json_object_set_new(j, "last_error", ev->last_error ?
 			json_string(ev->last_error) : json_null());
     json_object_set_new(j, "body_length", json_integer((json_int_t) ev->body_len));
-    if (ev->secret_count > 0) {
-	json_t *files = json_array();
-
-	for (int i = 0; i < ev->secret_count; i++)
-	    json_array_append_new(files, json_string(ev->secret_files[i]));
-	json_object_set_new(j, "secret_files", files);
-    }
+    if (ev->secret_count > 0)			/* paths, never a secret */
+	json_object_set_new(j, "secret_files", ev->secret_count == 1
+			    ? json_pack("[s]", ev->secret_files[0])
+			    : json_pack("[ss]", ev->secret_files[0], ev->secret_files[1]));
     text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     if (text == NULL)

@@ -106,6 +106,10 @@ int     main(void)
     route_free(&r);
     is_str(match("bills@x https://h/ secret_file=a /b", "x"),
 	   "error: secret_file must be an absolute path", "relative secret_file");
+    is_str(match("bills@x https://h/ secret_file=/etc/caf\xe9.secret", "x"),
+	   "error: secret_file: printable ASCII only", "an 8-bit secret_file path");
+    is_str(match("bills@x https://h/ secret_file=/etc/a\001b", "x"),
+	   "error: secret_file: printable ASCII only", "a control character in the path");
     is_str(match("bills@x https://h/ secret_file=/a secret_file=/b secret_file=/c", "x"),
 	   "error: at most two secret_file per route (the current and the next)",
 	   "three secret files");
