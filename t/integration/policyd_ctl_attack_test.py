@@ -25,7 +25,11 @@
      reload applies a changed limit. And a control_socket in a directory
      the starting user cannot write: -t said OK and the daemon died at
      bind; now -t says so.
-  6. Secrets of a redis-sentinel:// store (store_password_file,
+  6. A hostile locked value reaches the notify command as one argument,
+     byte for byte: a HELO name with a leading '-', spaces, $(...),
+     backquotes, quotes, ';' and '|' locks, the command gets exactly it as
+     $1 and the quarantine's name as $2, and nothing in it ran.
+  7. Secrets of a redis-sentinel:// store (store_password_file,
      sentinel_password_file, a password in the URL) appear in no output of
      -t and in no log line of a daemon whose Sentinels do not answer.
 """
@@ -226,6 +230,36 @@ def test_reload_as_user(st):
            "-t as nobody: control_socket in a directory nobody cannot write", diag=text)
 
 
+def test_notify_argv(st):
+    got = st.path("run", "argv")
+    pwned = st.path("run", "pwned")
+    notify = st.path("etc", "argv.sh")
+    with open(notify, "w") as f:
+        f.write("#!/bin/sh\nprintf '%%s|%%s|%%d\\n' \"$1\" \"$2\" $# >> %s\n" % got)
+    os.chmod(notify, 0o755)
+    body = ("listen = inet:127.0.0.1:{port}\nstore = memory\nnotify_timeout = 5s\n"
+            "limit per_helo = helo_name rate=1/1h\n"
+            "quarantine hostile = helo_name when=per_helo exceeded=1/1m action=defer "
+            "notify=%s\n" % notify)
+    proc, port, _ = mp.start_policyd(st, "pdh", body)
+    helo = "-rf $(touch %s) `touch %s`;x|y 'q' \"d\" --help" % (pwned, pwned)
+    for stage in ("RCPT", "END-OF-MESSAGE", "RCPT", "END-OF-MESSAGE"):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        mp.policy_request(sock.makefile("rwb"), {
+            "request": "smtpd_access_policy", "protocol_state": stage,
+            "instance": "h", "sasl_username": "", "sender": "", "helo_name": helo,
+            "recipient": "r@example.net", "client_address": "192.0.2.7", "size": "1"})
+        sock.close()
+    tap.ok(wait_for(lambda: os.path.exists(got), timeout=10), "the notify command ran",
+           diag=st.read_log("pdh")[-1500:])
+    text = open(got).read() if os.path.exists(got) else ""
+    tap.is_(text, "%s|hostile|2\n" % helo, "it got the value as $1 byte for byte, the name "
+            "as $2, two arguments")
+    tap.ok(not os.path.exists(pwned), "nothing in the value was run")
+    proc.terminate()
+    proc.wait()
+
+
 def test_sentinel_secrets(st):
     secrets = {"store": "St0re-pw-9f3a", "sentinel": "Sent-pw-77c1", "url": "Url-pw-4e2b"}
     pw = st.path("etc", "store.pw")
@@ -284,6 +318,7 @@ with Stack("policyd-ctl-attack") as st:
     test_frozen_redis(st, redis_proc)
     test_notify_user(st)
     test_reload_as_user(st)
+    test_notify_argv(st)
     test_sentinel_secrets(st)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
