@@ -43,9 +43,11 @@
 
 #include "build_config.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libpsl.h>
 
@@ -220,7 +222,7 @@ static int auth_sigs(DKIM *dkim, DKIM_STAT eom, int from_count, struct dmarc_sig
 	if (d == NULL || (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE))
 	    continue;
 	(*out)[n].domain = d;
-	(*out)[n++].result = message_sig_result(sigs[i], from_count, &reason);
+	(*out)[n++].result = message_sig_result(dkim, sigs[i], from_count, &reason);
     }
     return (n);
 }
@@ -248,6 +250,62 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
     free(v);
 }
 
+/*
+ * auth_unreadable - the verdict under dmarc_reject for a From: our strict
+ * parser refuses ("<a@vendor.test>, <b@x.test>", an unclosed comment or
+ * angle bracket, 8-bit): a mail reader may still show it as an address
+ * of a p=reject domain, so each name after an '@' in it is checked as
+ * if it were the From: domain and the strictest outcome applies (RFC
+ * 7489 6.6.1); an unreadable From: is no way around the policy. More
+ * names than AUTH_FROM_NAMES_MAX: refused, without looking them up.
+ */
+#define AUTH_FROM_NAMES_MAX 8
+
+static enum auth_verdict auth_unreadable(const struct auth_conf *a, const char *value,
+					         const struct dmarc_sig *sigs, int n,
+					         const struct spf_result *spf, const char **reply)
+{
+    enum auth_verdict verdict = AUTH_ACCEPT;
+    struct dmarc_result d;
+    int     names = 0;
+
+    for (const char *at = strchr(value, '@'); at; at = strchr(at + 1, '@')) {
+	char    dom[256];
+	size_t  len = 0;
+	const char *cp = at + 1 + strspn(at + 1, " \t\r\n");
+
+	while (len + 1 < sizeof(dom) && (isalnum((unsigned char) *cp) || strchr("-._", *cp)))
+	    dom[len++] = *cp++;
+	dom[len] = 0;
+	if (!spf_domain_ok(dom))
+	    continue;
+	if (++names > AUTH_FROM_NAMES_MAX) {
+	    *reply = "Unreadable From: header naming too many domains";
+	    return (AUTH_REJECT);
+	}
+	dmarc_check(a->dns, a->psl, dom, sigs, n, a->spf ? spf : NULL, &d);
+	if (d.reject) {
+	    *reply = "Rejected by the DMARC policy of a domain in the unreadable From: header";
+	    return (AUTH_REJECT);
+	}
+	if (d.defer) {
+	    *reply = "DMARC verdict unavailable (DNS failure); try again later";
+	    verdict = AUTH_DEFER;
+	}
+    }
+    return (verdict);
+}
+
+/* auth_from_value - the value of the one From: header */
+
+static const char *auth_from_value(const struct message *msg)
+{
+    for (int i = 0; i < msg->count; i++)
+	if (strcasecmp(msg->hdr[i].name, "From") == 0)
+	    return (msg->hdr[i].value);
+    return ("");
+}
+
 /* auth_dmarc - the DMARC resinfo; the verdict under dmarc_reject */
 
 static enum auth_verdict auth_dmarc(const struct auth_conf *a, DKIM *dkim, DKIM_STAT eom,
@@ -267,12 +325,14 @@ static enum auth_verdict auth_dmarc(const struct auth_conf *a, DKIM *dkim, DKIM_
 		 : "From: address unreadable", msg->from_count);
 	auth_append(results, "dmarc", "permerror", comment, "");
 	auth_count(auth_metrics.dmarc, auth_dmarc_names, 5, "permerror");
-	free(sigs);
 	if (a->dmarc_reject && msg->from_count != 1) {
 	    *reply = "DMARC needs exactly one From: header";
-	    return (AUTH_REJECT);
+	    verdict = AUTH_REJECT;
+	} else if (a->dmarc_reject) {
+	    verdict = auth_unreadable(a, auth_from_value(msg), sigs, n, spf, reply);
 	}
-	return (AUTH_ACCEPT);
+	free(sigs);
+	return (verdict);
     }
     dmarc_check(a->dns, a->psl, at + 1, sigs, n, a->spf ? spf : NULL, &d);
     free(sigs);

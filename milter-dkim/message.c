@@ -172,13 +172,30 @@ static int message_signed_from(DKIM_SIGINFO *sig)
  * message_sig_result - one signature's RFC 8601 result, as our A-R says
  * it (DMARC takes its DKIM results from here too)
  */
-const char *message_sig_result(DKIM_SIGINFO *sig, int from_count, const char **reason)
+const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, int from_count,
+			               const char **reason)
 {
     const char *result = message_result(sig, reason);
+    ssize_t msglen = -1, canonlen = -1, signlen = -1;
 
     if (strcmp(result, "pass") == 0 && message_signed_from(sig) < from_count) {
 	result = "fail";
 	*reason = "a From: header the signature does not cover";
+    }
+
+    /*
+     * l= shorter than the body: libopendkim (and dkimpy) pass a signature
+     * over the first l= bytes, and anyone may append text (new bank
+     * details) below them; RFC 6376 8.2: that text is not signed. The
+     * body as received is compared, which may also call "policy" an l=
+     * covering a relaxed body with trailing white space: rare, and not
+     * passing is the safe side.
+     */
+    if (strcmp(result, "pass") == 0
+	&& dkim_sig_getcanonlen(dkim, sig, &msglen, &canonlen, &signlen) == DKIM_STAT_OK
+	&& signlen >= 0 && msglen > signlen) {
+	result = "policy";
+	*reason = "l= leaves part of the body unsigned";
     }
     return (result);
 }
@@ -209,7 +226,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 	    continue;				/* past verify_signatures_max */
-	result = message_sig_result(sigs[i], from_count, &reason);
+	result = message_sig_result(dkim, sigs[i], from_count, &reason);
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;

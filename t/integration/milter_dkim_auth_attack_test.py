@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""milter-dkim verify mode attacked as a hostile sender (issue 16's
+promises): real Postfix, a real DNS server (Knot), dkimpy signing with
+vendor.test's published key, dmarc_reject = yes.
+
+  1. l= (body length): a vendor.test signature covering the original
+     body, with the fraudster's text appended, must not make
+     dkim=pass/dmarc=pass for the appended content.
+  2. From: forms a reader shows as billing@vendor.test but the milter
+     cannot read strictly (trailing dot, two addresses, unterminated
+     comment): never dmarc=pass, and under dmarc_reject refused like a
+     p=reject fail, never delivered as a mere permerror.
+  3. From: forms the milter reads: display names and encoded words that
+     look like vendor.test, upper case: header.from is the real domain.
+  4. SPF macros and exp= from the attacker's own zone: no pass for
+     vendor.test, the daemon survives.
+"""
+
+import os
+import re
+import smtplib
+import sys
+import time
+import uuid
+
+import dkim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+from mxdns import Knot, txt  # noqa: E402
+import mxdkim  # noqa: E402
+
+RCPT = "bills@planapulse.test"
+CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = verify
+authserv_id = mx.mxkit.test
+dns_servers = {dns}
+dns_timeout = 1s
+auth_timeout = 3s
+dmarc_reject = yes
+"""
+HDRS = [b"from", b"to", b"subject", b"date"]
+
+
+def zones(key):
+    return {
+        "vendor.test": [
+            txt("@", "v=spf1 ip4:127.0.0.2 -all"),
+            txt("sel._domainkey", key),
+            txt("_dmarc", "v=DMARC1; p=reject"),
+        ],
+        "spoof.test": [txt("@", "v=spf1 ip4:127.0.0.9 -all")],
+        "macro.test": [
+            txt("@", "v=spf1 exists:%{ir}.%{l1r-}.%{d2}.%{h}.x.macro.test "
+                "include:%{d}.%{i}.y.macro.test -all exp=e.macro.test"),
+            txt("e", "%{i} %{l} %{d} %{h} %{ir} %{c} %{r} %{t} " + "%{s}" * 40),
+            txt("big", "v=spf1 " + " ".join("ip4:192.0.2.%d" % i for i in range(1, 250))
+                + " -all"),
+            txt("ptr", "v=spf1 ptr ptr:vendor.test -all"),
+        ],
+    }
+
+
+def message(from_value, token, body=None, extra=b""):
+    body = body or (b"Please pay invoice " + token.encode() + b" to our usual account.\r\n")
+    return (b"From: " + from_value.encode() + b"\r\nTo: <" + RCPT.encode() +
+            b">\r\nSubject: invoice " + token.encode() + b"\r\n"
+            b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + token.encode() +
+            b"@vendor.test>\r\n" + extra + b"\r\n" + body)
+
+
+def send(st, client, mail_from, raw, helo="mail.example.org"):
+    t0 = time.monotonic()
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30)
+    s.ehlo("relay.test")
+    code, text = s.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
+    if code != 220:
+        s.close()
+        return (code, "XCLIENT refused", 0)
+    s.ehlo(helo)
+    try:
+        s.sendmail(mail_from, [RCPT], raw)
+        result = (250, "")
+    except smtplib.SMTPDataError as e:
+        result = (e.smtp_code, e.smtp_error.decode(errors="replace"))
+    except smtplib.SMTPException as e:
+        result = (0, str(e))
+    try:
+        s.quit()
+    except smtplib.SMTPException:
+        pass
+    return result + (time.monotonic() - t0,)
+
+
+def sunk(st, token, timeout=20):
+    found = wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=timeout)
+    return mxdkim.crlf(mxdkim.strip_sink_headers(found[0])).decode() if found else None
+
+
+def ours(msg):
+    hdrs = re.findall(r"^Authentication-Results:(.*?)(?=^\S)", msg or "", re.M | re.S)
+    return [re.sub(r"\r?\n[ \t]+", " ", h).strip() for h in hdrs
+            if re.match(r"\s*mx\.mxkit\.test\s*;", h)]
+
+
+def outcome(st, client, mail_from, raw, helo="mail.example.org"):
+    """'refused CODE text' or our A-R of the delivered message."""
+    token = re.search(rb"Message-ID: <([0-9a-f]+)@", raw).group(1).decode()
+    code, text, took = send(st, client, mail_from, raw, helo)
+    if code != 250:
+        return "refused %d %s" % (code, text)
+    ar = ours(sunk(st, token))
+    return ar[0] if len(ar) == 1 else repr(ar)
+
+
+def signed(raw, key, **kw):
+    return dkim.sign(raw, b"sel", b"vendor.test", key, include_headers=HDRS, **kw) + raw
+
+
+def test_body_length(st, key):
+    """1. l= with content appended after the signed part."""
+    token = uuid.uuid4().hex
+    raw = signed(message("Billing <billing@vendor.test>", token), key, length=True)
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw)
+    tap.ok("dkim=pass" in a and "dmarc=pass" in a,
+           "l= covering the whole body: dkim=pass, dmarc=pass", diag=a)
+    token = uuid.uuid4().hex
+    raw = signed(message("Billing <billing@vendor.test>", token), key, length=True)
+    fraud = raw + b"\r\nCORRECTION: our bank changed, pay to IBAN XX00 FRAUD 0000.\r\n"
+    tap.ok(dkim.verify(fraud, dnsfunc=st.dkimdns), "(dkimpy itself passes the l= signature)")
+    a = outcome(st, "127.0.0.9", "x@spoof.test", fraud)
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+           "text appended past l=: not a DKIM pass, refused under dmarc_reject (p=reject)",
+           diag=a)
+    tap.ok(re.search(r"dkim=policy \(l= leaves part of the body unsigned\) "
+                     r"header\.d=vendor\.test .*dmarc=fail", st.read_log("milter")),
+           "logged: dkim=policy (l= leaves part of the body unsigned), dmarc=fail")
+
+
+UNREADABLE = [
+    ("billing@vendor.test.", "a trailing dot"),
+    ("Billing <billing@vendor.test.>", "a trailing dot in angle brackets"),
+    ("<billing@vendor.test>, <x@spoof.test>", "two addresses, vendor.test first"),
+    ("<x@spoof.test>, <billing@vendor.test>", "two addresses, vendor.test second"),
+    ("billing@vendor.test (Billing", "an unterminated comment"),
+    ("Billing <billing@vendor.test", "an unclosed angle address"),
+    ("billing@VENDOR.test.", "upper case and a trailing dot"),
+]
+
+
+def test_unreadable_from(st):
+    """2. From: values a mail reader shows as vendor.test, refused by our
+    strict parser: under dmarc_reject, refused as vendor.test's p=reject
+    would (the unreadable form must not be the way around it)."""
+    for value, name in UNREADABLE:
+        token = uuid.uuid4().hex
+        a = outcome(st, "127.0.0.9", "x@spoof.test", message(value, token))
+        tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+               "From: with %s: refused under dmarc_reject" % name, diag=a)
+    token = uuid.uuid4().hex
+    a = outcome(st, "127.0.0.9", "x@spoof.test", message("x@spoof.test (x", token))
+    tap.ok("dmarc=permerror (From: address unreadable)" in a,
+           "an unreadable From: of a domain without p=reject: permerror, delivered", diag=a)
+    token = uuid.uuid4().hex
+    a = outcome(st, "127.0.0.2", "billing@vendor.test",
+                message("<billing@vendor.test>, <x@spoof.test>", token))
+    tap.ok("dmarc=pass" not in a, "two addresses from vendor.test's own IP: no dmarc=pass",
+           diag=a)
+
+
+READABLE = [
+    ('"billing@vendor.test" <x@spoof.test>', "spoof.test", "a quoted display name"),
+    ("=?utf-8?q?billing=40vendor=2Etest?= <x@spoof.test>", "spoof.test",
+     "an encoded-word display name"),
+    ("=?utf-8?b?YmlsbGluZ0B2ZW5kb3IudGVzdA==?= <x@spoof.test>", "spoof.test",
+     "a base64 encoded word"),
+    ("x@spoof.test (billing@vendor.test)", "spoof.test", "a comment"),
+    ("(billing@vendor.test) <x@spoof.test>", "spoof.test", "a comment before"),
+    ("X@SPOOF.TEST", "spoof.test", "upper case"),
+]
+
+
+def test_readable_from(st):
+    """3. From: forms that look like vendor.test but are spoof.test."""
+    for value, domain, name in READABLE:
+        token = uuid.uuid4().hex
+        a = outcome(st, "127.0.0.9", "x@spoof.test", message(value, token))
+        tap.ok("header.from=%s" % domain in a and "vendor.test" not in a,
+               "From: with %s: header.from=%s" % (name, domain), diag=a)
+    token = uuid.uuid4().hex
+    a = outcome(st, "127.0.0.2", "billing@vendor.test",
+                message("BILLING <BILLING@VENDOR.TEST>", token))
+    tap.ok("dmarc=pass" in a and "header.from=vendor.test" in a,
+           "upper-case From: from vendor.test's IP: pass, header.from lower case", diag=a)
+    token = uuid.uuid4().hex
+    raw = message("Billing <billing@vendor.test>", token, extra=b"From : <x@spoof.test>\r\n")
+    a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+    tap.ok(a.startswith("refused 550 5.7.1 DMARC needs exactly one From"),
+           "a second From with a space before the colon (RFC 5322 obs-optional) counts: "
+           "two From: headers, refused", diag=a + "\n" + (sunk(st, token, 2) or "")[:800])
+    token = uuid.uuid4().hex
+    a = outcome(st, "127.0.0.9", "x@spoof.test", message(
+        "<x@spoof.test>", token, extra=b"Authentication-Results : mx.mxkit.test; "
+        b"dmarc=pass header.from=vendor.test\r\nAuthentication-Results\t: other.test; "
+        b"spf=pass\r\n"))
+    msg = sunk(st, token) or ""
+    tap.ok("dmarc=none" in a and "header.from=vendor.test" not in msg
+           and "other.test; spf=pass" in msg,
+           "a forged A-R with a space before the colon is removed, a foreign one kept",
+           diag=msg[:1500])
+
+
+def test_spf_macros(st, proc):
+    """4. the attacker's SPF with macros, exp=, a 249-term record, ptr."""
+    for mail_from, name in [("a-b.c@macro.test", "macros and exp="),
+                            ("x@big.macro.test", "249 ip4 terms"),
+                            ("x@ptr.macro.test", "ptr")]:
+        token = uuid.uuid4().hex
+        a = outcome(st, "127.0.0.9", mail_from, message("<billing@vendor.test>", token))
+        tap.ok("dmarc=pass" not in a and "spf=pass" not in a,
+               "SPF with %s: no pass for vendor.test" % name, diag=a)
+    a = outcome(st, "IPV6:2001:db8::1", "x@macro.test",
+                message("<x@macro.test>", uuid.uuid4().hex))
+    tap.ok("spf=fail" in a or "spf=permerror" in a or "spf=neutral" in a,
+           "macros with an IPv6 client: a result, no crash", diag=a)
+    tap.ok(proc.poll() is None, "milter-dkim still running after the macro records")
+
+
+with Stack("milter-auth-attack") as st:
+    tap.stack = st
+    st.start_sink()
+    keys = mxdkim.Dns(st.path("etc", "keys.txt"))
+    key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
+    key = open(key_path, "rb").read()
+    dns = Knot(st, zones(keys.records["sel._domainkey.vendor.test"]))
+    dns.start()
+    st.dkimdns = keys.dnsfunc
+    proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
+                                                                     dns=dns.servers))
+    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+                           "relay_domains": "planapulse.test", "inet_protocols": "all"},
+                     smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
+                            "milter_default_action": "tempfail"})
+    test_body_length(st, key)
+    test_unreadable_from(st)
+    test_readable_from(st)
+    test_spf_macros(st, proc)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
