@@ -14,7 +14,8 @@
  *	sign_key_parse() takes a "whsec_<base64>" secret (the prefix may
  *	be left out; surrounding white space is ignored) and decodes the
  *	key. sign_key_load() reads the secret from a file; it is the only
- *	place the secret is read.
+ *	place the secret is read. The whole file is the secret: a file
+ *	larger than 1 KB or with a NUL byte is refused, not cut short.
  *
  *	sign_signature() returns the value of the webhook-signature
  *	header, "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>",
@@ -73,9 +74,21 @@ const char *sign_key_load(const char *path, struct webhook_key *key)
 	snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
 	return (err);
     }
+    /* the whole file is the secret: what a short read would leave out
+     * (a second secret, a paste of the wrong file) must be refused */
     n = fread(text, 1, sizeof(text) - 1, fp);
     text[n] = 0;
+    if (ferror(fp) || (n == sizeof(text) - 1 && getc(fp) != EOF) || ferror(fp)) {
+	snprintf(err, sizeof(err), "%s: %s", path, ferror(fp) ? strerror(errno)
+		 : "larger than 1 KB: one whsec_<base64> value expected");
+	fclose(fp);
+	return (err);
+    }
     fclose(fp);
+    if (memchr(text, 0, n) != NULL) {
+	snprintf(err, sizeof(err), "%s: a NUL byte: one whsec_<base64> value expected", path);
+	return (err);
+    }
     if ((msg = sign_key_parse(text, key)) != NULL) {
 	snprintf(err, sizeof(err), "%s: %s", path, msg);
 	return (err);

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import os
 import smtplib
+import signal
 import socket
 import sys
 import time
@@ -271,6 +272,9 @@ def test_raw_message(st, rx):
         ("long line", b"L" * 5000 + b"\r\nshort\r\n"),
         ("CR alone", b"a\rb\r\n"),
         ("no final newline", b"last line without end"),
+        ("NUL bytes", b"before\x00after\r\n\x00\r\n"),
+        ("900 KB of long lines", (b"x" * 3000 + b"\r\n") * 300),
+        ("trailing white space", b"tab\t\r\nspace \r\n \r\n\t\r\n"),
     ]
     for name, body in cases:
         subject = "raw " + name
@@ -293,11 +297,90 @@ def test_raw_message(st, rx):
                     if raw[i] != want[i]), (min(len(raw), len(want)), raw[-40:], want[-40:])))
 
 
+def test_header_differential(st, rx):
+    """A line with no colon among the headers: Postfix (and the milter)
+    end the headers there; whatever Dovecot reads after it must not
+    make the event claim more."""
+    for name, mid in [("no colon", b"NOT A HEADER LINE"), ("8-bit name", b"X-\xe9: v"),
+                      ("space in name", b"X Bad: v"), ("NUL in name", b"X-\x00: v")]:
+        subject = "differential " + name
+        data = (b"From: billing@attacker.test\r\nTo: " + ACME.encode() + b"\r\nSubject: "
+                + subject.encode() + b"\r\nMessage-ID: <d%d@attacker.test>\r\n" % SEQ[0]
+                + mid + b"\r\nFrom: billing@vendor.test\r\nAuthentication-Results: "
+                + TRUSTED.encode() + b"; dmarc=pass header.from=vendor.test\r\n\r\nbody\r\n")
+        SEQ[0] += 1
+        reply = raw_smtp(st, ACME, data)
+        ev = events_for(rx, subject, timeout=15)
+        copy = [c for c in st.maildir_messages(ACME) if subject.encode() in c]
+        d = ev and ev[-1][2]["data"]
+        tap.ok(d and d["authentication"]["dmarc"] != "pass"
+               and d["authentication"]["from_domain"] == "attacker.test"
+               and d["headers"]["from"] == "billing@attacker.test",
+               "%s: the event reads the From: the milter read (attacker.test), no pass"
+               % name,
+               diag=(reply, d and d["authentication"], d and d["headers"], copy[:1]))
+
+
+# -- the unlucky operator's secret files ----------------------------------------
+
+INITECH = "bills@initech.planapulse.app"
+
+
+def test_secret_files(st, rx, runner):
+    """What an operator may put in a route's secret file: the event is
+    signed with the secret iff the file holds exactly one; otherwise it
+    waits (nothing posted, nothing lost, the file named in the log,
+    never its content) and goes once the file is fixed."""
+    raw = os.urandom(32)
+    b64 = base64.b64encode(raw).decode()
+    good = "whsec_" + b64
+    path = st.path("initech.secret")
+    variants = [
+        ("CRLF ending", good + "\r\n", True),
+        ("no whsec_ prefix", b64 + "\n", True),
+        ("white space around", "\n\t " + good + " \n\n", True),
+        ("empty (truncated mid-rewrite)", "", False),
+        ("two secrets on two lines", good + "\n" + make_secret(os.urandom(32)) + "\n", False),
+        ("a UTF-8 BOM before it", "\ufeff" + good + "\n", False),
+        ("junk past the first KB", good + " " * 2000 + "junk\n", False),
+        ("url-safe base64", "whsec_" + base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode(), False),
+        ("a key=value line", "secret=" + good + "\n", False),
+        ("a NUL byte and junk after it", good + "\x00junk\n", False),
+        ("a second secret past the first KB", good + "\n" * 1100 + good[:-4] + "AAA=\n",
+         False),
+    ]
+    for name, content, valid in variants:
+        with open(path, "w") as f:
+            f.write(content)
+        subject = "secret file " + name
+        mark = len(runner.log())
+        refused = lmtp(st, [INITECH], message(subject, rcpt=INITECH))
+        ev = events_for(rx, subject, timeout=10 if valid else 4)
+        if valid:
+            tap.ok(not refused and ev and verify(good, ev[-1][1], ev[-1][3]) is None
+                   and which_secret(ev[-1]) == [],
+                   "secret file with %s: signed with that secret" % name,
+                   diag=(refused, ev and ev[-1][1]))
+            continue
+        log = runner.log()[mark:]
+        tap.ok(not refused and not ev and path in log,
+               "secret file with %s: nothing posted, the file named in the log" % name,
+               diag=(refused, len(ev), log[-500:]))
+        tap.ok(b64 not in log and content.strip() not in log or not content.strip(),
+               "secret file with %s: its content not in the log" % name)
+        with open(path, "w") as f:
+            f.write(good + "\n")
+        runner.proc.send_signal(signal.SIGUSR1)
+        ev = events_for(rx, subject, timeout=15)
+        tap.ok(ev and len(ev) == 1 and verify(good, ev[-1][1], ev[-1][3]) is None,
+               "secret file with %s: fixed, the waiting event goes, signed with it" % name)
+
+
 def main():
     rx = Receiver()
     with Stack("webhook-trust-attack") as st:
         tap.stack = st
-        for user in (ACME, GLOBEX):
+        for user in (ACME, GLOBEX, INITECH):
             st.users[user] = "pw"
         os.makedirs(st.path("spool"))
         os.makedirs(st.path("etc"), exist_ok=True)
@@ -323,7 +406,9 @@ def main():
                                       % (ACME, url, st.path("acme.secret")),
                 "lmtp_webhook_route2": "%s %sglobex secret_file=%s"
                                        % (GLOBEX, url, st.path("globex.secret")),
-                "lmtp_webhook_route3": "bills@*.planapulse.app %s{1}" % url,
+                "lmtp_webhook_route3": "%s %sinitech secret_file=%s"
+                                       % (INITECH, url, st.path("initech.secret")),
+                "lmtp_webhook_route4": "bills@*.planapulse.app %s{1}" % url,
                 "lmtp_webhook_spool_dir": st.path("spool"),
                 "lmtp_webhook_trusted_authserv_id": TRUSTED,
                 "lmtp_webhook_max_raw_message_size": "1M",
@@ -341,6 +426,8 @@ def main():
         test_dkim_alignment(st, rx)
         test_route_secret_forms(st, rx)
         test_raw_message(st, rx)
+        test_header_differential(st, rx)
+        test_secret_files(st, rx, runner)
         logs = st.read_log("dovecot") + runner.log() + st.read_log("milter")
         leaked = [k for k, v in SECRETS.items() if v.split("_", 1)[1] in logs]
         tap.is_(leaked, [], "no secret in the Dovecot, milter or runner log")

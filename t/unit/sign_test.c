@@ -2,8 +2,10 @@
 
 #include "build_config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sign.h"
 #include "tap.h"
@@ -41,6 +43,35 @@ int     main(void)
     ok(sign_key_load("/nonexistent/secret", &key) != NULL
        && strstr(sign_key_load("/nonexistent/secret", &key), "/nonexistent/secret") != NULL,
        "unreadable secret file: the error names it");
+    {
+	/* the whole file is the secret: nothing past 1 KB or a NUL is
+	 * left unread (a second secret there was ignored) */
+	char    path[] = "/tmp/sign_test.XXXXXX", big[1200];
+	int     fd = mkstemp(path);
+	FILE   *fp = fd < 0 ? NULL : fdopen(fd, "w");
+	const char *err;
+
+	memset(big, ' ', sizeof(big));
+	memcpy(big, "whsec_YQ==", 10);
+	memcpy(big + sizeof(big) - 5, "junk\n", 5);
+	ok(fp != NULL && fwrite(big, 1, sizeof(big), fp) == sizeof(big) && fclose(fp) == 0,
+	   "a 1200-byte secret file written");
+	err = sign_key_load(path, &key);
+	ok(err != NULL && strstr(err, "larger than 1 KB") != NULL,
+	   "a valid secret followed by junk past 1 KB: refused");
+	fp = fopen(path, "w");
+	ok(fp != NULL && fwrite("whsec_YQ==\0junk\n", 1, 16, fp) == 16 && fclose(fp) == 0,
+	   "a secret file with a NUL written");
+	err = sign_key_load(path, &key);
+	ok(err != NULL && strstr(err, "NUL") != NULL, "a NUL byte in the file: refused");
+	fp = fopen(path, "w");
+	ok(fp != NULL && fputs("whsec_YQ==\r\n", fp) >= 0 && fclose(fp) == 0,
+	   "a secret file with CRLF written");
+	is_str(sign_key_load(path, &key), NULL, "whsec_ with CRLF: loaded");
+	unlink(path);
+	err = sign_key_load("/tmp", &key);
+	ok(err != NULL && strstr(err, "/tmp") != NULL, "a directory: refused, named");
+    }
 
     b64 = sign_base64((const unsigned char *) "", 0);
     is_str(b64, "", "base64 of nothing");
