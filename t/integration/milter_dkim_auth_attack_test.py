@@ -14,6 +14,12 @@ vendor.test's published key, dmarc_reject = yes.
      look like vendor.test, upper case: header.from is the real domain.
   4. SPF macros and exp= from the attacker's own zone: no pass for
      vendor.test, the daemon survives.
+  5. the signer (milter-dkim on the vendor's Postfix, OpenSSL core):
+     messages built to trip canonicalization (trailing white space in
+     headers, a white-space-only continuation line, 8-bit and bare CR in a
+     signed header, a signed header 0, 1 or 3 times, empty and CRLF-only
+     bodies) verify with dkimpy against the Knot zone (dnspython) and with
+     our verifier (dkim=pass, dmarc=pass).
 """
 
 import os
@@ -24,6 +30,9 @@ import time
 import uuid
 
 import dkim
+import dns.exception
+import dns.resolver
+import dns as dnspython
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -42,6 +51,12 @@ auth_timeout = 3s
 dmarc_reject = yes
 """
 HDRS = [b"from", b"to", b"subject", b"date"]
+VENDOR_CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = sign
+key_table = {dir}/etc/vendor.keys
+signing_table = refile:{dir}/etc/vendor.signing
+"""
 
 
 def zones(key):
@@ -228,6 +243,64 @@ def test_spf_macros(st, proc):
     tap.ok(proc.poll() is None, "milter-dkim still running after the macro records")
 
 
+def knot_dnsfunc(knot):
+    """dkimpy's key lookups, asked of the test's Knot server."""
+    res = dnspython.resolver.Resolver(configure=False)
+    res.nameservers, res.port, res.lifetime = ["127.0.0.1"], knot.port, 5
+
+    def lookup(name, timeout=5):
+        name = name.decode() if isinstance(name, bytes) else name
+        try:
+            ans = res.resolve(name, "TXT")
+        except dnspython.exception.DNSException:
+            return None
+        return b"".join(ans[0].strings)
+    return lookup
+
+
+SIGNER_CASES = [
+    (b"Subject: trailing white space \t \r\n", b"ok\r\n", "a header with trailing white space"),
+    (b"Subject: folded\r\n \r\n\tafter a blank continuation\r\n", b"ok\r\n",
+     "a continuation line of white space only"),
+    (b"Subject: caf\xc3\xa9 8-bit\r\n", b"ok\r\n", "8-bit in a signed header"),
+    (b"Subject: bare\rcr\r\n", b"ok\r\n", "a bare CR in a signed header"),
+    (b"", b"ok\r\n", "no Subject (a signed name absent)"),
+    (b"Subject: one\r\nSubject: two\r\nSubject: three\r\n", b"ok\r\n",
+     "a signed header three times"),
+    (b"Subject: empty body\r\n", b"", "an empty body"),
+    (b"Subject: crlf body\r\n", b"\r\n\r\n", "a body of empty lines"),
+    (b"Subject: no final newline\r\n", b"last line", "a body without a final CRLF"),
+    (b"Subject:\r\n", b"ok\r\n", "an empty signed header"),
+    (b"SUBJECT:   upper   case\r\n", b"ok\r\n", "an upper-case header name"),
+]
+
+
+def test_signer(st, vport, knot):
+    """5. the vendor's milter signs hostile shapes; dkimpy and our verifier
+    check them."""
+    lookup = knot_dnsfunc(knot)
+    for hdr, body, name in SIGNER_CASES:
+        token = uuid.uuid4().hex
+        raw = (b"From: Billing <billing@vendor.test>\r\nTo: <" + RCPT.encode() + b">\r\n"
+               + hdr + b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" +
+               token.encode() + b"@vendor.test>\r\n\r\n" + body)
+        s = smtplib.SMTP("127.0.0.1", vport, timeout=30)
+        try:
+            s.sendmail("billing@vendor.test", [RCPT], raw)
+            code = 250
+        except smtplib.SMTPException as e:
+            code = str(e)
+        s.quit()
+        msg = sunk(st, token, timeout=30)
+        ar = ours(msg)
+        a = ar[0] if len(ar) == 1 else repr((code, ar))
+        ok = bool(msg) and dkim.verify(msg.encode("utf-8", "surrogateescape")
+                                       if isinstance(msg, str) else msg, dnsfunc=lookup)
+        tap.ok(ok and "dkim=pass header.d=vendor.test" in a and "dmarc=pass" in a,
+               "signer: %s: dkimpy and our verifier pass it" % name,
+               diag=a + "\n" + (msg or "not delivered")[:1200])
+
+
 with Stack("milter-auth-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -247,6 +320,17 @@ with Stack("milter-auth-attack") as st:
     test_unreadable_from(st)
     test_readable_from(st)
     test_spf_macros(st, proc)
+    with open(st.path("etc", "vendor.keys"), "w") as f:
+        f.write("vendor vendor.test:sel:%s\n" % key_path)
+    with open(st.path("etc", "vendor.signing"), "w") as f:
+        f.write("*@vendor.test vendor\n")
+    vproc, vport, _ = mxdkim.start_milter(st, "vendor-milter", VENDOR_CONF)
+    relay = "smtp:[127.0.0.1]:%d" % st.port("postfix-smtp")
+    vendor = st.start_postfix(name="vendor", main={
+        "myhostname": "mail.vendor.test", "default_transport": relay,
+        "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
+        smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
+    test_signer(st, vendor, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
