@@ -9,7 +9,10 @@ header, against a real DNS server (Knot, t/lib/mxdns.py) and real Postfix:
      libspf2 alone would pass): spf=fail, dmarc=fail; spoof.test (SPF, no
      DMARC): dmarc=none; SPF pass for another domain: not aligned.
   3. 200 forged A-R headers claiming our authserv-id in many RFC 8601
-     forms: all removed, ours is the only one.
+     forms: all removed, ours is the only one. A MAIL FROM local part
+     shaped like results (and a hypothesis property over 25 of them):
+     written as its domain, one spf= and one dmarc= result. 24 messages in
+     8 parallel sessions each get their own results.
   4. SPF: include and redirect loops, the 10-term limit (also across
      includes), void lookups, more than 10 MX hosts, the HELO identity for
      the null sender, an IPv6 client.
@@ -31,6 +34,7 @@ import time
 import uuid
 
 import dkim
+from hypothesis import given, settings, strategies as hs, HealthCheck, Phase
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -240,6 +244,46 @@ def test_injection(st):
              if not has(a, "spf=%s" % ("pass" if i % 2 == 0 else "fail"),
                         "dmarc=%s" % ("pass" if i % 2 == 0 else "fail"))]
     tap.is_(wrong, [], "24 messages in 8 parallel sessions: each its own SPF and DMARC result")
+
+
+LOCAL = hs.text(alphabet=hs.sampled_from(list(" ;=()<>[]:,.@!#$%&'*+/?^_`{|}~-abcXYZ019")),
+                min_size=1, max_size=40)
+
+
+def property_mail_from(st, examples):
+    """Whatever local part a sender quotes into MAIL FROM, our header keeps
+    exactly one spf= and one dmarc= result and quotes nothing."""
+    seen, accepted, failures = [0], [0], []
+
+    @settings(max_examples=examples, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(LOCAL)
+    def prop(local):
+        seen[0] += 1
+        token = uuid.uuid4().hex
+        s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30)
+        s.ehlo("relay.test")
+        s.docmd("XCLIENT", "ADDR=127.0.0.9 NAME=[UNAVAILABLE]")
+        s.ehlo("relay.test")
+        code, _ = s.docmd("MAIL", 'FROM:<"%s"@spoof.test>' % local)
+        if code == 250:
+            s.docmd("RCPT", "TO:<%s>" % RCPT)
+            s.data(message("billing@vendor.test", token))
+        s.quit()
+        if code != 250:
+            return
+        accepted[0] += 1
+        ar = ours(sunk(st, token))
+        a = ar[0] if len(ar) == 1 else repr(ar)
+        ok = (len(re.findall(r";\s*spf=", a)) == 1 and len(re.findall(r";\s*dmarc=", a)) == 1
+              and '"' not in a and "smtp.mailfrom=spoof.test;" in a and "dmarc=fail" in a)
+        if not ok and len(failures) < 3:
+            failures.append((local, a))
+    prop()
+    tap.ok(accepted[0] >= examples // 2, "property: Postfix took %d of %d quoted local parts"
+           % (accepted[0], seen[0]))
+    tap.ok(not failures, "property: %d results-shaped MAIL FROM local parts never add or "
+           "change a result" % accepted[0], diag=failures)
 
 
 FORGED_FORMS = [
@@ -453,6 +497,7 @@ with Stack("milter-auth") as st:
     test_spoofs(st, key)
     test_forged(st)
     test_injection(st)
+    property_mail_from(st, 25)
     test_spf(st)
     test_dmarc(st, key)
     st.reconfigure(True)
