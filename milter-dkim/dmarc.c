@@ -152,15 +152,23 @@ static int dmarc_align(const psl_ctx_t *psl, const char *from, const struct dmar
 		               int nsigs, const struct spf_result *spf, int adkim, int aspf,
 		               int *dkim_ok, int *spf_ok, int *temp)
 {
+    /*
+     * A temporary error counts only for an identity that would align: one
+     * of another domain (the spoofer's own SPF or key, on a DNS server
+     * that never answers) cannot make a pass, and let it turn the 550 of
+     * p=reject into a 451 the spoofer's MTA retries for days.
+     */
     *dkim_ok = *spf_ok = *temp = 0;
     for (int i = 0; i < nsigs; i++) {
-	if (strcmp(sigs[i].result, "temperror") == 0)
+	if (strcmp(sigs[i].result, "temperror") == 0
+	    && dmarc_aligned(psl, sigs[i].domain, from, adkim == DMARC_RECORD_A_STRICT))
 	    *temp = 1;
 	if (strcmp(sigs[i].result, "pass") == 0
 	    && dmarc_aligned(psl, sigs[i].domain, from, adkim == DMARC_RECORD_A_STRICT))
 	    *dkim_ok = 1;
     }
-    if (spf && strcmp(spf->result, "temperror") == 0)
+    if (spf && strcmp(spf->result, "temperror") == 0
+	&& dmarc_aligned(psl, spf->domain, from, aspf == DMARC_RECORD_A_STRICT))
 	*temp = 1;
     if (spf && strcmp(spf->result, "pass") == 0
 	&& dmarc_aligned(psl, spf->domain, from, aspf == DMARC_RECORD_A_STRICT))

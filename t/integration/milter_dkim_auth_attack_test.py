@@ -13,7 +13,10 @@ vendor.test's published key, dmarc_reject = yes.
   3. From: forms the milter reads: display names and encoded words that
      look like vendor.test, upper case: header.from is the real domain.
   4. SPF macros and exp= from the attacker's own zone: no pass for
-     vendor.test, the daemon survives.
+     vendor.test, the daemon survives; record text made to read as results
+     never reaches the A-R; the spoofer's own SPF failing temporarily
+     (Knot REFUSED for a zone it does not serve) does not turn p=reject's
+     550 into a 451.
   5. the signer (milter-dkim on the vendor's Postfix, OpenSSL core):
      messages built to trip canonicalization (trailing white space in
      headers, a white-space-only continuation line, 8-bit and bare CR in a
@@ -74,6 +77,11 @@ def zones(key):
             txt("big", "v=spf1 " + " ".join("ip4:192.0.2.%d" % i for i in range(1, 250))
                 + " -all"),
             txt("ptr", "v=spf1 ptr ptr:vendor.test -all"),
+            txt("inj1", "v=spf1 ip4:127.0.0.9/40;dmarc=pass;header.from=vendor.test -all"),
+            txt("inj2", "v=spf1 a:x;dmarc=pass)(header.from=vendor.test -all"),
+            txt("inj3", "v=spf1 include:x;dmarc=pass;header.from=vendor.test -all"),
+            txt("inj4", "v=spf1 %{z};dmarc=pass -all"),
+            txt("tempfail", "v=spf1 include:unserved.example -all"),
         ],
     }
 
@@ -236,6 +244,21 @@ def test_spf_macros(st, proc):
         a = outcome(st, "127.0.0.9", mail_from, message("<billing@vendor.test>", token))
         tap.ok("dmarc=pass" not in a and "spf=pass" not in a,
                "SPF with %s: no pass for vendor.test" % name, diag=a)
+    for i in range(1, 5):
+        token = uuid.uuid4().hex
+        a = outcome(st, "127.0.0.9", "x@inj%d.macro.test" % i, message("<x@spoof.test>", token))
+        tap.ok(a.count("header.from=") == 1 and "vendor.test" not in a
+               and "dmarc=none" in a and "spf=pass" not in a,
+               "an SPF record carrying 'dmarc=pass;header.from=...' (%d): none of it in "
+               "the A-R" % i, diag=a)
+    token = uuid.uuid4().hex
+    a = outcome(st, "127.0.0.9", "x@tempfail.macro.test",
+                message("<billing@vendor.test>", token))
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+           "the spoofer's own SPF domain failing temporarily (not aligned): still 550, "
+           "not a 451 to retry", diag=a)
+    tap.ok(re.search(r"spf=temperror .*smtp\.mailfrom=x@tempfail\.macro\.test;\s+dmarc=fail",
+                     st.read_log("milter")), "logged: spf=temperror, dmarc=fail")
     a = outcome(st, "IPV6:2001:db8::1", "x@macro.test",
                 message("<x@macro.test>", uuid.uuid4().hex))
     tap.ok("spf=fail" in a or "spf=permerror" in a or "spf=neutral" in a,
