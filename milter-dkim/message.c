@@ -177,10 +177,18 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, int from_count,
 {
     const char *result = message_result(sig, reason);
     ssize_t msglen = -1, canonlen = -1, signlen = -1;
+    dkim_alg_t alg;
 
     if (strcmp(result, "pass") == 0 && message_signed_from(sig) < from_count) {
 	result = "fail";
 	*reason = "a From: header the signature does not cover";
+    }
+    /* RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 valid (SHA-1
+     * chosen-prefix collisions); libopendkim still passes it */
+    if (strcmp(result, "pass") == 0 && dkim_sig_getsignalg(sig, &alg) == DKIM_STAT_OK
+	&& alg == DKIM_SIGN_RSASHA1) {
+	result = "policy";
+	*reason = "rsa-sha1 is not accepted (RFC 8301)";
     }
 
     /*

@@ -6,6 +6,8 @@ vendor.test's published key, dmarc_reject = yes.
   1. l= (body length): a vendor.test signature covering the original
      body, with the fraudster's text appended, must not make
      dkim=pass/dmarc=pass for the appended content.
+     RFC 8301: rsa-sha1 and a 512-bit key are no DKIM pass; no From: at
+     all is refused (Postfix fills it from MAIL FROM).
   2. From: forms a reader shows as billing@vendor.test but the milter
      cannot read strictly (trailing dot, two addresses, unterminated
      comment): never dmarc=pass, and under dmarc_reject refused like a
@@ -62,12 +64,13 @@ signing_table = refile:{dir}/etc/vendor.signing
 """
 
 
-def zones(key):
+def zones(key, weak):
     return {
         "vendor.test": [
             txt("@", "v=spf1 ip4:127.0.0.2 -all"),
             txt("sel._domainkey", key),
             txt("_dmarc", "v=DMARC1; p=reject"),
+            txt("weak._domainkey", weak),
         ],
         "spoof.test": [txt("@", "v=spf1 ip4:127.0.0.9 -all")],
         "macro.test": [
@@ -160,6 +163,46 @@ def test_body_length(st, key):
     tap.ok(re.search(r"dkim=policy \(l= leaves part of the body unsigned\) "
                      r"header\.d=vendor\.test .*dmarc=fail", st.read_log("milter")),
            "logged: dkim=policy (l= leaves part of the body unsigned), dmarc=fail")
+
+
+def weak_key():
+    """A 512-bit RSA key (RFC 8301: below 1024 bits, never valid) and its
+    DKIM TXT value."""
+    import base64
+    import subprocess
+    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                          "rsa_keygen_bits:512"], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=pem,
+                         capture_output=True, check=True).stdout
+    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def test_weak(st, key, weak):
+    """1b. RFC 8301: rsa-sha1 and RSA keys under 1024 bits are not valid
+    signatures, so never an aligned DKIM pass."""
+    token = uuid.uuid4().hex
+    raw = message("Billing <billing@vendor.test>", token)
+    raw = dkim.sign(raw, b"sel", b"vendor.test", key, include_headers=HDRS,
+                    signature_algorithm=b"rsa-sha1") + raw
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw)
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+           "an rsa-sha1 signature by vendor.test's key: no DKIM pass, refused", diag=a)
+    tap.ok(re.search(r"dkim=policy \(rsa-sha1 is not accepted \(RFC 8301\)\) "
+                     r"header\.d=vendor\.test", st.read_log("milter")),
+           "logged: dkim=policy (rsa-sha1 is not accepted (RFC 8301))")
+    token = uuid.uuid4().hex
+    raw = message("Billing <billing@vendor.test>", token)
+    raw = dkim.sign(raw, b"weak", b"vendor.test", weak, include_headers=HDRS) + raw
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw)
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+           "a signature with a published 512-bit key: no DKIM pass, refused", diag=a)
+    token = uuid.uuid4().hex
+    raw = message("Billing <billing@vendor.test>", token).replace(
+        b"From: Billing <billing@vendor.test>\r\n", b"")
+    a = outcome(st, "127.0.0.9", "billing@vendor.test", raw)
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"),
+           "no From: header (Postfix adds one from MAIL FROM, outside SPF): refused",
+           diag=a)
 
 
 UNREADABLE = [
@@ -330,7 +373,8 @@ with Stack("milter-auth-attack") as st:
     keys = mxdkim.Dns(st.path("etc", "keys.txt"))
     key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
     key = open(key_path, "rb").read()
-    dns = Knot(st, zones(keys.records["sel._domainkey.vendor.test"]))
+    weak_pem, weak_txt = weak_key()
+    dns = Knot(st, zones(keys.records["sel._domainkey.vendor.test"], weak_txt))
     dns.start()
     st.dkimdns = keys.dnsfunc
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
@@ -340,6 +384,7 @@ with Stack("milter-auth-attack") as st:
                      smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
                             "milter_default_action": "tempfail"})
     test_body_length(st, key)
+    test_weak(st, key, weak_pem)
     test_unreadable_from(st)
     test_readable_from(st)
     test_spf_macros(st, proc)
