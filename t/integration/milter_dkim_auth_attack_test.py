@@ -234,6 +234,34 @@ def test_unreadable_from(st):
                 message("<billing@vendor.test>, <x@spoof.test>", token))
     tap.ok("dmarc=pass" not in a, "two addresses from vendor.test's own IP: no dmarc=pass",
            diag=a)
+    many = ", ".join("<x@d%d.spoof.test>" % i for i in range(9))
+    a = outcome(st, "127.0.0.9", "x@spoof.test", message(many, uuid.uuid4().hex))
+    tap.ok(a.startswith("refused 550 5.7.1 Unreadable From: header naming too many"),
+           "an unreadable From: naming 9 domains: refused without 9 lookups", diag=a)
+    many = ", ".join("<x@d%d.spoof.test>" % i for i in range(8))
+    a = outcome(st, "127.0.0.9", "x@spoof.test", message(many, uuid.uuid4().hex))
+    tap.ok("dmarc=permerror (From: address unreadable)" in a,
+           "8 domains, none with a policy: permerror, delivered", diag=a)
+    a = outcome(st, "127.0.0.2", "billing@vendor.test",
+                message("Billing\r\n <billing@vendor.test>", uuid.uuid4().hex))
+    tap.ok("dmarc=pass" in a and "header.from=vendor.test" in a,
+           "a folded From: is read (pass from vendor.test's IP)", diag=a)
+
+
+def test_unreadable_dns_down(st, knot):
+    """2b. an unreadable From: naming vendor.test with the DNS frozen:
+    451 (the policy may be reject), bounded by auth_timeout."""
+    knot.pause()
+    try:
+        t0 = time.monotonic()
+        a = outcome(st, "127.0.0.9", "x@spoof.test",
+                    message("<billing@vendor.test>, <x@spoof.test>", uuid.uuid4().hex))
+        took = time.monotonic() - t0
+    finally:
+        knot.resume()
+    tap.ok(a.startswith("refused 451 4.4.3"), "DNS frozen, unreadable From: naming "
+           "vendor.test: 451 4.4.3, never delivered", diag=a)
+    tap.ok(took < 3 + 5, "bounded: %.1f s (auth_timeout 3 s)" % took)
 
 
 READABLE = [
@@ -399,6 +427,7 @@ with Stack("milter-auth-attack") as st:
         "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
         smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
     test_signer(st, vendor, dns)
+    test_unreadable_dns_down(st, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
