@@ -5,7 +5,7 @@ non-root, read-only root, no shell needed, ready within 2 s, SIGTERM
 clean), then contrib/kubernetes/ played with `podman kube play` (a Debian
 Postfix + Dovecot container, built the same way, standing in for
 docker-mailserver; Redis in its own pod) behind an haproxy OUTSIDE the
-pod sending PROXY v2:
+pod (contrib/kubernetes/edge-haproxy.cfg) sending PROXY v2:
 
 - MX mail from 127.0.0.2: haproxy -> shim (proxy-v2) -> postscreen ->
   smtpd: postscreen's and smtpd's client= lines name 127.0.0.2; a
@@ -28,9 +28,10 @@ pod sending PROXY v2:
 The overlay the test applies to contrib/kubernetes/ (host networking on
 a shared machine) only renames ports to free loopback ports, 0.0.0.0 to
 127.0.0.1, the Redis Service and the edge network to 127.0.0.1, images
-to the local ones and the webhook URL to the local receiver; it plays
-the Secret as a ConfigMap (podman 4.3 writes Secret volumes
-base64-encoded), drops what podman does not run (Service,
+to the local ones and the webhook URL to the local receiver; it mounts
+the Secret's files from a host directory, mode 0400 and owned by each
+container's user (podman 4.3 writes Secret volumes base64-encoded and
+has no fsGroup), drops what podman does not run (Service,
 NetworkPolicy, containerPort lists, probes: the test probes from the
 host as a kubelet would) and keeps init containers (podman's "once" init containers race
 their removal)."""
@@ -158,12 +159,27 @@ class Site:
                          "svc-billing@planapulse.ai": "billing-pw",
                          "svc-alerts@planapulse.ai": "alerts-pw"}
 
-    def secret_data(self):
-        data = dict(self.keys)
-        data["webhook.secret"] = self.secret + "\n"
-        data["redis-password"] = PASSWORD + "\n"
-        data["redis.conf"] = "requirepass %s\n" % PASSWORD
-        return data
+    def secret_dir(self, deployment):
+        """The Secret's files as the kubelet would mount them for this pod:
+        mode 0400, owned by the container's user (Kubernetes: 0440 and
+        the pod's fsGroup; podman has no fsGroup)."""
+        d = self.st.path("secrets", deployment)
+        if os.path.isdir(d):
+            return d
+        os.makedirs(d)
+        for p in (self.st.path("secrets"), d):
+            os.chmod(p, 0o755)
+        files = {"mailserver": [(name, text, 10001) for name, text in self.keys.items()]
+                 + [("redis-password", PASSWORD + "\n", 10001),
+                    ("webhook.secret", self.secret + "\n", 5000)],
+                 "redis": [("redis.conf", "requirepass %s\n" % PASSWORD, 999)]}
+        for name, text, uid in files[deployment]:
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chown(path, uid, uid)
+            os.chmod(path, 0o400)
+        return d
 
     def text(self, s):
         s = mc.port_sub(s, self.ports)
@@ -187,14 +203,6 @@ def overlay(site, docs):
               "ghcr.io/docker-mailserver/docker-mailserver:15.0.0": mc.MAILSERVER}
     out = {"redis": [], "mail": []}
     accounts = "".join("%s|{PLAIN}%s\n" % kv for kv in site.accounts.items())
-    secret_cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mxkit-secrets"},
-                 "data": site.secret_data()}
-    # podman keeps a ConfigMap as a named volume, owned by whoever mounted it
-    # first: the Redis pod gets its own copy
-    redis_cm = copy.deepcopy(secret_cm)
-    redis_cm["metadata"]["name"] = "mxkit-secrets-redis"
-    out["redis"].append(redis_cm)
-    out["mail"].append(secret_cm)
     for d in docs:
         kind = d["kind"]
         if kind in ("Service", "NetworkPolicy"):
@@ -228,11 +236,9 @@ def overlay(site, docs):
                         {"name": "RELAYHOST", "value": "[127.0.0.1]:%d" % site.st.ports["sink"]}]
             for v in spec["volumes"]:
                 if "secret" in v:
-                    sec = v.pop("secret")
-                    v["configMap"] = {"name": sec["secretName"] + (
-                        "-redis" if d["metadata"]["name"] == "redis" else "")}
-                    if "items" in sec:
-                        v["configMap"]["items"] = sec["items"]
+                    v.pop("secret")
+                    v["hostPath"] = {"path": site.secret_dir(d["metadata"]["name"]),
+                                     "type": "Directory"}
             out["redis" if d["metadata"]["name"] == "redis" else "mail"].append(d)
     out["mail-again"] = [d for d in out["mail"] if d["kind"] != "PersistentVolumeClaim"]
     paths = {}
@@ -244,11 +250,28 @@ def overlay(site, docs):
 
 
 # podman 4.3 keeps ConfigMaps (and PVCs) as named volumes after kube down
-VOLUMES = ("mail-state", "mxkit-secrets", "mxkit-secrets-redis", "mxkit-config", "dms-config")
+VOLUMES = ("mail-state", "mxkit-config", "dms-config")
 
 
 def remove_volumes():
     mc.podman("volume", "rm", "-f", *VOLUMES)
+
+
+def edge_haproxy(site):
+    """contrib/kubernetes/edge-haproxy.cfg with the test's addresses: the
+    frontends on loopback ports, the NodePorts (30125, 30127, 30103) as
+    the shim's ports."""
+    with open(os.path.join(KUBE, "edge-haproxy.cfg")) as f:
+        text = f.read()
+    nodeports = {30125: site.ports[2525], 30127: site.ports[2587], 30103: site.ports[9103]}
+    text = text.replace("bind :25\n", "bind 127.0.0.1:%d\n" % site.st.port("edge-smtp"))
+    text = text.replace("bind :587\n", "bind 127.0.0.1:%d\n" % site.st.port("edge-sub"))
+    text = text.replace("10.0.20.11:", "127.0.0.1:")
+    text = re.sub(r"\b(3012[57]|30103)\b", lambda m: str(nodeports[int(m.group(1))]), text)
+    if "127.0.0.1:%d" % site.st.ports["edge-smtp"] not in text or re.search(r"10\.0\.20\.\d+:",
+                                                                           text):
+        raise RuntimeError("edge-haproxy.cfg changed shape:\n" + text)
+    return text
 
 
 def containers():
@@ -514,7 +537,8 @@ def test_probes(site, redis_path):
     tap.ok(before and before == after, "40 probes of each kind on the metrics ports change no "
            "shim connection counter", diag="%r\n%r" % (before, after))
     rejected = {k: v for k, v in after.items() if "relayed" not in k and v != "0"}
-    tap.is_(rejected, {}, "no connection rejected by the shim in the whole test")
+    tap.is_(rejected, {}, "no connection rejected by the shim in the whole test (the edge's "
+            "health checks ask /readyz on the metrics port)")
     policyd = site.ports[9101]
     tap.is_(http_get(policyd, "/readyz"), (200, "ready\n"), "policyd-ratelimit ready with Redis")
     redis = [n for n in containers() if n.startswith("redis-pod") and n.endswith("-redis")]
@@ -569,20 +593,7 @@ def main():
             tap.ok(all(r == (200, "ready\n") for r in ready.values()),
                    "every sidecar's /readyz is 200", diag=str(ready) + "".join(
                        mc.logs(cname(s))[-500:] for s in MXKIT_CONTAINERS))
-            st.port("edge-smtp")
-            st.port("edge-sub")
-            st.start_haproxy("""
-frontend ft_smtp
-    bind 127.0.0.1:{port:edge-smtp}
-    default_backend be_smtp
-frontend ft_sub
-    bind 127.0.0.1:{port:edge-sub}
-    default_backend be_sub
-backend be_smtp
-    server shim 127.0.0.1:%d send-proxy-v2 proxy-v2-options crc32c
-backend be_sub
-    server shim 127.0.0.1:%d send-proxy-v2 proxy-v2-options crc32c
-""" % (site.ports[2525], site.ports[2587]), wait_ports=[])
+            st.start_haproxy(edge_haproxy(site), wait_ports=[])
             wait_port(st.port("edge-smtp"))
             wait_port(st.port("edge-sub"))
             test_mx(site)

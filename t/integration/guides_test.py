@@ -26,7 +26,7 @@ from mxtest import build_path, run, src_path, tap, wait_for  # noqa: E402
 from mxwebhook import Receiver, make_secret, run_consumer, sign  # noqa: E402
 
 BLOCK = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
-KNOWN = {"main.cf", "master.cf", "dms-postfix-master.cf", "dovecot.conf", "haproxy.cfg",
+KNOWN = {"yaml", "main.cf", "master.cf", "dms-postfix-master.cf", "dovecot.conf", "haproxy.cfg",
          "milter-dkim.conf", "policyd-ratelimit.conf", "proxyv2-shim.conf",
          "lmtp-webhook-spool.conf", "KeyTable", "SigningTable", "python", "javascript", "go",
          "sh", "dns"}
@@ -180,11 +180,12 @@ def materialise_tables(blocks, box):
 
 def check_daemon(tag, text, box):
     text = box.move(text)
-    for name in ("sender_binding", "secret_file"):
+    made = {"sender_binding": "svc-billing  *@example.com\n", "secret_file": make_secret() + "\n",
+            "store_password_file": "guide-password\n"}
+    for name, content in made.items():
         m = re.search(r"^%s\s*=\s*(\S+)" % name, text, re.M)
         if m and not os.path.exists(m.group(1)):     # files an operator makes by hand
-            box.write(m.group(1), "svc-billing  *@example.com\n" if name == "sender_binding"
-                      else make_secret() + "\n")
+            box.write(m.group(1), content)
     # directories under /run come from the systemd unit's RuntimeDirectory=
     for m in re.finditer(r"^(?:socket\s*=\s*unix:|pid_file\s*=\s*)(%s/run/\S+)" % re.escape(box.root),
                          text, re.M):
@@ -277,6 +278,41 @@ def check_consumers(lang, code, tmp, live):
     return got == want, "got %r want %r for %s" % (got, want, [n for n, _, _ in vectors])
 
 
+CONTRIB = re.compile(r"#\s*(?:\S+\s+from\s+)?(contrib/[\w./-]+)(?:\s+\(([\w.-]+)\))?")
+
+
+def check_contrib(text):
+    """A block whose first line names a file under contrib/ ("# contrib/F",
+    "# /etc/x from contrib/F", or "# contrib/F.yaml (KEY)" for a
+    ConfigMap's data key) must be what
+    that file holds: the container tests deploy those files, so the guide
+    shows what was tested. None when the block names no such file."""
+    first, _, body = text.partition("\n")
+    m = CONTRIB.match(first)
+    if not m:
+        return None
+    path = src_path(*m.group(1).split("/"))
+    try:
+        with open(path) as f:
+            content = f.read()
+    except OSError as e:
+        return False, str(e)
+    if m.group(2) and path.endswith(".yaml"):
+        import yaml
+        data = {}
+        for doc in yaml.safe_load_all(content):
+            if doc and doc.get("kind") == "ConfigMap":
+                data.update(doc.get("data") or {})
+        if m.group(2) not in data:
+            return False, "%s has no ConfigMap key %s" % (m.group(1), m.group(2))
+        content = data[m.group(2)]
+    if not body.strip():
+        return False, "empty block"
+    whole = text if not m.group(2) and content.startswith(first) else body
+    return whole in content, "not found verbatim in %s%s" % (
+        m.group(1), " (%s)" % m.group(2) if m.group(2) else "")
+
+
 def main():
     guides = sorted(glob.glob(src_path("doc", "guides", "*.md")))
     tap.ok(len(guides) >= 8, "%d guides" % len(guides))
@@ -292,6 +328,10 @@ def main():
             materialise_tables(blocks, box)
             for i, (tag, text) in enumerate(blocks, 1):
                 label = "%s block %d (%s)" % (name, i, tag or "untagged")
+                same = check_contrib(text)
+                if same is not None:
+                    tap.ok(same[0], label + ": the same as the contrib/ file the container "
+                           "tests deploy", diag=same[1])
                 if tag not in KNOWN:
                     tap.ok(False, label + ": tagged with what it is", diag="tag %r" % tag)
                 elif tag == "main.cf":
@@ -313,6 +353,14 @@ def main():
                     good, err = check_daemon(tag, text, box)
                     tap.ok(good, label + ": %s -t accepts it"
                            % os.path.basename(DAEMONS[tag]), diag=err)
+                elif tag == "yaml":
+                    import yaml
+                    try:
+                        docs = list(yaml.safe_load_all(text))
+                        good, err = bool(docs), ""
+                    except yaml.YAMLError as e:
+                        good, err = False, str(e)
+                    tap.ok(good, label + ": YAML that parses", diag=err)
                 elif tag in ("python", "javascript", "go"):
                     good, err = check_consumers(tag, text, tmp, live)
                     tap.ok(good, label + ": handle() accepts, quarantines and rejects as it must",
