@@ -175,6 +175,32 @@ def test_dkim_alignment(st, rx):
                % (sp, hf), diag=got)
 
 
+def test_hostile_signature_tags(st, rx):
+    """DKIM-Signature headers whose d= and s= carry result syntax: the
+    milter writes them into our own header; the event must read one
+    dkim entry per signature and never a pass."""
+    tags = [("d", "vendor.test; dmarc=pass header.from=vendor.test"),
+            ("d", "vendor.test(x) dkim=pass header.d=vendor.test"),
+            ("s", "a1; dkim=pass header.d=vendor.test"),
+            ("s", "a1\" dkim=pass header.d=\"vendor.test"),
+            ("d", "vendor.test\\"),
+            ("s", "(a1"),
+            ("d", "=?utf-8?q?vendor.test?=")]
+    for i, (tag, value) in enumerate(tags):
+        subject = "hostile tag %d" % i
+        vals = {"d": "attacker.test", "s": "a1"}
+        vals[tag] = value
+        sig = ("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=%s; s=%s;\r\n"
+               "\th=from:subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\r\n"
+               "\tb=AAAA" % (vals["d"], vals["s"]))
+        got = auth_of(st, rx, subject, message(subject, [sig]))
+        tap.ok(isinstance(got, dict) and len(got["dkim"]) == 1
+               and got["dkim"][0]["result"] != "pass" and not got["dkim"][0]["aligned"]
+               and got["dmarc"] != "pass",
+               "DKIM-Signature %s=%r: one dkim entry, no pass, no dmarc pass" % (tag, value),
+               diag=got)
+
+
 # -- secrets per route, by recipient form ------------------------------------
 
 def lmtp(st, rcpts, data):
@@ -208,7 +234,8 @@ def test_route_secret_forms(st, rx):
     signed with acme's secret only (never the catch-all's global one,
     never globex's)."""
     forms = ["BILLS@ACME.PLANAPULSE.APP", "Bills@Acme.planapulse.app",
-             "bills+x@acme.planapulse.app", "BILLS+Y@acme.planapulse.app", "bills@ACME.planapulse.app"]
+             "bills+x@acme.planapulse.app", "BILLS+Y@acme.planapulse.app",
+             "\"bills\"@acme.planapulse.app", "\"bills+z\"@acme.planapulse.app", "bills@ACME.planapulse.app"]
     for rcpt in forms:
         subject = "secret form " + rcpt
         refused = lmtp(st, [rcpt], message(subject, rcpt=rcpt))
@@ -424,6 +451,7 @@ def main():
         runner.start()
         test_forged_names(st, rx)
         test_dkim_alignment(st, rx)
+        test_hostile_signature_tags(st, rx)
         test_route_secret_forms(st, rx)
         test_raw_message(st, rx)
         test_header_differential(st, rx)
