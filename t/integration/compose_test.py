@@ -209,6 +209,7 @@ def main():
                     st.out.write("#   %s\n" % line)
                 mc.podman("rm", "-f", name)
             res = compose(d, "down")
+            mc.podman("network", "rm", "-f", "mxkittest_default")  # podman-compose makes it
         log("compose test took %.0f s" % (time.monotonic() - T0))
     return tap.done()
 
