@@ -15,7 +15,9 @@
  *	be left out; surrounding white space is ignored) and decodes the
  *	key. sign_key_load() reads the secret from a file; it is the only
  *	place the secret is read. The whole file is the secret: a file
- *	larger than 1 KB or with a NUL byte is refused, not cut short.
+ *	larger than 1 KB or with a NUL byte is refused, not cut short;
+ *	one that is no regular file (a FIFO would block the runner and
+ *	every route with it) is refused unopened.
  *
  *	sign_signature() returns the value of the webhook-signature
  *	header, "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>",
@@ -24,10 +26,13 @@
  *	The parsers return NULL or a static message.
  */
 
+#include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -68,10 +73,22 @@ const char *sign_key_load(const char *path, struct webhook_key *key)
     char    text[1024];
     const char *msg;
     size_t  n;
-    FILE   *fp;
+    FILE   *fp = NULL;
+    struct stat st;
+    int     fd;
+    const char *why = NULL;
 
-    if ((fp = fopen(path, "r")) == NULL) {
-	snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+    /* never wait on a FIFO or a device: the runner serves every route */
+    if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0)
+	why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+	why = "not a regular file";
+    else if ((fp = fdopen(fd, "r")) == NULL)
+	why = strerror(errno);
+    if (why != NULL) {
+	snprintf(err, sizeof(err), "%s: %s", path, why);
+	if (fd >= 0)
+	    close(fd);
 	return (err);
     }
     /* the whole file is the secret: what a short read would leave out

@@ -403,6 +403,32 @@ def test_secret_files(st, rx, runner):
                "secret file with %s: fixed, the waiting event goes, signed with it" % name)
 
 
+def test_secret_fifo(st, rx, runner):
+    """A route's secret file that is a named pipe (a secrets agent's, or
+    a typo for one): that route waits, the runner does not hang on it,
+    every other route's events still go."""
+    path = st.path("initech.secret")
+    os.unlink(path)
+    os.mkfifo(path)
+    mark = len(runner.log())
+    lmtp(st, [INITECH], message("secret fifo", rcpt=INITECH))
+    time.sleep(1)
+    lmtp(st, [ACME], message("while a fifo", rcpt=ACME))
+    ev = events_for(rx, "while a fifo", timeout=15)
+    tap.ok(ev and which_secret(ev[-1]) == ["acme"],
+           "a route's secret file is a FIFO: the runner still posts another route's event")
+    tap.ok(not events_for(rx, "secret fifo", timeout=1) and path in runner.log()[mark:],
+           "and the FIFO route's event waits, the file named in the log",
+           diag=runner.log()[mark:][-400:])
+    os.unlink(path)
+    with open(path, "w") as f:
+        f.write(SECRETS["global"] + "\n")
+    runner.proc.send_signal(signal.SIGUSR1)
+    ev = events_for(rx, "secret fifo", timeout=15)
+    tap.ok(ev and which_secret(ev[-1]) == ["global"],
+           "a regular file again: the waiting event goes, signed with it")
+
+
 def main():
     rx = Receiver()
     with Stack("webhook-trust-attack") as st:
@@ -456,6 +482,7 @@ def main():
         test_raw_message(st, rx)
         test_header_differential(st, rx)
         test_secret_files(st, rx, runner)
+        test_secret_fifo(st, rx, runner)
         logs = st.read_log("dovecot") + runner.log() + st.read_log("milter")
         leaked = [k for k, v in SECRETS.items() if v.split("_", 1)[1] in logs]
         tap.is_(leaked, [], "no secret in the Dovecot, milter or runner log")

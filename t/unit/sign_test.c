@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "sign.h"
 #include "tap.h"
@@ -71,6 +72,11 @@ int     main(void)
 	unlink(path);
 	err = sign_key_load("/tmp", &key);
 	ok(err != NULL && strstr(err, "/tmp") != NULL, "a directory: refused, named");
+	ok(mkfifo(path, 0600) == 0, "a FIFO made");
+	err = sign_key_load(path, &key);		/* blocked forever before */
+	ok(err != NULL && strstr(err, "not a regular file") != NULL,
+	   "a FIFO: refused at once, not waited on");
+	unlink(path);
     }
 
     b64 = sign_base64((const unsigned char *) "", 0);
