@@ -205,7 +205,8 @@ static void auth_append(char **results, const char *method, const char *result,
 
 /* auth_sigs - each verified DKIM signature's domain and result */
 
-static int auth_sigs(DKIM *dkim, DKIM_STAT eom, int from_count, struct dmarc_sig **out)
+static int auth_sigs(DKIM *dkim, DKIM_STAT eom, const struct message *m,
+		             struct dmarc_sig **out)
 {
     DKIM_SIGINFO **sigs = NULL;
     int     nsigs = 0, n = 0;
@@ -222,7 +223,7 @@ static int auth_sigs(DKIM *dkim, DKIM_STAT eom, int from_count, struct dmarc_sig
 	if (d == NULL || (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE))
 	    continue;
 	(*out)[n].domain = d;
-	(*out)[n++].result = message_sig_result(dkim, sigs[i], from_count, &reason);
+	(*out)[n++].result = message_sig_result(dkim, sigs[i], m, &reason);
     }
     return (n);
 }
@@ -315,7 +316,7 @@ static enum auth_verdict auth_dmarc(const struct auth_conf *a, DKIM *dkim, DKIM_
 {
     struct dmarc_result d;
     struct dmarc_sig *sigs;
-    int     n = auth_sigs(dkim, eom, msg->from_count, &sigs);
+    int     n = auth_sigs(dkim, eom, msg, &sigs);
     const char *at = strrchr(msg->from, '@');
     char   *from, *props, comment[64];
     enum auth_verdict verdict = AUTH_ACCEPT;

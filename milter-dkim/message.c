@@ -9,7 +9,7 @@
  *	const char *message_add_header(&m, name, value, authserv_id)
  *	const char *message_parse_address(value, buf, len)
  *	int	message_ar_claims(value, authserv_id, &unreadable)
- *	char	*message_auth_results(dkim, eom_status, authserv_id, from_count)
+ *	char	*message_auth_results(dkim, eom_status, authserv_id, m)
  * DESCRIPTION
  *	Headers are kept until the end of the header so that libopendkim
  *	sees them in order once the sign/verify decision is made. From:
@@ -28,7 +28,10 @@
  *	signature whose h= names From fewer times than the message has
  *	From: headers fails: libopendkim hashes the bottom ones and passed
  *	it, so a From: put on top of a signed message read as signed (dkimpy
- *	hashes one From more than h= lists, and fails it).
+ *	hashes one From more than h= lists, and fails it); so does one
+ *	that names another once-only header (RFC 5322 3.6: Subject, To,
+ *	Date...) fewer times than the message has it. An l= shorter than
+ *	the body and rsa-sha1 (RFC 8301) are "policy".
  * DIAGNOSTICS
  *	message_add_header() returns NULL or a static error (headers over
  *	MESSAGE_HEADER_BYTES_MAX in total).
@@ -150,11 +153,35 @@ static void message_append(char **out, size_t *len, const char *fmt,...)
     *len += n;
 }
 
-/* message_signed_from - how many From: headers a signature's h= covers */
+/*
+ * Headers RFC 5322 3.6 allows once: a signature whose h= names one of
+ * them fewer times than the message has it (a Subject: or From: put on
+ * top of a signed message) does not vouch for what readers show, which
+ * is usually the top one. From counts even when h= omits it (RFC 6376
+ * requires it signed); the others once h= names them.
+ */
+static const struct {
+    const char *name;
+    const char *reason;
+} message_once[] = {
+    {"From", "a From: header the signature does not cover"},
+    {"Sender", "a Sender: header the signature does not cover"},
+    {"Reply-To", "a Reply-To: header the signature does not cover"},
+    {"To", "a To: header the signature does not cover"},
+    {"Cc", "a Cc: header the signature does not cover"},
+    {"Subject", "a Subject: header the signature does not cover"},
+    {"Date", "a Date: header the signature does not cover"},
+    {"Message-ID", "a Message-ID: header the signature does not cover"},
+    {"In-Reply-To", "an In-Reply-To: header the signature does not cover"},
+    {"References", "a References: header the signature does not cover"},
+};
 
-static int message_signed_from(DKIM_SIGINFO *sig)
+/* message_signed - how many times a signature's h= names NAME */
+
+static int message_signed(DKIM_SIGINFO *sig, const char *name)
 {
     const char *h = (const char *) dkim_sig_gettagvalue(sig, 0, (u_char *) "h");
+    size_t  want = strlen(name);
     int     n = 0;
 
     while (h && *h) {
@@ -162,26 +189,43 @@ static int message_signed_from(DKIM_SIGINFO *sig)
 
 	h += skip;
 	len = strcspn(h, " \t\r\n:");
-	n += len == 4 && strncasecmp(h, "from", 4) == 0;
+	n += len == want && strncasecmp(h, name, len) == 0;
 	h += len;
     }
     return (n);
+}
+
+/* message_uncovered - why a once-only header is not covered, or NULL */
+
+static const char *message_uncovered(DKIM_SIGINFO *sig, const struct message *m)
+{
+    for (size_t k = 0; k < sizeof(message_once) / sizeof(message_once[0]); k++) {
+	int     signed_n = message_signed(sig, message_once[k].name), have = 0;
+
+	if (k > 0 && signed_n == 0)
+	    continue;
+	for (int i = 0; i < m->count && have <= signed_n; i++)
+	    have += strcasecmp(m->hdr[i].name, message_once[k].name) == 0;
+	if (signed_n < have)
+	    return (message_once[k].reason);
+    }
+    return (NULL);
 }
 
 /*
  * message_sig_result - one signature's RFC 8601 result, as our A-R says
  * it (DMARC takes its DKIM results from here too)
  */
-const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, int from_count,
+const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct message *m,
 			               const char **reason)
 {
-    const char *result = message_result(sig, reason);
+    const char *result = message_result(sig, reason), *why;
     ssize_t msglen = -1, canonlen = -1, signlen = -1;
     dkim_alg_t alg;
 
-    if (strcmp(result, "pass") == 0 && message_signed_from(sig) < from_count) {
+    if (strcmp(result, "pass") == 0 && (why = message_uncovered(sig, m)) != NULL) {
 	result = "fail";
-	*reason = "a From: header the signature does not cover";
+	*reason = why;
     }
     /* RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 valid (SHA-1
      * chosen-prefix collisions); libopendkim still passes it */
@@ -209,7 +253,7 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, int from_count,
 }
 
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
-			             int from_count)
+			             const struct message *m)
 {
     DKIM_SIGINFO **sigs = NULL;
     int     nsigs = 0;
@@ -234,7 +278,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 	    continue;				/* past verify_signatures_max */
-	result = message_sig_result(dkim, sigs[i], from_count, &reason);
+	result = message_sig_result(dkim, sigs[i], m, &reason);
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;

@@ -43,8 +43,8 @@ const char *message_add_header(struct message *m, const char *name, const char *
 const char *message_parse_address(const char *value, char *buf, size_t len);
 int     message_ar_claims(const char *value, const char *authserv_id, int *unreadable);
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
-			             int from_count);
-const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, int from_count,
+			             const struct message *m);
+const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct message *m,
 			               const char **reason);
 int     message_ignored(DKIM *dkim);
 size_t  message_longest_header(const struct message *m, char **names, char **more,

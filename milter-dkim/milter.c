@@ -542,8 +542,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 
     auth_begin(c->policy->auth);		/* one DNS budget: keys, SPF, DMARC */
     status = dkim_eom(c->verify, NULL);
-    results = message_auth_results(c->verify, status, c->policy->authserv_id,
-				   c->msg.from_count);
+    results = message_auth_results(c->verify, status, c->policy->authserv_id, &c->msg);
     verdict = auth_evaluate(c->policy->auth, c->verify, status, &c->msg, &session, &results,
 			    &code, &dsn, &reply);
     auth_end();

@@ -31,7 +31,8 @@ tests do not cover:
      one a reader sees) is the attacker's; dkimpy fails it. Now dkim=fail
      with the reason; property (hypothesis): over signed header sets and
      added/altered headers and body, our one A-R says pass exactly when
-     dkimpy verifies;
+     dkimpy verifies (and no once-only header h= names was put on top:
+     stricter than dkimpy);
   5. signed 8-bit mail (Content-Transfer-Encoding: 8bit) to a next hop
      that does not announce 8BITMIME (smtp-sink -8): Postfix's smtp client
      re-encoded it as quoted-printable after the milter, body hash
@@ -339,9 +340,14 @@ def test_inbound_from(st, dns, pkey):
         results.append((signed, mutations, ours, theirs))
 
     check()
-    bad = [r for r in results if r[2] != ([b"pass"] if r[3] else [b"fail"])]
-    tap.is_(bad, [], "property: our one A-R says pass exactly when dkimpy verifies, "
-            "fail otherwise (%d messages)" % len(results))
+    # stricter than dkimpy: a header RFC 5322 allows once, named in h= and
+    # put on top again, fails (milter_dkim_auth_attack_test)
+    on_top = {"Subject: on top": b"subject", "To: on top": b"to"}
+    bad = [r for r in results if r[2] != ([b"pass"] if r[3] and not any(
+        on_top.get(m) in r[0] for m in r[1]) else [b"fail"])]
+    tap.is_(bad, [], "property: our one A-R says pass exactly when dkimpy verifies and no "
+            "once-only header h= names was put on top, fail otherwise (%d messages)"
+            % len(results))
     tap.ok(sum(r[3] for r in results) >= 3 and sum(not r[3] for r in results) >= 3,
            "both outcomes were exercised")
 

@@ -8,6 +8,8 @@ vendor.test's published key, dmarc_reject = yes.
      dkim=pass/dmarc=pass for the appended content.
      RFC 8301: rsa-sha1 and a 512-bit key are no DKIM pass; no From: at
      all is refused (Postfix fills it from MAIL FROM).
+     A Subject:, From:, Date: or To: put on top of a signed message: no
+     pass (RFC 5322 allows each once; readers show the top one).
   2. From: forms a reader shows as billing@vendor.test but the milter
      cannot read strictly (trailing dot, two addresses, unterminated
      comment): never dmarc=pass, and under dmarc_reject refused like a
@@ -175,6 +177,27 @@ def weak_key():
     der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=pem,
                          capture_output=True, check=True).stdout
     return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def test_prepended(st, key):
+    """1c. a header RFC 5322 allows once, put on top of a signed message:
+    the signature does not vouch for what readers show."""
+    for name, value in [(b"Subject", b"URGENT: new bank details"),
+                        (b"From", b"<billing@vendor.test>"), (b"Date", b"Tue, 1 Dec 2026"),
+                        (b"To", b"<ap@planapulse.test>")]:
+        token = uuid.uuid4().hex
+        raw = signed(message("Billing <billing@vendor.test>", token), key)
+        raw = name + b": " + value + b"\r\n" + raw
+        a = outcome(st, "127.0.0.9", "x@spoof.test", raw)
+        tap.ok("dkim=pass" not in a and "dmarc=pass" not in a,
+               "a second %s: on top of a signed message: no pass" % name.decode(), diag=a)
+    token = uuid.uuid4().hex
+    raw = signed(message("Billing <billing@vendor.test>", token,
+                         extra=b"Comments: one\r\nComments: two\r\n"), key)
+    raw = b"Comments: three\r\nX-Unsigned: yes\r\n" + raw
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw)
+    tap.ok("dkim=pass" in a and "dmarc=pass" in a,
+           "headers allowed many times (Comments:) or unsigned: still a pass", diag=a)
 
 
 def test_weak(st, key, weak):
@@ -413,6 +436,7 @@ with Stack("milter-auth-attack") as st:
                             "milter_default_action": "tempfail"})
     test_body_length(st, key)
     test_weak(st, key, weak_pem)
+    test_prepended(st, key)
     test_unreadable_from(st)
     test_readable_from(st)
     test_spf_macros(st, proc)
