@@ -421,7 +421,8 @@ def test_header_past_dovecot_limit(st, rx, runner):
                         timeout=60),
                "%s: Postfix's delivery to LMTP is deferred" % s,
                diag=st.read_log("postfix")[pmark:][-1500:])
-        tap.ok("Dovecot parses whole" in st.read_log("dovecot")[mark:],
+        tap.ok(wait_for(lambda: "Dovecot parses whole" in st.read_log("dovecot")[mark:],
+                        timeout=10),
                "and Dovecot's log says why", diag=st.read_log("dovecot")[mark:][-1500:])
         time.sleep(2)
         wrong = [json.loads(b)["data"]["headers"] for _, _, b in rx.requests[before:]]

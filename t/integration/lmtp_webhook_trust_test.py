@@ -481,7 +481,9 @@ def test_bad_trusted_id(st, rx):
     refused = lmtp(st, [ACME], message("bad trusted id", [GENUINE]))
     tap.ok(ACME in refused and refused[ACME][0] == 451,
            "trusted id with a space: routed recipient tempfailed (451)", diag=refused)
-    tap.ok("lmtp_webhook_trusted_authserv_id must be a token" in st.read_log("dovecot"),
+    # Dovecot's log process writes the line after LMTP has answered
+    tap.ok(wait_for(lambda: "lmtp_webhook_trusted_authserv_id must be a token"
+                    in st.read_log("dovecot"), timeout=10),
            "and the error is in Dovecot's log")
     with open(conf, "w") as f:
         f.write(good)
