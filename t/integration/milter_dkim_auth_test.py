@@ -38,7 +38,7 @@ from hypothesis import given, settings, strategies as hs, HealthCheck, Phase
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, wait_for  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
 from mxdns import Knot, txt  # noqa: E402
 import mxdkim  # noqa: E402
 
@@ -468,6 +468,52 @@ def test_dns_down(st, dns, key):
     tap.ok(has(a, "spf=pass", "dmarc=pass"), "knotd back: pass again", diag=a)
 
 
+def test_event(st, passed):
+    """Issue 16 end to end: what this milter wrote, delivered to Dovecot
+    with lmtp_webhook (trusting mx.mxkit.test), becomes the event's
+    authentication: the vendor's real bill dmarc=pass, dkim aligned; the
+    same From: unsigned from outside SPF dmarc=fail. The messages are
+    the receiving Postfix's output (its sink's copy, our A-R on top),
+    handed to LMTP as Postfix's lmtp transport would."""
+    import json
+    import shutil
+    from mxwebhook import Receiver, Runner, lmtp_send, make_secret
+    token = uuid.uuid4().hex
+    code, text, _ = send(st, "127.0.0.9", "billing@vendor.test",
+                         message("billing@vendor.test", token))
+    failed = sunk(st, token) if code == 250 else None
+    rx = Receiver()
+    bills = "bills@acme.planapulse.app"
+    st.users[bills] = "pw"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("hook.secret"), "w") as f:
+        f.write(make_secret() + "\n")
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                % (st.path("spool"), st.path("hook.secret")))
+    st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings={
+        "lmtp_webhook_route": "%s http://127.0.0.1:%d/ws/acme" % (bills, rx.port),
+        "lmtp_webhook_spool_dir": st.path("spool"),
+        "lmtp_webhook_trusted_authserv_id": "mx.mxkit.test"},
+        extra="mail_plugin_dir = %s\n" % build_path("lmtp-webhook", ".libs"))
+    Runner(st).start()
+    for msg in (passed, failed):
+        refused, _ = lmtp_send(st, [bills], msg.encode(), sender="billing@vendor.test")
+        tap.ok(not refused, "LMTP took the milter's output", diag=refused)
+    got = wait_for(lambda: len(rx.requests) >= 2, timeout=30)
+    auth = [json.loads(b)["data"]["authentication"] for _, _, b in rx.requests[:2]] if got else []
+    tap.ok(len(auth) == 2 and auth[0].get("dmarc") == "pass"
+           and auth[0].get("from_domain") == "vendor.test"
+           and any(d.get("domain") == "vendor.test" and d.get("result") == "pass"
+                   and d.get("aligned") is True for d in auth[0].get("dkim", [])),
+           "event of the vendor's signed bill: dmarc=pass, dkim vendor.test aligned", diag=auth)
+    tap.ok(len(auth) == 2 and auth[1].get("dmarc") == "fail"
+           and not any(d.get("result") == "pass" for d in auth[1].get("dkim", [])),
+           "event of the unsigned bill from outside SPF: dmarc=fail, no dkim pass", diag=auth)
+    rx.stop()
+
+
 with Stack("milter-auth") as st:
     tap.stack = st
     st.start_sink()
@@ -493,7 +539,7 @@ with Stack("milter-auth") as st:
         "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
         smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
     st.reconfigure = lambda reject: reconfigure(st, proc, conf, "yes" if reject else "no", dns)
-    test_vendor(st, vendor)
+    vendor_bill = test_vendor(st, vendor)
     test_spoofs(st, key)
     test_forged(st)
     test_injection(st)
@@ -503,6 +549,7 @@ with Stack("milter-auth") as st:
     st.reconfigure(True)
     test_reject(st, key, vendor)
     test_dns_down(st, dns, key)
+    test_event(st, vendor_bill)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
