@@ -22,7 +22,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, bill, make_secret, verify  # noqa: E402
+from mxwebhook import (Receiver, Runner, Script, bill, make_secret,  # noqa: E402
+                       requests_for, verify)
 from mxwebhook import lmtp_send as lmtp_transaction  # noqa: E402
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
@@ -38,32 +39,10 @@ def lmtp_send(st, rcpts, data):
     return lmtp_transaction(st, rcpts, data)[0]
 
 
-def subject_of(body):
-    try:
-        return json.loads(body)["data"]["headers"]["subject"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-ANSWERS = {}          # subject -> list of entries, popped per request (last kept)
-SEEN = {}             # subject -> [time.time() of each request]
-LOCK = threading.Lock()
-
-
-def responder(path, headers, body):
-    subject = subject_of(body)
-    with LOCK:
-        SEEN.setdefault(subject, []).append(time.time())
-        plan = ANSWERS.get(subject)
-        if not plan:
-            return 200, 0, {}
-        entry = plan.pop(0) if len(plan) > 1 else plan[0]
-    return entry if isinstance(entry, tuple) else (entry, 0, {})
-
-
-def events_for(rx, subject):
-    return [(p, h, json.loads(b), b) for p, h, b in list(rx.requests)
-            if subject_of(b) == subject]
+SCRIPT = Script()
+ANSWERS = SCRIPT.answers    # subject -> planned answers
+SEEN = SCRIPT.seen          # subject -> [time.time() of each request]
+responder = SCRIPT
 
 
 def spool_dir_list(st, sub):
@@ -126,7 +105,7 @@ def test_dead_letter_bound(st, rx, runner):
     tap.ok(wait_for(lambda: "dead-lettered after 1 attempts" in runner.log()
                     or "dead-lettered after 2 attempts" in runner.log(), timeout=5),
            "after its attempts (logged)", diag=runner.log()[-800:])
-    posted = events_for(rx, s)
+    posted = requests_for(rx, s)
     tap.ok(len(posted) in (1, 2), "posted %d time(s) before giving up" % len(posted))
     with open(st.path("spool", "dead", ids[0]), "rb") as f:
         tap.is_(f.read().split(b"\n", 1)[1], posted[0][3], "dead/ keeps the posted bytes")
@@ -134,9 +113,9 @@ def test_dead_letter_bound(st, rx, runner):
     time.sleep(1)
     res = run_tool(st, "retry", ids[0])
     tap.is_(res.returncode, 0, "retry of the dead event succeeds", diag=res.stderr)
-    tap.ok(wait_for(lambda: len(events_for(rx, s)) == len(posted) + 1, timeout=10),
+    tap.ok(wait_for(lambda: len(requests_for(rx, s)) == len(posted) + 1, timeout=10),
            "retried: posted again", diag=runner.log()[-800:])
-    got = events_for(rx, s)[-1]
+    got = requests_for(rx, s)[-1]
     tap.is_((got[1]["webhook-id"], got[3]), (ids[0], posted[0][3]),
             "with the same id and bytes")
     tap.ok(wait_for(lambda: not spool_dir_list(st, "active") and
@@ -162,7 +141,7 @@ def test_dead_letter_unposted(st, rx, runner):
     got = wait_for(lambda: all(SEEN.get(s) for s in subjects), timeout=10)
     tap.ok(got, "each event waiting longer than dead_letter_after was still posted",
            diag=runner.log()[-1200:])
-    tap.is_(sorted(h["webhook-id"] for s in subjects for _, h, _, _ in events_for(rx, s)),
+    tap.is_(sorted(h["webhook-id"] for s in subjects for _, h, _, _ in requests_for(rx, s)),
             ids, "once each, with its id")
     tap.is_(spool_dir_list(st, "dead"), [], "nothing dead-lettered unposted")
     tap.ok(wait_for(lambda: not spool_dir_list(st, "active"), timeout=10), "active/ drains")
@@ -201,7 +180,7 @@ def test_clock_went_back(st, rx, runner):
            diag=runner.log()[-600:])
     tap.ok(wait_for(lambda: not spool_dir_list(st, "active"), timeout=5),
            "and delivered")
-    got = events_for(rx, s)
+    got = requests_for(rx, s)
     tap.is_([h["webhook-id"] for _, h, _, _ in got], ids * 2, "with its id, both times")
 
 
@@ -227,7 +206,7 @@ def test_nul_in_filename(st, rx):
         py = [p.get_filename() for p in email.message_from_bytes(
             data, policy=email.policy.default).walk() if p.get_filename()]
         smtp_send(st, BILLS, data)
-        got = wait_for(lambda: events_for(rx, s), timeout=30)
+        got = wait_for(lambda: requests_for(rx, s), timeout=30)
         if not tap.ok(got, "%s: event posted" % s):
             continue
         names = [a["filename"] for a in got[0][2]["data"]["attachments"]]
@@ -244,10 +223,10 @@ def test_url_secret_not_logged(st, rx, runner):
     s = "url with credentials"
     ANSWERS[s] = [500, 200]
     tap.is_(lmtp_send(st, [PAY], bill(PAY, s)), {}, "credentials in the URL: LMTP 250")
-    got = wait_for(lambda: len(events_for(rx, s)) >= 2, timeout=15)
+    got = wait_for(lambda: len(requests_for(rx, s)) >= 2, timeout=15)
     if not tap.ok(got, "posted (500, then 200)", diag=runner.log()[-600:]):
         return
-    path, headers, _, _ = events_for(rx, s)[-1]
+    path, headers, _, _ = requests_for(rx, s)[-1]
     tap.is_((path, headers.get("authorization")),
             ("/ws/acme/pay?token=t0ps3cret",
              "Basic " + base64.b64encode(b"hookuser:s3cr3tpass").decode()),
@@ -296,7 +275,7 @@ def test_spool_full_backoff(st, rx, runner):
         tap.ok(wait_for(lambda: len(SEEN.get(s, [])) == 2 and not spool_dir_list(st, "active"),
                         timeout=10),
                "room again: retried after its backoff and delivered", diag=runner.log()[-800:])
-        tap.is_(len({h["webhook-id"] for _, h, _, _ in events_for(rx, s)}), 1,
+        tap.is_(len({h["webhook-id"] for _, h, _, _ in requests_for(rx, s)}), 1,
                 "with one id")
     finally:
         if runner.proc:
@@ -441,7 +420,7 @@ def test_header_under_dovecot_limit(st, rx, runner):
     s = "bill behind nine megabytes of authentication results"
     data = big_header_bill(s, 10 * 1000, name="Authentication-Results")
     smtp_send(st, BILLS, data)
-    got = wait_for(lambda: events_for(rx, s), timeout=60)
+    got = wait_for(lambda: requests_for(rx, s), timeout=60)
     if not tap.ok(got, "9 MB of Authentication-Results: the event is posted",
                   diag=st.read_log("dovecot")[-1500:]):
         return

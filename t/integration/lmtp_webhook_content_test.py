@@ -29,7 +29,7 @@ from email import policy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, make_secret, verify  # noqa: E402
+from mxwebhook import Receiver, events_for, lmtp_send, make_secret, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
@@ -90,31 +90,6 @@ def smtp_send(st, data, rcpts=(RCPT,)):
         c.sendmail("billing@vendor.example", list(rcpts), data)
 
 
-def lmtp_send(st, rcpts, data):
-    """One LMTP transaction straight to Dovecot; {rcpt: (code, text)} of
-    the recipients not given 250."""
-    refused = {}
-    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=120) as c:
-        c.ehlo_or_helo_if_needed()
-        c.mail("billing@vendor.example")
-        for r in rcpts:
-            c.rcpt(r)
-        code, text = c.data(data)
-        replies = [(code, text)] + [c.getreply() for _ in rcpts[1:]]
-        for r, (code, text) in zip(rcpts, replies):
-            if code != 250:
-                refused[r] = (code, text)
-    return refused
-
-
-def event_for(rx, subject, count=1, timeout=30):
-    """The events whose subject is this one, once count have arrived."""
-    def got():
-        evs = [e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject]
-        return evs if len(evs) >= count else None
-    return wait_for(got, timeout=timeout) or []
-
-
 def python_leaves(data):
     """What Python's email package reads from these bytes: for every part
     that is not a container, (filename, content type, decoded bytes)."""
@@ -165,7 +140,7 @@ def test_charsets_not_applied(st, rx):
     ])
     data = message("charsets on attachments", body)
     smtp_send(st, data)
-    ev = event_for(rx, "charsets on attachments")
+    ev = events_for(rx, "charsets on attachments")
     if not tap.is_(len(ev), 1, "charsets on attachments: one event"):
         return
     atts = ev[0][2]["data"]["attachments"]
@@ -192,7 +167,7 @@ def test_malformed_encodings(st, rx):
              for i, (cte, body) in enumerate(bodies)]
     data = message("malformed encodings", multipart("mixed", "mb", parts))
     smtp_send(st, data)
-    ev = event_for(rx, "malformed encodings")
+    ev = events_for(rx, "malformed encodings")
     if not tap.is_(len(ev), 1, "malformed encodings: one event"):
         return
     got = [att_bytes(a) for a in ev[0][2]["data"]["attachments"]]
@@ -241,7 +216,7 @@ def test_filenames(st, rx):
                       + [" ;filename*%d=%s" % (i, "n%03d" % i) for i in range(200)], b"y"))
     data = message("filenames", multipart("mixed", "fb", parts))
     smtp_send(st, data)
-    ev = event_for(rx, "filenames")
+    ev = events_for(rx, "filenames")
     if not tap.is_(len(ev), 1, "filenames: one event"):
         return
     atts = ev[0][2]["data"]["attachments"]
@@ -267,7 +242,7 @@ def test_rfc822(st, rx):
               "Content-Disposition: attachment; filename=\"bill.eml\""], inner),
     ]))
     smtp_send(st, data)
-    ev = event_for(rx, "forwarded bill")
+    ev = events_for(rx, "forwarded bill")
     if not tap.is_(len(ev), 1, "forwarded bill: one event"):
         return
     d = ev[0][2]["data"]
@@ -442,7 +417,7 @@ def test_id_postfix_retry(st, rx):
         postfix_transport(st, "lmtp:inet:127.0.0.1:%d" % st.port("lmtp"))
         stub.stop()
     st.postfix_flush()
-    ev = event_for(rx, subject)
+    ev = events_for(rx, subject)
     sent = stub.data[0] if stub.data else b""
     want = "msg_" + hashlib.sha256(RCPT.encode() + b"\0" + sent).hexdigest()[:32]
     tap.ok(len(ev) == 1 and ev[0][1].get("webhook-id") == want,
@@ -480,7 +455,7 @@ def test_big_bill(st, rx):
     data = message("big bill", multipart("mixed", "big-b", parts))
     mark = len(st.read_log("dovecot"))
     smtp_send(st, data)
-    ev = event_for(rx, "big bill", timeout=120)
+    ev = events_for(rx, "big bill", timeout=120)
     if not tap.is_(len(ev), 1, "a %d MB bill through Postfix under vsz_limit 256M: one event"
                    % (len(data) // 1000000)):
         return
@@ -528,7 +503,7 @@ def test_killed_mid_stream(st, rx):
                     timeout=60), "Postfix lost the delivery and deferred it")
     tap.is_(len(rx.requests), before, "nothing was posted from the half-written event")
     st.postfix_flush()
-    ev = event_for(rx, "killed mid-stream", timeout=120)
+    ev = events_for(rx, "killed mid-stream", timeout=120)
     tap.ok(len(ev) == 1 and att_bytes(ev[0][2]["data"]["attachments"][0]) == pdf,
            "Postfix's retry: one event, the 20 MB PDF byte for byte")
     tap.is_(os.listdir(st.path("spool", "active")), [], "no event file left behind in active/")
@@ -712,7 +687,7 @@ def property_test(st, rx, examples):
         subject = "property %d" % counter[0]
         data = sendable(t, message(subject, render(t)))
         smtp_send(st, data)
-        ev = event_for(rx, subject, timeout=30)
+        ev = events_for(rx, subject, timeout=30)
         if len(ev) != 1:
             raise Mismatch("%s: %d events" % (subject, len(ev)))
         atts = ev[0][2]["data"]["attachments"]

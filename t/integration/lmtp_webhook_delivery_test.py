@@ -29,14 +29,14 @@ import smtplib
 import socket
 import statistics
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from hypothesis import given, settings, strategies, HealthCheck  # noqa: E402
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, verify  # noqa: E402
+from mxwebhook import (Receiver, Runner, Script, bill, lmtp_send, make_secret,  # noqa: E402
+                       requests_for, verify)
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -48,18 +48,6 @@ HOLE = "hole@acme.planapulse.app"
 def smtp_send(st, rcpt, data):
     with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30) as c:
         c.sendmail("billing@vendor.example", [rcpt], data)
-
-
-def subject_of(body):
-    try:
-        return json.loads(body)["data"]["headers"]["subject"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def events_for(rx, subject):
-    return [(p, h, json.loads(b), b) for p, h, b in list(rx.requests)
-            if subject_of(b) == subject]
 
 
 def copies(st, user, subject):
@@ -76,20 +64,10 @@ def header_line(st, event_id):
         return json.loads(f.readline())
 
 
-ANSWERS = {}          # subject -> list of entries, popped per request (last kept)
-SEEN = {}             # subject -> [time.time() of each request]
-LOCK = threading.Lock()
-
-
-def responder(path, headers, body):
-    subject = subject_of(body)
-    with LOCK:
-        SEEN.setdefault(subject, []).append(time.time())
-        plan = ANSWERS.get(subject)
-        if not plan:
-            return 200, 0, {}
-        entry = plan.pop(0) if len(plan) > 1 else plan[0]
-    return entry if isinstance(entry, tuple) else (entry, 0, {})
+SCRIPT = Script()
+ANSWERS = SCRIPT.answers    # subject -> planned answers
+SEEN = SCRIPT.seen          # subject -> [time.time() of each request]
+responder = SCRIPT
 
 
 # ---------------------------------------------------------------- the tests
@@ -164,7 +142,7 @@ def test_runner_down(st, rx, runner):
     tap.is_(sum(len(SEEN.get(s, [])) for s in subjects), 0, "nothing posted meanwhile")
     runner.start()
     tap.ok(wait_for(lambda: not active(st), timeout=10), "runner started: the spool drains")
-    got = [e for s in subjects for e in events_for(rx, s)]
+    got = [e for s in subjects for e in requests_for(rx, s)]
     tap.is_(sorted(h["webhook-id"] for _, h, _, _ in got), ids,
             "each posted exactly once, with the id it was spooled under")
     tap.is_([verify(SECRET, h, b) for _, h, _, b in got], [None] * 5, "all signed")
@@ -181,12 +159,12 @@ def test_kill9(st, rx, runner):
     runner.proc.wait()
     ids = active(st)
     tap.is_(len(ids), 1, "killed mid-post: the event is still in active/")
-    first = events_for(rx, s)
+    first = requests_for(rx, s)
     runner.start()
     got = wait_for(lambda: len(SEEN.get(s, [])) >= 2 and not active(st), timeout=15)
     tap.ok(got, "after the restart it is posted again")
     time.sleep(6)                          # a wrong retry would come after ~5 s
-    reqs = events_for(rx, s)
+    reqs = requests_for(rx, s)
     tap.is_(len(SEEN.get(s, [])), 2, "exactly once after the restart (2 POSTs in all)")
     tap.is_(sorted({h["webhook-id"] for _, h, _, _ in reqs}), ids,
             "with the same webhook-id", diag=str(first))
@@ -200,7 +178,7 @@ def test_detail_through_postfix(st, rx):
     s = "detail via postfix"
     rcpt = "bills+tag@acme.planapulse.app"
     smtp_send(st, rcpt, bill(rcpt, s))
-    got = wait_for(lambda: events_for(rx, s), timeout=20)
+    got = wait_for(lambda: requests_for(rx, s), timeout=20)
     tap.is_(len(got), 1, "bills+tag@ through Postfix: exactly one event")
     if got:
         path, headers, event, raw = got[0]
@@ -242,8 +220,8 @@ def test_detail_property(st, rx):
         before = copies(st, BILLS, s)
         refused, _ = lmtp_send(st, rcpts, bill(rcpts[0], s, size=200))
         saved = copies(st, BILLS, s) - before
-        got = wait_for(lambda: len(events_for(rx, s)) >= saved and saved > 0, timeout=10)
-        evs = events_for(rx, s)
+        got = wait_for(lambda: len(requests_for(rx, s)) >= saved and saved > 0, timeout=10)
+        evs = requests_for(rx, s)
         ok = (refused == {} and saved == len(rcpts) and len(evs) == saved and bool(got)
               and sorted(e["data"]["envelope"]["rcpt_to"] for _, _, e, _ in evs)
               == sorted(rcpts)
@@ -285,7 +263,7 @@ def test_retry_after(st, rx, runner):
            "first attempts made")
     ids = {}
     for s in cases:
-        got = events_for(rx, s)
+        got = requests_for(rx, s)
         ids[s] = got[0][1]["webhook-id"] if got else None
     time.sleep(0.5)
     for s, (_, want) in cases.items():
@@ -394,7 +372,7 @@ def test_big_events_memory(st, rx, runner):
     tap.is_(active(st), [], "all posted")
     tap.ok(peak - base < 40 * 1024, "runner's anonymous memory grew by %d KB for 80 MB of "
            "events in flight (under 40 MB)" % (peak - base))
-    got = {h["webhook-id"]: b for s in subjects for _, h, _, b in events_for(rx, s)}
+    got = {h["webhook-id"]: b for s in subjects for _, h, _, b in requests_for(rx, s)}
     same = [i for i, data in files.items() if got.get(i) == data.split(b"\n", 1)[1]]
     tap.is_(len(same), 20, "each body arrived byte for byte as spooled")
 
@@ -411,7 +389,7 @@ def test_removed_dirs(st, rx, runner):
         s = "removed %s" % "+".join(subs)
         rm_spool_dirs(st, *subs)
         smtp_send(st, BILLS, bill(BILLS, s))
-        got = wait_for(lambda: events_for(rx, s), timeout=20)
+        got = wait_for(lambda: requests_for(rx, s), timeout=20)
         tap.is_(len(got), 1, "%s removed: exactly one event" % "/, ".join(subs))
         tap.ok(wait_for(lambda: copies(st, BILLS, s) == 1, timeout=10),
                "%s removed: exactly one copy" % "/, ".join(subs))
@@ -432,10 +410,10 @@ def test_removed_dirs(st, rx, runner):
     finally:
         os.chmod(st.path("spool", "active"), 0o700)
     st.postfix_flush()
-    tap.ok(wait_for(lambda: events_for(rx, s), timeout=30), "fixed: the retry gives the event")
+    tap.ok(wait_for(lambda: requests_for(rx, s), timeout=30), "fixed: the retry gives the event")
     tap.ok(wait_for(lambda: st.postfix_queue_count() == 0, timeout=20), "queue empty")
     tap.is_(copies(st, BILLS, s), 1, "and exactly one copy")
-    tap.is_(len(events_for(rx, s)), 1, "and exactly one event")
+    tap.is_(len(requests_for(rx, s)), 1, "and exactly one event")
     tap.is_(runner.proc.poll(), None, "the runner lived through it all")
 
 
@@ -458,7 +436,7 @@ def test_signals(st, rx, runner):
 
     def still_delivers(s):
         lmtp_send(st, [BILLS], bill(BILLS, s))
-        return wait_for(lambda: events_for(rx, s), timeout=10)
+        return wait_for(lambda: requests_for(rx, s), timeout=10)
 
     write_conf(st, timeout="3s", concurrency="4", dead_letter_after="2d")
     seen, mark = hup_and_wait("reloaded")

@@ -29,8 +29,9 @@ import dkim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, make_secret, verify  # noqa: E402
+from mxtest import build_path, tap  # noqa: E402
+from mxwebhook import (Receiver, Runner, events_for, lmtp_send, make_secret,  # noqa: E402
+                       strip_dovecot, verify)
 import mxdkim  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -64,13 +65,6 @@ def smtp(st, rcpts, data, sender="billing@vendor.test"):
             return c.sendmail(sender, rcpts, data)
     except smtplib.SMTPException as e:
         return {"error": repr(e)}
-
-
-def events_for(rx, subject, count=1, timeout=30):
-    def got():
-        evs = [e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject]
-        return evs if len(evs) >= count else None
-    return wait_for(got, timeout=timeout) or []
 
 
 def auth_of(st, rx, subject, data, rcpt=ACME):
@@ -204,24 +198,8 @@ def test_hostile_signature_tags(st, rx):
 # -- secrets per route, by recipient form ------------------------------------
 
 def lmtp(st, rcpts, data):
-    refused = {}
-    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
-        c.ehlo_or_helo_if_needed()
-        c.mail("billing@vendor.test")
-        ok = []
-        for r in rcpts:
-            code, text = c.rcpt(r)
-            if code == 250:
-                ok.append(r)
-            else:
-                refused[r] = (code, text)
-        if ok:
-            code, text = c.data(data)
-            replies = [(code, text)] + [c.getreply() for _ in ok[1:]]
-            for r, (code, text) in zip(ok, replies):
-                if code != 250:
-                    refused[r] = (code, text)
-    return refused
+    """One LMTP transaction; {rcpt: (code, text)} of those not given 250."""
+    return lmtp_send(st, rcpts, data, sender="billing@vendor.test")[0]
 
 
 def which_secret(ev):
@@ -250,20 +228,6 @@ def test_route_secret_forms(st, rx):
 
 
 # -- raw_message: what Postfix delivered ---------------------------------------
-
-def strip_dovecot(copy):
-    lines = copy.split(b"\n")
-    i = 0
-    if lines[i].startswith(b"Return-Path:"):
-        i += 1
-    while lines[i].startswith(b"Delivered-To:"):
-        i += 1
-    if lines[i].startswith(b"Received:") and b"LMTP" in b"\n".join(lines[i:i + 3]):
-        i += 1
-        while lines[i][:1] in (b" ", b"\t"):
-            i += 1
-    return b"\n".join(lines[i:]).replace(b"\n", b"\r\n")
-
 
 def raw_smtp(st, rcpt, data):
     """DATA sent as given (no smtplib line-ending fixes), dot-stuffed."""

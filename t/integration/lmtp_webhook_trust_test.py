@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import smtplib
 import subprocess
 import sys
@@ -37,8 +36,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import (Receiver, Runner, guide_code, make_secret, run_consumer,  # noqa: E402
-                       verify)
+from mxwebhook import (Receiver, Runner, events_for, guide_code, lmtp_send,  # noqa: E402
+                       make_secret, run_consumer, strip_dovecot, verify)
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
@@ -77,25 +76,7 @@ def message(subject, headers=(), body=b"Invoice attached.\r\n", sender="billing@
 
 def lmtp(st, rcpts, data):
     """One LMTP transaction; {rcpt: (code, text)} of those not given 250."""
-    refused = {}
-    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
-        c.ehlo_or_helo_if_needed()
-        c.mail("billing@vendor.test")
-        for r in rcpts:
-            c.rcpt(r)
-        code, text = c.data(data)
-        replies = [(code, text)] + [c.getreply() for _ in rcpts[1:]]
-        for r, (code, text) in zip(rcpts, replies):
-            if code != 250:
-                refused[r] = (code, text)
-    return refused
-
-
-def events_for(rx, subject, count=1, timeout=20):
-    def got():
-        evs = [e for e in rx.events() if e[2]["data"]["headers"]["subject"] == subject]
-        return evs if len(evs) >= count else None
-    return wait_for(got, timeout=timeout) or []
+    return lmtp_send(st, rcpts, data, sender="billing@vendor.test")[0]
 
 
 def auth_of(st, rx, subject, headers, rcpt=ACME):
@@ -325,22 +306,6 @@ def qp(data):
 
 def part(headers, body):
     return CRLF.join(h.encode() for h in headers) + CRLF * 2 + body
-
-
-def strip_dovecot(copy):
-    """The maildir copy without the headers Dovecot's LMTP put before the
-    message (Return-Path, Delivered-To, its Received), LF -> CRLF."""
-    lines = copy.split(b"\n")
-    i = 0
-    if lines[i].startswith(b"Return-Path:"):
-        i += 1
-    while lines[i].startswith(b"Delivered-To:"):
-        i += 1
-    if lines[i].startswith(b"Received:") and b"LMTP" in b"\n".join(lines[i:i + 3]):
-        i += 1
-        while lines[i][:1] in (b" ", b"\t"):
-            i += 1
-    return b"\n".join(lines[i:]).replace(b"\n", b"\r\n")
 
 
 def test_raw_and_attachments(st, rx):

@@ -8,6 +8,9 @@
                                      # by content instead of rx.script
     rx.arrivals                      # time.time() of each request, in order
     verify(secret, headers, body)    # None if good, else why not
+    rx.responder = Script()          # answers planned per event subject
+    requests_for(rx, subject)        # the requests for one subject, now
+    events_for(rx, subject, count)   # ... once count of them have come
     rx.stop(); rx.start()            # down and back up, same port
     guide_code(lang)                 # the consumer example of
                                      # doc/guides/webhook-consumers.md
@@ -152,6 +155,75 @@ class Receiver:
         """Requests as (path, headers, parsed JSON, raw body)."""
         with self.lock:
             return [(p, h, json.loads(b), b) for p, h, b in self.requests]
+
+
+def subject_of(body):
+    """The Subject: of the bill an event body is about, or None."""
+    try:
+        return json.loads(body)["data"]["headers"]["subject"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def requests_for(rx, subject):
+    """The requests received so far for one subject, as (path, headers,
+    parsed JSON, raw body)."""
+    with rx.lock:
+        got = list(rx.requests)
+    return [(p, h, json.loads(b), b) for p, h, b in got if subject_of(b) == subject]
+
+
+def events_for(rx, subject, count=1, timeout=30):
+    """requests_for(), once count have arrived ([] after timeout)."""
+    def got():
+        evs = requests_for(rx, subject)
+        return evs if len(evs) >= count else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        evs = got()
+        if evs:
+            return evs
+        time.sleep(0.05)
+    return got() or []
+
+
+class Script:
+    """A responder answering by the event's subject: answers[subject] is a
+    list of entries (status, or (status, delay, headers)) used in order,
+    the last one kept; subjects without a plan get 200. seen[subject]
+    holds the time.time() of every request."""
+
+    def __init__(self):
+        self.answers = {}
+        self.seen = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, path, headers, body):
+        subject = subject_of(body)
+        with self.lock:
+            self.seen.setdefault(subject, []).append(time.time())
+            plan = self.answers.get(subject)
+            if not plan:
+                return 200, 0, {}
+            entry = plan.pop(0) if len(plan) > 1 else plan[0]
+        return entry if isinstance(entry, tuple) else (entry, 0, {})
+
+
+def strip_dovecot(copy):
+    """A maildir copy without the headers Dovecot's LMTP put before the
+    message (Return-Path, Delivered-To, its Received), LF -> CRLF: the
+    bytes Postfix delivered."""
+    lines = copy.split(b"\n")
+    i = 0
+    if lines[i].startswith(b"Return-Path:"):
+        i += 1
+    while lines[i].startswith(b"Delivered-To:"):
+        i += 1
+    if lines[i].startswith(b"Received:") and b"LMTP" in b"\n".join(lines[i:i + 3]):
+        i += 1
+        while lines[i][:1] in (b" ", b"\t"):
+            i += 1
+    return b"\n".join(lines[i:]).replace(b"\n", b"\r\n")
 
 
 def port_refuses(port):
