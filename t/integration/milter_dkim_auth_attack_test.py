@@ -43,7 +43,7 @@ import dns as dnspython
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, wait_for  # noqa: E402
+from mxtest import tap  # noqa: E402
 from mxdns import Knot, txt  # noqa: E402
 import mxdkim  # noqa: E402
 
@@ -99,38 +99,8 @@ def message(from_value, token, body=None, extra=b""):
             b"@vendor.test>\r\n" + extra + b"\r\n" + body)
 
 
-def send(st, client, mail_from, raw, helo="mail.example.org"):
-    t0 = time.monotonic()
-    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=30)
-    s.ehlo("relay.test")
-    code, text = s.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
-    if code != 220:
-        s.close()
-        return (code, "XCLIENT refused", 0)
-    s.ehlo(helo)
-    try:
-        s.sendmail(mail_from, [RCPT], raw)
-        result = (250, "")
-    except smtplib.SMTPDataError as e:
-        result = (e.smtp_code, e.smtp_error.decode(errors="replace"))
-    except smtplib.SMTPException as e:
-        result = (0, str(e))
-    try:
-        s.quit()
-    except smtplib.SMTPException:
-        pass
-    return result + (time.monotonic() - t0,)
-
-
-def sunk(st, token, timeout=20):
-    found = wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=timeout)
-    return mxdkim.crlf(mxdkim.strip_sink_headers(found[0])).decode() if found else None
-
-
-def ours(msg):
-    hdrs = re.findall(r"^Authentication-Results:(.*?)(?=^\S)", msg or "", re.M | re.S)
-    return [re.sub(r"\r?\n[ \t]+", " ", h).strip() for h in hdrs
-            if re.match(r"\s*mx\.mxkit\.test\s*;", h)]
+def send(st, client, mail_from, raw, helo="mail.example.org", timeout=30):
+    return mxdkim.send_as(st, client, mail_from, RCPT, raw, helo=helo, timeout=timeout)
 
 
 def outcome(st, client, mail_from, raw, helo="mail.example.org"):
@@ -139,7 +109,7 @@ def outcome(st, client, mail_from, raw, helo="mail.example.org"):
     code, text, took = send(st, client, mail_from, raw, helo)
     if code != 250:
         return "refused %d %s" % (code, text)
-    ar = ours(sunk(st, token))
+    ar = mxdkim.our_results(mxdkim.sunk(st, token))
     return ar[0] if len(ar) == 1 else repr(ar)
 
 
@@ -316,13 +286,13 @@ def test_readable_from(st):
     a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
     tap.ok(a.startswith("refused 550 5.7.1 DMARC needs exactly one From"),
            "a second From with a space before the colon (RFC 5322 obs-optional) counts: "
-           "two From: headers, refused", diag=a + "\n" + (sunk(st, token, 2) or "")[:800])
+           "two From: headers, refused", diag=a + "\n" + (mxdkim.sunk(st, token, 2) or "")[:800])
     token = uuid.uuid4().hex
     a = outcome(st, "127.0.0.9", "x@spoof.test", message(
         "<x@spoof.test>", token, extra=b"Authentication-Results : mx.mxkit.test; "
         b"dmarc=pass header.from=vendor.test\r\nAuthentication-Results\t: other.test; "
         b"spf=pass\r\n"))
-    msg = sunk(st, token) or ""
+    msg = mxdkim.sunk(st, token) or ""
     tap.ok("dmarc=none" in a and "header.from=vendor.test" not in msg
            and "other.test; spf=pass" in msg,
            "a forged A-R with a space before the colon is removed, a foreign one kept",
@@ -408,8 +378,8 @@ def test_signer(st, vport, knot):
         except smtplib.SMTPException as e:
             code = str(e)
         s.quit()
-        msg = sunk(st, token, timeout=30)
-        ar = ours(msg)
+        msg = mxdkim.sunk(st, token, timeout=30)
+        ar = mxdkim.our_results(msg)
         a = ar[0] if len(ar) == 1 else repr((code, ar))
         ok = bool(msg) and dkim.verify(msg.encode("utf-8", "surrogateescape")
                                        if isinstance(msg, str) else msg, dnsfunc=lookup)
@@ -430,26 +400,14 @@ with Stack("milter-auth-attack") as st:
     st.dkimdns = keys.dnsfunc
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
                                                                      dns=dns.servers))
-    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
-                           "relay_domains": "planapulse.test", "inet_protocols": "all"},
-                     smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
-                            "milter_default_action": "tempfail"})
+    mxdkim.start_receiver(st, port)
     test_body_length(st, key)
     test_weak(st, key, weak_pem)
     test_prepended(st, key)
     test_unreadable_from(st)
     test_readable_from(st)
     test_spf_macros(st, proc)
-    with open(st.path("etc", "vendor.keys"), "w") as f:
-        f.write("vendor vendor.test:sel:%s\n" % key_path)
-    with open(st.path("etc", "vendor.signing"), "w") as f:
-        f.write("*@vendor.test vendor\n")
-    vproc, vport, _ = mxdkim.start_milter(st, "vendor-milter", VENDOR_CONF)
-    relay = "smtp:[127.0.0.1]:%d" % st.port("postfix-smtp")
-    vendor = st.start_postfix(name="vendor", main={
-        "myhostname": "mail.vendor.test", "default_transport": relay,
-        "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
-        smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
+    vendor = mxdkim.start_vendor(st, key_path, VENDOR_CONF, st.port("postfix-smtp"))
     test_signer(st, vendor, dns)
     test_unreadable_dns_down(st, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")

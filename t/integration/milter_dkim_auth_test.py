@@ -120,42 +120,8 @@ def message(from_addr, token, extra=b""):
             b" to our usual account.\r\n")
 
 
-def sunk(st, token, timeout=20):
-    found = wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=timeout)
-    return mxdkim.crlf(mxdkim.strip_sink_headers(found[0])).decode() if found else None
-
-
-def ours(msg):
-    """Every A-R header claiming our id, unfolded."""
-    hdrs = re.findall(r"^Authentication-Results:(.*?)(?=^\S)", msg or "", re.M | re.S)
-    return [re.sub(r"\r?\n[ \t]+", " ", h).strip() for h in hdrs
-            if re.match(r"\s*mx\.mxkit\.test\s*;", h)]
-
-
 def send(st, client, mail_from, raw, helo="mail.example.org", timeout=30):
-    """One transaction on the receiver's port 25 as client (XCLIENT);
-    returns (code, text, seconds)."""
-    t0 = time.monotonic()
-    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=timeout)
-    s.ehlo("relay.test")
-    code, text = s.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
-    if code != 220:
-        s.close()
-        return (code, "XCLIENT refused: %s" % text.decode(errors="replace"),
-                time.monotonic() - t0)
-    s.ehlo(helo)
-    try:
-        s.sendmail(mail_from, [RCPT], raw)
-        result = (250, "")
-    except smtplib.SMTPDataError as e:
-        result = (e.smtp_code, e.smtp_error.decode(errors="replace"))
-    except smtplib.SMTPException as e:
-        result = (0, str(e))
-    try:
-        s.quit()
-    except smtplib.SMTPException:
-        pass
-    return result + (time.monotonic() - t0,)
+    return mxdkim.send_as(st, client, mail_from, RCPT, raw, helo=helo, timeout=timeout)
 
 
 def check(st, client, mail_from, from_addr, extra=b"", helo="mail.example.org", sign=None):
@@ -169,7 +135,7 @@ def check(st, client, mail_from, from_addr, extra=b"", helo="mail.example.org", 
     code, text, _ = send(st, client, mail_from, raw, helo=helo)
     if code != 250:
         return "refused %d %s" % (code, text)
-    ar = ours(sunk(st, token))
+    ar = mxdkim.our_results(mxdkim.sunk(st, token))
     return ar[0] if len(ar) == 1 else repr(ar)
 
 
@@ -183,9 +149,9 @@ def test_vendor(st, vendor_port):
     s = smtplib.SMTP("127.0.0.1", vendor_port, timeout=30)
     s.sendmail("billing@vendor.test", [RCPT], message("billing@vendor.test", token))
     s.quit()
-    msg = sunk(st, token, timeout=40)
+    msg = mxdkim.sunk(st, token, timeout=40)
     tap.ok(msg is not None, "the vendor's bill was relayed to us and delivered")
-    ar = ours(msg)
+    ar = mxdkim.our_results(msg)
     tap.is_(len(ar), 1, "exactly one A-R of ours", diag=repr(ar))
     a = ar[0] if ar else ""
     tap.ok(re.search(r"dkim=pass header\.d=vendor\.test header\.s=sel ", a), "dkim=pass d=vendor.test",
@@ -229,7 +195,7 @@ def test_injection(st):
     s.docmd("RCPT", "TO:<%s>" % RCPT)
     s.data(message("billing@vendor.test", token))
     s.quit()
-    ar = ours(sunk(st, token))
+    ar = mxdkim.our_results(mxdkim.sunk(st, token))
     a = ar[0] if len(ar) == 1 else repr(ar)
     tap.ok(code == 250 and has(a, "spf=pass (127.0.0.9 is permitted by spoof.test) "
                               "smtp.mailfrom=spoof.test;") and len(re.findall(r";\s*dmarc=", a)) == 1
@@ -273,7 +239,7 @@ def property_mail_from(st, examples):
         if code != 250:
             return
         accepted[0] += 1
-        ar = ours(sunk(st, token))
+        ar = mxdkim.our_results(mxdkim.sunk(st, token))
         a = ar[0] if len(ar) == 1 else repr(ar)
         ok = (len(re.findall(r";\s*spf=", a)) == 1 and len(re.findall(r";\s*dmarc=", a)) == 1
               and '"' not in a and "smtp.mailfrom=spoof.test;" in a and "dmarc=fail" in a)
@@ -309,9 +275,9 @@ def test_forged(st):
     code, text, _ = send(st, "127.0.0.9", "billing@vendor.test",
                          message("billing@vendor.test", token, extra))
     tap.is_(code, 250, "200 forged A-R: accepted (to be cleaned)", diag=text)
-    msg = sunk(st, token) or ""
+    msg = mxdkim.sunk(st, token) or ""
     all_ar = re.findall(r"^Authentication-Results:", msg, re.M)
-    ar = ours(msg)
+    ar = mxdkim.our_results(msg)
     tap.is_(len(all_ar), 2, "only ours and the foreign one remain", diag=msg[:3000])
     tap.ok(len(ar) == 1 and has(ar[0], "dmarc=fail", "spf=fail"),
            "ours says what happened: spf=fail, dmarc=fail", diag=repr(ar))
@@ -437,7 +403,7 @@ def test_dns_down(st, dns, key):
     code, text, took = send(st, "127.0.0.2", "billing@vendor.test",
                             message("billing@vendor.test", token))
     raw = message("billing@vendor.test", uuid.uuid4().hex)
-    ar = ours(sunk(st, token)) if code == 250 else []
+    ar = mxdkim.our_results(mxdkim.sunk(st, token)) if code == 250 else []
     a = ar[0] if ar else repr((code, text))
     tap.ok(has(a, "spf=temperror", "dmarc=temperror") and "=pass" not in a,
            "knotd stopped: spf=temperror, dmarc=temperror, nothing passes", diag=a)
@@ -447,7 +413,7 @@ def test_dns_down(st, dns, key):
                        include_headers=[b"from", b"to", b"subject", b"date"])
     code, text, took = send(st, "127.0.0.2", "billing@vendor.test",
                             signed + message("billing@vendor.test", token))
-    ar = ours(sunk(st, token)) if code == 250 else []
+    ar = mxdkim.our_results(mxdkim.sunk(st, token)) if code == 250 else []
     a = ar[0] if ar else repr((code, text))
     tap.ok(has(a, "dkim=temperror", "dmarc=temperror") and "=pass" not in a,
            "a signed bill with DNS down: dkim=temperror, never pass", diag=a)
@@ -459,7 +425,7 @@ def test_dns_down(st, dns, key):
     code, text, took = send(st, "127.0.0.2", "billing@vendor.test",
                             signed + message("billing@vendor.test", token))
     dns.resume()
-    ar = ours(sunk(st, token)) if code == 250 else []
+    ar = mxdkim.our_results(mxdkim.sunk(st, token)) if code == 250 else []
     a = ar[0] if ar else repr((code, text))
     tap.ok("=pass" not in a and "temperror" in a, "knotd frozen: temperror, never pass", diag=a)
     tap.ok(took < 3 + 5, "frozen DNS: the session took %.1f s (auth_timeout 3 s)" % took)
@@ -481,7 +447,7 @@ def test_event(st, passed):
     token = uuid.uuid4().hex
     code, text, _ = send(st, "127.0.0.9", "billing@vendor.test",
                          message("billing@vendor.test", token))
-    failed = sunk(st, token) if code == 250 else None
+    failed = mxdkim.sunk(st, token) if code == 250 else None
     rx = Receiver()
     bills = "bills@acme.planapulse.app"
     st.users[bills] = "pw"
@@ -524,20 +490,8 @@ with Stack("milter-auth") as st:
     dns.start()
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(
         port="{port}", dns=dns.servers, reject="no"))
-    milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
-    recv = st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
-                                  "relay_domains": "planapulse.test",
-                                  "inet_protocols": "all"}, smtpd=milter)
-    with open(st.path("etc", "vendor.keys"), "w") as f:
-        f.write("vendor vendor.test:sel:%s\n" % key_path)
-    with open(st.path("etc", "vendor.signing"), "w") as f:
-        f.write("*@vendor.test vendor\n")
-    vproc, vport, _ = mxdkim.start_milter(st, "vendor-milter", VENDOR_CONF)
-    relay = "smtp:[127.0.0.1]:%d" % recv
-    vendor = st.start_postfix(name="vendor", main={
-        "myhostname": "mail.vendor.test", "default_transport": relay,
-        "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
-        smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
+    recv = mxdkim.start_receiver(st, port)
+    vendor = mxdkim.start_vendor(st, key_path, VENDOR_CONF, recv)
     st.reconfigure = lambda reject: reconfigure(st, proc, conf, "yes" if reject else "no", dns)
     vendor_bill = test_vendor(st, vendor)
     test_spoofs(st, key)

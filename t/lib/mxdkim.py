@@ -1,13 +1,18 @@
 """mxdkim - helpers for milter-dkim tests: generate keys with
 milter-dkim-keygen, publish their TXT records in a libopendkim query file
 and to dkimpy (python3-dkim) through a dnsfunc, write OpenDKIM-format
-tables, start the milter under a Stack."""
+tables, start the milter under a Stack; for the verify tests, a receiving
+Postfix with the milter and a vendor's Postfix signing with its own
+milter-dkim, mail sent as any client through XCLIENT, the sink's copy and
+our Authentication-Results in it."""
 
 import os
 import re
+import smtplib
 import subprocess
+import time
 
-from mxtest import build_path
+from mxtest import build_path, wait_for
 
 MILTER = build_path("milter-dkim", "milter-dkim")
 KEYGEN = build_path("milter-dkim", "milter-dkim-keygen")
@@ -68,3 +73,69 @@ def strip_sink_headers(message):
     while lines and re.match(r"^X-(Client|Helo|Mail|Rcpt)-", lines[0]):
         lines.pop(0)
     return "\n".join(lines)
+
+
+def start_receiver(st, milter_port):
+    """The receiving Postfix: relays planapulse.test to the sink through
+    milter-dkim on milter_port (tempfail if it is down); lets loopback
+    clients claim any address with XCLIENT."""
+    return st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+                                  "relay_domains": "planapulse.test",
+                                  "inet_protocols": "all"},
+                            smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % milter_port,
+                                   "milter_default_action": "tempfail"})
+
+
+def start_vendor(st, key_path, conf_text, relay_port, domain="vendor.test", selector="sel"):
+    """The vendor's own Postfix (mail.vendor.test, sending from 127.0.0.2)
+    relaying everything to relay_port, signing *@domain with key_path
+    through its own milter-dkim (conf_text); returns its smtpd port."""
+    with open(st.path("etc", "vendor.keys"), "w") as f:
+        f.write("vendor %s:%s:%s\n" % (domain, selector, key_path))
+    with open(st.path("etc", "vendor.signing"), "w") as f:
+        f.write("*@%s vendor\n" % domain)
+    _, vport, _ = start_milter(st, "vendor-milter", conf_text)
+    relay = "smtp:[127.0.0.1]:%d" % relay_port
+    return st.start_postfix(name="vendor", main={
+        "myhostname": "mail." + domain, "default_transport": relay,
+        "relay_transport": relay, "smtp_bind_address": "127.0.0.2"},
+        smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % vport})
+
+
+def send_as(st, client, mail_from, rcpt, raw, helo="mail.example.org", timeout=30):
+    """One transaction on the receiver's port 25 as client (XCLIENT ADDR);
+    returns (code, text, seconds)."""
+    t0 = time.monotonic()
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=timeout)
+    s.ehlo("relay.test")
+    code, text = s.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
+    if code != 220:
+        s.close()
+        return (code, "XCLIENT refused: %s" % text.decode(errors="replace"),
+                time.monotonic() - t0)
+    s.ehlo(helo)
+    try:
+        s.sendmail(mail_from, [rcpt], raw)
+        result = (250, "")
+    except smtplib.SMTPDataError as e:
+        result = (e.smtp_code, e.smtp_error.decode(errors="replace"))
+    except smtplib.SMTPException as e:
+        result = (0, str(e))
+    try:
+        s.quit()
+    except smtplib.SMTPException:
+        pass
+    return result + (time.monotonic() - t0,)
+
+
+def sunk(st, token, timeout=20):
+    """The sink's copy of the message carrying token (CRLF, as sent), or None."""
+    found = wait_for(lambda: [m for m in st.sink_messages() if token in m], timeout=timeout)
+    return crlf(strip_sink_headers(found[0])).decode() if found else None
+
+
+def our_results(msg, authserv_id="mx.mxkit.test"):
+    """Every Authentication-Results header claiming authserv_id, unfolded."""
+    hdrs = re.findall(r"^Authentication-Results:(.*?)(?=^\S)", msg or "", re.M | re.S)
+    return [re.sub(r"\r?\n[ \t]+", " ", h).strip() for h in hdrs
+            if re.match(r"\s*" + re.escape(authserv_id) + r"\s*;", h)]
