@@ -59,6 +59,7 @@
 #include "msg.h"
 #include "quarantine.h"
 #include "skeleton.h"
+#include "store_resolve.h"
 #include "xalloc.h"
 
 #ifndef SYSCONFDIR
@@ -70,6 +71,8 @@ static const struct config_spec policyd_specs[] = {
     {"store", CONFIG_STRING, "memory", CONFIG_RESTART},
     {"store_password_file", CONFIG_STRING, NULL, CONFIG_RESTART},
     {"sentinel_password_file", CONFIG_STRING, NULL, CONFIG_RESTART},
+    {"resolv_conf", CONFIG_STRING, NULL, CONFIG_RESTART},
+    {"hosts_file", CONFIG_STRING, NULL, CONFIG_RESTART},
     {"on_store_error", CONFIG_STRING, "open", 0},
     {"deadline", CONFIG_DURATION, "100ms", 0},
     {"defer_reply", CONFIG_STRING,
@@ -190,6 +193,34 @@ static int policyd_same(const char *a, const char *b)
  * restart, so a reload that keeps both keeps the password read at
  * start: after "user" took effect the file may no longer be readable.
  */
+/*
+ * policyd_check_resolver - where store host names are looked up
+ * (store_resolve(3)). The files must be there; the names need not
+ * resolve (DNS may come up after us: the store retries every second).
+ */
+static void policyd_check_resolver(struct config *cfg, struct store_url *url)
+{
+    static const char *const keys[] = {"resolv_conf", "hosts_file"};
+    char   *dest[] = {url->resolv_conf, url->hosts_file};
+    const char *err;
+
+    for (int i = 0; i < 2; i++) {
+	const char *path = config_get_str(cfg, keys[i]);
+
+	dest[i][0] = 0;
+	if (path && (path[0] != '/' || strlen(path) >= sizeof(url->resolv_conf)))
+	    config_add_error(cfg, policyd_line(cfg, keys[i]), "%s must be an absolute path "
+			     "shorter than %zu bytes", keys[i], sizeof(url->resolv_conf));
+	else if (path)
+	    snprintf(dest[i], sizeof(url->resolv_conf), "%s", path);
+    }
+    if ((url->resolv_conf[0] || url->hosts_file[0])
+	&& (err = resolve_check(url->resolv_conf[0] ? url->resolv_conf : NULL,
+				url->hosts_file[0] ? url->hosts_file : NULL)) != NULL)
+	config_add_error(cfg, policyd_line(cfg, strncmp(err, "hosts", 5) == 0 ? "hosts_file"
+					   : "resolv_conf"), "%s", err);
+}
+
 static void policyd_check_store(struct config *cfg, struct store_url *url)
 {
     const char *file = config_get_str(cfg, "store_password_file");
@@ -216,6 +247,7 @@ static void policyd_check_store(struct config *cfg, struct store_url *url)
 		  url->sentinel_password, sizeof(url->sentinel_password))) != NULL)
 	config_add_error(cfg, policyd_line(cfg, "sentinel_password_file"),
 			 "sentinel_password_file: %s", err);
+    policyd_check_resolver(cfg, url);
 }
 
 /*

@@ -67,6 +67,9 @@ struct store_url {
     char    master[128];		/* Sentinel's name of the master */
     char    sentinel_password[STORE_PASSWORD_MAX + 1];	/* Sentinel's own */
     char    text[STORE_SENTINELS_MAX * 270 + 700];	/* password replaced by "***" */
+    /* not parsed from the URL: resolv_conf, hosts_file ("": the system's) */
+    char    resolv_conf[256];
+    char    hosts_file[256];
 };
 
 const char *store_url_parse(const char *text, struct store_url *url);

@@ -38,6 +38,16 @@
  *	outstanding drops the connection, so later requests fail fast to
  *	on_store_error instead of each waiting for its deadline.
  *
+ *	A host name (url.host, or a master's name from Sentinel) is looked
+ *	up with store_resolve(3) on the loop, never by hiredis (whose
+ *	getaddrinfo() would block every request of the worker); hiredis
+ *	gets a numeric address. While the lookup is under way, and when it
+ *	failed ("cannot resolve NAME: why", retried every second), there is
+ *	no connection and calls fail at once. The addresses found are tried
+ *	one per attempt; after a connection that worked, and once all
+ *	failed, the name is looked up again, so a moved service is
+ *	followed.
+ *
  *	With a redis-sentinel:// URL the master's address comes from
  *	store_sentinel(3): the handshake also checks ROLE (a demoted
  *	master is dropped), every failure of the connection asks
@@ -65,6 +75,7 @@
 
 #include "msg.h"
 #include "store.h"
+#include "store_resolve.h"
 #include "store_sentinel.h"
 #include "xalloc.h"
 
@@ -148,6 +159,11 @@ struct store_redis {
     long long progress_ms;		/* last reply, or first outstanding */
     struct sentinel *sentinel;		/* redis-sentinel://: url.host from it */
     int     moving;			/* dropping for a new master's address */
+    struct resolve *resolve;		/* url.host a name: looked up on the loop */
+    struct resolve_req *lookup;		/* under way */
+    struct resolve_result addrs;	/* the last lookup's, tried in turn */
+    int     addr_next;
+    char    addr[64];			/* the name's address in use, or "" */
 };
 
 #define STORE_REDIS_STALL_MS	1000
@@ -170,6 +186,18 @@ struct store_redis_req {
 };
 
 static void store_redis_connect(struct store_redis *redis);
+
+/* store_redis_addr - " (NAME is ADDRESS)" for state lines, or "" */
+
+static const char *store_redis_addr(const struct store_redis *redis)
+{
+    static __thread char text[100];
+
+    if (redis->addr[0] == 0)
+	return ("");
+    snprintf(text, sizeof(text), " (%.40s is %.46s)", redis->url.host, redis->addr);
+    return (text);
+}
 
 /* store_redis_state - log a connection state once, until it changes */
 
@@ -410,7 +438,7 @@ static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *p
     struct store_redis *redis = ctx->data;
     const redisReply *reply = r;
     const char *step = privdata;
-    char    why[200];
+    char    why[300];
 
     if (redis == NULL || reply == NULL)		/* being freed */
 	return;
@@ -435,9 +463,13 @@ static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *p
 	return;
     snprintf(redis->sha, sizeof(redis->sha), "%s", reply->str);
     redis->connected = 1;
+    redis->addrs.count = 0;			/* the next connect looks up again */
     if (redis->sentinel)
-	snprintf(why, sizeof(why), "connected to master %.100s:%d", redis->url.host, redis->url.port);
-    store_redis_state(redis, 0, redis->sentinel ? why : "connected");
+	snprintf(why, sizeof(why), "connected to master %.100s:%d%s", redis->url.host,
+		 redis->url.port, store_redis_addr(redis));
+    else
+	snprintf(why, sizeof(why), "connected%s", store_redis_addr(redis));
+    store_redis_state(redis, 0, why);
 }
 
 static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *ctx)
@@ -466,12 +498,13 @@ static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *
 static void store_redis_on_connect(const redisAsyncContext *ctx, int status)
 {
     struct store_redis *redis = ctx->data;
-    char    why[200];
+    char    why[300];
 
     if (redis == NULL)
 	return;
     if (status != REDIS_OK) {
-	snprintf(why, sizeof(why), "cannot connect: %.150s", ctx->errstr);
+	snprintf(why, sizeof(why), "cannot connect: %.100s%s", ctx->errstr,
+		 store_redis_addr(redis));
 	redis->ctx = NULL;			/* hiredis frees it */
 	store_redis_down(redis, why);
     }
@@ -534,6 +567,8 @@ static void store_redis_found(void *context, const char *host, int port)
     snprintf(why, sizeof(why), "master moved to %.100s:%d", host, port);
     snprintf(redis->url.host, sizeof(redis->url.host), "%s", host);
     redis->url.port = port;
+    resolve_cancel(&redis->lookup);		/* the old name's */
+    redis->addrs.count = 0;
     redis->moving = 1;
     if (redis->ctx)
 	store_redis_drop(redis, why);
@@ -542,16 +577,17 @@ static void store_redis_found(void *context, const char *host, int port)
     store_redis_connect(redis);
 }
 
-static void store_redis_connect(struct store_redis *redis)
+/*
+ * store_redis_connect_to - hiredis gets a path or a numeric address only:
+ * with a name it would call getaddrinfo(), which blocks the loop.
+ */
+static void store_redis_connect_to(struct store_redis *redis, const char *addr)
 {
     redisAsyncContext *ctx;
     char    why[200];
 
-    if (redis->ctx)				/* connected, or connecting */
-	return;
-
     ctx = redis->url.path[0] ? redisAsyncConnectUnix(redis->url.path)
-	: redisAsyncConnect(redis->url.host, redis->url.port);
+	: redisAsyncConnect(addr, redis->url.port);
     if (ctx == NULL || ctx->err) {
 	snprintf(why, sizeof(why), "cannot connect: %.150s", ctx ? ctx->errstr : "out of memory");
 	if (ctx)
@@ -565,6 +601,50 @@ static void store_redis_connect(struct store_redis *redis)
     redisAsyncSetConnectCallback(ctx, store_redis_on_connect);
     redisAsyncSetDisconnectCallback(ctx, store_redis_on_disconnect);
     store_redis_handshake(redis, ctx);
+}
+
+/*
+ * store_redis_resolved - the name's addresses, tried one per connect
+ * (a dead one costs a retry, a second) until one works or all failed;
+ * then, and after every connection that worked, the name is looked up
+ * again, so a Service or host that moved is followed.
+ */
+static void store_redis_resolved(void *context, const struct resolve_result *result)
+{
+    struct store_redis *redis = context;
+    char    why[200];
+
+    redis->lookup = NULL;
+    if (result->count == 0) {
+	/* the same text each second: logged once, until it changes */
+	snprintf(why, sizeof(why), "cannot resolve %.60s: %.120s", redis->url.host, result->why);
+	store_redis_down(redis, why);
+	return;
+    }
+    redis->addrs = *result;
+    redis->addr_next = 0;
+    store_redis_connect(redis);
+}
+
+/*
+ * store_redis_connect - connect, or look the name up first. Meanwhile
+ * (and when it fails) there is no connection: calls fail at once to
+ * on_store_error, none waits for DNS.
+ */
+static void store_redis_connect(struct store_redis *redis)
+{
+    if (redis->ctx || redis->lookup)		/* connected, connecting, looking up */
+	return;
+    redis->addr[0] = 0;
+    if (redis->url.path[0] || resolve_literal(redis->url.host)) {
+	store_redis_connect_to(redis, redis->url.host);
+    } else if (redis->addr_next < redis->addrs.count) {
+	snprintf(redis->addr, sizeof(redis->addr), "%s", redis->addrs.addr[redis->addr_next++]);
+	store_redis_connect_to(redis, redis->addr);
+    } else {
+	redis->addrs.count = 0;
+	redis->lookup = resolve_start(redis->resolve, redis->url.host, store_redis_resolved, redis);
+    }
 }
 
 int     store_redis_connected(const struct store *store)
@@ -581,6 +661,8 @@ static void store_redis_destroy(struct store *store)
 	redisAsyncFree(redis->ctx);
     }
     sentinel_free(&redis->sentinel);
+    resolve_cancel(&redis->lookup);
+    resolve_free(&redis->resolve);
     event_free(redis->retry);
     event_free(redis->watchdog);
     explicit_bzero(&redis->url, sizeof(redis->url));	/* no password left behind */
@@ -787,8 +869,12 @@ struct store *store_redis_create(struct event_base *base, const struct store_url
     redis->retry = evtimer_new(base, store_redis_retry, redis);
     redis->watchdog = event_new(base, -1, EV_PERSIST, store_redis_watchdog, redis);
     event_add(redis->watchdog, &quarter);
+    if (url->path[0] == 0)			/* a name: Sentinel's, or url.host */
+	redis->resolve = resolve_create(base, url->resolv_conf[0] ? url->resolv_conf : NULL,
+					url->hosts_file[0] ? url->hosts_file : NULL);
     if (url->sentinel) {			/* url.host comes from Sentinel */
-	redis->sentinel = sentinel_create(base, &redis->url, store_redis_found, redis);
+	redis->sentinel = sentinel_create(base, &redis->url, redis->resolve,
+					  store_redis_found, redis);
 	store_set_error(&redis->store, "no master known yet (asking Sentinel)");
 	snprintf(redis->logged, sizeof(redis->logged), "no master known yet (asking Sentinel)");
 	sentinel_ask(redis->sentinel);

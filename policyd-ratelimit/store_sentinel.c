@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	#include "store_sentinel.h"
  *
- *	struct sentinel *sentinel_create(base, url, found, context)
+ *	struct sentinel *sentinel_create(base, url, resolve, found, context)
  *	void	sentinel_ask(sentinel)
  *	void	sentinel_free(&sentinel)
  * DESCRIPTION
@@ -16,6 +16,10 @@
  *	to do with it is store_redis(3)'s business. Nothing here ever
  *	blocks, and no policy request waits for it: until a master is
  *	known, requests go to on_store_error at once.
+ *
+ *	A Sentinel given by name is looked up with store_resolve(3) (its
+ *	lookup counts in its SENTINEL_ANSWER_MS); successive rounds take
+ *	the name's addresses in turn.
  *
  *	sentinel_ask() asks "SENTINEL get-master-addr-by-name" of the
  *	Sentinels in turn, starting with the one that answered last,
@@ -50,6 +54,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "msg.h"
+#include "store_resolve.h"
 #include "store_sentinel.h"
 #include "xalloc.h"
 
@@ -58,6 +63,8 @@
 struct sentinel {
     struct event_base *base;
     const struct store_url *url;	/* the store's: lives longer */
+    struct resolve *resolve;		/* the store's: Sentinels' names */
+    unsigned rotate;			/* which of a name's addresses */
     sentinel_found_fn found;
     void   *context;
     /* the question round */
@@ -66,11 +73,13 @@ struct sentinel {
     int     next;			/* the Sentinel to ask first */
     int     tried;			/* in this round */
     int     asking;			/* a round is under way */
+    struct resolve_req *query_lookup;	/* the asked Sentinel's name */
     char    why[500];			/* the latest Sentinel's failure */
     struct event *timeout;
     struct event *step;			/* next Sentinel, outside hiredis */
     /* the +switch-master subscription */
     redisAsyncContext *watch;
+    struct resolve_req *watch_lookup;
     int     watch_index;
     struct event *watch_retry;
     char    logged[300];		/* the master's address, or why not */
@@ -150,14 +159,16 @@ static void sentinel_auth(redisAsyncContext *ctx, void *r, void *privdata)
 	sentinel_watch_failed(s, why);
 }
 
-/* sentinel_open - a connection to Sentinel i, authenticated if need be */
-
-static redisAsyncContext *sentinel_open(struct sentinel *s, int i,
+/*
+ * sentinel_open - a connection to Sentinel i at addr (numeric: its host,
+ * or what its name was resolved to), authenticated if need be.
+ */
+static redisAsyncContext *sentinel_open(struct sentinel *s, int i, const char *addr,
 				        redisConnectCallback *on_connect,
 			              redisDisconnectCallback *on_disconnect)
 {
     const struct store_host *h = sentinel_host(s, i);
-    redisAsyncContext *ctx = redisAsyncConnect(h->host, h->port);
+    redisAsyncContext *ctx = redisAsyncConnect(addr, h->port);
 
     if (ctx == NULL || ctx->err) {
 	snprintf(s->why, sizeof(s->why), "%s:%d: cannot connect: %.100s", h->host, h->port,
@@ -188,6 +199,7 @@ static void sentinel_failed(struct sentinel *s, const char *fmt,...)
     va_end(ap);
     snprintf(s->why, sizeof(s->why), "%s:%d: %s", h->host, h->port, why);
     sentinel_close(&s->query);
+    resolve_cancel(&s->query_lookup);
     evtimer_del(s->timeout);
     event_active(s->step, 0, 0);		/* not inside a hiredis callback */
 }
@@ -246,7 +258,7 @@ static void sentinel_answer(redisAsyncContext *ctx, void *r, void *privdata)
     evtimer_del(s->timeout);
     sentinel_state(s->logged, 0, "master \"%s\" is %s:%d (from %s:%d)", s->url->master, host, port,
 		   sentinel_host(s, s->next)->host, sentinel_host(s, s->next)->port);
-    if (s->watch == NULL && !evtimer_pending(s->watch_retry, NULL)) {
+    if (s->watch == NULL && s->watch_lookup == NULL && !evtimer_pending(s->watch_retry, NULL)) {
 	s->watch_index = s->next;
 	event_active(s->watch_retry, 0, 0);
     }
@@ -281,19 +293,51 @@ static void sentinel_timeout(evutil_socket_t fd, short what, void *context)
     sentinel_failed(context, "no answer within %d ms", SENTINEL_ANSWER_MS);
 }
 
+/* sentinel_query - ask the Sentinel at addr; 0 if it cannot be tried */
+
+static int sentinel_query(struct sentinel *s, const char *addr)
+{
+    if ((s->query = sentinel_open(s, s->query_index, addr, sentinel_query_connected,
+				  sentinel_query_lost)) == NULL)
+	return (0);
+    redisAsyncCommand(s->query, sentinel_answer, s, "SENTINEL get-master-addr-by-name %s",
+		      s->url->master);
+    return (1);
+}
+
+/*
+ * sentinel_query_resolved - the asked Sentinel's name (within the same
+ * SENTINEL_ANSWER_MS as its answer). Rounds take a name's addresses in
+ * turn: a Service naming several Sentinels reaches each of them.
+ */
+static void sentinel_query_resolved(void *context, const struct resolve_result *result)
+{
+    struct sentinel *s = context;
+
+    s->query_lookup = NULL;
+    if (result->count == 0)
+	sentinel_failed(s, "cannot resolve: %s", result->why);
+    else if (!sentinel_query(s, result->addr[s->rotate++ % result->count]))
+	sentinel_failed(s, "cannot connect");
+}
+
 /* sentinel_next - ask the next Sentinel of this round, or give up */
 
 static void sentinel_next(struct sentinel *s)
 {
     struct timeval answer = {0, SENTINEL_ANSWER_MS * 1000};
+    const struct store_host *h;
 
     while (s->tried < s->url->nsentinels) {
 	s->query_index = (s->next + s->tried++) % s->url->nsentinels;
-	if ((s->query = sentinel_open(s, s->query_index, sentinel_query_connected,
-				      sentinel_query_lost)) == NULL)
+	h = sentinel_host(s, s->query_index);
+	if (!resolve_literal(h->host)) {	/* never getaddrinfo() on the loop */
+	    s->query_lookup = resolve_start(s->resolve, h->host, sentinel_query_resolved, s);
+	    evtimer_add(s->timeout, &answer);
+	    return;
+	}
+	if (!sentinel_query(s, h->host))
 	    continue;
-	redisAsyncCommand(s->query, sentinel_answer, s, "SENTINEL get-master-addr-by-name %s",
-			  s->url->master);
 	evtimer_add(s->timeout, &answer);
 	return;
     }
@@ -361,6 +405,7 @@ static void sentinel_watch_failed(struct sentinel *s, const char *why)
     struct timeval one = {1, 0};
 
     sentinel_close(&s->watch);
+    resolve_cancel(&s->watch_lookup);
     if (why)
 	sentinel_state(s->logged_watch, 1, "cannot watch for +switch-master: %.100s "
 		       "(the master is asked for after errors only)", why);
@@ -391,16 +436,40 @@ static void sentinel_watch_lost(const redisAsyncContext *ctx, int status)
     sentinel_watch_failed(s, status != REDIS_OK ? ctx->errstr : "connection closed");
 }
 
-static void sentinel_watch(struct sentinel *s)
+static void sentinel_watch_open(struct sentinel *s, const char *addr)
 {
-    if (s->watch)
-	return;
-    if ((s->watch = sentinel_open(s, s->watch_index, sentinel_watch_connected,
+    if ((s->watch = sentinel_open(s, s->watch_index, addr, sentinel_watch_connected,
 				  sentinel_watch_lost)) == NULL) {
 	sentinel_watch_failed(s, "cannot connect");
 	return;
     }
     redisAsyncCommand(s->watch, sentinel_message, s, "SUBSCRIBE +switch-master");
+}
+
+static void sentinel_watch_resolved(void *context, const struct resolve_result *result)
+{
+    struct sentinel *s = context;
+    char    why[200];
+
+    s->watch_lookup = NULL;
+    if (result->count == 0) {
+	snprintf(why, sizeof(why), "cannot resolve %.60s: %.120s",
+		 sentinel_host(s, s->watch_index)->host, result->why);
+	sentinel_watch_failed(s, why);
+    } else
+	sentinel_watch_open(s, result->addr[s->rotate++ % result->count]);
+}
+
+static void sentinel_watch(struct sentinel *s)
+{
+    const char *host = sentinel_host(s, s->watch_index)->host;
+
+    if (s->watch || s->watch_lookup)
+	return;
+    if (resolve_literal(host))
+	sentinel_watch_open(s, host);
+    else
+	s->watch_lookup = resolve_start(s->resolve, host, sentinel_watch_resolved, s);
 }
 
 static void sentinel_watch_again(evutil_socket_t fd, short what, void *context)
@@ -409,12 +478,14 @@ static void sentinel_watch_again(evutil_socket_t fd, short what, void *context)
 }
 
 struct sentinel *sentinel_create(struct event_base *base, const struct store_url *url,
-				         sentinel_found_fn found, void *context)
+			                 struct resolve *resolve, sentinel_found_fn found,
+				         void *context)
 {
     struct sentinel *s = xcalloc(1, sizeof(*s));
 
     s->base = base;
     s->url = url;
+    s->resolve = resolve;
     s->found = found;
     s->context = context;
     s->timeout = evtimer_new(base, sentinel_timeout, s);
@@ -432,6 +503,8 @@ void    sentinel_free(struct sentinel **sp)
     *sp = NULL;
     sentinel_close(&s->query);
     sentinel_close(&s->watch);
+    resolve_cancel(&s->query_lookup);
+    resolve_cancel(&s->watch_lookup);
     event_free(s->timeout);
     event_free(s->step);
     event_free(s->watch_retry);

@@ -10,9 +10,11 @@
 typedef void (*sentinel_found_fn) (void *context, const char *host, int port);
 
 struct sentinel;
+struct resolve;
 
 struct sentinel *sentinel_create(struct event_base *base, const struct store_url *url,
-				         sentinel_found_fn found, void *context);
+			                 struct resolve *resolve, sentinel_found_fn found,
+				         void *context);
 void    sentinel_ask(struct sentinel *sentinel);
 void    sentinel_free(struct sentinel **sentinel);
 

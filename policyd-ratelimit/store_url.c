@@ -96,15 +96,45 @@ static const char *store_url_credentials(struct store_url *url, const char *text
     return (NULL);
 }
 
+/*
+ * store_url_hostname - a DNS name (labels of letters, digits, '-' and '_',
+ * 1-63 bytes, a trailing dot allowed) or an IPv4 address (which is also
+ * one). -t thus refuses a host that no lookup could find, without
+ * looking anything up (DNS may not be up yet).
+ */
+static int store_url_hostname(const char *host, size_t len)
+{
+    size_t  label = 0;
+
+    if (len > 254 || (len == 254 && host[253] != '.'))
+	return (0);
+    for (size_t i = 0; i < len; i++) {
+	unsigned char c = host[i];
+
+	if (c == '.') {
+	    if (label == 0)
+		return (0);
+	    label = 0;
+	} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+		   || c == '-' || c == '_') {
+	    if (++label > 63)
+		return (0);
+	} else
+	    return (0);
+    }
+    return (1);
+}
+
 /* store_url_hostport - HOST[:PORT] or [IPV6][:PORT] into host, *portp */
 
 static const char *store_url_hostport(char *host, size_t hsize, int *portp, int defport,
 				              const char *text, size_t len)
 {
     const char *port = NULL, *end = text + len;
+    int     bracket = len > 0 && text[0] == '[';
     size_t  hlen;
 
-    if (len > 0 && text[0] == '[') {		/* [IPv6]:PORT */
+    if (bracket) {		/* [IPv6]:PORT */
 	const char *close = memchr(text, ']', len);
 
 	if (close == NULL || (close + 1 < end && close[1] != ':'))
@@ -126,6 +156,9 @@ static const char *store_url_hostport(char *host, size_t hsize, int *portp, int 
     for (size_t i = 0; i < hlen; i++)
 	if ((unsigned char) text[i] <= ' ' || text[i] == '/' || text[i] == '?' || text[i] == ',')
 	    return ("redis:// host contains a space, control character, ',' or '/'");
+    if (bracket ? memchr(text, ':', hlen) == NULL : !store_url_hostname(text, hlen))
+	return ("redis:// host must be a host name (letters, digits, '-', '_', dots), "
+		"an IPv4 address or [an IPv6 address]");
     memcpy(host, text, hlen);
     host[hlen] = 0;
     *portp = defport;

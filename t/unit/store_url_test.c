@@ -188,6 +188,34 @@ int     main(void)
     refused("redis://:" SECRET "@/0", "host", "empty host");
     refused("redis://:" SECRET "@[::1/0", "IPv6", "unclosed IPv6 bracket");
     refused("redis://:" SECRET "@host.example x/0", "host", "space in host");
+    refused("redis://:" SECRET "@host..example/0", "host name", "empty label");
+    refused("redis://:" SECRET "@.host.example/0", "host name", "leading dot");
+    refused("redis://:" SECRET "@h\xc3\xa9.example/0", "host name", "8-bit host (IDN not encoded)");
+    refused("redis://:" SECRET "@[host.example]/0", "host name", "a name in brackets");
+    refused("redis://:" SECRET "@ho$t.example/0", "host name", "'$' in host");
+    refused("redis://:" SECRET "@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/0",
+	    "host name", "64-byte label");
+    parsed("redis://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x/0",
+	   "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x", 6379, 0, "", "",
+	   "redis://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.x:6379/0");
+    parsed("redis://Redis_1.svc.cluster.local.:7000/0", "Redis_1.svc.cluster.local.", 7000, 0,
+	   "", "", "redis://Redis_1.svc.cluster.local.:7000/0");
+    parsed("redis://redis/2", "redis", 6379, 2, "", "", "redis://redis:6379/2");
+    parsed("redis://[fe80::1%eth0]:7000/0", "fe80::1%eth0", 7000, 0, "", "",
+	   "redis://[fe80::1%eth0]:7000/0");
+    for (int len = 250; len <= 256; len++) {	/* a name of 253 bytes (254 with the dot) */
+	char    name[300], url[400], shown[400];
+
+	for (int i = 0; i < len; i++)
+	    name[i] = i % 2 ? '.' : 'a';
+	name[len] = 0;
+	snprintf(url, sizeof(url), "redis://%s/0", name);
+	snprintf(shown, sizeof(shown), "redis://%s:6379/0", name);
+	if (len <= 254 && !(len == 254 && name[253] != '.'))
+	    parsed(url, name, 6379, 0, "", "", shown);
+	else
+	    refused(url, "host", "a name past 253 bytes");
+    }
     refused("postgres://:" SECRET "@host.example/0", "store must be", "unknown scheme");
     refused("Redis://:" SECRET "@host.example/0", "store must be", "scheme is case-sensitive");
     refused("", "store must be", "empty value");

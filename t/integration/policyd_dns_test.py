@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""policyd-ratelimit with Redis and Sentinel given by host name (issue 18):
+the names are looked up with evdns on the daemon's loop, through a real
+knotd named by resolv_conf, never with a blocking getaddrinfo().
+
+  - a Kubernetes-style short name ("redis", found through resolv.conf's
+    search list with ndots:5) resolves: the limit is enforced in a real
+    redis-server;
+  - the name moves (second redis-server on 127.0.0.2, same port) and the
+    old server is killed: the daemon looks the name up again and
+    follows, without a restart; no request waits meanwhile;
+  - a DNS server that never answers (a UDP socket that reads and drops):
+    every request is answered per on_store_error within the deadline,
+    one "cannot resolve" line is logged, not one per retry;
+  - NXDOMAIN: a clear error, the same fast answers; the name then starts
+    resolving and the daemon connects without a restart;
+  - a name in hosts_file (with the silent DNS server as resolver: the
+    file alone answers);
+  - Sentinels given by name, and a master Sentinel announces by name;
+  - -t: a name that does not resolve is fine, a malformed one, a missing
+    resolv_conf or hosts_file, a resolv_conf without nameserver are not.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxdns import Knot  # noqa: E402
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+import mxpolicy as mp  # noqa: E402
+
+CONFIG = """\
+listen = inet:127.0.0.1:{port}
+store = %(store)s
+on_store_error = closed
+deadline = 100ms
+workers = 2
+resolv_conf = %(resolv)s
+limit per_user = sasl_username rate=3/1h
+%(extra)s
+"""
+DEADLINE = 0.100
+SLACK = 0.150           # scheduling on a loaded 2-core machine
+ZONE = "svc.mxkit.test"
+MASTER = "mxmaster"
+
+
+def request(user, instance):
+    attrs = {"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE",
+             "instance": instance, "client_address": "192.0.2.1",
+             "recipient_count": "1", "size": "100", "sasl_username": user}
+    return b"".join(b"%s=%s\n" % (k.encode(), v.encode()) for k, v in attrs.items()) + b"\n"
+
+
+def ask(port, user, count, tag, gap=0.0):
+    """count requests on one connection: (list of actions, worst seconds)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    buf, out, worst = b"", [], 0.0
+    for i in range(count):
+        t0 = time.monotonic()
+        sock.sendall(request(user, "%s%d" % (tag, i)))
+        while b"\n\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        worst = max(worst, time.monotonic() - t0)
+        reply, _, buf = buf.partition(b"\n\n")
+        out.append(reply.decode(errors="replace"))
+        if gap:
+            time.sleep(gap)
+    sock.close()
+    return out, worst
+
+
+def redis_server(st, name, host, port):
+    os.makedirs(st.path(name), exist_ok=True)
+    proc = st._spawn(name, ["redis-server", "--port", str(port), "--bind", host, "--save", "",
+                            "--appendonly", "no", "--dir", st.path(name), "--daemonize", "no",
+                            "--protected-mode", "no"], st.path("log", name + ".log"))
+    st._ready(name, port, proc, host=host)
+    return proc
+
+
+def redis_cli(host, port, *args):
+    return subprocess.run(["redis-cli", "-h", host, "-p", str(port)] + list(args),
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+class BlackHole(threading.Thread):
+    """A DNS "server" that reads every query and never answers."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+
+    def run(self):
+        while True:
+            try:
+                self.sock.recvfrom(4096)
+                self.queries += 1
+            except OSError:
+                return
+
+
+def write(st, name, text):
+    path = st.path("etc", name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start(st, name, store, resolv, extra=""):
+    proc, port, _ = mp.start_policyd(st, name, CONFIG % {"store": store, "resolv": resolv,
+                                                         "extra": extra})
+    return proc, port
+
+
+def all_closed(replies):
+    return all(r.startswith("action=451 4.3.0") for r in replies)
+
+
+def test_check(st, knot_resolv):
+    """-t: names need not resolve; broken names and files are refused."""
+    def t(body):
+        path = mp.write_config(st, "check", body)
+        res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, text=True,
+                             timeout=30)
+        return res.returncode, res.stdout + res.stderr
+
+    base = "store = %s\nresolv_conf = %s\n"
+    rc, out = t(base % ("redis://no-such-name.invalid:6379/0", knot_resolv))
+    tap.is_(rc, 0, "-t: a store name that does not resolve is accepted", diag=out)
+    rc, out = t(base % ("redis-sentinel://s1.invalid,s2.invalid:26380/m", knot_resolv))
+    tap.is_(rc, 0, "-t: Sentinel names that do not resolve are accepted", diag=out)
+    for store, why in (("redis://bad..name:6379/0", "empty label"),
+                       ("redis://bad_na!me/0", "a '!'"),
+                       ("redis://" + "a" * 64 + ".test/0", "a 64-byte label"),
+                       ("redis://[not-v6]:6379/0", "brackets without an IPv6 address"),
+                       ("redis-sentinel://ok.test,bad..x/m", "a Sentinel with an empty label")):
+        rc, out = t(base % (store, knot_resolv))
+        tap.ok(rc == 1 and "host must be a host name" in out,
+               "-t refuses a host with %s" % why, diag=out)
+    rc, out = t(base % ("redis://[::1]:6379/0", knot_resolv) + "hosts_file = /nonexistent/h\n")
+    tap.ok(rc == 1 and "hosts_file: cannot open /nonexistent/h" in out,
+           "-t: a missing hosts_file is refused", diag=out)
+    rc, out = t(base % ("redis://r.test/0", "/nonexistent/resolv.conf"))
+    tap.ok(rc == 1 and "resolv_conf: cannot open /nonexistent/resolv.conf" in out,
+           "-t: a missing resolv_conf is refused", diag=out)
+    empty = write(st, "empty-resolv.conf", "search svc.mxkit.test\n")
+    rc, out = t(base % ("redis://r.test/0", empty))
+    tap.ok(rc == 1 and "names no usable nameserver" in out,
+           "-t: a resolv_conf without nameserver is refused", diag=out)
+    rc, out = t(base % ("redis://r.test/0", "etc/resolv.conf"))
+    tap.ok(rc == 1 and "absolute path" in out, "-t: a relative resolv_conf is refused",
+           diag=out)
+
+
+def test_resolves_and_moves(st, knot, knot_resolv, rport):
+    name = "pd-name"
+    proc, port = start(st, name, "redis://redis:%d/0" % rport, knot_resolv)
+    tap.ok(wait_for(lambda: "redis: connected (redis is 127.0.0.1)" in st.read_log(name),
+                    timeout=10),
+           "the short name \"redis\" resolves through the search list (ndots:5)",
+           diag=st.read_log(name)[-600:])
+    out, worst = ask(port, "svc-a", 4, "a")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "the limit (3/1h) is enforced through the name's redis-server", diag=repr(out))
+    tap.is_(redis_cli("127.0.0.1", rport, "EXISTS", "mxrl:{per_user:svc-a}:0"), "1",
+            "the key is in the first redis-server (127.0.0.1)")
+    # the Service moves: a second redis-server on 127.0.0.2, same port
+    redis_server(st, "redis2", "127.0.0.2", rport)
+    knot.set_zone(ZONE, ["redis A 127.0.0.2"])
+    os.kill(st.procs["redis1"].pid, signal.SIGKILL)
+    st.procs.pop("redis1").wait()
+    out, worst = ask(port, "svc-move", 20, "m", gap=0.05)
+    tap.ok(worst < DEADLINE + SLACK, "during the move no request waits: slowest %.0f ms "
+           "(deadline 100 ms)" % (worst * 1000))
+    tap.ok(wait_for(lambda: "redis: connected (redis is 127.0.0.2)" in st.read_log(name),
+                    timeout=10),
+           "after the old server died the daemon looked the name up again and follows it",
+           diag=st.read_log(name)[-800:])
+    out, _ = ask(port, "svc-b", 4, "b")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "the limit is enforced on the new address", diag=repr(out))
+    tap.is_(redis_cli("127.0.0.2", rport, "EXISTS", "mxrl:{per_user:svc-b}:0"), "1",
+            "the key is in the second redis-server (127.0.0.2)")
+    tap.ok(proc.poll() is None, "the daemon was not restarted")
+
+
+def test_silent_dns(st, hole_resolv, hole, rport):
+    """Two daemons: evdns's own retries (1 s, twice) end the lookup first;
+    with resolv.conf's "timeout:4 attempts:3" the RESOLVE_MS cap does."""
+    slow_resolv = write(st, "slow-resolv.conf", "nameserver 127.0.0.1:%d\n"
+                        "options timeout:4 attempts:3\n" % hole.port)
+    before = hole.queries
+    procs, ports = {}, {}
+    for name, resolv in (("pd-silent", hole_resolv), ("pd-slow", slow_resolv)):
+        procs[name], ports[name] = start(st, name, "redis://redis.svc.mxkit.test:%d/0" % rport,
+                                         resolv)
+    out, worst = [], 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 13:          # two lookups given up, and the retries
+        for name in procs:
+            o, w = ask(ports[name], "svc-silent", 5, "s%d" % len(out), gap=0.05)
+            out += o
+            worst = max(worst, w)
+    tap.ok(out and all_closed(out), "silent DNS: all %d requests answered per on_store_error "
+           "(closed: 451 4.3.0)" % len(out), diag=repr(out[:3]))
+    tap.ok(worst < DEADLINE + SLACK, "silent DNS: slowest answer %.0f ms (bound: deadline "
+           "100 ms; a lookup may take 5 s)" % (worst * 1000))
+    tap.ok(hole.queries > before, "the daemons did ask the silent server (%d queries)"
+           % (hole.queries - before))
+    for name, why in (("pd-silent", "no usable answer from the DNS servers (timeout, "
+                       "SERVFAIL or REFUSED)"), ("pd-slow", "no answer within 5000 ms")):
+        log = st.read_log(name)
+        want = "redis: cannot resolve redis.svc.mxkit.test: " + why
+        tap.is_(log.count(want), 1, "%s: one \"%s\" line in 13 s, not one per retry or "
+                "worker" % (name, want), diag=log[-800:])
+        tap.ok("getaddrinfo" not in log and "connected" not in log, "%s: nothing else" % name,
+               diag=log[-400:])
+    for name, proc in procs.items():
+        proc.send_signal(signal.SIGTERM)
+        tap.ok(wait_for(lambda: proc.poll() is not None, timeout=5),
+               "%s stops at once with a lookup under way (exit %s)" % (name, proc.poll()))
+
+
+def test_nxdomain_then_resolves(st, knot, knot_resolv, rport2):
+    name = "pd-late"
+    proc, port = start(st, name, "redis://late.svc.mxkit.test:%d/0" % rport2, knot_resolv)
+    want = "cannot resolve late.svc.mxkit.test: no such name (NXDOMAIN)"
+    tap.ok(wait_for(lambda: want in st.read_log(name), timeout=10),
+           "NXDOMAIN: \"%s\" logged" % want, diag=st.read_log(name)[-600:])
+    out, worst = ask(port, "svc-late", 20, "n", gap=0.1)
+    tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
+           "NXDOMAIN: every request answered 451 4.3.0, slowest %.0f ms" % (worst * 1000),
+           diag=repr(out[:3]))
+    tap.is_(st.read_log(name).count(want), 1, "NXDOMAIN logged once over 2 s of retries")
+    knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2"])
+    tap.ok(wait_for(lambda: "redis: connected (late.svc.mxkit.test is 127.0.0.2)"
+                    in st.read_log(name), timeout=10),
+           "the name starts resolving: connected without a restart",
+           diag=st.read_log(name)[-600:])
+    out, _ = ask(port, "svc-late2", 4, "l")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "then the limit is enforced", diag=repr(out))
+    tap.ok(proc.poll() is None, "the daemon was not restarted")
+
+
+def test_hosts_file(st, hole_resolv, rport2):
+    name = "pd-hosts"
+    hosts = write(st, "hosts", "# comment\n127.0.0.9 other.hosts\n127.0.0.2 "
+                  "myredis.hosts alias.hosts\n")
+    proc, port = start(st, name, "redis://alias.hosts:%d/0" % rport2, hole_resolv,
+                       "hosts_file = %s" % hosts)
+    tap.ok(wait_for(lambda: "redis: connected (alias.hosts is 127.0.0.2)" in st.read_log(name),
+                    timeout=10),
+           "a name from hosts_file (an alias) connects; the silent DNS server is not needed",
+           diag=st.read_log(name)[-600:])
+    out, _ = ask(port, "svc-hosts", 4, "h")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "hosts_file: the limit is enforced", diag=repr(out))
+
+
+def start_sentinel(st, name, master_port):
+    port = st.port(name)
+    path = st.path("etc", name + ".conf")
+    with open(path, "w") as f:
+        f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n"
+                "sentinel resolve-hostnames yes\nsentinel announce-hostnames yes\n"
+                "sentinel monitor %s localhost %d 1\n"
+                "sentinel down-after-milliseconds %s 1000\n"
+                % (port, st.dir, MASTER, master_port, MASTER))
+    proc = st._spawn(name, ["redis-server", path, "--sentinel"], st.path("log", name + ".log"))
+    st._ready(name, port, proc)
+    return port
+
+
+def test_sentinel_names(st, knot_resolv, rport2):
+    # the master, on 127.0.0.1 (Sentinel resolves "localhost" itself)
+    mport = st.port("redis-m")
+    redis_server(st, "redis-m", "127.0.0.1", mport)
+    sport = start_sentinel(st, "sentinel", mport)
+    tap.ok(wait_for(lambda: redis_cli("127.0.0.1", sport, "SENTINEL",
+                                      "get-master-addr-by-name", MASTER).split("\n")[:1]
+                    == ["localhost"], timeout=10),
+           "Sentinel announces the master by name (localhost)")
+    hosts = write(st, "hosts-s", "127.0.0.1 localhost\n")
+    name = "pd-sentinel"
+    # a dead Sentinel name first: the round goes on to the next one
+    proc, port = start(st, name, "redis-sentinel://gone.svc.mxkit.test:%d,sentinel:%d/%s"
+                       % (sport, sport, MASTER), knot_resolv, "hosts_file = %s" % hosts)
+    tap.ok(wait_for(lambda: "redis: connected to master localhost:%d (localhost is 127.0.0.1)"
+                    % mport in st.read_log(name), timeout=10),
+           "Sentinels by name: master found and its name resolved",
+           diag=st.read_log(name)[-800:])
+    tap.ok(wait_for(lambda: "sentinel: watching" in st.read_log(name), timeout=10),
+           "the +switch-master subscription reached a Sentinel by name",
+           diag=st.read_log(name)[-800:])
+    out, _ = ask(port, "svc-sentinel", 4, "x")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "Sentinel by name: the limit is enforced", diag=repr(out))
+    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-sentinel}:0"), "1",
+            "the key is in the master")
+
+
+with Stack("policyd-dns") as st:
+    tap.stack = st
+    rport = st.port("redis")
+    rport2 = st.port("redis-late")
+    knot = Knot(st, {ZONE: ["redis A 127.0.0.1", "sentinel A 127.0.0.1"]})
+    knot.start()
+    # Kubernetes-style: a short name, search list, ndots:5; port in the line (evdns)
+    knot_resolv = write(st, "resolv.conf", "nameserver 127.0.0.1:%d\nsearch %s\n"
+                        "options ndots:5\n" % (knot.port, ZONE))
+    hole = BlackHole()
+    hole.start()
+    hole_resolv = write(st, "hole-resolv.conf", "nameserver 127.0.0.1:%d\n" % hole.port)
+    redis_server(st, "redis1", "127.0.0.1", rport)
+    redis_server(st, "redis-late", "127.0.0.2", rport2)
+    test_check(st, knot_resolv)
+    test_resolves_and_moves(st, knot, knot_resolv, rport)
+    test_silent_dns(st, hole_resolv, hole, rport)
+    test_nxdomain_then_resolves(st, knot, knot_resolv, rport2)
+    test_hosts_file(st, hole_resolv, rport2)
+    knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", "sentinel A 127.0.0.1"])
+    test_sentinel_names(st, knot_resolv, rport2)
+
+sys.exit(tap.done())
