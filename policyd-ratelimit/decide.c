@@ -93,26 +93,52 @@ static char *decide_limit_id(const struct limit *limit)
 		      limit->v6_prefix));
 }
 
+/*
+ * A transaction's entries are searched in order while there are few of
+ * them (most have one to three recipients); the hash index (SipHash with
+ * a random seed: keys come from clients) is built only past
+ * DECIDE_TXN_LINEAR entries. Building it for every transaction cost a
+ * getrandom() system call, two snprintf()s and a hash per request.
+ */
+#define DECIDE_TXN_LINEAR	16
+
 static struct decide_pending *decide_txn_find(struct decide_txn *txn, int limit,
 					              const char *key)
 {
     char    name[LIMIT_KEY_MAX + 16];
 
-    if (txn->index == NULL)
+    if (txn->index == NULL) {
+	for (int i = 0; i < txn->count; i++)
+	    if (txn->pending[i]->limit == limit && strcmp(txn->pending[i]->key, key) == 0)
+		return (txn->pending[i]);
 	return (NULL);
+    }
     snprintf(name, sizeof(name), "%d:%s", limit, key);
     return (htable_find(txn->index, name));
 }
 
-static void decide_txn_index(struct decide_txn *txn, struct decide_pending *p)
+static void decide_txn_index_one(struct decide_txn *txn, struct decide_pending *p)
 {
     char    name[LIMIT_KEY_MAX + 16];
     int     created;
 
-    if (txn->index == NULL)
-	txn->index = htable_create(0);
     snprintf(name, sizeof(name), "%d:%s", p->limit, p->key);
     *htable_slot(txn->index, name, &created) = p;
+}
+
+/* decide_txn_index - index the entries once there are many */
+
+static void decide_txn_index(struct decide_txn *txn)
+{
+    if (txn->count <= DECIDE_TXN_LINEAR)
+	return;
+    if (txn->index != NULL) {
+	decide_txn_index_one(txn, txn->pending[txn->count - 1]);
+	return;
+    }
+    txn->index = htable_create(2 * txn->count);
+    for (int i = 0; i < txn->count; i++)
+	decide_txn_index_one(txn, txn->pending[i]);
 }
 
 /*
@@ -144,9 +170,13 @@ static void decide_txn_remap(struct decide_txn *txn, const struct limits *limits
 	    continue;
 	}
 	txn->pending[kept++] = p;
-	decide_txn_index(txn, p);
     }
     txn->count = kept;
+    if (kept > DECIDE_TXN_LINEAR) {
+	txn->index = htable_create(2 * kept);
+	for (int i = 0; i < kept; i++)
+	    decide_txn_index_one(txn, txn->pending[i]);
+    }
 }
 
 /* decide_txn_sync - start a new transaction when the instance changes */
@@ -190,8 +220,40 @@ static struct decide_pending *decide_txn_add(struct decide_txn *txn, int index,
     strcpy(p->id, id);
     free(id);
     txn->pending[txn->count++] = p;
-    decide_txn_index(txn, p);
+    decide_txn_index(txn);
     return (p);
+}
+
+/*
+ * decide_op_key - "mxrl:{LIMIT:KEY}:RATE", as snprintf() would write it
+ * (cut at size - 1), without its format parser: that was the biggest
+ * item of formatting per request.
+ */
+static void decide_op_key(char *buf, size_t size, const char *limit, const char *key, int r)
+{
+    char    num[16];
+    const char *parts[] = {"mxrl:{", limit, ":", key, "}:", num};
+    size_t  used = 0;
+    int     n = 0;
+
+    do					/* r >= 0: a rate's index */
+	num[n++] = '0' + r % 10;
+    while ((r /= 10) > 0 && n < (int) sizeof(num) - 1);
+    for (int i = 0; i < n / 2; i++) {
+	char    t = num[i];
+
+	num[i] = num[n - 1 - i], num[n - 1 - i] = t;
+    }
+    num[n] = 0;
+    for (size_t p = 0; p < sizeof(parts) / sizeof(parts[0]); p++) {
+	size_t  len = strlen(parts[p]);
+
+	if (len > size - 1 - used)
+	    len = size - 1 - used;
+	memcpy(buf + used, parts[p], len);
+	used += len;
+    }
+    buf[used] = 0;
 }
 
 /* decide_add_ops - one op per rate of a limit, for one key and cost */
@@ -209,7 +271,7 @@ static void decide_add_ops(struct store_call *call, const struct limit *limit, i
 	call->ops = xrealloc(call->ops, sizeof(*op) * (call->count + 1));
 	op = call->ops + call->count++;
 	memset(op, 0, sizeof(*op));
-	snprintf(op->key, sizeof(op->key), "mxrl:{%s:%s}:%d", limit->name, key, r);
+	decide_op_key(op->key, sizeof(op->key), limit->name, key, r);
 	op->interval = interval;
 	op->capacity = (rate->burst ? rate->burst : rate->count) * interval;
 	op->cost = cost;

@@ -12,6 +12,7 @@
 struct policy_attr {
     unsigned name;			/* offsets into buf */
     unsigned value;
+    unsigned hash;			/* of the name (policy_request_get) */
 };
 
 struct policy_request {

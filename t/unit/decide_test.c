@@ -148,6 +148,49 @@ static void test_full(struct decide_txn *txn)
     free(r);
 }
 
+/*
+ * test_many_rcpts - recipients past the linear search (16) into the
+ * hash index and on: each recipient limit counts per recipient exactly,
+ * a recipient repeated late in the transaction is found again.
+ */
+static void test_many_rcpts(struct decide_txn *txn)
+{
+    char    extra[64];
+    int     dunno = 0;
+    char   *r;
+
+    for (int i = 0; i < 40; i++) {
+	snprintf(extra, sizeof(extra), "recipient=m%d@example.net\n", i);
+	r = ask(txn, "RCPT", "many", extra);
+	dunno += strcmp(r, "DUNNO") == 0;
+	free(r);
+    }
+    is_int(dunno, 40, "40 distinct recipients in one transaction pass RCPT");
+    is_int(txn->count, 40, "each is remembered once");
+    r = ask(txn, "RCPT", "many", "recipient=m3@example.net\n");
+    is_str(r, "DUNNO", "a repeat of the 4th passes");
+    free(r);
+    r = ask(txn, "RCPT", "many", "recipient=m39@example.net\n");
+    is_str(r, "DUNNO", "a repeat of the 40th passes");
+    free(r);
+    is_int(txn->count, 40, "both found again (through the index), not added");
+    r = ask(txn, "END-OF-MESSAGE", "many", "recipient_count=42\n");
+    is_str(r, "DUNNO", "END-OF-MESSAGE charges each remembered recipient");
+    free(r);
+    for (int t = 0; t < 2; t++) {
+	char    instance[16];
+
+	snprintf(instance, sizeof(instance), "many%d", t);
+	r = ask(txn, "RCPT", instance, "recipient=m3@example.net\n");
+	is_str(r, t == 0 ? "DUNNO" : "550 5.7.1 per_rcpt exceeded for m3@example.net",
+	       t == 0 ? "m3 was charged once: its 2nd message fits per_rcpt 2/1h"
+	       : "its 3rd does not");
+	free(r);
+	r = ask(txn, "END-OF-MESSAGE", instance, "recipient_count=1\n");
+	free(r);
+    }
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -211,6 +254,7 @@ int     main(void)
 	  "other protocol states are not limited");
 
     test_long(&txn);
+    test_many_rcpts(&txn);
     test_full(&txn);
     decide_txn_free(&txn);
     store_destroy(&store);

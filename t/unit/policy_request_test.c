@@ -26,6 +26,54 @@ static const char *feed(struct policy_request *req, const char *text)
     return (NULL);
 }
 
+/*
+ * test_value_bytes - the word-at-a-time check: every byte value at every
+ * position of values of 0 to 40 bytes (crossing each 8-byte word and the
+ * byte tail) is refused exactly when it is a control character but TAB.
+ */
+static void test_value_bytes(struct policy_request *req)
+{
+    char    line[64];
+    int     wrong = 0, cases = 0;
+
+    for (int len = 1; len <= 40; len++) {
+	for (int pos = 0; pos < len; pos++) {
+	    for (int byte = 0; byte < 256; byte++) {
+		int     bad = byte < 0x20 && byte != '\t';
+		const char *err;
+
+		memcpy(line, "v=", 2);
+		memset(line + 2, byte == 'x' ? 'y' : 'x', len);
+		line[2 + pos] = (char) byte;
+		policy_request_reset(req);
+		err = policy_request_add_line(req, line, 2 + len);
+		/* a CR at the very end is the line's own, stripped */
+		if (byte == '\r' && pos == len - 1)
+		    bad = 0;
+		wrong += (err != NULL) != bad;
+		if (err == NULL && !(byte == '\r' && pos == len - 1))
+		    wrong += memcmp(policy_request_get(req, "v"), line + 2, len) != 0;
+		cases++;
+	    }
+	}
+    }
+    is_int(wrong, 0, "%d values with each byte at each position: refused exactly when a "
+	   "control character but TAB, else kept byte for byte", cases);
+}
+
+/* test_same_hash - names of one length and first, middle, last byte */
+
+static void test_same_hash(struct policy_request *req)
+{
+    policy_request_reset(req);
+    feed(req, "request=smtpd_access_policy\naxcxz=1\naycyz=2\nazczz=3");
+    is_str(policy_request_get(req, "aycyz"), "2", "names that share length and sampled bytes "
+	   "are told apart (middle)");
+    is_str(policy_request_get(req, "azczz"), "3", "and the last of three");
+    ok(policy_request_get(req, "awcwz") == NULL, "an absent name with the same sample is NULL");
+    is_str(policy_request_get(req, "request"), "smtpd_access_policy", "others unaffected");
+}
+
 int     main(void)
 {
     struct policy_request req;
@@ -104,6 +152,8 @@ int     main(void)
 	   POLICY_REQUEST_MAX);
     free(big);
 
+    test_value_bytes(&req);
+    test_same_hash(&req);
     policy_request_free(&req);
     return (tap_done());
 }
