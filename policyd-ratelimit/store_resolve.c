@@ -36,10 +36,12 @@
  *	at most 1 s for the other's. Whatever those say, a lookup ends
  *	after RESOLVE_MS.
  *
- *	resolve_start() looks up A and AAAA records of name (IPv4 first,
- *	as hiredis prefers) and calls fn exactly once, never from inside
- *	resolve_start() itself, with up to RESOLVE_ADDRS_MAX numeric
- *	addresses or why there are none. The handle is invalid once fn
+ *	resolve_start() looks up name in the hosts file (its addresses in
+ *	the file's order), else its A and AAAA records (IPv4 first, as
+ *	hiredis prefers), and calls fn exactly once, never from inside
+ *	resolve_start() itself, with every numeric address evdns found
+ *	(RESOLVE_ADDRS_MAX: all it keeps of one answer) or why there are
+ *	none. The handle is invalid once fn
  *	runs: fn must forget it first. resolve_cancel() forgets a lookup
  *	under way; fn is then never called.
  *
@@ -55,6 +57,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +103,18 @@ static void resolve_quiet(int severity, const char *text)
     (void) text;
 }
 
+static void resolve_quiet_init(void)
+{
+    evdns_set_log_fn(resolve_quiet);
+}
+
+static void resolve_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, resolve_quiet_init);	/* every worker creates one */
+}
+
 /* resolve_file_error - NULL when path can be opened for reading */
 
 static const char *resolve_file_error(const char *what, const char *path)
@@ -129,7 +144,7 @@ const char *resolve_check(const char *resolv_conf, const char *hosts_file)
 	return (NULL);
     if ((why = resolve_file_error("resolv_conf", resolv_conf)) != NULL)
 	return (why);
-    evdns_set_log_fn(resolve_quiet);
+    resolve_init();
     if ((base = event_base_new()) == NULL || (dns = evdns_base_new(base, 0)) == NULL) {
 	if (base)
 	    event_base_free(base);
@@ -155,7 +170,7 @@ struct resolve *resolve_create(struct event_base *base, const char *resolv_conf,
     struct resolve *r = xcalloc(1, sizeof(*r));
     int     flags = DNS_OPTIONS_ALL;
 
-    evdns_set_log_fn(resolve_quiet);
+    resolve_init();
     r->base = base;
     /* no socket, no event until a lookup: the loop can still end */
     if ((r->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL)
@@ -204,7 +219,9 @@ static const char *resolve_why(int code)
     case EVUTIL_EAI_NODATA:
 	return ("the name has no address (no A or AAAA record)");
     case EVUTIL_EAI_FAIL:
-	return ("no usable answer from the DNS servers (timeout, SERVFAIL or REFUSED)");
+	/* evdns says "failed" for all of these, NODATA included */
+	return ("no address from the DNS servers "
+		"(no answer, SERVFAIL, REFUSED or no A/AAAA record)");
     case EVUTIL_EAI_MEMORY:
 	return ("out of memory");
     default:

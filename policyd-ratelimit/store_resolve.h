@@ -5,7 +5,7 @@
 
 #include <event2/event.h>
 
-#define RESOLVE_ADDRS_MAX	8
+#define RESOLVE_ADDRS_MAX	64	/* evdns gives at most 32 A + 32 AAAA */
 #define RESOLVE_MS		5000	/* a whole lookup, search list included */
 
 struct resolve_result {

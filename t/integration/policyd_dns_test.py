@@ -220,8 +220,9 @@ def test_silent_dns(st, hole_resolv, hole, rport):
            "100 ms; a lookup may take 5 s)" % (worst * 1000))
     tap.ok(hole.queries > before, "the daemons did ask the silent server (%d queries)"
            % (hole.queries - before))
-    for name, why in (("pd-silent", "no usable answer from the DNS servers (timeout, "
-                       "SERVFAIL or REFUSED)"), ("pd-slow", "no answer within 5000 ms")):
+    for name, why in (("pd-silent", "no address from the DNS servers (no answer, "
+                       "SERVFAIL, REFUSED or no A/AAAA record)"),
+                      ("pd-slow", "no answer within 5000 ms")):
         log = st.read_log(name)
         want = "redis: cannot resolve redis.svc.mxkit.test: " + why
         tap.is_(log.count(want), 1, "%s: one \"%s\" line in 13 s, not one per retry or "
@@ -245,7 +246,7 @@ def test_nxdomain_then_resolves(st, knot, knot_resolv, rport2):
            "NXDOMAIN: every request answered 451 4.3.0, slowest %.0f ms" % (worst * 1000),
            diag=repr(out[:3]))
     tap.is_(st.read_log(name).count(want), 1, "NXDOMAIN logged once over 2 s of retries")
-    knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2"])
+    knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", 'txtonly TXT "x"'])
     tap.ok(wait_for(lambda: "redis: connected (late.svc.mxkit.test is 127.0.0.2)"
                     in st.read_log(name), timeout=10),
            "the name starts resolving: connected without a restart",
@@ -254,6 +255,37 @@ def test_nxdomain_then_resolves(st, knot, knot_resolv, rport2):
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "then the limit is enforced", diag=repr(out))
     tap.ok(proc.poll() is None, "the daemon was not restarted")
+
+
+def test_other_failures(st, knot_resolv, rport2):
+    """NODATA and REFUSED: clear lines, fast answers; a reload that
+    changes resolv_conf says it needs a restart."""
+    # evdns's getaddrinfo says "failed" for NODATA as for SERVFAIL
+    failed = "no address from the DNS servers (no answer, SERVFAIL, REFUSED or no A/AAAA record)"
+    cases = (("pd-nodata", "txtonly.svc.mxkit.test", failed),
+             ("pd-refused", "redis.elsewhere.test", failed))
+    procs = {}
+    for name, host, _ in cases:
+        procs[name] = start(st, name, "redis://%s:%d/0" % (host, rport2), knot_resolv)
+    for name, host, why in cases:
+        want = "redis: cannot resolve %s: %s" % (host, why)
+        tap.ok(wait_for(lambda: want in st.read_log(name), timeout=10),
+               "%s: \"%s\"" % (name, want), diag=st.read_log(name)[-600:])
+        out, worst = ask(procs[name][1], "svc-" + name, 10, "f", gap=0.1)
+        tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
+               "%s: answered 451 4.3.0, slowest %.0f ms" % (name, worst * 1000))
+        tap.is_(st.read_log(name).count(want), 1, "%s: logged once" % name)
+    proc = procs["pd-nodata"][0]
+    path = st.path("etc", "pd-nodata.conf")
+    with open(path) as f:
+        body = f.read()
+    with open(path, "w") as f:
+        f.write(body.replace("resolv_conf = %s" % knot_resolv,
+                             "resolv_conf = %s" % st.path("etc", "hole-resolv.conf")))
+    tap.ok(mp.hup(proc, st, "pd-nodata", 1), "reload with another resolv_conf accepted")
+    log = st.read_log("pd-nodata")
+    tap.ok("reload: resolv_conf changed but cannot change while running" in log,
+           "the reload says resolv_conf needs a restart", diag=log[-600:])
 
 
 def test_hosts_file(st, hole_resolv, rport2):
@@ -331,6 +363,7 @@ with Stack("policyd-dns") as st:
     test_resolves_and_moves(st, knot, knot_resolv, rport)
     test_silent_dns(st, hole_resolv, hole, rport)
     test_nxdomain_then_resolves(st, knot, knot_resolv, rport2)
+    test_other_failures(st, knot_resolv, rport2)
     test_hosts_file(st, hole_resolv, rport2)
     knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", "sentinel A 127.0.0.1"])
     test_sentinel_names(st, knot_resolv, rport2)
