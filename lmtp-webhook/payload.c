@@ -68,6 +68,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -361,6 +362,17 @@ static void payload_escape(struct payload_writer *w, const unsigned char *s, siz
 	    w->pend_len = len - i;
 	    break;
 	}
+	if (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') {
+	    size_t  run = 1;		/* printable ASCII: as it is, in runs */
+
+	    while (i + run < len && o + run < sizeof(out) - 16 && s[i + run] >= 0x20
+		   && s[i + run] < 0x80 && s[i + run] != '"' && s[i + run] != '\\')
+		run++;
+	    memcpy(out + o, s + i, run);
+	    o += run;
+	    i += run;
+	    continue;
+	}
 	if ((n = payload_utf8_len(s + i, len - i)) == 0) {
 	    memcpy(out + o, "\xEF\xBF\xBD", 3);	/* U+FFFD */
 	    o += 3;
@@ -402,7 +414,8 @@ static void payload_string(struct payload_writer *w, const char *data, size_t le
 void    payload_writer_init(struct payload_writer *w, const struct payload_sink *out,
 			            off_t start, const struct payload_sink *scratch)
 {
-    memset(w, 0, sizeof(*w) - sizeof(w->buf));
+    memset(w, 0, offsetof(struct payload_writer, buf));
+    w->used = 0;			/* after buf: not in the memset */
     w->out = *out;
     w->scratch = *scratch;
     w->start = w->pos = start;
@@ -476,23 +489,43 @@ static size_t payload_b64_group(const unsigned char *in, size_t n, char *out)
     return (4);
 }
 
+/*
+ * payload_attachment_data - base64 as the bytes come: a group cut by the
+ * previous block is completed first, then whole groups straight from
+ * data (the bulk of an event's bytes), the rest held for the next call.
+ */
 void    payload_attachment_data(struct payload_writer *w, const void *data, size_t len)
 {
     const unsigned char *p = data;
     char    out[4096];
     size_t  o = 0;
 
-    while (len > 0) {
+    while (len > 0 && w->b64_len > 0) {
 	w->b64[w->b64_len++] = *p++;
 	len--;
 	if (w->b64_len == 3) {
 	    o += payload_b64_group(w->b64, 3, out + o);
 	    w->b64_len = 0;
-	    if (o == sizeof(out)) {
-		payload_out(w, out, o);
-		o = 0;
-	    }
 	}
+    }
+    while (len >= 3) {
+	unsigned int v = (unsigned int) p[0] << 16 | (unsigned int) p[1] << 8 | p[2];
+
+	if (o == sizeof(out)) {
+	    payload_out(w, out, o);
+	    o = 0;
+	}
+	out[o] = payload_b64[v >> 18];
+	out[o + 1] = payload_b64[v >> 12 & 63];
+	out[o + 2] = payload_b64[v >> 6 & 63];
+	out[o + 3] = payload_b64[v & 63];
+	o += 4;
+	p += 3;
+	len -= 3;
+    }
+    if (len > 0) {			/* the group was completed above */
+	memcpy(w->b64, p, len);
+	w->b64_len = len;
     }
     payload_out(w, out, o);
 }

@@ -58,6 +58,109 @@ static int decode_split(const struct decode_case *c, size_t split)
     return (same);
 }
 
+/*
+ * The byte-at-a-time decoders decode.c had before its fast paths (a
+ * table, four characters at once, memchr for LF): the fast ones must
+ * give the same bytes for any input split anywhere.
+ */
+static int ref_b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+	return (c - 'A');
+    if (c >= 'a' && c <= 'z')
+	return (c - 'a' + 26);
+    if (c >= '0' && c <= '9')
+	return (c - '0' + 52);
+    return (c == '+' ? 62 : c == '/' ? 63 : -1);
+}
+
+static size_t ref_base64(const unsigned char *in, size_t len, unsigned char *out)
+{
+    unsigned char *o = out;
+    unsigned int left = 0;
+    int     quad_pos = 0, pads = 0, done = 0;
+
+    for (size_t i = 0; i < len && !done; i++) {
+	int     v;
+
+	if (in[i] == '=') {
+	    if (quad_pos >= 2 && quad_pos + ++pads >= 4)
+		done = 1;
+	    continue;
+	}
+	if ((v = ref_b64_value(in[i])) < 0)
+	    continue;
+	pads = 0;
+	if (quad_pos == 0)
+	    left = (unsigned int) v;
+	else if (quad_pos == 1) {
+	    *o++ = (unsigned char) (left << 2 | (unsigned int) v >> 4);
+	    left = (unsigned int) v & 0x0f;
+	} else if (quad_pos == 2) {
+	    *o++ = (unsigned char) (left << 4 | (unsigned int) v >> 2);
+	    left = (unsigned int) v & 0x03;
+	} else
+	    *o++ = (unsigned char) (left << 6 | (unsigned int) v);
+	quad_pos = (quad_pos + 1) % 4;
+    }
+    return ((size_t) (o - out));
+}
+
+static size_t ref_crlf(const unsigned char *in, size_t len, unsigned char *out)
+{
+    unsigned char *o = out;
+    int     last_cr = 0;
+
+    for (size_t i = 0; i < len; i++) {
+	if (in[i] == '\n' && !last_cr)
+	    *o++ = '\r';
+	*o++ = in[i];
+	last_cr = in[i] == '\r';
+    }
+    return ((size_t) (o - out));
+}
+
+/* rand_input - mostly base64 lines, with pads, CR, LF and junk mixed in */
+
+static size_t rand_input(unsigned char *buf, size_t max)
+{
+    static const char pick[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t  len = (size_t) rand() % max;
+
+    for (size_t i = 0; i < len; i++) {
+	int     r = rand() % 100;
+
+	buf[i] = r < 80 ? (unsigned char) pick[rand() % 64] : r < 85 ? '=' : r < 90 ? '\r'
+	    : r < 95 ? '\n' : (unsigned char) (rand() % 256);
+    }
+    return (len);
+}
+
+/* rand_equal - one random input, cut into random blocks, both ways */
+
+static int rand_equal(int crlf)
+{
+    unsigned char in[600], want[1300], got[1300 + 8];
+    size_t  len = rand_input(in, sizeof(in)), n = 0, at = 0, wn;
+    struct decode_state st;
+    int     last_cr = 0;
+
+    wn = crlf ? ref_crlf(in, len, want) : ref_base64(in, len, want);
+    decode_init(&st, DECODE_BASE64);
+    while (at < len) {
+	size_t  block = 1 + (size_t) rand() % (len - at < 40 ? len - at : 40);
+
+	if (rand() % 4 == 0)
+	    block = len - at;
+	n += crlf ? decode_crlf(&last_cr, in + at, block, got + n)
+	    : decode_more(&st, in + at, block, got + n);
+	at += block;
+    }
+    if (!crlf)
+	n += decode_finish(&st, got + n);
+    return (n == wn && memcmp(got, want, n) == 0);
+}
+
 int     main(void)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -84,6 +187,20 @@ int     main(void)
 	    all = all && n == strlen(want) && memcmp(out, want, n) == 0;
 	}
 	ok(all, "decode_crlf: bare LF becomes CRLF, CRLF and bare CR stay, split anywhere");
+    }
+    {
+	int     same = 0, tries = 20000;
+
+	srand(14);
+	for (int i = 0; i < tries; i++)
+	    same += rand_equal(0);
+	is_int(same, tries, "base64 fast path: the bytes of the byte-at-a-time decoder, "
+	       "random input and blocks");
+	same = 0;
+	for (int i = 0; i < tries; i++)
+	    same += rand_equal(1);
+	is_int(same, tries, "decode_crlf fast path: the bytes of the byte-at-a-time one, "
+	       "random input and blocks");
     }
     is_int(decode_cte_parse("Quoted-Printable"), DECODE_QP, "encoding names in any case");
     is_int(decode_cte_parse("binary"), DECODE_IDENTITY, "binary is the bytes as they are");

@@ -176,6 +176,87 @@ static void test_spill(void)
     fclose(f);
 }
 
+/*
+ * test_random_blocks - the writer's fast paths (whole base64 groups from
+ * the input, runs of printable ASCII copied as they are) against what
+ * must come out, for random bytes cut into random blocks: the
+ * attachment's base64 is sign_base64() of the bytes, the text is
+ * payload_utf8_clean() of them (quotes, backslashes, control bytes,
+ * UTF-8 and invalid bytes mixed in).
+ */
+static int random_once(void)
+{
+    static const unsigned char pick[] = "ab \"\\\n\t\x01\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x93\x84\xff";
+    struct payload_message msg;
+    struct payload_envelope env = {"msg_3", "acme", "a@b", "r@x", 7};
+    struct payload_writer *w = malloc(sizeof(*w));
+    struct payload_sink out, scratch;
+    FILE   *fo = tmpfile(), *fs = tmpfile();
+    int     ofd = fileno(fo), sfd = fileno(fs), same = 0;
+    unsigned char bin[3000], txt[3000];
+    size_t  blen = (size_t) rand() % sizeof(bin), tlen = (size_t) rand() % sizeof(txt);
+    size_t  len = 0, at, n, clen;
+    char   *text, *b64, *want;
+    json_t *j;
+
+    for (size_t i = 0; i < blen; i++)
+	bin[i] = (unsigned char) rand();
+    for (size_t i = 0; i < tlen; i++)
+	txt[i] = rand() % 3 ? (unsigned char) ('0' + rand() % 70)
+	    : pick[(size_t) rand() % (sizeof(pick) - 1)];
+    memset(&msg, 0, sizeof(msg));
+    payload_fd_sink(&out, &ofd);
+    payload_fd_sink(&scratch, &sfd);
+    payload_writer_init(w, &out, 0, &scratch);
+    payload_text_begin(w, 0);
+    for (at = 0; at < tlen; at += n) {
+	n = 1 + (size_t) rand() % (rand() % 2 ? 5 : 5000);
+	n = n > tlen - at ? tlen - at : n;
+	payload_text_data(w, txt + at, n);
+    }
+    payload_text_end(w);
+    payload_begin(w, &msg, &env);
+    payload_attachment_begin(w, "r.bin", "application/octet-stream");
+    for (at = 0; at < blen; at += n) {
+	n = 1 + (size_t) rand() % (rand() % 2 ? 5 : 5000);
+	n = n > blen - at ? blen - at : n;
+	payload_attachment_data(w, bin + at, n);
+    }
+    payload_attachment_end(w, 1, blen, bin);
+    if (payload_finish(w, 1, &len) == 0 && (text = calloc(1, len + 1)) != NULL) {
+	if (pread(ofd, text, len, 0) == (ssize_t) len
+	    && (j = json_loadb(text, len, 0, NULL)) != NULL) {
+	    json_t *data = json_object_get(j, "data");
+	    json_t *att = json_array_get(json_object_get(data, "attachments"), 0);
+	    json_t *t = json_object_get(data, "text");
+
+	    b64 = sign_base64(bin, blen);
+	    want = payload_utf8_clean((const char *) txt, tlen, &clen);
+	    same = json_is_string(t) && json_string_length(t) == clen
+		&& memcmp(json_string_value(t), want, clen) == 0
+		&& strcmp(json_string_value(json_object_get(att, "content_base64")), b64) == 0;
+	    free(b64);
+	    free(want);
+	    json_decref(j);
+	}
+	free(text);
+    }
+    fclose(fo);
+    fclose(fs);
+    free(w);
+    return (same);
+}
+
+static void test_random_blocks(void)
+{
+    int     same = 0, tries = 400;
+
+    srand(7);
+    for (int i = 0; i < tries; i++)
+	same += random_once();
+    is_int(same, tries, "random bytes in random blocks: base64 and escaped text exact");
+}
+
 int     main(void)
 {
     struct payload_message msg;
@@ -240,6 +321,7 @@ int     main(void)
     payload_message_free(&msg);
     ok(msg.attachments == NULL && msg.text.data == NULL, "payload_message_free resets");
     test_stream();
+    test_random_blocks();
     test_spill();
     return (tap_done());
 }
