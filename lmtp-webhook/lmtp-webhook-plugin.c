@@ -38,6 +38,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "hex-binary.h"
 #include "istream.h"
 #include "ioloop.h"
 #include "settings-parser.h"
@@ -215,8 +216,7 @@ static const char *webhook_id(const char *rcpt, struct istream *data, uoff_t *si
     if (mime_digest(data, rcpt, md, size_r, error_r) < 0)
 	return (NULL);
     str_append(id, "msg_");
-    for (int i = 0; i < 16; i++)
-	str_printfa(id, "%02x", md[i]);
+    binary_to_hex_append(id, md, 16);	/* lower case, as %02x */
     return (str_c(id));
 }
 
