@@ -34,7 +34,10 @@
  *	otherwise; 0x20 case randomisation is off (glibc does not do it,
  *	and some servers do not keep the case); one family's answer waits
  *	at most 1 s for the other's. Whatever those say, a lookup ends
- *	after RESOLVE_MS.
+ *	after RESOLVE_MS. evdns marks a server that missed 3 answers in a
+ *	row as down, prefers the others, and probes it (an A query for
+ *	"google.com", first after 10 s, then less and less often) until it
+ *	answers.
  *
  *	resolve_start() looks up name in the hosts file (its addresses in
  *	the file's order), else its A and AAAA records (IPv4 first, as
