@@ -48,6 +48,11 @@
  *	runs: fn must forget it first. resolve_cancel() forgets a lookup
  *	under way; fn is then never called.
  *
+ *	resolve_create() runs in each worker, after "user" took effect: a
+ *	configured file that cannot be opened then is logged (once) and no
+ *	server is used at all, so every lookup fails visibly instead of
+ *	going to evdns's default server.
+ *
  *	resolve_literal() says whether host is an IP address (IPv4, or
  *	anything with a ':': IPv6, with a "%zone"), which is given to
  *	hiredis as is. resolve_check() is for -t: the files must be
@@ -139,26 +144,33 @@ const char *resolve_check(const char *resolv_conf, const char *hosts_file)
     struct event_base *base;
     struct evdns_base *dns;
     const char *why;
-    int     rc;
+    int     rc = 0, hosts_rc = 0;
 
     if (hosts_file && (why = resolve_file_error("hosts_file", hosts_file)) != NULL)
 	return (why);
-    if (resolv_conf == NULL)
-	return (NULL);
-    if ((why = resolve_file_error("resolv_conf", resolv_conf)) != NULL)
+    if (resolv_conf && (why = resolve_file_error("resolv_conf", resolv_conf)) != NULL)
 	return (why);
+    if (resolv_conf == NULL && hosts_file == NULL)
+	return (NULL);
     resolve_init();
     if ((base = event_base_new()) == NULL || (dns = evdns_base_new(base, 0)) == NULL) {
 	if (base)
 	    event_base_free(base);
 	return ("resolv_conf: cannot check it (out of memory)");
     }
-    rc = evdns_base_resolv_conf_parse(dns, DNS_OPTION_NAMESERVERS
-				      | DNS_OPTION_NAMESERVERS_NO_DEFAULT, resolv_conf);
-    if (rc == 0 && evdns_base_count_nameservers(dns) == 0)
+    /* opened is not read: a directory opens */
+    if (hosts_file)
+	hosts_rc = evdns_base_load_hosts(dns, hosts_file);
+    if (resolv_conf && (rc = evdns_base_resolv_conf_parse(dns, DNS_OPTION_NAMESERVERS
+			    | DNS_OPTION_NAMESERVERS_NO_DEFAULT, resolv_conf)) == 0
+	&& evdns_base_count_nameservers(dns) == 0)
 	rc = 6;
     evdns_base_free(dns, 0);
     event_base_free(base);
+    if (hosts_rc != 0) {
+	snprintf(err, sizeof(err), "hosts_file: %.200s cannot be read", hosts_file);
+	return (err);
+    }
     if (rc == 0)
 	return (NULL);
     snprintf(err, sizeof(err), "resolv_conf: %.200s %s", resolv_conf,
@@ -167,11 +179,33 @@ const char *resolve_check(const char *resolv_conf, const char *hosts_file)
     return (err);
 }
 
+/*
+ * resolve_unreadable - the daemon reads the files after "user" took
+ * effect: a file only root may read would silently give evdns's
+ * defaults (127.0.0.1). Say so once, not once per worker.
+ */
+static int resolve_unreadable(const char *what, const char *path)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static int warned;
+    const char *err;
+
+    if (path == NULL || (err = resolve_file_error(what, path)) == NULL)
+	return (0);
+    pthread_mutex_lock(&lock);
+    if (!warned++)
+	msg_warn("%s (as uid %ld): host names in store will not resolve", err, (long) getuid());
+    pthread_mutex_unlock(&lock);
+    return (1);
+}
+
 struct resolve *resolve_create(struct event_base *base, const char *resolv_conf,
 			               const char *hosts_file)
 {
     struct resolve *r = xcalloc(1, sizeof(*r));
     int     flags = DNS_OPTIONS_ALL;
+    int     bad = resolve_unreadable("resolv_conf", resolv_conf)
+    | resolve_unreadable("hosts_file", hosts_file);
 
     resolve_init();
     r->base = base;
@@ -186,7 +220,9 @@ struct resolve *resolve_create(struct event_base *base, const char *resolv_conf,
     evdns_base_set_option(r->dns, "getaddrinfo-allow-skew:", "1");
     if (hosts_file)
 	flags &= ~DNS_OPTION_HOSTSFILE;
-    /* a missing resolv.conf means 127.0.0.1, as for getaddrinfo() */
+    if (bad)					/* no server rather than a wrong one */
+	return (r);
+    /* a missing /etc/resolv.conf means 127.0.0.1, as for getaddrinfo() */
     (void) evdns_base_resolv_conf_parse(r->dns, flags, resolv_conf ? resolv_conf
 					: "/etc/resolv.conf");
     if (hosts_file)

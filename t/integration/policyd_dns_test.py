@@ -22,6 +22,7 @@ knotd named by resolv_conf, never with a blocking getaddrinfo().
 """
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -257,7 +258,7 @@ def test_nxdomain_then_resolves(st, knot, knot_resolv, rport2):
     tap.ok(proc.poll() is None, "the daemon was not restarted")
 
 
-def test_other_failures(st, knot_resolv, rport2):
+def test_other_failures(st, knot, knot_resolv, rport2):
     """NODATA and REFUSED: clear lines, fast answers; a reload that
     changes resolv_conf says it needs a restart."""
     # evdns's getaddrinfo says "failed" for NODATA as for SERVFAIL
@@ -275,6 +276,20 @@ def test_other_failures(st, knot_resolv, rport2):
         tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
                "%s: answered 451 4.3.0, slowest %.0f ms" % (name, worst * 1000))
         tap.is_(st.read_log(name).count(want), 1, "%s: logged once" % name)
+    # the files are read after "user" took effect: one that user cannot read is said
+    secret = write(st, "root-only-resolv.conf", "nameserver 127.0.0.1:%d\n" % knot.port)
+    os.chmod(secret, 0o600)
+    _, uport = start(st, "pd-unreadable", "redis://redis.svc.mxkit.test:%d/0" % rport2, secret,
+                     "user = nobody")
+    want = ("warning: resolv_conf: cannot open %s: Permission denied (as uid %d): host names "
+            "in store will not resolve" % (secret, pwd.getpwnam("nobody").pw_uid))
+    tap.ok(wait_for(lambda: want in st.read_log("pd-unreadable"), timeout=10)
+           and st.read_log("pd-unreadable").count("cannot open") == 1,
+           "resolv_conf unreadable by the daemon's user: one warning for both workers",
+           diag=st.read_log("pd-unreadable")[-600:])
+    out, worst = ask(uport, "svc-unreadable", 10, "u", gap=0.05)
+    tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
+           "and requests are answered per on_store_error, slowest %.0f ms" % (worst * 1000))
     proc = procs["pd-nodata"][0]
     path = st.path("etc", "pd-nodata.conf")
     with open(path) as f:
@@ -363,7 +378,7 @@ with Stack("policyd-dns") as st:
     test_resolves_and_moves(st, knot, knot_resolv, rport)
     test_silent_dns(st, hole_resolv, hole, rport)
     test_nxdomain_then_resolves(st, knot, knot_resolv, rport2)
-    test_other_failures(st, knot_resolv, rport2)
+    test_other_failures(st, knot, knot_resolv, rport2)
     test_hosts_file(st, hole_resolv, rport2)
     knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", "sentinel A 127.0.0.1"])
     test_sentinel_names(st, knot_resolv, rport2)
