@@ -31,6 +31,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import mxdns  # noqa: E402
 from mxdns import Knot  # noqa: E402
 from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for  # noqa: E402
@@ -78,6 +79,17 @@ def ask(port, user, count, tag, gap=0.0):
             time.sleep(gap)
     sock.close()
     return out, worst
+
+
+def settled(port, tries=[0]):
+    """Every worker connected: the state line is logged once for all of
+    them, so probe: 6 new connections (the kernel spreads them over the
+    workers), one request each for a fresh user, all answered DUNNO."""
+    def probe():
+        tries[0] += 1
+        return all(ask(port, "probe-%d-%d" % (tries[0], k), 1, "p")[0] == ["action=DUNNO"]
+                   for k in range(6))
+    return wait_for(probe, timeout=10, interval=0.2)
 
 
 def redis_server(st, name, host, port):
@@ -173,6 +185,7 @@ def test_resolves_and_moves(st, knot, knot_resolv, rport):
                     timeout=10),
            "the short name \"redis\" resolves through the search list (ndots:5)",
            diag=st.read_log(name)[-600:])
+    tap.ok(settled(port), "every worker connected")
     out, worst = ask(port, "svc-a", 4, "a")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "the limit (3/1h) is enforced through the name's redis-server", diag=repr(out))
@@ -190,6 +203,7 @@ def test_resolves_and_moves(st, knot, knot_resolv, rport):
                     timeout=10),
            "after the old server died the daemon looked the name up again and follows it",
            diag=st.read_log(name)[-800:])
+    tap.ok(settled(port), "every worker connected")
     out, _ = ask(port, "svc-b", 4, "b")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "the limit is enforced on the new address", diag=repr(out))
@@ -252,6 +266,7 @@ def test_nxdomain_then_resolves(st, knot, knot_resolv, rport2):
                     in st.read_log(name), timeout=10),
            "the name starts resolving: connected without a restart",
            diag=st.read_log(name)[-600:])
+    tap.ok(settled(port), "every worker connected")
     out, _ = ask(port, "svc-late2", 4, "l")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "then the limit is enforced", diag=repr(out))
@@ -303,6 +318,46 @@ def test_other_failures(st, knot, knot_resolv, rport2):
            "the reload says resolv_conf needs a restart", diag=log[-600:])
 
 
+def test_addresses(st, knot, knot_resolv, rport2):
+    """A name with a dead address first (tried in turn, the live one
+    used), and a name with only an AAAA record (IPv6 loopback)."""
+    records = ["redis A 127.0.0.2", "multi A 127.0.0.1", "multi A 127.0.0.2"]
+    v6 = mxdns._has_ipv6_loopback()
+    if v6:
+        records.append("v6only AAAA ::1")
+        redis_server(st, "redis-v6", "::1", rport2)
+    knot.set_zone(ZONE, records)
+    tap.is_(knot.query("A", "multi.%s" % ZONE), ["127.0.0.1", "127.0.0.2"],
+            "knotd serves the dead address first")
+    _, mport = start(st, "pd-multi", "redis://multi.svc.mxkit.test:%d/0" % rport2, knot_resolv)
+    if v6:
+        _, vport = start(st, "pd-v6", "redis://v6only.svc.mxkit.test:%d/0" % rport2,
+                         knot_resolv)
+    tap.ok(wait_for(lambda: "redis: connected (multi.svc.mxkit.test is 127.0.0.2)"
+                    in st.read_log("pd-multi"), timeout=10),
+           "two addresses, the first dead: the second is used",
+           diag=st.read_log("pd-multi")[-600:])
+    tap.ok("cannot connect: Connection refused (multi.svc.mxkit.test is 127.0.0.1)"
+           in st.read_log("pd-multi"), "the dead one was tried first, and said so",
+           diag=st.read_log("pd-multi")[-600:])
+    tap.ok(settled(mport), "every worker connected")
+    out, _ = ask(mport, "svc-multi", 4, "mu")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "two addresses: the limit is enforced", diag=repr(out))
+    if not v6:
+        tap.skip("no IPv6 loopback on this host", "an AAAA-only name")
+        return
+    tap.ok(wait_for(lambda: "redis: connected (v6only.svc.mxkit.test is ::1)"
+                    in st.read_log("pd-v6"), timeout=10),
+           "an AAAA-only name connects to ::1", diag=st.read_log("pd-v6")[-600:])
+    tap.ok(settled(vport), "every worker connected")
+    out, _ = ask(vport, "svc-v6", 4, "v")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "AAAA only: the limit is enforced", diag=repr(out))
+    tap.is_(redis_cli("::1", rport2, "EXISTS", "mxrl:{per_user:svc-v6}:0"), "1",
+            "the key is in the redis-server on ::1")
+
+
 def test_hosts_file(st, hole_resolv, rport2):
     name = "pd-hosts"
     hosts = write(st, "hosts", "# comment\n127.0.0.9 other.hosts\n127.0.0.2 "
@@ -313,6 +368,7 @@ def test_hosts_file(st, hole_resolv, rport2):
                     timeout=10),
            "a name from hosts_file (an alias) connects; the silent DNS server is not needed",
            diag=st.read_log(name)[-600:])
+    tap.ok(settled(port), "every worker connected")
     out, _ = ask(port, "svc-hosts", 4, "h")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "hosts_file: the limit is enforced", diag=repr(out))
@@ -353,6 +409,7 @@ def test_sentinel_names(st, knot_resolv, rport2):
     tap.ok(wait_for(lambda: "sentinel: watching" in st.read_log(name), timeout=10),
            "the +switch-master subscription reached a Sentinel by name",
            diag=st.read_log(name)[-800:])
+    tap.ok(settled(port), "every worker connected")
     out, _ = ask(port, "svc-sentinel", 4, "x")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "Sentinel by name: the limit is enforced", diag=repr(out))
@@ -380,6 +437,7 @@ with Stack("policyd-dns") as st:
     test_nxdomain_then_resolves(st, knot, knot_resolv, rport2)
     test_other_failures(st, knot, knot_resolv, rport2)
     test_hosts_file(st, hole_resolv, rport2)
+    test_addresses(st, knot, knot_resolv, rport2)
     knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", "sentinel A 127.0.0.1"])
     test_sentinel_names(st, knot_resolv, rport2)
 
