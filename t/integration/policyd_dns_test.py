@@ -16,7 +16,12 @@ knotd named by resolv_conf, never with a blocking getaddrinfo().
     resolving and the daemon connects without a restart;
   - a name in hosts_file (with the silent DNS server as resolver: the
     file alone answers);
+  - NODATA and REFUSED: the same; a resolv_conf the daemon's user cannot
+    read: one warning; a reload changing resolv_conf: "needs a restart";
+  - a name whose first address is dead (the next one is used) and an
+    AAAA-only name (redis-server on ::1);
   - Sentinels given by name, and a master Sentinel announces by name;
+    +switch-master (from a stand-in Sentinel) to another name: followed;
   - -t: a name that does not resolve is fine, a malformed one, a missing
     resolv_conf or hosts_file, a resolv_conf without nameserver are not.
 """
@@ -417,6 +422,90 @@ def test_sentinel_names(st, knot_resolv, rport2):
             "the key is in the master")
 
 
+class FakeSentinel:
+    """Enough of Sentinel to announce masters by name: answers
+    get-master-addr-by-name with self.master, confirms SUBSCRIBE and can
+    publish +switch-master to every subscriber."""
+
+    def __init__(self, master):
+        self.master = master
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.subs = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    @staticmethod
+    def bulk(text):
+        return b"$%d\r\n%s\r\n" % (len(text), text.encode())
+
+    def accept(self):
+        while True:
+            c, _ = self.lsock.accept()
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        while True:
+            try:
+                data = c.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            out = b""
+            for cmd in data.split(b"*")[1:]:
+                if b"get-master-addr-by-name" in cmd:
+                    out += b"*2\r\n" + self.bulk(self.master[0]) + self.bulk(str(self.master[1]))
+                elif b"SUBSCRIBE" in cmd:
+                    out += (b"*3\r\n" + self.bulk("subscribe") + self.bulk("+switch-master")
+                            + b":1\r\n")
+                    self.subs.append(c)
+            try:
+                c.sendall(out)
+            except OSError:
+                return
+
+    def switch(self, host, port):
+        old, self.master = self.master, (host, port)
+        text = "%s %s %d %s %d" % (MASTER, old[0], old[1], host, port)
+        for c in self.subs:
+            try:
+                c.sendall(b"*3\r\n" + self.bulk("message") + self.bulk("+switch-master")
+                          + self.bulk(text))
+            except OSError:
+                pass
+
+
+def test_switch_by_name(st, knot, knot_resolv, rport2):
+    """+switch-master to a master named by a host name: the name is looked
+    up and the new master used; requests never wait meanwhile."""
+    mport = st.port("redis-m")
+    knot.set_zone(ZONE, ["fake A 127.0.0.1", "m1 A 127.0.0.2", "m2 A 127.0.0.1"])
+    fake = FakeSentinel(("m1.svc.mxkit.test", rport2))
+    name = "pd-switch"
+    _, port = start(st, name, "redis-sentinel://fake:%d/%s" % (fake.port, MASTER), knot_resolv)
+    tap.ok(wait_for(lambda: "redis: connected to master m1.svc.mxkit.test:%d (m1.svc.mxkit.test "
+                    "is 127.0.0.2)" % rport2 in st.read_log(name), timeout=10),
+           "a master announced by name is looked up and used", diag=st.read_log(name)[-800:])
+    tap.ok(wait_for(lambda: len(fake.subs) >= 2, timeout=10),
+           "both workers subscribed to +switch-master on the Sentinel found by name")
+    fake.switch("m2.svc.mxkit.test", mport)
+    out, worst = ask(port, "svc-switch", 20, "w", gap=0.02)
+    tap.ok(worst < DEADLINE + SLACK, "during the switch no request waits: slowest %.0f ms"
+           % (worst * 1000))
+    tap.ok(wait_for(lambda: "redis: connected to master m2.svc.mxkit.test:%d (m2.svc.mxkit.test "
+                    "is 127.0.0.1)" % mport in st.read_log(name), timeout=10),
+           "+switch-master to another name: looked up, followed without a restart",
+           diag=st.read_log(name)[-800:])
+    tap.ok(settled(port), "every worker connected")
+    out, _ = ask(port, "svc-switched", 4, "sw")
+    tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
+            "after the switch the limit is enforced", diag=repr(out))
+    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-switched}:0"), "1",
+            "in the new master (m2 = 127.0.0.1)")
+
+
 with Stack("policyd-dns") as st:
     tap.stack = st
     rport = st.port("redis")
@@ -440,5 +529,6 @@ with Stack("policyd-dns") as st:
     test_addresses(st, knot, knot_resolv, rport2)
     knot.set_zone(ZONE, ["redis A 127.0.0.2", "late A 127.0.0.2", "sentinel A 127.0.0.1"])
     test_sentinel_names(st, knot_resolv, rport2)
+    test_switch_by_name(st, knot, knot_resolv, rport2)     # uses its redis-m
 
 sys.exit(tap.done())
