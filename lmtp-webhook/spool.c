@@ -134,6 +134,11 @@ static int spool_mkdir(const char *dir, const char *path)
 {
     struct stat st;
 
+    /* stat() first: it takes no lock, where mkdir() of an existing
+       directory locks the spool directory exclusively, and every lmtp
+       process and the runner ask for each subdirectory on each event */
+    if (stat(path, &st) == 0)
+	return (0);
     if (mkdir(path, 0700) < 0)
 	return (errno == EEXIST ? 0 : -1);
     if (geteuid() == 0 && stat(dir, &st) == 0 && st.st_uid != 0
