@@ -137,6 +137,10 @@ size_t  store_memory_size(const struct store *store);
 struct store *store_redis_create(struct event_base *base, const struct store_url *url);
 int     store_redis_connected(const struct store *store);
 void    store_call_free(struct store_call **call);
+
+/* store_check.c: a check-only call from its keys' values (store_redis.c) */
+extern const char STORE_CHECK_SCRIPT[];
+const char *store_check_eval(struct store_call *call, double now, const char *const *values);
 void    store_destroy(struct store **store);
 void    store_set_error(struct store *store, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));

@@ -3,6 +3,9 @@
 
   4. two policyd-ratelimit instances behind two Postfix instances, sharing
      one redis-server, enforce one combined limit (keys hash-tagged, TTL).
+  Checks (RCPT, DATA) are read with TIME + MGET, not the Lua script:
+     exact answers for pipelined requests, one MGET per check, the
+     script only for END-OF-MESSAGE (commandstats).
   5. redis-server stopped (SIGSTOP: accepts, never answers) and killed:
      on_store_error = open answers DUNNO and keeps counting locally,
      closed defers; no request waits past the deadline; Redis is used
@@ -83,6 +86,67 @@ def test_shared(st):
     tap.ok(0 < ttl <= 3600 * 1000 + 1000, "the key has a TTL (%d ms)" % ttl)
 
 
+def commandstats(st):
+    stats = {}
+    for line in redis_cli(st, "INFO", "commandstats").splitlines():
+        m = re.match(r"cmdstat_(\w+):calls=(\d+),", line)
+        if m:
+            stats[m.group(1)] = int(m.group(2))
+    return stats
+
+
+def request_bytes(state, instance, user, extra=""):
+    return ("request=smtpd_access_policy\nprotocol_state=%s\ninstance=%s\n"
+            "sasl_username=%s\nclient_address=127.0.0.1\n%s\n"
+            % (state, instance, user, extra)).encode()
+
+
+def test_checks(st):
+    """RCPT and DATA: TIME + MGET; END-OF-MESSAGE: the script; exact."""
+    sock = socket.create_connection(("127.0.0.1", st.port("pda")), timeout=10)
+    f = sock.makefile("rwb")
+    f.write(request_bytes("END-OF-MESSAGE", "pre", "svc-pipe", "recipient_count=25\n"))
+    f.flush()
+    tap.is_(_reply(f), "action=DUNNO",
+            "25 recipients charged at END-OF-MESSAGE")
+    redis_cli(st, "CONFIG", "RESETSTAT")
+    # 8 RCPTs of one transaction and a DATA, pipelined in one write
+    burst = b"".join(request_bytes("RCPT", "pipe", "svc-pipe", "recipient=p%d@example.net\n"
+                                   % i) for i in range(8))
+    burst += request_bytes("DATA", "pipe", "svc-pipe", "recipient_count=5\n")
+    sock.sendall(burst)
+    replies = [_reply(f) for _ in range(9)]
+    tap.is_(replies[:5], ["action=DUNNO"] * 5,
+            "pipelined RCPTs: the 26th to 30th recipient fit (checked, not charged)")
+    tap.ok(all(r.startswith("action=450 4.7.1") for r in replies[5:8]),
+           "the 31st does not, nor the next two (a deferred one is not kept)",
+           diag=repr(replies))
+    tap.is_(replies[8], "action=DUNNO", "DATA with the 5 accepted: fits")
+    stats = commandstats(st)
+    tap.is_((stats.get("mget", 0), stats.get("time", 0), stats.get("evalsha", 0),
+             stats.get("eval", 0)), (9, 9, 0, 0),
+            "9 checks: 9 MGET + 9 TIME, no script", diag=repr(stats))
+    f.write(request_bytes("END-OF-MESSAGE", "pipe", "svc-pipe", "recipient_count=5\n"))
+    f.flush()
+    tap.is_(_reply(f), "action=DUNNO", "END-OF-MESSAGE charges the 5")
+    stats = commandstats(st)
+    tap.is_((stats.get("evalsha", 0), stats.get("mget", 0)), (1, 9),
+            "END-OF-MESSAGE: one EVALSHA", diag=repr(stats))
+    f.write(request_bytes("RCPT", "after", "svc-pipe", "recipient=q@example.net\n"))
+    f.flush()
+    tap.ok(_reply(f).startswith("action=450 4.7.1"), "the next RCPT sees all 30 charged")
+    sock.close()
+
+
+def _reply(f):
+    lines = []
+    while True:
+        line = f.readline()
+        if not line or line == b"\n":
+            return "\n".join(lines) if line else None
+        lines.append(line.decode().rstrip("\n"))
+
+
 def test_redis_stopped(st):
     st.procs["redis"].send_signal(signal.SIGSTOP)
     replies, worst = timed_requests(st.port("pda"), "svc-stopped", 20)
@@ -158,6 +222,7 @@ with Stack("policyd-redis") as st:
         tap.ok(wait_for(lambda: "redis: connected" in st.read_log(name)),
                "%s connected to redis-server" % name)
     test_shared(st)
+    test_checks(st)
     test_redis_stopped(st)
     test_redis_killed(st)
     test_redis_back(st)

@@ -1,0 +1,123 @@
+/*
+ * NAME
+ *	store_check 3
+ * SUMMARY
+ *	a check-only call decided from the keys' values
+ * SYNOPSIS
+ *	#include "store.h"
+ *
+ *	const char *store_check_eval(call, now, values)
+ * DESCRIPTION
+ *	The Redis store answers a call that charges nothing (RCPT, DATA)
+ *	without its Lua script: it reads the Redis clock (TIME) and the
+ *	keys (MGET), pipelined, and this function applies the rule the
+ *	script applies when ARGV[1] is 0, with the same numbers (the
+ *	script sees interval, capacity and cost as the decimal text it is
+ *	sent; they are rounded here the same way). The script cost Redis
+ *	about 7 us per call against about 1 us for TIME and MGET, and a
+ *	check writes nothing: reading the keys at once (MGET is atomic) is
+ *	what the script did.
+ *
+ *	values[i] is op i's key's value (NULL: absent); now is Redis TIME
+ *	in microseconds. A LOCK op whose key exists blocks (allowed 0). A
+ *	RATE op fits when its TAT, no earlier than now, plus cost times
+ *	interval is at most capacity ahead of now; retry_after is the
+ *	excess, rounded up. Nothing is charged.
+ *
+ *	The one case a check writes is a strike (a quarantine counting a
+ *	limit that did not fit, with no lock in force): then the function
+ *	returns STORE_CHECK_SCRIPT and the caller runs the script instead,
+ *	which decides the whole call again atomically.
+ * DIAGNOSTICS
+ *	NULL when the ops' results are set; STORE_CHECK_SCRIPT; or a
+ *	static error text (a value that is not a number: the script
+ *	failed on it too).
+ */
+
+#include "build_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "store.h"
+
+const char STORE_CHECK_SCRIPT[] = "a strike may count: run the script";
+
+/* store_check_number - a value as Lua's tonumber() reads ours, or -1 */
+
+static int store_check_number(const char *text, double *value)
+{
+    char   *end;
+
+    *value = strtod(text, &end);
+    if (end == text)
+	return (-1);
+    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+	end++;
+    return (*end ? -1 : 0);
+}
+
+/* store_check_sent - a double as the script receives it: "%.Nf" text */
+
+static double store_check_sent(double value, int digits)
+{
+    char    buf[400];
+
+    /* a whole number below 2^53 comes back from its text unchanged */
+    if (value == floor(value) && fabs(value) < 9007199254740992.0)
+	return (value);
+    if (digits == 6)
+	snprintf(buf, sizeof(buf), "%.6f", value);
+    else if (digits == 3)
+	snprintf(buf, sizeof(buf), "%.3f", value);
+    else
+	snprintf(buf, sizeof(buf), "%.0f", value);
+    return (strtod(buf, NULL));
+}
+
+static int store_check_over(const struct store_call *call, int limit)
+{
+    for (int i = 0; i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].limit == limit
+	    && !call->ops[i].allowed)
+	    return (1);
+    return (0);
+}
+
+const char *store_check_eval(struct store_call *call, double now, const char *const *values)
+{
+    int     locked = 0;
+
+    call->charged = 0;
+    for (int i = 0; i < call->count; i++) {
+	struct store_op *op = call->ops + i;
+	double  tat = 0, ntat, interval, capacity, cost;
+
+	op->allowed = 1;
+	op->retry_after = 0;
+	op->struck = 0;
+	if (op->kind == STORE_OP_LOCK) {
+	    if (values[i] != NULL)
+		op->allowed = 0, locked = 1;
+	    continue;
+	}
+	if (op->kind != STORE_OP_RATE)
+	    continue;
+	if (values[i] != NULL && store_check_number(values[i], &tat) < 0)
+	    return ("a rate key holds something that is not a number");
+	interval = store_check_sent(op->interval, 6);
+	capacity = store_check_sent(op->capacity, 3);
+	cost = store_check_sent(op->cost, 0);
+	if (tat < now)
+	    tat = now;
+	ntat = tat + cost * interval;
+	if (!(op->allowed = (ntat - now <= capacity)))
+	    op->retry_after = ceil(ntat - now - capacity);
+    }
+    if (!locked)
+	for (int i = 0; i < call->count; i++)
+	    if (call->ops[i].kind == STORE_OP_STRIKE && store_check_over(call, call->ops[i].limit))
+		return (STORE_CHECK_SCRIPT);
+    return (NULL);
+}
