@@ -80,12 +80,10 @@ struct milter_ctx {
     char  **sign_domain;
     int     nsign;
     DKIM   *verify;
-    int     quiet_headers;		/* SMFIP_NR_HDR negotiated */
-    int     quiet_body;			/* SMFIP_NR_BODY negotiated */
+    unsigned long quiet;		/* SMFIP_NR_* negotiated */
     const char *header_error;		/* a refused header, told at EOH */
     char   *helo;			/* HELO name, for SPF (auth.c) */
     char   *mail_from;			/* MAIL FROM without <>, for SPF */
-    int     quiet_helo;			/* SMFIP_NR_HELO negotiated */
 };
 
 int     milter_local_socket;
@@ -99,15 +97,32 @@ int     milter_local_socket;
 #define MILTER_FORGED_MAX	1000
 
 /*
- * Steps we skip or answer silently on a UNIX socket. Over TCP we ask for
- * none: Postfix sets no TCP_NODELAY on milter connections, and a write
- * that expects no answer (a skipped stage's macros, a header) makes its
- * next write wait in Nagle for our delayed ACK, 40 ms per message
- * (measured with t/bench/milter-bench). A UNIX socket has no Nagle, and
- * every reply saved is a round trip through two processes saved.
+ * Steps we skip or answer silently. Every reply saved is a round trip
+ * through two processes (smtpd or cleanup, and us) saved: Postfix's
+ * milter8 buffers an event that expects no reply and sends it with the
+ * next one that does. We decide nothing before the end of the header
+ * (a failure at MAIL is told there), so only EOH, EOM and, over TCP,
+ * DATA answer.
+ *
+ * Over TCP, DATA answers: Postfix sets no TCP_NODELAY on milter
+ * connections, and smtpd flushes its buffer when it hands the milter
+ * to cleanup after DATA. Had that buffer held a silent event (skipped
+ * RCPT or DATA macros), cleanup's first write would wait in Nagle for
+ * our delayed ACK of it: 40 ms per message (measured with
+ * t/bench/milter-bench). A DATA reply empties the buffer first. A UNIX
+ * socket has no Nagle.
  */
-#define MILTER_LOCAL_FLAGS (SMFIP_NR_HELO | SMFIP_NORCPT | SMFIP_NODATA \
-	| SMFIP_NOUNKNOWN | SMFIP_NR_HDR | SMFIP_NR_BODY)
+#define MILTER_QUIET_FLAGS (SMFIP_NR_CONN | SMFIP_NR_HELO | SMFIP_NR_MAIL \
+	| SMFIP_NORCPT | SMFIP_NOUNKNOWN | SMFIP_NR_HDR | SMFIP_NR_BODY)
+#define MILTER_LOCAL_FLAGS (MILTER_QUIET_FLAGS | SMFIP_NODATA)
+#define MILTER_TCP_FLAGS MILTER_QUIET_FLAGS
+
+/* milter_reply - SMFIS_CONTINUE, or no reply where one was negotiated away */
+
+static sfsistat milter_reply(const struct milter_ctx *c, unsigned long nr_flag)
+{
+    return ((c->quiet & nr_flag) ? SMFIS_NOREPLY : SMFIS_CONTINUE);
+}
 
 static void milter_end_message(struct milter_ctx *c)
 {
@@ -145,15 +160,15 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f
 				         unsigned long *pf0, unsigned long *pf1,
 				         unsigned long *pf2, unsigned long *pf3)
 {
-    unsigned long want = SMFIP_HDR_LEADSPC | (milter_local_socket ? MILTER_LOCAL_FLAGS : 0);
+    unsigned long want = SMFIP_HDR_LEADSPC
+	| (milter_local_socket ? MILTER_LOCAL_FLAGS : MILTER_TCP_FLAGS);
     struct milter_ctx *c = xcalloc(1, sizeof(*c));
 
     *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
-    *pf1 = want & f1;
+    *pf1 = want & f1;				/* what this MTA offers */
     *pf2 = *pf3 = 0;
-    c->quiet_headers = (*pf1 & SMFIP_NR_HDR) != 0;
-    c->quiet_body = (*pf1 & SMFIP_NR_BODY) != 0;
-    c->quiet_helo = (*pf1 & SMFIP_NR_HELO) != 0;
+    c->quiet = *pf1 & (SMFIP_NR_CONN | SMFIP_NR_HELO | SMFIP_NR_MAIL | SMFIP_NR_HDR
+		       | SMFIP_NR_BODY);
     smfi_setpriv(ctx, c);
     return (SMFIS_CONTINUE);
 }
@@ -168,7 +183,7 @@ static sfsistat milter_connect(SMFICTX *ctx, char *name, _SOCK_ADDR *sa)
     }
     if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6))
 	addr_format_host(sa, c->client, sizeof(c->client));
-    return (SMFIS_CONTINUE);
+    return (milter_reply(c, SMFIP_NR_CONN));
 }
 
 /* milter_helo - the name SPF checks when MAIL FROM is null (RFC 7208 2.3) */
@@ -177,11 +192,11 @@ static sfsistat milter_helo(SMFICTX *ctx, char *name)
 {
     struct milter_ctx *c = milter_ctx(ctx);
 
-    if (c == NULL)
+    if (c == NULL)				/* connect made it */
 	return (SMFIS_TEMPFAIL);
     free(c->helo);
     c->helo = xstrdup(name ? name : "");
-    return (c->quiet_helo ? SMFIS_NOREPLY : SMFIS_CONTINUE);
+    return (milter_reply(c, SMFIP_NR_HELO));
 }
 
 static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
@@ -192,8 +207,9 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
     if (c == NULL)
 	return (SMFIS_TEMPFAIL);
     milter_end_message(c);
+    /* no configuration: 451 at end of header (milter_eoh), told there */
     if ((c->policy = policy_acquire()) == NULL)
-	return (SMFIS_TEMPFAIL);
+	return ((c->quiet & SMFIP_NR_MAIL) ? SMFIS_NOREPLY : SMFIS_TEMPFAIL);
     c->auth_user = user && *user ? xstrdup(user) : NULL;
     if (argv && argv[0]) {			/* "<addr>", as Postfix sends it */
 	size_t  len = strlen(argv[0]);
@@ -201,6 +217,14 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
 
 	c->mail_from = angle ? xstrndup(argv[0] + 1, len - 2) : xstrdup(argv[0]);
     }
+    return (milter_reply(c, SMFIP_NR_MAIL));
+}
+
+/* milter_data - over TCP, DATA answers (MILTER_TCP_FLAGS says why) */
+
+static sfsistat milter_data(SMFICTX *ctx)
+{
+    (void) ctx;
     return (SMFIS_CONTINUE);
 }
 
@@ -209,19 +233,27 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
     struct milter_ctx *c = milter_ctx(ctx);
     const char *err;
 
-    if (c == NULL || c->policy == NULL)
+    /*
+     * A silent stage must answer SMFIS_NOREPLY whatever happens: libmilter
+     * sends nothing for another answer but still acts on it, and after a
+     * TEMPFAIL here it would ignore the rest of the message, EOH
+     * included, and Postfix would wait for a reply until its timeout.
+     */
+    if (c == NULL)
 	return (SMFIS_TEMPFAIL);
+    if (c->policy == NULL)			/* 451 at EOH */
+	return (c->quiet & SMFIP_NR_HDR ? SMFIS_NOREPLY : SMFIS_TEMPFAIL);
     if (c->header_error == NULL
 	&& (err = message_add_header(&c->msg, name, value, c->policy->authserv_id)) != NULL) {
 	/* the same bytes fail the same way on every retry: refuse for good */
 	msg_warn("%s: %s; message rejected", c->qid[0] ? c->qid : "NOQUEUE", err);
-	if (!c->quiet_headers) {
+	if (!(c->quiet & SMFIP_NR_HDR)) {
 	    smfi_setreply(ctx, "552", "5.3.4", (char *) err);
 	    return (SMFIS_REJECT);
 	}
 	c->header_error = err;			/* no reply now: refuse at EOH */
     }
-    return (c->quiet_headers ? SMFIS_NOREPLY : SMFIS_CONTINUE);
+    return (milter_reply(c, SMFIP_NR_HDR));
 }
 
 /*
@@ -435,8 +467,12 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     const char *which;
     size_t  longest;
 
-    if (c == NULL || (p = c->policy) == NULL)
+    if (c == NULL || (p = c->policy) == NULL) {
+	msg_warn("%s: no configuration loaded; message deferred",
+		 qid && *qid ? qid : "NOQUEUE");
+	smfi_setreply(ctx, "451", "4.7.0", "DKIM milter not ready; try again later");
 	return (SMFIS_TEMPFAIL);
+    }
     if (c->header_error) {
 	smfi_setreply(ctx, "552", "5.3.4", (char *) c->header_error);
 	return (SMFIS_REJECT);
@@ -487,7 +523,7 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
     }
     if (c->verify)
 	dkim_body(c->verify, chunk, len);
-    return (c->quiet_body ? SMFIS_NOREPLY : SMFIS_CONTINUE);
+    return (milter_reply(c, SMFIP_NR_BODY));
 }
 
 static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
@@ -651,6 +687,7 @@ struct smfiDesc milter_desc = {
     .xxfi_connect = milter_connect,
     .xxfi_helo = milter_helo,
     .xxfi_envfrom = milter_envfrom,
+    .xxfi_data = milter_data,
     .xxfi_header = milter_header,
     .xxfi_eoh = milter_eoh,
     .xxfi_body = milter_body,
