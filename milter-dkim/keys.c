@@ -20,7 +20,8 @@
  *	(RFC 8463).
  *
  *	Private key material is touched only here. A loaded key is one
- *	EVP_PKEY (signed with by dkim_sign(3)); no PEM copy is kept: the
+ *	EVP_PKEY (signed with by dkim_sign(3), which copies the signing
+ *	context set up here once per key); no PEM copy is kept: the
  *	file's bytes are read into one buffer that is wiped once decoded,
  *	and keys_free() frees the EVP_PKEY, which clears its private half.
  *	keys_generate() and keys_from_text() also make PKCS#8 PEM text,
@@ -45,6 +46,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -61,6 +63,35 @@ static char *keys_base64(const unsigned char *data, int len)
 
     EVP_EncodeBlock((unsigned char *) out, data, len);
     return (out);
+}
+
+/*
+ * keys_sign_templates - signing contexts set up once per key, at load:
+ * each signature duplicates one (dkim_sign(3)) instead of making a new
+ * context, which fetched the algorithm from the provider store (a lookup
+ * under a lock) for every message. No template: dkim_sign() sets up a
+ * context itself, as before.
+ */
+static void keys_sign_templates(struct dkim_key *key)
+{
+    if (key->type == KEY_RSA) {
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key->pkey, NULL);
+
+	if (ctx && EVP_PKEY_sign_init(ctx) == 1
+	    && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1
+	    && EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) == 1)
+	    key->rsa_sign = ctx;
+	else
+	    EVP_PKEY_CTX_free(ctx);
+    } else {
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+	if (md && EVP_DigestSignInit(md, NULL, NULL, NULL, key->pkey) == 1)
+	    key->ed_sign = md;
+	else
+	    EVP_MD_CTX_free(md);
+    }
+    ERR_clear_error();
 }
 
 /* keys_fill - PEM text and public half from an EVP_PKEY */
@@ -104,6 +135,7 @@ static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key, int want_pem)
 	return ("unsupported key type (RSA or Ed25519 only)");
     }
     key->pkey = pkey;
+    keys_sign_templates(key);
     if (want_pem) {
 	PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
 	len = BIO_get_mem_data(bio, &data);
@@ -232,6 +264,8 @@ void    keys_free(struct dkim_key *key)
 	OPENSSL_cleanse(key->pem, strlen(key->pem));
 	free(key->pem);
     }
+    EVP_PKEY_CTX_free(key->rsa_sign);
+    EVP_MD_CTX_free(key->ed_sign);
     EVP_PKEY_free(key->pkey);			/* clears the private half */
     free(key->public_b64);
     memset(key, 0, sizeof(*key));

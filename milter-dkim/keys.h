@@ -15,6 +15,8 @@ struct dkim_key {
     enum key_type type;
     int     bits;
     EVP_PKEY *pkey;			/* what dkim_sign(3) signs with */
+    EVP_PKEY_CTX *rsa_sign;		/* RSA: sign-initialized, to dup */
+    EVP_MD_CTX *ed_sign;		/* Ed25519: DigestSign-initialized, to copy */
     char   *pem;			/* PKCS#8 PEM: keygen only, else NULL */
     char   *public_b64;			/* p= value for the DNS record */
 };

@@ -208,10 +208,59 @@ static void signing(void)
     message_reset(&m);
 }
 
+/*
+ * templates - each key carries a signing context set up at load, and a
+ * signature made from a copy of it is the same bytes as one made from a
+ * fresh context (RSA PKCS#1 v1.5 and Ed25519 are deterministic), for
+ * every signature of a run: the template is only read.
+ */
+static void templates(void)
+{
+    struct message m = {0};
+    struct dkim_sign s;
+    struct dkim_key key[2];
+    char   *sign[] = {"From", "Subject", NULL};
+    const char *err = NULL;
+
+    add(&m, "From", " b@example.com");
+    add(&m, "Subject", " templates");
+    dkim_sign_start(&s, &m, sign, NULL, 1, 0);
+    dkim_sign_body(&s, (const unsigned char *) "body\r\n", 6);
+    dkim_sign_end_body(&s);
+    ok(keys_generate(KEY_RSA, 1024, &key[0]) == NULL, "RSA key");
+    ok(keys_generate(KEY_ED25519, 0, &key[1]) == NULL, "Ed25519 key");
+    ok(key[0].rsa_sign != NULL && key[0].ed_sign == NULL, "RSA: a sign context made at load");
+    ok(key[1].ed_sign != NULL && key[1].rsa_sign == NULL, "Ed25519: a DigestSign context "
+       "made at load");
+    for (int k = 0; k < 2; k++) {
+	char   *first = dkim_sign_header(&s, &key[k], "example.com", "s", 1700000000, 0, &err);
+	char   *again = dkim_sign_header(&s, &key[k], "example.com", "s", 1700000000, 0, &err);
+	EVP_PKEY_CTX *rsa = key[k].rsa_sign;
+	EVP_MD_CTX *ed = key[k].ed_sign;
+	char   *fresh;
+
+	key[k].rsa_sign = NULL;			/* the path without a template */
+	key[k].ed_sign = NULL;
+	fresh = dkim_sign_header(&s, &key[k], "example.com", "s", 1700000000, 0, &err);
+	key[k].rsa_sign = rsa;
+	key[k].ed_sign = ed;
+	ok(first && again && fresh && strcmp(first, again) == 0 && strcmp(first, fresh) == 0,
+	   "%s: the same signature from the template, twice, and from a fresh context",
+	   k ? "Ed25519" : "RSA");
+	free(first);
+	free(again);
+	free(fresh);
+	keys_free(&key[k]);
+    }
+    dkim_sign_free(&s);
+    message_reset(&m);
+}
+
 int     main(void)
 {
     rfc_examples();
     hashes();
     signing();
+    templates();
     return (tap_done());
 }
