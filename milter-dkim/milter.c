@@ -302,6 +302,22 @@ static char *milter_domain(const char *pattern, const char *from_domain)
 }
 
 /*
+ * milter_signing_as - whether this message is already to be signed as
+ * domain/selector: several matching SigningTable rows (a sender's own
+ * row and a *@domain one) often name the same key, and a second,
+ * identical signature would only cost another private-key operation.
+ */
+static int milter_signing_as(const struct milter_ctx *c, const char *domain,
+			             const char *selector)
+{
+    for (int j = 0; j < c->nsign; j++)
+	if (strcasecmp(c->sign_domain[j], domain) == 0
+	    && strcmp(c->sign_key[j]->selector, selector) == 0)
+	    return (1);
+    return (0);
+}
+
+/*
  * milter_start_signing - the keys of every SigningTable match, and the
  * message canonicalized once for all of them (dkim_sign(3)); -1 on failure.
  */
@@ -325,6 +341,10 @@ static int milter_start_signing(struct milter_ctx *c)
 	    free(domain);
 	    n = -1;
 	    break;
+	}
+	if (milter_signing_as(c, domain, keys[i]->selector)) {
+	    free(domain);			/* a second row naming this key */
+	    continue;
 	}
 	c->sign_domain[c->nsign] = domain;
 	c->sign_key[c->nsign++] = keys[i];

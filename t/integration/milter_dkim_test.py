@@ -13,6 +13,9 @@
      550 5.7.1 as staff@plana.solutions.
   5. SIGHUP with a new key: the next message uses it; SIGHUP with a
      broken table: the old keys keep signing, the error is logged.
+  6. SigningTable rows that overlap (the sender's own row, *@domain rows,
+     a second KeyTable name for the same key): one signature per
+     domain/selector, never the same one twice.
 """
 
 import os
@@ -208,6 +211,29 @@ def test_reload(st, dns, proc):
     tap.is_(verify_each(msg, dns), [True, True], "the old keys keep signing")
 
 
+def test_overlap(st, dns, proc):
+    write(st, "key.table", KEYTABLE.replace("rsa2026", "rsa2027").replace("{dir}", st.dir)
+          + "rsa-again planapulse.ai:rsa2027:%s/keys/rsa2027.private\n" % st.dir)
+    write(st, "signing.table", "noreply@planapulse.ai rsa\n*@planapulse.ai rsa,ed\n"
+          "*@planapulse.ai ed,rsa-again\n*@plana.solutions staff\n")
+    reloads = st.read_log("milter").count("configuration reloaded")
+    proc.send_signal(1)
+    tap.ok(wait_for(lambda: st.read_log("milter").count("configuration reloaded") > reloads),
+           "overlapping rows: reload accepted")
+    token = uuid.uuid4().hex
+    code, text = submit(st, "svc-billing", "noreply@planapulse.ai", "cust@example.net", token)
+    msg = sunk(st, token) or b""
+    sels = sorted(re.search(rb"s=([a-z0-9]+)", x).group(1).decode() for x in signatures(msg))
+    tap.is_(sels, ["ed2026", "rsa2027"], "four matching keys on three rows: one signature per "
+            "domain/selector", diag="%s %s" % (code, text))
+    tap.is_(verify_each(msg, dns), [True, True], "both verify with dkimpy")
+    line = [x for x in st.read_log("milter").splitlines() if "noreply@planapulse.ai" in x
+            and "signed:" in x][-1:]
+    tap.ok(line and line[0].count("planapulse.ai/rsa2027") == 1
+           and line[0].count("planapulse.ai/ed2026") == 1, "the log line names each once",
+           diag=repr(line))
+
+
 KEYTABLE = """\
 # OpenDKIM KeyTable, unchanged
 rsa    planapulse.ai:rsa2026:{dir}/keys/rsa2026.private
@@ -238,6 +264,7 @@ with Stack("milter-dkim") as st:
     test_binding(st)
     test_inbound(st, dns, open(partner_path, "rb").read(), open(other_path, "rb").read())
     test_reload(st, dns, proc)
+    test_overlap(st, dns, proc)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
