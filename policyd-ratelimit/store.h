@@ -94,6 +94,20 @@ struct store_call {
 };
 
 /*
+ * store_call_over - whether a RATE op of this limit did not fit: a
+ * strike counts only then (the memory store and the Redis check path
+ * both ask, and the script applies the same rule).
+ */
+static inline int store_call_over(const struct store_call *call, int limit)
+{
+    for (int i = 0; i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].limit == limit
+	    && !call->ops[i].allowed)
+	    return (1);
+    return (0);
+}
+
+/*
  * Operator's calls (ctl.c), the same on every store: GET the values of
  * keys (as strings: a TAT, a lock's time, a strike list; NULL when
  * absent) with the store's clock; DEL keys; SCAN every key matching a

@@ -76,15 +76,6 @@ static double store_check_sent(double value, int digits)
     return (strtod(buf, NULL));
 }
 
-static int store_check_over(const struct store_call *call, int limit)
-{
-    for (int i = 0; i < call->count; i++)
-	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].limit == limit
-	    && !call->ops[i].allowed)
-	    return (1);
-    return (0);
-}
-
 const char *store_check_eval(struct store_call *call, double now, const char *const *values)
 {
     int     locked = 0;
@@ -117,7 +108,7 @@ const char *store_check_eval(struct store_call *call, double now, const char *co
     }
     if (!locked)
 	for (int i = 0; i < call->count; i++)
-	    if (call->ops[i].kind == STORE_OP_STRIKE && store_check_over(call, call->ops[i].limit))
+	    if (call->ops[i].kind == STORE_OP_STRIKE && store_call_over(call, call->ops[i].limit))
 		return (STORE_CHECK_SCRIPT);
     return (NULL);
 }

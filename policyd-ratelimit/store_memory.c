@@ -104,17 +104,6 @@ static int store_memory_type(const char *key)
     return (STORE_OP_STRIKE);
 }
 
-/* store_memory_over - whether an op of this limit did not fit */
-
-static int store_memory_over(const struct store_call *call, int limit)
-{
-    for (int i = 0; i < call->count; i++)
-	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].limit == limit
-	    && !call->ops[i].allowed)
-	    return (1);
-    return (0);
-}
-
 /* store_memory_strike - count one strike; lock on the last one */
 
 static void store_memory_strike(struct store_memory *mem, struct store_call *call,
@@ -187,7 +176,7 @@ static void store_memory_submit(struct store *store, struct store_call *call)
 	    blocked = 1;
     }
     for (int i = 0, held = locked; !held && i < call->count; i++)
-	if (call->ops[i].kind == STORE_OP_STRIKE && store_memory_over(call, call->ops[i].limit)) {
+	if (call->ops[i].kind == STORE_OP_STRIKE && store_call_over(call, call->ops[i].limit)) {
 	    store_memory_strike(mem, call, call->ops + i, now);
 	    locked |= call->ops[i].struck == 2;
 	}
