@@ -214,6 +214,9 @@ static const char *proxy_v1_parse(const char *buf, size_t len, struct proxy_head
     if (cr == NULL)
 	return (len >= PROXY_V1_MAX ? "PROXY v1: line longer than 107 bytes"
 		: proxy_header_incomplete);
+    /* A CR in the 107th byte leaves no room for its LF: too long, not incomplete. */
+    if (cr + 1 == buf + PROXY_V1_MAX)
+	return ("PROXY v1: line longer than 107 bytes");
     if (cr + 1 == buf + len)
 	return (proxy_header_incomplete);
     if (cr[1] != '\n')

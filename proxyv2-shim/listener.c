@@ -19,12 +19,22 @@
  *	is xclient, transparent, proxy-v1 or proxy-v2. backend, mode
  *	and trusted are required: a shim that trusts nobody by default
  *	is useless, one that trusts everybody is dangerous.
+ *
+ *	A listener on an IPv6 address takes IPv6 connections only
+ *	(IPV6_V6ONLY, so that [::] and 0.0.0.0 can be two listeners), so a
+ *	trusted network that can only hold addresses of the other family
+ *	would never match: when no network of the list can, that is an
+ *	error; when some cannot, lst->dead_trusted says which, for a
+ *	warning (a list shared by an IPv4 and an IPv6 listener).
+ *	IPv4-mapped listener and backend addresses are errors too (bind()
+ *	refuses the one; the other hides a loop to an IPv4 listener).
  * DIAGNOSTICS
  *	NULL, or a static message naming what is wrong.
  */
 
 #include "build_config.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +54,74 @@ const char *listener_mode_name(enum shim_mode mode)
     return (listener_modes[mode]);
 }
 
+/* listener_mapped - an IPv4-mapped IPv6 address (::ffff:a.b.c.d) */
+
+static int listener_mapped(const struct addr *a)
+{
+    return (a->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr));
+}
+
+/*
+ * listener_reaches - can network TEXT (parsed already) hold an address
+ * of FAMILY? IPv6 networks reach IPv4 through ::ffff:0:0/96, as the
+ * trusted list matches IPv4 peers there.
+ */
+static int listener_reaches(const char *text, int family)
+{
+    unsigned char net[16], v4[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    char    host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(text, '/');
+    size_t  len = slash ? (size_t) (slash - text) : strlen(text);
+    int     bits = slash ? atoi(slash + 1) : 128, v4_bits;
+
+    if (len >= sizeof(host))
+	return (1);				/* cidr_list_parse() judged it */
+    memcpy(host, text, len);
+    host[len] = 0;
+    if (inet_pton(AF_INET, host, net) == 1)
+	return (family == AF_INET);
+    if (inet_pton(AF_INET6, host, net) != 1)
+	return (1);
+    /* the first min(bits, 96) bits decide whether it meets ::ffff:0:0/96 */
+    v4_bits = bits < 96 ? bits : 96;
+    if (memcmp(net, v4, (size_t) v4_bits / 8) != 0
+	|| (v4_bits % 8 && ((net[v4_bits / 8] ^ v4[v4_bits / 8]) >> (8 - v4_bits % 8))))
+	return (family == AF_INET6);		/* outside the IPv4 part */
+    return (family == AF_INET || bits < 96);	/* inside, or wider than it */
+}
+
+/*
+ * listener_trusted_family - networks of trusted= that can never match on
+ * this listener: all of them is an error (a listener nobody may use);
+ * some of them (a list shared between an IPv4 and an IPv6 listener) is
+ * kept in lst->dead_trusted for a warning.
+ */
+static const char *listener_trusted_family(struct shim_listener *lst, const char *value)
+{
+    static char why[200];			/* the main thread parses */
+    int     family = lst->listen.family, n, dead = 0;
+    char  **items = config_split_list(value, &n);
+    char    list[160] = "";
+
+    for (int i = 0; i < n; i++)
+	if (!listener_reaches(items[i], family)) {
+	    if (dead++ == 0 || strlen(list) + strlen(items[i]) + 3 < sizeof(list))
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"%.60s\"",
+			 dead > 1 ? ", " : "", items[i]);
+	}
+    config_list_free(&items);
+    if (dead == 0)
+	return (NULL);
+    snprintf(why, sizeof(why), "trusted: %s can never match: a listener on an %s address "
+	     "accepts %s connections only", list, family == AF_INET ? "IPv4" : "IPv6",
+	     family == AF_INET ? "IPv4" : "IPv6");
+    if (dead == n)
+	return (why);
+    free(lst->dead_trusted);
+    lst->dead_trusted = xstrdup(why);
+    return (NULL);
+}
+
 /* listener_option - one name=value word */
 
 static const char *listener_option(struct shim_listener *lst, const char *name,
@@ -57,6 +135,8 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	seen[0] = 1;
 	if ((err = addr_parse(value, &lst->backend)) != NULL)
 	    return (err);
+	if (listener_mapped(&lst->backend))
+	    return ("backend is an IPv4-mapped address: write it as a dotted quad");
 	if ((lst->backend.family == AF_INET && lst->backend.u.in.sin_port == 0)
 	    || (lst->backend.family == AF_INET6 && lst->backend.u.in6.sin6_port == 0))
 	    return ("backend port 0 (no backend listens there)");
@@ -81,7 +161,7 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	    free(bad);
 	    return (why);
 	}
-	return (NULL);
+	return (listener_trusted_family(lst, value));
     }
     if (strcmp(name, "header_timeout") == 0) {
 	if ((err = config_parse_duration(value, &n)) != NULL)
@@ -117,6 +197,8 @@ const char *listener_parse(const char *text, struct shim_listener *lst)
 	err = "listener must start with the address to listen on";
     else
 	err = addr_parse(words[0], &lst->listen);
+    if (err == NULL && listener_mapped(&lst->listen))
+	err = "listener address is an IPv4-mapped address: write it as a dotted quad";
     for (int i = 1; err == NULL && i < count; i++) {
 	char   *eq = strchr(words[i], '=');
 
@@ -144,6 +226,7 @@ const char *listener_parse(const char *text, struct shim_listener *lst)
 	err = "listener needs trusted= (the load balancers allowed to send PROXY headers)";
     if (err == NULL && lst->listen.family == AF_UNIX)
 	err = "listener must be a TCP address";
+
     if (err == NULL && lst->mode == SHIM_TRANSPARENT && lst->backend.family == AF_UNIX)
 	err = "transparent mode needs a TCP backend";
     if (err == NULL && lst->mark && lst->mode != SHIM_TRANSPARENT)
@@ -160,6 +243,8 @@ void    listener_free(struct shim_listener *lst)
 	evconnlistener_free(lst->evl);
     lst->evl = NULL;
     cidr_list_destroy(&lst->trusted);
+    free(lst->dead_trusted);
+    lst->dead_trusted = NULL;
     free(lst->spec);
     lst->spec = NULL;
 }

@@ -163,6 +163,8 @@ static void shim_check_listeners(struct server *srv)
     for (int i = 0; i < srv->nlisteners; i++) {
 	const struct shim_listener *a = &srv->listeners[i];
 
+	if (a->dead_trusted)			/* said at start, by -t and by a reload */
+	    msg_warn("%s:%d: listener: %s", srv->cfg->path, a->line, a->dead_trusted);
 	for (int j = 0; j < i; j++)
 	    if (shim_same_socket(&a->listen, &srv->listeners[j].listen))
 		config_add_error(srv->cfg, a->line, "listener %s overlaps the listener at "

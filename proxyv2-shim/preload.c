@@ -28,7 +28,20 @@
  *	getpeername() substitutes the client's address only while the
  *	socket is the same connection (its real peer is still the
  *	balancer's address and port), so reused descriptor numbers are
- *	safe without intercepting close().
+ *	safe without intercepting close(). A dup()ed descriptor is found
+ *	by its connection's addresses. A connection to a PROXYV2_PORTS
+ *	port from a trusted balancer that this process did not accept
+ *	(inherited through exec, inetd style) fails with ENOTCONN: its
+ *	real peer is the balancer, whose trust the client must not get.
+ *
+ *	Addresses are reported as the kernel would for the listening
+ *	socket: an IPv4 client on an IPv6 socket as ::ffff:a.b.c.d; an
+ *	IPv6 client on an IPv4 socket cannot be reported (the daemon's
+ *	buffer is sized for IPv4) and is closed.
+ *
+ *	No fixed limits on ports, listening sockets or descriptors: a
+ *	listener or port left out would serve its clients as the
+ *	balancer.
  * DIAGNOSTICS
  *	Refused connections and bad headers are reported on standard
  *	error, prefixed "libproxyv2-preload:", at most 10 per second.
@@ -54,10 +67,7 @@
 #include "config.h"
 #include "proxy_header.h"
 
-#define PRELOAD_MAX_PORTS	64
-#define PRELOAD_MAX_LISTENERS	32
 #define PRELOAD_MAX_PENDING	1024
-#define PRELOAD_MAX_FD		65536
 
 struct preload_parked {
     int     fd;
@@ -73,6 +83,7 @@ struct preload_ready {
 
 struct preload_listener {
     int     fd;				/* 0: slot free */
+    union addr_sockaddr bound;		/* getsockname(): a reused fd differs */
     union addr_sockaddr self;		/* where wake-up connections go */
     socklen_t self_len;
     struct preload_parked parked[PRELOAD_MAX_PENDING];
@@ -83,21 +94,26 @@ struct preload_listener {
     int     nwake;
 };
 
-/* Client and balancer address per accepted descriptor. */
+/* Client, balancer and local address per accepted descriptor. */
 struct preload_peer {
     union addr_sockaddr client;
     union addr_sockaddr balancer;
+    union addr_sockaddr local;
+    unsigned long long seq;		/* the latest of one connection wins */
 };
 
 static int (*real_accept4) (int, struct sockaddr *, socklen_t *, int);
 static int (*real_getpeername) (int, struct sockaddr *, socklen_t *);
 
-static int preload_ports[PRELOAD_MAX_PORTS];
+static unsigned char preload_port_set[65536 / 8];
 static int preload_nports;
 static struct cidr_list *preload_trusted;
 static long long preload_timeout_ms = 3000;
-static struct preload_listener preload_listeners[PRELOAD_MAX_LISTENERS];
-static struct preload_peer *preload_peers[PRELOAD_MAX_FD];
+static struct preload_listener **preload_listeners;	/* grows; never moves a listener */
+static int preload_nlisteners;
+static struct preload_peer **preload_peers;		/* by descriptor; grows */
+static int preload_npeers;
+static unsigned long long preload_seq;
 static pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t preload_once = PTHREAD_ONCE_INIT;
 static int preload_kick[2] = {-1, -1};	/* wakes the helper's poll() */
@@ -148,11 +164,10 @@ static void preload_init(void)
 	/* A port that is silently dropped would serve its clients unchecked. */
 	if (config_parse_int(list[i], &port) != NULL || port < 1 || port > 65535)
 	    preload_log("PROXYV2_PORTS: \"%s\" is not a port; ignored", list[i]);
-	else if (preload_nports == PRELOAD_MAX_PORTS)
-	    preload_log("PROXYV2_PORTS: more than %d ports; \"%s\" ignored",
-			PRELOAD_MAX_PORTS, list[i]);
-	else
-	    preload_ports[preload_nports++] = (int) port;
+	else {
+	    preload_port_set[port / 8] |= 1 << (port % 8);
+	    preload_nports++;
+	}
     }
     config_list_free(&list);
     preload_trusted = cidr_list_create();
@@ -172,52 +187,127 @@ static void preload_init(void)
 	preload_kick[0] = preload_kick[1] = -1;
 }
 
-/* preload_listener_for - state of a managed listening socket, or NULL */
+static int preload_port_listed(int port)
+{
+    return (port > 0 && port < 65536 && (preload_port_set[port / 8] & (1 << (port % 8))));
+}
+
+static int preload_same_addr(const union addr_sockaddr *a, const union addr_sockaddr *b)
+{
+    if (a->sa.sa_family != b->sa.sa_family)
+	return (0);
+    if (a->sa.sa_family == AF_INET)
+	return (a->in.sin_port == b->in.sin_port && a->in.sin_addr.s_addr == b->in.sin_addr.s_addr);
+    if (a->sa.sa_family == AF_INET6)
+	return (a->in6.sin6_port == b->in6.sin6_port
+		&& IN6_ARE_ADDR_EQUAL(&a->in6.sin6_addr, &b->in6.sin6_addr));
+    return (0);
+}
+
+/*
+ * preload_listener_reset - the descriptor now names another listening
+ * socket: connections parked for the old one cannot be handed over
+ * (wake-ups would go to the old address); close them.
+ */
+static void preload_listener_reset(struct preload_listener *l)
+{
+    if (l->nparked || l->nready)
+	preload_log("listening socket replaced; %d connections waiting for it closed",
+		    l->nparked + l->nready);
+    for (int i = 0; i < l->nparked; i++) {
+	proxy_reader_free(&l->parked[i].reader);
+	close(l->parked[i].fd);
+    }
+    for (int i = 0; i < l->nready; i++)
+	close(l->ready[i].fd);
+    l->nparked = l->nready = l->nwake = 0;
+}
+
+/* preload_slot - the slot of listening descriptor FD, new if need be */
+
+static struct preload_listener *preload_slot(int fd)
+{
+    struct preload_listener *free_slot = NULL, **grown;
+
+    for (int j = 0; j < preload_nlisteners; j++) {
+	if (preload_listeners[j]->fd == fd + 1)
+	    return (preload_listeners[j]);
+	if (preload_listeners[j]->fd == 0 && free_slot == NULL)
+	    free_slot = preload_listeners[j];
+    }
+    if (free_slot)
+	return (free_slot);
+    if ((grown = realloc(preload_listeners, (preload_nlisteners + 1) * sizeof(*grown))) == NULL)
+	return (NULL);
+    preload_listeners = grown;
+    if ((grown[preload_nlisteners] = calloc(1, sizeof(**grown))) == NULL)
+	return (NULL);
+    return (grown[preload_nlisteners++]);
+}
+
+/*
+ * preload_listener_for - state of a managed listening socket; NULL when
+ * its port is not listed. &preload_no_room when it is but no memory is
+ * left for it: its connections are then closed, never served unchecked.
+ */
+static struct preload_listener preload_no_room;
 
 static struct preload_listener *preload_listener_for(int fd)
 {
     union addr_sockaddr self;
     socklen_t len = sizeof(self);
-    struct preload_listener *free_slot = NULL;
-    int     port;
+    struct preload_listener *l;
 
     if (getsockname(fd, &self.sa, &len) < 0 || (self.sa.sa_family != AF_INET
-						 && self.sa.sa_family != AF_INET6))
+						 && self.sa.sa_family != AF_INET6)
+	|| !preload_port_listed(addr_port(&self.sa)))
 	return (NULL);
-    port = addr_port(&self.sa);
-    for (int i = 0; i < preload_nports; i++) {
-	if (preload_ports[i] != port)
-	    continue;
-	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++) {
-	    if (preload_listeners[j].fd == fd + 1)
-		return (&preload_listeners[j]);
-	    if (preload_listeners[j].fd == 0 && free_slot == NULL)
-		free_slot = &preload_listeners[j];
-	}
-	if (free_slot == NULL)
-	    return (NULL);
-	free_slot->fd = fd + 1;			/* 0 means free */
-	/* Wake-ups go to loopback when bound to the wildcard address. */
-	if (self.sa.sa_family == AF_INET && self.in.sin_addr.s_addr == htonl(INADDR_ANY))
-	    self.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (self.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&self.in6.sin6_addr))
-	    self.in6.sin6_addr = in6addr_loopback;
-	free_slot->self = self;
-	free_slot->self_len = len;
-	return (free_slot);
-    }
-    return (NULL);
+    if ((l = preload_slot(fd)) == NULL)
+	return (&preload_no_room);
+    if (l->fd == fd + 1 && preload_same_addr(&l->bound, &self))
+	return (l);
+    if (l->fd == fd + 1)
+	preload_listener_reset(l);		/* the descriptor was reused */
+    l->fd = fd + 1;				/* 0 means free */
+    l->bound = self;
+    /* Wake-ups go to loopback when bound to the wildcard address. */
+    if (self.sa.sa_family == AF_INET && self.in.sin_addr.s_addr == htonl(INADDR_ANY))
+	self.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (self.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&self.in6.sin6_addr))
+	self.in6.sin6_addr = in6addr_loopback;
+    l->self = self;
+    l->self_len = len;
+    return (l);
 }
+
+/* preload_remember - the client of accepted descriptor FD; lock held */
 
 static void preload_remember(int fd, const union addr_sockaddr *client,
 			             const union addr_sockaddr *balancer)
 {
-    if (fd < 0 || fd >= PRELOAD_MAX_FD)
+    struct preload_peer *p;
+    socklen_t len = sizeof(p->local);
+
+    if (fd < 0)
 	return;
+    if (fd >= preload_npeers) {
+	int     n = fd + 1024;
+	struct preload_peer **grown = realloc(preload_peers, n * sizeof(*grown));
+
+	if (grown == NULL)
+	    return;				/* getpeername() then fails closed */
+	memset(grown + preload_npeers, 0, (n - preload_npeers) * sizeof(*grown));
+	preload_peers = grown;
+	preload_npeers = n;
+    }
     if (preload_peers[fd] == NULL && (preload_peers[fd] = calloc(1, sizeof(struct preload_peer))) == NULL)
 	return;
-    preload_peers[fd]->client = *client;
-    preload_peers[fd]->balancer = *balancer;
+    p = preload_peers[fd];
+    p->client = *client;
+    p->balancer = *balancer;
+    if (getsockname(fd, &p->local.sa, &len) < 0)
+	memset(&p->local, 0, sizeof(p->local));
+    p->seq = ++preload_seq;
 }
 
 /* preload_is_wake - our own wake-up connection (consumes the mark) */
@@ -269,8 +359,12 @@ static const char *preload_check(int fd, const union addr_sockaddr *peer, int bl
  * unix@ frontends). Reporting the balancer's own address instead would
  * hand the client whatever trust the daemon gives the balancer, and
  * accept() cannot say "unknown": such connections are closed (a layer-4
- * health check has succeeded by then). IPv4-mapped clients are reported
- * as IPv4 on an IPv4 listener, as the daemon expects from it.
+ * health check has succeeded by then). The address has the listening
+ * socket's family, as the kernel would report it: IPv4-mapped clients
+ * are IPv4 on an IPv4 listener, IPv4 clients ::ffff:a.b.c.d on an IPv6
+ * one; an IPv6 client on an IPv4 listener has no such form (the daemon's
+ * buffer holds a sockaddr_in: it would read the rest of the address from
+ * whatever its memory held) and is closed.
  */
 static const char *preload_client(struct proxy_header *hdr, int listener_family,
 				          union addr_sockaddr *client)
@@ -279,7 +373,17 @@ static const char *preload_client(struct proxy_header *hdr, int listener_family,
 	proxy_header_unmap(hdr);
     if (!proxy_header_has_client(hdr))
 	return ("no client address in the PROXY header (LOCAL, UNKNOWN, UNSPEC or UNIX)");
-    *client = hdr->src;
+    if (listener_family == AF_INET && hdr->src.sa.sa_family != AF_INET)
+	return ("IPv6 client on an IPv4 listening socket (accept() can only report IPv4 "
+		"there; listen on IPv6 to serve it)");
+    memset(client, 0, sizeof(*client));
+    if (listener_family == AF_INET6 && hdr->src.sa.sa_family == AF_INET) {
+	client->in6.sin6_family = AF_INET6;
+	client->in6.sin6_port = hdr->src.in.sin_port;
+	client->in6.sin6_addr.s6_addr[10] = client->in6.sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&client->in6.sin6_addr.s6_addr[12], &hdr->src.in.sin_addr, 4);
+    } else
+	*client = hdr->src;
     return (NULL);
 }
 
@@ -322,34 +426,52 @@ static void preload_advance(struct preload_listener *l, long long now)
 
 static void *preload_helper(void *unused)
 {
-    static struct pollfd pfd[1 + PRELOAD_MAX_LISTENERS * PRELOAD_MAX_PENDING];
+    struct pollfd *pfd = NULL;
+    size_t  room = 0;
     char    drain[64];
 
     for (;;) {
 	long long now = preload_now_ms(), next = now + 1000;
-	int     n = 1;
+	size_t  n = 1, need = 1;
 
 	pthread_mutex_lock(&preload_lock);
-	pfd[0].fd = preload_kick[0];
-	pfd[0].events = POLLIN;
-	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++)
-	    for (int i = 0; i < preload_listeners[j].nparked; i++) {
-		struct preload_parked *p = &preload_listeners[j].parked[i];
+	for (int j = 0; j < preload_nlisteners; j++)
+	    need += preload_listeners[j]->nparked;
+	if (need > room) {
+	    struct pollfd *grown = realloc(pfd, need * sizeof(*pfd));
 
-		pfd[n].fd = p->fd;
-		pfd[n++].events = POLLIN;
+	    if (grown != NULL) {
+		pfd = grown;
+		room = need;
+	    }
+	}
+	if (pfd != NULL) {
+	    pfd[0].fd = preload_kick[0];
+	    pfd[0].events = POLLIN;
+	}
+	for (int j = 0; j < preload_nlisteners; j++)
+	    for (int i = 0; i < preload_listeners[j]->nparked; i++) {
+		struct preload_parked *p = &preload_listeners[j]->parked[i];
+
+		if (n < room) {			/* else woken by the deadline */
+		    pfd[n].fd = p->fd;
+		    pfd[n++].events = POLLIN;
+		}
 		if (p->deadline_ms < next)
 		    next = p->deadline_ms;
 	    }
 	pthread_mutex_unlock(&preload_lock);
-	(void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
+	if (pfd != NULL)
+	    (void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
+	else
+	    (void) poll(NULL, 0, 10);
 	while (read(preload_kick[0], drain, sizeof(drain)) > 0)
 	     /* void */ ;
 	pthread_mutex_lock(&preload_lock);
 	now = preload_now_ms();
-	for (int j = 0; j < PRELOAD_MAX_LISTENERS; j++)
-	    if (preload_listeners[j].nparked)
-		preload_advance(&preload_listeners[j], now);
+	for (int j = 0; j < preload_nlisteners; j++)
+	    if (preload_listeners[j]->nparked)
+		preload_advance(preload_listeners[j], now);
 	pthread_mutex_unlock(&preload_lock);
     }
     return (unused);
@@ -480,11 +602,22 @@ int     accept4(int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags)
     if (l == NULL) {
 	pthread_mutex_unlock(&preload_lock);
 	fd = real_accept4(lfd, addr, addrlen, flags);
-	if (fd >= 0 && fd < PRELOAD_MAX_FD && preload_peers[fd]) {
+	pthread_mutex_lock(&preload_lock);
+	if (fd >= 0 && fd < preload_npeers && preload_peers[fd]) {
 	    free(preload_peers[fd]);		/* not ours any more */
 	    preload_peers[fd] = NULL;
 	}
+	pthread_mutex_unlock(&preload_lock);
 	return (fd);
+    }
+    if (l == &preload_no_room) {		/* closed, never served unchecked */
+	pthread_mutex_unlock(&preload_lock);
+	if ((fd = real_accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+	    preload_log("out of memory for a listening socket; connection closed");
+	    close(fd);
+	}
+	errno = ECONNABORTED;
+	return (-1);
     }
     fd = preload_accept_managed(l, lfd, addr, addrlen, flags);
     saved = errno;
@@ -498,20 +631,56 @@ int     accept(int lfd, struct sockaddr *addr, socklen_t *addrlen)
     return (accept4(lfd, addr, addrlen, 0));
 }
 
+/*
+ * preload_peer_of - the entry for the connection of FD (real peer REAL,
+ * local address LOCAL); lock held. Its own descriptor's entry, or, for a
+ * dup()ed descriptor, the latest entry of the same connection.
+ */
+static struct preload_peer *preload_peer_of(int fd, const union addr_sockaddr *real,
+					            const union addr_sockaddr *local)
+{
+    struct preload_peer *best = NULL;
+
+    if (fd >= 0 && fd < preload_npeers && preload_peers[fd]
+	&& preload_same_addr(&preload_peers[fd]->balancer, real)
+	&& preload_same_addr(&preload_peers[fd]->local, local))
+	return (preload_peers[fd]);
+    for (int i = 0; i < preload_npeers; i++) {
+	struct preload_peer *p = preload_peers[i];
+
+	if (p && preload_same_addr(&p->balancer, real) && preload_same_addr(&p->local, local)
+	    && (best == NULL || p->seq > best->seq))
+	    best = p;
+    }
+    return (best);
+}
+
 int     getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
-    union addr_sockaddr real;
-    socklen_t rlen = sizeof(real), len;
+    union addr_sockaddr real, local;
+    socklen_t rlen = sizeof(real), llen = sizeof(local), len;
     struct preload_peer *p;
+    int     managed;
 
     pthread_once(&preload_once, preload_init);
     if (real_getpeername(fd, &real.sa, &rlen) < 0)
 	return (-1);
+    managed = (real.sa.sa_family == AF_INET || real.sa.sa_family == AF_INET6)
+	&& getsockname(fd, &local.sa, &llen) == 0 && preload_port_listed(addr_port(&local.sa));
     pthread_mutex_lock(&preload_lock);
-    p = fd >= 0 && fd < PRELOAD_MAX_FD ? preload_peers[fd] : NULL;
-    if (p && rlen <= sizeof(real) && memcmp(&p->balancer, &real, rlen) == 0)
+    p = managed ? preload_peer_of(fd, &real, &local) : NULL;
+    if (p)
 	real = p->client;			/* still the same connection */
     pthread_mutex_unlock(&preload_lock);
+    if (p == NULL && managed && cidr_list_match_addr(preload_trusted, &real.sa)) {
+	char    text[ADDR_TEXT_MAX];
+
+	/* not accepted here (inherited through exec): the peer is the balancer */
+	preload_log("getpeername() on a connection from %s that this process did not accept: "
+		    "ENOTCONN, not the balancer's address", addr_format(&real.sa, text, sizeof(text)));
+	errno = ENOTCONN;
+	return (-1);
+    }
     len = real.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	: real.sa.sa_family == AF_INET ? sizeof(struct sockaddr_in) : rlen;
     memcpy(addr, &real, *addrlen < len ? *addrlen : len);

@@ -34,6 +34,7 @@ struct shim_listener {
     struct addr backend;
     enum shim_mode mode;
     struct cidr_list *trusted;
+    char   *dead_trusted;		/* networks that can never match, or NULL */
     int     header_timeout_ms;		/* 0: the global header_timeout */
     int     mark;			/* SO_MARK in transparent mode */
     struct evconnlistener *evl;

@@ -54,6 +54,19 @@ static void test_bad(void)
 	{"127.0.0.1:25 backend=unix:/x mode=transparent trusted=10.0.0.0/8",
 	"transparent mode needs a TCP backend"},
 	{"127.0.0.1:25 backend=127.0.0.1:1 mode=xclient trusted", "listener options are name=value"},
+	{"[::]:25 backend=127.0.0.1:1 mode=xclient trusted=10.0.0.0/8,::ffff:10.0.0.0/104",
+	"trusted: \"10.0.0.0/8\", \"::ffff:10.0.0.0/104\" can never match: a listener on an "
+	"IPv6 address accepts IPv6 connections only"},
+	{"[::]:25 backend=127.0.0.1:1 mode=xclient trusted=::ffff:0:0/96",
+	"trusted: \"::ffff:0:0/96\" can never match: a listener on an IPv6 address accepts IPv6 "
+	"connections only"},
+	{"0.0.0.0:25 backend=127.0.0.1:1 mode=xclient trusted=fd00::/8",
+	"trusted: \"fd00::/8\" can never match: a listener on an IPv4 address accepts IPv4 "
+	"connections only"},
+	{"[::ffff:127.0.0.1]:25 backend=127.0.0.1:1 mode=xclient trusted=::1",
+	"listener address is an IPv4-mapped address: write it as a dotted quad"},
+	{"0.0.0.0:25 backend=[::ffff:127.0.0.1]:25 mode=xclient trusted=127.0.0.1",
+	"backend is an IPv4-mapped address: write it as a dotted quad"},
     };
     struct shim_listener l;
 
@@ -61,6 +74,18 @@ static void test_bad(void)
 	is_str(listener_parse(cases[i].line, &l), cases[i].error, "refused: \"%s\"", cases[i].line);
     ok(listener_parse("127.0.0.1:25 backend=127.0.0.1:1 mode=xclient trusted=10.0.0.300/8", &l)
        != NULL, "a bad trusted network is refused");
+    /* networks that reach the listener's family, in the IPv4-mapped part or around it */
+    is_str(listener_parse("0.0.0.0:25 backend=127.0.0.1:1 mode=xclient "
+			  "trusted=::/0,::ffff:10.0.0.0/104,::ffff:0:0/96", &l), NULL,
+	   "IPv4 listener: IPv6 networks that hold IPv4 addresses");
+    ok(l.dead_trusted == NULL, "none of them is named");
+    listener_free(&l);
+    is_str(listener_parse("[::]:25 backend=127.0.0.1:1 mode=xclient trusted=10.0.0.0/8,fd00::/8",
+			  &l), NULL, "IPv6 listener, a mixed list: accepted");
+    is_str(l.dead_trusted, "trusted: \"10.0.0.0/8\" can never match: a listener on an IPv6 "
+	   "address accepts IPv6 connections only", "the IPv4 part is named for a warning");
+    listener_free(&l);
+    ok(l.dead_trusted == NULL, "free clears it");
 }
 
 int     main(void)

@@ -74,6 +74,16 @@ static void test_v1_bad(void)
     memset(longline + 14, 'x', 110);
     is_str(parse_str(longline, &h), "PROXY v1: line longer than 107 bytes",
 	   "a v1 line without CRLF in 107 bytes");
+    /* 107 bytes with CRLF is the longest line; 108 (CR in the 107th byte) is not */
+    memset(longline + 14, 'x', 91);
+    memcpy(longline + 105, "\r\n", 3);
+    ok(parse(longline, 107, &h) == NULL && h.length == 107, "a 107-byte v1 line, CRLF included");
+    memset(longline + 14, 'x', 92);
+    memcpy(longline + 106, "\r\n", 3);
+    is_str(parse(longline, 107, &h), "PROXY v1: line longer than 107 bytes",
+	   "108 bytes: the reader stops at 107, and the CR in the 107th is too long, not incomplete");
+    is_str(parse(longline, 108, &h), "PROXY v1: line longer than 107 bytes",
+	   "108 bytes seen whole: too long");
     is_str(parse_str("PROX", &h), proxy_header_incomplete, "\"PROX\" is incomplete");
     is_str(parse_str("PROXY TCP4 1.2.3.4 10.0", &h), proxy_header_incomplete,
 	   "a v1 line without its CRLF yet is incomplete");
