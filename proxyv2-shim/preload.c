@@ -147,6 +147,51 @@ static void preload_log(const char *fmt,...)
     fprintf(stderr, "libproxyv2-preload: %s\n", text);
 }
 
+/* preload_listener_drop - close the connections parked or ready here */
+
+static void preload_listener_drop(struct preload_listener *l)
+{
+    for (int i = 0; i < l->nparked; i++) {
+	proxy_reader_free(&l->parked[i].reader);
+	close(l->parked[i].fd);
+    }
+    for (int i = 0; i < l->nready; i++)
+	close(l->ready[i].fd);
+    l->nparked = l->nready = l->nwake = 0;
+}
+
+/*
+ * fork(): the helper thread does not follow into the child, and the lock
+ * may be held by it at that moment. The child starts over: lock free, a
+ * helper of its own when it parks a connection, its own wake-up pipe.
+ * Connections parked or ready before the fork stay the parent's (both
+ * reading one socket would split a header between them): the child
+ * closes its copies.
+ */
+static void preload_fork_prepare(void)
+{
+    pthread_mutex_lock(&preload_lock);
+}
+
+static void preload_fork_parent(void)
+{
+    pthread_mutex_unlock(&preload_lock);
+}
+
+static void preload_fork_child(void)
+{
+    pthread_mutex_unlock(&preload_lock);
+    preload_helper_started = 0;
+    if (preload_kick[0] >= 0) {
+	close(preload_kick[0]);
+	close(preload_kick[1]);
+    }
+    if (pipe2(preload_kick, O_NONBLOCK | O_CLOEXEC) < 0)
+	preload_kick[0] = preload_kick[1] = -1;
+    for (int j = 0; j < preload_nlisteners; j++)
+	preload_listener_drop(preload_listeners[j]);
+}
+
 static void preload_init(void)
 {
     const char *ports = getenv("PROXYV2_PORTS");
@@ -185,6 +230,7 @@ static void preload_init(void)
     }
     if (pipe2(preload_kick, O_NONBLOCK | O_CLOEXEC) < 0)
 	preload_kick[0] = preload_kick[1] = -1;
+    pthread_atfork(preload_fork_prepare, preload_fork_parent, preload_fork_child);
 }
 
 static int preload_port_listed(int port)
@@ -214,13 +260,7 @@ static void preload_listener_reset(struct preload_listener *l)
     if (l->nparked || l->nready)
 	preload_log("listening socket replaced; %d connections waiting for it closed",
 		    l->nparked + l->nready);
-    for (int i = 0; i < l->nparked; i++) {
-	proxy_reader_free(&l->parked[i].reader);
-	close(l->parked[i].fd);
-    }
-    for (int i = 0; i < l->nready; i++)
-	close(l->ready[i].fd);
-    l->nparked = l->nready = l->nwake = 0;
+    preload_listener_drop(l);
 }
 
 /* preload_slot - the slot of listening descriptor FD, new if need be */

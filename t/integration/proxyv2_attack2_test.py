@@ -28,6 +28,11 @@ Defects found here, each now fixed and kept fixed:
     listed port kept the old listener's state: a header that arrived in
     two parts was parked and the wake-up went to the old port, so the
     client waited forever.
+  - after fork() (a pre-forking daemon) the child had no helper thread
+    but believed it had one: every header that arrived in two parts was
+    parked for good, the client hung and the descriptor leaked. The
+    child now starts its own (pthread_atfork) and drops the parent's
+    parked connections instead of reading them too.
 
   proxyv2-shim
   - a listener on [::] takes IPv6 connections only, but -t accepted
@@ -43,8 +48,10 @@ Defects found here, each now fixed and kept fixed:
 And guarded (they held): SMTP pipelined with the header reaches Postfix
 after XCLIENT as the real client; v1 lines at 107/108 bytes; v2
 families, versions, commands and CRC32C forms; 20 MB each way with
-half-closes, exact bytes; a client that never reads (memory bounded,
-idle timeout); a backend that closes mid-transfer; max_connections
+half-closes, exact bytes; a backend that half-closes first and still
+gets all the client sends; a slow download to a silent client (not
+idle); a client that never reads (memory bounded, idle timeout); a
+backend that closes mid-transfer; max_connections
 after every failure path; reload of header_timeout.
 """
 
@@ -224,6 +231,39 @@ def closer(c):
     c.close()
 
 
+HALF = {}
+
+
+def half_closer(c):
+    """Says goodbye and half-closes at once, then counts what still comes."""
+    try:
+        read_v2(c)
+        c.sendall(b"bye-from-backend")
+        c.shutdown(socket.SHUT_WR)
+        total = 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            total += len(d)
+        HALF["got"] = total
+    except OSError:
+        pass
+    c.close()
+
+
+def trickle(c):
+    """4 s of 10,000 bytes every 0.1 s: never idle, though the client is silent."""
+    try:
+        read_v2(c)
+        for _ in range(40):
+            c.sendall(b"y" * 10000)
+            time.sleep(0.1)
+    except OSError:
+        pass
+    c.close()
+
+
 def shim_log_count(st, text):
     return st.read_log("shim").count(text)
 
@@ -352,6 +392,31 @@ def test_closer(st):
     got = until_closed(s, 10)
     tap.ok(got == CLOSER_BYTES, "a backend that writes 768,000 bytes and closes: the client "
            "gets exactly those bytes, then EOF (%d)" % len(got))
+
+
+def test_half_closes(st):
+    s = connect(st.port("h"))
+    s.sendall(v2(inet("192.0.2.68")))
+    first = b""
+    while True:
+        d = s.recv(100)
+        if not d:
+            break
+        first += d
+    s.sendall(b"z" * 5000000)
+    s.shutdown(socket.SHUT_WR)
+    wait_for(lambda: "got" in HALF, 10)
+    s.close()
+    tap.ok(first == b"bye-from-backend" and HALF.get("got") == 5000000,
+           "the backend half-closes first: the client sees its bytes and EOF, and the 5,000,000 "
+           "bytes it sends after that all reach the backend (%r)" % HALF.get("got"))
+    s = connect(st.port("t"))
+    s.sendall(v2(inet("192.0.2.69")))
+    t0 = time.monotonic()
+    got = until_closed(s, 10)
+    tap.ok(len(got) == 400000 and time.monotonic() - t0 > 3.5,
+           "a 4 s download to a silent client is not cut by idle_timeout (2s): %d bytes"
+           % len(got))
 
 
 def rss_kb(pid):
@@ -558,6 +623,22 @@ elif mode == "exec":        # inetd style: the handler gets the connection as fd
                           "s.sendall(('handler peer=%s\\n' % r).encode())\n"],
                          stdin=c.fileno(), close_fds=True)
         c.close()
+elif mode == "fork":        # the parent parks a header (its helper starts), a child serves on
+    ls = [listen(ports[0], nb=True)]
+    print("ready", flush=True)
+    while True:
+        select.select(ls, [], [])
+        try:
+            c, a = ls[0].accept()
+        except BlockingIOError:
+            continue
+        c.setblocking(True)
+        c.sendall(("parent client=%s\n" % a[0]).encode())
+        c.close()
+        break
+    if os.fork() != 0:
+        os.wait()
+        sys.exit(0)
 print("ready", flush=True)
 while True:
     for s in select.select(ls, [], [])[0]:
@@ -651,6 +732,27 @@ def test_preload_reuse(st):
            "for another listed port; a header in two parts is handed over (%r)" % got)
 
 
+def split_send(port, header, rest=b"DATA"):
+    s = connect(port)
+    s.sendall(header[:10])
+    time.sleep(0.3)
+    s.sendall(header[10:] + rest)
+    return until_closed(s, 5).decode(errors="replace")
+
+
+def test_preload_fork(st):
+    preload_server(st, "pre-fork", "fork", ["pre-fork"])
+    got = split_send(st.port("pre-fork"), v2(inet("198.51.100.76")))
+    tap.is_(got, "parent client=198.51.100.76\n",
+            "preload, non-blocking listener: a header in two parts is served (helper thread "
+            "started)")
+    time.sleep(0.3)
+    got = [split_send(st.port("pre-fork"), v2(inet("198.51.100.%d" % i))) for i in (77, 78)]
+    tap.ok(all(g.startswith("client=198.51.100.%d " % i) for g, i in zip(got, (77, 78))),
+           "after fork(), the child's headers in two parts are served too (the helper thread "
+           "does not follow a fork; the child starts its own): %r" % got)
+
+
 # --------------------------------------------------------------------- main
 CONF = """\
 header_timeout = 1s
@@ -664,6 +766,8 @@ listener = 127.0.0.1:{v2} backend=127.0.0.1:{rec} mode=proxy-v2 trusted=127.0.0.
 listener = 127.0.0.1:{e} backend=127.0.0.1:{echo} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{f} backend=127.0.0.1:{fire} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{c} backend=127.0.0.1:{closer} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{h} backend=127.0.0.1:{half} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{t} backend=127.0.0.1:{trickle} mode=proxy-v2 trusted=127.0.0.0/8
 """
 
 CONF_M = """\
@@ -692,13 +796,15 @@ with Stack("proxyv2-attack2") as st:
     st.start_sink()
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
                            "mynetworks": "127.0.0.0/8"})
-    for name in ("x", "v2", "e", "f", "c", "m", "m-dead", "rec", "echo", "fire", "closer",
-                 "dead", "cfg"):
+    for name in ("x", "v2", "e", "f", "c", "h", "t", "m", "m-dead", "rec", "echo", "fire",
+                 "closer", "half", "trickle", "dead", "cfg"):
         st.port(name)
     rec = Recorder(st.port("rec"))
     serve(st.port("echo"), echo)
     serve(st.port("fire"), firehose)
     serve(st.port("closer"), closer)
+    serve(st.port("half"), half_closer)
+    serve(st.port("trickle"), trickle)
     conf = write_conf(st, "shim.conf", CONF)
     conf_m = write_conf(st, "shim-m.conf", CONF_M)
     for c in (conf, conf_m):
@@ -712,6 +818,7 @@ with Stack("proxyv2-attack2") as st:
     test_v2_forms(st, rec)
     test_big_transfer(st)
     test_closer(st)
+    test_half_closes(st)
     test_never_reads(st, shim)
     test_max_connections_after_failures(st)
     test_reload_header_timeout(st, shim, conf)
@@ -720,6 +827,7 @@ with Stack("proxyv2-attack2") as st:
     test_preload_exec(st)
     test_preload_many(st)
     test_preload_reuse(st)
+    test_preload_fork(st)
     tap.ok(shim.poll() is None and shim_m.poll() is None, "both shims kept running")
 
 sys.exit(tap.done())
