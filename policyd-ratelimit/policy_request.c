@@ -71,6 +71,41 @@ static const unsigned char policy_name_chars[256] = {
     ['7'] = 1, ['8'] = 1, ['9'] = 1, ['_'] = 1, ['-'] = 1, ['.'] = 1,
 };
 
+/*
+ * policy_name_span - the length of the name at line: its bytes up to the
+ * first that is no name byte (the '=' in a good line). Eight bytes at a
+ * time while they are all in [_a-z] (most of Postfix's names): on a
+ * little-endian machine the lowest-addressed byte outside that set is
+ * found exactly from the word's tests, because a carry or borrow from one
+ * byte's test can only spoil the bytes above it; from there on byte by
+ * byte, by table. With the '=' search this was ~100 of the ~200
+ * instructions per attribute line.
+ */
+static size_t policy_name_span(const char *line, size_t len)
+{
+    size_t  i = 0;
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x80 * ones;
+
+    for (; i + 8 <= len; i += 8) {
+	uint64_t x, tick, fast, bad;
+
+	memcpy(&x, line + i, 8);
+	tick = x ^ (0x60 * ones);		/* '`' (0x60) is no name byte */
+	/* < 0x80, >= 0x5f ('_'), <= 0x7a ('z'), not '`' */
+	fast = ~x & (x + 0x21 * ones) & ~(x + 0x05 * ones) & ~((tick - ones) & ~tick) & high;
+	if ((bad = ~fast & high) != 0) {
+	    i += (size_t) __builtin_ctzll(bad) >> 3;
+	    break;
+	}
+    }
+#endif
+    while (i < len && policy_name_chars[(unsigned char) line[i]])
+	i++;
+    return (i);
+}
+
 /* policy_request_store - keep "name=value" as "name\0value\0": one copy */
 
 static unsigned policy_request_store(struct policy_request *req, const char *line,
@@ -113,6 +148,13 @@ static int policy_request_value_ok(const char *cp, size_t len)
 	    if ((unsigned char) cp[j] < 0x20 && cp[j] != '\t')
 		return (0);
     }
+    if (i < len && len >= 8) {			/* the tail: the last 8, again */
+	uint64_t x;
+
+	memcpy(&x, cp + len - 8, 8);
+	if (((x - 0x20 * ones) & ~x & 0x80 * ones) == 0)
+	    return (1);
+    }
     for (; i < len; i++)
 	if ((unsigned char) cp[i] < 0x20 && cp[i] != '\t')
 	    return (0);
@@ -135,7 +177,6 @@ static unsigned policy_request_hash(const char *name, size_t len)
 
 const char *policy_request_add_line(struct policy_request *req, const char *line, size_t len)
 {
-    const char *eq;
     size_t  name_len;
     unsigned offset;
 
@@ -147,15 +188,15 @@ const char *policy_request_add_line(struct policy_request *req, const char *line
 	return ("too many attributes");
     if (req->len + len + 2 > POLICY_REQUEST_MAX)
 	return ("request too large");
-    if ((eq = memchr(line, '=', len)) == NULL)
-	return ("malformed attribute: no '='");
-    name_len = eq - line;
+    name_len = policy_name_span(line, len);
+    if (name_len == len || line[name_len] != '=') {
+	if (memchr(line, '=', len) == NULL)
+	    return ("malformed attribute: no '='");
+	return ("malformed attribute: bad character in name");
+    }
     if (name_len == 0)
 	return ("malformed attribute: empty name");
-    for (size_t i = 0; i < name_len; i++)
-	if (!policy_name_chars[(unsigned char) line[i]])
-	    return ("malformed attribute: bad character in name");
-    if (!policy_request_value_ok(eq + 1, len - name_len - 1))
+    if (!policy_request_value_ok(line + name_len + 1, len - name_len - 1))
 	return ("malformed attribute: control character in value");
     offset = policy_request_store(req, line, len, name_len);
     req->attrs[req->count].hash = policy_request_hash(line, name_len);

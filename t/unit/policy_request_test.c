@@ -61,6 +61,79 @@ static void test_value_bytes(struct policy_request *req)
 	   "control character but TAB, else kept byte for byte", cases);
 }
 
+/* name_reference - the name check as a byte loop (before issue 18) */
+
+static const char *name_reference(const char *line, size_t len)
+{
+    const char *eq = memchr(line, '=', len);
+
+    if (eq == NULL)
+	return ("malformed attribute: no '='");
+    if (eq == line)
+	return ("malformed attribute: empty name");
+    for (const char *cp = line; cp < eq; cp++)
+	if (!(*cp >= 'a' && *cp <= 'z') && !(*cp >= 'A' && *cp <= 'Z')
+	    && !(*cp >= '0' && *cp <= '9') && *cp != '_' && *cp != '-' && *cp != '.')
+	    return ("malformed attribute: bad character in name");
+    return (NULL);
+}
+
+/*
+ * test_name_bytes - the word-at-a-time name scan: every byte value at
+ * every position of names of 1 to 40 bytes, on names of lower case and
+ * '_' (the fast path), of upper case (the byte loop) and mixed, gives
+ * the byte loop's answer, and a good line's name and value are kept.
+ */
+static void test_name_bytes(struct policy_request *req)
+{
+    static const char *const bases[] = {"protocol_state_and_more_of_it_xx_yy_zzzz",
+	"PROTOCOL-STATE.AND_MORE_OF_IT_XX_YY_ZZZZ", "a_Z9-.b_Y8-.c_X7-.d_W6-.e_V5-.f_U4-.g_T3"};
+    char    line[64];
+    int     wrong = 0, cases = 0;
+
+    for (size_t b = 0; b < sizeof(bases) / sizeof(bases[0]); b++) {
+	for (int len = 1; len <= 40; len++) {
+	    for (int pos = 0; pos < len; pos++) {
+		for (int byte = 1; byte < 256; byte++) {
+		    const char *want, *err;
+		    size_t  n = (size_t) len + 3;
+
+		    memcpy(line, bases[b], len);
+		    line[pos] = (char) byte;
+		    memcpy(line + len, "=v1", 3);
+		    line[n] = 0;
+		    want = name_reference(line, n);
+		    policy_request_reset(req);
+		    err = policy_request_add_line(req, line, n);
+		    cases++;
+		    if ((want == NULL) != (err == NULL) || (want && strcmp(want, err) != 0)) {
+			if (wrong++ < 5)
+			    diag("name %.*s: got %s, want %s", len, line, err ? err : "ok",
+				 want ? want : "ok");
+		    } else if (err == NULL && (req->count != 1
+			 || strlen(req->buf + req->attrs[0].name) != (size_t) (strchr(line, '=') - line)
+			 || strncmp(req->buf + req->attrs[0].name, line, strchr(line, '=') - line) != 0
+			 || strcmp(req->buf + req->attrs[0].value, strchr(line, '=') + 1) != 0)) {
+			if (wrong++ < 5)
+			    diag("name %.*s: kept wrong", len, line);
+		    }
+		}
+	    }
+	}
+    }
+    is_int(wrong, 0, "%d names with each byte at each position: the byte loop's answer, "
+	   "name and value kept", cases);
+    policy_request_reset(req);
+    is_str(policy_request_add_line(req, "protocol_state_and_more", 23),
+	   "malformed attribute: no '='", "a long name without '=': no '='");
+    is_str(policy_request_add_line(req, "protocol_state_and`more=1", 25),
+	   "malformed attribute: bad character in name", "'`' inside a fast word is refused");
+    is_str(policy_request_add_line(req, "protocol_state_and{more=1", 25),
+	   "malformed attribute: bad character in name", "'{' inside a fast word is refused");
+    is_str(policy_request_add_line(req, "protocol_state_and^more=1", 25),
+	   "malformed attribute: bad character in name", "'^' inside a fast word is refused");
+}
+
 /* test_same_hash - names of one length and first, middle, last byte */
 
 static void test_same_hash(struct policy_request *req)
@@ -153,6 +226,7 @@ int     main(void)
     free(big);
 
     test_value_bytes(&req);
+    test_name_bytes(&req);
     test_same_hash(&req);
     policy_request_free(&req);
     return (tap_done());

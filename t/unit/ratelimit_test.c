@@ -2,6 +2,7 @@
 
 #include "build_config.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,61 @@ static void test_long_values(void)
     free(u511);
 }
 
+/*
+ * test_address_keys - an address's key is written without printf (issue
+ * 18): for IPv4 addresses of every digit count and for prefixes 0-32 and
+ * none, it must be byte for byte what inet_ntop() and "%s/%d" gave.
+ */
+static void test_address_keys(void)
+{
+    static const char text[] = "limit host = client_address rate=1/1m\n"
+	"limit p0 = client_address/0/0 rate=1/1m\n"
+	"limit p7 = client_address/7/13 rate=1/1m\n"
+	"limit p24 = client_address/24/64 rate=1/1m\n"
+	"limit p32 = client_address/32/128 rate=1/1m\n";
+    struct config *cfg = config_read_buffer("a.conf", text, strlen(text), specs);
+    struct limits limits;
+    unsigned seed = 18, mismatches = 0, checked = 0;
+    static const unsigned fixed[] = {0, 0xffffffffu, 0x0a000001u, 0x01020304u, 0xc0000209u,
+    0x64646464u, 0x09090909u, 0x7f000001u};
+
+    memset(&limits, 0, sizeof(limits));
+    ratelimit_load(&limits, cfg);
+    is_int(cfg->error_count, 0, "address limits load");
+    for (int n = 0; n < 3000; n++) {
+	unsigned addr = n < 8 ? fixed[n] : (unsigned) rand_r(&seed) * 2654435761u ^ (unsigned) n;
+	unsigned char bytes[4] = {addr >> 24, addr >> 16, addr >> 8, addr};
+	char    line[64], want[64], ntop[INET_ADDRSTRLEN];
+
+	snprintf(line, sizeof(line), "client_address=%u.%u.%u.%u", bytes[0], bytes[1],
+		 bytes[2], bytes[3]);
+	for (int l = 0; l < limits.limit_count; l++) {
+	    int     prefix = limits.limit[l].v4_prefix;
+	    unsigned char masked[4];
+
+	    memcpy(masked, bytes, 4);
+	    for (int bit = prefix; prefix >= 0 && bit < 32; bit++)
+		masked[bit / 8] &= (unsigned char) ~(0x80 >> (bit % 8));
+	    inet_ntop(AF_INET, masked, ntop, sizeof(ntop));
+	    if (prefix >= 0)
+		snprintf(want, sizeof(want), "%s/%d", ntop, prefix);
+	    else
+		snprintf(want, sizeof(want), "%s", ntop);
+	    checked++;
+	    if (strcmp(key(limits.limit + l, line), want) != 0 && mismatches++ < 5)
+		diag("%s, limit %s: %s, want %s", line, limits.limit[l].name,
+		     key(limits.limit + l, line), want);
+	}
+    }
+    is_int(mismatches, 0, "%u IPv4 keys as inet_ntop() and \"%%s/%%d\" wrote them", checked);
+    is_str(key(limits.limit + 3, "client_address=2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64",
+	   "IPv6 keys still through inet_ntop()");
+    is_str(key(limits.limit + 4, "client_address=::ffff:192.0.2.1"), "::ffff:192.0.2.1/128",
+	   "an IPv4-mapped IPv6 address keeps inet_ntop()'s form");
+    ratelimit_free(&limits);
+    config_free(&cfg);
+}
+
 int     main(void)
 {
     struct config *cfg = config_read_buffer("ex.conf", example, strlen(example), specs);
@@ -334,6 +390,7 @@ int     main(void)
        "a limit name over 64 characters refused");
     test_long_keys(&limits);
     test_long_values();
+    test_address_keys();
 
     ratelimit_free(&limits);
     config_free(&cfg);
