@@ -169,6 +169,8 @@ struct store_redis {
     char   *cmd;			/* a command being built (RESP) */
     size_t  cmd_len;
     size_t  cmd_cap;
+    int     queueing;			/* in redisAsyncFormattedCommand() */
+    struct store_redis_clock *clock;	/* TIME queued, not yet written */
 };
 
 #define STORE_REDIS_STALL_MS	1000
@@ -191,6 +193,7 @@ struct store_redis_req {
 };
 
 static void store_redis_connect(struct store_redis *redis);
+static void store_redis_clock_end(struct store_redis *redis);
 
 /* store_redis_addr - " (NAME is ADDRESS)" for state lines, or "" */
 
@@ -236,6 +239,7 @@ static void store_redis_down(struct store_redis *redis, const char *why)
 
     store_set_error(&redis->store, "%s", why);
     store_redis_state(redis, 1, why);
+    store_redis_clock_end(redis);
     redis->connected = 0;
     redis->outstanding = 0;
     redis->sha[0] = 0;
@@ -332,9 +336,14 @@ static void store_redis_cmd_arg(struct store_redis *redis, const char *arg, size
 
 static int store_redis_cmd_queue(struct store_redis *redis, redisCallbackFn *fn, void *privdata)
 {
-    if (redis->ctx == NULL
-	|| redisAsyncFormattedCommand(redis->ctx, fn, privdata, redis->cmd,
-				      redis->cmd_len) != REDIS_OK)
+    int     status;
+
+    if (redis->ctx == NULL)
+	return (0);
+    redis->queueing = 1;			/* see store_redis_add_write() */
+    status = redisAsyncFormattedCommand(redis->ctx, fn, privdata, redis->cmd, redis->cmd_len);
+    redis->queueing = 0;
+    if (status != REDIS_OK)
 	return (0);
     if (redis->outstanding++ == 0)
 	redis->progress_ms = store_redis_now_ms();
@@ -508,15 +517,27 @@ static void store_redis_script_call(struct store_redis *redis, struct store_call
 /*
  * A call that charges nothing (RCPT, DATA) is TIME and MGET, pipelined,
  * decided by store_check_eval() (the script cost Redis 7 us a call, these
- * two about 1 us); a strike that may count sends it to the script. The
- * TIME reply always comes first on the connection; both hold the state.
+ * two about 1 us); a strike that may count sends it to the script.
+ *
+ * The checks queued while a TIME is still unwritten share it: Redis runs
+ * it before each of their MGETs (one connection, in order), so each
+ * check's clock is, as before, read before its keys, microseconds apart.
+ * A clock stops being shared as soon as hiredis writes (its write event
+ * added other than by our queueing, or removed when the buffer is empty)
+ * or the connection goes: a TIME already sent is never shared. Under
+ * load one TIME then serves the many checks of a loop iteration.
  */
+struct store_redis_clock {
+    struct store_redis *redis;
+    double  now;
+    int     ok;
+    int     refs;				/* TIME's reply, checks, redis->clock */
+};
+
 struct store_redis_check {
     struct store_redis *redis;
     struct store_call *call;
-    double  now;
-    int     time_ok;
-    int     refs;				/* replies still to come */
+    struct store_redis_clock *clock;
 };
 
 /* store_redis_ack - a reply came; NULL when it is a dropped connection's */
@@ -531,29 +552,84 @@ static const redisReply *store_redis_ack(struct store_redis *redis, redisAsyncCo
     return (reply);
 }
 
-static void store_redis_check_unref(struct store_redis_check *chk)
+static void store_redis_clock_unref(struct store_redis_clock *clock)
 {
-    if (--chk->refs == 0)
-	free(chk);
+    if (--clock->refs == 0)
+	free(clock);
+}
+
+/* store_redis_clock_end - no more sharing of the TIME queued */
+
+static void store_redis_clock_end(struct store_redis *redis)
+{
+    if (redis->clock) {
+	store_redis_clock_unref(redis->clock);
+	redis->clock = NULL;
+    }
+}
+
+/* hiredis's libevent write-event hooks, wrapped to see its writes */
+
+static void store_redis_add_write(void *privdata)
+{
+    struct store_redis *redis = ((redisLibeventEvents *) privdata)->context->data;
+
+    redisLibeventAddWrite(privdata);
+    if (redis && !redis->queueing)		/* a write left some unwritten */
+	store_redis_clock_end(redis);
+}
+
+static void store_redis_del_write(void *privdata)
+{
+    struct store_redis *redis = ((redisLibeventEvents *) privdata)->context->data;
+
+    redisLibeventDelWrite(privdata);
+    if (redis)					/* all written */
+	store_redis_clock_end(redis);
 }
 
 static void store_redis_time_reply(redisAsyncContext *ctx, void *r, void *privdata)
 {
-    struct store_redis_check *chk = privdata;
-    const redisReply *reply = store_redis_ack(chk->redis, ctx, r);
+    struct store_redis_clock *clock = privdata;
+    const redisReply *reply = store_redis_ack(clock->redis, ctx, r);
 
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
 	&& reply->element[0]->type == REDIS_REPLY_STRING
 	&& reply->element[1]->type == REDIS_REPLY_STRING) {
-	chk->now = strtod(reply->element[0]->str, NULL) * 1000000
+	clock->now = strtod(reply->element[0]->str, NULL) * 1000000
 	    + strtod(reply->element[1]->str, NULL);
-	chk->time_ok = 1;
+	clock->ok = 1;
     } else if (reply && reply->type == REDIS_REPLY_ERROR) {
-	store_set_error(&chk->redis->store, "%.150s", reply->str);
-	if (store_redis_fatal_reply(reply))	/* MGET's callback gets no reply */
-	    store_redis_drop(chk->redis, reply->str);
+	store_set_error(&clock->redis->store, "%.150s", reply->str);
+	if (store_redis_fatal_reply(reply))	/* MGETs' callbacks get no reply */
+	    store_redis_drop(clock->redis, reply->str);
     }
-    store_redis_check_unref(chk);
+    store_redis_clock_unref(clock);
+}
+
+/* store_redis_clock_get - the clock to share, TIME queued if need be */
+
+static struct store_redis_clock *store_redis_clock_get(struct store_redis *redis)
+{
+    static const char time_cmd[] = "*1\r\n$4\r\nTIME\r\n";
+    struct store_redis_clock *clock = redis->clock;
+
+    if (clock == NULL) {
+	clock = xcalloc(1, sizeof(*clock));
+	clock->redis = redis;
+	redis->cmd_len = 0;
+	store_redis_cmd_room(redis, sizeof(time_cmd));
+	memcpy(redis->cmd, time_cmd, sizeof(time_cmd) - 1);
+	redis->cmd_len = sizeof(time_cmd) - 1;
+	if (!store_redis_cmd_queue(redis, store_redis_time_reply, clock)) {
+	    free(clock);
+	    return (NULL);
+	}
+	clock->refs = 2;			/* TIME's reply, redis->clock */
+	redis->clock = clock;
+    }
+    clock->refs++;
+    return (clock);
 }
 
 /* store_redis_check_values - MGET's answer as values, or an error text */
@@ -561,6 +637,7 @@ static void store_redis_time_reply(redisAsyncContext *ctx, void *r, void *privda
 static const char *store_redis_check_values(const struct store_redis_check *chk,
 				              const redisReply *reply, const char **values)
 {
+    /* TIME's reply came first: the same connection answers in order */
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t) chk->call->count)
 	return ("unexpected reply to MGET");
     for (size_t i = 0; i < reply->elements; i++) {
@@ -571,7 +648,13 @@ static const char *store_redis_check_values(const struct store_redis_check *chk,
 	else
 	    return ("unexpected reply to MGET");
     }
-    return (chk->time_ok ? NULL : "unexpected reply to TIME");
+    return (chk->clock->ok ? NULL : "unexpected reply to TIME");
+}
+
+static void store_redis_check_free(struct store_redis_check *chk)
+{
+    store_redis_clock_unref(chk->clock);
+    free(chk);
 }
 
 static void store_redis_check_reply(redisAsyncContext *ctx, void *r, void *privdata)
@@ -584,12 +667,12 @@ static void store_redis_check_reply(redisAsyncContext *ctx, void *r, void *privd
     const char *err;
 
     if (reply == NULL) {			/* store_redis_down() said why */
-	store_redis_check_unref(chk);
+	store_redis_check_free(chk);
 	store_redis_complete(call, 1);
 	return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-	store_redis_check_unref(chk);
+	store_redis_check_free(chk);
 	store_set_error(&redis->store, "%.150s", reply->str);
 	store_redis_complete(call, 1);
 	if (ctx == redis->ctx && store_redis_fatal_reply(reply))
@@ -598,10 +681,10 @@ static void store_redis_check_reply(redisAsyncContext *ctx, void *r, void *privd
     }
     values = call->count <= 16 ? few : xcalloc(call->count, sizeof(*values));
     if ((err = store_redis_check_values(chk, reply, values)) == NULL)
-	err = store_check_eval(call, chk->now, values);
+	err = store_check_eval(call, chk->clock->now, values);
     if (values != few)
 	free(values);
-    store_redis_check_unref(chk);
+    store_redis_check_free(chk);
     if (err == STORE_CHECK_SCRIPT)
 	store_redis_script_call(redis, call);
     else {
@@ -611,39 +694,31 @@ static void store_redis_check_reply(redisAsyncContext *ctx, void *r, void *privd
     }
 }
 
-/* store_redis_check_call - send TIME and MGET; 0: use the script */
+/* store_redis_check_call - send TIME (or share it) and MGET; 0: use the script */
 
 static int store_redis_check_call(struct store_redis *redis, struct store_call *call)
 {
     struct store_redis_check *chk;
-    static const char time_cmd[] = "*1\r\n$4\r\nTIME\r\n";
+    struct store_redis_clock *clock;
 
     if (call->charge || call->count == 0)
 	return (0);
-    chk = xcalloc(1, sizeof(*chk));
+    if ((clock = store_redis_clock_get(redis)) == NULL)
+	return (0);				/* the script path reports it */
+    chk = xmalloc(sizeof(*chk));
     chk->redis = redis;
     chk->call = call;
-    redis->cmd_len = 0;
-    store_redis_cmd_room(redis, sizeof(time_cmd));
-    memcpy(redis->cmd, time_cmd, sizeof(time_cmd) - 1);
-    redis->cmd_len = sizeof(time_cmd) - 1;
-    if (!store_redis_cmd_queue(redis, store_redis_time_reply, chk)) {
-	free(chk);
-	return (0);				/* the script path reports it */
-    }
-    chk->refs = 1;
+    chk->clock = clock;
     redis->cmd_len = 0;
     store_redis_cmd_count(redis, '*', call->count + 1);
     store_redis_cmd_arg(redis, "MGET", 4);
     for (int i = 0; i < call->count; i++)
 	store_redis_cmd_arg(redis, call->ops[i].key, strlen(call->ops[i].key));
     if (!store_redis_cmd_queue(redis, store_redis_check_reply, chk)) {
-	/* TIME's reply frees chk */
+	store_redis_check_free(chk);
 	store_set_error(&redis->store, "cannot queue the command");
 	store_redis_complete(call, 1);
-	return (1);
     }
-    chk->refs++;
     return (1);
 }
 
@@ -842,6 +917,8 @@ static void store_redis_connect_to(struct store_redis *redis, const char *addr)
     ctx->data = redis;
     redis->ctx = ctx;
     redisLibeventAttach(ctx, redis->base);
+    ctx->ev.addWrite = store_redis_add_write;	/* to know when TIME is written */
+    ctx->ev.delWrite = store_redis_del_write;
     redisAsyncSetConnectCallback(ctx, store_redis_on_connect);
     redisAsyncSetDisconnectCallback(ctx, store_redis_on_disconnect);
     store_redis_handshake(redis, ctx);
@@ -904,6 +981,7 @@ static void store_redis_destroy(struct store *store)
 	redis->ctx->data = NULL;
 	redisAsyncFree(redis->ctx);
     }
+    store_redis_clock_end(redis);
     sentinel_free(&redis->sentinel);
     resolve_cancel(&redis->lookup);
     resolve_free(&redis->resolve);

@@ -5,7 +5,8 @@
      one redis-server, enforce one combined limit (keys hash-tagged, TTL).
   Checks (RCPT, DATA) are read with TIME + MGET, not the Lua script:
      exact answers for pipelined requests, one MGET per check, the
-     script only for END-OF-MESSAGE (commandstats).
+     script only for END-OF-MESSAGE (commandstats). Checks of many
+     connections read in one go share one TIME, with the same answers.
   5. redis-server stopped (SIGSTOP: accepts, never answers) and killed:
      on_store_error = open answers DUNNO and keeps counting locally,
      closed defers; no request waits past the deadline; Redis is used
@@ -138,6 +139,40 @@ def test_checks(st):
     sock.close()
 
 
+def test_shared_clock(st, proc):
+    """Checks arriving together share one TIME; answers stay exact."""
+    port = st.port("pda")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = sock.makefile("rwb")
+    f.write(request_bytes("END-OF-MESSAGE", "full", "svc-full", "recipient_count=30\n"))
+    f.flush()
+    tap.is_(_reply(f), "action=DUNNO", "svc-full: 30 recipients charged")
+    sock.close()
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
+    time.sleep(0.2)
+    redis_cli(st, "CONFIG", "RESETSTAT")
+    proc.send_signal(signal.SIGSTOP)     # the 24 requests wait in the sockets
+    try:
+        for i, c in enumerate(conns):
+            user = "svc-full" if i % 2 else "svc-empty%d" % i
+            c.sendall(request_bytes("RCPT", "clk%d" % i, user, "recipient=c@example.net\n"))
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    replies = [_reply(c.makefile("rwb")) for c in conns]
+    for c in conns:
+        c.close()
+    tap.ok(all(r == "action=DUNNO" for r in replies[0::2]),
+           "12 fresh users: each RCPT fits", diag=repr(replies))
+    tap.ok(all(r.startswith("action=450 4.7.1") for r in replies[1::2]),
+           "12 RCPTs of a user at 30/1h: each deferred", diag=repr(replies))
+    stats = commandstats(st)
+    tap.ok(stats.get("mget", 0) == 24 and 1 <= stats.get("time", 0) < 24
+           and stats.get("evalsha", 0) == 0,
+           "24 checks read together: 24 MGET, fewer TIME (%d), no script"
+           % stats.get("time", 0), diag=repr(stats))
+
+
 def _reply(f):
     lines = []
     while True:
@@ -223,6 +258,7 @@ with Stack("policyd-redis") as st:
                "%s connected to redis-server" % name)
     test_shared(st)
     test_checks(st)
+    test_shared_clock(st, procs["pda"])
     test_redis_stopped(st)
     test_redis_killed(st)
     test_redis_back(st)
