@@ -31,6 +31,7 @@
 
 #include "build_config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -38,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -102,19 +104,41 @@ static int shim_line(const struct config *cfg, const char *name)
     return (e ? e->line : 0);
 }
 
-/* shim_check_hostname - an EHLO argument: a host name or [address] */
-
+/*
+ * shim_check_hostname - an EHLO argument: a host name (labels of 1 to 63
+ * letters, digits, '-' or '_', no '-' at either end) or an address
+ * literal as RFC 5321 writes it: [192.0.2.1] or [IPv6:2001:db8::1].
+ * Postfix's reject_invalid_helo_hostname refuses anything else.
+ */
 static int shim_check_hostname(const char *name)
 {
-    size_t  len = strlen(name);
+    size_t  len = strlen(name), label = 0;
+    unsigned char bin[16];
+    char    literal[64];
 
     if (len == 0 || len > 255)
 	return (0);
-    if (name[0] == '[')
-	return (len > 2 && name[len - 1] == ']'
-		&& strspn(name + 1, "0123456789abcdefABCDEF.:IPVipv6") == len - 2);
-    return (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
-	    == len);
+    if (name[0] == '[') {
+	if (len < 3 || name[len - 1] != ']' || len - 2 >= sizeof(literal))
+	    return (0);
+	memcpy(literal, name + 1, len - 2);
+	literal[len - 2] = 0;
+	if (strncasecmp(literal, "IPv6:", 5) == 0)
+	    return (inet_pton(AF_INET6, literal + 5, bin) == 1);
+	return (inet_pton(AF_INET, literal, bin) == 1);
+    }
+    for (size_t i = 0; i <= len; i++) {
+	if (name[i] == '.' || name[i] == 0) {
+	    if (label == 0 || label > 63 || name[i - 1] == '-')
+		return (0);
+	    label = 0;
+	} else if (isalnum((unsigned char) name[i]) || name[i] == '_'
+		   || (name[i] == '-' && label > 0))
+	    label++;
+	else
+	    return (0);
+    }
+    return (1);
 }
 
 /* shim_same_socket - would A and B (a wildcard counts) be one socket? */

@@ -43,7 +43,12 @@ Defects found here, each now fixed and kept fixed:
   - a listener on an IPv4-mapped address ([::ffff:127.0.0.1]:port)
     passed -t and the daemon died at bind (EINVAL); a backend written
     as [::ffff:127.0.0.1]:port behind 0.0.0.0:port was a loop the check
-    did not see. Both refused by -t.
+    did not see. Both refused by -t;
+  - xclient_helo = a..example, -shim.example, [::1] or [192.0.2] passed
+    -t, and a Postfix with reject_invalid_helo_hostname answers such an
+    EHLO 501: no XCLIENT offered, every client got 421. -t now holds
+    the name to RFC 5321 (host name or [a.b.c.d] / [IPv6:...]); real
+    Postfix here rejects invalid names at EHLO and takes [IPv6:::1].
 
 And guarded (they held): SMTP pipelined with the header reaches Postfix
 after XCLIENT as the real client; v1 lines at 107/108 bytes; v2
@@ -476,6 +481,19 @@ def test_max_connections_after_failures(st):
         s.close()
 
 
+def test_helo_literal(st):
+    """Postfix here rejects invalid EHLO names at once; the shim's
+    [IPv6:::1] (RFC 5321's form, which -t accepts) passes."""
+    s = _send(st, "m-x", v2(inet("192.0.2.70")))
+    greeting = read_reply(s)
+    s.sendall(b"QUIT\r\n")
+    until_closed(s)
+    tap.ok(greeting.startswith("220 ") and wait_for(
+        lambda: "disconnect from unknown[192.0.2.70]" in st.read_log("postfix"), 10),
+        "xclient_helo = [IPv6:::1] behind reject_invalid_helo_hostname: XCLIENT works (%r)"
+        % greeting[:40])
+
+
 def _send(st, port, data):
     s = connect(st.port(port))
     s.sendall(data)
@@ -516,6 +534,11 @@ BAD_CONFIGS = [
      "listener address is an IPv4-mapped address: write it as a dotted quad"),
     ("listener = 0.0.0.0:{p} backend=[::ffff:127.0.0.1]:{p} mode=proxy-v2 trusted=127.0.0.1",
      "backend is an IPv4-mapped address: write it as a dotted quad"),
+    # Postfix's reject_invalid_helo_hostname answers these EHLOs 501: no XCLIENT, 421 for all
+    ("xclient_helo = a..example", "xclient_helo must be a host name or an [address]"),
+    ("xclient_helo = -shim.example", "xclient_helo must be a host name or an [address]"),
+    ("xclient_helo = [::1]", "xclient_helo must be a host name or an [address]"),
+    ("xclient_helo = [192.0.2]", "xclient_helo must be a host name or an [address]"),
 ]
 
 
@@ -778,6 +801,9 @@ workers = 2
 log_rejects_per_second = 100000
 listener = 127.0.0.1:{m} backend=127.0.0.1:{echo} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{m-dead} backend=127.0.0.1:{dead} mode=xclient trusted=127.0.0.0/8
+listener = 127.0.0.1:{m-x} backend=127.0.0.1:{postfix-smtp} mode=xclient trusted=127.0.0.0/8
+xclient_helo = [IPv6:::1]
+xclient_name_lookup = no
 """
 
 
@@ -795,8 +821,9 @@ with Stack("proxyv2-attack2") as st:
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     st.start_sink()
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
-                           "mynetworks": "127.0.0.0/8"})
-    for name in ("x", "v2", "e", "f", "c", "h", "t", "m", "m-dead", "rec", "echo", "fire",
+                           "mynetworks": "127.0.0.0/8", "smtpd_delay_reject": "no",
+                           "smtpd_helo_restrictions": "reject_invalid_helo_hostname"})
+    for name in ("x", "v2", "e", "f", "c", "h", "t", "m", "m-dead", "m-x", "rec", "echo", "fire",
                  "closer", "half", "trickle", "dead", "cfg"):
         st.port(name)
     rec = Recorder(st.port("rec"))
@@ -821,6 +848,7 @@ with Stack("proxyv2-attack2") as st:
     test_half_closes(st)
     test_never_reads(st, shim)
     test_max_connections_after_failures(st)
+    test_helo_literal(st)
     test_reload_header_timeout(st, shim, conf)
     test_config(st)
     test_preload_families(st)
