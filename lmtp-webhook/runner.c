@@ -118,6 +118,7 @@ struct runner {
 					   not record (full): kept here */
     char  **names;			/* cached listing of active/ */
     int     count, next;
+    time_t  listed;			/* when active/ was last listed */
     int     running;
     int     delivered, failed, dropped;
     int     wake_fd, watch;		/* inotify on active/, or -1 */
@@ -404,6 +405,8 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     htable_delete(r->held, t->ev.id, free);
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
 	spool_event_body_free(&t->ev);	/* before the file can be reused */
+	if (r->pool >= SPOOL_FREE_MAX)	/* the plugin took some meanwhile? */
+	    r->pool = spool_free_count(r->tool->dir);
 	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
 	    msg_error("unlink %s: %m", path);
 	if (res.outcome == POST_DELIVERED)
@@ -524,7 +527,13 @@ static void runner_wakeups(struct runner *r)
 /*
  * runner_scan - start events, up to the concurrency limit, from a cached
  * listing of active/ that is refreshed (with the secret) once used up:
- * draining a large spool must not list it again for every event.
+ * draining a large spool must not list it again for every event. Woken
+ * events are started by name; a listing used up is refreshed at most
+ * once a second outside a flush pass: under a steady stream of
+ * deliveries, listing active/ and tmp/ and reading the secret after
+ * every event was a third of the runner's system calls, and every
+ * event a listing could find is either woken for or found by the next
+ * second's listing (a missed wake-up only delays, as before).
  */
 static int runner_scan(struct runner *r, int all)
 {
@@ -543,8 +552,9 @@ static int runner_scan(struct runner *r, int all)
 	    continue;
 	}
 	if (r->next >= r->count) {
-	    if (relisted)
+	    if (relisted || (!all && r->listed == time(NULL)))
 		break;
+	    r->listed = time(NULL);
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
 	    spool_list_free(r->names, r->count);

@@ -251,6 +251,71 @@ static void test_recycle(const char *dir)
 }
 
 /*
+ * test_stream_reuse - a streamed event in a free file longer, then
+ * shorter, than itself, then in a keeper emptied by a discard: the
+ * commit cuts what is left past the event only where something is
+ * (it skips the ftruncate otherwise), and every event loads back with
+ * its own bytes and size exactly.
+ */
+static void stream_one(const char *dir, struct spool_keeper *keeper, const char *id,
+		               size_t len, int fill, int discard_first)
+{
+    struct spool_event ev = {0}, back;
+    struct spool_reservation res;
+    char   *body = malloc(len), *path = spool_path(dir, SPOOL_ACTIVE, id);
+    struct stat st;
+
+    memset(body, fill, len);
+    ev.id = (char *) id;
+    ev.url = "http://x/";
+    if (discard_first) {		/* a long body, then a failed save */
+	is_str(spool_reserve_stream(dir, &ev, &res, keeper), NULL, "reserve (discarded)");
+	ok(pwrite(res.fd, "garbage", 7, (off_t) res.meta_len + 9000) == 7, "write far out");
+	spool_discard(&res);
+    }
+    is_str(spool_reserve_stream(dir, &ev, &res, keeper), NULL, "reserve %s", id);
+    ok(pwrite(res.fd, body, len, (off_t) res.meta_len) == (ssize_t) len, "stream %zu bytes", len);
+    ev.body_len = len;
+    is_str(spool_stream_done(&res), NULL, "header");
+    {
+	size_t  want = res.meta_len + len;
+
+	is_str(spool_commit(&res), NULL, "commit %s", id);
+	ok(stat(path, &st) == 0 && (size_t) st.st_size == want, "%s: file is the event's size", id);
+    }
+    is_str(spool_load(path, &back), NULL, "%s loads", id);
+    ok(back.body_len == len && memcmp(back.body, body, len) == 0, "%s: its bytes exactly", id);
+    spool_event_free(&back);
+    free(body);
+    free(path);
+}
+
+static void test_stream_reuse(const char *dir)
+{
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    char   *path;
+    int     pool = 0;
+
+    stream_one(dir, &keeper, "msg_sr_big", 7000, 'B', 0);
+    path = spool_path(dir, SPOOL_ACTIVE, "msg_sr_big");
+    is_int(spool_recycle(dir, path, &pool), 0, "the long one becomes a free file");
+    free(path);
+    stream_one(dir, &keeper, "msg_sr_small", 300, 's', 0);	/* in the longer file */
+    path = spool_path(dir, SPOOL_ACTIVE, "msg_sr_small");
+    is_int(spool_recycle(dir, path, &pool), 0, "the short one becomes a free file");
+    free(path);
+    stream_one(dir, &keeper, "msg_sr_grow", 9000, 'g', 0);	/* in the shorter file */
+    stream_one(dir, &keeper, "msg_sr_after", 100, 'a', 1);	/* keeper after a discard */
+    ok(spool_free_count(dir) == 0, "every free file was taken");
+    spool_keeper_close(&keeper);
+    for (int i = 0; i < 2; i++) {
+	path = spool_path(dir, SPOOL_ACTIVE, i ? "msg_sr_grow" : "msg_sr_after");
+	unlink(path);
+	free(path);
+    }
+}
+
+/*
  * test_big_load - an event from SPOOL_MAP_MIN bytes on is mapped, not
  * read into memory (lmtp-webhook-spool holds concurrency of them), and
  * stores and loads back byte for byte all the same.
@@ -399,6 +464,7 @@ int     main(void)
     test_stream(dir, &ev);
     test_removed_dirs(dir, &ev);
     test_recycle(dir);
+    test_stream_reuse(dir);
     test_big_load(dir);
     test_sweep(dir);
     {
