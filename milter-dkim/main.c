@@ -7,31 +7,16 @@
  *	milter-dkim [-c config_file] [-t [--dns]] [-f] [-v] [-V]
  * DESCRIPTION
  *	Loads milter-dkim.conf(5) with its KeyTable, SigningTable,
- *	sender_binding and keys, then serves the milter protocol through
- *	libmilter on "socket".
+ *	sender_binding and keys, then serves the milter protocol on
+ *	"socket" with mengine(3) (our own protocol code, one thread per
+ *	session; libmilter is not used).
  *
- *	TCP_NODELAY: libmilter answers end-of-message with two small
- *	writes (the header change, then the accept), and with Nagle the
- *	second waits for the MTA's delayed ACK, 40 ms at a time. Linux
- *	accepted sockets inherit TCP_NODELAY from the listening socket,
- *	and libmilter does not expose that socket, so after
- *	smfi_opensocket() the listening TCP socket is found among our
- *	descriptors and the option set on it.
- *
- *	Out of descriptors, libmilter's listener thread calls accept()
- *	again at once, forever (a busy loop that logs nothing). The
- *	accept() defined here takes the place of libc's for libmilter
- *	(which calls it through the PLT) and pauses 100 ms after EMFILE,
- *	ENFILE, ENOBUFS or ENOMEM, with the rate-limited warning of
- *	skeleton(3); the clients wait in the backlog meanwhile.
- *
- *	Signals: libmilter's own signal thread treats SIGHUP as "stop".
- *	Here the main thread blocks SIGHUP, SIGTERM, SIGINT and SIGUSR1
- *	(daemon_signal_block()), runs smfi_main() in a second thread and
+ *	Signals: the main thread blocks SIGHUP, SIGTERM, SIGINT and SIGUSR1
+ *	(daemon_signal_block()), runs mengine_run() in a second thread and
  *	waits for the signals itself with sigwait(); Linux delivers a
  *	process signal to the main thread when it is waiting for it, so
  *	SIGHUP reloads (the new set is installed only if all of it
- *	loads) and SIGTERM/SIGINT stop libmilter cleanly. SIGUSR1 is
+ *	loads) and SIGTERM/SIGINT stop the sessions cleanly. SIGUSR1 is
  *	logged and ignored. A reload applies everything but socket,
  *	socket_umask, pid_file, user, syslog and metrics_listen, and says
  *	which of those changed and need a restart.
@@ -46,8 +31,6 @@
 #include "build_config.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,10 +42,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libmilter/mfapi.h>
-
 #include "daemon.h"
 #include "dnscheck.h"
+#include "mengine.h"
 #include "milter.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -74,48 +56,16 @@
 #define SYSCONFDIR "/etc"
 #endif
 
-/* milter_dkim_nodelay - TCP_NODELAY on libmilter's listening socket */
-
-static void milter_dkim_nodelay(void)
-{
-    int     one = 1, listening, type;
-    socklen_t len;
-
-    for (int fd = 3; fd < 1024; fd++) {
-	len = sizeof(listening);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
-	    continue;
-	len = sizeof(type);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &type, &len) != 0
-	    || (type != AF_INET && type != AF_INET6))
-	    continue;
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
-	    msg_warn("TCP_NODELAY on the milter socket: %m");
-    }
-}
-
-/* accept - libc's, with a pause when descriptors or memory ran out */
-
-int     accept(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
-{
-    struct timespec pause = {0, 100 * 1000 * 1000};
-    int     conn = accept4(fd, addr, len, 0);
-    int     err = errno;
-
-    if (conn < 0 && skeleton_accept_exhausted(err)) {
-	skeleton_accept_failed(fd, err);
-	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
-	     /* void */ ;
-	errno = err;
-    }
-    return (conn);
-}
+struct milter_dkim_run {
+    int     listen_fd;
+    int     status;
+};
 
 static void *milter_dkim_run(void *arg)
 {
-    int    *status = arg;
+    struct milter_dkim_run *run = arg;
 
-    *status = smfi_main();
+    run->status = mengine_run(run->listen_fd, &milter_desc);
     kill(getpid(), SIGTERM);			/* wake the main thread */
     return (NULL);
 }
@@ -140,7 +90,9 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 			             const struct daemon_opts *opts)
 {
     const char *socket_spec = config_get_str(p->cfg, "socket");
-    int     status = MI_SUCCESS, sig, stopping = 0;
+    struct milter_dkim_run run = {-1, 0};
+    const char *err;
+    int     sig, stopping = 0;
     struct skeleton sk;
     pthread_t thread;
     sigset_t set;
@@ -154,15 +106,13 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     }
     daemon_signal_block(&set);			/* before the port answers */
     old_mask = umask(p->socket_umask);		/* who may connect to a UNIX socket */
-    if (smfi_setconn((char *) socket_spec) != MI_SUCCESS
-	|| smfi_register(milter_desc) != MI_SUCCESS || smfi_opensocket(1) != MI_SUCCESS)
-	msg_fatal("cannot listen on %s", socket_spec);
+    if ((run.listen_fd = mengine_open(socket_spec, &err)) < 0)
+	msg_fatal("cannot listen on %s: %s: %m", socket_spec, err);
     umask(old_mask);
-    milter_dkim_nodelay();
     milter_metrics_init();
     skeleton_start(&sk, opts, p->cfg);
     policy_install(p);
-    if (pthread_create(&thread, NULL, milter_dkim_run, &status) != 0)
+    if (pthread_create(&thread, NULL, milter_dkim_run, &run) != 0)
 	msg_fatal("pthread_create: %m");
     metrics_http_serving(1);			/* keys loaded, socket bound */
     msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
@@ -176,7 +126,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 	    msg_info("terminating on signal %d", sig);
 	    metrics_http_serving(0);
 	    stopping = 1;
-	    smfi_stop();
+	    mengine_stop();
 	    break;
 	default:
 	    msg_info("signal %d: nothing to flush", sig);
@@ -186,7 +136,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     pthread_join(thread, NULL);
     policy_install(NULL);
     skeleton_stop(&sk);
-    return (status == MI_SUCCESS ? 0 : 1);
+    return (run.status == 0 ? 0 : 1);
 }
 
 /*
@@ -262,7 +212,7 @@ int     main(int argc, char **argv)
     daemon_parse_args(argc, argv, SYSCONFDIR "/mxkit/milter-dkim.conf", &opts);
     if (dns && !opts.check_only)
 	msg_fatal("--dns goes with -t (check the configuration and DNS, then exit)");
-    (void) daemon_nofile_raise();		/* libmilter polls: no FD_SETSIZE */
+    (void) daemon_nofile_raise();		/* a descriptor per session */
     if ((p = policy_load(opts.config_path)) == NULL)
 	return (1);
     if (milter_dkim_check_user(opts.config_path, p) < 0) {

@@ -2,7 +2,8 @@
  * NAME
  *	milter 3
  * SUMMARY
- *	libmilter callbacks: sign outbound, verify inbound
+ *	milter callbacks (smfi.h, served by mengine(3)): sign outbound,
+ *	verify inbound
  * SYNOPSIS
  *	#include "milter.h"
  *
@@ -56,8 +57,6 @@
 #include <time.h>
 #include <strings.h>
 
-#include <libmilter/mfapi.h>
-#include <libmilter/mfdef.h>
 
 #include "addr.h"
 #include "dkim_sign.h"
@@ -67,6 +66,7 @@
 #include "metrics.h"
 #include "msg.h"
 #include "policy.h"
+#include "smfi.h"
 #include "xalloc.h"
 
 struct milter_ctx {
@@ -234,8 +234,8 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
     const char *err;
 
     /*
-     * A silent stage must answer SMFIS_NOREPLY whatever happens: libmilter
-     * sends nothing for another answer but still acts on it, and after a
+     * A silent stage must answer SMFIS_NOREPLY whatever happens: msession(3),
+     * like libmilter, sends nothing for another answer but still acts on it, and after a
      * TEMPFAIL here it would ignore the rest of the message, EOH
      * included, and Postfix would wait for a reply until its timeout.
      */
@@ -358,7 +358,7 @@ static int milter_start_signing(struct milter_ctx *c)
     return (n);
 }
 
-/* Prometheus series, made before libmilter's threads start */
+/* Prometheus series, made before the session threads start */
 static struct {
     struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8], *eom, *forged;
 } milter_metrics;
@@ -415,7 +415,7 @@ static void milter_count_results(const char *results)
 /*
  * milter_pass - let the message go unsigned and unverified, but never
  * with a forged A-R: then stay until end of message, the only stage
- * where libmilter may delete headers.
+ * where a milter may delete headers.
  */
 static sfsistat milter_pass(struct milter_ctx *c)
 {
@@ -627,7 +627,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 
 /*
  * milter_remove_forged - delete every A-R that claims our authserv-id or
- * cannot be read, last first (libmilter numbers headers of one name from
+ * cannot be read, last first (the protocol numbers headers of one name from
  * 1, and a deletion renumbers those after it). -1 if the MTA refused.
  */
 static int milter_remove_forged(SMFICTX *ctx, struct milter_ctx *c)

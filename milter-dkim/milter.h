@@ -1,13 +1,13 @@
 #ifndef MXKIT_MILTER_H
 #define MXKIT_MILTER_H
 
-/* milter - libmilter callbacks of milter-dkim. */
+/* milter - the milter callbacks of milter-dkim (smfi.h, served by mengine(3)). */
 
-#include <libmilter/mfapi.h>
+#include "smfi.h"
 
 extern struct smfiDesc milter_desc;
 
-/* Set before smfi_main when the socket is a UNIX-domain one: the MTA may
+/* Set before mengine_run() when the socket is a UNIX-domain one: the MTA may
  * then send headers and body without waiting for our replies. */
 extern int milter_local_socket;
 

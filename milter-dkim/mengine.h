@@ -1,0 +1,14 @@
+#ifndef MXKIT_MENGINE_H
+#define MXKIT_MENGINE_H
+
+/* mengine - milter protocol sockets: listen, one thread per session. */
+
+#include "smfi.h"
+
+int     mengine_open(const char *spec, const char **err);
+int     mengine_run(int listen_fd, const struct smfiDesc *desc);
+void    mengine_stop(void);
+
+extern int mengine_timeout;		/* seconds without progress, per session */
+
+#endif
