@@ -25,15 +25,20 @@
  *	context switches, 82 polls, 49 reads and 0.8 thread creations per
  *	message (doc/benchmarks.md).
  *
- *	Here a session has one thread from accept to close: it reads
- *	whatever has arrived (one read() takes many packets), hands each
- *	whole packet to msession(3), writes all the replies that produced
- *	with one write, and blocks in read() again; the callbacks, the
- *	RSA signature included, run on it. No thread waits for another.
- *	One thread per session rather than an event loop per CPU because
- *	inbound mail is verified at end of message with blocking DNS
- *	(libopendkim, SPF, DMARC): on an event loop one slow lookup would
- *	stall every session sharing that loop.
+ *	Here a session has one thread from accept to close: idle workers
+ *	wait in accept() (the kernel wakes one per connection), and the
+ *	one that accepted reads whatever has arrived (one read() takes many
+ *	packets), hands each whole packet to msession(3), writes all the
+ *	replies that produced with one write, and blocks in read() again;
+ *	the callbacks, the RSA signature included, run on it. No thread
+ *	waits for another, and no thread is made per connection: the last
+ *	idle worker to accept starts one more first (so one always waits
+ *	in accept()), and a worker that finds MENGINE_IDLE_MAX (8) others
+ *	idle when its session ends exits. Threads: the sessions open plus
+ *	up to 8. One thread per session rather than an event loop per CPU
+ *	because inbound mail is verified at end of message with blocking
+ *	DNS (libopendkim, SPF, DMARC): on an event loop one slow lookup
+ *	would stall every session sharing that loop.
  *
  *	mengine_open() makes the listening socket of "spec" as libmilter
  *	read it: unix:PATH, local:PATH or a bare PATH; inet:PORT[@HOST] and
@@ -41,20 +46,21 @@
  *	TCP_NODELAY (replies are one write each, but Postfix's next packet
  *	must not wait for our ACK). -1 and err set on failure.
  *
- *	mengine_run() accepts and serves until mengine_stop() (safe from
- *	any thread), then closes the listener, ends the sessions still
- *	open (their sockets are shut down: their threads see end of file,
- *	run the abort and close callbacks and exit) and waits for them, at
- *	most 10 seconds.
+ *	mengine_run() starts the first worker and waits for mengine_stop()
+ *	(safe from any thread, also before mengine_run()); then it shuts
+ *	the listener down (accept() returns in every idle worker), ends
+ *	the sessions still open (their sockets are shut down: their
+ *	threads see end of file, run the abort and close callbacks and
+ *	exit), waits for the workers, at most 10 seconds, and closes the
+ *	listener.
  *
  *	Bounds: a packet up to MPROTO_DATA_MAX (mproto(3)); the input
  *	buffer grows to the packet it holds and shrinks back when it was
  *	large; a session with no progress for mengine_timeout seconds
  *	(reading or writing; libmilter's 7210 by default) is closed. Out of
  *	descriptors or memory, accept() pauses 100 ms (skeleton(3) logs it,
- *	rate-limited) and the clients wait in the backlog; a thread that
- *	cannot be created closes its connection (the MTA applies
- *	milter_default_action).
+ *	rate-limited) and the clients wait in the backlog; when no worker
+ *	can be started, accepting resumes as soon as a session ends.
  * DIAGNOSTICS
  *	A session ended by a protocol error, a timeout or an I/O error is
  *	logged with the reason; end of file is not.
@@ -88,9 +94,10 @@
 
 int     mengine_timeout = 7210;
 
+#define MENGINE_IDLE_MAX 8		/* idle workers kept waiting in accept() */
+
 struct mengine_conn {
     int     fd;
-    const struct smfiDesc *desc;
     struct mengine_conn *prev, *next;
 };
 
@@ -98,9 +105,14 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t gone;
     int     wake[2];			/* mengine_stop() writes here */
-    int     sessions;
-    struct mengine_conn *list;
-} mengine = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {-1, -1}, 0, NULL};
+    int     listen_fd;
+    const struct smfiDesc *desc;
+    int     threads;			/* workers */
+    int     idle;			/* of them, in accept() */
+    int     stopping;
+    struct mengine_conn *list;		/* sessions being served */
+} mengine = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {-1, -1}, -1, NULL,
+0, 0, 0, NULL};
 
 /* mengine_open_inet - inet:PORT[@HOST] or inet6:PORT[@HOST] */
 
@@ -274,31 +286,6 @@ static const char *mengine_serve(int fd, struct msession *s)
     return (why);
 }
 
-static void *mengine_session(void *arg)
-{
-    struct mengine_conn *c = arg;
-    struct msession s;
-    const char *why;
-
-    msession_init(&s, c->desc);
-    if ((why = mengine_serve(c->fd, &s)) != NULL)
-	msg_warn("milter session closed: %s", why);
-    msession_free(&s);
-    pthread_mutex_lock(&mengine.lock);
-    if (c->prev)
-	c->prev->next = c->next;
-    else
-	mengine.list = c->next;
-    if (c->next)
-	c->next->prev = c->prev;
-    close(c->fd);
-    mengine.sessions--;
-    pthread_cond_broadcast(&mengine.gone);
-    pthread_mutex_unlock(&mengine.lock);
-    free(c);
-    return (NULL);
-}
-
 static void mengine_pause(void)
 {
     struct timespec pause = {0, 100 * 1000 * 1000};
@@ -307,48 +294,107 @@ static void mengine_pause(void)
 	 /* void */ ;
 }
 
-/* mengine_start - a thread for one accepted connection */
+static void *mengine_worker(void *);
 
-static void mengine_start(int fd, const struct smfiDesc *desc)
+/* mengine_spawn - one more worker; the caller holds the lock */
+
+static int mengine_spawn(void)
 {
-    struct timeval tv = {mengine_timeout, 0};
-    struct mengine_conn *c = xcalloc(1, sizeof(*c));
     pthread_attr_t attr;
     pthread_t tid;
-    int     one = 1, err;
+    int     err;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if ((err = pthread_create(&tid, &attr, mengine_worker, NULL)) == 0) {
+	mengine.threads++;
+	mengine.idle++;
+    }
+    pthread_attr_destroy(&attr);
+    return (err);
+}
+
+/* mengine_session - one accepted connection, served on this thread */
+
+static void mengine_session(int fd)
+{
+    struct timeval tv = {mengine_timeout, 0};
+    struct mengine_conn c = {fd, NULL, NULL};
+    struct msession s;
+    const char *why;
+    int     one = 1;
 
     (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));	/* fails on UNIX */
-    c->fd = fd;
-    c->desc = desc;
     pthread_mutex_lock(&mengine.lock);
-    c->next = mengine.list;
-    if (mengine.list)
-	mengine.list->prev = c;
-    mengine.list = c;
-    mengine.sessions++;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    err = pthread_create(&tid, &attr, mengine_session, c);
-    pthread_attr_destroy(&attr);
-    if (err != 0) {
-	mengine.list = c->next;
-	if (c->next)
-	    c->next->prev = NULL;
-	mengine.sessions--;
-    }
+    if ((c.next = mengine.list) != NULL)
+	c.next->prev = &c;
+    mengine.list = &c;
+    if (mengine.stopping)			/* accepted as the stop began */
+	(void) shutdown(fd, SHUT_RDWR);
     pthread_mutex_unlock(&mengine.lock);
-    if (err != 0) {
-	errno = err;
-	msg_warn("milter session refused: cannot create a thread: %m");
-	close(fd);
-	free(c);
-	mengine_pause();
-    }
+    msession_init(&s, mengine.desc);
+    if ((why = mengine_serve(fd, &s)) != NULL)
+	msg_warn("milter session closed: %s", why);
+    msession_free(&s);
+    pthread_mutex_lock(&mengine.lock);
+    if (c.prev)
+	c.prev->next = c.next;
+    else
+	mengine.list = c.next;
+    if (c.next)
+	c.next->prev = c.prev;
+    close(fd);
+    pthread_mutex_unlock(&mengine.lock);
 }
 
-/* mengine_finish - end the sessions still open, wait for their threads */
+/*
+ * mengine_worker - accept, serve, accept again. The thread the kernel
+ * wakes for a connection is the one that serves it; the last idle one
+ * to accept starts another first, so one always waits in accept().
+ */
+static void *mengine_worker(void *arg)
+{
+    int     fd, err;
+
+    (void) arg;
+    for (;;) {
+	fd = accept4(mengine.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	err = errno;
+	pthread_mutex_lock(&mengine.lock);
+	if (mengine.stopping) {
+	    if (fd >= 0)
+		close(fd);
+	    break;
+	}
+	if (fd < 0) {
+	    pthread_mutex_unlock(&mengine.lock);
+	    if (skeleton_accept_exhausted(err)) {
+		skeleton_accept_failed(mengine.listen_fd, err);
+		mengine_pause();		/* clients wait in the backlog */
+	    }
+	    continue;
+	}
+	if (--mengine.idle == 0 && (err = mengine_spawn()) != 0) {
+	    errno = err;			/* accepting resumes after this session */
+	    msg_warn("cannot create a milter session thread: %m");
+	}
+	pthread_mutex_unlock(&mengine.lock);
+	mengine_session(fd);
+	pthread_mutex_lock(&mengine.lock);
+	if (mengine.stopping || mengine.idle >= MENGINE_IDLE_MAX)
+	    break;				/* enough wait in accept() */
+	mengine.idle++;
+	pthread_mutex_unlock(&mengine.lock);
+    }
+    mengine.threads--;
+    pthread_cond_broadcast(&mengine.gone);
+    pthread_mutex_unlock(&mengine.lock);
+    return (NULL);
+}
+
+/* mengine_finish - wake the workers, end the open sessions, wait */
 
 static void mengine_finish(void)
 {
@@ -357,11 +403,13 @@ static void mengine_finish(void)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 10;
     pthread_mutex_lock(&mengine.lock);
+    mengine.stopping = 1;
+    (void) shutdown(mengine.listen_fd, SHUT_RDWR);	/* accept() returns */
     for (struct mengine_conn *c = mengine.list; c; c = c->next)
 	(void) shutdown(c->fd, SHUT_RDWR);
-    while (mengine.sessions > 0)
+    while (mengine.threads > 0)
 	if (pthread_cond_timedwait(&mengine.gone, &mengine.lock, &until) == ETIMEDOUT) {
-	    msg_warn("%d milter sessions still busy at stop", mengine.sessions);
+	    msg_warn("%d milter session threads still busy at stop", mengine.threads);
 	    break;
 	}
     pthread_mutex_unlock(&mengine.lock);
@@ -369,34 +417,28 @@ static void mengine_finish(void)
 
 int     mengine_run(int listen_fd, const struct smfiDesc *desc)
 {
-    struct pollfd pfd[2];
-    int     fd, err;
+    struct pollfd pfd;
+    int     err;
 
     if (mengine.wake[0] < 0)
 	msg_panic("mengine_run: no mengine_open()");
-    pfd[0].fd = listen_fd;
-    pfd[0].events = POLLIN;
-    pfd[1].fd = mengine.wake[0];
-    pfd[1].events = POLLIN;
-    for (;;) {
-	if (poll(pfd, 2, -1) < 0) {
-	    if (errno != EINTR)
-		msg_fatal("poll: %m");
-	    continue;
-	}
-	if (pfd[1].revents)
-	    break;
-	if (!(pfd[0].revents & POLLIN))
-	    continue;
-	if ((fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-	    mengine_start(fd, desc);
-	} else if (skeleton_accept_exhausted(err = errno)) {
-	    skeleton_accept_failed(listen_fd, err);
-	    mengine_pause();			/* clients wait in the backlog */
-	}
+    mengine.listen_fd = listen_fd;
+    mengine.desc = desc;
+    mengine.stopping = 0;
+    pthread_mutex_lock(&mengine.lock);
+    err = mengine_spawn();
+    pthread_mutex_unlock(&mengine.lock);
+    if (err != 0) {
+	errno = err;
+	msg_fatal("cannot create a milter session thread: %m");
     }
-    close(listen_fd);
+    pfd.fd = mengine.wake[0];
+    pfd.events = POLLIN;
+    while (poll(&pfd, 1, -1) < 0)
+	if (errno != EINTR)
+	    msg_fatal("poll: %m");
     mengine_finish();
+    close(listen_fd);
     return (0);
 }
 
