@@ -10,7 +10,7 @@ unlucky operator's and the attacker's side, against the real daemons:
   way before anything listens;
 - out of descriptors (prlimit --nofile=64, and a running daemon squeezed
   with prlimit --pid), policyd-ratelimit, proxyv2-shim and milter-dkim
-  (libmilter's own accept loop) flooded by more clients than
+  (its own accept loop, mengine) flooded by more clients than
   descriptors: the daemon's CPU time stays low (from /proc/PID/stat), its
   log stays short, and once the flood closes a new client is served (a
   policy request answered; Postfix's greeting and EHLO through the shim's
