@@ -83,6 +83,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "mengine.h"
 #include "msession.h"
 #include "msg.h"
@@ -217,9 +219,10 @@ static const char *mengine_write(int fd, struct mproto_buf *out)
 	    off += n;
 	else if (n < 0 && errno == EINTR)
 	    continue;
+	else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	    return ("the MTA read nothing for the timeout");
 	else
-	    return (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ?
-		    "the MTA read nothing for the timeout" : "write error");
+	    return (n < 0 ? strerror(errno) : "write error");
     }
     out->len = 0;
     return (NULL);
@@ -277,7 +280,7 @@ static const char *mengine_serve(int fd, struct msession *s)
 	    break;				/* the MTA closed: not an error */
 	if (n < 0) {
 	    why = errno == EAGAIN || errno == EWOULDBLOCK ?
-		"the MTA sent nothing for the timeout" : "read error";
+		"the MTA sent nothing for the timeout" : strerror(errno);
 	    break;
 	}
 	have += n;
@@ -373,6 +376,10 @@ static void *mengine_worker(void *arg)
 	    if (skeleton_accept_exhausted(err)) {
 		skeleton_accept_failed(mengine.listen_fd, err);
 		mengine_pause();		/* clients wait in the backlog */
+	    } else if (err != EINTR && err != EAGAIN && err != ECONNABORTED) {
+		errno = err;
+		msg_warn("accept on the milter socket: %m");
+		mengine_pause();		/* never a busy loop */
 	    }
 	    continue;
 	}
@@ -388,6 +395,16 @@ static void *mengine_worker(void *arg)
 	mengine.idle++;
 	pthread_mutex_unlock(&mengine.lock);
     }
+    pthread_mutex_unlock(&mengine.lock);
+
+    /*
+     * OpenSSL keeps per-thread state (the random generators RSA blinding
+     * draws from), freed by a thread-exit destructor. At stop, main()
+     * may return as soon as the count below reaches 0, before that
+     * destructor ran: free it here, while the thread still counts.
+     */
+    OPENSSL_thread_stop();
+    pthread_mutex_lock(&mengine.lock);
     mengine.threads--;
     pthread_cond_broadcast(&mengine.gone);
     pthread_mutex_unlock(&mengine.lock);
