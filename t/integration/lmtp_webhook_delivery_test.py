@@ -9,6 +9,9 @@ LMTP with the plugin -> lmtp-webhook-spool run -> a real HTTP receiver.
 - The runner stopped: events wait durably; started: each posted once.
 - kill -9 of the runner mid-POST: after a restart the event is posted
   once more, with the same id and the same bytes, and then never again.
+- Events that arrive without a wake-up while woken ones stream in are
+  found by the runner's listing (at most once a second): each posted
+  once, within about two seconds.
 - recipient_delimiter: bills+tag@ gets its event (rcpt_to as given), one
   event per copy in the mailbox, for any tag (hypothesis).
 - Retry-After on the first attempt, as seconds and as an HTTP-date,
@@ -170,6 +173,48 @@ def test_kill9(st, rx, runner):
             "with the same webhook-id", diag=str(first))
     tap.is_(len({b for _, _, _, b in reqs}), 1, "and the same body bytes")
     tap.is_(active(st), [], "the spool is empty")
+
+
+def test_unwoken_found(st, rx, runner):
+    """Events that arrive without a wake-up (linked into active/: inotify
+    says IN_CREATE, the runner waits for IN_MOVED_TO) while woken events
+    stream in are found by the runner's listing, which it refreshes at
+    most once a second: each posted once, within about two seconds."""
+    runner.stop()
+    held = ["unwoken %d" % i for i in range(4)]
+    for s in held:
+        tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s))[0], {}, "LMTP 250 (%s)" % s)
+    ids = active(st)
+    tap.is_(len(ids), 4, "four events wait, the runner stopped")
+    os.makedirs(st.path("hold"))
+    for i in ids:
+        os.rename(st.path("spool", "active", i), st.path("hold", i))
+    runner.start()
+    stream = ["woken %d" % i for i in range(24)]
+    lag = {}
+    for n, s in enumerate(stream):
+        lmtp_send(st, [BILLS], bill(BILLS, s))
+        if n % 6 == 0:
+            i = ids[n // 6]
+            with open(st.path("hold", i), "rb") as f:
+                data = f.read()
+            subject = [h for h in held if ('"%s"' % h).encode() in data]
+            os.link(st.path("hold", i), st.path("spool", "active", i))
+            os.unlink(st.path("hold", i))
+            lag[subject[0]] = time.time()
+        time.sleep(0.1)
+    tap.ok(wait_for(lambda: all(SEEN.get(s) for s in held + stream) and not active(st),
+                    timeout=15), "every event posted, woken or not")
+    waits = [SEEN[s][0] - lag[s] for s in held if SEEN.get(s)]
+    tap.ok(len(waits) == 4 and max(waits) < 2.5,
+           "each unwoken event posted by the next listing (%s s)"
+           % ", ".join("%.2f" % w for w in waits), diag=str(waits))
+    time.sleep(1.5)
+    tap.is_([len(SEEN.get(s, [])) for s in held + stream], [1] * 28, "each exactly once")
+    got = [e for s in held for e in requests_for(rx, s)]
+    tap.is_(sorted(h["webhook-id"] for _, h, _, _ in got), sorted(ids),
+            "the unwoken ones with the ids they were spooled under")
+    os.rmdir(st.path("hold"))
 
 
 def test_detail_through_postfix(st, rx):
@@ -557,6 +602,7 @@ with Stack("lmtp-webhook-delivery") as st:
     test_wakeup(st, rx, runner)
     test_runner_down(st, rx, runner)
     test_kill9(st, rx, runner)
+    test_unwoken_found(st, rx, runner)
     test_detail_through_postfix(st, rx)
     test_detail_property(st, rx)
     test_free_pool(st, rx, runner)
