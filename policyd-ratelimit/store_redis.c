@@ -54,6 +54,9 @@
  *	Sentinel again, and an address that differs from the one in use
  *	(+switch-master, or an answer) drops the old connection, whose
  *	pending calls fail to on_store_error, and connects at once.
+ *
+ *	The connection's state machine is in store_redis_conn.c, the
+ *	operator's calls in store_redis_admin.c (store_redis.h joins them).
  * DIAGNOSTICS
  *	Connection states ("connected", "cannot connect: ...", "AUTH
  *	refused: ...") are logged once per change, not per retry. A failed
@@ -63,7 +66,6 @@
 
 #include "build_config.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,14 +73,8 @@
 
 #include <math.h>
 
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
-
 #include "msg.h"
-#include "store.h"
-#include "store_resolve.h"
-#include "store_sentinel.h"
+#include "store_redis.h"
 #include "xalloc.h"
 
 /*
@@ -88,7 +84,7 @@
  * ("T1 T2 ..."), so GET reads every kind of key (store_memory.c keeps
  * the same forms).
  */
-static const char store_redis_script[] =
+const char store_redis_script[] =
 "local t = redis.call('TIME')\n"
 "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
 "local charge = tonumber(ARGV[1])\n"
@@ -147,41 +143,6 @@ static const char store_redis_script[] =
 "end\n"
 "return res\n";
 
-struct store_redis {
-    struct store store;
-    struct event_base *base;
-    redisAsyncContext *ctx;
-    struct store_url url;
-    int     connected;			/* handshake done: scripts may run */
-    char    logged[200];		/* last state logged: once per change */
-    char    sha[48];			/* from SCRIPT LOAD; empty: use EVAL */
-    struct event *retry;
-    struct event *watchdog;
-    int     outstanding;		/* commands without a reply */
-    long long progress_ms;		/* last reply, or first outstanding */
-    struct sentinel *sentinel;		/* redis-sentinel://: url.host from it */
-    int     moving;			/* dropping for a new master's address */
-    struct resolve *resolve;		/* url.host a name: looked up on the loop */
-    struct resolve_req *lookup;		/* under way */
-    struct resolve_result addrs;	/* the last lookup's, tried in turn */
-    int     addr_next;
-    char    addr[64];			/* the name's address in use, or "" */
-    char   *cmd;			/* a command being built (RESP) */
-    size_t  cmd_len;
-    size_t  cmd_cap;
-    int     queueing;			/* in redisAsyncFormattedCommand() */
-    struct store_redis_clock *clock;	/* TIME queued, not yet written */
-};
-
-#define STORE_REDIS_STALL_MS	1000
-
-static long long store_redis_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
 
 /*
  * One in-flight script call. Its arguments are built again from the call
@@ -192,95 +153,6 @@ struct store_redis_req {
     struct store_call *call;
 };
 
-static void store_redis_connect(struct store_redis *redis);
-static void store_redis_clock_end(struct store_redis *redis);
-
-/* store_redis_addr - " (NAME is ADDRESS)" for state lines, or "" */
-
-static const char *store_redis_addr(const struct store_redis *redis)
-{
-    static __thread char text[100];
-
-    if (redis->addr[0] == 0)
-	return ("");
-    snprintf(text, sizeof(text), " (%.40s is %.46s)", redis->url.host, redis->addr);
-    return (text);
-}
-
-/* store_redis_state - log a connection state once, until it changes */
-
-static void store_redis_state(struct store_redis *redis, int warning, const char *text)
-{
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static char last[sizeof(redis->logged)];	/* by any worker's store */
-    int     same;
-
-    if (strcmp(redis->logged, text) == 0)
-	return;
-    snprintf(redis->logged, sizeof(redis->logged), "%s", text);
-    /* every worker has a connection: one line when all see the same */
-    pthread_mutex_lock(&lock);
-    if (!(same = strcmp(last, redis->logged) == 0))
-	snprintf(last, sizeof(last), "%s", redis->logged);
-    pthread_mutex_unlock(&lock);
-    if (same)
-	return;
-    if (warning)
-	msg_warn("redis: %s (store %s)", text, redis->url.text);
-    else
-	msg_info("redis: %s (store %s)", text, redis->url.text);
-}
-
-/* store_redis_down - the connection is unusable: note why, retry in 1s */
-
-static void store_redis_down(struct store_redis *redis, const char *why)
-{
-    struct timeval one = {1, 0};
-
-    store_set_error(&redis->store, "%s", why);
-    store_redis_state(redis, 1, why);
-    store_redis_clock_end(redis);
-    redis->connected = 0;
-    redis->outstanding = 0;
-    redis->sha[0] = 0;
-    if (!evtimer_pending(redis->retry, NULL))
-	evtimer_add(redis->retry, &one);
-    if (redis->sentinel && !redis->moving)	/* has the master moved? */
-	sentinel_ask(redis->sentinel);
-}
-
-/*
- * store_redis_drop - close the connection ourselves (stalled, refused
- * our credentials or database). Pending calls complete with an error
- * (hiredis calls them with no reply); new ones fail at once until the
- * reconnect. Safe inside a hiredis callback (the free is deferred).
- */
-
-static void store_redis_drop(struct store_redis *redis, const char *why)
-{
-    redisAsyncContext *ctx = redis->ctx;
-
-    redis->ctx = NULL;
-    redis->connected = 0;
-    if (ctx) {
-	ctx->data = NULL;			/* no disconnect callback work */
-	redisAsyncFree(ctx);
-    }
-    store_redis_down(redis, why);
-}
-
-/* store_redis_fatal_reply - errors that only a new connection can cure */
-
-static int store_redis_fatal_reply(const redisReply *reply)
-{
-    static const char *const prefixes[] = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY",
-    0};
-
-    for (int i = 0; prefixes[i]; i++)
-	if (strncmp(reply->str, prefixes[i], strlen(prefixes[i])) == 0)
-	    return (1);
-    return (0);
-}
 
 static void store_redis_req_free(struct store_redis_req *req)
 {
@@ -560,32 +432,12 @@ static void store_redis_clock_unref(struct store_redis_clock *clock)
 
 /* store_redis_clock_end - no more sharing of the TIME queued */
 
-static void store_redis_clock_end(struct store_redis *redis)
+void    store_redis_clock_end(struct store_redis *redis)
 {
     if (redis->clock) {
 	store_redis_clock_unref(redis->clock);
 	redis->clock = NULL;
     }
-}
-
-/* hiredis's libevent write-event hooks, wrapped to see its writes */
-
-static void store_redis_add_write(void *privdata)
-{
-    struct store_redis *redis = ((redisLibeventEvents *) privdata)->context->data;
-
-    redisLibeventAddWrite(privdata);
-    if (redis && !redis->queueing)		/* a write left some unwritten */
-	store_redis_clock_end(redis);
-}
-
-static void store_redis_del_write(void *privdata)
-{
-    struct store_redis *redis = ((redisLibeventEvents *) privdata)->context->data;
-
-    redisLibeventDelWrite(privdata);
-    if (redis)					/* all written */
-	store_redis_clock_end(redis);
 }
 
 static void store_redis_time_reply(redisAsyncContext *ctx, void *r, void *privdata)
@@ -736,238 +588,6 @@ static void store_redis_submit(struct store *store, struct store_call *call)
 	store_redis_script_call(redis, call);
 }
 
-/* store_redis_is_master - ROLE's answer from a master: ["master", ...] */
-
-static int store_redis_is_master(const redisReply *reply)
-{
-    return (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
-	    && reply->element[0]->type == REDIS_REPLY_STRING
-	    && strcmp(reply->element[0]->str, "master") == 0);
-}
-
-/*
- * store_redis_handshake_reply - AUTH, SELECT, ROLE (Sentinel) and SCRIPT LOAD, in that
- * order on a new connection. Any refusal drops the connection, so the
- * next attempt authenticates again (a password fixed on the server side
- * is picked up within a second); the last reply makes it usable.
- */
-
-static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis *redis = ctx->data;
-    const redisReply *reply = r;
-    const char *step = privdata;
-    char    why[300];
-
-    if (redis == NULL || reply == NULL)		/* being freed */
-	return;
-    redis->outstanding--;
-    redis->progress_ms = store_redis_now_ms();
-    if (reply->type == REDIS_REPLY_ERROR || (strcmp(step, "SCRIPT LOAD") == 0
-			&& (reply->type != REDIS_REPLY_STRING || reply->len >= sizeof(redis->sha)))) {
-	snprintf(why, sizeof(why), "%s refused: %.150s", step,
-		 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-	store_redis_drop(redis, why);
-	return;
-    }
-    if (strcmp(step, "ROLE") == 0 && !store_redis_is_master(reply)) {
-	snprintf(why, sizeof(why), "%.100s:%d is not a master (ROLE %.20s); asking Sentinel again",
-		 redis->url.host, redis->url.port, reply->type == REDIS_REPLY_ARRAY
-		 && reply->elements > 0 && reply->element[0]->type == REDIS_REPLY_STRING
-		 ? reply->element[0]->str : "answered something else");
-	store_redis_drop(redis, why);
-	return;
-    }
-    if (strcmp(step, "SCRIPT LOAD") != 0)
-	return;
-    snprintf(redis->sha, sizeof(redis->sha), "%s", reply->str);
-    redis->connected = 1;
-    redis->addrs.count = 0;			/* the next connect looks up again */
-    if (redis->sentinel)
-	snprintf(why, sizeof(why), "connected to master %.100s:%d%s", redis->url.host,
-		 redis->url.port, store_redis_addr(redis));
-    else
-	snprintf(why, sizeof(why), "connected%s", store_redis_addr(redis));
-    store_redis_state(redis, 0, why);
-}
-
-static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *ctx)
-{
-    char    db[16];
-    const struct store_url *url = &redis->url;
-
-    if (url->password[0] && url->user[0])
-	redisAsyncCommand(ctx, store_redis_handshake_reply, "AUTH", "AUTH %s %s",
-			  url->user, url->password);
-    else if (url->password[0])
-	redisAsyncCommand(ctx, store_redis_handshake_reply, "AUTH", "AUTH %s", url->password);
-    if (url->db) {
-	snprintf(db, sizeof(db), "%d", url->db);
-	redisAsyncCommand(ctx, store_redis_handshake_reply, "SELECT", "SELECT %s", db);
-    }
-    /* Sentinel may still name a master that was demoted */
-    if (url->sentinel)
-	redisAsyncCommand(ctx, store_redis_handshake_reply, "ROLE", "ROLE");
-    redisAsyncCommand(ctx, store_redis_handshake_reply, "SCRIPT LOAD", "SCRIPT LOAD %s",
-		      store_redis_script);
-    redis->outstanding = 1 + (url->password[0] != 0) + (url->db != 0) + url->sentinel;
-    redis->progress_ms = store_redis_now_ms();
-}
-
-static void store_redis_on_connect(const redisAsyncContext *ctx, int status)
-{
-    struct store_redis *redis = ctx->data;
-    char    why[300];
-
-    if (redis == NULL)
-	return;
-    if (status != REDIS_OK) {
-	snprintf(why, sizeof(why), "cannot connect: %.100s%s", ctx->errstr,
-		 store_redis_addr(redis));
-	redis->ctx = NULL;			/* hiredis frees it */
-	store_redis_down(redis, why);
-    }
-}
-
-static void store_redis_on_disconnect(const redisAsyncContext *ctx, int status)
-{
-    struct store_redis *redis = ctx->data;
-    char    why[200];
-
-    if (redis == NULL)
-	return;
-    snprintf(why, sizeof(why), "connection lost%s%.150s", status != REDIS_OK ? ": " : "",
-	     status != REDIS_OK ? ctx->errstr : "");
-    redis->ctx = NULL;
-    store_redis_down(redis, why);
-}
-
-/* store_redis_watchdog - drop a connection that stopped answering */
-
-static void store_redis_watchdog(evutil_socket_t fd, short what, void *context)
-{
-    struct store_redis *redis = context;
-    long long silent = store_redis_now_ms() - redis->progress_ms;
-    char    why[200];
-
-    if (redis->ctx == NULL || redis->outstanding <= 0 || silent < STORE_REDIS_STALL_MS)
-	return;
-    /* the time is not in the text: one line per stall, not per retry */
-    snprintf(why, sizeof(why), "no answer for %d ms with commands outstanding; reconnecting",
-	     STORE_REDIS_STALL_MS);
-    store_redis_drop(redis, why);
-}
-
-/* store_redis_retry - a second after a failure; Sentinel is asked too */
-
-static void store_redis_retry(evutil_socket_t fd, short what, void *context)
-{
-    struct store_redis *redis = context;
-
-    if (redis->sentinel)
-	sentinel_ask(redis->sentinel);
-    if (redis->url.host[0] || redis->url.path[0])
-	store_redis_connect(redis);
-}
-
-/*
- * store_redis_found - Sentinel named the master. A new address drops the
- * connection to the old one (its pending calls fail to on_store_error)
- * and connects at once; the same address changes nothing (the retry
- * timer reconnects, at most once a second).
- */
-static void store_redis_found(void *context, const char *host, int port)
-{
-    struct store_redis *redis = context;
-    char    why[400];
-
-    if (strcmp(host, redis->url.host) == 0 && port == redis->url.port)
-	return;
-    snprintf(why, sizeof(why), "master moved to %.100s:%d", host, port);
-    snprintf(redis->url.host, sizeof(redis->url.host), "%s", host);
-    redis->url.port = port;
-    resolve_cancel(&redis->lookup);		/* the old name's */
-    redis->addrs.count = 0;
-    redis->moving = 1;
-    if (redis->ctx)
-	store_redis_drop(redis, why);
-    redis->moving = 0;
-    evtimer_del(redis->retry);
-    store_redis_connect(redis);
-}
-
-/*
- * store_redis_connect_to - hiredis gets a path or a numeric address only:
- * with a name it would call getaddrinfo(), which blocks the loop.
- */
-static void store_redis_connect_to(struct store_redis *redis, const char *addr)
-{
-    redisAsyncContext *ctx;
-    char    why[200];
-
-    ctx = redis->url.path[0] ? redisAsyncConnectUnix(redis->url.path)
-	: redisAsyncConnect(addr, redis->url.port);
-    if (ctx == NULL || ctx->err) {
-	snprintf(why, sizeof(why), "cannot connect: %.150s", ctx ? ctx->errstr : "out of memory");
-	if (ctx)
-	    redisAsyncFree(ctx);
-	store_redis_down(redis, why);
-	return;
-    }
-    ctx->data = redis;
-    redis->ctx = ctx;
-    redisLibeventAttach(ctx, redis->base);
-    ctx->ev.addWrite = store_redis_add_write;	/* to know when TIME is written */
-    ctx->ev.delWrite = store_redis_del_write;
-    redisAsyncSetConnectCallback(ctx, store_redis_on_connect);
-    redisAsyncSetDisconnectCallback(ctx, store_redis_on_disconnect);
-    store_redis_handshake(redis, ctx);
-}
-
-/*
- * store_redis_resolved - the name's addresses, tried one per connect
- * (a dead one costs a retry, a second) until one works or all failed;
- * then, and after every connection that worked, the name is looked up
- * again, so a Service or host that moved is followed.
- */
-static void store_redis_resolved(void *context, const struct resolve_result *result)
-{
-    struct store_redis *redis = context;
-    char    why[200];
-
-    redis->lookup = NULL;
-    if (result->count == 0) {
-	/* the same text each second: logged once, until it changes */
-	snprintf(why, sizeof(why), "cannot resolve %.60s: %.120s", redis->url.host, result->why);
-	store_redis_down(redis, why);
-	return;
-    }
-    redis->addrs = *result;
-    redis->addr_next = 0;
-    store_redis_connect(redis);
-}
-
-/*
- * store_redis_connect - connect, or look the name up first. Meanwhile
- * (and when it fails) there is no connection: calls fail at once to
- * on_store_error, none waits for DNS.
- */
-static void store_redis_connect(struct store_redis *redis)
-{
-    if (redis->ctx || redis->lookup)		/* connected, connecting, looking up */
-	return;
-    redis->addr[0] = 0;
-    if (redis->url.path[0] || resolve_literal(redis->url.host)) {
-	store_redis_connect_to(redis, redis->url.host);
-    } else if (redis->addr_next < redis->addrs.count) {
-	snprintf(redis->addr, sizeof(redis->addr), "%s", redis->addrs.addr[redis->addr_next++]);
-	store_redis_connect_to(redis, redis->addr);
-    } else {
-	redis->addrs.count = 0;
-	redis->lookup = resolve_start(redis->resolve, redis->url.host, store_redis_resolved, redis);
-    }
-}
-
 int     store_redis_connected(const struct store *store)
 {
     return (((const struct store_redis *) store)->connected);
@@ -990,190 +610,6 @@ static void store_redis_destroy(struct store *store)
     free(redis->cmd);
     explicit_bzero(&redis->url, sizeof(redis->url));	/* no password left behind */
     free(redis);
-}
-
-/*
- * Operator's calls (store.h): TIME, then MGET or DEL, pipelined on the
- * store's connection (so the watchdog covers them); SCAN walks the keys
- * COUNT 1000 at a time, with an MGET per batch. A reply missing (the
- * connection dropped) or wrong ends the call with error set.
- */
-struct store_redis_adm {
-    struct store_redis *redis;
-    struct store_admin *adm;
-    char    cursor[32];			/* SCAN */
-};
-
-static int store_redis_adm_cmd(struct store_redis_adm *ra, redisCallbackFn *fn,
-			               int argc, const char **argv, const size_t *lens)
-{
-    struct store_redis *redis = ra->redis;
-
-    if (redis->ctx == NULL || !redis->connected
-	|| redisAsyncCommandArgv(redis->ctx, fn, ra, argc, argv, lens) != REDIS_OK)
-	return (0);
-    if (redis->outstanding++ == 0)
-	redis->progress_ms = store_redis_now_ms();
-    return (1);
-}
-
-static void store_redis_adm_end(struct store_redis_adm *ra, int error)
-{
-    struct store_admin *adm = ra->adm;
-
-    if (error)
-	store_set_error(&ra->redis->store, "%s", ra->redis->connected ? "unexpected reply"
-			: ra->redis->logged);
-    adm->error = error;
-    free(ra);
-    adm->done(adm);
-}
-
-/* store_redis_adm_reply - the reply, or NULL when it is not usable */
-
-static const redisReply *store_redis_adm_reply(redisAsyncContext *ctx, void *r,
-					               struct store_redis_adm *ra, int type)
-{
-    const redisReply *reply = r;
-
-    if (ctx != ra->redis->ctx)
-	return (NULL);
-    ra->redis->outstanding--;
-    ra->redis->progress_ms = store_redis_now_ms();
-    return (reply && reply->type == type ? reply : NULL);
-}
-
-static void store_redis_adm_mget(struct store_redis_adm *ra, redisCallbackFn *fn)
-{
-    const char **argv = xcalloc(ra->adm->count + 1, sizeof(char *));
-    int     ok;
-
-    argv[0] = "MGET";
-    for (int i = 0; i < ra->adm->count; i++)
-	argv[i + 1] = ra->adm->keys[i];
-    ok = store_redis_adm_cmd(ra, fn, ra->adm->count + 1, argv, NULL);
-    free(argv);
-    if (!ok)
-	store_redis_adm_end(ra, 1);
-}
-
-static int store_redis_adm_values(struct store_admin *adm, const redisReply *reply)
-{
-    if (reply == NULL || reply->elements != (size_t) adm->count)
-	return (0);
-    adm->values = xcalloc(adm->count + 1, sizeof(char *));
-    for (int i = 0; i < adm->count; i++)
-	if (reply->element[i]->type == REDIS_REPLY_STRING)
-	    adm->values[i] = xstrdup(reply->element[i]->str);
-    return (1);
-}
-
-static void store_redis_adm_scan(struct store_redis_adm *ra);
-
-static void store_redis_adm_got(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis_adm *ra = privdata;
-    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
-
-    if (!store_redis_adm_values(ra->adm, reply)) {
-	store_redis_adm_end(ra, 1);
-    } else if (ra->adm->op == STORE_ADMIN_GET) {
-	store_redis_adm_end(ra, 0);
-    } else {
-	ra->adm->batch(ra->adm);
-	store_admin_clear(ra->adm);
-	if (strcmp(ra->cursor, "0") == 0)
-	    store_redis_adm_end(ra, 0);
-	else
-	    store_redis_adm_scan(ra);
-    }
-}
-
-static void store_redis_adm_scanned(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis_adm *ra = privdata;
-    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
-    const redisReply *keys;
-
-    if (reply == NULL || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING
-	|| (keys = reply->element[1])->type != REDIS_REPLY_ARRAY) {
-	store_redis_adm_end(ra, 1);
-	return;
-    }
-    snprintf(ra->cursor, sizeof(ra->cursor), "%s", reply->element[0]->str);
-    ra->adm->keys = xcalloc(keys->elements + 1, sizeof(char *));
-    for (size_t i = 0; i < keys->elements; i++)
-	if (keys->element[i]->type == REDIS_REPLY_STRING)
-	    ra->adm->keys[ra->adm->count++] = xstrdup(keys->element[i]->str);
-    if (ra->adm->count > 0)
-	store_redis_adm_mget(ra, store_redis_adm_got);
-    else if (strcmp(ra->cursor, "0") == 0)
-	store_redis_adm_end(ra, 0);
-    else
-	store_redis_adm_scan(ra);
-}
-
-static void store_redis_adm_scan(struct store_redis_adm *ra)
-{
-    const char *argv[] = {"SCAN", ra->cursor, "MATCH", ra->adm->match, "COUNT", "1000"};
-
-    if (!store_redis_adm_cmd(ra, store_redis_adm_scanned, 6, argv, NULL))
-	store_redis_adm_end(ra, 1);
-}
-
-static void store_redis_adm_deleted(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis_adm *ra = privdata;
-    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_INTEGER);
-
-    if (reply)
-	ra->adm->deleted = reply->integer;
-    store_redis_adm_end(ra, reply == NULL);
-}
-
-/* store_redis_adm_time - the store's clock, then the call itself */
-
-static void store_redis_adm_time(redisAsyncContext *ctx, void *r, void *privdata)
-{
-    struct store_redis_adm *ra = privdata;
-    const redisReply *reply = store_redis_adm_reply(ctx, r, ra, REDIS_REPLY_ARRAY);
-    const char **argv;
-    int     ok;
-
-    if (reply == NULL || reply->elements != 2) {
-	store_redis_adm_end(ra, 1);
-	return;
-    }
-    ra->adm->now = atof(reply->element[0]->str) * 1e6 + atof(reply->element[1]->str);
-    if (ra->adm->op == STORE_ADMIN_GET) {
-	store_redis_adm_mget(ra, store_redis_adm_got);
-    } else if (ra->adm->op == STORE_ADMIN_SCAN) {
-	store_admin_clear(ra->adm);
-	store_redis_adm_scan(ra);
-    } else {
-	argv = xcalloc(ra->adm->count + 1, sizeof(char *));
-	argv[0] = "DEL";
-	for (int i = 0; i < ra->adm->count; i++)
-	    argv[i + 1] = ra->adm->keys[i];
-	ok = store_redis_adm_cmd(ra, store_redis_adm_deleted, ra->adm->count + 1, argv, NULL);
-	free(argv);
-	if (!ok)
-	    store_redis_adm_end(ra, 1);
-    }
-}
-
-static void store_redis_admin(struct store *store, struct store_admin *adm)
-{
-    struct store_redis_adm *ra = xcalloc(1, sizeof(*ra));
-    const char *argv[] = {"TIME"};
-
-    ra->redis = (struct store_redis *) store;
-    ra->adm = adm;
-    snprintf(ra->cursor, sizeof(ra->cursor), "0");
-    adm->deleted = 0;
-    if ((adm->op != STORE_ADMIN_SCAN && adm->count == 0)
-	|| !store_redis_adm_cmd(ra, store_redis_adm_time, 1, argv, NULL))
-	store_redis_adm_end(ra, adm->count != 0 || adm->op == STORE_ADMIN_SCAN);
 }
 
 /* store_redis_create - url from store_url_parse(): it cannot fail here */
