@@ -16,6 +16,33 @@
 
 int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/*
+ * name_verdict - the name check as a byte loop (issue 18 made it scan 8
+ * bytes at a time): 0 good, 1 no '=', 2 empty name, 3 bad byte in name.
+ */
+static int name_verdict(const char *line, size_t len)
+{
+    const char *eq = memchr(line, '=', len);
+
+    if (eq == NULL)
+	return (1);
+    if (eq == line)
+	return (2);
+    for (const char *cp = line; cp < eq; cp++)
+	if (!(*cp >= 'a' && *cp <= 'z') && !(*cp >= 'A' && *cp <= 'Z')
+	    && !(*cp >= '0' && *cp <= '9') && *cp != '_' && *cp != '-' && *cp != '.')
+	    return (3);
+    return (0);
+}
+
+static int name_error(const char *err)
+{
+    if (err == NULL || strstr(err, "malformed attribute") == NULL
+	|| strstr(err, "control character") != NULL)
+	return (0);
+    return (strstr(err, "no '='") ? 1 : strstr(err, "empty name") ? 2 : 3);
+}
+
 int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct policy_request req;
@@ -31,8 +58,16 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		&& policy_request_get(&req, "request") == NULL)
 		abort();			/* finish accepted without request= */
 	    policy_request_reset(&req);
-	} else if (policy_request_add_line(&req, text, len) != NULL) {
-	    break;				/* the connection would be closed */
+	} else {
+	    const char *err = policy_request_add_line(&req, text, len);
+	    size_t  cut = len > 0 && text[len - 1] == '\r' ? len - 1 : len;
+
+	    /* a name refused exactly as the byte loop would (checked first) */
+	    if ((err == NULL || name_error(err) || strstr(err, "control character"))
+		&& name_error(err) != name_verdict(text, cut))
+		abort();
+	    if (err != NULL)
+		break;				/* the connection would be closed */
 	}
 	if (req.count > POLICY_ATTR_MAX || req.len > POLICY_REQUEST_MAX)
 	    abort();
