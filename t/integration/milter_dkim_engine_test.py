@@ -328,11 +328,7 @@ with Stack("milter-dkim-engine") as st:
     tap.stack = st
     st.start_sink()
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
-    mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 2048)
-    with open(st.path("etc", "key.table"), "w") as f:
-        f.write("rsa planapulse.ai:rsa2026:%s/keys/rsa2026.private\n" % st.dir)
-    with open(st.path("etc", "signing.table"), "w") as f:
-        f.write("*@planapulse.ai rsa\n")
+    mxdkim.one_rsa_key(st, dns)
     port = st.port("milter")
     conf = st.path("etc", "milter.conf")
     with open(conf, "w") as f:

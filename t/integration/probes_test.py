@@ -111,11 +111,7 @@ limit per_user = sasl_username rate=30/1m count=recipients
 
 def test_milter(st):
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
-    mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 2048)
-    with open(st.path("etc", "key.table"), "w") as f:
-        f.write("rsa planapulse.ai:rsa2026:%s/keys/rsa2026.private\n" % st.dir)
-    with open(st.path("etc", "signing.table"), "w") as f:
-        f.write("*@planapulse.ai rsa\n")
+    mxdkim.one_rsa_key(st, dns)
     mport = st.port("milter-metrics")
     proc, _, _ = mxdkim.start_milter(st, "milter", """\
 socket = inet:{port}@127.0.0.1

@@ -73,65 +73,11 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
+from mxproxy import RELAY_DENIED, connect, inet, inet6, tlv, until_closed, v2, with_crc  # noqa: E402
 from mxtest import build_path, src_path, tap, wait_for  # noqa: E402
 
 SHIM = build_path("proxyv2-shim", "proxyv2-shim")
 PRELOAD = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
-SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-RELAY_DENIED = "554 5.7.1 <%s>: Relay access denied"
-
-
-def tlv(t, value):
-    return bytes([t]) + struct.pack("!H", len(value)) + value
-
-
-def v2(body, cmd=0x21, fam=0x11):
-    return SIG + bytes([cmd, fam]) + struct.pack("!H", len(body)) + body
-
-
-def inet(src="192.0.2.7", dst="10.0.20.5", sport=40000, dport=25):
-    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-
-
-def inet6(src, dst="2001:db8::1", sport=40000, dport=25):
-    return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
-            + struct.pack("!HH", sport, dport))
-
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
-
-
-def with_crc(body, fix=0):
-    head = v2(body + tlv(3, b"\0\0\0\0"))
-    return head[:-4] + struct.pack("!I", crc32c(head) ^ fix)
-
-
-def connect(port, host="127.0.0.1", family=socket.AF_INET, timeout=10):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect((host, port))
-    return s
-
-
-def until_closed(s, timeout=5):
-    s.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    except OSError:
-        pass
-    s.close()
-    return data
 
 
 def read_reply(s):
@@ -690,7 +636,7 @@ def preload_server(st, name, mode, ports, env=None):
 
 
 def ask(port, payload, host="127.0.0.1", family=socket.AF_INET, wait=5):
-    s = connect(port, host, family)
+    s = connect(port, family=family, host=host)
     s.sendall(payload)
     return until_closed(s, wait).decode(errors="replace")
 

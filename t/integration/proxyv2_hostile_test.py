@@ -47,29 +47,11 @@ from hypothesis import given, settings, strategies as st_
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
+from mxproxy import RELAY_DENIED, SIG, connect, inet, inet6, tlv, until_closed, v2  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
 
 SHIM = build_path("proxyv2-shim", "proxyv2-shim")
 PRELOAD = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
-SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-RELAY_DENIED = "554 5.7.1 <%s>: Relay access denied"
-
-
-def tlv(t, value):
-    return bytes([t]) + struct.pack("!H", len(value)) + value
-
-
-def v2(body, cmd=0x21, fam=0x11):
-    return SIG + bytes([cmd, fam]) + struct.pack("!H", len(body)) + body
-
-
-def inet(src="192.0.2.7", dst="10.0.20.5", sport=40000, dport=25):
-    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-
-
-def inet6(src, dst="2001:db8::1", sport=40000, dport=25):
-    return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
-            + struct.pack("!HH", sport, dport))
 
 
 def parse_v2(data):
@@ -172,15 +154,6 @@ class DnsResponder:
             self.sock.sendto(reply.to_wire(), peer)
 
 
-def connect(port, family=socket.AF_INET, host="127.0.0.1", source=None, timeout=10):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    if source:
-        s.bind(source)
-    s.connect((host, port) if family != socket.AF_UNIX else port)
-    return s
-
-
 def read_reply(s):
     data = b""
     while True:
@@ -191,21 +164,6 @@ def read_reply(s):
         lines = data.split(b"\r\n")
         if len(lines) > 1 and all(len(x) >= 4 for x in lines[:-1]) and lines[-2][3:4] == b" ":
             return data.decode(errors="replace")
-
-
-def until_closed(s, timeout=5):
-    s.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            data += d
-    except OSError:
-        pass
-    s.close()
-    return data
 
 
 def smtp_probe(s, token, preface=b""):

@@ -51,6 +51,16 @@ def keygen(st, dns, domain, selector, kind="rsa", bits=2048):
     return os.path.join(d, selector + ".private"), res.stdout
 
 
+def one_rsa_key(st, dns, domain="planapulse.ai", selector="rsa2026"):
+    """An RSA-2048 key published in dns, named "rsa" in etc/key.table and
+    signing every *@domain sender in etc/signing.table."""
+    keygen(st, dns, domain, selector, "rsa", 2048)
+    with open(st.path("etc", "key.table"), "w") as f:
+        f.write("rsa %s:%s:%s/keys/%s.private\n" % (domain, selector, st.dir, selector))
+    with open(st.path("etc", "signing.table"), "w") as f:
+        f.write("*@%s rsa\n" % domain)
+
+
 def start_milter(st, name, conf_text):
     port = st.port(name)
     conf = st.path("etc", name + ".conf")
