@@ -389,7 +389,6 @@ static const char *spool_keeper_take(const char *dir, const struct spool_event *
 	    return (spool_err);
 	}
 	keeper->dev = st.st_dev;
-	keeper->size = st.st_size;
 	keeper->ino = st.st_ino;
     }
     res->fd = keeper->fd;
@@ -603,11 +602,7 @@ static const char *spool_commit_write(struct spool_reservation *res)
 			  || spool_write_all(res->fd, res->meta, res->meta_len) < 0
 		     || spool_write_all(res->fd, res->ev->body, res->ev->body_len) < 0))
 	return (spool_fail("cannot write", res->tmp_path));
-    /* a streamed event wrote every byte from 0 to its end: only a free
-       file that was longer than the event has old bytes left past it */
-    if ((!res->streamed || res->keeper == NULL
-	 || res->keeper->size > (off_t) (res->meta_len + res->ev->body_len))
-	&& ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
+    if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
 	return (spool_fail("cannot truncate", res->tmp_path));
     /* an event due now needs no futimens(): its writes made its mtime */
     if ((res->ev->next_attempt > (long long) time(NULL) && futimens(res->fd, times) < 0)
@@ -652,8 +647,6 @@ void    spool_discard(struct spool_reservation *res)
     if (res->keeper) {			/* empty again, for the next one */
 	if (ftruncate(res->fd, 0) < 0 || lseek(res->fd, 0, SEEK_SET) < 0)
 	    spool_keeper_close(res->keeper);
-	else
-	    res->keeper->size = 0;
     } else {
 	if (res->fd >= 0)
 	    close(res->fd);

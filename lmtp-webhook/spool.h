@@ -51,10 +51,9 @@ struct spool_keeper {
     char   *path, *dir;
     dev_t   dev;			/* to notice the file removed or */
     ino_t   ino;			/* the spool remounted */
-    off_t   size;			/* its size when taken or emptied */
 };
 
-#define SPOOL_KEEPER_INIT { -1, 0, 0, 0, 0, 0 }
+#define SPOOL_KEEPER_INIT { -1, 0, 0, 0, 0 }
 
 const char *spool_init(const char *dir);
 const char *spool_ready(const char *dir);
