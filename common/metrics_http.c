@@ -37,6 +37,20 @@
  *	connection (or a rejected PROXY header) there.
  *	Called before privileges are dropped (the port may be low).
  *	Out of descriptors, accept() pauses (skeleton_listener_guard()).
+ *
+ *	The endpoint holds at most METRICS_HTTP_MAX_CONNECTIONS (16)
+ *	connections, idle ones included (a request head of at most 8 KB,
+ *	10 s to send it): while that many are open it accepts nothing
+ *	more, and further clients wait in the listen backlog. A client that
+ *	opens connections and sends nothing therefore costs the process at
+ *	most 16 descriptors, which the daemons' open-files reserve counts,
+ *	never the descriptors of the mail ports. libevent 2.1's evhttp has
+ *	no such limit (evhttp_set_max_connections() came in 2.2): each
+ *	connection's bufferevent is made here, with a reference held, and
+ *	a sweep every 100 ms while any is open lets go of those evhttp has
+ *	reset or freed (their callbacks cleared); the descriptor is closed
+ *	then, so that its number is not reused while the old bufferevent
+ *	still watches it.
  * DIAGNOSTICS
  *	NULL, or a message (static storage) naming the address and the
  *	system error.
@@ -53,8 +67,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "addr.h"
 #include "metrics.h"
@@ -62,6 +78,18 @@
 #include "skeleton.h"
 
 typedef const char *(*metrics_http_check_fn) (void);
+
+#define METRICS_HTTP_MAX_CONNECTIONS	16
+#define METRICS_HTTP_SWEEP_MS		100
+#define METRICS_HTTP_MAX_HEAD		8192
+
+/* the endpoint's open connections; touched by its thread only */
+static struct {
+    struct bufferevent *bev[METRICS_HTTP_MAX_CONNECTIONS];
+    int     count;
+    struct evconnlistener *listener;
+    struct event *sweep;
+}       metrics_http_conns;
 
 static _Atomic(metrics_http_check_fn) metrics_http_check;
 static atomic_int metrics_http_state;		/* 0 starting, 1 serving, 2 stopping */
@@ -140,6 +168,75 @@ static void metrics_http_handle(struct evhttp_request *req, void *context)
     }
 }
 
+/* metrics_http_released - evhttp reset or freed the connection */
+
+static int metrics_http_released(struct bufferevent *bev)
+{
+    bufferevent_data_cb readcb, writecb;
+    bufferevent_event_cb eventcb;
+    void   *arg;
+
+    bufferevent_getcb(bev, &readcb, &writecb, &eventcb, &arg);
+    return (readcb == NULL && writecb == NULL && eventcb == NULL && arg == NULL);
+}
+
+/* metrics_http_sweep - drop released connections, accept again below the cap */
+
+static void metrics_http_sweep(evutil_socket_t fd, short what, void *context)
+{
+    struct timeval again = {0, METRICS_HTTP_SWEEP_MS * 1000};
+    int     i = 0;
+
+    (void) fd;
+    (void) what;
+    (void) context;
+    while (i < metrics_http_conns.count) {
+	if (metrics_http_released(metrics_http_conns.bev[i])) {
+	    bufferevent_decref(metrics_http_conns.bev[i]);
+	    metrics_http_conns.bev[i] = metrics_http_conns.bev[--metrics_http_conns.count];
+	} else {
+	    i++;
+	}
+    }
+    if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS)
+	evconnlistener_enable(metrics_http_conns.listener);
+    if (metrics_http_conns.count > 0)
+	evtimer_add(metrics_http_conns.sweep, &again);
+}
+
+/*
+ * metrics_http_connection - evhttp's bufferevent for one accepted
+ * connection, counted; at the cap the listener stops accepting (libevent
+ * checks that after each accept, so none more is taken in this round).
+ */
+static struct bufferevent *metrics_http_connection(struct event_base *base, void *context)
+{
+    struct timeval first = {0, METRICS_HTTP_SWEEP_MS * 1000};
+    struct bufferevent *bev;
+
+    (void) context;
+
+    /*
+     * Closed on the last unref (the sweep's), not by evhttp: while the
+     * reference is held the bufferevent still watches its descriptor,
+     * which must not be reused by the next connection meanwhile. The
+     * read watermark bounds what it may read after evhttp let go of it
+     * (evhttp's own limits, 8 KB of head and body, fire well before).
+     */
+    if ((bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL)
+	return (NULL);
+    bufferevent_setwatermark(bev, EV_READ, 0, 4 * METRICS_HTTP_MAX_HEAD);
+    if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS) {
+	bufferevent_incref(bev);
+	metrics_http_conns.bev[metrics_http_conns.count++] = bev;
+    }
+    if (metrics_http_conns.count >= METRICS_HTTP_MAX_CONNECTIONS)
+	evconnlistener_disable(metrics_http_conns.listener);
+    if (!evtimer_pending(metrics_http_conns.sweep, NULL))
+	evtimer_add(metrics_http_conns.sweep, &first);
+    return (bev);
+}
+
 static void *metrics_http_run(void *context)
 {
     event_base_dispatch(context);
@@ -170,13 +267,18 @@ const char *metrics_http_start(const char *listen)
 	return (err);
     }
     if ((base = event_base_new()) == NULL || (http = evhttp_new(base)) == NULL
-	|| (bound = evhttp_accept_socket_with_handle(http, fd)) == NULL) {
+	|| (bound = evhttp_accept_socket_with_handle(http, fd)) == NULL
+	|| (metrics_http_conns.sweep = evtimer_new(base, metrics_http_sweep, NULL)) == NULL) {
 	close(fd);
 	snprintf(err, sizeof(err), "metrics_listen %s: cannot set up evhttp", listen);
 	return (err);
     }
     /* out of descriptors, evhttp would retry accept() in a busy loop */
-    skeleton_listener_guard(evhttp_bound_socket_get_listener(bound));
+    metrics_http_conns.listener = evhttp_bound_socket_get_listener(bound);
+    skeleton_listener_guard(metrics_http_conns.listener);
+    evhttp_set_bevcb(http, metrics_http_connection, NULL);
+    evhttp_set_max_headers_size(http, METRICS_HTTP_MAX_HEAD);
+    evhttp_set_max_body_size(http, METRICS_HTTP_MAX_HEAD);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_gencb(http, metrics_http_handle, NULL);
     evhttp_set_timeout(http, 10);

@@ -37,6 +37,7 @@ import time
 from hypothesis import given, settings, strategies as hs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxflood import Flood, cpu_ticks, fd_count  # noqa: E402
 from mxstack import Stack, port_open  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
@@ -49,11 +50,6 @@ HZ = os.sysconf("SC_CLK_TCK")
 FLOOD = 300                     # clients, against 64 descriptors
 REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
            b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
-
-
-def cpu_ticks(pid):
-    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])        # utime + stime
 
 
 def write(st, name, text):
@@ -100,32 +96,6 @@ def smtp_through_shim(port, timeout=15):
         s.close()
 
 
-class Flood:
-    """FLOOD idle connections, opened as fast as the kernel takes them."""
-
-    def __init__(self, port, count=FLOOD):
-        self.socks = []
-        self.refused = 0
-        for _ in range(count):
-            s = socket.socket()
-            s.settimeout(3)
-            try:
-                s.connect(("127.0.0.1", port))
-                self.socks.append(s)
-            except OSError:
-                self.refused += 1
-                s.close()
-
-    def close(self):
-        for s in self.socks:
-            s.close()
-        self.socks = []
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
 def settle(pid, baseline):
     """Wait until the sessions of the last flood are gone; the count then,
     once it held still for a second."""
@@ -162,7 +132,7 @@ def flood_check(st, name, proc, port, label, serve, after=None):
     Returns the log lines written meanwhile, or None when the daemon
     spun (then it is killed, before its log fills the disk)."""
     offset = os.path.getsize(st.logs[name])
-    flood = Flood(port)
+    flood = Flood(port, FLOOD)
     t0 = cpu_ticks(proc.pid)
     time.sleep(3)
     used = cpu_ticks(proc.pid) - t0

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""metrics_listen under attack, for the four daemons (policyd-ratelimit,
+proxyv2-shim, milter-dkim, lmtp-webhook-spool run), each started under
+prlimit --nofile=64:
+
+- the endpoint holds at most 16 connections: with 16 idle ones open, a
+  17th client's GET /healthz is not answered (it waits in the backlog);
+  once one idle connection closes, it is, at once;
+- 300 idle connections opened at the metrics port as fast as the kernel
+  takes them cost the daemon at most 16 descriptors (counted in
+  /proc/PID/fd), little CPU and no log flood, and the mail port goes on
+  serving meanwhile (a policy request answered; Postfix's greeting and
+  EHLO through the shim; a milter option negotiation); once the flood
+  closes, /healthz and /metrics answer again;
+- 200 requests in a row, with heads of up to 8 KB, each get their own
+  answer; a request head larger than 8 KB is refused, not buffered.
+
+Before the limit, each idle connection to the endpoint took a descriptor
+until evhttp's 10 s timeout, so a client of the metrics port could leave
+none for the mail ports."""
+
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxflood import Flood, cpu_ticks, fd_count  # noqa: E402
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+import mxdkim  # noqa: E402
+from mxwebhook import make_secret  # noqa: E402
+
+POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
+SHIM = build_path("proxyv2-shim", "proxyv2-shim")
+SPOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+HZ = os.sysconf("SC_CLK_TCK")
+CAP = 16
+FLOOD = 300
+REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+           b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
+
+
+def http_get(port, path="/healthz", timeout=5, head_extra=b""):
+    """(status line, body) or None when nothing came within timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head_extra
+                  + b"Connection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        return None
+    except OSError as e:
+        return ("error", str(e))
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
+
+
+def policy_served(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(REQUEST)
+        return s.recv(100) == b"action=DUNNO\n\n"
+    finally:
+        s.close()
+
+
+def shim_served(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        body = socket.inet_aton("192.0.2.7") + socket.inet_aton("127.0.0.1") \
+            + struct.pack("!HH", 40000, 25)
+        s.sendall(b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body))
+                  + body)
+        f = s.makefile("rb")
+        greeting = f.readline()
+        s.sendall(b"EHLO client.example\r\n")
+        ehlo = f.readline()
+        return greeting.startswith(b"220 ") and ehlo.startswith(b"250")
+    finally:
+        s.close()
+
+
+def milter_served(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        body = b"O" + struct.pack("!III", 6, 0x1ff, 0x1fffff)
+        s.sendall(struct.pack("!I", len(body)) + body)
+        return s.recv(5)[4:5] == b"O"
+    finally:
+        s.close()
+
+
+def check_cap(name, mport):
+    """16 idle connections hold every slot; the 17th waits until one goes."""
+    idle = Flood(mport, CAP)
+    tap.is_(idle.refused, 0, "%s: %d idle connections to the endpoint" % (name, CAP))
+    time.sleep(0.5)                     # accepted, counted, the listener off
+    waiting = socket.create_connection(("127.0.0.1", mport), timeout=5)
+    waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    waiting.settimeout(1.5)
+    try:
+        early = waiting.recv(100)
+    except socket.timeout:
+        early = None
+    tap.is_(early, None, "%s: with %d open, a 17th client's GET /healthz is not answered "
+            "(it waits in the backlog)" % (name, CAP), diag=repr(early))
+    idle.socks.pop().close()
+    waiting.settimeout(5)
+    try:
+        late = waiting.recv(100)
+    except OSError as e:
+        late = repr(e).encode()
+    waiting.close()
+    tap.ok(late.startswith(b"HTTP/1.1 200"), "%s: one idle connection closed: the waiting "
+           "client is served" % name, diag=repr(late))
+    idle.close()
+
+
+def check_flood(st, name, proc, mport, served):
+    check_cap(name, mport)
+    tap.ok(wait_for(lambda: http_get(mport) == ("HTTP/1.1 200 OK", "alive\n"), timeout=10),
+           "%s: /healthz answers once the idle ones closed" % name)
+    baseline = fd_count(proc.pid)
+    log_before = os.path.getsize(st.logs[name])
+    t0 = cpu_ticks(proc.pid)
+    flood = Flood(mport, FLOOD, wait=False)
+    time.sleep(3)
+    used = cpu_ticks(proc.pid) - t0
+    held = fd_count(proc.pid) - baseline
+    tap.ok(held <= CAP, "%s: %d connections opened at the metrics port hold %d descriptors "
+           "(at most %d)" % (name, len(flood.socks), held, CAP))
+    tap.ok(used <= 0.3 * HZ, "%s: the daemon used %.2fs of CPU in 3s of flood (at most 0.3s)"
+           % (name, used / HZ))
+    if served:
+        tap.ok(served(), "%s: the mail port serves during the flood" % name)
+    grown = os.path.getsize(st.logs[name]) - log_before
+    tap.ok(grown <= 4096, "%s: %d bytes of log during the flood" % (name, grown))
+    flood.close()
+    tap.ok(wait_for(lambda: http_get(mport, "/metrics", timeout=3)
+                    and http_get(mport, "/metrics", timeout=3)[0] == "HTTP/1.1 200 OK",
+                    timeout=30, interval=0.5),
+           "%s: /metrics answers once the flood closed" % name)
+    tap.ok(wait_for(lambda: fd_count(proc.pid) <= baseline, timeout=10),
+           "%s: every descriptor of the flood is given back (%d, baseline %d)"
+           % (name, fd_count(proc.pid), baseline))
+    # one after another, as a scraper and probes do: each answered, its
+    # own answer (a descriptor number reused while an old connection's
+    # reader still watched it once took bytes of the next request)
+    wrong = []
+    for i in range(200):
+        path, want = [("/healthz", "alive\n"), ("/readyz", "ready\n")][i % 2]
+        got = http_get(mport, path, head_extra=b"X-Pad: " + b"b" * (i * 40) + b"\r\n")
+        if got != ("HTTP/1.1 200 OK", want):
+            wrong.append((i, got))
+    tap.is_(wrong, [], "%s: 200 requests in a row (heads up to 8 KB), each answered exactly"
+            % name)
+    big = http_get(mport, head_extra=b"X-Pad: " + b"a" * 9000 + b"\r\n")
+    tap.ok(big is not None and big[0] != "HTTP/1.1 200 OK",
+           "%s: a 9 KB request head is refused" % name, diag=str(big))
+    tap.ok(proc.poll() is None, "%s: alive" % name)
+
+
+def write(st, name, text):
+    path = st.path("etc", name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_policyd(st):
+    port, mport = st.port("policyd"), st.port("policyd-metrics")
+    conf = write(st, "policyd.conf", "listen = inet:127.0.0.1:%d\nworkers = 1\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n"
+                 "limit per_sender = sender rate=100000/1m count=messages\n" % (port, mport))
+    proc = st.start_daemon("policyd", ["prlimit", "--nofile=64", POLICYD, "-f", "-c", conf],
+                           port=port)
+    tap.ok(policy_served(port), "policyd under 64 descriptors answers")
+    check_flood(st, "policyd", proc, mport, lambda: policy_served(port))
+
+
+def test_shim(st):
+    st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8"})
+    postfix = st.port("postfix-smtp")
+    port, mport = st.port("shim"), st.port("shim-metrics")
+    conf = write(st, "shim.conf", "workers = 1\nxclient_name_lookup = no\n"
+                 "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
+                 "trusted=127.0.0.0/8\nmetrics_listen = inet:127.0.0.1:%d\n"
+                 % (port, postfix, mport))
+    proc = st.start_daemon("shim", ["prlimit", "--nofile=64", SHIM, "-f", "-c", conf],
+                           port=mport)
+    tap.ok(shim_served(port), "shim under 64 descriptors: a client reaches Postfix")
+    check_flood(st, "shim", proc, mport, lambda: shim_served(port))
+
+
+def test_milter(st):
+    dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+    mxdkim.one_rsa_key(st, dns)
+    port, mport = st.port("milter"), st.port("milter-metrics")
+    conf = write(st, "milter.conf", "socket = inet:%d@127.0.0.1\n"
+                 "key_table = {dir}/etc/key.table\nsigning_table = refile:{dir}/etc/signing.table\n"
+                 "dns_test_file = {dir}/etc/dns.txt\nmetrics_listen = inet:127.0.0.1:%d\n"
+                 .replace("{dir}", st.dir) % (port, mport))
+    proc = st.start_daemon("milter", ["prlimit", "--nofile=64", mxdkim.MILTER, "-f", "-c", conf],
+                           port=port)
+    tap.ok(milter_served(port), "milter under 64 descriptors negotiates")
+    check_flood(st, "milter", proc, mport, lambda: milter_served(port))
+
+
+def test_spool(st):
+    spool = st.path("spool")
+    for sub in ("active", "dead", "tmp"):
+        os.makedirs(os.path.join(spool, sub))
+    secret = write(st, "secret", make_secret() + "\n")
+    mport = st.port("spool-metrics")
+    conf = write(st, "spool.conf", "spool_dir = %s\nsecret_file = %s\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n" % (spool, secret, mport))
+    proc = st.start_daemon("spool", ["prlimit", "--nofile=64", SPOOL, "-c", conf, "-f", "run"],
+                           port=mport)
+    check_flood(st, "spool", proc, mport, None)
+
+
+with Stack("metrics-flood") as st:
+    tap.stack = st
+    test_policyd(st)
+    test_shim(st)
+    test_milter(st)
+    test_spool(st)
+
+sys.exit(tap.done())
