@@ -40,8 +40,9 @@
  *
  *	The endpoint holds at most METRICS_HTTP_MAX_CONNECTIONS (16)
  *	connections, idle ones included (a request head of at most 8 KB,
- *	10 s to send it): while that many are open it accepts nothing
- *	more, and further clients wait in the listen backlog. A client that
+ *	10 s of silence at most, 30 s in all for a connection): while that
+ *	many are open it accepts nothing more, and further clients wait in
+ *	the listen backlog. A client that
  *	opens connections and sends nothing therefore costs the process at
  *	most 16 descriptors, which the daemons' open-files reserve counts,
  *	never the descriptors of the mail ports. libevent 2.1's evhttp has
@@ -64,6 +65,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -82,10 +85,13 @@ typedef const char *(*metrics_http_check_fn) (void);
 #define METRICS_HTTP_MAX_CONNECTIONS	16
 #define METRICS_HTTP_SWEEP_MS		100
 #define METRICS_HTTP_MAX_HEAD		8192
+#define METRICS_HTTP_MAX_AGE		30	/* seconds, request or not */
 
 /* the endpoint's open connections; touched by its thread only */
 static struct {
     struct bufferevent *bev[METRICS_HTTP_MAX_CONNECTIONS];
+    time_t  since[METRICS_HTTP_MAX_CONNECTIONS];	/* accepted, monotonic */
+    int     cut[METRICS_HTTP_MAX_CONNECTIONS];	/* shut down for its age */
     int     count;
     struct evconnlistener *listener;
     struct event *sweep;
@@ -180,12 +186,38 @@ static int metrics_http_released(struct bufferevent *bev)
     return (readcb == NULL && writecb == NULL && eventcb == NULL && arg == NULL);
 }
 
+static time_t metrics_http_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ts.tv_sec);
+}
+
+/*
+ * metrics_http_cut - end a connection that outlived METRICS_HTTP_MAX_AGE:
+ * evhttp's timeout restarts with every byte, so a client sending one
+ * byte every few seconds would otherwise hold its slot for hours. After
+ * shutdown() evhttp reads end of file (or fails to write) and lets go.
+ */
+static void metrics_http_cut(int i, time_t now)
+{
+    evutil_socket_t fd;
+
+    if (metrics_http_conns.cut[i] || now - metrics_http_conns.since[i] < METRICS_HTTP_MAX_AGE)
+	return;
+    if ((fd = bufferevent_getfd(metrics_http_conns.bev[i])) >= 0)
+	(void) shutdown(fd, SHUT_RDWR);
+    metrics_http_conns.cut[i] = 1;
+}
+
 /* metrics_http_sweep - drop released connections, accept again below the cap */
 
 static void metrics_http_sweep(evutil_socket_t fd, short what, void *context)
 {
     struct timeval again = {0, METRICS_HTTP_SWEEP_MS * 1000};
-    int     i = 0;
+    time_t  now = metrics_http_now();
+    int     i = 0, last;
 
     (void) fd;
     (void) what;
@@ -193,9 +225,12 @@ static void metrics_http_sweep(evutil_socket_t fd, short what, void *context)
     while (i < metrics_http_conns.count) {
 	if (metrics_http_released(metrics_http_conns.bev[i])) {
 	    bufferevent_decref(metrics_http_conns.bev[i]);
-	    metrics_http_conns.bev[i] = metrics_http_conns.bev[--metrics_http_conns.count];
+	    last = --metrics_http_conns.count;
+	    metrics_http_conns.bev[i] = metrics_http_conns.bev[last];
+	    metrics_http_conns.since[i] = metrics_http_conns.since[last];
+	    metrics_http_conns.cut[i] = metrics_http_conns.cut[last];
 	} else {
-	    i++;
+	    metrics_http_cut(i++, now);
 	}
     }
     if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS)
@@ -228,6 +263,8 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     bufferevent_setwatermark(bev, EV_READ, 0, 4 * METRICS_HTTP_MAX_HEAD);
     if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS) {
 	bufferevent_incref(bev);
+	metrics_http_conns.since[metrics_http_conns.count] = metrics_http_now();
+	metrics_http_conns.cut[metrics_http_conns.count] = 0;
 	metrics_http_conns.bev[metrics_http_conns.count++] = bev;
     }
     if (metrics_http_conns.count >= METRICS_HTTP_MAX_CONNECTIONS)

@@ -16,13 +16,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from mxtest import build_path, run, src_path, tap, wait_for  # noqa: E402
+from mxtest import build_path, run, src_path, tap  # noqa: E402
 from mxwebhook import Receiver, make_secret, run_consumer, sign  # noqa: E402
 
 BLOCK = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)

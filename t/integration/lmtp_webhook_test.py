@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import smtplib
-import subprocess
 import sys
 import time
 from email.message import EmailMessage

@@ -13,7 +13,11 @@ prlimit --nofile=64:
   EHLO through the shim; a milter option negotiation); once the flood
   closes, /healthz and /metrics answer again;
 - 200 requests in a row, with heads of up to 8 KB, each get their own
-  answer; a request head larger than 8 KB is refused, not buffered.
+  answer; a request head larger than 8 KB is refused, not buffered;
+- a client that sends a byte every 2 s (each byte restarts evhttp's
+  10 s timeout) is closed 30 s after it connected (the mechanism is
+  common/metrics_http.c's, so policyd-ratelimit's endpoint stands for
+  the four).
 
 Before the limit, each idle connection to the endpoint took a descriptor
 until evhttp's 10 s timeout, so a client of the metrics port could leave
@@ -169,6 +173,31 @@ def check_flood(st, name, proc, mport, served):
     tap.ok(proc.poll() is None, "%s: alive" % name)
 
 
+def check_slow_client(name, mport):
+    """A byte every 2 s resets evhttp's 10 s timeout; the connection's
+    30 s lifetime ends it all the same."""
+    s = socket.create_connection(("127.0.0.1", mport), timeout=5)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    closed = None
+    while time.monotonic() - t0 < 45:
+        try:
+            s.sendall(b"X")
+            s.settimeout(2)
+            if s.recv(100) == b"":
+                closed = time.monotonic() - t0
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed = time.monotonic() - t0
+            break
+    s.close()
+    tap.ok(closed is not None and 28 <= closed <= 34,
+           "%s: a client sending a byte every 2 s is closed 30 s after it connected, not "
+           "held for hours (%s s)" % (name, "%.1f" % closed if closed else "never"))
+
+
 def write(st, name, text):
     path = st.path("etc", name)
     with open(path, "w") as f:
@@ -185,6 +214,7 @@ def test_policyd(st):
                            port=port)
     tap.ok(policy_served(port), "policyd under 64 descriptors answers")
     check_flood(st, "policyd", proc, mport, lambda: policy_served(port))
+    check_slow_client("policyd", mport)
 
 
 def test_shim(st):

@@ -395,11 +395,11 @@ with Stack("milter-auth-attack") as st:
     key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
     key = open(key_path, "rb").read()
     weak_pem, weak_txt = weak_key()
-    dns = Knot(st, zones(keys.records["sel._domainkey.vendor.test"], weak_txt))
-    dns.start()
+    knot = Knot(st, zones(keys.records["sel._domainkey.vendor.test"], weak_txt))
+    knot.start()
     st.dkimdns = keys.dnsfunc
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
-                                                                     dns=dns.servers))
+                                                                     dns=knot.servers))
     mxdkim.start_receiver(st, port)
     test_body_length(st, key)
     test_weak(st, key, weak_pem)
@@ -408,8 +408,8 @@ with Stack("milter-auth-attack") as st:
     test_readable_from(st)
     test_spf_macros(st, proc)
     vendor = mxdkim.start_vendor(st, key_path, VENDOR_CONF, st.port("postfix-smtp"))
-    test_signer(st, vendor, dns)
-    test_unreadable_dns_down(st, dns)
+    test_signer(st, vendor, knot)
+    test_unreadable_dns_down(st, knot)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())

@@ -28,7 +28,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import uuid
 
 import dkim

@@ -674,7 +674,6 @@ def test_tlvs(st, rec):
 
 
 def test_peers(st, rec):
-    before = rec.count()
     seen = st.read_log("shim").count("not in trusted")
     s = connect(st.port("shim-untrusted"))
     s.sendall(v2(inet("127.0.0.1")) + b"EHLO x\r\n")

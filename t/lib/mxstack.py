@@ -62,7 +62,6 @@ def free_port():
 def wait_port(port, host="127.0.0.1", timeout=20.0, proc=None):
     """Wait until something accepts on host:port; False on timeout or
     when proc (a Popen) exits first."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -11,7 +11,6 @@ its daemons' logs are printed before teardown.
 
 import os
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
