@@ -23,7 +23,10 @@
  *	The same endpoint answers the probes of an orchestrator (kubelet,
  *	podman healthchecks), which cannot send the PROXY header a mail
  *	port may require and should not show up in its counters: GET
- *	/healthz is 200 "alive" as long as the process serves HTTP; GET
+ *	/healthz is 200 "alive" as long as the process serves HTTP and,
+ *	once serving, every loop registered with liveness(3) turned in the
+ *	last 10 s; else 503 "not alive: worker 1 has not run for 12 s"
+ *	(an orchestrator then restarts the daemon); GET
  *	/readyz is 200 "ready" once the daemon said metrics_http_serving(1)
  *	(its listeners bound, its configuration and keys loaded, its loop
  *	running) and as long as check() returns NULL; else 503 with the
@@ -76,6 +79,7 @@
 #include <event2/listener.h>
 
 #include "addr.h"
+#include "liveness.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "skeleton.h"
@@ -150,6 +154,22 @@ static void metrics_http_ready(struct evhttp_request *req)
 		      text, strlen(text));
 }
 
+/* metrics_http_alive - GET /healthz: 200, or 503 naming a loop that stopped turning */
+
+static void metrics_http_alive(struct evhttp_request *req)
+{
+    const char *why = atomic_load(&metrics_http_state) == 1 ? liveness_check() : NULL;
+    char    text[300];
+
+    if (why == NULL) {
+	metrics_http_text(req, HTTP_OK, "OK", "text/plain; charset=utf-8", "alive\n", 6);
+	return;
+    }
+    snprintf(text, sizeof(text), "not alive: %s\n", why);
+    metrics_http_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
+		      text, strlen(text));
+}
+
 static void metrics_http_handle(struct evhttp_request *req, void *context)
 {
     const char *uri = evhttp_request_get_uri(req);
@@ -166,7 +186,7 @@ static void metrics_http_handle(struct evhttp_request *req, void *context)
 			  text, len);
 	free(text);
     } else if (metrics_http_path(uri, "/healthz")) {
-	metrics_http_text(req, HTTP_OK, "OK", "text/plain; charset=utf-8", "alive\n", 6);
+	metrics_http_alive(req);
     } else if (metrics_http_path(uri, "/readyz")) {
 	metrics_http_ready(req);
     } else {

@@ -85,6 +85,7 @@
 #include "daemon.h"
 #include "htable.h"
 #include "metrics.h"
+#include "liveness.h"
 #include "metrics_http.h"
 #include "msg.h"
 #include "post.h"
@@ -658,8 +659,6 @@ static void runner_ready_sample(struct runner *r)
 		 : r->key.len == 0 ? "webhook secret unreadable" : NULL);
 }
 
-/* runner_loop - until stopped (daemon), or until one pass is done (flush) */
-
 /* runner_sweep - tmp/ files left by crashed writers */
 
 static void runner_sweep(struct runner *r)
@@ -671,15 +670,22 @@ static void runner_sweep(struct runner *r)
 		    r->tool->dir, SPOOL_TMP);
 }
 
+/*
+ * runner_loop - until stopped (daemon), or until one pass is done (flush).
+ * Each turn (at least every 200 ms: curl_multi_poll()'s timeout) stamps
+ * the runner's liveness for GET /healthz.
+ */
 static void runner_loop(struct runner *r, enum runner_mode mode)
 {
     time_t  last_scan = time(NULL), last_sweep = last_scan;
     int     flushing = mode == RUNNER_FLUSH, numfds, started;
+    struct liveness *live = liveness_add("runner");
 
     if (mode == RUNNER_DAEMON)
 	runner_sweep(r);
     runner_scan(r, flushing);
     for (;;) {
+	liveness_beat(live);
 	runner_reap(r);
 	if (runner_signal_dispatch(r))
 	    flushing = 1;
@@ -712,6 +718,7 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    curl_multi_poll(r->multi, wait, r->wake_fd >= 0 ? 2 : 1, 200, &numfds);
 	}
     }
+    liveness_unwatch(&live);
 }
 
 int     runner_main(struct spool_tool *tool, enum runner_mode mode)

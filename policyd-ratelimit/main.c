@@ -55,6 +55,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "metrics.h"
+#include "liveness.h"
 #include "metrics_http.h"
 #include "msg.h"
 #include "quarantine.h"
@@ -558,6 +559,7 @@ static void *policyd_worker_run(void *context)
     struct server *srv = &w->srv;
     struct timeval ten = {10, 0};
     struct event *control, *report;
+    struct liveness *live;
     sigset_t set;
 
     daemon_signal_block(&set);			/* signals are worker 0's */
@@ -566,7 +568,9 @@ static void *policyd_worker_run(void *context)
     event_add(control, NULL);
     report = event_new(srv->base, -1, EV_PERSIST, policyd_report_add, srv);
     event_add(report, &ten);
+    live = liveness_worker(srv->base, (int) (w - policyd_workers));
     event_base_dispatch(srv->base);
+    liveness_unwatch(&live);
     event_free(control);
     event_free(report);
     if (srv->store != srv->local)
@@ -616,6 +620,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     struct skeleton sk;
     struct timeval ten = {10, 0}, quarter = {0, 250000};
     struct event *ready;
+    struct liveness *live;
     int     nlisteners, nworkers = policyd_worker_count(srv->pc->cfg);
     struct ctl_server *ctl;
     struct policyd_worker *w = xcalloc(nworkers, sizeof(*w));
@@ -645,7 +650,9 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     metrics_http_serving(1);
     msg_info("started: %d limits, store %s, %d workers", srv->pc->limits.limit_count,
 	     srv->pc->store.text, nworkers);
+    live = liveness_worker(srv->base, 0);
     event_base_dispatch(srv->base);
+    liveness_unwatch(&live);
     metrics_http_serving(0);
     event_free(ready);
     event_free(sig);

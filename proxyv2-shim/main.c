@@ -47,6 +47,7 @@
 
 #include "daemon.h"
 #include "metrics.h"
+#include "liveness.h"
 #include "metrics_http.h"
 #include "msg.h"
 #include "shim.h"
@@ -368,6 +369,7 @@ struct shim_worker {
     struct server srv;
     int    *fds;			/* listening socket per listener */
     int     control[2];		/* main thread -> worker: a command */
+    int     index;
 };
 
 /*
@@ -449,6 +451,7 @@ static void *shim_worker_run(void *context)
     struct server *srv = &w->srv;
     struct timeval second = {1, 0};
     struct event *control, *tick;
+    struct liveness *live;
 
     srv->base = event_base_new();
     srv->dns = shim_dns(srv);
@@ -467,7 +470,9 @@ static void *shim_worker_run(void *context)
     event_add(control, NULL);
     tick = event_new(srv->base, -1, EV_PERSIST, shim_tick, srv);
     event_add(tick, &second);
+    live = liveness_worker(srv->base, w->index);
     event_base_dispatch(srv->base);
+    liveness_unwatch(&live);
     for (int i = 0; i < srv->nlisteners; i++)
 	evconnlistener_free(srv->listeners[i].evl);
     event_free(control);
@@ -485,6 +490,7 @@ static struct shim_worker *shim_workers(const struct server *tmpl, int n)
     struct shim_worker *w = xcalloc(n, sizeof(*w));
 
     for (int i = 0; i < n; i++) {
+	w[i].index = i;
 	w[i].srv = *tmpl;
 	w[i].srv.listeners = xcalloc(tmpl->nlisteners, sizeof(struct shim_listener));
 	memcpy(w[i].srv.listeners, tmpl->listeners,
