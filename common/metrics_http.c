@@ -135,7 +135,23 @@ static void metrics_http_text(struct evhttp_request *req, int code, const char *
     evbuffer_free(body);
 }
 
-/* metrics_http_ready - GET /readyz: the daemon's check, 200 or 503 */
+/* metrics_http_verdict - 200 with "good", or 503 "bad: why" */
+
+static void metrics_http_verdict(struct evhttp_request *req, const char *why,
+				         const char *good, const char *bad)
+{
+    char    text[300];
+
+    if (why == NULL) {
+	metrics_http_text(req, HTTP_OK, "OK", "text/plain; charset=utf-8", good, strlen(good));
+	return;
+    }
+    snprintf(text, sizeof(text), "%s: %s\n", bad, why);
+    metrics_http_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
+		      text, strlen(text));
+}
+
+/* metrics_http_ready - GET /readyz: the daemon's check */
 
 static void metrics_http_ready(struct evhttp_request *req)
 {
@@ -143,31 +159,16 @@ static void metrics_http_ready(struct evhttp_request *req)
     int     state = atomic_load(&metrics_http_state);
     const char *why = state == 0 ? "starting" : state == 2 ? "stopping"
     : check ? check() : NULL;
-    char    text[300];
 
-    if (why == NULL) {
-	metrics_http_text(req, HTTP_OK, "OK", "text/plain; charset=utf-8", "ready\n", 6);
-	return;
-    }
-    snprintf(text, sizeof(text), "not ready: %s\n", why);
-    metrics_http_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
-		      text, strlen(text));
+    metrics_http_verdict(req, why, "ready\n", "not ready");
 }
 
-/* metrics_http_alive - GET /healthz: 200, or 503 naming a loop that stopped turning */
+/* metrics_http_alive - GET /healthz: does every loop still turn? */
 
 static void metrics_http_alive(struct evhttp_request *req)
 {
-    const char *why = atomic_load(&metrics_http_state) == 1 ? liveness_check() : NULL;
-    char    text[300];
-
-    if (why == NULL) {
-	metrics_http_text(req, HTTP_OK, "OK", "text/plain; charset=utf-8", "alive\n", 6);
-	return;
-    }
-    snprintf(text, sizeof(text), "not alive: %s\n", why);
-    metrics_http_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
-		      text, strlen(text));
+    metrics_http_verdict(req, atomic_load(&metrics_http_state) == 1 ? liveness_check() : NULL,
+			 "alive\n", "not alive");
 }
 
 static void metrics_http_handle(struct evhttp_request *req, void *context)

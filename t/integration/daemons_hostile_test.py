@@ -37,6 +37,7 @@ import time
 from hypothesis import given, settings, strategies as hs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxdaemons import milter_negotiates, write  # noqa: E402
 from mxflood import Flood, cpu_ticks, fd_count  # noqa: E402
 from mxstack import Stack, port_open  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
@@ -50,13 +51,6 @@ HZ = os.sysconf("SC_CLK_TCK")
 FLOOD = 300                     # clients, against 64 descriptors
 REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
            b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
-
-
-def write(st, name, text):
-    path = st.path("etc", name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def policy_answer(port, timeout=10):
@@ -335,17 +329,6 @@ def test_shim_nofile(st):
     tap.ok(any("Too many open files" in x for x in lines),
            "shim: accept() ran out of descriptors and said so",
            diag="\n".join(lines[-5:]))
-
-
-def milter_negotiates(port):
-    """SMFIC_OPTNEG (milter protocol 6); the milter answers SMFIC_OPTNEG."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        body = b"O" + struct.pack("!III", 6, 0x1ff, 0x1fffff)
-        s.sendall(struct.pack("!I", len(body)) + body)
-        return s.recv(5)[4:5] == b"O"
-    finally:
-        s.close()
 
 
 def test_milter_nofile(st):

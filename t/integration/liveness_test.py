@@ -20,18 +20,14 @@ that its HTTP thread answers (common/liveness.c):
 import ctypes
 import os
 import signal
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxdaemons import http_get, start_policyd, start_shim, start_spool_runner  # noqa: E402
 from mxstack import Stack  # noqa: E402
-from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import make_secret  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
 
-POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
-SHIM = build_path("proxyv2-shim", "proxyv2-shim")
-SPOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
 WALL = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
@@ -55,20 +51,11 @@ class StoppedThread:
 
 
 def healthz(port):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=3)
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-    except OSError as e:
-        return None, str(e)
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body.decode()
+    """(status, body) of GET /healthz; (None, error) if it fails."""
+    got = http_get(port, "/healthz", timeout=3)
+    if got is None or got[0] == "error":
+        return None, str(got)
+    return int(got[0].split(" ")[1]), got[1]
 
 
 def threads(pid):
@@ -111,19 +98,8 @@ def check_stop(name, proc):
     tap.is_(code, 0, "%s: SIGTERM: exits 0" % name)
 
 
-def write(st, name, text):
-    path = st.path("etc", name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
 def test_policyd(st):
-    port, mport = st.port("policyd"), st.port("policyd-metrics")
-    conf = write(st, "policyd.conf", "listen = inet:127.0.0.1:%d\nworkers = 2\n"
-                 "metrics_listen = inet:127.0.0.1:%d\n"
-                 "limit per_sender = sender rate=100000/1m count=messages\n" % (port, mport))
-    proc = st.start_daemon("policyd", [POLICYD, "-f", "-c", conf], port=port)
+    proc, _, mport = start_policyd(st, "policyd", workers=2)
     names = threads(proc.pid)
     tap.ok(names.get("worker 1") and "worker 0" not in names
            and proc.pid in names.get("policyd-ratelim", []),
@@ -136,12 +112,7 @@ def test_policyd(st):
 
 
 def test_shim(st):
-    port, mport = st.port("shim"), st.port("shim-metrics")
-    conf = write(st, "shim.conf", "workers = 2\nxclient_name_lookup = no\n"
-                 "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
-                 "trusted=127.0.0.0/8\nmetrics_listen = inet:127.0.0.1:%d\n"
-                 % (port, st.port("nobody"), mport))
-    proc = st.start_daemon("shim", [SHIM, "-f", "-c", conf], port=mport)
+    proc, _, mport = start_shim(st, "shim", st.port("nobody"), workers=2)
     names = threads(proc.pid)
     tap.ok(names.get("worker 0") and names.get("worker 1"),
            "shim: its workers are named threads", diag=str(names))
@@ -151,14 +122,7 @@ def test_shim(st):
 
 
 def test_spool(st):
-    spool = st.path("spool")
-    for sub in ("active", "dead", "tmp"):
-        os.makedirs(os.path.join(spool, sub))
-    secret = write(st, "secret", make_secret() + "\n")
-    mport = st.port("spool-metrics")
-    conf = write(st, "spool.conf", "spool_dir = %s\nsecret_file = %s\n"
-                 "metrics_listen = inet:127.0.0.1:%d\n" % (spool, secret, mport))
-    proc = st.start_daemon("spool", [SPOOL, "-c", conf, "-f", "run"], port=mport)
+    proc, mport = start_spool_runner(st, "spool")
     check_stuck("spool", proc, proc.pid, "runner", mport)
     check_stop("spool", proc)
 

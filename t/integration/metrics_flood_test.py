@@ -30,42 +30,19 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxdaemons import (http_get, milter_negotiates, start_policyd,  # noqa: E402
+                       start_shim, start_spool_runner, write)
 from mxflood import Flood, cpu_ticks, fd_count  # noqa: E402
 from mxstack import Stack  # noqa: E402
-from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
-from mxwebhook import make_secret  # noqa: E402
 
-POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
-SHIM = build_path("proxyv2-shim", "proxyv2-shim")
-SPOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+NOFILE = ["prlimit", "--nofile=64"]
 HZ = os.sysconf("SC_CLK_TCK")
 CAP = 16
 FLOOD = 300
 REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
            b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
-
-
-def http_get(port, path="/healthz", timeout=5, head_extra=b""):
-    """(status line, body) or None when nothing came within timeout."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head_extra
-                  + b"Connection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except socket.timeout:
-        return None
-    except OSError as e:
-        return ("error", str(e))
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
 
 
 def policy_served(port):
@@ -89,16 +66,6 @@ def shim_served(port):
         s.sendall(b"EHLO client.example\r\n")
         ehlo = f.readline()
         return greeting.startswith(b"220 ") and ehlo.startswith(b"250")
-    finally:
-        s.close()
-
-
-def milter_served(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        body = b"O" + struct.pack("!III", 6, 0x1ff, 0x1fffff)
-        s.sendall(struct.pack("!I", len(body)) + body)
-        return s.recv(5)[4:5] == b"O"
     finally:
         s.close()
 
@@ -198,20 +165,8 @@ def check_slow_client(name, mport):
            "held for hours (%s s)" % (name, "%.1f" % closed if closed else "never"))
 
 
-def write(st, name, text):
-    path = st.path("etc", name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
 def test_policyd(st):
-    port, mport = st.port("policyd"), st.port("policyd-metrics")
-    conf = write(st, "policyd.conf", "listen = inet:127.0.0.1:%d\nworkers = 1\n"
-                 "metrics_listen = inet:127.0.0.1:%d\n"
-                 "limit per_sender = sender rate=100000/1m count=messages\n" % (port, mport))
-    proc = st.start_daemon("policyd", ["prlimit", "--nofile=64", POLICYD, "-f", "-c", conf],
-                           port=port)
+    proc, port, mport = start_policyd(st, "policyd", prefix=NOFILE)
     tap.ok(policy_served(port), "policyd under 64 descriptors answers")
     check_flood(st, "policyd", proc, mport, lambda: policy_served(port))
     check_slow_client("policyd", mport)
@@ -219,14 +174,7 @@ def test_policyd(st):
 
 def test_shim(st):
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8"})
-    postfix = st.port("postfix-smtp")
-    port, mport = st.port("shim"), st.port("shim-metrics")
-    conf = write(st, "shim.conf", "workers = 1\nxclient_name_lookup = no\n"
-                 "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
-                 "trusted=127.0.0.0/8\nmetrics_listen = inet:127.0.0.1:%d\n"
-                 % (port, postfix, mport))
-    proc = st.start_daemon("shim", ["prlimit", "--nofile=64", SHIM, "-f", "-c", conf],
-                           port=mport)
+    proc, port, mport = start_shim(st, "shim", st.port("postfix-smtp"), prefix=NOFILE)
     tap.ok(shim_served(port), "shim under 64 descriptors: a client reaches Postfix")
     check_flood(st, "shim", proc, mport, lambda: shim_served(port))
 
@@ -241,20 +189,12 @@ def test_milter(st):
                  .replace("{dir}", st.dir) % (port, mport))
     proc = st.start_daemon("milter", ["prlimit", "--nofile=64", mxdkim.MILTER, "-f", "-c", conf],
                            port=port)
-    tap.ok(milter_served(port), "milter under 64 descriptors negotiates")
-    check_flood(st, "milter", proc, mport, lambda: milter_served(port))
+    tap.ok(milter_negotiates(port), "milter under 64 descriptors negotiates")
+    check_flood(st, "milter", proc, mport, lambda: milter_negotiates(port))
 
 
 def test_spool(st):
-    spool = st.path("spool")
-    for sub in ("active", "dead", "tmp"):
-        os.makedirs(os.path.join(spool, sub))
-    secret = write(st, "secret", make_secret() + "\n")
-    mport = st.port("spool-metrics")
-    conf = write(st, "spool.conf", "spool_dir = %s\nsecret_file = %s\n"
-                 "metrics_listen = inet:127.0.0.1:%d\n" % (spool, secret, mport))
-    proc = st.start_daemon("spool", ["prlimit", "--nofile=64", SPOOL, "-c", conf, "-f", "run"],
-                           port=mport)
+    proc, mport = start_spool_runner(st, "spool", prefix=NOFILE)
     check_flood(st, "spool", proc, mport, None)
 
 

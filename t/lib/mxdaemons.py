@@ -1,0 +1,93 @@
+"""Starting mxkit's daemons with a metrics endpoint for the tests of what
+every daemon shares (common/: metrics_http, liveness, the skeleton):
+metrics_flood_test, liveness_test, daemons_hostile_test."""
+
+import os
+import socket
+import struct
+
+from mxtest import build_path
+from mxwebhook import make_secret
+
+POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
+SHIM = build_path("proxyv2-shim", "proxyv2-shim")
+SPOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+
+
+def write(st, name, text):
+    """st's etc/NAME holding text; its path."""
+    path = st.path("etc", name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_policyd(st, name, workers=1, prefix=()):
+    """A memory-store policyd-ratelimit with metrics_listen: (proc, port,
+    metrics port). prefix: e.g. ["prlimit", "--nofile=64"]."""
+    port, mport = st.port(name), st.port(name + "-metrics")
+    conf = write(st, name + ".conf", "listen = inet:127.0.0.1:%d\nworkers = %d\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n"
+                 "limit per_sender = sender rate=100000/1m count=messages\n"
+                 % (port, workers, mport))
+    proc = st.start_daemon(name, list(prefix) + [POLICYD, "-f", "-c", conf], port=port)
+    return proc, port, mport
+
+
+def start_shim(st, name, backend, workers=1, prefix=()):
+    """proxyv2-shim in xclient mode to backend, trusting 127.0.0.0/8, with
+    metrics_listen: (proc, port, metrics port)."""
+    port, mport = st.port(name), st.port(name + "-metrics")
+    conf = write(st, name + ".conf", "workers = %d\nxclient_name_lookup = no\n"
+                 "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=xclient "
+                 "trusted=127.0.0.0/8\nmetrics_listen = inet:127.0.0.1:%d\n"
+                 % (workers, port, backend, mport))
+    proc = st.start_daemon(name, list(prefix) + [SHIM, "-f", "-c", conf], port=mport)
+    return proc, port, mport
+
+
+def start_spool_runner(st, name, prefix=()):
+    """lmtp-webhook-spool run on an empty spool, with metrics_listen:
+    (proc, metrics port)."""
+    spool = st.path(name + "-spool")
+    for sub in ("active", "dead", "tmp"):
+        os.makedirs(os.path.join(spool, sub))
+    secret = write(st, name + ".secret", make_secret() + "\n")
+    mport = st.port(name + "-metrics")
+    conf = write(st, name + ".conf", "spool_dir = %s\nsecret_file = %s\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n" % (spool, secret, mport))
+    proc = st.start_daemon(name, list(prefix) + [SPOOL, "-c", conf, "-f", "run"], port=mport)
+    return proc, mport
+
+
+def milter_negotiates(port):
+    """SMFIC_OPTNEG (milter protocol 6); the milter answers SMFIC_OPTNEG."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        body = b"O" + struct.pack("!III", 6, 0x1ff, 0x1fffff)
+        s.sendall(struct.pack("!I", len(body)) + body)
+        return s.recv(5)[4:5] == b"O"
+    finally:
+        s.close()
+
+
+def http_get(port, path="/healthz", timeout=5, head_extra=b""):
+    """(status line, body) or None when nothing came within timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head_extra
+                  + b"Connection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        return None
+    except OSError as e:
+        return ("error", str(e))
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
