@@ -13,6 +13,8 @@
  *	const char *(*check)(void);
  *
  *	void	metrics_http_serving(on)
+ *
+ *	void	metrics_http_stop()
  * DESCRIPTION
  *	Binds listen ("inet:127.0.0.1:9101", "inet6:[::1]:9101") and
  *	serves GET /metrics with libevent's evhttp from a thread of its
@@ -35,9 +37,14 @@
  *	returned (static text), e.g. "store unreachable and on_store_error
  *	= closed". check() runs in the endpoint's thread, so it may read
  *	only what is safe there (atomics, access(2)); without it, serving
- *	is ready. HEAD works as GET without the body; anything else is a
- *	404. No probe touches a mail port, so none is counted as a
- *	connection (or a rejected PROXY header) there.
+ *	is ready. HEAD works as GET without the body (evhttp sends any
+ *	body it is given, which a kept-alive client would read as the next
+ *	answer); a request target may be in absolute form
+ *	("http://host/healthz", RFC 9112 3.2.2); other paths are a 404,
+ *	other methods a 501 (after which the connection is closed, CONNECT
+ *	too, which evhttp would keep open with a 501 of no length). No
+ *	probe touches a mail port, so none is counted as a connection (or
+ *	a rejected PROXY header) there.
  *	Called before privileges are dropped (the port may be low).
  *	Out of descriptors, accept() pauses (skeleton_listener_guard()).
  *
@@ -55,6 +62,10 @@
  *	reset or freed (their callbacks cleared); the descriptor is closed
  *	then, so that its number is not reused while the old bufferevent
  *	still watches it.
+ *
+ *	metrics_http_stop() ends the endpoint's thread and waits for it
+ *	(a scrape in flight finishes first), so that a daemon may free
+ *	what its gauge callbacks read (skeleton_stop() calls it).
  * DIAGNOSTICS
  *	NULL, or a message (static storage) naming the address and the
  *	system error.
@@ -65,9 +76,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +115,13 @@ static struct {
     struct event *sweep;
 }       metrics_http_conns;
 
+/* the endpoint's thread, and an eventfd that tells it to stop */
+static struct {
+    pthread_t id;
+    int     stop_fd;
+    int     running;
+}       metrics_http_thread;
+
 static _Atomic(metrics_http_check_fn) metrics_http_check;
 static atomic_int metrics_http_state;		/* 0 starting, 1 serving, 2 stopping */
 
@@ -114,23 +135,33 @@ void    metrics_http_readiness(const char *(*check) (void))
     atomic_store(&metrics_http_check, check);
 }
 
-/* metrics_http_path - PATH or PATH?QUERY */
+/* metrics_http_path - PATH or PATH?QUERY, in origin or absolute form */
 
 static int metrics_http_path(const char *uri, const char *path)
 {
     size_t  len = strlen(path);
 
+    if (strncasecmp(uri, "http://", 7) == 0)
+	uri += 7 + strcspn(uri + 7, "/?#");
+    else if (strncasecmp(uri, "https://", 8) == 0)
+	uri += 8 + strcspn(uri + 8, "/?#");
     return (strncmp(uri, path, len) == 0 && (uri[len] == 0 || uri[len] == '?'));
 }
 
 static void metrics_http_text(struct evhttp_request *req, int code, const char *reason,
 			              const char *type, const char *text, size_t len)
 {
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
     struct evbuffer *body = evbuffer_new();
+    char    size[32];
 
-    evbuffer_add(body, text, len);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    /* HEAD: the length GET has, no body (evhttp would send it) */
+    snprintf(size, sizeof(size), "%zu", len);
+    evhttp_add_header(headers, "Content-Length", size);
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+	evbuffer_add(body, text, len);
+    evhttp_add_header(headers, "Content-Type", type);
+    evhttp_add_header(headers, "Cache-Control", "no-store");
     evhttp_send_reply(req, code, reason, body);
     evbuffer_free(body);
 }
@@ -149,6 +180,39 @@ static void metrics_http_verdict(struct evhttp_request *req, const char *why,
     snprintf(text, sizeof(text), "%s: %s\n", bad, why);
     metrics_http_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
 		      text, strlen(text));
+}
+
+#define METRICS_HTTP_PATHS "only GET /metrics, /healthz, /readyz here\n"
+
+static void metrics_http_not_found(struct evhttp_request *req)
+{
+    metrics_http_text(req, HTTP_NOTFOUND, "Not Found", "text/plain; charset=utf-8",
+		      METRICS_HTTP_PATHS, sizeof(METRICS_HTTP_PATHS) - 1);
+}
+
+/* metrics_http_hang_up - after the answer: evhttp reads end of file, lets go */
+
+static void metrics_http_hang_up(struct evhttp_request *req, void *context)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    evutil_socket_t fd;
+
+    (void) context;
+    if (evcon && (fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon))) >= 0)
+	(void) shutdown(fd, SHUT_RDWR);
+}
+
+/*
+ * metrics_http_refuse - 501 and close: evhttp's own 501 to CONNECT (which
+ * it must let through to here) has no length and keeps the connection.
+ */
+static void metrics_http_refuse(struct evhttp_request *req)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    evhttp_request_set_on_complete_cb(req, metrics_http_hang_up, NULL);
+    metrics_http_text(req, HTTP_NOTIMPLEMENTED, "Not Implemented", "text/plain; charset=utf-8",
+		      METRICS_HTTP_PATHS, sizeof(METRICS_HTTP_PATHS) - 1);
 }
 
 /* metrics_http_ready - GET /readyz: the daemon's check */
@@ -180,7 +244,7 @@ static void metrics_http_handle(struct evhttp_request *req, void *context)
     (void) context;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET
 	&& evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
-	evhttp_send_error(req, HTTP_NOTFOUND, "only GET /metrics, /healthz, /readyz here");
+	metrics_http_refuse(req);
     } else if (metrics_http_path(uri, "/metrics")) {
 	text = metrics_render(&len);
 	metrics_http_text(req, HTTP_OK, "OK", "text/plain; version=0.0.4; charset=utf-8",
@@ -191,7 +255,7 @@ static void metrics_http_handle(struct evhttp_request *req, void *context)
     } else if (metrics_http_path(uri, "/readyz")) {
 	metrics_http_ready(req);
     } else {
-	evhttp_send_error(req, HTTP_NOTFOUND, "only GET /metrics, /healthz, /readyz here");
+	metrics_http_not_found(req);
     }
 }
 
@@ -295,10 +359,28 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     return (bev);
 }
 
+static void metrics_http_break(evutil_socket_t fd, short what, void *context)
+{
+    (void) fd;
+    (void) what;
+    event_base_loopbreak(context);
+}
+
 static void *metrics_http_run(void *context)
 {
     event_base_dispatch(context);
     return (NULL);
+}
+
+void    metrics_http_stop(void)
+{
+    uint64_t one = 1;
+
+    if (!metrics_http_thread.running)
+	return;
+    if (write(metrics_http_thread.stop_fd, &one, sizeof(one)) == sizeof(one))
+	pthread_join(metrics_http_thread.id, NULL);
+    metrics_http_thread.running = 0;
 }
 
 const char *metrics_http_start(const char *listen)
@@ -309,7 +391,7 @@ const char *metrics_http_start(const char *listen)
     struct evhttp_bound_socket *bound = NULL;
     struct addr addr;
     const char *msg;
-    pthread_t thread;
+    struct event *stop;
     int     fd;
 
     if ((msg = addr_parse(listen, &addr)) != NULL) {
@@ -326,7 +408,10 @@ const char *metrics_http_start(const char *listen)
     }
     if ((base = event_base_new()) == NULL || (http = evhttp_new(base)) == NULL
 	|| (bound = evhttp_accept_socket_with_handle(http, fd)) == NULL
-	|| (metrics_http_conns.sweep = evtimer_new(base, metrics_http_sweep, NULL)) == NULL) {
+	|| (metrics_http_conns.sweep = evtimer_new(base, metrics_http_sweep, NULL)) == NULL
+	|| (metrics_http_thread.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0
+	|| (stop = event_new(base, metrics_http_thread.stop_fd, EV_READ, metrics_http_break,
+			     base)) == NULL || event_add(stop, NULL) < 0) {
 	close(fd);
 	snprintf(err, sizeof(err), "metrics_listen %s: cannot set up evhttp", listen);
 	return (err);
@@ -337,13 +422,14 @@ const char *metrics_http_start(const char *listen)
     evhttp_set_bevcb(http, metrics_http_connection, NULL);
     evhttp_set_max_headers_size(http, METRICS_HTTP_MAX_HEAD);
     evhttp_set_max_body_size(http, METRICS_HTTP_MAX_HEAD);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* CONNECT through to metrics_http_refuse(), which closes after its 501 */
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(http, metrics_http_handle, NULL);
     evhttp_set_timeout(http, 10);
-    if (pthread_create(&thread, NULL, metrics_http_run, base) != 0) {
+    if (pthread_create(&metrics_http_thread.id, NULL, metrics_http_run, base) != 0) {
 	snprintf(err, sizeof(err), "metrics_listen %s: cannot start its thread", listen);
 	return (err);
     }
-    pthread_detach(thread);
+    metrics_http_thread.running = 1;
     return (NULL);
 }

@@ -6,5 +6,6 @@
 const char *metrics_http_start(const char *listen);
 void    metrics_http_readiness(const char *(*check) (void));
 void    metrics_http_serving(int on);
+void    metrics_http_stop(void);
 
 #endif

@@ -22,7 +22,8 @@
  *	survive, and before privileges go, as the port may be low);
  *	write and lock pid_file; become "user". Every failure is fatal
  *	and names its cause. The signal policy is daemon_signal_action().
- *	skeleton_stop() removes the pid file.
+ *	skeleton_stop() ends the metrics endpoint's thread (metrics_http_stop())
+ *	and removes the pid file.
  *
  *	skeleton_listener_guard() keeps an evconnlistener from spinning
  *	when accept() fails for a reason that does not go away by itself
@@ -85,6 +86,7 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 
 void    skeleton_stop(struct skeleton *sk)
 {
+    metrics_http_stop();			/* no scrape while the daemon frees */
     if (sk->pid_file)
 	daemon_pidfile_remove(sk->pid_file, &sk->pid_fd);
     free(sk->pid_file);
