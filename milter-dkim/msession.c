@@ -290,8 +290,9 @@ static int msession_header(struct msession *s, char *data, size_t len)
 
     if (s->desc->xxfi_header == NULL)
 	return (SMFIS_CONTINUE);
-    if (len == 0 || data[len - 1] != 0 || name + 1 >= len)
-	return (R_FAIL);			/* name NUL value NUL */
+    /* name NUL value NUL; a header name is never empty (RFC 5322 2.2) */
+    if (len == 0 || data[len - 1] != 0 || name == 0 || name + 1 >= len)
+	return (R_FAIL);
     return (s->desc->xxfi_header(s, data, data + name + 1));
 }
 

@@ -387,6 +387,12 @@ static void test_framing(void)
     is_int(run(&s, r, sizeof(r)), MSESSION_ERROR, "a header without NULs ends it");
     msession_free(&s);
     is_int(seen.abort_, 1, "and the message under way is aborted");
+    session_ready(&s);
+    PKS('M', "<a>\0");
+    PKZ('L', "\0 a@planapulse.ai");
+    is_int(run(&s, r, sizeof(r)), MSESSION_ERROR, "a header with an empty name ends it");
+    is_int(seen.header, 0, "without a header callback");
+    msession_free(&s);
     msession_init(&s, &t_desc);
     optneg(6, 0x1ff, 0x1fffff);
     PKZ('C', "h\0" "4\0\031" "999.1.2.3");

@@ -1,0 +1,560 @@
+#!/usr/bin/python3
+"""milter-dkim's milter protocol endpoint (mengine, msession, mproto)
+attacked from outside by a hostile or buggy MTA, the daemon under an
+open-files limit of 64 (prlimit). Not repeated here: what
+milter_dkim_engine_test, _noreply_test, _hostile_test and _faults_test
+already try.
+
+  - negotiation: version 1 is refused (session closed, logged); version 2
+    with empty masks (a version-1 MTA's offer) is answered byte for byte
+    (version 2, actions and steps within the version-1 sets) and a whole
+    message, every step answered, is signed and verifies; version 7 gets
+    6; an action mask without "add header" is refused and logged;
+  - order: a second OPTNEG, a second EOH, end of message without MAIL,
+    body chunks before the headers: no reply at all to the stray command
+    and never a DKIM-Signature for a message not seen whole; the session
+    (or the next one) signs its next message;
+  - macros of every stage with odd contents (no NUL, empty names, a name
+    without a value, an unknown stage, 5000 macros, a 1 MB value): the
+    next message is signed;
+  - headers: no NUL, an empty name, no value: the session is closed with
+    the reason logged;
+  - 20,000 headers and 100,000 one-byte body chunks in one message: each
+    answered in time, signed (or refused) and the daemon's RSS bounded;
+  - QUIT_NC and a whole second connection on the same socket, and 30
+    messages on one connection: each signed exactly once, with its own
+    From and Message-ID;
+  - 200 idle connections against 64 descriptors: threads bounded by the
+    descriptors, back to the baseline when they go; 300 connections reset
+    (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
+  - SIGHUP while 6 sessions sign: every message signed and verifies;
+    SIGTERM with sessions open: exit 0 within 10 s.
+"""
+
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+import dkim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
+import mxdkim  # noqa: E402
+
+CONF = """\
+socket = inet:{port}@127.0.0.1
+key_table = {dir}/etc/key.table
+signing_table = refile:{dir}/etc/signing.table
+dns_test_file = {dir}/etc/dns.txt
+internal_hosts = 127.0.0.0/8
+authserv_id = mx.mxkit.test
+"""
+NOFILE = 64
+FINAL = (b"a", b"c", b"r", b"t", b"y", b"d")
+
+
+def pk(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+def read_packet(s):
+    head = b""
+    while len(head) < 4:
+        chunk = s.recv(4 - len(head))
+        if not chunk:
+            return None, None
+        head += chunk
+    n = struct.unpack(">I", head)[0]
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            return None, None
+        data += chunk
+    return data[:1], data[1:]
+
+
+def connect(port, timeout=30):
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def optneg(s, version=6, aflags=0x1ff, pflags=0x1fffff):
+    s.sendall(pk(b"O", struct.pack(">III", version, aflags, pflags)))
+    cmd, data = read_packet(s)
+    if cmd != b"O":
+        return None
+    return struct.unpack(">III", data[:12])
+
+
+def silent(s, wait=1.0):
+    """True if nothing at all arrives within wait seconds."""
+    s.settimeout(wait)
+    try:
+        got = s.recv(1)
+        s.settimeout(30)
+        return False if got else "closed"
+    except socket.timeout:
+        s.settimeout(30)
+        return True
+
+
+def drain(s, wait=1.0):
+    """Every packet that arrives until wait seconds of silence."""
+    got = []
+    s.settimeout(wait)
+    try:
+        while True:
+            c, d = read_packet(s)
+            if c is None:
+                break
+            got.append((c, d))
+    except socket.timeout:
+        pass
+    s.settimeout(30)
+    return got
+
+
+def closed(s, timeout=10):
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def envelope():
+    return (pk(b"D", b"C" + b"j\0mx.test\0")
+            + pk(b"C", b"client\0" + b"4" + struct.pack(">H", 25) + b"127.0.0.1\0")
+            + pk(b"H", b"client.example\0"))
+
+
+def headers(token, sender=b"alerts"):
+    return [(b"From", b" " + sender + b" <" + sender + b"@planapulse.ai>"),
+            (b"To", b" ops@example.net"), (b"Subject", b" attack " + token),
+            (b"Date", b" Mon, 30 Nov 2026 10:00:00 +0000"),
+            (b"Message-ID", b" <" + token + b"@planapulse.ai>")]
+
+
+BODY = b"Hello from the engine attack test.\r\n"
+
+
+def message(token, sender=b"alerts", head=None, body=BODY, chunks=None):
+    head = head if head is not None else headers(token, sender)
+    first = pk(b"D", b"M{mail_addr}\0" + sender + b"@planapulse.ai\0")
+    first += pk(b"M", b"<" + sender + b"@planapulse.ai>\0")     # RCPT: negotiated away
+    first += b"".join(pk(b"L", n + b"\0" + v + b"\0") for n, v in head)
+    first += pk(b"D", b"Ni\0" + token[:10] + b"\0") + pk(b"N")
+    rest = b"".join(pk(b"B", c) for c in (chunks if chunks is not None else [body]))
+    return first, rest + pk(b"D", b"Ei\0" + token[:10] + b"\0") + pk(b"E")
+
+
+def until_final(s):
+    got = []
+    while True:
+        cmd, data = read_packet(s)
+        if cmd is None:
+            return got
+        got.append((cmd, data))
+        if cmd in FINAL:
+            return got
+
+
+def verify(ins, head, body, dns):
+    name, value = ins[4:].split(b"\0")[:2]
+    raw = name + b":" + value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+    raw += b"".join(n + b":" + v + b"\r\n" for n, v in head) + b"\r\n" + body
+    return bool(dkim.DKIM(raw).verify(dnsfunc=dns.dnsfunc))
+
+
+def sign_one(s, dns, token=None, sender=b"alerts", replies_per_step=0):
+    """One message on s after the envelope; (signed and verified, diag).
+    replies_per_step: the number of step replies to read before EOH's."""
+    token = token or uuid.uuid4().hex.encode()
+    first, rest = message(token, sender)
+    s.sendall(first)
+    pre = [read_packet(s)[0] for _ in range(replies_per_step)]
+    eoh = until_final(s)
+    if [c for c, _ in eoh] != [b"c"] or any(c != b"c" for c in pre):
+        return False, "EOH: %r %r" % (pre, eoh)
+    s.sendall(rest)
+    eom = until_final(s)
+    body_replies = 0
+    while replies_per_step and eom and eom[-1][0] == b"c" and body_replies < 1:
+        body_replies += 1                      # the body chunk's own reply
+        eom = until_final(s)
+    ins = [d for c, d in eom if c == b"i"]
+    if not eom or eom[-1][0] != b"a" or len(ins) != 1:
+        return False, "EOM: %r" % eom
+    if b"d=planapulse.ai" not in ins[0]:
+        return False, "signature: %r" % ins[0]
+    return verify(ins[0], headers(token, sender), BODY, dns), ins[0][:200]
+
+
+def proc_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return int(out["Threads"]), int(out["VmRSS"].split()[0]), len(os.listdir("/proc/%d/fd" % pid))
+
+
+def log_has(st, text, timeout=10):
+    return wait_for(lambda: text in st.read_log("milter"), timeout=timeout)
+
+
+# --- negotiation -----------------------------------------------------------
+
+def test_negotiation(st, port, dns):
+    s = connect(port)
+    s.sendall(pk(b"O", struct.pack(">III", 1, 0xf, 0x7f)))
+    tap.ok(closed(s), "OPTNEG version 1: the session is closed")
+    tap.ok(log_has(st, "malformed milter command"), "and the reason is logged")
+    s.close()
+
+    s = connect(port)
+    v = optneg(s, 2, 0, 0)
+    tap.ok(v and v[0] == 2 and v[1] & 0x1 and not v[1] & ~0xf and not v[2] & ~0x3f,
+           "OPTNEG version 2, empty masks: version 2, actions within SMFIF v1, steps within "
+           "the v1 set", diag=repr(v))
+    good, diag = False, "not negotiated"
+    if v:
+        token = uuid.uuid4().hex.encode()
+        first, rest = message(token)
+        s.sendall(envelope() + first)
+        got = drain(s)
+        steps = [(0x1, 1), (0x2, 1), (0x4, 1), (0x20, len(headers(token))), (0x40, 1)]
+        want = sum(n for bit, n in steps if not v[2] & bit)
+        s.sendall(rest)
+        eom = drain(s)
+        ins = [d for c, d in eom if c == b"i"]
+        cmds = [c for c, _ in eom]
+        good = ([c for c, _ in got] == [b"c"] * want
+                and cmds == [b"c"] * (0 if v[2] & 0x10 else 1) + [b"i", b"a"]
+                and verify(ins[0], headers(token), BODY, dns))
+        diag = "flags %r: %r %r" % (v, got, eom)
+    tap.ok(good, "version 2: every step answered, the message signed and verifies", diag=diag)
+    s.close()
+
+    s = connect(port)
+    v = optneg(s, 7, 0x1ff, 0x1fffff)
+    tap.ok(v and v[0] == 6, "OPTNEG version 7: answered with version 6", diag=repr(v))
+    s.close()
+
+    s = connect(port)
+    v = optneg(s, 6, 0x2, 0x1fffff)                    # no SMFIF_ADDHDRS offered
+    s.sendall(envelope())
+    first, rest = message(uuid.uuid4().hex.encode())
+    s.sendall(first)
+    until_final(s)
+    s.sendall(rest)
+    eom = until_final(s)
+    tap.ok(v and not v[1] & 0x1 and [c for c, _ in eom] == [b"t"],
+           "an MTA that offers no \"add header\": mail to sign is tempfailed, never passed "
+           "unsigned", diag="%r %r" % (v, eom))
+    s.close()
+
+    s = connect(port)
+    s.sendall(pk(b"O", struct.pack(">II", 6, 0x1ff)))            # 8 bytes
+    tap.ok(closed(s), "OPTNEG of 8 bytes: the session is closed")
+    s.close()
+
+
+# --- order -----------------------------------------------------------------
+
+def fresh(port):
+    s = connect(port)
+    optneg(s)
+    s.sendall(envelope())
+    return s
+
+
+def test_order(st, port, dns):
+    s = connect(port)
+    optneg(s)
+    s.sendall(pk(b"O", struct.pack(">III", 6, 0x1ff, 0x1fffff)))
+    r = silent(s)
+    tap.ok(r is True or r == "closed", "a second OPTNEG: no reply (ignored or closed)",
+           diag=repr(r))
+    s.close()
+
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    first, rest = message(token)
+    s.sendall(first)
+    until_final(s)
+    s.sendall(pk(b"N"))
+    r = silent(s)
+    s.sendall(rest)
+    r2 = silent(s)
+    tap.ok(r is True and r2 is True, "a second EOH: no reply to it, and no reply (no "
+           "signature) for the rest of that message", diag="%r %r" % (r, r2))
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "then the next message in the session is signed and verifies", diag=diag)
+    s.close()
+
+    s = fresh(port)
+    s.sendall(pk(b"B", BODY) + pk(b"E"))
+    r = silent(s)
+    tap.ok(r is True, "a body chunk and end of message without MAIL: no reply, no signature",
+           diag=repr(r))
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "then a whole message is signed and verifies", diag=diag)
+    s.close()
+
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    s.sendall(pk(b"M", b"<alerts@planapulse.ai>\0")
+              + pk(b"B", b"body first\r\n"))
+    r = silent(s)
+    s.sendall(b"".join(pk(b"L", n + b"\0" + v + b"\0") for n, v in headers(token))
+              + pk(b"N") + pk(b"E"))
+    got = []
+    s.settimeout(2)
+    try:
+        while True:
+            c, d = read_packet(s)
+            if c is None:
+                break
+            got.append((c, d))
+    except socket.timeout:
+        pass
+    s.settimeout(30)
+    tap.ok(not any(c == b"i" for c, _ in got),
+           "body chunks before the headers: never a DKIM-Signature for that message",
+           diag="%r %r" % (r, got))
+    s.close()
+
+    s = connect(port)
+    optneg(s)
+    s.sendall(envelope() + pk(b"K"))
+    s.sendall(envelope())
+    tokens = uuid.uuid4().hex.encode()
+    good, diag = sign_one(s, dns, tokens)
+    tap.ok(good, "QUIT_NC right after HELO, then a new connection on the same socket: signed",
+           diag=diag)
+    s.close()
+
+
+# --- macros and headers ------------------------------------------------------
+
+def test_macros(st, port, dns):
+    odd = [b"C", b"Cj", b"C\0\0\0\0", b"Hname-without-value\0", b"Z{x}\0y\0",
+           b"M" + b"".join(b"{m%d}\0v%d\0" % (i, i) for i in range(5000)),
+           b"R{big}\0" + b"x" * (1 << 20) + b"\0", b"T\0", b"E{i}\0", b"N" + b"\0" * 100]
+    s = connect(port)
+    optneg(s)
+    s.sendall(b"".join(pk(b"D", d) for d in odd) + envelope())
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "macro packets of every stage with odd contents: the message is signed",
+           diag=diag)
+    s.close()
+
+    for name, data in [("a header without NUL", b"From: x"),
+                       ("a header with an empty name", b"\0 x@y\0"),
+                       ("a header without a value", b"From\0")]:
+        s = fresh(port)
+        s.sendall(pk(b"M", b"<alerts@planapulse.ai>\0")
+                  + pk(b"L", data))
+        r = closed(s, 5)
+        tap.ok(r, "%s: the session is closed" % name)
+        s.close()
+    tap.ok(log_has(st, "malformed milter command"), "and logged as malformed")
+
+
+def test_big_message(st, pid, port, dns):
+    threads0, rss0, fds0 = proc_status(pid)
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    head = headers(token) + [(b"X-H%d" % i, b" v") for i in range(20000)]
+    first, rest = message(token, head=head)
+    t0 = time.time()
+    s.sendall(first)
+    eoh = until_final(s)
+    s.sendall(rest)
+    eom = until_final(s)
+    dt = time.time() - t0
+    ins = [d for c, d in eom if c == b"i"]
+    tap.ok(eoh and eom and eom[-1][0] in (b"a", b"r", b"y", b"t") and dt < 30,
+           "20,000 headers: answered in %.1f s (EOH %r, EOM %r)"
+           % (dt, eoh[-1][0] if eoh else None, eom[-1][0] if eom else None))
+    if ins:
+        tap.ok(verify(ins[0], head, BODY, dns), "and the signature verifies")
+    else:
+        tap.ok(eom and eom[-1][0] != b"a", "and not accepted unsigned", diag=repr(eom))
+    s.close()
+
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    body = (b"x" * 50 + b"\r\n") * 2000                # 104,000 bytes
+    chunks = [body[i:i + 1] for i in range(100000)] + [body[100000:]]
+    first, rest = message(token, chunks=chunks)
+    t0 = time.time()
+    s.sendall(first)
+    until_final(s)
+    s.sendall(rest)
+    eom = until_final(s)
+    dt = time.time() - t0
+    ins = [d for c, d in eom if c == b"i"]
+    tap.ok(len(ins) == 1 and verify(ins[0], headers(token), body, dns) and dt < 30,
+           "100,001 body chunks of one byte: signed, verifies, in %.1f s" % dt, diag=repr(eom))
+    s.close()
+    time.sleep(0.5)
+    threads1, rss1, fds1 = proc_status(pid)
+    tap.ok(rss1 - rss0 < 64 * 1024, "RSS after both: %d KB -> %d KB (under 64 MB more)"
+           % (rss0, rss1))
+
+
+# --- sessions ----------------------------------------------------------------
+
+def test_sessions(port, dns):
+    s = fresh(port)
+    signed = []
+    for i in range(30):
+        sender = b"user%02d" % i
+        token = uuid.uuid4().hex.encode()
+        first, rest = message(token, sender)
+        s.sendall(first)
+        until_final(s)
+        s.sendall(rest)
+        eom = until_final(s)
+        ins = [d for c, d in eom if c == b"i"]
+        signed.append(len(ins) == 1 and eom[-1][0] == b"a"
+                      and verify(ins[0], headers(token, sender), BODY, dns))
+    tap.is_(signed.count(True), 30, "30 messages on one connection, 30 senders: each signed "
+            "exactly once and verifies with its own From")
+    s.sendall(pk(b"K") + envelope())
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "QUIT_NC after a message, a whole second connection: signed", diag=diag)
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "and a second message on it", diag=diag)
+    s.sendall(pk(b"Q"))
+    tap.ok(closed(s), "QUIT: the milter closes")
+    s.close()
+
+
+def settle(pid, want, timeout=15):
+    return wait_for(lambda: proc_status(pid)[0] <= want[0] and proc_status(pid)[2] <= want[2],
+                    timeout=timeout)
+
+
+def test_threads(st, pid, port, dns):
+    base = proc_status(pid)
+    socks = []
+    for i in range(200):
+        try:
+            socks.append(connect(port, timeout=5))
+        except OSError:
+            break
+    time.sleep(2)
+    t, rss, fds = proc_status(pid)
+    tap.ok(t <= NOFILE + 10, "200 idle connections, %d descriptors: %d threads (bounded by "
+           "the descriptors), %d descriptors" % (NOFILE, t, fds))
+    for s in socks:
+        s.close()
+    tap.ok(settle(pid, (base[0] + 8, 0, base[2])),
+           "they went: threads and descriptors back to the baseline (%r -> %r)"
+           % (base, proc_status(pid)))
+
+    for i in range(300):
+        s = socket.socket()
+        s.connect(("127.0.0.1", port))
+        s.sendall(pk(b"O", struct.pack(">III", 6, 0x1ff, 0x1fffff))[:7])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    tap.ok(settle(pid, (base[0] + 8, 0, base[2])),
+           "300 connections reset mid-packet: threads and descriptors back to the baseline "
+           "(%r -> %r)" % (base, proc_status(pid)))
+    s = fresh(port)
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "and the next session signs", diag=diag)
+    s.close()
+
+
+def test_signals(st, proc, port, dns):
+    results = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            s = fresh(port)
+            while not stop.is_set():
+                good, diag = sign_one(s, dns)
+                with lock:
+                    results.append(good)
+            s.close()
+        except OSError as e:
+            with lock:
+                results.append(False)
+            sys.stderr.write("# %s\n" % e)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        time.sleep(0.7)
+        proc.send_signal(signal.SIGHUP)
+    time.sleep(0.7)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    tap.ok(len(results) >= 6 and all(results), "3 SIGHUPs while 6 sessions sign: all %d "
+           "messages signed and verify" % len(results))
+    tap.ok(len(re.findall("configuration reloaded", st.read_log("milter"))) >= 3,
+           "and each reload logged")
+
+    socks = [fresh(port) for _ in range(5)]
+    s = socks[0]
+    first, _ = message(uuid.uuid4().hex.encode())
+    s.sendall(first)
+    until_final(s)
+    socks[1].sendall(b"\0\0")                    # a partial packet
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=15)
+    except Exception:
+        rc = None
+    dt = time.time() - t0
+    tap.ok(rc == 0 and dt < 10.5, "SIGTERM with 5 sessions open (one mid-message, one "
+           "mid-packet): exit %r in %.1f s" % (rc, dt))
+    tap.ok(all(closed(x, 2) for x in socks), "and their connections are closed")
+    for x in socks:
+        x.close()
+
+
+with Stack("milter-dkim-engine-attack") as st:
+    tap.stack = st
+    dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+    mxdkim.one_rsa_key(st, dns)
+    port = st.port("milter")
+    conf = st.path("etc", "milter.conf")
+    with open(conf, "w") as f:
+        f.write(CONF.replace("{port}", str(port)).replace("{dir}", st.dir))
+    proc = st.start_daemon("milter", ["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), "--",
+                                      mxdkim.MILTER, "-f", "-c", conf], port=port)
+    pid = proc.pid
+    wait_for(lambda: os.path.exists("/proc/%d/exe" % pid)
+             and os.readlink("/proc/%d/exe" % pid).endswith("milter-dkim"), timeout=5)
+    test_negotiation(st, port, dns)
+    test_order(st, port, dns)
+    test_macros(st, port, dns)
+    test_big_message(st, pid, port, dns)
+    test_sessions(port, dns)
+    test_threads(st, pid, port, dns)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+    test_signals(st, proc, port, dns)
+
+sys.exit(tap.done())
