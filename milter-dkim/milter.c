@@ -117,6 +117,9 @@ int     milter_local_socket;
 #define MILTER_LOCAL_FLAGS (MILTER_QUIET_FLAGS | SMFIP_NODATA)
 #define MILTER_TCP_FLAGS MILTER_QUIET_FLAGS
 
+#define MILTER_NR_FLAGS (SMFIP_NR_CONN | SMFIP_NR_HELO | SMFIP_NR_MAIL | SMFIP_NR_HDR \
+	| SMFIP_NR_BODY)
+
 /* milter_reply - SMFIS_CONTINUE, or no reply where one was negotiated away */
 
 static sfsistat milter_reply(const struct milter_ctx *c, unsigned long nr_flag)
@@ -167,8 +170,7 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f
     *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
     *pf1 = want & f1;				/* what this MTA offers */
     *pf2 = *pf3 = 0;
-    c->quiet = *pf1 & (SMFIP_NR_CONN | SMFIP_NR_HELO | SMFIP_NR_MAIL | SMFIP_NR_HDR
-		       | SMFIP_NR_BODY);
+    c->quiet = *pf1 & MILTER_NR_FLAGS;
     smfi_setpriv(ctx, c);
     return (SMFIS_CONTINUE);
 }
@@ -177,8 +179,9 @@ static sfsistat milter_connect(SMFICTX *ctx, char *name, _SOCK_ADDR *sa)
 {
     struct milter_ctx *c = milter_ctx(ctx);
 
-    if (c == NULL) {				/* an MTA that skipped negotiation */
+    if (c == NULL) {				/* a new connection after QUIT_NC */
 	c = xcalloc(1, sizeof(*c));
+	c->quiet = smfi_getpflags(ctx) & MILTER_NR_FLAGS;
 	smfi_setpriv(ctx, c);
     }
     if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6))

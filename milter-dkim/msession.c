@@ -31,6 +31,10 @@
  *	state machine does not expect there get no callback and no reply,
  *	and a mail transaction cut short gets the abort callback;
  * .IP \(bu
+ *	QUIT_NC (a new SMTP connection follows) is taken in every step
+ *	after negotiation, a message under way aborted: libmilter ignores
+ *	it before end of message, and then the next CONNECT too;
+ * .IP \(bu
  *	smfi_setreply() text goes with a matching reject (5xx) or tempfail
  *	(4xx); header edits only at end of message, with the action
  *	negotiated, ahead of the final reply;
@@ -446,7 +450,15 @@ int     msession_packet(struct msession *s, int cmd, char *data, size_t len)
 	s->error = "unknown milter command";
 	return (MSESSION_ERROR);
     }
-    if (!msession_trans_ok(s, s->state, next)) {
+    if (cmd == MPROTO_QUIT_NC && s->state != ST_INIT) {
+	/*
+	 * The SMTP client went, in whatever step. Ignored here (as libmilter
+	 * does past end of message), the next client's CONNECT would be
+	 * ignored too and its mail judged by this one's address.
+	 */
+	if (IN_MAIL(s->state) && s->desc->xxfi_abort)
+	    (void) s->desc->xxfi_abort(s);
+    } else if (!msession_trans_ok(s, s->state, next)) {
 	if (IN_MAIL(s->state) && s->desc->xxfi_abort)
 	    (void) s->desc->xxfi_abort(s);
 	s->state = ST_HELO;			/* the rest of the message is ignored */
@@ -597,4 +609,9 @@ int     smfi_chgheader(SMFICTX *s, char *name, int index, char *value)
 	return (MI_FAILURE);
     mproto_put_edit(&s->out, MPROTO_R_CHGHEADER, (uint32_t) index, name, value ? value : "");
     return (MI_SUCCESS);
+}
+
+unsigned long smfi_getpflags(SMFICTX *s)
+{
+    return (s ? s->pflags : 0);
 }

@@ -94,4 +94,12 @@ extern char *smfi_getsymval(SMFICTX *, char *);
 extern int smfi_insheader(SMFICTX *, int, char *, char *);
 extern int smfi_chgheader(SMFICTX *, char *, int, char *);
 
+/*
+ * Not libmilter's: the protocol flags negotiated on this milter
+ * connection. A milter keeps what its negotiate callback chose in its
+ * private data, which the close callback frees at QUIT_NC; the next
+ * SMTP connection on the same milter connection reads them here.
+ */
+extern unsigned long smfi_getpflags(SMFICTX *);
+
 #endif

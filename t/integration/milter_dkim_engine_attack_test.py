@@ -139,6 +139,12 @@ def envelope():
             + pk(b"H", b"client.example\0"))
 
 
+def outside_envelope():
+    """A client outside internal_hosts (no AUTH): its mail is verified, not signed."""
+    return (pk(b"C", b"mx.outside.example\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.7\0")
+            + pk(b"H", b"mx.outside.example\0"))
+
+
 def headers(token, sender=b"alerts"):
     return [(b"From", b" " + sender + b" <" + sender + b"@planapulse.ai>"),
             (b"To", b" ops@example.net"), (b"Subject", b" attack " + token),
@@ -162,7 +168,10 @@ def message(token, sender=b"alerts", head=None, body=BODY, chunks=None):
 def until_final(s):
     got = []
     while True:
-        cmd, data = read_packet(s)
+        try:
+            cmd, data = read_packet(s)
+        except socket.timeout:
+            return got + [(b"timeout", b"")]
         if cmd is None:
             return got
         got.append((cmd, data))
@@ -336,15 +345,26 @@ def test_order(st, port, dns):
            diag="%r %r" % (r, got))
     s.close()
 
-    s = connect(port)
-    optneg(s)
-    s.sendall(envelope() + pk(b"K"))
-    s.sendall(envelope())
-    tokens = uuid.uuid4().hex.encode()
-    good, diag = sign_one(s, dns, tokens)
-    tap.ok(good, "QUIT_NC right after HELO, then a new connection on the same socket: signed",
-           diag=diag)
-    s.close()
+    for name, before in [("right after HELO", b""),
+                         ("mid-message", message(b"cutcutcutcut")[0])]:
+        s = connect(port)
+        optneg(s)
+        s.sendall(envelope() + before)
+        if before:
+            until_final(s)
+        s.sendall(pk(b"K") + outside_envelope())
+        first, rest = message(uuid.uuid4().hex.encode())
+        s.sendall(first)
+        eoh = until_final(s)
+        s.sendall(rest)
+        eom = until_final(s)
+        sigs = [d for c, d in eom if c == b"i" and b"DKIM-Signature" in d]
+        tap.ok(eoh and eom and eom[-1][0] == b"a" and not sigs,
+               "QUIT_NC %s, then a connection from an outside client on the same socket: "
+               "its mail is not signed (the new client is not the internal one before)" % name,
+               diag="%r %r" % (eoh, eom))
+        s.sendall(pk(b"Q"))
+        s.close()
 
 
 # --- macros and headers ------------------------------------------------------
@@ -439,6 +459,15 @@ def test_sessions(port, dns):
     tap.ok(good, "QUIT_NC after a message, a whole second connection: signed", diag=diag)
     good, diag = sign_one(s, dns)
     tap.ok(good, "and a second message on it", diag=diag)
+    s.sendall(pk(b"K") + envelope())
+    token = uuid.uuid4().hex.encode()
+    big = headers(token) + [(b"X-Big%d" % i, b" " + b"y" * (1 << 20)) for i in range(9)]
+    first, rest = message(token, head=big)
+    s.sendall(first)
+    eoh = until_final(s)
+    tap.ok(eoh and eoh[-1][0] == b"y" and eoh[-1][1].startswith(b"552 5.3.4"),
+           "after QUIT_NC, a header section past 8 MB: refused 552 at end of header (headers "
+           "still get no reply)", diag=repr(eoh)[:300])
     s.sendall(pk(b"Q"))
     tap.ok(closed(s), "QUIT: the milter closes")
     s.close()

@@ -353,6 +353,18 @@ static void test_aborts(void)
     is_int(seen.close_ * 10 + seen.connect, 12, "QUIT_NC: close, then a new CONNECT");
     msession_free(&s);
     is_int(seen.close_, 2, "and close again at the end");
+    for (int k = 0; k < 2; k++) {		/* after HELO, mid-message */
+	session_ready(&s);
+	if (k)
+	    message_start();
+	PKS('K', "");
+	PKS('C', "again\0U");
+	run(&s, r, sizeof(r));
+	is_int(seen.abort_ * 100 + seen.close_ * 10 + seen.connect, k * 100 + 12,
+	       "QUIT_NC %s: %sclose, then the new CONNECT is taken",
+	       k ? "mid-message" : "after HELO", k ? "abort, " : "");
+	msession_free(&s);
+    }
 }
 
 static void test_framing(void)
