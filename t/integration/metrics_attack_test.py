@@ -33,8 +33,11 @@ while scrapes are in flight.
   did, 160 answers a second at most), and 20,000 kept-alive requests:
   descriptors back to the baseline, RSS bounded;
 - nothing a client sent appears in the log;
-- SIGHUP reloads and SIGTERM while scrapes are in flight: exit 0, pid
-  file removed."""
+- no path, query or header creates a series;
+- SIGHUP reloads and SIGTERM while scrapes are in flight (and, for
+  milter-dkim, 12 clients push requests they never read): exit 0, pid
+  file removed; lmtp-webhook-spool run died of SIGSEGV there (its gauges
+  read the configuration main() was freeing while a scrape ran)."""
 
 import os
 import signal
@@ -271,6 +274,13 @@ def nonreaders(ep, count):
     return socks
 
 
+def series(ep):
+    """the series (names and labels) /metrics shows"""
+    _, body, _ = ep.status(b"GET /metrics HTTP/1.1\r\n" + CLOSE)
+    return sorted(ln.rsplit(" ", 1)[0] for ln in body.decode().splitlines()
+                  if ln and not ln.startswith("#"))
+
+
 def check_load(name, ep, proc, log):
     pid = proc.pid
     baseline, rss0 = fd_count(pid), rss_kb(pid)
@@ -390,9 +400,11 @@ def scrapers(ep, stop):
     return threads
 
 
-def stop_in_flight(st, name, proc, ep, pid_file, hup):
-    """SIGHUP reloads, then SIGTERM, while 4 clients scrape"""
+def stop_in_flight(st, name, proc, ep, pid_file, hup, idle=0):
+    """SIGHUP reloads, then SIGTERM, while 4 clients scrape (and idle
+    clients push requests they never read)"""
     stop = threading.Event()
+    held = nonreaders(ep, idle)
     threads = scrapers(ep, stop)
     time.sleep(0.3)
     for _ in range(hup):
@@ -406,8 +418,11 @@ def stop_in_flight(st, name, proc, ep, pid_file, hup):
     stop.set()
     for t in threads:
         t.join()
-    tap.is_(rc, 0, "%s: %sSIGTERM while 4 clients scrape: exit 0" % (
-        name, "%d SIGHUP reloads, then " % hup if hup else ""), diag=st.read_log(name)[-2000:])
+    for s in held:
+        s.close()
+    tap.is_(rc, 0, "%s: %sSIGTERM while 4 clients scrape%s: exit 0" % (
+        name, "%d SIGHUP reloads, then " % hup if hup else "",
+        " and %d never read" % idle if idle else ""), diag=st.read_log(name)[-2000:])
     tap.ok(not os.path.exists(pid_file), "%s: its pid file removed" % name)
 
 
@@ -431,8 +446,13 @@ def test_policyd(st):
                     timeout=10),
            "policyd: UNIX mail socket, metrics_listen = inet6:[::1]: ready",
            diag=st.read_log("policyd"))
+    before = series(ep)
     battery("policyd", ep)
     check_load("policyd", ep, proc, st.logs["policyd"])
+    after = series(ep)
+    tap.ok(len(before) > 10 and after == before, "policyd: the same %d series after all that: "
+           "no path, query or header made one" % len(before),
+           diag=str(set(after) ^ set(before)))
     stop_in_flight(st, "policyd", proc, ep, pid_file, 10)
 
 
@@ -466,7 +486,7 @@ def test_milter(st):
                  "pid_file = %s\n".replace("{dir}", st.dir) % (port, mport, pid_file))
     proc = st.start_daemon("milter", ["prlimit", "--nofile=64", mxdkim.MILTER, "-f", "-c", conf],
                            port=mport)
-    stop_in_flight(st, "milter", proc, Endpoint("127.0.0.1", mport), pid_file, 5)
+    stop_in_flight(st, "milter", proc, Endpoint("127.0.0.1", mport), pid_file, 5, idle=12)
 
 
 def test_spool(st):
