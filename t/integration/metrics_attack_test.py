@@ -24,7 +24,9 @@ while scrapes are in flight.
   absurd or negative Content-Length;
 - pipelining: 1,000 requests in one write, each answered in order;
   HTTP/1.0 keep-alive; half-close after the request;
-- TLS ClientHello bytes: closed after 10 s of no request;
+- TLS ClientHello bytes: closed after 10 s of no request; a client that
+  sends requests until the kernel takes no more and reads nothing:
+  closed once its answers have not moved for 10 s;
 - clients that send requests and never read: the daemon's memory stays
   bounded, other clients are served meanwhile, every descriptor comes
   back;
@@ -373,15 +375,44 @@ def check_tls(name, ep):
            "nothing sent" % (name, took), diag=repr(got))
 
 
+def check_nonreader_closed(name, ep):
+    """a client that sends requests until the kernel takes no more and
+    reads nothing holds its slot until its answers have not moved for
+    10 s"""
+    s = nonreaders(ep, 1)[0]
+    time.sleep(12)
+    s.setblocking(True)
+    s.settimeout(3)
+    answered, closed = 0, False
+    try:
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                closed = True
+                break
+            answered += chunk.count(b"HTTP/1.1 200 OK")
+    except socket.timeout:
+        pass
+    except OSError:
+        closed = True
+    s.close()
+    tap.ok(closed and answered < 100, "%s: a client that sends GET /metrics until the kernel "
+           "takes no more and reads nothing is closed after 10 s (%d answers were on their "
+           "way)" % (name, answered))
+
+
 def battery(name, ep):
     tls = threading.Thread(target=check_tls, args=(name, ep))
     tls.start()                        # its 10 s run beside the rest
+    slow = threading.Thread(target=check_nonreader_closed, args=(name, ep))
+    slow.start()
     check_targets(name, ep)
     check_head(name, ep)
     check_methods(name, ep)
     check_syntax(name, ep)
     check_pipelining(name, ep)
     tls.join()
+    slow.join()
 
 
 def scrapers(ep, stop):
@@ -442,8 +473,9 @@ def test_policyd(st):
                  % (st.path("policyd.sock"), pid_file, mport))
     proc = st.start_daemon("policyd", ["prlimit", "--nofile=64", POLICYD, "-f", "-c", conf])
     ep = Endpoint("::1", mport)
-    tap.ok(wait_port(mport, host="::1", proc=proc) and wait_for(lambda: ep.status(b"GET /readyz HTTP/1.1\r\n" + CLOSE)[1] == b"ready\n",
-                    timeout=10),
+    tap.ok(wait_port(mport, host="::1", proc=proc)
+           and wait_for(lambda: ep.status(b"GET /readyz HTTP/1.1\r\n" + CLOSE)[1] == b"ready\n",
+                        timeout=10),
            "policyd: UNIX mail socket, metrics_listen = inet6:[::1]: ready",
            diag=st.read_log("policyd"))
     before = series(ep)
