@@ -54,6 +54,7 @@ from mxflood import fd_count  # noqa: E402
 from mxstack import Stack, wait_port  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
+from mxdaemons import write  # noqa: E402
 from mxwebhook import make_secret  # noqa: E402
 
 POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
@@ -455,13 +456,6 @@ def stop_in_flight(st, name, proc, ep, pid_file, hup, idle=0):
         name, "%d SIGHUP reloads, then " % hup if hup else "",
         " and %d never read" % idle if idle else ""), diag=st.read_log(name)[-2000:])
     tap.ok(not os.path.exists(pid_file), "%s: its pid file removed" % name)
-
-
-def write(st, name, text):
-    path = st.path("etc", name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def test_policyd(st):
