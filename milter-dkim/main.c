@@ -109,6 +109,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     if ((run.listen_fd = mengine_open(socket_spec, &err)) < 0)
 	msg_fatal("cannot listen on %s: %s: %m", socket_spec, err);
     umask(old_mask);
+    mengine_max_sessions = p->max_sessions;
     milter_metrics_init();
     skeleton_start(&sk, opts, p->cfg);
     policy_install(p);

@@ -13,6 +13,8 @@
  *	void	mengine_stop(void)
  *
  *	int	mengine_timeout;
+ *
+ *	int	mengine_max_sessions;
  * DESCRIPTION
  *	Takes the place of libmilter under milter.c. Debian's libmilter is
  *	built with its worker pool: a session whose next packet had not
@@ -35,7 +37,13 @@
  *	idle worker to accept starts one more first (so one always waits
  *	in accept()), and a worker that finds MENGINE_IDLE_MAX (8) others
  *	idle when its session ends exits. Threads: the sessions open plus
- *	up to 8. One thread per session rather than an event loop per CPU
+ *	up to 8, and never more than mengine_max_sessions (max_sessions):
+ *	with that many sessions open no thread waits in accept(), and
+ *	clients wait in the listen backlog until one ends (a warning every
+ *	10 s at most). Without it only the open-files limit bounded them,
+ *	and that is raised to the hard limit at start (524288 under
+ *	systemd): a client could make a thread and an 8 MB packet buffer
+ *	per connection. One thread per session rather than an event loop per CPU
  *	because inbound mail is verified at end of message with blocking
  *	DNS (libopendkim, SPF, DMARC): on an event loop one slow lookup
  *	would stall every session sharing that loop.
@@ -95,6 +103,7 @@
 #define MENGINE_BUF_KEEP (256 * 1024)	/* shrink back past this */
 
 int     mengine_timeout = 7210;
+int     mengine_max_sessions = 1000;
 
 #define MENGINE_IDLE_MAX 8		/* idle workers kept waiting in accept() */
 
@@ -299,6 +308,20 @@ static void mengine_pause(void)
 
 static void *mengine_worker(void *);
 
+/* mengine_full - every session slot taken: say so, once per 10 s at most */
+
+static void mengine_full(void)
+{
+    static time_t last;
+    time_t  now = time(NULL);
+
+    if (now - last >= 10) {
+	last = now;
+	msg_warn("%d milter sessions open (max_sessions): further clients wait in the "
+		 "listen backlog", mengine.threads);
+    }
+}
+
 /* mengine_spawn - one more worker; the caller holds the lock */
 
 static int mengine_spawn(void)
@@ -383,7 +406,11 @@ static void *mengine_worker(void *arg)
 	    }
 	    continue;
 	}
-	if (--mengine.idle == 0 && (err = mengine_spawn()) != 0) {
+	if (--mengine.idle > 0) {
+	     /* another still waits in accept() */ ;
+	} else if (mengine.threads >= mengine_max_sessions) {
+	    mengine_full();			/* accepting resumes after a session */
+	} else if ((err = mengine_spawn()) != 0) {
 	    errno = err;			/* accepting resumes after this session */
 	    msg_warn("cannot create a milter session thread: %m");
 	}

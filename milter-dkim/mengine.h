@@ -10,5 +10,6 @@ int     mengine_run(int listen_fd, const struct smfiDesc *desc);
 void    mengine_stop(void);
 
 extern int mengine_timeout;		/* seconds without progress, per session */
+extern int mengine_max_sessions;	/* sessions (and threads) at most */
 
 #endif

@@ -57,6 +57,7 @@
 const struct config_spec policy_specs[] = {
     {"socket", CONFIG_STRING, "inet:8891@127.0.0.1", CONFIG_RESTART},
     {"socket_umask", CONFIG_STRING, "007", CONFIG_RESTART},
+    {"max_sessions", CONFIG_INT, "1000", CONFIG_RESTART},
     {"mode", CONFIG_LIST, "sign, verify", 0},
     {"key_table", CONFIG_STRING, NULL, 0},
     {"signing_table", CONFIG_STRING, NULL, 0},
@@ -316,6 +317,10 @@ static void policy_options(struct dkim_policy *p)
     if (p->verify_max < 1 || p->verify_max > 1000)
 	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),
 			 "verify_signatures_max must be 1 to 1000");
+    p->max_sessions = (int) config_get_int(p->cfg, "max_sessions");
+    if (p->max_sessions < 1 || p->max_sessions > 100000)
+	config_add_error(p->cfg, policy_line(p, "max_sessions"),
+			 "max_sessions must be 1 to 100000");
     dkim_set_prescreen(p->lib, policy_prescreen);
     if (dns) {
 	dkim_query_t method = DKIM_QUERY_FILE;

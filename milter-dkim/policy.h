@@ -33,6 +33,7 @@ struct dkim_policy {
     int     socket_local;
     mode_t  socket_umask;
     int     verify_max;			/* signatures verified per message */
+    int     max_sessions;		/* milter sessions served at once */
     char  **sign_headers;		/* must outlive lib */
     char  **oversign_headers;
     struct auth_conf *auth;		/* SPF, DMARC and the DNS (auth.c) */

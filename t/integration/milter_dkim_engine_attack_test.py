@@ -24,8 +24,9 @@ already try.
   - QUIT_NC and a whole second connection on the same socket, and 30
     messages on one connection: each signed exactly once, with its own
     From and Message-ID;
-  - 200 idle connections against 64 descriptors: threads bounded by the
-    descriptors, back to the baseline when they go; 300 connections reset
+  - max_sessions = 24: 24 sessions open, the 25th waits unanswered
+    (logged) and is served when one ends; 200 idle connections: at most
+    24 session threads, back to the baseline when they go; 300 connections reset
     (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
   - SIGHUP while 6 sessions sign: every message signed and verifies;
     SIGTERM with sessions open: exit 0 within 10 s.
@@ -55,8 +56,10 @@ signing_table = refile:{dir}/etc/signing.table
 dns_test_file = {dir}/etc/dns.txt
 internal_hosts = 127.0.0.0/8
 authserv_id = mx.mxkit.test
+max_sessions = {max}
 """
 NOFILE = 64
+MAX_SESSIONS = 24
 FINAL = (b"a", b"c", b"r", b"t", b"y", b"d")
 
 
@@ -478,6 +481,34 @@ def settle(pid, want, timeout=15):
                     timeout=timeout)
 
 
+def test_max_sessions(st, pid, port, dns):
+    base = proc_status(pid)
+    held = []
+    for i in range(MAX_SESSIONS):
+        s = connect(port)
+        held.append((s, optneg(s)))
+    tap.ok(all(v for _, v in held), "max_sessions = %d: %d sessions open and answered"
+           % (MAX_SESSIONS, MAX_SESSIONS))
+    extra = connect(port)
+    extra.sendall(pk(b"O", struct.pack(">III", 6, 0x1ff, 0x1fffff)))
+    r = silent(extra, 1.5)
+    tap.ok(r is True, "one more: it waits (accepted by the kernel, not answered)", diag=repr(r))
+    tap.ok(log_has(st, "milter sessions open (max_sessions)"), "and that is logged")
+    held[0][0].close()
+    extra.settimeout(10)
+    cmd, _ = read_packet(extra)
+    extra.settimeout(30)
+    tap.is_(cmd, b"O", "a session ends: the waiting one is answered")
+    extra.sendall(envelope())
+    good, diag = sign_one(extra, dns)
+    tap.ok(good, "and signs", diag=diag)
+    extra.close()
+    for s, _ in held[1:]:
+        s.close()
+    tap.ok(settle(pid, (base[0] + 8, 0, base[2])), "all closed: threads and descriptors back "
+           "to the baseline (%r -> %r)" % (base, proc_status(pid)))
+
+
 def test_threads(st, pid, port, dns):
     base = proc_status(pid)
     socks = []
@@ -488,8 +519,8 @@ def test_threads(st, pid, port, dns):
             break
     time.sleep(2)
     t, rss, fds = proc_status(pid)
-    tap.ok(t <= NOFILE + 10, "200 idle connections, %d descriptors: %d threads (bounded by "
-           "the descriptors), %d descriptors" % (NOFILE, t, fds))
+    tap.ok(t <= MAX_SESSIONS + 3, "200 idle connections: %d threads (max_sessions %d, and "
+           "main's 2), %d descriptors" % (t, MAX_SESSIONS, fds))
     for s in socks:
         s.close()
     tap.ok(settle(pid, (base[0] + 8, 0, base[2])),
@@ -571,7 +602,8 @@ with Stack("milter-dkim-engine-attack") as st:
     port = st.port("milter")
     conf = st.path("etc", "milter.conf")
     with open(conf, "w") as f:
-        f.write(CONF.replace("{port}", str(port)).replace("{dir}", st.dir))
+        f.write(CONF.replace("{port}", str(port)).replace("{dir}", st.dir)
+                .replace("{max}", str(MAX_SESSIONS)))
     proc = st.start_daemon("milter", ["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), "--",
                                       mxdkim.MILTER, "-f", "-c", conf], port=port)
     pid = proc.pid
@@ -582,6 +614,7 @@ with Stack("milter-dkim-engine-attack") as st:
     test_macros(st, port, dns)
     test_big_message(st, pid, port, dns)
     test_sessions(port, dns)
+    test_max_sessions(st, pid, port, dns)
     test_threads(st, pid, port, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
     test_signals(st, proc, port, dns)
