@@ -152,12 +152,18 @@ void    msession_init(struct msession *s, const struct smfiDesc *desc)
 	| (desc->xxfi_unknown ? 0 : SMFIP_NOUNKNOWN) | (desc->xxfi_data ? 0 : SMFIP_NODATA);
 }
 
+/*
+ * msession_trans_ok - a step negotiated away is stepped over, but only in
+ * the order of a message (connect to end of message): from ABRT the next
+ * state in the enum is UNKN, and stepping over it (SMFIP_NOUNKNOWN) let a
+ * body chunk or header follow an abort as if a message were under way.
+ */
 static int msession_trans_ok(const struct msession *s, int from, int to)
 {
     for (int st = from; st < ST_COUNT;) {
 	if (msession_next[st] & BIT(to))
 	    return (1);
-	if (st + 1 >= ST_COUNT || !(s->pflags & msession_skip[st + 1]))
+	if (st + 1 > ST_ENDM || !(s->pflags & msession_skip[st + 1]))
 	    return (0);
 	st++;
     }

@@ -335,6 +335,19 @@ static void test_aborts(void)
 	msession_free(&s);
     }
     session_ready(&s);
+    s.pflags |= SMFIP_NOUNKNOWN;		/* as milter.c negotiates */
+    message_start();
+    PKS('N', "");
+    PKS('A', "");
+    PKS('B', "x");
+    PKS('L', "From\0 b@planapulse.ai\0");
+    PKS('N', "");
+    PKS('E', "");
+    run(&s, r, sizeof(r));
+    is_str(r, "c", "after an abort, a body chunk, a header, EOH and EOM: no reply (%s)", r);
+    is_int(seen.body * 100 + seen.eoh * 10 + seen.eom, 10, "and no callback but the first EOH");
+    msession_free(&s);
+    session_ready(&s);
     PKS('A', "");
     run(&s, r, sizeof(r));
     is_int(seen.abort_, 0, "abort outside a message: ignored");
