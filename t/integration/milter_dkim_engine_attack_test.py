@@ -566,7 +566,11 @@ def test_threads(st, pid, port, dns):
     s.close()
 
 
-def test_signals(st, proc, port, dns):
+def test_signals(st, proc, port, dns, conf):
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("max_sessions = %d" % MAX_SESSIONS, "max_sessions = 5"))
     results = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -598,6 +602,9 @@ def test_signals(st, proc, port, dns):
            "messages signed and verify" % len(results))
     tap.ok(len(re.findall("configuration reloaded", st.read_log("milter"))) >= 3,
            "and each reload logged")
+    tap.ok(re.search(r"warning: .*max_sessions", st.read_log("milter")),
+           "a changed max_sessions: the reload says it needs a restart",
+           diag=st.read_log("milter")[-400:])
 
     socks = [fresh(port) for _ in range(5)]
     s = socks[0]
@@ -641,6 +648,6 @@ with Stack("milter-dkim-engine-attack") as st:
     test_max_sessions(st, pid, port, dns)
     test_threads(st, pid, port, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
-    test_signals(st, proc, port, dns)
+    test_signals(st, proc, port, dns, conf)
 
 sys.exit(tap.done())
