@@ -32,6 +32,8 @@ already try.
     (logged) and is served when one ends; 200 idle connections: at most
     24 session threads, back to the baseline when they go; 300 connections reset
     (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
+  - a peer sending a byte every 50 ms: signed, no busy loop (CPU time);
+    one that sends a message and half-closes: every reply, then closed;
   - SIGHUP while 6 sessions sign: every message signed and verifies;
     SIGTERM with sessions open: exit 0 within 10 s.
 """
@@ -500,6 +502,47 @@ def test_sessions(port, dns):
     s.close()
 
 
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_slow_and_half_closed(pid, port, dns):
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    first, rest = message(token)
+    s.sendall(first)
+    until_final(s)
+    cpu0, t0 = cpu_seconds(pid), time.time()
+    for i in range(len(rest)):                  # one byte every 50 ms, ~4 s
+        s.sendall(rest[i:i + 1])
+        if i < 80:
+            time.sleep(0.05)
+    eom = until_final(s)
+    cpu = cpu_seconds(pid) - cpu0
+    ins = [d for c, d in eom if c == b"i"]
+    tap.ok(len(ins) == 1 and verify(ins[0], headers(token), BODY, dns),
+           "a peer sending one byte every 50 ms: signed, verifies", diag=repr(eom)[:200])
+    tap.ok(cpu < 0.5, "and the daemon used %.2f s of CPU over %.1f s (no busy loop)"
+           % (cpu, time.time() - t0))
+    s.close()
+
+    s = fresh(port)
+    token = uuid.uuid4().hex.encode()
+    first, rest = message(token)
+    s.sendall(first + rest)
+    s.shutdown(socket.SHUT_WR)
+    got = drain(s, 5)
+    ins = [d for c, d in got if c == b"i"]
+    tap.ok([c for c, _ in got] == [b"c", b"i", b"a"]
+           and verify(ins[0], headers(token), BODY, dns),
+           "a peer that sends a whole message and half-closes: every reply written, signed",
+           diag=repr(got)[:200])
+    tap.ok(closed(s, 5), "then the milter closes")
+    s.close()
+
+
 def settle(pid, want, timeout=15):
     return wait_for(lambda: proc_status(pid)[0] <= want[0] and proc_status(pid)[2] <= want[2],
                     timeout=timeout)
@@ -645,6 +688,7 @@ with Stack("milter-dkim-engine-attack") as st:
     test_macros(st, port, dns)
     test_big_message(st, pid, port, dns)
     test_sessions(port, dns)
+    test_slow_and_half_closed(pid, port, dns)
     test_max_sessions(st, pid, port, dns)
     test_threads(st, pid, port, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
