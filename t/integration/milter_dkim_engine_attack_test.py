@@ -30,7 +30,9 @@ already try.
     refused 552 at end of header (no-reply flags kept);
   - max_sessions = 24: 24 sessions open, the 25th waits unanswered
     (logged) and is served when one ends; 200 idle connections: at most
-    24 session threads, back to the baseline when they go; 300 connections reset
+    24 session threads, back to the baseline when they go; real Postfix
+    meanwhile tempfails the message (milter_default_action), then signs
+    once the slots are free; 300 connections reset
     (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
   - a peer sending a byte every 50 ms: signed, no busy loop (CPU time);
     one that sends a message and half-closes: every reply, then closed;
@@ -41,6 +43,7 @@ already try.
 import os
 import re
 import signal
+import smtplib
 import socket
 import struct
 import sys
@@ -576,6 +579,47 @@ def test_max_sessions(st, pid, port, dns):
            "to the baseline (%r -> %r)" % (base, proc_status(pid)))
 
 
+def smtp_code(st, token):
+    raw = ("From: Alerts <alerts@planapulse.ai>\r\nTo: ops@example.net\r\n"
+           "Subject: full %s\r\n\r\nmax_sessions through Postfix\r\n" % token).encode()
+    try:
+        s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+        s.sendmail("alerts@planapulse.ai", ["ops@example.net"], raw)
+        s.quit()
+        return 250
+    except smtplib.SMTPRecipientsRefused as e:
+        return list(e.recipients.values())[0][0]
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code
+    except (OSError, smtplib.SMTPException) as e:
+        return repr(e)
+
+
+def test_postfix_full(st, pid, port, dns):
+    """Real Postfix while every session slot is taken: what does it do?"""
+    held = []
+    for i in range(MAX_SESSIONS):
+        s = connect(port)
+        held.append(s)
+        optneg(s)
+    code = smtp_code(st, uuid.uuid4().hex)
+    tap.ok(isinstance(code, int) and 400 <= code < 500,
+           "through Postfix with all %d session slots taken: the message is tempfailed "
+           "(milter_default_action), code %r" % (MAX_SESSIONS, code))
+    for s in held:
+        s.close()
+    token = uuid.uuid4().hex
+    code = smtp_code(st, token)
+
+    def arrived():
+        return [m for m in st.sink_messages() if token in m]
+    found = wait_for(arrived, timeout=30) or []
+    tap.ok(code == 250 and len(found) == 1 and dkim.DKIM(mxdkim.crlf(
+        mxdkim.strip_sink_headers(found[0]))).verify(dnsfunc=dns.dnsfunc),
+        "the slots free again: the next message is accepted, arrives signed and verifies",
+        diag="code %r, %d found" % (code, len(found)))
+
+
 def test_threads(st, pid, port, dns):
     base = proc_status(pid)
     socks = []
@@ -671,6 +715,7 @@ def test_signals(st, proc, port, dns, conf):
 
 with Stack("milter-dkim-engine-attack") as st:
     tap.stack = st
+    st.start_sink()
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
     mxdkim.one_rsa_key(st, dns)
     port = st.port("milter")
@@ -681,6 +726,10 @@ with Stack("milter-dkim-engine-attack") as st:
     proc = st.start_daemon("milter", ["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), "--",
                                       mxdkim.MILTER, "-f", "-c", conf], port=port)
     pid = proc.pid
+    st.start_postfix(main={"local_header_rewrite_clients": "",
+                           "milter_connect_timeout": "3s", "milter_command_timeout": "3s"},
+                     smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
+                            "milter_default_action": "tempfail"})
     wait_for(lambda: os.path.exists("/proc/%d/exe" % pid)
              and os.readlink("/proc/%d/exe" % pid).endswith("milter-dkim"), timeout=5)
     test_negotiation(st, port, dns)
@@ -690,6 +739,7 @@ with Stack("milter-dkim-engine-attack") as st:
     test_sessions(port, dns)
     test_slow_and_half_closed(pid, port, dns)
     test_max_sessions(st, pid, port, dns)
+    test_postfix_full(st, pid, port, dns)
     test_threads(st, pid, port, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
     test_signals(st, proc, port, dns, conf)
