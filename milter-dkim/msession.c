@@ -40,7 +40,11 @@
  *	negotiated, ahead of the final reply;
  * .IP \(bu
  *	macros per stage, looked up latest stage first, "i" and "{i}"
- *	alike; a stage clears the macros of the stages after it.
+ *	alike; a stage clears the macros of the stages after it. A macro
+ *	packet past MSESSION_MACRO_MAX (64 KB; Postfix's are addresses and
+ *	names) ends the session: each of the 7 stages keeps a copy, so up to
+ *	the packet limit they cost 56 MB a session, and one dropped could
+ *	be {auth_authen}, which decides signing.
  * .PP
  *	msession_input() hands every whole packet in buf to
  *	msession_packet() and says how many bytes it took. Both return
@@ -180,6 +184,8 @@ static int msession_macros(struct msession *s, char *data, size_t len)
 
     if (slot < 0 || len < 2)
 	return (R_NONE);			/* libmilter drops these too */
+    if (len > MSESSION_MACRO_MAX)
+	return (R_FAIL);			/* dropped, a decision would miss it */
     copy = xmalloc(len - 1);
     memcpy(copy, data + 1, len - 1);
     if ((argv = mproto_argv(copy, len - 1, &count)) == NULL) {
@@ -448,8 +454,13 @@ int     msession_packet(struct msession *s, int cmd, char *data, size_t len)
 {
     int     next, r;
 
-    if (cmd == MPROTO_MACRO)
-	return (msession_macros(s, data, len), MSESSION_MORE);
+    if (cmd == MPROTO_MACRO) {
+	if (msession_macros(s, data, len) == R_FAIL) {
+	    s->error = "milter macro packet longer than 64 KB";
+	    return (MSESSION_ERROR);
+	}
+	return (MSESSION_MORE);
+    }
     if (cmd == MPROTO_QUIT)
 	return (MSESSION_END);			/* msession_free() closes */
     if ((next = msession_state(cmd)) < 0) {

@@ -9,6 +9,7 @@
 #include "smfi.h"
 
 #define MSESSION_MACROS	7		/* connect .. end of header */
+#define MSESSION_MACRO_MAX 65536	/* bytes in one macro packet */
 
 struct msession {
     const struct smfiDesc *desc;

@@ -18,8 +18,9 @@ already try.
     end-of-message packet; QUIT_NC after HELO or mid-message, then a
     client outside internal_hosts on the reused connection: not signed;
   - macros of every stage with odd contents (no NUL, empty names, a name
-    without a value, an unknown stage, 5000 macros, a 1 MB value): the
-    next message is signed;
+    without a value, an unknown stage, 4000 macros, a 65,000-byte value):
+    the next message is signed; a macro packet of 1 MB ends the session
+    (logged): each stage keeps a copy;
   - headers: no NUL, an empty name, no value: the session is closed with
     the reason logged;
   - 100,000 headers and 100,001 one-byte body chunks in one message: each
@@ -403,14 +404,22 @@ def test_order(st, port, dns):
 
 def test_macros(st, port, dns):
     odd = [b"C", b"Cj", b"C\0\0\0\0", b"Hname-without-value\0", b"Z{x}\0y\0",
-           b"M" + b"".join(b"{m%d}\0v%d\0" % (i, i) for i in range(5000)),
-           b"R{big}\0" + b"x" * (1 << 20) + b"\0", b"T\0", b"E{i}\0", b"N" + b"\0" * 100]
+           b"M" + b"".join(b"{m%d}\0v%d\0" % (i, i) for i in range(4000)),
+           b"R{big}\0" + b"x" * 65000 + b"\0", b"T\0", b"E{i}\0", b"N" + b"\0" * 100]
     s = connect(port)
     optneg(s)
     s.sendall(b"".join(pk(b"D", d) for d in odd) + envelope())
     good, diag = sign_one(s, dns)
     tap.ok(good, "macro packets of every stage with odd contents: the message is signed",
            diag=diag)
+    s.close()
+
+    s = connect(port)
+    optneg(s)
+    s.sendall(envelope() + pk(b"D", b"M{auth_authen}\0" + b"x" * (1 << 20) + b"\0"))
+    tap.ok(closed(s), "a macro packet of 1 MB: the session is closed (a dropped macro could "
+           "be {auth_authen})")
+    tap.ok(log_has(st, "milter macro packet longer than 64 KB"), "and the reason is logged")
     s.close()
 
     for name, data in [("a header without NUL", b"From: x"),

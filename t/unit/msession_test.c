@@ -418,6 +418,20 @@ static void test_framing(void)
     is_int(run(&s, r, sizeof(r)), MSESSION_ERROR, "a header with an empty name ends it");
     is_int(seen.header, 0, "without a header callback");
     msession_free(&s);
+    session_ready(&s);
+    {
+	static char big[MSESSION_MACRO_MAX + 1];
+
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "M{big}", 7);
+	big[sizeof(big) - 1] = 0;
+	pk('D', big, sizeof(big) - 1);
+	is_int(run(&s, r, sizeof(r)), MSESSION_MORE, "a macro packet of 64 KB is taken");
+	pk('D', big, sizeof(big));
+	is_int(run(&s, r, sizeof(r)), MSESSION_ERROR, "one byte more ends the session");
+	ok(s.error && strstr(s.error, "64 KB"), "with a reason: %s", s.error ? s.error : "");
+    }
+    msession_free(&s);
     msession_init(&s, &t_desc);
     optneg(6, 0x1ff, 0x1fffff);
     PKZ('C', "h\0" "4\0\031" "999.1.2.3");
