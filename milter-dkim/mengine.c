@@ -65,7 +65,11 @@
  *	Bounds: a packet up to MPROTO_DATA_MAX (mproto(3)); the input
  *	buffer grows to the packet it holds and shrinks back when it was
  *	large; a session with no progress for mengine_timeout seconds
- *	(reading or writing; libmilter's 7210 by default) is closed. Out of
+ *	(reading or writing; libmilter's 7210 by default) is closed, and
+ *	one that has not negotiated 10 s after it was accepted: an MTA
+ *	sends OPTNEG as it connects (it is in the socket buffer when a
+ *	client waited in the backlog), and a client that sends nothing
+ *	would hold one of max_sessions for two hours. Out of
  *	descriptors or memory, accept() pauses 100 ms (skeleton(3) logs it,
  *	rate-limited) and the clients wait in the backlog; when no worker
  *	can be started, accepting resumes as soon as a session ends.
@@ -106,6 +110,7 @@ int     mengine_timeout = 7210;
 int     mengine_max_sessions = 1000;
 
 #define MENGINE_IDLE_MAX 8		/* idle workers kept waiting in accept() */
+#define MENGINE_OPTNEG_TIMEOUT 10	/* seconds from accept to negotiation */
 
 struct mengine_conn {
     int     fd;
@@ -269,11 +274,16 @@ static const char *mengine_serve(int fd, struct msession *s)
     size_t  cap = MENGINE_BUF_MIN, have = 0, used;
     char   *buf = xmalloc(cap);
     const char *why = NULL;
+    struct timeval tv = {mengine_timeout, 0};
     ssize_t n;
-    int     r;
+    int     r, negotiated = 0;
 
     for (;;) {
 	r = msession_input(s, buf, have, &used);
+	if (!negotiated && s->version) {	/* the session's own timeout now */
+	    (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	    negotiated = 1;
+	}
 	memmove(buf, buf + used, have - used);
 	have -= used;
 	if (s->out.len && (why = mengine_write(fd, &s->out)) != NULL)
@@ -288,8 +298,8 @@ static const char *mengine_serve(int fd, struct msession *s)
 	if (n == 0)
 	    break;				/* the MTA closed: not an error */
 	if (n < 0) {
-	    why = errno == EAGAIN || errno == EWOULDBLOCK ?
-		"the MTA sent nothing for the timeout" : strerror(errno);
+	    why = errno != EAGAIN && errno != EWOULDBLOCK ? strerror(errno) : negotiated ?
+		"the MTA sent nothing for the timeout" : "no negotiation within 10 s";
 	    break;
 	}
 	have += n;
@@ -344,13 +354,13 @@ static int mengine_spawn(void)
 
 static void mengine_session(int fd)
 {
-    struct timeval tv = {mengine_timeout, 0};
+    struct timeval tv = {mengine_timeout, 0}, optneg = {MENGINE_OPTNEG_TIMEOUT, 0};
     struct mengine_conn c = {fd, NULL, NULL};
     struct msession s;
     const char *why;
     int     one = 1;
 
-    (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &optneg, sizeof(optneg));
     (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));	/* fails on UNIX */
     pthread_mutex_lock(&mengine.lock);

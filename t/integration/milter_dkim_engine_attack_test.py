@@ -31,7 +31,8 @@ already try.
     refused 552 at end of header (no-reply flags kept);
   - max_sessions = 24: 24 sessions open, the 25th waits unanswered
     (logged) and is served when one ends; 200 idle connections: at most
-    24 session threads, back to the baseline when they go; real Postfix
+    24 session threads, back to the baseline when they go; 29 clients
+    that never negotiate are closed after 10 s, not 7210; real Postfix
     meanwhile tempfails the message (milter_default_action), then signs
     once the slots are free; 300 connections reset
     (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
@@ -586,6 +587,23 @@ def test_max_sessions(st, pid, port, dns):
         s.close()
     tap.ok(settle(pid, (base[0] + 8, 0, base[2])), "all closed: threads and descriptors back "
            "to the baseline (%r -> %r)" % (base, proc_status(pid)))
+
+    t0 = time.time()
+    mute = [connect(port) for _ in range(MAX_SESSIONS + 5)]    # never negotiate
+    gone = [closed(mute[0], 20)]
+    first = time.time() - t0
+    gone += [closed(s, 20) for s in mute[1:]]
+    dt = time.time() - t0
+    tap.ok(all(gone) and 9 < first < 14 and dt < 25, "%d clients that never negotiate: "
+           "closed by the milter 10 s after accept (first %.1f s, the 5 from the backlog "
+           "after %.1f s), not held for mengine's 7210 s" % (len(mute), first, dt))
+    tap.ok(log_has(st, "no negotiation within 10 s"), "and logged")
+    for s in mute:
+        s.close()
+    s = fresh(port)
+    good, diag = sign_one(s, dns)
+    tap.ok(good, "then a session is served and signs", diag=diag)
+    s.close()
 
 
 def smtp_code(st, token):
