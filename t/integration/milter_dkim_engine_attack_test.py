@@ -35,7 +35,8 @@ already try.
     that never negotiate are closed after 10 s, not 7210; real Postfix
     meanwhile tempfails the message (milter_default_action), then signs
     once the slots are free; 300 connections reset
-    (SO_LINGER 0) mid-packet: descriptors and threads back to the baseline;
+    (SO_LINGER 0) mid-packet and 2000 sessions opened and closed in a row:
+    descriptors and threads back to the baseline;
   - a peer sending a byte every 50 ms: signed, no busy loop (CPU time);
     one that sends a message and half-closes: every reply, then closed;
   - SIGHUP while 6 sessions sign: every message signed and verifies;
@@ -674,6 +675,15 @@ def test_threads(st, pid, port, dns):
     tap.ok(settle(pid, (base[0] + 8, 0, base[2])),
            "300 connections reset mid-packet: threads and descriptors back to the baseline "
            "(%r -> %r)" % (base, proc_status(pid)))
+    t0, answered = time.time(), 0
+    for i in range(2000):
+        s = connect(port)
+        answered += bool(optneg(s))
+        s.close()
+    tap.is_(answered, 2000, "2000 sessions negotiated and closed in a row (%.1f s): each "
+            "answered" % (time.time() - t0))
+    tap.ok(settle(pid, (base[0] + 8, 0, base[2])),
+           "threads and descriptors back to the baseline (%r -> %r)" % (base, proc_status(pid)))
     s = fresh(port)
     good, diag = sign_one(s, dns)
     tap.ok(good, "and the next session signs", diag=diag)
