@@ -51,25 +51,8 @@ authserv_id = mx.mxkit.test
 NOFILE = 48
 
 
-def pk(cmd, data=b""):
-    return struct.pack(">I", len(data) + 1) + cmd + data
-
-
-def read_packet(s):
-    head = b""
-    while len(head) < 4:
-        chunk = s.recv(4 - len(head))
-        if not chunk:
-            return None, None
-        head += chunk
-    n = struct.unpack(">I", head)[0]
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            return None, None
-        data += chunk
-    return data[:1], data[1:]
+pk = mxdkim.milter_packet
+read_packet = mxdkim.read_milter_packet
 
 
 def connect(port):

@@ -9,6 +9,7 @@ our Authentication-Results in it."""
 import os
 import re
 import smtplib
+import struct
 import subprocess
 import time
 
@@ -149,3 +150,27 @@ def our_results(msg, authserv_id="mx.mxkit.test"):
     hdrs = re.findall(r"^Authentication-Results:(.*?)(?=^\S)", msg or "", re.M | re.S)
     return [re.sub(r"\r?\n[ \t]+", " ", h).strip() for h in hdrs
             if re.match(r"\s*" + re.escape(authserv_id) + r"\s*;", h)]
+
+
+def milter_packet(cmd, data=b""):
+    """One milter protocol packet: 4-byte length, command byte, data."""
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+def read_milter_packet(s):
+    """(command, data) of the next packet on socket s; (None, None) at
+    end of file."""
+    head = b""
+    while len(head) < 4:
+        chunk = s.recv(4 - len(head))
+        if not chunk:
+            return None, None
+        head += chunk
+    n = struct.unpack(">I", head)[0]
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            return None, None
+        data += chunk
+    return data[:1], data[1:]
