@@ -416,13 +416,13 @@ static void *mengine_worker(void *arg)
 	    }
 	    continue;
 	}
-	if (--mengine.idle > 0) {
-	     /* another still waits in accept() */ ;
-	} else if (mengine.threads >= mengine_max_sessions) {
-	    mengine_full();			/* accepting resumes after a session */
-	} else if ((err = mengine_spawn()) != 0) {
-	    errno = err;			/* accepting resumes after this session */
-	    msg_warn("cannot create a milter session thread: %m");
+	if (--mengine.idle == 0) {		/* none left in accept(): one more */
+	    if (mengine.threads >= mengine_max_sessions) {
+		mengine_full();			/* accepting resumes after a session */
+	    } else if ((err = mengine_spawn()) != 0) {
+		errno = err;			/* accepting resumes after this session */
+		msg_warn("cannot create a milter session thread: %m");
+	    }
 	}
 	pthread_mutex_unlock(&mengine.lock);
 	mengine_session(fd);

@@ -348,17 +348,7 @@ def test_order(st, port, dns):
     r = silent(s)
     s.sendall(b"".join(pk(b"L", n + b"\0" + v + b"\0") for n, v in headers(token))
               + pk(b"N") + pk(b"E"))
-    got = []
-    s.settimeout(2)
-    try:
-        while True:
-            c, d = read_packet(s)
-            if c is None:
-                break
-            got.append((c, d))
-    except socket.timeout:
-        pass
-    s.settimeout(30)
+    got = drain(s, wait=2)
     tap.ok(not any(c == b"i" for c, _ in got),
            "body chunks before the headers: never a DKIM-Signature for that message",
            diag="%r %r" % (r, got))
