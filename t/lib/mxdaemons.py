@@ -6,7 +6,7 @@ import os
 import socket
 import struct
 
-from mxtest import build_path
+from mxtest import build_path, wait_for
 from mxwebhook import make_secret
 
 POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
@@ -22,6 +22,16 @@ def write(st, name, text):
     return path
 
 
+def wait_started(st, name, proc):
+    """Wait for the daemon's "started:" line: it is logged once every
+    worker thread runs, while its ports accept (into the backlog) before."""
+    if not wait_for(lambda: "started:" in st.read_log(name) or proc.poll() is not None,
+                    timeout=20):
+        raise RuntimeError("%s: no \"started:\" line within 20 s" % name)
+    if proc.poll() is not None:
+        raise RuntimeError("%s: exited with %s" % (name, proc.returncode))
+
+
 def start_policyd(st, name, workers=1, prefix=()):
     """A memory-store policyd-ratelimit with metrics_listen: (proc, port,
     metrics port). prefix: e.g. ["prlimit", "--nofile=64"]."""
@@ -31,6 +41,7 @@ def start_policyd(st, name, workers=1, prefix=()):
                  "limit per_sender = sender rate=100000/1m count=messages\n"
                  % (port, workers, mport))
     proc = st.start_daemon(name, list(prefix) + [POLICYD, "-f", "-c", conf], port=port)
+    wait_started(st, name, proc)
     return proc, port, mport
 
 
@@ -43,6 +54,7 @@ def start_shim(st, name, backend, workers=1, prefix=()):
                  "trusted=127.0.0.0/8\nmetrics_listen = inet:127.0.0.1:%d\n"
                  % (workers, port, backend, mport))
     proc = st.start_daemon(name, list(prefix) + [SHIM, "-f", "-c", conf], port=mport)
+    wait_started(st, name, proc)
     return proc, port, mport
 
 
