@@ -1,11 +1,16 @@
 #ifndef LMTP_WEBHOOK_SPOOL_INT_H
 #define LMTP_WEBHOOK_SPOOL_INT_H
 
-/* spool_int.h - shared by spool.c and spool_read.c only */
+/* spool_int.h - shared by spool.c, spool_read.c and spool_tmp.c only */
 
 #define SPOOL_ERR_SIZE	512
 
 extern char spool_err[SPOOL_ERR_SIZE];	/* the last error, for callers */
 const char *spool_fail(const char *what, const char *path);
+
+/* spool_tmp.c */
+char   *spool_tmp_name(const char *dir, const char *prefix);
+int     spool_free_name(const char *name);
+int     spool_claim(const char *dir, const char *path);
 
 #endif

@@ -1,0 +1,182 @@
+/*
+ * NAME
+ *	spool_tmp 3
+ * SUMMARY
+ *	the spool's tmp/: free files for reuse, and what crashed writers left
+ * SYNOPSIS
+ *	#include "spool.h"
+ *
+ *	int	spool_sweep_tmp(dir, now)
+ *	int	spool_recycle(dir, path, &pool)
+ *	int	spool_free_count(dir)
+ *
+ *	#include "spool_int.h"
+ *
+ *	char	*spool_tmp_name(dir, prefix)
+ *	int	spool_free_name(name)
+ *	int	spool_claim(dir, path)
+ * DESCRIPTION
+ *	The file-system side of spool.c's writers, kept apart from the
+ *	event format: see spool.c for the free-file pool (spool_recycle()
+ *	and spool_claim()) and for spool_sweep_tmp()'s ages. Every name in
+ *	tmp/ is PREFIX.PID.RANDOM (spool_tmp_name()) so that the sweep can
+ *	tell a live writer's file from a dead one's.
+ * DIAGNOSTICS
+ *	spool_claim(): a descriptor or -1; the others as described above
+ *	each function.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "spool_int.h"
+
+/* spool_tmp_name - tmp/PREFIX.PID.RANDOM: spool_sweep_tmp() reads the pid */
+
+char   *spool_tmp_name(const char *dir, const char *prefix)
+{
+    char    name[200];
+
+    snprintf(name, sizeof(name), "%s.%ld.%ld", prefix, (long) getpid(), (long) random());
+    return (spool_path(dir, SPOOL_TMP, name));
+}
+
+int     spool_free_name(const char *name)
+{
+    return (strncmp(name, SPOOL_FREE ".", sizeof(SPOOL_FREE)) == 0);
+}
+
+/*
+ * spool_claim - a free file (see spool_recycle()) renamed to path and
+ * opened, or -1. The rename is the claim: of several lmtp processes
+ * that try one file, one wins and the others look further. A file we
+ * cannot open for writing (another user's) is removed, not reused.
+ */
+int     spool_claim(const char *dir, const char *path)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *src;
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    struct stat st;
+    int     fd = -1, tries = 0;
+
+    while (d != NULL && fd < 0 && tries < 8 && (de = readdir(d)) != NULL) {
+	if (!spool_free_name(de->d_name))
+	    continue;
+	tries++;
+	src = spool_path(dir, SPOOL_TMP, de->d_name);
+	if (rename(src, path) == 0
+	    && ((fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) < 0
+		|| fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+	    if (fd >= 0)
+		close(fd);
+	    fd = -1;
+	    (void) unlink(path);
+	}
+	free(src);
+    }
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (fd);
+}
+
+/* spool_tmp_writer - the pid in NAME.PID.RANDOM, or 0 */
+
+static long spool_tmp_writer(const char *name)
+{
+    const char *last = strrchr(name, '.'), *dot;
+    char   *end;
+    long    pid;
+
+    if (last == NULL || last == name)
+	return (0);
+    for (dot = last - 1; dot > name && *dot != '.'; dot--)
+	 /* void */ ;
+    if (*dot != '.')
+	return (0);
+    pid = strtol(dot + 1, &end, 10);
+    return (end == last && pid > 0 ? pid : 0);
+}
+
+/* spool_sweep_tmp - remove files that crashed writers left in tmp/ */
+
+int     spool_sweep_tmp(const char *dir, time_t now)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *path;
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    struct stat st;
+    long    pid;
+    int     removed = 0;
+
+    /* ctime, not mtime: a commit sets the mtime to the next attempt,
+       and every write, fallocate or truncate moves the ctime */
+    while (d != NULL && (de = readdir(d)) != NULL) {
+	if (de->d_name[0] == '.')
+	    continue;
+	path = spool_path(dir, SPOOL_TMP, de->d_name);
+	pid = spool_tmp_writer(de->d_name);
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)
+	    && (now - st.st_ctime > SPOOL_TMP_MAX_AGE
+		|| (now - st.st_ctime > SPOOL_TMP_ORPHAN_AGE && pid > 0
+		    && kill((pid_t) pid, 0) < 0 && errno == ESRCH))
+	    && unlink(path) == 0)
+	    removed++;
+	free(path);
+    }
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (removed);
+}
+
+/*
+ * spool_recycle - remove a delivered event's file at path: renamed to a
+ * free file for the next reservation while *pool (the caller's count of
+ * free files) is under SPOOL_FREE_MAX and the file is small, unlinked
+ * otherwise. 0, or -1 with errno (ENOENT: it was gone already).
+ */
+int     spool_recycle(const char *dir, const char *path, int *pool)
+{
+    struct stat st;
+    char   *free_path;
+    int     rc;
+
+    if (*pool >= SPOOL_FREE_MAX || lstat(path, &st) < 0 || !S_ISREG(st.st_mode)
+	|| st.st_size > SPOOL_FREE_SIZE_MAX)
+	return (unlink(path));
+    free_path = spool_tmp_name(dir, SPOOL_FREE);
+    if ((rc = rename(path, free_path)) == 0)
+	*pool += 1;
+    else if (errno != ENOENT)
+	rc = unlink(path);
+    free(free_path);
+    return (rc);
+}
+
+/* spool_free_count - the free files in tmp/ now */
+
+int     spool_free_count(const char *dir)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    int     n = 0;
+
+    while (d != NULL && (de = readdir(d)) != NULL)
+	n += spool_free_name(de->d_name);
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (n);
+}
