@@ -31,6 +31,7 @@
 
 #include "build_config.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,33 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->curl_error);
 }
 
+/*
+ * post_retry_after_huge - libcurl reports a delta-seconds Retry-After too
+ * large for its integers (9223372036854775808, 10^26) as 0, "none": the
+ * event was then retried after 5 s, the receiver that asked for the
+ * longest wait hammered soonest. Such a value is a very long wait
+ * (RFC 9111's rule for a delta-seconds value past what one can
+ * represent: the greatest); the runner cuts it to its maximum.
+ */
+static long long post_retry_after_huge(struct post_handle *h)
+{
+#if LIBCURL_VERSION_NUM >= 0x075400		/* curl_easy_header(): 7.84 */
+    struct curl_header *hdr;
+    const char *v;
+
+    if (curl_easy_header(h->curl, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK)
+	return (0);
+    for (v = hdr->value; *v == ' ' || *v == '\t'; v++)
+	 /* void */ ;
+    if (strspn(v, "0123456789") > 18 && v[strspn(v, "0123456789")] == 0
+	&& v[strspn(v, "0")] != 0)
+	return (LLONG_MAX);
+#else
+    (void) h;
+#endif
+    return (0);
+}
+
 void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 {
     curl_off_t retry_after = 0;
@@ -142,7 +170,7 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 	res->outcome = POST_RETRY;
 	if ((res->status == 429 || res->status == 503)
 	    && curl_easy_getinfo(h->curl, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK)
-	    res->retry_after = retry_after;
+	    res->retry_after = retry_after > 0 ? retry_after : post_retry_after_huge(h);
     }
     snprintf(res->why, sizeof(res->why), "HTTP status %ld", res->status);
 }

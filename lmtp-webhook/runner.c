@@ -117,6 +117,8 @@ struct runner {
     struct htable *tried;		/* ids a flush pass has started */
     struct htable *held;		/* id -> next attempt the spool could
 					   not record (full): kept here */
+    struct htable *answered;		/* ids delivered (or 410) whose file
+					   could not be removed: not again */
     char  **names;			/* cached listing of active/ */
     int     count, next;
     time_t  listed;			/* when active/ was last listed */
@@ -207,6 +209,8 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
 
     if (fd < 0)
 	msg_fatal("open %s: %m", path);
+    if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */
+	msg_warn("chown %s: %m", path);
     free(path);
     *holder_r = 0;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -236,16 +240,39 @@ long long runner_backoff(int attempts, long long retry_after)
     return (base * (80 + random() % 41) / 100);
 }
 
+static void runner_hold(struct runner *r, const char *id, long long when);
+
+/*
+ * runner_dead - the event into dead/, rewritten with its last attempt.
+ * When that cannot be written (the spool full) the file moves as it is
+ * (a rename needs no space) and the last attempt is in the log only: left
+ * in active/, due, it was posted again at every scan until
+ * dead_letter_after had passed. When even that fails, no attempt before
+ * its backoff.
+ */
 static void runner_dead(struct runner *r, struct spool_event *ev, const char *path)
 {
     const char *err;
+    char   *dead;
+    long long now = (long long) time(NULL);
 
-    if ((err = spool_store(r->tool->dir, SPOOL_DEAD, ev)) != NULL) {
-	msg_error("event %s: cannot move to dead/: %s", ev->id, err);
-	return;
+    if ((err = spool_store(r->tool->dir, SPOOL_DEAD, ev)) == NULL) {
+	if (unlink(path) < 0)
+	    msg_error("unlink %s: %m", path);
+    } else {
+	dead = spool_path(r->tool->dir, SPOOL_DEAD, ev->id);
+	if (rename(path, dead) < 0) {
+	    msg_error("event %s: cannot move to dead/: %s; nor rename it there: %m", ev->id,
+		      err);
+	    runner_hold(r, ev->id, ev->next_attempt > now ? ev->next_attempt
+			: now + RUNNER_SECRET_WAIT);
+	    free(dead);
+	    return;
+	}
+	msg_error("event %s: cannot write its last attempt into dead/: %s; moved there "
+		  "as it was", ev->id, err);
+	free(dead);
     }
-    if (unlink(path) < 0)
-	msg_error("unlink %s: %m", path);
     runner_count(runner_metrics.dead);
     msg_warn("event %s dead-lettered after %d attempts over %llds: %s", ev->id,
 	     ev->attempts, (long long) time(NULL) - ev->created,
@@ -329,6 +356,27 @@ static void runner_hold(struct runner *r, const char *id, long long when)
     *(long long *) *slot = when;
 }
 
+/*
+ * runner_remove - a delivered (or 410) event's file out of active/. When
+ * it cannot be removed (active/ read-only: a file system remounted so
+ * after an error, a chmod), its id is remembered and it is not posted
+ * again by this process: it was, at every scan, each time "delivered".
+ * Returns -1 (errno set) when the file is still there.
+ */
+static int runner_remove(struct runner *r, const char *id, const char *path)
+{
+    int     created;
+
+    if (r->pool >= SPOOL_FREE_MAX)		/* the plugin took some meanwhile? */
+	r->pool = spool_free_count(r->tool->dir);
+    if (spool_recycle(r->tool->dir, path, &r->pool) == 0 || errno == ENOENT) {
+	htable_delete(r->answered, id, NULL);
+	return (0);
+    }
+    *htable_slot(r->answered, id, &created) = r;
+    return (-1);
+}
+
 /* runner_start - one attempt for an event file, if due */
 
 static void runner_start(struct runner *r, const char *id, int all)
@@ -343,6 +391,12 @@ static void runner_start(struct runner *r, const char *id, int all)
     if (!all && held != NULL && runner_due(*held, now) == 0)
 	return;					/* its backoff, unrecorded */
     path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    if (htable_find(r->answered, id) != NULL) {	/* posted: only removed now */
+	if (runner_remove(r, id, path) == 0)
+	    msg_info("event %s: its file removed at last", id);
+	free(path);
+	return;
+    }
     t = xcalloc(1, sizeof(*t));
     if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
 	free(t);				/* not due: mtime = next attempt */
@@ -406,10 +460,9 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     htable_delete(r->held, t->ev.id, free);
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
 	spool_event_body_free(&t->ev);	/* before the file can be reused */
-	if (r->pool >= SPOOL_FREE_MAX)	/* the plugin took some meanwhile? */
-	    r->pool = spool_free_count(r->tool->dir);
-	if (spool_recycle(r->tool->dir, path, &r->pool) < 0 && errno != ENOENT)
-	    msg_error("unlink %s: %m", path);
+	if (runner_remove(r, t->ev.id, path) < 0)
+	    msg_error("event %s answered, but unlink %s: %m; not posted again, its "
+		      "removal tried at each scan", t->ev.id, path);
 	if (res.outcome == POST_DELIVERED)
 	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, shown,
 		     t->ev.attempts, res.why);
@@ -755,6 +808,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     r.inflight = htable_create(64);
     r.tried = htable_create(64);
     r.held = htable_create(64);
+    r.answered = htable_create(64);
     if ((r.multi = curl_multi_init()) == NULL)
 	msg_fatal("curl_multi_init failed");
     curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
@@ -770,6 +824,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.inflight, NULL);
     htable_destroy(&r.tried, NULL);
     htable_destroy(&r.held, free);
+    htable_destroy(&r.answered, NULL);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

@@ -146,6 +146,22 @@ static int spool_mkdir(const char *dir, const char *path)
 }
 
 /*
+ * spool_own - a file root creates in the spool becomes the spool's
+ * owner's, as spool_mkdir() does for directories: an operator's retry
+ * or flush as root otherwise left root's 0600 event files (and
+ * runner.lock) that the daemon, run as the user Dovecot delivers as,
+ * can neither read nor lock: never posted, or no daemon at all.
+ */
+int     spool_own(const char *dir, int fd)
+{
+    struct stat st;
+
+    if (geteuid() != 0 || stat(dir, &st) < 0 || st.st_uid == 0)
+	return (0);
+    return (fchown(fd, st.st_uid, st.st_gid));
+}
+
+/*
  * spool_ready - the spool's subdirectories exist (made again when someone
  * removed one: each writer would otherwise fail the same way forever) and
  * active/ and tmp/ are writable by us, so that a writer finds a spool it
@@ -296,6 +312,8 @@ const char *spool_reserve(const char *dir, const struct spool_event *ev,
     spool_names(dir, ev->id, res);
     if ((res->fd = spool_tmp_create(res->tmp_path)) < 0)
 	err = spool_fail("cannot create", res->tmp_path);
+    else if (spool_own(dir, res->fd) < 0)
+	err = spool_fail("cannot chown", res->tmp_path);
     else
 	err = spool_allocate(ev, res);
     if (err)

@@ -82,6 +82,7 @@ int     spool_recycle(const char *dir, const char *path, int *pool);
 int     spool_free_count(const char *dir);
 char   *spool_path(const char *dir, const char *subdir, const char *id);
 int     spool_id_ok(const char *id);
+int     spool_own(const char *dir, int fd);
 void    spool_event_free(struct spool_event *ev);
 void    spool_event_body_free(struct spool_event *ev);
 

@@ -53,13 +53,29 @@ static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
     char   *data;
     size_t  got = 0;
     ssize_t n;
-    int     fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* no O_NOFOLLOW, no O_NONBLOCK: a FIFO dropped into active/ hung
+       the runner (and list) in open(); a symbolic link had it post, as
+       its user, whatever file the link named */
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
     *mapped_r = 0;
+    if (fd < 0 && errno == ELOOP) {
+	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: a symbolic link",
+		 path);
+	errno = EBADMSG;
+	return (NULL);
+    }
     if (fd < 0 || fstat(fd, &st) < 0) {
 	spool_fail("cannot open", path);
 	if (fd >= 0)
 	    close(fd);
+	return (NULL);
+    }
+    if (!S_ISREG(st.st_mode)) {
+	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: not a regular file",
+		 path);
+	close(fd);
+	errno = EBADMSG;
 	return (NULL);
     }
     if (st.st_size >= SPOOL_MAP_MIN) {
@@ -104,6 +120,19 @@ static int spool_secret_files(json_t *files, struct spool_event *ev)
     return (0);
 }
 
+/*
+ * spool_base - the file name of a path: an event's id must be its file
+ * name. A copy under another name (cp, a backup moved back) was posted,
+ * then its delivery removed the file of its id, another event's, and
+ * left the copy to be posted again at every scan.
+ */
+static const char *spool_base(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return (slash ? slash + 1 : path);
+}
+
 static void spool_release(char *data, size_t len, int mapped)
 {
     if (mapped)
@@ -141,11 +170,13 @@ const char *spool_load(const char *path, struct spool_event *ev)
 		       "secret_files", &secret_files) != 0
 	|| (last_error && !json_is_string(last_error) && !json_is_null(last_error))
 	|| body_len != (json_int_t) (len - (nl + 1 - data))
-	|| spool_secret_files(secret_files, ev) < 0) {
+	|| spool_secret_files(secret_files, ev) < 0
+	|| strcmp(id, spool_base(path)) != 0) {
 	spool_event_free(ev);
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
 		 jerr.text[0] ? jerr.text : "last_error not a string, secret_files not "
-		 "one or two absolute paths, or truncated body");
+		 "one or two absolute paths, truncated body, or an id that is not "
+		 "its file name");
 	json_decref(j);
 	spool_release(data, len, mapped);
 	errno = EBADMSG;

@@ -417,13 +417,28 @@ int     main(void)
     write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
 	       "\"next_attempt\":1,\"last_error\":[],\"body_length\":1}\nb");
     ok(spool_load(path, &back) != NULL, "last_error not a string: error");
-    write_file(path, "{\"id\":\"x\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+    write_file(path, "{\"id\":\"msg_0123abcd\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
 	       "\"next_attempt\":1,\"body_length\":4}\nb\n\nc");
     is_str(spool_load(path, &back), NULL, "a body with newlines loads");
     is_str(back.body, "b\n\nc", "and is kept byte for byte");
     spool_event_free(&back);
     write_file(path, "[]\n");
     ok(spool_load(path, &back) != NULL, "not an object: error");
+    /* not events, however they got into active/: EBADMSG, never a hang */
+    write_file(path, "{\"id\":\"msg_other\",\"url\":\"u\",\"created\":1,\"attempts\":1,"
+	       "\"next_attempt\":1,\"body_length\":1}\nb");
+    errno = 0;
+    ok(spool_load(path, &back) != NULL && errno == EBADMSG,
+       "an id that is not the file name: not an event (EBADMSG)");
+    unlink(path);
+    ok(mkfifo(path, 0600) == 0, "a FIFO in its place");
+    errno = 0;
+    ok(spool_load(path, &back) != NULL && errno == EBADMSG, "a FIFO: EBADMSG, no hang");
+    unlink(path);
+    ok(symlink("/etc/hostname", path) == 0, "a symbolic link in its place");
+    errno = 0;
+    ok(spool_load(path, &back) != NULL && errno == EBADMSG, "a symbolic link: EBADMSG");
+    unlink(path);
     /* issue 16: the route's secret files, kept as paths */
     {
 	struct spool_event rot = ev;

@@ -1,0 +1,577 @@
+#!/usr/bin/python3
+"""lmtp-webhook-spool run from the side of a hostile receiver and an
+unlucky operator: what the other lmtp_webhook tests do not cover. Real
+Dovecot LMTP with the plugin -> lmtp-webhook-spool run -> real HTTP
+receivers (t/lib/mxwebhook.py's, and raw-socket ones written here).
+Events are counted exactly: ids in, ids posted, ids in dead/.
+
+- Not-events dropped in active/ (a FIFO, a symbolic link to a good event
+  file elsewhere, a directory): the runner neither hangs on nor posts
+  them; they go to dead/ as they are, and list still answers.
+- An event file whose name is not its id (an operator's cp or mv): not
+  posted (it would be posted without end, and its delivery would remove
+  the other event of that id); dead/, and the real event posted once.
+- The operator runs retry/flush as root while the daemon runs as the
+  spool's user: what root writes into the spool stays readable by the
+  daemon (runner.lock included), every event is posted.
+- The spool full when an event's last attempt fails: it goes to dead/
+  (as it is) and is not posted again at every scan.
+- active/ read-only (a chmod, a remount after an error) when a delivered
+  event is to be removed: not posted again at every scan; removed once
+  it can be.
+- Hostile receivers: reset mid-body, HTTP/0.9, garbage, redirects (to
+  file:// and to another port), accept and never read, read and never
+  answer, a 1 GB error body; Retry-After absurd and in every HTTP-date
+  form. Each: one POST, the event kept, attempts 1, the documented wait.
+- kill -9 of the runner again and again while 120 events are posted:
+  every id posted, bodies and signatures intact, nothing left behind.
+- Two runners on one spool; 1500 events waiting at start; EMFILE
+  (prlimit --nofile=64) with slow receivers.
+"""
+
+import calendar
+import email.utils
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import (Receiver, Runner, bill, lmtp_send, make_secret,  # noqa: E402
+                       requests_for, verify)
+
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SECRET = make_secret()
+BILLS = "bills@acme.planapulse.app"
+NOBODY = 65534
+
+
+def ls(st, sub):
+    d = st.path("spool", sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def run_tool(st, *args, timeout=30):
+    return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=timeout)
+
+
+def write_conf(st, **extra):
+    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "2s"}
+    conf.update(extra)
+    with open(st.path("spool.conf"), "w") as f:
+        for k, v in conf.items():
+            f.write("%s = %s\n" % (k, v))
+
+
+def event_bytes(eid, url, body, attempts=0, created=None, next_attempt=0, last_error=None):
+    head = {"id": eid, "url": url, "created": int(created or time.time()),
+            "attempts": attempts, "next_attempt": next_attempt, "last_error": last_error,
+            "body_length": len(body)}
+    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+
+
+def put_event(st, name, data, sub="active", owner=NOBODY):
+    """An event file as the plugin commits one: written in tmp/, renamed."""
+    tmp = st.path("spool", "tmp", "put." + name)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chown(tmp, owner, owner)
+    os.rename(tmp, st.path("spool", sub, name))
+
+
+def body_for(tag, pad=0):
+    return json.dumps({"type": "test", "tag": tag, "pad": "p" * pad},
+                      separators=(",", ":")).encode()
+
+
+def tag_of(body):
+    try:
+        return json.loads(body).get("tag")
+    except (ValueError, AttributeError):
+        return None
+
+
+def posts(rx, tag):
+    with rx.lock:
+        return [(p, h, b) for p, h, b in rx.requests if tag_of(b) == tag]
+
+
+def header_of(st, eid, sub="active"):
+    try:
+        with open(st.path("spool", sub, eid), "rb") as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def restart(runner, **conf):
+    if runner.proc:
+        runner.stop()
+    write_conf(runner.st, **conf)
+    runner.start()
+
+
+# ------------------------------------------------------ a hostile receiver
+class Hostile:
+    """Raw sockets: the request path names how it misbehaves."""
+
+    def __init__(self, admin_port):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.admin = admin_port
+        self.hits = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def url(self, mode):
+        return "http://127.0.0.1:%d/%s" % (self.port, mode)
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def read_head(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None, b""
+            data += chunk
+        return data.split(b"\r\n\r\n", 1)
+
+    def session(self, conn):
+        try:
+            self.session_(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def session_(self, conn):
+        if self.peek_mode(conn) == "noread":      # accept, never read
+            self.count("noread")
+            time.sleep(6)
+            return
+        head, body = self.read_head(conn)
+        if head is None:
+            return
+        mode = head.split(b" ")[1].decode().strip("/")
+        self.count(mode)
+        length = int([v for k, _, v in (l.partition(b":") for l in head.split(b"\r\n"))
+                      if k.lower() == b"content-length"][0])
+        if mode == "reset":                        # RST halfway through the body
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            return
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        if mode == "noanswer":
+            time.sleep(6)
+            return
+        reply = {
+            "http09": b"<html>hello</html>\n",
+            "garbage": b"\x00\xff\xfe GARBAGE \r\n\r\n",
+            "redirect-file": b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\n"
+                             b"Content-Length: 0\r\n\r\n",
+            "redirect-admin": b"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
+                              b"http://127.0.0.1:%d/admin\r\nContent-Length: 0\r\n\r\n"
+                              % self.admin,
+            "big500": b"HTTP/1.1 500 Oops\r\nContent-Length: 1000000000\r\n\r\n",
+        }.get(mode)
+        if mode.startswith("ra-"):
+            value = RETRY_AFTER[mode][0]
+            reply = (b"HTTP/1.1 429 Too Many\r\nRetry-After: %s\r\nContent-Length: 0\r\n\r\n"
+                     % value.encode())
+        conn.sendall(reply)
+        if mode == "big500":
+            for _ in range(16384):                  # up to 1 GB, until the client goes
+                conn.sendall(b"e" * 65536)
+
+    def peek_mode(self, conn):
+        conn.settimeout(5)
+        data = conn.recv(64, socket.MSG_PEEK)
+        conn.settimeout(None)
+        return "noread" if b" /noread " in data else None
+
+    def count(self, mode):
+        with self.lock:
+            self.hits[mode] = self.hits.get(mode, 0) + 1
+
+
+NOW = time.time()
+# mode: (the header value, the delay wanted after attempt 1: (lo, hi) seconds)
+SCHED = (4, 6.5)        # the schedule's first wait, 5 s +-20%
+DAY = (86400 - 5, 86400 + 1)
+RETRY_AFTER = {
+    "ra-negative": ("-5", SCHED),
+    "ra-zero": ("0", SCHED),
+    "ra-2e63": ("9223372036854775808", DAY),
+    "ra-huge": ("99999999999999999999999999", DAY),
+    "ra-int63": ("9223372036854775807", DAY),
+    "ra-secs": ("120", (119, 121)),
+    "ra-imf": (email.utils.formatdate(NOW + 600, usegmt=True), (590, 601)),
+    "ra-rfc850": (time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(NOW + 900)),
+                  (890, 901)),
+    "ra-asctime": (time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(NOW + 1200)),
+                   (1190, 1201)),
+    "ra-past": ("Sun, 06 Nov 1994 08:49:37 GMT", SCHED),
+    "ra-year9999": ("Fri, 31 Dec 9999 23:59:59 GMT", DAY),
+    "ra-junk": ("soon, please", SCHED),
+}
+RETRYABLE = ["reset", "http09", "garbage", "redirect-file", "redirect-admin", "noread",
+             "noanswer", "big500"]
+
+
+# ---------------------------------------------------------------- the tests
+def test_not_events(st, rx, runner):
+    """A FIFO, a symbolic link to a good event elsewhere and a directory
+    dropped into active/: the runner must not hang on the FIFO, post what
+    the link points to, or keep them; bills keep flowing."""
+    url = "http://127.0.0.1:%d/ws/acme/linked" % rx.port
+    outside = st.path("outside-event")
+    with open(outside, "wb") as f:
+        f.write(event_bytes("linkedevent01", url, body_for("linked")))
+    os.symlink(outside, st.path("spool", "active", "linkedevent01"))
+    os.mkfifo(st.path("spool", "active", "fifoevent01"))
+    os.mkdir(st.path("spool", "active", "direvent01"))
+    for s in ("after a fifo", "after a fifo 2"):
+        tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s))[0], {}, "LMTP 250 (%s)" % s)
+    got = wait_for(lambda: all(requests_for(rx, s) for s in ("after a fifo", "after a fifo 2")),
+                   timeout=8)
+    tap.ok(got, "the runner still posts bills with a FIFO in active/",
+           diag=runner.log()[-1000:])
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5),
+           "active/ empty: FIFO, link and directory moved out", diag=str(ls(st, "active")))
+    tap.is_(ls(st, "dead"), ["direvent01", "fifoevent01", "linkedevent01"],
+            "all three in dead/ as they are")
+    tap.ok(os.path.islink(st.path("spool", "dead", "linkedevent01")),
+           "the link moved, not what it points to")
+    tap.is_(posts(rx, "linked"), [], "what the link points to was not posted")
+    res = run_tool(st, "list", timeout=10)
+    tap.is_(res.returncode, 0, "list answers with them in dead/", diag=res.stderr)
+    for name in ("direvent01", "fifoevent01", "linkedevent01"):
+        p = st.path("spool", "dead", name)
+        (shutil.rmtree if os.path.isdir(p) and not os.path.islink(p) else os.unlink)(p)
+
+
+def test_name_not_id(st, rx, runner):
+    """An event copied under another name (cp active/A active/B, or a mv
+    of a backup): the copy's header names A. Posting it would remove
+    active/A on success and leave B to be posted again at every scan."""
+    runner.stop()
+    url = "http://127.0.0.1:%d/ws/acme/copied" % rx.port
+    data = event_bytes("copiedevent-a", url, body_for("copied"))
+    put_event(st, "copiedevent-a", data)
+    put_event(st, "copiedevent-b", data)
+    runner.start()
+    tap.ok(wait_for(lambda: "copiedevent-a" not in ls(st, "active"), timeout=5),
+           "the real event is delivered")
+    time.sleep(3)
+    tap.is_(len(posts(rx, "copied")), 1, "posted exactly once in 3 s (not at every scan)",
+            diag=runner.log()[-1200:])
+    tap.is_(ls(st, "active"), [], "nothing left in active/")
+    tap.is_(ls(st, "dead"), ["copiedevent-b"], "the misnamed copy is in dead/, as it is")
+    tap.ok("copiedevent-b" in runner.log() and "copiedevent-a" in runner.log(),
+           "and the log names both")
+    os.unlink(st.path("spool", "dead", "copiedevent-b"))
+
+
+def test_root_operator(st, rx, runner):
+    """The daemon runs as the spool's user (nobody here, vmail in the
+    systemd unit); the operator types retry and flush as root with no
+    daemon running. What root writes into the spool must stay readable by
+    the daemon: runner.lock, and events flush rewrote after a failure."""
+    runner.stop()
+    lock = st.path("spool", "runner.lock")
+    if os.path.exists(lock):
+        os.unlink(lock)
+    url = "http://127.0.0.1:%d/ws/acme/rooted" % rx.port
+    put_event(st, "rootretry01", event_bytes("rootretry01", url, body_for("rootretry"),
+                                             attempts=3, last_error="HTTP status 500"),
+              sub="dead")
+    res = run_tool(st, "retry", "rootretry01")
+    tap.is_(res.returncode, 0, "retry as root, no daemon running", diag=res.stderr)
+    rx.responder_saved, rx.responder = rx.responder, None
+    rx.default = 500
+    put_event(st, "rootflush01", event_bytes("rootflush01", url, body_for("rootflush")))
+    before = len(posts(rx, "rootflush"))
+    res = run_tool(st, "flush")
+    tap.ok(res.returncode == 0 and "failed" in res.stdout, "flush as root makes the pass",
+           diag=res.stdout + res.stderr)
+    rx.responder = rx.responder_saved
+    rx.default = 200
+    tap.is_((len(posts(rx, "rootretry")), len(posts(rx, "rootflush")) - before), (1, 1),
+            "flush posted each once (answer 500)")
+    owners = {n: os.stat(st.path("spool", "active", n)).st_uid for n in ls(st, "active")}
+    owners["runner.lock"] = os.stat(lock).st_uid
+    tap.is_(owners, {"rootflush01": NOBODY, "rootretry01": NOBODY, "runner.lock": NOBODY},
+            "every file root wrote is the spool's user's")
+    restart(runner, user="nobody")
+    os.kill(runner.proc.pid, signal.SIGUSR1)
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=8),
+           "the daemon as nobody delivers both", diag=runner.log()[-1000:])
+    tap.is_((len(posts(rx, "rootretry")), len(posts(rx, "rootflush")) - before), (2, 2),
+            "each posted once more")
+    restart(runner)
+
+
+def test_dead_letter_spool_full(st, rx, runner):
+    """An event's last attempt within dead_letter_after fails while the
+    spool is full: writing it into dead/ fails. It must not stay due in
+    active/ and be posted again at every one-second scan."""
+    spool = st.path("spool")
+    runner.stop()
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", spool])
+    if not tap.ok(mounted.returncode == 0, "a 512 KB tmpfs on the spool", diag=mounted.stderr):
+        return
+    try:
+        shutil.chown(spool, "nobody", "nogroup")
+        for d in ("tmp", "active", "dead"):
+            os.mkdir(os.path.join(spool, d), 0o700)
+            shutil.chown(os.path.join(spool, d), "nobody", "nogroup")
+        write_conf(st, dead_letter_after="60s")
+        rx.responder_saved, rx.responder = rx.responder, None
+        rx.script = [(500, 1, {})]
+        rx.default = 500
+        url = "http://127.0.0.1:%d/ws/acme/lastgasp" % rx.port
+        put_event(st, "lastgasp01", event_bytes("lastgasp01", url, body_for("lastgasp"),
+                                                attempts=4, created=time.time() - 50,
+                                                last_error="HTTP status 502"))
+        runner.start()
+        tap.ok(wait_for(lambda: posts(rx, "lastgasp"), timeout=5), "its last attempt")
+        filler = os.path.join(spool, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"x" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        time.sleep(4)
+        tap.is_(len(posts(rx, "lastgasp")), 1, "posted once, not at every scan",
+                diag=runner.log()[-1200:])
+        tap.is_((ls(st, "active"), ls(st, "dead")), ([], ["lastgasp01"]),
+                "in dead/ all the same")
+        tap.ok("lastgasp01" in runner.log() and "HTTP status 500" in runner.log(),
+               "the log says why")
+        os.unlink(filler)
+    finally:
+        rx.responder = rx.responder_saved
+        rx.default = 200
+        runner.stop()
+        run(["umount", "-l", spool])
+        write_conf(st)
+        runner.start()
+
+
+def test_readonly_spool(st, rx, runner):
+    """active/ turns read-only for the daemon (run as the spool's user)
+    while an attempt is under way (a chmod; a file system that remounts
+    itself read-only after an error does the same); the receiver answers
+    200. The delivered event cannot be removed: it must not be posted
+    again at every scan. Writable again: removed, still posted once."""
+    active = st.path("spool", "active")
+    restart(runner, user="nobody")
+    rx.responder_saved = rx.responder
+    rx.responder = lambda p, h, b: (200, 1.5 if tag_of(b) == "readonly" else 0, {})
+    try:
+        url = "http://127.0.0.1:%d/ws/acme/readonly" % rx.port
+        put_event(st, "readonly01", event_bytes("readonly01", url, body_for("readonly")))
+        tap.ok(wait_for(lambda: posts(rx, "readonly"), timeout=5), "the attempt is under way")
+        os.chmod(active, 0o500)
+        time.sleep(5)
+        tap.is_(len(posts(rx, "readonly")), 1, "delivered once, not again at every scan",
+                diag=runner.log()[-1200:])
+        tap.ok("readonly01 answered, but unlink" in runner.log(), "the log says it is stuck")
+        os.chmod(active, 0o700)
+        tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5),
+               "writable again: its file removed", diag=runner.log()[-600:])
+        time.sleep(1.5)
+        tap.is_(len(posts(rx, "readonly")), 1, "and still posted only once")
+    finally:
+        os.chmod(active, 0o700)
+        rx.responder = rx.responder_saved
+        restart(runner)
+
+
+def test_hostile_receivers(st, rx, runner, hostile):
+    """Every misbehaviour costs one attempt, keeps the event and its id,
+    and sets the documented wait; a redirect is never followed."""
+    admin_before = len([r for r in rx.requests if r[0] == "/admin"])
+    runner.stop()
+    modes = RETRYABLE + sorted(RETRY_AFTER)
+    pad = {"reset": 400000, "noread": 3000000}
+    for m in modes:
+        put_event(st, "hostile-" + m, event_bytes("hostile-" + m, hostile.url(m),
+                                                  body_for(m, pad.get(m, 0))))
+    put_event(st, "hostile-good", event_bytes("hostile-good", "http://127.0.0.1:%d/ok"
+                                              % rx.port, body_for("hostile-good")))
+    started = time.time()
+    runner.start()
+    tap.ok(wait_for(lambda: posts(rx, "hostile-good"), timeout=4),
+           "a good receiver's event is not held up by the hostile ones")
+    done = wait_for(lambda: all((header_of(st, "hostile-" + m) or {}).get("attempts") == 1
+                                for m in modes), timeout=15)
+    tap.ok(done, "every hostile answer counted one attempt",
+           diag=str({m: header_of(st, "hostile-" + m) for m in modes}))
+    time.sleep(1)
+    tap.is_({m: hostile.hits.get(m, 0) for m in modes}, {m: 1 for m in modes},
+            "each hostile receiver got exactly one connection")
+    tap.is_(sorted(ls(st, "active")), sorted("hostile-" + m for m in modes),
+            "every event kept in active/ (none lost, none delivered)")
+    tap.is_(len([r for r in rx.requests if r[0] == "/admin"]) - admin_before, 0,
+            "the redirect to another port was not followed")
+    for m in RETRYABLE:
+        h = header_of(st, "hostile-" + m) or {}
+        wait = h.get("next_attempt", 0) - started
+        tap.ok(h.get("last_error") and SCHED[0] - 1 <= wait <= SCHED[1] + 10,
+               "%s: last_error %r, next in %.0fs" % (m, h.get("last_error"), wait))
+    for m, (value, (lo, hi)) in sorted(RETRY_AFTER.items()):
+        h = header_of(st, "hostile-" + m) or {}
+        # a date: a wait from when it was written (NOW), not from now
+        since = NOW if m in ("ra-imf", "ra-rfc850", "ra-asctime") else h.get("created", 0)
+        wait = h.get("next_attempt", 0) - since
+        tap.ok(lo - 1 <= wait <= hi + 2, "429 Retry-After: %s -> next in %.0fs (want %d..%d)"
+               % (value, wait, lo, hi))
+    fds = len(os.listdir("/proc/%d/fd" % runner.proc.pid))
+    tap.ok(fds < 40, "the runner holds %d descriptors afterwards" % fds)
+    for m in modes:
+        run_tool(st, "drop", "hostile-" + m)
+
+
+class Flaky:
+    """A receiver whose answers are 200 after a random short delay, or 500."""
+
+    def __call__(self, path, headers, body):
+        r = random.random()
+        return (500 if r < 0.2 else 200, random.random() * 0.3, {})
+
+
+def test_kill9_storm(st, rx, runner):
+    """120 events; the receiver answers 200 or 500 after random delays;
+    the runner is killed with SIGKILL 6 times at random instants and
+    started again. Every id is posted, with its own body and a good
+    signature; active/ ends empty; tmp/ holds nothing but free files."""
+    runner.stop()
+    rx.responder_saved, rx.responder = rx.responder, Flaky()
+    url = "http://127.0.0.1:%d/ws/acme/storm" % rx.port
+    ids = ["storm%03d" % i for i in range(120)]
+    bodies = {}
+    for i in ids:
+        bodies[i] = body_for("storm-" + i, random.randrange(0, 3000))
+        put_event(st, i, event_bytes(i, url, bodies[i]))
+    write_conf(st, concurrency="8")
+    for _ in range(6):
+        runner.start()
+        time.sleep(random.uniform(0.2, 0.8))
+        runner.proc.kill()
+        runner.proc.wait()
+        runner.proc = None
+    rx.responder = lambda p, h, b: (200, 0, {})
+    runner.start()
+    os.kill(runner.proc.pid, signal.SIGUSR1)     # the 500s' backoff: now
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=20), "active/ drained",
+           diag=str(ls(st, "active")[:10]))
+    with rx.lock:
+        got = [(h, b) for p, h, b in rx.requests if p == "/ws/acme/storm"]
+    seen = {h["webhook-id"] for h, _ in got}
+    tap.is_(sorted(seen), ids, "every one of the 120 ids posted (%d POSTs)" % len(got))
+    bad = [h["webhook-id"] for h, b in got if b != bodies[h["webhook-id"]]
+           or verify(SECRET, h, b) is not None]
+    tap.is_(bad, [], "every POST: the id's own body bytes, a good signature")
+    tap.is_(ls(st, "dead"), [], "nothing in dead/")
+    tap.is_([n for n in ls(st, "tmp") if not n.startswith("free.")], [],
+            "tmp/ holds only free files")
+    rx.responder = rx.responder_saved
+    restart(runner)
+
+
+def test_two_runners(st, rx, runner):
+    """A second run on the same spool refuses and names the first."""
+    res = run([SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"], timeout=10)
+    tap.ok(res.returncode == 1 and ("pid %d" % runner.proc.pid) in res.stderr,
+           "a second runner exits 1 naming pid %d" % runner.proc.pid, diag=res.stderr)
+    tap.is_(lmtp_send(st, [BILLS], bill(BILLS, "two runners"))[0], {}, "LMTP 250")
+    tap.ok(wait_for(lambda: len(requests_for(rx, "two runners")) == 1, timeout=5),
+           "the first one still delivers")
+
+
+def test_thousands_emfile(st, rx, runner):
+    """1500 events waiting when the runner starts under prlimit
+    --nofile=64 with concurrency 32 and a receiver that takes 0.2 s:
+    each posted exactly once, none left, the runner alive."""
+    runner.stop()
+    url = "http://127.0.0.1:%d/ws/acme/many" % rx.port
+    ids = ["many%05d" % i for i in range(1500)]
+    for i in ids:
+        put_event(st, i, event_bytes(i, url, body_for("many")))
+    rx.responder_saved = rx.responder
+    rx.responder = lambda p, h, b: (200, 0.2 if random.random() < 0.1 else 0, {})
+    write_conf(st, concurrency="32")
+    mark = len(runner.log())
+    runner.proc = st.start_daemon("spool", ["prlimit", "--nofile=64", SPOOL_TOOL, "-c",
+                                            st.path("spool.conf"), "-f", "run"])
+    drained = wait_for(lambda: ls(st, "active") == [], timeout=90)
+    tap.ok(drained, "1500 events drained under a 64-descriptor limit",
+           diag=runner.log()[mark:][-1500:])
+    with rx.lock:
+        got = [h["webhook-id"] for p, h, b in rx.requests if p == "/ws/acme/many"]
+    tap.is_((len(got), sorted(set(got))), (1500, ids), "each posted exactly once")
+    tap.ok(runner.proc.poll() is None, "the runner is alive")
+    rx.responder = rx.responder_saved
+    restart(runner)
+
+
+with Stack("lmtp-webhook-spool-attack") as st:
+    tap.stack = st
+    rx = Receiver()
+    rx.responder = lambda path, headers, body: (200, 0, {})
+    hostile = Hostile(rx.port)
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    write_conf(st)
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/api/bills/inbound" % rx.port,
+            "lmtp_webhook_spool_dir": st.path("spool"),
+        },
+        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    runner = Runner(st)
+    runner.start()
+    TESTS = [test_not_events, test_name_not_id, test_root_operator,
+             test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_thousands_emfile]
+    only = os.environ.get("ATTACK_ONLY")
+    for t in TESTS:
+        if not only or t.__name__ in only.split(","):
+            t(st, rx, runner)
+    if not only or "test_hostile_receivers" in only.split(","):
+        test_hostile_receivers(st, rx, runner, hostile)
+    runner.stop()
+    rx.stop()
+
+sys.exit(tap.done())
