@@ -43,8 +43,12 @@
  *	active/ was removed and made again, a spool shared over NFS):
  *	that only delays, since active/ is also scanned every second.
  *	A removed subdirectory of the spool is made again. A file in
- *	active/ that is not an event moves to dead/ as it is, with one
- *	error.
+ *	active/ that is not an event (spool_load(): no regular file, or an
+ *	id that is not its name) moves to dead/ as it is, with one
+ *	error. An event for dead/ that the full spool cannot rewrite
+ *	there moves as it is. A delivered event whose file cannot be
+ *	removed (active/ read-only) is remembered, never posted again by
+ *	this process, and removed at a later scan.
  *
  *	The daemon starts and takes signals as every mxkit daemon does
  *	(skeleton_start(), daemon_signal_action(); its self-pipe is one
@@ -135,70 +139,6 @@ struct runner {
     int     stop;			/* TERM or INT seen */
 };
 
-
-/* Prometheus series (run only) */
-static struct {
-    struct metrics_series *delivered, *failed, *gone, *dead, *duration;
-} runner_metrics;
-
-static void runner_count(struct metrics_series *s)
-{
-    if (s)
-	metrics_inc(s);
-}
-
-/* runner_spool_stats - depth and oldest age of active/, at scrape time */
-
-static double runner_depth(void *context)
-{
-    int     n;
-    char  **names = spool_list(((struct spool_tool *) context)->dir, SPOOL_ACTIVE, &n);
-
-    spool_list_free(names, n);
-    return (n);
-}
-
-static double runner_oldest(void *context)
-{
-    struct spool_tool *tool = context;
-    int     n;
-    char  **names = spool_list(tool->dir, SPOOL_ACTIVE, &n);
-    double  oldest = 0;
-    time_t  now = time(NULL);
-
-    for (int i = 0; i < n; i++) {
-	char   *path = spool_path(tool->dir, SPOOL_ACTIVE, names[i]);
-	struct stat st;
-
-	/* ctime: when the event file was last written, at most its age */
-	if (stat(path, &st) == 0 && difftime(now, st.st_ctime) > oldest)
-	    oldest = difftime(now, st.st_ctime);
-	free(path);
-    }
-    spool_list_free(names, n);
-    return (oldest);
-}
-
-static void runner_metrics_init(struct spool_tool *tool)
-{
-    const char *help = "Webhook attempts by outcome.";
-
-    runner_metrics.delivered = metrics_counter("mxkit_webhook_events_total", help,
-					       "outcome=\"delivered\"");
-    runner_metrics.failed = metrics_counter("mxkit_webhook_events_total", help,
-					    "outcome=\"failed\"");
-    runner_metrics.gone = metrics_counter("mxkit_webhook_events_total", help,
-					  "outcome=\"gone\"");
-    runner_metrics.dead = metrics_counter("mxkit_webhook_events_total", help,
-					  "outcome=\"dead_lettered\"");
-    runner_metrics.duration = metrics_latency_histogram("mxkit_webhook_attempt_duration_seconds",
-				"Time of one POST attempt, connection included.", NULL);
-    metrics_gauge_callback("mxkit_webhook_spool_depth", "Events waiting in active/.", NULL,
-			   runner_depth, tool);
-    metrics_gauge_callback("mxkit_webhook_spool_oldest_seconds",
-			   "Time since the oldest waiting event was last written.", NULL,
-			   runner_oldest, tool);
-}
 
 int     runner_lock(const char *dir, int *fd_r, long *holder_r)
 {

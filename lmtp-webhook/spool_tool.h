@@ -25,4 +25,13 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode);
 long long runner_backoff(int attempts, long long retry_after);
 int     runner_lock(const char *dir, int *fd_r, long *holder_r);
 
+/* runner_metrics.c: the series of run with metrics_listen */
+struct metrics_series;
+struct runner_metrics {
+    struct metrics_series *delivered, *failed, *gone, *dead, *duration;
+};
+extern struct runner_metrics runner_metrics;
+void    runner_metrics_init(struct spool_tool *tool);
+void    runner_count(struct metrics_series *series);
+
 #endif
