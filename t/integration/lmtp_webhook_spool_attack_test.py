@@ -292,7 +292,9 @@ def test_name_not_id(st, rx, runner):
     tap.is_(ls(st, "dead"), ["copiedevent-b"], "the misnamed copy is in dead/, as it is")
     tap.ok("copiedevent-b" in runner.log() and "copiedevent-a" in runner.log(),
            "and the log names both")
-    os.unlink(st.path("spool", "dead", "copiedevent-b"))
+    for sub in ("active", "dead"):
+        if os.path.exists(st.path("spool", sub, "copiedevent-b")):
+            os.unlink(st.path("spool", sub, "copiedevent-b"))
 
 
 def test_root_operator(st, rx, runner):
