@@ -173,12 +173,27 @@ static void config_finish_line(struct config *cfg, struct config_pending *pendin
     while (*cp && (isalnum((unsigned char) *cp) || *cp == '_' || *cp == '-' || *cp == '.'))
 	cp++;
     name_len = cp - name;
+    /*
+     * Quote only what can be a parameter line: "-c" given a private key
+     * file (PEM's base64 lines read as names) put most of the key into
+     * the errors, on the terminal and in the journal.
+     */
     if (name_len == 0) {
-	config_add_error(cfg, pending->line, "expected a parameter name, found \"%.20s\"", name);
+	if (strcspn(name, " \t") < 20)
+	    config_add_error(cfg, pending->line, "expected a parameter name, found \"%.20s\"",
+			     name);
+	else
+	    config_add_error(cfg, pending->line, "expected a parameter name (line not shown)");
 	return;
     }
     if ((spec = config_find_spec(cfg->specs, name, name_len)) == NULL) {
-	config_add_error(cfg, pending->line, "unknown parameter \"%.*s\"", (int) name_len, name);
+	if (name_len <= 64 && (strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-.") >= name_len
+			       || (strspn(cp, " \t") > 0 && cp[strspn(cp, " \t")] == '=')))
+	    config_add_error(cfg, pending->line, "unknown parameter \"%.*s\"", (int) name_len,
+			     name);
+	else
+	    config_add_error(cfg, pending->line, "unknown parameter (a name of %d characters, "
+			     "not shown: is this a configuration file?)", (int) name_len);
 	return;
     }
     while (*cp == ' ' || *cp == '\t')
@@ -307,7 +322,8 @@ struct config *config_read(const char *path, const struct config_spec *specs)
     ssize_t got;
     int     fd;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0
+    /* O_NONBLOCK: a FIFO in its place must not hang a reload (or -t) */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0 || fstat(fd, &st) < 0
 	|| st.st_size > CONFIG_FILE_MAX || !S_ISREG(st.st_mode)) {
 	cfg = config_read_buffer(path, "", 0, specs);
 	config_add_error(cfg, 0, "cannot read: %s", fd < 0 || errno ? strerror(errno)

@@ -173,15 +173,33 @@ static EVP_PKEY *keys_raw_ed25519(const char *text, size_t len)
     return (EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, buf, 32));
 }
 
+/*
+ * keys_no_passphrase - OpenSSL's default asks for the pass phrase of an
+ * encrypted key on the terminal: -t, or a reload of a daemon started
+ * with -f from a shell, waited there for it (and SIGTERM with it).
+ */
+static int keys_no_passphrase(char *buf, int size, int rwflag, void *ctx)
+{
+    (void) buf;
+    (void) size;
+    (void) rwflag;
+    (void) ctx;
+    return (-1);
+}
+
 static const char *keys_parse(const char *text, size_t len, struct dkim_key *key,
 			               int want_pem)
 {
     BIO    *bio = BIO_new_mem_buf(text, (int) len);
-    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, keys_no_passphrase, NULL);
     const char *err;
 
     BIO_free(bio);
+    ERR_clear_error();				/* the main thread's queue */
     memset(key, 0, sizeof(*key));
+    if (pkey == NULL && (memmem(text, len, "ENCRYPTED", 9) != NULL))
+	return ("an encrypted private key (a daemon has nobody to ask for the pass "
+		"phrase: write it unencrypted, mode 0600 or 0440, see require_safe_keys)");
     if (pkey == NULL && (pkey = keys_raw_ed25519(text, len)) == NULL)
 	return ("not a PEM private key, nor a base64 Ed25519 seed");
     if ((err = keys_fill(pkey, key, want_pem)) != NULL) {

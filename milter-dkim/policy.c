@@ -33,6 +33,8 @@
 
 #include "build_config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,26 +88,53 @@ const struct config_spec policy_specs[] = {
     {0},
 };
 
+#define POLICY_FILE_MAX	(16 * 1024 * 1024)	/* a table larger is not a table */
+
 static pthread_mutex_t policy_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct dkim_policy *policy_current;
 
+/*
+ * policy_read_file - a whole table, or an error: a directory read as an
+ * empty table (a SigningTable that signs nothing, a sender_binding that
+ * binds nobody, and -t said OK), a FIFO blocked the reload (and SIGTERM)
+ * forever, and a table past the limit was cut there in silence.
+ */
 static char *policy_read_file(struct config *cfg, const char *param, const char *path)
 {
-    FILE   *fp = fopen(path, "r");
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);	/* a FIFO: no wait */
     char   *text = NULL;
-    size_t  len = 0, cap = 0, n;
+    size_t  len = 0, cap = 0;
+    ssize_t n = 0;
+    struct stat st;
+    int     saved;
 
-    if (fp == NULL) {
+    if (fd < 0) {
 	config_add_file_error(cfg, path, 0, "cannot open %s: %m", param);
+	return (NULL);
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	config_add_file_error(cfg, path, 0, "%s is not a regular file", param);
+	close(fd);
 	return (NULL);
     }
     do {
 	if (len + 4096 + 1 > cap)
 	    text = xrealloc(text, cap = cap * 2 + 4096 + 1);
-	len += (n = fread(text + len, 1, cap - len - 1, fp));
-    } while (n > 0 && len < 16 * 1024 * 1024);
-    fclose(fp);
+	if ((n = read(fd, text + len, cap - len - 1)) > 0)
+	    len += n;
+    } while ((n > 0 || (n < 0 && errno == EINTR)) && len <= POLICY_FILE_MAX);
+    saved = errno;
+    close(fd);
     text[len] = 0;
+    if (n < 0 || len > POLICY_FILE_MAX) {
+	if (n < 0)
+	    config_add_file_error(cfg, path, 0, "cannot read %s: %s", param, strerror(saved));
+	else
+	    config_add_file_error(cfg, path, 0, "%s is larger than %d MB", param,
+				  POLICY_FILE_MAX >> 20);
+	free(text);
+	return (NULL);
+    }
     if (strlen(text) != len) {
 	config_add_file_error(cfg, path, 0, "%s contains a NUL byte", param);
 	free(text);
@@ -290,11 +319,12 @@ static void policy_options(struct dkim_policy *p)
      */
     unsigned flags = DKIM_LIBFLAGS_NONE;
     const char *dns = config_get_str(p->cfg, "dns_test_file");
-    int     n;
+    int     n, used = 0;
 
-    if (sscanf(canon, "%15[a-z]/%15[a-z]", h, b) < 1)
-	config_add_error(p->cfg, 0, "canonicalization must be simple or relaxed, "
-			 "as HEADER/BODY (default relaxed/relaxed)");
+    /* "relaxed/relaxed junk" was read as relaxed/relaxed: all or nothing */
+    if (sscanf(canon, "%15[a-z]%n/%15[a-z]%n", h, &used, b, &used) < 1 || canon[used])
+	config_add_error(p->cfg, policy_line(p, "canonicalization"), "canonicalization must "
+			 "be simple or relaxed, as HEADER/BODY (default relaxed/relaxed)");
     if (!*b)
 	strcpy(b, "simple");			/* RFC 6376 3.5: c=x means x/simple */
     p->header_canon = strcmp(h, "simple") == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
@@ -349,6 +379,9 @@ static void policy_settings(struct dkim_policy *p)
 			     "mode must be sign, verify or both, not \"%s\"", list[i]);
     }
     config_list_free(&list);
+    if (n == 0)					/* else every message passes untouched */
+	config_add_error(p->cfg, config_lookup(p->cfg, "mode")->line,
+			 "mode must be sign, verify or both, not empty");
     p->internal = cidr_list_create();
     if (cidr_list_parse(p->internal, config_get_str(p->cfg, "internal_hosts"), &bad)) {
 	config_add_error(p->cfg, config_lookup(p->cfg, "internal_hosts")->line,

@@ -32,7 +32,8 @@
  *	asks for the count first (max 0) and then for all of them.
  * .PP
  *	'#' starts a comment; blank lines are ignored; matching ignores
- *	case. A "refile:" or "file:" prefix on a table path is accepted.
+ *	case. A UTF-8 byte order mark at the start of a file is skipped.
+ *	A "refile:" or "file:" prefix on a table path is accepted.
  * DIAGNOSTICS
  *	Errors go to the errors configuration as "file:line: message".
  */
@@ -62,8 +63,17 @@ const char *tables_strip_prefix(const char *path)
 static void tables_lines(const char *text, void (*fn) (char *line, int lineno, void *ctx),
 			         void *ctx)
 {
-    char   *copy = xstrdup(text), *line = copy, *next;
+    char   *copy, *line, *next;
     int     lineno = 0;
+
+    /*
+     * A UTF-8 byte order mark (Windows editors write one) would become
+     * part of the first key name, pattern or SASL user: a SigningTable
+     * row that matches nothing, a sender_binding row that binds nobody.
+     */
+    if (strncmp(text, "\xEF\xBB\xBF", 3) == 0)
+	text += 3;
+    line = copy = xstrdup(text);
 
     for (; line; line = next) {
 	char   *hash, *end;

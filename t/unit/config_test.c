@@ -102,6 +102,15 @@ static void test_errors(void)
 	      "orphan continuation");
     one_error("= value\n", "t.conf:1: expected a parameter name, found \"= value\"",
 	      "no name");
+    /* a private key given as the configuration: no base64 in the errors */
+    one_error("MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8wggJbAgEAAoGBAKze/x\n",
+	      "t.conf:1: unknown parameter (a name of 52 characters, not shown: "
+	      "is this a configuration file?)", "a base64 line is not quoted");
+    one_error("/LniSDPIegYqpHxUB6DJDuFNtgIrmZ1yYkZYt8k7nHv13\n",
+	      "t.conf:1: expected a parameter name (line not shown)",
+	      "a base64 line that starts with '/' is not quoted");
+    one_error("Socket = x\n", "t.conf:1: unknown parameter \"Socket\"",
+	      "a name followed by \" =\" is quoted");
 }
 
 static void test_values(void)
