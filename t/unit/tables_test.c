@@ -65,6 +65,17 @@ int     main(void)
        "SigningTable naming an unknown key refused");
     is_str(tables_strip_prefix("refile:/etc/x"), "/etc/x", "refile: prefix");
     tables_free(&t);
+
+    /* a UTF-8 BOM (Windows editors) is not part of the first row */
+    tables_parse_keys(&t, errors, "bom.table", "\xEF\xBB\xBFk1 bom.example:s:/k\r\n");
+    tables_parse_signing(&t, errors, "bom.signing", "\xEF\xBB\xBF*@bom.example k1\r\n");
+    tables_parse_binding(&t, errors, "bom.binding", "\xEF\xBB\xBFsvc *@bom.example\r\n");
+    ok(tables_find_key(&t, "k1") != NULL, "BOM: the first KeyTable name is k1");
+    is_int(tables_signers(&t, "a@bom.example", keys, 8), 1, "BOM: the first SigningTable row "
+	   "matches");
+    ok(!tables_binding_allows(&t, "svc", "a@other.example", &bound) && bound,
+       "BOM: the first sender_binding row binds svc");
+    tables_free(&t);
     config_free(&errors);
     return (tap_done());
 }
