@@ -33,7 +33,9 @@
  *	the daemon's group (keys_safe()).
  * DIAGNOSTICS
  *	NULL on success, or a static error text: unreadable file, not a
- *	key, unsupported type, RSA shorter than 1024 bits.
+ *	key, an encrypted key (no pass phrase is asked for: OpenSSL's
+ *	default would prompt on the terminal), unsupported type, RSA
+ *	shorter than 1024 bits.
  */
 
 #include "build_config.h"

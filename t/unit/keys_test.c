@@ -8,6 +8,9 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "keys.h"
 #include "tap.h"
 
@@ -63,6 +66,27 @@ static void safety(void)
     unlink(path);
 }
 
+/* an encrypted PEM: refused as such, never a pass phrase prompt */
+
+static void encrypted(void)
+{
+    struct dkim_key key;
+    const char *err;
+    BIO    *bio = BIO_new(BIO_s_mem());
+    char   *text;
+    long    len;
+
+    ok(keys_generate(KEY_ED25519, 0, &key) == NULL, "a key to encrypt");
+    PEM_write_bio_PrivateKey(bio, key.pkey, EVP_aes_256_cbc(), (unsigned char *) "pw", 2,
+			     NULL, NULL);
+    keys_free(&key);
+    len = BIO_get_mem_data(bio, &text);
+    err = keys_from_text(text, (size_t) len, &key);
+    ok(err && strstr(err, "an encrypted private key") != NULL, "an encrypted PEM is refused "
+       "as encrypted: %s", err ? err : "(loaded)");
+    BIO_free(bio);
+}
+
 int     main(void)
 {
     struct dkim_key key, again;
@@ -94,6 +118,7 @@ int     main(void)
 
     ok(keys_generate(KEY_RSA, 512, &key) != NULL, "RSA shorter than 1024 bits refused");
     ok(keys_from_text("garbage\n", 8, &key) != NULL, "garbage refused");
+    encrypted();
     ok(keys_load("/nonexistent/key", &key, NULL) != NULL, "missing file refused");
     safety();
     return (tap_done());
