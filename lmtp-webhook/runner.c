@@ -7,8 +7,8 @@
  *	#include "spool_tool.h"
  *
  *	int	runner_main(&tool, mode)
- *	long long runner_backoff(attempts, retry_after)
- *	int	runner_lock(dir, &fd, &holder_pid)
+ *	long long runner_backoff(attempts, retry_after)	(runner_lock.c)
+ *	int	runner_lock(dir, &fd, &holder_pid)	(runner_lock.c)
  * DESCRIPTION
  *	One process delivers a spool at a time: runner_lock() takes an
  *	exclusive flock on DIR/runner.lock (and records its pid there),
@@ -48,7 +48,10 @@
  *	error. An event for dead/ that the full spool cannot rewrite
  *	there moves as it is. A delivered event whose file cannot be
  *	removed (active/ read-only) is remembered, never posted again by
- *	this process, and removed at a later scan.
+ *	this process, and removed at a later scan. An event file that is
+ *	mapped (1 MB and more) and cut by hand during its attempt stops
+ *	the transfer (spool_map_guard(): no SIGBUS), the attempt does not
+ *	count, and the next scan moves the file to dead/.
  *
  *	The daemon starts and takes signals as every mxkit daemon does
  *	(skeleton_start(), daemon_signal_action(); its self-pipe is one
@@ -100,7 +103,6 @@
 #include "xalloc.h"
 
 #define RUNNER_SWEEP_INTERVAL	600	/* seconds between sweeps of tmp/ */
-#define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
 #define RUNNER_PENDING_MAX	4096	/* woken names kept; more: list active/ */
 
 struct transfer {
@@ -139,46 +141,6 @@ struct runner {
     int     stop;			/* TERM or INT seen */
 };
 
-
-int     runner_lock(const char *dir, int *fd_r, long *holder_r)
-{
-    char   *path = spool_path(dir, "runner.lock", NULL);
-    char    pid[32];
-    ssize_t n;
-    int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-
-    if (fd < 0)
-	msg_fatal("open %s: %m", path);
-    if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */
-	msg_warn("chown %s: %m", path);
-    free(path);
-    *holder_r = 0;
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-	if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0) {
-	    pid[n] = 0;
-	    *holder_r = atol(pid);
-	}
-	close(fd);
-	return (-1);
-    }
-    n = snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n)
-	msg_warn("cannot record pid in runner.lock: %m");
-    *fd_r = fd;
-    return (0);
-}
-
-long long runner_backoff(int attempts, long long retry_after)
-{
-    static const long long schedule[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
-    int     last = sizeof(schedule) / sizeof(schedule[0]) - 1;
-    long long base;
-
-    if (retry_after > 0)
-	return (retry_after > RUNNER_RETRY_AFTER_MAX ? RUNNER_RETRY_AFTER_MAX : retry_after);
-    base = schedule[attempts < 1 ? 0 : attempts - 1 > last ? last : attempts - 1];
-    return (base * (80 + random() % 41) / 100);
-}
 
 static void runner_hold(struct runner *r, const char *id, long long when);
 
@@ -317,6 +279,21 @@ static int runner_remove(struct runner *r, const char *id, const char *path)
     return (-1);
 }
 
+/*
+ * runner_progress - a mapped event's transfer ends as soon as a read of
+ * its mapping found the file cut (spool_event_spoiled()): the receiver
+ * is not sent the rest, zeros where the event was.
+ */
+static int runner_progress(void *context, curl_off_t dltotal, curl_off_t dlnow,
+			           curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    return (spool_event_spoiled(&((struct transfer *) context)->ev));
+}
+
 /* runner_start - one attempt for an event file, if due */
 
 static void runner_start(struct runner *r, const char *id, int all)
@@ -366,6 +343,11 @@ static void runner_start(struct runner *r, const char *id, int all)
 	t->post.curl = NULL;
 	post_prepare(&t->post, &t->req, (long long) now);
 	curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
+	if (t->ev.map != NULL) {		/* stop sending a file cut meanwhile */
+	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFOFUNCTION, runner_progress);
+	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFODATA, t);
+	    curl_easy_setopt(t->post.curl, CURLOPT_NOPROGRESS, 0L);
+	}
 	curl_multi_add_handle(r->multi, t->post.curl);
 	{
 	    int     created;
@@ -382,20 +364,16 @@ static void runner_start(struct runner *r, const char *id, int all)
     free(path);
 }
 
-static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
+/*
+ * runner_outcome - what an answer does to the event: removed (2xx, 410),
+ * or its attempt recorded with the next one's time, or dead/.
+ */
+static void runner_outcome(struct runner *r, struct transfer *t, const struct post_result *rp,
+			           const char *path, const char *shown)
 {
-    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, t->ev.id);
-    char   *shown = route_url_redact(t->ev.url);	/* no secret in a log */
-    struct post_result res;
+    struct post_result res = *rp;
     const char *err;
 
-    post_finish(&t->post, rc, &res);
-    if (runner_metrics.duration) {
-	double  total = 0;
-
-	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK)
-	    metrics_observe(runner_metrics.duration, total);
-    }
     t->ev.attempts++;
     htable_delete(r->held, t->ev.id, free);
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
@@ -444,6 +422,29 @@ static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	r->failed++;
 	runner_count(runner_metrics.failed);
     }
+}
+
+static void runner_done(struct runner *r, struct transfer *t, CURLcode rc)
+{
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, t->ev.id);
+    char   *shown = route_url_redact(t->ev.url);	/* no secret in a log */
+    struct post_result res;
+
+    post_finish(&t->post, rc, &res);
+    if (runner_metrics.duration) {
+	double  total = 0;
+
+	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK)
+	    metrics_observe(runner_metrics.duration, total);
+    }
+    if (spool_event_spoiled(&t->ev)) {
+	/* cut under the attempt: what was sent is not the event; the next
+	   scan reads the file again (and moves it to dead/) */
+	msg_error("event %s: %s was truncated during attempt %d; the attempt does not "
+		  "count", t->ev.id, path, t->ev.attempts + 1);
+	r->failed++;
+    } else
+	runner_outcome(r, t, &res, path, shown);
     free(path);
     free(shown);
     curl_multi_remove_handle(r->multi, t->post.curl);
@@ -755,6 +756,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     if (mode == RUNNER_DAEMON)
 	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
     runner_spool_check(&r);
+    spool_map_guard();			/* a mapped event cut under us: no SIGBUS */
     if (mode == RUNNER_DAEMON) {
 	metrics_http_readiness(runner_ready);
 	metrics_http_serving(1);

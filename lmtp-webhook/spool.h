@@ -75,6 +75,8 @@ void    spool_discard(struct spool_reservation *res);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r);
 const char *spool_load(const char *path, struct spool_event *ev);
+void    spool_map_guard(void);
+int     spool_event_spoiled(const struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
 void    spool_list_free(char **names, int count);
 int     spool_sweep_tmp(const char *dir, time_t now);

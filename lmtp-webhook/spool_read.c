@@ -7,6 +7,8 @@
  *	#include "spool.h"
  *
  *	const char *spool_load(path, &event)
+ *	void	spool_map_guard()
+ *	int	spool_event_spoiled(&event)
  *	char	**spool_list(dir, subdir, &count)
  *	void	spool_list_free(names, count)
  *	void	spool_event_free(&event)
@@ -19,6 +21,15 @@
  *	spool_event_body_free() lets go of the body alone (before the
  *	event's file is reused). spool_list() returns the event ids in a
  *	subdirectory, sorted.
+ *
+ *	A mapped file truncated under its reader (by hand: ": >
+ *	active/ID") makes each later read of the cut pages a SIGBUS, which
+ *	killed lmtp-webhook-spool run mid-POST with every attempt in
+ *	flight. After spool_map_guard() (the runner calls it), such a fault
+ *	maps a page of zeros there instead and marks the event spoiled:
+ *	its reader (libcurl sending it, the signature) goes on, and
+ *	spool_event_spoiled() tells the runner that what it read was not
+ *	the event. A fault anywhere else still kills.
  * DIAGNOSTICS
  *	spool_load() returns NULL, or a message in a static buffer naming
  *	the file; errno is EBADMSG when the file is there but is not an
@@ -28,6 +39,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -40,6 +53,82 @@
 #include "spool.h"
 #include "spool_int.h"
 #include "wh_alloc.h"
+
+/* the mappings the fault handler may mend: more at once are read */
+#define SPOOL_MAPS_MAX	1024
+
+static struct {
+    char   *volatile addr;
+    volatile size_t len;
+    volatile sig_atomic_t spoiled;
+} spool_maps[SPOOL_MAPS_MAX];
+static long spool_page;
+
+/*
+ * spool_map_fault - SIGBUS: a page of zeros over a cut page of a mapped
+ * event (mmap() is a bare system call on Linux: no lock, no malloc), or
+ * the default action back, so that the fault, retried, kills as before.
+ */
+static void spool_map_fault(int sig, siginfo_t *info, void *context)
+{
+    static const struct sigaction dfl = {.sa_handler = SIG_DFL};
+    uintptr_t at = (uintptr_t) info->si_addr;
+
+    (void) context;
+    for (int i = 0; i < SPOOL_MAPS_MAX; i++) {
+	uintptr_t base = (uintptr_t) spool_maps[i].addr;
+
+	if (base != 0 && at >= base && at < base + spool_maps[i].len
+	    && mmap((void *) (at & ~(uintptr_t) (spool_page - 1)), (size_t) spool_page,
+		    PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+	    spool_maps[i].spoiled = 1;
+	    return;
+	}
+    }
+    sigaction(sig, &dfl, NULL);
+}
+
+void    spool_map_guard(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    spool_page = sysconf(_SC_PAGESIZE);
+    sa.sa_sigaction = spool_map_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+static int spool_map_remember(char *addr, size_t len)
+{
+    for (int i = 0; i < SPOOL_MAPS_MAX; i++) {
+	if (spool_maps[i].addr == NULL) {
+	    spool_maps[i].spoiled = 0;
+	    spool_maps[i].len = len;
+	    spool_maps[i].addr = addr;
+	    return (0);
+	}
+    }
+    return (-1);
+}
+
+static void spool_map_forget(const char *addr)
+{
+    for (int i = 0; i < SPOOL_MAPS_MAX; i++)
+	if (spool_maps[i].addr == addr)
+	    spool_maps[i].addr = NULL;
+}
+
+/* spool_event_spoiled - a read of the event's mapping found its file cut */
+
+int     spool_event_spoiled(const struct spool_event *ev)
+{
+    for (int i = 0; ev->map != NULL && i < SPOOL_MAPS_MAX; i++)
+	if (spool_maps[i].addr == ev->map)
+	    return (spool_maps[i].spoiled);
+    return (0);
+}
 
 /*
  * spool_read_file - the whole file: read into memory (NUL-terminated),
@@ -80,14 +169,18 @@ static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
     }
     if (st.st_size >= SPOOL_MAP_MIN) {
 	data = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
 	if (data == MAP_FAILED) {
+	    close(fd);
 	    spool_fail("cannot map", path);
 	    return (NULL);
 	}
-	*mapped_r = 1;
-	*len_r = (size_t) st.st_size;
-	return (data);
+	if (spool_map_remember(data, (size_t) st.st_size) == 0) {
+	    close(fd);
+	    *mapped_r = 1;
+	    *len_r = (size_t) st.st_size;
+	    return (data);
+	}
+	munmap(data, (size_t) st.st_size);	/* no room to guard it: read */
     }
     data = wh_malloc((size_t) st.st_size + 1);
     while (got < (size_t) st.st_size && (n = read(fd, data + got, st.st_size - got)) > 0)
@@ -135,8 +228,10 @@ static const char *spool_base(const char *path)
 
 static void spool_release(char *data, size_t len, int mapped)
 {
-    if (mapped)
+    if (mapped) {
+	spool_map_forget(data);
 	munmap(data, len);
+    }
     else
 	free(data);
 }
@@ -244,8 +339,10 @@ void    spool_list_free(char **names, int count)
 
 void    spool_event_body_free(struct spool_event *ev)
 {
-    if (ev->map != NULL)
+    if (ev->map != NULL) {
+	spool_map_forget(ev->map);
 	munmap(ev->map, ev->map_len);
+    }
     else
 	free(ev->body);
     ev->map = NULL;

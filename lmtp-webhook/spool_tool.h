@@ -23,6 +23,7 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r);
 enum runner_mode { RUNNER_DAEMON, RUNNER_FLUSH };
 int     runner_main(struct spool_tool *tool, enum runner_mode mode);
 long long runner_backoff(int attempts, long long retry_after);
+#define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
 int     runner_lock(const char *dir, int *fd_r, long *holder_r);
 
 /* runner_metrics.c: the series of run with metrics_listen */

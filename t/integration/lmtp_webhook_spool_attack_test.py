@@ -23,6 +23,8 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
   file:// and to another port), accept and never read, read and never
   answer, a 1 GB error body; Retry-After absurd and in every HTTP-date
   form. Each: one POST, the event kept, attempts 1, the documented wait.
+- An 8 MB event (mapped) cut by hand during its POST: the runner lives
+  (it died of SIGBUS), the receiver gets no whole body, dead/ gets it.
 - kill -9 of the runner again and again while 120 events are posted:
   every id posted, bodies and signatures intact, nothing left behind.
 - Two runners on one spool; 1500 events waiting at start; EMFILE
@@ -179,11 +181,17 @@ class Hostile:
         if mode == "reset":                        # RST halfway through the body
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             return
+        if mode == "slowread":                     # the body waits in the sender
+            time.sleep(2)
         while len(body) < length:
             chunk = conn.recv(65536)
             if not chunk:
                 return
             body += chunk
+        self.count(mode + "-whole")
+        if mode == "slowread":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return
         if mode == "noanswer":
             time.sleep(6)
             return
@@ -415,6 +423,33 @@ def test_readonly_spool(st, rx, runner):
         restart(runner)
 
 
+def test_truncated_in_flight(st, rx, runner, hostile):
+    """An event file of 8 MB (mapped, not read into memory) is truncated
+    by hand while its POST is under way: the runner must not die of it
+    (SIGBUS), post what is not the event, or keep the file as an event."""
+    restart(runner, timeout="10s")
+    body = body_for("truncated", 8000000)
+    put_event(st, "truncated01", event_bytes("truncated01", hostile.url("slowread"), body))
+    tap.ok(wait_for(lambda: hostile.hits.get("slowread"), timeout=5), "the POST is under way")
+    os.truncate(st.path("spool", "active", "truncated01"), 100)
+    time.sleep(4)
+    tap.ok(runner.proc.poll() is None, "the runner lives on (exit %s)" % runner.proc.poll(),
+           diag=runner.log()[-800:])
+    tap.ok(wait_for(lambda: ls(st, "dead") == ["truncated01"] and ls(st, "active") == [],
+                    timeout=10),
+           "the truncated file moves to dead/ as it is", diag=str((ls(st, "active"),
+                                                                  ls(st, "dead"))))
+    tap.is_(hostile.hits.get("slowread-whole", 0), 0, "no whole body reached the receiver")
+    tap.ok("truncated01: " in runner.log() and "was truncated during attempt 1"
+           in runner.log() and "truncated01 delivered" not in runner.log(),
+           "the log says so; nothing counted delivered")
+    tap.is_(os.path.getsize(st.path("spool", "dead", "truncated01")), 100, "100 bytes, as cut")
+    if runner.proc.poll() is not None:
+        runner.proc = None
+    restart(runner)
+    os.unlink(st.path("spool", "dead", "truncated01"))
+
+
 def test_hostile_receivers(st, rx, runner, hostile):
     """Every misbehaviour costs one attempt, keeps the event and its id,
     and sets the documented wait; a redirect is never followed."""
@@ -571,6 +606,8 @@ with Stack("lmtp-webhook-spool-attack") as st:
     for t in TESTS:
         if not only or t.__name__ in only.split(","):
             t(st, rx, runner)
+    if not only or "test_truncated_in_flight" in only.split(","):
+        test_truncated_in_flight(st, rx, runner, hostile)
     if not only or "test_hostile_receivers" in only.split(","):
         test_hostile_receivers(st, rx, runner, hostile)
     runner.stop()

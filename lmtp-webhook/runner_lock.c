@@ -1,0 +1,73 @@
+/*
+ * NAME
+ *	runner_lock 3
+ * SUMMARY
+ *	lmtp-webhook-spool's lock on a spool, and its retry schedule
+ * SYNOPSIS
+ *	#include "spool_tool.h"
+ *
+ *	int	runner_lock(dir, &fd, &holder_pid)
+ *	long long runner_backoff(attempts, retry_after)
+ * DESCRIPTION
+ *	runner_lock() takes the exclusive flock on DIR/runner.lock that
+ *	makes one process the spool's only poster, and records its pid
+ *	there (flush signals it); -1 with *holder_pid when another holds
+ *	it. The file is owned like the spool (spool_own()), also when
+ *	root makes it: the daemon, run as the mail user, must open it.
+ *
+ *	runner_backoff() is the wait before the next attempt: Retry-After
+ *	(at most RUNNER_RETRY_AFTER_MAX), or the Standard Webhooks schedule
+ *	with +-20% jitter. Split from runner.c, which keeps the loop.
+ */
+
+#include "build_config.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "spool.h"
+#include "spool_tool.h"
+
+int     runner_lock(const char *dir, int *fd_r, long *holder_r)
+{
+    char   *path = spool_path(dir, "runner.lock", NULL);
+    char    pid[32];
+    ssize_t n;
+    int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+	msg_fatal("open %s: %m", path);
+    if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */
+	msg_warn("chown %s: %m", path);
+    free(path);
+    *holder_r = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0) {
+	    pid[n] = 0;
+	    *holder_r = atol(pid);
+	}
+	close(fd);
+	return (-1);
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n)
+	msg_warn("cannot record pid in runner.lock: %m");
+    *fd_r = fd;
+    return (0);
+}
+
+long long runner_backoff(int attempts, long long retry_after)
+{
+    static const long long schedule[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
+    int     last = sizeof(schedule) / sizeof(schedule[0]) - 1;
+    long long base;
+
+    if (retry_after > 0)
+	return (retry_after > RUNNER_RETRY_AFTER_MAX ? RUNNER_RETRY_AFTER_MAX : retry_after);
+    base = schedule[attempts < 1 ? 0 : attempts - 1 > last ? last : attempts - 1];
+    return (base * (80 + random() % 41) / 100);
+}
