@@ -184,18 +184,18 @@ static void runner_dead(struct runner *r, struct spool_event *ev, const char *pa
 /*
  * runner_unreadable - a file in active/ that is not an event (truncated
  * by hand, copied in from elsewhere): moved to dead/ as it is, with one
- * error, rather than warned about at every scan and kept forever.
+ * error (spool_bury(): never over dead/ID), rather than warned about at
+ * every scan and kept forever.
  */
 static void runner_unreadable(struct runner *r, const char *id, const char *path,
 			              const char *why)
 {
-    char   *dead = spool_path(r->tool->dir, SPOOL_DEAD, id);
+    char    name[SPOOL_BURY_NAME];
 
-    if (rename(path, dead) == 0)
-	msg_error("%s; moved to %s/%s as it is", why, SPOOL_DEAD, id);
+    if (spool_bury(r->tool->dir, id, path, name) == 0)
+	msg_error("%s; moved to %s/%s as it is", why, SPOOL_DEAD, name);
     else
 	msg_error("%s; cannot move it to %s/: %m", why, SPOOL_DEAD);
-    free(dead);
 }
 
 /*

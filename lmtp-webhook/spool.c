@@ -17,6 +17,7 @@
  *	void	spool_discard(&reservation)
  *	const char *spool_store(dir, subdir, &event)
  *	const char *spool_update(dir, &event, &gone)
+ *	int	spool_bury(dir, id, path, name)
  *	const char *spool_load(path, &event)		(spool_read.c)
  *	char	**spool_list(dir, subdir, &count)	(spool_read.c)
  *	int	spool_sweep_tmp(dir, now)		(spool_tmp.c)
@@ -57,6 +58,9 @@
  *	outcome of an attempt, but only while active/ID is still there:
  *	with *gone set and nothing written when it was removed meanwhile
  *	(dropped by request).
+ *
+ *	spool_bury() moves a file of active/ that is not an event into
+ *	dead/ as it is, never over an existing dead/ID.
  *
  *	spool_recycle() is how lmtp-webhook-spool removes a delivered
  *	event: a small file is renamed to tmp/free.PID.N instead (at most
@@ -676,4 +680,44 @@ const char *spool_update(const char *dir, const struct spool_event *ev, int *gon
     }
     spool_discard(&res);		/* exchanged: removes the old file */
     return (err);
+}
+
+/* spool_move_new - rename(), never over an existing file (EEXIST) */
+
+static int spool_move_new(const char *from, const char *to)
+{
+    struct stat st;
+
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+	return (0);
+    if (errno != EINVAL && errno != ENOSYS)
+	return (-1);
+    if (lstat(to, &st) == 0) {		/* no RENAME_NOREPLACE here */
+	errno = EEXIST;
+	return (-1);
+    }
+    return (rename(from, to));
+}
+
+/*
+ * spool_bury - a file of active/ that is not an event, to dead/ as it is;
+ * never over dead/ID, which may be the event's own dead letter (a broken
+ * copy of it moved back into active/ replaced it): as ID-notevent-TIME
+ * then. 0 and its name in dead/ in name, or -1 and errno.
+ */
+int     spool_bury(const char *dir, const char *id, const char *path,
+		           char name[SPOOL_BURY_NAME])
+{
+    char   *dead = spool_path(dir, SPOOL_DEAD, id);
+    int     rc;
+
+    snprintf(name, SPOOL_BURY_NAME, "%s", id);
+    if ((rc = spool_move_new(path, dead)) < 0 && errno == EEXIST) {
+	snprintf(name, SPOOL_BURY_NAME, "%.100s-notevent-%lld", id, (long long) time(NULL));
+	free(dead);
+	dead = spool_path(dir, SPOOL_DEAD, name);
+	rc = spool_move_new(path, dead);
+    }
+    free(dead);
+    return (rc);
 }

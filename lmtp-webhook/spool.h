@@ -85,6 +85,9 @@ int     spool_free_count(const char *dir);
 char   *spool_path(const char *dir, const char *subdir, const char *id);
 int     spool_id_ok(const char *id);
 int     spool_own(const char *dir, int fd);
+#define SPOOL_BURY_NAME	160
+int     spool_bury(const char *dir, const char *id, const char *path,
+		           char name[SPOOL_BURY_NAME]);
 void    spool_event_free(struct spool_event *ev);
 void    spool_event_body_free(struct spool_event *ev);
 

@@ -8,6 +8,8 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
 - Not-events dropped in active/ (a FIFO, a symbolic link to a good event
   file elsewhere, a directory): the runner neither hangs on nor posts
   them; they go to dead/ as they are, and list still answers.
+- A broken copy of a dead letter moved back into active/: to dead/
+  beside the dead letter, never over it.
 - An event file whose name is not its id (an operator's cp or mv): not
   posted (it would be posted without end, and its delivery would remove
   the other event of that id); dead/, and the real event posted once.
@@ -279,6 +281,28 @@ def test_not_events(st, rx, runner):
     for name in ("direvent01", "fifoevent01", "linkedevent01"):
         p = st.path("spool", "dead", name)
         (shutil.rmtree if os.path.isdir(p) and not os.path.islink(p) else os.unlink)(p)
+
+
+def test_not_event_over_dead(st, rx, runner):
+    """A dead letter, dead/ID, and then a broken copy of that event moved
+    back into active/ID (a backup cut short): the broken file must not
+    replace the dead letter when it goes to dead/."""
+    url = "http://127.0.0.1:%d/ws/acme/buried" % rx.port
+    letter = event_bytes("buried01", url, body_for("buried"), attempts=8,
+                         last_error="HTTP status 500")
+    put_event(st, "buried01", letter, sub="dead")
+    put_event(st, "buried01", letter[:150])
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5), "the broken file leaves active/")
+    names = ls(st, "dead")
+    with open(st.path("spool", "dead", "buried01"), "rb") as f:
+        tap.ok(f.read() == letter, "dead/buried01 is still the dead letter, byte for byte")
+    other = [n for n in names if n.startswith("buried01-notevent-")]
+    tap.is_(len(other), 1, "the broken file is beside it", diag=str(names))
+    with open(st.path("spool", "dead", other[0]) if other else "/dev/null", "rb") as f:
+        tap.ok(f.read() == letter[:150], "as it was")
+    tap.is_(posts(rx, "buried"), [], "nothing posted")
+    for n in ["buried01"] + other:
+        os.unlink(st.path("spool", "dead", n))
 
 
 def test_name_not_id(st, rx, runner):
@@ -599,7 +623,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     runner = Runner(st)
     runner.start()
-    TESTS = [test_not_events, test_name_not_id, test_root_operator,
+    TESTS = [test_not_events, test_not_event_over_dead, test_name_not_id, test_root_operator,
              test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")

@@ -484,6 +484,33 @@ int     main(void)
 	       "\"next_attempt\":1,\"body_length\":1,\"secret_files\":\"/a\"}\nb");
     ok(spool_load(path, &back) != NULL, "secret_files not an array: error");
 
+    {
+	char    name[SPOOL_BURY_NAME], *junk = spool_path(dir, SPOOL_ACTIVE, "msg_junk");
+
+	write_file(junk, "junk one");
+	is_int(spool_bury(dir, "msg_junk", junk, name), 0, "bury a file that is no event");
+	is_str(name, "msg_junk", "as dead/ID");
+	write_file(junk, "junk two");
+	is_int(spool_bury(dir, "msg_junk", junk, name), 0, "bury another of that name");
+	ok(strncmp(name, "msg_junk-notevent-", 18) == 0 && spool_id_ok(name),
+	   "beside the first, under a name list shows (%s)", name);
+	free(junk);
+	junk = spool_path(dir, SPOOL_DEAD, "msg_junk");
+	{
+	    FILE   *f = fopen(junk, "r");
+	    char    got[32] = "";
+
+	    ok(f && fgets(got, sizeof(got), f) && strcmp(got, "junk one") == 0,
+	       "the first kept, not replaced");
+	    if (f)
+		fclose(f);
+	}
+	unlink(junk);
+	free(junk);
+	junk = spool_path(dir, SPOOL_DEAD, name);
+	unlink(junk);
+	free(junk);
+    }
     ok(spool_id_ok("msg_0123abcd"), "plain id accepted");
     ok(!spool_id_ok("../etc/passwd"), "path in id refused");
     ok(!spool_id_ok(".hidden") && !spool_id_ok(""), "dot file and empty id refused");
