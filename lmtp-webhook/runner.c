@@ -192,10 +192,13 @@ static void runner_unreadable(struct runner *r, const char *id, const char *path
 {
     char    name[SPOOL_BURY_NAME];
 
-    if (spool_bury(r->tool->dir, id, path, name) == 0)
+    if (spool_bury(r->tool->dir, id, path, name) == 0) {
 	msg_error("%s; moved to %s/%s as it is", why, SPOOL_DEAD, name);
-    else
-	msg_error("%s; cannot move it to %s/: %m", why, SPOOL_DEAD);
+    } else {					/* said once a minute, not a second */
+	msg_error("%s; cannot move it to %s/: %m; tried again in %ds", why, SPOOL_DEAD,
+		  RUNNER_SECRET_WAIT);
+	runner_hold(r, id, (long long) time(NULL) + RUNNER_SECRET_WAIT);
+    }
 }
 
 /*
@@ -323,8 +326,12 @@ static void runner_start(struct runner *r, const char *id, int all)
     if ((err = spool_load(path, &t->ev)) != NULL) {
 	if (errno == EBADMSG)
 	    runner_unreadable(r, id, path, err);
-	else if (access(path, F_OK) == 0)	/* gone meanwhile: dropped by hand */
-	    msg_warn("%s", err);
+	else if (access(path, F_OK) == 0) {	/* gone meanwhile: dropped by hand */
+	    /* another user's 0600 file, say: kept (it may be a good event
+	       once chowned), said once a minute rather than every second */
+	    msg_warn("%s; tried again in %ds", err, RUNNER_SECRET_WAIT);
+	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
+	}
     } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
 	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);

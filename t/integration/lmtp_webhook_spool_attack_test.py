@@ -13,6 +13,8 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
 - An event file whose name is not its id (an operator's cp or mv): not
   posted (it would be posted without end, and its delivery would remove
   the other event of that id); dead/, and the real event posted once.
+- An event file the daemon cannot read (another user's): kept, said
+  once a minute rather than at every scan, posted once chowned.
 - The operator runs retry/flush as root while the daemon runs as the
   spool's user: what root writes into the spool stays readable by the
   daemon (runner.lock included), every event is posted.
@@ -303,6 +305,31 @@ def test_not_event_over_dead(st, rx, runner):
     tap.is_(posts(rx, "buried"), [], "nothing posted")
     for n in ["buried01"] + other:
         os.unlink(st.path("spool", "dead", n))
+
+
+def test_foreign_owner(st, rx, runner):
+    """An event file the daemon (run as nobody) cannot read: root's 0600
+    copy. Kept (it is an event; chowned, it is posted), said once a
+    minute, not at every one-second scan; posted once after a chown and
+    a flush."""
+    restart(runner, user="nobody")
+    url = "http://127.0.0.1:%d/ws/acme/foreign" % rx.port
+    mark = len(runner.log())
+    put_event(st, "foreign01", event_bytes("foreign01", url, body_for("foreign")), owner=0)
+    os.chmod(st.path("spool", "active", "foreign01"), 0o600)
+    time.sleep(3.5)
+    lines = [l for l in runner.log()[mark:].splitlines() if "foreign01" in l]
+    tap.is_(len(lines), 1, "one warning in 3.5 s, not one a second", diag="\n".join(lines))
+    tap.ok(lines and "Permission denied" in lines[0] and "tried again in 60s" in lines[0],
+           "it names the reason and the wait")
+    tap.is_((ls(st, "active"), posts(rx, "foreign")), (["foreign01"], []),
+            "kept in active/, not posted")
+    os.chown(st.path("spool", "active", "foreign01"), NOBODY, NOBODY)
+    res = run_tool(st, "flush")
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5) and res.returncode == 0,
+           "chowned and flushed: delivered", diag=res.stdout + res.stderr)
+    tap.is_(len(posts(rx, "foreign")), 1, "posted once")
+    restart(runner)
 
 
 def test_name_not_id(st, rx, runner):
@@ -624,7 +651,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
     runner = Runner(st)
     runner.start()
     TESTS = [test_not_events, test_not_event_over_dead, test_name_not_id, test_root_operator,
-             test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_foreign_owner, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
