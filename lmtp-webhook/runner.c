@@ -10,24 +10,19 @@
  *	long long runner_backoff(attempts, retry_after)	(runner_lock.c)
  *	int	runner_lock(dir, &fd, &holder_pid)	(runner_lock.c)
  * DESCRIPTION
- *	One process delivers a spool at a time: runner_lock() takes an
- *	exclusive flock on DIR/runner.lock (and records its pid there),
- *	so "flush" either signals the daemon (SIGUSR1) or, when none
- *	runs, does the pass itself. No event is ever posted twice at
- *	once.
+ *	One process delivers a spool at a time (runner_lock(), also if
+ *	runner.lock is removed under it), so "flush" either signals the
+ *	daemon (SIGUSR1) or, when none runs, does the pass itself.
  *
  *	runner_main() posts due events through one libcurl multi handle,
  *	at most "concurrency" at a time (connections are reused). The
- *	outcome of an attempt:
- *	2xx (post.c: whatever the body then does): the event is removed (its file kept for reuse by the
- *	plugin, spool_recycle()). 410: removed, logged as dropped.
- *	Otherwise: attempts+1, last_error, and the next attempt after
- *	the Standard Webhooks schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h,
- *	then every 10h) with +-20% jitter, or after Retry-After from a
- *	429 or 503, in seconds or as an HTTP-date, on any attempt, the
- *	first included (at most RUNNER_RETRY_AFTER_MAX, a day: a longer
- *	wait is the receiver's mistake, not a reason to drop the event);
- *	rewritten durably (spool_update(): not if the event was dropped
+ *	outcome of an attempt: 2xx (post.c: whatever the body then does):
+ *	removed (its file kept for reuse by the plugin, spool_recycle()).
+ *	410: removed, logged as dropped. Otherwise: attempts+1,
+ *	last_error, and the next attempt after runner_backoff() (the
+ *	Standard Webhooks schedule, or Retry-After from a 429 or 503, at
+ *	most a day: a longer wait is the receiver's mistake, not a reason
+ *	to drop the event); rewritten durably (spool_update(): not if the event was dropped
  *	meanwhile; a drop must not be undone by the attempt under way;
  *	when the spool is full, the next attempt's time is kept in memory).
  *	An event older than dead_letter_after moves to dead/ instead of
@@ -139,6 +134,7 @@ struct runner {
     enum runner_mode mode;
     int     signal_fd;			/* daemon_signal_fd() */
     int     stop;			/* TERM or INT seen */
+    int     lock_fd;			/* runner.lock, flocked */
 };
 
 
@@ -483,6 +479,7 @@ static void runner_watch(struct runner *r)
 static void runner_spool_check(struct runner *r)
 {
     const char *err = spool_ready(r->tool->dir);
+    long    holder;
 
     if (err != NULL && (r->spool_error == NULL || strcmp(err, r->spool_error) != 0)) {
 	msg_error("spool %s unusable: %s", r->tool->dir, err);
@@ -494,6 +491,10 @@ static void runner_spool_check(struct runner *r)
 	r->spool_error = NULL;
     }
     runner_watch(r);
+    if (r->mode == RUNNER_DAEMON && runner_lock_check(r->tool->dir, &r->lock_fd, &holder) < 0) {
+	msg_error("runner.lock was removed and pid %ld locked a new one: stopping", holder);
+	r->stop = 1;
+    }
 }
 
 /*
@@ -727,7 +728,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     struct skeleton sk = {NULL, -1};
     struct runner r;
     long    holder;
-    int     lock_fd = -1, left;
+    int     left;
 
     if (mode == RUNNER_DAEMON) {
 	struct daemon_opts opts = {tool->config_path, 0, tool->foreground};
@@ -739,12 +740,12 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     }
     /* after detaching and dropping privileges: the lock names this pid
        (for flush's SIGUSR1) and its file is the daemon user's */
-    if (runner_lock(tool->dir, &lock_fd, &holder) < 0) {
+    memset(&r, 0, sizeof(r));
+    if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
 	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
 	skeleton_stop(&sk);
 	return (-1);
     }
-    memset(&r, 0, sizeof(r));
     r.mode = mode;
     r.signal_fd = daemon_signal_fd();
     r.tool = tool;
@@ -793,7 +794,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	msg_info("stopped: %d delivered, %d failed, %d dropped", r.delivered, r.failed,
 		 r.dropped);
     skeleton_stop(&sk);
-    close(lock_fd);
+    close(r.lock_fd);
     if (r.first_cfg != tool->cfg)
 	config_free(&r.first_cfg);	/* after the last use of tool->dir */
     return (left);

@@ -7,6 +7,7 @@
  *	#include "spool_tool.h"
  *
  *	int	runner_lock(dir, &fd, &holder_pid)
+ *	int	runner_lock_check(dir, &fd, &holder_pid)
  *	long long runner_backoff(attempts, retry_after)
  * DESCRIPTION
  *	runner_lock() takes the exclusive flock on DIR/runner.lock that
@@ -14,6 +15,13 @@
  *	there (flush signals it); -1 with *holder_pid when another holds
  *	it. The file is owned like the spool (spool_own()), also when
  *	root makes it: the daemon, run as the mail user, must open it.
+ *
+ *	runner_lock_check() (the daemon, at each listing of active/) finds
+ *	runner.lock removed or replaced (an operator's "rm *.lock"): a
+ *	second runner would then lock a new file and post the same events
+ *	at once, and flush would find no pid. It takes the new file's lock
+ *	(and *fd) and returns 0, or -1 with *holder_pid when another
+ *	process holds it: the caller stops.
  *
  *	runner_backoff() is the wait before the next attempt: Retry-After
  *	(at most RUNNER_RETRY_AFTER_MAX), or the Standard Webhooks schedule
@@ -26,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "msg.h"
@@ -70,4 +79,32 @@ long long runner_backoff(int attempts, long long retry_after)
 	return (retry_after > RUNNER_RETRY_AFTER_MAX ? RUNNER_RETRY_AFTER_MAX : retry_after);
     base = schedule[attempts < 1 ? 0 : attempts - 1 > last ? last : attempts - 1];
     return (base * (80 + random() % 41) / 100);
+}
+
+int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
+{
+    char   *path = spool_path(dir, "runner.lock", NULL);
+    struct stat held, now;
+    int     fd;
+
+    *holder_r = 0;
+    if (fstat(*fd_r, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev
+	&& held.st_ino == now.st_ino) {
+	free(path);
+	return (0);
+    }
+    /* made first here: runner_lock() dies when it cannot open it */
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+	msg_warn("%s was removed and cannot be made again: %m", path);
+	free(path);
+	return (0);
+    }
+    close(fd);
+    free(path);
+    if (runner_lock(dir, &fd, holder_r) < 0)
+	return (-1);
+    msg_warn("%s/runner.lock was removed or replaced; locked again", dir);
+    close(*fd_r);
+    *fd_r = fd;
+    return (0);
 }

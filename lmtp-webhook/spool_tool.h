@@ -25,6 +25,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode);
 long long runner_backoff(int attempts, long long retry_after);
 #define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
 int     runner_lock(const char *dir, int *fd_r, long *holder_r);
+int     runner_lock_check(const char *dir, int *fd_r, long *holder_r);
 
 /* runner_metrics.c: the series of run with metrics_listen */
 struct metrics_series;

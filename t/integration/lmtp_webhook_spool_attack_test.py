@@ -31,7 +31,8 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
   (it died of SIGBUS), the receiver gets no whole body, dead/ gets it.
 - kill -9 of the runner again and again while 120 events are posted:
   every id posted, bodies and signatures intact, nothing left behind.
-- Two runners on one spool; 1500 events waiting at start; EMFILE
+- Two runners on one spool, also after runner.lock is removed (an
+  operator's rm *.lock let a second runner post beside the first); 1500 events waiting at start; EMFILE
   (prlimit --nofile=64) with slow receivers.
 """
 
@@ -601,6 +602,24 @@ def test_two_runners(st, rx, runner):
     tap.is_(lmtp_send(st, [BILLS], bill(BILLS, "two runners"))[0], {}, "LMTP 250")
     tap.ok(wait_for(lambda: len(requests_for(rx, "two runners")) == 1, timeout=5),
            "the first one still delivers")
+    # an operator's "rm *.lock": a second runner must not lock a new file
+    os.unlink(st.path("spool", "runner.lock"))
+    tap.ok(wait_for(lambda: os.path.exists(st.path("spool", "runner.lock")), timeout=3),
+           "runner.lock removed: the daemon makes it again", diag=runner.log()[-600:])
+    second = subprocess.Popen([SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = second.communicate(timeout=5)
+    except subprocess.TimeoutExpired:       # it runs: two posters on one spool
+        second.kill()
+        out, err = second.communicate()
+    tap.ok(second.returncode == 1 and ("pid %d" % runner.proc.pid) in err,
+           "a second runner still refuses, naming pid %d" % runner.proc.pid,
+           diag="exit %s: %s" % (second.returncode, err))
+    res = run_tool(st, "flush")
+    tap.ok(("(pid %d)" % runner.proc.pid) in res.stdout, "and flush signals the daemon",
+           diag=res.stdout + res.stderr)
+    tap.ok(runner.proc.poll() is None, "which runs on")
 
 
 def test_thousands_emfile(st, rx, runner):
