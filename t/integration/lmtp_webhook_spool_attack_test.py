@@ -19,7 +19,10 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
   spool's user: what root writes into the spool stays readable by the
   daemon (runner.lock included), every event is posted.
 - The spool full when an event's last attempt fails: it goes to dead/
-  (as it is) and is not posted again at every scan.
+  (as it is) and is not posted again at every scan; dead/ unwritable:
+  it stays in active/, not posted again at every scan either.
+- retry while the attempt is in flight (answered 500): one more POST at
+  once, exactly two in all.
 - active/ read-only (a chmod, a remount after an error) when a delivered
   event is to be removed: not posted again at every scan; removed once
   it can be.
@@ -331,6 +334,58 @@ def test_foreign_owner(st, rx, runner):
            "chowned and flushed: delivered", diag=res.stdout + res.stderr)
     tap.is_(len(posts(rx, "foreign")), 1, "posted once")
     restart(runner)
+
+
+def test_dead_unwritable(st, rx, runner):
+    """dead/ read-only for the daemon (run as nobody) when an event's
+    last attempt fails: it cannot go to dead/ at all. It must stay in
+    active/ (not lost) and not be posted again at every scan."""
+    restart(runner, user="nobody", dead_letter_after="60s")
+    dead = st.path("spool", "dead")
+    rx.responder_saved = rx.responder
+    rx.responder = lambda p, h, b: (500, 0, {})
+    try:
+        os.chmod(dead, 0o500)
+        url = "http://127.0.0.1:%d/ws/acme/nodead" % rx.port
+        put_event(st, "nodead01", event_bytes("nodead01", url, body_for("nodead"), attempts=4,
+                                              created=time.time() - 50))
+        tap.ok(wait_for(lambda: posts(rx, "nodead"), timeout=5), "its last attempt")
+        time.sleep(3.5)
+        tap.is_(len(posts(rx, "nodead")), 1, "posted once, not at every scan",
+                diag=runner.log()[-1000:])
+        tap.is_((ls(st, "active"), ls(st, "dead")), (["nodead01"], []),
+                "kept in active/, nothing lost")
+        tap.ok("nodead01: cannot move to dead/" in runner.log(), "the log says why")
+    finally:
+        os.chmod(dead, 0o700)
+        rx.responder = rx.responder_saved
+        restart(runner)
+        run_tool(st, "drop", "nodead01")
+
+
+def test_retry_in_flight(st, rx, runner):
+    """retry of an event whose attempt hangs in the receiver, which then
+    answers 500: the retry still happens (one more POST at once, 200),
+    and no more: exactly two POSTs, one id, the same bytes."""
+    rx.responder_saved = rx.responder
+    plan = [(500, 1.5, {}), (200, 0, {})]
+    rx.responder = lambda p, h, b: plan.pop(0) if tag_of(b) == "racing" and plan \
+        else (200, 0, {})
+    try:
+        url = "http://127.0.0.1:%d/ws/acme/racing" % rx.port
+        body = body_for("racing")
+        put_event(st, "racing01", event_bytes("racing01", url, body))
+        tap.ok(wait_for(lambda: posts(rx, "racing"), timeout=5), "the attempt is under way")
+        res = run_tool(st, "retry", "racing01")
+        tap.is_(res.returncode, 0, "retry while it is in flight", diag=res.stderr)
+        tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=6),
+               "the retry is made after the 500, and delivered", diag=runner.log()[-800:])
+        time.sleep(1)
+        got = posts(rx, "racing")
+        tap.is_([(h["webhook-id"], b) for _, h, b in got], [("racing01", body)] * 2,
+                "exactly two POSTs, one id, the same bytes")
+    finally:
+        rx.responder = rx.responder_saved
 
 
 def test_name_not_id(st, rx, runner):
@@ -670,7 +725,8 @@ with Stack("lmtp-webhook-spool-attack") as st:
     runner = Runner(st)
     runner.start()
     TESTS = [test_not_events, test_not_event_over_dead, test_name_not_id, test_root_operator,
-             test_foreign_owner, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
+             test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
