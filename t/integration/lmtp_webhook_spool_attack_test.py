@@ -21,6 +21,7 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
 - The spool full when an event's last attempt fails: it goes to dead/
   (as it is) and is not posted again at every scan; dead/ unwritable:
   it stays in active/, not posted again at every scan either.
+- USR1, HUP and TERM during a flush pass: every id exactly once in all.
 - retry while the attempt is in flight (answered 500): one more POST at
   once, exactly two in all.
 - active/ read-only (a chmod, a remount after an error) when a delivered
@@ -388,6 +389,41 @@ def test_retry_in_flight(st, rx, runner):
         rx.responder = rx.responder_saved
 
 
+def test_signals_during_flush(st, rx, runner):
+    """30 events not due for an hour; USR1 starts a flush pass, a HUP
+    (concurrency 4 -> 2) and then a TERM land in the middle of it. The
+    TERM ends the pass after the POSTs in flight; a restart and a flush
+    post the rest: every id exactly once in all, none left."""
+    restart(runner, concurrency="4")
+    rx.responder_saved = rx.responder
+    rx.responder = lambda p, h, b: (200, 0.25 if tag_of(b) == "sig" else 0, {})
+    url = "http://127.0.0.1:%d/ws/acme/sig" % rx.port
+    ids = ["sigflush%02d" % i for i in range(30)]
+    later = int(time.time()) + 3600
+    for i in ids:
+        put_event(st, i, event_bytes(i, url, body_for("sig"), attempts=1, next_attempt=later,
+                                     last_error="HTTP status 500"))
+        os.utime(st.path("spool", "active", i), (later, later))
+    time.sleep(1.5)
+    tap.is_(len(posts(rx, "sig")), 0, "not due: nothing posted")
+    os.kill(runner.proc.pid, signal.SIGUSR1)
+    time.sleep(0.6)
+    write_conf(st, concurrency="2")
+    os.kill(runner.proc.pid, signal.SIGHUP)
+    time.sleep(0.6)
+    runner.stop()
+    first = len(posts(rx, "sig"))
+    tap.ok(0 < first < 30 and len(ls(st, "active")) == 30 - first,
+           "TERM mid-flush: %d posted, the other %d wait" % (first, 30 - first))
+    runner.start()
+    os.kill(runner.proc.pid, signal.SIGUSR1)
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=15), "a new flush posts the rest")
+    got = sorted(h["webhook-id"] for _, h, _ in posts(rx, "sig"))
+    tap.is_(got, ids, "every id exactly once in all")
+    rx.responder = rx.responder_saved
+    restart(runner)
+
+
 def test_name_not_id(st, rx, runner):
     """An event copied under another name (cp active/A active/B, or a mv
     of a backup): the copy's header names A. Posting it would remove
@@ -726,7 +762,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
     runner.start()
     TESTS = [test_not_events, test_not_event_over_dead, test_name_not_id, test_root_operator,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
-             test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
