@@ -7,6 +7,7 @@
  *	#include "keys.h"
  *
  *	const char *keys_load(path, &key, &keys_policy)
+ *	void	keys_share(&from, &to)
  *	char	*keys_dns_record(&key)
  *	const char *keys_generate(type, bits, &key)
  * DESCRIPTION
@@ -24,6 +25,8 @@
  *	context set up here once per key); no PEM copy is kept: the
  *	file's bytes are read into one buffer that is wiped once decoded,
  *	and keys_free() frees the EVP_PKEY, which clears its private half.
+ *	keys_share() gives a second KeyTable row that names the same file
+ *	the key already loaded (one more reference, no second decode).
  *	keys_generate() and keys_from_text() also make PKCS#8 PEM text,
  *	for milter-dkim-keygen to write.
  *
@@ -276,6 +279,32 @@ const char *keys_load(const char *path, struct dkim_key *key, const struct keys_
     OPENSSL_cleanse(text, len);
     free(text);
     return (err);
+}
+
+/*
+ * keys_share - another KeyTable row naming the same file: the key is
+ * decoded once (OpenSSL's decoders cost about a millisecond a key, and
+ * a KeyTable of 10,000 domains sharing one key took 12 s to load) and
+ * shared by reference; each row gets its own copies of the signing
+ * templates, which dkim_sign(3) duplicates per message anyway.
+ */
+void    keys_share(const struct dkim_key *from, struct dkim_key *to)
+{
+    memset(to, 0, sizeof(*to));
+    to->type = from->type;
+    to->bits = from->bits;
+    if (EVP_PKEY_up_ref(from->pkey) == 1)
+	to->pkey = from->pkey;
+    to->public_b64 = from->public_b64 ? xstrdup(from->public_b64) : NULL;
+    to->pem = from->pem ? xstrdup(from->pem) : NULL;
+    if (from->rsa_sign)
+	to->rsa_sign = EVP_PKEY_CTX_dup(from->rsa_sign);
+    if (from->ed_sign && (to->ed_sign = EVP_MD_CTX_new()) != NULL
+	&& EVP_MD_CTX_copy_ex(to->ed_sign, from->ed_sign) != 1) {
+	EVP_MD_CTX_free(to->ed_sign);
+	to->ed_sign = NULL;			/* dkim_sign() makes its own */
+    }
+    ERR_clear_error();
 }
 
 void    keys_free(struct dkim_key *key)

@@ -30,6 +30,7 @@ struct keys_policy {
 const char *keys_load(const char *path, struct dkim_key *key, const struct keys_policy *kp);
 const char *keys_safe(const struct stat *st, const struct keys_policy *kp);
 const char *keys_from_text(const char *text, size_t len, struct dkim_key *key);
+void    keys_share(const struct dkim_key *from, struct dkim_key *to);
 void    keys_free(struct dkim_key *key);
 char   *keys_dns_record(const struct dkim_key *key);
 const char *keys_generate(enum key_type type, int bits, struct dkim_key *key);

@@ -254,20 +254,49 @@ static gid_t *policy_key_groups(struct dkim_policy *p, int *n)
     return (groups);
 }
 
+/*
+ * policy_first_row - the first KeyTable row naming the same key file as
+ * row i (i itself when none does), by an open-addressed hash of paths:
+ * a KeyTable of 10,000 rows is compared in linear time.
+ */
+static int policy_first_row(const struct tables *t, int *slot, int nslots, int i)
+{
+    const char *path = t->key[i].path;
+    unsigned h = 2166136261u;
+
+    for (const unsigned char *cp = (const unsigned char *) path; *cp; cp++)
+	h = (h ^ *cp) * 16777619u;
+    for (h %= (unsigned) nslots; slot[h] >= 0; h = (h + 1) % (unsigned) nslots)
+	if (strcmp(t->key[slot[h]].path, path) == 0)
+	    return (slot[h]);
+    return (slot[h] = i);
+}
+
+/* policy_load_keys - each key file read and checked once, shared by its rows */
+
 static void policy_load_keys(struct dkim_policy *p)
 {
     const char *table = config_get_str(p->cfg, "key_table");
     struct keys_policy kp = {.require_safe = config_get_bool(p->cfg, "require_safe_keys")};
+    int     n = p->tables.key_count, nslots = 2 * n + 1, first;
+    int    *slot = xmalloc(sizeof(*slot) * nslots);
+    const char **errs = xcalloc(n + 1, sizeof(*errs));
 
+    for (int i = 0; i < nslots; i++)
+	slot[i] = -1;
     kp.groups = policy_key_groups(p, &kp.ngroups);
-    p->keys = xcalloc(p->tables.key_count + 1, sizeof(*p->keys));
-    for (int i = 0; i < p->tables.key_count; i++) {
-	const char *err = keys_load(p->tables.key[i].path, p->keys + i, &kp);
-
-	if (err)
+    p->keys = xcalloc(n + 1, sizeof(*p->keys));
+    for (int i = 0; i < n; i++) {
+	if ((first = policy_first_row(&p->tables, slot, nslots, i)) == i)
+	    errs[i] = keys_load(p->tables.key[i].path, p->keys + i, &kp);
+	else if ((errs[i] = errs[first]) == NULL)
+	    keys_share(p->keys + first, p->keys + i);
+	if (errs[i])
 	    config_add_file_error(p->cfg, tables_strip_prefix(table), p->tables.key[i].line,
-				  "%s: %s", p->tables.key[i].path, err);
+				  "%s: %s", p->tables.key[i].path, errs[i]);
     }
+    free(errs);
+    free(slot);
     free(kp.groups);
 }
 

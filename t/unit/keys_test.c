@@ -66,6 +66,26 @@ static void safety(void)
     unlink(path);
 }
 
+/* keys_share: a second row of the same file outlives the first */
+
+static void share(void)
+{
+    struct dkim_key key, copy;
+
+    for (int t = 0; t < 2; t++) {
+	ok(keys_generate(t ? KEY_ED25519 : KEY_RSA, 1024, &key) == NULL, "a key to share");
+	keys_share(&key, &copy);
+	ok(copy.pkey == key.pkey && copy.type == key.type && copy.public_b64
+	   && strcmp(copy.public_b64, key.public_b64) == 0
+	   && (t ? copy.ed_sign != NULL : copy.rsa_sign != NULL),
+	   "%s: shared: the same key, its own signing template", t ? "Ed25519" : "RSA");
+	keys_free(&key);
+	ok(EVP_PKEY_get_bits(copy.pkey) == (t ? 256 : 1024), "%s: the copy outlives the "
+	   "original (%d bits)", t ? "Ed25519" : "RSA", EVP_PKEY_get_bits(copy.pkey));
+	keys_free(&copy);
+    }
+}
+
 /* an encrypted PEM: refused as such, never a pass phrase prompt */
 
 static void encrypted(void)
@@ -119,6 +139,7 @@ int     main(void)
     ok(keys_generate(KEY_RSA, 512, &key) != NULL, "RSA shorter than 1024 bits refused");
     ok(keys_from_text("garbage\n", 8, &key) != NULL, "garbage refused");
     encrypted();
+    share();
     ok(keys_load("/nonexistent/key", &key, NULL) != NULL, "missing file refused");
     safety();
     return (tap_done());
