@@ -44,6 +44,7 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -256,10 +257,13 @@ const char *keys_load(const char *path, struct dkim_key *key, const struct keys_
     size_t  len = 0;
     struct stat st;
     const char *err = NULL;
+    static __thread char why[128];		/* EMFILE or ENOENT: say which */
 
     memset(key, 0, sizeof(*key));
-    if (fd < 0)
-	return ("cannot open the key file");
+    if (fd < 0) {
+	snprintf(why, sizeof(why), "cannot open the key file: %s", strerror(errno));
+	return (why);
+    }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
 	|| (kp && kp->require_safe && (err = keys_safe(&st, kp)) != NULL)) {
 	close(fd);

@@ -280,21 +280,26 @@ static void policy_load_keys(struct dkim_policy *p)
     struct keys_policy kp = {.require_safe = config_get_bool(p->cfg, "require_safe_keys")};
     int     n = p->tables.key_count, nslots = 2 * n + 1, first;
     int    *slot = xmalloc(sizeof(*slot) * nslots);
-    const char **errs = xcalloc(n + 1, sizeof(*errs));
+    char  **errs = xcalloc(n + 1, sizeof(*errs));	/* keys_load()'s may be reused */
+    const char *err;
 
     for (int i = 0; i < nslots; i++)
 	slot[i] = -1;
     kp.groups = policy_key_groups(p, &kp.ngroups);
     p->keys = xcalloc(n + 1, sizeof(*p->keys));
     for (int i = 0; i < n; i++) {
-	if ((first = policy_first_row(&p->tables, slot, nslots, i)) == i)
-	    errs[i] = keys_load(p->tables.key[i].path, p->keys + i, &kp);
-	else if ((errs[i] = errs[first]) == NULL)
+	if ((first = policy_first_row(&p->tables, slot, nslots, i)) == i) {
+	    if ((err = keys_load(p->tables.key[i].path, p->keys + i, &kp)) != NULL)
+		errs[i] = xstrdup(err);
+	} else if (errs[first] == NULL) {
 	    keys_share(p->keys + first, p->keys + i);
-	if (errs[i])
+	}
+	if ((err = errs[first]) != NULL)
 	    config_add_file_error(p->cfg, tables_strip_prefix(table), p->tables.key[i].line,
-				  "%s: %s", p->tables.key[i].path, errs[i]);
+				  "%s: %s", p->tables.key[i].path, err);
     }
+    for (int i = 0; i < n; i++)
+	free(errs[i]);
     free(errs);
     free(slot);
     free(kp.groups);

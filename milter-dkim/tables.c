@@ -16,7 +16,9 @@
  *	The files are read unchanged from an OpenDKIM installation:
  * .IP KeyTable
  *	"keyname domain:selector:/path/to/private.key"; a '%' in the
- *	domain is replaced by the signing domain at lookup time.
+ *	domain is replaced by the signing domain at lookup time. Domain and
+ *	selector must be DNS names (letters, digits, '-', '_', dots between
+ *	labels of at most 63): they are written into d= and s= as they are.
  * .IP SigningTable
  *	"pattern keyname[,keyname...]" as OpenDKIM reads a "refile:"
  *	table: the pattern is matched against the From: address, '*'
@@ -119,6 +121,34 @@ static char *tables_split2(char *line)
     return (*rest ? rest : NULL);
 }
 
+/*
+ * tables_dns_name - dot-separated labels of letters, digits, '-' and '_'
+ * (and '%', the signing domain, when percent is set): the selector and
+ * domain go into d= and s= as they are, and "sel;x=y" or "s 1" made a
+ * signature nobody could verify (or one with a tag of the row's own).
+ */
+static int tables_dns_name(const char *name, int percent)
+{
+    size_t  label = 0, len = strlen(name);
+
+    if (len == 0 || len > 253)
+	return (0);
+    for (const char *cp = name; *cp; cp++) {
+	if (*cp == '.') {
+	    if (label == 0)
+		return (0);
+	    label = 0;
+	} else if (isalnum((unsigned char) *cp) || *cp == '-' || *cp == '_'
+		   || (percent && *cp == '%')) {
+	    if (++label > 63)
+		return (0);
+	} else {
+	    return (0);
+	}
+    }
+    return (label > 0);
+}
+
 static void tables_key_line(char *line, int lineno, void *ctx)
 {
     struct tables_ctx *c = ctx;
@@ -134,6 +164,12 @@ static void tables_key_line(char *line, int lineno, void *ctx)
     *path++ = 0;
     if (!*value || !*sel || !*path) {
 	tables_error(c, lineno, "empty domain, selector or key path");
+	return;
+    }
+    if (!tables_dns_name(value, 1) || !tables_dns_name(sel, 0)) {
+	config_add_file_error(c->errors, c->name, lineno, "domain \"%s\" or selector \"%s\" "
+			      "is not a DNS name (letters, digits, '-', '_', dots between labels)",
+			      value, sel);
 	return;
     }
     if (*path != '/') {

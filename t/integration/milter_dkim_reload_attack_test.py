@@ -15,7 +15,8 @@ private key is ever logged.
      descriptors and threads as before.
   2. A message in flight (MAIL taken) keeps the set of its MAIL; the next
      message on the same connection gets the new one.
-  3. The key file of a row rewritten under the daemon: empty, half a PEM,
+  3. The key file of a row rewritten under the daemon: removed (the error
+     says why it cannot be opened: ENOENT, EMFILE...), empty, half a PEM,
      a public key, an encrypted PEM, RSA-512, an Ed25519 key where DNS
      says RSA, readable by others, a symlink to /dev/zero, a directory, a
      100 MB file, a FIFO that never gives data: each refused by -t and by
@@ -25,7 +26,9 @@ private key is ever logged.
      published: -t and the reload accept them and the mail verifies.
      The encrypted key under a terminal: -t does not stop to ask for a
      pass phrase (it did: OpenSSL's default prompt).
-  4. Tables: a UTF-8 BOM, CRLF, trailing blanks and comments (the BOM made
+  4. Tables: a KeyTable selector "s1;x=y" or "s 1" (-t said OK and every
+     signature carried it in s=, unverifiable); a UTF-8 BOM, CRLF,
+     trailing blanks and comments (the BOM made
      the first row a pattern that matched nothing: -t said OK and mail
      went out unsigned); a SigningTable that is a directory (read as an
      empty table: -t OK, nothing signed), a FIFO (the reload hung, SIGHUP
@@ -364,6 +367,8 @@ def test_keys(st, proc, dns, conf, secrets):
         os.symlink(path + ".target", path)
         fifo_holder.append(path + ".target")
 
+    key_case(st, proc, dns, conf, "removed", None, False,
+             "cannot open the key file: No such file or directory", make=lambda path: None)
     key_case(st, proc, dns, conf, "empty (truncated)", b"", False, "key file is empty")
     key_case(st, proc, dns, conf, "half a PEM", s1[:len(s1) // 2], False, "not a PEM")
     key_case(st, proc, dns, conf, "a public key", pub, False, "not a PEM private key")
@@ -496,6 +501,10 @@ def test_tables(st, proc, dns, conf):
     pad = ("#" + "x" * 99 + "\n") * (17 * 1024 * 1024 // 101) + SET2
     table_case(st, proc, dns, conf, "SigningTable of 17 MB", False,
                "signing_table is larger than 16 MB", signing=pad)
+    table_case(st, proc, dns, conf, "KeyTable selector \"s1;x=y\" (a tag in s=)", False,
+               "is not a DNS name", keytable=keys.replace(":s1:", ":s1;x=y:"))
+    table_case(st, proc, dns, conf, "KeyTable selector \"s 1\"", False,
+               "is not a DNS name", keytable=keys.replace(":s1:", ":s 1:"))
     table_case(st, proc, dns, conf, "SigningTable '*' for every sender", True,
                signing="* a1,b1\n", sender="someone@other.example")
     dns.records["x9999._domainkey." + DOMAIN] = dns.records["e1._domainkey." + DOMAIN]

@@ -66,6 +66,19 @@ int     main(void)
     is_str(tables_strip_prefix("refile:/etc/x"), "/etc/x", "refile: prefix");
     tables_free(&t);
 
+    /* d= and s= are written as they are: DNS names only */
+    n = errors->error_count;
+    tables_parse_keys(&t, errors, "names.table", "a x.example:s1;x=y:/k\nb x.example:s 1:/k\n"
+		      "c x.example:s1.:/k\nd x..example:s1:/k\ne x.example;:s1:/k\n"
+		      "f %:s_1-a.B2:/k\ng %.example:s:/k\n");
+    is_int(errors->error_count - n, 5, "five rows whose domain or selector is not a DNS name");
+    ok(errors->error_count && strstr(errors->errors[n], "names.table:1: domain \"x.example\" "
+				     "or selector \"s1;x=y\" is not a DNS name") != NULL,
+       "the error names the row: %s", errors->error_count > n ? errors->errors[n] : "");
+    ok(tables_find_key(&t, "f") && tables_find_key(&t, "g") && !tables_find_key(&t, "a"),
+       "'%%', '_', '-' and upper case are fine");
+    tables_free(&t);
+
     /* a UTF-8 BOM (Windows editors) is not part of the first row */
     tables_parse_keys(&t, errors, "bom.table", "\xEF\xBB\xBFk1 bom.example:s:/k\r\n");
     tables_parse_signing(&t, errors, "bom.signing", "\xEF\xBB\xBF*@bom.example k1\r\n");
