@@ -13,7 +13,8 @@ private key is ever logged.
      message is accepted, each arrives exactly once with exactly one whole
      set of signatures (both sets seen), each verifies; no reload fails;
      descriptors and threads as before.
-  2. A message in flight (MAIL taken) keeps the set of its MAIL; the next
+  2. A message in flight (MAIL taken) keeps the set of its MAIL, even when
+     the new set drops its keys and their files are removed; the next
      message on the same connection gets the new one.
   3. The key file of a row rewritten under the daemon: removed (the error
      says why it cannot be opened: ENOENT, EMFILE...), empty, half a PEM,
@@ -272,6 +273,34 @@ def test_in_flight(st, proc, dns):
             "in flight: the message begun before the reload is signed with the old set")
     tap.is_(signed_with(st, dns, t2), (["e2", "s2"], [True, True]),
             "in flight: the next message on that connection with the new one")
+    # the new set drops a1 and b1 altogether and their files are gone
+    write(sig_file, SET1)
+    tap.ok(reload(st, proc)[0], "in flight: set 1 again")
+    key_file = st.path("etc", "key.table")
+    keys = read(key_file)
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+    s.ehlo("client.test")
+    s.mail("noreply@" + DOMAIN)
+    s.rcpt("cust@example.net")
+    code, _ = s.docmd("DATA")
+    write(key_file, b"".join(line + b"\n" for line in keys.splitlines()
+                             if line.split()[0] in (b"a2", b"b2")))
+    write(sig_file, SET2)
+    for k in ("s1", "e1"):
+        os.rename(st.path("keys", k + ".private"), st.path("keys", k + ".away"))
+    ok, said = reload(st, proc)
+    t3 = uuid.uuid4().hex
+    s.send(("From: <noreply@%s>\r\nTo: <cust@example.net>\r\nSubject: %s\r\n\r\n%s\r\n.\r\n"
+            % (DOMAIN, t3, t3)).encode())
+    code2, _ = s.getreply()
+    s.quit()
+    for k in ("s1", "e1"):
+        os.rename(st.path("keys", k + ".away"), st.path("keys", k + ".private"))
+    tap.is_((code, ok, code2) + signed_with(st, dns, t3),
+            (354, True, 250, ["e1", "s1"], [True, True]),
+            "in flight: a new set without the message's keys (files removed too): the "
+            "message is signed with the old keys, held in memory", diag=said)
+    write(key_file, keys)
     write(sig_file, SET1)
     reload(st, proc)
 
