@@ -24,7 +24,10 @@
  *	(1024-based; no unit: bytes).
  *
  *	A later setting of a non-repeatable name overrides an earlier
- *	one with a warning, as Postfix does.
+ *	one with a warning, as Postfix does. A UTF-8 byte order mark at
+ *	the start of the file is skipped; lines may end in CR LF. An
+ *	error quotes a name or line only when it can be a parameter
+ *	line: a private key given as the file is never printed.
  *
  *	The config_parse_*() functions return NULL on success or a
  *	static error string.
@@ -303,6 +306,8 @@ struct config *config_read_buffer(const char *name, const char *buf, size_t len,
 
     cfg->path = xstrdup(name);
     cfg->specs = specs;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+	cp += 3;				/* a UTF-8 BOM (Windows editors): invisible */
     while (cp < end) {
 	nl = memchr(cp, '\n', end - cp);
 	if (nl == NULL)

@@ -39,7 +39,7 @@ private key is ever logged.
   5. Almost-right settings: an empty mode (every message passed
      untouched), canonicalization with trailing junk (read as its first
      word), out-of-range numbers, a bad authserv_id: -t and the reload
-     refuse each.
+     refuse each. The configuration with a UTF-8 BOM and CRLF is read.
   6. EMFILE: the daemon's descriptor limit cut below what it holds: the
      reload fails, saying why, and the old set signs; a milter client
      that arrives meanwhile waits in the backlog, unanswered, and is
@@ -578,11 +578,18 @@ def test_settings(st, proc, dns, conf):
         tap.ok(res.returncode == 1 and not ok and reason in why and reason in said,
                "setting \"%s\": -t and the reload refuse it (%s)" % (line, reason),
                diag="-t: %s\nlog: %s" % (why, said))
-    write(conf, base)
     token = uuid.uuid4().hex
     send(st, token)
     tap.is_(signed_with(st, dns, token), (["e1", "s1"], [True, True]),
             "settings: after nine refused reloads the first set still signs")
+    # the configuration from a Windows editor: BOM, CRLF (the BOM made the
+    # first name unknown, and the error showed it invisible)
+    write(conf, "\ufeff" + base.replace("\n", "\r\n"))
+    res = check(conf)
+    ok, said = reload(st, proc)
+    tap.ok(res.returncode == 0 and ok, "settings: the configuration with a UTF-8 BOM and "
+           "CRLF: -t OK, reloaded", diag=res.stderr + said)
+    write(conf, base)
     tap.ok(reload(st, proc)[0], "settings: the good configuration reloads")
 
 

@@ -111,6 +111,8 @@ static void test_errors(void)
 	      "a base64 line that starts with '/' is not quoted");
     one_error("Socket = x\n", "t.conf:1: unknown parameter \"Socket\"",
 	      "a name followed by \" =\" is quoted");
+    one_error("\xEF\xBB\xBF" "bogus = 1\n", "t.conf:1: unknown parameter \"bogus\"",
+	      "a UTF-8 BOM is not part of the first name");
 }
 
 static void test_values(void)
