@@ -44,10 +44,13 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <libpsl.h>
 
@@ -115,6 +118,38 @@ static int auth_line(struct config *cfg, const char *name)
     return (e ? e->line : 0);
 }
 
+/*
+ * auth_psl_load - the public suffix list, or an error: a FIFO there hung
+ * -t and every reload (and SIGTERM behind it), and any other file (an
+ * empty one from a failed download, a table) loaded as a list without
+ * rules, under which example.co.uk and evil.co.uk share the
+ * organizational domain co.uk and align for DMARC.
+ */
+static const char *auth_psl_load(const char *path, psl_ctx_t **out)
+{
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    FILE   *fp;
+
+    *out = NULL;
+    if (fd < 0)
+	return ("cannot open");
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (fp = fdopen(fd, "r")) == NULL) {
+	close(fd);
+	return ("not a regular file");
+    }
+    *out = psl_load_fp(fp);
+    fclose(fp);
+    if (*out == NULL)
+	return ("cannot load");
+    if (!psl_is_public_suffix(*out, "co.uk") || !psl_is_public_suffix(*out, "com")) {
+	psl_free(*out);
+	*out = NULL;
+	return ("not a public suffix list (co.uk and com are not public suffixes in it)");
+    }
+    return (NULL);
+}
+
 void    auth_load(struct config *cfg, DKIM_LIB *lib, int verify, struct auth_conf **out)
 {
     struct auth_conf *a = xcalloc(1, sizeof(*a));
@@ -149,9 +184,9 @@ void    auth_load(struct config *cfg, DKIM_LIB *lib, int verify, struct auth_con
 	mdns_dkim_hooks(a->dns, lib);
     if (a->spf)
 	a->checker = spf_checker_create(a->dns);
-    if (a->dmarc && (a->psl = psl_load_file(psl_path)) == NULL)
+    if (a->dmarc && (err = auth_psl_load(psl_path, &a->psl)) != NULL)
 	config_add_error(cfg, auth_line(cfg, "public_suffix_list"), "public_suffix_list: "
-			 "cannot load %s (Debian package publicsuffix)", psl_path);
+			 "%s: %s (Debian package publicsuffix)", psl_path, err);
 }
 
 void    auth_free(struct auth_conf **ap)

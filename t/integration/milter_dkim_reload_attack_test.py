@@ -38,8 +38,10 @@ private key is ever logged.
      file: opened and decoded once (each row decoded it: 12 s a reload).
   5. Almost-right settings: an empty mode (every message passed
      untouched), canonicalization with trailing junk (read as its first
-     word), out-of-range numbers, a bad authserv_id: -t and the reload
-     refuse each. The configuration with a UTF-8 BOM and CRLF is read.
+     word), out-of-range numbers, a bad authserv_id, a public_suffix_list
+     that is some other file (it loaded as a list without rules, so
+     a.co.uk and b.co.uk aligned for DMARC) or a FIFO (-t and the reload
+     hung): -t and the reload refuse each. The configuration with a UTF-8 BOM and CRLF is read.
   6. EMFILE: the daemon's descriptor limit cut below what it holds: the
      reload fails, saying why, and the old set signs; a milter client
      that arrives meanwhile waits in the backlog, unanswered, and is
@@ -569,19 +571,25 @@ def test_settings(st, proc, dns, conf):
              ("socket_umask = 999", "socket_umask must be octal"),
              ("authserv_id = mx.mxkit.test; dkim=pass", "authserv_id must be a token"),
              ("internal_hosts = 10.0.0.0/33", "bad network"),
-             ("signature_ttl = -1s", "signature_ttl")]
+             ("signature_ttl = -1s", "signature_ttl"),
+             ("mode = sign, verify\npublic_suffix_list = %s" % st.path("etc", "key.table"),
+              "not a public suffix list"),
+             ("mode = sign, verify\npublic_suffix_list = %s" % st.path("etc", "psl.fifo"),
+              "psl.fifo: not a regular file")]
+    os.mkfifo(st.path("etc", "psl.fifo"))
     for line, reason in cases:
         write(conf, base + line + "\n")
         res = check(conf)
         ok, said = reload(st, proc)
         why = res.stdout + res.stderr
         tap.ok(res.returncode == 1 and not ok and reason in why and reason in said,
-               "setting \"%s\": -t and the reload refuse it (%s)" % (line, reason),
+               "setting \"%s\": -t and the reload refuse it (%s)" % (
+                   line.replace("\n", "; "), reason),
                diag="-t: %s\nlog: %s" % (why, said))
     token = uuid.uuid4().hex
     send(st, token)
     tap.is_(signed_with(st, dns, token), (["e1", "s1"], [True, True]),
-            "settings: after nine refused reloads the first set still signs")
+            "settings: after eleven refused reloads the first set still signs")
     # the configuration from a Windows editor: BOM, CRLF (the BOM made the
     # first name unknown, and the error showed it invisible)
     write(conf, "\ufeff" + base.replace("\n", "\r\n"))
