@@ -50,6 +50,9 @@ private key is ever logged.
   7. Secrets: -c given a private key printed its base64 lines as
      "unknown parameter" names; now no 16-character piece of any key used
      here appears in the milter's log or in any -t output.
+  8. SIGHUP while the keys load at start-up (systemd's ExecReload on a
+     Type=simple unit): it killed the daemon for good; now it starts and
+     then reloads.
 """
 
 import base64
@@ -675,6 +678,44 @@ def test_secrets(st, conf, secrets):
             "any -t output (%d bytes read)" % (len(secrets), len(text)))
 
 
+# ------------------------------------------------------ 8. HUP at start-up
+
+def test_hup_at_start(st):
+    """systemd's ExecReload (kill -HUP $MAINPID) during the start of a
+    Type=simple unit: SIGHUP's default action ended the daemon while it
+    loaded its keys, and systemd does not restart a unit a SIGHUP ended."""
+    d = st.path("many")
+    os.makedirs(d, exist_ok=True)
+    e1 = read(st.path("keys", "e1.private"))
+    with open(st.path("etc", "many.table"), "w") as f:
+        for i in range(2000):                 # distinct files: about 1 ms each to load
+            write(os.path.join(d, "k%d.private" % i), e1, 0o600)
+            f.write("k%d %s:e1:%s/k%d.private\n" % (i, DOMAIN, d, i))
+    conf = st.path("etc", "many.conf")
+    port = st.port("milter-many")
+    write(st.path("etc", "many.signing"), "*@%s k0\n" % DOMAIN)
+    write(conf, "socket = inet:%d@127.0.0.1\nmode = sign\nkey_table = %s\n"
+          "signing_table = %s\n" % (port, st.path("etc", "many.table"),
+                                    st.path("etc", "many.signing")))
+    with open(st.path("log", "milter-many.log"), "w") as logf:
+        p = subprocess.Popen([mxdkim.MILTER, "-f", "-c", conf], stderr=logf)
+    time.sleep(0.3)                           # in the key loading
+    p.send_signal(signal.SIGHUP)
+    alive = wait_for(lambda: "configuration reloaded" in read(
+        st.path("log", "milter-many.log")).decode(), timeout=30) and p.poll() is None
+    text = read(st.path("log", "milter-many.log")).decode()
+    tap.ok(alive and "started on" in text,
+           "SIGHUP while the keys load at start-up: the daemon starts, then reloads "
+           "(rc %r)" % p.poll(), diag=text[-1500:])
+    p.terminate()
+    try:
+        rc = p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = None
+    tap.is_(rc, 0, "and SIGTERM ends it cleanly")
+
+
 def main(st):
     st.start_sink()
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
@@ -696,6 +737,7 @@ def main(st):
     test_settings(st, proc, dns, conf)
     test_emfile(st, proc, dns, port)
     test_secrets(st, conf, secrets)
+    test_hup_at_start(st)
     proc.send_signal(signal.SIGTERM)
     try:
         rc = proc.wait(timeout=15)
