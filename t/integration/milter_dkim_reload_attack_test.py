@@ -654,6 +654,13 @@ def test_emfile(st, proc, dns, port):
                                    == (["e1", "s1"], [True, True])),
            "EMFILE: a message meanwhile is signed and verifies, or tempfailed (%d)" % code)
     tap.ok(reload(st, proc)[0], "EMFILE: then a reload works")
+    # a sender no row matches: passed unsigned, and the log says why
+    token = uuid.uuid4().hex
+    code = send(st, token, sender="nobody@unlisted.example")
+    found = wait_for(lambda: copies(st, token), timeout=30) or []
+    tap.ok(code == 250 and len(found) == 1 and selectors(found[0]) == []
+           and "not signed: no SigningTable entry for nobody@unlisted.example" in log(st),
+           "a From: no SigningTable row matches: delivered unsigned, the reason logged")
 
 
 # ---------------------------------------------------------------- 7. secrets
