@@ -33,7 +33,8 @@
  *	With a keys_policy whose require_safe is set, keys_load() refuses
  *	a file that is not regular, is readable or writable by others,
  *	writable by its group, or readable by its group unless that is
- *	the daemon's group (keys_safe()).
+ *	the daemon's group (keys_safe()), or that lies in a directory
+ *	others may write to, unless it is sticky (keys_safe_dirs()).
  * DIAGNOSTICS
  *	NULL on success, or a static error text: unreadable file, not a
  *	key, an encrypted key (no pass phrase is asked for: OpenSSL's
@@ -46,6 +47,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -245,6 +247,38 @@ const char *keys_safe(const struct stat *st, const struct keys_policy *kp)
 }
 
 /*
+ * keys_safe_dirs - opendkim's RequireSafeKeys also refuses a key in a
+ * directory others may write to (unless sticky, as /tmp): anyone could
+ * rename their own key, or a link to another file, over ours, and the
+ * next reload would sign with it. Both the path as written (its links
+ * can be replaced too) and the file's real directories are checked.
+ */
+static const char *keys_safe_dirs(const char *path)
+{
+    static __thread char why[PATH_MAX + 128];
+    char    real[PATH_MAX], *copy, *slash;
+    const char *paths[2] = {path, realpath(path, real)};
+    struct stat st;
+
+    for (int i = 0; i < 2 && paths[i]; i++) {
+	copy = xstrdup(paths[i]);
+	while ((slash = strrchr(copy, '/')) != NULL) {
+	    slash[slash == copy] = 0;		/* "/" itself last */
+	    if (stat(copy, &st) == 0 && (st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+		snprintf(why, sizeof(why), "directory %s is writable by others: anyone may "
+			 "replace the key (chmod o-w; see require_safe_keys)", copy);
+		free(copy);
+		return (why);
+	    }
+	    if (slash == copy)
+		break;
+	}
+	free(copy);
+    }
+    return (NULL);
+}
+
+/*
  * keys_load - read with read(2) into one buffer that is wiped at once:
  * no stdio buffer keeps a copy of the key. The mode is checked on the
  * open descriptor (what was read is what was checked).
@@ -265,7 +299,8 @@ const char *keys_load(const char *path, struct dkim_key *key, const struct keys_
 	return (why);
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
-	|| (kp && kp->require_safe && (err = keys_safe(&st, kp)) != NULL)) {
+	|| (kp && kp->require_safe && ((err = keys_safe(&st, kp)) != NULL
+				       || (err = keys_safe_dirs(path)) != NULL))) {
 	close(fd);
 	return (err ? err : "not a regular file");
     }

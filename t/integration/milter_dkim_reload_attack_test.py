@@ -20,7 +20,9 @@ private key is ever logged.
      says why it cannot be opened: ENOENT, EMFILE...), empty, half a PEM,
      a public key, an encrypted PEM, RSA-512, an Ed25519 key where DNS
      says RSA, readable by others, a symlink to /dev/zero, a directory, a
-     100 MB file, a FIFO that never gives data: each refused by -t and by
+     100 MB file, a FIFO that never gives data, a key directory others
+     may write to (opendkim's RequireSafeKeys refuses it; we did not):
+     each refused by -t and by
      the reload, which names the file and the reason, and the old key
      keeps signing. The same key as PKCS#1, with CRLF, behind a symlink,
      Ed25519 as raw base64 seed (32 and 64 bytes), RSA-1024 and RSA-4096
@@ -429,6 +431,25 @@ def test_keys(st, proc, dns, conf, secrets):
              publish=big[4096][1])
     for p in fifo_holder:
         os.unlink(p)
+    # the key directory writable by others: anyone could rename a key over ours
+    kdir = st.path("keys")
+    mode = os.stat(kdir).st_mode & 0o7777
+    os.chmod(kdir, 0o777)
+    res = check(conf)
+    ok, said = reload(st, proc)
+    token = uuid.uuid4().hex
+    send(st, token)
+    tap.is_((res.returncode, ok, "writable by others" in said + res.stderr)
+            + signed_with(st, dns, token), (1, False, True, ["e1", "s1"], [True, True]),
+            "key directory mode 0777: -t and the reload refuse it, naming the directory; the "
+            "old keys sign", diag=res.stderr + said)
+    os.chmod(kdir, 0o1777)
+    res = check(conf)
+    ok, _ = reload(st, proc)
+    tap.is_((res.returncode, ok), (0, True), "mode 01777 (sticky, as /tmp): accepted",
+            diag=res.stderr)
+    os.chmod(kdir, mode)
+    tap.ok(reload(st, proc)[0], "key directory restored")
     # the Ed25519 row (e1) as the raw seeds dkimpy and Rspamd write
     path = st.path("keys", "e1.private")
     raw_pub = base64.b64decode(re.search(r"p=([A-Za-z0-9+/=]+)",

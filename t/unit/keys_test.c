@@ -66,6 +66,40 @@ static void safety(void)
     unlink(path);
 }
 
+/* a key in a directory others may write to: refused unless it is sticky */
+
+static void unsafe_dir(void)
+{
+    char    dir[] = "/tmp/keys_dir.XXXXXX", path[64];
+    gid_t   mine = getegid();
+    struct keys_policy strict = {.require_safe = 1, .groups = &mine, .ngroups = 1};
+    struct dkim_key gen, key;
+    const char *err;
+    FILE   *fp;
+
+    ok(mkdtemp(dir) != NULL && keys_generate(KEY_ED25519, 0, &gen) == NULL, "a key directory");
+    snprintf(path, sizeof(path), "%s/k.private", dir);
+    if ((fp = fopen(path, "w")) != NULL) {
+	fputs(gen.pem, fp);
+	fclose(fp);
+    }
+    chmod(path, 0600);
+    chmod(dir, 0777);
+    err = keys_load(path, &key, &strict);
+    ok(err && strstr(err, "writable by others") && strstr(err, dir), "a 0777 key directory: "
+       "refused: %s", err ? err : "loaded");
+    keys_free(&key);
+    chmod(dir, 01777);
+    is_str(keys_load(path, &key, &strict), NULL, "a sticky 01777 one (as /tmp): loaded");
+    keys_free(&key);
+    chmod(dir, 0700);
+    is_str(keys_load(path, &key, &strict), NULL, "a 0700 one: loaded");
+    keys_free(&key);
+    keys_free(&gen);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* keys_share: a second row of the same file outlives the first */
 
 static void share(void)
@@ -140,6 +174,7 @@ int     main(void)
     ok(keys_from_text("garbage\n", 8, &key) != NULL, "garbage refused");
     encrypted();
     share();
+    unsafe_dir();
     ok(keys_load("/nonexistent/key", &key, NULL) != NULL, "missing file refused");
     safety();
     return (tap_done());
