@@ -19,6 +19,7 @@
  *	int	daemon_signal_next()
  *	void	daemon_signal_block(&set)
  *	int	daemon_signal_wait(&set)
+ *	void	daemon_signal_hold()
  * DESCRIPTION
  *	daemon_parse_args() gives every daemon the same flags:
  *	-c FILE (configuration), -t (check the configuration, exit
@@ -55,6 +56,16 @@
  *	thread (and in the threads it creates afterwards), for a daemon
  *	whose main thread only waits for signals: daemon_signal_wait()
  *	returns the next one. Both ignore SIGPIPE.
+ *
+ *	daemon_signal_hold() blocks them from the first line of main()
+ *	on, before anything loads: systemd's ExecReload (kill -HUP) may
+ *	come while a Type=simple daemon still starts, and the default
+ *	action of SIGHUP ended it for good (systemd does not restart a
+ *	service that a SIGHUP ended). A held signal waits for the
+ *	daemon's own handling: daemon_signal_wait(), or the handlers of
+ *	daemon_signal_fd(), which unblocks the signals in its thread once
+ *	they are installed. daemon_parse_args() holds them unless -t;
+ *	a program with subcommands holds them for its daemon command.
  * DIAGNOSTICS
  *	The pidfile and privilege functions return NULL or an error
  *	text (static storage, overwritten by the next call). Usage
@@ -92,6 +103,8 @@ void    daemon_parse_args(int argc, char **argv, const char *default_config,
 {
     if (daemon_parse_command(argc, argv, default_config, opts) != argc)
 	daemon_usage();
+    if (!opts->check_only)
+	daemon_signal_hold();
 }
 
 int     daemon_parse_command(int argc, char **argv, const char *default_config,
@@ -226,6 +239,23 @@ static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
 
 #define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
 
+static void daemon_signal_set(sigset_t *set)
+{
+    sigemptyset(set);
+    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+	sigaddset(set, daemon_signals[i]);
+}
+
+static void daemon_signal_unblock(void)
+{
+    sigset_t set;
+    int     err;
+
+    daemon_signal_set(&set);
+    if ((err = pthread_sigmask(SIG_UNBLOCK, &set, NULL)) != 0)
+	msg_fatal("pthread_sigmask: %s", strerror(err));
+}
+
 int     daemon_signal_action(int sig)
 {
     switch (sig) {
@@ -256,6 +286,7 @@ int     daemon_signal_fd(void)
     for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
 	if (sigaction(daemon_signals[i], &sa, NULL) < 0)
 	    msg_fatal("sigaction: %s", strerror(errno));
+    daemon_signal_unblock();			/* held ones arrive now */
     signal(SIGPIPE, SIG_IGN);
     return (daemon_pipe[0]);
 }
@@ -273,12 +304,17 @@ void    daemon_signal_block(sigset_t *set)
 {
     int     err;
 
-    sigemptyset(set);
-    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
-	sigaddset(set, daemon_signals[i]);
+    daemon_signal_set(set);
     if ((err = pthread_sigmask(SIG_BLOCK, set, NULL)) != 0)
 	msg_fatal("pthread_sigmask: %s", strerror(err));
     signal(SIGPIPE, SIG_IGN);
+}
+
+void    daemon_signal_hold(void)
+{
+    sigset_t set;
+
+    daemon_signal_block(&set);
 }
 
 int     daemon_signal_wait(const sigset_t *set)

@@ -39,6 +39,7 @@ int     daemon_signal_action(int sig);
 int     daemon_signal_fd(void);
 int     daemon_signal_next(void);
 void    daemon_signal_block(sigset_t *set);
+void    daemon_signal_hold(void);
 int     daemon_signal_wait(const sigset_t *set);
 
 /*

@@ -288,6 +288,8 @@ int     main(int argc, char **argv)
 
     msg_init(argv[0], MSG_STDERR);
     first = daemon_parse_command(argc, argv, SYSCONFDIR "/mxkit/lmtp-webhook-spool.conf", &opts);
+    if (!opts.check_only && first < argc && strcmp(argv[first], "run") == 0)
+	daemon_signal_hold();			/* the daemon: see daemon(3) */
     memset(&tool, 0, sizeof(tool));
     tool_load(&tool, opts.config_path);
     if (tool.cfg->error_count) {

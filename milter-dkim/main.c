@@ -12,8 +12,8 @@
  *	session; libmilter is not used).
  *
  *	Signals: the main thread blocks SIGHUP, SIGTERM, SIGINT and SIGUSR1
- *	(daemon_signal_block()) before it loads anything (a SIGHUP during
- *	start-up is a reload once started, not death), runs mengine_run()
+ *	(daemon_parse_args() holds them before anything loads: a SIGHUP
+ *	during start-up is a reload once started, not death), runs mengine_run()
  *	in a second thread and
  *	waits for the signals itself with sigwait(); Linux delivers a
  *	process signal to the main thread when it is waiting for it, so
@@ -209,7 +209,6 @@ int     main(int argc, char **argv)
 {
     struct daemon_opts opts;
     struct dkim_policy *p;
-    sigset_t early;
     int     dns = milter_dkim_dns_flag(&argc, argv);
 
     msg_init(argv[0], MSG_STDERR);
@@ -217,15 +216,6 @@ int     main(int argc, char **argv)
     if (dns && !opts.check_only)
 	msg_fatal("--dns goes with -t (check the configuration and DNS, then exit)");
 
-    /*
-     * Block the signals before loading: systemd's ExecReload (kill -HUP)
-     * may come while the keys load (Type=simple counts us as started),
-     * and SIGHUP's default action killed the daemon, for good: systemd
-     * does not restart a service that a SIGHUP ended. A SIGHUP or SIGTERM
-     * from now on waits for the main loop's sigwait().
-     */
-    if (!opts.check_only)
-	daemon_signal_block(&early);
     (void) daemon_nofile_raise();		/* a descriptor per session */
     if ((p = policy_load(opts.config_path)) == NULL)
 	return (1);
