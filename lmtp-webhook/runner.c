@@ -107,6 +107,9 @@ struct transfer {
     struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
 };
 
+/* buckets of the hold table visited at each listing (at most once a second) */
+#define RUNNER_HOLD_SWEEP 64
+
 /* an event whose route's secret files cannot be read waits this long */
 #define RUNNER_SECRET_WAIT	60
 
@@ -255,6 +258,15 @@ static void runner_hold(struct runner *r, const char *id, long long when)
     if (*slot == NULL)
 	*slot = xmalloc(sizeof(long long));
     *(long long *) *slot = when;
+}
+
+/*
+ * runner_hold_over - a hold whose time has come stops nothing: swept at
+ * each listing, so that those of events removed by hand (drop, rm) go
+ */
+static int runner_hold_over(void *value, void *context)
+{
+    return (runner_due(*(long long *) value, *(time_t *) context));
 }
 
 /*
@@ -409,11 +421,7 @@ static void runner_outcome(struct runner *r, struct transfer *t, const struct po
 	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL) {
 	    /* the spool full: its backoff still holds, or the event
 	       would be posted again at every scan */
-	    int     created;
-	    long long *next = xmalloc(sizeof(*next));
-
-	    *next = t->ev.next_attempt;
-	    *htable_slot(r->held, t->ev.id, &created) = next;
+	    runner_hold(r, t->ev.id, t->ev.next_attempt);
 	    msg_error("event %s: cannot record attempt %d: %s; next in %llds all the same",
 		      t->ev.id, t->ev.attempts, err, delay);
 	} else if (gone)
@@ -558,6 +566,7 @@ static int runner_scan(struct runner *r, int all)
 	    if (relisted || (!all && r->listed == time(NULL)))
 		break;
 	    r->listed = time(NULL);
+	    (void) htable_sweep(r->held, RUNNER_HOLD_SWEEP, runner_hold_over, &r->listed, free);
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
 	    spool_list_free(r->names, r->count);
