@@ -16,13 +16,12 @@ import os
 import shutil
 import smtplib
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import (Receiver, Runner, Script, bill, make_secret,  # noqa: E402
+from mxwebhook import (RawServer, Receiver, Runner, Script, bill, make_secret,  # noqa: E402
                        requests_for, verify)
 from mxwebhook import lmtp_send as lmtp_transaction  # noqa: E402
 
@@ -284,27 +283,14 @@ def test_spool_full_backoff(st, rx, runner):
         runner.start()
 
 
-class EndlessReceiver:
+class EndlessReceiver(RawServer):
     """Reads each request whole, answers 200 with a Content-Length of 1 GB,
     then sends the body: as fast as it can ("fast") or never ("hang")."""
 
     def __init__(self):
-        import socket
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.mode = "hang"
         self.posts = []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+        super().__init__(16)
 
     def session(self, conn):
         data = b""

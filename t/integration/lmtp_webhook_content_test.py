@@ -18,10 +18,8 @@ import random
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
-import threading
 import time
 import email
 from email import policy
@@ -29,7 +27,7 @@ from email import policy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, events_for, lmtp_send, make_secret, verify  # noqa: E402
+from mxwebhook import RawServer, Receiver, events_for, lmtp_send, make_secret, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
@@ -338,25 +336,13 @@ def test_id_stable(st, rx):
            "the same bytes submitted twice to Postfix (two queue files): two ids", diag=repr(ids))
 
 
-class LmtpStub:
+class LmtpStub(RawServer):
     """An LMTP server that records the DATA bytes (dot-unstuffed) and
     answers 451 to every recipient: a first attempt that fails."""
 
     def __init__(self):
         self.data = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+        super().__init__(8)
 
     def session(self, conn):
         f = conn.makefile("rb")

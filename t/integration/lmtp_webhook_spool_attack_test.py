@@ -40,9 +40,7 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
   (prlimit --nofile=64) with slow receivers.
 """
 
-import calendar
 import email.utils
-import hashlib
 import json
 import os
 import random
@@ -57,7 +55,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import (Receiver, Runner, bill, lmtp_send, make_secret,  # noqa: E402
+from mxwebhook import (RawServer, Receiver, Runner, bill, lmtp_send, make_secret,  # noqa: E402
                        requests_for, verify)
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
@@ -133,30 +131,17 @@ def restart(runner, **conf):
 
 
 # ------------------------------------------------------ a hostile receiver
-class Hostile:
+class Hostile(RawServer):
     """Raw sockets: the request path names how it misbehaves."""
 
     def __init__(self, admin_port):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.admin = admin_port
         self.hits = {}
         self.lock = threading.Lock()
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__(64)
 
     def url(self, mode):
         return "http://127.0.0.1:%d/%s" % (self.port, mode)
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
 
     def read_head(self, conn):
         data = b""

@@ -62,6 +62,31 @@ def verify(secret, headers, body, tolerance=300):
     return "no matching v1 signature in %r" % sigs
 
 
+class RawServer:
+    """A loopback TCP server on a free port that hands each connection
+    to self.session(conn) in a thread of its own: the base of the tests'
+    hand-written peers (hostile receivers, LMTP stubs)."""
+
+    def __init__(self, backlog=16):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        raise NotImplementedError
+
+
 class Receiver:
     def __init__(self, port=0):
         self.requests = []
