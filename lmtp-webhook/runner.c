@@ -8,6 +8,7 @@
  *
  *	int	runner_main(&tool, mode)
  *	long long runner_backoff(attempts, retry_after)	(runner_lock.c)
+ *	int	runner_due(next, now)			(runner_lock.c)
  *	int	runner_lock(dir, &fd, &holder_pid)	(runner_lock.c)
  * DESCRIPTION
  *	One process delivers a spool at a time (runner_lock(), also if
@@ -198,16 +199,6 @@ static void runner_unreadable(struct runner *r, const char *id, const char *path
 		  RUNNER_SECRET_WAIT);
 	runner_hold(r, id, (long long) time(NULL) + RUNNER_SECRET_WAIT);
     }
-}
-
-/*
- * runner_due - a next attempt time reached, or further away than any
- * wait the runner sets (RUNNER_RETRY_AFTER_MAX): written while the clock
- * was ahead and since stepped back, it would otherwise wait that long.
- */
-static int runner_due(long long next, time_t now)
-{
-    return (next <= (long long) now || next - (long long) now > RUNNER_RETRY_AFTER_MAX);
 }
 
 /*

@@ -9,6 +9,7 @@
  *	int	runner_lock(dir, &fd, &holder_pid)
  *	int	runner_lock_check(dir, &fd, &holder_pid)
  *	long long runner_backoff(attempts, retry_after)
+ *	int	runner_due(next, now)
  * DESCRIPTION
  *	runner_lock() takes the exclusive flock on DIR/runner.lock that
  *	makes one process the spool's only poster, and records its pid
@@ -25,7 +26,8 @@
  *
  *	runner_backoff() is the wait before the next attempt: Retry-After
  *	(at most RUNNER_RETRY_AFTER_MAX), or the Standard Webhooks schedule
- *	with +-20% jitter. Split from runner.c, which keeps the loop.
+ *	with +-20% jitter; runner_due() says whether a next attempt
+ *	time has come. Split from runner.c, which keeps the loop.
  */
 
 #include "build_config.h"
@@ -107,4 +109,14 @@ int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
     close(*fd_r);
     *fd_r = fd;
     return (0);
+}
+
+/*
+ * runner_due - a next attempt time reached, or further away than any
+ * wait the runner sets (RUNNER_RETRY_AFTER_MAX): written while the clock
+ * was ahead and since stepped back, it would otherwise wait that long.
+ */
+int     runner_due(long long next, time_t now)
+{
+    return (next <= (long long) now || next - (long long) now > RUNNER_RETRY_AFTER_MAX);
 }

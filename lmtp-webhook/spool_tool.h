@@ -23,6 +23,7 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r);
 enum runner_mode { RUNNER_DAEMON, RUNNER_FLUSH };
 int     runner_main(struct spool_tool *tool, enum runner_mode mode);
 long long runner_backoff(int attempts, long long retry_after);
+int     runner_due(long long next, time_t now);
 #define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
 int     runner_lock(const char *dir, int *fd_r, long *holder_r);
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r);

@@ -19,12 +19,12 @@ that its HTTP thread answers (common/liveness.c):
 
 import ctypes
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from mxdaemons import http_get, start_policyd, start_shim, start_spool_runner  # noqa: E402
+from mxdaemons import (http_get, start_policyd, start_shim, start_spool_runner,  # noqa: E402
+                       stop_status)
 from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for  # noqa: E402
 
@@ -90,12 +90,7 @@ def check_stuck(name, proc, tid, loop, mport):
 
 
 def check_stop(name, proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=15)
-    except Exception:
-        code = None
-    tap.is_(code, 0, "%s: SIGTERM: exits 0" % name)
+    tap.is_(stop_status(proc), 0, "%s: SIGTERM: exits 0" % name)
 
 
 def test_policyd(st):

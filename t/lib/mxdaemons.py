@@ -3,6 +3,7 @@ every daemon shares (common/: metrics_http, liveness, the skeleton):
 metrics_flood_test, liveness_test, daemons_hostile_test."""
 
 import os
+import signal
 import socket
 import struct
 
@@ -103,3 +104,14 @@ def http_get(port, path="/healthz", timeout=5, head_extra=b""):
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
+
+
+def stop_status(proc, timeout=15):
+    """SIGTERM to proc (if it still runs); its exit status, or None when
+    it did not exit within timeout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except Exception:
+        return None
