@@ -9,6 +9,8 @@
  *	void	daemon_parse_args(argc, argv, default_config, &opts)
  *	void	daemon_detach()
  *	const char *daemon_pidfile_write(path, &fd)
+ *	const char *daemon_pidfile_lock(path, &fd)
+ *	const char *daemon_pidfile_record(path, fd)
  *	void	daemon_pidfile_remove(path, &fd)
  *	const char *daemon_drop_privileges(user)
  *	int	daemon_parse_command(argc, argv, default_config, &opts)
@@ -30,10 +32,15 @@
  *
  *	daemon_log_init() sends the log to syslog when the daemon detaches
  *	or the configuration says "syslog = yes", and to stderr as well in
- *	the foreground.
+ *	the foreground and until daemon_detach(): an error before the
+ *	fork (a port in use, a second instance) reaches whoever started
+ *	the daemon, not only syslog.
  *
  *	daemon_pidfile_write() creates and locks the pidfile; a second
- *	instance finds it locked and refuses to start.
+ *	instance finds it locked and refuses to start. It is
+ *	daemon_pidfile_lock() (create, lock, empty), which a daemon calls
+ *	before it detaches (the lock passes to the child), then
+ *	daemon_pidfile_record() (this process's pid), after.
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
@@ -143,7 +150,7 @@ void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
 			        const struct config *cfg)
 {
     if (!opts->foreground || config_get_bool(cfg, "syslog"))
-	msg_init(progname, (opts->foreground ? MSG_STDERR : 0) | MSG_SYSLOG);
+	msg_init(progname, MSG_STDERR | MSG_SYSLOG);
 }
 
 void    daemon_detach(void)
@@ -155,20 +162,24 @@ void    daemon_detach(void)
 	msg_fatal("fork: %s", strerror(errno));
     if (pid > 0)
 	_exit(0);
+    msg_set_outputs(MSG_SYSLOG);		/* daemon_log_init(): detached */
     if (setsid() < 0)
 	msg_fatal("setsid: %s", strerror(errno));
+    /* stderr too: a caller reading it (a shell's $(...), ssh) would
+       wait for it to close as long as the daemon runs; what the daemon
+       says from here on goes to syslog (daemon_log_init()) */
     if ((fd = open("/dev/null", O_RDWR)) >= 0) {
 	dup2(fd, 0);
 	dup2(fd, 1);
+	dup2(fd, 2);
 	if (fd > 2)
 	    close(fd);
     }
 }
 
-const char *daemon_pidfile_write(const char *path, int *fdp)
+const char *daemon_pidfile_lock(const char *path, int *fdp)
 {
-    char    buf[32];
-    int     fd, len;
+    int     fd;
 
     if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
 	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "open %s: %s", path, strerror(errno));
@@ -180,14 +191,38 @@ const char *daemon_pidfile_write(const char *path, int *fdp)
 	close(fd);
 	return (daemon_errbuf);
     }
-    len = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
-    if (ftruncate(fd, 0) < 0 || write(fd, buf, len) != len) {
-	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "write %s: %s", path, strerror(errno));
+    /* a crashed instance's pid is nobody's to signal: empty until ours */
+    if (ftruncate(fd, 0) < 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "truncate %s: %s", path, strerror(errno));
 	close(fd);
 	return (daemon_errbuf);
     }
     *fdp = fd;
     return (NULL);
+}
+
+const char *daemon_pidfile_record(const char *path, int fd)
+{
+    char    buf[32];
+    int     len = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
+
+    if (pwrite(fd, buf, len, 0) != len || ftruncate(fd, len) < 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "write %s: %s", path, strerror(errno));
+	return (daemon_errbuf);
+    }
+    return (NULL);
+}
+
+const char *daemon_pidfile_write(const char *path, int *fdp)
+{
+    const char *err;
+
+    if ((err = daemon_pidfile_lock(path, fdp)) == NULL
+	&& (err = daemon_pidfile_record(path, *fdp)) != NULL) {
+	close(*fdp);
+	*fdp = -1;
+    }
+    return (err);
 }
 
 void    daemon_pidfile_remove(const char *path, int *fdp)

@@ -22,6 +22,8 @@ void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
 			        const struct config *cfg);
 void    daemon_detach(void);
 const char *daemon_pidfile_write(const char *path, int *fd);
+const char *daemon_pidfile_lock(const char *path, int *fd);
+const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 const char *daemon_drop_privileges(const char *user);
 

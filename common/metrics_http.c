@@ -7,6 +7,8 @@
  *	#include "metrics_http.h"
 #include "skeleton.h"
  *
+ *	const char *metrics_http_bind(listen)
+ *
  *	const char *metrics_http_start(listen)
  *
  *	void	metrics_http_readiness(check)
@@ -46,6 +48,10 @@
  *	probe touches a mail port, so none is counted as a connection (or
  *	a rejected PROXY header) there.
  *	Called before privileges are dropped (the port may be low).
+ *	metrics_http_bind() binds alone, for a daemon that binds before it
+ *	detaches (a port in use then fails where the operator sees it)
+ *	and starts the thread after the fork; metrics_http_start() binds
+ *	itself when metrics_http_bind() was not called.
  *	Out of descriptors, accept() pauses (skeleton_listener_guard()).
  *
  *	The endpoint holds at most METRICS_HTTP_MAX_CONNECTIONS (16)
@@ -394,29 +400,45 @@ void    metrics_http_stop(void)
     metrics_http_thread.running = 0;
 }
 
+static char metrics_http_err[300];
+static int metrics_http_bound_fd = -1;
+
+const char *metrics_http_bind(const char *listen)
+{
+    char   *err = metrics_http_err;
+    struct addr addr;
+    const char *msg;
+
+    if ((msg = addr_parse(listen, &addr)) != NULL) {
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen: %s", msg);
+	return (err);
+    }
+    if (addr.family == AF_UNIX) {
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen: %s: Prometheus scrapes TCP",
+		 listen);
+	return (err);
+    }
+    if ((metrics_http_bound_fd = addr_listen(&addr, 64, 1)) < 0) {
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen %s: %s", listen, strerror(errno));
+	return (err);
+    }
+    return (NULL);
+}
+
 const char *metrics_http_start(const char *listen)
 {
-    static char err[300];
+    char   *err = metrics_http_err;
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound = NULL;
-    struct addr addr;
     const char *msg;
     struct event *stop;
     int     fd;
 
-    if ((msg = addr_parse(listen, &addr)) != NULL) {
-	snprintf(err, sizeof(err), "metrics_listen: %s", msg);
-	return (err);
-    }
-    if (addr.family == AF_UNIX) {
-	snprintf(err, sizeof(err), "metrics_listen: %s: Prometheus scrapes TCP", listen);
-	return (err);
-    }
-    if ((fd = addr_listen(&addr, 64, 1)) < 0) {
-	snprintf(err, sizeof(err), "metrics_listen %s: %s", listen, strerror(errno));
-	return (err);
-    }
+    if (metrics_http_bound_fd < 0 && (msg = metrics_http_bind(listen)) != NULL)
+	return (msg);
+    fd = metrics_http_bound_fd;
+    metrics_http_bound_fd = -1;
     if ((base = event_base_new()) == NULL || (http = evhttp_new(base)) == NULL
 	|| (bound = evhttp_accept_socket_with_handle(http, fd)) == NULL
 	|| (metrics_http_conns.sweep = evtimer_new(base, metrics_http_sweep, NULL)) == NULL
@@ -424,7 +446,7 @@ const char *metrics_http_start(const char *listen)
 	|| (stop = event_new(base, metrics_http_thread.stop_fd, EV_READ, metrics_http_break,
 			     base)) == NULL || event_add(stop, NULL) < 0) {
 	close(fd);
-	snprintf(err, sizeof(err), "metrics_listen %s: cannot set up evhttp", listen);
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen %s: cannot set up evhttp", listen);
 	return (err);
     }
     /* out of descriptors, evhttp would retry accept() in a busy loop */
@@ -438,7 +460,7 @@ const char *metrics_http_start(const char *listen)
     evhttp_set_gencb(http, metrics_http_handle, NULL);
     evhttp_set_timeout(http, 10);
     if (pthread_create(&metrics_http_thread.id, NULL, metrics_http_run, base) != 0) {
-	snprintf(err, sizeof(err), "metrics_listen %s: cannot start its thread", listen);
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen %s: cannot start its thread", listen);
 	return (err);
     }
     metrics_http_thread.running = 1;

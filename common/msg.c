@@ -7,6 +7,7 @@
  *	#include "msg.h"
  *
  *	void	msg_init(progname, outputs)
+ *	void	msg_set_outputs(outputs)
  *	void	msg_info(fmt, ...)
  *	void	msg_warn(fmt, ...)
  *	void	msg_error(fmt, ...)
@@ -19,7 +20,9 @@
  *	invariants and aborts (core dump). msg_error() logs and returns.
  *
  *	outputs is MSG_STDERR, MSG_SYSLOG or both; syslog uses LOG_MAIL.
- *	msg_set_fd() redirects the stderr copy (tests).
+ *	msg_set_fd() redirects the stderr copy (tests). msg_set_outputs()
+ *	changes the outputs after msg_init() (a daemon that detaches stops
+ *	writing to the terminal that started it).
  * DIAGNOSTICS
  *	None; a failed write is ignored (there is nowhere left to report it).
  */
@@ -55,6 +58,11 @@ void    msg_init(const char *progname, int outputs)
     msg_outputs = outputs;
     if (outputs & MSG_SYSLOG)
 	openlog(msg_name, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void    msg_set_outputs(int outputs)
+{
+    msg_outputs = outputs;
 }
 
 void    msg_set_fd(int fd)

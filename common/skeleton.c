@@ -17,10 +17,16 @@
  *	line (daemon_parse_args()), raise the open-files limit, load and
  *	check the whole configuration (daemon_config_check() and the
  *	part's own checks; -t stops here), log init, bind its listeners
- *	while still root, then skeleton_start(): detach unless -f; start
- *	the metrics endpoint (after the fork, which threads do not
- *	survive, and before privileges go, as the port may be low);
- *	write and lock pid_file; become "user". Every failure is fatal
+ *	while still root, then skeleton_start(): lock pid_file and bind
+ *	metrics_listen (before the fork, so that "another instance is
+ *	running" or a port in use reaches whoever started the daemon,
+ *	with exit status 1); detach unless -f; start the metrics
+ *	endpoint's thread (after the fork, which threads do not survive,
+ *	and before privileges go); call sk->detached(sk->context) when
+ *	set (a caller's record of the new pid); write the pid into
+ *	pid_file, last, so that its reader finds the daemon whole;
+ *	become "user". The
+ *	caller zeroes sk (or sets detached) before the call. Every failure is fatal
  *	and names its cause. The signal policy is daemon_signal_action().
  *	skeleton_stop() ends the metrics endpoint's thread (metrics_http_stop())
  *	and removes the pid file.
@@ -74,11 +80,19 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 
     sk->pid_fd = -1;
     sk->pid_file = pid_file ? xstrdup(pid_file) : NULL;
+    /* what can fail, fails before the fork: the exit status and the
+       message reach whoever started the daemon */
+    if (sk->pid_file && (err = daemon_pidfile_lock(sk->pid_file, &sk->pid_fd)) != NULL)
+	msg_fatal("%s", err);
+    if (metrics && (err = metrics_http_bind(metrics)) != NULL)
+	msg_fatal("%s", err);
     if (!opts->foreground)
 	daemon_detach();
     if (metrics && (err = metrics_http_start(metrics)) != NULL)
 	msg_fatal("%s", err);
-    if (sk->pid_file && (err = daemon_pidfile_write(sk->pid_file, &sk->pid_fd)) != NULL)
+    if (sk->detached)
+	sk->detached(sk->context);
+    if (sk->pid_file && (err = daemon_pidfile_record(sk->pid_file, sk->pid_fd)) != NULL)
 	msg_fatal("%s", err);
     if (user && (err = daemon_drop_privileges(user)) != NULL)
 	msg_fatal("%s", err);

@@ -11,6 +11,10 @@
 struct skeleton {
     char   *pid_file;			/* a copy: a reload frees the config */
     int     pid_fd;
+    /* optional: run in the detached process before the pid file is
+       written, so that whoever reads the pid file finds it done */
+    void    (*detached) (void *context);
+    void   *context;
 };
 
 void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,

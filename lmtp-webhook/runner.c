@@ -725,26 +725,27 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 
 int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 {
-    struct skeleton sk = {NULL, -1};
+    struct skeleton sk = {.pid_fd = -1, .detached = runner_lock_detached};
     struct runner r;
     long    holder;
     int     left;
 
+    /* before detaching: a second runner fails with its exit status; the
+       detached daemon records its own pid (flush signals it) before its
+       pid file appears */
+    memset(&r, 0, sizeof(r));
+    if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
+	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
+	return (-1);
+    }
     if (mode == RUNNER_DAEMON) {
 	struct daemon_opts opts = {tool->config_path, 0, tool->foreground};
 
 	/* series first: skeleton_start() starts serving them */
 	if (config_get_str(tool->cfg, "metrics_listen"))
 	    runner_metrics_init(tool);
+	sk.context = &r.lock_fd;
 	skeleton_start(&sk, &opts, tool->cfg);
-    }
-    /* after detaching and dropping privileges: the lock names this pid
-       (for flush's SIGUSR1) and its file is the daemon user's */
-    memset(&r, 0, sizeof(r));
-    if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
-	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
-	skeleton_stop(&sk);
-	return (-1);
     }
     r.mode = mode;
     r.signal_fd = daemon_signal_fd();

@@ -7,8 +7,15 @@
  *	#include "spool_tool.h"
  *
  *	int	runner_lock(dir, &fd, &holder_pid)
+ *	void	runner_lock_record(fd)
+ *	void	runner_lock_detached(&fd)
  *	int	runner_lock_check(dir, &fd, &holder_pid)
- *	long long runner_backoff(attempts, retry_after)
+ *	void    runner_lock_detached(void *fd_ptr)
+{
+    runner_lock_record(*(int *) fd_ptr);
+}
+
+long long runner_backoff(attempts, retry_after)
  *	int	runner_due(next, now)
  * DESCRIPTION
  *	runner_lock() takes the exclusive flock on DIR/runner.lock that
@@ -16,6 +23,12 @@
  *	there (flush signals it); -1 with *holder_pid when another holds
  *	it. The file is owned like the spool (spool_own()), also when
  *	root makes it: the daemon, run as the mail user, must open it.
+ *	runner_lock_record() writes this process's pid again: the daemon
+ *	takes the lock before it detaches (a second runner fails in the
+ *	foreground, with its exit status) and records the detached pid.
+ *	The pid is written over the old one at a fixed width, never
+ *	truncated first: a reader never sees an empty file.
+ *	runner_lock_detached() is the same as a skeleton's detached hook.
  *
  *	runner_lock_check() (the daemon, at each listing of active/) finds
  *	runner.lock removed or replaced (an operator's "rm *.lock"): a
@@ -64,11 +77,24 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
 	close(fd);
 	return (-1);
     }
-    n = snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n)
-	msg_warn("cannot record pid in runner.lock: %m");
+    runner_lock_record(fd);
     *fd_r = fd;
     return (0);
+}
+
+void    runner_lock_record(int fd)
+{
+    char    pid[32];
+    int     n = snprintf(pid, sizeof(pid), "%-20ld\n", (long) getpid());
+
+    /* one write of one width over the last: never an empty moment */
+    if (pwrite(fd, pid, (size_t) n, 0) != n || ftruncate(fd, n) < 0)
+	msg_warn("cannot record pid in runner.lock: %m");
+}
+
+void    runner_lock_detached(void *fd_ptr)
+{
+    runner_lock_record(*(int *) fd_ptr);
 }
 
 long long runner_backoff(int attempts, long long retry_after)

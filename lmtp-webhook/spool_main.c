@@ -212,13 +212,20 @@ static int tool_poke(const struct spool_tool *tool)
     long    holder = 0;
     int     fd = -1;
 
-    if (runner_lock(tool->dir, &fd, &holder) == 0) {
-	close(fd);
-	return (0);
-    }
-    if (holder > 0 && kill((pid_t) holder, SIGUSR1) == 0) {
-	printf("flush requested from lmtp-webhook-spool run (pid %ld)\n", holder);
-	return (1);
+    /* a daemon starting takes the lock before it detaches, and records
+       the detached pid a moment later: a gone pid is asked again */
+    for (int tries = 0;; tries++) {
+	if (runner_lock(tool->dir, &fd, &holder) == 0) {
+	    close(fd);
+	    return (0);
+	}
+	if (holder > 0 && kill((pid_t) holder, SIGUSR1) == 0) {
+	    printf("flush requested from lmtp-webhook-spool run (pid %ld)\n", holder);
+	    return (1);
+	}
+	if ((holder > 0 && errno != ESRCH) || tries >= 20)
+	    break;
+	usleep(100 * 1000);
     }
     msg_fatal("the spool is locked by pid %ld, which cannot be signalled: %m", holder);
 }

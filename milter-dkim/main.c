@@ -95,7 +95,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     struct milter_dkim_run run = {-1, 0};
     const char *err;
     int     sig, stopping = 0;
-    struct skeleton sk;
+    struct skeleton sk = {0};
     pthread_t thread;
     sigset_t set;
     mode_t  old_mask;

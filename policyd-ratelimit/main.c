@@ -617,7 +617,7 @@ static void policyd_workers_stop(struct policyd_worker *w, int n, int nlisteners
 static void policyd_run(struct server *srv, const struct daemon_opts *opts)
 {
     struct event *sig;
-    struct skeleton sk;
+    struct skeleton sk = {0};
     struct timeval ten = {10, 0}, quarter = {0, 250000};
     struct event *ready;
     struct liveness *live;

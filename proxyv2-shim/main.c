@@ -585,7 +585,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
     int     nworkers = shim_worker_count(srv), sig, action;
     struct shim_worker *w;
-    struct skeleton sk;
+    struct skeleton sk = {0};
     sigset_t set;
 
     /* Matching sorts a CIDR list lazily: sort before threads share it. */

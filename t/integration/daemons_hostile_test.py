@@ -15,6 +15,14 @@ unlucky operator's and the attacker's side, against the real daemons:
   log stays short, and once the flood closes a new client is served (a
   policy request answered; Postfix's greeting and EHLO through the shim's
   XCLIENT; a milter option negotiation answered);
+- detached (no -f): a pid_file another instance holds, a metrics_listen
+  or mail port in use fail before the fork, with exit status 1 and the
+  reason on stderr (they used to fail in the detached child, after its
+  parent had exited 0, into syslog alone), and leave no process; a good
+  start writes the pid file last: once it names the detached pid, that
+  process runs and its metrics endpoint answers; the parent returns
+  although its caller reads stdout and stderr to their end (the child
+  keeps neither open); SIGTERM removes it;
 - signals: SIGUSR1 no longer kills policyd, the shim or the milter; a
   reload that changes a setting needing a restart names it (and never
   its value); a setting a reload can apply is applied (policyd's
@@ -260,6 +268,85 @@ def test_check_generic(st):
            "64: serving at most 32 connections" in res.stderr,
            "policyd-ratelimit: the default max_connections is lowered to fit 64, with a warning",
            diag=res.stdout + res.stderr)
+
+
+def http_get(port, path, timeout=5):
+    """The status line of GET path on 127.0.0.1:port, or the error."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+            c.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+            return c.recv(100).split(b"\r\n")[0].decode(errors="replace")
+    except OSError as e:
+        return str(e)
+
+
+def left_running(conf):
+    """Processes whose command line names conf."""
+    res = run(["pgrep", "-f", "-a", "--", conf])
+    return res.stdout.strip()
+
+
+def test_detached_start(st):
+    base_policyd = "listen = inet:127.0.0.1:%d\n" % st.port("d-policyd")
+    base_shim = ("listener = 127.0.0.1:%d backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.0/8\n"
+                 % st.port("d-shim"))
+    daemons = [
+        ("policyd-ratelimit", POLICYD, base_policyd, [], st.port("d-policyd")),
+        ("proxyv2-shim", SHIM, base_shim, [], st.port("d-shim")),
+        ("milter-dkim", mxdkim.MILTER, open(st.path("etc", "milter-base.conf")).read(), [],
+         st.port("t-milter")),
+        ("lmtp-webhook-spool", SPOOL, open(st.path("etc", "spool-base.conf")).read(), ["run"],
+         None),
+    ]
+    import fcntl
+    for dname, binary, base, tail, mail_port in daemons:
+        mport = st.port("d-metrics-" + dname)
+        pid_file = st.path("run", "d-%s.pid" % dname)
+        os.makedirs(st.path("run"), exist_ok=True)
+        conf = write(st, "d-%s.conf" % dname, base + "pid_file = %s\nmetrics_listen = "
+                     "inet:127.0.0.1:%d\n" % (pid_file, mport))
+        argv = [binary, "-c", conf] + tail
+
+        # another instance holds the pid file
+        with open(pid_file, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            res = run_in(st, argv, 30)
+        tap.ok(res.returncode == 1 and "%s is locked: another instance is running" % pid_file
+               in res.stderr and not left_running(conf),
+               "%s detached: a held pid_file fails with exit 1, said on stderr" % dname,
+               diag="exit %s: %s %s" % (res.returncode, res.stderr, left_running(conf)))
+        # metrics_listen, then the mail port, in use
+        holders = [("metrics_listen", mport,
+                    "metrics_listen inet:127.0.0.1:%d: Address already in use" % mport)]
+        if mail_port:
+            holders.append(("its mail port", mail_port, "Address already in use"))
+        for what, port, words in holders:
+            hold = socket.socket()
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            hold.bind(("127.0.0.1", port))
+            hold.listen(1)
+            try:
+                res = run_in(st, argv, 30)
+            finally:
+                hold.close()
+            tap.ok(res.returncode == 1 and words in res.stderr and not left_running(conf),
+                   "%s detached: %s in use fails with exit 1, said on stderr" % (dname, what),
+                   diag="exit %s: %s %s" % (res.returncode, res.stderr, left_running(conf)))
+        # a good start: the pid file is written last
+        res = run_in(st, argv, 30)
+        pid = wait_for(lambda: open(pid_file).read().strip() if os.path.exists(pid_file)
+                       else "", timeout=20)
+        status = http_get(mport, "/healthz") if pid else "no pid"
+        tap.ok(res.returncode == 0 and pid and os.path.exists("/proc/%s" % pid)
+               and status.startswith("HTTP/1.") and " 200 " in status,
+               "%s detached: exit 0; once the pid file names it, pid %s runs and /healthz "
+               "answers" % (dname, pid), diag="exit %s, %s: %s" % (res.returncode, status,
+                                                                  res.stderr))
+        if pid:
+            os.kill(int(pid), signal.SIGTERM)
+        tap.ok(wait_for(lambda: not os.path.exists("/proc/%s" % pid), timeout=15)
+               and not os.path.exists(pid_file),
+               "%s detached: SIGTERM stops it and removes the pid file" % dname)
 
 
 # ---------------------------------------------------------------- EMFILE
@@ -543,6 +630,7 @@ with Stack("daemons-hostile") as st:
           % (st.path("spool"), st.path("etc", "secret")))
 
     test_check_generic(st)
+    test_detached_start(st)
     test_policyd_nofile(st)
     test_shim_nofile(st)
     test_milter_nofile(st)

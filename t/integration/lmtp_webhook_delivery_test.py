@@ -523,7 +523,7 @@ def test_detached_and_flush_stop(st, rx, runner):
     pid_file = st.path("spool-run.pid")
     write_conf(st, pid_file=pid_file)
     import subprocess
-    with open(st.path("log", "spool-detached.log"), "w") as log:   # the child keeps stderr
+    with open(st.path("log", "spool-detached.log"), "w") as log:
         rc = subprocess.call([SPOOL_TOOL, "-c", st.path("spool.conf"), "run"],
                              stdout=log, stderr=log, timeout=30)
     tap.is_(rc, 0, "run without -f: the parent exits 0")
@@ -536,6 +536,15 @@ def test_detached_and_flush_stop(st, rx, runner):
     res = run_tool(st, "flush")
     tap.ok(("(pid %s)" % pid) in res.stdout, "flush signals it", diag=res.stdout + res.stderr)
     tap.ok(pid and os.path.exists("/proc/%s" % pid), "and it lives on (USR1 flushes)")
+    # the lock is taken before detaching: a second detached run fails
+    # where the operator sees it, not in a child that exits unseen
+    second = subprocess.run([SPOOL_TOOL, "-c", st.path("spool.conf"), "run"],
+                            capture_output=True, text=True, timeout=30)
+    tap.ok(second.returncode == 1 and ("pid %s" % pid) in second.stderr,
+           "a second detached run exits 1 in the foreground, naming pid %s" % pid,
+           diag="exit %s: %s" % (second.returncode, second.stderr))
+    with open(st.path("spool", "runner.lock")) as f:
+        tap.is_(f.read().strip(), pid, "and runner.lock still names the daemon")
     if pid:
         os.kill(int(pid), signal.SIGTERM)
     tap.ok(wait_for(lambda: not os.path.exists("/proc/%s" % pid), timeout=10),
