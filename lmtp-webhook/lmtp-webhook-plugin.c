@@ -22,8 +22,11 @@
  *	   the mail and retries without leaving a copy behind;
  *	3. the mail is saved (the previous hook, else the default mailbox);
  *	   nothing saved (e.g. a Sieve discard): no event;
- *	4. the event is committed (fsync, rename into active/, fsync dir)
- *	   before LMTP answers. lmtp-webhook-spool, woken by the rename,
+ *	4. the event is committed before LMTP answers, as durably as
+ *	   Dovecot's mail_fsync keeps the mail: "optimized" (the default)
+ *	   renames it into active/ and fsyncs it, which on a journaling
+ *	   file system commits the new name too; "always" also fsyncs the
+ *	   directory; "never" does not sync. lmtp-webhook-spool, woken by the rename,
  *	   posts it at once: LMTP never waits for the receiver. If the
  *	   commit fails after all (an I/O error, active/ made unwritable
  *	   since step 2), the recipient is tempfailed although its mail is
@@ -44,6 +47,7 @@
 #include "settings-parser.h"
 #include "smtp-address.h"
 #include "mail-storage.h"
+#include "mail-storage-settings.h"
 #include "mail-user.h"
 #include "mail-deliver.h"
 #include "lda-settings.h"
@@ -264,6 +268,20 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
     return (ret);
 }
 
+/* webhook_sync_mode - the event is kept as safely as the mail: mail_fsync */
+
+static enum spool_sync webhook_sync_mode(struct mail_user *user)
+{
+    switch (mail_user_set_get_storage_set(user)->parsed_fsync_mode) {
+    case FSYNC_MODE_NEVER:
+	return (SPOOL_SYNC_NEVER);
+    case FSYNC_MODE_ALWAYS:
+	return (SPOOL_SYNC_ALWAYS);
+    default:
+	return (SPOOL_SYNC_OPTIMIZED);
+    }
+}
+
 /*
  * webhook_event - the event of this delivery, in a spool reservation: the
  * id (a first pass over the message), then the body, streamed. -1 with
@@ -299,6 +317,7 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
 	ev->attempts = 0;			/* lmtp-webhook-spool posts it now */
 	ev->next_attempt = ev->created;
 	if ((*error_r = spool_reserve_stream(set->spool_dir, ev, res, &webhook_keeper)) == NULL) {
+	    res->sync = webhook_sync_mode(ctx->rcpt_user);
 	    if (webhook_stream(data, set, &env, size, res, &ev->body_len, error_r) < 0
 		|| (*error_r = spool_stream_done(res)) != NULL)
 		spool_discard(res);

@@ -43,9 +43,15 @@
  *	writes the whole event while it parses the message. Either way a
  *	full, unwritable or broken spool is found while the recipient can
  *	still be tempfailed, at the price of no copy. Once the mail is saved,
- *	spool_commit() makes the event durable (fsync, rename into
- *	active/, fsync the directory) before LMTP answers; a target
- *	directory removed in between is made again. The rename into
+ *	spool_commit() makes the event durable before LMTP answers, as
+ *	res->sync says: SPOOL_SYNC_ALWAYS (the default: fsync, rename into
+ *	active/, fsync the directory), SPOOL_SYNC_OPTIMIZED (rename, then
+ *	fsync the file, which on a journaling file system commits its new
+ *	name with it), SPOOL_SYNC_NEVER (rename); the plugin follows
+ *	Dovecot's mail_fsync, so an event is kept as safely as its mail. A
+ *	target directory removed in between is made again. A failure after
+ *	the rename leaves the event in active/ (the caller tempfails; the
+ *	retry's event has the same id). The rename into
  *	active/ is what wakes lmtp-webhook-spool (inotify).
  *
  *	spool_load() (whole, or mapped from SPOOL_MAP_MIN on): spool_read.c.
@@ -560,7 +566,7 @@ static int spool_commit_dir_again(struct spool_reservation *res)
     return (rename(res->tmp_path, res->final_path));
 }
 
-/* spool_commit_write - the event into the reserved space, fsynced */
+/* spool_commit_write - the event into the reserved space (SPOOL_SYNC_ALWAYS: fsynced) */
 
 static const char *spool_commit_write(struct spool_reservation *res)
 {
@@ -576,12 +582,34 @@ static const char *spool_commit_write(struct spool_reservation *res)
 	return (spool_fail("cannot truncate", res->tmp_path));
     /* an event due now needs no futimens(): its writes made its mtime */
     if ((res->ev->next_attempt > (long long) time(NULL) && futimens(res->fd, times) < 0)
-	|| fsync(res->fd) < 0)
+	|| (res->sync == SPOOL_SYNC_ALWAYS && fsync(res->fd) < 0))
 	return (spool_fail("cannot fsync", res->tmp_path));
     return (NULL);
 }
 
-/* spool_commit - write (into the reserved space), fsync, rename, fsync dir */
+/*
+ * spool_commit_sync - after the rename. SPOOL_SYNC_OPTIMIZED syncs the
+ * file once it has its name: on a journaling file system (ext4, XFS,
+ * Btrfs) that commit carries the rename too, one journal commit where
+ * "fsync, rename, fsync the directory" costs two. The event is in
+ * active/ already, complete in the page cache: the runner may post it
+ * meanwhile, which only a crash before the fsync could undo, and then
+ * LMTP has not answered.
+ */
+static const char *spool_commit_sync(struct spool_reservation *res)
+{
+    switch (res->sync) {
+    case SPOOL_SYNC_ALWAYS:
+	return (spool_fsync_dir(res->dir_path) < 0 ?
+		spool_fail("cannot fsync", res->dir_path) : NULL);
+    case SPOOL_SYNC_OPTIMIZED:
+	return (fsync(res->fd) < 0 ? spool_fail("cannot fsync", res->final_path) : NULL);
+    default:
+	return (NULL);
+    }
+}
+
+/* spool_commit - write (into the reserved space), rename; synced per res->sync */
 
 const char *spool_commit(struct spool_reservation *res)
 {
@@ -595,9 +623,10 @@ const char *spool_commit(struct spool_reservation *res)
 	    return (spool_commit_anew(res));
 	err = spool_fail("cannot rename into", res->final_path);
     }
-    else if (spool_fsync_dir(res->dir_path) < 0)
-	err = spool_fail("cannot fsync", res->dir_path);
     else {
+	/* renamed: the file is the event now, whatever the sync says (a
+	   discard would empty the keeper's file, which is now in active/) */
+	err = spool_commit_sync(res);
 	free(res->tmp_path);		/* nothing left to remove */
 	res->tmp_path = NULL;
 	if (res->keeper) {		/* its file is now the event */

@@ -34,8 +34,16 @@ struct spool_event {
 /* spool_load() maps event files from this size on instead of reading them */
 #define SPOOL_MAP_MIN	(1024 * 1024)
 
+/* when a commit syncs: Dovecot's mail_fsync, for the event as for the mail */
+enum spool_sync {
+    SPOOL_SYNC_ALWAYS = 0,		/* fsync, rename, fsync the directory */
+    SPOOL_SYNC_OPTIMIZED,		/* rename, fsync: the name goes with it */
+    SPOOL_SYNC_NEVER,			/* rename: the kernel writes it back */
+};
+
 struct spool_reservation {
     int     fd;
+    enum spool_sync sync;		/* SPOOL_SYNC_ALWAYS unless set */
     char   *tmp_path, *final_path, *dir_path;
     const struct spool_event *ev;	/* must live until commit/discard */
     char   *meta;			/* the header line */
