@@ -26,6 +26,7 @@ const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 const char *daemon_drop_privileges(const char *user);
+int     daemon_notify(const char *state);
 
 /*
  * Signal policy, the same in every daemon: SIGHUP reloads, SIGTERM and

@@ -8,6 +8,7 @@
  *
  *	void	skeleton_start(&sk, &opts, cfg)
  *	void	skeleton_stop(&sk)
+ *	void	skeleton_ready(on)
  *	void	skeleton_listener_guard(lev)
  *	int	skeleton_accept_exhausted(err)
  *	void	skeleton_accept_failed(listen_fd, err)
@@ -30,6 +31,12 @@
  *	and names its cause. The signal policy is daemon_signal_action().
  *	skeleton_stop() ends the metrics endpoint's thread (metrics_http_stop())
  *	and removes the pid file.
+ *
+ *	skeleton_ready(1) is said once the daemon serves (its listeners
+ *	bound, its configuration loaded, its loop running), skeleton_ready(0)
+ *	when it starts to stop: /readyz follows (metrics_http_serving()),
+ *	and so does systemd, told READY=1 and STOPPING=1 (daemon_notify(),
+ *	for Type=notify units), each once.
  *
  *	skeleton_listener_guard() keeps an evconnlistener from spinning
  *	when accept() fails for a reason that does not go away by itself
@@ -96,6 +103,18 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 	msg_fatal("%s", err);
     if (user && (err = daemon_drop_privileges(user)) != NULL)
 	msg_fatal("%s", err);
+}
+
+void    skeleton_ready(int on)
+{
+    static int said = 0;
+
+    metrics_http_serving(on);
+    if (on && said == 0)
+	daemon_notify("READY=1");
+    else if (!on && said == 1)
+	daemon_notify("STOPPING=1");
+    said = on ? 1 : (said ? 2 : 0);
 }
 
 void    skeleton_stop(struct skeleton *sk)

@@ -20,6 +20,7 @@ struct skeleton {
 void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 		               const struct config *cfg);
 void    skeleton_stop(struct skeleton *sk);
+void    skeleton_ready(int on);
 void    skeleton_listener_guard(struct evconnlistener *lev);
 int     skeleton_accept_exhausted(int err);
 void    skeleton_accept_failed(int listen_fd, int err);

@@ -693,7 +693,7 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    flushing = 1;
 	runner_ready_sample(r);
 	if (r->stop) {
-	    metrics_http_serving(0);
+	    skeleton_ready(0);
 	    if (r->running == 0)
 		break;
 	} else {
@@ -768,7 +768,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     spool_map_guard();			/* a mapped event cut under us: no SIGBUS */
     if (mode == RUNNER_DAEMON) {
 	metrics_http_readiness(runner_ready);
-	metrics_http_serving(1);
+	skeleton_ready(1);
     }
     runner_loop(&r, mode);
     curl_multi_cleanup(r.multi);

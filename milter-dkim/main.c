@@ -117,7 +117,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     policy_install(p);
     if (pthread_create(&thread, NULL, milter_dkim_run, &run) != 0)
 	msg_fatal("pthread_create: %m");
-    metrics_http_serving(1);			/* keys loaded, socket bound */
+    skeleton_ready(1);			/* keys loaded, socket bound */
     msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
 	     p->tables.key_count, p->tables.sign_count);
     while (!stopping) {
@@ -127,7 +127,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 	    break;
 	case DAEMON_STOP:
 	    msg_info("terminating on signal %d", sig);
-	    metrics_http_serving(0);
+	    skeleton_ready(0);
 	    stopping = 1;
 	    mengine_stop();
 	    break;

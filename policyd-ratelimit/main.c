@@ -647,13 +647,13 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     policyd_ready_sample(-1, 0, srv);
     event_add(ready, &quarter);
     metrics_http_readiness(policyd_ready);
-    metrics_http_serving(1);
+    skeleton_ready(1);
     msg_info("started: %d limits, store %s, %d workers", srv->pc->limits.limit_count,
 	     srv->pc->store.text, nworkers);
     live = liveness_worker(srv->base, 0);
     event_base_dispatch(srv->base);
     liveness_unwatch(&live);
-    metrics_http_serving(0);
+    skeleton_ready(0);
     event_free(ready);
     event_free(sig);
     policyd_workers_stop(w, nworkers, nlisteners);

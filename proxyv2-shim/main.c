@@ -603,7 +603,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 	    msg_fatal("cannot start worker thread");
     for (int i = 0; i < srv->nlisteners; i++)
 	msg_info("listening: %s", srv->listeners[i].spec);
-    metrics_http_serving(1);			/* every listener bound */
+    skeleton_ready(1);			/* every listener bound */
     msg_info("started: %d listeners, %d workers", srv->nlisteners, nworkers);
     while ((action = daemon_signal_action(sig = daemon_signal_wait(&set))) != DAEMON_STOP) {
 	if (action == DAEMON_RELOAD)
@@ -612,7 +612,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 	    msg_info("signal %d: nothing to flush", sig);
     }
     msg_info("terminating on signal %d", sig);
-    metrics_http_serving(0);
+    skeleton_ready(0);
     for (int i = 0; i < nworkers; i++)
 	if (write(w[i].control[1], (char[]) {SHIM_CMD_STOP}, 1) < 0)
 	    msg_warn("cannot stop worker %d: %m", i);

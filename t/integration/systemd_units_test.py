@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """contrib/systemd: every unit passes `systemd-analyze verify` (with its
 ExecStart pointed at the binaries of the build under test, since nothing
-is installed in /usr/sbin here), is hardened, and only the transparent
+is installed in /usr/sbin here), is hardened, is Type=notify with the
+daemon in the foreground (it says READY=1 once it serves: sd_notify_test),
+and only the transparent
 drop-in grants CAP_NET_ADMIN."""
 
 import glob
@@ -50,6 +52,8 @@ with tempfile.TemporaryDirectory() as tmp:
         tap.ok(good, "%s: systemd-analyze verify is clean" % name, diag=out)
         missing = [h for h in HARDENING if h not in text]
         tap.is_(missing, [], "%s: hardened" % name)
+        tap.ok(re.search(r"^Type=notify$", text, re.M) and re.search(r"^ExecStart=.* -f\b", text, re.M),
+               "%s: Type=notify, the daemon in the foreground (READY=1 once it serves)" % name)
         caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M)
         tap.ok(caps and "CAP_NET_ADMIN" not in caps.group(1) and "CAP_SYS_ADMIN" not in caps.group(1),
                "%s: CapabilityBoundingSet=%s" % (name, caps.group(1) if caps else "(missing)"))

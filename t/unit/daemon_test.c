@@ -8,6 +8,9 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <stddef.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -307,6 +310,70 @@ static void test_reload(void)
     daemon_config_running(NULL);
 }
 
+/* a datagram socket bound at name ("@x": abstract); its fd */
+static int notify_listener(const char *name)
+{
+    union {
+	struct sockaddr sa;
+	struct sockaddr_un un;
+    }       addr;
+    size_t  len = strlen(name);
+    int     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+    memset(&addr, 0, sizeof(addr));
+    addr.un.sun_family = AF_UNIX;
+    memcpy(addr.un.sun_path, name, len);
+    if (name[0] == '@')
+	addr.un.sun_path[0] = 0;
+    if (name[0] == '/')
+	unlink(name);
+    if (bind(fd, &addr.sa, offsetof(struct sockaddr_un, sun_path) + len) < 0) {
+	close(fd);
+	return (-1);
+    }
+    return (fd);
+}
+
+static void notify_case(const char *name, const char *label)
+{
+    char    buf[64];
+    int     fd = notify_listener(name);
+    ssize_t n;
+
+    ok(fd >= 0, "%s: a listener", label);
+    setenv("NOTIFY_SOCKET", name, 1);
+    is_int(daemon_notify("READY=1"), 0, "%s: READY=1 sent", label);
+    n = fd >= 0 ? recv(fd, buf, sizeof(buf) - 1, 0) : -1;
+    buf[n > 0 ? n : 0] = 0;
+    is_str(buf, "READY=1", "%s: exactly READY=1 arrives, one datagram", label);
+    if (fd >= 0)
+	close(fd);
+    if (name[0] == '/')
+	unlink(name);
+}
+
+static void test_notify(void)
+{
+    char    path[64], longer[200];
+
+    unsetenv("NOTIFY_SOCKET");
+    is_int(daemon_notify("READY=1"), 0, "no NOTIFY_SOCKET: nothing to tell, no error");
+    snprintf(path, sizeof(path), "/tmp/daemon_test.notify.%ld", (long) getpid());
+    notify_case(path, "a path");
+    snprintf(path, sizeof(path), "@daemon_test.notify.%ld", (long) getpid());
+    notify_case(path, "the abstract namespace");
+    setenv("NOTIFY_SOCKET", "relative/notify", 1);
+    is_int(daemon_notify("READY=1"), -1, "a relative NOTIFY_SOCKET: refused");
+    memset(longer, 'x', sizeof(longer) - 1);
+    longer[0] = '/';
+    longer[sizeof(longer) - 1] = 0;
+    setenv("NOTIFY_SOCKET", longer, 1);
+    is_int(daemon_notify("READY=1"), -1, "a NOTIFY_SOCKET longer than sun_path: refused");
+    setenv("NOTIFY_SOCKET", "/nonexistent-mxkit/notify", 1);
+    is_int(daemon_notify("READY=1"), -1, "nobody listening: -1, the daemon goes on");
+    unsetenv("NOTIFY_SOCKET");
+}
+
 static void test_privileges(void)
 {
     pid_t   pid;
@@ -336,5 +403,6 @@ int     main(void)
     test_fit();
     test_reload();
     test_privileges();
+    test_notify();
     return (tap_done());
 }
