@@ -39,7 +39,8 @@
  *	NULL on success, or a static error text: unreadable file, not a
  *	key, an encrypted key (no pass phrase is asked for: OpenSSL's
  *	default would prompt on the terminal), unsupported type, RSA
- *	shorter than 1024 bits.
+ *	shorter than 1024 bits or longer than KEYS_RSA_MAX_BITS (8192, as
+ *	milter-dkim-keygen makes at most).
  */
 
 #include "build_config.h"
@@ -121,6 +122,12 @@ static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key, int want_pem)
 	if (key->bits < 1024) {
 	    BIO_free(bio);
 	    return ("RSA key shorter than 1024 bits (RFC 8301)");
+	}
+	/* each signature costs the cube of the size: 16384 bits, ~1 s */
+	if (key->bits > KEYS_RSA_MAX_BITS) {
+	    BIO_free(bio);
+	    return ("RSA key longer than 8192 bits (a signature would take a second; "
+		    "RFC 8301 receivers need verify only up to 4096)");
 	}
 	if ((der_len = i2d_PUBKEY(pkey, &der)) <= 0) {
 	    BIO_free(bio);

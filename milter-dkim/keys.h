@@ -11,6 +11,8 @@
 
 enum key_type { KEY_RSA, KEY_ED25519 };
 
+#define KEYS_RSA_MAX_BITS 8192
+
 struct dkim_key {
     enum key_type type;
     int     bits;

@@ -33,6 +33,7 @@
 
 #include "build_config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -303,6 +304,46 @@ static void policy_load_keys(struct dkim_policy *p)
     free(errs);
     free(slot);
     free(kp.groups);
+}
+
+/*
+ * policy_check_selectors - two KeyTable rows that sign one d= and s= with
+ * different keys: DNS publishes one public key there, so every signature
+ * of one of them fails at the receivers (only -t --dns saw it before).
+ * The same key under one name twice is fine (rows share a loaded key).
+ */
+static void policy_check_selectors(struct dkim_policy *p)
+{
+    const char *table = tables_strip_prefix(config_get_str(p->cfg, "key_table"));
+    int     n = p->tables.key_count, nslots = 2 * n + 1;
+    int    *slot = xmalloc(sizeof(*slot) * nslots);
+
+    for (int i = 0; i < nslots; i++)
+	slot[i] = -1;
+    for (int i = 0; i < n; i++) {
+	const struct key_entry *k = p->tables.key + i;
+	unsigned h = 2166136261u;
+	int     j;
+
+	if (p->keys[i].public_b64 == NULL)	/* not loaded: said already */
+	    continue;
+	for (const char *cp = k->domain; *cp; cp++)
+	    h = (h ^ (unsigned char) tolower((unsigned char) *cp)) * 16777619u;
+	for (const char *cp = k->selector; *cp; cp++)
+	    h = (h ^ (unsigned char) tolower((unsigned char) *cp)) * 16777619u;
+	for (h %= (unsigned) nslots; (j = slot[h]) >= 0; h = (h + 1) % (unsigned) nslots)
+	    if (strcasecmp(p->tables.key[j].domain, k->domain) == 0
+		&& strcasecmp(p->tables.key[j].selector, k->selector) == 0)
+		break;
+	if (j < 0)
+	    slot[h] = i;
+	else if (strcmp(p->keys[j].public_b64, p->keys[i].public_b64) != 0)
+	    config_add_file_error(p->cfg, table, k->line, "%s:%s is signed with another key "
+				  "at line %d (%s): DNS publishes one key per selector, so one "
+				  "of them would fail at every receiver", k->domain, k->selector,
+				  p->tables.key[j].line, p->tables.key[j].path);
+    }
+    free(slot);
 }
 
 static int policy_line(struct dkim_policy *p, const char *name)
@@ -596,6 +637,7 @@ struct dkim_policy *policy_load(const char *path)
 	    policy_check_alignment(p, tables_strip_prefix(config_get_str(p->cfg,
 							      "signing_table")));
 	policy_load_keys(p);
+	policy_check_selectors(p);
 	if ((dns = config_get_str(p->cfg, "dns_test_file")) != NULL)
 	    policy_check_dns(p, dns);
     }

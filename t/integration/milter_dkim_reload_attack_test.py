@@ -74,7 +74,7 @@ import dkim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, run, wait_for  # noqa: E402
+from mxtest import src_path, tap, run, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
 
 DOMAIN = "planapulse.ai"
@@ -410,6 +410,10 @@ def test_keys(st, proc, dns, conf, secrets):
     key_case(st, proc, dns, conf, "a public key", pub, False, "not a PEM private key")
     key_case(st, proc, dns, conf, "encrypted PEM", enc, False, "an encrypted private key")
     key_case(st, proc, dns, conf, "RSA-512", rsa512, False, "shorter than 1024 bits")
+    # made once (openssl takes 15-60 s for it): each signature would take ~0.3 s
+    rsa8200 = read(src_path("t", "data", "rsa8200-test-only.pem"))
+    secrets.append(rsa8200)
+    key_case(st, proc, dns, conf, "RSA-8200", rsa8200, False, "longer than 8192 bits")
     key_case(st, proc, dns, conf, "Ed25519 where DNS has RSA", e1, False,
              "does not match the public key")
     key_case(st, proc, dns, conf, "mode 0644", s1, False, "readable or writable by others",
@@ -560,6 +564,17 @@ def test_tables(st, proc, dns, conf):
                "is not a DNS name", keytable=keys.replace(":s1:", ":s1;x=y:"))
     table_case(st, proc, dns, conf, "KeyTable selector \"s 1\"", False,
                "is not a DNS name", keytable=keys.replace(":s1:", ":s 1:"))
+    e1_path = st.path("keys", "e1.private")
+    table_case(st, proc, dns, conf, "KeyTable: s1 also signed with e1's key", False,
+               "is signed with another key at line", keytable=keys + "dup %s:s1:%s\n"
+               % (DOMAIN, e1_path))
+    table_case(st, proc, dns, conf, "KeyTable: S1 (another case) signed with e1's key", False,
+               "is signed with another key at line", keytable=keys + "dup %s:S1:%s\n"
+               % (DOMAIN.upper(), e1_path))
+    s1_copy = st.path("keys", "s1-copy.private")
+    write(s1_copy, read(st.path("keys", "s1.private")), 0o600)
+    table_case(st, proc, dns, conf, "KeyTable: s1 twice, the same key in two files", True,
+               keytable=keys + "dup %s:s1:%s\n" % (DOMAIN, s1_copy))
     table_case(st, proc, dns, conf, "SigningTable '*' for every sender", True,
                signing="* a1,b1\n", sender="someone@other.example")
     dns.records["x9999._domainkey." + DOMAIN] = dns.records["e1._domainkey." + DOMAIN]
