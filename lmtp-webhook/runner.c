@@ -273,12 +273,23 @@ static int runner_remove(struct runner *r, const char *id, const char *path)
 
     if (r->pool >= SPOOL_FREE_MAX)		/* the plugin took some meanwhile? */
 	r->pool = spool_free_count(r->tool->dir);
+    void  **slot;
+
     if (spool_recycle(r->tool->dir, path, &r->pool) == 0 || errno == ENOENT) {
-	htable_delete(r->answered, id, NULL);
+	htable_delete(r->answered, id, free);
 	return (0);
     }
-    *htable_slot(r->answered, id, &created) = r;
+    if (*(slot = htable_slot(r->answered, id, &created)) == NULL)
+	*slot = xstrdup(path);			/* runner_answered_gone() */
     return (-1);
+}
+
+/* runner_answered_gone - removed by hand meanwhile: nothing left to remember */
+
+static int runner_answered_gone(void *path, void *context)
+{
+    (void) context;
+    return (access(path, F_OK) < 0 && errno == ENOENT);
 }
 
 /*
@@ -558,6 +569,7 @@ static int runner_scan(struct runner *r, int all)
 		break;
 	    r->listed = time(NULL);
 	    (void) htable_sweep(r->held, RUNNER_HOLD_SWEEP, runner_hold_over, &r->listed, free);
+	    (void) htable_sweep(r->answered, RUNNER_HOLD_SWEEP, runner_answered_gone, NULL, free);
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
 	    spool_list_free(r->names, r->count);
@@ -775,7 +787,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.inflight, NULL);
     htable_destroy(&r.tried, NULL);
     htable_destroy(&r.held, free);
-    htable_destroy(&r.answered, NULL);
+    htable_destroy(&r.answered, free);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

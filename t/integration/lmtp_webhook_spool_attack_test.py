@@ -545,6 +545,23 @@ def test_readonly_spool(st, rx, runner):
                "writable again: its file removed", diag=runner.log()[-600:])
         time.sleep(1.5)
         tap.is_(len(posts(rx, "readonly")), 1, "and still posted only once")
+        # stuck again, and this time the operator removes the file by hand:
+        # the runner forgets the id (it kept it for good), so an event of
+        # that id put back later (re-injected from a backup) is posted
+        os.chmod(active, 0o500)
+        put_event(st, "readonly02", event_bytes("readonly02", url, body_for("readonly-a")))
+        tap.ok(wait_for(lambda: "readonly02 answered, but unlink" in runner.log(), timeout=5),
+               "a second event delivered and stuck", diag=runner.log()[-600:])
+        os.unlink(os.path.join(active, "readonly02"))
+        time.sleep(2.5)                     # a listing or two
+        os.chmod(active, 0o700)
+        put_event(st, "readonly02", event_bytes("readonly02", url, body_for("readonly-b")))
+        tap.ok(wait_for(lambda: posts(rx, "readonly-b"), timeout=5)
+               and wait_for(lambda: ls(st, "active") == [], timeout=5),
+               "removed by hand, its id is forgotten: the same id put back is posted",
+               diag=runner.log()[-600:])
+        tap.is_((len(posts(rx, "readonly-a")), len(posts(rx, "readonly-b"))), (1, 1),
+                "each posted once")
     finally:
         os.chmod(active, 0o700)
         rx.responder = rx.responder_saved
