@@ -1,0 +1,565 @@
+#!/usr/bin/python3
+"""lmtp_webhook's commit from an outside attacker's and an unlucky
+operator's side: the promises of doc/lmtp-webhook.md ("Durability:
+Dovecot's mail_fsync") and lmtp-webhook(7), on real Dovecot 2.3 LMTP
+with the plugin, lmtp-webhook-spool run and a real HTTP receiver;
+faults made with tmpfs mounts, chattr, kill -9 and strace's syscall
+injection (-P limits it to the spool's own files). Counted exactly:
+bytes, ids, copies in the mailbox.
+
+- mail_fsync misspelled: Dovecot refuses the configuration (nothing
+  listens, nothing is saved), never a silent fallback.
+- active/ on another mount than tmp/ (an operator's volume mounted on
+  it): the rename cannot work, so the recipient must be tempfailed
+  BEFORE the mail is saved (it used to be saved and then tempfailed at
+  the commit, on every retry: a copy more per retry).
+- The spool (a size-limited tmpfs) filling up in the middle of the
+  body: 4xx, nothing saved, nothing in active/, the keeper's space
+  given back; afterwards the same bytes retried give one whole event.
+- The retry of a delivery whose event is still in active/: the same
+  webhook-id, one file, the new event's bytes whole (its created).
+- optimized: fsync fails (EIO) after the rename: 4xx, the event stays
+  in active/ whole; the retry (same id) replaces it.
+- always: the fsync of active/ fails (EIO) after the rename: the same.
+- active/ made immutable (chattr +i) between the reservation and the
+  rename (the rename held back by strace): 4xx; once fixed, the retry
+  gives the same id, whole.
+- The runner posting the event between the rename and the fsync (the
+  fsync held back 1.5 s): posted once, whole, and LMTP still says 250.
+- kill -9 of lmtp processes at random points of 100 deliveries from 4
+  concurrent clients: after every kill each file in active/ is whole
+  (a JSON header line naming its file's id, then exactly body_length
+  bytes); every delivery answered 250 has its event; the runner then
+  posts each file's body byte for byte.
+- 4 concurrent LMTP clients racing for the runner's tmp/free.* files:
+  every event posted with its own subject and attachment bytes (two
+  writers in one file would mix them), at most one reservation file per
+  live lmtp process in tmp/.
+"""
+
+import base64
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack, StackError  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, subject_of  # noqa: E402
+
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+BILLS = "bills@acme.planapulse.app"
+SECRET = make_secret()
+TEMPFAIL = "Webhook spool unavailable"
+
+
+# -- helpers ---------------------------------------------------------------
+
+def active(st):
+    return sorted(os.listdir(st.path("spool", "active")))
+
+
+def read_event(path):
+    """(header dict, body bytes) of an event file, or (None, why)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return None, "unreadable: %s" % e
+    head, nl, body = data.partition(b"\n")
+    try:
+        meta = json.loads(head)
+    except ValueError:
+        return None, "header not JSON: %r" % head[:200]
+    if not nl or meta.get("id") != os.path.basename(path) \
+            or meta.get("body_length") != len(body):
+        return None, "not whole: id %r body_length %r, %d bytes follow" % (
+            meta.get("id"), meta.get("body_length"), len(body))
+    try:
+        json.loads(body)
+    except ValueError:
+        return None, "body not JSON"
+    return meta, body
+
+
+def broken_events(st):
+    """{name: why} for every file of active/ that is not a whole event."""
+    bad = {}
+    for name in active(st):
+        meta, why = read_event(st.path("spool", "active", name))
+        if meta is None and os.path.exists(st.path("spool", "active", name)):
+            bad[name] = why
+    return bad
+
+
+def pdf_of(body):
+    """The bytes of the event's first attachment."""
+    try:
+        att = json.loads(body)["data"]["attachments"][0]
+        return base64.b64decode(att["content_base64"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def pdf_sent(data):
+    """The PDF bytes inside a bill() as sent."""
+    import email
+    msg = email.message_from_bytes(data)
+    for part in msg.walk():
+        if part.get_content_type() == "application/pdf":
+            return part.get_payload(decode=True)
+    return None
+
+
+def copies(st, subject):
+    return len([m for m in st.maildir_messages(BILLS) if subject.encode() in m])
+
+
+def code_of(refused, rcpt=BILLS):
+    return refused.get(rcpt, (250, b""))[0]
+
+
+def lmtp_pids(st):
+    master = st.procs["dovecot-master"].pid
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                         text=True).stdout.split()
+    pids = []
+    for p in out:
+        try:
+            with open("/proc/%s/comm" % p) as f:
+                if f.read().strip() == "lmtp":
+                    pids.append(int(p))
+        except OSError:
+            pass
+    return pids
+
+
+class Strace:
+    """strace -f on the Dovecot master and every process it has or forks,
+    with the given filter/injection options."""
+
+    def __init__(self, st, opts):
+        master = st.procs["dovecot-master"].pid
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                  text=True).stdout.split()
+        pids = sum((["-p", p] for p in [str(master)] + children), [])
+        self.out = st.path("log", "strace-%d.txt" % time.monotonic_ns())
+        self.proc = subprocess.Popen(["strace", "-f", "-qq", "-y", "-o", self.out] + opts + pids,
+                                     stderr=subprocess.PIPE, text=True)
+        self.ok = wait_for(lambda: self.proc.poll() is not None or all(
+            self._traced(p) for p in [master] + [int(c) for c in children]), timeout=10) \
+            and self.proc.poll() is None
+
+    @staticmethod
+    def _traced(pid):
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                return any(line.startswith("TracerPid:") and line.split()[1] != "0"
+                           for line in f)
+        except OSError:
+            return True                     # gone: nothing to wait for
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            with open(self.out) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def with_strace(st, opts, what, action):
+    """action() with strace attached; (its result, strace's output)."""
+    tracer = Strace(st, opts)
+    if not tap.ok(tracer.ok, "%s: strace attaches to Dovecot" % what,
+                  diag=tracer.proc.stderr.read() if tracer.proc.poll() is not None else ""):
+        tracer.stop()
+        return None, ""
+    try:
+        result = action()
+    finally:
+        log = tracer.stop()
+    return result, log
+
+
+def first_event(st, subject, data):
+    """Deliver data once, wait for its event in active/ (runner stopped);
+    its id."""
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "%s: the first delivery: LMTP 250" % subject)
+    names = active(st)
+    tap.is_(len(names), 1, "%s: one event in active/" % subject)
+    return names[0] if names else "none"
+
+
+# -- the attacks -----------------------------------------------------------
+
+def test_misspelled_fsync():
+    with Stack("lmtp-webhook-commit-typo") as st:
+        tap.stack = st
+        os.makedirs(st.path("spool"))
+        shutil.chown(st.path("spool"), "nobody", "nogroup")
+        started = True
+        try:
+            st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings={
+                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:9/ws/{1}/in",
+                "lmtp_webhook_spool_dir": st.path("spool")},
+                extra="mail_plugin_dir = %s\nmail_fsync = sometimes\n" % PLUGIN_DIR)
+        except StackError:
+            started = False
+        st.failed = False                   # its log is expected, not a failure
+        tap.ok(not started, "mail_fsync = sometimes: Dovecot does not start")
+        tap.ok("sometimes" in st.read_log("dovecot-master"),
+               "and says which value it refuses", diag=st.read_log("dovecot-master")[-500:])
+        tap.is_((os.listdir(st.path("spool")), st.maildir_messages(BILLS)), ([], []),
+                "nothing saved, nothing spooled")
+
+
+def test_active_other_mount(st):
+    """active/ on a mount of its own: rename() from tmp/ gives EXDEV."""
+    act = st.path("spool", "active")
+    subject = "active on another mount"
+    data = bill(BILLS, subject)
+    m = run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", act])
+    if not tap.ok(m.returncode == 0, "a tmpfs mounted on active/", diag=m.stderr):
+        return
+    try:
+        shutil.chown(act, "nobody", "nogroup")
+        codes = [code_of(lmtp_send(st, [BILLS], data)[0]) for _ in range(2)]
+        tap.ok(all(400 <= c < 500 for c in codes),
+               "active/ on another mount: LMTP 4xx, twice", diag=repr(codes))
+        tap.is_(copies(st, subject), 0, "nothing saved: no copy per retry (the spool cannot "
+                "take the event, which can be known before the save)")
+        tap.is_(os.listdir(act), [], "nothing in active/")
+    finally:
+        run(["umount", "-l", act])
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "active/ back on the spool's mount: the retry gets 250")
+    tap.is_(copies(st, subject), 1, "one copy in all")
+    names = active(st)
+    tap.ok(len(names) == 1 and read_event(st.path("spool", "active", names[0]))[0],
+           "and one whole event", diag=repr(names))
+    for n in names:
+        os.unlink(st.path("spool", "active", n))
+
+
+def test_full_mid_body(st):
+    """A 192 KB tmpfs spool; a bill of ~400 KB fills it mid-body."""
+    spool = st.path("spool")
+    subject = "spool fills mid-body"
+    data = bill(BILLS, subject, size=300000)
+    m = run(["mount", "-t", "tmpfs", "-o", "size=192k,mode=0700", "tmpfs", spool])
+    if not tap.ok(m.returncode == 0, "a 192 KB tmpfs mounted on the spool", diag=m.stderr):
+        return
+    try:
+        shutil.chown(spool, "nobody", "nogroup")
+        refused, _ = lmtp_send(st, [BILLS], data)
+        tap.ok(400 <= code_of(refused) < 500 and TEMPFAIL in str(refused),
+               "full mid-body: LMTP 4xx (the spool's tempfail)", diag=repr(refused))
+        tap.is_(copies(st, subject), 0, "nothing saved")
+        tap.is_(active(st), [], "nothing in active/")
+        tmp = st.path("spool", "tmp")
+        sizes = {n: os.path.getsize(os.path.join(tmp, n)) for n in os.listdir(tmp)}
+        tap.ok(sum(sizes.values()) == 0, "tmp/: the failed event's space given back",
+               diag=repr(sizes))
+        small = "fits after the full one"
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, small, size=20000))
+        tap.is_(refused, {}, "a bill that fits, next: 250")
+        names = active(st)
+        meta = read_event(st.path("spool", "active", names[0]))[0] if len(names) == 1 else None
+        tap.ok(meta is not None, "its event whole, alone in active/", diag=repr(names))
+    finally:
+        run(["umount", "-l", spool])
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "the big bill retried with room: 250")
+    names = active(st)
+    ev = read_event(st.path("spool", "active", names[0])) if len(names) == 1 else (None, "")
+    tap.ok(ev[0] is not None and pdf_of(ev[1]) == pdf_sent(data),
+           "one whole event, its attachment byte for byte", diag=repr(names) + repr(ev[1])[:200])
+    tap.is_(copies(st, subject), 1, "one copy in all")
+    for n in names:
+        os.unlink(st.path("spool", "active", n))
+
+
+def test_retry_replaces(st):
+    subject = "retry replaces"
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    path = st.path("spool", "active", eid)
+    first = read_event(path)[0] or {}
+    time.sleep(1.1)                     # a created of its own
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "the same bytes again: 250")
+    tap.is_(active(st), [eid], "the same webhook-id, one file")
+    meta, body = read_event(path)
+    tap.ok(meta is not None and meta["created"] > first.get("created", 1 << 62)
+           and pdf_of(body) == pdf_sent(data),
+           "the file is the new event (later created), whole", diag=repr(meta))
+    os.unlink(path)
+
+
+def fault_after_rename(st, what, opts_for, subject):
+    """A fault strace makes after the rename: 4xx, the event in active/
+    whole, the retry (same id) replaces it with 250."""
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    before = len(st.read_log("dovecot"))
+    refused, log = with_strace(st, opts_for(eid), what, lambda: lmtp_send(st, [BILLS], data)[0])
+    if refused is None:
+        return
+    tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what,
+           diag=repr(refused) + "\n" + log[-1500:])
+    tap.ok("EIO" in log, "%s: the injected error happened" % what, diag=log[-1500:])
+    tap.is_(active(st), [eid], "%s: the event stays in active/ (same id)" % what)
+    meta, body = read_event(st.path("spool", "active", eid))
+    tap.ok(meta is not None and pdf_of(body) == pdf_sent(data),
+           "%s: whole, its attachment byte for byte" % what, diag=repr(body)[:200])
+    tap.ok(wait_for(lambda: "NOT spooled" in st.read_log("dovecot")[before:], timeout=5),
+           "%s: Dovecot's log says so" % what)
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "%s: the retry: 250" % what)
+    tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
+           "%s: one whole event, same id" % what)
+    os.unlink(st.path("spool", "active", eid))
+
+
+def test_fsync_eio_optimized(st):
+    fault_after_rename(st, "optimized, fsync EIO after the rename", lambda eid: [
+        "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
+        "-P", st.path("spool", "active", eid)], "fsync eio optimized")
+
+
+def test_fsync_eio_always(st):
+    fault_after_rename(st, "always, fsync of active/ EIO", lambda eid: [
+        "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
+        "-P", st.path("spool", "active")], "fsync eio always")
+
+
+def test_immutable_mid_commit(st):
+    """chattr +i active/ while the rename is held back: after the reserve."""
+    subject = "immutable mid-commit"
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    act = st.path("spool", "active")
+    chattr = {}
+
+    def deliver():
+        def lock():
+            time.sleep(0.5)
+            chattr["rc"] = run(["chattr", "+i", act]).returncode
+        t = threading.Thread(target=lock)
+        t.start()
+        try:
+            return lmtp_send(st, [BILLS], data)[0]
+        finally:
+            t.join()
+    try:
+        refused, log = with_strace(st, [
+            "-e", "trace=rename,renameat,renameat2",
+            "-e", "inject=rename,renameat,renameat2:delay_enter=1500000",
+            "-P", st.path("spool", "active", eid)], "chattr +i mid-commit", deliver)
+    finally:
+        run(["chattr", "-i", act])
+    if refused is None:
+        return
+    tap.is_(chattr.get("rc"), 0, "chattr +i active/ during the held-back rename")
+    tap.ok(400 <= code_of(refused) < 500 and "EPERM" in log,
+           "the rename fails (EPERM): LMTP 4xx", diag=repr(refused) + log[-800:])
+    tap.is_(active(st), [], "nothing half-written in active/")
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "once fixed, the retry: 250")
+    tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
+           "one whole event, the same id")
+    os.unlink(st.path("spool", "active", eid))
+
+
+def test_posted_before_fsync(st, rx, runner):
+    subject = "posted between rename and fsync"
+    data = bill(BILLS, subject)
+    runner.start()
+    answered = {}
+
+    def deliver():
+        refused = lmtp_send(st, [BILLS], data)[0]
+        answered["at"] = time.time()
+        return refused
+    try:
+        refused, log = with_strace(st, ["-e", "trace=fsync,fdatasync",
+                                        "-e", "inject=fsync,fdatasync:delay_enter=1500000"],
+                                   "fsync held back", deliver)
+        if refused is None:
+            return
+        tap.is_(refused, {}, "fsync held back 1.5 s: LMTP still 250")
+        got = wait_for(lambda: [r for r in list(rx.requests) if subject_of(r[2]) == subject],
+                       timeout=10)
+        arrivals = [a for a, r in zip(list(rx.arrivals), list(rx.requests))
+                    if subject_of(r[2]) == subject]
+        tap.ok(arrivals and arrivals[0] < answered.get("at", 0),
+               "the runner posted it before LMTP answered (between rename and fsync)",
+               diag=repr((arrivals, answered)))
+        time.sleep(1)
+        got = [r for r in list(rx.requests) if subject_of(r[2]) == subject]
+        tap.ok(len(got) == 1 and pdf_of(got[0][2]) == pdf_sent(data),
+               "posted once, whole", diag=repr(len(got)))
+        tap.ok(wait_for(lambda: active(st) == [], timeout=10), "active/ empty after the POST")
+    finally:
+        runner.stop()
+
+
+def storm_client(st, subjects, results):
+    for s in subjects:
+        try:
+            refused, _ = lmtp_send(st, [BILLS], bill(BILLS, s, size=random.choice(
+                [500, 5000, 60000, 300000])))
+            results[s] = code_of(refused)
+        except Exception as e:             # the killed process's connection
+            results[s] = repr(e)
+
+
+def test_kill9_storm(st, rx, runner):
+    subjects = ["storm %03d" % i for i in range(100)]
+    results, broken, kills = {}, {}, []
+    stop = threading.Event()
+
+    def killer():
+        while not stop.is_set():
+            time.sleep(random.uniform(0.05, 0.4))
+            pids = lmtp_pids(st)
+            if pids:
+                victim = random.choice(pids)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    kills.append(victim)
+                except ProcessLookupError:
+                    pass
+                time.sleep(0.02)
+                broken.update(broken_events(st))
+    clients = [threading.Thread(target=storm_client, args=(st, subjects[i::4], results))
+               for i in range(4)]
+    k = threading.Thread(target=killer)
+    k.start()
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    stop.set()
+    k.join()
+    ok250 = sorted(s for s, c in results.items() if c == 250)
+    tap.ok(len(kills) >= 5 and 0 < len(ok250) < 100 or len(kills) >= 5,
+           "kill -9 storm: %d kills, %d of 100 deliveries answered 250" % (len(kills), len(ok250)))
+    tap.is_(broken, {}, "after every kill, every file in active/ is a whole event")
+    tap.is_(broken_events(st), {}, "and at the end")
+    files = {}
+    for name in active(st):
+        meta, body = read_event(st.path("spool", "active", name))
+        if meta is not None:
+            files.setdefault(subject_of(body), []).append(body)
+    missing = [s for s in ok250 if s not in files]
+    tap.is_(missing, [], "every delivery answered 250 has its event in active/")
+    tap.is_(sorted(s for s in files if s not in subjects), [], "and nothing else is there")
+    tap.is_(sorted(s for s, b in files.items() if len(b) != 1), [], "one event per delivery")
+    runner.start()
+    try:
+        tap.ok(wait_for(lambda: active(st) == [], timeout=60), "the runner posts them all")
+        posted = {}
+        for _, _, body in list(rx.requests):
+            posted.setdefault(subject_of(body), set()).add(body)
+        tap.is_(sorted(s for s in files if posted.get(s) != {files[s][0]}), [],
+                "each posted with the file's body, byte for byte")
+        test_free_race(st, rx)
+    finally:
+        runner.stop()
+
+
+def test_free_race(st, rx):
+    frees = [n for n in os.listdir(st.path("spool", "tmp")) if n.startswith("free.")]
+    tap.ok(len(frees) > 8, "the runner left %d tmp/free.* files to reuse" % len(frees))
+    subjects = ["race %03d" % i for i in range(60)]
+    sent, results = {}, {}
+
+    def client(mine):
+        for s in mine:
+            data = bill(BILLS, s, size=random.choice([500, 5000, 60000]))
+            sent[s] = pdf_sent(data)
+            try:
+                results[s] = code_of(lmtp_send(st, [BILLS], data)[0])
+            except Exception as e:
+                results[s] = repr(e)
+    threads = [threading.Thread(target=client, args=(subjects[i::6],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tap.is_(sorted(s for s in subjects if results.get(s) != 250), [],
+            "6 concurrent clients racing for free files: every delivery 250")
+    wait_for(lambda: active(st) == [] and all(
+        any(subject_of(b) == s for _, _, b in list(rx.requests)) for s in subjects), timeout=30)
+    posted = {}
+    for _, _, body in list(rx.requests):
+        if subject_of(body) in sent:
+            posted.setdefault(subject_of(body), []).append(body)
+    tap.is_(sorted(s for s in subjects if s not in posted), [], "every event posted")
+    tap.is_(sorted(s for s, bodies in posted.items()
+                   if any(pdf_of(b) != sent[s] for b in bodies)), [],
+            "each with its own attachment, byte for byte (no two writers in one file)")
+    live = lmtp_pids(st)
+    tmp = os.listdir(st.path("spool", "tmp"))
+    per_pid = {p: len([n for n in tmp if n.startswith("reserve.%d." % p)]) for p in live}
+    tap.ok(live and all(c <= 1 for c in per_pid.values()),
+           "at most one reservation file per live lmtp process", diag=repr((per_pid, tmp)))
+
+
+def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in"):
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                % (st.path("spool"), st.path("secret")))
+    extra = "mail_plugin_dir = %s\n" % PLUGIN_DIR
+    if fsync:
+        extra += "mail_fsync = %s\n" % fsync
+    st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings={
+        "lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
+        "lmtp_webhook_spool_dir": st.path("spool")}, extra=extra)
+
+
+for tool in ("strace", "chattr"):
+    if shutil.which(tool) is None:
+        tap.ok(False, "%s is installed" % tool)
+        sys.exit(tap.done())
+
+test_misspelled_fsync()
+with Stack("lmtp-webhook-commit-optimized") as st:
+    tap.stack = st
+    rx = Receiver()
+    start(st, route_url="http://127.0.0.1:%d/ws/{1}/in" % rx.port)
+    runner = Runner(st)
+    test_active_other_mount(st)
+    test_full_mid_body(st)
+    test_retry_replaces(st)
+    test_fsync_eio_optimized(st)
+    test_immutable_mid_commit(st)
+    test_posted_before_fsync(st, rx, runner)
+    test_kill9_storm(st, rx, runner)
+    rx.stop()
+with Stack("lmtp-webhook-commit-always") as st:
+    tap.stack = st
+    start(st, fsync="always")
+    test_fsync_eio_always(st)
+sys.exit(tap.done())
