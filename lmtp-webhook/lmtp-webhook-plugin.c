@@ -17,7 +17,8 @@
  *	   process's file in tmp/, no fsync) while Dovecot's MIME parser
  *	   reads the message (mime.c, payload.c): memory does not grow
  *	   with the message. If the spool cannot take it (full,
- *	   unwritable, a subdirectory removed and not makeable), the
+ *	   unwritable, a subdirectory removed and not makeable, active/
+ *	   on another mount than tmp/), the
  *	   recipient is tempfailed and nothing is saved, so Postfix keeps
  *	   the mail and retries without leaving a copy behind;
  *	3. the mail is saved (the previous hook, else the default mailbox);

@@ -38,7 +38,7 @@
  *
  *	Writers reserve first: spool_reserve() checks the spool
  *	(spool_ready(): subdirectories made again if removed, active/ and
- *	tmp/ writable), creates the file in tmp/ and allocates its full
+ *	tmp/ writable and on one mount, as rename() needs), creates the file in tmp/ and allocates its full
  *	size (fallocate); the plugin uses spool_reserve_stream() and
  *	writes the whole event while it parses the message. Either way a
  *	full, unwritable or broken spool is found while the recipient can
@@ -172,6 +172,35 @@ int     spool_own(const char *dir, int fd)
 }
 
 /*
+ * spool_same_mount - 0 when path is on tmp/'s mount, else -1 with errno
+ * (EXDEV: another mount). An event is written in tmp/ and renamed into
+ * active/, and rename() across mounts fails (EXDEV) only at the commit,
+ * after the mail is saved, and again on every retry: one more copy of
+ * the mail per retry. The mount id where statx() gives it (a bind
+ * mount of the same file system is another mount too), else the device.
+ */
+static int spool_same_mount(const char *tmp, const char *path)
+{
+    struct statx a, b;
+    unsigned int want = STATX_BASIC_STATS;
+    int     other;
+
+#ifdef STATX_MNT_ID				/* Linux 5.8 and its headers */
+    want |= STATX_MNT_ID;
+#endif
+    if (statx(AT_FDCWD, tmp, 0, want, &a) < 0 || statx(AT_FDCWD, path, 0, want, &b) < 0)
+	return (-1);
+    other = a.stx_dev_major != b.stx_dev_major || a.stx_dev_minor != b.stx_dev_minor;
+#ifdef STATX_MNT_ID
+    if (a.stx_mask & b.stx_mask & STATX_MNT_ID)
+	other = a.stx_mnt_id != b.stx_mnt_id;
+#endif
+    if (other)
+	errno = EXDEV;
+    return (other ? -1 : 0);
+}
+
+/*
  * spool_ready - the spool's subdirectories exist (made again when someone
  * removed one: each writer would otherwise fail the same way forever) and
  * active/ and tmp/ are writable by us, so that a writer finds a spool it
@@ -193,6 +222,14 @@ const char *spool_ready(const char *dir)
 	else if (i < 2 && faccessat(AT_FDCWD, path, W_OK | X_OK, AT_EACCESS) < 0)
 	    err = spool_fail("cannot write to", path);
 	free(path);
+    }
+    if (err == NULL) {				/* events are renamed tmp/ -> active/ */
+	char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *act = spool_path(dir, SPOOL_ACTIVE, NULL);
+
+	if (spool_same_mount(tmp, act) < 0)
+	    err = spool_fail("cannot rename from tmp/ into", act);
+	free(tmp);
+	free(act);
     }
     return (err);
 }
