@@ -55,6 +55,7 @@ from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, subject_of
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 BILLS = "bills@acme.planapulse.app"
+GLOBEX = "bills@globex.planapulse.app"
 SECRET = make_secret()
 TEMPFAIL = "Webhook spool unavailable"
 
@@ -88,13 +89,31 @@ def read_event(path):
     return meta, body
 
 
-def broken_events(st):
+def header_whole(path):
+    """None when the file's header line names its id and a body_length
+    that is exactly what follows it (read without the body), else why."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline()
+            size = os.fstat(f.fileno()).st_size
+        meta = json.loads(head)
+    except (OSError, ValueError) as e:
+        return repr(e)
+    if not head.endswith(b"\n") or meta.get("id") != os.path.basename(path) \
+            or meta.get("body_length") != size - len(head):
+        return "not whole: %r, %d bytes" % (head[:300], size)
+    return None
+
+
+def broken_events(st, light=False):
     """{name: why} for every file of active/ that is not a whole event."""
     bad = {}
     for name in active(st):
-        meta, why = read_event(st.path("spool", "active", name))
-        if meta is None and os.path.exists(st.path("spool", "active", name)):
-            bad[name] = why
+        path = st.path("spool", "active", name)
+        why = header_whole(path) if light else read_event(path)[1]
+        if (why is None or not isinstance(why, str)) or not os.path.exists(path):
+            continue
+        bad[name] = why
     return bad
 
 
@@ -117,8 +136,8 @@ def pdf_sent(data):
     return None
 
 
-def copies(st, subject):
-    return len([m for m in st.maildir_messages(BILLS) if subject.encode() in m])
+def copies(st, subject, rcpt=BILLS):
+    return len([m for m in st.maildir_messages(rcpt) if subject.encode() in m])
 
 
 def code_of(refused, rcpt=BILLS):
@@ -399,6 +418,106 @@ def test_immutable_mid_commit(st):
     os.unlink(st.path("spool", "active", eid))
 
 
+def test_two_rcpts_first_fails(st):
+    """Two routed recipients in one transaction; the first one's commit
+    fails (fsync EIO after the rename): Dovecot's LMTP copies the first
+    saved mail to the next recipient, which the tempfail let go of."""
+    subject = "two recipients, the first commit fails"
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    refused, _ = lmtp_send(st, [GLOBEX], data)
+    gid = active(st)
+    os.unlink(st.path("spool", "active", gid[0])) if gid else None
+    tap.ok(refused == {} and len(gid) == 1 and gid[0] != eid,
+           "the second recipient alone: 250, an id of its own", diag=repr((refused, gid)))
+    refused, log = with_strace(st, [
+        "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
+        "-P", st.path("spool", "active", eid)], "two recipients",
+        lambda: lmtp_send(st, [BILLS, GLOBEX], data)[0])
+    if refused is None:
+        return
+    tap.ok(400 <= code_of(refused) < 500 and GLOBEX not in refused,
+           "the first recipient 4xx (its fsync failed), the second 250",
+           diag=repr(refused) + log[-600:])
+    tap.is_(active(st), sorted([eid] + gid), "both events in active/, under the ids each "
+            "recipient has alone")
+    for name in active(st):
+        meta, body = read_event(st.path("spool", "active", name))
+        rcpt = json.loads(body)["data"]["envelope"]["rcpt_to"] if meta else None
+        tap.ok(meta is not None and pdf_of(body) == pdf_sent(data)
+               and rcpt == (BILLS if name == eid else GLOBEX),
+               "%s: whole, its attachment, its own rcpt_to (%s)" % (name, rcpt))
+    tap.is_((copies(st, subject), copies(st, subject, GLOBEX)), (2, 2),
+            "the mails: one more saved for each (the tempfailed one too, as documented)")
+    for name in active(st):
+        os.unlink(st.path("spool", "active", name))
+
+
+def hold_rename(st, what, during, data):
+    """Deliver data with every rename held back 1.5 s and during() run
+    0.8 s in (between the reservation and the commit's rename)."""
+    def deliver():
+        t = threading.Thread(target=lambda: (time.sleep(0.8), during()))
+        t.start()
+        try:
+            return lmtp_send(st, [BILLS], data)[0]
+        finally:
+            t.join()
+    return with_strace(st, ["-e", "trace=rename,renameat,renameat2",
+                            "-e", "inject=rename,renameat,renameat2:delay_enter=1500000"],
+                       what, deliver)
+
+
+def test_keeper_removed_mid_commit(st):
+    """An operator's rm of tmp/* (or the sweep) while the event waits for
+    its rename: the commit writes it to a file of its own (250)."""
+    subject = "keeper removed mid-commit"
+    data = bill(BILLS, subject, size=400000)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    tmp = st.path("spool", "tmp")
+    gone = []
+
+    def rm():
+        for n in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, n))
+            gone.append(n)
+    refused, log = hold_rename(st, "tmp/* removed mid-commit", rm, data)
+    if refused is None:
+        return
+    tap.ok(len([n for n in gone if n.startswith("reserve.")]) == 1,
+           "the keeper's file was removed under the delivery", diag=repr(gone))
+    tap.is_(refused, {}, "the commit writes the event anew: 250", diag=log[-800:])
+    tap.is_(active(st), [eid], "one event, its id")
+    meta, body = read_event(st.path("spool", "active", eid))
+    tap.ok(meta is not None and pdf_of(body) == pdf_sent(data),
+           "whole, its 400 KB attachment byte for byte", diag=repr(body)[:300])
+    tap.is_(copies(st, subject), 2, "the mail saved once more (2 with the first)")
+    os.unlink(st.path("spool", "active", eid))
+
+
+def test_tmp_removed_mid_commit(st):
+    """rm -rf tmp/ while the event waits for its rename."""
+    subject = "tmp removed mid-commit"
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    refused, log = hold_rename(st, "tmp/ removed mid-commit",
+                               lambda: shutil.rmtree(st.path("spool", "tmp")), data)
+    if refused is None:
+        return
+    code = code_of(refused)
+    names = active(st)
+    tap.ok(code == 250 and names == [eid] or 400 <= code < 500 and names == [],
+           "250 with its event, or 4xx (the retry brings it)", diag=repr((refused, names)))
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "the retry: 250 (tmp/ made again)")
+    tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
+           "one whole event, the same id")
+    os.unlink(st.path("spool", "active", eid))
+
+
 def test_posted_before_fsync(st, rx, runner):
     subject = "posted between rename and fsync"
     data = bill(BILLS, subject)
@@ -459,7 +578,7 @@ def test_kill9_storm(st, rx, runner):
                 except ProcessLookupError:
                     pass
                 time.sleep(0.02)
-                broken.update(broken_events(st))
+                broken.update(broken_events(st, light=True))
     clients = [threading.Thread(target=storm_client, args=(st, subjects[i::4], results))
                for i in range(4)]
     k = threading.Thread(target=killer)
@@ -547,6 +666,7 @@ def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in"):
     extra = "mail_plugin_dir = %s\n" % PLUGIN_DIR
     if fsync:
         extra += "mail_fsync = %s\n" % fsync
+    st.users[GLOBEX] = "x"
     st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings={
         "lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
         "lmtp_webhook_spool_dir": st.path("spool")}, extra=extra)
@@ -569,6 +689,9 @@ with Stack("lmtp-webhook-commit-optimized") as st:
     test_retry_replaces(st)
     test_fsync_eio_optimized(st)
     test_immutable_mid_commit(st)
+    test_two_rcpts_first_fails(st)
+    test_keeper_removed_mid_commit(st)
+    test_tmp_removed_mid_commit(st)
     test_posted_before_fsync(st, rx, runner)
     test_kill9_storm(st, rx, runner)
     rx.stop()
