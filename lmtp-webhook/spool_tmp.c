@@ -60,6 +60,13 @@ int     spool_free_name(const char *name)
  * opened, or -1. The rename is the claim: of several lmtp processes
  * that try one file, one wins and the others look further. A file we
  * cannot open for writing (another user's) is removed, not reused.
+ * Its old bytes are cut off at once (the inode is what is worth
+ * reusing, not its blocks): written over in place, they are blocks
+ * ext4's data=ordered journal commit does not wait for, so with
+ * mail_fsync = optimized (rename, then fsync) a crash between the
+ * rename and the fsync left active/ID holding the old event's bytes at
+ * the new length. Blocks newly allocated are written before the
+ * commit that names them: the file is then a prefix of the event.
  */
 int     spool_claim(const char *dir, const char *path)
 {
@@ -76,7 +83,8 @@ int     spool_claim(const char *dir, const char *path)
 	src = spool_path(dir, SPOOL_TMP, de->d_name);
 	if (rename(src, path) == 0
 	    && ((fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) < 0
-		|| fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+		|| fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1
+		|| ftruncate(fd, 0) < 0)) {
 	    if (fd >= 0)
 		close(fd);
 	    fd = -1;

@@ -24,6 +24,10 @@ bytes, ids, copies in the mailbox.
 - active/ made immutable (chattr +i) between the reservation and the
   rename (the rename held back by strace): 4xx; once fixed, the retry
   gives the same id, whole.
+- optimized, a crash between the rename and the fsync (an ext4 image,
+  copied while the fsync is held back): the file reused from tmp/free.*
+  must not show its old event's bytes under the new name (it did: the
+  old header and body at the new length).
 - The runner posting the event between the rename and the fsync (the
   fsync held back 1.5 s): posted once, whole, and LMTP still says 250.
 - kill -9 of lmtp processes at random points of 100 deliveries from 4
@@ -518,6 +522,88 @@ def test_tmp_removed_mid_commit(st):
     os.unlink(st.path("spool", "active", eid))
 
 
+def test_crash_before_fsync(st):
+    """optimized, a crash between the rename and the fsync (LMTP has not
+    answered): the spool is an ext4 image (loop, commit=1), and the
+    crash is a copy of the image taken while the fsync is held back,
+    once ext4's journal has committed the rename. The lmtp process's
+    file is a tmp/free.* file the runner recycled (here: an old event's
+    8 KB). After the crash, active/ID must not hold the old event's
+    bytes (another bill, maybe another workspace's: under ID's header
+    it is posted to ID's URL); what ext4 had not written reads as
+    zeros."""
+    spool = st.path("spool")
+    subject = "crash between rename and fsync"
+    data = bill(BILLS, subject, size=30000)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    img, snap = st.path("spool.img"), st.path("crash.img")
+    made = run(["truncate", "-s", "64M", img]).returncode == 0 \
+        and run(["mkfs.ext4", "-q", "-F", img]).returncode == 0
+    m = run(["mount", "-o", "loop,commit=1", img, spool]) if made else None
+    if not tap.ok(m is not None and m.returncode == 0, "an ext4 image mounted on the spool",
+                  diag=m.stderr if m else "mkfs.ext4 failed"):
+        return
+    seen = {}
+    try:
+        for sub in ("", "tmp", "active", "dead"):
+            os.makedirs(os.path.join(spool, sub), exist_ok=True)
+            shutil.chown(os.path.join(spool, sub), "nobody", "nogroup")
+        old = json.dumps({"id": "msg_old", "url": "http://old/", "body_length": 8000})
+        with open(os.path.join(spool, "tmp", "free.1.1"), "wb") as f:
+            f.write(old.encode() + b"\n" + b"Y" * 8000)
+        shutil.chown(os.path.join(spool, "tmp", "free.1.1"), "nobody", "nogroup")
+        run(["sync"])
+
+        def deliver():
+            t = threading.Thread(target=lambda: seen.update(refused=lmtp_send(
+                st, [BILLS], data)[0]))
+            t.start()
+            seen["renamed"] = wait_for(lambda: os.path.exists(
+                os.path.join(spool, "active", eid)), timeout=10)
+            time.sleep(3)                   # ext4 commits its journal (commit=1)
+            shutil.copyfile(img, snap)      # the disk as a crash now leaves it
+            t.join()
+            return seen.get("refused")
+        refused, log = with_strace(st, ["-e", "trace=fsync,fdatasync",
+                                        "-e", "inject=fsync,fdatasync:delay_enter=6000000",
+                                        "-P", os.path.join(spool, "active", eid)],
+                                   "crash before fsync", deliver)
+        tap.ok(seen.get("renamed") and "free.1.1" not in os.listdir(os.path.join(spool, "tmp")),
+               "the free file was claimed and renamed into active/ before the fsync")
+        tap.is_(refused, {}, "without the crash: 250")
+        with open(os.path.join(spool, "active", eid), "rb") as f:
+            seen["event"] = f.read()
+    finally:
+        run(["umount", "-l", spool])
+    crashed = st.path("crashed")
+    os.makedirs(crashed, exist_ok=True)
+    m = run(["mount", "-o", "loop", snap, crashed])
+    if not tap.ok(m.returncode == 0, "the crashed image mounts (journal replayed)",
+                  diag=m.stderr):
+        return
+    try:
+        path = os.path.join(crashed, "active", eid)
+        there = os.path.exists(path)
+        meta, body = read_event(path) if there else (None, b"")
+        head = open(path, "rb").read(200) if there else b""
+        got = open(path, "rb").read() if there else b""
+        event = seen.get("event", b"")
+        tap.diag("after the crash: active/ %s; the event %s (%d of %d bytes)" % (
+            os.listdir(os.path.join(crashed, "active")),
+            "whole" if meta else "absent" if not there else "NOT whole", len(got), len(event)))
+        # what ext4 had not written yet reads as zeros (not JSON: dead/,
+        # and Postfix retries, as LMTP never answered); a byte of the
+        # old event under the new name is another bill, maybe another
+        # workspace's, posted with the new event's header and URL
+        foreign = [i for i, b in enumerate(got) if b != 0 and (i >= len(event) or b != event[i])]
+        tap.ok(not foreign, "after the crash active/%s holds no byte of the old event: each "
+               "is the new event's or not written (0)" % eid,
+               diag="%d foreign bytes of %d, beginning %r" % (len(foreign), len(got), head))
+    finally:
+        run(["umount", crashed])
+
+
 def test_posted_before_fsync(st, rx, runner):
     subject = "posted between rename and fsync"
     data = bill(BILLS, subject)
@@ -692,6 +778,7 @@ with Stack("lmtp-webhook-commit-optimized") as st:
     test_two_rcpts_first_fails(st)
     test_keeper_removed_mid_commit(st)
     test_tmp_removed_mid_commit(st)
+    test_crash_before_fsync(st)
     test_posted_before_fsync(st, rx, runner)
     test_kill9_storm(st, rx, runner)
     rx.stop()
