@@ -75,8 +75,10 @@
  *	one. Every event is a file, and creating and removing an inode per
  *	event is what a file system charges most for (ext4 without a
  *	journal scans past recently deleted inodes on every creation).
- *	A free file's old bytes are never read: the commit writes the
- *	event from offset 0 and truncates to its length.
+ *	A free file's old bytes are never read, nor kept: spool_claim()
+ *	cuts them off (a crash between a rename and its fsync must not
+ *	show them under the new name), and the commit truncates the
+ *	event to its length.
  *
  *	spool_sweep_tmp() removes what crashed writers left in tmp/:
  *	files whose writer (the pid in the name) is gone and that were
