@@ -16,6 +16,8 @@ bytes, ids, copies in the mailbox.
 - The spool (a size-limited tmpfs) filling up in the middle of the
   body: 4xx, nothing saved, nothing in active/, the keeper's space
   given back; afterwards the same bytes retried give one whole event.
+- The spool (a tmpfs) out of inodes for the next event's file: 4xx,
+  nothing saved; the event committed before is whole.
 - The retry of a delivery whose event is still in active/: the same
   webhook-id, one file, the new event's bytes whole (its created).
 - optimized: fsync fails (EIO) after the rename: 4xx, the event stays
@@ -323,6 +325,30 @@ def test_full_mid_body(st):
     tap.is_(copies(st, subject), 1, "one copy in all")
     for n in names:
         os.unlink(st.path("spool", "active", n))
+
+
+def test_out_of_inodes(st):
+    """A tmpfs spool with no inode left for the next event's file: 4xx
+    before the save (the committed events keep theirs)."""
+    spool = st.path("spool")
+    m = run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=5,mode=0700", "tmpfs", spool])
+    if not tap.ok(m.returncode == 0, "a tmpfs of 5 inodes mounted on the spool", diag=m.stderr):
+        return
+    try:
+        shutil.chown(spool, "nobody", "nogroup")
+        first, second = "inodes: the last one", "inodes: none left"
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, first))
+        tap.is_(refused, {}, "the spool's last inode: 250")
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, second))
+        tap.ok(400 <= code_of(refused) < 500 and TEMPFAIL in str(refused),
+               "no inode left: LMTP 4xx", diag=repr(refused))
+        tap.is_((copies(st, first), copies(st, second)), (1, 0), "only the first mail saved")
+        names = active(st)
+        tap.ok(len(names) == 1 and subject_of(read_event(
+            st.path("spool", "active", names[0]))[1] or b"") == first,
+            "active/: the first event, whole, alone", diag=repr(names))
+    finally:
+        run(["umount", "-l", spool])
 
 
 def test_retry_replaces(st):
@@ -772,6 +798,7 @@ with Stack("lmtp-webhook-commit-optimized") as st:
     test_active_other_mount(st, "tmpfs")
     test_active_other_mount(st, "bind")
     test_full_mid_body(st)
+    test_out_of_inodes(st)
     test_retry_replaces(st)
     test_fsync_eio_optimized(st)
     test_immutable_mid_commit(st)
