@@ -23,11 +23,13 @@
  *	   the mail and retries without leaving a copy behind;
  *	3. the mail is saved (the previous hook, else the default mailbox);
  *	   nothing saved (e.g. a Sieve discard): no event;
- *	4. the event is committed before LMTP answers, as durably as
- *	   Dovecot's mail_fsync keeps the mail: "optimized" (the default)
- *	   renames it into active/ and fsyncs it, which on a journaling
- *	   file system commits the new name too; "always" also fsyncs the
- *	   directory; "never" does not sync. lmtp-webhook-spool, woken by the rename,
+ *	4. the event is committed before LMTP answers, synced as Dovecot's
+ *	   mail_fsync says: "optimized" (the default) renames it into
+ *	   active/ and fsyncs it, one sync that on ext4, XFS and Btrfs
+ *	   makes the new name durable too; "always" fsyncs, renames and
+ *	   fsyncs the directory; "never" does not sync. An event a crash
+ *	   left incomplete is refused by the runner (spool_read.c).
+ *	   lmtp-webhook-spool, woken by the rename,
  *	   posts it at once: LMTP never waits for the receiver. If the
  *	   commit fails after all (an I/O error, active/ made unwritable
  *	   since step 2), the recipient is tempfailed although its mail is
@@ -269,7 +271,7 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
     return (ret);
 }
 
-/* webhook_sync_mode - the event is kept as safely as the mail: mail_fsync */
+/* webhook_sync_mode - Dovecot's mail_fsync, for the event as for the mail */
 
 static enum spool_sync webhook_sync_mode(struct mail_user *user)
 {

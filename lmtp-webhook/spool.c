@@ -48,7 +48,8 @@
  *	active/, fsync the directory), SPOOL_SYNC_OPTIMIZED (rename, then
  *	fsync the file, which on a journaling file system commits its new
  *	name with it), SPOOL_SYNC_NEVER (rename); the plugin follows
- *	Dovecot's mail_fsync, so an event is kept as safely as its mail. A
+ *	Dovecot's mail_fsync (an event that a crash before the sync left
+ *	incomplete is refused by spool_load(): see spool_read.c). A
  *	target directory removed in between is made again. A failure after
  *	the rename leaves the event in active/ (the caller tempfails; the
  *	retry's event has the same id). The rename into

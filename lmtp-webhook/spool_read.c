@@ -30,6 +30,12 @@
  *	its reader (libcurl sending it, the signature) goes on, and
  *	spool_event_spoiled() tells the runner that what it read was not
  *	the event. A fault anywhere else still kills.
+ *
+ *	A body holding a NUL byte is not an event (EBADMSG): event bodies
+ *	are JSON, and zeros are what a crash between the commit's rename
+ *	and its sync (mail_fsync = optimized) leaves where blocks were not
+ *	written; the runner moves such a file to dead/ and Postfix's retry
+ *	(LMTP had not answered) brings the whole event under the same id.
  * DIAGNOSTICS
  *	spool_load() returns NULL, or a message in a static buffer naming
  *	the file; errno is EBADMSG when the file is there but is not an
@@ -272,6 +278,17 @@ const char *spool_load(const char *path, struct spool_event *ev)
 		 jerr.text[0] ? jerr.text : "last_error not a string, secret_files not "
 		 "one or two absolute paths, truncated body, or an id that is not "
 		 "its file name");
+	json_decref(j);
+	spool_release(data, len, mapped);
+	errno = EBADMSG;
+	return (spool_err);
+    }
+    /* a body is JSON, never a NUL: zeros are blocks a crash left
+       unwritten under the event's name (mail_fsync = optimized syncs
+       after the rename, and LMTP had not answered: Postfix retries) */
+    if (memchr(nl + 1, 0, (size_t) body_len) != NULL) {
+	snprintf(spool_err, sizeof(spool_err), "%s: not a whole event: its body holds NUL "
+		 "bytes (not written whole before a crash?)", path);
 	json_decref(j);
 	spool_release(data, len, mapped);
 	errno = EBADMSG;

@@ -275,6 +275,35 @@ def test_not_events(st, rx, runner):
         (shutil.rmtree if os.path.isdir(p) and not os.path.islink(p) else os.unlink)(p)
 
 
+def test_zero_blocks(st, rx, runner):
+    """A crash between the commit's rename and its sync (mail_fsync =
+    optimized) can leave an event at its full length with a valid header
+    and a page of zeros where a block was not written: the runner must
+    not post it (the receiver would get altered bytes, signed), but move
+    it to dead/ as it is; the event of the same id then (Postfix's retry)
+    is posted whole."""
+    url = "http://127.0.0.1:%d/ws/acme/holes" % rx.port
+    body = body_for("holes", 20000)
+    holed = body[:8192] + b"\0" * 4096 + body[12288:]
+    assert len(holed) == len(body)
+    put_event(st, "holes01", event_bytes("holes01", url, holed))
+    tap.ok(wait_for(lambda: ls(st, "dead") == ["holes01"] and "holes01" not in ls(st, "active"),
+                    timeout=5),
+           "an event with a page of zeros goes to dead/", diag=runner.log()[-800:])
+    with open(st.path("spool", "dead", "holes01"), "rb") as f:
+        kept = f.read()
+    head, _, rest = kept.partition(b"\n")
+    tap.ok(rest == holed and json.loads(head)["id"] == "holes01",
+           "kept in dead/ with its bytes as they were")
+    tap.is_(posts(rx, "holes"), [], "not posted")
+    tap.ok("holds NUL bytes" in runner.log(), "the log says why")
+    put_event(st, "holes01", event_bytes("holes01", url, body))
+    tap.ok(wait_for(lambda: len(posts(rx, "holes")) == 1, timeout=5)
+           and posts(rx, "holes")[0][2] == body,
+           "the same id written whole is posted, byte for byte")
+    os.unlink(st.path("spool", "dead", "holes01"))
+
+
 def test_not_event_over_dead(st, rx, runner):
     """A dead letter, dead/ID, and then a broken copy of that event moved
     back into active/ID (a backup cut short): the broken file must not
@@ -762,7 +791,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     runner = Runner(st)
     runner.start()
-    TESTS = [test_not_events, test_not_event_over_dead, test_name_not_id, test_root_operator,
+    TESTS = [test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
