@@ -326,8 +326,8 @@ static void test_big_load(const char *dir)
     size_t  len = SPOOL_MAP_MIN + 12345;
     char   *body = malloc(len), *path;
 
-    for (size_t i = 0; i < len; i++)
-	body[i] = (char) (i * 7 + (i >> 9));
+    for (size_t i = 0; i < len; i++)		/* any byte but NUL: no body has one */
+	body[i] = (char) (1 + (i * 7 + (i >> 9)) % 255);
     big.id = "msg_mapped";
     big.url = "http://x/";
     big.body = body;
@@ -345,6 +345,30 @@ static void test_big_load(const char *dir)
     ok(again.attempts == 4 && again.body_len == len && memcmp(again.body, body, len) == 0,
        "new header, same body");
     ok(!spool_event_spoiled(&again), "not spoiled");
+    /* a page of zeros where a crash left a block unwritten: not an event */
+    {
+	struct spool_event holed = big, none;
+	char   *path2;
+
+	holed.id = "msg_holed";
+	holed.body = malloc(len);
+	memcpy(holed.body, body, len);
+	memset(holed.body + 8192, 0, 4096);
+	is_str(spool_store(dir, SPOOL_ACTIVE, &holed), NULL, "store an event with a page of zeros");
+	path2 = spool_path(dir, SPOOL_ACTIVE, holed.id);
+	errno = 0;
+	ok(spool_load(path2, &none) != NULL && errno == EBADMSG,
+	   "a body holding NUL bytes is not an event (EBADMSG)");
+	holed.body[8192] = 'x';
+	memset(holed.body + 8193, 'y', 4095);
+	holed.body[len - 1] = 0;
+	is_str(spool_store(dir, SPOOL_ACTIVE, &holed), NULL, "one NUL, in its last byte");
+	errno = 0;
+	ok(spool_load(path2, &none) != NULL && errno == EBADMSG, "refused as well");
+	unlink(path2);
+	free(path2);
+	free(holed.body);
+    }
     /* cut by hand while mapped: zeros past the cut and "spoiled", no SIGBUS */
     spool_map_guard();
     ok(truncate(path, 100) == 0, "the file cut to 100 bytes while mapped");
