@@ -40,7 +40,14 @@
  *	instance finds it locked and refuses to start. It is
  *	daemon_pidfile_lock() (create, lock, empty), which a daemon calls
  *	before it detaches (the lock passes to the child), then
- *	daemon_pidfile_record() (this process's pid), after.
+ *	daemon_pidfile_record() (this process's pid), after. pid_file
+ *	must be a regular file: a symbolic link is not followed (it would
+ *	have root truncate what it names); a lock taken on a file that its
+ *	holder removed meanwhile (it stopped between our open() and
+ *	flock()) is taken again on the path's file, so that two instances
+ *	never both run. daemon_pidfile_remove() removes the file only if
+ *	it is still the one locked; when it cannot ("user" may not write
+ *	its directory), it empties it and says why.
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
@@ -91,6 +98,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -179,17 +187,42 @@ void    daemon_detach(void)
 
 const char *daemon_pidfile_lock(const char *path, int *fdp)
 {
-    int     fd;
+    struct stat fst, pst;
+    int     fd, tries;
 
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
-	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "open %s: %s", path, strerror(errno));
-	return (daemon_errbuf);
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-	snprintf(daemon_errbuf, sizeof(daemon_errbuf),
-		 "%s is locked: another instance is running", path);
+    for (tries = 0;; tries++) {
+	/* O_NOFOLLOW: a symlink planted there would have root truncate
+	   and write whatever file it names */
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+		       0644)) < 0) {
+	    snprintf(daemon_errbuf, sizeof(daemon_errbuf), "open %s: %s%s", path,
+		     strerror(errno), errno == ELOOP ? " (a symbolic link: pid_file must "
+		     "name a regular file)" : "");
+	    return (daemon_errbuf);
+	}
+	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode)) {
+	    snprintf(daemon_errbuf, sizeof(daemon_errbuf),
+		     "%s is not a regular file: pid_file must name one", path);
+	    close(fd);
+	    return (daemon_errbuf);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	    snprintf(daemon_errbuf, sizeof(daemon_errbuf),
+		     "%s is locked: another instance is running", path);
+	    close(fd);
+	    return (daemon_errbuf);
+	}
+	/* the instance that held it removed it between our open() and
+	   flock() (it stopped): that lock is on a file nobody else will
+	   open, and the next instance would lock a new one; again */
+	if (stat(path, &pst) == 0 && pst.st_dev == fst.st_dev && pst.st_ino == fst.st_ino)
+	    break;
 	close(fd);
-	return (daemon_errbuf);
+	if (tries >= 10) {
+	    snprintf(daemon_errbuf, sizeof(daemon_errbuf),
+		     "%s keeps being removed or replaced while it is locked", path);
+	    return (daemon_errbuf);
+	}
     }
     /* a crashed instance's pid is nobody's to signal: empty until ours */
     if (ftruncate(fd, 0) < 0) {
@@ -227,9 +260,19 @@ const char *daemon_pidfile_write(const char *path, int *fdp)
 
 void    daemon_pidfile_remove(const char *path, int *fdp)
 {
+    struct stat fst, pst;
+
     if (*fdp < 0)
 	return;
-    (void) unlink(path);
+    /* only our own file, not one that replaced it meanwhile */
+    if (fstat(*fdp, &fst) == 0 && stat(path, &pst) == 0
+	&& pst.st_dev == fst.st_dev && pst.st_ino == fst.st_ino && unlink(path) < 0) {
+	/* "user" may not write the directory root created it in: leave
+	   no pid for anyone to signal, and say why the file stays */
+	msg_warn("cannot remove %s: %s; emptied it instead", path, strerror(errno));
+	if (ftruncate(*fdp, 0) < 0)
+	    msg_warn("cannot empty %s: %s", path, strerror(errno));
+    }
     close(*fdp);
     *fdp = -1;
 }

@@ -20,7 +20,10 @@
  *	daemons buildable where there is no libsystemd (Alpine, musl).
  * DIAGNOSTICS
  *	0 when sent or not asked for; -1 with a warning (once per cause)
- *	when $NOTIFY_SOCKET is unusable: the daemon serves on, and
+ *	when $NOTIFY_SOCKET is unusable (not a socket path, no such socket,
+ *	not a datagram socket, its queue full: the datagram is never waited
+ *	for, so a service manager that does not read cannot stop the
+ *	daemon from serving, nor from stopping): the daemon serves on, and
  *	systemd times the start out and says why in its own log.
  */
 
@@ -53,8 +56,10 @@ int     daemon_notify(const char *state)
     len = strlen(path);
     if ((path[0] != '/' && path[0] != '@') || len >= sizeof(addr.un.sun_path)) {
 	if (!warned++)
-	    msg_warn("NOTIFY_SOCKET \"%.100s\": not a UNIX socket path: the service manager "
-		     "is not told that the daemon is %s", path, state);
+	    msg_warn("NOTIFY_SOCKET \"%.100s%s\": %s: the service manager is not told %s",
+		     path, len > 100 ? "..." : "", len >= sizeof(addr.un.sun_path) ?
+		     "longer than a UNIX socket path can be" : "not a UNIX socket path "
+		     "(neither /path nor @name)", state);
 	return (-1);
     }
     memset(&addr, 0, sizeof(addr));
@@ -63,7 +68,7 @@ int     daemon_notify(const char *state)
     if (path[0] == '@')
 	addr.un.sun_path[0] = 0;		/* the abstract namespace */
     if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0
-	|| sendto(fd, state, strlen(state), MSG_NOSIGNAL, &addr.sa,
+	|| sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT, &addr.sa,
 		  (socklen_t) (offsetof(struct sockaddr_un, sun_path) + len)) < 0) {
 	if (!warned++)
 	    msg_warn("NOTIFY_SOCKET %s: %m: the service manager is not told %s", path, state);

@@ -20,6 +20,9 @@
  *	invariants and aborts (core dump). msg_error() logs and returns.
  *
  *	outputs is MSG_STDERR, MSG_SYSLOG or both; syslog uses LOG_MAIL.
+ *	msg_init() opens /dev/null on whichever of descriptors 0, 1 and 2
+ *	is closed (a daemon started as "daemon 2>&-"), so that no file,
+ *	socket or pid file the program opens later becomes its stderr.
  *	msg_set_fd() redirects the stderr copy (tests). msg_set_outputs()
  *	changes the outputs after msg_init() (a daemon that detaches stops
  *	writing to the terminal that started it).
@@ -30,6 +33,7 @@
 #include "build_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +57,16 @@ static int msg_fd = 2;
 void    msg_init(const char *progname, int outputs)
 {
     const char *slash = strrchr(progname, '/');
+    int     fd;
 
+    /* started with stdin, stdout or stderr closed ("daemon 2>&-"): the
+       next open() would become "stderr" (an epoll descriptor, a
+       listener, the pid file), written to by every message and replaced
+       by /dev/null when the daemon detaches */
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+	 /* void */ ;
+    if (fd > 2)
+	close(fd);
     msg_name = slash ? slash + 1 : progname;
     msg_outputs = outputs;
     if (outputs & MSG_SYSLOG)
