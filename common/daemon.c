@@ -80,6 +80,10 @@
  *	daemon_signal_fd(), which unblocks the signals in its thread once
  *	they are installed. daemon_parse_args() holds them unless -t;
  *	a program with subcommands holds them for its daemon command.
+ *	daemon_detach() hands the signals still held in the parent (sent
+ *	to the pid that its starter knows, while it started) to the
+ *	detached child: a SIGTERM then stops the daemon, a SIGHUP reloads
+ *	it, a SIGUSR1 flushes, instead of dying with the parent.
  * DIAGNOSTICS
  *	The pidfile and privilege functions return NULL or an error
  *	text (static storage, overwritten by the next call). Usage
@@ -161,6 +165,10 @@ void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
 	msg_init(progname, MSG_STDERR | MSG_SYSLOG);
 }
 
+static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+
+#define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
+
 void    daemon_detach(void)
 {
     pid_t   pid;
@@ -168,8 +176,18 @@ void    daemon_detach(void)
 
     if ((pid = fork()) < 0)
 	msg_fatal("fork: %s", strerror(errno));
-    if (pid > 0)
+    if (pid > 0) {
+	sigset_t pending;
+
+	/* what the starter sent this pid while it started (held since
+	   the first line of main()) is the daemon's: a pending signal
+	   would die with this process, and a TERM mean nothing */
+	if (sigpending(&pending) == 0)
+	    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+		if (sigismember(&pending, daemon_signals[i]))
+		    (void) kill(pid, daemon_signals[i]);
 	_exit(0);
+    }
     msg_set_outputs(MSG_SYSLOG);		/* daemon_log_init(): detached */
     if (setsid() < 0)
 	msg_fatal("setsid: %s", strerror(errno));
@@ -312,10 +330,6 @@ static void daemon_signal_handler(int sig)
     }
     errno = saved;
 }
-
-static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
-
-#define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
 
 static void daemon_signal_set(sigset_t *set)
 {
