@@ -8,6 +8,7 @@
  *
  *	void	daemon_parse_args(argc, argv, default_config, &opts)
  *	void	daemon_detach()
+ *	void	daemon_detached()
  *	const char *daemon_pidfile_write(path, &fd)
  *	const char *daemon_pidfile_lock(path, &fd)
  *	const char *daemon_pidfile_record(path, fd)
@@ -36,6 +37,13 @@
  *	fork (a port in use, a second instance) reaches whoever started
  *	the daemon, not only syslog.
  *
+ *	daemon_detach() forks; the parent waits until the child calls
+ *	daemon_detached() (once it serves: skeleton_ready()) and exits 0,
+ *	or until the child exits, and exits with its status: a failure
+ *	after the fork (a worker thread, privileges) reaches whoever
+ *	started the daemon like one before it, and the child's stderr is
+ *	the caller's until daemon_detached() (then /dev/null).
+
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start. It is
  *	daemon_pidfile_lock() (create, lock, empty), which a daemon calls
@@ -103,6 +111,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -110,6 +119,7 @@
 #include "msg.h"
 
 static int daemon_pipe[2] = {-1, -1};
+static int daemon_ready_fd = -1;
 static char daemon_errbuf[512];
 
 static void daemon_usage(void)
@@ -172,13 +182,24 @@ static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
 void    daemon_detach(void)
 {
     pid_t   pid;
-    int     fd;
+    int     fd, ready[2], status;
+    ssize_t got;
+    char    byte;
 
+    if (pipe2(ready, O_CLOEXEC) < 0)
+	msg_fatal("pipe: %s", strerror(errno));
     if ((pid = fork()) < 0)
 	msg_fatal("fork: %s", strerror(errno));
     if (pid > 0) {
 	sigset_t pending;
 
+	/* the daemon's start-up ends when it serves (daemon_detached(),
+	   one byte) or when it exits (end of file): what fails after
+	   the fork (a thread, privileges) fails here too, with its exit
+	   status, its message already on our stderr */
+	close(ready[1]);
+	while ((got = read(ready[0], &byte, 1)) < 0 && errno == EINTR)
+	     /* void */ ;
 	/* what the starter sent this pid while it started (held since
 	   the first line of main()) is the daemon's: a pending signal
 	   would die with this process, and a TERM mean nothing */
@@ -186,21 +207,46 @@ void    daemon_detach(void)
 	    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
 		if (sigismember(&pending, daemon_signals[i]))
 		    (void) kill(pid, daemon_signals[i]);
-	_exit(0);
+	if (got == 1)
+	    _exit(0);
+	while (waitpid(pid, &status, 0) < 0)
+	    if (errno != EINTR)
+		_exit(1);
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
     }
-    msg_set_outputs(MSG_SYSLOG);		/* daemon_log_init(): detached */
+    close(ready[0]);
+    daemon_ready_fd = ready[1];
     if (setsid() < 0)
 	msg_fatal("setsid: %s", strerror(errno));
+    /* stderr stays the caller's until daemon_detached() */
+    if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+	dup2(fd, 0);
+	dup2(fd, 1);
+	if (fd > 2)
+	    close(fd);
+    }
+}
+
+void    daemon_detached(void)
+{
+    int     fd;
+
+    if (daemon_ready_fd < 0)
+	return;
+    msg_set_outputs(MSG_SYSLOG);		/* daemon_log_init(): detached */
     /* stderr too: a caller reading it (a shell's $(...), ssh) would
        wait for it to close as long as the daemon runs; what the daemon
        says from here on goes to syslog (daemon_log_init()) */
     if ((fd = open("/dev/null", O_RDWR)) >= 0) {
-	dup2(fd, 0);
-	dup2(fd, 1);
 	dup2(fd, 2);
 	if (fd > 2)
 	    close(fd);
     }
+    if (write(daemon_ready_fd, "", 1) != 1) {
+	/* the parent is gone already: nobody waits */
+    }
+    close(daemon_ready_fd);
+    daemon_ready_fd = -1;
 }
 
 const char *daemon_pidfile_lock(const char *path, int *fdp)

@@ -21,6 +21,7 @@ int     daemon_parse_command(int argc, char **argv, const char *default_config,
 void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
 			        const struct config *cfg);
 void    daemon_detach(void);
+void    daemon_detached(void);
 const char *daemon_pidfile_write(const char *path, int *fd);
 const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);

@@ -30,7 +30,12 @@
  *	caller zeroes sk (or sets detached) before the call. Every failure is fatal
  *	and names its cause. The signal policy is daemon_signal_action().
  *	skeleton_stop() ends the metrics endpoint's thread (metrics_http_stop())
- *	and removes the pid file.
+ *	and removes the pid file; so does a fatal error after skeleton_start()
+ *	(atexit), so that no pid file names a dead process. A detaching
+ *	daemon's starter waits for skeleton_ready(1) (daemon_detached()):
+ *	its exit status 0 means "serving", and a failure after the fork
+ *	(a worker thread that does not start) is its exit status 1 and
+ *	message.
  *
  *	skeleton_ready(1) is said once the daemon serves (its listeners
  *	bound, its configuration loaded, its loop running), skeleton_ready(0)
@@ -77,6 +82,16 @@
 #define SKELETON_PAUSE_MS	100	/* accept() off after a failure */
 #define SKELETON_REPORT_SECS	10	/* at most one warning this often */
 
+static struct skeleton *skeleton_running;
+
+/* skeleton_exit - a fatal error (exit(1)) leaves no pid file naming a dead process */
+
+static void skeleton_exit(void)
+{
+    if (skeleton_running && skeleton_running->pid_file)
+	daemon_pidfile_remove(skeleton_running->pid_file, &skeleton_running->pid_fd);
+}
+
 void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 		               const struct config *cfg)
 {
@@ -87,6 +102,8 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 
     sk->pid_fd = -1;
     sk->pid_file = pid_file ? xstrdup(pid_file) : NULL;
+    skeleton_running = sk;
+    atexit(skeleton_exit);
     /* what can fail, fails before the fork: the exit status and the
        message reach whoever started the daemon */
     if (sk->pid_file && (err = daemon_pidfile_lock(sk->pid_file, &sk->pid_fd)) != NULL)
@@ -110,6 +127,8 @@ void    skeleton_ready(int on)
     static int said = 0;
 
     metrics_http_serving(on);
+    if (on)
+	daemon_detached();		/* the detaching parent exits 0 now */
     if (on && said == 0)
 	daemon_notify("READY=1");
     else if (!on && said == 1)
@@ -124,6 +143,7 @@ void    skeleton_stop(struct skeleton *sk)
 	daemon_pidfile_remove(sk->pid_file, &sk->pid_fd);
     free(sk->pid_file);
     sk->pid_file = NULL;
+    skeleton_running = NULL;
 }
 
 /* The listeners of all threads share one report. */
