@@ -67,6 +67,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "daemon.h"
@@ -106,6 +107,31 @@ static void daemon_config_user(struct config *cfg)
 			 "user: \"%s\" has uid 0; name an unprivileged user", user);
 }
 
+/*
+ * daemon_config_pidfile_owner - the daemon writes its pid file as root and
+ * removes it as "user": in a directory that user cannot write to, the
+ * file stays after a stop (emptied, so it names nobody). Said at start
+ * (a warning: the daemon works), by mode bits; ACLs are not read.
+ */
+static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
+					        const struct stat *st)
+{
+    const char *user = config_get_str(cfg, "user");
+    struct passwd *pw;
+    int     writable;
+
+    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
+	return;					/* the user itself: checked above */
+    writable = (st->st_uid == pw->pw_uid && (st->st_mode & S_IWUSR))
+	|| (st->st_gid == pw->pw_gid && (st->st_mode & S_IWGRP))
+	|| (st->st_mode & S_IWOTH);
+    if (!writable)
+	msg_warn("%s:%d: pid_file: user %s cannot write to %s: the pid file will be "
+		 "emptied, not removed, when the daemon stops (give %s the directory, "
+		 "e.g. systemd's RuntimeDirectory=)", cfg->path, daemon_config_line(cfg, "pid_file"),
+		 user, dir, user);
+}
+
 static void daemon_config_pidfile(struct config *cfg)
 {
     const char *path = config_get_str(cfg, "pid_file");
@@ -131,6 +157,8 @@ static void daemon_config_pidfile(struct config *cfg)
     else if (!S_ISDIR(st.st_mode))
 	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
 			 "pid_file: %s is not a directory", dir);
+    else
+	daemon_config_pidfile_owner(cfg, dir, &st);
     free(dir);
 }
 

@@ -433,7 +433,7 @@ const char *metrics_http_start(const char *listen)
     struct evhttp_bound_socket *bound = NULL;
     const char *msg;
     struct event *stop;
-    int     fd;
+    int     fd, rc;
 
     if (metrics_http_bound_fd < 0 && (msg = metrics_http_bind(listen)) != NULL)
 	return (msg);
@@ -459,8 +459,9 @@ const char *metrics_http_start(const char *listen)
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(http, metrics_http_handle, NULL);
     evhttp_set_timeout(http, 10);
-    if (pthread_create(&metrics_http_thread.id, NULL, metrics_http_run, base) != 0) {
-	snprintf(err, sizeof(metrics_http_err), "metrics_listen %s: cannot start its thread", listen);
+    if ((rc = pthread_create(&metrics_http_thread.id, NULL, metrics_http_run, base)) != 0) {
+	snprintf(err, sizeof(metrics_http_err), "metrics_listen %s: cannot start its thread: %s",
+		 listen, strerror(rc));
 	return (err);
     }
     metrics_http_thread.running = 1;

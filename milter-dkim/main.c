@@ -94,7 +94,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     const char *socket_spec = config_get_str(p->cfg, "socket");
     struct milter_dkim_run run = {-1, 0};
     const char *err;
-    int     sig, stopping = 0;
+    int     sig, stopping = 0, rc;
     struct skeleton sk = {0};
     pthread_t thread;
     sigset_t set;
@@ -115,8 +115,8 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     milter_metrics_init();
     skeleton_start(&sk, opts, p->cfg);
     policy_install(p);
-    if (pthread_create(&thread, NULL, milter_dkim_run, &run) != 0)
-	msg_fatal("pthread_create: %m");
+    if ((rc = pthread_create(&thread, NULL, milter_dkim_run, &run)) != 0)
+	msg_fatal("cannot start the milter thread: %s", strerror(rc));
     skeleton_ready(1);			/* keys loaded, socket bound */
     msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
 	     p->tables.key_count, p->tables.sign_count);

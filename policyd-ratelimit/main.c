@@ -583,6 +583,8 @@ static void *policyd_worker_run(void *context)
 static void policyd_workers_start(struct server *srv, struct policyd_worker *w, int n,
 				          int nlisteners)
 {
+    int     rc;
+
     for (int k = 1; k < n; k++) {
 	w[k].srv = *srv;
 	w[k].srv.base = event_base_new();
@@ -592,8 +594,8 @@ static void policyd_workers_start(struct server *srv, struct policyd_worker *w, 
 	if (pipe2(w[k].control, O_CLOEXEC) < 0)
 	    msg_fatal("pipe: %m");
 	policyd_listen(w + k, &w[k].srv, nlisteners);
-	if (pthread_create(&w[k].thread, NULL, policyd_worker_run, w + k) != 0)
-	    msg_fatal("cannot start worker thread");
+	if ((rc = pthread_create(&w[k].thread, NULL, policyd_worker_run, w + k)) != 0)
+	    msg_fatal("cannot start worker thread: %s", strerror(rc));
     }
 }
 

@@ -583,7 +583,7 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
 
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
-    int     nworkers = shim_worker_count(srv), sig, action;
+    int     nworkers = shim_worker_count(srv), sig, action, rc;
     struct shim_worker *w;
     struct skeleton sk = {0};
     sigset_t set;
@@ -599,8 +599,8 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     /* Transparent mode needs CAP_NET_ADMIN after this; see the man page. */
     skeleton_start(&sk, opts, srv->cfg);
     for (int i = 0; i < nworkers; i++)
-	if (pthread_create(&w[i].thread, NULL, shim_worker_run, &w[i]) != 0)
-	    msg_fatal("cannot start worker thread");
+	if ((rc = pthread_create(&w[i].thread, NULL, shim_worker_run, &w[i])) != 0)
+	    msg_fatal("cannot start worker thread: %s", strerror(rc));
     for (int i = 0; i < srv->nlisteners; i++)
 	msg_info("listening: %s", srv->listeners[i].spec);
     skeleton_ready(1);			/* every listener bound */
