@@ -314,10 +314,14 @@ static void policy_load_keys(struct dkim_policy *p)
  */
 static void policy_check_selectors(struct dkim_policy *p)
 {
-    const char *table = tables_strip_prefix(config_get_str(p->cfg, "key_table"));
+    const char *table = config_get_str(p->cfg, "key_table");
     int     n = p->tables.key_count, nslots = 2 * n + 1;
-    int    *slot = xmalloc(sizeof(*slot) * nslots);
+    int    *slot;
 
+    if (n == 0 || table == NULL || p->keys == NULL)	/* verify only: no KeyTable */
+	return;
+    table = tables_strip_prefix(table);
+    slot = xmalloc(sizeof(*slot) * nslots);
     for (int i = 0; i < nslots; i++)
 	slot[i] = -1;
     for (int i = 0; i < n; i++) {

@@ -236,7 +236,9 @@ def test_storm(st, proc, dns):
         if res != [True, True]:
             bad.append((t, sels, res))
     tap.diag("sets: %r" % sets)
-    tap.ok(set(sets) == {("e1", "s1"), ("e2", "s2")} and sum(sets.values()) == 60,
+    # which sets the messages met depends on when the reloads ran (under
+    # load they may all meet one): the promise is one whole set each
+    tap.ok(set(sets) <= {("e1", "s1"), ("e2", "s2")} and sum(sets.values()) == 60,
            "storm: every message carries one whole set, {s1,e1} or {s2,e2}, never a mix "
            "or none", diag=repr(sets))
     tap.is_(bad, [], "storm: all 120 signatures verify with dkimpy")
