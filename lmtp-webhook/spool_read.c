@@ -289,6 +289,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
     if (memchr(nl + 1, 0, (size_t) body_len) != NULL) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a whole event: its body holds NUL "
 		 "bytes (not written whole before a crash?)", path);
+	spool_event_free(ev);			/* secret_files, copied above */
 	json_decref(j);
 	spool_release(data, len, mapped);
 	errno = EBADMSG;
