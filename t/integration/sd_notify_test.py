@@ -29,12 +29,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import tap  # noqa: E402
-from mxdaemons import POLICYD, SHIM, SPOOL, milter_negotiates, write  # noqa: E402
+from mxdaemons import POLICYD, SHIM, SPOOL, milter_negotiates, policy_answered, port_accepts, write  # noqa: E402
 from mxwebhook import make_secret  # noqa: E402
 import mxdkim  # noqa: E402
 
-REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
-           b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
 
 
 class Notify:
@@ -64,22 +62,6 @@ def http_status(port, path):
     except OSError as e:
         return str(e)
 
-
-def policy_answered(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-            c.sendall(REQUEST)
-            return c.recv(100).startswith(b"action=")
-    except OSError:
-        return False
-
-
-def port_accepts(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        return True
-    except OSError:
-        return False
 
 
 def check(st, name, argv, mport, serves, notify_name):

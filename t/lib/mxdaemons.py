@@ -115,3 +115,25 @@ def stop_status(proc, timeout=15):
         return proc.wait(timeout=timeout)
     except Exception:
         return None
+
+
+POLICY_REQUEST = (b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+                  b"client_address=192.0.2.1\nsender=a@example.com\nrecipient=b@example.net\n\n")
+
+
+def policy_answered(port):
+    """policyd on 127.0.0.1:port answers one request with an action."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(POLICY_REQUEST)
+            return c.recv(100).startswith(b"action=")
+    except OSError:
+        return False
+
+
+def port_accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
