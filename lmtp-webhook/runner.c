@@ -697,7 +697,13 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 
     if (mode == RUNNER_DAEMON)
 	runner_sweep(r);
-    runner_scan(r, flushing);
+    runner_scan(r, flushing);			/* reads the secret */
+    if (mode == RUNNER_DAEMON) {
+	/* sampled before READY=1: once the starter returns, /readyz tells */
+	runner_ready_sample(r);
+	metrics_http_readiness(runner_ready);
+	skeleton_ready(1);
+    }
     for (;;) {
 	liveness_beat(live);
 	runner_reap(r);
@@ -778,10 +784,6 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	msg_info("delivering %s, %d at a time", tool->dir, tool->concurrency);
     runner_spool_check(&r);
     spool_map_guard();			/* a mapped event cut under us: no SIGBUS */
-    if (mode == RUNNER_DAEMON) {
-	metrics_http_readiness(runner_ready);
-	skeleton_ready(1);
-    }
     runner_loop(&r, mode);
     curl_multi_cleanup(r.multi);
     htable_destroy(&r.inflight, NULL);

@@ -616,6 +616,25 @@ def test_spool_runner(st, d):
            "spool run: SIGTERM stops it and removes the pid file")
 
 
+def test_ready_at_return(st, daemons):
+    """The starter returns once the daemon serves: /readyz is 200 at that
+    moment, not a moment later (the spool's runner said READY=1 and then
+    swept tmp/ and read its secret before its /readyz turned true)."""
+    for d in daemons:
+        d.write()
+        if d.kind == "spool":   # a long first sweep: files a writer may still own
+            for i in range(40000):
+                open(os.path.join(d.spool, "tmp", "w%05d" % i), "w").close()
+        res = subprocess.run(d.argv(), capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        ready = readyz(d.mport)
+        pid = read_pid(d.pid_file)[0]
+        tap.ok(res.returncode == 0 and " 200 " in ready and alive(pid),
+               "%s: when the detached start returns, /readyz is already 200" % d.name,
+               diag="exit %s %r, /readyz %r" % (res.returncode, res.stderr[-200:], ready))
+        stop_detached(d, pid)
+
+
 def main(st):
     os.makedirs(st.path("run"), exist_ok=True)
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
@@ -647,6 +666,7 @@ def main(st):
     test_user_pidfile(st, make("policyd", "user"))
     test_nproc_after_fork(st, make("shim", "nproc"))
     test_spool_runner(st, make("spool", "run"))
+    test_ready_at_return(st, [make(k, "ready") for k in ("policyd", "shim", "milter", "spool")])
 
 
 with Stack("lifecycle") as st:
