@@ -10,12 +10,7 @@
  *	void	runner_lock_record(fd)
  *	void	runner_lock_detached(&fd)
  *	int	runner_lock_check(dir, &fd, &holder_pid)
- *	void    runner_lock_detached(void *fd_ptr)
-{
-    runner_lock_record(*(int *) fd_ptr);
-}
-
-long long runner_backoff(attempts, retry_after)
+ *	long long runner_backoff(attempts, retry_after)
  *	int	runner_due(next, now)
  * DESCRIPTION
  *	runner_lock() takes the exclusive flock on DIR/runner.lock that
@@ -45,6 +40,7 @@ long long runner_backoff(attempts, retry_after)
 
 #include "build_config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,8 +57,13 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
     char   *path = spool_path(dir, "runner.lock", NULL);
     char    pid[32];
     ssize_t n;
+    struct stat st;
     int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 
+    if (fd < 0 && errno == EACCES && stat(path, &st) == 0)
+	msg_fatal("open %s: Permission denied (owned by uid %ld, mode %04o; this process runs as uid %ld:"
+		  " chown it to the spool's owner, or remove it while no runner runs)",
+		  path, (long) st.st_uid, (unsigned) (st.st_mode & 07777), (long) geteuid());
     if (fd < 0)
 	msg_fatal("open %s: %m", path);
     if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */

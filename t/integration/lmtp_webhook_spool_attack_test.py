@@ -498,7 +498,31 @@ def test_root_operator(st, rx, runner):
            "the daemon as nobody delivers both", diag=runner.log()[-1000:])
     tap.is_((len(posts(rx, "rootretry")), len(posts(rx, "rootflush")) - before), (2, 2),
             "each posted once more")
+    test_root_lock_left(st, runner, lock)
     restart(runner)
+
+
+def test_root_lock_left(st, runner, lock):
+    """A runner.lock root made before spool_own() existed (0600, uid 0)
+    and a flush typed as the spool's user: a clear refusal that names the
+    owner and the fix, exit 1, the lock untouched."""
+    runner.stop()
+    os.chown(lock, 0, 0)
+    os.chmod(lock, 0o600)
+    for path in (st.path("spool.conf"), st.path("secret")):
+        os.chmod(path, 0o644)
+    os.chmod(st.path(), 0o755)
+    res = run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+               SPOOL_TOOL, "-c", st.path("spool.conf"), "flush"], timeout=30)
+    tap.ok(res.returncode == 1 and "owned by uid 0" in res.stderr and "chown" in res.stderr
+           and os.stat(lock).st_uid == 0,
+           "a root-owned 0600 runner.lock and a flush as the spool's user: exit 1 naming the "
+           "owner and the fix", diag="exit %s %r" % (res.returncode, res.stderr[-400:]))
+    os.chown(lock, NOBODY, NOBODY)
+    res = run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+               SPOOL_TOOL, "-c", st.path("spool.conf"), "flush"], timeout=30)
+    tap.is_(res.returncode, 0, "chowned as the message says: the flush runs",
+            diag=res.stdout + res.stderr)
 
 
 def test_dead_letter_spool_full(st, rx, runner):
