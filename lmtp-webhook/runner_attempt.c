@@ -1,0 +1,383 @@
+/*
+ * NAME
+ *	runner_attempt 3
+ * SUMMARY
+ *	lmtp-webhook-spool: one attempt to post an event, and its outcome
+ * SYNOPSIS
+ *	#include "runner_int.h"
+ *
+ *	void	runner_start(r, id, all)
+ *	void	runner_done(r, transfer, curl_code)
+ *	int	runner_hold_over(value, context)
+ *	int	runner_answered_gone(path, context)
+ * DESCRIPTION
+ *	runner_start() loads active/ID and adds its POST to the runner's
+ *	curl multi handle (all: a flush pass, due or not); an event that
+ *	is not one moves to dead/, one past dead_letter_after too.
+ *	runner_done() records what the receiver answered as runner(3)
+ *	describes: removed, dropped, or rewritten with its next attempt.
+ *	runner_hold_over() and runner_answered_gone() are htable_sweep()
+ *	callbacks for the ids kept in memory: a held next attempt that has
+ *	come, an answered id whose file was removed by hand. Split from
+ *	runner.c, which keeps the loop.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "daemon.h"
+#include "htable.h"
+#include "metrics.h"
+#include "liveness.h"
+#include "metrics_http.h"
+#include "msg.h"
+#include "post.h"
+#include "route.h"
+#include "skeleton.h"
+#include "spool.h"
+#include "spool_tool.h"
+#include "xalloc.h"
+#include "runner_int.h"
+
+static void runner_hold(struct runner *r, const char *id, long long when);
+
+/*
+ * runner_dead - the event into dead/, rewritten with its last attempt.
+ * When that cannot be written (the spool full) the file moves as it is
+ * (a rename needs no space) and the last attempt is in the log only: left
+ * in active/, due, it was posted again at every scan until
+ * dead_letter_after had passed. When even that fails, no attempt before
+ * its backoff.
+ */
+static void runner_dead(struct runner *r, struct spool_event *ev, const char *path)
+{
+    const char *err;
+    char   *dead;
+    long long now = (long long) time(NULL);
+
+    if ((err = spool_store(r->tool->dir, SPOOL_DEAD, ev)) == NULL) {
+	if (unlink(path) < 0)
+	    msg_error("unlink %s: %m", path);
+    } else {
+	dead = spool_path(r->tool->dir, SPOOL_DEAD, ev->id);
+	if (rename(path, dead) < 0) {
+	    msg_error("event %s: cannot move to dead/: %s; nor rename it there: %m", ev->id,
+		      err);
+	    runner_hold(r, ev->id, ev->next_attempt > now ? ev->next_attempt
+			: now + RUNNER_SECRET_WAIT);
+	    free(dead);
+	    return;
+	}
+	msg_error("event %s: cannot write its last attempt into dead/: %s; moved there "
+		  "as it was", ev->id, err);
+	free(dead);
+    }
+    runner_count(runner_metrics.dead);
+    msg_warn("event %s dead-lettered after %d attempts over %llds: %s", ev->id,
+	     ev->attempts, (long long) time(NULL) - ev->created,
+	     ev->last_error ? ev->last_error : "no answer");
+}
+
+/*
+ * runner_unreadable - a file in active/ that is not an event (truncated
+ * by hand, copied in from elsewhere): moved to dead/ as it is, with one
+ * error (spool_bury(): never over dead/ID), rather than warned about at
+ * every scan and kept forever.
+ */
+static void runner_unreadable(struct runner *r, const char *id, const char *path,
+			              const char *why)
+{
+    char    name[SPOOL_BURY_NAME];
+
+    if (spool_bury(r->tool->dir, id, path, name) == 0) {
+	msg_error("%s; moved to %s/%s as it is", why, SPOOL_DEAD, name);
+    } else {					/* said once a minute, not a second */
+	msg_error("%s; cannot move it to %s/: %m; tried again in %ds", why, SPOOL_DEAD,
+		  RUNNER_SECRET_WAIT);
+	runner_hold(r, id, (long long) time(NULL) + RUNNER_SECRET_WAIT);
+    }
+}
+
+/*
+ * runner_keys - the keys of this attempt: the global one, or those of the
+ * secret files the route named (read now, at each attempt: a secret
+ * rotated in its file applies to every waiting event). A named file
+ * that does not exist is left out (the second file of a route exists
+ * only while a rotation is under way); one that cannot be read or
+ * holds no secret, or none at all, is an error: nothing is posted.
+ */
+static const char *runner_keys(struct runner *r, struct transfer *t)
+{
+    static char why[512];
+    int     n = 0;
+    const char *err;
+
+    t->req.key = &r->key;
+    t->req.key2 = NULL;
+    if (t->ev.secret_count == 0)
+	return (NULL);
+    for (int i = 0; i < t->ev.secret_count; i++) {
+	if (access(t->ev.secret_files[i], F_OK) < 0 && errno == ENOENT)
+	    continue;
+	if ((err = sign_key_load(t->ev.secret_files[i], &t->keys[n])) != NULL) {
+	    snprintf(why, sizeof(why), "%s", err);	/* a path and a reason */
+	    return (why);
+	}
+	n++;
+    }
+    if (n == 0) {
+	snprintf(why, sizeof(why), "none of the route's secret files exists (%s%s%s)",
+		 t->ev.secret_files[0], t->ev.secret_count > 1 ? ", " : "",
+		 t->ev.secret_count > 1 ? t->ev.secret_files[1] : "");
+	return (why);
+    }
+    t->req.key = &t->keys[0];
+    t->req.key2 = n > 1 ? &t->keys[1] : NULL;
+    return (NULL);
+}
+
+/* runner_hold - no attempt for this event before when (kept in memory) */
+
+static void runner_hold(struct runner *r, const char *id, long long when)
+{
+    int     created;
+    void  **slot = htable_slot(r->held, id, &created);
+
+    if (*slot == NULL)
+	*slot = xmalloc(sizeof(long long));
+    *(long long *) *slot = when;
+}
+
+/*
+ * runner_hold_over - a hold whose time has come stops nothing: swept at
+ * each listing, so that those of events removed by hand (drop, rm) go
+ */
+int     runner_hold_over(void *value, void *context)
+{
+    return (runner_due(*(long long *) value, *(time_t *) context));
+}
+
+/*
+ * runner_remove - a delivered (or 410) event's file out of active/. When
+ * it cannot be removed (active/ read-only: a file system remounted so
+ * after an error, a chmod), its id is remembered and it is not posted
+ * again by this process: it was, at every scan, each time "delivered".
+ * Returns -1 (errno set) when the file is still there.
+ */
+static int runner_remove(struct runner *r, const char *id, const char *path)
+{
+    int     created;
+
+    if (r->pool >= SPOOL_FREE_MAX)		/* the plugin took some meanwhile? */
+	r->pool = spool_free_count(r->tool->dir);
+    void  **slot;
+
+    if (spool_recycle(r->tool->dir, path, &r->pool) == 0 || errno == ENOENT) {
+	htable_delete(r->answered, id, free);
+	return (0);
+    }
+    if (*(slot = htable_slot(r->answered, id, &created)) == NULL)
+	*slot = xstrdup(path);			/* runner_answered_gone() */
+    return (-1);
+}
+
+/* runner_answered_gone - removed by hand meanwhile: nothing left to remember */
+
+int     runner_answered_gone(void *path, void *context)
+{
+    (void) context;
+    return (access(path, F_OK) < 0 && errno == ENOENT);
+}
+
+/*
+ * runner_progress - a mapped event's transfer ends as soon as a read of
+ * its mapping found the file cut (spool_event_spoiled()): the receiver
+ * is not sent the rest, zeros where the event was.
+ */
+static int runner_progress(void *context, curl_off_t dltotal, curl_off_t dlnow,
+			           curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    return (spool_event_spoiled(&((struct transfer *) context)->ev));
+}
+
+/* runner_start - one attempt for an event file, if due */
+
+void    runner_start(struct runner *r, const char *id, int all)
+{
+    time_t  now = time(NULL);
+    long long *held = htable_find(r->held, id);
+    char   *path;
+    struct transfer *t;
+    const char *err;
+    struct stat st;
+
+    if (!all && held != NULL && runner_due(*held, now) == 0)
+	return;					/* its backoff, unrecorded */
+    path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    if (htable_find(r->answered, id) != NULL) {	/* posted: only removed now */
+	if (runner_remove(r, id, path) == 0)
+	    msg_info("event %s: its file removed at last", id);
+	free(path);
+	return;
+    }
+    t = xcalloc(1, sizeof(*t));
+    if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
+	free(t);				/* not due: mtime = next attempt */
+	free(path);
+	return;
+    }
+    if ((err = spool_load(path, &t->ev)) != NULL) {
+	if (errno == EBADMSG)
+	    runner_unreadable(r, id, path, err);
+	else if (access(path, F_OK) == 0) {	/* gone meanwhile: dropped by hand */
+	    /* another user's 0600 file, say: kept (it may be a good event
+	       once chowned), said once a minute rather than every second */
+	    msg_warn("%s; tried again in %ds", err, RUNNER_SECRET_WAIT);
+	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
+	}
+    } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
+	       && now - t->ev.created > r->tool->dead_after) {
+	runner_dead(r, &t->ev, path);
+    } else if ((all || runner_due(t->ev.next_attempt, now))
+	       && (err = runner_keys(r, t)) != NULL) {
+	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
+		  RUNNER_SECRET_WAIT);
+	runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
+    } else if (all || runner_due(t->ev.next_attempt, now)) {
+	t->req.url = t->ev.url;
+	t->req.id = t->ev.id;
+	t->req.body = t->ev.body;
+	t->req.body_len = t->ev.body_len;
+	t->req.timeout_ms = r->tool->timeout_ms;
+	t->req.ca_file = r->tool->ca_file;
+	t->post.curl = NULL;
+	post_prepare(&t->post, &t->req, (long long) now);
+	curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
+	if (t->ev.map != NULL) {		/* stop sending a file cut meanwhile */
+	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFOFUNCTION, runner_progress);
+	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFODATA, t);
+	    curl_easy_setopt(t->post.curl, CURLOPT_NOPROGRESS, 0L);
+	}
+	curl_multi_add_handle(r->multi, t->post.curl);
+	{
+	    int     created;
+
+	    *htable_slot(r->inflight, t->ev.id, &created) = t;
+	}
+	r->running++;
+	free(path);
+	return;
+    }
+    spool_event_free(&t->ev);
+    OPENSSL_cleanse(t->keys, sizeof(t->keys));
+    free(t);
+    free(path);
+}
+
+/*
+ * runner_outcome - what an answer does to the event: removed (2xx, 410),
+ * or its attempt recorded with the next one's time, or dead/.
+ */
+static void runner_outcome(struct runner *r, struct transfer *t, const struct post_result *rp,
+			           const char *path, const char *shown)
+{
+    struct post_result res = *rp;
+    const char *err;
+
+    t->ev.attempts++;
+    htable_delete(r->held, t->ev.id, free);
+    if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
+	spool_event_body_free(&t->ev);	/* before the file can be reused */
+	if (runner_remove(r, t->ev.id, path) < 0)
+	    msg_error("event %s answered, but unlink %s: %m; not posted again, its "
+		      "removal tried at each scan", t->ev.id, path);
+	if (res.outcome == POST_DELIVERED)
+	    msg_info("event %s delivered to %s on attempt %d (%s)", t->ev.id, shown,
+		     t->ev.attempts, res.why);
+	else
+	    msg_warn("event %s dropped: %s answered 410 Gone", t->ev.id, shown);
+	*(res.outcome == POST_DELIVERED ? &r->delivered : &r->dropped) += 1;
+	runner_count(res.outcome == POST_DELIVERED ? runner_metrics.delivered
+		     : runner_metrics.gone);
+    } else {
+	long long delay = runner_backoff(t->ev.attempts, res.retry_after);
+	int     gone;
+
+	free(t->ev.last_error);
+	t->ev.last_error = xstrdup(res.why);
+	t->ev.next_attempt = (long long) time(NULL) + delay;
+	if (r->tool->dead_after > 0 && access(path, F_OK) == 0
+	    && t->ev.next_attempt - t->ev.created > r->tool->dead_after) {
+	    /* no attempt left within the bound: not "next in Ns" and then
+	       dead-lettered only when that time comes (up to a day late) */
+	    msg_info("event %s attempt %d to %s failed: %s; no attempt left within "
+		     "dead_letter_after", t->ev.id, t->ev.attempts, shown, res.why);
+	    runner_dead(r, &t->ev, path);
+	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL) {
+	    /* the spool full: its backoff still holds, or the event
+	       would be posted again at every scan */
+	    runner_hold(r, t->ev.id, t->ev.next_attempt);
+	    msg_error("event %s: cannot record attempt %d: %s; next in %llds all the same",
+		      t->ev.id, t->ev.attempts, err, delay);
+	} else if (gone)
+	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
+		     t->ev.id, t->ev.attempts, shown, res.why);
+	else
+	    msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
+		     t->ev.attempts, shown, res.why, delay);
+	r->failed++;
+	runner_count(runner_metrics.failed);
+    }
+}
+
+void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
+{
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, t->ev.id);
+    char   *shown = route_url_redact(t->ev.url);	/* no secret in a log */
+    struct post_result res;
+
+    post_finish(&t->post, rc, &res);
+    if (runner_metrics.duration) {
+	double  total = 0;
+
+	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK)
+	    metrics_observe(runner_metrics.duration, total);
+    }
+    if (spool_event_spoiled(&t->ev)) {
+	/* cut under the attempt: what was sent is not the event; the next
+	   scan reads the file again (and moves it to dead/) */
+	msg_error("event %s: %s was truncated during attempt %d; the attempt does not "
+		  "count", t->ev.id, path, t->ev.attempts + 1);
+	r->failed++;
+    } else
+	runner_outcome(r, t, &res, path, shown);
+    free(path);
+    free(shown);
+    curl_multi_remove_handle(r->multi, t->post.curl);
+    htable_delete(r->inflight, t->ev.id, NULL);
+    post_handle_free(&t->post);
+    spool_event_free(&t->ev);
+    OPENSSL_cleanse(t->keys, sizeof(t->keys));
+    free(t);
+    r->running--;
+}
+

@@ -1,0 +1,73 @@
+/*
+ * NAME
+ *	runner_int 3h
+ * SUMMARY
+ *	lmtp-webhook-spool's runner: what runner.c and runner_attempt.c share
+ * SYNOPSIS
+ *	#include "runner_int.h"
+ * DESCRIPTION
+ *	Private to the runner: the state of the loop (struct runner) and of
+ *	one attempt (struct transfer). runner.c lists, wakes and reaps;
+ *	runner_attempt.c starts one attempt and records its outcome.
+ */
+
+#ifndef RUNNER_INT_H
+#define RUNNER_INT_H
+
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "htable.h"
+#include "post.h"
+#include "route.h"
+#include "spool.h"
+#include "spool_tool.h"
+
+struct transfer {
+    struct post_handle post;
+    struct spool_event ev;
+    struct post_request req;
+    struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
+};
+
+/* buckets of the hold table visited at each listing (at most once a second) */
+#define RUNNER_HOLD_SWEEP 64
+
+/* an event whose route's secret files cannot be read waits this long */
+#define RUNNER_SECRET_WAIT	60
+
+struct runner {
+    struct spool_tool *tool;
+    struct webhook_key key;
+    CURLM  *multi;
+    struct htable *inflight;		/* id -> transfer */
+    struct htable *tried;		/* ids a flush pass has started */
+    struct htable *held;		/* id -> next attempt the spool could
+					   not record (full): kept here */
+    struct htable *answered;		/* ids delivered (or 410) whose file
+					   could not be removed: not again */
+    char  **names;			/* cached listing of active/ */
+    int     count, next;
+    time_t  listed;			/* when active/ was last listed */
+    int     running;
+    int     delivered, failed, dropped;
+    int     wake_fd, watch;		/* inotify on active/, or -1 */
+    int     pool;			/* free files in tmp/, about */
+    char  **pending;			/* names woken for, not started yet */
+    int     phead, npending;		/* [phead, npending) are waiting */
+    char   *spool_error;		/* last spool_ready() error logged */
+    struct config *first_cfg;		/* tool->dir points into it */
+    enum runner_mode mode;
+    int     signal_fd;			/* daemon_signal_fd() */
+    int     stop;			/* TERM or INT seen */
+    int     lock_fd;			/* runner.lock, flocked */
+};
+
+/* runner_attempt.c */
+void    runner_start(struct runner *r, const char *id, int all);
+void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
+int     runner_hold_over(void *value, void *context);
+int     runner_answered_gone(void *path, void *context);
+
+#endif
