@@ -7,7 +7,7 @@
  *	#include "daemon.h"
  *
  *	void	daemon_parse_args(argc, argv, default_config, &opts)
- *	void	daemon_detach()
+ *	void	daemon_detach(timeout_ms, failed)
  *	void	daemon_detached()
  *	const char *daemon_pidfile_write(path, &fd)
  *	const char *daemon_pidfile_lock(path, &fd)
@@ -42,7 +42,13 @@
  *	or until the child exits, and exits with its status: a failure
  *	after the fork (a worker thread, privileges) reaches whoever
  *	started the daemon like one before it, and the child's stderr is
- *	the caller's until daemon_detached() (then /dev/null).
+ *	the caller's until daemon_detached() (then /dev/null). A daemon
+ *	that has not served after timeout_ms (start_timeout: a resolver
+ *	or a store that never answers) is stopped (TERM, KILL 5 s later)
+ *	and the parent calls failed() (the skeleton removes the pid file
+ *	the killed daemon could not) and exits 1 saying so, as systemd's
+ *	TimeoutStartSec fails a unit: nothing is left running, or named
+ *	in a pid file, that the caller was told failed.
 
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start. It is
@@ -103,6 +109,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -112,6 +120,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -179,12 +188,60 @@ static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
 
 #define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
 
-void    daemon_detach(void)
+static long long daemon_clock_ms(void)
 {
-    pid_t   pid;
-    int     fd, ready[2], status;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* daemon_detach_wait - the starting parent's wait: 1 served, 0 ended, -1 timed out */
+
+static int daemon_detach_wait(int ready_fd, long long timeout_ms)
+{
+    struct pollfd pfd = {ready_fd, POLLIN, 0};
+    long long end = daemon_clock_ms() + timeout_ms, left;
     ssize_t got;
     char    byte;
+    int     n;
+
+    for (;;) {
+	if ((left = end - daemon_clock_ms()) <= 0)
+	    return (-1);
+	if ((n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR)
+	    return (0);
+	if (n <= 0)
+	    continue;
+	while ((got = read(ready_fd, &byte, 1)) < 0 && errno == EINTR)
+	     /* void */ ;
+	return (got == 1);
+    }
+}
+
+/* daemon_detach_stop - a start that timed out: nothing left running */
+
+static void daemon_detach_stop(pid_t pid, long long timeout_ms, void (*failed) (void))
+{
+    int     status, reaped = 0;
+
+    msg_error("pid %ld did not serve within start_timeout (%llds): stopped; its log says"
+	      " what it waited for", (long) pid, timeout_ms / 1000);
+    (void) kill(pid, SIGTERM);
+    for (int i = 0; i < 50 && !reaped; i++)
+	if (!(reaped = waitpid(pid, &status, WNOHANG) == pid))
+	    poll(NULL, 0, 100);
+    if (!reaped && kill(pid, SIGKILL) == 0)	/* not reaped: still our child's pid */
+	(void) waitpid(pid, &status, 0);
+    if (failed)
+	failed();
+    _exit(1);
+}
+
+void    daemon_detach(long long timeout_ms, void (*failed) (void))
+{
+    pid_t   pid;
+    int     fd, ready[2], status, served;
 
     if (pipe2(ready, O_CLOEXEC) < 0)
 	msg_fatal("pipe: %s", strerror(errno));
@@ -198,8 +255,7 @@ void    daemon_detach(void)
 	   the fork (a thread, privileges) fails here too, with its exit
 	   status, its message already on our stderr */
 	close(ready[1]);
-	while ((got = read(ready[0], &byte, 1)) < 0 && errno == EINTR)
-	     /* void */ ;
+	served = daemon_detach_wait(ready[0], timeout_ms);
 	/* what the starter sent this pid while it started (held since
 	   the first line of main()) is the daemon's: a pending signal
 	   would die with this process, and a TERM mean nothing */
@@ -207,8 +263,10 @@ void    daemon_detach(void)
 	    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
 		if (sigismember(&pending, daemon_signals[i]))
 		    (void) kill(pid, daemon_signals[i]);
-	if (got == 1)
+	if (served > 0)
 	    _exit(0);
+	if (served < 0)
+	    daemon_detach_stop(pid, timeout_ms, failed);
 	while (waitpid(pid, &status, 0) < 0)
 	    if (errno != EINTR)
 		_exit(1);

@@ -20,7 +20,7 @@ int     daemon_parse_command(int argc, char **argv, const char *default_config,
 			             struct daemon_opts *opts);
 void    daemon_log_init(const char *progname, const struct daemon_opts *opts,
 			        const struct config *cfg);
-void    daemon_detach(void);
+void    daemon_detach(long long timeout_ms, void (*failed) (void));
 void    daemon_detached(void);
 const char *daemon_pidfile_write(const char *path, int *fd);
 const char *daemon_pidfile_lock(const char *path, int *fd);
@@ -54,7 +54,11 @@ int     daemon_signal_wait(const sigset_t *set);
     {"pid_file", CONFIG_STRING, NULL, CONFIG_RESTART}, \
     {"user", CONFIG_STRING, NULL, CONFIG_RESTART}, \
     {"syslog", CONFIG_BOOL, "no", CONFIG_RESTART}, \
-    {"metrics_listen", CONFIG_STRING, NULL, CONFIG_RESTART}
+    {"metrics_listen", CONFIG_STRING, NULL, CONFIG_RESTART}, \
+    {"start_timeout", CONFIG_DURATION, "90s", CONFIG_RESTART}
+
+/* the longest start_timeout: a start that has not served in a day will not */
+#define DAEMON_START_TIMEOUT_MAX (24LL * 3600 * 1000)
 
 struct daemon_address {
     const char *name;			/* the parameter, for messages */

@@ -179,6 +179,16 @@ static void daemon_config_metrics(struct config *cfg)
 			 listen);
 }
 
+static void daemon_config_start_timeout(struct config *cfg)
+{
+    long long ms = config_get_duration(cfg, "start_timeout");
+
+    if (ms < 1000 || ms > DAEMON_START_TIMEOUT_MAX)
+	config_add_error(cfg, daemon_config_line(cfg, "start_timeout"),
+			 "start_timeout: from 1s to 1d (a detached start waits that long "
+			 "for the daemon to serve)");
+}
+
 void    daemon_config_check(struct config *cfg)
 {
     if (daemon_config_has(cfg, "user"))
@@ -187,6 +197,8 @@ void    daemon_config_check(struct config *cfg)
 	daemon_config_pidfile(cfg);
     if (daemon_config_has(cfg, "metrics_listen"))
 	daemon_config_metrics(cfg);
+    if (daemon_config_has(cfg, "start_timeout"))
+	daemon_config_start_timeout(cfg);
 }
 
 /* daemon_config_clash - can A and B not both be bound? */

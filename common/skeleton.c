@@ -111,7 +111,7 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
     if (metrics && (err = metrics_http_bind(metrics)) != NULL)
 	msg_fatal("%s", err);
     if (!opts->foreground)
-	daemon_detach();
+	daemon_detach(config_get_duration(cfg, "start_timeout"), skeleton_exit);
     if (metrics && (err = metrics_http_start(metrics)) != NULL)
 	msg_fatal("%s", err);
     if (sk->detached)
