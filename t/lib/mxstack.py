@@ -185,7 +185,9 @@ class Stack:
             os.makedirs(directory, exist_ok=True)
             self.dir = os.path.abspath(directory)
         else:
-            self.dir = tempfile.mkdtemp(prefix="mxkit-%s." % name, dir="/tmp")
+            # MXKIT_TMPDIR: a benchmark on another file system than /tmp's
+            self.dir = tempfile.mkdtemp(prefix="mxkit-%s." % name,
+                                        dir=os.environ.get("MXKIT_TMPDIR", "/tmp"))
         os.chmod(self.dir, 0o755)
         self.keep = keep
         self.out = out
