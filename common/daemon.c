@@ -225,8 +225,12 @@ static void daemon_detach_stop(pid_t pid, long long timeout_ms, void (*failed) (
 {
     int     status, reaped = 0;
 
-    msg_error("pid %ld did not serve within start_timeout (%llds): stopped; its log says"
-	      " what it waited for", (long) pid, timeout_ms / 1000);
+    if (timeout_ms % 1000)
+	msg_error("pid %ld did not serve within start_timeout (%lldms): stopped; its log"
+		  " says what it waited for", (long) pid, timeout_ms);
+    else
+	msg_error("pid %ld did not serve within start_timeout (%llds): stopped; its log"
+		  " says what it waited for", (long) pid, timeout_ms / 1000);
     (void) kill(pid, SIGTERM);
     for (int i = 0; i < 50 && !reaped; i++)
 	if (!(reaped = waitpid(pid, &status, WNOHANG) == pid))
