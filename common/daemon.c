@@ -242,13 +242,34 @@ static void daemon_detach_stop(pid_t pid, long long timeout_ms, void (*failed) (
     _exit(1);
 }
 
+/*
+ * daemon_detach_ended - the daemon ended before it served: its exit status,
+ * or 1 and the signal named when one killed it (the OOM killer, a crash:
+ * no message of its own, no atexit() to remove its pid file)
+ */
+static void daemon_detach_ended(pid_t pid, void (*failed) (void))
+{
+    int     status;
+
+    while (waitpid(pid, &status, 0) < 0)
+	if (errno != EINTR)
+	    _exit(1);
+    if (WIFSIGNALED(status))
+	msg_error("pid %ld was killed by signal %d (%s) while it started", (long) pid,
+		  WTERMSIG(status), strsignal(WTERMSIG(status)));
+    if (failed)
+	failed();			/* its pid file, if still there */
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
 void    daemon_detach(long long timeout_ms, void (*failed) (void))
 {
     pid_t   pid;
-    int     fd, ready[2], status, served;
+    int     fd, ready[2], served;
 
     if (pipe2(ready, O_CLOEXEC) < 0)
 	msg_fatal("pipe: %s", strerror(errno));
+    msg_set_bounded(1);			/* a caller that reads stderr late */
     if ((pid = fork()) < 0)
 	msg_fatal("fork: %s", strerror(errno));
     if (pid > 0) {
@@ -271,10 +292,7 @@ void    daemon_detach(long long timeout_ms, void (*failed) (void))
 	    _exit(0);
 	if (served < 0)
 	    daemon_detach_stop(pid, timeout_ms, failed);
-	while (waitpid(pid, &status, 0) < 0)
-	    if (errno != EINTR)
-		_exit(1);
-	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+	daemon_detach_ended(pid, failed);
     }
     close(ready[0]);
     daemon_ready_fd = ready[1];
@@ -304,6 +322,7 @@ void    daemon_detached(void)
 	if (fd > 2)
 	    close(fd);
     }
+    msg_set_bounded(0);
     if (write(daemon_ready_fd, "", 1) != 1) {
 	/* the parent is gone already: nobody waits */
     }

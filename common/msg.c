@@ -8,6 +8,7 @@
  *
  *	void	msg_init(progname, outputs)
  *	void	msg_set_outputs(outputs)
+ *	void	msg_set_bounded(on)
  *	void	msg_info(fmt, ...)
  *	void	msg_warn(fmt, ...)
  *	void	msg_error(fmt, ...)
@@ -26,6 +27,15 @@
  *	msg_set_fd() redirects the stderr copy (tests). msg_set_outputs()
  *	changes the outputs after msg_init() (a daemon that detaches stops
  *	writing to the terminal that started it).
+ *
+ *	msg_set_bounded(1): the stderr copy never waits for good. A
+ *	detaching daemon and its starter write to whoever started them,
+ *	and a caller that reads their stderr only after the start (a
+ *	pipe that fills at 64 KB) would otherwise hold both in write()
+ *	for ever, past start_timeout. A line waits at most
+ *	MSG_STALL_MS for room, and none waits once one was dropped,
+ *	until the reader makes room again; syslog keeps every line. The
+ *	copy is cut at PIPE_BUF, the most a pipe with room takes whole.
  * DIAGNOSTICS
  *	None; a failed write is ignored (there is nowhere left to report it).
  */
@@ -34,6 +44,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +65,10 @@ int     msg_verbose;
 static const char *msg_name = "mxkit";
 static int msg_outputs = MSG_STDERR;
 static int msg_fd = 2;
+static int msg_bounded;			/* msg_set_bounded() */
+static int msg_stalled;			/* a bounded line was dropped */
+
+#define MSG_STALL_MS	1000		/* a bounded line's longest wait */
 
 void    msg_init(const char *progname, int outputs)
 {
@@ -76,6 +92,30 @@ void    msg_init(const char *progname, int outputs)
 void    msg_set_outputs(int outputs)
 {
     msg_outputs = outputs;
+}
+
+void    msg_set_bounded(int on)
+{
+    msg_bounded = on;
+    msg_stalled = 0;
+}
+
+/* msg_write_stderr - the stderr copy of one line */
+
+static void msg_write_stderr(const char *line, int len)
+{
+    struct pollfd pfd = {msg_fd, POLLOUT, 0};
+    int     n;
+
+    if (msg_bounded) {
+	while ((n = poll(&pfd, 1, msg_stalled ? 0 : MSG_STALL_MS)) < 0 && errno == EINTR)
+	     /* void */ ;
+	if ((msg_stalled = (n == 0)) != 0)
+	    return;				/* syslog has it */
+    }
+    if (write(msg_fd, line, len) < 0) {
+	/* nowhere left to report this */
+    }
 }
 
 void    msg_set_fd(int fd)
@@ -103,9 +143,11 @@ void    msg_vlog(int level, const char *fmt, va_list ap)
 		       (long) getpid(), labels[level], text);
 	if (len > (int) sizeof(line) - 1)
 	    len = sizeof(line) - 1;
-	if (write(msg_fd, line, len) < 0) {
-	    /* nowhere left to report this */
+	if (msg_bounded && len > PIPE_BUF) {	/* whole into a pipe with room */
+	    len = PIPE_BUF;
+	    line[len - 1] = '\n';
 	}
+	msg_write_stderr(line, len);
     }
     if (msg_outputs & MSG_SYSLOG)
 	syslog(priorities[level], "%s%s", labels[level], text);

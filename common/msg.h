@@ -15,6 +15,7 @@ extern int msg_verbose;
 void msg_init(const char *progname, int outputs);
 void msg_set_fd(int fd);
 void msg_set_outputs(int outputs);
+void msg_set_bounded(int on);
 const char *msg_progname(void);
 void msg_info(const char *fmt, ...) MSG_PRINTF(1, 2);
 void msg_warn(const char *fmt, ...) MSG_PRINTF(1, 2);
