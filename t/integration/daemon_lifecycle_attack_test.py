@@ -59,113 +59,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for, run  # noqa: E402
-from mxdaemons import POLICYD, SHIM, SPOOL, milter_negotiates, policy_answered, port_accepts, write, http_get  # noqa: E402
+from mxdaemons import (MinimalDaemon, SPOOL, alive, kill_all, read_pid,  # noqa: E402
+                       readyz, running, write)
 from mxwebhook import make_secret  # noqa: E402
 import mxdkim  # noqa: E402
-
-
-
-
-def readyz(mport):
-    try:
-        got = http_get(mport, "/readyz", timeout=5)
-    except OSError as e:
-        return str(e)
-    return got[0] if got else "no answer"
-
-
-def alive(pid):
-    if not pid:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None, None
-    return (int(text) if re.fullmatch(r"[0-9]+\n", text) else None), text
-
-
-def running(conf):
-    """pids of processes whose command line names conf."""
-    res = run(["pgrep", "-f", "--", conf])
-    return sorted(int(p) for p in res.stdout.split())
-
-
-def kill_all(conf):
-    for pid in running(conf):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    wait_for(lambda: not running(conf), timeout=5)
-
-
-class Daemon:
-    """One daemon's minimal configuration on fresh ports."""
-
-    def __init__(self, st, name, kind, tag):
-        self.st, self.name, self.kind = st, name, kind
-        self.port = st.port("%s-%s" % (tag, name))
-        self.mport = st.port("%s-%s-metrics" % (tag, name))
-        self.pid_file = st.path("run", "%s-%s.pid" % (tag, name))
-        self.conf = st.path("etc", "%s-%s.conf" % (tag, name))
-        self.extra = ""
-
-    def base(self):
-        st = self.st
-        if self.kind == "policyd":
-            return ("listen = inet:127.0.0.1:%d\nlimit per_sender = sender rate=100/1m "
-                    "count=messages\n" % self.port)
-        if self.kind == "shim":
-            return ("xclient_name_lookup = no\nlistener = 127.0.0.1:%d backend=127.0.0.1:%d "
-                    "mode=xclient trusted=127.0.0.0/8\n" % (self.port, st.port("nobody")))
-        if self.kind == "milter":
-            return ("socket = inet:%d@127.0.0.1\nkey_table = %s\nsigning_table = refile:%s\n"
-                    "dns_test_file = %s\ninternal_hosts = 127.0.0.0/8\n"
-                    % (self.port, st.path("etc", "key.table"), st.path("etc", "signing.table"),
-                       st.path("etc", "dns.txt")))
-        spool = st.path("spool-" + os.path.basename(self.conf)[:-5])
-        for sub in ("active", "dead", "tmp"):
-            os.makedirs(os.path.join(spool, sub), exist_ok=True)
-        self.spool = spool
-        return "spool_dir = %s\nsecret_file = %s\n" % (spool, st.path("etc", "secret"))
-
-    def write(self, pid_file=True, metrics=True, extra=""):
-        text = self.base() + extra
-        if pid_file:
-            text += "pid_file = %s\n" % (pid_file if isinstance(pid_file, str)
-                                         else self.pid_file)
-        if metrics:
-            text += "metrics_listen = inet:127.0.0.1:%d\n" % self.mport
-        with open(self.conf, "w") as f:
-            f.write(text)
-        return self
-
-    def argv(self, foreground=False):
-        binary = {"policyd": POLICYD, "shim": SHIM, "milter": mxdkim.MILTER,
-                  "spool": SPOOL}[self.kind]
-        argv = [binary, "-c", self.conf] + (["-f"] if foreground else [])
-        return argv + (["run"] if self.kind == "spool" else [])
-
-    def serves(self):
-        if self.kind == "policyd":
-            return policy_answered(self.port)
-        if self.kind == "shim":
-            return port_accepts(self.port)
-        if self.kind == "milter":
-            try:
-                return milter_negotiates(self.port)
-            except OSError:
-                return False
-        return True
 
 
 def log_of(st, name):
@@ -643,7 +540,7 @@ def test_start_timeout(st, daemons):
     for d, timeout, said_as in daemons:
         for bad in ("0", "500ms", "2d", "soon"):
             d.write(extra="start_timeout = %s\n" % bad)
-            res = subprocess.run(d.argv()[:3] + ["-t"] + d.argv()[3:], capture_output=True,
+            res = subprocess.run(d.argv(check=True), capture_output=True,
                                  text=True, timeout=30, stdin=subprocess.DEVNULL)
             tap.ok(res.returncode == 1 and "start_timeout" in res.stderr,
                    "%s -t: start_timeout = %s refused, named" % (d.name, bad),
@@ -677,7 +574,7 @@ def main(st):
     write(st, "secret", make_secret() + "\n")
 
     def make(kind, tag):
-        return Daemon(st, kind, kind, tag)
+        return MinimalDaemon(st, kind, tag, name=kind)
 
     test_closed_stdio(st, [(make("policyd", "io1"), "2>&-"),
                            (make("policyd", "io2"), "<&- >&- 2>&-"),

@@ -59,44 +59,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, wait_for, run  # noqa: E402
-from mxdaemons import (POLICYD, SHIM, SPOOL, milter_negotiates, policy_answered,  # noqa: E402
-                       port_accepts, write, http_get)
+from mxtest import tap, wait_for  # noqa: E402
+from mxdaemons import (MinimalDaemon, SPOOL, alive, read_pid, readyz,  # noqa: E402
+                       running, write)
 from mxwebhook import make_secret  # noqa: E402
 import mxdkim  # noqa: E402
-
-
-def readyz(mport):
-    try:
-        got = http_get(mport, "/readyz", timeout=5)
-    except OSError as e:
-        return str(e)
-    return got[0] if got else "no answer"
-
-
-def alive(pid):
-    if not pid:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None, None
-    return (int(text) if re.fullmatch(r"[0-9]+\n", text) else None), text
-
-
-def running(conf):
-    """pids of processes whose command line names conf (strace's too)."""
-    res = run(["pgrep", "-f", "--", conf])
-    return sorted(int(p) for p in res.stdout.split())
 
 
 def daemons_running(conf):
@@ -113,83 +80,12 @@ def daemons_running(conf):
     return out
 
 
-def kill_all(conf):
-    for pid in running(conf):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    wait_for(lambda: not running(conf), timeout=5)
-
-
 def children(pid):
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
-
-
-class Daemon:
-    """One daemon's minimal configuration on fresh ports."""
-
-    def __init__(self, st, kind, tag):
-        self.st, self.name, self.kind = st, "%s-%s" % (kind, tag), kind
-        self.port = st.port("%s-%s" % (tag, kind))
-        self.mport = st.port("%s-%s-metrics" % (tag, kind))
-        self.pid_file = st.path("run", "%s.pid" % self.name)
-        self.conf = st.path("etc", "%s.conf" % self.name)
-
-    def base(self):
-        st = self.st
-        if self.kind == "policyd":
-            return ("listen = inet:127.0.0.1:%d\nlimit per_sender = sender rate=100/1m "
-                    "count=messages\n" % self.port)
-        if self.kind == "shim":
-            return ("xclient_name_lookup = no\nlistener = 127.0.0.1:%d backend=127.0.0.1:%d "
-                    "mode=xclient trusted=127.0.0.0/8\n" % (self.port, st.port("nobody")))
-        if self.kind == "milter":
-            return ("socket = inet:%d@127.0.0.1\nkey_table = %s\nsigning_table = refile:%s\n"
-                    "dns_test_file = %s\ninternal_hosts = 127.0.0.0/8\n"
-                    % (self.port, st.path("etc", "key.table"), st.path("etc", "signing.table"),
-                       st.path("etc", "dns.txt")))
-        self.spool = st.path("spool-" + self.name)
-        for sub in ("active", "dead", "tmp"):
-            os.makedirs(os.path.join(self.spool, sub), exist_ok=True)
-        return "spool_dir = %s\nsecret_file = %s\n" % (self.spool, st.path("etc", "secret"))
-
-    def write(self, pid_file=True, extra=""):
-        text = self.base() + extra
-        if pid_file:
-            text += "pid_file = %s\n" % self.pid_file
-        text += "metrics_listen = inet:127.0.0.1:%d\n" % self.mport
-        with open(self.conf, "w") as f:
-            f.write(text)
-        return self
-
-    def argv(self, foreground=False, check=False):
-        binary = {"policyd": POLICYD, "shim": SHIM, "milter": mxdkim.MILTER,
-                  "spool": SPOOL}[self.kind]
-        argv = [binary, "-c", self.conf] + (["-f"] if foreground else []) \
-            + (["-t"] if check else [])
-        return argv + (["run"] if self.kind == "spool" else [])
-
-    def serves(self):
-        if self.kind == "policyd":
-            return policy_answered(self.port)
-        if self.kind == "shim":
-            return port_accepts(self.port)
-        if self.kind == "milter":
-            try:
-                return milter_negotiates(self.port)
-            except OSError:
-                return False
-        return True
-
-    def clean(self):
-        kill_all(self.conf)
-        if os.path.exists(self.pid_file):
-            os.unlink(self.pid_file)
 
 
 def stop_detached(d, pid):
@@ -722,7 +618,7 @@ def main(st):
     write(st, "secret", make_secret() + "\n")
 
     def make(kind, tag):
-        return Daemon(st, kind, tag)
+        return MinimalDaemon(st, kind, tag)
 
     test_bounds(st, [make(k, "bounds") for k in ("policyd", "shim", "milter", "spool")])
     test_held_under(st, [make(k, "under") for k in ("policyd", "shim", "milter", "spool")])

@@ -1,13 +1,17 @@
 """Starting mxkit's daemons with a metrics endpoint for the tests of what
 every daemon shares (common/: metrics_http, liveness, the skeleton):
-metrics_flood_test, liveness_test, daemons_hostile_test."""
+metrics_flood_test, liveness_test, daemons_hostile_test; and a daemon's
+minimal configuration with the process checks of the start-up attacks
+(daemon_lifecycle_attack_test, start_attack_test)."""
 
 import os
+import re
 import signal
 import socket
 import struct
 
-from mxtest import build_path, wait_for
+from mxtest import build_path, run, wait_for
+import mxdkim
 from mxwebhook import make_secret
 
 POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
@@ -137,3 +141,118 @@ def port_accepts(port):
         return True
     except OSError:
         return False
+
+
+# ------------------------------------------------ the start-up attacks
+
+def readyz(mport):
+    """The status line of GET /readyz, or why there is none."""
+    try:
+        got = http_get(mport, "/readyz", timeout=5)
+    except OSError as e:
+        return str(e)
+    return got[0] if got else "no answer"
+
+
+def alive(pid):
+    """pid runs and is no zombie."""
+    if not pid:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def read_pid(path):
+    """(the pid in a pid file, or None; the file's text, or None)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None, None
+    return (int(text) if re.fullmatch(r"[0-9]+\n", text) else None), text
+
+
+def running(conf):
+    """pids of processes whose command line names conf (strace's too)."""
+    res = run(["pgrep", "-f", "--", conf])
+    return sorted(int(p) for p in res.stdout.split())
+
+
+def kill_all(conf):
+    for pid in running(conf):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    wait_for(lambda: not running(conf), timeout=5)
+
+
+class MinimalDaemon:
+    """One daemon's minimal configuration on fresh ports: kind is policyd,
+    shim, milter (the key st's etc/ holds) or spool; name is what the
+    checks call it."""
+
+    def __init__(self, st, kind, tag, name=None):
+        self.st, self.kind, self.name = st, kind, name or "%s-%s" % (kind, tag)
+        self.port = st.port("%s-%s" % (tag, kind))
+        self.mport = st.port("%s-%s-metrics" % (tag, kind))
+        self.pid_file = st.path("run", "%s-%s.pid" % (tag, kind))
+        self.conf = st.path("etc", "%s-%s.conf" % (tag, kind))
+        self.spool = st.path("spool-%s-%s" % (tag, kind))
+
+    def base(self):
+        st = self.st
+        if self.kind == "policyd":
+            return ("listen = inet:127.0.0.1:%d\nlimit per_sender = sender rate=100/1m "
+                    "count=messages\n" % self.port)
+        if self.kind == "shim":
+            return ("xclient_name_lookup = no\nlistener = 127.0.0.1:%d backend=127.0.0.1:%d "
+                    "mode=xclient trusted=127.0.0.0/8\n" % (self.port, st.port("nobody")))
+        if self.kind == "milter":
+            return ("socket = inet:%d@127.0.0.1\nkey_table = %s\nsigning_table = refile:%s\n"
+                    "dns_test_file = %s\ninternal_hosts = 127.0.0.0/8\n"
+                    % (self.port, st.path("etc", "key.table"), st.path("etc", "signing.table"),
+                       st.path("etc", "dns.txt")))
+        for sub in ("active", "dead", "tmp"):
+            os.makedirs(os.path.join(self.spool, sub), exist_ok=True)
+        return "spool_dir = %s\nsecret_file = %s\n" % (self.spool, st.path("etc", "secret"))
+
+    def write(self, pid_file=True, metrics=True, extra=""):
+        """pid_file: True (its own), False (none) or a path."""
+        text = self.base() + extra
+        if pid_file:
+            text += "pid_file = %s\n" % (pid_file if isinstance(pid_file, str)
+                                         else self.pid_file)
+        if metrics:
+            text += "metrics_listen = inet:127.0.0.1:%d\n" % self.mport
+        with open(self.conf, "w") as f:
+            f.write(text)
+        return self
+
+    def argv(self, foreground=False, check=False):
+        binary = {"policyd": POLICYD, "shim": SHIM, "milter": mxdkim.MILTER,
+                  "spool": SPOOL}[self.kind]
+        argv = [binary, "-c", self.conf] + (["-f"] if foreground else []) \
+            + (["-t"] if check else [])
+        return argv + (["run"] if self.kind == "spool" else [])
+
+    def serves(self):
+        if self.kind == "policyd":
+            return policy_answered(self.port)
+        if self.kind == "shim":
+            return port_accepts(self.port)
+        if self.kind == "milter":
+            try:
+                return milter_negotiates(self.port)
+            except OSError:
+                return False
+        return True
+
+    def clean(self):
+        """Nothing of it left running, no pid file."""
+        kill_all(self.conf)
+        if os.path.exists(self.pid_file):
+            os.unlink(self.pid_file)
