@@ -48,7 +48,11 @@
  *	and the parent calls failed() (the skeleton removes the pid file
  *	the killed daemon could not) and exits 1 saying so, as systemd's
  *	TimeoutStartSec fails a unit: nothing is left running, or named
- *	in a pid file, that the caller was told failed.
+ *	in a pid file, that the caller was told failed. A signal sent to
+ *	the parent meanwhile goes to the daemon at once; after a TERM or
+ *	INT (Ctrl-C on a start that hangs), a daemon that has not served
+ *	5 s later is stopped the same way, without waiting for
+ *	start_timeout.
 
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start. It is
@@ -118,6 +122,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -196,36 +201,90 @@ static long long daemon_clock_ms(void)
     return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-/* daemon_detach_wait - the starting parent's wait: 1 served, 0 ended, -1 timed out */
+/* the grace a stop signal sent to the starter gives its starting daemon */
 
-static int daemon_detach_wait(int ready_fd, long long timeout_ms)
+#define DAEMON_STOP_GRACE_MS	5000
+
+/*
+ * daemon_detach_relay - a signal sent to the starter while its daemon
+ * starts goes to the daemon at once (it holds it until it serves), read
+ * from sigfd so that no handler of the parent's runs: its signal number.
+ */
+static int daemon_detach_relay(int sigfd, pid_t pid)
 {
-    struct pollfd pfd = {ready_fd, POLLIN, 0};
-    long long end = daemon_clock_ms() + timeout_ms, left;
+    struct signalfd_siginfo si;
+
+    if (read(sigfd, &si, sizeof(si)) != (ssize_t) sizeof(si))
+	return (0);
+    (void) kill(pid, (int) si.ssi_signo);
+    return ((int) si.ssi_signo);
+}
+
+/*
+ * daemon_detach_wait - the starting parent's wait: 1 served, 0 ended, -1
+ * start_timeout passed, -2 a stop signal's grace passed (*stop_sig: the
+ * signal). A TERM or INT (Ctrl-C) to the starter ends a start that hangs
+ * DAEMON_STOP_GRACE_MS later, not at start_timeout.
+ */
+static int daemon_detach_wait(int ready_fd, pid_t pid, long long timeout_ms, int *stop_sig)
+{
+    struct pollfd pfd[2] = {{ready_fd, POLLIN, 0}, {-1, POLLIN, 0}};
+    long long now = daemon_clock_ms(), end = now + timeout_ms, stop_end = -1, left;
+    sigset_t mask;
     ssize_t got;
     char    byte;
-    int     n;
+    int     n, sig;
 
+    sigemptyset(&mask);
+    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+	sigaddset(&mask, daemon_signals[i]);
+    /* held again where a daemon's handlers took them (daemon_signal_fd()
+       before the fork): a handler's byte would only reach the pipe the
+       child shares, and the parent would not know a stop was asked */
+    (void) pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    pfd[1].fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);	/* -1: poll skips it */
     for (;;) {
-	if ((left = end - daemon_clock_ms()) <= 0)
-	    return (-1);
-	if ((n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR)
-	    return (0);
-	if (n <= 0)
+	now = daemon_clock_ms();
+	if ((left = (stop_end >= 0 && stop_end < end ? stop_end : end) - now) <= 0) {
+	    n = stop_end >= 0 && stop_end < end ? -2 : -1;
+	    break;
+	}
+	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR) {
+	    n = 0;
+	    break;
+	}
+	if (n > 0 && (pfd[1].revents & POLLIN)
+	    && ((sig = daemon_detach_relay(pfd[1].fd, pid)) == SIGTERM || sig == SIGINT)
+	    && stop_end < 0) {
+	    *stop_sig = sig;
+	    stop_end = daemon_clock_ms() + DAEMON_STOP_GRACE_MS;
+	}
+	if (n <= 0 || !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
 	    continue;
 	while ((got = read(ready_fd, &byte, 1)) < 0 && errno == EINTR)
 	     /* void */ ;
-	return (got == 1);
+	n = got == 1;
+	break;
     }
+    if (pfd[1].fd >= 0)
+	close(pfd[1].fd);
+    return (n);
 }
 
-/* daemon_detach_stop - a start that timed out: nothing left running */
-
-static void daemon_detach_stop(pid_t pid, long long timeout_ms, void (*failed) (void))
+/*
+ * daemon_detach_stop - a start that timed out, or that a stop signal to
+ * the starter interrupted: nothing left running
+ */
+static void daemon_detach_stop(pid_t pid, long long timeout_ms, int stop_sig,
+			               void (*failed) (void))
 {
     int     status, reaped = 0;
 
-    if (timeout_ms % 1000)
+    if (stop_sig)
+	msg_error("pid %ld had not served %d s after %s reached its starter: stopped",
+		  (long) pid, DAEMON_STOP_GRACE_MS / 1000,
+		  stop_sig == SIGINT ? "SIGINT" : "SIGTERM");
+    else if (timeout_ms % 1000)
 	msg_error("pid %ld did not serve within start_timeout (%lldms): stopped; its log"
 		  " says what it waited for", (long) pid, timeout_ms);
     else
@@ -265,7 +324,7 @@ static void daemon_detach_ended(pid_t pid, void (*failed) (void))
 void    daemon_detach(long long timeout_ms, void (*failed) (void))
 {
     pid_t   pid;
-    int     fd, ready[2], served;
+    int     fd, ready[2], served, stop_sig = 0;
 
     if (pipe2(ready, O_CLOEXEC) < 0)
 	msg_fatal("pipe: %s", strerror(errno));
@@ -280,7 +339,7 @@ void    daemon_detach(long long timeout_ms, void (*failed) (void))
 	   the fork (a thread, privileges) fails here too, with its exit
 	   status, its message already on our stderr */
 	close(ready[1]);
-	served = daemon_detach_wait(ready[0], timeout_ms);
+	served = daemon_detach_wait(ready[0], pid, timeout_ms, &stop_sig);
 	/* what the starter sent this pid while it started (held since
 	   the first line of main()) is the daemon's: a pending signal
 	   would die with this process, and a TERM mean nothing */
@@ -291,7 +350,7 @@ void    daemon_detach(long long timeout_ms, void (*failed) (void))
 	if (served > 0)
 	    _exit(0);
 	if (served < 0)
-	    daemon_detach_stop(pid, timeout_ms, failed);
+	    daemon_detach_stop(pid, timeout_ms, served == -2 ? stop_sig : 0, failed);
 	daemon_detach_ended(pid, failed);
     }
     close(ready[0]);

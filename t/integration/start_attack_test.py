@@ -216,11 +216,11 @@ def test_held_under(st, daemons):
         h.finish()
 
 
-def timed_out(st, d, h, label, timeout_s=1, say=True):
+def timed_out(st, d, h, label, timeout_s=1, say=True, words=None):
     """h's daemon held past start_timeout: the starter says so at about
     timeout_s (the kill, 5 s later, takes effect here only when strace
     lets the held syscall go: its exit status comes after the hold)."""
-    words = "did not serve within start_timeout (%ds)" % timeout_s
+    words = words or "did not serve within start_timeout (%ds)" % timeout_s
     said_at = None
     if say:
         if wait_for(lambda: words in h.stderr(), timeout=timeout_s + 10, interval=0.05):
@@ -230,9 +230,10 @@ def timed_out(st, d, h, label, timeout_s=1, say=True):
     tap.ok(rc == 1 and (not say or (said_at is not None and said_at < timeout_s + 2))
            and h.took is not None and h.took < h.hold + 2.5
            and gone and not os.path.exists(d.pid_file),
-           "%s held past start_timeout = %ds%s: %sexit 1, nothing left running, no pid file"
-           % (d.name, timeout_s, label,
-              "said so naming start_timeout after %.1f s, " % said_at if said_at else ""),
+           "%s held past %s%s: %sexit 1, nothing left running, no pid file"
+           % (d.name, "start_timeout = %ds" % timeout_s if "start_timeout" in words
+              else "a stop signal's grace (%d s)" % timeout_s, label,
+              "said so after %.1f s, " % said_at if said_at else ""),
            diag="exit %s after %s s, said at %s, stderr %r, running %s, pid file %r"
            % (rc, h.took, said_at, h.stderr()[-300:], daemons_running(d.conf),
               read_pid(d.pid_file)[1]))
@@ -399,6 +400,21 @@ def test_term_starter_past_timeout(st, d):
     h = Held(st, d, 7, "termover")
     signal_starter(h, signal.SIGTERM)
     timed_out(st, d, h, " (SIGTERM to the starter at 0.5 s)", timeout_s=2)
+
+
+def test_interrupted_start(st, cases):
+    """Ctrl-C (SIGINT) or a SIGTERM to the starter of a start that hangs
+    (held 8 s, start_timeout 90 s): the daemon gets it at once, and 5 s
+    later, not served, it is stopped and the start fails naming the
+    signal; it did not wait for start_timeout."""
+    for d, sig in cases:
+        d.write(extra="start_timeout = 90s\n")
+        h = Held(st, d, 8, "int%d" % sig)
+        signal_starter(h, sig)
+        name = signal.Signals(sig).name
+        timed_out(st, d, h, " (%s to the starter at 0.5 s, start_timeout 90 s)" % name,
+                  timeout_s=6, words="had not served 5 s after %s reached its starter"
+                  % name)
 
 
 # ------------------------------------------------------ the daemon killed
@@ -637,6 +653,10 @@ def main(st):
     test_signal_before_fork(st, [make(k, "prefork")
                                  for k in ("policyd", "shim", "milter", "spool")])
     test_term_starter_past_timeout(st, make("milter", "termover"))
+    test_interrupted_start(st, [(make("policyd", "int"), signal.SIGINT),
+                                (make("shim", "int"), signal.SIGTERM),
+                                (make("milter", "int"), signal.SIGINT),
+                                (make("spool", "int"), signal.SIGINT)])
     test_killed_while_held(st, [make(k, "killed") for k in ("policyd", "shim", "spool")])
     test_two_starters(st, make("policyd", "race"))
     test_spool_held(st, make("spool", "held"))
