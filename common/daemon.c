@@ -50,9 +50,10 @@
  *	TimeoutStartSec fails a unit: nothing is left running, or named
  *	in a pid file, that the caller was told failed. A signal sent to
  *	the parent meanwhile goes to the daemon at once; after a TERM or
- *	INT (Ctrl-C on a start that hangs), a daemon that has not served
- *	5 s later is stopped the same way, without waiting for
- *	start_timeout.
+ *	INT (Ctrl-C on a start that hangs), or any other signal that would
+ *	end the parent (QUIT, USR2, ALRM, ...: relayed as TERM), a daemon
+ *	that has not served 5 s later is stopped the same way, without
+ *	waiting for start_timeout.
 
  *	daemon_pidfile_write() creates and locks the pidfile; a second
  *	instance finds it locked and refuses to start. It is
@@ -122,7 +123,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -206,68 +206,111 @@ static long long daemon_clock_ms(void)
 #define DAEMON_STOP_GRACE_MS	5000
 
 /*
- * daemon_detach_relay - a signal sent to the starter while its daemon
- * starts goes to the daemon at once (it holds it until it serves), read
- * from sigfd so that no handler of the parent's runs: its signal number.
+ * Signals that end a process by default and come from outside (a shell's
+ * Ctrl-\, a timeout(1), a supervisor): the starter killed by one while
+ * its daemon starts would leave the daemon running after a start its
+ * caller saw fail. While it waits, the starter holds them with its own
+ * four and takes them as a request to stop the start, like TERM.
  */
-static int daemon_detach_relay(int sigfd, pid_t pid)
-{
-    struct signalfd_siginfo si;
+static const int daemon_detach_enders[] = {SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM,
+    SIGPROF, SIGXCPU, SIGIO, SIGPWR};
 
-    if (read(sigfd, &si, sizeof(si)) != (ssize_t) sizeof(si))
-	return (0);
-    (void) kill(pid, (int) si.ssi_signo);
-    return ((int) si.ssi_signo);
+#define DAEMON_ENDER_COUNT (sizeof(daemon_detach_enders) / sizeof(daemon_detach_enders[0]))
+
+/* daemon_detach_mask - the signals the starter holds while it waits */
+
+static void daemon_detach_mask(sigset_t *mask)
+{
+    sigemptyset(mask);
+    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
+	sigaddset(mask, daemon_signals[i]);
+    for (size_t i = 0; i < DAEMON_ENDER_COUNT; i++)
+	sigaddset(mask, daemon_detach_enders[i]);
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+	sigaddset(mask, sig);
+}
+
+/* daemon_signal_label - "SIGQUIT" and the like, for a message */
+
+static const char *daemon_signal_label(int sig)
+{
+    static const struct {
+	int     sig;
+	const char *name;
+    }       names[] = {{SIGHUP, "SIGHUP"}, {SIGINT, "SIGINT"}, {SIGQUIT, "SIGQUIT"},
+	{SIGTERM, "SIGTERM"}, {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},
+	{SIGALRM, "SIGALRM"}, {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"},
+	{SIGXCPU, "SIGXCPU"}, {SIGIO, "SIGIO"}, {SIGPWR, "SIGPWR"}};
+    static char other[32];
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+	if (names[i].sig == sig)
+	    return (names[i].name);
+    snprintf(other, sizeof(other), "signal %d", sig);
+    return (other);
+}
+
+/*
+ * daemon_detach_relay - the signals sent to the starter while its daemon
+ * starts go to the daemon at once (it holds them until it serves): HUP
+ * and USR1 as they are, TERM and INT too, starting the stop grace; any
+ * other as TERM, with the grace. sigtimedwait() takes them, so no handler
+ * of the parent's runs (a daemon that installed its handlers before the
+ * fork would have them write to the pipe its child shares).
+ */
+static void daemon_detach_relay(const sigset_t *mask, pid_t pid, int *stop_sig,
+				        long long *stop_end)
+{
+    static const struct timespec now = {0, 0};
+    int     sig, relayed;
+
+    while ((sig = sigtimedwait(mask, NULL, &now)) > 0) {
+	relayed = sig;
+	if (sig != SIGHUP && sig != SIGUSR1 && sig != SIGTERM && sig != SIGINT)
+	    relayed = SIGTERM;
+	(void) kill(pid, relayed);
+	if (sig != SIGHUP && sig != SIGUSR1 && *stop_end < 0) {
+	    *stop_sig = sig;
+	    *stop_end = daemon_clock_ms() + DAEMON_STOP_GRACE_MS;
+	}
+    }
 }
 
 /*
  * daemon_detach_wait - the starting parent's wait: 1 served, 0 ended, -1
  * start_timeout passed, -2 a stop signal's grace passed (*stop_sig: the
  * signal). A TERM or INT (Ctrl-C) to the starter ends a start that hangs
- * DAEMON_STOP_GRACE_MS later, not at start_timeout.
+ * DAEMON_STOP_GRACE_MS later, not at start_timeout. The held signals are
+ * looked at every 100 ms, and once more before it returns.
  */
-static int daemon_detach_wait(int ready_fd, pid_t pid, long long timeout_ms, int *stop_sig)
+static int daemon_detach_wait(int ready_fd, pid_t pid, long long timeout_ms,
+			              const sigset_t *mask, int *stop_sig)
 {
-    struct pollfd pfd[2] = {{ready_fd, POLLIN, 0}, {-1, POLLIN, 0}};
-    long long now = daemon_clock_ms(), end = now + timeout_ms, stop_end = -1, left;
-    sigset_t mask;
+    struct pollfd pfd = {ready_fd, POLLIN, 0};
+    long long end = daemon_clock_ms() + timeout_ms, stop_end = -1, left;
     ssize_t got;
     char    byte;
-    int     n, sig;
+    int     n;
 
-    sigemptyset(&mask);
-    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
-	sigaddset(&mask, daemon_signals[i]);
-    /* held again where a daemon's handlers took them (daemon_signal_fd()
-       before the fork): a handler's byte would only reach the pipe the
-       child shares, and the parent would not know a stop was asked */
-    (void) pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    pfd[1].fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);	/* -1: poll skips it */
     for (;;) {
-	now = daemon_clock_ms();
-	if ((left = (stop_end >= 0 && stop_end < end ? stop_end : end) - now) <= 0) {
+	daemon_detach_relay(mask, pid, stop_sig, &stop_end);
+	if ((left = (stop_end >= 0 && stop_end < end ? stop_end : end)
+	     - daemon_clock_ms()) <= 0) {
 	    n = stop_end >= 0 && stop_end < end ? -2 : -1;
 	    break;
 	}
-	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR) {
+	if ((n = poll(&pfd, 1, left > 100 ? 100 : (int) left)) < 0 && errno != EINTR) {
 	    n = 0;
 	    break;
 	}
-	if (n > 0 && (pfd[1].revents & POLLIN)
-	    && ((sig = daemon_detach_relay(pfd[1].fd, pid)) == SIGTERM || sig == SIGINT)
-	    && stop_end < 0) {
-	    *stop_sig = sig;
-	    stop_end = daemon_clock_ms() + DAEMON_STOP_GRACE_MS;
-	}
-	if (n <= 0 || !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+	if (n <= 0)
 	    continue;
 	while ((got = read(ready_fd, &byte, 1)) < 0 && errno == EINTR)
 	     /* void */ ;
 	n = got == 1;
 	break;
     }
-    if (pfd[1].fd >= 0)
-	close(pfd[1].fd);
+    daemon_detach_relay(mask, pid, stop_sig, &stop_end);
     return (n);
 }
 
@@ -282,8 +325,7 @@ static void daemon_detach_stop(pid_t pid, long long timeout_ms, int stop_sig,
 
     if (stop_sig)
 	msg_error("pid %ld had not served %d s after %s reached its starter: stopped",
-		  (long) pid, DAEMON_STOP_GRACE_MS / 1000,
-		  stop_sig == SIGINT ? "SIGINT" : "SIGTERM");
+		  (long) pid, DAEMON_STOP_GRACE_MS / 1000, daemon_signal_label(stop_sig));
     else if (timeout_ms % 1000)
 	msg_error("pid %ld did not serve within start_timeout (%lldms): stopped; its log"
 		  " says what it waited for", (long) pid, timeout_ms);
@@ -325,34 +367,34 @@ void    daemon_detach(long long timeout_ms, void (*failed) (void))
 {
     pid_t   pid;
     int     fd, ready[2], served, stop_sig = 0;
+    sigset_t held, before;
 
     if (pipe2(ready, O_CLOEXEC) < 0)
 	msg_fatal("pipe: %s", strerror(errno));
     msg_set_bounded(1);			/* a caller that reads stderr late */
+    /* held from before the fork: what the starter is sent while its
+       daemon starts (held since the first line of main(), or taken by a
+       daemon's handlers, or one that would end the starter) is relayed
+       to the daemon, never lost with this process; the child gets its
+       mask back */
+    daemon_detach_mask(&held);
+    (void) pthread_sigmask(SIG_BLOCK, &held, &before);
     if ((pid = fork()) < 0)
 	msg_fatal("fork: %s", strerror(errno));
     if (pid > 0) {
-	sigset_t pending;
-
 	/* the daemon's start-up ends when it serves (daemon_detached(),
 	   one byte) or when it exits (end of file): what fails after
 	   the fork (a thread, privileges) fails here too, with its exit
 	   status, its message already on our stderr */
 	close(ready[1]);
-	served = daemon_detach_wait(ready[0], pid, timeout_ms, &stop_sig);
-	/* what the starter sent this pid while it started (held since
-	   the first line of main()) is the daemon's: a pending signal
-	   would die with this process, and a TERM mean nothing */
-	if (sigpending(&pending) == 0)
-	    for (size_t i = 0; i < DAEMON_SIGNAL_COUNT; i++)
-		if (sigismember(&pending, daemon_signals[i]))
-		    (void) kill(pid, daemon_signals[i]);
+	served = daemon_detach_wait(ready[0], pid, timeout_ms, &held, &stop_sig);
 	if (served > 0)
 	    _exit(0);
 	if (served < 0)
 	    daemon_detach_stop(pid, timeout_ms, served == -2 ? stop_sig : 0, failed);
 	daemon_detach_ended(pid, failed);
     }
+    (void) pthread_sigmask(SIG_SETMASK, &before, NULL);
     close(ready[0]);
     daemon_ready_fd = ready[1];
     if (setsid() < 0)
