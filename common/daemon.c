@@ -294,13 +294,17 @@ static int daemon_detach_wait(int ready_fd, pid_t pid, long long timeout_ms,
 
     for (;;) {
 	daemon_detach_relay(mask, pid, stop_sig, &stop_end);
-	if ((left = (stop_end >= 0 && stop_end < end ? stop_end : end)
-	     - daemon_clock_ms()) <= 0) {
-	    n = stop_end >= 0 && stop_end < end ? -2 : -1;
+	left = (stop_end >= 0 && stop_end < end ? stop_end : end) - daemon_clock_ms();
+	/* past the deadline, one look without waiting: a starter stopped
+	   (SIGSTOP, a suspended VM) while its daemon served in time must
+	   not call it one that did not serve */
+	if ((n = poll(&pfd, 1, left <= 0 ? 0 : left > 100 ? 100 : (int) left)) < 0
+	    && errno != EINTR) {
+	    n = 0;
 	    break;
 	}
-	if ((n = poll(&pfd, 1, left > 100 ? 100 : (int) left)) < 0 && errno != EINTR) {
-	    n = 0;
+	if (n <= 0 && left <= 0) {
+	    n = stop_end >= 0 && stop_end < end ? -2 : -1;
 	    break;
 	}
 	if (n <= 0)

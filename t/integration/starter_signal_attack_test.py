@@ -18,7 +18,8 @@ beyond what start_attack_test and daemon_lifecycle_attack_test check:
   hangs: a stop request (the daemon gets TERM; 5 s later the start fails
   naming the signal; nothing left); SIGPIPE is ignored (exit 0, serves).
 - the starter SIGSTOPped while its daemon is held and serves, SIGCONTed
-  after start_timeout passed: the daemon served in time; exit 0, it runs.
+  after start_timeout passed: the daemon served in time; exit 0, it runs;
+  the same with the starter held 3 s at the top of its wait (strace).
 - the starter under the lowest RLIMIT_NOFILE a start fits in, Ctrl-C on
   a start that hangs: exit 1 naming SIGINT, nothing left.
 - the starter's stderr a pipe already full that nobody reads, or closed,
@@ -380,6 +381,35 @@ def test_stopped_starter(st, d):
     h.finish()
 
 
+def test_starter_late(st, daemons):
+    """The starter itself held 3 s (strace: its first rt_sigtimedwait(),
+    at the top of its wait; as a SIGSTOP or a suspended VM would hold it)
+    past start_timeout = 1s, while its daemon (not traced) served at
+    once: the start served in time, so exit 0 and the daemon serves on;
+    it is not called one that did not serve, nor killed."""
+    for d in daemons:
+        d.write(extra="start_timeout = 1s\n")
+        proc = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e",
+                                 "inject=rt_sigtimedwait:delay_enter=3000000:when=1"]
+                                + d.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL, cwd=st.dir)
+        try:
+            err = proc.communicate(timeout=30)[1]
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err, rc = proc.communicate()[1], None
+        time.sleep(0.5)
+        pid = read_pid(d.pid_file)[0]
+        serves = alive(pid) and d.serves() and daemons_running(d.conf) == [pid]
+        tap.ok(rc == 0 and serves and "did not serve" not in err,
+               "%s: the starter held 3 s past start_timeout = 1s while its daemon served at "
+               "once: exit 0, the daemon serves on, not called one that did not serve"
+               % d.name, diag="exit %s, pid file %r, running %s, stderr %r"
+               % (rc, read_pid(d.pid_file)[1], daemons_running(d.conf), err[-300:]))
+        stop_detached(d, pid)
+
+
 # ------------------------------------------------------ few descriptors
 
 def test_nofile_ctrl_c(st, d):
@@ -447,6 +477,7 @@ def main(st):
     test_signal_as_served(st, [make("policyd", "served"), make("spool", "served")])
     test_usr1(st, [make("policyd", "usr1"), make("milter", "usr1")])
     test_stopped_starter(st, make("shim", "stopped"))
+    test_starter_late(st, [make("policyd", "late"), make("spool", "late")])
     test_other_signals(st, make("policyd", "other"))
     test_terminal_ctrl_c(st, make("shim", "pgint"))
     test_two_signals(st, [(make("milter", "twice"), signal.SIGINT, " (Ctrl-C twice)"),
