@@ -62,6 +62,7 @@ struct runner {
     int     signal_fd;			/* daemon_signal_fd() */
     int     stop;			/* TERM or INT seen */
     int     lock_fd;			/* runner.lock, flocked */
+    int     scan_more;			/* the last scan ran out of time */
 };
 
 /* runner_attempt.c */
