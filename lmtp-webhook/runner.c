@@ -255,11 +255,22 @@ static int runner_scan(struct runner *r, int all)
     return (r->running - before);
 }
 
+/*
+ * runner_reap - the outcomes of finished attempts, for at most
+ * RUNNER_SCAN_MS a turn (at least one): each failed attempt's outcome
+ * is a durable write (two fsyncs), and on a slow disk 32 of them in one
+ * turn held the loop for half a minute: no liveness stamp, no signal,
+ * no wake-up, and curl's timers ran out on answers already waiting in
+ * their sockets (a 200 logged as a timeout, and posted again). Outcomes
+ * not taken stay in curl's queue for the next turn (r->reap_more).
+ */
 static void runner_reap(struct runner *r)
 {
+    long long until = runner_clock_ms() + RUNNER_SCAN_MS;
     CURLMsg *m;
     int     left, still;
 
+    r->reap_more = 0;
     curl_multi_perform(r->multi, &still);
     while ((m = curl_multi_info_read(r->multi, &left)) != NULL) {
 	char   *private = NULL;
@@ -268,6 +279,10 @@ static void runner_reap(struct runner *r)
 	    continue;
 	curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &private);
 	runner_done(r, (struct transfer *) (void *) private, m->data.result);
+	if (left > 0 && runner_clock_ms() >= until) {
+	    r->reap_more = 1;
+	    break;
+	}
     }
 }
 
@@ -396,7 +411,7 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    {r->wake_fd, CURL_WAIT_POLLIN, 0}};
 
 	    curl_multi_poll(r->multi, wait, r->wake_fd >= 0 ? 2 : 1,
-			    r->scan_more && !r->stop ? 0 : 200, &numfds);
+			    r->reap_more || (r->scan_more && !r->stop) ? 0 : 200, &numfds);
 	}
     }
     liveness_unwatch(&live);

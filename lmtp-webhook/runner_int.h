@@ -63,6 +63,7 @@ struct runner {
     int     stop;			/* TERM or INT seen */
     int     lock_fd;			/* runner.lock, flocked */
     int     scan_more;			/* the last scan ran out of time */
+    int     reap_more;			/* finished attempts left for a turn */
 };
 
 /* runner_attempt.c */
