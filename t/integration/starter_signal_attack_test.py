@@ -150,9 +150,11 @@ def starter_of(h):
     """the starter's pid once it waits (its daemon forked, held in
     setsid()); h.first_at: when (since the start) that was, about the
     moment the test's first signal goes."""
-    starter = wait_for(h.starter, timeout=10, interval=0.02)
+    # generous: under strace -f every system call of the start stops
+    # for the tracer, which a loaded machine makes seconds
+    starter = wait_for(h.starter, timeout=20, interval=0.02)
     if starter:
-        wait_for(lambda: children(starter), timeout=5, interval=0.02)
+        wait_for(lambda: children(starter), timeout=20, interval=0.02)
     time.sleep(0.3)
     h.first_at = time.monotonic() - h.began
     return starter
@@ -204,9 +206,10 @@ def test_terminal_ctrl_c(st, d):
     h = Held(st, d, 9, "pgint", prefix=["python3", "-c", PGRP_EXEC], new_session=True)
     starter = starter_of(h)
     wait_for(lambda: starter and alive(starter) and os.getpgid(starter) == starter,
-             timeout=5, interval=0.02)
+             timeout=20, interval=0.02)
     group = os.getpgid(starter) if starter and alive(starter) else None
-    daemon = children(starter)[0] if starter and children(starter) else None
+    daemon = wait_for(lambda: starter and (children(starter) or [None])[0],
+                      timeout=20, interval=0.02)
     same = group == starter and daemon and os.getpgid(daemon) == group
     if same and group != os.getpgrp():
         os.killpg(group, signal.SIGINT)
