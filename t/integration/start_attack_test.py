@@ -60,40 +60,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for  # noqa: E402
-from mxdaemons import (MinimalDaemon, SPOOL, alive, read_pid, readyz,  # noqa: E402
-                       running, write)
+from mxdaemons import (MinimalDaemon, SPOOL, alive, children, daemons_running, read_pid, readyz,  # noqa: E402
+                       stop_detached, write)
 from mxwebhook import make_secret  # noqa: E402
 import mxdkim  # noqa: E402
-
-
-def daemons_running(conf):
-    """running(conf) without strace and sh wrappers."""
-    out = []
-    for pid in running(conf):
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                argv0 = f.read().split(b"\0")[0]
-        except OSError:
-            continue
-        if os.path.basename(argv0) not in (b"strace", b"sh"):
-            out.append(pid)
-    return out
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def stop_detached(d, pid):
-    if alive(pid):
-        os.kill(pid, signal.SIGTERM)
-    gone = wait_for(lambda: not alive(pid), timeout=15)
-    d.clean()
-    return gone
 
 
 class Held:

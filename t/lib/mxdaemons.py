@@ -256,3 +256,36 @@ class MinimalDaemon:
         kill_all(self.conf)
         if os.path.exists(self.pid_file):
             os.unlink(self.pid_file)
+
+
+def daemons_running(conf):
+    """running(conf) without the strace, sh, python and prlimit wrappers
+    that tests start daemons under."""
+    out = []
+    for pid in running(conf):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if os.path.basename(argv0) not in (b"strace", b"sh", b"python3", b"prlimit"):
+            out.append(pid)
+    return out
+
+
+def children(pid):
+    """pid's child processes (/proc's children list)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def stop_detached(d, pid):
+    """SIGTERM to a detached daemon; True once it is gone. d.clean() after."""
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    gone = wait_for(lambda: not alive(pid), timeout=15)
+    d.clean()
+    return gone
