@@ -21,20 +21,30 @@
  *	   on another mount than tmp/), the
  *	   recipient is tempfailed and nothing is saved, so Postfix keeps
  *	   the mail and retries without leaving a copy behind;
- *	3. the mail is saved (the previous hook, else the default mailbox);
- *	   nothing saved (e.g. a Sieve discard): no event;
- *	4. the event is committed before LMTP answers, synced as Dovecot's
- *	   mail_fsync says: "optimized" (the default) renames it into
- *	   active/ and fsyncs it, one sync that on ext4, XFS and Btrfs
- *	   makes the new name durable too; "always" fsyncs, renames and
- *	   fsyncs the directory; "never" does not sync. An event a crash
- *	   left incomplete is refused by the runner (spool_read.c).
- *	   lmtp-webhook-spool, woken by the rename,
- *	   posts it at once: LMTP never waits for the receiver. If the
- *	   commit fails after all (an I/O error, active/ made unwritable
- *	   since step 2), the recipient is tempfailed although its mail is
- *	   saved: Postfix's retry may leave a second copy in the mailbox,
- *	   but the event (same webhook-id) is not lost.
+ *	3. the event is named active/ID, held (spool_hold.c): with its
+ *	   mtime, its next attempt, SPOOL_HOLD (15 minutes) away, so that
+ *	   lmtp-webhook-spool neither posts nor flushes it yet.
+ *	   "always" (Dovecot's mail_fsync) syncs it before the rename and
+ *	   active/ after it. If that fails (active/ made unwritable,
+ *	   on another mount), the recipient is tempfailed, nothing saved;
+ *	4. the mail is saved (the previous hook, else the default mailbox),
+ *	   and Dovecot syncs it: on ext4, XFS and Btrfs that journal
+ *	   commit carries the event's new name too. Nothing saved (a Sieve
+ *	   discard, a full quota): the event is removed, no event;
+ *	5. the event is released before LMTP answers: "optimized" (the
+ *	   default) fsyncs it now (on ext4 nearly free, its commit made),
+ *	   "never" does not sync; then its mtime becomes now, which wakes
+ *	   lmtp-webhook-spool to post it at once: LMTP never waits for the
+ *	   receiver. An event a crash left incomplete is refused by the
+ *	   runner (spool_read.c); one a crash left held is posted when
+ *	   its hold ends. If the fsync fails after all (an I/O error), the
+ *	   recipient is tempfailed although its mail is saved: Postfix's
+ *	   retry may leave a second copy in the mailbox, but the event
+ *	   (same webhook-id, still held) is not lost.
+ *	   When an event with the same webhook-id is in active/ already
+ *	   (an earlier delivery of the same bytes), step 3 does not
+ *	   replace it: the event is committed after the save instead
+ *	   (spool_commit(): rename, synced as mail_fsync says).
  *
  *	Other recipients go straight to the previous hook.
  * DIAGNOSTICS
@@ -237,6 +247,16 @@ static int webhook_scratch_open(void *ctx)
 #define WEBHOOK_SCRATCH_MEM (256 * 1024)
 
 /*
+ * Kept for the life of the lmtp process, as the keeper is: the writer (its
+ * 64 KB buffer) and the memory text and html wait in. Taken and given back
+ * per delivery, they were a large malloc() each, zeroed, whose pages
+ * glibc returned to the system at free() and faulted in again.
+ */
+static struct payload_writer *webhook_writer;
+static struct payload_spill webhook_spill = {NULL, 0, WEBHOOK_SCRATCH_MEM, -1,
+    webhook_scratch_open, NULL};
+
+/*
  * webhook_stream - the event, written into the reservation as the message
  * is parsed (payload.c): memory per delivery does not grow with the
  * message. Text and html wait in memory, or past 256 KB in a scratch
@@ -248,26 +268,25 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
 			          const char **error_r)
 {
     struct payload_message msg;
-    struct payload_writer *w = i_new(struct payload_writer, 1);
     struct payload_sink out, scratch;
-    struct payload_spill spill = {NULL, 0, WEBHOOK_SCRATCH_MEM, -1, webhook_scratch_open,
-	(void *) set->spool_dir};
     int     ret = 0;
 
+    if (webhook_writer == NULL)
+	webhook_writer = i_malloc(sizeof(*webhook_writer));
+    webhook_spill.ctx = (void *) set->spool_dir;
     payload_fd_sink(&out, &res->fd);
-    payload_spill_sink(&scratch, &spill);
-    payload_writer_init(w, &out, (off_t) res->meta_len, &scratch);
+    payload_spill_sink(&scratch, &webhook_spill);
+    payload_writer_init(webhook_writer, &out, (off_t) res->meta_len, &scratch);
     i_zero(&msg);
-    if (mime_read(data, &set->mime, &msg, env, w, error_r) < 0)
+    if (mime_read(data, &set->mime, &msg, env, webhook_writer, error_r) < 0)
 	ret = -1;
-    else if (payload_finish(w, size, len_r) < 0) {
+    else if (payload_finish(webhook_writer, size, len_r) < 0) {
 	*error_r = t_strdup_printf("cannot write the event (%s, or a scratch file in "
 				   "%s/tmp): %m", res->tmp_path, set->spool_dir);
 	ret = -1;
     }
     payload_message_free(&msg);
-    payload_spill_free(&spill);
-    i_free(w);
+    payload_spill_reset(&webhook_spill);
     return (ret);
 }
 
@@ -317,8 +336,9 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
 	env.timestamp = (long long) ioloop_time;
 	ev->id = i_strdup(env.id);
 	ev->created = (long long) ioloop_time;
-	ev->attempts = 0;			/* lmtp-webhook-spool posts it now */
-	ev->next_attempt = ev->created;
+	ev->attempts = 0;			/* lmtp-webhook-spool posts it */
+	ev->next_attempt = ev->created;		/* once released (spool_hold.c) */
+	ev->held = 1;
 	if ((*error_r = spool_reserve_stream(set->spool_dir, ev, res, &webhook_keeper)) == NULL) {
 	    res->sync = webhook_sync_mode(ctx->rcpt_user);
 	    if (webhook_stream(data, set, &env, size, res, &ev->body_len, error_r) < 0
@@ -373,7 +393,7 @@ static int webhook_commit(struct mail_deliver_context *ctx, const char *rcpt,
     const char *err;
     char   *shown;
 
-    if ((err = spool_commit(res)) != NULL) {
+    if ((err = spool_unhold(res)) != NULL) {
 	e_error(ctx->event, "lmtp_webhook: event %s NOT spooled: %s; tempfailing the "
 		"recipient although its mail was saved", ev->id, err);
 	return (-1);
@@ -415,6 +435,11 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
 	ret = -1;
+    } else if ((error = spool_hold(&res)) != NULL) {
+	e_error(ctx->event, "lmtp_webhook: %s: event %s not spooled: %s", rcpt, ev.id, error);
+	spool_discard(&res);
+	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
+	ret = -1;
     } else {
 	ret = webhook_save(ctx, storage_r);
 	if (ctx->saved_mail) {
@@ -423,7 +448,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 		ret = -1;
 	    }
 	} else
-	    spool_discard(&res);
+	    spool_withdraw(&res);
     }
     route_free(&route);
     free(url);
@@ -442,4 +467,6 @@ void    lmtp_webhook_plugin_deinit(void)
 {
     mail_deliver_hook_set(next_deliver_mail);
     spool_keeper_close(&webhook_keeper);
+    payload_spill_free(&webhook_spill);
+    i_free(webhook_writer);
 }

@@ -261,6 +261,20 @@ void    payload_spill_sink(struct payload_sink *sink, struct payload_spill *spil
     sink->ctx = spill;
 }
 
+/*
+ * payload_spill_reset - empty for the next message, keeping the memory: a
+ * process that writes one event after another (an lmtp process) would
+ * otherwise take the block from malloc and fault its pages in again per
+ * event (glibc gives a large free block back to the system).
+ */
+void    payload_spill_reset(struct payload_spill *spill)
+{
+    spill->len = 0;
+    if (spill->fd >= 0)
+	(void) close(spill->fd);
+    spill->fd = -1;
+}
+
 void    payload_spill_free(struct payload_spill *spill)
 {
     free(spill->mem);

@@ -90,6 +90,7 @@ struct payload_writer {
 
 void    payload_fd_sink(struct payload_sink *sink, int *fd);
 void    payload_spill_sink(struct payload_sink *sink, struct payload_spill *spill);
+void    payload_spill_reset(struct payload_spill *spill);
 void    payload_spill_free(struct payload_spill *spill);
 void    payload_writer_init(struct payload_writer *w, const struct payload_sink *out,
 			            off_t start, const struct payload_sink *scratch);

@@ -107,7 +107,8 @@
 
 /*
  * runner_watch - inotify on active/ (again, after it was removed): the
- * plugin's commit renames the event into it, which wakes us at once.
+ * plugin's commit renames the event into it, held, and releases it
+ * once the mail is saved, which wakes us at once.
  */
 static void runner_watch(struct runner *r)
 {
@@ -116,7 +117,8 @@ static void runner_watch(struct runner *r)
     if (r->wake_fd < 0 || r->watch >= 0)
 	return;
     path = spool_path(r->tool->dir, SPOOL_ACTIVE, NULL);
-    r->watch = inotify_add_watch(r->wake_fd, path, IN_MOVED_TO | IN_ONLYDIR);
+    /* IN_ATTRIB: a held event released (its mtime set to now, spool_hold.c) */
+    r->watch = inotify_add_watch(r->wake_fd, path, IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR);
     free(path);
 }
 

@@ -254,6 +254,9 @@ void    runner_start(struct runner *r, const char *id, int all)
 	    msg_warn("%s; tried again in %ds", err, RUNNER_SECRET_WAIT);
 	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
 	}
+    } else if (t->ev.held && !runner_due(t->ev.mtime, now)) {
+	/* its mail being saved (spool_hold.c): due at its mtime, even for
+	   a flush; the scan finds it again once released or expired */
     } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
 	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);
@@ -304,6 +307,7 @@ static void runner_outcome(struct runner *r, struct transfer *t, const struct po
     const char *err;
 
     t->ev.attempts++;
+    t->ev.held = 0;				/* attempted: due as its header says */
     htable_delete(r->held, t->ev.id, free);
     if (res.outcome == POST_DELIVERED || res.outcome == POST_GONE) {
 	spool_event_body_free(&t->ev);	/* before the file can be reused */

@@ -272,6 +272,8 @@ static char *spool_meta(const struct spool_event *ev, size_t *len_r)
     json_object_set_new(j, "last_error", ev->last_error ?
 			json_string(ev->last_error) : json_null());
     json_object_set_new(j, "body_length", json_integer((json_int_t) ev->body_len));
+    if (ev->held)				/* spool_hold.c */
+	json_object_set_new(j, "held", json_true());
     if (ev->secret_count > 0)			/* paths, never a secret */
 	json_object_set_new(j, "secret_files", ev->secret_count == 1
 			    ? json_pack("[s]", ev->secret_files[0])
@@ -299,7 +301,7 @@ static int spool_write_all(int fd, const char *data, size_t len)
     return (0);
 }
 
-static int spool_fsync_dir(const char *path)
+int     spool_fsync_dir(const char *path)
 {
     int     fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
 
@@ -586,23 +588,28 @@ static const char *spool_commit_anew(struct spool_reservation *res)
  * since spool_ready() looked): make it again and retry the rename once.
  * With errno ENOENT and -1 when it was the source file that was missing.
  */
-static int spool_commit_dir_again(struct spool_reservation *res)
+int     spool_dir_again(const char *dir_path)
 {
     struct stat st;
+    const char *slash;
+    char   *spool;
+    int     rc;
 
-    if (stat(res->dir_path, &st) == 0 || errno != ENOENT) {
+    if (stat(dir_path, &st) == 0 || errno != ENOENT) {
 	errno = ENOENT;
 	return (-1);
     }
-    {
-	const char *slash = strrchr(res->dir_path, '/');
-	char   *spool = wh_strndup(res->dir_path, slash ? (size_t) (slash - res->dir_path) : 0);
-	int     rc = spool_mkdir(*spool ? spool : ".", res->dir_path);
+    slash = strrchr(dir_path, '/');
+    spool = wh_strndup(dir_path, slash ? (size_t) (slash - dir_path) : 0);
+    rc = spool_mkdir(*spool ? spool : ".", dir_path);
+    free(spool);
+    return (rc);
+}
 
-	free(spool);
-	if (rc < 0)
-	    return (-1);
-    }
+static int spool_commit_dir_again(struct spool_reservation *res)
+{
+    if (spool_dir_again(res->dir_path) < 0)
+	return (-1);
     return (rename(res->tmp_path, res->final_path));
 }
 

@@ -20,6 +20,9 @@
 
 #define SPOOL_MAX_SECRETS 2
 
+/* spool_hold(): how long a held event waits when it is never released */
+#define SPOOL_HOLD	900
+
 struct spool_event {
     char   *id, *url, *body, *last_error;
     char   *secret_files[SPOOL_MAX_SECRETS];	/* the route's; none: global */
@@ -27,6 +30,8 @@ struct spool_event {
     size_t  body_len;
     long long created, next_attempt;
     int     attempts;
+    int     held;			/* "held": due at its mtime, see spool_hold.c */
+    long long mtime;			/* spool_load(): the file's */
     void   *map;			/* spool_load(): the file, mapped; */
     size_t  map_len;			/* then body points into it, no NUL */
 };
@@ -51,6 +56,7 @@ struct spool_reservation {
     int     written;			/* no fallocate(): already written */
     struct spool_keeper *keeper;	/* the file is the keeper's */
     int     streamed;			/* the body is written by the caller */
+    int     held;			/* spool_hold(): in active/, fd ours */
 };
 
 /* a tmp/ file an lmtp process keeps from one delivery to the next */
@@ -80,6 +86,9 @@ void    spool_keeper_close(struct spool_keeper *keeper);
 const char *spool_commit(struct spool_reservation *res);
 const char *spool_commit_why(struct spool_reservation *res, const char *why);
 void    spool_discard(struct spool_reservation *res);
+const char *spool_hold(struct spool_reservation *res);
+const char *spool_unhold(struct spool_reservation *res);
+void    spool_withdraw(struct spool_reservation *res);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r);
 const char *spool_load(const char *path, struct spool_event *ev);

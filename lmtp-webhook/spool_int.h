@@ -8,6 +8,10 @@
 extern char spool_err[SPOOL_ERR_SIZE];	/* the last error, for callers */
 const char *spool_fail(const char *what, const char *path);
 
+/* spool.c */
+int     spool_fsync_dir(const char *path);
+int     spool_dir_again(const char *dir_path);
+
 /* spool_tmp.c */
 char   *spool_tmp_name(const char *dir, const char *prefix);
 int     spool_free_name(const char *name);

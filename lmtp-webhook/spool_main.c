@@ -154,9 +154,12 @@ static void tool_list_dir(const struct spool_tool *tool, const char *subdir, tim
 	if ((err = spool_load(path, &ev)) != NULL) {
 	    msg_warn("%s", err);
 	} else {
-	    printf("%-36s %-6s %8d %8llds %8llds  %s  %s\n", ev.id, subdir, ev.attempts,
-		   (long long) now - ev.created,
-		   ev.next_attempt > now ? ev.next_attempt - now : 0LL, ev.url,
+	    int     held = ev.held && ev.mtime > (long long) now;
+	    long long next = held ? ev.mtime : ev.next_attempt;
+
+	    printf("%-36s %-6s %8d %8llds %8llds  %s  %s\n", ev.id, held ? "held" : subdir,
+		   ev.attempts, (long long) now - ev.created,
+		   next > now ? next - now : 0LL, ev.url,
 		   ev.last_error ? ev.last_error : "-");
 	    spool_event_free(&ev);
 	}
@@ -186,6 +189,10 @@ static int tool_show(const struct spool_tool *tool, const char *id)
 
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
+    if (ev.held && ev.mtime > (long long) time(NULL)) {
+	where = "held";				/* its mail being saved */
+	ev.next_attempt = ev.mtime;
+    }
     printf("id: %s\nstate: %s\nurl: %s\ncreated: %lld\nattempts: %d\n"
 	   "next_attempt: %lld\nlast_error: %s\n", ev.id, where, ev.url, ev.created,
 	   ev.attempts, ev.next_attempt, ev.last_error ? ev.last_error : "-");
@@ -239,6 +246,7 @@ static int tool_retry(const struct spool_tool *tool, const char *id)
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
     ev.next_attempt = 0;
+    ev.held = 0;				/* asked for: due now, held or not */
     /* back from dead/: a new dead_letter_after window, or its age would
        send it straight back without the attempt asked for */
     if (strcmp(where, SPOOL_DEAD) == 0)

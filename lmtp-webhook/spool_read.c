@@ -142,7 +142,8 @@ int     spool_event_spoiled(const struct spool_event *ev)
  * that what lmtp-webhook-spool holds of concurrency events in flight
  * is page cache the kernel can drop, not its own memory.
  */
-static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
+static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r,
+			             long long *mtime_r)
 {
     struct stat st;
     char   *data;
@@ -166,6 +167,7 @@ static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r)
 	    close(fd);
 	return (NULL);
     }
+    *mtime_r = (long long) st.st_mtime;
     if (!S_ISREG(st.st_mode)) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: not a regular file",
 		 path);
@@ -245,15 +247,16 @@ static void spool_release(char *data, size_t len, int mapped)
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
-    json_t *j, *last_error = NULL, *secret_files = NULL;
+    json_t *j, *last_error = NULL, *secret_files = NULL, *held = NULL;
     const char *id, *url;
     json_int_t created, attempts, next_attempt, body_len;
     char   *data, *nl;
     size_t  len;
     int     mapped;
+    long long mtime = 0;
 
     memset(ev, 0, sizeof(*ev));
-    if ((data = spool_read_file(path, &len, &mapped)) == NULL)
+    if ((data = spool_read_file(path, &len, &mapped, &mtime)) == NULL)
 	return (spool_err);
     if ((nl = memchr(data, '\n', len)) == NULL
 	|| (j = json_loadb(data, nl - data, 0, &jerr)) == NULL) {
@@ -264,18 +267,19 @@ const char *spool_load(const char *path, struct spool_event *ev)
 	return (spool_err);
     }
     jerr.text[0] = 0;
-    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I, s?o}",
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I, s?o, s:I, s?o, s?o}",
 		       "id", &id, "url", &url, "created", &created,
 		       "attempts", &attempts, "next_attempt", &next_attempt,
 		       "last_error", &last_error, "body_length", &body_len,
-		       "secret_files", &secret_files) != 0
+		       "secret_files", &secret_files, "held", &held) != 0
 	|| (last_error && !json_is_string(last_error) && !json_is_null(last_error))
+	|| (held && !json_is_boolean(held))
 	|| body_len != (json_int_t) (len - (nl + 1 - data))
 	|| spool_secret_files(secret_files, ev) < 0
 	|| strcmp(id, spool_base(path)) != 0) {
 	spool_event_free(ev);
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: %s", path,
-		 jerr.text[0] ? jerr.text : "last_error not a string, secret_files not "
+		 jerr.text[0] ? jerr.text : "last_error not a string, held not a boolean, secret_files not "
 		 "one or two absolute paths, truncated body, or an id that is not "
 		 "its file name");
 	json_decref(j);
@@ -300,6 +304,8 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->created = created;
     ev->attempts = (int) attempts;
     ev->next_attempt = next_attempt;
+    ev->held = held != NULL && json_is_true(held);
+    ev->mtime = mtime;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
     ev->body_len = (size_t) body_len;
     json_decref(j);

@@ -20,9 +20,11 @@ bytes, ids, copies in the mailbox.
   nothing saved; the event committed before is whole.
 - The retry of a delivery whose event is still in active/: the same
   webhook-id, one file, the new event's bytes whole (its created).
-- optimized: fsync fails (EIO) after the rename: 4xx, the event stays
-  in active/ whole; the retry (same id) replaces it.
-- always: the fsync of active/ fails (EIO) after the rename: the same.
+- optimized: fsync fails (EIO) after the save: 4xx, the event stays
+  in active/ whole (held); the retry (same id) replaces it.
+- always: the fsync of active/ fails (EIO) after the rename, which
+  comes before the save now (spool_hold.c): 4xx, nothing saved,
+  nothing in active/; the retry gives one whole event.
 - active/ made immutable (chattr +i) between the reservation and the
   rename (the rename held back by strace): 4xx; once fixed, the retry
   gives the same id, whole.
@@ -30,13 +32,18 @@ bytes, ids, copies in the mailbox.
   copied while the fsync is held back): the file reused from tmp/free.*
   must not show its old event's bytes under the new name (it did: the
   old header and body at the new length).
-- The runner posting the event between the rename and the fsync (the
-  fsync held back 1.5 s): posted once, whole, and LMTP still says 250.
+- The event's fsync (after the save) held back 1.5 s with the runner
+  running: meanwhile the event is in active/, held, and not posted;
+  released after the sync, posted once, whole, and LMTP says 250.
 - kill -9 of lmtp processes at random points of 100 deliveries from 4
   concurrent clients: after every kill each file in active/ is whole
   (a JSON header line naming its file's id, then exactly body_length
-  bytes); every delivery answered 250 has its event; the runner then
-  posts each file's body byte for byte.
+  bytes); every delivery answered 250 has its event, released; the
+  runner then posts each released file's body byte for byte, leaves
+  the held ones (killed during their save) until their hold ends, and
+  then posts them too.
+- The save refused after the event was held (Dovecot's quota): the
+  held event removed, nothing posted; a bill that fits, posted once.
 - 4 concurrent LMTP clients racing for the runner's tmp/free.* files:
   every event posted with its own subject and attachment bytes (two
   writers in one file would mix them), at most one reservation file per
@@ -401,9 +408,35 @@ def test_fsync_eio_optimized(st):
 
 
 def test_fsync_eio_always(st):
-    fault_after_rename(st, "always, fsync of active/ EIO", lambda eid: [
+    """always: active/ is synced after the rename and before the mail is
+    saved (spool_hold.c): its EIO tempfails with nothing saved and
+    nothing left in active/; the retry gives one whole event."""
+    what = "always, fsync of active/ EIO"
+    subject = "fsync eio always"
+    data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
+    saved = copies(st, subject)
+    before = len(st.read_log("dovecot"))
+    refused, log = with_strace(st, [
         "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
-        "-P", st.path("spool", "active")], "fsync eio always")
+        "-P", st.path("spool", "active")], what, lambda: lmtp_send(st, [BILLS], data)[0])
+    if refused is None:
+        return
+    tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what,
+           diag=repr(refused) + "\n" + log[-1500:])
+    tap.ok("EIO (Input/output error) (INJECTED)" in log, "%s: the injected error happened" % what,
+           diag=log[-1500:])
+    tap.is_(copies(st, subject), saved, "%s: the mail not saved (no copy more)" % what)
+    tap.is_(active(st), [], "%s: nothing left in active/" % what)
+    tap.ok(wait_for(lambda: "not spooled" in st.read_log("dovecot")[before:], timeout=5),
+           "%s: Dovecot's log says so" % what)
+    refused, _ = lmtp_send(st, [BILLS], data)
+    tap.is_(refused, {}, "%s: the retry: 250" % what)
+    tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
+           "%s: one whole event, same id" % what)
+    tap.is_(copies(st, subject), saved + 1, "%s: one copy more, the retry's" % what)
+    os.unlink(st.path("spool", "active", eid))
 
 
 def test_immutable_mid_commit(st):
@@ -630,30 +663,47 @@ def test_crash_before_fsync(st):
         run(["umount", crashed])
 
 
-def test_posted_before_fsync(st, rx, runner):
-    subject = "posted between rename and fsync"
+def test_held_until_synced(st, rx, runner):
+    """optimized, the event's own fsync (after the save) held back 1.5 s:
+    meanwhile the event is in active/, held, and the runner (running)
+    posts nothing; after the sync it is released and posted once, whole,
+    and LMTP says 250."""
+    subject = "held until synced"
     data = bill(BILLS, subject)
+    eid = first_event(st, subject, data)
+    os.unlink(st.path("spool", "active", eid))
     runner.start()
-    answered = {}
+    seen = {}
 
     def deliver():
-        refused = lmtp_send(st, [BILLS], data)[0]
-        answered["at"] = time.time()
-        return refused
+        def look():
+            time.sleep(0.9)     # inside the held-back fsync
+            path = st.path("spool", "active", eid)
+            try:
+                seen["mtime"] = os.stat(path).st_mtime - time.time()
+                seen["held"] = (read_event(path)[0] or {}).get("held")
+            except OSError as e:
+                seen["error"] = repr(e)
+            seen["posted"] = [r for r in list(rx.requests) if subject_of(r[2]) == subject]
+        t = threading.Thread(target=look)
+        t.start()
+        try:
+            return lmtp_send(st, [BILLS], data)[0]
+        finally:
+            t.join()
     try:
-        refused, log = with_strace(st, ["-e", "trace=fsync,fdatasync",
-                                        "-e", "inject=fsync,fdatasync:delay_enter=1500000"],
-                                   "fsync held back", deliver)
+        refused, log = with_strace(st, [
+            "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:delay_enter=1500000",
+            "-P", st.path("spool", "active", eid)], "fsync held back", deliver)
         if refused is None:
             return
-        tap.is_(refused, {}, "fsync held back 1.5 s: LMTP still 250")
-        got = wait_for(lambda: [r for r in list(rx.requests) if subject_of(r[2]) == subject],
-                       timeout=10)
-        arrivals = [a for a, r in zip(list(rx.arrivals), list(rx.requests))
-                    if subject_of(r[2]) == subject]
-        tap.ok(arrivals and arrivals[0] < answered.get("at", 0),
-               "the runner posted it before LMTP answered (between rename and fsync)",
-               diag=repr((arrivals, answered)))
+        tap.is_(refused, {}, "event fsync held back 1.5 s: LMTP 250")
+        tap.ok(seen.get("held") is True and seen.get("mtime", 0) > 600,
+               "during it the event is in active/, held (mtime %+.0f s)" % seen.get("mtime", 0),
+               diag=repr(seen))
+        tap.is_(seen.get("posted"), [], "and the runner posted nothing")
+        tap.ok(wait_for(lambda: [r for r in list(rx.requests) if subject_of(r[2]) == subject],
+                        timeout=10), "released after the sync: posted")
         time.sleep(1)
         got = [r for r in list(rx.requests) if subject_of(r[2]) == subject]
         tap.ok(len(got) == 1 and pdf_of(got[0][2]) == pdf_sent(data),
@@ -715,9 +765,25 @@ def test_kill9_storm(st, rx, runner):
     tap.is_(missing, [], "every delivery answered 250 has its event in active/")
     tap.is_(sorted(s for s in files if s not in subjects), [], "and nothing else is there")
     tap.is_(sorted(s for s, b in files.items() if len(b) != 1), [], "one event per delivery")
+    # a delivery killed during its save leaves its event held (named
+    # before the save, released after it: spool_hold.c): never posted
+    # before its hold ends, and never one answered 250
+    now = time.time()
+    held = sorted(n for n in active(st)
+                  if os.stat(st.path("spool", "active", n)).st_mtime > now + 60
+                  and (read_event(st.path("spool", "active", n))[0] or {}).get("held") is True)
+    held_subjects = [subject_of(read_event(st.path("spool", "active", n))[1]) for n in held]
+    tap.is_([s for s in ok250 if s in held_subjects], [], "no delivery answered 250 left its event held (%d held: "
+            "deliveries killed during their save)" % len(held))
     runner.start()
     try:
-        tap.ok(wait_for(lambda: active(st) == [], timeout=60), "the runner posts them all")
+        tap.ok(wait_for(lambda: active(st) == held, timeout=60),
+               "the runner posts every released event, none of the held ones",
+               diag="left: %r, held: %r" % (active(st), held))
+        for n in held:          # their hold ends: as the clock would make it
+            os.utime(st.path("spool", "active", n), (now, now))
+        tap.ok(wait_for(lambda: active(st) == [], timeout=60),
+               "once their hold ends, the runner posts them too")
         posted = {}
         for _, _, body in list(rx.requests):
             posted.setdefault(subject_of(body), set()).add(body)
@@ -766,7 +832,33 @@ def test_free_race(st, rx):
            "at most one reservation file per live lmtp process", diag=repr((per_pid, tmp)))
 
 
-def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in"):
+def test_not_saved_withdrawn(st, rx, runner):
+    """The save fails after the event was held (over quota: Dovecot
+    refuses the mail): the held event is removed, nothing is posted;
+    a bill that fits is saved and posted once."""
+    runner.start()
+    try:
+        subject = "over quota"
+        data = bill(BILLS, subject, size=300000)
+        refused, _ = lmtp_send(st, [BILLS], data)
+        tap.ok(code_of(refused) >= 400, "over quota: LMTP refuses the mail", diag=repr(refused))
+        tap.is_(copies(st, subject), 0, "nothing saved")
+        time.sleep(2.5)         # two scans of active/
+        tap.is_(active(st), [], "the held event removed from active/")
+        tap.is_([r for r in list(rx.requests) if subject_of(r[2]) == subject], [],
+                "nothing posted")
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, "fits"))
+        tap.is_(refused, {}, "a bill that fits: 250")
+        tap.ok(wait_for(lambda: [r for r in list(rx.requests) if subject_of(r[2]) == "fits"],
+                        timeout=10) and copies(st, "fits") == 1, "saved once, posted")
+        time.sleep(1)
+        tap.is_(len([r for r in list(rx.requests) if subject_of(r[2]) == "fits"]), 1,
+                "posted once")
+    finally:
+        runner.stop()
+
+
+def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in", quota=None):
     for sub in ("", "tmp", "active", "dead"):
         os.makedirs(st.path("spool", sub), exist_ok=True)
         shutil.chown(st.path("spool", sub), "nobody", "nogroup")
@@ -775,13 +867,23 @@ def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in"):
     with open(st.path("spool.conf"), "w") as f:
         f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
                 % (st.path("spool"), st.path("secret")))
-    extra = "mail_plugin_dir = %s\n" % PLUGIN_DIR
+    plugin_dir = PLUGIN_DIR
+    if quota:               # ours and Dovecot's quota plugin, in one directory
+        plugin_dir = st.path("plugins")
+        os.makedirs(plugin_dir)
+        for so in [os.path.join(PLUGIN_DIR, "lib95_lmtp_webhook_plugin.so"),
+                   "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
+            os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
+    extra = "mail_plugin_dir = %s\n" % plugin_dir
     if fsync:
         extra += "mail_fsync = %s\n" % fsync
     st.users[GLOBEX] = "x"
-    st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings={
-        "lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
-        "lmtp_webhook_spool_dir": st.path("spool")}, extra=extra)
+    settings = {"lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
+                "lmtp_webhook_spool_dir": st.path("spool")}
+    if quota:               # Dovecot's quota plugin: a save it refuses
+        settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
+    st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
+                     plugin_settings=settings, extra=extra)
 
 
 for tool in ("strace", "chattr"):
@@ -806,11 +908,17 @@ with Stack("lmtp-webhook-commit-optimized") as st:
     test_keeper_removed_mid_commit(st)
     test_tmp_removed_mid_commit(st)
     test_crash_before_fsync(st)
-    test_posted_before_fsync(st, rx, runner)
+    test_held_until_synced(st, rx, runner)
     test_kill9_storm(st, rx, runner)
     rx.stop()
 with Stack("lmtp-webhook-commit-always") as st:
     tap.stack = st
     start(st, fsync="always")
     test_fsync_eio_always(st)
+with Stack("lmtp-webhook-commit-quota") as st:
+    tap.stack = st
+    rx = Receiver()
+    start(st, route_url="http://127.0.0.1:%d/ws/{1}/in" % rx.port, quota="100K")
+    test_not_saved_withdrawn(st, rx, Runner(st))
+    rx.stop()
 sys.exit(tap.done())

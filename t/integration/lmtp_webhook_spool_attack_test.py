@@ -5,6 +5,9 @@ Dovecot LMTP with the plugin -> lmtp-webhook-spool run -> real HTTP
 receivers (t/lib/mxwebhook.py's, and raw-socket ones written here).
 Events are counted exactly: ids in, ids posted, ids in dead/.
 
+- Held events (named by the plugin before the mail is saved): not
+  posted, flushed or listed as due until released or their hold ends,
+  also across a restart; a retry releases one; each then posted once.
 - Not-events dropped in active/ (a FIFO, a symbolic link to a good event
   file elsewhere, a directory): the runner neither hangs on nor posts
   them; they go to dead/ as they are, and list still answers.
@@ -82,19 +85,25 @@ def write_conf(st, **extra):
             f.write("%s = %s\n" % (k, v))
 
 
-def event_bytes(eid, url, body, attempts=0, created=None, next_attempt=0, last_error=None):
+def event_bytes(eid, url, body, attempts=0, created=None, next_attempt=0, last_error=None,
+                held=None):
     head = {"id": eid, "url": url, "created": int(created or time.time()),
             "attempts": attempts, "next_attempt": next_attempt, "last_error": last_error,
             "body_length": len(body)}
+    if held is not None:
+        head["held"] = held
     return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
 
 
-def put_event(st, name, data, sub="active", owner=NOBODY):
-    """An event file as the plugin commits one: written in tmp/, renamed."""
+def put_event(st, name, data, sub="active", owner=NOBODY, mtime=None):
+    """An event file as the plugin commits one: written in tmp/ (its
+    mtime set there, as spool_hold() does), renamed."""
     tmp = st.path("spool", "tmp", "put." + name)
     with open(tmp, "wb") as f:
         f.write(data)
     os.chown(tmp, owner, owner)
+    if mtime is not None:
+        os.utime(tmp, (time.time(), mtime))
     os.rename(tmp, st.path("spool", sub, name))
 
 
@@ -244,6 +253,56 @@ RETRYABLE = ["reset", "http09", "garbage", "redirect-file", "redirect-admin", "n
 
 
 # ---------------------------------------------------------------- the tests
+def test_held(st, rx, runner):
+    """spool_hold.c: an event its lmtp process named before saving the
+    mail ("held", its mtime SPOOL_HOLD away) is neither posted, flushed
+    nor listed as due before it is released (mtime set to now: the
+    plugin, once the mail is saved) or its hold ends; then it is posted
+    once, byte for byte. A runner restarted meanwhile holds it too. An
+    operator's retry releases it. "held" not a boolean: not an event."""
+    url = "http://127.0.0.1:%d/ws/acme/held" % rx.port
+    now = time.time()
+    ids = ["msg_held%d" % i for i in range(4)]
+    for i, eid in enumerate(ids):
+        put_event(st, eid, event_bytes(eid, url, body_for(eid), created=now, next_attempt=int(now),
+                                       held=True), mtime=now + 900)
+    put_event(st, "msg_heldfalse", event_bytes("msg_heldfalse", url, body_for("msg_heldfalse"),
+                                               held=False))
+    put_event(st, "msg_heldbad", event_bytes("msg_heldbad", url, body_for("msg_heldbad"),
+                                             held="yes"))
+    tap.ok(wait_for(lambda: len(posts(rx, "msg_heldfalse")) == 1, timeout=10),
+           "held: false: an event like any, posted")
+    tap.ok(wait_for(lambda: "msg_heldbad" in ls(st, "dead"), timeout=10),
+           "held: \"yes\" (not a boolean): not an event, to dead/ as it is")
+    time.sleep(2.5)                     # two scans of active/
+    tap.is_([e for e in ids if posts(rx, e)], [], "held events: not posted over two scans")
+    res = run_tool(st, "flush")
+    time.sleep(2)
+    tap.ok(res.returncode == 0 and not [e for e in ids if posts(rx, e)],
+           "nor by a flush (\"every event, due or not\")", diag=res.stdout + res.stderr)
+    res = run_tool(st, "list")
+    listed = [ln.split()[:2] for ln in res.stdout.splitlines() if ln.startswith("msg_held")]
+    tap.is_(sorted(listed), sorted([e, "held"] for e in ids), "list says held")
+    res = run_tool(st, "show", ids[0])
+    tap.ok("state: held" in res.stdout, "show says held", diag=res.stdout + res.stderr)
+    os.utime(st.path("spool", "active", ids[0]), None)      # released
+    tap.ok(wait_for(lambda: posts(rx, ids[0]), timeout=10), "released: posted")
+    res = run_tool(st, "retry", ids[1])
+    tap.ok(res.returncode == 0 and wait_for(lambda: posts(rx, ids[1]), timeout=10),
+           "an operator's retry: posted", diag=res.stdout + res.stderr)
+    restart(runner)
+    time.sleep(2.5)
+    tap.ok(not posts(rx, ids[2]) and not posts(rx, ids[3]),
+           "a runner restarted: the others still held")
+    os.utime(st.path("spool", "active", ids[2]), (now - 5, now - 5))   # the hold ended
+    tap.ok(wait_for(lambda: posts(rx, ids[2]), timeout=10), "its hold ended: posted")
+    os.utime(st.path("spool", "active", ids[3]), None)
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=10), "the last released: active/ empty")
+    tap.is_([(len(posts(rx, e)), [b for p, h, b in posts(rx, e)]) for e in ids],
+            [(1, [body_for(e)]) for e in ids], "each posted once, byte for byte")
+    os.unlink(st.path("spool", "dead", "msg_heldbad"))
+
+
 def test_not_events(st, rx, runner):
     """A FIFO, a symbolic link to a good event elsewhere and a directory
     dropped into active/: the runner must not hang on the FIFO, post what
@@ -821,7 +880,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     runner = Runner(st)
     runner.start()
-    TESTS = [test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
+    TESTS = [test_held, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]

@@ -155,6 +155,117 @@ static void test_stream(const char *dir, const struct spool_event *ev)
     }
 }
 
+/* held_stream - an event streamed as the plugin does, marked held */
+static int held_stream(const char *dir, struct spool_event *ev, struct spool_reservation *res,
+		               struct spool_keeper *keeper, const char *body)
+{
+    ev->held = 1;
+    ev->body = NULL;
+    ev->body_len = 0;
+    if (spool_reserve_stream(dir, ev, res, keeper) != NULL
+	|| pwrite(res->fd, body, strlen(body), (off_t) res->meta_len) != (ssize_t) strlen(body))
+	return (-1);
+    ev->body_len = strlen(body);
+    return (spool_stream_done(res) == NULL ? 0 : -1);
+}
+
+static int same_file(int fd, const char *path)
+{
+    struct stat a, b;
+
+    return (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino
+	    && a.st_dev == b.st_dev);
+}
+
+/*
+ * test_hold - spool_hold.c, the plugin's order: a held event is in
+ * active/ before the mail is saved, "held", its mtime SPOOL_HOLD away;
+ * spool_unhold() makes it due now, spool_withdraw() removes it but
+ * never another file under its name, and a hold never replaces an
+ * event already there (the commit after the save does, as before).
+ */
+static void test_hold(const char *dir, const struct spool_event *ev)
+{
+    static const enum spool_sync syncs[] = {SPOOL_SYNC_OPTIMIZED, SPOOL_SYNC_ALWAYS,
+    SPOOL_SYNC_NEVER};
+    static const char *const names[] = {"optimized", "always", "never"};
+    struct spool_keeper keeper = SPOOL_KEEPER_INIT;
+    struct spool_reservation res;
+    struct spool_event ev2 = *ev, back;
+    const char *body = "{\"held\":\"body\"}";
+    char   *path, *other;
+    struct stat st;
+    time_t  now = time(NULL);
+
+    ev2.id = "msg_held";
+    ev2.attempts = 0;				/* as the plugin makes it */
+    ev2.created = ev2.next_attempt = (long long) now;
+    path = spool_path(dir, SPOOL_ACTIVE, ev2.id);
+    for (int i = 0; i < 3; i++) {
+	ok(held_stream(dir, &ev2, &res, &keeper, body) == 0, "%s: streamed", names[i]);
+	res.sync = syncs[i];
+	is_str(spool_hold(&res), NULL, "%s: hold", names[i]);
+	ok(res.held && keeper.fd < 0 && res.fd >= 0 && same_file(res.fd, path),
+	   "%s: named active/ID before the save, its descriptor the caller's", names[i]);
+	ok(stat(path, &st) == 0 && st.st_mtime >= now + SPOOL_HOLD,
+	   "%s: its mtime (next attempt) SPOOL_HOLD away", names[i]);
+	if (is_str(spool_load(path, &back), NULL, "%s: loads", names[i])) {
+	    ok(back.held && back.mtime == (long long) st.st_mtime && back.attempts == 0,
+	       "%s: held:true, and the mtime read", names[i]);
+	    spool_event_free(&back);
+	}
+	is_str(spool_unhold(&res), NULL, "%s: released", names[i]);
+	ok(res.fd < 0 && stat(path, &st) == 0 && st.st_mtime <= time(NULL)
+	   && st.st_atime <= time(NULL), "%s: due now (both times set: IN_ATTRIB)", names[i]);
+	if (spool_load(path, &back) == NULL) {
+	    ok(back.body_len == strlen(body) && memcmp(back.body, body, back.body_len) == 0
+	       && strcmp(back.id, ev2.id) == 0, "%s: the event byte for byte", names[i]);
+	    spool_event_free(&back);
+	} else
+	    ok(0, "%s: loads after the release", names[i]);
+	unlink(path);
+    }
+    ok(held_stream(dir, &ev2, &res, &keeper, body) == 0 && spool_hold(&res) == NULL,
+       "held again");
+    spool_withdraw(&res);
+    ok(access(path, F_OK) < 0 && errno == ENOENT && res.fd < 0, "withdrawn: gone");
+
+    other = spool_path(dir, SPOOL_TMP, "other");
+    ok(held_stream(dir, &ev2, &res, &keeper, body) == 0 && spool_hold(&res) == NULL,
+       "held, then another file renamed over its name");
+    write_file(other, "another");
+    ok(rename(other, path) == 0, "(the other file in place)");
+    spool_withdraw(&res);
+    ok(access(path, F_OK) == 0 && stat(path, &st) == 0 && st.st_size == 7,
+       "withdraw leaves a file that is not its own");
+
+    /* path holds "another": an event with this id is there already */
+    ok(held_stream(dir, &ev2, &res, &keeper, body) == 0, "streamed with active/ID there");
+    res.sync = SPOOL_SYNC_OPTIMIZED;
+    is_str(spool_hold(&res), NULL, "hold: no error");
+    ok(!res.held && keeper.fd >= 0 && stat(path, &st) == 0 && st.st_size == 7,
+       "not held, and the file there not replaced");
+    ok(fstat(keeper.fd, &st) == 0 && st.st_mtime <= time(NULL),
+       "its mtime back to now: due once committed");
+    spool_withdraw(&res);
+    ok(keeper.fd >= 0 && fstat(keeper.fd, &st) == 0 && st.st_size == 0
+       && stat(path, &st) == 0 && st.st_size == 7,
+       "withdraw of an unheld reservation: discarded, the other file kept");
+    ok(held_stream(dir, &ev2, &res, &keeper, body) == 0 && spool_hold(&res) == NULL
+       && !res.held, "again not held");
+    is_str(spool_unhold(&res), NULL, "release of an unheld reservation: the commit");
+    if (spool_load(path, &back) == NULL) {
+	ok(back.body_len == strlen(body) && back.held && back.mtime <= (long long) time(NULL),
+	   "it replaced the file there, due now");
+	spool_event_free(&back);
+    } else
+	ok(0, "it replaced the file there, due now");
+    unlink(path);
+    spool_keeper_close(&keeper);
+    free(other);
+    free(path);
+}
+
 static void rmdir_sub(const char *dir, const char *sub)
 {
     char   *path = spool_path(dir, sub, NULL);
@@ -542,6 +653,7 @@ int     main(void)
     free(path);
     test_keeper_swept(dir, &ev);
     test_stream(dir, &ev);
+    test_hold(dir, &ev);
     test_removed_dirs(dir, &ev);
     test_recycle(dir);
     test_stream_reuse(dir);

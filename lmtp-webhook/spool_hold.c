@@ -1,0 +1,193 @@
+/*
+ * NAME
+ *	spool_hold 3
+ * SUMMARY
+ *	an event named before its mail is saved, posted once it is
+ * SYNOPSIS
+ *	#include "spool.h"
+ *
+ *	const char *spool_hold(&reservation)
+ *	const char *spool_unhold(&reservation)
+ *	void	spool_withdraw(&reservation)
+ * DESCRIPTION
+ *	The plugin's commit, in the order that lets the event ride on the
+ *	journal commit Dovecot's own save makes, instead of a second one
+ *	per delivery:
+ *
+ *	spool_hold() renames a streamed event (spool_reserve_stream(),
+ *	its header saying "held") into active/ID before the mail is
+ *	saved, with its mtime, which is its next attempt, SPOOL_HOLD
+ *	seconds away: lmtp-webhook-spool neither posts nor flushes a
+ *	held event before that time. SPOOL_SYNC_ALWAYS syncs the file
+ *	before the rename and active/ after it.
+ *
+ *	Then the mail is saved; Dovecot syncs it (mail_fsync). On a
+ *	journaling file system that sync commits the event's new name
+ *	with it, and on ext4 (data=ordered) its bytes too.
+ *
+ *	spool_unhold(), once the mail is saved: SPOOL_SYNC_OPTIMIZED
+ *	syncs the event now (on ext4 nearly free: the commit is made),
+ *	then its mtime becomes now, which wakes lmtp-webhook-spool
+ *	(inotify IN_ATTRIB) to post it at once. The release itself is not
+ *	synced: a crash right after LMTP answered leaves the event held,
+ *	posted when its hold ends. spool_withdraw(), when the mail was
+ *	not saved, removes it.
+ *
+ *	A crash between hold and release (the save under way) leaves a
+ *	held event: posted when the hold ends, at most SPOOL_HOLD seconds
+ *	late, never lost. If its mail was not saved, LMTP had not
+ *	answered, and Postfix's retry of the same bytes brings the same
+ *	webhook-id.
+ *
+ *	spool_hold() never replaces an event that is in active/ under
+ *	the same id already (renameat2() RENAME_NOREPLACE): that one was
+ *	committed for an earlier delivery of the same bytes, and a
+ *	withdraw would remove it. Then, where the file system cannot
+ *	rename without replacing, and when the reservation's file was
+ *	swept from tmp/ meanwhile, it returns NULL with the reservation
+ *	not held (its mtime back to now): spool_unhold() is then
+ *	spool_commit() after the save, and spool_withdraw()
+ *	spool_discard(), as before this order existed.
+ * DIAGNOSTICS
+ *	NULL, or a message naming the file and the system error. After a
+ *	failed spool_hold() nothing is in active/ (discard the
+ *	reservation and tempfail: the mail is not saved yet). After a
+ *	failed spool_unhold() the event stays in active/, held.
+ */
+
+#define _GNU_SOURCE			/* renameat2() */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "spool_int.h"
+
+/* spool_rename_new - rename(), but never over an existing file */
+
+static int spool_rename_new(const char *from, const char *to)
+{
+#ifdef RENAME_NOREPLACE
+    return (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE));
+#else
+    (void) from;
+    (void) to;
+    errno = EINVAL;				/* as a file system without it */
+    return (-1);
+#endif
+}
+
+/* spool_unheld - the reservation as spool_commit() expects it: due now */
+
+static const char *spool_unheld(struct spool_reservation *res)
+{
+    struct timespec now[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+
+    if (futimens(res->fd, now) < 0)
+	return (spool_fail("cannot set the mtime of", res->tmp_path));
+    return (NULL);
+}
+
+/* spool_held_end - the held file's descriptor closed, the reservation freed */
+
+static void spool_held_end(struct spool_reservation *res)
+{
+    if (res->fd >= 0)
+	close(res->fd);
+    res->fd = -1;
+    res->held = 0;
+    spool_discard(res);				/* nothing left but memory */
+}
+
+const char *spool_hold(struct spool_reservation *res)
+{
+    struct timespec hold[2] = {{0, UTIME_OMIT}, {time(NULL) + SPOOL_HOLD, 0}};
+    struct spool_keeper *keeper = res->keeper;
+    int     rc;
+
+    if (!res->streamed || !res->ev->held)	/* nothing says "held": as before */
+	return (NULL);
+    if (ftruncate(res->fd, (off_t) (res->meta_len + res->ev->body_len)) < 0)
+	return (spool_fail("cannot truncate", res->tmp_path));
+    if (futimens(res->fd, hold) < 0)
+	return (spool_fail("cannot set the mtime of", res->tmp_path));
+    if (res->sync == SPOOL_SYNC_ALWAYS && fsync(res->fd) < 0)
+	return (spool_fail("cannot fsync", res->tmp_path));
+    /* the bytes on their way now: blocks allocated (ext4 allocates at
+       writeback, not at write) in the journal transaction that the
+       save's sync commits, which waits for them (data=ordered); then
+       spool_unhold()'s fsync has nothing left to do */
+    if (res->sync == SPOOL_SYNC_OPTIMIZED)
+	(void) sync_file_range(res->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    rc = spool_rename_new(res->tmp_path, res->final_path);
+    if (rc < 0 && errno == ENOENT && access(res->tmp_path, F_OK) == 0
+	&& spool_dir_again(res->dir_path) == 0)	/* active/ removed: made again */
+	rc = spool_rename_new(res->tmp_path, res->final_path);
+    if (rc < 0) {
+	/* an event with this id is there; no RENAME_NOREPLACE here; or our
+	   file was swept (spool_commit() writes it anew): commit after
+	   the save, as before */
+	if (errno == EEXIST || errno == EINVAL || errno == ENOSYS || errno == ENOTSUP
+	    || (errno == ENOENT && access(res->tmp_path, F_OK) < 0 && errno == ENOENT))
+	    return (errno == ENOENT ? NULL : spool_unheld(res));
+	return (spool_fail("cannot rename into", res->final_path));
+    }
+    if (res->sync == SPOOL_SYNC_ALWAYS && spool_fsync_dir(res->dir_path) < 0) {
+	spool_fail("cannot fsync", res->dir_path);
+	(void) unlink(res->final_path);		/* the mail will not be saved */
+	return (spool_err);
+    }
+    /* the file is active/ID now, and its descriptor ours until released */
+    free(res->tmp_path);
+    res->tmp_path = NULL;
+    if (keeper != NULL) {
+	free(keeper->path);
+	keeper->path = NULL;
+	keeper->fd = -1;			/* not closed: res->fd */
+	spool_keeper_close(keeper);
+	res->keeper = NULL;
+    }
+    res->held = 1;
+    return (NULL);
+}
+
+const char *spool_unhold(struct spool_reservation *res)
+{
+    /* both times: inotify says IN_ATTRIB only for a change of both (one
+       alone is IN_MODIFY, which every write in active/ would raise) */
+    struct timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+    const char *err = NULL;
+
+    if (!res->held)
+	return (spool_commit(res));
+    if (res->sync == SPOOL_SYNC_OPTIMIZED && fsync(res->fd) < 0)
+	err = spool_fail("cannot fsync", res->final_path);
+    else if (futimens(res->fd, now) < 0)
+	err = spool_fail("cannot set the mtime of", res->final_path);
+    spool_held_end(res);
+    return (err);
+}
+
+/*
+ * spool_withdraw - only our own file: the name may hold another by now
+ * (a delivery of the same bytes, committed after its save over ours; or
+ * ours posted once its hold ended and the name reused)
+ */
+void    spool_withdraw(struct spool_reservation *res)
+{
+    struct stat ours, named;
+
+    if (!res->held) {
+	spool_discard(res);
+	return;
+    }
+    if (fstat(res->fd, &ours) == 0 && stat(res->final_path, &named) == 0
+	&& ours.st_dev == named.st_dev && ours.st_ino == named.st_ino)
+	(void) unlink(res->final_path);
+    spool_held_end(res);
+}
