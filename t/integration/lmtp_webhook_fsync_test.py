@@ -5,9 +5,11 @@ strace on real Dovecot 2.3 LMTP (every process it forks after the
 attach), for each setting:
 
 - optimized (Dovecot's default): the event is renamed from tmp/ into
-  active/ and then fsynced under its new name, one journal commit; no
-  fsync before the rename, none of a spool directory;
-- always: fsync in tmp/, rename, fsync of active/ (the directory);
+  active/ (held) before the mail is saved, and fsynced under its new
+  name after the save: the mail's own sync has committed its name
+  already; no fsync before the rename, none of a spool directory;
+- always: fsync in tmp/, rename, fsync of active/ (the directory), all
+  before the save;
 - never: the rename alone, no fsync of anything in the spool;
 - in every mode LMTP answers 250, the mail is saved once, and the event
   in active/ is whole: its header line names its id and body_length,
@@ -63,13 +65,19 @@ def traced(st, mode, subject):
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=10)
     spool = st.path("spool")
-    calls = []
+    calls, order = [], []
     with open(out) as f:
         for line in f:
             m = LINE.match(line)
             if m and spool in m.group(2):
                 calls.append((m.group(1), m.group(2), int(m.group(3))))
-    return calls, refused
+                if is_rename_into_active(calls[-1], spool):
+                    order.append("event renamed")
+                elif fsync_of(calls[-1], r"<%s/active/msg_" % re.escape(spool)):
+                    order.append("event synced")
+            elif m and m.group(1).startswith("rename") and "/new/" in m.group(2):
+                order.append("mail saved")      # Dovecot's maildir tmp/ -> new/
+    return calls, refused, order
 
 
 def show(calls):
@@ -111,7 +119,7 @@ def run_mode(mode):
             "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:9/ws/{1}/in",
             "lmtp_webhook_spool_dir": st.path("spool")}, extra=extra)
         subject = "fsync %s" % mode
-        calls, refused = traced(st, mode, subject)
+        calls, refused, order = traced(st, mode, subject)
         spool = st.path("spool")
         tap.is_(refused, {}, "%s: LMTP 250" % mode)
         tap.is_(len(st.maildir_messages(BILLS)), 1, "%s: the mail is saved once" % mode)
@@ -141,6 +149,15 @@ def run_mode(mode):
             tap.is_(all_fsyncs, [], "never: no fsync of anything in the spool")
         tap.ok(all(c[2] == 0 for c in calls), "%s: every traced call succeeded" % mode,
                diag=show(calls))
+        # spool_hold.c: named (held) before the save, so that the mail's
+        # sync commits the name; optimized syncs the event after it
+        saved = order.index("mail saved") if "mail saved" in order else -1
+        tap.ok(0 <= order.index("event renamed") < saved if "event renamed" in order else False,
+               "%s: the event is renamed into active/ before the mail is saved" % mode,
+               diag=repr(order))
+        if mode in ("default", "optimized"):
+            tap.ok("event synced" in order[saved + 1:] and saved >= 0,
+                   "%s: and fsynced after the save" % mode, diag=repr(order))
 
 
 if shutil.which("strace") is None:
