@@ -382,18 +382,32 @@ def fault_after_rename(st, what, opts_for, subject):
     eid = first_event(st, subject, data)
     os.unlink(st.path("spool", "active", eid))
     before = len(st.read_log("dovecot"))
-    refused, log = with_strace(st, opts_for(eid), what, lambda: lmtp_send(st, [BILLS], data)[0])
-    if refused is None:
+    if not eio_refused(st, what, opts_for(eid), data):
         return
-    tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what,
-           diag=repr(refused) + "\n" + log[-1500:])
-    tap.ok("EIO (Input/output error) (INJECTED)" in log, "%s: the injected error happened" % what, diag=log[-1500:])
     tap.is_(active(st), [eid], "%s: the event stays in active/ (same id)" % what)
     meta, body = read_event(st.path("spool", "active", eid))
     tap.ok(meta is not None and pdf_of(body) == pdf_sent(data),
            "%s: whole, its attachment byte for byte" % what, diag=repr(body)[:200])
     tap.ok(wait_for(lambda: "NOT spooled" in st.read_log("dovecot")[before:], timeout=5),
            "%s: Dovecot's log says so" % what)
+    retry_one_event(st, what, data, eid)
+
+
+def eio_refused(st, what, opts, data):
+    """Deliver data with strace injecting EIO as opts say: LMTP 4xx and
+    the injected error, checked; False when strace did not attach."""
+    refused, log = with_strace(st, opts, what, lambda: lmtp_send(st, [BILLS], data)[0])
+    if refused is None:
+        return False
+    tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what,
+           diag=repr(refused) + "\n" + log[-1500:])
+    tap.ok("EIO (Input/output error) (INJECTED)" in log, "%s: the injected error happened" % what,
+           diag=log[-1500:])
+    return True
+
+
+def retry_one_event(st, what, data, eid):
+    """The retry of data after a fault: 250, one whole event, same id."""
     refused, _ = lmtp_send(st, [BILLS], data)
     tap.is_(refused, {}, "%s: the retry: 250" % what)
     tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
@@ -418,25 +432,16 @@ def test_fsync_eio_always(st):
     os.unlink(st.path("spool", "active", eid))
     saved = copies(st, subject)
     before = len(st.read_log("dovecot"))
-    refused, log = with_strace(st, [
-        "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
-        "-P", st.path("spool", "active")], what, lambda: lmtp_send(st, [BILLS], data)[0])
-    if refused is None:
+    if not eio_refused(st, what, ["-e", "trace=fsync,fdatasync",
+                                  "-e", "inject=fsync,fdatasync:error=EIO",
+                                  "-P", st.path("spool", "active")], data):
         return
-    tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what,
-           diag=repr(refused) + "\n" + log[-1500:])
-    tap.ok("EIO (Input/output error) (INJECTED)" in log, "%s: the injected error happened" % what,
-           diag=log[-1500:])
     tap.is_(copies(st, subject), saved, "%s: the mail not saved (no copy more)" % what)
     tap.is_(active(st), [], "%s: nothing left in active/" % what)
     tap.ok(wait_for(lambda: "not spooled" in st.read_log("dovecot")[before:], timeout=5),
            "%s: Dovecot's log says so" % what)
-    refused, _ = lmtp_send(st, [BILLS], data)
-    tap.is_(refused, {}, "%s: the retry: 250" % what)
-    tap.ok(active(st) == [eid] and read_event(st.path("spool", "active", eid))[0],
-           "%s: one whole event, same id" % what)
+    retry_one_event(st, what, data, eid)
     tap.is_(copies(st, subject), saved + 1, "%s: one copy more, the retry's" % what)
-    os.unlink(st.path("spool", "active", eid))
 
 
 def test_immutable_mid_commit(st):
