@@ -42,7 +42,12 @@
  *	spool_hold() never replaces an event that is in active/ under
  *	the same id already (renameat2() RENAME_NOREPLACE): that one was
  *	committed for an earlier delivery of the same bytes, and a
- *	withdraw would remove it. Then, where the file system cannot
+ *	withdraw would remove it. A held event is flock()ed by its
+ *	delivery from before its rename until its release or withdraw:
+ *	a delivery of the same bytes that finds it waits for that (at
+ *	most SPOOL_HOLD_WAIT_MS, then the error "cannot hold"), so that
+ *	the withdraw of a failed save never removes the event another
+ *	delivery committed over it. Then, where the file system cannot
  *	rename without replacing, and when the reservation's file was
  *	swept from tmp/ meanwhile, it returns NULL with the reservation
  *	not held (its mtime back to now): spool_unhold() is then
@@ -61,12 +66,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "spool.h"
 #include "spool_int.h"
+
+/* how long a hold waits for another delivery's hold of the same id */
+#define SPOOL_HOLD_WAIT_MS	30000
 
 /* spool_rename_new - rename(), but never over an existing file */
 
@@ -91,6 +100,75 @@ static const char *spool_unheld(struct spool_reservation *res)
     if (futimens(res->fd, now) < 0)
 	return (spool_fail("cannot set the mtime of", res->tmp_path));
     return (NULL);
+}
+
+/*
+ * spool_unlink_own - the held file out of active/, but only our own: the
+ * name may hold another by now (the operator's retry; ours posted once
+ * its hold ended and the name used again). Another delivery of the same
+ * id cannot have replaced it: it waits for our flock (spool_hold_wait()).
+ */
+static void spool_unlink_own(struct spool_reservation *res)
+{
+    struct stat ours, named;
+
+    if (fstat(res->fd, &ours) == 0 && stat(res->final_path, &named) == 0
+	&& ours.st_dev == named.st_dev && ours.st_ino == named.st_ino)
+	(void) unlink(res->final_path);
+}
+
+/*
+ * spool_hold_wait - an event of our id is in active/: wait while the
+ * delivery that named it holds it (its flock, taken before its rename
+ * and kept until its release or withdraw), at most SPOOL_HOLD_WAIT_MS,
+ * so that it cannot withdraw an event we committed over it. 1: it is
+ * there and settled (we commit after our save, over it, as before); 0:
+ * it went meanwhile (withdrawn: hold again); -1 (errno EAGAIN): still
+ * held when the wait ended.
+ */
+static int spool_hold_wait(const char *path)
+{
+    struct stat st;
+    int     fd, gone;
+
+    for (int waited = 0; waited < SPOOL_HOLD_WAIT_MS; waited += 10) {
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+	    return (errno == ENOENT ? 0 : 1);	/* not an event we can judge */
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+	    gone = fstat(fd, &st) == 0 && st.st_nlink == 0;
+	    close(fd);
+	    return (gone ? 0 : 1);
+	}
+	gone = errno != EWOULDBLOCK;		/* no flock here: as before */
+	close(fd);
+	if (gone)
+	    return (1);
+	usleep(10 * 1000);
+    }
+    errno = EAGAIN;
+    return (-1);
+}
+
+/*
+ * spool_hold_rename - tmp/ to active/ID, never over an event there (see
+ * spool_hold_wait()); active/ made again if removed. -1 with errno.
+ */
+static int spool_hold_rename(struct spool_reservation *res)
+{
+    int     rc, settled;
+
+    for (int tries = 0;; tries++) {
+	rc = spool_rename_new(res->tmp_path, res->final_path);
+	if (rc < 0 && errno == ENOENT && access(res->tmp_path, F_OK) == 0
+	    && spool_dir_again(res->dir_path) == 0)	/* active/ removed */
+	    rc = spool_rename_new(res->tmp_path, res->final_path);
+	if (rc == 0 || errno != EEXIST || tries >= 3)
+	    return (rc);
+	if ((settled = spool_hold_wait(res->final_path)) != 0) {
+	    errno = settled > 0 ? EEXIST : EAGAIN;
+	    return (-1);
+	}
+    }
 }
 
 /* spool_held_end - the held file's descriptor closed, the reservation freed */
@@ -124,10 +202,13 @@ const char *spool_hold(struct spool_reservation *res)
        spool_unhold()'s fsync has nothing left to do */
     if (res->sync == SPOOL_SYNC_OPTIMIZED)
 	(void) sync_file_range(res->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    rc = spool_rename_new(res->tmp_path, res->final_path);
-    if (rc < 0 && errno == ENOENT && access(res->tmp_path, F_OK) == 0
-	&& spool_dir_again(res->dir_path) == 0)	/* active/ removed: made again */
-	rc = spool_rename_new(res->tmp_path, res->final_path);
+    /* ours from before the name until the release or withdraw: another
+       delivery of this id waits for it (spool_hold_wait()) */
+    (void) flock(res->fd, LOCK_EX);
+    rc = spool_hold_rename(res);
+    if (rc < 0 && errno == EAGAIN)
+	return (spool_fail("cannot hold (another delivery of the same message holds "
+			   "its event)", res->final_path));
     if (rc < 0) {
 	/* an event with this id is there; no RENAME_NOREPLACE here; or our
 	   file was swept (spool_commit() writes it anew): commit after
@@ -139,7 +220,7 @@ const char *spool_hold(struct spool_reservation *res)
     }
     if (res->sync == SPOOL_SYNC_ALWAYS && spool_fsync_dir(res->dir_path) < 0) {
 	spool_fail("cannot fsync", res->dir_path);
-	(void) unlink(res->final_path);		/* the mail will not be saved */
+	spool_unlink_own(res);			/* the mail will not be saved */
 	return (spool_err);
     }
     /* the file is active/ID now, and its descriptor ours until released */
@@ -173,21 +254,12 @@ const char *spool_unhold(struct spool_reservation *res)
     return (err);
 }
 
-/*
- * spool_withdraw - only our own file: the name may hold another by now
- * (a delivery of the same bytes, committed after its save over ours; or
- * ours posted once its hold ended and the name reused)
- */
 void    spool_withdraw(struct spool_reservation *res)
 {
-    struct stat ours, named;
-
     if (!res->held) {
 	spool_discard(res);
 	return;
     }
-    if (fstat(res->fd, &ours) == 0 && stat(res->final_path, &named) == 0
-	&& ours.st_dev == named.st_dev && ours.st_ino == named.st_ino)
-	(void) unlink(res->final_path);
+    spool_unlink_own(res);
     spool_held_end(res);
 }
