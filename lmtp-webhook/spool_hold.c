@@ -9,6 +9,7 @@
  *	const char *spool_hold(&reservation)
  *	const char *spool_unhold(&reservation)
  *	void	spool_withdraw(&reservation)
+ *	int	spool_held_busy(path)
  * DESCRIPTION
  *	The plugin's commit, in the order that lets the event ride on the
  *	journal commit Dovecot's own save makes, instead of a second one
@@ -47,7 +48,9 @@
  *	a delivery of the same bytes that finds it waits for that (at
  *	most SPOOL_HOLD_WAIT_MS, then the error "cannot hold"), so that
  *	the withdraw of a failed save never removes the event another
- *	delivery committed over it. Then, where the file system cannot
+ *	delivery committed over it; spool_held_busy() tells a held event
+ *	whose mail is being saved from one a crash left (the spool tool's
+ *	retry releases only the latter). Then, where the file system cannot
  *	rename without replacing, and when the reservation's file was
  *	swept from tmp/ meanwhile, it returns NULL with the reservation
  *	not held (its mtime back to now): spool_unhold() is then
@@ -252,6 +255,23 @@ const char *spool_unhold(struct spool_reservation *res)
 	err = spool_fail("cannot set the mtime of", res->final_path);
     spool_held_end(res);
     return (err);
+}
+
+/*
+ * spool_held_busy - 1 when the delivery that named this held event is
+ * still at work (saving its mail: it holds the file's flock), 0 when it
+ * is gone (a crash or kill -9 between hold and release: its leftover)
+ * or no flock can tell.
+ */
+int     spool_held_busy(const char *path)
+{
+    int     fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), busy;
+
+    if (fd < 0)
+	return (0);
+    busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return (busy);
 }
 
 void    spool_withdraw(struct spool_reservation *res)

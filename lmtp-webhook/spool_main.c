@@ -245,8 +245,13 @@ static int tool_retry(const struct spool_tool *tool, const char *id)
 
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
+    /* held by a delivery saving its mail now: released by it, or
+       removed if the save fails; only a crash's leftover is ours */
+    if (ev.held && ev.mtime > (long long) time(NULL) && spool_held_busy(path))
+	msg_fatal("%s is held: its mail is being saved by a delivery in progress, which "
+		  "releases it (or removes it if the save fails); not retried", id);
     ev.next_attempt = 0;
-    ev.held = 0;				/* asked for: due now, held or not */
+    ev.held = 0;				/* a crash's leftover: due now */
     /* back from dead/: a new dead_letter_after window, or its age would
        send it straight back without the attempt asked for */
     if (strcmp(where, SPOOL_DEAD) == 0)

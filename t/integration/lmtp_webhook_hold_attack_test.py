@@ -468,7 +468,7 @@ def test_ops_mid_save(st, rx, runner):
         time.sleep(1.5)
         tap.is_(len(posts(rx, eid)) - base, 1, "flush mid-save: posted once")
 
-    # retry mid-save: released by hand, posted once
+    # retry mid-save: refused (its delivery releases it), posted once
     subject = "held mid-save: retry"
     data = bill(BILLS, subject)
     eid = learn(st, rx, data)
@@ -476,8 +476,10 @@ def test_ops_mid_save(st, rx, runner):
     cl, t = slow_save(st, data, "retry mid-save")
     if cl:
         res = run_tool(st, "retry", eid)
-        tap.ok(res.returncode == 0 and wait_for(lambda: len(posts(rx, eid)) > base, timeout=2),
-               "retry mid-save: released by hand, posted", diag=res.stdout + res.stderr)
+        tap.ok(res.returncode != 0 and "being saved" in res.stderr
+               and len(posts(rx, eid)) == base and cl.thread.is_alive(),
+               "retry mid-save: refused (the delivery at work holds it), nothing posted",
+               diag=res.stdout + res.stderr)
         cl.wait()
         t.stop()
         tap.is_(cl.code(), 250, "retry mid-save: the delivery then gets 250")
@@ -552,8 +554,9 @@ def test_same_bytes_held_fails(st, rx):
 
 
 def test_withdraw_race(st, rx):
-    """runner stopped. As test_same_bytes_held_fails, but B commits while A
-    is between the withdraw's stat() (its own inode there) and unlink()."""
+    """runner stopped. As test_same_bytes_held_fails, but B is sent while A
+    is between the withdraw's stat() (its own inode there) and unlink():
+    B waits for A's hold to end (its flock), then holds its own."""
     subject = "same bytes: B commits inside A's withdraw"
     data = bill(BILLS, subject)
     eid = learn(st, rx, data, runner_on=False)
@@ -569,7 +572,7 @@ def test_withdraw_race(st, rx):
                   timeout=20, interval=0.01)
     tap.ok(at, "A (save failed) is at the unlink of active/%s" % eid)
     refused, _ = lmtp_send(st, [BILLS], data)
-    tap.is_(refused, {}, "B (same bytes) commits meanwhile: 250")
+    tap.is_(refused, {}, "B (same bytes, sent meanwhile): 250")
     b_state = state_of(st, eid)
     a.wait()
     log = t.stop()
@@ -796,8 +799,8 @@ def test_active_removed(st, rx):
 
 def test_retry_then_save_fails(st, rx):
     """An operator's retry of a held event mid-save, and then the save
-    fails: the event of a mail that was never saved is posted (promise:
-    never, except a crash leftover)."""
+    fails: the retry is refused (the delivery at work holds the event's
+    flock), and no event is posted for the mail that was never saved."""
     subject = "held mid-save: retry, then the save fails"
     data = bill(BILLS, subject)
     eid = learn(st, rx, data)
@@ -807,6 +810,8 @@ def test_retry_then_save_fails(st, rx):
     if not cl:
         return
     res = run_tool(st, "retry", eid)
+    tap.ok(res.returncode != 0 and "being saved" in res.stderr,
+           "retry then fail: the retry refused mid-save", diag=res.stdout + res.stderr)
     cl.wait()
     t.stop()
     time.sleep(1.5)
@@ -868,7 +873,8 @@ def test_not_boolean(st, rx):
 def test_always_dirsync_race(st, rx):
     """runner stopped. A: the fsync of active/ after its hold's rename is
     held back 2.5 s and fails (EIO): spool_hold() then unlinks active/ID.
-    B (same bytes) commits meanwhile and gets 250."""
+    B (same bytes), sent meanwhile, waits for A's hold to end and gets
+    250."""
     subject = "always: dir fsync fails while B commits"
     data = bill(BILLS, subject)
     eid = learn(st, rx, data, runner_on=False)
