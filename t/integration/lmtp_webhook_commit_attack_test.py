@@ -64,7 +64,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack, StackError  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, subject_of  # noqa: E402
+from mxwebhook import (Receiver, Runner, bill, lmtp_send, make_secret, read_event,  # noqa: E402
+                       start_spool_dovecot, Strace, subject_of)
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 BILLS = "bills@acme.planapulse.app"
@@ -77,29 +78,6 @@ TEMPFAIL = "Webhook spool unavailable"
 
 def active(st):
     return sorted(os.listdir(st.path("spool", "active")))
-
-
-def read_event(path):
-    """(header dict, body bytes) of an event file, or (None, why)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return None, "unreadable: %s" % e
-    head, nl, body = data.partition(b"\n")
-    try:
-        meta = json.loads(head)
-    except ValueError:
-        return None, "header not JSON: %r" % head[:200]
-    if not nl or meta.get("id") != os.path.basename(path) \
-            or meta.get("body_length") != len(body):
-        return None, "not whole: id %r body_length %r, %d bytes follow" % (
-            meta.get("id"), meta.get("body_length"), len(body))
-    try:
-        json.loads(body)
-    except ValueError:
-        return None, "body not JSON"
-    return meta, body
 
 
 def header_whole(path):
@@ -170,46 +148,6 @@ def lmtp_pids(st):
         except OSError:
             pass
     return pids
-
-
-class Strace:
-    """strace -f on the Dovecot master and every process it has or forks,
-    with the given filter/injection options."""
-
-    def __init__(self, st, opts):
-        master = st.procs["dovecot-master"].pid
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
-                                  text=True).stdout.split()
-        pids = sum((["-p", p] for p in [str(master)] + children), [])
-        self.out = st.path("log", "strace-%d.txt" % time.monotonic_ns())
-        self.proc = subprocess.Popen(["strace", "-f", "-qq", "-y", "-o", self.out] + opts + pids,
-                                     stderr=subprocess.PIPE, text=True)
-        self.ok = wait_for(lambda: self.proc.poll() is not None or all(
-            self._traced(p) for p in [master] + [int(c) for c in children]), timeout=10) \
-            and self.proc.poll() is None
-
-    @staticmethod
-    def _traced(pid):
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                return any(line.startswith("TracerPid:") and line.split()[1] != "0"
-                           for line in f)
-        except OSError:
-            return True                     # gone: nothing to wait for
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        try:
-            with open(self.out) as f:
-                return f.read()
-        except OSError:
-            return ""
 
 
 def with_strace(st, opts, what, action):
@@ -864,32 +802,8 @@ def test_not_saved_withdrawn(st, rx, runner):
 
 
 def start(st, fsync=None, route_url="http://127.0.0.1:9/ws/{1}/in", quota=None):
-    for sub in ("", "tmp", "active", "dead"):
-        os.makedirs(st.path("spool", sub), exist_ok=True)
-        shutil.chown(st.path("spool", sub), "nobody", "nogroup")
-    with open(st.path("secret"), "w") as f:
-        f.write(SECRET + "\n")
-    with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
-                % (st.path("spool"), st.path("secret")))
-    plugin_dir = PLUGIN_DIR
-    if quota:               # ours and Dovecot's quota plugin, in one directory
-        plugin_dir = st.path("plugins")
-        os.makedirs(plugin_dir)
-        for so in [os.path.join(PLUGIN_DIR, "lib95_lmtp_webhook_plugin.so"),
-                   "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
-            os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
-    extra = "mail_plugin_dir = %s\n" % plugin_dir
-    if fsync:
-        extra += "mail_fsync = %s\n" % fsync
     st.users[GLOBEX] = "x"
-    settings = {"lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
-                "lmtp_webhook_spool_dir": st.path("spool")}
-    if quota:               # Dovecot's quota plugin: a save it refuses
-        settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
-    st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
-                     plugin_settings=settings, extra=extra)
-
+    start_spool_dovecot(st, route_url, SECRET, PLUGIN_DIR, fsync=fsync, quota=quota)
 
 for tool in ("strace", "chattr"):
     if shutil.which(tool) is None:

@@ -47,7 +47,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -57,7 +56,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, subject_of  # noqa: E402
+from mxwebhook import (Receiver, Runner, bill, lmtp_send, make_secret, read_event,  # noqa: E402
+                       start_spool_dovecot, Strace, subject_of)
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
@@ -74,24 +74,6 @@ NR_RENAME, NR_FSYNC, NR_UNLINK, NR_UNLINKAT = 82, 74, 87, 263   # x86_64
 def active(st):
     d = st.path("spool", "active")
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-
-def read_event(path):
-    """(header, body) of an event file, or (None, why)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return None, "unreadable: %s" % e
-    head, nl, body = data.partition(b"\n")
-    try:
-        meta = json.loads(head)
-    except ValueError:
-        return None, "header not JSON: %r" % head[:200]
-    if not nl or meta.get("id") != os.path.basename(path) \
-            or meta.get("body_length") != len(body):
-        return None, "not whole: %r, %d bytes" % (head[:200], len(body))
-    return meta, body
 
 
 def state_of(st, eid):
@@ -240,54 +222,27 @@ def stopped_failing(st, pid):
     return nr == "-1" and any((state_of(st, n) or ("",))[0] == "held" for n in active(st))
 
 
-class Trace:
-    """strace on the given pids (or -f on Dovecot's master and all its
-    children) with the given options; stop() returns its output."""
-
-    def __init__(self, st, opts, pids=None):
-        if pids is None:
-            master = st.procs["dovecot-master"].pid
-            children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
-                                      text=True).stdout.split()
-            pids = [master] + [int(c) for c in children]
-            opts = ["-f"] + opts
-        self.out = st.path("log", "strace-%d.txt" % time.monotonic_ns())
-        self.proc = subprocess.Popen(["strace", "-q", "-y", "-o", self.out] + opts
-                                     + sum((["-p", str(p)] for p in pids), []),
-                                     stderr=subprocess.PIPE, text=True)
-        self.ok = wait_for(lambda: self.proc.poll() is not None or all(
-            self._traced(p) for p in pids), timeout=10) and self.proc.poll() is None
-
-    @staticmethod
-    def _traced(pid):
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                return any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
-        except OSError:
-            return True
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        try:
-            with open(self.out) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-
 def traced(st, what, opts, pids=None):
-    t = Trace(st, opts, pids)
+    t = Strace(st, opts, pids, quiet="-q")
     if not tap.ok(t.ok, "%s: strace attaches" % what,
                   diag=t.proc.stderr.read() if t.proc.poll() is not None else ""):
         t.stop()
         return None
     return t
+
+
+def send_injected(st, what, opts, data):
+    """data sent to BILLS with strace injecting as opts say, "injected"
+    checked: LMTP's refusals, or None when strace did not attach."""
+    t = traced(st, what, opts)
+    if t is None:
+        return None
+    try:
+        refused, _ = lmtp_send(st, [BILLS], data)
+    finally:
+        log = t.stop()
+    tap.ok("(INJECTED)" in log, "%s: injected" % what, diag=log[-600:])
+    return refused
 
 
 def learn(st, rx, data, runner_on=True, rcpt=BILLS):
@@ -670,15 +625,10 @@ def fault_noreplace_unsupported(st, rx):
     data = bill(BILLS, subject)
     eid = learn(st, rx, data)
     base = len(posts(rx, eid))
-    t = traced(st, "renameat2 EINVAL", ["-e", "trace=renameat2",
-                                        "-e", "inject=renameat2:error=EINVAL"])
-    if t is None:
+    refused = send_injected(st, "renameat2 EINVAL", ["-e", "trace=renameat2",
+                                                     "-e", "inject=renameat2:error=EINVAL"], data)
+    if refused is None:
         return
-    try:
-        refused, _ = lmtp_send(st, [BILLS], data)
-    finally:
-        log = t.stop()
-    tap.ok("(INJECTED)" in log, "renameat2 EINVAL: injected", diag=log[-400:])
     tap.is_(refused, {}, "renameat2 EINVAL (no RENAME_NOREPLACE): 250, committed after the save")
     tap.ok(wait_for(lambda: len(posts(rx, eid)) > base, timeout=3), "renameat2 EINVAL: posted")
     time.sleep(1.2)
@@ -692,15 +642,10 @@ def test_release_utimensat_eio(st, rx):
     eid = learn(st, rx, data)
     base = len(posts(rx, eid))
     saved = copies(st, subject)
-    t = traced(st, what, ["-e", "trace=utimensat", "-e", "inject=utimensat:error=EIO",
-                          "-P", st.path("spool", "active", eid)])
-    if t is None:
+    refused = send_injected(st, what, ["-e", "trace=utimensat", "-e", "inject=utimensat:error=EIO",
+                                       "-P", st.path("spool", "active", eid)], data)
+    if refused is None:
         return
-    try:
-        refused, _ = lmtp_send(st, [BILLS], data)
-    finally:
-        log = t.stop()
-    tap.ok("(INJECTED)" in log, "%s: injected" % what, diag=log[-600:])
     tap.ok(400 <= code_of(refused) < 500, "%s: LMTP 4xx" % what, diag=repr(refused))
     tap.is_(copies(st, subject), saved + 1, "%s: the mail was saved" % what)
     held_check(st, eid, what)
@@ -720,15 +665,11 @@ def test_sync_file_range_eio(st, rx):
     data = bill(BILLS, subject)
     eid = learn(st, rx, data)
     base = len(posts(rx, eid))
-    t = traced(st, "sync_file_range EIO", ["-e", "trace=sync_file_range",
-                                           "-e", "inject=sync_file_range:error=EIO"])
-    if t is None:
+    refused = send_injected(st, "sync_file_range EIO", ["-e", "trace=sync_file_range",
+                                                        "-e", "inject=sync_file_range:error=EIO"],
+                            data)
+    if refused is None:
         return
-    try:
-        refused, _ = lmtp_send(st, [BILLS], data)
-    finally:
-        log = t.stop()
-    tap.ok("(INJECTED)" in log, "sync_file_range EIO: injected", diag=log[-400:])
     tap.is_(refused, {}, "sync_file_range EIO (its result is a hint): 250")
     tap.ok(wait_for(lambda: len(posts(rx, eid)) > base, timeout=3), "and posted")
 
@@ -1044,31 +985,9 @@ def fs_stack(kind):
 # -- stacks ------------------------------------------------------------------
 
 def start(st, rx, fsync=None, quota=None):
-    for sub in ("", "tmp", "active", "dead"):
-        os.makedirs(st.path("spool", sub), exist_ok=True)
-        shutil.chown(st.path("spool", sub), "nobody", "nogroup")
-    with open(st.path("secret"), "w") as f:
-        f.write(SECRET + "\n")
-    with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
-                % (st.path("spool"), st.path("secret")))
-    plugin_dir = PLUGIN_DIR
-    if quota:
-        plugin_dir = st.path("plugins")
-        os.makedirs(plugin_dir)
-        for so in [os.path.join(PLUGIN_DIR, "lib95_lmtp_webhook_plugin.so"),
-                   "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
-            os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
-    extra = "mail_plugin_dir = %s\n" % plugin_dir
-    if fsync:
-        extra += "mail_fsync = %s\n" % fsync
     st.users[GLOBEX] = "x"
-    settings = {"lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1}/in"
-                % rx.port, "lmtp_webhook_spool_dir": st.path("spool")}
-    if quota:
-        settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
-    st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
-                     plugin_settings=settings, extra=extra)
+    start_spool_dovecot(st, "http://127.0.0.1:%d/ws/{1}/in" % rx.port, SECRET, PLUGIN_DIR,
+                        fsync=fsync, quota=quota)
     # both mailboxes made (indexes, uidlist) before any attack
     for rcpt in (BILLS, GLOBEX):
         refused, _ = lmtp_send(st, [rcpt], bill(rcpt, "warm-up %s" % rcpt, size=100))

@@ -24,6 +24,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -295,6 +296,103 @@ def lmtp_send(st, rcpts, data, sender="billing@vendor.example"):
                 if code != 250:
                     refused[rcpt] = (code, text)
     return refused, time.monotonic() - started
+
+
+class Strace:
+    """strace on the given pids, or -f on the Dovecot master and every
+    process it has or forks, with the given filter/injection options
+    (quiet: "-q", or "-qq" without exit lines); ok once every pid is
+    traced; stop() returns its output."""
+
+    def __init__(self, st, opts, pids=None, quiet="-qq"):
+        from mxtest import wait_for   # only the tests have mxtest
+        if pids is None:
+            master = st.procs["dovecot-master"].pid
+            children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                      text=True).stdout.split()
+            pids = [master] + [int(c) for c in children]
+            opts = ["-f"] + opts
+        self.out = st.path("log", "strace-%d.txt" % time.monotonic_ns())
+        self.proc = subprocess.Popen(["strace", quiet, "-y", "-o", self.out] + opts
+                                     + sum((["-p", str(p)] for p in pids), []),
+                                     stderr=subprocess.PIPE, text=True)
+        self.ok = wait_for(lambda: self.proc.poll() is not None or all(
+            self._traced(p) for p in pids), timeout=10) and self.proc.poll() is None
+
+    @staticmethod
+    def _traced(pid):
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                return any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
+        except OSError:
+            return True                     # gone: nothing to wait for
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            with open(self.out) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def read_event(path):
+    """(header dict, body bytes) of a spool event file, or (None, why)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return None, "unreadable: %s" % e
+    head, nl, body = data.partition(b"\n")
+    try:
+        meta = json.loads(head)
+    except ValueError:
+        return None, "header not JSON: %r" % head[:200]
+    if not nl or meta.get("id") != os.path.basename(path) \
+            or meta.get("body_length") != len(body):
+        return None, "not whole: id %r body_length %r, %d bytes follow" % (
+            meta.get("id"), meta.get("body_length"), len(body))
+    try:
+        json.loads(body)
+    except ValueError:
+        return None, "body not JSON"
+    return meta, body
+
+
+def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=None):
+    """A spool owned by nobody, its secret and spool.conf, and Dovecot LMTP
+    with the plugin routing bills@*.planapulse.app to route_url; with
+    quota (a storage rule), Dovecot's quota plugin beside ours in one
+    plugin directory; fsync: mail_fsync."""
+    for sub in ("", "tmp", "active", "dead"):
+        os.makedirs(st.path("spool", sub), exist_ok=True)
+        shutil.chown(st.path("spool", sub), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(secret + "\n")
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                % (st.path("spool"), st.path("secret")))
+    if quota:
+        own, plugin_dir = plugin_dir, st.path("plugins")
+        os.makedirs(plugin_dir)
+        for so in [os.path.join(own, "lib95_lmtp_webhook_plugin.so"),
+                   "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
+            os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
+    extra = "mail_plugin_dir = %s\n" % plugin_dir
+    if fsync:
+        extra += "mail_fsync = %s\n" % fsync
+    settings = {"lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
+                "lmtp_webhook_spool_dir": st.path("spool")}
+    if quota:               # a save Dovecot refuses
+        settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
+    st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
+                     plugin_settings=settings, extra=extra)
 
 
 class Runner:
