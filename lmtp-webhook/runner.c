@@ -159,16 +159,20 @@ static void runner_wakeups(struct runner *r)
 	for (char *p = buf; p < buf + n;) {
 	    struct inotify_event *e = (struct inotify_event *) (void *) p;
 
-	    if (e->mask & (IN_Q_OVERFLOW | IN_IGNORED))
+	    if (e->mask & (IN_Q_OVERFLOW | IN_IGNORED)) {
 		r->next = r->count;		/* relist at the next scan */
+		r->lost = 1;
+	    }
 	    if (e->mask & IN_IGNORED)
 		r->watch = -1;			/* active/ gone: watch again */
 	    else if (e->len > 0 && spool_id_ok(e->name)) {
 		if (r->npending < RUNNER_PENDING_MAX) {
 		    r->pending = xrealloc(r->pending, (r->npending + 1) * sizeof(char *));
 		    r->pending[r->npending++] = xstrdup(e->name);
-		} else
+		} else {
 		    r->next = r->count;
+		    r->lost = 1;
+		}
 	    }
 	    p += sizeof(*e) + e->len;
 	}
@@ -204,6 +208,67 @@ static long long runner_clock_ms(void)
     return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/*
+ * runner_relist_due - whether a listing of active/ is due: where inotify
+ * tells of every event renamed or released into it, only when active/
+ * changed (its mtime: a file put there by hand, a spool shared over NFS)
+ * or a wake-up may have been lost, and every RUNNER_RELIST seconds
+ * (forgetting what r->later knew); without inotify, every time.
+ */
+static int runner_relist_due(struct runner *r)
+{
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, NULL);
+    time_t  now = time(NULL);
+    struct stat st;
+    int     changed = 1;
+
+    if (stat(path, &st) == 0) {
+	changed = st.st_mtim.tv_sec != r->active_seen.tv_sec
+	    || st.st_mtim.tv_nsec != r->active_seen.tv_nsec;
+	r->active_seen = st.st_mtim;
+    }
+    free(path);
+    if (r->wake_fd < 0 || r->watch < 0 || r->lost || now - r->relisted >= RUNNER_RELIST) {
+	htable_destroy(&r->later, free);	/* all looked at again */
+	r->later = htable_create(64);
+	timeq_clear(r->queue);
+	r->lost = 0;
+	r->relisted = now;
+	return (1);
+    }
+    return (changed);
+}
+
+/* runner_known_later - a listed name known not to be due yet (r->later) */
+
+static int runner_known_later(struct runner *r, const char *id)
+{
+    long long *when = htable_find(r->later, id);
+
+    return (when != NULL && !runner_due(*when, time(NULL)));
+}
+
+/*
+ * runner_due_later - the next event of r->queue whose time has come (1,
+ * the name for the caller to free); entries that r->later no longer
+ * names with that time (looked at since, or forgotten) are dropped.
+ */
+static int runner_due_later(struct runner *r, const char **name)
+{
+    long long when, *known;
+    char   *id;
+
+    while (timeq_first(r->queue, &when) && runner_due(when, time(NULL))) {
+	id = timeq_pop(r->queue, &when);
+	if ((known = htable_find(r->later, id)) != NULL && *known == when) {
+	    *name = id;
+	    return (1);
+	}
+	free(id);
+    }
+    return (0);
+}
+
 static int runner_scan(struct runner *r, int all)
 {
     int     before = r->running, relisted = 0, created;
@@ -226,6 +291,12 @@ static int runner_scan(struct runner *r, int all)
 		r->phead = r->npending = 0;
 	    continue;
 	}
+	if (!all && runner_due_later(r, &name) && r->key.len > 0) {
+	    if (htable_find(r->inflight, name) == NULL)
+		runner_start(r, name, 0);
+	    free((char *) name);
+	    continue;
+	}
 	if (r->next >= r->count) {
 	    if (relisted || (!all && r->listed == time(NULL)))
 		break;
@@ -234,9 +305,11 @@ static int runner_scan(struct runner *r, int all)
 	    (void) htable_sweep(r->answered, RUNNER_HOLD_SWEEP, runner_answered_gone, NULL, free);
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
-	    spool_list_free(r->names, r->count);
-	    r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
-	    r->next = 0;
+	    if (all || runner_relist_due(r)) {
+		spool_list_free(r->names, r->count);
+		r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
+		r->next = 0;
+	    }
 	    relisted = 1;
 	    if ((err = sign_key_load(r->tool->secret_file, &r->key)) != NULL) {
 		msg_error("%s: nothing posted until the secret is readable", err);
@@ -248,7 +321,8 @@ static int runner_scan(struct runner *r, int all)
 	}
 	name = r->names[r->next++];
 	if (htable_find(r->inflight, name) != NULL
-	    || (all && htable_find(r->tried, name) != NULL))
+	    || (all && htable_find(r->tried, name) != NULL)
+	    || (!all && runner_known_later(r, name)))
 	    continue;
 	if (all)
 	    *htable_slot(r->tried, name, &created) = r;
@@ -303,6 +377,7 @@ static void runner_apply_reload(struct runner *r)
 	config_free(&old);
     curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) r->tool->concurrency);
     r->next = r->count;			/* list again, and read the secret */
+    r->lost = 1;
 }
 
 /*
@@ -455,6 +530,8 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     r.tried = htable_create(64);
     r.held = htable_create(64);
     r.answered = htable_create(64);
+    r.later = htable_create(64);
+    r.queue = timeq_create();
     if ((r.multi = curl_multi_init()) == NULL)
 	msg_fatal("curl_multi_init failed");
     curl_multi_setopt(r.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) tool->concurrency);
@@ -468,6 +545,8 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.tried, NULL);
     htable_destroy(&r.held, free);
     htable_destroy(&r.answered, free);
+    htable_destroy(&r.later, free);
+    timeq_free(&r.queue);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

@@ -161,6 +161,27 @@ static void runner_hold(struct runner *r, const char *id, long long when)
     if (*slot == NULL)
 	*slot = xmalloc(sizeof(long long));
     *(long long *) *slot = when;
+    runner_later(r, id, when);
+}
+
+/*
+ * runner_later - an event not due before when: looked at again then
+ * (r->queue), and not at listings before then (r->later), so that an
+ * idle runner with a large backlog visits what falls due, not every
+ * file every second. A wake-up for the id, and every RUNNER_RELIST
+ * seconds a listing that forgets them all, look at it anyway.
+ */
+void    runner_later(struct runner *r, const char *id, long long when)
+{
+    int     created;
+    void  **slot = htable_slot(r->later, id, &created);
+
+    if (!created && *(long long *) *slot == when)
+	return;					/* queued so already */
+    if (created)
+	*slot = xmalloc(sizeof(long long));
+    *(long long *) *slot = when;
+    timeq_add(r->queue, when, id);
 }
 
 /*
@@ -230,8 +251,11 @@ void    runner_start(struct runner *r, const char *id, int all)
     const char *err;
     struct stat st;
 
-    if (!all && held != NULL && runner_due(*held, now) == 0)
+    htable_delete(r->later, id, free);		/* looked at now */
+    if (!all && held != NULL && runner_due(*held, now) == 0) {
+	runner_later(r, id, *held);
 	return;					/* its backoff, unrecorded */
+    }
     path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
     if (htable_find(r->answered, id) != NULL) {	/* posted: only removed now */
 	if (runner_remove(r, id, path) == 0)
@@ -241,6 +265,7 @@ void    runner_start(struct runner *r, const char *id, int all)
     }
     t = xcalloc(1, sizeof(*t));
     if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
+	runner_later(r, id, (long long) st.st_mtime);
 	free(t);				/* not due: mtime = next attempt */
 	free(path);
 	return;
@@ -254,9 +279,14 @@ void    runner_start(struct runner *r, const char *id, int all)
 	    msg_warn("%s; tried again in %ds", err, RUNNER_SECRET_WAIT);
 	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
 	}
-    } else if (t->ev.held && !runner_due(t->ev.mtime, now)) {
+    } else if (spool_held_now(&t->ev, path, now)) {
 	/* its mail being saved (spool_hold.c): due at its mtime, even for
-	   a flush; the scan finds it again once released or expired */
+	   a flush, and not while its delivery is at work past that; the
+	   scan finds it again once released, expired or let go */
+	if (!all && runner_due(t->ev.mtime, now))
+	    runner_hold(r, id, (long long) now + RUNNER_BUSY_WAIT);
+	else
+	    runner_later(r, id, t->ev.mtime);
     } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
 	       && now - t->ev.created > r->tool->dead_after) {
 	runner_dead(r, &t->ev, path);
@@ -289,7 +319,8 @@ void    runner_start(struct runner *r, const char *id, int all)
 	r->running++;
 	free(path);
 	return;
-    }
+    } else
+	runner_later(r, id, t->ev.next_attempt);	/* its mtime was touched */
     spool_event_free(&t->ev);
     OPENSSL_cleanse(t->keys, sizeof(t->keys));
     free(t);

@@ -23,6 +23,7 @@
 #include "route.h"
 #include "spool.h"
 #include "spool_tool.h"
+#include "timeq.h"
 
 struct transfer {
     struct post_handle post;
@@ -33,6 +34,13 @@ struct transfer {
 
 /* buckets of the hold table visited at each listing (at most once a second) */
 #define RUNNER_HOLD_SWEEP 64
+
+/* with inotify on active/, the longest between two listings of it that
+   nothing asked for (runner_relist_due()) */
+#define RUNNER_RELIST		60
+
+/* a held event whose delivery is still saving past its hold: looked at again */
+#define RUNNER_BUSY_WAIT	5
 
 /* an event whose route's secret files cannot be read waits this long */
 #define RUNNER_SECRET_WAIT	60
@@ -47,9 +55,14 @@ struct runner {
 					   not record (full): kept here */
     struct htable *answered;		/* ids delivered (or 410) whose file
 					   could not be removed: not again */
+    struct htable *later;		/* id -> when it is due (not yet) */
+    struct timeq *queue;		/* the same, earliest first */
     char  **names;			/* cached listing of active/ */
     int     count, next;
-    time_t  listed;			/* when active/ was last listed */
+    time_t  listed;			/* when the last listing was due */
+    time_t  relisted;			/* when active/ was last listed */
+    struct timespec active_seen;	/* active/'s mtime then */
+    int     lost;			/* a wake-up may be lost: list again */
     int     running;
     int     delivered, failed, dropped;
     int     wake_fd, watch;		/* inotify on active/, or -1 */
@@ -71,5 +84,6 @@ void    runner_start(struct runner *r, const char *id, int all);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
 int     runner_answered_gone(void *path, void *context);
+void    runner_later(struct runner *r, const char *id, long long when);
 
 #endif

@@ -89,6 +89,7 @@ void    spool_discard(struct spool_reservation *res);
 const char *spool_hold(struct spool_reservation *res);
 const char *spool_unhold(struct spool_reservation *res);
 void    spool_withdraw(struct spool_reservation *res);
+int     spool_held_now(const struct spool_event *ev, const char *path, time_t now);
 int     spool_held_busy(const char *path);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r);

@@ -10,6 +10,7 @@
  *	const char *spool_unhold(&reservation)
  *	void	spool_withdraw(&reservation)
  *	int	spool_held_busy(path)
+ *	int	spool_held_now(&event, path, now)
  * DESCRIPTION
  *	The plugin's commit, in the order that lets the event ride on the
  *	journal commit Dovecot's own save makes, instead of a second one
@@ -44,13 +45,16 @@
  *	the same id already (renameat2() RENAME_NOREPLACE): that one was
  *	committed for an earlier delivery of the same bytes, and a
  *	withdraw would remove it. A held event is flock()ed by its
- *	delivery from before its rename until its release or withdraw:
+ *	delivery from before its rename until its release (let go just
+ *	before it) or withdraw:
  *	a delivery of the same bytes that finds it waits for that (at
  *	most SPOOL_HOLD_WAIT_MS, then the error "cannot hold"), so that
  *	the withdraw of a failed save never removes the event another
  *	delivery committed over it; spool_held_busy() tells a held event
  *	whose mail is being saved from one a crash left (the spool tool's
- *	retry releases only the latter). Then, where the file system cannot
+ *	retry releases only the latter), and spool_held_now() tells the
+ *	runner and the tool whether a held event waits still: until its
+ *	hold ends, and past that while its delivery is still at work. Then, where the file system cannot
  *	rename without replacing, and when the reservation's file was
  *	swept from tmp/ meanwhile, it returns NULL with the reservation
  *	not held (its mtime back to now): spool_unhold() is then
@@ -209,21 +213,33 @@ const char *spool_hold(struct spool_reservation *res)
        delivery of this id waits for it (spool_hold_wait()) */
     (void) flock(res->fd, LOCK_EX);
     rc = spool_hold_rename(res);
-    if (rc < 0 && errno == EAGAIN)
-	return (spool_fail("cannot hold (another delivery of the same message holds "
-			   "its event)", res->final_path));
+    if (rc < 0 && errno == EAGAIN) {
+	spool_fail("cannot hold (another delivery of the same message holds its event)",
+		   res->final_path);
+	(void) flock(res->fd, LOCK_UN);
+	return (spool_err);
+    }
     if (rc < 0) {
 	/* an event with this id is there; no RENAME_NOREPLACE here; or our
 	   file was swept (spool_commit() writes it anew): commit after
 	   the save, as before */
 	if (errno == EEXIST || errno == EINVAL || errno == ENOSYS || errno == ENOTSUP
-	    || (errno == ENOENT && access(res->tmp_path, F_OK) < 0 && errno == ENOENT))
-	    return (errno == ENOENT ? NULL : spool_unheld(res));
-	return (spool_fail("cannot rename into", res->final_path));
+	    || (errno == ENOENT && access(res->tmp_path, F_OK) < 0 && errno == ENOENT)) {
+	    /* not held, so not ours to lock: the runner must not take the
+	       event committed so for one whose delivery is at work */
+	    int     swept = errno == ENOENT;
+
+	    (void) flock(res->fd, LOCK_UN);
+	    return (swept ? NULL : spool_unheld(res));
+	}
+	spool_fail("cannot rename into", res->final_path);
+	(void) flock(res->fd, LOCK_UN);
+	return (spool_err);
     }
     if (res->sync == SPOOL_SYNC_ALWAYS && spool_fsync_dir(res->dir_path) < 0) {
 	spool_fail("cannot fsync", res->dir_path);
 	spool_unlink_own(res);			/* the mail will not be saved */
+	(void) flock(res->fd, LOCK_UN);
 	return (spool_err);
     }
     /* the file is active/ID now, and its descriptor ours until released */
@@ -251,7 +267,9 @@ const char *spool_unhold(struct spool_reservation *res)
 	return (spool_commit(res));
     if (res->sync == SPOOL_SYNC_OPTIMIZED && fsync(res->fd) < 0)
 	err = spool_fail("cannot fsync", res->final_path);
-    else if (futimens(res->fd, now) < 0)
+    /* let go first: the runner, woken by the release, finds it free
+       (spool_held_now() of an event past its hold) */
+    else if (flock(res->fd, LOCK_UN), futimens(res->fd, now) < 0)
 	err = spool_fail("cannot set the mtime of", res->final_path);
     spool_held_end(res);
     return (err);
@@ -272,6 +290,17 @@ int     spool_held_busy(const char *path)
     busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
     close(fd);
     return (busy);
+}
+
+/*
+ * spool_held_now - 1 when a held event must not be posted yet: its hold is
+ * not over, or its delivery is still saving the mail past it (a save
+ * longer than SPOOL_HOLD: posting then would post a bill whose mail may
+ * not be saved after all).
+ */
+int     spool_held_now(const struct spool_event *ev, const char *path, time_t now)
+{
+    return (ev->held && (ev->mtime > (long long) now || spool_held_busy(path)));
 }
 
 void    spool_withdraw(struct spool_reservation *res)

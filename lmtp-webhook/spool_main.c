@@ -154,7 +154,7 @@ static void tool_list_dir(const struct spool_tool *tool, const char *subdir, tim
 	if ((err = spool_load(path, &ev)) != NULL) {
 	    msg_warn("%s", err);
 	} else {
-	    int     held = ev.held && ev.mtime > (long long) now;
+	    int     held = spool_held_now(&ev, path, now);
 	    long long next = held ? ev.mtime : ev.next_attempt;
 
 	    printf("%-36s %-6s %8d %8llds %8llds  %s  %s\n", ev.id, held ? "held" : subdir,
@@ -189,9 +189,9 @@ static int tool_show(const struct spool_tool *tool, const char *id)
 
     if ((err = spool_load(path, &ev)) != NULL)
 	msg_fatal("%s", err);
-    if (ev.held && ev.mtime > (long long) time(NULL)) {
+    if (spool_held_now(&ev, path, time(NULL))) {
 	where = "held";				/* its mail being saved */
-	ev.next_attempt = ev.mtime;
+	ev.next_attempt = ev.mtime > (long long) time(NULL) ? ev.mtime : (long long) time(NULL);
     }
     printf("id: %s\nstate: %s\nurl: %s\ncreated: %lld\nattempts: %d\n"
 	   "next_attempt: %lld\nlast_error: %s\n", ev.id, where, ev.url, ev.created,
@@ -247,7 +247,7 @@ static int tool_retry(const struct spool_tool *tool, const char *id)
 	msg_fatal("%s", err);
     /* held by a delivery saving its mail now: released by it, or
        removed if the save fails; only a crash's leftover is ours */
-    if (ev.held && ev.mtime > (long long) time(NULL) && spool_held_busy(path))
+    if (ev.held && spool_held_busy(path))
 	msg_fatal("%s is held: its mail is being saved by a delivery in progress, which "
 		  "releases it (or removes it if the save fails); not retried", id);
     ev.next_attempt = 0;

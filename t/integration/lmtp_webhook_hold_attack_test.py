@@ -442,6 +442,43 @@ def test_ops_mid_save(st, rx, runner):
         tap.is_(len(posts(rx, eid)) - base, 1, "retry mid-save: posted once in all")
         tap.is_(active(st), [], "retry mid-save: nothing left in active/")
 
+    # a save that outlives its hold (Postfix allows 600 s per transaction,
+    # a stuck storage more): past the hold's end the runner still must not
+    # post a bill whose mail may not be saved after all
+    subject = "held mid-save: the hold outlived"
+    data = bill(BILLS, subject)
+    eid = learn(st, rx, data)
+    base = len(posts(rx, eid))
+    cl, t = slow_save(st, data, "hold outlived mid-save", delay=9.0)
+    if cl:
+        past = time.time() - 5
+        os.utime(st.path("spool", "active", eid), (past, past))     # its hold is over
+        time.sleep(2.5)                                             # two scans
+        tap.ok(cl.thread.is_alive() and len(posts(rx, eid)) == base,
+               "hold outlived: not posted by the scans while its delivery saves")
+        res = run_tool(st, "flush")
+        time.sleep(0.8)
+        tap.ok(cl.thread.is_alive() and len(posts(rx, eid)) == base,
+               "hold outlived: nor by the daemon's flush", diag=res.stdout + res.stderr)
+        res = run_tool(st, "list")
+        line = [ln.split()[:2] for ln in res.stdout.splitlines() if ln.startswith(eid)]
+        tap.is_(line, [[eid, "held"]], "hold outlived: list still says held")
+        res = run_tool(st, "show", eid)
+        tap.ok("state: held" in res.stdout, "hold outlived: show says held", diag=res.stdout)
+        res = run_tool(st, "retry", eid)
+        tap.ok(res.returncode != 0 and "being saved" in res.stderr
+               and len(posts(rx, eid)) == base,
+               "hold outlived: retry refused", diag=res.stdout + res.stderr)
+        tap.ok(cl.thread.is_alive(), "hold outlived: the delivery was at work all along")
+        cl.wait()
+        t.stop()
+        tap.is_(cl.code(), 250, "hold outlived: then 250")
+        tap.ok(wait_for(lambda: len(posts(rx, eid)) > base, timeout=8),
+               "hold outlived: posted once released")
+        time.sleep(1.5)
+        tap.is_(len(posts(rx, eid)) - base, 1, "hold outlived: posted once")
+        tap.is_(active(st), [], "hold outlived: nothing left in active/")
+
     # drop mid-save
     subject = "held mid-save: drop"
     data = bill(BILLS, subject)
