@@ -39,7 +39,12 @@
  *	(inotify IN_MOVED_TO on active/), starts its first attempt at
  *	once. A wake-up can be missed (the inotify queue overflowed,
  *	active/ was removed and made again, a spool shared over NFS):
- *	that only delays, since active/ is also scanned every second.
+ *	that only delays, since active/ is also looked at every second
+ *	(runner_relist_due(): listed again when it changed, a wake-up was
+ *	lost, or RUNNER_RELIST seconds passed; every second without
+ *	inotify). An event not due yet is looked at again when it falls
+ *	due (r->queue: runner_later()), not at every listing: an idle
+ *	runner with 50,000 waiting stat()ed them all every second.
  *	A removed subdirectory of the spool is made again. A file in
  *	active/ that is not an event (spool_load(): no regular file, or an
  *	id that is not its name) moves to dead/ as it is, with one

@@ -214,6 +214,7 @@ static int runner_remove(struct runner *r, const char *id, const char *path)
     }
     if (*(slot = htable_slot(r->answered, id, &created)) == NULL)
 	*slot = xstrdup(path);			/* runner_answered_gone() */
+    runner_later(r, id, (long long) time(NULL) + 1);	/* removal tried again */
     return (-1);
 }
 
@@ -402,6 +403,7 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	   scan reads the file again (and moves it to dead/) */
 	msg_error("event %s: %s was truncated during attempt %d; the attempt does not "
 		  "count", t->ev.id, path, t->ev.attempts + 1);
+	runner_later(r, t->ev.id, (long long) time(NULL));	/* no wake-up for a cut */
 	r->failed++;
     } else
 	runner_outcome(r, t, &res, path, shown);

@@ -312,6 +312,7 @@ class Strace:
                                       text=True).stdout.split()
             pids = [master] + [int(c) for c in children]
             opts = ["-f"] + opts
+        self.pids = list(pids)
         self.out = st.path("log", "strace-%d.txt" % time.monotonic_ns())
         self.proc = subprocess.Popen(["strace", quiet, "-y", "-o", self.out] + opts
                                      + sum((["-p", str(p)] for p in pids), []),
@@ -327,7 +328,31 @@ class Strace:
         except OSError:
             return True                     # gone: nothing to wait for
 
+    def _dying(self):
+        """Some tracee is a zombie (killed, not reaped yet)."""
+        for p in self.pids:
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return True
+            except (OSError, IndexError):
+                pass
+        return False
+
     def stop(self, timeout=15):
+        # every tracee gone (killed): strace ends by itself once it has
+        # written how each ended; a SIGINT first may lose that last line
+        def gone():
+            return not any(os.path.exists("/proc/%d" % p) for p in self.pids)
+        for _ in range(20):             # a zombie is reaped by its parent soon
+            if gone() or not self._dying():
+                break
+            time.sleep(0.1)
+        if self.proc.poll() is None and gone():
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
