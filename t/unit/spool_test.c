@@ -210,11 +210,25 @@ static void test_hold(const char *dir, const struct spool_event *ev)
 	ok(stat(path, &st) == 0 && st.st_mtime >= now + SPOOL_HOLD,
 	   "%s: its mtime (next attempt) SPOOL_HOLD away", names[i]);
 	if (is_str(spool_load(path, &back), NULL, "%s: loads", names[i])) {
+	    struct timespec past[2] = {{now - 5, 0}, {now - 5, 0}};
+
 	    ok(back.held && back.mtime == (long long) st.st_mtime && back.attempts == 0,
 	       "%s: held:true, and the mtime read", names[i]);
+	    ok(spool_held_busy(path) && spool_held_now(&back, path, now),
+	       "%s: its delivery at work (flock): held now", names[i]);
+	    back.mtime = now - 5;		/* a save that outlives its hold */
+	    ok(spool_held_now(&back, path, now), "%s: past its hold, still held while its "
+	       "delivery holds it", names[i]);
+	    (void) utimensat(AT_FDCWD, path, past, 0);
 	    spool_event_free(&back);
 	}
 	is_str(spool_unhold(&res), NULL, "%s: released", names[i]);
+	ok(!spool_held_busy(path), "%s: released: no delivery holds it", names[i]);
+	if (spool_load(path, &back) == NULL) {
+	    ok(!spool_held_now(&back, path, time(NULL)), "%s: released: not held now "
+	       "(\"held\" still in its header)", names[i]);
+	    spool_event_free(&back);
+	}
 	ok(res.fd < 0 && stat(path, &st) == 0 && st.st_mtime <= time(NULL)
 	   && st.st_atime <= time(NULL), "%s: due now (both times set: IN_ATTRIB)", names[i]);
 	if (spool_load(path, &back) == NULL) {
@@ -245,6 +259,8 @@ static void test_hold(const char *dir, const struct spool_event *ev)
     is_str(spool_hold(&res), NULL, "hold: no error");
     ok(!res.held && keeper.fd >= 0 && stat(path, &st) == 0 && st.st_size == 7,
        "not held, and the file there not replaced");
+    ok(!spool_held_busy(res.tmp_path), "not held: not locked either (the runner must not "
+       "wait for a delivery on the file it commits)");
     ok(fstat(keeper.fd, &st) == 0 && st.st_mtime <= time(NULL),
        "its mtime back to now: due once committed");
     spool_withdraw(&res);
