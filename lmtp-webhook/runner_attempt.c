@@ -374,9 +374,18 @@ static void runner_outcome(struct runner *r, struct transfer *t, const struct po
 	    runner_hold(r, t->ev.id, t->ev.next_attempt);
 	    msg_error("event %s: cannot record attempt %d: %s; next in %llds all the same",
 		      t->ev.id, t->ev.attempts, err, delay);
-	} else if (gone)
+	} else if (gone == SPOOL_UPDATE_GONE)
 	    msg_info("event %s attempt %d to %s failed: %s; dropped meanwhile, not retried",
 		     t->ev.id, t->ev.attempts, shown, res.why);
+	else if (gone == SPOOL_UPDATE_REPLACED) {
+	    /* a retry (or a new delivery of the same id) renamed over it
+	       during the attempt: that one stands, looked at now (its
+	       wake-up came while this attempt was in flight) */
+	    msg_info("event %s attempt %d to %s failed: %s; replaced meanwhile (a retry, "
+		     "a new delivery): that one is kept", t->ev.id, t->ev.attempts, shown,
+		     res.why);
+	    runner_later(r, t->ev.id, (long long) time(NULL));
+	}
 	else
 	    msg_info("event %s attempt %d to %s failed: %s; next in %llds", t->ev.id,
 		     t->ev.attempts, shown, res.why, delay);

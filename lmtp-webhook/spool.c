@@ -62,9 +62,10 @@
  *
  *	spool_store() writes an event the same durable way (the spool
  *	tool, and when dead-lettering). spool_update() does so for the
- *	outcome of an attempt, but only while active/ID is still there:
- *	with *gone set and nothing written when it was removed meanwhile
- *	(dropped by request).
+ *	outcome of an attempt, but only while active/ID is still the file
+ *	the event was loaded from: with *gone set and nothing written when
+ *	it was removed meanwhile (SPOOL_UPDATE_GONE: dropped by request) or
+ *	replaced (SPOOL_UPDATE_REPLACED: a retry, a new delivery).
  *
  *	spool_bury() moves a file of active/ that is not an event into
  *	dead/ as it is, never over an existing dead/ID.
@@ -723,10 +724,20 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
     return (spool_commit(&res));
 }
 
+/* spool_not_read - another file than the one ev was loaded from (dev, ino) */
+
+static int spool_not_read(const struct spool_event *ev, const struct stat *st)
+{
+    return (ev->ino != 0 && (st->st_dev != ev->dev || st->st_ino != ev->ino));
+}
+
 /*
  * spool_update - RENAME_EXCHANGE swaps the new file in atomically and
  * fails with ENOENT when the old one is gone (a drop during the attempt);
- * without it (EINVAL) a stat() then a rename leave a narrow window.
+ * without it (EINVAL) a stat() then a rename leave a narrow window. The
+ * file swapped out must be the one the event was loaded from: another
+ * (the spool tool's retry, or a new delivery of the same id, renamed
+ * over it during the attempt) is swapped back, and kept as it is.
  */
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r)
 {
@@ -741,11 +752,23 @@ const char *spool_update(const char *dir, const struct spool_event *ev, int *gon
 	return (err);
     }
     rc = renameat2(AT_FDCWD, res.tmp_path, AT_FDCWD, res.final_path, RENAME_EXCHANGE);
+    if (rc == 0 && stat(res.tmp_path, &st) == 0 && spool_not_read(ev, &st)
+	&& renameat2(AT_FDCWD, res.tmp_path, AT_FDCWD, res.final_path, RENAME_EXCHANGE) == 0) {
+	*gone_r = SPOOL_UPDATE_REPLACED;	/* swapped back: ours is in tmp/ */
+	spool_discard(&res);
+	return (NULL);
+    }
     if ((exchanged = rc == 0) == 0 && (errno == EINVAL || errno == ENOSYS)
-	&& (rc = stat(res.final_path, &st)) == 0)
+	&& (rc = stat(res.final_path, &st)) == 0) {
+	if (spool_not_read(ev, &st)) {
+	    *gone_r = SPOOL_UPDATE_REPLACED;
+	    spool_discard(&res);
+	    return (NULL);
+	}
 	rc = rename(res.tmp_path, res.final_path);
+    }
     if (rc < 0 && errno == ENOENT && stat(res.dir_path, &st) == 0)
-	*gone_r = 1;				/* dropped by request meanwhile */
+	*gone_r = SPOOL_UPDATE_GONE;		/* dropped by request meanwhile */
     else if (rc < 0 && !(errno == ENOENT && spool_commit_dir_again(&res) == 0))
 	err = spool_fail("cannot rename into", res.final_path);
     else if (spool_fsync_dir(res.dir_path) < 0)

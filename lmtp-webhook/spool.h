@@ -32,6 +32,8 @@ struct spool_event {
     int     attempts;
     int     held;			/* "held": due at its mtime, see spool_hold.c */
     long long mtime;			/* spool_load(): the file's */
+    dev_t   dev;			/* spool_load(): the file that was */
+    ino_t   ino;			/* read (spool_update() checks it) */
     void   *map;			/* spool_load(): the file, mapped; */
     size_t  map_len;			/* then body points into it, no NUL */
 };
@@ -93,6 +95,10 @@ int     spool_held_now(const struct spool_event *ev, const char *path, time_t no
 int     spool_held_busy(const char *path);
 const char *spool_store(const char *dir, const char *subdir, const struct spool_event *ev);
 const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r);
+
+/* spool_update()'s *gone_r: nothing written, because active/ID was */
+#define SPOOL_UPDATE_GONE	1	/* removed (dropped by request) */
+#define SPOOL_UPDATE_REPLACED	2	/* another file (a retry, a delivery) */
 const char *spool_load(const char *path, struct spool_event *ev);
 void    spool_map_guard(void);
 int     spool_event_spoiled(const struct spool_event *ev);

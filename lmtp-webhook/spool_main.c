@@ -263,7 +263,12 @@ static int tool_retry(const struct spool_tool *tool, const char *id)
     printf("%s: due now%s\n", id, strcmp(where, SPOOL_DEAD) == 0 ? " (back from dead/)" : "");
     spool_event_free(&ev);
     free(path);
-    (void) tool_poke(tool);	/* else the next run or flush takes it */
+    /* no flush: that would post every event, due or not, and a
+       retry of one event during an outage would undo the backoff of
+       thousands. The rename wakes a running daemon (inotify; without
+       it, its next listing within a second finds the file), and one
+       whose attempt is in flight keeps this file over its outcome
+       (spool_update()); else the next run or flush takes it */
     return (0);
 }
 

@@ -143,7 +143,7 @@ int     spool_event_spoiled(const struct spool_event *ev)
  * is page cache the kernel can drop, not its own memory.
  */
 static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r,
-			             long long *mtime_r)
+			             struct stat *st_r)
 {
     struct stat st;
     char   *data;
@@ -167,7 +167,7 @@ static char *spool_read_file(const char *path, size_t *len_r, int *mapped_r,
 	    close(fd);
 	return (NULL);
     }
-    *mtime_r = (long long) st.st_mtime;
+    *st_r = st;
     if (!S_ISREG(st.st_mode)) {
 	snprintf(spool_err, sizeof(spool_err), "%s: not a spooled event: not a regular file",
 		 path);
@@ -253,10 +253,11 @@ const char *spool_load(const char *path, struct spool_event *ev)
     char   *data, *nl;
     size_t  len;
     int     mapped;
-    long long mtime = 0;
+    struct stat st;
 
     memset(ev, 0, sizeof(*ev));
-    if ((data = spool_read_file(path, &len, &mapped, &mtime)) == NULL)
+    memset(&st, 0, sizeof(st));
+    if ((data = spool_read_file(path, &len, &mapped, &st)) == NULL)
 	return (spool_err);
     if ((nl = memchr(data, '\n', len)) == NULL
 	|| (j = json_loadb(data, nl - data, 0, &jerr)) == NULL) {
@@ -305,7 +306,9 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->attempts = (int) attempts;
     ev->next_attempt = next_attempt;
     ev->held = held != NULL && json_is_true(held);
-    ev->mtime = mtime;
+    ev->mtime = (long long) st.st_mtime;
+    ev->dev = st.st_dev;
+    ev->ino = st.st_ino;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;
     ev->body_len = (size_t) body_len;
     json_decref(j);

@@ -521,7 +521,10 @@ def test_dead_unwritable(st, rx, runner):
 def test_retry_in_flight(st, rx, runner):
     """retry of an event whose attempt hangs in the receiver, which then
     answers 500: the retry still happens (one more POST at once, 200),
-    and no more: exactly two POSTs, one id, the same bytes."""
+    and no more: exactly two POSTs, one id, the same bytes. The 500's
+    outcome is not written over the retried file. And a retry is not a
+    flush: an event waiting an hour beside it is not posted (a retry
+    used to flush every event, undoing every backoff)."""
     rx.responder_saved = rx.responder
     plan = [(500, 1.5, {}), (200, 0, {})]
     rx.responder = lambda p, h, b: plan.pop(0) if tag_of(b) == "racing" and plan \
@@ -529,16 +532,26 @@ def test_retry_in_flight(st, rx, runner):
     try:
         url = "http://127.0.0.1:%d/ws/acme/racing" % rx.port
         body = body_for("racing")
+        waiting = int(time.time()) + 3600
+        put_event(st, "waiting01", event_bytes("waiting01", url, body_for("waiting"),
+                                               attempts=2, next_attempt=waiting),
+                  mtime=waiting)
+        mark = len(runner.log())
         put_event(st, "racing01", event_bytes("racing01", url, body))
         tap.ok(wait_for(lambda: posts(rx, "racing"), timeout=5), "the attempt is under way")
         res = run_tool(st, "retry", "racing01")
         tap.is_(res.returncode, 0, "retry while it is in flight", diag=res.stderr)
-        tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=6),
+        tap.ok(wait_for(lambda: ls(st, "active") == ["waiting01"], timeout=6),
                "the retry is made after the 500, and delivered", diag=runner.log()[-800:])
         time.sleep(1)
         got = posts(rx, "racing")
         tap.is_([(h["webhook-id"], b) for _, h, b in got], [("racing01", body)] * 2,
                 "exactly two POSTs, one id, the same bytes")
+        tap.ok("replaced meanwhile" in runner.log()[mark:],
+               "the 500's outcome kept off the retried file", diag=runner.log()[mark:][-800:])
+        tap.is_((posts(rx, "waiting"), ls(st, "active")), ([], ["waiting01"]),
+                "the retry is no flush: the event waiting an hour still waits")
+        os.unlink(st.path("spool", "active", "waiting01"))
     finally:
         rx.responder = rx.responder_saved
 

@@ -2,6 +2,7 @@
 
 #include "build_config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,6 +22,23 @@ static int count(const char *dir, const char *sub)
     char  **names = spool_list(dir, sub, &n);
 
     spool_list_free(names, n);
+    return (n);
+}
+
+/* files_in - every entry of dir/sub, whatever its name */
+
+static int files_in(const char *dir, const char *sub)
+{
+    char   *path = spool_path(dir, sub, NULL);
+    DIR    *d = opendir(path);
+    struct dirent *de;
+    int     n = 0;
+
+    while (d != NULL && (de = readdir(d)) != NULL)
+	n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    if (d != NULL)
+	closedir(d);
+    free(path);
     return (n);
 }
 
@@ -184,6 +202,57 @@ static int same_file(int fd, const char *path)
  * never another file under its name, and a hold never replaces an
  * event already there (the commit after the save does, as before).
  */
+/*
+ * test_update - spool_update(), an attempt's outcome: written over the
+ * file the event was loaded from, never over another renamed over it
+ * during the attempt (the tool's retry), nor when it was dropped.
+ */
+static void test_update(const char *dir, const struct spool_event *ev)
+{
+    struct spool_event ev2 = *ev, loaded, retried, back;
+    char   *path;
+    int     gone = -1, tmp_before;
+
+    ev2.id = "msg_update";
+    ev2.attempts = 1;
+    ev2.next_attempt = 2000000000;
+    path = spool_path(dir, SPOOL_ACTIVE, ev2.id);
+    is_str(spool_store(dir, SPOOL_ACTIVE, &ev2), NULL, "update: an event stored");
+    if (!is_str(spool_load(path, &loaded), NULL, "update: loaded (its file noted)"))
+	return;
+    loaded.attempts = 2;
+    is_str(spool_update(dir, &loaded, &gone), NULL, "update: an attempt's outcome");
+    is_int(gone, 0, "update: written");
+    if (spool_load(path, &back) == NULL) {
+	is_int(back.attempts, 2, "update: its file has it");
+	spool_event_free(&back);
+    }
+    spool_event_free(&loaded);
+    /* the attempt under way when the operator's retry renames its file */
+    if (!is_str(spool_load(path, &loaded), NULL, "update: loaded again"))
+	return;
+    tmp_before = files_in(dir, SPOOL_TMP);
+    retried = ev2;
+    retried.attempts = 7;			/* tells the files apart */
+    retried.next_attempt = 0;
+    is_str(spool_store(dir, SPOOL_ACTIVE, &retried), NULL, "update: a retry renamed over it");
+    loaded.attempts = 3;
+    is_str(spool_update(dir, &loaded, &gone), NULL, "update over a retried file: no error");
+    is_int(gone, SPOOL_UPDATE_REPLACED, "update over a retried file: replaced, not written");
+    if (spool_load(path, &back) == NULL) {
+	ok(back.attempts == 7 && back.next_attempt == 0, "update: the retry's file stands");
+	spool_event_free(&back);
+    } else
+	ok(0, "update: the retry's file stands");
+    is_int(files_in(dir, SPOOL_TMP), tmp_before, "update: nothing of ours left in tmp/");
+    unlink(path);
+    is_str(spool_update(dir, &loaded, &gone), NULL, "update of a dropped event: no error");
+    is_int(gone, SPOOL_UPDATE_GONE, "update of a dropped event: gone, nothing written");
+    ok(access(path, F_OK) < 0, "update: dropped stays dropped");
+    spool_event_free(&loaded);
+    free(path);
+}
+
 static void test_hold(const char *dir, const struct spool_event *ev)
 {
     static const enum spool_sync syncs[] = {SPOOL_SYNC_OPTIMIZED, SPOOL_SYNC_ALWAYS,
@@ -669,6 +738,7 @@ int     main(void)
     free(path);
     test_keeper_swept(dir, &ev);
     test_stream(dir, &ev);
+    test_update(dir, &ev);
     test_hold(dir, &ev);
     test_removed_dirs(dir, &ev);
     test_recycle(dir);
