@@ -272,7 +272,14 @@ void    runner_start(struct runner *r, const char *id, int all)
 	return;
     }
     if ((err = spool_load(path, &t->ev)) != NULL) {
-	if (errno == EBADMSG)
+	int     bad = errno == EBADMSG;
+
+	if (bad && lstat(path, &st) == 0 && S_ISREG(st.st_mode)
+	    && (long long) now - (long long) st.st_ctime < RUNNER_SETTLE)
+	    /* changed a moment ago: maybe being written (a cp into
+	       active/), not yet something to bury */
+	    runner_later(r, id, (long long) st.st_ctime + RUNNER_SETTLE);
+	else if (bad)
 	    runner_unreadable(r, id, path, err);
 	else if (access(path, F_OK) == 0) {	/* gone meanwhile: dropped by hand */
 	    /* another user's 0600 file, say: kept (it may be a good event

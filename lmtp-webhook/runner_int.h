@@ -14,6 +14,7 @@
 #ifndef RUNNER_INT_H
 #define RUNNER_INT_H
 
+#include <sys/types.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -38,6 +39,10 @@ struct transfer {
 /* with inotify on active/, the longest between two listings of it that
    nothing asked for (runner_relist_due()) */
 #define RUNNER_RELIST		60
+
+/* a file in active/ that is no event yet was changed this recently: it
+   may be being written (a cp), looked at again rather than buried */
+#define RUNNER_SETTLE		5
 
 /* a held event whose delivery is still saving past its hold: looked at again */
 #define RUNNER_BUSY_WAIT	5
@@ -66,6 +71,8 @@ struct runner {
     int     running;
     int     delivered, failed, dropped;
     int     wake_fd, watch;		/* inotify on active/, or -1 */
+    dev_t   watch_dev;			/* the directory watched: active/ */
+    ino_t   watch_ino;			/* replaced, its watch is stale */
     int     pool;			/* free files in tmp/, about */
     char  **pending;			/* names woken for, not started yet */
     int     phead, npending;		/* [phead, npending) are waiting */

@@ -24,6 +24,12 @@ how many times.
 - active/ replaced by a copy (the old one kept), and removed and made
   again, while events wait.
 - An idle runner with 5,000 waiting: no spin (CPU ticks), few stat().
+
+Failed on its first run, fixed since: 3,000 due at once went out at
+"concurrency" (32) a second, a scan being made only once a second;
+a slow cp into active/ was buried in dead/ half written; after active/
+was replaced by a copy the watch stayed on the old directory, and a
+touch or a rename over a waiting event went unseen.
 """
 
 import fcntl
