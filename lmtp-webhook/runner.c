@@ -308,8 +308,8 @@ static int runner_work_left(struct runner *r)
 {
     long long when;
 
-    return (r->next < r->count || (r->phead < r->npending && r->key.len > 0)
-	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))));
+    return (r->next < r->count || (r->key.len > 0 && ((r->phead < r->npending)
+	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))))));
 }
 
 static int runner_scan(struct runner *r, int all)
@@ -334,7 +334,7 @@ static int runner_scan(struct runner *r, int all)
 		r->phead = r->npending = 0;
 	    continue;
 	}
-	if (!all && runner_due_later(r, &name) && r->key.len > 0) {
+	if (!all && r->key.len > 0 && runner_due_later(r, &name)) {
 	    if (htable_find(r->inflight, name) == NULL)
 		runner_start(r, name, 0);
 	    free((char *) name);

@@ -274,7 +274,11 @@ void    runner_start(struct runner *r, const char *id, int all)
     if ((err = spool_load(path, &t->ev)) != NULL) {
 	int     bad = errno == EBADMSG;
 
+	/* not for a ctime ahead of the clock (stepped back): waiting for
+	   it could be waiting for ever, or, more than a day ahead (due at
+	   once, runner_due()), no wait at all, again and again */
 	if (bad && lstat(path, &st) == 0 && S_ISREG(st.st_mode)
+	    && (long long) now >= (long long) st.st_ctime
 	    && (long long) now - (long long) st.st_ctime < RUNNER_SETTLE)
 	    /* changed a moment ago: maybe being written (a cp into
 	       active/), not yet something to bury */
