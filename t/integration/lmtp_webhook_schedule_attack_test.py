@@ -36,7 +36,6 @@ listing a minute later (test_secret_gap).
 """
 
 import fcntl
-import json
 import os
 import random
 import shutil
@@ -50,6 +49,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
 from mxwebhook import Receiver, Runner, make_secret  # noqa: E402
+from mxwebhook import (spool_names as ls, write_spool_conf as write_conf,  # noqa: E402
+                       spool_body as body_for, body_tag as tag_of,
+                       spool_header as header_of, spool_event_bytes)
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 SECRET = make_secret(os.urandom(32))
@@ -57,37 +59,13 @@ T_START = time.time()
 
 
 # ----------------------------------------------------------------- helpers
-def ls(st, sub):
-    d = st.path("spool", sub)
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-
 def run_tool(st, *args, timeout=30):
     return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=timeout)
 
 
-def write_conf(st, **extra):
-    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "2s"}
-    conf.update(extra)
-    with open(st.path("spool.conf"), "w") as f:
-        for k, v in conf.items():
-            f.write("%s = %s\n" % (k, v))
-
-
-def body_for(eid, pad=0):
-    return json.dumps({"type": "test", "tag": eid, "pad": "p" * pad},
-                      separators=(",", ":")).encode()
-
-
-def event_bytes(eid, url, body=None, attempts=0, created=None, next_attempt=0,
-                last_error=None, held=None):
-    body = body_for(eid) if body is None else body
-    head = {"id": eid, "url": url, "created": int(created or time.time()),
-            "attempts": attempts, "next_attempt": next_attempt, "last_error": last_error,
-            "body_length": len(body)}
-    if held is not None:
-        head["held"] = held
-    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+def event_bytes(eid, url, body=None, **kw):
+    """spool_event_bytes(), its body by default one that names eid."""
+    return spool_event_bytes(eid, url, body_for(eid) if body is None else body, **kw)
 
 
 def put_event(st, name, data, mtime=None, sub="active"):
@@ -116,21 +94,6 @@ def put_locked(st, name, data, mtime):
 def put(st, url, eid, due, **kw):
     """An event due at `due` (mtime and next_attempt both)."""
     put_event(st, eid, event_bytes(eid, url, next_attempt=int(due), **kw), mtime=due)
-
-
-def header_of(st, eid, sub="active"):
-    try:
-        with open(st.path("spool", sub, eid), "rb") as f:
-            return json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
-
-
-def tag_of(body):
-    try:
-        return json.loads(body).get("tag")
-    except (ValueError, AttributeError):
-        return None
 
 
 class Log:

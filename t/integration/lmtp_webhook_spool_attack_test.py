@@ -60,6 +60,9 @@ from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
 from mxwebhook import (RawServer, Receiver, Runner, bill, lmtp_send, make_secret,  # noqa: E402
                        requests_for, verify)
+from mxwebhook import (spool_names as ls, write_spool_conf as write_conf,  # noqa: E402
+                       spool_event_bytes as event_bytes, spool_body as body_for,
+                       body_tag as tag_of, spool_header as header_of)
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -68,31 +71,8 @@ BILLS = "bills@acme.planapulse.app"
 NOBODY = 65534
 
 
-def ls(st, sub):
-    d = st.path("spool", sub)
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-
 def run_tool(st, *args, timeout=30):
     return run([SPOOL_TOOL, "-c", st.path("spool.conf")] + list(args), timeout=timeout)
-
-
-def write_conf(st, **extra):
-    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "2s"}
-    conf.update(extra)
-    with open(st.path("spool.conf"), "w") as f:
-        for k, v in conf.items():
-            f.write("%s = %s\n" % (k, v))
-
-
-def event_bytes(eid, url, body, attempts=0, created=None, next_attempt=0, last_error=None,
-                held=None):
-    head = {"id": eid, "url": url, "created": int(created or time.time()),
-            "attempts": attempts, "next_attempt": next_attempt, "last_error": last_error,
-            "body_length": len(body)}
-    if held is not None:
-        head["held"] = held
-    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
 
 
 def put_event(st, name, data, sub="active", owner=NOBODY, mtime=None, mode=None):
@@ -109,29 +89,9 @@ def put_event(st, name, data, sub="active", owner=NOBODY, mtime=None, mode=None)
     os.rename(tmp, st.path("spool", sub, name))
 
 
-def body_for(tag, pad=0):
-    return json.dumps({"type": "test", "tag": tag, "pad": "p" * pad},
-                      separators=(",", ":")).encode()
-
-
-def tag_of(body):
-    try:
-        return json.loads(body).get("tag")
-    except (ValueError, AttributeError):
-        return None
-
-
 def posts(rx, tag):
     with rx.lock:
         return [(p, h, b) for p, h, b in rx.requests if tag_of(b) == tag]
-
-
-def header_of(st, eid, sub="active"):
-    try:
-        with open(st.path("spool", sub, eid), "rb") as f:
-            return json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
 
 
 def restart(runner, **conf):

@@ -554,3 +554,53 @@ def sign(secret, msg_id, stamp, body):
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = msg_id.encode() + b"." + str(stamp).encode() + b"." + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+# -- spool files written and read by hand (the spool attack tests) ---------
+
+def spool_names(st, sub):
+    """The names in the stack's spool/sub, sorted ([] when it is not there)."""
+    d = st.path("spool", sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def write_spool_conf(st, **extra):
+    """spool.conf for the stack's spool and secret (timeout 2s), plus extra."""
+    conf = {"spool_dir": st.path("spool"), "secret_file": st.path("secret"), "timeout": "2s"}
+    conf.update(extra)
+    with open(st.path("spool.conf"), "w") as f:
+        for k, v in conf.items():
+            f.write("%s = %s\n" % (k, v))
+
+
+def spool_body(tag, pad=0):
+    """A test event body that names its tag."""
+    return json.dumps({"type": "test", "tag": tag, "pad": "p" * pad},
+                      separators=(",", ":")).encode()
+
+
+def body_tag(body):
+    try:
+        return json.loads(body).get("tag")
+    except (ValueError, AttributeError):
+        return None
+
+
+def spool_event_bytes(eid, url, body, attempts=0, created=None, next_attempt=0,
+                      last_error=None, held=None):
+    """An event file's bytes: its header line (held only when given), its body."""
+    head = {"id": eid, "url": url, "created": int(created or time.time()),
+            "attempts": attempts, "next_attempt": next_attempt, "last_error": last_error,
+            "body_length": len(body)}
+    if held is not None:
+        head["held"] = held
+    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+
+
+def spool_header(st, eid, sub="active"):
+    """The header of spool/sub/eid as a dict, or None."""
+    try:
+        with open(st.path("spool", sub, eid), "rb") as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
