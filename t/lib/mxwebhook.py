@@ -329,13 +329,17 @@ class Strace:
             return True                     # gone: nothing to wait for
 
     def _dying(self):
-        """Some tracee is a zombie (killed, not reaped yet)."""
+        """Some tracee is exiting (killed, not reaped yet): a zombie, or
+        still in do_exit (PF_EXITING). A killed client's peer sees the
+        connection close in do_exit, before the zombie: checking for "Z"
+        alone let stop() interrupt strace before its "+++ killed" line."""
         for p in self.pids:
             try:
                 with open("/proc/%d/stat" % p) as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        return True
-            except (OSError, IndexError):
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if fields[0] == "Z" or int(fields[6]) & 0x4:     # PF_EXITING
+                    return True
+            except (OSError, IndexError, ValueError):
                 pass
         return False
 
@@ -344,7 +348,7 @@ class Strace:
         # written how each ended; a SIGINT first may lose that last line
         def gone():
             return not any(os.path.exists("/proc/%d" % p) for p in self.pids)
-        for _ in range(20):             # a zombie is reaped by its parent soon
+        for _ in range(50):             # a zombie is reaped by its parent soon
             if gone() or not self._dying():
                 break
             time.sleep(0.1)
