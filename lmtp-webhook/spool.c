@@ -16,8 +16,8 @@
  *	const char *spool_commit_why(&reservation, why)
  *	void	spool_discard(&reservation)
  *	const char *spool_store(dir, subdir, &event)
- *	const char *spool_update(dir, &event, &gone)
- *	int	spool_bury(dir, id, path, name)
+ *	const char *spool_update(dir, &event, &gone)	(spool_outcome.c)
+ *	int	spool_bury(dir, id, path, name)	(spool_outcome.c)
  *	const char *spool_load(path, &event)		(spool_read.c)
  *	char	**spool_list(dir, subdir, &count)	(spool_read.c)
  *	int	spool_sweep_tmp(dir, now)		(spool_tmp.c)
@@ -61,14 +61,9 @@
  *	scan can skip what is not due with stat() alone.
  *
  *	spool_store() writes an event the same durable way (the spool
- *	tool, and when dead-lettering). spool_update() does so for the
- *	outcome of an attempt, but only while active/ID is still the file
- *	the event was loaded from: with *gone set and nothing written when
- *	it was removed meanwhile (SPOOL_UPDATE_GONE: dropped by request) or
- *	replaced (SPOOL_UPDATE_REPLACED: a retry, a new delivery).
- *
- *	spool_bury() moves a file of active/ that is not an event into
- *	dead/ as it is, never over an existing dead/ID.
+ *	tool, and when dead-lettering). spool_update(), the outcome of an
+ *	attempt, and spool_bury(), a file of active/ that is no event:
+ *	spool_outcome.c.
  *
  *	spool_recycle() is how lmtp-webhook-spool removes a delivered
  *	event: a small file is renamed to tmp/free.PID.N instead (at most
@@ -607,7 +602,7 @@ int     spool_dir_again(const char *dir_path)
     return (rc);
 }
 
-static int spool_commit_dir_again(struct spool_reservation *res)
+int     spool_commit_dir_again(struct spool_reservation *res)
 {
     if (spool_dir_again(res->dir_path) < 0)
 	return (-1);
@@ -616,7 +611,7 @@ static int spool_commit_dir_again(struct spool_reservation *res)
 
 /* spool_commit_write - the event into the reserved space (SPOOL_SYNC_ALWAYS: fsynced) */
 
-static const char *spool_commit_write(struct spool_reservation *res)
+const char *spool_commit_write(struct spool_reservation *res)
 {
     /* like Postfix's deferred queue: mtime = next attempt, so a scan
        needs stat(), not a parse, to skip what is not due */
@@ -722,101 +717,4 @@ const char *spool_store(const char *dir, const char *subdir, const struct spool_
 	res.dir_path = spool_path(dir, subdir, NULL);
     }
     return (spool_commit(&res));
-}
-
-/* spool_not_read - another file than the one ev was loaded from (dev, ino) */
-
-static int spool_not_read(const struct spool_event *ev, const struct stat *st)
-{
-    return (ev->ino != 0 && (st->st_dev != ev->dev || st->st_ino != ev->ino));
-}
-
-/*
- * spool_update - RENAME_EXCHANGE swaps the new file in atomically and
- * fails with ENOENT when the old one is gone (a drop during the attempt);
- * without it (EINVAL) a stat() then a rename leave a narrow window. The
- * file swapped out must be the one the event was loaded from: another
- * (the spool tool's retry, or a new delivery of the same id, renamed
- * over it during the attempt) is swapped back, and kept as it is.
- */
-const char *spool_update(const char *dir, const struct spool_event *ev, int *gone_r)
-{
-    struct spool_reservation res;
-    struct stat st;
-    const char *err;
-    int     rc, exchanged;
-
-    *gone_r = 0;
-    if ((err = spool_reserve(dir, ev, &res)) != NULL || (err = spool_commit_write(&res)) != NULL) {
-	spool_discard(&res);
-	return (err);
-    }
-    rc = renameat2(AT_FDCWD, res.tmp_path, AT_FDCWD, res.final_path, RENAME_EXCHANGE);
-    if (rc == 0 && stat(res.tmp_path, &st) == 0 && spool_not_read(ev, &st)
-	&& renameat2(AT_FDCWD, res.tmp_path, AT_FDCWD, res.final_path, RENAME_EXCHANGE) == 0) {
-	*gone_r = SPOOL_UPDATE_REPLACED;	/* swapped back: ours is in tmp/ */
-	spool_discard(&res);
-	return (NULL);
-    }
-    if ((exchanged = rc == 0) == 0 && (errno == EINVAL || errno == ENOSYS)
-	&& (rc = stat(res.final_path, &st)) == 0) {
-	if (spool_not_read(ev, &st)) {
-	    *gone_r = SPOOL_UPDATE_REPLACED;
-	    spool_discard(&res);
-	    return (NULL);
-	}
-	rc = rename(res.tmp_path, res.final_path);
-    }
-    if (rc < 0 && errno == ENOENT && stat(res.dir_path, &st) == 0)
-	*gone_r = SPOOL_UPDATE_GONE;		/* dropped by request meanwhile */
-    else if (rc < 0 && !(errno == ENOENT && spool_commit_dir_again(&res) == 0))
-	err = spool_fail("cannot rename into", res.final_path);
-    else if (spool_fsync_dir(res.dir_path) < 0)
-	err = spool_fail("cannot fsync", res.dir_path);
-    if (err == NULL && *gone_r == 0 && !exchanged) {
-	free(res.tmp_path);			/* renamed: nothing left to remove */
-	res.tmp_path = NULL;
-    }
-    spool_discard(&res);		/* exchanged: removes the old file */
-    return (err);
-}
-
-/* spool_move_new - rename(), never over an existing file (EEXIST) */
-
-static int spool_move_new(const char *from, const char *to)
-{
-    struct stat st;
-
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-	return (0);
-    if (errno != EINVAL && errno != ENOSYS)
-	return (-1);
-    if (lstat(to, &st) == 0) {		/* no RENAME_NOREPLACE here */
-	errno = EEXIST;
-	return (-1);
-    }
-    return (rename(from, to));
-}
-
-/*
- * spool_bury - a file of active/ that is not an event, to dead/ as it is;
- * never over dead/ID, which may be the event's own dead letter (a broken
- * copy of it moved back into active/ replaced it): as ID-notevent-TIME
- * then. 0 and its name in dead/ in name, or -1 and errno.
- */
-int     spool_bury(const char *dir, const char *id, const char *path,
-		           char name[SPOOL_BURY_NAME])
-{
-    char   *dead = spool_path(dir, SPOOL_DEAD, id);
-    int     rc;
-
-    snprintf(name, SPOOL_BURY_NAME, "%s", id);
-    if ((rc = spool_move_new(path, dead)) < 0 && errno == EEXIST) {
-	snprintf(name, SPOOL_BURY_NAME, "%.100s-notevent-%lld", id, (long long) time(NULL));
-	free(dead);
-	dead = spool_path(dir, SPOOL_DEAD, name);
-	rc = spool_move_new(path, dead);
-    }
-    free(dead);
-    return (rc);
 }
