@@ -65,7 +65,8 @@
  *	(every event once, due or not). RUNNER_FLUSH makes one such pass
  *	and returns (TERM and INT stop it too; a HUP is logged and
  *	ignored). The daemon also sweeps tmp/ of crashed writers'
- *	files when it starts and every ten minutes (spool_sweep_tmp()).
+ *	files when it starts and every ten minutes, SPOOL_SWEEP_STEP names
+ *	per turn of its loop (spool_sweep_tmp_step()).
  *	GET /readyz on metrics_listen (metrics_http(3)) is not ready while
  *	the spool is unusable (not writable: the plugin could not commit
  *	either) or the secret unreadable (nothing could be posted).
@@ -468,15 +469,14 @@ static void runner_ready_sample(struct runner *r)
 		 : r->key.len == 0 ? "webhook secret unreadable" : NULL);
 }
 
-/* runner_sweep - tmp/ files left by crashed writers */
+/* runner_sweep - tmp/ files left by crashed writers: one step per turn */
 
 static void runner_sweep(struct runner *r)
 {
-    int     removed = spool_sweep_tmp(r->tool->dir, time(NULL));
-
-    if (removed > 0)
-	msg_warn("removed %d file(s) that crashed writers left in %s/%s", removed,
-		    r->tool->dir, SPOOL_TMP);
+    if (spool_sweep_tmp_step(r->tool->dir, time(NULL), &r->sweep, SPOOL_SWEEP_STEP)
+	&& r->sweep.removed > 0)
+	msg_warn("removed %d file(s) that crashed writers left in %s/%s", r->sweep.removed,
+		 r->tool->dir, SPOOL_TMP);
 }
 
 /*
@@ -510,7 +510,8 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    if (r->running == 0)
 		break;
 	} else {
-	    if (mode == RUNNER_DAEMON && time(NULL) - last_sweep >= RUNNER_SWEEP_INTERVAL) {
+	    if (mode == RUNNER_DAEMON && (r->sweep.dir != NULL
+				  || time(NULL) - last_sweep >= RUNNER_SWEEP_INTERVAL)) {
 		runner_sweep(r);
 		last_sweep = time(NULL);
 	    }
@@ -532,9 +533,11 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	    {r->wake_fd, CURL_WAIT_POLLIN, 0}};
 
 	    curl_multi_poll(r->multi, wait, r->wake_fd >= 0 ? 2 : 1,
-			    r->reap_more || (r->scan_more && !r->stop) ? 0 : 200, &numfds);
+			    r->reap_more || (r->scan_more && !r->stop)
+			    || (r->sweep.dir != NULL && !r->stop) ? 0 : 200, &numfds);
 	}
     }
+    spool_sweep_tmp_end(&r->sweep);
     liveness_unwatch(&live);
 }
 

@@ -84,6 +84,7 @@ struct runner {
     int     lock_fd;			/* runner.lock, flocked */
     int     scan_more;			/* the last scan ran out of time */
     int     reap_more;			/* finished attempts left for a turn */
+    struct spool_sweep sweep;		/* of tmp/, under way when .dir */
 };
 
 /* runner_attempt.c */

@@ -105,6 +105,16 @@ int     spool_event_spoiled(const struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
 void    spool_list_free(char **names, int count);
 int     spool_sweep_tmp(const char *dir, time_t now);
+
+/* a sweep of tmp/ in steps of at most SPOOL_SWEEP_STEP names: a tmp/ of
+   a million leftovers must not stop the runner's loop for seconds */
+#define SPOOL_SWEEP_STEP	2000
+struct spool_sweep {
+    void   *dir;			/* the open DIR *, NULL between sweeps */
+    int     removed;			/* so far in this sweep */
+};
+int     spool_sweep_tmp_step(const char *dir, time_t now, struct spool_sweep *sw, int visits);
+void    spool_sweep_tmp_end(struct spool_sweep *sw);
 int     spool_recycle(const char *dir, const char *path, int *pool);
 int     spool_free_count(const char *dir);
 char   *spool_path(const char *dir, const char *subdir, const char *id);

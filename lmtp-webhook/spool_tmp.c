@@ -7,6 +7,8 @@
  *	#include "spool.h"
  *
  *	int	spool_sweep_tmp(dir, now)
+ *	int	spool_sweep_tmp_step(dir, now, &sweep, visits)
+ *	void	spool_sweep_tmp_end(&sweep)
  *	int	spool_recycle(dir, path, &pool)
  *	int	spool_free_count(dir)
  *
@@ -21,6 +23,13 @@
  *	and spool_claim()) and for spool_sweep_tmp()'s ages. Every name in
  *	tmp/ is PREFIX.PID.RANDOM (spool_tmp_name()) so that the sweep can
  *	tell a live writer's file from a dead one's.
+ *
+ *	spool_sweep_tmp_step() looks at no more than visits names of tmp/
+ *	per call, keeping the directory open in sweep between calls: 1
+ *	when the sweep is done (sweep->removed says how many files it
+ *	removed; the next call starts anew), 0 when names are left.
+ *	spool_sweep_tmp_end() abandons one. spool_sweep_tmp() is a whole
+ *	sweep at once.
  * DIAGNOSTICS
  *	spool_claim(): a descriptor or -1; the others as described above
  *	each function.
@@ -116,36 +125,68 @@ static long spool_tmp_writer(const char *name)
     return (end == last && pid > 0 ? pid : 0);
 }
 
+/* spool_sweep_stale - a file of tmp/ that a crashed writer left */
+
+static int spool_sweep_stale(const char *path, const char *name, time_t now)
+{
+    struct stat st;
+    long    pid = spool_tmp_writer(name);
+
+    /* ctime, not mtime: a commit sets the mtime to the next attempt,
+       and every write, fallocate or truncate moves the ctime */
+    return (lstat(path, &st) == 0 && S_ISREG(st.st_mode)
+	    && (now - st.st_ctime > SPOOL_TMP_MAX_AGE
+		|| (now - st.st_ctime > SPOOL_TMP_ORPHAN_AGE && pid > 0
+		    && kill((pid_t) pid, 0) < 0 && errno == ESRCH)));
+}
+
+void    spool_sweep_tmp_end(struct spool_sweep *sw)
+{
+    if (sw->dir != NULL)
+	closedir((DIR *) sw->dir);
+    sw->dir = NULL;
+}
+
+/* spool_sweep_tmp_step - at most visits names of tmp/; 1 once done */
+
+int     spool_sweep_tmp_step(const char *dir, time_t now, struct spool_sweep *sw, int visits)
+{
+    struct dirent *de;
+    char   *path;
+
+    if (sw->dir == NULL) {
+	char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
+
+	sw->removed = 0;
+	sw->dir = opendir(tmp);
+	free(tmp);
+	if (sw->dir == NULL)
+	    return (1);
+    }
+    while (visits-- > 0) {
+	if ((de = readdir((DIR *) sw->dir)) == NULL) {
+	    spool_sweep_tmp_end(sw);
+	    return (1);
+	}
+	if (de->d_name[0] == '.')
+	    continue;
+	path = spool_path(dir, SPOOL_TMP, de->d_name);
+	if (spool_sweep_stale(path, de->d_name, now) && unlink(path) == 0)
+	    sw->removed++;
+	free(path);
+    }
+    return (0);
+}
+
 /* spool_sweep_tmp - remove files that crashed writers left in tmp/ */
 
 int     spool_sweep_tmp(const char *dir, time_t now)
 {
-    char   *tmp = spool_path(dir, SPOOL_TMP, NULL), *path;
-    DIR    *d = opendir(tmp);
-    struct dirent *de;
-    struct stat st;
-    long    pid;
-    int     removed = 0;
+    struct spool_sweep sw = {NULL, 0};
 
-    /* ctime, not mtime: a commit sets the mtime to the next attempt,
-       and every write, fallocate or truncate moves the ctime */
-    while (d != NULL && (de = readdir(d)) != NULL) {
-	if (de->d_name[0] == '.')
-	    continue;
-	path = spool_path(dir, SPOOL_TMP, de->d_name);
-	pid = spool_tmp_writer(de->d_name);
-	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)
-	    && (now - st.st_ctime > SPOOL_TMP_MAX_AGE
-		|| (now - st.st_ctime > SPOOL_TMP_ORPHAN_AGE && pid > 0
-		    && kill((pid_t) pid, 0) < 0 && errno == ESRCH))
-	    && unlink(path) == 0)
-	    removed++;
-	free(path);
-    }
-    if (d != NULL)
-	closedir(d);
-    free(tmp);
-    return (removed);
+    while (spool_sweep_tmp_step(dir, now, &sw, SPOOL_SWEEP_STEP) == 0)
+	 /* void */ ;
+    return (sw.removed);
 }
 
 /*

@@ -344,6 +344,68 @@ def test_idle_backlog(st, rx, runner):
     tap.is_(ls(st, "active"), [], "active/ empty again")
 
 
+def test_sweep_steps(st, rx, runner):
+    """30,000 names in tmp/ (an lmtp crash loop's leftovers, or a copy
+    gone wrong): the start-up sweep of tmp/ looked at every one before
+    the runner's first scan, and every ten minutes stalled its loop as
+    long. It now takes SPOOL_SWEEP_STEP (2,000) names per turn: an event
+    due at start is posted after at most two steps of the sweep, and the
+    sweep still reaches every name. Counted in the runner's own syscalls
+    (strace from its exec): the lstat() of tmp/ names before the POST."""
+    url = "http://127.0.0.1:%d/ws/acme/sweep" % rx.port
+    runner.stop()
+    fillers = 30000
+    for i in range(fillers):
+        with open(st.path("spool", "tmp", "filler.1.%d" % i), "wb"):
+            pass
+    put_event(st, "msg_sweepdue", event_bytes("msg_sweepdue", url, body_for("msg_sweepdue")))
+    out = st.path("log", "sweep-strace.txt")
+    proc = subprocess.Popen(["strace", "-f", "-qq", "-o", out,
+                             "-e", "trace=newfstatat,lstat,sendto,send,write,writev",
+                             SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def trace():
+        try:
+            with open(out, errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def visited(lines):
+        return sum(1 for ln in lines if "/spool/tmp/filler.1." in ln and "newfstatat" in ln)
+
+    try:
+        posted = wait_for(lambda: posts(rx, "msg_sweepdue"), timeout=30)
+        tap.ok(posted, "30,000 names in tmp/: the event due at start is posted")
+        whole = wait_for(lambda: visited(trace()) >= fillers, timeout=60)
+        lines = trace()
+        first = next((i for i, ln in enumerate(lines) if "POST /ws/acme/sweep" in ln), None)
+        before = visited(lines[:first]) if first is not None else -1
+        # the start-up step, then the loop's first turn steps again before
+        # curl sends what the first scan started: two steps at most
+        tap.ok(0 <= before <= 2 * 2000, "%d tmp/ names looked at before the POST (at most "
+               "two steps of 2,000; was all 30,000)" % before, diag="POST line %r" % first)
+        tap.ok(whole, "the sweep still reached every name (%d of %d)" % (visited(lines), fillers))
+        tap.is_(len([n for n in ls(st, "tmp") if n.startswith("filler.")]), fillers,
+                "and removed none of them (fresh, their writer alive)")
+    finally:
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for c in children:
+            os.kill(int(c), signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for n in ls(st, "tmp"):
+            if n.startswith("filler."):
+                os.unlink(st.path("spool", "tmp", n))
+    tap.is_(len(posts(rx, "msg_sweepdue")), 1, "posted once")
+    runner.start()
+
+
 def test_not_events(st, rx, runner):
     """A FIFO, a symbolic link to a good event elsewhere and a directory
     dropped into active/: the runner must not hang on the FIFO, post what
@@ -937,7 +999,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     runner = Runner(st)
     runner.start()
-    TESTS = [test_held, test_idle_backlog, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
+    TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]

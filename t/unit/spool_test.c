@@ -100,6 +100,56 @@ static void test_sweep(const char *dir)
     ok(!exists(dir, live) && !exists(dir, "no-pid-here"), "tmp/ is empty");
 }
 
+/* names in tmp/ */
+static int tmp_count(const char *dir)
+{
+    char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
+    DIR    *d = opendir(tmp);
+    struct dirent *de;
+    int     n = 0;
+
+    while (d != NULL && (de = readdir(d)) != NULL)
+	n += de->d_name[0] != '.';
+    if (d != NULL)
+	closedir(d);
+    free(tmp);
+    return (n);
+}
+
+/* a sweep in steps: no more names per call than asked, every stale file
+   removed and counted exactly; abandoned, what it did not reach stays */
+static void test_sweep_steps(const char *dir)
+{
+    struct spool_sweep sw = {NULL, 0};
+    char    name[100], *path;
+    time_t  later = time(NULL) + 37 * 3600;
+    int     i, steps = 0, most = 0, n = 2 * SPOOL_SWEEP_STEP + 7, before;
+
+    for (i = 0; i < n; i++) {
+	snprintf(name, sizeof(name), "reserve.1.%d", i);	/* pid 1 lives */
+	path = spool_path(dir, SPOOL_TMP, name);
+	write_file(path, "x");
+	free(path);
+    }
+    is_int(spool_sweep_tmp_step(dir, later, &sw, 10), 0, "a step of 10 names: more left");
+    ok(sw.removed <= 10 && sw.removed >= 8, "... it removed at most 10 (%d)", sw.removed);
+    before = sw.removed;
+    spool_sweep_tmp_end(&sw);
+    ok(sw.dir == NULL, "an abandoned sweep is closed");
+    is_int(tmp_count(dir), n - before, "abandoned: the names it did not reach stay");
+    while (steps < n && (i = sw.removed, spool_sweep_tmp_step(dir, later, &sw, 100)) == 0) {
+	most = sw.removed - i > most ? sw.removed - i : most;
+	steps++;
+    }
+    ok(most <= 100, "never more than 100 removed in a step of 100 (%d)", most);
+    ok(steps >= (n - before) / 100, "the sweep took %d steps", steps);
+    is_int(sw.removed, n - before, "a sweep anew removed exactly the rest");
+    is_int(tmp_count(dir), 0, "tmp/ is empty");
+    ok(sw.dir == NULL, "a finished sweep is closed");
+    is_int(spool_sweep_tmp_step(dir, later, &sw, 100), 1, "an empty tmp/: done at once");
+    is_int(sw.removed, 0, "... nothing removed");
+}
+
 /* the runner swept an idle keeper file just before a commit: not lost */
 static void test_keeper_swept(const char *dir, const struct spool_event *ev)
 {
@@ -745,6 +795,7 @@ int     main(void)
     test_stream_reuse(dir);
     test_big_load(dir);
     test_sweep(dir);
+    test_sweep_steps(dir);
     {
 	char    cmd[300];
 
