@@ -3,6 +3,7 @@
 
 /* spool.h - durable webhook events: one JSON file per event */
 
+#include <dirent.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <time.h>
@@ -110,7 +111,7 @@ int     spool_sweep_tmp(const char *dir, time_t now);
    a million leftovers must not stop the runner's loop for seconds */
 #define SPOOL_SWEEP_STEP	2000
 struct spool_sweep {
-    void   *dir;			/* the open DIR *, NULL between sweeps */
+    DIR    *dir;			/* open during a sweep, NULL between */
     int     removed;			/* so far in this sweep */
 };
 int     spool_sweep_tmp_step(const char *dir, time_t now, struct spool_sweep *sw, int visits);

@@ -143,7 +143,7 @@ static int spool_sweep_stale(const char *path, const char *name, time_t now)
 void    spool_sweep_tmp_end(struct spool_sweep *sw)
 {
     if (sw->dir != NULL)
-	closedir((DIR *) sw->dir);
+	closedir(sw->dir);
     sw->dir = NULL;
 }
 
@@ -164,7 +164,7 @@ int     spool_sweep_tmp_step(const char *dir, time_t now, struct spool_sweep *sw
 	    return (1);
     }
     while (visits-- > 0) {
-	if ((de = readdir((DIR *) sw->dir)) == NULL) {
+	if ((de = readdir(sw->dir)) == NULL) {
 	    spool_sweep_tmp_end(sw);
 	    return (1);
 	}

@@ -100,22 +100,6 @@ static void test_sweep(const char *dir)
     ok(!exists(dir, live) && !exists(dir, "no-pid-here"), "tmp/ is empty");
 }
 
-/* names in tmp/ */
-static int tmp_count(const char *dir)
-{
-    char   *tmp = spool_path(dir, SPOOL_TMP, NULL);
-    DIR    *d = opendir(tmp);
-    struct dirent *de;
-    int     n = 0;
-
-    while (d != NULL && (de = readdir(d)) != NULL)
-	n += de->d_name[0] != '.';
-    if (d != NULL)
-	closedir(d);
-    free(tmp);
-    return (n);
-}
-
 /* a sweep in steps: no more names per call than asked, every stale file
    removed and counted exactly; abandoned, what it did not reach stays */
 static void test_sweep_steps(const char *dir)
@@ -136,7 +120,7 @@ static void test_sweep_steps(const char *dir)
     before = sw.removed;
     spool_sweep_tmp_end(&sw);
     ok(sw.dir == NULL, "an abandoned sweep is closed");
-    is_int(tmp_count(dir), n - before, "abandoned: the names it did not reach stay");
+    is_int(files_in(dir, SPOOL_TMP), n - before, "abandoned: the names it did not reach stay");
     while (steps < n && (i = sw.removed, spool_sweep_tmp_step(dir, later, &sw, 100)) == 0) {
 	most = sw.removed - i > most ? sw.removed - i : most;
 	steps++;
@@ -144,7 +128,7 @@ static void test_sweep_steps(const char *dir)
     ok(most <= 100, "never more than 100 removed in a step of 100 (%d)", most);
     ok(steps >= (n - before) / 100, "the sweep took %d steps", steps);
     is_int(sw.removed, n - before, "a sweep anew removed exactly the rest");
-    is_int(tmp_count(dir), 0, "tmp/ is empty");
+    is_int(files_in(dir, SPOOL_TMP), 0, "tmp/ is empty");
     ok(sw.dir == NULL, "a finished sweep is closed");
     is_int(spool_sweep_tmp_step(dir, later, &sw, 100), 1, "an empty tmp/: done at once");
     is_int(sw.removed, 0, "... nothing removed");
