@@ -31,8 +31,9 @@
  *	with two AUTHORITY TLVs, one reader would take the first and
  *	another the last, so a second one rejects the header. Other types
  *	(NOOP, vendors') are skipped and counted, as often as they come.
- *	A LOCAL header's address block is ignored, as the specification
- *	says.
+ *	A LOCAL header's address block and TLVs are ignored, as the
+ *	specification says, once checked as a PROXY header's are (a
+ *	LOCAL whose block is too short for its family has no TLVs).
  *
  *	proxy_header_has_client() tells whether the header names a client
  *	at all: a PROXY command over STREAM (v2) or a TCP4/TCP6 line (v1)
@@ -444,6 +445,21 @@ static const char *proxy_v2_addresses(const unsigned char *a, size_t len,
     }
 }
 
+/*
+ * proxy_v2_forget - what a LOCAL header carries is to be ignored (the
+ * specification): its addresses and TLVs. They are checked first all
+ * the same: a bad CRC32C or a second AUTHORITY rejects a LOCAL header
+ * as it rejects a PROXY one (a CRC32C that does not match may be a
+ * PROXY header with its command bit flipped).
+ */
+static void proxy_v2_forget(struct proxy_header *hdr)
+{
+    struct proxy_header kept = {.version = 2, .local = 1, .family = AF_UNSPEC,
+	.dgram = hdr->dgram, .transport = hdr->transport, .length = hdr->length};
+
+    *hdr = kept;
+}
+
 /* proxy_v2_parse - binary header after its 12-byte signature */
 
 static const char *proxy_v2_parse(const unsigned char *buf, size_t len, size_t v2_max,
@@ -474,13 +490,12 @@ static const char *proxy_v2_parse(const unsigned char *buf, size_t len, size_t v
     hdr->family = families[buf[13] >> 4];
     hdr->dgram = (buf[13] & 0x0f) == 2;
     hdr->transport = buf[13] & 0x0f;
-    if (hdr->local) {				/* the block is to be ignored */
-	hdr->family = AF_UNSPEC;
-	return (NULL);
-    }
     if ((err = proxy_v2_addresses(buf + PROXY_V2_FIXED, total - PROXY_V2_FIXED, hdr, &off))
-	!= NULL)
-	return (err);
+	!= NULL) {
+	if (!hdr->local)
+	    return (err);
+	off = total - PROXY_V2_FIXED;		/* LOCAL: no block of that family */
+    }
     for (off += PROXY_V2_FIXED; off < total; ) {
 	size_t  tlv_len;
 
@@ -493,6 +508,8 @@ static const char *proxy_v2_parse(const unsigned char *buf, size_t len, size_t v
 	    return (err);
 	off += 3 + tlv_len;
     }
+    if (hdr->local)				/* checked, then ignored */
+	proxy_v2_forget(hdr);
     return (NULL);
 }
 

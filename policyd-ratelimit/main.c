@@ -116,20 +116,29 @@ static int policyd_worker_count(const struct config *cfg)
     return (n < 1 ? 1 : n > 64 ? 64 : (int) n);
 }
 
-/* policyd_check_listen - the addresses can all be bound at once */
-
+/*
+ * policyd_check_listen - every address parses, as policyd_open() will
+ * parse it (a bad one was "configuration OK" for -t, and the daemon
+ * then bound the ones before it and died), and they can all be bound
+ * at once.
+ */
 static void policyd_check_listen(struct config *cfg)
 {
     const struct config_entry *entry = config_lookup(cfg, "listen");
     struct daemon_address *addrs;
+    struct addr addr;
+    const char *err;
     char  **list;
     int     n;
 
     list = config_split_list(config_get_str(cfg, "listen"), &n);
     addrs = xcalloc(n + 1, sizeof(*addrs));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
 	addrs[i] = (struct daemon_address) {.name = "listen", .spec = list[i],
 	    .line = entry ? entry->line : 0};
+	if ((err = addr_parse(list[i], &addr)) != NULL)
+	    config_add_error(cfg, addrs[i].line, "listen %s: %s", list[i], err);
+    }
     daemon_config_addresses(cfg, addrs, n);
     free(addrs);
     config_list_free(&list);

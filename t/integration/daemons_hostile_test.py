@@ -224,6 +224,20 @@ def test_check_generic(st):
                   ["listen inet:0.0.0.0:%d: the same address as listen" % port,
                    "%s:2: metrics_listen inet:127.0.0.1:%d: the same address" % (conf, port)],
                   "policyd-ratelimit: two listeners and metrics_listen on one address")
+    # a listen value that does not parse: -t said "configuration OK", and
+    # the daemon bound the addresses before it and then died
+    bad_listen = [
+        ("inet:127.0.0.1:99999", "bad port number"),
+        ("inet:127.0.0.1", "expected HOST:PORT"),
+        ("unix:relative.sock", "unix socket path must be absolute"),
+        ("inet:127.0.0.1:%d junk" % port, "listen junk: expected HOST:PORT"),
+        ("inet:127.0.0.1:%d, tcp:127.0.0.1:%d" % (port, port + 1), "listen tcp:127.0.0.1"),
+    ]
+    for i, (value, words) in enumerate(bad_listen):
+        conf = write(st, "policyd-listen-%d.conf" % i, "listen = %s\n" % value)
+        check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
+                      ["%s:1: listen" % conf, words],
+                      "policyd-ratelimit: listen = %s" % value)
     conf = write(st, "shim-dup.conf", base_shim + base_shim.replace("9 mode", "10 mode"))
     check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
                   ["%s:2: listener" % conf, "overlaps the listener at line 1"],

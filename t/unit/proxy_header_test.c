@@ -176,6 +176,46 @@ static size_t raw_v2(unsigned char *buf, int ver_cmd, int fam, const void *body,
     return (16 + len);
 }
 
+/* LOCAL: addresses and TLVs ignored, but checked as a PROXY header's */
+static void test_v2_local_checked(void)
+{
+    unsigned char buf[256], body[64];
+    struct proxy_header h;
+    uint32_t crc;
+    size_t  n;
+
+    memset(body, 0, sizeof(body));
+    memcpy(body, "\x03\x00\x04" "\0\0\0\0" "\x02\x00\x01" "a", 11);
+    n = raw_v2(buf, 0x20, 0x00, body, 11);	/* LOCAL UNSPEC, CRC32C, AUTHORITY */
+    crc = proxy_crc32c(0, buf, n);
+    buf[19] = (unsigned char) (crc >> 24), buf[20] = (unsigned char) (crc >> 16);
+    buf[21] = (unsigned char) (crc >> 8), buf[22] = (unsigned char) crc;
+    is_str(parse(buf, n, &h), NULL, "LOCAL with a good CRC32C parses");
+    ok(h.local && h.family == AF_UNSPEC && h.length == n && !h.has_crc32c
+       && h.authority[0] == '\0', "LOCAL: its TLVs are then ignored");
+    buf[22] ^= 1;
+    is_str(parse(buf, n, &h), "PROXY v2: CRC32C mismatch", "LOCAL with a bad CRC32C: refused");
+    buf[22] ^= 1;
+    buf[12] = 0x21;				/* the command bit flipped: PROXY */
+    is_str(parse(buf, n, &h), "PROXY v2: CRC32C mismatch", "LOCAL turned PROXY: CRC32C catches it");
+    memcpy(body + 11, "\x02\x00\x01" "b", 4);	/* a second AUTHORITY */
+    n = raw_v2(buf, 0x20, 0x00, body + 7, 8);
+    is_str(parse(buf, n, &h), "PROXY v2: a TLV that may appear once appears twice",
+	   "LOCAL with two AUTHORITY TLVs: refused");
+    memcpy(body, "\x02\xff\xff", 3);		/* a TLV of 65,535 bytes, 0 there */
+    n = raw_v2(buf, 0x20, 0x00, body, 3);
+    is_str(parse(buf, n, &h), "PROXY v2: TLV overruns the header", "LOCAL TLV overrun: refused");
+    n = raw_v2(buf, 0x20, 0x11, body, 0);	/* LOCAL INET with no block */
+    is_str(parse(buf, n, &h), NULL, "LOCAL INET without addresses parses (ignored)");
+    ok(h.local && h.family == AF_UNSPEC, "and names no one");
+    memset(body, 0, 12);
+    body[12] = 0x02, body[13] = 0, body[14] = 1, body[15] = 'x';
+    n = raw_v2(buf, 0x20, 0x11, body, 16);	/* LOCAL INET, addresses, AUTHORITY */
+    is_str(parse(buf, n, &h), NULL, "LOCAL INET with addresses and a TLV parses");
+    ok(h.local && h.family == AF_UNSPEC && h.authority[0] == '\0' && h.src.in.sin_port == 0,
+       "its addresses and TLVs are not kept");
+}
+
 static void test_v2_bad(void)
 {
     unsigned char buf[2048], body[1200];
@@ -380,6 +420,7 @@ int     main(void)
     test_v1_bad();
     test_v2_round_trip();
     test_v2_bad();
+    test_v2_local_checked();
     test_reader();
     return (tap_done());
 }
