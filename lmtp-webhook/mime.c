@@ -18,8 +18,10 @@
  *	kept in msg, encoded words decoded to UTF-8 (each at most 64 KB: a
  *	1 MB header does not become a 1 MB JSON string), and written when
  *	the first part starts. The first inline text/plain part is the
- *	text, the first inline text/html part the html, both converted to
- *	UTF-8 by Dovecot's message_decoder.
+ *	text, the first inline text/html part the html (never one inside
+ *	an attached message), both converted to UTF-8 by Dovecot's
+ *	message_decoder. A part without Content-Type is text/plain, or
+ *	message/rfc822 in a multipart/digest.
  *
  *	Every other part that is not a multipart is an attachment: its
  *	bytes are the body with the transfer encoding undone (decode.c)
@@ -28,8 +30,11 @@
  *	max_attachment_size. A message/rfc822 part is an attachment too
  *	(the embedded message's bytes, read from the input once the parse
  *	is done, so these come after the others in the list); the parts
- *	inside it are listed as well. The caller ends the event
- *	(payload_finish()).
+ *	inside it are listed as well. One inside another is listed with
+ *	no content (its bytes are in the outer one's). A multipart part
+ *	Dovecot does not split (no boundary= it reads, or one that never
+ *	comes) is an attachment too: its body, listed with those. The
+ *	caller ends the event (payload_finish()).
  *
  *	"authentication" (authres.c) is made from the raw values of the
  *	top-level headers, before Dovecot decodes any encoded word: the
@@ -77,6 +82,7 @@
 #include "array.h"
 #include "str.h"
 #include "istream.h"
+#include "istream-concat.h"
 #include "charset-utf8.h"
 #include "message-parser.h"
 #include "message-decoder.h"
@@ -89,6 +95,7 @@
 #include "authres.h"
 #include "decode.h"
 #include "mime.h"
+#include "mime_param.h"
 #include "payload.h"
 #include "wh_alloc.h"
 
@@ -96,12 +103,20 @@
 
 enum mime_kind { MIME_SKIP, MIME_TEXT, MIME_HTML, MIME_ATTACHMENT };
 
-/* a message/rfc822 part, read when the parse is over */
+/*
+ * a message/rfc822 part, read when the parse is over; or a multipart
+ * part, listed then only if Dovecot did not split it (no children)
+ */
 struct mime_embedded {
     struct message_part *part;
     char   *filename, *content_type;
+    char   *boundary;			/* a multipart's, RFC 2231 form only */
     enum decode_cte cte;
 };
+ARRAY_DEFINE_TYPE(mime_embedded, struct mime_embedded);
+
+/* multiparts whose boundary only RFC 2231 gives, one inside another */
+#define MIME_SUBPARSE_MAX 8
 
 struct mime_walk {
     struct payload_message *msg;
@@ -122,7 +137,11 @@ struct mime_walk {
     struct decode_state dec;
     int     last_cr;			/* for decode_crlf() */
     EVP_MD_CTX *sha;
-    ARRAY(struct mime_embedded) embedded;
+    ARRAY_TYPE(mime_embedded) embedded;	/* of the parse under way */
+    char   *boundary_ext;		/* the current part's, see above */
+    unsigned int depth;			/* of mime_subparse() */
+    bool    under_embedded;		/* it parses inside message/rfc822 */
+    char   *error;			/* a read failed in a subparse */
     size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
     bool    hdr_cut;			/* past its limits: values lost */
     /* for "authentication": raw values of top-level headers */
@@ -142,161 +161,11 @@ static const char *const mime_top_headers[PAYLOAD_HEADER_COUNT] = {
     "From", "To", "Cc", "Subject", "Date", "Message-ID",
 };
 
-/* mime_pct_decode - RFC 2231 %XX; a bad escape is kept as it is */
-
-static void mime_pct_decode(string_t *dest, const char *s)
-{
-    for (; *s != '\0'; s++) {
-	if (s[0] == '%' && i_isxdigit(s[1]) && i_isxdigit(s[2])) {
-	    char    hex[3] = {s[1], s[2], '\0'};
-
-	    str_append_c(dest, (char) strtol(hex, NULL, 16));
-	    s += 2;
-	} else {
-	    str_append_c(dest, *s);
-	}
-    }
-}
-
-/*
- * mime_to_utf8 - len bytes in charset as UTF-8; unknown charsets as they
- * are (payload_utf8_clean() replaces what is not UTF-8). A NUL (%00, =00)
- * is the one character a C string cannot carry: it becomes U+FFFD rather
- * than end the name there ("invoice.pdf%00.exe" must not read as
- * "invoice.pdf" while Python's email reads the ".exe").
- */
-static const char *mime_to_utf8(const char *charset, const char *bytes, size_t len)
-{
-    enum charset_result result;
-    string_t *out = t_str_new(len + 16);
-    const char *end = bytes + len, *nul, *seg;
-
-    for (;;) {
-	nul = memchr(bytes, '\0', (size_t) (end - bytes));
-	seg = t_strdup_until(bytes, nul != NULL ? nul : end);
-	if (*charset == '\0' || charset_to_utf8_str(charset, NULL, seg, out, &result) < 0)
-	    str_append(out, seg);
-	if (nul == NULL)
-	    return (str_c(out));
-	str_append(out, "\xEF\xBF\xBD");
-	bytes = nul + 1;
-    }
-}
-
-/* RFC 2231 continuations: as many as the header holds (Dovecot bounds
-   a header block at 10 MB); an index past this is not a continuation */
-#define MIME_SEGMENT_MAX 100000
-
-struct mime_segment {
-    const char *value;
-    bool    ext;
-};
-
-/*
- * mime_param_ext - an RFC 2231 value from its segments (one, or a
- * continuation): the first, if extended, starts with charset'language';
- * extended segments are %-encoded, the others literal.
- */
-static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n)
-{
-    string_t *raw = t_str_new(128);
-    const char *charset = "", *v, *q1, *q2;
-
-    for (unsigned int i = 0; i < n; i++) {
-	v = seg[i].value;
-	if (i == 0 && seg[0].ext && (q1 = strchr(v, '\'')) != NULL
-	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
-	    charset = t_strdup_until(v, q1);
-	    v = q2 + 1;
-	}
-	if (seg[i].ext)
-	    mime_pct_decode(raw, v);
-	else
-	    str_append(raw, v);
-    }
-    return (mime_to_utf8(charset, (const char *) str_data(raw), str_len(raw)));
-}
-
-/* mime_param_key - "name" 0, "name*" 1, "name*N" 2, "name*N*" 3, else -1 */
-
-static int mime_param_key(const char *key, const char *wanted, unsigned int *idx)
-{
-    size_t  wlen = strlen(wanted);
-    const char *p = key + wlen;
-
-    if (strncasecmp(key, wanted, wlen) != 0)
-	return (-1);
-    if (*p == '\0')
-	return (0);
-    if (strcmp(p, "*") == 0)
-	return (1);
-    if (*p != '*' || !i_isdigit(p[1]))
-	return (-1);
-    for (*idx = 0, p++; i_isdigit(*p) && *idx < MIME_SEGMENT_MAX; p++)
-	*idx = *idx * 10 + (unsigned int) (*p - '0');
-    if (*idx >= MIME_SEGMENT_MAX)
-	return (-1);
-    return (*p == '\0' ? 2 : strcmp(p, "*") == 0 ? 3 : -1);
-}
-
-/*
- * mime_param - the value of parameter "wanted" (name or filename) in
- * what follows a Content-Type or Content-Disposition value, as UTF-8,
- * or NULL. Dovecot's rfc2231_parse() is not used: it returns extended
- * values still encoded and loses name*= after an indexed parameter.
- */
-static const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
-{
-    const char *plain = NULL, *ext = NULL, *key;
-    ARRAY(struct mime_segment) segs;
-    struct mime_segment *seg;
-    unsigned int idx = 0, count;
-    string_t *value = t_str_new(128), *out;
-    bool    contiguous = TRUE;
-    int     ret, kind;
-
-    t_array_init(&segs, 4);
-    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
-	if (ret < 0) {				/* skip the bad one, go on */
-	    if (parser->data >= parser->end)
-		break;
-	    parser->data++;
-	    continue;
-	}
-	kind = mime_param_key(key, wanted, &idx);
-	if (kind == 0 && plain == NULL)
-	    plain = t_strdup(str_c(value));
-	else if (kind == 1 && ext == NULL)
-	    ext = t_strdup(str_c(value));
-	else if (kind >= 2 && ((seg = array_idx_get_space(&segs, idx))->value == NULL)) {
-	    seg->value = t_strdup(str_c(value));
-	    seg->ext = kind == 3;
-	}
-    }
-    seg = array_get_modifiable(&segs, &count);
-    for (unsigned int i = 0; i < count; i++)
-	contiguous = contiguous && seg[i].value != NULL;
-    if (count > 0 && contiguous)
-	return (mime_param_ext(seg, count));
-    if (ext != NULL) {
-	struct mime_segment one = {ext, TRUE};
-
-	return (mime_param_ext(&one, 1));
-    }
-    if (plain == NULL)
-	return (NULL);
-    if (strstr(plain, "=?") == NULL)		/* RFC 2047, used in the wild */
-	return (plain);
-    out = t_str_new(strlen(plain) + 16);
-    message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
-    return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
-}
-
 /* mime_part_header - what a part's own headers say about it (raw values) */
 
 static void mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
 {
-    struct rfc822_parser_context parser;
+    struct rfc822_parser_context parser, params;
     string_t *token;
 
     rfc822_parser_init(&parser, hdr->full_value, hdr->full_value_len, NULL);
@@ -306,7 +175,10 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    str_truncate(w->content_type, 0);
 	str_lcase(str_c_modifiable(w->content_type));
 	i_free(w->ct_name);
+	params = parser;			/* the parameters, read twice */
 	w->ct_name = i_strdup(mime_param(&parser, "name"));
+	i_free(w->boundary_ext);
+	w->boundary_ext = i_strdup(mime_param_extended_only(&params, "boundary"));
     } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
@@ -376,28 +248,55 @@ static void mime_attachment(struct mime_walk *w, const char *name, const char *c
 	i_panic("SHA-256 unavailable");
 }
 
-/* mime_part_start - end of a part's headers: where its body goes */
+/* mime_in_embedded - is the part inside a message/rfc822 part? */
 
+static bool mime_in_embedded(const struct mime_walk *w, const struct message_part *part)
+{
+    for (part = part->parent; part != NULL; part = part->parent)
+	if ((part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0)
+	    return (TRUE);
+    return (w->under_embedded);
+}
+
+/* mime_later - list the part once the parse is over (mime_embedded_read) */
+
+static void mime_later(struct mime_walk *w, const char *ctype)
+{
+    struct mime_embedded *e = array_append_space(&w->embedded);
+    const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
+
+    e->part = w->part;
+    e->filename = i_strdup(name);
+    e->content_type = i_strdup(ctype);
+    e->cte = w->cte;
+    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0)
+	e->boundary = i_strdup(w->boundary_ext);
+}
+
+/*
+ * mime_part_start - end of a part's headers: where its body goes. With
+ * no Content-Type a part is text/plain, or message/rfc822 in a
+ * multipart/digest (RFC 2046 5.1.5: Dovecot's flag says which). The
+ * text and html are the bill's own: never from inside an attached
+ * message (Python's get_body() does not look there either).
+ */
 static void mime_part_start(struct mime_walk *w)
 {
-    const char *ctype = str_len(w->content_type) ? str_c(w->content_type) : "text/plain";
+    bool    embedded = (w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0;
+    const char *ctype = str_len(w->content_type) ? str_c(w->content_type)
+	: embedded ? "message/rfc822" : "text/plain";
     bool    inline_part = !w->disposition_attachment && w->disp_filename == NULL
-	&& w->ct_name == NULL;
+	&& w->ct_name == NULL && !mime_in_embedded(w, w->part);
 
     w->kind = MIME_SKIP;
     if (!w->begun)				/* the top headers are all in */
 	mime_begin(w);
     if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
-	/* a container: its children follow */
-    } else if ((w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0) {
-	struct mime_embedded *e = array_append_space(&w->embedded);
-	const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
-
+	/* a container: its children follow; without any, it is a leaf */
+	mime_later(w, ctype);
+    } else if (embedded) {
 	/* its children follow; it is listed, and its bytes read, at the end */
-	e->part = w->part;
-	e->filename = i_strdup(name);
-	e->content_type = i_strdup(ctype);
-	e->cte = w->cte;
+	mime_later(w, ctype);
     } else if (inline_part && strcmp(ctype, "text/plain") == 0 && !w->text_seen) {
 	w->kind = MIME_TEXT;
 	w->text_seen = TRUE;
@@ -455,6 +354,7 @@ static void mime_part_end(struct mime_walk *w)
     w->cte = DECODE_IDENTITY;
     i_free_and_null(w->disp_filename);
     i_free_and_null(w->ct_name);
+    i_free_and_null(w->boundary_ext);
     str_truncate(w->content_type, 0);
 }
 
@@ -462,34 +362,70 @@ static void mime_part_end(struct mime_walk *w)
  * mime_embedded_read - the body of each message/rfc822 part, from the
  * input: the parser gives the embedded message as its parts, not as
  * the bytes (the boundaries of its multiparts are not in any block).
+ * And of each multipart part Dovecot did not split (no boundary= it
+ * reads, or one that never comes): its body is then one attachment,
+ * as Python's email package makes it one leaf; skipped, its bytes
+ * (the bill's PDF among them) were in no attachment at all.
+ *
+ * A message/rfc822 part inside another one is listed with its size
+ * and sha256 but no content: its bytes are in the enclosing one's
+ * content already. Sent again, each layer repeated every byte below
+ * it: a PDF wrapped 95 times made an event 127 times the mail. Now
+ * every byte of the message is sent at most twice (in its leaf, and
+ * in the outermost message/rfc822 part around it).
  */
+static void mime_subparse(struct mime_walk *w, struct istream *input,
+			          const struct mime_embedded *e);
+
+/* mime_body_attachment - a part's body, read again from the input */
+
+static void mime_body_attachment(struct mime_walk *w, struct istream *input,
+				         const struct mime_embedded *e)
+{
+    uoff_t  left = e->part->body_size.physical_size;
+    const unsigned char *data;
+    size_t  size;
+
+    mime_attachment(w, e->filename, e->content_type, e->cte);
+    if ((e->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0
+	&& mime_in_embedded(w, e->part)) {
+	w->att_kept = FALSE;			/* in the enclosing one's content */
+	payload_attachment_drop(w->out);
+    }
+    i_stream_seek(input, e->part->physical_pos + e->part->header_size.physical_size);
+    w->last_cr = 0;
+    while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
+	if (size > left)
+	    size = left;
+	T_BEGIN {
+	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+
+	    mime_attachment_raw(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
+	} T_END;
+	i_stream_skip(input, size);
+	left -= size;
+    }
+    mime_attachment_done(w);
+}
+
 static void mime_embedded_read(struct mime_walk *w, struct istream *input)
 {
     struct mime_embedded *e;
 
     array_foreach_modifiable(&w->embedded, e) {
-	uoff_t  start = e->part->physical_pos + e->part->header_size.physical_size;
-	uoff_t  left = e->part->body_size.physical_size;
-	const unsigned char *data;
-	size_t  size;
+	bool    multipart = (e->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0;
 
-	mime_attachment(w, e->filename, e->content_type, e->cte);
+	if (multipart && e->part->children != NULL) {
+	    /* a container, as it should be: its parts were read */
+	} else if (multipart && e->boundary != NULL && w->depth < MIME_SUBPARSE_MAX
+		   && e->boundary[strcspn(e->boundary, "\r\n")] == '\0') {
+	    mime_subparse(w, input, e);
+	} else {
+	    mime_body_attachment(w, input, e);
+	}
 	i_free(e->filename);
 	i_free(e->content_type);
-	i_stream_seek(input, start);
-	w->last_cr = 0;
-	while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
-	    if (size > left)
-		size = left;
-	    T_BEGIN {
-		unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
-
-		mime_attachment_raw(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
-	    } T_END;
-	    i_stream_skip(input, size);
-	    left -= size;
-	}
-	mime_attachment_done(w);
+	i_free(e->boundary);
     }
 }
 
@@ -510,22 +446,59 @@ static void mime_header_count(struct mime_walk *w, const struct message_header_l
 	w->hdr_cut = TRUE;
 }
 
+/*
+ * mime_charset_plain - a Content-Type whose charset only RFC 2231's form
+ * gives (charset*=''iso-8859-1): Dovecot's decoder does not read that
+ * form, and took the text for UTF-8. The decoder is given the header
+ * with the same charset added plainly (*plain, *hdr); FALSE otherwise.
+ */
+static bool mime_charset_plain(const struct message_block *raw, struct message_block *plain,
+			               struct message_header_line *hdr)
+{
+    struct rfc822_parser_context parser;
+    const char *charset = NULL, *value;
+    string_t *type;
+
+    if (raw->hdr->eoh || raw->hdr->continues || strcasecmp(raw->hdr->name, "Content-Type") != 0)
+	return (FALSE);
+    rfc822_parser_init(&parser, raw->hdr->full_value, raw->hdr->full_value_len, NULL);
+    rfc822_skip_lwsp(&parser);
+    type = t_str_new(64);
+    if (rfc822_parse_content_type(&parser, type) >= 0)
+	charset = mime_param_extended_only(&parser, "charset");
+    rfc822_parser_deinit(&parser);
+    if (charset == NULL || charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
+					  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+()")] != '\0')
+	return (FALSE);				/* none, or not a charset name */
+    value = t_strdup_printf("%s; charset=\"%s\"", str_c(type), charset);
+    *hdr = *raw->hdr;
+    hdr->full_value = (const unsigned char *) value;
+    hdr->full_value_len = strlen(value);
+    *plain = *raw;
+    plain->hdr = hdr;
+    return (TRUE);
+}
+
 static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
 			              struct message_block *raw)
 {
-    struct message_block block;
+    struct message_block block, plain;
+    struct message_header_line hdr;
     bool    decoded;
 
     /* the decoder first: it asks the parser for the whole value of a
        folded header, which the raw line then has too */
-    decoded = message_decoder_decode_next_block(decoder, raw, &block);
+    if (mime_charset_plain(raw, &plain, &hdr))
+	decoded = message_decoder_decode_next_block(decoder, &plain, &block);
+    else
+	decoded = message_decoder_decode_next_block(decoder, raw, &block);
     if (raw->hdr->eoh || raw->hdr->continues)
 	return;
     mime_header_count(w, raw->hdr);
     mime_part_header(w, raw->hdr);
-    if (raw->part->parent == NULL)
+    if (raw->part->parent == NULL && w->depth == 0)
 	mime_raw_top(w, raw->hdr);
-    if (decoded && raw->part->parent == NULL)
+    if (decoded && raw->part->parent == NULL && w->depth == 0)
 	mime_top_header(w, block.hdr);
 }
 
@@ -593,20 +566,88 @@ static void mime_raw(struct mime_walk *w, struct istream *input, uoff_t max_raw)
     }
 }
 
-int     mime_read(struct istream *input, const struct mime_options *opt,
-		          struct payload_message *msg, const struct payload_envelope *env,
-		          struct payload_writer *out, const char **error_r)
+/*
+ * mime_parse - the parts of input, then what waits for the parse to end
+ * (message/rfc822 parts, multiparts Dovecot did not split), with their
+ * own list: a subparse runs while its caller's list is being read.
+ */
+static void mime_parse(struct mime_walk *w, struct istream *input)
 {
     const struct message_parser_settings set = {
 	.hdr_flags = MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE,
     };
-    struct mime_walk w;
+    ARRAY_TYPE(mime_embedded) callers = w->embedded;
     struct message_parser_ctx *parser;
     struct message_decoder_context *decoder;
     struct message_block raw;
     struct message_part *parts;
     pool_t  pool = pool_alloconly_create("lmtp_webhook mime", 8192);
-    int     ret;
+
+    i_array_init(&w->embedded, 4);
+    w->part = NULL;
+    parser = message_parser_init(pool, input, &set);
+    decoder = message_decoder_init(NULL, MESSAGE_DECODER_FLAG_RETURN_BINARY);
+    while (message_parser_parse_next_block(parser, &raw) > 0) {
+	T_BEGIN {
+	    mime_block(w, decoder, &raw);
+	} T_END;
+    }
+    mime_part_end(w);
+    if (!w->begun)				/* no part at all (an I/O error) */
+	mime_begin(w);
+    message_decoder_deinit(&decoder);
+    message_parser_deinit(&parser, &parts);
+    mime_embedded_read(w, input);		/* after an error: lists, frees */
+    array_free(&w->embedded);
+    w->embedded = callers;
+    pool_unref(&pool);
+}
+
+/*
+ * mime_subparse - a multipart whose boundary only RFC 2231's form gives
+ * (boundary*=''b1, boundary*0*=...): Dovecot's parser does not read
+ * that form, and took the whole body for one part. Its body is parsed
+ * again under a header that gives the same boundary plainly, so that
+ * its parts are listed as Python's email package lists them.
+ */
+static void mime_subparse(struct mime_walk *w, struct istream *input,
+			          const struct mime_embedded *e)
+{
+    string_t *head = t_str_new(128);
+    struct istream *streams[3], *sub;
+    bool    was_under = w->under_embedded;
+
+    str_printfa(head, "MIME-Version: 1.0\r\nContent-Type: %s; boundary=\"", e->content_type);
+    for (const char *p = e->boundary; *p != '\0'; p++) {
+	if (*p == '"' || *p == '\\')
+	    str_append_c(head, '\\');
+	str_append_c(head, *p);
+    }
+    str_append(head, "\"\r\n\r\n");
+    streams[0] = i_stream_create_copy_from_data(str_data(head), str_len(head));
+    streams[1] = i_stream_create_range(input, e->part->physical_pos
+				       + e->part->header_size.physical_size,
+				       e->part->body_size.physical_size);
+    streams[2] = NULL;
+    sub = i_stream_create_concat(streams);
+    i_stream_unref(&streams[0]);
+    i_stream_unref(&streams[1]);
+    w->depth++;
+    w->under_embedded = mime_in_embedded(w, e->part);
+    mime_parse(w, sub);
+    w->under_embedded = was_under;
+    w->depth--;
+    if (sub->stream_errno != 0 && w->error == NULL)
+	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(sub));
+    i_stream_unref(&sub);
+}
+
+int     mime_read(struct istream *input, const struct mime_options *opt,
+		          struct payload_message *msg, const struct payload_envelope *env,
+		          struct payload_writer *out, const char **error_r)
+{
+    struct mime_walk w;
 
     i_zero(&w);
     w.msg = msg;
@@ -615,33 +656,20 @@ int     mime_read(struct istream *input, const struct mime_options *opt,
     w.max_attachment = opt->max_attachment;
     w.trusted_id = opt->trusted_id;
     w.content_type = str_new(default_pool, 64);
-    i_array_init(&w.embedded, 4);
     if ((w.sha = EVP_MD_CTX_new()) == NULL)
 	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
-    parser = message_parser_init(pool, input, &set);
-    decoder = message_decoder_init(NULL, MESSAGE_DECODER_FLAG_RETURN_BINARY);
-    while ((ret = message_parser_parse_next_block(parser, &raw)) > 0) {
-	T_BEGIN {
-	    mime_block(&w, decoder, &raw);
-	} T_END;
-    }
-    mime_part_end(&w);
-    if (!w.begun)				/* no part at all (an I/O error) */
-	mime_begin(&w);
-    message_decoder_deinit(&decoder);
-    message_parser_deinit(&parser, &parts);
-    mime_embedded_read(&w, input);	/* after an error: lists, frees */
-    if (opt->raw_message && input->stream_errno == 0)
+    mime_parse(&w, input);
+    if (opt->raw_message && input->stream_errno == 0 && w.error == NULL)
 	mime_raw(&w, input, opt->max_raw);
     EVP_MD_CTX_free(w.sha);
     i_free(w.trusted_ar);
     i_free(w.from_raw);
     str_free(&w.content_type);
-    array_free(&w.embedded);
-    pool_unref(&pool);
-    if (input->stream_errno != 0) {
-	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
-				   i_stream_get_error(input));
+    if (input->stream_errno != 0 || w.error != NULL) {
+	*error_r = input->stream_errno == 0 ? t_strdup(w.error)
+	    : t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+			      i_stream_get_error(input));
+	i_free(w.error);
 	return (-1);
     }
     if (w.hdr_cut) {

@@ -1,0 +1,214 @@
+/*
+ * NAME
+ *	mime_param 3
+ * SUMMARY
+ *	MIME parameters in every form senders use
+ * SYNOPSIS
+ *	#include "mime_param.h"
+ *
+ *	const char *mime_param(parser, wanted)
+ *	const char *mime_param_extended_only(parser, wanted)
+ * DESCRIPTION
+ *	mime_param() returns the value of parameter "wanted" in what
+ *	follows a Content-Type or Content-Disposition value (parser is
+ *	just past it), as UTF-8, or NULL: RFC 2231 (wanted*=charset'lang'
+ *	%XX, continuations wanted*0*=, wanted*1=), RFC 2047 encoded words
+ *	(used in the wild), quoted strings, any letter case. An RFC 2231
+ *	form beats a plain one (RFC 6266 4.3). Dovecot's rfc2231_parse()
+ *	is not used: it returns extended values still encoded and loses
+ *	name*= after an indexed parameter.
+ *
+ *	mime_param_extended_only() returns the value the same way, but
+ *	only when the parameter is given in RFC 2231's extended form
+ *	(wanted*= or wanted*N*=) and never as a plain wanted=: the case
+ *	where Dovecot's own parser does not see it (a multipart's
+ *	boundary*=''b1), else NULL.
+ *
+ *	Both consume the parser; the values are on the data stack.
+ */
+
+#include "lib.h"
+
+#include <ctype.h>
+
+#include "str.h"
+#include "array.h"
+#include "charset-utf8.h"
+#include "message-header-decode.h"
+#include "rfc822-parser.h"
+
+#include "mime_param.h"
+
+/* mime_pct_decode - RFC 2231 %XX; a bad escape is kept as it is */
+
+static void mime_pct_decode(string_t *dest, const char *s)
+{
+    for (; *s != '\0'; s++) {
+	if (s[0] == '%' && i_isxdigit(s[1]) && i_isxdigit(s[2])) {
+	    char    hex[3] = {s[1], s[2], '\0'};
+
+	    str_append_c(dest, (char) strtol(hex, NULL, 16));
+	    s += 2;
+	} else {
+	    str_append_c(dest, *s);
+	}
+    }
+}
+
+/*
+ * mime_to_utf8 - len bytes in charset as UTF-8; unknown charsets as they
+ * are (payload_utf8_clean() replaces what is not UTF-8). A NUL (%00, =00)
+ * is the one character a C string cannot carry: it becomes U+FFFD rather
+ * than end the name there ("invoice.pdf%00.exe" must not read as
+ * "invoice.pdf" while Python's email reads the ".exe").
+ */
+static const char *mime_to_utf8(const char *charset, const char *bytes, size_t len)
+{
+    enum charset_result result;
+    string_t *out = t_str_new(len + 16);
+    const char *end = bytes + len, *nul, *seg;
+
+    for (;;) {
+	nul = memchr(bytes, '\0', (size_t) (end - bytes));
+	seg = t_strdup_until(bytes, nul != NULL ? nul : end);
+	if (*charset == '\0' || charset_to_utf8_str(charset, NULL, seg, out, &result) < 0)
+	    str_append(out, seg);
+	if (nul == NULL)
+	    return (str_c(out));
+	str_append(out, "\xEF\xBF\xBD");
+	bytes = nul + 1;
+    }
+}
+
+/* RFC 2231 continuations: as many as the header holds (Dovecot bounds
+   a header block at 10 MB); an index past this is not a continuation */
+#define MIME_SEGMENT_MAX 100000
+
+struct mime_segment {
+    const char *value;
+    bool    ext;
+};
+
+/*
+ * mime_param_ext - an RFC 2231 value from its segments (one, or a
+ * continuation): the first, if extended, starts with charset'language';
+ * extended segments are %-encoded, the others literal.
+ */
+static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n)
+{
+    string_t *raw = t_str_new(128);
+    const char *charset = "", *v, *q1, *q2;
+
+    for (unsigned int i = 0; i < n; i++) {
+	v = seg[i].value;
+	if (i == 0 && seg[0].ext && (q1 = strchr(v, '\'')) != NULL
+	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
+	    charset = t_strdup_until(v, q1);
+	    v = q2 + 1;
+	}
+	if (seg[i].ext)
+	    mime_pct_decode(raw, v);
+	else
+	    str_append(raw, v);
+    }
+    return (mime_to_utf8(charset, (const char *) str_data(raw), str_len(raw)));
+}
+
+/* mime_param_key - "name" 0, "name*" 1, "name*N" 2, "name*N*" 3, else -1 */
+
+static int mime_param_key(const char *key, const char *wanted, unsigned int *idx)
+{
+    size_t  wlen = strlen(wanted);
+    const char *p = key + wlen;
+
+    if (strncasecmp(key, wanted, wlen) != 0)
+	return (-1);
+    if (*p == '\0')
+	return (0);
+    if (strcmp(p, "*") == 0)
+	return (1);
+    if (*p != '*' || !i_isdigit(p[1]))
+	return (-1);
+    for (*idx = 0, p++; i_isdigit(*p) && *idx < MIME_SEGMENT_MAX; p++)
+	*idx = *idx * 10 + (unsigned int) (*p - '0');
+    if (*idx >= MIME_SEGMENT_MAX)
+	return (-1);
+    return (*p == '\0' ? 2 : strcmp(p, "*") == 0 ? 3 : -1);
+}
+
+/*
+ * mime_param - the value of parameter "wanted" (name or filename) in
+ * what follows a Content-Type or Content-Disposition value, as UTF-8,
+ * or NULL. Dovecot's rfc2231_parse() is not used: it returns extended
+ * values still encoded and loses name*= after an indexed parameter.
+ */
+const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
+{
+    const char *plain = NULL, *ext = NULL, *key;
+    ARRAY(struct mime_segment) segs;
+    struct mime_segment *seg;
+    unsigned int idx = 0, count;
+    string_t *value = t_str_new(128), *out;
+    bool    contiguous = TRUE;
+    int     ret, kind;
+
+    t_array_init(&segs, 4);
+    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
+	if (ret < 0) {				/* skip the bad one, go on */
+	    if (parser->data >= parser->end)
+		break;
+	    parser->data++;
+	    continue;
+	}
+	kind = mime_param_key(key, wanted, &idx);
+	if (kind == 0 && plain == NULL)
+	    plain = t_strdup(str_c(value));
+	else if (kind == 1 && ext == NULL)
+	    ext = t_strdup(str_c(value));
+	else if (kind >= 2 && ((seg = array_idx_get_space(&segs, idx))->value == NULL)) {
+	    seg->value = t_strdup(str_c(value));
+	    seg->ext = kind == 3;
+	}
+    }
+    seg = array_get_modifiable(&segs, &count);
+    for (unsigned int i = 0; i < count; i++)
+	contiguous = contiguous && seg[i].value != NULL;
+    if (count > 0 && contiguous)
+	return (mime_param_ext(seg, count));
+    if (ext != NULL) {
+	struct mime_segment one = {ext, TRUE};
+
+	return (mime_param_ext(&one, 1));
+    }
+    if (plain == NULL)
+	return (NULL);
+    if (strstr(plain, "=?") == NULL)		/* RFC 2047, used in the wild */
+	return (plain);
+    out = t_str_new(strlen(plain) + 16);
+    message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
+    return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
+}
+
+const char *mime_param_extended_only(struct rfc822_parser_context *parser,
+				             const char *wanted)
+{
+    struct rfc822_parser_context again = *parser;	/* read twice */
+    const char *key;
+    string_t *value = t_str_new(128);
+    unsigned int idx;
+    bool    plain = FALSE, extended = FALSE;
+    int     ret, kind;
+
+    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
+	if (ret < 0) {
+	    if (parser->data >= parser->end)
+		break;
+	    parser->data++;
+	    continue;
+	}
+	kind = mime_param_key(key, wanted, &idx);
+	plain = plain || kind == 0;
+	extended = extended || kind == 1 || kind == 3;
+    }
+    return (extended && !plain ? mime_param(&again, wanted) : NULL);
+}
