@@ -23,14 +23,16 @@
  *	daemon_config_check() checks their values the way start-up will
  *	use them, so that -t fails for what the daemon would die on: user
  *	must exist and not be root, pid_file's directory must exist,
- *	metrics_listen must be a TCP address. Errors go into cfg, with
+ *	metrics_listen must be a TCP address of this host. Errors go into cfg, with
  *	the line of the setting.
  *
  *	daemon_config_addresses() reports two of the daemon's listening
  *	addresses (and metrics_listen, added here) that cannot both be
  *	bound: the same UNIX path, or the same family and port with the
  *	same address or a wildcard on either side; and a TCP address on
- *	port 0, where the daemon would listen on a port no client knows. Addresses that do not
+ *	port 0, where the daemon would listen on a port no client knows;
+ *	and a TCP address no interface of this host has (a bind() to it
+ *	on port 0 fails with EADDRNOTAVAIL). Addresses that do not
  *	parse are left to the caller's own checks; a caller that parsed
  *	them already passes the result in "addr".
  *
@@ -66,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,11 +165,37 @@ static void daemon_config_pidfile(struct config *cfg)
     free(dir);
 }
 
+/*
+ * daemon_config_foreign - errno of a bind() to the TCP address with port
+ * 0 (EADDRNOTAVAIL: no interface of this host has it; a mistyped or
+ * retired address), else 0. Port 0 leaves the daemon's own port alone:
+ * the check works while the running daemon holds it.
+ */
+static int daemon_config_foreign(const struct addr *a)
+{
+    struct addr probe = *a;
+    int     fd, err = 0;
+
+    if (a->family != AF_INET && a->family != AF_INET6)
+	return (0);
+    if (a->family == AF_INET)
+	probe.u.in.sin_port = 0;
+    else
+	probe.u.in6.sin6_port = 0;
+    if ((fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+	return (0);				/* not this check's business */
+    if (bind(fd, &probe.u.sa, probe.salen) < 0 && errno == EADDRNOTAVAIL)
+	err = errno;
+    close(fd);
+    return (err);
+}
+
 static void daemon_config_metrics(struct config *cfg)
 {
     const char *listen = config_get_str(cfg, "metrics_listen");
     struct addr addr;
     const char *err;
+    int     foreign;
 
     if (listen == NULL)
 	return;
@@ -177,6 +206,10 @@ static void daemon_config_metrics(struct config *cfg)
 	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
 			 "metrics_listen: %s: Prometheus scrapes TCP; use inet: or inet6:",
 			 listen);
+    else if ((foreign = daemon_config_foreign(&addr)) != 0)
+	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+			 "metrics_listen %s: no interface of this host has that address (%s)",
+			 listen, strerror(foreign));
 }
 
 static void daemon_config_start_timeout(struct config *cfg)
@@ -252,6 +285,10 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 	    parsed[i] = *all[i].addr, ok[i] = 1;
 	else
 	    ok[i] = addr_parse(all[i].spec, &parsed[i]) == NULL;
+    for (int i = 0, err; i < count; i++)	/* metrics_listen: checked above */
+	if (ok[i] && (err = daemon_config_foreign(&parsed[i])) != 0)
+	    config_add_error(cfg, all[i].line, "%s %s: no interface of this host has that "
+			     "address (%s)", all[i].name, all[i].spec, strerror(err));
     for (int i = 0; i < n; i++)			/* -t said OK, no client could connect */
 	if (ok[i] && daemon_config_port0(&parsed[i]))
 	    config_add_error(cfg, all[i].line, "%s %s: port 0 (the kernel would pick a "

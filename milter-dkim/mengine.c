@@ -153,7 +153,9 @@ static int mengine_open_inet(const char *spec, int family, const char **err)
 	*err = "socket: cannot make a TCP socket";
     else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0
 	     || bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
-	*err = "socket: cannot bind the address (in use?)";
+	*err = errno == EADDRINUSE ? "socket: cannot bind the address: it is in use"
+	    : errno == EADDRNOTAVAIL ? "socket: cannot bind the address: no interface has it"
+	    : "socket: cannot bind the address";
 	close(fd);
 	fd = -1;
     } else {

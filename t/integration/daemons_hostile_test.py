@@ -198,6 +198,9 @@ def test_check_generic(st):
         ("pid_file = d.pid\n", ["not an absolute path"]),
         ("metrics_listen = 127.0.0.1:notaport\n", ["metrics_listen:"]),
         ("metrics_listen = unix:/tmp/mxkit-metrics.sock\n", ["Prometheus scrapes TCP"]),
+        # TEST-NET-1: no interface here has it (-t said OK, start-up died)
+        ("metrics_listen = inet:192.0.2.1:9101\n",
+         ["metrics_listen inet:192.0.2.1:9101: no interface of this host has that address"]),
     ]
     dkim = st.path("etc", "milter-base.conf")
     spool = st.path("etc", "spool-base.conf")
@@ -238,6 +241,23 @@ def test_check_generic(st):
         check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
                       ["%s:1: listen" % conf, words],
                       "policyd-ratelimit: listen = %s" % value)
+    # a listening address no interface of this host has
+    conf = write(st, "policyd-foreign.conf", "listen = inet:192.0.2.1:%d\n" % port)
+    check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
+                  ["%s:1: listen inet:192.0.2.1:%d: no interface of this host" % (conf, port)],
+                  "policyd-ratelimit: listen on an address this host does not have")
+    conf = write(st, "shim-foreign.conf", base_shim.replace("127.0.0.1:%d" % st.port("t-shim"),
+                                                            "192.0.2.1:%d" % st.port("t-shim")))
+    check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
+                  ["%s:1: listener 192.0.2.1:%d" % (conf, st.port("t-shim")),
+                   "no interface of this host"],
+                  "proxyv2-shim: a listener on an address this host does not have")
+    conf = write(st, "milter-foreign.conf", re.sub(r"(?m)^socket\s*=.*$",
+                                                   "socket = inet:%d@192.0.2.1" % st.port("t-milter"),
+                                                   open(dkim).read()))
+    check_refused(st, [mxdkim.MILTER, "-t", "-c", conf], [mxdkim.MILTER, "-f", "-c", conf], conf,
+                  ["socket inet:192.0.2.1:%d: no interface of this host" % st.port("t-milter")],
+                  "milter-dkim: socket on an address this host does not have")
     conf = write(st, "shim-dup.conf", base_shim + base_shim.replace("9 mode", "10 mode"))
     check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
                   ["%s:2: listener" % conf, "overlaps the listener at line 1"],

@@ -171,6 +171,16 @@ static void test_addresses(void)
     is_int(test_clashes(NULL, "inet6:[::]:25", "inet6:[::1]:25"), 1, "IPv6 wildcard and ::1");
     is_int(test_clashes(NULL, "unix:/tmp/a.sock", "unix:/tmp/a.sock"), 1, "one UNIX path twice");
     is_int(test_clashes(NULL, "unix:/tmp/a.sock", "unix:/tmp/b.sock"), 0, "two UNIX paths");
+    /* TEST-NET addresses: bound by no interface here (bind() to port 0
+       fails with EADDRNOTAVAIL; nothing listens anywhere) */
+    is_int(test_clashes(NULL, "inet:192.0.2.1:25", NULL), 1, "an address no interface has");
+    is_int(test_clashes(NULL, "inet6:[2001:db8::1]:25", NULL), 1,
+	   "an IPv6 address no interface has");
+    is_int(test_clashes(NULL, "inet:127.0.0.1:25", NULL), 0, "loopback is this host's");
+    is_int(test_clashes(NULL, "inet:0.0.0.0:25", NULL), 0, "the wildcard is this host's");
+    test_check_one("metrics_listen = inet:192.0.2.1:9101\n", 1,
+		   "no interface of this host has that address",
+		   "metrics_listen on an address no interface has");
     is_int(test_clashes("inet:127.0.0.1:9101", "inet:127.0.0.1:9101", NULL), 1,
 	   "metrics_listen on a listener's address");
     is_int(test_clashes("inet:127.0.0.1:9101", "inet:127.0.0.1:25", NULL), 0,
