@@ -36,9 +36,14 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
+#include <locale.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #include <idn2.h>
 #include <openssl/evp.h>
@@ -62,10 +67,55 @@ const char *ratelimit_action_name(enum limit_action action)
     return (names[action]);
 }
 
-static void ratelimit_lower(char *text)
+static locale_t ratelimit_utf8;
+static pthread_once_t ratelimit_utf8_once = PTHREAD_ONCE_INIT;
+
+static void ratelimit_utf8_init(void)
 {
-    for (; *text; text++)
-	*text = tolower((unsigned char) *text);
+    ratelimit_utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
+}
+
+/*
+ * ratelimit_lower - text in lower case, a new string: every letter that
+ * Unicode gives a lower case (towlower() in C.UTF-8), not ASCII alone:
+ * JÖRG and jörg were two keys with a budget each, where LDAP's
+ * caseIgnoreMatch and SQL's case-insensitive collations see one login.
+ * Bytes that are not UTF-8 are kept as they are (ASCII lowered).
+ */
+static char *ratelimit_lower(const char *text)
+{
+    size_t  len = strlen(text), n, w, used = 0;
+    char   *out = xmalloc(4 * len + 1), one[MB_LEN_MAX];	/* 4: UTF-8's longest */
+    mbstate_t in_state, out_state;
+    locale_t saved = (locale_t) 0;
+    wchar_t wc;
+
+    (void) pthread_once(&ratelimit_utf8_once, ratelimit_utf8_init);
+    if (ratelimit_utf8 != (locale_t) 0)
+	saved = uselocale(ratelimit_utf8);	/* this thread's, for now */
+    memset(&in_state, 0, sizeof(in_state));
+    memset(&out_state, 0, sizeof(out_state));
+    while (*text) {
+	n = ratelimit_utf8 ? mbrtowc(&wc, text, len, &in_state) : (size_t) -1;
+	if (n == (size_t) -1 || n == (size_t) -2 || n == 0) {	/* not UTF-8 */
+	    out[used++] = (char) tolower((unsigned char) *text);
+	    memset(&in_state, 0, sizeof(in_state));
+	    n = 1;
+	} else {
+	    w = wcrtomb(one, (wchar_t) towlower((wint_t) wc), &out_state);
+	    if (w == (size_t) -1 || w > 4)	/* kept as it is */
+		memcpy(out + used, text, w = n);
+	    else
+		memcpy(out + used, one, w);
+	    used += w;
+	}
+	text += n;
+	len -= n;
+    }
+    out[used] = 0;
+    if (saved != (locale_t) 0)
+	(void) uselocale(saved);
+    return (out);
 }
 
 /*
@@ -108,21 +158,17 @@ static int ratelimit_key_dot(const struct limit *limit)
 
 void    ratelimit_canon(const char *value, int lower, char *buf)
 {
-    size_t  len = strlen(value);
-    char   *copy;
+    char   *copy = lower ? ratelimit_lower(value) : xstrdup(value);
+    size_t  len = strlen(copy);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     size_t  head = RATELIMIT_KEY_HASHED - 8 - 64;
 
     if (len < RATELIMIT_KEY_PLAIN_MAX) {
-	memcpy(buf, value, len + 1);
-	if (lower)
-	    ratelimit_lower(buf);
+	memcpy(buf, copy, len + 1);
+	free(copy);
 	return;
     }
-    copy = xstrdup(value);
-    if (lower)
-	ratelimit_lower(copy);
     if (EVP_Digest(copy, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 	msg_fatal("ratelimit: SHA-256 is not available");
     /* whole UTF-8 characters only, padded with '~' to the fixed length */

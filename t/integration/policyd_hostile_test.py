@@ -431,6 +431,26 @@ def test_long_keys(st, port, store_name):
            "3 of 5 and 30 of 32" % (store_name, ", ".join(map(str, LENGTHS))), diag=repr(bad))
 
 
+def test_unicode_case(port, store_name):
+    """sasl_username and sender compare without case, and that is every
+    letter's case, not ASCII's alone: JÖRG and jörg had a budget each."""
+    bad = []
+    for spellings, kind, limit in ((["JÖRG-%s" % store_name, "jörg-%s" % store_name,
+                                     "JöRG-%s" % store_name], "user", 30),
+                                   (["ÉLODIE-%s" % store_name, "élodie-%s" % store_name], "user", 30),
+                                   (["ÅSA-%s@example.com" % store_name,
+                                     "åsa-%s@example.com" % store_name], "sender", 3)):
+        admitted = 0
+        for i, name in enumerate(spellings):
+            kw = {kind: name}
+            replies, _ = eom_replies(port, count=limit, tag="uc%d-" % i, **kw)
+            admitted += dunno(replies)
+        if admitted != limit:
+            bad.append((spellings, admitted, limit))
+    tap.ok(not bad, "%s store: every case spelling of a non-ASCII login or sender shares one "
+           "budget (exactly the limit admitted across spellings)" % store_name, diag=repr(bad))
+
+
 def test_redis_keys(st):
     keys = redis_cli(st, "--scan", "--pattern", "mxrl:*", password=SECRET).split()
     longest = max(len(k) for k in keys) if keys else 0
@@ -725,6 +745,7 @@ with Stack("policyd-hostile") as st:
     test_huge_transaction(st, pdm, pm)
     test_request_limits(st, pm)
     test_long_keys(st, pm, "memory")
+    test_unicode_case(pm, "memory")
     test_property(pm, "memory")
     test_postfix_long_sender(st)
     test_unavailable_client(st)
@@ -742,6 +763,7 @@ with Stack("policyd-hostile") as st:
     failed_a = test_acl_user(st, "pda", pa)
     failed_w += test_oom_and_corrupt(st, pw)
     test_long_keys(st, pw, "redis")
+    test_unicode_case(pw, "redis")
     test_property(pw, "redis")
     test_redis_keys(st)
 

@@ -277,6 +277,21 @@ int     main(void)
     is_str(key(limits.limit, "sasl_username="), "(none)", "empty attribute: no key");
     is_str(key(limits.limit, "sasl_username=Alice@Example.COM"), "alice@example.com",
 	   "sasl_username: any case is one login");
+    /* Unicode letters too, as LDAP's caseIgnoreMatch and SQL collations do */
+    is_str(key(limits.limit, "sasl_username=J\xc3\x96RG"), "j\xc3\xb6rg",
+	   "sasl_username: JÖRG is jörg");
+    is_str(key(limits.limit, "sasl_username=\xc3\x89LODIE"), "\xc3\xa9lodie",
+	   "sasl_username: ÉLODIE is élodie");
+    is_str(key(limits.limit, "sasl_username=\xce\xa3\xce\x9f\xce\xa6\xce\x99\xce\x91"),
+	   "\xcf\x83\xce\xbf\xcf\x86\xce\xb9\xce\xb1", "sasl_username: Greek upper case");
+    is_str(key(limits.limit, "sasl_username=\xd0\x98\xd0\xb2\xd0\x90\xd0\x9d"),
+	   "\xd0\xb8\xd0\xb2\xd0\xb0\xd0\xbd", "sasl_username: Cyrillic upper case");
+    is_str(key(limits.limit, "sasl_username=A\xff\xc3" "B\xc3\x96"), "a\xff\xc3" "b\xc3\xb6",
+	   "bytes that are not UTF-8 are kept, the rest lowered");
+    is_str(key(limits.limit, "sasl_username=\xe2\x84\xaa"), "k",
+	   "the Kelvin sign is k (a shorter lower case)");
+    is_str(key(limits.limit + 5, "sender=\xc3\x85SA@example.com"), "\xc3\xa5sa@example.com",
+	   "sender: the local part's Unicode letters lowered too");
     is_str(key(limits.limit, "sasl_username=alice."), "alice.",
 	   "sasl_username keeps a trailing dot (a name, not a domain)");
     is_str(key(limits.limit + 1, "client_address=192.0.2.77"), "192.0.2.0/24", "IPv4 /24");
