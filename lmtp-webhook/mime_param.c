@@ -147,9 +147,8 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
     const char *plain = NULL, *ext = NULL, *key;
     ARRAY(struct mime_segment) segs;
     struct mime_segment *seg;
-    unsigned int idx = 0, count;
+    unsigned int idx = 0, count, present = 0;
     string_t *value = t_str_new(128), *out;
-    bool    contiguous = TRUE;
     int     ret, kind;
 
     t_array_init(&segs, 4);
@@ -170,11 +169,14 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
 	    seg->ext = kind == 3;
 	}
     }
+    /* the segments there are, in order: with one missing (name*0*,
+       name*2*), Python's email joins the others; the name was lost */
     seg = array_get_modifiable(&segs, &count);
     for (unsigned int i = 0; i < count; i++)
-	contiguous = contiguous && seg[i].value != NULL;
-    if (count > 0 && contiguous)
-	return (mime_param_ext(seg, count));
+	if (seg[i].value != NULL)
+	    seg[present++] = seg[i];
+    if (present > 0)
+	return (mime_param_ext(seg, present));
     if (ext != NULL) {
 	struct mime_segment one = {ext, TRUE};
 

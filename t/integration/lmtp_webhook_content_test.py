@@ -205,6 +205,8 @@ FILENAMES = [
     (["Content-Disposition: attachment; filename*1=b.pdf; filename*0=a"], "ab.pdf"),
     (["Content-Disposition: attachment; filename*0=x; filename*0*=utf-8''y; name*=z"], "x"),
     (["Content-Disposition: attachment; filename*=utf-8''%ZZ%41"], "%ZZA"),
+    # a continuation missing: the others, joined in order, as Python's email (was null)
+    (["Content-Disposition: attachment; filename*0*=utf-8''x; filename*2*=z.pdf"], "xz.pdf"),
 ]
 
 
