@@ -455,7 +455,8 @@ static const char *proxy_v2_addresses(const unsigned char *a, size_t len,
 static void proxy_v2_forget(struct proxy_header *hdr)
 {
     struct proxy_header kept = {.version = 2, .local = 1, .family = AF_UNSPEC,
-	.dgram = hdr->dgram, .transport = hdr->transport, .length = hdr->length};
+	.dgram = hdr->dgram, .transport = hdr->transport, .length = hdr->length,
+    .other_tlvs = hdr->other_tlvs};		/* a count says nothing of a client */
 
     *hdr = kept;
 }

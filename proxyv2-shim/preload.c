@@ -20,10 +20,17 @@
  *	must never wait: a connection whose header is not complete is
  *	parked, and accept() goes on with the next one or fails with
  *	EAGAIN. A helper thread watches parked connections; when one
- *	completes it connects to the listener once from loopback, so the
- *	daemon's event loop sees the listening socket readable and calls
- *	accept(), which hands over the parked connection and drops the
- *	wake-up connection.
+ *	completes it connects to the listener from loopback and sends a
+ *	mark (a v2 LOCAL header with one 8-byte NOOP TLV), so the daemon's
+ *	event loop sees the listening socket readable and calls accept(),
+ *	which hands over the parked connection and drops the wake-up
+ *	connection. In a prefork server another process may take the
+ *	wake-up: it closes it silently (the mark), and the helper wakes
+ *	again, 10 ms later and backing off to 200 ms, with twice as many
+ *	wake-ups each time siblings took them all (up to 8 at once),
+ *	until its own process's accept() has taken every ready
+ *	connection. No new wake-up is sent while one waits to be
+ *	accepted: a daemon that is not accepting gets no more than 8.
  *
  *	getpeername() substitutes the client's address only while the
  *	socket is the same connection (its real peer is still the
@@ -68,6 +75,7 @@
 #include "proxy_header.h"
 
 #define PRELOAD_MAX_PENDING	1024
+#define PRELOAD_WAKES		8	/* wake-ups at once, at most */
 
 struct preload_parked {
     int     fd;
@@ -90,8 +98,11 @@ struct preload_listener {
     int     nparked;
     struct preload_ready ready[PRELOAD_MAX_PENDING];
     int     nready;
-    int     wake_ports[16];		/* local ports of our wake-ups */
-    int     nwake;
+    long long rewake_ms;		/* ready ones wait: wake again then */
+    int     rewake_step;
+    int     wakes[PRELOAD_WAKES];	/* wake-up sockets not yet taken */
+    int     nwakes;
+    int     lost;			/* rounds of wake-ups siblings took */
 };
 
 /* Client, balancer and local address per accepted descriptor. */
@@ -157,7 +168,9 @@ static void preload_listener_drop(struct preload_listener *l)
     }
     for (int i = 0; i < l->nready; i++)
 	close(l->ready[i].fd);
-    l->nparked = l->nready = l->nwake = 0;
+    for (int i = 0; i < l->nwakes; i++)
+	close(l->wakes[i]);
+    l->nparked = l->nready = l->nwakes = l->lost = 0;
 }
 
 /*
@@ -350,34 +363,82 @@ static void preload_remember(int fd, const union addr_sockaddr *client,
     p->seq = ++preload_seq;
 }
 
-/* preload_is_wake - our own wake-up connection (consumes the mark) */
+/*
+ * A wake-up connection sends this mark: a v2 LOCAL header with one NOOP
+ * TLV of 8 bytes. In a prefork server (processes sharing the listening
+ * socket) another process may accept it: whichever process does knows
+ * it by the mark and closes it without a word, while the process whose
+ * connection is ready wakes again (preload_rewake()) until its accept()
+ * takes it. A port list of our own wake-ups knew none of another
+ * process's: those were parked, timed out and logged, and the client
+ * waited until its process happened to accept again.
+ */
+static const unsigned char preload_wake_mark[27] = {
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+    0x20, 0x00, 0x00, 0x0B, 0x04, 0x00, 0x08, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
+};
 
-static int preload_is_wake(struct preload_listener *l, const union addr_sockaddr *peer)
+/* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
+
+static int preload_is_wake(const struct proxy_header *hdr)
 {
-    int     port = addr_port(&peer->sa);
-
-    for (int i = 0; i < l->nwake; i++)
-	if (l->wake_ports[i] == port) {
-	    l->wake_ports[i] = l->wake_ports[--l->nwake];
-	    return (1);
-	}
-    return (0);
+    return (hdr->version == 2 && hdr->local && hdr->other_tlvs == 1
+	    && hdr->length == sizeof(preload_wake_mark));
 }
 
-/* preload_wake - make the daemon's listening socket readable */
-
+/*
+ * preload_wake - make the daemon's listening socket readable, unless a
+ * wake-up is still waiting to be accepted: it wakes the next accept()
+ * anyway, and more would only fill the listen queue of a daemon that
+ * is not accepting. A wake-up taken and closed (by a sibling, or by
+ * us) reads as end-of-file. When siblings took them all, twice as many
+ * go next time (up to PRELOAD_WAKES): each process's accept() takes
+ * one, so ours soon gets one too.
+ */
 static void preload_wake(struct preload_listener *l)
 {
-    int     s = socket(l->self.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    union addr_sockaddr local;
-    socklen_t len = sizeof(local);
+    struct pollfd pfd;
+    int     s, count;
 
-    if (s < 0)
+    for (int i = l->nwakes - 1; i >= 0; i--) {
+	pfd.fd = l->wakes[i];
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 0) == 0)
+	    continue;				/* not taken yet */
+	close(l->wakes[i]);
+	l->wakes[i] = l->wakes[--l->nwakes];
+    }
+    if (l->nwakes > 0)
 	return;
-    if (connect(s, &l->self.sa, l->self_len) == 0 && getsockname(s, &local.sa, &len) == 0
-	&& l->nwake < (int) (sizeof(l->wake_ports) / sizeof(l->wake_ports[0])))
-	l->wake_ports[l->nwake++] = addr_port(&local.sa);
-    close(s);
+    count = l->lost >= 3 ? PRELOAD_WAKES : 1 << l->lost;
+    l->lost++;
+    while (count-- > 0 && (s = socket(l->self.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
+	if (connect(s, &l->self.sa, l->self_len) == 0
+	    && send(s, preload_wake_mark, sizeof(preload_wake_mark), MSG_NOSIGNAL)
+	    == (ssize_t) sizeof(preload_wake_mark))
+	    l->wakes[l->nwakes++] = s;
+	else
+	    close(s);
+    }
+}
+
+/* preload_rewake - ready connections not taken yet: wake again, backing off */
+
+static long long preload_rewake(struct preload_listener *l, long long now, long long next)
+{
+    if (l->nready == 0) {
+	while (l->nwakes > 0)			/* taken, or they will be: let go */
+	    close(l->wakes[--l->nwakes]);
+	l->lost = 0;
+	return (next);
+    }
+    if (now >= l->rewake_ms) {
+	preload_wake(l);
+	l->rewake_step = l->rewake_step < 10 ? 10 : l->rewake_step >= 200 ? 200
+	    : 2 * l->rewake_step;
+	l->rewake_ms = now + l->rewake_step;
+    }
+    return (l->rewake_ms < next ? l->rewake_ms : next);
 }
 
 /* preload_check - trusted source? then try the header once, no waiting */
@@ -442,9 +503,11 @@ static void preload_advance(struct preload_listener *l, long long now)
 
 	if (err == proxy_header_incomplete && now < p->deadline_ms)
 	    continue;
-	if (err == NULL)
-	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
-	if (err == NULL && l->nready < PRELOAD_MAX_PENDING) {
+	if (err == NULL && preload_is_wake(&hdr)) {
+	    close(p->fd);			/* a wake-up: nothing to say */
+	} else if (err == NULL
+		   && (err = preload_client(&hdr, l->self.sa.sa_family, &client)) == NULL
+		   && l->nready < PRELOAD_MAX_PENDING) {
 	    l->ready[l->nready].fd = p->fd;
 	    l->ready[l->nready++].client = client;
 	    woke = 1;
@@ -458,8 +521,11 @@ static void preload_advance(struct preload_listener *l, long long now)
 	proxy_reader_free(&p->reader);
 	l->parked[i] = l->parked[--l->nparked];
     }
-    if (woke)
-	preload_wake(l);
+    if (woke) {					/* at once, then preload_rewake() */
+	l->rewake_step = 0;
+	l->rewake_ms = now;
+	(void) preload_rewake(l, now, now);
+    }
 }
 
 /* preload_helper - watch parked connections of non-blocking listeners */
@@ -500,6 +566,8 @@ static void *preload_helper(void *unused)
 		if (p->deadline_ms < next)
 		    next = p->deadline_ms;
 	    }
+	for (int j = 0; j < preload_nlisteners; j++)
+	    next = preload_rewake(preload_listeners[j], now, next);
 	pthread_mutex_unlock(&preload_lock);
 	if (pfd != NULL)
 	    (void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
@@ -605,18 +673,17 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	pthread_mutex_lock(&preload_lock);
 	if (fd < 0)
 	    return (-1);
-	if (!blocking) {
-	    if (preload_is_wake(l, &peer)) {
-		close(fd);
-		continue;
-	    }
+	if (!blocking)
 	    err = preload_check(fd, &peer, 0, &reader, &hdr);
-	}
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader);
 	    continue;
 	}
 	proxy_reader_free(&reader);
+	if (err == NULL && preload_is_wake(&hdr)) {
+	    close(fd);				/* a wake-up, ours or a sibling's */
+	    continue;
+	}
 	if (err == NULL)
 	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
 	if (err != NULL) {

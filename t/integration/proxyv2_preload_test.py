@@ -14,6 +14,7 @@
 
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -53,6 +54,70 @@ def ask(port, payload=b"", source=None, wait=5):
     finally:
         s.close()
 
+# a prefork server: one non-blocking listening socket shared by four
+# processes, each in its own select() loop (gunicorn, uwsgi, a Dovecot
+# login service without reuse_port)
+PREFORK = r"""
+import os, select, socket, sys, time
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(128)
+ls.setblocking(False)
+for _ in range(4):
+    if os.fork() == 0:
+        while True:
+            if not select.select([ls], [], [], 1.0)[0]:
+                continue
+            try:
+                c, a = ls.accept()
+            except BlockingIOError:
+                continue
+            c.setblocking(True)
+            c.sendall(("client=%s:%d pid=%d\n" % (a[0], a[1], os.getpid())).encode())
+            c.close()
+while True:
+    time.sleep(100)
+"""
+
+
+def v2_header(src, sport):
+    """PROXY v2, PROXY over TCP/IPv4, src:sport -> 192.0.2.1:25"""
+    body = socket.inet_aton(src) + socket.inet_aton("192.0.2.1") + struct.pack(">HH", sport, 25)
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack(">H", len(body)) + body
+
+
+def test_prefork(st):
+    """A header in two segments is parked, and a wake-up connection makes
+    the listening socket readable: in a prefork server a sibling took
+    it (parked it, timed it out, logged it) and the client waited until
+    its own process happened to accept again: 0 of 10 served in 4 s."""
+    port = st.port("prefork")
+    mark = len(st.read_log("prefork"))      # after the harness's readiness probe
+    served, slowest = [], 0.0
+    for i in range(10):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        h = v2_header("198.51.100.%d" % (i + 1), 40000 + i)
+        c.sendall(h[:10])
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        c.sendall(h[10:])
+        try:
+            got = c.recv(200)
+        except OSError as e:
+            got = repr(e).encode()
+        slowest = max(slowest, time.monotonic() - t0)
+        c.close()
+        served.append(got.startswith(b"client=198.51.100.%d:%d " % (i + 1, 40000 + i)))
+    tap.is_(sum(served), 10, "prefork server (4 processes, one listener): 10 of 10 clients "
+            "whose header came in two segments are served as themselves (slowest %.2fs)"
+            % slowest)
+    tap.ok(slowest < 3.0, "each within 3 s of its header (%.2fs; when siblings take the "
+           "wake-ups, twice as many go 10 ms on)" % slowest)
+    tap.is_([line for line in st.read_log("prefork")[mark:].splitlines() if "libproxyv2" in line],
+            [],
+            "no process logged a wake-up connection as a client")
+
 
 HAPROXY = """
 frontend fe_py
@@ -69,7 +134,7 @@ backend be_socat
 
 with Stack("proxyv2-preload") as st:
     tap.stack = st
-    for name in ("py", "socat", "async", "strict", "hp-py", "hp-socat"):
+    for name in ("py", "socat", "async", "strict", "prefork", "hp-py", "hp-socat"):
         st.port(name)
     env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
     st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
@@ -82,8 +147,10 @@ with Stack("proxyv2-preload") as st:
     st.start_daemon("strict", ["/usr/bin/python3", "-c", ASYNC, str(st.port("strict"))],
                     env=dict(env, PROXYV2_PORTS=str(st.port("strict")),
                              PROXYV2_TRUSTED="10.0.20.0/24"))
+    st.start_daemon("prefork", ["/usr/bin/python3", "-c", PREFORK, str(st.port("prefork"))],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("prefork"))))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
-    for name in ("py", "socat", "async", "strict"):
+    for name in ("py", "socat", "async", "strict", "prefork"):
         if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
                         timeout=10):
             raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
@@ -118,5 +185,6 @@ with Stack("proxyv2-preload") as st:
                     timeout=5), "and logged")
     got = ask(st.port("async"), b"PROXY TCP4 198.51.100.14 10.0.0.1 4005 25\r\n")
     tap.is_(got, b"client=198.51.100.14\n", "the server keeps serving")
+    test_prefork(st)
 
 sys.exit(tap.done())
