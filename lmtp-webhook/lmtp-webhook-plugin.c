@@ -121,7 +121,9 @@ static const char *webhook_rcpt_user(const struct mail_deliver_context *ctx)
  * webhook_route_for - the first route matching the recipient: a route
  * matches the address as given, or else the address without its detail
  * (a mail Dovecot saves to the bills mailbox must not escape its route
- * by a +tag). The event's rcpt_to stays the address as given.
+ * by a +tag). The event's rcpt_to stays the address as given. A route
+ * that does not parse is an error (-1: tempfail) for the recipients it
+ * may be meant for, and a warning for the others, which go on.
  */
 static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 			             struct webhook_route *route_r, char **url_r,
@@ -142,7 +144,12 @@ static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 	    return (0);
 	if ((err = route_parse(value, &route)) != NULL) {
 	    *error_r = t_strdup_printf("%s: %s", name, err);
-	    return (-1);
+	    if (route_could_match(value, rcpt)
+		|| (base != NULL && route_could_match(value, base)))
+		return (-1);			/* it may be this one's route */
+	    e_warning(ctx->event, "lmtp_webhook: %s (not %s's route: delivered)",
+		      *error_r, rcpt);
+	    continue;
 	}
 	hit = route_match(&route, rcpt, url_r, workspace_r)
 	    || (base != NULL && route_match(&route, base, url_r, workspace_r));

@@ -8,6 +8,7 @@
  *
  *	const char *route_parse(value, &route)
  *	int	route_match(&route, address, &url, &workspace)
+ *	int	route_could_match(value, address)
  *	void	route_free(&route)
  *	size_t	route_detail_cut(localpart, delimiters)
  *	char	*route_url_redact(url)
@@ -31,6 +32,13 @@
  *	it returns 1 with the URL expanded and the first capture (the
  *	payload's workspace, lower case; NULL without captures), both
  *	malloc()ed. 0 means no match.
+ *
+ *	route_could_match() says whether a setting that route_parse()
+ *	refused may be meant for address: its pattern (the first word)
+ *	matches it, or is no pattern one can read (1: it may be). A
+ *	recipient it may be meant for is tempfailed; the others go on to
+ *	the next route (one route's mistyped URL stopped all the mail of
+ *	the host, alice@ and postmaster@ included).
  *
  *	route_detail_cut() is where an address's detail starts, as
  *	Dovecot finds it for recipient_delimiter (the first of the
@@ -216,6 +224,31 @@ int     route_match(const struct webhook_route *route, const char *address,
     *url_r = url;
     *workspace_r = cap[0] ? route_lower(cap[0], cap[1]) : NULL;
     return (1);
+}
+
+int     route_could_match(const char *value, const char *address)
+{
+    const char *cap[2 * ROUTE_MAX_CAPTURES] = {0};
+    size_t  len;
+    char   *pattern;
+    int     stars = 0, hit;
+
+    while (*value == ' ' || *value == '\t')
+	value++;
+    len = strcspn(value, " \t");
+    if (len == 0 || memchr(value, '@', len) == NULL)
+	return (1);
+    for (size_t i = 0; i < len; i++)	/* as route_parse() checks them */
+	if (value[i] == '*' && (++stars > ROUTE_MAX_CAPTURES
+			     || (i + 1 < len && (value[i + 1] == '*'
+				 || route_capture_char((unsigned char) value[i + 1])))))
+	    return (1);
+    pattern = wh_strndup(value, len);
+    for (char *q = pattern; *q; q++)
+	*q = tolower((unsigned char) *q);
+    hit = route_glob(pattern, address, cap);
+    free(pattern);
+    return (hit);
 }
 
 void    route_free(struct webhook_route *route)

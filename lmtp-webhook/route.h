@@ -19,6 +19,7 @@ struct webhook_route {
 const char *route_parse(const char *value, struct webhook_route *route);
 int     route_match(const struct webhook_route *route, const char *address,
 		            char **url_r, char **workspace_r);
+int     route_could_match(const char *value, const char *address);
 char   *route_url_redact(const char *url);
 void    route_free(struct webhook_route *route);
 size_t  route_detail_cut(const char *localpart, const char *delimiters);

@@ -18,7 +18,7 @@ import time
 from email.message import EmailMessage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from mxstack import Stack  # noqa: E402
+from mxstack import DOMAIN, Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
 from mxwebhook import Receiver, lmtp_send, make_secret, port_refuses, verify  # noqa: E402
 
@@ -380,6 +380,45 @@ def test_config_errors(st):
            diag=res.stdout + res.stderr)
 
 
+def test_broken_route():
+    """A route that does not parse (here a URL that is not http) made the
+    plugin tempfail every recipient it reached, alice@ and postmaster@
+    included: one typo stopped all the host's mail. Now the recipients
+    its pattern matches are tempfailed (they may be its bills), and the
+    others are delivered, with a warning naming the setting."""
+    with Stack("lmtp-webhook-broken-route") as st:
+        tap.stack = st
+        rx = Receiver()
+        st.users["pay@acme.planapulse.app"] = "x"
+        os.makedirs(st.path("spool"))
+        shutil.chown(st.path("spool"), "nobody", "nogroup")
+        st.start_dovecot(
+            lmtp_plugins="lmtp_webhook",
+            plugin_settings={
+                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1}"
+                                      % rx.port,
+                "lmtp_webhook_route2": "pay@*.planapulse.app ftp://127.0.0.1/{1}",
+                "lmtp_webhook_spool_dir": st.path("spool"),
+            },
+            extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+        data = b"From: a@vendor.example\r\nSubject: broken route\r\n\r\nx\r\n"
+        alice = "alice@" + DOMAIN
+        refused, _ = lmtp_send(st, [alice, "pay@acme.planapulse.app",
+                                    "bills@acme.planapulse.app"], data)
+        tap.is_(sorted(refused), ["pay@acme.planapulse.app"],
+                "broken lmtp_webhook_route2: only the recipient its pattern matches is "
+                "refused", diag=repr(refused))
+        tap.ok(refused.get("pay@acme.planapulse.app", (0,))[0] // 100 == 4,
+               "and it is tempfailed (Postfix keeps it): %r" % (refused,))
+        log = st.read_log("dovecot")
+        tap.ok("lmtp_webhook_route2: URL must start with http:// or https:// (not %s's route: "
+               "delivered)" % alice in log, "the other recipients' deliveries say why in a "
+               "warning naming the setting")
+        spooled = os.listdir(st.path("spool", "active"))
+        tap.is_(len(spooled), 1, "bills@, matched by the first route, gets its event")
+        rx.stop()
+
+
 with Stack("lmtp-webhook") as st:
     tap.stack = st
     rx = Receiver()
@@ -412,5 +451,6 @@ with Stack("lmtp-webhook") as st:
     test_hostile(st, rx)
     test_config_errors(st)
     rx.stop()
+test_broken_route()
 
 sys.exit(tap.done())

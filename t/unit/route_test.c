@@ -88,6 +88,22 @@ int     main(void)
     is_str(match("bills@* https://h/{1}", "bills@abc"), "https://h/abc abc",
 	   "'*' at the end of the pattern");
     ok(route_parse("", &r) != NULL, "empty setting is an error");
+    /* a route that does not parse: whom may it be meant for? */
+    ok(route_could_match("pay@*.planapulse.app ftp://x", "pay@acme.planapulse.app"),
+       "a refused route's pattern matches: it may be meant for the recipient");
+    ok(route_could_match("PAY@*.planapulse.app ftp://x", "pay@Acme.planapulse.app"),
+       "in any case");
+    ok(!route_could_match("pay@*.planapulse.app ftp://x", "alice@mxkit.test"),
+       "its pattern does not match another recipient");
+    ok(!route_could_match("  pay@*.planapulse.app", "bills@acme.planapulse.app"),
+       "a route with no URL still has a pattern to match");
+    ok(route_could_match("nopattern https://x", "alice@mxkit.test"),
+       "no address for a pattern: it may be meant for anyone");
+    ok(route_could_match("", "alice@mxkit.test"), "nothing at all: anyone");
+    ok(route_could_match("*@*x.example https://x", "alice@mxkit.test"),
+       "a pattern route_parse() refuses ('*' before a capturable character): anyone");
+    ok(route_could_match("*@*.*.*.*.*.*.*.*.*.x https://x", "a@b.c"),
+       "more than 9 captures: anyone");
     /* issue 16: a secret per route, two while rotating; raw_message */
     ok(route_parse("bills@*.x https://{1}.y/ \tsecret_file=/etc/a.secret  "
 		   "secret_file=/etc/b.secret raw_message=yes ", &r) == NULL,
