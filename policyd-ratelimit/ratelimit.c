@@ -364,12 +364,16 @@ static const char *ratelimit_raw(const char *attr, const struct policy_request *
 static void ratelimit_exempt_key(const char *attr, const char *value, char *buf)
 {
     struct limit pseudo;
+    char   *lowered;
 
     memset(&pseudo, 0, sizeof(pseudo));
     pseudo.key_attr = (char *) attr;
     pseudo.v4_prefix = pseudo.v6_prefix = -1;
     (void) ratelimit_value(&pseudo, value, buf);	/* not client_address */
-    ratelimit_lower(buf);
+    lowered = ratelimit_lower(buf);		/* at most 1.5 times as long */
+    if (strlen(lowered) < LIMIT_KEY_MAX)
+	memcpy(buf, lowered, strlen(lowered) + 1);
+    free(lowered);
 }
 
 /* ratelimit_parse_rates - "30/1m,500/1d" (sizes allowed: "50M/1h") */

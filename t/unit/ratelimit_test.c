@@ -160,7 +160,8 @@ static void test_long_values(void)
 	     "limit per_sender = sender rate=1/1m\n"
 	     "override per_user %s rate=9/1m\n"
 	     "override per_sender Alice@Example.NET rate=7/1m\n"
-	     "exempt sasl_username %s\n", u600, u511);
+	     "exempt sasl_username %s\n"
+	     "exempt sasl_username J\xc3\x96RG \xc8\xba\xc8\xba\n", u600, u511);
     cfg = config_read_buffer("long.conf", conf, strlen(conf), specs);
     memset(&limits, 0, sizeof(limits));
     ratelimit_load(&limits, cfg);
@@ -180,6 +181,15 @@ static void test_long_values(void)
     snprintf(line, 700, "sasl_username=%sX", u511);
     policy_request_add_line(&req, line, strlen(line));
     ok(!ratelimit_exempt(&limits, &req), "a longer value sharing its first 511 bytes does not");
+    policy_request_reset(&req);
+    snprintf(line, 700, "sasl_username=j\xc3\xb6rg");
+    policy_request_add_line(&req, line, strlen(line));
+    ok(ratelimit_exempt(&limits, &req), "exempt JÖRG: jörg is exempt (every letter's case)");
+    policy_request_reset(&req);
+    snprintf(line, 700, "sasl_username=\xe2\xb1\xa5\xc8\xba");
+    policy_request_add_line(&req, line, strlen(line));
+    ok(ratelimit_exempt(&limits, &req),
+       "a lower case longer than its upper case (U+023A, U+2C65) compares too");
     free(line);
     policy_request_free(&req);
     ratelimit_free(&limits);
