@@ -110,13 +110,17 @@ enum mime_kind { MIME_SKIP, MIME_TEXT, MIME_HTML, MIME_ATTACHMENT };
 struct mime_embedded {
     struct message_part *part;
     char   *filename, *content_type;
-    char   *boundary;			/* a multipart's, RFC 2231 form only */
+    char   *boundary;			/* a multipart's, as Python reads it */
+    bool    reparse;			/* Dovecot read another one */
     enum decode_cte cte;
 };
 ARRAY_DEFINE_TYPE(mime_embedded, struct mime_embedded);
+ARRAY_DEFINE_TYPE(mime_part_ptr, struct message_part *);
 
-/* multiparts whose boundary only RFC 2231 gives, one inside another */
+/* multiparts parsed again (mime_subparse()), one inside another */
 #define MIME_SUBPARSE_MAX 8
+/* Dovecot's BOUNDARY_STRING_MAX_LEN: it cuts a longer boundary there */
+#define MIME_BOUNDARY_CUT 80
 
 struct mime_walk {
     struct payload_message *msg;
@@ -138,7 +142,9 @@ struct mime_walk {
     int     last_cr;			/* for decode_crlf() */
     EVP_MD_CTX *sha;
     ARRAY_TYPE(mime_embedded) embedded;	/* of the parse under way */
-    char   *boundary_ext;		/* the current part's, see above */
+    char   *boundary;			/* the current part's, as Python reads it */
+    bool    reparse;			/* and Dovecot read another one */
+    ARRAY_TYPE(mime_part_ptr) unsplit;	/* reparsed: not split here */
     unsigned int depth;			/* of mime_subparse() */
     bool    under_embedded;		/* it parses inside message/rfc822 */
     char   *error;			/* a read failed in a subparse */
@@ -161,6 +167,32 @@ static const char *const mime_top_headers[PAYLOAD_HEADER_COUNT] = {
     "From", "To", "Cc", "Subject", "Date", "Message-ID",
 };
 
+/*
+ * mime_boundary - a multipart's boundary as Python's email reads it: the
+ * form given first (boundary*=''b2; boundary=b1 is b2), RFC 2231 decoded,
+ * trailing white space cut (get_boundary()); none when empty. When
+ * Dovecot's parser reads another one (the first plain boundary=: it does
+ * not read RFC 2231's forms), the part is parsed again with Python's
+ * (w->reparse, mime_subparse()), or is one attachment when Python reads
+ * none: the two disagreed on where the bill's PDF is.
+ */
+static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_context *params)
+{
+    struct rfc822_parser_context first = *params, plain = *params;
+    const char *py = mime_param_pick(&first, "boundary", MIME_PARAM_FIRST);
+    const char *dc = mime_param_dovecot(&plain, "boundary");
+    size_t  len = py == NULL ? 0 : strlen(py);
+
+    while (len > 0 && i_isspace(py[len - 1]))
+	len--;
+    py = len == 0 ? NULL : t_strndup(py, len);
+    i_free(w->boundary);
+    w->boundary = i_strdup(py);
+    w->reparse = py == NULL ? dc != NULL
+	: dc == NULL || strcmp(t_strndup(py, MIME_BOUNDARY_CUT),
+			       t_strndup(dc, MIME_BOUNDARY_CUT)) != 0;
+}
+
 /* mime_part_header - what a part's own headers say about it (raw values) */
 
 static void mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
@@ -175,10 +207,10 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    str_truncate(w->content_type, 0);
 	str_lcase(str_c_modifiable(w->content_type));
 	i_free(w->ct_name);
-	params = parser;			/* the parameters, read twice */
+	params = parser;			/* the parameters, read again */
 	w->ct_name = i_strdup(mime_param(&parser, "name"));
-	i_free(w->boundary_ext);
-	w->boundary_ext = i_strdup(mime_param_extended_only(&params, "boundary"));
+	if (strncmp(str_c(w->content_type), "multipart/", 10) == 0)
+	    mime_boundary(w, &params);
     } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
@@ -258,6 +290,19 @@ static bool mime_in_embedded(const struct mime_walk *w, const struct message_par
     return (w->under_embedded);
 }
 
+/* mime_in_unsplit - is the part inside a multipart that is parsed again? */
+
+static bool mime_in_unsplit(const struct mime_walk *w, const struct message_part *part)
+{
+    struct message_part *const *u;
+
+    for (part = part->parent; part != NULL; part = part->parent)
+	array_foreach(&w->unsplit, u)
+	    if (*u == part)
+	    return (TRUE);
+    return (FALSE);
+}
+
 /* mime_later - list the part once the parse is over (mime_embedded_read) */
 
 static void mime_later(struct mime_walk *w, const char *ctype)
@@ -269,8 +314,10 @@ static void mime_later(struct mime_walk *w, const char *ctype)
     e->filename = i_strdup(name);
     e->content_type = i_strdup(ctype);
     e->cte = w->cte;
-    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0)
-	e->boundary = i_strdup(w->boundary_ext);
+    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+	e->boundary = i_strdup(w->boundary);
+	e->reparse = w->reparse;
+    }
 }
 
 /*
@@ -291,9 +338,13 @@ static void mime_part_start(struct mime_walk *w)
     w->kind = MIME_SKIP;
     if (!w->begun)				/* the top headers are all in */
 	mime_begin(w);
-    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+    if (mime_in_unsplit(w, w->part)) {
+	/* inside a multipart parsed again: listed from there */
+    } else if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
 	/* a container: its children follow; without any, it is a leaf */
 	mime_later(w, ctype);
+	if (w->reparse)
+	    array_push_back(&w->unsplit, &w->part);
     } else if (embedded) {
 	/* its children follow; it is listed, and its bytes read, at the end */
 	mime_later(w, ctype);
@@ -354,7 +405,8 @@ static void mime_part_end(struct mime_walk *w)
     w->cte = DECODE_IDENTITY;
     i_free_and_null(w->disp_filename);
     i_free_and_null(w->ct_name);
-    i_free_and_null(w->boundary_ext);
+    i_free_and_null(w->boundary);
+    w->reparse = FALSE;
     str_truncate(w->content_type, 0);
 }
 
@@ -415,9 +467,10 @@ static void mime_embedded_read(struct mime_walk *w, struct istream *input)
     array_foreach_modifiable(&w->embedded, e) {
 	bool    multipart = (e->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0;
 
-	if (multipart && e->part->children != NULL) {
+	if (multipart && !e->reparse && e->part->children != NULL) {
 	    /* a container, as it should be: its parts were read */
-	} else if (multipart && e->boundary != NULL && w->depth < MIME_SUBPARSE_MAX
+	} else if (multipart && e->reparse && e->boundary != NULL
+		   && w->depth < MIME_SUBPARSE_MAX
 		   && e->boundary[strcspn(e->boundary, "\r\n")] == '\0') {
 	    mime_subparse(w, input, e);
 	} else {
@@ -447,16 +500,18 @@ static void mime_header_count(struct mime_walk *w, const struct message_header_l
 }
 
 /*
- * mime_charset_plain - a Content-Type whose charset only RFC 2231's form
- * gives (charset*=''iso-8859-1): Dovecot's decoder does not read that
- * form, and took the text for UTF-8. The decoder is given the header
- * with the same charset added plainly (*plain, *hdr); FALSE otherwise.
+ * mime_charset_plain - a Content-Type whose charset Dovecot's decoder
+ * reads otherwise than Python's email: only RFC 2231's form gives it
+ * (charset*=''iso-8859-1: the decoder took the text for UTF-8), or it
+ * is given twice (the first one wins for Python). The decoder is given
+ * the header with Python's charset alone, plainly (*plain, *hdr);
+ * FALSE when the two agree.
  */
 static bool mime_charset_plain(const struct message_block *raw, struct message_block *plain,
 			               struct message_header_line *hdr)
 {
-    struct rfc822_parser_context parser;
-    const char *charset = NULL, *value;
+    struct rfc822_parser_context parser, plain_params;
+    const char *charset = NULL, *dovecot = NULL, *value;
     string_t *type;
 
     if (raw->hdr->eoh || raw->hdr->continues || strcasecmp(raw->hdr->name, "Content-Type") != 0)
@@ -464,10 +519,14 @@ static bool mime_charset_plain(const struct message_block *raw, struct message_b
     rfc822_parser_init(&parser, raw->hdr->full_value, raw->hdr->full_value_len, NULL);
     rfc822_skip_lwsp(&parser);
     type = t_str_new(64);
-    if (rfc822_parse_content_type(&parser, type) >= 0)
-	charset = mime_param_extended_only(&parser, "charset");
+    if (rfc822_parse_content_type(&parser, type) >= 0) {
+	plain_params = parser;
+	charset = mime_param_pick(&parser, "charset", MIME_PARAM_FIRST);
+	dovecot = mime_param_dovecot(&plain_params, "charset");
+    }
     rfc822_parser_deinit(&parser);
-    if (charset == NULL || charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
+    if (charset == NULL || (dovecot != NULL && strcasecmp(charset, dovecot) == 0)
+	|| charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
 					  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+()")] != '\0')
 	return (FALSE);				/* none, or not a charset name */
     value = t_strdup_printf("%s; charset=\"%s\"", str_c(type), charset);
@@ -577,6 +636,7 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
 	.hdr_flags = MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE,
     };
     ARRAY_TYPE(mime_embedded) callers = w->embedded;
+    ARRAY_TYPE(mime_part_ptr) callers_unsplit = w->unsplit;
     struct message_parser_ctx *parser;
     struct message_decoder_context *decoder;
     struct message_block raw;
@@ -584,6 +644,7 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
     pool_t  pool = pool_alloconly_create("lmtp_webhook mime", 8192);
 
     i_array_init(&w->embedded, 4);
+    i_array_init(&w->unsplit, 4);
     w->part = NULL;
     parser = message_parser_init(pool, input, &set);
     decoder = message_decoder_init(NULL, MESSAGE_DECODER_FLAG_RETURN_BINARY);
@@ -599,16 +660,18 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
     message_parser_deinit(&parser, &parts);
     mime_embedded_read(w, input);		/* after an error: lists, frees */
     array_free(&w->embedded);
+    array_free(&w->unsplit);
     w->embedded = callers;
+    w->unsplit = callers_unsplit;
     pool_unref(&pool);
 }
 
 /*
- * mime_subparse - a multipart whose boundary only RFC 2231's form gives
- * (boundary*=''b1, boundary*0*=...): Dovecot's parser does not read
- * that form, and took the whole body for one part. Its body is parsed
- * again under a header that gives the same boundary plainly, so that
- * its parts are listed as Python's email package lists them.
+ * mime_subparse - a multipart whose boundary Dovecot's parser reads
+ * otherwise than Python's email (only RFC 2231's form gives it,
+ * boundary*=''b1; it is given twice; it ends in white space): its body
+ * is parsed again under a header that gives Python's boundary plainly,
+ * so that its parts are listed as Python's email package lists them.
  */
 static void mime_subparse(struct mime_walk *w, struct istream *input,
 			          const struct mime_embedded *e)

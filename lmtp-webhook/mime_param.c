@@ -7,7 +7,8 @@
  *	#include "mime_param.h"
  *
  *	const char *mime_param(parser, wanted)
- *	const char *mime_param_extended_only(parser, wanted)
+ *	const char *mime_param_pick(parser, wanted, pick)
+ *	const char *mime_param_dovecot(parser, wanted)
  * DESCRIPTION
  *	mime_param() returns the value of parameter "wanted" in what
  *	follows a Content-Type or Content-Disposition value (parser is
@@ -18,13 +19,16 @@
  *	is not used: it returns extended values still encoded and loses
  *	name*= after an indexed parameter.
  *
- *	mime_param_extended_only() returns the value the same way, but
- *	only when the parameter is given in RFC 2231's extended form
- *	(wanted*= or wanted*N*=) and never as a plain wanted=: the case
- *	where Dovecot's own parser does not see it (a multipart's
- *	boundary*=''b1), else NULL.
+ *	mime_param_pick() with MIME_PARAM_EXTENDED is mime_param(); with
+ *	MIME_PARAM_FIRST the form that comes first wins, as Python's
+ *	email package reads a boundary or a charset given twice
+ *	(boundary*=''b2; boundary=b1 is b2).
  *
- *	Both consume the parser; the values are on the data stack.
+ *	mime_param_dovecot() returns the value as Dovecot's own parsers
+ *	read it (rfc2231_parse(): the first plain wanted=, continuations
+ *	joined; an extended form is not that parameter), or NULL.
+ *
+ *	All consume the parser; the values are on the data stack.
  */
 
 #include "lib.h"
@@ -36,6 +40,7 @@
 #include "charset-utf8.h"
 #include "message-header-decode.h"
 #include "rfc822-parser.h"
+#include "rfc2231-parser.h"
 
 #include "mime_param.h"
 
@@ -91,26 +96,31 @@ struct mime_segment {
 
 /*
  * mime_param_ext - an RFC 2231 value from its segments (one, or a
- * continuation): the first, if extended, starts with charset'language';
- * extended segments are %-encoded, the others literal.
+ * continuation), read as Python's email reads it (get_param(),
+ * decode_rfc2231()): when any segment is extended, the joined value
+ * starts with charset'language' (wherever the two quotes are: a prefix
+ * in a later segment was read as the name before) and is %-decoded as
+ * a whole; otherwise the segments are literal.
  */
 static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n)
 {
-    string_t *raw = t_str_new(128);
+    string_t *joined = t_str_new(128), *raw;
     const char *charset = "", *v, *q1, *q2;
+    bool    ext = FALSE;
 
     for (unsigned int i = 0; i < n; i++) {
-	v = seg[i].value;
-	if (i == 0 && seg[0].ext && (q1 = strchr(v, '\'')) != NULL
-	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
-	    charset = t_strdup_until(v, q1);
-	    v = q2 + 1;
-	}
-	if (seg[i].ext)
-	    mime_pct_decode(raw, v);
-	else
-	    str_append(raw, v);
+	str_append(joined, seg[i].value);
+	ext = ext || seg[i].ext;
     }
+    v = str_c(joined);
+    if (!ext)
+	return (mime_to_utf8("", v, str_len(joined)));
+    if ((q1 = strchr(v, '\'')) != NULL && (q2 = strchr(q1 + 1, '\'')) != NULL) {
+	charset = t_strdup_until(v, q1);
+	v = q2 + 1;
+    }
+    raw = t_str_new(strlen(v) + 1);
+    mime_pct_decode(raw, v);
     return (mime_to_utf8(charset, (const char *) str_data(raw), str_len(raw)));
 }
 
@@ -144,12 +154,18 @@ static int mime_param_key(const char *key, const char *wanted, unsigned int *idx
  */
 const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
 {
+    return (mime_param_pick(parser, wanted, MIME_PARAM_EXTENDED));
+}
+
+const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wanted,
+			            enum mime_param_pick pick)
+{
     const char *plain = NULL, *ext = NULL, *key;
     ARRAY(struct mime_segment) segs;
     struct mime_segment *seg;
     unsigned int idx = 0, count, present = 0;
     string_t *value = t_str_new(128), *out;
-    int     ret, kind;
+    int     ret, kind, first = -1;
 
     t_array_init(&segs, 4);
     while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
@@ -160,6 +176,8 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
 	    continue;
 	}
 	kind = mime_param_key(key, wanted, &idx);
+	if (first < 0 && kind >= 0)
+	    first = kind;
 	if (kind == 0 && plain == NULL)
 	    plain = t_strdup(str_c(value));
 	else if (kind == 1 && ext == NULL)
@@ -175,6 +193,10 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
     for (unsigned int i = 0; i < count; i++)
 	if (seg[i].value != NULL)
 	    seg[present++] = seg[i];
+    if (pick == MIME_PARAM_FIRST && first == 0)
+	present = 0, ext = NULL;		/* the plain one came first */
+    else if (pick == MIME_PARAM_FIRST && first == 1)
+	present = 0;				/* name*= came first */
     if (present > 0)
 	return (mime_param_ext(seg, present));
     if (ext != NULL) {
@@ -184,33 +206,20 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
     }
     if (plain == NULL)
 	return (NULL);
-    if (strstr(plain, "=?") == NULL)		/* RFC 2047, used in the wild */
-	return (plain);
+    if (pick == MIME_PARAM_FIRST || strstr(plain, "=?") == NULL)
+	return (plain);				/* RFC 2047 in names, in the wild */
     out = t_str_new(strlen(plain) + 16);
     message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
     return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
 }
 
-const char *mime_param_extended_only(struct rfc822_parser_context *parser,
-				             const char *wanted)
+const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted)
 {
-    struct rfc822_parser_context again = *parser;	/* read twice */
-    const char *key;
-    string_t *value = t_str_new(128);
-    unsigned int idx;
-    bool    plain = FALSE, extended = FALSE;
-    int     ret, kind;
+    const char *const *results;
 
-    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
-	if (ret < 0) {
-	    if (parser->data >= parser->end)
-		break;
-	    parser->data++;
-	    continue;
-	}
-	kind = mime_param_key(key, wanted, &idx);
-	plain = plain || kind == 0;
-	extended = extended || kind == 1 || kind == 3;
-    }
-    return (extended && !plain ? mime_param(&again, wanted) : NULL);
+    (void) rfc2231_parse(parser, &results);
+    for (; *results != NULL; results += 2)
+	if (strcasecmp(results[0], wanted) == 0)
+	    return (results[1]);
+    return (NULL);
 }

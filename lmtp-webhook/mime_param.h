@@ -5,8 +5,14 @@
 
 struct rfc822_parser_context;
 
+enum mime_param_pick {
+    MIME_PARAM_EXTENDED,		/* RFC 6266 4.3: name*= beats name= */
+    MIME_PARAM_FIRST,			/* the first given, as Python reads */
+};
+
 const char *mime_param(struct rfc822_parser_context *parser, const char *wanted);
-const char *mime_param_extended_only(struct rfc822_parser_context *parser,
-				             const char *wanted);
+const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wanted,
+			            enum mime_param_pick pick);
+const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted);
 
 #endif

@@ -29,8 +29,12 @@
  *	again, 10 ms later and backing off to 200 ms, with twice as many
  *	wake-ups each time siblings took them all (up to 8 at once),
  *	until its own process's accept() has taken every ready
- *	connection. No new wake-up is sent while one waits to be
- *	accepted: a daemon that is not accepting gets no more than 8.
+ *	connection. A sibling's accept() that takes a wake-up returns
+ *	EAGAIN, so that the next one wakes a process again. No new
+ *	wake-up is sent while one waits to be accepted: a daemon that is
+ *	not accepting gets no more than 8. Wake-ups
+ *	connect without blocking: with the listen queue full, a blocking
+ *	connect() held the lock accept() needs.
  *
  *	getpeername() substitutes the client's address only while the
  *	socket is the same connection (its real peer is still the
@@ -100,7 +104,10 @@ struct preload_listener {
     int     nready;
     long long rewake_ms;		/* ready ones wait: wake again then */
     int     rewake_step;
-    int     wakes[PRELOAD_WAKES];	/* wake-up sockets not yet taken */
+    struct preload_wake_sock {
+	int     fd;
+	int     pending;		/* connecting: the mark not sent yet */
+    }       wakes[PRELOAD_WAKES];	/* wake-ups not yet taken */
     int     nwakes;
     int     lost;			/* rounds of wake-ups siblings took */
 };
@@ -169,7 +176,7 @@ static void preload_listener_drop(struct preload_listener *l)
     for (int i = 0; i < l->nready; i++)
 	close(l->ready[i].fd);
     for (int i = 0; i < l->nwakes; i++)
-	close(l->wakes[i]);
+	close(l->wakes[i].fd);
     l->nparked = l->nready = l->nwakes = l->lost = 0;
 }
 
@@ -380,10 +387,43 @@ static const unsigned char preload_wake_mark[27] = {
 
 /* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
 
-static int preload_is_wake(const struct proxy_header *hdr)
+static int preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr)
 {
-    return (hdr->version == 2 && hdr->local && hdr->other_tlvs == 1
-	    && hdr->length == sizeof(preload_wake_mark));
+    return (hdr->length == sizeof(preload_wake_mark) && reader->have >= hdr->length
+	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0);
+}
+
+/*
+ * preload_peek_mark - the mark, already there, on a connection from a
+ * source outside PROXYV2_TRUSTED (a wake-up comes from loopback, which
+ * the operator's list may leave out): closed without a log line then.
+ */
+static int preload_peek_mark(int fd)
+{
+    unsigned char buf[sizeof(preload_wake_mark)];
+
+    return (recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
+	    && memcmp(buf, preload_wake_mark, sizeof(buf)) == 0);
+}
+
+/* preload_wake_ready - send the mark once connected; 0: still waiting, -1: gone */
+
+static int preload_wake_ready(struct preload_wake_sock *w)
+{
+    struct pollfd pfd = {w->fd, w->pending ? POLLOUT : POLLIN, 0};
+    int     err = 0;
+    socklen_t len = sizeof(err);
+
+    if (poll(&pfd, 1, 0) == 0)
+	return (0);				/* connecting, or not taken yet */
+    if (!w->pending)
+	return (-1);				/* taken and closed: end-of-file */
+    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0
+	|| send(w->fd, preload_wake_mark, sizeof(preload_wake_mark),
+		MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(preload_wake_mark))
+	return (-1);
+    w->pending = 0;
+    return (0);
 }
 
 /*
@@ -392,31 +432,33 @@ static int preload_is_wake(const struct proxy_header *hdr)
  * anyway, and more would only fill the listen queue of a daemon that
  * is not accepting. A wake-up taken and closed (by a sibling, or by
  * us) reads as end-of-file. When siblings took them all, twice as many
- * go next time (up to PRELOAD_WAKES): each process's accept() takes
- * one, so ours soon gets one too.
+ * go next time (up to PRELOAD_WAKES, more would crowd clients out of
+ * the listen queue): each process's accept() takes one, so ours soon
+ * gets one too.
  */
 static void preload_wake(struct preload_listener *l)
 {
-    struct pollfd pfd;
     int     s, count;
 
-    for (int i = l->nwakes - 1; i >= 0; i--) {
-	pfd.fd = l->wakes[i];
-	pfd.events = POLLIN;
-	if (poll(&pfd, 1, 0) == 0)
-	    continue;				/* not taken yet */
-	close(l->wakes[i]);
-	l->wakes[i] = l->wakes[--l->nwakes];
-    }
+    for (int i = l->nwakes - 1; i >= 0; i--)
+	if (preload_wake_ready(&l->wakes[i]) < 0) {
+	    close(l->wakes[i].fd);
+	    l->wakes[i] = l->wakes[--l->nwakes];
+	}
     if (l->nwakes > 0)
 	return;
     count = l->lost >= 3 ? PRELOAD_WAKES : 1 << l->lost;
     l->lost++;
-    while (count-- > 0 && (s = socket(l->self.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
-	if (connect(s, &l->self.sa, l->self_len) == 0
-	    && send(s, preload_wake_mark, sizeof(preload_wake_mark), MSG_NOSIGNAL)
-	    == (ssize_t) sizeof(preload_wake_mark))
-	    l->wakes[l->nwakes++] = s;
+    /* non-blocking: a full listen queue drops the SYN, and a blocking
+       connect() waited through its retransmits holding preload_lock,
+       which the daemon's accept() needs: the daemon stopped for minutes */
+    while (count-- > 0 && (s = socket(l->self.sa.sa_family,
+				     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0) {
+	struct preload_wake_sock w = {s, 1};
+
+	if ((connect(s, &l->self.sa, l->self_len) == 0 || errno == EINPROGRESS)
+	    && preload_wake_ready(&w) == 0)
+	    l->wakes[l->nwakes++] = w;
 	else
 	    close(s);
     }
@@ -427,8 +469,10 @@ static void preload_wake(struct preload_listener *l)
 static long long preload_rewake(struct preload_listener *l, long long now, long long next)
 {
     if (l->nready == 0) {
-	while (l->nwakes > 0)			/* taken, or they will be: let go */
-	    close(l->wakes[--l->nwakes]);
+	while (l->nwakes > 0) {			/* taken, or they will be: let go */
+	    (void) preload_wake_ready(&l->wakes[--l->nwakes]);	/* with the mark */
+	    close(l->wakes[l->nwakes].fd);
+	}
 	l->lost = 0;
 	return (next);
     }
@@ -503,7 +547,7 @@ static void preload_advance(struct preload_listener *l, long long now)
 
 	if (err == proxy_header_incomplete && now < p->deadline_ms)
 	    continue;
-	if (err == NULL && preload_is_wake(&hdr)) {
+	if (err == NULL && preload_is_wake(&p->reader, &hdr)) {
 	    close(p->fd);			/* a wake-up: nothing to say */
 	} else if (err == NULL
 		   && (err = preload_client(&hdr, l->self.sa.sa_family, &client)) == NULL
@@ -679,11 +723,19 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    preload_park(l, fd, &peer, &reader);
 	    continue;
 	}
-	proxy_reader_free(&reader);
-	if (err == NULL && preload_is_wake(&hdr)) {
+	if ((err == NULL && !blocking && preload_is_wake(&reader, &hdr))
+	    || (err != NULL && err != proxy_header_incomplete && preload_peek_mark(fd))) {
+	    proxy_reader_free(&reader);
 	    close(fd);				/* a wake-up, ours or a sibling's */
-	    continue;
+	    if (l->nready > 0 || blocking)
+		continue;
+	    /* a sibling's: back to the event loop, so that the next
+	       wake-up in the queue wakes a process again (with
+	       EPOLLEXCLUSIVE, the one whose connection is ready in time) */
+	    errno = EAGAIN;
+	    return (-1);
 	}
+	proxy_reader_free(&reader);
 	if (err == NULL)
 	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
 	if (err != NULL) {

@@ -302,6 +302,77 @@ def test_rfc2231_boundary(st, rx):
                     % (subject, python_text(data)))
 
 
+def python_attachments(data):
+    """Python's leaves but the bill's own text (get_body()): what the
+    event's attachments must be"""
+    text = python_text(data)
+    leaves = python_leaves(data)
+    for i, (name, ctype, raw) in enumerate(leaves):
+        if ctype == "text/plain" and text is not None and raw.decode("latin-1", "replace") \
+                and name is None and (raw.decode("utf-8", "replace") == text
+                                      or raw.decode("iso-8859-15", "replace") == text):
+            return leaves[:i] + leaves[i + 1:]
+    return leaves
+
+
+def test_boundary_disagreements(st, rx):
+    """Where Dovecot's parser and Python's email read another boundary or
+    charset from one header, the event followed Dovecot: the bill's PDF
+    was in a multipart blob, or parts Python keeps whole were split.
+    Now the event reads what Python reads."""
+    text = "caf\u00e9 total 12\u20ac".encode("iso-8859-15")
+    pdf = b"%PDF-1.4 disagreement " + os.urandom(300)
+
+    def bill(subject, ctype_params, used, charset="charset=iso-8859-15"):
+        body = b"preamble" + CRLF
+        for p in (part(["Content-Type: text/plain; " + charset,
+                        "Content-Transfer-Encoding: 8bit"], text),
+                  part(["Content-Type: application/pdf", "Content-Transfer-Encoding: base64",
+                        "Content-Disposition: attachment; filename=bill.pdf"], b64lines(pdf))):
+            body += b"--" + used + CRLF + p + CRLF
+        body += b"--" + used + b"--" + CRLF
+        return message(subject, part(["Content-Type: multipart/mixed; " + ctype_params], body))
+
+    cases = [
+        ("both forms, extended first", "boundary*=''b2; boundary=b1", b"b2", None),
+        ("both forms, plain unused", "boundary*=''b2; boundary=b1", b"b1", None),
+        ("prefix in the second segment", "boundary*0*=a; boundary*1*=''b1", b"b1", None),
+        ("trailing space", "boundary*=''b1%20", b"b1", None),
+        ("trailing CR LF", "boundary*=''b1%0D%0A", b"b1", None),
+        ("quoted trailing space", 'boundary="b1 "', b"b1", None),
+        ("empty extended boundary", "boundary*=''", b"", None),
+        ("charset given twice", "boundary=b1", b"b1",
+         "charset*=''iso-8859-15; charset=utf-8"),
+        ("charset prefix in the second segment", "boundary=b1", b"b1",
+         "charset*0*=x; charset*1*=''iso-8859-15"),
+    ]
+    bad = []
+    for label, params, used, charset in cases:
+        subject = "disagree " + label
+        data = bill(subject, params, used, charset or "charset=iso-8859-15")
+        smtp_send(st, data)
+        ev = events_for(rx, subject)
+        if len(ev) != 1:
+            bad.append((label, "%d events" % len(ev)))
+            continue
+        d = ev[0][2]["data"]
+        got = [(a["filename"], a["content_type"], att_bytes(a)) for a in d["attachments"]]
+        want = python_attachments(data)
+        if got != want or d["text"] != python_text(data):
+            bad.append((label, [(g[0], g[1], len(g[2] or b"")) for g in got],
+                        [(w[0], w[1], len(w[2])) for w in want], d["text"], python_text(data)))
+    tap.is_(bad, [], "%d headers read otherwise by Dovecot and Python: attachments and text as "
+            "Python's email reads them" % len(cases))
+    data = message("disagree filename prefix", multipart("mixed", "fp", [
+        part(["Content-Type: application/octet-stream",
+              "Content-Disposition: attachment; filename*0*=x; filename*1*=''b.exe"], b"MZ")]))
+    smtp_send(st, data)
+    ev = events_for(rx, "disagree filename prefix")
+    tap.is_([a["filename"] for a in ev[0][2]["data"]["attachments"]] if ev else None,
+            [n for n, _, _ in python_leaves(data)],
+            "a charset'language' prefix in a later filename segment: the name Python reads")
+
+
 def test_unsplit_multiparts(st, rx):
     """A multipart Dovecot cannot split (no boundary=, or one that never
     comes): its body went into no attachment at all. Now it is one
@@ -740,7 +811,9 @@ def render(t, path="x"):
     if t["kind"] == "leaf":
         return t["bytes"]
     if t["kind"] == "multi":
-        return multipart(t["sub"], "_%s_%s" % (t["b"], path.replace(".", "_")),
+        # no boundary the prefix of another (RFC 2046 5.1.1: it must not
+        # appear inside the parts; Dovecot matches prefixes, Python lines)
+        return multipart(t["sub"], "_%s_%s" % (t["b"], hashlib.sha1(path.encode()).hexdigest()[:10]),
                          [render(k, "%s.%d" % (path, i)) for i, k in enumerate(t["kids"])],
                          form=t["form"])
     inner = message("inner " + path, render(t["inner"], path + "r"))
@@ -899,6 +972,7 @@ with Stack("lmtp-webhook-content") as st:
     test_rfc822(st, rx)
     test_rfc2231_boundary(st, rx)
     test_unsplit_multiparts(st, rx)
+    test_boundary_disagreements(st, rx)
     test_digest_and_own_text(st, rx)
     test_nested_rfc822(st, rx)
     test_id_collision(st, rx)

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -80,6 +81,27 @@ while True:
     time.sleep(100)
 """
 
+# one process, a listen queue of 1, a second per client
+SLOW = r"""
+import select, socket, sys, time
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(1)
+ls.setblocking(False)
+while True:
+    if not select.select([ls], [], [], 1.0)[0]:
+        continue
+    try:
+        c, a = ls.accept()
+    except BlockingIOError:
+        continue
+    time.sleep(1)
+    c.setblocking(True)
+    c.sendall(("client=%s:%d\n" % a).encode())
+    c.close()
+"""
+
 
 def v2_header(src, sport):
     """PROXY v2, PROXY over TCP/IPv4, src:sport -> 192.0.2.1:25"""
@@ -119,6 +141,45 @@ def test_prefork(st):
             "no process logged a wake-up connection as a client")
 
 
+def test_full_queue(st):
+    """The wake-up connect()ed blocking, holding the lock accept() takes:
+    with the listen queue full its SYN was dropped and retried, and the
+    daemon stopped accepting for minutes (4 of 5 clients timed out)."""
+    port = st.port("slow")
+    split = socket.create_connection(("127.0.0.1", port), timeout=30)
+    h = v2_header("198.51.100.50", 41000)
+    split.sendall(h[:10])
+    time.sleep(0.2)
+    split.sendall(h[10:])
+    results = {}
+
+    def client(i):
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=30)
+            c.sendall(v2_header("198.51.100.%d" % (60 + i), 41001 + i))
+            results[i] = c.recv(100)
+            c.close()
+        except OSError as e:
+            results[i] = repr(e).encode()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    try:
+        results["split"] = split.recv(100)
+    except OSError as e:
+        results["split"] = repr(e).encode()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    served = [k for k, v in results.items() if v.startswith(b"client=198.51.100.")]
+    tap.is_(len(served), 5, "a daemon with a full listen queue (backlog 1, a second per "
+            "client): the split-header client and 4 others all served (%.1fs)" % took,
+            diag=repr(results))
+    tap.ok(took < 15, "in about one second each, not minutes (%.1fs)" % took)
+
+
 HAPROXY = """
 frontend fe_py
     bind 127.0.0.1:{port:hp-py}
@@ -134,7 +195,7 @@ backend be_socat
 
 with Stack("proxyv2-preload") as st:
     tap.stack = st
-    for name in ("py", "socat", "async", "strict", "prefork", "hp-py", "hp-socat"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat"):
         st.port(name)
     env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
     st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
@@ -149,8 +210,10 @@ with Stack("proxyv2-preload") as st:
                              PROXYV2_TRUSTED="10.0.20.0/24"))
     st.start_daemon("prefork", ["/usr/bin/python3", "-c", PREFORK, str(st.port("prefork"))],
                     env=dict(env, PROXYV2_PORTS=str(st.port("prefork"))))
+    st.start_daemon("slow", ["/usr/bin/python3", "-c", SLOW, str(st.port("slow"))],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("slow")), PROXYV2_TIMEOUT="30s"))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
-    for name in ("py", "socat", "async", "strict", "prefork"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow"):
         if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
                         timeout=10):
             raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
@@ -186,5 +249,6 @@ with Stack("proxyv2-preload") as st:
     got = ask(st.port("async"), b"PROXY TCP4 198.51.100.14 10.0.0.1 4005 25\r\n")
     tap.is_(got, b"client=198.51.100.14\n", "the server keeps serving")
     test_prefork(st)
+    test_full_queue(st)
 
 sys.exit(tap.done())
