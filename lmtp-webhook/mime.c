@@ -31,10 +31,13 @@
  *	(the embedded message's bytes, read from the input once the parse
  *	is done, so these come after the others in the list); the parts
  *	inside it are listed as well. One inside another is listed with
- *	no content (its bytes are in the outer one's). A multipart part
- *	Dovecot does not split (no boundary= it reads, or one that never
- *	comes) is an attachment too: its body, listed with those. The
- *	caller ends the event (payload_finish()).
+ *	no content (its bytes are in the outer one's). A multipart whose
+ *	boundary Dovecot reads otherwise than Python's email (RFC 2231's
+ *	forms, given twice, trailing white space: mime_boundary()) is
+ *	parsed again with Python's (mime_subparse(), at most
+ *	MIME_SUBPARSE_MAX deep); one that cannot be split (no boundary,
+ *	or one that never comes) is an attachment too: its body, listed
+ *	with those. The caller ends the event (payload_finish()).
  *
  *	"authentication" (authres.c) is made from the raw values of the
  *	top-level headers, before Dovecot decodes any encoded word: the
