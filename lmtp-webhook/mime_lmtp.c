@@ -1,0 +1,130 @@
+/*
+ * NAME
+ *	mime_lmtp 3
+ * SUMMARY
+ *	the client's message in what Dovecot's lmtp hands to delivery
+ * SYNOPSIS
+ *	#include "lib.h"
+ *	#include "mime.h"
+ *
+ *	uoff_t	mime_lmtp_data_offset(input, session_id)
+ *	int	mime_digest(input, prefix, md, &size, &error)
+ * DESCRIPTION
+ *	mime_lmtp_data_offset() finds where the message the LMTP client
+ *	sent starts in the stream Dovecot's lmtp gives to delivery: lmtp
+ *	puts its own Return-Path:, Delivered-To: (one recipient only) and
+ *	Received: (with "id TRANSACTION") before it, and these differ
+ *	from one attempt to the next while the client's bytes (Postfix's
+ *	queue file) do not. A stream that does not start with Return-Path:
+ *	is taken as it is (offset 0).
+ *
+ *	mime_digest() is the SHA-256 of prefix (with its NUL) and of the
+ *	message, and its size, both with CRLF line ends (decode_crlf():
+ *	the same whichever copy of the message Dovecot hands over).
+ * DIAGNOSTICS
+ *	mime_digest(): -1 with error_r when the stream cannot be read.
+ */
+
+#include "lib.h"
+
+#include "str.h"
+#include "istream.h"
+#include "message-header-parser.h"
+
+#include <openssl/evp.h>
+
+#include "decode.h"
+#include "mime.h"
+
+/* mime_dovecot_received - lmtp's own trace header for this transaction */
+
+static bool mime_dovecot_received(const struct message_header_line *hdr, const char *trans_id)
+{
+    const char *value = t_strndup(hdr->full_value, hdr->full_value_len);
+    const char *want = t_strconcat("id ", trans_id, NULL), *p = value;
+    size_t  len = strlen(want);
+
+    if (strcasecmp(hdr->name, "Received") != 0 || strstr(value, " with LMTP") == NULL)
+	return (FALSE);
+    while ((p = strstr(p, want)) != NULL) {
+	if (p[len] == '\0' || p[len] == '\r' || p[len] == '\n' || p[len] == ' '
+	    || p[len] == ';')
+	    return (TRUE);
+	p += len;
+    }
+    return (FALSE);
+}
+
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
+{
+    struct message_header_parser_ctx *hp;
+    struct message_header_line *hdr;
+    const char *trans_id = session_id ? session_id : "", *r;
+    uoff_t  start = 0, offset;
+    int     stage = 0, ret;		/* 0: Return-Path, 1: Delivered-To, 2: done */
+
+    /* a recipient's session id is the transaction's, or it and ":R<n>" */
+    if ((r = strrchr(trans_id, ':')) != NULL && r[1] == 'R' && r[2] != '\0'
+	&& strspn(r + 2, "0123456789") == strlen(r + 2))
+	trans_id = t_strdup_until(trans_id, r);
+    i_stream_seek(input, 0);
+    hp = message_parse_header_init(input, NULL, 0);
+    while ((ret = message_parse_header_next(hp, &hdr)) > 0) {
+	if (!hdr->continued)
+	    start = hdr->name_offset;
+	if (hdr->continues) {
+	    hdr->use_full_value = TRUE;
+	    continue;
+	}
+	if (hdr->eoh)
+	    break;
+	if (stage == 0 && strcasecmp(hdr->name, "Return-Path") == 0)
+	    stage = 1;
+	else if (stage == 1 && strcasecmp(hdr->name, "Delivered-To") == 0)
+	    continue;
+	else if (stage == 1 && *trans_id != '\0' && mime_dovecot_received(hdr, trans_id))
+	    stage = 2;
+	else
+	    break;
+    }
+    /* the first header (or the empty line) that is not lmtp's */
+    offset = stage == 0 ? 0 : ret > 0 ? start : input->v_offset;
+    message_parse_header_deinit(&hp);
+    i_stream_seek(input, 0);
+    return (offset);
+}
+
+int     mime_digest(struct istream *input, const char *prefix, unsigned char md[32],
+		            uoff_t *size_r, const char **error_r)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const unsigned char *data;
+    unsigned int len = 0;
+    size_t  size;
+    int     last_cr = 0;
+
+    *size_r = 0;
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+	i_panic("SHA-256 unavailable");
+    (void) EVP_DigestUpdate(ctx, prefix, strlen(prefix) + 1);
+    i_stream_seek(input, 0);
+    while (i_stream_read_more(input, &data, &size) > 0) {
+	T_BEGIN {
+	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+	    size_t  n = decode_crlf(&last_cr, data, size, crlf);
+
+	    (void) EVP_DigestUpdate(ctx, crlf, n);
+	    *size_r += n;
+	} T_END;
+	i_stream_skip(input, size);
+    }
+    (void) EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    if (input->stream_errno != 0) {
+	*error_r = t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(input));
+	return (-1);
+    }
+    i_stream_seek(input, 0);
+    return (0);
+}
