@@ -20,7 +20,8 @@ from email.message import EmailMessage
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import DOMAIN, Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, lmtp_send, make_secret, port_refuses, verify  # noqa: E402
+from mxwebhook import (Receiver, lmtp_send, make_secret, port_refuses,  # noqa: E402
+                       start_spool_dovecot, verify)
 
 SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -390,17 +391,9 @@ def test_broken_route():
         tap.stack = st
         rx = Receiver()
         st.users["pay@acme.planapulse.app"] = "x"
-        os.makedirs(st.path("spool"))
-        shutil.chown(st.path("spool"), "nobody", "nogroup")
-        st.start_dovecot(
-            lmtp_plugins="lmtp_webhook",
-            plugin_settings={
-                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1}"
-                                      % rx.port,
-                "lmtp_webhook_route2": "pay@*.planapulse.app ftp://127.0.0.1/{1}",
-                "lmtp_webhook_spool_dir": st.path("spool"),
-            },
-            extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+        start_spool_dovecot(st, "http://127.0.0.1:%d/ws/{1}" % rx.port, SECRET, PLUGIN_DIR,
+                            more={"lmtp_webhook_route2": "pay@*.planapulse.app "
+                                                         "ftp://127.0.0.1/{1}"})
         data = b"From: a@vendor.example\r\nSubject: broken route\r\n\r\nx\r\n"
         alice = "alice@" + DOMAIN
         refused, _ = lmtp_send(st, [alice, "pay@acme.planapulse.app",

@@ -55,17 +55,19 @@ def ask(port, payload=b"", source=None, wait=5):
     finally:
         s.close()
 
-# a prefork server: one non-blocking listening socket shared by four
-# processes, each in its own select() loop (gunicorn, uwsgi, a Dovecot
-# login service without reuse_port)
-PREFORK = r"""
+# a select() server on one non-blocking listening socket shared by
+# NPROC processes (a prefork server: gunicorn, uwsgi, a Dovecot login
+# service without reuse_port), a listen queue of BACKLOG, DELAY seconds
+# per client. argv: PORT NPROC BACKLOG DELAY
+SELECT_SERVER = r"""
 import os, select, socket, sys, time
+port, nproc, backlog, delay = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
-ls.listen(128)
+ls.bind(("127.0.0.1", port))
+ls.listen(backlog)
 ls.setblocking(False)
-for _ in range(4):
+for _ in range(nproc):
     if os.fork() == 0:
         while True:
             if not select.select([ls], [], [], 1.0)[0]:
@@ -74,32 +76,12 @@ for _ in range(4):
                 c, a = ls.accept()
             except BlockingIOError:
                 continue
+            time.sleep(delay)
             c.setblocking(True)
             c.sendall(("client=%s:%d pid=%d\n" % (a[0], a[1], os.getpid())).encode())
             c.close()
 while True:
     time.sleep(100)
-"""
-
-# one process, a listen queue of 1, a second per client
-SLOW = r"""
-import select, socket, sys, time
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
-ls.listen(1)
-ls.setblocking(False)
-while True:
-    if not select.select([ls], [], [], 1.0)[0]:
-        continue
-    try:
-        c, a = ls.accept()
-    except BlockingIOError:
-        continue
-    time.sleep(1)
-    c.setblocking(True)
-    c.sendall(("client=%s:%d\n" % a).encode())
-    c.close()
 """
 
 
@@ -210,9 +192,11 @@ with Stack("proxyv2-preload") as st:
     st.start_daemon("strict", ["/usr/bin/python3", "-c", ASYNC, str(st.port("strict"))],
                     env=dict(env, PROXYV2_PORTS=str(st.port("strict")),
                              PROXYV2_TRUSTED="10.0.20.0/24"))
-    st.start_daemon("prefork", ["/usr/bin/python3", "-c", PREFORK, str(st.port("prefork"))],
+    st.start_daemon("prefork", ["/usr/bin/python3", "-c", SELECT_SERVER, str(st.port("prefork")),
+                                "4", "128", "0"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("prefork"))))
-    st.start_daemon("slow", ["/usr/bin/python3", "-c", SLOW, str(st.port("slow"))],
+    st.start_daemon("slow", ["/usr/bin/python3", "-c", SELECT_SERVER, str(st.port("slow")),
+                             "1", "1", "1"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("slow")), PROXYV2_TIMEOUT="30s"))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
     for name in ("py", "socat", "async", "strict", "prefork", "slow"):

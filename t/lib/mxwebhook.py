@@ -394,11 +394,12 @@ def read_event(path):
     return meta, body
 
 
-def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=None):
+def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=None,
+                        more=None):
     """A spool owned by nobody, its secret and spool.conf, and Dovecot LMTP
     with the plugin routing bills@*.planapulse.app to route_url; with
     quota (a storage rule), Dovecot's quota plugin beside ours in one
-    plugin directory; fsync: mail_fsync."""
+    plugin directory; fsync: mail_fsync; more: other plugin settings."""
     for sub in ("", "tmp", "active", "dead"):
         os.makedirs(st.path("spool", sub), exist_ok=True)
         shutil.chown(st.path("spool", sub), "nobody", "nogroup")
@@ -418,6 +419,7 @@ def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=Non
         extra += "mail_fsync = %s\n" % fsync
     settings = {"lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
                 "lmtp_webhook_spool_dir": st.path("spool")}
+    settings.update(more or {})
     if quota:               # a save Dovecot refuses
         settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
     st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
