@@ -19,9 +19,11 @@ POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
 
 
 def write_config(st, name, body):
+    """NAME.conf, with {port} replaced by NAME's port: -t parses every
+    listen address as start-up does, so a template's {port} is an error"""
     path = st.path("etc", name + ".conf")
     with open(path, "w") as f:
-        f.write(body)
+        f.write(body.replace("{port}", str(st.port(name))))
     return path
 
 
