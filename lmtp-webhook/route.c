@@ -117,6 +117,25 @@ static const char *route_options(const char *p, struct webhook_route *route)
     }
 }
 
+/* route_pattern_error - a pattern of len bytes that matching cannot take, or NULL */
+
+static const char *route_pattern_error(const char *pat, size_t len, int *stars_r)
+{
+    int     stars = 0;
+
+    if (memchr(pat, '@', len) == NULL)
+	return ("pattern must be an address (local@domain)");
+    for (const char *p = pat; p < pat + len; p++)
+	if (*p == '*' && ++stars > ROUTE_MAX_CAPTURES)
+	    return ("more than 9 '*' in pattern");
+	else if (*p == '*' && p + 1 < pat + len
+		 && (p[1] == '*' || route_capture_char((unsigned char) p[1])))
+	    return ("'*' must be followed by a character it cannot capture"
+		    " (such as '.', '@' or '+'), or end the pattern");
+    *stars_r = stars;
+    return (NULL);
+}
+
 const char *route_parse(const char *value, struct webhook_route *route)
 {
     const char *sp, *url, *url_end, *p, *err;
@@ -132,15 +151,8 @@ const char *route_parse(const char *value, struct webhook_route *route)
     if (sp == value || *url == 0)
 	return ("expected \"PATTERN URL\"");
     url_end = url + strcspn(url, " \t");
-    if (memchr(value, '@', sp - value) == NULL)
-	return ("pattern must be an address (local@domain)");
-    for (p = value; p < sp; p++)
-	if (*p == '*' && ++stars > ROUTE_MAX_CAPTURES)
-	    return ("more than 9 '*' in pattern");
-	else if (*p == '*' && p + 1 < sp
-		 && (p[1] == '*' || route_capture_char((unsigned char) p[1])))
-	    return ("'*' must be followed by a character it cannot capture"
-		    " (such as '.', '@' or '+'), or end the pattern");
+    if ((err = route_pattern_error(value, (size_t) (sp - value), &stars)) != NULL)
+	return (err);
     if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
 	return ("URL must start with http:// or https://");
     for (p = url; (p = memchr(p, '{', url_end - p)) != NULL; p++)
@@ -236,13 +248,8 @@ int     route_could_match(const char *value, const char *address)
     while (*value == ' ' || *value == '\t')
 	value++;
     len = strcspn(value, " \t");
-    if (len == 0 || memchr(value, '@', len) == NULL)
+    if (len == 0 || route_pattern_error(value, len, &stars) != NULL)
 	return (1);
-    for (size_t i = 0; i < len; i++)	/* as route_parse() checks them */
-	if (value[i] == '*' && (++stars > ROUTE_MAX_CAPTURES
-			     || (i + 1 < len && (value[i + 1] == '*'
-				 || route_capture_char((unsigned char) value[i + 1])))))
-	    return (1);
     pattern = wh_strndup(value, len);
     for (char *q = pattern; *q; q++)
 	*q = tolower((unsigned char) *q);
