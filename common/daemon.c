@@ -13,6 +13,7 @@
  *	const char *daemon_pidfile_lock(path, &fd)
  *	const char *daemon_pidfile_record(path, fd)
  *	void	daemon_pidfile_remove(path, &fd)
+ *	int	daemon_pidfile_held()
  *	const char *daemon_drop_privileges(user)
  *	int	daemon_parse_command(argc, argv, default_config, &opts)
  *	void	daemon_log_init(progname, &opts, cfg)
@@ -66,7 +67,9 @@
  *	flock()) is taken again on the path's file, so that two instances
  *	never both run. daemon_pidfile_remove() removes the file only if
  *	it is still the one locked; when it cannot ("user" may not write
- *	its directory), it empties it and says why.
+ *	its directory), it empties it and says why. daemon_pidfile_held()
+ *	says whether this process holds one: a reload's configuration
+ *	check does not try to open it then (daemon_config.c).
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
@@ -435,6 +438,14 @@ void    daemon_detached(void)
     daemon_ready_fd = -1;
 }
 
+/* pid files this process holds: a reload's check leaves them alone */
+static int daemon_pidfiles_held;
+
+int     daemon_pidfile_held(void)
+{
+    return (daemon_pidfiles_held > 0);
+}
+
 const char *daemon_pidfile_lock(const char *path, int *fdp)
 {
     struct stat fst, pst;
@@ -481,6 +492,7 @@ const char *daemon_pidfile_lock(const char *path, int *fdp)
 	return (daemon_errbuf);
     }
     *fdp = fd;
+    daemon_pidfiles_held++;
     return (NULL);
 }
 
@@ -504,6 +516,7 @@ const char *daemon_pidfile_write(const char *path, int *fdp)
 	&& (err = daemon_pidfile_record(path, *fdp)) != NULL) {
 	close(*fdp);
 	*fdp = -1;
+	daemon_pidfiles_held--;
     }
     return (err);
 }
@@ -525,6 +538,7 @@ void    daemon_pidfile_remove(const char *path, int *fdp)
     }
     close(*fdp);
     *fdp = -1;
+    daemon_pidfiles_held--;
 }
 
 const char *daemon_drop_privileges(const char *user)

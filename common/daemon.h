@@ -26,6 +26,7 @@ const char *daemon_pidfile_write(const char *path, int *fd);
 const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
+int     daemon_pidfile_held(void);
 const char *daemon_drop_privileges(const char *user);
 int     daemon_notify(const char *state);
 

@@ -22,8 +22,10 @@
  *
  *	daemon_config_check() checks their values the way start-up will
  *	use them, so that -t fails for what the daemon would die on: user
- *	must exist and not be root, pid_file's directory must exist,
- *	metrics_listen must be a TCP address of this host. Errors go into cfg, with
+ *	must exist and not be root, pid_file's directory must exist and
+ *	the file be one that can be opened for writing (an existing one is
+ *	opened, a missing one created and removed: /proc, a read-only
+ *	mount; not on a reload, whose daemon holds it), metrics_listen must be a TCP address of this host. Errors go into cfg, with
  *	the line of the setting.
  *
  *	daemon_config_addresses() reports two of the daemon's listening
@@ -63,6 +65,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +138,34 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
 		 user, dir, user);
 }
 
+/*
+ * daemon_config_pidfile_open - what daemon_pidfile_lock() will do to the
+ * file, tried: an existing one opened for writing (not changed), a
+ * missing one created and removed again. A directory that exists but
+ * takes no file (/proc, a read-only mount, one root may not write to
+ * on NFS) passes every stat() and fails only here.
+ */
+static void daemon_config_pidfile_open(struct config *cfg, const char *path)
+{
+    int     fd, made = 0;
+
+    if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0
+	&& errno == ENOENT) {
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+	made = fd >= 0;
+    }
+    if (fd < 0) {
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s%s",
+			 errno == ENOENT || errno == EACCES ? "create" : "open", path,
+			 strerror(errno), errno == ELOOP ? " (a symbolic link: pid_file "
+			 "must name a regular file)" : "");
+	return;
+    }
+    if (made && unlink(path) < 0)
+	msg_warn("pid_file: cannot remove %s after trying it: %s", path, strerror(errno));
+    close(fd);
+}
+
 static void daemon_config_pidfile(struct config *cfg)
 {
     const char *path = config_get_str(cfg, "pid_file");
@@ -160,8 +191,12 @@ static void daemon_config_pidfile(struct config *cfg)
     else if (!S_ISDIR(st.st_mode))
 	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
 			 "pid_file: %s is not a directory", dir);
-    else
+    else {
 	daemon_config_pidfile_owner(cfg, dir, &st);
+	/* a reload: the file is ours, and "user" may not open it */
+	if (!daemon_pidfile_held())
+	    daemon_config_pidfile_open(cfg, path);
+    }
     free(dir);
 }
 

@@ -196,6 +196,12 @@ def test_check_generic(st):
         ("pid_file = /nonexistent-mxkit/run/d.pid\n",
          ["pid_file: directory /nonexistent-mxkit/run: No such file or directory"]),
         ("pid_file = d.pid\n", ["not an absolute path"]),
+        # a directory that takes no file: every stat() passed, -t said OK
+        ("pid_file = /proc/mxkit-d.pid\n",
+         ["pid_file: cannot create /proc/mxkit-d.pid: No such file or directory"]),
+        # a symbolic link planted where the pid file goes
+        ("pid_file = %s\n" % st.path("run", "planted.pid"),
+         ["pid_file: cannot open %s: " % st.path("run", "planted.pid"), "a symbolic link"]),
         ("metrics_listen = 127.0.0.1:notaport\n", ["metrics_listen:"]),
         ("metrics_listen = unix:/tmp/mxkit-metrics.sock\n", ["Prometheus scrapes TCP"]),
         # TEST-NET-1: no interface here has it (-t said OK, start-up died)
@@ -204,6 +210,9 @@ def test_check_generic(st):
     ]
     dkim = st.path("etc", "milter-base.conf")
     spool = st.path("etc", "spool-base.conf")
+    os.makedirs(st.path("run"), exist_ok=True)
+    if not os.path.islink(st.path("run", "planted.pid")):
+        os.symlink(st.path("etc", "victim"), st.path("run", "planted.pid"))
     daemons = [
         ("policyd-ratelimit", POLICYD, base_policyd, []),
         ("proxyv2-shim", SHIM, base_shim, []),

@@ -2,7 +2,9 @@
 
 
 #include "build_config.h"
+#include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +125,45 @@ static void test_check_one(const char *text, int errors, const char *want, const
     config_free(&cfg);
 }
 
+/*
+ * test_pidfile_tried - -t opens the pid file as start-up will, and leaves
+ * the file system as it found it; a reload (this process holds a pid
+ * file) does not open it at all.
+ */
+static void test_pidfile_tried(void)
+{
+    char    dir[] = "/tmp/mxkit-pidtry.XXXXXX", text[256], path[200], link[200];
+    struct stat st;
+    int     fd = -1;
+
+    if (mkdtemp(dir) == NULL) {
+	ok(0, "mkdtemp: %s", strerror(errno));
+	return;
+    }
+    snprintf(path, sizeof(path), "%s/d.pid", dir);
+    snprintf(text, sizeof(text), "pid_file = %s\n", path);
+    test_check_one(text, 0, NULL, "a missing pid file that can be created");
+    ok(access(path, F_OK) != 0, "and it is not left behind");
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    ok(fd >= 0 && write(fd, "42\n", 3) == 3 && close(fd) == 0, "an existing pid file");
+    test_check_one(text, 0, NULL, "an existing pid file that can be opened");
+    ok(stat(path, &st) == 0 && st.st_size == 3, "and it is not changed");
+    unlink(path);
+    snprintf(link, sizeof(link), "%s/planted.pid", dir);
+    ok(symlink("/etc/passwd", link) == 0, "a symbolic link planted");
+    snprintf(text, sizeof(text), "pid_file = %s\n", link);
+    test_check_one(text, 1, "(a symbolic link: pid_file must name a regular file)",
+		   "a symbolic link as pid file");
+    unlink(link);
+    fd = -1;
+    ok(daemon_pidfile_lock(path, &fd) == NULL && daemon_pidfile_held(), "a pid file held");
+    test_check_one("pid_file = /proc/mxkit-x.pid\n", 0, NULL,
+		   "a reload (a pid file held): the file is not tried");
+    daemon_pidfile_remove(path, &fd);
+    ok(!daemon_pidfile_held(), "none held after removal");
+    rmdir(dir);
+}
+
 static void test_generic_checks(void)
 {
     test_check_one("user = nobody\npid_file = /tmp/x.pid\nmetrics_listen = inet:127.0.0.1:9101\n"
@@ -136,6 +177,10 @@ static void test_generic_checks(void)
 		   "a file as the directory");
     test_check_one("pid_file = run/x.pid\n", 1, "not an absolute path", "relative pid_file");
     test_check_one("pid_file = /tmp/\n", 1, "names a directory", "pid_file ending in /");
+    test_check_one("pid_file = /proc/mxkit-x.pid\n", 1,
+		   "pid_file: cannot create /proc/mxkit-x.pid: No such file or directory",
+		   "a directory that takes no file");
+    test_pidfile_tried();
     test_check_one("metrics_listen = 127.0.0.1:notaport\n", 1, "t.conf:1: metrics_listen:",
 		   "bad metrics_listen");
     test_check_one("metrics_listen = unix:/tmp/m.sock\n", 1, "Prometheus scrapes TCP",
