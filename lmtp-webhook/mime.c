@@ -217,24 +217,29 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
     rfc822_parser_deinit(&parser);
 }
 
+/* mime_top_header - a top-level header the event carries, decoded (raw) */
+
 static void mime_top_header(struct mime_walk *w, const struct message_header_line *hdr)
 {
     struct payload_message *msg = w->msg;
+    struct payload_bytes *into = NULL;
+    buffer_t *value;
 
-    for (int i = 0; i < PAYLOAD_HEADER_COUNT; i++)
-	if (strcasecmp(hdr->name, mime_top_headers[i]) == 0 && msg->header[i].data == NULL) {
-	    payload_bytes_append(&msg->header[i], hdr->full_value, hdr->full_value_len,
-				 MIME_HEADER_LIMIT);
-	    return;
-	}
+    for (int i = 0; i < PAYLOAD_HEADER_COUNT && into == NULL; i++)
+	if (strcasecmp(hdr->name, mime_top_headers[i]) == 0)
+	    into = msg->header[i].data == NULL ? &msg->header[i] : NULL;
     /* every one: their number is bounded by Dovecot's header limit */
-    if (strcasecmp(hdr->name, "Authentication-Results") == 0) {
+    if (into == NULL && strcasecmp(hdr->name, "Authentication-Results") == 0) {
 	msg->auth_results = wh_realloc(msg->auth_results,
 				       (msg->auth_count + 1) * sizeof(*msg->auth_results));
 	memset(&msg->auth_results[msg->auth_count], 0, sizeof(*msg->auth_results));
-	payload_bytes_append(&msg->auth_results[msg->auth_count++], hdr->full_value,
-			     hdr->full_value_len, MIME_HEADER_LIMIT);
+	into = &msg->auth_results[msg->auth_count++];
     }
+    if (into == NULL)
+	return;
+    value = t_buffer_create(hdr->full_value_len + 16);
+    mime_words_utf8(hdr->full_value, hdr->full_value_len, value);
+    payload_bytes_append(into, value->data, value->used, MIME_HEADER_LIMIT);
 }
 
 /* mime_raw_top - the raw values "authentication" is made of */
@@ -549,8 +554,9 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
     mime_part_header(w, raw->hdr);
     if (raw->part->parent == NULL && w->depth == 0)
 	mime_raw_top(w, raw->hdr);
+    /* not the decoder's value: it checks each encoded word alone */
     if (decoded && raw->part->parent == NULL && w->depth == 0)
-	mime_top_header(w, block.hdr);
+	mime_top_header(w, raw->hdr);
 }
 
 static void mime_block(struct mime_walk *w, struct message_decoder_context *decoder,

@@ -9,6 +9,8 @@
  *	const char *mime_param(parser, wanted)
  *	const char *mime_param_pick(parser, wanted, pick)
  *	const char *mime_param_dovecot(parser, wanted)
+ *
+ *	void	mime_words_utf8(data, size, out)
  * DESCRIPTION
  *	mime_param() returns the value of parameter "wanted" in what
  *	follows a Content-Type or Content-Disposition value (parser is
@@ -29,6 +31,15 @@
  *	joined; an extended form is not that parameter), or NULL.
  *
  *	All consume the parser; the values are on the data stack.
+ *
+ *	mime_words_utf8() appends a header value with its RFC 2047 encoded
+ *	words decoded, as Python's email package reads it: the bytes of a
+ *	UTF-8 (or US-ASCII) word are kept as they are and joined with the
+ *	next, so that a character a sender split across two words is one
+ *	character again; other charsets are converted word by word. Bytes
+ *	that are not UTF-8 after all are left to the payload writer, which
+ *	makes them U+FFFD. Dovecot's message_header_decode_utf8() checks
+ *	each word alone: the halves became two U+FFFD.
  */
 
 #include "lib.h"
@@ -209,8 +220,30 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
     if (pick == MIME_PARAM_FIRST || strstr(plain, "=?") == NULL)
 	return (plain);				/* RFC 2047 in names, in the wild */
     out = t_str_new(strlen(plain) + 16);
-    message_header_decode_utf8((const unsigned char *) plain, strlen(plain), out, NULL);
+    mime_words_utf8((const unsigned char *) plain, strlen(plain), out);
     return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
+}
+
+static bool mime_word(const unsigned char *data, size_t size, const char *charset,
+		              void *context)
+{
+    buffer_t *out = context;
+    struct charset_translation *t;
+
+    /* unencoded text, UTF-8 and ASCII: their bytes, to be joined */
+    if (charset == NULL || charset_is_utf8(charset) || strcasecmp(charset, "us-ascii") == 0
+	|| charset_to_utf8_begin(charset, NULL, &t) < 0) {
+	buffer_append(out, data, size);
+	return (TRUE);
+    }
+    (void) charset_to_utf8(t, data, &size, out);
+    charset_to_utf8_end(&t);
+    return (TRUE);
+}
+
+void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out)
+{
+    message_header_decode(data, size, mime_word, out);
 }
 
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted)

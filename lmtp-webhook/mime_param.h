@@ -14,5 +14,6 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
 const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wanted,
 			            enum mime_param_pick pick);
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted);
+void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out);
 
 #endif

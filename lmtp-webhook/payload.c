@@ -141,6 +141,35 @@ static size_t payload_utf8_len(const unsigned char *s, size_t left)
     return (n);
 }
 
+/*
+ * payload_utf8_bad - how many bytes at s one U+FFFD stands for, where
+ * payload_utf8_len() found no valid sequence: the longest start of a
+ * sequence that could have been valid, at least one byte (Unicode's
+ * "maximal subpart", as Python's decode(errors="replace") does). A
+ * character cut short, E2 82 then ASCII, is one U+FFFD, not two.
+ */
+static size_t payload_utf8_bad(const unsigned char *s, size_t left)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t  n, i;
+
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+	n = 2;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+	n = 3;
+	lo = s[0] == 0xE0 ? 0xA0 : 0x80;	/* not overlong */
+	hi = s[0] == 0xED ? 0x9F : 0xBF;	/* not a surrogate */
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+	n = 4;
+	lo = s[0] == 0xF0 ? 0x90 : 0x80;
+	hi = s[0] == 0xF4 ? 0x8F : 0xBF;	/* not past U+10FFFF */
+    } else
+	return (1);
+    for (i = 1; i < n && i < left && s[i] >= lo && s[i] <= hi; i++)
+	lo = 0x80, hi = 0xBF;
+    return (i);
+}
+
 char   *payload_utf8_clean(const char *data, size_t len, size_t *len_r)
 {
     const unsigned char *s = (const unsigned char *) data;
@@ -151,7 +180,7 @@ char   *payload_utf8_clean(const char *data, size_t len, size_t *len_r)
 	if ((n = payload_utf8_len(s + i, len - i)) == 0) {
 	    memcpy(o, "\xEF\xBF\xBD", 3);	/* U+FFFD */
 	    o += 3;
-	    i++;
+	    i += payload_utf8_bad(s + i, len - i);
 	} else {
 	    memcpy(o, s + i, n);
 	    o += n;
@@ -356,7 +385,21 @@ static void payload_escape(struct payload_writer *w, const unsigned char *s, siz
 	    return;
 	}
 	n = payload_utf8_len(joined, w->pend_len + take);
-	if (n == 0 || n <= w->pend_len) {	/* not valid: one U+FFFD, go on */
+	if (n == 0) {				/* not valid: one U+FFFD, go on */
+	    size_t  bad = payload_utf8_bad(joined, w->pend_len + take);
+
+	    payload_emit(w, "\xEF\xBF\xBD", 3);
+	    if (bad <= w->pend_len) {
+		w->pend_len -= bad;
+		memmove(w->pend, w->pend + bad, w->pend_len);
+	    } else {
+		s += bad - w->pend_len;
+		len -= bad - w->pend_len;
+		w->pend_len = 0;
+	    }
+	    continue;
+	}
+	if (n <= w->pend_len) {			/* cannot be: a prefix was held */
 	    payload_emit(w, "\xEF\xBF\xBD", 3);
 	    memmove(w->pend, w->pend + 1, --w->pend_len);
 	    continue;
@@ -390,7 +433,7 @@ static void payload_escape(struct payload_writer *w, const unsigned char *s, siz
 	if ((n = payload_utf8_len(s + i, len - i)) == 0) {
 	    memcpy(out + o, "\xEF\xBF\xBD", 3);	/* U+FFFD */
 	    o += 3;
-	    i++;
+	    i += payload_utf8_bad(s + i, len - i);
 	} else if (n > 1) {
 	    memcpy(out + o, s + i, n);
 	    o += n;

@@ -124,6 +124,45 @@ def check_attachment(a, name, ctype, want, label):
             label + ": size and sha256 of the original bytes")
 
 
+# -- headers: RFC 2047 encoded words as Python reads them ----------------
+
+# Subjects whose encoded words a sender split where it liked: across a
+# multibyte character (B and Q), with folding between them, in upper-case
+# charset names, next to a word of another charset (not joined then),
+# with plain text between (each decoded alone), and broken ones.
+ENCODED_SUBJECTS = [
+    "=?utf-8?b?w6==?= =?utf-8?b?qQ==?=",                 # \xc3 | \xa9: split, B
+    "=?utf-8?q?R=C3?= =?utf-8?q?=A9sum=C3=A9?=",        # split, Q
+    "=?UTF-8?B?4oKs?=\r\n =?utf-8?B?IDEy?=",            # folded, charset case differs
+    "=?utf-8?b?4o==?= =?utf-8?b?gqw=?= due",              # a euro sign in two words
+    "=?utf-8?q?=C3?= =?iso-8859-1?q?=A9?=",               # other charsets: not joined
+    "=?utf-8?q?=C3?= x =?utf-8?q?=A9?=",                  # text between: not joined
+    "=?iso-8859-1?q?caf=E9?= =?iso-8859-1?q?_cr=E8me?=",  # whole words, one charset
+    "=?utf-8?b?8J+S?= =?utf-8?b?sA==?= paid",             # a 4-byte character split 3+1
+    "=?utf-8?q?=F0?= =?utf-8?q?=9F?= =?utf-8?q?=92=B0?=",  # ... and 1+1+2
+    "=?utf-8?q?=FF=FE?= =?utf-8?q?ok?=",                  # not UTF-8 at all
+    "=?iso-8859-1?q?=C3?= =?utf-8?q?=A9?=",               # Latin-1 then a UTF-8 half
+    "=?utf-8?q?=E2=82?=",                                  # a half left at the end
+]
+
+
+def test_encoded_words(st, rx):
+    for i, raw in enumerate(ENCODED_SUBJECTS):
+        data = message(raw, part(["Content-Type: text/plain"], b"words %d" % i),
+                       msgid="<words-%d@vendor.example>" % i)
+        want = str(email.message_from_bytes(data, policy=policy.default)["Subject"])
+        smtp_send(st, data)
+        ev = events_for(rx, want, timeout=10)
+        got = ev[0][2]["data"]["headers"]["subject"] if ev else None
+        if got is None:                 # matched under another subject?
+            with rx.lock:
+                for _, _, b in rx.requests:
+                    j = json.loads(b)
+                    if j["data"]["text"] and j["data"]["text"].strip() == "words %d" % i:
+                        got = j["data"]["headers"]["subject"]
+        tap.is_(got, want, "subject %r: as Python's email reads it" % raw)
+
+
 # -- 5. attachment bytes -------------------------------------------------
 
 def test_charsets_not_applied(st, rx):
@@ -966,6 +1005,7 @@ with Stack("lmtp-webhook-content") as st:
         extra="mail_plugin_dir = %s\ndefault_vsz_limit = 256M\n" % PLUGIN_DIR)
     st.start_postfix(main={"message_size_limit": "0"})
     start_runner(st)
+    test_encoded_words(st, rx)
     test_charsets_not_applied(st, rx)
     test_malformed_encodings(st, rx)
     test_filenames(st, rx)

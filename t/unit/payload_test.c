@@ -116,8 +116,8 @@ static void test_stream(void)
 	   "a dropped attachment: content null, size kept");
 	is_str(json_string_value(json_object_get(data, "text")), "caf\xc3\xa9 \"q\"\n",
 	       "a UTF-8 character cut between blocks is whole; quotes, newline escaped");
-	is_str(json_string_value(json_object_get(data, "html")), "<p>\xef\xbf\xbd\xef\xbf\xbd",
-	       "a sequence never completed: U+FFFD");
+	is_str(json_string_value(json_object_get(data, "html")), "<p>\xef\xbf\xbd",
+	       "a sequence never completed: one U+FFFD");
 	is_int(json_integer_value(json_object_get(data, "size")), 4242, "size");
 	is_str(json_string_value(json_object_get(json_object_get(data, "headers"), "from")),
 	       "A <a@b>", "headers");
@@ -272,7 +272,18 @@ int     main(void)
 	   "UTF-16 surrogate rejected");
     is_str(clean("\xf4\x90\x80\x80", 4), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd",
 	   "beyond U+10FFFF rejected");
-    is_str(clean("\xe2\x82", 2), "\xef\xbf\xbd\xef\xbf\xbd", "truncated sequence at the end");
+    is_str(clean("\xe2\x82", 2), "\xef\xbf\xbd", "truncated sequence at the end: one U+FFFD");
+    /* each as Python's bytes.decode("utf-8", "replace") gives it */
+    is_str(clean("\xe2\x82" "A", 3), "\xef\xbf\xbd" "A", "a cut 3-byte character, then ASCII");
+    is_str(clean("\xf0\x9f\x92\xe2\x82\xac", 6), "\xef\xbf\xbd\xe2\x82\xac",
+	   "a cut 4-byte character, then a whole one");
+    is_str(clean("\xe0\x80\xaf", 3), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd",
+	   "overlong 3-byte: no valid start, one U+FFFD a byte");
+    is_str(clean("\xf4\x8f\xbf", 3), "\xef\xbf\xbd", "U+10FFFF cut short: one");
+    is_str(clean("\xc3", 1), "\xef\xbf\xbd", "a lone lead byte");
+    is_str(clean("\xff\xfe", 2), "\xef\xbf\xbd\xef\xbf\xbd", "bytes that start nothing");
+    is_str(clean("\xf0\x9f" "A\x92", 4), "\xef\xbf\xbd" "A\xef\xbf\xbd",
+	   "a cut character, ASCII, a stray continuation");
 
     memset(&msg, 0, sizeof(msg));
     payload_bytes_append(&msg.header[PAYLOAD_SUBJECT], "Invoice \xff", 9, 65536);
