@@ -23,9 +23,10 @@
  *	daemon_config_check() checks their values the way start-up will
  *	use them, so that -t fails for what the daemon would die on: user
  *	must exist and not be root, pid_file's directory must exist and
- *	the file be one that can be opened for writing (an existing one is
- *	opened, a missing one created and removed: /proc, a read-only
- *	mount; not on a reload, whose daemon holds it), metrics_listen must be a TCP address of this host. Errors go into cfg, with
+ *	the file a regular one (not a symbolic link) that root can open
+ *	for writing (an existing one is opened, a missing one created and
+ *	removed: /proc, a read-only mount; not on a reload, whose daemon
+ *	holds it, nor as another user), metrics_listen must be a TCP address of this host. Errors go into cfg, with
  *	the line of the setting.
  *
  *	daemon_config_addresses() reports two of the daemon's listening
@@ -140,25 +141,36 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
 
 /*
  * daemon_config_pidfile_open - what daemon_pidfile_lock() will do to the
- * file, tried: an existing one opened for writing (not changed), a
- * missing one created and removed again. A directory that exists but
- * takes no file (/proc, a read-only mount, one root may not write to
- * on NFS) passes every stat() and fails only here.
+ * file, tried: a symbolic link or a non-file refused; as root (daemons
+ * start as root and drop to "user"), an existing file opened for
+ * writing (not changed), a missing one created and removed again. A
+ * directory that exists but takes no file (/proc, a read-only mount,
+ * an NFS export squashing root) passes every stat() and fails only
+ * here. Not as another user: that is an operator running a tool
+ * command (lmtp-webhook-spool flush) beside a daemon root started,
+ * whose pid file it may not write and need not.
  */
 static void daemon_config_pidfile_open(struct config *cfg, const char *path)
 {
+    struct stat st;
     int     fd, made = 0;
 
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is %s",
+			 path, S_ISLNK(st.st_mode) ? "a symbolic link: pid_file must name a "
+			 "regular file" : "not a regular file");
+	return;
+    }
+    if (geteuid() != 0)
+	return;
     if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0
 	&& errno == ENOENT) {
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
 	made = fd >= 0;
     }
     if (fd < 0) {
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s%s",
-			 errno == ENOENT || errno == EACCES ? "create" : "open", path,
-			 strerror(errno), errno == ELOOP ? " (a symbolic link: pid_file "
-			 "must name a regular file)" : "");
+	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s",
+			 errno == ENOENT ? "create" : "open", path, strerror(errno));
 	return;
     }
     if (made && unlink(path) < 0)

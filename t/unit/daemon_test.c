@@ -152,7 +152,7 @@ static void test_pidfile_tried(void)
     snprintf(link, sizeof(link), "%s/planted.pid", dir);
     ok(symlink("/etc/passwd", link) == 0, "a symbolic link planted");
     snprintf(text, sizeof(text), "pid_file = %s\n", link);
-    test_check_one(text, 1, "(a symbolic link: pid_file must name a regular file)",
+    test_check_one(text, 1, "is a symbolic link: pid_file must name a regular file",
 		   "a symbolic link as pid file");
     unlink(link);
     fd = -1;
