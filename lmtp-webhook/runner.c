@@ -355,7 +355,10 @@ static int runner_scan(struct runner *r, int all)
 		r->next = 0;
 	    }
 	    relisted = 1;
-	    if ((err = sign_key_load(r->tool->secret_file, &r->key)) != NULL) {
+	    spool_owner_root();		/* a secret root alone may read */
+	    err = sign_key_load(r->tool->secret_file, &r->key);
+	    spool_owner_again();
+	    if (err != NULL) {
 		msg_error("%s: nothing posted until the secret is readable", err);
 		r->key.len = 0;
 		r->next = r->count;
@@ -411,8 +414,12 @@ static void runner_reap(struct runner *r)
 static void runner_apply_reload(struct runner *r)
 {
     struct config *old;
+    int     rc;
 
-    if (tool_reload(r->tool, &old) < 0) {
+    spool_owner_root();			/* the file may be root's alone */
+    rc = tool_reload(r->tool, &old);
+    spool_owner_again();
+    if (rc < 0) {
 	metrics_config_reload(0);
 	return;
     }
@@ -563,7 +570,9 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	if (config_get_str(tool->cfg, "metrics_listen"))
 	    runner_metrics_init(tool);
 	sk.context = &r.lock_fd;
+	spool_owner_root();		/* pid file, metrics port, "user" */
 	skeleton_start(&sk, &opts, tool->cfg);
+	spool_owner_again();
     }
     r.mode = mode;
     r.signal_fd = daemon_signal_fd();
@@ -612,6 +621,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     else
 	msg_info("stopped: %d delivered, %d failed, %d dropped", r.delivered, r.failed,
 		 r.dropped);
+    spool_owner_root();			/* the pid file is root's */
     skeleton_stop(&sk);
     close(r.lock_fd);
     if (r.first_cfg != tool->cfg)

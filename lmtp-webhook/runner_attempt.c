@@ -134,7 +134,10 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
     for (int i = 0; i < t->ev.secret_count; i++) {
 	if (access(t->ev.secret_files[i], F_OK) < 0 && errno == ENOENT)
 	    continue;
-	if ((err = sign_key_load(t->ev.secret_files[i], &t->keys[n])) != NULL) {
+	spool_owner_root();			/* a secret root alone may read */
+	err = sign_key_load(t->ev.secret_files[i], &t->keys[n]);
+	spool_owner_again();
+	if (err != NULL) {
 	    snprintf(why, sizeof(why), "%s", err);	/* a path and a reason */
 	    return (why);
 	}

@@ -58,14 +58,17 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
     char    pid[32];
     ssize_t n;
     struct stat st;
-    int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: whoever owns the spool may plant a link here */
+    int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
 
     if (fd < 0 && errno == EACCES && stat(path, &st) == 0)
 	msg_fatal("open %s: Permission denied (owned by uid %ld, mode %04o; this process runs as uid %ld:"
 		  " chown it to the spool's owner, or remove it while no runner runs)",
 		  path, (long) st.st_uid, (unsigned) (st.st_mode & 07777), (long) geteuid());
     if (fd < 0)
-	msg_fatal("open %s: %m", path);
+	msg_fatal("open %s: %m%s", path, errno == ELOOP ? " (a symbolic link: remove it)" : "");
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+	msg_fatal("%s is not a regular file: remove it", path);
     if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */
 	msg_warn("chown %s: %m", path);
     free(path);
@@ -123,7 +126,7 @@ int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
 	return (0);
     }
     /* made first here: runner_lock() dies when it cannot open it */
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600)) < 0) {
 	msg_warn("%s was removed and cannot be made again: %m", path);
 	free(path);
 	return (0);

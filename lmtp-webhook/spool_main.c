@@ -217,7 +217,7 @@ static int tool_show(const struct spool_tool *tool, const char *id)
 static int tool_poke(const struct spool_tool *tool)
 {
     long    holder = 0;
-    int     fd = -1;
+    int     fd = -1, signalled;
 
     /* a daemon starting takes the lock before it detaches, and records
        the detached pid a moment later: a gone pid is asked again */
@@ -226,7 +226,10 @@ static int tool_poke(const struct spool_tool *tool)
 	    close(fd);
 	    return (0);
 	}
-	if (holder > 0 && kill((pid_t) holder, SIGUSR1) == 0) {
+	spool_owner_root();			/* a runner that is root's */
+	signalled = holder > 0 && kill((pid_t) holder, SIGUSR1) == 0;
+	spool_owner_again();
+	if (signalled) {
 	    printf("flush requested from lmtp-webhook-spool run (pid %ld)\n", holder);
 	    return (1);
 	}
@@ -328,6 +331,9 @@ int     main(int argc, char **argv)
     if (first >= argc)
 	msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID",
 		  msg_progname());
+    /* root: the spool's work as its owner, never through its links */
+    if ((err = spool_owner_enter(tool.dir)) != NULL)
+	msg_fatal("%s", err);
     if ((err = spool_init(tool.dir)) != NULL)
 	msg_fatal("%s", err);
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -30,6 +30,11 @@ void    runner_lock_record(int fd);
 void    runner_lock_detached(void *fd_ptr);
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r);
 
+/* spool_owner.c: as root, in the spool as its owner */
+const char *spool_owner_enter(const char *dir);
+void    spool_owner_root(void);
+void    spool_owner_again(void);
+
 /* runner_metrics.c: the series of run with metrics_listen */
 struct metrics_series;
 struct runner_metrics {

@@ -417,6 +417,9 @@ def test_not_events(st, rx, runner):
     os.symlink(outside, st.path("spool", "active", "linkedevent01"))
     os.mkfifo(st.path("spool", "active", "fifoevent01"))
     os.mkdir(st.path("spool", "active", "direvent01"))
+    # the spool's user's (a directory root made there, the runner, acting
+    # as that user, may not move: it needs to write the directory's "..")
+    os.chown(st.path("spool", "active", "direvent01"), NOBODY, NOBODY)
     for s in ("after a fifo", "after a fifo 2"):
         tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s))[0], {}, "LMTP 250 (%s)" % s)
     got = wait_for(lambda: all(requests_for(rx, s) for s in ("after a fifo", "after a fifo 2")),
@@ -678,6 +681,74 @@ def test_root_operator(st, rx, runner):
             "each posted once more")
     test_root_lock_left(st, runner, lock)
     restart(runner)
+
+
+def as_spool_user(*argv):
+    """What the spool's user (nobody here, vmail in production) can do
+    in its own directory, and does, if it is hostile."""
+    subprocess.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY),
+                    "--clear-groups"] + list(argv), check=True)
+
+
+def test_root_through_links(st, rx, runner):
+    """The spool's user plants symbolic links where root's tool writes:
+    runner.lock to a root-only file (it stands for /etc/shadow), then
+    dead/ to a root-only directory (for /etc) with a file that is no
+    event in active/ (flush moves those to dead/). Root's flush and run
+    act in the spool as its owner: the file keeps owner, mode and
+    bytes; nothing lands in the directory."""
+    runner.stop()
+    victim = st.path("victim")
+    secret = b"root:$6$precious-hash:19000:0:99999:7:::\n"
+    lock = st.path("spool", "runner.lock")
+    for how in ("flush", "run"):
+        with open(victim, "wb") as f:
+            f.write(secret)
+        os.chown(victim, 0, 0)
+        os.chmod(victim, 0o600)
+        if os.path.lexists(lock):
+            os.unlink(lock)
+        as_spool_user("ln", "-s", victim, lock)
+        if how == "flush":
+            res = run_tool(st, "flush")
+        else:
+            write_conf(st, user="nobody")
+            try:
+                res = run([SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"], timeout=5)
+            except subprocess.TimeoutExpired as e:
+                res = subprocess.CompletedProcess(e.cmd, 0, b"", e.stderr or b"")
+            write_conf(st)
+        vs = os.stat(victim)
+        tap.ok((vs.st_uid, vs.st_mode & 0o777, open(victim, "rb").read()) == (0, 0o600, secret),
+               "%s as root, runner.lock a link to a root-only file: the file untouched" % how,
+               diag="uid %d mode %o %r; %r" % (vs.st_uid, vs.st_mode & 0o777,
+                                              open(victim, "rb").read()[:60], res.stderr[-300:]))
+        tap.ok(res.returncode == 1 and "runner.lock" in str(res.stderr),
+               "%s refuses, naming runner.lock" % how, diag=str(res.stderr)[-300:])
+    os.unlink(lock)
+    target = st.path("rootonly")
+    os.makedirs(target, exist_ok=True)
+    os.chmod(target, 0o700)
+    dead = st.path("spool", "dead")
+    os.rename(dead, dead + ".real")
+    try:
+        as_spool_user("ln", "-s", target, dead)
+        as_spool_user("sh", "-c", "printf 'LD_PRELOAD=/tmp/evil.so\\n' > %s"
+                      % st.path("spool", "active", "environment"))
+        old = time.time() - 60                  # past the 5 s a copy may take
+        os.utime(st.path("spool", "active", "environment"), (old, old))
+        res = run_tool(st, "flush")
+        tap.is_(os.listdir(target), [], "flush as root, dead/ a link to a root-only directory: "
+                "nothing written there", diag=res.stdout + res.stderr)
+        tap.ok(os.path.exists(st.path("spool", "active", "environment")),
+               "the file stays in active/ (its owner could not move it either)")
+    finally:
+        os.unlink(dead)
+        os.rename(dead + ".real", dead)
+        for junk in (st.path("spool", "active", "environment"), lock):
+            if os.path.lexists(junk):
+                os.unlink(junk)
+    runner.start()
 
 
 def test_root_lock_left(st, runner, lock):
@@ -1000,6 +1071,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
     runner = Runner(st)
     runner.start()
     TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
+             test_root_through_links,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]

@@ -1,0 +1,92 @@
+/*
+ * NAME
+ *	spool_owner 3
+ * SUMMARY
+ *	lmtp-webhook-spool, run by root, acts in the spool as its owner
+ * SYNOPSIS
+ *	#include "spool_tool.h"
+ *
+ *	const char *spool_owner_enter(dir)
+ *
+ *	void	spool_owner_root()
+ *
+ *	void	spool_owner_again()
+ * DESCRIPTION
+ *	The spool belongs to the user Dovecot delivers as (vmail), who can
+ *	put anything into it: runner.lock made a symbolic link to
+ *	/etc/shadow, dead/ or tmp/ replaced by a link to /etc. What root
+ *	did there by path (open with O_CREAT, fchown, a rename into dead/)
+ *	reached whatever the links named: a flush as root handed
+ *	/etc/shadow to vmail. The tool therefore does its work in the
+ *	spool with the effective user and groups of the spool's owner, as
+ *	Postfix's postsuper does as mail_owner: a link then leads only
+ *	where its owner could write anyway.
+ *
+ *	spool_owner_enter(), called as root before the spool is touched,
+ *	takes the owner of dir (the configured spool_dir, followed if it
+ *	is a link: the operator named it) as effective user and group and
+ *	as the only supplementary group; a spool root owns, or a process
+ *	that is not root, changes nothing. The real user stays root, so
+ *	that spool_owner_root() can return to root for what only root may
+ *	do (the pid file in /run, a reload's configuration file, a secret
+ *	file readable by root alone, signalling a runner) and
+ *	spool_owner_again() can leave it again. Both do nothing unless
+ *	spool_owner_enter() took an owner. A daemon that drops to "user"
+ *	(skeleton_start()) gives up root for good; these do nothing then.
+ * DIAGNOSTICS
+ *	spool_owner_enter() returns an error text (static) when the ids
+ *	cannot be changed; the caller stops: it must not go on as root.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "spool_tool.h"
+
+static uid_t spool_owner_uid;
+static gid_t spool_owner_gid;
+static int spool_owner_taken;
+
+const char *spool_owner_enter(const char *dir)
+{
+    static char why[256];
+    struct stat st;
+
+    if (getuid() != 0 || geteuid() != 0 || stat(dir, &st) < 0 || st.st_uid == 0)
+	return (NULL);
+    if (setgroups(1, &st.st_gid) < 0 || setegid(st.st_gid) < 0 || seteuid(st.st_uid) < 0) {
+	snprintf(why, sizeof(why), "cannot act as %s's owner (uid %ld, gid %ld): %s",
+		 dir, (long) st.st_uid, (long) st.st_gid, strerror(errno));
+	return (why);
+    }
+    spool_owner_uid = st.st_uid;
+    spool_owner_gid = st.st_gid;
+    spool_owner_taken = 1;
+    return (NULL);
+}
+
+void    spool_owner_root(void)
+{
+    int     saved = errno;
+
+    if (spool_owner_taken && getuid() == 0 && seteuid(0) == 0 && setegid(0) < 0)
+	msg_warn("setegid(0): %m");
+    errno = saved;
+}
+
+void    spool_owner_again(void)
+{
+    int     saved = errno;
+
+    if (spool_owner_taken && getuid() == 0 && geteuid() == 0
+	&& (setegid(spool_owner_gid) < 0 || seteuid(spool_owner_uid) < 0))
+	msg_fatal("cannot act as the spool's owner again: %m");	/* never as root */
+    errno = saved;
+}
