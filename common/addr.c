@@ -11,6 +11,7 @@
  *	int	addr_listen_shared(&addr, backlog)
  *	int	addr_connect(&addr, nonblock)
  *	const char *addr_format(sockaddr, buf, len)
+ *	const char *addr_unix_check(path)
  * DESCRIPTION
  *	addr_parse() accepts
  * .IP "inet:HOST:PORT, inet6:[ADDR]:PORT, unix:/path"
@@ -25,12 +26,20 @@
  *	addr_listen() sets SO_REUSEADDR, and TCP_NODELAY on TCP
  *	listeners: Linux accepted sockets inherit it, and small
  *	protocol replies must not wait for Nagle and delayed ACKs.
- *	A stale unix socket is removed first. addr_listen_shared() opens
+ *	A stale unix socket is removed first, and only a socket: a
+ *	regular file at the path fails with EEXIST (a mistyped listen =
+ *	unix:/etc/postfix/main.cf removed the file and bound in its place).
+ *	addr_unix_check() says before that (for -t) why a unix path will
+ *	not take a socket: its directory missing, the path a file that is
+ *	no socket; as root, a socket is tried beside it and removed (a
+ *	directory on /proc, /sys or a read-only mount exists and takes
+ *	none). addr_listen_shared() opens
  *	one of several non-blocking sockets on the same TCP address
  *	(SO_REUSEPORT), one per worker thread; the kernel spreads new
  *	connections over them.
  * DIAGNOSTICS
- *	addr_parse() returns NULL or a static error. addr_listen() and
+ *	addr_parse() and addr_unix_check() return NULL or a static error.
+ *	addr_listen() and
  *	addr_connect() return -1 with errno set.
  */
 
@@ -45,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -212,13 +222,62 @@ static int addr_socket(const struct addr *addr, int nonblock)
     return (fd);
 }
 
+/* addr_unix_stale - a socket left at path removed; anything else is kept */
+
+static int addr_unix_stale(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0)
+	return (errno == ENOENT ? 0 : -1);
+    if (!S_ISSOCK(st.st_mode)) {
+	errno = EEXIST;
+	return (-1);
+    }
+    return (unlink(path) < 0 && errno != ENOENT ? -1 : 0);
+}
+
+const char *addr_unix_check(const char *path)
+{
+    static char why[160];
+    union addr_sockaddr u = {.un = {.sun_family = AF_UNIX}};
+    struct sockaddr_un *probe = &u.un;
+    const char *slash = strrchr(path, '/');
+    struct stat st;
+    int     fd, n;
+
+    /* the directory: "." for a relative name, "/" for one in the root */
+    n = snprintf(probe->sun_path, sizeof(probe->sun_path), "%.*s",
+		 slash == NULL || slash == path ? 1 : (int) (slash - path),
+		 slash == NULL ? "." : path);
+    if (stat(probe->sun_path, &st) < 0 || !S_ISDIR(st.st_mode))
+	return ("the directory of the UNIX socket does not exist");
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+	return ("the UNIX socket path exists and is not a socket (not removing it)");
+    if (geteuid() != 0)
+	return (NULL);
+    snprintf(probe->sun_path + n, sizeof(probe->sun_path) - (size_t) n, "/.mxkit-check.%ld",
+	     (long) getpid());
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+	return (NULL);
+    if (bind(fd, &u.sa, sizeof(*probe)) == 0)
+	(void) unlink(probe->sun_path);		/* ours: nothing else is removed */
+    else if (errno != EADDRINUSE) {
+	snprintf(why, sizeof(why), "its directory takes no socket (%s)", strerror(errno));
+	close(fd);
+	return (why);
+    }
+    close(fd);
+    return (NULL);
+}
+
 static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, int reuseport)
 {
     int     on = 1;
     int     fd, saved;
 
-    if (addr->family == AF_UNIX)
-	(void) unlink(addr->u.un.sun_path);
+    if (addr->family == AF_UNIX && addr_unix_stale(addr->u.un.sun_path) < 0)
+	return (-1);
     if ((fd = addr_socket(addr, nonblock)) < 0)
 	return (-1);
     (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));

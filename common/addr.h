@@ -31,5 +31,6 @@ int     addr_port(const struct sockaddr *sa);
 int     addr_listen(const struct addr *addr, int backlog, int nonblock);
 int     addr_listen_shared(const struct addr *addr, int backlog);
 int     addr_connect(const struct addr *addr, int nonblock);
+const char *addr_unix_check(const char *path);
 
 #endif

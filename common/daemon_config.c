@@ -336,6 +336,13 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 	if (ok[i] && (err = daemon_config_foreign(&parsed[i])) != 0)
 	    config_add_error(cfg, all[i].line, "%s %s: no interface of this host has that "
 			     "address (%s)", all[i].name, all[i].spec, strerror(err));
+    for (int i = 0; i < count; i++) {		/* a file bind() would have removed */
+	const char *why;
+
+	if (ok[i] && parsed[i].family == AF_UNIX
+	    && (why = addr_unix_check(parsed[i].u.un.sun_path)) != NULL)
+	    config_add_error(cfg, all[i].line, "%s %s: %s", all[i].name, all[i].spec, why);
+    }
     for (int i = 0; i < n; i++)			/* -t said OK, no client could connect */
 	if (ok[i] && daemon_config_port0(&parsed[i]))
 	    config_add_error(cfg, all[i].line, "%s %s: port 0 (the kernel would pick a "

@@ -18,18 +18,23 @@
 #include "build_config.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "daemon.h"
 #include "msg.h"
+#include "sign.h"
+#include "xalloc.h"
 #include "spool.h"
 #include "spool_tool.h"
 
@@ -49,6 +54,61 @@ static const struct config_spec tool_specs[] = {
     {0},
 };
 
+/*
+ * tool_check_dir - spool_dir as spool_init() will make it (one level:
+ * its parent must exist) and as "user" will write it: a file there, a
+ * missing parent or a root-only spool for user = nobody passed -t and
+ * the runner then died, or ran and could write nothing.
+ */
+static void tool_check_dir(struct spool_tool *tool)
+{
+    int     line = config_lookup(tool->cfg, "spool_dir")->line;
+    const char *user = config_get_str(tool->cfg, "user"), *slash;
+    struct passwd *pw;
+    struct stat st;
+    char   *parent;
+
+    if (*tool->dir != '/') {
+	config_add_error(tool->cfg, line, "spool_dir: \"%s\" is not an absolute path", tool->dir);
+	return;
+    }
+    if (stat(tool->dir, &st) < 0) {
+	slash = strrchr(tool->dir, '/');
+	parent = slash == tool->dir ? xstrdup("/") : xstrndup(tool->dir, slash - tool->dir);
+	if (errno != ENOENT || stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+	    config_add_error(tool->cfg, line, "spool_dir %s: %s", tool->dir, errno != ENOENT
+			     ? strerror(errno) : "neither it nor its parent directory exists");
+	free(parent);
+	return;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+	config_add_error(tool->cfg, line, "spool_dir %s is not a directory", tool->dir);
+	return;
+    }
+    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
+	return;
+    if (!((st.st_uid == pw->pw_uid && (st.st_mode & S_IWUSR))
+	  || (st.st_gid == pw->pw_gid && (st.st_mode & S_IWGRP)) || (st.st_mode & S_IWOTH)))
+	config_add_error(tool->cfg, line, "spool_dir %s: user %s cannot write it (owner uid %ld, "
+			 "mode %04o): chown it to the user Dovecot delivers as", tool->dir, user,
+			 (long) st.st_uid, (unsigned) (st.st_mode & 07777));
+}
+
+/*
+ * tool_check_secret - the global secret, read as the runner will: not an
+ * error (a Secret mounted after the start is read when it comes, and
+ * events wait meanwhile), but said, so that -t does not say only "OK".
+ */
+static void tool_check_secret(struct spool_tool *tool)
+{
+    struct webhook_key key;
+    const char *err;
+
+    if ((err = sign_key_load(tool->secret_file, &key)) != NULL)
+	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
+    OPENSSL_cleanse(&key, sizeof(key));
+}
+
 static void tool_load(struct spool_tool *tool, const char *path)
 {
     tool->config_path = path;
@@ -62,8 +122,16 @@ static void tool_load(struct spool_tool *tool, const char *path)
     tool->concurrency = (int) config_get_int(tool->cfg, "concurrency");
     tool->dead_after = config_get_duration(tool->cfg, "dead_letter_after") / 1000;
     daemon_config_check(tool->cfg);
+    daemon_config_addresses(tool->cfg, NULL, 0);	/* metrics_listen on port 0 */
+    tool_check_dir(tool);
+    if (tool->timeout_ms < 1000 || tool->timeout_ms > 3600 * 1000)
+	config_add_error(tool->cfg, config_lookup(tool->cfg, "timeout")->line,
+			 "timeout must be from 1s to 1h (0 would let a receiver that never "
+			 "answers hold an attempt for good)");
     if (tool->secret_file == NULL || *tool->secret_file == 0)
 	config_add_error(tool->cfg, 0, "secret_file is required");
+    else
+	tool_check_secret(tool);
     if (tool->concurrency < 1 || tool->concurrency > 1000)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
 			 "concurrency must be between 1 and 1000");

@@ -49,6 +49,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "addr.h"
 #include "auth.h"
 #include "daemon.h"
 #include "dkim_sign.h"
@@ -519,30 +520,20 @@ static const char *policy_socket_inet(const char *spec, int family)
     return (resolved ? NULL : "socket: the host is not an address or a name that resolves");
 }
 
-/* policy_socket_unix - a path that fits sun_path, in an existing directory */
+/* policy_socket_unix - a path that fits sun_path and will take a socket */
 
 static const char *policy_socket_unix(const char *path)
 {
+    static char why[200];
     struct sockaddr_un sun;
-    char   *dir = xstrdup(path), *slash = strrchr(dir, '/');
-    struct stat st;
-    int     ok = 1;
+    const char *err;
 
-    if (slash && slash != dir)
-	*slash = 0;
-    else if (slash)
-	strcpy(dir, "/");
-    else
-	strcpy(dir, ".");
-    ok = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
-    free(dir);
     if (*path == 0 || strlen(path) >= sizeof(sun.sun_path))
 	return ("socket: the UNIX socket path is empty or longer than 107 bytes");
-    if (!ok)
-	return ("socket: the directory of the UNIX socket does not exist");
-    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
-	return ("socket: the UNIX socket path exists and is not a socket");
-    return (NULL);
+    if ((err = addr_unix_check(path)) == NULL)
+	return (NULL);
+    snprintf(why, sizeof(why), "socket: %s", err);
+    return (why);
 }
 
 /* policy_socket_clash - metrics_listen on the milter's own TCP address */

@@ -132,6 +132,8 @@ static void policyd_check_listen(struct config *cfg)
     int     n;
 
     list = config_split_list(config_get_str(cfg, "listen"), &n);
+    if (n == 0)				/* it started, listening on nothing */
+	config_add_error(cfg, entry ? entry->line : 0, "listen: no address given");
     addrs = xcalloc(n + 1, sizeof(*addrs));
     for (int i = 0; i < n; i++) {
 	addrs[i] = (struct daemon_address) {.name = "listen", .spec = list[i],

@@ -244,12 +244,49 @@ def test_check_generic(st):
         ("unix:relative.sock", "unix socket path must be absolute"),
         ("inet:127.0.0.1:%d junk" % port, "listen junk: expected HOST:PORT"),
         ("inet:127.0.0.1:%d, tcp:127.0.0.1:%d" % (port, port + 1), "listen tcp:127.0.0.1"),
+        # a regular file there: the start removed it and bound in its place
+        ("unix:%s" % st.path("etc", "keep.cf"), "exists and is not a socket (not removing it)"),
+        ("unix:/proc/mxkit-policyd.sock", "its directory takes no socket"),
+        ("unix:/nonexistent-mxkit/p.sock", "the directory of the UNIX socket does not exist"),
+        ("", "listen: no address given"),
     ]
+    with open(st.path("etc", "keep.cf"), "w") as f:
+        f.write("keep\n")
     for i, (value, words) in enumerate(bad_listen):
         conf = write(st, "policyd-listen-%d.conf" % i, "listen = %s\n" % value)
         check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
                       ["%s:1: listen" % conf, words],
                       "policyd-ratelimit: listen = %s" % value)
+    tap.is_(open(st.path("etc", "keep.cf")).read(), "keep\n",
+            "policyd-ratelimit: the file a unix listen named is kept")
+    # lmtp-webhook-spool: -t said OK, and run died or could post nothing
+    write(st, "plainfile", "x\n")
+    os.makedirs(st.path("rootspool"), exist_ok=True)
+    os.chmod(st.path("rootspool"), 0o700)
+    secret = "secret_file = %s\n" % st.path("etc", "secret")
+    bad_spool = [
+        ("spool_dir = %s\n" % st.path("etc", "plainfile"), "is not a directory"),
+        ("spool_dir = %s\n" % st.path("missing", "a", "b"),
+         "neither it nor its parent directory exists"),
+        ("spool_dir = spool\n", "is not an absolute path"),
+        ("spool_dir = %s\nuser = nobody\n" % st.path("rootspool"),
+         "user nobody cannot write it (owner uid 0, mode 0700)"),
+        ("spool_dir = %s\ntimeout = 0\n" % st.path("spool"), "timeout must be from 1s to 1h"),
+        ("spool_dir = %s\ntimeout = 2h\n" % st.path("spool"), "timeout must be from 1s to 1h"),
+        ("spool_dir = %s\nmetrics_listen = inet:127.0.0.1:0\n" % st.path("spool"),
+         "port 0 (the kernel would pick a port no client knows)"),
+    ]
+    for i, (text, words) in enumerate(bad_spool):
+        conf = write(st, "spool-bad-%d.conf" % i, secret + text)
+        check_refused(st, [SPOOL, "-t", "-c", conf], [SPOOL, "-f", "-c", conf, "run"], conf,
+                      [words], "lmtp-webhook-spool: %s" % text.strip().replace("\n", "; "))
+    conf = write(st, "spool-nosecret.conf", "spool_dir = %s\nsecret_file = %s\n"
+                 % (st.path("spool"), st.path("etc", "no-such-secret")))
+    res = run_in(st, [SPOOL, "-t", "-c", conf], 15)
+    tap.ok(res.returncode == 0 and "secret_file: " in res.stderr and "nothing is posted until"
+           in res.stderr, "lmtp-webhook-spool: a secret_file that cannot be read is said by -t "
+           "(a warning: a Secret mounted later is read when it comes)",
+           diag=res.stdout + res.stderr)
     # a listening address no interface of this host has
     conf = write(st, "policyd-foreign.conf", "listen = inet:192.0.2.1:%d\n" % port)
     check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,

@@ -5,7 +5,10 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -61,9 +64,64 @@ static void test_listen_connect(void)
     close(lfd);
 }
 
+/*
+ * test_unix_paths - a listener removes a stale socket and nothing else;
+ * addr_unix_check() says so before (a mistyped listen = unix:... on
+ * an existing file deleted the file and bound a socket in its place).
+ */
+static void test_unix_paths(void)
+{
+    char    dir[] = "/tmp/mxkit-addr.XXXXXX", spec[200], path[160], buf[8] = "";
+    struct addr addr;
+    struct stat st;
+    const char *err;
+    FILE   *fp;
+    int     fd;
+
+    if (mkdtemp(dir) == NULL) {
+	ok(0, "mkdtemp");
+	return;
+    }
+    snprintf(path, sizeof(path), "%s/main.cf", dir);
+    fp = fopen(path, "w");
+    ok(fp && fputs("keep\n", fp) >= 0 && fclose(fp) == 0, "a regular file");
+    snprintf(spec, sizeof(spec), "unix:%s", path);
+    ok(addr_parse(spec, &addr) == NULL, "its path parses as a unix address");
+    err = addr_unix_check(path);
+    ok(err && strstr(err, "exists and is not a socket"), "check: exists and is not a socket");
+    errno = 0;
+    fd = addr_listen(&addr, 4, 0);
+    ok(fd < 0 && errno == EEXIST, "listen on it: EEXIST");
+    fp = fopen(path, "r");
+    ok(fp && fgets(buf, sizeof(buf), fp) && strcmp(buf, "keep\n") == 0, "the file is kept");
+    if (fp)
+	fclose(fp);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/s.sock", dir);
+    snprintf(spec, sizeof(spec), "unix:%s", path);
+    ok(addr_parse(spec, &addr) == NULL && addr_unix_check(path) == NULL, "a free path: OK");
+    fd = addr_listen(&addr, 4, 0);
+    ok(fd >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode), "listening there");
+    close(fd);
+    ok(addr_unix_check(path) == NULL, "a stale socket: OK");
+    fd = addr_listen(&addr, 4, 0);
+    ok(fd >= 0, "a stale socket is replaced");
+    close(fd);
+    unlink(path);
+    ok((err = addr_unix_check("/nonexistent-mxkit/s.sock")) != NULL
+       && strstr(err, "does not exist"), "a missing directory");
+    if (geteuid() == 0)
+	ok((err = addr_unix_check("/proc/mxkit.sock")) != NULL && strstr(err, "takes no socket"),
+	   "as root: a directory that takes no socket (/proc)");
+    else
+	ok(addr_unix_check("/proc/mxkit.sock") == NULL, "not root: /proc not tried");
+    rmdir(dir);
+}
+
 int     main(void)
 {
     test_parse();
     test_listen_connect();
+    test_unix_paths();
     return (tap_done());
 }
