@@ -294,6 +294,41 @@ static void config_physical_line(struct config *cfg, struct config_pending *pend
     config_pending_add(pending, line + start, len - start);
 }
 
+/*
+ * config_pem_refused - a PEM file (a key or a certificate) given as the
+ * configuration: its errors, whatever they quote, become one that
+ * quotes nothing. Base64 lines read as parameter lines ("q0==" is name
+ * "q0", "=", value "=") put fragments of a private key into errors,
+ * on the terminal and in the journal.
+ */
+static void config_pem_refused(struct config *cfg, const char *buf, size_t len)
+{
+    const char *cp = buf, *end = buf + len;
+    int     pem = 0;
+
+    while (cp < end && !pem) {
+	const char *nl = memchr(cp, '\n', (size_t) (end - cp));
+
+	pem = (size_t) (end - cp) >= 11 && memcmp(cp, "-----BEGIN ", 11) == 0;
+	cp = nl ? nl + 1 : end;
+    }
+    if (!pem)
+	return;
+    for (int i = 0; i < cfg->error_count; i++)
+	free(cfg->errors[i]);
+    cfg->error_count = 0;
+    while (cfg->head) {				/* nothing of it is kept either */
+	struct config_entry *next = cfg->head->next;
+
+	free(cfg->head->value);
+	free(cfg->head);
+	cfg->head = next;
+    }
+    cfg->tail = NULL;
+    config_add_error(cfg, 0, "this is a PEM file (a key or a certificate), not a "
+		     "configuration file; none of it is shown");
+}
+
 struct config *config_read_buffer(const char *name, const char *buf, size_t len,
 				          const struct config_spec *specs)
 {
@@ -316,6 +351,7 @@ struct config *config_read_buffer(const char *name, const char *buf, size_t len,
 	cp = nl + 1;
     }
     config_pending_flush(cfg, &pending);
+    config_pem_refused(cfg, buf, len);
     return (cfg);
 }
 

@@ -37,6 +37,26 @@ static void one_error(const char *text, const char *want, const char *label)
     config_free(&cfg);
 }
 
+/*
+ * test_pem - a key given as the configuration: one error that quotes
+ * nothing of it ("q0==" reads as parameter q0; its base64 was quoted),
+ * and no setting kept from it ("count = 9" is a base64 line too).
+ */
+static void test_pem(void)
+{
+    const char *pem = "-----BEGIN PRIVATE KEY-----\nMIIEvq0+abc/def\nq0==\ncount = 9\n"
+	"-----END PRIVATE KEY-----\n";
+    struct config *cfg = parse(pem);
+
+    one_error(pem, "t.conf: this is a PEM file (a key or a certificate), not a configuration "
+	      "file; none of it is shown", "a PEM key as configuration");
+    ok(cfg->head == NULL, "nothing of it kept as a setting");
+    config_free(&cfg);
+    cfg = parse("# -----BEGIN in a comment\ncount = 9\n");
+    is_int(cfg->error_count, 0, "\"-----BEGIN \" not at a line's start: a configuration");
+    config_free(&cfg);
+}
+
 static void test_valid(void)
 {
     struct config *cfg = parse("# comment\n"
@@ -174,5 +194,6 @@ int     main(void)
     test_values();
     test_list();
     test_file();
+    test_pem();
     return (tap_done());
 }
