@@ -30,6 +30,7 @@
 
 #include "keys.h"
 #include "rotate.h"
+#include "tables.h"
 #include "msg.h"
 #include "xalloc.h"
 
@@ -103,6 +104,18 @@ static const char *keygen_sync_dir(const char *dir)
     return (NULL);
 }
 
+/* keygen_bits - -b as a whole number ("2048x" was 2048), else 0 */
+
+int     keygen_bits(const char *text)
+{
+    char   *end;
+    long    n;
+
+    errno = 0;
+    n = strtol(text, &end, 10);
+    return (*text == 0 || *end != 0 || errno || n < 0 || n > 1 << 20 ? 0 : (int) n);
+}
+
 const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
 			         const char *dir, uid_t uid, gid_t gid, char **record)
 {
@@ -111,6 +124,12 @@ const char *keygen_files(const char *domain, const char *selector, int ed25519, 
     char   *value, *path, *txt;
 
     *record = NULL;
+    /* both name files and go into the TXT name as they are: "-s
+       ../x" wrote the private key outside the directory */
+    if (!tables_dns_name(domain, 0))
+	return ("-d: not a DNS name (letters, digits, '-', '_', dots between labels)");
+    if (!tables_dns_name(selector, 0))
+	return ("-s: not a selector (letters, digits, '-', '_', dots between labels)");
     if ((err = keys_generate(ed25519 ? KEY_ED25519 : KEY_RSA, bits, &key)) != NULL)
 	return (err);
     value = keys_dns_record(&key);
@@ -150,7 +169,8 @@ int     main(int argc, char **argv)
     while ((ch = getopt(argc, argv, "b:d:D:s:t:")) > 0) {
 	switch (ch) {
 	case 'b':
-	    bits = atoi(optarg);
+	    if ((bits = keygen_bits(optarg)) == 0)
+		msg_fatal("-b %s: not a whole number of bits", optarg);
 	    break;
 	case 'd':
 	    domain = optarg;

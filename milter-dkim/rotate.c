@@ -680,7 +680,8 @@ static void rotate_options(struct rotate *r, int argc, char **argv)
 	    r->mode = ch == 'A' ? ROTATE_ACTIVATE : ROTATE_RETIRE;
 	    break;
 	case 'b':
-	    r->bits = atoi(optarg);
+	    if ((r->bits = keygen_bits(optarg)) == 0)
+		msg_fatal("-b %s: not a whole number of bits", optarg);
 	    break;
 	case 'c':
 	    r->config_path = optarg;

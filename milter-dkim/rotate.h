@@ -8,6 +8,7 @@
 int     rotate_main(int argc, char **argv);
 
 /* keygen.c: write DIR/SELECTOR.private and .txt; the record, malloc'ed */
+int     keygen_bits(const char *text);
 const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
 			         const char *dir, uid_t uid, gid_t gid, char **record);
 

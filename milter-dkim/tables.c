@@ -127,7 +127,7 @@ static char *tables_split2(char *line)
  * domain go into d= and s= as they are, and "sel;x=y" or "s 1" made a
  * signature nobody could verify (or one with a tag of the row's own).
  */
-static int tables_dns_name(const char *name, int percent)
+int     tables_dns_name(const char *name, int percent)
 {
     size_t  label = 0, len = strlen(name);
 

@@ -34,6 +34,7 @@ struct tables {
 };
 
 const char *tables_strip_prefix(const char *path);
+int     tables_dns_name(const char *name, int percent);
 void    tables_parse_keys(struct tables *t, struct config *errors, const char *name,
 			          const char *text);
 void    tables_parse_signing(struct tables *t, struct config *errors, const char *name,

@@ -237,8 +237,37 @@ def main(st):
            diag=check.stdout + check.stderr)
 
 
+def test_keygen_arguments(st):
+    """Selector and domain name files and the TXT record as they are:
+    "-s ../escape" wrote the private key outside -D; "-b 2048x" was 2048."""
+    os.makedirs(st.path("argkeys", "in"), exist_ok=True)
+    cases = [(["-d", DOMAIN, "-s", "../escape"], "-s: not a selector"),
+             (["-d", DOMAIN, "-s", ""], "-s: not a selector"),
+             (["-d", DOMAIN, "-s", "g h"], "-s: not a selector"),
+             (["-d", DOMAIN, "-s", "s1;x=y"], "-s: not a selector"),
+             (["-d", "exa mple.com", "-s", "s1"], "-d: not a DNS name"),
+             (["-d", "../x", "-s", "s1"], "-d: not a DNS name"),
+             (["-d", DOMAIN, "-s", "s1", "-b", "2048x"], "-b 2048x: not a whole number"),
+             (["rotate", "-d", DOMAIN, "-s", "../up", "-D", st.path("argkeys", "in")],
+              "not a selector")]
+    for args, words in cases:
+        argv = [mxdkim.KEYGEN] + args + ([] if "rotate" in args else
+                                          ["-D", st.path("argkeys", "in")])
+        res = run(argv)
+        tap.ok(res.returncode == 1 and words in res.stderr, "keygen %s: refused, saying %r"
+               % (" ".join(repr(a) for a in args), words), diag=res.stdout + res.stderr)
+    tap.is_(sorted(os.listdir(st.path("argkeys"))), ["in"], "no key written outside -D")
+    tap.is_(os.listdir(st.path("argkeys", "in")), [], "nor inside it")
+    res = run([mxdkim.KEYGEN, "-d", DOMAIN, "-s", "sel-2026.a_b", "-b", "1024", "-D",
+               st.path("argkeys", "in")])
+    tap.ok(res.returncode == 0 and sorted(os.listdir(st.path("argkeys", "in")))
+           == ["sel-2026.a_b.private", "sel-2026.a_b.txt"],
+           "a selector with '-', '_' and a dot: its two files", diag=res.stderr)
+
+
 with Stack("milter-dkim-rotate-attack") as st:
     tap.stack = st
+    test_keygen_arguments(st)
     main(st)
 
 sys.exit(tap.done())
