@@ -687,6 +687,7 @@ def test_check_only(st):
              ("socket = unix:/tmp/" + "x" * 120 + "\n", "longer than 107 bytes"),
              ("socket = tcp:8891\n", "socket must be inet:"),
              ("socket = unix:%s\n" % st.path("etc", "key.table"), "exists and is not a socket"),
+             ("socket = unix:/proc/mxkit-milter.sock\n", "its directory takes no socket"),
              ("authserv_id = mx.mxkit.test;\n", "authserv_id must be a token"),
              ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token"),
              ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000")]
@@ -705,6 +706,40 @@ def test_check_only(st):
         f.write(base.replace("{port}", "8891") + "socket_umask = 027\n")
     res = subprocess.run([mxdkim.MILTER, "-t", "-c", path], capture_output=True, text=True)
     tap.is_(res.returncode, 0, "-t accepts a good configuration", diag=res.stderr)
+
+
+def test_socket_owner(st):
+    """Started as root with user = nobody and a UNIX socket: the socket was
+    root's (0770 with socket_umask 007), so neither the user nor its
+    group (where doc/milter-dkim.md puts postfix) could connect. A
+    milter negotiation as nobody must be answered."""
+    os.makedirs(st.path("msock"), exist_ok=True)
+    os.chmod(st.path("msock"), 0o755)
+    path = st.path("msock", "m.sock")
+    conf = st.path("etc", "owner.conf")
+    with open(conf, "w") as f:
+        f.write("socket = unix:%s\nmode = verify\nuser = nobody\n" % path)
+    proc = subprocess.Popen([mxdkim.MILTER, "-f", "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        probe = ("import socket,struct,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n"
+                 "s.connect(%r)\nb=b'O'+struct.pack('!III',6,0x1ff,0)\n"
+                 "s.sendall(struct.pack('!I',len(b))+b)\nsys.exit(0 if s.recv(5)[4:5]==b'O' else 1)"
+                 % path)
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
+                             timeout=20)
+        st_ = os.stat(path)
+        tap.ok(res.returncode == 0, "user = nobody: nobody's milter negotiation is answered "
+               "(socket uid %d gid %d mode %o)" % (st_.st_uid, st_.st_gid, st_.st_mode & 0o777),
+               diag=res.stderr[-400:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 KEYTABLE = """\
@@ -745,6 +780,7 @@ with Stack("milter-dkim-hostile") as st:
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
                            "header_size_limit": "1024000"},
                      submission=raw_headers, smtpd=milter)
+    test_socket_owner(st)
     test_counts(st)
     test_forms(st)
     test_bill_event(st, rx)
