@@ -221,6 +221,24 @@ static void shim_check_metrics(struct server *srv)
 				.addr = &srv->listeners[i].listen}, 1);
 }
 
+/*
+ * shim_check_transparent - transparent mode binds each backend connection
+ * to the client's address (IP_TRANSPARENT), which needs CAP_NET_ADMIN
+ * for as long as the daemon runs; "user" gives every capability up at
+ * the start: -t said OK and every session then failed.
+ */
+static void shim_check_transparent(struct server *srv)
+{
+    const char *user = config_get_str(srv->cfg, "user");
+
+    for (int i = 0; user != NULL && i < srv->nlisteners; i++)
+	if (srv->listeners[i].mode == SHIM_TRANSPARENT)
+	    config_add_error(srv->cfg, srv->listeners[i].line, "mode=transparent needs "
+			     "CAP_NET_ADMIN in every session, which user = %s gives up: "
+			     "run this listener as root, or use mode=xclient or proxy-v2",
+			     user);
+}
+
 /* shim_check - every value main() and the workers will use, now */
 
 static void shim_check(struct server *srv)
@@ -262,6 +280,7 @@ static void shim_check(struct server *srv)
 			 "xclient_helo must be a host name or an [address]");
     shim_check_listeners(srv);
     shim_check_metrics(srv);
+    shim_check_transparent(srv);
     daemon_config_check(srv->cfg);
     if (srv->max_connections >= 1 && srv->cfg->error_count == 0)
 	srv->max_connections = (int) daemon_config_connections(srv->cfg, "max_connections",

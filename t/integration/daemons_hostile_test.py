@@ -304,6 +304,12 @@ def test_check_generic(st):
     check_refused(st, [mxdkim.MILTER, "-t", "-c", conf], [mxdkim.MILTER, "-f", "-c", conf], conf,
                   ["socket inet:192.0.2.1:%d: no interface of this host" % st.port("t-milter")],
                   "milter-dkim: socket on an address this host does not have")
+    conf = write(st, "shim-tp-user.conf", base_shim.replace("mode=proxy-v2", "mode=transparent")
+                 + "user = nobody\n")
+    check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
+                  ["%s:1: mode=transparent needs CAP_NET_ADMIN in every session, which "
+                   "user = nobody gives up" % conf],
+                  "proxyv2-shim: mode=transparent with user = (every session failed)")
     conf = write(st, "shim-dup.conf", base_shim + base_shim.replace("9 mode", "10 mode"))
     check_refused(st, [SHIM, "-t", "-c", conf], [SHIM, "-f", "-c", conf], conf,
                   ["%s:2: listener" % conf, "overlaps the listener at line 1"],
