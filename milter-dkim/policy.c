@@ -423,6 +423,9 @@ static void policy_options(struct dkim_policy *p)
     policy_header_names(p, "sign_headers", p->sign_headers);
     policy_header_names(p, "oversign_headers", p->oversign_headers);
     p->signature_ttl = (long) (config_get_duration(p->cfg, "signature_ttl") / 1000);
+    if (p->signature_ttl == 0 && config_get_duration(p->cfg, "signature_ttl") != 0)
+	config_add_error(p->cfg, policy_line(p, "signature_ttl"), "signature_ttl is whole "
+			 "seconds (x= has no smaller unit): 0 for none, or at least 1s");
     p->verify_max = (int) config_get_int(p->cfg, "verify_signatures_max");
     if (p->verify_max < 1 || p->verify_max > 1000)
 	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),

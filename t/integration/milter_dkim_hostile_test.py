@@ -690,7 +690,9 @@ def test_check_only(st):
              ("socket = unix:/proc/mxkit-milter.sock\n", "its directory takes no socket"),
              ("authserv_id = mx.mxkit.test;\n", "authserv_id must be a token"),
              ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token"),
-             ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000")]
+             ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000"),
+             # 999ms became 0 s, which means no x= at all
+             ("signature_ttl = 999ms\n", "signature_ttl is whole seconds")]
     for line, want in cases:
         path = st.path("etc", "check.conf")
         key = line.split(" =")[0]
