@@ -47,7 +47,8 @@
  *	detail (or no delimiter, or nothing before it).
  *
  *	route_url_redact() is the URL as logs may show it (malloc()ed):
- *	a user and password (https://user:pass@host/) become "***@" and
+ *	a user and password (https://user:pass@host/; with a ':', up to
+ *	the last '@', even past a '/', '?' or '#') become "***@" and
  *	a query (?token=...) "?***", where receivers that do not check
  *	signatures keep their secret; the fragment, never sent, goes.
  * DIAGNOSTICS
@@ -279,7 +280,7 @@ size_t  route_detail_cut(const char *localpart, const char *delimiters)
 
 char   *route_url_redact(const char *url)
 {
-    const char *auth = strstr(url, "://"), *host, *end, *query;
+    const char *auth = strstr(url, "://"), *host, *end, *query, *at;
     size_t  len = strlen(url);
     char   *out = wh_malloc(len + 8), *o = out;
 
@@ -289,6 +290,14 @@ char   *route_url_redact(const char *url)
     for (const char *p = auth; p < end; p++)
 	if (*p == '@')
 	    host = p + 1;
+    /* a password with an unencoded '/', '?' or '#' (http://u:pa/ss@h/):
+       to the last '@' with a ':' before it; shown from the '/' on, it
+       was in the log */
+    if ((at = strrchr(auth, '@')) != NULL && at >= end
+	&& memchr(auth, ':', (size_t) (at - auth)) != NULL) {
+	host = at + 1;
+	end = host + strcspn(host, "/?#");
+    }
     memcpy(o, url, (size_t) (auth - url));
     o += auth - url;
     if (host != auth) {

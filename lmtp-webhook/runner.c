@@ -351,7 +351,8 @@ static int runner_scan(struct runner *r, int all)
 	    r->pool = spool_free_count(r->tool->dir);
 	    if (all || runner_relist_due(r)) {
 		spool_list_free(r->names, r->count);
-		r->names = spool_list(r->tool->dir, SPOOL_ACTIVE, &r->count);
+		r->names = spool_list_foreign(r->tool->dir, SPOOL_ACTIVE, &r->count,
+					      runner_misnamed, r);
 		r->next = 0;
 	    }
 	    relisted = 1;

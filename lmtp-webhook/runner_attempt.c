@@ -10,6 +10,7 @@
  *	void	runner_done(r, transfer, curl_code)
  *	int	runner_hold_over(value, context)
  *	int	runner_answered_gone(path, context)
+ *	void	runner_misnamed(name, context)
  * DESCRIPTION
  *	runner_start() loads active/ID and adds its POST to the runner's
  *	curl multi handle (all: a flush pass, due or not); an event that
@@ -111,6 +112,36 @@ static void runner_unreadable(struct runner *r, const char *id, const char *path
 		  RUNNER_SECRET_WAIT);
 	runner_hold(r, id, (long long) time(NULL) + RUNNER_SECRET_WAIT);
     }
+}
+
+/*
+ * runner_misnamed - a file in active/ under a name no event has (an
+ * operator's "msg_x.bak", "bill.eml"): never posted or listed, it stayed
+ * there for good and nothing said so. Once unchanged for RUNNER_SETTLE
+ * seconds (a copy may be under way), it goes to dead/ as it is, with
+ * one error; what cannot be moved is said once a minute at most.
+ */
+void    runner_misnamed(const char *name, void *context)
+{
+    static time_t said;
+    struct runner *r = context;
+    char    dead[SPOOL_BURY_NAME];
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, name);
+    time_t  now = time(NULL);
+    struct stat st;
+
+    if (lstat(path, &st) == 0 && (long long) now - (long long) st.st_ctime < RUNNER_SETTLE)
+	r->lost = 1;				/* listed again in a second */
+    else if (lstat(path, &st) == 0) {
+	if (spool_bury(r->tool->dir, name, path, dead) == 0)
+	    msg_error("%s: not an event's name; moved to %s/%s as it is", path, SPOOL_DEAD,
+		      dead);
+	else if (now - said >= RUNNER_SECRET_WAIT) {
+	    said = now;
+	    msg_error("%s: not an event's name; cannot move it to %s/: %m", path, SPOOL_DEAD);
+	}
+    }
+    free(path);
 }
 
 /*

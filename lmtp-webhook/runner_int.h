@@ -91,6 +91,7 @@ struct runner {
 void    runner_start(struct runner *r, const char *id, int all);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
+void    runner_misnamed(const char *name, void *context);
 int     runner_answered_gone(void *path, void *context);
 void    runner_later(struct runner *r, const char *id, long long when);
 

@@ -104,6 +104,9 @@ const char *spool_load(const char *path, struct spool_event *ev);
 void    spool_map_guard(void);
 int     spool_event_spoiled(const struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);
+char  **spool_list_foreign(const char *dir, const char *subdir, int *count,
+			           void (*foreign) (const char *name, void *context),
+			           void *context);
 void    spool_list_free(char **names, int count);
 int     spool_sweep_tmp(const char *dir, time_t now);
 

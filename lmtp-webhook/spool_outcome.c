@@ -26,6 +26,7 @@
  */
 
 #define _GNU_SOURCE			/* renameat2() */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -119,12 +120,23 @@ static int spool_move_new(const char *from, const char *to)
 int     spool_bury(const char *dir, const char *id, const char *path,
 		           char name[SPOOL_BURY_NAME])
 {
-    char   *dead = spool_path(dir, SPOOL_DEAD, id);
+    char    base[SPOOL_BURY_NAME];
+    char   *dead;
     int     rc;
 
-    snprintf(name, SPOOL_BURY_NAME, "%s", id);
+    if (spool_id_ok(id)) {
+	snprintf(base, sizeof(base), "%s", id);
+    } else {				/* a name of the operator's: made one */
+	size_t  n = (size_t) snprintf(base, sizeof(base), "notevent-%.80s", id);
+
+	for (size_t i = 9; i < n && i < sizeof(base); i++)
+	    if (!isalnum((unsigned char) base[i]) && base[i] != '-' && base[i] != '_')
+		base[i] = '_';
+    }
+    snprintf(name, SPOOL_BURY_NAME, "%s", base);
+    dead = spool_path(dir, SPOOL_DEAD, name);
     if ((rc = spool_move_new(path, dead)) < 0 && errno == EEXIST) {
-	snprintf(name, SPOOL_BURY_NAME, "%.100s-notevent-%lld", id, (long long) time(NULL));
+	snprintf(name, SPOOL_BURY_NAME, "%.100s-notevent-%lld", base, (long long) time(NULL));
 	free(dead);
 	dead = spool_path(dir, SPOOL_DEAD, name);
 	rc = spool_move_new(path, dead);

@@ -332,6 +332,19 @@ static int spool_name_cmp(const void *a, const void *b)
 
 char  **spool_list(const char *dir, const char *subdir, int *count)
 {
+    return (spool_list_foreign(dir, subdir, count, NULL, NULL));
+}
+
+/*
+ * spool_list_foreign - spool_list(), and foreign() called for every other
+ * name there (not an event's: "msg_x.bak", "bill.eml", 129 characters;
+ * "." and ".." excepted): a file under such a name was never posted,
+ * listed or moved, and nothing said so.
+ */
+char  **spool_list_foreign(const char *dir, const char *subdir, int *count,
+			           void (*foreign) (const char *name, void *context),
+			           void *context)
+{
     char   *path = spool_path(dir, subdir, NULL);
     DIR    *d = opendir(path);
     struct dirent *de;
@@ -343,8 +356,11 @@ char  **spool_list(const char *dir, const char *subdir, int *count)
     if (d == NULL)
 	return (NULL);
     while ((de = readdir(d)) != NULL) {
-	if (!spool_id_ok(de->d_name))
+	if (!spool_id_ok(de->d_name)) {
+	    if (foreign && strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+		foreign(de->d_name, context);
 	    continue;
+	}
 	names = wh_realloc(names, (n + 1) * sizeof(*names));
 	names[n++] = wh_strdup(de->d_name);
     }

@@ -643,6 +643,35 @@ def test_name_not_id(st, rx, runner):
             os.unlink(st.path("spool", sub, "copiedevent-b"))
 
 
+def test_misnamed(st, rx, runner):
+    """Files in active/ under names no event has (an operator's backup of
+    an event, a .eml dropped in, 129 characters, a dot file): never
+    posted, listed or moved, nothing said. Each must reach dead/ as it
+    is, under a name made from its own, with one error naming it."""
+    url = "http://127.0.0.1:%d/ws/acme/misnamed" % rx.port
+    names = ["msg_abc.bak", "bill.eml", "m" * 129, ".hidden"]
+    data = {n: event_bytes("misnamedev%02d" % i, url, body_for("misnamed"))
+            for i, n in enumerate(names)}
+    for n in names:
+        put_event(st, n, data[n])
+    want = ["notevent-bill_eml", "notevent-" + "m" * 80, "notevent-msg_abc_bak",
+            "notevent-_hidden"]
+    tap.ok(wait_for(lambda: sorted(ls(st, "dead")) == sorted(want), timeout=20),
+           "every misnamed file moved to dead/ under a name made from its own",
+           diag="active %r dead %r" % (os.listdir(st.path("spool", "active")), ls(st, "dead")))
+    same = all(open(st.path("spool", "dead", w), "rb").read() == data[n]
+               for n, w in zip(["bill.eml", "m" * 129, "msg_abc.bak", ".hidden"], want)
+               if os.path.exists(st.path("spool", "dead", w)))
+    tap.ok(same, "each as it was, byte for byte")
+    tap.is_(os.listdir(st.path("spool", "active")), [], "none left in active/")
+    tap.ok(all(("active/%s: not an event's name" % n) in runner.log() for n in names),
+           "the log names each", diag=runner.log()[-1500:])
+    tap.is_(posts(rx, "misnamed"), [], "none posted")
+    for w in want:
+        if os.path.exists(st.path("spool", "dead", w)):
+            os.unlink(st.path("spool", "dead", w))
+
+
 def test_root_operator(st, rx, runner):
     """The daemon runs as the spool's user (nobody here, vmail in the
     systemd unit); the operator types retry and flush as root with no
@@ -1070,7 +1099,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
         extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
     runner = Runner(st)
     runner.start()
-    TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_root_operator,
+    TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_misnamed, test_root_operator,
              test_root_through_links,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
