@@ -4,6 +4,7 @@
 /* daemon - what every mxkit daemon does the same way. */
 
 #include <signal.h>
+#include <sys/types.h>
 
 #include "addr.h"
 #include "config.h"
@@ -27,6 +28,7 @@ const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 int     daemon_pidfile_held(void);
+const char *daemon_socket_give(const char *path, const char *user, mode_t mode);
 const char *daemon_drop_privileges(const char *user);
 int     daemon_notify(const char *state);
 

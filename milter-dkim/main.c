@@ -34,7 +34,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,24 +88,6 @@ static void milter_dkim_reload(const char *path)
 	     p->tables.key_count, p->tables.sign_count);
 }
 
-/*
- * milter_dkim_socket_owner - a UNIX socket made by root for a daemon that
- * runs as "user" becomes user's and its group's: root's 0770 socket
- * let neither user nor group connect, so Postfix (a member of the
- * group, as doc/milter-dkim.md says) could not reach the milter.
- */
-static void milter_dkim_socket_owner(const char *path, const char *user)
-{
-    struct passwd *pw;
-
-    if (user == NULL || geteuid() != 0)
-	return;
-    if ((pw = getpwnam(user)) == NULL)
-	msg_fatal("user %s: unknown", user);	/* -t said so already */
-    if (lchown(path, pw->pw_uid, pw->pw_gid) < 0)
-	msg_fatal("cannot give %s to user %s: %m", path, user);
-}
-
 static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 			             const struct daemon_opts *opts)
 {
@@ -130,8 +111,10 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     if ((run.listen_fd = mengine_open(socket_spec, &err)) < 0)
 	msg_fatal("cannot listen on %s: %s: %m", socket_spec, err);
     umask(old_mask);
-    if (p->socket_local)
-	milter_dkim_socket_owner(p->socket_path, config_get_str(p->cfg, "user"));
+    /* made by root for "user": its, or Postfix in its group cannot connect */
+    if (p->socket_local
+	&& (err = daemon_socket_give(p->socket_path, config_get_str(p->cfg, "user"), 0)))
+	msg_fatal("%s", err);
     mengine_max_sessions = p->max_sessions;
     milter_metrics_init();
     skeleton_start(&sk, opts, p->cfg);

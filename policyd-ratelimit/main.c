@@ -125,6 +125,7 @@ static int policyd_worker_count(const struct config *cfg)
 static void policyd_check_listen(struct config *cfg)
 {
     const struct config_entry *entry = config_lookup(cfg, "listen");
+    const char *ctl_path = config_get_str(cfg, "control_socket");
     struct daemon_address *addrs;
     struct addr addr;
     const char *err;
@@ -140,6 +141,9 @@ static void policyd_check_listen(struct config *cfg)
 	    .line = entry ? entry->line : 0};
 	if ((err = addr_parse(list[i], &addr)) != NULL)
 	    config_add_error(cfg, addrs[i].line, "listen %s: %s", list[i], err);
+	else if (addr.family == AF_UNIX && ctl_path && strcmp(addr.u.un.sun_path, ctl_path) == 0)
+	    config_add_error(cfg, addrs[i].line, "listen %s: the same path as control_socket; "
+			     "only one can listen there", list[i]);
     }
     daemon_config_addresses(cfg, addrs, n);
     free(addrs);
@@ -528,6 +532,10 @@ static void policyd_open(const struct server *srv, struct policyd_worker *w, int
 	    if (w[k].fds[i] < 0)
 		msg_fatal("listen %s: %m", list[i]);
 	}
+	/* made by root for "user": its and its group's, read-write */
+	if (addr.u.sa.sa_family == AF_UNIX && (err = daemon_socket_give(addr.u.un.sun_path,
+				    config_get_str(srv->pc->cfg, "user"), 0660)) != NULL)
+	    msg_fatal("listen %s: %s", list[i], err);
 	msg_info("listening on %s", list[i]);
     }
     config_list_free(&list);

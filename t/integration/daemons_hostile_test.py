@@ -249,6 +249,8 @@ def test_check_generic(st):
         ("unix:/proc/mxkit-policyd.sock", "its directory takes no socket"),
         ("unix:/nonexistent-mxkit/p.sock", "the directory of the UNIX socket does not exist"),
         ("", "listen: no address given"),
+        ("unix:%s\ncontrol_socket = %s" % (st.path("p.sock"), st.path("p.sock")),
+         "the same path as control_socket"),
     ]
     with open(st.path("etc", "keep.cf"), "w") as f:
         f.write("keep\n")
@@ -590,6 +592,35 @@ def policy_answer_on(s):
     return data
 
 
+def test_policyd_unix_user(st):
+    """listen = unix:... and user = nobody, started as root: the socket was
+    root's, and no other user (Postfix) could connect. A policy request
+    made as nobody must be answered."""
+    os.makedirs(st.path("psock"), exist_ok=True)
+    os.chmod(st.path("psock"), 0o755)
+    path = st.path("psock", "p.sock")
+    name = "policyd-unix-user"
+    write(st, name + ".conf", "listen = unix:%s\nuser = nobody\nstore = memory\n" % path)
+    proc = st.start_daemon(name, [POLICYD, "-f", "-c", st.path("etc", name + ".conf")])
+    try:
+        wait_for(lambda: os.path.exists(path), timeout=10)
+        time.sleep(0.3)
+        probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n"
+                 "s.connect(%r)\ns.sendall(%r)\nd=b''\n"
+                 "while not d.endswith(b'\\n\\n'):\n    c=s.recv(4096)\n    if not c: break\n"
+                 "    d+=c\nsys.exit(0 if d.startswith(b'action=') else 1)" % (path, REQUEST))
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
+                             timeout=20)
+        st_ = os.stat(path)
+        tap.ok(res.returncode == 0, "policyd user = nobody: nobody's policy request over the "
+               "UNIX socket is answered (uid %d mode %o)" % (st_.st_uid, st_.st_mode & 0o777),
+               diag=res.stderr[-400:] + st.read_log(name)[-400:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_shim_signals(st):
     name = "shim-sig"
     port = st.port(name)
@@ -721,6 +752,7 @@ with Stack("daemons-hostile") as st:
     test_shim_nofile(st)
     test_milter_nofile(st)
     test_policyd_signals(st)
+    test_policyd_unix_user(st)
     test_shim_signals(st)
     test_milter_signals(st)
     test_reload_property(st)
