@@ -26,7 +26,8 @@
  *	addr_listen() sets SO_REUSEADDR, and TCP_NODELAY on TCP
  *	listeners: Linux accepted sockets inherit it, and small
  *	protocol replies must not wait for Nagle and delayed ACKs.
- *	A stale unix socket is removed first, and only a socket: a
+ *	A stale unix socket is removed first, and only a stale one (one
+ *	that answers fails with EADDRINUSE) and only a socket: a
  *	regular file at the path fails with EEXIST (a mistyped listen =
  *	unix:/etc/postfix/main.cf removed the file and bound in its place).
  *	addr_unix_check() says before that (for -t) why a unix path will
@@ -222,17 +223,31 @@ static int addr_socket(const struct addr *addr, int nonblock)
     return (fd);
 }
 
-/* addr_unix_stale - a socket left at path removed; anything else is kept */
-
-static int addr_unix_stale(const char *path)
+/*
+ * addr_unix_stale - a socket left at path removed; a socket someone still
+ * answers on (a second instance started by mistake took the first one's
+ * clients) and anything that is no socket are kept: -1, EADDRINUSE or
+ * EEXIST.
+ */
+static int addr_unix_stale(const struct addr *addr)
 {
+    const char *path = addr->u.un.sun_path;
     struct stat st;
+    int     fd, live;
 
     if (lstat(path, &st) < 0)
 	return (errno == ENOENT ? 0 : -1);
     if (!S_ISSOCK(st.st_mode)) {
 	errno = EEXIST;
 	return (-1);
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
+	live = connect(fd, &addr->u.sa, addr->salen) == 0;
+	close(fd);
+	if (live) {
+	    errno = EADDRINUSE;
+	    return (-1);
+	}
     }
     return (unlink(path) < 0 && errno != ENOENT ? -1 : 0);
 }
@@ -276,7 +291,7 @@ static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, i
     int     on = 1;
     int     fd, saved;
 
-    if (addr->family == AF_UNIX && addr_unix_stale(addr->u.un.sun_path) < 0)
+    if (addr->family == AF_UNIX && addr_unix_stale(addr) < 0)
 	return (-1);
     if ((fd = addr_socket(addr, nonblock)) < 0)
 	return (-1);

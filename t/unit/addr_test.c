@@ -102,6 +102,9 @@ static void test_unix_paths(void)
     ok(addr_parse(spec, &addr) == NULL && addr_unix_check(path) == NULL, "a free path: OK");
     fd = addr_listen(&addr, 4, 0);
     ok(fd >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode), "listening there");
+    errno = 0;
+    ok(addr_listen(&addr, 4, 0) < 0 && errno == EADDRINUSE,
+       "a second listener on a socket that answers: EADDRINUSE, the first kept");
     close(fd);
     ok(addr_unix_check(path) == NULL, "a stale socket: OK");
     fd = addr_listen(&addr, 4, 0);
