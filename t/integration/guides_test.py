@@ -189,6 +189,11 @@ def check_daemon(tag, text, box):
     for m in re.finditer(r"^(?:socket\s*=\s*unix:|pid_file\s*=\s*)(%s/run/\S+)" % re.escape(box.root),
                          text, re.M):
         os.makedirs(os.path.dirname(m.group(1)), exist_ok=True)
+    # the parent of spool_dir (/var/spool, /var/mail-state) is the
+    # system's or the container's volume; the spool itself is made at start
+    m = re.search(r"^spool_dir\s*=\s*(%s/\S+)" % re.escape(box.root), text, re.M)
+    if m:
+        os.makedirs(os.path.dirname(m.group(1).rstrip("/")), exist_ok=True)
     path = box.write(os.path.join(box.root, "check", tag), text)
     res = run([DAEMONS[tag], "-t", "-c", path])
     return res.returncode == 0, res.stdout + res.stderr
