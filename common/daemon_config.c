@@ -24,10 +24,11 @@
  *	use them, so that -t fails for what the daemon would die on: user
  *	must exist and not be root, pid_file's directory must exist and
  *	the file a regular one (not a symbolic link) that root can open
- *	for writing (an existing one is opened, a missing one created and
- *	removed: /proc, a read-only mount; not on a reload, whose daemon
- *	holds it, nor as another user), metrics_listen must be a TCP address of this host. Errors go into cfg, with
- *	the line of the setting.
+ *	for writing (an existing one is opened; for a missing one a file
+ *	of the check's own is made beside it and removed: /proc, a
+ *	read-only mount; not on a reload, whose daemon holds it, nor as
+ *	another user), metrics_listen must be a TCP address of this
+ *	host. Errors go into cfg, with the line of the setting.
  *
  *	daemon_config_addresses() reports two of the daemon's listening
  *	addresses (and metrics_listen, added here) that cannot both be
@@ -143,17 +144,22 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
  * daemon_config_pidfile_open - what daemon_pidfile_lock() will do to the
  * file, tried: a symbolic link or a non-file refused; as root (daemons
  * start as root and drop to "user"), an existing file opened for
- * writing (not changed), a missing one created and removed again. A
+ * writing (not changed); for a missing one, a file of the check's own
+ * made beside it and removed (never the pid file's own path: an
+ * instance starting at the same time may have locked the file there,
+ * and its removal left a daemon without a pid file). A
  * directory that exists but takes no file (/proc, a read-only mount,
  * an NFS export squashing root) passes every stat() and fails only
  * here. Not as another user: that is an operator running a tool
  * command (lmtp-webhook-spool flush) beside a daemon root started,
  * whose pid file it may not write and need not.
  */
-static void daemon_config_pidfile_open(struct config *cfg, const char *path)
+static void daemon_config_pidfile_open(struct config *cfg, const char *path,
+				               const char *dir)
 {
     struct stat st;
-    int     fd, made = 0;
+    char   *probe = NULL;
+    int     fd;
 
     if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
 	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is %s",
@@ -163,19 +169,19 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path)
     }
     if (geteuid() != 0)
 	return;
-    if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0
-	&& errno == ENOENT) {
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-	made = fd >= 0;
+    /* a missing one: a file of our own beside it, never the pid file's
+       path, which an instance starting at the same time may have locked */
+    if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0 && errno == ENOENT) {
+	probe = xasprintf("%s/.mxkit-pidcheck.%ld", dir, (long) getpid());
+	if ((fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) >= 0)
+	    (void) unlink(probe);
     }
-    if (fd < 0) {
+    if (fd < 0)
 	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s",
-			 errno == ENOENT ? "create" : "open", path, strerror(errno));
-	return;
-    }
-    if (made && unlink(path) < 0)
-	msg_warn("pid_file: cannot remove %s after trying it: %s", path, strerror(errno));
-    close(fd);
+			 probe ? "create" : "open", path, strerror(errno));
+    else
+	close(fd);
+    free(probe);
 }
 
 static void daemon_config_pidfile(struct config *cfg)
@@ -207,7 +213,7 @@ static void daemon_config_pidfile(struct config *cfg)
 	daemon_config_pidfile_owner(cfg, dir, &st);
 	/* a reload: the file is ours, and "user" may not open it */
 	if (!daemon_pidfile_held())
-	    daemon_config_pidfile_open(cfg, path);
+	    daemon_config_pidfile_open(cfg, path, dir);
     }
     free(dir);
 }
