@@ -714,8 +714,10 @@ def key_pieces(pem):
 
 def test_secrets(st, conf, secrets):
     res = check(st.path("keys", "s1.private"))
-    tap.ok(res.returncode == 1 and "unknown parameter (a name of" in res.stderr,
-           "-c given the private key: refused without quoting its lines",
+    tap.ok(res.returncode == 1 and "this is a PEM file (a key or a certificate), not a "
+           "configuration file; none of it is shown" in res.stderr
+           and res.stderr.count("error:") == 1,
+           "-c given the private key: refused with one error, without quoting its lines",
            diag=res.stderr[:500])
     text = log(st) + "".join(OUT)
     leaked = [p for pem in secrets for p in key_pieces(pem) if p in text]
