@@ -4,6 +4,7 @@
 /* daemon - what every mxkit daemon does the same way. */
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "addr.h"
@@ -71,6 +72,7 @@ struct daemon_address {
 };
 
 void    daemon_config_check(struct config *cfg);
+int     daemon_config_user_cannot_write(const struct config *cfg, const struct stat *st);
 void    daemon_config_addresses(struct config *cfg, const struct daemon_address *addrs,
 				        int count);
 long long daemon_config_connections(struct config *cfg, const char *name,

@@ -121,19 +121,30 @@ static void daemon_config_user(struct config *cfg)
  * file stays after a stop (emptied, so it names nobody). Said at start
  * (a warning: the daemon works), by mode bits; ACLs are not read.
  */
+/*
+ * daemon_config_user_cannot_write - a daemon started as root will run as
+ * "user": can that user not write the directory st is of (by its mode
+ * bits; ACLs are not read)? 0 when not root, without "user", or when
+ * "user" is unknown or root (daemon_config_user() says so).
+ */
+int     daemon_config_user_cannot_write(const struct config *cfg, const struct stat *st)
+{
+    const char *user = config_get_str(cfg, "user");
+    struct passwd *pw;
+
+    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
+	return (0);
+    return (!((st->st_uid == pw->pw_uid && (st->st_mode & S_IWUSR))
+	      || (st->st_gid == pw->pw_gid && (st->st_mode & S_IWGRP))
+	      || (st->st_mode & S_IWOTH)));
+}
+
 static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
 					        const struct stat *st)
 {
     const char *user = config_get_str(cfg, "user");
-    struct passwd *pw;
-    int     writable;
 
-    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
-	return;					/* the user itself: checked above */
-    writable = (st->st_uid == pw->pw_uid && (st->st_mode & S_IWUSR))
-	|| (st->st_gid == pw->pw_gid && (st->st_mode & S_IWGRP))
-	|| (st->st_mode & S_IWOTH);
-    if (!writable)
+    if (daemon_config_user_cannot_write(cfg, st))
 	msg_warn("%s:%d: pid_file: user %s cannot write to %s: the pid file will be "
 		 "emptied, not removed, when the daemon stops (give %s the directory, "
 		 "e.g. systemd's RuntimeDirectory=)", cfg->path, daemon_config_line(cfg, "pid_file"),

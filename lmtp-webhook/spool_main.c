@@ -18,7 +18,6 @@
 #include "build_config.h"
 
 #include <errno.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +63,6 @@ static void tool_check_dir(struct spool_tool *tool)
 {
     int     line = config_lookup(tool->cfg, "spool_dir")->line;
     const char *user = config_get_str(tool->cfg, "user"), *slash;
-    struct passwd *pw;
     struct stat st;
     char   *parent;
 
@@ -85,10 +83,7 @@ static void tool_check_dir(struct spool_tool *tool)
 	config_add_error(tool->cfg, line, "spool_dir %s is not a directory", tool->dir);
 	return;
     }
-    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
-	return;
-    if (!((st.st_uid == pw->pw_uid && (st.st_mode & S_IWUSR))
-	  || (st.st_gid == pw->pw_gid && (st.st_mode & S_IWGRP)) || (st.st_mode & S_IWOTH)))
+    if (daemon_config_user_cannot_write(tool->cfg, &st))
 	config_add_error(tool->cfg, line, "spool_dir %s: user %s cannot write it (owner uid %ld, "
 			 "mode %04o): chown it to the user Dovecot delivers as", tool->dir, user,
 			 (long) st.st_uid, (unsigned) (st.st_mode & 07777));
