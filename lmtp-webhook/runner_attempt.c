@@ -151,6 +151,9 @@ void    runner_misnamed(const char *name, void *context)
  * that does not exist is left out (the second file of a route exists
  * only while a rotation is under way); one that cannot be read or
  * holds no secret, or none at all, is an error: nothing is posted.
+ * Only the global secret (named by our own configuration) is read as
+ * root; a route's files, named by the event, are read as the spool's
+ * owner (spool_owner.c).
  */
 static const char *runner_keys(struct runner *r, struct transfer *t)
 {
@@ -165,9 +168,10 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
     for (int i = 0; i < t->ev.secret_count; i++) {
 	if (access(t->ev.secret_files[i], F_OK) < 0 && errno == ENOENT)
 	    continue;
-	spool_owner_root();			/* a secret root alone may read */
+	/* as the spool's owner, never as root: the path comes from the
+	 * event file, which that user writes (a root-only file it names,
+	 * another route's secret or a device, stays unread) */
 	err = sign_key_load(t->ev.secret_files[i], &t->keys[n]);
-	spool_owner_again();
 	if (err != NULL) {
 	    snprintf(why, sizeof(why), "%s", err);	/* a path and a reason */
 	    return (why);

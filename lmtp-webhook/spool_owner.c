@@ -28,8 +28,9 @@
  *	as the only supplementary group; a spool root owns, or a process
  *	that is not root, changes nothing. The real user stays root, so
  *	that spool_owner_root() can return to root for what only root may
- *	do (the pid file in /run, a reload's configuration file, a secret
- *	file readable by root alone, signalling a runner) and
+ *	do (the pid file in /run, a reload's configuration file, the global
+ *	secret_file readable by root alone, never a route's secret file
+ *	an event names; signalling a runner) and
  *	spool_owner_again() can leave it again. Both do nothing unless
  *	spool_owner_enter() took an owner. A daemon that drops to "user"
  *	(skeleton_start()) gives up root for good; these do nothing then.

@@ -21,6 +21,8 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
 - The operator runs retry/flush as root while the daemon runs as the
   spool's user: what root writes into the spool stays readable by the
   daemon (runner.lock included), every event is posted.
+- An event (written by the spool's user) names a root-only secret file:
+  root's runner does not read it; the global secret is still root's.
 - The spool full when an event's last attempt fails: it goes to dead/
   (as it is) and is not posted again at every scan; dead/ unwritable:
   it stays in active/, not posted again at every scan either.
@@ -780,6 +782,62 @@ def test_root_through_links(st, rx, runner):
     runner.start()
 
 
+def test_root_route_secret(st, rx, runner):
+    """The spool's user writes the events, and an event names its route's
+    secret files: root's runner must not open a path it names as root. A
+    root-only file holding a valid secret (another workspace's) is not
+    read: nothing is posted, the error names the file. The same file
+    readable by the spool's group: the event is posted, signed with it,
+    once. The global secret (named by the runner's own configuration)
+    is still read as root: a root-only copy signs the next event."""
+    other = make_secret(b"another-workspace-secret-32bytes")
+    os.chmod(st.path(), 0o755)              # the spool's user may look in
+    path = st.path("other.secret")
+    with open(path, "w") as f:
+        f.write(other + "\n")
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
+    tag = "route-secret-%d" % random.randrange(1 << 30)
+    eid = "msg_" + "%032x" % random.randrange(1 << 120)
+    url = "http://127.0.0.1:%d/ws/acme/api/bills/inbound" % rx.port
+    head = json.loads(event_bytes(eid, url, b"").split(b"\n", 1)[0])
+    head["secret_files"] = [path]
+    body = body_for(tag)
+    head["body_length"] = len(body)
+    mark = len(runner.log())
+    put_event(st, eid, json.dumps(head, separators=(",", ":")).encode() + b"\n" + body)
+    wait_for(lambda: "other.secret" in runner.log()[mark:], timeout=10)
+    time.sleep(1)
+    tap.is_(len(posts(rx, tag)), 0, "a root runner, an event naming a root-only secret file: "
+            "not posted", diag=runner.log()[mark:][-600:])
+    tap.ok("other.secret: Permission denied" in runner.log()[mark:],
+           "the error names the file and the reason", diag=runner.log()[mark:][-600:])
+    tap.ok(other not in runner.log() and other.split("_", 1)[1] not in runner.log(),
+           "no secret in the log")
+    os.chown(path, 0, NOBODY)
+    os.chmod(path, 0o640)
+    run_tool(st, "flush")
+    wait_for(lambda: posts(rx, tag), timeout=10)
+    got = posts(rx, tag)
+    tap.is_(len(got), 1, "readable by the spool's group: posted once")
+    tap.is_(got and verify(other, got[0][1], got[0][2]), None,
+            "signed with that route's secret (Python hmac)")
+    gsecret = st.path("secret")
+    os.chmod(gsecret, 0o600)
+    os.chown(gsecret, 0, 0)
+    try:
+        tag2 = tag + "-global"
+        eid2 = "msg_" + "%032x" % random.randrange(1 << 120)
+        put_event(st, eid2, event_bytes(eid2, url, body_for(tag2)))
+        wait_for(lambda: posts(rx, tag2), timeout=10)
+        got = posts(rx, tag2)
+        tap.is_(len(got), 1, "the global secret root-only: the event of a route without "
+                "its own is posted once", diag=runner.log()[-600:])
+        tap.is_(got and verify(SECRET, got[0][1], got[0][2]), None, "signed with the global secret")
+    finally:
+        os.chmod(gsecret, 0o644)
+
+
 def test_root_lock_left(st, runner, lock):
     """A runner.lock root made before spool_own() existed (0600, uid 0)
     and a flush typed as the spool's user: a clear refusal that names the
@@ -1100,7 +1158,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
     runner = Runner(st)
     runner.start()
     TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_misnamed, test_root_operator,
-             test_root_through_links,
+             test_root_through_links, test_root_route_secret,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
              test_thousands_emfile]
