@@ -115,6 +115,9 @@ struct payload_attachment *payload_attachment_add(struct payload_message *msg);
 char   *payload_build(const struct payload_message *msg,
 		              const struct payload_envelope *env, size_t *len_r);
 char   *payload_utf8_clean(const char *data, size_t len, size_t *len_r);
+size_t  payload_utf8_len(const unsigned char *s, size_t left);
+size_t  payload_utf8_bad(const unsigned char *s, size_t left);
+int     payload_utf8_prefix(const unsigned char *s, size_t left);
 void    payload_message_free(struct payload_message *msg);
 
 #endif
