@@ -8,6 +8,7 @@
  *
  *	const char *proxy_header_parse(buf, len, v2_max, &hdr)
  *	int	proxy_header_has_client(&hdr)
+ *	const char *proxy_header_vet(&hdr, &balancer)
  *	void	proxy_header_unmap(&hdr)
  *	uint32_t proxy_crc32c(crc, buf, len)
  * DESCRIPTION
@@ -44,6 +45,19 @@
  *	neither). Whoever receives one of these must not fall back to the
  *	address of the connection it came on: that is the balancer's or our own, and a
  *	client must never inherit its trust.
+ *
+ *	proxy_header_vet() strikes out a source that names no client the
+ *	balancer (the peer the header came from) can have: an unspecified
+ *	address (0.0.0.0, ::; no TCP peer has one, and a transparent
+ *	connection bound to it comes from our own address), or a loopback
+ *	address (127.0.0.0/8, ::1, either IPv4-mapped) when the balancer
+ *	itself is not on this host: its loopback is not ours, and a
+ *	backend trusts ours (Postfix's mynetworks holds 127.0.0.0/8 and
+ *	[::1]). A balancer on this host (its own connection from loopback or
+ *	a UNIX socket) reports this host's local clients, who may have
+ *	that trust. The header then names no client: the reason is in
+ *	hdr->not_client and returned, and proxy_header_has_client() says
+ *	0, so that every mode handles it as it handles a LOCAL header.
  *
  *	proxy_header_unmap() turns an IPv4-mapped IPv6 source
  *	(::ffff:a.b.c.d; a dual-stack balancer sends these for IPv4
@@ -547,9 +561,45 @@ const char *proxy_header_parse(const void *data, size_t len, size_t v2_max,
 
 int     proxy_header_has_client(const struct proxy_header *hdr)
 {
-    return (!hdr->local && hdr->transport == 1
+    return (!hdr->local && hdr->transport == 1 && hdr->not_client == NULL
 	    && ((hdr->family == AF_INET && hdr->src.sa.sa_family == AF_INET)
 		  || (hdr->family == AF_INET6 && hdr->src.sa.sa_family == AF_INET6)));
+}
+
+/* proxy_addr_kind - 1 unspecified, 2 loopback (either IPv4-mapped), else 0 */
+
+static int proxy_addr_kind(const union addr_sockaddr *sa)
+{
+    const unsigned char *v4 = NULL;
+
+    if (sa->sa.sa_family == AF_INET)
+	v4 = (const unsigned char *) &sa->in.sin_addr;
+    else if (sa->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&sa->in6.sin6_addr))
+	v4 = sa->in6.sin6_addr.s6_addr + 12;
+    else if (sa->sa.sa_family == AF_INET6)
+	return (IN6_IS_ADDR_UNSPECIFIED(&sa->in6.sin6_addr) ? 1
+		: IN6_IS_ADDR_LOOPBACK(&sa->in6.sin6_addr) ? 2 : 0);
+    else
+	return (0);
+    if (v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0)
+	return (1);
+    return (v4[0] == 127 ? 2 : 0);
+}
+
+const char *proxy_header_vet(struct proxy_header *hdr, const union addr_sockaddr *balancer)
+{
+    int     kind;
+
+    if (!proxy_header_has_client(hdr))
+	return (NULL);
+    kind = proxy_addr_kind(&hdr->src);
+    if (kind == 1)
+	hdr->not_client = "the header's client address is unspecified (0.0.0.0 or ::), "
+	    "which no client has";
+    else if (kind == 2 && balancer->sa.sa_family != AF_UNIX && proxy_addr_kind(balancer) != 2)
+	hdr->not_client = "the header's client address is a loopback address, and the "
+	    "balancer is not on this host (its loopback is not ours)";
+    return (hdr->not_client);
 }
 
 /* proxy_unmap_one - ::ffff:a.b.c.d to a.b.c.d, port kept */

@@ -45,6 +45,7 @@ struct proxy_header {
     int     has_azure_linkid;
     uint32_t azure_linkid;
     int     other_tlvs;			/* unknown types, NOOP: skipped */
+    const char *not_client;		/* proxy_header_vet(): why src is none */
     unsigned tlv_seen;			/* parser: known types seen once */
 };
 
@@ -54,6 +55,7 @@ extern const char proxy_header_incomplete[];
 const char *proxy_header_parse(const void *buf, size_t len, size_t v2_max,
 			               struct proxy_header *hdr);
 int     proxy_header_has_client(const struct proxy_header *hdr);
+const char *proxy_header_vet(struct proxy_header *hdr, const union addr_sockaddr *balancer);
 void    proxy_header_unmap(struct proxy_header *hdr);
 
 /* Reading from a socket without consuming a byte past the header. */

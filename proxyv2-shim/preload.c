@@ -509,13 +509,22 @@ static const char *preload_check(int fd, const union addr_sockaddr *peer, int bl
  * are IPv4 on an IPv4 listener, IPv4 clients ::ffff:a.b.c.d on an IPv6
  * one; an IPv6 client on an IPv4 listener has no such form (the daemon's
  * buffer holds a sockaddr_in: it would read the rest of the address from
- * whatever its memory held) and is closed.
+ * whatever its memory held) and is closed. So is a header whose client
+ * the balancer (peer) cannot have (proxy_header_vet(): 0.0.0.0, or a
+ * loopback address from a balancer not on this host).
  */
 static const char *preload_client(struct proxy_header *hdr, int listener_family,
+				          const union addr_sockaddr *peer,
 				          union addr_sockaddr *client)
 {
+    static _Thread_local char why[300];
+
     if (listener_family == AF_INET)
 	proxy_header_unmap(hdr);
+    if (proxy_header_vet(hdr, peer) != NULL) {	/* 0.0.0.0, a balancer's loopback */
+	snprintf(why, sizeof(why), "no client address in the PROXY header (%s)", hdr->not_client);
+	return (why);
+    }
     if (!proxy_header_has_client(hdr))
 	return ("no client address in the PROXY header (LOCAL, UNKNOWN, UNSPEC or UNIX)");
     if (listener_family == AF_INET && hdr->src.sa.sa_family != AF_INET)
@@ -550,7 +559,7 @@ static void preload_advance(struct preload_listener *l, long long now)
 	if (err == NULL && preload_is_wake(&p->reader, &hdr)) {
 	    close(p->fd);			/* a wake-up: nothing to say */
 	} else if (err == NULL
-		   && (err = preload_client(&hdr, l->self.sa.sa_family, &client)) == NULL
+		   && (err = preload_client(&hdr, l->self.sa.sa_family, &p->peer, &client)) == NULL
 		   && l->nready < PRELOAD_MAX_PENDING) {
 	    l->ready[l->nready].fd = p->fd;
 	    l->ready[l->nready++].client = client;
@@ -737,7 +746,7 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	}
 	proxy_reader_free(&reader);
 	if (err == NULL)
-	    err = preload_client(&hdr, l->self.sa.sa_family, &client);
+	    err = preload_client(&hdr, l->self.sa.sa_family, &peer, &client);
 	if (err != NULL) {
 	    char    text[ADDR_TEXT_MAX];
 

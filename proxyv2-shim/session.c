@@ -41,7 +41,11 @@
  *	(::ffff:a.b.c.d) is passed on as the IPv4 address it is in
  *	xclient and transparent mode; transparent mode closes a client
  *	whose family is not the backend's instead of connecting from its
- *	own address.
+ *	own address. A header whose client is no client the balancer can
+ *	have (0.0.0.0 or ::, or a loopback address from a balancer that is
+ *	not on this host: proxy_header_vet()) is such a header too: its
+ *	address would be ours (127.0.0.1 is in Postfix's mynetworks, and
+ *	a transparent connection bound to 0.0.0.0 comes from the shim).
  * DIAGNOSTICS
  *	One line per connection when it ends: client, balancer,
  *	listener, mode, TLVs (authority, ALPN, SSL), bytes each way,
@@ -212,9 +216,14 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 
     addr_format(&s->balancer.sa, via, sizeof(via));
     addr_format(&s->lst->listen.u.sa, listen, sizeof(listen));
-    if (s->parsed && proxy_header_has_client(h))
+    if (!s->parsed)
+	 /* no header */ ;
+    else if (proxy_header_has_client(h))
 	addr_format(&h->src.sa, client, sizeof(client));
-    else if (s->parsed)
+    else if (h->not_client != NULL) {		/* named, not passed on */
+	addr_format(&h->src.sa, client, sizeof(client) - 16);
+	strcat(client, "(not-a-client)");
+    } else
 	snprintf(client, sizeof(client), "%s", h->local ? "LOCAL"
 		 : h->family == AF_UNIX ? "UNIX" : "UNKNOWN");
     n = (size_t) snprintf(buf, size, "client=%s via=%s listener=%s mode=%s", client, via,
@@ -578,16 +587,22 @@ static const char *session_admit(struct session *s)
     struct proxy_header *h = &s->hdr;
     enum shim_mode mode = s->lst->mode;
 
+    static _Thread_local char why[300];
+
     if (mode == SHIM_XCLIENT || mode == SHIM_TRANSPARENT)
 	proxy_header_unmap(h);
+    (void) proxy_header_vet(h, &s->balancer);
     if (proxy_header_has_client(h))
 	return (mode == SHIM_TRANSPARENT && h->family != s->lst->backend.family
 		? "client address family differs from the backend's: transparent mode "
 		"cannot connect from it" : NULL);
     if (mode == SHIM_XCLIENT && s->srv->unknown_clients == SHIM_UNKNOWN_UNAVAILABLE)
 	return (NULL);				/* XCLIENT ADDR=[UNAVAILABLE] */
-    return (mode == SHIM_XCLIENT ? SESSION_NO_CLIENT " (unknown_clients = refuse)"
-	    : SESSION_NO_CLIENT " (this mode could only pass on the shim's own)");
+    snprintf(why, sizeof(why), "%s (%s%s%s)", SESSION_NO_CLIENT,
+	     h->not_client ? h->not_client : "", h->not_client ? "; " : "",
+	     mode == SHIM_XCLIENT ? "unknown_clients = refuse"
+	     : "this mode could only pass on the shim's own");
+    return (why);
 }
 
 static void session_header(struct session *s)

@@ -4,7 +4,8 @@ items 1 and 12), with real haproxy in front and real Postfix behind:
 
   - no client identity: haproxy's unix@ frontends (send-proxy-v2 and
     send-proxy), and raw v2 LOCAL, v2 PROXY UNSPEC, v2 PROXY UNIX, v1
-    UNKNOWN (bare and with addresses): Postfix sees unknown[unknown],
+    UNKNOWN (bare and with addresses), a client 0.0.0.0 or :: (v1, v2,
+    v4-mapped): Postfix sees unknown[unknown],
     refuses to relay ("Relay access denied"), does not offer XCLIENT and
     refuses it -- never the shim's 127.0.0.1 (mynetworks); a real client
     from 127.0.0.2 can relay, so the check tells the two apart;
@@ -206,6 +207,11 @@ def test_no_identity(st):
         ("v2 PROXY INET over DGRAM, claiming 127.0.0.2", None, v2(inet("127.0.0.2"), fam=0x12)),
         ("v1 UNKNOWN", None, b"PROXY UNKNOWN\r\n"),
         ("v1 UNKNOWN with addresses", None, b"PROXY UNKNOWN 127.0.0.2 10.0.0.1 1 25\r\n"),
+        # addresses no client has (attacker of 2026-12-02): the shim's own then
+        ("v2 PROXY claiming 0.0.0.0", None, v2(inet("0.0.0.0"))),
+        ("v1 TCP4 claiming 0.0.0.0", None, b"PROXY TCP4 0.0.0.0 10.0.20.5 40000 25\r\n"),
+        ("v2 INET6 claiming ::", None, v2(inet6("::"), fam=0x21)),
+        ("v2 INET6 claiming ::ffff:0.0.0.0", None, v2(inet6("::ffff:0.0.0.0"), fam=0x21)),
     ]
     for label, path, preface in cases:
         token = uuid.uuid4().hex[:12]
@@ -380,8 +386,11 @@ def v1_addrs(data):
     return (f[2], f[3], int(f[4]), int(f[5])), rest
 
 
-ipv4 = st_.ip_addresses(v=4).map(str)
-ipv6 = st_.ip_addresses(v=6).map(str)
+# a client address: not unspecified (0.0.0.0, ::, ::ffff:0.0.0.0), which
+# names no client (test_no_identity)
+UNSPECIFIED = ("0.0.0.0", "::", "::ffff:0.0.0.0")
+ipv4 = st_.ip_addresses(v=4).map(str).filter(lambda a: a not in UNSPECIFIED)
+ipv6 = st_.ip_addresses(v=6).map(str).filter(lambda a: a not in UNSPECIFIED)
 port = st_.integers(0, 65535)
 
 
@@ -433,7 +442,7 @@ def test_reemit_property(st, rec):
     for line, want in (
             (b"PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\n",
              ("255.255.255.255", "0.0.0.0", 65535, 0)),
-            (b"PROXY TCP6 :: ::1 1 2\r\n", ("::", "::1", 1, 2)),
+            (b"PROXY TCP6 ::1 :: 1 2\r\n", ("::1", "::", 1, 2)),
             (b"PROXY TCP6 2001:0db8:0000:0000:0000:0000:0000:0001 fe80::1 3 4\r\n",
              ("2001:db8::1", "fe80::1", 3, 4)),
             (b"PROXY TCP6 ::ffff:192.0.2.1 ::FFFF:10.0.0.1 5 6\r\n",
@@ -523,6 +532,8 @@ def spec_v2(cmd, fam, payload, limit=4096):
                   socket.inet_ntop(socket.AF_INET6, p[16:32])) + struct.unpack("!HH", p[32:36])
     else:
         client = None                          # UNSPEC, UNIX, or not a stream
+    if client and client[0] in UNSPECIFIED:
+        client = None                          # no client has it (the shim's own)
     return True, client, kept
 
 
@@ -699,7 +710,9 @@ def test_peers(st, rec):
 def test_preload(st):
     for label, payload in (("v2 LOCAL", v2(b"", cmd=0x20, fam=0)),
                            ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
-                           ("v2 PROXY UNSPEC", v2(b"", fam=0))):
+                           ("v2 PROXY UNSPEC", v2(b"", fam=0)),
+                           ("v2 claiming 0.0.0.0", v2(inet("0.0.0.0"))),
+                           ("v1 claiming 0.0.0.0", b"PROXY TCP4 0.0.0.0 10.0.0.1 1 25\r\n")):
         for daemon in ("pre-block", "pre-async"):
             s = connect(st.port(daemon))
             s.sendall(payload)

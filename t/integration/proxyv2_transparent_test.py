@@ -13,6 +13,10 @@ comes back through the policy routing go-mmproxy documents:
     ip rule add from 127.0.0.1/8 iif lo table 123
     ip route add local 0.0.0.0/0 dev lo table 123
 (and the same for ::1 with ip -6).
+
+A trusted balancer in the client namespace (another host) that names a
+loopback or unspecified client: transparent mode closes it, xclient mode
+sends XCLIENT ADDR=[UNAVAILABLE] (test_far_balancer).
 """
 
 import os
@@ -41,6 +45,46 @@ body = (socket.inet_pton(socket.AF_INET6, sys.argv[2]) + socket.inet_pton(socket
         + struct.pack("!HH", 40000, 993))
 s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21" + struct.pack("!H", len(body)) + body)
 print(s.recv(200).decode().strip())
+"""
+BALANCER = r"""
+import socket, struct, sys
+# a balancer on another host (192.0.2.2) naming the client argv[3] (v1 or v2)
+s = socket.create_connection(("192.0.2.1", int(sys.argv[1])), timeout=10)
+src = sys.argv[3]
+if sys.argv[2] == "v1":
+    s.sendall(("PROXY TCP4 %s 192.0.2.1 40000 25\r\n" % src).encode())
+elif ":" in src:
+    body = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, "::1")
+    body += struct.pack("!HH", 40000, 25)
+    s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21" + struct.pack("!H", len(body)) + body)
+else:
+    body = socket.inet_aton(src) + socket.inet_aton("192.0.2.1") + struct.pack("!HH", 40000, 25)
+    s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack("!H", len(body)) + body)
+try:
+    print(s.recv(200).decode().strip())
+except OSError as e:
+    print("error", e)
+"""
+# What the shim sends an SMTP backend in xclient mode, written down (the
+# XCLIENT line each connection brought): real Postfix cannot run in the
+# namespace; what it does with [UNAVAILABLE] is proxyv2_hostile_test's.
+SMTP_RECORDER = r"""
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
+def serve(c):
+    f = c.makefile("rb")
+    c.sendall(b"220 recorder ESMTP\r\n")
+    for line in f:
+        if line.upper().startswith(b"EHLO"):
+            c.sendall(b"250-recorder\r\n250 XCLIENT ADDR PORT NAME REVERSE_NAME\r\n")
+        elif line.upper().startswith(b"XCLIENT"):
+            print("xclient:", line.decode().strip(), flush=True)
+            c.sendall(b"220 recorder after xclient\r\n")
+            break
+    c.close()
+while True:
+    c, a = s.accept(); threading.Thread(target=serve, args=(c,)).start()
 """
 CLIENT = r"""
 import socket, sys
@@ -89,6 +133,48 @@ def client(host, port):
     return res.stdout.strip() + res.stderr.strip()[-300:]
 
 
+def balancer(port, form, src):
+    res = subprocess.run(in_ns(NS_C, "/usr/bin/python3", "-c", BALANCER, str(port), form, src),
+                         capture_output=True, text=True, timeout=30)
+    return (res.stdout + res.stderr[-300:]).strip()
+
+
+def test_far_balancer(st, ports):
+    """A trusted balancer on another host names a loopback or unspecified
+    client (attacker of 2026-12-02): its loopback is not ours, and
+    0.0.0.0 is no client. Transparent mode closes the connection (bound
+    to 127.0.0.1 or 0.0.0.0 it would come from this host); xclient mode
+    says ADDR=[UNAVAILABLE] (Postfix would have put 127.0.0.1 in
+    mynetworks). A real client's address still goes through both."""
+    for form, src in (("v2", "127.0.0.1"), ("v1", "127.0.0.1"), ("v2", "127.9.9.9"),
+                      ("v2", "::ffff:127.0.0.1"), ("v2", "0.0.0.0"), ("v1", "0.0.0.0")):
+        out = balancer(ports["far-t"], form, src)
+        tap.is_(out, "", "transparent, a balancer on another host, %s header claiming %s: "
+                "closed, the backend never reached" % (form, src))
+        mark = st.read_log("smtp").count("xclient:")
+        out = balancer(ports["far-x"], form, src)
+        tap.ok(out.startswith("220 recorder after xclient") and wait_for(
+            lambda: st.read_log("smtp").count("xclient:") > mark, timeout=5),
+            "xclient, %s header claiming %s: the client is served (%r)" % (form, src, out))
+        last = [l for l in st.read_log("smtp").splitlines() if "xclient:" in l][-1:]
+        tap.ok(last and "ADDR=[UNAVAILABLE]" in last[0] and "127.0.0.1" not in last[0]
+               and "0.0.0.0" not in last[0],
+               "xclient, %s header claiming %s: XCLIENT ADDR=[UNAVAILABLE], never the "
+               "claimed address" % (form, src), diag=repr(last))
+    log = st.read_log("shim")
+    tap.ok("balancer is not on this host" in log and "unspecified" in log
+           and "127.0.0.1:40000(not-a-client)" in log,
+           "the shim's log names the claim and why it is no client",
+           diag="\n".join(log.splitlines()[-6:]))
+    out = balancer(ports["far-t"], "v2", "192.0.2.77")
+    tap.ok(out.startswith("peer=192.0.2.77 "), "control: transparent, a real client "
+           "192.0.2.77 from that balancer: the backend sees it (%r)" % out)
+    out = balancer(ports["far-x"], "v2", "192.0.2.77")
+    last = [l for l in st.read_log("smtp").splitlines() if "xclient:" in l][-1:]
+    tap.ok(out.startswith("220 ") and last and "ADDR=192.0.2.77" in last[0],
+           "control: xclient, a real client: XCLIENT ADDR=192.0.2.77", diag=repr(last))
+
+
 HAPROXY = """
 frontend fe4
     bind 192.0.2.1:{port:hp4}
@@ -106,17 +192,25 @@ try:
     setup_namespaces()
     with Stack("proxyv2-transparent") as st:
         tap.stack = st
-        ports = {n: st.port(n) for n in ("hp4", "hp6", "shim4", "shim6", "peer4", "peer6")}
+        ports = {n: st.port(n) for n in ("hp4", "hp6", "shim4", "shim6", "peer4", "peer6",
+                                         "far-t", "far-x", "smtp")}
         conf = st.path("etc", "shim.conf")
         with open(conf, "w") as f:
             f.write("listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=transparent "
                     "trusted=127.0.0.0/8\n" % (ports["shim4"], ports["peer4"]))
             f.write("listener = 127.0.0.1:%d backend=[::1]:%d mode=transparent "
                     "trusted=127.0.0.0/8\n" % (ports["shim6"], ports["peer6"]))
+            # a balancer on another host (the client namespace's 192.0.2.2)
+            f.write("listener = 192.0.2.1:%d backend=127.0.0.1:%d mode=transparent "
+                    "trusted=192.0.2.2\n" % (ports["far-t"], ports["peer4"]))
+            f.write("listener = 192.0.2.1:%d backend=127.0.0.1:%d mode=xclient "
+                    "trusted=192.0.2.2\n" % (ports["far-x"], ports["smtp"]))
         st.start_daemon("peer4", in_ns(NS_S, "/usr/bin/python3", "-c", PEER, "127.0.0.1",
                                        str(ports["peer4"])))
         st.start_daemon("peer6", in_ns(NS_S, "/usr/bin/python3", "-c", PEER, "::1",
                                        str(ports["peer6"])))
+        st.start_daemon("smtp", in_ns(NS_S, "/usr/bin/python3", "-u", "-c", SMTP_RECORDER,
+                                      str(ports["smtp"])))
         shim = st.start_daemon("shim", in_ns(NS_S, SHIM, "-f", "-c", conf))
         hap_conf = HAPROXY
         for name, port in ports.items():
@@ -127,7 +221,7 @@ try:
                     "    timeout client 30s\n    timeout server 30s\n" + hap_conf)
         st.start_daemon("haproxy", in_ns(NS_S, "haproxy", "-db", "-f",
                                          st.path("etc", "haproxy-ns.cfg")))
-        tap.ok(wait_for(lambda: "started: 2 listeners" in st.read_log("shim"), timeout=10),
+        tap.ok(wait_for(lambda: "started: 4 listeners" in st.read_log("shim"), timeout=10),
                "shim started inside the namespace")
         wait_for(lambda: "peer=" in client("192.0.2.1", ports["hp4"]), timeout=10)
         out = client("192.0.2.1", ports["hp4"])
@@ -150,6 +244,7 @@ try:
             timeout=5),
             "an IPv6 client to an IPv4 backend: closed, never from the shim's own address (%r)"
             % res.stdout.strip())
+        test_far_balancer(st, ports)
         log = st.read_log("shim")
         tap.ok("client=192.0.2.2:" in log and "mode=transparent" in log,
                "the shim logged the client and the mode")

@@ -413,9 +413,79 @@ static void test_client(void)
     ok(h.family == AF_INET6, "v4-compatible (deprecated) is not v4-mapped: left alone");
 }
 
+/* sockaddr for an address text (IPv4, IPv6, or "unix") */
+
+static union addr_sockaddr peer_of(const char *text)
+{
+    union addr_sockaddr sa;
+
+    memset(&sa, 0, sizeof(sa));
+    if (strcmp(text, "unix") == 0)
+	sa.sa.sa_family = AF_UNIX;
+    else if (strchr(text, ':') != NULL) {
+	sa.in6.sin6_family = AF_INET6;
+	inet_pton(AF_INET6, text, &sa.in6.sin6_addr);
+    } else {
+	sa.in.sin_family = AF_INET;
+	inet_pton(AF_INET, text, &sa.in.sin_addr);
+    }
+    return (sa);
+}
+
+/*
+ * test_vet - a source no client of that balancer can have is struck out:
+ * unspecified from anyone, loopback from a balancer not on this host
+ * (mapped or not, either side), whatever the header's form.
+ */
+static void test_vet(void)
+{
+    static const struct {
+	const char *header, *balancer;
+	int     client;
+    } cases[] = {
+	{"PROXY TCP4 192.0.2.7 10.0.20.5 4000 25\r\n", "10.0.20.3", 1},
+	{"PROXY TCP4 192.0.2.7 10.0.20.5 4000 25\r\n", "127.0.0.1", 1},
+	{"PROXY TCP4 0.0.0.0 10.0.20.5 4000 25\r\n", "10.0.20.3", 0},
+	{"PROXY TCP4 0.0.0.0 10.0.20.5 4000 25\r\n", "127.0.0.1", 0},
+	{"PROXY TCP6 :: ::1 4000 25\r\n", "127.0.0.1", 0},
+	{"PROXY TCP6 ::ffff:0.0.0.0 ::1 4000 25\r\n", "::1", 0},
+	{"PROXY TCP4 127.0.0.1 10.0.20.5 4000 25\r\n", "10.0.20.3", 0},
+	{"PROXY TCP4 127.9.8.7 10.0.20.5 4000 25\r\n", "10.0.20.3", 0},
+	{"PROXY TCP6 ::1 2001:db8::5 4000 25\r\n", "2001:db8::3", 0},
+	{"PROXY TCP6 ::ffff:127.0.0.1 ::1 4000 25\r\n", "10.0.20.3", 0},
+	{"PROXY TCP6 ::ffff:127.0.0.1 ::1 4000 25\r\n", "::ffff:10.0.20.3", 0},
+	{"PROXY TCP4 127.0.0.1 10.0.20.5 4000 25\r\n", "127.0.0.1", 1},
+	{"PROXY TCP4 127.0.0.2 10.0.20.5 4000 25\r\n", "127.0.0.4", 1},
+	{"PROXY TCP6 ::1 ::1 4000 25\r\n", "::1", 1},
+	{"PROXY TCP4 127.0.0.1 10.0.20.5 4000 25\r\n", "::ffff:127.0.0.1", 1},
+	{"PROXY TCP4 127.0.0.1 10.0.20.5 4000 25\r\n", "unix", 1},
+	{"PROXY TCP6 ::2 ::1 4000 25\r\n", "10.0.20.3", 1},
+	{"PROXY TCP4 128.0.0.1 10.0.20.5 4000 25\r\n", "10.0.20.3", 1},
+	{"PROXY UNKNOWN\r\n", "10.0.20.3", 0},
+    };
+    struct proxy_header h;
+    char    label[160];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	union addr_sockaddr bal = peer_of(cases[i].balancer);
+	const char *why;
+
+	snprintf(label, sizeof(label), "%.*s from %s: %s", (int) strcspn(cases[i].header, "\r"),
+		 cases[i].header, cases[i].balancer, cases[i].client ? "a client" : "no client");
+	if (parse_str(cases[i].header, &h) != NULL) {
+	    ok(0, "%s (parses)", label);
+	    continue;
+	}
+	why = proxy_header_vet(&h, &bal);
+	ok(proxy_header_has_client(&h) == cases[i].client
+	   && (why == NULL) == (cases[i].client || h.local), "%s", label);
+    }
+}
+
 int     main(void)
 {
     test_client();
+    test_vet();
     test_v1_good();
     test_v1_bad();
     test_v2_round_trip();
