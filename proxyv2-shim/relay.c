@@ -18,7 +18,10 @@
  *
  *	End of file on one side is passed on with shutdown(SHUT_WR) to
  *	the other (half-close: an SMTP client may close its sending side
- *	after QUIT and still read the 221). The relay is done when both
+ *	after QUIT and still read the 221); a reset (ECONNRESET) is
+ *	passed on as a reset (SO_LINGER 0 on the other socket, which the
+ *	caller closes), so that a cut stream never ends like a whole
+ *	one. The relay is done when both
  *	directions have ended, on an error, or after idle_ms without a
  *	byte either way.
  *
@@ -139,9 +142,17 @@ static const char *relay_pump(struct relay_half *h)
 	}
 	if (errno == EINTR)
 	    continue;
-	if (errno == ECONNRESET) {		/* a reset ends this direction */
-	    h->eof = 1;
-	    continue;
+	if (errno == ECONNRESET) {
+	    /*
+	     * Passed on as a reset, never as an end of file: a stream cut
+	     * short must not look complete on the other side (a protocol
+	     * whose data ends at EOF would take a partial transfer for a
+	     * whole one). The caller's close() then sends the RST.
+	     */
+	    struct linger hard = {1, 0};
+
+	    (void) setsockopt(h->to, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+	    return (h == &h->relay->up ? "reset by the client" : "reset by the backend");
 	}
 	return (h == &h->relay->up ? "read from client failed" : "read from backend failed");
     }

@@ -182,6 +182,79 @@ def closer(c):
     c.close()
 
 
+RESET = {}
+
+
+def resetter(c):
+    """Sends 1 MB, then resets the connection (SO_LINGER 0)."""
+    try:
+        read_v2(c)
+        c.sendall(b"r" * 1048576)
+        time.sleep(0.3)
+    except OSError:
+        pass
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def reset_reader(c):
+    """Reads what the client uploads; how it ended goes to RESET["end"]."""
+    total = 0
+    try:
+        read_v2(c)
+        while True:
+            d = c.recv(65536)
+            if not d:
+                RESET["end"] = ("eof", total)
+                break
+            total += len(d)
+    except ConnectionResetError:
+        RESET["end"] = ("reset", total)
+    except OSError as e:
+        RESET["end"] = (repr(e), total)
+    c.close()
+
+
+def reset_end(s, timeout=10):
+    """('eof'|'reset', bytes) as the client socket s saw its end."""
+    s.settimeout(timeout)
+    total = 0
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return ("eof", total)
+            total += len(d)
+    except ConnectionResetError:
+        return ("reset", total)
+    except OSError as e:
+        return (repr(e), total)
+
+
+def test_resets(st):
+    """A reset on either side reaches the other as a reset, never as a
+    clean end of file that would make a cut transfer look whole (outside
+    attacker of 2026-12-02); the shim logs it."""
+    s = connect(st.port("r"))
+    s.sendall(v2(inet("192.0.2.70")))
+    end, n = reset_end(s)
+    tap.is_(end, "reset", "the backend resets after 1 MB: the client gets a reset, not EOF "
+            "(%d bytes before it)" % n)
+    tap.ok(wait_for(lambda: "end=reset by the backend" in st.read_log("shim"), 5),
+           "the shim logs end=reset by the backend")
+    RESET.clear()
+    s = connect(st.port("u"))
+    s.sendall(v2(inet("192.0.2.71")) + b"u" * 128000)
+    time.sleep(0.5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    wait_for(lambda: "end" in RESET, 10)
+    tap.is_(RESET.get("end", ("none",))[0], "reset", "the client resets mid-upload: the backend "
+            "gets a reset, not EOF (%r)" % (RESET.get("end"),))
+    tap.ok(wait_for(lambda: "end=reset by the client" in st.read_log("shim"), 5),
+           "the shim logs end=reset by the client")
+
+
 HALF = {}
 
 
@@ -741,6 +814,8 @@ listener = 127.0.0.1:{f} backend=127.0.0.1:{fire} mode=proxy-v2 trusted=127.0.0.
 listener = 127.0.0.1:{c} backend=127.0.0.1:{closer} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{h} backend=127.0.0.1:{half} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{t} backend=127.0.0.1:{trickle} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{r} backend=127.0.0.1:{resetter} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{u} backend=127.0.0.1:{reset-reader} mode=proxy-v2 trusted=127.0.0.0/8
 """
 
 CONF_M = """\
@@ -774,7 +849,8 @@ with Stack("proxyv2-attack2") as st:
                            "mynetworks": "127.0.0.0/8", "smtpd_delay_reject": "no",
                            "smtpd_helo_restrictions": "reject_invalid_helo_hostname"})
     for name in ("x", "v2", "e", "f", "c", "h", "t", "m", "m-dead", "m-x", "rec", "echo", "fire",
-                 "closer", "half", "trickle", "dead", "cfg"):
+                 "closer", "half", "trickle", "dead", "cfg", "r", "u", "resetter",
+                 "reset-reader"):
         st.port(name)
     rec = Recorder(st.port("rec"))
     serve(st.port("echo"), echo)
@@ -782,6 +858,8 @@ with Stack("proxyv2-attack2") as st:
     serve(st.port("closer"), closer)
     serve(st.port("half"), half_closer)
     serve(st.port("trickle"), trickle)
+    serve(st.port("resetter"), resetter)
+    serve(st.port("reset-reader"), reset_reader)
     conf = write_conf(st, "shim.conf", CONF)
     conf_m = write_conf(st, "shim-m.conf", CONF_M)
     for c in (conf, conf_m):
@@ -796,6 +874,7 @@ with Stack("proxyv2-attack2") as st:
     test_big_transfer(st)
     test_closer(st)
     test_half_closes(st)
+    test_resets(st)
     test_never_reads(st, shim)
     test_max_connections_after_failures(st)
     test_helo_literal(st)
