@@ -103,6 +103,18 @@ static const char *listener_trusted_family(struct shim_listener *lst, const char
     char  **items = config_split_list(value, &n);
     char    list[160] = "";
 
+    for (int i = 0; i < n; i++) {
+	size_t  len = strlen(items[i]);
+
+	/* 0.0.0.0/0, ::/0: a warning, the port may be firewalled */
+	if (len > 2 && strcmp(items[i] + len - 2, "/0") == 0 && lst->wide_trusted == NULL) {
+	    char    warn[200];
+
+	    snprintf(warn, sizeof(warn), "trusted=%.60s lets every peer that reaches this "
+		     "port name any client (a header is trusted from anyone)", items[i]);
+	    lst->wide_trusted = xstrdup(warn);
+	}
+    }
     for (int i = 0; i < n; i++)
 	if (!listener_reaches(items[i], family)) {
 	    if (dead++ == 0 || strlen(list) + strlen(items[i]) + 3 < sizeof(list))
@@ -245,6 +257,8 @@ void    listener_free(struct shim_listener *lst)
     cidr_list_destroy(&lst->trusted);
     free(lst->dead_trusted);
     lst->dead_trusted = NULL;
+    free(lst->wide_trusted);
+    lst->wide_trusted = NULL;
     free(lst->spec);
     lst->spec = NULL;
 }

@@ -113,7 +113,7 @@ static int shim_line(const struct config *cfg, const char *name)
  */
 static int shim_check_hostname(const char *name)
 {
-    size_t  len = strlen(name), label = 0;
+    size_t  len = strlen(name), label = 0, digits = 0;
     unsigned char bin[16];
     char    literal[64];
 
@@ -130,13 +130,16 @@ static int shim_check_hostname(const char *name)
     }
     for (size_t i = 0; i <= len; i++) {
 	if (name[i] == '.' || name[i] == 0) {
-	    if (label == 0 || label > 63 || name[i - 1] == '-')
+	    /* an all-digit last label: an address without its brackets
+	     * (1.2.3.4), which Postfix's valid_hostname() refuses */
+	    if (label == 0 || label > 63 || name[i - 1] == '-' || (name[i] == 0 && digits == label))
 		return (0);
-	    label = 0;
+	    label = digits = 0;
 	} else if (isalnum((unsigned char) name[i]) || name[i] == '_'
-		   || (name[i] == '-' && label > 0))
+		   || (name[i] == '-' && label > 0)) {
+	    digits += isdigit((unsigned char) name[i]) != 0;
 	    label++;
-	else
+	} else
 	    return (0);
     }
     return (1);
@@ -190,6 +193,8 @@ static void shim_check_listeners(struct server *srv)
 
 	if (a->dead_trusted)			/* said at start, by -t and by a reload */
 	    msg_warn("%s:%d: listener: %s", srv->cfg->path, a->line, a->dead_trusted);
+	if (a->wide_trusted)
+	    msg_warn("%s:%d: listener: %s", srv->cfg->path, a->line, a->wide_trusted);
 	for (int j = 0; j < i; j++)
 	    if (shim_same_socket(&a->listen, &srv->listeners[j].listen))
 		config_add_error(srv->cfg, a->line, "listener %s overlaps the listener at "

@@ -35,6 +35,7 @@ struct shim_listener {
     enum shim_mode mode;
     struct cidr_list *trusted;
     char   *dead_trusted;		/* networks that can never match, or NULL */
+    char   *wide_trusted;		/* a /0 network: a warning, or NULL */
     int     header_timeout_ms;		/* 0: the global header_timeout */
     int     mark;			/* SO_MARK in transparent mode */
     struct evconnlistener *evl;

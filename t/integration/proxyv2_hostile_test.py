@@ -752,6 +752,8 @@ BAD_CONFIGS = [
     ("workers = 1000", "workers must be between 0 (one per CPU) and 64"),
     ("unknown_clients = maybe", "unknown_clients must be unavailable or refuse"),
     ("xclient_helo = two words", "xclient_helo must be a host name or an [address]"),
+    ("xclient_helo = 1.2.3.4", "xclient_helo must be a host name or an [address]"),
+    ("xclient_helo = mx.example.123", "xclient_helo must be a host name or an [address]"),
     ("max_header_size = 100", "max_header_size must be between 232 and 65551 bytes"),
     ("listener = 127.0.0.1:{a} backend=127.0.0.1:9 mode=proxy-v2 trusted=127.0.0.1",
      "overlaps the listener at line 1"),
@@ -777,6 +779,19 @@ def test_config(st, shim2, conf2):
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
         tap.is_(res.returncode, 0, "-t accepts %r" % (extra or "the base"),
                 diag=res.stdout + res.stderr)
+    # accepted, with a warning: every peer that reaches the port may name any client
+    for net in ("0.0.0.0/0", "127.0.0.1,0.0.0.0/0"):
+        with open(path, "w") as f:
+            f.write(base.replace("trusted=127.0.0.1", "trusted=" + net))
+        res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
+        tap.ok(res.returncode == 0 and "warning: " in res.stderr and "trusted=0.0.0.0/0 lets "
+               "every peer that reaches this port name any client" in res.stderr,
+               "-t accepts trusted=%s with a warning" % net, diag=res.stdout + res.stderr)
+    with open(path, "w") as f:
+        f.write(base + "xclient_helo = mx1.example.com\n")
+    res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
+    tap.is_(res.returncode, 0, "-t accepts xclient_helo = mx1.example.com (digits inside)",
+            diag=res.stdout + res.stderr)
     b = st.port("cfg-b")
     for line, message in BAD_CONFIGS:
         line, message = (x.replace("{a}", str(a)).replace("{b}", str(b))
