@@ -35,7 +35,10 @@
  *	parsed again with Python's (mime_subparse(), at most
  *	MIME_SUBPARSE_MAX deep); one that cannot be split (no boundary,
  *	or one that never comes) is an attachment too: its body, listed
- *	with those. The caller ends the event (payload_finish()).
+ *	with those. A multipart whose closing boundary never comes (a
+ *	mail cut short) ends its last leaf one line end short, as Python's
+ *	email reads it (mime_leaf_end()). The caller ends the event
+ *	(payload_finish()).
  *
  *	"authentication" (authres.c) is made from the raw values of the
  *	top-level headers, before Dovecot decodes any encoded word: the
@@ -132,6 +135,8 @@ struct mime_walk {
     bool    att_kept;			/* and whether they are still sent */
     struct decode_state dec;
     int     last_cr;			/* for decode_crlf() */
+    unsigned char held[2];		/* a leaf's last line end, held back */
+    size_t  held_len;
     EVP_MD_CTX *sha;
     ARRAY_TYPE(mime_embedded) embedded;	/* of the parse under way */
     char   *boundary;			/* the current part's, as Python reads it */
@@ -559,14 +564,68 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 	mime_top_header(w, raw->hdr);
 }
 
+/* mime_body_data - body bytes (CRLF line ends) of the current leaf */
+
+static void mime_body_data(struct mime_walk *w, struct message_decoder_context *decoder,
+			           const unsigned char *data, size_t size)
+{
+    struct message_block crlf, block;
+
+    if (size == 0)
+	return;
+    if (w->kind == MIME_ATTACHMENT) {
+	mime_attachment_raw(w, data, size);
+	return;
+    }
+    i_zero(&crlf);
+    crlf.part = w->part;
+    crlf.data = data;
+    crlf.size = size;
+    if (message_decoder_decode_next_block(decoder, &crlf, &block) && block.size > 0)
+	payload_text_data(w->out, block.data, block.size);
+}
+
+/* mime_eol_tail - bytes of a line end that data ends with (0, 1 or 2) */
+
+static size_t mime_eol_tail(const unsigned char *data, size_t size)
+{
+    if (size >= 2 && data[size - 2] == '\r' && data[size - 1] == '\n')
+	return (2);
+    return (size >= 1 && (data[size - 1] == '\n' || data[size - 1] == '\r') ? 1 : 0);
+}
+
+/*
+ * mime_leaf_end - the end of the current part. A leaf of a multipart
+ * holds back its last line end (mime_block()): before a boundary it is
+ * the boundary's and Dovecot leaves it out already; where the input
+ * ended without one (a bill cut short, no closing boundary), Python's
+ * email strips one line end from that last part too (feedparser's
+ * NLCRE_eol), and so must the event's bytes. Anywhere else it is the
+ * body's.
+ */
+static void mime_leaf_end(struct mime_walk *w, struct message_decoder_context *decoder,
+			          bool at_eof)
+{
+    if (w->held_len > 0 && !at_eof)
+	mime_body_data(w, decoder, w->held, w->held_len);
+    w->held_len = 0;
+    mime_part_end(w);
+}
+
+/*
+ * mime_block - one block of the parse. Boundary lines come as blocks of
+ * their multipart (MESSAGE_PARSER_FLAG_INCLUDE_BOUNDARIES), so that a
+ * leaf that a boundary ended is told from one the input's end ended.
+ */
 static void mime_block(struct mime_walk *w, struct message_decoder_context *decoder,
 		               struct message_block *raw)
 {
-    struct message_block block, crlf;
+    struct message_block block;
     unsigned char *data;
+    size_t  size;
 
     if (raw->part != w->part) {
-	mime_part_end(w);
+	mime_leaf_end(w, decoder, FALSE);
 	w->part = raw->part;
 	w->last_cr = 0;
 	w->hdr_block = 0;
@@ -577,14 +636,17 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
 	(void) message_decoder_decode_next_block(decoder, raw, &block);
 	mime_part_start(w);
     } else if (w->kind != MIME_SKIP) {
-	data = t_malloc_no0(DECODE_CRLF_MAX(raw->size));
-	crlf = *raw;
-	crlf.data = data;
-	crlf.size = decode_crlf(&w->last_cr, raw->data, raw->size, data);
-	if (w->kind == MIME_ATTACHMENT)
-	    mime_attachment_raw(w, crlf.data, crlf.size);
-	else if (message_decoder_decode_next_block(decoder, &crlf, &block) && block.size > 0)
-	    payload_text_data(w->out, block.data, block.size);
+	data = t_malloc_no0(DECODE_CRLF_MAX(raw->size) + sizeof(w->held));
+	memcpy(data, w->held, w->held_len);
+	size = w->held_len + decode_crlf(&w->last_cr, raw->data, raw->size, data + w->held_len);
+	w->held_len = 0;
+	if (w->part->parent != NULL
+	    && (w->part->parent->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+	    w->held_len = mime_eol_tail(data, size);
+	    size -= w->held_len;
+	    memcpy(w->held, data + size, w->held_len);
+	}
+	mime_body_data(w, decoder, data, size);
     }
 }
 
@@ -632,6 +694,7 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
 {
     const struct message_parser_settings set = {
 	.hdr_flags = MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE,
+	.flags = MESSAGE_PARSER_FLAG_INCLUDE_BOUNDARIES,	/* see mime_block() */
     };
     ARRAY_TYPE(mime_embedded) callers = w->embedded;
     ARRAY_TYPE(mime_part_ptr) callers_unsplit = w->unsplit;
@@ -651,7 +714,7 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
 	    mime_block(w, decoder, &raw);
 	} T_END;
     }
-    mime_part_end(w);
+    mime_leaf_end(w, decoder, TRUE);		/* no boundary ended it */
     if (!w->begun)				/* no part at all (an I/O error) */
 	mime_begin(w);
     message_decoder_deinit(&decoder);

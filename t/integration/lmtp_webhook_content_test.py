@@ -433,6 +433,59 @@ def test_unsplit_multiparts(st, rx):
                 "%s: one attachment, the body's bytes, as Python's email reads it" % label)
 
 
+def test_truncated(st, rx):
+    """A bill cut short: the multipart's closing boundary never comes
+    (outside attacker of 2026-12-02: the last attachment had a CRLF more
+    than Python's email reads, and a sha256 of other bytes). Python
+    strips one line end from the last part when the input ends, as it
+    does before a boundary; every leaf and the text as Python reads them."""
+    pdf = b"%PDF-1.4 truncated mail"
+    cases = [
+        ("8bit pdf", [part(["Content-Type: text/plain"], b"Invoice attached"),
+                      part(["Content-Type: application/pdf",
+                            'Content-Disposition: attachment; filename="bill.pdf"'], pdf + CRLF)]),
+        ("two line ends", [part(["Content-Type: application/octet-stream",
+                                 "Content-Disposition: attachment; filename=a.bin"],
+                                b"line one" + CRLF + CRLF)]),
+        ("base64", [part(["Content-Type: application/pdf", "Content-Transfer-Encoding: base64",
+                          "Content-Disposition: attachment; filename=b.pdf"],
+                         b64lines(pdf * 40) + CRLF)]),
+        ("quoted-printable", [part(["Content-Type: application/pdf",
+                                    "Content-Transfer-Encoding: quoted-printable",
+                                    "Content-Disposition: attachment; filename=q.pdf"],
+                                   b"caf=E9 total" + CRLF + b"second line" + CRLF)]),
+        ("text last", [part(["Content-Type: application/pdf",
+                             "Content-Disposition: attachment; filename=c.pdf"], pdf),
+                       part(["Content-Type: text/plain"], b"Please pay 12.00" + CRLF)]),
+        ("nested", [part(['Content-Type: multipart/alternative; boundary="in"'],
+                         b"--in" + CRLF + part(["Content-Type: text/plain"], b"plain body")
+                         + CRLF + b"--in" + CRLF
+                         + part(["Content-Type: application/pdf",
+                                 "Content-Disposition: attachment; filename=n.pdf"],
+                                pdf + CRLF))]),
+    ]
+    for label, parts in cases:
+        body = b"preamble" + CRLF
+        for p in parts:
+            body += b"--cut" + CRLF + p + CRLF
+        body = body[:-2]                     # the last part's own line end, then nothing
+        data = message("truncated " + label,
+                       part(['Content-Type: multipart/mixed; boundary="cut"'], body))
+        smtp_send(st, data)
+        ev = events_for(rx, "truncated " + label)
+        if not tap.is_(len(ev), 1, "truncated %s: one event" % label):
+            continue
+        d = ev[0][2]["data"]
+        py = [leaf for leaf in python_leaves(data) if leaf[0] is not None]
+        got = [(a["filename"], a["content_type"], att_bytes(a)) for a in d["attachments"]]
+        tap.is_(got, py, "truncated %s: the attachments' bytes as Python reads them" % label)
+        tap.ok(all(a["size"] == len(att_bytes(a))
+                   and a["sha256"] == hashlib.sha256(att_bytes(a)).hexdigest()
+                   for a in d["attachments"]),
+               "truncated %s: size and sha256 of those bytes" % label)
+        tap.is_(d["text"], python_text(data), "truncated %s: the text as Python reads it" % label)
+
+
 def test_digest_and_own_text(st, rx):
     """RFC 2046 5.1.5: in a multipart/digest a part without Content-Type
     is message/rfc822 (it was listed as text/plain). The text is the
@@ -1012,6 +1065,7 @@ with Stack("lmtp-webhook-content") as st:
     test_rfc822(st, rx)
     test_rfc2231_boundary(st, rx)
     test_unsplit_multiparts(st, rx)
+    test_truncated(st, rx)
     test_boundary_disagreements(st, rx)
     test_digest_and_own_text(st, rx)
     test_nested_rfc822(st, rx)
