@@ -1,7 +1,8 @@
 /* proxy_header_fuzz - libFuzzer target for common/proxy_header.c and
  * proxy_build.c: the bytes a client sends before anything else. Every
  * input is parsed, refused, or incomplete; a parsed header has a sane
- * length and survives a rebuild (v1 and v2) and a second parse. */
+ * length and survives a rebuild (v1 and v2) and a second parse; vetting
+ * its client only ever takes one away. */
 
 #include "build_config.h"
 
@@ -30,6 +31,25 @@ static void rebuild(const struct proxy_header *hdr)
 	abort();
 }
 
+/*
+ * vet - proxy_header_vet() against a balancer taken from the header's own
+ * destination (any family): it only ever takes a client away, never
+ * gives one, and says why when it does.
+ */
+static void vet(const struct proxy_header *hdr)
+{
+    struct proxy_header v = *hdr;
+    int     had = proxy_header_has_client(&v);
+    const char *why = proxy_header_vet(&v, &v.dst);
+
+    if (proxy_header_has_client(&v) && !had)
+	abort();
+    if ((why != NULL) != (had && !proxy_header_has_client(&v)))
+	abort();
+    if (why != NULL && (why != v.not_client || strlen(why) == 0))
+	abort();
+}
+
 int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct proxy_header hdr;
@@ -40,6 +60,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (hdr.length == 0 || hdr.length > size)
 	    abort();
 	rebuild(&hdr);
+	vet(&hdr);
     } else if (err == proxy_header_incomplete) {
 	if (hdr.length != 0 && hdr.length <= size)
 	    abort();				/* it said more bytes were needed */
