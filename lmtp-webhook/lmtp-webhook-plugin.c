@@ -60,6 +60,7 @@
 #include "settings-parser.h"
 #include "smtp-address.h"
 #include "mail-storage.h"
+#include "mail-storage-private.h"		/* the storage's name: "raw" */
 #include "mail-storage-settings.h"
 #include "mail-user.h"
 #include "mail-deliver.h"
@@ -312,6 +313,41 @@ static enum spool_sync webhook_sync_mode(struct mail_user *user)
 }
 
 /*
+ * The transaction's message as the client sent it. Dovecot hands the
+ * second and later recipients of a transaction the first one's saved
+ * copy (lmtp-local.c's first_saved_mail), read back from the mailbox,
+ * where a CR before a CRLF is gone: their events, and their
+ * webhook-ids, would depend on who came first, and a retry to one of
+ * them alone (Postfix's) would make a second event under another id.
+ * So every recipient reads the raw mail's stream: the first one's
+ * (whatever its route) is remembered for the others of the same
+ * delivery session. No reference is taken: lmtp frees the raw mail at
+ * the transaction's end and panics when its stream is still referenced.
+ * The pointer is valid until then, and never used after: the first
+ * recipient of every transaction is handed the raw mail (there is no
+ * saved copy yet), passes through here whatever its route, and
+ * replaces it before any other recipient looks.
+ */
+static struct istream *webhook_data;
+static const struct mail_deliver_session *webhook_data_session;
+
+static struct istream *webhook_source(struct mail_deliver_context *ctx)
+{
+    struct istream *input;
+
+    if (strcmp(mailbox_get_storage(ctx->src_mail->box)->name, "raw") == 0) {	/* lmtp's DATA */
+	if (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0)
+	    return (NULL);
+	webhook_data = input;
+	webhook_data_session = ctx->session;
+	return (input);
+    }
+    if (webhook_data != NULL && webhook_data_session == ctx->session)
+	return (webhook_data);
+    return (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0 ? NULL : input);
+}
+
+/*
  * webhook_event - the event of this delivery, in a spool reservation: the
  * id (a first pass over the message), then the body, streamed. -1 with
  * the reservation released when the message cannot be read or the spool
@@ -327,7 +363,7 @@ static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_
     uoff_t  size = 0;
     int     ret = -1;
 
-    if (mail_get_stream(ctx->src_mail, NULL, NULL, &input) < 0) {
+    if ((input = webhook_source(ctx)) == NULL) {
 	*error_r = t_strdup_printf("cannot read the message: %s",
 			 mailbox_get_last_internal_error(ctx->src_mail->box, NULL));
 	return (-1);
@@ -424,6 +460,8 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     int     ret;
 
     i_zero(&route);
+    if (webhook_source(ctx) == NULL)	/* a first recipient's raw stream, kept */
+	e_debug(ctx->event, "lmtp_webhook: cannot read the message yet");
     rcpt = ctx->rcpt_to == NULL ? "" : smtp_address_encode(ctx->rcpt_to);
     ret = webhook_route_for(ctx, rcpt, &route, &url, &workspace, &error);
     if (ret == 0) {
@@ -474,6 +512,7 @@ void    lmtp_webhook_plugin_deinit(void)
 {
     mail_deliver_hook_set(next_deliver_mail);
     spool_keeper_close(&webhook_keeper);
+    webhook_data = NULL;
     payload_spill_free(&webhook_spill);
     i_free(webhook_writer);
 }

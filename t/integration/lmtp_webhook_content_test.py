@@ -627,6 +627,43 @@ def test_id_stable(st, rx):
            "the same bytes submitted twice to Postfix (two queue files): two ids", diag=repr(ids))
 
 
+def test_id_position(st, rx):
+    """A CR before a CRLF, and a lone CR at a line's end, in a bill sent
+    over LMTP to two routed recipients at once (outside attacker of
+    2026-12-02): the second recipient's event was made from Dovecot's
+    saved copy, where that CR is gone; its id and attachment differed
+    from those it gets alone, so a retry to it alone (Postfix's, after a
+    451) made a second event under another id. Now each recipient gets
+    the same id and bytes whatever its place in the transaction, equal
+    to Python's reading of what was sent."""
+    pdf = b"%PDF-1.4\r\r\nbinary\r\r\n%%EOF\r"
+    data = message("id position", multipart("mixed", "p1", [
+        part(["Content-Type: text/plain"], b"Invoice 42\r\r\nTotal 100 EUR"),
+        part(["Content-Type: application/pdf", "Content-Transfer-Encoding: 8bit",
+              'Content-Disposition: attachment; filename="bill.pdf"'], pdf)]))
+    seen = {}
+    for order in ([RCPT, RCPT2], [RCPT2, RCPT], ["alice@mxkit.test", RCPT, RCPT2], [RCPT2]):
+        before = len(rx.requests)
+        lmtp_send(st, order, data)
+        want = len([r for r in order if r != "alice@mxkit.test"])
+        got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + want
+                       else None, timeout=30) or []
+        for _, h, e, _ in got:
+            d = e["data"]
+            atts = [(a["filename"], att_bytes(a), a["sha256"]) for a in d["attachments"]]
+            seen.setdefault(d["envelope"]["rcpt_to"], set()).add(
+                (h.get("webhook-id"), d["size"], repr(atts)))
+    for rcpt in (RCPT, RCPT2):
+        tap.is_(len(seen.get(rcpt, ())), 1, "%s: one id, one size, the same attachment in "
+                "every place of the transaction (%d deliveries)" % (rcpt, 3 if rcpt == RCPT else 4),
+                diag=repr(seen.get(rcpt)))
+    py = [leaf for leaf in python_leaves(data) if leaf[0] is not None]
+    one = next(iter(seen.get(RCPT2, {("", 0, "[]")})))
+    tap.ok(one[1] == len(data) and one[2] == repr([(py[0][0], py[0][2],
+                                                    hashlib.sha256(py[0][2]).hexdigest())]),
+           "and the attachment is what was sent, as Python reads it", diag=repr((one, py)))
+
+
 class LmtpStub(RawServer):
     """An LMTP server that records the DATA bytes (dot-unstuffed) and
     answers 451 to every recipient: a first attempt that fails."""
@@ -1071,6 +1108,7 @@ with Stack("lmtp-webhook-content") as st:
     test_nested_rfc822(st, rx)
     test_id_collision(st, rx)
     test_id_stable(st, rx)
+    test_id_position(st, rx)
     test_id_postfix_retry(st, rx)
     test_big_bill(st, rx)
     test_killed_mid_stream(st, rx)
