@@ -350,20 +350,22 @@ static struct istream *webhook_source(struct mail_deliver_context *ctx)
 /*
  * webhook_event - the event of this delivery, in a spool reservation: the
  * id (a first pass over the message), then the body, streamed. -1 with
- * the reservation released when the message cannot be read or the spool
- * cannot take the event (full, unwritable): nothing is saved then.
+ * the reservation released when the message cannot be read (input, from
+ * webhook_source(), is NULL) or the spool cannot take the event (full,
+ * unwritable): nothing is saved then.
  */
-static int webhook_event(struct mail_deliver_context *ctx, const struct webhook_settings *set,
+static int webhook_event(struct mail_deliver_context *ctx, struct istream *input,
+			         const struct webhook_settings *set,
 			         const char *rcpt, const char *workspace,
 			         struct spool_event *ev, struct spool_reservation *res,
 			         const char **error_r)
 {
     struct payload_envelope env;
-    struct istream *input, *data;
+    struct istream *data;
     uoff_t  size = 0;
     int     ret = -1;
 
-    if ((input = webhook_source(ctx)) == NULL) {
+    if (input == NULL) {
 	*error_r = t_strdup_printf("cannot read the message: %s",
 			 mailbox_get_last_internal_error(ctx->src_mail->box, NULL));
 	return (-1);
@@ -455,13 +457,13 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     struct webhook_route route;
     struct spool_event ev;
     struct spool_reservation res;
+    struct istream *input;
     const char *rcpt, *error = NULL;
     char   *url = NULL, *workspace = NULL;
     int     ret;
 
     i_zero(&route);
-    if (webhook_source(ctx) == NULL)	/* a first recipient's raw stream, kept */
-	e_debug(ctx->event, "lmtp_webhook: cannot read the message yet");
+    input = webhook_source(ctx);		/* for every recipient: see above */
     rcpt = ctx->rcpt_to == NULL ? "" : smtp_address_encode(ctx->rcpt_to);
     ret = webhook_route_for(ctx, rcpt, &route, &url, &workspace, &error);
     if (ret == 0) {
@@ -476,7 +478,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	ev.secret_files[ev.secret_count++] = route.secret_files[i];
     set.mime.raw_message = route.raw_message;
     if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
-	|| webhook_event(ctx, &set, rcpt, workspace, &ev, &res, &error) < 0) {
+	|| webhook_event(ctx, input, &set, rcpt, workspace, &ev, &res, &error) < 0) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
 	ret = -1;

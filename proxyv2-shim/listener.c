@@ -103,18 +103,6 @@ static const char *listener_trusted_family(struct shim_listener *lst, const char
     char  **items = config_split_list(value, &n);
     char    list[160] = "";
 
-    for (int i = 0; i < n; i++) {
-	size_t  len = strlen(items[i]);
-
-	/* 0.0.0.0/0, ::/0: a warning, the port may be firewalled */
-	if (len > 2 && strcmp(items[i] + len - 2, "/0") == 0 && lst->wide_trusted == NULL) {
-	    char    warn[200];
-
-	    snprintf(warn, sizeof(warn), "trusted=%.60s lets every peer that reaches this "
-		     "port name any client (a header is trusted from anyone)", items[i]);
-	    lst->wide_trusted = xstrdup(warn);
-	}
-    }
     for (int i = 0; i < n; i++)
 	if (!listener_reaches(items[i], family)) {
 	    if (dead++ == 0 || strlen(list) + strlen(items[i]) + 3 < sizeof(list))
@@ -132,6 +120,30 @@ static const char *listener_trusted_family(struct shim_listener *lst, const char
     free(lst->dead_trusted);
     lst->dead_trusted = xstrdup(why);
     return (NULL);
+}
+
+/*
+ * listener_trusted_wide - a /0 network in trusted= (0.0.0.0/0, ::/0):
+ * kept in lst->wide_trusted for a warning, not an error (the port may
+ * be reachable from the balancers alone, by a firewall).
+ */
+static void listener_trusted_wide(struct shim_listener *lst, const char *value)
+{
+    char  **items;
+    char    warn[200];
+    int     n;
+
+    items = config_split_list(value, &n);
+    for (int i = 0; i < n && lst->wide_trusted == NULL; i++) {
+	size_t  len = strlen(items[i]);
+
+	if (len > 2 && strcmp(items[i] + len - 2, "/0") == 0) {
+	    snprintf(warn, sizeof(warn), "trusted=%.60s lets every peer that reaches this "
+		     "port name any client (a header is trusted from anyone)", items[i]);
+	    lst->wide_trusted = xstrdup(warn);
+	}
+    }
+    config_list_free(&items);
 }
 
 /* listener_option - one name=value word */
@@ -173,6 +185,7 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	    free(bad);
 	    return (why);
 	}
+	listener_trusted_wide(lst, value);
 	return (listener_trusted_family(lst, value));
     }
     if (strcmp(name, "header_timeout") == 0) {

@@ -216,14 +216,11 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 
     addr_format(&s->balancer.sa, via, sizeof(via));
     addr_format(&s->lst->listen.u.sa, listen, sizeof(listen));
-    if (!s->parsed)
-	 /* no header */ ;
-    else if (proxy_header_has_client(h))
-	addr_format(&h->src.sa, client, sizeof(client));
-    else if (h->not_client != NULL) {		/* named, not passed on */
+    if (s->parsed && (proxy_header_has_client(h) || h->not_client != NULL)) {
 	addr_format(&h->src.sa, client, sizeof(client) - 16);
-	strcat(client, "(not-a-client)");
-    } else
+	if (h->not_client != NULL)		/* named, not passed on */
+	    strcat(client, "(not-a-client)");
+    } else if (s->parsed)
 	snprintf(client, sizeof(client), "%s", h->local ? "LOCAL"
 		 : h->family == AF_UNIX ? "UNIX" : "UNKNOWN");
     n = (size_t) snprintf(buf, size, "client=%s via=%s listener=%s mode=%s", client, via,
@@ -584,10 +581,9 @@ static void session_backend_reply(struct session *s)
  */
 static const char *session_admit(struct session *s)
 {
+    static _Thread_local char why[300];
     struct proxy_header *h = &s->hdr;
     enum shim_mode mode = s->lst->mode;
-
-    static _Thread_local char why[300];
 
     if (mode == SHIM_XCLIENT || mode == SHIM_TRANSPARENT)
 	proxy_header_unmap(h);
