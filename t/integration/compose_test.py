@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (podman: pods played from contrib/)
 """contrib/compose/ (mxkit next to Mailu) brought up with podman-compose:
 milter-dkim, policyd-ratelimit and their Redis (password from a Compose
 secret) from the mxkit image; a Debian Postfix + Dovecot container (the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (compiles the tree twice: its load would stretch others' timeouts)
 """configure on machines that lack a dependency, simulated in a private
 mount namespace that hides the dependency's files:
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (podman: images, pods and the host's ports of a whole deployment; a start within 2 s)
 """mxkit in real containers: the image built with podman from
 contrib/container/Containerfile (size added to debian:bookworm-slim,
 non-root, read-only root, no shell needed, ready within 2 s, SIGTERM

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (waits until user nobody runs no process at all)
 """An outside attacker and an unlucky operator against the life cycle the
 four daemons share (common/daemon.c, daemon_notify.c, skeleton.c, msg.c):
 start, detach, pid file, readiness, signals, stop.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (dpkg installs into, and purges from, the machine's own /usr)
 """contrib/debian: `dpkg-buildpackage -us -uc -b` builds one package per
 part, lintian reports no error and no warning, the packages install, and
 the integration tests of every part pass against the installed files

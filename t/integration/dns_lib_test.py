@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (asserts a DNS timeout to within 0.1 s)
 """t/lib/mxdns.py (a real Knot DNS server) and common/dns (through t/dnsq):
 
   1. TXT: a 600-byte value served as three strings comes back joined and

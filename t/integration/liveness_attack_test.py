@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """GET /healthz from the side of an attacker and an unlucky operator:
 can it be made to lie, in either direction? (common/liveness.c,
 doc/metrics.md "Health and readiness probes"). liveness_test.py already

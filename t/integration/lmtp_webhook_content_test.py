@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """lmtp-webhook, the content of the event, from the sender's side: real
 Postfix -> Dovecot LMTP with the plugin -> the spool -> lmtp-webhook-spool
 run -> a real HTTP receiver. Attachment bytes, hashes and filenames must equal what

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (asserts LMTP latencies of 0.15 s)
 """lmtp-webhook delivery path, from the attacker's and the unlucky
 operator's side (issue 14, items 7, 8 and 13): real Postfix -> Dovecot
 LMTP with the plugin -> lmtp-webhook-spool run -> a real HTTP receiver.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """lmtp_webhook's held events (spool_hold.c) from an outside attacker's
 and an unlucky operator's side, on real Dovecot 2.3 LMTP with the
 plugin, lmtp-webhook-spool run and a real HTTP receiver. Faults are

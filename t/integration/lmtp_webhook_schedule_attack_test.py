@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """lmtp-webhook-spool run: its schedule, attacked from outside. No
 Dovecot: a spool written by hand (as the plugin commits: written in
 tmp/, its mtime set, renamed into active/), the runner, and a receiver

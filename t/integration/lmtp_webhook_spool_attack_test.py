@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """lmtp-webhook-spool run from the side of a hostile receiver and an
 unlucky operator: what the other lmtp_webhook tests do not cover. Real
 Dovecot LMTP with the plugin -> lmtp-webhook-spool run -> real HTTP

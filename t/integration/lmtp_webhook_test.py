@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (asserts LMTP did not wait: within 1.5 s)
 """lmtp-webhook through real Dovecot LMTP and real Postfix: a bill mail
 becomes a signed webhook (verified with Python's hmac), committed to the
 spool by the plugin and posted at once by lmtp-webhook-spool run; the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """milter-dkim on a bad night (acceptance 4 and 6), through real Postfix:
 
   - no From:, two From:, 8-bit garbage, a header line without a colon, a

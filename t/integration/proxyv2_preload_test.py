@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: alone (asserts an answer within 0.5 s)
 """libproxyv2-preload.so makes unmodified servers see the real client
 (issue 6, acceptance 1), behind real haproxy send-proxy-v2 / send-proxy:
 

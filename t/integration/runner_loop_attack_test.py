@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """lmtp-webhook-spool run: can one turn of its loop be made long enough
 that the runner stops answering (liveness, new events, SIGTERM) without
 a real hang, and does it stay exact (each id once, exact bytes)?

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """An outside attacker and an unlucky operator against the detached start
 of the four daemons (common/daemon.c daemon_detach(), skeleton.c) and its
 start_timeout:

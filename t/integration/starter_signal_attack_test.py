@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mxkit-test: long (started first)
 """An outside attacker and an unlucky operator against the signals a
 detached start's starter hands to its daemon (common/daemon.c
 daemon_detach(): the signals held while it waits, the 5 s grace after a TERM or INT),

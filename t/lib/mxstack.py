@@ -52,11 +52,49 @@ class StackError(Exception):
     pass
 
 
+# free_port() hands out ports below the kernel's ephemeral range (32768 and
+# up on Linux), in turn, from a counter every process on the machine shares:
+# a port the kernel picked with bind(0) and we closed again could be picked
+# by another test file running at the same time (t/run-integration's
+# MXKIT_TEST_JOBS), or taken by a client's connect(), before our daemon
+# binds it. Here a port comes round again only after 12,000 others.
+PORT_FIRST, PORT_END = 20000, 32000
+PORT_COUNTER = "/tmp/mxkit-ports.next"
+
+
+def _bindable(port):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port():
-    """A currently free TCP port on 127.0.0.1 (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP and UDP port on 127.0.0.1 that no other caller of
+    free_port() on this machine was given recently (see PORT_COUNTER)."""
+    fd = os.open(PORT_COUNTER, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.fchmod(fd, 0o666)    # a test that runs as another user shares it too
+        except OSError:
+            pass
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        span = PORT_END - PORT_FIRST
+        nxt = int(text) if text.isdigit() and PORT_FIRST <= int(text) < PORT_END \
+            else PORT_FIRST + int.from_bytes(os.urandom(2), "big") % span
+        for _ in range(span):
+            port, nxt = nxt, PORT_FIRST + (nxt + 1 - PORT_FIRST) % span
+            if _bindable(port):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, b"%d\n" % nxt, 0)
+                return port
+        raise StackError("free_port: no free port in %d-%d" % (PORT_FIRST, PORT_END - 1))
+    finally:
+        os.close(fd)
 
 
 def wait_port(port, host="127.0.0.1", timeout=20.0, proc=None):
