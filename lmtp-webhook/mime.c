@@ -32,10 +32,13 @@
  *	no content (its bytes are in the outer one's). A multipart whose
  *	boundary Dovecot reads otherwise than Python's email (RFC 2231's
  *	forms, given twice, trailing white space: mime_boundary()) is
- *	parsed again with Python's (mime_subparse(), at most
+ *	split where Python splits it (mime_sub.c, at most
  *	MIME_SUBPARSE_MAX deep); one that cannot be split (no boundary,
  *	or one that never comes) is an attachment too: its body, listed
- *	with those. A multipart whose closing boundary never comes (a
+ *	with those. Where Dovecot's parser ends a part on a line Python
+ *	does not take for a delimiter (mime_check.c: "--b1-more"), the
+ *	whole event is written again with every multipart split by
+ *	mime_sub.c (w->strict). A multipart whose closing boundary never comes (a
  *	mail cut short) ends its last leaf one line end short, as Python's
  *	email reads it (mime_leaf_end()). The caller ends the event
  *	(payload_finish()).
@@ -77,7 +80,6 @@
 #include "array.h"
 #include "str.h"
 #include "istream.h"
-#include "istream-concat.h"
 #include "charset-utf8.h"
 #include "message-parser.h"
 #include "message-decoder.h"
@@ -90,68 +92,10 @@
 #include "authres.h"
 #include "decode.h"
 #include "mime.h"
+#include "mime_int.h"
 #include "mime_param.h"
 #include "payload.h"
 #include "wh_alloc.h"
-
-#define MIME_HEADER_LIMIT (64 * 1024)
-
-enum mime_kind { MIME_SKIP, MIME_TEXT, MIME_HTML, MIME_ATTACHMENT };
-
-/*
- * a message/rfc822 part, read when the parse is over; or a multipart
- * part, listed then only if Dovecot did not split it (no children)
- */
-struct mime_embedded {
-    struct message_part *part;
-    char   *filename, *content_type;
-    char   *boundary;			/* a multipart's, as Python reads it */
-    bool    reparse;			/* Dovecot read another one */
-    enum decode_cte cte;
-};
-ARRAY_DEFINE_TYPE(mime_embedded, struct mime_embedded);
-ARRAY_DEFINE_TYPE(mime_part_ptr, struct message_part *);
-
-/* multiparts parsed again (mime_subparse()), one inside another */
-#define MIME_SUBPARSE_MAX 8
-/* Dovecot's BOUNDARY_STRING_MAX_LEN: it cuts a longer boundary there */
-#define MIME_BOUNDARY_CUT 80
-
-struct mime_walk {
-    struct payload_message *msg;
-    const struct payload_envelope *env;
-    struct payload_writer *out;		/* where the event goes */
-    uoff_t  max_attachment;
-    struct message_part *part;
-    /* the current part's headers */
-    string_t *content_type;
-    char   *disp_filename, *ct_name;
-    bool    disposition_attachment, cte_seen;
-    enum decode_cte cte;
-    /* its body */
-    enum mime_kind kind;
-    bool    text_seen, html_seen, begun;
-    size_t  att_size;			/* the current attachment's bytes */
-    bool    att_kept;			/* and whether they are still sent */
-    struct decode_state dec;
-    int     last_cr;			/* for decode_crlf() */
-    unsigned char held[2];		/* a leaf's last line end, held back */
-    size_t  held_len;
-    EVP_MD_CTX *sha;
-    ARRAY_TYPE(mime_embedded) embedded;	/* of the parse under way */
-    char   *boundary;			/* the current part's, as Python reads it */
-    bool    reparse;			/* and Dovecot read another one */
-    ARRAY_TYPE(mime_part_ptr) unsplit;	/* reparsed: not split here */
-    unsigned int depth;			/* of mime_subparse() */
-    bool    under_embedded;		/* it parses inside message/rfc822 */
-    char   *error;			/* a read failed in a subparse */
-    size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
-    bool    hdr_cut;			/* past its limits: values lost */
-    /* for "authentication": raw values of top-level headers */
-    const char *trusted_id;
-    char   *trusted_ar, *from_raw;	/* the first trusted A-R, From: */
-    int     from_count;
-};
 
 #ifndef MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE	/* a Dovecot that cuts no value */
 #define MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE SIZE_MAX
@@ -188,6 +132,7 @@ static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_contex
     w->reparse = py == NULL ? dc != NULL
 	: dc == NULL || strcmp(t_strndup(py, MIME_BOUNDARY_CUT),
 			       t_strndup(dc, MIME_BOUNDARY_CUT)) != 0;
+    w->dc_len = dc == NULL ? 0 : I_MIN(strlen(dc), MIME_BOUNDARY_CUT);
 }
 
 /* mime_part_header - what a part's own headers say about it (raw values) */
@@ -271,7 +216,7 @@ static void mime_begin(struct mime_walk *w)
 
 /* mime_attachment - an attachment starts: its sha256 and size from 0 */
 
-static void mime_attachment(struct mime_walk *w, const char *name, const char *ctype,
+void    mime_attachment(struct mime_walk *w, const char *name, const char *ctype,
 			            enum decode_cte cte)
 {
     payload_attachment_begin(w->out, name, ctype);
@@ -284,7 +229,7 @@ static void mime_attachment(struct mime_walk *w, const char *name, const char *c
 
 /* mime_in_embedded - is the part inside a message/rfc822 part? */
 
-static bool mime_in_embedded(const struct mime_walk *w, const struct message_part *part)
+bool    mime_in_embedded(const struct mime_walk *w, const struct message_part *part)
 {
     for (part = part->parent; part != NULL; part = part->parent)
 	if ((part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0)
@@ -343,10 +288,16 @@ static void mime_part_start(struct mime_walk *w)
     if (mime_in_unsplit(w, w->part)) {
 	/* inside a multipart parsed again: listed from there */
     } else if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
-	/* a container: its children follow; without any, it is a leaf */
+	/* a container: its children follow; without any, it is a leaf.
+	   Strict, each is split by mime_sub.c, but for the one around a
+	   part split there (the top of a subparse: its boundary is ours) */
+	if (w->strict && (w->depth == 0 || w->part->parent != NULL))
+	    w->reparse = TRUE;
 	mime_later(w, ctype);
 	if (w->reparse)
 	    array_push_back(&w->unsplit, &w->part);
+	else
+	    mime_check_multipart(w);
     } else if (embedded) {
 	/* its children follow; it is listed, and its bytes read, at the end */
 	mime_later(w, ctype);
@@ -378,14 +329,14 @@ static void mime_attachment_bytes(struct mime_walk *w, const unsigned char *data
     }
 }
 
-static void mime_attachment_raw(struct mime_walk *w, const unsigned char *data, size_t size)
+void    mime_attachment_raw(struct mime_walk *w, const unsigned char *data, size_t size)
 {
     unsigned char *out = t_malloc_no0(DECODE_OUT_MAX(size));
 
     mime_attachment_bytes(w, out, decode_more(&w->dec, data, size, out));
 }
 
-static void mime_attachment_done(struct mime_walk *w)
+void    mime_attachment_done(struct mime_walk *w)
 {
     unsigned char tail[2], sha256[32];
     unsigned int len = 0;
@@ -410,78 +361,6 @@ static void mime_part_end(struct mime_walk *w)
     i_free_and_null(w->boundary);
     w->reparse = FALSE;
     str_truncate(w->content_type, 0);
-}
-
-/*
- * mime_embedded_read - the body of each message/rfc822 part, from the
- * input: the parser gives the embedded message as its parts, not as
- * the bytes (the boundaries of its multiparts are not in any block).
- * And of each multipart part Dovecot did not split (no boundary= it
- * reads, or one that never comes): its body is then one attachment,
- * as Python's email package makes it one leaf; skipped, its bytes
- * (the bill's PDF among them) were in no attachment at all.
- *
- * A message/rfc822 part inside another one is listed with its size
- * and sha256 but no content: its bytes are in the enclosing one's
- * content already. Sent again, each layer repeated every byte below
- * it: a PDF wrapped 95 times made an event 127 times the mail. Now
- * every byte of the message is sent at most twice (in its leaf, and
- * in the outermost message/rfc822 part around it).
- */
-static void mime_subparse(struct mime_walk *w, struct istream *input,
-			          const struct mime_embedded *e);
-
-/* mime_body_attachment - a part's body, read again from the input */
-
-static void mime_body_attachment(struct mime_walk *w, struct istream *input,
-				         const struct mime_embedded *e)
-{
-    uoff_t  left = e->part->body_size.physical_size;
-    const unsigned char *data;
-    size_t  size;
-
-    mime_attachment(w, e->filename, e->content_type, e->cte);
-    if ((e->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0
-	&& mime_in_embedded(w, e->part)) {
-	w->att_kept = FALSE;			/* in the enclosing one's content */
-	payload_attachment_drop(w->out);
-    }
-    i_stream_seek(input, e->part->physical_pos + e->part->header_size.physical_size);
-    w->last_cr = 0;
-    while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
-	if (size > left)
-	    size = left;
-	T_BEGIN {
-	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
-
-	    mime_attachment_raw(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
-	} T_END;
-	i_stream_skip(input, size);
-	left -= size;
-    }
-    mime_attachment_done(w);
-}
-
-static void mime_embedded_read(struct mime_walk *w, struct istream *input)
-{
-    struct mime_embedded *e;
-
-    array_foreach_modifiable(&w->embedded, e) {
-	bool    multipart = (e->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0;
-
-	if (multipart && !e->reparse && e->part->children != NULL) {
-	    /* a container, as it should be: its parts were read */
-	} else if (multipart && e->reparse && e->boundary != NULL
-		   && w->depth < MIME_SUBPARSE_MAX
-		   && e->boundary[strcspn(e->boundary, "\r\n")] == '\0') {
-	    mime_subparse(w, input, e);
-	} else {
-	    mime_body_attachment(w, input, e);
-	}
-	i_free(e->filename);
-	i_free(e->content_type);
-	i_free(e->boundary);
-    }
 }
 
 /*
@@ -624,6 +503,7 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
     unsigned char *data;
     size_t  size;
 
+    mime_check_block(w, raw);
     if (raw->part != w->part) {
 	mime_leaf_end(w, decoder, FALSE);
 	w->part = raw->part;
@@ -690,7 +570,7 @@ static void mime_raw(struct mime_walk *w, struct istream *input, uoff_t max_raw)
  * (message/rfc822 parts, multiparts Dovecot did not split), with their
  * own list: a subparse runs while its caller's list is being read.
  */
-static void mime_parse(struct mime_walk *w, struct istream *input)
+void    mime_parse(struct mime_walk *w, struct istream *input)
 {
     const struct message_parser_settings set = {
 	.hdr_flags = MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE,
@@ -698,6 +578,7 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
     };
     ARRAY_TYPE(mime_embedded) callers = w->embedded;
     ARRAY_TYPE(mime_part_ptr) callers_unsplit = w->unsplit;
+    pool_t  callers_pool = w->pool;
     struct message_parser_ctx *parser;
     struct message_decoder_context *decoder;
     struct message_block raw;
@@ -707,13 +588,16 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
     i_array_init(&w->embedded, 4);
     i_array_init(&w->unsplit, 4);
     w->part = NULL;
+    w->pool = pool;
     parser = message_parser_init(pool, input, &set);
     decoder = message_decoder_init(NULL, MESSAGE_DECODER_FLAG_RETURN_BINARY);
-    while (message_parser_parse_next_block(parser, &raw) > 0) {
+    /* once Dovecot split a part Python does not, all is read again */
+    while (!w->differs && message_parser_parse_next_block(parser, &raw) > 0) {
 	T_BEGIN {
 	    mime_block(w, decoder, &raw);
 	} T_END;
     }
+    mime_check_end(w);
     mime_leaf_end(w, decoder, TRUE);		/* no boundary ended it */
     if (!w->begun)				/* no part at all (an I/O error) */
 	mime_begin(w);
@@ -724,47 +608,38 @@ static void mime_parse(struct mime_walk *w, struct istream *input)
     array_free(&w->unsplit);
     w->embedded = callers;
     w->unsplit = callers_unsplit;
+    w->pool = callers_pool;
     pool_unref(&pool);
 }
 
 /*
- * mime_subparse - a multipart whose boundary Dovecot's parser reads
- * otherwise than Python's email (only RFC 2231's form gives it,
- * boundary*=''b1; it is given twice; it ends in white space): its body
- * is parsed again under a header that gives Python's boundary plainly,
- * so that its parts are listed as Python's email package lists them.
+ * mime_walk_run - one walk of the whole message. Strict, every multipart
+ * is split by mime_sub.c where Python's email splits it; else Dovecot's
+ * parser splits those it reads as Python does (mime_check.c says when
+ * one differs: w->differs).
  */
-static void mime_subparse(struct mime_walk *w, struct istream *input,
-			          const struct mime_embedded *e)
+static void mime_walk_run(struct mime_walk *w, struct istream *input,
+			          const struct mime_options *opt, struct payload_message *msg,
+			          const struct payload_envelope *env, struct payload_writer *out,
+			          bool strict)
 {
-    string_t *head = t_str_new(128);
-    struct istream *streams[3], *sub;
-    bool    was_under = w->under_embedded;
-
-    str_printfa(head, "MIME-Version: 1.0\r\nContent-Type: %s; boundary=\"", e->content_type);
-    for (const char *p = e->boundary; *p != '\0'; p++) {
-	if (*p == '"' || *p == '\\')
-	    str_append_c(head, '\\');
-	str_append_c(head, *p);
-    }
-    str_append(head, "\"\r\n\r\n");
-    streams[0] = i_stream_create_copy_from_data(str_data(head), str_len(head));
-    streams[1] = i_stream_create_range(input, e->part->physical_pos
-				       + e->part->header_size.physical_size,
-				       e->part->body_size.physical_size);
-    streams[2] = NULL;
-    sub = i_stream_create_concat(streams);
-    i_stream_unref(&streams[0]);
-    i_stream_unref(&streams[1]);
-    w->depth++;
-    w->under_embedded = mime_in_embedded(w, e->part);
-    mime_parse(w, sub);
-    w->under_embedded = was_under;
-    w->depth--;
-    if (sub->stream_errno != 0 && w->error == NULL)
-	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
-				   i_stream_get_error(sub));
-    i_stream_unref(&sub);
+    i_zero(w);
+    w->msg = msg;
+    w->env = env;
+    w->out = out;
+    w->max_attachment = opt->max_attachment;
+    w->trusted_id = opt->trusted_id;
+    w->strict = strict;
+    w->content_type = str_new(default_pool, 64);
+    if ((w->sha = EVP_MD_CTX_new()) == NULL)
+	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
+    mime_parse(w, input);
+    if (opt->raw_message && !w->differs && input->stream_errno == 0 && w->error == NULL)
+	mime_raw(w, input, opt->max_raw);
+    EVP_MD_CTX_free(w->sha);
+    i_free(w->trusted_ar);
+    i_free(w->from_raw);
+    str_free(&w->content_type);
 }
 
 int     mime_read(struct istream *input, const struct mime_options *opt,
@@ -772,23 +647,17 @@ int     mime_read(struct istream *input, const struct mime_options *opt,
 		          struct payload_writer *out, const char **error_r)
 {
     struct mime_walk w;
+    uoff_t  start = input->v_offset;
 
-    i_zero(&w);
-    w.msg = msg;
-    w.env = env;
-    w.out = out;
-    w.max_attachment = opt->max_attachment;
-    w.trusted_id = opt->trusted_id;
-    w.content_type = str_new(default_pool, 64);
-    if ((w.sha = EVP_MD_CTX_new()) == NULL)
-	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
-    mime_parse(&w, input);
-    if (opt->raw_message && input->stream_errno == 0 && w.error == NULL)
-	mime_raw(&w, input, opt->max_raw);
-    EVP_MD_CTX_free(w.sha);
-    i_free(w.trusted_ar);
-    i_free(w.from_raw);
-    str_free(&w.content_type);
+    mime_walk_run(&w, input, opt, msg, env, out, FALSE);
+    if (w.differs && input->stream_errno == 0 && w.error == NULL) {
+	/* Dovecot's parser split a multipart where Python's email does
+	   not: the event again, from the start, each multipart split here */
+	payload_message_free(msg);
+	payload_writer_rewind(out);
+	i_stream_seek(input, start);
+	mime_walk_run(&w, input, opt, msg, env, out, TRUE);
+    }
     if (input->stream_errno != 0 || w.error != NULL) {
 	*error_r = input->stream_errno == 0 ? t_strdup(w.error)
 	    : t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),

@@ -383,6 +383,16 @@ void    payload_writer_init(struct payload_writer *w, const struct payload_sink 
     w->text[0] = w->html[0] = -1;
 }
 
+/* payload_writer_rewind - the event written again from its start, to the same sinks */
+
+void    payload_writer_rewind(struct payload_writer *w)
+{
+    struct payload_sink out = w->out, scratch = w->scratch;
+    off_t   start = w->start;
+
+    payload_writer_init(w, &out, start, &scratch);
+}
+
 void    payload_begin(struct payload_writer *w, const struct payload_message *msg,
 		              const struct payload_envelope *env)
 {

@@ -94,6 +94,7 @@ void    payload_spill_reset(struct payload_spill *spill);
 void    payload_spill_free(struct payload_spill *spill);
 void    payload_writer_init(struct payload_writer *w, const struct payload_sink *out,
 			            off_t start, const struct payload_sink *scratch);
+void    payload_writer_rewind(struct payload_writer *w);
 void    payload_begin(struct payload_writer *w, const struct payload_message *msg,
 		              const struct payload_envelope *env);
 void    payload_attachment_begin(struct payload_writer *w, const char *filename,

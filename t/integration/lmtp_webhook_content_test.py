@@ -973,7 +973,8 @@ def expected(t):
     None, bytes): leaves in order, minus the first inline text/plain and
     text/html outside any message/rfc822 part, then message/rfc822
     parts (a multipart whose boundary only RFC 2231 gives: its parts
-    with them), the content of one inside another not sent again"""
+    with them, each part with what it holds), the content of one inside
+    another not sent again"""
     out, taken = [], set()
 
     def walk(n, leaves, embedded, inside):
@@ -1003,8 +1004,9 @@ def expected(t):
         for e in embedded:
             if isinstance(e, tuple):
                 out.append(e)
-            else:
-                level([dict(e, form="quoted")], e.get("inside", inside))
+            else:                       # split by the plugin: each part parsed alone
+                for k in e["kids"]:
+                    level([k], e.get("inside", inside))
     mark_inside(t, False)
     level([t], False)
     return out

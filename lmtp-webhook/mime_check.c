@@ -1,0 +1,130 @@
+/*
+ * NAME
+ *	mime_check 3
+ * SUMMARY
+ *	does Dovecot's parser split a multipart where Python's email does?
+ * SYNOPSIS
+ *	#include "mime_int.h"
+ *
+ *	void	mime_check_multipart(w)
+ *	void	mime_check_block(w, raw)
+ *	void	mime_check_end(w)
+ * DESCRIPTION
+ *	Dovecot's parser ends a part on any line that begins with "--"
+ *	and a boundary (RFC 2046 asks senders never to write one); Python's
+ *	email only on a delimiter line (mime_delim.c): "--b1-more" or
+ *	"--b1--x" end a part for one and not for the other, and the bytes
+ *	of the bill's attachments with it. Dovecot makes an empty part
+ *	between two delimiter lines in a row, Python none; and a closing
+ *	line before any other is the end of Dovecot's parts, while Python
+ *	then makes the multipart one leaf.
+ *
+ *	The check costs nothing where they agree: each boundary line of
+ *	a multipart Dovecot splits (MESSAGE_PARSER_FLAG_INCLUDE_BOUNDARIES
+ *	gives it as the multipart's blocks, "[CR]LF--boundary[--]" and
+ *	then the rest of the line) is read again as Python reads it. Where
+ *	they differ, w->differs is set: mime_read() then writes the event
+ *	again from the start with every multipart split by mime_split.c
+ *	(w->strict).
+ *
+ *	mime_check_multipart() gives the current part, a multipart Dovecot
+ *	splits under Python's boundary, its struct mime_bound
+ *	(part->context: the parser leaves it to its caller);
+ *	mime_check_block() reads each block of the parse;
+ *	mime_check_end() ends a boundary line the input ended.
+ */
+
+#include "lib.h"
+
+#include "mime_int.h"
+
+void    mime_check_multipart(struct mime_walk *w)
+{
+    struct mime_bound *b;
+
+    if (w->boundary == NULL || w->dc_len == 0)
+	return;
+    b = p_new(w->pool, struct mime_bound, 1);
+    b->sep = p_strconcat(w->pool, "--", w->boundary, NULL);
+    b->dc_len = w->dc_len;
+    w->part->context = b;
+}
+
+/* mime_check_line - a boundary line read: is it one for Python too? */
+
+static void mime_check_line(struct mime_walk *w, bool delimiter, bool close)
+{
+    struct mime_bound *b = w->line_part->context;
+
+    /* not one; one of the other kind; or a closing line before any part */
+    if (!delimiter || close != w->line_close || (close && !b->seen_line))
+	w->differs = TRUE;
+    if (close)
+	b->closed = TRUE;
+    b->seen_line = TRUE;
+    b->child_seen = FALSE;
+    w->line_part = NULL;
+}
+
+static void mime_check_feed(struct mime_walk *w, const unsigned char *data, size_t size)
+{
+    struct mime_delim_line line;
+    bool    found;
+
+    (void) mime_delim_feed(&w->line, data, size, &line, &found);
+    if (found)
+	mime_check_line(w, TRUE, line.close);
+    else if (size > 0 && data[size - 1] == '\n')
+	mime_check_line(w, FALSE, FALSE);
+}
+
+void    mime_check_end(struct mime_walk *w)
+{
+    struct mime_delim_line line;
+    bool    delimiter;
+
+    if (w->line_part != NULL) {
+	delimiter = mime_delim_finish(&w->line, &line);
+	mime_check_line(w, delimiter, delimiter && line.close);
+    }
+}
+
+/*
+ * mime_check_begins - is the block a boundary line's beginning as Dovecot
+ * gives it, "[CR]LF--boundary[--]"? *skip: the line end before it.
+ */
+static bool mime_check_begins(const struct mime_bound *b, const unsigned char *data,
+			              size_t size, size_t *skip)
+{
+    *skip = size >= 2 && data[0] == '\r' && data[1] == '\n' ? 2
+	: size >= 1 && data[0] == '\n' ? 1 : 0;
+    data += *skip;
+    size -= *skip;
+    return ((size == 2 + b->dc_len || (size == 4 + b->dc_len && memcmp(data + size - 2, "--", 2) == 0))
+	    && memcmp(data, b->sep, 2 + b->dc_len) == 0);
+}
+
+void    mime_check_block(struct mime_walk *w, const struct message_block *raw)
+{
+    struct message_part *part = raw->part;
+    struct mime_bound *b = part->context, *parent;
+    size_t  skip;
+
+    if (w->line_part != NULL && (part != w->line_part || raw->hdr != NULL))
+	mime_check_end(w);			/* the line ended without a LF */
+    if (part->parent != NULL && (parent = part->parent->context) != NULL
+	&& (raw->hdr != NULL || raw->size > 0))
+	parent->child_seen = TRUE;
+    if (b == NULL || raw->hdr != NULL || raw->size == 0) {
+	/* not a multipart Dovecot splits, or not its body */
+    } else if (w->line_part == part) {
+	mime_check_feed(w, raw->data, raw->size);
+    } else if (!b->closed && mime_check_begins(b, raw->data, raw->size, &skip)) {
+	if (b->seen_line && !b->child_seen)	/* right after another one */
+	    w->differs = TRUE;
+	w->line_part = part;
+	w->line_close = raw->size - skip == 4 + b->dc_len;
+	mime_delim_init(&w->line, b->sep, strlen(b->sep), 0);
+	mime_check_feed(w, raw->data + skip, raw->size - skip);
+    }
+}

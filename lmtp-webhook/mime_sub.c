@@ -1,0 +1,240 @@
+/*
+ * NAME
+ *	mime_sub 3
+ * SUMMARY
+ *	the parts of a message read once its parse is over
+ * SYNOPSIS
+ *	#include "mime_int.h"
+ *
+ *	void	mime_embedded_read(w, input)
+ * DESCRIPTION
+ *	mime_embedded_read() lists what mime_parse() left for the end of
+ *	its parse (w->embedded), reading it again from input: the bytes of
+ *	each message/rfc822 part, and each multipart that Dovecot's parser
+ *	did not split as Python's email splits it.
+ *
+ *	Such a multipart (its boundary given only in RFC 2231's form, or
+ *	twice, or with trailing white space; or, once mime_check.c saw
+ *	Dovecot split one where Python does not, every multipart) is split
+ *	here where Python's feedparser splits it (mime_split.c), and each
+ *	of its parts is parsed alone, in order, as the one part of a
+ *	multipart of the same type (a multipart/digest's parts default to
+ *	message/rfc822) under a random boundary of our own: Dovecot's
+ *	parser then never sees the sender's boundary lines, and cannot end
+ *	a part on a line that only begins with one. A multipart Python
+ *	does not split (no delimiter line, a closing one first, no
+ *	boundary) is one attachment: its body, or what comes before that
+ *	closing line.
+ *
+ *	At most MIME_SUBPARSE_MAX such multiparts lie one inside another;
+ *	a deeper one is one attachment (no byte is lost).
+ */
+
+#include "lib.h"
+#include "istream.h"
+#include "istream-concat.h"
+#include "hex-binary.h"
+#include "randgen.h"
+
+#include "mime_int.h"
+#include "mime_split.h"
+#include "payload.h"
+
+/*
+ * mime_body_attachment - bytes of a part read again from the input, as
+ * one attachment. A message/rfc822 part inside another one is listed
+ * with its size and sha256 but no content: its bytes are in the
+ * enclosing one's content already. Sent again, each layer repeated
+ * every byte below it: a PDF wrapped 95 times made an event 127 times
+ * the mail. Every byte of the message is sent at most twice (in its
+ * leaf, and in the outermost message/rfc822 part around it).
+ */
+static void mime_body_attachment(struct mime_walk *w, struct istream *input,
+				         const struct mime_embedded *e, uoff_t start, uoff_t left)
+{
+    const unsigned char *data;
+    size_t  size;
+
+    mime_attachment(w, e->filename, e->content_type, e->cte);
+    if ((e->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0
+	&& mime_in_embedded(w, e->part)) {
+	w->att_kept = FALSE;			/* in the enclosing one's content */
+	payload_attachment_drop(w->out);
+    }
+    i_stream_seek(input, start);
+    w->last_cr = 0;
+    while (left > 0 && i_stream_read_more(input, &data, &size) > 0) {
+	if (size > left)
+	    size = left;
+	T_BEGIN {
+	    unsigned char *crlf = t_malloc_no0(DECODE_CRLF_MAX(size));
+
+	    mime_attachment_raw(w, crlf, decode_crlf(&w->last_cr, data, size, crlf));
+	} T_END;
+	i_stream_skip(input, size);
+	left -= size;
+    }
+    mime_attachment_done(w);
+}
+
+/* mime_sub_find - mime_split's finder: the next delimiter line in input */
+
+struct mime_sub_find {
+    struct istream *input;
+    uoff_t  end;				/* of the multipart's body */
+    const char *sep;
+};
+
+static int mime_sub_find(void *ctx, uint64_t from, struct mime_delim_line *line)
+{
+    struct mime_sub_find *f = ctx;
+    struct mime_delim d;
+    const unsigned char *data;
+    size_t  size, took;
+    uoff_t  pos = from;
+    bool    found;
+
+    mime_delim_init(&d, f->sep, strlen(f->sep), from);
+    i_stream_seek(f->input, from);
+    while (pos < f->end && i_stream_read_more(f->input, &data, &size) > 0) {
+	if (size > f->end - pos)
+	    size = f->end - pos;
+	took = mime_delim_feed(&d, data, size, line, &found);
+	if (found)
+	    return (1);
+	i_stream_skip(f->input, took);
+	pos += took;
+    }
+    if (f->input->stream_errno != 0)
+	return (-1);
+    return (mime_delim_finish(&d, line) ? 1 : 0);
+}
+
+/* mime_sub_ends_line - do the size bytes at start end with a LF? */
+
+static bool mime_sub_ends_line(struct istream *input, uoff_t start, uoff_t size)
+{
+    const unsigned char *data;
+    size_t  len;
+
+    if (size == 0)
+	return (FALSE);
+    i_stream_seek(input, start + size - 1);
+    return (i_stream_read_bytes(input, &data, &len, 1) > 0 && data[0] == '\n');
+}
+
+/*
+ * mime_sub_body - a multipart's body, as Python's email reads it: Dovecot's
+ * parser leaves out the line end before the enclosing multipart's next
+ * boundary line (it is that line's), where Python leaves it in the body
+ * (and strips it from the last leaf, or keeps it where the multipart is
+ * not split).
+ */
+static void mime_sub_body(struct istream *input, const struct message_part *part,
+			          uoff_t *start_r, uoff_t *size_r)
+{
+    const unsigned char *data;
+    size_t  len;
+
+    *start_r = part->physical_pos + part->header_size.physical_size;
+    *size_r = part->body_size.physical_size;
+    i_stream_seek(input, *start_r + *size_r);
+    if (i_stream_read_bytes(input, &data, &len, 4) > 0 && len >= 3) {
+	if (data[0] == '\n' && data[1] == '-' && data[2] == '-')
+	    *size_r += 1;
+	else if (len >= 4 && memcmp(data, "\r\n--", 4) == 0)
+	    *size_r += 2;
+    }
+}
+
+/*
+ * mime_sub_part - one part of a multipart split here, parsed alone as the
+ * one part of a multipart of the same type under a boundary of our own
+ */
+static void mime_sub_part(struct mime_walk *w, struct istream *input,
+			          const struct mime_embedded *e, uoff_t start, uoff_t size)
+{
+    unsigned char rnd[16];
+    const char *sep, *head, *tail;
+    struct istream *streams[4], *sub;
+    bool    was_under = w->under_embedded;
+
+    random_fill(rnd, sizeof(rnd));
+    sep = t_strconcat("mxkit-", binary_to_hex(rnd, sizeof(rnd)), NULL);
+    head = t_strdup_printf("MIME-Version: 1.0\r\nContent-Type: %s; boundary=\"%s\"\r\n\r\n"
+			   "--%s\r\n", e->content_type, sep, sep);
+    /* the part's own line end before our closing line: Dovecot's parser
+       takes it as the delimiter's, and strips it where Python does */
+    tail = t_strdup_printf("%s--%s--\r\n", mime_sub_ends_line(input, start, size) ? "" : "\r\n",
+			   sep);
+    streams[0] = i_stream_create_copy_from_data(head, strlen(head));
+    streams[1] = i_stream_create_range(input, start, size);
+    streams[2] = i_stream_create_copy_from_data(tail, strlen(tail));
+    streams[3] = NULL;
+    sub = i_stream_create_concat(streams);
+    for (int i = 0; i < 3; i++)
+	i_stream_unref(&streams[i]);
+    w->depth++;
+    w->under_embedded = mime_in_embedded(w, e->part);
+    mime_parse(w, sub);
+    w->under_embedded = was_under;
+    w->depth--;
+    if (sub->stream_errno != 0 && w->error == NULL)
+	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(sub));
+    i_stream_unref(&sub);
+}
+
+/* mime_subparse - a multipart split here, as Python's email splits it */
+
+static void mime_subparse(struct mime_walk *w, struct istream *input,
+			          const struct mime_embedded *e, uoff_t start, uoff_t size)
+{
+    struct mime_sub_find find = {input, start + size, t_strconcat("--", e->boundary, NULL)};
+    struct mime_split split;
+    enum mime_split_next ret;
+    uint64_t part_start, part_size;
+
+    mime_split_init(&split, start, size);
+    while ((ret = mime_split_next(&split, mime_sub_find, &find, &part_start, &part_size)) > 0) {
+	if (ret == MIME_SPLIT_LEAF)
+	    mime_body_attachment(w, input, e, part_start, part_size);
+	else
+	    T_BEGIN {
+	    mime_sub_part(w, input, e, part_start, part_size);
+	    } T_END;
+    }
+    if (ret == MIME_SPLIT_ERROR && w->error == NULL)
+	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(input));
+}
+
+void    mime_embedded_read(struct mime_walk *w, struct istream *input)
+{
+    struct mime_embedded *e;
+
+    array_foreach_modifiable(&w->embedded, e) {
+	bool    multipart = (e->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0;
+	uoff_t  start = e->part->physical_pos + e->part->header_size.physical_size;
+	uoff_t  size = e->part->body_size.physical_size;
+
+	if (multipart)
+	    mime_sub_body(input, e->part, &start, &size);
+	if (w->differs) {
+	    /* parsed again from the start (mime_read()): nothing to list */
+	} else if (multipart && !e->reparse && e->part->children != NULL) {
+	    /* a container, as it should be: its parts were read */
+	} else if (multipart && e->reparse && e->boundary != NULL
+		   && w->depth < MIME_SUBPARSE_MAX
+		   && e->boundary[strcspn(e->boundary, "\r\n")] == '\0') {
+	    T_BEGIN {
+		mime_subparse(w, input, e, start, size);
+	    } T_END;
+	} else {
+	    mime_body_attachment(w, input, e, start, size);
+	}
+	i_free(e->filename);
+	i_free(e->content_type);
+	i_free(e->boundary);
+    }
+}

@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""lmtp-webhook: where a multipart's parts begin and end, from the sender's
+side (real Postfix -> Dovecot LMTP with the plugin -> lmtp-webhook-spool
+run -> a real HTTP receiver). Dovecot's parser ends a part on any line
+that begins with "--" and the boundary; Python's email (and RFC 2046's
+grammar) only on a delimiter line: "--b", "--" or not, spaces and tabs,
+the line end. A bill whose attachment holds a line such as "--b-more"
+(reachable through Postfix: nothing there forbids it) had that
+attachment cut there, and a part made of the rest; two delimiter lines
+in a row made an empty part; a closing line before any part, a
+boundary longer than Dovecot's 80 bytes. Every event's attachments
+(bytes, sizes, sha256) and text must be what Python's email reads from
+the bytes sent: hand cases, then a property test over generated trees
+full of such lines."""
+
+import base64
+import hashlib
+import os
+import shutil
+import smtplib
+import sys
+import email
+from email import policy
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, events_for, make_secret, verify  # noqa: E402
+
+from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
+
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+RCPT = "bills@acme.planapulse.app"
+SECRET = make_secret()
+CRLF = b"\r\n"
+
+
+def part(headers, body):
+    return CRLF.join(h.encode() if isinstance(h, str) else h for h in headers) + CRLF * 2 + body
+
+
+def message(subject, body_part):
+    head = ["From: Acme Billing <billing@vendor.example>", "To: " + RCPT, "Subject: " + subject,
+            "Message-ID: <%s@vendor.example>" % hashlib.sha1(subject.encode()).hexdigest(),
+            "Date: Wed, 02 Dec 2026 10:00:00 +0000", "MIME-Version: 1.0"]
+    return CRLF.join(h.encode() for h in head) + CRLF + body_part
+
+
+def smtp_send(st, data):
+    with smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60) as c:
+        c.sendmail("billing@vendor.example", [RCPT], data)
+
+
+def python_view(data):
+    """What Python's email reads: the leaves but the bill's own text
+    (get_body()), each (filename, type, decoded bytes); and that text."""
+    msg = email.message_from_bytes(data, policy=policy.default)
+    body = msg.get_body(("plain",))
+    leaves = [(p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
+              for p in msg.walk() if not p.is_multipart() and p is not body]
+    return leaves, body.get_content() if body is not None else None
+
+
+def event_view(d):
+    atts = [(a["filename"], a["content_type"],
+             base64.b64decode(a["content_base64"]) if a["content_base64"] is not None else None)
+            for a in d["attachments"]]
+    whole = all(a["size"] == len(b or b"") and a["sha256"] == hashlib.sha256(b or b"").hexdigest()
+                for a, (_, _, b) in zip(d["attachments"], atts))
+    return atts, d["text"], whole
+
+
+def check(st, rx, subject, data):
+    """send data; None when the event reads what Python reads, else why not"""
+    if not data.endswith(CRLF):
+        data += CRLF                    # as smtplib sends it: SMTP's data ends a line
+    smtp_send(st, data)
+    ev = events_for(rx, subject)
+    if len(ev) != 1:
+        return "%d events" % len(ev)
+    atts, text, whole = event_view(ev[0][2]["data"])
+    want, want_text = python_view(data)
+    if (atts, text) != (want, want_text) or not whole:
+        return {"event": [(n, t, b) for n, t, b in atts], "python": want,
+                "text": (text, want_text), "size and sha256 agree": whole}
+    return None
+
+
+# every byte but CR, LF (Postfix makes line ends of them) and NUL
+PDF = b"%PDF-1.4 bill " + bytes(b for b in range(256) if b not in (0, 10, 13))
+
+
+def bill(subject, boundary, parts, close=True, params=None):
+    body = b"preamble" + CRLF
+    for p in parts:
+        body += b"--" + boundary + CRLF + p + CRLF
+    if close:
+        body += b"--" + boundary + b"--" + CRLF
+    ctype = "Content-Type: multipart/mixed; " + (params or 'boundary="%s"' % boundary.decode())
+    return message(subject, part([ctype], body))
+
+
+def pdf_part(body, name="bill.pdf", cte="8bit"):
+    return part(["Content-Type: application/pdf", "Content-Transfer-Encoding: " + cte,
+                 'Content-Disposition: attachment; filename="%s"' % name], body)
+
+
+def test_hand_cases(st, rx):
+    text = part(["Content-Type: text/plain; charset=utf-8"], b"Total 12.00 EUR")
+    long_b = b"L" * 90                      # past Dovecot's 80 bytes
+    cases = [
+        ("a line that begins with the boundary", b"b1",
+         [text, pdf_part(PDF + CRLF + b"--b1-more" + CRLF + b"the PDF goes on")]),
+        ("a closing line with more after it", b"b1",
+         [text, pdf_part(PDF + CRLF + b"--b1--x" + CRLF + PDF)]),
+        ("a line of the boundary and a dash", b"b1",
+         [pdf_part(b"--b1-" + CRLF + b"--b1---" + CRLF + PDF), text]),
+        ("the text holds it", b"b1",
+         [part(["Content-Type: text/plain"], b"Total 12.00" + CRLF + b"--b1 total" + CRLF
+               + b"due now"), pdf_part(PDF)]),
+        ("quoted-printable", b"b1",
+         [text, pdf_part(b"caf=E9" + CRLF + b"--b1=20more" + CRLF + b"end", cte="quoted-printable")]),
+        ("two delimiter lines in a row", b"b1",
+         [text + CRLF + b"--b1", pdf_part(PDF)]),
+        ("a delimiter, then a closing one", b"b1",
+         [text + CRLF + b"--b1--", pdf_part(PDF)]),
+        ("padding after delimiters", b"b1",
+         [text + CRLF + b"--b1 \t", pdf_part(PDF + CRLF + b"--b1-- \t")]),
+        ("an inner boundary's prefix line", b"out",
+         [part(['Content-Type: multipart/alternative; boundary="in"'],
+               b"--in" + CRLF + text + CRLF + b"--in" + CRLF
+               + pdf_part(PDF + CRLF + b"--out-x" + CRLF + b"--in-x" + CRLF + PDF)
+               + CRLF + b"--in--")]),
+        ("a boundary over 80 bytes", long_b,
+         [text, pdf_part(PDF + CRLF + b"--" + long_b[:80] + b"-not-it" + CRLF + PDF)]),
+    ]
+    bad = []
+    for label, boundary, parts in cases:
+        subject = "boundary " + label
+        why = check(st, rx, subject, bill(subject, boundary, parts))
+        if why is not None:
+            bad.append((label, why))
+    # a closing line first: Python makes the multipart one leaf (its preamble)
+    subject = "boundary a closing line first"
+    why = check(st, rx, subject, message(subject, part(
+        ['Content-Type: multipart/mixed; boundary="b1"'],
+        b"preamble" + CRLF + b"--b1--" + CRLF + b"--b1" + CRLF + pdf_part(PDF) + CRLF)))
+    if why is not None:
+        bad.append(("a closing line first", why))
+    # RFC 2231's form (split again by the plugin) and a prefix line in it
+    subject = "boundary rfc 2231 and a prefix line"
+    why = check(st, rx, subject, bill(subject, b"b1", [
+        text, pdf_part(PDF + CRLF + b"--b1-more" + CRLF + PDF)], params="boundary*=''b1"))
+    if why is not None:
+        bad.append(("rfc 2231 and a prefix line", why))
+    # cut short: no closing line, the last part holds a prefix line
+    subject = "boundary cut short"
+    why = check(st, rx, subject, bill(subject, b"b1", [
+        text, pdf_part(PDF + CRLF + b"--b1-more" + CRLF + b"tail" + CRLF)], close=False))
+    if why is not None:
+        bad.append(("cut short", why))
+    tap.is_(bad, [], "%d bills with lines Dovecot and Python split otherwise: attachments, "
+            "sizes, sha256 and text as Python's email reads them" % (len(cases) + 3))
+
+
+# -- property: generated trees full of such lines --------------------------
+
+BOUNDS = ["b", "b1", "b-1", "bb", "b b"]
+# body lines no boundary of BOUNDS makes a delimiter line, though Dovecot's
+# parser ends a part on several of them (it matches a prefix)
+LINES = ["x", "", "--b-more", "--b--x", "---b", "--b1x", "--b-", "--", "--b b-x", "--bbx",
+         "--b-1--y", "y y", "%PDF-1.4"]
+TAILS = ["", " ", "\t \t", "--"]         # after a delimiter's boundary (then CRLF)
+
+
+@s.composite
+def body_lines(draw):
+    return b"".join(line.encode() + CRLF for line in draw(s.lists(s.sampled_from(LINES),
+                                                                   max_size=4)))
+
+
+@s.composite
+def entity(draw, depth=0, used=()):
+    if depth < 3 and draw(s.booleans()):
+        bd = draw(s.sampled_from([b for b in BOUNDS if b not in used]))
+        out = ('Content-Type: multipart/mixed; boundary="%s"' % bd).encode() + CRLF * 2
+        if draw(s.booleans()):
+            out += draw(body_lines())
+        if draw(s.integers(0, 19)) == 0:
+            out += ("--%s--" % bd).encode() + CRLF        # a closing line first
+        for _ in range(draw(s.integers(0, 3))):
+            if draw(s.integers(0, 9)) == 0:
+                out += ("--%s" % bd).encode() + CRLF      # two in a row
+            out += ("--%s%s" % (bd, draw(s.sampled_from(TAILS)))).encode() + CRLF
+            out += draw(entity(depth + 1, used + (bd,))) + CRLF
+        if draw(s.integers(0, 9)) < 7:
+            out += ("--%s--%s" % (bd, draw(s.sampled_from(TAILS)))).encode() + CRLF
+        if draw(s.booleans()):
+            out += draw(body_lines())
+        return out
+    name = "a%d.bin" % draw(s.integers(0, 999))
+    return part(["Content-Type: application/octet-stream",
+                 'Content-Disposition: attachment; filename="%s"' % name],
+                draw(body_lines()) + draw(s.sampled_from([b"", b"end"])))
+
+
+def property_test(st, rx, examples):
+    seen, bad = [0], []
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(entity())
+    def one(tree):
+        seen[0] += 1
+        subject = "boundary property %d" % seen[0]
+        data = message(subject, tree)
+        why = check(st, rx, subject, data)
+        if why is not None and len(bad) < 3:
+            bad.append((data, why))
+
+    one()
+    tap.is_(bad, [], "%d generated trees full of lines that begin with a boundary: every "
+            "event as Python's email reads it" % seen[0])
+    tap.ok(seen[0] >= examples // 2, "the property ran (%d examples)" % seen[0])
+
+
+with Stack("lmtp-webhook-boundary") as st:
+    tap.stack = st
+    rx = Receiver()
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("secret"), "w") as f:
+        f.write(SECRET + "\n")
+    os.chmod(st.path("secret"), 0o644)
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                % (st.path("spool"), st.path("secret")))
+    st.start_dovecot(
+        lmtp_plugins="lmtp_webhook",
+        plugin_settings={
+            "lmtp_webhook_route": "bills@*.planapulse.app "
+                                  "http://127.0.0.1:%d/ws/{1}/bills" % rx.port,
+            "lmtp_webhook_spool_dir": st.path("spool"),
+        },
+        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    st.start_postfix()
+    st.start_daemon("spool", [SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"])
+    if not wait_for(lambda: "delivering" in st.read_log("spool"), timeout=10):
+        raise SystemExit("lmtp-webhook-spool run did not start:\n" + st.read_log("spool"))
+    test_hand_cases(st, rx)
+    property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
+    tap.ok(all(verify(SECRET, h, raw) is None for _, h, _, raw in rx.events()),
+           "every event's signature verifies (%d events)" % len(rx.events()))
+    bad = [line for line in st.read_log("dovecot").splitlines()
+           if "Panic" in line or "Fatal" in line or "killed with signal" in line]
+    tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
+    rx.stop()
+
+sys.exit(tap.done())
