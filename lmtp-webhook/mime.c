@@ -304,10 +304,12 @@ static void mime_part_start(struct mime_walk *w)
     } else if (inline_part && strcmp(ctype, "text/plain") == 0 && !w->text_seen) {
 	w->kind = MIME_TEXT;
 	w->text_seen = TRUE;
+	decode_init(&w->dec, w->cte);
 	payload_text_begin(w->out, 0);
     } else if (inline_part && strcmp(ctype, "text/html") == 0 && !w->html_seen) {
 	w->kind = MIME_HTML;
 	w->html_seen = TRUE;
+	decode_init(&w->dec, w->cte);
 	payload_text_begin(w->out, 1);
     } else {
 	w->kind = MIME_ATTACHMENT;
@@ -430,6 +432,8 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
        folded header, which the raw line then has too */
     if (mime_charset_plain(raw, &plain, &hdr))
 	decoded = message_decoder_decode_next_block(decoder, &plain, &block);
+    else if (!raw->hdr->eoh && strcasecmp(raw->hdr->name, "Content-Transfer-Encoding") == 0)
+	decoded = FALSE;			/* decode.c undoes it (mime_body_data()) */
     else
 	decoded = message_decoder_decode_next_block(decoder, raw, &block);
     if (raw->hdr->eoh || raw->hdr->continues)
@@ -445,10 +449,37 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 
 /* mime_body_data - body bytes (CRLF line ends) of the current leaf */
 
+/*
+ * mime_text_data - decoded bytes of the text or html, to UTF-8 by Dovecot's
+ * decoder (the charset only: it is not shown the Content-Transfer-Encoding,
+ * mime_header_block())
+ */
+static void mime_text_data(struct mime_walk *w, struct message_decoder_context *decoder,
+			           const unsigned char *data, size_t size)
+{
+    struct message_block plain, block;
+
+    if (size == 0)
+	return;
+    i_zero(&plain);
+    plain.part = w->part;
+    plain.data = data;
+    plain.size = size;
+    if (message_decoder_decode_next_block(decoder, &plain, &block) && block.size > 0)
+	payload_text_data(w->out, block.data, block.size);
+}
+
+/*
+ * mime_body_data - body bytes (CRLF line ends) of the current leaf. The
+ * transfer encoding is undone by decode.c for the text and html as for
+ * attachments: as Python's email undoes it (Dovecot's decoder dropped
+ * white space before a quoted-printable line end, and base64 after a
+ * stray byte).
+ */
 static void mime_body_data(struct mime_walk *w, struct message_decoder_context *decoder,
 			           const unsigned char *data, size_t size)
 {
-    struct message_block crlf, block;
+    unsigned char *out;
 
     if (size == 0)
 	return;
@@ -456,12 +487,8 @@ static void mime_body_data(struct mime_walk *w, struct message_decoder_context *
 	mime_attachment_raw(w, data, size);
 	return;
     }
-    i_zero(&crlf);
-    crlf.part = w->part;
-    crlf.data = data;
-    crlf.size = size;
-    if (message_decoder_decode_next_block(decoder, &crlf, &block) && block.size > 0)
-	payload_text_data(w->out, block.data, block.size);
+    out = t_malloc_no0(DECODE_OUT_MAX(size));
+    mime_text_data(w, decoder, out, decode_more(&w->dec, data, size, out));
 }
 
 /* mime_eol_tail - bytes of a line end that data ends with (0, 1 or 2) */
@@ -485,9 +512,13 @@ static size_t mime_eol_tail(const unsigned char *data, size_t size)
 static void mime_leaf_end(struct mime_walk *w, struct message_decoder_context *decoder,
 			          bool at_eof)
 {
+    unsigned char tail[2];
+
     if (w->held_len > 0 && !at_eof)
 	mime_body_data(w, decoder, w->held, w->held_len);
     w->held_len = 0;
+    if (w->kind == MIME_TEXT || w->kind == MIME_HTML)
+	mime_text_data(w, decoder, tail, decode_finish(&w->dec, tail));
     mime_part_end(w);
 }
 

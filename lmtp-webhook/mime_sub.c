@@ -123,28 +123,64 @@ static bool mime_sub_ends_line(struct istream *input, uoff_t start, uoff_t size)
     return (i_stream_read_bytes(input, &data, &len, 1) > 0 && data[0] == '\n');
 }
 
+/* mime_sub_bytes - up to 4 bytes of input at off (fewer at its end) */
+
+static size_t mime_sub_bytes(struct istream *input, uoff_t off, unsigned char out[4])
+{
+    const unsigned char *data;
+    size_t  len = 0;
+
+    i_stream_seek(input, off);
+    (void) i_stream_read_bytes(input, &data, &len, 4);
+    len = I_MIN(len, 4);
+    memcpy(out, data, len);
+    return (len);
+}
+
+/* mime_sub_eol - the length of a line end at the start of b (0: none) */
+
+static size_t mime_sub_eol(const unsigned char *b, size_t len)
+{
+    return (len >= 2 && b[0] == '\r' && b[1] == '\n' ? 2 : len >= 1 && b[0] == '\n' ? 1 : 0);
+}
+
 /*
- * mime_sub_body - a multipart's body, as Python's email reads it: Dovecot's
- * parser leaves out the line end before the enclosing multipart's next
- * boundary line (it is that line's), where Python leaves it in the body
- * (and strips it from the last leaf, or keeps it where the multipart is
- * not split).
+ * mime_sub_body - a multipart's body, as Python's email reads it.
+ * Dovecot's parser gives the line end before the enclosing multipart's
+ * next boundary line to that line, where Python leaves it in the body
+ * (it strips it from the last leaf, or keeps it where the multipart is
+ * not split). And where the body is empty before that line, Dovecot
+ * leaves the header's blank line out of the header: it is the line end
+ * it gave the boundary line, and for Python no byte of the body.
  */
 static void mime_sub_body(struct istream *input, const struct message_part *part,
 			          uoff_t *start_r, uoff_t *size_r)
 {
-    const unsigned char *data;
-    size_t  len;
+    uoff_t  hdr = part->header_size.physical_size;
+    unsigned char before[4], after[4];
+    size_t  nb = 0, na, eol;
+    bool    blank_ended;
 
-    *start_r = part->physical_pos + part->header_size.physical_size;
+    *start_r = part->physical_pos + hdr;
     *size_r = part->body_size.physical_size;
-    i_stream_seek(input, *start_r + *size_r);
-    if (i_stream_read_bytes(input, &data, &len, 4) > 0 && len >= 3) {
-	if (data[0] == '\n' && data[1] == '-' && data[2] == '-')
-	    *size_r += 1;
-	else if (len >= 4 && memcmp(data, "\r\n--", 4) == 0)
-	    *size_r += 2;
+    if (hdr > 0)
+	nb = mime_sub_bytes(input, *start_r - I_MIN(hdr, 4), before);
+    /* does the header end with its blank line ("...\n\r\n", or itself)? */
+    blank_ended = (nb >= 1 && before[nb - 1] == '\n'
+		   && ((nb >= 2 && before[nb - 2] == '\n') || hdr == 1
+		       || (nb >= 2 && before[nb - 2] == '\r'
+			   && ((nb >= 3 && before[nb - 3] == '\n') || hdr == 2))));
+    na = mime_sub_bytes(input, *start_r, after);
+    if (!blank_ended && (eol = mime_sub_eol(after, na)) > 0) {
+	if (*size_r == 0)
+	    return;				/* that blank line, and no body */
+	*start_r += eol;			/* the blank line: not the body's */
+	*size_r -= I_MIN(eol, *size_r);
     }
+    na = mime_sub_bytes(input, *start_r + *size_r, after);
+    eol = mime_sub_eol(after, na);
+    if (eol > 0 && na >= eol + 2 && after[eol] == '-' && after[eol + 1] == '-')
+	*size_r += eol;
 }
 
 /*

@@ -148,6 +148,20 @@ def test_hand_cases(st, rx):
         b"preamble" + CRLF + b"--b1--" + CRLF + b"--b1" + CRLF + pdf_part(PDF) + CRLF)))
     if why is not None:
         bad.append(("a closing line first", why))
+    # an inner multipart whose boundary never comes, its body empty: one
+    # leaf of no bytes (the header's blank line is not its body); last, as
+    # such a leaf is listed after the others (doc/lmtp-webhook.md)
+    subject = "boundary an empty unsplit multipart"
+    why = check(st, rx, subject, bill(subject, b"b1", [
+        pdf_part(PDF), part(['Content-Type: multipart/mixed; boundary="in"'], b"")]))
+    if why is not None:
+        bad.append(("an empty unsplit multipart", why))
+    subject = "boundary an unsplit multipart and a prefix line"
+    why = check(st, rx, subject, bill(subject, b"b1", [
+        pdf_part(PDF + CRLF + b"--b1-more"),
+        part(['Content-Type: multipart/mixed; boundary="in"'], b"x" + CRLF)]))
+    if why is not None:
+        bad.append(("an unsplit multipart and a prefix line", why))
     # RFC 2231's form (split again by the plugin) and a prefix line in it
     subject = "boundary rfc 2231 and a prefix line"
     why = check(st, rx, subject, bill(subject, b"b1", [
@@ -161,7 +175,7 @@ def test_hand_cases(st, rx):
     if why is not None:
         bad.append(("cut short", why))
     tap.is_(bad, [], "%d bills with lines Dovecot and Python split otherwise: attachments, "
-            "sizes, sha256 and text as Python's email reads them" % (len(cases) + 3))
+            "sizes, sha256 and text as Python's email reads them" % (len(cases) + 5))
 
 
 # -- property: generated trees full of such lines --------------------------

@@ -223,6 +223,47 @@ def test_malformed_encodings(st, rx):
     tap.is_(got, want, "broken base64/quoted-printable: the bytes Python's email decodes")
 
 
+def python_html(data):
+    body = email.message_from_bytes(data, policy=policy.default).get_body(("html",))
+    return body.get_content() if body is not None else None
+
+
+def test_text_encodings(st, rx):
+    """The text and html with their transfer encoding undone as Python's
+    email undoes it, as for attachments (outside attacker of 2026-12-02:
+    Dovecot's decoder dropped the space before a quoted-printable line
+    end, read "A==" otherwise, and gave up on base64 text at a stray byte:
+    a bill's text lost its total)."""
+    cases = [
+        ("qp trailing space", "text/plain", "quoted-printable", b"Total 12.00 \r\nEUR\r\n"),
+        ("qp double equals", "text/plain", "quoted-printable", b"A==\r\nB\r\n"),
+        ("qp html", "text/html", "quoted-printable", b"<p>Total \r\n12.00</p>\r\n"),
+        ("base64 stray byte", "text/plain", "base64", b"\xe9QUJD\r\n"),
+        ("base64 pad then more", "text/plain", "base64", b"VG90YWw=\r\nIDEy\r\n"),
+        ("base64 junk between", "text/plain", "base64", b"VG9*0Y!Ww\r\ngMTI=\r\n"),
+        ("qp latin-1", "text/plain; charset=iso-8859-1", "quoted-printable",
+         b"caf=E9 =\r\ntotal  \r\n"),
+    ]
+    bad = []
+    for label, ctype, cte, body in cases:
+        subject = "text encoding " + label
+        data = message(subject, multipart("mixed", "te", [
+            part(["Content-Type: " + ctype, "Content-Transfer-Encoding: " + cte], body),
+            part(["Content-Type: application/pdf", "Content-Disposition: attachment; filename=t.pdf"],
+                 b"%PDF-1.4")]))
+        smtp_send(st, data)
+        ev = events_for(rx, subject)
+        if len(ev) != 1:
+            bad.append((label, "%d events" % len(ev)))
+            continue
+        d = ev[0][2]["data"]
+        want = (python_text(data), python_html(data))
+        if (d["text"], d["html"]) != want:
+            bad.append((label, (d["text"], d["html"]), want))
+    tap.is_(bad, [], "%d texts and htmls in quoted-printable and base64 (malformed ones too): "
+            "as Python's email decodes them" % len(cases))
+
+
 FILENAMES = [
     # (header lines of the part, the name a reader must see)
     (["Content-Disposition: attachment; filename*=utf-8''%E2%82%AC%20invoice.pdf"],
@@ -1101,6 +1142,7 @@ with Stack("lmtp-webhook-content") as st:
     test_encoded_words(st, rx)
     test_charsets_not_applied(st, rx)
     test_malformed_encodings(st, rx)
+    test_text_encodings(st, rx)
     test_filenames(st, rx)
     test_rfc822(st, rx)
     test_rfc2231_boundary(st, rx)
