@@ -16,7 +16,6 @@ full of such lines."""
 import base64
 import hashlib
 import os
-import shutil
 import smtplib
 import sys
 import email
@@ -24,13 +23,12 @@ from email import policy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, events_for, make_secret, verify  # noqa: E402
+from mxtest import build_path, tap  # noqa: E402
+from mxwebhook import Receiver, Runner, events_for, make_secret, start_spool_dovecot, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
-SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 RCPT = "bills@acme.planapulse.app"
 SECRET = make_secret()
 CRLF = b"\r\n"
@@ -242,26 +240,9 @@ def property_test(st, rx, examples):
 with Stack("lmtp-webhook-boundary") as st:
     tap.stack = st
     rx = Receiver()
-    os.makedirs(st.path("spool"))
-    shutil.chown(st.path("spool"), "nobody", "nogroup")
-    with open(st.path("secret"), "w") as f:
-        f.write(SECRET + "\n")
-    os.chmod(st.path("secret"), 0o644)
-    with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
-                % (st.path("spool"), st.path("secret")))
-    st.start_dovecot(
-        lmtp_plugins="lmtp_webhook",
-        plugin_settings={
-            "lmtp_webhook_route": "bills@*.planapulse.app "
-                                  "http://127.0.0.1:%d/ws/{1}/bills" % rx.port,
-            "lmtp_webhook_spool_dir": st.path("spool"),
-        },
-        extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+    start_spool_dovecot(st, "http://127.0.0.1:%d/ws/{1}/bills" % rx.port, SECRET, PLUGIN_DIR)
     st.start_postfix()
-    st.start_daemon("spool", [SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"])
-    if not wait_for(lambda: "delivering" in st.read_log("spool"), timeout=10):
-        raise SystemExit("lmtp-webhook-spool run did not start:\n" + st.read_log("spool"))
+    Runner(st).start()
     test_hand_cases(st, rx)
     property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
     tap.ok(all(verify(SECRET, h, raw) is None for _, h, _, raw in rx.events()),

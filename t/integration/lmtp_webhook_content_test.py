@@ -251,12 +251,10 @@ def test_text_encodings(st, rx):
             part(["Content-Type: " + ctype, "Content-Transfer-Encoding: " + cte], body),
             part(["Content-Type: application/pdf", "Content-Disposition: attachment; filename=t.pdf"],
                  b"%PDF-1.4")]))
-        smtp_send(st, data)
-        ev = events_for(rx, subject)
-        if len(ev) != 1:
-            bad.append((label, "%d events" % len(ev)))
+        d, why = sent_event(st, rx, subject, data)
+        if d is None:
+            bad.append((label, why))
             continue
-        d = ev[0][2]["data"]
         want = (python_text(data), python_html(data))
         if (d["text"], d["html"]) != want:
             bad.append((label, (d["text"], d["html"]), want))
@@ -396,6 +394,13 @@ def python_attachments(data):
     return leaves
 
 
+def sent_event(st, rx, subject, data):
+    """send data: its one event's data, or why there is none"""
+    smtp_send(st, data)
+    ev = events_for(rx, subject)
+    return (ev[0][2]["data"], None) if len(ev) == 1 else (None, "%d events" % len(ev))
+
+
 def test_boundary_disagreements(st, rx):
     """Where Dovecot's parser and Python's email read another boundary or
     charset from one header, the event followed Dovecot: the bill's PDF
@@ -431,12 +436,10 @@ def test_boundary_disagreements(st, rx):
     for label, params, used, charset in cases:
         subject = "disagree " + label
         data = bill(subject, params, used, charset or "charset=iso-8859-15")
-        smtp_send(st, data)
-        ev = events_for(rx, subject)
-        if len(ev) != 1:
-            bad.append((label, "%d events" % len(ev)))
+        d, why = sent_event(st, rx, subject, data)
+        if d is None:
+            bad.append((label, why))
             continue
-        d = ev[0][2]["data"]
         got = [(a["filename"], a["content_type"], att_bytes(a)) for a in d["attachments"]]
         want = python_attachments(data)
         if got != want or d["text"] != python_text(data):
