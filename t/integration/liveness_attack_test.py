@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# mxkit-test: long (started first)
+# mxkit-test: alone (liveness thresholds of seconds, and 30,000 events dead-lettered against /healthz polls: another file's load moves them)
 """GET /healthz from the side of an attacker and an unlucky operator:
 can it be made to lie, in either direction? (common/liveness.c,
 doc/metrics.md "Health and readiness probes"). liveness_test.py already
@@ -409,7 +409,9 @@ def test_spool_dead_letter_flush(st):
     poll = Poller({"runner": d.mport})
     t0 = time.monotonic()
     proc.send_signal(signal.SIGUSR1)     # what `lmtp-webhook-spool flush` does
-    done = wait_for(lambda: count_dir(os.path.join(d.spool, "dead")) >= n, timeout=90,
+    # the promise is /healthz while it works, not its speed (about 45 s
+    # here; 90 s was once not enough on a loaded machine)
+    done = wait_for(lambda: count_dir(os.path.join(d.spool, "dead")) >= n, timeout=240,
                     interval=0.5)
     took = time.monotonic() - t0
     time.sleep(1)
