@@ -110,31 +110,28 @@ static int mime_sub_find(void *ctx, uint64_t from, struct mime_delim_line *line)
     return (mime_delim_finish(&d, line) ? 1 : 0);
 }
 
-/* mime_sub_ends_line - do the size bytes at start end with a LF? */
-
-static bool mime_sub_ends_line(struct istream *input, uoff_t start, uoff_t size)
-{
-    const unsigned char *data;
-    size_t  len;
-
-    if (size == 0)
-	return (FALSE);
-    i_stream_seek(input, start + size - 1);
-    return (i_stream_read_bytes(input, &data, &len, 1) > 0 && data[0] == '\n');
-}
-
 /* mime_sub_bytes - up to 4 bytes of input at off (fewer at its end) */
 
 static size_t mime_sub_bytes(struct istream *input, uoff_t off, unsigned char out[4])
 {
-    const unsigned char *data;
+    const unsigned char *data = NULL;
     size_t  len = 0;
 
     i_stream_seek(input, off);
-    (void) i_stream_read_bytes(input, &data, &len, 4);
+    if (i_stream_read_bytes(input, &data, &len, 4) <= 0 && len == 0)
+	return (0);
     len = I_MIN(len, 4);
     memcpy(out, data, len);
     return (len);
+}
+
+/* mime_sub_ends_line - do the size bytes at start end with a LF? */
+
+static bool mime_sub_ends_line(struct istream *input, uoff_t start, uoff_t size)
+{
+    unsigned char last[4];
+
+    return (size > 0 && mime_sub_bytes(input, start + size - 1, last) >= 1 && last[0] == '\n');
 }
 
 /* mime_sub_eol - the length of a line end at the start of b (0: none) */
