@@ -378,7 +378,8 @@ def test_garbage_event(st, rx, runner):
         f.write(garbage)
     os.rename(path + ".new", path)
     dead = st.path("spool", "dead", "msg_garbage")
-    tap.ok(wait_for(lambda: os.path.exists(dead), timeout=5), "moved to dead/")
+    # buried once unchanged for 5 s (RUNNER_SETTLE), at the next scan
+    tap.ok(wait_for(lambda: os.path.exists(dead), timeout=20), "moved to dead/")
     with open(dead, "rb") as f:
         tap.is_(f.read(), garbage, "byte for byte")
     time.sleep(2.5)

@@ -838,7 +838,11 @@ def test_not_boolean(st, rx):
         d = st.path("spool", "dead")
         return {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)
                 if n in files}
-    wait_for(lambda: len(dead()) == len(files), timeout=5)
+    # the runner buries a file that is no event only once it has been
+    # unchanged for 5 s (RUNNER_SETTLE: a cp into active/ may be under
+    # way), counted from its ctime's whole second, then at its next scan:
+    # up to 6 s on a quiet machine, more beside another test file's load
+    wait_for(lambda: len(dead()) == len(files), timeout=20)
     got = dead()
     tap.is_(sorted(n for n in files if got.get(n) != files[n]), [],
             "\"held\" not a boolean (1, 0, null, \"true\", [], {}): each moved to dead/ as it is")

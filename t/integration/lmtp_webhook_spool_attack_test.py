@@ -636,7 +636,7 @@ def test_name_not_id(st, rx, runner):
             diag=runner.log()[-1200:])
     # a file that is no event waits until unchanged for 5 s (a cp may be
     # under way), then goes to dead/
-    wait_for(lambda: ls(st, "dead") == ["copiedevent-b"], timeout=8)
+    wait_for(lambda: ls(st, "dead") == ["copiedevent-b"], timeout=20)
     tap.is_(ls(st, "active"), [], "nothing left in active/")
     tap.is_(ls(st, "dead"), ["copiedevent-b"], "the misnamed copy is in dead/, as it is")
     tap.ok("copiedevent-b" in runner.log() and "copiedevent-a" in runner.log(),
