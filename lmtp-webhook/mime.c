@@ -16,10 +16,10 @@
  *	kept in msg, encoded words decoded to UTF-8 (each at most 64 KB: a
  *	1 MB header does not become a 1 MB JSON string), and written when
  *	the first part starts. The first inline text/plain part is the
- *	text, the first inline text/html part the html (never one inside
- *	an attached message), both converted to UTF-8 by Dovecot's
- *	message_decoder. A part without Content-Type is text/plain, or
- *	message/rfc822 in a multipart/digest.
+ *	text, the first inline text/html part the html, of the parts
+ *	Python's get_body() looks at (mime_body.c), both converted to
+ *	UTF-8 by Dovecot's message_decoder. A part without Content-Type
+ *	is text/plain, or message/rfc822 in a multipart/digest.
  *
  *	Every other part that is not a multipart is an attachment: its
  *	bytes are the body with the transfer encoding undone (decode.c)
@@ -31,14 +31,14 @@
  *	inside it are listed as well. One inside another is listed with
  *	no content (its bytes are in the outer one's). A multipart whose
  *	boundary Dovecot reads otherwise than Python's email (RFC 2231's
- *	forms, given twice, trailing white space: mime_boundary()) is
- *	split where Python splits it (mime_sub.c, at most
- *	MIME_SUBPARSE_MAX deep); one that cannot be split (no boundary,
- *	or one that never comes) is an attachment too: its body, listed
- *	with those. Where Dovecot's parser ends a part on a line Python
- *	does not take for a delimiter (mime_check.c: "--b1-more"), the
- *	whole event is written again with every multipart split by
- *	mime_sub.c (w->strict). A multipart whose closing boundary never comes (a
+ *	forms, given twice, trailing white space: mime_boundary()), or
+ *	none, and one where Dovecot's parser ends a part on a line Python
+ *	does not take for a delimiter (mime_check.c: "--b1-more"), have
+ *	the whole event written again with every multipart split where
+ *	Python splits it by mime_sub.c (w->strict, at most
+ *	MIME_SUBPARSE_MAX deep), its parts in the message's order; one
+ *	that cannot be split (no boundary, or one that never comes) is an
+ *	attachment too: its body. A multipart whose closing boundary never comes (a
  *	mail cut short) ends its last leaf one line end short, as Python's
  *	email reads it (mime_leaf_end()). The caller ends the event
  *	(payload_finish()).
@@ -153,6 +153,17 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	w->ct_name = i_strdup(mime_param(&parser, "name"));
 	if (strncmp(str_c(w->content_type), "multipart/", 10) == 0)
 	    mime_boundary(w, &params);
+	if (strcmp(str_c(w->content_type), "multipart/related") == 0)
+	    w->related_start = i_strdup_empty(mime_param_pick(&params, "start",
+							       MIME_PARAM_FIRST));
+    } else if (strcasecmp(hdr->name, "Content-ID") == 0 && w->content_id == NULL) {
+	/* as get_body() compares it: white space after the colon cut */
+	size_t  skip = 0;
+
+	while (skip < hdr->full_value_len && (hdr->full_value[skip] == ' '
+					      || hdr->full_value[skip] == '\t'))
+	    skip++;
+	w->content_id = i_strndup(hdr->full_value + skip, hdr->full_value_len - skip);
     } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
@@ -252,7 +263,7 @@ static bool mime_in_unsplit(const struct mime_walk *w, const struct message_part
 
 /* mime_later - list the part once the parse is over (mime_embedded_read) */
 
-static void mime_later(struct mime_walk *w, const char *ctype)
+static void mime_later(struct mime_walk *w, const char *ctype, bool body_ok, int related)
 {
     struct mime_embedded *e = array_append_space(&w->embedded);
     const char *name = w->disp_filename ? w->disp_filename : w->ct_name;
@@ -261,6 +272,8 @@ static void mime_later(struct mime_walk *w, const char *ctype)
     e->filename = i_strdup(name);
     e->content_type = i_strdup(ctype);
     e->cte = w->cte;
+    e->body_ok = body_ok;
+    e->related = related;
     if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
 	e->boundary = i_strdup(w->boundary);
 	e->reparse = w->reparse;
@@ -271,36 +284,46 @@ static void mime_later(struct mime_walk *w, const char *ctype)
  * mime_part_start - end of a part's headers: where its body goes. With
  * no Content-Type a part is text/plain, or message/rfc822 in a
  * multipart/digest (RFC 2046 5.1.5: Dovecot's flag says which). The
- * text and html are the bill's own: never from inside an attached
- * message (Python's get_body() does not look there either).
+ * text and html are the first of the parts Python's get_body() looks
+ * at (mime_body.c): never inside an attached message, nor a part of a
+ * multipart/related but its root.
  */
 static void mime_part_start(struct mime_walk *w)
 {
     bool    embedded = (w->part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0;
     const char *ctype = str_len(w->content_type) ? str_c(w->content_type)
 	: embedded ? "message/rfc822" : "text/plain";
-    bool    inline_part = !w->disposition_attachment && w->disp_filename == NULL
-	&& w->ct_name == NULL && !mime_in_embedded(w, w->part);
+    bool    body_ok, inline_part;
+    const struct mime_box *box;
 
     w->kind = MIME_SKIP;
     if (!w->begun)				/* the top headers are all in */
 	mime_begin(w);
-    if (mime_in_unsplit(w, w->part)) {
-	/* inside a multipart parsed again: listed from there */
-    } else if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+    if (mime_in_unsplit(w, w->part))
+	return;					/* listed from its subparse */
+    body_ok = mime_body_part(w, ctype);
+    inline_part = body_ok && w->disp_filename == NULL && w->ct_name == NULL
+	&& !mime_in_embedded(w, w->part);
+    if ((w->part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
 	/* a container: its children follow; without any, it is a leaf.
 	   Strict, each is split by mime_sub.c, but for the one around a
-	   part split there (the top of a subparse: its boundary is ours) */
+	   part split there (the top of a subparse: its boundary is ours).
+	   Not strict, one Dovecot splits otherwise (or not at all) means
+	   a strict walk: its parts must be read in the message's order,
+	   the text is the first of them */
 	if (w->strict && (w->depth == 0 || w->part->parent != NULL))
 	    w->reparse = TRUE;
-	mime_later(w, ctype);
+	else if (!w->strict && (w->reparse || w->boundary == NULL))
+	    w->differs = TRUE;
+	box = array_back(&w->boxes);		/* mime_body_part() made it */
+	mime_later(w, ctype, body_ok, box->related);
 	if (w->reparse)
 	    array_push_back(&w->unsplit, &w->part);
 	else
 	    mime_check_multipart(w);
     } else if (embedded) {
 	/* its children follow; it is listed, and its bytes read, at the end */
-	mime_later(w, ctype);
+	mime_later(w, ctype, FALSE, -1);
     } else if (inline_part && strcmp(ctype, "text/plain") == 0 && !w->text_seen) {
 	w->kind = MIME_TEXT;
 	w->text_seen = TRUE;
@@ -360,6 +383,8 @@ static void mime_part_end(struct mime_walk *w)
     w->cte = DECODE_IDENTITY;
     i_free_and_null(w->disp_filename);
     i_free_and_null(w->ct_name);
+    i_free_and_null(w->content_id);
+    i_free_and_null(w->related_start);
     i_free_and_null(w->boundary);
     w->reparse = FALSE;
     str_truncate(w->content_type, 0);
@@ -609,6 +634,7 @@ void    mime_parse(struct mime_walk *w, struct istream *input)
     };
     ARRAY_TYPE(mime_embedded) callers = w->embedded;
     ARRAY_TYPE(mime_part_ptr) callers_unsplit = w->unsplit;
+    ARRAY_TYPE(mime_box) callers_boxes = w->boxes;
     pool_t  callers_pool = w->pool;
     struct message_parser_ctx *parser;
     struct message_decoder_context *decoder;
@@ -618,6 +644,7 @@ void    mime_parse(struct mime_walk *w, struct istream *input)
 
     i_array_init(&w->embedded, 4);
     i_array_init(&w->unsplit, 4);
+    i_array_init(&w->boxes, 4);
     w->part = NULL;
     w->pool = pool;
     parser = message_parser_init(pool, input, &set);
@@ -637,8 +664,10 @@ void    mime_parse(struct mime_walk *w, struct istream *input)
     mime_embedded_read(w, input);		/* after an error: lists, frees */
     array_free(&w->embedded);
     array_free(&w->unsplit);
+    array_free(&w->boxes);
     w->embedded = callers;
     w->unsplit = callers_unsplit;
+    w->boxes = callers_boxes;
     w->pool = callers_pool;
     pool_unref(&pool);
 }
@@ -652,9 +681,10 @@ void    mime_parse(struct mime_walk *w, struct istream *input)
 static void mime_walk_run(struct mime_walk *w, struct istream *input,
 			          const struct mime_options *opt, struct payload_message *msg,
 			          const struct payload_envelope *env, struct payload_writer *out,
-			          bool strict)
+			          ARRAY_TYPE(mime_related) *related, bool strict)
 {
     i_zero(w);
+    w->related = related;
     w->msg = msg;
     w->env = env;
     w->out = out;
@@ -679,16 +709,27 @@ int     mime_read(struct istream *input, const struct mime_options *opt,
 {
     struct mime_walk w;
     uoff_t  start = input->v_offset;
+    ARRAY_TYPE(mime_related) related;
+    bool    strict = FALSE;
 
-    mime_walk_run(&w, input, opt, msg, env, out, FALSE);
-    if (w.differs && input->stream_errno == 0 && w.error == NULL) {
-	/* Dovecot's parser split a multipart where Python's email does
-	   not: the event again, from the start, each multipart split here */
+    i_array_init(&related, 4);
+    mime_walk_run(&w, input, opt, msg, env, out, &related, FALSE);
+    while (input->stream_errno == 0 && w.error == NULL) {
+	if (w.differs && !strict) {
+	    /* Dovecot's parser split a multipart where Python's email
+	       does not: the event again, each multipart split here */
+	    strict = TRUE;
+	    mime_body_free(&related);		/* numbered otherwise there */
+	} else if (w.differs || !mime_body_again(&related)) {
+	    break;
+	}					/* else a related's root was not known */
 	payload_message_free(msg);
 	payload_writer_rewind(out);
 	i_stream_seek(input, start);
-	mime_walk_run(&w, input, opt, msg, env, out, TRUE);
+	mime_walk_run(&w, input, opt, msg, env, out, &related, strict);
     }
+    mime_body_free(&related);
+    array_free(&related);
     if (input->stream_errno != 0 || w.error != NULL) {
 	*error_r = input->stream_errno == 0 ? t_strdup(w.error)
 	    : t_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),

@@ -26,8 +26,28 @@ struct mime_embedded {
     char   *boundary;			/* a multipart's, as Python reads it */
     bool    reparse;			/* Dovecot read another one */
     enum decode_cte cte;
+    bool    body_ok;			/* its parts may be the text (mime_body.c) */
+    int     related;			/* a multipart/related's number, or -1 */
 };
 ARRAY_DEFINE_TYPE(mime_embedded, struct mime_embedded);
+
+/* a multipart/related of the walk (mime_body.c), by number */
+struct mime_related {
+    char   *start;			/* its start= parameter, or NULL */
+    bool    matched;			/* a part's Content-ID was it */
+    bool    first;			/* none was, last time: the first part */
+};
+ARRAY_DEFINE_TYPE(mime_related, struct mime_related);
+
+/* a multipart of the parse under way, for its parts (mime_body.c) */
+struct mime_box {
+    struct message_part *part;
+    bool    ok;				/* its parts may be the text */
+    int     related;			/* its number, or -1: not a related */
+    unsigned int index;			/* of its next part */
+    bool    fixed;			/* ours: index is the sender's part's */
+};
+ARRAY_DEFINE_TYPE(mime_box, struct mime_box);
 ARRAY_DEFINE_TYPE(mime_part_ptr, struct message_part *);
 
 /* multiparts parsed again (mime_subparse()), one inside another */
@@ -44,6 +64,7 @@ struct mime_walk {
     /* the current part's headers */
     string_t *content_type;
     char   *disp_filename, *ct_name;
+    char   *content_id, *related_start;	/* Content-ID:, a related's start= */
     bool    disposition_attachment, cte_seen;
     enum decode_cte cte;
     /* its body */
@@ -60,6 +81,10 @@ struct mime_walk {
     char   *boundary;			/* the current part's, as Python reads it */
     bool    reparse;			/* and Dovecot read another one */
     ARRAY_TYPE(mime_part_ptr) unsplit;	/* reparsed: not split here */
+    ARRAY_TYPE(mime_box) boxes;		/* of the parse under way */
+    struct mime_box sub_box;		/* for a subparse's own multipart */
+    ARRAY_TYPE(mime_related) *related;	/* of the walk, kept across walks */
+    unsigned int related_next;		/* the next one's number */
     /* Dovecot's split against Python's (mime_check_block()) */
     bool    strict;			/* every multipart split by mime_split */
     bool    differs;			/* Dovecot split one where Python does not */
@@ -101,6 +126,12 @@ void    mime_parse(struct mime_walk *w, struct istream *input);
 
 /* mime_sub.c */
 void    mime_embedded_read(struct mime_walk *w, struct istream *input);
+
+/* mime_body.c */
+bool    mime_body_part(struct mime_walk *w, const char *ctype);
+void    mime_body_sub(struct mime_walk *w, const struct mime_embedded *e, unsigned int index);
+bool    mime_body_again(ARRAY_TYPE(mime_related) *related);
+void    mime_body_free(ARRAY_TYPE(mime_related) *related);
 
 /* mime_check.c */
 void    mime_check_multipart(struct mime_walk *w);

@@ -13,9 +13,10 @@
  *	each message/rfc822 part, and each multipart that Dovecot's parser
  *	did not split as Python's email splits it.
  *
- *	Such a multipart (its boundary given only in RFC 2231's form, or
- *	twice, or with trailing white space; or, once mime_check.c saw
- *	Dovecot split one where Python does not, every multipart) is split
+ *	In a strict walk (once a multipart's boundary was given only in
+ *	RFC 2231's form, or twice, or with trailing white space, or
+ *	mime_check.c saw Dovecot split one where Python does not) every
+ *	multipart is split
  *	here where Python's feedparser splits it (mime_split.c), and each
  *	of its parts is parsed alone, in order, as the one part of a
  *	multipart of the same type (a multipart/digest's parts default to
@@ -227,6 +228,7 @@ static void mime_subparse(struct mime_walk *w, struct istream *input,
     struct mime_split split;
     enum mime_split_next ret;
     uint64_t part_start, part_size;
+    unsigned int index = 0;
 
     mime_split_init(&split, start, size);
     while ((ret = mime_split_next(&split, mime_sub_find, &find, &part_start, &part_size)) > 0) {
@@ -234,6 +236,7 @@ static void mime_subparse(struct mime_walk *w, struct istream *input,
 	    mime_body_attachment(w, input, e, part_start, part_size);
 	else
 	    T_BEGIN {
+	    mime_body_sub(w, e, index++);
 	    mime_sub_part(w, input, e, part_start, part_size);
 	    } T_END;
     }

@@ -11,7 +11,14 @@ in a row made an empty part; a closing line before any part, a
 boundary longer than Dovecot's 80 bytes. Every event's attachments
 (bytes, sizes, sha256) and text must be what Python's email reads from
 the bytes sent: hand cases, then a property test over generated trees
-full of such lines."""
+full of such lines.
+
+Then which part is the bill's text and html: the first that Python's
+get_body() looks at, which skips a multipart marked Content-Disposition:
+attachment and of a multipart/related looks only at its root (the part
+whose Content-ID is start=, else the first). The event took the first
+inline text/plain anywhere: a stray text/plain beside a related's HTML
+root, or inside an attached multipart, became the bill's text."""
 
 import base64
 import hashlib
@@ -51,13 +58,15 @@ def smtp_send(st, data):
 
 
 def python_view(data):
-    """What Python's email reads: the leaves but the bill's own text
-    (get_body()), each (filename, type, decoded bytes); and that text."""
+    """What Python's email reads: the leaves but the bill's own text and
+    html (get_body()), each (filename, type, decoded bytes); that text;
+    that html."""
     msg = email.message_from_bytes(data, policy=policy.default)
-    body = msg.get_body(("plain",))
+    body, html = msg.get_body(("plain",)), msg.get_body(("html",))
     leaves = [(p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
-              for p in msg.walk() if not p.is_multipart() and p is not body]
-    return leaves, body.get_content() if body is not None else None
+              for p in msg.walk() if not p.is_multipart() and p is not body and p is not html]
+    return (leaves, body.get_content() if body is not None else None,
+            html.get_content() if html is not None else None)
 
 
 def event_view(d):
@@ -66,7 +75,7 @@ def event_view(d):
             for a in d["attachments"]]
     whole = all(a["size"] == len(b or b"") and a["sha256"] == hashlib.sha256(b or b"").hexdigest()
                 for a, (_, _, b) in zip(d["attachments"], atts))
-    return atts, d["text"], whole
+    return atts, d["text"], d["html"], whole
 
 
 def check(st, rx, subject, data):
@@ -77,11 +86,12 @@ def check(st, rx, subject, data):
     ev = events_for(rx, subject)
     if len(ev) != 1:
         return "%d events" % len(ev)
-    atts, text, whole = event_view(ev[0][2]["data"])
-    want, want_text = python_view(data)
-    if (atts, text) != (want, want_text) or not whole:
+    atts, text, html, whole = event_view(ev[0][2]["data"])
+    want, want_text, want_html = python_view(data)
+    if (atts, text, html) != (want, want_text, want_html) or not whole:
         return {"event": [(n, t, b) for n, t, b in atts], "python": want,
-                "text": (text, want_text), "size and sha256 agree": whole}
+                "text": (text, want_text), "html": (html, want_html),
+                "size and sha256 agree": whole}
     return None
 
 
@@ -217,24 +227,126 @@ def entity(draw, depth=0, used=()):
                 draw(body_lines()) + draw(s.sampled_from([b"", b"end"])))
 
 
-def property_test(st, rx, examples):
+def property_test(st, rx, examples, trees, label, what):
+    """each generated tree sent as a bill: its event as Python reads it"""
     seen, bad = [0], []
 
     @settings(max_examples=examples, deadline=None, database=None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(entity())
+    @given(trees)
     def one(tree):
         seen[0] += 1
-        subject = "boundary property %d" % seen[0]
+        subject = "%s %d" % (label, seen[0])
         data = message(subject, tree)
         why = check(st, rx, subject, data)
         if why is not None and len(bad) < 3:
             bad.append((data, why))
 
     one()
-    tap.is_(bad, [], "%d generated trees full of lines that begin with a boundary: every "
-            "event as Python's email reads it" % seen[0])
+    tap.is_(bad, [], "%d generated trees %s" % (seen[0], what))
     tap.ok(seen[0] >= examples // 2, "the property ran (%d examples)" % seen[0])
+
+
+# -- which part is the text: get_body()'s rules --------------------------
+
+def multipart(subtype, boundary, parts, extra=(), params=""):
+    body = b"preamble" + CRLF
+    for p in parts:
+        body += b"--" + boundary + CRLF + p + CRLF
+    body += b"--" + boundary + b"--" + CRLF
+    return part(['Content-Type: multipart/%s; boundary="%s"%s' % (subtype, boundary.decode(), params)]
+                + list(extra), body)
+
+
+def text_part(ctype, body, cid=None, extra=()):
+    return part(["Content-Type: %s; charset=utf-8" % ctype]
+                + (["Content-ID: " + cid] if cid is not None else []) + list(extra), body)
+
+
+def related_texts(start):
+    """a multipart/related of two texts, Content-IDs <a@x> and <r@x>"""
+    return multipart("related", b"r1", [text_part("text/plain", b"first", "<a@x>"),
+                                        text_part("text/plain", b"Total 12.00 EUR", "<r@x>")],
+                     params="; " + start)
+
+
+def test_body_hand_cases(st, rx):
+    pdf = pdf_part(PDF)
+    html = text_part("text/html", b"<p>Total 12.00 EUR</p>")
+    cases = [
+        ("related: its root only, a stray text beside it is an attachment",
+         [multipart("related", b"r1", [html, text_part("text/plain", b"stray")]), pdf]),
+        ("related: start= names a later part", [related_texts('start="<r@x>"'), pdf]),
+        ("related: start= names no part (the first is the root)",
+         [related_texts('start="<none@x>"'), pdf]),
+        ("related: start= in RFC 2231's form", [related_texts("start*=''%3Cr%40x%3E"), pdf]),
+        ("related: a Content-ID after a tab, one with a trailing space",
+         [multipart("related", b"r1", [text_part("text/plain", b"first", "<a@x>"),
+                                       text_part("text/plain", b"spaced", "<r@x> "),
+                                       text_part("text/plain", b"tabbed", "\t<r@x>")],
+                    params='; start="<r@x>"'), pdf]),
+        ("related: start= naming a part of an inner related only",
+         [multipart("related", b"r1", [
+             multipart("related", b"r2", [text_part("text/html", b"<p>inner first</p>"),
+                                          text_part("text/html", b"<p>inner root</p>", "<r@x>")],
+                       extra=["Content-ID: <o@x>"], params='; start="<r@x>"'),
+             text_part("text/plain", b"outer second", "<z@x>")],
+             params='; start="<r@x>"'), pdf]),
+        ("a multipart marked as an attachment is skipped",
+         [multipart("alternative", b"a1", [text_part("text/plain", b"forwarded"),
+                                           text_part("text/html", b"<p>forwarded</p>")],
+                    extra=["Content-Disposition: attachment"]),
+          text_part("text/plain", b"Total 12.00 EUR"), text_part("text/html", b"<p>Total</p>"),
+          pdf]),
+        ("related under a boundary given in RFC 2231's form (a strict walk)",
+         [related_texts('start="<r@x>"'), pdf]),
+    ]
+    bad = []
+    for i, (subject, parts) in enumerate(cases):
+        if i == len(cases) - 1:
+            body = b"preamble" + CRLF + b"".join(b"--m1" + CRLF + p + CRLF for p in parts) \
+                + b"--m1--" + CRLF
+            data = message(subject, part(["Content-Type: multipart/mixed; boundary*=''m1"], body))
+        else:
+            data = message(subject, multipart("mixed", b"m1", parts))
+        why = check(st, rx, subject, data)
+        if why is not None:
+            bad.append((subject, why))
+    tap.is_(bad, [], "%d bills whose text and html Python's get_body() picks by its rules "
+            "(related's root, start=, attachment-marked multiparts): text, html and "
+            "attachments as Python reads them" % len(cases))
+
+
+@s.composite
+def body_tree(draw, depth=0, n=None):
+    n = n if n is not None else [0]
+    if depth < 3 and draw(s.integers(0, 9)) < 5:
+        bd = "t%d" % depth
+        sub = draw(s.sampled_from(["related", "related", "alternative", "mixed"]))
+        params = draw(s.sampled_from(['boundary="%s"' % bd] * 3 + ["boundary*=''%s" % bd]))
+        if sub == "related" and draw(s.booleans()):
+            params += '; start="<c%d>"' % (n[0] + draw(s.integers(1, 4)))
+        head = ["Content-Type: multipart/%s; %s" % (sub, params)]
+        if draw(s.booleans()):
+            n[0] += 1
+            head.append("Content-ID: <c%d>" % n[0])
+        if draw(s.integers(0, 9)) == 0:
+            head.append("Content-Disposition: attachment")
+        out = CRLF.join(h.encode() for h in head) + CRLF * 2
+        for _ in range(draw(s.integers(1, 3))):
+            out += ("--%s" % bd).encode() + CRLF + draw(body_tree(depth + 1, n)) + CRLF
+        return out + ("--%s--" % bd).encode() + CRLF
+    n[0] += 1
+    kind = draw(s.sampled_from(["text/plain", "text/plain", "text/html", "image/png"]))
+    head = ["Content-Type: " + kind]
+    if draw(s.booleans()):
+        head.append("Content-ID: %s<c%d>" % (draw(s.sampled_from(["", "\t"])), n[0]))
+    if draw(s.integers(0, 6)) == 0:
+        head.append("Content-Disposition: " + draw(s.sampled_from(["attachment", "inline"])))
+    body = ("%s %d" % (kind, n[0])).encode()
+    if draw(s.integers(0, 9)) == 0:
+        body += CRLF + b"--t0-more"           # Dovecot ends a part there: a strict walk
+    return CRLF.join(h.encode() for h in head) + CRLF * 2 + body
 
 
 with Stack("lmtp-webhook-boundary") as st:
@@ -244,7 +356,15 @@ with Stack("lmtp-webhook-boundary") as st:
     st.start_postfix()
     Runner(st).start()
     test_hand_cases(st, rx)
-    property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
+    examples = int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60"))
+    property_test(st, rx, examples, entity(), "boundary property",
+                  "full of lines that begin with a boundary: every event as Python's email "
+                  "reads it")
+    test_body_hand_cases(st, rx)
+    property_test(st, rx, examples, body_tree(), "body property",
+                  "of related, alternative and mixed parts (start=, Content-IDs, attachment "
+                  "dispositions): text, html and attachments as Python's get_body() and "
+                  "walk() read them")
     tap.ok(all(verify(SECRET, h, raw) is None for _, h, _, raw in rx.events()),
            "every event's signature verifies (%d events)" % len(rx.events()))
     bad = [line for line in st.read_log("dovecot").splitlines()

@@ -799,11 +799,13 @@ def lmtp_peak_rss_kb(st, mark):
         return None
 
 
-def test_big_bill(st, rx):
+def test_big_bill(st, rx, split=False):
     """Issue 14 item 7: a 60 MB bill (3 x 15 MB PDFs, each under the 25M
     limit) and a 6 MB inline text, under Dovecot's default vsz_limit
     (256M, set explicitly): delivered, every byte in the event, and the
-    lmtp process's peak RSS far below the message's size."""
+    lmtp process's peak RSS far below the message's size. split: a last
+    part holds a line that begins with the boundary, so that the event
+    is written a second time, every multipart split by the plugin."""
     pdfs = [b"%PDF-1.7\n" + os.urandom(15 * 1000 * 1000 - 9) for _ in range(3)]
     text = CRLF.join(b"line %07d of a long statement, all of it kept" % i
                      for i in range(120000))
@@ -811,22 +813,30 @@ def test_big_bill(st, rx):
     parts += [part(["Content-Type: application/pdf",
                     "Content-Disposition: attachment; filename=big-%d.pdf" % i,
                     "Content-Transfer-Encoding: base64"], b64lines(p)) for i, p in enumerate(pdfs)]
-    data = message("big bill", multipart("mixed", "big-b", parts))
+    subject = "big bill" + (" split" if split else "")
+    notes = b"notes" + CRLF + b"--big-b-more, Dovecot ends a part here" + CRLF + b"end"
+    if split:
+        pdfs.append(notes)
+        parts.append(part(["Content-Type: application/octet-stream",
+                           "Content-Disposition: attachment; filename=notes.bin"], notes))
+    data = message(subject, multipart("mixed", "big-b", parts))
     mark = len(st.read_log("dovecot"))
     smtp_send(st, data)
-    ev = events_for(rx, "big bill", timeout=120)
-    if not tap.is_(len(ev), 1, "a %d MB bill through Postfix under vsz_limit 256M: one event"
-                   % (len(data) // 1000000)):
+    ev = events_for(rx, subject, timeout=120)
+    if not tap.is_(len(ev), 1, "%s: a %d MB bill through Postfix under vsz_limit 256M: one "
+                   "event" % (subject, len(data) // 1000000)):
         return
     d = ev[0][2]["data"]
-    tap.ok(len(d["attachments"]) == 3 and all(
+    tap.ok(len(d["attachments"]) == len(pdfs) and all(
         att_bytes(a) == p and a["sha256"] == hashlib.sha256(p).hexdigest()
-        for a, p in zip(d["attachments"], pdfs)), "the three 15 MB PDFs, byte for byte")
-    tap.ok(d["text"] == text.decode(), "the %d MB text, whole" % (len(text) // 1000000))
+        for a, p in zip(d["attachments"], pdfs)),
+        "%s: the three 15 MB PDFs%s, byte for byte" % (subject, " and the notes" if split else ""))
+    tap.ok(d["text"] == text.decode(), "%s: the %d MB text, whole"
+           % (subject, len(text) // 1000000))
     rss = lmtp_peak_rss_kb(st, mark)
     tap.ok(rss is not None and rss < 64 * 1024,
-           "the lmtp process's peak RSS stays under 64 MB (%s kB) for a %d MB message"
-           % (rss, len(data) // 1000000))
+           "%s: the lmtp process's peak RSS stays under 64 MB (%s kB) for a %d MB message"
+           % (subject, rss, len(data) // 1000000))
     tap.ok("Out of memory" not in st.read_log("dovecot")[mark:], "no out-of-memory in the log")
 
 
@@ -1015,44 +1025,59 @@ def sendable(t, data):
 def expected(t):
     """the attachment list the plugin must give, (name, type, content or
     None, bytes): leaves in order, minus the first inline text/plain and
-    text/html outside any message/rfc822 part, then message/rfc822
-    parts (a multipart whose boundary only RFC 2231 gives: its parts
-    with them, each part with what it holds), the content of one inside
-    another not sent again"""
+    text/html outside any message/rfc822 part (and of a related only in
+    its first part), then message/rfc822
+    parts, the content of one inside another not sent again. A
+    multipart whose boundary only RFC 2231 gives anywhere has the plugin
+    split every multipart itself (a strict walk), each part parsed
+    alone: each part is then a level of its own, its message/rfc822
+    parts after its leaves"""
     out, taken = [], set()
 
-    def walk(n, leaves, embedded, inside):
+    def unquoted(n):
+        return (n["kind"] == "multi" and n["form"] != "quoted") \
+            or any(unquoted(k) for k in n.get("kids", ())) \
+            or (n["kind"] == "rfc822" and unquoted(n["inner"]))
+    strict = unquoted(t)
+
+    def root(n, i):
+        """may the kid i of multipart n hold the text (get_body())? Of a
+        related only its root, here the first: no start= is generated"""
+        return n["sub"] != "related" or i == 0
+
+    def walk(n, ok, leaves, embedded, inside):
         if n["kind"] == "leaf":
             for ct in ("text/plain", "text/html"):
-                if n["ctype"] == ct and n["inline"] and not inside and ct not in taken:
+                if n["ctype"] == ct and n["inline"] and ok and not inside and ct not in taken:
                     taken.add(ct)
                     return
             leaves.append((n["name"], n["ctype"], n["content"], n["content"]))
-        elif n["kind"] == "multi" and n["form"] != "quoted":
-            # Dovecot's parser leaves it whole; the plugin parses it
-            # again once the others are listed
-            embedded.append(n)
+        elif n["kind"] == "multi" and (n["form"] != "quoted" or strict):
+            # split by the plugin, each part parsed alone, once the
+            # level's others are listed
+            embedded.append((n, ok))
         elif n["kind"] == "multi":
-            for k in n["kids"]:
-                walk(k, leaves, embedded, inside)
+            for i, k in enumerate(n["kids"]):
+                walk(k, ok and root(n, i), leaves, embedded, inside)
         else:
             embedded.append(("fwd.eml" if n["att"] else None, "message/rfc822",
                              None if inside else n["content"], n["content"]))
-            walk(n["inner"], leaves, embedded, True)
+            walk(n["inner"], False, leaves, embedded, True)
 
     def level(nodes, inside):
         leaves, embedded = [], []
-        for n in nodes:
-            walk(n, leaves, embedded, inside)
+        for n, ok in nodes:
+            walk(n, ok, leaves, embedded, inside)
         out.extend(leaves)
         for e in embedded:
-            if isinstance(e, tuple):
+            if len(e) == 4:
                 out.append(e)
             else:                       # split by the plugin: each part parsed alone
-                for k in e["kids"]:
-                    level([k], e.get("inside", inside))
+                n, ok = e
+                for i, k in enumerate(n["kids"]):
+                    level([(k, ok and root(n, i))], n.get("inside", inside))
     mark_inside(t, False)
-    level([t], False)
+    level([(t, True)], False)
     return out
 
 
@@ -1159,6 +1184,7 @@ with Stack("lmtp-webhook-content") as st:
     test_id_position(st, rx)
     test_id_postfix_retry(st, rx)
     test_big_bill(st, rx)
+    test_big_bill(st, rx, split=True)
     test_killed_mid_stream(st, rx)
     property_test(st, rx, int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60")))
     for _, h, _, raw in rx.events():
