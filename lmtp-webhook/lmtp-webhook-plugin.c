@@ -273,7 +273,7 @@ static struct payload_spill webhook_spill = {NULL, 0, WEBHOOK_SCRATCH_MEM, -1,
 static int webhook_stream(struct istream *data, const struct webhook_settings *set,
 			          const struct payload_envelope *env, size_t size,
 			          struct spool_reservation *res, size_t *len_r,
-			          const char **error_r)
+			          const char **limit_r, const char **error_r)
 {
     struct payload_message msg;
     struct payload_sink out, scratch;
@@ -293,6 +293,7 @@ static int webhook_stream(struct istream *data, const struct webhook_settings *s
 				   "%s/tmp): %m", res->tmp_path, set->spool_dir);
 	ret = -1;
     }
+    *limit_r = msg.limit;			/* a static string */
     payload_message_free(&msg);
     payload_spill_reset(&webhook_spill);
     return (ret);
@@ -386,11 +387,15 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
 	ev->held = 1;
 	if ((*error_r = spool_reserve_stream(set->spool_dir, ev, res, &webhook_keeper)) == NULL) {
 	    res->sync = webhook_sync_mode(ctx->rcpt_user);
-	    if (webhook_stream(data, set, &env, size, res, &ev->body_len, error_r) < 0
+	    const char *limit = NULL;
+
+	    if (webhook_stream(data, set, &env, size, res, &ev->body_len, &limit, error_r) < 0
 		|| (*error_r = spool_stream_done(res)) != NULL)
 		spool_discard(res);
 	    else
 		ret = 0;
+	    if (ret == 0 && limit != NULL)
+		e_warning(ctx->event, "lmtp_webhook: event %s for <%s>: %s", env.id, rcpt, limit);
 	}
     }
     i_stream_unref(&data);

@@ -60,7 +60,8 @@
  *
  *	Hostile structure is the parser's business: Dovecot limits nesting
  *	(100) and parts (10,000) and treats what follows as body. What
- *	could be parsed is returned. But a header Dovecot would cut (its
+ *	could be parsed is returned, and msg.limit says which limit was
+ *	reached (the plugin logs it), as for the split's own limits. But a header Dovecot would cut (its
  *	values past 10 MB of one part's header, or 50 MB of all, come out
  *	empty) makes mime_read() fail: an event with an empty From or
  *	filename that the mailbox copy has is a lie, not a limit.
@@ -135,6 +136,27 @@ static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_contex
     w->dc_len = dc == NULL ? 0 : I_MIN(strlen(dc), MIME_BOUNDARY_CUT);
 }
 
+/*
+ * mime_charset_converted - whether a text's charset (Python's pick) is
+ * one Dovecot's decoder converts. UTF-8, ASCII, none or an unknown one
+ * it passes through, but keeps the bytes of a sequence cut at the end
+ * and drops them with the part ("M" 0xFC "ller" at a text's end lost
+ * "ller"): such a text goes to the writer as it is, which makes each
+ * invalid subpart U+FFFD as Python does.
+ */
+static bool mime_charset_converted(const struct rfc822_parser_context *params)
+{
+    struct rfc822_parser_context copy = *params;
+    const char *charset = mime_param_pick(&copy, "charset", MIME_PARAM_FIRST);
+    struct charset_translation *t;
+
+    if (charset == NULL || charset_is_utf8(charset)
+	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
+	return (FALSE);
+    charset_to_utf8_end(&t);
+    return (TRUE);
+}
+
 /* mime_part_header - what a part's own headers say about it (raw values) */
 
 static void mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
@@ -144,7 +166,10 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 
     rfc822_parser_init(&parser, hdr->full_value, hdr->full_value_len, NULL);
     rfc822_skip_lwsp(&parser);
-    if (strcasecmp(hdr->name, "Content-Type") == 0 && str_len(w->content_type) == 0) {
+    /* given twice, the first one counts even when it is invalid: so
+       Dovecot's parser and Python's email read them */
+    if (strcasecmp(hdr->name, "Content-Type") == 0 && !w->ct_seen) {
+	w->ct_seen = TRUE;
 	if (rfc822_parse_content_type(&parser, w->content_type) < 0)
 	    str_truncate(w->content_type, 0);
 	str_lcase(str_c_modifiable(w->content_type));
@@ -156,6 +181,8 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	if (strcmp(str_c(w->content_type), "multipart/related") == 0)
 	    w->related_start = i_strdup_empty(mime_param_pick(&params, "start",
 							       MIME_PARAM_FIRST));
+	if (strncmp(str_c(w->content_type), "text/", 5) == 0)
+	    w->text_converted = mime_charset_converted(&params);
     } else if (strcasecmp(hdr->name, "Content-ID") == 0 && w->content_id == NULL) {
 	/* as get_body() compares it: white space after the colon cut */
 	size_t  skip = 0;
@@ -164,7 +191,8 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 					      || hdr->full_value[skip] == '\t'))
 	    skip++;
 	w->content_id = i_strndup(hdr->full_value + skip, hdr->full_value_len - skip);
-    } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && w->disp_filename == NULL) {
+    } else if (strcasecmp(hdr->name, "Content-Disposition") == 0 && !w->cd_seen) {
+	w->cd_seen = TRUE;
 	token = t_str_new(32);
 	if (rfc822_parse_mime_token(&parser, token) >= 0)
 	    w->disposition_attachment = strcasecmp(str_c(token), "attachment") == 0;
@@ -379,7 +407,7 @@ static void mime_part_end(struct mime_walk *w)
 	payload_text_end(w->out);
     w->kind = MIME_SKIP;
     w->disposition_attachment = FALSE;
-    w->cte_seen = FALSE;
+    w->cte_seen = w->ct_seen = w->cd_seen = w->text_converted = FALSE;
     w->cte = DECODE_IDENTITY;
     i_free_and_null(w->disp_filename);
     i_free_and_null(w->ct_name);
@@ -477,7 +505,7 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 /*
  * mime_text_data - decoded bytes of the text or html, to UTF-8 by Dovecot's
  * decoder (the charset only: it is not shown the Content-Transfer-Encoding,
- * mime_header_block())
+ * mime_header_block()) where there is one to convert, else as they are
  */
 static void mime_text_data(struct mime_walk *w, struct message_decoder_context *decoder,
 			           const unsigned char *data, size_t size)
@@ -486,6 +514,10 @@ static void mime_text_data(struct mime_walk *w, struct message_decoder_context *
 
     if (size == 0)
 	return;
+    if (!w->text_converted) {
+	payload_text_data(w->out, data, size);
+	return;
+    }
     i_zero(&plain);
     plain.part = w->part;
     plain.data = data;
@@ -622,6 +654,26 @@ static void mime_raw(struct mime_walk *w, struct istream *input, uoff_t max_raw)
 }
 
 /*
+ * mime_limit - a limit of the parse was reached: what it was, for the
+ * log (the event holds every byte still; the first one reached is said)
+ */
+void    mime_limit(struct mime_walk *w, const char *what)
+{
+    if (w->msg->limit == NULL)
+	w->msg->limit = what;
+}
+
+/* mime_overflow - whether Dovecot's parser stopped looking into a part */
+
+static bool mime_overflow(const struct message_part *part)
+{
+    for (; part != NULL; part = part->next)
+	if ((part->flags & MESSAGE_PART_FLAG_OVERFLOW) != 0 || mime_overflow(part->children))
+	    return (TRUE);
+    return (FALSE);
+}
+
+/*
  * mime_parse - the parts of input, then what waits for the parse to end
  * (message/rfc822 parts, multiparts Dovecot did not split), with their
  * own list: a subparse runs while its caller's list is being read.
@@ -661,6 +713,9 @@ void    mime_parse(struct mime_walk *w, struct istream *input)
 	mime_begin(w);
     message_decoder_deinit(&decoder);
     message_parser_deinit(&parser, &parts);
+    if (mime_overflow(parts))
+	mime_limit(w, "more MIME parts than Dovecot's parser reads (10,000, or 100 levels): "
+		   "the last attachment holds the rest, not looked into");
     mime_embedded_read(w, input);		/* after an error: lists, frees */
     array_free(&w->embedded);
     array_free(&w->unsplit);

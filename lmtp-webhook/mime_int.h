@@ -66,6 +66,8 @@ struct mime_walk {
     char   *disp_filename, *ct_name;
     char   *content_id, *related_start;	/* Content-ID:, a related's start= */
     bool    disposition_attachment, cte_seen;
+    bool    ct_seen, cd_seen;		/* the first of each is the one read */
+    bool    text_converted;		/* its charset is one to convert */
     enum decode_cte cte;
     /* its body */
     enum mime_kind kind;
@@ -123,6 +125,7 @@ void    mime_attachment_raw(struct mime_walk *w, const unsigned char *data, size
 void    mime_attachment_done(struct mime_walk *w);
 bool    mime_in_embedded(const struct mime_walk *w, const struct message_part *part);
 void    mime_parse(struct mime_walk *w, struct istream *input);
+void    mime_limit(struct mime_walk *w, const char *what);
 
 /* mime_sub.c */
 void    mime_embedded_read(struct mime_walk *w, struct istream *input);

@@ -158,6 +158,30 @@ static int mime_param_key(const char *key, const char *wanted, unsigned int *idx
 }
 
 /*
+ * mime_param_skip - past a parameter rfc822_parse_content_param() could
+ * not read ("; x;", "; ;", "; x y=z"), to the ";" of the next one, as
+ * Python's email goes on: a ";" inside a quoted string or a comment
+ * does not end it. It stops at a ";" it has not read past.
+ */
+static void mime_param_skip(struct rfc822_parser_context *parser)
+{
+    string_t *scratch = t_str_new(64);
+
+    while (parser->data < parser->end && *parser->data != ';') {
+	if (*parser->data == '"') {
+	    if (rfc822_parse_quoted_string(parser, scratch) < 0)
+		parser->data = parser->end;	/* never closed: the rest */
+	} else if (*parser->data == '(') {
+	    if (rfc822_skip_comment(parser) < 0)
+		parser->data = parser->end;
+	} else {
+	    parser->data++;
+	}
+	str_truncate(scratch, 0);
+    }
+}
+
+/*
  * mime_param - the value of parameter "wanted" (name or filename) in
  * what follows a Content-Type or Content-Disposition value, as UTF-8,
  * or NULL. Dovecot's rfc2231_parse() is not used: it returns extended
@@ -181,9 +205,7 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
     t_array_init(&segs, 4);
     while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
 	if (ret < 0) {				/* skip the bad one, go on */
-	    if (parser->data >= parser->end)
-		break;
-	    parser->data++;
+	    mime_param_skip(parser);
 	    continue;
 	}
 	kind = mime_param_key(key, wanted, &idx);

@@ -85,6 +85,7 @@ enum mime_split_next mime_split_next(struct mime_split *s, mime_split_find_fn fi
     for (from = s->next.end;; from = line.end) {
 	if (s->parts + 1 >= MIME_SPLIT_MAX_PARTS) {
 	    ret = 0;				/* the last part: the rest */
+	    s->capped = true;
 	    break;
 	}
 	if ((ret = find(ctx, from, &line)) < 0)

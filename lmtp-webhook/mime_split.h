@@ -13,6 +13,7 @@ struct mime_split {
     uint64_t start, end;		/* of the body */
     int     state;
     unsigned int parts;			/* given so far */
+    bool    capped;			/* the last part holds the rest */
     struct mime_delim_line next;	/* the delimiter line the next part follows */
 };
 

@@ -240,6 +240,8 @@ static void mime_subparse(struct mime_walk *w, struct istream *input,
 	    mime_sub_part(w, input, e, part_start, part_size);
 	    } T_END;
     }
+    if (split.capped)
+	mime_limit(w, "a multipart of 10,000 parts or more: its last attachment holds the rest");
     if (ret == MIME_SPLIT_ERROR && w->error == NULL)
 	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
 				   i_stream_get_error(input));
@@ -267,6 +269,10 @@ void    mime_embedded_read(struct mime_walk *w, struct istream *input)
 		mime_subparse(w, input, e, start, size);
 	    } T_END;
 	} else {
+	    if (multipart && e->reparse && e->boundary != NULL
+		&& w->depth >= MIME_SUBPARSE_MAX)
+		mime_limit(w, "multiparts split by the plugin nested more than 8 deep: "
+			   "the deepest is one attachment");
 	    mime_body_attachment(w, input, e, start, size);
 	}
 	i_free(e->filename);

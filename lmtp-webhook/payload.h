@@ -36,6 +36,7 @@ struct payload_message {
     struct payload_attachment *attachments;
     int     attachment_count;
     size_t  size;			/* of the whole message */
+    const char *limit;			/* a parser's limit it reached (static) */
 };
 
 struct payload_envelope {

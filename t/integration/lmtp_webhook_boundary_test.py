@@ -30,7 +30,7 @@ from email import policy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import build_path, tap  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
 from mxwebhook import Receiver, Runner, events_for, make_secret, start_spool_dovecot, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
@@ -317,6 +317,104 @@ def test_body_hand_cases(st, rx):
             "attachments as Python reads them" % len(cases))
 
 
+# -- headers given twice, parameters that do not parse, cut UTF-8 ---------
+
+def header_cases():
+    """(label, the bill's top part): each read by Python's email otherwise
+    than by this plugin before (the first Content-Type or -Disposition of
+    two counts, even an invalid one; a parameter that does not parse is
+    skipped to the next ";", not the rest; a sequence cut at a text's end
+    is one U+FFFD, what followed it is kept)"""
+    pdf = pdf_part(PDF)
+    plain = lambda body, extra=(): part(["Content-Type: text/plain"] + list(extra), body)
+    mixed = lambda params, parts, extra=(): part(
+        ["Content-Type: multipart/mixed; " + params] + list(extra),
+        b"preamble" + CRLF + b"".join(b"--b1" + CRLF + p + CRLF for p in parts) + b"--b1--" + CRLF)
+    return [
+        ("Content-Disposition inline, then attachment",
+         mixed("boundary=b1", [plain(b"one", ["Content-Disposition: inline",
+                                              "Content-Disposition: attachment"]),
+                               plain(b"two"), pdf])),
+        ("a multipart marked attachment, then inline",
+         mixed("boundary=b1", [multipart("alternative", b"b2", [plain(b"one")],
+                                         extra=["Content-Disposition: attachment",
+                                                "Content-Disposition: inline"]),
+                               plain(b"two"), pdf])),
+        ("an invalid Content-Type, then text/html",
+         mixed("boundary=b1", [part(["Content-Type: bogus", "Content-Type: text/html"], b"one"),
+                               pdf])),
+        ("text/html, then text/plain",
+         mixed("boundary=b1", [part(["Content-Type: text/html", "Content-Type: text/plain"],
+                                    b"<p>one</p>"), plain(b"two"), pdf])),
+        ("the message's Content-Type invalid, then a multipart",
+         b"Content-Type: bogus" + CRLF + mixed("boundary=b1", [plain(b"two"), pdf])),
+        ("a parameter without a value before boundary=", mixed("x; boundary=b1", [plain(b"one"), pdf])),
+        ("an empty parameter before boundary=", mixed("; boundary=b1", [plain(b"one"), pdf])),
+        ("an invalid parameter quoting a ; and a boundary",
+         mixed('x y="a;boundary=zz"; boundary=b1', [plain(b"one"), pdf])),
+        ("an invalid parameter with a comment holding a ;",
+         mixed("x (c;boundary=zz) y; boundary=b1", [plain(b"one"), pdf])),
+        ("an unclosed quote after boundary=",
+         mixed('boundary=b1; x y="a;b', [plain(b"one"), pdf])),
+        ("an invalid parameter before start=",
+         part(['Content-Type: multipart/related; boundary=b1; x; start="<c2>"'],
+              b"--b1" + CRLF + plain(b"one") + CRLF + b"--b1" + CRLF
+              + plain(b"two", ["Content-ID: <c2>"]) + CRLF + b"--b1--" + CRLF)),
+        ("an invalid parameter before charset=",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; x; charset=iso-8859-1"],
+                                    "Total 12,00 M\u00fcller".encode("latin-1")), pdf])),
+        ("UTF-8 text ending in a cut sequence",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=utf-8"],
+                                    b"Total 12,00 M\xfcller"), pdf])),
+        ("text without charset ending in a lead byte",
+         mixed("boundary=b1", [plain(b"Total ab\xfcc"), pdf])),
+        ("UTF-8 html ending in half an emoji",
+         mixed("boundary=b1", [plain(b"Total"), part(["Content-Type: text/html; charset=utf-8"],
+                                                     b"<p>12,00</p>\xf0\x9f\x98"), pdf])),
+    ]
+
+
+def test_header_hand_cases(st, rx):
+    bad = []
+    cases = header_cases()
+    for label, top in cases:
+        subject = "header " + label
+        why = check(st, rx, subject, message(subject, top))
+        if why is not None:
+            bad.append((label, why))
+    tap.is_(bad, [], "%d bills with headers given twice, parameters that do not parse, or "
+            "a UTF-8 sequence cut at the text's end: text, html and attachments as "
+            "Python's email reads them" % len(cases))
+
+
+def test_depth_limit(st, rx):
+    """Ten multiparts one inside another, each boundary in RFC 2231's
+    form (Dovecot's parser does not split them: the plugin does, 8 deep at
+    most). The ninth is one attachment holding every byte below it, and
+    the log says so, naming the event."""
+    leaves = [text_part("text/plain", b"Total 12.00 EUR"), pdf_part(PDF)]
+    node = None
+    for level in range(10, 0, -1):
+        bd = b"l%d" % level
+        kids = leaves if node is None else [node]
+        node = part(["Content-Type: multipart/mixed; boundary*=''" + bd.decode()],
+                    b"".join(b"--" + bd + CRLF + k + CRLF for k in kids) + b"--" + bd + b"--" + CRLF)
+    subject = "ten multiparts deep"
+    smtp_send(st, message(subject, node) + CRLF)
+    ev = events_for(rx, subject)
+    if not tap.is_(len(ev), 1, "10 multiparts deep, split by the plugin: one event"):
+        return
+    d = ev[0][2]["data"]
+    atts = [(a["content_type"], base64.b64decode(a["content_base64"] or "")) for a in d["attachments"]]
+    tap.ok(len(atts) == 1 and atts[0][0] == "multipart/mixed" and atts[0][1].startswith(b"--l9" + CRLF)
+           and PDF in atts[0][1] and b"Total 12.00 EUR" in atts[0][1],
+           "the ninth is one attachment holding the tenth, its text and its PDF byte for byte",
+           diag=repr([(t, b[:60]) for t, b in atts]))
+    lines = lambda: [line for line in st.read_log("dovecot").splitlines()
+                     if "nested more than 8 deep" in line and d["id"] in line]
+    tap.ok(wait_for(lines, timeout=10), "the log says the limit was reached, naming the event")
+
+
 @s.composite
 def body_tree(draw, depth=0, n=None):
     n = n if n is not None else [0]
@@ -361,6 +459,8 @@ with Stack("lmtp-webhook-boundary") as st:
                   "full of lines that begin with a boundary: every event as Python's email "
                   "reads it")
     test_body_hand_cases(st, rx)
+    test_header_hand_cases(st, rx)
+    test_depth_limit(st, rx)
     property_test(st, rx, examples, body_tree(), "body property",
                   "of related, alternative and mixed parts (start=, Content-IDs, attachment "
                   "dispositions): text, html and attachments as Python's get_body() and "

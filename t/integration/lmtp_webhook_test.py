@@ -348,6 +348,7 @@ def hostile_messages():
 
 
 def test_hostile(st, rx):
+    ids = {}
     for name, data in hostile_messages():
         before = len(rx.requests)
         refused, secs = lmtp_send(st, ["bills@acme.planapulse.app"], data, sender="a@b")
@@ -357,10 +358,14 @@ def test_hostile(st, rx):
         if got:
             check_event(got[0], "hostile MIME (%s)" % name)
             data_ = got[0][2]["data"]
+            ids[name] = data_["id"]
             if name == "10,000 parts":
                 tap.ok(len(data_["attachments"]) > 1000,
                        "10,000 parts: the parts Dovecot parsed are listed (%d)"
                        % len(data_["attachments"]))
+                last = data_["attachments"][-1]["content_base64"] or ""
+                tap.ok(b"part 9999\r\n" in base64.b64decode(last),
+                       "10,000 parts: the last attachment holds the rest (part 9999 in it)")
             if name == "unknown charset":
                 tap.ok("caf" in (data_["text"] or ""), "unknown charset: text kept as valid "
                        "UTF-8 (%r)" % (data_["text"] or "")[:40])
@@ -368,6 +373,15 @@ def test_hostile(st, rx):
     bad = [line for line in log.splitlines()
            if "Panic" in line or "Fatal" in line or "killed with signal" in line]
     tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
+    def limit_lines():
+        return [line for line in st.read_log("dovecot").splitlines()
+                if "more MIME parts than Dovecot's parser" in line]
+    wait_for(limit_lines, timeout=10)       # the log process may write it after LMTP answered
+    limits = limit_lines()
+    tap.ok(len(limits) == 1 and ids.get("10,000 parts", "?") in limits[0]
+           and "the last attachment holds the rest" in limits[0],
+           "the parser's limit is logged once, naming the 10,000-part event and not the "
+           "others", diag=repr(limits))
 
 
 def test_config_errors(st):

@@ -138,6 +138,7 @@ static void test_many(void)
     is_int(parts, MIME_SPLIT_MAX_PARTS, "%zu parts: %d given", n, MIME_SPLIT_MAX_PARTS);
     is_int((long long) (last_start + last_size), (long long) len,
 	   "and the last one holds the rest of the body (no byte lost)");
+    ok(s.capped, "and says so (capped: the plugin logs it)");
     ok(b.finds <= MIME_SPLIT_MAX_PARTS + 1, "one scan per part (%d)", b.finds);
     free(data);
 }
