@@ -78,39 +78,7 @@
 #include "config.h"
 #include "proxy_header.h"
 
-#define PRELOAD_MAX_PENDING	1024
-#define PRELOAD_WAKES		8	/* wake-ups at once, at most */
-
-struct preload_parked {
-    int     fd;
-    union addr_sockaddr peer;
-    struct proxy_reader reader;
-    long long deadline_ms;
-};
-
-struct preload_ready {
-    int     fd;
-    union addr_sockaddr client;
-};
-
-struct preload_listener {
-    int     fd;				/* 0: slot free */
-    union addr_sockaddr bound;		/* getsockname(): a reused fd differs */
-    union addr_sockaddr self;		/* where wake-up connections go */
-    socklen_t self_len;
-    struct preload_parked parked[PRELOAD_MAX_PENDING];
-    int     nparked;
-    struct preload_ready ready[PRELOAD_MAX_PENDING];
-    int     nready;
-    long long rewake_ms;		/* ready ones wait: wake again then */
-    int     rewake_step;
-    struct preload_wake_sock {
-	int     fd;
-	int     pending;		/* connecting: the mark not sent yet */
-    }       wakes[PRELOAD_WAKES];	/* wake-ups not yet taken */
-    int     nwakes;
-    int     lost;			/* rounds of wake-ups siblings took */
-};
+#include "preload_int.h"
 
 /* Client, balancer and local address per accepted descriptor. */
 struct preload_peer {
@@ -126,18 +94,18 @@ static int (*real_getpeername) (int, struct sockaddr *, socklen_t *);
 static unsigned char preload_port_set[65536 / 8];
 static int preload_nports;
 static struct cidr_list *preload_trusted;
-static long long preload_timeout_ms = 3000;
-static struct preload_listener **preload_listeners;	/* grows; never moves a listener */
-static int preload_nlisteners;
+long long preload_timeout_ms = 3000;
+struct preload_listener **preload_listeners;	/* grows; never moves a listener */
+int     preload_nlisteners;
 static struct preload_peer **preload_peers;		/* by descriptor; grows */
 static int preload_npeers;
 static unsigned long long preload_seq;
-static pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t preload_once = PTHREAD_ONCE_INIT;
-static int preload_kick[2] = {-1, -1};	/* wakes the helper's poll() */
-static int preload_helper_started;
+int     preload_kick[2] = {-1, -1};	/* wakes the helper's poll() */
+int     preload_helper_started;
 
-static long long preload_now_ms(void)
+long long preload_now_ms(void)
 {
     struct timespec ts;
 
@@ -145,7 +113,7 @@ static long long preload_now_ms(void)
     return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-static void preload_log(const char *fmt,...)
+void    preload_log(const char *fmt,...)
 {
     static long long window;
     static int count;
@@ -370,121 +338,6 @@ static void preload_remember(int fd, const union addr_sockaddr *client,
     p->seq = ++preload_seq;
 }
 
-/*
- * A wake-up connection sends this mark: a v2 LOCAL header with one NOOP
- * TLV of 8 bytes. In a prefork server (processes sharing the listening
- * socket) another process may accept it: whichever process does knows
- * it by the mark and closes it without a word, while the process whose
- * connection is ready wakes again (preload_rewake()) until its accept()
- * takes it. A port list of our own wake-ups knew none of another
- * process's: those were parked, timed out and logged, and the client
- * waited until its process happened to accept again.
- */
-static const unsigned char preload_wake_mark[27] = {
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-    0x20, 0x00, 0x00, 0x0B, 0x04, 0x00, 0x08, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
-};
-
-/* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
-
-static int preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr)
-{
-    return (hdr->length == sizeof(preload_wake_mark) && reader->have >= hdr->length
-	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0);
-}
-
-/*
- * preload_peek_mark - the mark, already there, on a connection from a
- * source outside PROXYV2_TRUSTED (a wake-up comes from loopback, which
- * the operator's list may leave out): closed without a log line then.
- */
-static int preload_peek_mark(int fd)
-{
-    unsigned char buf[sizeof(preload_wake_mark)];
-
-    return (recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
-	    && memcmp(buf, preload_wake_mark, sizeof(buf)) == 0);
-}
-
-/* preload_wake_ready - send the mark once connected; 0: still waiting, -1: gone */
-
-static int preload_wake_ready(struct preload_wake_sock *w)
-{
-    struct pollfd pfd = {w->fd, w->pending ? POLLOUT : POLLIN, 0};
-    int     err = 0;
-    socklen_t len = sizeof(err);
-
-    if (poll(&pfd, 1, 0) == 0)
-	return (0);				/* connecting, or not taken yet */
-    if (!w->pending)
-	return (-1);				/* taken and closed: end-of-file */
-    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0
-	|| send(w->fd, preload_wake_mark, sizeof(preload_wake_mark),
-		MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(preload_wake_mark))
-	return (-1);
-    w->pending = 0;
-    return (0);
-}
-
-/*
- * preload_wake - make the daemon's listening socket readable, unless a
- * wake-up is still waiting to be accepted: it wakes the next accept()
- * anyway, and more would only fill the listen queue of a daemon that
- * is not accepting. A wake-up taken and closed (by a sibling, or by
- * us) reads as end-of-file. When siblings took them all, twice as many
- * go next time (up to PRELOAD_WAKES, more would crowd clients out of
- * the listen queue): each process's accept() takes one, so ours soon
- * gets one too.
- */
-static void preload_wake(struct preload_listener *l)
-{
-    int     s, count;
-
-    for (int i = l->nwakes - 1; i >= 0; i--)
-	if (preload_wake_ready(&l->wakes[i]) < 0) {
-	    close(l->wakes[i].fd);
-	    l->wakes[i] = l->wakes[--l->nwakes];
-	}
-    if (l->nwakes > 0)
-	return;
-    count = l->lost >= 3 ? PRELOAD_WAKES : 1 << l->lost;
-    l->lost++;
-    /* non-blocking: a full listen queue drops the SYN, and a blocking
-       connect() waited through its retransmits holding preload_lock,
-       which the daemon's accept() needs: the daemon stopped for minutes */
-    while (count-- > 0 && (s = socket(l->self.sa.sa_family,
-				     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0) {
-	struct preload_wake_sock w = {s, 1};
-
-	if ((connect(s, &l->self.sa, l->self_len) == 0 || errno == EINPROGRESS)
-	    && preload_wake_ready(&w) == 0)
-	    l->wakes[l->nwakes++] = w;
-	else
-	    close(s);
-    }
-}
-
-/* preload_rewake - ready connections not taken yet: wake again, backing off */
-
-static long long preload_rewake(struct preload_listener *l, long long now, long long next)
-{
-    if (l->nready == 0) {
-	while (l->nwakes > 0) {			/* taken, or they will be: let go */
-	    (void) preload_wake_ready(&l->wakes[--l->nwakes]);	/* with the mark */
-	    close(l->wakes[l->nwakes].fd);
-	}
-	l->lost = 0;
-	return (next);
-    }
-    if (now >= l->rewake_ms) {
-	preload_wake(l);
-	l->rewake_step = l->rewake_step < 10 ? 10 : l->rewake_step >= 200 ? 200
-	    : 2 * l->rewake_step;
-	l->rewake_ms = now + l->rewake_step;
-    }
-    return (l->rewake_ms < next ? l->rewake_ms : next);
-}
-
 /* preload_check - trusted source? then try the header once, no waiting */
 
 static const char *preload_check(int fd, const union addr_sockaddr *peer, int blocking,
@@ -513,9 +366,8 @@ static const char *preload_check(int fd, const union addr_sockaddr *peer, int bl
  * the balancer (peer) cannot have (proxy_header_vet(): 0.0.0.0, or a
  * loopback address from a balancer not on this host).
  */
-static const char *preload_client(struct proxy_header *hdr, int listener_family,
-				          const union addr_sockaddr *peer,
-				          union addr_sockaddr *client)
+const char *preload_client(struct proxy_header *hdr, int listener_family,
+			           const union addr_sockaddr *peer, union addr_sockaddr *client)
 {
     static _Thread_local char why[300];
 
@@ -539,142 +391,6 @@ static const char *preload_client(struct proxy_header *hdr, int listener_family,
     } else
 	*client = hdr->src;
     return (NULL);
-}
-
-/* preload_advance - step every parked connection; lock held */
-
-static void preload_advance(struct preload_listener *l, long long now)
-{
-    int     woke = 0;
-
-    for (int i = l->nparked - 1; i >= 0; i--) {
-	struct preload_parked *p = &l->parked[i];
-	struct proxy_header hdr;
-	const char *err = proxy_reader_step(&p->reader, p->fd, &hdr);
-	char    text[ADDR_TEXT_MAX];
-	union addr_sockaddr client;
-
-	if (err == proxy_header_incomplete && now < p->deadline_ms)
-	    continue;
-	if (err == NULL && preload_is_wake(&p->reader, &hdr)) {
-	    close(p->fd);			/* a wake-up: nothing to say */
-	} else if (err == NULL
-		   && (err = preload_client(&hdr, l->self.sa.sa_family, &p->peer, &client)) == NULL
-		   && l->nready < PRELOAD_MAX_PENDING) {
-	    l->ready[l->nready].fd = p->fd;
-	    l->ready[l->nready++].client = client;
-	    woke = 1;
-	} else {
-	    preload_log("connection from %s closed: %s",
-			addr_format(&p->peer.sa, text, sizeof(text)),
-			err == proxy_header_incomplete ? "timeout waiting for the PROXY header"
-			: err ? err : "too many connections ready");
-	    close(p->fd);
-	}
-	proxy_reader_free(&p->reader);
-	l->parked[i] = l->parked[--l->nparked];
-    }
-    if (woke) {					/* at once, then preload_rewake() */
-	l->rewake_step = 0;
-	l->rewake_ms = now;
-	(void) preload_rewake(l, now, now);
-    }
-}
-
-/* preload_helper - watch parked connections of non-blocking listeners */
-
-static void *preload_helper(void *unused)
-{
-    struct pollfd *pfd = NULL;
-    size_t  room = 0;
-    char    drain[64];
-
-    for (;;) {
-	long long now = preload_now_ms(), next = now + 1000;
-	size_t  n = 1, need = 1;
-
-	pthread_mutex_lock(&preload_lock);
-	for (int j = 0; j < preload_nlisteners; j++)
-	    need += preload_listeners[j]->nparked;
-	if (need > room) {
-	    struct pollfd *grown = realloc(pfd, need * sizeof(*pfd));
-
-	    if (grown != NULL) {
-		pfd = grown;
-		room = need;
-	    }
-	}
-	if (pfd != NULL) {
-	    pfd[0].fd = preload_kick[0];
-	    pfd[0].events = POLLIN;
-	}
-	for (int j = 0; j < preload_nlisteners; j++)
-	    for (int i = 0; i < preload_listeners[j]->nparked; i++) {
-		struct preload_parked *p = &preload_listeners[j]->parked[i];
-
-		if (n < room) {			/* else woken by the deadline */
-		    pfd[n].fd = p->fd;
-		    pfd[n++].events = POLLIN;
-		}
-		if (p->deadline_ms < next)
-		    next = p->deadline_ms;
-	    }
-	for (int j = 0; j < preload_nlisteners; j++)
-	    next = preload_rewake(preload_listeners[j], now, next);
-	pthread_mutex_unlock(&preload_lock);
-	if (pfd != NULL)
-	    (void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
-	else
-	    (void) poll(NULL, 0, 10);
-	while (read(preload_kick[0], drain, sizeof(drain)) > 0)
-	     /* void */ ;
-	pthread_mutex_lock(&preload_lock);
-	now = preload_now_ms();
-	for (int j = 0; j < preload_nlisteners; j++)
-	    if (preload_listeners[j]->nparked)
-		preload_advance(preload_listeners[j], now);
-	pthread_mutex_unlock(&preload_lock);
-    }
-    return (unused);
-}
-
-/* preload_kick_helper - start the helper, or interrupt its poll(); lock held */
-
-static void preload_kick_helper(void)
-{
-    pthread_attr_t attr;
-    pthread_t thread;
-
-    if (!preload_helper_started && preload_kick[0] >= 0) {
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	preload_helper_started = pthread_create(&thread, &attr, preload_helper, NULL) == 0;
-	pthread_attr_destroy(&attr);
-    }
-    if (write(preload_kick[1], "x", 1) < 0) {
-	/* a full pipe: the helper is awake anyway */
-    }
-}
-
-/* preload_park - a non-blocking listener's connection, header unfinished */
-
-static void preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
-			         struct proxy_reader *reader)
-{
-    struct preload_parked *p;
-
-    if (l->nparked >= PRELOAD_MAX_PENDING) {
-	preload_log("too many connections waiting for their PROXY header; closing one");
-	proxy_reader_free(reader);
-	close(fd);
-	return;
-    }
-    p = &l->parked[l->nparked++];
-    p->fd = fd;
-    p->peer = *peer;
-    p->reader = *reader;
-    p->deadline_ms = preload_now_ms() + preload_timeout_ms;
-    preload_kick_helper();
 }
 
 static int preload_hand_over(int fd, int flags, const union addr_sockaddr *client,

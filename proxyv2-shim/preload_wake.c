@@ -1,0 +1,290 @@
+/*
+ * NAME
+ *	preload_wake 3
+ * SUMMARY
+ *	libproxyv2-preload: parked connections and wake-ups
+ * SYNOPSIS
+ *	#include "preload_int.h"
+ *
+ *	void	preload_park(listener, fd, &peer, &reader)
+ *	int	preload_is_wake(&reader, &header)
+ *	int	preload_peek_mark(fd)
+ * DESCRIPTION
+ *	A non-blocking listener's connection whose PROXY header is not
+ *	complete is parked (preload_park(), lock held): a helper thread,
+ *	started with the first one, reads the parked connections as their
+ *	bytes come, and when one is complete makes the daemon's listening
+ *	socket readable with a wake-up connection that sends a mark, so
+ *	that the daemon's accept() (preload.c) hands it over.
+ *	preload_is_wake() and preload_peek_mark() tell such a wake-up
+ *	(ours or a sibling process's) by its mark. The whole scheme is
+ *	described in libproxyv2-preload(8) and preload.c.
+ *
+ *	At most PRELOAD_MAX_PENDING connections are parked, and as many
+ *	ready, per listener: past that each one is closed and logged.
+ */
+
+#include "build_config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "proxy_header.h"
+#include "preload_int.h"
+
+/*
+ * A wake-up connection sends this mark: a v2 LOCAL header with one NOOP
+ * TLV of 8 bytes. In a prefork server (processes sharing the listening
+ * socket) another process may accept it: whichever process does knows
+ * it by the mark and closes it without a word, while the process whose
+ * connection is ready wakes again (preload_rewake()) until its accept()
+ * takes it. A port list of our own wake-ups knew none of another
+ * process's: those were parked, timed out and logged, and the client
+ * waited until its process happened to accept again.
+ */
+static const unsigned char preload_wake_mark[27] = {
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+    0x20, 0x00, 0x00, 0x0B, 0x04, 0x00, 0x08, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
+};
+
+/* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
+
+int     preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr)
+{
+    return (hdr->length == sizeof(preload_wake_mark) && reader->have >= hdr->length
+	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0);
+}
+
+/*
+ * preload_peek_mark - the mark, already there, on a connection from a
+ * source outside PROXYV2_TRUSTED (a wake-up comes from loopback, which
+ * the operator's list may leave out): closed without a log line then.
+ */
+int     preload_peek_mark(int fd)
+{
+    unsigned char buf[sizeof(preload_wake_mark)];
+
+    return (recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
+	    && memcmp(buf, preload_wake_mark, sizeof(buf)) == 0);
+}
+
+/* preload_wake_ready - send the mark once connected; 0: still waiting, -1: gone */
+
+static int preload_wake_ready(struct preload_wake_sock *w)
+{
+    struct pollfd pfd = {w->fd, w->pending ? POLLOUT : POLLIN, 0};
+    int     err = 0;
+    socklen_t len = sizeof(err);
+
+    if (poll(&pfd, 1, 0) == 0)
+	return (0);				/* connecting, or not taken yet */
+    if (!w->pending)
+	return (-1);				/* taken and closed: end-of-file */
+    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0
+	|| send(w->fd, preload_wake_mark, sizeof(preload_wake_mark),
+		MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(preload_wake_mark))
+	return (-1);
+    w->pending = 0;
+    return (0);
+}
+
+/*
+ * preload_wake - make the daemon's listening socket readable, unless a
+ * wake-up is still waiting to be accepted: it wakes the next accept()
+ * anyway, and more would only fill the listen queue of a daemon that
+ * is not accepting. A wake-up taken and closed (by a sibling, or by
+ * us) reads as end-of-file. When siblings took them all, twice as many
+ * go next time (up to PRELOAD_WAKES, more would crowd clients out of
+ * the listen queue): each process's accept() takes one, so ours soon
+ * gets one too.
+ */
+static void preload_wake(struct preload_listener *l)
+{
+    int     s, count;
+
+    for (int i = l->nwakes - 1; i >= 0; i--)
+	if (preload_wake_ready(&l->wakes[i]) < 0) {
+	    close(l->wakes[i].fd);
+	    l->wakes[i] = l->wakes[--l->nwakes];
+	}
+    if (l->nwakes > 0)
+	return;
+    count = l->lost >= 3 ? PRELOAD_WAKES : 1 << l->lost;
+    l->lost++;
+    /* non-blocking: a full listen queue drops the SYN, and a blocking
+       connect() waited through its retransmits holding preload_lock,
+       which the daemon's accept() needs: the daemon stopped for minutes */
+    while (count-- > 0 && (s = socket(l->self.sa.sa_family,
+				     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0) {
+	struct preload_wake_sock w = {s, 1};
+
+	if ((connect(s, &l->self.sa, l->self_len) == 0 || errno == EINPROGRESS)
+	    && preload_wake_ready(&w) == 0)
+	    l->wakes[l->nwakes++] = w;
+	else
+	    close(s);
+    }
+}
+
+/* preload_rewake - ready connections not taken yet: wake again, backing off */
+
+static long long preload_rewake(struct preload_listener *l, long long now, long long next)
+{
+    if (l->nready == 0) {
+	while (l->nwakes > 0) {			/* taken, or they will be: let go */
+	    (void) preload_wake_ready(&l->wakes[--l->nwakes]);	/* with the mark */
+	    close(l->wakes[l->nwakes].fd);
+	}
+	l->lost = 0;
+	return (next);
+    }
+    if (now >= l->rewake_ms) {
+	preload_wake(l);
+	l->rewake_step = l->rewake_step < 10 ? 10 : l->rewake_step >= 200 ? 200
+	    : 2 * l->rewake_step;
+	l->rewake_ms = now + l->rewake_step;
+    }
+    return (l->rewake_ms < next ? l->rewake_ms : next);
+}
+
+/* preload_advance - step every parked connection; lock held */
+
+static void preload_advance(struct preload_listener *l, long long now)
+{
+    int     woke = 0;
+
+    for (int i = l->nparked - 1; i >= 0; i--) {
+	struct preload_parked *p = &l->parked[i];
+	struct proxy_header hdr;
+	const char *err = proxy_reader_step(&p->reader, p->fd, &hdr);
+	char    text[ADDR_TEXT_MAX];
+	union addr_sockaddr client;
+
+	if (err == proxy_header_incomplete && now < p->deadline_ms)
+	    continue;
+	if (err == NULL && preload_is_wake(&p->reader, &hdr)) {
+	    close(p->fd);			/* a wake-up: nothing to say */
+	} else if (err == NULL
+		   && (err = preload_client(&hdr, l->self.sa.sa_family, &p->peer, &client)) == NULL
+		   && l->nready < PRELOAD_MAX_PENDING) {
+	    l->ready[l->nready].fd = p->fd;
+	    l->ready[l->nready++].client = client;
+	    woke = 1;
+	} else {
+	    preload_log("connection from %s closed: %s",
+			addr_format(&p->peer.sa, text, sizeof(text)),
+			err == proxy_header_incomplete ? "timeout waiting for the PROXY header"
+			: err ? err : "too many connections ready");
+	    close(p->fd);
+	}
+	proxy_reader_free(&p->reader);
+	l->parked[i] = l->parked[--l->nparked];
+    }
+    if (woke) {					/* at once, then preload_rewake() */
+	l->rewake_step = 0;
+	l->rewake_ms = now;
+	(void) preload_rewake(l, now, now);
+    }
+}
+
+/* preload_helper - watch parked connections of non-blocking listeners */
+
+static void *preload_helper(void *unused)
+{
+    struct pollfd *pfd = NULL;
+    size_t  room = 0;
+    char    drain[64];
+
+    for (;;) {
+	long long now = preload_now_ms(), next = now + 1000;
+	size_t  n = 1, need = 1;
+
+	pthread_mutex_lock(&preload_lock);
+	for (int j = 0; j < preload_nlisteners; j++)
+	    need += preload_listeners[j]->nparked;
+	if (need > room) {
+	    struct pollfd *grown = realloc(pfd, need * sizeof(*pfd));
+
+	    if (grown != NULL) {
+		pfd = grown;
+		room = need;
+	    }
+	}
+	if (pfd != NULL) {
+	    pfd[0].fd = preload_kick[0];
+	    pfd[0].events = POLLIN;
+	}
+	for (int j = 0; j < preload_nlisteners; j++)
+	    for (int i = 0; i < preload_listeners[j]->nparked; i++) {
+		struct preload_parked *p = &preload_listeners[j]->parked[i];
+
+		if (n < room) {			/* else woken by the deadline */
+		    pfd[n].fd = p->fd;
+		    pfd[n++].events = POLLIN;
+		}
+		if (p->deadline_ms < next)
+		    next = p->deadline_ms;
+	    }
+	for (int j = 0; j < preload_nlisteners; j++)
+	    next = preload_rewake(preload_listeners[j], now, next);
+	pthread_mutex_unlock(&preload_lock);
+	if (pfd != NULL)
+	    (void) poll(pfd, (nfds_t) n, next > now ? (int) (next - now) : 0);
+	else
+	    (void) poll(NULL, 0, 10);
+	while (read(preload_kick[0], drain, sizeof(drain)) > 0)
+	     /* void */ ;
+	pthread_mutex_lock(&preload_lock);
+	now = preload_now_ms();
+	for (int j = 0; j < preload_nlisteners; j++)
+	    if (preload_listeners[j]->nparked)
+		preload_advance(preload_listeners[j], now);
+	pthread_mutex_unlock(&preload_lock);
+    }
+    return (unused);
+}
+
+/* preload_kick_helper - start the helper, or interrupt its poll(); lock held */
+
+static void preload_kick_helper(void)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+
+    if (!preload_helper_started && preload_kick[0] >= 0) {
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	preload_helper_started = pthread_create(&thread, &attr, preload_helper, NULL) == 0;
+	pthread_attr_destroy(&attr);
+    }
+    if (write(preload_kick[1], "x", 1) < 0) {
+	/* a full pipe: the helper is awake anyway */
+    }
+}
+
+/* preload_park - a non-blocking listener's connection, header unfinished */
+
+void    preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
+		             struct proxy_reader *reader)
+{
+    struct preload_parked *p;
+
+    if (l->nparked >= PRELOAD_MAX_PENDING) {
+	preload_log("too many connections waiting for their PROXY header; closing one");
+	proxy_reader_free(reader);
+	close(fd);
+	return;
+    }
+    p = &l->parked[l->nparked++];
+    p->fd = fd;
+    p->peer = *peer;
+    p->reader = *reader;
+    p->deadline_ms = preload_now_ms() + preload_timeout_ms;
+    preload_kick_helper();
+}
