@@ -144,6 +144,11 @@ static void policyd_check_listen(struct config *cfg)
 	else if (addr.family == AF_UNIX && ctl_path && strcmp(addr.u.un.sun_path, ctl_path) == 0)
 	    config_add_error(cfg, addrs[i].line, "listen %s: the same path as control_socket; "
 			     "only one can listen there", list[i]);
+	else if (addr.family == AF_UNIX && geteuid() == 0 && config_get_str(cfg, "user") == NULL)
+	    /* not an error: root may be the client (tests, a root proxy) */
+	    msg_warn("listen %s: no user is set, so the socket stays root's with the "
+		     "umask's mode and Postfix's smtpd (user postfix) cannot connect: set "
+		     "user (the socket becomes its and its group's, mode 0660)", list[i]);
     }
     daemon_config_addresses(cfg, addrs, n);
     free(addrs);

@@ -621,6 +621,42 @@ def test_policyd_unix_user(st):
         proc.wait(timeout=10)
 
 
+def test_policyd_unix_no_user(st):
+    """listen = unix:... started as root with no user: the socket is
+    root's and Postfix's smtpd could not connect, yet -t said OK and the
+    start said nothing. Now both warn, naming the listener and the fix;
+    with user = nobody neither does."""
+    path = st.path("psock", "n.sock")
+    os.makedirs(st.path("psock"), exist_ok=True)
+    os.chmod(st.path("psock"), 0o755)       # the socket refuses, not its directory
+    bare = write(st, "policyd-nouser.conf", "listen = unix:%s\nstore = memory\n" % path)
+    owned = write(st, "policyd-owned.conf", "listen = unix:%s\nstore = memory\nuser = nobody\n"
+                  % path)
+    warn = "listen unix:%s: no user is set" % path
+    res = subprocess.run([POLICYD, "-t", "-c", bare], capture_output=True, text=True, timeout=20)
+    tap.ok(res.returncode == 0 and warn in res.stderr and "set user" in res.stderr,
+           "policyd -t, UNIX listener, root, no user: OK, with a warning naming the "
+           "listener and the fix", diag=res.stdout + res.stderr)
+    res = subprocess.run([POLICYD, "-t", "-c", owned], capture_output=True, text=True, timeout=20)
+    tap.ok(res.returncode == 0 and "no user is set" not in res.stderr,
+           "policyd -t with user = nobody: no such warning", diag=res.stdout + res.stderr)
+    proc = st.start_daemon("policyd-nouser", [POLICYD, "-f", "-c", bare])
+    try:
+        wait_for(lambda: os.path.exists(path), timeout=10)
+        time.sleep(0.3)
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              "/usr/bin/python3", "-c",
+                              "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect(%r)"
+                              % path], capture_output=True, text=True, timeout=20)
+        tap.ok(res.returncode != 0 and "Permission denied" in res.stderr
+               and warn in st.read_log("policyd-nouser"),
+               "and as the warning says: nobody cannot connect; the start logs the warning",
+               diag=res.stderr[-300:] + st.read_log("policyd-nouser")[-400:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_shim_signals(st):
     name = "shim-sig"
     port = st.port(name)
@@ -753,6 +789,7 @@ with Stack("daemons-hostile") as st:
     test_milter_nofile(st)
     test_policyd_signals(st)
     test_policyd_unix_user(st)
+    test_policyd_unix_no_user(st)
     test_shim_signals(st)
     test_milter_signals(st)
     test_reload_property(st)
