@@ -18,7 +18,8 @@
  *	the first part starts. The first inline text/plain part is the
  *	text, the first inline text/html part the html, of the parts
  *	Python's get_body() looks at (mime_body.c), both converted to
- *	UTF-8 by Dovecot's message_decoder. A part without Content-Type
+ *	UTF-8 by Dovecot's message_decoder where the charset is not UTF-8,
+ *	ASCII, none or unknown (mime_charset_converted()). A part without Content-Type
  *	is text/plain, or message/rfc822 in a multipart/digest.
  *
  *	Every other part that is not a multipart is an attachment: its
@@ -36,9 +37,9 @@
  *	does not take for a delimiter (mime_check.c: "--b1-more"), have
  *	the whole event written again with every multipart split where
  *	Python splits it by mime_sub.c (w->strict, at most
- *	MIME_SUBPARSE_MAX deep), its parts in the message's order; one
- *	that cannot be split (no boundary, or one that never comes) is an
- *	attachment too: its body. A multipart whose closing boundary never comes (a
+ *	MIME_SUBPARSE_MAX deep), its parts in the message's order; so has
+ *	one that cannot be split (no boundary, or one that never comes),
+ *	which is an attachment too, its body, in the message's order. A multipart whose closing boundary never comes (a
  *	mail cut short) ends its last leaf one line end short, as Python's
  *	email reads it (mime_leaf_end()). The caller ends the event
  *	(payload_finish()).
@@ -134,27 +135,6 @@ static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_contex
 	: dc == NULL || strcmp(t_strndup(py, MIME_BOUNDARY_CUT),
 			       t_strndup(dc, MIME_BOUNDARY_CUT)) != 0;
     w->dc_len = dc == NULL ? 0 : I_MIN(strlen(dc), MIME_BOUNDARY_CUT);
-}
-
-/*
- * mime_charset_converted - whether a text's charset (Python's pick) is
- * one Dovecot's decoder converts. UTF-8, ASCII, none or an unknown one
- * it passes through, but keeps the bytes of a sequence cut at the end
- * and drops them with the part ("M" 0xFC "ller" at a text's end lost
- * "ller"): such a text goes to the writer as it is, which makes each
- * invalid subpart U+FFFD as Python does.
- */
-static bool mime_charset_converted(const struct rfc822_parser_context *params)
-{
-    struct rfc822_parser_context copy = *params;
-    const char *charset = mime_param_pick(&copy, "charset", MIME_PARAM_FIRST);
-    struct charset_translation *t;
-
-    if (charset == NULL || charset_is_utf8(charset)
-	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
-	return (FALSE);
-    charset_to_utf8_end(&t);
-    return (TRUE);
 }
 
 /* mime_part_header - what a part's own headers say about it (raw values) */
@@ -433,45 +413,6 @@ static void mime_header_count(struct mime_walk *w, const struct message_header_l
     if (w->hdr_block >= MESSAGE_HEADER_BLOCK_DEFAULT_MAX_SIZE
 	|| w->hdr_all + w->hdr_block >= MESSAGE_PARSER_DEFAULT_ALL_HEADERS_MAX_SIZE)
 	w->hdr_cut = TRUE;
-}
-
-/*
- * mime_charset_plain - a Content-Type whose charset Dovecot's decoder
- * reads otherwise than Python's email: only RFC 2231's form gives it
- * (charset*=''iso-8859-1: the decoder took the text for UTF-8), or it
- * is given twice (the first one wins for Python). The decoder is given
- * the header with Python's charset alone, plainly (*plain, *hdr);
- * FALSE when the two agree.
- */
-static bool mime_charset_plain(const struct message_block *raw, struct message_block *plain,
-			               struct message_header_line *hdr)
-{
-    struct rfc822_parser_context parser, plain_params;
-    const char *charset = NULL, *dovecot = NULL, *value;
-    string_t *type;
-
-    if (raw->hdr->eoh || raw->hdr->continues || strcasecmp(raw->hdr->name, "Content-Type") != 0)
-	return (FALSE);
-    rfc822_parser_init(&parser, raw->hdr->full_value, raw->hdr->full_value_len, NULL);
-    rfc822_skip_lwsp(&parser);
-    type = t_str_new(64);
-    if (rfc822_parse_content_type(&parser, type) >= 0) {
-	plain_params = parser;
-	charset = mime_param_pick(&parser, "charset", MIME_PARAM_FIRST);
-	dovecot = mime_param_dovecot(&plain_params, "charset");
-    }
-    rfc822_parser_deinit(&parser);
-    if (charset == NULL || (dovecot != NULL && strcasecmp(charset, dovecot) == 0)
-	|| charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
-					  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+()")] != '\0')
-	return (FALSE);				/* none, or not a charset name */
-    value = t_strdup_printf("%s; charset=\"%s\"", str_c(type), charset);
-    *hdr = *raw->hdr;
-    hdr->full_value = (const unsigned char *) value;
-    hdr->full_value_len = strlen(value);
-    *plain = *raw;
-    plain->hdr = hdr;
-    return (TRUE);
 }
 
 static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,

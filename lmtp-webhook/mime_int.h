@@ -127,6 +127,14 @@ bool    mime_in_embedded(const struct mime_walk *w, const struct message_part *p
 void    mime_parse(struct mime_walk *w, struct istream *input);
 void    mime_limit(struct mime_walk *w, const char *what);
 
+/* mime_charset.c */
+struct message_block;
+struct message_header_line;
+struct rfc822_parser_context;
+bool    mime_charset_converted(const struct rfc822_parser_context *params);
+bool    mime_charset_plain(const struct message_block *raw, struct message_block *plain,
+			           struct message_header_line *hdr);
+
 /* mime_sub.c */
 void    mime_embedded_read(struct mime_walk *w, struct istream *input);
 

@@ -258,6 +258,10 @@ void    mime_embedded_read(struct mime_walk *w, struct istream *input)
 
 	if (multipart)
 	    mime_sub_body(input, e->part, &start, &size);
+	if (multipart && !w->strict && !e->reparse && e->part->children == NULL)
+	    w->differs = TRUE;		/* its boundary never came: one leaf, listed
+					   where Python lists it, before the parts
+					   after it: a strict walk (mime_read()) */
 	if (w->differs) {
 	    /* parsed again from the start (mime_read()): nothing to list */
 	} else if (multipart && !e->reparse && e->part->children != NULL) {

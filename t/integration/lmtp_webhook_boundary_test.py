@@ -157,17 +157,17 @@ def test_hand_cases(st, rx):
     if why is not None:
         bad.append(("a closing line first", why))
     # an inner multipart whose boundary never comes, its body empty: one
-    # leaf of no bytes (the header's blank line is not its body); last, as
-    # such a leaf is listed after the others (doc/lmtp-webhook.md)
+    # leaf of no bytes (the header's blank line is not its body), listed
+    # before the parts after it, as Python lists it (it came after them)
     subject = "boundary an empty unsplit multipart"
     why = check(st, rx, subject, bill(subject, b"b1", [
-        pdf_part(PDF), part(['Content-Type: multipart/mixed; boundary="in"'], b"")]))
+        part(['Content-Type: multipart/mixed; boundary="in"'], b""), pdf_part(PDF)]))
     if why is not None:
         bad.append(("an empty unsplit multipart", why))
     subject = "boundary an unsplit multipart and a prefix line"
     why = check(st, rx, subject, bill(subject, b"b1", [
         pdf_part(PDF + CRLF + b"--b1-more"),
-        part(['Content-Type: multipart/mixed; boundary="in"'], b"x" + CRLF)]))
+        part(['Content-Type: multipart/mixed; boundary="in"'], b"x" + CRLF), pdf_part(PDF, "b.pdf")]))
     if why is not None:
         bad.append(("an unsplit multipart and a prefix line", why))
     # RFC 2231's form (split again by the plugin) and a prefix line in it
