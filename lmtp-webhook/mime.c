@@ -19,8 +19,8 @@
  *	text, the first inline text/html part the html, of the parts
  *	Python's get_body() looks at (mime_body.c), both converted to
  *	UTF-8 by Dovecot's message_decoder where the charset is not UTF-8,
- *	ASCII, none or unknown (mime_charset_converted()). A part without Content-Type
- *	is text/plain, or message/rfc822 in a multipart/digest.
+ *	ASCII, none or unknown (mime_charset_converted()). A part without
+ *	Content-Type is text/plain, or message/rfc822 in a multipart/digest.
  *
  *	Every other part that is not a multipart is an attachment: its
  *	bytes are the body with the transfer encoding undone (decode.c)
@@ -39,9 +39,10 @@
  *	Python splits it by mime_sub.c (w->strict, at most
  *	MIME_SUBPARSE_MAX deep), its parts in the message's order; so has
  *	one that cannot be split (no boundary, or one that never comes),
- *	which is an attachment too, its body, in the message's order. A multipart whose closing boundary never comes (a
- *	mail cut short) ends its last leaf one line end short, as Python's
- *	email reads it (mime_leaf_end()). The caller ends the event
+ *	which is an attachment too, its body, in the message's order. A
+ *	multipart whose closing boundary never comes (a mail cut short)
+ *	ends its last leaf one line end short, as Python's email reads it
+ *	(mime_leaf_end()). The caller ends the event
  *	(payload_finish()).
  *
  *	"authentication" (authres.c) is made from the raw values of the
@@ -62,10 +63,11 @@
  *	Hostile structure is the parser's business: Dovecot limits nesting
  *	(100) and parts (10,000) and treats what follows as body. What
  *	could be parsed is returned, and msg.limit says which limit was
- *	reached (the plugin logs it), as for the split's own limits. But a header Dovecot would cut (its
- *	values past 10 MB of one part's header, or 50 MB of all, come out
- *	empty) makes mime_read() fail: an event with an empty From or
- *	filename that the mailbox copy has is a lie, not a limit.
+ *	reached (the plugin logs it), as for the split's own limits. But
+ *	a header Dovecot would cut (its values past 10 MB of one part's
+ *	header, or 50 MB of all, come out empty) makes mime_read() fail:
+ *	an event with an empty From or filename that the mailbox copy has
+ *	is a lie, not a limit.
  *
  *	Every byte mime_read() gives out went through decode_crlf() (the
  *	same whichever copy of the message Dovecot hands over), as
