@@ -164,7 +164,7 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    w->related_start = i_strdup_empty(mime_param_pick(&params, "start",
 							       MIME_PARAM_FIRST));
 	if (strncmp(str_c(w->content_type), "text/", 5) == 0)
-	    w->text_converted = mime_charset_converted(&params);
+	    w->text_charset = mime_charset_converted(&params);
     } else if (strcasecmp(hdr->name, "Content-ID") == 0 && w->content_id == NULL) {
 	/* as get_body() compares it: white space after the colon cut */
 	size_t  skip = 0;
@@ -389,7 +389,8 @@ static void mime_part_end(struct mime_walk *w)
 	payload_text_end(w->out);
     w->kind = MIME_SKIP;
     w->disposition_attachment = FALSE;
-    w->cte_seen = w->ct_seen = w->cd_seen = w->text_converted = FALSE;
+    w->cte_seen = w->ct_seen = w->cd_seen = FALSE;
+    w->text_charset = MIME_TEXT_AS_IS;
     w->cte = DECODE_IDENTITY;
     i_free_and_null(w->disp_filename);
     i_free_and_null(w->ct_name);
@@ -445,6 +446,21 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 
 /* mime_body_data - body bytes (CRLF line ends) of the current leaf */
 
+/* mime_text_ascii - US-ASCII text as Python reads it: 8-bit bytes U+FFFD */
+
+static void mime_text_ascii(struct mime_walk *w, const unsigned char *data, size_t size)
+{
+    size_t  start = 0;
+
+    for (size_t i = 0; i < size; i++)
+	if (data[i] >= 0x80) {
+	    payload_text_data(w->out, data + start, i - start);
+	    payload_text_data(w->out, "\xEF\xBF\xBD", 3);
+	    start = i + 1;
+	}
+    payload_text_data(w->out, data + start, size - start);
+}
+
 /*
  * mime_text_data - decoded bytes of the text or html, to UTF-8 by Dovecot's
  * decoder (the charset only: it is not shown the Content-Transfer-Encoding,
@@ -457,7 +473,11 @@ static void mime_text_data(struct mime_walk *w, struct message_decoder_context *
 
     if (size == 0)
 	return;
-    if (!w->text_converted) {
+    if (w->text_charset == MIME_TEXT_ASCII) {
+	mime_text_ascii(w, data, size);
+	return;
+    }
+    if (w->text_charset == MIME_TEXT_AS_IS) {
 	payload_text_data(w->out, data, size);
 	return;
     }
@@ -523,6 +543,20 @@ static void mime_leaf_end(struct mime_walk *w, struct message_decoder_context *d
 }
 
 /*
+ * mime_in_multipart - whether a leaf lies in a multipart, directly or
+ * through attached messages: a bill cut short whose last part is a
+ * message/rfc822 has the leaf that ends it trimmed by Python too
+ */
+static bool mime_in_multipart(const struct message_part *part)
+{
+    const struct message_part *up = part->parent;
+
+    while (up != NULL && (up->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) != 0)
+	up = up->parent;
+    return (up != NULL && (up->flags & MESSAGE_PART_FLAG_MULTIPART) != 0);
+}
+
+/*
  * mime_block - one block of the parse. Boundary lines come as blocks of
  * their multipart (MESSAGE_PARSER_FLAG_INCLUDE_BOUNDARIES), so that a
  * leaf that a boundary ended is told from one the input's end ended.
@@ -551,8 +585,7 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
 	memcpy(data, w->held, w->held_len);
 	size = w->held_len + decode_crlf(&w->last_cr, raw->data, raw->size, data + w->held_len);
 	w->held_len = 0;
-	if (w->part->parent != NULL
-	    && (w->part->parent->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+	if (mime_in_multipart(w->part)) {
 	    w->held_len = mime_eol_tail(data, size);
 	    size -= w->held_len;
 	    memcpy(w->held, data + size, w->held_len);

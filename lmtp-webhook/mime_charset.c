@@ -27,24 +27,29 @@
 #include "mime_param.h"
 
 /*
- * mime_charset_converted - whether a text's charset (Python's pick) is
- * one Dovecot's decoder converts. UTF-8, ASCII, none or an unknown one
- * it passes through, but keeps the bytes of a sequence cut at the end
- * and drops them with the part ("M" 0xFC "ller" at a text's end lost
- * "ller"): such a text goes to the writer as it is, which makes each
- * invalid subpart U+FFFD as Python does.
+ * mime_charset_converted - how a text's charset (Python's pick) is read.
+ * One Dovecot's decoder converts: MIME_TEXT_CONVERTED. UTF-8, none or an
+ * unknown one it passes through, but keeps the bytes of a sequence cut
+ * at the end and drops them with the part ("M" 0xFC "ller" at a text's
+ * end lost "ller"): such a text goes to the writer as it is, which
+ * makes each invalid subpart U+FFFD as Python does (MIME_TEXT_AS_IS).
+ * US-ASCII it also read as UTF-8; Python makes each 8-bit byte U+FFFD
+ * (MIME_TEXT_ASCII).
  */
-bool    mime_charset_converted(const struct rfc822_parser_context *params)
+enum mime_text_charset mime_charset_converted(const struct rfc822_parser_context *params)
 {
     struct rfc822_parser_context copy = *params;
     const char *charset = mime_param_pick(&copy, "charset", MIME_PARAM_FIRST);
     struct charset_translation *t;
 
+    if (charset != NULL && (strcasecmp(charset, "us-ascii") == 0
+			    || strcasecmp(charset, "ascii") == 0))
+	return (MIME_TEXT_ASCII);
     if (charset == NULL || charset_is_utf8(charset)
 	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
-	return (FALSE);
+	return (MIME_TEXT_AS_IS);
     charset_to_utf8_end(&t);
-    return (TRUE);
+    return (MIME_TEXT_CONVERTED);
 }
 
 /*

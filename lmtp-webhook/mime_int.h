@@ -55,6 +55,12 @@ ARRAY_DEFINE_TYPE(mime_part_ptr, struct message_part *);
 /* Dovecot's BOUNDARY_STRING_MAX_LEN: it cuts a longer boundary there */
 #define MIME_BOUNDARY_CUT 80
 
+enum mime_text_charset {
+    MIME_TEXT_AS_IS,			/* UTF-8, none, unknown: the writer cleans it */
+    MIME_TEXT_ASCII,			/* each 8-bit byte is U+FFFD */
+    MIME_TEXT_CONVERTED,		/* by Dovecot's decoder */
+};
+
 struct mime_walk {
     struct payload_message *msg;
     const struct payload_envelope *env;
@@ -67,7 +73,7 @@ struct mime_walk {
     char   *content_id, *related_start;	/* Content-ID:, a related's start= */
     bool    disposition_attachment, cte_seen;
     bool    ct_seen, cd_seen;		/* the first of each is the one read */
-    bool    text_converted;		/* its charset is one to convert */
+    enum mime_text_charset text_charset;	/* how its text is read */
     enum decode_cte cte;
     /* its body */
     enum mime_kind kind;
@@ -131,7 +137,7 @@ void    mime_limit(struct mime_walk *w, const char *what);
 struct message_block;
 struct message_header_line;
 struct rfc822_parser_context;
-bool    mime_charset_converted(const struct rfc822_parser_context *params);
+enum mime_text_charset mime_charset_converted(const struct rfc822_parser_context *params);
 bool    mime_charset_plain(const struct message_block *raw, struct message_block *plain,
 			           struct message_header_line *hdr);
 

@@ -30,7 +30,11 @@
  *	read it (rfc2231_parse(): the first plain wanted=, continuations
  *	joined; an extended form is not that parameter), or NULL.
  *
- *	All consume the parser; the values are on the data stack.
+ *	All consume the parser; the values are on the data stack. A
+ *	parameter that does not parse is skipped to the next ";" (quoted
+ *	strings and comments read as such), as Python's email skips it.
+ *	Memory does not grow with the number of parameters: what reading
+ *	one leaves behind is freed before the next.
  *
  *	mime_words_utf8() appends a header value with its RFC 2047 encoded
  *	words decoded, as Python's email package reads it: the bytes of a
@@ -104,6 +108,7 @@ struct mime_segment {
     const char *value;
     bool    ext;
 };
+ARRAY_DEFINE_TYPE(mime_segment, struct mime_segment);
 
 /*
  * mime_param_ext - an RFC 2231 value from its segments (one, or a
@@ -192,37 +197,58 @@ const char *mime_param(struct rfc822_parser_context *parser, const char *wanted)
     return (mime_param_pick(parser, wanted, MIME_PARAM_EXTENDED));
 }
 
-const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wanted,
-			            enum mime_param_pick pick)
+/*
+ * mime_param_scan - the forms of "wanted" in the parameters, kept in pool
+ * (*plain, *ext, segs by index; *first: the kind of the first form). A
+ * header may hold hundreds of thousands of parameters: what reading one
+ * leaves on the data stack (Dovecot's parser's scratch, ours) goes with
+ * it, so memory does not grow with their count.
+ */
+static void mime_param_scan(struct rfc822_parser_context *parser, const char *wanted, pool_t pool,
+			            const char **plain, const char **ext,
+			            ARRAY_TYPE(mime_segment) *segs, int *first)
 {
-    const char *plain = NULL, *ext = NULL, *key;
-    ARRAY(struct mime_segment) segs;
-    struct mime_segment *seg;
-    unsigned int idx = 0, count, present = 0;
-    string_t *value = t_str_new(128), *out;
-    int     ret, kind, first = -1;
+    string_t *value = str_new(pool, 128);
+    int     ret = 1;
 
-    t_array_init(&segs, 4);
-    while ((ret = rfc822_parse_content_param(parser, &key, value)) != 0) {
-	if (ret < 0) {				/* skip the bad one, go on */
-	    mime_param_skip(parser);
-	    continue;
-	}
-	kind = mime_param_key(key, wanted, &idx);
-	if (first < 0 && kind >= 0)
-	    first = kind;
-	if (kind == 0 && plain == NULL)
-	    plain = t_strdup(str_c(value));
-	else if (kind == 1 && ext == NULL)
-	    ext = t_strdup(str_c(value));
-	else if (kind >= 2 && ((seg = array_idx_get_space(&segs, idx))->value == NULL)) {
-	    seg->value = t_strdup(str_c(value));
-	    seg->ext = kind == 3;
-	}
+    while (ret != 0) {
+	T_BEGIN {
+	    const char *key;
+	    unsigned int idx = 0;
+	    int     kind;
+	    struct mime_segment *seg;
+
+	    if ((ret = rfc822_parse_content_param(parser, &key, value)) < 0)
+		mime_param_skip(parser);	/* skip the bad one, go on */
+	    else if (ret > 0 && (kind = mime_param_key(key, wanted, &idx)) >= 0) {
+		if (*first < 0)
+		    *first = kind;
+		if (kind == 0 && *plain == NULL)
+		    *plain = p_strdup(pool, str_c(value));
+		else if (kind == 1 && *ext == NULL)
+		    *ext = p_strdup(pool, str_c(value));
+		else if (kind >= 2 && (seg = array_idx_get_space(segs, idx))->value == NULL) {
+		    seg->value = p_strdup(pool, str_c(value));
+		    seg->ext = kind == 3;
+		}
+	    }
+	} T_END;
     }
+}
+
+/* mime_param_form - the value of the form that counts, on the data stack */
+
+static const char *mime_param_form(const char *plain, const char *ext,
+				           ARRAY_TYPE(mime_segment) *segs, int first,
+				           enum mime_param_pick pick)
+{
+    struct mime_segment *seg;
+    unsigned int count, present = 0;
+    string_t *out;
+
     /* the segments there are, in order: with one missing (name*0*,
        name*2*), Python's email joins the others; the name was lost */
-    seg = array_get_modifiable(&segs, &count);
+    seg = array_get_modifiable(segs, &count);
     for (unsigned int i = 0; i < count; i++)
 	if (seg[i].value != NULL)
 	    seg[present++] = seg[i];
@@ -240,10 +266,25 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
     if (plain == NULL)
 	return (NULL);
     if (pick == MIME_PARAM_FIRST || strstr(plain, "=?") == NULL)
-	return (plain);				/* RFC 2047 in names, in the wild */
+	return (t_strdup(plain));		/* RFC 2047 in names, in the wild */
     out = t_str_new(strlen(plain) + 16);
     mime_words_utf8((const unsigned char *) plain, strlen(plain), out);
     return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
+}
+
+const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wanted,
+			            enum mime_param_pick pick)
+{
+    pool_t  pool = pool_alloconly_create("mime_param", 1024);
+    const char *plain = NULL, *ext = NULL, *value;
+    ARRAY_TYPE(mime_segment) segs;
+    int     first = -1;
+
+    p_array_init(&segs, pool, 4);
+    mime_param_scan(parser, wanted, pool, &plain, &ext, &segs, &first);
+    value = mime_param_form(plain, ext, &segs, first, pick);
+    pool_unref(&pool);
+    return (value);
 }
 
 static bool mime_word(const unsigned char *data, size_t size, const char *charset,
@@ -270,11 +311,18 @@ void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out)
 
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted)
 {
-    const char *const *results;
+    char   *found = NULL;
+    const char *value;
 
-    (void) rfc2231_parse(parser, &results);
-    for (; *results != NULL; results += 2)
-	if (strcasecmp(results[0], wanted) == 0)
-	    return (results[1]);
-    return (NULL);
+    T_BEGIN {				/* its array of every parameter goes */
+	const char *const *results;
+
+	(void) rfc2231_parse(parser, &results);
+	for (; *results != NULL && found == NULL; results += 2)
+	    if (strcasecmp(results[0], wanted) == 0)
+		found = i_strdup(results[1]);
+    } T_END;
+    value = t_strdup(found);
+    i_free(found);
+    return (value);
 }
