@@ -466,14 +466,24 @@ def test_restart(st, log, url, runner):
     time.sleep(0.5)
     runner.start()
     sleep_until(t0 + 4.2)
+    killed = time.time()
     runner.proc.send_signal(signal.SIGKILL)
     runner.proc.wait()
     runner.proc = None
     time.sleep(1)
     runner.start()
     sleep_until(t0 + 9)
-    tap.is_(log.counts("rs_0") | log.counts("rs_1") | log.counts("rs_2"),
-            {k: 1 for k in ids}, "across SIGTERM and kill -9: each of 30 posted once")
+    # kill -9 lands among the POSTs of the events due at +4: one the
+    # receiver got but whose success the runner had not yet recorded is
+    # posted again, as at-least-once delivery must (the receiver drops it
+    # by its webhook-id); a second post of any other is a defect. (CI, two
+    # files at a time: rs_21 arrived twice, its first POST in flight.)
+    counts = log.counts("rs_0") | log.counts("rs_1") | log.counts("rs_2")
+    in_flight = {k for k in ids if log.at(k) and killed - 1.0 <= log.at(k)[0] <= killed}
+    tap.is_({k: n for k, n in counts.items() if not (n == 1 or (n == 2 and k in in_flight))},
+            {}, "across SIGTERM and kill -9: each of 30 posted once (twice only if its "
+            "first POST was in flight at the kill: %s)" % sorted(in_flight))
+    tap.is_(sorted(counts), sorted(ids), "and none of them lost")
     tap.is_(log.n("rs_fail"), 1, "the failed one (503, Retry-After: 30): not retried "
             "across SIGTERM and kill -9", diag=late(log, "rs_fail", t0) + " header %r"
             % header_of(st, "rs_fail"))
