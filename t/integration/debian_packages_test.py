@@ -64,6 +64,25 @@ def installed_build(work):
     return fake
 
 
+def failed_checks(output, name):
+    """Each "not ok" line of NAME's section of run-integration's output with
+    the diagnostics under it, and the section's end (a failure in a run that
+    printed only its summary cannot be looked into afterwards)."""
+    m = re.search(r"^=== %s\n(.*?)^=== %s:" % (re.escape(name), re.escape(name)), output,
+                  re.M | re.S)
+    section = m.group(1) if m else output
+    lines, keep, out = section.splitlines(), 0, []
+    for line in lines:
+        if line.startswith("not ok"):
+            keep = 30
+        elif not line.startswith("#"):
+            keep = 0
+        if keep:
+            out.append(line)
+            keep -= 1
+    return "\n".join(out)[-6000:] + "\n--- end of the file's output:\n" + section[-1500:]
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mxkit-deb.")
     try:
@@ -106,7 +125,7 @@ def main():
                           re.M)
             tap.ok(m and int(m.group(1)) > 0 and m.group(2) == "0",
                    "installed files: %s" % (m.group(0)[4:] if m else t + ": no result"),
-                   diag=res.stdout[-4000:] if not m or m.group(2) != "0" else None)
+                   diag=failed_checks(res.stdout, t) if not m or m.group(2) != "0" else None)
     finally:
         run(["dpkg", "--purge"] + PACKAGES, timeout=600)
         shutil.rmtree(work, ignore_errors=True)
