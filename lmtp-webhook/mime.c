@@ -19,7 +19,7 @@
  *	text, the first inline text/html part the html, of the parts
  *	Python's get_body() looks at (mime_body.c), both converted to
  *	UTF-8 by Dovecot's message_decoder where the charset is not UTF-8,
- *	ASCII, none or unknown (mime_charset_converted()). A part without
+ *	ASCII, none or unknown (mime_charset_read()). A part without
  *	Content-Type is text/plain, or message/rfc822 in a multipart/digest.
  *
  *	Every other part that is not a multipart is an attachment: its
@@ -139,11 +139,15 @@ static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_contex
     w->dc_len = dc == NULL ? 0 : I_MIN(strlen(dc), MIME_BOUNDARY_CUT);
 }
 
-/* mime_part_header - what a part's own headers say about it (raw values) */
-
-static void mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
+/*
+ * mime_part_header - what a part's own headers say about it (raw values).
+ * Returns the Content-Type value Dovecot's decoder is to read instead of
+ * the header's own (mime_charset_read()), or NULL.
+ */
+static const char *mime_part_header(struct mime_walk *w, const struct message_header_line *hdr)
 {
     struct rfc822_parser_context parser, params;
+    const char *decoder_value = NULL;
     string_t *token;
 
     rfc822_parser_init(&parser, hdr->full_value, hdr->full_value_len, NULL);
@@ -164,7 +168,8 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    w->related_start = i_strdup_empty(mime_param_pick(&params, "start",
 							       MIME_PARAM_FIRST));
 	if (strncmp(str_c(w->content_type), "text/", 5) == 0)
-	    w->text_charset = mime_charset_converted(&params);
+	    w->text_charset = mime_charset_read(&params, str_c(w->content_type),
+						&decoder_value);
     } else if (strcasecmp(hdr->name, "Content-ID") == 0 && w->content_id == NULL) {
 	/* as get_body() compares it: white space after the colon cut */
 	size_t  skip = 0;
@@ -186,6 +191,7 @@ static void mime_part_header(struct mime_walk *w, const struct message_header_li
 	    w->cte = decode_cte_parse(str_c(token));
     }
     rfc822_parser_deinit(&parser);
+    return (decoder_value);
 }
 
 /* mime_top_header - a top-level header the event carries, decoded (raw) */
@@ -423,20 +429,29 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
 {
     struct message_block block, plain;
     struct message_header_line hdr;
+    const char *decoder_value;
     bool    decoded;
 
-    /* the decoder first: it asks the parser for the whole value of a
-       folded header, which the raw line then has too */
-    if (mime_charset_plain(raw, &plain, &hdr))
-	decoded = message_decoder_decode_next_block(decoder, &plain, &block);
-    else if (!raw->hdr->eoh && strcasecmp(raw->hdr->name, "Content-Transfer-Encoding") == 0)
-	decoded = FALSE;			/* decode.c undoes it (mime_body_data()) */
-    else
-	decoded = message_decoder_decode_next_block(decoder, raw, &block);
-    if (raw->hdr->eoh || raw->hdr->continues)
+    /* the decoder sees each line first: on the first of a folded header
+       it asks the parser for the whole value, which the last line has */
+    if (raw->hdr->eoh || raw->hdr->continues) {
+	(void) message_decoder_decode_next_block(decoder, raw, &block);
 	return;
+    }
     mime_header_count(w, raw->hdr);
-    mime_part_header(w, raw->hdr);
+    decoder_value = mime_part_header(w, raw->hdr);
+    if (decoder_value != NULL) {
+	hdr = *raw->hdr;
+	hdr.full_value = (const unsigned char *) decoder_value;
+	hdr.full_value_len = strlen(decoder_value);
+	plain = *raw;
+	plain.hdr = &hdr;
+	decoded = message_decoder_decode_next_block(decoder, &plain, &block);
+    } else if (strcasecmp(raw->hdr->name, "Content-Transfer-Encoding") == 0) {
+	decoded = FALSE;			/* decode.c undoes it (mime_body_data()) */
+    } else {
+	decoded = message_decoder_decode_next_block(decoder, raw, &block);
+    }
     if (raw->part->parent == NULL && w->depth == 0)
 	mime_raw_top(w, raw->hdr);
     /* not the decoder's value: it checks each encoded word alone */

@@ -6,13 +6,14 @@
  * SYNOPSIS
  *	#include "mime_int.h"
  *
- *	bool	mime_charset_converted(&params)
- *	bool	mime_charset_plain(&raw, &plain, &hdr)
+ *	enum mime_text_charset mime_charset_read(&params, type, &decoder_value)
  * DESCRIPTION
- *	mime_charset_converted() says whether the charset= in a
- *	Content-Type's parameters (the parser just past the type) is one
- *	Dovecot's decoder converts; mime_charset_plain() gives the decoder
- *	a Content-Type header whose charset it reads as Python does.
+ *	mime_charset_read() reads the charset= of a text part's first
+ *	Content-Type (params: the parser just past the type) once, as
+ *	Python's email picks it, and says how the text is to be read. For
+ *	a charset Dovecot's decoder converts, *decoder_value is the
+ *	Content-Type value the decoder is to be given instead of the
+ *	header's own (on the data stack), else NULL.
  */
 
 #include "lib.h"
@@ -27,7 +28,7 @@
 #include "mime_param.h"
 
 /*
- * mime_charset_converted - how a text's charset (Python's pick) is read.
+ * mime_charset_read - how a text's charset (Python's pick) is read.
  * One Dovecot's decoder converts: MIME_TEXT_CONVERTED. UTF-8, none or an
  * unknown one it passes through, but keeps the bytes of a sequence cut
  * at the end and drops them with the part ("M" 0xFC "ller" at a text's
@@ -35,13 +36,21 @@
  * makes each invalid subpart U+FFFD as Python does (MIME_TEXT_AS_IS).
  * US-ASCII it also read as UTF-8; Python makes each 8-bit byte U+FFFD
  * (MIME_TEXT_ASCII).
+ *
+ * The decoder reads the charset from the same (first) Content-Type, but
+ * by its own rules: only RFC 2231's form (charset*=''iso-8859-1) or the
+ * parameter given twice, and it reads another one or none. So a
+ * converted text's decoder is given "TYPE; charset="NAME"" with Python's
+ * pick; a name that would need quoting is no charset iconv knows.
  */
-enum mime_text_charset mime_charset_converted(const struct rfc822_parser_context *params)
+enum mime_text_charset mime_charset_read(const struct rfc822_parser_context *params,
+				                 const char *type, const char **decoder_value)
 {
     struct rfc822_parser_context copy = *params;
     const char *charset = mime_param_pick(&copy, "charset", MIME_PARAM_FIRST);
     struct charset_translation *t;
 
+    *decoder_value = NULL;
     if (charset != NULL && (strcasecmp(charset, "us-ascii") == 0
 			    || strcasecmp(charset, "ascii") == 0))
 	return (MIME_TEXT_ASCII);
@@ -49,44 +58,8 @@ enum mime_text_charset mime_charset_converted(const struct rfc822_parser_context
 	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
 	return (MIME_TEXT_AS_IS);
     charset_to_utf8_end(&t);
+    if (charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
+		       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+()")] == '\0')
+	*decoder_value = t_strdup_printf("%s; charset=\"%s\"", type, charset);
     return (MIME_TEXT_CONVERTED);
-}
-
-/*
- * mime_charset_plain - a Content-Type whose charset Dovecot's decoder
- * reads otherwise than Python's email: only RFC 2231's form gives it
- * (charset*=''iso-8859-1: the decoder took the text for UTF-8), or it
- * is given twice (the first one wins for Python). The decoder is given
- * the header with Python's charset alone, plainly (*plain, *hdr);
- * FALSE when the two agree.
- */
-bool    mime_charset_plain(const struct message_block *raw, struct message_block *plain,
-		           struct message_header_line *hdr)
-{
-    struct rfc822_parser_context parser, plain_params;
-    const char *charset = NULL, *dovecot = NULL, *value;
-    string_t *type;
-
-    if (raw->hdr->eoh || raw->hdr->continues || strcasecmp(raw->hdr->name, "Content-Type") != 0)
-	return (FALSE);
-    rfc822_parser_init(&parser, raw->hdr->full_value, raw->hdr->full_value_len, NULL);
-    rfc822_skip_lwsp(&parser);
-    type = t_str_new(64);
-    if (rfc822_parse_content_type(&parser, type) >= 0) {
-	plain_params = parser;
-	charset = mime_param_pick(&parser, "charset", MIME_PARAM_FIRST);
-	dovecot = mime_param_dovecot(&plain_params, "charset");
-    }
-    rfc822_parser_deinit(&parser);
-    if (charset == NULL || (dovecot != NULL && strcasecmp(charset, dovecot) == 0)
-	|| charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"
-					  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+()")] != '\0')
-	return (FALSE);				/* none, or not a charset name */
-    value = t_strdup_printf("%s; charset=\"%s\"", str_c(type), charset);
-    *hdr = *raw->hdr;
-    hdr->full_value = (const unsigned char *) value;
-    hdr->full_value_len = strlen(value);
-    *plain = *raw;
-    plain->hdr = hdr;
-    return (TRUE);
 }

@@ -134,12 +134,9 @@ void    mime_parse(struct mime_walk *w, struct istream *input);
 void    mime_limit(struct mime_walk *w, const char *what);
 
 /* mime_charset.c */
-struct message_block;
-struct message_header_line;
 struct rfc822_parser_context;
-enum mime_text_charset mime_charset_converted(const struct rfc822_parser_context *params);
-bool    mime_charset_plain(const struct message_block *raw, struct message_block *plain,
-			           struct message_header_line *hdr);
+enum mime_text_charset mime_charset_read(const struct rfc822_parser_context *params,
+				                 const char *type, const char **decoder_value);
 
 /* mime_sub.c */
 void    mime_embedded_read(struct mime_walk *w, struct istream *input);

@@ -374,6 +374,19 @@ def header_cases():
         ("UTF-8 html ending in half an emoji",
          mixed("boundary=b1", [plain(b"Total"), part(["Content-Type: text/html; charset=utf-8"],
                                                      b"<p>12,00</p>\xf0\x9f\x98"), pdf])),
+        ("charset in RFC 2231's form, folded",
+         mixed("boundary=b1", [part(["Content-Type: text/plain;\r\n charset*=''iso-8859-1"],
+                                    "Total 12,00 M\u00fcller".encode("latin-1")), pdf])),
+        ("charset given twice, the first a converted one",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=iso-8859-2; "
+                                     "charset=utf-8"], b"Total 12,00 \xb1\xe6"), pdf])),
+        ("charset given twice, the first UTF-8",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=utf-8; "
+                                     "charset=iso-8859-1"], "Total \u20ac".encode()), pdf])),
+        ("Content-Type given twice, the second naming another charset",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=iso-8859-1",
+                                     "Content-Type: text/plain; charset=koi8-r"],
+                                    "Total M\u00fcller".encode("latin-1")), pdf])),
     ]
 
 
@@ -385,9 +398,46 @@ def test_header_hand_cases(st, rx):
         why = check(st, rx, subject, message(subject, top))
         if why is not None:
             bad.append((label, why))
-    tap.is_(bad, [], "%d bills with headers given twice, parameters that do not parse, or "
-            "a UTF-8 sequence cut at the text's end: text, html and attachments as "
-            "Python's email reads them" % len(cases))
+    tap.is_(bad, [], "%d bills with headers given twice or folded, parameters that do not "
+            "parse, or a UTF-8 sequence cut at the text's end: text, html and attachments "
+            "as Python's email reads them" % len(cases))
+
+
+def test_cte_folded(st, rx):
+    """A Content-Transfer-Encoding folded after its colon, or followed by a
+    comment, is read as RFC 2045 and every mail reader read it (so does
+    Dovecot's own decoder): the text and the PDF decoded. Python's email
+    compares the header's text with the white space and the comment in
+    it and leaves both encoded (doc/lmtp-webhook.md: known differences);
+    the plugin read such a header as none before."""
+    cases = [
+        ("folded after its colon", [
+            part(["Content-Type: text/plain; charset=iso-8859-1",
+                  "Content-Transfer-Encoding:\r\n quoted-printable"], b"Total 12,00 M=FCller"),
+            part(["Content-Type: application/pdf", "Content-Transfer-Encoding:\r\n\tbase64",
+                  'Content-Disposition: attachment; filename="bill.pdf"'],
+                 base64.encodebytes(PDF).replace(b"\n", CRLF))],
+         "Total 12,00 M\u00fcller"),
+        ("folded before a comment", [
+            part(["Content-Type: text/plain; charset=utf-8",
+                  "Content-Transfer-Encoding: base64\r\n (encoded)"],
+                 base64.encodebytes("Total 12,00 \u20ac".encode()).replace(b"\n", CRLF)),
+            part(["Content-Type: application/pdf",
+                  "Content-Transfer-Encoding: (a comment)\r\n base64",
+                  'Content-Disposition: attachment; filename="bill.pdf"'],
+                 base64.encodebytes(PDF).replace(b"\n", CRLF))],
+         "Total 12,00 \u20ac"),
+    ]
+    for label, parts, text in cases:
+        subject = "cte " + label
+        smtp_send(st, message(subject, multipart("mixed", b"b1", parts)) + CRLF)
+        ev = events_for(rx, subject)
+        if not tap.is_(len(ev), 1, "Content-Transfer-Encoding %s: one event" % label):
+            continue
+        atts, got_text, _, whole = event_view(ev[0][2]["data"])
+        tap.is_((got_text, atts, whole), (text, [("bill.pdf", "application/pdf", PDF)], True),
+                "Content-Transfer-Encoding %s: the text and the PDF decoded, byte for byte"
+                % label)
 
 
 def test_depth_limit(st, rx):
@@ -463,6 +513,7 @@ with Stack("lmtp-webhook-boundary") as st:
                   "reads it")
     test_body_hand_cases(st, rx)
     test_header_hand_cases(st, rx)
+    test_cte_folded(st, rx)
     test_depth_limit(st, rx)
     property_test(st, rx, examples, body_tree(), "body property",
                   "of related, alternative and mixed parts (start=, Content-IDs, attachment "
