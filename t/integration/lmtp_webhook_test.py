@@ -114,6 +114,8 @@ def test_bill_through_postfix(st, rx):
     box = wait_for(lambda: [m for m in st.maildir_messages("bills@acme.planapulse.app")
                             if subject.encode() in m])
     tap.is_(len(box), 1, "the mail is also in the maildir")
+    # the receiver has the POST before the runner has its answer: wait for it
+    wait_for(lambda: spooled_ids(st) == [], timeout=10)
     tap.is_(spooled_ids(st), [], "nothing left in the spool after a 2xx")
     spooled = "lmtp_webhook: event %s for <bills@acme.planapulse.app> spooled" % data.get("id")
     tap.ok(wait_for(lambda: spooled in st.read_log("dovecot"), timeout=10),
