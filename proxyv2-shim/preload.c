@@ -16,10 +16,12 @@
  *	the daemon reads the client's bytes as if it were talking to it.
  *
  *	A blocking listener waits for the header in accept(), as the
- *	daemon expects accept() to block anyway. A non-blocking listener
- *	must never wait: a connection whose header is not complete is
- *	parked, and accept() goes on with the next one or fails with
- *	EAGAIN. A helper thread watches parked connections; when one
+ *	daemon expects accept() to block anyway, but only while no other
+ *	connection waits: then the incomplete one is parked and accept()
+ *	takes the next. A non-blocking listener must never wait: a
+ *	connection whose header is not complete is parked, and accept()
+ *	goes on with the next one or fails with EAGAIN. A helper thread
+ *	watches parked connections; when one
  *	completes it connects to the listener from loopback and sends a
  *	mark (a v2 LOCAL header with one 8-byte NOOP TLV), so the daemon's
  *	event loop sees the listening socket readable and calls accept(),
@@ -63,6 +65,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -338,16 +341,46 @@ static void preload_remember(int fd, const union addr_sockaddr *client,
     p->seq = ++preload_seq;
 }
 
-/* preload_check - trusted source? then try the header once, no waiting */
+/*
+ * preload_wait - a blocking listener's connection: its header is read as
+ * it comes, up to the deadline, but only while no other connection waits
+ * to be accepted. Once one does (the listening socket lfd is readable)
+ * this one is left incomplete, to be parked, and accept() takes the next:
+ * a server that calls accept() only when its select() or poll() loop finds
+ * the socket readable (Python's socketserver) waited for each stalled
+ * header in turn, PROXYV2_TIMEOUT each, while every other client waited.
+ */
+static const char *preload_wait(int lfd, int fd, long long deadline_ms,
+				        struct proxy_reader *reader, struct proxy_header *hdr)
+{
+    const char *err;
 
-static const char *preload_check(int fd, const union addr_sockaddr *peer, int blocking,
-				         struct proxy_reader *reader, struct proxy_header *hdr)
+    while ((err = proxy_reader_step(reader, fd, hdr)) == proxy_header_incomplete) {
+	struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}, {.fd = lfd, .events = POLLIN}};
+	long long left = deadline_ms - preload_now_ms();
+	int     n;
+
+	if (left <= 0)
+	    return ("timeout waiting for the PROXY header");
+	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR)
+	    return ("poll error while waiting for the PROXY header");
+	if (n > 0 && pfd[0].revents == 0 && (pfd[1].revents & POLLIN))
+	    break;				/* another client waits: park this one */
+    }
+    return (err);
+}
+
+/* preload_check - trusted source? then its header, as the listener allows */
+
+static const char *preload_check(int lfd, int fd, const union addr_sockaddr *peer, int blocking,
+			                 long long deadline_ms, struct proxy_reader *reader,
+				         struct proxy_header *hdr)
 {
     if (!cidr_list_match_addr(preload_trusted, &peer->sa))
 	return ("source not in PROXYV2_TRUSTED");
-    if (blocking)
-	return (proxy_reader_read(fd, (int) preload_timeout_ms, PROXY_V2_DEFAULT_MAX, hdr));
     proxy_reader_init(reader, PROXY_V2_DEFAULT_MAX);
+    if (blocking)
+	return (preload_wait(lfd, fd, deadline_ms, reader, hdr));
     return (proxy_reader_step(reader, fd, hdr));
 }
 
@@ -427,6 +460,7 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	struct proxy_reader reader = {0};
 	struct proxy_header hdr;
 	const char *err;
+	long long deadline;
 	int     fd;
 
 	if (l->nready > 0) {
@@ -438,18 +472,20 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	/* Blocking accept and header wait happen without the lock. */
 	pthread_mutex_unlock(&preload_lock);
 	fd = real_accept4(lfd, &peer.sa, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	err = fd >= 0 && blocking ? preload_check(fd, &peer, 1, &reader, &hdr) : NULL;
+	deadline = preload_now_ms() + preload_timeout_ms;
+	err = fd >= 0 && blocking ?
+	    preload_check(lfd, fd, &peer, 1, deadline, &reader, &hdr) : NULL;
 	pthread_mutex_lock(&preload_lock);
 	if (fd < 0)
 	    return (-1);
 	if (!blocking)
-	    err = preload_check(fd, &peer, 0, &reader, &hdr);
+	    err = preload_check(lfd, fd, &peer, 0, deadline, &reader, &hdr);
 	if (err == proxy_header_incomplete) {
-	    preload_park(l, fd, &peer, &reader);
+	    preload_park(l, fd, &peer, &reader, deadline);
 	    continue;
 	}
-	if ((err == NULL && !blocking && preload_is_wake(&reader, &hdr))
-	    || (err != NULL && err != proxy_header_incomplete && preload_peek_mark(fd))) {
+	if ((err == NULL && preload_is_wake(&reader, &hdr))
+	    || (err != NULL && preload_peek_mark(fd))) {
 	    proxy_reader_free(&reader);
 	    close(fd);				/* a wake-up, ours or a sibling's */
 	    if (l->nready > 0 || blocking)

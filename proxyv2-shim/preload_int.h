@@ -66,6 +66,6 @@ const char *preload_client(struct proxy_header *hdr, int listener_family,
 int     preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr);
 int     preload_peek_mark(int fd);
 void    preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
-		             struct proxy_reader *reader);
+		             struct proxy_reader *reader, long long deadline_ms);
 
 #endif

@@ -6,12 +6,13 @@
  * SYNOPSIS
  *	#include "preload_int.h"
  *
- *	void	preload_park(listener, fd, &peer, &reader)
+ *	void	preload_park(listener, fd, &peer, &reader, deadline_ms)
  *	int	preload_is_wake(&reader, &header)
  *	int	preload_peek_mark(fd)
  * DESCRIPTION
- *	A non-blocking listener's connection whose PROXY header is not
- *	complete is parked (preload_park(), lock held): a helper thread,
+ *	A connection whose PROXY header is not complete is parked
+ *	(preload_park(), lock held; a blocking listener's once another
+ *	connection waits behind it): a helper thread,
  *	started with the first one, reads the parked connections as their
  *	bytes come, and when one is complete makes the daemon's listening
  *	socket readable with a wake-up connection that sends a mark, so
@@ -271,7 +272,7 @@ static void preload_kick_helper(void)
 /* preload_park - a non-blocking listener's connection, header unfinished */
 
 void    preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
-		             struct proxy_reader *reader)
+		             struct proxy_reader *reader, long long deadline_ms)
 {
     struct preload_parked *p;
 
@@ -285,6 +286,6 @@ void    preload_park(struct preload_listener *l, int fd, const union addr_sockad
     p->fd = fd;
     p->peer = *peer;
     p->reader = *reader;
-    p->deadline_ms = preload_now_ms() + preload_timeout_ms;
+    p->deadline_ms = deadline_ms;
     preload_kick_helper();
 }

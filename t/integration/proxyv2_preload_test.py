@@ -6,6 +6,8 @@
   - Python socketserver (blocking accept) and socat (fork per client,
     $SOCAT_PEERADDR) report the address swaks-like clients bound to
     127.0.0.2 / 127.0.0.3, not haproxy's 127.0.0.1;
+  - behind a blocking listening socket (socketserver's select() loop, a
+    plain accept() loop), stalled headers do not hold up the next client;
   - an asyncio server (non-blocking listener): a client that sends half
     a header and stalls does not delay the next client; when it finishes
     its header it is served too;
@@ -33,6 +35,15 @@ class H(socketserver.BaseRequestHandler):
                               self.request.getpeername()[0])).encode())
 socketserver.TCPServer.allow_reuse_address = True
 socketserver.TCPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+# accept() in a plain loop on a blocking socket (no select)
+ACCEPT_LOOP = r"""
+import socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(64)
+while True:
+    c, a = ls.accept()
+    c.sendall(("client=%s getpeername=%s\n" % (a[0], c.getpeername()[0])).encode()); c.close()
 """
 ASYNC = r"""
 import asyncio, sys
@@ -90,6 +101,58 @@ def v2_header(src, sport):
     """PROXY v2, PROXY over TCP/IPv4, src:sport -> 192.0.2.1:25"""
     body = socket.inet_aton(src) + socket.inet_aton("192.0.2.1") + struct.pack(">HH", sport, 25)
     return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack(">H", len(body)) + body
+
+
+def test_blocking_stalls(st, name, what):
+    """A blocking listening socket: four trusted connections that send half
+    a header and stall do not hold up the next client (before, each held
+    accept() for PROXYV2_TIMEOUT in turn: 12 s for four); each one that
+    completes its header later is served with its own address, and one
+    that never does is closed at PROXYV2_TIMEOUT (3 s) and logged."""
+    port = st.port(name)
+    mark = len(st.read_log(name))
+    stalled = []
+    for i in range(4):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"PROXY TCP4 198.51.")
+        stalled.append(c)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    got = ask(port, b"PROXY TCP4 198.51.100.30 10.0.0.1 4010 25\r\n", wait=10)
+    took = time.monotonic() - t0
+    tap.ok(got == b"client=198.51.100.30 getpeername=198.51.100.30\n" and took < 1.0,
+           "%s: four stalled headers do not delay the next client (%.2fs, %r)"
+           % (what, took, got))
+    answers = []
+    for i, c in enumerate(stalled[:2]):
+        c.sendall(b"100.%d 10.0.0.1 %d 25\r\n" % (31 + i, 4011 + i))
+        try:
+            answers.append(c.recv(100))
+        except OSError as e:
+            answers.append(repr(e).encode())
+    tap.is_(answers, [b"client=198.51.100.%d getpeername=198.51.100.%d\n" % (31 + i, 31 + i)
+                      for i in range(2)],
+            "%s: two of them complete their headers later: each served with its own "
+            "address" % what)
+    t0 = time.monotonic()
+    ends = []
+    for c in stalled[2:]:
+        try:
+            ends.append(c.recv(100))
+        except OSError as e:
+            ends.append(b"" if "reset" in repr(e) else repr(e).encode())
+    took = time.monotonic() - t0
+    tap.ok(ends == [b"", b""] and took < 4.5,
+           "%s: the two that never complete are closed by PROXYV2_TIMEOUT (%r, %.1fs)"
+           % (what, ends, took))
+    tap.ok(wait_for(lambda: st.read_log(name)[mark:].count("timeout waiting for the PROXY "
+                                                          "header") == 2, timeout=5),
+           "%s: and logged, once each" % what, diag=st.read_log(name)[mark:][-1000:])
+    for c in stalled:
+        c.close()
+    got = ask(port, b"PROXY TCP4 198.51.100.39 10.0.0.1 4019 25\r\n")
+    tap.is_(got, b"client=198.51.100.39 getpeername=198.51.100.39\n",
+            "%s: and it keeps serving" % what)
 
 
 def test_prefork(st):
@@ -180,11 +243,13 @@ backend be_socat
 
 with Stack("proxyv2-preload") as st:
     tap.stack = st
-    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat", "loop"):
         st.port(name)
     env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
     st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
                     port=None, env=dict(env, PROXYV2_PORTS=str(st.port("py"))))
+    st.start_daemon("loop", ["/usr/bin/python3", "-c", ACCEPT_LOOP, str(st.port("loop"))],
+                    port=None, env=dict(env, PROXYV2_PORTS=str(st.port("loop"))))
     st.start_daemon("socat", ["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork"
                               % st.port("socat"), "SYSTEM:echo client=$SOCAT_PEERADDR"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("socat"))))
@@ -200,7 +265,7 @@ with Stack("proxyv2-preload") as st:
                              "1", "1", "1"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("slow")), PROXYV2_TIMEOUT="30s"))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
-    for name in ("py", "socat", "async", "strict", "prefork", "slow"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "loop"):
         if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
                         timeout=10):
             raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
@@ -235,6 +300,8 @@ with Stack("proxyv2-preload") as st:
                     timeout=5), "and logged")
     got = ask(st.port("async"), b"PROXY TCP4 198.51.100.14 10.0.0.1 4005 25\r\n")
     tap.is_(got, b"client=198.51.100.14\n", "the server keeps serving")
+    test_blocking_stalls(st, "py", "Python socketserver (select() loop, blocking socket)")
+    test_blocking_stalls(st, "loop", "accept() loop on a blocking socket")
     test_prefork(st)
     test_full_queue(st)
 
