@@ -26,7 +26,10 @@
  *	DECIDE_TXN_MAX keys per transaction, found by hash: a RCPT that
  *	might not fit is answered DECIDE_TXN_FULL (452 4.5.3, the client
  *	sends the rest in another transaction), so an accepted recipient is
- *	never forgotten and memory per connection stays bounded.
+ *	never forgotten and memory per connection stays bounded. When
+ *	Postfix accepted fewer recipients than the check let through (it
+ *	refused some after the check: decide_refused_after()), no key of
+ *	such a limit is charged more recipients than Postfix accepted.
  *
  *	decide_prepare() returns NULL with *reply set when no store is
  *	needed (exempt, other stage, no applicable limit); otherwise a call
@@ -43,9 +46,11 @@
 #include "build_config.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "decide.h"
 #include "metrics.h"
@@ -305,17 +310,65 @@ static double decide_cost(const struct limit *limit, enum decide_stage stage,
     return (1);
 }
 
+/*
+ * decide_refused_after - how many recipients Postfix accepted, when fewer
+ * than this check let through (else 0): some were refused after it, by
+ * Postfix's implicit reject_unlisted_recipient (smtpd_reject_unlisted_
+ * recipient runs after smtpd_recipient_restrictions), a restriction
+ * after the check, or a milter. Postfix says how many it accepted
+ * (recipient_count, DATA and END-OF-MESSAGE only), not which: a
+ * recipient-keyed limit then charges no key more than that many, so
+ * four unknown recipients and a real one at one domain cost it one,
+ * not five. Logged at END-OF-MESSAGE, once a minute at most.
+ */
+static long long decide_refused_after(struct decide_txn *txn, enum decide_stage stage,
+				              const struct policy_request *req)
+{
+    static _Atomic long long next_log;
+    static _Atomic long long quiet;
+    long long accepted = decide_number(req, "recipient_count");
+    long long now = time(NULL), due = atomic_load(&next_log);
+
+    if (accepted <= 0 || accepted >= txn->let_through)
+	return (0);
+    if (stage != STAGE_EOM)
+	return (accepted);
+    metrics_add(metrics_counter("mxkit_policyd_recipients_refused_after_check_total",
+			        "Recipients the check let through that Postfix refused "
+				"after it (reject_unlisted_recipient after the check, a "
+				"milter).", ""),
+		(uint64_t) (txn->let_through - accepted));
+    if (now < due || !atomic_compare_exchange_strong(&next_log, &due, now + 60)) {
+	atomic_fetch_add(&quiet, 1);
+	return (accepted);
+    }
+    msg_warn("instance %.40s: %lld of the %lld recipients this check let through were "
+	     "refused after it (Postfix's implicit reject_unlisted_recipient, a later "
+	     "restriction or a milter): each recipient-keyed limit charged a key at most %lld; "
+	     "put reject_unlisted_recipient before check_policy_service (%lld more such "
+	     "transactions not logged)", txn->instance, txn->let_through - accepted,
+	     txn->let_through, accepted, atomic_exchange(&quiet, 0));
+    return (accepted);
+}
+
 static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
 			             const struct limit *limit, int index,
-			             enum decide_stage stage, const struct policy_request *req)
+			             enum decide_stage stage, const struct policy_request *req,
+			             long long accepted)
 {
     char    key[LIMIT_KEY_MAX];
 
     if (limit->per_recipient && stage != STAGE_RCPT) {
-	for (int i = 0; i < txn->count; i++)
-	    if (txn->pending[i]->limit == index)
-		decide_add_ops(call, limit, index, txn->pending[i]->key,
-			       decide_cost(limit, stage, req, txn->pending[i]));
+	for (int i = 0; i < txn->count; i++) {
+	    double  cost;
+
+	    if (txn->pending[i]->limit != index)
+		continue;
+	    cost = decide_cost(limit, stage, req, txn->pending[i]);
+	    if (accepted > 0 && limit->count == COUNT_RECIPIENTS && cost > accepted)
+		cost = accepted;
+	    decide_add_ops(call, limit, index, txn->pending[i]->key, cost);
+	}
 	return;
     }
     if (!ratelimit_key(limit, req, key, sizeof(key)))
@@ -329,6 +382,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 {
     enum decide_stage stage = decide_stage(req);
     struct store_call *call;
+    long long accepted;
 
     *reply = "DUNNO";
     if (stage == STAGE_OTHER || ratelimit_exempt(&pc->limits, req))
@@ -342,10 +396,11 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	*reply = DECIDE_TXN_FULL;
 	return (NULL);
     }
+    accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
     for (int i = 0; i < pc->limits.limit_count; i++)
-	decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req);
+	decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req, accepted);
     quarantine_add_ops(call, &pc->limits, txn->quarantine_struck, req);
     if (call->count == 0) {
 	store_call_free(&call);
@@ -456,6 +511,7 @@ static void decide_record_rcpt(const struct policy_config *pc, struct decide_txn
     for (int i = 0; i < pc->limits.limit_count; i++)
 	if (ratelimit_key(pc->limits.limit + i, req, key, sizeof(key)))
 	    decide_txn_add(txn, i, pc->limits.limit + i, key)->recipients++;
+    txn->let_through++;
 }
 
 /* decide_count - requests over a limit, by limit and what it did */

@@ -48,6 +48,7 @@ struct decide_txn {
     struct htable *index;		/* "LIMIT:KEY" -> pending */
     unsigned long generation;		/* of the limits the indexes are in */
     int     full_logged;
+    long long let_through;		/* RCPTs this check answered DUNNO or WARN */
     unsigned long long quarantine_struck;	/* quarantines struck (quarantine.c) */
 };
 
