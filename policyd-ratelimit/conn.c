@@ -7,6 +7,7 @@
  *	#include "conn.h"
  *
  *	void	conn_accept(listener, fd, sa, salen, server)
+ *	void	conn_reload(server, old_idle_ms)
  * DESCRIPTION
  *	Postfix keeps policy connections open and sends one request at a
  *	time; a client that pipelines is served in order (requests wait in
@@ -95,6 +96,7 @@ struct conn {
     int     eof;
     int     eof_logged;
     char    peer[ADDR_TEXT_MAX];
+    struct conn *prev, *next;		/* the worker's list (conn_reload()) */
 };
 
 void    policy_config_release(struct policy_config **pcp)
@@ -126,6 +128,12 @@ static void conn_free(struct conn *conn)
     decide_txn_free(&conn->txn);
     policy_config_release(&conn->pc);
     atomic_fetch_sub(conn->srv->connections, 1);
+    if (conn->prev)
+	conn->prev->next = conn->next;
+    else
+	conn->srv->conns = conn->next;
+    if (conn->next)
+	conn->next->prev = conn->prev;
     free(conn);
 }
 
@@ -146,6 +154,27 @@ static struct timeval conn_idle_timeout(const struct conn *conn)
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
     return (tv);
+}
+
+/*
+ * conn_reload - a reload changed idle_timeout: connections already open
+ * wait for their client with the new one, counted from now (a lowered
+ * timeout that reached only new connections gave no relief from a flood
+ * of idle ones for the whole old timeout). Unchanged, nothing moves: a
+ * run of reloads must not keep idle connections alive.
+ */
+void    conn_reload(struct server *srv, long long old_idle_ms)
+{
+    if (srv->pc->idle_timeout_ms == old_idle_ms)
+	return;
+    for (struct conn *conn = srv->conns; conn; conn = conn->next) {
+	struct timeval idle = conn_idle_timeout(conn);
+
+	if (event_pending(conn->read_ev, EV_READ, NULL))
+	    event_add(conn->read_ev, &idle);
+	if (event_pending(conn->write_ev, EV_WRITE, NULL))
+	    event_add(conn->write_ev, &idle);
+    }
 }
 
 /* conn_flush - write what we can; 0 when the connection was freed */
@@ -475,5 +504,9 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
     conn->deadline = evtimer_new(srv->base, conn_deadline, conn);
     conn->read_ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_readable, conn);
     conn->write_ev = event_new(srv->base, fd, EV_WRITE, conn_writable, conn);
+    conn->next = srv->conns;
+    if (srv->conns)
+	srv->conns->prev = conn;
+    srv->conns = conn;
     conn_resume_reading(conn);
 }

@@ -19,10 +19,12 @@ struct server {
     _Atomic int *connections;		/* one count for all workers */
     long long store_errors;		/* since the last report */
     struct event *report;
+    struct conn *conns;			/* this worker's open connections */
 };
 
 void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 		            struct sockaddr *sa, int salen, void *context);
+void    conn_reload(struct server *srv, long long old_idle_ms);
 void    policy_config_release(struct policy_config **pc);
 void    conn_metrics_init(void);
 

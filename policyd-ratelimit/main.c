@@ -13,7 +13,8 @@
  *
  *	SIGHUP reloads the configuration and override_file; connections
  *	stay open and the next request uses the new limits, replies,
- *	deadline, on_store_error, idle_timeout and max_connections. A
+ *	deadline, on_store_error, idle_timeout (the open connections'
+ *	too: conn_reload()) and max_connections. A
  *	broken new configuration is refused (errors logged) and the old
  *	one stays. listen, store, store_password_file (and the password
  *	read from it at start), pid_file, user, syslog and
@@ -409,14 +410,18 @@ static void policyd_control(evutil_socket_t fd, short what, void *context)
     w->next = NULL;
     pthread_mutex_unlock(&policyd_lock);
     if (next) {
+	long long idle_ms = w->srv.pc->idle_timeout_ms;
+
 	policy_config_release(&w->srv.pc);
 	w->srv.pc = next;
+	conn_reload(&w->srv, idle_ms);
     }
 }
 
 static void policyd_reload(struct server *srv)
 {
     struct policy_config *pc;
+    long long idle_ms = srv->pc->idle_timeout_ms;
 
     policyd_running = srv->pc;
     pc = policyd_load(policyd_config_path);
@@ -432,6 +437,7 @@ static void policyd_reload(struct server *srv)
     (void) daemon_config_reload(pc->cfg);
     policy_config_release(&srv->pc);
     srv->pc = pc;
+    conn_reload(srv, idle_ms);
     policyd_workers_reload(pc);
     msg_info("configuration reloaded: %d limits", pc->limits.limit_count);
 }

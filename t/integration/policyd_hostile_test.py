@@ -609,6 +609,44 @@ class FakeRedis:
                     return
 
 
+def test_idle_reload(st):
+    """idle_timeout lowered by SIGHUP reaches the connections already open
+    (in both workers), silent or used; before, only new connections got
+    it and a flood of idle ones stayed for the whole old timeout."""
+    proc, port, conf = mp.start_policyd(st, "pdi", config(st, "pdi", idle="1000s"))
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+    used = Client(port)
+    reply, _ = used.ask(request_bytes("RCPT", "idle-user"))
+    with open(conf, "w") as f:
+        f.write(config(st, "pdi", idle="2s").replace("{port}", str(port)))
+    tap.ok(mp.hup(proc, st, "pdi", 1), "idle_timeout 1000s -> 2s: reloaded")
+    after, _ = used.ask(request_bytes("RCPT", "idle-user", instance="j"))
+    tap.is_((reply, after), ("action=DUNNO", "action=DUNNO"),
+            "a connection open across the reload is answered before and after it")
+    t0 = time.monotonic()
+
+    def closed(c):
+        c.settimeout(max(0.1, 6 - (time.monotonic() - t0)))
+        try:
+            return c.recv(1) == b""
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+    ends = [closed(c) for c in silent + [used.sock]]
+    took = time.monotonic() - t0
+    tap.ok(all(ends) and took < 4.5,
+           "all 7 connections opened before the reload are closed by the new timeout "
+           "(%d of 7, %.1fs)" % (sum(ends), took))
+    tap.ok(wait_for(lambda: st.read_log("pdi").count("idle timeout") == 7, timeout=5),
+           "each logged once as an idle timeout", diag=st.read_log("pdi")[-1500:])
+    for c in silent:
+        c.close()
+    used.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def test_wrong_password(st, name, proc, port):
     log = lambda: st.read_log(name)  # noqa: E731
     tap.ok(wait_for(lambda: "AUTH refused: WRONGPASS" in log() or "AUTH refused: ERR" in log()),
@@ -749,6 +787,7 @@ with Stack("policyd-hostile") as st:
     test_property(pm, "memory")
     test_postfix_long_sender(st)
     test_unavailable_client(st)
+    test_idle_reload(st)
     no_secret(st, "pdm", pdm, "pdm")
 
     # real redis-server with a password
