@@ -11,6 +11,7 @@
  *	const char *policy_request_finish(&req)
  *	const char *policy_request_get(&req, "sasl_username")
  *	void	policy_request_reset(&req)
+ *	int	policy_attribute_known(name)
  * DESCRIPTION
  *	A request is "name=value" lines ended by an empty line
  *	(SMTPD_POLICY_README). policy_request_add_line() takes one line
@@ -22,6 +23,10 @@
  *	Bounds: a line of at most POLICY_LINE_MAX bytes, at most
  *	POLICY_ATTR_MAX attributes, POLICY_REQUEST_MAX bytes per request.
  *	Postfix 3.7 sends about 40 short attributes.
+ *
+ *	policy_attribute_known() says whether Postfix 3.7 sends an
+ *	attribute of that name (SMTPD_POLICY_README), or it is one this
+ *	daemon derives (sender_domain, recipient_domain).
  * DIAGNOSTICS
  *	Both functions return NULL or a static error text; after an error
  *	the request must be dropped and its connection closed without a
@@ -229,4 +234,23 @@ const char *policy_request_finish(const struct policy_request *req)
     if (strcmp(type, "smtpd_access_policy") != 0)
 	return ("unknown request type (expected request=smtpd_access_policy)");
     return (NULL);
+}
+
+int     policy_attribute_known(const char *name)
+{
+    static const char *const known[] = {
+	"request", "protocol_state", "protocol_name", "helo_name", "queue_id",
+	"sender", "recipient", "recipient_count", "client_address", "client_name",
+	"reverse_client_name", "instance", "sasl_method", "sasl_username",
+	"sasl_sender", "size", "ccert_subject", "ccert_issuer", "ccert_fingerprint",
+	"ccert_pubkey_fingerprint", "encryption_protocol", "encryption_cipher",
+	"encryption_keysize", "etrn_domain", "stress", "client_port", "policy_context",
+	"server_address", "server_port", "compatibility_level", "mail_version",
+	"sender_domain", "recipient_domain",
+    };
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+	if (strcmp(name, known[i]) == 0)
+	    return (1);
+    return (0);
 }

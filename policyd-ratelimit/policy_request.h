@@ -29,5 +29,6 @@ void    policy_request_free(struct policy_request *req);
 const char *policy_request_add_line(struct policy_request *req, const char *line, size_t len);
 const char *policy_request_finish(const struct policy_request *req);
 const char *policy_request_get(const struct policy_request *req, const char *name);
+int     policy_attribute_known(const char *name);
 
 #endif

@@ -226,6 +226,7 @@ void    quarantine_load(struct limits *limits, struct config *cfg)
 			     : "(this one)");
 	    quarantine_free_one(q);
 	} else {
+	    ratelimit_attribute_check(cfg, entry->line, "quarantine key", q->key.key_attr);
 	    limits->quarantine_count++;
 	}
     }

@@ -523,7 +523,13 @@ static const char *ratelimit_parse_limit(struct limits *limits, struct limit *li
 	return ("expected: limit NAME = KEY rate=N/PERIOD ...");
     }
     limit->name = xstrdup(argv[0]);
-    if (strlen(limit->name) > LIMIT_NAME_MAX)
+    /* the name is part of the store's keys, "mxrl:{NAME:VALUE}:N": with a
+       ':' in it, "a:b" for "c" and "a" for "b:c" were one key (one limit
+       spent the other's budget), and a '}' cut the key's value short */
+    for (const char *cp = limit->name; err == NULL && *cp; cp++)
+	if (!isalnum((unsigned char) *cp) && strchr("_.-", *cp) == NULL)
+	    err = "limit names are letters, digits, '_', '.' and '-'";
+    if (err == NULL && strlen(limit->name) > LIMIT_NAME_MAX)
 	err = "limit name longer than 64 characters";
     for (int i = 0; i < limits->limit_count; i++)
 	if (strcmp(limits->limit[i].name, limit->name) == 0)
@@ -559,6 +565,21 @@ static void ratelimit_free_one(struct limit *limit)
     htable_destroy(&limit->overrides, free);
 }
 
+/*
+ * ratelimit_attribute_check - a warning for an attribute no request has
+ * (a typo: "sasl_usename" made a limit count nothing, "unless=sasl_usernme"
+ * skip nothing, and -t said OK). A warning, not an error: a later Postfix
+ * may send attributes this list does not know yet.
+ */
+void    ratelimit_attribute_check(const struct config *cfg, int line, const char *what,
+				          const char *attr)
+{
+    if (!policy_attribute_known(attr))
+	msg_warn("%s:%d: %s: \"%.64s\" is not an attribute Postfix 3.7 sends "
+		 "(SMTPD_POLICY_README), nor sender_domain or recipient_domain: "
+		 "no request will have it", cfg->path, line, what, attr);
+}
+
 void    ratelimit_load(struct limits *limits, struct config *cfg)
 {
     const struct config_entry *entry = NULL;
@@ -574,9 +595,14 @@ void    ratelimit_load(struct limits *limits, struct config *cfg)
 	if (err) {
 	    config_add_error(cfg, entry->line, "limit: %s", err);
 	    ratelimit_free_one(limits->limit + limits->limit_count);
-	} else {
-	    limits->limit_count++;
+	    continue;
 	}
+	ratelimit_attribute_check(cfg, entry->line, "limit key",
+				  limits->limit[limits->limit_count].key_attr);
+	if (limits->limit[limits->limit_count].unless)
+	    ratelimit_attribute_check(cfg, entry->line, "unless=",
+				      limits->limit[limits->limit_count].unless);
+	limits->limit_count++;
     }
     ratelimit_load_overrides(limits, cfg);
     quarantine_load(limits, cfg);
@@ -592,7 +618,8 @@ static struct limit *ratelimit_find(struct limits *limits, const char *name)
 
 /* ratelimit_parse_override - "LIMIT KEY_VALUE rate=... [burst=N]" */
 
-static const char *ratelimit_parse_override(struct limits *limits, const char *text)
+static const char *ratelimit_parse_override(struct limits *limits, const char *text,
+					            int *again)
 {
     int     argc, created;
     char  **argv = config_split_words(text, &argc);
@@ -622,6 +649,7 @@ static const char *ratelimit_parse_override(struct limits *limits, const char *t
 	    slot = (struct limit_rates **) htable_slot(limit->overrides, key, &created);
 	    if (created)
 		*slot = xmalloc(sizeof(rates));
+	    *again = !created;
 	    **slot = rates;
 	}
     }
@@ -676,13 +704,25 @@ void    ratelimit_load_overrides(struct limits *limits, struct config *cfg)
     const struct config_entry *entry = NULL;
     const char *err;
 
-    while ((entry = config_next(cfg, entry, "override")) != NULL)
-	if ((err = ratelimit_parse_override(limits, entry->value)) != NULL)
+    int     again = 0;
+
+    /* one key given twice ("bob" and "BOB" are one key): the later one
+       wins with a warning, as for any setting given twice */
+    while ((entry = config_next(cfg, entry, "override")) != NULL) {
+	if ((err = ratelimit_parse_override(limits, entry->value, &again)) != NULL)
 	    config_add_error(cfg, entry->line, "override: %s", err);
+	else if (again)
+	    msg_warn("%s:%d: override %.200s: that limit and key were given an override "
+		     "before; this one wins", cfg->path, entry->line, entry->value);
+	again = 0;
+    }
     entry = NULL;
     while ((entry = config_next(cfg, entry, "exempt")) != NULL)
 	if ((err = ratelimit_parse_exempt(limits, entry->value)) != NULL)
 	    config_add_error(cfg, entry->line, "exempt: %s", err);
+	else
+	    ratelimit_attribute_check(cfg, entry->line, "exempt",
+				      limits->exempt[limits->exempt_count - 1].attr);
 }
 
 void    ratelimit_free(struct limits *limits)

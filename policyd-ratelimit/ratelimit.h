@@ -70,6 +70,8 @@ int     ratelimit_key(const struct limit *limit, const struct policy_request *re
 		           char *buf, size_t len);
 void    ratelimit_canon(const char *value, int lower, char *buf);
 const char *ratelimit_parse_key(struct limit *limit, const char *spec);
+void    ratelimit_attribute_check(const struct config *cfg, int line, const char *what,
+				          const char *attr);
 const char *ratelimit_value(const struct limit *limit, const char *value, char *buf);
 const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates);
 const char *ratelimit_count_name(enum limit_count count);

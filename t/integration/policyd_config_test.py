@@ -42,6 +42,21 @@ BROKEN = [
     ("defer_reply = 550 5.7.1 no\n", 1, "defer_reply"),
     ("deadline = soon\n", 1, "deadline"),
     ("colour = blue\n", 1, "colour"),
+    # the name is part of the store's key: "a:b" for "c" was "a" for "b:c"
+    ("limit a = sasl_username rate=1/1h\nlimit a:b = client_name rate=1/1h\n", 2,
+     "limit names are letters, digits"),
+    ("limit a} = sasl_username rate=1/1h\n", 1, "limit names are letters, digits"),
+]
+
+# accepted, with a warning naming the line: what the daemon would read
+# otherwise than the operator meant
+WARNED = [
+    ("limit u = sasl_usename rate=1/1h\n", 1, '"sasl_usename" is not an attribute'),
+    ("limit u = sasl_username rate=1/1h unless=sasl_usernme\n", 1,
+     'unless=: "sasl_usernme" is not an attribute'),
+    ("exempt sasl_usrname bob\n", 1, 'exempt: "sasl_usrname" is not an attribute'),
+    ("limit u = sasl_username rate=2/1h\noverride u bob rate=5/1h\noverride u BOB rate=9/1h\n",
+     3, "override u BOB rate=9/1h: that limit and key were given an override before"),
 ]
 
 
@@ -64,6 +79,20 @@ with Stack("policyd-config") as st:
         tap.ok(res.returncode == 1 and expect in res.stderr and word in res.stderr,
                "-t refuses %r with %s ... %s" % (text.strip(), expect, word),
                diag="rc=%d %s" % (res.returncode, res.stderr))
+
+    for i, (text, line, words) in enumerate(WARNED):
+        path = mp.write_config(st, "warned%d" % i, text)
+        res = policyd_t(path)
+        expect = "%s:%d: " % (path, line)
+        tap.ok(res.returncode == 0 and expect in res.stderr and words in res.stderr,
+               "-t accepts %r with a warning: %s ... %s" % (text.strip(), expect, words),
+               diag="rc=%d %s" % (res.returncode, res.stderr))
+    res = policyd_t(mp.write_config(st, "known", "limit a = sender_domain rate=1/1h\n"
+                                    "limit b = ccert_fingerprint rate=1/1h "
+                                    "unless=sasl_username\nexempt recipient_domain x.example\n"))
+    tap.ok(res.returncode == 0 and "warning" not in res.stderr,
+           "-t gives no warning for attributes Postfix sends or the daemon derives",
+           diag=res.stderr)
 
     path = mp.write_config(st, "missing-override",
                            "override_file = /nonexistent/overrides\n")
