@@ -250,8 +250,19 @@ static int ratelimit_address(const struct limit *limit, const char *value, char 
 	return (0);
     memcpy(addr, value, addr_len);
     addr[addr_len] = 0;
+    /* one client, one key: "fe80::1%eth0" is fe80::1 (a zone names this
+       host's interface, not the client), "::ffff:192.0.2.1" is 192.0.2.1
+       (XCLIENT may give either form) */
+    if (family == AF_INET6)
+	addr[strcspn(addr, "%")] = 0;
     if (inet_pton(family, addr, bytes) != 1)
 	return (0);
+    if (family == AF_INET6 && memcmp(bytes, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+	memmove(bytes, bytes + 12, 4);
+	family = AF_INET;
+	prefix = limit->v4_prefix;
+	total = 32;
+    }
     if (slash && limit->v4_prefix < 0) {
 	*err = "a per-address limit takes an address, not a network";
 	return (0);

@@ -248,8 +248,8 @@ static void test_address_keys(void)
     is_int(mismatches, 0, "%u IPv4 keys as inet_ntop() and \"%%s/%%d\" wrote them", checked);
     is_str(key(limits.limit + 3, "client_address=2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64",
 	   "IPv6 keys still through inet_ntop()");
-    is_str(key(limits.limit + 4, "client_address=::ffff:192.0.2.1"), "::ffff:192.0.2.1/128",
-	   "an IPv4-mapped IPv6 address keeps inet_ntop()'s form");
+    is_str(key(limits.limit + 4, "client_address=::ffff:192.0.2.1"), "192.0.2.1/32",
+	   "an IPv4-mapped IPv6 address is counted as its IPv4 address, with the V4LEN");
     ratelimit_free(&limits);
     config_free(&cfg);
 }
@@ -307,6 +307,12 @@ int     main(void)
     is_str(key(limits.limit + 1, "client_address=192.0.2.77"), "192.0.2.0/24", "IPv4 /24");
     is_str(key(limits.limit + 1, "client_address=2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64",
 	   "IPv6 /64");
+    is_str(key(limits.limit + 1, "client_address=::ffff:192.0.2.77"), "192.0.2.0/24",
+	   "IPv4-mapped IPv6 is the IPv4 address (one client, one key)");
+    is_str(key(limits.limit + 1, "client_address=::FFFF:c000:024d"), "192.0.2.0/24",
+	   "so is its hex form");
+    is_str(key(limits.limit + 1, "client_address=fe80::1:2:3:4%eth0"), "fe80::/64",
+	   "an IPv6 zone names this host's interface, not the client: dropped");
     is_str(key(limits.limit + 1, "client_address=192.0.2.77\nsasl_username=bob"), "(none)",
 	   "unless=sasl_username skips authenticated clients");
     is_str(key(limits.limit + 1, "client_address=unknown"), "unknown",
