@@ -37,10 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "ctl.h"
 #include "quarantine.h"
 #include "xalloc.h"
@@ -144,7 +144,7 @@ void    ctl_config_check(struct config *cfg, int starting)
     const char *path = config_get_str(cfg, "control_socket");
     const char *group = config_get_str(cfg, "control_group");
     char   *dir, *slash;
-    struct stat st;
+    const char *why;
     struct sockaddr_un sun;
 
     if (path && (entry = config_lookup(cfg, "control_socket")) != NULL) {
@@ -156,12 +156,8 @@ void    ctl_config_check(struct config *cfg, int starting)
 	else if (strlen(path) >= sizeof(sun.sun_path))
 	    config_add_error(cfg, entry->line, "control_socket: path longer than %zu bytes",
 			     sizeof(sun.sun_path) - 1);
-	else if (stat(*dir ? dir : "/", &st) < 0 || !S_ISDIR(st.st_mode))
-	    config_add_error(cfg, entry->line, "control_socket: directory %s does not exist",
-			     *dir ? dir : "/");
-	else if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
-	    config_add_error(cfg, entry->line, "control_socket: %s exists and is not a socket",
-			     path);
+	else if ((why = addr_unix_check(path)) != NULL)	/* as for a unix: listener */
+	    config_add_error(cfg, entry->line, "control_socket %s: %s", path, why);
 	else if (starting && access(*dir ? dir : "/", W_OK | X_OK) < 0)
 	    config_add_error(cfg, entry->line, "control_socket: this user (uid %d) cannot "
 			     "create a socket in %s: %s", (int) geteuid(), *dir ? dir : "/",
