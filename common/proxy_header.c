@@ -47,9 +47,10 @@
  *	client must never inherit its trust.
  *
  *	proxy_header_vet() strikes out a source that names no client the
- *	balancer (the peer the header came from) can have: an unspecified
- *	address (0.0.0.0, ::; no TCP peer has one, and a transparent
- *	connection bound to it comes from our own address), or a loopback
+ *	balancer (the peer the header came from) can have: an unspecified,
+ *	multicast or broadcast address (0.0.0.0, ::, 224.0.0.0/4, ff00::/8,
+ *	255.255.255.255; no TCP peer has one, and a transparent connection
+ *	bound to one comes from our own address), or a loopback
  *	address (127.0.0.0/8, ::1, either IPv4-mapped) when the balancer
  *	itself is not on this host: its loopback is not ours, and a
  *	backend trusts ours (Postfix's mynetworks holds 127.0.0.0/8 and
@@ -566,8 +567,10 @@ int     proxy_header_has_client(const struct proxy_header *hdr)
 		  || (hdr->family == AF_INET6 && hdr->src.sa.sa_family == AF_INET6)));
 }
 
-/* proxy_addr_kind - 1 unspecified, 2 loopback (either IPv4-mapped), else 0 */
-
+/*
+ * proxy_addr_kind - 1 no TCP peer's address (unspecified, multicast, the
+ * IPv4 broadcast 255.255.255.255), 2 loopback (either IPv4-mapped), else 0
+ */
 static int proxy_addr_kind(const union addr_sockaddr *sa)
 {
     const unsigned char *v4 = NULL;
@@ -577,11 +580,14 @@ static int proxy_addr_kind(const union addr_sockaddr *sa)
     else if (sa->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&sa->in6.sin6_addr))
 	v4 = sa->in6.sin6_addr.s6_addr + 12;
     else if (sa->sa.sa_family == AF_INET6)
-	return (IN6_IS_ADDR_UNSPECIFIED(&sa->in6.sin6_addr) ? 1
+	return (IN6_IS_ADDR_UNSPECIFIED(&sa->in6.sin6_addr)
+		|| IN6_IS_ADDR_MULTICAST(&sa->in6.sin6_addr) ? 1
 		: IN6_IS_ADDR_LOOPBACK(&sa->in6.sin6_addr) ? 2 : 0);
     else
 	return (0);
-    if (v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0)
+    if ((v4[0] == 0 && v4[1] == 0 && v4[2] == 0 && v4[3] == 0)
+	|| (v4[0] & 0xf0) == 0xe0
+	|| (v4[0] == 255 && v4[1] == 255 && v4[2] == 255 && v4[3] == 255))
 	return (1);
     return (v4[0] == 127 ? 2 : 0);
 }
@@ -594,8 +600,8 @@ const char *proxy_header_vet(struct proxy_header *hdr, const union addr_sockaddr
 	return (NULL);
     kind = proxy_addr_kind(&hdr->src);
     if (kind == 1)
-	hdr->not_client = "the header's client address is unspecified (0.0.0.0 or ::), "
-	    "which no client has";
+	hdr->not_client = "the header's client address is unspecified, multicast or "
+	    "the broadcast address, which no TCP client has";
     else if (kind == 2 && balancer->sa.sa_family != AF_UNIX && proxy_addr_kind(balancer) != 2)
 	hdr->not_client = "the header's client address is a loopback address, and the "
 	    "balancer is not on this host (its loopback is not ours)";

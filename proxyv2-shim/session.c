@@ -438,6 +438,33 @@ static const char *session_reemit(struct session *s)
     return (NULL);
 }
 
+/*
+ * session_spoofed - transparent mode: did the connection come from the
+ * client's address? The kernel takes a bind to an address no TCP peer
+ * can have (a subnet's broadcast, which no header check can know) and
+ * then connects from the address its route gives: the backend saw the
+ * shim's own (127.0.0.1 to a backend on loopback), and gave the client
+ * its trust. Closed before anything is relayed.
+ */
+static const char *session_spoofed(struct session *s)
+{
+    union addr_sockaddr local;
+    socklen_t len = sizeof(local);
+    int     same;
+
+    if (getsockname(s->backend, &local.sa, &len) < 0)
+	return ("cannot read the backend connection's own address");
+    if (local.sa.sa_family == AF_INET6)
+	same = s->hdr.src.sa.sa_family == AF_INET6
+	    && memcmp(&local.in6.sin6_addr, &s->hdr.src.in6.sin6_addr, 16) == 0;
+    else
+	same = s->hdr.src.sa.sa_family == AF_INET
+	    && local.in.sin_addr.s_addr == s->hdr.src.in.sin_addr.s_addr;
+    return (same ? NULL : "the backend connection does not come from the client's address "
+	    "(one no TCP client can have, such as a broadcast address): closed before a "
+	    "byte was relayed, so that no client speaks as this host");
+}
+
 static void session_connected(struct session *s)
 {
     int     error = 0;
@@ -447,6 +474,10 @@ static void session_connected(struct session *s)
     if (getsockopt(s->backend, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error) {
 	session_fail(s, error == ECONNREFUSED ? "backend refused the connection"
 		     : "backend connect failed");
+	return;
+    }
+    if (s->lst->mode == SHIM_TRANSPARENT && (err = session_spoofed(s)) != NULL) {
+	session_fail(s, err);
 	return;
     }
     if (s->lst->mode == SHIM_PROXY_V1 || s->lst->mode == SHIM_PROXY_V2) {

@@ -147,7 +147,11 @@ def test_far_balancer(st, ports):
     says ADDR=[UNAVAILABLE] (Postfix would have put 127.0.0.1 in
     mynetworks). A real client's address still goes through both."""
     for form, src in (("v2", "127.0.0.1"), ("v1", "127.0.0.1"), ("v2", "127.9.9.9"),
-                      ("v2", "::ffff:127.0.0.1"), ("v2", "0.0.0.0"), ("v1", "0.0.0.0")):
+                      ("v2", "::ffff:127.0.0.1"), ("v2", "0.0.0.0"), ("v1", "0.0.0.0"),
+                      # multicast and broadcast: bound to one, the kernel
+                      # connected from 127.0.0.1 (attacker of 2026-12-03)
+                      ("v2", "224.0.0.1"), ("v1", "239.1.2.3"), ("v2", "255.255.255.255"),
+                      ("v2", "ff0e::1")):
         out = balancer(ports["far-t"], form, src)
         tap.is_(out, "", "transparent, a balancer on another host, %s header claiming %s: "
                 "closed, the backend never reached" % (form, src))
@@ -163,9 +167,16 @@ def test_far_balancer(st, ports):
                "claimed address" % (form, src), diag=repr(last))
     log = st.read_log("shim")
     tap.ok("balancer is not on this host" in log and "unspecified" in log
-           and "127.0.0.1:40000(not-a-client)" in log,
+           and "127.0.0.1:40000(not-a-client)" in log and "224.0.0.1:40000(not-a-client)" in log,
            "the shim's log names the claim and why it is no client",
            diag="\n".join(log.splitlines()[-6:]))
+    # a subnet's broadcast address: no header check can know it is one;
+    # the kernel binds it and connects from the route's source (127.0.0.1)
+    out = balancer(ports["far-t"], "v2", "192.0.2.255")
+    tap.is_(out, "", "transparent, a header claiming the subnet's broadcast 192.0.2.255: "
+            "closed, the backend never sees the connection come from this host")
+    tap.ok(wait_for(lambda: "does not come from the client's address" in st.read_log("shim"),
+                    timeout=5), "and the shim says why", diag=st.read_log("shim")[-800:])
     out = balancer(ports["far-t"], "v2", "192.0.2.77")
     tap.ok(out.startswith("peer=192.0.2.77 "), "control: transparent, a real client "
            "192.0.2.77 from that balancer: the backend sees it (%r)" % out)
