@@ -16,9 +16,11 @@
  *	the daemon reads the client's bytes as if it were talking to it.
  *
  *	A blocking listener waits for the header in accept(), as the
- *	daemon expects accept() to block anyway, but only while no other
- *	connection waits: then the incomplete one is parked and accept()
- *	takes the next. A non-blocking listener must never wait: a
+ *	daemon expects accept() to block anyway, but for PRELOAD_INLINE_MS
+ *	at most and only while no other connection waits: then the
+ *	incomplete one is parked and accept() takes the next, or fails
+ *	with ECONNABORTED when none is queued (preload_accept_managed()).
+ *	A non-blocking listener must never wait: a
  *	connection whose header is not complete is parked, and accept()
  *	goes on with the next one or fails with EAGAIN. A helper thread
  *	watches parked connections; when one
@@ -27,7 +29,8 @@
  *	event loop sees the listening socket readable and calls accept(),
  *	which hands over the parked connection and drops the wake-up
  *	connection. In a prefork server another process may take the
- *	wake-up: it closes it silently (the mark), and the helper wakes
+ *	wake-up: it closes it silently (the mark, from the listener's own
+ *	address: from anywhere else it is a client's), and the helper wakes
  *	again, 10 ms later and backing off to 200 ms, with twice as many
  *	wake-ups each time siblings took them all (up to 8 at once),
  *	until its own process's accept() has taken every ready
@@ -343,25 +346,31 @@ static void preload_remember(int fd, const union addr_sockaddr *client,
 
 /*
  * preload_wait - a blocking listener's connection: its header is read as
- * it comes, up to the deadline, but only while no other connection waits
- * to be accepted. Once one does (the listening socket lfd is readable)
- * this one is left incomplete, to be parked, and accept() takes the next:
- * a server that calls accept() only when its select() or poll() loop finds
- * the socket readable (Python's socketserver) waited for each stalled
- * header in turn, PROXYV2_TIMEOUT each, while every other client waited.
+ * it comes, for PRELOAD_INLINE_MS at most (a header follows its connect
+ * within a round trip), and only while no other connection waits to be
+ * accepted. Otherwise it is left incomplete, to be parked and watched to
+ * its deadline by the helper: a server that calls accept() only when its
+ * select() or poll() loop finds the socket readable (Python's
+ * socketserver) waited for each stalled header in turn, PROXYV2_TIMEOUT
+ * each, while every other client waited, on this socket and its others.
  */
+#define PRELOAD_INLINE_MS	200
+
 static const char *preload_wait(int lfd, int fd, long long deadline_ms,
 				        struct proxy_reader *reader, struct proxy_header *hdr)
 {
+    long long inline_end = preload_now_ms() + PRELOAD_INLINE_MS;
     const char *err;
 
+    if (inline_end < deadline_ms)
+	deadline_ms = inline_end;
     while ((err = proxy_reader_step(reader, fd, hdr)) == proxy_header_incomplete) {
 	struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}, {.fd = lfd, .events = POLLIN}};
 	long long left = deadline_ms - preload_now_ms();
 	int     n;
 
 	if (left <= 0)
-	    return ("timeout waiting for the PROXY header");
+	    break;				/* set aside, watched to its deadline */
 	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR)
 	    return ("poll error while waiting for the PROXY header");
 	if (n > 0 && pfd[0].revents == 0 && (pfd[1].revents & POLLIN))
@@ -447,7 +456,31 @@ static int preload_hand_over(int fd, int flags, const union addr_sockaddr *clien
     return (fd);
 }
 
-/* preload_accept_managed - accept4() on a PROXYV2_PORTS listener; lock held */
+/* preload_queued - another connection waits in the listen queue */
+
+static int preload_queued(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+
+    return (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN));
+}
+
+static int preload_again(int error)
+{
+    errno = error;
+    return (-1);
+}
+
+/*
+ * preload_accept_managed - accept4() on a PROXYV2_PORTS listener; lock
+ * held. A blocking listener's accept() that took a connection it cannot
+ * return (refused, set aside, a sibling's wake-up) takes the next one
+ * queued, and with none fails with ECONNABORTED, as POSIX lets accept()
+ * fail for a connection aborted before it was accepted: blocking for
+ * the next client froze a daemon that calls accept() when select()
+ * finds the socket readable, with all its other listening sockets
+ * (an IPv4 and an IPv6 one), until a client came to this one.
+ */
 
 static int preload_accept_managed(struct preload_listener *l, int lfd, struct sockaddr *addr,
 				          socklen_t *addrlen, int flags)
@@ -459,6 +492,7 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	socklen_t plen = sizeof(peer);
 	struct proxy_reader reader = {0};
 	struct proxy_header hdr;
+	char    text[ADDR_TEXT_MAX];
 	const char *err;
 	long long deadline;
 	int     fd;
@@ -482,32 +516,29 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    err = preload_check(lfd, fd, &peer, 0, deadline, &reader, &hdr);
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader, deadline);
-	    continue;
-	}
-	if ((err == NULL && preload_is_wake(&reader, &hdr))
-	    || (err != NULL && preload_peek_mark(fd))) {
+	} else if ((err == NULL && preload_is_wake(l, &peer, &reader, &hdr))
+		   || (err != NULL && preload_peek_mark(l, &peer, fd))) {
 	    proxy_reader_free(&reader);
 	    close(fd);				/* a wake-up, ours or a sibling's */
-	    if (l->nready > 0 || blocking)
+	    if (l->nready > 0)
 		continue;
 	    /* a sibling's: back to the event loop, so that the next
 	       wake-up in the queue wakes a process again (with
 	       EPOLLEXCLUSIVE, the one whose connection is ready in time) */
-	    errno = EAGAIN;
-	    return (-1);
-	}
-	proxy_reader_free(&reader);
-	if (err == NULL)
-	    err = preload_client(&hdr, l->self.sa.sa_family, &peer, &client);
-	if (err != NULL) {
-	    char    text[ADDR_TEXT_MAX];
-
+	    if (!blocking)
+		return (preload_again(EAGAIN));
+	} else {
+	    proxy_reader_free(&reader);
+	    if (err == NULL)
+		err = preload_client(&hdr, l->self.sa.sa_family, &peer, &client);
+	    if (err == NULL)
+		return (preload_hand_over(fd, flags, &client, &peer, addr, addrlen));
 	    preload_log("connection from %s closed: %s",
 			addr_format(&peer.sa, text, sizeof(text)), err);
 	    close(fd);
-	    continue;
 	}
-	return (preload_hand_over(fd, flags, &client, &peer, addr, addrlen));
+	if (blocking && l->nready == 0 && !preload_queued(lfd))
+	    return (preload_again(ECONNABORTED));
     }
 }
 

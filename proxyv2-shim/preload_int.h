@@ -63,8 +63,10 @@ const char *preload_client(struct proxy_header *hdr, int listener_family,
 			           const union addr_sockaddr *peer, union addr_sockaddr *client);
 
 /* preload_wake.c */
-int     preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr);
-int     preload_peek_mark(int fd);
+int     preload_is_wake(const struct preload_listener *l, const union addr_sockaddr *peer,
+			        const struct proxy_reader *reader, const struct proxy_header *hdr);
+int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,
+			          int fd);
 void    preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
 		             struct proxy_reader *reader, long long deadline_ms);
 

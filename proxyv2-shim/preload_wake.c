@@ -7,8 +7,8 @@
  *	#include "preload_int.h"
  *
  *	void	preload_park(listener, fd, &peer, &reader, deadline_ms)
- *	int	preload_is_wake(&reader, &header)
- *	int	preload_peek_mark(fd)
+ *	int	preload_is_wake(listener, &peer, &reader, &header)
+ *	int	preload_peek_mark(listener, &peer, fd)
  * DESCRIPTION
  *	A connection whose PROXY header is not complete is parked
  *	(preload_park(), lock held; a blocking listener's once another
@@ -54,24 +54,45 @@ static const unsigned char preload_wake_mark[27] = {
     0x20, 0x00, 0x00, 0x0B, 0x04, 0x00, 0x08, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
 };
 
+/*
+ * preload_wake_source - could PEER be a wake-up of listener L? Wake-ups
+ * connect to l->self from this host, so the kernel gives them that
+ * address as their source; the mark from anywhere else is a client's
+ * (closed and logged: a forged one was closed in silence, and its
+ * accept() returned EAGAIN with a client still queued).
+ */
+static int preload_wake_source(const struct preload_listener *l, const union addr_sockaddr *peer)
+{
+    if (peer->sa.sa_family != l->self.sa.sa_family)
+	return (0);
+    if (peer->sa.sa_family == AF_INET)
+	return (peer->in.sin_addr.s_addr == l->self.in.sin_addr.s_addr);
+    return (peer->sa.sa_family == AF_INET6
+	    && IN6_ARE_ADDR_EQUAL(&peer->in6.sin6_addr, &l->self.in6.sin6_addr));
+}
+
 /* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
 
-int     preload_is_wake(const struct proxy_reader *reader, const struct proxy_header *hdr)
+int     preload_is_wake(const struct preload_listener *l, const union addr_sockaddr *peer,
+			        const struct proxy_reader *reader, const struct proxy_header *hdr)
 {
     return (hdr->length == sizeof(preload_wake_mark) && reader->have >= hdr->length
-	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0);
+	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0
+	    && preload_wake_source(l, peer));
 }
 
 /*
  * preload_peek_mark - the mark, already there, on a connection from a
- * source outside PROXYV2_TRUSTED (a wake-up comes from loopback, which
+ * source outside PROXYV2_TRUSTED (a wake-up comes from this host, which
  * the operator's list may leave out): closed without a log line then.
  */
-int     preload_peek_mark(int fd)
+int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,
+			          int fd)
 {
     unsigned char buf[sizeof(preload_wake_mark)];
 
-    return (recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
+    return (preload_wake_source(l, peer)
+	    && recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
 	    && memcmp(buf, preload_wake_mark, sizeof(buf)) == 0);
 }
 
@@ -169,7 +190,7 @@ static void preload_advance(struct preload_listener *l, long long now)
 
 	if (err == proxy_header_incomplete && now < p->deadline_ms)
 	    continue;
-	if (err == NULL && preload_is_wake(&p->reader, &hdr)) {
+	if (err == NULL && preload_is_wake(l, &p->peer, &p->reader, &hdr)) {
 	    close(p->fd);			/* a wake-up: nothing to say */
 	} else if (err == NULL
 		   && (err = preload_client(&hdr, l->self.sa.sa_family, &p->peer, &client)) == NULL

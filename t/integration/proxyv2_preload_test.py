@@ -36,14 +36,33 @@ class H(socketserver.BaseRequestHandler):
 socketserver.TCPServer.allow_reuse_address = True
 socketserver.TCPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
-# accept() in a plain loop on a blocking socket (no select)
+# accept() in a plain loop on a blocking socket (no select); it retries
+# ECONNABORTED, as POSIX lets accept() fail with it
 ACCEPT_LOOP = r"""
 import socket, sys
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(64)
 while True:
-    c, a = ls.accept()
+    try:
+        c, a = ls.accept()
+    except ConnectionAbortedError:
+        continue
     c.sendall(("client=%s getpeername=%s\n" % (a[0], c.getpeername()[0])).encode()); c.close()
+"""
+# one select() loop over two blocking listening sockets (IPv4 and IPv6)
+TWO_LISTENERS = r"""
+import select, socket, sys
+socks = []
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(sys.argv[1]))); s.listen(64); socks.append(s)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        try:
+            c, a = s.accept()
+        except OSError:
+            continue
+        c.sendall(("client=%s\n" % a[0]).encode()); c.close()
 """
 ASYNC = r"""
 import asyncio, sys
@@ -155,6 +174,62 @@ def test_blocking_stalls(st, name, what):
             "%s: and it keeps serving" % what)
 
 
+def test_two_listeners(st):
+    """One select() loop over an IPv4 and an IPv6 blocking listening
+    socket (attacker of 2026-12-03): a connection on one that the library
+    cannot return (from a source outside PROXYV2_TRUSTED, or a header that
+    stalls) froze the loop, both sockets, until another client came to the
+    same socket (12 s and more). The good client on the other socket is
+    now served at once, or within the library's short wait for a header."""
+    port = st.port("two")
+    v6 = v2_header("198.51.100.40", 4040)
+    cases = (("a connection from outside PROXYV2_TRUSTED that sends nothing",
+              lambda: socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)),
+              0.5),
+             ("a trusted connection whose header stalls",
+              lambda: stall(port), 1.0))
+    for what, make, limit in cases:
+        bad = make()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        try:
+            c = socket.create_connection(("::1", port), timeout=10)
+            c.sendall(v6)
+            got = c.recv(100)
+            c.close()
+        except OSError as e:
+            got = repr(e).encode()
+        took = time.monotonic() - t0
+        tap.ok(got == b"client=::ffff:198.51.100.40\n" and took < limit,
+               "two listening sockets in one select() loop, %s on the IPv4 one: the IPv6 "
+               "one's client is served (%.2fs, %r)" % (what, took, got))
+        bad.close()
+
+
+def stall(port):
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(b"PROXY TCP4 198.51.")
+    return c
+
+
+def test_forged_mark(st):
+    """The library's wake-up mark sent by a client (not from this host's
+    listener address): closed and logged like any refused connection, and
+    the next client is served (an attacker's forged mark was closed in
+    silence, and accept() returned EAGAIN with a client still queued)."""
+    mark_bytes = (b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x0b\x04\x00\x08mxkitwak")
+    before = st.read_log("async").count("libproxyv2-preload")
+    c = socket.create_connection(("127.0.0.1", st.port("async")), source_address=("127.0.0.2", 0))
+    c.sendall(mark_bytes)
+    got = ask(st.port("async"), b"PROXY TCP4 198.51.100.41 10.0.0.1 4041 25\r\n")
+    c.close()
+    tap.is_(got, b"client=198.51.100.41\n", "a forged wake-up mark from another address: the "
+            "next client is served")
+    tap.ok(wait_for(lambda: st.read_log("async").count("libproxyv2-preload") > before,
+                    timeout=5), "and the forged mark is logged as a closed connection",
+           diag=st.read_log("async")[-600:])
+
+
 def test_prefork(st):
     """A header in two segments is parked, and a wake-up connection makes
     the listening socket readable: in a prefork server a sibling took
@@ -243,13 +318,17 @@ backend be_socat
 
 with Stack("proxyv2-preload") as st:
     tap.stack = st
-    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat", "loop"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat", "loop",
+                 "two"):
         st.port(name)
     env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
     st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
                     port=None, env=dict(env, PROXYV2_PORTS=str(st.port("py"))))
     st.start_daemon("loop", ["/usr/bin/python3", "-c", ACCEPT_LOOP, str(st.port("loop"))],
                     port=None, env=dict(env, PROXYV2_PORTS=str(st.port("loop"))))
+    st.start_daemon("two", ["/usr/bin/python3", "-c", TWO_LISTENERS, str(st.port("two"))],
+                    port=None, env=dict(env, PROXYV2_PORTS=str(st.port("two")),
+                                        PROXYV2_TRUSTED="127.0.0.1/32, ::1"))
     st.start_daemon("socat", ["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork"
                               % st.port("socat"), "SYSTEM:echo client=$SOCAT_PEERADDR"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("socat"))))
@@ -265,7 +344,7 @@ with Stack("proxyv2-preload") as st:
                              "1", "1", "1"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("slow")), PROXYV2_TIMEOUT="30s"))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
-    for name in ("py", "socat", "async", "strict", "prefork", "slow", "loop"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "loop", "two"):
         if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
                         timeout=10):
             raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
@@ -302,6 +381,8 @@ with Stack("proxyv2-preload") as st:
     tap.is_(got, b"client=198.51.100.14\n", "the server keeps serving")
     test_blocking_stalls(st, "py", "Python socketserver (select() loop, blocking socket)")
     test_blocking_stalls(st, "loop", "accept() loop on a blocking socket")
+    test_two_listeners(st)
+    test_forged_mark(st)
     test_prefork(st)
     test_full_queue(st)
 
