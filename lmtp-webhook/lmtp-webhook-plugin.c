@@ -99,65 +99,126 @@ struct webhook_settings {
 };
 
 /*
- * webhook_rcpt_user - the recipient without its detail (bills+tag@x is
- * bills@x), cut where Dovecot cuts it to find the mailbox (at the first
- * of the recipient_delimiter characters); NULL when there is no detail.
+ * webhook_rcpt_forms - the addresses a route may match, in order: the
+ * recipient as given, then without its detail, one recipient_delimiter
+ * part at a time from the right, the last being where Dovecot cuts to
+ * find the mailbox (bills+tag@x is bills@x; in+acme+ref42@x is
+ * in+acme@x, then in@x). A mail Dovecot saves to a route's mailbox must
+ * not escape the route by a +tag, nor by a second one after a detail
+ * the pattern holds ("in+*@": in+acme+ref42 matched neither as given
+ * nor cut at the first '+'). NULL-terminated, on the data stack.
  */
-static const char *webhook_rcpt_user(const struct mail_deliver_context *ctx)
+static const char *const *webhook_rcpt_forms(const struct mail_deliver_context *ctx,
+					             const char *rcpt)
 {
     const char *delims = ctx->set == NULL ? NULL : ctx->set->recipient_delimiter;
+    const char *lp = ctx->rcpt_to == NULL ? NULL : ctx->rcpt_to->localpart;
+    ARRAY_TYPE(const_string) forms;
     struct smtp_address user;
-    size_t  len;
+    const char *form;
+    size_t  end = lp == NULL ? 0 : strlen(lp);
 
-    if (ctx->rcpt_to == NULL || ctx->rcpt_to->localpart == NULL
-	|| (len = route_detail_cut(ctx->rcpt_to->localpart, delims)) == 0)
-	return (NULL);
-    i_zero(&user);
-    user.localpart = t_strndup(ctx->rcpt_to->localpart, len);
-    user.domain = ctx->rcpt_to->domain;
-    return (smtp_address_encode(&user));
+    t_array_init(&forms, 4);
+    array_push_back(&forms, &rcpt);
+    while ((end = route_detail_before(lp, delims, end)) > 0) {
+	i_zero(&user);
+	user.localpart = t_strndup(lp, end);
+	user.domain = ctx->rcpt_to->domain;
+	form = smtp_address_encode(&user);
+	array_push_back(&forms, &form);
+    }
+    array_append_zero(&forms);
+    return (array_front(&forms));
 }
 
 /*
- * webhook_route_for - the first route matching the recipient: a route
- * matches the address as given, or else the address without its detail
- * (a mail Dovecot saves to the bills mailbox must not escape its route
- * by a +tag). The event's rcpt_to stays the address as given. A route
- * that does not parse is an error (-1: tempfail) for the recipients it
- * may be meant for, and a warning for the others, which go on.
+ * webhook_route_unread - routes the numbering never reaches. They are
+ * read in order, lmtp_webhook_route, lmtp_webhook_route2, ..., up to the
+ * first that is not set (next): a lmtp_webhook_route3 after no route2,
+ * or one named lmtp_webhook_route1, was never read, and its bills were
+ * saved with no event and no word in the log. A recipient such a route
+ * may be meant for is tempfailed (-1) with the reason, as for a route
+ * that does not parse; for the others it is a warning, once a process.
+ */
+static int webhook_route_unread(struct mail_deliver_context *ctx, unsigned int next,
+				        const char *const *forms, const char **error_r)
+{
+    static const char prefix[] = "lmtp_webhook_route";
+    const struct mail_user_settings *set = ctx->rcpt_user->set;
+    static bool warned;
+    const char *const *envs;
+    unsigned int count;
+    bool    unread = FALSE;
+
+    if (!array_is_created(&set->plugin_envs))
+	return (0);
+    envs = array_get(&set->plugin_envs, &count);
+    for (unsigned int i = 0; i + 1 < count; i += 2) {
+	const char *num = envs[i] + sizeof(prefix) - 1;
+	unsigned long n;
+
+	if (strncmp(envs[i], prefix, sizeof(prefix) - 1) != 0 || *num == '\0'
+	    || num[strspn(num, "0123456789")] != '\0' || *envs[i + 1] == '\0')
+	    continue;
+	n = strtoul(num, NULL, 10);
+	if (*num != '0' && n >= 2 && n < next)
+	    continue;				/* read: it matched nothing */
+	*error_r = t_strdup_printf("%s is never read: routes are lmtp_webhook_route, "
+				   "lmtp_webhook_route2, lmtp_webhook_route3, ... numbered "
+				   "without a gap (%s)", envs[i], *num == '0' || n < 2 ?
+				   "no 1 and no leading zero" : next == 1 ?
+				   "lmtp_webhook_route is not set" :
+				   t_strdup_printf("lmtp_webhook_route%u is not set", next));
+	for (const char *const *f = forms; *f != NULL; f++)
+	    if (route_could_match(envs[i + 1], *f))
+		return (-1);			/* it may be this one's route */
+	if (!warned)
+	    e_warning(ctx->event, "lmtp_webhook: %s", *error_r);
+	unread = TRUE;
+    }
+    warned = warned || unread;
+    return (0);
+}
+
+/*
+ * webhook_route_for - the first route matching one of the recipient's
+ * forms (webhook_rcpt_forms()). The event's rcpt_to stays the address
+ * as given. A route that does not parse, or is never read
+ * (webhook_route_unread()), is an error (-1: tempfail) for the
+ * recipients it may be meant for, and a warning for the others, which
+ * go on.
  */
 static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 			             struct webhook_route *route_r, char **url_r,
 			             char **workspace_r, const char **error_r)
 {
     struct mail_user *user = ctx->rcpt_user;
-    const char *base = webhook_rcpt_user(ctx);
+    const char *const *forms = webhook_rcpt_forms(ctx, rcpt);
 
     for (unsigned int i = 1;; i++) {
 	const char *name = i == 1 ? "lmtp_webhook_route"
 	    : t_strdup_printf("lmtp_webhook_route%u", i);
 	const char *value = mail_user_plugin_getenv(user, name);
+	const char *const *f;
 	struct webhook_route route;
 	const char *err;
-	int     hit;
 
 	if (value == NULL || *value == '\0')
-	    return (0);
+	    return (webhook_route_unread(ctx, i, forms, error_r));
 	if ((err = route_parse(value, &route)) != NULL) {
 	    *error_r = t_strdup_printf("%s: %s", name, err);
-	    if (route_could_match(value, rcpt)
-		|| (base != NULL && route_could_match(value, base)))
-		return (-1);			/* it may be this one's route */
+	    for (f = forms; *f != NULL; f++)
+		if (route_could_match(value, *f))
+		    return (-1);		/* it may be this one's route */
 	    e_warning(ctx->event, "lmtp_webhook: %s (not %s's route: delivered)",
 		      *error_r, rcpt);
 	    continue;
 	}
-	hit = route_match(&route, rcpt, url_r, workspace_r)
-	    || (base != NULL && route_match(&route, base, url_r, workspace_r));
-	if (hit) {
-	    *route_r = route;			/* its options: the caller's */
-	    return (1);
-	}
+	for (f = forms; *f != NULL; f++)
+	    if (route_match(&route, *f, url_r, workspace_r)) {
+		*route_r = route;		/* its options: the caller's */
+		return (1);
+	    }
 	route_free(&route);
     }
 }

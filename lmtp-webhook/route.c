@@ -11,6 +11,7 @@
  *	int	route_could_match(value, address)
  *	void	route_free(&route)
  *	size_t	route_detail_cut(localpart, delimiters)
+ *	size_t	route_detail_before(localpart, delimiters, end)
  *	char	*route_url_redact(url)
  * DESCRIPTION
  *	route_parse() reads an lmtp_webhook_route setting, "PATTERN URL
@@ -45,6 +46,10 @@
  *	delimiter characters in the local part: bills+tag is bills):
  *	the length of the local part without it, or 0 when there is no
  *	detail (or no delimiter, or nothing before it).
+ *	route_detail_before() is the last delimiter before end (the
+ *	length of the local part cut there), or 0: from the local part's
+ *	length down, each call cuts one part of the detail more
+ *	(in+acme+ref42: in+acme, then in).
  *
  *	route_url_redact() is the URL as logs may show it (malloc()ed):
  *	a user and password (https://user:pass@host/; with a ':', up to
@@ -276,6 +281,16 @@ size_t  route_detail_cut(const char *localpart, const char *delimiters)
 	return (0);
     len = strcspn(localpart, delimiters);
     return (localpart[len] == 0 ? 0 : len);
+}
+
+size_t  route_detail_before(const char *localpart, const char *delimiters, size_t end)
+{
+    if (delimiters == NULL)
+	return (0);
+    while (end > 1)				/* index 0: nothing before it */
+	if (strchr(delimiters, localpart[--end]) != NULL)
+	    return (end);
+    return (0);
 }
 
 char   *route_url_redact(const char *url)

@@ -23,5 +23,6 @@ int     route_could_match(const char *value, const char *address);
 char   *route_url_redact(const char *url);
 void    route_free(struct webhook_route *route);
 size_t  route_detail_cut(const char *localpart, const char *delimiters);
+size_t  route_detail_before(const char *localpart, const char *delimiters, size_t end);
 
 #endif

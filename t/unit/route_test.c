@@ -149,6 +149,17 @@ int     main(void)
     is_int(route_detail_cut("bills+tag", ""), 0, "recipient_delimiter empty: no detail");
     is_int(route_detail_cut("bills+tag", NULL), 0, "recipient_delimiter unset: no detail");
     is_int(route_detail_cut("+tag", "+"), 0, "nothing before the delimiter: no detail");
+    is_int(route_detail_before("in+acme+ref42", "+", 13), 7, "before: in+acme+ref42 is in+acme");
+    is_int(route_detail_before("in+acme+ref42", "+", 7), 2, "then in");
+    is_int(route_detail_before("in+acme+ref42", "+", 2), 0, "then nothing more");
+    is_int(route_detail_before("a-b+c", "+-", 5), 3, "before: any of several delimiters");
+    is_int(route_detail_before("a++b", "+", 4), 2, "a++b is a+");
+    is_int(route_detail_before("a++b", "+", 2), 1, "then a");
+    is_int(route_detail_before("a++b", "+", 1), 0, "then nothing more");
+    is_int(route_detail_before("+tag", "+", 4), 0, "before: nothing before the delimiter");
+    is_int(route_detail_before("bills", "+", 5), 0, "before: no delimiter");
+    is_int(route_detail_before("bills+x", NULL, 7), 0, "before: recipient_delimiter unset");
+    is_int(route_detail_before("", "+", 0), 0, "before: an empty local part");
     /* credentials in a URL stay out of logs */
     {
 	static const char *const cases[][2] = {
