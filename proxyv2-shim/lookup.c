@@ -52,16 +52,37 @@ static const char *lookup_failure(int result)
 	    || result == DNS_ERR_SHUTDOWN ? LOOKUP_TEMPUNAVAIL : LOOKUP_UNAVAILABLE);
 }
 
+/*
+ * lookup_valid_name - a name Postfix takes, by the rules of its own
+ * valid_hostname(): labels of letters, digits, '_' and inner '-', at
+ * most 63 bytes, none empty, 255 in all, and not all digits. Postfix
+ * makes a PTR answer it does not take "unknown", and refuses it in
+ * XCLIENT (501 Bad NAME syntax): sent, a client with a PTR of
+ * "192.0.2.90", "1234" or "-bad-.example" got 421 on every attempt.
+ */
 static int lookup_valid_name(const char *name)
 {
-    size_t  len = strlen(name);
+    size_t  label = 0;
+    int     non_numeric = 0;
 
-    if (len == 0 || len > 253)
-	return (0);
-    for (const char *p = name; *p; p++)
-	if (!isalnum((unsigned char) *p) && *p != '.' && *p != '-' && *p != '_')
+    for (const char *p = name; *p; p++) {
+	if (isalnum((unsigned char) *p) || *p == '_') {
+	    non_numeric |= !isdigit((unsigned char) *p);
+	    if (++label > 63)
+		return (0);
+	} else if (*p == '.') {
+	    if (label == 0 || p[1] == 0)
+		return (0);			/* empty label, or a trailing dot */
+	    label = 0;
+	} else if (*p == '-') {
+	    non_numeric = 1;
+	    if (label++ == 0 || p[1] == 0 || p[1] == '.')
+		return (0);			/* at a label's start or end */
+	} else {
 	    return (0);
-    return (1);
+	}
+    }
+    return (*name != 0 && non_numeric && strlen(name) <= 255);
 }
 
 /* lookup_finish - report once, then free (also after a cancel) */
