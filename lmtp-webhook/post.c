@@ -19,7 +19,8 @@
  *	timeout, TLS verification (always on; ca_file replaces the
  *	system store), no redirects, http and https only. The response
  *	body is read and thrown away, up to POST_BODY_MAX: a 2xx status
- *	delivers, whatever its body then does (hangs, breaks, goes on). The handle can then be run by
+ *	delivers, whatever its body then does (hangs, breaks, goes on),
+ *	once the event was sent whole (a 2xx before that is retried). The handle can then be run by
  *	curl_easy_perform() (post_send(), the plugin's first attempt, on
  *	a handle the lmtp process keeps so that it reuses connections) or
  *	by a multi handle (the spool tool); post_finish() classifies the
@@ -76,6 +77,7 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     else if ((c = curl_easy_init()) == NULL)
 	abort();
     h->curl = c;
+    h->body_len = req->body_len;
     snprintf(stamp, sizeof(stamp), "%lld", now);
     h->signature = sign_signature(req->key, req->id, now, req->body, req->body_len);
     if (req->key2 != NULL) {		/* Standard Webhooks: space-separated */
@@ -139,6 +141,25 @@ static long long post_retry_after_huge(struct post_handle *h)
     return (0);
 }
 
+/*
+ * post_sent_whole - did the event go out whole? A receiver (or a proxy in
+ * front of it) that answers 2xx before reading the request took nothing:
+ * counted as delivered, the event was removed unread (a 3 MB event, 0
+ * bytes received). Such an answer is retried, as a failure.
+ */
+static int post_sent_whole(struct post_handle *h, struct post_result *res)
+{
+    curl_off_t sent = 0;
+
+    if (curl_easy_getinfo(h->curl, CURLINFO_SIZE_UPLOAD_T, &sent) != CURLE_OK
+	|| sent >= (curl_off_t) h->body_len)
+	return (1);
+    res->outcome = POST_RETRY;
+    snprintf(res->why, sizeof(res->why), "HTTP status %ld before the event was sent whole "
+	     "(%lld of %zu bytes): not delivered", res->status, (long long) sent, h->body_len);
+    return (0);
+}
+
 void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 {
     curl_off_t retry_after = 0;
@@ -150,6 +171,8 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
     if (rc != CURLE_OK && curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE,
 					    &res->status) == CURLE_OK
 	&& res->status >= 200 && res->status <= 299) {
+	if (!post_sent_whole(h, res))
+	    return;
 	res->outcome = POST_DELIVERED;
 	snprintf(res->why, sizeof(res->why), "HTTP status %ld, its body not read to the end",
 		 res->status);
@@ -163,6 +186,8 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
     }
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &res->status);
     if (res->status >= 200 && res->status <= 299) {
+	if (!post_sent_whole(h, res))
+	    return;
 	res->outcome = POST_DELIVERED;
     } else if (res->status == 410) {
 	res->outcome = POST_GONE;

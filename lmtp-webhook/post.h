@@ -35,6 +35,7 @@ struct post_handle {
     char   *signature;
     char    curl_error[CURL_ERROR_SIZE];
     size_t  body_read;			/* of the response, thrown away */
+    size_t  body_len;			/* of the event, to be sent whole */
 };
 
 /* the response body read at most: its status is the answer, not it */

@@ -17,6 +17,7 @@
 
 #include "build_config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -104,6 +105,25 @@ static void tool_check_secret(struct spool_tool *tool)
     OPENSSL_cleanse(&key, sizeof(key));
 }
 
+/*
+ * tool_check_dead_after - dead_letter_after with a unit. A bare number is
+ * seconds, as every duration here; "3" for the default "3d" dead-lettered
+ * each event at its first failed attempt, and -t said OK.
+ */
+static void tool_check_dead_after(struct spool_tool *tool)
+{
+    const struct config_entry *entry = config_lookup(tool->cfg, "dead_letter_after");
+    size_t  len = entry ? strlen(entry->value) : 0;
+
+    if (entry != NULL && len > 0 && isdigit((unsigned char) entry->value[len - 1]))
+	config_add_error(tool->cfg, entry->line, "dead_letter_after needs a unit (3d, 72h): "
+			 "a bare number is seconds, and the first failed attempt would "
+			 "dead-letter the event");
+    else if (tool->dead_after < 1)
+	config_add_error(tool->cfg, entry ? entry->line : 0,
+			 "dead_letter_after must be 1s or more");
+}
+
 static void tool_load(struct spool_tool *tool, const char *path)
 {
     tool->config_path = path;
@@ -125,8 +145,13 @@ static void tool_load(struct spool_tool *tool, const char *path)
 			 "answers hold an attempt for good)");
     if (tool->secret_file == NULL || *tool->secret_file == 0)
 	config_add_error(tool->cfg, 0, "secret_file is required");
+    else if (*tool->secret_file != '/')		/* the value is not echoed: */
+	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
+			 "secret_file must be an absolute path (is the secret itself "
+			 "written there?)");		/* it may be the secret */
     else
 	tool_check_secret(tool);
+    tool_check_dead_after(tool);
     if (tool->concurrency < 1 || tool->concurrency > 1000)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
 			 "concurrency must be between 1 and 1000");

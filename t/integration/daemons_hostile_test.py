@@ -277,6 +277,11 @@ def test_check_generic(st):
         ("spool_dir = %s\ntimeout = 2h\n" % st.path("spool"), "timeout must be from 1s to 1h"),
         ("spool_dir = %s\nmetrics_listen = inet:127.0.0.1:0\n" % st.path("spool"),
          "port 0 (the kernel would pick a port no client knows)"),
+        # "3" for the default "3d": 3 seconds, the first failure dead-lettered
+        ("spool_dir = %s\ndead_letter_after = 3\n" % st.path("spool"),
+         "dead_letter_after needs a unit (3d, 72h)"),
+        ("spool_dir = %s\ndead_letter_after = 0s\n" % st.path("spool"),
+         "dead_letter_after must be 1s or more"),
     ]
     for i, (text, words) in enumerate(bad_spool):
         conf = write(st, "spool-bad-%d.conf" % i, secret + text)
@@ -289,6 +294,18 @@ def test_check_generic(st):
            in res.stderr, "lmtp-webhook-spool: a secret_file that cannot be read is said by -t "
            "(a warning: a Secret mounted later is read when it comes)",
            diag=res.stdout + res.stderr)
+    # the secret itself where its path goes: refused, and never echoed
+    # (it was accepted, and every attempt logged it as a missing file)
+    inline = "whsec_bXhraXQtaW5saW5lLXNlY3JldC0zMi1ieXRlcyEhIQ=="
+    for i, value in enumerate((inline, '"%s"' % inline, "relative/secret")):
+        conf = write(st, "spool-relsecret-%d.conf" % i, "spool_dir = %s\nsecret_file = %s\n"
+                     % (st.path("spool"), value))
+        res = run_in(st, [SPOOL, "-t", "-c", conf], 15)
+        tap.ok(res.returncode == 1 and "secret_file must be an absolute path" in res.stderr
+               and inline not in res.stdout + res.stderr
+               and "bXhraXQtaW5saW5l" not in res.stdout + res.stderr,
+               "lmtp-webhook-spool: secret_file = %s refused, the value not echoed"
+               % value.replace(inline, "<the secret>"), diag=res.stdout + res.stderr)
     # a listening address no interface of this host has
     conf = write(st, "policyd-foreign.conf", "listen = inet:192.0.2.1:%d\n" % port)
     check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,

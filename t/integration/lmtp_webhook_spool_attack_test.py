@@ -149,6 +149,10 @@ class Hostile(RawServer):
         if mode == "reset":                        # RST halfway through the body
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             return
+        if mode == "early200":                     # 200 unread (a proxy's), then RST
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            return
         if mode == "slowread":                     # the body waits in the sender
             time.sleep(2)
         while len(body) < length:
@@ -213,8 +217,10 @@ RETRY_AFTER = {
     "ra-year9999": ("Fri, 31 Dec 9999 23:59:59 GMT", DAY),
     "ra-junk": ("soon, please", SCHED),
 }
+# early200: a 200 before the 3 MB event was read (it was counted
+# delivered and the event removed unread: an attacker of 2026-12-03)
 RETRYABLE = ["reset", "http09", "garbage", "redirect-file", "redirect-admin", "noread",
-             "noanswer", "big500"]
+             "noanswer", "big500", "early200"]
 
 
 # ---------------------------------------------------------------- the tests
@@ -991,7 +997,7 @@ def test_hostile_receivers(st, rx, runner, hostile):
     admin_before = len([r for r in rx.requests if r[0] == "/admin"])
     runner.stop()
     modes = RETRYABLE + sorted(RETRY_AFTER)
-    pad = {"reset": 400000, "noread": 3000000}
+    pad = {"reset": 400000, "noread": 3000000, "early200": 3000000}
     for m in modes:
         put_event(st, "hostile-" + m, event_bytes("hostile-" + m, hostile.url(m),
                                                   body_for(m, pad.get(m, 0))))
