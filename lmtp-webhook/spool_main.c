@@ -106,22 +106,21 @@ static void tool_check_secret(struct spool_tool *tool)
 }
 
 /*
- * tool_check_dead_after - dead_letter_after with a unit. A bare number is
- * seconds, as every duration here; "3" for the default "3d" dead-lettered
- * each event at its first failed attempt, and -t said OK.
+ * tool_check_dead_after - dead_letter_after with a unit (or 0, never). A
+ * bare number is seconds, as every duration here; "3" for the default
+ * "3d" dead-lettered each event at its first failed attempt, and -t said
+ * OK.
  */
 static void tool_check_dead_after(struct spool_tool *tool)
 {
     const struct config_entry *entry = config_lookup(tool->cfg, "dead_letter_after");
     size_t  len = entry ? strlen(entry->value) : 0;
 
-    if (entry != NULL && len > 0 && isdigit((unsigned char) entry->value[len - 1]))
+    if (entry != NULL && len > 0 && isdigit((unsigned char) entry->value[len - 1])
+	&& tool->dead_after != 0)		/* 0: never give up */
 	config_add_error(tool->cfg, entry->line, "dead_letter_after needs a unit (3d, 72h): "
 			 "a bare number is seconds, and the first failed attempt would "
 			 "dead-letter the event");
-    else if (tool->dead_after < 1)
-	config_add_error(tool->cfg, entry ? entry->line : 0,
-			 "dead_letter_after must be 1s or more");
 }
 
 static void tool_load(struct spool_tool *tool, const char *path)

@@ -280,8 +280,6 @@ def test_check_generic(st):
         # "3" for the default "3d": 3 seconds, the first failure dead-lettered
         ("spool_dir = %s\ndead_letter_after = 3\n" % st.path("spool"),
          "dead_letter_after needs a unit (3d, 72h)"),
-        ("spool_dir = %s\ndead_letter_after = 0s\n" % st.path("spool"),
-         "dead_letter_after must be 1s or more"),
     ]
     for i, (text, words) in enumerate(bad_spool):
         conf = write(st, "spool-bad-%d.conf" % i, secret + text)
@@ -294,6 +292,12 @@ def test_check_generic(st):
            in res.stderr, "lmtp-webhook-spool: a secret_file that cannot be read is said by -t "
            "(a warning: a Secret mounted later is read when it comes)",
            diag=res.stdout + res.stderr)
+    for value in ("0", "3d"):            # 0: never give up, as documented
+        conf = write(st, "spool-dla-%s.conf" % value, secret + "spool_dir = %s\n"
+                     "dead_letter_after = %s\n" % (st.path("spool"), value))
+        res = run_in(st, [SPOOL, "-t", "-c", conf], 15)
+        tap.ok(res.returncode == 0, "lmtp-webhook-spool: dead_letter_after = %s accepted"
+               % value, diag=res.stdout + res.stderr)
     # the secret itself where its path goes: refused, and never echoed
     # (it was accepted, and every attempt logged it as a missing file)
     inline = "whsec_bXhraXQtaW5saW5lLXNlY3JldC0zMi1ieXRlcyEhIQ=="
