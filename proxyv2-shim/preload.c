@@ -18,8 +18,7 @@
  *	A blocking listener waits for the header in accept(), as the
  *	daemon expects accept() to block anyway, but for PRELOAD_INLINE_MS
  *	at most and only while no other connection waits: then the
- *	incomplete one is parked and accept() takes the next, or fails
- *	with ECONNABORTED when none is queued (preload_accept_managed()).
+ *	incomplete one is parked and accept() takes the next.
  *	A non-blocking listener must never wait: a
  *	connection whose header is not complete is parked, and accept()
  *	goes on with the next one or fails with EAGAIN. A helper thread
@@ -456,32 +455,16 @@ static int preload_hand_over(int fd, int flags, const union addr_sockaddr *clien
     return (fd);
 }
 
-/* preload_queued - another connection waits in the listen queue */
-
-static int preload_queued(int lfd)
-{
-    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
-
-    return (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN));
-}
-
-static int preload_again(int error)
-{
-    errno = error;
-    return (-1);
-}
-
 /*
  * preload_accept_managed - accept4() on a PROXYV2_PORTS listener; lock
  * held. A blocking listener's accept() that took a connection it cannot
- * return (refused, set aside, a sibling's wake-up) takes the next one
- * queued, and with none fails with ECONNABORTED, as POSIX lets accept()
- * fail for a connection aborted before it was accepted: blocking for
- * the next client froze a daemon that calls accept() when select()
- * finds the socket readable, with all its other listening sockets
- * (an IPv4 and an IPv6 one), until a client came to this one.
+ * return (refused, set aside, a sibling's wake-up) blocks for the next
+ * one, as the daemon expects of a blocking accept(). An error instead
+ * (ECONNABORTED, EAGAIN) would free a select() loop over several
+ * blocking listening sockets, but kill the many daemons that take any
+ * error from a blocking accept() as fatal: one connection from anyone
+ * would stop them. Such loops should make their sockets non-blocking.
  */
-
 static int preload_accept_managed(struct preload_listener *l, int lfd, struct sockaddr *addr,
 				          socklen_t *addrlen, int flags)
 {
@@ -520,13 +503,13 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 		   || (err != NULL && preload_peek_mark(l, &peer, fd))) {
 	    proxy_reader_free(&reader);
 	    close(fd);				/* a wake-up, ours or a sibling's */
-	    if (l->nready > 0)
+	    if (l->nready > 0 || blocking)
 		continue;
 	    /* a sibling's: back to the event loop, so that the next
 	       wake-up in the queue wakes a process again (with
 	       EPOLLEXCLUSIVE, the one whose connection is ready in time) */
-	    if (!blocking)
-		return (preload_again(EAGAIN));
+	    errno = EAGAIN;
+	    return (-1);
 	} else {
 	    proxy_reader_free(&reader);
 	    if (err == NULL)
@@ -537,8 +520,6 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 			addr_format(&peer.sa, text, sizeof(text)), err);
 	    close(fd);
 	}
-	if (blocking && l->nready == 0 && !preload_queued(lfd))
-	    return (preload_again(ECONNABORTED));
     }
 }
 
