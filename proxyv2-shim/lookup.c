@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	#include "lookup.h"
  *
- *	struct lookup *lookup_start(dns, client, done, context)
+ *	struct lookup *lookup_start(dns, base, timeout_ms, client, done, context)
  *	void	lookup_cancel(&lookup)
  * DESCRIPTION
  *	Postfix keeps the name it looked up for the shim's own address
@@ -18,7 +18,8 @@
  *	DNS failed (time-out, SERVFAIL), so that Postfix's
  *	reject_unknown_client_hostname keeps its meaning.
  *
- *	lookup_start() never calls done() before it returns.
+ *	lookup_start() never calls done() before it returns; it calls it
+ *	within timeout_ms (dns_timeout) with what it has by then.
  *	lookup_cancel() drops a pending lookup; done() is not called.
  * DIAGNOSTICS
  *	None; DNS problems become the bracketed results.
@@ -31,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "lookup.h"
 #include "xalloc.h"
 
@@ -40,6 +43,7 @@
 struct lookup {
     struct evdns_base *dns;
     struct evdns_request *req;
+    struct event *deadline;		/* the PTR and forward lookups together */
     union addr_sockaddr client;
     char    ptr[256];
     lookup_done_fn done;		/* NULL once cancelled */
@@ -91,7 +95,26 @@ static void lookup_finish(struct lookup *l, const char *name, const char *revers
 {
     if (l->done)
 	l->done(l->context, name, reverse_name);
+    if (l->deadline)
+	event_free(l->deadline);
     free(l);
+}
+
+/*
+ * lookup_expired - dns_timeout is the whole lookup's: evdns times each
+ * query alone, so a slow PTR and a slow forward answer held the hand-off
+ * twice as long. The answer is [TEMPUNAVAIL]; the request's cancel
+ * callback frees l.
+ */
+static void lookup_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct lookup *l = arg;
+
+    if (l->done)
+	l->done(l->context, LOOKUP_TEMPUNAVAIL, l->ptr[0] ? l->ptr : LOOKUP_TEMPUNAVAIL);
+    l->done = NULL;
+    if (l->req)
+	evdns_cancel_request(l->dns, l->req);
 }
 
 static int lookup_matches(const struct lookup *l, char type, int count, const void *addresses)
@@ -140,10 +163,12 @@ static void lookup_reverse_done(int result, char type, int count, int ttl, void 
 	lookup_finish(l, LOOKUP_TEMPUNAVAIL, l->ptr);
 }
 
-struct lookup *lookup_start(struct evdns_base *dns, const union addr_sockaddr *client,
-			            lookup_done_fn done, void *context)
+struct lookup *lookup_start(struct evdns_base *dns, struct event_base *base, int timeout_ms,
+			            const union addr_sockaddr *client, lookup_done_fn done,
+			            void *context)
 {
     struct lookup *l = xcalloc(1, sizeof(*l));
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 
     l->dns = dns;
     l->client = *client;
@@ -158,6 +183,8 @@ struct lookup *lookup_start(struct evdns_base *dns, const union addr_sockaddr *c
 	free(l);
 	return (NULL);
     }
+    l->deadline = evtimer_new(base, lookup_expired, l);
+    evtimer_add(l->deadline, &tv);
     return (l);
 }
 
@@ -169,6 +196,7 @@ void    lookup_cancel(struct lookup **lp)
 	return;
     /* evdns still calls back (DNS_ERR_CANCEL); that call frees l. */
     l->done = NULL;
+    evtimer_del(l->deadline);
     if (l->req)
 	evdns_cancel_request(l->dns, l->req);
     *lp = NULL;

@@ -322,6 +322,7 @@ static void shim_load(struct server *srv, const char *path)
     srv->v2_max = (size_t) max_header;
     srv->header_timeout_ms = (int) config_get_duration(srv->cfg, "header_timeout");
     srv->connect_timeout_ms = (int) config_get_duration(srv->cfg, "connect_timeout");
+    srv->dns_timeout_ms = (int) config_get_duration(srv->cfg, "dns_timeout");
     srv->idle_timeout_ms = (int) config_get_duration(srv->cfg, "idle_timeout");
     srv->max_connections = (int) config_get_int(srv->cfg, "max_connections");
     srv->reject_log_rate = (int) config_get_int(srv->cfg, "log_rejects_per_second");

@@ -489,7 +489,8 @@ static void session_connected(struct session *s)
 	s->state = SESSION_GREETING;
 	s->reply.len = 0;
 	if (s->srv->dns && proxy_header_has_client(&s->hdr))	/* in parallel */
-	    s->lookup = lookup_start(s->srv->dns, &s->hdr.src, session_named, s);
+	    s->lookup = lookup_start(s->srv->dns, s->srv->base, s->srv->dns_timeout_ms,
+				     &s->hdr.src, session_named, s);
 	else
 	    session_named(s, XCLIENT_UNAVAILABLE, XCLIENT_UNAVAILABLE);
 	if (s->srv->dns && proxy_header_has_client(&s->hdr) && s->lookup == NULL)
@@ -526,8 +527,13 @@ static void session_named(void *context, const char *name, const char *reverse_n
     s->lookup = NULL;
     snprintf(s->name, sizeof(s->name), "%s", name);
     snprintf(s->reverse_name, sizeof(s->reverse_name), "%s", reverse_name);
-    if (s->state == SESSION_NAME)
+    if (s->state == SESSION_NAME) {		/* the XCLIENT answer: connect_timeout */
+	struct timeval tv = {s->srv->connect_timeout_ms / 1000,
+	(s->srv->connect_timeout_ms % 1000) * 1000};
+
+	event_add(s->timer, &tv);
 	session_xclient(s);
+    }
 }
 
 /* session_refused - the reason, with the backend's first reply line */
@@ -562,7 +568,14 @@ static void session_smtp(struct session *s, int code)
 	    return;
 	}
 	if (s->lookup) {			/* XCLIENT once the name is known */
+	    struct timeval tv = {s->srv->dns_timeout_ms / 1000 + 1,
+	    (s->srv->dns_timeout_ms % 1000) * 1000};
+
+	    /* the lookup answers within dns_timeout (lookup(3)), however
+	       long that is against connect_timeout: a hung DNS server is
+	       [TEMPUNAVAIL], not a 421 */
 	    s->state = SESSION_NAME;
+	    event_add(s->timer, &tv);
 	    return;
 	}
 	session_xclient(s);

@@ -57,6 +57,7 @@ struct server {
     int     nlisteners;
     int     header_timeout_ms;
     int     connect_timeout_ms;
+    int     dns_timeout_ms;		/* a client name's lookup in all */
     int     idle_timeout_ms;
     int     max_connections;
     size_t  v2_max;

@@ -137,6 +137,10 @@ class DnsResponder:
                ("91.2.0.192.in-addr.arpa.", "PTR"): "1234.",
                ("92.2.0.192.in-addr.arpa.", "PTR"): "-bad-.mxkit.test.",
                ("93.2.0.192.in-addr.arpa.", "PTR"): "a.-b.mxkit.test.",
+               # a slow PTR and a slow A (0.7 s each, dns_timeout = 1s): the
+               # whole lookup must end at 1 s (each query was timed alone)
+               ("86.2.0.192.in-addr.arpa.", "PTR"): "slow86.mxkit.test.",
+               ("slow86.mxkit.test.", "A"): "192.0.2.86",
                ("192.0.2.90.", "A"): "192.0.2.90",
                ("1234.", "A"): "192.0.2.91",
                ("-bad-.mxkit.test.", "A"): "192.0.2.92",
@@ -151,6 +155,8 @@ class DnsResponder:
         self.sock.bind(("127.0.0.1", port))
         threading.Thread(target=self.serve, daemon=True).start()
 
+    SLOW = {"86.2.0.192.in-addr.arpa.": 0.7, "slow86.mxkit.test.": 0.7}
+
     def serve(self):
         while True:
             data, peer = self.sock.recvfrom(4096)
@@ -163,7 +169,8 @@ class DnsResponder:
                                                         self.RECORDS[key]))
             else:
                 reply.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(reply.to_wire(), peer)
+            threading.Timer(self.SLOW.get(key[0], 0), self.sock.sendto,
+                            (reply.to_wire(), peer)).start()
 
 
 def read_reply(s):
@@ -392,6 +399,14 @@ def test_names(st):
     log = st.read_log("postfix")
     tap.ok("evil" not in log and "a+b" not in log and "crlf" not in log,
            "no part of the bad names reached Postfix")
+    t0 = time.monotonic()
+    out = smtp_probe(connect(st.port("shim-x")), "n86", v2(inet("192.0.2.86")))
+    took = time.monotonic() - t0
+    tap.ok(out["greeting"].startswith("220 ") and took < 1.6
+           and postfix_line(st, "RCPT from unknown[192.0.2.86]: "),
+           "a PTR and an A answered 0.7 s late each, dns_timeout = 1s: the hand-off ends at "
+           "dns_timeout with [TEMPUNAVAIL] (%.2fs; each query was timed alone, 1.4 s)" % took,
+           diag=repr(out))
 
 
 def reemit(st, rec, port, header, token):
