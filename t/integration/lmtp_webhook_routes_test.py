@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
 from mxwebhook import (Receiver, Runner, bill, lmtp_send, make_secret,  # noqa: E402
-                       requests_for, verify)
+                       requests_for, start_spool_dovecot, verify)
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 SECRET = make_secret()
@@ -89,25 +89,12 @@ with Stack("lmtp-webhook-routes") as st:
     rx = Receiver()
     for user in USERS:
         st.users[user] = "x"
-    for sub in ("", "tmp", "active", "dead"):
-        os.makedirs(st.path("spool", sub), exist_ok=True)
-        os.chown(st.path("spool", sub), 65534, 65534)
-    with open(st.path("secret"), "w") as f:
-        f.write(SECRET + "\n")
-    with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
-                % (st.path("spool"), st.path("secret")))
     url = "http://127.0.0.1:%d" % rx.port
-    st.start_dovecot(
-        lmtp_plugins="lmtp_webhook",
-        plugin_settings={
-            "lmtp_webhook_route": "bills@*.planapulse.app %s/ws/{1}" % url,
-            "lmtp_webhook_route2": "in+*@planapulse.app %s/in/{1}" % url,
-            "lmtp_webhook_route4": "pay@*.planapulse.app %s/pay/{1}" % url,
-            "lmtp_webhook_route1": "old@*.planapulse.app %s/old/{1}" % url,
-            "lmtp_webhook_spool_dir": st.path("spool"),
-        },
-        extra="mail_plugin_dir = %s\nrecipient_delimiter = +-\n" % PLUGIN_DIR)
+    start_spool_dovecot(st, url + "/ws/{1}", SECRET, PLUGIN_DIR, more={
+        "lmtp_webhook_route2": "in+*@planapulse.app %s/in/{1}" % url,
+        "lmtp_webhook_route4": "pay@*.planapulse.app %s/pay/{1}" % url,
+        "lmtp_webhook_route1": "old@*.planapulse.app %s/old/{1}" % url,
+    }, dovecot_conf="recipient_delimiter = +-\n")
     runner = Runner(st)
     runner.start()
     test_detail_after_detail(st, rx)

@@ -395,11 +395,12 @@ def read_event(path):
 
 
 def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=None,
-                        more=None):
+                        more=None, dovecot_conf=""):
     """A spool owned by nobody, its secret and spool.conf, and Dovecot LMTP
     with the plugin routing bills@*.planapulse.app to route_url; with
     quota (a storage rule), Dovecot's quota plugin beside ours in one
-    plugin directory; fsync: mail_fsync; more: other plugin settings."""
+    plugin directory; fsync: mail_fsync; more: other plugin settings;
+    dovecot_conf: more lines of dovecot.conf."""
     for sub in ("", "tmp", "active", "dead"):
         os.makedirs(st.path("spool", sub), exist_ok=True)
         shutil.chown(st.path("spool", sub), "nobody", "nogroup")
@@ -414,7 +415,7 @@ def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=Non
         for so in [os.path.join(own, "lib95_lmtp_webhook_plugin.so"),
                    "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
             os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
-    extra = "mail_plugin_dir = %s\n" % plugin_dir
+    extra = "mail_plugin_dir = %s\n%s" % (plugin_dir, dovecot_conf)
     if fsync:
         extra += "mail_fsync = %s\n" % fsync
     settings = {"lmtp_webhook_route": "bills@*.planapulse.app " + route_url,
