@@ -552,7 +552,14 @@ def test_probes(site, redis_path):
            "Redis pod stopped: policyd-ratelimit (on_store_error = closed) is not ready",
            diag=str(http_get(policyd, "/readyz")))
     tap.is_(http_get(policyd, "/healthz"), (200, "alive\n"), "but alive (no restart)")
-    mc.podman("start", redis[0] if redis else "redis")
+    rname = redis[0] if redis else "redis"
+    starts = []
+    for _ in range(3):          # a start refused (the stop not yet settled) is tried again
+        res = mc.podman("start", rname)
+        starts.append("rc=%d %s%s" % (res.returncode, res.stdout.strip(), res.stderr.strip()))
+        if wait_for(lambda: mc.podman("inspect", "--format", "{{.State.Status}}", rname)
+                    .stdout.strip() == "running", timeout=10):
+            break
     started = time.monotonic()
     # policyd reconnects once a second; the wait is for the container (a
     # loaded CI machine took 80 s to re-create a pod), so the limit is wide
@@ -561,9 +568,12 @@ def test_probes(site, redis_path):
     log("policyd-ratelimit ready %.1f s after podman start of Redis"
         % (time.monotonic() - started))
     tap.ok(back, "Redis back: ready again",
-           diag="%s\n--- policyd-ratelimit:\n%s\n--- redis:\n%s"
-           % (http_get(policyd, "/readyz"), mc.logs(cname("policyd-ratelimit"))[-2000:],
-              mc.logs(redis[0] if redis else "redis")[-2000:]))
+           diag="%s\n--- podman start: %s\n--- state: %s\n--- policyd-ratelimit:\n%s\n"
+           "--- redis:\n%s"
+           % (http_get(policyd, "/readyz"), starts,
+              mc.podman("inspect", "--format", "{{.State.Status}} {{.State.Error}}",
+                        rname).stdout.strip(),
+              mc.logs(cname("policyd-ratelimit"))[-2000:], mc.logs(rname)[-2000:]))
 
 
 def test_security():
