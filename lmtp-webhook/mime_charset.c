@@ -18,10 +18,7 @@
 
 #include "lib.h"
 
-#include "str.h"
 #include "charset-utf8.h"
-#include "message-parser.h"
-#include "message-header-parser.h"
 #include "rfc822-parser.h"
 
 #include "mime_int.h"
