@@ -154,11 +154,15 @@ static void message_append(char **out, size_t *len, const char *fmt,...)
 }
 
 /*
- * Headers RFC 5322 3.6 allows once: a signature whose h= names one of
- * them fewer times than the message has it (a Subject: or From: put on
- * top of a signed message) does not vouch for what readers show, which
- * is usually the top one. From counts even when h= omits it (RFC 6376
- * requires it signed); the others once h= names them.
+ * Headers RFC 5322 3.6 allows once, and the message's own MIME headers
+ * (RFC 2045 and 2183 give each part one): a signature whose h= names
+ * one of them fewer times than the message has it (a Subject: or From:
+ * put on top of a signed message) does not vouch for what readers
+ * show, which is usually the top one. A Content-Type: on top with
+ * another boundary makes readers (and Dovecot, and so the webhook's
+ * attachments) split a signed body into parts its signer never made.
+ * From counts even when h= omits it (RFC 6376 requires it signed); the
+ * others once h= names them.
  */
 static const struct {
     const char *name;
@@ -174,6 +178,11 @@ static const struct {
     {"Message-ID", "a Message-ID: header the signature does not cover"},
     {"In-Reply-To", "an In-Reply-To: header the signature does not cover"},
     {"References", "a References: header the signature does not cover"},
+    {"MIME-Version", "a MIME-Version: header the signature does not cover"},
+    {"Content-Type", "a Content-Type: header the signature does not cover"},
+    {"Content-Transfer-Encoding",
+    "a Content-Transfer-Encoding: header the signature does not cover"},
+    {"Content-Disposition", "a Content-Disposition: header the signature does not cover"},
 };
 
 /* message_signed - how many times a signature's h= names NAME */

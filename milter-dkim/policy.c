@@ -72,8 +72,9 @@ const struct config_spec policy_specs[] = {
     {"canonicalization", CONFIG_STRING, "relaxed/relaxed", 0},
     {"sign_headers", CONFIG_LIST, "From, Reply-To, Subject, Date, To, Cc, Message-ID, "
 	"In-Reply-To, References, MIME-Version, Content-Type, Content-Transfer-Encoding, "
-	"List-Id, List-Unsubscribe, List-Unsubscribe-Post, Sender", 0},
-    {"oversign_headers", CONFIG_LIST, "From, Subject, Date, To, Cc, Reply-To", 0},
+	"Content-Disposition, List-Id, List-Unsubscribe, List-Unsubscribe-Post, Sender", 0},
+    {"oversign_headers", CONFIG_LIST, "From, Subject, Date, To, Cc, Reply-To, MIME-Version, "
+	"Content-Type, Content-Transfer-Encoding, Content-Disposition", 0},
     {"signature_ttl", CONFIG_DURATION, "0", 0},
     {"require_safe_keys", CONFIG_BOOL, "yes", 0},
     {"verify_signatures_max", CONFIG_INT, "8", 0},

@@ -352,6 +352,85 @@ def test_inbound_from(st, dns, pkey):
            "both outcomes were exercised")
 
 
+def mime_bill(token):
+    """A partner's multipart bill whose signed text quotes a part
+    delimited by EVIL (text its sender could influence: a quoted reply)."""
+    return (b"From: Partner <news@partner.example>\r\nTo: alice@mxkit.test\r\n"
+            b"Subject: token-" + token.encode() + b"\r\nDate: Sun, 22 Nov 2026 10:00:00 "
+            b"+0000\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: 7bit\r\n"
+            b"Content-Type: multipart/mixed; boundary=REAL\r\n\r\n--REAL\r\nContent-Type: text/plain\r\n\r\nYou wrote:\r\n"
+            b"--EVIL\r\nContent-Type: application/pdf; name=invoice.pdf\r\n\r\n"
+            b"%PDF-1.4 pay IBAN XX00EVIL\r\n--EVIL--\r\n--REAL\r\nContent-Type: "
+            b"application/pdf; name=real.pdf\r\nContent-Disposition: attachment; "
+            b"filename=real.pdf\r\n\r\n%PDF-1.4 real\r\n--REAL--\r\n")
+
+
+MIME_ON_TOP = {
+    "Content-Type": b"Content-Type: multipart/mixed; boundary=EVIL\r\n",
+    "MIME-Version": b"MIME-Version: 1.0\r\n",
+    "Content-Transfer-Encoding": b"Content-Transfer-Encoding: base64\r\n",
+    "Content-Disposition": b"Content-Disposition: attachment; filename=invoice.pdf\r\n",
+}
+
+
+def test_inbound_mime(st, dns, pkey):
+    """A MIME header put on top of a partner's signed bill (h= names it
+    once): libopendkim hashes the bottom one and said dkim=pass, while
+    readers, Dovecot and the webhook's attachment list read the top one
+    (a Content-Type with boundary EVIL made the quoted part the bill's
+    attachment). Now dkim=fail with the reason, for each MIME header."""
+    names = [b"from", b"subject", b"date", b"to", b"mime-version", b"content-type",
+             b"content-disposition", b"content-transfer-encoding"]
+    token = uuid.uuid4().hex
+    raw = mime_bill(token)
+    raw = dkim.sign(raw, b"p2026", b"partner.example", pkey, include_headers=names) + raw
+    tap.is_(our_results(inbound(st, raw, token)), [b"pass"], "the signed MIME bill as sent: "
+            "dkim=pass")
+    for name, extra in sorted(MIME_ON_TOP.items()):
+        token = uuid.uuid4().hex
+        raw = mime_bill(token)
+        if name == "Content-Disposition":       # a part of one: the PDF is the message
+            raw = raw.replace(b"Content-Type: multipart/mixed; boundary=REAL",
+                              b"Content-Type: application/pdf; name=real.pdf\r\n"
+                              b"Content-Disposition: attachment; filename=real.pdf", 1)
+        raw = dkim.sign(raw, b"p2026", b"partner.example", pkey, include_headers=names) + raw
+        tap.ok(re.search(rb"h=[^;]*" + name.lower().encode(), re.sub(rb"\s", b"", raw)),
+               "%s: the partner's signature names it" % name)
+        msg = inbound(st, extra + raw, token)
+        tap.is_(our_results(msg), [b"fail"], "%s on top of a signed bill: dkim=fail (the "
+                "old code: pass)" % name, diag=repr(msg[:1200]))
+        tap.ok(("(a %s: header the signature does not cover)" % name).encode()
+               in re.sub(rb"\s+", b" ", msg), "%s: with the reason" % name,
+               diag=repr(msg[:1200]))
+
+
+def test_oversigned_mime(st, dns):
+    """Our own signatures oversign MIME-Version, Content-Type,
+    Content-Transfer-Encoding and Content-Disposition (default
+    oversign_headers): such a header put on top later breaks them at any
+    receiver (dkimpy), with or without the header in the message."""
+    mime = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=REAL\r\n")
+    body = (b"--REAL\r\nContent-Type: text/plain\r\n\r\nquoted:\r\n--EVIL\r\n"
+            b"Content-Type: application/pdf\r\n\r\n%PDF-1.4 evil\r\n--EVIL--\r\n--REAL--\r\n")
+    for label, head, text in (("a MIME message", HEAD + mime, body),
+                              ("a message without MIME headers", HEAD, b"plain\r\n")):
+        msg = signed_and_verifies(st, dns, head, text, label)
+        sigs = [re.sub(rb"\s", b"", h) for h in re.findall(
+            rb"^DKIM-Signature:(.*\r\n(?:[ \t].*\r\n)*)", msg, re.M)]
+        for name in (b"mime-version", b"content-type", b"content-transfer-encoding",
+                     b"content-disposition"):
+            want = (b"\n" + msg.split(b"\r\n\r\n", 1)[0].lower()).count(
+                b"\n" + name + b":") + 1
+            got = [len(re.findall(rb"[=:]" + name + rb"(?=[:;])",
+                                  re.search(rb"h=[^;]*;", sig).group(0)))
+                   for sig in sigs]
+            tap.is_(got, [want, want], "%s: both signatures name %s once more than it "
+                    "occurs" % (label, name.decode()))
+        for name, extra in sorted(MIME_ON_TOP.items()):
+            tap.is_(verify_all(extra + msg, dns), [False, False],
+                    "%s with a %s: on top: both signatures fail (dkimpy)" % (label, name))
+
+
 def documented_main_cf():
     """The Postfix main.cf block of doc/milter-dkim.md's quick start."""
     with open(src_path("doc", "milter-dkim.md")) as f:
@@ -486,6 +565,8 @@ with Stack("milter-dkim-attack") as st:
     test_odd_forms(st, dns)
     test_session_state(st, dns)
     test_inbound_from(st, dns, open(partner_path, "rb").read())
+    test_inbound_mime(st, dns, open(partner_path, "rb").read())
+    test_oversigned_mime(st, dns)
     test_mime_conversion(st, dns, port)
     test_check_user(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
