@@ -64,6 +64,7 @@
 
 #include "build_config.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -243,33 +245,88 @@ static int preload_same_addr(const union addr_sockaddr *a, const union addr_sock
     return (0);
 }
 
-/*
- * preload_listener_reset - the descriptor now names another listening
- * socket: connections parked for the old one cannot be handed over
- * (wake-ups would go to the old address); close them.
- */
-static void preload_listener_reset(struct preload_listener *l)
+/* preload_is_socket - descriptor FD names listener L's socket */
+
+static int preload_is_socket(const struct preload_listener *l, int fd)
 {
-    if (l->nparked || l->nready)
-	preload_log("listening socket replaced; %d connections waiting for it closed",
-		    l->nparked + l->nready);
-    preload_listener_drop(l);
+    struct stat st;
+
+    return (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino);
 }
 
-/* preload_slot - the slot of listening descriptor FD, new if need be */
-
-static struct preload_listener *preload_slot(int fd)
+/*
+ * preload_listener_alive - L's socket is still open in this process:
+ * under the descriptor last used for it, or else under another one
+ * (the daemon dup()ed it and closed the first), which becomes L's. The
+ * daemon closes a listening socket without telling us (a drain before
+ * a restart, a port given up), so the helper asks before it waits on
+ * for connections nobody will accept. Lock held.
+ */
+int     preload_listener_alive(struct preload_listener *l)
 {
-    struct preload_listener *free_slot = NULL, **grown;
+    DIR    *d;
+    struct dirent *de;
+    int     found = -1;
+
+    if (preload_is_socket(l, l->fd - 1))
+	return (1);
+    if ((d = opendir("/proc/self/fd")) != NULL) {
+	while (found < 0 && (de = readdir(d)) != NULL)
+	    if (de->d_name[0] != '.' && atoi(de->d_name) != dirfd(d)
+		&& preload_is_socket(l, atoi(de->d_name)))
+		found = atoi(de->d_name);
+	closedir(d);
+    } else {					/* no /proc: every descriptor */
+	long    max = sysconf(_SC_OPEN_MAX);
+
+	for (int fd = 0; found < 0 && fd < (max > 0 && max < INT_MAX ? max : 65536); fd++)
+	    if (preload_is_socket(l, fd))
+		found = fd;
+    }
+    if (found >= 0)
+	l->fd = found + 1;
+    return (found >= 0);
+}
+
+/*
+ * preload_listener_gone - L's socket was closed: its connections can
+ * never be accepted (the kernel resets a closed listener's queue; these
+ * left it). Closed, and said so, and the slot is free. Lock held.
+ */
+void    preload_listener_gone(struct preload_listener *l)
+{
+    char    text[ADDR_TEXT_MAX];
+
+    if (l->nparked || l->nready)
+	preload_log("listening socket %s closed; %d connections waiting for it closed",
+		    addr_format(&l->self.sa, text, sizeof(text)), l->nparked + l->nready);
+    preload_listener_drop(l);
+    l->fd = 0;
+}
+
+/*
+ * preload_slot - the slot of listening socket ST (found by the socket,
+ * not the descriptor number: a dup()ed listener is the same one, and a
+ * number reused for another socket is not), new if need be. A slot with
+ * nothing waiting whose socket is no longer under its descriptor is
+ * taken over rather than kept.
+ */
+static struct preload_listener *preload_slot(const struct stat *st)
+{
+    struct preload_listener *free_slot = NULL, **grown, *l;
 
     for (int j = 0; j < preload_nlisteners; j++) {
-	if (preload_listeners[j]->fd == fd + 1)
-	    return (preload_listeners[j]);
-	if (preload_listeners[j]->fd == 0 && free_slot == NULL)
-	    free_slot = preload_listeners[j];
+	l = preload_listeners[j];
+	if (l->fd != 0 && l->dev == st->st_dev && l->ino == st->st_ino)
+	    return (l);
+	if (free_slot == NULL && (l->fd == 0 || (l->nparked + l->nready + l->nwakes == 0
+						 && !preload_is_socket(l, l->fd - 1))))
+	    free_slot = l;
     }
-    if (free_slot)
+    if (free_slot) {
+	free_slot->fd = 0;
 	return (free_slot);
+    }
     if ((grown = realloc(preload_listeners, (preload_nlisteners + 1) * sizeof(*grown))) == NULL)
 	return (NULL);
     preload_listeners = grown;
@@ -290,19 +347,21 @@ static struct preload_listener *preload_listener_for(int fd)
     union addr_sockaddr self;
     socklen_t len = sizeof(self);
     struct preload_listener *l;
+    struct stat st;
 
     if (getsockname(fd, &self.sa, &len) < 0 || (self.sa.sa_family != AF_INET
 						 && self.sa.sa_family != AF_INET6)
-	|| !preload_port_listed(addr_port(&self.sa)))
+	|| !preload_port_listed(addr_port(&self.sa)) || fstat(fd, &st) < 0)
 	return (NULL);
-    if ((l = preload_slot(fd)) == NULL)
+    if ((l = preload_slot(&st)) == NULL)
 	return (&preload_no_room);
-    if (l->fd == fd + 1 && preload_same_addr(&l->bound, &self))
+    if (l->fd != 0) {				/* known, maybe under another fd */
+	l->fd = fd + 1;
 	return (l);
-    if (l->fd == fd + 1)
-	preload_listener_reset(l);		/* the descriptor was reused */
-    l->fd = fd + 1;				/* 0 means free */
-    l->bound = self;
+    }
+    l->fd = fd + 1;
+    l->dev = st.st_dev;
+    l->ino = st.st_ino;
     /* Wake-ups go to loopback when bound to the wildcard address. */
     if (self.sa.sa_family == AF_INET && self.in.sin_addr.s_addr == htonl(INADDR_ANY))
 	self.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -311,6 +370,25 @@ static struct preload_listener *preload_listener_for(int fd)
     l->self = self;
     l->self_len = len;
     return (l);
+}
+
+/*
+ * preload_exit - a process that exits takes the connections set aside
+ * in it along (no other process can be handed them): say so, where the
+ * exit lets us (exit(), not _exit()). The helper may hold the lock.
+ */
+__attribute__((destructor)) static void preload_exit(void)
+{
+    int     n = 0;
+
+    if (pthread_mutex_trylock(&preload_lock) != 0)
+	return;
+    for (int j = 0; j < preload_nlisteners; j++)
+	n += preload_listeners[j]->nparked + preload_listeners[j]->nready;
+    pthread_mutex_unlock(&preload_lock);
+    if (n > 0)
+	preload_log("process %ld exiting; %d connections waiting in it for their PROXY "
+		    "header closed", (long) getpid(), n);
 }
 
 /* preload_remember - the client of accepted descriptor FD; lock held */

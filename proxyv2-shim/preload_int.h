@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "addr.h"
 #include "proxy_header.h"
@@ -30,8 +31,9 @@ struct preload_ready {
 };
 
 struct preload_listener {
-    int     fd;				/* 0: slot free */
-    union addr_sockaddr bound;		/* getsockname(): a reused fd differs */
+    int     fd;				/* 0: slot free; else the last used + 1 */
+    dev_t   dev;			/* the socket itself, under any */
+    ino_t   ino;			/* descriptor (dup(), dup2()) */
     union addr_sockaddr self;		/* where wake-up connections go */
     socklen_t self_len;
     struct preload_parked parked[PRELOAD_MAX_PENDING];
@@ -63,6 +65,8 @@ const char *preload_client(struct proxy_header *hdr, int listener_family,
 			           const union addr_sockaddr *peer, union addr_sockaddr *client);
 
 /* preload_wake.c */
+int     preload_listener_alive(struct preload_listener *l);
+void    preload_listener_gone(struct preload_listener *l);
 int     preload_is_wake(const struct preload_listener *l, const union addr_sockaddr *peer,
 			        const struct proxy_reader *reader, const struct proxy_header *hdr);
 int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,

@@ -264,9 +264,14 @@ static void *preload_helper(void *unused)
 	     /* void */ ;
 	pthread_mutex_lock(&preload_lock);
 	now = preload_now_ms();
-	for (int j = 0; j < preload_nlisteners; j++)
-	    if (preload_listeners[j]->nparked)
-		preload_advance(preload_listeners[j], now);
+	for (int j = 0; j < preload_nlisteners; j++) {
+	    struct preload_listener *l = preload_listeners[j];
+
+	    if (l->fd != 0 && l->nparked + l->nready > 0 && !preload_listener_alive(l))
+		preload_listener_gone(l);
+	    else if (l->nparked)
+		preload_advance(l, now);
+	}
 	pthread_mutex_unlock(&preload_lock);
     }
     return (unused);

@@ -12,7 +12,9 @@
     a header and stalls does not delay the next client; when it finishes
     its header it is served too;
   - no header, and a source outside PROXYV2_TRUSTED: closed and logged;
-    the server keeps serving.
+    the server keeps serving;
+  - a listening socket closed, replaced (dup2) or dup()ed while clients
+    wait in the library: closed and reported, or served on the copy.
 """
 
 import os
@@ -95,6 +97,40 @@ for _ in range(nproc):
             c.close()
 while True:
     time.sleep(100)
+"""
+
+# a select() server on one non-blocking listening socket that, once the
+# file TRIGGER exists, closes it and listens on OTHER (an unlisted port;
+# the new socket takes the same descriptor), dup2()s such a socket over
+# it, dup()s it and closes the first descriptor (accepting on the copy),
+# or exits. argv: PORT OTHER HOW TRIGGER
+SWITCH_SERVER = r"""
+import os, select, socket, sys
+port, other, how, trigger = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def listener(p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", p)); s.listen(64); s.setblocking(False); return s
+ls, switched = listener(port), False
+while True:
+    if not switched and os.path.exists(trigger):
+        switched, fd = True, ls.fileno()
+        if how == "close":
+            ls.close(); ls = listener(other)
+        elif how == "dup2":
+            n = listener(other); os.dup2(n.fileno(), fd); n.close()
+        elif how == "dup":
+            copy = socket.socket(fileno=os.dup(fd)); ls.close(); ls = copy
+        elif how == "exit":
+            sys.stderr.write("switched: exit\n"); sys.stderr.flush(); sys.exit(0)
+        sys.stderr.write("switched: %s, fd %d -> %d\n" % (how, fd, ls.fileno())); sys.stderr.flush()
+    if not select.select([ls], [], [], 0.1)[0]:
+        continue
+    try:
+        c, a = ls.accept()
+    except BlockingIOError:
+        continue
+    c.setblocking(True)
+    c.sendall(("client=%s port=%d\n" % (a[0], c.getsockname()[1])).encode()); c.close()
 """
 
 
@@ -252,6 +288,58 @@ def test_full_queue(st):
     tap.ok(took < 15, "in about one second each, not minutes (%.1fs)" % took)
 
 
+def test_listener_switched(st, how, n):
+    """N clients whose header is coming in pieces wait in the library
+    when the daemon changes its listening socket. Closed (a new socket on
+    an unlisted port under the same descriptor) or replaced by dup2():
+    before, they waited unanswered until the daemon exited (30-75 s, no
+    log line); now closed within a second and reported. dup() and the
+    first descriptor closed: before, never handed over (and wake-ups sent
+    forever); now served on the copy, as themselves. exit(): reported."""
+    name = "sw-" + how
+    port, trigger = st.port(name), st.path("trigger-" + how)
+    st.start_daemon(name, ["/usr/bin/python3", "-c", SWITCH_SERVER, str(port),
+                           str(st.port(name + "-other")), how, trigger],
+                    port=port, env={"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "10s",
+                                    "PROXYV2_PORTS": str(port)})
+    clients = []
+    for i in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=6)
+        h = v2_header("198.51.100.%d" % (70 + i), 42000 + i)
+        c.sendall(h[:10])
+        clients.append((c, h))
+    time.sleep(0.5)                         # each accepted and set aside
+    open(trigger, "w").close()
+    tap.ok(wait_for(lambda: "switched: " + how in st.read_log(name), timeout=5),
+           "%s: the daemon switched" % how, diag=st.read_log(name)[-500:])
+    t0 = time.monotonic()
+    got = []
+    for c, h in clients:
+        try:
+            c.sendall(h[10:])
+            got.append(c.recv(200))
+        except socket.timeout:
+            got.append(b"no answer")
+        except OSError as e:
+            got.append(repr(e).encode())
+        c.close()
+    took = time.monotonic() - t0
+    if how == "dup":
+        tap.is_(got, [b"client=198.51.100.%d port=%d\n" % (70 + i, port) for i in range(n)],
+                "dup() and the first descriptor closed: the %d waiting clients are served on "
+                "the copy, as themselves" % n)
+        return
+    tap.ok(all(g in (b"", b"ConnectionResetError(104, 'Connection reset by peer')")
+               for g in got) and took < 5,
+           "%s: the %d waiting clients are closed (%.1fs), not left unanswered" % (how, n, took),
+           diag=repr(got))
+    want = ("listening socket 127.0.0.1:%d closed; %d connections waiting for it closed"
+            % (port, n) if how != "exit" else
+            "exiting; %d connections waiting in it for their PROXY header closed" % n)
+    tap.ok(wait_for(lambda: want in st.read_log(name), timeout=5), "%s: reported (%s)"
+           % (how, want), diag=st.read_log(name)[-600:])
+
+
 HAPROXY = """
 frontend fe_py
     bind 127.0.0.1:{port:hp-py}
@@ -329,5 +417,7 @@ with Stack("proxyv2-preload") as st:
     test_forged_mark(st)
     test_prefork(st)
     test_full_queue(st)
+    for how, n in (("close", 3), ("dup2", 3), ("dup", 3), ("exit", 2)):
+        test_listener_switched(st, how, n)
 
 sys.exit(tap.done())
