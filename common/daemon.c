@@ -70,7 +70,9 @@
  *	it is still the one locked; when it cannot ("user" may not write
  *	its directory), it empties it and says why. daemon_pidfile_held()
  *	says whether this process holds one: a reload's configuration
- *	check does not try to open it then (daemon_config.c).
+ *	check does not try to open it then (daemon_config.c). A file there
+ *	that holds anything but a process id (or nothing) is not ours to
+ *	empty: daemon_pidfile_foreign() says so, and the lock refuses it.
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
@@ -447,6 +449,26 @@ int     daemon_pidfile_held(void)
     return (daemon_pidfiles_held > 0);
 }
 
+/*
+ * daemon_pidfile_foreign - open file FD holds something other than a
+ * pid (digits and a newline, or nothing: a crashed instance's). A
+ * pid_file naming a key, a table or a configuration would be emptied
+ * by the lock and removed at the stop.
+ */
+int     daemon_pidfile_foreign(int fd)
+{
+    char    buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf), 0);
+    ssize_t digits = 0;
+
+    if (n < 0)
+	return (0);				/* unreadable: the open said so */
+    while (digits < n && buf[digits] >= '0' && buf[digits] <= '9')
+	digits++;
+    return (n == (ssize_t) sizeof(buf)
+	    || !(digits == n || (digits + 1 == n && buf[digits] == '\n')));
+}
+
 const char *daemon_pidfile_lock(const char *path, int *fdp)
 {
     struct stat fst, pst;
@@ -485,6 +507,12 @@ const char *daemon_pidfile_lock(const char *path, int *fdp)
 		     "%s keeps being removed or replaced while it is locked", path);
 	    return (daemon_errbuf);
 	}
+    }
+    if (daemon_pidfile_foreign(fd)) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "%s holds something other than a "
+		 "process id: pid_file must not name another file; left as it is", path);
+	close(fd);
+	return (daemon_errbuf);
     }
     /* a crashed instance's pid is nobody's to signal: empty until ours */
     if (ftruncate(fd, 0) < 0) {

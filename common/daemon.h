@@ -29,6 +29,7 @@ const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 int     daemon_pidfile_held(void);
+int     daemon_pidfile_foreign(int fd);
 const char *daemon_socket_give(const char *path, const char *user, mode_t mode);
 const char *daemon_drop_privileges(const char *user);
 int     daemon_notify(const char *state);

@@ -168,7 +168,7 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
 static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 				               const char *dir)
 {
-    struct stat st;
+    struct stat st = {0};
     char   *probe = NULL;
     int     fd;
 
@@ -177,6 +177,18 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 			 path, S_ISLNK(st.st_mode) ? "a symbolic link: pid_file must name a "
 			 "regular file" : "not a regular file");
 	return;
+    }
+    if (S_ISREG(st.st_mode) && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW
+					   | O_NONBLOCK)) >= 0) {
+	int     foreign = daemon_pidfile_foreign(fd);
+
+	close(fd);
+	if (foreign) {
+	    config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s holds "
+			     "something other than a process id: pid_file must not name "
+			     "another file (the daemon would empty it and remove it)", path);
+	    return;
+	}
     }
     if (geteuid() != 0)
 	return;
@@ -195,6 +207,59 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
     free(probe);
 }
 
+/* daemon_config_same_path - setting value WORD ("unix:PATH" too) is PATH */
+
+static int daemon_config_same_path(const char *word, const char *path)
+{
+    const char *colon = strchr(word, ':');
+    struct stat a, b;
+
+    if (colon && colon[1] == '/' && strspn(word, "abcdefghijklmnopqrstuvwxyz") == (size_t) (colon - word))
+	word = colon + 1;			/* unix:, local:, refile: */
+    return (strcmp(word, path) == 0 || (stat(word, &a) == 0 && stat(path, &b) == 0
+					  && a.st_dev == b.st_dev && a.st_ino == b.st_ino));
+}
+
+/*
+ * daemon_config_pidfile_clash - another setting names pid_file's path
+ * (a socket not made yet, a table): the daemon would die on it at start,
+ * or empty the file, so -t says so
+ */
+static void daemon_config_pidfile_clash(struct config *cfg, const char *path)
+{
+    for (const struct config_spec *s = cfg->specs; s->name != NULL; s++) {
+	const struct config_entry *e = config_lookup(cfg, s->name);
+	const char *value = e ? e->value : s->default_value;
+
+	if (strcmp(s->name, "pid_file") == 0 || (s->type != CONFIG_STRING && s->type != CONFIG_LIST))
+	    continue;
+	for (; value != NULL; e = e ? config_next(cfg, e, s->name) : NULL,
+	     value = e ? e->value : NULL) {
+	    int     clash = 0;
+
+	    if (s->type == CONFIG_LIST) {
+		int     n;
+		char  **words = config_split_list(value, &n);
+
+		for (int i = 0; i < n; i++)
+		    clash |= daemon_config_same_path(words[i], path);
+		config_list_free(&words);
+	    } else
+		clash = daemon_config_same_path(value, path);
+	    if (clash && e != NULL)
+		config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is "
+				 "also the path of %s (line %d): the pid file needs its own",
+				 path, s->name, e->line);
+	    else if (clash)
+		config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is "
+				 "also the path of %s (its default): the pid file needs its own",
+				 path, s->name);
+	    if (clash || e == NULL)
+		break;
+	}
+    }
+}
+
 static void daemon_config_pidfile(struct config *cfg)
 {
     const char *path = config_get_str(cfg, "pid_file");
@@ -209,6 +274,7 @@ static void daemon_config_pidfile(struct config *cfg)
 			 "pid_file: \"%s\" is not an absolute path", path);
 	return;
     }
+    daemon_config_pidfile_clash(cfg, path);
     slash = strrchr(path, '/');
     dir = slash == path ? xstrdup("/") : xstrndup(path, slash - path);
     if (slash[1] == 0)

@@ -37,6 +37,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -227,6 +228,37 @@ def test_check_generic(st):
             check_refused(st, [binary, "-t", "-c", conf] + tail,
                           [binary, "-f", "-c", conf] + tail, conf, [where] + words,
                           "%s %s" % (dname, extra.strip()))
+        # a pid_file naming a file that is not a pid file (a key, a table,
+        # the configuration itself): -t said OK, and the daemon emptied
+        # it, wrote its pid there and removed it at the stop
+        victim = st.path("etc", "%s-victim.key" % dname)
+        secret = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n-----END PRIVATE KEY-----\n"
+        with open(victim, "wb") as f:
+            f.write(secret)
+        conf = write(st, "%s-victim.conf" % dname, base + "pid_file = %s\n" % victim)
+        check_refused(st, [binary, "-t", "-c", conf] + tail, [binary, "-f", "-c", conf] + tail,
+                      conf, ["%s:%d: pid_file: %s holds something other than a process id"
+                             % (conf, base.count("\n") + 1, victim)],
+                      "%s pid_file naming a key file" % dname)
+        with open(victim, "rb") as f:
+            tap.is_(f.read(), secret, "%s: the file pid_file named is left as it was" % dname)
+    # pid_file the path of another setting: a UNIX socket not made yet
+    # (-t said OK; the daemon died at start), the KeyTable
+    sock = st.path("run", "same.sock")
+    for dname, binary, text, words in (
+            ("policyd-ratelimit", POLICYD, "listen = unix:%s\npid_file = %s\n" % (sock, sock),
+             "pid_file: %s is also the path of listen (line 1)" % sock),
+            ("milter-dkim", mxdkim.MILTER,
+             re.sub(r"(?m)^socket = .*$", "socket = unix:%s" % sock, open(dkim).read())
+             + "pid_file = %s\n" % sock, "pid_file: %s is also the path of socket" % sock),
+            ("milter-dkim", mxdkim.MILTER, open(dkim).read() + "pid_file = %s\n"
+             % re.search(r"(?m)^key_table = (.*)$", open(dkim).read()).group(1),
+             "is also the path of key_table")):
+        conf = write(st, "%s-clash.conf" % dname, text)
+        check_refused(st, [binary, "-t", "-c", conf], [binary, "-f", "-c", conf], conf,
+                      [words], "%s: pid_file the path of another setting" % dname)
+        tap.ok(not os.path.exists(sock) or stat.S_ISSOCK(os.lstat(sock).st_mode),
+               "%s: nothing left at that path but a socket" % dname)
 
     # two listeners, or metrics_listen, on one address
     port = st.port("t-policyd")
