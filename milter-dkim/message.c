@@ -282,7 +282,8 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	const char *sel = (const char *) dkim_sig_getselector(sigs[i]);
 	char    b[16] = "", alg[32] = "", why[200] = "";
 	size_t  blen = 9;
-	dkim_alg_t a;
+	static const char *const known_alg[] = {"rsa-sha256", "ed25519-sha256", "rsa-sha1"};
+	const char *tag;
 	char   *d, *s;
 
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
@@ -291,9 +292,13 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
 	    b[0] = 0;
 	b[blen < 8 ? blen : 8] = 0;
-	if (dkim_sig_getsignalg(sigs[i], &a) == DKIM_STAT_OK)
-	    snprintf(alg, sizeof(alg), "%s", a == DKIM_SIGN_ED25519SHA256 ? "ed25519-sha256"
-		     : a == DKIM_SIGN_RSASHA1 ? "rsa-sha1" : "rsa-sha256");
+	/* the signature's own a=: libopendkim leaves its algorithm unset
+	   (rsa-sha1) for one it refused before reading it (i= outside d=,
+	   t= in the future) */
+	if ((tag = (const char *) dkim_sig_gettagvalue(sigs[i], 0, (u_char *) "a")) != NULL)
+	    for (size_t k = 0; k < sizeof(known_alg) / sizeof(known_alg[0]); k++)
+		if (strcasecmp(tag, known_alg[k]) == 0)
+		    snprintf(alg, sizeof(alg), "%s", known_alg[k]);
 	if (reason && strcmp(result, "pass") != 0)
 	    snprintf(why, sizeof(why), " (%s)", reason);
 	/* d= and s= are the sender's text: quoted unless tokens, so no

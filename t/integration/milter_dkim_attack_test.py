@@ -404,6 +404,23 @@ def test_inbound_mime(st, dns, pkey):
                diag=repr(msg[:1200]))
 
 
+def test_header_a(st, dns, pkey):
+    """An rsa-sha256 signature libopendkim refuses before reading it (t=
+    in the future) was reported header.a=rsa-sha1 (its unset algorithm):
+    our A-R now names the signature's own a=."""
+    token = uuid.uuid4().hex
+    raw = partner_message(token)
+    sig = dkim.sign(raw, b"p2026", b"partner.example", pkey, include_headers=[b"from"])
+    sig = re.sub(rb"t=\d+", b"t=9999999999", sig, count=1)
+    msg = inbound(st, sig + raw, token)
+    ar = re.sub(rb"\s+", b" ", re.search(rb"^Authentication-Results: mx\.mxkit\.test;"
+                                       rb".*\n(?:[ \t].*\n)*", msg.replace(b"\r\n", b"\n"),
+                                       re.M).group(0))
+    tap.ok(b"header.a=rsa-sha256" in ar and re.search(rb"dkim=(policy|permerror|fail)", ar),
+           "a signature with t= in the future: not a pass, header.a=rsa-sha256 as it says "
+           "(the old code: rsa-sha1)", diag=repr(ar))
+
+
 def test_oversigned_mime(st, dns):
     """Our own signatures oversign MIME-Version, Content-Type,
     Content-Transfer-Encoding and Content-Disposition (default
@@ -567,6 +584,7 @@ with Stack("milter-dkim-attack") as st:
     test_inbound_from(st, dns, open(partner_path, "rb").read())
     test_inbound_mime(st, dns, open(partner_path, "rb").read())
     test_oversigned_mime(st, dns)
+    test_header_a(st, dns, open(partner_path, "rb").read())
     test_mime_conversion(st, dns, port)
     test_check_user(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
