@@ -355,6 +355,32 @@ struct config *config_read_buffer(const char *name, const char *buf, size_t len,
     return (cfg);
 }
 
+/*
+ * config_open_regular - a file a configuration names (itself, a password
+ * file, a secret, a hosts file), opened for reading: a regular file, and
+ * never waited on: a FIFO or a device in its place must not hang a
+ * start, a reload or -t (with TERM blocked meanwhile). The descriptor,
+ * or -1 and *why.
+ */
+int     config_open_regular(const char *path, const char **why)
+{
+    struct stat st;
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+
+    if (fd < 0 || fstat(fd, &st) < 0) {
+	*why = strerror(errno);
+	if (fd >= 0)
+	    close(fd);
+	return (-1);
+    }
+    if (!S_ISREG(st.st_mode)) {
+	*why = "not a regular file";
+	close(fd);
+	return (-1);
+    }
+    return (fd);
+}
+
 struct config *config_read(const char *path, const struct config_spec *specs)
 {
     struct config *cfg;
@@ -362,13 +388,12 @@ struct config *config_read(const char *path, const struct config_spec *specs)
     char   *buf;
     ssize_t got;
     int     fd;
+    const char *why = "larger than 16 MB";
 
-    /* O_NONBLOCK: a FIFO in its place must not hang a reload (or -t) */
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0 || fstat(fd, &st) < 0
-	|| st.st_size > CONFIG_FILE_MAX || !S_ISREG(st.st_mode)) {
+    if ((fd = config_open_regular(path, &why)) < 0 || fstat(fd, &st) < 0
+	|| st.st_size > CONFIG_FILE_MAX) {
 	cfg = config_read_buffer(path, "", 0, specs);
-	config_add_error(cfg, 0, "cannot read: %s", fd < 0 || errno ? strerror(errno)
-			 : "not a regular file of at most 16 MB");
+	config_add_error(cfg, 0, "cannot read: %s", why);
 	if (fd >= 0)
 	    close(fd);
 	return (cfg);

@@ -43,6 +43,7 @@ struct config {
     int     error_count;
 };
 
+int     config_open_regular(const char *path, const char **why);
 struct config *config_read(const char *path, const struct config_spec *specs);
 struct config *config_read_buffer(const char *name, const char *buf, size_t len,
 				          const struct config_spec *specs);

@@ -75,6 +75,7 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
+#include "config.h"
 #include "msg.h"
 #include "store_resolve.h"
 #include "xalloc.h"
@@ -128,13 +129,14 @@ static void resolve_init(void)
 static const char *resolve_file_error(const char *what, const char *path)
 {
     static char err[400];
+    const char *why;
     int     fd;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+    if ((fd = config_open_regular(path, &why)) >= 0) {
 	close(fd);
 	return (NULL);
     }
-    snprintf(err, sizeof(err), "%s: cannot open %.200s: %s", what, path, strerror(errno));
+    snprintf(err, sizeof(err), "%s: cannot open %.200s: %s", what, path, why);
     return (err);
 }
 

@@ -50,6 +50,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "store.h"
 
 /* store_url_number - all digits, min..max; -1 otherwise */
@@ -349,10 +350,11 @@ const char *store_url_read_password(const char *path, char *buf, size_t size)
     char    data[STORE_PASSWORD_MAX + 3];
     const char *result;
     ssize_t len;
+    const char *why;
     int     fd;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
-	snprintf(err, sizeof(err), "cannot open %.300s: %s", path, strerror(errno));
+    if ((fd = config_open_regular(path, &why)) < 0) {
+	snprintf(err, sizeof(err), "cannot open %.300s: %s", path, why);
 	return (err);
     }
     len = read(fd, data, sizeof(data));		/* more than a password may be */

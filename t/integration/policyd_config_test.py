@@ -7,6 +7,7 @@ and the old one keeps working."""
 import os
 import signal
 import socket
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -99,6 +100,24 @@ with Stack("policyd-config") as st:
     res = policyd_t(path)
     tap.ok(res.returncode == 1 and "/nonexistent/overrides" in res.stderr,
            "-t names a missing override_file", diag=res.stderr)
+
+    # a FIFO where a password or hosts file goes: -t (and the start, with
+    # TERM blocked) waited in open() for a writer that never comes
+    fifo = st.path("etc", "secret.fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    for key, extra in (("store_password_file", "store = redis://127.0.0.1:6379/0\n"),
+                       ("sentinel_password_file",
+                        "store = redis-sentinel://127.0.0.1:26379/mymaster/0\n"),
+                       ("hosts_file", "store = redis://redis.example:6379/0\n")):
+        path = mp.write_config(st, "fifo-" + key, extra + "%s = %s\n" % (key, fifo))
+        try:
+            res = run([mp.POLICYD, "-t", "-c", path], timeout=10)
+            got = (res.returncode, res.stderr)
+        except subprocess.TimeoutExpired:
+            got = ("still waiting after 10 s", "")
+        tap.ok(got[0] == 1 and fifo in got[1] and "not a regular file" in got[1],
+               "-t refuses a FIFO as %s at once, naming it" % key, diag=repr(got))
 
     live = EXAMPLE.replace("inet:127.0.0.1:10031", "inet:127.0.0.1:{port}").replace(
         "exempt client_address 127.0.0.0/8 ::1", "exempt client_address 192.0.2.0/24")
