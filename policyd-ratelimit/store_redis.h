@@ -20,6 +20,19 @@
 
 struct store_redis_clock;
 
+/*
+ * A reply's elements, all arrays in it counted (hiredis 0.14 sets no
+ * limit: a Sentinel answering "*2000000000" and streaming elements held
+ * the event loop for seconds and took 400 MB). Our largest replies are
+ * SCAN's (about 1000 keys) and ROLE's.
+ */
+#define STORE_REPLY_ELEMENTS_MAX	100000
+
+struct store_reply_budget {
+    long long elements;			/* in the reply being read */
+    int     refused;			/* a reply went over: say so */
+};
+
 struct store_redis {
     struct store store;
     struct event_base *base;
@@ -44,6 +57,7 @@ struct store_redis {
     size_t  cmd_cap;
     int     queueing;			/* in redisAsyncFormattedCommand() */
     struct store_redis_clock *clock;	/* TIME queued, not yet written */
+    struct store_reply_budget budget;	/* of ctx's replies */
 };
 
 #define STORE_REDIS_STALL_MS	1000
@@ -70,6 +84,9 @@ void    store_redis_retry(evutil_socket_t fd, short what, void *context);
 void    store_redis_found(void *context, const char *host, int port);
 void    store_redis_add_write(void *privdata);
 void    store_redis_del_write(void *privdata);
+void    store_redis_bound_replies(redisAsyncContext *ctx, struct store_reply_budget *budget);
+const char *store_redis_errstr(const redisAsyncContext *ctx,
+			               const struct store_reply_budget *budget);
 
 /* store_redis_admin.c */
 void    store_redis_admin(struct store *store, struct store_admin *adm);

@@ -107,6 +107,60 @@ void    store_redis_drop(struct store_redis *redis, const char *why)
     store_redis_down(redis, why);
 }
 
+/*
+ * store_redis_bound_replies - CTX's reader refuses a reply of more than
+ * STORE_REPLY_ELEMENTS_MAX elements at the array header that says so,
+ * before it is read: hiredis then closes the connection ("out of
+ * memory", which store_redis_errstr() puts right). BUDGET belongs to
+ * the connection's owner and outlives it.
+ */
+static redisReplyObjectFunctions store_reply_fn;
+static void *(*store_reply_array_default) (const redisReadTask *, int);
+static pthread_mutex_t store_reply_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *store_reply_array(const redisReadTask *task, int elements)
+{
+    struct store_reply_budget *budget = task->privdata;
+
+    if (task->parent == NULL)			/* a new reply */
+	budget->elements = 0;
+    budget->elements += elements > 0 ? elements : 0;
+    if (budget->elements > STORE_REPLY_ELEMENTS_MAX) {
+	budget->refused = 1;
+	return (NULL);
+    }
+    return (store_reply_array_default(task, elements));
+}
+
+void    store_redis_bound_replies(redisAsyncContext *ctx, struct store_reply_budget *budget)
+{
+    pthread_mutex_lock(&store_reply_lock);
+    if (store_reply_array_default == NULL) {	/* hiredis's own, wrapped */
+	store_reply_fn = *ctx->c.reader->fn;
+	store_reply_array_default = store_reply_fn.createArray;
+	store_reply_fn.createArray = store_reply_array;
+    }
+    pthread_mutex_unlock(&store_reply_lock);
+    budget->elements = 0;
+    budget->refused = 0;
+    ctx->c.reader->fn = &store_reply_fn;
+    ctx->c.reader->privdata = budget;
+}
+
+/* store_redis_errstr - why CTX failed, in words an operator can use */
+
+const char *store_redis_errstr(const redisAsyncContext *ctx,
+			               const struct store_reply_budget *budget)
+{
+    static __thread char why[100];
+
+    if (!budget->refused)
+	return (ctx->errstr);
+    snprintf(why, sizeof(why), "a reply of more than %d elements (refused)",
+	     STORE_REPLY_ELEMENTS_MAX);
+    return (why);
+}
+
 /* store_redis_fatal_reply - errors that only a new connection can cure */
 
 int     store_redis_fatal_reply(const redisReply *reply)
@@ -221,7 +275,7 @@ static void store_redis_on_disconnect(const redisAsyncContext *ctx, int status)
     if (redis == NULL)
 	return;
     snprintf(why, sizeof(why), "connection lost%s%.150s", status != REDIS_OK ? ": " : "",
-	     status != REDIS_OK ? ctx->errstr : "");
+	     status != REDIS_OK ? store_redis_errstr(ctx, &redis->budget) : "");
     redis->ctx = NULL;
     store_redis_down(redis, why);
 }
@@ -300,6 +354,7 @@ static void store_redis_connect_to(struct store_redis *redis, const char *addr)
     }
     ctx->data = redis;
     redis->ctx = ctx;
+    store_redis_bound_replies(ctx, &redis->budget);
     redisLibeventAttach(ctx, redis->base);
     ctx->ev.addWrite = store_redis_add_write;	/* to know when TIME is written */
     ctx->ev.delWrite = store_redis_del_write;

@@ -54,6 +54,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "msg.h"
+#include "store_redis.h"
 #include "store_resolve.h"
 #include "store_sentinel.h"
 #include "xalloc.h"
@@ -69,6 +70,7 @@ struct sentinel {
     void   *context;
     /* the question round */
     redisAsyncContext *query;
+    struct store_reply_budget query_budget;
     int     query_index;		/* the Sentinel asked */
     int     next;			/* the Sentinel to ask first */
     int     tried;			/* in this round */
@@ -79,6 +81,7 @@ struct sentinel {
     struct event *step;			/* next Sentinel, outside hiredis */
     /* the +switch-master subscription */
     redisAsyncContext *watch;
+    struct store_reply_budget watch_budget;
     struct resolve_req *watch_lookup;
     int     watch_index;
     struct event *watch_retry;
@@ -164,6 +167,7 @@ static void sentinel_auth(redisAsyncContext *ctx, void *r, void *privdata)
  * or what its name was resolved to), authenticated if need be.
  */
 static redisAsyncContext *sentinel_open(struct sentinel *s, int i, const char *addr,
+				        struct store_reply_budget *budget,
 				        redisConnectCallback *on_connect,
 			              redisDisconnectCallback *on_disconnect)
 {
@@ -178,6 +182,7 @@ static redisAsyncContext *sentinel_open(struct sentinel *s, int i, const char *a
 	return (NULL);
     }
     ctx->data = s;
+    store_redis_bound_replies(ctx, budget);
     redisLibeventAttach(ctx, s->base);
     redisAsyncSetConnectCallback(ctx, on_connect);
     redisAsyncSetDisconnectCallback(ctx, on_disconnect);
@@ -237,7 +242,7 @@ static void sentinel_answer(redisAsyncContext *ctx, void *r, void *privdata)
 	return;
     if (reply == NULL) {
 	sentinel_failed(s, "connection lost%s%.100s", ctx->err ? ": " : "",
-			ctx->err ? ctx->errstr : "");
+			ctx->err ? store_redis_errstr(ctx, &s->query_budget) : "");
 	return;
     }
     if (reply->type == REDIS_REPLY_NIL) {
@@ -285,7 +290,7 @@ static void sentinel_query_lost(const redisAsyncContext *ctx, int status)
     s->query = NULL;				/* hiredis frees it */
     ((redisAsyncContext *) ctx)->data = NULL;
     sentinel_failed(s, "connection lost%s%.100s", status != REDIS_OK ? ": " : "",
-		    status != REDIS_OK ? ctx->errstr : "");
+		    status != REDIS_OK ? store_redis_errstr(ctx, &s->query_budget) : "");
 }
 
 static void sentinel_timeout(evutil_socket_t fd, short what, void *context)
@@ -297,7 +302,8 @@ static void sentinel_timeout(evutil_socket_t fd, short what, void *context)
 
 static int sentinel_query(struct sentinel *s, const char *addr)
 {
-    if ((s->query = sentinel_open(s, s->query_index, addr, sentinel_query_connected,
+    if ((s->query = sentinel_open(s, s->query_index, addr, &s->query_budget,
+				  sentinel_query_connected,
 				  sentinel_query_lost)) == NULL)
 	return (0);
     redisAsyncCommand(s->query, sentinel_answer, s, "SENTINEL get-master-addr-by-name %s",
@@ -433,12 +439,14 @@ static void sentinel_watch_lost(const redisAsyncContext *ctx, int status)
 	return;
     s->watch = NULL;				/* hiredis frees it */
     ((redisAsyncContext *) ctx)->data = NULL;
-    sentinel_watch_failed(s, status != REDIS_OK ? ctx->errstr : "connection closed");
+    sentinel_watch_failed(s, status != REDIS_OK ? store_redis_errstr(ctx, &s->watch_budget)
+			  : "connection closed");
 }
 
 static void sentinel_watch_open(struct sentinel *s, const char *addr)
 {
-    if ((s->watch = sentinel_open(s, s->watch_index, addr, sentinel_watch_connected,
+    if ((s->watch = sentinel_open(s, s->watch_index, addr, &s->watch_budget,
+				  sentinel_watch_connected,
 				  sentinel_watch_lost)) == NULL) {
 	sentinel_watch_failed(s, "cannot connect");
 	return;

@@ -35,6 +35,7 @@ file, Redis Sentinel failover, and more than one worker.
 
 import glob
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -418,8 +419,9 @@ def test_failover(st, pwfile, spwfile):
 
 class FakeSentinel:
     """A TCP server posing as Sentinel: "garbage" answers bytes that are
-    no RESP, "silent" never answers, ("point", port) names 127.0.0.1:port
-    as the master and accepts AUTH and SUBSCRIBE."""
+    no RESP, "silent" never answers, "bigarray" answers an array of two
+    billion elements (and sends them), ("point", port) names
+    127.0.0.1:port as the master and accepts AUTH and SUBSCRIBE."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -446,6 +448,13 @@ class FakeSentinel:
                 return
             if self.mode == "silent":
                 continue
+            if self.mode == "bigarray" and b"get-master-addr-by-name" in data:
+                try:                    # two billion elements announced, then sent
+                    c.sendall(b"*2000000000\r\n")
+                    while True:
+                        c.sendall(b":1\r\n" * 10000)
+                except OSError:
+                    return
             if self.mode == "garbage":
                 out = b"?this is not RESP at all\r\n"
             else:
@@ -483,6 +492,7 @@ def answered_fast(port, tag, want="action=451 4.3.0", count=20):
 
 def test_hostile(st, sports, rport, spwfile):
     garbage, silent = FakeSentinel("garbage"), FakeSentinel("silent")
+    big = FakeSentinel("bigarray")
     down = [st.port("down%d" % i) for i in range(3)]   # nothing listens there
     rep2 = start_redis_node(st, "replica2", replica_of=rport)
     pointer = FakeSentinel(("point", rep2))
@@ -498,6 +508,11 @@ def test_hostile(st, sports, rport, spwfile):
          "a Sentinel naming a replica as the master"),
         ("hsw", sentinel_store(sports), write_secret(st, "wrong-spw", b"S3ntinel-wrong\n"),
          "AUTH refused: WRONGPASS", "Sentinel refusing our password"),
+        # hiredis 0.14 reads any array: the event loop was held 5.6 s and
+        # 400 MB taken, and the log said only "no answer within 500 ms"
+        ("hba", sentinel_store([big.port]), None,
+         "127.0.0.1:%d: connection lost: a reply of more than 100000 elements (refused)"
+         % big.port, "a Sentinel answering an array of two billion elements"),
     ]
     procs = []
     for name, store, spw, text, what in cases:
@@ -513,6 +528,9 @@ def test_hostile(st, sports, rport, spwfile):
                 diag=log()[-1500:])
         tap.ok(proc.poll() is None and "redis: connected" not in log(),
                "%s: still running, never connected" % what)
+        with open("/proc/%d/status" % proc.pid) as f:
+            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) // 1024
+        tap.ok(rss < 64, "%s: memory stays small (%d MB)" % (what, rss))
     proc, port, log = hostile(st, "hmix", sentinel_store([silent.port, garbage.port] + sports),
                               spw=spwfile)
     procs.append(("hmix", proc))
