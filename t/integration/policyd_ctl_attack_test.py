@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -300,6 +301,59 @@ def test_sentinel_secrets(st):
     proc.terminate()
 
 
+def fill(port, count):
+    """count keys in the store, requests pipelined 5000 at a time."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    buf = b""
+    for base in range(0, count, 5000):
+        end = min(base + 5000, count)
+        sock.sendall(b"".join(
+            b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\ninstance=f%d\n"
+            b"sasl_username=filler%07d\nrecipient=r@example.net\nrecipient_count=1\n"
+            b"size=100\nclient_address=192.0.2.9\n\n"
+            % (i, i) for i in range(base, end)))
+        for _ in range(base, end):
+            while b"\n\n" not in buf:
+                buf += sock.recv(1 << 20)
+            buf = buf.split(b"\n\n", 1)[1]
+    sock.close()
+
+
+def test_top_walk(st):
+    """A `top` over a memory store of 300,000 keys: the walk held worker
+    0's loop for all of it (0.66 s for 500,000), and with workers = 1
+    every request waited that long; the doc promises at most a batch.
+    Requests sent while it runs must wait far less than the walk."""
+    proc, port, _ = mp.start_policyd(st, "pdw", CONFIG.replace("deadline = 100ms", "workers = 1")
+                                     % {"store": "memory", "sock": st.path("run", "pdw.ctl")})
+    fill(port, 300000)
+    waits, done = [], []
+
+    def probe():
+        while not done:
+            t0 = time.monotonic()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            mp.policy_request(sock.makefile("rwb"), {
+                "request": "smtpd_access_policy", "protocol_state": "RCPT",
+                "instance": "p%f" % t0, "sasl_username": "prober",
+                "recipient": "r@example.net", "client_address": "192.0.2.9"})
+            sock.close()
+            waits.append(time.monotonic() - t0)
+            time.sleep(0.005)
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(0.3)
+    rc, out, err, took = ctl(st, "pdw", "top", "5")
+    done.append(1)
+    prober.join()
+    tap.ok(rc == 0 and "filler" in out, "top 5 over 300,000 keys answers (%.2fs)" % took,
+           diag=out + err)
+    tap.ok(waits and max(waits) < took / 4,
+           "requests during it wait at most a batch: longest %.3fs of a %.2fs walk (%d "
+           "requests)" % (max(waits or [0]), took, len(waits)))
+    tap.ok(proc.poll() is None, "pdw is still running")
+
+
 with Stack("policyd-ctl-attack") as st:
     tap.stack = st
     os.makedirs(st.path("run"), exist_ok=True)
@@ -320,6 +374,7 @@ with Stack("policyd-ctl-attack") as st:
     test_reload_as_user(st)
     test_notify_argv(st)
     test_sentinel_secrets(st)
+    test_top_walk(st)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
 
