@@ -88,6 +88,8 @@ const char *ctl_request_parse(const char *line, size_t len, struct ctl_request *
     if (v != CTL_TOP) {
 	if (len == 0)
 	    return ("missing KEY");
+	if (len > POLICY_LINE_MAX)		/* no request carries it */
+	    return ("KEY longer than 8192 bytes, the longest a policy request can carry");
 	req->value = xstrndup(arg, len);
 	return (NULL);
     }

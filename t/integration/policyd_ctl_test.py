@@ -389,6 +389,13 @@ def test_hostile(st):
     rc, _, err = ctl(st, "pdm", "show", "k" * 100000)
     tap.ok(rc == 1 and "longer than 8192 bytes" in err, "ctl refuses a 100 KB key itself",
            diag=err)
+    # the daemon's own limit is the documented one (it took keys up to
+    # about 8,950 bytes, which no policy request can carry)
+    for n, want in ((8192, "ok\n"), (8193, "error: KEY longer than 8192 bytes"),
+                    (8250, "error: KEY longer than 8192 bytes")):
+        out = raw_ctl(st, "pdm", b"reset " + b"k" * n + b"\n")
+        tap.ok(out.startswith(want), "raw socket: a %d-byte key: %s" % (n, want.strip()),
+               diag=out[:200])
     rc, out, _ = ctl(st, "pdm", "show", "k" * 8000)
     tap.ok(rc == 0 and "~sha256:" in out, "an 8000-byte key is shown under its hashed key",
            diag=out[:300])
