@@ -35,7 +35,13 @@
  *	Sentinel, so a failover is followed as soon as Sentinel announces
  *	it; when that connection drops, another Sentinel is subscribed a
  *	second later, and the master asked for again (a switch may have
- *	been missed meanwhile).
+ *	been missed meanwhile). Each switch followed drops the connection
+ *	(requests go to on_store_error) and logs, so switches that come
+ *	faster than SENTINEL_SWITCH_MS apart (a Sentinel flapping, or a
+ *	hostile one) are held back and the latest followed when the hold
+ *	ends; the hold doubles with each one followed that way, up to
+ *	SENTINEL_SWITCH_MAX_MS, and is back to SENTINEL_SWITCH_MS once a
+ *	switch comes after it. Said once per burst.
  * DIAGNOSTICS
  *	"sentinel: ..." lines, once per change of state. Sentinel's
  *	password is never printed.
@@ -48,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -60,6 +67,8 @@
 #include "xalloc.h"
 
 #define SENTINEL_ANSWER_MS	500	/* per Sentinel, per question */
+#define SENTINEL_SWITCH_MS	1000	/* +switch-master followed, at most */
+#define SENTINEL_SWITCH_MAX_MS	64000	/* the hold, doubled while flapping */
 
 struct sentinel {
     struct event_base *base;
@@ -87,6 +96,12 @@ struct sentinel {
     struct event *watch_retry;
     char    logged[300];		/* the master's address, or why not */
     char    logged_watch[300];		/* the subscription's trouble */
+    /* +switch-master, followed at most once every SENTINEL_SWITCH_MS */
+    long long switched_ms;		/* the last one followed */
+    long long switch_hold_ms;		/* the next not before switched_ms + it */
+    struct event *switch_later;		/* the latest, held back */
+    char    switch_host[256];
+    int     switch_port;
 };
 
 static void sentinel_next(struct sentinel *s);
@@ -366,6 +381,29 @@ void    sentinel_ask(struct sentinel *s)
     sentinel_next(s);
 }
 
+static long long sentinel_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* sentinel_switch - follow the latest +switch-master (now, or held back) */
+
+static void sentinel_switch(evutil_socket_t fd, short what, void *context)
+{
+    struct sentinel *s = context;
+
+    if (what & EV_TIMEOUT)			/* held back: hold longer next */
+	s->switch_hold_ms = s->switch_hold_ms * 2 > SENTINEL_SWITCH_MAX_MS
+	    ? SENTINEL_SWITCH_MAX_MS : s->switch_hold_ms * 2;
+    s->switched_ms = sentinel_now_ms();
+    sentinel_state(s->logged, 0, "+switch-master: master \"%s\" is now %s:%d", s->url->master,
+		   s->switch_host, s->switch_port);
+    s->found(s->context, s->switch_host, s->switch_port);
+}
+
 /*
  * sentinel_message - "+switch-master NAME OLDIP OLDPORT NEWIP NEWPORT".
  * Any other message, or one for another master, is ignored.
@@ -376,6 +414,7 @@ static void sentinel_message(redisAsyncContext *ctx, void *r, void *privdata)
     const redisReply *reply = r;
     char    name[128], host[256];
     int     port;
+    long long left;
 
     if (ctx->data != s || ctx != s->watch || reply == NULL)
 	return;
@@ -398,8 +437,22 @@ static void sentinel_message(redisAsyncContext *ctx, void *r, void *privdata)
 	|| strcmp(name, s->url->master) != 0 || port < 1 || port > 65535)
 	return;
     s->logged_watch[0] = 0;
-    sentinel_state(s->logged, 0, "+switch-master: master \"%s\" is now %s:%d", name, host, port);
-    s->found(s->context, host, port);
+    snprintf(s->switch_host, sizeof(s->switch_host), "%s", host);
+    s->switch_port = port;
+    if (evtimer_pending(s->switch_later, NULL))
+	return;					/* the latest is followed then */
+    if ((left = s->switched_ms + s->switch_hold_ms - sentinel_now_ms()) > 0) {
+	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+
+	if (s->switch_hold_ms == SENTINEL_SWITCH_MS)
+	    msg_warn("sentinel: +switch-master for master \"%s\" again within %d ms; "
+		     "following the latest when %d ms have passed (longer while it goes on)",
+		     name, SENTINEL_SWITCH_MS, SENTINEL_SWITCH_MS);
+	evtimer_add(s->switch_later, &tv);
+	return;
+    }
+    s->switch_hold_ms = SENTINEL_SWITCH_MS;
+    sentinel_switch(-1, 0, s);
 }
 
 /*
@@ -499,6 +552,8 @@ struct sentinel *sentinel_create(struct event_base *base, const struct store_url
     s->timeout = evtimer_new(base, sentinel_timeout, s);
     s->step = event_new(base, -1, 0, sentinel_step, s);
     s->watch_retry = evtimer_new(base, sentinel_watch_again, s);
+    s->switch_later = evtimer_new(base, sentinel_switch, s);
+    s->switch_hold_ms = SENTINEL_SWITCH_MS;
     return (s);
 }
 
@@ -516,5 +571,6 @@ void    sentinel_free(struct sentinel **sp)
     event_free(s->timeout);
     event_free(s->step);
     event_free(s->watch_retry);
+    event_free(s->switch_later);
     free(s);
 }

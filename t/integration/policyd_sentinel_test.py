@@ -465,12 +465,29 @@ class FakeSentinel:
                         out += b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)
                     elif b"SUBSCRIBE" in cmd:
                         out += b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+                        if self.mode[0] == "flap":
+                            threading.Thread(target=self.flap, args=(c,), daemon=True).start()
                     else:
                         out += b"+OK\r\n"
             try:
                 c.sendall(out)
             except OSError:
                 return
+
+
+    def flap(self, c):
+        """("flap", a, b): +switch-master between a and b every 2 ms, 3000 times."""
+        time.sleep(0.5)
+        a, b = self.mode[1], self.mode[2]
+        for i in range(3000):
+            x, y = (a, b) if i % 2 else (b, a)
+            text = b"%s 127.0.0.1 %d 127.0.0.1 %d" % (MASTER.encode(), x, y)
+            try:
+                c.sendall(b"*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$%d\r\n%s\r\n"
+                          % (len(text), text))
+            except OSError:
+                return
+            time.sleep(0.002)
 
 
 def hostile(st, name, store, mode="closed", extra="", spw=None):
@@ -658,6 +675,34 @@ def test_reask(st):
     return [("hre", proc)]
 
 
+def test_flap(st):
+    """A Sentinel announcing +switch-master between two masters every
+    2 ms (6 s): each was followed, with three log lines (15,000 lines in
+    10 s) and requests answered 451 while both masters were up. Now
+    followed at most once a second, less often while it goes on."""
+    a = start_redis_node(st, "flapa")
+    b = start_redis_node(st, "flapb")
+    fake = FakeSentinel(("flap", a, b))
+    proc, port, log = hostile(st, "hfl", sentinel_store([fake.port]), extra="workers = 1")
+    tap.ok(wait_for(lambda: "connected to master 127.0.0.1:%d" % a in log()),
+           "flapping Sentinel: connected to the first master", diag=log())
+    replies = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 7:
+        replies += ask_many(port, "flap-%d" % len(replies), 1, "f%d" % len(replies))
+        time.sleep(0.01)
+    lines = log().splitlines()
+    tap.ok(len(lines) < 40, "3000 announcements in 6 s: %d log lines" % len(lines),
+           diag="\n".join(lines[-20:]))
+    tap.is_(sum(1 for line in lines if "again within 1000 ms" in line), 1,
+            "the flapping said once")
+    bad = [r for r in replies if r != "action=DUNNO"]
+    tap.ok(len(bad) <= len(replies) // 20, "requests answered from Redis: %d of %d not DUNNO"
+           % (len(bad), len(replies)), diag=repr(bad[:5]))
+    tap.ok(proc.poll() is None, "still running")
+    return [("hfl", proc)]
+
+
 with Stack("policyd-sentinel") as st:
     tap.stack = st
     test_password_file(st)
@@ -667,6 +712,7 @@ with Stack("policyd-sentinel") as st:
     sports, rport, pds = test_failover(st, pwfile, spwfile)
     hprocs = test_hostile(st, sports, rport, spwfile)
     hprocs += test_reask(st)
+    hprocs += test_flap(st)
     no_secret_anywhere(st, [(n, pds[n][0]) for n in pds] + hprocs, "Sentinel")
 
 sys.exit(tap.done())
