@@ -252,8 +252,12 @@ static void test_parse(void)
     memcpy(big, "show ", 5);
     memset(big + 5, 'k', CTL_LINE_MAX + 4);
     ok(ctl_request_parse(big, CTL_LINE_MAX + 9, &req) != NULL, "a key past CTL_LINE_MAX");
-    ok(ctl_request_parse(big, CTL_LINE_MAX, &req) == NULL && strlen(req.value)
-       == CTL_LINE_MAX - 5, "a key up to CTL_LINE_MAX is taken whole");
+    ok(ctl_request_parse(big, POLICY_LINE_MAX + 5, &req) == NULL && strlen(req.value)
+       == POLICY_LINE_MAX, "a key of POLICY_LINE_MAX bytes is taken whole");
+    ctl_request_free(&req);
+    err = ctl_request_parse(big, POLICY_LINE_MAX + 6, &req);
+    ok(err && strstr(err, "KEY longer than 8192 bytes"), "a key of one byte more is refused "
+       "(%s)", err ? err : "taken");
     ctl_request_free(&req);
     free(big);
 }
