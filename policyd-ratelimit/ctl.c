@@ -359,7 +359,9 @@ static void ctl_readable(evutil_socket_t fd, short what, void *context)
     }
     cc->in_len += n;
     event_del(cc->read_ev);
-    if ((nl = memchr(cc->in, '\n', cc->in_len)) != NULL)
+    if ((nl = memchr(cc->in, '\n', cc->in_len)) != NULL && (size_t) (nl - cc->in) + 1 < cc->in_len)
+	ctl_answer(cc, "one request per connection (bytes after its line end)");
+    else if (nl != NULL)
 	ctl_run(cc, nl - cc->in);
     else if (cc->in_len >= sizeof(cc->in) - 1)
 	ctl_answer(cc, "request longer than the longest key a request can carry");

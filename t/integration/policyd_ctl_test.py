@@ -399,6 +399,10 @@ def test_hostile(st):
     rc, out, _ = ctl(st, "pdm", "show", "k" * 8000)
     tap.ok(rc == 0 and "~sha256:" in out, "an 8000-byte key is shown under its hashed key",
            diag=out[:300])
+    # a second request on the line after the first was ignored in silence
+    out = raw_ctl(st, "pdm", b"show a\nreset b\n")
+    tap.is_(out, "error: one request per connection (bytes after its line end)\n",
+            "two requests on one connection: refused, neither run")
     out = raw_ctl(st, "pdm", b"show a\0b\n")
     tap.is_(out, "error: NUL byte in the request\n", "NUL byte: refused")
     for n in ("0", "-1", "1001", "99999999999999999999999", "x"):
