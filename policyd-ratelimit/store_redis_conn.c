@@ -47,19 +47,40 @@ static const char *store_redis_addr(const struct store_redis *redis)
 
 /* store_redis_state - log a connection state once, until it changes */
 
+#define STORE_STATE_RECENT	8	/* states logged lately, any worker's */
+#define STORE_STATE_AGREE_MS	2000	/* another worker's same state: said */
+
 static void store_redis_state(struct store_redis *redis, int warning, const char *text)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static char last[sizeof(redis->logged)];	/* by any worker's store */
+    static struct {
+	char    text[sizeof(redis->logged)];
+	const struct store_redis *by;
+	long long at_ms;
+    } recent[STORE_STATE_RECENT];
+    static int next;
+    long long now = store_redis_now_ms();
     int     same;
 
     if (strcmp(redis->logged, text) == 0)
 	return;
     snprintf(redis->logged, sizeof(redis->logged), "%s", text);
-    /* every worker has a connection: one line when all see the same */
+    /* every worker has a connection: one line when all see the same,
+       also when their lines interleave ("master moved", "connected" by
+       one, then "master moved" by the next) */
     pthread_mutex_lock(&lock);
-    if (!(same = strcmp(last, redis->logged) == 0))
+    same = strcmp(last, redis->logged) == 0;
+    for (int i = 0; i < STORE_STATE_RECENT && !same; i++)
+	same = recent[i].by != redis && now - recent[i].at_ms < STORE_STATE_AGREE_MS
+	    && strcmp(recent[i].text, redis->logged) == 0;
+    if (!same) {
 	snprintf(last, sizeof(last), "%s", redis->logged);
+	snprintf(recent[next].text, sizeof(recent[next].text), "%s", redis->logged);
+	recent[next].by = redis;
+	recent[next].at_ms = now;
+	next = (next + 1) % STORE_STATE_RECENT;
+    }
     pthread_mutex_unlock(&lock);
     if (same)
 	return;

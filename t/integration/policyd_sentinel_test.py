@@ -388,6 +388,13 @@ def test_failover(st, pwfile, spwfile):
                "%s follows the new master %.2f s after the promotion (bound: 2 s)"
                % (n, (t or 0) - (promoted or 0)), diag=st.read_log(n)[-2000:])
     time.sleep(1)
+    for n in pds:                       # one per CPU: each worker followed
+        text = st.read_log(n)
+        counts = (text.count("connected to master 127.0.0.1:%d" % rport),
+                  text.count("master moved to 127.0.0.1:%d" % rport))
+        tap.ok(counts[0] == 1 and counts[1] <= 1, "%s: the switch is logged once for all "
+               "its workers, not once each when their lines interleave (%d, %d)"
+               % ((n,) + counts), diag=text[-1500:])
     for ld in loads:
         ld.stop.set()
     for ld in loads:
