@@ -19,8 +19,10 @@
  *	libopendkim reads keys from that file, and SPF and DMARC their
  *	TXT records). Errors go into cfg, as every other setting's.
  *
- *	auth_begin() starts the message's DNS budget (auth_timeout),
- *	before dkim_eom() fetches keys; auth_end() ends it.
+ *	auth_begin() starts the message's DNS budget (auth_timeout: the
+ *	time its lookups wait, added up), before dkim_eoh() fetches the
+ *	keys at the end of the headers; auth_end() ends it after SPF and
+ *	DMARC at the end of the message (or at an abort).
  *
  *	auth_evaluate() runs SPF (spf(3)) and DMARC (dmarc(3)) and
  *	appends their resinfos to the A-R value the DKIM part built:

@@ -23,9 +23,13 @@
  *	that need no DNS server.
  *
  *	mdns_budget_start() gives this thread's following lookups one
- *	shared budget (a message's authentication): each lookup waits at
- *	most what is left of it, and once it is spent every lookup fails
- *	temporarily at once. A hostile sender's SPF record can cause
+ *	shared budget (a message's authentication): the time they spend
+ *	waiting is added up, each lookup waits at most what is left, and
+ *	once it is spent every lookup fails temporarily at once. Only the
+ *	lookups' own time counts, so the budget can start at the end of
+ *	the headers (where libopendkim fetches the keys) and go on at the
+ *	end of the message (SPF, DMARC) without counting the body's
+ *	transfer in between. A hostile sender's SPF record can cause
  *	dozens of lookups (10 terms, 10 MX hosts each) and DKIM up to
  *	verify_signatures_max key lookups: without the budget their
  *	timeouts would add up past Postfix's milter timeouts.
@@ -63,7 +67,16 @@ struct mdns {
 };
 
 static __thread int mdns_budgeted;
-static __thread struct timespec mdns_deadline;
+static __thread long mdns_budget_ms;		/* lookups may wait this long */
+static __thread long mdns_spent_ms;		/* of it, waited so far */
+
+static long mdns_now_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return ((long) now.tv_sec * 1000 + now.tv_nsec / 1000000);
+}
 
 /* mdns_read_file - "name value" lines, names without a trailing dot */
 
@@ -159,19 +172,16 @@ static int mdns_file_lookup(struct mdns *dns, const char *name, int rrtype,
 
 static long mdns_left(void)
 {
-    struct timespec now;
-
     if (!mdns_budgeted)
 	return (-1);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return ((mdns_deadline.tv_sec - now.tv_sec) * 1000
-	    + (mdns_deadline.tv_nsec - now.tv_nsec) / 1000000);
+    return (mdns_budget_ms - mdns_spent_ms);
 }
 
 int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_answer **answer)
 {
-    long    left = mdns_left();
+    long    left = mdns_left(), start;
     struct dns_answer *ans;
+    int     status;
 
     if (dns->res == NULL) {
 	*answer = xcalloc(1, sizeof(**answer));
@@ -183,20 +193,18 @@ int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_a
 	ans->why = "the message's DNS time budget is spent";
 	return (ans->status);
     }
-    return (dns_lookup_ms(dns->res, name, rrtype,
-			  left >= 0 && left < dns->timeout_ms ? (int) left : dns->timeout_ms,
-			  answer));
+    start = mdns_now_ms();
+    status = dns_lookup_ms(dns->res, name, rrtype,
+			   left >= 0 && left < dns->timeout_ms ? (int) left : dns->timeout_ms,
+			   answer);
+    mdns_spent_ms += mdns_now_ms() - start;
+    return (status);
 }
 
 void    mdns_budget_start(int budget_ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, &mdns_deadline);
-    mdns_deadline.tv_sec += budget_ms / 1000;
-    mdns_deadline.tv_nsec += (long) (budget_ms % 1000) * 1000000;
-    if (mdns_deadline.tv_nsec >= 1000000000) {
-	mdns_deadline.tv_sec++;
-	mdns_deadline.tv_nsec -= 1000000000;
-    }
+    mdns_budget_ms = budget_ms;
+    mdns_spent_ms = 0;
     mdns_budgeted = 1;
 }
 

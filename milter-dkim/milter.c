@@ -140,8 +140,10 @@ static void milter_end_message(struct milter_ctx *c)
     c->sign_key = NULL;
     c->sign_domain = NULL;
     c->nsign = 0;
-    if (c->verify)
+    if (c->verify) {
 	dkim_free(c->verify);
+	auth_end();				/* an abort between the two ends */
+    }
     c->verify = NULL;
     message_reset(&c->msg);
     c->header_error = NULL;
@@ -530,6 +532,8 @@ static sfsistat milter_eoh(SMFICTX *ctx)
 	return (milter_pass(c));
     }
     dkim_set_user_context(c->verify, p);	/* for policy_prescreen() */
+    /* one DNS budget: the keys (dkim_eoh() fetches them), SPF, DMARC */
+    auth_begin(p->auth);
     milter_feed_headers(c, c->verify);
     return (SMFIS_CONTINUE);
 }
@@ -599,8 +603,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
     char   *results;
     int     ignored;
 
-    auth_begin(c->policy->auth);		/* one DNS budget: keys, SPF, DMARC */
-    status = dkim_eom(c->verify, NULL);
+    status = dkim_eom(c->verify, NULL);	/* the budget began at the headers */
     results = message_auth_results(c->verify, status, c->policy->authserv_id, &c->msg);
     verdict = auth_evaluate(c->policy->auth, c->verify, status, &c->msg, &session, &results,
 			    &code, &dsn, &reply);

@@ -23,13 +23,17 @@ header, against a real DNS server (Knot, t/lib/mxdns.py) and real Postfix:
      the signed bill still passes.
   7. knotd stopped, then frozen: temperror (never pass), 451 4.4.3 under
      dmarc_reject for p=reject, each SMTP transaction bounded in time.
+  8. keys a DNS server never answers (it answers the rest): the key
+     lookups at the end of the headers count in auth_timeout too.
 """
 
 import os
 import re
 import smtplib
+import socket
 from concurrent.futures import ThreadPoolExecutor
 import sys
+import threading
 import time
 import uuid
 
@@ -434,6 +438,80 @@ def test_dns_down(st, dns, key):
     tap.ok(has(a, "spf=pass", "dmarc=pass"), "knotd back: pass again", diag=a)
 
 
+class SilentForSome:
+    """UDP in front of knotd that drops the queries for names with a
+    label starting with "slow" and relays the rest: a DNS server that
+    answers, but never for those keys (knotd alone cannot; stopped or
+    frozen, libunbound soon gives up on it and fails fast)."""
+
+    def __init__(self, upstream_port):
+        self.up = ("127.0.0.1", upstream_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.dropped = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @staticmethod
+    def labels(query):
+        out, i = [], 12
+        while i < len(query) and query[i]:
+            out.append(query[i + 1:i + 1 + query[i]].lower())
+            i += 1 + query[i]
+        return out
+
+    def serve(self):
+        while True:
+            query, client = self.sock.recvfrom(4096)
+            if any(label.startswith(b"slow") for label in self.labels(query)):
+                self.dropped += 1
+                continue
+            threading.Thread(target=self.relay, args=(query, client), daemon=True).start()
+
+    def relay(self, query, client):
+        up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        up.settimeout(3)
+        try:
+            up.sendto(query, self.up)
+            self.sock.sendto(up.recv(65536), client)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+
+def test_slow_keys(st, dns, key, proc, conf):
+    """8 signatures whose key names a DNS server that answers everything
+    else never answers: libopendkim fetches keys at the end of the
+    headers, outside the message's budget (it began at the end of the
+    message), so they waited dns_timeout each, one after the other (8 s
+    with dns_timeout = 1s, auth_timeout = 3s; 20 s with the defaults).
+    Now they count in auth_timeout."""
+    proxy = SilentForSome(dns.port)
+    with open(conf, "w") as f:
+        f.write(CONF.format(port=st.port("milter"), dns="127.0.0.1:%d" % proxy.port,
+                            reject="no"))
+    before = st.read_log("milter").count("configuration reloaded")
+    proc.send_signal(1)
+    tap.ok(wait_for(lambda: st.read_log("milter").count("configuration reloaded") > before),
+           "SIGHUP: DNS through a server silent for some names")
+    token = uuid.uuid4().hex
+    raw = message("billing@vendor.test", token)
+    sigs = b"".join(dkim.sign(raw, b"sel", b"slow%d.example" % i, key,
+                              include_headers=[b"from", b"to", b"subject", b"date"])
+                    for i in range(8))
+    code, text, took = send(st, "127.0.0.2", "billing@vendor.test", sigs + raw)
+    ar = mxdkim.our_results(mxdkim.sunk(st, token)) if code == 250 else []
+    a = ar[0] if ar else repr((code, text))
+    tap.ok(code == 250 and a.count("dkim=temperror") == 8 and "dkim=pass" not in a,
+           "8 signatures whose keys never come: 8 x dkim=temperror, delivered", diag=a)
+    tap.ok(took < 3 + 2.5, "the whole transaction took %.1f s (auth_timeout 3 s; the keys "
+           "alone took 8 s before)" % took)
+    tap.ok(proxy.dropped >= 1, "the key queries reached the silent server (%d dropped)"
+           % proxy.dropped)
+    st.reconfigure(False)
+
+
 def test_event(st, passed):
     """Issue 16 end to end: what this milter wrote, delivered to Dovecot
     with lmtp_webhook (trusting mx.mxkit.test), becomes the event's
@@ -500,6 +578,7 @@ with Stack("milter-auth") as st:
     property_mail_from(st, 25)
     test_spf(st)
     test_dmarc(st, key)
+    test_slow_keys(st, dns, key, proc, conf)
     st.reconfigure(True)
     test_reject(st, key, vendor)
     test_dns_down(st, dns, key)
