@@ -295,24 +295,51 @@ static void config_physical_line(struct config *cfg, struct config_pending *pend
 }
 
 /*
+ * config_base64_line - a line of at least 40 base64 characters and
+ * nothing else (after any indentation): a PEM body's line. No
+ * configuration line looks like that (a parameter line has " = ").
+ */
+static int config_base64_line(const char *cp, size_t len)
+{
+    size_t  n, pad;
+
+    while (len > 0 && (*cp == ' ' || *cp == '\t'))
+	cp++, len--;
+    while (len > 0 && (cp[len - 1] == '\r' || cp[len - 1] == ' ' || cp[len - 1] == '\t'))
+	len--;
+    for (pad = 0; pad < 2 && pad < len && cp[len - 1 - pad] == '='; pad++)
+	 /* void */ ;
+    for (n = 0; n < len - pad && cp[n] != 0
+	 && strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", cp[n]);
+	 n++)
+	 /* void: the line is not NUL-terminated */ ;
+    return (len >= 40 && n == len - pad);
+}
+
+/*
  * config_pem_refused - a PEM file (a key or a certificate) given as the
- * configuration: its errors, whatever they quote, become one that
- * quotes nothing. Base64 lines read as parameter lines ("q0==" is name
- * "q0", "=", value "=") put fragments of a private key into errors,
- * on the terminal and in the journal.
+ * configuration, or a configuration with a PEM body's lines pasted in
+ * (a key without its BEGIN line, indented under a parameter): its
+ * errors, whatever they quote, become one that quotes nothing. Base64
+ * lines read as parameter lines ("q0==" is name "q0", "=", value "=")
+ * or as a continuation of the line above put fragments of a private
+ * key into errors, on the terminal and in the journal.
  */
 static void config_pem_refused(struct config *cfg, const char *buf, size_t len)
 {
     const char *cp = buf, *end = buf + len;
-    int     pem = 0;
+    int     pem = 0, body = 0, lineno = 0;
 
-    while (cp < end && !pem) {
+    while (cp < end && !pem && !body) {
 	const char *nl = memchr(cp, '\n', (size_t) (end - cp));
+	size_t  n = nl ? (size_t) (nl - cp) : (size_t) (end - cp);
 
-	pem = (size_t) (end - cp) >= 11 && memcmp(cp, "-----BEGIN ", 11) == 0;
+	lineno++;
+	pem = n >= 11 && memcmp(cp, "-----BEGIN ", 11) == 0;
+	body = config_base64_line(cp, n);
 	cp = nl ? nl + 1 : end;
     }
-    if (!pem)
+    if (!pem && !body)
 	return;
     for (int i = 0; i < cfg->error_count; i++)
 	free(cfg->errors[i]);
@@ -325,8 +352,12 @@ static void config_pem_refused(struct config *cfg, const char *buf, size_t len)
 	cfg->head = next;
     }
     cfg->tail = NULL;
-    config_add_error(cfg, 0, "this is a PEM file (a key or a certificate), not a "
-		     "configuration file; none of it is shown");
+    if (pem)
+	config_add_error(cfg, 0, "this is a PEM file (a key or a certificate), not a "
+			 "configuration file; none of it is shown");
+    else
+	config_add_error(cfg, lineno, "a line of base64 (a key or a certificate pasted "
+			 "in?); none of the file is shown");
 }
 
 struct config *config_read_buffer(const char *name, const char *buf, size_t len,

@@ -719,6 +719,24 @@ def test_secrets(st, conf, secrets):
            and res.stderr.count("error:") == 1,
            "-c given the private key: refused with one error, without quoting its lines",
            diag=res.stderr[:500])
+    # the key's body pasted into the configuration (no BEGIN line), and
+    # one of its lines indented under key_table: its last line ("8l4j=")
+    # was quoted as an unknown parameter, the indented one whole as part
+    # of key_table's value
+    pem = open(st.path("keys", "s1.private"), "rb").read().decode()
+    body = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    base = open(conf).read()
+    for label, text in (("the key's lines pasted at the end", base + "\n".join(body) + "\n"),
+                        ("a line of it indented under a parameter",
+                         base.replace("\n", "\n    %s\n" % body[1], 1))):
+        path = st.path("etc", "pasted.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        res = check(path)
+        tap.ok(res.returncode == 1 and "a line of base64 (a key or a certificate pasted "
+               "in?); none of the file is shown" in res.stderr
+               and res.stderr.count("error:") == 1, "-t: %s: one error, nothing quoted" % label,
+               diag=res.stderr[:500])
     text = log(st) + "".join(OUT)
     leaked = [p for pem in secrets for p in key_pieces(pem) if p in text]
     tap.is_(leaked[:3], [], "no 16-character piece of any of the %d keys is in the log or "

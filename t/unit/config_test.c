@@ -55,6 +55,20 @@ static void test_pem(void)
     cfg = parse("# -----BEGIN in a comment\ncount = 9\n");
     is_int(cfg->error_count, 0, "\"-----BEGIN \" not at a line's start: a configuration");
     config_free(&cfg);
+    /* a key's body pasted in without its BEGIN line: its last line
+       ("8l4j=") was quoted as a parameter name; indented, a line was
+       quoted whole as the value of the parameter above */
+    one_error("name = mx1\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ\n8l4j=\n",
+	      "t.conf:2: a line of base64 (a key or a certificate pasted in?); none of the "
+	      "file is shown", "a key's base64 lines pasted in");
+    one_error("hosts = 10.0.0.0/8\n   MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIB==\r\n",
+	      "t.conf:2: a line of base64 (a key or a certificate pasted in?); none of the "
+	      "file is shown", "an indented base64 line (a continuation)");
+    cfg = parse("name = MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ\n"
+		"hosts = 10.0.0.0/8,\n    192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24\n");
+    is_int(cfg->error_count, 0, "a long value after \"name =\", a long list line: a "
+	   "configuration");
+    config_free(&cfg);
 }
 
 static void test_valid(void)
@@ -124,11 +138,14 @@ static void test_errors(void)
 	      "no name");
     /* a private key given as the configuration: no base64 in the errors */
     one_error("MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8wggJbAgEAAoGBAKze/x\n",
-	      "t.conf:1: unknown parameter (a name of 52 characters, not shown: "
-	      "is this a configuration file?)", "a base64 line is not quoted");
+	      "t.conf:1: a line of base64 (a key or a certificate pasted in?); none of the "
+	      "file is shown", "a base64 line is not quoted");
     one_error("/LniSDPIegYqpHxUB6DJDuFNtgIrmZ1yYkZYt8k7nHv13\n",
-	      "t.conf:1: expected a parameter name (line not shown)",
-	      "a base64 line that starts with '/' is not quoted");
+	      "t.conf:1: a line of base64 (a key or a certificate pasted in?); none of the "
+	      "file is shown", "a base64 line that starts with '/' is not quoted");
+    one_error("MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8wgg\n",
+	      "t.conf:1: unknown parameter (a name of 38 characters, not shown: "
+	      "is this a configuration file?)", "a shorter one: a long name, not quoted");
     one_error("Socket = x\n", "t.conf:1: unknown parameter \"Socket\"",
 	      "a name followed by \" =\" is quoted");
     one_error("\xEF\xBB\xBF" "bogus = 1\n", "t.conf:1: unknown parameter \"bogus\"",
