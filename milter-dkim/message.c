@@ -231,10 +231,20 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct messa
     const char *result = message_result(sig, reason), *why;
     ssize_t msglen = -1, canonlen = -1, signlen = -1;
     dkim_alg_t alg;
+    const char *ktag;
 
     if (strcmp(result, "pass") == 0 && (why = message_uncovered(sig, m)) != NULL) {
 	result = "fail";
 	*reason = why;
+    }
+    /* RFC 6376 6.1.2 step 6: a key whose k= is not the signature's
+     * algorithm's is a permanent failure; libopendkim tries the key as
+     * the signature says (an RSA p= under k=ed25519 passed rsa-sha256) */
+    if (strcmp(result, "pass") == 0 && dkim_sig_getsignalg(sig, &alg) == DKIM_STAT_OK
+	&& (ktag = (const char *) dkim_sig_gettagvalue(sig, 1, (u_char *) "k")) != NULL
+	&& strcasecmp(ktag, alg == DKIM_SIGN_ED25519SHA256 ? "ed25519" : "rsa") != 0) {
+	result = "permerror";
+	*reason = "the key record's k= is not the signature's algorithm";
     }
     /* RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 valid (SHA-1
      * chosen-prefix collisions); libopendkim still passes it */

@@ -77,6 +77,8 @@ def zones(key):
             txt("@", "v=spf1 ip4:127.0.0.2 ip6:2001:db8:25::/64 -all"),
             txt("mail", "v=spf1 ip4:127.0.0.2 -all"),
             txt("sel._domainkey", key), txt("sel._domainkey.mail", key),
+            # the same RSA key published as an Ed25519 one (RFC 6376 6.1.2)
+            txt("kmix._domainkey", "v=DKIM1; k=ed25519; p=" + key.split("p=", 1)[1]),
             txt("_dmarc", "v=DMARC1; p=reject"),
             txt("_dmarc", "not a DMARC record"),
         ],
@@ -166,6 +168,17 @@ def test_vendor(st, vendor_port):
                "spf aligned) header.from=vendor.test policy.dmarc=reject"),
            "dmarc=pass, policy and alignment", diag=a)
     return msg
+
+
+def test_key_type(st, key):
+    """A key record saying k=ed25519 over an RSA p=, and an rsa-sha256
+    signature: libopendkim tried the key as the signature said and
+    passed it; RFC 6376 6.1.2 makes it a permanent failure."""
+    a = check(st, "127.0.0.2", "billing@vendor.test", "billing@vendor.test",
+              sign=(b"kmix", b"vendor.test", key))
+    tap.ok(has(a, "dkim=permerror (the key record's k= is not the signature's algorithm) "
+               "header.d=vendor.test header.s=kmix") and "dkim=pass" not in a,
+           "k=ed25519 with an RSA key, an rsa-sha256 signature: dkim=permerror", diag=a)
 
 
 def test_spoofs(st, key):
@@ -573,6 +586,7 @@ with Stack("milter-auth") as st:
     st.reconfigure = lambda reject: reconfigure(st, proc, conf, "yes" if reject else "no", dns)
     vendor_bill = test_vendor(st, vendor)
     test_spoofs(st, key)
+    test_key_type(st, key)
     test_forged(st)
     test_injection(st)
     property_mail_from(st, 25)
