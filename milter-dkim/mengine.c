@@ -97,6 +97,7 @@
 
 #include <openssl/crypto.h>
 
+#include "addr.h"
 #include "mengine.h"
 #include "msession.h"
 #include "msg.h"
@@ -352,6 +353,19 @@ static int mengine_spawn(void)
     return (err);
 }
 
+/* mengine_peer - who a session is with: an address, or the UNIX socket */
+
+static const char *mengine_peer(int fd, char *buf, size_t len)
+{
+    union addr_sockaddr sa;
+    socklen_t salen = sizeof(sa);
+
+    if (getpeername(fd, &sa.sa, &salen) < 0 || (sa.sa.sa_family != AF_INET
+						 && sa.sa.sa_family != AF_INET6))
+	return ("the UNIX socket");
+    return (addr_format(&sa.sa, buf, len));
+}
+
 /* mengine_session - one accepted connection, served on this thread */
 
 static void mengine_session(int fd)
@@ -360,6 +374,7 @@ static void mengine_session(int fd)
     struct mengine_conn c = {fd, NULL, NULL};
     struct msession s;
     const char *why;
+    char    peer[ADDR_TEXT_MAX];
     int     one = 1;
 
     (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &optneg, sizeof(optneg));
@@ -374,7 +389,7 @@ static void mengine_session(int fd)
     pthread_mutex_unlock(&mengine.lock);
     msession_init(&s, mengine.desc);
     if ((why = mengine_serve(fd, &s)) != NULL)
-	msg_warn("milter session closed: %s", why);
+	msg_warn("milter session from %s closed: %s", mengine_peer(fd, peer, sizeof(peer)), why);
     msession_free(&s);
     pthread_mutex_lock(&mengine.lock);
     if (c.prev)

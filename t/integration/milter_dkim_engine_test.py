@@ -167,10 +167,13 @@ def test_bad_packets(st, port, dns):
         negotiate(s)
         s.sendall(data)
         tap.ok(closed(s), "%s: the session is closed" % name)
+        peer = "%s:%d" % s.getsockname()
         s.close()
-        tap.ok(wait_for(lambda: ("milter session closed: " in st.read_log("milter")
-                                 and logged in st.read_log("milter")), timeout=10),
-               "%s: logged (%s)" % (name, logged))
+        tap.ok(wait_for(lambda: re.search(r"milter session from %s closed: .*%s"
+                                          % (re.escape(peer), re.escape(logged)),
+                                          st.read_log("milter")), timeout=10),
+               "%s: logged with the peer's address (%s, %s)" % (name, peer, logged),
+               diag=st.read_log("milter")[-600:])
     s = connect(port)
     negotiate(s)
     s.sendall(pk(b"M", b"<alerts@planapulse.ai>\0")[:-6])
