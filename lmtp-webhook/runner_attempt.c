@@ -189,17 +189,36 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
     return (NULL);
 }
 
-/* runner_hold - no attempt for this event before when (kept in memory) */
+/*
+ * runner_hold - no attempt for this event before when (kept in memory).
+ * runner_hold_unrecorded() keeps too how many attempts it has had when
+ * the spool could not record them (full, read-only): the next attempt
+ * counts on from there, or the schedule started over at its first
+ * step each time and the event was posted every few seconds for as
+ * long as the spool stayed full, never reaching dead/.
+ */
+struct runner_held {
+    long long when;
+    int     attempts;			/* unrecorded; 0: none */
+};
 
-static void runner_hold(struct runner *r, const char *id, long long when)
+static void runner_hold_unrecorded(struct runner *r, const char *id, long long when,
+				           int attempts)
 {
     int     created;
     void  **slot = htable_slot(r->held, id, &created);
 
     if (*slot == NULL)
-	*slot = xmalloc(sizeof(long long));
-    *(long long *) *slot = when;
+	*slot = xcalloc(1, sizeof(struct runner_held));
+    ((struct runner_held *) *slot)->when = when;
+    if (attempts > ((struct runner_held *) *slot)->attempts)
+	((struct runner_held *) *slot)->attempts = attempts;
     runner_later(r, id, when);
+}
+
+static void runner_hold(struct runner *r, const char *id, long long when)
+{
+    runner_hold_unrecorded(r, id, when, 0);
 }
 
 /*
@@ -228,7 +247,12 @@ void    runner_later(struct runner *r, const char *id, long long when)
  */
 int     runner_hold_over(void *value, void *context)
 {
-    return (runner_due(*(long long *) value, *(time_t *) context));
+    const struct runner_held *h = value;
+    time_t  now = *(time_t *) context;
+
+    /* an unrecorded count outlives its hold, not the longest wait */
+    return (runner_due(h->when, now) && (h->attempts == 0
+				  || (long long) now - h->when > RUNNER_RETRY_AFTER_MAX));
 }
 
 /*
@@ -284,15 +308,15 @@ static int runner_progress(void *context, curl_off_t dltotal, curl_off_t dlnow,
 void    runner_start(struct runner *r, const char *id, int all)
 {
     time_t  now = time(NULL);
-    long long *held = htable_find(r->held, id);
+    struct runner_held *held = htable_find(r->held, id);
     char   *path;
     struct transfer *t;
     const char *err;
     struct stat st;
 
     htable_delete(r->later, id, free);		/* looked at now */
-    if (!all && held != NULL && runner_due(*held, now) == 0) {
-	runner_later(r, id, *held);
+    if (!all && held != NULL && runner_due(held->when, now) == 0) {
+	runner_later(r, id, held->when);
 	return;					/* its backoff, unrecorded */
     }
     path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
@@ -309,7 +333,10 @@ void    runner_start(struct runner *r, const char *id, int all)
 	free(path);
 	return;
     }
-    if ((err = spool_load(path, &t->ev)) != NULL) {
+    if ((err = spool_load(path, &t->ev)) == NULL && held != NULL
+	&& held->attempts > t->ev.attempts)
+	t->ev.attempts = held->attempts;	/* the spool could not record them */
+    if (err != NULL) {
 	int     bad = errno == EBADMSG;
 
 	/* not for a ctime ahead of the clock (stepped back): waiting for
@@ -420,7 +447,7 @@ static void runner_outcome(struct runner *r, struct transfer *t, const struct po
 	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL) {
 	    /* the spool full: its backoff still holds, or the event
 	       would be posted again at every scan */
-	    runner_hold(r, t->ev.id, t->ev.next_attempt);
+	    runner_hold_unrecorded(r, t->ev.id, t->ev.next_attempt, t->ev.attempts);
 	    msg_error("event %s: cannot record attempt %d: %s; next in %llds all the same",
 		      t->ev.id, t->ev.attempts, err, delay);
 	} else if (gone == SPOOL_UPDATE_GONE)

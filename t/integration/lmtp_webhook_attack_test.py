@@ -13,6 +13,7 @@ receiver (t/lib/mxwebhook.py).
 import hashlib
 import json
 import os
+import re
 import shutil
 import smtplib
 import sys
@@ -241,8 +242,11 @@ def test_spool_full_backoff(st, rx, runner):
     """The spool fills up while an attempt is under way, and the receiver
     answers 500: the attempt cannot be recorded, but its backoff (~5 s)
     must hold all the same, not a repost at every one-second scan (a
-    receiver already failing, hammered by every waiting event). Once
-    there is room again the event is delivered."""
+    receiver already failing, hammered by every waiting event). The
+    second attempt, unrecorded too, counts on from the first (it started
+    the schedule over: a repost every 5 s for as long as the spool
+    stayed full, never dead-lettered). Once there is room again the
+    event is delivered."""
     spool = st.path("spool")
     runner.stop()
     mounted = run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", spool])
@@ -252,7 +256,7 @@ def test_spool_full_backoff(st, rx, runner):
         shutil.chown(spool, "nobody", "nogroup")
         runner.start()
         s = "spool full during the attempt"
-        ANSWERS[s] = [(500, 1, {}), 200]
+        ANSWERS[s] = [(500, 1, {}), (500, 0, {}), 200]
         tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "spool full: LMTP 250 before")
         tap.ok(wait_for(lambda: SEEN.get(s), timeout=5), "the attempt reached the receiver")
         filler = os.path.join(spool, "filler")
@@ -270,10 +274,18 @@ def test_spool_full_backoff(st, rx, runner):
         early = [t for t in SEEN.get(s, []) if failed_at - 0.5 < t < failed_at + 3]
         tap.is_(len(early), 0, "no repost within 3 s of the failure: the backoff holds",
                 diag=runner.log()[-800:])
+        second = wait_for(lambda: re.search(r"cannot record attempt 2: .*; next in (\d+)s all "
+                                            r"the same", runner.log()), timeout=10)
+        tap.ok(second and int(second.group(1)) >= 100, "the second attempt, unrecorded too, "
+               "counts on: next in %ss (the schedule's second step), not 5 s again"
+               % (second.group(1) if second else "?"), diag=runner.log()[-800:])
+        time.sleep(6)
+        tap.is_(len(SEEN.get(s, [])), 2, "no third attempt 6 s later", diag=runner.log()[-800:])
         os.unlink(filler)
-        tap.ok(wait_for(lambda: len(SEEN.get(s, [])) == 2 and not spool_dir_list(st, "active"),
+        run_tool(st, "flush")
+        tap.ok(wait_for(lambda: len(SEEN.get(s, [])) == 3 and not spool_dir_list(st, "active"),
                         timeout=10),
-               "room again: retried after its backoff and delivered", diag=runner.log()[-800:])
+               "room again, a flush: posted and delivered", diag=runner.log()[-800:])
         tap.is_(len({h["webhook-id"] for _, h, _, _ in requests_for(rx, s)}), 1,
                 "with one id")
     finally:
