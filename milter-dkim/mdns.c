@@ -174,7 +174,10 @@ static long mdns_left(void)
 {
     if (!mdns_budgeted)
 	return (-1);
-    return (mdns_budget_ms - mdns_spent_ms);
+    /* overdrawn (a lookup outlived what was left by a millisecond) is
+       spent, never -1, which means no budget: then every later lookup
+       waited dns_timeout in full */
+    return (mdns_spent_ms >= mdns_budget_ms ? 0 : mdns_budget_ms - mdns_spent_ms);
 }
 
 int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_answer **answer)
