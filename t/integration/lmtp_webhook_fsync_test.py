@@ -52,9 +52,18 @@ def traced(st, mode, subject):
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-e",
                                "trace=" + SYSCALLS, "-o", out] + pids,
                               stderr=subprocess.PIPE, text=True)
-    attached = wait_for(lambda: tracer.poll() is not None or any(
-        line.startswith("TracerPid:") and line.split()[1] != "0"
-        for line in open("/proc/%d/status" % master)), timeout=10)
+    def traced_pid(pid):
+        try:
+            with open("/proc/%s/status" % pid) as f:
+                return any(line.startswith("TracerPid:") and line.split()[1] != "0"
+                           for line in f)
+        except OSError:                 # gone meanwhile: nothing to wait for
+            return True
+    # every one of them: strace attaches one after the other, and the lmtp
+    # process that serves the delivery was reached after it (a CI run lost
+    # its rename and fsync that way)
+    attached = wait_for(lambda: tracer.poll() is not None or all(
+        traced_pid(p) for p in [master] + children), timeout=10)
     if not attached or tracer.poll() is not None:
         tap.ok(False, "strace attaches to Dovecot",
                diag=tracer.stderr.read() if tracer.poll() is not None else "timeout")
