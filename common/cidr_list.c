@@ -11,6 +11,7 @@
  *	const char *cidr_list_parse(list, "127.0.0.0/8, ::1", &bad_item)
  *	int	cidr_list_match_addr(list, sockaddr)
  *	int	cidr_list_match_str(list, "192.0.2.1")
+ *	int	cidr_list_covers(list, AF_INET or AF_INET6)
  *	void	cidr_list_destroy(&list)
  * DESCRIPTION
  *	A list of networks ("addr/len", or a bare address for a single
@@ -19,6 +20,10 @@
  *
  *	Matching costs one binary search per distinct prefix length in
  *	the list: entries are kept sorted in one array per length.
+ *
+ *	cidr_list_covers() tells whether the list matches every address
+ *	of a family, however it is written (a warning for a list of
+ *	trusted peers that trusts anyone).
  *
  *	Adding after matching is allowed; the arrays are re-sorted
  *	lazily on the first match after a change.
@@ -217,6 +222,85 @@ int     cidr_list_match_str(const struct cidr_list *list, const char *address)
     int     bits;
 
     return (cidr_parse_address(address, bytes, &bits) && cidr_list_match_bytes(list, bytes));
+}
+
+/* cidr_span - the first and last address of a network, in 128 bits */
+
+struct cidr_span {
+    struct cidr_key first;
+    struct cidr_key last;
+};
+
+static int cidr_span_cmp(const void *a, const void *b)
+{
+    return (cidr_key_cmp(&((const struct cidr_span *) a)->first,
+			 &((const struct cidr_span *) b)->first));
+}
+
+static struct cidr_key cidr_key_last(struct cidr_key key, int len)
+{
+    struct cidr_key host = cidr_key_mask((struct cidr_key) {~(uint64_t) 0, ~(uint64_t) 0}, len);
+
+    key.hi |= ~host.hi;
+    key.lo |= ~host.lo;
+    return (key);
+}
+
+/* cidr_list_spans - every network clipped to [lo, hi]; the count */
+
+static int cidr_list_spans(const struct cidr_list *list, struct cidr_key lo,
+			           struct cidr_key hi, struct cidr_span *out)
+{
+    int     n = 0;
+
+    for (int len = 0; len <= 128; len++)
+	for (int i = 0; i < list->buckets[len].count; i++) {
+	    struct cidr_span sp = {list->buckets[len].keys[i],
+	    cidr_key_last(list->buckets[len].keys[i], len)};
+
+	    if (cidr_key_cmp(&sp.last, &lo) < 0 || cidr_key_cmp(&sp.first, &hi) > 0)
+		continue;
+	    if (cidr_key_cmp(&sp.first, &lo) < 0)
+		sp.first = lo;
+	    if (cidr_key_cmp(&sp.last, &hi) > 0)
+		sp.last = hi;
+	    out[n++] = sp;
+	}
+    return (n);
+}
+
+/*
+ * cidr_list_covers - does the list match every address of the family
+ * (AF_INET: all of IPv4; AF_INET6: all of IPv6)? Not only "/0" does:
+ * ::ffff:0:0/96 is every IPv4 address, and so are 0.0.0.0/1 and
+ * 128.0.0.0/1 together.
+ */
+int     cidr_list_covers(const struct cidr_list *list, int family)
+{
+    struct cidr_key lo = {0, family == AF_INET ? 0xffff00000000ULL : 0};
+    struct cidr_key hi = {0, family == AF_INET ? 0xffffffffffffULL : ~(uint64_t) 0};
+    struct cidr_span *spans;
+    struct cidr_key next = lo;
+    int     n, covered = 0;
+
+    if (family == AF_INET6)
+	hi.hi = ~(uint64_t) 0;
+    spans = xmalloc(sizeof(*spans) * (list->total + 1));
+    n = cidr_list_spans(list, lo, hi, spans);
+    qsort(spans, n, sizeof(*spans), cidr_span_cmp);
+    for (int i = 0; i < n && !covered; i++) {
+	if (cidr_key_cmp(&spans[i].first, &next) > 0)
+	    break;				/* a gap before it */
+	if (cidr_key_cmp(&spans[i].last, &next) < 0)
+	    continue;				/* inside what is covered */
+	if (cidr_key_cmp(&spans[i].last, &hi) == 0)
+	    covered = 1;
+	next = spans[i].last;			/* the address after it */
+	if (++next.lo == 0)
+	    next.hi++;
+    }
+    free(spans);
+    return (covered);
 }
 
 int     cidr_list_count(const struct cidr_list *list)

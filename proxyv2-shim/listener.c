@@ -123,27 +123,24 @@ static const char *listener_trusted_family(struct shim_listener *lst, const char
 }
 
 /*
- * listener_trusted_wide - a /0 network in trusted= (0.0.0.0/0, ::/0):
- * kept in lst->wide_trusted for a warning, not an error (the port may
- * be reachable from the balancers alone, by a firewall).
+ * listener_trusted_wide - trusted= matches every IPv4 or every IPv6
+ * address, however written (0.0.0.0/0, ::/0, ::ffff:0:0/96, or
+ * 0.0.0.0/1 with 128.0.0.0/1): kept in lst->wide_trusted for a
+ * warning, not an error (the port may be reachable from the balancers
+ * alone, by a firewall).
  */
 static void listener_trusted_wide(struct shim_listener *lst, const char *value)
 {
-    char  **items;
     char    warn[200];
-    int     n;
+    int     v4 = cidr_list_covers(lst->trusted, AF_INET);
 
-    items = config_split_list(value, &n);
-    for (int i = 0; i < n && lst->wide_trusted == NULL; i++) {
-	size_t  len = strlen(items[i]);
-
-	if (len > 2 && strcmp(items[i] + len - 2, "/0") == 0) {
-	    snprintf(warn, sizeof(warn), "trusted=%.60s lets every peer that reaches this "
-		     "port name any client (a header is trusted from anyone)", items[i]);
-	    lst->wide_trusted = xstrdup(warn);
-	}
-    }
-    config_list_free(&items);
+    if (!v4 && !cidr_list_covers(lst->trusted, AF_INET6))
+	return;
+    snprintf(warn, sizeof(warn), "trusted=%.60s lets every %speer that reaches this "
+	     "port name any client (a header is trusted from anyone)", value,
+	     v4 ? "IPv4 " : "IPv6 ");
+    free(lst->wide_trusted);
+    lst->wide_trusted = xstrdup(warn);
 }
 
 /* listener_option - one name=value word */

@@ -217,6 +217,10 @@ static void preload_init(void)
 	cidr_list_destroy(&preload_trusted);
 	preload_trusted = cidr_list_create();
     }
+    if (cidr_list_covers(preload_trusted, AF_INET) || cidr_list_covers(preload_trusted, AF_INET6))
+	preload_log("warning: PROXYV2_TRUSTED matches every IPv%d address: any peer that "
+		    "reaches PROXYV2_PORTS may name any client",
+		    cidr_list_covers(preload_trusted, AF_INET) ? 4 : 6);
     if (timeout && (config_parse_duration(timeout, &preload_timeout_ms) != NULL
 		    || preload_timeout_ms < 1 || preload_timeout_ms > 60000)) {
 	preload_log("PROXYV2_TIMEOUT: \"%s\" is not a duration from 1ms to 60s; using 3s",
@@ -556,7 +560,7 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	char    text[ADDR_TEXT_MAX];
 	const char *err;
 	long long deadline;
-	int     fd;
+	int     fd, wake = 0;
 
 	if (l->nready > 0) {
 	    struct preload_ready r = l->ready[--l->nready];
@@ -577,15 +581,19 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    err = preload_check(lfd, fd, &peer, 0, deadline, &reader, &hdr);
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader, deadline);
-	} else if ((err == NULL && preload_is_wake(l, &peer, &reader, &hdr))
-		   || (err != NULL && preload_peek_mark(l, &peer, fd))) {
+	} else if ((wake = err == NULL ? preload_is_wake(l, &peer, &reader, &hdr)
+		    : preload_peek_mark(l, &peer, fd)) != 0) {
 	    proxy_reader_free(&reader);
 	    close(fd);				/* a wake-up, ours or a sibling's */
-	    if (l->nready > 0 || blocking)
+	    /* ours, its connection handed over already: the next in the
+	       queue (a loop that accepts until EAGAIN, edge-triggered,
+	       gets no new event for a client queued behind it) */
+	    if (l->nready > 0 || blocking || wake == PRELOAD_WAKE_OURS)
 		continue;
 	    /* a sibling's: back to the event loop, so that the next
 	       wake-up in the queue wakes a process again (with
-	       EPOLLEXCLUSIVE, the one whose connection is ready in time) */
+	       EPOLLEXCLUSIVE, the one whose connection is ready in time);
+	       the sibling wakes again until its own process takes one */
 	    errno = EAGAIN;
 	    return (-1);
 	} else {

@@ -67,6 +67,9 @@ const char *preload_client(struct proxy_header *hdr, int listener_family,
 /* preload_wake.c */
 int     preload_listener_alive(struct preload_listener *l);
 void    preload_listener_gone(struct preload_listener *l);
+#define PRELOAD_WAKE_OURS	1	/* preload_is_wake(), preload_peek_mark() */
+#define PRELOAD_WAKE_SIBLING	2
+
 int     preload_is_wake(const struct preload_listener *l, const union addr_sockaddr *peer,
 			        const struct proxy_reader *reader, const struct proxy_header *hdr);
 int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,

@@ -41,18 +41,47 @@
 
 /*
  * A wake-up connection sends this mark: a v2 LOCAL header with one NOOP
- * TLV of 8 bytes. In a prefork server (processes sharing the listening
- * socket) another process may accept it: whichever process does knows
- * it by the mark and closes it without a word, while the process whose
- * connection is ready wakes again (preload_rewake()) until its accept()
- * takes it. A port list of our own wake-ups knew none of another
- * process's: those were parked, timed out and logged, and the client
- * waited until its process happened to accept again.
+ * TLV of 12 bytes, "mxkitwak" and the sending process's id. In a
+ * prefork server (processes sharing the listening socket) another
+ * process may accept it: whichever process does knows it by the mark
+ * and closes it without a word, while the process whose connection is
+ * ready wakes again (preload_rewake()) until its accept() takes it. A
+ * port list of our own wake-ups knew none of another process's: those
+ * were parked, timed out and logged, and the client waited until its
+ * process happened to accept again. The process id tells our own
+ * wake-up (its connection was handed over already: accept() goes on
+ * with the queue) from a sibling's (accept() returns EAGAIN).
  */
-static const unsigned char preload_wake_mark[27] = {
+#define PRELOAD_MARK_LEN	31
+#define PRELOAD_MARK_PID	27		/* where the process id goes */
+
+static const unsigned char preload_wake_mark[PRELOAD_MARK_PID] = {
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-    0x20, 0x00, 0x00, 0x0B, 0x04, 0x00, 0x08, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
+    0x20, 0x00, 0x00, 0x0F, 0x04, 0x00, 0x0C, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
 };
+
+/* preload_mark_make - this process's mark */
+
+static void preload_mark_make(unsigned char out[PRELOAD_MARK_LEN])
+{
+    unsigned long pid = (unsigned long) getpid();
+
+    memcpy(out, preload_wake_mark, sizeof(preload_wake_mark));
+    for (int i = 0; i < 4; i++)
+	out[PRELOAD_MARK_PID + i] = (unsigned char) (pid >> (24 - 8 * i));
+}
+
+/* preload_mark_kind - PRELOAD_WAKE_OURS, _SIBLING or 0 (no mark) */
+
+static int preload_mark_kind(const unsigned char *buf, size_t len)
+{
+    unsigned char mine[PRELOAD_MARK_LEN];
+
+    if (len != PRELOAD_MARK_LEN || memcmp(buf, preload_wake_mark, sizeof(preload_wake_mark)) != 0)
+	return (0);
+    preload_mark_make(mine);
+    return (memcmp(buf, mine, sizeof(mine)) == 0 ? PRELOAD_WAKE_OURS : PRELOAD_WAKE_SIBLING);
+}
 
 /*
  * preload_wake_source - could PEER be a wake-up of listener L? Wake-ups
@@ -71,29 +100,31 @@ static int preload_wake_source(const struct preload_listener *l, const union add
 	    && IN6_ARE_ADDR_EQUAL(&peer->in6.sin6_addr, &l->self.in6.sin6_addr));
 }
 
-/* preload_is_wake - a wake-up connection's header (ours or a sibling's) */
+/* preload_is_wake - a wake-up connection's header: ours, a sibling's, or 0 */
 
 int     preload_is_wake(const struct preload_listener *l, const union addr_sockaddr *peer,
 			        const struct proxy_reader *reader, const struct proxy_header *hdr)
 {
-    return (hdr->length == sizeof(preload_wake_mark) && reader->have >= hdr->length
-	    && memcmp(reader->buf, preload_wake_mark, sizeof(preload_wake_mark)) == 0
-	    && preload_wake_source(l, peer));
+    return (reader->have >= hdr->length && preload_wake_source(l, peer)
+	    ? preload_mark_kind(reader->buf, hdr->length) : 0);
 }
 
 /*
  * preload_peek_mark - the mark, already there, on a connection from a
  * source outside PROXYV2_TRUSTED (a wake-up comes from this host, which
  * the operator's list may leave out): closed without a log line then.
+ * The same answers as preload_is_wake().
  */
 int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,
 			          int fd)
 {
-    unsigned char buf[sizeof(preload_wake_mark)];
+    unsigned char buf[PRELOAD_MARK_LEN + 1];
+    ssize_t n;
 
-    return (preload_wake_source(l, peer)
-	    && recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT) == (ssize_t) sizeof(buf)
-	    && memcmp(buf, preload_wake_mark, sizeof(buf)) == 0);
+    if (!preload_wake_source(l, peer))
+	return (0);
+    n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+    return (n == PRELOAD_MARK_LEN ? preload_mark_kind(buf, (size_t) n) : 0);
 }
 
 /* preload_wake_ready - send the mark once connected; 0: still waiting, -1: gone */
@@ -101,6 +132,7 @@ int     preload_peek_mark(const struct preload_listener *l, const union addr_soc
 static int preload_wake_ready(struct preload_wake_sock *w)
 {
     struct pollfd pfd = {w->fd, w->pending ? POLLOUT : POLLIN, 0};
+    unsigned char mark[PRELOAD_MARK_LEN];
     int     err = 0;
     socklen_t len = sizeof(err);
 
@@ -108,9 +140,9 @@ static int preload_wake_ready(struct preload_wake_sock *w)
 	return (0);				/* connecting, or not taken yet */
     if (!w->pending)
 	return (-1);				/* taken and closed: end-of-file */
+    preload_mark_make(mark);
     if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0
-	|| send(w->fd, preload_wake_mark, sizeof(preload_wake_mark),
-		MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(preload_wake_mark))
+	|| send(w->fd, mark, sizeof(mark), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(mark))
 	return (-1);
     w->pending = 0;
     return (0);

@@ -18,12 +18,16 @@
  *
  *	End of file on one side is passed on with shutdown(SHUT_WR) to
  *	the other (half-close: an SMTP client may close its sending side
- *	after QUIT and still read the 221); a reset (ECONNRESET) is
- *	passed on as a reset (SO_LINGER 0 on the other socket, which the
- *	caller closes), so that a cut stream never ends like a whole
- *	one. The relay is done when both
- *	directions have ended, on an error, or after idle_ms without a
- *	byte either way.
+ *	after QUIT and still read the 221). Every other end is passed on
+ *	as a reset (SO_LINGER 0 on both sockets, which the caller
+ *	closes), so that a cut stream never ends like a whole one: a
+ *	reset read on one side, a write that fails because the other
+ *	side is gone (found by the direction that writes there, which
+ *	may be the other one: the bytes in its pipe are lost), a read
+ *	error, or an idle timeout while a pipe still holds bytes. The
+ *	relay is done when both directions have ended, on an error, or
+ *	after idle_ms without a byte moved either way (read or written:
+ *	a slow reader draining what the shim holds is not idle).
  *
  *	No SPLICE_F_MORE: on line protocols it holds back the last
  *	segment of each reply (~200 ms).
@@ -67,23 +71,53 @@ struct relay {
     struct relay_half down;		/* backend -> client */
     struct event *idle;
     int     idle_ms;
-    time_t  last_activity;
+    time_t  last_activity;		/* CLOCK_MONOTONIC seconds */
     relay_done_fn done;
     void   *context;
     int     finished;
 };
 
-static void relay_finish(struct relay *r, const char *why)
+static time_t relay_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ts.tv_sec);
+}
+
+/*
+ * relay_cut - end both connections with a reset: the caller's close()
+ * then sends RST, so neither peer can take a stream cut short for a
+ * whole one (a protocol whose data ends at end of file would).
+ */
+static void relay_cut(struct relay *r)
+{
+    struct linger hard = {1, 0};
+
+    (void) setsockopt(r->up.from, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+    (void) setsockopt(r->down.from, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+}
+
+/* relay_end - stop both directions and report; cut: with a reset */
+
+static void relay_end(struct relay *r, const char *why, int cut)
 {
     if (r->finished)
 	return;
     r->finished = 1;
+    if (cut)
+	relay_cut(r);
     event_del(r->up.readable);
     event_del(r->up.writable);
     event_del(r->down.readable);
     event_del(r->down.writable);
     event_del(r->idle);
     r->done(r->context, why);			/* may free r */
+}
+
+static void relay_finish(struct relay *r, const char *why)
+{
+    relay_end(r, why, why != NULL);
 }
 
 /* relay_pump - move what can move now; 0 to wait, else an error */
@@ -98,6 +132,7 @@ static const char *relay_pump(struct relay_half *h)
 		       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	    if (n > 0) {
 		h->pending -= (size_t) n;
+		h->relay->last_activity = relay_now();
 		continue;
 	    }
 	    if (n < 0 && errno == EAGAIN) {
@@ -129,7 +164,7 @@ static const char *relay_pump(struct relay_half *h)
 	    }
 	    h->pending = (size_t) n;
 	    h->bytes += (unsigned long long) n;
-	    h->relay->last_activity = time(NULL);
+	    h->relay->last_activity = relay_now();
 	    continue;
 	}
 	if (n == 0) {
@@ -142,18 +177,8 @@ static const char *relay_pump(struct relay_half *h)
 	}
 	if (errno == EINTR)
 	    continue;
-	if (errno == ECONNRESET) {
-	    /*
-	     * Passed on as a reset, never as an end of file: a stream cut
-	     * short must not look complete on the other side (a protocol
-	     * whose data ends at EOF would take a partial transfer for a
-	     * whole one). The caller's close() then sends the RST.
-	     */
-	    struct linger hard = {1, 0};
-
-	    (void) setsockopt(h->to, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+	if (errno == ECONNRESET)		/* passed on as a reset: relay_cut() */
 	    return (h == &h->relay->up ? "reset by the client" : "reset by the backend");
-	}
 	return (h == &h->relay->up ? "read from client failed" : "read from backend failed");
     }
 }
@@ -173,11 +198,16 @@ static void relay_event(evutil_socket_t fd, short what, void *context)
 static void relay_idle(evutil_socket_t fd, short what, void *context)
 {
     struct relay *r = context;
-    long    quiet = (long) (time(NULL) - r->last_activity) * 1000;
+    long    quiet = (long) (relay_now() - r->last_activity) * 1000;
     struct timeval tv;
 
     if (quiet >= r->idle_ms) {
-	relay_finish(r, "idle timeout");
+	/* idle with nothing held: closed as a server closes an idle
+	   connection; with bytes still held, the stream is cut */
+	if (r->up.pending == 0 && r->down.pending == 0)
+	    relay_end(r, "idle timeout", 0);
+	else
+	    relay_end(r, "idle timeout with bytes not yet delivered", 1);
 	return;
     }
     tv.tv_sec = (r->idle_ms - quiet) / 1000 + 1;
@@ -214,7 +244,7 @@ struct relay *relay_start(struct event_base *base, int client_fd, int backend_fd
     r->idle_ms = idle_ms;
     r->done = done;
     r->context = context;
-    r->last_activity = time(NULL);
+    r->last_activity = relay_now();
     r->idle = evtimer_new(base, relay_idle, r);
     event_add(r->idle, &tv);
     /* Data may already wait (pipelined behind the PROXY header). */

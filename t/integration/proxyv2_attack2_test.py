@@ -50,6 +50,19 @@ Defects found here, each now fixed and kept fixed:
     the name to RFC 5321 (host name or [a.b.c.d] / [IPv6:...]); real
     Postfix here rejects invalid names at EHLO and takes [IPv6:::1].
 
+  Found by an outside attacker on 2026-12-03:
+  - a reset found by the other direction (its write towards the reset
+    side failed first) closed the surviving side with a clean end of
+    file, the bytes still in the pipe dropped: 4 MB of a 22 MB download
+    looked whole. Every end but a clean one is now a reset both ways;
+  - idle_timeout counted bytes read only: a client draining the last
+    megabyte the shim held at 400 KB/s was cut as idle, with EOF;
+  - (preload) an edge-triggered accept-until-EAGAIN loop: the library's
+    own wake-up, met after its client was handed over, returned EAGAIN
+    with another client queued behind it (proxyv2_preload_test);
+  - trusted=::ffff:0:0/96, or 0.0.0.0/1 with 128.0.0.0/1, trusted every
+    IPv4 peer without the /0 warning (proxyv2_hostile_test).
+
 And guarded (they held): SMTP pipelined with the header reaches Postfix
 after XCLIENT as the real client; v1 lines at 107/108 bytes; v2
 families, versions, commands and CRC32C forms; 20 MB each way with
@@ -253,6 +266,138 @@ def test_resets(st):
             "gets a reset, not EOF (%r)" % (RESET.get("end"),))
     tap.ok(wait_for(lambda: "end=reset by the client" in st.read_log("shim"), 5),
            "the shim logs end=reset by the client")
+
+
+
+LATE = {}
+
+
+def late_resetter(c):
+    """Sends to a client that does not read for 1 s, then resets."""
+    read_v2(c)
+    c.setblocking(False)
+    sent, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        try:
+            sent += c.send(b"L" * 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+    LATE["sent"] = sent
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def slow_uploader_reader(c):
+    """Reads nothing for 1.3 s (idle_timeout is 2s) while the client uploads
+    and resets, then sends one byte (the write towards the dead client
+    fails first) and reads how the upload ended."""
+    read_v2(c)
+    time.sleep(1.3)
+    try:
+        c.send(b"B")
+        time.sleep(0.5)
+        c.send(b"B")
+    except ConnectionResetError:
+        LATE["up"] = ("reset", 0)       # the reset reported to send()
+        c.close()
+        return
+    except OSError:
+        pass
+    reset_reader_tail(c, LATE, "up")
+
+
+def reset_reader_tail(c, into, key):
+    total = 0
+    c.settimeout(10)
+    try:
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                into[key] = ("eof", total)
+                break
+            total += len(d)
+    except ConnectionResetError:
+        into[key] = ("reset", total)
+    except OSError as e:
+        into[key] = (repr(e), total)
+    c.close()
+
+
+BULK_BYTES = 1536 * 1024
+
+
+def bulk_then_silent(c):
+    """1.5 MB at once, then silence with the connection open."""
+    try:
+        read_v2(c)
+        c.sendall(b"k" * BULK_BYTES)
+        time.sleep(30)
+    except OSError:
+        pass
+    c.close()
+
+
+def test_resets_other_direction(st):
+    """A reset found by the other direction (its write fails) is passed on
+    as a reset too (outside attacker of 2026-12-03: the client then got a
+    clean end of file after 4 MB of a 22 MB stream, the bytes held in the
+    pipe dropped)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", st.port("rl")))
+    s.sendall(v2(inet("192.0.2.72")))
+    wait_for(lambda: "sent" in LATE, 5)
+    time.sleep(0.5)
+    s.send(b"Q")                    # the client -> backend direction finds the reset
+    time.sleep(0.5)
+    end, n = reset_end(s)
+    tap.is_(end, "reset", "the backend resets while the client is not reading; the client's "
+            "next byte finds it: the client gets a reset, not EOF (%d of %d bytes before it)"
+            % (n, LATE.get("sent", -1)))
+    s = connect(st.port("su"))
+    s.sendall(v2(inet("192.0.2.73")))
+    s.setblocking(False)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        try:
+            s.send(b"u" * 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    wait_for(lambda: "up" in LATE, 15)
+    tap.is_(LATE.get("up", ("none",))[0], "reset", "the client resets mid-upload and the "
+            "backend's reply finds it first: the backend gets a reset, not EOF (%r)"
+            % (LATE.get("up"),))
+
+
+def test_slow_reader_not_idle(st):
+    """A client draining what the shim holds is not idle (outside attacker
+    of 2026-12-03: idle_timeout counted reads only, and cut a client that
+    read every 0.03 s with a clean EOF, 150 KB short)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", st.port("bk")))
+    s.sendall(v2(inet("192.0.2.74")))
+    s.settimeout(5)
+    got, end, t0 = 0, "open", time.monotonic()
+    try:
+        while got < BULK_BYTES:
+            d = s.recv(8192)
+            if not d:
+                end = "eof"
+                break
+            got += len(d)
+            time.sleep(0.02)
+    except ConnectionResetError:
+        end = "reset"
+    except socket.timeout:
+        end = "timeout"
+    took = time.monotonic() - t0
+    s.close()
+    tap.ok(got == BULK_BYTES and took > 3.0, "a client reading 8 KB every 0.02 s gets all "
+           "%d bytes in %.1f s (idle_timeout 2s; the shim read them all in the first second): "
+           "%d, %s" % (BULK_BYTES, took, got, end))
 
 
 HALF = {}
@@ -816,6 +961,9 @@ listener = 127.0.0.1:{h} backend=127.0.0.1:{half} mode=proxy-v2 trusted=127.0.0.
 listener = 127.0.0.1:{t} backend=127.0.0.1:{trickle} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{r} backend=127.0.0.1:{resetter} mode=proxy-v2 trusted=127.0.0.0/8
 listener = 127.0.0.1:{u} backend=127.0.0.1:{reset-reader} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{rl} backend=127.0.0.1:{late-resetter} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{su} backend=127.0.0.1:{slow-reader} mode=proxy-v2 trusted=127.0.0.0/8
+listener = 127.0.0.1:{bk} backend=127.0.0.1:{bulk} mode=proxy-v2 trusted=127.0.0.0/8
 """
 
 CONF_M = """\
@@ -850,7 +998,7 @@ with Stack("proxyv2-attack2") as st:
                            "smtpd_helo_restrictions": "reject_invalid_helo_hostname"})
     for name in ("x", "v2", "e", "f", "c", "h", "t", "m", "m-dead", "m-x", "rec", "echo", "fire",
                  "closer", "half", "trickle", "dead", "cfg", "r", "u", "resetter",
-                 "reset-reader"):
+                 "reset-reader", "rl", "su", "bk", "late-resetter", "slow-reader", "bulk"):
         st.port(name)
     rec = Recorder(st.port("rec"))
     serve(st.port("echo"), echo)
@@ -860,6 +1008,9 @@ with Stack("proxyv2-attack2") as st:
     serve(st.port("trickle"), trickle)
     serve(st.port("resetter"), resetter)
     serve(st.port("reset-reader"), reset_reader)
+    serve(st.port("late-resetter"), late_resetter)
+    serve(st.port("slow-reader"), slow_uploader_reader)
+    serve(st.port("bulk"), bulk_then_silent)
     conf = write_conf(st, "shim.conf", CONF)
     conf_m = write_conf(st, "shim-m.conf", CONF_M)
     for c in (conf, conf_m):
@@ -875,6 +1026,8 @@ with Stack("proxyv2-attack2") as st:
     test_closer(st)
     test_half_closes(st)
     test_resets(st)
+    test_resets_other_direction(st)
+    test_slow_reader_not_idle(st)
     test_never_reads(st, shim)
     test_max_connections_after_failures(st)
     test_helo_literal(st)

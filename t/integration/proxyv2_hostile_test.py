@@ -822,14 +822,27 @@ def test_config(st, shim2, conf2):
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
         tap.is_(res.returncode, 0, "-t accepts %r" % (extra or "the base"),
                 diag=res.stdout + res.stderr)
-    # accepted, with a warning: every peer that reaches the port may name any client
-    for net in ("0.0.0.0/0", "127.0.0.1,0.0.0.0/0"):
+    # accepted, with a warning: every peer that reaches the port may name any client,
+    # however the whole address space is written (outside attacker of 2026-12-03:
+    # ::ffff:0:0/96 and two /1 networks trusted every IPv4 peer without a word)
+    for net, family in (("0.0.0.0/0", "IPv4"), ("127.0.0.1,0.0.0.0/0", "IPv4"),
+                        ("::ffff:0:0/96", "IPv4"), ("0.0.0.0/1,128.0.0.0/1", "IPv4"),
+                        ("10.0.0.0/8,0.0.0.0/2,64.0.0.0/2,128.0.0.0/1", "IPv4"),
+                        ("::/1,8000::/1", "IPv4")):
         with open(path, "w") as f:
             f.write(base.replace("trusted=127.0.0.1", "trusted=" + net))
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
-        tap.ok(res.returncode == 0 and "warning: " in res.stderr and "trusted=0.0.0.0/0 lets "
-               "every peer that reaches this port name any client" in res.stderr,
+        tap.ok(res.returncode == 0 and "warning: " in res.stderr and ("trusted=%s lets every "
+               "%s peer that reaches this port name any client" % (net, family)) in res.stderr,
                "-t accepts trusted=%s with a warning" % net, diag=res.stdout + res.stderr)
+    for net in ("0.0.0.0/1", "10.0.0.0/8,127.0.0.0/8", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3,"
+                "255.255.255.254"):
+        with open(path, "w") as f:
+            f.write(base.replace("trusted=127.0.0.1", "trusted=" + net))
+        res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
+        tap.ok(res.returncode == 0 and "name any client" not in res.stderr,
+               "-t accepts trusted=%s without that warning (a gap is left)" % net,
+               diag=res.stdout + res.stderr)
     with open(path, "w") as f:
         f.write(base + "xclient_helo = mx1.example.com\n")
     res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)

@@ -202,7 +202,8 @@ def test_forged_mark(st):
     listener address): closed and logged like any refused connection, and
     the next client is served (an attacker's forged mark was closed in
     silence, and accept() returned EAGAIN with a client still queued)."""
-    mark_bytes = (b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x0b\x04\x00\x08mxkitwak")
+    mark_bytes = (b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x0f\x04\x00\x0cmxkitwak"
+                  + struct.pack("!I", 1))
     before = st.read_log("async").count("libproxyv2-preload")
     c = socket.create_connection(("127.0.0.1", st.port("async")), source_address=("127.0.0.2", 0))
     c.sendall(mark_bytes)
@@ -213,6 +214,55 @@ def test_forged_mark(st):
     tap.ok(wait_for(lambda: st.read_log("async").count("libproxyv2-preload") > before,
                     timeout=5), "and the forged mark is logged as a closed connection",
            diag=st.read_log("async")[-600:])
+
+
+EPOLLET_SERVER = r"""
+import select, socket, sys, time
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(64)
+ls.setblocking(False)
+ep = select.epoll()
+ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLET)
+while True:
+    for fd, ev in ep.poll():
+        while True:                     # until EAGAIN, as mio and tokio do
+            try:
+                c, a = ls.accept()
+            except BlockingIOError:
+                break
+            c.setblocking(True)
+            c.sendall(b"client=%s\n" % a[0].encode())
+            c.close()
+    time.sleep(0.7)                     # busy elsewhere between waits
+"""
+
+
+def test_epollet(st):
+    """An edge-triggered loop that accepts until EAGAIN (outside attacker of
+    2026-12-03): the library's own wake-up, met after its parked client
+    was handed over, returned EAGAIN with another client queued behind
+    it, and that client waited for the next connection to arrive."""
+    port = st.port("et")
+    head_a = v2_header("198.51.100.61", 4061)
+    a = socket.create_connection(("127.0.0.1", port), timeout=5)
+    a.sendall(head_a[:5])               # parked
+    time.sleep(0.2)
+    a.sendall(head_a[5:])               # complete: the library's wake-up goes out
+    time.sleep(0.05)
+    b = socket.create_connection(("127.0.0.1", port), timeout=5)
+    b.sendall(v2_header("198.51.100.62", 4062))     # queued behind the wake-up
+    got = []
+    for c in (a, b):
+        try:
+            got.append(c.recv(100))
+        except OSError as e:
+            got.append(repr(e).encode())
+        c.close()
+    tap.is_(got, [b"client=198.51.100.61\n", b"client=198.51.100.62\n"],
+            "EPOLLET server: a client queued behind the library's wake-up is accepted "
+            "without waiting for another connection")
 
 
 def test_prefork(st):
@@ -355,7 +405,8 @@ backend be_socat
 
 with Stack("proxyv2-preload") as st:
     tap.stack = st
-    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat", "loop"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "hp-py", "hp-socat", "loop",
+                 "et"):
         st.port(name)
     env = {"LD_PRELOAD": LIB, "PROXYV2_TIMEOUT": "3s"}
     st.start_daemon("py", ["/usr/bin/python3", "-c", BLOCKING, str(st.port("py"))],
@@ -376,8 +427,10 @@ with Stack("proxyv2-preload") as st:
     st.start_daemon("slow", ["/usr/bin/python3", "-c", SELECT_SERVER, str(st.port("slow")),
                              "1", "1", "1"],
                     env=dict(env, PROXYV2_PORTS=str(st.port("slow")), PROXYV2_TIMEOUT="30s"))
+    st.start_daemon("et", ["/usr/bin/python3", "-c", EPOLLET_SERVER, str(st.port("et"))],
+                    env=dict(env, PROXYV2_PORTS=str(st.port("et"))))
     st.start_haproxy(HAPROXY, wait_ports=[st.port("hp-py"), st.port("hp-socat")])
-    for name in ("py", "socat", "async", "strict", "prefork", "slow", "loop"):
+    for name in ("py", "socat", "async", "strict", "prefork", "slow", "loop", "et"):
         if not wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", st.port(name))) == 0,
                         timeout=10):
             raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
@@ -415,6 +468,7 @@ with Stack("proxyv2-preload") as st:
     test_blocking_stalls(st, "py", "Python socketserver (select() loop, blocking socket)")
     test_blocking_stalls(st, "loop", "accept() loop on a blocking socket")
     test_forged_mark(st)
+    test_epollet(st)
     test_prefork(st)
     test_full_queue(st)
     for how, n in (("close", 3), ("dup2", 3), ("dup", 3), ("exit", 2)):

@@ -84,10 +84,92 @@ static void test_many(void)
     cidr_list_destroy(&list);
 }
 
+/* cidr_split - v4 network net/len cut into random pieces, added but one */
+
+static int cidr_split(struct cidr_list *list, unsigned net, int len, int skip, int *seen,
+		              unsigned *skipped)
+{
+    char    text[64];
+
+    if (len < 3 || (len < 24 && rand() % 5 < 2)) {
+	unsigned half = 1u << (31 - len);
+
+	return (cidr_split(list, net, len + 1, skip, seen, skipped)
+		+ cidr_split(list, net | half, len + 1, skip, seen, skipped));
+    }
+    if ((*seen)++ == skip) {
+	*skipped = net;
+	return (0);
+    }
+    snprintf(text, sizeof(text), "%u.%u.%u.%u/%d", net >> 24, (net >> 16) & 255,
+	     (net >> 8) & 255, net & 255, len);
+    return (cidr_list_add(list, text) == NULL);
+}
+
+static void test_covers(void)
+{
+    static const struct {
+	const char *list;
+	int     v4, v6;
+    }       cases[] = {
+	{"0.0.0.0/0", 1, 0},
+	{"::/0", 1, 1},
+	{"::ffff:0:0/96", 1, 0},
+	{"::/8", 1, 0},
+	{"0.0.0.0/1, 128.0.0.0/1", 1, 0},
+	{"128.0.0.0/1, 10.0.0.0/8, 0.0.0.0/2, 64.0.0.0/2", 1, 0},
+	{"0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/3, 224.0.0.0/4, 240.0.0.0/5, 248.0.0.0/6, "
+	"252.0.0.0/7, 254.0.0.0/8, 255.0.0.0/9, 255.128.0.0/9", 1, 0},
+	{"0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/3, 224.0.0.0/4, 240.0.0.0/5, 248.0.0.0/6, "
+	"252.0.0.0/7, 254.0.0.0/8, 255.0.0.0/9, 255.128.0.0/10", 0, 0},
+	{"::/1, 8000::/1", 1, 1},
+	{"::/1", 1, 0},
+	{"8000::/1", 0, 0},
+	{"0.0.0.0/1", 0, 0},
+	{"10.0.0.0/8, 127.0.0.1, ::1", 0, 0},
+	{"255.255.255.255, 0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/2", 1, 0},
+    };
+    int     bad = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	struct cidr_list *list = cidr_list_create();
+
+	ok(cidr_list_parse(list, cases[i].list, NULL) == NULL
+	   && cidr_list_covers(list, AF_INET) == cases[i].v4
+	   && cidr_list_covers(list, AF_INET6) == cases[i].v6,
+	   "\"%s\" covers IPv4 %s, IPv6 %s", cases[i].list, cases[i].v4 ? "yes" : "no",
+	   cases[i].v6 ? "yes" : "no");
+	cidr_list_destroy(&list);
+    }
+    /* property: IPv4 cut into random pieces is covered, and not with one left out */
+    srand(7);
+    for (int round = 0; round < 200; round++) {
+	struct cidr_list *whole = cidr_list_create(), *holed = cidr_list_create();
+	int     pieces = 0, seen = 0, added;
+	unsigned skipped = 0;
+	char    text[32];
+
+	added = cidr_split(whole, 0, 0, -1, &pieces, &skipped);
+	srand(7 + round);			/* the same cut again, one piece left out */
+	cidr_split(holed, 0, 0, round % pieces, &seen, &skipped);
+	snprintf(text, sizeof(text), "%u.%u.%u.%u", skipped >> 24, (skipped >> 16) & 255,
+		 (skipped >> 8) & 255, skipped & 255);
+	if (added != pieces || !cidr_list_covers(whole, AF_INET)
+	    || cidr_list_covers(holed, AF_INET) || cidr_list_match_str(holed, text))
+	    bad++;
+	srand(8 + round);
+	cidr_list_destroy(&whole);
+	cidr_list_destroy(&holed);
+    }
+    is_int(bad, 0, "200 random cuts of IPv4: each whole covers it, each with a piece left "
+	   "out does not");
+}
+
 int     main(void)
 {
     test_match();
     test_errors();
     test_many();
+    test_covers();
     return (tap_done());
 }
