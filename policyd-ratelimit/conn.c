@@ -16,7 +16,11 @@
  *	Memory per connection is bounded: CONN_INPUT_MAX of input and
  *	CONN_OUTPUT_MAX of replies (plus one). A client that reads none of
  *	its pending replies for idle_timeout is dropped, as is one that
- *	sends nothing for idle_timeout.
+ *	does not complete a request within idle_timeout of its connect or
+ *	of the last request it sent: the clock is not restarted by bytes
+ *	that do not end a request (Postfix sends each request whole, and
+ *	a client that sends a byte a second must not hold a connection,
+ *	and with max_connections of them the service, for ever).
  *
  *	I/O is done with read(2)/writev(2) on a persistent libevent read
  *	event; a write event is added only when the socket is full. (With
@@ -79,8 +83,9 @@ struct conn {
     struct server *srv;
     struct timespec started;		/* of the request being decided */
     evutil_socket_t fd;
-    struct event *read_ev;
+    struct event *read_ev;		/* persistent, no timeout */
     struct event *write_ev;
+    struct event *idle_ev;		/* awaiting a request: idle_timeout */
     struct evbuffer *out;
     char   *in;				/* unparsed input */
     size_t  in_cap;			/* grows up to CONN_INPUT_MAX */
@@ -119,6 +124,7 @@ static void conn_free(struct conn *conn)
 	conn->call = NULL;
     }
     event_free(conn->deadline);
+    event_free(conn->idle_ev);
     event_free(conn->read_ev);
     event_free(conn->write_ev);
     evbuffer_free(conn->out);
@@ -170,8 +176,8 @@ void    conn_reload(struct server *srv, long long old_idle_ms)
     for (struct conn *conn = srv->conns; conn; conn = conn->next) {
 	struct timeval idle = conn_idle_timeout(conn);
 
-	if (event_pending(conn->read_ev, EV_READ, NULL))
-	    event_add(conn->read_ev, &idle);
+	if (evtimer_pending(conn->idle_ev, NULL))
+	    evtimer_add(conn->idle_ev, &idle);
 	if (event_pending(conn->write_ev, EV_WRITE, NULL))
 	    event_add(conn->write_ev, &idle);
     }
@@ -358,6 +364,7 @@ static void conn_process(struct conn *conn)
     const char *reply;
 
     conn->busy = 1;
+    evtimer_del(conn->idle_ev);			/* the next request's clock: later */
     clock_gettime(CLOCK_MONOTONIC, &conn->started);
     conn->pc = conn->srv->pc;
     conn->pc->refcount++;
@@ -391,9 +398,31 @@ static int conn_line(struct conn *conn, const char *line, size_t len)
 
 static void conn_resume_reading(struct conn *conn)
 {
+    event_add(conn->read_ev, NULL);
+}
+
+/*
+ * conn_await_request - start the clock for the next request, unless it
+ * runs already: bytes that do not complete a request leave it running.
+ */
+static void conn_await_request(struct conn *conn)
+{
     struct timeval idle = conn_idle_timeout(conn);
 
-    event_add(conn->read_ev, &idle);
+    if (!evtimer_pending(conn->idle_ev, NULL))
+	evtimer_add(conn->idle_ev, &idle);
+}
+
+static void conn_idle(evutil_socket_t fd, short what, void *context)
+{
+    struct conn *conn = context;
+
+    if (conn->req.count > 0 || conn->in_len > conn->in_used)
+	msg_info("%s: idle timeout: no complete request within %llds", conn->peer,
+		 conn->srv->pc->idle_timeout_ms / 1000);
+    else
+	msg_info("%s: idle timeout", conn->peer);
+    conn_free(conn);
 }
 
 /* conn_input - parse buffered input until a request goes to the store */
@@ -425,6 +454,8 @@ static void conn_input(struct conn *conn)
 	return;
     if (!conn->eof && !event_pending(conn->read_ev, EV_READ, NULL))
 	conn_resume_reading(conn);
+    if (!conn->eof)
+	conn_await_request(conn);
     if (conn->eof) {
 	if ((conn->req.count > 0 || conn->in_len > conn->in_used) && !conn->eof_logged)
 	    msg_warn("%s: connection closed in the middle of a request", conn->peer);
@@ -439,11 +470,6 @@ static void conn_readable(evutil_socket_t fd, short what, void *context)
     struct conn *conn = context;
     ssize_t n;
 
-    if (what & EV_TIMEOUT) {
-	msg_info("%s: idle timeout", conn->peer);
-	conn_free(conn);
-	return;
-    }
     if (conn->in_used > 0 && !conn->busy) {	/* keep the unparsed tail */
 	memmove(conn->in, conn->in + conn->in_used, conn->in_len - conn->in_used);
 	conn->in_len -= conn->in_used;
@@ -502,6 +528,7 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
     conn->in = xmalloc(conn->in_cap);
     conn->out = evbuffer_new();
     conn->deadline = evtimer_new(srv->base, conn_deadline, conn);
+    conn->idle_ev = evtimer_new(srv->base, conn_idle, conn);
     conn->read_ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_readable, conn);
     conn->write_ev = event_new(srv->base, fd, EV_WRITE, conn_writable, conn);
     conn->next = srv->conns;
@@ -509,4 +536,5 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 	srv->conns->prev = conn;
     srv->conns = conn;
     conn_resume_reading(conn);
+    conn_await_request(conn);
 }

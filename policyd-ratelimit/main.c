@@ -243,6 +243,30 @@ static void policyd_check_resolver(struct config *cfg, struct store_url *url)
 					   : "resolv_conf"), "%s", err);
 }
 
+/*
+ * policyd_password_changed - a reload that keeps the password files: did
+ * the password in one change? It takes effect only at restart, and a
+ * rotated secret that looks applied is worse than one that says it is
+ * not (before, the reload said nothing). A file the daemon can no
+ * longer read (after "user") tells nothing: no warning. Nothing of
+ * either password is logged.
+ */
+static void policyd_password_changed(const char *file, const char *sfile)
+{
+    char    buf[STORE_PASSWORD_MAX + 1];
+    const struct store_url *run = &policyd_running->store;
+
+    if (file && store_url_read_password(file, buf, sizeof(buf)) == NULL
+	&& strcmp(buf, run->password) != 0)
+	msg_warn("store_password_file: the password in it changed; it takes effect at "
+		 "restart (the running one is kept)");
+    if (sfile && store_url_read_password(sfile, buf, sizeof(buf)) == NULL
+	&& strcmp(buf, run->sentinel_password) != 0)
+	msg_warn("sentinel_password_file: the password in it changed; it takes effect "
+		 "at restart (the running one is kept)");
+    explicit_bzero(buf, sizeof(buf));
+}
+
 static void policyd_check_store(struct config *cfg, struct store_url *url)
 {
     const char *file = config_get_str(cfg, "store_password_file");
@@ -255,6 +279,7 @@ static void policyd_check_store(struct config *cfg, struct store_url *url)
 	&& policyd_same(sfile, config_get_str(policyd_running->cfg, "sentinel_password_file"))
 	&& policyd_same(text, config_get_str(policyd_running->cfg, "store"))) {
 	*url = policyd_running->store;
+	policyd_password_changed(file, sfile);
 	return;
     }
     if ((err = file ? store_url_parse_file(text, url) : store_url_parse(text, url)) != NULL)

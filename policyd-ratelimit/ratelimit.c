@@ -758,6 +758,23 @@ const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const c
     return (rates ? rates : &limit->rates);
 }
 
+/*
+ * ratelimit_unzoned - an IPv6 address without its zone, as the limits
+ * count it (ratelimit_address()): "fe80::7%eth0" is fe80::7 to an
+ * exemption too (it never matched fe80::/10, so link-local clients
+ * written with a zone lost their exemption).
+ */
+static const char *ratelimit_unzoned(const char *value, char *buf, size_t len)
+{
+    size_t  n = strcspn(value, "%");
+
+    if (value[n] == 0 || strchr(value, ':') == NULL || n >= len)
+	return (value);
+    memcpy(buf, value, n);
+    buf[n] = 0;
+    return (buf);
+}
+
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req)
 {
     const char *raw;
@@ -769,7 +786,7 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
 	if ((raw = ratelimit_raw(ex->attr, req)) == NULL)
 	    continue;
 	if (ex->cidrs) {
-	    if (cidr_list_match_str(ex->cidrs, raw))
+	    if (cidr_list_match_str(ex->cidrs, ratelimit_unzoned(raw, key, sizeof(key))))
 		return (1);
 	} else {				/* the whole value, any length */
 	    ratelimit_exempt_key(ex->attr, raw, key);

@@ -12,8 +12,8 @@
  *	without its Lua script: it reads the Redis clock (TIME) and the
  *	keys (MGET), pipelined, and this function applies the rule the
  *	script applies when ARGV[1] is 0, with the same numbers (the
- *	script sees interval, capacity and cost as the decimal text it is
- *	sent; they are rounded here the same way). The script cost Redis
+ *	script is sent interval, capacity and cost as text that reads
+ *	back as the same doubles). The script cost Redis
  *	about 7 us per call against about 1 us for TIME and MGET, and a
  *	check writes nothing: reading the keys at once (MGET is atomic) is
  *	what the script did.
@@ -21,7 +21,8 @@
  *	values[i] is op i's key's value (NULL: absent); now is Redis TIME
  *	in microseconds. A LOCK op whose key exists blocks (allowed 0). A
  *	RATE op fits when its TAT, no earlier than now, plus cost times
- *	interval is at most capacity ahead of now; retry_after is the
+ *	interval is at most capacity (and the half microsecond of slack
+ *	gcra.h allows) ahead of now; retry_after is the
  *	excess, rounded up. Nothing is charged.
  *
  *	The one case a check writes is a strike (a quarantine counting a
@@ -58,24 +59,6 @@ static int store_check_number(const char *text, double *value)
     return (*end ? -1 : 0);
 }
 
-/* store_check_sent - a double as the script receives it: "%.Nf" text */
-
-static double store_check_sent(double value, int digits)
-{
-    char    buf[400];
-
-    /* a whole number below 2^53 comes back from its text unchanged */
-    if (value == floor(value) && fabs(value) < 9007199254740992.0)
-	return (value);
-    if (digits == 6)
-	snprintf(buf, sizeof(buf), "%.6f", value);
-    else if (digits == 3)
-	snprintf(buf, sizeof(buf), "%.3f", value);
-    else
-	snprintf(buf, sizeof(buf), "%.0f", value);
-    return (strtod(buf, NULL));
-}
-
 const char *store_check_eval(struct store_call *call, double now, const char *const *values)
 {
     int     locked = 0;
@@ -97,13 +80,17 @@ const char *store_check_eval(struct store_call *call, double now, const char *co
 	    continue;
 	if (values[i] != NULL && store_check_number(values[i], &tat) < 0)
 	    return ("a rate key holds something that is not a number");
-	interval = store_check_sent(op->interval, 6);
-	capacity = store_check_sent(op->capacity, 3);
-	cost = store_check_sent(op->cost, 0);
+	/* sent to the script exactly ("%.17g"): the same doubles */
+	interval = op->interval;
+	capacity = op->capacity;
+	cost = op->cost;
 	if (tat < now)
 	    tat = now;
 	ntat = tat + cost * interval;
-	if (!(op->allowed = (ntat - now <= capacity)))
+	/* the memory store's slack (gcra.h): epoch microseconds in a
+	   double are exact to 0.25 us only, and a request that spends
+	   exactly the whole burst must fit in every store */
+	if (!(op->allowed = (ntat - now <= capacity + 0.5)))
 	    op->retry_after = ceil(ntat - now - capacity);
     }
     if (!locked)

@@ -103,7 +103,7 @@ const char store_redis_script[] =
 "    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')\n"
 "    if tat < now then tat = now end\n"
 "    local ntat = tat + cost * interval\n"
-"    local fits = (ntat - now <= capacity)\n"
+"    local fits = (ntat - now <= capacity + 0.5)\n"
 "    if fits then new[i] = ntat else over[ARGV[b + 6]] = true end\n"
 "    if not fits and not advisory then blocked = true end\n"
 "    res[2 * i] = fits and 1 or 0\n"
@@ -297,25 +297,22 @@ static void store_redis_reply(redisAsyncContext *ctx, void *r, void *privdata)
 }
 
 /*
- * store_redis_num - a number as the script's argument: "%.Nf", or, for a
- * whole number below 2^53, its digits (tonumber() reads the same double
- * from both; formatting doubles was the biggest item per call).
+ * store_redis_num - a number as the script's argument: its digits for a
+ * whole number below 2^53 (formatting doubles was the biggest item per
+ * call), else "%.17g", which tonumber() reads back as the same double.
+ * (Six decimals of an interval, times a cost of 50 million bytes, made
+ * 11 us of difference: a message of exactly the budget never fit.)
  */
-#define STORE_REDIS_NUM_MAX 340			/* "%.6f" of the largest double */
+#define STORE_REDIS_NUM_MAX 32			/* "%.17g" of any double */
 
-static size_t store_redis_num(char *out, double value, int digits)
+static size_t store_redis_num(char *out, double value)
 {
     char    rev[24];
     unsigned long long u;
     size_t  n = 0, len = 0;
 
-    if (value != floor(value) || fabs(value) >= 9007199254740992.0) {
-	if (digits == 6)
-	    return (snprintf(out, STORE_REDIS_NUM_MAX, "%.6f", value));
-	if (digits == 3)
-	    return (snprintf(out, STORE_REDIS_NUM_MAX, "%.3f", value));
-	return (snprintf(out, STORE_REDIS_NUM_MAX, "%.0f", value));
-    }
+    if (value != floor(value) || fabs(value) >= 9007199254740992.0)
+	return (snprintf(out, STORE_REDIS_NUM_MAX, "%.17g", value));
     if (value < 0)
 	out[len++] = '-', value = -value;
     u = (unsigned long long) value;
@@ -348,23 +345,23 @@ static void store_redis_send(struct store_redis_req *req, int use_sha)
 	store_redis_cmd_arg(redis, "EVAL", 4),
 	    store_redis_cmd_arg(redis, store_redis_script, sizeof(store_redis_script) - 1);
     /* no printf for whole numbers: formatting doubles was a big item */
-#define ARG_NUM(v, digits) store_redis_cmd_arg(redis, num, store_redis_num(num, (v), (digits)))
+#define ARG_NUM(v) store_redis_cmd_arg(redis, num, store_redis_num(num, (v)))
 #define ARG_STR(str) store_redis_cmd_arg(redis, (str), strlen(str))
-    ARG_NUM(n, 0);
+    ARG_NUM(n);
     for (int i = 0; i < n; i++)
 	ARG_STR(call->ops[i].key);
     ARG_STR(call->charge ? "1" : "0");
     for (int i = 0; i < n; i++) {
 	const struct store_op *op = call->ops + i;
 
-	ARG_NUM(op->interval, 6);
-	ARG_NUM(op->capacity, 3);
-	ARG_NUM(op->cost, 0);
+	ARG_NUM(op->interval);
+	ARG_NUM(op->capacity);
+	ARG_NUM(op->cost);
 	ARG_STR(op->advisory ? "1" : "0");
 	ARG_STR(op->kind == STORE_OP_LOCK ? "l" : op->kind == STORE_OP_STRIKE ? "s" : "r");
-	ARG_NUM(op->limit, 0);
-	ARG_NUM(op->times, 0);
-	ARG_NUM(op->lock + 1, 0);
+	ARG_NUM(op->limit);
+	ARG_NUM(op->times);
+	ARG_NUM(op->lock + 1);
     }
 #undef ARG_NUM
 #undef ARG_STR

@@ -138,4 +138,34 @@ with Stack("policyd-config") as st:
     tap.is_(reply, ["action=DUNNO"], "the old configuration keeps answering")
     s.close()
 
+    # the password inside store_password_file rotated, then SIGHUP: it takes
+    # effect at restart, and the reload says so without quoting either one
+    # (outside attacker of 2026-12-03: the reload said nothing, and a
+    # rotated secret looked applied)
+    pwfile = st.path("etc", "redis.pw")
+    with open(pwfile, "w") as f:
+        f.write("Old-Secret-123\n")
+    body = ("listen = inet:127.0.0.1:{port}\nstore = redis://127.0.0.1:%d/0\n"
+            "store_password_file = %s\nlimit l = sasl_username rate=1/1h\n"
+            % (st.port("no-redis"), pwfile))
+    proc2, _, conf2 = mp.start_policyd(st, "pwrot", body)
+    with open(pwfile, "w") as f:
+        f.write("New-Secret-456\n")
+    tap.ok(mp.hup(proc2, st, "pwrot", 1), "password file rotated: SIGHUP reloads")
+    log = st.read_log("pwrot")
+    tap.ok("store_password_file: the password in it changed; it takes effect at restart"
+           in log, "the reload says the new password needs a restart", diag=log[-800:])
+    tap.ok("Old-Secret" not in log and "New-Secret" not in log,
+           "and quotes neither password")
+    tap.ok(mp.hup(proc2, st, "pwrot", 2), "a second SIGHUP, nothing changed in the config")
+    tap.is_(st.read_log("pwrot").count("the password in it changed"), 2,
+            "still said while the file's password differs from the running one")
+    with open(pwfile, "w") as f:
+        f.write("Old-Secret-123\n")
+    tap.ok(mp.hup(proc2, st, "pwrot", 3), "the old password put back: SIGHUP")
+    tap.is_(st.read_log("pwrot").count("the password in it changed"), 2,
+            "no warning when the file holds the running password")
+    proc2.terminate()
+    proc2.wait(timeout=10)
+
 sys.exit(tap.done())

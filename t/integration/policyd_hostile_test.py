@@ -647,6 +647,56 @@ def test_idle_reload(st):
     proc.wait(timeout=10)
 
 
+def test_trickle(st):
+    """Clients that send a byte a second and never end a request (outside
+    attacker of 2026-12-03): every byte restarted idle_timeout, so four
+    of them held max_connections = 4 for good and Postfix's connections
+    were refused. The clock now runs from the connect (or the last
+    request) to a complete request."""
+    extra = "max_connections = 4\nworkers = 1\n"
+    proc, port, _ = mp.start_policyd(st, "pdt", config(st, "pdt", idle="3s") + extra)
+    # the readiness probe's connection must be gone first (max_connections = 4)
+    time.sleep(1.0)
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    line, t0 = b"client_address=192.0.2.1" + b"x" * 100, time.monotonic()
+    for sec in range(8):
+        for s in slow:
+            try:
+                s.send(line[sec:sec + 1])
+            except OSError:
+                pass
+        time.sleep(1)
+    dropped = 0
+    for s in slow:
+        s.settimeout(0.5)               # its last byte went 1 s ago
+        try:
+            dropped += s.recv(1) == b""
+        except socket.timeout:
+            pass                        # still open
+        except OSError:
+            dropped += 1
+        s.close()
+    took = time.monotonic() - t0
+    tap.is_(dropped, 4, "4 clients sending a byte a second, never a whole request: all "
+            "4 closed by idle_timeout (3s) within %.0fs" % took)
+    used = Client(port)
+    first, _ = used.ask(request_bytes("RCPT", "trickle-user"))
+    time.sleep(2)
+    second, _ = used.ask(request_bytes("RCPT", "trickle-user", instance="k"))
+    time.sleep(2)
+    third, _ = used.ask(request_bytes("RCPT", "trickle-user", instance="l"))
+    used.close()
+    tap.is_((first, second, third), ("action=DUNNO",) * 3,
+            "then a client is served, and one that sends a whole request every 2 s "
+            "(idle_timeout 3s) keeps its connection")
+    tap.ok(wait_for(lambda: st.read_log("pdt").count(
+        "idle timeout: no complete request within 3s") == 4, timeout=5),
+        "each trickling client logged once as an incomplete request",
+        diag=st.read_log("pdt")[-1500:])
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def test_wrong_password(st, name, proc, port):
     log = lambda: st.read_log(name)  # noqa: E731
     tap.ok(wait_for(lambda: "AUTH refused: WRONGPASS" in log() or "AUTH refused: ERR" in log()),
@@ -788,6 +838,7 @@ with Stack("policyd-hostile") as st:
     test_postfix_long_sender(st)
     test_unavailable_client(st)
     test_idle_reload(st)
+    test_trickle(st)
     no_secret(st, "pdm", pdm, "pdm")
 
     # real redis-server with a password

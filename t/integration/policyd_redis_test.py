@@ -255,6 +255,50 @@ def test_redis_back(st):
     tap.is_(accepted(res), 25, "redis back: node B sees node A's 5 (25 of 26 fit)")
 
 
+WHOLE_BURST = """\
+listen = inet:127.0.0.1:{port}
+workers = 1
+deadline = 2s
+store = %s
+limit w_rcpt = sasl_username rate=3/1s burst=2 count=recipients
+limit w_bytes = sender rate=50M/1h count=bytes
+"""
+
+
+def test_whole_burst(st, redis):
+    """A request that spends exactly the whole burst (or budget) of a fresh
+    key fits in every store (outside attacker of 2026-12-03: the memory
+    store admitted it, the Redis store refused it for good, with a false
+    "retry in 1s": its sums had none of the memory store's half
+    microsecond of slack, and epoch microseconds in a double round)."""
+    results = {}
+    for store in ("memory", "redis://127.0.0.1:%d/0" % redis):
+        name = "pdw" if store == "memory" else "pdwr"
+        proc, port, _ = mp.start_policyd(st, name, WHOLE_BURST % store)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        f = sock.makefile("rwb")
+        got = []
+        for i in range(20):
+            user = "whole-%s-%d-%d" % (name, i, time.monotonic_ns())
+            for tag, state, extra in (("d", "DATA", "recipient_count=2\n"),
+                                      ("e", "END-OF-MESSAGE", "recipient_count=2\n"),
+                                      ("b", "END-OF-MESSAGE", "recipient_count=1\n"
+                                       "sender=%s@x.example\nsize=%d\n"
+                                       % (user, 50 * 1024 * 1024))):
+                f.write(request_bytes(state, "w%d" % i, user + tag, extra))
+                f.flush()
+                got.append(_reply(f))
+        results[name] = got
+        sock.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+    for name, what in (("pdw", "memory"), ("pdwr", "Redis")):
+        tap.is_(results[name].count("action=DUNNO"), 60,
+                "%s store: 20 fresh keys spending exactly burst=2 at DATA and at "
+                "END-OF-MESSAGE, and exactly 50M of 50M/1h bytes: 60 of 60 fit" % what,
+                diag=repr(sorted(set(results[name]))))
+
+
 with Stack("policyd-redis") as st:
     tap.stack = st
     for user in ("svc-local", "svc-closed", "svc-new"):
@@ -276,6 +320,7 @@ with Stack("policyd-redis") as st:
     test_redis_stopped(st)
     test_redis_killed(st)
     test_redis_back(st)
+    test_whole_burst(st, redis)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
 

@@ -380,6 +380,11 @@ int     main(void)
 
     ok(ratelimit_exempt(&limits, request("client_address=127.0.0.2")), "127.0.0.2 exempt");
     ok(ratelimit_exempt(&limits, request("client_address=::1")), "::1 exempt");
+    ok(ratelimit_exempt(&limits, request("client_address=::1%lo")),
+       "::1%%lo exempt: the zone is dropped, as the limits drop it");
+    ok(ratelimit_exempt(&limits, request("client_address=::ffff:127.0.0.9%2")),
+       "::ffff:127.0.0.9%%2 exempt");
+    ok(!ratelimit_exempt(&limits, request("client_address=::2%lo")), "::2%%lo not exempt");
     ok(!ratelimit_exempt(&limits, request("client_address=10.0.0.1")), "10.0.0.1 not exempt");
     ok(ratelimit_exempt(&limits, request("client_address=10.0.0.1\nsasl_username=svc-monitoring")),
        "exempt by sasl_username");

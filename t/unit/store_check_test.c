@@ -38,8 +38,11 @@ int     main(void)
     ok(store_check_eval(&call, now, values) == NULL && ops[0].allowed == 1,
        "TAT 54 s ahead + 6 s = the 60 s capacity: fits (<=)");
     snprintf(tat, sizeof(tat), "%.3f", now + 54e6 + 0.5);
+    ok(store_check_eval(&call, now, values) == NULL && ops[0].allowed == 1,
+       "half a microsecond more: fits (the memory store's slack, gcra.h)");
+    snprintf(tat, sizeof(tat), "%.3f", now + 54e6 + 0.75);
     ok(store_check_eval(&call, now, values) == NULL && ops[0].allowed == 0
-       && ops[0].retry_after == 1, "half a microsecond more: over, retry_after rounded up to 1");
+       && ops[0].retry_after == 1, "0.75 us more: over, retry_after rounded up to 1");
     snprintf(tat, sizeof(tat), "%.3f", now + 60e6);
     store_check_eval(&call, now, values);
     is_int((long long) ops[0].retry_after, 6000000, "a full bucket: retry after one interval");
@@ -51,16 +54,17 @@ int     main(void)
     ok(store_check_eval(&call, now, values) == NULL && ops[0].allowed == 0
        && ops[0].retry_after == 6e6, "a cost of 11 never fits 10 at once");
 
-    /* the script sees "%.6f" of the interval: 0.0000004 is 0 there */
-    rate(0, 0, 0.0000004, 0, 1000000);
-    ok(store_check_eval(&call, 0, values) == NULL && ops[0].allowed == 1,
-       "interval rounded as the script receives it (%%.6f: 0.000000)");
-    rate(0, 0, 0.4, 0.3996, 1);
-    ok(store_check_eval(&call, 0, values) == NULL && ops[0].allowed == 1,
-       "capacity rounded as the script receives it (%%.3f: 0.400)");
-    rate(0, 0, 0.4, 0.3994, 1);
+    /* the script is sent "%.17g": the doubles themselves, no rounding */
+    rate(0, 0, 68.66455078125, 3.6e9, 52428800);
+    ok(store_check_eval(&call, now, values) == NULL && ops[0].allowed == 1,
+       "50M/1h count=bytes: a fresh key's message of exactly 50M fits (six decimals of the "
+       "interval made it 11 us too costly)");
+    rate(0, 0, 1.5, 0.9996, 1);
     ok(store_check_eval(&call, 0, values) == NULL && ops[0].allowed == 0
-       && ops[0].retry_after == 1, "and 0.399 is less than 0.4");
+       && ops[0].retry_after == 1, "capacity not rounded: 0.9996 + 0.5 is less than 1.5");
+    rate(0, 0, 1.5, 1.0, 1);
+    ok(store_check_eval(&call, 0, values) == NULL && ops[0].allowed == 1,
+       "and 1.0 + 0.5 is not");
 
     values[0] = "12abc";
     rate(0, 0, 6e6, 60e6, 1);
