@@ -13,8 +13,10 @@
  *	void	runner_start(r, id, all)		(runner_attempt.c)
  *	void	runner_done(r, transfer, curl_code)	(runner_attempt.c)
  * DESCRIPTION
- *	One process delivers a spool at a time (runner_lock(), also if
- *	runner.lock is removed under it), so "flush" either signals the
+ *	One process delivers a spool at a time (runner_lock(): a flock on
+ *	the spool directory, which removing runner.lock does not undo;
+ *	runner.lock, made again within a second in every mode if it is
+ *	removed, names it), so "flush" either signals the
  *	daemon (SIGUSR1) or, when none runs, does the pass itself.
  *
  *	runner_main() posts due events through one libcurl multi handle,
@@ -156,7 +158,6 @@ static void runner_watch_stale(struct runner *r, const struct stat *st)
 static void runner_spool_check(struct runner *r)
 {
     const char *err = spool_ready(r->tool->dir);
-    long    holder;
 
     if (err != NULL && (r->spool_error == NULL || strcmp(err, r->spool_error) != 0)) {
 	msg_error("spool %s unusable: %s", r->tool->dir, err);
@@ -168,7 +169,19 @@ static void runner_spool_check(struct runner *r)
 	r->spool_error = NULL;
     }
     runner_watch(r);
-    if (r->mode == RUNNER_DAEMON && runner_lock_check(r->tool->dir, &r->lock_fd, &holder) < 0) {
+}
+
+/*
+ * runner_relock - runner.lock made again once a second if it was removed,
+ * in every mode that posts (a flush pass as the daemon): while it is
+ * missing, only the directory's flock keeps a second runner out, and
+ * neither it nor flush can find whom to name or signal.
+ */
+static void runner_relock(struct runner *r)
+{
+    long    holder;
+
+    if (runner_lock_check(r->tool->dir, &r->lock_fd, &holder) < 0) {
 	msg_error("runner.lock was removed and pid %ld locked a new one: stopping", holder);
 	r->stop = 1;
     }
@@ -494,7 +507,7 @@ static void runner_sweep(struct runner *r)
  */
 static void runner_loop(struct runner *r, enum runner_mode mode)
 {
-    time_t  last_scan = time(NULL), last_sweep = last_scan;
+    time_t  last_scan = time(NULL), last_sweep = last_scan, last_lock = last_scan;
     int     flushing = mode == RUNNER_FLUSH, numfds, started;
     struct liveness *live = liveness_add("runner");
 
@@ -513,6 +526,10 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	if (runner_signal_dispatch(r))
 	    flushing = 1;
 	runner_ready_sample(r);
+	if (time(NULL) != last_lock) {
+	    last_lock = time(NULL);
+	    runner_relock(r);
+	}
 	if (r->stop) {
 	    skeleton_ready(0);
 	    if (r->running == 0)
@@ -561,7 +578,11 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
        pid file appears */
     memset(&r, 0, sizeof(r));
     if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
-	msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
+	if (holder > 0)
+	    msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
+	else					/* it names itself within a second */
+	    msg_error("the spool %s is being delivered by a process whose runner.lock "
+		      "was removed", tool->dir);
 	return (-1);
     }
     if (mode == RUNNER_DAEMON) {
@@ -624,7 +645,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 		 r.dropped);
     spool_owner_root();			/* the pid file is root's */
     skeleton_stop(&sk);
-    close(r.lock_fd);
+    runner_unlock(r.lock_fd);
     if (r.first_cfg != tool->cfg)
 	config_free(&r.first_cfg);	/* after the last use of tool->dir */
     return (left);

@@ -7,17 +7,23 @@
  *	#include "spool_tool.h"
  *
  *	int	runner_lock(dir, &fd, &holder_pid)
+ *	void	runner_unlock(fd)
  *	void	runner_lock_record(fd)
  *	void	runner_lock_detached(&fd)
  *	int	runner_lock_check(dir, &fd, &holder_pid)
  *	long long runner_backoff(attempts, retry_after)
  *	int	runner_due(next, now)
  * DESCRIPTION
- *	runner_lock() takes the exclusive flock on DIR/runner.lock that
- *	makes one process the spool's only poster, and records its pid
- *	there (flush signals it); -1 with *holder_pid when another holds
- *	it. The file is owned like the spool (spool_own()), also when
- *	root makes it: the daemon, run as the mail user, must open it.
+ *	runner_lock() takes the exclusive flocks that make one process the
+ *	spool's only poster: on DIR itself, which no "rm *.lock" can take
+ *	away, and on DIR/runner.lock, where it records its pid (flush
+ *	signals it); -1 with *holder_pid (0 when runner.lock was removed
+ *	under the holder: it names it again within a second) when another
+ *	holds them. A file system that cannot lock a directory (NFS
+ *	before 4) leaves runner.lock alone to say it, with a warning.
+ *	runner_unlock() lets both go. The file is owned like the spool
+ *	(spool_own()), also when root makes it: the daemon, run as the
+ *	mail user, must open it.
  *	runner_lock_record() writes this process's pid again: the daemon
  *	takes the lock before it detaches (a second runner fails in the
  *	foreground, with its exit status) and records the detached pid.
@@ -25,12 +31,13 @@
  *	truncated first: a reader never sees an empty file.
  *	runner_lock_detached() is the same as a skeleton's detached hook.
  *
- *	runner_lock_check() (the daemon, at each listing of active/) finds
- *	runner.lock removed or replaced (an operator's "rm *.lock"): a
- *	second runner would then lock a new file and post the same events
- *	at once, and flush would find no pid. It takes the new file's lock
- *	(and *fd) and returns 0, or -1 with *holder_pid when another
- *	process holds it: the caller stops.
+ *	runner_lock_check() (every pass that posts, once a second) finds
+ *	runner.lock removed or replaced (an operator's
+ *	"rm *.lock"): the directory's flock still keeps a second runner
+ *	out, but it could not name the holder, nor flush signal it. It
+ *	takes the new file's lock (and *fd) and returns 0, or -1 with
+ *	*holder_pid when another process holds it (one that took no
+ *	directory lock): the caller stops.
  *
  *	runner_backoff() is the wait before the next attempt: Retry-After
  *	(at most RUNNER_RETRY_AFTER_MAX), or the Standard Webhooks schedule
@@ -52,11 +59,60 @@
 #include "spool.h"
 #include "spool_tool.h"
 
-int     runner_lock(const char *dir, int *fd_r, long *holder_r)
+/* the flock on the spool directory, while this process posts */
+
+static int runner_dir_fd = -1;
+
+/*
+ * runner_lock_dir - the flock on DIR itself: 0, or -1 when another
+ * process holds it. A directory the file system cannot lock (NFS's
+ * emulation of flock() wants a file open for writing) counts as
+ * locked, with a warning: runner.lock alone keeps a second runner out.
+ */
+static int runner_lock_dir(const char *dir)
 {
-    char   *path = spool_path(dir, "runner.lock", NULL);
+    int     fd;
+
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	msg_fatal("open %s: %m", dir);
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+	runner_dir_fd = fd;
+	return (0);
+    }
+    if (errno == EWOULDBLOCK) {
+	close(fd);
+	return (-1);
+    }
+    msg_warn("flock %s: %m; a runner.lock removed by hand lets a second runner in", dir);
+    close(fd);
+    return (0);
+}
+
+/* runner_lock_holder - the pid recorded in runner.lock, 0 if none */
+
+static long runner_lock_holder(const char *path)
+{
     char    pid[32];
     ssize_t n;
+    int     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    long    holder = 0;
+
+    if (fd >= 0 && (n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0) {
+	pid[n] = 0;
+	holder = atol(pid);
+    }
+    if (fd >= 0)
+	close(fd);
+    return (holder);
+}
+
+/*
+ * runner_lock_file - the flock on DIR/runner.lock (made if need be),
+ * this process's pid recorded in it: 0, or -1 with *holder_r.
+ */
+static int runner_lock_file(const char *dir, int *fd_r, long *holder_r)
+{
+    char   *path = spool_path(dir, "runner.lock", NULL);
     struct stat st;
     /* O_NOFOLLOW: whoever owns the spool may plant a link here */
     int     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
@@ -71,19 +127,48 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
 	msg_fatal("%s is not a regular file: remove it", path);
     if (spool_own(dir, fd) < 0)			/* root's flush: the daemon's too */
 	msg_warn("chown %s: %m", path);
-    free(path);
     *holder_r = 0;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-	if ((n = pread(fd, pid, sizeof(pid) - 1, 0)) > 0) {
-	    pid[n] = 0;
-	    *holder_r = atol(pid);
-	}
+	*holder_r = runner_lock_holder(path);
+	free(path);
 	close(fd);
 	return (-1);
     }
+    free(path);
     runner_lock_record(fd);
     *fd_r = fd;
     return (0);
+}
+
+/*
+ * runner_lock - the directory first: a process that cannot have it
+ * makes no runner.lock, which its holder makes again when it was
+ * removed (runner_lock_check()) and must find unlocked.
+ */
+int     runner_lock(const char *dir, int *fd_r, long *holder_r)
+{
+    char   *path;
+
+    if (runner_lock_dir(dir) < 0) {
+	path = spool_path(dir, "runner.lock", NULL);
+	*holder_r = runner_lock_holder(path);
+	free(path);
+	return (-1);
+    }
+    if (runner_lock_file(dir, fd_r, holder_r) < 0) {
+	runner_unlock(-1);
+	return (-1);
+    }
+    return (0);
+}
+
+void    runner_unlock(int fd)
+{
+    if (fd >= 0)
+	close(fd);
+    if (runner_dir_fd >= 0)
+	close(runner_dir_fd);
+    runner_dir_fd = -1;
 }
 
 void    runner_lock_record(int fd)
@@ -125,7 +210,7 @@ int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
 	free(path);
 	return (0);
     }
-    /* made first here: runner_lock() dies when it cannot open it */
+    /* made first here: runner_lock_file() dies when it cannot open it */
     if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600)) < 0) {
 	msg_warn("%s was removed and cannot be made again: %m", path);
 	free(path);
@@ -133,7 +218,8 @@ int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
     }
     close(fd);
     free(path);
-    if (runner_lock(dir, &fd, holder_r) < 0)
+    /* the directory's flock is ours already: the file's alone */
+    if (runner_lock_file(dir, &fd, holder_r) < 0)
 	return (-1);
     msg_warn("%s/runner.lock was removed or replaced; locked again", dir);
     close(*fd_r);

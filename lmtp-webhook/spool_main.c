@@ -310,7 +310,7 @@ static int tool_poke(const struct spool_tool *tool)
        the detached pid a moment later: a gone pid is asked again */
     for (int tries = 0;; tries++) {
 	if (runner_lock(tool->dir, &fd, &holder) == 0) {
-	    close(fd);
+	    runner_unlock(fd);
 	    return (0);
 	}
 	spool_owner_root();			/* a runner that is root's */
@@ -324,6 +324,8 @@ static int tool_poke(const struct spool_tool *tool)
 	    break;
 	usleep(100 * 1000);
     }
+    if (holder == 0)			/* it names itself within a second */
+	msg_fatal("the spool is locked by a process whose runner.lock was removed: try again");
     msg_fatal("the spool is locked by pid %ld, which cannot be signalled: %m", holder);
 }
 

@@ -26,6 +26,7 @@ long long runner_backoff(int attempts, long long retry_after);
 int     runner_due(long long next, time_t now);
 #define RUNNER_RETRY_AFTER_MAX	86400	/* seconds: the longest Retry-After kept */
 int     runner_lock(const char *dir, int *fd_r, long *holder_r);
+void    runner_unlock(int fd);
 void    runner_lock_record(int fd);
 void    runner_lock_detached(void *fd_ptr);
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r);

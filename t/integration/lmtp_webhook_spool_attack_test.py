@@ -42,7 +42,9 @@ Events are counted exactly: ids in, ids posted, ids in dead/.
 - kill -9 of the runner again and again while 120 events are posted:
   every id posted, bodies and signatures intact, nothing left behind.
 - Two runners on one spool, also after runner.lock is removed (an
-  operator's rm *.lock let a second runner post beside the first); 1500 events waiting at start; EMFILE
+  operator's rm *.lock let a second runner post beside the first), and
+  a run started at once after it was removed under a flush pass or a
+  daemon posting; 1500 events waiting at start; EMFILE
   (prlimit --nofile=64) with slow receivers.
 """
 
@@ -1117,6 +1119,65 @@ def test_two_runners(st, rx, runner):
     tap.ok(runner.proc.poll() is None, "which runs on")
 
 
+def test_lock_removed_while_posting(st, rx, runner):
+    """runner.lock removed while a pass posts 10 slow events (the
+    answers take 4 s), a second run started at once (an operator's "rm
+    *.lock" and a restart): the second run refuses while the first
+    posts, whether that is a flush pass (no daemon) or the daemon. Each
+    event is posted exactly once: the flush pass locked only runner.lock
+    and never looked at it again, so the second run took a new one and
+    posted all 10 beside it. The pass makes runner.lock again, with its
+    own pid, within a second."""
+    runner.stop()
+    write_conf(st, timeout="10s")
+    rx.responder_saved = rx.responder
+    rx.responder = lambda p, h, b: (200, 4 if tag_of(b).startswith("rmlock") else 0, {})
+    lock = st.path("spool", "runner.lock")
+    for mode in ("flush", "run"):
+        tag = "rmlock-" + mode
+        url = "http://127.0.0.1:%d/ws/acme/%s" % (rx.port, tag)
+        ids = ["%s%02d" % (tag, i) for i in range(10)]
+        for i in ids:
+            put_event(st, i, event_bytes(i, url, body_for(tag)))
+        if mode == "flush":
+            first = subprocess.Popen([SPOOL_TOOL, "-c", st.path("spool.conf"), "flush"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            pid = first.pid
+        else:
+            pid = runner.start().pid
+        tap.ok(wait_for(lambda: len(posts(rx, tag)) == 10, timeout=3),
+               "%s: 10 POSTs under way" % mode, diag=str(len(posts(rx, tag))))
+        os.unlink(lock)
+        second = subprocess.Popen([SPOOL_TOOL, "-c", st.path("spool.conf"), "-f", "run"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = second.communicate(timeout=2)
+        except subprocess.TimeoutExpired:       # it runs: two posters on one spool
+            err = "(still running)"
+        time.sleep(1.2)
+        with open(lock) as f:
+            named = f.read().strip()
+        tap.is_(named, str(pid), "%s: runner.lock made again, naming pid %d" % (mode, pid))
+        tap.ok(second.returncode == 1 and "runner.lock was removed" in err,
+               "%s: a run started at once exits 1 (the spool is delivered by a process "
+               "whose runner.lock was removed)" % mode, diag="exit %s: %s" % (second.returncode, err))
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+        if mode == "flush":
+            out = first.communicate(timeout=30)[0]
+            tap.ok(first.returncode == 0 and "10 delivered" in out, "flush: 10 delivered",
+                   diag=out[-600:])
+        else:
+            tap.ok(wait_for(lambda: not [n for n in ls(st, "active") if n.startswith(tag)],
+                            timeout=10), "run: all 10 delivered")
+            runner.stop()
+        got = sorted(h["webhook-id"] for _, h, _ in posts(rx, tag))
+        tap.is_(got, ids, "%s: every id posted exactly once" % mode)
+    rx.responder = rx.responder_saved
+    restart(runner)
+
+
 def test_thousands_emfile(st, rx, runner):
     """1500 events waiting when the runner starts under prlimit
     --nofile=64 with concurrency 32 and a receiver that takes 0.2 s:
@@ -1168,6 +1229,7 @@ with Stack("lmtp-webhook-spool-attack") as st:
              test_root_through_links, test_root_route_secret,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
              test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_lock_removed_while_posting,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")
     for t in TESTS:
