@@ -25,7 +25,8 @@
  *	a handle the lmtp process keeps so that it reuses connections) or
  *	by a multi handle (the spool tool); post_finish() classifies the
  *	outcome: 2xx delivered, 410 gone, anything else retry, with a
- *	Retry-After value from a 429 or 503.
+ *	Retry-After value from a 429 or 503 (retry_after_parse(): what is
+ *	neither delay-seconds nor an HTTP-date is none).
  * DIAGNOSTICS
  *	result.why says what went wrong, for logs and the spool.
  */
@@ -36,8 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "post.h"
+#include "retry_after.h"
 #include "wh_alloc.h"
 
 static size_t post_discard(char *data, size_t size, size_t n, void *context)
@@ -115,30 +118,29 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
 }
 
 /*
- * post_retry_after_huge - libcurl reports a delta-seconds Retry-After too
- * large for its integers (9223372036854775808, 10^26) as 0, "none": the
- * event was then retried after 5 s, the receiver that asked for the
- * longest wait hammered soonest. Such a value is a very long wait
- * (RFC 9111's rule for a delta-seconds value past what one can
- * represent: the greatest); the runner cuts it to its maximum.
+ * post_retry_after - the wait a 429's or 503's Retry-After asks for, read
+ * strictly (retry_after.c): libcurl's own reading (CURLINFO_RETRY_AFTER)
+ * takes the number "120abc", "+120" or "3600;x" start with, and
+ * reports one too large for its integers as none. A field given twice
+ * is no value: together they are "120, 60". Before libcurl 7.84 (no
+ * curl_easy_header()) libcurl's reading is all there is.
  */
-static long long post_retry_after_huge(struct post_handle *h)
+static long long post_retry_after(struct post_handle *h)
 {
 #if LIBCURL_VERSION_NUM >= 0x075400		/* curl_easy_header(): 7.84 */
     struct curl_header *hdr;
-    const char *v;
 
-    if (curl_easy_header(h->curl, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK)
+    if (curl_easy_header(h->curl, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK
+	|| hdr->amount != 1)
 	return (0);
-    for (v = hdr->value; *v == ' ' || *v == '\t'; v++)
-	 /* void */ ;
-    if (strspn(v, "0123456789") > 18 && v[strspn(v, "0123456789")] == 0
-	&& v[strspn(v, "0")] != 0)
-	return (LLONG_MAX);
+    return (retry_after_parse(hdr->value, (long long) time(NULL)));
 #else
-    (void) h;
+    curl_off_t retry_after = 0;
+
+    if (curl_easy_getinfo(h->curl, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK)
+	return (0);
+    return (retry_after > 0 ? (long long) retry_after : 0);
 #endif
-    return (0);
 }
 
 /*
@@ -162,8 +164,6 @@ static int post_sent_whole(struct post_handle *h, struct post_result *res)
 
 void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 {
-    curl_off_t retry_after = 0;
-
     memset(res, 0, sizeof(*res));
     /* a 2xx whose body then hangs, breaks or goes on past POST_BODY_MAX:
        the receiver took the event; posting it again until dead-lettered
@@ -193,9 +193,8 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 	res->outcome = POST_GONE;
     } else {
 	res->outcome = POST_RETRY;
-	if ((res->status == 429 || res->status == 503)
-	    && curl_easy_getinfo(h->curl, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK)
-	    res->retry_after = retry_after > 0 ? retry_after : post_retry_after_huge(h);
+	if (res->status == 429 || res->status == 503)
+	    res->retry_after = post_retry_after(h);
     }
     snprintf(res->why, sizeof(res->why), "HTTP status %ld", res->status);
 }

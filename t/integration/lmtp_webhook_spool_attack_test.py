@@ -218,6 +218,21 @@ RETRY_AFTER = {
     "ra-past": ("Sun, 06 Nov 1994 08:49:37 GMT", SCHED),
     "ra-year9999": ("Fri, 31 Dec 9999 23:59:59 GMT", DAY),
     "ra-junk": ("soon, please", SCHED),
+    # RFC 9110's delay-seconds is 1*DIGIT, white space around it the
+    # field's; libcurl's reading obeyed the number each of these starts
+    # with (120 s, 3600 s) instead of the schedule
+    "ra-ows": (" 120\t", (119, 121)),
+    "ra-zeros": ("000120", (119, 121)),
+    "ra-suffix": ("120abc", SCHED),
+    "ra-fraction": ("120.5", SCHED),
+    "ra-plus": ("+120", SCHED),
+    "ra-list": ("120, 60", SCHED),
+    "ra-two": ("120 130", SCHED),
+    "ra-exp": ("1e3", SCHED),
+    "ra-hex": ("0x100", SCHED),
+    "ra-param": ("3600;x", SCHED),
+    "ra-hugejunk": ("99999999999999999999x", SCHED),
+    "ra-imf-junk": (email.utils.formatdate(NOW + 600, usegmt=True) + "x", SCHED),
 }
 # early200: a 200 before the 3 MB event was read (it was counted
 # delivered and the event removed unread: an attacker of 2026-12-03)
