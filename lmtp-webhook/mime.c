@@ -13,7 +13,8 @@
  *	writes the event with the payload writer as it goes (payload.c):
  *	nothing grows with the message. The top-level From, To, Cc,
  *	Subject, Date, Message-ID and every Authentication-Results are
- *	kept in msg, encoded words decoded to UTF-8 (each at most 64 KB: a
+ *	kept in msg, encoded words decoded to UTF-8 as Python's email
+ *	decodes them (mime_header_utf8()), each at most 64 KB (a
  *	1 MB header does not become a 1 MB JSON string), and written when
  *	the first part starts. The first inline text/plain part is the
  *	text, the first inline text/html part the html, of the parts
@@ -215,7 +216,7 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     if (into == NULL)
 	return;
     value = t_buffer_create(hdr->full_value_len + 16);
-    mime_words_utf8(hdr->full_value, hdr->full_value_len, value);
+    mime_header_utf8(hdr->full_value, hdr->full_value_len, value);
     payload_bytes_append(into, value->data, value->used, MIME_HEADER_LIMIT);
 }
 

@@ -16,4 +16,7 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted);
 void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out);
 
+/* mime_ew.c */
+void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out);
+
 #endif

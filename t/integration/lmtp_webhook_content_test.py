@@ -144,6 +144,17 @@ ENCODED_SUBJECTS = [
     "=?utf-8?q?=FF=FE?= =?utf-8?q?ok?=",                  # not UTF-8 at all
     "=?iso-8859-1?q?=C3?= =?utf-8?q?=A9?=",               # Latin-1 then a UTF-8 half
     "=?utf-8?q?=E2=82?=",                                  # a half left at the end
+    # Python's own rules, where Dovecot's decoder read otherwise:
+    " leading and trailing  ",                             # white space before: not the value's
+    "\t\tTabbed",
+    "=?utf-8?q?=ZZ?=",                                     # no encoded word: as it is
+    "=?utf-8?q?a?= =?utf-8?q?=ZZ?= =?utf-8?q?b?=",         # ... the white space around it kept
+    "=?utf-8?b?=?=",
+    "=?utf-8?q?=A?= z",
+    "=?utf-8?B?invalid*base64?=",                          # 4n+1 of the alphabet: its text
+    "=?utf-8?b?QUJDR?=  x",
+    "=?utf-8?b?QU*J!D?= =?utf-8?q?x?=",                    # junk skipped, joined to the next
+    "=?utf-8?b?w6*k?=",                                    # ... across a character
 ]
 
 

@@ -1,0 +1,169 @@
+/*
+ * NAME
+ *	mime_ew 3
+ * SUMMARY
+ *	a top-level header's value decoded as Python's email reads it
+ * SYNOPSIS
+ *	#include "mime_param.h"
+ *
+ *	void	mime_header_utf8(data, size, out)
+ * DESCRIPTION
+ *	mime_header_utf8() decodes a header value's RFC 2047 encoded words
+ *	to UTF-8 with Dovecot's decoder (mime_words_utf8()), after taking
+ *	what Python's email (policy.default) reads otherwise out of its
+ *	way:
+ *
+ *	White space before the value is not part of it (Python strips it
+ *	all; Dovecot's parser only the first SP after the colon). Python
+ *	strips the first line's only, which Dovecot's unfolded value no
+ *	longer tells: a value whose first line is blank loses the next
+ *	line's leading white space here.
+ *
+ *	An encoded word whose text starts with "=" not followed by two hex
+ *	digits ("=?utf-8?q?=ZZ?=", "=?utf-8?b?=?=") is no encoded word:
+ *	Python ends a word at its first "?=", finds no text, and leaves
+ *	it as it is, with the white space around it. Dovecot decoded it.
+ *
+ *	A "B" word that strict base64 does not read (a byte outside the
+ *	alphabet, a pad inside) is read as binascii.a2b_base64() reads it
+ *	(decode.c: bytes outside the alphabet skipped, "==" added), and
+ *	one that even that cannot read (4n+1 characters of the alphabet)
+ *	is its encoded text as it is: Python's fallbacks. Dovecot's
+ *	decoder stopped at the first such byte. Either is handed to
+ *	Dovecot's decoder as the "Q" word of the same bytes, so that its
+ *	charset and the white space between words are read as for any
+ *	word.
+ * DIAGNOSTICS
+ *	None: every value decodes to something.
+ */
+
+#include "lib.h"
+#include "str.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include "decode.h"
+#include "mime_param.h"
+
+/* an encoded word as Dovecot's decoder finds one: "=?cs?E?text?=" */
+
+struct mime_ew {
+    size_t  enc;			/* of its encoding letter */
+    size_t  text, text_end;		/* its text */
+    size_t  end;			/* past its "?=" */
+};
+
+/*
+ * mime_ew_find - at data[at] "=?": the word's parts when the three '?'
+ * and the '=' after the last are there (message_header_decode()'s
+ * reading), else 0.
+ */
+static int mime_ew_find(const unsigned char *data, size_t size, size_t at,
+			        struct mime_ew *ew)
+{
+    size_t  q[3], n = 0;
+
+    for (size_t i = at + 2; i < size && n < 3; i++)
+	if (data[i] == '?')
+	    q[n++] = i;
+    if (n < 3 || q[2] + 1 >= size || data[q[2] + 1] != '=' || q[1] != q[0] + 2)
+	return (0);
+    ew->enc = q[0] + 1;
+    ew->text = q[1] + 1;
+    ew->text_end = q[2];
+    ew->end = q[2] + 2;
+    return (1);
+}
+
+/* mime_ew_not_word - Python's reading: "=" and no two hex digits first */
+
+static int mime_ew_not_word(const unsigned char *data, const struct mime_ew *ew)
+{
+    return (ew->text < ew->text_end && data[ew->text] == '='
+	    && (ew->text + 2 >= ew->text_end || !i_isxdigit(data[ew->text + 1])
+		|| !i_isxdigit(data[ew->text + 2])));
+}
+
+/*
+ * mime_ew_b64_strict - what strict base64 reads once Python has added
+ * the pads missing: the alphabet, then pads that complete the last
+ * quantum. Left to Dovecot's decoder, which reads it the same.
+ */
+static int mime_ew_b64_strict(const unsigned char *text, size_t len)
+{
+    size_t  n = 0, pads;
+
+    while (n < len && (i_isalnum(text[n]) || text[n] == '+' || text[n] == '/'))
+	n++;
+    if (strspn((const char *) text + n, "=") < len - n)
+	return (0);
+    pads = len - n;
+    return (n % 4 != 1 && (pads == 0 || (n % 4 == 2 && pads <= 2)
+			   || (n % 4 == 3 && pads == 1)));
+}
+
+/*
+ * mime_ew_b64 - a "B" word's text as Python's fallbacks read it, written
+ * to fixed as the "Q" word's letter and text of the same bytes
+ */
+static void mime_ew_b64(buffer_t *fixed, const unsigned char *text, size_t len)
+{
+    struct decode_state st;
+    unsigned char *bytes = t_malloc_no0(DECODE_OUT_MAX(len + 2) + 2);
+    size_t  n;
+
+    decode_init(&st, DECODE_BASE64);
+    n = decode_more(&st, text, len, bytes);
+    n += decode_more(&st, (const unsigned char *) "==", 2, bytes + n);
+    if (!st.done && st.quad_pos == 1) {	/* 4n+1: its text, as it is */
+	memcpy(bytes, text, len);
+	n = len;
+    }
+    buffer_append(fixed, "Q?", 2);
+    for (size_t i = 0; i < n; i++)
+	str_printfa(fixed, "=%02X", bytes[i]);
+}
+
+/* mime_ew_flush - what is in fixed, decoded, onto out */
+
+static void mime_ew_flush(buffer_t *fixed, buffer_t *out)
+{
+    if (fixed->used > 0)
+	mime_words_utf8(fixed->data, fixed->used, out);
+    buffer_set_used_size(fixed, 0);
+}
+
+void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
+{
+    buffer_t *fixed = t_buffer_create(size + 16);
+    struct mime_ew ew;
+    size_t  seg = 0;
+
+    while (size > 0 && (*data == ' ' || *data == '\t'))
+	data++, size--;
+    for (size_t i = 0; i + 1 < size; i++) {
+	if (data[i] != '=' || data[i + 1] != '?' || !mime_ew_find(data, size, i, &ew))
+	    continue;
+	if (mime_ew_not_word(data, &ew)) {
+	    /* text: so is the white space after it, which Dovecot's
+	       decoder drops before a word at the start of what it reads */
+	    buffer_append(fixed, data + seg, i - seg);
+	    mime_ew_flush(fixed, out);
+	    for (seg = ew.end; seg < size && (data[seg] == ' ' || data[seg] == '\t'); seg++)
+		 /* void */ ;
+	    buffer_append(out, data + i, seg - i);
+	    i = seg - 1;
+	    continue;
+	}
+	if ((data[ew.enc] == 'b' || data[ew.enc] == 'B')
+	    && !mime_ew_b64_strict(data + ew.text, ew.text_end - ew.text)) {
+	    buffer_append(fixed, data + seg, ew.enc - seg);
+	    mime_ew_b64(fixed, data + ew.text, ew.text_end - ew.text);
+	    seg = ew.text_end;
+	}
+	i = ew.end - 1;
+    }
+    buffer_append(fixed, data + seg, size - seg);
+    mime_ew_flush(fixed, out);
+}
