@@ -392,7 +392,8 @@ static int tool_command(struct spool_tool *tool, int argc, char **argv)
 	return (tool_retry(tool, argv[1]));
     if (strcmp(cmd, "drop") == 0 && argc == 2)
 	return (tool_drop(tool, argv[1]));
-    msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID",
+    msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID"
+	      " | check-routes [DOVECOT_CONF]",
 	      msg_progname());
 }
 
@@ -407,6 +408,10 @@ int     main(int argc, char **argv)
     first = daemon_parse_command(argc, argv, SYSCONFDIR "/mxkit/lmtp-webhook-spool.conf", &opts);
     if (!opts.check_only && first < argc && strcmp(argv[first], "run") == 0)
 	daemon_signal_hold();			/* the daemon: see daemon(3) */
+    /* Dovecot's configuration, not ours: no spool needed */
+    if (!opts.check_only && first < argc && strcmp(argv[first], "check-routes") == 0
+	&& argc - first <= 2)
+	return (tool_check_routes(argc - first == 2 ? argv[first + 1] : NULL));
     memset(&tool, 0, sizeof(tool));
     tool_load(&tool, opts.config_path);
     if (tool.cfg->error_count) {
@@ -418,7 +423,8 @@ int     main(int argc, char **argv)
 	return (0);
     }
     if (first >= argc)
-	msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID",
+	msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID"
+	      " | check-routes [DOVECOT_CONF]",
 		  msg_progname());
     /* root: the spool's work as its owner, never through its links */
     if ((err = spool_owner_enter(tool.dir)) != NULL)

@@ -31,6 +31,9 @@ void    runner_lock_record(int fd);
 void    runner_lock_detached(void *fd_ptr);
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r);
 
+/* spool_routes.c: check-routes, doveconf's routes as the plugin reads them */
+int     tool_check_routes(const char *dovecot_conf);
+
 /* spool_owner.c: as root, in the spool as its owner */
 const char *spool_owner_enter(const char *dir);
 void    spool_owner_root(void);

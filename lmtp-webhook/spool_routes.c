@@ -1,0 +1,151 @@
+/*
+ * NAME
+ *	spool_routes 3
+ * SUMMARY
+ *	lmtp-webhook-spool check-routes: the routes as Dovecot will read them
+ * SYNOPSIS
+ *	#include "spool_tool.h"
+ *
+ *	int	tool_check_routes(dovecot_conf)
+ * DESCRIPTION
+ *	tool_check_routes() runs "doveconf -P -n" (-c dovecot_conf unless
+ *	NULL) and checks each lmtp_webhook_route, route2, ... of every
+ *	plugin {} block it prints, before Dovecot reads them.
+ *
+ *	Dovecot expands %-variables in plugin settings before the plugin
+ *	sees them, so a URL's percent-encoding ("pa%3Ass" for "pa:ss")
+ *	either stops every lmtp process (a Fatal line quoting the whole
+ *	URL, password and token) or silently becomes another URL ("%40s"
+ *	is the service's name, padded). A single '%' is an error here
+ *	("%%" is the way to write one); the route is named, never quoted:
+ *	what follows the '%' is most often a password. What is left, its
+ *	"%%" made '%', is read by route_parse() as the plugin will.
+ *	doveconf prints the settings unexpanded, and with -P the URL's
+ *	user and password, which it would hide.
+ * DIAGNOSTICS
+ *	One line per error on stderr; 0 when every route is good, 1 when
+ *	one is not or doveconf fails.
+ */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "route.h"
+#include "spool_tool.h"
+#include "xalloc.h"
+
+/* spool_routes_open - doveconf -P -n [-c conf], its output to read */
+
+static FILE *spool_routes_open(const char *conf, pid_t *pid)
+{
+    char   *args[] = {"doveconf", "-P", "-n", conf ? "-c" : NULL, (char *) conf, NULL};
+    int     fds[2];
+    FILE   *fp;
+    if (pipe(fds) < 0 || (*pid = fork()) < 0)
+	msg_fatal("doveconf: %m");
+    if (*pid == 0) {
+	(void) dup2(fds[1], 1);
+	close(fds[0]);
+	close(fds[1]);
+	execvp(args[0], args);
+	msg_fatal("exec doveconf: %m");
+    }
+    close(fds[1]);
+    if ((fp = fdopen(fds[0], "r")) == NULL)
+	msg_fatal("fdopen: %m");
+    return (fp);
+}
+
+/*
+ * spool_routes_one - one route's value: 0, or -1 with the error logged.
+ * Neither message quotes the value (a password, a token).
+ */
+static int spool_routes_one(const char *name, const char *value)
+{
+    char   *plain = xmalloc(strlen(value) + 1), *o = plain;
+    struct webhook_route route;
+    const char *err;
+
+    for (const char *p = value; *p; p++) {
+	if (*p == '%' && p[1] == '%') {
+	    *o++ = *p++;
+	    continue;
+	}
+	if (*p == '%') {
+	    msg_error("%s: a single '%%' (byte %ld of the value): Dovecot expands it "
+		      "before the plugin reads the route; write each '%%' of the URL "
+		      "(percent-encoding) as '%%%%'", name, (long) (p - value) + 1);
+	    free(plain);
+	    return (-1);
+	}
+	*o++ = *p;
+    }
+    *o = 0;
+    err = route_parse(plain, &route);
+    free(plain);
+    if (err != NULL) {
+	msg_error("%s: %s", name, err);
+	return (-1);
+    }
+    route_free(&route);
+    return (0);
+}
+
+/* spool_routes_setting - "NAME = VALUE" of a route, else 0 */
+
+static int spool_routes_setting(char *line, char **name, char **value)
+{
+    char   *eq;
+
+    line += strspn(line, " \t");
+    if (strncmp(line, "lmtp_webhook_route", 18) != 0 || (eq = strstr(line, " = ")) == NULL)
+	return (0);
+    *eq = 0;
+    if (strspn(line + 18, "0123456789") != strlen(line + 18))
+	return (0);
+    *name = line;
+    *value = eq + 3;
+    (*value)[strcspn(*value, "\n")] = 0;
+    return (1);
+}
+
+int     tool_check_routes(const char *conf)
+{
+    char   *line = NULL, *name, *value;
+    size_t  size = 0;
+    int     depth = 0, plugin_depth = 0, routes = 0, bad = 0, status;
+    pid_t   pid;
+    FILE   *fp = spool_routes_open(conf, &pid);
+
+    while (getline(&line, &size, fp) > 0) {
+	size_t  len = strcspn(line, "\n");
+
+	if (len > 0 && line[len - 1] == '{') {
+	    depth++;
+	    if (plugin_depth == 0 && strncmp(line + strspn(line, " \t"), "plugin {", 8) == 0)
+		plugin_depth = depth;
+	} else if (strcspn(line + strspn(line, " \t"), "\n") == 1
+		   && line[strspn(line, " \t")] == '}') {
+	    if (depth-- == plugin_depth)
+		plugin_depth = 0;
+	} else if (plugin_depth > 0 && spool_routes_setting(line, &name, &value)) {
+	    routes++;
+	    bad += spool_routes_one(name, value) < 0;
+	}
+    }
+    free(line);
+    fclose(fp);
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	msg_error("doveconf failed: the routes were not checked");
+	return (1);
+    }
+    if (bad == 0)
+	printf("%d route(s) OK\n", routes);
+    return (bad > 0);
+}
