@@ -45,7 +45,6 @@
 
 #include "build_config.h"
 
-#include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +57,7 @@
 
 #include "auth.h"
 #include "dmarc.h"
+#include "lenient.h"
 #include "mdns.h"
 #include "metrics.h"
 #include "rfc5322.h"
@@ -291,11 +291,13 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
 /*
  * auth_unreadable - the verdict under dmarc_reject for a From: our strict
  * parser refuses ("<a@vendor.test>, <b@x.test>", an unclosed comment or
- * angle bracket, 8-bit): a mail reader may still show it as an address
- * of a p=reject domain, so each name after an '@' in it is checked as
- * if it were the From: domain and the strictest outcome applies (RFC
- * 7489 6.6.1); an unreadable From: is no way around the policy. More
- * names than AUTH_FROM_NAMES_MAX: refused, without looking them up.
+ * angle bracket, a comment after the '@'): a mail reader may still
+ * show it as an address of a p=reject domain, so each domain a lenient
+ * reader finds in it (lenient(3): after every '@', past comments) is
+ * checked as if it were the From: domain and the strictest outcome
+ * applies (RFC 7489 6.6.1); an unreadable From: is no way around the
+ * policy. More names than AUTH_FROM_NAMES_MAX, or more '@' than
+ * LENIENT_AT_MAX: refused, without looking anything up.
  */
 #define AUTH_FROM_NAMES_MAX 8
 
@@ -303,25 +305,19 @@ static enum auth_verdict auth_unreadable(const struct auth_conf *a, const char *
 					         const struct dmarc_sig *sigs, int n,
 					         const struct spf_result *spf, const char **reply)
 {
+    char    names[AUTH_FROM_NAMES_MAX][LENIENT_NAME_SIZE];
     enum auth_verdict verdict = AUTH_ACCEPT;
     struct dmarc_result d;
-    int     names = 0;
+    int     count = lenient_domains(value, names, AUTH_FROM_NAMES_MAX);
 
-    for (const char *at = strchr(value, '@'); at; at = strchr(at + 1, '@')) {
-	char    dom[256];
-	size_t  len = 0;
-	const char *cp = at + 1 + strspn(at + 1, " \t\r\n");
-
-	while (len + 1 < sizeof(dom) && (isalnum((unsigned char) *cp) || strchr("-._", *cp)))
-	    dom[len++] = *cp++;
-	dom[len] = 0;
-	if (!spf_domain_ok(dom))
+    if (count < 0) {
+	*reply = "Unreadable From: header naming too many domains";
+	return (AUTH_REJECT);
+    }
+    for (int i = 0; i < count; i++) {
+	if (!spf_domain_ok(names[i]))
 	    continue;
-	if (++names > AUTH_FROM_NAMES_MAX) {
-	    *reply = "Unreadable From: header naming too many domains";
-	    return (AUTH_REJECT);
-	}
-	dmarc_check(a->dns, a->psl, dom, sigs, n, a->spf ? spf : NULL, &d);
+	dmarc_check(a->dns, a->psl, names[i], sigs, n, a->spf ? spf : NULL, &d);
 	if (d.reject) {
 	    *reply = "Rejected by the DMARC policy of a domain in the unreadable From: header";
 	    return (AUTH_REJECT);

@@ -13,7 +13,11 @@ vendor.test's published key, dmarc_reject = yes.
   2. From: forms a reader shows as billing@vendor.test but the milter
      cannot read strictly (trailing dot, two addresses, unterminated
      comment): never dmarc=pass, and under dmarc_reject refused like a
-     p=reject fail, never delivered as a mere permerror.
+     p=reject fail, never delivered as a mere permerror; also when a
+     comment stands between the '@' and the domain, which Python's email
+     package reads past (helper-65 F1);
+     property (hypothesis): any From: in which Python's email package
+     reads an address at vendor.test is refused (550).
   3. From: forms the milter reads: display names and encoded words that
      look like vendor.test, upper case: header.from is the real domain.
   4. SPF macros and exp= from the attacker's own zone: no pass for
@@ -40,6 +44,9 @@ import dkim
 import dns.exception
 import dns.resolver
 import dns as dnspython
+import email.parser
+import email.policy
+from hypothesis import given, settings, strategies as hs, HealthCheck
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
@@ -207,6 +214,88 @@ UNREADABLE = [
     ("Billing <billing@vendor.test", "an unclosed angle address"),
     ("billing@VENDOR.test.", "upper case and a trailing dot"),
 ]
+
+
+# F1: what a lenient reader finds past a comment
+LENIENT = [
+    ("<billing@(vendor)vendor.test>, <x@spoof.test>", "a comment after the '@'"),
+    ("billing@(x)vendor.test (unclosed", "a comment after the '@', an unclosed one after"),
+    ("billing@ (a (b) c)\r\n vendor (c) . test (x", "nested comment, folding, CFWS at the dot"),
+]
+
+
+def python_reads(value):
+    """The addresses Python's email package reads in this From: value, or
+    None."""
+    m = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        b"From: " + value.encode() + b"\r\n\r\nx")
+    try:
+        return [a.addr_spec for a in m["From"].addresses]
+    except Exception:
+        return None
+
+
+def python_vendor(value):
+    return any(a.rpartition("@")[2].lower() == "vendor.test" for a in python_reads(value) or [])
+
+
+def test_lenient_from(st):
+    """2c. a comment after the '@': Python reads billing@vendor.test, so
+    p=reject applies."""
+    for value, name in LENIENT:
+        token = uuid.uuid4().hex
+        tap.ok(python_vendor(value), "(Python reads From: with %s as vendor.test)" % name,
+               diag=repr(python_reads(value)))
+        a = outcome(st, "127.0.0.9", "x@spoof.test", message(value, token))
+        tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy of a domain in "
+                            "the unreadable"),
+               "From: with %s: refused under dmarc_reject" % name, diag=a)
+    a = outcome(st, "127.0.0.9", "x@spoof.test",
+                message("x@spoof.test (c) (x", uuid.uuid4().hex))
+    tap.ok("dmarc=permerror (From: address unreadable)" in a,
+           "an unreadable From: naming no p=reject domain: permerror", diag=a)
+
+
+SEPS = ["", " ", "(c)", " (a (b \\) c) ", "\r\n\t", "(x@spoof.test)"]
+LOCALS = ["billing", "\"billing\"", "b.illing"]
+DOMAINS = ["vendor.test", "VENDOR.Test", "vendor (c) . test", "vendor.test.", "spoof.test"]
+NAMES = ["", "Billing ", "\"Billing, Inc\" ", "=?utf-8?q?Billing?= ", "x@spoof.test "]
+TAILS = ["", " (unclosed", ", <x@spoof.test>", " (c)", ">"]
+
+
+def lenient_values():
+    sep = hs.sampled_from(SEPS)
+    addr = hs.builds(lambda lp, s1, s2, d: lp + s1 + "@" + s2 + d, hs.sampled_from(LOCALS),
+                     sep, sep, hs.sampled_from(DOMAINS))
+    closed = hs.sampled_from([">", "", "> "])
+    mailbox = hs.one_of(
+        hs.builds(lambda n, a, c: n + "<" + a + c, hs.sampled_from(NAMES), addr, closed),
+        addr)
+    return hs.builds(lambda lead, m, tail: lead + m + tail,
+                     hs.sampled_from(["", "<x@spoof.test>, ", "(c) "]), mailbox,
+                     hs.sampled_from(TAILS))
+
+
+def test_lenient_property(st):
+    """2d. property: whatever the form, a From: in which Python reads an
+    address at vendor.test (p=reject) is refused, never delivered."""
+    failures, vendor = [], []
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(lenient_values())
+    def check(value):
+        if not python_vendor(value):
+            return
+        vendor.append(value)
+        a = outcome(st, "127.0.0.9", "x@spoof.test", message(value, uuid.uuid4().hex))
+        if not a.startswith("refused 550 5.7.1 Rejected by the DMARC policy"):
+            failures.append((value, a))
+
+    check()
+    tap.is_(failures[:3], [], "property: every From: Python reads as an address at "
+            "vendor.test is refused (%d of them, %d delivered)" % (len(vendor), len(failures)))
+    tap.ok(len(vendor) >= 40, "the generator made such From: values (%d)" % len(vendor))
 
 
 def test_unreadable_from(st):
@@ -405,6 +494,8 @@ with Stack("milter-auth-attack") as st:
     test_weak(st, key, weak_pem)
     test_prepended(st, key)
     test_unreadable_from(st)
+    test_lenient_from(st)
+    test_lenient_property(st)
     test_readable_from(st)
     test_spf_macros(st, proc)
     vendor = mxdkim.start_vendor(st, key_path, VENDOR_CONF, st.port("postfix-smtp"))

@@ -1,0 +1,116 @@
+/* lenient_test - unit tests for milter-dkim/lenient.c (domains of an unreadable From:) */
+
+#include "build_config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lenient.h"
+#include "rfc5322.h"
+#include "tap.h"
+
+static char names[8][LENIENT_NAME_SIZE];
+static char joined[8 * LENIENT_NAME_SIZE + 16];
+
+/* found - the names lenient_domains() finds, space separated; "(too many)" */
+
+static const char *found(const char *value)
+{
+    int     n = lenient_domains(value, names, 8);
+
+    if (n < 0)
+	return ("(too many)");
+    joined[0] = 0;
+    for (int i = 0; i < n; i++) {
+	if (i)
+	    strcat(joined, " ");
+	strcat(joined, names[i]);
+    }
+    return (joined);
+}
+
+static void test_domains(void)
+{
+    char    many[1024] = "";
+
+    is_str(found("<billing@vendor.test>, <x@spoof.test>"), "vendor.test spoof.test",
+	   "two addresses: both domains, in order");
+    is_str(found("<billing@(vendor)vendor.test>, <x@spoof.test>"), "vendor.test spoof.test",
+	   "a comment after the '@' (F1)");
+    is_str(found("billing@(x)vendor.test (unclosed"), "vendor.test",
+	   "a comment after the '@', an unclosed one after the address (F1)");
+    is_str(found("billing@ (a (nested \\) x) b)\r\n\t vendor.test>"), "vendor.test",
+	   "nested comment, quoted pair, folding after the '@'");
+    is_str(found("billing@vendor (c) . (d)\r\n test"), "vendor.test",
+	   "obs-domain: CFWS around the dot (Python reads vendor.test)");
+    is_str(found("billing@VENDOR.Test."), "vendor.test", "upper case, trailing dot");
+    is_str(found("x@spoof.test (billing@vendor.test"), "spoof.test vendor.test",
+	   "an '@' inside a comment counts too");
+    is_str(found("\"billing@vendor.test\" <x@spoof.test"), "vendor.test spoof.test",
+	   "an '@' inside a quoted string counts too");
+    is_str(found("a@vendor.test, b@vendor.test, c@VENDOR.TEST"), "vendor.test",
+	   "a name is given once");
+    is_str(found("billing@(vendor.test"), "", "an unclosed comment after '@': nothing");
+    is_str(found("billing@localhost, x@[192.0.2.1]"), "",
+	   "a one-label name and a domain literal do not count");
+    for (int i = 0; i < 9; i++)
+	snprintf(many + strlen(many), sizeof(many) - strlen(many), "<x@d%d.test>, ", i);
+    is_str(found(many), "(too many)", "9 domains: too many");
+    many[0] = 0;
+    for (int i = 0; i < LENIENT_AT_MAX + 1; i++)
+	strcat(many, "@(");
+    is_str(found(many), "(too many)", "more '@' than LENIENT_AT_MAX: too many");
+}
+
+/*
+ * Property: whatever the strict reader accepts, the lenient finder finds
+ * its domain, in values built at random slot by slot from what the
+ * strict grammar allows there and what it does not. A fixed seed:
+ * reproducible.
+ */
+static const char *const slot[][6] = {
+    {"", "Name ", "\"Q, <x@y.z>\" ", "=?utf-8?q?n?= ", "John Q. ", "x@y.z "},
+    {"", "<", "<", "<", "(c)", " "},
+    {"", " ", "(a (b) \\) c)", "\r\n\t", "(", "\"q\""},
+    {"x", "first.last", "\"x\"", "x-y", "x..y", "a+b"},
+    {"", " ", "(c)", "\r\n ", ".", ""},
+    {"@", "@", "@", "@", "@(", "@@"},
+    {"", " ", "(c)", "((n)c)", "\r\n\t(x)", "[1.2.3.4]"},
+    {"vendor.test", "VENDOR.Test", "a-b.c_d.example", "v (c) . test", "v.test",
+    "vendor.test."},
+    {"", " ", "(c)", " (unclosed", ", <x@spoof.test>", "\r\n (tail)"},
+    {"", ">", ">", ">", "> ", ">>"},
+};
+
+static void test_property(void)
+{
+    char    value[512], strict[256];
+    unsigned seed = 12345;
+    int     accepted = 0, bad = 0;
+
+    for (int round = 0; round < 100000; round++) {
+	int     n;
+
+	value[0] = 0;
+	for (size_t k = 0; k < sizeof(slot) / sizeof(*slot); k++)
+	    strcat(value, slot[k][((seed = seed * 1103515245 + 12345) >> 16) % 6]);
+	if (rfc5322_mailbox(value, strict, sizeof(strict)) != NULL)
+	    continue;
+	accepted++;
+	n = lenient_domains(value, names, 8);
+	for (int i = 0; i < n; i++)
+	    if (strcmp(names[i], strchr(strict, '@') + 1) == 0)
+		n = -2;
+	if (n != -2 && bad++ == 0)
+	    diag("not found: [%s] (strict: %s)", value, strict);
+    }
+    ok(accepted > 1000, "property: %d random values the strict reader accepts", accepted);
+    is_int(bad, 0, "property: the lenient finder finds each one's domain");
+}
+
+int     main(void)
+{
+    test_domains();
+    test_property();
+    return (tap_done());
+}
