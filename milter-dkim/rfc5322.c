@@ -22,7 +22,8 @@
  *	[CFWS], with comments (nested, quoted-pairs) and folding wherever
  *	CFWS may stand. The display name is a phrase: atoms (8-bit
  *	bytes allowed, RFC 6532), quoted strings and, from obs-phrase,
- *	dots between words ("John Q. Public"). The addr-spec is a
+ *	dots between words ("John Q. Public"; not a dot right before the
+ *	'<', on which Python's reader fails). The addr-spec is a
  *	dot-atom or a quoted local part whose content is a dot-atom
  *	(written unquoted, as every parser normalises it), "@", and a
  *	dot-atom domain, lower-cased, ASCII only. Refused: groups, lists,
@@ -264,6 +265,12 @@ const char *rfc5322_mailbox(const char *value, char *buf, size_t len)
     if (rfc5322_cfws(&p))
 	return ("unterminated comment");
     rfc5322_phrase(&p);
+    /*
+     * "John Q.<a@b.example>": Python's email package fails on a dot right
+     * before the '<' (AttributeError) and reads no address at all.
+     */
+    if (*p == '<' && p > value && p[-1] == '.')
+	return ("a dot right before the angle address");
     if (*p == '<') {
 	p++;
 	if ((err = rfc5322_addr_spec(&p, buf, len, 1)) != NULL)

@@ -402,6 +402,7 @@ BAD_FROM = [
     (b"<@other.example:alerts@planapulse.ai>", "source route"),
     (b"alerts@planapulse.ai.", "trailing dot"),
     (b"\"alerts@planapulse.ai\"@other.example", "quoted local part with @"),
+    (b"John Q.<alerts@planapulse.ai>", "a dot right before '<' (Python reads no address)"),
 ]
 
 

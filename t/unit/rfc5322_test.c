@@ -73,6 +73,10 @@ static void test_mailbox(void)
     is_str(mbox(" @planapulse.ai"), "(refused)", "empty local part");
     is_str(mbox(" alerts"), "(refused)", "no @");
     is_str(mbox(" a@b\\@c"), "(refused)", "backslash outside quotes");
+    is_str(mbox(" John Q.<jqp@planapulse.ai>"), "(refused)",
+	   "a dot right before '<' (Python's reader fails on it)");
+    is_str(mbox(" John Q. <jqp@planapulse.ai>"), "jqp@planapulse.ai",
+	   "a dot, a space, then '<': read");
     ok(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)) != NULL
        && strcmp(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)), "group syntax") == 0,
        "the error names group syntax");
