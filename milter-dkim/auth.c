@@ -291,10 +291,11 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
 /*
  * auth_unreadable - the verdict under dmarc_reject for a From: our strict
  * parser refuses ("<a@vendor.test>, <b@x.test>", an unclosed comment or
- * angle bracket, a comment after the '@'): a mail reader may still
- * show it as an address of a p=reject domain, so each domain a lenient
- * reader finds in it (lenient(3): after every '@', past comments) is
- * checked as if it were the From: domain and the strictest outcome
+ * angle bracket, a comment after the '@', an encoded word in the
+ * address): a mail reader may still show it as an address of a
+ * p=reject domain, so each domain a lenient reader finds in it
+ * (lenient(3): after every '@', past comments, encoded words decoded)
+ * is checked as if it were the From: domain and the strictest outcome
  * applies (RFC 7489 6.6.1); an unreadable From: is no way around the
  * policy. More names than AUTH_FROM_NAMES_MAX, or more '@' than
  * LENIENT_AT_MAX: refused, without looking anything up.

@@ -7,12 +7,14 @@
  *	#include "lenient.h"
  *
  *	int	lenient_domains(value, names, max)
+ *	char	*lenient_decode(value)
  * DESCRIPTION
  *	A From: value the strict reader (rfc5322(3)) refuses is still shown
  *	by mail readers, as the address of whatever domain they find in it,
  *	so DMARC applies to each of those (auth(3)). These functions find
  *	them the way a lenient reader does (Python's email.headerregistry
- *	is the model: it skips comments anywhere), and err towards finding
+ *	is the model: it skips comments anywhere and decodes RFC 2047
+ *	encoded words even inside an address), and err towards finding
  *	more: every extra name only makes the verdict stricter.
  *
  *	lenient_domains() looks after each '@', wherever it stands (in a
@@ -20,22 +22,146 @@
  *	(white space, folding, comments with nesting and quoted pairs), then
  *	the labels of a domain are read, with CFWS allowed around the dots
  *	(RFC 5322 obs-domain, which Python reads) and a trailing dot
- *	dropped. Each name is lower-cased and stored once in names; only
- *	names of two or more LDH labels count.
+ *	dropped. It does the same again in the value with its encoded words
+ *	decoded by lenient_decode(), where "billing@=?utf-8?q?vendor.test?="
+ *	names vendor.test. Each name is lower-cased and stored once in
+ *	names; only names of two or more LDH labels count.
+ *
+ *	lenient_decode() returns a copy of the value (to be freed) with
+ *	every encoded word, "=?charset?Q?text?=" or "=?charset?B?text?=",
+ *	replaced by its bytes, and the white space between two adjacent
+ *	encoded words dropped (RFC 2047 6.2). The charset is not converted:
+ *	a domain name is ASCII in every charset a reader would accept. A
+ *	decoded NUL becomes '?'.
  * DIAGNOSTICS
  *	lenient_domains() returns the number of names stored, or -1 when
  *	the value names more than max domains or holds more than
- *	LENIENT_AT_MAX '@' (each can be a scan to the end of the value in a
- *	From: built to be expensive).
+ *	LENIENT_AT_MAX '@', as written or decoded (each can be a scan to
+ *	the end of the value in a From: built to be expensive).
  */
 
 #include "build_config.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lenient.h"
 #include "rfc5322.h"
+#include "xalloc.h"
+
+static int lenient_hex(int c)
+{
+    return (isdigit(c) ? c - '0' : isxdigit(c) ? tolower(c) - 'a' + 10 : -1);
+}
+
+static int lenient_b64(int c)
+{
+    const char *set = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *hit = c ? strchr(set, c) : NULL;
+
+    return (hit ? (int) (hit - set) : -1);
+}
+
+/* lenient_q - RFC 2047 4.2 "Q" text to out; the bytes written */
+
+static size_t lenient_q(const char *text, size_t len, char *out)
+{
+    size_t  n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+	unsigned char c = text[i];
+	int     hi, lo;
+
+	if (c == '_') {
+	    c = ' ';
+	} else if (c == '=' && i + 2 < len
+		   && (hi = lenient_hex((unsigned char) text[i + 1])) >= 0
+		   && (lo = lenient_hex((unsigned char) text[i + 2])) >= 0) {
+	    c = hi * 16 + lo;
+	    i += 2;
+	}
+	out[n++] = c ? c : '?';
+    }
+    return (n);
+}
+
+/* lenient_b - "B" text (base64, leniently: what is not base64 is skipped) to out */
+
+static size_t lenient_b(const char *text, size_t len, char *out)
+{
+    unsigned acc = 0;
+    int     bits = 0;
+    size_t  n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+	int     v = lenient_b64((unsigned char) text[i]);
+
+	if (v < 0)
+	    continue;
+	acc = (acc << 6) | v;
+	if ((bits += 6) >= 8) {
+	    unsigned char c = (acc >> (bits -= 8)) & 0xff;
+
+	    out[n++] = c ? c : '?';
+	}
+    }
+    return (n);
+}
+
+/*
+ * lenient_word - the encoded word at p, decoded to out (*n bytes); what
+ * follows it, or NULL when p is no encoded word. Its parts hold no '?'
+ * and no white space, as in RFC 2047 2.
+ */
+static const char *lenient_word(const char *p, char *out, size_t *n)
+{
+    const char *cs = p + 2, *enc, *text, *end;
+
+    if (p[0] != '=' || p[1] != '?')
+	return (NULL);
+    enc = cs + strcspn(cs, "? \t\r\n");
+    if (enc == cs || *enc != '?' || enc[1] == 0 || strchr("qQbB", enc[1]) == NULL
+	|| enc[2] != '?')
+	return (NULL);
+    text = enc + 3;
+    end = text + strcspn(text, "? \t\r\n");
+    if (end[0] != '?' || end[1] != '=')
+	return (NULL);
+    if (out)
+	*n = (enc[1] == 'q' || enc[1] == 'Q') ? lenient_q(text, end - text, out)
+	    : lenient_b(text, end - text, out);
+    return (end + 2);
+}
+
+char   *lenient_decode(const char *value)
+{
+    char   *out = xmalloc(strlen(value) + 1);	/* decoding never lengthens */
+    size_t  used = 0, n;
+    const char *p = value, *next;
+    int     after_word = 0;
+
+    while (*p) {
+	if ((next = lenient_word(p, out + used, &n)) != NULL) {
+	    used += n;
+	    p = next;
+	    after_word = 1;
+	    continue;
+	}
+	if (after_word && strchr(" \t\r\n", *p)) {
+	    const char *q = p + strspn(p, " \t\r\n");
+
+	    if (lenient_word(q, NULL, NULL) != NULL) {
+		p = q;				/* RFC 2047 6.2: not shown */
+		continue;
+	    }
+	}
+	after_word = 0;
+	out[used++] = *p++;
+    }
+    out[used] = 0;
+    return (out);
+}
 
 /* lenient_label - the length of the LDH label at p */
 
@@ -101,7 +227,12 @@ static int lenient_scan(const char *text, char (*names)[LENIENT_NAME_SIZE], int 
 
 int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int max)
 {
-    int     count = 0;
+    char   *decoded = lenient_decode(value);
+    int     count = 0, err;
 
-    return (lenient_scan(value, names, max, &count) < 0 ? -1 : count);
+    err = lenient_scan(value, names, max, &count);
+    if (err == 0 && strcmp(decoded, value) != 0)
+	err = lenient_scan(decoded, names, max, &count);
+    free(decoded);
+    return (err < 0 ? -1 : count);
 }

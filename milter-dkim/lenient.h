@@ -7,5 +7,6 @@
 #define LENIENT_AT_MAX	64		/* '@' looked at in one value */
 
 int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int max);
+char   *lenient_decode(const char *value);
 
 #endif

@@ -29,8 +29,9 @@
  *	dot-atom domain, lower-cased, ASCII only. Refused: groups, lists,
  *	a second angle address or any text after the address, source
  *	routes, domain literals, obs-local-part (CFWS between dots),
- *	quoted local parts that need quoting, 8-bit addresses, anything
- *	longer than the buffer.
+ *	quoted local parts that need quoting, 8-bit addresses, an
+ *	addr-spec with "=?" in it (an RFC 2047 encoded word, which lenient
+ *	readers decode there), anything longer than the buffer.
  *
  *	rfc8601_authserv_id() reads "[CFWS] authserv-id [CFWS
  *	authres-version] [CFWS] ;" where authserv-id is an RFC 2045 token
@@ -220,6 +221,13 @@ static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int
 		: rfc5322_unexpected(p));
     if (o.overflow)
 	return ("address too long");
+    /*
+     * An RFC 2047 encoded word is not allowed in an addr-spec, but Python
+     * (email.headerregistry) and other readers decode it there:
+     * =?utf-8?q?ceo?=@planapulse.ai is ceo@planapulse.ai to them.
+     */
+    if (strstr(buf, "=?") != NULL)
+	return ("encoded word in address");
     for (char *c = buf + domain; *c; c++)
 	*c = tolower((unsigned char) *c);
     if (rfc5322_cfws(&p))

@@ -14,8 +14,9 @@ vendor.test's published key, dmarc_reject = yes.
      cannot read strictly (trailing dot, two addresses, unterminated
      comment): never dmarc=pass, and under dmarc_reject refused like a
      p=reject fail, never delivered as a mere permerror; also when a
-     comment stands between the '@' and the domain, which Python's email
-     package reads past (helper-65 F1);
+     comment stands between the '@' and the domain, or the domain is an
+     RFC 2047 encoded word, which Python's email package reads as
+     vendor.test (helper-65 F1, F2);
      property (hypothesis): any From: in which Python's email package
      reads an address at vendor.test is refused (550).
   3. From: forms the milter reads: display names and encoded words that
@@ -216,11 +217,15 @@ UNREADABLE = [
 ]
 
 
-# F1: what a lenient reader finds past a comment
+# F1, F2: what a lenient reader finds past a comment or in an encoded word
 LENIENT = [
     ("<billing@(vendor)vendor.test>, <x@spoof.test>", "a comment after the '@'"),
     ("billing@(x)vendor.test (unclosed", "a comment after the '@', an unclosed one after"),
     ("billing@ (a (b) c)\r\n vendor (c) . test (x", "nested comment, folding, CFWS at the dot"),
+    ("Billing <billing@=?utf-8?q?vendor.test?=>", "the domain as a Q encoded word"),
+    ("billing@=?us-ascii?q?vendor=2Etest?=", "the domain as a Q encoded word with =2E"),
+    ("Billing <billing@=?utf-8?b?dmVuZG9yLnRlc3Q=?=>", "the domain as a B encoded word"),
+    ("billing@=?utf-8?q?vendor?=.test", "the first label as an encoded word"),
 ]
 
 
@@ -240,8 +245,8 @@ def python_vendor(value):
 
 
 def test_lenient_from(st):
-    """2c. a comment after the '@': Python reads billing@vendor.test, so
-    p=reject applies."""
+    """2c. a comment after the '@' or an encoded word in the address:
+    Python reads billing@vendor.test, so p=reject applies."""
     for value, name in LENIENT:
         token = uuid.uuid4().hex
         tap.ok(python_vendor(value), "(Python reads From: with %s as vendor.test)" % name,
@@ -251,14 +256,16 @@ def test_lenient_from(st):
                             "the unreadable"),
                "From: with %s: refused under dmarc_reject" % name, diag=a)
     a = outcome(st, "127.0.0.9", "x@spoof.test",
-                message("x@spoof.test (c) (x", uuid.uuid4().hex))
+                message("x@spoof.test (=?utf-8?q?a?=", uuid.uuid4().hex))
     tap.ok("dmarc=permerror (From: address unreadable)" in a,
-           "an unreadable From: naming no p=reject domain: permerror", diag=a)
+           "an unreadable From: with an encoded word naming no domain: permerror", diag=a)
 
 
 SEPS = ["", " ", "(c)", " (a (b \\) c) ", "\r\n\t", "(x@spoof.test)"]
-LOCALS = ["billing", "\"billing\"", "b.illing"]
-DOMAINS = ["vendor.test", "VENDOR.Test", "vendor (c) . test", "vendor.test.", "spoof.test"]
+LOCALS = ["billing", "\"billing\"", "=?utf-8?q?billing?=", "b.illing"]
+DOMAINS = ["vendor.test", "VENDOR.Test", "vendor (c) . test", "vendor.test.",
+           "=?utf-8?q?vendor.test?=", "=?utf-8?b?dmVuZG9yLnRlc3Q=?=", "=?utf-8?q?vendor?=.test",
+           "=?us-ascii?Q?vendor=2Etest?=", "spoof.test"]
 NAMES = ["", "Billing ", "\"Billing, Inc\" ", "=?utf-8?q?Billing?= ", "x@spoof.test "]
 TAILS = ["", " (unclosed", ", <x@spoof.test>", " (c)", ">"]
 

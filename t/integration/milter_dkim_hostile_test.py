@@ -21,7 +21,8 @@ package:
      signs nor verifies, and on mail a bound user may not send unsigned,
      are removed too;
   4. sender_binding reads From: strictly: an addr-spec as display name,
-     text after the angle address, a group, two From:, none -- 550 for a
+     text after the angle address, a group, two From:, none, an RFC 2047
+     encoded word in the address (Python decodes it) -- 550 for a
      bound user; the valid forms (comments, folding, quoted local part)
      are signed and verify;
   5. property (hypothesis): for any generated From: header, a bound user's
@@ -403,6 +404,10 @@ BAD_FROM = [
     (b"alerts@planapulse.ai.", "trailing dot"),
     (b"\"alerts@planapulse.ai\"@other.example", "quoted local part with @"),
     (b"John Q.<alerts@planapulse.ai>", "a dot right before '<' (Python reads no address)"),
+    (b"=?utf-8?q?ceo?=@plana.solutions", "encoded word as local part (Python: ceo@)"),
+    (b"Staff <=?utf-8?q?alerts=40planapulse.ai?=@plana.solutions>",
+     "encoded '@' in the local part"),
+    (b"\"=?utf-8?q?ceo?=\"@plana.solutions", "encoded word in a quoted local part"),
 ]
 
 
@@ -418,6 +423,8 @@ def test_from(st, dns):
     tap.is_(submit(st, "svc-alerts", raw)[0], 550, "bound user, no From: header: 550")
     tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (group syntax)"
            in st.read_log("milter"), "the reason is logged")
+    tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (encoded word in "
+           "address)" in st.read_log("milter"), "an encoded word: the reason is logged")
     good = [b"(ops) alerts (x) @ (y) planapulse.ai (Alerts <ceo@other.example>)",
             b"\"Alerts, <ceo@other.example>\"\r\n\t<alerts@planapulse.ai>",
             b"\"alerts\"@PlanaPulse.AI",
@@ -435,7 +442,9 @@ ADDRS = [b"alerts@planapulse.ai", b"ceo@planapulse.ai", b"x@plana.solutions",
          b"ceo@other.example", b"ALERTS@PLANAPULSE.AI", b"\"alerts\"@planapulse.ai",
          b"\"al\\erts\"@planapulse.ai", b"\"ceo\"@planapulse.ai", b"a@x.plana.solutions",
          b"alerts@planapulse.ai.", b"alerts@[127.0.0.1]", b"@x.example:alerts@planapulse.ai",
-         b"alerts (c) @ planapulse.ai", b"a.b@plana.solutions", b"a..b@plana.solutions"]
+         b"alerts (c) @ planapulse.ai", b"a.b@plana.solutions", b"a..b@plana.solutions",
+         b"=?utf-8?q?ceo?=@plana.solutions", b"=?utf-8?q?ceo=40other.example?=@plana.solutions",
+         b"alerts@=?utf-8?q?plana.solutions?="]
 WORDS = [b"Alerts", b"\"Ops, Team\"", b"ceo@planapulse.ai", b"\"<ceo@other.example>\"",
          b"Q.", b"=?utf-8?q?Caf=C3=A9?=", b"x@other.example", b"\"a\\\"b\"", b":", b";",
          b",", b"<", b">", b"@", b".", b"(", b")", b"\"", b"\\"]

@@ -3,6 +3,7 @@
 #include "build_config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lenient.h"
@@ -29,6 +30,16 @@ static const char *found(const char *value)
     return (joined);
 }
 
+static const char *decoded(const char *value)
+{
+    static char out[256];
+    char   *d = lenient_decode(value);
+
+    snprintf(out, sizeof(out), "%s", d);
+    free(d);
+    return (out);
+}
+
 static void test_domains(void)
 {
     char    many[1024] = "";
@@ -53,6 +64,16 @@ static void test_domains(void)
     is_str(found("billing@(vendor.test"), "", "an unclosed comment after '@': nothing");
     is_str(found("billing@localhost, x@[192.0.2.1]"), "",
 	   "a one-label name and a domain literal do not count");
+    is_str(found("Billing <billing@=?utf-8?q?vendor.test?=>"), "vendor.test",
+	   "an encoded word as the domain (F2)");
+    is_str(found("billing@=?us-ascii?q?vendor=2Etest?="), "vendor.test",
+	   "a Q encoded word with =2E");
+    is_str(found("Billing <billing@=?utf-8?b?dmVuZG9yLnRlc3Q=?=>"), "vendor.test",
+	   "a B encoded word");
+    is_str(found("billing@=?utf-8?q?vendor?=.test"), "vendor.test",
+	   "an encoded word as the first label");
+    is_str(found("=?utf-8?q?ceo=40vendor.test?=@planapulse.ai"), "planapulse.ai vendor.test",
+	   "an encoded '@' in the local part names another domain");
     for (int i = 0; i < 9; i++)
 	snprintf(many + strlen(many), sizeof(many) - strlen(many), "<x@d%d.test>, ", i);
     is_str(found(many), "(too many)", "9 domains: too many");
@@ -60,6 +81,38 @@ static void test_domains(void)
     for (int i = 0; i < LENIENT_AT_MAX + 1; i++)
 	strcat(many, "@(");
     is_str(found(many), "(too many)", "more '@' than LENIENT_AT_MAX: too many");
+}
+
+static void test_decode(void)
+{
+    is_str(decoded("=?utf-8?q?a_b=3Dc?="), "a b=c", "Q: underscore, hex");
+    is_str(decoded("=?utf-8?B?dmVuZG9yLnRlc3Q=?="), "vendor.test", "B, upper-case B");
+    is_str(decoded("=?utf-8?q?a?= \r\n =?utf-8?q?b?= c"), "ab c",
+	   "white space between adjacent encoded words is dropped, not after");
+    is_str(decoded("=?utf-8?q?a b?="), "=?utf-8?q?a b?=", "white space inside: no word");
+    is_str(decoded("=?utf-8?x?ab?="), "=?utf-8?x?ab?=", "unknown encoding: no word");
+    is_str(decoded("=??q?ab?="), "=??q?ab?=", "no charset: no word");
+    is_str(decoded("=?utf-8?q?ab"), "=?utf-8?q?ab", "unterminated: no word");
+    is_str(decoded("=?utf-8?q?a=00b?="), "a?b", "a decoded NUL is '?'");
+    is_str(decoded("=?utf-8?q?a=4?="), "a=4", "a broken escape is kept");
+}
+
+static void test_strict(void)
+{
+    char    buf[256];
+
+    ok(rfc5322_mailbox(" =?utf-8?q?ceo?=@planapulse.ai", buf, sizeof(buf)) != NULL,
+       "strict reader: encoded word as local part refused (F2)");
+    ok(rfc5322_mailbox(" Staff <=?utf-8?q?ceo=40plana.solutions?=@planapulse.ai>", buf,
+		       sizeof(buf)) != NULL, "strict reader: encoded '@' in local part refused");
+    ok(rfc5322_mailbox(" billing@=?utf-8?q?vendor.test?=", buf, sizeof(buf)) != NULL,
+       "strict reader: encoded word as domain refused");
+    ok(rfc5322_mailbox(" \"=?utf-8?q?ceo?=\"@planapulse.ai", buf, sizeof(buf)) != NULL,
+       "strict reader: encoded word in a quoted local part refused (Python decodes it)");
+    is_str(rfc5322_mailbox(" a=?b@planapulse.ai", buf, sizeof(buf)), "encoded word in address",
+	   "strict reader: the error says why");
+    ok(rfc5322_mailbox(" =?utf-8?q?Ops?= <ops@planapulse.ai>", buf, sizeof(buf)) == NULL,
+       "strict reader: an encoded word in the display name is still fine");
 }
 
 /*
@@ -72,11 +125,11 @@ static const char *const slot[][6] = {
     {"", "Name ", "\"Q, <x@y.z>\" ", "=?utf-8?q?n?= ", "John Q. ", "x@y.z "},
     {"", "<", "<", "<", "(c)", " "},
     {"", " ", "(a (b) \\) c)", "\r\n\t", "(", "\"q\""},
-    {"x", "first.last", "\"x\"", "x-y", "x..y", "a+b"},
+    {"x", "first.last", "\"x\"", "=?utf-8?q?x?=", "x..y", "a=?b"},
     {"", " ", "(c)", "\r\n ", ".", ""},
     {"@", "@", "@", "@", "@(", "@@"},
     {"", " ", "(c)", "((n)c)", "\r\n\t(x)", "[1.2.3.4]"},
-    {"vendor.test", "VENDOR.Test", "a-b.c_d.example", "v (c) . test", "v.test",
+    {"vendor.test", "VENDOR.Test", "a-b.c_d.example", "v (c) . test", "=?x?q?v.test?=",
     "vendor.test."},
     {"", " ", "(c)", " (unclosed", ", <x@spoof.test>", "\r\n (tail)"},
     {"", ">", ">", ">", "> ", ">>"},
@@ -111,6 +164,8 @@ static void test_property(void)
 int     main(void)
 {
     test_domains();
+    test_decode();
+    test_strict();
     test_property();
     return (tap_done());
 }

@@ -77,6 +77,10 @@ static void test_mailbox(void)
 	   "a dot right before '<' (Python's reader fails on it)");
     is_str(mbox(" John Q. <jqp@planapulse.ai>"), "jqp@planapulse.ai",
 	   "a dot, a space, then '<': read");
+    is_str(mbox(" =?utf-8?q?ceo?=@planapulse.ai"), "(refused)",
+	   "encoded word as the local part (Python decodes it: ceo@)");
+    is_str(mbox(" billing@=?utf-8?q?vendor.test?="), "(refused)",
+	   "encoded word as the domain (Python decodes it: vendor.test)");
     ok(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)) != NULL
        && strcmp(rfc5322_mailbox(" x: a@b.example;", buf, sizeof(buf)), "group syntax") == 0,
        "the error names group syntax");
