@@ -323,6 +323,26 @@ static int milter_signing_as(const struct milter_ctx *c, const char *domain,
 }
 
 /*
+ * milter_aligned - d= is the From: domain, a parent of it or (a '%' key
+ * such as "mail.%") below it: the relaxed alignment without which a
+ * signature is no use to DMARC and vouches for a domain that is not
+ * ours. -t and every load refuse a table that could match otherwise
+ * (policy(3)); this is the last guard, said once per loaded
+ * configuration so that a stream of such mail cannot flood the log.
+ */
+static int milter_aligned(struct milter_ctx *c, const char *d, const char *from_domain,
+			          const char *key_name)
+{
+    if (tables_aligned(from_domain, d) || tables_aligned(d, from_domain))
+	return (1);
+    if (__atomic_exchange_n(&c->policy->unaligned_said, 1, __ATOMIC_RELAXED) == 0)
+	msg_warn("%s: key \"%s\" not used for From: domain %s: its d=%s does not align "
+		 "(said once until the configuration is reloaded)", c->qid, key_name,
+		 from_domain, d);
+    return (0);
+}
+
+/*
  * milter_start_signing - the keys of every SigningTable match, and the
  * message canonicalized once for all of them (dkim_sign(3)); -1 on failure.
  */
@@ -347,14 +367,17 @@ static int milter_start_signing(struct milter_ctx *c)
 	    n = -1;
 	    break;
 	}
-	if (milter_signing_as(c, domain, keys[i]->selector)) {
-	    free(domain);			/* a second row naming this key */
+	if (milter_signing_as(c, domain, keys[i]->selector)
+	    || !milter_aligned(c, domain, from_domain, keys[i]->name)) {
+	    free(domain);			/* a second row naming it, or unaligned */
 	    continue;
 	}
 	c->sign_domain[c->nsign] = domain;
 	c->sign_key[c->nsign++] = keys[i];
     }
     free(keys);
+    if (n > 0 && c->nsign == 0)
+	n = 0;					/* every key unaligned */
     if (n > 0) {
 	c->sign = xmalloc(sizeof(*c->sign));
 	dkim_sign_start(c->sign, &c->msg, p->sign_headers, p->oversign_headers,

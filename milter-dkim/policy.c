@@ -23,9 +23,11 @@
  *	set they started with; a replaced set is freed by its last user.
  *
  *	Checks beyond syntax: each key must load (type from the file);
- *	a KeyTable domain without '%' must align (DMARC relaxed) with the
- *	SigningTable patterns that use it; with dns_test_file, the
- *	record selector._domainkey.domain must carry the key's public half.
+ *	a KeyTable domain without '%' must align (DMARC relaxed) with every
+ *	domain the SigningTable patterns that use it can match (a '*' in
+ *	a pattern's domain must follow a dot: "*.example.com"); with
+ *	dns_test_file, the record selector._domainkey.domain must carry
+ *	the key's public half.
  * DIAGNOSTICS
  *	policy_load() prints every error as "file:line: message" and
  *	returns NULL.
@@ -163,16 +165,13 @@ static void policy_read_table(struct dkim_policy *p, const char *param,
     }
 }
 
-/* policy_aligned - From domain "d" is key domain "k" or below it */
-
-static int policy_aligned(const char *d, const char *k)
-{
-    size_t  dl = strlen(d), kl = strlen(k);
-
-    return (strcasecmp(d, k) == 0
-	    || (dl > kl && d[dl - kl - 1] == '.' && strcasecmp(d + dl - kl, k) == 0));
-}
-
+/*
+ * policy_check_alignment - a key with a fixed domain signs only for
+ * patterns whose every domain aligns with it: a signature whose d= does
+ * not align is no use to DMARC, and "*planapulse.ai" (no dot) signed
+ * mail from evilplanapulse.ai with d=planapulse.ai. The error names the
+ * patterns that say what was probably meant.
+ */
 static void policy_check_alignment(struct dkim_policy *p, const char *path)
 {
     for (int i = 0; i < p->tables.sign_count; i++) {
@@ -180,12 +179,19 @@ static void policy_check_alignment(struct dkim_policy *p, const char *path)
 	const char *at = strrchr(s->pattern, '@');
 	const char *domain = at ? at + 1 : s->pattern;
 
-	if (strchr(domain, '*'))
-	    continue;				/* wildcard domain: cannot tell */
 	for (char **k = s->keys; *k; k++) {
 	    const struct key_entry *key = tables_find_key(&p->tables, *k);
 
-	    if (key && !strchr(key->domain, '%') && !policy_aligned(domain, key->domain))
+	    if (key == NULL || strchr(key->domain, '%')
+		|| tables_pattern_aligned(s->pattern, key->domain))
+		continue;
+	    if (strchr(domain, '*'))
+		config_add_file_error(p->cfg, path, s->line, "key \"%s\" signs for %s, but "
+				      "pattern \"%s\" also matches domains that do not align "
+				      "with it (DMARC); write \"*@%s\" for the domain and "
+				      "\"*@*.%s\" for its subdomains", key->name, key->domain,
+				      s->pattern, key->domain, key->domain);
+	    else
 		config_add_file_error(p->cfg, path, s->line,
 				      "key \"%s\" signs for %s, which does not align with "
 				      "%s (DMARC)", key->name, key->domain, domain);

@@ -37,6 +37,7 @@ struct dkim_policy {
     char  **sign_headers;		/* must outlive lib */
     char  **oversign_headers;
     struct auth_conf *auth;		/* SPF, DMARC and the DNS (auth.c) */
+    int     unaligned_said;		/* an unaligned d= was logged (atomic) */
 };
 
 extern const struct config_spec policy_specs[];

@@ -10,6 +10,8 @@
  *	void	tables_parse_signing(&t, errors, file_name, text)
  *	void	tables_parse_binding(&t, errors, file_name, text)
  *	int	tables_signers(&t, "user@example.com", out, max)
+ *	int	tables_aligned(domain, key_domain)
+ *	int	tables_pattern_aligned(pattern, key_domain)
  *	int	tables_bound(&t, sasl_user)
  *	int	tables_binding_allows(&t, sasl_user, from_address, &bound)
  * DESCRIPTION
@@ -32,6 +34,10 @@
  *	tables_signers() returns the number of keys that sign for the
  *	address, however many, and stores at most max of them: the caller
  *	asks for the count first (max 0) and then for all of them.
+ *	tables_aligned() says whether a From: domain is the key domain or
+ *	below it (relaxed DMARC alignment, without the public suffix
+ *	list); tables_pattern_aligned() whether every domain a
+ *	SigningTable pattern can match is.
  * .PP
  *	'#' starts a comment; blank lines are ignored; matching ignores
  *	case. A UTF-8 byte order mark at the start of a file is skipped.
@@ -299,6 +305,39 @@ int     tables_match(const char *pattern, const char *address)
     if (strchr(pattern, '*') || strchr(pattern, '@'))
 	return (tables_glob(pattern, address));
     return (at != NULL && strcasecmp(pattern, at + 1) == 0);
+}
+
+/* tables_aligned - domain d is k or below it at a label boundary (relaxed, no PSL) */
+
+int     tables_aligned(const char *d, const char *k)
+{
+    size_t  dl = strlen(d), kl = strlen(k);
+
+    if (kl == 0)
+	return (0);
+    return (strcasecmp(d, k) == 0
+	    || (dl > kl && d[dl - kl - 1] == '.' && strcasecmp(d + dl - kl, k) == 0));
+}
+
+/*
+ * tables_pattern_aligned - every From: domain a SigningTable pattern can
+ * match aligns with key domain k. The domain part is what follows the
+ * pattern's last '@', or the whole pattern without one (its '*' may
+ * then cover the local part and the '@' too). Without '*' it is the
+ * domain itself; with one, a matched domain ends with the text after
+ * the last '*' and may have anything before it: "*planapulse.ai"
+ * matches evilplanapulse.ai, so that text must start at a label
+ * boundary ("*.planapulse.ai") of a domain that aligns with k.
+ */
+int     tables_pattern_aligned(const char *pattern, const char *k)
+{
+    const char *at = strrchr(pattern, '@');
+    const char *domain = at ? at + 1 : pattern;
+    const char *star = strrchr(domain, '*');
+
+    if (star == NULL)
+	return (tables_aligned(domain, k));
+    return (star[1] == '.' && tables_aligned(star + 2, k));
 }
 
 int     tables_signers(const struct tables *t, const char *address,

@@ -36,7 +36,9 @@ private key is ever logged.
      went out unsigned); a SigningTable that is a directory (read as an
      empty table: -t OK, nothing signed), a FIFO (the reload hung, SIGHUP
      and SIGTERM with it), 17 MB (cut at 16 MB in silence), removed after
-     -t said OK; a "*" pattern; a KeyTable of 10,000 rows naming one key
+     -t said OK; a "*" or "*planapulse.ai" pattern for keys with a fixed
+     d= (refused: they match domains d= does not align with; helper-65
+     F3), "*@*.planapulse.ai" (fine); a KeyTable of 10,000 rows naming one key
      file: opened and decoded once (each row decoded it: 12 s a reload).
   5. Almost-right settings: an empty mode (every message passed
      untouched), canonicalization with trailing junk (read as its first
@@ -577,8 +579,13 @@ def test_tables(st, proc, dns, conf):
     write(s1_copy, read(st.path("keys", "s1.private")), 0o600)
     table_case(st, proc, dns, conf, "KeyTable: s1 twice, the same key in two files", True,
                keytable=keys + "dup %s:s1:%s\n" % (DOMAIN, s1_copy))
-    table_case(st, proc, dns, conf, "SigningTable '*' for every sender", True,
-               signing="* a1,b1\n", sender="someone@other.example")
+    table_case(st, proc, dns, conf, "SigningTable '*' for every sender (keys with a fixed "
+               "d=)", False, "also matches domains that do not align", signing="* a1,b1\n")
+    table_case(st, proc, dns, conf, "SigningTable '*%s' (matches evil%s)" % (DOMAIN, DOMAIN),
+               False, "also matches domains that do not align", signing="*%s a1,b1\n" % DOMAIN)
+    table_case(st, proc, dns, conf, "SigningTable '*@*.%s' and '*@%s'" % (DOMAIN, DOMAIN),
+               True, signing="*@*.%s a1,b1\n*@%s a1,b1\n" % (DOMAIN, DOMAIN),
+               sender="someone@mail." + DOMAIN)
     dns.records["x9999._domainkey." + DOMAIN] = dns.records["e1._domainkey." + DOMAIN]
     dns.write()
     many = keys + "".join("k%d %s:x%d:%s\n" % (i, DOMAIN, i, st.path("keys", "e1.private"))

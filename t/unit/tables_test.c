@@ -2,12 +2,67 @@
 
 #include "build_config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "tables.h"
 #include "tap.h"
 
 static const struct config_spec no_specs[] = {{0}};
+
+/* test_alignment - patterns with '*' in the domain (helper-65 F3) */
+
+static void test_alignment(void)
+{
+    static const char *const alphabet[] = {"a", "b", ".", "*", "@", "ab.", ".b"};
+    unsigned seed = 4242;
+    int     checked = 0, bad = 0;
+
+    ok(tables_aligned("planapulse.ai", "planapulse.ai"), "aligned: the key domain");
+    ok(tables_aligned("mail.PlanaPulse.ai", "planapulse.ai"), "aligned: below it, any case");
+    ok(!tables_aligned("evilplanapulse.ai", "planapulse.ai"), "not aligned: no label boundary");
+    ok(!tables_aligned("planapulse.ai", "mail.planapulse.ai"), "not aligned: above it");
+    ok(tables_pattern_aligned("*@planapulse.ai", "planapulse.ai"), "*@planapulse.ai: aligned");
+    ok(tables_pattern_aligned("a*b@planapulse.ai", "planapulse.ai"),
+       "'*' in the local part only: aligned");
+    ok(tables_pattern_aligned("*.planapulse.ai", "planapulse.ai"), "*.planapulse.ai: aligned");
+    ok(tables_pattern_aligned("*@*.mail.planapulse.ai", "planapulse.ai"),
+       "*@*.mail.planapulse.ai: aligned");
+    ok(!tables_pattern_aligned("*planapulse.ai", "planapulse.ai"),
+       "*planapulse.ai: matches evilplanapulse.ai");
+    ok(!tables_pattern_aligned("*@*planapulse.ai", "planapulse.ai"), "*@*planapulse.ai: no");
+    ok(!tables_pattern_aligned("*", "planapulse.ai"), "*: no");
+    ok(!tables_pattern_aligned("*@*.ai", "planapulse.ai"), "*@*.ai: no");
+    ok(!tables_pattern_aligned("*@planapulse.ai*", "planapulse.ai"),
+       "*@planapulse.ai*: matches planapulse.ai.evil.example");
+    ok(!tables_pattern_aligned("x@other.example", "planapulse.ai"), "another domain: no");
+
+    /*
+     * Property: a pattern said to align matches no address whose domain
+     * does not. Random patterns and addresses over a small alphabet
+     * (addresses with one '@', as the strict reader gives them).
+     */
+    for (int round = 0; round < 300000; round++) {
+	char    pattern[64] = "", addr[64] = "", local[16] = "", dom[48] = "";
+
+	for (int k = (seed = seed * 1103515245 + 12345) >> 16 & 7; k >= 0; k--)
+	    strcat(pattern, alphabet[((seed = seed * 1103515245 + 12345) >> 16) % 7]);
+	strcat(pattern, (seed >> 20) & 1 ? "ab.b" : "");
+	for (int k = (seed = seed * 1103515245 + 12345) >> 16 & 3; k >= 0; k--)
+	    strcat(local, alphabet[((seed = seed * 1103515245 + 12345) >> 16) % 2]);
+	for (int k = (seed = seed * 1103515245 + 12345) >> 16 & 7; k >= 0; k--)
+	    strcat(dom, alphabet[(((seed = seed * 1103515245 + 12345) >> 16) % 3) ? 5 : 0]);
+	strcat(dom, "ab.b");
+	snprintf(addr, sizeof(addr), "%s@%s", local, dom);
+	if (!tables_match(pattern, addr) || !tables_pattern_aligned(pattern, "ab.b"))
+	    continue;
+	checked++;
+	if (!tables_aligned(dom, "ab.b") && bad++ == 0)
+	    diag("pattern %s aligns with ab.b but matches %s", pattern, addr);
+    }
+    ok(checked > 100, "property: %d matches of patterns said to align", checked);
+    is_int(bad, 0, "property: none of them is an unaligned domain");
+}
 
 int     main(void)
 {
@@ -90,5 +145,6 @@ int     main(void)
        "BOM: the first sender_binding row binds svc");
     tables_free(&t);
     config_free(&errors);
+    test_alignment();
     return (tap_done());
 }

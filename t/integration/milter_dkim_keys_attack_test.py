@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""milter-dkim's checks of the keys and tables it signs with (helper-65
+F3), with real Postfix and dkimpy:
+
+  1. a SigningTable pattern with '*' in its domain that can match a domain
+     its key's fixed d= does not align with ("*planapulse.ai" matched
+     evilplanapulse.ai and signed it d=planapulse.ai; "*", "*@*.ai") is
+     refused by -t and by the start, with an error naming the patterns to
+     write; "*.planapulse.ai" and "*@*.planapulse.ai" are fine: mail from
+     a subdomain is signed d=planapulse.ai and verifies (dkimpy), mail
+     from evilplanapulse.ai is not signed.
+"""
+
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import uuid
+
+import dkim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap, run  # noqa: E402
+import mxdkim  # noqa: E402
+
+CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = sign
+key_table = refile:{dir}/etc/{keys}
+signing_table = refile:{dir}/etc/{signing}
+dns_test_file = {dir}/etc/dns.txt
+"""
+KEYS = "rsa planapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n"
+
+
+def write(st, name, text):
+    with open(st.path("etc", name), "w") as f:
+        f.write(text.replace("{dir}", st.dir))
+
+
+def conf_for(st, name, signing, keys="key.table"):
+    """A configuration of its own (its own port) with this SigningTable."""
+    write(st, name + ".signing", signing)
+    path = st.path("etc", name + ".conf")
+    write(st, name + ".conf", CONF.format(port=st.port(name), dir=st.dir, keys=keys,
+                                          signing=name + ".signing"))
+    return path
+
+
+def check(conf):
+    res = run([mxdkim.MILTER, "-t", "-c", conf], timeout=60)
+    return res.returncode, (res.stdout + res.stderr).strip()
+
+
+def start(conf):
+    """Start the daemon in the foreground: (exit code, output), or (None,
+    output) when it was still running after 10 s (it started)."""
+    p = subprocess.Popen([mxdkim.MILTER, "-f", "-c", conf], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=10)
+        return p.returncode, out
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=20)
+        return None, out
+
+
+def send(st, sender, token):
+    raw = ("From: <%s>\r\nTo: <cust@example.net>\r\nSubject: %s\r\n"
+           "Date: Tue, 01 Dec 2026 05:00:00 +0000\r\nMessage-ID: <%s@planapulse.ai>\r\n\r\n"
+           "body %s\r\n" % (sender, token, token, token)).encode()
+    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)   # internal host
+    s.sendmail(sender, ["cust@example.net"], raw)
+    s.quit()
+    return mxdkim.sunk(st, token)
+
+
+def signed_by(msg, dns):
+    """[(d=, dkimpy's verdict)] of each DKIM-Signature."""
+    m = msg.encode()
+    sigs = re.findall(rb"^DKIM-Signature:.*?(?=^\S)", m, re.M | re.S)
+    d = dkim.DKIM(m)
+    return [(re.search(rb"\bd=([^;\s]+)", s).group(1).decode(), d.verify(idx=i,
+             dnsfunc=dns.dnsfunc)) for i, s in enumerate(sigs)]
+
+
+UNALIGNED = [("*planapulse.ai rsa\n", "*planapulse.ai (matches evilplanapulse.ai)"),
+             ("* rsa\n", "* (every sender)"),
+             ("*@*.ai rsa\n", "*@*.ai (every .ai domain)"),
+             ("*@planapulse.ai*  rsa\n", "*@planapulse.ai* (planapulse.ai.evil.example)")]
+ALIGNED = [("*.planapulse.ai rsa\n", "*.planapulse.ai"),
+           ("*@*.planapulse.ai rsa\n*@planapulse.ai rsa\n", "*@*.planapulse.ai"),
+           ("*@planapulse.ai rsa\nb*@planapulse.ai rsa\n", "'*' only in the local part")]
+
+
+def test_patterns(st):
+    """1. -t and the start refuse a wildcard domain that can match
+    unaligned domains."""
+    for i, (signing, name) in enumerate(UNALIGNED):
+        conf = conf_for(st, "bad%d" % i, signing)
+        rc, out = check(conf)
+        tap.ok(rc != 0 and "also matches domains that do not align with it" in out
+               and '"*@planapulse.ai" for the domain and "*@*.planapulse.ai" for its '
+               'subdomains' in out, "-t refuses SigningTable pattern %s" % name, diag=out)
+        rc, out = start(conf)
+        tap.ok(rc not in (None, 0) and "also matches domains that do not align" in out,
+               "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
+    for i, (signing, name) in enumerate(ALIGNED):
+        rc, out = check(conf_for(st, "good%d" % i, signing))
+        tap.is_(rc, 0, "-t accepts pattern %s" % name, diag=out)
+
+
+def test_signing(st, dns):
+    """1b. what an accepted table signs."""
+    token = uuid.uuid4().hex
+    msg = send(st, "billing@mail.planapulse.ai", token)
+    tap.is_(signed_by(msg, dns) if msg else None, [("planapulse.ai", True)],
+            "From: a subdomain (pattern *@*.planapulse.ai): signed d=planapulse.ai, "
+            "dkimpy verifies")
+    token = uuid.uuid4().hex
+    msg = send(st, "billing@evilplanapulse.ai", token)
+    tap.ok(msg and "DKIM-Signature" not in msg, "From: evilplanapulse.ai: not signed")
+    token = uuid.uuid4().hex
+    msg = send(st, "big@planapulse.ai", token)
+    tap.is_(signed_by(msg, dns) if msg else None, [("planapulse.ai", True)] * 2,
+            "a 4096-bit key (and the 2048-bit one) sign big@planapulse.ai; dkimpy verifies")
+    tap.ok(len(re.search(r"(?m)^big2026\._domainkey\.planapulse\.ai (.*)$",
+                         open(dns.path).read()).group(1)) < 1024,
+           "(the 4096-bit key's record is shorter than the 1 KB libopendkim reads)")
+
+
+with Stack("milter-dkim-keys-attack") as st:
+    tap.stack = st
+    st.start_sink()
+    dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+    mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 2048)
+    big_path, _ = mxdkim.keygen(st, dns, "planapulse.ai", "big2026", "rsa", 4096)
+    write(st, "key.table", KEYS + "big planapulse.ai:big2026:%s\n" % big_path)
+    test_patterns(st)
+    write(st, "main.signing", "*@planapulse.ai rsa\n*@*.planapulse.ai rsa\n"
+          "big@planapulse.ai big\n")
+    write(st, "main.conf", CONF.format(port="{port}", dir=st.dir, keys="key.table",
+                                       signing="main.signing"))
+    proc, port, conf = mxdkim.start_milter(st, "milter", open(st.path("etc", "main.conf"))
+                                           .read())
+    st.start_postfix(smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
+                            "milter_default_action": "tempfail"})
+    test_signing(st, dns)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
