@@ -191,8 +191,9 @@ int     main(int argc, char **argv)
     if (!domain || !selector || optind != argc
 	|| (strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0))
 	keygen_usage();
-    if (strcmp(type, "rsa") == 0 && (bits < 1024 || bits > 8192))
-	msg_fatal("-b %d: RSA keys must have 1024 to 8192 bits (2048 recommended)", bits);
+    if (strcmp(type, "rsa") == 0 && (bits < 1024 || bits > KEYS_RSA_MAX_BITS))
+	msg_fatal("-b %d: RSA keys must have 1024 to %d bits (2048 recommended; for a "
+		  "larger key %s)", bits, KEYS_RSA_MAX_BITS, KEYS_RSA_MAX_WHY);
     if ((err = keygen_files(domain, selector, strcmp(type, "ed25519") == 0, bits, dir,
 			    (uid_t) -1, (gid_t) -1, &record)) != NULL)
 	msg_fatal("%s", err);

@@ -39,8 +39,9 @@
  *	NULL on success, or a static error text: unreadable file, not a
  *	key, an encrypted key (no pass phrase is asked for: OpenSSL's
  *	default would prompt on the terminal), unsupported type, RSA
- *	shorter than 1024 bits or longer than KEYS_RSA_MAX_BITS (8192, as
- *	milter-dkim-keygen makes at most).
+ *	shorter than 1024 bits or longer than KEYS_RSA_MAX_BITS (4096, as
+ *	milter-dkim-keygen makes at most: a larger key's record is more
+ *	than libopendkim reads, so OpenDKIM receivers fail its signatures).
  */
 
 #include "build_config.h"
@@ -123,11 +124,9 @@ static const char *keys_fill(EVP_PKEY *pkey, struct dkim_key *key, int want_pem)
 	    BIO_free(bio);
 	    return ("RSA key shorter than 1024 bits (RFC 8301)");
 	}
-	/* each signature costs the cube of the size: 16384 bits, ~1 s */
 	if (key->bits > KEYS_RSA_MAX_BITS) {
 	    BIO_free(bio);
-	    return ("RSA key longer than 8192 bits (a signature would take a second; "
-		    "RFC 8301 receivers need verify only up to 4096)");
+	    return ("RSA key longer than 4096 bits (" KEYS_RSA_MAX_WHY ")");
 	}
 	if ((der_len = i2d_PUBKEY(pkey, &der)) <= 0) {
 	    BIO_free(bio);

@@ -11,7 +11,15 @@
 
 enum key_type { KEY_RSA, KEY_ED25519 };
 
-#define KEYS_RSA_MAX_BITS 8192
+/*
+ * The largest RSA key we sign with: the DNS record of a larger one is
+ * longer than the 1 KB key record libopendkim (OpenDKIM's library, and
+ * our verifier's) reads, so those receivers answer dkim=permerror.
+ */
+#define KEYS_RSA_MAX_BITS 4096
+#define KEYS_RSA_MAX_WHY "its DNS record would be longer than the 1 KB key record " \
+	"OpenDKIM's libopendkim reads: OpenDKIM receivers, and milter-dkim's own " \
+	"verifier, would answer dkim=permerror"
 
 struct dkim_key {
     enum key_type type;

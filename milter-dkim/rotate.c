@@ -63,6 +63,7 @@
 #include "daemon.h"
 #include "dnscheck.h"
 #include "dnskey.h"
+#include "keys.h"
 #include "msg.h"
 #include "policy.h"
 #include "rotate.h"
@@ -756,8 +757,10 @@ int     rotate_main(int argc, char **argv)
 		  "A-labels, xn--...)", r.domain_arg);
     if (r.selector && !rotate_name_ok(r.selector))
 	msg_fatal("-s %s: not a selector (letters, digits, '-', '_', '.')", r.selector);
-    if (r.mode == ROTATE_NEW && r.type == DNSKEY_RSA && (r.bits < 1024 || r.bits > 8192))
-	msg_fatal("-b %d: RSA keys must have 1024 to 8192 bits (2048 recommended)", r.bits);
+    if (r.mode == ROTATE_NEW && r.type == DNSKEY_RSA
+	&& (r.bits < 1024 || r.bits > KEYS_RSA_MAX_BITS))
+	msg_fatal("-b %d: RSA keys must have 1024 to %d bits (2048 recommended; for a "
+		  "larger key %s)", r.bits, KEYS_RSA_MAX_BITS, KEYS_RSA_MAX_WHY);
     rotate_load(&r);
     status = r.mode == ROTATE_NEW ? rotate_new(&r) : r.mode == ROTATE_ACTIVATE
 	? rotate_activate(&r) : rotate_retire(&r);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """milter-dkim's checks of the keys and tables it signs with (helper-65
-F3), with real Postfix and dkimpy:
+F3, F4), with real Postfix and dkimpy:
 
   1. a SigningTable pattern with '*' in its domain that can match a domain
      its key's fixed d= does not align with ("*planapulse.ai" matched
@@ -8,7 +8,12 @@ F3), with real Postfix and dkimpy:
      refused by -t and by the start, with an error naming the patterns to
      write; "*.planapulse.ai" and "*@*.planapulse.ai" are fine: mail from
      a subdomain is signed d=planapulse.ai and verifies (dkimpy), mail
-     from evilplanapulse.ai is not signed.
+     from evilplanapulse.ai is not signed;
+  2. RSA keys over 4096 bits (their DNS record is longer than the 1 KB
+     libopendkim reads: OpenDKIM receivers and our verifier answered
+     permerror) are refused: milter-dkim-keygen -b 8192 (and rotate -b
+     8192), a KeyTable with an 8192-bit key in -t and at the start, the
+     error says why; a 4096-bit key is made, signs, and verifies.
 """
 
 import os
@@ -132,6 +137,36 @@ def test_signing(st, dns):
            "(the 4096-bit key's record is shorter than the 1 KB libopendkim reads)")
 
 
+def test_key_size(st):
+    """2. keys over 4096 bits."""
+    d = st.path("keys8192")
+    os.makedirs(d, exist_ok=True)
+    res = run([mxdkim.KEYGEN, "-d", "planapulse.ai", "-s", "k8192", "-b", "8192", "-D", d],
+              timeout=300)
+    tap.ok(res.returncode != 0 and "1024 to 4096 bits" in res.stderr
+           and "1 KB key record" in res.stderr and not os.listdir(d),
+           "milter-dkim-keygen -b 8192: refused, saying why, no file written",
+           diag=res.stderr[-400:])
+    res = run([mxdkim.KEYGEN, "rotate", "-d", "planapulse.ai", "-b", "8192"], timeout=300)
+    tap.ok(res.returncode != 0 and "1024 to 4096 bits" in res.stderr,
+           "milter-dkim-keygen rotate -b 8192: refused", diag=res.stderr[-400:])
+    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                          "rsa_keygen_bits:8192"], capture_output=True, check=True).stdout
+    path = os.path.join(d, "k8192.private")
+    with open(path, "wb") as f:
+        f.write(pem)
+    os.chmod(path, 0o600)
+    write(st, "key8192.table", KEYS + "k8192 planapulse.ai:k8192:%s\n" % path)
+    conf = conf_for(st, "k8192", "*@planapulse.ai rsa,k8192\n", keys="key8192.table")
+    rc, out = check(conf)
+    tap.ok(rc != 0 and "RSA key longer than 4096 bits" in out and "dkim=permerror" in out
+           and "PRIVATE" not in out, "-t refuses an 8192-bit key, says why, shows no key",
+           diag=out[-600:])
+    rc, out = start(conf)
+    tap.ok(rc not in (None, 0) and "RSA key longer than 4096 bits" in out,
+           "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
+
+
 with Stack("milter-dkim-keys-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -149,6 +184,7 @@ with Stack("milter-dkim-keys-attack") as st:
     st.start_postfix(smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,
                             "milter_default_action": "tempfail"})
     test_signing(st, dns)
+    test_key_size(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
