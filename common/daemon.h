@@ -70,6 +70,7 @@ struct daemon_address {
     const char *spec;			/* "inet:HOST:PORT", "unix:/path" */
     int     line;
     const struct addr *addr;		/* spec parsed already, or NULL */
+    int     dual_stack;			/* bound without IPV6_V6ONLY */
 };
 
 void    daemon_config_check(struct config *cfg);

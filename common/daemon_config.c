@@ -32,8 +32,13 @@
  *
  *	daemon_config_addresses() reports two of the daemon's listening
  *	addresses (and metrics_listen, added here) that cannot both be
- *	bound: the same UNIX path, or the same family and port with the
- *	same address or a wildcard on either side; and a TCP address on
+ *	bound: the same UNIX path, or the same port with the same address
+ *	or a wildcard on either side. An IPv4-mapped address
+ *	(::ffff:a.b.c.d) is a.b.c.d there, as bind() makes it; an IPv6
+ *	wildcard (::) holds every IPv4 address of its port too when the
+ *	daemon binds it without IPV6_V6ONLY ("dual_stack": milter-dkim's
+ *	socket; addr_listen() sets it) and net.ipv6.bindv6only is 0, the
+ *	Linux default. Also reported: a TCP address on
  *	port 0, where the daemon would listen on a port no client knows;
  *	and a TCP address no interface of this host has (a bind() to it
  *	on port 0 fails with EADDRNOTAVAIL). Addresses that do not
@@ -364,28 +369,88 @@ void    daemon_config_check(struct config *cfg)
 	daemon_config_start_timeout(cfg);
 }
 
+/*
+ * daemon_config_v6only - does an IPv6 wildcard bound without IPV6_V6ONLY
+ * stay IPv6 only? Only when net.ipv6.bindv6only says so; unreadable:
+ * no, which reports more clashes rather than fewer.
+ */
+static int daemon_config_v6only(void)
+{
+    FILE   *fp = fopen("/proc/sys/net/ipv6/bindv6only", "r");
+    int     on = 0;
+
+    if (fp != NULL) {
+	if (fscanf(fp, "%d", &on) != 1)
+	    on = 0;
+	fclose(fp);
+    }
+    return (on);
+}
+
+/* daemon_config_unmap - ::ffff:a.b.c.d as the IPv4 address bind() makes of it */
+
+static struct addr daemon_config_unmap(const struct addr *a)
+{
+    struct addr v4 = *a;
+
+    if (a->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr)) {
+	memset(&v4.u, 0, sizeof(v4.u));
+	v4.family = v4.u.in.sin_family = AF_INET;
+	v4.u.in.sin_port = a->u.in6.sin6_port;
+	memcpy(&v4.u.in.sin_addr, a->u.in6.sin6_addr.s6_addr + 12, 4);
+	v4.salen = sizeof(v4.u.in);
+    }
+    return (v4);
+}
+
+/* daemon_config_holds_v4 - a dual-stack IPv6 wildcard: every IPv4 address of its port */
+
+static int daemon_config_holds_v4(const struct addr *a, int dual_stack, const struct addr *v4)
+{
+    return (dual_stack && a->family == AF_INET6 && v4->family == AF_INET
+	    && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
+	    && a->u.in6.sin6_port == v4->u.in.sin_port && !daemon_config_v6only());
+}
+
 /* daemon_config_clash - can A and B not both be bound? */
 
-static int daemon_config_clash(const struct addr *a, const struct addr *b)
+static int daemon_config_clash(const struct addr *pa, int a_dual, const struct addr *pb,
+			               int b_dual)
 {
-    if (a->family != b->family)
+    struct addr a = daemon_config_unmap(pa), b = daemon_config_unmap(pb);
+
+    if (daemon_config_holds_v4(&a, a_dual, &b) || daemon_config_holds_v4(&b, b_dual, &a))
+	return (1);
+    if (a.family != b.family)
 	return (0);				/* IPV6_V6ONLY: v4 and v6 coexist */
-    switch (a->family) {
+    switch (a.family) {
     case AF_UNIX:
-	return (strcmp(a->u.un.sun_path, b->u.un.sun_path) == 0);
+	return (strcmp(a.u.un.sun_path, b.u.un.sun_path) == 0);
     case AF_INET:
-	return (a->u.in.sin_port == b->u.in.sin_port
-		&& (a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr
-		    || a->u.in.sin_addr.s_addr == htonl(INADDR_ANY)
-		    || b->u.in.sin_addr.s_addr == htonl(INADDR_ANY)));
+	return (a.u.in.sin_port == b.u.in.sin_port
+		&& (a.u.in.sin_addr.s_addr == b.u.in.sin_addr.s_addr
+		    || a.u.in.sin_addr.s_addr == htonl(INADDR_ANY)
+		    || b.u.in.sin_addr.s_addr == htonl(INADDR_ANY)));
     case AF_INET6:
-	return (a->u.in6.sin6_port == b->u.in6.sin6_port
-		&& (IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr)
-		    || IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
-		    || IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr)));
+	return (a.u.in6.sin6_port == b.u.in6.sin6_port
+		&& (IN6_ARE_ADDR_EQUAL(&a.u.in6.sin6_addr, &b.u.in6.sin6_addr)
+		    || IN6_IS_ADDR_UNSPECIFIED(&a.u.in6.sin6_addr)
+		    || IN6_IS_ADDR_UNSPECIFIED(&b.u.in6.sin6_addr)));
     default:
 	return (0);
     }
+}
+
+/* daemon_config_mixed - why an IPv6 address clashes with an IPv4 one, or "" */
+
+static const char *daemon_config_mixed(const struct addr *a, const struct addr *b)
+{
+    if (a->family == b->family && (a->family != AF_INET6
+				   || (!IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr)
+				       && !IN6_IS_ADDR_V4MAPPED(&b->u.in6.sin6_addr))))
+	return ("");
+    return (" (::ffff:a.b.c.d is the IPv4 address a.b.c.d, and \"::\" of a socket "
+	    "without IPV6_V6ONLY holds IPv4 too while net.ipv6.bindv6only is 0)");
 }
 
 /* daemon_config_port0 - a TCP address on port 0: the kernel picks one */
@@ -432,11 +497,12 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 			     "port no client knows)", all[i].name, all[i].spec);
     for (int i = 0; i < n; i++)
 	for (int j = 0; j < i; j++)
-	    if (ok[i] && ok[j] && daemon_config_clash(&parsed[i], &parsed[j]))
+	    if (ok[i] && ok[j] && daemon_config_clash(&parsed[i], all[i].dual_stack,
+						      &parsed[j], all[j].dual_stack))
 		config_add_error(cfg, all[i].line,
-			     "%s %s: the same address as %s %s (line %d); only one can listen",
+			   "%s %s: the same address as %s %s (line %d); only one can listen%s",
 				 all[i].name, all[i].spec, all[j].name, all[j].spec,
-				 all[j].line);
+				 all[j].line, daemon_config_mixed(&parsed[i], &parsed[j]));
     free(all);
     free(parsed);
     free(ok);

@@ -564,8 +564,9 @@ static void policy_socket_clash(struct dkim_policy *p, const char *spec)
     /* libmilter's inet:PORT@HOST, as addr_parse() writes it */
     text = xasprintf("%s:%s%.*s%s:%.*s", v6 ? "inet6" : "inet", v6 ? "[" : "", (int) hlen,
 		     host, v6 ? "]" : "", (int) (at - colon - 1), colon + 1);
+    /* mengine(3) binds it without IPV6_V6ONLY: "::" takes IPv4 too */
     daemon_config_addresses(p->cfg, &(struct daemon_address) {.name = "socket", .spec = text,
-			    .line = policy_line(p, "socket")}, 1);
+			    .line = policy_line(p, "socket"), .dual_stack = 1}, 1);
     free(text);
 }
 

@@ -187,12 +187,12 @@ static void test_generic_checks(void)
 		   "UNIX metrics_listen");
 }
 
-static int test_clashes(const char *metrics, const char *a, const char *b)
+static int test_clashes_dual(const char *metrics, const char *a, int dual, const char *b)
 {
     char    text[256];
     struct config *cfg;
-    struct daemon_address addrs[2] = {{.name = "listen", .spec = a, .line = 1},
-    {.name = "listen", .spec = b, .line = 2}};
+    struct daemon_address addrs[2] = {{.name = "listen", .spec = a, .line = 1,
+    .dual_stack = dual}, {.name = "listen", .spec = b, .line = 2}};
     int     n;
 
     snprintf(text, sizeof(text), "%s%s\n", metrics ? "metrics_listen = " : "",
@@ -202,6 +202,44 @@ static int test_clashes(const char *metrics, const char *a, const char *b)
     n = cfg->error_count;
     config_free(&cfg);
     return (n);
+}
+
+static int test_clashes(const char *metrics, const char *a, const char *b)
+{
+    return (test_clashes_dual(metrics, a, 0, b));
+}
+
+/* helper-65 F7: "::" without IPV6_V6ONLY, and ::ffff:a.b.c.d, hold IPv4 */
+
+static void test_dual_stack(void)
+{
+    FILE   *fp = fopen("/proc/sys/net/ipv6/bindv6only", "r");
+    int     v6only = 0;
+
+    if (fp) {
+	if (fscanf(fp, "%d", &v6only) != 1)
+	    v6only = 0;
+	fclose(fp);
+    }
+    is_int(test_clashes_dual("inet:127.0.0.1:9101", "inet6:[::]:9101", 1, NULL), !v6only,
+	   "a dual-stack :: and metrics_listen on 127.0.0.1, one port: clash (bindv6only %d)",
+	   v6only);
+    is_int(test_clashes_dual(NULL, "inet6:[::]:25", 1, "inet:0.0.0.0:25"), !v6only,
+	   "a dual-stack :: and the IPv4 wildcard: clash");
+    is_int(test_clashes_dual(NULL, "inet6:[::]:25", 1, "inet:127.0.0.1:26"), 0,
+	   "a dual-stack :: and IPv4 on another port: none");
+    is_int(test_clashes_dual(NULL, "inet6:[::1]:25", 1, "inet:127.0.0.1:25"), 0,
+	   "a dual-stack ::1 holds no IPv4");
+    is_int(test_clashes(NULL, "inet6:[::]:25", "inet:127.0.0.1:25"), 0,
+	   ":: with IPV6_V6ONLY (addr_listen) and 127.0.0.1: none");
+    is_int(test_clashes("inet:127.0.0.1:9101", "inet6:[::ffff:127.0.0.1]:9101", NULL), 1,
+	   "::ffff:127.0.0.1 and metrics_listen on 127.0.0.1: clash");
+    is_int(test_clashes(NULL, "inet6:[::ffff:127.0.0.1]:25", "inet:0.0.0.0:25"), 1,
+	   "::ffff:127.0.0.1 and the IPv4 wildcard: clash");
+    is_int(test_clashes(NULL, "inet6:[::ffff:127.0.0.1]:25", "inet:127.0.0.2:25"), 0,
+	   "::ffff:127.0.0.1 and 127.0.0.2: none");
+    is_int(test_clashes(NULL, "inet6:[::ffff:127.0.0.1]:25", "inet6:[::ffff:127.0.0.1]:25"), 1,
+	   "one mapped address twice: clash");
 }
 
 static void test_addresses(void)
@@ -236,6 +274,7 @@ static void test_addresses(void)
     is_int(test_clashes("inet:127.0.0.1:0", "inet:127.0.0.1:25", NULL), 1,
 	   "metrics_listen on port 0");
     is_int(test_clashes(NULL, "unix:/tmp/0", NULL), 0, "a UNIX path has no port");
+    test_dual_stack();
 }
 
 /* test_fit - daemon_config_connections() under a soft limit of 100 */
