@@ -37,7 +37,8 @@
  *	other connection is unaffected.
  * DIAGNOSTICS
  *	"warning: CLIENT: ERROR; closing connection" for protocol errors
- *	and for a client that does not read; store failures are never
+ *	and for a client that does not read (at most 10 a second per
+ *	worker, then a count of the rest); store failures are never
  *	logged per request: they are counted (server.store_errors, the
  *	reason in store.error) and summarised every 10 seconds.
  */
@@ -143,9 +144,32 @@ static void conn_free(struct conn *conn)
     free(conn);
 }
 
+/*
+ * conn_fail - log, close. At most CONN_FAIL_LOGS lines a second per
+ * worker, then one line with how many more there were: a client that
+ * reconnects with garbage (or a Redis client that Sentinel pointed at
+ * this daemon's own listener, twice a second for ever) must not fill
+ * the log.
+ */
+#define CONN_FAIL_LOGS	10
+
 static void conn_fail(struct conn *conn, const char *err)
 {
-    msg_warn("%s: %s; closing connection", conn->peer, err);
+    static __thread time_t window;
+    static __thread int logged, unlogged;
+    time_t  now = time(NULL);
+
+    if (now != window) {
+	if (unlogged > 0)
+	    msg_warn("%d more connections closed for protocol errors in that second; "
+		     "not logged", unlogged);
+	window = now;
+	logged = unlogged = 0;
+    }
+    if (logged++ < CONN_FAIL_LOGS)
+	msg_warn("%s: %s; closing connection", conn->peer, err);
+    else
+	unlogged++;
     conn_free(conn);
 }
 

@@ -28,8 +28,13 @@
  *	garbage or nothing within SENTINEL_ANSWER_MS is skipped. A round
  *	that no Sentinel answers is logged (once, until that changes);
  *	the caller asks again (store_redis asks on every connection
- *	failure and then once a second). While one round is under way,
- *	sentinel_ask() does nothing.
+ *	failure and then once a second). While no master has been named
+ *	yet, a failed round is followed by another a second later, here:
+ *	the caller's retry follows a failed connection to a master, and
+ *	with none known there is none (a daemon started while every
+ *	Sentinel was down, or before they monitored the master, asked
+ *	once and never again: all mail deferred until a restart). While
+ *	one round is under way, sentinel_ask() does nothing.
  *
  *	A second connection stays subscribed to "+switch-master" on one
  *	Sentinel, so a failover is followed as soon as Sentinel announces
@@ -88,6 +93,8 @@ struct sentinel {
     char    why[500];			/* the latest Sentinel's failure */
     struct event *timeout;
     struct event *step;			/* next Sentinel, outside hiredis */
+    struct event *again;		/* no master known yet: ask in 1 s */
+    int     known;			/* a master was named once */
     /* the +switch-master subscription */
     redisAsyncContext *watch;
     struct store_reply_budget watch_budget;
@@ -274,6 +281,7 @@ static void sentinel_answer(redisAsyncContext *ctx, void *r, void *privdata)
     }
     s->next = s->query_index;			/* ask it first next time */
     s->asking = 0;
+    s->known = 1;
     sentinel_close(&s->query);
     evtimer_del(s->timeout);
     sentinel_state(s->logged, 0, "master \"%s\" is %s:%d (from %s:%d)", s->url->master, host, port,
@@ -365,6 +373,16 @@ static void sentinel_next(struct sentinel *s)
     s->asking = 0;
     sentinel_state(s->logged, 1, "no Sentinel gave the address of master \"%s\" (last: %s)",
 		   s->url->master, s->why);
+    if (!s->known) {
+	struct timeval one = {1, 0};
+
+	evtimer_add(s->again, &one);
+    }
+}
+
+static void sentinel_ask_again(evutil_socket_t fd, short what, void *context)
+{
+    sentinel_ask(context);
 }
 
 static void sentinel_step(evutil_socket_t fd, short what, void *context)
@@ -551,6 +569,7 @@ struct sentinel *sentinel_create(struct event_base *base, const struct store_url
     s->context = context;
     s->timeout = evtimer_new(base, sentinel_timeout, s);
     s->step = event_new(base, -1, 0, sentinel_step, s);
+    s->again = evtimer_new(base, sentinel_ask_again, s);
     s->watch_retry = evtimer_new(base, sentinel_watch_again, s);
     s->switch_later = evtimer_new(base, sentinel_switch, s);
     s->switch_hold_ms = SENTINEL_SWITCH_MS;
@@ -570,6 +589,7 @@ void    sentinel_free(struct sentinel **sp)
     resolve_cancel(&s->watch_lookup);
     event_free(s->timeout);
     event_free(s->step);
+    event_free(s->again);
     event_free(s->watch_retry);
     event_free(s->switch_later);
     free(s);

@@ -697,6 +697,39 @@ def test_trickle(st):
     proc.wait(timeout=10)
 
 
+def test_garbage_flood(st):
+    """A client reconnecting with garbage as fast as it can (or a Redis
+    client that Sentinel pointed at this daemon's own listener, twice a
+    second for ever; outside attacker of 2026-12-03): one warning per
+    connection filled the log. Now at most 10 a second, and a count."""
+    proc, port, _ = mp.start_policyd(st, "pdg", config(st, "pdg") + "workers = 1\n")
+    t0 = time.monotonic()
+    for _ in range(300):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"*1\r\n$4\r\nROLE\r\n")     # what hiredis sends first
+        c.settimeout(5)
+        try:
+            c.recv(10)
+        except OSError:
+            pass
+        c.close()
+    took = time.monotonic() - t0
+    time.sleep(1.2)                              # the next second's first close says the count
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"garbage\n")
+    c.close()
+    wait_for(lambda: "more connections closed" in st.read_log("pdg"), timeout=5)
+    log = st.read_log("pdg")
+    closed = log.count("; closing connection")
+    counted = sum(int(m) for m in re.findall(r"(\d+) more connections closed for protocol "
+                                              r"errors in that second", log))
+    tap.ok(closed <= 10 * (int(took) + 3) and closed + counted >= 300,
+           "300 garbage connections in %.1f s: %d logged, %d counted in summary lines"
+           % (took, closed, counted), diag=log[-1000:])
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def test_wrong_password(st, name, proc, port):
     log = lambda: st.read_log(name)  # noqa: E731
     tap.ok(wait_for(lambda: "AUTH refused: WRONGPASS" in log() or "AUTH refused: ERR" in log()),
@@ -839,6 +872,7 @@ with Stack("policyd-hostile") as st:
     test_unavailable_client(st)
     test_idle_reload(st)
     test_trickle(st)
+    test_garbage_flood(st)
     no_secret(st, "pdm", pdm, "pdm")
 
     # real redis-server with a password

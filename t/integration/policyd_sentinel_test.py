@@ -430,10 +430,11 @@ class FakeSentinel:
     billion elements (and sends them), ("point", port) names
     127.0.0.1:port as the master and accepts AUTH and SUBSCRIBE."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, port=0):
         self.mode = mode
         self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", port))
         self.lsock.listen(16)
         self.port = self.lsock.getsockname()[1]
         self.conns = []
@@ -467,7 +468,9 @@ class FakeSentinel:
             else:
                 out = b""
                 for cmd in data.split(b"*")[1:]:
-                    if b"get-master-addr-by-name" in cmd:
+                    if b"get-master-addr-by-name" in cmd and self.mode == "unknown":
+                        out += b"*-1\r\n"         # does not monitor that master (yet)
+                    elif b"get-master-addr-by-name" in cmd:
                         port = str(self.mode[1]).encode()
                         out += b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)
                     elif b"SUBSCRIBE" in cmd:
@@ -682,6 +685,36 @@ def test_reask(st):
     return [("hre", proc)]
 
 
+def test_late_sentinel(st):
+    """No Sentinel could name the master when policyd started: every
+    Sentinel down, or up but not monitoring it yet (outside attacker of
+    2026-12-03: asked once and never again, so on_store_error = closed
+    deferred all mail until a restart). Now asked again every second
+    until one answers."""
+    node = start_redis_node(st, "latenode")
+    sport = st.port("late-sentinel")            # nothing listens there yet
+    proc, port, log = hostile(st, "hla", sentinel_store([sport]), extra="workers = 2")
+    tap.ok(wait_for(lambda: "no Sentinel gave the address" in log(), timeout=10),
+           "late Sentinel: none answers at start", diag=log())
+    time.sleep(2)
+    fake = FakeSentinel("unknown", port=sport)  # up, but not monitoring it yet
+    tap.ok(wait_for(lambda: "does not know master" in log(), timeout=5),
+           "a Sentinel comes up that does not know the master yet", diag=log()[-800:])
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    fake.mode = ("point", node)
+    tap.ok(wait_for(lambda: log().count("connected to master 127.0.0.1:%d" % node) >= 1,
+                    timeout=5),
+           "once it names the master, policyd connects within %.1f s, no restart"
+           % (time.monotonic() - t0), diag=log()[-1200:])
+    tap.is_(ask_many(port, "late-user", 6, "l").count("action=DUNNO"), 5,
+            "and the limit counts in Redis: 5 of 6")
+    tap.ok(log().count("no Sentinel gave the address") <= 2,
+           "the failed rounds are logged once per change, not once a second",
+           diag=log()[-1200:])
+    return [("hla", proc)]
+
+
 def test_flap(st):
     """A Sentinel announcing +switch-master between two masters every
     2 ms (6 s): each was followed, with three log lines (15,000 lines in
@@ -720,6 +753,7 @@ with Stack("policyd-sentinel") as st:
     hprocs = test_hostile(st, sports, rport, spwfile)
     hprocs += test_reask(st)
     hprocs += test_flap(st)
+    hprocs += test_late_sentinel(st)
     no_secret_anywhere(st, [(n, pds[n][0]) for n in pds] + hprocs, "Sentinel")
 
 sys.exit(tap.done())
