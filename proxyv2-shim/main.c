@@ -210,10 +210,6 @@ static void shim_check_listeners(struct server *srv)
     }
 }
 
-/* Descriptors: six per session; these for the daemon, and per worker */
-#define SHIM_FDS_PER_SESSION	6
-#define SHIM_FD_RESERVE		32
-
 static int shim_worker_count(const struct server *);
 
 /* shim_check_metrics - metrics_listen is not a listener's address */
@@ -502,6 +498,8 @@ static void *shim_worker_run(void *context)
 	evconnlistener_free(srv->listeners[i].evl);
     event_free(control);
     event_free(tick);
+    if (srv->files_hold)
+	event_free(srv->files_hold);
     if (srv->dns)
 	evdns_base_free(srv->dns, 1);
     event_base_free(srv->base);

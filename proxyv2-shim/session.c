@@ -56,6 +56,7 @@
 
 #include "build_config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -63,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +74,7 @@
 #include "msg.h"
 #include "relay.h"
 #include "shim.h"
+#include "skeleton.h"
 #include "xalloc.h"
 #include "xclient.h"
 
@@ -82,6 +85,8 @@
  * N whenever SO_REUSEPORT sent more of them to one worker.
  */
 static atomic_int session_total;
+
+#define SESSION_HOLD_MS	100		/* out of descriptors: look again then */
 
 #define SESSION_NO_CLIENT "no client address in the PROXY header"
 #define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
@@ -325,6 +330,94 @@ static void session_fail(struct session *s, const char *why)
     session_free(s, why);
 }
 
+/*
+ * session_files_room - descriptors for the sessions open now and "more"
+ * besides under the open-files limit as it is now (prlimit may lower it
+ * under a running daemon, or another process of the same user take
+ * files: the limit is per process, but the host's table is shared).
+ */
+static atomic_int session_fd_base;		/* the daemon's own; 0: not counted */
+
+/*
+ * session_fd_count - descriptors open in this process, counted once at
+ * the first accept (listeners, loops, the metrics server: what the
+ * daemon holds whatever the sessions); SHIM_FD_RESERVE without /proc.
+ * Margin: resolvers open their sockets later.
+ */
+static int session_fd_count(void)
+{
+    DIR    *dir = opendir("/proc/self/fd");
+    struct dirent *d;
+    int     n = -1;				/* the directory's own */
+
+    if (dir == NULL)
+	return (SHIM_FD_RESERVE);
+    while ((d = readdir(dir)) != NULL)
+	if (d->d_name[0] != '.')
+	    n++;
+    closedir(dir);
+    return (n + 8);
+}
+
+static int session_files_room(int more)
+{
+    struct rlimit rl;
+    int     base = atomic_load(&session_fd_base);
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+	return (1);
+    if (base == 0)
+	atomic_store(&session_fd_base, base = session_fd_count());
+    return (base + (long long) SHIM_FDS_PER_SESSION
+	    * (atomic_load(&session_total) + more) <= (long long) rl.rlim_cur);
+}
+
+static void session_files_check(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
+
+    if (!session_files_room(1)) {
+	evtimer_add(srv->files_hold, &pause);
+	return;
+    }
+    for (int i = 0; i < srv->nlisteners; i++)
+	if (srv->listeners[i].evl)
+	    evconnlistener_enable(srv->listeners[i].evl);
+}
+
+/*
+ * session_files_hold - no descriptors for one more session: this worker
+ * stops accepting until there are (looked at every SESSION_HOLD_MS), so
+ * the clients behind wait in the backlog. Before, an accept that got
+ * the last free descriptor took the client and then closed it for want
+ * of the five more its session needs, and so for nearly every client
+ * behind it. The warning is skeleton(3)'s, at most one in 10 s.
+ */
+static void session_files_hold(struct server *srv)
+{
+    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
+
+    if (srv->files_hold == NULL)
+	srv->files_hold = evtimer_new(srv->base, session_files_check, srv);
+    if (srv->files_hold == NULL || evtimer_pending(srv->files_hold, NULL))
+	return;
+    for (int i = 0; i < srv->nlisteners; i++)
+	if (srv->listeners[i].evl)
+	    evconnlistener_disable(srv->listeners[i].evl);
+    evtimer_add(srv->files_hold, &pause);
+    if (srv->nlisteners > 0 && srv->listeners[0].evl)
+	skeleton_accept_failed(evconnlistener_get_fd(srv->listeners[0].evl), EMFILE);
+}
+
+/* session_out_of_files - a session's socket or pipes failed: EMFILE? */
+
+static void session_out_of_files(struct session *s, int err)
+{
+    if (skeleton_accept_exhausted(err))
+	session_files_hold(s->srv);
+}
+
 static void session_relay_done(void *context, const char *why)
 {
     session_free(context, why);
@@ -340,8 +433,10 @@ static void session_start_relay(struct session *s)
 	metrics_observe(session_metrics.handoff, session_ms(&s->t0) / 1000.0);
     s->relay = relay_start(s->srv->base, s->client, s->backend, s->srv->idle_timeout_ms,
 			   session_relay_done, s);
-    if (s->relay == NULL)
+    if (s->relay == NULL) {
+	session_out_of_files(s, errno);
 	session_free(s, "cannot create relay pipes");
+    }
 }
 
 /* session_watch - wait for fd with the given events, under a timeout */
@@ -371,6 +466,7 @@ static const char *session_transparent(struct session *s)
 {
     int     one = 1, v6 = s->hdr.family == AF_INET6;
     socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    union addr_sockaddr any;
 
     if (v6 ? setsockopt(s->backend, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
 	: setsockopt(s->backend, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)))
@@ -382,12 +478,17 @@ static const char *session_transparent(struct session *s)
 	return (NULL);
     if (errno != EADDRINUSE)
 	return ("cannot bind to the client's address");
-    /* The client's port is taken (it reconnected quickly): any port. */
+    /*
+     * The client's port is taken (it reconnected quickly): any port, on
+     * a copy: s->hdr.src stays what the log line names (it said
+     * client=198.51.100.7:0).
+     */
+    any = s->hdr.src;
     if (v6)
-	s->hdr.src.in6.sin6_port = 0;
+	any.in6.sin6_port = 0;
     else
-	s->hdr.src.in.sin_port = 0;
-    return (bind(s->backend, &s->hdr.src.sa, len) ? "cannot bind to the client's address" : NULL);
+	any.in.sin_port = 0;
+    return (bind(s->backend, &any.sa, len) ? "cannot bind to the client's address" : NULL);
 }
 
 static void session_connect(struct session *s)
@@ -400,6 +501,7 @@ static void session_connect(struct session *s)
     s->state = SESSION_CONNECT;
     s->backend = socket(b->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->backend < 0) {
+	session_out_of_files(s, errno);
 	session_fail(s, "cannot create a backend socket");
 	return;
     }
@@ -709,6 +811,15 @@ void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct so
 	close(fd);
 	return;
     }
+    if (!session_files_room(0)) {		/* another worker took the last */
+	atomic_fetch_sub(&session_total, 1);
+	session_log_reject(srv, "listener=%s: connection from %s refused: out of open files",
+			   addr_format(&lst->listen.u.sa, listen, sizeof(listen)),
+			   addr_format(sa, peer, sizeof(peer)));
+	close(fd);
+	session_files_hold(srv);
+	return;
+    }
     s = xcalloc(1, sizeof(*s));
     s->srv = srv;
     s->lst = lst;
@@ -722,4 +833,6 @@ void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct so
     s->timer = evtimer_new(srv->base, session_step, s);
     timeout = lst->header_timeout_ms ? lst->header_timeout_ms : srv->header_timeout_ms;
     session_watch(s, fd, EV_READ, timeout);
+    if (!session_files_room(1))		/* none for the next: hold it back */
+	session_files_hold(srv);
 }

@@ -50,6 +50,10 @@ struct shim_rejects {
     long long suppressed;
 };
 
+/* Descriptors: six per session; these for the daemon, and per worker */
+#define SHIM_FDS_PER_SESSION	6
+#define SHIM_FD_RESERVE		32
+
 struct server {
     struct event_base *base;
     struct config *cfg;
@@ -68,6 +72,7 @@ struct server {
     /* rejected connections are logged at most log_rejects_per_second */
     int     reject_log_rate;
     struct shim_rejects *rejects;	/* shared by the workers */
+    struct event *files_hold;		/* accepting held: no descriptors */
 };
 
 const char *listener_parse(const char *text, struct shim_listener *lst);

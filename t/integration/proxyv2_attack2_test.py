@@ -588,6 +588,57 @@ def test_half_closes(st):
            % len(got))
 
 
+def out_of_files_client(port, i, results):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        s.sendall(v2(inet("192.0.2.%d" % (100 + i % 100))) + b"ping-%d\n" % i)
+        got = b""
+        while b"\n" not in got:
+            d = s.recv(100)
+            if not d:
+                break
+            got += d
+        time.sleep(0.3)                 # holds its descriptors a while
+        s.close()
+        results[i] = "answered" if got == b"ping-%d\n" % i else "closed"
+    except ConnectionResetError:
+        results[i] = "reset"
+    except OSError as e:
+        results[i] = repr(e)
+
+
+def test_out_of_files_after_accept(st, shim):
+    """The open-files limit lowered under the running shim (prlimit): an
+    accept that got the last free descriptor took the client, then
+    closed it for want of the five more its session needs, and so for
+    nearly every client behind it (outside attacker of 2026-12-03: 1,004
+    of 2,000 closed). Now the worker pauses accepting as for EMFILE in
+    accept(), and the clients behind wait in the backlog: served as
+    sessions end."""
+    pid = shim.pid
+    before = len(os.listdir("/proc/%d/fd" % pid))
+    limit = before + 20                  # about three sessions' worth
+    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, saved[1]))
+    results = {}
+    threads = [threading.Thread(target=out_of_files_client, args=(st.port("e"), i, results))
+               for i in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+    answered = sum(1 for r in results.values() if r == "answered")
+    tap.ok(answered >= 54, "open-files limit %d under 60 clients at once: %d answered, "
+           "the rest %r" % (limit, answered, sorted(r for r in results.values()
+                                                    if r != "answered")))
+    tap.ok(proc_alive(pid), "the shim is still running")
+
+
+def proc_alive(pid):
+    return os.path.exists("/proc/%d" % pid)
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -1038,6 +1089,7 @@ with Stack("proxyv2-attack2") as st:
     test_preload_many(st)
     test_preload_reuse(st)
     test_preload_fork(st)
+    test_out_of_files_after_accept(st, shim)
     tap.ok(shim.poll() is None and shim_m.poll() is None, "both shims kept running")
 
 sys.exit(tap.done())

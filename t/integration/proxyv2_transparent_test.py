@@ -41,8 +41,9 @@ while True:
 RAW = r"""
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+sport = int(sys.argv[3]) if len(sys.argv) > 3 else 40000
 body = (socket.inet_pton(socket.AF_INET6, sys.argv[2]) + socket.inet_pton(socket.AF_INET6, "::1")
-        + struct.pack("!HH", 40000, 993))
+        + struct.pack("!HH", sport, 993))
 s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21" + struct.pack("!H", len(body)) + body)
 print(s.recv(200).decode().strip())
 """
@@ -207,6 +208,8 @@ try:
                                          "far-t", "far-x", "smtp")}
         conf = st.path("etc", "shim.conf")
         with open(conf, "w") as f:
+            # every refusal's line is asserted: none may fall under the rate limit
+            f.write("log_rejects_per_second = 100000\n")
             f.write("listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=transparent "
                     "trusted=127.0.0.0/8\n" % (ports["shim4"], ports["peer4"]))
             f.write("listener = 127.0.0.1:%d backend=[::1]:%d mode=transparent "
@@ -255,6 +258,19 @@ try:
             timeout=5),
             "an IPv6 client to an IPv4 backend: closed, never from the shim's own address (%r)"
             % res.stdout.strip())
+        # a client port the shim cannot bind (here: its own listener's, on
+        # this host's address): the backend connection takes another port,
+        # and the log still names the client's (outside attacker of
+        # 2026-12-03: it logged the port as 0)
+        res = subprocess.run(in_ns(NS_S, "/usr/bin/python3", "-c", RAW, str(ports["shim4"]),
+                                   "::ffff:192.0.2.1", str(ports["far-t"])),
+                             capture_output=True, text=True, timeout=30)
+        claimed = "client=192.0.2.1:%d " % ports["far-t"]
+        tap.ok(res.stdout.startswith("peer=192.0.2.1 ") and wait_for(
+            lambda: claimed in st.read_log("shim"), timeout=5)
+            and "client=192.0.2.1:0 " not in st.read_log("shim"),
+            "a client port already bound here: relayed from another port, logged as the "
+            "client's own (%r)" % res.stdout.strip(), diag=st.read_log("shim")[-600:])
         test_far_balancer(st, ports)
         log = st.read_log("shim")
         tap.ok("client=192.0.2.2:" in log and "mode=transparent" in log,
