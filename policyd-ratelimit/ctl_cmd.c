@@ -212,7 +212,8 @@ void    ctl_keys(const struct limits *limits, const char *value, int what,
 	ctl_canon(limit, value, canon);
 	rates = ratelimit_rates_for(limit, canon);
 	for (int r = 0; r < rates->count; r++)
-	    ctl_add_key(adm, xasprintf("mxrl:{%s:%s}:%d", limit->name, canon, r));
+	    ctl_add_key(adm, xasprintf("mxrl:{%s:%s}:%lld", limit->name, canon,
+				       rates->rate[r].period_ms));
     }
     for (int i = 0; i < limits->quarantine_count; i++) {
 	const struct quarantine *q = limits->quarantine + i;
@@ -388,7 +389,7 @@ static void ctl_top_push(struct ctl_top *top, double share, struct ctl_out *line
     }
 }
 
-/* ctl_top_rate - "mxrl:{LIMIT:VALUE}:R" (the longest limit name that fits) */
+/* ctl_top_rate - "mxrl:{LIMIT:VALUE}:PERIOD" (the longest limit name that fits) */
 
 static void ctl_top_rate(struct ctl_top *top, const struct limits *limits, const char *key,
 			         const char *value, double now)
@@ -398,7 +399,8 @@ static void ctl_top_rate(struct ctl_top *top, const struct limits *limits, const
     char    canon[LIMIT_KEY_MAX];
     struct ctl_out line = {0};
     const struct limit_rates *rates;
-    long long r;
+    long long period;
+    int     r;
     double  share;
 
     for (int l = 0; l < limits->limit_count; l++) {
@@ -412,10 +414,12 @@ static void ctl_top_rate(struct ctl_top *top, const struct limits *limits, const
 	return;					/* a limit no longer configured */
     start = key + 6 + strlen(limit->name) + 1;
     if (end < start || (size_t) (end - start) >= sizeof(canon)
-	|| config_parse_int(end + 2, &r) != NULL || r < 0)
+	|| config_parse_int(end + 2, &period) != NULL || period <= 0)
 	return;
     snprintf(canon, sizeof(canon), "%.*s", (int) (end - start), start);
     rates = ratelimit_rates_for(limit, canon);
+    for (r = 0; r < rates->count && rates->rate[r].period_ms != period; r++)
+	 /* void */ ;
     if (r >= rates->count || (share = ctl_rate(NULL, limit, rates->rate + r, value, now,
 					       canon)) <= 0)
 	return;

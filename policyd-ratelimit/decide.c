@@ -230,20 +230,25 @@ static struct decide_pending *decide_txn_add(struct decide_txn *txn, int index,
 }
 
 /*
- * decide_op_key - "mxrl:{LIMIT:KEY}:RATE", as snprintf() would write it
- * (cut at size - 1), without its format parser: that was the biggest
- * item of formatting per request.
+ * decide_op_key - "mxrl:{LIMIT:KEY}:PERIOD", PERIOD the rate's period in
+ * milliseconds, as snprintf() would write it (cut at size - 1), without
+ * its format parser: that was the biggest item of formatting per
+ * request. A rate's state is known by its period, not by its place in
+ * the list: rates reordered or removed by a reload, or an override
+ * listing them in another order, read another rate's counter (a 10/1m
+ * counter read as 100/1h's admitted 108 of 100 within a minute).
  */
-static void decide_op_key(char *buf, size_t size, const char *limit, const char *key, int r)
+static void decide_op_key(char *buf, size_t size, const char *limit, const char *key,
+			          long long period_ms)
 {
-    char    num[16];
+    char    num[24];
     const char *parts[] = {"mxrl:{", limit, ":", key, "}:", num};
     size_t  used = 0;
     int     n = 0;
 
-    do					/* r >= 0: a rate's index */
-	num[n++] = '0' + r % 10;
-    while ((r /= 10) > 0 && n < (int) sizeof(num) - 1);
+    do					/* period_ms > 0 */
+	num[n++] = '0' + period_ms % 10;
+    while ((period_ms /= 10) > 0 && n < (int) sizeof(num) - 1);
     for (int i = 0; i < n / 2; i++) {
 	char    t = num[i];
 
@@ -276,7 +281,7 @@ static void decide_add_ops(struct store_call *call, const struct limit *limit, i
 	call->ops = xrealloc(call->ops, sizeof(*op) * (call->count + 1));
 	op = call->ops + call->count++;
 	memset(op, 0, sizeof(*op));
-	decide_op_key(op->key, sizeof(op->key), limit->name, key, r);
+	decide_op_key(op->key, sizeof(op->key), limit->name, key, rate->period_ms);
 	op->interval = interval;
 	op->capacity = (rate->burst ? rate->burst : rate->count) * interval;
 	op->cost = cost;
@@ -411,7 +416,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     return (call);
 }
 
-/* decide_key_value - the limit's key value back out of "mxrl:{L:V}:R" */
+/* decide_key_value - the limit's key value back out of "mxrl:{L:V}:PERIOD" */
 
 static void decide_key_value(const struct limit *limit, const struct store_op *op,
 			             char *buf, size_t len)

@@ -417,6 +417,10 @@ const char *ratelimit_parse_rates(const char *text, struct limit_rates *rates)
 	*slash = '/';
 	snprintf(rate->text, sizeof(rate->text), "%s", items[i]);
 	rates->count++;
+	/* a rate's state is known by its period (decide.c): one per period */
+	for (int j = 0; j < i && err == NULL; j++)
+	    if (rates->rate[j].period_ms == rate->period_ms)
+		err = "two rates over one period (only the smaller would count): keep one";
     }
     config_list_free(&items);
     return (err);

@@ -304,6 +304,73 @@ def test_reload(st, proc):
     tap.is_(os.stat(st.path("run", "pdm.ctl")).st_gid, GID, "and the socket keeps its group")
 
 
+REORDER = """\
+listen = inet:127.0.0.1:{port}
+store = %(store)s
+workers = 1
+control_socket = %(sock)s
+"""
+
+
+def eom_admitted(f, user, count):
+    n = 0
+    for i in range(count):
+        reply = mp.policy_request(f, {"request": "smtpd_access_policy",
+                                      "protocol_state": "END-OF-MESSAGE",
+                                      "sasl_username": user, "client_address": "10.0.0.9",
+                                      "recipient_count": "1", "instance": "%s-%d" % (user, i)})
+        n += reply == ["action=DUNNO"]
+    return n
+
+
+def test_reorder(st, redis):
+    """A rate's counter is known by its period, not by its place in the
+    list (outside attacker of 2026-12-03: rates reordered by a reload, or
+    removed, or an override listing them in another order, read another
+    rate's counter: 108 of 100/1h admitted within a minute, or a 10/1m
+    user locked out for 5 minutes)."""
+    for store in ("memory", "redis://127.0.0.1:%d/3" % redis):
+        name = "pdr" if store == "memory" else "pdrr"
+        head = REORDER % {"store": store, "sock": st.path("run", name + ".ctl")}
+        proc, port, conf = mp.start_policyd(st, name, head + "limit L = sasl_username "
+                                            "rate=10/1m,100/1h\n")
+        f = socket.create_connection(("127.0.0.1", port), timeout=10).makefile("rwb")
+        first = (eom_admitted(f, "u1", 10), eom_admitted(f, "u2", 10))
+        with open(conf, "w") as c:
+            c.write(head.replace("{port}", str(port))
+                    + "limit L = sasl_username rate=100/1h,10/1m\n")
+        tap.ok(mp.hup(proc, st, name, 1), "%s: rates reordered by SIGHUP" % store)
+        rc, out, _ = ctl(st, name, "show", "u1")
+        m = re.search(r"rate=10/1m \S+ remaining=(\d+) of=10 time_to_full=([\d.]+)s", out)
+        tap.ok(first == (10, 10) and m and m.group(1) == "0" and float(m.group(2)) <= 60,
+               "%s: after the reorder, 10/1m still reads its own counter: remaining 0, full "
+               "within its 60 s period (%s)" % (store, m and m.groups()), diag=out)
+        with open(conf, "w") as c:
+            c.write(head.replace("{port}", str(port)) + "limit L = sasl_username rate=100/1h\n")
+        tap.ok(mp.hup(proc, st, name, 2), "%s: the 10/1m rate removed by SIGHUP" % store)
+        more = eom_admitted(f, "u2", 120)
+        tap.is_(more, 90, "%s: u2 sent 10 under 100/1h before; 90 more now, exactly 100 in the "
+                "hour" % store)
+        with open(conf, "w") as c:
+            c.write(head.replace("{port}", str(port)) + "limit L = sasl_username "
+                    "rate=10/1m,100/1h\noverride L u1 rate=100/1h,20/1m\n")
+        tap.ok(mp.hup(proc, st, name, 3), "%s: an override listing the rates in another "
+               "order" % store)
+        rc, out, _ = ctl(st, name, "show", "u1")
+        m = re.search(r"rate=20/1m \S+ remaining=(\d+) of=20 time_to_full=([\d.]+)s", out)
+        tap.ok(m and float(m.group(2)) <= 60, "%s: the override's 20/1m reads the 1m counter "
+               "(full within 60 s: %s)" % (store, m and m.groups()), diag=out)
+        f.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+    path = st.path("etc", "two-periods.conf")
+    with open(path, "w") as c:
+        c.write("listen = inet:127.0.0.1:1\nlimit L = sasl_username rate=10/1m,20/60s\n")
+    res = subprocess.run([mp.POLICYD, "-t", "-c", path], capture_output=True, text=True)
+    tap.ok(res.returncode == 1 and "two rates over one period" in res.stderr,
+           "-t refuses two rates over one period (1m and 60s)", diag=res.stderr)
+
+
 def test_permissions(st):
     nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
     sock = st.path("run", "pdm.ctl")
@@ -561,6 +628,7 @@ with Stack("policyd-ctl") as st:
     test_notify(st)
     test_redis_down(st)
     test_reload(st, procs["pdm"])
+    test_reorder(st, redis)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
 

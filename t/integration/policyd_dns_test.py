@@ -194,7 +194,7 @@ def test_resolves_and_moves(st, knot, knot_resolv, rport):
     out, worst = ask(port, "svc-a", 4, "a")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "the limit (3/1h) is enforced through the name's redis-server", diag=repr(out))
-    tap.is_(redis_cli("127.0.0.1", rport, "EXISTS", "mxrl:{per_user:svc-a}:0"), "1",
+    tap.is_(redis_cli("127.0.0.1", rport, "EXISTS", "mxrl:{per_user:svc-a}:3600000"), "1",
             "the key is in the first redis-server (127.0.0.1)")
     # the Service moves: a second redis-server on 127.0.0.2, same port
     redis_server(st, "redis2", "127.0.0.2", rport)
@@ -212,7 +212,7 @@ def test_resolves_and_moves(st, knot, knot_resolv, rport):
     out, _ = ask(port, "svc-b", 4, "b")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "the limit is enforced on the new address", diag=repr(out))
-    tap.is_(redis_cli("127.0.0.2", rport, "EXISTS", "mxrl:{per_user:svc-b}:0"), "1",
+    tap.is_(redis_cli("127.0.0.2", rport, "EXISTS", "mxrl:{per_user:svc-b}:3600000"), "1",
             "the key is in the second redis-server (127.0.0.2)")
     tap.ok(proc.poll() is None, "the daemon was not restarted")
 
@@ -359,7 +359,7 @@ def test_addresses(st, knot, knot_resolv, rport2):
     out, _ = ask(vport, "svc-v6", 4, "v")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "AAAA only: the limit is enforced", diag=repr(out))
-    tap.is_(redis_cli("::1", rport2, "EXISTS", "mxrl:{per_user:svc-v6}:0"), "1",
+    tap.is_(redis_cli("::1", rport2, "EXISTS", "mxrl:{per_user:svc-v6}:3600000"), "1",
             "the key is in the redis-server on ::1")
 
 
@@ -418,7 +418,7 @@ def test_sentinel_names(st, knot_resolv, rport2):
     out, _ = ask(port, "svc-sentinel", 4, "x")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "Sentinel by name: the limit is enforced", diag=repr(out))
-    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-sentinel}:0"), "1",
+    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-sentinel}:3600000"), "1",
             "the key is in the master")
 
 
@@ -502,7 +502,7 @@ def test_switch_by_name(st, knot, knot_resolv, rport2):
     out, _ = ask(port, "svc-switched", 4, "sw")
     tap.is_([r.split()[0] for r in out], ["action=DUNNO"] * 3 + ["action=450"],
             "after the switch the limit is enforced", diag=repr(out))
-    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-switched}:0"), "1",
+    tap.is_(redis_cli("127.0.0.1", mport, "EXISTS", "mxrl:{per_user:svc-switched}:3600000"), "1",
             "in the new master (m2 = 127.0.0.1)")
 
 

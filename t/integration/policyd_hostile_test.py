@@ -747,7 +747,7 @@ def test_wrong_password(st, name, proc, port):
            "(no restart)", diag=log())
     replies, _ = eom_replies(port, user="closed-user", count=32, tag="r")
     tap.is_(dunno(replies), 30, "and the limit counts in Redis again: 30 of 32")
-    tap.is_(redis_cli(st, "EXISTS", "mxrl:{per_user:closed-user}:0", password=SECRET), "1",
+    tap.is_(redis_cli(st, "EXISTS", "mxrl:{per_user:closed-user}:3600000", password=SECRET), "1",
             "the charge is in Redis")
     return 200
 
@@ -764,7 +764,7 @@ def test_acl_user(st, name, port):
            "once the ACL user exists, policyd authenticates as it", diag=log())
     replies, _ = eom_replies(port, user="acl-user2", count=31, tag="b")
     tap.is_(dunno(replies), 30, "its limit counts in Redis: 30 of 31")
-    tap.is_(redis_cli(st, "EXISTS", "mxrl:{per_user:acl-user2}:0", password=SECRET, db=1), "1",
+    tap.is_(redis_cli(st, "EXISTS", "mxrl:{per_user:acl-user2}:3600000", password=SECRET, db=1), "1",
             "written as the ACL user, in database 1")
     return 5
 
@@ -783,8 +783,8 @@ def test_oom_and_corrupt(st, port):
     allr = [r for rs, _ in results for r in rs]
     tap.is_(sum(1 for r in allr if r and r.startswith("action=451")), 2000,
             "Redis out of memory, closed: 2,000 requests on 4 connections all answered 451")
-    redis_cli(st, "LPUSH", "mxrl:{per_user:corrupt}:0", "x", password=SECRET)
-    redis_cli(st, "SET", "mxrl:{per_user:nan}:0", "not-a-number", password=SECRET)
+    redis_cli(st, "LPUSH", "mxrl:{per_user:corrupt}:3600000", "x", password=SECRET)
+    redis_cli(st, "SET", "mxrl:{per_user:nan}:3600000", "not-a-number", password=SECRET)
     bad = []
     for user in ("corrupt", "nan"):
         replies, worst = eom_replies(port, user=user, count=10, tag=user)

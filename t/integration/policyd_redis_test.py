@@ -81,9 +81,9 @@ def test_shared(st):
     tap.ok(re.search(r"per_user: defer key=svc-alerts count=11 ", st.read_log("pdb")),
            "node B's policyd logged the decision")
     keys = redis_cli(st, "--scan", "--pattern", "mxrl:*").split()
-    tap.ok("mxrl:{per_user:svc-alerts}:0" in keys, "Redis holds the hash-tagged key",
+    tap.ok("mxrl:{per_user:svc-alerts}:3600000" in keys, "Redis holds the hash-tagged key",
            diag=repr(keys))
-    ttl = int(redis_cli(st, "PTTL", "mxrl:{per_user:svc-alerts}:0") or -3)
+    ttl = int(redis_cli(st, "PTTL", "mxrl:{per_user:svc-alerts}:3600000") or -3)
     tap.ok(0 < ttl <= 3600 * 1000 + 1000, "the key has a TTL (%d ms)" % ttl)
 
 
@@ -247,7 +247,7 @@ def test_redis_back(st):
     res, data = mp.transaction(s, "new@planapulse.ai", rcpts(5, "n"))
     s.quit()
     tap.is_((accepted(res), data and data[0]), (5, 250), "redis back: node A sends")
-    tap.ok(redis_cli(st, "EXISTS", "mxrl:{per_user:svc-new}:0") == "1",
+    tap.ok(redis_cli(st, "EXISTS", "mxrl:{per_user:svc-new}:3600000") == "1",
            "redis back: the charge went to Redis again")
     s = mp.login(st, "svc-new", "pfb-submission")
     res, data = mp.transaction(s, "new@planapulse.ai", rcpts(26, "m"))

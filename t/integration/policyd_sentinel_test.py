@@ -214,7 +214,7 @@ def test_password_file(st):
             "the daemon runs as nobody")
     replies = ask_many(pp, "pw-user", 7, "p")
     tap.is_(replies.count("action=DUNNO"), 5, "and the limit counts in Redis: 5 of 7")
-    tap.is_(redis_cli(rport, "EXISTS", "mxrl:{per_user:pw-user}:0", password=RIGHT), "1",
+    tap.is_(redis_cli(rport, "EXISTS", "mxrl:{per_user:pw-user}:3600000", password=RIGHT), "1",
             "the charge is in Redis")
     pdp.send_signal(signal.SIGHUP)
     tap.ok(wait_for(lambda: "configuration reloaded" in log()),
@@ -417,7 +417,7 @@ def test_failover(st, pwfile, spwfile):
                    took[int(len(took) * 0.99)] * 1000))
     tap.is_(shared_limit(ports, "shared-after", 8), 10,
             "after the failover: the limit is still shared: 10 of 16 across the two")
-    tap.is_(redis_cli(rport, "EXISTS", "mxrl:{per_user:shared-after}:0", password=RIGHT), "1",
+    tap.is_(redis_cli(rport, "EXISTS", "mxrl:{per_user:shared-after}:3600000", password=RIGHT), "1",
             "and counted on the new master")
     for n in pds:
         tap.ok(pds[n][0].poll() is None, "%s still running (no restart)" % n)
@@ -680,7 +680,7 @@ def test_reask(st):
            % (len(replies), sum(1 for r in replies if r and "451" in r)), diag=repr(replies[:5]))
     tap.is_(ask_many(port, "re-user3", 6, "c").count("action=DUNNO"), 5,
             "and the limit counts on the new master: 5 of 6")
-    tap.is_(redis_cli(b, "EXISTS", "mxrl:{per_user:re-user3}:0", password=RIGHT), "1",
+    tap.is_(redis_cli(b, "EXISTS", "mxrl:{per_user:re-user3}:3600000", password=RIGHT), "1",
             "the key is on the new master")
     return [("hre", proc)]
 

@@ -277,7 +277,7 @@ static void test_top(void)
     adm.keys = xcalloc(adm.count, sizeof(char *));
     adm.values = xcalloc(adm.count, sizeof(char *));
     for (int i = 0; i < 3000; i++) {		/* i seconds of the hour in use */
-	adm.keys[i] = xasprintf("mxrl:{per_user:u%d}:0", i);
+	adm.keys[i] = xasprintf("mxrl:{per_user:u%d}:3600000", i);
 	adm.values[i] = xasprintf("%.3f", adm.now + i * 1e6);
     }
     adm.keys[3000] = xstrdup("mxrl:q:{abuse:x y}:lock");
