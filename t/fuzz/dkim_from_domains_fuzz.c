@@ -1,0 +1,52 @@
+/* dkim_from_domains_fuzz - libFuzzer target for milter-dkim/lenient.c:
+ * the domains a lenient reader finds in an unreadable From: value (a
+ * stranger's header). Every input gives a count from -1 to the maximum,
+ * each name is lower case, non-empty, NUL-terminated within its slot
+ * and stored once; lenient_decode() never grows the value. */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lenient.h"
+
+#define MAX_NAMES 8
+
+int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char    names[MAX_NAMES][LENIENT_NAME_SIZE];
+    char   *value = malloc(size + 1), *decoded;
+    int     n;
+
+    if (value == NULL)
+	return (0);
+    memcpy(value, data, size);
+    value[size] = 0;				/* a header value: a C string */
+    memset(names, 'X', sizeof(names));
+    n = lenient_domains(value, names, MAX_NAMES);
+    if (n < -1 || n > MAX_NAMES)
+	abort();
+    for (int i = 0; i < n; i++) {
+	size_t  len = strnlen(names[i], LENIENT_NAME_SIZE);
+
+	if (len == 0 || len == LENIENT_NAME_SIZE)
+	    abort();
+	for (size_t j = 0; j < len; j++)
+	    if (isupper((unsigned char) names[i][j]))
+		abort();
+	for (int k = 0; k < i; k++)
+	    if (strcmp(names[i], names[k]) == 0)
+		abort();
+    }
+    decoded = lenient_decode(value);
+    if (decoded == NULL || strlen(decoded) > strlen(value))
+	abort();
+    free(decoded);
+    free(value);
+    return (0);
+}
