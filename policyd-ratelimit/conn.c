@@ -37,8 +37,9 @@
  *	other connection is unaffected.
  * DIAGNOSTICS
  *	"warning: CLIENT: ERROR; closing connection" for protocol errors
- *	and for a client that does not read (at most 10 a second per
- *	worker, then a count of the rest); store failures are never
+ *	and for a client that does not read or cuts a request short (at
+ *	most 10 a second per worker, then a count of the rest, said within
+ *	10 s); store failures are never
  *	logged per request: they are counted (server.store_errors, the
  *	reason in store.error) and summarised every 10 seconds.
  */
@@ -46,6 +47,7 @@
 #include "build_config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,31 +147,51 @@ static void conn_free(struct conn *conn)
 }
 
 /*
- * conn_fail - log, close. At most CONN_FAIL_LOGS lines a second per
- * worker, then one line with how many more there were: a client that
- * reconnects with garbage (or a Redis client that Sentinel pointed at
- * this daemon's own listener, twice a second for ever) must not fill
- * the log.
+ * conn_warn - a connection's own trouble (a protocol error, a request
+ * cut short): at most CONN_WARN_LOGS lines a second per worker, the rest
+ * counted and said by conn_warnings_flush() (the worker's 10 s report,
+ * or the next second's first warning): a client that reconnects with
+ * garbage, or cuts its requests short (or a Redis client that Sentinel
+ * pointed at this daemon's own listener, twice a second for ever), must
+ * not fill the log.
  */
-#define CONN_FAIL_LOGS	10
+#define CONN_WARN_LOGS	10
+
+static __thread time_t conn_warn_window;
+static __thread int conn_warn_logged, conn_warn_unlogged;
+
+void    conn_warnings_flush(void)
+{
+    if (conn_warn_unlogged > 0)
+	msg_warn("%d more connections closed for protocol errors or cut short: not logged "
+		 "(at most %d lines a second)", conn_warn_unlogged, CONN_WARN_LOGS);
+    conn_warn_unlogged = 0;
+}
+
+static void __attribute__((format(printf, 2, 3))) conn_warn(struct conn *conn, const char *fmt,...)
+{
+    time_t  now = time(NULL);
+    char    text[300];
+    va_list ap;
+
+    if (now != conn_warn_window) {
+	conn_warnings_flush();
+	conn_warn_window = now;
+	conn_warn_logged = 0;
+    }
+    if (conn_warn_logged++ >= CONN_WARN_LOGS) {
+	conn_warn_unlogged++;
+	return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    msg_warn("%s: %s", conn->peer, text);
+}
 
 static void conn_fail(struct conn *conn, const char *err)
 {
-    static __thread time_t window;
-    static __thread int logged, unlogged;
-    time_t  now = time(NULL);
-
-    if (now != window) {
-	if (unlogged > 0)
-	    msg_warn("%d more connections closed for protocol errors in that second; "
-		     "not logged", unlogged);
-	window = now;
-	logged = unlogged = 0;
-    }
-    if (logged++ < CONN_FAIL_LOGS)
-	msg_warn("%s: %s; closing connection", conn->peer, err);
-    else
-	unlogged++;
+    conn_warn(conn, "%s; closing connection", err);
     conn_free(conn);
 }
 
@@ -482,7 +504,7 @@ static void conn_input(struct conn *conn)
 	conn_await_request(conn);
     if (conn->eof) {
 	if ((conn->req.count > 0 || conn->in_len > conn->in_used) && !conn->eof_logged)
-	    msg_warn("%s: connection closed in the middle of a request", conn->peer);
+	    conn_warn(conn, "connection closed in the middle of a request");
 	conn->eof_logged = 1;
 	if (evbuffer_get_length(conn->out) == 0)
 	    conn_free(conn);

@@ -27,5 +27,6 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
 void    conn_reload(struct server *srv, long long old_idle_ms);
 void    policy_config_release(struct policy_config **pc);
 void    conn_metrics_init(void);
+void    conn_warnings_flush(void);
 
 #endif

@@ -494,6 +494,7 @@ static void policyd_report_add(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
 
+    conn_warnings_flush();			/* this worker's, in its thread */
     if (srv->store_errors == 0)
 	return;
     pthread_mutex_lock(&policyd_lock);

@@ -73,6 +73,42 @@ def test_single_percent(st):
                "%s: quoting neither user, password nor token" % label, diag=out)
 
 
+def test_root_and_files(st):
+    """Outside attacker of 2026-12-03: run as another user, doveconf skips
+    the root-only include the routes are best kept in, and check-routes
+    said "0 route(s) OK" of a route that stops every lmtp process; and a
+    route read from a file ("<path", as Dovecot allows) was taken as its
+    path, never checked."""
+    conf = st.path("dovecot", "dovecot.conf")
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                          SPOOL_TOOL, "check-routes", conf], capture_output=True, text=True,
+                         timeout=60)
+    tap.ok(res.returncode == 1 and "must run as root" in res.stderr
+           and "OK" not in res.stdout, "check-routes as nobody: refused, not 'OK'",
+           diag=res.stdout + res.stderr)
+    with open(conf) as f:
+        good = f.read()
+    route_file = st.path("dovecot", "route3")
+    for label, text, want in (("a good route", "x@planapulse.app http://u:p%%40w@127.0.0.1:9/x\n",
+                               0),
+                              ("a single '%'", "x@planapulse.app http://u:p%40w@127.0.0.1:9/x\n",
+                               1)):
+        with open(route_file, "w") as f:
+            f.write(text)
+        os.chmod(route_file, 0o600)
+        path = st.path("dovecot", "file.conf")
+        with open(path, "w") as f:
+            f.write(good.replace("plugin {", "plugin {\n  lmtp_webhook_route3 = <%s"
+                                 % route_file, 1))
+        res = check_routes(path)
+        out = res.stdout + res.stderr
+        tap.ok(res.returncode == want and (("3 route(s) OK" in out) if want == 0 else
+                                           ("lmtp_webhook_route3: a single '%'" in out
+                                            and "p%40w" not in out)),
+               "a route read from a file (<path), %s: checked as the file's text (exit %d)"
+               % (label, res.returncode), diag=out)
+
+
 with Stack("lmtp-webhook-route-percent") as st:
     tap.stack = st
     rx = Receiver()
@@ -84,6 +120,7 @@ with Stack("lmtp-webhook-route-percent") as st:
     runner.start()
     test_escaped_route(st, rx)
     test_single_percent(st)
+    test_root_and_files(st)
     runner.stop()
     rx.stop()
 
