@@ -297,8 +297,11 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
  * (lenient(3): after every '@', past comments, encoded words decoded)
  * is checked as if it were the From: domain and the strictest outcome
  * applies (RFC 7489 6.6.1); an unreadable From: is no way around the
- * policy. More names than AUTH_FROM_NAMES_MAX, or more '@' than
- * LENIENT_AT_MAX: refused, without looking anything up.
+ * policy. More names than AUTH_FROM_NAMES_MAX, more '@' than
+ * LENIENT_AT_MAX, or a domain the lenient reader cannot read for sure
+ * (lenient(3): an encoded word in a charset that does not write ASCII
+ * as ASCII, a label longer than DNS allows, a Unicode name): refused,
+ * without looking anything up.
  */
 #define AUTH_FROM_NAMES_MAX 8
 
@@ -312,7 +315,7 @@ static enum auth_verdict auth_unreadable(const struct auth_conf *a, const char *
     int     count = lenient_domains(value, names, AUTH_FROM_NAMES_MAX);
 
     if (count < 0) {
-	*reply = "Unreadable From: header naming too many domains";
+	*reply = "Unreadable From: header whose domains cannot all be read";
 	return (AUTH_REJECT);
     }
     for (int i = 0; i < count; i++) {
@@ -382,6 +385,11 @@ static enum auth_verdict auth_dmarc(const struct auth_conf *a, DKIM *dkim, DKIM_
     free(from);
     if (a->dmarc_reject && d.reject) {
 	*reply = "Rejected by the DMARC policy of the From: domain";
+	verdict = AUTH_REJECT;
+    } else if (a->dmarc_reject && !spf_domain_ok(d.from_domain)) {
+	/* RFC 7489 6.6.1: a From: domain that cannot exist is refused (a
+	   label of 64 bytes under a p=reject domain escaped its policy) */
+	*reply = "From: domain is not a valid name";
 	verdict = AUTH_REJECT;
     } else if (a->dmarc_reject && d.defer) {
 	*reply = "DMARC verdict unavailable (DNS failure); try again later";

@@ -37,7 +37,12 @@
  *	lenient_domains() returns the number of names stored, or -1 when
  *	the value names more than max domains or holds more than
  *	LENIENT_AT_MAX '@', as written or decoded (each can be a scan to
- *	the end of the value in a From: built to be expensive).
+ *	the end of the value in a From: built to be expensive), or when a
+ *	domain cannot be read for sure: an encoded word in a charset that
+ *	does not write ASCII as ASCII (UTF-16, UTF-7, EBCDIC), a label
+ *	longer than 63 bytes, 8-bit bytes in a domain (a Unicode name).
+ *	Encoded words are read both joined (RFC 2047 6.2) and each ending
+ *	its token (as Python's reader ends "=?...?=x" at the word).
  */
 
 #include "build_config.h"
@@ -45,6 +50,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lenient.h"
 #include "rfc5322.h"
@@ -110,11 +116,29 @@ static size_t lenient_b(const char *text, size_t len, char *out)
 }
 
 /*
+ * lenient_ascii_charset - does the charset write ASCII as ASCII? A
+ * reader decodes UTF-16, UTF-7 or EBCDIC words too, and their bytes,
+ * taken as they are, hide the domain (billing@=?utf-16be?b?...?=).
+ */
+static int lenient_ascii_charset(const char *cs, size_t len)
+{
+    static const char *const ok[] = {"us-ascii", "ascii", "utf-8", "utf8", "iso-8859-",
+	"iso8859-", "latin", "windows-", "cp125", "koi8-", "gb2312", "gbk", "gb18030",
+	"big5", "euc-", "shift_jis", "sjis", "tis-620", "viscii", 0};
+
+    for (int i = 0; ok[i]; i++)
+	if (len >= strlen(ok[i]) && strncasecmp(cs, ok[i], strlen(ok[i])) == 0)
+	    return (1);
+    return (0);
+}
+
+/*
  * lenient_word - the encoded word at p, decoded to out (*n bytes); what
  * follows it, or NULL when p is no encoded word. Its parts hold no '?'
- * and no white space, as in RFC 2047 2.
+ * and no white space, as in RFC 2047 2. *odd is set for a charset that
+ * does not write ASCII as ASCII (the bytes then say nothing).
  */
-static const char *lenient_word(const char *p, char *out, size_t *n)
+static const char *lenient_word_cs(const char *p, char *out, size_t *n, int *odd)
 {
     const char *cs = p + 2, *enc, *text, *end;
 
@@ -131,24 +155,39 @@ static const char *lenient_word(const char *p, char *out, size_t *n)
     if (out)
 	*n = (enc[1] == 'q' || enc[1] == 'Q') ? lenient_q(text, end - text, out)
 	    : lenient_b(text, end - text, out);
+    if (odd && !lenient_ascii_charset(cs, strcspn(cs, "*?")))
+	*odd = 1;
     return (end + 2);
 }
 
-char   *lenient_decode(const char *value)
+static const char *lenient_word(const char *p, char *out, size_t *n)
 {
-    char   *out = xmalloc(strlen(value) + 1);	/* decoding never lengthens */
+    return (lenient_word_cs(p, out, n, NULL));
+}
+
+/*
+ * lenient_decode_as - lenient_decode(), or with split set each decoded
+ * word followed by a space and adjacent words not joined: Python's
+ * reader ends a token at an encoded word's end ("=?...?=x" is the word
+ * alone) where RFC 2047 6.2 joins words; both readings are looked at.
+ */
+static char *lenient_decode_as(const char *value, int split, int *odd)
+{
+    char   *out = xmalloc(2 * strlen(value) + 1);
     size_t  used = 0, n;
     const char *p = value, *next;
     int     after_word = 0;
 
     while (*p) {
-	if ((next = lenient_word(p, out + used, &n)) != NULL) {
+	if ((next = lenient_word_cs(p, out + used, &n, odd)) != NULL) {
 	    used += n;
+	    if (split)
+		out[used++] = ' ';
 	    p = next;
 	    after_word = 1;
 	    continue;
 	}
-	if (after_word && strchr(" \t\r\n", *p)) {
+	if (!split && after_word && strchr(" \t\r\n", *p)) {
 	    const char *q = p + strspn(p, " \t\r\n");
 
 	    if (lenient_word(q, NULL, NULL) != NULL) {
@@ -161,6 +200,11 @@ char   *lenient_decode(const char *value)
     }
     out[used] = 0;
     return (out);
+}
+
+char   *lenient_decode(const char *value)
+{
+    return (lenient_decode_as(value, 0, NULL));
 }
 
 /* lenient_label - the length of the LDH label at p */
@@ -176,8 +220,10 @@ static size_t lenient_label(const char *p)
 
 /*
  * lenient_domain - the domain after an '@' (p just after it) into name;
- * 0, or -1 when there is none of two labels or more. A label too long
- * for DNS ends the name where it stands.
+ * 0, or -1 when there is none of two labels or more; -2 when it cannot
+ * be read for sure: a label longer than DNS allows (a reader still shows
+ * it as under its parent, whose policy it would escape), or 8-bit bytes
+ * (a Unicode name, whose A-labels are not computed here).
  */
 static int lenient_domain(const char *p, char *name)
 {
@@ -185,8 +231,12 @@ static int lenient_domain(const char *p, char *name)
     const char *q;
 
     for (;;) {
-	if ((p = rfc5322_skip_cfws(p)) == NULL || (n = lenient_label(p)) == 0 || n > 63
-	    || len + n + 1 >= LENIENT_NAME_SIZE)
+	if ((p = rfc5322_skip_cfws(p)) == NULL)
+	    break;
+	n = lenient_label(p);
+	if (n > 63 || (unsigned char) p[n] >= 0x80)
+	    return (-2);
+	if (n == 0 || len + n + 1 >= LENIENT_NAME_SIZE)
 	    break;
 	if (len)
 	    name[len++] = '.';
@@ -212,7 +262,9 @@ static int lenient_scan(const char *text, char (*names)[LENIENT_NAME_SIZE], int 
     for (const char *at = strchr(text, '@'); at; at = strchr(at + 1, '@')) {
 	if (++ats > LENIENT_AT_MAX)
 	    return (-1);
-	if (lenient_domain(at + 1, name) < 0)
+	if ((i = lenient_domain(at + 1, name)) == -2)
+	    return (-1);			/* cannot tell: the strictest */
+	if (i < 0)
 	    continue;
 	for (i = 0; i < *count && strcmp(names[i], name) != 0; i++)
 	     /* void */ ;
@@ -227,12 +279,17 @@ static int lenient_scan(const char *text, char (*names)[LENIENT_NAME_SIZE], int 
 
 int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int max)
 {
-    char   *decoded = lenient_decode(value);
+    int     odd = 0;
+    char   *joined = lenient_decode_as(value, 0, &odd);
+    char   *split = lenient_decode_as(value, 1, &odd);
     int     count = 0, err;
 
-    err = lenient_scan(value, names, max, &count);
-    if (err == 0 && strcmp(decoded, value) != 0)
-	err = lenient_scan(decoded, names, max, &count);
-    free(decoded);
+    err = odd ? -1 : lenient_scan(value, names, max, &count);
+    if (err == 0 && strcmp(joined, value) != 0)
+	err = lenient_scan(joined, names, max, &count);
+    if (err == 0 && strcmp(split, joined) != 0)
+	err = lenient_scan(split, names, max, &count);
+    free(joined);
+    free(split);
     return (err < 0 ? -1 : count);
 }

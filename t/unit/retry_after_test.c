@@ -31,6 +31,14 @@ static const struct {
     {"Sun Nov  6 08:49:37 1994", 600},	/* asctime */
     {"Sun, 06 Nov 1994 08:39:37 GMT", 0},	/* now: no wait */
     {"Sun, 06 Nov 1994 08:29:37 GMT", 0},	/* past */
+    {"Sun, 31 Feb 1994 08:49:37 GMT", 0},	/* no such day: no value */
+    {"Sun, 06 Nov 1994 24:00:00 GMT", 0},	/* no such hour */
+    {"Sun, 06 Nov 1994 08:60:00 GMT", 0},
+    {"Sun, 06 Nov 1994 08:49:60 GMT", 623},	/* a leap second */
+    {"Tue, 29 Feb 2000 00:00:00 GMT", 951782400LL - NOW},	/* 2000: a leap year */
+    {"Tue, 29 Feb 2100 00:00:00 GMT", 0},	/* 2100: not one */
+    {"Monday, 06-Nov-95 08:49:37 GMT", 815647777LL - NOW},	/* 1995: ahead */
+    {"Sunday, 06-Nov-44 08:49:37 GMT", 0},	/* 2044 is more than 50 years ahead: 1944 */
     {"120abc", 0},
     {"120.5", 0},
     {"+120", 0},
