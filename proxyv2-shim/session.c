@@ -56,7 +56,6 @@
 
 #include "build_config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -64,7 +63,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,7 +84,12 @@
  */
 static atomic_int session_total;
 
-#define SESSION_HOLD_MS	100		/* out of descriptors: look again then */
+/* session_open_count - sessions open in all workers (session_files(3)) */
+
+int     session_open_count(void)
+{
+    return (atomic_load(&session_total));
+}
 
 #define SESSION_NO_CLIENT "no client address in the PROXY header"
 #define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
@@ -328,86 +331,6 @@ static void session_fail(struct session *s, const char *why)
 	(void) send(s->client, SESSION_TEMPFAIL, sizeof(SESSION_TEMPFAIL) - 1,
 		    MSG_DONTWAIT | MSG_NOSIGNAL);
     session_free(s, why);
-}
-
-/*
- * session_files_room - descriptors for the sessions open now and "more"
- * besides under the open-files limit as it is now (prlimit may lower it
- * under a running daemon, or another process of the same user take
- * files: the limit is per process, but the host's table is shared).
- */
-static atomic_int session_fd_base;		/* the daemon's own; 0: not counted */
-
-/*
- * session_fd_count - descriptors open in this process, counted once at
- * the first accept (listeners, loops, the metrics server: what the
- * daemon holds whatever the sessions); SHIM_FD_RESERVE without /proc.
- * Margin: resolvers open their sockets later.
- */
-static int session_fd_count(void)
-{
-    DIR    *dir = opendir("/proc/self/fd");
-    struct dirent *d;
-    int     n = -1;				/* the directory's own */
-
-    if (dir == NULL)
-	return (SHIM_FD_RESERVE);
-    while ((d = readdir(dir)) != NULL)
-	if (d->d_name[0] != '.')
-	    n++;
-    closedir(dir);
-    return (n + 8);
-}
-
-static int session_files_room(int more)
-{
-    struct rlimit rl;
-    int     base = atomic_load(&session_fd_base);
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-	return (1);
-    if (base == 0)
-	atomic_store(&session_fd_base, base = session_fd_count());
-    return (base + (long long) SHIM_FDS_PER_SESSION
-	    * (atomic_load(&session_total) + more) <= (long long) rl.rlim_cur);
-}
-
-static void session_files_check(evutil_socket_t fd, short what, void *context)
-{
-    struct server *srv = context;
-    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
-
-    if (!session_files_room(1)) {
-	evtimer_add(srv->files_hold, &pause);
-	return;
-    }
-    for (int i = 0; i < srv->nlisteners; i++)
-	if (srv->listeners[i].evl)
-	    evconnlistener_enable(srv->listeners[i].evl);
-}
-
-/*
- * session_files_hold - no descriptors for one more session: this worker
- * stops accepting until there are (looked at every SESSION_HOLD_MS), so
- * the clients behind wait in the backlog. Before, an accept that got
- * the last free descriptor took the client and then closed it for want
- * of the five more its session needs, and so for nearly every client
- * behind it. The warning is skeleton(3)'s, at most one in 10 s.
- */
-static void session_files_hold(struct server *srv)
-{
-    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
-
-    if (srv->files_hold == NULL)
-	srv->files_hold = evtimer_new(srv->base, session_files_check, srv);
-    if (srv->files_hold == NULL || evtimer_pending(srv->files_hold, NULL))
-	return;
-    for (int i = 0; i < srv->nlisteners; i++)
-	if (srv->listeners[i].evl)
-	    evconnlistener_disable(srv->listeners[i].evl);
-    evtimer_add(srv->files_hold, &pause);
-    if (srv->nlisteners > 0 && srv->listeners[0].evl)
-	skeleton_accept_failed(evconnlistener_get_fd(srv->listeners[0].evl), EMFILE);
 }
 
 /* session_out_of_files - a session's socket or pipes failed: EMFILE? */

@@ -82,6 +82,9 @@ const char *listener_mode_name(enum shim_mode mode);
 void    session_accept(struct evconnlistener *evl, evutil_socket_t fd,
 		               struct sockaddr *sa, int salen, void *context);
 void    session_flush_rejects(struct server *srv);
+int     session_open_count(void);
+int     session_files_room(int more);
+void    session_files_hold(struct server *srv);
 void    session_metrics_init(void);
 void    session_log_reject(struct server *srv, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));

@@ -1,0 +1,112 @@
+/*
+ * NAME
+ *	session_files 3
+ * SUMMARY
+ *	proxyv2-shim: accepting only with descriptors for a whole session
+ * SYNOPSIS
+ *	#include "shim.h"
+ *
+ *	int	session_files_room(more)
+ *	void	session_files_hold(server)
+ * DESCRIPTION
+ *	A session holds SHIM_FDS_PER_SESSION descriptors once relaying.
+ *	session_files_room() says whether the open-files limit, as it is
+ *	now, leaves them for the sessions open and "more" besides;
+ *	session_files_hold() stops a worker's accepting until it does.
+ */
+
+#include "build_config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "shim.h"
+#include "skeleton.h"
+
+#define SESSION_HOLD_MS	100		/* out of descriptors: look again then */
+
+/*
+ * session_files_room - descriptors for the sessions open now and "more"
+ * besides under the open-files limit as it is now (prlimit may lower it
+ * under a running daemon, or another process of the same user take
+ * files: the limit is per process, but the host's table is shared).
+ */
+static atomic_int session_fd_base;		/* the daemon's own; 0: not counted */
+
+/*
+ * session_fd_count - descriptors open in this process, counted once at
+ * the first accept (listeners, loops, the metrics server: what the
+ * daemon holds whatever the sessions); SHIM_FD_RESERVE without /proc.
+ * Margin: resolvers open their sockets later.
+ */
+static int session_fd_count(void)
+{
+    DIR    *dir = opendir("/proc/self/fd");
+    struct dirent *d;
+    int     n = -1;				/* the directory's own */
+
+    if (dir == NULL)
+	return (SHIM_FD_RESERVE);
+    while ((d = readdir(dir)) != NULL)
+	if (d->d_name[0] != '.')
+	    n++;
+    closedir(dir);
+    return (n + 8);
+}
+
+int     session_files_room(int more)
+{
+    struct rlimit rl;
+    int     base = atomic_load(&session_fd_base);
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+	return (1);
+    if (base == 0)
+	atomic_store(&session_fd_base, base = session_fd_count());
+    return (base + (long long) SHIM_FDS_PER_SESSION
+	    * (session_open_count() + more) <= (long long) rl.rlim_cur);
+}
+
+static void session_files_check(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
+
+    if (!session_files_room(1)) {
+	evtimer_add(srv->files_hold, &pause);
+	return;
+    }
+    for (int i = 0; i < srv->nlisteners; i++)
+	if (srv->listeners[i].evl)
+	    evconnlistener_enable(srv->listeners[i].evl);
+}
+
+/*
+ * session_files_hold - no descriptors for one more session: this worker
+ * stops accepting until there are (looked at every SESSION_HOLD_MS), so
+ * the clients behind wait in the backlog. Before, an accept that got
+ * the last free descriptor took the client and then closed it for want
+ * of the five more its session needs, and so for nearly every client
+ * behind it. The warning is skeleton(3)'s, at most one in 10 s.
+ */
+void    session_files_hold(struct server *srv)
+{
+    struct timeval pause = {0, SESSION_HOLD_MS * 1000};
+
+    if (srv->files_hold == NULL)
+	srv->files_hold = evtimer_new(srv->base, session_files_check, srv);
+    if (srv->files_hold == NULL || evtimer_pending(srv->files_hold, NULL))
+	return;
+    for (int i = 0; i < srv->nlisteners; i++)
+	if (srv->listeners[i].evl)
+	    evconnlistener_disable(srv->listeners[i].evl);
+    evtimer_add(srv->files_hold, &pause);
+    if (srv->nlisteners > 0 && srv->listeners[0].evl)
+	skeleton_accept_failed(evconnlistener_get_fd(srv->listeners[0].evl), EMFILE);
+}
+
