@@ -22,17 +22,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, build_path, wait_for  # noqa: E402
+from mxtest import tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
-
-POLICYD = build_path("policyd-ratelimit", "policyd-ratelimit")
-
-
-def write(st, name, text):
-    path = st.path("etc", name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+from mxdaemons import POLICYD, write  # noqa: E402
 
 
 def run(argv, timeout):
