@@ -44,14 +44,11 @@ def traced(st, mode, subject):
     writes one file with each line prefixed by its pid."""
     out = st.path("log", "strace-%s.txt" % mode)
     master = st.procs["dovecot-master"].pid
-    # the master and the processes it has (the lmtp process its readiness
-    # probe started serves the next connection), and what it forks next
-    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+
+    def children():
+        return subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
                               text=True).stdout.split()
-    pids = sum((["-p", p] for p in [str(master)] + children), [])
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-e",
-                               "trace=" + SYSCALLS, "-o", out] + pids,
-                              stderr=subprocess.PIPE, text=True)
+
     def traced_pid(pid):
         try:
             with open("/proc/%s/status" % pid) as f:
@@ -59,14 +56,36 @@ def traced(st, mode, subject):
                            for line in f)
         except OSError:                 # gone meanwhile: nothing to wait for
             return True
-    # every one of them: strace attaches one after the other, and the lmtp
-    # process that serves the delivery was reached after it (a CI run lost
-    # its rename and fsync that way)
-    attached = wait_for(lambda: tracer.poll() is not None or all(
-        traced_pid(p) for p in [master] + children), timeout=10)
-    if not attached or tracer.poll() is not None:
-        tap.ok(False, "strace attaches to Dovecot",
-               diag=tracer.stderr.read() if tracer.poll() is not None else "timeout")
+    # the master and the processes it has (the lmtp process its readiness
+    # probe started serves the next connection), and what it forks next.
+    # A process forked after pgrep but before strace reached the master is
+    # in neither (a CI run lost its rename and fsync that way): when one is
+    # found untraced once strace is attached, strace starts again.
+    for attempt in range(5):
+        known = children()
+        pids = sum((["-p", p] for p in [str(master)] + known), [])
+        tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-e",
+                                   "trace=" + SYSCALLS, "-o", out] + pids,
+                                  stderr=subprocess.PIPE, text=True)
+        # every one of them: strace attaches one after the other
+        attached = wait_for(lambda: tracer.poll() is not None or all(
+            traced_pid(p) for p in [master] + known), timeout=10)
+        if not attached or tracer.poll() is not None:
+            tap.ok(False, "strace attaches to Dovecot",
+                   diag=tracer.stderr.read() if tracer.poll() is not None else "timeout")
+            sys.exit(tap.done())
+        missed = [p for p in children() if not traced_pid(p)]
+        if not missed:
+            tap.diag("%s: strace on the master %s and its processes %s, and every "
+                     "process it forks (attempt %d)" % (mode, master, " ".join(known),
+                                                        attempt + 1))
+            break
+        tap.diag("missed %s: %s" % (missed, [open("/proc/%s/cmdline" % p).read() for p in missed]))
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=10)
+    else:
+        tap.ok(False, "strace attaches to every process of Dovecot",
+               diag="untraced after 5 tries: %s" % missed)
         sys.exit(tap.done())
     refused, _ = lmtp_send(st, [BILLS], bill(BILLS, subject))
     wait_for(lambda: os.listdir(st.path("spool", "active")), timeout=10)
