@@ -22,15 +22,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import bill, lmtp_send, subject_of  # noqa: E402
+from mxwebhook import Strace, bill, lmtp_send, subject_of  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
 BILLS = "bills@acme.planapulse.app"
@@ -42,57 +40,16 @@ def traced(st, mode, subject):
     """Deliver one bill with strace on Dovecot; the spool's syscalls as
     (name, arguments, result), and LMTP's refusals. strace -o FILE
     writes one file with each line prefixed by its pid."""
-    out = st.path("log", "strace-%s.txt" % mode)
-    master = st.procs["dovecot-master"].pid
-
-    def children():
-        return subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
-                              text=True).stdout.split()
-
-    def traced_pid(pid):
-        try:
-            with open("/proc/%s/status" % pid) as f:
-                return any(line.startswith("TracerPid:") and line.split()[1] != "0"
-                           for line in f)
-        except OSError:                 # gone meanwhile: nothing to wait for
-            return True
-    # the master and the processes it has (the lmtp process its readiness
-    # probe started serves the next connection), and what it forks next.
-    # A process forked after pgrep but before strace reached the master is
-    # in neither (a CI run lost its rename and fsync that way): when one is
-    # found untraced once strace is attached, strace starts again.
-    for attempt in range(5):
-        known = children()
-        pids = sum((["-p", p] for p in [str(master)] + known), [])
-        tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-e",
-                                   "trace=" + SYSCALLS, "-o", out] + pids,
-                                  stderr=subprocess.PIPE, text=True)
-        # every one of them: strace attaches one after the other
-        attached = wait_for(lambda: tracer.poll() is not None or all(
-            traced_pid(p) for p in [master] + known), timeout=10)
-        if not attached or tracer.poll() is not None:
-            tap.ok(False, "strace attaches to Dovecot",
-                   diag=tracer.stderr.read() if tracer.poll() is not None else "timeout")
-            sys.exit(tap.done())
-        missed = [p for p in children() if not traced_pid(p)]
-        if not missed:
-            tap.diag("%s: strace on the master %s and its processes %s, and every "
-                     "process it forks (attempt %d)" % (mode, master, " ".join(known),
-                                                        attempt + 1))
-            break
-        tap.diag("missed %s: %s" % (missed, [open("/proc/%s/cmdline" % p).read() for p in missed]))
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=10)
-    else:
-        tap.ok(False, "strace attaches to every process of Dovecot",
-               diag="untraced after 5 tries: %s" % missed)
+    tracer = Strace(st, ["-s", "300", "-e", "trace=" + SYSCALLS])
+    if not tracer.ok:
+        tap.ok(False, "strace attaches to Dovecot", diag=tracer.why_not())
         sys.exit(tap.done())
     refused, _ = lmtp_send(st, [BILLS], bill(BILLS, subject))
     wait_for(lambda: os.listdir(st.path("spool", "active")), timeout=10)
 
     def written():
         try:
-            with open(out) as f:
+            with open(tracer.out) as f:
                 return "active/" in f.read()
         except OSError:
             return False
@@ -101,22 +58,20 @@ def traced(st, mode, subject):
     # file (a CI run found no rename at all for the optimized setting)
     wait_for(written, timeout=10)
     time.sleep(0.5)                     # and the fsync that follows it
-    tracer.send_signal(signal.SIGINT)
-    tracer.wait(timeout=10)
+    log = tracer.stop()
     spool = st.path("spool")
     calls, order = [], []
-    with open(out) as f:
-        for line in f:
-            m = LINE.match(line)
-            if m and spool in m.group(2):
-                calls.append((m.group(1), m.group(2), int(m.group(3))))
-                if is_rename_into_active(calls[-1], spool):
-                    order.append("event renamed")
-                elif fsync_of(calls[-1], r"<%s/active/msg_" % re.escape(spool)):
-                    order.append("event synced")
-            elif m and m.group(1).startswith("rename") and "/new/" in m.group(2):
-                order.append("mail saved")      # Dovecot's maildir tmp/ -> new/
-    return calls, refused, order
+    for line in log.splitlines():
+        m = LINE.match(line)
+        if m and spool in m.group(2):
+            calls.append((m.group(1), m.group(2), int(m.group(3))))
+            if is_rename_into_active(calls[-1], spool):
+                order.append("event renamed")
+            elif fsync_of(calls[-1], r"<%s/active/msg_" % re.escape(spool)):
+                order.append("event synced")
+        elif m and m.group(1).startswith("rename") and "/new/" in m.group(2):
+            order.append("mail saved")      # Dovecot's maildir tmp/ -> new/
+    return calls, refused, order, log
 
 
 def show(calls):
@@ -158,14 +113,14 @@ def run_mode(mode):
             "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:9/ws/{1}/in",
             "lmtp_webhook_spool_dir": st.path("spool")}, extra=extra)
         subject = "fsync %s" % mode
-        calls, refused, order = traced(st, mode, subject)
+        calls, refused, order, log = traced(st, mode, subject)
         spool = st.path("spool")
         tap.is_(refused, {}, "%s: LMTP 250" % mode)
         tap.is_(len(st.maildir_messages(BILLS)), 1, "%s: the mail is saved once" % mode)
         check_event(st, mode, subject)
         renames = [i for i, c in enumerate(calls) if is_rename_into_active(c, spool)]
         tap.is_(len(renames), 1, "%s: one rename into active/" % mode,
-                diag=show(calls) or open(st.path("log", "strace-%s.txt" % mode)).read()[-3000:])
+                diag=show(calls) or log[-3000:])
         at = renames[0] if renames else len(calls)
         event_fsyncs_after = [c for c in calls[at:]
                               if fsync_of(c, r"<%s/active/msg_[0-9a-f]+>" % re.escape(spool))]
