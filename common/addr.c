@@ -22,6 +22,8 @@
  *	the bare form used in listener lines.
  * .PP
  *	Host names are resolved once, at parse time (first address).
+ *	An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4 address
+ *	a.b.c.d: IPv6 sockets are bound with IPV6_V6ONLY, which refuses it.
  *
  *	addr_listen() sets SO_REUSEADDR, and TCP_NODELAY on TCP
  *	listeners: Linux accepted sockets inherit it, and small
@@ -76,6 +78,28 @@ static const char *addr_parse_unix(const char *path, struct addr *addr)
     return (NULL);
 }
 
+/*
+ * addr_unmap - ::ffff:a.b.c.d as the IPv4 address a.b.c.d. IPv6 sockets
+ * here are bound with IPV6_V6ONLY, where bind() refuses a mapped address
+ * (EINVAL) although -t had nothing to say against it; and the kernel
+ * makes the same IPv4 address of it on a dual-stack socket.
+ */
+static void addr_unmap(struct addr *addr)
+{
+    struct sockaddr_in6 six;
+    struct sockaddr_in *four = &addr->u.in;
+
+    if (addr->family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&addr->u.in6.sin6_addr))
+	return;
+    six = addr->u.in6;
+    memset(&addr->u.storage, 0, sizeof(addr->u.storage));
+    four->sin_family = AF_INET;
+    four->sin_port = six.sin6_port;
+    memcpy(&four->sin_addr, six.sin6_addr.s6_addr + 12, 4);
+    addr->family = AF_INET;
+    addr->salen = sizeof(*four);
+}
+
 static const char *addr_resolve(const char *host, const char *port, int family,
 				        struct addr *addr)
 {
@@ -97,6 +121,7 @@ static const char *addr_resolve(const char *host, const char *port, int family,
     addr->salen = res->ai_addrlen;
     addr->family = res->ai_family;
     freeaddrinfo(res);
+    addr_unmap(addr);
     return (NULL);
 }
 

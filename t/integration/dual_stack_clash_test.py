@@ -12,6 +12,9 @@
      inet6:[::ffff:127.0.0.1]:P next to metrics_listen 127.0.0.1:P is
      refused the same way; listen = inet6:[::]:P next to 127.0.0.1:P is
      fine (an IPv6-only wildcard holds no IPv4): it starts, both answer.
+  3. An IPv4-mapped listener alone (policyd's listen, milter-dkim's
+     socket) is its IPv4 address: -t said OK and policyd's start died
+     "Invalid argument" (IPV6_V6ONLY refuses a mapped address).
 """
 
 import os
@@ -60,8 +63,9 @@ def connects(family, host, port):
         return False
 
 
-def serves(binary, conf, family, host, port, label):
-    """-t accepts it; started, the listener and metrics_listen both answer."""
+def serves(binary, conf, family, host, port, label, metrics_port=None):
+    """-t accepts it; started, the listener and metrics_listen (on the
+    listener's port unless given) both answer."""
     rc, out = run([binary, "-t", "-c", conf], 60)
     tap.is_(rc, 0, "%s: -t accepts it" % label, diag=out)
     p = subprocess.Popen([binary, "-f", "-c", conf], stdout=subprocess.PIPE,
@@ -70,7 +74,8 @@ def serves(binary, conf, family, host, port, label):
         up = wait_for(lambda: connects(family, host, port), timeout=15)
         metrics = False
         if up:
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (metrics_port or port),
+                                        timeout=5) as r:
                 metrics = r.status == 200
         tap.ok(up and metrics and p.poll() is None,
                "%s: started, the listener and metrics_listen both answer" % label)
@@ -108,7 +113,7 @@ with Stack("dual-stack-clash") as st:
     conf = write(st, "milter-mapped.conf", "socket = inet6:%d@::ffff:127.0.0.1\n"
                  "metrics_listen = inet:127.0.0.1:%d\n" % (p, p) + milter_base)
     refused(mxdkim.MILTER, conf, ["metrics_listen inet:127.0.0.1:%d: the same address as "
-                                  "socket" % p, "only one can listen", "::ffff:a.b.c.d"],
+                                  "socket" % p, "only one can listen"],
             "milter-dkim: socket inet6:P@::ffff:127.0.0.1 and metrics_listen 127.0.0.1:P")
     p = st.port("milter-v6")
     conf = write(st, "milter-v6.conf", "socket = inet6:%d@::1\nmetrics_listen = "
@@ -122,6 +127,18 @@ with Stack("dual-stack-clash") as st:
     refused(POLICYD, conf, ["metrics_listen inet:127.0.0.1:%d: the same address as listen "
                             "inet6:[::ffff:127.0.0.1]:%d" % (p, p), "only one can listen"],
             "policyd-ratelimit: listen [::ffff:127.0.0.1]:P and metrics_listen 127.0.0.1:P")
+    # alone, an IPv4-mapped listener is its IPv4 address: -t said OK and
+    # the start died "Invalid argument" (an IPV6_V6ONLY socket refuses it)
+    p, m = st.port("policyd-mapped-alone"), st.port("policyd-mapped-metrics")
+    conf = write(st, "policyd-mapped-alone.conf", "listen = inet6:[::ffff:127.0.0.1]:%d\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n" % (p, m))
+    serves(POLICYD, conf, socket.AF_INET, "127.0.0.1", p,
+           "policyd-ratelimit: listen [::ffff:127.0.0.1]:P alone", metrics_port=m)
+    p, m = st.port("milter-mapped-alone"), st.port("milter-mapped-metrics")
+    conf = write(st, "milter-mapped-alone.conf", "socket = inet6:%d@::ffff:127.0.0.1\n"
+                 "metrics_listen = inet:127.0.0.1:%d\n" % (p, m) + milter_base)
+    serves(mxdkim.MILTER, conf, socket.AF_INET, "127.0.0.1", p,
+           "milter-dkim: socket inet6:P@::ffff:127.0.0.1 alone", metrics_port=m)
     p = st.port("policyd-wild")
     conf = write(st, "policyd-wild.conf", "listen = inet6:[::]:%d\nmetrics_listen = "
                  "inet:127.0.0.1:%d\n" % (p, p))

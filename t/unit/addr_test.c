@@ -34,6 +34,11 @@ static void test_parse(void)
     parses("local:/run/m.sock", "unix:/run/m.sock");
     parses("0.0.0.0:25", "0.0.0.0:25");
     parses("[::]:993", "[::]:993");
+    parses("inet6:[::ffff:127.0.0.1]:10031", "127.0.0.1:10031");
+    parses("[::ffff:10.1.2.3]:25", "10.1.2.3:25");
+    parses("inet6:8891@[::ffff:127.0.0.1]", "127.0.0.1:8891");
+    parses("[::ffff:0:0]:25", "0.0.0.0:25");
+    parses("[::1:ffff:1.2.3.4]:25", "[::1:ffff:102:304]:25");
     parses("inet:127.0.0.1:99999", "bad port number");
     parses("inet:127.0.0.1:", "bad port number");
     parses("inet:127.0.0.1", "expected HOST:PORT");
@@ -62,6 +67,15 @@ static void test_listen_connect(void)
     close(afd);
     close(cfd);
     close(lfd);
+
+    /* an IPv4-mapped address is IPv4: an IPV6_V6ONLY socket refuses it
+       (EINVAL) after -t, which only parses, had said OK */
+    ok(addr_parse("inet6:[::ffff:127.0.0.1]:0", &addr) == NULL
+       && addr.family == AF_INET, "[::ffff:127.0.0.1] parses as IPv4");
+    lfd = addr_listen(&addr, 16, 0);
+    ok(lfd >= 0, "and listens (%s)", lfd < 0 ? strerror(errno) : "bound");
+    if (lfd >= 0)
+	close(lfd);
 }
 
 /*
