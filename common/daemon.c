@@ -25,6 +25,9 @@
  *	void	daemon_signal_block(&set)
  *	int	daemon_signal_wait(&set)
  *	void	daemon_signal_hold()
+ *
+ *	long long daemon_mono_ms()
+ *	long long daemon_mono_sec()
  * DESCRIPTION
  *	daemon_parse_args() gives every daemon the same flags:
  *	-c FILE (configuration), -t (check the configuration, exit
@@ -73,6 +76,13 @@
  *	check does not try to open it then (daemon_config.c). A file there
  *	that holds anything but a process id (or nothing) is not ours to
  *	empty: daemon_pidfile_foreign() says so, and the lock refuses it.
+ *
+ *	daemon_mono_ms() and daemon_mono_sec() read CLOCK_MONOTONIC: every
+ *	interval a daemon measures (a log line once per N seconds, a child's
+ *	timeout, a periodic pass) is measured on it, never on time(), which
+ *	an operator or NTP may step: stepped back an hour, "once every 10 s"
+ *	had become "not for an hour", and a timeout never fired. time() is
+ *	for what is compared with files' times or written down.
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
@@ -199,12 +209,17 @@ static const int daemon_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
 
 #define DAEMON_SIGNAL_COUNT (sizeof(daemon_signals) / sizeof(daemon_signals[0]))
 
-static long long daemon_clock_ms(void)
+long long daemon_mono_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+long long daemon_mono_sec(void)
+{
+    return (daemon_mono_ms() / 1000);
 }
 
 /* the grace a stop signal sent to the starter gives its starting daemon */
@@ -277,7 +292,7 @@ static void daemon_detach_relay(const sigset_t *mask, pid_t pid, int *stop_sig,
 	(void) kill(pid, relayed);
 	if (sig != SIGHUP && sig != SIGUSR1 && *stop_end < 0) {
 	    *stop_sig = sig;
-	    *stop_end = daemon_clock_ms() + DAEMON_STOP_GRACE_MS;
+	    *stop_end = daemon_mono_ms() + DAEMON_STOP_GRACE_MS;
 	}
     }
 }
@@ -293,14 +308,14 @@ static int daemon_detach_wait(int ready_fd, pid_t pid, long long timeout_ms,
 			              const sigset_t *mask, int *stop_sig)
 {
     struct pollfd pfd = {ready_fd, POLLIN, 0};
-    long long end = daemon_clock_ms() + timeout_ms, stop_end = -1, left;
+    long long end = daemon_mono_ms() + timeout_ms, stop_end = -1, left;
     ssize_t got;
     char    byte;
     int     n;
 
     for (;;) {
 	daemon_detach_relay(mask, pid, stop_sig, &stop_end);
-	left = (stop_end >= 0 && stop_end < end ? stop_end : end) - daemon_clock_ms();
+	left = (stop_end >= 0 && stop_end < end ? stop_end : end) - daemon_mono_ms();
 	/* past the deadline, one look without waiting: a starter stopped
 	   (SIGSTOP, a suspended VM) while its daemon served in time must
 	   not call it one that did not serve */

@@ -63,6 +63,7 @@
 
 #include <event2/event.h>
 
+#include "daemon.h"
 #include "liveness.h"
 #include "msg.h"
 #include "xalloc.h"
@@ -79,17 +80,9 @@ struct liveness {
 static pthread_mutex_t liveness_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct liveness *liveness_list;
 
-static long long liveness_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 void    liveness_beat(struct liveness *live)
 {
-    atomic_store_explicit(&live->stamp, liveness_now(), memory_order_relaxed);
+    atomic_store_explicit(&live->stamp, daemon_mono_ms(), memory_order_relaxed);
 }
 
 static void liveness_tick(evutil_socket_t fd, short what, void *context)
@@ -157,7 +150,7 @@ void    liveness_unwatch(struct liveness **livep)
 const char *liveness_check(void)
 {
     static char why[200];
-    long long now = liveness_now(), age;
+    long long now = daemon_mono_ms(), age;
     const char *result = NULL;
 
     pthread_mutex_lock(&liveness_lock);

@@ -99,6 +99,7 @@
 #include <event2/listener.h>
 
 #include "addr.h"
+#include "daemon.h"
 #include "liveness.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -277,14 +278,6 @@ static int metrics_http_released(struct bufferevent *bev)
     return (readcb == NULL && writecb == NULL && eventcb == NULL && arg == NULL);
 }
 
-static time_t metrics_http_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (ts.tv_sec);
-}
-
 /*
  * metrics_http_cut - end a connection that outlived METRICS_HTTP_MAX_AGE:
  * evhttp's timeout restarts with every byte, so a client sending one
@@ -330,7 +323,7 @@ static void metrics_http_sweep(evutil_socket_t fd, short what, void *context)
     (void) fd;
     (void) what;
     (void) context;
-    metrics_http_reap(metrics_http_now());
+    metrics_http_reap(daemon_mono_sec());
     if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS)
 	evconnlistener_enable(metrics_http_conns.listener);
     if (metrics_http_conns.count > 0)
@@ -351,7 +344,7 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     struct bufferevent *bev;
 
     (void) context;
-    metrics_http_reap(metrics_http_now());
+    metrics_http_reap(daemon_mono_sec());
 
     /*
      * Closed on the last unref (the sweep's), not by evhttp: while the
@@ -365,7 +358,7 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     bufferevent_setwatermark(bev, EV_READ, 0, 4 * METRICS_HTTP_MAX_HEAD);
     if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS) {
 	bufferevent_incref(bev);
-	metrics_http_conns.since[metrics_http_conns.count] = metrics_http_now();
+	metrics_http_conns.since[metrics_http_conns.count] = daemon_mono_sec();
 	metrics_http_conns.cut[metrics_http_conns.count] = 0;
 	metrics_http_conns.bev[metrics_http_conns.count++] = bev;
     }

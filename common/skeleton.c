@@ -74,6 +74,7 @@
 #include <event2/listener.h>
 
 #include "addr.h"
+#include "daemon.h"
 #include "metrics_http.h"
 #include "msg.h"
 #include "skeleton.h"
@@ -150,10 +151,10 @@ void    skeleton_stop(struct skeleton *sk)
 
 static struct {
     pthread_mutex_t lock;
-    time_t  last_report;
+    long long last_report;		/* daemon_mono_sec(); -1: never */
     unsigned long since_report;
     unsigned long total;
-}       skeleton_pauses = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+}       skeleton_pauses = {PTHREAD_MUTEX_INITIALIZER, -1, 0, 0};
 
 unsigned long skeleton_accept_pauses(void)
 {
@@ -177,12 +178,13 @@ void    skeleton_accept_failed(int listen_fd, int err)
     socklen_t len = sizeof(sa);
     unsigned long count = 0;
     struct rlimit rl;
-    time_t  now = time(NULL);
+    long long now = daemon_mono_sec();
 
     pthread_mutex_lock(&skeleton_pauses.lock);
     skeleton_pauses.total++;
     skeleton_pauses.since_report++;
-    if (now - skeleton_pauses.last_report >= SKELETON_REPORT_SECS) {
+    if (skeleton_pauses.last_report < 0
+	|| now - skeleton_pauses.last_report >= SKELETON_REPORT_SECS) {
 	count = skeleton_pauses.since_report;
 	skeleton_pauses.since_report = 0;
 	skeleton_pauses.last_report = now;

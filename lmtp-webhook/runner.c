@@ -242,14 +242,6 @@ static void runner_wakeups(struct runner *r)
  */
 #define RUNNER_SCAN_MS	100
 
-static long long runner_clock_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 /*
  * runner_relist_due - whether a listing of active/ is due: where inotify
  * tells of every event renamed or released into it, only when active/
@@ -260,7 +252,7 @@ static long long runner_clock_ms(void)
 static int runner_relist_due(struct runner *r)
 {
     char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, NULL);
-    time_t  now = time(NULL);
+    long long now = daemon_mono_sec();
     struct stat st;
     int     changed = 1;
 
@@ -271,7 +263,8 @@ static int runner_relist_due(struct runner *r)
 	runner_watch_stale(r, &st);
     }
     free(path);
-    if (r->wake_fd < 0 || r->watch < 0 || r->lost || now - r->relisted >= RUNNER_RELIST) {
+    if (r->wake_fd < 0 || r->watch < 0 || r->lost || r->relisted < 0
+	|| now - r->relisted >= RUNNER_RELIST) {
 	htable_destroy(&r->later, free);	/* all looked at again */
 	r->later = htable_create(64);
 	timeq_clear(r->queue);
@@ -329,12 +322,12 @@ static int runner_work_left(struct runner *r)
 static int runner_scan(struct runner *r, int all)
 {
     int     before = r->running, relisted = 0, created;
-    long long until = runner_clock_ms() + RUNNER_SCAN_MS;
+    long long until = daemon_mono_ms() + RUNNER_SCAN_MS;
     const char *err, *name;
 
     r->scan_more = 0;
     while (r->running < r->tool->concurrency) {
-	if (runner_clock_ms() >= until) {
+	if (daemon_mono_ms() >= until) {
 	    r->scan_more = 1;
 	    break;
 	}
@@ -403,7 +396,7 @@ static int runner_scan(struct runner *r, int all)
  */
 static void runner_reap(struct runner *r)
 {
-    long long until = runner_clock_ms() + RUNNER_SCAN_MS;
+    long long until = daemon_mono_ms() + RUNNER_SCAN_MS;
     CURLMsg *m;
     int     left, still;
 
@@ -416,7 +409,7 @@ static void runner_reap(struct runner *r)
 	    continue;
 	curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &private);
 	runner_done(r, (struct transfer *) (void *) private, m->data.result);
-	if (left > 0 && runner_clock_ms() >= until) {
+	if (left > 0 && daemon_mono_ms() >= until) {
 	    r->reap_more = 1;
 	    break;
 	}
@@ -507,7 +500,9 @@ static void runner_sweep(struct runner *r)
  */
 static void runner_loop(struct runner *r, enum runner_mode mode)
 {
-    time_t  last_scan = time(NULL), last_sweep = last_scan, last_lock = last_scan;
+    /* intervals on the monotonic clock: a clock stepped back an hour
+       stopped the sweeps and the relisting for that hour */
+    long long last_scan = daemon_mono_sec(), last_sweep = last_scan, last_lock = last_scan;
     int     flushing = mode == RUNNER_FLUSH, numfds, started;
     struct liveness *live = liveness_add("runner");
 
@@ -526,8 +521,8 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 	if (runner_signal_dispatch(r))
 	    flushing = 1;
 	runner_ready_sample(r);
-	if (time(NULL) != last_lock) {
-	    last_lock = time(NULL);
+	if (daemon_mono_sec() != last_lock) {
+	    last_lock = daemon_mono_sec();
 	    runner_relock(r);
 	}
 	if (r->stop) {
@@ -536,16 +531,16 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		break;
 	} else {
 	    if (mode == RUNNER_DAEMON && (r->sweep.dir != NULL
-				  || time(NULL) - last_sweep >= RUNNER_SWEEP_INTERVAL)) {
+				  || daemon_mono_sec() - last_sweep >= RUNNER_SWEEP_INTERVAL)) {
 		runner_sweep(r);
-		last_sweep = time(NULL);
+		last_sweep = daemon_mono_sec();
 	    }
 	    runner_wakeups(r);
 	    if (flushing || r->scan_more || (r->phead < r->npending && r->key.len > 0)
-		|| time(NULL) != last_scan
+		|| daemon_mono_sec() != last_scan
 		|| (r->running < r->tool->concurrency && runner_work_left(r))) {
 		started = runner_scan(r, flushing);
-		last_scan = time(NULL);
+		last_scan = daemon_mono_sec();
 		if (flushing && started == 0 && r->running == 0 && !r->scan_more) {
 		    if (mode == RUNNER_FLUSH)
 			break;
@@ -577,6 +572,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
        detached daemon records its own pid (flush signals it) before its
        pid file appears */
     memset(&r, 0, sizeof(r));
+    r.relisted = -1;
     if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
 	if (holder > 0)
 	    msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);

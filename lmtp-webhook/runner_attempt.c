@@ -123,21 +123,25 @@ static void runner_unreadable(struct runner *r, const char *id, const char *path
  */
 void    runner_misnamed(const char *name, void *context)
 {
-    static time_t said;
+    static long long said = -1;		/* daemon_mono_sec() */
     struct runner *r = context;
     char    dead[SPOOL_BURY_NAME];
     char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, name);
-    time_t  now = time(NULL);
+    long long now = time(NULL);
     struct stat st;
 
-    if (lstat(path, &st) == 0 && (long long) now - (long long) st.st_ctime < RUNNER_SETTLE)
+    /* changed in the last seconds: a copy may be under way. A change in
+       the future (the clock was stepped back since) is no such sign:
+       the file would have stayed for as long as the step */
+    if (lstat(path, &st) == 0 && now >= (long long) st.st_ctime
+	&& now - (long long) st.st_ctime < RUNNER_SETTLE)
 	r->lost = 1;				/* listed again in a second */
     else if (lstat(path, &st) == 0) {
 	if (spool_bury(r->tool->dir, name, path, dead) == 0)
 	    msg_error("%s: not an event's name; moved to %s/%s as it is", path, SPOOL_DEAD,
 		      dead);
-	else if (now - said >= RUNNER_SECRET_WAIT) {
-	    said = now;
+	else if (said < 0 || daemon_mono_sec() - said >= RUNNER_SECRET_WAIT) {
+	    said = daemon_mono_sec();
 	    msg_error("%s: not an event's name; cannot move it to %s/: %m", path, SPOOL_DEAD);
 	}
     }
@@ -327,8 +331,8 @@ void    runner_start(struct runner *r, const char *id, int all)
 	return;
     }
     t = xcalloc(1, sizeof(*t));
-    if (!all && stat(path, &st) == 0 && !runner_due((long long) st.st_mtime, now)) {
-	runner_later(r, id, (long long) st.st_mtime);
+    if (!all && stat(path, &st) == 0 && !runner_due(spool_mtime_due(&st), now)) {
+	runner_later(r, id, spool_mtime_due(&st));
 	free(t);				/* not due: mtime = next attempt */
 	free(path);
 	return;

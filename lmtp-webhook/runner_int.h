@@ -65,7 +65,7 @@ struct runner {
     char  **names;			/* cached listing of active/ */
     int     count, next;
     time_t  listed;			/* when the last listing was due */
-    time_t  relisted;			/* when active/ was last listed */
+    long long relisted;			/* daemon_mono_sec() active/ was last listed; -1 */
     struct timespec active_seen;	/* active/'s mtime then */
     int     lost;			/* a wake-up may be lost: list again */
     int     running;

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -32,7 +33,7 @@ struct spool_event {
     long long created, next_attempt;
     int     attempts;
     int     held;			/* "held": due at its mtime, see spool_hold.c */
-    long long mtime;			/* spool_load(): the file's */
+    long long mtime;			/* spool_load(): spool_mtime_due() */
     dev_t   dev;			/* spool_load(): the file that was */
     ino_t   ino;			/* read (spool_update() checks it) */
     void   *map;			/* spool_load(): the file, mapped; */
@@ -101,6 +102,7 @@ const char *spool_update(const char *dir, const struct spool_event *ev, int *gon
 #define SPOOL_UPDATE_GONE	1	/* removed (dropped by request) */
 #define SPOOL_UPDATE_REPLACED	2	/* another file (a retry, a delivery) */
 const char *spool_load(const char *path, struct spool_event *ev);
+long long spool_mtime_due(const struct stat *st);
 void    spool_map_guard(void);
 int     spool_event_spoiled(const struct spool_event *ev);
 char  **spool_list(const char *dir, const char *subdir, int *count);

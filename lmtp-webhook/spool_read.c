@@ -13,6 +13,7 @@
  *	void	spool_list_free(names, count)
  *	void	spool_event_free(&event)
  *	void	spool_event_body_free(&event)
+ *	long long spool_mtime_due(&stat)
  * DESCRIPTION
  *	The reading half of spool(3) (see spool.c for the file format).
  *	spool_load() reads an event file whole, or maps it read-only from
@@ -21,6 +22,15 @@
  *	spool_event_body_free() lets go of the body alone (before the
  *	event's file is reused). spool_list() returns the event ids in a
  *	subdirectory, sorted.
+ *
+ *	An event's mtime is its next attempt, or the end of its hold
+ *	(spool.c, spool_hold.c), only when it was set ahead of the file's
+ *	change (its ctime): a file written, released or copied in has its
+ *	mtime at or before its ctime and is due now. spool_mtime_due()
+ *	returns that time, or 0 for due now, and spool_load() keeps it as
+ *	the event's mtime. Read from the mtime alone, a clock stepped back
+ *	an hour left every new event an hour in the future: none was
+ *	posted for the hour.
  *
  *	A mapped file truncated under its reader (by hand: ": >
  *	active/ID") makes each later read of the cut pages a SIGBUS, which
@@ -244,6 +254,15 @@ static void spool_release(char *data, size_t len, int mapped)
 	free(data);
 }
 
+long long spool_mtime_due(const struct stat *st)
+{
+    if (st->st_mtim.tv_sec > st->st_ctim.tv_sec
+	|| (st->st_mtim.tv_sec == st->st_ctim.tv_sec
+	    && st->st_mtim.tv_nsec > st->st_ctim.tv_nsec))
+	return ((long long) st->st_mtime);
+    return (0);
+}
+
 const char *spool_load(const char *path, struct spool_event *ev)
 {
     json_error_t jerr;
@@ -306,7 +325,7 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->attempts = (int) attempts;
     ev->next_attempt = next_attempt;
     ev->held = held != NULL && json_is_true(held);
-    ev->mtime = (long long) st.st_mtime;
+    ev->mtime = spool_mtime_due(&st);
     ev->dev = st.st_dev;
     ev->ino = st.st_ino;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;

@@ -98,6 +98,7 @@
 #include <openssl/crypto.h>
 
 #include "addr.h"
+#include "daemon.h"
 #include "mengine.h"
 #include "msession.h"
 #include "msg.h"
@@ -325,10 +326,10 @@ static void *mengine_worker(void *);
 
 static void mengine_full(void)
 {
-    static time_t last;
-    time_t  now = time(NULL);
+    static long long last = -1;
+    long long now = daemon_mono_sec();
 
-    if (now - last >= 10) {
+    if (last < 0 || now - last >= 10) {
 	last = now;
 	msg_warn("%d milter sessions open (max_sessions): further clients wait in the "
 		 "listen backlog", mengine.threads);

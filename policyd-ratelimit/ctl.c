@@ -56,6 +56,7 @@
 
 #include "conn.h"
 #include "ctl.h"
+#include "daemon.h"
 #include "msg.h"
 #include "quarantine.h"
 #include "skeleton.h"
@@ -96,14 +97,6 @@ struct ctl_conn {
     long long phase_end;		/* ms: end of the request, or answer */
 };
 
-static long long ctl_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 /*
  * ctl_left - what remains of the phase's CTL_TIMEOUT: a whole phase, not
  * per read or write, so a client sending or reading a byte a second
@@ -111,7 +104,7 @@ static long long ctl_now_ms(void)
  */
 static struct timeval ctl_left(const struct ctl_conn *cc)
 {
-    long long ms = cc->phase_end - ctl_now_ms();
+    long long ms = cc->phase_end - daemon_mono_ms();
     struct timeval tv;
 
     if (ms < 0)
@@ -153,7 +146,7 @@ static void ctl_answer(struct ctl_conn *cc, const char *error)
     free(body.text);
     cc->answered = 1;
     policy_config_release(&cc->pc);
-    cc->phase_end = ctl_now_ms() + CTL_TIMEOUT * 1000;
+    cc->phase_end = daemon_mono_ms() + CTL_TIMEOUT * 1000;
     tv = ctl_left(cc);
     event_add(cc->write_ev, &tv);
 }
@@ -432,7 +425,7 @@ static void ctl_accept(struct evconnlistener *listener, evutil_socket_t fd,
     cc->fd = fd;
     cc->uid = uid;
     ctl->conns++;
-    cc->phase_end = ctl_now_ms() + CTL_TIMEOUT * 1000;
+    cc->phase_end = daemon_mono_ms() + CTL_TIMEOUT * 1000;
     tv = ctl_left(cc);
     cc->read_ev = event_new(ctl->srv->base, fd, EV_READ | EV_PERSIST, ctl_readable, cc);
     cc->write_ev = event_new(ctl->srv->base, fd, EV_WRITE, ctl_writable, cc);

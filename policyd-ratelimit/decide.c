@@ -52,6 +52,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "daemon.h"
 #include "decide.h"
 #include "metrics.h"
 #include "msg.h"
@@ -329,10 +330,10 @@ static double decide_cost(const struct limit *limit, enum decide_stage stage,
 static long long decide_refused_after(struct decide_txn *txn, enum decide_stage stage,
 				              const struct policy_request *req)
 {
-    static _Atomic long long next_log;
+    static _Atomic long long next_log;		/* daemon_mono_sec() */
     static _Atomic long long quiet;
     long long accepted = decide_number(req, "recipient_count");
-    long long now = time(NULL), due = atomic_load(&next_log);
+    long long now = daemon_mono_sec(), due = atomic_load(&next_log);
 
     if (accepted <= 0 || accepted >= txn->let_through)
 	return (0);

@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "msg.h"
 #include "quarantine.h"
 
@@ -48,7 +49,7 @@
 
 static struct {
     pid_t   pid;
-    time_t  started;
+    long long started;			/* daemon_mono_ms() */
     int     killed;
     char    name[LIMIT_NAME_MAX + 1];
 } quarantine_children[QUARANTINE_NOTIFY_MAX];
@@ -61,7 +62,7 @@ static long long quarantine_timeout_ms = 30000;
 
 static void quarantine_reap(evutil_socket_t fd, short what, void *context)
 {
-    time_t  now = time(NULL);
+    long long now = daemon_mono_ms();
     int     status;
 
     pthread_mutex_lock(&quarantine_lock);
@@ -80,7 +81,7 @@ static void quarantine_reap(evutil_socket_t fd, short what, void *context)
 			 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	    quarantine_children[i].pid = 0;
 	} else if (!quarantine_children[i].killed
-		   && (now - quarantine_children[i].started) * 1000 >= quarantine_timeout_ms) {
+		   && now - quarantine_children[i].started >= quarantine_timeout_ms) {
 	    msg_warn("quarantine %s: notify (pid %d) killed after %llds",
 		     quarantine_children[i].name, (int) pid, quarantine_timeout_ms / 1000);
 	    (void) kill(-pid, SIGKILL);		/* its session and group */
@@ -153,7 +154,7 @@ void    quarantine_notify(const struct quarantine *q, const char *key)
 	return;
     }
     quarantine_children[slot].pid = pid;
-    quarantine_children[slot].started = time(NULL);
+    quarantine_children[slot].started = daemon_mono_ms();
     quarantine_children[slot].killed = 0;
     snprintf(quarantine_children[slot].name, sizeof(quarantine_children[slot].name), "%s",
 	     q->name);

@@ -65,6 +65,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "daemon.h"
 #include "msg.h"
 #include "store_redis.h"
 #include "store_resolve.h"
@@ -399,14 +400,6 @@ void    sentinel_ask(struct sentinel *s)
     sentinel_next(s);
 }
 
-static long long sentinel_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 /* sentinel_switch - follow the latest +switch-master (now, or held back) */
 
 static void sentinel_switch(evutil_socket_t fd, short what, void *context)
@@ -416,7 +409,7 @@ static void sentinel_switch(evutil_socket_t fd, short what, void *context)
     if (what & EV_TIMEOUT)			/* held back: hold longer next */
 	s->switch_hold_ms = s->switch_hold_ms * 2 > SENTINEL_SWITCH_MAX_MS
 	    ? SENTINEL_SWITCH_MAX_MS : s->switch_hold_ms * 2;
-    s->switched_ms = sentinel_now_ms();
+    s->switched_ms = daemon_mono_ms();
     sentinel_state(s->logged, 0, "+switch-master: master \"%s\" is now %s:%d", s->url->master,
 		   s->switch_host, s->switch_port);
     s->found(s->context, s->switch_host, s->switch_port);
@@ -459,7 +452,7 @@ static void sentinel_message(redisAsyncContext *ctx, void *r, void *privdata)
     s->switch_port = port;
     if (evtimer_pending(s->switch_later, NULL))
 	return;					/* the latest is followed then */
-    if ((left = s->switched_ms + s->switch_hold_ms - sentinel_now_ms()) > 0) {
+    if ((left = s->switched_ms + s->switch_hold_ms - daemon_mono_ms()) > 0) {
 	struct timeval tv = {left / 1000, (left % 1000) * 1000};
 
 	if (s->switch_hold_ms == SENTINEL_SWITCH_MS)

@@ -460,12 +460,12 @@ class Runner:
         self.st = st
         self.proc = None
 
-    def start(self):
+    def start(self, env=None):
         from mxtest import build_path, wait_for   # only the tests have mxtest
         mark = len(self.st.read_log("spool")) if "spool" in self.st.logs else 0
         tool = build_path("lmtp-webhook", "lmtp-webhook-spool")
         self.proc = self.st.start_daemon("spool", [tool, "-c", self.st.path("spool.conf"),
-                                                   "-f", "run"])
+                                                   "-f", "run"], env=env)
         if not wait_for(lambda: "delivering" in self.st.read_log("spool")[mark:], timeout=10):
             raise SystemExit("lmtp-webhook-spool run did not start:\n"
                              + self.st.read_log("spool"))
