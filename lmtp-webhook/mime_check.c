@@ -19,6 +19,14 @@
  *	line before any other is the end of Dovecot's parts, while Python
  *	then makes the multipart one leaf.
  *
+ *	A line that is a delimiter line of the multipart and of one
+ *	around it (boundaries "b1" inside "b1--": "--b1--" closes the one
+ *	and is a delimiter of the other) is the outer one's for Python:
+ *	its feedparser ends a part at any line of a multipart around it
+ *	before the part's own multipart reads it. Dovecot's parser gives
+ *	it to the inner one: an attachment after it went missing from the
+ *	event, or one Python reads as epilogue was posted.
+ *
  *	The check costs nothing where they agree: each boundary line of
  *	a multipart Dovecot splits (MESSAGE_PARSER_FLAG_INCLUDE_BOUNDARIES
  *	gives it as the multipart's blocks, "[CR]LF--boundary[--]" and
@@ -50,15 +58,41 @@ void    mime_check_multipart(struct mime_walk *w)
     w->part->context = b;
 }
 
+/*
+ * mime_check_outer - may the delimiter line "sep[--]" and white space be
+ * one of outer's too? Either outer's sep and then "--" or nothing is
+ * what the line holds before its white space, or outer's sep holds the
+ * line's text and then only spaces and tabs (which the line may have).
+ */
+static bool mime_check_outer(const char *outer, const char *sep, bool close)
+{
+    size_t  olen = strlen(outer), slen = strlen(sep), tlen = slen + (close ? 2 : 0);
+
+    /* the line's text, before its white space: sep, then "--" if it closes */
+#define TEXT_AT(i) ((i) < slen ? sep[i] : '-')
+    for (size_t i = 0; i < olen && i < tlen; i++)
+	if (outer[i] != TEXT_AT(i))
+	    return (false);
+    if (olen <= tlen)
+	return (tlen == olen || (tlen == olen + 2 && TEXT_AT(olen) == '-'
+				 && TEXT_AT(olen + 1) == '-'));
+#undef TEXT_AT
+    return (strspn(outer + tlen, " \t") == olen - tlen);
+}
+
 /* mime_check_line - a boundary line read: is it one for Python too? */
 
 static void mime_check_line(struct mime_walk *w, bool delimiter, bool close)
 {
-    struct mime_bound *b = w->line_part->context;
+    struct mime_bound *b = w->line_part->context, *outer;
 
     /* not one; one of the other kind; or a closing line before any part */
     if (!delimiter || close != w->line_close || (close && !b->seen_line))
 	w->differs = TRUE;
+    for (struct message_part *up = w->line_part->parent; delimiter && up != NULL; up = up->parent)
+	if ((outer = up->context) != NULL && !outer->closed
+	    && mime_check_outer(outer->sep, b->sep, close))
+	    w->differs = TRUE;			/* the outer one's, for Python */
     if (close)
 	b->closed = TRUE;
     b->seen_line = TRUE;
