@@ -287,19 +287,27 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 
 /*
  * webhook_id - this delivery of this content, to this recipient: a hash
- * of the recipient and of every byte the LMTP client sent (not the
- * headers Dovecot's lmtp puts before them, which differ per attempt).
- * Two bills that share Message-ID, Date, From and Subject differ in
- * their bytes; Postfix sends the same bytes of one queue file on each
- * retry, and two queue files differ at least in Postfix's Received:.
+ * of the recipient, the envelope sender and every byte the LMTP client
+ * sent (not the headers Dovecot's lmtp puts before them, which differ
+ * per attempt). Two bills that share Message-ID, Date, From and Subject
+ * differ in their bytes; Postfix sends the same bytes of one queue file
+ * on each retry, and two queue files differ at least in Postfix's
+ * Received:. The sender is in the event (envelope.mail_from): left out,
+ * the same bytes from two senders made two events under one id, and the
+ * second replaced the first in active/.
  */
-static const char *webhook_id(const char *rcpt, struct istream *data, uoff_t *size_r,
-			              const char **error_r)
+static const char *webhook_id(const char *rcpt, const char *mail_from, struct istream *data,
+			              uoff_t *size_r, const char **error_r)
 {
     unsigned char md[32];
     string_t *id = t_str_new(40);
+    size_t  rlen = strlen(rcpt), flen = strlen(mail_from);
+    char   *prefix = t_malloc0(rlen + 1 + flen + 1);
 
-    if (mime_digest(data, rcpt, md, size_r, error_r) < 0)
+    /* NUL-separated: no recipient and sender run into another pair */
+    memcpy(prefix, rcpt, rlen);
+    memcpy(prefix + rlen + 1, mail_from, flen);
+    if (mime_digest(data, prefix, rlen + 1 + flen, md, size_r, error_r) < 0)
 	return (NULL);
     str_append(id, "msg_");
     binary_to_hex_append(id, md, 16);	/* lower case, as %02x */
@@ -436,9 +444,9 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
     data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id),
 				 (uoff_t) -1);
     i_zero(&env);
-    if ((env.id = webhook_id(rcpt, data, &size, error_r)) != NULL) {
+    env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
+    if ((env.id = webhook_id(rcpt, env.mail_from, data, &size, error_r)) != NULL) {
 	env.workspace = workspace;
-	env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
 	env.rcpt_to = rcpt;
 	env.timestamp = (long long) ioloop_time;
 	ev->id = i_strdup(env.id);

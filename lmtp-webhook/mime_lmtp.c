@@ -8,7 +8,7 @@
  *	#include "mime.h"
  *
  *	uoff_t	mime_lmtp_data_offset(input, session_id)
- *	int	mime_digest(input, prefix, md, &size, &error)
+ *	int	mime_digest(input, prefix, prefix_len, md, &size, &error)
  * DESCRIPTION
  *	mime_lmtp_data_offset() finds where the message the LMTP client
  *	sent starts in the stream Dovecot's lmtp gives to delivery: lmtp
@@ -18,8 +18,8 @@
  *	queue file) do not. A stream that does not start with Return-Path:
  *	is taken as it is (offset 0).
  *
- *	mime_digest() is the SHA-256 of prefix (with its NUL) and of the
- *	message, and its size, both with CRLF line ends (decode_crlf():
+ *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
+ *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
  *	the same whichever copy of the message Dovecot hands over).
  * DIAGNOSTICS
  *	mime_digest(): -1 with error_r when the stream cannot be read.
@@ -94,8 +94,8 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
     return (offset);
 }
 
-int     mime_digest(struct istream *input, const char *prefix, unsigned char md[32],
-		            uoff_t *size_r, const char **error_r)
+int     mime_digest(struct istream *input, const char *prefix, size_t prefix_len,
+		            unsigned char md[32], uoff_t *size_r, const char **error_r)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     const unsigned char *data;
@@ -106,7 +106,7 @@ int     mime_digest(struct istream *input, const char *prefix, unsigned char md[
     *size_r = 0;
     if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
 	i_panic("SHA-256 unavailable");
-    (void) EVP_DigestUpdate(ctx, prefix, strlen(prefix) + 1);
+    (void) EVP_DigestUpdate(ctx, prefix, prefix_len + 1);	/* and its NUL */
     i_stream_seek(input, 0);
     while (i_stream_read_more(input, &data, &size) > 0) {
 	T_BEGIN {

@@ -668,6 +668,25 @@ def test_id_collision(st, rx):
                    timeout=30) or []
     tap.is_(sorted(h.get("webhook-id") for _, h, _, _ in got), sorted(spooled),
             "both posted once the runner is back, under their file names")
+    # the same bytes from two envelope senders: the sender is in the event
+    # (envelope.mail_from), so they are two events; under one id the
+    # second replaced the first in active/ (helper-74)
+    stop_runner()
+    data = same_headers_bill(b"%PDF one sender " + os.urandom(500))
+    lmtp_send(st, [RCPT], data, sender="alice@vendor.example")
+    lmtp_send(st, [RCPT], data, sender="mallory@evil.example")
+    spooled = {i: (h, b) for i, (h, b) in spool_events(st).items()
+               if json.loads(b)["data"]["envelope"]["mail_from"] != "billing@vendor.example"}
+    senders = sorted(json.loads(b)["data"]["envelope"]["mail_from"] for _, b in spooled.values())
+    tap.is_(senders, ["alice@vendor.example", "mallory@evil.example"],
+            "the same bytes from two envelope senders: two event files, two ids, each "
+            "with its sender", diag=repr(list(spooled)))
+    before = len(rx.requests)
+    start_runner(st)
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + 2 else None,
+                   timeout=30) or []
+    tap.is_(sorted(h.get("webhook-id") for _, h, _, _ in got), sorted(spooled),
+            "both posted, under two webhook-ids")
 
 
 def test_id_stable(st, rx):
@@ -806,10 +825,11 @@ def test_id_postfix_retry(st, rx):
     st.postfix_flush()
     ev = events_for(rx, subject)
     sent = stub.data[0] if stub.data else b""
-    want = "msg_" + hashlib.sha256(RCPT.encode() + b"\0" + sent).hexdigest()[:32]
+    want = "msg_" + hashlib.sha256(RCPT.encode() + b"\0" + b"billing@vendor.example\0"
+                                   + sent).hexdigest()[:32]
     tap.ok(len(ev) == 1 and ev[0][1].get("webhook-id") == want,
-           "Postfix's retry: the webhook-id is the hash of the recipient and the very bytes "
-           "Postfix sent on the first attempt", diag=repr(([e[1].get("webhook-id") for e in ev],
+           "Postfix's retry: the webhook-id is the hash of the recipient, the envelope sender "
+           "and the very bytes Postfix sent on the first attempt", diag=repr(([e[1].get("webhook-id") for e in ev],
                                                            want)))
     tap.ok(len(ev) == 1 and ev[0][2]["data"]["size"] == len(sent),
            "and data.size is their size (%d)" % len(sent))
