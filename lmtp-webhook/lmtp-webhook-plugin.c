@@ -441,7 +441,7 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
 	return (-1);
     }
     /* the message as the client sent it, without lmtp's own headers */
-    data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id),
+    data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id, rcpt),
 				 (uoff_t) -1);
     i_zero(&env);
     env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);

@@ -7,7 +7,7 @@
  *	#include "lib.h"
  *	#include "mime.h"
  *
- *	uoff_t	mime_lmtp_data_offset(input, session_id)
+ *	uoff_t	mime_lmtp_data_offset(input, session_id, rcpt)
  *	int	mime_digest(input, prefix, prefix_len, md, &size, &error)
  * DESCRIPTION
  *	mime_lmtp_data_offset() finds where the message the LMTP client
@@ -16,7 +16,11 @@
  *	Received: (with "id TRANSACTION") before it, and these differ
  *	from one attempt to the next while the client's bytes (Postfix's
  *	queue file) do not. A stream that does not start with Return-Path:
- *	is taken as it is (offset 0).
+ *	is taken as it is (offset 0). Without lmtp's Received:
+ *	(lmtp_add_received_header = no) only one Delivered-To: that names
+ *	the recipient (rcpt, as lmtp writes it) is taken for lmtp's: the
+ *	client's own Delivered-To: lines were all dropped before, and two
+ *	mails that differ only in them shared one id.
  *
  *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
  *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
@@ -55,13 +59,29 @@ static bool mime_dovecot_received(const struct message_header_line *hdr, const c
     return (FALSE);
 }
 
-uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
+/* mime_lmtp_is_rcpt - a Delivered-To: naming the recipient, as lmtp writes it */
+
+static bool mime_lmtp_is_rcpt(const struct message_header_line *hdr, const char *rcpt)
+{
+    const unsigned char *v = hdr->value;
+    size_t  len = hdr->value_len;
+
+    while (len > 0 && (*v == ' ' || *v == '\t'))
+	v++, len--;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r'))
+	len--;
+    return (len == strlen(rcpt) && strncasecmp((const char *) v, rcpt, len) == 0);
+}
+
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt)
 {
     struct message_header_parser_ctx *hp;
     struct message_header_line *hdr;
     const char *trans_id = session_id ? session_id : "", *r;
-    uoff_t  start = 0, offset;
-    int     stage = 0, ret;		/* 0: Return-Path, 1: Delivered-To, 2: done */
+    uoff_t  start = 0, offset, dt_start = 0;
+    bool    dt_is_rcpt = FALSE;
+    /* 0: Return-Path, 1: a Delivered-To, 2: after one, 3: done */
+    int     stage = 0, ret;
 
     /* a recipient's session id is the transaction's, or it and ":R<n>" */
     if ((r = strrchr(trans_id, ':')) != NULL && r[1] == 'R' && r[2] != '\0'
@@ -80,15 +100,23 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id)
 	    break;
 	if (stage == 0 && strcasecmp(hdr->name, "Return-Path") == 0)
 	    stage = 1;
-	else if (stage == 1 && strcasecmp(hdr->name, "Delivered-To") == 0)
-	    continue;
-	else if (stage == 1 && *trans_id != '\0' && mime_dovecot_received(hdr, trans_id))
+	else if (stage == 1 && strcasecmp(hdr->name, "Delivered-To") == 0) {
+	    dt_start = start;			/* lmtp writes one at most */
+	    dt_is_rcpt = mime_lmtp_is_rcpt(hdr, rcpt);
 	    stage = 2;
+	} else if ((stage == 1 || stage == 2) && *trans_id != '\0'
+		   && mime_dovecot_received(hdr, trans_id))
+	    stage = 3;
 	else
 	    break;
     }
     /* the first header (or the empty line) that is not lmtp's */
     offset = stage == 0 ? 0 : ret > 0 ? start : input->v_offset;
+    /* no Received: of lmtp's (lmtp_add_received_header = no) after a
+       Delivered-To: lmtp's own names the recipient; another is the
+       client's (lmtp wrote none: several recipients), and its bytes */
+    if (stage == 2 && !dt_is_rcpt)
+	offset = dt_start;
     message_parse_header_deinit(&hp);
     i_stream_seek(input, 0);
     return (offset);
