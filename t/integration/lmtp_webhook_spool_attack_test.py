@@ -452,7 +452,7 @@ def test_not_events(st, rx, runner):
                    timeout=8)
     tap.ok(got, "the runner still posts bills with a FIFO in active/",
            diag=runner.log()[-1000:])
-    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5),
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=20),
            "active/ empty: FIFO, link and directory moved out", diag=str(ls(st, "active")))
     tap.is_(ls(st, "dead"), ["direvent01", "fifoevent01", "linkedevent01"],
             "all three in dead/ as they are")
@@ -479,7 +479,7 @@ def test_zero_blocks(st, rx, runner):
     assert len(holed) == len(body)
     put_event(st, "holes01", event_bytes("holes01", url, holed))
     tap.ok(wait_for(lambda: ls(st, "dead") == ["holes01"] and "holes01" not in ls(st, "active"),
-                    timeout=5),
+                    timeout=20),
            "an event with a page of zeros goes to dead/", diag=runner.log()[-800:])
     with open(st.path("spool", "dead", "holes01"), "rb") as f:
         kept = f.read()
@@ -489,7 +489,7 @@ def test_zero_blocks(st, rx, runner):
     tap.is_(posts(rx, "holes"), [], "not posted")
     tap.ok("holds NUL bytes" in runner.log(), "the log says why")
     put_event(st, "holes01", event_bytes("holes01", url, body))
-    tap.ok(wait_for(lambda: len(posts(rx, "holes")) == 1, timeout=5)
+    tap.ok(wait_for(lambda: len(posts(rx, "holes")) == 1, timeout=20)
            and posts(rx, "holes")[0][2] == body,
            "the same id written whole is posted, byte for byte")
     os.unlink(st.path("spool", "dead", "holes01"))
@@ -504,7 +504,7 @@ def test_not_event_over_dead(st, rx, runner):
                          last_error="HTTP status 500")
     put_event(st, "buried01", letter, sub="dead")
     put_event(st, "buried01", letter[:150])
-    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5), "the broken file leaves active/")
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=20), "the broken file leaves active/")
     names = ls(st, "dead")
     with open(st.path("spool", "dead", "buried01"), "rb") as f:
         tap.ok(f.read() == letter, "dead/buried01 is still the dead letter, byte for byte")
@@ -536,7 +536,7 @@ def test_foreign_owner(st, rx, runner):
             "kept in active/, not posted")
     os.chown(st.path("spool", "active", "foreign01"), NOBODY, NOBODY)
     res = run_tool(st, "flush")
-    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5) and res.returncode == 0,
+    tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=20) and res.returncode == 0,
            "chowned and flushed: delivered", diag=res.stdout + res.stderr)
     tap.is_(len(posts(rx, "foreign")), 1, "posted once")
     restart(runner)
@@ -555,7 +555,7 @@ def test_dead_unwritable(st, rx, runner):
         url = "http://127.0.0.1:%d/ws/acme/nodead" % rx.port
         put_event(st, "nodead01", event_bytes("nodead01", url, body_for("nodead"), attempts=4,
                                               created=time.time() - 50))
-        tap.ok(wait_for(lambda: posts(rx, "nodead"), timeout=5), "its last attempt")
+        tap.ok(wait_for(lambda: posts(rx, "nodead"), timeout=20), "its last attempt")
         time.sleep(3.5)
         tap.is_(len(posts(rx, "nodead")), 1, "posted once, not at every scan",
                 diag=runner.log()[-1000:])
@@ -589,7 +589,7 @@ def test_retry_in_flight(st, rx, runner):
                   mtime=waiting)
         mark = len(runner.log())
         put_event(st, "racing01", event_bytes("racing01", url, body))
-        tap.ok(wait_for(lambda: posts(rx, "racing"), timeout=5), "the attempt is under way")
+        tap.ok(wait_for(lambda: posts(rx, "racing"), timeout=20), "the attempt is under way")
         res = run_tool(st, "retry", "racing01")
         tap.is_(res.returncode, 0, "retry while it is in flight", diag=res.stderr)
         tap.ok(wait_for(lambda: ls(st, "active") == ["waiting01"], timeout=6),
@@ -652,7 +652,7 @@ def test_name_not_id(st, rx, runner):
     put_event(st, "copiedevent-a", data)
     put_event(st, "copiedevent-b", data)
     runner.start()
-    tap.ok(wait_for(lambda: "copiedevent-a" not in ls(st, "active"), timeout=5),
+    tap.ok(wait_for(lambda: "copiedevent-a" not in ls(st, "active"), timeout=20),
            "the real event is delivered")
     time.sleep(3)
     tap.is_(len(posts(rx, "copied")), 1, "posted exactly once in 3 s (not at every scan)",
@@ -908,7 +908,7 @@ def test_dead_letter_spool_full(st, rx, runner):
                                                 attempts=4, created=time.time() - 50,
                                                 last_error="HTTP status 502"))
         runner.start()
-        tap.ok(wait_for(lambda: posts(rx, "lastgasp"), timeout=5), "its last attempt")
+        tap.ok(wait_for(lambda: posts(rx, "lastgasp"), timeout=20), "its last attempt")
         filler = os.path.join(spool, "filler")
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
@@ -947,14 +947,14 @@ def test_readonly_spool(st, rx, runner):
     try:
         url = "http://127.0.0.1:%d/ws/acme/readonly" % rx.port
         put_event(st, "readonly01", event_bytes("readonly01", url, body_for("readonly")))
-        tap.ok(wait_for(lambda: posts(rx, "readonly"), timeout=5), "the attempt is under way")
+        tap.ok(wait_for(lambda: posts(rx, "readonly"), timeout=20), "the attempt is under way")
         os.chmod(active, 0o500)
         time.sleep(5)
         tap.is_(len(posts(rx, "readonly")), 1, "delivered once, not again at every scan",
                 diag=runner.log()[-1200:])
         tap.ok("readonly01 answered, but unlink" in runner.log(), "the log says it is stuck")
         os.chmod(active, 0o700)
-        tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=5),
+        tap.ok(wait_for(lambda: ls(st, "active") == [], timeout=20),
                "writable again: its file removed", diag=runner.log()[-600:])
         time.sleep(1.5)
         tap.is_(len(posts(rx, "readonly")), 1, "and still posted only once")
@@ -963,14 +963,14 @@ def test_readonly_spool(st, rx, runner):
         # that id put back later (re-injected from a backup) is posted
         os.chmod(active, 0o500)
         put_event(st, "readonly02", event_bytes("readonly02", url, body_for("readonly-a")))
-        tap.ok(wait_for(lambda: "readonly02 answered, but unlink" in runner.log(), timeout=5),
+        tap.ok(wait_for(lambda: "readonly02 answered, but unlink" in runner.log(), timeout=20),
                "a second event delivered and stuck", diag=runner.log()[-600:])
         os.unlink(os.path.join(active, "readonly02"))
         time.sleep(2.5)                     # a listing or two
         os.chmod(active, 0o700)
         put_event(st, "readonly02", event_bytes("readonly02", url, body_for("readonly-b")))
-        tap.ok(wait_for(lambda: posts(rx, "readonly-b"), timeout=5)
-               and wait_for(lambda: ls(st, "active") == [], timeout=5),
+        tap.ok(wait_for(lambda: posts(rx, "readonly-b"), timeout=20)
+               and wait_for(lambda: ls(st, "active") == [], timeout=20),
                "removed by hand, its id is forgotten: the same id put back is posted",
                diag=runner.log()[-600:])
         tap.is_((len(posts(rx, "readonly-a")), len(posts(rx, "readonly-b"))), (1, 1),
@@ -988,7 +988,7 @@ def test_truncated_in_flight(st, rx, runner, hostile):
     restart(runner, timeout="10s")
     body = body_for("truncated", 8000000)
     put_event(st, "truncated01", event_bytes("truncated01", hostile.url("slowread"), body))
-    tap.ok(wait_for(lambda: hostile.hits.get("slowread"), timeout=5), "the POST is under way")
+    tap.ok(wait_for(lambda: hostile.hits.get("slowread"), timeout=20), "the POST is under way")
     os.truncate(st.path("spool", "active", "truncated01"), 100)
     time.sleep(4)
     tap.ok(runner.proc.poll() is None, "the runner lives on (exit %s)" % runner.proc.poll(),
@@ -1112,7 +1112,7 @@ def test_two_runners(st, rx, runner):
     tap.ok(res.returncode == 1 and ("pid %d" % runner.proc.pid) in res.stderr,
            "a second runner exits 1 naming pid %d" % runner.proc.pid, diag=res.stderr)
     tap.is_(lmtp_send(st, [BILLS], bill(BILLS, "two runners"))[0], {}, "LMTP 250")
-    tap.ok(wait_for(lambda: len(requests_for(rx, "two runners")) == 1, timeout=5),
+    tap.ok(wait_for(lambda: len(requests_for(rx, "two runners")) == 1, timeout=20),
            "the first one still delivers")
     # an operator's "rm *.lock": a second runner must not lock a new file
     os.unlink(st.path("spool", "runner.lock"))
