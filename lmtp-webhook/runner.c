@@ -576,9 +576,9 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     if (runner_lock(tool->dir, &r.lock_fd, &holder) < 0) {
 	if (holder > 0)
 	    msg_error("the spool %s is being delivered by pid %ld", tool->dir, holder);
-	else					/* it names itself within a second */
-	    msg_error("the spool %s is being delivered by a process whose runner.lock "
-		      "was removed", tool->dir);
+	else					/* waited 3 s for its name */
+	    msg_error("the spool %s is being delivered by another process, which runner.lock "
+		      "does not name (removed, or the process is still starting)", tool->dir);
 	return (-1);
     }
     if (mode == RUNNER_DAEMON) {

@@ -48,6 +48,7 @@
 #include "build_config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,8 +151,12 @@ int     runner_lock(const char *dir, int *fd_r, long *holder_r)
     char   *path;
 
     if (runner_lock_dir(dir) < 0) {
+	/* the holder names itself once started: four runners started at
+	   once had the losers read an empty runner.lock and say it was
+	   removed; wait a little for the name before saying none came */
 	path = spool_path(dir, "runner.lock", NULL);
-	*holder_r = runner_lock_holder(path);
+	for (int tries = 0; (*holder_r = runner_lock_holder(path)) <= 0 && tries < 30; tries++)
+	    (void) poll(NULL, 0, 100);
 	free(path);
 	return (-1);
     }
