@@ -296,11 +296,15 @@ int     spool_held_busy(const char *path)
  * spool_held_now - 1 when a held event must not be posted yet: its hold is
  * not over, or its delivery is still saving the mail past it (a save
  * longer than SPOOL_HOLD: posting then would post a bill whose mail may
- * not be saved after all).
+ * not be saved after all). A hold ending further away than SPOOL_HOLD
+ * was set by a clock since stepped back: it was held until the clock
+ * caught up (two days), though nothing held its lock.
  */
 int     spool_held_now(const struct spool_event *ev, const char *path, time_t now)
 {
-    return (ev->held && (ev->mtime > (long long) now || spool_held_busy(path)));
+    return (ev->held && ((ev->mtime > (long long) now
+			  && ev->mtime - (long long) now <= SPOOL_HOLD)
+			 || spool_held_busy(path)));
 }
 
 void    spool_withdraw(struct spool_reservation *res)
