@@ -54,13 +54,6 @@ const char *listener_mode_name(enum shim_mode mode)
     return (listener_modes[mode]);
 }
 
-/* listener_mapped - an IPv4-mapped IPv6 address (::ffff:a.b.c.d) */
-
-static int listener_mapped(const struct addr *a)
-{
-    return (a->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr));
-}
-
 /*
  * listener_reaches - can network TEXT (parsed already) hold an address
  * of FAMILY? IPv6 networks reach IPv4 through ::ffff:0:0/96, as the
@@ -156,8 +149,6 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	seen[0] = 1;
 	if ((err = addr_parse(value, &lst->backend)) != NULL)
 	    return (err);
-	if (listener_mapped(&lst->backend))
-	    return ("backend is an IPv4-mapped address: write it as a dotted quad");
 	if ((lst->backend.family == AF_INET && lst->backend.u.in.sin_port == 0)
 	    || (lst->backend.family == AF_INET6 && lst->backend.u.in6.sin6_port == 0))
 	    return ("backend port 0 (no backend listens there)");
@@ -219,8 +210,6 @@ const char *listener_parse(const char *text, struct shim_listener *lst)
 	err = "listener must start with the address to listen on";
     else
 	err = addr_parse(words[0], &lst->listen);
-    if (err == NULL && listener_mapped(&lst->listen))
-	err = "listener address is an IPv4-mapped address: write it as a dotted quad";
     for (int i = 1; err == NULL && i < count; i++) {
 	char   *eq = strchr(words[i], '=');
 
