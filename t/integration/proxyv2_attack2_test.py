@@ -748,10 +748,12 @@ BAD_CONFIGS = [
     ("listener = 127.0.0.1:{p} backend=127.0.0.1:9 mode=xclient trusted=fd00::/8,::1",
      'trusted: "fd00::/8", "::1" can never match: a listener on an IPv4 address accepts IPv4 '
      'connections only'),
+    # an IPv4-mapped address is the IPv4 address it is (common/addr.c)
     ("listener = [::ffff:127.0.0.1]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=::1",
-     "listener address is an IPv4-mapped address: write it as a dotted quad"),
+     'trusted: "::1" can never match: a listener on an IPv4 address accepts IPv4 '
+     'connections only'),
     ("listener = 0.0.0.0:{p} backend=[::ffff:127.0.0.1]:{p} mode=proxy-v2 trusted=127.0.0.1",
-     "backend is an IPv4-mapped address: write it as a dotted quad"),
+     "backend 127.0.0.1:{p} is the listener at line 1: connections would loop"),
     # Postfix's reject_invalid_helo_hostname answers these EHLOs 501: no XCLIENT, 421 for all
     ("xclient_helo = a..example", "xclient_helo must be a host name or an [address]"),
     ("xclient_helo = -shim.example", "xclient_helo must be a host name or an [address]"),
@@ -764,7 +766,7 @@ def test_config(st):
     path = st.path("etc", "t.conf")
     p = st.port("cfg")
     for line, message in BAD_CONFIGS:
-        line = line.replace("{p}", str(p))
+        line, message = line.replace("{p}", str(p)), message.replace("{p}", str(p))
         with open(path, "w") as f:
             f.write(line + "\n")
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)
