@@ -252,7 +252,11 @@ static void dns_callback(void *arg, int err, struct ub_result *result)
     pthread_mutex_unlock(&res->lock);
 }
 
-/* dns_name_ok - what the wire format can carry (RFC 1035 2.3.4) */
+/*
+ * dns_name_ok - what the wire format can carry (RFC 1035 2.3.4), and no
+ * backslash: libunbound reads one as an escape ("\046" is a dot, "\999"
+ * a syntax error), so the name asked would not be the name given
+ */
 
 static int dns_name_ok(const char *name)
 {
@@ -269,7 +273,7 @@ static int dns_name_ok(const char *name)
 	    if (label == 0)
 		return (0);
 	    label = 0;
-	} else if (++label > 63)
+	} else if (*cp == '\\' || ++label > 63)
 	    return (0);
     }
     return (label > 0);
@@ -420,7 +424,7 @@ int     dns_lookup_ms(struct dns_resolver *res, const char *name, int rrtype,
     *answer = ans;
     if (!dns_name_ok(name)) {
 	ans->status = DNS_BADNAME;
-	ans->why = "name too long or with an empty label";
+	ans->why = "name too long, with an empty label or a backslash";
 	return (ans->status);
     }
     /* The callback finds the resolver right after the query. */

@@ -15,7 +15,7 @@
  *	case DNS_NXDOMAIN:	the name does not exist
  *	case DNS_NODATA:	the name exists, no record of that type
  *	case DNS_TEMPFAIL:	timeout, SERVFAIL, REFUSED, network: try later
- *	case DNS_BADNAME:	the name cannot be queried (too long, empty label)
+ *	case DNS_BADNAME:	the name cannot be queried (too long, empty label, a backslash)
  *	}
  *	dns_answer_free(&ans);		(an answer exists for every status)
  *	dns_resolver_free(&res);

@@ -39,7 +39,12 @@
  *	runs to completion in the start hook and the wait hook hands over
  *	the reply packet. A temporary failure becomes DKIM_DNS_ERROR (the
  *	key is then "temperror"), never a reply without the key, which
- *	libopendkim would take for "no key" (permerror).
+ *	libopendkim would take for "no key" (permerror). A name no query
+ *	can carry (DNS_BADNAME: a label over 63 bytes, an empty one) is
+ *	such a reply, NXDOMAIN: the key cannot exist, and a DNS error
+ *	there let a spoofer's bogus selector turn p=reject's 550 into a
+ *	451 (sigtags(3) refuses such signatures before; this is the
+ *	backstop).
  */
 
 #include "build_config.h"
@@ -230,6 +235,15 @@ struct mdns_dkim_query {
     size_t  len;
 };
 
+/*
+ * mdns_nxdomain - an NXDOMAIN reply for the root name: libopendkim
+ * reads the question's type and class and the rcode, nothing else
+ */
+static const unsigned char mdns_nxdomain[] = {
+    0, 0, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0,	/* QR RD RA, rcode 3; one question */
+    0, 0, DNS_T_TXT, 0, 1,			/* ". TXT IN" */
+};
+
 static int mdns_dkim_start(void *srv, int type, unsigned char *query, unsigned char *buf,
 			           size_t buflen, void **qh)
 {
@@ -238,7 +252,11 @@ static int mdns_dkim_start(void *srv, int type, unsigned char *query, unsigned c
 
     q->status = DKIM_DNS_ERROR;
     mdns_lookup(srv, (char *) query, type, &ans);
-    if ((ans->status == DNS_OK || ans->status == DNS_NXDOMAIN || ans->status == DNS_NODATA)
+    if (ans->status == DNS_BADNAME && sizeof(mdns_nxdomain) <= buflen) {
+	memcpy(buf, mdns_nxdomain, sizeof(mdns_nxdomain));
+	q->len = sizeof(mdns_nxdomain);
+	q->status = DKIM_DNS_SUCCESS;
+    } else if ((ans->status == DNS_OK || ans->status == DNS_NXDOMAIN || ans->status == DNS_NODATA)
 	&& ans->packet != NULL && ans->packet_len <= buflen) {
 	memcpy(buf, ans->packet, ans->packet_len);
 	q->len = ans->packet_len;

@@ -226,6 +226,9 @@ static void test_lookups(int port)
     dns_answer_free(&ans);
     is_int(dns_txt(res, "", &ans), DNS_BADNAME, "empty name refused");
     dns_answer_free(&ans);
+    is_int(dns_txt(res, "a\\999.example.test", &ans), DNS_BADNAME,
+	   "a backslash refused (libunbound: a syntax error or another name)");
+    dns_answer_free(&ans);
     dns_resolver_free(&res);
     ok(res == NULL, "resolver freed");
 }
