@@ -9,6 +9,7 @@
  *	const char *message_add_header(&m, name, value, authserv_id)
  *	const char *message_parse_address(value, buf, len)
  *	int	message_ar_claims(value, authserv_id, &unreadable)
+ *	int	message_signature_ok(m, name, value)
  *	char	*message_auth_results(dkim, eom_status, authserv_id, m)
  * DESCRIPTION
  *	Headers are kept until the end of the header so that libopendkim
@@ -32,6 +33,16 @@
  *	that names another once-only header (RFC 5322 3.6: Subject, To,
  *	Date...) fewer times than the message has it. An l= shorter than
  *	the body and rsa-sha1 (RFC 8301) are "policy".
+ *
+ *	message_signature_ok() says whether a header may go to
+ *	libopendkim: any but a DKIM-Signature whose tag-list sigtags(3)
+ *	refuses (a tag twice, a required tag missing, a d= or s= no DNS
+ *	query can carry). Those are kept from libopendkim, which passed
+ *	duplicate tags (it reads the last), reported no signature at all
+ *	for a missing v= ("dkim=none"), and took a selector the resolver
+ *	refused for a DNS failure (temperror). Each is "dkim=permerror
+ *	(why) header.d=D" in the A-R (header.d when d= was read for
+ *	sure), the first MESSAGE_BADSIG_MAX of them, and never a pass.
  * DIAGNOSTICS
  *	message_add_header() returns NULL or a static error (headers over
  *	MESSAGE_HEADER_BYTES_MAX in total).
@@ -271,6 +282,20 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct messa
     return (result);
 }
 
+/* message_bad_results - a permerror resinfo per invalid signature */
+
+static void message_bad_results(const struct message *m, char **out, size_t *len)
+{
+    for (int i = 0; i < m->badsig_count && i < MESSAGE_BADSIG_MAX; i++) {
+	const char *domain = m->badsig[i].domain;
+	char   *d = *domain ? rfc8601_value(domain) : NULL;
+
+	message_append(out, len, ";\n\tdkim=permerror (%s)%s%s", m->badsig[i].why,
+		       d ? " header.d=" : "", d ? d : "");
+	free(d);
+    }
+}
+
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
 			             const struct message *m)
 {
@@ -280,10 +305,12 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
     size_t  len = 0;
 
     message_append(&out, &len, " %s", authserv_id);	/* SMFIP_HDR_LEADSPC */
+    message_bad_results(m, &out, &len);
     if (eom_status == DKIM_STAT_NOSIG
 	|| dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs == 0) {
-	message_append(&out, &len, ";\n\tdkim=none%s", eom_status == DKIM_STAT_NOSIG ?
-		       " (no signatures found)" : "");
+	if (m->badsig_count == 0)
+	    message_append(&out, &len, ";\n\tdkim=none%s", eom_status == DKIM_STAT_NOSIG ?
+			   " (no signatures found)" : "");
 	return (out);
     }
     for (int i = 0; i < nsigs; i++) {
@@ -325,6 +352,18 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	free(s);
     }
     return (out);
+}
+
+int     message_signature_ok(struct message *m, const char *name, const char *value)
+{
+    struct sigtags_result r;
+
+    if (strcasecmp(name, DKIM_SIGNHEADER) != 0 || sigtags_check(value, &r) == 0)
+	return (1);
+    if (m->badsig_count < MESSAGE_BADSIG_MAX)
+	m->badsig[m->badsig_count] = r;
+    m->badsig_count++;
+    return (0);
 }
 
 /* message_ignored - signatures left unverified (policy_prescreen()) */

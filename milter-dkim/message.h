@@ -7,6 +7,10 @@
 
 #include <opendkim/dkim.h>
 
+#include "sigtags.h"
+
+#define MESSAGE_BADSIG_MAX 8		/* invalid signatures the A-R names */
+
 struct message_header {
     char   *name;
     char   *value;			/* with its leading space */
@@ -27,6 +31,8 @@ struct message {
     size_t  body_line;			/* octets of the body line so far */
     int     body_cr;			/* ... whose last octet was CR */
     size_t  body_longest;		/* longest body line, CRLF excluded */
+    int     badsig_count;		/* DKIM-Signatures sigtags(3) refused */
+    struct sigtags_result badsig[MESSAGE_BADSIG_MAX];	/* the first of them */
 };
 
 /*
@@ -47,6 +53,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct message *m,
 			               const char **reason);
 int     message_ignored(DKIM *dkim);
+int     message_signature_ok(struct message *m, const char *name, const char *value);
 size_t  message_longest_header(const struct message *m, char **names, char **more,
 			               const char **which);
 void    message_add_body(struct message *m, const unsigned char *chunk, size_t len);

@@ -264,14 +264,20 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
 /*
  * milter_feed_headers - "Name:value" to libopendkim, folded lines with
  * CRLF: Postfix hands folded header values to milters with bare LF, and
- * libopendkim's header parser wants the wire form.
+ * libopendkim's header parser wants the wire form. A DKIM-Signature
+ * whose tag-list is invalid is not fed (message_signature_ok(): the A-R
+ * calls it permerror).
  */
 static void milter_feed_headers(struct milter_ctx *c, DKIM *dkim)
 {
     for (int i = 0; i < c->msg.count; i++) {
 	const char *value = c->msg.hdr[i].value;
 	size_t  len = strlen(c->msg.hdr[i].name) + 1, cap = len + 2 * strlen(value) + 1;
-	char   *line = xmalloc(cap);
+	char   *line;
+
+	if (!message_signature_ok(&c->msg, c->msg.hdr[i].name, value))
+	    continue;
+	line = xmalloc(cap);
 
 	memcpy(line, c->msg.hdr[i].name, len - 1);
 	line[len - 1] = ':';

@@ -1,0 +1,214 @@
+#!/usr/bin/python3
+"""milter-dkim verify mode against a spoofer's malformed input (helper-73's
+findings): real Postfix, a real DNS server (Knot), dmarc_reject = yes;
+vendor.test publishes p=reject and SPF for 127.0.0.2.
+
+  1. a bogus DKIM-Signature with d=vendor.test and a selector no DNS
+     query can carry (a 70-byte label, s=a..b, s=sel.): dkim=permerror
+     ("invalid selector"), never temperror, so p=reject's 550 stays a 550
+     and does not become 451 4.4.3; a From: domain of 250 bytes
+     (_dmarc.DOMAIN is no name) falls back to the organizational domain's
+     record, no temperror either.
+  2. DKIM-Signature tag-lists RFC 6376 3.2 and 6.1.1 make invalid: a tag
+     twice (d=attacker.test; d=vendor.test, s= twice, h= twice), no v=,
+     an 8-bit s=, garbage, an empty value: dkim=permerror (header.d when
+     d= was read for sure), never a pass, never "dkim=none" for a signed
+     message, and named next to a valid signature.
+"""
+
+import base64
+import hashlib
+import os
+import re
+import sys
+import uuid
+
+import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap  # noqa: E402
+from mxdns import Knot, txt  # noqa: E402
+import mxdkim  # noqa: E402
+
+RCPT = "bills@planapulse.test"
+CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = verify
+authserv_id = mx.mxkit.test
+dns_servers = {dns}
+dns_timeout = 1s
+auth_timeout = 3s
+dmarc_reject = yes
+"""
+HDRS = [b"from", b"to", b"subject", b"date"]
+REJECTED = "refused 550 5.7.1 Rejected by the DMARC policy of the From: domain"
+SPF_PASS = ("spf=pass (127.0.0.2 is permitted by vendor.test) smtp.mailfrom=billing@vendor.test; "
+            "dmarc=pass (p=reject sp=reject pct=100 adkim=r aspf=r, dkim not aligned, "
+            "spf aligned)")
+
+ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ATTACKER_PEM = ATTACKER.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption())
+ATTACKER_TXT = "v=DKIM1; k=rsa; p=" + base64.b64encode(ATTACKER.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+
+def zones(key):
+    return {
+        "vendor.test": [txt("@", "v=spf1 ip4:127.0.0.2 -all"), txt("sel._domainkey", key),
+                        txt("_dmarc", "v=DMARC1; p=reject")],
+        "attacker.test": [txt("@", "v=spf1 ip4:127.0.0.9 -all"),
+                          txt("sel._domainkey", ATTACKER_TXT),
+                          txt("a2._domainkey", ATTACKER_TXT)],
+    }
+
+
+def message(token, from_value=b"Billing <billing@vendor.test>"):
+    return (b"From: " + from_value + b"\r\nTo: <" + RCPT.encode() + b">\r\nSubject: invoice "
+            + token.encode() + b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <"
+            + token.encode() + b"@vendor.test>\r\n\r\nPlease pay invoice " + token.encode()
+            + b"\r\n")
+
+
+def outcome(st, client, mail_from, raw):
+    """'refused CODE text' or our A-R of the delivered message."""
+    token = re.search(rb"Message-ID: <([0-9a-f]+)@", raw).group(1).decode()
+    code, text, _ = mxdkim.send_as(st, client, mail_from, RCPT, raw)
+    if code != 250:
+        return "refused %d %s" % (code, text)
+    ar = mxdkim.our_results(mxdkim.sunk(st, token))
+    return ar[0] if len(ar) == 1 else repr(ar)
+
+
+def hand_sign(msg, key_pem, tags):
+    """A relaxed/relaxed rsa-sha256 DKIM-Signature whose tag-list is ours
+    (tags: its text with {bh} for the body hash, ending in "b="),
+    over From, To, Subject, Date (RFC 6376 3.4.2, 3.7)."""
+    head, body = msg.split(b"\r\n\r\n", 1)
+    lines = [re.sub(rb"[ \t]+", b" ", x).rstrip(b" \t") for x in body.split(b"\r\n")]
+    body = b"\r\n".join(lines).rstrip(b"\r\n")
+    bh = base64.b64encode(hashlib.sha256(body + b"\r\n" if body else b"").digest())
+    value = tags.replace(b"{bh}", bh)
+    fields = dict((n.strip().lower(), v) for n, v in
+                  (x.split(b":", 1) for x in head.split(b"\r\n")))
+    data = b"".join(n + b":" + re.sub(rb"[ \t]+", b" ", fields[n]).strip() + b"\r\n"
+                    for n in HDRS)
+    data += b"dkim-signature:" + re.sub(rb"[ \t]+", b" ", value).strip()
+    key = serialization.load_pem_private_key(key_pem, None)
+    b = base64.b64encode(key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
+    return b"DKIM-Signature: " + value + b + b"\r\n" + msg
+
+
+def vendor_signed(raw, key, selector=b"sel"):
+    return dkim.sign(raw, selector, b"vendor.test", key, include_headers=HDRS) + raw
+
+
+def test_selectors(st, key):
+    """1. a selector no query can carry: permerror, the 550 stays."""
+    for sel, name in [(b"x" * 70, "a 70-byte label"), (b"a..b", "an empty label"),
+                      (b"sel.", "a trailing dot")]:
+        token = uuid.uuid4().hex
+        raw = vendor_signed(message(token), key).replace(b"s=sel;", b"s=" + sel + b";", 1)
+        a = outcome(st, "127.0.0.9", "x@attacker.test", raw)
+        tap.ok(a.startswith(REJECTED), "a spoof with s= of %s: 550, not 451" % name, diag=a)
+        raw = vendor_signed(message(token), key).replace(b"s=sel;", b"s=" + sel + b";", 1)
+        a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+        tap.ok("; dkim=permerror (invalid selector (s= is not a DNS name)) "
+               "header.d=vendor.test; " + SPF_PASS in a,
+               "s= of %s: dkim=permerror (invalid selector) header.d=vendor.test" % name,
+               diag=a)
+    domain = b".".join([b"a" * 63] * 3) + b"." + b"b" * 46 + b".vendor.test"
+    a = outcome(st, "127.0.0.9", "x@attacker.test", message(uuid.uuid4().hex,
+                                                            b"billing@" + domain))
+    tap.ok(len(domain) == 250 and a.startswith(REJECTED),
+           "a From: domain of 250 bytes (_dmarc.DOMAIN: 257, no name): vendor.test's "
+           "p=reject, 550", diag=a)
+
+
+DUPS = [
+    (b"d=attacker.test; d=vendor.test; s=sel", ATTACKER_PEM, "d= twice (the attacker's key)",
+     "tag d= given twice", ""),
+    (b"d=vendor.test; d=attacker.test; s=sel", None, "d= twice (the vendor's key)",
+     "tag d= given twice", ""),
+    (b"d=vendor.test; s=sel; s=a2", ATTACKER_PEM, "s= twice", "tag s= given twice",
+     " header.d=vendor.test"),
+    (b"d=vendor.test; s=sel; h=to", None, "h= twice (h=to; h=from:to:subject:date)",
+     "tag h= given twice", " header.d=vendor.test"),
+]
+
+
+def test_duplicates(st, key):
+    """2. RFC 6376 3.2: a tag twice makes the tag-list invalid."""
+    for tags, pem, name, why, hd in DUPS:
+        tmpl = (b"v=1; a=rsa-sha256; c=relaxed/relaxed; " + tags +
+                b"; h=from:to:subject:date; bh={bh}; b=")
+        for client, mf in [("127.0.0.9", "x@attacker.test"), ("127.0.0.2",
+                                                             "billing@vendor.test")]:
+            raw = hand_sign(message(uuid.uuid4().hex), pem or key, tmpl)
+            tap.ok(not dkim.verify(raw, dnsfunc=st.dkimdns) if pem is None else True,
+                   "(dkimpy fails %s)" % name)
+            a = outcome(st, client, mf, raw)
+            if client == "127.0.0.9":
+                tap.ok(a.startswith(REJECTED), "%s: no pass, 550" % name, diag=a)
+            else:
+                tap.ok("; dkim=permerror (invalid tag-list (%s))%s; %s" % (why, hd, SPF_PASS)
+                       in a, "%s: dkim=permerror (invalid tag-list)" % name, diag=a)
+
+
+MALFORMED = [
+    (b"DKIM-Signature: a=rsa-sha256; d=vendor.test; s=sel; h=from; bh=AA==; b=AA==\r\n",
+     "no v=", "signature lacks the required tag v=", " header.d=vendor.test"),
+    ("DKIM-Signature: v=1; a=rsa-sha256; d=vendor.test; s=s\u00e9l; h=from; bh=AA==; "
+     "b=AA==\r\n".encode(), "an 8-bit s=", "invalid selector (s= is not a DNS name)",
+     " header.d=vendor.test"),
+    (b"DKIM-Signature: garbage\r\n", "garbage", "invalid tag-list (no '=' after garbage)", ""),
+    (b"DKIM-Signature:\r\n", "an empty value", "empty tag-list", ""),
+    (b"DKIM-Signature: v=1; d=vendor.test\r\n", "d= only",
+     "signature lacks the required tag a=", " header.d=vendor.test"),
+]
+
+
+def test_malformed(st, key):
+    """2b. a signature lacking a required tag: permerror, never "none",
+    and named next to a valid signature."""
+    for sig, name, why, hd in MALFORMED:
+        raw = sig + message(uuid.uuid4().hex)
+        a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+        tap.ok(a == "mx.mxkit.test; dkim=permerror (%s)%s; %s" % (why, hd, SPF_PASS)
+               + " header.from=vendor.test policy.dmarc=reject",
+               "only a signature with %s: dkim=permerror, not none" % name, diag=a)
+        for pos in ("above", "below"):
+            good = vendor_signed(message(uuid.uuid4().hex), key)
+            raw = sig + good if pos == "above" else good.replace(b"\r\nFrom:",
+                                                                   b"\r\n" + sig[:-2] +
+                                                                   b"\r\nFrom:", 1)
+            a = outcome(st, "127.0.0.9", "x@attacker.test", raw)
+            tap.ok(re.match(r"mx\.mxkit\.test; dkim=permerror \(%s\)%s; dkim=pass "
+                            r"header\.d=vendor\.test .*dmarc=pass" % (re.escape(why),
+                                                                     re.escape(hd)), a),
+                   "a signature with %s %s a valid one: both in the A-R" % (name, pos),
+                   diag=a)
+
+
+with Stack("milter-tags-attack") as st:
+    tap.stack = st
+    st.start_sink()
+    keys = mxdkim.Dns(st.path("etc", "keys.txt"))
+    key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
+    key = open(key_path, "rb").read()
+    st.dkimdns = keys.dnsfunc
+    knot = Knot(st, zones(keys.records["sel._domainkey.vendor.test"]))
+    knot.start()
+    proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
+                                                                     dns=knot.servers))
+    mxdkim.start_receiver(st, port)
+    test_selectors(st, key)
+    test_duplicates(st, key)
+    test_malformed(st, key)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
