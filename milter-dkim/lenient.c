@@ -40,7 +40,12 @@
  *	the end of the value in a From: built to be expensive), or when a
  *	domain cannot be read for sure: an encoded word in a charset that
  *	does not write ASCII as ASCII (UTF-16, UTF-7, EBCDIC), a label
- *	longer than 63 bytes, 8-bit bytes in a domain (a Unicode name).
+ *	longer than 63 bytes, a name longer than 253, 8-bit bytes in a
+ *	domain (a Unicode name), or after an '@' (past CFWS) or a dot
+ *	anything but a label, an encoded word, an address literal
+ *	("[192.0.2.1]") or the end of the address (",", ";", ">", ")",
+ *	another '@', the end of the value): a domain literal
+ *	("[vendor.test]"), a leading dot, a backslash, a quote.
  *	Encoded words are read both joined (RFC 2047 6.2) and each ending
  *	its token (as Python's reader ends "=?...?=x" at the word).
  */
@@ -219,11 +224,44 @@ static size_t lenient_label(const char *p)
 }
 
 /*
+ * lenient_no_domain - a byte after which a reader shows no domain: the
+ * end, or one that ends an address, a list or a comment ("billing@,",
+ * "(a@)"); another '@' is looked at by itself
+ */
+static int lenient_no_domain(int c)
+{
+    return (c == 0 || strchr(",;>)@", c) != NULL);
+}
+
+/*
+ * lenient_ip_literal - an address literal, "[192.0.2.1]" or "[IPv6:...]"
+ * (RFC 5321 4.1.3): a reader shows an address there, no domain
+ */
+static int lenient_ip_literal(const char *p)
+{
+    size_t  n;
+
+    if (*p++ != '[')
+	return (0);
+    if (strncasecmp(p, "IPv6:", 5) == 0)
+	n = strspn(p += 5, "0123456789abcdefABCDEF:.");
+    else
+	n = strspn(p, "0123456789.");
+    return (n > 0 && p[n] == ']');
+}
+
+/*
  * lenient_domain - the domain after an '@' (p just after it) into name;
  * 0, or -1 when there is none of two labels or more; -2 when it cannot
  * be read for sure: a label longer than DNS allows (a reader still shows
- * it as under its parent, whose policy it would escape), or 8-bit bytes
- * (a Unicode name, whose A-labels are not computed here).
+ * it as under its parent, whose policy it would escape), a name longer
+ * than 253 bytes, 8-bit bytes (a Unicode name, whose A-labels are not
+ * computed here), and where a name should start anything but a label,
+ * the end of the address or an encoded word (read in the decoded
+ * value) or an address literal: a domain literal "[vendor.test]", a
+ * leading or double dot, a backslash, a quote, '<'. Readers show "billing@[vendor.test]" or
+ * "billing@.vendor.test" as an address at vendor.test, and finding no
+ * name there let such a From: escape a p=reject policy.
  */
 static int lenient_domain(const char *p, char *name)
 {
@@ -232,12 +270,15 @@ static int lenient_domain(const char *p, char *name)
 
     for (;;) {
 	if ((p = rfc5322_skip_cfws(p)) == NULL)
-	    break;
+	    break;				/* a comment to the end */
 	n = lenient_label(p);
-	if (n > 63 || (unsigned char) p[n] >= 0x80)
+	if (n > 63 || (unsigned char) p[n] >= 0x80 || p[n] == '\\')
 	    return (-2);
-	if (n == 0 || len + n + 1 >= LENIENT_NAME_SIZE)
+	if (n == 0 && (lenient_no_domain(*p) || lenient_word(p, NULL, NULL)
+		       || (len == 0 && lenient_ip_literal(p))))
 	    break;
+	if (n == 0 || len + n + 1 >= LENIENT_NAME_SIZE)
+	    return (-2);
 	if (len)
 	    name[len++] = '.';
 	for (size_t i = 0; i < n; i++)

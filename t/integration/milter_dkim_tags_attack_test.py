@@ -14,6 +14,10 @@ vendor.test publishes p=reject and SPF for 127.0.0.2.
      an 8-bit s=, garbage, an empty value: dkim=permerror (header.d when
      d= was read for sure), never a pass, never "dkim=none" for a signed
      message, and named next to a valid signature.
+  3. an unreadable From: whose '@' is followed by no plain name (a domain
+     literal, a leading dot, a backslash): the lenient reader cannot read
+     it for sure, so dmarc_reject refuses it (550), never delivers it as a
+     mere dmarc=permerror; an address literal [192.0.2.1] names no domain.
 """
 
 import base64
@@ -194,6 +198,29 @@ def test_malformed(st, key):
                    diag=a)
 
 
+UNSURE = [
+    (b"billing@[vendor.test]", "a domain literal"),
+    (b"Billing <billing@[vendor.test]>", "a domain literal in angle brackets"),
+    (b"billing@[ vendor.test ]", "a domain literal with spaces"),
+    (b"billing@[vendor.test", "an unclosed domain literal"),
+    (b"billing@.vendor.test", "a leading dot"),
+    (b"billing@\\vendor.test", "a backslash"),
+    (b"billing@vendor..test", "a double dot"),
+]
+
+
+def test_unsure_from(st):
+    """3. after the '@' no plain name: cannot be read for sure, refused."""
+    for value, name in UNSURE:
+        a = outcome(st, "127.0.0.9", "x@attacker.test", message(uuid.uuid4().hex, value))
+        tap.ok(a == "refused 550 5.7.1 Unreadable From: header whose domains cannot all be "
+               "read", "From: with %s after the '@': 550 under dmarc_reject" % name, diag=a)
+    a = outcome(st, "127.0.0.9", "x@attacker.test",
+                message(uuid.uuid4().hex, b"<x@attacker.test>, <y@[192.0.2.1]>"))
+    tap.ok(a.endswith("dmarc=permerror (From: address unreadable)"),
+           "an address literal names no domain: delivered, dmarc=permerror", diag=a)
+
+
 with Stack("milter-tags-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -209,6 +236,7 @@ with Stack("milter-tags-attack") as st:
     test_selectors(st, key)
     test_duplicates(st, key)
     test_malformed(st, key)
+    test_unsure_from(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())

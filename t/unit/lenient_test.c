@@ -62,8 +62,36 @@ static void test_domains(void)
     is_str(found("a@vendor.test, b@vendor.test, c@VENDOR.TEST"), "vendor.test",
 	   "a name is given once");
     is_str(found("billing@(vendor.test"), "", "an unclosed comment after '@': nothing");
-    is_str(found("billing@localhost, x@[192.0.2.1]"), "",
-	   "a one-label name and a domain literal do not count");
+    is_str(found("billing@localhost, x@[192.0.2.1], y@[IPv6:2001:db8::1]"), "",
+	   "a one-label name and address literals do not count");
+    is_str(found("billing@, x@spoof.test"), "spoof.test", "an '@' ending an address");
+    is_str(found("(billing@) x@spoof.test"), "spoof.test", "an '@' ending a comment");
+    is_str(found("billing@@vendor.test"), "vendor.test", "a second '@' looked at by itself");
+    is_str(found("billing@vendor.test. (c)"), "vendor.test", "a trailing dot, a comment");
+    /* r3, r3b: readers show each as an address at vendor.test */
+    is_str(found("billing@[vendor.test]"), "(too many)", "a domain literal: cannot tell");
+    is_str(found("Billing <billing@[vendor.test]>"), "(too many)",
+	   "a domain literal in angle brackets: cannot tell");
+    is_str(found("billing@[ vendor.test ]"), "(too many)",
+	   "a domain literal with spaces: cannot tell");
+    is_str(found("billing@[vendor.test"), "(too many)", "an unclosed literal: cannot tell");
+    is_str(found("billing@[127.0.0.1"), "(too many)",
+	   "an unclosed address literal: cannot tell");
+    is_str(found("billing@.vendor.test"), "(too many)", "a leading dot: cannot tell");
+    is_str(found("billing@vendor..test"), "(too many)", "a double dot: cannot tell");
+    is_str(found("billing@\\vendor.test"), "(too many)", "a backslash: cannot tell");
+    is_str(found("billing@vendor.te\\st"), "(too many)",
+	   "a backslash in a label: cannot tell");
+    is_str(found("billing@\"vendor.test\""), "(too many)", "a quoted domain: cannot tell");
+    is_str(found("billing@<vendor.test>"), "(too many)", "'<' after '@': cannot tell");
+    is_str(found("billing@*.vendor.test"), "(too many)", "'*' after '@': cannot tell");
+    for (int i = 0; i < 130; i++)
+	strcat(many, "a.");
+    strcat(many, "vendor.test");
+    memmove(many + 8, many, strlen(many) + 1);
+    memcpy(many, "billing@", 8);
+    is_str(found(many), "(too many)", "a name longer than 253 bytes: cannot tell");
+    many[0] = 0;
     is_str(found("Billing <billing@=?utf-8?q?vendor.test?=>"), "vendor.test",
 	   "an encoded word as the domain (F2)");
     is_str(found("billing@=?us-ascii?q?vendor=2Etest?="), "vendor.test",
