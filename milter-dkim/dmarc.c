@@ -20,9 +20,17 @@
  *	like "test", have one).
  *
  *	The record is parsed by libopendmarc (opendmarc_policy_store_dmarc:
- *	p, sp, adkim, aspf, pct); one it refuses, or one longer than
- *	DMARC_RECORD_MAX (libopendmarc copies records into a fixed
- *	buffer and would parse a truncated one), is "permerror".
+ *	p, sp, adkim, aspf, pct) once cleaned (RFC 7489 6.3: syntax errors
+ *	in the remainder of the record are discarded in favour of defaults
+ *	or ignored): v=DMARC1, the first p= as written, the first sp=,
+ *	adkim=, aspf= and pct= (0 to 100) when valid; any other tag, a tag
+ *	given again and a malformed one are dropped (its default applies). libopendmarc refused a whole
+ *	"p=reject" record for fo=zz, ri=24h or pct=150, read pct=abc as
+ *	pct=0 and took the last of two p=: each let a spoof of a p=reject
+ *	domain through. A record libopendmarc still refuses (no valid
+ *	p=), or one longer than DMARC_RECORD_MAX (libopendmarc copies
+ *	records into a fixed buffer and would parse a truncated one), is
+ *	"permerror".
  *	Alignment and the result are computed here: libopendmarc 1.4's
  *	organizational domain ignores the list's default rule (relaxed
  *	alignment then fails under such TLDs) and its DKIM alignment
@@ -140,6 +148,68 @@ static enum dmarc_found dmarc_fetch(struct mdns *dns, const char *domain, char *
     return (found);
 }
 
+/* dmarc_valid - is value one of the words of list (case-insensitive)? */
+
+static int dmarc_valid(const char *value, size_t len, const char *const *list)
+{
+    for (; *list; list++)
+	if (strlen(*list) == len && strncasecmp(value, *list, len) == 0)
+	    return (1);
+    return (0);
+}
+
+/* dmarc_pct_ok - 1*3DIGIT, at most 100 */
+
+static int dmarc_pct_ok(const char *value, size_t len)
+{
+    return (len > 0 && len <= 3 && strspn(value, "0123456789") >= len
+	    && atoi(value) <= 100);
+}
+
+/*
+ * dmarc_clean - the record as libopendmarc is to read it (see above): a
+ * copy to be freed; the record starts with "v=DMARC1" (dmarc_is_record())
+ */
+static char *dmarc_clean(const char *record)
+{
+    static const char *const policies[] = {"none", "quarantine", "reject", 0};
+    static const char *const modes[] = {"r", "s", 0};
+    static const char *const tags[] = {"p", "sp", "adkim", "aspf", "pct", 0};
+    const char *cp = record + strcspn(record, ";");
+    char   *out = xstrdup("v=DMARC1"), *more;
+    unsigned seen = 0;
+
+    while (*cp == ';') {
+	const char *name = cp + 1 + strspn(cp + 1, " \t"), *eq, *value, *end;
+	size_t  name_len, len;
+	int     k;
+
+	cp = name + strcspn(name, ";");
+	if ((eq = memchr(name, '=', cp - name)) == NULL)
+	    continue;
+	for (name_len = eq - name; name_len && strchr(" \t", name[name_len - 1]); name_len--)
+	     /* void */ ;
+	value = eq + 1 + strspn(eq + 1, " \t");
+	for (end = cp; end > value && strchr(" \t", end[-1]); end--)
+	     /* void */ ;
+	len = end - value;
+	for (k = 0; tags[k] && !(strlen(tags[k]) == name_len
+				 && strncasecmp(name, tags[k], name_len) == 0); k++)
+	     /* void */ ;
+	if (tags[k] == NULL || (seen & (1u << k)))
+	    continue;				/* unused by us, or again */
+	seen |= 1u << k;
+	if ((k == 1 && !dmarc_valid(value, len, policies))
+	    || ((k == 2 || k == 3) && !dmarc_valid(value, len, modes))
+	    || (k == 4 && !dmarc_pct_ok(value, len)))
+	    continue;				/* malformed: the default */
+	more = xasprintf("%s; %s=%.*s", out, tags[k], (int) len, value);
+	free(out);
+	out = more;
+    }
+    return (out);
+}
+
 static const char *dmarc_policy_name(int p)
 {
     return (p == DMARC_RECORD_P_REJECT ? "reject" : p == DMARC_RECORD_P_QUARANTINE ?
@@ -184,9 +254,11 @@ static void dmarc_apply(const psl_ctx_t *psl, const char *from, const char *org_
 {
     DMARC_POLICY_T *pctx = opendmarc_policy_connect_init((u_char *) "0.0.0.0", 0);
     int     status, p = 0, sp = 0, adkim = 0, aspf = 0, pct = 100, dkim_ok, spf_ok, temp;
+    char   *clean = dmarc_clean(record);
 
-    status = opendmarc_policy_store_dmarc(pctx, (u_char *) record, (u_char *) from,
+    status = opendmarc_policy_store_dmarc(pctx, (u_char *) clean, (u_char *) from,
 					  (u_char *) org_used);
+    free(clean);
     if (status != DMARC_PARSE_OKAY) {
 	out->result = "permerror";
 	snprintf(out->comment, sizeof(out->comment), "DMARC record of %s refused: %s",

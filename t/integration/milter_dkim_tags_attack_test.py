@@ -18,6 +18,10 @@ vendor.test publishes p=reject and SPF for 127.0.0.2.
      literal, a leading dot, a backslash): the lenient reader cannot read
      it for sure, so dmarc_reject refuses it (550), never delivers it as a
      mere dmarc=permerror; an address literal [192.0.2.1] names no domain.
+  4. a p=reject record with a malformed optional tag (pct=abc, pct=150,
+     pct=100%, adkim=relaxed, ri=24h, fo=zz) or p= twice: RFC 7489 6.3,
+     the malformed tag is dropped for its default (pct=100), p=reject
+     applies (550); the first p= counts.
 """
 
 import base64
@@ -61,14 +65,25 @@ ATTACKER_TXT = "v=DKIM1; k=rsa; p=" + base64.b64encode(ATTACKER.public_key().pub
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
 
 
+DMARC = {"pctabc": "v=DMARC1; p=reject; pct=abc", "pct150": "v=DMARC1; p=reject; pct=150",
+         "pctpercent": "v=DMARC1; p=reject; pct=100%",
+         "adkimword": "v=DMARC1; p=reject; adkim=relaxed", "ri24h": "v=DMARC1; p=reject; ri=24h",
+         "fozz": "v=DMARC1; p=reject; fo=zz", "twop": "v=DMARC1; p=reject; p=none",
+         "spbad": "v=DMARC1; p=reject; sp=maybe; pct=abc; pct=0"}
+
+
 def zones(key):
-    return {
+    more = dict((k + ".test", [txt("@", "v=spf1 -all"), txt("_dmarc", v)])
+                for k, v in DMARC.items())
+    more["nonefirst.test"] = [txt("@", "v=spf1 -all"), txt("_dmarc", "v=DMARC1; p=none; p=reject")]
+    more["pctzero.test"] = [txt("@", "v=spf1 -all"), txt("_dmarc", "v=DMARC1; p=reject; pct=0")]
+    return dict(more, **{
         "vendor.test": [txt("@", "v=spf1 ip4:127.0.0.2 -all"), txt("sel._domainkey", key),
                         txt("_dmarc", "v=DMARC1; p=reject")],
         "attacker.test": [txt("@", "v=spf1 ip4:127.0.0.9 -all"),
                           txt("sel._domainkey", ATTACKER_TXT),
                           txt("a2._domainkey", ATTACKER_TXT)],
-    }
+    })
 
 
 def message(token, from_value=b"Billing <billing@vendor.test>"):
@@ -221,6 +236,27 @@ def test_unsure_from(st):
            "an address literal names no domain: delivered, dmarc=permerror", diag=a)
 
 
+def test_dmarc_tags(st):
+    """4. malformed optional DMARC tags: ignored, p=reject applies."""
+    for k, record in DMARC.items():
+        a = outcome(st, "127.0.0.9", "x@attacker.test",
+                    message(uuid.uuid4().hex, ("ceo@%s.test" % k).encode()))
+        tap.ok(a.startswith(REJECTED), "%r: p=reject applies, 550" % record, diag=a)
+        tap.ok(re.search(r"dmarc=fail \(p=reject sp=reject pct=100 adkim=r aspf=r, dkim not "
+                         r"aligned, spf not aligned\) header\.from=%s\.test " % k,
+                         st.read_log("milter")),
+               "%r: logged as p=reject pct=100" % record)
+    a = outcome(st, "127.0.0.9", "x@attacker.test",
+                message(uuid.uuid4().hex, b"ceo@nonefirst.test"))
+    tap.ok("; dmarc=fail (p=none sp=none pct=100 adkim=r aspf=r, dkim not aligned, spf not "
+           "aligned) header.from=nonefirst.test policy.dmarc=none" in a,
+           "p=none; p=reject: the first p= counts, delivered", diag=a)
+    a = outcome(st, "127.0.0.9", "x@attacker.test", message(uuid.uuid4().hex, b"ceo@pctzero.test"))
+    tap.ok("; dmarc=fail (p=reject sp=reject pct=0 adkim=r aspf=r, dkim not aligned, spf not "
+           "aligned) header.from=pctzero.test policy.dmarc=reject" in a,
+           "a valid pct=0 still samples: delivered with dmarc=fail", diag=a)
+
+
 with Stack("milter-tags-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -237,6 +273,7 @@ with Stack("milter-tags-attack") as st:
     test_duplicates(st, key)
     test_malformed(st, key)
     test_unsure_from(st)
+    test_dmarc_tags(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
