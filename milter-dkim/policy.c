@@ -546,28 +546,50 @@ static const char *policy_socket_unix(const char *path)
     return (why);
 }
 
-/* policy_socket_clash - metrics_listen on the milter's own TCP address */
-
+/*
+ * policy_socket_clash - metrics_listen on the milter's own TCP address,
+ * resolved as mengine(3) binds it (getaddrinfo(), AI_PASSIVE): no @HOST
+ * is every address, a port may be a service name (written as the address
+ * bound: inet:0.0.0.0:43891). The spec was rewritten as text for
+ * addr_parse(), which knows neither: "inet:43891" and "inet:smtp@127.0.0.1"
+ * went unchecked, -t said OK and the start died "Address already in use".
+ */
 static void policy_socket_clash(struct dkim_policy *p, const char *spec)
 {
-    const char *colon = strchr(spec, ':'), *at = strchr(spec, '@'), *host;
-    size_t  hlen;
-    char   *text;
+    const char *colon = strchr(spec, ':'), *at;
     int     v6 = strncmp(spec, "inet6:", 6) == 0;
+    struct addrinfo hints = {0}, *res = NULL;
+    struct addr addr = {0};
+    char   *port, *host = NULL, *text, buf[ADDR_TEXT_MAX];
 
-    if (p->socket_local || colon == NULL || at == NULL || at < colon)
+    if (p->socket_local || colon == NULL)
 	return;
-    host = at + 1;
-    hlen = strlen(host);
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
-	host++, hlen -= 2;
-    /* libmilter's inet:PORT@HOST, as addr_parse() writes it */
-    text = xasprintf("%s:%s%.*s%s:%.*s", v6 ? "inet6" : "inet", v6 ? "[" : "", (int) hlen,
-		     host, v6 ? "]" : "", (int) (at - colon - 1), colon + 1);
-    /* mengine(3) binds it without IPV6_V6ONLY: "::" takes IPv4 too */
-    daemon_config_addresses(p->cfg, &(struct daemon_address) {.name = "socket", .spec = text,
-			    .line = policy_line(p, "socket"), .dual_stack = 1}, 1);
-    free(text);
+    at = strchr(colon, '@');
+    port = at ? xstrndup(colon + 1, at - colon - 1) : xstrdup(colon + 1);
+    if (at && at[1] == '[' && at[strlen(at) - 1] == ']')
+	host = xstrndup(at + 2, strlen(at) - 3);
+    else if (at)
+	host = xstrdup(at + 1);
+    hints.ai_family = v6 ? AF_INET6 : AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(host, port, &hints, &res) == 0 && res != NULL
+	&& res->ai_addrlen <= sizeof(addr.u)) {
+	memcpy(&addr.u, res->ai_addr, res->ai_addrlen);
+	addr.salen = res->ai_addrlen;
+	addr.family = res->ai_family;
+	text = xasprintf("%s:%s", v6 ? "inet6" : "inet", addr_format(&addr.u.sa, buf,
+								       sizeof(buf)));
+	/* mengine(3) binds it without IPV6_V6ONLY: "::" takes IPv4 too */
+	daemon_config_addresses(p->cfg, &(struct daemon_address) {.name = "socket",
+				.spec = text, .line = policy_line(p, "socket"),
+				.addr = &addr, .dual_stack = 1}, 1);
+	free(text);
+    }
+    if (res)
+	freeaddrinfo(res);
+    free(port);
+    free(host);
 }
 
 /*

@@ -7,7 +7,9 @@
      inet6:P@::ffff:127.0.0.1 next to metrics_listen = inet:127.0.0.1:P
      -- -t said OK and the start died "Address already in use"; now -t
      and the start refuse it naming both settings. inet6:P@::1 next to
-     127.0.0.1:P is fine: it starts and both ports answer.
+     127.0.0.1:P is fine: it starts and both ports answer. So are
+     socket = inet:P (no @HOST: every address) and inet:smtp@127.0.0.1
+     (a service name) next to 127.0.0.1:P, 127.0.0.1:25 (helper-72 F10).
   2. policyd-ratelimit (its listeners set IPV6_V6ONLY): listen =
      inet6:[::ffff:127.0.0.1]:P next to metrics_listen 127.0.0.1:P is
      refused the same way; listen = inet6:[::]:P next to 127.0.0.1:P is
@@ -109,6 +111,18 @@ with Stack("dual-stack-clash") as st:
                                       "socket inet6:[::]:%d" % (p, p), "only one can listen",
                                       "bindv6only"],
                 "milter-dkim: socket inet6:P@:: and metrics_listen 127.0.0.1:P")
+    # helper-72 F10: no @HOST (libmilter: every address), a service name
+    p = st.port("milter-nohost")
+    conf = write(st, "milter-nohost.conf", "socket = inet:%d\nmetrics_listen = "
+                 "inet:127.0.0.1:%d\n" % (p, p) + milter_base)
+    refused(mxdkim.MILTER, conf, ["metrics_listen inet:127.0.0.1:%d: the same address as "
+                                  "socket inet:0.0.0.0:%d (line 1)" % (p, p), "only one can listen"],
+            "milter-dkim: socket inet:P (every address) and metrics_listen 127.0.0.1:P")
+    conf = write(st, "milter-service.conf", "socket = inet:smtp@127.0.0.1\nmetrics_listen = "
+                 "inet:127.0.0.1:25\n" + milter_base)
+    refused(mxdkim.MILTER, conf, ["metrics_listen inet:127.0.0.1:25: the same address as "
+                                  "socket inet:127.0.0.1:25 (line 1)", "only one can listen"],
+            "milter-dkim: socket inet:smtp@127.0.0.1 and metrics_listen 127.0.0.1:25")
     p = st.port("milter-mapped")
     conf = write(st, "milter-mapped.conf", "socket = inet6:%d@::ffff:127.0.0.1\n"
                  "metrics_listen = inet:127.0.0.1:%d\n" % (p, p) + milter_base)
