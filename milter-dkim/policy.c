@@ -393,6 +393,24 @@ static void policy_header_names(struct dkim_policy *p, const char *param, char *
 	    }
 }
 
+/*
+ * policy_signature_ttl - x= is t= plus this, in whole seconds, at most
+ * POLICY_TTL_MAX: 1500ms was cut to 1s without a word, and 9999999999w
+ * gave a 16-digit x= (RFC 6376 3.5: 1*12DIGIT), which verifiers refuse.
+ */
+#define POLICY_TTL_MAX	(3650LL * 86400)	/* 10 years */
+
+static void policy_signature_ttl(struct dkim_policy *p)
+{
+    long long ms = config_get_duration(p->cfg, "signature_ttl");
+
+    p->signature_ttl = (long) (ms / 1000);
+    if (ms < 0 || ms % 1000 != 0 || ms / 1000 > POLICY_TTL_MAX)
+	config_add_error(p->cfg, policy_line(p, "signature_ttl"), "signature_ttl is whole "
+			 "seconds (x= has no smaller unit): 0 for none, or 1s to 3650d "
+			 "(x= has at most 12 digits)");
+}
+
 static void policy_options(struct dkim_policy *p)
 {
     const char *canon = config_get_str(p->cfg, "canonicalization");
@@ -429,10 +447,7 @@ static void policy_options(struct dkim_policy *p)
 			 "sign_headers must include From (RFC 6376 5.4)");
     policy_header_names(p, "sign_headers", p->sign_headers);
     policy_header_names(p, "oversign_headers", p->oversign_headers);
-    p->signature_ttl = (long) (config_get_duration(p->cfg, "signature_ttl") / 1000);
-    if (p->signature_ttl == 0 && config_get_duration(p->cfg, "signature_ttl") != 0)
-	config_add_error(p->cfg, policy_line(p, "signature_ttl"), "signature_ttl is whole "
-			 "seconds (x= has no smaller unit): 0 for none, or at least 1s");
+    policy_signature_ttl(p);
     p->verify_max = (int) config_get_int(p->cfg, "verify_signatures_max");
     if (p->verify_max < 1 || p->verify_max > 1000)
 	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),

@@ -702,7 +702,11 @@ def test_check_only(st):
              ("authserv_id = \"mx.mxkit.test\"\n", "authserv_id must be a token"),
              ("verify_signatures_max = 0\n", "verify_signatures_max must be 1 to 1000"),
              # 999ms became 0 s, which means no x= at all
-             ("signature_ttl = 999ms\n", "signature_ttl is whole seconds")]
+             ("signature_ttl = 999ms\n", "signature_ttl is whole seconds"),
+             # helper-72 F11: 1500ms was cut to 1s, 9999999999w gave a 16-digit x=
+             ("signature_ttl = 1500ms\n", "signature_ttl is whole seconds"),
+             ("signature_ttl = 9999999999w\n", "or 1s to 3650d (x= has at most 12 digits)"),
+             ("signature_ttl = 3651d\n", "or 1s to 3650d (x= has at most 12 digits)")]
     for line, want in cases:
         path = st.path("etc", "check.conf")
         key = line.split(" =")[0]
@@ -715,9 +719,16 @@ def test_check_only(st):
                ("check.conf:%d:" % lineno) in res.stderr,
                "-t refuses %r with file:line" % line.strip(), diag=res.stderr + res.stdout)
     with open(path, "w") as f:
-        f.write(base.replace("{port}", "8891") + "socket_umask = 027\n")
+        f.write(base.replace("{port}", "8891") + "socket_umask = 027\nsignature_ttl = 3650d\n")
     res = subprocess.run([mxdkim.MILTER, "-t", "-c", path], capture_output=True, text=True)
-    tap.is_(res.returncode, 0, "-t accepts a good configuration", diag=res.stderr)
+    tap.is_(res.returncode, 0, "-t accepts a good configuration (signature_ttl = 3650d)",
+            diag=res.stderr)
+    with open(path, "w") as f:
+        f.write(base.replace("{port}", str(st.port("ttl-start"))) + "signature_ttl = 1500ms\n")
+    res = subprocess.run([mxdkim.MILTER, "-f", "-c", path], capture_output=True, text=True,
+                         timeout=30)
+    tap.ok(res.returncode != 0 and "signature_ttl is whole seconds" in res.stderr,
+           "the start refuses signature_ttl = 1500ms too", diag=res.stderr)
 
 
 def test_socket_owner(st):
