@@ -21,6 +21,9 @@
  *	address in brackets. PORT is 1-65535 (default 6379), DB 0-15
  *	(Redis' default "databases 16"; default 0).
  * .IP \fBredis+unix://\fIPATH\fR[\fB?db=\fIDB\fR]
+ *	PATH must fit a UNIX socket address (sun_path: 107 bytes on
+ *	Linux): hiredis cuts a longer one short without a word and would
+ *	connect, and send AUTH, to whatever listens at the shorter path.
  * .PP
  *	url.text is the URL with the password replaced by "***": the only
  *	form that may be printed (logs, errors, -t). Parse errors never
@@ -48,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -179,12 +183,18 @@ static const char *store_url_unix(struct store_url *url, const char *text)
 {
     const char *query = strchr(text, '?');
     size_t  len = query ? (size_t) (query - text) : strlen(text);
+    static char too_long[100];
+    struct sockaddr_un sun;
     const char *err;
 
     if (*text != '/' || len < 2)
 	return ("redis+unix:// needs an absolute socket path");
-    if (len >= sizeof(url->path))
-	return ("redis+unix:// socket path too long");
+    /* hiredis copies sizeof(sun_path) - 1 bytes: the rest is cut off */
+    if (len >= sizeof(sun.sun_path) || len >= sizeof(url->path)) {
+	snprintf(too_long, sizeof(too_long), "redis+unix:// socket path longer than %zu "
+		 "bytes (what a UNIX socket address holds)", sizeof(sun.sun_path) - 1);
+	return (too_long);
+    }
     memcpy(url->path, text, len);
     if (query) {
 	if (strncmp(query, "?db=", 4) != 0 || query[4] == 0)

@@ -119,6 +119,37 @@ with Stack("policyd-config") as st:
         tap.ok(got[0] == 1 and fifo in got[1] and "not a regular file" in got[1],
                "-t refuses a FIFO as %s at once, naming it" % key, diag=repr(got))
 
+    # redis+unix:// past sun_path (107 bytes): -t said OK, and hiredis cut
+    # the path to 107 bytes and connected (with AUTH) to whatever listened
+    # there (outside tester, f2_redis_unix_truncated)
+    long_path = os.path.join(st.dir, "r" * (149 - len(st.dir) - 1))
+    short_path = long_path[:107]
+    trap = socket.socket(socket.AF_UNIX)
+    trap.bind(short_path)
+    trap.listen(5)
+    trap.settimeout(0.5)
+    path = mp.write_config(st, "unix-long", "listen = inet:127.0.0.1:%d\n"
+                           "store = redis+unix://%s\n" % (st.port("unix-long"), long_path))
+    res = policyd_t(path)
+    tap.ok(res.returncode == 1 and "%s:2: store: redis+unix:// socket path longer than 107 "
+           "bytes" % path in res.stderr, "-t refuses a redis+unix:// path of 149 bytes",
+           diag=res.stdout + res.stderr)
+    try:
+        res = run([mp.POLICYD, "-f", "-c", path], timeout=5)
+        got = (res.returncode, res.stderr)
+    except subprocess.TimeoutExpired:
+        got = ("still running after 5 s", "")
+    tap.ok(got[0] == 1 and "longer than 107 bytes" in got[1],
+           "and so does the start", diag=repr(got))
+    try:
+        conn, _ = trap.accept()
+        conn.close()
+        tap.ok(False, "nothing connects to the path cut to 107 bytes")
+    except socket.timeout:
+        tap.ok(True, "nothing connects to the path cut to 107 bytes")
+    trap.close()
+    os.unlink(short_path)
+
     live = EXAMPLE.replace("inet:127.0.0.1:10031", "inet:127.0.0.1:{port}").replace(
         "exempt client_address 127.0.0.0/8 ::1", "exempt client_address 192.0.2.0/24")
     proc, port, conf = mp.start_policyd(st, "policyd", live)

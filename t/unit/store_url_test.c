@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -153,6 +154,33 @@ static void sentinels(void)
        && url.sentinels[15].port == 115, "16 Sentinels: all kept (%d)", url.nsentinels);
 }
 
+/*
+ * unix_paths - a path must fit sun_path (107 bytes): hiredis cut a
+ * longer one to 107 bytes and connected, and sent AUTH, to whatever
+ * listened at the shorter path.
+ */
+static void unix_paths(void)
+{
+    struct sockaddr_un sun;
+    struct store_url url;
+    char    path[300], text[400];
+    size_t  max = sizeof(sun.sun_path) - 1;
+    const size_t lens[] = {max - 1, max, max + 1, max + 42, 255};
+
+    for (size_t i = 0, len; i < sizeof(lens) / sizeof(lens[0]); i++) {
+	len = lens[i];
+	memset(path, 'r', len);
+	path[0] = '/';
+	path[len] = 0;
+	snprintf(text, sizeof(text), "redis+unix://%s?db=1", path);
+	if (len <= max)
+	    ok(store_url_parse(text, &url) == NULL && strcmp(url.path, path) == 0,
+	       "redis+unix:// path of %zu bytes: taken whole", len);
+	else
+	    refused(text, "longer than 107 bytes", "redis+unix:// path past sun_path");
+    }
+}
+
 int     main(void)
 {
     struct store_url url;
@@ -221,6 +249,7 @@ int     main(void)
     refused("", "store must be", "empty value");
     refused("redis+unix://relative.sock", "absolute", "relative socket path");
     refused("redis+unix:///run/r.sock?db=16", "database", "unix DB 16");
+    unix_paths();
     refused("redis+unix:///run/r.sock?pw=" SECRET, "db=", "unix unknown query");
     memset(text, 'p', sizeof(text) - 1);
     text[sizeof(text) - 1] = 0;
