@@ -32,6 +32,8 @@ int     daemon_pidfile_held(void);
 int     daemon_pidfile_foreign(int fd);
 const char *daemon_socket_give(const char *path, const char *user, mode_t mode);
 const char *daemon_drop_privileges(const char *user);
+const char *daemon_as_user(const char *user, const char *(*check) (void *),
+			           void *context);
 int     daemon_notify(const char *state);
 
 /*

@@ -215,15 +215,27 @@ static int policyd_same(const char *a, const char *b)
  * restart, so a reload that keeps both keeps the password read at
  * start: after "user" took effect the file may no longer be readable.
  */
+static const char *policyd_resolver_check(void *context)
+{
+    const struct store_url *url = context;
+
+    return (resolve_check(url->resolv_conf[0] ? url->resolv_conf : NULL,
+			  url->hosts_file[0] ? url->hosts_file : NULL));
+}
+
 /*
  * policyd_check_resolver - where store host names are looked up
- * (store_resolve(3)). The files must be there; the names need not
- * resolve (DNS may come up after us: the store retries every second).
+ * (store_resolve(3)). The files must be there, readable by "user": each
+ * worker reads them after privileges are dropped (a file only root
+ * could read passed -t, and no store host name ever resolved). The
+ * names need not resolve (DNS may come up after us: the store retries
+ * every second).
  */
 static void policyd_check_resolver(struct config *cfg, struct store_url *url)
 {
     static const char *const keys[] = {"resolv_conf", "hosts_file"};
     char   *dest[] = {url->resolv_conf, url->hosts_file};
+    const char *user = config_get_str(cfg, "user");
     const char *err;
 
     for (int i = 0; i < 2; i++) {
@@ -237,10 +249,12 @@ static void policyd_check_resolver(struct config *cfg, struct store_url *url)
 	    snprintf(dest[i], sizeof(url->resolv_conf), "%s", path);
     }
     if ((url->resolv_conf[0] || url->hosts_file[0])
-	&& (err = resolve_check(url->resolv_conf[0] ? url->resolv_conf : NULL,
-				url->hosts_file[0] ? url->hosts_file : NULL)) != NULL)
+	&& (err = daemon_as_user(user, policyd_resolver_check, url)) != NULL)
 	config_add_error(cfg, policyd_line(cfg, strncmp(err, "hosts", 5) == 0 ? "hosts_file"
-					   : "resolv_conf"), "%s", err);
+					   : "resolv_conf"), "%s%s%s%s", err,
+			 user && geteuid() == 0 ? " (checked as user " : "",
+			 user && geteuid() == 0 ? user : "", user && geteuid() == 0
+			 ? ": the daemon reads it after dropping privileges)" : "");
 }
 
 /*

@@ -16,8 +16,9 @@ knotd named by resolv_conf, never with a blocking getaddrinfo().
     resolving and the daemon connects without a restart;
   - a name in hosts_file (with the silent DNS server as resolver: the
     file alone answers);
-  - NODATA and REFUSED: the same; a resolv_conf the daemon's user cannot
-    read: one warning; a reload changing resolv_conf: "needs a restart";
+  - NODATA and REFUSED: the same; a resolv_conf or hosts_file the
+    daemon's user cannot read: refused by -t and the start (checked as
+    that user); a reload changing resolv_conf: "needs a restart";
   - a name whose first address is dead (the next one is used) and an
     AAAA-only name (redis-server on ::1);
   - Sentinels given by name, and a master Sentinel announces by name;
@@ -27,7 +28,6 @@ knotd named by resolv_conf, never with a blocking getaddrinfo().
 """
 
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -296,20 +296,7 @@ def test_other_failures(st, knot, knot_resolv, rport2):
         tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
                "%s: answered 451 4.3.0, slowest %.0f ms" % (name, worst * 1000))
         tap.is_(st.read_log(name).count(want), 1, "%s: logged once" % name)
-    # the files are read after "user" took effect: one that user cannot read is said
-    secret = write(st, "root-only-resolv.conf", "nameserver 127.0.0.1:%d\n" % knot.port)
-    os.chmod(secret, 0o600)
-    _, uport = start(st, "pd-unreadable", "redis://redis.svc.mxkit.test:%d/0" % rport2, secret,
-                     "user = nobody")
-    want = ("warning: resolv_conf: cannot open %s: Permission denied (as uid %d): host names "
-            "in store will not resolve" % (secret, pwd.getpwnam("nobody").pw_uid))
-    tap.ok(wait_for(lambda: want in st.read_log("pd-unreadable"), timeout=10)
-           and st.read_log("pd-unreadable").count("cannot open") == 1,
-           "resolv_conf unreadable by the daemon's user: one warning for both workers",
-           diag=st.read_log("pd-unreadable")[-600:])
-    out, worst = ask(uport, "svc-unreadable", 10, "u", gap=0.05)
-    tap.ok(all_closed(out) and worst < DEADLINE + SLACK,
-           "and requests are answered per on_store_error, slowest %.0f ms" % (worst * 1000))
+    test_unreadable_as_user(st, knot, rport2)
     proc = procs["pd-nodata"][0]
     path = st.path("etc", "pd-nodata.conf")
     with open(path) as f:
@@ -321,6 +308,51 @@ def test_other_failures(st, knot, knot_resolv, rport2):
     log = st.read_log("pd-nodata")
     tap.ok("reload: resolv_conf changed but cannot change while running" in log,
            "the reload says resolv_conf needs a restart", diag=log[-600:])
+
+
+def test_unreadable_as_user(st, knot, rport2):
+    """The workers read resolv_conf and hosts_file after "user" took
+    effect: -t and the start (as root) open them as that user. A file
+    only root can read passed -t, and the started daemon then warned
+    "Permission denied (as uid 65534)" and no store name ever resolved."""
+    nobody = "user = nobody\n"
+    store = "redis://redis.svc.mxkit.test:%d/0" % rport2
+    secret = write(st, "root-only-resolv.conf", "nameserver 127.0.0.1:%d\n" % knot.port)
+    os.chmod(secret, 0o600)
+    hosts = write(st, "root-only-hosts", "127.0.0.2 redis.svc.mxkit.test\n")
+    os.chmod(hosts, 0o600)
+    public = write(st, "public-resolv.conf", "nameserver 127.0.0.1:%d\n" % knot.port)
+    os.chmod(public, 0o644)
+    cases = (("resolv_conf", secret, CONFIG % {"store": store, "resolv": secret,
+                                                "extra": nobody}),
+             ("hosts_file", hosts, CONFIG % {"store": store, "resolv": public,
+                                              "extra": nobody + "hosts_file = %s\n" % hosts}))
+    for what, path, body in cases:
+        conf = mp.write_config(st, "pd-unreadable-" + what, body)
+        want = ("%s: cannot open %s: Permission denied (checked as user nobody: the daemon "
+                "reads it after dropping privileges)" % (what, path))
+        res = subprocess.run([mp.POLICYD, "-t", "-c", conf], capture_output=True, text=True,
+                             timeout=30)
+        tap.ok(res.returncode == 1 and want in res.stderr,
+               "-t: a %s only root can read is refused for user = nobody" % what,
+               diag=res.stdout + res.stderr)
+        res = subprocess.run([mp.POLICYD, "-f", "-c", conf], capture_output=True, text=True,
+                             timeout=30)
+        tap.ok(res.returncode == 1 and want in res.stderr and "started" not in res.stderr,
+               "the start refuses it too, before serving (%s)" % what,
+               diag=res.stderr[-600:])
+        os.chmod(path, 0o644)
+        res = subprocess.run([mp.POLICYD, "-t", "-c", conf], capture_output=True, text=True,
+                             timeout=30)
+        tap.is_(res.returncode, 0, "-t: the same %s readable by nobody is accepted" % what,
+                diag=res.stdout + res.stderr)
+    os.chmod(secret, 0o600)
+    conf = mp.write_config(st, "pd-unreadable-nouser", CONFIG % {"store": store,
+                                                                 "resolv": secret, "extra": ""})
+    res = subprocess.run([mp.POLICYD, "-t", "-c", conf], capture_output=True, text=True,
+                         timeout=30)
+    tap.is_(res.returncode, 0, "-t: without user, root reads it and accepts it",
+            diag=res.stdout + res.stderr)
 
 
 def test_addresses(st, knot, knot_resolv, rport2):
