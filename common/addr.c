@@ -12,6 +12,7 @@
  *	int	addr_connect(&addr, nonblock)
  *	const char *addr_format(sockaddr, buf, len)
  *	const char *addr_unix_check(path)
+ *	long	addr_port_number(text, len)
  * DESCRIPTION
  *	addr_parse() accepts
  * .IP "inet:HOST:PORT, inet6:[ADDR]:PORT, unix:/path"
@@ -21,6 +22,11 @@
  * .IP "HOST:PORT, [ADDR]:PORT"
  *	the bare form used in listener lines.
  * .PP
+ *	PORT is decimal digits and nothing else: strtol() took "+41032"
+ *	and " 41032" as 41032 and "0x10" as 0, and a "+25" meant something
+ *	else than what was bound. addr_port_number() is that syntax, for
+ *	every port parser (a DNS server's, a milter socket's): len bytes
+ *	of text, 1 to 5 decimal digits; the port 0-65535, or -1.
  *	Host names are resolved once, at parse time (first address).
  *	An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4 address
  *	a.b.c.d: IPv6 sockets are bound with IPV6_V6ONLY, which refuses it.
@@ -100,16 +106,27 @@ static void addr_unmap(struct addr *addr)
     addr->salen = sizeof(*four);
 }
 
+long    addr_port_number(const char *text, size_t len)
+{
+    long    value = 0;
+
+    if (len == 0 || len > 5)
+	return (-1);
+    for (size_t i = 0; i < len; i++) {
+	if (text[i] < '0' || text[i] > '9')
+	    return (-1);
+	value = value * 10 + (text[i] - '0');
+    }
+    return (value > 65535 ? -1 : value);
+}
+
 static const char *addr_resolve(const char *host, const char *port, int family,
 				        struct addr *addr)
 {
     struct addrinfo hints, *res;
-    char   *end;
-    long    number;
 
-    number = strtol(port, &end, 10);
-    if (*port == 0 || *end != 0 || number < 0 || number > 65535)
-	return ("bad port number");
+    if (addr_port_number(port, strlen(port)) < 0)
+	return ("bad port number (decimal digits only, 0-65535)");
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;

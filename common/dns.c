@@ -54,6 +54,7 @@
 #include <unistd.h>
 #include <unbound.h>
 
+#include "addr.h"
 #include "config.h"
 #include "dns.h"
 #include "xalloc.h"
@@ -85,7 +86,6 @@ static const char *dns_parse_server(const char *item, char *out, size_t outlen)
     unsigned char bin[16];
     size_t  hlen;
     long    num;
-    char   *stop;
 
     if (item[0] == '[') {
 	if ((end = strchr(item, ']')) == NULL)
@@ -109,13 +109,8 @@ static const char *dns_parse_server(const char *item, char *out, size_t outlen)
     if (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1)
 	return ("server must be an IP address (IPv4, IPv4:port, IPv6 or [IPv6]:port)");
     num = 53;
-    if (port != NULL) {
-	errno = 0;
-	if (*port < '0' || *port > '9'
-	    || (num = strtol(port, &stop, 10), errno != 0 || *stop != 0)
-	    || num < 1 || num > 65535)
-	    return ("bad port (1-65535)");
-    }
+    if (port != NULL && ((num = addr_port_number(port, strlen(port))) < 1 || num > 65535))
+	return ("bad port (1-65535)");
     snprintf(out, outlen, "%s@%ld", host, num);
     return (NULL);
 }

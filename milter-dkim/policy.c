@@ -519,12 +519,15 @@ static void policy_settings(struct dkim_policy *p)
 static const char *policy_socket_inet(const char *spec, int family)
 {
     const char *at = strchr(spec, '@');
-    char   *port = at ? xstrndup(spec, at - spec) : xstrdup(spec), *end, *host;
+    char   *port = at ? xstrndup(spec, at - spec) : xstrdup(spec), *host;
     struct addrinfo hints = {0}, *res = NULL;
     int     resolved;
-    long    n = strtol(port, &end, 10);
-    int     bad_port = *port == 0 || (*end ? getservbyname(port, "tcp") == NULL
-				      : (n < 1 || n > 65535));
+    int     bad_port;
+
+    /* libmilter: digits are a port, anything else a service ("+25" is none) */
+    bad_port = *port == 0 || (strspn(port, "0123456789") < strlen(port)
+			      ? getservbyname(port, "tcp") == NULL
+			      : addr_port_number(port, strlen(port)) < 1);
 
     free(port);
     if (bad_port)

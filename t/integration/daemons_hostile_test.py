@@ -272,6 +272,10 @@ def test_check_generic(st):
     # the daemon bound the addresses before it and then died
     bad_listen = [
         ("inet:127.0.0.1:99999", "bad port number"),
+        # strtol() took these as the port: a "+25" meant something else
+        ("inet:127.0.0.1:+%d" % port, "bad port number (decimal digits only, 0-65535)"),
+        ("inet:127.0.0.1:0x10", "bad port number (decimal digits only, 0-65535)"),
+        ("[::1]:+%d" % port, "bad port number (decimal digits only, 0-65535)"),
         ("inet:127.0.0.1", "expected HOST:PORT"),
         ("unix:relative.sock", "unix socket path must be absolute"),
         ("inet:127.0.0.1:%d junk" % port, "listen junk: expected HOST:PORT"),

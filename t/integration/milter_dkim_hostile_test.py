@@ -691,6 +691,8 @@ def test_check_only(st):
              ("socket_umask = \n", "socket_umask must be octal"),
              ("socket = inet:99999@127.0.0.1\n", "port must be 1-65535"),
              ("socket = inet:@127.0.0.1\n", "port must be 1-65535"),
+             # libmilter reads "+8891" as a service name, which is none
+             ("socket = inet:+8891@127.0.0.1\n", "port must be 1-65535"),
              ("socket = inet:8891@no-such-host.invalid\n", "host is not an address"),
              ("socket = inet6:8891@127.0.0.1\n", "host is not an address"),
              ("socket = unix:/nonexistent-dir/milter.sock\n", "directory of the UNIX socket"),

@@ -39,8 +39,24 @@ static void test_parse(void)
     parses("inet6:8891@[::ffff:127.0.0.1]", "127.0.0.1:8891");
     parses("[::ffff:0:0]:25", "0.0.0.0:25");
     parses("[::1:ffff:1.2.3.4]:25", "[::1:ffff:102:304]:25");
-    parses("inet:127.0.0.1:99999", "bad port number");
-    parses("inet:127.0.0.1:", "bad port number");
+    parses("inet:127.0.0.1:99999", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:", "bad port number (decimal digits only, 0-65535)");
+    /* strtol() took these as 41032 (or 16): a "+25" meant something else */
+    parses("inet:127.0.0.1:+41032", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1: 41032", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:\t41032", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:41032 ", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:0x10", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:-1", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:1e3", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:0000000025", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:+8891@127.0.0.1", "bad port number (decimal digits only, 0-65535)");
+    parses("[::1]:+25", "bad port number (decimal digits only, 0-65535)");
+    parses("inet:127.0.0.1:025", "127.0.0.1:25");
+    parses("inet:127.0.0.1:65535", "127.0.0.1:65535");
+    is_int(addr_port_number("25x", 2), 25, "addr_port_number: len bytes only");
+    is_int(addr_port_number("", 0), -1, "addr_port_number: empty");
+    is_int(addr_port_number("65536", 5), -1, "addr_port_number: 65536");
     parses("inet:127.0.0.1", "expected HOST:PORT");
     parses("::1:25", "IPv6 addresses must be written as [ADDRESS]:PORT");
     parses("unix:relative", "unix socket path must be absolute");

@@ -145,6 +145,8 @@ static void test_servers_check(void)
     ok(dns_servers_check("127.0.0.1:0") != NULL, "port 0 refused");
     ok(dns_servers_check("127.0.0.1:65536") != NULL, "port 65536 refused");
     ok(dns_servers_check("127.0.0.1:+53") != NULL, "signed port refused");
+    ok(dns_servers_check("127.0.0.1:0x35") != NULL, "hexadecimal port refused");
+    ok(dns_servers_check("[::1]:53 ") == NULL, "a space after the port ends the item");
     ok(dns_servers_check("127.0.0.1:") != NULL, "empty port refused");
     ok(dns_servers_check("ns.example.com") != NULL, "a host name refused");
     ok(dns_servers_check("[::1") != NULL, "unclosed bracket refused");
