@@ -22,6 +22,10 @@
  * .IP "HOST:PORT, [ADDR]:PORT"
  *	the bare form used in listener lines.
  * .PP
+ *	A value in quotes is refused as such (ADDR_QUOTED): the
+ *	configuration takes values as written, as Postfix's main.cf does,
+ *	and "inet:HOST:PORT" in quotes read as an IPv6 address without
+ *	brackets.
  *	PORT is decimal digits and nothing else: strtol() took "+41032"
  *	and " 41032" as 41032 and "0x10" as 0, and a "+25" meant something
  *	else than what was bound. addr_port_number() is that syntax, for
@@ -187,7 +191,11 @@ const char *addr_parse(const char *spec, struct addr *addr)
     char    host[256], port[16];
     const char *rest = spec, *port_text, *err;
     int     family = AF_UNSPEC;
+    size_t  len = strlen(spec);
 
+    /* "inet:HOST:PORT" was "IPv6 addresses must be written as [ADDRESS]:PORT" */
+    if (len > 0 && (strchr("\"'", spec[0]) || strchr("\"'", spec[len - 1])))
+	return (ADDR_QUOTED);
     if (strncmp(spec, "unix:", 5) == 0)
 	return (addr_parse_unix(spec + 5, addr));
     if (strncmp(spec, "local:", 6) == 0)

@@ -8,6 +8,10 @@
 
 #define ADDR_TEXT_MAX 160
 
+/* addr_parse()'s error for a quoted value; store URLs say the same */
+#define ADDR_QUOTED "the value is in quotes: write it without them (values are " \
+	"taken as written, as in Postfix's main.cf)"
+
 #include <netinet/in.h>
 
 union addr_sockaddr {

@@ -218,8 +218,11 @@ static void config_finish_line(struct config *cfg, struct config_pending *pendin
 	return;
     }
     if ((err = config_check_value(spec, cp)) != NULL) {
-	config_add_error(cfg, pending->line, "bad value \"%.100s\" for \"%s\": %s",
-			 cp, spec->name, err);
+	/* workers = "2": "expected a number" did not say what was wrong */
+	config_add_error(cfg, pending->line, "bad value \"%.100s\" for \"%s\": %s", cp,
+			 spec->name, (*cp == '"' || *cp == '\'') && end - cp > 1 && end[-1] == *cp
+			 ? "the value is in quotes: write it without them (values are taken "
+			 "as written, as in Postfix's main.cf)" : err);
 	return;
     }
     config_append(cfg, spec, cp, pending->line);

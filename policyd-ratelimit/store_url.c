@@ -54,6 +54,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "config.h"
 #include "store.h"
 
@@ -329,7 +330,9 @@ static const char *store_url_parse_text(const char *text, struct store_url *url,
 	return (NULL);
     }
     url->redis = 1;
-    if (strncmp(text, "redis+unix://", 13) == 0)
+    if (text[0] == '"' || text[0] == '\'')	/* the scheme error would mislead */
+	err = ADDR_QUOTED;
+    else if (strncmp(text, "redis+unix://", 13) == 0)
 	err = store_url_unix(url, text + 13);
     else if (strncmp(text, "redis://", 8) == 0)
 	err = store_url_redis(url, text + 8, password_file);

@@ -276,6 +276,8 @@ def test_check_generic(st):
         ("inet:127.0.0.1:+%d" % port, "bad port number (decimal digits only, 0-65535)"),
         ("inet:127.0.0.1:0x10", "bad port number (decimal digits only, 0-65535)"),
         ("[::1]:+%d" % port, "bad port number (decimal digits only, 0-65535)"),
+        # was "IPv6 addresses must be written as [ADDRESS]:PORT"
+        ('"inet:127.0.0.1:%d"' % port, "the value is in quotes: write it without them"),
         ("inet:127.0.0.1", "expected HOST:PORT"),
         ("unix:relative.sock", "unix socket path must be absolute"),
         ("inet:127.0.0.1:%d junk" % port, "listen junk: expected HOST:PORT"),

@@ -60,6 +60,12 @@ static void test_parse(void)
     parses("inet:127.0.0.1", "expected HOST:PORT");
     parses("::1:25", "IPv6 addresses must be written as [ADDRESS]:PORT");
     parses("unix:relative", "unix socket path must be absolute");
+    /* was "IPv6 addresses must be written as [ADDRESS]:PORT" */
+    parses("\"inet:127.0.0.1:41031\"", ADDR_QUOTED);
+    parses("'inet:127.0.0.1:41031'", ADDR_QUOTED);
+    parses("\"unix:/run/p.sock\"", ADDR_QUOTED);
+    parses("\"inet:127.0.0.1:41031", ADDR_QUOTED);	/* a list split at ',' */
+    parses("inet:127.0.0.2:41031\"", ADDR_QUOTED);
 }
 
 static void test_listen_connect(void)

@@ -123,6 +123,14 @@ static void test_errors(void)
 	      "size overflow");
     one_error("enabled = maybe\n",
 	      "t.conf:1: bad value \"maybe\" for \"enabled\": expected yes or no", "bad bool");
+    one_error("timeout = \"10s\"\n",
+	      "t.conf:1: bad value \"\"10s\"\" for \"timeout\": the value is in quotes: write "
+	      "it without them (values are taken as written, as in Postfix's main.cf)",
+	      "a quoted value: said so (was \"expected a number\")");
+    one_error("enabled = 'yes'\n",
+	      "t.conf:1: bad value \"'yes'\" for \"enabled\": the value is in quotes: write "
+	      "it without them (values are taken as written, as in Postfix's main.cf)",
+	      "single quotes too");
     memset(longline, 'x', CONFIG_LINE_MAX + 10);
     memcpy(longline, "name = ", 7);
     strcpy(longline + CONFIG_LINE_MAX + 10, "\n");

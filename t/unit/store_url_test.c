@@ -247,6 +247,8 @@ int     main(void)
     refused("postgres://:" SECRET "@host.example/0", "store must be", "unknown scheme");
     refused("Redis://:" SECRET "@host.example/0", "store must be", "scheme is case-sensitive");
     refused("", "store must be", "empty value");
+    refused("\"redis://:" SECRET "@host.example/0\"", "in quotes", "a quoted URL");
+    refused("\"memory\"", "in quotes", "a quoted memory");
     refused("redis+unix://relative.sock", "absolute", "relative socket path");
     refused("redis+unix:///run/r.sock?db=16", "database", "unix DB 16");
     unix_paths();
