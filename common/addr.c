@@ -13,6 +13,7 @@
  *	const char *addr_format(sockaddr, buf, len)
  *	const char *addr_unix_check(path)
  *	long	addr_port_number(text, len)
+ *	int	addr_reaches(&dest, &listen)
  * DESCRIPTION
  *	addr_parse() accepts
  * .IP "inet:HOST:PORT, inet6:[ADDR]:PORT, unix:/path"
@@ -50,6 +51,13 @@
  *	one of several non-blocking sockets on the same TCP address
  *	(SO_REUSEPORT), one per worker thread; the kernel spreads new
  *	connections over them.
+ *
+ *	addr_reaches() says whether connecting to dest would reach a
+ *	socket bound to listen: the same UNIX path; or the same port and
+ *	exactly its address, a wildcard dest (this host), or a loopback
+ *	dest when listen is the wildcard (a dest on another host may well
+ *	use the same port). A daemon whose backend or store is itself
+ *	would send its requests to itself.
  * DIAGNOSTICS
  *	addr_parse() and addr_unix_check() return NULL or a static error.
  *	addr_listen() and
@@ -258,6 +266,23 @@ const char *addr_format(const struct sockaddr *sa, char *buf, size_t len)
     else
 	snprintf(buf, len, "%s:%d", addr_format_host(sa, host, sizeof(host)), addr_port(sa));
     return (buf);
+}
+
+int     addr_reaches(const struct addr *dest, const struct addr *listen)
+{
+    const struct in6_addr *d6 = &dest->u.in6.sin6_addr, *l6 = &listen->u.in6.sin6_addr;
+    in_addr_t d4 = ntohl(dest->u.in.sin_addr.s_addr), l4 = ntohl(listen->u.in.sin_addr.s_addr);
+
+    if (dest->family != listen->family)
+	return (0);
+    if (dest->family == AF_UNIX)
+	return (strcmp(dest->u.un.sun_path, listen->u.un.sun_path) == 0);
+    if (addr_port(&dest->u.sa) != addr_port(&listen->u.sa))
+	return (0);
+    if (dest->family == AF_INET)
+	return (d4 == l4 || d4 == INADDR_ANY || (l4 == INADDR_ANY && (d4 >> 24) == 127));
+    return (IN6_ARE_ADDR_EQUAL(d6, l6) || IN6_IS_ADDR_UNSPECIFIED(d6)
+	    || (IN6_IS_ADDR_UNSPECIFIED(l6) && IN6_IS_ADDR_LOOPBACK(d6)));
 }
 
 static int addr_socket(const struct addr *addr, int nonblock)

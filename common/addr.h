@@ -37,5 +37,6 @@ int     addr_listen_shared(const struct addr *addr, int backlog);
 int     addr_connect(const struct addr *addr, int nonblock);
 const char *addr_unix_check(const char *path);
 long    addr_port_number(const char *text, size_t len);
+int     addr_reaches(const struct addr *dest, const struct addr *listen);
 
 #endif

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -200,6 +201,80 @@ static void policyd_check_range(struct config *cfg, const char *name, long long 
 			 name, min, unit, max, unit);
 }
 
+/*
+ * policyd_store_dest - where the store (or Sentinel i, i >= 0) would be
+ * connected to, as an address: a UNIX path, an IP address, or loopback
+ * for "localhost" (RFC 6761); 0 for another name (not looked up: DNS
+ * may not be up, and a name's addresses may change).
+ */
+static int policyd_store_dest(const struct store_url *url, int i, int v6, struct addr *addr)
+{
+    const char *host = i < 0 ? url->host : url->sentinels[i].host;
+    int     port = i < 0 ? url->port : url->sentinels[i].port;
+    char    spec[ADDR_TEXT_MAX + 300];
+
+    if (i < 0 && url->path[0])
+	snprintf(spec, sizeof(spec), "unix:%s", url->path);
+    else if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+	snprintf(spec, sizeof(spec), v6 ? "[::1]:%d" : "127.0.0.1:%d", port);
+    else if (resolve_literal(host))
+	snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    else
+	return (0);
+    return (addr_parse(spec, addr) == NULL);
+}
+
+static int policyd_store_reaches(const struct store_url *url, int i, const struct addr *own)
+{
+    struct addr dest;
+
+    for (int v6 = 0; v6 < 2; v6++)		/* "localhost": either */
+	if (policyd_store_dest(url, i, v6, &dest) && addr_reaches(&dest, own))
+	    return (1);
+    return (0);
+}
+
+/*
+ * policyd_check_loop - the store (or a Sentinel) must not be one of this
+ * daemon's own sockets: a listener, metrics_listen or control_socket.
+ * It connected to itself, sent its Redis commands as policy requests
+ * and logged "malformed attribute" for each. The URL is not quoted (it
+ * may hold a password); what it reaches is.
+ */
+static void policyd_check_loop(struct config *cfg, const struct store_url *url)
+{
+    const char *names[] = {"listen", "metrics_listen", "control_socket"};
+    struct addr own;
+    char  **list;
+    int     n;
+
+    if (!url->redis)
+	return;
+    for (int k = 0; k < 3; k++) {
+	const char *value = config_get_str(cfg, names[k]);
+	char    spec[ADDR_TEXT_MAX + 300];
+
+	if (value == NULL)
+	    continue;
+	if (k == 2)				/* a path, not an address */
+	    snprintf(spec, sizeof(spec), "unix:%s", value);
+	list = config_split_list(k == 2 ? spec : value, &n);
+	for (int j = 0; j < n; j++) {
+	    if (addr_parse(list[j], &own) != NULL)
+		continue;			/* said by their own checks */
+	    for (int i = url->sentinel ? 0 : -1; i < (url->sentinel ? url->nsentinels : 0); i++)
+		if (policyd_store_reaches(url, i, &own))
+		    config_add_error(cfg, policyd_line(cfg, "store"), "store: %s%s is this "
+				     "daemon's own %s %s: it would connect to itself and "
+				     "send its Redis commands as policy requests",
+				     i < 0 ? "the Redis server" : "the Sentinel ",
+				     i < 0 ? "" : url->sentinels[i].host, names[k],
+				     k == 2 ? value : list[j]);
+	}
+	config_list_free(&list);
+    }
+}
+
 /* The configuration in force while a reload reads the next one. */
 static const struct policy_config *policyd_running;
 
@@ -344,6 +419,7 @@ static void policyd_check_values(struct policy_config *pc)
     daemon_config_check(cfg);
     ctl_config_check(cfg, policyd_running == NULL);
     policyd_check_listen(cfg);
+    policyd_check_loop(cfg, &pc->store);
     pc->syslog = config_get_bool(cfg, "syslog");
     pc->fail_open = strcmp(mode, "open") == 0;
     pc->defer_reply = config_get_str(cfg, "defer_reply");

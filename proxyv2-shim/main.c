@@ -162,24 +162,6 @@ static int shim_same_socket(const struct addr *a, const struct addr *b)
 }
 
 /*
- * shim_loops - would connecting to BACKEND reach LISTEN? Exactly its
- * address, or loopback when it listens on the wildcard (a backend on
- * another host may well use the same port).
- */
-static int shim_loops(const struct addr *backend, const struct addr *listen)
-{
-    if (!shim_same_socket(backend, listen))
-	return (0);
-    if (backend->family == AF_INET)
-	return (backend->u.in.sin_addr.s_addr == listen->u.in.sin_addr.s_addr
-		|| (ntohl(backend->u.in.sin_addr.s_addr) >> 24) == 127
-		|| backend->u.in.sin_addr.s_addr == htonl(INADDR_ANY));
-    return (IN6_ARE_ADDR_EQUAL(&backend->u.in6.sin6_addr, &listen->u.in6.sin6_addr)
-	    || IN6_IS_ADDR_LOOPBACK(&backend->u.in6.sin6_addr)
-	    || IN6_IS_ADDR_UNSPECIFIED(&backend->u.in6.sin6_addr));
-}
-
-/*
  * shim_check_listeners - two listeners on one address cannot both work
  * (one worker: bind fails at start; several: SO_REUSEPORT splits the
  * connections between them); a backend that is a listener loops.
@@ -202,7 +184,7 @@ static void shim_check_listeners(struct server *srv)
 				 addr_format(&a->listen.u.sa, text, sizeof(text)),
 				 srv->listeners[j].line);
 	for (int j = 0; j < srv->nlisteners; j++)
-	    if (shim_loops(&a->backend, &srv->listeners[j].listen))
+	    if (addr_reaches(&a->backend, &srv->listeners[j].listen))
 		config_add_error(srv->cfg, a->line, "backend %s is the listener at line %d: "
 				 "connections would loop",
 				 addr_format(&a->backend.u.sa, text, sizeof(text)),

@@ -299,6 +299,34 @@ def test_check_generic(st):
                       "policyd-ratelimit: listen = %s" % value)
     tap.is_(open(st.path("etc", "keep.cf")).read(), "keep\n",
             "policyd-ratelimit: the file a unix listen named is kept")
+    # a store that is the daemon itself: it connected to itself and logged
+    # "malformed attribute" for each of its Redis commands
+    mport = st.port("t-policyd-metrics")
+    psock, csock = st.path("pl.sock"), st.path("pc.sock")
+    own = "listen = inet:0.0.0.0:%d, unix:%s\nmetrics_listen = inet:127.0.0.1:%d\n" \
+        "control_socket = %s\nuser = nobody\n" % (port, psock, mport, csock)
+    loops = [
+        ("redis://:S3cr3t-loop@127.0.0.1:%d/0" % port, "listen inet:0.0.0.0:%d" % port),
+        ("redis://localhost:%d" % port, "listen inet:0.0.0.0:%d" % port),
+        ("redis+unix://%s" % psock, "listen unix:%s" % psock),
+        ("redis://127.0.0.1:%d/1" % mport, "metrics_listen inet:127.0.0.1:%d" % mport),
+        ("redis+unix://%s?db=2" % csock, "control_socket %s" % csock),
+        ("redis-sentinel://127.0.0.1:%d/mymaster" % port,
+         "the Sentinel 127.0.0.1 is this daemon's own listen"),
+    ]
+    for i, (store, words) in enumerate(loops):
+        conf = write(st, "policyd-loop-%d.conf" % i, "store = %s\n%s" % (store, own))
+        check_refused(st, [POLICYD, "-t", "-c", conf], [POLICYD, "-f", "-c", conf], conf,
+                      ["%s:1: store: " % conf, words, "it would connect to itself"],
+                      "policyd-ratelimit: store = %s" % store.replace("S3cr3t-loop", "***"))
+        res = run_in(st, [POLICYD, "-t", "-c", conf], 60)
+        tap.ok("S3cr3t" not in res.stdout + res.stderr,
+               "policyd-ratelimit: the loop error quotes no password")
+    conf = write(st, "policyd-noloop.conf", "store = redis://127.0.0.1:%d/0\n%s"
+                 % (st.port("t-policyd-redis"), own))
+    res = run_in(st, [POLICYD, "-t", "-c", conf], 60)
+    tap.is_(res.returncode, 0, "policyd-ratelimit: a store on another port is no loop",
+            diag=res.stdout + res.stderr)
     # lmtp-webhook-spool: -t said OK, and run died or could post nothing
     write(st, "plainfile", "x\n")
     os.makedirs(st.path("rootspool"), exist_ok=True)

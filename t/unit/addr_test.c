@@ -68,6 +68,33 @@ static void test_parse(void)
     parses("inet:127.0.0.2:41031\"", ADDR_QUOTED);
 }
 
+/* reaches - would connecting to dest reach a socket bound to listen? */
+
+static void reaches(const char *dest, const char *listen, int want)
+{
+    struct addr d, l;
+
+    ok(addr_parse(dest, &d) == NULL && addr_parse(listen, &l) == NULL
+       && addr_reaches(&d, &l) == want, "connecting to %s %s %s", dest,
+       want ? "reaches" : "does not reach", listen);
+}
+
+static void test_reaches(void)
+{
+    reaches("127.0.0.1:6379", "inet:127.0.0.1:6379", 1);
+    reaches("127.0.0.2:6379", "inet:0.0.0.0:6379", 1);
+    reaches("0.0.0.0:6379", "inet:127.0.0.1:6379", 1);
+    reaches("[::1]:6379", "inet6:[::]:6379", 1);
+    reaches("[::1]:6379", "inet6:[::1]:6379", 1);
+    reaches("unix:/run/p.sock", "unix:/run/p.sock", 1);
+    reaches("127.0.0.1:6380", "inet:127.0.0.1:6379", 0);
+    reaches("127.0.0.2:6379", "inet:127.0.0.1:6379", 0);
+    reaches("192.0.2.1:6379", "inet:0.0.0.0:6379", 0);	/* maybe another host */
+    reaches("[::1]:6379", "inet:127.0.0.1:6379", 0);
+    reaches("unix:/run/r.sock", "unix:/run/p.sock", 0);
+    reaches("unix:/run/p.sock", "inet:127.0.0.1:6379", 0);
+}
+
 static void test_listen_connect(void)
 {
     struct addr addr;
@@ -160,6 +187,7 @@ static void test_unix_paths(void)
 int     main(void)
 {
     test_parse();
+    test_reaches();
     test_listen_connect();
     test_unix_paths();
     return (tap_done());
