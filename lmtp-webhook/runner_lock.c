@@ -52,6 +52,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -205,24 +206,33 @@ long long runner_backoff(int attempts, long long retry_after)
 
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
 {
+    static int said;				/* the errno last said: once */
     char   *path = spool_path(dir, "runner.lock", NULL);
     struct stat held, now;
-    int     fd;
+    int     fd = -1, there = -1, gone, err;
 
     *holder_r = 0;
-    if (fstat(*fd_r, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev
-	&& held.st_ino == now.st_ino) {
+    if (fstat(*fd_r, &held) == 0 && (there = stat(path, &now)) == 0
+	&& held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+	said = 0;
 	free(path);
 	return (0);
     }
+    gone = there < 0 ? errno : 0;		/* ENOENT: removed */
     /* made first here: runner_lock_file() dies when it cannot open it */
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600)) < 0) {
-	msg_warn("%s was removed and cannot be made again: %m", path);
-	free(path);
-	return (0);
+    if ((gone == 0 || gone == ENOENT)
+	&& (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600)) >= 0)
+	close(fd);
+    else if ((err = errno) != said) {		/* once, and true: not always removed */
+	msg_warn("%s %s: %s (this process runs as uid %ld)", path, gone == 0
+		 ? "was replaced by a file this process cannot open" : gone == ENOENT
+		 ? "was removed and cannot be made again" : "cannot be looked at",
+		 strerror(err), (long) geteuid());
+	said = err;
     }
-    close(fd);
     free(path);
+    if (fd < 0)
+	return (0);
     /* the directory's flock is ours already: the file's alone */
     if (runner_lock_file(dir, &fd, holder_r) < 0)
 	return (-1);

@@ -426,6 +426,9 @@ int     main(int argc, char **argv)
 	msg_fatal("usage: %s [-c config] run | list | show ID | flush | retry ID | drop ID"
 	      " | check-routes [DOVECOT_CONF]",
 		  msg_progname());
+    /* a spool_dir not made yet: the daemon's user's, as Postfix's queue */
+    if ((err = spool_owner_make(tool.dir, config_get_str(tool.cfg, "user"))) != NULL)
+	msg_fatal("%s", err);
     /* root: the spool's work as its owner, never through its links */
     if ((err = spool_owner_enter(tool.dir)) != NULL)
 	msg_fatal("%s", err);

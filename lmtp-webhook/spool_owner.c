@@ -11,6 +11,8 @@
  *	void	spool_owner_root()
  *
  *	void	spool_owner_again()
+ *
+ *	const char *spool_owner_make(dir, user)
  * DESCRIPTION
  *	The spool belongs to the user Dovecot delivers as (vmail), who can
  *	put anything into it: runner.lock made a symbolic link to
@@ -34,6 +36,15 @@
  *	spool_owner_again() can leave it again. Both do nothing unless
  *	spool_owner_enter() took an owner. A daemon that drops to "user"
  *	(skeleton_start()) gives up root for good; these do nothing then.
+ *
+ *	spool_owner_make(), called as root before spool_owner_enter(),
+ *	makes dir when it does not exist yet (its parent does: -t says
+ *	so) for "user" (the daemon's, when not NULL), as Postfix makes its
+ *	queue directories for mail_owner: owned by that user and its
+ *	group, mode 0700. Made as root's, the daemon that then became
+ *	"user" could use neither it nor its subdirectories, and the next
+ *	-t and start refused the directory it had made itself. Without a
+ *	user, or not root, it does nothing (spool_init() makes dir).
  * DIAGNOSTICS
  *	spool_owner_enter() returns an error text (static) when the ids
  *	cannot be changed; the caller stops: it must not go on as root.
@@ -42,7 +53,9 @@
 #include "build_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -90,4 +103,35 @@ void    spool_owner_again(void)
 	&& (setegid(spool_owner_gid) < 0 || seteuid(spool_owner_uid) < 0))
 	msg_fatal("cannot act as the spool's owner again: %m");	/* never as root */
     errno = saved;
+}
+
+const char *spool_owner_make(const char *dir, const char *user)
+{
+    static char why[300];
+    struct passwd *pw;
+    int     fd;
+
+    if (user == NULL || geteuid() != 0)
+	return (NULL);
+    if ((pw = getpwnam(user)) == NULL) {	/* -t says so first */
+	snprintf(why, sizeof(why), "unknown user \"%s\"", user);
+	return (why);
+    }
+    if (mkdir(dir, 0700) < 0) {
+	if (errno == EEXIST)			/* there: spool_owner_enter() */
+	    return (NULL);
+	snprintf(why, sizeof(why), "cannot create %s: %s", dir, strerror(errno));
+	return (why);
+    }
+    /* by descriptor: the path is checked to be the directory just made */
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0
+	|| fchown(fd, pw->pw_uid, pw->pw_gid) < 0) {
+	snprintf(why, sizeof(why), "cannot give %s to user %s: %s", dir, user, strerror(errno));
+	if (fd >= 0)
+	    close(fd);
+	return (why);
+    }
+    close(fd);
+    msg_info("made %s for user %s (mode 0700)", dir, user);
+    return (NULL);
 }

@@ -38,6 +38,7 @@ int     tool_check_routes(const char *dovecot_conf);
 const char *spool_owner_enter(const char *dir);
 void    spool_owner_root(void);
 void    spool_owner_again(void);
+const char *spool_owner_make(const char *dir, const char *user);
 
 /* runner_metrics.c: the series of run with metrics_listen */
 struct metrics_series;

@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""lmtp-webhook-spool's start-up as an unlucky operator meets it (an
+outside tester's findings of 2026-12-03; -t is the whole start-up but
+binding, so each case is run through -t and a start):
+
+  - spool_dir not made yet (its parent is) with user = nobody: the
+    start made it root's 0700, became nobody and could use neither it
+    nor its subdirectories ("cannot create .../tmp" once, then every
+    second a false "runner.lock was removed and cannot be made
+    again"); the next -t and start refused the directory it had made
+    itself. It is now made for nobody, as Postfix makes its queue for
+    mail_owner; a runner that cannot reach its spool says so, once.
+"""
+
+import os
+import pwd
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import make_secret  # noqa: E402
+
+SPOOL_TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+NOBODY = pwd.getpwnam("nobody")
+
+
+def write(st, name, text, mode=0o644):
+    path = st.path("etc", name)
+    os.makedirs(st.path("etc"), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def secret(st, name="secret", mode=0o640, group=NOBODY.pw_gid):
+    """The global secret, root's and readable by nobody's group."""
+    path = write(st, name, make_secret() + "\n", mode)
+    os.chown(path, 0, group)
+    return path
+
+
+def check(conf):
+    return run([SPOOL_TOOL, "-t", "-c", conf], timeout=30)
+
+
+def start(st, conf, name):
+    """run -f under the stack: (proc, log name) once it says "delivering", or (None, log)."""
+    proc = st.start_daemon(name, [SPOOL_TOOL, "-c", conf, "-f", "run"])
+    wait_for(lambda: "delivering" in st.read_log(name) or proc.poll() is not None, timeout=10)
+    return (proc if proc.poll() is None else None), name
+
+
+def stop(proc):
+    proc.terminate()
+    return proc.wait(timeout=30)
+
+
+def test_spool_dir_made_for_user(st):
+    spool = st.path("new", "spool")
+    os.makedirs(st.path("new"))
+    conf = write(st, "made.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+                 % (spool, secret(st)))
+    res = check(conf)
+    tap.ok(res.returncode == 0, "spool_dir not made yet, user = nobody: -t OK",
+           diag=res.stdout + res.stderr)
+    proc, log = start(st, conf, "made1")
+    tap.ok(proc is not None, "the first start runs", diag=st.read_log(log))
+    time.sleep(2.5)                     # runner.lock is looked at once a second
+    owners = {}
+    for sub in ("", "tmp", "active", "dead", "runner.lock"):
+        s = os.stat(os.path.join(spool, sub))
+        owners[sub or "."] = (s.st_uid, s.st_gid)
+    tap.is_(set(owners.values()), {(NOBODY.pw_uid, NOBODY.pw_gid)},
+            "spool_dir, its subdirectories and runner.lock are nobody's", diag=repr(owners))
+    tap.is_(os.stat(spool).st_mode & 0o7777, 0o700, "spool_dir is made 0700")
+    text = st.read_log(log)
+    tap.ok("Permission denied" not in text and "runner.lock" not in text,
+           "no \"cannot create\", no runner.lock complaint", diag=text)
+    if proc:
+        stop(proc)
+    res = check(conf)
+    tap.ok(res.returncode == 0, "-t again: OK (it refused the directory the start made)",
+           diag=res.stdout + res.stderr)
+    proc, log = start(st, conf, "made2")
+    tap.ok(proc is not None, "a second start runs", diag=st.read_log(log))
+    if proc is None:
+        return
+    # the spool taken away under it: said once, and truly (it was said
+    # every second as "was removed and cannot be made again")
+    os.chown(spool, 0, 0)
+    time.sleep(3.5)
+    text = st.read_log(log)
+    lines = [ln for ln in text.splitlines() if "runner.lock" in ln]
+    tap.ok(len(lines) == 1 and "cannot be looked at: Permission denied" in lines[0]
+           and "removed" not in lines[0],
+           "a spool the runner cannot search: one true warning about runner.lock",
+           diag=text)
+    os.chown(spool, NOBODY.pw_uid, NOBODY.pw_gid)
+    stop(proc)
+
+
+def main():
+    with Stack("wh-setup") as st:
+        tap.stack = st
+        test_spool_dir_made_for_user(st)
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
