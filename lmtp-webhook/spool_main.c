@@ -94,15 +94,26 @@ static void tool_check_dir(struct spool_tool *tool)
  * tool_check_secret - the global secret, read as the runner will: not an
  * error (a Secret mounted after the start is read when it comes, and
  * events wait meanwhile), but said, so that -t does not say only "OK".
+ * With "user", the daemon reads it at every scan as that user, root no
+ * more: a file root alone can read (root:root 0600) passed -t, and the
+ * daemon posted nothing, ever. That is an error.
  */
 static void tool_check_secret(struct spool_tool *tool)
 {
+    const char *user = config_get_str(tool->cfg, "user");
     struct webhook_key key;
     const char *err;
+    int     denied;
 
     if ((err = sign_key_load(tool->secret_file, &key)) != NULL)
 	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
     OPENSSL_cleanse(&key, sizeof(key));
+    if (err == NULL && (denied = spool_owner_user_reads(user, tool->secret_file)) > 0)
+	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
+			 "secret_file %s: user %s cannot read it (%s): the daemon runs as "
+			 "%s and reads it at every scan, not as root; make it readable by "
+			 "that user's group (chown root:GROUP, chmod 0640)", tool->secret_file,
+			 user, strerror(denied), user);
 }
 
 /*

@@ -13,6 +13,8 @@
  *	void	spool_owner_again()
  *
  *	const char *spool_owner_make(dir, user)
+ *
+ *	int	spool_owner_user_reads(user, path)
  * DESCRIPTION
  *	The spool belongs to the user Dovecot delivers as (vmail), who can
  *	put anything into it: runner.lock made a symbolic link to
@@ -31,7 +33,8 @@
  *	that is not root, changes nothing. The real user stays root, so
  *	that spool_owner_root() can return to root for what only root may
  *	do (the pid file in /run, a reload's configuration file, the global
- *	secret_file readable by root alone, never a route's secret file
+ *	secret_file readable by root alone (a daemon without "user"; with
+ *	one, -t refuses such a file), never a route's secret file
  *	an event names; signalling a runner) and
  *	spool_owner_again() can leave it again. Both do nothing unless
  *	spool_owner_enter() took an owner. A daemon that drops to "user"
@@ -45,6 +48,15 @@
  *	"user" could use neither it nor its subdirectories, and the next
  *	-t and start refused the directory it had made itself. Without a
  *	user, or not root, it does nothing (spool_init() makes dir).
+ *
+ *	spool_owner_user_reads() says whether "user" can open path for
+ *	reading, as the daemon will once it has become that user for good
+ *	(its uid, group and supplementary groups; directories on the way,
+ *	ACLs and all): 0 yes, else the errno it gets (EACCES), or -1 when
+ *	it cannot be told (not root, no user, no such user). For -t and
+ *	the start: a file root alone reads passed them, and the running
+ *	daemon could never read it. It asks a child process, which gives
+ *	up root and tries; this process keeps its ids.
  * DIAGNOSTICS
  *	spool_owner_enter() returns an error text (static) when the ids
  *	cannot be changed; the caller stops: it must not go on as root.
@@ -59,6 +71,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "msg.h"
@@ -134,4 +147,30 @@ const char *spool_owner_make(const char *dir, const char *user)
     close(fd);
     msg_info("made %s for user %s (mode 0700)", dir, user);
     return (NULL);
+}
+
+int     spool_owner_user_reads(const char *user, const char *path)
+{
+    struct passwd *pw;
+    pid_t   pid;
+    int     status, fd;
+
+    if (user == NULL || getuid() != 0 || geteuid() != 0 || (pw = getpwnam(user)) == NULL
+	|| pw->pw_uid == 0)
+	return (-1);
+    if ((pid = fork()) < 0)
+	return (-1);
+    if (pid == 0) {				/* as daemon_drop_privileges() */
+	if (setgid(pw->pw_gid) < 0 || initgroups(user, pw->pw_gid) < 0
+	    || setuid(pw->pw_uid) < 0)
+	    _exit(255);
+	/* O_NONBLOCK: never wait on a FIFO; nothing is read */
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
+	    _exit(errno > 0 && errno < 255 ? errno : EACCES);
+	_exit(0);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+	if (errno != EINTR)
+	    return (-1);
+    return (WIFEXITED(status) && WEXITSTATUS(status) != 255 ? WEXITSTATUS(status) : -1);
 }

@@ -10,6 +10,10 @@ binding, so each case is run through -t and a start):
     again"); the next -t and start refused the directory it had made
     itself. It is now made for nobody, as Postfix makes its queue for
     mail_owner; a runner that cannot reach its spool says so, once.
+  - user = nobody and a global secret_file root:root 0600: -t said OK
+    (it reads as root), the daemon logged every second that it could
+    not read it and posted nothing. -t and the start refuse it now; the
+    same file is good for a daemon with no user (it stays root for it).
 """
 
 import os
@@ -102,10 +106,43 @@ def test_spool_dir_made_for_user(st):
     stop(proc)
 
 
+def spool(st):
+    """An existing spool of nobody's."""
+    path = st.path("spool")
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    return path
+
+
+def refused(st, conf, words, name):
+    """-t and the start both exit 1 with words in their errors."""
+    res = check(conf)
+    tap.ok(res.returncode == 1 and words in res.stderr, name + ": -t refuses it",
+           diag=res.stdout + res.stderr)
+    res = run([SPOOL_TOOL, "-c", conf, "-f", "run"], timeout=30)
+    tap.ok(res.returncode == 1 and words in res.stderr, name + ": the start refuses it",
+           diag=res.stdout + res.stderr)
+
+
+def test_root_only_secret(st):
+    path = secret(st, "root-only", mode=0o600, group=0)
+    conf = write(st, "rootsecret.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+                 % (spool(st), path))
+    refused(st, conf, "secret_file %s: user nobody cannot read it (Permission denied)" % path,
+            "user = nobody, secret_file root:root 0600")
+    conf = write(st, "rootsecret-nouser.conf", "spool_dir = %s\nsecret_file = %s\n"
+                 % (spool(st), path))
+    res = check(conf)
+    tap.ok(res.returncode == 0 and res.stderr == "",
+           "no user: a root-only secret_file is good (root reads it)",
+           diag=res.stdout + res.stderr)
+
+
 def main():
     with Stack("wh-setup") as st:
         tap.stack = st
         test_spool_dir_made_for_user(st)
+        test_root_only_secret(st)
     return tap.done()
 
 
