@@ -143,32 +143,21 @@ static const char *const *webhook_rcpt_forms(const struct mail_deliver_context *
 static int webhook_route_unread(struct mail_deliver_context *ctx, unsigned int next,
 				        const char *const *forms, const char **error_r)
 {
-    static const char prefix[] = "lmtp_webhook_route";
     const struct mail_user_settings *set = ctx->rcpt_user->set;
     static bool warned;
     const char *const *envs;
     unsigned int count;
     bool    unread = FALSE;
+    char    why[512];
 
     if (!array_is_created(&set->plugin_envs))
 	return (0);
     envs = array_get(&set->plugin_envs, &count);
     for (unsigned int i = 0; i + 1 < count; i += 2) {
-	const char *num = envs[i] + sizeof(prefix) - 1;
-	unsigned long n;
-
-	if (strncmp(envs[i], prefix, sizeof(prefix) - 1) != 0 || *num == '\0'
-	    || num[strspn(num, "0123456789")] != '\0' || *envs[i + 1] == '\0')
+	/* the rule check-routes applies too (route.c) */
+	if (*envs[i + 1] == '\0' || route_unread(envs[i], next, why, sizeof(why)) == NULL)
 	    continue;
-	n = strtoul(num, NULL, 10);
-	if (*num != '0' && n >= 2 && n < next)
-	    continue;				/* read: it matched nothing */
-	*error_r = t_strdup_printf("%s is never read: routes are lmtp_webhook_route, "
-				   "lmtp_webhook_route2, lmtp_webhook_route3, ... numbered "
-				   "without a gap (%s)", envs[i], *num == '0' || n < 2 ?
-				   "no 1 and no leading zero" : next == 1 ?
-				   "lmtp_webhook_route is not set" :
-				   t_strdup_printf("lmtp_webhook_route%u is not set", next));
+	*error_r = t_strdup(why);
 	for (const char *const *f = forms; *f != NULL; f++)
 	    if (route_could_match(envs[i + 1], *f))
 		return (-1);			/* it may be this one's route */
@@ -196,8 +185,8 @@ static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
     const char *const *forms = webhook_rcpt_forms(ctx, rcpt);
 
     for (unsigned int i = 1;; i++) {
-	const char *name = i == 1 ? "lmtp_webhook_route"
-	    : t_strdup_printf("lmtp_webhook_route%u", i);
+	char    name_buf[sizeof(ROUTE_SETTING) + 12];
+	const char *name = route_setting_name(i, name_buf, sizeof(name_buf));
 	const char *value = mail_user_plugin_getenv(user, name);
 	const char *const *f;
 	struct webhook_route route;

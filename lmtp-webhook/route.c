@@ -7,6 +7,9 @@
  *	#include "route.h"
  *
  *	const char *route_parse(value, &route)
+ *	char	*route_setting_name(n, buf, size)
+ *	unsigned route_next(names, count)
+ *	const char *route_unread(name, next, buf, size)
  *	int	route_match(&route, address, &url, &workspace)
  *	int	route_could_match(value, address)
  *	void	route_free(&route)
@@ -28,6 +31,18 @@
  *	secret of lmtp-webhook-spool.conf), raw_message=yes|no (the
  *	message as it arrived, in base64, in the event). Anything else,
  *	a relative path or a third secret_file is an error.
+ *
+ *	route_setting_name() is the name of the n-th route setting (1:
+ *	lmtp_webhook_route, then lmtp_webhook_route2, ...), written into
+ *	buf. The plugin reads them in that order up to the first that is
+ *	not set (or empty): route_next() is that number, given the names
+ *	of the settings that are set (doveconf's, for check-routes).
+ *	route_unread() says why a setting so named is never read when
+ *	reading stops at next: NULL when it is read, or is no numbered
+ *	route setting; else the reason, in buf (lmtp_webhook_route3 with
+ *	no route2, lmtp_webhook_route1, a leading zero). The plugin and
+ *	lmtp-webhook-spool check-routes both judge by it: check-routes
+ *	approved routes the plugin never read.
  *
  *	route_match() compares an address case-insensitively; on a match
  *	it returns 1 with the URL expanded and the first capture (the
@@ -61,6 +76,7 @@
  */
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,6 +189,50 @@ const char *route_parse(const char *value, struct webhook_route *route)
 	*q = tolower((unsigned char) *q);
     route->url = wh_strndup(url, url_end - url);
     return (NULL);
+}
+
+char   *route_setting_name(unsigned int n, char *buf, size_t size)
+{
+    if (n <= 1)
+	snprintf(buf, size, "%s", ROUTE_SETTING);
+    else
+	snprintf(buf, size, "%s%u", ROUTE_SETTING, n);
+    return (buf);
+}
+
+unsigned int route_next(const char *const *names, size_t count)
+{
+    char    want[sizeof(ROUTE_SETTING) + 12];
+    unsigned int n;
+    size_t  i;
+
+    for (n = 1;; n++) {
+	route_setting_name(n, want, sizeof(want));
+	for (i = 0; i < count && strcmp(names[i], want) != 0; i++)
+	    ;
+	if (i == count)
+	    return (n);
+    }
+}
+
+const char *route_unread(const char *name, unsigned int next, char *buf, size_t size)
+{
+    const char *num = name + sizeof(ROUTE_SETTING) - 1;
+    char    unset[sizeof(ROUTE_SETTING) + 12];
+    unsigned long n;
+
+    if (strncmp(name, ROUTE_SETTING, sizeof(ROUTE_SETTING) - 1) != 0 || *num == '\0'
+	|| num[strspn(num, "0123456789")] != '\0')
+	return (NULL);				/* lmtp_webhook_route, or no route */
+    n = strtoul(num, NULL, 10);
+    if (*num != '0' && n >= 2 && n < next)
+	return (NULL);				/* read */
+    snprintf(buf, size, "%s is never read: routes are lmtp_webhook_route, "
+	     "lmtp_webhook_route2, lmtp_webhook_route3, ... numbered without a gap (%s%s)",
+	     name, *num == '0' || n < 2 ? "no 1 and no leading zero" :
+	     route_setting_name(next, unset, sizeof(unset)), *num == '0' || n < 2 ? ""
+	     : " is not set");
+    return (buf);
 }
 
 /*

@@ -16,7 +16,12 @@ struct webhook_route {
     int     raw_message;		/* raw_message=yes */
 };
 
+#define ROUTE_SETTING "lmtp_webhook_route"	/* then 2, 3, ... without a gap */
+
 const char *route_parse(const char *value, struct webhook_route *route);
+char   *route_setting_name(unsigned int n, char *buf, size_t size);
+unsigned int route_next(const char *const *names, size_t count);
+const char *route_unread(const char *name, unsigned int next, char *buf, size_t size);
 int     route_match(const struct webhook_route *route, const char *address,
 		            char **url_r, char **workspace_r);
 int     route_could_match(const char *value, const char *address);

@@ -21,7 +21,10 @@
  *	what follows the '%' is most often a password. What is left, its
  *	"%%" made '%', is read by route_parse() as the plugin will.
  *	doveconf prints the settings unexpanded, and with -P the URL's
- *	user and password, which it would hide.
+ *	user and password, which it would hide. A route the plugin never
+ *	reads (lmtp_webhook_route3 with no route2, lmtp_webhook_route1) is
+ *	an error, judged by route_unread(), the plugin's own rule: it was
+ *	called OK, and the plugin tempfailed its recipients.
  * DIAGNOSTICS
  *	One line per error on stderr; 0 when every route is good, 1 when
  *	one is not or doveconf fails.
@@ -159,26 +162,32 @@ static int spool_routes_setting(char *line, char **name, char **value)
     return (1);
 }
 
-int     tool_check_routes(const char *conf)
+static void spool_routes_free(char **names, char **values, int count)
+{
+    for (int i = 0; i < count; i++) {
+	explicit_bzero(values[i], strlen(values[i]));	/* a password, a token */
+	free(values[i]);
+	free(names[i]);
+    }
+    free(names);
+    free(values);
+}
+
+/*
+ * spool_routes_read - the route settings of every plugin {} block doveconf
+ * prints (taken together: a protocol lmtp {} block's add to the global
+ * one), names and values in *names and *values; their count, or -1 when
+ * doveconf fails. An empty value is a route not set, as for the plugin.
+ */
+static int spool_routes_read(const char *conf, char ***names, char ***values)
 {
     char   *line = NULL, *name, *value;
     size_t  size = 0;
-    int     depth = 0, plugin_depth = 0, routes = 0, bad = 0, status;
+    int     depth = 0, plugin_depth = 0, count = 0, status;
     pid_t   pid;
-    FILE   *fp;
+    FILE   *fp = spool_routes_open(conf, &pid);
 
-    /*
-     * doveconf skips an !include_try file it cannot read, in silence: the
-     * root-only file routes are best kept in would go unchecked, and
-     * "OK" said of routes never seen.
-     */
-    if (geteuid() != 0) {
-	msg_error("check-routes must run as root: doveconf skips the files it cannot "
-		  "read (the root-only file the routes are best kept in)");
-	return (1);
-    }
-    fp = spool_routes_open(conf, &pid);
-
+    *names = *values = NULL;
     while (getline(&line, &size, fp) > 0) {
 	size_t  len = strcspn(line, "\n");
 
@@ -190,18 +199,56 @@ int     tool_check_routes(const char *conf)
 		   && line[strspn(line, " \t")] == '}') {
 	    if (depth-- == plugin_depth)
 		plugin_depth = 0;
-	} else if (plugin_depth > 0 && spool_routes_setting(line, &name, &value)) {
-	    routes++;
-	    bad += spool_routes_check(name, value) < 0;
+	} else if (plugin_depth > 0 && spool_routes_setting(line, &name, &value) && *value) {
+	    *names = xrealloc(*names, (count + 1) * sizeof(char *));
+	    *values = xrealloc(*values, (count + 1) * sizeof(char *));
+	    (*names)[count] = xstrdup(name);
+	    (*values)[count++] = xstrdup(value);
 	}
     }
     free(line);
     fclose(fp);
     if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	spool_routes_free(*names, *values, count);
+	*names = *values = NULL;
+	count = -1;
+    }
+    return (count);
+}
+
+int     tool_check_routes(const char *conf)
+{
+    char  **names, **values, why[512];
+    int     count, bad = 0;
+    unsigned int next;
+
+    /*
+     * doveconf skips an !include_try file it cannot read, in silence: the
+     * root-only file routes are best kept in would go unchecked, and
+     * "OK" said of routes never seen.
+     */
+    if (geteuid() != 0) {
+	msg_error("check-routes must run as root: doveconf skips the files it cannot "
+		  "read (the root-only file the routes are best kept in)");
+	return (1);
+    }
+    if ((count = spool_routes_read(conf, &names, &values)) >= 0) {
+	/* read up to the first not set, as the plugin reads them */
+	next = route_next((const char *const *) names, (size_t) count);
+	for (int i = 0; i < count; i++)
+	    if (route_unread(names[i], next, why, sizeof(why)) != NULL) {
+		msg_error("%s", why);
+		bad++;
+	    } else {
+		bad += spool_routes_check(names[i], values[i]) < 0;
+	    }
+    }
+    spool_routes_free(names, values, count);
+    if (count < 0) {
 	msg_error("doveconf failed: the routes were not checked");
 	return (1);
     }
     if (bad == 0)
-	printf("%d route(s) OK\n", routes);
+	printf("%d route(s) OK\n", count);
     return (bad > 0);
 }

@@ -183,5 +183,35 @@ int     main(void)
 	    free(shown);
 	}
     }
+    /* the numbering the plugin reads, which check-routes judges by too */
+    {
+	const char *gap[] = {"lmtp_webhook_route", "lmtp_webhook_route3"};
+	const char *full[] = {"lmtp_webhook_route2", "lmtp_webhook_route"};
+	const char *one[] = {"lmtp_webhook_route1"};
+	char    why[512], name[64];
+
+	is_str(route_setting_name(1, name, sizeof(name)), "lmtp_webhook_route", "route 1's name");
+	is_str(route_setting_name(7, name, sizeof(name)), "lmtp_webhook_route7", "route 7's name");
+	ok(route_next(gap, 2) == 2, "route and route3: reading stops at route2");
+	ok(route_next(full, 2) == 3, "route and route2, in any order: read up to route3");
+	ok(route_next(one, 1) == 1, "route1 alone: lmtp_webhook_route is not set");
+	ok(route_unread("lmtp_webhook_route", 2, why, sizeof(why)) == NULL, "route is read");
+	ok(route_unread("lmtp_webhook_route2", 3, why, sizeof(why)) == NULL, "route2 is read");
+	ok(route_unread("lmtp_webhook_spool_dir", 1, why, sizeof(why)) == NULL,
+	   "no route setting: not judged");
+	is_str(route_unread("lmtp_webhook_route3", 2, why, sizeof(why)),
+	       "lmtp_webhook_route3 is never read: routes are lmtp_webhook_route, "
+	       "lmtp_webhook_route2, lmtp_webhook_route3, ... numbered without a gap "
+	       "(lmtp_webhook_route2 is not set)", "route3 after no route2");
+	is_str(route_unread("lmtp_webhook_route1", 1, why, sizeof(why)),
+	       "lmtp_webhook_route1 is never read: routes are lmtp_webhook_route, "
+	       "lmtp_webhook_route2, lmtp_webhook_route3, ... numbered without a gap "
+	       "(no 1 and no leading zero)", "route1");
+	ok(route_unread("lmtp_webhook_route02", 9, why, sizeof(why)) != NULL,
+	   "route02: never read");
+	ok(route_unread("lmtp_webhook_route2", 1, why, sizeof(why)) != NULL
+	   && strstr(why, "(lmtp_webhook_route is not set)") != NULL,
+	   "route2 without route: lmtp_webhook_route is not set");
+    }
     return (tap_done());
 }
