@@ -30,7 +30,12 @@
  *	secrets: events are signed with each; none means the global
  *	secret of lmtp-webhook-spool.conf), raw_message=yes|no (the
  *	message as it arrived, in base64, in the event). Anything else,
- *	a relative path or a third secret_file is an error.
+ *	a relative path, a third secret_file, the same one twice or
+ *	raw_message twice is an error. The URL must be one libcurl
+ *	(curl_url(), the parser it posts with) reads, each {N} a
+ *	capture: a port past 65535 or 0, a host name it refuses
+ *	("bad_host!"), an IPv6 address without brackets was spooled, and
+ *	each attempt failed, for days.
  *
  *	route_setting_name() is the name of the n-th route setting (1:
  *	lmtp_webhook_route, then lmtp_webhook_route2, ...), written into
@@ -80,6 +85,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "route.h"
 #include "wh_alloc.h"
 
@@ -104,19 +111,24 @@ static const char *route_option(const char *word, size_t len, struct webhook_rou
 		return ("secret_file: printable ASCII only");
 	if (route->secret_count == ROUTE_MAX_SECRETS)
 	    return ("at most two secret_file per route (the current and the next)");
+	if (route->secret_count == 1 && strlen(route->secret_files[0]) == len
+	    && strncmp(route->secret_files[0], word, len) == 0)
+	    return ("the same secret_file given twice");
 	route->secret_files[route->secret_count++] = wh_strndup(word, len);
 	return (NULL);
     }
-    if (len == 15 && strncmp(word, "raw_message=yes", len) == 0) {
-	route->raw_message = 1;
+    if (len >= sizeof(raw) - 1 && strncmp(word, raw, sizeof(raw) - 1) == 0) {
+	/* which one counts would be a guess: "yes no" was "no" */
+	if (route->raw_given++)
+	    return ("raw_message given twice");
+	if (len == 15 && strncmp(word, "raw_message=yes", len) == 0)
+	    route->raw_message = 1;
+	else if (len == 14 && strncmp(word, "raw_message=no", len) == 0)
+	    route->raw_message = 0;
+	else
+	    return ("raw_message must be yes or no");
 	return (NULL);
     }
-    if (len == 14 && strncmp(word, "raw_message=no", len) == 0) {
-	route->raw_message = 0;
-	return (NULL);
-    }
-    if (len >= sizeof(raw) - 1 && strncmp(word, raw, sizeof(raw) - 1) == 0)
-	return ("raw_message must be yes or no");
     return ("unknown option after the URL (secret_file=, raw_message=)");
 }
 
@@ -158,6 +170,51 @@ static const char *route_pattern_error(const char *pat, size_t len, int *stars_r
     return (NULL);
 }
 
+/*
+ * route_url_error - the URL (len bytes, its {N} checked) as libcurl will
+ * read it when it posts, each {N} a capture ("x"): NULL, or why it
+ * never can be posted. A port past 65535, a host name with a '!', an
+ * IPv6 address without brackets passed, and each attempt then failed
+ * ("URL using bad/illegal format") until dead-lettered days later.
+ * Never quotes the URL: it may hold a password.
+ */
+static const char *route_url_error(const char *url, size_t len)
+{
+    static char why[160];
+    const char *auth = strstr(url, "://") + 3, *end;
+    char   *sample = wh_malloc(len + 1), *o = sample, *port = NULL;
+    CURLU  *h = curl_url();
+    CURLUcode rc = CURLUE_OUT_OF_MEMORY;
+
+    for (const char *p = url; p < url + len; p++)
+	if (*p == '{') {
+	    *o++ = 'x';
+	    p += 2;
+	} else {
+	    *o++ = *p;
+	}
+    *o = 0;
+    if (h != NULL && (rc = curl_url_set(h, CURLUPART_URL, sample, 0)) == CURLUE_OK
+	&& curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK && strcmp(port, "0") == 0)
+	rc = CURLUE_BAD_PORT_NUMBER;
+    curl_free(port);
+    curl_url_cleanup(h);
+    free(sample);
+    if (rc == CURLUE_OK)
+	return (NULL);
+    /* "http://::1:8080/": curl says "bad port"; the host has two ':' */
+    end = auth + strcspn(auth, "/?#");
+    for (const char *p = auth; p < end; p++)
+	if (*p == '@')
+	    auth = p + 1;
+    for (const char *p = auth; p < end && *p != '['; p++)
+	if (*p == ':' && memchr(p + 1, ':', (size_t) (end - p - 1)) != NULL)
+	    return ("URL: an IPv6 address must be in brackets (http://[::1]:8080/)");
+    snprintf(why, sizeof(why), "URL cannot be posted: %s", rc == CURLUE_BAD_PORT_NUMBER
+	     ? "port must be from 1 to 65535" : curl_url_strerror(rc));
+    return (why);
+}
+
 const char *route_parse(const char *value, struct webhook_route *route)
 {
     const char *sp, *url, *url_end, *p, *err;
@@ -180,6 +237,8 @@ const char *route_parse(const char *value, struct webhook_route *route)
     for (p = url; (p = memchr(p, '{', url_end - p)) != NULL; p++)
 	if (!(p[1] >= '1' && p[1] <= '9' && p[2] == '}') || p[1] - '0' > stars)
 	    return ("URL: {N} must name a capture of the pattern ({1}..{9})");
+    if ((err = route_url_error(url, (size_t) (url_end - url))) != NULL)
+	return (err);
     if ((err = route_options(url_end, route)) != NULL) {
 	route_free(route);
 	return (err);

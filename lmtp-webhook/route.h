@@ -14,6 +14,7 @@ struct webhook_route {
     char   *secret_files[ROUTE_MAX_SECRETS];	/* NULL: the global secret */
     int     secret_count;
     int     raw_message;		/* raw_message=yes */
+    int     raw_given;			/* raw_message= seen */
 };
 
 #define ROUTE_SETTING "lmtp_webhook_route"	/* then 2, 3, ... without a gap */

@@ -183,6 +183,31 @@ int     main(void)
 	    free(shown);
 	}
     }
+    /* URLs libcurl can never post, options given twice: refused now */
+    is_str(match("bills@*.x https://u:pw@{1}.hook.internal:99999/api/in", "bills@a.x"),
+	   "error: URL cannot be posted: port must be from 1 to 65535", "port 99999");
+    is_str(match("bills@x https://h:0/in", "bills@x"),
+	   "error: URL cannot be posted: port must be from 1 to 65535", "port 0");
+    is_str(match("bills@x https://bad_host!/api/in", "bills@x"),
+	   "error: URL cannot be posted: Bad hostname", "a host name with '!'");
+    is_str(match("bills@x http://::1:8080/in", "bills@x"),
+	   "error: URL: an IPv6 address must be in brackets (http://[::1]:8080/)",
+	   "IPv6 without brackets");
+    is_str(match("bills@x http://u:p@fe80::1/in", "bills@x"),
+	   "error: URL: an IPv6 address must be in brackets (http://[::1]:8080/)",
+	   "IPv6 without brackets, after a user and password");
+    is_str(match("bills@x http://[::1]:8080/in", "bills@x"), "http://[::1]:8080/in (none)",
+	   "IPv6 in brackets");
+    is_str(match("bills@*.x https://{1}.h:8443/a?t=%2F#f", "bills@a_b.x"),
+	   "https://a_b.h:8443/a?t=%2F#f a_b", "a capture in the host, a port, a query");
+    is_str(match("bills@x https://hook:pa%3Ass@h/in", "bills@x"),
+	   "https://hook:pa%3Ass@h/in (none)", "a percent-encoded password");
+    is_str(match("bills@x http://h/in raw_message=yes raw_message=no", "bills@x"),
+	   "error: raw_message given twice", "raw_message twice");
+    is_str(match("bills@x http://h/in raw_message=no raw_message=no", "bills@x"),
+	   "error: raw_message given twice", "raw_message twice, the same");
+    is_str(match("bills@x http://h/in secret_file=/a secret_file=/a", "bills@x"),
+	   "error: the same secret_file given twice", "the same secret_file twice");
     /* the numbering the plugin reads, which check-routes judges by too */
     {
 	const char *gap[] = {"lmtp_webhook_route", "lmtp_webhook_route3"};
