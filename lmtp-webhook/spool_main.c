@@ -30,6 +30,9 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "daemon.h"
 #include "msg.h"
@@ -117,6 +120,55 @@ static void tool_check_secret(struct spool_tool *tool)
 }
 
 /*
+ * tool_check_ca - ca_file as libcurl will read it at every HTTPS post:
+ * an absolute path (the daemon's working directory is not the
+ * operator's), a file, readable by the daemon's user, holding at least
+ * one PEM certificate (OpenSSL's reader). None of this was checked: a
+ * missing file, a relative path, a directory or a file of anything else
+ * passed -t and the start, and every HTTPS attempt then failed.
+ */
+static void tool_check_ca(struct spool_tool *tool)
+{
+    int     line = config_lookup(tool->cfg, "ca_file")->line, denied, certs = 0;
+    const char *user = config_get_str(tool->cfg, "user"), *path = tool->ca_file;
+    struct stat st;
+    X509   *cert;
+    FILE   *fp;
+
+    if (*path != '/') {
+	config_add_error(tool->cfg, line, "ca_file: \"%s\" is not an absolute path", path);
+	return;
+    }
+    if (stat(path, &st) < 0) {
+	config_add_error(tool->cfg, line, "ca_file %s: %s", path, strerror(errno));
+	return;
+    }
+    if (!S_ISREG(st.st_mode)) {		/* a FIFO would hang the reader */
+	config_add_error(tool->cfg, line, "ca_file %s is %s, not a file of PEM certificates",
+			 path, S_ISDIR(st.st_mode) ? "a directory" : "no regular file");
+	return;
+    }
+    if ((denied = spool_owner_user_reads(user, path)) > 0) {
+	config_add_error(tool->cfg, line, "ca_file %s: user %s cannot read it (%s)", path,
+			 user, strerror(denied));
+	return;
+    }
+    if ((fp = fopen(path, "r")) == NULL) {
+	config_add_error(tool->cfg, line, "ca_file %s: %s", path, strerror(errno));
+	return;
+    }
+    while ((cert = PEM_read_X509(fp, NULL, NULL, NULL)) != NULL) {
+	X509_free(cert);
+	certs++;
+    }
+    fclose(fp);
+    ERR_clear_error();				/* the reader's end of file */
+    if (certs == 0)
+	config_add_error(tool->cfg, line, "ca_file %s holds no PEM certificate: every HTTPS "
+			 "post would fail", path);
+}
+
+/*
  * tool_check_dead_after - dead_letter_after with a unit (or 0, never). A
  * bare number is seconds, as every duration here; "3" for the default
  * "3d" dead-lettered each event at its first failed attempt, and -t said
@@ -162,6 +214,8 @@ static void tool_load(struct spool_tool *tool, const char *path)
     else
 	tool_check_secret(tool);
     tool_check_dead_after(tool);
+    if (tool->ca_file != NULL && *tool->ca_file)	/* empty: the system's */
+	tool_check_ca(tool);
     if (tool->concurrency < 1 || tool->concurrency > 1000)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
 			 "concurrency must be between 1 and 1000");
