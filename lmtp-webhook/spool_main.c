@@ -106,11 +106,18 @@ static void tool_check_secret(struct spool_tool *tool)
     const char *user = config_get_str(tool->cfg, "user");
     struct webhook_key key;
     const char *err;
+    struct stat st;
     int     denied;
 
     if ((err = sign_key_load(tool->secret_file, &key)) != NULL)
 	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
     OPENSSL_cleanse(&key, sizeof(key));
+    /* said, not refused: a running setup must not stop posting at an
+       upgrade; whoever reads it can forge every route's events */
+    if (err == NULL && stat(tool->secret_file, &st) == 0 && (st.st_mode & S_IROTH))
+	msg_warn("secret_file %s is readable by every user (mode %04o): whoever reads it "
+		 "can sign events the receivers accept; chmod o-r (0640, group of the "
+		 "daemon's user)", tool->secret_file, (unsigned) (st.st_mode & 07777));
     if (err == NULL && (denied = spool_owner_user_reads(user, tool->secret_file)) > 0)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
 			 "secret_file %s: user %s cannot read it (%s): the daemon runs as "
@@ -169,21 +176,31 @@ static void tool_check_ca(struct spool_tool *tool)
 }
 
 /*
- * tool_check_dead_after - dead_letter_after with a unit (or 0, never). A
- * bare number is seconds, as every duration here; "3" for the default
- * "3d" dead-lettered each event at its first failed attempt, and -t said
- * OK.
+ * tool_check_dead_after - dead_letter_after with a unit (or 0, never), and
+ * at least TOOL_DEAD_AFTER_MIN. A bare number is seconds, as every
+ * duration here; "3" for the default "3d" dead-lettered each event at its
+ * first failed attempt, and -t said OK; so did "500ms" or "3s", with a
+ * unit: the first retry comes 5 s (up to 6 s) after the first attempt.
  */
+#define TOOL_DEAD_AFTER_MIN	10		/* seconds */
+
 static void tool_check_dead_after(struct spool_tool *tool)
 {
     const struct config_entry *entry = config_lookup(tool->cfg, "dead_letter_after");
     size_t  len = entry ? strlen(entry->value) : 0;
+    long long ms = config_get_duration(tool->cfg, "dead_letter_after");
 
-    if (entry != NULL && len > 0 && isdigit((unsigned char) entry->value[len - 1])
-	&& tool->dead_after != 0)		/* 0: never give up */
+    if (entry == NULL || ms == 0)		/* 0: never give up */
+	return;
+    if (len > 0 && isdigit((unsigned char) entry->value[len - 1]))
 	config_add_error(tool->cfg, entry->line, "dead_letter_after needs a unit (3d, 72h): "
 			 "a bare number is seconds, and the first failed attempt would "
 			 "dead-letter the event");
+    else if (ms < TOOL_DEAD_AFTER_MIN * 1000)
+	config_add_error(tool->cfg, entry->line, "dead_letter_after must be 0 (never) or at "
+			 "least %ds: the first retry comes 5 s after the first attempt, and "
+			 "the first failed attempt would dead-letter the event",
+			 TOOL_DEAD_AFTER_MIN);
 }
 
 static void tool_load(struct spool_tool *tool, const char *path)

@@ -24,7 +24,8 @@
  *	user and password, which it would hide. A route the plugin never
  *	reads (lmtp_webhook_route3 with no route2, lmtp_webhook_route1) is
  *	an error, judged by route_unread(), the plugin's own rule: it was
- *	called OK, and the plugin tempfailed its recipients.
+ *	called OK, and the plugin tempfailed its recipients. A route's
+ *	secret_file= readable by every user is said (a warning).
  * DIAGNOSTICS
  *	One line per error on stderr; 0 when every route is good, 1 when
  *	one is not or doveconf fails.
@@ -35,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +76,7 @@ static int spool_routes_one(const char *name, const char *value)
     char   *plain = xmalloc(strlen(value) + 1), *o = plain;
     struct webhook_route route;
     const char *err;
+    struct stat st;
 
     for (const char *p = value; *p; p++) {
 	if (*p == '%' && p[1] == '%') {
@@ -96,6 +99,11 @@ static int spool_routes_one(const char *name, const char *value)
 	msg_error("%s: %s", name, err);
 	return (-1);
     }
+    for (int i = 0; i < route.secret_count; i++)	/* said, as for secret_file */
+	if (stat(route.secret_files[i], &st) == 0 && (st.st_mode & S_IROTH))
+	    msg_warn("%s: secret_file %s is readable by every user (mode %04o): chmod o-r "
+		     "(0640, group vmail)", name, route.secret_files[i],
+		     (unsigned) (st.st_mode & 07777));
     route_free(&route);
     return (0);
 }

@@ -346,6 +346,11 @@ def test_check_generic(st):
         # "3" for the default "3d": 3 seconds, the first failure dead-lettered
         ("spool_dir = %s\ndead_letter_after = 3\n" % st.path("spool"),
          "dead_letter_after needs a unit (3d, 72h)"),
+        # with a unit, under the first retry: dead at the first failure too
+        ("spool_dir = %s\ndead_letter_after = 500ms\n" % st.path("spool"),
+         "dead_letter_after must be 0 (never) or at least 10s"),
+        ("spool_dir = %s\ndead_letter_after = 9s\n" % st.path("spool"),
+         "dead_letter_after must be 0 (never) or at least 10s"),
     ]
     for i, (text, words) in enumerate(bad_spool):
         conf = write(st, "spool-bad-%d.conf" % i, secret + text)
@@ -358,7 +363,7 @@ def test_check_generic(st):
            in res.stderr, "lmtp-webhook-spool: a secret_file that cannot be read is said by -t "
            "(a warning: a Secret mounted later is read when it comes)",
            diag=res.stdout + res.stderr)
-    for value in ("0", "3d"):            # 0: never give up, as documented
+    for value in ("0", "3d", "10s"):     # 0: never give up, as documented
         conf = write(st, "spool-dla-%s.conf" % value, secret + "spool_dir = %s\n"
                      "dead_letter_after = %s\n" % (st.path("spool"), value))
         res = run_in(st, [SPOOL, "-t", "-c", conf], 15)

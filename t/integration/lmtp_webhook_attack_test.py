@@ -89,12 +89,13 @@ def test_drop_in_flight(st, rx, runner):
 
 
 def test_dead_letter_bound(st, rx, runner):
-    """dead_letter_after = 4s and a receiver that always answers 500: the
-    event is tried, then moves to dead/ with the bytes it was posted with;
+    """dead_letter_after = 10s (the least taken) and a receiver that always
+    answers 500: the event is tried, then moves to dead/ with the bytes it
+    was posted with;
     "retry" brings it back and it is posted (not dead-lettered again at
     once for its age), with the same id and bytes."""
     runner.stop()
-    write_conf(st, dead_letter_after="4s")
+    write_conf(st, dead_letter_after="10s")
     runner.start()
     s = "dead letter bound"
     ANSWERS[s] = [500]
@@ -128,15 +129,15 @@ def test_dead_letter_bound(st, rx, runner):
 
 
 def test_dead_letter_unposted(st, rx, runner):
-    """dead_letter_after = 3s, the runner stopped for 5 s: the events that
+    """dead_letter_after = 10s, the runner stopped for 12 s: the events that
     waited get their first attempt when it starts again."""
     runner.stop()
-    write_conf(st, dead_letter_after="3s")
+    write_conf(st, dead_letter_after="10s")
     subjects = ["waited out the runner %d" % i for i in range(3)]
     for s in subjects:
         tap.is_(lmtp_send(st, [BILLS], bill(BILLS, s)), {}, "runner down: LMTP 250 (%s)" % s)
     ids = spool_dir_list(st, "active")
-    time.sleep(5)
+    time.sleep(12)
     runner.start()
     got = wait_for(lambda: all(SEEN.get(s) for s in subjects), timeout=10)
     tap.ok(got, "each event waiting longer than dead_letter_after was still posted",

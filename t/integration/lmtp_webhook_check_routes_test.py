@@ -14,6 +14,7 @@ findings of 2026-12-03):
     was dead-lettered 3 days later. route_parse() reads the URL with
     curl_url() now: check-routes refuses them, never quoting the URL,
     and real Dovecot tempfails the route's recipients (others: 250).
+  - A route's secret_file= readable by every user: check-routes says so.
 """
 
 import os
@@ -96,6 +97,16 @@ def test_urls(st):
         "lmtp_webhook_route2": "x@example.com http://[::1]:8080/in raw_message=yes"}))
     tap.ok(res.returncode == 0 and "2 route(s) OK" in res.stdout,
            "check-routes: a capture in the host, a port, bracketed IPv6: OK",
+           diag=res.stdout + res.stderr)
+    world = st.path("dc", "world.secret")
+    with open(world, "w") as f:
+        f.write(make_secret() + "\n")
+    os.chmod(world, 0o644)
+    res = check_routes(conf_with(st, "world", {
+        "lmtp_webhook_route": "x@example.com http://h/in secret_file=%s" % world}))
+    tap.ok(res.returncode == 0 and "lmtp_webhook_route: secret_file %s is readable by every "
+           "user (mode 0644)" % world in res.stderr and "whsec_" not in res.stderr,
+           "check-routes: a route's secret_file 0644 is said (a warning)",
            diag=res.stdout + res.stderr)
 
 

@@ -17,6 +17,10 @@ binding, so each case is run through -t and a start):
   - ca_file was never looked at: missing, relative, not a certificate,
     a directory, or one user nobody cannot read passed -t and the
     start, and every HTTPS post failed. Each is refused now.
+  - secret_file readable by every user (0644) was taken without a word:
+    a warning now (not a refusal: a running setup keeps posting);
+    dead_letter_after = 500ms dead-lettered each event at its first
+    failed attempt: under 10s is refused, as a bare number is.
 """
 
 import os
@@ -173,12 +177,28 @@ def test_ca_file(st):
                diag=res.stdout + res.stderr)
 
 
+def test_secret_mode_and_dead_after(st):
+    world = secret(st, "world", mode=0o644)
+    conf = write(st, "world.conf", "spool_dir = %s\nsecret_file = %s\n" % (spool(st), world))
+    res = check(conf)
+    tap.ok(res.returncode == 0 and "secret_file %s is readable by every user (mode 0644)"
+           % world in res.stderr, "secret_file 0644: -t warns (and says OK)",
+           diag=res.stdout + res.stderr)
+    tap.ok("whsec_" not in res.stdout + res.stderr, "the warning holds no secret")
+    base = "spool_dir = %s\nsecret_file = %s\n" % (spool(st), secret(st))
+    for value in ("500ms", "9s"):
+        conf = write(st, "dla.conf", base + "dead_letter_after = %s\n" % value)
+        refused(st, conf, "dead_letter_after must be 0 (never) or at least 10s",
+                "dead_letter_after = " + value)
+
+
 def main():
     with Stack("wh-setup") as st:
         tap.stack = st
         test_spool_dir_made_for_user(st)
         test_root_only_secret(st)
         test_ca_file(st)
+        test_secret_mode_and_dead_after(st)
     return tap.done()
 
 
