@@ -56,16 +56,8 @@ from mxdns import Knot, txt  # noqa: E402
 import mxdkim  # noqa: E402
 
 RCPT = "bills@planapulse.test"
-CONF = """\
-socket = inet:{port}@127.0.0.1
-mode = verify
-authserv_id = mx.mxkit.test
-dns_servers = {dns}
-dns_timeout = 1s
-auth_timeout = 3s
-dmarc_reject = yes
-"""
-HDRS = [b"from", b"to", b"subject", b"date"]
+CONF = mxdkim.VERIFY_CONF.replace("{reject}", "yes")
+HDRS = mxdkim.SIGNED_HEADERS
 VENDOR_CONF = """\
 socket = inet:{port}@127.0.0.1
 mode = sign

@@ -48,15 +48,7 @@ import mxdkim  # noqa: E402
 
 AUTHSERV = "mx.mxkit.test"
 RCPT = "bills@planapulse.test"
-CONF = """\
-socket = inet:{port}@127.0.0.1
-mode = verify
-authserv_id = mx.mxkit.test
-dns_servers = {dns}
-dns_timeout = 1s
-auth_timeout = 3s
-dmarc_reject = {reject}
-"""
+CONF = mxdkim.VERIFY_CONF
 VENDOR_CONF = """\
 socket = inet:{port}@127.0.0.1
 mode = sign

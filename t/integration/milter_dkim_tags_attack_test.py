@@ -42,16 +42,8 @@ from mxdns import Knot, txt  # noqa: E402
 import mxdkim  # noqa: E402
 
 RCPT = "bills@planapulse.test"
-CONF = """\
-socket = inet:{port}@127.0.0.1
-mode = verify
-authserv_id = mx.mxkit.test
-dns_servers = {dns}
-dns_timeout = 1s
-auth_timeout = 3s
-dmarc_reject = yes
-"""
-HDRS = [b"from", b"to", b"subject", b"date"]
+CONF = mxdkim.VERIFY_CONF.replace("{reject}", "yes")
+HDRS = mxdkim.SIGNED_HEADERS
 REJECTED = "refused 550 5.7.1 Rejected by the DMARC policy of the From: domain"
 SPF_PASS = ("spf=pass (127.0.0.2 is permitted by vendor.test) smtp.mailfrom=billing@vendor.test; "
             "dmarc=pass (p=reject sp=reject pct=100 adkim=r aspf=r, dkim not aligned, "

@@ -43,6 +43,20 @@ class Dns:
         return value.encode() if value else None
 
 
+
+# a verifying milter behind the test's knotd (mxdns.Knot): format with
+# port, dns (the server list) and reject (dmarc_reject)
+VERIFY_CONF = """\
+socket = inet:{port}@127.0.0.1
+mode = verify
+authserv_id = mx.mxkit.test
+dns_servers = {dns}
+dns_timeout = 1s
+auth_timeout = 3s
+dmarc_reject = {reject}
+"""
+SIGNED_HEADERS = [b"from", b"to", b"subject", b"date"]   # what the tests' dkimpy signs
+
 def keygen(st, dns, domain, selector, kind="rsa", bits=2048):
     d = st.path("keys")
     os.makedirs(d, exist_ok=True)
