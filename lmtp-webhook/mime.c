@@ -35,7 +35,8 @@
  *	boundary Dovecot reads otherwise than Python's email (RFC 2231's
  *	forms, given twice, trailing white space: mime_boundary()), or
  *	none, and one where Dovecot's parser ends a part on a line Python
- *	does not take for a delimiter (mime_check.c: "--b1-more"), have
+ *	does not take for a delimiter (mime_check.c: "--b1-more"), or a
+ *	header line Python takes for the body's first (mime_pyhdr.c), have
  *	the whole event written again with every multipart split where
  *	Python splits it by mime_sub.c (w->strict, at most
  *	MIME_SUBPARSE_MAX deep), its parts in the message's order; so has
@@ -433,6 +434,7 @@ static void mime_header_block(struct mime_walk *w, struct message_decoder_contex
     const char *decoder_value;
     bool    decoded;
 
+    mime_check_header(w, raw->hdr);		/* where Python's header ends */
     /* the decoder sees each line first: on the first of a folded header
        it asks the parser for the whole value, which the last line has */
     if (raw->hdr->eoh || raw->hdr->continues) {
@@ -589,7 +591,7 @@ static void mime_block(struct mime_walk *w, struct message_decoder_context *deco
 	mime_leaf_end(w, decoder, FALSE);
 	w->part = raw->part;
 	w->last_cr = 0;
-	w->hdr_block = 0;
+	w->hdr_block = w->hdr_lines = 0;
     }
     if (raw->hdr != NULL) {
 	mime_header_block(w, decoder, raw);
@@ -741,7 +743,10 @@ static void mime_walk_run(struct mime_walk *w, struct istream *input,
     w->content_type = str_new(default_pool, 64);
     if ((w->sha = EVP_MD_CTX_new()) == NULL)
 	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
-    mime_parse(w, input);
+    if (strict)
+	mime_sub_top(w, input);			/* its header as Python reads it too */
+    else
+	mime_parse(w, input);
     if (opt->raw_message && !w->differs && input->stream_errno == 0 && w->error == NULL)
 	mime_raw(w, input, opt->max_raw);
     EVP_MD_CTX_free(w->sha);

@@ -9,6 +9,7 @@
  *	void	mime_check_multipart(w)
  *	void	mime_check_block(w, raw)
  *	void	mime_check_end(w)
+ *	void	mime_check_header(w, hdr)
  * DESCRIPTION
  *	Dovecot's parser ends a part on any line that begins with "--"
  *	and a boundary (RFC 2046 asks senders never to write one); Python's
@@ -40,11 +41,21 @@
  *	(part->context: the parser leaves it to its caller);
  *	mime_check_block() reads each block of the parse;
  *	mime_check_end() ends a boundary line the input ended.
+ *
+ *	Where a part's (or the message's) header ends is checked the same
+ *	way: mime_check_header() reads each header line Dovecot's parser
+ *	gives as Python's feedparser reads it (mime_pyhdr.c). A line that
+ *	ends Python's header there, where Dovecot's parser reads on, sets
+ *	w->differs: the strict walk gives each part to Dovecot's parser
+ *	with its header cut where Python cuts it (mime_sub.c).
  */
 
 #include "lib.h"
+#include "buffer.h"
+#include "message-header-parser.h"
 
 #include "mime_int.h"
+#include "mime_pyhdr.h"
 
 void    mime_check_multipart(struct mime_walk *w)
 {
@@ -161,4 +172,36 @@ void    mime_check_block(struct mime_walk *w, const struct message_block *raw)
 	mime_delim_init(&w->line, b->sep, strlen(b->sep), 0);
 	mime_check_feed(w, raw->data + skip, raw->size - skip);
     }
+}
+
+/*
+ * mime_check_header - a header line of the parse, as Python's email
+ * reads it (mime_pyhdr.c): one it takes for no header line ends its
+ * header there, where Dovecot's parser reads on; a "From " line after
+ * the first may be the last of the header, and the body's first line
+ * for Python. Either means a strict walk, whose parts' headers are
+ * read as Python reads them (mime_sub_header()). A line's name and
+ * colon are what it is: only they are looked at.
+ */
+void    mime_check_header(struct mime_walk *w, const struct message_header_line *hdr)
+{
+    const unsigned char *line = hdr->value;
+    size_t  len = hdr->value_len;
+    enum mime_pyhdr_kind kind;
+
+    if (w->strict || hdr->eoh || hdr->continued)
+	return;
+    if (hdr->name_len > 0 || hdr->middle_len > 0) {
+	buffer_t *buf = t_buffer_create(hdr->name_len + hdr->middle_len + 5);
+
+	buffer_append(buf, hdr->name, hdr->name_len);
+	buffer_append(buf, hdr->middle, hdr->middle_len);
+	buffer_append(buf, hdr->value, I_MIN(hdr->value_len, 5));
+	line = buf->data;
+	len = buf->used;
+    }					/* else no colon: the line is the value */
+    kind = mime_pyhdr_line(line, len);
+    if (kind == MIME_PYHDR_BAD || (kind == MIME_PYHDR_FROM && w->hdr_lines > 0 && !hdr->continues))
+	w->differs = TRUE;
+    w->hdr_lines++;
 }

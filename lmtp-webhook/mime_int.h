@@ -105,6 +105,7 @@ struct mime_walk {
     bool    under_embedded;		/* it parses inside message/rfc822 */
     char   *error;			/* a read failed in a subparse */
     size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
+    unsigned int hdr_lines;		/* the part's header lines so far */
     bool    hdr_cut;			/* past its limits: values lost */
     /* for "authentication": raw values of top-level headers */
     const char *trusted_id;
@@ -140,6 +141,7 @@ enum mime_text_charset mime_charset_read(const struct rfc822_parser_context *par
 
 /* mime_sub.c */
 void    mime_embedded_read(struct mime_walk *w, struct istream *input);
+void    mime_sub_top(struct mime_walk *w, struct istream *input);
 
 /* mime_body.c */
 bool    mime_body_part(struct mime_walk *w, const char *ctype);
@@ -151,5 +153,7 @@ void    mime_body_free(ARRAY_TYPE(mime_related) *related);
 void    mime_check_multipart(struct mime_walk *w);
 void    mime_check_block(struct mime_walk *w, const struct message_block *raw);
 void    mime_check_end(struct mime_walk *w);
+struct message_header_line;
+void    mime_check_header(struct mime_walk *w, const struct message_header_line *hdr);
 
 #endif

@@ -7,6 +7,7 @@
  *	#include "mime_int.h"
  *
  *	void	mime_embedded_read(w, input)
+ *	void	mime_sub_top(w, input)
  * DESCRIPTION
  *	mime_embedded_read() lists what mime_parse() left for the end of
  *	its parse (w->embedded), reading it again from input: the bytes of
@@ -15,10 +16,10 @@
  *
  *	In a strict walk (once a multipart's boundary was given only in
  *	RFC 2231's form, or twice, or with trailing white space, or
- *	mime_check.c saw Dovecot split one where Python does not) every
- *	multipart is split
- *	here where Python's feedparser splits it (mime_split.c), and each
- *	of its parts is parsed alone, in order, as the one part of a
+ *	mime_check.c saw Dovecot split one, or end a header, where Python
+ *	does not) every multipart is split here where Python's feedparser
+ *	splits it (mime_split.c), and each of its parts is parsed alone,
+ *	in order, as the one part of a
  *	multipart of the same type (a multipart/digest's parts default to
  *	message/rfc822) under a random boundary of our own: Dovecot's
  *	parser then never sees the sender's boundary lines, and cannot end
@@ -26,6 +27,13 @@
  *	does not split (no delimiter line, a closing one first, no
  *	boundary) is one attachment: its body, or what comes before that
  *	closing line.
+ *
+ *	Each part parsed alone, and the whole message in a strict walk
+ *	(mime_sub_top()), has its header ended where Python's email ends
+ *	it (mime_pyhdr.c): an empty line of ours goes before the line that
+ *	is the first of Python's body, and the empty line Python drops
+ *	after a last "From " line is left out. Dovecot's parser then reads
+ *	no header that Python reads as body, and every byte is kept.
  *
  *	At most MIME_SUBPARSE_MAX such multiparts lie one inside another;
  *	a deeper one is one attachment (no byte is lost).
@@ -36,8 +44,11 @@
 #include "istream-concat.h"
 #include "hex-binary.h"
 #include "randgen.h"
+#include "message-header-parser.h"
+#include "rfc822-parser.h"
 
 #include "mime_int.h"
+#include "mime_pyhdr.h"
 #include "mime_split.h"
 #include "payload.h"
 
@@ -181,6 +192,137 @@ static void mime_sub_body(struct istream *input, const struct message_part *part
 	*size_r += eol;
 }
 
+/* mime_sub_range - a part of input to concatenate; NULL when empty */
+
+static struct istream *mime_sub_range(struct istream *input, uoff_t start, uoff_t size)
+{
+    return (size == 0 ? NULL : i_stream_create_range(input, start, size));
+}
+
+/*
+ * mime_sub_scan - the header block at start, as Python's email ends it
+ * (*end), and where the block and its empty line end for Dovecot's
+ * parser once it is cut there: the offset its body begins at
+ */
+static uoff_t mime_sub_scan(struct istream *input, uoff_t start, uoff_t stop,
+			            struct mime_pyhdr_end *end)
+{
+    struct mime_pyhdr h;
+    const unsigned char *data;
+    size_t  n;
+
+    mime_pyhdr_init(&h, start);
+    i_stream_seek(input, start);
+    while (!h.done && h.off < stop && i_stream_read_more(input, &data, &n) > 0)
+	i_stream_skip(input, mime_pyhdr_feed(&h, data, I_MIN(n, stop - h.off), end));
+    mime_pyhdr_finish(&h, end);
+    return (end->moved ? end->body : h.off);
+}
+
+/*
+ * mime_sub_rfc822 - is the entity whose header is [start, end) a
+ * message/rfc822 part for Dovecot's parser (its first Content-Type, or
+ * none in a multipart/digest)? Then its body is a message whose header
+ * Dovecot's parser reads too, and Python's email with its own rules.
+ */
+static bool mime_sub_rfc822(struct istream *input, uoff_t start, uoff_t end, bool digest)
+{
+    struct istream *hdr_input = i_stream_create_range(input, start, end - start);
+    struct message_header_parser_ctx *ctx;
+    struct message_header_line *hdr;
+    struct rfc822_parser_context parser;
+    string_t *type = t_str_new(64);
+    bool    seen = FALSE;
+
+    ctx = message_parse_header_init(hdr_input, NULL, MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE);
+    while (!seen && message_parse_header_next(ctx, &hdr) > 0 && !hdr->eoh) {
+	if (strcasecmp(hdr->name, "Content-Type") != 0)
+	    continue;
+	if (hdr->continues) {
+	    hdr->use_full_value = TRUE;		/* read it whole on its last line */
+	    continue;
+	}
+	seen = TRUE;
+	rfc822_parser_init(&parser, hdr->full_value, hdr->full_value_len, NULL);
+	rfc822_skip_lwsp(&parser);
+	(void) rfc822_parse_content_type(&parser, type);	/* as Dovecot's parser reads it */
+	rfc822_parser_deinit(&parser);
+    }
+    message_parse_header_deinit(&ctx);
+    i_stream_unref(&hdr_input);
+    return (seen ? strcasecmp(str_c(type), "message/rfc822") == 0 : digest);
+}
+
+/*
+ * mime_sub_header - size bytes of input at start (UOFF_T_MAX: to its
+ * end), a part or a message, with its header as Python's email reads
+ * it: where a line ends that header which Dovecot's parser would read
+ * as a header (mime_pyhdr.c), an empty line goes before it, and the
+ * empty line Python drops after a last "From " line is left out; so for
+ * the header of the message inside a message/rfc822 part, and of one
+ * inside that, MIME_SUB_HDR_CHAIN deep (the parts of a multipart
+ * come each through here). Every other byte is kept: the body Dovecot's
+ * parser then reads is Python's.
+ */
+#define MIME_SUB_HDR_CHAIN 8
+
+static struct istream *mime_sub_header(struct istream *input, uoff_t start, uoff_t size,
+				               bool digest)
+{
+    struct mime_pyhdr_end cut[MIME_SUB_HDR_CHAIN];
+    struct istream *streams[3 * MIME_SUB_HDR_CHAIN + 2], *joined;
+    uoff_t  stop = size == UOFF_T_MAX ? UOFF_T_MAX : start + size, at = start, body;
+    size_t  cuts = 0, count = 0;
+
+    for (int i = 0; i < MIME_SUB_HDR_CHAIN; i++, digest = FALSE) {
+	body = mime_sub_scan(input, at, stop, &cut[cuts]);
+	if (input->stream_errno != 0)
+	    return (i_stream_create_range(input, start, size));	/* read again: fails */
+	if (cut[cuts].moved && cut[cuts++].drop_len > 0)
+	    break;			/* a message's header would go on past the
+					   empty line dropped: not followed */
+	if (!mime_sub_rfc822(input, at, body, digest))
+	    break;
+	at = body;
+    }
+    if (cuts == 0)				/* as Dovecot's parser reads it */
+	return (i_stream_create_range(input, start, size));
+    at = start;
+    for (size_t i = 0; i < cuts; i++) {
+	streams[count] = mime_sub_range(input, at, cut[i].body - at);
+	count += streams[count] != NULL;
+	streams[count++] = i_stream_create_copy_from_data("\r\n", 2);
+	at = cut[i].body;
+	if (cut[i].drop_len > 0) {		/* the "From " line, not the empty line */
+	    streams[count] = mime_sub_range(input, at, cut[i].drop - at);
+	    count += streams[count] != NULL;
+	    at = cut[i].drop + cut[i].drop_len;
+	}
+    }
+    streams[count] = mime_sub_range(input, at, stop == UOFF_T_MAX ? UOFF_T_MAX : stop - at);
+    count += streams[count] != NULL;
+    streams[count] = NULL;
+    joined = i_stream_create_concat(streams);
+    for (size_t i = 0; i < count; i++)
+	i_stream_unref(&streams[i]);
+    return (joined);
+}
+
+/*
+ * mime_sub_top - a strict walk's parse of the whole message, its own
+ * header read as Python reads it too
+ */
+void    mime_sub_top(struct mime_walk *w, struct istream *input)
+{
+    struct istream *top = mime_sub_header(input, input->v_offset, UOFF_T_MAX, FALSE);
+
+    mime_parse(w, top);
+    if (top->stream_errno != 0 && w->error == NULL)
+	w->error = i_strdup_printf("read(%s) failed: %s", i_stream_get_name(input),
+				   i_stream_get_error(top));
+    i_stream_unref(&top);
+}
+
 /*
  * mime_sub_part - one part of a multipart split here, parsed alone as the
  * one part of a multipart of the same type under a boundary of our own
@@ -202,7 +344,8 @@ static void mime_sub_part(struct mime_walk *w, struct istream *input,
     tail = t_strdup_printf("%s--%s--\r\n", mime_sub_ends_line(input, start, size) ? "" : "\r\n",
 			   sep);
     streams[0] = i_stream_create_copy_from_data(head, strlen(head));
-    streams[1] = i_stream_create_range(input, start, size);
+    streams[1] = mime_sub_header(input, start, size,
+				 strcmp(e->content_type, "multipart/digest") == 0);
     streams[2] = i_stream_create_copy_from_data(tail, strlen(tail));
     streams[3] = NULL;
     sub = i_stream_create_concat(streams);

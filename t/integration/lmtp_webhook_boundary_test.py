@@ -78,15 +78,20 @@ def event_view(d):
     return atts, d["text"], d["html"], whole
 
 
-def check(st, rx, subject, data):
-    """send data; None when the event reads what Python reads, else why not"""
+def check(st, rx, subject, data, embedded=False):
+    """send data; None when the event reads what Python reads, else why not
+    (embedded: without the message/rfc822 parts the event lists too, as
+    attachments of their bytes, which Python's walk() does not)"""
     if not data.endswith(CRLF):
         data += CRLF                    # as smtplib sends it: SMTP's data ends a line
     smtp_send(st, data)
     ev = events_for(rx, subject)
     if len(ev) != 1:
         return "%d events" % len(ev)
-    atts, text, html, whole = event_view(ev[0][2]["data"])
+    d = dict(ev[0][2]["data"])
+    if embedded:
+        d["attachments"] = [a for a in d["attachments"] if a["content_type"] != "message/rfc822"]
+    atts, text, html, whole = event_view(d)
     want, want_text, want_html = python_view(data)
     if (atts, text, html) != (want, want_text, want_html) or not whole:
         return {"event": [(n, t, b) for n, t, b in atts], "python": want,
@@ -201,14 +206,162 @@ def test_hand_cases(st, rx):
             "sizes, sha256 and text as Python's email reads them" % (len(cases) + 5))
 
 
+# -- a header line Python's email takes for none --------------------------
+
+JUNK_FIRST = "--b1\t \t"                 # the delimiter line of a boundary around it
+ATTACHMENT_HEAD = ["Content-Type: application/octet-stream",
+                   'Content-Disposition: attachment; filename="a.bin"']
+
+
+def header_end_cases():
+    """(label, boundary, parts): a line in a part's header that Python's
+    feedparser does not take for a header line (its headerRE) ends the
+    header there, and the line and all after it are the body, where
+    Dovecot's parser read on: the event listed a.bin where Python reads
+    a text/plain part, maybe the bill's text. White space first or a
+    "From " line elsewhere than last, Python ignores as Dovecot does."""
+    text = part(["Content-Type: text/plain; charset=utf-8"], b"Total 12.00 EUR")
+    b64 = base64.encodebytes(PDF).replace(b"\n", CRLF)
+    pdf_head = ["Content-Type: application/pdf", 'Content-Disposition: attachment; filename="b.pdf"']
+    return [
+        ("a first line that is none, then Content-Type and -Disposition", b"b2",
+         [text, part([JUNK_FIRST] + ATTACHMENT_HEAD, PDF)]),
+        ("a first line that is none, and no other text (the bill's text)", b"b2",
+         [part([JUNK_FIRST] + ATTACHMENT_HEAD, b"Total 12.00 EUR"), pdf_part(PDF)]),
+        ("a space before the colon amid a part's headers", b"b1",
+         [text, part(["Content-Type: application/pdf", "Content Type: x", pdf_head[1],
+                      "Content-Transfer-Encoding: base64"], b64)]),
+        ("a byte over 127 before the colon", b"b1",
+         [text, part(["Content-Type: application/pdf", b"X-Pr\xe9fix: 1", pdf_head[1]], PDF)]),
+        ("a name without a colon, before a multipart's Content-Type", b"b1",
+         [text, part(["X-Note", 'Content-Type: multipart/mixed; boundary="in"'],
+                     b"--in" + CRLF + pdf_part(PDF) + CRLF + b"--in--")]),
+        ("a continuation line first", b"b1",
+         [text, part([" Content-Type: text/html"] + pdf_head, PDF)]),
+        ("a continuation line first, then a line that is none", b"b1",
+         [text, part(["\tx", "y z", pdf_head[0], pdf_head[1]], PDF)]),
+        ("a From line last: the body's, the empty line no byte", b"b1",
+         [text, part(pdf_head + ["From billing@vendor.example Wed Dec  2 10:00:00 2026"], PDF)]),
+        ("a From line last before a line that is none", b"b1",
+         [text, part(pdf_head + ["From billing@vendor.example", "no header"], PDF)]),
+        ("a From line first, one amid the headers (both ignored)", b"b1",
+         [text, part(["From a", pdf_head[0], "From b", pdf_head[1]], PDF)]),
+        # "--b1--" closes the inner multipart first and is a delimiter of
+        # the outer one: Python's next part begins with "--b1\t \t"
+        ("an inner multipart's delimiter first in a part of the outer one", b"b1--",
+         [text, part(['Content-Type: multipart/mixed; boundary="b1"'],
+                     b"--b1--" + CRLF + JUNK_FIRST.encode() + CRLF
+                     + part(ATTACHMENT_HEAD, PDF) + CRLF + b"--b1--")]),
+    ]
+
+
+def test_header_end_cases(st, rx):
+    bad = []
+    cases = header_end_cases()
+    for label, boundary, parts in cases:
+        subject = "header end " + label
+        why = check(st, rx, subject, bill(subject, boundary, parts))
+        if why is not None:
+            bad.append((label, why))
+    # a boundary in RFC 2231's form: a strict walk from the start
+    subject = "header end in a strict walk"
+    why = check(st, rx, subject, bill(subject, b"b1", [part(["X Junk: y"] + ATTACHMENT_HEAD, PDF),
+                                                        pdf_part(PDF)], params="boundary*=''b1"))
+    if why is not None:
+        bad.append(("in a strict walk", why))
+    # the header of a message inside a message/rfc822 part (Postfix passes
+    # it as it is), one inside that, and a multipart/digest's part
+    inner = b"From: x@vendor.example" + CRLF + b"X Junk: y" + CRLF + part(ATTACHMENT_HEAD, PDF)
+    embedded = [
+        ("in an attached message", b"b1", [text_part("text/plain", b"Total"),
+                                           part(["Content-Type: message/rfc822"], inner)]),
+        ("in a message attached to an attached message", b"b1",
+         [part(["Content-Type: message/rfc822"], b"Subject: fwd" + CRLF
+               + part(["Content-Type: message/rfc822"], inner)), pdf_part(PDF)]),
+        ("in an attached message whose part header ends first", b"b1",
+         [part(["Content-Type: message/rfc822", "no header"], inner), pdf_part(PDF)]),
+    ]
+    for label, boundary, parts in embedded:
+        subject = "header end " + label
+        why = check(st, rx, subject, bill(subject, boundary, parts), embedded=True)
+        if why is not None:
+            bad.append((label, why))
+    subject = "header end in a digest's part"
+    digest = part(['Content-Type: multipart/digest; boundary="d1"'],
+                  b"--d1" + CRLF + CRLF + inner + CRLF + b"--d1--")
+    why = check(st, rx, subject, bill(subject, b"b1", [text_part("text/plain", b"Total"), digest]),
+                embedded=True)
+    if why is not None:
+        bad.append(("in a digest's part", why))
+    tap.is_(bad, [], "%d bills with a part's header line that Python's email takes for none "
+            "(the body's first), white space first, or a From line: attachments, sizes, "
+            "sha256 and text as Python's email reads them (inside attached messages too)"
+            % (len(cases) + len(embedded) + 2))
+
+
+def stored(st, subject):
+    """the copy Dovecot stored of the mail with that subject, CRLF line ends"""
+    for m in st.maildir_messages(RCPT):
+        m = m.replace(b"\r\n", b"\n").replace(b"\n", CRLF)
+        if ("Subject: %s\r\n" % subject).encode() in m:
+            return m
+    return None
+
+
+def test_top_header_end(st, rx):
+    """The message's own header with such a line. Postfix's cleanup ends
+    the header there with an empty line of its own (and writes "Name :"
+    as "Name:"), so Python and Dovecot read the same; delivered by
+    another MTA (LMTP straight to Dovecot), the line reaches the plugin."""
+    multi = [b'Content-Type: multipart/mixed; boundary="b1"', b"", b"--b1", part(ATTACHMENT_HEAD, PDF),
+             b"--b1", part(["Content-Type: text/plain"], b"Total"), b"--b1--", b""]
+    # a "From " line last: the body's first line (an attachment of one part)
+    pdf_from = [b"Content-Type: application/pdf", b'Content-Disposition: attachment; filename="b.pdf"',
+                b"From billing@vendor.example Wed Dec  2 10:00:00 2026", b"", PDF, b""]
+    for via, junk, rest in (("Postfix", "X Junk: y", multi), ("Postfix", "X-Spaced : y", multi),
+                            ("LMTP", "X Junk: y", multi), ("LMTP", JUNK_FIRST, multi),
+                            ("LMTP", "", pdf_from)):
+        subject = "header end at the top via %s: %r" % (via, junk or "From ... last")
+        data = message(subject, CRLF.join(([junk.encode()] if junk else []) + rest))
+        if via == "Postfix":
+            smtp_send(st, data)
+        else:
+            with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+                c.sendmail("billing@vendor.example", [RCPT], data)
+        ev = events_for(rx, subject)
+        copy = wait_for(lambda: stored(st, subject), timeout=10)
+        if not tap.ok(len(ev) == 1 and copy is not None, "%s: one event, one copy" % subject):
+            continue
+        atts, text, html, whole = event_view(ev[0][2]["data"])
+        tap.is_((atts, text, html, whole), python_view(copy) + (True,),
+                "%s: attachments, text and html as Python's email reads the copy Dovecot "
+                "stored" % subject)
+
+
 # -- property: generated trees full of such lines --------------------------
 
-BOUNDS = ["b", "b1", "b-1", "bb", "b b"]
+BOUNDS = ["b", "b1", "b-1", "bb", "b b", "b--", "b1--"]
 # body lines no boundary of BOUNDS makes a delimiter line, though Dovecot's
 # parser ends a part on several of them (it matches a prefix)
 LINES = ["x", "", "--b-more", "--b--x", "---b", "--b1x", "--b-", "--", "--b b-x", "--bbx",
          "--b-1--y", "y y", "%PDF-1.4"]
 TAILS = ["", " ", "\t \t", "--"]         # after a delimiter's boundary (then CRLF)
+
+
+# header lines Python's email takes for none (the body begins), ignores
+# (white space first, "From " but last) or makes the body's ("From " last)
+JUNK = [JUNK_FIRST, "Content Type: x", "X-Pr\u00e9fix: 1", "From x", " folded", "no header", ":x"]
+
+
+@s.composite
+def junk_in(draw, head, depth):
+    """a part's header lines, now and then with such a line among them;
+    not the message's own (depth 0): Postfix's cleanup ends that header
+    at such a line (test_top_header_end)"""
+    if depth > 0 and draw(s.integers(0, 4)) == 0:
+        head = list(head)
+        head.insert(draw(s.integers(0, len(head))), draw(s.sampled_from(JUNK)))
+    return head
 
 
 @s.composite
@@ -221,7 +374,8 @@ def body_lines(draw):
 def entity(draw, depth=0, used=()):
     if depth < 3 and draw(s.booleans()):
         bd = draw(s.sampled_from([b for b in BOUNDS if b not in used]))
-        out = ('Content-Type: multipart/mixed; boundary="%s"' % bd).encode() + CRLF * 2
+        head = draw(junk_in(['Content-Type: multipart/mixed; boundary="%s"' % bd], depth))
+        out = CRLF.join(h.encode() for h in head) + CRLF * 2
         if draw(s.booleans()):
             out += draw(body_lines())
         if draw(s.integers(0, 19)) == 0:
@@ -237,8 +391,8 @@ def entity(draw, depth=0, used=()):
             out += draw(body_lines())
         return out
     name = "a%d.bin" % draw(s.integers(0, 999))
-    return part(["Content-Type: application/octet-stream",
-                 'Content-Disposition: attachment; filename="%s"' % name],
+    return part(draw(junk_in(["Content-Type: application/octet-stream",
+                              'Content-Disposition: attachment; filename="%s"' % name], depth)),
                 draw(body_lines()) + draw(s.sampled_from([b"", b"end"])))
 
 
@@ -522,6 +676,8 @@ with Stack("lmtp-webhook-boundary") as st:
     st.start_postfix()
     Runner(st).start()
     test_hand_cases(st, rx)
+    test_header_end_cases(st, rx)
+    test_top_header_end(st, rx)
     examples = int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60"))
     property_test(st, rx, examples, entity(), "boundary property",
                   "full of lines that begin with a boundary: every event as Python's email "
