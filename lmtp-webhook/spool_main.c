@@ -107,7 +107,7 @@ static void tool_check_secret(struct spool_tool *tool)
     struct webhook_key key;
     const char *err;
     struct stat st;
-    int     denied;
+    const char *denied;
 
     if ((err = sign_key_load(tool->secret_file, &key)) != NULL)
 	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
@@ -118,12 +118,13 @@ static void tool_check_secret(struct spool_tool *tool)
 	msg_warn("secret_file %s is readable by every user (mode %04o): whoever reads it "
 		 "can sign events the receivers accept; chmod o-r (0640, group of the "
 		 "daemon's user)", tool->secret_file, (unsigned) (st.st_mode & 07777));
-    if (err == NULL && (denied = spool_owner_user_reads(user, tool->secret_file)) > 0)
+    if (err == NULL && user != NULL
+	&& (denied = spool_owner_user_reads(user, tool->secret_file)) != NULL)
 	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
 			 "secret_file %s: user %s cannot read it (%s): the daemon runs as "
 			 "%s and reads it at every scan, not as root; make it readable by "
 			 "that user's group (chown root:GROUP, chmod 0640)", tool->secret_file,
-			 user, strerror(denied), user);
+			 user, denied, user);
 }
 
 /*
@@ -136,7 +137,8 @@ static void tool_check_secret(struct spool_tool *tool)
  */
 static void tool_check_ca(struct spool_tool *tool)
 {
-    int     line = config_lookup(tool->cfg, "ca_file")->line, denied, certs = 0;
+    int     line = config_lookup(tool->cfg, "ca_file")->line, certs = 0;
+    const char *denied;
     const char *user = config_get_str(tool->cfg, "user"), *path = tool->ca_file;
     struct stat st;
     X509   *cert;
@@ -155,9 +157,10 @@ static void tool_check_ca(struct spool_tool *tool)
 			 path, S_ISDIR(st.st_mode) ? "a directory" : "no regular file");
 	return;
     }
-    if ((denied = spool_owner_user_reads(user, path)) > 0) {
-	config_add_error(tool->cfg, line, "ca_file %s: user %s cannot read it (%s)", path,
-			 user, strerror(denied));
+    if ((denied = spool_owner_user_reads(user, path)) != NULL) {
+	config_add_error(tool->cfg, line, "ca_file %s: %s%s%s(%s)", path,
+			 user ? "user " : "", user ? user : "", user ? " cannot read it " : "",
+			 denied);
 	return;
     }
     if ((fp = fopen(path, "r")) == NULL) {

@@ -14,7 +14,7 @@
  *
  *	const char *spool_owner_make(dir, user)
  *
- *	int	spool_owner_user_reads(user, path)
+ *	const char *spool_owner_user_reads(user, path)
  * DESCRIPTION
  *	The spool belongs to the user Dovecot delivers as (vmail), who can
  *	put anything into it: runner.lock made a symbolic link to
@@ -52,11 +52,11 @@
  *	spool_owner_user_reads() says whether "user" can open path for
  *	reading, as the daemon will once it has become that user for good
  *	(its uid, group and supplementary groups; directories on the way,
- *	ACLs and all): 0 yes, else the errno it gets (EACCES), or -1 when
- *	it cannot be told (not root, no user, no such user). For -t and
- *	the start: a file root alone reads passed them, and the running
- *	daemon could never read it. It asks a child process, which gives
- *	up root and tries; this process keeps its ids.
+ *	ACLs and all): NULL yes, else why not ("Permission denied"). For
+ *	-t and the start: a file root alone reads passed them, and the
+ *	running daemon could never read it. daemon_as_user() asks a child
+ *	process, which gives up root and tries; this process keeps its
+ *	ids. Not root, or no user: opened here.
  * DIAGNOSTICS
  *	spool_owner_enter() returns an error text (static) when the ids
  *	cannot be changed; the caller stops: it must not go on as root.
@@ -74,6 +74,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "msg.h"
 #include "spool_tool.h"
 
@@ -149,28 +150,18 @@ const char *spool_owner_make(const char *dir, const char *user)
     return (NULL);
 }
 
-int     spool_owner_user_reads(const char *user, const char *path)
+static const char *spool_owner_open_check(void *path)
 {
-    struct passwd *pw;
-    pid_t   pid;
-    int     status, fd;
+    /* O_NONBLOCK: never wait on a FIFO; nothing is read */
+    int     fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
-    if (user == NULL || getuid() != 0 || geteuid() != 0 || (pw = getpwnam(user)) == NULL
-	|| pw->pw_uid == 0)
-	return (-1);
-    if ((pid = fork()) < 0)
-	return (-1);
-    if (pid == 0) {				/* as daemon_drop_privileges() */
-	if (setgid(pw->pw_gid) < 0 || initgroups(user, pw->pw_gid) < 0
-	    || setuid(pw->pw_uid) < 0)
-	    _exit(255);
-	/* O_NONBLOCK: never wait on a FIFO; nothing is read */
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
-	    _exit(errno > 0 && errno < 255 ? errno : EACCES);
-	_exit(0);
-    }
-    while (waitpid(pid, &status, 0) < 0)
-	if (errno != EINTR)
-	    return (-1);
-    return (WIFEXITED(status) && WEXITSTATUS(status) != 255 ? WEXITSTATUS(status) : -1);
+    if (fd < 0)
+	return (strerror(errno));
+    close(fd);
+    return (NULL);
+}
+
+const char *spool_owner_user_reads(const char *user, const char *path)
+{
+    return (daemon_as_user(user, spool_owner_open_check, (void *) path));
 }

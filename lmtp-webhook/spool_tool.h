@@ -39,7 +39,7 @@ const char *spool_owner_enter(const char *dir);
 void    spool_owner_root(void);
 void    spool_owner_again(void);
 const char *spool_owner_make(const char *dir, const char *user);
-int     spool_owner_user_reads(const char *user, const char *path);
+const char *spool_owner_user_reads(const char *user, const char *path);
 
 /* runner_metrics.c: the series of run with metrics_listen */
 struct metrics_series;

@@ -183,22 +183,14 @@ static void quarantine_free_one(struct quarantine *q)
  * becomes the user asks the kernel. Without user, or no longer root (a
  * reload), access(2) already answers for the running user.
  */
+static const char *quarantine_runs_check(void *path)
+{
+    return (access(path, X_OK) == 0 ? NULL : "not executable");
+}
+
 static int quarantine_user_runs(const char *user, const char *path)
 {
-    pid_t   pid;
-    int     status;
-
-    if (user == NULL || geteuid() != 0)
-	return (access(path, X_OK) == 0);
-    fflush(NULL);
-    if ((pid = fork()) < 0)
-	return (1);				/* cannot tell: do not refuse */
-    if (pid == 0)
-	_exit(daemon_drop_privileges(user) != NULL ? 2 : access(path, X_OK) != 0);
-    while (waitpid(pid, &status, 0) < 0)
-	if (errno != EINTR)
-	    return (1);
-    return (!WIFEXITED(status) || WEXITSTATUS(status) != 1);
+    return (daemon_as_user(user, quarantine_runs_check, (void *) path) == NULL);
 }
 
 void    quarantine_load(struct limits *limits, struct config *cfg)
