@@ -26,6 +26,7 @@
  *	void	daemon_signal_block(&set)
  *	int	daemon_signal_wait(&set)
  *	void	daemon_signal_hold()
+ *	void	daemon_starting()
  *
  *	long long daemon_mono_ms()
  *	long long daemon_mono_sec()
@@ -176,7 +177,21 @@ void    daemon_parse_args(int argc, char **argv, const char *default_config,
     if (daemon_parse_command(argc, argv, default_config, opts) != argc)
 	daemon_usage();
     if (!opts->check_only)
-	daemon_signal_hold();
+	daemon_starting();
+}
+
+/*
+ * daemon_starting - the first step of a daemon's start (not of -t): its
+ * signals held (daemon_signal_hold()), and its stderr copy bounded
+ * (msg_set_bounded()) until it serves: a warning written while the
+ * configuration loads, to a starter's stderr that is a full pipe nobody
+ * reads yet, held the start in write() for ever, Ctrl-C and
+ * start_timeout included (a world-readable secret_file's warning did).
+ */
+void    daemon_starting(void)
+{
+    daemon_signal_hold();
+    msg_set_bounded(1);
 }
 
 int     daemon_parse_command(int argc, char **argv, const char *default_config,
@@ -450,8 +465,10 @@ void    daemon_detached(void)
 {
     int     fd;
 
-    if (daemon_ready_fd < 0)
+    if (daemon_ready_fd < 0) {		/* in the foreground: serving */
+	msg_set_bounded(0);			/* the service manager's stderr */
 	return;
+    }
     msg_set_outputs(MSG_SYSLOG);		/* daemon_log_init(): detached */
     /* stderr too: a caller reading it (a shell's $(...), ssh) would
        wait for it to close as long as the daemon runs; what the daemon

@@ -51,6 +51,7 @@ int     daemon_signal_fd(void);
 int     daemon_signal_next(void);
 void    daemon_signal_block(sigset_t *set);
 void    daemon_signal_hold(void);
+void    daemon_starting(void);
 long long daemon_mono_ms(void);
 long long daemon_mono_sec(void);
 int     daemon_signal_wait(const sigset_t *set);

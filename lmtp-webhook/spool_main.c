@@ -492,7 +492,7 @@ int     main(int argc, char **argv)
     msg_init(argv[0], MSG_STDERR);
     first = daemon_parse_command(argc, argv, SYSCONFDIR "/mxkit/lmtp-webhook-spool.conf", &opts);
     if (!opts.check_only && first < argc && strcmp(argv[first], "run") == 0)
-	daemon_signal_hold();			/* the daemon: see daemon(3) */
+	daemon_starting();			/* the daemon: see daemon(3) */
     /* Dovecot's configuration, not ours: no spool needed */
     if (!opts.check_only && first < argc && strcmp(argv[first], "check-routes") == 0
 	&& argc - first <= 2)
