@@ -246,13 +246,14 @@ static void runner_wakeups(struct runner *r)
  * runner_relist_due - whether a listing of active/ is due: where inotify
  * tells of every event renamed or released into it, only when active/
  * changed (its mtime: a file put there by hand, a spool shared over NFS)
- * or a wake-up may have been lost, and every RUNNER_RELIST seconds
+ * or a wake-up may have been lost, when the wall clock was stepped
+ * (what it knew was the old clock's times), and every RUNNER_RELIST seconds
  * (forgetting what r->later knew); without inotify, every time.
  */
 static int runner_relist_due(struct runner *r)
 {
     char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, NULL);
-    long long now = daemon_mono_sec();
+    long long now = daemon_mono_sec(), skew = (long long) time(NULL) - now;
     struct stat st;
     int     changed = 1;
 
@@ -263,8 +264,11 @@ static int runner_relist_due(struct runner *r)
 	runner_watch_stale(r, &st);
     }
     free(path);
+    /* the wall clock stepped (skew moved): what r->later and r->queue
+       hold is the old clock's times; each event is looked at again */
     if (r->wake_fd < 0 || r->watch < 0 || r->lost || r->relisted < 0
-	|| now - r->relisted >= RUNNER_RELIST) {
+	|| now - r->relisted >= RUNNER_RELIST || skew > r->skew + 2 || skew < r->skew - 2) {
+	r->skew = skew;
 	htable_destroy(&r->later, free);	/* all looked at again */
 	r->later = htable_create(64);
 	timeq_clear(r->queue);

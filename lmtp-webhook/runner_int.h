@@ -66,6 +66,7 @@ struct runner {
     int     count, next;
     time_t  listed;			/* when the last listing was due */
     long long relisted;			/* daemon_mono_sec() active/ was last listed; -1 */
+    long long skew;			/* time() - daemon_mono_sec() then */
     struct timespec active_seen;	/* active/'s mtime then */
     int     lost;			/* a wake-up may be lost: list again */
     int     running;

@@ -26,7 +26,9 @@
  *	An event's mtime is its next attempt, or the end of its hold
  *	(spool.c, spool_hold.c), only when it was set ahead of the file's
  *	change (its ctime): a file written, released or copied in has its
- *	mtime at or before its ctime and is due now. spool_mtime_due()
+ *	mtime at or before its ctime and is due now; so is one whose ctime
+ *	is ahead of the clock (stepped back since: the schedule was the old
+ *	clock's). spool_mtime_due()
  *	returns that time, or 0 for due now, and spool_load() keeps it as
  *	the event's mtime. Read from the mtime alone, a clock stepped back
  *	an hour left every new event an hour in the future: none was
@@ -62,6 +64,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -256,6 +259,11 @@ static void spool_release(char *data, size_t len, int mapped)
 
 long long spool_mtime_due(const struct stat *st)
 {
+    /* changed after now: the clock was stepped back since, and what the
+       mtime scheduled under the old clock (a retry 4 s on) would wait
+       for the step too (helper-80: an hour) */
+    if ((long long) st->st_ctime > (long long) time(NULL) + 1)
+	return (0);
     if (st->st_mtim.tv_sec > st->st_ctim.tv_sec
 	|| (st->st_mtim.tv_sec == st->st_ctim.tv_sec
 	    && st->st_mtim.tv_nsec > st->st_ctim.tv_nsec))
@@ -326,6 +334,8 @@ const char *spool_load(const char *path, struct spool_event *ev)
     ev->next_attempt = next_attempt;
     ev->held = held != NULL && json_is_true(held);
     ev->mtime = spool_mtime_due(&st);
+    if ((long long) st.st_ctime > (long long) time(NULL) + 1)
+	ev->next_attempt = 0;			/* the old clock's: due now */
     ev->dev = st.st_dev;
     ev->ino = st.st_ino;
     ev->last_error = json_is_string(last_error) ? wh_strdup(json_string_value(last_error)) : NULL;

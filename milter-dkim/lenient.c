@@ -259,7 +259,9 @@ static int lenient_ip_literal(const char *p)
  * computed here), and where a name should start anything but a label,
  * the end of the address or an encoded word (read in the decoded
  * value) or an address literal: a domain literal "[vendor.test]", a
- * leading or double dot, a backslash, a quote, '<'. Readers show "billing@[vendor.test]" or
+ * leading or double dot, a backslash, a quote, '<'; after a label
+ * anything but a dot, white space, a comment or the end of the
+ * address (a control byte). Readers show "billing@[vendor.test]" or
  * "billing@.vendor.test" as an address at vendor.test, and finding no
  * name there let such a From: escape a p=reject policy.
  */
@@ -284,7 +286,16 @@ static int lenient_domain(const char *p, char *name)
 	for (size_t i = 0; i < n; i++)
 	    name[len++] = tolower((unsigned char) p[i]);
 	p += n;
-	if ((q = rfc5322_skip_cfws(p)) == NULL || *q != '.')
+	if ((q = rfc5322_skip_cfws(p)) == NULL)
+	    break;
+	/* after a label: a dot, or what ends the address (or the quoted
+	   string or display name it stood in); a byte that
+	   can do neither ("vendor\x0b.test": Python drops the VT and
+	   reads vendor.test, a reader may show it) leaves the name
+	   unknown, and a name of one label was not counted at all */
+	if (*q != '.' && !lenient_no_domain(*q) && *q != '"' && *q != '<' && q == p)
+	    return (-2);
+	if (*q != '.')
 	    break;
 	p = q + 1;
     }

@@ -14,7 +14,10 @@ interval a daemon measures must go on as before:
      an event spooled (its mtime, read as its next attempt, an hour
      ahead) is posted at once, signed -- none was posted for the hour;
      a file in active/ that is no event (changed "in the future") is
-     moved to dead/ -- it was taken for a copy under way, and stayed.
+     moved to dead/ -- it was taken for a copy under way, and stayed;
+  4. the same runner, an event's first attempt failed (retry ~5 s on),
+     then its clock steps back an hour: the retry comes as planned --
+     it waited for the clock to catch up.
 
 The accept pause's warning (common/skeleton.c) measures its interval on
 the same clock, but is not tested here: it is written only while the
@@ -163,6 +166,33 @@ def test_runner_behind(st):
     runner.stop()
 
 
+def test_retry_after_step(st):
+    """An event's first attempt fails (its retry some 5 s on, the
+    Standard Webhooks schedule), then the runner's clock steps back an
+    hour: the retry comes as planned, not an hour later (helper-80)."""
+    env, offset = faked(st, "spool")
+    rx = Receiver()
+    rx.script = [500]                   # then 200
+    for name in os.listdir(st.path("spool", "active")):
+        os.unlink(st.path("spool", "active", name))
+    url = "http://127.0.0.1:%d/ws/acme/in" % rx.port
+    runner = Runner(st)
+    runner.start(env=env)
+    with open(st.path("spool", "tmp", "step01"), "wb") as f:
+        f.write(spool_event_bytes("msg_step01", url, b'{"type":"test","tag":"step"}'))
+    os.rename(st.path("spool", "tmp", "step01"), st.path("spool", "active", "msg_step01"))
+    tap.ok(wait_for(lambda: len(rx.events()) >= 1, timeout=20), "retry: the first attempt (500)")
+    time.sleep(0.5)
+    step_back(offset)
+    tap.ok(wait_for(lambda: len(rx.events()) >= 2, timeout=30),
+           "the clock stepped back an hour after it: the retry is posted within 30 s, not "
+           "an hour later", diag=runner.log()[-800:])
+    tap.ok(wait_for(lambda: os.listdir(st.path("spool", "active")) == [], timeout=10),
+           "and the event is delivered")
+    rx.stop()
+    runner.stop()
+
+
 if not os.path.exists(FAKETIME):
     tap.ok(False, "libfaketime is installed (contrib/install-deps installs it)")
     sys.exit(tap.done())
@@ -172,5 +202,6 @@ with Stack("clock-step") as st:
     test_notify_timeout(st)
     test_milter_full(st)
     test_runner_behind(st)
+    test_retry_after_step(st)
 
 sys.exit(tap.done())

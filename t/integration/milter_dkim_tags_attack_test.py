@@ -213,6 +213,10 @@ UNSURE = [
     (b"billing@.vendor.test", "a leading dot"),
     (b"billing@\\vendor.test", "a backslash"),
     (b"billing@vendor..test", "a double dot"),
+    (b"billing@vendor\x0b.test", "a VT after a label (Python reads vendor.test)"),
+    (b"Billing <billing@vendor\x0c.test>", "an FF after a label"),
+    (b"billing@vendor\x7f.test", "a DEL after a label"),
+    (b"billing@vendor\x1f.test", "a US after a label"),
 ]
 
 
