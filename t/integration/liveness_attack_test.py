@@ -457,11 +457,16 @@ def test_reload_storm(st):
 
 
 def test_clock():
+    """liveness reads the daemons' one monotonic clock (daemon_mono_ms(),
+    common/daemon.c; clock_step_test steps the wall clock under running
+    daemons)"""
     with open(src_path("common", "liveness.c")) as f:
         text = f.read()
-    now = re.search(r"liveness_now\(void\)\s*\{(.*?)\n\}", text, re.S)
-    tap.ok(now and "CLOCK_MONOTONIC" in now.group(1) and not re.search(r"\btime\(", now.group(1))
-           and "CLOCK_REALTIME" not in text,
+    with open(src_path("common", "daemon.c")) as f:
+        daemon = f.read()
+    mono = re.search(r"daemon_mono_ms\(void\)\s*\{(.*?)\n\}", daemon, re.S)
+    tap.ok(mono and "CLOCK_MONOTONIC" in mono.group(1) and "daemon_mono_ms()" in text
+           and not re.search(r"\btime\(", text) and "CLOCK_REALTIME" not in text,
            "liveness stamps and ages are CLOCK_MONOTONIC (a wall-clock step changes nothing)")
 
 
