@@ -116,23 +116,20 @@ static const char *const mime_top_headers[PAYLOAD_HEADER_COUNT] = {
 
 /*
  * mime_boundary - a multipart's boundary as Python's email reads it: the
- * form given first (boundary*=''b2; boundary=b1 is b2), RFC 2231 decoded,
- * trailing white space cut (get_boundary()); none when empty. When
- * Dovecot's parser reads another one (the first plain boundary=: it does
- * not read RFC 2231's forms), the part is parsed again with Python's
- * (w->reparse, mime_subparse()), or is one attachment when Python reads
- * none: the two disagreed on where the bill's PDF is.
+ * form given first (boundary*=''b2; boundary=b1 is b2), decoded, trailing
+ * white space cut (get_boundary()); none when empty or not US-ASCII
+ * (mime_param_boundary()). When Dovecot's parser reads another one (the
+ * first plain boundary=: it does not read RFC 2231's forms), the part is
+ * parsed again with Python's (w->reparse, mime_subparse()), or is one
+ * attachment when Python reads none: the two disagreed on where the
+ * bill's PDF is.
  */
 static void mime_boundary(struct mime_walk *w, const struct rfc822_parser_context *params)
 {
     struct rfc822_parser_context first = *params, plain = *params;
-    const char *py = mime_param_pick(&first, "boundary", MIME_PARAM_FIRST);
+    const char *py = mime_param_boundary(&first);
     const char *dc = mime_param_dovecot(&plain, "boundary");
-    size_t  len = py == NULL ? 0 : strlen(py);
 
-    while (len > 0 && i_isspace(py[len - 1]))
-	len--;
-    py = len == 0 ? NULL : t_strndup(py, len);
     i_free(w->boundary);
     w->boundary = i_strdup(py);
     w->reparse = py == NULL ? dc != NULL
@@ -187,10 +184,8 @@ static const char *mime_part_header(struct mime_walk *w, const struct message_he
 	    w->disposition_attachment = strcasecmp(str_c(token), "attachment") == 0;
 	w->disp_filename = i_strdup(mime_param(&parser, "filename"));
     } else if (strcasecmp(hdr->name, "Content-Transfer-Encoding") == 0 && !w->cte_seen) {
-	token = t_str_new(32);
 	w->cte_seen = TRUE;
-	if (rfc822_parse_mime_token(&parser, token) >= 0)
-	    w->cte = decode_cte_parse(str_c(token));
+	w->cte = mime_cte_read(hdr->full_value, hdr->full_value_len);
     }
     rfc822_parser_deinit(&parser);
     return (decoder_value);

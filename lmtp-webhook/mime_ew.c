@@ -7,6 +7,8 @@
  *	#include "mime_param.h"
  *
  *	void	mime_header_utf8(data, size, out)
+ *
+ *	enum decode_cte mime_cte_read(data, size)
  * DESCRIPTION
  *	mime_header_utf8() decodes a header value's RFC 2047 encoded words
  *	to UTF-8 with Dovecot's decoder (mime_words_utf8()), after taking
@@ -33,12 +35,18 @@
  *	Dovecot's decoder as the "Q" word of the same bytes, so that its
  *	charset and the white space between words are read as for any
  *	word.
+ *
+ *	mime_cte_read() reads a Content-Transfer-Encoding value as Python's
+ *	email reads it: a value that is one encoded word and nothing else
+ *	("=?utf-8?q?base64?=") is decoded first (Python decodes the body
+ *	then; the plugin left it encoded).
  * DIAGNOSTICS
  *	None: every value decodes to something.
  */
 
 #include "lib.h"
 #include "str.h"
+#include "rfc822-parser.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -166,4 +174,35 @@ void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
     }
     buffer_append(fixed, data + seg, size - seg);
     mime_ew_flush(fixed, out);
+}
+
+/* mime_cte_read - a Content-Transfer-Encoding value, an encoded word decoded */
+
+enum decode_cte mime_cte_read(const unsigned char *data, size_t size)
+{
+    struct rfc822_parser_context parser;
+    enum decode_cte cte = DECODE_IDENTITY;
+    string_t *token = t_str_new(32);
+    buffer_t *decoded;
+    size_t  i;
+
+    while (size > 0 && i_isspace(data[0]))
+	data++, size--;
+    while (size > 0 && i_isspace(data[size - 1]))
+	size--;
+    for (i = 0; i < size && !i_isspace(data[i]); i++)
+	;
+    if (i == size && size >= 4 && memcmp(data, "=?", 2) == 0
+	&& memcmp(data + size - 2, "?=", 2) == 0) {
+	decoded = t_buffer_create(size);
+	mime_words_utf8(data, size, decoded);
+	data = decoded->data;
+	size = decoded->used;
+    }
+    rfc822_parser_init(&parser, data, size, NULL);
+    rfc822_skip_lwsp(&parser);
+    if (rfc822_parse_mime_token(&parser, token) >= 0)
+	cte = decode_cte_parse(str_c(token));
+    rfc822_parser_deinit(&parser);
+    return (cte);
 }

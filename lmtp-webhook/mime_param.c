@@ -10,6 +10,8 @@
  *	const char *mime_param_pick(parser, wanted, pick)
  *	const char *mime_param_dovecot(parser, wanted)
  *
+ *	const char *mime_param_boundary(parser)
+ *
  *	void	mime_words_utf8(data, size, out)
  * DESCRIPTION
  *	mime_param() returns the value of parameter "wanted" in what
@@ -29,6 +31,9 @@
  *	mime_param_dovecot() returns the value as Dovecot's own parsers
  *	read it (rfc2231_parse(): the first plain wanted=, continuations
  *	joined; an extended form is not that parameter), or NULL.
+ *
+ *	mime_param_boundary() returns a multipart's boundary as Python's
+ *	email reads it (get_boundary()), or NULL for one it never matches.
  *
  *	All consume the parser; the values are on the data stack. A
  *	parameter that does not parse is skipped to the next ";" (quoted
@@ -110,6 +115,42 @@ struct mime_segment {
 };
 ARRAY_DEFINE_TYPE(mime_segment, struct mime_segment);
 
+/* mime_param_prefix - past "charset'language'" in v, or NULL */
+
+static const char *mime_param_prefix(const char *v)
+{
+    const char *q1 = strchr(v, '\'');
+
+    return (q1 == NULL ? NULL : strchr(q1 + 1, '\''));
+}
+
+/*
+ * mime_param_segment - segment i of an RFC 2231 value, as the joined value
+ * is to hold it. A segment that is not extended (name*1=) is literal for
+ * RFC 2231 and Python's email ("b%41" stays so): where another one is
+ * extended, its "%" is written "%25" to come out of the %-decoding as it
+ * is. A later extended segment's own charset'language' prefix is dropped
+ * when the first one has its own: Python's email reads the value with the
+ * first one's charset (iso-8859-1''%E9 then utf-8''%E9.pdf is "\xe9\xe9.pdf").
+ */
+static void mime_param_segment(string_t *joined, const struct mime_segment *seg,
+			               unsigned int i, bool ext)
+{
+    const char *v = seg[i].value, *prefix;
+
+    if (!ext) {
+	str_append(joined, v);
+    } else if (!seg[i].ext) {
+	for (; *v != '\0'; v++)
+	    str_append(joined, *v == '%' ? "%25" : t_strndup(v, 1));
+    } else if (i > 0 && seg[0].ext && mime_param_prefix(seg[0].value) != NULL
+	       && (prefix = mime_param_prefix(v)) != NULL) {
+	str_append(joined, prefix + 1);
+    } else {
+	str_append(joined, v);
+    }
+}
+
 /*
  * mime_param_ext - an RFC 2231 value from its segments (one, or a
  * continuation), read as Python's email reads it (get_param(),
@@ -121,18 +162,18 @@ ARRAY_DEFINE_TYPE(mime_segment, struct mime_segment);
 static const char *mime_param_ext(const struct mime_segment *seg, unsigned int n)
 {
     string_t *joined = t_str_new(128), *raw;
-    const char *charset = "", *v, *q1, *q2;
+    const char *charset = "", *v, *q2;
     bool    ext = FALSE;
 
-    for (unsigned int i = 0; i < n; i++) {
-	str_append(joined, seg[i].value);
+    for (unsigned int i = 0; i < n; i++)
 	ext = ext || seg[i].ext;
-    }
+    for (unsigned int i = 0; i < n; i++)
+	mime_param_segment(joined, seg, i, ext);
     v = str_c(joined);
     if (!ext)
 	return (mime_to_utf8("", v, str_len(joined)));
-    if ((q1 = strchr(v, '\'')) != NULL && (q2 = strchr(q1 + 1, '\'')) != NULL) {
-	charset = t_strdup_until(v, q1);
+    if ((q2 = mime_param_prefix(v)) != NULL) {
+	charset = t_strdup_until(v, strchr(v, '\''));
 	v = q2 + 1;
     }
     raw = t_str_new(strlen(v) + 1);
@@ -244,6 +285,7 @@ static const char *mime_param_form(const char *plain, const char *ext,
 {
     struct mime_segment *seg;
     unsigned int count, present = 0;
+    const char *value;
     string_t *out;
 
     /* the segments there are, in order: with one missing (name*0*,
@@ -256,17 +298,22 @@ static const char *mime_param_form(const char *plain, const char *ext,
 	present = 0, ext = NULL;		/* the plain one came first */
     else if (pick == MIME_PARAM_FIRST && first == 1)
 	present = 0;				/* name*= came first */
-    if (present > 0)
-	return (mime_param_ext(seg, present));
+    /* an extended value that is empty (name*=''), Python's email drops:
+       the plain one counts, or none */
+    if (present > 0 && *(value = mime_param_ext(seg, present)) != '\0')
+	return (value);
     if (ext != NULL) {
 	struct mime_segment one = {ext, TRUE};
 
-	return (mime_param_ext(&one, 1));
+	if (*(value = mime_param_ext(&one, 1)) != '\0')
+	    return (value);
     }
     if (plain == NULL)
 	return (NULL);
-    if (pick == MIME_PARAM_FIRST || strstr(plain, "=?") == NULL)
-	return (t_strdup(plain));		/* RFC 2047 in names, in the wild */
+    /* RFC 2047 in names, in the wild; Python's email decodes them in any
+       quoted value (boundary="=?utf-8?q?b1?=" is b1, charset the same) */
+    if (strstr(plain, "=?") == NULL)
+	return (t_strdup(plain));
     out = t_str_new(strlen(plain) + 16);
     mime_words_utf8((const unsigned char *) plain, strlen(plain), out);
     return (mime_to_utf8("", (const char *) str_data(out), str_len(out)));
@@ -285,6 +332,27 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
     value = mime_param_form(plain, ext, &segs, first, pick);
     pool_unref(&pool);
     return (value);
+}
+
+/*
+ * mime_param_boundary - a multipart's boundary as Python's email reads it
+ * (get_boundary()): the form given first, decoded (an RFC 2047 word in a
+ * quoted value too), trailing white space cut. NULL when it is empty, or
+ * not US-ASCII: Python's boundary is then text its lines (surrogate-escaped
+ * bytes) never match, and the part one leaf (boundary="b\xc3\xa9",
+ * boundary*=utf-8''b%C3%A9, iso-8859-1''b%E9); the plugin split it.
+ */
+const char *mime_param_boundary(struct rfc822_parser_context *parser)
+{
+    const char *py = mime_param_pick(parser, "boundary", MIME_PARAM_FIRST);
+    size_t  len = py == NULL ? 0 : strlen(py);
+
+    while (len > 0 && i_isspace(py[len - 1]))
+	len--;
+    for (size_t i = 0; i < len; i++)
+	if ((unsigned char) py[i] >= 0x80)
+	    return (NULL);
+    return (len == 0 ? NULL : t_strndup(py, len));
 }
 
 static bool mime_word(const unsigned char *data, size_t size, const char *charset,

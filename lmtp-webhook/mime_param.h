@@ -3,6 +3,8 @@
 
 /* mime_param.h - MIME parameters in every form senders use */
 
+#include "decode.h"
+
 struct rfc822_parser_context;
 
 enum mime_param_pick {
@@ -16,7 +18,10 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted);
 void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out);
 
+const char *mime_param_boundary(struct rfc822_parser_context *parser);
+
 /* mime_ew.c */
 void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out);
+enum decode_cte mime_cte_read(const unsigned char *data, size_t size);
 
 #endif

@@ -206,6 +206,51 @@ def test_hand_cases(st, rx):
             "sizes, sha256 and text as Python's email reads them" % (len(cases) + 5))
 
 
+# -- parameters Python's email reads otherwise (atk79) -----------------------
+
+def test_param_cases(st, rx):
+    """boundary, charset, Content-Transfer-Encoding and filename values
+    Python's email decodes before it reads them (atk79): the plugin split
+    a multipart Python does not (a non-ASCII boundary), did not split one
+    it does (an encoded word), %-decoded a segment that is not extended,
+    left a body encoded"""
+    text = b"Content-Type: text/plain\r\n\r\nTotal 12.00 EUR"
+    pdf = lambda n: (b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                     + n + b"\r\n\r\n%PDF-1.4 bill")
+    plain = pdf(b"filename=bill.pdf")
+    boundaries = [(b'boundary="b\xc3\xa9"', b"b\xc3\xa9"),
+                  (b"boundary*=utf-8''b%C3%A9", b"b\xc3\xa9"),
+                  (b"boundary*=iso-8859-1''b%E9", b"b\xe9"),
+                  (b'boundary="=?utf-8?q?b1?="', b"b1"),
+                  (b'boundary="=?utf-8?q?b1?="', b"=?utf-8?q?b1?="),
+                  (b"boundary*0*=''b; boundary*1=%41", b"b%41"),
+                  (b"boundary*0*=''b; boundary*1=%41", b"bA")]
+    cases = [(p, bd, [text, plain]) for p, bd in boundaries]
+    for v in [b"filename*0*=utf-8''bill; filename*1=%41.pdf",
+              b"filename*0*=iso-8859-1''%E9; filename*1*=utf-8''%E9.pdf",
+              b"filename*=''", b"filename*=''; filename=b.pdf"]:
+        cases.append((b"boundary=b1", b"b1", [text, pdf(v)]))
+    for cte in [b"=?utf-8?q?base64?=", b"=?utf-8?b?YmFzZTY0?=", b"=?utf-8?q?base64?= x"]:
+        cases.append((b"boundary=b1", b"b1", [
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: " + cte
+            + b"\r\n\r\nVG90YWwgMTIuMDA=", b"Content-Transfer-Encoding: " + cte + b"\r\n"
+            + pdf(b"filename=a.pdf").replace(b"%PDF-1.4 bill", b"JVBERi0xLjQ=")]))
+    cases.append((b"boundary=b1", b"b1", [
+        b'Content-Type: text/plain; charset="=?utf-8?q?iso-8859-1?="\r\n\r\nTotal M\xfcller',
+        plain]))
+    bad = []
+    for n, (params, bd, parts) in enumerate(cases):
+        subject = "boundary param case %d" % n
+        body = b"pre\r\n" + b"".join(b"--" + bd + CRLF + p + CRLF for p in parts) + b"--" + bd + b"--"
+        data = message(subject, part([b"Content-Type: multipart/mixed; " + params], body))
+        why = check(st, rx, subject, data)
+        if why is not None:
+            bad.append((params, bd, parts[1][:80], why))
+    tap.is_(bad, [], "%d bills whose boundary, filename, charset or transfer encoding is "
+            "an encoded word, RFC 2231 segments or not US-ASCII: read as Python's email "
+            "reads them" % len(cases))
+
+
 # -- a header line Python's email takes for none --------------------------
 
 JUNK_FIRST = "--b1\t \t"                 # the delimiter line of a boundary around it
@@ -676,6 +721,7 @@ with Stack("lmtp-webhook-boundary") as st:
     st.start_postfix()
     Runner(st).start()
     test_hand_cases(st, rx)
+    test_param_cases(st, rx)
     test_header_end_cases(st, rx)
     test_top_header_end(st, rx)
     examples = int(os.environ.get("MXKIT_PROPERTY_EXAMPLES", "60"))
