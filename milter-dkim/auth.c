@@ -7,7 +7,7 @@
  *	#include "auth.h"
  *
  *	void	auth_load(cfg, lib, verify, &conf)
- *	void	auth_begin(conf)
+ *	void	auth_begin(conf, msg)
  *	enum auth_verdict auth_evaluate(conf, dkim, eom, msg, &session, &results,
  *		&code, &dsn, &reply)
  *	void	auth_end()
@@ -22,7 +22,11 @@
  *	auth_begin() starts the message's DNS budget (auth_timeout: the
  *	time its lookups wait, added up), before dkim_eoh() fetches the
  *	keys at the end of the headers; auth_end() ends it after SPF and
- *	DMARC at the end of the message (or at an abort).
+ *	DMARC at the end of the message (or at an abort). It also names
+ *	the From: domain's organizational domain to mdns(3): lookups under
+ *	it, the DMARC records and SPF of an aligned MAIL FROM draw on the
+ *	half of the budget other domains' lookups cannot spend, so a
+ *	spoofer's silent DNS cannot turn p=reject's 550 into a 451.
  *
  *	auth_evaluate() runs SPF (spf(3)) and DMARC (dmarc(3)) and
  *	appends their resinfos to the A-R value the DKIM part built:
@@ -205,9 +209,31 @@ void    auth_free(struct auth_conf **ap)
     *ap = NULL;
 }
 
-void    auth_begin(const struct auth_conf *a)
+/*
+ * auth_guard - the From: domain's organizational domain to mdns(3).
+ * Not for an unreadable From: its names are the sender's choice (his
+ * own silent domain among them would draw on the reserve); their DMARC
+ * records still do, a share each (auth_unreadable()).
+ */
+static void auth_guard(const struct auth_conf *a, const struct message *msg)
 {
-    if (a && a->dns)
+    const char *at = strrchr(msg->from, '@');
+    const char *org;
+
+    if (msg->from_count != 1 || msg->from_error || at == NULL) {
+	mdns_guard_set(NULL, 0);
+	return;
+    }
+    org = dmarc_org_domain(a->psl, at + 1);
+    mdns_guard_set(&org, 1);
+}
+
+void    auth_begin(const struct auth_conf *a, const struct message *msg)
+{
+    if (a == NULL)
+	return;
+    auth_guard(a, msg);
+    if (a->dns)
 	mdns_budget_start(a->auth_timeout_ms);
 }
 
@@ -269,8 +295,13 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
 		             struct spf_result *spf, char **results)
 {
     char   *v, *props;
+    const char *at = strrchr(s->mail_from, '@');
+    const char *domain = *s->mail_from ? (at ? at + 1 : "") : s->helo ? s->helo : "";
 
+    /* an aligned MAIL FROM's SPF can make the DMARC pass: the reserve */
+    mdns_budget_favour(*domain && mdns_guarded(domain));
     spf_check(a->checker, s->client, s->helo, s->mail_from, spf);
+    mdns_budget_favour(0);
     v = rfc8601_value(spf->identity);
     /*
      * An address that needs quoting ("x;dmarc=pass"@d) is written as its
@@ -321,7 +352,11 @@ static enum auth_verdict auth_unreadable(const struct auth_conf *a, const char *
     for (int i = 0; i < count; i++) {
 	if (!spf_domain_ok(names[i]))
 	    continue;
+	/* a share each: the sender's silent names must not starve the
+	   lookup of a p=reject domain after them (mdns(3)) */
+	mdns_budget_share(count - i);
 	dmarc_check(a->dns, a->psl, names[i], sigs, n, a->spf ? spf : NULL, &d);
+	mdns_budget_share(0);
 	if (d.reject) {
 	    *reply = "Rejected by the DMARC policy of a domain in the unreadable From: header";
 	    return (AUTH_REJECT);

@@ -24,7 +24,7 @@ struct auth_session {			/* what the milter knows of the client */
 
 void    auth_load(struct config *cfg, DKIM_LIB *lib, int verify, struct auth_conf **out);
 void    auth_free(struct auth_conf **conf);
-void    auth_begin(const struct auth_conf *conf);
+void    auth_begin(const struct auth_conf *conf, const struct message *msg);
 void    auth_end(void);
 enum auth_verdict auth_evaluate(const struct auth_conf *conf, DKIM *dkim, DKIM_STAT eom,
 				        const struct message *msg,

@@ -122,8 +122,11 @@ static enum dmarc_found dmarc_fetch(struct mdns *dns, const char *domain, char *
     char   *name = xasprintf("_dmarc.%s", domain);
     struct dns_answer *ans;
     enum dmarc_found found = FOUND_NONE;
-    int     status = mdns_lookup(dns, name, DNS_T_TXT, &ans), n = 0;
+    int     status, n = 0;
 
+    mdns_budget_favour(1);			/* the reserve: see mdns(3) */
+    status = mdns_lookup(dns, name, DNS_T_TXT, &ans);
+    mdns_budget_favour(0);
     free(name);
     if (status == DNS_TEMPFAIL)
 	found = FOUND_TEMP;

@@ -11,6 +11,10 @@
  *	int	mdns_lookup(dns, name, DNS_T_TXT, &answer)
  *	void	mdns_budget_start(budget_ms)
  *	void	mdns_budget_end()
+ *	void	mdns_guard_set(domains, count)
+ *	int	mdns_guarded(name)
+ *	void	mdns_budget_favour(on)
+ *	void	mdns_budget_share(parts)
  *	void	mdns_dkim_hooks(dns, lib)
  *	void	mdns_free(&dns)
  * DESCRIPTION
@@ -33,6 +37,20 @@
  *	dozens of lookups (10 terms, 10 MX hosts each) and DKIM up to
  *	verify_signatures_max key lookups: without the budget their
  *	timeouts would add up past Postfix's milter timeouts.
+ *
+ *	Half of the budget is reserved for the lookups that decide the
+ *	From: domain's DMARC verdict: names under one of the
+ *	organizational domains mdns_guard_set() gave (the From: domain's:
+ *	its _dmarc records, the keys of signatures whose d= aligns) and
+ *	every lookup made while mdns_budget_favour(1) is on (the DMARC
+ *	records, SPF of an aligned MAIL FROM). Any other lookup waits at
+ *	most what is left of the first half. Before, a spoofer's
+ *	signatures for his own silent domain spent the whole budget and
+ *	the _dmarc lookup of the p=reject From: domain then failed at
+ *	once: 451 instead of 550. The total stays auth_timeout.
+ *	mdns_budget_share(N) lets the following lookups wait only one
+ *	N-th of what is left (0: all of it again), so that each of N
+ *	From: domains (an unreadable From: naming several) has its turn.
  *
  *	mdns_dkim_hooks() replaces libopendkim's resolver (libresolv,
  *	which knows only /etc/resolv.conf) with these lookups: the query
@@ -74,6 +92,12 @@ struct mdns {
 static __thread int mdns_budgeted;
 static __thread long mdns_budget_ms;		/* lookups may wait this long */
 static __thread long mdns_spent_ms;		/* of it, waited so far */
+static __thread int mdns_favoured;		/* lookups that decide DMARC */
+static __thread long mdns_share_end = -1;	/* spent_ms may reach this */
+
+#define MDNS_GUARD_MAX	9			/* auth(3) names one; room to spare */
+static __thread char mdns_guard[MDNS_GUARD_MAX][256];
+static __thread int mdns_guard_count;
 
 static long mdns_now_ms(void)
 {
@@ -173,21 +197,71 @@ static int mdns_file_lookup(struct mdns *dns, const char *name, int rrtype,
     return (ans->status);
 }
 
-/* mdns_left - milliseconds left of this thread's budget (-1: no budget) */
+/* mdns_guard_set - the organizational domains whose lookups decide DMARC */
 
-static long mdns_left(void)
+void    mdns_guard_set(const char *const *domains, int count)
 {
+    mdns_guard_count = 0;
+    for (int i = 0; i < count && mdns_guard_count < MDNS_GUARD_MAX; i++)
+	if (domains[i] && *domains[i] && strlen(domains[i]) < sizeof(mdns_guard[0]))
+	    strcpy(mdns_guard[mdns_guard_count++], domains[i]);
+}
+
+/* mdns_guarded - NAME is a guarded domain or under one */
+
+int     mdns_guarded(const char *name)
+{
+    size_t  len = strlen(name), n;
+
+    if (len > 0 && name[len - 1] == '.')
+	len--;
+    for (int i = 0; i < mdns_guard_count; i++) {
+	n = strlen(mdns_guard[i]);
+	if (n > len || strncasecmp(name + len - n, mdns_guard[i], n) != 0)
+	    continue;
+	if (n == len || name[len - n - 1] == '.')
+	    return (1);
+    }
+    return (0);
+}
+
+void    mdns_budget_favour(int on)
+{
+    mdns_favoured = on;
+}
+
+void    mdns_budget_share(int parts)
+{
+    long    left = mdns_budgeted ? mdns_budget_ms - mdns_spent_ms : 0;
+
+    mdns_share_end = parts > 0 ? mdns_spent_ms + (left > 0 ? left / parts : 0) : -1;
+}
+
+/*
+ * mdns_left - milliseconds left of this thread's budget for a lookup of
+ * NAME (-1: no budget; NULL: one that decides DMARC). Other lookups may
+ * spend only the first half: a spoofer's own silent names must not
+ * starve the From: domain's.
+ */
+static long mdns_left(const char *name)
+{
+    long    budget = mdns_budget_ms;
+
     if (!mdns_budgeted)
 	return (-1);
+    if (name && !mdns_favoured && !mdns_guarded(name))
+	budget -= mdns_budget_ms / 2;
+    if (mdns_share_end >= 0 && mdns_share_end < budget)
+	budget = mdns_share_end;
     /* overdrawn (a lookup outlived what was left by a millisecond) is
        spent, never -1, which means no budget: then every later lookup
        waited dns_timeout in full */
-    return (mdns_spent_ms >= mdns_budget_ms ? 0 : mdns_budget_ms - mdns_spent_ms);
+    return (mdns_spent_ms >= budget ? 0 : budget - mdns_spent_ms);
 }
 
 int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_answer **answer)
 {
-    long    left = mdns_left(), start;
+    long    left = mdns_left(name), start;
     struct dns_answer *ans;
     int     status;
 
@@ -213,17 +287,22 @@ void    mdns_budget_start(int budget_ms)
 {
     mdns_budget_ms = budget_ms;
     mdns_spent_ms = 0;
+    mdns_favoured = 0;
+    mdns_share_end = -1;
     mdns_budgeted = 1;
 }
 
 void    mdns_budget_end(void)
 {
     mdns_budgeted = 0;
+    mdns_favoured = 0;
+    mdns_share_end = -1;
+    mdns_guard_count = 0;
 }
 
 int     mdns_budget_spent(void)
 {
-    long    left = mdns_left();
+    long    left = mdns_left(NULL);
 
     return (left >= 0 && left < 1);
 }

@@ -16,6 +16,10 @@ int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_a
 void    mdns_budget_start(int budget_ms);
 void    mdns_budget_end(void);
 int     mdns_budget_spent(void);
+void    mdns_guard_set(const char *const *domains, int count);
+int     mdns_guarded(const char *name);
+void    mdns_budget_favour(int on);
+void    mdns_budget_share(int parts);
 void    mdns_dkim_hooks(struct mdns *dns, DKIM_LIB *lib);
 
 #endif

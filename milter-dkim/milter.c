@@ -562,7 +562,7 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     }
     dkim_set_user_context(c->verify, p);	/* for policy_prescreen() */
     /* one DNS budget: the keys (dkim_eoh() fetches them), SPF, DMARC */
-    auth_begin(p->auth);
+    auth_begin(p->auth, &c->msg);
     milter_feed_headers(c, c->verify);
     return (SMFIS_CONTINUE);
 }

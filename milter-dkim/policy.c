@@ -56,6 +56,7 @@
 #include "daemon.h"
 #include "dkim_sign.h"
 #include "dns.h"
+#include "mdns.h"
 #include "msg.h"
 #include "policy.h"
 #include "xalloc.h"
@@ -370,11 +371,25 @@ static int policy_line(struct dkim_policy *p, const char *name)
  * signatures of a message: each costs a DNS query and an RSA operation,
  * and a sender may add hundreds (the milter's thread would wait on DNS
  * for each while Postfix's milter timeout runs). The rest are ignored.
+ * Signatures whose d= is under the From: domain's organizational domain
+ * (mdns_guarded()) come first, in their order: else 8 signatures a
+ * spoofer put above the author's pushed it past the limit, and their
+ * keys were fetched before it.
  */
 static DKIM_CBSTAT policy_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 {
     const struct dkim_policy *p = dkim_get_user_context(dkim);
+    int     first = 0;
 
+    for (int i = 0; i < nsigs; i++) {
+	const char *d = (const char *) dkim_sig_getdomain(sigs[i]);
+	DKIM_SIGINFO *sig = sigs[i];
+
+	if (d == NULL || !mdns_guarded(d))
+	    continue;
+	memmove(sigs + first + 1, sigs + first, (i - first) * sizeof(*sigs));
+	sigs[first++] = sig;
+    }
     for (int i = p ? p->verify_max : nsigs; i < nsigs; i++)
 	dkim_sig_ignore(sigs[i]);
     return (DKIM_CBSTAT_CONTINUE);

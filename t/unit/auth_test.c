@@ -92,6 +92,23 @@ static void test_mdns(struct mdns *dns)
     dns_answer_free(&ans);
 }
 
+/* test_guard - which names draw on the reserve of the DMARC lookups */
+
+static void test_guard(void)
+{
+    const char *orgs[] = {"vendor.test", "other.example"};
+
+    mdns_guard_set(orgs, 2);
+    ok(mdns_guarded("vendor.test"), "guard: the domain itself");
+    ok(mdns_guarded("sel._domainkey.VENDOR.test."), "guard: a name under it, case, dot");
+    ok(mdns_guarded("_dmarc.other.example"), "guard: the second domain");
+    ok(!mdns_guarded("evilvendor.test"), "guard: a suffix that is no label boundary");
+    ok(!mdns_guarded("vendor.test.slow.attacker.test"), "guard: the name inside another");
+    ok(!mdns_guarded("test"), "guard: its parent");
+    mdns_budget_end();
+    ok(!mdns_guarded("vendor.test"), "guard: ended with the budget");
+}
+
 static void test_spf(struct mdns *dns)
 {
     struct spf_checker *chk = spf_checker_create(dns);
@@ -208,7 +225,9 @@ static void test_auth(void)
     memset(&m, 0, sizeof(m));
     message_add_header(&m, "From", " Billing <billing@vendor.test>", "mx.test");
     results = xstrdup(" mx.test;\n\tdkim=none");
-    auth_begin(a);
+    auth_begin(a, &m);
+    ok(mdns_guarded("_dmarc.vendor.test"), "auth_begin: the From: domain is guarded");
+    ok(!mdns_guarded("_dmarc.attacker.test"), "auth_begin: no other domain");
     v = auth_evaluate(a, NULL, DKIM_STAT_NOSIG, &m, &s, &results, &code, &dsn, &reply);
     auth_end();
     is_int(v, AUTH_REJECT, "spoof under dmarc_reject: reject");
@@ -254,6 +273,7 @@ int     main(void)
 	return (tap_done());
     ok(psl != NULL, "public suffix list loaded from %s", PSL);
     test_mdns(dns);
+    test_guard();
     test_spf(dns);
     test_dmarc_parts(psl);
     test_dmarc(dns, psl);
