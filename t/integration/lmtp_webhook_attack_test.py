@@ -151,6 +151,19 @@ def test_dead_letter_unposted(st, rx, runner):
     runner.start()
 
 
+def rewrite_head(path, mtime, **fields):
+    """An event's header line changed (a value, or a function of the old
+    one), its body kept, and its mtime set."""
+    with open(path, "rb") as f:
+        head, body = f.read().split(b"\n", 1)
+    meta = json.loads(head)
+    for k, v in fields.items():
+        meta[k] = v(meta[k]) if callable(v) else v
+    with open(path, "wb") as f:
+        f.write(json.dumps(meta).encode() + b"\n" + body)
+    os.utime(path, (time.time(), mtime))
+
+
 def test_clock_went_back(st, rx, runner):
     """The host's clock ran two days ahead while an attempt failed, then NTP
     stepped it back: the event's next attempt (and its file's mtime) is
@@ -168,16 +181,10 @@ def test_clock_went_back(st, rx, runner):
     ids = spool_dir_list(st, "active")
     if not tap.is_(len(ids), 1, "the event waits in active/"):
         return
-    path = st.path("spool", "active", ids[0])
-    with open(path, "rb") as f:
-        head, body = f.read().split(b"\n", 1)
-    meta = json.loads(head)
     ahead = 2 * 86400                   # as written by the runner two days ahead
-    meta["created"] += ahead
-    meta["next_attempt"] = int(time.time()) + ahead + 5
-    with open(path, "wb") as f:
-        f.write(json.dumps(meta).encode() + b"\n" + body)
-    os.utime(path, (time.time(), meta["next_attempt"]))
+    next_attempt = int(time.time()) + ahead + 5
+    rewrite_head(st.path("spool", "active", ids[0]), next_attempt,
+                 created=lambda c: c + ahead, next_attempt=next_attempt)
     runner.start()
     tap.ok(wait_for(lambda: len(SEEN.get(s, [])) >= 2, timeout=20),
            "after the clock went back two days the event is tried at once",
@@ -199,14 +206,8 @@ def test_clock_went_back_held(st, rx, runner):
     ids = spool_dir_list(st, "active")
     if not tap.is_(len(ids), 1, "the event waits in active/"):
         return
-    path = st.path("spool", "active", ids[0])
-    with open(path, "rb") as f:
-        head, body = f.read().split(b"\n", 1)
-    meta = json.loads(head)
-    meta["held"] = True                 # as the plugin writes it before the save
-    with open(path, "wb") as f:
-        f.write(json.dumps(meta).encode() + b"\n" + body)
-    os.utime(path, (time.time(), time.time() + 2 * 86400 + 900))
+    # held, as the plugin writes it before the save
+    rewrite_head(st.path("spool", "active", ids[0]), time.time() + 2 * 86400 + 900, held=True)
     runner.start()
     tap.ok(wait_for(lambda: len(SEEN.get(s, [])) >= 1, timeout=20),
            "held, its hold two days away (the clock stepped back): posted at once",
