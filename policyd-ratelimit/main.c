@@ -332,6 +332,7 @@ static struct policy_config *policyd_load(const char *path)
 	    config_merge_errors(pc->cfg, ocfg);
 	    config_free(&ocfg);
 	}
+	policyd_check_reloadable(pc->cfg, path);
 	/* a CIDR list sorts itself at its first match: before threads share it */
 	for (int i = 0; i < pc->limits.exempt_count; i++)
 	    if (pc->limits.exempt[i].cidrs)

@@ -8,16 +8,20 @@
  *
  *	void	policyd_check_loop(cfg, &url)
  *	void	policyd_check_resolver(cfg, &url)
+ *	void	policyd_check_reloadable(cfg, path)
  * DESCRIPTION
  *	policyd_check_loop() refuses a store (or a Sentinel) that is one
  *	of the daemon's own sockets; policyd_check_resolver() checks the
- *	files store host names are looked up in, as the daemon's user.
+ *	files store host names are looked up in, as the daemon's user;
+ *	policyd_check_reloadable() the files every reload reads again.
  *	Both add their errors to cfg (config_add_error()), at the line of
  *	the setting (policyd_line(), main.c), for -t and the start alike.
  */
 
 #include "build_config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -143,5 +147,40 @@ void    policyd_check_resolver(struct config *cfg, struct store_url *url)
 			 user && geteuid() == 0 ? " (checked as user " : "",
 			 user && geteuid() == 0 ? user : "", user && geteuid() == 0
 			 ? ": the daemon reads it after dropping privileges)" : "");
+}
+
+/* policyd_readable_check - can this process open the file for reading? */
+
+static const char *policyd_readable_check(void *path)
+{
+    int     fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+    if (fd < 0)
+	return (strerror(errno));
+    close(fd);
+    return (NULL);
+}
+
+/*
+ * policyd_check_reloadable - every reload (SIGHUP) reads the configuration
+ * file and override_file again, as "user": one only root could read
+ * passed -t and the start (read as root), and then every reload failed
+ * (helper-80). Checked as the user, as milter-dkim checks its own.
+ */
+void    policyd_check_reloadable(struct config *cfg, const char *path)
+{
+    const char *user = config_get_str(cfg, "user");
+    const char *files[] = {path, config_get_str(cfg, "override_file")};
+    const char *err;
+
+    if (user == NULL || geteuid() != 0)
+	return;
+    for (int i = 0; i < 2; i++)
+	if (files[i] && (err = daemon_as_user(user, policyd_readable_check,
+					      (void *) files[i])) != NULL)
+	    config_add_error(cfg, i ? policyd_line(cfg, "override_file") : 0,
+			     "%s%s%s (checked as user %s: every reload (SIGHUP) reads it "
+			     "after dropping privileges)", i ? files[i] : "", i ? ": " : "",
+			     err, user);
 }
 

@@ -10,5 +10,6 @@ int     policyd_line(struct config *cfg, const char *name);
 /* main_store.c */
 void    policyd_check_loop(struct config *cfg, const struct store_url *url);
 void    policyd_check_resolver(struct config *cfg, struct store_url *url);
+void    policyd_check_reloadable(struct config *cfg, const char *path);
 
 #endif

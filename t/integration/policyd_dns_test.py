@@ -346,6 +346,36 @@ def test_unreadable_as_user(st, knot, rport2):
                              timeout=30)
         tap.is_(res.returncode, 0, "-t: the same %s readable by nobody is accepted" % what,
                 diag=res.stdout + res.stderr)
+    # every reload (SIGHUP) reads the configuration file and override_file
+    # again, as nobody: one only root could read passed -t and the start,
+    # and then every reload failed (helper-80)
+    priv = st.path("priv-reload")
+    os.makedirs(priv, exist_ok=True)
+    os.chmod(priv, 0o700)
+    override = os.path.join(priv, "override")
+    with open(override, "w") as f:
+        f.write("override per_user bob rate=100/1m\n")
+    body = CONFIG % {"store": store, "resolv": public, "extra": nobody}
+    conf = mp.write_config(st, "pd-unreadable-override", body + "override_file = %s\n" % override)
+    inside = os.path.join(priv, "pd.conf")
+    with open(inside, "w") as f:
+        f.write(body)
+    for what, path, want in (("override_file", conf, "%s: Permission denied (checked as user "
+                                                     "nobody: every reload (SIGHUP) reads it "
+                                                     "after dropping privileges)" % override),
+                             ("the configuration file", inside, "Permission denied (checked "
+                              "as user nobody: every reload (SIGHUP) reads it")):
+        for flag in ("-t", "-f"):
+            res = subprocess.run([mp.POLICYD, flag, "-c", path], capture_output=True,
+                                 text=True, timeout=30)
+            tap.ok(res.returncode == 1 and want in res.stderr and "started" not in res.stderr,
+                   "%s: %s only root can read is refused for user = nobody" % (flag, what),
+                   diag=res.stdout + res.stderr[-600:])
+    os.chmod(priv, 0o755)
+    res = subprocess.run([mp.POLICYD, "-t", "-c", conf], capture_output=True, text=True,
+                         timeout=30)
+    tap.is_(res.returncode, 0, "-t: the same override_file readable by nobody is accepted",
+            diag=res.stdout + res.stderr)
     os.chmod(secret, 0o600)
     conf = mp.write_config(st, "pd-unreadable-nouser", CONFIG % {"store": store,
                                                                  "resolv": secret, "extra": ""})
