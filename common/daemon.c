@@ -16,7 +16,6 @@
  *	int	daemon_pidfile_held()
  *	const char *daemon_socket_give(path, user, mode)
  *	const char *daemon_drop_privileges(user)
- *	const char *daemon_as_user(user, check, context)
  *	int	daemon_parse_command(argc, argv, default_config, &opts)
  *	void	daemon_log_init(progname, &opts, cfg)
  *
@@ -88,18 +87,6 @@
  *
  *	daemon_drop_privileges() switches to the named user and its
  *	groups, irrevocably. It refuses root (uid 0) as a target.
- *
- *	daemon_as_user() runs check(context) as "user" would, for -t and
- *	the start, which run as root: a file the daemon reads after
- *	privileges are dropped (resolv_conf, a table) passed the check as
- *	root and then failed in the running daemon. With a user and root,
- *	check runs in a child that dropped privileges and hands its error
- *	text back through a pipe; without a user, no longer root (a
- *	reload), or with a user that is unknown or root (which
- *	daemon_config_check() refuses anyway), it runs here. The result:
- *	check's error (up to 511 bytes), why the child could not check,
- *	or NULL. A fork that fails refuses nothing (NULL): the daemon
- *	itself still says it later.
  *
  *	The signal policy is the same in every daemon, and
  *	daemon_signal_action() is where it is written: SIGHUP is
@@ -662,52 +649,6 @@ const char *daemon_drop_privileges(const char *user)
     if (setuid(0) == 0)
 	msg_panic("daemon_drop_privileges: could regain root after dropping to %s", user);
     return (NULL);
-}
-
-const char *daemon_as_user(const char *user, const char *(*check) (void *),
-			           void *context)
-{
-    const struct passwd *pw;
-    const char *err;
-    ssize_t len = 0, got;
-    int     fds[2], status;
-    pid_t   pid;
-
-    if (user == NULL || geteuid() != 0 || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
-	return (check(context));
-    fflush(NULL);
-    if (pipe2(fds, O_CLOEXEC) < 0)
-	return (NULL);
-    if ((pid = fork()) < 0) {
-	close(fds[0]);
-	close(fds[1]);
-	return (NULL);
-    }
-    if (pid == 0) {
-	close(fds[0]);
-	if ((err = daemon_drop_privileges(user)) == NULL)
-	    err = check(context);
-	if (err && write(fds[1], err, strnlen(err, sizeof(daemon_errbuf) - 1)) < 0)
-	    _exit(2);
-	_exit(err != NULL);
-    }
-    close(fds[1]);
-    while ((got = read(fds[0], daemon_errbuf + len, sizeof(daemon_errbuf) - 1 - len)) != 0)
-	if (got > 0)
-	    len += got;
-	else if (errno != EINTR)
-	    break;
-    close(fds[0]);
-    daemon_errbuf[len] = 0;
-    while (waitpid(pid, &status, 0) < 0)
-	if (errno != EINTR)
-	    return (NULL);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-	return (NULL);
-    if (len == 0)
-	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "the check as user \"%s\" failed "
-		 "(status 0x%x)", user, (unsigned) status);
-    return (daemon_errbuf);
 }
 
 static void daemon_signal_handler(int sig)
