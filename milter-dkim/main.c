@@ -147,44 +147,33 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 }
 
 /*
- * milter_dkim_check_user - load the configuration again as "user", in a
- * child: every reload (SIGHUP) runs after privileges are dropped, so a
- * key, table or configuration file only root can read started fine and
- * then failed every reload (a rotated key never took effect). Refused
- * by -t and at start instead, with the errors the user would get.
+ * milter_dkim_check_user - load the configuration again as "user"
+ * (daemon_as_user()): every reload (SIGHUP) runs after privileges are
+ * dropped, so a key, table or configuration file only root can read
+ * started fine and then failed every reload (a rotated key never took
+ * effect). Refused by -t and at start instead, with the errors the user
+ * would get.
  */
+static const char *milter_dkim_load_as_user(void *context)
+{
+    struct dkim_policy *as_user = policy_load((const char *) context);
+
+    if (as_user == NULL)
+	return ("the configuration does not load (above)");
+    policy_release(&as_user);
+    return (NULL);
+}
+
 static int milter_dkim_check_user(const char *path, const struct dkim_policy *p)
 {
     const char *user = config_get_str(p->cfg, "user"), *err;
-    int     status;
-    pid_t   pid;
 
     if (user == NULL || geteuid() != 0)
 	return (0);				/* loaded as the user already */
-    fflush(NULL);
-    if ((pid = fork()) < 0) {
-	msg_error("fork: %m");
-	return (-1);
-    }
-    if (pid == 0) {
-	struct dkim_policy *as_user;
-
-	if ((err = daemon_drop_privileges(user)) != NULL) {
-	    msg_error("%s", err);
-	    _exit(1);
-	}
-	as_user = policy_load(path);
-	_exit(as_user == NULL);
-    }
-    while (waitpid(pid, &status, 0) < 0)
-	if (errno != EINTR) {
-	    msg_error("waitpid: %m");
-	    return (-1);
-	}
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    if ((err = daemon_as_user(user, milter_dkim_load_as_user, (void *) path)) == NULL)
 	return (0);
-    msg_error("%s: as user %s, which every reload (SIGHUP) runs as, the configuration "
-	      "does not load (above); make it readable by %s", path, user, user);
+    msg_error("%s: as user %s, which every reload (SIGHUP) runs as, %s; make it readable by %s",
+	      path, user, err, user);
     return (-1);
 }
 

@@ -58,22 +58,6 @@
 #include "config.h"
 #include "store.h"
 
-/* store_url_number - all digits, min..max; -1 otherwise */
-
-static long store_url_number(const char *text, size_t len, long min, long max)
-{
-    long    value = 0;
-
-    if (len == 0 || len > 6)
-	return (-1);
-    for (size_t i = 0; i < len; i++) {
-	if (text[i] < '0' || text[i] > '9')
-	    return (-1);
-	value = value * 10 + (text[i] - '0');
-    }
-    return (value < min || value > max ? -1 : value);
-}
-
 /*
  * store_url_credentials - [USER]:PASSWORD before the "@". With a
  * password file, only "USER:" (an ACL user name) may be written there:
@@ -168,14 +152,14 @@ static const char *store_url_hostport(char *host, size_t hsize, int *portp, int 
     memcpy(host, text, hlen);
     host[hlen] = 0;
     *portp = defport;
-    if (port && (*portp = (int) store_url_number(port, end - port, 1, 65535)) < 0)
+    if (port && (*portp = (int) addr_port_number(port, end - port)) < 1)
 	return ("redis:// port must be a number 1-65535");
     return (NULL);
 }
 
 static const char *store_url_db(struct store_url *url, const char *text)
 {
-    if (*text && (url->db = (int) store_url_number(text, strlen(text), 0, 15)) < 0)
+    if (*text && ((url->db = (int) addr_port_number(text, strlen(text))) < 0 || url->db > 15))
 	return ("redis database must be a number 0-15");
     return (NULL);
 }
