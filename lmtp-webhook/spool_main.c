@@ -58,6 +58,41 @@ static const struct config_spec tool_specs[] = {
 };
 
 /*
+ * tool_dir_reach - as "user" (daemon_as_user()): spool_dir usable, or,
+ * not made yet, its parent one can pass through. The mode bits of
+ * spool_dir alone said yes to a spool under /root (0700) for user =
+ * vmail: every event then failed.
+ */
+static const char *tool_dir_reach(void *context)
+{
+    static char why[300];
+    const char *dir = context, *slash = strrchr(dir, '/');
+    char   *parent;
+    int     ok;
+
+    if (access(dir, F_OK) == 0 || errno != ENOENT)
+	ok = access(dir, R_OK | W_OK | X_OK) == 0;
+    else {
+	parent = slash == dir ? xstrdup("/") : xstrndup(dir, slash - dir);
+	ok = access(parent, X_OK) == 0;
+	free(parent);
+    }
+    if (ok)
+	return (NULL);
+    snprintf(why, sizeof(why), "%s", strerror(errno));
+    return (why);
+}
+
+static void tool_check_reach(struct spool_tool *tool, const char *user, int line)
+{
+    const char *err;
+
+    if (user && (err = daemon_as_user(user, tool_dir_reach, (void *) tool->dir)) != NULL)
+	config_add_error(tool->cfg, line, "spool_dir %s: user %s cannot reach it (%s): every "
+			 "directory above it must let the user pass (x)", tool->dir, user, err);
+}
+
+/*
  * tool_check_dir - spool_dir as spool_init() will make it (one level:
  * its parent must exist) and as "user" will write it: a file there, a
  * missing parent or a root-only spool for user = nobody passed -t and
@@ -80,6 +115,8 @@ static void tool_check_dir(struct spool_tool *tool)
 	if (errno != ENOENT || stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
 	    config_add_error(tool->cfg, line, "spool_dir %s: %s", tool->dir, errno != ENOENT
 			     ? strerror(errno) : "neither it nor its parent directory exists");
+	else
+	    tool_check_reach(tool, user, line);
 	free(parent);
 	return;
     }
@@ -91,6 +128,8 @@ static void tool_check_dir(struct spool_tool *tool)
 	config_add_error(tool->cfg, line, "spool_dir %s: user %s cannot write it (owner uid %ld, "
 			 "mode %04o): chown it to the user Dovecot delivers as", tool->dir, user,
 			 (long) st.st_uid, (unsigned) (st.st_mode & 07777));
+    else
+	tool_check_reach(tool, user, line);
 }
 
 /*

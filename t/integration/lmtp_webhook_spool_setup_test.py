@@ -21,6 +21,9 @@ binding, so each case is run through -t and a start):
     a warning now (not a refusal: a running setup keeps posting);
     dead_letter_after = 500ms dead-lettered each event at its first
     failed attempt: under 10s is refused, as a bare number is.
+  - a spool_dir nobody owns, inside a directory only root may pass
+    (0700, as /root), passed -t on its mode bits: user nobody never
+    reached it. Refused now, made or not made yet.
 """
 
 import os
@@ -192,6 +195,26 @@ def test_secret_mode_and_dead_after(st):
                 "dead_letter_after = " + value)
 
 
+def test_spool_dir_unreachable(st):
+    locked = st.path("locked")
+    os.makedirs(os.path.join(locked, "spool"))
+    os.chown(os.path.join(locked, "spool"), NOBODY.pw_uid, NOBODY.pw_gid)
+    os.chmod(locked, 0o700)
+    for sub, name in (("spool", "made"), ("later", "not made yet")):
+        conf = write(st, "locked.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+                     % (os.path.join(locked, sub), secret(st)))
+        refused(st, conf, "user nobody cannot reach it (Permission denied)",
+                "spool_dir %s under a root-only directory" % name)
+    tap.ok(not os.path.exists(os.path.join(locked, "later")),
+           "the refused start made no spool_dir")
+    os.chmod(locked, 0o711)
+    conf = write(st, "locked.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+                 % (os.path.join(locked, "spool"), secret(st)))
+    res = check(conf)
+    tap.ok(res.returncode == 0, "the same, the directory above passable (0711): -t OK",
+           diag=res.stdout + res.stderr)
+
+
 def main():
     with Stack("wh-setup") as st:
         tap.stack = st
@@ -199,6 +222,7 @@ def main():
         test_root_only_secret(st)
         test_ca_file(st)
         test_secret_mode_and_dead_after(st)
+        test_spool_dir_unreachable(st)
     return tap.done()
 
 
