@@ -31,7 +31,7 @@ from email import policy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, events_for, make_secret, start_spool_dovecot, verify  # noqa: E402
+from mxwebhook import Receiver, Runner, event_text, events_for, make_secret, start_spool_dovecot, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
@@ -65,8 +65,7 @@ def python_view(data):
     body, html = msg.get_body(("plain",)), msg.get_body(("html",))
     leaves = [(p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
               for p in msg.walk() if not p.is_multipart() and p is not body and p is not html]
-    return (leaves, body.get_content() if body is not None else None,
-            html.get_content() if html is not None else None)
+    return (leaves, event_text(body), event_text(html))
 
 
 def event_view(d):
@@ -585,6 +584,13 @@ def header_cases():
                                     "Total 12,00 M\u00fcller \u20ac".encode()), pdf])),
         ("text without charset ending in a lead byte",
          mixed("boundary=b1", [plain(b"Total ab\xfcc"), pdf])),
+        # no charset: read as UTF-8 (lmtp-webhook(7)); Python reads
+        # US-ASCII, each 8-bit byte U+FFFD (event_text())
+        ("text without charset holding UTF-8",
+         mixed("boundary=b1", [plain("Total 12,00 M\u00fcller \u20ac".encode()), pdf])),
+        ("a part whose first line names no header (8-bit), so it has none",
+         mixed("boundary=b1", [b"X-Pr\xc3\xa9fix: 1" + CRLF + b"Content-Type: text/html" + CRLF
+                               + CRLF + b"Total", pdf])),
         ("UTF-8 html ending in half an emoji",
          mixed("boundary=b1", [plain(b"Total"), part(["Content-Type: text/html; charset=utf-8"],
                                                      b"<p>12,00</p>\xf0\x9f\x98"), pdf])),

@@ -28,7 +28,7 @@ from email import policy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
-from mxwebhook import RawServer, Receiver, events_for, lmtp_send, make_secret, verify  # noqa: E402
+from mxwebhook import RawServer, Receiver, event_text, events_for, lmtp_send, make_secret, verify  # noqa: E402
 
 from hypothesis import given, settings, strategies as s, HealthCheck, Phase  # noqa: E402
 
@@ -236,7 +236,7 @@ def test_malformed_encodings(st, rx):
 
 def python_html(data):
     body = email.message_from_bytes(data, policy=policy.default).get_body(("html",))
-    return body.get_content() if body is not None else None
+    return event_text(body)
 
 
 def test_text_encodings(st, rx):
@@ -358,7 +358,7 @@ def test_rfc822(st, rx):
 
 def python_text(data):
     body = email.message_from_bytes(data, policy=policy.default).get_body(("plain",))
-    return body.get_content() if body is not None else None
+    return event_text(body)
 
 
 def test_rfc2231_boundary(st, rx):

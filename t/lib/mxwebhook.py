@@ -183,6 +183,23 @@ class Receiver:
             return [(p, h, json.loads(b), b) for p, h, b in self.requests]
 
 
+def event_text(part):
+    """A text or html part as the event reads it (lmtp-webhook(7)):
+    Python's email get_content(), but a text with no charset, which
+    Python reads as US-ASCII (each 8-bit byte U+FFFD), or with one
+    Python does not know (LookupError), is read as UTF-8, each invalid
+    subpart U+FFFD as decode(errors="replace") makes it. None for None."""
+    if part is None:
+        return None
+    charset = part.get_param("charset")
+    if charset is not None:
+        try:
+            return part.get_content()
+        except LookupError:
+            pass
+    return (part.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+
+
 def subject_of(body):
     """The Subject: of the bill an event body is about, or None."""
     try:
