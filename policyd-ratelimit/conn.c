@@ -366,6 +366,7 @@ static void conn_store_failed(struct conn *conn)
 	conn_reply(conn, conn->pc->store_error_reply);
 	return;
     }
+    conn->txn.again = 1;			/* the same request, to the local store */
     call = decide_prepare(conn->pc, &conn->txn, &conn->req, &reply);
     if (call == NULL)
 	conn_reply(conn, reply);
@@ -398,6 +399,7 @@ static void conn_deadline(evutil_socket_t fd, short what, void *context)
     if (conn->call == NULL)
 	return;
     conn->call->abandoned = 1;		/* the store frees it when it answers */
+    conn->call->refund_late = !conn->pc->fail_open;	/* answered 451: not admitted */
     conn->call = NULL;
     store_set_error(conn->srv->store, "no answer within the deadline (%lld ms)",
 		    conn->pc->deadline_ms);

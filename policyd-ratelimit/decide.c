@@ -31,6 +31,18 @@
  *	refused some after the check: decide_refused_after()), no key of
  *	such a limit is charged more recipients than Postfix accepted.
  *
+ *	Postfix may ask about DATA or END-OF-MESSAGE on another connection
+ *	than the RCPTs (its policy client reconnects after an idle or TTL
+ *	timeout, or after this daemon closed an idle connection or was
+ *	restarted): this connection then knows fewer recipients than
+ *	Postfix accepted (recipient_count), and a recipient-keyed limit
+ *	was never charged. One recipient Postfix names (it sends
+ *	"recipient" when it accepted exactly one) is checked and charged as
+ *	if it had been seen; several it does not name are answered
+ *	DECIDE_TXN_UNSEEN (451: the client sends the message again), by
+ *	an enforcing limit, so that no recipient is admitted uncounted
+ *	(decide_unseen()).
+ *
  *	decide_prepare() returns NULL with *reply set when no store is
  *	needed (exempt, other stage, no applicable limit); otherwise a call
  *	to submit. decide_finish() turns the results into the reply
@@ -357,13 +369,57 @@ static long long decide_refused_after(struct decide_txn *txn, enum decide_stage 
     return (accepted);
 }
 
-static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
-			             const struct limit *limit, int index,
-			             enum decide_stage stage, const struct policy_request *req,
-			             long long accepted)
+/*
+ * decide_unseen - Postfix accepted recipients whose RCPT this connection
+ * did not see (see above)
+ */
+static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage,
+			         const struct policy_request *req)
+{
+    return (stage != STAGE_RCPT && decide_number(req, "recipient_count") > txn->rcpt_seen);
+}
+
+/* decide_unseen_log - said for a recipient-keyed limit, once a minute at most */
+
+static void decide_unseen_log(const struct decide_txn *txn, const struct policy_request *req)
+{
+    static _Atomic long long next_log;		/* daemon_mono_sec() */
+    static _Atomic long long quiet;
+    long long now = daemon_mono_sec(), due = atomic_load(&next_log);
+
+    if (now < due || !atomic_compare_exchange_strong(&next_log, &due, now + 60)) {
+	atomic_fetch_add(&quiet, 1);
+	return;
+    }
+    msg_warn("instance %.40s: Postfix accepted %lld recipients, this connection saw %lld "
+	     "of their RCPT requests (the policy connection was closed and opened again "
+	     "mid-transaction, or check_policy_service is not in smtpd_recipient_restrictions): "
+	     "one recipient Postfix names is checked now; several are answered \"%s\" by a "
+	     "recipient-keyed limit (%lld more such requests not logged)", txn->instance,
+	     decide_number(req, "recipient_count"), txn->rcpt_seen, DECIDE_TXN_UNSEEN,
+	     atomic_exchange(&quiet, 0));
+}
+
+/*
+ * decide_limit_ops - one limit's ops: 0; 1, a recipient-keyed limit whose
+ * recipients this connection did not see; -1, and they are not named
+ */
+
+static int decide_limit_ops(struct store_call *call, struct decide_txn *txn,
+			            const struct limit *limit, int index,
+			            enum decide_stage stage, const struct policy_request *req,
+			            long long accepted, int unseen)
 {
     char    key[LIMIT_KEY_MAX];
+    const char *unless = limit->unless ? policy_request_get(req, limit->unless) : NULL;
 
+    if (limit->per_recipient && unseen) {
+	if (ratelimit_key(limit, req, key, sizeof(key)))	/* the one recipient */
+	    decide_add_ops(call, limit, index, key, decide_cost(limit, stage, req, NULL));
+	else if (!limit->dry_run && limit->action != ACTION_WARN && (unless == NULL || !*unless))
+	    return (-1);			/* several, not named */
+	return (1);
+    }
     if (limit->per_recipient && stage != STAGE_RCPT) {
 	for (int i = 0; i < txn->count; i++) {
 	    double  cost;
@@ -375,12 +431,12 @@ static void decide_limit_ops(struct store_call *call, struct decide_txn *txn,
 		cost = accepted;
 	    decide_add_ops(call, limit, index, txn->pending[i]->key, cost);
 	}
-	return;
+	return (0);
     }
-    if (!ratelimit_key(limit, req, key, sizeof(key)))
-	return;
-    decide_add_ops(call, limit, index, key,
-		   decide_cost(limit, stage, req, decide_txn_find(txn, index, key)));
+    if (ratelimit_key(limit, req, key, sizeof(key)))
+	decide_add_ops(call, limit, index, key,
+		       decide_cost(limit, stage, req, decide_txn_find(txn, index, key)));
+    return (0);
 }
 
 struct store_call *decide_prepare(const struct policy_config *pc, struct decide_txn *txn,
@@ -389,11 +445,17 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     enum decide_stage stage = decide_stage(req);
     struct store_call *call;
     long long accepted;
+    int     unseen;
 
     *reply = "DUNNO";
-    if (stage == STAGE_OTHER || ratelimit_exempt(&pc->limits, req))
+    if (stage == STAGE_OTHER)
 	return (NULL);
     decide_txn_sync(txn, req, &pc->limits);
+    if (stage == STAGE_RCPT && !txn->again)
+	txn->rcpt_seen++;			/* exempt or not: Postfix may accept it */
+    txn->again = 0;
+    if (ratelimit_exempt(&pc->limits, req))
+	return (NULL);
     if (stage == STAGE_RCPT && txn->count + pc->limits.limit_count > DECIDE_TXN_MAX) {
 	if (!txn->full_logged)
 	    msg_warn("instance %.40s: over %d recipient keys in one transaction; "
@@ -403,10 +465,21 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	return (NULL);
     }
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
+    unseen = decide_unseen(txn, stage, req);
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
-    for (int i = 0; i < pc->limits.limit_count; i++)
-	decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req, accepted);
+    for (int i = 0, said = 0, got; i < pc->limits.limit_count; i++) {
+	if ((got = decide_limit_ops(call, txn, pc->limits.limit + i, i, stage, req, accepted,
+				    unseen)) != 0 && !said++)
+	    decide_unseen_log(txn, req);
+	if (got < 0) {
+	    store_call_free(&call);
+	    if (stage == STAGE_EOM)
+		decide_txn_free(txn);
+	    *reply = DECIDE_TXN_UNSEEN;
+	    return (NULL);
+	}
+    }
     quarantine_add_ops(call, &pc->limits, txn->quarantine_struck, req);
     if (call->count == 0) {
 	store_call_free(&call);

@@ -32,6 +32,7 @@ struct policy_config {
  */
 #define DECIDE_TXN_MAX	20000
 #define DECIDE_TXN_FULL	"452 4.5.3 Too many recipients in one transaction for rate limiting"
+#define DECIDE_TXN_UNSEEN "451 4.3.0 Rate limiting did not see this transaction's recipients, try again"
 
 struct decide_pending {
     int     limit;
@@ -49,6 +50,9 @@ struct decide_txn {
     unsigned long generation;		/* of the limits the indexes are in */
     int     full_logged;
     long long let_through;		/* RCPTs this check answered DUNNO or WARN */
+    long long rcpt_seen;		/* RCPT requests of it on this connection */
+    int     again;			/* the next decide_prepare() repeats one
+					 * request (on_store_error = open) */
     unsigned long long quarantine_struck;	/* quarantines struck (quarantine.c) */
 };
 

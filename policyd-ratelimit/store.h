@@ -91,6 +91,9 @@ struct store_call {
     int     error;			/* the store could not answer */
     /* set by the caller when it stopped waiting (deadline) */
     int     abandoned;
+    int     refund_late;		/* with abandoned: the caller answered that
+					 * the mail was not admitted, so what a late
+					 * answer charged is given back */
 };
 
 /*

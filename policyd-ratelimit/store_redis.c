@@ -145,6 +145,27 @@ const char store_redis_script[] =
 
 
 /*
+ * The charges of a call answered after its deadline, given back (KEYS:
+ * its rate keys that were charged; ARGV: what each was charged, in
+ * microseconds of the key's theoretical arrival time). on_store_error
+ * = closed answered 451 meanwhile: that mail was not admitted, and the
+ * client's retry is charged again.
+ */
+static const char store_redis_refund_script[] =
+"local t = redis.call('TIME')\n"
+"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+"for i = 1, #KEYS do\n"
+"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') - tonumber(ARGV[i])\n"
+"  if tat <= now then\n"
+"    redis.call('DEL', KEYS[i])\n"
+"  else\n"
+"    redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX',\n"
+"               math.ceil((tat - now) / 1000) + 1000)\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+/*
  * One in-flight script call. Its arguments are built again from the call
  * (which lives until it completes) when NOSCRIPT asks for EVAL.
  */
@@ -256,6 +277,8 @@ static int store_redis_parse_reply(struct store_call *call, const redisReply *re
 
 static void store_redis_send(struct store_redis_req *req, int use_sha);
 
+static void store_redis_refund(struct store_redis *, const struct store_call *);
+
 /*
  * store_redis_reply - a script's answer. Failures are not logged here
  * (that would be one line per request): they are counted by the caller
@@ -289,11 +312,15 @@ static void store_redis_reply(redisAsyncContext *ctx, void *r, void *privdata)
 	    store_set_error(&redis->store, "unexpected reply to the script (type %d)",
 			    reply->type);
     }
+    if (ok && redis->quiet_connect)
+	store_redis_usable(redis);
+    if (ok && req->call->abandoned && req->call->refund_late && req->call->charged)
+	store_redis_refund(redis, req->call);
     store_redis_complete(req->call, !ok);
     store_redis_req_free(req);
     if (reply && reply->type == REDIS_REPLY_ERROR && ctx == redis->ctx
 	&& store_redis_fatal_reply(reply))
-	store_redis_drop(redis, reply->str);
+	store_redis_refused(redis, reply->str);
 }
 
 /*
@@ -324,6 +351,47 @@ static size_t store_redis_num(char *out, double value)
     out[len] = 0;
     return (len);
 }
+
+/* store_redis_refund_reply - the refund's answer: nothing waits for it */
+
+static void store_redis_refund_reply(redisAsyncContext *ctx, void *r, void *privdata)
+{
+    struct store_redis *redis = privdata;
+
+    (void) r;
+    if (ctx == redis->ctx) {
+	redis->outstanding--;
+	redis->progress_ms = store_redis_now_ms();
+    }
+}
+
+/* store_redis_refund - give back what a late call charged (see above) */
+
+static void store_redis_refund(struct store_redis *redis, const struct store_call *call)
+{
+    char    num[STORE_REDIS_NUM_MAX + 1];
+    int     n = 0;
+
+    for (int i = 0; i < call->count; i++)
+	n += call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed;
+    if (n == 0)
+	return;
+    redis->cmd_len = 0;
+    store_redis_cmd_count(redis, '*', 3 + 2 * n);
+    store_redis_cmd_arg(redis, "EVAL", 4);
+    store_redis_cmd_arg(redis, store_redis_refund_script, sizeof(store_redis_refund_script) - 1);
+    store_redis_cmd_arg(redis, num, store_redis_num(num, n));
+    for (int i = 0; i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed)
+	    store_redis_cmd_arg(redis, call->ops[i].key, strlen(call->ops[i].key));
+    for (int i = 0; i < call->count; i++)
+	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed)
+	    store_redis_cmd_arg(redis, num, store_redis_num(num, call->ops[i].cost
+							  * call->ops[i].interval));
+    if (!store_redis_cmd_queue(redis, store_redis_refund_reply, redis))
+	store_set_error(&redis->store, "cannot queue the refund of a late charge");
+}
+
 
 /*
  * store_redis_send - EVALSHA (EVAL: the script's text) for a call. ARGV
@@ -451,7 +519,7 @@ static void store_redis_time_reply(redisAsyncContext *ctx, void *r, void *privda
     } else if (reply && reply->type == REDIS_REPLY_ERROR) {
 	store_set_error(&clock->redis->store, "%.150s", reply->str);
 	if (store_redis_fatal_reply(reply))	/* MGETs' callbacks get no reply */
-	    store_redis_drop(clock->redis, reply->str);
+	    store_redis_refused(clock->redis, reply->str);
     }
     store_redis_clock_unref(clock);
 }
@@ -525,7 +593,7 @@ static void store_redis_check_reply(redisAsyncContext *ctx, void *r, void *privd
 	store_set_error(&redis->store, "%.150s", reply->str);
 	store_redis_complete(call, 1);
 	if (ctx == redis->ctx && store_redis_fatal_reply(reply))
-	    store_redis_drop(redis, reply->str);
+	    store_redis_refused(redis, reply->str);
 	return;
     }
     values = call->count <= 16 ? few : xcalloc(call->count, sizeof(*values));

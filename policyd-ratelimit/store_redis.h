@@ -40,6 +40,11 @@ struct store_redis {
     struct store_url url;
     int     connected;			/* handshake done: scripts may run */
     char    logged[200];		/* last state logged: once per change */
+    int     quiet_connect;		/* the last connection was refused a
+					 * command (NOPERM, READONLY...): the
+					 * next "connected" waits for a script
+					 * that works (store_redis_usable()) */
+    char    connect_text[300];		/* that "connected" line, not yet said */
     char    sha[48];			/* from SCRIPT LOAD; empty: use EVAL */
     struct event *retry;
     struct event *watchdog;
@@ -78,6 +83,8 @@ void    store_redis_clock_end(struct store_redis *redis);
 void    store_redis_down(struct store_redis *redis, const char *why);
 void    store_redis_drop(struct store_redis *redis, const char *why);
 int     store_redis_fatal_reply(const redisReply *reply);
+void    store_redis_refused(struct store_redis *redis, const char *why);
+void    store_redis_usable(struct store_redis *redis);
 void    store_redis_connect(struct store_redis *redis);
 void    store_redis_watchdog(evutil_socket_t fd, short what, void *context);
 void    store_redis_retry(evutil_socket_t fd, short what, void *context);

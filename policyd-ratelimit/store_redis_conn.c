@@ -195,6 +195,28 @@ int     store_redis_fatal_reply(const redisReply *reply)
     return (0);
 }
 
+/*
+ * store_redis_refused - a command refused for good (store_redis_fatal_reply()):
+ * drop the connection, and say the next "connected" only once a script
+ * works. A user without EVAL, or a read-only replica, logged "connected"
+ * and the refusal again every second: two state changes a second.
+ */
+void    store_redis_refused(struct store_redis *redis, const char *why)
+{
+    redis->quiet_connect = 1;
+    store_redis_drop(redis, why);
+}
+
+/* store_redis_usable - a script worked: the "connected" held back is said */
+
+void    store_redis_usable(struct store_redis *redis)
+{
+    redis->quiet_connect = 0;
+    if (redis->connect_text[0])
+	store_redis_state(redis, 0, redis->connect_text);
+    redis->connect_text[0] = 0;
+}
+
 /* store_redis_is_master - ROLE's answer from a master: ["master", ...] */
 
 static int store_redis_is_master(const redisReply *reply)
@@ -247,7 +269,10 @@ static void store_redis_handshake_reply(redisAsyncContext *ctx, void *r, void *p
 		 redis->url.port, store_redis_addr(redis));
     else
 	snprintf(why, sizeof(why), "connected%s", store_redis_addr(redis));
-    store_redis_state(redis, 0, why);
+    if (redis->quiet_connect)
+	snprintf(redis->connect_text, sizeof(redis->connect_text), "%s", why);
+    else
+	store_redis_state(redis, 0, why);
 }
 
 static void store_redis_handshake(struct store_redis *redis, redisAsyncContext *ctx)

@@ -23,7 +23,8 @@ static const char conf[] =
 "limit dry = sender_domain rate=1/1h dry_run=yes\n"
 "limit per_rcpt = recipient rate=2/1h action=reject\n"
 "limit warned = client_name rate=1/1h action=warn\n"
-"limit held = helo_name rate=1/1h action=hold\n";
+"limit held = helo_name rate=1/1h action=hold\n"
+"exempt recipient_domain free.example\n";
 
 static struct store *store;
 static struct policy_config pc;
@@ -110,7 +111,9 @@ static void test_long(struct decide_txn *txn)
     memset(user, 'u', 600);
     user[600] = 0;
     for (int i = 0; i < 31; i++) {
-	snprintf(extra, sizeof(extra), "sasl_username=%s\nrecipient_count=1\n", user);
+	/* Postfix names the one recipient it accepted (SMTPD_POLICY_README) */
+	snprintf(extra, sizeof(extra), "sasl_username=%s\nrecipient_count=1\n"
+		 "recipient=l%d@example.net\n", user, i);
 	r = ask(txn, "END-OF-MESSAGE", i < 30 ? "l1" : "l2", extra);
 	if (i < 30)
 	    dunno += strcmp(r, "DUNNO") == 0;
@@ -191,6 +194,59 @@ static void test_many_rcpts(struct decide_txn *txn)
     }
 }
 
+/*
+ * test_unseen - DATA and END-OF-MESSAGE on another connection than the
+ * RCPTs (Postfix's policy client reconnected mid-transaction): the one
+ * recipient Postfix names is charged; several it does not name are
+ * answered 451, never admitted uncounted. RCPTs exempt count as seen.
+ */
+static void test_unseen(void)
+{
+    struct decide_txn a, b;
+    int     admitted = 0;
+    char   *r;
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    for (int i = 0; i < 3; i++) {
+	char    instance[16];
+
+	snprintf(instance, sizeof(instance), "u%d", i);
+	free(ask(&a, "RCPT", instance, "recipient=v@unseen.example\n"));
+	r = ask(&b, "DATA", instance, "recipient=v@unseen.example\nrecipient_count=1\n");
+	free(r);
+	r = ask(&b, "END-OF-MESSAGE", instance, "recipient=v@unseen.example\n"
+		"recipient_count=1\n");
+	if (i == 2)
+	    is_str(r, "550 5.7.1 per_rcpt exceeded for v@unseen.example",
+		   "RCPT on one connection, END-OF-MESSAGE on another: the 3rd message to "
+		   "v@ is refused by per_rcpt 2/1h");
+	admitted += strcmp(r, "DUNNO") == 0;
+	free(r);
+	decide_txn_free(&a);
+	decide_txn_free(&b);
+    }
+    is_int(admitted, 2, "exactly 2 admitted, each charged at END-OF-MESSAGE");
+    r = ask(&b, "DATA", "u9", "recipient=\nrecipient_count=2\n");
+    is_str(r, DECIDE_TXN_UNSEEN, "two recipients this connection never saw: 451, not admitted");
+    free(r);
+    r = ask(&b, "END-OF-MESSAGE", "u9", "recipient=\nrecipient_count=2\n");
+    is_str(r, DECIDE_TXN_UNSEEN, "and at END-OF-MESSAGE");
+    free(r);
+    free(ask(&a, "RCPT", "u10", "recipient=x@free.example\n"));
+    free(ask(&a, "RCPT", "u10", "recipient=y@unseen.example\n"));
+    r = ask(&a, "END-OF-MESSAGE", "u10", "recipient=\nrecipient_count=2\n");
+    is_str(r, "DUNNO", "an exempt recipient's RCPT counts as seen: two seen, two accepted");
+    free(r);
+    free(ask(&a, "RCPT", "u11", "recipient=w@unseen.example\n"));
+    free(ask(&b, "RCPT", "u11", "recipient=w2@unseen.example\n"));
+    r = ask(&b, "DATA", "u11", "recipient=\nrecipient_count=2\n");
+    is_str(r, DECIDE_TXN_UNSEEN, "one RCPT seen here, the other elsewhere: 451");
+    free(r);
+    decide_txn_free(&a);
+    decide_txn_free(&b);
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -220,11 +276,11 @@ int     main(void)
 	  "DUNNO", "another user is unaffected");
 
     check(ask(&txn, "END-OF-MESSAGE", "t5", "sasl_username=carol\nrecipient_count=1\n"
-	      "size=900\n"), "DUNNO", "bytes: 900 of 1000 charged");
+	      "recipient=t5@example.net\nsize=900\n"), "DUNNO", "bytes: 900 of 1000 charged");
     check(ask(&txn, "END-OF-MESSAGE", "t6", "sasl_username=carol\nrecipient_count=1\n"
-	      "size=200\n"), "450 4.7.1 bytes carol 200 ", "bytes: 200 more deferred");
+	      "recipient=t6@example.net\nsize=200\n"), "450 4.7.1 bytes carol 200 ", "bytes: 200 more deferred");
     check(ask(&txn, "END-OF-MESSAGE", "t7", "sasl_username=carol\nrecipient_count=1\n"
-	      "size=100\n"), "DUNNO", "bytes: the deferred message was not charged");
+	      "recipient=t7@example.net\nsize=100\n"), "DUNNO", "bytes: the deferred message was not charged");
 
     check(ask(&txn, "END-OF-MESSAGE", "t8", "sender=a@dry.example\n"), "DUNNO", "dry 1/1");
     check(ask(&txn, "END-OF-MESSAGE", "t9", "sender=a@dry.example\n"), "DUNNO",
@@ -256,6 +312,7 @@ int     main(void)
     test_long(&txn);
     test_many_rcpts(&txn);
     test_full(&txn);
+    test_unseen();
     decide_txn_free(&txn);
     store_destroy(&store);
     ratelimit_free(&pc.limits);
