@@ -7,6 +7,8 @@
  *	#include "config.h"
  *
  *	struct config *config_read(path, specs)
+ *	int	config_line(cfg, name)
+ *
  *	const char *config_get_str(cfg, name)
  *	long long config_get_duration(cfg, name)
  *	const char *config_parse_duration(text, &millis)
@@ -483,6 +485,13 @@ const struct config_entry *config_lookup(const struct config *cfg, const char *n
     while ((entry = config_next(cfg, entry, name)) != NULL)
 	last = entry;
     return (last);
+}
+
+int     config_line(const struct config *cfg, const char *name)
+{
+    const struct config_entry *entry = config_lookup(cfg, name);
+
+    return (entry ? entry->line : 0);
 }
 
 const char *config_get_str(const struct config *cfg, const char *name)

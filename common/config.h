@@ -60,6 +60,7 @@ const struct config_entry *config_lookup(const struct config *cfg, const char *n
 const struct config_entry *config_next(const struct config *cfg,
 				               const struct config_entry *prev,
 				               const char *name);
+int     config_line(const struct config *cfg, const char *name);
 const char *config_get_str(const struct config *cfg, const char *name);
 int     config_get_bool(const struct config *cfg, const char *name);
 long long config_get_int(const struct config *cfg, const char *name);

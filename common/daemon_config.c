@@ -97,12 +97,6 @@ static const struct config_spec *daemon_config_has(const struct config *cfg, con
     return (NULL);
 }
 
-static int daemon_config_line(const struct config *cfg, const char *name)
-{
-    const struct config_entry *entry = config_lookup(cfg, name);
-
-    return (entry ? entry->line : 0);
-}
 
 static void daemon_config_user(struct config *cfg)
 {
@@ -113,10 +107,10 @@ static void daemon_config_user(struct config *cfg)
 	return;
     errno = 0;
     if ((pw = getpwnam(user)) == NULL)
-	config_add_error(cfg, daemon_config_line(cfg, "user"), "user: unknown user \"%s\"%s%s",
+	config_add_error(cfg, config_line(cfg, "user"), "user: unknown user \"%s\"%s%s",
 			 user, errno ? ": " : "", errno ? strerror(errno) : "");
     else if (pw->pw_uid == 0)
-	config_add_error(cfg, daemon_config_line(cfg, "user"),
+	config_add_error(cfg, config_line(cfg, "user"),
 			 "user: \"%s\" has uid 0; name an unprivileged user", user);
 }
 
@@ -152,7 +146,7 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
     if (daemon_config_user_cannot_write(cfg, st))
 	msg_warn("%s:%d: pid_file: user %s cannot write to %s: the pid file will be "
 		 "emptied, not removed, when the daemon stops (give %s the directory, "
-		 "e.g. systemd's RuntimeDirectory=)", cfg->path, daemon_config_line(cfg, "pid_file"),
+		 "e.g. systemd's RuntimeDirectory=)", cfg->path, config_line(cfg, "pid_file"),
 		 user, dir, user);
 }
 
@@ -178,7 +172,7 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
     int     fd;
 
     if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is %s",
+	config_add_error(cfg, config_line(cfg, "pid_file"), "pid_file: %s is %s",
 			 path, S_ISLNK(st.st_mode) ? "a symbolic link: pid_file must name a "
 			 "regular file" : "not a regular file");
 	return;
@@ -189,7 +183,7 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 
 	close(fd);
 	if (foreign) {
-	    config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s holds "
+	    config_add_error(cfg, config_line(cfg, "pid_file"), "pid_file: %s holds "
 			     "something other than a process id: pid_file must not name "
 			     "another file (the daemon would empty it and remove it)", path);
 	    return;
@@ -205,7 +199,7 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 	    (void) unlink(probe);
     }
     if (fd < 0)
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s",
+	config_add_error(cfg, config_line(cfg, "pid_file"), "pid_file: cannot %s %s: %s",
 			 probe ? "create" : "open", path, strerror(errno));
     else
 	close(fd);
@@ -252,11 +246,11 @@ static void daemon_config_pidfile_clash(struct config *cfg, const char *path)
 	    } else
 		clash = daemon_config_same_path(value, path);
 	    if (clash && e != NULL)
-		config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is "
+		config_add_error(cfg, config_line(cfg, "pid_file"), "pid_file: %s is "
 				 "also the path of %s (line %d): the pid file needs its own",
 				 path, s->name, e->line);
 	    else if (clash)
-		config_add_error(cfg, daemon_config_line(cfg, "pid_file"), "pid_file: %s is "
+		config_add_error(cfg, config_line(cfg, "pid_file"), "pid_file: %s is "
 				 "also the path of %s (its default): the pid file needs its own",
 				 path, s->name);
 	    if (clash || e == NULL)
@@ -275,7 +269,7 @@ static void daemon_config_pidfile(struct config *cfg)
     if (path == NULL)
 	return;
     if (*path != '/') {
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+	config_add_error(cfg, config_line(cfg, "pid_file"),
 			 "pid_file: \"%s\" is not an absolute path", path);
 	return;
     }
@@ -283,13 +277,13 @@ static void daemon_config_pidfile(struct config *cfg)
     slash = strrchr(path, '/');
     dir = slash == path ? xstrdup("/") : xstrndup(path, slash - path);
     if (slash[1] == 0)
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+	config_add_error(cfg, config_line(cfg, "pid_file"),
 			 "pid_file: \"%s\" names a directory, not a file", path);
     else if (stat(dir, &st) < 0)
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+	config_add_error(cfg, config_line(cfg, "pid_file"),
 			 "pid_file: directory %s: %s", dir, strerror(errno));
     else if (!S_ISDIR(st.st_mode))
-	config_add_error(cfg, daemon_config_line(cfg, "pid_file"),
+	config_add_error(cfg, config_line(cfg, "pid_file"),
 			 "pid_file: %s is not a directory", dir);
     else {
 	daemon_config_pidfile_owner(cfg, dir, &st);
@@ -335,14 +329,14 @@ static void daemon_config_metrics(struct config *cfg)
     if (listen == NULL)
 	return;
     if ((err = addr_parse(listen, &addr)) != NULL)
-	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+	config_add_error(cfg, config_line(cfg, "metrics_listen"),
 			 "metrics_listen: %s", err);
     else if (addr.family == AF_UNIX)
-	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+	config_add_error(cfg, config_line(cfg, "metrics_listen"),
 			 "metrics_listen: %s: Prometheus scrapes TCP; use inet: or inet6:",
 			 listen);
     else if ((foreign = daemon_config_foreign(&addr)) != 0)
-	config_add_error(cfg, daemon_config_line(cfg, "metrics_listen"),
+	config_add_error(cfg, config_line(cfg, "metrics_listen"),
 			 "metrics_listen %s: no interface of this host has that address (%s)",
 			 listen, strerror(foreign));
 }
@@ -352,7 +346,7 @@ static void daemon_config_start_timeout(struct config *cfg)
     long long ms = config_get_duration(cfg, "start_timeout");
 
     if (ms < 1000 || ms > DAEMON_START_TIMEOUT_MAX)
-	config_add_error(cfg, daemon_config_line(cfg, "start_timeout"),
+	config_add_error(cfg, config_line(cfg, "start_timeout"),
 			 "start_timeout: from 1s to 1d (a detached start waits that long "
 			 "for the daemon to serve)");
 }
@@ -473,7 +467,7 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
     if (daemon_config_has(cfg, "metrics_listen")
 	&& (all[n].spec = config_get_str(cfg, "metrics_listen")) != NULL) {
 	all[n].name = "metrics_listen";
-	all[n++].line = daemon_config_line(cfg, "metrics_listen");
+	all[n++].line = config_line(cfg, "metrics_listen");
     }
     for (int i = 0; i < n; i++)
 	if (all[i].addr)
@@ -527,7 +521,7 @@ long long daemon_config_connections(struct config *cfg, const char *name,
 				            int per_connection, int reserve)
 {
     long long max = config_get_int(cfg, name);
-    int     line = daemon_config_line(cfg, name);
+    int     line = config_line(cfg, name);
     struct rlimit rl;
     long long limit, fit;
 

@@ -100,7 +100,7 @@ static void tool_check_reach(struct spool_tool *tool, const char *user, int line
  */
 static void tool_check_dir(struct spool_tool *tool)
 {
-    int     line = config_lookup(tool->cfg, "spool_dir")->line;
+    int     line = config_line(tool->cfg, "spool_dir");
     const char *user = config_get_str(tool->cfg, "user"), *slash;
     struct stat st;
     char   *parent;
@@ -147,23 +147,32 @@ static void tool_check_secret(struct spool_tool *tool)
     const char *err;
     struct stat st;
     const char *denied;
+    int     stat_ok, exists;
 
-    if ((err = sign_key_load(tool->secret_file, &key)) != NULL)
-	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
+    err = sign_key_load(tool->secret_file, &key);
     OPENSSL_cleanse(&key, sizeof(key));
-    /* said, not refused: a running setup must not stop posting at an
-       upgrade; whoever reads it can forge every route's events */
-    if (err == NULL && stat(tool->secret_file, &st) == 0 && (st.st_mode & S_IROTH))
-	msg_warn("secret_file %s is readable by every user (mode %04o): whoever reads it "
-		 "can sign events the receivers accept; chmod o-r (0640, group of the "
-		 "daemon's user)", tool->secret_file, (unsigned) (st.st_mode & 07777));
-    if (err == NULL && user != NULL
-	&& (denied = spool_owner_user_reads(user, tool->secret_file)) != NULL)
-	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
+    /* a file the user cannot read is an error also when the reload (the
+       user by then) is what cannot read it: the reload took it, and a
+       working secret was swapped for one never read */
+    stat_ok = stat(tool->secret_file, &st) == 0;
+    exists = stat_ok || errno != ENOENT;
+    if (user != NULL && exists
+	&& (denied = spool_owner_user_reads(user, tool->secret_file)) != NULL) {
+	config_add_error(tool->cfg, config_line(tool->cfg, "secret_file"),
 			 "secret_file %s: user %s cannot read it (%s): the daemon runs as "
 			 "%s and reads it at every scan, not as root; make it readable by "
 			 "that user's group (chown root:GROUP, chmod 0640)", tool->secret_file,
 			 user, denied, user);
+	return;
+    }
+    if (err != NULL)
+	msg_warn("secret_file: %s; nothing is posted until it can be read", err);
+    /* said, not refused: a running setup must not stop posting at an
+       upgrade; whoever reads it can forge every route's events */
+    if (err == NULL && stat_ok && (st.st_mode & S_IROTH))
+	msg_warn("secret_file %s is readable by every user (mode %04o): whoever reads it "
+		 "can sign events the receivers accept; chmod o-r (0640, group of the "
+		 "daemon's user)", tool->secret_file, (unsigned) (st.st_mode & 07777));
 }
 
 /*
@@ -176,7 +185,7 @@ static void tool_check_secret(struct spool_tool *tool)
  */
 static void tool_check_ca(struct spool_tool *tool)
 {
-    int     line = config_lookup(tool->cfg, "ca_file")->line, certs = 0;
+    int     line = config_line(tool->cfg, "ca_file"), certs = 0;
     const char *denied;
     const char *user = config_get_str(tool->cfg, "user"), *path = tool->ca_file;
     struct stat st;
@@ -261,13 +270,13 @@ static void tool_load(struct spool_tool *tool, const char *path)
     daemon_config_addresses(tool->cfg, NULL, 0);	/* metrics_listen on port 0 */
     tool_check_dir(tool);
     if (tool->timeout_ms < 1000 || tool->timeout_ms > 3600 * 1000)
-	config_add_error(tool->cfg, config_lookup(tool->cfg, "timeout")->line,
+	config_add_error(tool->cfg, config_line(tool->cfg, "timeout"),
 			 "timeout must be from 1s to 1h (0 would let a receiver that never "
 			 "answers hold an attempt for good)");
     if (tool->secret_file == NULL || *tool->secret_file == 0)
 	config_add_error(tool->cfg, 0, "secret_file is required");
     else if (*tool->secret_file != '/')		/* the value is not echoed: */
-	config_add_error(tool->cfg, config_lookup(tool->cfg, "secret_file")->line,
+	config_add_error(tool->cfg, config_line(tool->cfg, "secret_file"),
 			 "secret_file must be an absolute path (is the secret itself "
 			 "written there?)");		/* it may be the secret */
     else
@@ -276,7 +285,7 @@ static void tool_load(struct spool_tool *tool, const char *path)
     if (tool->ca_file != NULL && *tool->ca_file)	/* empty: the system's */
 	tool_check_ca(tool);
     if (tool->concurrency < 1 || tool->concurrency > 1000)
-	config_add_error(tool->cfg, config_lookup(tool->cfg, "concurrency")->line,
+	config_add_error(tool->cfg, config_line(tool->cfg, "concurrency"),
 			 "concurrency must be between 1 and 1000");
 }
 

@@ -117,12 +117,6 @@ static void auth_count(struct metrics_series *const *set, const char *const *nam
 	    metrics_inc(set[i]);
 }
 
-static int auth_line(struct config *cfg, const char *name)
-{
-    const struct config_entry *e = config_lookup(cfg, name);
-
-    return (e ? e->line : 0);
-}
 
 /*
  * auth_psl_load - the public suffix list, or an error: a FIFO there hung
@@ -172,17 +166,17 @@ void    auth_load(struct config *cfg, DKIM_LIB *lib, int verify, struct auth_con
     a->dmarc_reject = config_get_bool(cfg, "dmarc_reject");
     a->auth_timeout_ms = (int) auth_ms;
     if (dns_ms < 100 || dns_ms > 60000)
-	config_add_error(cfg, auth_line(cfg, "dns_timeout"),
+	config_add_error(cfg, config_line(cfg, "dns_timeout"),
 			 "dns_timeout must be 100ms to 60s");
     if (auth_ms < dns_ms || auth_ms > 240000)
-	config_add_error(cfg, auth_line(cfg, "auth_timeout"), "auth_timeout must be at least "
+	config_add_error(cfg, config_line(cfg, "auth_timeout"), "auth_timeout must be at least "
 			 "dns_timeout and at most 240s (Postfix waits 300s for a milter)");
     if (a->dmarc_reject && !a->dmarc)
-	config_add_error(cfg, auth_line(cfg, "dmarc_reject"), "dmarc_reject needs dmarc = yes");
+	config_add_error(cfg, config_line(cfg, "dmarc_reject"), "dmarc_reject needs dmarc = yes");
     if (!verify || cfg->error_count)
 	return;
     if ((err = mdns_create(servers, (int) dns_ms, test_file, &a->dns)) != NULL) {
-	config_add_error(cfg, auth_line(cfg, test_file ? "dns_test_file" : "dns_servers"),
+	config_add_error(cfg, config_line(cfg, test_file ? "dns_test_file" : "dns_servers"),
 			 "%s", err);
 	return;
     }
@@ -191,7 +185,7 @@ void    auth_load(struct config *cfg, DKIM_LIB *lib, int verify, struct auth_con
     if (a->spf)
 	a->checker = spf_checker_create(a->dns);
     if (a->dmarc && (err = auth_psl_load(psl_path, &a->psl)) != NULL)
-	config_add_error(cfg, auth_line(cfg, "public_suffix_list"), "public_suffix_list: "
+	config_add_error(cfg, config_line(cfg, "public_suffix_list"), "public_suffix_list: "
 			 "%s: %s (Debian package publicsuffix)", psl_path, err);
 }
 

@@ -359,12 +359,6 @@ static void policy_check_selectors(struct dkim_policy *p)
     free(slot);
 }
 
-static int policy_line(struct dkim_policy *p, const char *name)
-{
-    const struct config_entry *e = config_lookup(p->cfg, name);
-
-    return (e ? e->line : 0);
-}
 
 /*
  * policy_prescreen - verify only the first verify_signatures_max
@@ -402,7 +396,7 @@ static void policy_header_names(struct dkim_policy *p, const char *param, char *
     for (; names && *names; names++)
 	for (const unsigned char *cp = (unsigned char *) *names; *cp; cp++)
 	    if (*cp < 33 || *cp > 126 || *cp == ':' || *cp == ';') {
-		config_add_error(p->cfg, policy_line(p, param), "%s: \"%s\" is not a "
+		config_add_error(p->cfg, config_line(p->cfg, param), "%s: \"%s\" is not a "
 				 "header name that h= can carry", param, *names);
 		break;
 	    }
@@ -421,7 +415,7 @@ static void policy_signature_ttl(struct dkim_policy *p)
 
     p->signature_ttl = (long) (ms / 1000);
     if (ms < 0 || ms % 1000 != 0 || ms / 1000 > POLICY_TTL_MAX)
-	config_add_error(p->cfg, policy_line(p, "signature_ttl"), "signature_ttl is whole "
+	config_add_error(p->cfg, config_line(p->cfg, "signature_ttl"), "signature_ttl is whole "
 			 "seconds (x= has no smaller unit): 0 for none, or 1s to 3650d "
 			 "(x= has at most 12 digits)");
 }
@@ -443,7 +437,7 @@ static void policy_options(struct dkim_policy *p)
 
     /* "relaxed/relaxed junk" was read as relaxed/relaxed: all or nothing */
     if (sscanf(canon, "%15[a-z]%n/%15[a-z]%n", h, &used, b, &used) < 1 || canon[used])
-	config_add_error(p->cfg, policy_line(p, "canonicalization"), "canonicalization must "
+	config_add_error(p->cfg, config_line(p->cfg, "canonicalization"), "canonicalization must "
 			 "be simple or relaxed, as HEADER/BODY (default relaxed/relaxed)");
     if (!*b)
 	strcpy(b, "simple");			/* RFC 6376 3.5: c=x means x/simple */
@@ -451,25 +445,25 @@ static void policy_options(struct dkim_policy *p)
     p->body_canon = strcmp(b, "simple") == 0 ? DKIM_CANON_SIMPLE : DKIM_CANON_RELAXED;
     if ((strcmp(h, "simple") && strcmp(h, "relaxed")) || (strcmp(b, "simple")
 							   && strcmp(b, "relaxed")))
-	config_add_error(p->cfg, config_lookup(p->cfg, "canonicalization")->line,
+	config_add_error(p->cfg, config_line(p->cfg, "canonicalization"),
 			 "canonicalization must be simple or relaxed, as HEADER/BODY");
     /* signing is dkim_sign(3)'s; libopendkim only verifies */
     p->sign_headers = config_split_list(config_get_str(p->cfg, "sign_headers"), &n);
     p->oversign_headers = config_split_list(config_get_str(p->cfg, "oversign_headers"), &n);
     dkim_options(p->lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
     if (!dkim_sign_listed("From", p->sign_headers))
-	config_add_error(p->cfg, policy_line(p, "sign_headers"),
+	config_add_error(p->cfg, config_line(p->cfg, "sign_headers"),
 			 "sign_headers must include From (RFC 6376 5.4)");
     policy_header_names(p, "sign_headers", p->sign_headers);
     policy_header_names(p, "oversign_headers", p->oversign_headers);
     policy_signature_ttl(p);
     p->verify_max = (int) config_get_int(p->cfg, "verify_signatures_max");
     if (p->verify_max < 1 || p->verify_max > 1000)
-	config_add_error(p->cfg, policy_line(p, "verify_signatures_max"),
+	config_add_error(p->cfg, config_line(p->cfg, "verify_signatures_max"),
 			 "verify_signatures_max must be 1 to 1000");
     p->max_sessions = (int) config_get_int(p->cfg, "max_sessions");
     if (p->max_sessions < 1 || p->max_sessions > 100000)
-	config_add_error(p->cfg, policy_line(p, "max_sessions"),
+	config_add_error(p->cfg, config_line(p->cfg, "max_sessions"),
 			 "max_sessions must be 1 to 100000");
     dkim_set_prescreen(p->lib, policy_prescreen);
     if (dns) {
@@ -495,22 +489,22 @@ static void policy_settings(struct dkim_policy *p)
 	else if (strcmp(list[i], "verify") == 0)
 	    p->verify = 1;
 	else
-	    config_add_error(p->cfg, config_lookup(p->cfg, "mode")->line,
+	    config_add_error(p->cfg, config_line(p->cfg, "mode"),
 			     "mode must be sign, verify or both, not \"%s\"", list[i]);
     }
     config_list_free(&list);
     if (n == 0)					/* else every message passes untouched */
-	config_add_error(p->cfg, config_lookup(p->cfg, "mode")->line,
+	config_add_error(p->cfg, config_line(p->cfg, "mode"),
 			 "mode must be sign, verify or both, not empty");
     p->internal = cidr_list_create();
     if (cidr_list_parse(p->internal, config_get_str(p->cfg, "internal_hosts"), &bad)) {
-	config_add_error(p->cfg, config_lookup(p->cfg, "internal_hosts")->line,
+	config_add_error(p->cfg, config_line(p->cfg, "internal_hosts"),
 			 "internal_hosts: bad network \"%s\"", bad);
 	free(bad);
     }
     p->sign_authenticated = config_get_bool(p->cfg, "sign_authenticated");
     if (strcmp(action, "reject") != 0 && strcmp(action, "unsigned") != 0)
-	config_add_error(p->cfg, config_lookup(p->cfg, "sender_binding_action")->line,
+	config_add_error(p->cfg, config_line(p->cfg, "sender_binding_action"),
 			 "sender_binding_action must be reject or unsigned");
     p->binding_reject = strcmp(action, "reject") == 0;
     if ((p->authserv_id = config_get_str(p->cfg, "authserv_id")) == NULL) {
@@ -522,7 +516,7 @@ static void policy_settings(struct dkim_policy *p)
     if (!*p->authserv_id || strlen(p->authserv_id) > 255
 	|| strspn(p->authserv_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 		  "0123456789.-_!#$%&'*+^`{|}~") != strlen(p->authserv_id))
-	config_add_error(p->cfg, policy_line(p, "authserv_id"), "authserv_id must be a "
+	config_add_error(p->cfg, config_line(p->cfg, "authserv_id"), "authserv_id must be a "
 			 "token (a host name), up to 255 characters; not \"%s\"", p->authserv_id);
     if (p->sign && (!config_get_str(p->cfg, "key_table")
 		    || !config_get_str(p->cfg, "signing_table")))
@@ -615,7 +609,7 @@ static void policy_socket_clash(struct dkim_policy *p, const char *spec)
 								       sizeof(buf)));
 	/* mengine(3) binds it without IPV6_V6ONLY: "::" takes IPv4 too */
 	daemon_config_addresses(p->cfg, &(struct daemon_address) {.name = "socket",
-				.spec = text, .line = policy_line(p, "socket"),
+				.spec = text, .line = config_line(p->cfg, "socket"),
 				.addr = &addr, .dual_stack = 1}, 1);
 	free(text);
     }
@@ -638,7 +632,7 @@ static void policy_socket(struct dkim_policy *p)
     long    n = strtol(mask, &end, 8);
 
     if (*mask == 0 || *end || n < 0 || n > 0777 || strspn(mask, "01234567") != strlen(mask))
-	config_add_error(p->cfg, policy_line(p, "socket_umask"),
+	config_add_error(p->cfg, config_line(p->cfg, "socket_umask"),
 			 "socket_umask must be octal, 000 to 777, like 007; not \"%s\"", mask);
     p->socket_umask = (mode_t) n;
     if (colon == NULL || strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0) {
@@ -653,7 +647,7 @@ static void policy_socket(struct dkim_policy *p)
 	err = "socket must be inet:PORT@HOST, inet6:PORT@HOST or unix:/PATH";
     }
     if (err)
-	config_add_error(p->cfg, policy_line(p, "socket"), "%s (\"%s\")", err, spec);
+	config_add_error(p->cfg, config_line(p->cfg, "socket"), "%s (\"%s\")", err, spec);
     else
 	policy_socket_clash(p, spec);
 }
@@ -684,7 +678,7 @@ struct dkim_policy *policy_load(const char *path)
     if (p->cfg->error_count == 0) {
 	daemon_config_check(p->cfg);
 	if ((dns = config_get_str(p->cfg, "dns_servers")) && (dns = dns_servers_check(dns)))
-	    config_add_error(p->cfg, config_lookup(p->cfg, "dns_servers")->line,
+	    config_add_error(p->cfg, config_line(p->cfg, "dns_servers"),
 			     "dns_servers: %s", dns);
 	policy_settings(p);
 	policy_socket(p);

@@ -180,7 +180,7 @@ void    ctl_config_check(struct config *cfg, int starting)
     }
     if (config_get_duration(cfg, "notify_timeout") < 1000
 	|| config_get_duration(cfg, "notify_timeout") > 3600000)
-	config_add_error(cfg, (entry = config_lookup(cfg, "notify_timeout")) ? entry->line : 0,
+	config_add_error(cfg, config_line(cfg, "notify_timeout"),
 			 "notify_timeout must be 1s to 1h");
 }
 

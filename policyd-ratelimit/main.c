@@ -41,6 +41,7 @@
 
 #include "build_config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -127,7 +128,6 @@ static int policyd_worker_count(const struct config *cfg)
  */
 static void policyd_check_listen(struct config *cfg)
 {
-    const struct config_entry *entry = config_lookup(cfg, "listen");
     const char *ctl_path = config_get_str(cfg, "control_socket");
     struct daemon_address *addrs;
     struct addr addr;
@@ -137,11 +137,11 @@ static void policyd_check_listen(struct config *cfg)
 
     list = config_split_list(config_get_str(cfg, "listen"), &n);
     if (n == 0)				/* it started, listening on nothing */
-	config_add_error(cfg, entry ? entry->line : 0, "listen: no address given");
+	config_add_error(cfg, config_line(cfg, "listen"), "listen: no address given");
     addrs = xcalloc(n + 1, sizeof(*addrs));
     for (int i = 0; i < n; i++) {
 	addrs[i] = (struct daemon_address) {.name = "listen", .spec = list[i],
-	    .line = entry ? entry->line : 0};
+	    .line = config_line(cfg, "listen")};
 	if ((err = addr_parse(list[i], &addr)) != NULL)
 	    config_add_error(cfg, addrs[i].line, "listen %s: %s", list[i], err);
 	else if (addr.family == AF_UNIX && ctl_path && strcmp(addr.u.un.sun_path, ctl_path) == 0)
@@ -160,12 +160,11 @@ static void policyd_check_listen(struct config *cfg)
 
 static void policyd_check_reply(struct config *cfg, const char *name, char first)
 {
-    const struct config_entry *entry = config_lookup(cfg, name);
     const char *text = config_get_str(cfg, name);
 
     if (text[0] != first || text[1] < '0' || text[1] > '9' || text[2] < '0'
 	|| text[2] > '9' || text[3] != ' ')
-	config_add_error(cfg, entry ? entry->line : 0,
+	config_add_error(cfg, config_line(cfg, name),
 			 "%s must start with a %cXX SMTP code and a space", name, first);
     /* a mistyped placeholder would reach every client as written */
     for (const char *cp = strchr(text, '{'); cp; cp = strchr(cp + 1, '{')) {
@@ -176,7 +175,7 @@ static void policyd_check_reply(struct config *cfg, const char *name, char first
 	for (i = 0; known[i] && strncmp(cp, known[i], strlen(known[i])) != 0; i++)
 	     /* void */ ;
 	if (known[i] == 0 || strcmp(name, "store_error_reply") == 0) {
-	    config_add_error(cfg, entry ? entry->line : 0, "%s: unknown placeholder at "
+	    config_add_error(cfg, config_line(cfg, name), "%s: unknown placeholder at "
 			     "\"%.20s\" (%s)", name, cp, known[i] ? "store_error_reply "
 			     "is sent as written" : "use {limit}, {key}, {retry_after}, "
 			     "{rate}, {count}");
@@ -185,20 +184,13 @@ static void policyd_check_reply(struct config *cfg, const char *name, char first
     }
 }
 
-int     policyd_line(struct config *cfg, const char *name)
-{
-    const struct config_entry *entry = config_lookup(cfg, name);
-
-    return (entry ? entry->line : 0);
-}
-
 /* policyd_check_range - a number the daemon could not run with is an error */
 
 static void policyd_check_range(struct config *cfg, const char *name, long long value,
 				        long long min, long long max, const char *unit)
 {
     if (value < min || value > max)
-	config_add_error(cfg, policyd_line(cfg, name), "%s must be %lld%s to %lld%s",
+	config_add_error(cfg, config_line(cfg, name), "%s must be %lld%s to %lld%s",
 			 name, min, unit, max, unit);
 }
 
@@ -214,24 +206,37 @@ static int policyd_same(const char *a, const char *b)
  * policyd_password_changed - a reload that keeps the password files: did
  * the password in one change? It takes effect only at restart, and a
  * rotated secret that looks applied is worse than one that says it is
- * not (before, the reload said nothing). A file the daemon can no
- * longer read (after "user") tells nothing: no warning. Nothing of
- * either password is logged.
+ * not (before, the reload said nothing). A file the daemon's user may
+ * not read (root's 0600 with "user", as recommended) tells nothing: no
+ * warning, the man page says so. One that is gone, or no longer a
+ * file, is said: the running password is kept, but the next start
+ * refuses the configuration, as -t does (the reload took it without a
+ * word). Nothing of either password is logged.
  */
-static void policyd_password_changed(const char *file, const char *sfile)
+static void policyd_password_one(const char *name, const char *file, const char *running)
 {
     char    buf[STORE_PASSWORD_MAX + 1];
+    const char *err;
+
+    if (file == NULL)
+	return;
+    if ((err = store_url_read_password(file, buf, sizeof(buf))) == NULL) {
+	if (strcmp(buf, running) != 0)
+	    msg_warn("%s: the password in it changed; it takes effect at restart (the "
+		     "running one is kept)", name);
+    } else if (access(file, R_OK) == 0 || errno != EACCES) {
+	msg_warn("%s: %s: the running password is kept, but a start would refuse this "
+		 "configuration (-t says so too)", name, err);
+    }
+    explicit_bzero(buf, sizeof(buf));
+}
+
+static void policyd_password_changed(const char *file, const char *sfile)
+{
     const struct store_url *run = &policyd_running->store;
 
-    if (file && store_url_read_password(file, buf, sizeof(buf)) == NULL
-	&& strcmp(buf, run->password) != 0)
-	msg_warn("store_password_file: the password in it changed; it takes effect at "
-		 "restart (the running one is kept)");
-    if (sfile && store_url_read_password(sfile, buf, sizeof(buf)) == NULL
-	&& strcmp(buf, run->sentinel_password) != 0)
-	msg_warn("sentinel_password_file: the password in it changed; it takes effect "
-		 "at restart (the running one is kept)");
-    explicit_bzero(buf, sizeof(buf));
+    policyd_password_one("store_password_file", file, run->password);
+    policyd_password_one("sentinel_password_file", sfile, run->sentinel_password);
 }
 
 /*
@@ -257,16 +262,16 @@ static void policyd_check_store(struct config *cfg, struct store_url *url)
 	return;
     }
     if ((err = file ? store_url_parse_file(text, url) : store_url_parse(text, url)) != NULL)
-	config_add_error(cfg, policyd_line(cfg, "store"), "store: %s", err);
+	config_add_error(cfg, config_line(cfg, "store"), "store: %s", err);
     else if (file && (err = store_url_password_file(url, file)) != NULL)
-	config_add_error(cfg, policyd_line(cfg, "store_password_file"),
+	config_add_error(cfg, config_line(cfg, "store_password_file"),
 			 "store_password_file: %s", err);
     if (sfile && err == NULL && !url->sentinel)
-	config_add_error(cfg, policyd_line(cfg, "sentinel_password_file"),
+	config_add_error(cfg, config_line(cfg, "sentinel_password_file"),
 			 "sentinel_password_file is set, but the store is not redis-sentinel://");
     else if (sfile && err == NULL && (err = store_url_read_password(sfile,
 		  url->sentinel_password, sizeof(url->sentinel_password))) != NULL)
-	config_add_error(cfg, policyd_line(cfg, "sentinel_password_file"),
+	config_add_error(cfg, config_line(cfg, "sentinel_password_file"),
 			 "sentinel_password_file: %s", err);
     policyd_check_resolver(cfg, url);
 }
@@ -283,7 +288,7 @@ static void policyd_check_values(struct policy_config *pc)
     const char *mode = config_get_str(cfg, "on_store_error");
 
     if (strcmp(mode, "open") != 0 && strcmp(mode, "closed") != 0)
-	config_add_error(cfg, policyd_line(cfg, "on_store_error"),
+	config_add_error(cfg, config_line(cfg, "on_store_error"),
 			 "on_store_error must be open or closed");
     policyd_check_store(cfg, &pc->store);
     policyd_check_reply(cfg, "defer_reply", '4');

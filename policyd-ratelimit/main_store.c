@@ -15,7 +15,7 @@
  *	files store host names are looked up in, as the daemon's user;
  *	policyd_check_reloadable() the files every reload reads again.
  *	Both add their errors to cfg (config_add_error()), at the line of
- *	the setting (policyd_line(), main.c), for -t and the start alike.
+ *	the setting (config_line()), for -t and the start alike.
  */
 
 #include "build_config.h"
@@ -96,7 +96,7 @@ void    policyd_check_loop(struct config *cfg, const struct store_url *url)
 		continue;			/* said by their own checks */
 	    for (int i = url->sentinel ? 0 : -1; i < (url->sentinel ? url->nsentinels : 0); i++)
 		if (policyd_store_reaches(url, i, &own))
-		    config_add_error(cfg, policyd_line(cfg, "store"), "store: %s%s is this "
+		    config_add_error(cfg, config_line(cfg, "store"), "store: %s%s is this "
 				     "daemon's own %s %s: it would connect to itself and "
 				     "send its Redis commands as policy requests",
 				     i < 0 ? "the Redis server" : "the Sentinel ",
@@ -135,14 +135,14 @@ void    policyd_check_resolver(struct config *cfg, struct store_url *url)
 
 	dest[i][0] = 0;
 	if (path && (path[0] != '/' || strlen(path) >= sizeof(url->resolv_conf)))
-	    config_add_error(cfg, policyd_line(cfg, keys[i]), "%s must be an absolute path "
+	    config_add_error(cfg, config_line(cfg, keys[i]), "%s must be an absolute path "
 			     "shorter than %zu bytes", keys[i], sizeof(url->resolv_conf));
 	else if (path)
 	    snprintf(dest[i], sizeof(url->resolv_conf), "%s", path);
     }
     if ((url->resolv_conf[0] || url->hosts_file[0])
 	&& (err = daemon_as_user(user, policyd_resolver_check, url)) != NULL)
-	config_add_error(cfg, policyd_line(cfg, strncmp(err, "hosts", 5) == 0 ? "hosts_file"
+	config_add_error(cfg, config_line(cfg, strncmp(err, "hosts", 5) == 0 ? "hosts_file"
 					   : "resolv_conf"), "%s%s%s%s", err,
 			 user && geteuid() == 0 ? " (checked as user " : "",
 			 user && geteuid() == 0 ? user : "", user && geteuid() == 0
@@ -178,7 +178,7 @@ void    policyd_check_reloadable(struct config *cfg, const char *path)
     for (int i = 0; i < 2; i++)
 	if (files[i] && (err = daemon_as_user(user, policyd_readable_check,
 					      (void *) files[i])) != NULL)
-	    config_add_error(cfg, i ? policyd_line(cfg, "override_file") : 0,
+	    config_add_error(cfg, i ? config_line(cfg, "override_file") : 0,
 			     "%s%s%s (checked as user %s: every reload (SIGHUP) reads it "
 			     "after dropping privileges)", i ? files[i] : "", i ? ": " : "",
 			     err, user);

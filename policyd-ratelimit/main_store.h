@@ -5,7 +5,6 @@
 #include "store.h"
 
 /* main.c */
-int     policyd_line(struct config *cfg, const char *name);
 
 /* main_store.c */
 void    policyd_check_loop(struct config *cfg, const struct store_url *url);

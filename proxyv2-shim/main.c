@@ -98,12 +98,6 @@ static const struct shim_range {
     {0},
 };
 
-static int shim_line(const struct config *cfg, const char *name)
-{
-    const struct config_entry *e = config_lookup(cfg, name);
-
-    return (e ? e->line : 0);
-}
 
 /*
  * shim_check_hostname - an EHLO argument: a host name (labels of 1 to 63
@@ -237,7 +231,7 @@ static void shim_check(struct server *srv)
 	    : config_get_int(srv->cfg, r->name);
 
 	if (v < r->min || v > r->max)
-	    config_add_error(srv->cfg, shim_line(srv->cfg, r->name), "%s must be %s",
+	    config_add_error(srv->cfg, config_line(srv->cfg, r->name), "%s must be %s",
 			     r->name, r->range);
     }
     list = config_split_list(servers ? servers : "", &n);
@@ -247,7 +241,7 @@ static void shim_check(struct server *srv)
 
 	/* the form evdns_base_nameserver_ip_add() takes */
 	if (evutil_parse_sockaddr_port(list[i], &sa.sa, &len) != 0)
-	    config_add_error(srv->cfg, shim_line(srv->cfg, "dns_servers"),
+	    config_add_error(srv->cfg, config_line(srv->cfg, "dns_servers"),
 			     "dns_servers: \"%s\" is not an address[:port]", list[i]);
     }
     config_list_free(&list);
@@ -256,10 +250,10 @@ static void shim_check(struct server *srv)
     else if (strcmp(unknown, "refuse") == 0)
 	srv->unknown_clients = SHIM_UNKNOWN_REFUSE;
     else
-	config_add_error(srv->cfg, shim_line(srv->cfg, "unknown_clients"),
+	config_add_error(srv->cfg, config_line(srv->cfg, "unknown_clients"),
 			 "unknown_clients must be unavailable or refuse");
     if (!shim_check_hostname(helo))
-	config_add_error(srv->cfg, shim_line(srv->cfg, "xclient_helo"),
+	config_add_error(srv->cfg, config_line(srv->cfg, "xclient_helo"),
 			 "xclient_helo must be a host name or an [address]");
     shim_check_listeners(srv);
     shim_check_metrics(srv);
@@ -295,7 +289,7 @@ static void shim_load(struct server *srv, const char *path)
 	config_add_error(srv->cfg, 0, "no listener configured");
     max_header = config_get_size(srv->cfg, "max_header_size");
     if (max_header < 16 + 216 || max_header > PROXY_HEADER_BUF)
-	config_add_error(srv->cfg, config_lookup(srv->cfg, "max_header_size")->line,
+	config_add_error(srv->cfg, config_line(srv->cfg, "max_header_size"),
 			 "max_header_size must be between 232 and 65551 bytes");
     srv->v2_max = (size_t) max_header;
     srv->header_timeout_ms = (int) config_get_duration(srv->cfg, "header_timeout");

@@ -24,11 +24,18 @@ binding, so each case is run through -t and a start):
   - a spool_dir nobody owns, inside a directory only root may pass
     (0700, as /root), passed -t on its mode bits: user nobody never
     reached it. Refused now, made or not made yet.
+  - a configuration without spool_dir (its default) crashed -t, the
+    start and a reload (SIGSEGV: the line of a setting not written was
+    looked up); a file emptied under a running daemon killed it at the
+    next SIGHUP. And a reload took a secret_file user nobody cannot
+    read, which -t refuses: posting stopped. Each reload is refused now,
+    the previous configuration kept.
 """
 
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -215,6 +222,38 @@ def test_spool_dir_unreachable(st):
            diag=res.stdout + res.stderr)
 
 
+def test_reload_refusals(st):
+    # only secret_file: spool_dir is its default (not made by -t)
+    conf = write(st, "nodir.conf", "secret_file = %s\n" % secret(st))
+    res = check(conf)
+    tap.ok(res.returncode >= 0 and ("configuration OK" in res.stdout or "spool_dir" in res.stderr),
+           "no spool_dir line (the default): -t answers, no crash (exit %d)" % res.returncode,
+           diag=res.stdout + res.stderr)
+    conf = write(st, "reload.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+                 % (spool(st), secret(st)))
+    proc, log = start(st, conf, "reload")
+    tap.ok(proc is not None, "a runner as nobody runs", diag=st.read_log(log))
+    if proc is None:
+        return
+    refused = "reload of %s failed; keeping the previous configuration" % conf
+    with open(conf, "w"):
+        pass                            # emptied under the running daemon
+    proc.send_signal(signal.SIGHUP)
+    tap.ok(wait_for(lambda: st.read_log(log).count(refused) == 1, timeout=10),
+           "the file emptied, SIGHUP: the reload is refused", diag=st.read_log(log))
+    tap.ok(proc.poll() is None, "and the runner is still running")
+    root_only = secret(st, "root-only", mode=0o600, group=0)
+    write(st, "reload.conf", "spool_dir = %s\nsecret_file = %s\nuser = nobody\n"
+          % (spool(st), root_only))
+    proc.send_signal(signal.SIGHUP)
+    tap.ok(wait_for(lambda: st.read_log(log).count(refused) == 2, timeout=10),
+           "secret_file switched to one nobody cannot read: the reload is refused, as -t "
+           "refuses it", diag=st.read_log(log))
+    tap.ok("user nobody cannot read it" in st.read_log(log), "and says why")
+    tap.ok(proc.poll() is None, "the runner is still running")
+    stop(proc)
+
+
 def main():
     with Stack("wh-setup") as st:
         tap.stack = st
@@ -223,6 +262,7 @@ def main():
         test_ca_file(st)
         test_secret_mode_and_dead_after(st)
         test_spool_dir_unreachable(st)
+        test_reload_refusals(st)
     return tap.done()
 
 

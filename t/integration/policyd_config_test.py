@@ -196,6 +196,24 @@ with Stack("policyd-config") as st:
     tap.ok(mp.hup(proc2, st, "pwrot", 3), "the old password put back: SIGHUP")
     tap.is_(st.read_log("pwrot").count("the password in it changed"), 2,
             "no warning when the file holds the running password")
+    # the file removed, then a directory in its place: -t refuses both;
+    # the reload (store unchanged) keeps the running password, and now
+    # says that a start would refuse it (an outside tester of 2026-12-03:
+    # it said "configuration reloaded" alone)
+    kept = "the running password is kept, but a start would refuse this configuration"
+    os.rename(pwfile, pwfile + ".gone")
+    res = policyd_t(conf2)
+    tap.ok(res.returncode == 1 and "No such file or directory" in res.stderr,
+           "password file removed: -t refuses the configuration", diag=res.stderr)
+    tap.ok(mp.hup(proc2, st, "pwrot", 4), "and SIGHUP reloads")
+    tap.ok(wait_for(lambda: st.read_log("pwrot").count(kept) == 1, timeout=5),
+           "the reload says the running password is kept but a start would refuse it",
+           diag=st.read_log("pwrot")[-800:])
+    os.mkdir(pwfile)
+    tap.ok(mp.hup(proc2, st, "pwrot", 5), "a directory in its place: SIGHUP")
+    tap.ok(wait_for(lambda: "not a regular file: " + kept in st.read_log("pwrot"), timeout=5),
+           "said again, with why", diag=st.read_log("pwrot")[-800:])
+    tap.ok("Old-Secret" not in st.read_log("pwrot"), "no password in the log")
     proc2.terminate()
     proc2.wait(timeout=10)
 
