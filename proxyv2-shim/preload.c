@@ -18,7 +18,9 @@
  *	A blocking listener waits for the header in accept(), as the
  *	daemon expects accept() to block anyway, but for PRELOAD_INLINE_MS
  *	at most and only while no other connection waits: then the
- *	incomplete one is parked and accept() takes the next.
+ *	incomplete one is parked and accept() takes the next. A signal
+ *	(a handler without SA_RESTART) parks it too, and accept() fails
+ *	with EINTR, as it would without us.
  *	A non-blocking listener must never wait: a
  *	connection whose header is not complete is parked, and accept()
  *	goes on with the next one or fails with EAGAIN. A helper thread
@@ -71,6 +73,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,6 +440,27 @@ static void preload_remember(int fd, const union addr_sockaddr *client,
  */
 #define PRELOAD_INLINE_MS	200
 
+static const char preload_interrupted[] = "interrupted by a signal";
+
+/*
+ * preload_restarts - would the kernel restart an accept() interrupted
+ * now? poll() never restarts, and which signal came is not known: only
+ * when every handler installed has SA_RESTART (or none is installed) do
+ * we keep waiting, as accept() would. One without it (Python's, most
+ * SIGTERM handlers) makes accept() fail with EINTR.
+ */
+static int preload_restarts(void)
+{
+    struct sigaction sa;
+
+    for (int sig = 1; sig < NSIG; sig++)
+	if (sigaction(sig, NULL, &sa) == 0 && !(sa.sa_flags & SA_RESTART)
+	    && ((sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL
+					       && sa.sa_handler != SIG_IGN)))
+	    return (0);
+    return (1);
+}
+
 static const char *preload_wait(int lfd, int fd, long long deadline_ms,
 				        struct proxy_reader *reader, struct proxy_header *hdr)
 {
@@ -452,8 +476,15 @@ static const char *preload_wait(int lfd, int fd, long long deadline_ms,
 
 	if (left <= 0)
 	    break;				/* set aside, watched to its deadline */
-	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0 && errno != EINTR)
-	    return ("poll error while waiting for the PROXY header");
+	/* A signal ends the wait: the daemon's accept() must return EINTR,
+	   as without us, or a SIGTERM handler that relies on it never runs
+	   while a balancer holds a connection without its header. */
+	if ((n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int) left)) < 0) {
+	    if (errno != EINTR)
+		return ("poll error while waiting for the PROXY header");
+	    if (!preload_restarts())
+		return (preload_interrupted);
+	}
 	if (n > 0 && pfd[0].revents == 0 && (pfd[1].revents & POLLIN))
 	    break;				/* another client waits: park this one */
     }
@@ -546,6 +577,8 @@ static int preload_hand_over(int fd, int flags, const union addr_sockaddr *clien
  * blocking listening sockets, but kill the many daemons that take any
  * error from a blocking accept() as fatal: one connection from anyone
  * would stop them. Such loops should make their sockets non-blocking.
+ * A signal while it waits for a header is the exception: accept() fails
+ * with EINTR, as it would without us, and the connection is parked.
  */
 static int preload_accept_managed(struct preload_listener *l, int lfd, struct sockaddr *addr,
 				          socklen_t *addrlen, int flags)
@@ -581,6 +614,12 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    err = preload_check(lfd, fd, &peer, 0, deadline, &reader, &hdr);
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader, deadline);
+	} else if (err == preload_interrupted) {
+	    /* parked, not lost: a later accept() is handed it when the
+	       header completes (preload_wait() read it as it came) */
+	    preload_park(l, fd, &peer, &reader, deadline);
+	    errno = EINTR;
+	    return (-1);
 	} else if ((wake = err == NULL ? preload_is_wake(l, &peer, &reader, &hdr)
 		    : preload_peek_mark(l, &peer, fd)) != 0) {
 	    proxy_reader_free(&reader);

@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+# mxkit-test: alone (asserts a signal handled and a client served within a second)
+"""libproxyv2-preload.so in corners a daemon can put it in (outside tester
+helper-84, 2026-12-03):
+
+  - a signal while accept() waits for a header: accept() fails with EINTR
+    as it would without the library, and the connection is not lost;
+"""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxtest import build_path, tap, wait_for  # noqa: E402
+
+LIB = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Daemon:
+    """A Python server under the library; its output read as it comes."""
+
+    def __init__(self, code, port, **env):
+        self.port = port
+        self.out = ""
+        e = dict(os.environ, LD_PRELOAD=LIB, PROXYV2_PORTS=str(port), PROXYV2_TIMEOUT="3s")
+        e.update(env)
+        self.proc = subprocess.Popen([sys.executable, "-u", "-c", code, str(port)], env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        if not wait_for(lambda: "ready\n" in self.read(), timeout=10):
+            raise SystemExit("server did not start: %r" % self.out)
+
+    def read(self):
+        try:
+            chunk = self.proc.stdout.read()
+        except (OSError, ValueError):
+            chunk = None
+        if chunk:
+            self.out += chunk.decode(errors="replace")
+        return self.out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.read()
+
+
+def v2_header(src, sport):
+    """PROXY v2, PROXY over TCP/IPv4, src:sport -> 192.0.2.1:25"""
+    body = socket.inet_aton(src) + socket.inet_aton("192.0.2.1") + struct.pack(">HH", sport, 25)
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack(">H", len(body)) + body
+
+
+def recv(c, wait=5):
+    c.settimeout(wait)
+    try:
+        return c.recv(200)
+    except OSError as e:
+        return repr(e).encode()
+
+
+# a plain accept() loop on a blocking socket; SIGTERM ends it, SIGUSR1
+# only says so (Python retries accept() after a handler that returns)
+SIGNAL_LOOP = r"""
+import signal, socket, sys
+def term(*a):
+    print("SIGTERM", flush=True); sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+signal.signal(signal.SIGUSR1, lambda *a: print("SIGUSR1", flush=True))
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(8); print("ready", flush=True)
+while True:
+    c, a = ls.accept()
+    c.sendall(("client=%s getpeername=%s\n" % (a[0], c.getpeername()[0])).encode()); c.close()
+"""
+
+
+def test_eintr():
+    """A blocking accept() waiting for a trusted peer's header: a signal
+    whose handler has no SA_RESTART interrupts it (before, the library
+    waited on, then blocked in a new accept(): SIGTERM went unhandled
+    until another connection came), and the connection it waited for is
+    served by a later accept() when its header completes."""
+    d = Daemon(SIGNAL_LOOP, free_port())
+    head = v2_header("198.51.100.71", 4071)
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    c.sendall(head[:7])
+    time.sleep(0.05)                    # inside accept(), waiting for the rest
+    d.proc.send_signal(signal.SIGUSR1)
+    tap.ok(wait_for(lambda: "SIGUSR1\n" in d.read(), timeout=1),
+           "blocking accept() waiting for a header: SIGUSR1's handler runs at once "
+           "(accept() fails with EINTR)", diag=d.out)
+    c.sendall(head[7:])
+    tap.is_(recv(c), b"client=198.51.100.71 getpeername=198.51.100.71\n",
+            "the connection it waited for is not lost: served when its header completes")
+    c.close()
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    c.sendall(head[:7])
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = d.proc.wait(2)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.monotonic() - t0
+    d.stop()
+    c.close()
+    tap.ok(rc == 0 and "SIGTERM\n" in d.out and took < 1,
+           "SIGTERM while accept() waits for a header: the daemon exits (%r, %.2fs)"
+           % (rc, took), diag=d.out)
+
+
+test_eintr()
+sys.exit(tap.done())
