@@ -26,12 +26,14 @@
  *	goes on with the next one or fails with EAGAIN. A helper thread
  *	watches parked connections; when one
  *	completes it connects to the listener from loopback and sends a
- *	mark (a v2 LOCAL header with one 8-byte NOOP TLV), so the daemon's
+ *	mark (a v2 LOCAL header with one NOOP TLV: "mxkitwak", a random
+ *	key siblings share, the process id), so the daemon's
  *	event loop sees the listening socket readable and calls accept(),
  *	which hands over the parked connection and drops the wake-up
  *	connection. In a prefork server another process may take the
  *	wake-up: it closes it silently (the mark, from the listener's own
- *	address: from anywhere else it is a client's), and the helper wakes
+ *	address, with the key: from anywhere else, or without it, it is a
+ *	client's, whatever local process sent it), and the helper wakes
  *	again, 10 ms later and backing off to 200 ms, with twice as many
  *	wake-ups each time siblings took them all (up to 8 at once),
  *	until its own process's accept() has taken every ready
@@ -377,6 +379,18 @@ static struct preload_listener *preload_listener_for(int fd)
     l->self = self;
     l->self_len = len;
     return (l);
+}
+
+/*
+ * preload_load - when the library is loaded, before the daemon's main():
+ * the wake-up key its forked siblings must share (preload_init() runs
+ * at the first accept(), in each of them).
+ */
+__attribute__((constructor)) static void preload_load(void)
+{
+    if (!preload_wake_key_init())
+	preload_log("no random wake-up key: parked connections are handed over "
+		    "with a log line each");
 }
 
 /*

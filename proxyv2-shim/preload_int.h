@@ -67,6 +67,8 @@ const char *preload_client(struct proxy_header *hdr, int listener_family,
 /* preload_wake.c */
 int     preload_listener_alive(struct preload_listener *l);
 void    preload_listener_gone(struct preload_listener *l);
+#define PRELOAD_KEY_LEN		16	/* wake-up key, random */
+int     preload_wake_key_init(void);
 #define PRELOAD_WAKE_OURS	1	/* preload_is_wake(), preload_peek_mark() */
 #define PRELOAD_WAKE_SIBLING	2
 

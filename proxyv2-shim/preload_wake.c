@@ -9,6 +9,8 @@
  *	void	preload_park(listener, fd, &peer, &reader, deadline_ms)
  *	int	preload_is_wake(listener, &peer, &reader, &header)
  *	int	preload_peek_mark(listener, &peer, fd)
+ *
+ *	int	preload_wake_key_init()
  * DESCRIPTION
  *	A connection whose PROXY header is not complete is parked
  *	(preload_park(), lock held; a blocking listener's once another
@@ -18,7 +20,8 @@
  *	socket readable with a wake-up connection that sends a mark, so
  *	that the daemon's accept() (preload.c) hands it over.
  *	preload_is_wake() and preload_peek_mark() tell such a wake-up
- *	(ours or a sibling process's) by its mark. The whole scheme is
+ *	(ours or a sibling process's) by its mark, which carries the
+ *	key preload_wake_key_init() makes at load. The whole scheme is
  *	described in libproxyv2-preload(8) and preload.c.
  *
  *	At most PRELOAD_MAX_PENDING connections are parked, and as many
@@ -32,6 +35,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,24 +46,63 @@
 
 /*
  * A wake-up connection sends this mark: a v2 LOCAL header with one NOOP
- * TLV of 12 bytes, "mxkitwak" and the sending process's id. In a
- * prefork server (processes sharing the listening socket) another
- * process may accept it: whichever process does knows it by the mark
- * and closes it without a word, while the process whose connection is
- * ready wakes again (preload_rewake()) until its accept() takes it. A
+ * TLV of 28 bytes, "mxkitwak", the wake-up key and the sending process's
+ * id. In a prefork server (processes sharing the listening socket)
+ * another process may accept it: whichever process does knows it by the
+ * mark and closes it without a word, while the process whose connection
+ * is ready wakes again (preload_rewake()) until its accept() takes it. A
  * port list of our own wake-ups knew none of another process's: those
  * were parked, timed out and logged, and the client waited until its
  * process happened to accept again. The process id tells our own
  * wake-up (its connection was handed over already: accept() goes on
  * with the queue) from a sibling's (accept() returns EAGAIN).
+ *
+ * The key, random, made when the library is loaded, is what siblings
+ * share (fork() copies it; exec() passes it on in PROXYV2_WAKE_KEY) and
+ * other local processes do not know: a mark with "mxkitwak" and a pid
+ * alone, sent by any of them from the listener's own address, made an
+ * edge-triggered daemon's accept() return EAGAIN with a client queued.
+ * A mark with another key is a client's LOCAL header: closed, logged.
  */
-#define PRELOAD_MARK_LEN	31
-#define PRELOAD_MARK_PID	27		/* where the process id goes */
+#define PRELOAD_MARK_LEN	47
+#define PRELOAD_MARK_KEY	27		/* where the key goes */
+#define PRELOAD_MARK_PID	(PRELOAD_MARK_KEY + PRELOAD_KEY_LEN)
 
-static const unsigned char preload_wake_mark[PRELOAD_MARK_PID] = {
+static const unsigned char preload_wake_mark[PRELOAD_MARK_KEY] = {
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-    0x20, 0x00, 0x00, 0x0F, 0x04, 0x00, 0x0C, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
+    0x20, 0x00, 0x00, 0x1F, 0x04, 0x00, 0x1C, 'm', 'x', 'k', 'i', 't', 'w', 'a', 'k',
 };
+static unsigned char preload_wake_key[PRELOAD_KEY_LEN];
+static int preload_wake_keyed;		/* else no mark is ever recognized */
+
+/*
+ * preload_wake_key_init - the key: PROXYV2_WAKE_KEY's when an ancestor
+ * set it (an exec()ed sibling), else a new one, put there for exec()ed
+ * children. From the library's constructor: before the daemon's main(),
+ * one thread, so setenv() is safe; 0 when no random key could be had.
+ */
+int     preload_wake_key_init(void)
+{
+    const char *env = getenv("PROXYV2_WAKE_KEY");
+    char    hex[2 * PRELOAD_KEY_LEN + 1];
+    unsigned int byte;
+
+    if (env && strlen(env) == 2 * PRELOAD_KEY_LEN
+	&& strspn(env, "0123456789abcdef") == 2 * PRELOAD_KEY_LEN) {
+	for (int i = 0; i < PRELOAD_KEY_LEN; i++) {
+	    sscanf(env + 2 * i, "%2x", &byte);
+	    preload_wake_key[i] = (unsigned char) byte;
+	}
+	return (preload_wake_keyed = 1);
+    }
+    if (getrandom(preload_wake_key, sizeof(preload_wake_key), 0) != sizeof(preload_wake_key))
+	return (0);
+    preload_wake_keyed = 1;
+    for (int i = 0; i < PRELOAD_KEY_LEN; i++)
+	snprintf(hex + 2 * i, 3, "%02x", preload_wake_key[i]);
+    (void) setenv("PROXYV2_WAKE_KEY", hex, 1);
+    return (1);
+}
 
 /* preload_mark_make - this process's mark */
 
@@ -67,19 +111,27 @@ static void preload_mark_make(unsigned char out[PRELOAD_MARK_LEN])
     unsigned long pid = (unsigned long) getpid();
 
     memcpy(out, preload_wake_mark, sizeof(preload_wake_mark));
+    memcpy(out + PRELOAD_MARK_KEY, preload_wake_key, sizeof(preload_wake_key));
     for (int i = 0; i < 4; i++)
 	out[PRELOAD_MARK_PID + i] = (unsigned char) (pid >> (24 - 8 * i));
 }
 
-/* preload_mark_kind - PRELOAD_WAKE_OURS, _SIBLING or 0 (no mark) */
+/* preload_mark_kind - PRELOAD_WAKE_OURS, _SIBLING or 0 (no mark, or forged) */
 
 static int preload_mark_kind(const unsigned char *buf, size_t len)
 {
     unsigned char mine[PRELOAD_MARK_LEN];
+    unsigned char diff = 0;
 
-    if (len != PRELOAD_MARK_LEN || memcmp(buf, preload_wake_mark, sizeof(preload_wake_mark)) != 0)
+    if (!preload_wake_keyed || len != PRELOAD_MARK_LEN
+	|| memcmp(buf, preload_wake_mark, sizeof(preload_wake_mark)) != 0)
 	return (0);
     preload_mark_make(mine);
+    /* in constant time: how long a guess took tells nothing of the key */
+    for (int i = PRELOAD_MARK_KEY; i < PRELOAD_MARK_PID; i++)
+	diff |= buf[i] ^ mine[i];
+    if (diff != 0)
+	return (0);
     return (memcmp(buf, mine, sizeof(mine)) == 0 ? PRELOAD_WAKE_OURS : PRELOAD_WAKE_SIBLING);
 }
 

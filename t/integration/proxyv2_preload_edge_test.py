@@ -5,6 +5,9 @@ helper-84, 2026-12-03):
 
   - a signal while accept() waits for a header: accept() fails with EINTR
     as it would without the library, and the connection is not lost;
+  - a wake-up mark forged by a local process (from the listener's own
+    address, no key or a wrong one) is a client's, closed and logged: an
+    edge-triggered daemon does not stall on it;
 """
 
 import os
@@ -125,5 +128,58 @@ def test_eintr():
            % (rc, took), diag=d.out)
 
 
+# accepts until EAGAIN on an edge-triggered epoll set, as mio and tokio
+# do; busy at first, so that connections queue before its first wait
+EPOLLET_SERVER = r"""
+import select, socket, sys, time
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(64); ls.setblocking(False)
+ep = select.epoll(); ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLET)
+print("ready", flush=True)
+time.sleep(1)
+while True:
+    ep.poll()
+    while True:
+        try:
+            c, a = ls.accept()
+        except BlockingIOError:
+            break
+        c.setblocking(True); c.sendall(("client=%s\n" % a[0]).encode()); c.close()
+"""
+
+
+def forged_mark(pid, key=b""):
+    tlv = b"mxkitwak" + key + struct.pack("!I", pid)
+    return (b"\r\n\r\n\x00\r\nQUIT\n\x20\x00" + struct.pack("!H", 3 + len(tlv))
+            + b"\x04" + struct.pack("!H", len(tlv)) + tlv)
+
+
+def test_forged_mark():
+    """Another local process sends the library's sibling wake-up mark from
+    the listener's own address (127.0.0.1), as the mark was before it had a
+    key, and with a wrong key: each is a client's LOCAL header, closed and
+    logged, and the client queued behind them is served (before, accept()
+    closed the first in silence and returned EAGAIN: an edge-triggered
+    daemon left the client waiting until another connection came)."""
+    d = Daemon(EPOLLET_SERVER, free_port())
+    forged = []
+    for mark in (forged_mark(d.proc.pid + 1), forged_mark(d.proc.pid + 1, b"\0" * 16)):
+        a = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        a.sendall(mark)
+        forged.append(a)
+    time.sleep(0.1)
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    c.sendall(v2_header("198.51.100.72", 4072))
+    tap.is_(recv(c, wait=4), b"client=198.51.100.72\n",
+            "edge-triggered daemon: a client queued behind two forged wake-up marks is served")
+    tap.ok(wait_for(lambda: d.read().count("no client address in the PROXY header (LOCAL") == 2,
+                    timeout=3), "and the forged marks are closed and logged, once each",
+           diag=d.out)
+    for a in forged + [c]:
+        a.close()
+    d.stop()
+
+
 test_eintr()
+test_forged_mark()
 sys.exit(tap.done())
