@@ -8,6 +8,9 @@ helper-84, 2026-12-03):
   - a wake-up mark forged by a local process (from the listener's own
     address, no key or a wrong one) is a client's, closed and logged: an
     edge-triggered daemon does not stall on it;
+  - getpeername() on a dup() of a connection reports its client after
+    the descriptor it was accepted on is closed and its number reused,
+    by one connection or by 150;
 """
 
 import os
@@ -180,6 +183,51 @@ def test_forged_mark():
     d.stop()
 
 
+# accepts one connection, dup()s it and closes the first descriptor
+# without asking for its peer; accepts N more on the same number, each
+# closed; then asks on the copy
+DUP_SERVER = r"""
+import os, socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(64); print("ready", flush=True)
+c, a = ls.accept()
+d = os.dup(c.fileno()); first = c.fileno(); c.close()
+reused = 0
+for i in range(int(os.environ["N"])):
+    c, a = ls.accept(); reused += c.fileno() == first
+    last = c.getpeername()[0]; c.close()
+try:
+    peer = socket.socket(fileno=d).getpeername()[0]
+except OSError as e:
+    peer = repr(e)
+print("reused=%d last=%s dup=%s" % (reused, last, peer), flush=True)
+"""
+
+
+def test_dup_reuse():
+    """getpeername() on a dup() whose first descriptor was closed and its
+    number reused by a later accept() (before: ENOTCONN, the entry was the
+    descriptor number's); with 150 more, the entries of closed connections
+    are pruned and the copy's is kept."""
+    for n in (1, 150):
+        d = Daemon(DUP_SERVER, free_port(), N=str(n))
+        c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        c.sendall(v2_header("198.51.100.73", 4073))
+        for i in range(n):
+            o = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            o.sendall(v2_header("198.51.100.%d" % (100 + i % 100), 5000 + i))
+            o.recv(10)              # closed by the server
+            o.close()
+        c.close()
+        ok = wait_for(lambda: "dup=" in d.read(), timeout=5)
+        d.stop()
+        line = [x for x in d.out.splitlines() if x.startswith("reused=")]
+        tap.is_(line, ["reused=%d last=198.51.100.%d dup=198.51.100.73" % (n, 100 + (n - 1) % 100)],
+                "getpeername() on a dup(), its first descriptor's number reused %d times: "
+                "the client" % n, diag=None if ok else d.out)
+
+
 test_eintr()
 test_forged_mark()
+test_dup_reuse()
 sys.exit(tap.done())
