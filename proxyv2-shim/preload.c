@@ -65,7 +65,10 @@
  *	balancer.
  * DIAGNOSTICS
  *	Refused connections and bad headers are reported on standard
- *	error, prefixed "libproxyv2-preload:", at most 10 per second.
+ *	error, prefixed "libproxyv2-preload:", at most 10 per second;
+ *	not when descriptor 2 is a socket other than the one it was when
+ *	the library was loaded (a daemon closed it, and accept() gave its
+ *	number to a client).
  */
 
 #include "build_config.h"
@@ -137,6 +140,27 @@ long long preload_now_ms(void)
     return ((long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/*
+ * Standard error when the library was loaded. A daemon that closes
+ * descriptors 0-2 may then be given descriptor 2 by accept(): reports
+ * went to that client (other peers' addresses). A socket there is
+ * written to only when it is the one we were started with (journald's
+ * stream under systemd); a file or a pipe always.
+ */
+static int preload_stderr_known;
+static dev_t preload_stderr_dev;
+static ino_t preload_stderr_ino;
+
+static int preload_stderr_ok(void)
+{
+    struct stat st;
+
+    if (fstat(2, &st) < 0)
+	return (0);
+    return (!S_ISSOCK(st.st_mode) || (preload_stderr_known && st.st_dev == preload_stderr_dev
+				       && st.st_ino == preload_stderr_ino));
+}
+
 void    preload_log(const char *fmt,...)
 {
     static long long window;
@@ -145,6 +169,8 @@ void    preload_log(const char *fmt,...)
     char    text[300];
     va_list ap;
 
+    if (!preload_stderr_ok())
+	return;					/* never into a client's socket */
     if (now != window) {
 	window = now;
 	count = 0;
@@ -396,10 +422,19 @@ static struct preload_listener *preload_listener_for(int fd)
 /*
  * preload_load - when the library is loaded, before the daemon's main():
  * the wake-up key its forked siblings must share (preload_init() runs
- * at the first accept(), in each of them).
+ * at the first accept(), in each of them), and standard error as the
+ * daemon was started with it (by its first accept() it may have closed
+ * it).
  */
 __attribute__((constructor)) static void preload_load(void)
 {
+    struct stat st;
+
+    if (fstat(2, &st) == 0) {
+	preload_stderr_known = 1;
+	preload_stderr_dev = st.st_dev;
+	preload_stderr_ino = st.st_ino;
+    }
     if (!preload_wake_key_init())
 	preload_log("no random wake-up key: parked connections are handed over "
 		    "with a log line each");

@@ -11,6 +11,9 @@ helper-84, 2026-12-03):
   - getpeername() on a dup() of a connection reports its client after
     the descriptor it was accepted on is closed and its number reused,
     by one connection or by 150;
+  - reports never go to a client whose connection got descriptor 2 (the
+    daemon closed 0-2); a socket that was standard error from the start
+    (journald's stream) still gets them.
 """
 
 import os
@@ -227,7 +230,64 @@ def test_dup_reuse():
                 "the client" % n, diag=None if ok else d.out)
 
 
+# closes 0-2 (daemonized without /dev/null), then holds every connection
+CLOSED_STDERR = r"""
+import os, socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(8)
+os.write(1, b"ready\n")
+if os.environ.get("CLOSE"):
+    for fd in (0, 1, 2): os.close(fd)
+conns = []
+while True:
+    c, a = ls.accept(); conns.append(c)
+"""
+
+
+def test_stderr_socket():
+    """A daemon that closed descriptors 0-2: its first three clients get
+    them, and a refused connection's report must not be sent to the one
+    on descriptor 2 (before, it was: another peer's address and error).
+    A socket that was standard error when the daemon started is written
+    to as before."""
+    d = Daemon(CLOSED_STDERR, free_port(), CLOSE="1")
+    held = []
+    for i in range(3):
+        c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        c.sendall(v2_header("198.51.100.%d" % (81 + i), 4081 + i))
+        held.append(c)
+        time.sleep(0.2)
+    bad = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    bad.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    time.sleep(0.5)
+    got = [recv(c, wait=0.5) for c in held]
+    tap.is_(got, [b"TimeoutError('timed out')"] * 3, "stderr closed, a client on descriptor 2: "
+            "a refused connection's report is not sent to any client")
+    for c in held + [bad]:
+        c.close()
+    d.stop()
+    mine, theirs = socket.socketpair()
+    port = free_port()
+    e = dict(os.environ, LD_PRELOAD=LIB, PROXYV2_PORTS=str(port))
+    proc = subprocess.Popen([sys.executable, "-u", "-c", CLOSED_STDERR, str(port)], env=e,
+                            stdout=subprocess.PIPE, stderr=theirs)
+    theirs.close()
+    proc.stdout.readline()
+    bad = socket.create_connection(("127.0.0.1", port), timeout=5)
+    bad.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    got = recv(mine, wait=3)
+    bad.close()
+    proc.kill()
+    proc.wait()
+    mine.close()
+    tap.ok(got.startswith(b"libproxyv2-preload: connection from 127.0.0.1:")
+           and b"no PROXY header" in got,
+           "standard error a socket from the start (journald): reports still go there (%r)"
+           % got)
+
+
 test_eintr()
 test_forged_mark()
 test_dup_reuse()
+test_stderr_socket()
 sys.exit(tap.done())
