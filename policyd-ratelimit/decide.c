@@ -33,15 +33,18 @@
  *
  *	Postfix may ask about DATA or END-OF-MESSAGE on another connection
  *	than the RCPTs (its policy client reconnects after an idle or TTL
- *	timeout, or after this daemon closed an idle connection or was
- *	restarted): this connection then knows fewer recipients than
- *	Postfix accepted (recipient_count), and a recipient-keyed limit
- *	was never charged. One recipient Postfix names (it sends
- *	"recipient" when it accepted exactly one) is checked and charged as
- *	if it had been seen; several it does not name are answered
- *	DECIDE_TXN_UNSEEN (451: the client sends the message again), by
- *	an enforcing limit, so that no recipient is admitted uncounted
- *	(decide_unseen()).
+ *	timeout, or after this daemon closed an idle connection): that
+ *	connection has not seen the recipients, and a recipient-keyed limit
+ *	was never charged. RCPT requests are therefore also counted per
+ *	instance daemon-wide (decide_seen_add(), a bounded table); when
+ *	another connection saw more of them than this one, one recipient
+ *	Postfix names (it sends "recipient" when it accepted exactly one) is
+ *	checked and charged as if seen here, and several it does not name
+ *	are answered DECIDE_TXN_UNSEEN (451: the client sends the message
+ *	again) by an enforcing limit: never admitted uncounted. Recipients
+ *	whose RCPT reached no connection (a permit_* before the check) are
+ *	not charged to recipient-keyed limits, as before; a restart forgets
+ *	the table.
  *
  *	decide_prepare() returns NULL with *reply set when no store is
  *	needed (exempt, other stage, no applicable limit); otherwise a call
@@ -58,6 +61,7 @@
 #include "build_config.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,13 +374,60 @@ static long long decide_refused_after(struct decide_txn *txn, enum decide_stage 
 }
 
 /*
- * decide_unseen - Postfix accepted recipients whose RCPT this connection
- * did not see (see above)
+ * The RCPT requests seen per instance, daemon-wide (every worker's
+ * connections): DECIDE_SEEN_SLOTS slots by hash, a newer instance taking
+ * an older one's slot (that one then reads as seen nowhere: charged as
+ * before). Instances longer than DECIDE_SEEN_INSTANCE (Postfix's are
+ * about 30 bytes) are not recorded.
  */
-static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage,
-			         const struct policy_request *req)
+#define DECIDE_SEEN_SLOTS	8192
+#define DECIDE_SEEN_INSTANCE	64
+
+static struct {
+    char    instance[DECIDE_SEEN_INSTANCE];
+    long long rcpts;
+} decide_seen[DECIDE_SEEN_SLOTS];
+static pthread_mutex_t decide_seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned decide_seen_slot(const char *instance)
 {
-    return (stage != STAGE_RCPT && decide_number(req, "recipient_count") > txn->rcpt_seen);
+    unsigned h = 2166136261u;
+
+    for (const unsigned char *cp = (const unsigned char *) instance; *cp; cp++)
+	h = (h ^ *cp) * 16777619u;
+    return (h % DECIDE_SEEN_SLOTS);
+}
+
+/* decide_seen_rcpts - RCPTs of instance seen by all connections (add: one more) */
+
+static long long decide_seen_rcpts(const char *instance, int add)
+{
+    long long n = 0;
+    unsigned slot;
+
+    if (strlen(instance) >= DECIDE_SEEN_INSTANCE)
+	return (0);
+    slot = decide_seen_slot(instance);
+    pthread_mutex_lock(&decide_seen_lock);
+    if (strcmp(decide_seen[slot].instance, instance) != 0) {
+	if (add) {
+	    strcpy(decide_seen[slot].instance, instance);
+	    decide_seen[slot].rcpts = 0;
+	}
+    }
+    if (strcmp(decide_seen[slot].instance, instance) == 0)
+	n = (decide_seen[slot].rcpts += add);
+    pthread_mutex_unlock(&decide_seen_lock);
+    return (n);
+}
+
+/*
+ * decide_unseen - another connection saw more of this transaction's
+ * RCPT requests than this one (see above)
+ */
+static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage)
+{
+    return (stage != STAGE_RCPT && decide_seen_rcpts(txn->instance, 0) > txn->rcpt_seen);
 }
 
 /* decide_unseen_log - said for a recipient-keyed limit, once a minute at most */
@@ -392,9 +443,9 @@ static void decide_unseen_log(const struct decide_txn *txn, const struct policy_
 	return;
     }
     msg_warn("instance %.40s: Postfix accepted %lld recipients, this connection saw %lld "
-	     "of their RCPT requests (the policy connection was closed and opened again "
-	     "mid-transaction, or check_policy_service is not in smtpd_recipient_restrictions): "
-	     "one recipient Postfix names is checked now; several are answered \"%s\" by a "
+	     "of their RCPT requests, another saw more (the policy connection was closed and "
+	     "opened again mid-transaction): one recipient Postfix names is checked now; "
+	     "several are answered \"%s\" by a "
 	     "recipient-keyed limit (%lld more such requests not logged)", txn->instance,
 	     decide_number(req, "recipient_count"), txn->rcpt_seen, DECIDE_TXN_UNSEEN,
 	     atomic_exchange(&quiet, 0));
@@ -451,8 +502,10 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     if (stage == STAGE_OTHER)
 	return (NULL);
     decide_txn_sync(txn, req, &pc->limits);
-    if (stage == STAGE_RCPT && !txn->again)
+    if (stage == STAGE_RCPT && !txn->again) {
 	txn->rcpt_seen++;			/* exempt or not: Postfix may accept it */
+	(void) decide_seen_rcpts(txn->instance, 1);
+    }
     txn->again = 0;
     if (ratelimit_exempt(&pc->limits, req))
 	return (NULL);
@@ -465,7 +518,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	return (NULL);
     }
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
-    unseen = decide_unseen(txn, stage, req);
+    unseen = decide_unseen(txn, stage);
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
     for (int i = 0, said = 0, got; i < pc->limits.limit_count; i++) {

@@ -11,8 +11,10 @@ when Redis refuses a command for good (an outside tester's findings of
      limit was never charged (8 messages through a limit of 2). The one
      recipient Postfix names at DATA and END-OF-MESSAGE is checked and
      charged now: exactly 2 of 4 such sessions; several recipients this
-     connection never saw are answered 451 4.3.0 (the client sends the
-     message again), never admitted uncounted; said once.
+     connection did not see, but another did, are answered 451 4.3.0
+     (the client sends the message again), never admitted uncounted;
+     said once. A recipient permitted before the check (its RCPT reaches
+     no connection) is not charged, as before.
   2. on_store_error = closed, Redis stopped (SIGSTOP) for 0.6 s: the
      requests answered 451 meanwhile were still charged when Redis went
      on (their scripts were queued): 2 of a limit of 5 left. What a late
@@ -76,7 +78,9 @@ idle_timeout = 2s
 limit per_domain = recipient_domain rate=2/1h count=recipients
 """)
     st.start_sink()
-    st.start_postfix(smtpd=mp.restrictions(port))
+    # one recipient is permitted before the check (its RCPT never reaches it)
+    st.start_postfix(smtpd=mp.restrictions(
+        port, rcpt_before="check_recipient_access inline:{ permitted@other.example=OK }"))
     results = [None] * 4
 
     def one(i):
@@ -101,6 +105,10 @@ limit per_domain = recipient_domain rate=2/1h count=recipients
            "were not seen there), not admitted uncounted", diag="%s %s" % (code, text))
     code, text = session(st, ["a@multi.example", "b@multi.example"], 0)
     tap.is_(code, 250, "the same without a pause: accepted (one connection saw both)",
+            diag=text)
+    code, text = session(st, ["permitted@other.example", "c@other.example"], 0)
+    tap.is_(code, 250, "a recipient permitted before the check and another, one connection: "
+            "accepted as before (only RCPTs another connection saw are missed ones)",
             diag=text)
     log = st.read_log("policyd")
     tap.is_(log.count(UNSEEN_LOG), 1, "said once (once a minute at most)", diag=log[-2000:])

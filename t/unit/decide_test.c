@@ -227,8 +227,11 @@ static void test_unseen(void)
 	decide_txn_free(&b);
     }
     is_int(admitted, 2, "exactly 2 admitted, each charged at END-OF-MESSAGE");
+    free(ask(&a, "RCPT", "u9", "recipient=x1@unseen.example\n"));
+    free(ask(&a, "RCPT", "u9", "recipient=x2@unseen.example\n"));
     r = ask(&b, "DATA", "u9", "recipient=\nrecipient_count=2\n");
-    is_str(r, DECIDE_TXN_UNSEEN, "two recipients this connection never saw: 451, not admitted");
+    is_str(r, DECIDE_TXN_UNSEEN, "two recipients another connection saw, DATA here: 451, "
+	   "not admitted uncounted");
     free(r);
     r = ask(&b, "END-OF-MESSAGE", "u9", "recipient=\nrecipient_count=2\n");
     is_str(r, DECIDE_TXN_UNSEEN, "and at END-OF-MESSAGE");
@@ -241,7 +244,15 @@ static void test_unseen(void)
     free(ask(&a, "RCPT", "u11", "recipient=w@unseen.example\n"));
     free(ask(&b, "RCPT", "u11", "recipient=w2@unseen.example\n"));
     r = ask(&b, "DATA", "u11", "recipient=\nrecipient_count=2\n");
-    is_str(r, DECIDE_TXN_UNSEEN, "one RCPT seen here, the other elsewhere: 451");
+    is_str(r, DECIDE_TXN_UNSEEN, "one RCPT seen here, the other on another connection: 451");
+    free(r);
+    r = ask(&b, "DATA", "u12", "recipient=\nrecipient_count=2\n");
+    is_str(r, "DUNNO", "RCPTs no connection saw (a permit_* before the check): as before");
+    free(r);
+    free(ask(&a, "RCPT", "u13", "recipient=p@unseen.example\n"));
+    r = ask(&a, "END-OF-MESSAGE", "u13", "recipient=\nrecipient_count=2\n");
+    is_str(r, "DUNNO", "one RCPT seen, one permitted before the check, same connection: "
+	   "as before");
     free(r);
     decide_txn_free(&a);
     decide_txn_free(&b);
