@@ -64,6 +64,15 @@ void    preload_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 const char *preload_client(struct proxy_header *hdr, int listener_family,
 			           const union addr_sockaddr *peer, union addr_sockaddr *client);
 
+int     preload_same_addr(const union addr_sockaddr *a, const union addr_sockaddr *b);
+
+/* preload_peer.c: the clients of accepted sockets; preload_lock held */
+void    preload_remember(int fd, const union addr_sockaddr *client,
+			         const union addr_sockaddr *balancer);
+void    preload_forget(int fd);
+const union addr_sockaddr *preload_peer_of(int fd, const union addr_sockaddr *real,
+					           const union addr_sockaddr *local);
+
 /* preload_wake.c */
 int     preload_listener_alive(struct preload_listener *l);
 void    preload_listener_gone(struct preload_listener *l);
