@@ -202,12 +202,13 @@ static void test_many_rcpts(struct decide_txn *txn)
  */
 static void test_unseen(void)
 {
-    struct decide_txn a, b;
+    struct decide_txn a, b, c;
     int     admitted = 0;
     char   *r;
 
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
+    memset(&c, 0, sizeof(c));
     for (int i = 0; i < 3; i++) {
 	char    instance[16];
 
@@ -249,6 +250,31 @@ static void test_unseen(void)
     r = ask(&b, "DATA", "u12", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "RCPTs no connection saw (a permit_* before the check): as before");
     free(r);
+    /* a flood of other transactions puts u14 out of its slot: it reads as
+       seen elsewhere, how many unknown (it read as seen nowhere: DUNNO) */
+    free(ask(&a, "RCPT", "u14", "recipient=f1@unseen.example\n"));
+    free(ask(&a, "RCPT", "u14", "recipient=f2@unseen.example\n"));
+    for (int i = 0; i < 20000; i++) {
+	char    instance[32];
+
+	snprintf(instance, sizeof(instance), "flood%d", i);
+	free(ask(&c, "RCPT", instance, "recipient=f@flood.example\n"));
+    }
+    r = ask(&b, "DATA", "u14", "recipient=\nrecipient_count=2\n");
+    is_str(r, DECIDE_TXN_UNSEEN, "20000 other transactions meanwhile: still 451, not "
+	   "admitted uncounted");
+    free(r);
+    free(ask(&a, "RCPT", "u15", "recipient=g1@unseen.example\n"));
+    free(ask(&a, "RCPT", "u15", "recipient=g2@unseen.example\n"));
+    for (int i = 0; i < 20000; i++) {
+	char    instance[32];
+
+	snprintf(instance, sizeof(instance), "flood2-%d", i);
+	free(ask(&c, "RCPT", instance, "recipient=f@flood.example\n"));
+    }
+    r = ask(&a, "END-OF-MESSAGE", "u15", "recipient=\nrecipient_count=2\n");
+    is_str(r, "DUNNO", "the same flood, DATA on the connection that saw both RCPTs: DUNNO");
+    free(r);
     free(ask(&a, "RCPT", "u13", "recipient=p@unseen.example\n"));
     r = ask(&a, "END-OF-MESSAGE", "u13", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "one RCPT seen, one permitted before the check, same connection: "
@@ -256,6 +282,7 @@ static void test_unseen(void)
     free(r);
     decide_txn_free(&a);
     decide_txn_free(&b);
+    decide_txn_free(&c);
 }
 
 int     main(void)
