@@ -333,6 +333,26 @@ static double decide_cost(const struct limit *limit, enum decide_stage stage,
 }
 
 /*
+ * decide_log_due - a warning said once a minute at most, across workers:
+ * -1 (not now: counted) or how many were left unsaid since the last one
+ */
+struct decide_log_gate {
+    _Atomic long long next;			/* daemon_mono_sec() */
+    _Atomic long long quiet;
+};
+
+static long long decide_log_due(struct decide_log_gate *gate)
+{
+    long long now = daemon_mono_sec(), due = atomic_load(&gate->next);
+
+    if (now < due || !atomic_compare_exchange_strong(&gate->next, &due, now + 60)) {
+	atomic_fetch_add(&gate->quiet, 1);
+	return (-1);
+    }
+    return (atomic_exchange(&gate->quiet, 0));
+}
+
+/*
  * decide_refused_after - how many recipients Postfix accepted, when fewer
  * than this check let through (else 0): some were refused after it, by
  * Postfix's implicit reject_unlisted_recipient (smtpd_reject_unlisted_
@@ -346,10 +366,8 @@ static double decide_cost(const struct limit *limit, enum decide_stage stage,
 static long long decide_refused_after(struct decide_txn *txn, enum decide_stage stage,
 				              const struct policy_request *req)
 {
-    static _Atomic long long next_log;		/* daemon_mono_sec() */
-    static _Atomic long long quiet;
-    long long accepted = decide_number(req, "recipient_count");
-    long long now = daemon_mono_sec(), due = atomic_load(&next_log);
+    static struct decide_log_gate gate;
+    long long accepted = decide_number(req, "recipient_count"), unsaid;
 
     if (accepted <= 0 || accepted >= txn->let_through)
 	return (0);
@@ -360,16 +378,14 @@ static long long decide_refused_after(struct decide_txn *txn, enum decide_stage 
 				"after it (reject_unlisted_recipient after the check, a "
 				"milter).", ""),
 		(uint64_t) (txn->let_through - accepted));
-    if (now < due || !atomic_compare_exchange_strong(&next_log, &due, now + 60)) {
-	atomic_fetch_add(&quiet, 1);
+    if ((unsaid = decide_log_due(&gate)) < 0)
 	return (accepted);
-    }
     msg_warn("instance %.40s: %lld of the %lld recipients this check let through were "
 	     "refused after it (Postfix's implicit reject_unlisted_recipient, a later "
 	     "restriction or a milter): each recipient-keyed limit charged a key at most %lld; "
 	     "put reject_unlisted_recipient before check_policy_service (%lld more such "
 	     "transactions not logged)", txn->instance, txn->let_through - accepted,
-	     txn->let_through, accepted, atomic_exchange(&quiet, 0));
+	     txn->let_through, accepted, unsaid);
     return (accepted);
 }
 
@@ -473,21 +489,17 @@ static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage,
 
 static void decide_unseen_log(const struct decide_txn *txn, const struct policy_request *req)
 {
-    static _Atomic long long next_log;		/* daemon_mono_sec() */
-    static _Atomic long long quiet;
-    long long now = daemon_mono_sec(), due = atomic_load(&next_log);
+    static struct decide_log_gate gate;
+    long long unsaid;
 
-    if (now < due || !atomic_compare_exchange_strong(&next_log, &due, now + 60)) {
-	atomic_fetch_add(&quiet, 1);
+    if ((unsaid = decide_log_due(&gate)) < 0)
 	return;
-    }
     msg_warn("instance %.40s: Postfix accepted %lld recipients, this connection saw %lld "
 	     "of their RCPT requests, another saw more (the policy connection was closed and "
 	     "opened again mid-transaction): one recipient Postfix names is checked now; "
 	     "several are answered \"%s\" by a "
 	     "recipient-keyed limit (%lld more such requests not logged)", txn->instance,
-	     decide_number(req, "recipient_count"), txn->rcpt_seen, DECIDE_TXN_UNSEEN,
-	     atomic_exchange(&quiet, 0));
+	     decide_number(req, "recipient_count"), txn->rcpt_seen, DECIDE_TXN_UNSEEN, unsaid);
 }
 
 /*
@@ -501,12 +513,11 @@ static int decide_limit_ops(struct store_call *call, struct decide_txn *txn,
 			            long long accepted, int unseen)
 {
     char    key[LIMIT_KEY_MAX];
-    const char *unless = limit->unless ? policy_request_get(req, limit->unless) : NULL;
 
     if (limit->per_recipient && unseen) {
 	if (ratelimit_key(limit, req, key, sizeof(key)))	/* the one recipient */
 	    decide_add_ops(call, limit, index, key, decide_cost(limit, stage, req, NULL));
-	else if (!limit->dry_run && limit->action != ACTION_WARN && (unless == NULL || !*unless))
+	else if (!limit->dry_run && limit->action != ACTION_WARN && !ratelimit_unless(limit, req))
 	    return (-1);			/* several, not named */
 	return (1);
     }

@@ -762,12 +762,21 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
     return (0);
 }
 
+/* ratelimit_unless - the request sets the limit's unless= attribute: not limited */
+
+int     ratelimit_unless(const struct limit *limit, const struct policy_request *req)
+{
+    const char *value;
+
+    return (limit->unless && (value = policy_request_get(req, limit->unless)) && *value);
+}
+
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len)
 {
     const char *value;
 
-    if (limit->unless && (value = policy_request_get(req, limit->unless)) && *value)
+    if (ratelimit_unless(limit, req))
 	return (0);
     if ((value = ratelimit_raw(limit->key_attr, req)) == NULL)
 	return (0);

@@ -66,6 +66,7 @@ void    ratelimit_load_overrides(struct limits *limits, struct config *cfg);
 void    ratelimit_free(struct limits *limits);
 const struct limit_rates *ratelimit_rates_for(const struct limit *limit, const char *key);
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req);
+int     ratelimit_unless(const struct limit *limit, const struct policy_request *req);
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len);
 void    ratelimit_canon(const char *value, int lower, char *buf);

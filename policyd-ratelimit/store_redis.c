@@ -367,13 +367,15 @@ static void store_redis_refund_reply(redisAsyncContext *ctx, void *r, void *priv
 
 /* store_redis_refund - give back what a late call charged (see above) */
 
+#define STORE_REDIS_CHARGED(op)	((op)->kind == STORE_OP_RATE && (op)->allowed)
+
 static void store_redis_refund(struct store_redis *redis, const struct store_call *call)
 {
     char    num[STORE_REDIS_NUM_MAX + 1];
     int     n = 0;
 
     for (int i = 0; i < call->count; i++)
-	n += call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed;
+	n += STORE_REDIS_CHARGED(call->ops + i);
     if (n == 0)
 	return;
     redis->cmd_len = 0;
@@ -382,16 +384,15 @@ static void store_redis_refund(struct store_redis *redis, const struct store_cal
     store_redis_cmd_arg(redis, store_redis_refund_script, sizeof(store_redis_refund_script) - 1);
     store_redis_cmd_arg(redis, num, store_redis_num(num, n));
     for (int i = 0; i < call->count; i++)
-	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed)
+	if (STORE_REDIS_CHARGED(call->ops + i))
 	    store_redis_cmd_arg(redis, call->ops[i].key, strlen(call->ops[i].key));
     for (int i = 0; i < call->count; i++)
-	if (call->ops[i].kind == STORE_OP_RATE && call->ops[i].allowed)
+	if (STORE_REDIS_CHARGED(call->ops + i))
 	    store_redis_cmd_arg(redis, num, store_redis_num(num, call->ops[i].cost
 							  * call->ops[i].interval));
     if (!store_redis_cmd_queue(redis, store_redis_refund_reply, redis))
 	store_set_error(&redis->store, "cannot queue the refund of a late charge");
 }
-
 
 /*
  * store_redis_send - EVALSHA (EVAL: the script's text) for a call. ARGV

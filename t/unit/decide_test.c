@@ -194,6 +194,18 @@ static void test_many_rcpts(struct decide_txn *txn)
     }
 }
 
+/* flood - 20000 other transactions, one RCPT each, on connection C */
+
+static void flood(struct decide_txn *c, const char *prefix)
+{
+    char    instance[32];
+
+    for (int i = 0; i < 20000; i++) {
+	snprintf(instance, sizeof(instance), "%s%d", prefix, i);
+	free(ask(c, "RCPT", instance, "recipient=f@flood.example\n"));
+    }
+}
+
 /*
  * test_unseen - DATA and END-OF-MESSAGE on another connection than the
  * RCPTs (Postfix's policy client reconnected mid-transaction): the one
@@ -254,24 +266,14 @@ static void test_unseen(void)
        seen elsewhere, how many unknown (it read as seen nowhere: DUNNO) */
     free(ask(&a, "RCPT", "u14", "recipient=f1@unseen.example\n"));
     free(ask(&a, "RCPT", "u14", "recipient=f2@unseen.example\n"));
-    for (int i = 0; i < 20000; i++) {
-	char    instance[32];
-
-	snprintf(instance, sizeof(instance), "flood%d", i);
-	free(ask(&c, "RCPT", instance, "recipient=f@flood.example\n"));
-    }
+    flood(&c, "flood");
     r = ask(&b, "DATA", "u14", "recipient=\nrecipient_count=2\n");
     is_str(r, DECIDE_TXN_UNSEEN, "20000 other transactions meanwhile: still 451, not "
 	   "admitted uncounted");
     free(r);
     free(ask(&a, "RCPT", "u15", "recipient=g1@unseen.example\n"));
     free(ask(&a, "RCPT", "u15", "recipient=g2@unseen.example\n"));
-    for (int i = 0; i < 20000; i++) {
-	char    instance[32];
-
-	snprintf(instance, sizeof(instance), "flood2-%d", i);
-	free(ask(&c, "RCPT", instance, "recipient=f@flood.example\n"));
-    }
+    flood(&c, "flood2-");
     r = ask(&a, "END-OF-MESSAGE", "u15", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "the same flood, DATA on the connection that saw both RCPTs: DUNNO");
     free(r);
