@@ -275,7 +275,7 @@ static void daemon_config_pidfile(struct config *cfg)
     }
     daemon_config_pidfile_clash(cfg, path);
     slash = strrchr(path, '/');
-    dir = slash == path ? xstrdup("/") : xstrndup(path, slash - path);
+    dir = xdirname(path);
     if (slash[1] == 0)
 	config_add_error(cfg, config_line(cfg, "pid_file"),
 			 "pid_file: \"%s\" names a directory, not a file", path);

@@ -8,11 +8,17 @@
  *
  *	void	*xmalloc(size)
  *	char	*xasprintf(fmt, ...)
+ *
+ *	char	*xdirname(path)
  * DESCRIPTION
  *	Like the C library functions, but a failed allocation is fatal:
  *	a daemon that cannot allocate a few bytes cannot make a safe
  *	decision about mail, so it exits and lets its supervisor (and
  *	Postfix's tempfail handling) take over.
+ *
+ *	xdirname() is the directory part of an absolute path ("/" for
+ *	"/x"), allocated: the parent that must exist before a file or a
+ *	directory is made there.
  * DIAGNOSTICS
  *	Fatal: out of memory.
  */
@@ -84,4 +90,13 @@ char   *xasprintf(const char *fmt, ...)
     vsnprintf(result, len + 1, fmt, ap);
     va_end(ap);
     return (result);
+}
+
+char   *xdirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL)
+	return (xstrdup("."));
+    return (slash == path ? xstrdup("/") : xstrndup(path, slash - path));
 }

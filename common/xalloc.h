@@ -10,6 +10,7 @@ void   *xcalloc(size_t count, size_t size);
 void   *xrealloc(void *ptr, size_t size);
 char   *xstrdup(const char *text);
 char   *xstrndup(const char *text, size_t len);
+char   *xdirname(const char *path);
 char   *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -66,14 +66,14 @@ static const struct config_spec tool_specs[] = {
 static const char *tool_dir_reach(void *context)
 {
     static char why[300];
-    const char *dir = context, *slash = strrchr(dir, '/');
+    const char *dir = context;
     char   *parent;
     int     ok;
 
     if (access(dir, F_OK) == 0 || errno != ENOENT)
 	ok = access(dir, R_OK | W_OK | X_OK) == 0;
     else {
-	parent = slash == dir ? xstrdup("/") : xstrndup(dir, slash - dir);
+	parent = xdirname(dir);
 	ok = access(parent, X_OK) == 0;
 	free(parent);
     }
@@ -101,7 +101,7 @@ static void tool_check_reach(struct spool_tool *tool, const char *user, int line
 static void tool_check_dir(struct spool_tool *tool)
 {
     int     line = config_line(tool->cfg, "spool_dir");
-    const char *user = config_get_str(tool->cfg, "user"), *slash;
+    const char *user = config_get_str(tool->cfg, "user");
     struct stat st;
     char   *parent;
 
@@ -110,8 +110,7 @@ static void tool_check_dir(struct spool_tool *tool)
 	return;
     }
     if (stat(tool->dir, &st) < 0) {
-	slash = strrchr(tool->dir, '/');
-	parent = slash == tool->dir ? xstrdup("/") : xstrndup(tool->dir, slash - tool->dir);
+	parent = xdirname(tool->dir);
 	if (errno != ENOENT || stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
 	    config_add_error(tool->cfg, line, "spool_dir %s: %s", tool->dir, errno != ENOENT
 			     ? strerror(errno) : "neither it nor its parent directory exists");
