@@ -421,21 +421,68 @@ static void mime_header_count(struct mime_walk *w, const struct message_header_l
 	w->hdr_cut = TRUE;
 }
 
-static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
-			              struct message_block *raw)
+/*
+ * mime_fold_note - where a folded header's continuation line began with
+ * a TAB. The parser (CLEAN_ONELINE) puts a space there; RFC 5322's
+ * unfolding, Python's email's, removes the line break only, so a name
+ * or Subject folded before a TAB keeps it (mime_fold_restore()). Noted
+ * on each line: the whole value comes with the last one.
+ */
+static void mime_fold_note(struct mime_walk *w, const struct message_header_line *hdr)
 {
-    struct message_block block, plain;
-    struct message_header_line hdr;
+    unsigned int at;
+
+    if (!hdr->continued)
+	array_clear(&w->fold_tabs);
+    else if (hdr->value_len > 0 && hdr->value[0] == '\t' && hdr->full_value != NULL
+	     && hdr->full_value_len >= hdr->value_len) {
+	at = (unsigned int) (hdr->full_value_len - hdr->value_len);
+	array_push_back(&w->fold_tabs, &at);
+    }
+}
+
+/* mime_fold_restore - the last line of a header, its TABs given back */
+
+static struct message_header_line *mime_fold_restore(struct mime_walk *w,
+					             struct message_header_line *hdr,
+					             struct message_header_line *copy)
+{
+    const unsigned int *at;
+    unsigned char *value;
+
+    if (array_count(&w->fold_tabs) == 0 || hdr->full_value == NULL)
+	return (hdr);
+    value = t_malloc_no0(hdr->full_value_len + 1);
+    memcpy(value, hdr->full_value, hdr->full_value_len);
+    value[hdr->full_value_len] = '\0';
+    array_foreach(&w->fold_tabs, at)
+	if (*at < hdr->full_value_len && value[*at] == ' ')
+	    value[*at] = '\t';
+    array_clear(&w->fold_tabs);
+    *copy = *hdr;
+    copy->full_value = value;
+    return (copy);
+}
+
+static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
+			              struct message_block *whole)
+{
+    struct message_block block, plain, unfolded, *raw = whole;
+    struct message_header_line hdr, restored;
     const char *decoder_value;
     bool    decoded;
 
     mime_check_header(w, raw->hdr);		/* where Python's header ends */
+    mime_fold_note(w, raw->hdr);
     /* the decoder sees each line first: on the first of a folded header
        it asks the parser for the whole value, which the last line has */
     if (raw->hdr->eoh || raw->hdr->continues) {
 	(void) message_decoder_decode_next_block(decoder, raw, &block);
 	return;
     }
+    unfolded = *raw;
+    unfolded.hdr = mime_fold_restore(w, raw->hdr, &restored);
+    raw = &unfolded;
     mime_header_count(w, raw->hdr);
     decoder_value = mime_part_header(w, raw->hdr);
     if (decoder_value != NULL) {
@@ -736,6 +783,7 @@ static void mime_walk_run(struct mime_walk *w, struct istream *input,
     w->trusted_id = opt->trusted_id;
     w->strict = strict;
     w->content_type = str_new(default_pool, 64);
+    i_array_init(&w->fold_tabs, 4);
     if ((w->sha = EVP_MD_CTX_new()) == NULL)
 	i_fatal_status(FATAL_OUTOFMEM, "EVP_MD_CTX_new() failed");
     if (strict)
@@ -747,6 +795,7 @@ static void mime_walk_run(struct mime_walk *w, struct istream *input,
     EVP_MD_CTX_free(w->sha);
     i_free(w->trusted_ar);
     i_free(w->from_raw);
+    array_free(&w->fold_tabs);
     str_free(&w->content_type);
 }
 

@@ -107,6 +107,7 @@ struct mime_walk {
     size_t  hdr_block, hdr_all;		/* header bytes, as Dovecot counts */
     unsigned int hdr_lines;		/* the part's header lines so far */
     bool    hdr_cut;			/* past its limits: values lost */
+    ARRAY_TYPE(uint) fold_tabs;		/* the header's TABs Dovecot made spaces */
     /* for "authentication": raw values of top-level headers */
     const char *trusted_id;
     char   *trusted_ar, *from_raw;	/* the first trusted A-R, From: */

@@ -155,6 +155,11 @@ ENCODED_SUBJECTS = [
     "=?utf-8?b?QUJDR?=  x",
     "=?utf-8?b?QU*J!D?= =?utf-8?q?x?=",                    # junk skipped, joined to the next
     "=?utf-8?b?w6*k?=",                                    # ... across a character
+    # folded before a TAB: unfolding removes the line break only (the
+    # parser's one-line value had a space there)
+    "tab\r\n\tfolded\tsubject",
+    "two\r\n\t\ttabs\r\n\tand\r\n more",
+    "=?utf-8?q?a?=\r\n\t=?utf-8?q?b?= c\r\n\td",
 ]
 
 
@@ -297,6 +302,9 @@ FILENAMES = [
     (["Content-Disposition: attachment; filename*=utf-8''%ZZ%41"], "%ZZA"),
     # a continuation missing: the others, joined in order, as Python's email (was null)
     (["Content-Disposition: attachment; filename*0*=utf-8''x; filename*2*=z.pdf"], "xz.pdf"),
+    # folded inside the quoted name before a TAB: kept, as unfolding keeps it
+    (["Content-Disposition: attachment; filename=\"inv", "\toice\tx.pdf\""], "inv\toice\tx.pdf"),
+    (["Content-Disposition: attachment;", "\tfilename=\"a", "\t b.pdf\""], "a\t b.pdf"),
 ]
 
 
