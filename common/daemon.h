@@ -34,6 +34,7 @@ const char *daemon_socket_give(const char *path, const char *user, mode_t mode);
 const char *daemon_drop_privileges(const char *user);
 const char *daemon_as_user(const char *user, const char *(*check) (void *),
 			           void *context);
+const char *daemon_as_process(long pid, const char *(*check) (void *), void *context);
 int     daemon_notify(const char *state);
 
 /*

@@ -44,8 +44,11 @@ struct transfer {
    may be being written (a cp), looked at again rather than buried */
 #define RUNNER_SETTLE		5
 
-/* a held event whose delivery is still saving past its hold: looked at again */
-#define RUNNER_BUSY_WAIT	5
+/* a held event whose delivery is still saving past its hold: looked at
+   again; soon, since the lock found may also be another delivery of the
+   same bytes probing it for an instant (spool_hold_wait()) just as it
+   was released: the post then waited 5 s */
+#define RUNNER_BUSY_WAIT	1
 
 /* an event whose route's secret files cannot be read waits this long */
 #define RUNNER_SECRET_WAIT	60

@@ -58,7 +58,7 @@ static char *keygen_record(const char *selector, const char *domain, const char 
     return (out);
 }
 
-/* keygen_write - create path (never overwriting), owned by uid:gid */
+/* keygen_write - create path (never overwriting), owned by uid:gid, mode exactly */
 
 static const char *keygen_write(const char *path, const char *text, int mode, uid_t uid,
 				        gid_t gid)
@@ -72,7 +72,8 @@ static const char *keygen_write(const char *path, const char *text, int mode, ui
 		 errno == EEXIST ? " (not overwriting a key)" : "");
 	return (err);
     }
-    if ((uid != (uid_t) -1 && fchown(fd, uid, gid) != 0)
+    /* fchmod: open()'s mode went through the umask */
+    if ((uid != (uid_t) -1 && fchown(fd, uid, gid) != 0) || fchmod(fd, (mode_t) mode) != 0
 	|| write(fd, text, len) != (ssize_t) len || fsync(fd) != 0) {
 	snprintf(err, sizeof(err), "%s: write: %s", path, strerror(errno));
 	close(fd);
@@ -117,7 +118,8 @@ int     keygen_bits(const char *text)
 }
 
 const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
-			         const char *dir, uid_t uid, gid_t gid, char **record)
+			         const char *dir, uid_t uid, gid_t gid, int group_reads,
+			         char **record)
 {
     struct dkim_key key;
     const char *err;
@@ -137,7 +139,7 @@ const char *keygen_files(const char *domain, const char *selector, int ed25519, 
     free(value);
     path = xasprintf("%s/%s.private", dir, selector);
     txt = xasprintf("%s/%s.txt", dir, selector);
-    if ((err = keygen_write(path, key.pem, 0600, uid, gid)) == NULL
+    if ((err = keygen_write(path, key.pem, group_reads ? 0640 : 0600, uid, gid)) == NULL
 	&& (err = keygen_write(txt, *record, 0644, uid, gid)) != NULL)
 	unlink(path);				/* both or neither */
     keys_free(&key);
@@ -195,7 +197,7 @@ int     main(int argc, char **argv)
 	msg_fatal("-b %d: RSA keys must have 1024 to %d bits (2048 recommended; for a "
 		  "larger key %s)", bits, KEYS_RSA_MAX_BITS, KEYS_RSA_MAX_WHY);
     if ((err = keygen_files(domain, selector, strcmp(type, "ed25519") == 0, bits, dir,
-			    (uid_t) -1, (gid_t) -1, &record)) != NULL)
+			    (uid_t) -1, (gid_t) -1, 0, &record)) != NULL)
 	msg_fatal("%s", err);
     fputs(record, stdout);
     free(record);

@@ -274,33 +274,51 @@ static int rotate_is_milter(long pid)
     return (strcmp(comm, "milter-dkim") == 0 || strcmp(comm, "lt-milter-dkim") == 0);
 }
 
+/*
+ * rotate_milter_pid - the running milter's pid from its locked pid file
+ * (-p, else pid_file), or 0 with *why saying why there is none
+ */
+static long rotate_milter_pid(struct rotate *r, const char **why)
+{
+    const char *path = r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file");
+    static char buf[600];
+    FILE   *fp;
+    long    pid = 0;
+
+    if ((fp = fopen(path, "r")) == NULL || fscanf(fp, "%ld", &pid) != 1 || pid <= 1
+	|| flock(fileno(fp), LOCK_SH | LOCK_NB) == 0) {	/* the milter holds it locked */
+	snprintf(buf, sizeof(buf), "%s: %s", path, fp == NULL ? strerror(errno)
+		 : pid <= 1 ? "no process id in it" : "stale (no milter-dkim holds it locked)");
+	if (fp)
+	    fclose(fp);
+	*why = buf;
+	return (0);
+    }
+    fclose(fp);
+    if (!rotate_is_milter(pid)) {
+	snprintf(buf, sizeof(buf), "%s: process %ld is not milter-dkim (its pid file is "
+		 "locked by another process)", path, pid);
+	*why = buf;
+	return (0);
+    }
+    return (pid);
+}
+
 /* rotate_hup - SIGHUP to the milter, or say how to reload */
 
 static int rotate_hup(struct rotate *r, const char *why)
 {
-    const char *path = r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file");
-    FILE   *fp;
-    long    pid = 0;
+    const char *path = r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file"), *none;
+    long    pid;
 
     if (path == NULL) {
 	printf("reload milter-dkim now so that %s: systemctl reload milter-dkim, "
 	       "or kill -HUP its process\n", why);
 	return (0);
     }
-    if ((fp = fopen(path, "r")) == NULL || fscanf(fp, "%ld", &pid) != 1 || pid <= 1
-	|| flock(fileno(fp), LOCK_SH | LOCK_NB) == 0) {	/* the milter holds it locked */
-	msg_error("%s: %s; the tables are written: reload milter-dkim by hand so that %s",
-		  path, fp == NULL ? strerror(errno) : pid <= 1 ? "no process id in it"
-		  : "stale (no milter-dkim holds it locked)", why);
-	if (fp)
-	    fclose(fp);
-	return (1);
-    }
-    fclose(fp);
-    if (!rotate_is_milter(pid)) {
-	msg_error("%s: process %ld is not milter-dkim (its pid file is locked by another "
-		  "process): not signalled; the tables are written: reload milter-dkim by "
-		  "hand so that %s", path, pid, why);
+    if ((pid = rotate_milter_pid(r, &none)) == 0) {
+	msg_error("%s; not signalled; the tables are written: reload milter-dkim by hand "
+		  "so that %s", none, why);
 	return (1);
     }
     if (kill((pid_t) pid, SIGHUP) != 0) {
@@ -377,6 +395,7 @@ static int rotate_new(struct rotate *r)
     char   *dir, *sel, *record, *name, *row, *stamp, *path;
     uid_t   uid = (uid_t) -1;
     gid_t   gid = (gid_t) -1;
+    int     group_reads = 0;
     struct stat st;
     const char *err;
 
@@ -387,14 +406,18 @@ static int rotate_new(struct rotate *r)
     else
 	msg_fatal("%s has no key for %s yet: give the key directory with -D",
 		  r->key_path, r->domain);
-    if (ref >= 0 && stat(r->t.key[ref].path, &st) == 0)
-	uid = st.st_uid, gid = st.st_gid;	/* readable by the milter's user */
+    /* readable by the milter's user as the current key is: its owner,
+       or its group (0440 root:mxkit, a container's fsGroup) */
+    if (ref >= 0 && stat(r->t.key[ref].path, &st) == 0) {
+	uid = st.st_uid, gid = st.st_gid;
+	group_reads = (st.st_mode & S_IRGRP) != 0;
+    }
     sel = rotate_selector(r, dir);
     name = xasprintf("%s._domainkey.%s", sel, r->domain);
     if (tables_find_key(&r->t, name))
 	msg_fatal("%s: key name %s is taken (nothing changed)", r->key_path, name);
     if ((err = keygen_files(r->domain, sel, r->type == DNSKEY_ED25519, r->bits, dir, uid,
-			    gid, &record)) != NULL)
+			    gid, group_reads, &record)) != NULL)
 	msg_fatal("%s", err);
     stamp = rotate_time(r->now);
     row = xasprintf("%s %s:%s:%s/%s.private\t" ROTATE_MARK "pending since %s", name,
@@ -503,28 +526,45 @@ static int rotate_switch(struct rotate *r, int n, char *replaced)
  * rotate_user_reads - can the milter's user read the key file? Every reload
  * runs as that user: a key it cannot read fails the reload, the old key
  * keeps signing, and once --retire ran and the old record is gone, mail
- * signed with it fails. Checked in a child that drops privileges.
+ * signed with it fails; a restart fails at once. With user set, checked
+ * as that user; without it (a container's own uid and fsGroup), as the
+ * running milter is (its pid file), whose uid and groups root does not
+ * share. NULL, or who cannot read it and why.
  */
-static int rotate_user_reads(struct rotate *r, const char *path)
+static const char *rotate_open(void *path)
 {
-    const char *user = config_get_str(r->cfg, "user"), *err;
-    int     status, fd;
-    pid_t   pid;
+    static char err[600];
+    int     fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    if (user == NULL || geteuid() != 0)
-	return (1);
-    fflush(NULL);
-    if ((pid = fork()) < 0)
-	msg_fatal("fork: %m");
-    if (pid == 0) {
-	if ((err = daemon_drop_privileges(user)) != NULL)
-	    _exit(2);
-	_exit((fd = open(path, O_RDONLY)) < 0);
+    if (fd >= 0) {
+	close(fd);
+	return (NULL);
     }
-    while (waitpid(pid, &status, 0) < 0)
-	if (errno != EINTR)
-	    msg_fatal("waitpid: %m");
-    return (WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    snprintf(err, sizeof(err), "%s", strerror(errno));
+    return (err);
+}
+
+static const char *rotate_user_reads(struct rotate *r, const char *path)
+{
+    const char *user = config_get_str(r->cfg, "user"), *err, *none;
+    static char who[1400];
+    long    pid;
+
+    if (user != NULL || geteuid() != 0) {
+	if ((err = daemon_as_user(user, rotate_open, (void *) path)) == NULL)
+	    return (NULL);
+	snprintf(who, sizeof(who), "user %s (milter-dkim's) cannot read %s: %s",
+		 user ? user : "(this one)", path, err);
+	return (who);
+    }
+    if ((r->pidfile == NULL && config_get_str(r->cfg, "pid_file") == NULL)
+	|| (pid = rotate_milter_pid(r, &none)) == 0)
+	return (NULL);				/* not running: root's read is its start's */
+    if ((err = daemon_as_process(pid, rotate_open, (void *) path)) == NULL)
+	return (NULL);
+    snprintf(who, sizeof(who), "the running milter-dkim (pid %ld) cannot read %s: %s", pid,
+	     path, err);
+    return (who);
 }
 
 /* rotate_pending - the pending rows of the domain (and type), each checked */
@@ -557,9 +597,8 @@ static int rotate_pending(struct rotate *r, int *rows)
 	       dnskey_status_text(status), dnskey_type_name(key->type), why[0] ? ": " : "",
 	       why);
 	bad += status != DNSKEY_OK;
-	if (!rotate_user_reads(r, k->path)) {
-	    printf("%s:%d: %s: user %s (milter-dkim's) cannot read %s: chown or chmod it\n",
-		   r->key_path, k->line, k->name, config_get_str(r->cfg, "user"), k->path);
+	if ((err = rotate_user_reads(r, k->path)) != NULL) {
+	    printf("%s:%d: %s: %s: chown or chmod it\n", r->key_path, k->line, k->name, err);
 	    bad++;
 	}
 	rows[n++] = i;

@@ -7,9 +7,11 @@
 
 int     rotate_main(int argc, char **argv);
 
-/* keygen.c: write DIR/SELECTOR.private and .txt; the record, malloc'ed */
+/* keygen.c: write DIR/SELECTOR.private (0600, 0640 with group_reads) and
+   .txt; the record, malloc'ed */
 int     keygen_bits(const char *text);
 const char *keygen_files(const char *domain, const char *selector, int ed25519, int bits,
-			         const char *dir, uid_t uid, gid_t gid, char **record);
+			         const char *dir, uid_t uid, gid_t gid, int group_reads,
+			         char **record);
 
 #endif

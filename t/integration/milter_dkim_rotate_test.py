@@ -48,7 +48,7 @@ import dns.resolver
 from hypothesis import given, settings, strategies as hs, HealthCheck
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from mxstack import Stack  # noqa: E402
+from mxstack import Stack, free_port  # noqa: E402
 from mxtest import tap, wait_for, run  # noqa: E402
 from mxdns import Knot, txt  # noqa: E402
 import mxdkim  # noqa: E402
@@ -556,6 +556,81 @@ def verify_flow(rig, sent, t_reload, rsa_sel, ed_sel):
            "the stream saw the old and the new keys", diag=repr(sels_seen))
 
 
+def test_container_group(st):
+    """A container's milter: no user setting, its own uid (10001) and group
+    (fsGroup 10001), the key root:10001 0440; the operator rotates as root.
+    The new key must be readable by that group, as the current one is,
+    and --activate must refuse a key the running milter cannot read
+    (checked with the running process's uid and groups)."""
+    base = st.path("k8s")
+    os.chmod(st.dir, os.stat(st.dir).st_mode | 0o711)     # uid 10001 passes through
+    for d in ("keys", "etc", "run"):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+    os.chown(os.path.join(base, "keys"), 0, 10001)
+    os.chmod(os.path.join(base, "keys"), 0o2750)
+    os.chown(os.path.join(base, "run"), 10001, 10001)
+    res = run([mxdkim.KEYGEN, "-d", "k8s.test", "-s", "cur", "-D", os.path.join(base, "keys")])
+    key = os.path.join(base, "keys", "cur.private")
+    os.chown(key, 0, 10001)
+    os.chmod(key, 0o440)
+    etc = os.path.join(base, "etc")
+    with open(os.path.join(etc, "dns"), "w") as f:
+        f.write("cur._domainkey.k8s.test %s\n" % value_of(res.stdout))
+    with open(os.path.join(etc, "key"), "w") as f:
+        f.write("cur k8s.test:cur:%s\n" % key)
+    with open(os.path.join(etc, "sign"), "w") as f:
+        f.write("*@k8s.test cur\n")
+    conf = os.path.join(etc, "m.conf")
+    with open(conf, "w") as f:
+        f.write("mode = sign\nsocket = inet:%d@127.0.0.1\nkey_table = %s/key\n"
+                "signing_table = refile:%s/sign\ndns_test_file = %s/dns\n"
+                "pid_file = %s/run/m.pid\n" % (free_port(), etc, etc, etc, base))
+    for path in (base, etc) + tuple(os.path.join(etc, n) for n in ("dns", "key", "sign", "m.conf")):
+        os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+    as_pod = ["setpriv", "--reuid=10001", "--regid=10001", "--groups=10001"]
+    log = open(os.path.join(base, "milter.log"), "w")
+    milter = subprocess.Popen(as_pod + [mxdkim.MILTER, "-f", "-c", conf], stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        if not tap.ok(wait_for(lambda: os.path.exists(os.path.join(base, "run", "m.pid")),
+                               timeout=10), "container milter (uid 10001, no user) started",
+                      diag=read(os.path.join(base, "milter.log")).decode()):
+            return
+        res = run([mxdkim.KEYGEN, "rotate", "-c", conf, "-d", "k8s.test", "-b", "1024"])
+        sel = re.search(r"^(rsa-[0-9-]+)\._domainkey", res.stdout, re.M)
+        if not tap.ok(res.returncode == 0 and sel, "rotate as root", diag=res.stdout + res.stderr):
+            return
+        new = os.path.join(base, "keys", sel.group(1) + ".private")
+        mode = os.stat(new)
+        tap.is_((mode.st_uid, mode.st_gid, oct(mode.st_mode & 0o777)), (0, 10001, "0o640"),
+                "the new key is readable by the group the current one is readable by "
+                "(was 0600: the milter could not read it)")
+        with open(os.path.join(etc, "dns"), "a") as f:
+            f.write("%s._domainkey.k8s.test %s\n" % (sel.group(1), value_of(res.stdout)))
+        os.chmod(new, 0o600)                   # as a careless copy would leave it
+        res = run([mxdkim.KEYGEN, "rotate", "--activate", "-c", conf, "-d", "k8s.test"])
+        tap.ok(res.returncode == 1 and re.search(r"the running milter-dkim \(pid \d+\) cannot "
+                                                 r"read \S+: Permission denied", res.stdout)
+               and "cur" in read(os.path.join(etc, "sign")).decode(),
+               "a key the running milter (uid 10001, no user setting) cannot read: not "
+               "activated (was: activated, then the reload and every restart failed)",
+               diag=res.stdout + res.stderr)
+        os.chmod(new, 0o640)
+        mark = len(read(os.path.join(base, "milter.log")))
+        res = run([mxdkim.KEYGEN, "rotate", "--activate", "-c", conf, "-d", "k8s.test"])
+        tap.ok(res.returncode == 0 and wait_for(
+            lambda: b"configuration reloaded: 2 keys" in read(os.path.join(base, "milter.log"))[mark:],
+            timeout=10), "readable: activated, and the milter reloaded with the new key",
+            diag=res.stdout + res.stderr + read(os.path.join(base, "milter.log")).decode())
+        res = run(as_pod + [mxdkim.MILTER, "-t", "-c", conf])
+        tap.is_(res.returncode, 0, "-t as the container's user passes after the rotation",
+                diag=res.stdout + res.stderr)
+    finally:
+        milter.terminate()
+        milter.wait(timeout=20)
+        log.close()
+
+
 with Stack("milter-dkim-rotate") as st:
     tap.stack = st
     os.makedirs(st.path("keys"), exist_ok=True)
@@ -588,6 +663,7 @@ with Stack("milter-dkim-rotate") as st:
     test_concurrency(rig)
     test_property(st)
     test_disk_full(rig)
+    test_container_group(st)
     milter = {"smtpd_milters": "inet:127.0.0.1:%d" % port, "milter_default_action": "tempfail"}
     st.start_sink()
     st.start_postfix(smtpd=milter)
