@@ -14,6 +14,8 @@
  *	const char *daemon_pidfile_record(path, fd)
  *	void	daemon_pidfile_remove(path, &fd)
  *	int	daemon_pidfile_held()
+ *	void	daemon_set_running()
+ *	int	daemon_is_running()
  *	const char *daemon_socket_give(path, user, mode)
  *	const char *daemon_drop_privileges(user)
  *	int	daemon_parse_command(argc, argv, default_config, &opts)
@@ -482,6 +484,24 @@ int     daemon_pidfile_held(void)
 }
 
 /*
+ * daemon_is_running - the start sequence is done (skeleton_start() said
+ * so through daemon_set_running()): a configuration read now is a
+ * reload's, by a process that may have dropped to its user, whose
+ * sockets and pid file were made before.
+ */
+static int daemon_running_flag;
+
+void    daemon_set_running(void)
+{
+    daemon_running_flag = 1;
+}
+
+int     daemon_is_running(void)
+{
+    return (daemon_running_flag);
+}
+
+/*
  * daemon_pidfile_foreign - open file FD holds something other than a
  * pid (digits and a newline, or nothing: a crashed instance's). A
  * pid_file naming a key, a table or a configuration would be emptied
@@ -638,6 +658,16 @@ const char *daemon_drop_privileges(const char *user)
     if (pw->pw_uid == 0) {
 	snprintf(daemon_errbuf, sizeof(daemon_errbuf),
 		 "refusing to run as \"%s\": it has uid 0", user);
+	return (daemon_errbuf);
+    }
+    /* started as that user already (a container's runAsUser): its
+       groups are the ones it was given (fsGroup), not initgroups()' */
+    if (geteuid() != 0 && geteuid() == pw->pw_uid && getuid() == pw->pw_uid)
+	return (NULL);
+    if (geteuid() != 0) {
+	snprintf(daemon_errbuf, sizeof(daemon_errbuf), "cannot become \"%s\" (uid %ld): "
+		 "started as uid %ld, not root; remove user, or start as root or as %s",
+		 user, (long) pw->pw_uid, (long) geteuid(), user);
 	return (daemon_errbuf);
     }
     if (setgid(pw->pw_gid) < 0 || initgroups(user, pw->pw_gid) < 0

@@ -29,6 +29,8 @@ const char *daemon_pidfile_lock(const char *path, int *fd);
 const char *daemon_pidfile_record(const char *path, int fd);
 void    daemon_pidfile_remove(const char *path, int *fd);
 int     daemon_pidfile_held(void);
+void    daemon_set_running(void);
+int     daemon_is_running(void);
 int     daemon_pidfile_foreign(int fd);
 const char *daemon_socket_give(const char *path, const char *user, mode_t mode);
 const char *daemon_drop_privileges(const char *user);
@@ -80,6 +82,9 @@ struct daemon_address {
 };
 
 void    daemon_config_check(struct config *cfg);
+void    daemon_config_tool_command(void);
+int     daemon_config_as_start(void);
+const char *daemon_config_socket_dir(const char *path);
 int     daemon_config_user_cannot_write(const struct config *cfg, const struct stat *st);
 void    daemon_config_addresses(struct config *cfg, const struct daemon_address *addrs,
 				        int count);

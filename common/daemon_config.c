@@ -98,6 +98,48 @@ static const struct config_spec *daemon_config_has(const struct config *cfg, con
 }
 
 
+/*
+ * A tool command (lmtp-webhook-spool list, flush ...) loads the daemon's
+ * configuration without being the daemon: it is not checked as a start
+ * as this process's user would make it (daemon_config_tool_command()).
+ * A reload is the running daemon's (daemon_config_reloading()).
+ */
+static int daemon_config_tool;
+
+void    daemon_config_tool_command(void)
+{
+    daemon_config_tool = 1;
+}
+
+/* daemon_config_as_start - are the checks those of a start by this process? */
+
+int     daemon_config_as_start(void)
+{
+    return (!daemon_config_tool && !daemon_pidfile_held() && !daemon_is_running());
+}
+
+/*
+ * daemon_config_socket_dir - a start by a user other than root (a
+ * container's) binds a UNIX socket as that user: can it create one in
+ * the socket's directory? addr_unix_check() tries as root only. NULL, or
+ * why not.
+ */
+const char *daemon_config_socket_dir(const char *path)
+{
+    static char why[600];
+    char   *dir;
+    int     denied;
+
+    if (geteuid() == 0 || !daemon_config_as_start())
+	return (NULL);
+    dir = strchr(path, '/') ? xdirname(path) : xstrdup(".");
+    if ((denied = faccessat(AT_FDCWD, *dir ? dir : "/", W_OK | X_OK, AT_EACCESS) < 0))
+	snprintf(why, sizeof(why), "this user (uid %ld) cannot create a socket in %s: %s",
+		 (long) geteuid(), *dir ? dir : "/", strerror(errno));
+    free(dir);
+    return (denied ? why : NULL);
+}
+
 static void daemon_config_user(struct config *cfg)
 {
     const char *user = config_get_str(cfg, "user");
@@ -112,6 +154,11 @@ static void daemon_config_user(struct config *cfg)
     else if (pw->pw_uid == 0)
 	config_add_error(cfg, config_line(cfg, "user"),
 			 "user: \"%s\" has uid 0; name an unprivileged user", user);
+    /* a start as another unprivileged user cannot become this one */
+    else if (geteuid() != 0 && geteuid() != pw->pw_uid && daemon_config_as_start())
+	config_add_error(cfg, config_line(cfg, "user"), "user: cannot become \"%s\" (uid "
+			 "%ld) when started as uid %ld, not root: remove user, or start as "
+			 "root or as %s", user, (long) pw->pw_uid, (long) geteuid(), user);
 }
 
 /*
@@ -162,7 +209,8 @@ static void daemon_config_pidfile_owner(struct config *cfg, const char *dir,
  * an NFS export squashing root) passes every stat() and fails only
  * here. Not as another user: that is an operator running a tool
  * command (lmtp-webhook-spool flush) beside a daemon root started,
- * whose pid file it may not write and need not.
+ * whose pid file it may not write and need not. A start as another user
+ * (a container's) opens or makes it as that user: checked as it.
  */
 static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 				               const char *dir)
@@ -189,7 +237,7 @@ static void daemon_config_pidfile_open(struct config *cfg, const char *path,
 	    return;
 	}
     }
-    if (geteuid() != 0)
+    if (geteuid() != 0 && !daemon_config_as_start())
 	return;
     /* a missing one: a file of our own beside it, never the pid file's
        path, which an instance starting at the same time may have locked */
@@ -482,7 +530,8 @@ void    daemon_config_addresses(struct config *cfg, const struct daemon_address 
 	const char *why;
 
 	if (ok[i] && parsed[i].family == AF_UNIX
-	    && (why = addr_unix_check(parsed[i].u.un.sun_path)) != NULL)
+	    && ((why = addr_unix_check(parsed[i].u.un.sun_path)) != NULL
+		|| (why = daemon_config_socket_dir(parsed[i].u.un.sun_path)) != NULL))
 	    config_add_error(cfg, all[i].line, "%s %s: %s", all[i].name, all[i].spec, why);
     }
     for (int i = 0; i < n; i++)			/* -t said OK, no client could connect */

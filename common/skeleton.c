@@ -121,6 +121,7 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 	msg_fatal("%s", err);
     if (user && (err = daemon_drop_privileges(user)) != NULL)
 	msg_fatal("%s", err);
+    daemon_set_running();		/* what is read from now on is a reload's */
 }
 
 void    skeleton_ready(int on)

@@ -18,7 +18,9 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +100,38 @@ static void tool_check_reach(struct spool_tool *tool, const char *user, int line
  * missing parent or a root-only spool for user = nobody passed -t and
  * the runner then died, or ran and could write nothing.
  */
+/*
+ * tool_check_writes - can the start write dir (make spool_dir in it, or
+ * tmp/ and the lock in spool_dir)? Not root (a container's own user):
+ * as this user; root: only a read-only mount stops it. 0, or -1 with
+ * the error added.
+ */
+static int tool_check_writes(struct spool_tool *tool, const char *dir, const char *what)
+{
+    if (!daemon_config_as_start()
+	|| faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0
+	|| (geteuid() == 0 && errno != EROFS))
+	return (0);
+    config_add_error(tool->cfg, config_line(tool->cfg, "spool_dir"), "spool_dir %s: this "
+		     "user (uid %ld) cannot %s %s: %s", tool->dir, (long) geteuid(), what, dir,
+		     strerror(errno));
+    return (-1);
+}
+
+/* tool_check_lock - runner.lock, if there, a regular file (run would die) */
+
+static void tool_check_lock(struct spool_tool *tool)
+{
+    char   *path = spool_path(tool->dir, "runner.lock", NULL);
+    struct stat st;
+
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+	config_add_error(tool->cfg, config_line(tool->cfg, "spool_dir"), "spool_dir %s: %s "
+			 "is %s: remove it", tool->dir, path, S_ISLNK(st.st_mode)
+			 ? "a symbolic link" : "not a regular file");
+    free(path);
+}
+
 static void tool_check_dir(struct spool_tool *tool)
 {
     int     line = config_line(tool->cfg, "spool_dir");
@@ -114,7 +148,7 @@ static void tool_check_dir(struct spool_tool *tool)
 	if (errno != ENOENT || stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
 	    config_add_error(tool->cfg, line, "spool_dir %s: %s", tool->dir, errno != ENOENT
 			     ? strerror(errno) : "neither it nor its parent directory exists");
-	else
+	else if (tool_check_writes(tool, parent, "make it in") == 0)
 	    tool_check_reach(tool, user, line);
 	free(parent);
 	return;
@@ -123,6 +157,9 @@ static void tool_check_dir(struct spool_tool *tool)
 	config_add_error(tool->cfg, line, "spool_dir %s is not a directory", tool->dir);
 	return;
     }
+    tool_check_lock(tool);
+    if (tool_check_writes(tool, tool->dir, "write") < 0)
+	return;
     if (daemon_config_user_cannot_write(tool->cfg, &st))
 	config_add_error(tool->cfg, line, "spool_dir %s: user %s cannot write it (owner uid %ld, "
 			 "mode %04o): chown it to the user Dovecot delivers as", tool->dir, user,
@@ -294,6 +331,28 @@ static int tool_same(const char *a, const char *b)
 }
 
 /*
+ * tool_reload_secret - a reload that names another secret_file takes it
+ * only when it can be read now: a path whose Secret has not come yet
+ * dropped the working one, and nothing was posted until it came. (The
+ * same file missing a while, as at a start, is waited for: its events
+ * wait meanwhile, none is signed with a secret no longer meant.)
+ */
+static void tool_reload_secret(const struct spool_tool *tool, struct spool_tool *next)
+{
+    struct webhook_key key;
+    const char *err;
+
+    if (tool_same(tool->secret_file, next->secret_file))
+	return;
+    err = sign_key_load(next->secret_file, &key);
+    OPENSSL_cleanse(&key, sizeof(key));
+    if (err != NULL)
+	config_add_error(next->cfg, config_line(next->cfg, "secret_file"), "secret_file: "
+			 "%s: the new secret_file cannot be read now (the running one is kept "
+			 "until it can)", err);
+}
+
+/*
  * tool_reload - read the configuration file again (SIGHUP to run): a
  * file with errors changes nothing; otherwise every setting that can
  * change while running is applied (secret_file, ca_file, timeout,
@@ -310,6 +369,8 @@ int     tool_reload(struct spool_tool *tool, struct config **old_cfg_r)
     *old_cfg_r = NULL;
     memset(&next, 0, sizeof(next));
     tool_load(&next, tool->config_path);
+    if (next.cfg->error_count == 0)
+	tool_reload_secret(tool, &next);
     if (next.cfg->error_count) {
 	config_print_errors(next.cfg);
 	msg_error("reload of %s failed; keeping the previous configuration",
@@ -431,12 +492,41 @@ static int tool_show(const struct spool_tool *tool, const char *id)
     return (0);
 }
 
+/*
+ * tool_holder_here - does process pid, as this command sees pids, hold
+ * runner.lock open? The pid in the file is the runner's in its own PID
+ * namespace: from another container's (Kubernetes shares the spool's
+ * volume, not the pids) it names some other process, which SIGUSR1
+ * would kill.
+ */
+static int tool_holder_here(const struct spool_tool *tool, long pid)
+{
+    char   *lock = spool_path(tool->dir, "runner.lock", NULL), fds[64], *path;
+    struct stat want, st;
+    struct dirent *de;
+    DIR    *d;
+    int     found = 0;
+
+    snprintf(fds, sizeof(fds), "/proc/%ld/fd", pid);
+    if (stat(lock, &want) == 0 && (d = opendir(fds)) != NULL) {
+	while (!found && (de = readdir(d)) != NULL) {
+	    path = xasprintf("%s/%s", fds, de->d_name);
+	    found = de->d_name[0] != '.' && stat(path, &st) == 0
+		&& st.st_dev == want.st_dev && st.st_ino == want.st_ino;
+	    free(path);
+	}
+	closedir(d);
+    }
+    free(lock);
+    return (found);
+}
+
 /* tool_poke - ask a running daemon for a pass now; 0 if there is none */
 
 static int tool_poke(const struct spool_tool *tool)
 {
     long    holder = 0;
-    int     fd = -1, signalled;
+    int     fd = -1, signalled, here = 0;
 
     /* a daemon starting takes the lock before it detaches, and records
        the detached pid a moment later: a gone pid is asked again */
@@ -446,18 +536,25 @@ static int tool_poke(const struct spool_tool *tool)
 	    return (0);
 	}
 	spool_owner_root();			/* a runner that is root's */
-	signalled = holder > 0 && kill((pid_t) holder, SIGUSR1) == 0;
+	here = holder > 0 && tool_holder_here(tool, holder);
+	signalled = here && kill((pid_t) holder, SIGUSR1) == 0;
 	spool_owner_again();
 	if (signalled) {
 	    printf("flush requested from lmtp-webhook-spool run (pid %ld)\n", holder);
 	    return (1);
 	}
-	if ((holder > 0 && errno != ESRCH) || tries >= 20)
+	if ((here && errno != ESRCH) || tries >= 20)
 	    break;
 	usleep(100 * 1000);
     }
     if (holder == 0)			/* it names itself within a second */
 	msg_fatal("the spool is locked by a process whose runner.lock was removed: try again");
+    if (!here)
+	msg_fatal("the spool is locked by a runner this command cannot see: pid %ld (in "
+		  "runner.lock) holds no lock here, so it is another PID namespace's (another "
+		  "container's): nothing signalled; run the flush where the runner runs "
+		  "(kubectl exec into its container), or send that runner SIGUSR1 there",
+		  holder);
     msg_fatal("the spool is locked by pid %ld, which cannot be signalled: %m", holder);
 }
 
@@ -545,6 +642,10 @@ int     main(int argc, char **argv)
 	&& argc - first <= 2)
 	return (tool_check_routes(argc - first == 2 ? argv[first + 1] : NULL));
     memset(&tool, 0, sizeof(tool));
+    /* list, flush ...: not a start of the daemon (whose checks -t and
+       run make as this user) */
+    if (!opts.check_only && first < argc && strcmp(argv[first], "run") != 0)
+	daemon_config_tool_command();
     tool_load(&tool, opts.config_path);
     if (tool.cfg->error_count) {
 	config_print_errors(tool.cfg);

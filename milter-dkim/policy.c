@@ -567,7 +567,7 @@ static const char *policy_socket_unix(const char *path)
 
     if (*path == 0 || strlen(path) >= sizeof(sun.sun_path))
 	return ("socket: the UNIX socket path is empty or longer than 107 bytes");
-    if ((err = addr_unix_check(path)) == NULL)
+    if ((err = addr_unix_check(path)) == NULL && (err = daemon_config_socket_dir(path)) == NULL)
 	return (NULL);
     snprintf(why, sizeof(why), "socket: %s", err);
     return (why);
