@@ -22,8 +22,10 @@
  *
  *	message_auth_results() builds the RFC 8601 value: one resinfo per
  *	signature, "dkim=pass header.d=D header.s=S header.a=A
- *	header.b=B", or fail / neutral / temperror / permerror / policy
- *	with a reason comment; "dkim=none" for an unsigned message. D and
+ *	header.b=B" (B: enough of b= to tell the message's signatures
+ *	apart, at least 8 characters), or fail / neutral / temperror /
+ *	permerror / policy with a reason comment; "dkim=none" for an
+ *	unsigned message. D and
  *	S come from the sender's signature: they are written as quoted
  *	strings unless they are tokens, so none can inject a result. A
  *	signature whose h= names From fewer times than the message has
@@ -296,6 +298,26 @@ static void message_bad_results(const struct message *m, char **out, size_t *len
     }
 }
 
+/*
+ * message_header_b - the signature's header.b (RFC 6008): the shortest
+ * prefix of b=, at least 8 characters, that no other signature of the
+ * message shares (dkim_get_sigsubstring() finds that length); the whole
+ * b= when another signature has the same. A fixed 8 let a forged
+ * signature whose b= begins as a good one's show the good one's header.b.
+ */
+static char *message_header_b(DKIM *dkim, DKIM_SIGINFO *sig)
+{
+    const char *full = (const char *) dkim_sig_gettagvalue(sig, 0, (u_char *) "b");
+    size_t  size = full ? strlen(full) + 1 : 1, blen = size;
+    char   *b = xcalloc(1, size);
+
+    if (full && dkim_get_sigsubstring(dkim, sig, b, &blen) == DKIM_STAT_OK)
+	b[blen < size ? blen : size - 1] = 0;
+    else
+	b[0] = 0;
+    return (b);
+}
+
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
 			             const struct message *m)
 {
@@ -317,8 +339,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	const char *reason, *result;
 	const char *domain = (const char *) dkim_sig_getdomain(sigs[i]);
 	const char *sel = (const char *) dkim_sig_getselector(sigs[i]);
-	char    b[16] = "", alg[32] = "", why[200] = "";
-	size_t  blen = 9;
+	char    alg[32] = "", why[200] = "", *b;
 	static const char *const known_alg[] = {"rsa-sha256", "ed25519-sha256", "rsa-sha1"};
 	const char *tag;
 	char   *d, *s;
@@ -326,9 +347,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 	if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 	    continue;				/* past verify_signatures_max */
 	result = message_sig_result(dkim, sigs[i], m, &reason);
-	if (dkim_get_sigsubstring(dkim, sigs[i], b, &blen) != DKIM_STAT_OK)
-	    b[0] = 0;
-	b[blen < 8 ? blen : 8] = 0;
+	b = message_header_b(dkim, sigs[i]);
 	/* the signature's own a=: libopendkim leaves its algorithm unset
 	   (rsa-sha1) for one it refused before reading it (i= outside d=,
 	   t= in the future) */
@@ -350,6 +369,7 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
 		       s, alg[0] ? alg : "unknown", b[0] ? b : "none");
 	free(d);
 	free(s);
+	free(b);
     }
     return (out);
 }

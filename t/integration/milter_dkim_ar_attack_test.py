@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""milter-dkim's Authentication-Results for signed messages a hostile
+sender shaped (real Postfix, a real DNS server (Knot), dkimpy signing with
+vendor.test's published key, dmarc_reject = no so that the A-R is seen):
+
+  2. RFC 6008 header.b: a forged signature whose b= begins with the same
+     12 characters as a good one's: the pass and the fail carry different
+     header.b values, each a prefix of its own b= (at least 8 characters);
+     a lone signature keeps 8.
+"""
+
+import os
+import re
+import sys
+import uuid
+
+import dkim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import tap  # noqa: E402
+from mxdns import Knot, txt  # noqa: E402
+import mxdkim  # noqa: E402
+
+RCPT = "bills@planapulse.test"
+CONF = mxdkim.VERIFY_CONF.replace("{reject}", "no")
+HDRS = mxdkim.SIGNED_HEADERS
+
+
+def message(from_value, token):
+    return (b"From: " + from_value + b"\r\nTo: <" + RCPT.encode() + b">\r\nSubject: invoice "
+            + token.encode() + b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <"
+            + token.encode() + b"@vendor.test>\r\n\r\nPlease pay invoice " + token.encode()
+            + b" to our usual account.\r\n")
+
+
+def signature(raw, key):
+    return dkim.sign(raw, b"sel", b"vendor.test", key, include_headers=HDRS)
+
+
+def outcome(st, raw, token, client="127.0.0.9"):
+    """'refused CODE text' or our A-R of the delivered message."""
+    code, text, _ = mxdkim.send_as(st, client, "billing@vendor.test", RCPT, raw)
+    if code != 250:
+        return "refused %d %s" % (code, text)
+    ar = mxdkim.our_results(mxdkim.sunk(st, token))
+    return ar[0] if len(ar) == 1 else repr(ar)
+
+
+def b_start(header):
+    """Offset in header of the first character of the b= value."""
+    return re.search(rb"[;\s]b=\s*", header).end()
+
+
+def forge_b(header, at):
+    """header with the at-th base64 character of b= changed (folding kept)."""
+    out, i, n = bytearray(header), b_start(header), 0
+    while True:
+        if out[i:i + 1] in (b" ", b"\t", b"\r", b"\n"):
+            i += 1
+            continue
+        if n == at:
+            out[i] = ord("A") if out[i] != ord("A") else ord("B")
+            return bytes(out)
+        n += 1
+        i += 1
+
+
+def b_value(header):
+    return re.sub(rb"\s", b"", header[b_start(header):].split(b";")[0]).decode()
+
+
+def test_header_b(st, key):
+    """2. header.b tells a pass from a fail whose b= shares 12 characters"""
+    token = uuid.uuid4().hex
+    raw = message(b"Billing <billing@vendor.test>", token)
+    good = signature(raw, key)
+    fake = forge_b(good, 12)
+    a = outcome(st, fake + good + raw, token)
+    bs = re.findall(r"dkim=(\w+) [^;]*?header\.b=([A-Za-z0-9+/=]+)", a)
+    results = sorted(r for r, _ in bs)
+    tap.is_(results, ["fail", "pass"], "a forged and a good signature: one fail, one pass",
+            diag=a)
+    values = dict((r, b) for r, b in bs)
+    tap.ok(len(values) == 2 and values["pass"] != values["fail"],
+           "the pass and the fail carry different header.b", diag=a)
+    tap.ok(len(values) == 2 and b_value(good).startswith(values["pass"])
+           and b_value(fake).startswith(values["fail"]) and len(values["pass"]) >= 13,
+           "each header.b is a prefix of its own b=, long enough to differ", diag=a)
+    token = uuid.uuid4().hex
+    raw = message(b"Billing <billing@vendor.test>", token)
+    good = signature(raw, key)
+    a = outcome(st, good + raw, token)
+    tap.ok(("header.b=%s;" % b_value(good)[:8]) in a + ";",
+           "a lone signature: header.b is 8 characters", diag=a)
+
+
+with Stack("milter-ar-attack") as st:
+    tap.stack = st
+    st.start_sink()
+    keys = mxdkim.Dns(st.path("etc", "keys.txt"))
+    key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
+    key = open(key_path, "rb").read()
+    knot = Knot(st, {"vendor.test": [txt("@", "v=spf1 ip4:127.0.0.2 -all"),
+                                     txt("sel._domainkey",
+                                         keys.records["sel._domainkey.vendor.test"]),
+                                     txt("_dmarc", "v=DMARC1; p=none")]})
+    knot.start()
+    proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
+                                                                     dns=knot.servers))
+    mxdkim.start_receiver(st, port)
+    test_header_b(st, key)
+    tap.ok(proc.poll() is None, "milter-dkim is still running")
+
+sys.exit(tap.done())
