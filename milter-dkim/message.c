@@ -24,8 +24,13 @@
  *	signature, "dkim=pass header.d=D header.s=S header.a=A
  *	header.b=B" (B: enough of b= to tell the message's signatures
  *	apart, at least 8 characters), or fail / neutral / temperror /
- *	permerror / policy with a reason comment; "dkim=none" for an
- *	unsigned message. D and
+ *	permerror / policy with a reason comment; "dkim=none" only for a
+ *	message without DKIM-Signature headers (RFC 8601 2.7.1). When
+ *	libopendkim refused the header (eoh_status: a From: it cannot read,
+ *	none) it verified nothing and lists no signature; each signature
+ *	fed to it is then "dkim=permerror (why) header.d=D", the first
+ *	MESSAGE_BADSIG_MAX of them, never "none" (a signed message read as
+ *	unsigned, a tampered one too). D and
  *	S come from the sender's signature: they are written as quoted
  *	strings unless they are tokens, so none can inject a result. A
  *	signature whose h= names From fewer times than the message has
@@ -318,6 +323,26 @@ static char *message_header_b(DKIM *dkim, DKIM_SIGINFO *sig)
     return (b);
 }
 
+/*
+ * message_unverified - a permerror resinfo per signature libopendkim was
+ * given but verified nothing of (dkim_eoh() refused the header)
+ */
+static void message_unverified(const struct message *m, char **out, size_t *len)
+{
+    const char *why = m->eoh_status != DKIM_STAT_SYNTAX ? "signature not verified"
+	: m->from_count == 0 ? "no From: header, signature not verified"
+	: "From: header unreadable, signature not verified";
+
+    for (int i = 0; i < m->sig_count && i < MESSAGE_BADSIG_MAX; i++) {
+	const char *domain = m->sig_domain[i];
+	char   *d = *domain ? rfc8601_value(domain) : NULL;
+
+	message_append(out, len, ";\n\tdkim=permerror (%s)%s%s", why, d ? " header.d=" : "",
+		       d ? d : "");
+	free(d);
+    }
+}
+
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,
 			             const struct message *m)
 {
@@ -330,7 +355,10 @@ char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *auths
     message_bad_results(m, &out, &len);
     if (eom_status == DKIM_STAT_NOSIG
 	|| dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs == 0) {
-	if (m->badsig_count == 0)
+	if (eom_status != DKIM_STAT_NOSIG && m->eoh_status != DKIM_STAT_OK
+	    && m->eoh_status != DKIM_STAT_NOSIG && m->sig_count > 0)
+	    message_unverified(m, &out, &len);
+	else if (m->badsig_count == 0)
 	    message_append(&out, &len, ";\n\tdkim=none%s", eom_status == DKIM_STAT_NOSIG ?
 			   " (no signatures found)" : "");
 	return (out);
@@ -378,8 +406,14 @@ int     message_signature_ok(struct message *m, const char *name, const char *va
 {
     struct sigtags_result r;
 
-    if (strcasecmp(name, DKIM_SIGNHEADER) != 0 || sigtags_check(value, &r) == 0)
+    if (strcasecmp(name, DKIM_SIGNHEADER) != 0)
 	return (1);
+    if (sigtags_check(value, &r) == 0) {
+	if (m->sig_count < MESSAGE_BADSIG_MAX)
+	    memcpy(m->sig_domain[m->sig_count], r.domain, sizeof(r.domain));
+	m->sig_count++;
+	return (1);
+    }
     if (m->badsig_count < MESSAGE_BADSIG_MAX)
 	m->badsig[m->badsig_count] = r;
     m->badsig_count++;

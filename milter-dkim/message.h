@@ -33,6 +33,9 @@ struct message {
     size_t  body_longest;		/* longest body line, CRLF excluded */
     int     badsig_count;		/* DKIM-Signatures sigtags(3) refused */
     struct sigtags_result badsig[MESSAGE_BADSIG_MAX];	/* the first of them */
+    int     sig_count;			/* DKIM-Signatures given to libopendkim */
+    char    sig_domain[MESSAGE_BADSIG_MAX][254];	/* their d= when read for sure */
+    DKIM_STAT eoh_status;		/* what dkim_eoh() said of them */
 };
 
 /*

@@ -289,7 +289,8 @@ static void milter_feed_headers(struct milter_ctx *c, DKIM *dkim)
 	dkim_header(dkim, (u_char *) line, len);
 	free(line);
     }
-    dkim_eoh(dkim);
+    /* refused (a From: it cannot read): the A-R says so of each signature */
+    c->msg.eoh_status = dkim_eoh(dkim);
 }
 
 /* milter_domain - KeyTable domain with '%' replaced by the From domain */

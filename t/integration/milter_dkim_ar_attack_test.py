@@ -3,6 +3,12 @@
 sender shaped (real Postfix, a real DNS server (Knot), dkimpy signing with
 vendor.test's published key, dmarc_reject = no so that the A-R is seen):
 
+  1. a signed message whose From: libopendkim cannot read (an unclosed
+     comment, "billing@" without a domain): never "dkim=none" (RFC 8601
+     2.7.1: none means not signed), but dkim=permerror with the reason and
+     header.d, for a good and for a tampered signature alike; DMARC stays
+     permerror (From: address unreadable); an unsigned message with such
+     a From: is still dkim=none;
   2. RFC 6008 header.b: a forged signature whose b= begins with the same
      12 characters as a good one's: the pass and the fail carry different
      header.b values, each a prefix of its own b= (at least 8 characters);
@@ -45,6 +51,30 @@ def outcome(st, raw, token, client="127.0.0.9"):
         return "refused %d %s" % (code, text)
     ar = mxdkim.our_results(mxdkim.sunk(st, token))
     return ar[0] if len(ar) == 1 else repr(ar)
+
+
+def test_unreadable_from(st, key):
+    """1. signed, with a From: libopendkim refuses"""
+    for value in (b"billing@vendor.test (x", b"billing@"):
+        for tampered in (False, True):
+            token = uuid.uuid4().hex
+            raw = message(value, token)
+            raw = signature(raw, key) + raw
+            if tampered:
+                raw = raw.replace(b"Please pay", b"Please PAY")
+            a = outcome(st, raw, token)
+            name = "From: %r, %s signature" % (value.decode(), "tampered" if tampered
+                                                else "good")
+            tap.ok("dkim=none" not in a, "%s: not dkim=none" % name, diag=a)
+            tap.ok(re.search(r"dkim=permerror \(From: header unreadable[^)]*\) "
+                             r"header\.d=vendor\.test", a) is not None,
+                   "%s: dkim=permerror (why) header.d=vendor.test" % name, diag=a)
+            tap.ok("dkim=pass" not in a and "dmarc=permerror (From: address unreadable)" in a,
+                   "%s: no pass, DMARC permerror" % name, diag=a)
+    token = uuid.uuid4().hex
+    a = outcome(st, message(b"billing@vendor.test (x", token), token)
+    tap.ok(re.search(r"; dkim=none[;)]?", a) is not None and "permerror (From: header" not in a,
+           "unsigned, From: unreadable: still dkim=none", diag=a)
 
 
 def b_start(header):
@@ -109,6 +139,7 @@ with Stack("milter-ar-attack") as st:
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
                                                                      dns=knot.servers))
     mxdkim.start_receiver(st, port)
+    test_unreadable_from(st, key)
     test_header_b(st, key)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
