@@ -8,6 +8,7 @@
  *
  *	int	lenient_domains(value, names, max)
  *	char	*lenient_decode(value)
+ *	int	lenient_display_address(value)
  * DESCRIPTION
  *	A From: value the strict reader (rfc5322(3)) refuses is still shown
  *	by mail readers, as the address of whatever domain they find in it,
@@ -33,6 +34,17 @@
  *	encoded words dropped (RFC 2047 6.2). The charset is not converted:
  *	a domain name is ASCII in every charset a reader would accept. A
  *	decoded NUL becomes '?'.
+ *
+ *	lenient_display_address() says whether the display name of a
+ *	mailbox rfc5322(3) read (rfc5322_mailbox() returned NULL for it)
+ *	shows something shaped like an address to a reader: its quoted
+ *	strings unquoted, comments dropped, and then also with its encoded
+ *	words decoded (joined and split, as above), an '@' between two
+ *	characters other than white space, or a '<' with a '>' after it.
+ *	"ceo@example.com" <alerts@example.net>,
+ *	=?utf-8?q?ceo=40example.com?= <alerts@example.net>: a reader shows
+ *	ceo@example.com. An encoded word in a charset that does not write
+ *	ASCII as ASCII says yes too (its bytes cannot be read for sure).
  * DIAGNOSTICS
  *	lenient_domains() returns the number of names stored, or -1 when
  *	the value names more than max domains or holds more than
@@ -344,4 +356,66 @@ int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int
     free(joined);
     free(split);
     return (err < 0 ? -1 : count);
+}
+
+/* lenient_address_shaped - '@' between two non-space bytes, or '<' then '>' */
+
+static int lenient_address_shaped(const char *text)
+{
+    for (const char *p = text; *p; p++) {
+	if (*p == '@' && p > text && !isspace((unsigned char) p[-1]) && p[1]
+	    && !isspace((unsigned char) p[1]))
+	    return (1);
+	if (*p == '<' && strchr(p + 1, '>') != NULL)
+	    return (1);
+    }
+    return (0);
+}
+
+/*
+ * lenient_display_name - the display name of a mailbox rfc5322(3) read:
+ * quoted strings unquoted, comments dropped, words one space apart;
+ * "" for an addr-spec without angle brackets.
+ */
+static char *lenient_display_name(const char *value)
+{
+    size_t  size = strlen(value) + 2, used = 0;
+    char   *out = xmalloc(size);
+    const char *p = rfc5322_skip_cfws(value), *next;
+
+    out[0] = 0;
+    while (p && *p && *p != '<') {
+	if (*p == '"') {
+	    if ((next = rfc5322_quoted_string(p, out + used, size - used)) == NULL)
+		break;
+	    used += strlen(out + used);
+	} else {
+	    for (next = p; *next && !isspace((unsigned char) *next)
+		 && strchr("(\"<", *next) == NULL; next++)
+		out[used++] = *next;
+	    if (next == p)
+		break;				/* cannot be: rfc5322(3) read it */
+	}
+	if ((p = rfc5322_skip_cfws(next)) != NULL && p != next && used)
+	    out[used++] = ' ';
+	out[used] = 0;
+    }
+    if (p == NULL || *p != '<')
+	out[0] = 0;				/* no display name */
+    return (out);
+}
+
+int     lenient_display_address(const char *value)
+{
+    char   *name = lenient_display_name(value);
+    int     odd = 0;
+    char   *joined = lenient_decode_as(name, 0, &odd);
+    char   *split = lenient_decode_as(name, 1, &odd);
+    int     shaped = odd || lenient_address_shaped(name) || lenient_address_shaped(joined)
+    || lenient_address_shaped(split);
+
+    free(name);
+    free(joined);
+    free(split);
+    return (shaped);
 }

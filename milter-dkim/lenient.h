@@ -8,5 +8,6 @@
 
 int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int max);
 char   *lenient_decode(const char *value);
+int     lenient_display_address(const char *value);
 
 #endif

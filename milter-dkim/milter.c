@@ -61,6 +61,7 @@
 #include "addr.h"
 #include "dkim_sign.h"
 #include "auth.h"
+#include "lenient.h"
 #include "message.h"
 #include "milter.h"
 #include "metrics.h"
@@ -457,11 +458,22 @@ static sfsistat milter_pass(struct milter_ctx *c)
     return (c->msg.forged_count ? SMFIS_CONTINUE : SMFIS_ACCEPT);
 }
 
+/* milter_from_value - the value of the (one) From: header */
+
+static const char *milter_from_value(const struct milter_ctx *c)
+{
+    for (int i = 0; i < c->msg.count; i++)
+	if (strcasecmp(c->msg.hdr[i].name, "From") == 0)
+	    return (c->msg.hdr[i].value);
+    return ("");
+}
+
 /*
  * milter_check_sender - the From: is one address, read as every parser
  * reads it, that the SASL user may use. For a bound user, a From: the
- * binding cannot prove (none, several, a group, unreadable) is a
- * violation like a foreign address; anyone else just goes unsigned.
+ * binding cannot prove (none, several, a group, unreadable, a display
+ * name a reader shows as another address: lenient(3)) is a violation
+ * like a foreign address; anyone else just goes unsigned.
  * 1: sign; 0: pass unsigned; -1: rejected (the reply is set).
  */
 static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
@@ -470,6 +482,10 @@ static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
     const char *why = c->msg.from_count != 1 ? NULL : c->msg.from_error;
     int     readable = c->msg.from_count == 1 && why == NULL;
 
+    if (readable && bound && lenient_display_address(milter_from_value(c))) {
+	readable = 0;				/* "ceo@x" <billing@y>: shows ceo@x */
+	why = "an address in the display name";
+    }
     if (readable && (!bound || tables_binding_allows(&c->policy->tables, c->auth_user,
 						       c->msg.from, &bound)))
 	return (1);

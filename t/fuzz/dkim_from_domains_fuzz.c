@@ -2,7 +2,8 @@
  * the domains a lenient reader finds in an unreadable From: value (a
  * stranger's header). Every input gives a count from -1 to the maximum,
  * each name is lower case, non-empty, NUL-terminated within its slot
- * and stored once; lenient_decode() never grows the value. */
+ * and stored once; lenient_decode() never grows the value;
+ * lenient_display_address() says 0 or 1 (and reads no byte past the value). */
 
 #include "build_config.h"
 
@@ -43,6 +44,9 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    if (strcmp(names[i], names[k]) == 0)
 		abort();
     }
+    n = lenient_display_address(value);	/* any value, not only a mailbox */
+    if (n != 0 && n != 1)
+	abort();
     decoded = lenient_decode(value);
     if (decoded == NULL || strlen(decoded) > strlen(value))
 	abort();

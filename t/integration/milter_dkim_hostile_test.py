@@ -25,10 +25,15 @@ package:
      encoded word in the address (Python decodes it) -- 550 for a
      bound user; the valid forms (comments, folding, quoted local part)
      are signed and verify;
+     a display name that shows an address once unquoted or RFC 2047
+     decoded ("ceo@x" <a@y>, "<ceo@x>" <a@y>, =?utf-8?q?ceo=40x?= <a@y>,
+     a B-encoded "CEO <ceo@x>") -- 550 for a bound user;
   5. property (hypothesis): for any generated From: header, a bound user's
      message is either refused, or signed for exactly the one address
      Python's email.headerregistry reads (and the signature's d= is that
-     address's domain, and it verifies with dkimpy);
+     address's domain, and it verifies with dkimpy), and the display name
+     Python reads shows no address (an '@' between non-space characters,
+     or '<' ... '>');
   6. siblings: a signature whose d=/s= carry spaces cannot inject a second
      result into our A-R; 12 keys for one address give 12 signatures (the
      old limit was 8); a signed header of 19,000 folds (76 KB to
@@ -408,6 +413,16 @@ BAD_FROM = [
     (b"Staff <=?utf-8?q?alerts=40planapulse.ai?=@plana.solutions>",
      "encoded '@' in the local part"),
     (b"\"=?utf-8?q?ceo?=\"@plana.solutions", "encoded word in a quoted local part"),
+    (b"\"ceo@other.example\" <alerts@planapulse.ai>", "quoted address as display name"),
+    (b"\"<ceo@other.example>\" <alerts@planapulse.ai>", "quoted <address> as display name"),
+    (b"\"a\\\" <ceo@other.example>\" <alerts@planapulse.ai>",
+     "quoted display name with an escaped quote and an <address>"),
+    (b"=?utf-8?q?ceo=40other=2Eexample?= <alerts@planapulse.ai>",
+     "Q-encoded address as display name"),
+    (b"=?utf-8?b?Q0VPIDxjZW9Ab3RoZXIuZXhhbXBsZT4=?= <alerts@planapulse.ai>",
+     "B-encoded 'CEO <ceo@other.example>' as display name"),
+    (b"\"Alerts, <ceo@other.example>\"\r\n\t<alerts@planapulse.ai>",
+     "folded quoted display name with an <address>"),
 ]
 
 
@@ -425,8 +440,12 @@ def test_from(st, dns):
            in st.read_log("milter"), "the reason is logged")
     tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (encoded word in "
            "address)" in st.read_log("milter"), "an encoded word: the reason is logged")
+    tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (an address in the "
+           "display name)" in st.read_log("milter"), "an address in the display name: the "
+           "reason is logged")
     good = [b"(ops) alerts (x) @ (y) planapulse.ai (Alerts <ceo@other.example>)",
-            b"\"Alerts, <ceo@other.example>\"\r\n\t<alerts@planapulse.ai>",
+            b"\"Alerts, Ops @ Team\"\r\n\t<alerts@planapulse.ai>",
+            b"=?utf-8?q?Ops_=40_Team?= <alerts@planapulse.ai>",
             b"\"alerts\"@PlanaPulse.AI",
             b"John Q. Public <alerts@planapulse.ai>",
             b"Caf\xc3\xa9 \xe2\x82\xac <alerts@planapulse.ai>"]
@@ -476,6 +495,22 @@ def python_reads(value):
         return None
 
 
+def python_display_names(value):
+    """The display names Python's email package reads (unquoted, decoded)."""
+    m = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        b"From: " + value + b"\r\n\r\nx")
+    try:
+        return [a.display_name for a in m["From"].addresses]
+    except Exception:
+        return None
+
+
+def address_shaped(text):
+    """sender_binding's rule: an '@' between two non-space characters, or
+    '<' and a '>' after it (lenient(3) lenient_display_address())."""
+    return bool(re.search(r"\S@\S", text) or re.search(r"<.*>", text, re.S))
+
+
 def allowed(addr):
     local, _, domain = addr.rpartition("@")
     return addr.lower() == "alerts@planapulse.ai" or domain.lower() == "plana.solutions"
@@ -506,6 +541,9 @@ def test_property(st, dns):
         assert py[0].lower() == milter_addr.lower(), (value, py, milter_addr)
         assert allowed(py[0]), ("signed for an address outside the binding", value, py)
         assert domain == py[0].rpartition("@")[2].lower(), (value, domain, py)
+        names = python_display_names(value) or [""]
+        assert not address_shaped(names[0]), ("signed, the display name shows an address",
+                                              value, names)
         accepted.append((token, py[0]))
 
     try:

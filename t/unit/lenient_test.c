@@ -198,11 +198,54 @@ static void test_property(void)
     is_int(bad, 0, "property: the lenient finder finds each one's domain");
 }
 
+static void test_display_address(void)
+{
+    static const struct {
+	const char *value;
+	int     want;
+    } cases[] = {
+	{"Billing <billing@planapulse.ai>", 0},
+	{"billing@planapulse.ai", 0},
+	{"billing@planapulse.ai (ceo@plana.solutions)", 0},	/* a comment */
+	{"(ceo@plana.solutions) Billing <billing@planapulse.ai>", 0},
+	{"\"Ops @ Team\" <billing@planapulse.ai>", 0},
+	{"=?utf-8?q?Ops_=40_Team?= <billing@planapulse.ai>", 0},
+	{"John Q. Public <billing@planapulse.ai>", 0},
+	{"\"billing\"@planapulse.ai", 0},
+	{"\"ceo@plana.solutions\" <billing@planapulse.ai>", 1},
+	{"\"<ceo@plana.solutions>\" <billing@planapulse.ai>", 1},
+	{"\"a\\\" <ceo@plana.solutions>\" <billing@planapulse.ai>", 1},
+	{"=?utf-8?q?ceo=40plana=2Esolutions?= <billing@planapulse.ai>", 1},
+	{"=?utf-8?b?Q0VPIDxjZW9AcGxhbmEuc29sdXRpb25zPg==?= <billing@planapulse.ai>", 1},
+	{"\"=?utf-8?q?ceo=40plana.solutions?=\" <billing@planapulse.ai>", 1},
+	{"=?utf-8?q?ceo?= =?utf-8?q?=40plana.solutions?= <billing@planapulse.ai>", 1},
+	{"\"ceo\"\"@\"plana.solutions <billing@planapulse.ai>", 1},
+	{"Ceo (x) \"@\"plana.solutions <billing@planapulse.ai>", 0},	/* "Ceo @plana..." */
+	{"=?utf-16be?b?AGMAZQBv?= <billing@planapulse.ai>", 1},	/* cannot tell */
+	{"Ops\r\n <billing@planapulse.ai>", 0},
+    };
+    char    buf[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	if (rfc5322_mailbox(cases[i].value, buf, sizeof(buf)) != NULL) {
+	    ok(0, "the strict reader reads %s", cases[i].value);
+	    continue;
+	}
+	is_int(lenient_display_address(cases[i].value), cases[i].want, "display name of %s",
+	       cases[i].value);
+    }
+    /* any text, read or not, is safe to look at */
+    is_int(lenient_display_address("\"unclosed <a@b>"), 0, "an unclosed quote: no name");
+    is_int(lenient_display_address("(unclosed"), 0, "an unclosed comment: no name");
+    is_int(lenient_display_address(""), 0, "empty");
+}
+
 int     main(void)
 {
     test_domains();
     test_decode();
     test_strict();
     test_property();
+    test_display_address();
     return (tap_done());
 }
