@@ -94,6 +94,9 @@ static const char *daemon_run_as(const char *(*become) (const void *), const voi
     }
     if (pid == 0) {
 	close(fds[0]);
+	/* as the running daemon after its start: a configuration loaded
+	   here is checked as a reload's (daemon_config_as_start()) */
+	daemon_set_running();
 	if ((err = become(who)) == NULL)
 	    err = check(context);
 	if (err && write(fds[1], err, strnlen(err, sizeof(daemon_user_errbuf) - 1)) < 0)
