@@ -289,6 +289,18 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct messa
     return (result);
 }
 
+/*
+ * message_unlisted - the A-R names MESSAGE_BADSIG_MAX signatures of a
+ * kind (its size bounded whatever a sender adds); how many more there
+ * were is said, not dropped silently
+ */
+static void message_unlisted(int count, const char *kind, char **out, size_t *len)
+{
+    if (count > MESSAGE_BADSIG_MAX)
+	message_append(out, len, ";\n\tdkim=permerror (%d more %ssignatures, not listed)",
+		       count - MESSAGE_BADSIG_MAX, kind);
+}
+
 /* message_bad_results - a permerror resinfo per invalid signature */
 
 static void message_bad_results(const struct message *m, char **out, size_t *len)
@@ -301,6 +313,7 @@ static void message_bad_results(const struct message *m, char **out, size_t *len
 		       d ? " header.d=" : "", d ? d : "");
 	free(d);
     }
+    message_unlisted(m->badsig_count, "invalid ", out, len);
 }
 
 /*
@@ -341,6 +354,7 @@ static void message_unverified(const struct message *m, char **out, size_t *len)
 		       d ? d : "");
 	free(d);
     }
+    message_unlisted(m->sig_count, "unverified ", out, len);
 }
 
 char   *message_auth_results(DKIM *dkim, DKIM_STAT eom_status, const char *authserv_id,

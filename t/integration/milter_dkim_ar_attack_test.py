@@ -13,6 +13,10 @@ vendor.test's published key, dmarc_reject = no so that the A-R is seen):
      12 characters as a good one's: the pass and the fail carry different
      header.b values, each a prefix of its own b= (at least 8 characters);
      a lone signature keeps 8.
+  3. Counts past the A-R's bound (8 signatures of a kind named): 13
+     invalid signatures, and 11 signatures of a message with an unreadable
+     From:, are 8 named and "5 more ..." / "3 more ..." said, not dropped
+     silently.
 """
 
 import os
@@ -125,6 +129,27 @@ def test_header_b(st, key):
            "a lone signature: header.b is 8 characters", diag=a)
 
 
+def test_unlisted(st, key):
+    """3. more signatures than the A-R names"""
+    token = uuid.uuid4().hex
+    raw = message(b"Billing <billing@vendor.test>", token)
+    # no b=, no bh=: refused before libopendkim sees them (not counted
+    # against verify_signatures_max)
+    bad = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=bad%d.test; s=s; h=from\r\n"
+                   % i for i in range(13))
+    ar = outcome(st, bad + signature(raw, key) + raw, token)
+    tap.ok(ar.count("dkim=permerror") == 9 and "5 more invalid signatures, not listed" in ar
+           and "dkim=pass" in ar, "13 invalid signatures and a good one: 8 named, \"5 more "
+           "invalid signatures, not listed\", the good one passes", diag=ar)
+    token = uuid.uuid4().hex
+    raw = message(b"billing@vendor.test (x", token)
+    sigs = b"".join(signature(raw, key) for _ in range(11))
+    ar = outcome(st, sigs + raw, token)
+    tap.ok(ar.count("dkim=permerror") == 9 and "3 more unverified signatures, not listed" in ar,
+           "11 signatures of a message whose From: is unreadable: 8 named, \"3 more "
+           "unverified signatures, not listed\"", diag=ar)
+
+
 with Stack("milter-ar-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -141,6 +166,7 @@ with Stack("milter-ar-attack") as st:
     mxdkim.start_receiver(st, port)
     test_unreadable_from(st, key)
     test_header_b(st, key)
+    test_unlisted(st, key)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
