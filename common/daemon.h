@@ -70,6 +70,17 @@ int     daemon_signal_wait(const sigset_t *set);
     {"metrics_listen", CONFIG_STRING, NULL, CONFIG_RESTART}, \
     {"start_timeout", CONFIG_DURATION, "90s", CONFIG_RESTART}
 
+/*
+ * drain_timeout: how long a stop signal lets the work in flight finish
+ * (skeleton_drain(3)); a row of its own, for the daemons that drain
+ * (not lmtp-webhook-spool, whose runs finish their file anyway).
+ */
+#define DAEMON_DRAIN_SPECS \
+    {"drain_timeout", CONFIG_DURATION, "25s", 0}
+
+/* the longest drain_timeout */
+#define DAEMON_DRAIN_TIMEOUT_MAX (3600LL * 1000)
+
 /* the longest start_timeout: a start that has not served in a day will not */
 #define DAEMON_START_TIMEOUT_MAX (24LL * 3600 * 1000)
 

@@ -8,6 +8,8 @@
  *
  *	DAEMON_CONFIG_SPECS
  *
+ *	DAEMON_DRAIN_SPECS
+ *
  *	void	daemon_config_check(cfg)
  *	void	daemon_config_addresses(cfg, addrs, count)
  *	long long daemon_config_connections(cfg, name, per_connection, reserve)
@@ -16,6 +18,10 @@
  *	int	daemon_config_reload(new)
  *	long	daemon_nofile_raise()
  * DESCRIPTION
+ *	DAEMON_DRAIN_SPECS is the row of drain_timeout (0 to 1h, default
+ *	25s: below Kubernetes' 30 s terminationGracePeriodSeconds), for the
+ *	daemons that drain at a stop (skeleton_drain(3)); a reload applies it.
+ *
  *	DAEMON_CONFIG_SPECS are the specification rows of pid_file, user,
  *	syslog and metrics_listen, for the end of a daemon's table. They
  *	are marked CONFIG_RESTART: the start sequence uses them once.
@@ -399,6 +405,16 @@ static void daemon_config_start_timeout(struct config *cfg)
 			 "for the daemon to serve)");
 }
 
+static void daemon_config_drain_timeout(struct config *cfg)
+{
+    long long ms = config_get_duration(cfg, "drain_timeout");
+
+    if (ms < 0 || ms > DAEMON_DRAIN_TIMEOUT_MAX)
+	config_add_error(cfg, config_line(cfg, "drain_timeout"),
+			 "drain_timeout: from 0 (cut at once) to 1h (how long a stop "
+			 "lets the work in flight finish)");
+}
+
 void    daemon_config_check(struct config *cfg)
 {
     if (daemon_config_has(cfg, "user"))
@@ -409,6 +425,8 @@ void    daemon_config_check(struct config *cfg)
 	daemon_config_metrics(cfg);
     if (daemon_config_has(cfg, "start_timeout"))
 	daemon_config_start_timeout(cfg);
+    if (daemon_config_has(cfg, "drain_timeout"))
+	daemon_config_drain_timeout(cfg);
 }
 
 /*

@@ -26,4 +26,13 @@ int     skeleton_accept_exhausted(int err);
 void    skeleton_accept_failed(int listen_fd, int err);
 unsigned long skeleton_accept_pauses(void);
 
+/* skeleton_drain - a stop signal lets the work in flight finish */
+#define SKELETON_DRAIN	1		/* finish what is in flight */
+#define SKELETON_CUT	2		/* cut what is in flight */
+
+long long skeleton_drain_ms(const struct config *cfg);
+int     skeleton_stopping(int sig, long long drain_ms);
+void    skeleton_drained(int left, long long drain_ms);
+int     skeleton_signal_wait_ms(const sigset_t *set, long long ms);
+
 #endif
