@@ -18,7 +18,11 @@
  *	waits for the signals itself with sigwait(); Linux delivers a
  *	process signal to the main thread when it is waiting for it, so
  *	SIGHUP reloads (the new set is installed only if all of it
- *	loads) and SIGTERM/SIGINT stop the sessions cleanly. SIGUSR1 is
+ *	loads) and SIGTERM/SIGINT stop: no new session is accepted, a
+ *	session inside a message finishes it and is closed once answered,
+ *	one between messages is closed at once, and the daemon exits 0 when
+ *	none is left or when drain_timeout has passed (then the rest are
+ *	cut; a second SIGTERM cuts at once: skeleton_drain(3)). SIGUSR1 is
  *	logged and ignored. A reload applies everything but socket,
  *	socket_umask, pid_file, user, syslog and metrics_listen, and says
  *	which of those changed and need a restart.
@@ -35,6 +39,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +66,7 @@
 struct milter_dkim_run {
     int     listen_fd;
     int     status;
+    _Atomic int done;			/* mengine_run() returned */
 };
 
 static void *milter_dkim_run(void *arg)
@@ -68,6 +74,7 @@ static void *milter_dkim_run(void *arg)
     struct milter_dkim_run *run = arg;
 
     run->status = mengine_run(run->listen_fd, &milter_desc);
+    atomic_store(&run->done, 1);
     kill(getpid(), SIGTERM);			/* wake the main thread */
     return (NULL);
 }
@@ -88,13 +95,30 @@ static void milter_dkim_reload(const char *path)
 	     p->tables.key_count, p->tables.sign_count);
 }
 
+/*
+ * milter_dkim_stop - a stop signal: the first lets the sessions inside a
+ * message finish it (drain_timeout of the configuration in force), the
+ * next cuts them (skeleton_drain(3))
+ */
+static void milter_dkim_stop(int sig)
+{
+    struct dkim_policy *p = policy_acquire();
+    long long drain_ms = p ? skeleton_drain_ms(p->cfg) : 0;
+
+    policy_release(&p);
+    if (skeleton_stopping(sig, drain_ms) == SKELETON_DRAIN)
+	mengine_drain(drain_ms);
+    else
+	mengine_stop();
+}
+
 static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 			             const struct daemon_opts *opts)
 {
     const char *socket_spec = config_get_str(p->cfg, "socket");
-    struct milter_dkim_run run = {-1, 0};
+    struct milter_dkim_run run = {-1, 0, 0};
     const char *err;
-    int     sig, stopping = 0, rc;
+    int     sig, rc;
     struct skeleton sk = {0};
     pthread_t thread;
     sigset_t set;
@@ -124,16 +148,14 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     skeleton_ready(1);			/* keys loaded, socket bound */
     msg_info("started on %s: %d keys, %d SigningTable entries", socket_spec,
 	     p->tables.key_count, p->tables.sign_count);
-    while (!stopping) {
+    while (!atomic_load(&run.done)) {	/* its end sends us a SIGTERM */
 	switch (daemon_signal_action(sig = daemon_signal_wait(&set))) {
 	case DAEMON_RELOAD:
 	    milter_dkim_reload(config_path);
 	    break;
 	case DAEMON_STOP:
-	    msg_info("terminating on signal %d", sig);
-	    skeleton_ready(0);
-	    stopping = 1;
-	    mengine_stop();
+	    if (!atomic_load(&run.done))
+		milter_dkim_stop(sig);
 	    break;
 	default:
 	    msg_info("signal %d: nothing to flush", sig);

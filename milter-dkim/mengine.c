@@ -10,6 +10,8 @@
  *
  *	int	mengine_run(listen_fd, desc)
  *
+ *	void	mengine_drain(drain_ms)
+ *
  *	void	mengine_stop(void)
  *
  *	int	mengine_timeout;
@@ -54,13 +56,23 @@
  *	TCP_NODELAY (replies are one write each, but Postfix's next packet
  *	must not wait for our ACK). -1 and err set on failure.
  *
- *	mengine_run() starts the first worker and waits for mengine_stop()
- *	(safe from any thread, also before mengine_run()); then it shuts
- *	the listener down (accept() returns in every idle worker), ends
- *	the sessions still open (their sockets are shut down: their
- *	threads see end of file, run the abort and close callbacks and
- *	exit), waits for the workers, at most 10 seconds, and closes the
- *	listener.
+ *	mengine_run() starts the first worker and waits for mengine_drain()
+ *	or mengine_stop() (safe from any thread, also before mengine_run());
+ *	then it shuts the listener down (accept() returns in every idle
+ *	worker; new clients are refused). After mengine_drain(ms) the
+ *	sessions between messages (msession_between(): waiting for the
+ *	MTA's next MAIL) are closed at once, and those inside a message
+ *	finish it: each is closed once its end of message is answered (or
+ *	the message aborted), instead of reading the next. That lasts until
+ *	none is left, ms milliseconds pass, or mengine_stop() is called (a
+ *	second SIGTERM). Then it ends the sessions still open (their sockets
+ *	are shut down: their threads see end of file, run the abort and
+ *	close callbacks and exit; Postfix applies milter_default_action),
+ *	waits for the workers, at most 10 seconds, and closes the listener.
+ *	A session parked in read() between messages says so in an atomic
+ *	(mengine_parked()), which the drain swaps to "cut" before shutting
+ *	its socket down: a MAIL that arrives in that instant is dropped
+ *	with the session, never half served.
  *
  *	Bounds: a packet up to MPROTO_DATA_MAX (mproto(3)); the input
  *	buffer grows to the packet it holds and shrinks back when it was
@@ -88,6 +100,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -114,8 +127,14 @@ int     mengine_max_sessions = 1000;
 #define MENGINE_IDLE_MAX 8		/* idle workers kept waiting in accept() */
 #define MENGINE_OPTNEG_TIMEOUT 10	/* seconds from accept to negotiation */
 
+/* a session's c.idle: is it parked in read() between messages? */
+#define MENGINE_BUSY	0
+#define MENGINE_PARKED	1		/* between messages, in read() */
+#define MENGINE_CUT	2		/* parked when the drain began: closed */
+
 struct mengine_conn {
     int     fd;
+    _Atomic int idle;
     struct mengine_conn *prev, *next;
 };
 
@@ -127,10 +146,14 @@ static struct {
     const struct smfiDesc *desc;
     int     threads;			/* workers */
     int     idle;			/* of them, in accept() */
-    int     stopping;
+    int     stopping;			/* accept no more */
+    int     cutting;			/* every session is being cut */
+    int     cut;			/* mengine_stop(): cut at once */
+    long long drain_ms;			/* mengine_drain(): let sessions finish */
+    _Atomic int draining;
     struct mengine_conn *list;		/* sessions being served */
 } mengine = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {-1, -1}, -1, NULL,
-0, 0, 0, NULL};
+0, 0, 0, 0, 0, 0, 0, NULL};
 
 /* mengine_open_inet - inet:PORT[@HOST] or inet6:PORT[@HOST] */
 
@@ -271,9 +294,23 @@ static char *mengine_room(char *buf, size_t have, size_t *cap)
     return (buf);
 }
 
+/*
+ * mengine_parked - about to read between messages: say so to a drain
+ * (mengine_cut_parked()), and close now when one runs. The store and the
+ * load are sequentially consistent, as the drain's: either this sees it
+ * draining, or the drain sees this parked.
+ */
+static int mengine_parked(struct mengine_conn *c, const struct msession *s, size_t have)
+{
+    if (have > 0 || !msession_between(s))
+	return (0);
+    atomic_store(&c->idle, MENGINE_PARKED);
+    return (atomic_load(&mengine.draining));
+}
+
 /* mengine_serve - read, dispatch, write, until QUIT, EOF or an error */
 
-static const char *mengine_serve(int fd, struct msession *s)
+static const char *mengine_serve(int fd, struct msession *s, struct mengine_conn *c)
 {
     size_t  cap = MENGINE_BUF_MIN, have = 0, used;
     char   *buf = xmalloc(cap);
@@ -297,8 +334,12 @@ static const char *mengine_serve(int fd, struct msession *s)
 	    break;
 	}
 	buf = mengine_room(buf, have, &cap);
+	if (mengine_parked(c, s, have))
+	    break;				/* a stop: no next message here */
 	while ((n = read(fd, buf + have, cap - have)) < 0 && errno == EINTR)
 	     /* void */ ;
+	if (atomic_exchange(&c->idle, MENGINE_BUSY) == MENGINE_CUT)
+	    break;				/* a next MAIL raced the stop */
 	if (n == 0)
 	    break;				/* the MTA closed: not an error */
 	if (n < 0) {
@@ -372,7 +413,7 @@ static const char *mengine_peer(int fd, char *buf, size_t len)
 static void mengine_session(int fd)
 {
     struct timeval tv = {mengine_timeout, 0}, optneg = {MENGINE_OPTNEG_TIMEOUT, 0};
-    struct mengine_conn c = {fd, NULL, NULL};
+    struct mengine_conn c = {fd, MENGINE_BUSY, NULL, NULL};
     struct msession s;
     const char *why;
     char    peer[ADDR_TEXT_MAX];
@@ -385,11 +426,11 @@ static void mengine_session(int fd)
     if ((c.next = mengine.list) != NULL)
 	c.next->prev = &c;
     mengine.list = &c;
-    if (mengine.stopping)			/* accepted as the stop began */
+    if (mengine.cutting)			/* accepted as the cut began */
 	(void) shutdown(fd, SHUT_RDWR);
     pthread_mutex_unlock(&mengine.lock);
     msession_init(&s, mengine.desc);
-    if ((why = mengine_serve(fd, &s)) != NULL)
+    if ((why = mengine_serve(fd, &s, &c)) != NULL)
 	msg_warn("milter session from %s closed: %s", mengine_peer(fd, peer, sizeof(peer)), why);
     msession_free(&s);
     pthread_mutex_lock(&mengine.lock);
@@ -466,19 +507,75 @@ static void *mengine_worker(void *arg)
     return (NULL);
 }
 
-/* mengine_finish - wake the workers, end the open sessions, wait */
+/* mengine_sessions - sessions open; the caller holds the lock */
 
+static int mengine_sessions(void)
+{
+    int     n = 0;
+
+    for (struct mengine_conn *c = mengine.list; c; c = c->next)
+	n++;
+    return (n);
+}
+
+/*
+ * mengine_cut_parked - at the start of a drain: close the sessions
+ * parked between messages (mengine_parked()). One whose next packet
+ * came meanwhile is no longer parked, and finishes that message.
+ */
+static void mengine_cut_parked(void)
+{
+    int     parked;
+
+    atomic_store(&mengine.draining, 1);
+    for (struct mengine_conn *c = mengine.list; c; c = c->next) {
+	parked = MENGINE_PARKED;
+	if (atomic_compare_exchange_strong(&c->idle, &parked, MENGINE_CUT))
+	    (void) shutdown(c->fd, SHUT_RDWR);
+    }
+}
+
+/* mengine_drain_wait - until no session is left, mengine_stop() or the limit */
+
+static void mengine_drain_wait(long long drain_ms)
+{
+    struct timespec until;
+    int     left;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += drain_ms / 1000;
+    until.tv_nsec += (drain_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+	until.tv_sec++;
+	until.tv_nsec -= 1000000000;
+    }
+    mengine_cut_parked();
+    while ((left = mengine_sessions()) > 0 && !mengine.cut)
+	if (pthread_cond_timedwait(&mengine.gone, &mengine.lock, &until) == ETIMEDOUT)
+	    break;
+    if (!mengine.cut)
+	skeleton_drained(mengine_sessions(), drain_ms);
+}
+
+/*
+ * mengine_finish - stop accepting (accept() returns in every idle
+ * worker), let the sessions in a message finish it (mengine_drain()),
+ * then end those still open (their sockets are shut down), and wait.
+ */
 static void mengine_finish(void)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
     pthread_mutex_lock(&mengine.lock);
     mengine.stopping = 1;
     (void) shutdown(mengine.listen_fd, SHUT_RDWR);	/* accept() returns */
+    if (!mengine.cut && mengine.drain_ms > 0)
+	mengine_drain_wait(mengine.drain_ms);
+    mengine.cutting = 1;
     for (struct mengine_conn *c = mengine.list; c; c = c->next)
 	(void) shutdown(c->fd, SHUT_RDWR);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
     while (mengine.threads > 0)
 	if (pthread_cond_timedwait(&mengine.gone, &mengine.lock, &until) == ETIMEDOUT) {
 	    msg_warn("%d milter session threads still busy at stop", mengine.threads);
@@ -514,9 +611,25 @@ int     mengine_run(int listen_fd, const struct smfiDesc *desc)
     return (0);
 }
 
+void    mengine_drain(long long drain_ms)
+{
+    ssize_t n;
+
+    pthread_mutex_lock(&mengine.lock);
+    mengine.drain_ms = drain_ms;
+    pthread_mutex_unlock(&mengine.lock);
+    n = write(mengine.wake[1], "x", 1);
+    (void) n;
+}
+
 void    mengine_stop(void)
 {
-    ssize_t n = write(mengine.wake[1], "x", 1);
+    ssize_t n;
 
+    pthread_mutex_lock(&mengine.lock);
+    mengine.cut = 1;
+    pthread_cond_broadcast(&mengine.gone);	/* a drain ends */
+    pthread_mutex_unlock(&mengine.lock);
+    n = write(mengine.wake[1], "x", 1);
     (void) n;
 }

@@ -7,6 +7,7 @@
 
 int     mengine_open(const char *spec, const char **err);
 int     mengine_run(int listen_fd, const struct smfiDesc *desc);
+void    mengine_drain(long long drain_ms);
 void    mengine_stop(void);
 
 extern int mengine_timeout;		/* seconds without progress, per session */

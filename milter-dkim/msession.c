@@ -13,6 +13,8 @@
  *	int	msession_packet(s, cmd, data, len)
  *
  *	void	msession_free(s)
+ *
+ *	int	msession_between(s)
  * DESCRIPTION
  *	The milter side of the protocol (version 6, as Postfix's milter8
  *	and Sendmail speak it) over a smfiDesc of callbacks, with no I/O:
@@ -54,6 +56,11 @@
  *
  *	msession_free() ends the session: the abort callback if a message
  *	was under way, the close callback if it has not run.
+ *
+ *	msession_between() says whether the session is between messages:
+ *	one began (MAIL) and ended (end of message answered, aborted,
+ *	refused) and the next has not begun. The MTA waits for nothing
+ *	from us then; before the first MAIL it may (negotiation, connect).
  */
 
 #include "build_config.h"
@@ -483,12 +490,14 @@ int     msession_packet(struct msession *s, int cmd, char *data, size_t len)
 	    return (MSESSION_MORE);
     }
     s->state = next;
+    if (IN_MAIL(next))
+	s->started = 1;
     if ((r = msession_call(s, cmd, data, len)) == R_FAIL) {
 	s->error = "malformed milter command";
 	return (MSESSION_ERROR);
     }
     if (cmd == MPROTO_QUIT_NC)
-	s->closed = 0;				/* a new connection follows */
+	s->closed = s->started = 0;		/* a new connection follows */
     msession_reply(s, r);
     if (r == SMFIS_ACCEPT)
 	s->state = ST_HELO;
@@ -519,6 +528,16 @@ int     msession_input(struct msession *s, char *buf, size_t have, size_t *used)
 	return (MSESSION_ERROR);
     }
     return (MSESSION_MORE);
+}
+
+/*
+ * msession_between - between messages: one ended (its end of message
+ * answered, or aborted, or refused) and the next has not begun, so the
+ * MTA waits for nothing from us (mengine(3) closes such a session at a stop).
+ */
+int     msession_between(const struct msession *s)
+{
+    return (s->started && !IN_MAIL(s->state));
 }
 
 void    msession_free(struct msession *s)

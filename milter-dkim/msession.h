@@ -15,6 +15,7 @@ struct msession {
     const struct smfiDesc *desc;
     int     state;
     int     closed;			/* the close callback ran */
+    int     started;			/* a message began (MAIL) on this connection */
     uint32_t version;			/* agreed with the MTA */
     unsigned long mta_aflags;		/* what the MTA offered */
     unsigned long mta_pflags;
@@ -37,5 +38,6 @@ void    msession_init(struct msession *s, const struct smfiDesc *desc);
 int     msession_input(struct msession *s, char *buf, size_t have, size_t *used);
 int     msession_packet(struct msession *s, int cmd, char *data, size_t len);
 void    msession_free(struct msession *s);
+int     msession_between(const struct msession *s);
 
 #endif

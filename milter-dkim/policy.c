@@ -90,6 +90,7 @@ const struct config_spec policy_specs[] = {
     {"dns_timeout", CONFIG_DURATION, "5s", 0},
     {"auth_timeout", CONFIG_DURATION, "20s", 0},
     {"public_suffix_list", CONFIG_STRING, "/usr/share/publicsuffix/public_suffix_list.dat", 0},
+    DAEMON_DRAIN_SPECS,
     DAEMON_CONFIG_SPECS,
     {0},
 };
