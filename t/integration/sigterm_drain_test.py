@@ -1,0 +1,217 @@
+#!/usr/bin/python3
+"""SIGTERM (what podman stop and the kubelet send on a rolling update)
+lets the work in flight finish (common/skeleton_drain.c, drain_timeout).
+
+milter-dkim cut every session at SIGTERM: a real Postfix (milter_default_action
+= tempfail) answered a message in the middle of DATA 451 4.7.1. Now:
+  - that message is delivered (250), signed, and the milter exits 0 soon
+    after, because a session idle between messages is closed at once;
+  - new milter connections are refused during the drain;
+  - a client that holds a session without a message keeps the daemon no
+    longer than drain_timeout (2 s here), and exit status 0;
+  - drain_timeout = 0 cuts at once, and so does a second SIGTERM;
+  - -t refuses drain_timeout = abc and -1 (all three daemons).
+policyd-ratelimit: a request received before SIGTERM and waiting for the
+store (Redis paused) is answered, then the connection is closed.
+proxyv2-shim: a relayed session in the middle of DATA reaches the backend
+whole (exact bytes) and the shim exits 0 when it ends.
+"""
+
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+import dkim
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import run, tap, wait_for  # noqa: E402
+from mxdaemons import POLICYD, SHIM, write  # noqa: E402
+import mxdkim  # noqa: E402
+import mxproxy  # noqa: E402
+
+pk, rp = mxdkim.milter_packet, mxdkim.read_milter_packet
+
+MILTER_CONF = ("socket = inet:{port}@127.0.0.1\nkey_table = {dir}/etc/key.table\n"
+               "signing_table = refile:{dir}/etc/signing.table\n"
+               "internal_hosts = 127.0.0.0/8\nauthserv_id = mx.mxkit.test\n")
+
+
+def exited_within(proc, seconds):
+    """proc's exit status if it exits within seconds, else None."""
+    try:
+        return proc.wait(timeout=seconds)
+    except Exception:
+        return None
+
+
+def refused(port):
+    """Is a TCP connection to port refused (or reset at once)?"""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return True
+    try:
+        s.settimeout(1)
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def smtp_cmd(s, f, line=None):
+    if line is not None:
+        s.sendall(line)
+    out = b""
+    while True:
+        got = f.readline()
+        out += got
+        if len(got) < 4 or got[3:4] != b"-":
+            return out
+
+
+def milter_session(port, mail=True):
+    """A raw milter client: negotiated, connected, and inside a message
+    (MAIL and RCPT answered) when mail, else only connected."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(pk(b"O", struct.pack(">III", 6, 0x1ff, 0)))   # every step answered
+    rp(s)
+    s.sendall(pk(b"C", b"client.example\0" + b"4" + struct.pack(">H", 25) + b"127.0.0.1\0"))
+    rp(s)
+    if mail:
+        s.sendall(pk(b"M", b"<alerts@planapulse.ai>\0"))
+        rp(s)
+        s.sendall(pk(b"R", b"<x@planapulse.test>\0"))
+        rp(s)
+    return s
+
+
+def closed_by_peer(s, timeout=3):
+    s.settimeout(timeout)
+    try:
+        return rp(s)[0] is None
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_milter_in_data(st, dns):
+    """Real Postfix, a client in the middle of DATA at SIGTERM."""
+    proc, mport, _ = mxdkim.start_milter(st, "milter", MILTER_CONF + "drain_timeout = 20s\n")
+    smtp = mxdkim.start_receiver(st, mport)
+    # a second client: one message done, then idle between messages
+    idle = socket.create_connection(("127.0.0.1", smtp), timeout=30)
+    fi = idle.makefile("rb")
+    smtp_cmd(idle, fi)
+    smtp_cmd(idle, fi, b"EHLO idle.example\r\n")
+    smtp_cmd(idle, fi, b"MAIL FROM:<alerts@planapulse.ai>\r\n")
+    smtp_cmd(idle, fi, b"RCPT TO:<x@planapulse.test>\r\n")
+    smtp_cmd(idle, fi, b"DATA\r\n")
+    first = smtp_cmd(idle, fi, b"From: <alerts@planapulse.ai>\r\nSubject: before\r\n\r\nx\r\n.\r\n")
+    tap.ok(first.startswith(b"250"), "a message before the stop is accepted", diag=first)
+    token = uuid.uuid4().hex
+    s = socket.create_connection(("127.0.0.1", smtp), timeout=30)
+    f = s.makefile("rb")
+    smtp_cmd(s, f)
+    smtp_cmd(s, f, b"EHLO client.example\r\n")
+    smtp_cmd(s, f, b"MAIL FROM:<alerts@planapulse.ai>\r\n")
+    rcpt = smtp_cmd(s, f, b"RCPT TO:<x@planapulse.test>\r\n")
+    data = smtp_cmd(s, f, b"DATA\r\n")
+    tap.ok(rcpt.startswith(b"250") and data.startswith(b"354"), "in DATA", diag=rcpt + data)
+    s.sendall(b"From: <alerts@planapulse.ai>\r\nTo: <x@planapulse.test>\r\n"
+              b"Subject: in flight at SIGTERM " + token.encode() + b"\r\n\r\nline 1\r\n")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    tap.ok(proc.poll() is None, "milter: still running 0.5 s after SIGTERM (draining)")
+    tap.ok(refused(mport), "milter: a new connection is refused during the drain")
+    s.sendall(b"line 2\r\n.\r\n")
+    t0 = time.monotonic()
+    answer = smtp_cmd(s, f)
+    tap.ok(answer.startswith(b"250"), "the message in DATA at SIGTERM is accepted (250)",
+           diag=answer)
+    status = exited_within(proc, 5)
+    tap.is_(status, 0, "milter: exit 0 once the message is answered, %.1fs later (an idle "
+            "session between messages does not hold it)" % (time.monotonic() - t0))
+    msg = mxdkim.sunk(st, token)
+    tap.ok(msg is not None and "DKIM-Signature:" in msg, "the message reached the sink signed",
+           diag=(msg or "")[:400])
+    if msg is not None:
+        raw = msg.encode()
+        tap.ok(dkim.verify(raw, dnsfunc=dns.dnsfunc), "its DKIM-Signature verifies (dkimpy)")
+    for c in (s, idle):
+        c.close()
+
+
+def test_milter_idle_client(st):
+    """A client holding a session without a message: drain_timeout bounds it."""
+    proc, port, _ = mxdkim.start_milter(st, "milter-hold", MILTER_CONF + "drain_timeout = 2s\n")
+    s = milter_session(port, mail=False)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    status = exited_within(proc, 6)
+    took = time.monotonic() - t0
+    tap.ok(status == 0 and 1.5 <= took <= 4.0, "milter: a session holding no message is kept "
+           "for the drain and cut at drain_timeout = 2s: exit %s after %.1fs" % (status, took))
+    tap.ok(closed_by_peer(s), "milter: the held session is closed at the limit")
+    s.close()
+
+
+def test_milter_cut(st, name, conf_extra, second):
+    proc, port, _ = mxdkim.start_milter(st, name, MILTER_CONF + conf_extra)
+    s = milter_session(port)
+    proc.send_signal(signal.SIGTERM)
+    if second:
+        time.sleep(0.5)
+        tap.ok(proc.poll() is None, "milter: draining 0.5 s after the first SIGTERM")
+        proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    status = exited_within(proc, 5)
+    took = time.monotonic() - t0
+    what = "a second SIGTERM" if second else "drain_timeout = 0"
+    tap.ok(status == 0 and took < 1.5, "milter: %s cuts a message in flight at once: exit %s "
+           "after %.1fs" % (what, status, took))
+    tap.ok(closed_by_peer(s, 1), "milter: %s: the session is closed" % what)
+    s.close()
+
+
+def check_refused(st, name, argv, conf):
+    for value in ("abc", "-1"):
+        path = write(st, "%s-drain-%s.conf" % (name, value), conf + "drain_timeout = %s\n" % value)
+        res = run(argv + ["-t", "-c", path])
+        out = res.stdout + res.stderr
+        tap.ok(res.returncode == 1 and "drain_timeout" in out and "unknown" not in out,
+               "%s -t refuses drain_timeout = %s" % (name, value), diag=out)
+    path = write(st, "%s-drain-0.conf" % name, conf + "drain_timeout = 0\n")
+    res = run(argv + ["-t", "-c", path])
+    tap.is_(res.returncode, 0, "%s -t takes drain_timeout = 0" % name,
+            diag=res.stdout + res.stderr)
+
+
+def main():
+    with Stack("sigterm-drain") as st:
+        tap.stack = st
+        dns = mxdkim.Dns(st.path("etc", "dns.txt"))
+        mxdkim.one_rsa_key(st, dns)
+        dns.write()
+        st.start_sink()
+        test_milter_in_data(st, dns)
+        test_milter_idle_client(st)
+        test_milter_cut(st, "milter-zero", "drain_timeout = 0\n", False)
+        test_milter_cut(st, "milter-twice", "drain_timeout = 20s\n", True)
+        check_refused(st, "milter-dkim", [mxdkim.MILTER],
+                      MILTER_CONF.replace("{port}", "1").replace("{dir}", st.dir))
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
