@@ -15,7 +15,11 @@
  *	daemon_config(3)). Out of descriptors anyway, accept() pauses
  *	instead of spinning (skeleton(3)).
  *
- *	SIGTERM and SIGINT exit; SIGUSR1 is logged and ignored. SIGHUP
+ *	SIGTERM and SIGINT stop accepting at once (the listening sockets
+ *	are shut down: new clients are refused) and let the sessions open
+ *	go on until they end by themselves; the daemon exits 0 when none is
+ *	left, or when drain_timeout has passed (the rest are cut), or at a
+ *	second SIGTERM (skeleton_drain(3)). SIGUSR1 is logged and ignored. SIGHUP
  *	rereads the configuration: each worker takes the new trusted
  *	networks, backends, timeouts and limits between two events of
  *	its loop, and the old ones are freed once every worker has let
@@ -72,6 +76,7 @@ static const struct config_spec shim_specs[] = {
     {"dns_timeout", CONFIG_DURATION, "2s", CONFIG_RESTART},
     {"log_rejects_per_second", CONFIG_INT, "10", 0},
     {"workers", CONFIG_INT, "0", CONFIG_RESTART},
+    DAEMON_DRAIN_SPECS,
     DAEMON_CONFIG_SPECS,
     {0},
 };
@@ -376,6 +381,7 @@ struct shim_worker {
  */
 #define SHIM_CMD_STOP	'x'
 #define SHIM_CMD_RELOAD	'r'
+#define SHIM_CMD_DRAIN	'd'
 
 static struct {
     pthread_mutex_t lock;
@@ -409,6 +415,20 @@ static void shim_apply(struct server *srv, const struct server *next)
     srv->reject_log_rate = next->reject_log_rate;
 }
 
+/*
+ * shim_drain_worker - a stop's drain: accept no more (the socket is shut
+ * down, so the kernel refuses new clients rather than queueing them);
+ * the sessions open go on until they end or shim_run() stops the loop.
+ */
+static void shim_drain_worker(struct server *srv)
+{
+    srv->draining = 1;
+    for (int i = 0; i < srv->nlisteners; i++) {
+	evconnlistener_disable(srv->listeners[i].evl);
+	(void) shutdown(evconnlistener_get_fd(srv->listeners[i].evl), SHUT_RDWR);
+    }
+}
+
 static void shim_control(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
@@ -416,6 +436,10 @@ static void shim_control(evutil_socket_t fd, short what, void *context)
 
     if (read(fd, &cmd, 1) != 1 || cmd == SHIM_CMD_STOP) {
 	event_base_loopbreak(srv->base);
+	return;
+    }
+    if (cmd == SHIM_CMD_DRAIN) {
+	shim_drain_worker(srv);
 	return;
     }
     pthread_mutex_lock(&shim_reload_state.lock);
@@ -580,6 +604,41 @@ static void shim_reload(struct server *srv, const char *path, struct shim_worker
     shim_free(&next);
 }
 
+/* shim_workers_tell - one command to every worker */
+
+static void shim_workers_tell(struct shim_worker *w, int n, char cmd)
+{
+    for (int i = 0; i < n; i++)
+	if (write(w[i].control[1], &cmd, 1) < 0)
+	    msg_warn("cannot reach worker %d: %m", i);
+}
+
+/*
+ * shim_drain - a stop signal: the workers stop accepting, and the relayed
+ * sessions go on until none is left, drain_timeout passes, or a second
+ * stop signal comes (skeleton_drain(3)); then the caller stops the loops.
+ */
+static void shim_drain(struct server *srv, struct shim_worker *w, int n, const sigset_t *set,
+		               int sig)
+{
+    long long drain_ms = skeleton_drain_ms(srv->cfg);
+    long long until = daemon_mono_ms() + drain_ms, left;
+
+    if (skeleton_stopping(sig, drain_ms) != SKELETON_DRAIN)
+	return;
+    shim_workers_tell(w, n, SHIM_CMD_DRAIN);
+    while (session_open_count() > 0 && (left = until - daemon_mono_ms()) > 0) {
+	if ((sig = skeleton_signal_wait_ms(set, left < 100 ? left : 100)) == 0)
+	    continue;				/* look at the count again */
+	if (daemon_signal_action(sig) == DAEMON_STOP) {
+	    (void) skeleton_stopping(sig, drain_ms);
+	    return;
+	}
+	msg_info("signal %d: ignored while stopping", sig);
+    }
+    skeleton_drained(session_open_count(), drain_ms);
+}
+
 static void shim_run(struct server *srv, const struct daemon_opts *opts)
 {
     int     nworkers = shim_worker_count(srv), sig, action, rc;
@@ -610,11 +669,8 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
 	else
 	    msg_info("signal %d: nothing to flush", sig);
     }
-    msg_info("terminating on signal %d", sig);
-    skeleton_ready(0);
-    for (int i = 0; i < nworkers; i++)
-	if (write(w[i].control[1], (char[]) {SHIM_CMD_STOP}, 1) < 0)
-	    msg_warn("cannot stop worker %d: %m", i);
+    shim_drain(srv, w, nworkers, &set, sig);
+    shim_workers_tell(w, nworkers, SHIM_CMD_STOP);
     for (int i = 0; i < nworkers; i++) {
 	pthread_join(w[i].thread, NULL);
 	close(w[i].control[0]);

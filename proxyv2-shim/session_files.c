@@ -77,6 +77,8 @@ static void session_files_check(evutil_socket_t fd, short what, void *context)
     struct server *srv = context;
     struct timeval pause = {0, SESSION_HOLD_MS * 1000};
 
+    if (srv->draining)
+	return;					/* stopping: listeners stay off */
     if (!session_files_room(1)) {
 	evtimer_add(srv->files_hold, &pause);
 	return;

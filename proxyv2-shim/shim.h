@@ -73,6 +73,7 @@ struct server {
     int     reject_log_rate;
     struct shim_rejects *rejects;	/* shared by the workers */
     struct event *files_hold;		/* accepting held: no descriptors */
+    int     draining;			/* stopping: accept no more */
 };
 
 const char *listener_parse(const char *text, struct shim_listener *lst);
