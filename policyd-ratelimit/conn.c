@@ -8,6 +8,10 @@
  *
  *	void	conn_accept(listener, fd, sa, salen, server)
  *	void	conn_reload(server, old_idle_ms)
+ *
+ *	void	conn_drain(server)
+ *
+ *	void	conn_drain_watch(server, drain_ms)
  * DESCRIPTION
  *	Postfix keeps policy connections open and sends one request at a
  *	time; a client that pipelines is served in order (requests wait in
@@ -31,6 +35,14 @@
  *	store fails or misses the deadline, on_store_error decides: open
  *	answers from the local memory store (local limits keep counting),
  *	closed answers store_error_reply (a 4xx: Postfix defers).
+ *
+ *	conn_drain() starts a stop's drain in a worker: every request
+ *	received (read, or waiting in the socket) is answered and its answer
+ *	written, then the connection is closed; a connection with nothing
+ *	received is closed at once (Postfix's policy client sends its next
+ *	request on a new connection, to another instance). conn_drain_watch()
+ *	(worker 0) ends the loop once no connection is left in any worker,
+ *	or when drain_ms has passed (skeleton_drain(3)).
  *
  *	A request that cannot be parsed gets no reply, as the protocol
  *	requires: the problem is logged and that connection closed; every
@@ -58,8 +70,12 @@
 
 #include <event2/buffer.h>
 
+#include <sys/socket.h>
+
 #include "addr.h"
 #include "conn.h"
+#include "daemon.h"
+#include "skeleton.h"
 #include "metrics.h"
 #include "msg.h"
 #include "xalloc.h"
@@ -500,6 +516,11 @@ static void conn_input(struct conn *conn)
 	return;
     if (conn->busy || conn_output_full(conn))	/* conn_reply/conn_writable resume */
 	return;
+    if (conn->srv->draining && conn->in_used == conn->in_len && conn->req.count == 0) {
+	if (evbuffer_get_length(conn->out) == 0)
+	    conn_free(conn);			/* answered: the drain closes it */
+	return;					/* conn_writable() comes back */
+    }
     if (!conn->eof && !event_pending(conn->read_ev, EV_READ, NULL))
 	conn_resume_reading(conn);
     if (!conn->eof)
@@ -585,4 +606,50 @@ void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
     srv->conns = conn;
     conn_resume_reading(conn);
     conn_await_request(conn);
+}
+
+/* conn_quiet - nothing received and unanswered: no request read or waiting */
+
+static int conn_quiet(const struct conn *conn)
+{
+    char    byte;
+
+    if (conn->busy || conn->in_used < conn->in_len || conn->req.count > 0
+	|| evbuffer_get_length(conn->out) > 0)
+	return (0);
+    return (recv(conn->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0);
+}
+
+void    conn_drain(struct server *srv)
+{
+    struct conn *conn, *next;
+
+    srv->draining = 1;
+    for (conn = srv->conns; conn; conn = next) {
+	next = conn->next;
+	if (conn_quiet(conn))
+	    conn_free(conn);
+    }
+}
+
+static void conn_drain_check(evutil_socket_t fd, short what, void *context)
+{
+    struct server *srv = context;
+    int     left = atomic_load(srv->connections);
+    long long now = daemon_mono_ms();
+
+    if (left > 0 && now < srv->drain_until)
+	return;
+    skeleton_drained(left, srv->drain_ms);
+    event_base_loopbreak(srv->base);
+}
+
+void    conn_drain_watch(struct server *srv, long long drain_ms)
+{
+    struct timeval tick = {0, 50000};
+
+    srv->drain_ms = drain_ms;
+    srv->drain_until = daemon_mono_ms() + drain_ms;
+    srv->drain_ev = event_new(srv->base, -1, EV_PERSIST, conn_drain_check, srv);
+    event_add(srv->drain_ev, &tick);
 }

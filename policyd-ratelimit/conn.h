@@ -20,6 +20,10 @@ struct server {
     long long store_errors;		/* since the last report */
     struct event *report;
     struct conn *conns;			/* this worker's open connections */
+    int     draining;			/* stopping: answer, then close */
+    struct event *drain_ev;		/* worker 0: is the drain over? */
+    long long drain_until;		/* daemon_mono_ms() */
+    long long drain_ms;
 };
 
 void    conn_accept(struct evconnlistener *listener, evutil_socket_t fd,
@@ -28,5 +32,7 @@ void    conn_reload(struct server *srv, long long old_idle_ms);
 void    policy_config_release(struct policy_config **pc);
 void    conn_metrics_init(void);
 void    conn_warnings_flush(void);
+void    conn_drain(struct server *srv);
+void    conn_drain_watch(struct server *srv, long long drain_ms);
 
 #endif

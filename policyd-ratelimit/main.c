@@ -19,7 +19,9 @@
  *	one stays. listen, store, store_password_file (and the password
  *	read from it at start), pid_file, user, syslog and
  *	metrics_listen need a restart: a reload that changes them says
- *	so and keeps the running values. SIGTERM and SIGINT exit;
+ *	so and keeps the running values. SIGTERM and SIGINT stop
+ *	accepting, answer what was received, close the connections and
+ *	exit at the end of the drain (conn_drain(), skeleton_drain(3));
  *	SIGUSR1 is logged and ignored.
  *
  *	"workers" event loops (threads) serve the listeners; see
@@ -93,6 +95,7 @@ static const struct config_spec policyd_specs[] = {
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     CTL_CONFIG_SPECS,
+    DAEMON_DRAIN_SPECS,
     DAEMON_CONFIG_SPECS,
     {0},
 };
@@ -374,6 +377,7 @@ struct policyd_worker {
 
 #define POLICYD_CMD_STOP	'x'
 #define POLICYD_CMD_RELOAD	'r'
+#define POLICYD_CMD_DRAIN	'd'
 
 static struct policyd_worker *policyd_workers;	/* [0] is the main thread */
 static int policyd_nworkers;
@@ -399,7 +403,23 @@ static void policyd_workers_reload(struct policy_config *pc)
     }
 }
 
-/* policyd_control - in a worker: stop, or take the reloaded configuration */
+static int policyd_nlisteners;
+
+/*
+ * policyd_drain_worker - a stop's drain in one worker: accept no more
+ * (the socket is shut down: the kernel refuses new clients), answer what
+ * was received, close the connections (conn_drain())
+ */
+static void policyd_drain_worker(struct policyd_worker *w, struct server *srv)
+{
+    for (int i = 0; i < policyd_nlisteners; i++) {
+	evconnlistener_disable(w->listeners[i]);
+	(void) shutdown(evconnlistener_get_fd(w->listeners[i]), SHUT_RDWR);
+    }
+    conn_drain(srv);
+}
+
+/* policyd_control - in a worker: stop, drain, or take the reloaded configuration */
 
 static void policyd_control(evutil_socket_t fd, short what, void *context)
 {
@@ -409,6 +429,10 @@ static void policyd_control(evutil_socket_t fd, short what, void *context)
 
     if (read(fd, &cmd, 1) != 1 || cmd == POLICYD_CMD_STOP) {
 	event_base_loopbreak(w->srv.base);
+	return;
+    }
+    if (cmd == POLICYD_CMD_DRAIN) {
+	policyd_drain_worker(w, &w->srv);
 	return;
     }
     pthread_mutex_lock(&policyd_lock);
@@ -448,6 +472,23 @@ static void policyd_reload(struct server *srv)
     msg_info("configuration reloaded: %d limits", pc->limits.limit_count);
 }
 
+/* policyd_stop - a stop signal: drain (skeleton_drain(3)), or cut */
+
+static void policyd_stop(struct server *srv, int sig)
+{
+    long long drain_ms = skeleton_drain_ms(srv->pc->cfg);
+
+    if (skeleton_stopping(sig, drain_ms) != SKELETON_DRAIN) {
+	event_base_loopbreak(srv->base);
+	return;
+    }
+    policyd_drain_worker(policyd_workers, srv);	/* worker 0's server is srv */
+    for (int i = 1; i < policyd_nworkers; i++)
+	if (write(policyd_workers[i].control[1], (char[]) {POLICYD_CMD_DRAIN}, 1) != 1)
+	    msg_warn("cannot reach worker %d: %m", i);
+    conn_drain_watch(srv, drain_ms);
+}
+
 static void policyd_signal(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
@@ -459,8 +500,7 @@ static void policyd_signal(evutil_socket_t fd, short what, void *context)
 	    policyd_reload(srv);
 	    break;
 	case DAEMON_STOP:
-	    msg_info("terminating on signal %d", sig);
-	    event_base_loopbreak(srv->base);
+	    policyd_stop(srv, sig);
 	    return;
 	default:
 	    msg_info("signal %d: nothing to flush", sig);
@@ -677,6 +717,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     policyd_listen(w, srv, nlisteners);	/* worker 0: srv itself */
     policyd_workers = w;
     policyd_nworkers = nworkers;
+    policyd_nlisteners = nlisteners;
     policyd_workers_start(srv, w, nworkers, nlisteners);
     srv->store = policyd_store(srv);
     event_add(sig, NULL);
@@ -695,6 +736,8 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     skeleton_ready(0);
     event_free(ready);
     event_free(sig);
+    if (srv->drain_ev)
+	event_free(srv->drain_ev);
     policyd_workers_stop(w, nworkers, nlisteners);
     event_free(srv->report);
     if (srv->store != srv->local)
