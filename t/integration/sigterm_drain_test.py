@@ -106,7 +106,7 @@ def closed_by_peer(s, timeout=3):
 
 def test_milter_in_data(st, dns):
     """Real Postfix, a client in the middle of DATA at SIGTERM."""
-    proc, mport, _ = mxdkim.start_milter(st, "milter", MILTER_CONF + "drain_timeout = 20s\n")
+    proc, mport, _ = mxdkim.start_milter(st, "milter", MILTER_CONF)   # the default: 25s
     smtp = mxdkim.start_receiver(st, mport)
     # a second client: one message done, then idle between messages
     idle = socket.create_connection(("127.0.0.1", smtp), timeout=30)
@@ -184,6 +184,108 @@ def test_milter_cut(st, name, conf_extra, second):
     s.close()
 
 
+def policy_request(stage):
+    return ("request=smtpd_access_policy\nprotocol_state=%s\nsasl_username=svc\n"
+            "client_address=192.0.2.1\nrecipient_count=1\ninstance=abc.1\nqueue_id=\n"
+            "sender=a@b\nrecipient=c@d\n\n" % stage).encode()
+
+
+def read_answer(s, timeout=10):
+    """One answer; what came before end of file or a reset; None when
+    nothing came within timeout and the connection is still open."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        return data or None
+    except OSError:
+        pass
+    return data
+
+
+def test_policyd(st):
+    """A request waiting for the store (Redis paused) at SIGTERM is answered."""
+    redis = st.start_redis()
+    port = st.port("policyd")
+    conf = write(st, "policyd.conf", "listen = inet:127.0.0.1:%d\nstore = redis://127.0.0.1:%d/0\n"
+                 "deadline = 10s\nlimit per_user = sasl_username rate=30/1m count=recipients\n"
+                 % (port, redis))
+    proc = st.start_daemon("policyd", [POLICYD, "-f", "-c", conf], port=port)
+    wait_for(lambda: "started:" in st.read_log("policyd"), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(policy_request("RCPT"))
+    first = read_answer(s)
+    tap.ok(first and first.startswith(b"action="), "policyd: a request is answered", diag=first)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    run(["redis-cli", "-p", str(redis), "CLIENT", "PAUSE", "2000", "ALL"])
+    s.sendall(policy_request("RCPT"))
+    time.sleep(0.3)				# read by policyd, waiting for Redis
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    answer = read_answer(s)
+    took = time.monotonic() - t0
+    tap.ok(answer and answer.startswith(b"action=DUNNO"),
+           "policyd: the request received before SIGTERM is answered (%.1fs later)" % took,
+           diag=answer)
+    tap.ok(read_answer(s, 3) == b"", "policyd: then its connection is closed")
+    tap.ok(read_answer(idle, 3) == b"", "policyd: an idle connection is closed at once")
+    tap.is_(exited_within(proc, 5), 0, "policyd: exit 0 after the drain")
+    s.close()
+    idle.close()
+
+
+def test_shim(st):
+    """A relayed session in DATA at SIGTERM reaches the backend whole."""
+    got, done = bytearray(), threading.Event()
+    bsrv = socket.socket()
+    bsrv.bind(("127.0.0.1", 0))
+    bsrv.listen(5)
+
+    def backend():
+        c, _ = bsrv.accept()
+        c.sendall(b"220 backend ESMTP\r\n")
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            got.extend(d)
+        c.close()
+        done.set()
+    threading.Thread(target=backend, daemon=True).start()
+    port = st.port("shim")
+    conf = write(st, "shim.conf", "listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=proxy-v2 "
+                 "trusted=127.0.0.0/8\n" % (port, bsrv.getsockname()[1]))
+    proc = st.start_daemon("shim", [SHIM, "-f", "-c", conf], port=port)
+    wait_for(lambda: "started:" in st.read_log("shim"), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(mxproxy.with_crc(mxproxy.inet()))
+    s.recv(100)
+    head = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+    s.sendall(head)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    tap.ok(proc.poll() is None, "shim: still running 0.5 s after SIGTERM (a session is open)")
+    tap.ok(refused(port), "shim: a new connection is refused during the drain")
+    tail = b"Subject: x\r\n\r\n" + b"body line\r\n" * 2000 + b".\r\nQUIT\r\n"
+    try:
+        s.sendall(tail)
+        s.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        tap.diag("client send: %s" % e)
+    done.wait(10)
+    tap.ok(bytes(got).endswith(head + tail) and len(got) - len(head + tail) < 300,
+           "shim: the backend received the session's bytes whole (%d of %d after the header)"
+           % (len(got), len(head + tail)))
+    s.close()
+    tap.is_(exited_within(proc, 5), 0, "shim: exit 0 once the session ended")
+
+
 def check_refused(st, name, argv, conf):
     for value in ("abc", "-1"):
         path = write(st, "%s-drain-%s.conf" % (name, value), conf + "drain_timeout = %s\n" % value)
@@ -197,6 +299,15 @@ def check_refused(st, name, argv, conf):
             diag=res.stdout + res.stderr)
 
 
+def guarded(test, *args):
+    """One part; a daemon that does not start (an unknown setting) or a
+    client error fails that part, and the others still run."""
+    try:
+        test(*args)
+    except Exception as e:
+        tap.ok(False, "%s ran to its end" % test.__name__, diag="%s: %s" % (type(e).__name__, e))
+
+
 def main():
     with Stack("sigterm-drain") as st:
         tap.stack = st
@@ -204,12 +315,18 @@ def main():
         mxdkim.one_rsa_key(st, dns)
         dns.write()
         st.start_sink()
-        test_milter_in_data(st, dns)
-        test_milter_idle_client(st)
-        test_milter_cut(st, "milter-zero", "drain_timeout = 0\n", False)
-        test_milter_cut(st, "milter-twice", "drain_timeout = 20s\n", True)
+        guarded(test_milter_in_data, st, dns)
+        guarded(test_milter_idle_client, st)
+        guarded(test_milter_cut, st, "milter-zero", "drain_timeout = 0\n", False)
+        guarded(test_milter_cut, st, "milter-twice", "", True)   # default 25s
+        guarded(test_policyd, st)
+        guarded(test_shim, st)
         check_refused(st, "milter-dkim", [mxdkim.MILTER],
                       MILTER_CONF.replace("{port}", "1").replace("{dir}", st.dir))
+        check_refused(st, "policyd-ratelimit", [POLICYD], "listen = inet:127.0.0.1:1\n")
+        check_refused(st, "proxyv2-shim", [SHIM],
+                      "listener = 127.0.0.1:1 backend=127.0.0.1:2 mode=proxy-v2 "
+                      "trusted=127.0.0.0/8\n")
     return tap.done()
 
 
