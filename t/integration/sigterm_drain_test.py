@@ -14,7 +14,10 @@ milter-dkim cut every session at SIGTERM: a real Postfix (milter_default_action
 policyd-ratelimit: a request received before SIGTERM and waiting for the
 store (Redis paused) is answered, then the connection is closed.
 proxyv2-shim: a relayed session in the middle of DATA reaches the backend
-whole (exact bytes) and the shim exits 0 when it ends.
+whole (exact bytes) and the shim exits 0 when it ends; an idle relayed
+session is held for drain_timeout (1500ms, set by a reload), then cut.
+Every check also asserts that the drain held: each fails against a build
+without it (an unknown drain_timeout, or an exit within 0.5 s).
 """
 
 import os
@@ -300,6 +303,35 @@ def test_shim(st):
     tap.ok(alive and status == 0, "shim: exit %s once the session ended" % status)
 
 
+def test_shim_limit(st):
+    """A reload applies drain_timeout; a session still open at the limit is cut."""
+    bsrv = socket.socket()
+    bsrv.bind(("127.0.0.1", 0))
+    bsrv.listen(5)
+    port = st.port("shim-limit")
+    text = ("listener = 127.0.0.1:%d backend=127.0.0.1:%d mode=proxy-v2 trusted=127.0.0.0/8\n"
+            % (port, bsrv.getsockname()[1]))
+    conf = write(st, "shim-limit.conf", text)
+    proc = st.start_daemon("shim-limit", [SHIM, "-f", "-c", conf], port=port)
+    wait_for(lambda: "started:" in st.read_log("shim-limit"), timeout=10)
+    write(st, "shim-limit.conf", text + "drain_timeout = 1500ms\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in st.read_log("shim-limit"), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(mxproxy.with_crc(mxproxy.inet()) + b"EHLO x\r\n")
+    b, _ = bsrv.accept()                       # the relay is up; then nobody says a word
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    held = exited_within(proc, 0.8) is None
+    status = exited_within(proc, 5)
+    took = time.monotonic() - t0
+    tap.ok(held and status == 0 and took < 3, "shim: an idle relayed session is held for "
+           "drain_timeout = 1500ms (set by a reload), then cut: exit %s after %.1fs"
+           % (status, took))
+    for c in (s, b, bsrv):
+        c.close()
+
+
 def check_refused(st, name, argv, conf):
     for value in ("abc", "-1"):
         path = write(st, "%s-drain-%s.conf" % (name, value), conf + "drain_timeout = %s\n" % value)
@@ -335,6 +367,7 @@ def main():
         guarded(test_milter_cut, st, "milter-twice", "", True)   # default 25s
         guarded(test_policyd, st)
         guarded(test_shim, st)
+        guarded(test_shim_limit, st)
         check_refused(st, "milter-dkim", [mxdkim.MILTER],
                       MILTER_CONF.replace("{port}", "1").replace("{dir}", st.dir))
         check_refused(st, "policyd-ratelimit", [POLICYD], "listen = inet:127.0.0.1:1\n")
