@@ -241,7 +241,15 @@ def test_policyd(st):
     gone = read_answer(idle, 1)
     tap.ok(gone == b"" and proc.poll() is None, "policyd: an idle connection is closed at once, "
            "while a request waits (draining)")
-    answers = [read_answer(s), read_answer(s)]
+    # both may come in one read: split them
+    data = b""
+    while data.count(b"\n\n") < 2:
+        more = read_answer(s)
+        if not more:
+            break
+        data += more
+    answers = [a + b"\n\n" for a in data.split(b"\n\n")[:2] if a] + [b""] * 2
+    answers = answers[:2]
     took = time.monotonic() - t0
     tap.ok(all(a and a.startswith(b"action=DUNNO") for a in answers),
            "policyd: both requests received before SIGTERM are answered (%.1fs later)" % took,
