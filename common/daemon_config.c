@@ -395,24 +395,15 @@ static void daemon_config_metrics(struct config *cfg)
 			 listen, strerror(foreign));
 }
 
-static void daemon_config_start_timeout(struct config *cfg)
+/* daemon_config_duration - a duration setting within [min_ms, max_ms] */
+
+static void daemon_config_duration(struct config *cfg, const char *name, long long min_ms,
+				           long long max_ms, const char *range)
 {
-    long long ms = config_get_duration(cfg, "start_timeout");
+    long long ms = config_get_duration(cfg, name);
 
-    if (ms < 1000 || ms > DAEMON_START_TIMEOUT_MAX)
-	config_add_error(cfg, config_line(cfg, "start_timeout"),
-			 "start_timeout: from 1s to 1d (a detached start waits that long "
-			 "for the daemon to serve)");
-}
-
-static void daemon_config_drain_timeout(struct config *cfg)
-{
-    long long ms = config_get_duration(cfg, "drain_timeout");
-
-    if (ms < 0 || ms > DAEMON_DRAIN_TIMEOUT_MAX)
-	config_add_error(cfg, config_line(cfg, "drain_timeout"),
-			 "drain_timeout: from 0 (cut at once) to 1h (how long a stop "
-			 "lets the work in flight finish)");
+    if (ms < min_ms || ms > max_ms)
+	config_add_error(cfg, config_line(cfg, name), "%s: %s", name, range);
 }
 
 void    daemon_config_check(struct config *cfg)
@@ -424,9 +415,11 @@ void    daemon_config_check(struct config *cfg)
     if (daemon_config_has(cfg, "metrics_listen"))
 	daemon_config_metrics(cfg);
     if (daemon_config_has(cfg, "start_timeout"))
-	daemon_config_start_timeout(cfg);
+	daemon_config_duration(cfg, "start_timeout", 1000, DAEMON_START_TIMEOUT_MAX, "from 1s "
+			       "to 1d (a detached start waits that long for the daemon to serve)");
     if (daemon_config_has(cfg, "drain_timeout"))
-	daemon_config_drain_timeout(cfg);
+	daemon_config_duration(cfg, "drain_timeout", 0, DAEMON_DRAIN_TIMEOUT_MAX, "from 0 (cut "
+			       "at once) to 1h (how long a stop lets the work in flight finish)");
 }
 
 /*
