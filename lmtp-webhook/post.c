@@ -18,9 +18,11 @@
  *	signature per key, "v1,<a> v1,<b>" when key2 is set), the
  *	timeout, TLS verification (always on; ca_file replaces the
  *	system store), no redirects, http and https only. The response
- *	body is read and thrown away, up to POST_BODY_MAX: a 2xx status
- *	delivers, whatever its body then does (hangs, breaks, goes on),
- *	once the event was sent whole (a 2xx before that is retried). The handle can then be run by
+ *	body is read and thrown away, up to POST_BODY_MAX: a status
+ *	whose header section arrived whole decides, whatever its body
+ *	then does (hangs, breaks, goes on); one whose header section never
+ *	ends is retried. A 2xx delivers once the event was sent whole (a
+ *	2xx before that is retried). The handle can then be run by
  *	curl_easy_perform() (post_send(), the plugin's first attempt, on
  *	a handle the lmtp process keeps so that it reuses connections) or
  *	by a multi handle (the spool tool); post_finish() classifies the
@@ -51,6 +53,30 @@ static size_t post_discard(char *data, size_t size, size_t n, void *context)
     if ((h->body_read += size * n) > POST_BODY_MAX)
 	return (0);				/* enough: ends the transfer */
     return (size * n);
+}
+
+/*
+ * post_head_line - one line of the response head: the empty line ending
+ * a final (not 1xx) status's header section makes the status an answer
+ * (h->head_done); a new status line starts over (a 1xx, a proxy's
+ * CONNECT answer).
+ */
+static size_t post_head_line(char *data, size_t size, size_t n, void *context)
+{
+    struct post_handle *h = context;
+    size_t  len = size * n;
+    long    status = 0;
+
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
+	h->head_done = 0;
+    else if ((len == 2 && data[0] == '\r' && data[1] == '\n')
+	     || (len == 1 && data[0] == '\n')) {
+	if (curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK
+	    && status >= 200 && !h->head_done) {
+	    h->head_done = 1;
+	}
+    }
+    return (len);
 }
 
 static struct curl_slist *post_header(struct curl_slist *list, const char *name,
@@ -114,6 +140,9 @@ void    post_prepare(struct post_handle *h, const struct post_request *req,
     curl_easy_setopt(c, CURLOPT_USERAGENT, "mxkit-lmtp-webhook/" PACKAGE_VERSION);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, post_discard);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, post_head_line);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->curl_error);
 }
 
@@ -147,7 +176,12 @@ static long long post_retry_after(struct post_handle *h)
  * post_sent_whole - did the event go out whole? A receiver (or a proxy in
  * front of it) that answers 2xx before reading the request took nothing:
  * counted as delivered, the event was removed unread (a 3 MB event, 0
- * bytes received). Such an answer is retried, as a failure.
+ * bytes received). Such an answer is retried, as a failure. What can be
+ * known is what was handed to the connection: bytes its host took (and
+ * acknowledged) but its application never read cannot be told apart
+ * (the socket's unacknowledged bytes, SIOCOUTQ, are no help: libcurl
+ * names the socket only once the transfer is done, and by then the
+ * connection may carry another transfer's request).
  */
 static int post_sent_whole(struct post_handle *h, struct post_result *res)
 {
@@ -162,26 +196,25 @@ static int post_sent_whole(struct post_handle *h, struct post_result *res)
     return (0);
 }
 
+/*
+ * post_finish - the outcome. The status decides once its header section
+ * is complete (the empty line seen), whatever the body then does (cut,
+ * stalled, past POST_BODY_MAX): a 410 is gone, a 429's or 503's
+ * Retry-After holds, a 2xx delivers (posting it again until dead-lettered
+ * would make a dead letter of an event delivered every time). A status
+ * line whose header section never completes is no answer: retried.
+ */
 void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 {
     memset(res, 0, sizeof(*res));
-    /* a 2xx whose body then hangs, breaks or goes on past POST_BODY_MAX:
-       the receiver took the event; posting it again until dead-lettered
-       would make a dead letter of an event delivered every time */
-    if (rc != CURLE_OK && curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE,
-					    &res->status) == CURLE_OK
-	&& res->status >= 200 && res->status <= 299) {
-	if (!post_sent_whole(h, res))
-	    return;
-	res->outcome = POST_DELIVERED;
-	snprintf(res->why, sizeof(res->why), "HTTP status %ld, its body not read to the end",
-		 res->status);
-	return;
-    }
-    if (rc != CURLE_OK) {
+    if (!h->head_done) {
 	res->outcome = POST_RETRY;
-	snprintf(res->why, sizeof(res->why), "%s", *h->curl_error ?
-		 h->curl_error : curl_easy_strerror(rc));
+	if (rc != CURLE_OK)
+	    snprintf(res->why, sizeof(res->why), "%s", *h->curl_error ?
+		     h->curl_error : curl_easy_strerror(rc));
+	else				/* libcurl takes a close after it */
+	    snprintf(res->why, sizeof(res->why), "a status line whose header section "
+		     "never ended: no answer");
 	return;
     }
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &res->status);
@@ -196,7 +229,11 @@ void    post_finish(struct post_handle *h, CURLcode rc, struct post_result *res)
 	if (res->status == 429 || res->status == 503)
 	    res->retry_after = post_retry_after(h);
     }
-    snprintf(res->why, sizeof(res->why), "HTTP status %ld", res->status);
+    if (rc != CURLE_OK)
+	snprintf(res->why, sizeof(res->why), "HTTP status %ld, its body not read to the end",
+		 res->status);
+    else
+	snprintf(res->why, sizeof(res->why), "HTTP status %ld", res->status);
 }
 
 void    post_handle_free(struct post_handle *h)

@@ -36,6 +36,7 @@ struct post_handle {
     char    curl_error[CURL_ERROR_SIZE];
     size_t  body_read;			/* of the response, thrown away */
     size_t  body_len;			/* of the event, to be sent whole */
+    int     head_done;			/* a final status's header section ended */
 };
 
 /* the response body read at most: its status is the answer, not it */
