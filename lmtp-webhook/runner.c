@@ -30,9 +30,11 @@
  *	to drop the event); rewritten durably (spool_update(): not if the event was dropped
  *	meanwhile; a drop must not be undone by the attempt under way;
  *	when the spool is full, the next attempt's time is kept in memory).
- *	An event older than dead_letter_after moves to dead/ instead of
- *	being tried again; one never tried (the runner was down for
- *	longer, the clock jumped forward) gets its attempt first. A next
+ *	An event older than dead_letter_after moves to dead/ at the failed
+ *	attempt after which no next one falls within it (runner_outcome());
+ *	one found past it without such a failure (the runner was down for
+ *	longer, the clock jumped forward, tried before or not) gets its
+ *	attempt first: never dead-lettered unposted. A next
  *	attempt further away than RUNNER_RETRY_AFTER_MAX, the longest wait
  *	set here, was set by a clock since stepped back: due now.
  *

@@ -368,9 +368,6 @@ void    runner_start(struct runner *r, const char *id, int all)
 	    runner_hold(r, id, (long long) now + RUNNER_BUSY_WAIT);
 	else
 	    runner_later(r, id, t->ev.mtime);
-    } else if (r->tool->dead_after > 0 && t->ev.attempts > 0
-	       && now - t->ev.created > r->tool->dead_after) {
-	runner_dead(r, &t->ev, path);
     } else if ((all || runner_due(t->ev.next_attempt, now))
 	       && (err = runner_keys(r, t)) != NULL) {
 	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
