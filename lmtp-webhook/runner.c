@@ -90,6 +90,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -567,6 +568,20 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
     liveness_unwatch(&live);
 }
 
+/*
+ * runner_seed - random() (the retry jitter, runner_backoff()) seeded once
+ * per runner from getrandom(); unseeded, every runner on every host drew
+ * the same jitter, and their retries to one receiver stayed in step.
+ */
+static void runner_seed(void)
+{
+    unsigned seed;
+
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t) sizeof(seed))
+	seed = (unsigned) time(NULL) ^ ((unsigned) getpid() << 16);
+    srandom(seed);
+}
+
 int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 {
     struct skeleton sk = {.pid_fd = -1, .detached = runner_lock_detached};
@@ -598,6 +613,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 	skeleton_start(&sk, &opts, tool->cfg);
 	spool_owner_again();
     }
+    runner_seed();				/* after a fork to detach */
     r.mode = mode;
     r.signal_fd = daemon_signal_fd();
     r.tool = tool;

@@ -39,9 +39,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,13 +51,39 @@
 #include "spool.h"
 #include "spool_int.h"
 
+/*
+ * spool_tmp_random - the RANDOM of a tmp/ name: a generator of its own
+ * (splitmix64), seeded from getrandom() once per process (pid), not
+ * random(): never seeded, every process named its files alike, and
+ * seeding it here would change the random() of the Dovecot lmtp process
+ * the plugin runs in. Time, pid and an address when getrandom() fails.
+ */
+static unsigned long spool_tmp_random(pid_t pid)
+{
+    static uint64_t state;
+    static pid_t seeded;
+    uint64_t z;
+
+    if (seeded != pid) {
+	if (getrandom(&state, sizeof(state), GRND_NONBLOCK) != (ssize_t) sizeof(state))
+	    state = ((uint64_t) time(NULL) << 20) ^ ((uint64_t) pid << 40)
+		^ (uint64_t) (uintptr_t) &z;
+	seeded = pid;
+    }
+    z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return ((unsigned long) ((z ^ (z >> 31)) & 0x7fffffffffffffffULL));
+}
+
 /* spool_tmp_name - tmp/PREFIX.PID.RANDOM: spool_sweep_tmp() reads the pid */
 
 char   *spool_tmp_name(const char *dir, const char *prefix)
 {
     char    name[200];
+    pid_t   pid = getpid();
 
-    snprintf(name, sizeof(name), "%s.%ld.%ld", prefix, (long) getpid(), (long) random());
+    snprintf(name, sizeof(name), "%s.%ld.%lu", prefix, (long) pid, spool_tmp_random(pid));
     return (spool_path(dir, SPOOL_TMP, name));
 }
 
