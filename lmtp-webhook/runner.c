@@ -10,7 +10,7 @@
  *	long long runner_backoff(attempts, retry_after)	(runner_lock.c)
  *	int	runner_due(next, now)			(runner_lock.c)
  *	int	runner_lock(dir, &fd, &holder_pid)	(runner_lock.c)
- *	void	runner_start(r, id, all)		(runner_attempt.c)
+ *	void	runner_start(r, id, all, uncapped) (runner_attempt.c)
  *	void	runner_done(r, transfer, curl_code)	(runner_attempt.c)
  * DESCRIPTION
  *	One process delivers a spool at a time (runner_lock(): a flock on
@@ -323,6 +323,7 @@ static int runner_work_left(struct runner *r)
     long long when;
 
     return (r->next < r->count || (r->key.len > 0 && ((r->phead < r->npending)
+	    || r->chead < r->ncapped
 	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))))));
 }
 
@@ -342,7 +343,7 @@ static int runner_scan(struct runner *r, int all)
 	    char   *woken = r->pending[r->phead++];
 
 	    if (htable_find(r->inflight, woken) == NULL)
-		runner_start(r, woken, 0);
+		runner_start(r, woken, 0, 0);
 	    free(woken);
 	    if (r->phead == r->npending)
 		r->phead = r->npending = 0;
@@ -350,7 +351,15 @@ static int runner_scan(struct runner *r, int all)
 	}
 	if (!all && r->key.len > 0 && runner_due_later(r, &name)) {
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, 0);
+		runner_start(r, name, 0, 0);
+	    free((char *) name);
+	    continue;
+	}
+	if (r->next >= r->count && r->key.len > 0
+	    && (name = runner_capped_next(r)) != NULL) {
+	    /* nothing else due: put aside for their origin's share */
+	    if (htable_find(r->inflight, name) == NULL)
+		runner_start(r, name, all, 1);
 	    free((char *) name);
 	    continue;
 	}
@@ -387,7 +396,7 @@ static int runner_scan(struct runner *r, int all)
 	    continue;
 	if (all)
 	    *htable_slot(r->tried, name, &created) = r;
-	runner_start(r, name, all);
+	runner_start(r, name, all, 0);
     }
     return (r->running - before);
 }
@@ -643,6 +652,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.answered, free);
     htable_destroy(&r.later, free);
     timeq_free(&r.queue);
+    runner_capped_free(&r);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

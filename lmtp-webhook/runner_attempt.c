@@ -6,7 +6,9 @@
  * SYNOPSIS
  *	#include "runner_int.h"
  *
- *	void	runner_start(r, id, all)
+ *	void	runner_start(r, id, all, uncapped)
+ *	char	*runner_capped_next(r)
+ *	void	runner_capped_free(r)
  *	void	runner_done(r, transfer, curl_code)
  *	int	runner_hold_over(value, context)
  *	int	runner_answered_gone(path, context)
@@ -14,7 +16,13 @@
  * DESCRIPTION
  *	runner_start() loads active/ID and adds its POST to the runner's
  *	curl multi handle (all: a flush pass, due or not); an event that
- *	is not one moves to dead/, one past dead_letter_after too.
+ *	is not one moves to dead/. No receiver origin (scheme://host:port)
+ *	takes more than half of "concurrency" (at least one) while events
+ *	of other origins are due: an event of an origin at its share is
+ *	put aside (r->capped, runner_capped_next()); the scan starts those
+ *	(uncapped) only once nothing else is due. 640 events for a receiver
+ *	that never answers held back a live receiver's first attempts for
+ *	up to 111 s (timeout 3 s): their retries took every slot.
  *	runner_done() records what the receiver answered as runner(3)
  *	describes: removed, dropped, or rewritten with its next attempt.
  *	runner_hold_over() and runner_answered_gone() are htable_sweep()
@@ -307,9 +315,143 @@ static int runner_progress(void *context, curl_off_t dltotal, curl_off_t dlnow,
     return (spool_event_spoiled(&((struct transfer *) context)->ev));
 }
 
+/* runner_origin - scheme://host:port of a URL; the URL itself if unparsed */
+
+static char *runner_origin(const char *url)
+{
+    CURLU  *u = curl_url();
+    char   *scheme = NULL, *host = NULL, *port = NULL, *origin;
+
+    if (u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK
+	&& curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK
+	&& curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK
+	&& curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+	for (char *cp = host; *cp; cp++)
+	    if (*cp >= 'A' && *cp <= 'Z')
+		*cp += 'a' - 'A';
+	origin = xasprintf("%s://%s:%s", scheme, host, port);
+    } else
+	origin = xstrdup(url);
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return (origin);
+}
+
+/* runner_origin_count - attempts in flight to an origin, changed by delta */
+
+static int runner_origin_count(struct runner *r, const char *origin, int delta)
+{
+    int    *count, created;
+    void  **slot;
+
+    if (r->origins == NULL)
+	r->origins = htable_create(16);
+    if ((count = htable_find(r->origins, origin)) == NULL && delta <= 0)
+	return (0);
+    if (count == NULL) {
+	slot = htable_slot(r->origins, origin, &created);
+	*slot = count = xcalloc(1, sizeof(*count));
+    }
+    if ((*count += delta) > 0)
+	return (*count);
+    htable_delete(r->origins, origin, free);
+    return (0);
+}
+
+/* runner_capped - an event put aside: its origin has its share in flight */
+
+static void runner_capped(struct runner *r, const char *id)
+{
+    int     created;
+
+    if (r->capped_set == NULL)
+	r->capped_set = htable_create(64);
+    *htable_slot(r->capped_set, id, &created) = r;
+    if (!created)
+	return;					/* put aside already */
+    if (r->chead > 0 && r->ncapped == r->csize) {
+	memmove(r->capped, r->capped + r->chead, (r->ncapped - r->chead) * sizeof(char *));
+	r->ncapped -= r->chead;
+	r->chead = 0;
+    }
+    if (r->ncapped == r->csize) {
+	r->csize = r->csize ? 2 * r->csize : 64;
+	r->capped = xrealloc(r->capped, r->csize * sizeof(char *));
+    }
+    r->capped[r->ncapped++] = xstrdup(id);
+}
+
+/* runner_capped_next - the first event put aside (the caller frees), or NULL */
+
+char   *runner_capped_next(struct runner *r)
+{
+    char   *id;
+
+    if (r->chead >= r->ncapped)
+	return (NULL);
+    id = r->capped[r->chead++];
+    if (r->chead == r->ncapped)
+	r->chead = r->ncapped = 0;
+    htable_delete(r->capped_set, id, NULL);
+    return (id);
+}
+
+void    runner_capped_free(struct runner *r)
+{
+    char   *id;
+
+    while ((id = runner_capped_next(r)) != NULL)
+	free(id);
+    free(r->capped);
+    r->capped = NULL;
+    r->csize = 0;
+    if (r->capped_set)
+	htable_destroy(&r->capped_set, NULL);
+    if (r->origins)
+	htable_destroy(&r->origins, free);
+}
+
+/*
+ * runner_post - the attempt added to the multi handle; 0 when its origin
+ * has its share in flight (put aside, unless uncapped).
+ */
+static int runner_post(struct runner *r, struct transfer *t, time_t now, int uncapped)
+{
+    int     share = r->tool->concurrency / 2 > 1 ? r->tool->concurrency / 2 : 1;
+    int     created;
+
+    t->origin = runner_origin(t->ev.url);
+    if (!uncapped && runner_origin_count(r, t->origin, 0) >= share) {
+	runner_capped(r, t->ev.id);
+	free(t->origin);
+	return (0);
+    }
+    (void) runner_origin_count(r, t->origin, 1);
+    t->req.url = t->ev.url;
+    t->req.id = t->ev.id;
+    t->req.body = t->ev.body;
+    t->req.body_len = t->ev.body_len;
+    t->req.timeout_ms = r->tool->timeout_ms;
+    t->req.ca_file = r->tool->ca_file;
+    t->post.curl = NULL;
+    post_prepare(&t->post, &t->req, (long long) now);
+    curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
+    if (t->ev.map != NULL) {		/* stop sending a file cut meanwhile */
+	curl_easy_setopt(t->post.curl, CURLOPT_XFERINFOFUNCTION, runner_progress);
+	curl_easy_setopt(t->post.curl, CURLOPT_XFERINFODATA, t);
+	curl_easy_setopt(t->post.curl, CURLOPT_NOPROGRESS, 0L);
+    }
+    curl_multi_add_handle(r->multi, t->post.curl);
+    *htable_slot(r->inflight, t->ev.id, &created) = t;
+    r->running++;
+    return (1);
+}
+
 /* runner_start - one attempt for an event file, if due */
 
-void    runner_start(struct runner *r, const char *id, int all)
+void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 {
     time_t  now = time(NULL);
     struct runner_held *held = htable_find(r->held, id);
@@ -374,29 +516,10 @@ void    runner_start(struct runner *r, const char *id, int all)
 		  RUNNER_SECRET_WAIT);
 	runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
     } else if (all || runner_due(t->ev.next_attempt, now)) {
-	t->req.url = t->ev.url;
-	t->req.id = t->ev.id;
-	t->req.body = t->ev.body;
-	t->req.body_len = t->ev.body_len;
-	t->req.timeout_ms = r->tool->timeout_ms;
-	t->req.ca_file = r->tool->ca_file;
-	t->post.curl = NULL;
-	post_prepare(&t->post, &t->req, (long long) now);
-	curl_easy_setopt(t->post.curl, CURLOPT_PRIVATE, t);
-	if (t->ev.map != NULL) {		/* stop sending a file cut meanwhile */
-	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFOFUNCTION, runner_progress);
-	    curl_easy_setopt(t->post.curl, CURLOPT_XFERINFODATA, t);
-	    curl_easy_setopt(t->post.curl, CURLOPT_NOPROGRESS, 0L);
+	if (runner_post(r, t, now, uncapped)) {
+	    free(path);
+	    return;
 	}
-	curl_multi_add_handle(r->multi, t->post.curl);
-	{
-	    int     created;
-
-	    *htable_slot(r->inflight, t->ev.id, &created) = t;
-	}
-	r->running++;
-	free(path);
-	return;
     } else
 	runner_later(r, id, t->ev.next_attempt);	/* its mtime was touched */
     spool_event_free(&t->ev);
@@ -497,6 +620,8 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     free(shown);
     curl_multi_remove_handle(r->multi, t->post.curl);
     htable_delete(r->inflight, t->ev.id, NULL);
+    (void) runner_origin_count(r, t->origin, -1);
+    free(t->origin);
     post_handle_free(&t->post);
     spool_event_free(&t->ev);
     OPENSSL_cleanse(t->keys, sizeof(t->keys));

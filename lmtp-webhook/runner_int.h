@@ -31,6 +31,7 @@ struct transfer {
     struct spool_event ev;
     struct post_request req;
     struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
+    char   *origin;				/* scheme://host:port, counted */
 };
 
 /* buckets of the hold table visited at each listing (at most once a second) */
@@ -89,10 +90,16 @@ struct runner {
     int     scan_more;			/* the last scan ran out of time */
     int     reap_more;			/* finished attempts left for a turn */
     struct spool_sweep sweep;		/* of tmp/, under way when .dir */
+    struct htable *origins;		/* origin -> attempts in flight (int) */
+    struct htable *capped_set;		/* ids in capped */
+    char  **capped;			/* due, their origin at its share: */
+    int     chead, ncapped, csize;	/* [chead, ncapped) started last */
 };
 
 /* runner_attempt.c */
-void    runner_start(struct runner *r, const char *id, int all);
+void    runner_start(struct runner *r, const char *id, int all, int uncapped);
+char   *runner_capped_next(struct runner *r);
+void    runner_capped_free(struct runner *r);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
 void    runner_misnamed(const char *name, void *context);
