@@ -421,49 +421,6 @@ static void mime_header_count(struct mime_walk *w, const struct message_header_l
 	w->hdr_cut = TRUE;
 }
 
-/*
- * mime_fold_note - where a folded header's continuation line began with
- * a TAB. The parser (CLEAN_ONELINE) puts a space there; RFC 5322's
- * unfolding, Python's email's, removes the line break only, so a name
- * or Subject folded before a TAB keeps it (mime_fold_restore()). Noted
- * on each line: the whole value comes with the last one.
- */
-static void mime_fold_note(struct mime_walk *w, const struct message_header_line *hdr)
-{
-    unsigned int at;
-
-    if (!hdr->continued)
-	array_clear(&w->fold_tabs);
-    else if (hdr->value_len > 0 && hdr->value[0] == '\t' && hdr->full_value != NULL
-	     && hdr->full_value_len >= hdr->value_len) {
-	at = (unsigned int) (hdr->full_value_len - hdr->value_len);
-	array_push_back(&w->fold_tabs, &at);
-    }
-}
-
-/* mime_fold_restore - the last line of a header, its TABs given back */
-
-static struct message_header_line *mime_fold_restore(struct mime_walk *w,
-					             struct message_header_line *hdr,
-					             struct message_header_line *copy)
-{
-    const unsigned int *at;
-    unsigned char *value;
-
-    if (array_count(&w->fold_tabs) == 0 || hdr->full_value == NULL)
-	return (hdr);
-    value = t_malloc_no0(hdr->full_value_len + 1);
-    memcpy(value, hdr->full_value, hdr->full_value_len);
-    value[hdr->full_value_len] = '\0';
-    array_foreach(&w->fold_tabs, at)
-	if (*at < hdr->full_value_len && value[*at] == ' ')
-	    value[*at] = '\t';
-    array_clear(&w->fold_tabs);
-    *copy = *hdr;
-    copy->full_value = value;
-    return (copy);
-}
-
 static void mime_header_block(struct mime_walk *w, struct message_decoder_context *decoder,
 			              struct message_block *whole)
 {

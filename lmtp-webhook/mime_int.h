@@ -157,4 +157,10 @@ void    mime_check_end(struct mime_walk *w);
 struct message_header_line;
 void    mime_check_header(struct mime_walk *w, const struct message_header_line *hdr);
 
+/* mime_fold.c */
+void    mime_fold_note(struct mime_walk *w, const struct message_header_line *hdr);
+struct message_header_line *mime_fold_restore(struct mime_walk *w,
+					              struct message_header_line *hdr,
+					              struct message_header_line *copy);
+
 #endif

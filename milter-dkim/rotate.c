@@ -253,62 +253,18 @@ static const char *rotate_write(struct rotate *r, int keys, int signs)
     return (err);
 }
 
-/*
- * rotate_is_milter - is process pid a milter-dkim? The lock proves that some
- * process holds the pid file, not that it is the one the file names: a
- * process of the milter's user (who may write the file) could lock it
- * naming any pid, and root's SIGHUP would reload or kill that process.
- */
-static int rotate_is_milter(long pid)
+/* rotate_pid_file - -p, else pid_file of the configuration, or NULL */
+
+static const char *rotate_pid_file(struct rotate *r)
 {
-    char    path[64], comm[64] = "";
-    FILE   *fp;
-
-    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-    if ((fp = fopen(path, "r")) == NULL)
-	return (0);
-    if (fgets(comm, sizeof(comm), fp) == NULL)
-	comm[0] = 0;
-    fclose(fp);
-    comm[strcspn(comm, "\n")] = 0;
-    return (strcmp(comm, "milter-dkim") == 0 || strcmp(comm, "lt-milter-dkim") == 0);
-}
-
-/*
- * rotate_milter_pid - the running milter's pid from its locked pid file
- * (-p, else pid_file), or 0 with *why saying why there is none
- */
-static long rotate_milter_pid(struct rotate *r, const char **why)
-{
-    const char *path = r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file");
-    static char buf[600];
-    FILE   *fp;
-    long    pid = 0;
-
-    if ((fp = fopen(path, "r")) == NULL || fscanf(fp, "%ld", &pid) != 1 || pid <= 1
-	|| flock(fileno(fp), LOCK_SH | LOCK_NB) == 0) {	/* the milter holds it locked */
-	snprintf(buf, sizeof(buf), "%s: %s", path, fp == NULL ? strerror(errno)
-		 : pid <= 1 ? "no process id in it" : "stale (no milter-dkim holds it locked)");
-	if (fp)
-	    fclose(fp);
-	*why = buf;
-	return (0);
-    }
-    fclose(fp);
-    if (!rotate_is_milter(pid)) {
-	snprintf(buf, sizeof(buf), "%s: process %ld is not milter-dkim (its pid file is "
-		 "locked by another process)", path, pid);
-	*why = buf;
-	return (0);
-    }
-    return (pid);
+    return (r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file"));
 }
 
 /* rotate_hup - SIGHUP to the milter, or say how to reload */
 
 static int rotate_hup(struct rotate *r, const char *why)
 {
-    const char *path = r->pidfile ? r->pidfile : config_get_str(r->cfg, "pid_file"), *none;
+    const char *path = rotate_pid_file(r), *none;
     long    pid;
 
     if (path == NULL) {
@@ -316,7 +272,7 @@ static int rotate_hup(struct rotate *r, const char *why)
 	       "or kill -HUP its process\n", why);
 	return (0);
     }
-    if ((pid = rotate_milter_pid(r, &none)) == 0) {
+    if ((pid = rotate_milter_pid(path, &none)) == 0) {
 	msg_error("%s; not signalled; the tables are written: reload milter-dkim by hand "
 		  "so that %s", none, why);
 	return (1);
@@ -522,51 +478,6 @@ static int rotate_switch(struct rotate *r, int n, char *replaced)
     return (count);
 }
 
-/*
- * rotate_user_reads - can the milter's user read the key file? Every reload
- * runs as that user: a key it cannot read fails the reload, the old key
- * keeps signing, and once --retire ran and the old record is gone, mail
- * signed with it fails; a restart fails at once. With user set, checked
- * as that user; without it (a container's own uid and fsGroup), as the
- * running milter is (its pid file), whose uid and groups root does not
- * share. NULL, or who cannot read it and why.
- */
-static const char *rotate_open(void *path)
-{
-    static char err[600];
-    int     fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd >= 0) {
-	close(fd);
-	return (NULL);
-    }
-    snprintf(err, sizeof(err), "%s", strerror(errno));
-    return (err);
-}
-
-static const char *rotate_user_reads(struct rotate *r, const char *path)
-{
-    const char *user = config_get_str(r->cfg, "user"), *err, *none;
-    static char who[1400];
-    long    pid;
-
-    if (user != NULL || geteuid() != 0) {
-	if ((err = daemon_as_user(user, rotate_open, (void *) path)) == NULL)
-	    return (NULL);
-	snprintf(who, sizeof(who), "user %s (milter-dkim's) cannot read %s: %s",
-		 user ? user : "(this one)", path, err);
-	return (who);
-    }
-    if ((r->pidfile == NULL && config_get_str(r->cfg, "pid_file") == NULL)
-	|| (pid = rotate_milter_pid(r, &none)) == 0)
-	return (NULL);				/* not running: root's read is its start's */
-    if ((err = daemon_as_process(pid, rotate_open, (void *) path)) == NULL)
-	return (NULL);
-    snprintf(who, sizeof(who), "the running milter-dkim (pid %ld) cannot read %s: %s", pid,
-	     path, err);
-    return (who);
-}
-
 /* rotate_pending - the pending rows of the domain (and type), each checked */
 
 static int rotate_pending(struct rotate *r, int *rows)
@@ -597,7 +508,8 @@ static int rotate_pending(struct rotate *r, int *rows)
 	       dnskey_status_text(status), dnskey_type_name(key->type), why[0] ? ": " : "",
 	       why);
 	bad += status != DNSKEY_OK;
-	if ((err = rotate_user_reads(r, k->path)) != NULL) {
+	if ((err = rotate_milter_reads(config_get_str(r->cfg, "user"), rotate_pid_file(r),
+				       k->path)) != NULL) {
 	    printf("%s:%d: %s: %s: chown or chmod it\n", r->key_path, k->line, k->name, err);
 	    bad++;
 	}

@@ -7,6 +7,10 @@
 
 int     rotate_main(int argc, char **argv);
 
+/* rotate_milter.c: the running milter, and what it can read */
+long    rotate_milter_pid(const char *pid_file, const char **why);
+const char *rotate_milter_reads(const char *user, const char *pid_file, const char *path);
+
 /* keygen.c: write DIR/SELECTOR.private (0600, 0640 with group_reads) and
    .txt; the record, malloc'ed */
 int     keygen_bits(const char *text);
