@@ -360,6 +360,22 @@ static int runner_origin_count(struct runner *r, const char *origin, int delta)
     return (0);
 }
 
+/*
+ * runner_expired - tried before, and the next attempt its last failure set
+ * (header or mtime) lies past dead_letter_after: that failure was its
+ * last (an event of a spool from before that rule, or made by hand), and
+ * it is dead-lettered without another. One whose next attempt fell
+ * within dead_letter_after gets that attempt even when found late (the
+ * runner was down, the clock stepped forward): only its failure may
+ * dead-letter it.
+ */
+static int runner_expired(const struct runner *r, const struct spool_event *ev)
+{
+    long long next = ev->next_attempt > ev->mtime ? ev->next_attempt : ev->mtime;
+
+    return (r->tool->dead_after > 0 && ev->attempts > 0 && next - ev->created > r->tool->dead_after);
+}
+
 /* runner_capped - an event put aside: its origin has its share in flight */
 
 static void runner_capped(struct runner *r, const char *id)
@@ -510,6 +526,8 @@ void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 	    runner_hold(r, id, (long long) now + RUNNER_BUSY_WAIT);
 	else
 	    runner_later(r, id, t->ev.mtime);
+    } else if (runner_expired(r, &t->ev)) {
+	runner_dead(r, &t->ev, path);
     } else if ((all || runner_due(t->ev.next_attempt, now))
 	       && (err = runner_keys(r, t)) != NULL) {
 	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
