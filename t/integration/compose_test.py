@@ -159,7 +159,24 @@ def send(port, rcpts, subject):
     return out
 
 
+def check_grace():
+    """Compose's default stop grace (10 s) is shorter than drain_timeout's
+    default (25 s): each mxkit daemon must be given at least 30 s, or a
+    stop SIGKILLs a drain and tempfails what it held."""
+    with open(os.path.join(COMPOSE, "docker-compose.override.yml")) as f:
+        doc = yaml.safe_load(f)
+    short = {}
+    for name, svc in doc["services"].items():
+        if svc["image"] != "mxkit:latest":
+            continue
+        m = re.fullmatch(r"(\d+)s", str(svc.get("stop_grace_period", "")))
+        if not m or int(m.group(1)) < 30:
+            short[name] = svc.get("stop_grace_period")
+    tap.is_(short, {}, "every mxkit service has stop_grace_period >= 30s (drain_timeout 25s)")
+
+
 def main():
+    check_grace()
     with Stack("compose") as st:
         tap.stack = st
         st.start_sink()
