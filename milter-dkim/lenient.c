@@ -45,6 +45,9 @@
  *	=?utf-8?q?ceo=40example.com?= <alerts@example.net>: a reader shows
  *	ceo@example.com. An encoded word in a charset that does not write
  *	ASCII as ASCII says yes too (its bytes cannot be read for sure).
+ *	The text of the value's comments is judged the same way, as a
+ *	display name: readers that show "alerts@example.net
+ *	(ceo@example.com)" show the comment as the sender's name.
  * DIAGNOSTICS
  *	lenient_domains() returns the number of names stored, or -1 when
  *	the value names more than max domains or holds more than
@@ -405,17 +408,62 @@ static char *lenient_display_name(const char *value)
     return (out);
 }
 
+/*
+ * lenient_comments - the text of every comment outside quoted strings,
+ * quoted pairs unquoted, nested comments' parentheses dropped, each
+ * comment one space apart. Readers that show "addr (Name)" take the
+ * comment as the name (Thunderbird does), so it is looked at as one.
+ */
+static char *lenient_comments(const char *value)
+{
+    char   *out = xmalloc(strlen(value) + 2);
+    size_t  used = 0;
+    int     depth = 0, quoted = 0;
+
+    for (const char *p = value; *p; p++) {
+	if (*p == '\\' && p[1] && (quoted || depth > 0)) {
+	    if (depth > 0)
+		out[used++] = p[1];
+	    p++;
+	} else if (depth == 0 && *p == '"') {
+	    quoted = !quoted;
+	} else if (quoted) {
+	    continue;
+	} else if (*p == '(') {
+	    if (depth++ == 0 && used)
+		out[used++] = ' ';
+	} else if (*p == ')' && depth > 0) {
+	    depth--;
+	} else if (depth > 0) {
+	    out[used++] = *p;
+	}
+    }
+    out[used] = 0;
+    return (out);
+}
+
+/* lenient_shows_address - text, as written and decoded, shaped like one */
+
+static int lenient_shows_address(const char *text)
+{
+    int     odd = 0;
+    char   *joined = lenient_decode_as(text, 0, &odd);
+    char   *split = lenient_decode_as(text, 1, &odd);
+    int     shaped = odd || lenient_address_shaped(text) || lenient_address_shaped(joined)
+    || lenient_address_shaped(split);
+
+    free(joined);
+    free(split);
+    return (shaped);
+}
+
 int     lenient_display_address(const char *value)
 {
     char   *name = lenient_display_name(value);
-    int     odd = 0;
-    char   *joined = lenient_decode_as(name, 0, &odd);
-    char   *split = lenient_decode_as(name, 1, &odd);
-    int     shaped = odd || lenient_address_shaped(name) || lenient_address_shaped(joined)
-    || lenient_address_shaped(split);
+    char   *comments = lenient_comments(value);
+    int     shaped = lenient_shows_address(name) || lenient_shows_address(comments);
 
     free(name);
-    free(joined);
-    free(split);
+    free(comments);
     return (shaped);
 }

@@ -484,7 +484,7 @@ static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 
     if (readable && bound && lenient_display_address(milter_from_value(c))) {
 	readable = 0;				/* "ceo@x" <billing@y>: shows ceo@x */
-	why = "an address in the display name";
+	why = "an address in the display name or a comment";
     }
     if (readable && (!bound || tables_binding_allows(&c->policy->tables, c->auth_user,
 						       c->msg.from, &bound)))

@@ -423,6 +423,12 @@ BAD_FROM = [
      "B-encoded 'CEO <ceo@other.example>' as display name"),
     (b"\"Alerts, <ceo@other.example>\"\r\n\t<alerts@planapulse.ai>",
      "folded quoted display name with an <address>"),
+    (b"alerts@planapulse.ai (ceo@other.example)",
+     "an address in the comment a reader shows as the name"),
+    (b"(ops) alerts (x) @ (y) planapulse.ai (Alerts <ceo@other.example>)",
+     "an <address> in a comment"),
+    (b"Alerts <alerts@planapulse.ai> (x (=?utf-8?q?ceo=40other.example?=))",
+     "a Q-encoded address in a nested comment"),
 ]
 
 
@@ -441,9 +447,10 @@ def test_from(st, dns):
     tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (encoded word in "
            "address)" in st.read_log("milter"), "an encoded word: the reason is logged")
     tap.ok("sender_binding: svc-alerts may not send with 1 From: headers (an address in the "
-           "display name)" in st.read_log("milter"), "an address in the display name: the "
+           "display name or a comment)" in st.read_log("milter"), "an address in the display name: the "
            "reason is logged")
-    good = [b"(ops) alerts (x) @ (y) planapulse.ai (Alerts <ceo@other.example>)",
+    good = [b"(ops) alerts (x) @ (y) planapulse.ai (Alerts)",
+            b"alerts@planapulse.ai (Alerts team, ops @ planapulse)",
             b"\"Alerts, Ops @ Team\"\r\n\t<alerts@planapulse.ai>",
             b"=?utf-8?q?Ops_=40_Team?= <alerts@planapulse.ai>",
             b"\"alerts\"@PlanaPulse.AI",

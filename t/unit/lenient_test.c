@@ -206,8 +206,17 @@ static void test_display_address(void)
     } cases[] = {
 	{"Billing <billing@planapulse.ai>", 0},
 	{"billing@planapulse.ai", 0},
-	{"billing@planapulse.ai (ceo@plana.solutions)", 0},	/* a comment */
-	{"(ceo@plana.solutions) Billing <billing@planapulse.ai>", 0},
+	{"billing@planapulse.ai (ceo@plana.solutions)", 1},	/* a comment shown as name */
+	{"(ceo@plana.solutions) Billing <billing@planapulse.ai>", 1},
+	{"Billing <billing@planapulse.ai> (ceo@plana.solutions)", 1},
+	{"billing@planapulse.ai (x (ceo@plana.solutions))", 1},	/* nested */
+	{"billing@planapulse.ai (ceo\\@plana.solutions)", 1},	/* quoted pair */
+	{"billing@planapulse.ai (=?utf-8?q?ceo=40plana.solutions?=)", 1},
+	{"billing@planapulse.ai (<ceo at plana.solutions>)", 1},
+	{"billing@planapulse.ai (Billing team)", 0},
+	{"billing@planapulse.ai (a @ b)", 0},
+	{"\"(ceo@plana.solutions)\" <billing@planapulse.ai>", 1},	/* quoted: the name */
+	{"\"Ops (x\" <billing@planapulse.ai> (Billing)", 0},
 	{"\"Ops @ Team\" <billing@planapulse.ai>", 0},
 	{"=?utf-8?q?Ops_=40_Team?= <billing@planapulse.ai>", 0},
 	{"John Q. Public <billing@planapulse.ai>", 0},
