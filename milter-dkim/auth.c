@@ -325,7 +325,8 @@ static void auth_spf(const struct auth_conf *a, const struct auth_session *s,
  * policy. More names than AUTH_FROM_NAMES_MAX, more '@' than
  * LENIENT_AT_MAX, or a domain the lenient reader cannot read for sure
  * (lenient(3): an encoded word in a charset that does not write ASCII
- * as ASCII, a label longer than DNS allows, a Unicode name): refused,
+ * as ASCII, a label longer than DNS allows, 8-bit bytes that are no
+ * valid IDN; a UTF-8 name is looked up as its A-labels): refused,
  * without looking anything up.
  */
 #define AUTH_FROM_NAMES_MAX 8

@@ -23,7 +23,8 @@
  *	(white space, folding, comments with nesting and quoted pairs), then
  *	the labels of a domain are read, with CFWS allowed around the dots
  *	(RFC 5322 obs-domain, which Python reads) and a trailing dot
- *	dropped. It does the same again in the value with its encoded words
+ *	dropped; a name with UTF-8 labels (RFC 6532) is stored as its
+ *	A-labels (IDNA2008, NFC), where its owner publishes its policy. It does the same again in the value with its encoded words
  *	decoded by lenient_decode(), where "billing@=?utf-8?q?vendor.test?="
  *	names vendor.test. Each name is lower-cased and stored once in
  *	names; only names of two or more LDH labels count.
@@ -56,7 +57,8 @@
  *	domain cannot be read for sure: an encoded word in a charset that
  *	does not write ASCII as ASCII (UTF-16, UTF-7, EBCDIC), a label
  *	longer than 63 bytes, a name longer than 253, 8-bit bytes in a
- *	domain (a Unicode name), or after an '@' (past CFWS) or a dot
+ *	domain that are not a valid IDN (Latin-1, a disallowed code
+ *	point, an A-label longer than 63), or after an '@' (past CFWS) or a dot
  *	anything but a label, an encoded word, an address literal
  *	("[192.0.2.1]") or the end of the address (",", ";", ">", ")",
  *	another '@', the end of the value): a domain literal
@@ -71,6 +73,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <idn2.h>
 
 #include "lenient.h"
 #include "rfc5322.h"
@@ -227,15 +231,40 @@ char   *lenient_decode(const char *value)
     return (lenient_decode_as(value, 0, NULL));
 }
 
-/* lenient_label - the length of the LDH label at p */
-
-static size_t lenient_label(const char *p)
+/*
+ * lenient_label - the length of the label at p: LDH bytes, and 8-bit
+ * bytes (a U-label, RFC 6532 mail; lenient_alabels() judges it); *wide
+ * is set when there are 8-bit bytes
+ */
+static size_t lenient_label(const char *p, int *wide)
 {
     size_t  n = 0;
 
-    while (isalnum((unsigned char) p[n]) || p[n] == '-' || p[n] == '_')
-	n++;
+    while (isalnum((unsigned char) p[n]) || p[n] == '-' || p[n] == '_'
+	   || (unsigned char) p[n] >= 0x80)
+	*wide |= (unsigned char) p[n++] >= 0x80;
     return (n);
+}
+
+/*
+ * lenient_alabels - a name with U-labels as its A-labels (IDNA2008,
+ * NFC first, as a reader shows it and as its owner publishes _dmarc in
+ * DNS), in place; -2 when it is no valid IDN or too long
+ */
+static int lenient_alabels(char *name)
+{
+    char   *out = NULL;
+    int     err = -2;
+
+    if (idn2_to_ascii_8z(name, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) == IDN2_OK
+	&& strlen(out) < LENIENT_NAME_SIZE) {
+	for (char *p = out; *p; p++)
+	    *p = tolower((unsigned char) *p);
+	strcpy(name, out);
+	err = 0;
+    }
+    idn2_free(out);
+    return (err);
 }
 
 /*
@@ -270,8 +299,9 @@ static int lenient_ip_literal(const char *p)
  * 0, or -1 when there is none of two labels or more; -2 when it cannot
  * be read for sure: a label longer than DNS allows (a reader still shows
  * it as under its parent, whose policy it would escape), a name longer
- * than 253 bytes, 8-bit bytes (a Unicode name, whose A-labels are not
- * computed here), and where a name should start anything but a label,
+ * than 253 bytes, 8-bit bytes that are no valid IDN (a Unicode name is
+ * read as its A-labels, lenient_alabels()), and where a name should
+ * start anything but a label,
  * the end of the address or an encoded word (read in the decoded
  * value) or an address literal: a domain literal "[vendor.test]", a
  * leading or double dot, a backslash, a quote, '<'; after a label
@@ -284,12 +314,15 @@ static int lenient_domain(const char *p, char *name)
 {
     size_t  len = 0, n;
     const char *q;
+    int     wide = 0, label_wide;
 
     for (;;) {
 	if ((p = rfc5322_skip_cfws(p)) == NULL)
 	    break;				/* a comment to the end */
-	n = lenient_label(p);
-	if (n > 63 || (unsigned char) p[n] >= 0x80 || p[n] == '\\')
+	label_wide = 0;
+	n = lenient_label(p, &label_wide);
+	wide |= label_wide;
+	if ((n > 63 && !label_wide) || p[n] == '\\')
 	    return (-2);
 	if (n == 0 && (lenient_no_domain(*p) || lenient_word(p, NULL, NULL)
 		       || (len == 0 && lenient_ip_literal(p))))
@@ -315,6 +348,8 @@ static int lenient_domain(const char *p, char *name)
 	p = q + 1;
     }
     name[len] = 0;
+    if (wide && lenient_alabels(name) < 0)
+	return (-2);
     return (strchr(name, '.') ? 0 : -1);
 }
 

@@ -66,8 +66,16 @@ signing_table = refile:{dir}/etc/vendor.signing
 """
 
 
-def zones(key, weak):
+IDN = "xn--bcher-kva.test"      # bücher.test
+
+
+def zones(key, weak, idn_key):
     return {
+        IDN: [
+            txt("@", "v=spf1 ip4:127.0.0.2 -all"),
+            txt("idn._domainkey", idn_key),
+            txt("_dmarc", "v=DMARC1; p=reject"),
+        ],
         "vendor.test": [
             txt("@", "v=spf1 ip4:127.0.0.2 -all"),
             txt("sel._domainkey", key),
@@ -357,6 +365,51 @@ def test_unreadable_from(st):
            "a folded From: is read (pass from vendor.test's IP)", diag=a)
 
 
+def test_idn_from(st, idn_key):
+    """2e. RFC 6532 mail: a From: whose domain is UTF-8 (bücher.test) is
+    judged by the DMARC policy of its A-labels (xn--bcher-kva.test,
+    p=reject): signed by that domain it is delivered (it was refused as
+    unreadable); unsigned from another IP it is refused; bytes that are
+    no valid IDN cannot be read for sure and are refused."""
+    def raw(from_value, token, body=b"Rechnung anbei.\r\n"):
+        return (b"From: " + from_value + b"\r\nTo: <" + RCPT.encode() + b">\r\n"
+                b"Subject: Rechnung " + token.encode() + b"\r\n"
+                b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + token.encode() +
+                b"@xn--bcher-kva.test>\r\nMIME-Version: 1.0\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body)
+    utf8 = "Bücher <rechnung@bücher.test>".encode()
+    token = uuid.uuid4().hex
+    m = raw(utf8, token)
+    m = dkim.sign(m, b"idn", IDN.encode(), idn_key, include_headers=HDRS) + m
+    a = outcome(st, "127.0.0.9", "x@spoof.test", m)
+    tap.ok(a.startswith("dkim=pass") or ("dkim=pass header.d=%s" % IDN) in a,
+           "UTF-8 From: domain, signed by its A-label domain: delivered, dkim=pass", diag=a)
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw(utf8, uuid.uuid4().hex))
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy of a domain in the "
+                        "unreadable"),
+           "UTF-8 From: domain, unsigned from another IP: refused by xn--bcher-kva.test's "
+           "p=reject", diag=a)
+    decomposed = "rechnung@bu\u0308cher.test".encode()
+    a = outcome(st, "127.0.0.9", "x@spoof.test", raw(decomposed, uuid.uuid4().hex))
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy of a domain in the "
+                        "unreadable"),
+           "decomposed u-umlaut (NFC is the same name): refused by its p=reject", diag=a)
+    a = outcome(st, "127.0.0.9", "x@spoof.test",
+                raw(b"rechnung@=?utf-8?q?b=C3=BCcher.test?=", uuid.uuid4().hex))
+    tap.ok(a.startswith("refused 550 5.7.1 Rejected by the DMARC policy of a domain in the "
+                        "unreadable"),
+           "the UTF-8 domain in an encoded word: refused by its p=reject", diag=a)
+    a = outcome(st, "127.0.0.9", "x@spoof.test",
+                raw(b"rechnung@b\xfccher.test", uuid.uuid4().hex))
+    tap.ok(a.startswith("refused 550 5.7.1 Unreadable From: header whose domains cannot "
+                        "all be read"), "a Latin-1 byte in the domain: cannot be read, refused",
+           diag=a)
+    a = outcome(st, "127.0.0.9", "x@spoof.test",
+                raw("rechnung@caf\u00e9.spoof.test".encode(), uuid.uuid4().hex))
+    tap.ok("dmarc=permerror (From: address unreadable)" in a,
+           "a UTF-8 domain without a policy: delivered, permerror", diag=a)
+
+
 def test_unreadable_dns_down(st, knot):
     """2b. an unreadable From: naming vendor.test with the DNS frozen:
     451 (the policy may be reject), bounded by auth_timeout."""
@@ -516,7 +569,10 @@ with Stack("milter-auth-attack") as st:
     key_path, _ = mxdkim.keygen(st, keys, "vendor.test", "sel", "rsa", 2048)
     key = open(key_path, "rb").read()
     weak_pem, weak_txt = weak_key()
-    knot = Knot(st, zones(keys.records["sel._domainkey.vendor.test"], weak_txt))
+    idn_path, _ = mxdkim.keygen(st, keys, IDN, "idn", "rsa", 2048)
+    idn_key = open(idn_path, "rb").read()
+    knot = Knot(st, zones(keys.records["sel._domainkey.vendor.test"], weak_txt,
+                          keys.records["idn._domainkey." + IDN]))
     knot.start()
     st.dkimdns = keys.dnsfunc
     proc, port, conf = mxdkim.start_milter(st, "milter", CONF.format(port="{port}",
@@ -529,6 +585,7 @@ with Stack("milter-auth-attack") as st:
     test_lenient_from(st)
     test_unsure_from(st)
     test_lenient_property(st)
+    test_idn_from(st, idn_key)
     test_readable_from(st)
     test_spf_macros(st, proc)
     vendor = mxdkim.start_vendor(st, key_path, VENDOR_CONF, st.port("postfix-smtp"))

@@ -118,6 +118,35 @@ static void test_domains(void)
     for (int i = 0; i < LENIENT_AT_MAX + 1; i++)
 	strcat(many, "@(");
     is_str(found(many), "(too many)", "more '@' than LENIENT_AT_MAX: too many");
+    /* RFC 6532 mail: a Unicode name is read as its A-labels */
+    is_str(found("Info <info@b\xc3\xbc" "cher.example>, x@xn--bcher-kva.example"),
+	   "xn--bcher-kva.example", "a UTF-8 name: its A-labels, the same name once");
+    is_str(found("info@B\xc3\x9c" "CHER.example"), "xn--bcher-kva.example",
+	   "upper case U-label: lower-cased, as IDNA2008 maps it");
+    is_str(found("info@bu\xcc\x88" "cher.example"), "xn--bcher-kva.example",
+	   "a decomposed u-umlaut: NFC first");
+    is_str(found("info@=?utf-8?q?b=C3=BCcher.example?="), "xn--bcher-kva.example",
+	   "a UTF-8 name in an encoded word");
+    is_str(found("info@\xe4\xbe\x8b\xe3\x81\x88.\xe3\x83\x86\xe3\x82\xb9\xe3\x83\x88"),
+	   "xn--r8jz45g.xn--zckzah", "a name of two U-labels");
+    is_str(found("info@b\xfc" "cher.example"), "(too many)", "Latin-1 bytes: cannot tell");
+    is_str(found("info@b\xc3\xbc\xc3" "cher.example"), "(too many)",
+	   "broken UTF-8: cannot tell");
+    is_str(found("info@\xe2\x98\x83.example"), "(too many)",
+	   "a code point IDNA2008 disallows (U+2603): cannot tell");
+    for (int i = 0; i < 60; i++)	/* 121 bytes, an A-label of 68 */
+	strcat(many, "\xc3\xbc");
+    memmove(many + 5, many, strlen(many) + 1);
+    memcpy(many, "info@", 5);
+    strcat(many, "x.example");
+    is_str(found(many), "(too many)", "an A-label longer than 63: cannot tell");
+    strcpy(many, "info@");
+    for (int i = 0; i < 30; i++)	/* 61 bytes, an A-label of 38 */
+	strcat(many, "\xc3\xbc");
+    strcat(many, "x.example");
+    is_str(found(many), "xn--x-dhaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example",
+	   "a U-label of more than 63 bytes whose A-label fits");
+    many[0] = 0;
 }
 
 static void test_decode(void)
