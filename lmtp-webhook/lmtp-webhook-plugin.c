@@ -54,6 +54,7 @@
 
 #include "lib.h"
 #include "str.h"
+#include "str-sanitize.h"
 #include "hex-binary.h"
 #include "istream.h"
 #include "ioloop.h"
@@ -461,8 +462,31 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
     return (ret);
 }
 
-/* webhook_save - what delivery would have done without us */
+/* webhook_tempfailed - a failed save Dovecot answers with a tempfail */
 
+static int webhook_tempfailed(struct mail_deliver_context *ctx, struct mail_storage *storage)
+{
+    enum mail_error error;
+
+    if (ctx->tempfail_error != NULL)
+	return (1);
+    if (storage == NULL)
+	return (0);
+    (void) mail_storage_get_last_error(storage, &error);
+    return (error == MAIL_ERROR_TEMP);
+}
+
+/*
+ * webhook_save - what delivery would have done without us, all of it:
+ * the plugins after us (Sieve), the default mailbox, and then, as
+ * mail_do_deliver() does when a save to another mailbox fails for
+ * good (lmtp_save_to_detail_mailbox: "bills+march" with no such
+ * mailbox, or a detail that is no mailbox name), INBOX. Dovecot's own
+ * INBOX save came after our hook had returned and withdrawn the event:
+ * 250, the mail in INBOX, no event. Done here, the event commits with
+ * that save; the default mailbox then reads INBOX, so Dovecot does not
+ * save a second time outside the hook.
+ */
 static int webhook_save(struct mail_deliver_context *ctx, struct mail_storage **storage_r)
 {
     int     ret = next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1;
@@ -470,6 +494,13 @@ static int webhook_save(struct mail_deliver_context *ctx, struct mail_storage **
     if (ret <= 0 && !ctx->saved_mail && !ctx->tried_default_save
 	&& ctx->tempfail_error == NULL)
 	ret = mail_deliver_save(ctx, ctx->rcpt_default_mailbox, 0, NULL, storage_r) < 0 ? -1 : 1;
+    if (ret <= 0 && !ctx->saved_mail && strcasecmp(ctx->rcpt_default_mailbox, "INBOX") != 0
+	&& !webhook_tempfailed(ctx, *storage_r)) {
+	e_info(ctx->event, "lmtp_webhook: mailbox %s not saved to: saving to INBOX",
+	       str_sanitize(ctx->rcpt_default_mailbox, 80));
+	ret = mail_deliver_save(ctx, "INBOX", 0, NULL, storage_r) < 0 ? -1 : 1;
+	ctx->rcpt_default_mailbox = "INBOX";
+    }
     return (ret);
 }
 
