@@ -20,7 +20,11 @@
  *	whole list is invalid; libopendkim used the last one, so
  *	"d=attacker.test; d=vendor.test" passed as vendor.test's), a
  *	required tag missing (6.1.1: v, a, b, bh, d, h, s), v= other
- *	than 1, and a d= or s= that cannot make a DNS query name: a
+ *	than 1, a t= or x= that is not 1 to 12 digits or an l= that is
+ *	not 1 to 76 (3.5: "+99", "-1", "", 20 digits; libopendkim dropped
+ *	some such signatures, so a signed message read as dkim=none, and
+ *	read others as numbers), and a d= or s= that cannot make a DNS
+ *	query name: a
  *	label empty, longer than 63 bytes or with a byte other than
  *	letters, digits, '-' and '_' (8-bit, a backslash), or
  *	"s._domainkey.d" longer than 253 bytes. Such a name used to reach
@@ -152,6 +156,33 @@ static int sigtags_parse(const char *cp, struct sigtags_tag *tags, int *ntags,
     }
 }
 
+/*
+ * sigtags_numbers - t=, x= (1*12DIGIT) and l= (1*76DIGIT), RFC 6376 3.5:
+ * libopendkim dropped a signature whose t= or x= it could not read (the
+ * A-R then said dkim=none for a signed message) and read "+99" or
+ * 20 digits as numbers
+ */
+static int sigtags_numbers(struct sigtags_tag *tags, int ntags, struct sigtags_result *out)
+{
+    static const struct {
+	const char *name;
+	size_t  digits;
+    } numbers[] = {{"t", 12}, {"x", 12}, {"l", 76}};
+    struct sigtags_tag *t;
+
+    for (size_t k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
+	if ((t = sigtags_find(tags, ntags, numbers[k].name, 1)) == NULL)
+	    continue;
+	if (t->value_len == 0 || t->value_len > numbers[k].digits
+	    || strspn(t->value, "0123456789") < t->value_len) {
+	    snprintf(out->why, sizeof(out->why), "invalid tag-list (%s= is not 1 to %zu "
+		     "digits)", numbers[k].name, numbers[k].digits);
+	    return (-1);
+	}
+    }
+    return (0);
+}
+
 /* sigtags_required - 6.1.1: every required tag once, v=1, valid names */
 
 static int sigtags_required(struct sigtags_tag *tags, int ntags, struct sigtags_result *out)
@@ -191,7 +222,7 @@ static int sigtags_required(struct sigtags_tag *tags, int ntags, struct sigtags_
 		 "than 253 bytes)");
 	return (-1);
     }
-    return (0);
+    return (sigtags_numbers(tags, ntags, out));
 }
 
 int     sigtags_check(const char *value, struct sigtags_result *out)

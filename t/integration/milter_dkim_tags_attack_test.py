@@ -14,6 +14,8 @@ vendor.test publishes p=reject and SPF for 127.0.0.2.
      an 8-bit s=, garbage, an empty value: dkim=permerror (header.d when
      d= was read for sure), never a pass, never "dkim=none" for a signed
      message, and named next to a valid signature.
+     t= or x= not 1 to 12 digits, l= not 1 to 76 ("+99", "-1", empty,
+     20 digits): permerror, never dropped (dkim=none), never a pass.
   3. an unreadable From: whose '@' is followed by no plain name (a domain
      literal, a leading dot, a backslash): the lenient reader cannot read
      it for sure, so dmarc_reject refuses it (550), never delivers it as a
@@ -205,6 +207,42 @@ def test_malformed(st, key):
                    diag=a)
 
 
+NUMBERS = [(b"t=abc", "t", 12), (b"t=-1", "t", 12), (b"t=", "t", 12), (b"x=", "x", 12),
+           (b"x=-5", "x", 12), (b"x=12abc", "x", 12), (b"x=+99999999999", "x", 12),
+           (b"x=12 34", "x", 12), (b"x=18446744073709551615", "x", 12),
+           (b"t=18446744073709551616", "t", 12), (b"l=+5", "l", 76)]
+
+
+def test_numbers(st, key):
+    """2c. RFC 6376 3.5: t= and x= are 1*12DIGIT, l= 1*76DIGIT. Signed
+    with the vendor's own key, such a signature was dropped by
+    libopendkim (dkim=none for a signed message, left out next to a
+    valid one) or read as a number ("x=+99999999999": dkim=pass)."""
+    for tag, name, digits in NUMBERS:
+        tmpl = (b"v=1; a=rsa-sha256; c=relaxed/relaxed; d=vendor.test; s=sel; " + tag +
+                b"; h=from:to:subject:date; bh={bh}; b=")
+        raw = hand_sign(message(uuid.uuid4().hex), key, tmpl)
+        a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+        why = "invalid tag-list (%s= is not 1 to %d digits)" % (name, digits)
+        tap.ok("; dkim=permerror (%s) header.d=vendor.test; %s" % (why, SPF_PASS) in a,
+               "%s: dkim=permerror, not none, not pass" % tag.decode(), diag=a)
+    good = vendor_signed(message(uuid.uuid4().hex), key)
+    bad = hand_sign(message(uuid.uuid4().hex), key, b"v=1; a=rsa-sha256; c=relaxed/relaxed; "
+                    b"d=vendor.test; s=sel; x=18446744073709551615; "
+                    b"h=from:to:subject:date; bh={bh}; b=")
+    raw = bad.split(b"\r\nFrom:")[0] + b"\r\n" + good
+    a = outcome(st, "127.0.0.9", "x@attacker.test", raw)
+    tap.ok(re.match(r"mx\.mxkit\.test; dkim=permerror \(invalid tag-list \(x= is not 1 to 12 "
+                    r"digits\)\) header\.d=vendor\.test; dkim=pass header\.d=vendor\.test ", a),
+           "an x= of 20 digits above a valid signature: both in the A-R", diag=a)
+    raw = hand_sign(message(uuid.uuid4().hex), key, b"v=1; a=rsa-sha256; c=relaxed/relaxed; "
+                    b"d=vendor.test; s=sel; t=1700000000; x=999999999999; "
+                    b"h=from:to:subject:date; bh={bh}; b=")
+    a = outcome(st, "127.0.0.9", "x@attacker.test", raw)
+    tap.ok("dkim=pass header.d=vendor.test" in a, "t= and x= of 12 digits at most: pass",
+           diag=a)
+
+
 UNSURE = [
     (b"billing@[vendor.test]", "a domain literal"),
     (b"Billing <billing@[vendor.test]>", "a domain literal in angle brackets"),
@@ -268,6 +306,7 @@ with Stack("milter-tags-attack") as st:
     test_selectors(st, key)
     test_duplicates(st, key)
     test_malformed(st, key)
+    test_numbers(st, key)
     test_unsure_from(st)
     test_dmarc_tags(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")

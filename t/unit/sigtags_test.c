@@ -68,6 +68,28 @@ static void test_required(void)
 	   "invalid tag-list (a control character in x=)", "a control character in a value");
 }
 
+static void test_numbers(void)
+{
+    static const char *const bad[][2] = {
+	{"t=abc", "t"}, {"t=-1", "t"}, {"t=", "t"}, {"x=", "x"}, {"x=-5", "x"},
+	{"x=12abc", "x"}, {"x=+99999999999", "x"}, {"x=12 34", "x"},
+	{"x=18446744073709551615", "x"}, {"t=18446744073709551616", "t"},
+	{"t=1234567890123", "t"}, {"l=", "l"}, {"l=-1", "l"}, {"l=0x10", "l"},
+    };
+    char    buf[256], want[80];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+	snprintf(buf, sizeof(buf), " v=1; d=vendor.test; s=sel; " GOOD_TAIL "; %s", bad[i][0]);
+	snprintf(want, sizeof(want), "invalid tag-list (%s= is not 1 to %d digits)", bad[i][1],
+		 bad[i][1][0] == 'l' ? 76 : 12);
+	is_str(why(buf), want, "%s: a permanent error, not a dropped signature", bad[i][0]);
+	is_str(r.domain, "vendor.test", "... header.d read");
+    }
+    is_str(why(" v=1; d=vendor.test; s=sel; " GOOD_TAIL "; t = 1700000000 ;x=999999999999"),
+	   "", "t= and x= of 12 digits at most, white space around");
+    is_str(why(" v=1; d=vendor.test; s=sel; " GOOD_TAIL "; l=0; t=0"), "", "l=0, t=0");
+}
+
 static void test_names(void)
 {
     char    buf[1024];
@@ -114,6 +136,7 @@ int     main(void)
     test_valid();
     test_duplicates();
     test_required();
+    test_numbers();
     test_names();
     test_many();
     return (tap_done());
