@@ -24,7 +24,10 @@
  *	in the remainder of the record are discarded in favour of defaults
  *	or ignored): v=DMARC1, the first p= as written, the first sp=,
  *	adkim=, aspf= and pct= (0 to 100) when valid; any other tag, a tag
- *	given again and a malformed one are dropped (its default applies). libopendmarc refused a whole
+ *	given again and a malformed one are dropped (its default applies);
+ *	a record without a valid p= but with a rua= holding a URI is read
+ *	as p=none (RFC 7489 6.6.3), one without either is refused.
+ *	libopendmarc refused a whole
  *	"p=reject" record for fo=zz, ri=24h or pct=150, read pct=abc as
  *	pct=0 and took the last of two p=: each let a spoof of a p=reject
  *	domain through. A record libopendmarc still refuses (no valid
@@ -173,14 +176,35 @@ static int dmarc_pct_ok(const char *value, size_t len)
  * dmarc_clean - the record as libopendmarc is to read it (see above): a
  * copy to be freed; the record starts with "v=DMARC1" (dmarc_is_record())
  */
+/* dmarc_rua_ok - a rua= value holding a URI (RFC 7489 6.4: "mailto:x@y") */
+
+static int dmarc_rua_ok(const char *value, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+	size_t  n = strcspn(value + i, ",");
+	size_t  s = strspn(value + i, " \t"), j;
+
+	n = n > len - i ? len - i : n;
+	for (j = s; j < n && (isalnum((unsigned char) value[i + j])
+			      || strchr("+.-", value[i + j])); j++)
+	     /* void */ ;
+	if (j > s && isalpha((unsigned char) value[i + s]) && j + 1 < n && value[i + j] == ':'
+	    && !isspace((unsigned char) value[i + j + 1]))
+	    return (1);
+	i += n + 1;
+    }
+    return (0);
+}
+
 static char *dmarc_clean(const char *record)
 {
     static const char *const policies[] = {"none", "quarantine", "reject", 0};
     static const char *const modes[] = {"r", "s", 0};
-    static const char *const tags[] = {"p", "sp", "adkim", "aspf", "pct", 0};
+    static const char *const tags[] = {"p", "sp", "adkim", "aspf", "pct", "rua", 0};
     const char *cp = record + strcspn(record, ";");
     char   *out = xstrdup("v=DMARC1"), *more;
     unsigned seen = 0;
+    int     p_valid = 0, p_given = 0, rua_ok = 0;
 
     while (*cp == ';') {
 	const char *name = cp + 1 + strspn(cp + 1, " \t"), *eq, *value, *end;
@@ -202,6 +226,14 @@ static char *dmarc_clean(const char *record)
 	if (tags[k] == NULL || (seen & (1u << k)))
 	    continue;				/* unused by us, or again */
 	seen |= 1u << k;
+	if (k == 5) {
+	    rua_ok = dmarc_rua_ok(value, len);
+	    continue;
+	}
+	if (k == 0) {
+	    p_given = 1;
+	    p_valid = dmarc_valid(value, len, policies);
+	}
 	if ((k == 1 && !dmarc_valid(value, len, policies))
 	    || ((k == 2 || k == 3) && !dmarc_valid(value, len, modes))
 	    || (k == 4 && !dmarc_pct_ok(value, len)))
@@ -209,6 +241,18 @@ static char *dmarc_clean(const char *record)
 	more = xasprintf("%s; %s=%.*s", out, tags[k], (int) len, value);
 	free(out);
 	out = more;
+    }
+    /* RFC 7489 6.6.3: no valid p= but a reporting address: p=none */
+    if (!p_valid && rua_ok) {
+	char   *keep = out;
+
+	if (p_given && (more = strstr(out, "; p=")) != NULL) {
+	    size_t  n = strcspn(more + 2, ";");
+
+	    memmove(more, more + 2 + n, strlen(more + 2 + n) + 1);
+	}
+	out = xasprintf("%s; p=none", keep);
+	free(keep);
     }
     return (out);
 }

@@ -40,6 +40,11 @@
  *	It asks for type SPF (99) before TXT: RFC 7208 3.1 retired it,
  *	and a server that times out on it doubles every lookup. The layer
  *	answers it "no data" without asking.
+ * .IP \(bu
+ *	It uses the last of two redirect= or exp= modifiers in a record;
+ *	RFC 7208 6 makes such a record a permerror. The layer looks at
+ *	every SPF record it hands over (a TXT starting "v=spf1"), and one
+ *	with either modifier twice makes the result permerror.
  * .PP
  *	A temporary DNS failure anywhere (timeout, SERVFAIL, the message's
  *	budget spent) ends in "temperror".
@@ -80,6 +85,7 @@ struct spf_eval {
     int     tipped_at;			/* query that crossed a limit */
     int     tipped_txt;			/* ... was a TXT query */
     const char *tipped;			/* which limit */
+    const char *invalid;		/* a record RFC 7208 makes permerror */
     char  **hosts;			/* names of the last MX/PTR answer */
     int     nhosts;
 };
@@ -146,6 +152,27 @@ static char *spf_wire_name(const unsigned char *p, size_t len)
     return (out);
 }
 
+/*
+ * spf_modifiers_twice - RFC 7208 6: redirect= and exp= "MUST NOT appear
+ * in a record more than once each" (else permerror); libspf2 used the
+ * last. NULL, or why the SPF record in TXT text is invalid.
+ */
+static const char *spf_modifiers_twice(const char *text)
+{
+    int     redirects = 0, exps = 0;
+
+    if (strncasecmp(text, "v=spf1", 6) != 0 || (text[6] != 0 && text[6] != ' '))
+	return (NULL);				/* not an SPF record */
+    for (const char *p = text + 6; *p;) {
+	p += strspn(p, " ");
+	redirects += strncasecmp(p, "redirect=", 9) == 0;
+	exps += strncasecmp(p, "exp=", 4) == 0;
+	p += strcspn(p, " ");
+    }
+    return (redirects > 1 ? "redirect= given twice, RFC 7208 6"
+	    : exps > 1 ? "exp= given twice, RFC 7208 6" : NULL);
+}
+
 /* spf_fill - our answer as libspf2's, remembering MX/PTR host names */
 
 static void spf_fill(struct spf_eval *e, SPF_dns_rr_t *rr, const struct dns_answer *ans)
@@ -165,6 +192,8 @@ static void spf_fill(struct spf_eval *e, SPF_dns_rr_t *rr, const struct dns_answ
 	} else if (rr->rr_type == ns_t_txt) {
 	    SPF_dns_rr_buf_realloc(rr, n, a->len + 1);
 	    memcpy(rr->rr[n++]->txt, a->data, a->len + 1);
+	    if (e->invalid == NULL)
+		e->invalid = spf_modifiers_twice((const char *) a->data);
 	} else if ((rr->rr_type == ns_t_mx && a->len > 2
 		    && (name = spf_wire_name(a->data + 2, a->len - 2)) != NULL)
 		   || (rr->rr_type == ns_t_ptr && (name = spf_wire_name(a->data, a->len)))) {
@@ -390,6 +419,10 @@ void    spf_check(struct spf_checker *chk, const char *client, const char *helo,
 			     || r == SPF_RESULT_NEUTRAL))) {
 	r = SPF_RESULT_PERMERROR;
 	why = eval.tipped;
+    }
+    if (eval.invalid && r != SPF_RESULT_TEMPERROR) {
+	r = SPF_RESULT_PERMERROR;		/* any record consulted */
+	why = eval.invalid;
     }
     spf_hosts_clear(&eval);
     out->result = spf_result_name(r);

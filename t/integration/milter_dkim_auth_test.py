@@ -85,6 +85,11 @@ def zones(key):
             txt("_dmarc", "v=DMARC1; p=none; sp=reject"),
         ],
         "bad.test": [txt("@", "v=spf1 -all"), txt("_dmarc", "v=DMARC1; p=bogus")],
+        "norp.test": [txt("@", "v=spf1 -all"),
+                      txt("_dmarc", "v=DMARC1; rua=mailto:dmarc@norp.test; sp=reject")],
+        "badprua.test": [txt("@", "v=spf1 -all"),
+                         txt("_dmarc", "v=DMARC1; p=bogus; rua=mailto:d@x.test")],
+        "badrua.test": [txt("@", "v=spf1 -all"), txt("_dmarc", "v=DMARC1; rua=nonsense")],
         "multi.test": [txt("@", "v=spf1 -all"), txt("_dmarc", "v=DMARC1; p=reject"),
                        txt("_dmarc", "v=DMARC1; p=none")],
         "long.test": [txt("@", "v=spf1 -all"),
@@ -106,6 +111,11 @@ def zones(key):
             txt("mx11", "v=spf1 mx:mx11.spf.test ip4:127.0.0.2 -all"),
             txt("twice", "v=spf1 ip4:127.0.0.2 -all"), txt("twice", "v=spf1 -all"),
             txt("syntax", "v=spf1 ip4:127.0.0.300 -all"),
+            txt("redir2", "v=spf1 ip4:127.0.0.2 redirect=ten.spf.test redirect=void2.spf.test"),
+            txt("exp2", "v=spf1 ip4:127.0.0.2 exp=e1.spf.test exp=e2.spf.test -all"),
+            txt("exp2up", "v=spf1 ip4:127.0.0.2 EXP=e1.spf.test Exp=e2.spf.test -all"),
+            txt("incredir2", "v=spf1 include:redir2.spf.test -all"),
+            txt("redir1", "v=spf1 redirect=void2.spf.test x-redirect=a.b exp=e1.spf.test"),
         ],
     }
 
@@ -307,6 +317,11 @@ SPF_CASES = [
     ("twice.spf.test", "permerror", "two SPF records"),
     ("syntax.spf.test", "permerror", "a syntax error (ip4:127.0.0.300)"),
     ("nothing.spf.test", "none", "no SPF record (NXDOMAIN)"),
+    ("redir2.spf.test", "permerror", "redirect= twice (RFC 7208 6; libspf2 passed)"),
+    ("exp2.spf.test", "permerror", "exp= twice"),
+    ("exp2up.spf.test", "permerror", "exp= twice in other cases"),
+    ("incredir2.spf.test", "permerror", "an included record with redirect= twice"),
+    ("redir1.spf.test", "pass", "one redirect=, one exp=, an unknown modifier"),
 ]
 
 
@@ -316,6 +331,8 @@ def test_spf(st):
         a = check(st, "127.0.0.2", "x@" + domain, "x@spf.test")
         tap.ok(has(a, "spf=%s " % want, "smtp.mailfrom=x@%s" % domain), "SPF %s: %s"
                % (name, want), diag=a)
+        if "twice" in name:
+            tap.ok(has(a, "given twice, RFC 7208 6)"), "... the A-R says why", diag=a)
     a = check(st, "127.0.0.2", "", "billing@vendor.test", helo="mail.vendor.test")
     tap.ok(has(a, "spf=pass (127.0.0.2 is permitted by mail.vendor.test) "
                "smtp.helo=mail.vendor.test", "dmarc=pass", "spf aligned"),
@@ -333,6 +350,14 @@ def test_dmarc(st, key):
     a = check(st, "127.0.0.9", "x@bad.test", "x@bad.test")
     tap.ok(has(a, "dmarc=permerror (DMARC record of bad.test refused", "header.from=bad.test"),
            "a record with a syntax error (p=bogus): permerror", diag=a)
+    for domain, name in [("norp.test", "no p= but rua=mailto:"),
+                         ("badprua.test", "p=bogus and rua=mailto:")]:
+        a = check(st, "127.0.0.9", "x@" + domain, "x@" + domain)
+        tap.ok(has(a, "dmarc=fail (p=none", "header.from=%s policy.dmarc=none" % domain),
+               "a record with %s: read as p=none (RFC 7489 6.6.3)" % name, diag=a)
+    a = check(st, "127.0.0.9", "x@badrua.test", "x@badrua.test")
+    tap.ok(has(a, "dmarc=permerror (DMARC record of badrua.test refused"),
+           "no p= and a rua= that holds no URI: permerror", diag=a)
     a = check(st, "127.0.0.9", "x@multi.test", "x@multi.test")
     tap.ok(has(a, "dmarc=none (several DMARC records at multi.test)"),
            "two DMARC records: none (RFC 7489 6.6.3)", diag=a)
