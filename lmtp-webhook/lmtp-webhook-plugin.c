@@ -73,6 +73,7 @@
 #include "mime.h"
 #include "payload.h"
 #include "route.h"
+#include "save_watch.h"
 #include "spool.h"
 
 #define WEBHOOK_TEMPFAIL "Webhook spool unavailable, try again later"
@@ -487,20 +488,25 @@ static int webhook_tempfailed(struct mail_deliver_context *ctx, struct mail_stor
  * that save; the default mailbox then reads INBOX, so Dovecot does not
  * save a second time outside the hook.
  */
-static int webhook_save(struct mail_deliver_context *ctx, struct mail_storage **storage_r)
+static int webhook_save(struct mail_deliver_context *ctx, struct mail_storage **storage_r,
+			         bool *saved_r)
 {
-    int     ret = next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1;
+    int     ret;
 
-    if (ret <= 0 && !ctx->saved_mail && !ctx->tried_default_save
+    save_watch_start();				/* Sieve's saves: save_watch(3) */
+    ret = next_deliver_mail ? next_deliver_mail(ctx, storage_r) : -1;
+    if (ret <= 0 && !ctx->saved_mail && save_watch_saves() == 0 && !ctx->tried_default_save
 	&& ctx->tempfail_error == NULL)
 	ret = mail_deliver_save(ctx, ctx->rcpt_default_mailbox, 0, NULL, storage_r) < 0 ? -1 : 1;
-    if (ret <= 0 && !ctx->saved_mail && strcasecmp(ctx->rcpt_default_mailbox, "INBOX") != 0
+    if (ret <= 0 && !ctx->saved_mail && save_watch_saves() == 0
+	&& strcasecmp(ctx->rcpt_default_mailbox, "INBOX") != 0
 	&& !webhook_tempfailed(ctx, *storage_r)) {
 	e_info(ctx->event, "lmtp_webhook: mailbox %s not saved to: saving to INBOX",
 	       str_sanitize(ctx->rcpt_default_mailbox, 80));
 	ret = mail_deliver_save(ctx, "INBOX", 0, NULL, storage_r) < 0 ? -1 : 1;
 	ctx->rcpt_default_mailbox = "INBOX";
     }
+    *saved_r = save_watch_stop() > 0 || ctx->saved_mail;
     return (ret);
 }
 
@@ -554,6 +560,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     struct istream *input;
     const char *rcpt, *error = NULL;
     char   *url = NULL, *workspace = NULL;
+    bool    saved;
     int     ret;
 
     i_zero(&route);
@@ -582,8 +589,8 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;
 	ret = -1;
     } else {
-	ret = webhook_save(ctx, storage_r);
-	if (ctx->saved_mail) {
+	ret = webhook_save(ctx, storage_r, &saved);
+	if (saved) {
 	    if (webhook_commit(ctx, rcpt, &ev, &res) < 0) {
 		webhook_unsave(ctx);
 		ret = -1;
@@ -599,13 +606,15 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     return (ret);
 }
 
-void    lmtp_webhook_plugin_init(struct module *module ATTR_UNUSED)
+void    lmtp_webhook_plugin_init(struct module *module)
 {
     next_deliver_mail = mail_deliver_hook_set(webhook_deliver_mail);
+    save_watch_init(module);
 }
 
 void    lmtp_webhook_plugin_deinit(void)
 {
+    save_watch_deinit();
     mail_deliver_hook_set(next_deliver_mail);
     spool_keeper_close(&webhook_keeper);
     webhook_data = NULL;

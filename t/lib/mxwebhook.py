@@ -437,12 +437,13 @@ def read_event(path):
 
 
 def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=None,
-                        more=None, dovecot_conf=""):
+                        more=None, dovecot_conf="", sieve=False):
     """A spool owned by nobody, its secret and spool.conf, and Dovecot LMTP
     with the plugin routing bills@*.planapulse.app to route_url; with
     quota (a storage rule), Dovecot's quota plugin beside ours in one
-    plugin directory; fsync: mail_fsync; more: other plugin settings;
-    dovecot_conf: more lines of dovecot.conf."""
+    plugin directory; with sieve, Pigeonhole's sieve plugin before ours
+    (each user's ~/.dovecot.sieve); fsync: mail_fsync; more: other plugin
+    settings; dovecot_conf: more lines of dovecot.conf."""
     for sub in ("", "tmp", "active", "dead"):
         os.makedirs(st.path("spool", sub), exist_ok=True)
         shutil.chown(st.path("spool", sub), "nobody", "nogroup")
@@ -451,11 +452,14 @@ def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=Non
     with open(st.path("spool.conf"), "w") as f:
         f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
                 % (st.path("spool"), st.path("secret")))
-    if quota:
+    if quota or sieve:
         own, plugin_dir = plugin_dir, st.path("plugins")
         os.makedirs(plugin_dir)
-        for so in [os.path.join(own, "lib95_lmtp_webhook_plugin.so"),
-                   "/usr/lib/dovecot/modules/lib10_quota_plugin.so"]:
+        for so in [os.path.join(own, "lib95_lmtp_webhook_plugin.so")] + \
+                (["/usr/lib/dovecot/modules/lib10_quota_plugin.so"] if quota else []) + \
+                (["/usr/lib/dovecot/modules/lib90_sieve_plugin.so"] if sieve else []):
+            if not os.path.exists(so):
+                raise RuntimeError("%s is missing (contrib/install-deps)" % so)
             os.symlink(so, os.path.join(plugin_dir, os.path.basename(so)))
     extra = "mail_plugin_dir = %s\n%s" % (plugin_dir, dovecot_conf)
     if fsync:
@@ -465,8 +469,12 @@ def start_spool_dovecot(st, route_url, secret, plugin_dir, fsync=None, quota=Non
     settings.update(more or {})
     if quota:               # a save Dovecot refuses
         settings.update({"quota": "maildir:User quota", "quota_rule": "*:storage=" + quota})
-    st.start_dovecot(lmtp_plugins="quota lmtp_webhook" if quota else "lmtp_webhook",
-                     plugin_settings=settings, extra=extra)
+    if sieve:
+        settings.update({"sieve": "file:~/sieve;active=~/.dovecot.sieve",
+                         "sieve_max_redirects": "2"})
+    plugins = " ".join((["quota"] if quota else []) + (["sieve"] if sieve else []) +
+                       ["lmtp_webhook"])
+    st.start_dovecot(lmtp_plugins=plugins, plugin_settings=settings, extra=extra)
 
 
 class Runner:
