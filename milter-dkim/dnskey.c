@@ -2,7 +2,8 @@
  * NAME
  *	dnskey 3
  * SUMMARY
- *	compare a DKIM key record (RFC 6376 3.6.1, RFC 8463) with a key file
+ *	judge a DKIM key record (RFC 6376 3.6.1, RFC 8463): against a key
+ *	file, or alone as a verifier reads it
  * SYNOPSIS
  *	#include "dnskey.h"
 #include "keys.h"
@@ -11,6 +12,7 @@
  *	void	dnskey_free(&key)
  *	int	dnskey_record(text, len, &key, why, whylen)
  *	int	dnskey_records(count, texts, lens, &key, why, whylen)
+ *	int	dnskey_verifiable(text, len, &bits, &record, why, whylen)
  *	const char *dnskey_status_text(status)
  * DESCRIPTION
  *	dnskey_load() reads a private key file with keys_load(), as the
@@ -32,9 +34,23 @@
  *	dnskey_records() judges every TXT record at the name: a verifier
  *	may use any of them (RFC 6376 6.1.2), so all must pass; none is
  *	DNSKEY_MISSING.
+ *
+ *	dnskey_verifiable() judges one record alone, as mdns(3) does
+ *	for the key libopendkim is about to use (libopendkim read the
+ *	last of two p= tags, passed a v= not first, and judged an RSA
+ *	key's size in whole bytes): DNSKEY_OK (usable as it is; bits
+ *	gets the key's exact size), DNSKEY_REVOKED, DNSKEY_INVALID (the
+ *	same rules as dnskey_record()), DNSKEY_TOOSMALL (an RSA key of
+ *	fewer than DNSKEY_RSA_MIN_BITS bits: RFC 8301 3.2), or
+ *	DNSKEY_REENCODE: usable, but p= is a bare RSAPublicKey, which
+ *	libopendkim cannot read; record gets the same tags with p= as
+ *	SubjectPublicKeyInfo (malloc'ed, the caller frees it).
  * DIAGNOSTICS
  *	dnskey_load() returns NULL or a static error text; why gets a
- *	one-line reason without any key material but the type.
+ *	one-line reason without any key material but the type; a
+ *	sender's tag value it quotes is cut to 32 bytes and holds no
+ *	control character, parenthesis, quote or backslash (the reason
+ *	goes into an Authentication-Results comment).
  */
 
 #include "build_config.h"
@@ -56,12 +72,12 @@
 
 static const char *dnskey_status_names[] = {
     "published and matching", "missing", "different key", "revoked",
-    "syntax error", "temporary DNS error",
+    "syntax error", "temporary DNS error", "key too small", "usable once re-encoded",
 };
 
 const char *dnskey_status_text(int status)
 {
-    if (status < 0 || status > DNSKEY_TEMPERROR)
+    if (status < 0 || status > DNSKEY_REENCODE)
 	return ("unknown");
     return (dnskey_status_names[status]);
 }
@@ -163,7 +179,7 @@ static const char *dnskey_tags(char *text, struct dnskey_tag *tags, int *count)
 		return ("a control or 8-bit character in a tag value");
 	for (int i = 0; i < *count; i++)
 	    if (strcmp(tags[i].name, tags[*count].name) == 0)
-		return ("a duplicate tag (RFC 6376 3.2: the record is invalid)");
+		return ("a duplicate tag (RFC 6376 3.2)");
 	if (++*count == DNSKEY_TAGS)
 	    return ("too many tags");
     }
@@ -230,13 +246,16 @@ done:
     return (out);
 }
 
-/* dnskey_decode - the record's p= as a public key of the given type */
-
-static EVP_PKEY *dnskey_decode(int type, const unsigned char *der, int len)
+/*
+ * dnskey_decode - the record's p= as a public key of the given type;
+ * *bare: an RSA key given as a bare RSAPublicKey (PKCS#1)
+ */
+static EVP_PKEY *dnskey_decode(int type, const unsigned char *der, int len, int *bare)
 {
     const unsigned char *p = der;
     EVP_PKEY *pkey;
 
+    *bare = 0;
     if (type == DNSKEY_ED25519)
 	return (len == 32 ? EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, der, 32)
 		: NULL);
@@ -252,45 +271,78 @@ static EVP_PKEY *dnskey_decode(int type, const unsigned char *der, int len)
 	EVP_PKEY_free(pkey);
 	pkey = NULL;
     }
+    *bare = pkey != NULL;
     return (pkey);
+}
+
+/* dnskey_shown - a sender's tag value as a reason may quote it */
+
+static const char *dnskey_shown(const char *value, char *buf, size_t size)
+{
+    size_t  n = 0;
+
+    for (; *value && n + 1 < size; value++)
+	buf[n++] = *value > 0x20 && *value < 0x7f && !strchr("()\\\"", *value) ? *value : '?';
+    buf[n] = 0;
+    return (buf);
 }
 
 #define DNSKEY_WHY(...)	(snprintf(why, whylen, __VA_ARGS__))
 
-/* dnskey_judge - the checks on a parsed tag-list */
-
-static int dnskey_judge(struct dnskey_tag *tags, int count, const struct dnskey *key,
-			        char *why, size_t whylen)
+/*
+ * dnskey_key - the checks on a parsed tag-list that need no key file:
+ * DNSKEY_OK with the key (*bare: p= was a bare RSAPublicKey),
+ * DNSKEY_REVOKED or DNSKEY_INVALID with why
+ */
+static int dnskey_key(struct dnskey_tag *tags, int count, int *rtype, EVP_PKEY **pkey,
+		              int *bare, char *why, size_t whylen)
 {
     const char *v = dnskey_get(tags, count, "v"), *h = dnskey_get(tags, count, "h");
     const char *k = dnskey_get(tags, count, "k"), *p = dnskey_get(tags, count, "p");
-    const char *s = dnskey_get(tags, count, "s"), *t = dnskey_get(tags, count, "t");
-    int     rtype, len, status;
+    const char *s = dnskey_get(tags, count, "s");
+    char    shown[40];
     unsigned char *der;
-    EVP_PKEY *pkey;
+    int     len;
 
     if (v && (strcmp(tags[0].name, "v") != 0 || strcmp(v, "DKIM1") != 0))
-	return (DNSKEY_WHY("v= must come first and be DKIM1"), DNSKEY_INVALID);
+	return (DNSKEY_WHY("v= must come first and be DKIM1 (RFC 6376 3.6.1)"),
+		DNSKEY_INVALID);
     if (k && strcmp(k, "rsa") != 0 && strcmp(k, "ed25519") != 0)
-	return (DNSKEY_WHY("unknown key type k=%.32s", k), DNSKEY_INVALID);
+	return (DNSKEY_WHY("unknown key type k=%s", dnskey_shown(k, shown, 33)),
+		DNSKEY_INVALID);
     if (h && !dnskey_in_list(h, "sha256"))
-	return (DNSKEY_WHY("h=%.64s does not allow sha256: every signature fails", h),
+	return (DNSKEY_WHY("h=%s does not allow sha256", dnskey_shown(h, shown, 33)),
 		DNSKEY_INVALID);
     if (s && !dnskey_in_list(s, "*") && !dnskey_in_list(s, "email"))
-	return (DNSKEY_WHY("s=%.64s excludes email", s), DNSKEY_INVALID);
+	return (DNSKEY_WHY("s=%s excludes email", dnskey_shown(s, shown, 33)),
+		DNSKEY_INVALID);
     if (p == NULL)
 	return (DNSKEY_WHY("no p= tag"), DNSKEY_INVALID);
-    rtype = k && strcmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
+    *rtype = k && strcmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
     if (*p == 0)
 	return (DNSKEY_WHY("p= is empty: the key is revoked"), DNSKEY_REVOKED);
     if ((der = dnskey_base64(p, &len)) == NULL)
 	return (DNSKEY_WHY("p= is not valid base64"), DNSKEY_INVALID);
-    pkey = dnskey_decode(rtype, der, len);
+    *pkey = dnskey_decode(*rtype, der, len, bare);
     free(der);
-    if (pkey == NULL)
+    if (*pkey == NULL)
 	return (DNSKEY_WHY("p= does not decode as %s public key",
-			   rtype == DNSKEY_RSA ? "an RSA" : "a 32-byte Ed25519"),
+			   *rtype == DNSKEY_RSA ? "an RSA" : "a 32-byte Ed25519"),
 		DNSKEY_INVALID);
+    return (DNSKEY_OK);
+}
+
+/* dnskey_judge - the checks on a parsed tag-list, and the key file's key */
+
+static int dnskey_judge(struct dnskey_tag *tags, int count, const struct dnskey *key,
+			        char *why, size_t whylen)
+{
+    const char *t = dnskey_get(tags, count, "t");
+    int     rtype, bare, status;
+    EVP_PKEY *pkey = NULL;
+
+    if ((status = dnskey_key(tags, count, &rtype, &pkey, &bare, why, whylen)) != DNSKEY_OK)
+	return (status);
     if (rtype != key->type) {
 	status = DNSKEY_MISMATCH;
 	DNSKEY_WHY("the record is k=%s, the key file is %s", dnskey_type_name(rtype),
@@ -309,26 +361,91 @@ static int dnskey_judge(struct dnskey_tag *tags, int count, const struct dnskey 
     return (status);
 }
 
+/* dnskey_parse - a NUL-terminated copy of text split into tags; NULL: invalid */
+
+static char *dnskey_parse(const char *text, size_t len, struct dnskey_tag *tags,
+			          int *count, char *why, size_t whylen)
+{
+    char   *copy;
+    const char *err;
+
+    if (memchr(text, 0, len) != NULL)
+	return (DNSKEY_WHY("a NUL byte in the record"), NULL);
+    copy = xmalloc(len + 1);
+    memcpy(copy, text, len);
+    copy[len] = 0;
+    if ((err = dnskey_tags(copy, tags, count)) != NULL) {
+	DNSKEY_WHY("%s", err);
+	free(copy);
+	return (NULL);
+    }
+    why[0] = 0;
+    return (copy);
+}
+
 int     dnskey_record(const char *text, size_t len, const struct dnskey *key,
 		              char *why, size_t whylen)
 {
     struct dnskey_tag tags[DNSKEY_TAGS];
     char   *copy;
-    const char *err;
     int     count, status;
 
-    if (memchr(text, 0, len) != NULL)
-	return (DNSKEY_WHY("a NUL byte in the record"), DNSKEY_INVALID);
-    copy = xmalloc(len + 1);
-    memcpy(copy, text, len);
-    copy[len] = 0;
-    if ((err = dnskey_tags(copy, tags, &count)) != NULL) {
-	DNSKEY_WHY("%s", err);
-	status = DNSKEY_INVALID;
-    } else {
-	why[0] = 0;
-	status = dnskey_judge(tags, count, key, why, whylen);
+    if ((copy = dnskey_parse(text, len, tags, &count, why, whylen)) == NULL)
+	return (DNSKEY_INVALID);
+    status = dnskey_judge(tags, count, key, why, whylen);
+    free(copy);
+    return (status);
+}
+
+/* dnskey_reencode - the same tags, p= as SubjectPublicKeyInfo */
+
+static char *dnskey_reencode(struct dnskey_tag *tags, int count, EVP_PKEY *pkey)
+{
+    unsigned char *der = NULL;
+    int     len = i2d_PUBKEY(pkey, &der);
+    size_t  size = 1, n = 0;
+    char   *b64, *out;
+
+    if (len <= 0)
+	return (NULL);
+    b64 = xmalloc(4 * ((len + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *) b64, der, len);
+    OPENSSL_free(der);
+    for (int i = 0; i < count; i++)
+	size += strlen(tags[i].name) + strlen(tags[i].value) + strlen(b64) + 3;
+    out = xmalloc(size);
+    for (int i = 0; i < count; i++)
+	n += snprintf(out + n, size - n, "%s%s=%s", i ? "; " : "", tags[i].name,
+		      strcmp(tags[i].name, "p") == 0 ? b64 : tags[i].value);
+    free(b64);
+    return (out);
+}
+
+int     dnskey_verifiable(const char *text, size_t len, int *bits, char **record,
+			          char *why, size_t whylen)
+{
+    struct dnskey_tag tags[DNSKEY_TAGS];
+    EVP_PKEY *pkey = NULL;
+    char   *copy;
+    int     count, rtype, bare, status;
+
+    *bits = 0;
+    *record = NULL;
+    if ((copy = dnskey_parse(text, len, tags, &count, why, whylen)) == NULL)
+	return (DNSKEY_INVALID);
+    if ((status = dnskey_key(tags, count, &rtype, &pkey, &bare, why, whylen)) == DNSKEY_OK) {
+	*bits = EVP_PKEY_get_bits(pkey);
+	if (rtype == DNSKEY_RSA && *bits < DNSKEY_RSA_MIN_BITS) {
+	    status = DNSKEY_TOOSMALL;
+	    DNSKEY_WHY("RSA key of %d bits; RFC 8301 requires %d", *bits, DNSKEY_RSA_MIN_BITS);
+	} else if (bare) {
+	    if ((*record = dnskey_reencode(tags, count, pkey)) != NULL)
+		status = DNSKEY_REENCODE;
+	    else
+		status = (DNSKEY_WHY("p= cannot be re-encoded"), DNSKEY_INVALID);
+	}
     }
+    EVP_PKEY_free(pkey);
     free(copy);
     return (status);
 }

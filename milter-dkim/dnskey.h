@@ -1,7 +1,7 @@
 #ifndef MXKIT_DNSKEY_H
 #define MXKIT_DNSKEY_H
 
-/* dnskey - compare a DKIM key record with a private key file. */
+/* dnskey - judge a DKIM key record: against a private key file, or alone for a verifier. */
 
 #include <stddef.h>
 
@@ -9,8 +9,10 @@
 
 enum {
     DNSKEY_OK, DNSKEY_MISSING, DNSKEY_MISMATCH, DNSKEY_REVOKED, DNSKEY_INVALID,
-    DNSKEY_TEMPERROR,
+    DNSKEY_TEMPERROR, DNSKEY_TOOSMALL, DNSKEY_REENCODE,
 };
+
+#define DNSKEY_RSA_MIN_BITS	1024		/* RFC 8301 3.2 */
 
 #define DNSKEY_RSA	0
 #define DNSKEY_ED25519	1
@@ -27,6 +29,8 @@ int     dnskey_record(const char *text, size_t len, const struct dnskey *key,
 		              char *why, size_t whylen);
 int     dnskey_records(int count, const char *const *texts, const size_t *lens,
 		               const struct dnskey *key, char *why, size_t whylen);
+int     dnskey_verifiable(const char *text, size_t len, int *bits, char **record,
+			          char *why, size_t whylen);
 const char *dnskey_status_text(int status);
 
 #endif

@@ -16,6 +16,7 @@
  *	void	mdns_budget_favour(on)
  *	void	mdns_budget_share(parts)
  *	void	mdns_dkim_hooks(dns, lib)
+ *	int	mdns_keyrec_verdict(selector, domain, &why)
  *	void	mdns_free(&dns)
  * DESCRIPTION
  *	Every lookup the milter makes (DKIM keys through libopendkim,
@@ -63,6 +64,24 @@
  *	there let a spoofer's bogus selector turn p=reject's 550 into a
  *	451 (sigtags(3) refuses such signatures before; this is the
  *	backstop).
+ *
+ *	A key record (one TXT record at a name holding "._domainkey.";
+ *	several are left to libopendkim, which refuses them) is judged
+ *	by dnskey_verifiable() before libopendkim reads it: libopendkim
+ *	passed a record with a tag twice (it reads the last p=, k=, t=),
+ *	a malformed tag name or v= not first (RFC 6376 3.2, 3.6.1
+ *	make the record invalid), and an RSA key of 1017 to 1023 bits
+ *	(it counts whole bytes; RFC 8301 3.2 requires 1024). Such a
+ *	record becomes the NXDOMAIN reply, so libopendkim cannot use the
+ *	key, and what was wrong is remembered for this thread's message
+ *	(cleared by mdns_budget_start() and mdns_budget_end()):
+ *	mdns_keyrec_verdict() then says MDNS_KEYREC_INVALID (permerror)
+ *	or MDNS_KEYREC_TOOSMALL (policy) with the reason, for a
+ *	signature's s= and d=, or MDNS_KEYREC_NONE. A k=rsa p= that is
+ *	a bare RSAPublicKey (dkimpy reads it; libopendkim did not:
+ *	permerror) is handed over as a reply whose p= is the same key
+ *	as SubjectPublicKeyInfo. A revoked key (empty p=) goes over as
+ *	it is.
  */
 
 #include "build_config.h"
@@ -74,6 +93,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "dnskey.h"
 #include "mdns.h"
 #include "xalloc.h"
 
@@ -283,8 +303,70 @@ int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_a
     return (status);
 }
 
+/*
+ * What dnskey_verifiable() found wrong with this thread's message's key
+ * records, by query name. Past MDNS_KEYREC_MAX names one is not kept:
+ * libopendkim's own "no key" permerror then stands.
+ */
+#define MDNS_KEYREC_MAX	16
+
+struct mdns_keyrec {
+    char    name[256];			/* no trailing dot */
+    int     kind;			/* MDNS_KEYREC_INVALID or _TOOSMALL */
+    char    why[160];
+};
+
+static __thread struct mdns_keyrec mdns_keyrec[MDNS_KEYREC_MAX];
+static __thread int mdns_keyrec_count;
+
+static struct mdns_keyrec *mdns_keyrec_find(const char *name)
+{
+    size_t  len = strlen(name);
+
+    if (len > 0 && name[len - 1] == '.')
+	len--;
+    for (int i = 0; i < mdns_keyrec_count; i++)
+	if (strlen(mdns_keyrec[i].name) == len
+	    && strncasecmp(mdns_keyrec[i].name, name, len) == 0)
+	    return (&mdns_keyrec[i]);
+    return (NULL);
+}
+
+static void mdns_keyrec_note(const char *name, int kind, const char *prefix,
+			             const char *why)
+{
+    struct mdns_keyrec *k = mdns_keyrec_find(name);
+    size_t  len = strlen(name);
+
+    if (len > 0 && name[len - 1] == '.')
+	len--;
+    if (k == NULL) {
+	if (mdns_keyrec_count == MDNS_KEYREC_MAX || len >= sizeof(k->name))
+	    return;
+	k = &mdns_keyrec[mdns_keyrec_count++];
+	memcpy(k->name, name, len);
+	k->name[len] = 0;
+    }
+    k->kind = kind;
+    snprintf(k->why, sizeof(k->why), "%s%s", prefix, why);
+}
+
+int     mdns_keyrec_verdict(const char *selector, const char *domain, const char **why)
+{
+    char    name[300];
+    struct mdns_keyrec *k;
+
+    if (selector == NULL || domain == NULL || mdns_keyrec_count == 0
+	|| snprintf(name, sizeof(name), "%s._domainkey.%s", selector, domain)
+	>= (int) sizeof(name) || (k = mdns_keyrec_find(name)) == NULL)
+	return (MDNS_KEYREC_NONE);
+    *why = k->why;
+    return (k->kind);
+}
+
 void    mdns_budget_start(int budget_ms)
 {
+    mdns_keyrec_count = 0;
     mdns_budget_ms = budget_ms;
     mdns_spent_ms = 0;
     mdns_favoured = 0;
@@ -294,6 +376,7 @@ void    mdns_budget_start(int budget_ms)
 
 void    mdns_budget_end(void)
 {
+    mdns_keyrec_count = 0;
     mdns_budgeted = 0;
     mdns_favoured = 0;
     mdns_share_end = -1;
@@ -323,6 +406,73 @@ static const unsigned char mdns_nxdomain[] = {
     0, 0, DNS_T_TXT, 0, 1,			/* ". TXT IN" */
 };
 
+/*
+ * mdns_txt_reply - a reply to "name TXT" with one record, text: what
+ * libopendkim reads of it (question, answer type, class, strings)
+ */
+static size_t mdns_txt_reply(const char *name, const char *text, unsigned char *buf,
+			             size_t buflen)
+{
+    static const unsigned char head[] = {0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0};
+    size_t  tlen = strlen(text), rdlen = tlen + (tlen + 254) / 255, n = sizeof(head);
+
+    if (n + strlen(name) + 2 + 4 + 12 + rdlen > buflen || rdlen > 65535)
+	return (0);
+    memcpy(buf, head, n);
+    for (const char *label = name, *dot; *label; label = dot + (*dot != 0)) {
+	size_t  llen = (dot = label + strcspn(label, ".")) - label;
+
+	if (llen == 0 || llen > 63)
+	    return (0);
+	buf[n++] = (unsigned char) llen;
+	memcpy(buf + n, label, llen);
+	n += llen;
+    }
+    buf[n++] = 0;
+    memcpy(buf + n, (unsigned char[]) {0, DNS_T_TXT, 0, 1, 0xc0, 12, 0, DNS_T_TXT, 0, 1,
+	   0, 0, 0, 0, rdlen >> 8, rdlen & 0xff}, 16);
+    n += 16;
+    for (size_t off = 0, chunk; off < tlen; off += chunk) {
+	chunk = tlen - off > 255 ? 255 : tlen - off;
+	buf[n++] = (unsigned char) chunk;
+	memcpy(buf + n, text + off, chunk);
+	n += chunk;
+    }
+    return (n);
+}
+
+/*
+ * mdns_dkim_keyrec - a lone key record judged before libopendkim reads
+ * it; 1 when the reply to hand over is made (buf, q->len)
+ */
+static int mdns_dkim_keyrec(const char *name, const struct dns_answer *ans,
+			            unsigned char *buf, size_t buflen, struct mdns_dkim_query *q)
+{
+    char    why[200], *record = NULL;
+    int     bits;
+
+    switch (dnskey_verifiable((const char *) ans->rr[0].data, ans->rr[0].len, &bits, &record,
+			      why, sizeof(why))) {
+    case DNSKEY_INVALID:
+	mdns_keyrec_note(name, MDNS_KEYREC_INVALID, "key record: ", why);
+	break;
+    case DNSKEY_TOOSMALL:
+	mdns_keyrec_note(name, MDNS_KEYREC_TOOSMALL, "", why);
+	break;
+    case DNSKEY_REENCODE:
+	q->len = mdns_txt_reply(name, record, buf, buflen);
+	free(record);
+	return (q->len > 0);
+    default:
+	return (0);
+    }
+    if (sizeof(mdns_nxdomain) > buflen)
+	return (0);
+    memcpy(buf, mdns_nxdomain, sizeof(mdns_nxdomain));
+    q->len = sizeof(mdns_nxdomain);
+    return (1);
+}
+
 static int mdns_dkim_start(void *srv, int type, unsigned char *query, unsigned char *buf,
 			           size_t buflen, void **qh)
 {
@@ -331,7 +481,11 @@ static int mdns_dkim_start(void *srv, int type, unsigned char *query, unsigned c
 
     q->status = DKIM_DNS_ERROR;
     mdns_lookup(srv, (char *) query, type, &ans);
-    if (ans->status == DNS_BADNAME && sizeof(mdns_nxdomain) <= buflen) {
+    if (type == DNS_T_TXT && ans->status == DNS_OK && ans->count == 1
+	&& strstr((char *) query, "._domainkey.") != NULL
+	&& mdns_dkim_keyrec((char *) query, ans, buf, buflen, q)) {
+	q->status = DKIM_DNS_SUCCESS;
+    } else if (ans->status == DNS_BADNAME && sizeof(mdns_nxdomain) <= buflen) {
 	memcpy(buf, mdns_nxdomain, sizeof(mdns_nxdomain));
 	q->len = sizeof(mdns_nxdomain);
 	q->status = DKIM_DNS_SUCCESS;

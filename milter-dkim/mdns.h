@@ -22,4 +22,7 @@ void    mdns_budget_favour(int on);
 void    mdns_budget_share(int parts);
 void    mdns_dkim_hooks(struct mdns *dns, DKIM_LIB *lib);
 
+enum { MDNS_KEYREC_NONE, MDNS_KEYREC_INVALID, MDNS_KEYREC_TOOSMALL };
+int     mdns_keyrec_verdict(const char *selector, const char *domain, const char **why);
+
 #endif

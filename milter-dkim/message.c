@@ -39,7 +39,10 @@
  *	hashes one From more than h= lists, and fails it); so does one
  *	that names another once-only header (RFC 5322 3.6: Subject, To,
  *	Date...) fewer times than the message has it. An l= shorter than
- *	the body and rsa-sha1 (RFC 8301) are "policy".
+ *	the body and rsa-sha1 (RFC 8301) are "policy". A key record
+ *	mdns(3) judged unusable and kept from libopendkim (which then
+ *	reports no key) is "permerror (key record: why)", or "policy"
+ *	for an RSA key under 1024 bits (RFC 8301 3.2).
  *
  *	message_signature_ok() says whether a header may go to
  *	libopendkim: any but a DKIM-Signature whose tag-list sigtags(3)
@@ -64,6 +67,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mdns.h"
 #include "message.h"
 #include "rfc5322.h"
 #include "xalloc.h"
@@ -133,6 +137,16 @@ static const char *message_result(DKIM_SIGINFO *sig, const char **reason)
     *reason = err != DKIM_SIGERROR_OK ? dkim_sig_geterrorstr(err) : NULL;
     if ((flags & DKIM_SIGFLAG_PASSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH)
 	return ("pass");
+    /* a key record mdns(3) kept from libopendkim ("no key" to it) */
+    if (err == DKIM_SIGERROR_NOKEY) {
+	switch (mdns_keyrec_verdict((const char *) dkim_sig_getselector(sig),
+				    (const char *) dkim_sig_getdomain(sig), reason)) {
+	case MDNS_KEYREC_INVALID:
+	    return ("permerror");
+	case MDNS_KEYREC_TOOSMALL:
+	    return ("policy");
+	}
+    }
     switch (err) {
     case DKIM_SIGERROR_KEYFAIL:
 	return ("temperror");

@@ -175,11 +175,13 @@ def test_vendor(st, vendor_port):
 def test_key_type(st, key):
     """A key record saying k=ed25519 over an RSA p=, and an rsa-sha256
     signature: libopendkim tried the key as the signature said and
-    passed it; RFC 6376 6.1.2 makes it a permanent failure."""
+    passed it; RFC 6376 6.1.2 makes it a permanent failure. The record
+    is judged before libopendkim reads it (mdns(3)): its p= is no
+    32-byte Ed25519 key, so the record itself is invalid."""
     a = check(st, "127.0.0.2", "billing@vendor.test", "billing@vendor.test",
               sign=(b"kmix", b"vendor.test", key))
-    tap.ok(has(a, "dkim=permerror (the key record's k= is not the signature's algorithm) "
-               "header.d=vendor.test header.s=kmix") and "dkim=pass" not in a,
+    tap.ok(has(a, "dkim=permerror (key record: p= does not decode as a 32-byte Ed25519 public "
+               "key) header.d=vendor.test header.s=kmix") and "dkim=pass" not in a,
            "k=ed25519 with an RSA key, an rsa-sha256 signature: dkim=permerror", diag=a)
 
 
