@@ -4,7 +4,10 @@
  * an RSA and an Ed25519 key. Checked: no memory error; the verdict is one of
  * the statuses; the reason is a terminated string; "published and matching"
  * only for a record with a p= tag; one record judged alone and in a set of
- * one agree. */
+ * one agree. The first record is also judged as a verifier would
+ * (dnskey_verifiable()): its verdict is one of its statuses; a re-encoded
+ * record is usable as it is, with the same bits; a reason holds no
+ * parenthesis or control character but its own balanced "(RFC ...)". */
 
 #include "build_config.h"
 
@@ -45,6 +48,42 @@ static int has_p(const char *text, size_t len)
     return (0);
 }
 
+/* fuzz_balanced - parentheses in a reason balanced, no control character */
+
+static int fuzz_balanced(const char *why)
+{
+    int     depth = 0;
+
+    for (; *why; why++) {
+	if ((unsigned char) *why < 0x20 || (unsigned char) *why > 0x7e || *why == '\\')
+	    return (0);
+	if ((depth += (*why == '(') - (*why == ')')) < 0)
+	    return (0);
+    }
+    return (depth == 0);
+}
+
+static void fuzz_verifiable(const char *text, size_t len)
+{
+    char    why[256], why2[256], *record = NULL, *again = NULL;
+    int     bits, bits2, status;
+
+    status = dnskey_verifiable(text, len, &bits, &record, why, sizeof(why));
+    if (status != DNSKEY_OK && status != DNSKEY_REVOKED && status != DNSKEY_INVALID
+	&& status != DNSKEY_TOOSMALL && status != DNSKEY_REENCODE)
+	abort();
+    if ((record != NULL) != (status == DNSKEY_REENCODE) || memchr(why, 0, sizeof(why)) == NULL)
+	abort();
+    if (status != DNSKEY_OK && status != DNSKEY_REENCODE && !fuzz_balanced(why))
+	abort();
+    if (record) {
+	if (dnskey_verifiable(record, strlen(record), &bits2, &again, why2, sizeof(why2))
+	    != DNSKEY_OK || bits2 != bits || again != NULL)
+	    abort();
+	free(record);
+    }
+}
+
 int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *texts[RECORDS_MAX];
@@ -63,6 +102,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    break;
 	p = nl + 1;
     }
+    fuzz_verifiable(texts[0], lens[0]);
     for (int k = 0; k < 2; k++) {
 	int     one = dnskey_record(texts[0], lens[0], keys + k, why1, sizeof(why1));
 	int     all = dnskey_records(n, texts, lens, keys + k, why, sizeof(why));

@@ -1,5 +1,7 @@
 /* dnskey_test - unit tests for milter-dkim/dnskey.c: DKIM key records (RFC 6376 3.6.1,
- * RFC 8463) judged against key files, every verdict and every tag rule. */
+ * RFC 8463) judged against key files, every verdict and every tag rule; and
+ * judged alone for a verifier (dnskey_verifiable(): invalid, too small,
+ * re-encoded). */
 
 #include "build_config.h"
 
@@ -180,6 +182,115 @@ static void multi(const struct dnskey *rsa, const char *p, const char *p_other)
     free(bad);
 }
 
+/* verifiable - dnskey_verifiable() of record; why and the re-encoded record kept */
+
+static int verifiable(const char *record, int *bits, char **out, char *why)
+{
+    return (dnskey_verifiable(record, strlen(record), bits, out, why, 256));
+}
+
+#define VERIFIABLE(rec, want, name) do { \
+	char    why_[256], *out_ = NULL; \
+	int     bits_, got_ = verifiable((rec), &bits_, &out_, why_); \
+	if (!is_int(got_, (want), "%s", (name))) \
+	    diag("record %.120s: %s", (rec), why_); \
+	free(out_); \
+    } while (0)
+
+/* lone_invalid - records no verifier may use, each with its reason */
+
+static void lone_invalid(const char *p, const char *p_other)
+{
+    static const struct {
+	const char *head;			/* then p= */
+	int     twice;			/* 1: "; p=" the key again; 2: another key first */
+	const char *why;
+	const char *name;
+    }       cases[] = {
+	{"v=DKIM1; k=rsa; p=", 1, "a duplicate tag (RFC 6376 3.2)", "p= twice, same key"},
+	{"v=DKIM1; k=rsa; p=", 2, "a duplicate tag (RFC 6376 3.2)",
+	"p= twice, the last the right key"},
+	{"v=DKIM1; k=ed25519; k=rsa; p=", 0, "a duplicate tag (RFC 6376 3.2)", "k= twice"},
+	{"v=DKIM1; v=DKIM1; p=", 0, "a duplicate tag (RFC 6376 3.2)", "v= twice"},
+	{"v=DKIM1; h=sha1; h=sha256; p=", 0, "a duplicate tag (RFC 6376 3.2)", "h= twice"},
+	{"v=DKIM1; t=s; t=y; p=", 0, "a duplicate tag (RFC 6376 3.2)", "t= twice"},
+	{"v=DKIM1; 1x=y; p=", 0, "a malformed tag name", "a tag name with a digit first"},
+	{"k=rsa; v=DKIM1; p=", 0, "v= must come first and be DKIM1 (RFC 6376 3.6.1)",
+	"v= not first"},
+	{"v=DKIM2; p=", 0, "v= must come first and be DKIM1 (RFC 6376 3.6.1)", "v=DKIM2"},
+	{"v=DKIM1; k=x)(\\\"y; p=", 0, "unknown key type k=x????y",
+	"a k= with parentheses: quoted harmlessly"},
+	{"v=DKIM1; h=sha1; p=", 0, "h=sha1 does not allow sha256", "h=sha1 only"},
+	{"v=DKIM1; s=dns; p=", 0, "s=dns excludes email", "s= without email"},
+    };
+    char    why[256], *out, *r;
+    int     bits;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	r = xasprintf("%s%s%s%s", cases[i].head, cases[i].twice == 2 ? p_other : p,
+		      cases[i].twice ? "; p=" : "", cases[i].twice ? p : "");
+	out = (char *) "unset";
+	ok(verifiable(r, &bits, &out, why) == DNSKEY_INVALID && out == NULL
+	   && strcmp(why, cases[i].why) == 0, "alone: %s: invalid (%s)", cases[i].name, why);
+	free(r);
+    }
+    VERIFIABLE("v=DKIM1; k=rsa; p=", DNSKEY_REVOKED, "alone: p= empty: revoked");
+    VERIFIABLE("v=DKIM1; k=rsa", DNSKEY_INVALID, "alone: no p=: invalid");
+    ok(dnskey_verifiable("p=\0AAA", 6, &bits, &out, why, sizeof(why)) == DNSKEY_INVALID,
+       "alone: a NUL byte: invalid");
+}
+
+/* lone_sizes - RFC 8301 3.2: RSA keys of 1024 bits and more, counted exactly */
+
+static void lone_sizes(EVP_PKEY *rsa_key)
+{
+    static const int sizes[] = {512, 1017, 1023};
+    char    why[256], want[80], *out, *p, *r;
+    int     bits;
+    EVP_PKEY *small;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+	for (int pkcs1 = 0; pkcs1 < 2; pkcs1++) {
+	    small = EVP_RSA_gen(sizes[i]);
+	    r = xasprintf("v=DKIM1; k=rsa; p=%s", p = rsa_p(small, pkcs1));
+	    snprintf(want, sizeof(want), "RSA key of %d bits; RFC 8301 requires 1024", sizes[i]);
+	    ok(verifiable(r, &bits, &out, why) == DNSKEY_TOOSMALL && bits == sizes[i]
+	       && out == NULL && strcmp(why, want) == 0, "alone: %d-bit RSA%s: too small (%s)",
+	       sizes[i], pkcs1 ? " (bare RSAPublicKey)" : "", why);
+	    free(r), free(p);
+	    EVP_PKEY_free(small);
+	}
+    }
+    r = xasprintf("v=DKIM1; k=rsa; p=%s", p = rsa_p(rsa_key, 0));
+    ok(verifiable(r, &bits, &out, why) == DNSKEY_OK && bits == 1024 && out == NULL,
+       "alone: a 1024-bit RSA key (SubjectPublicKeyInfo): usable as it is");
+    free(r), free(p);
+}
+
+/* lone_reencode - a bare RSAPublicKey: the same tags, p= as SubjectPublicKeyInfo */
+
+static void lone_reencode(EVP_PKEY *rsa_key, const struct dnskey *rsa, const char *ep)
+{
+    char   *p = rsa_p(rsa_key, 0), *p1 = rsa_p(rsa_key, 1), *r, *want, *out;
+    char    why[256];
+    int     bits;
+
+    r = xasprintf("v=DKIM1; k=rsa; n=a note;  t=y ; p=%.40s %s", p1, p1 + 40);
+    want = xasprintf("v=DKIM1; k=rsa; n=a note; t=y; p=%s", p);
+    ok(verifiable(r, &bits, &out, why) == DNSKEY_REENCODE && bits == 1024 && out != NULL
+       && strcmp(out, want) == 0, "alone: a bare RSAPublicKey: re-encoded, tags kept");
+    ok(out && dnskey_record(out, strlen(out), rsa, why, sizeof(why)) == DNSKEY_OK,
+       "the re-encoded record holds the same key");
+    free(r), free(want), free(out);
+    r = xasprintf("v=DKIM1; k=ed25519; p=%s", ep);
+    VERIFIABLE(r, DNSKEY_OK, "alone: an Ed25519 key: usable as it is");
+    free(r);
+    is_str(dnskey_status_text(DNSKEY_TOOSMALL), "key too small", "status name: too small");
+    is_str(dnskey_status_text(DNSKEY_REENCODE), "usable once re-encoded",
+	   "status name: re-encode");
+    free(p), free(p1);
+}
+
 int     main(void)
 {
     EVP_PKEY *rsa_key = EVP_RSA_gen(1024), *other = EVP_RSA_gen(1024);
@@ -218,6 +329,9 @@ int     main(void)
     ok(dnskey_load("/nonexistent/key", &rsa1) != NULL, "a missing file: error");
     records(&rsa, p, p1, po, &ed, ep);
     multi(&rsa, p, po);
+    lone_invalid(p, po);
+    lone_sizes(rsa_key);
+    lone_reencode(rsa_key, &rsa, ep);
     is_str(dnskey_status_text(DNSKEY_TEMPERROR), "temporary DNS error", "status names");
     dnskey_free(&rsa);
     dnskey_free(&ed);
