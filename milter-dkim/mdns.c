@@ -305,19 +305,19 @@ int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_a
 
 /*
  * What dnskey_verifiable() found wrong with this thread's message's key
- * records, by query name. Past MDNS_KEYREC_MAX names one is not kept:
- * libopendkim's own "no key" permerror then stands.
+ * records, by query name: as many as the message's signatures looked
+ * up (verify_signatures_max, up to 1000), grown as needed, emptied at
+ * each message's start and end and kept for the thread's next.
  */
-#define MDNS_KEYREC_MAX	16
-
 struct mdns_keyrec {
     char    name[256];			/* no trailing dot */
     int     kind;			/* MDNS_KEYREC_INVALID or _TOOSMALL */
     char    why[160];
 };
 
-static __thread struct mdns_keyrec mdns_keyrec[MDNS_KEYREC_MAX];
+static __thread struct mdns_keyrec *mdns_keyrec;
 static __thread int mdns_keyrec_count;
+static __thread int mdns_keyrec_alloc;
 
 static struct mdns_keyrec *mdns_keyrec_find(const char *name)
 {
@@ -341,8 +341,11 @@ static void mdns_keyrec_note(const char *name, int kind, const char *prefix,
     if (len > 0 && name[len - 1] == '.')
 	len--;
     if (k == NULL) {
-	if (mdns_keyrec_count == MDNS_KEYREC_MAX || len >= sizeof(k->name))
-	    return;
+	if (len >= sizeof(k->name))
+	    return;				/* no query name is that long */
+	if (mdns_keyrec_count == mdns_keyrec_alloc)
+	    mdns_keyrec = xrealloc(mdns_keyrec, sizeof(*mdns_keyrec)
+				   * (mdns_keyrec_alloc = 2 * mdns_keyrec_alloc + 8));
 	k = &mdns_keyrec[mdns_keyrec_count++];
 	memcpy(k->name, name, len);
 	k->name[len] = 0;
