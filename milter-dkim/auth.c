@@ -345,8 +345,10 @@ static enum auth_verdict auth_unreadable(const struct auth_conf *a, const char *
 	return (AUTH_REJECT);
     }
     for (int i = 0; i < count; i++) {
-	if (!spf_domain_ok(names[i]))
-	    continue;
+	if (!spf_domain_ok(names[i])) {		/* lenient(3) gives none: cannot be */
+	    *reply = "Unreadable From: header whose domains cannot all be read";
+	    return (AUTH_REJECT);
+	}
 	/* a share each: the sender's silent names must not starve the
 	   lookup of a p=reject domain after them (mdns(3)) */
 	mdns_budget_share(count - i);

@@ -307,7 +307,7 @@ static int dnskey_key(struct dnskey_tag *tags, int count, int *rtype, EVP_PKEY *
     if (v && (strcmp(tags[0].name, "v") != 0 || strcmp(v, "DKIM1") != 0))
 	return (DNSKEY_WHY("v= must come first and be DKIM1 (RFC 6376 3.6.1)"),
 		DNSKEY_INVALID);
-    if (k && strcmp(k, "rsa") != 0 && strcmp(k, "ed25519") != 0)
+    if (k && strcasecmp(k, "rsa") != 0 && strcasecmp(k, "ed25519") != 0)
 	return (DNSKEY_WHY("unknown key type k=%s", dnskey_shown(k, shown, 33)),
 		DNSKEY_INVALID);
     if (h && !dnskey_in_list(h, "sha256"))
@@ -318,7 +318,7 @@ static int dnskey_key(struct dnskey_tag *tags, int count, int *rtype, EVP_PKEY *
 		DNSKEY_INVALID);
     if (p == NULL)
 	return (DNSKEY_WHY("no p= tag"), DNSKEY_INVALID);
-    *rtype = k && strcmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
+    *rtype = k && strcasecmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
     if (*p == 0)
 	return (DNSKEY_WHY("p= is empty: the key is revoked"), DNSKEY_REVOKED);
     if ((der = dnskey_base64(p, &len)) == NULL)

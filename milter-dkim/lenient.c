@@ -247,22 +247,41 @@ static size_t lenient_label(const char *p, int *wide)
 }
 
 /*
- * lenient_alabels - a name with U-labels as its A-labels (IDNA2008,
- * NFC first, as a reader shows it and as its owner publishes _dmarc in
- * DNS), in place; -2 when it is no valid IDN or too long
+ * lenient_alabels - raw, a name with U-labels, as its A-labels into name
+ * (IDNA2008 after NFC, as a reader shows it and as its owner publishes
+ * _dmarc in DNS); -2 when it is no valid IDN, or its result is no name
+ * of LDH labels of 63 bytes at most, 253 in all. libidn2's mapping
+ * (UTS 46) turns some code points into ASCII no name may hold: U+3000
+ * and U+00A0 into a space, U+FF20 into '@' ("vendor.test" followed by
+ * U+3000, which readers show as vendor.test, came out "vendor.test "
+ * and was then skipped as no name: a p=reject spoof delivered).
  */
-static int lenient_alabels(char *name)
+static int lenient_alabels(const char *raw, char *name)
 {
     char   *out = NULL;
+    size_t  label = 0, len;
     int     err = -2;
 
-    if (idn2_to_ascii_8z(name, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) == IDN2_OK
-	&& strlen(out) < LENIENT_NAME_SIZE) {
-	for (char *p = out; *p; p++)
-	    *p = tolower((unsigned char) *p);
-	strcpy(name, out);
-	err = 0;
+    if (idn2_to_ascii_8z(raw, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+	goto done;
+    if ((len = strlen(out)) == 0 || len >= LENIENT_NAME_SIZE)
+	goto done;
+    for (size_t i = 0; i < len; i++) {
+	if (out[i] == '.') {
+	    if (label == 0)
+		goto done;
+	    label = 0;
+	} else if ((!isalnum((unsigned char) out[i]) && out[i] != '-' && out[i] != '_')
+		   || ++label > 63) {
+	    goto done;
+	}
+	name[i] = tolower((unsigned char) out[i]);
     }
+    if (label == 0)
+	goto done;
+    name[len] = 0;
+    err = 0;
+done:
     idn2_free(out);
     return (err);
 }
@@ -310,8 +329,12 @@ static int lenient_ip_literal(const char *p)
  * "billing@.vendor.test" as an address at vendor.test, and finding no
  * name there let such a From: escape a p=reject policy.
  */
+/* a name as written: 253 bytes, or four times that for UTF-8 labels */
+#define LENIENT_RAW_SIZE (4 * LENIENT_NAME_SIZE)
+
 static int lenient_domain(const char *p, char *name)
 {
+    char    raw[LENIENT_RAW_SIZE];
     size_t  len = 0, n;
     const char *q;
     int     wide = 0, label_wide;
@@ -327,12 +350,12 @@ static int lenient_domain(const char *p, char *name)
 	if (n == 0 && (lenient_no_domain(*p) || lenient_word(p, NULL, NULL)
 		       || (len == 0 && lenient_ip_literal(p))))
 	    break;
-	if (n == 0 || len + n + 1 >= LENIENT_NAME_SIZE)
+	if (n == 0 || len + n + 1 >= LENIENT_RAW_SIZE)
 	    return (-2);
 	if (len)
-	    name[len++] = '.';
+	    raw[len++] = '.';
 	for (size_t i = 0; i < n; i++)
-	    name[len++] = tolower((unsigned char) p[i]);
+	    raw[len++] = tolower((unsigned char) p[i]);
 	p += n;
 	if ((q = rfc5322_skip_cfws(p)) == NULL)
 	    break;
@@ -347,9 +370,15 @@ static int lenient_domain(const char *p, char *name)
 	    break;
 	p = q + 1;
     }
-    name[len] = 0;
-    if (wide && lenient_alabels(name) < 0)
-	return (-2);
+    raw[len] = 0;
+    if (wide) {
+	if (lenient_alabels(raw, name) < 0)
+	    return (-2);
+    } else if (len >= LENIENT_NAME_SIZE) {
+	return (-2);				/* longer than 253 */
+    } else {
+	memcpy(name, raw, len + 1);
+    }
     return (strchr(name, '.') ? 0 : -1);
 }
 

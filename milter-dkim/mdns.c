@@ -307,7 +307,8 @@ int     mdns_lookup(struct mdns *dns, const char *name, int rrtype, struct dns_a
  * What dnskey_verifiable() found wrong with this thread's message's key
  * records, by query name: as many as the message's signatures looked
  * up (verify_signatures_max, up to 1000), grown as needed, emptied at
- * each message's start and end and kept for the thread's next.
+ * each message's start and freed at its end (mengine's idle worker
+ * threads exit, and a __thread pointer has no destructor).
  */
 struct mdns_keyrec {
     char    name[256];			/* no trailing dot */
@@ -379,6 +380,9 @@ void    mdns_budget_start(int budget_ms)
 
 void    mdns_budget_end(void)
 {
+    free(mdns_keyrec);				/* a worker thread may exit next */
+    mdns_keyrec = NULL;
+    mdns_keyrec_alloc = 0;
     mdns_keyrec_count = 0;
     mdns_budgeted = 0;
     mdns_favoured = 0;

@@ -404,6 +404,13 @@ def test_idn_from(st, idn_key):
     tap.ok(a.startswith("refused 550 5.7.1 Unreadable From: header whose domains cannot "
                         "all be read"), "a Latin-1 byte in the domain: cannot be read, refused",
            diag=a)
+    for tail, name in [("\u3000", "U+3000"), ("\u00a0", "U+00A0"),
+                       ("\uff20spoof.test", "U+FF20 and another name")]:
+        a = outcome(st, "127.0.0.9", "x@spoof.test",
+                    raw(("CEO <ceo@vendor.test%s>" % tail).encode(), uuid.uuid4().hex))
+        tap.ok(a.startswith("refused 550 5.7.1 Unreadable From: header whose domains cannot "
+                            "all be read"), "ceo@vendor.test and %s (IDNA maps it to ASCII no "
+               "name holds; readers show vendor.test): refused" % name, diag=a)
     a = outcome(st, "127.0.0.9", "x@spoof.test",
                 raw("rechnung@caf\u00e9.spoof.test".encode(), uuid.uuid4().hex))
     tap.ok("dmarc=permerror (From: address unreadable)" in a,

@@ -86,6 +86,7 @@ INVALID = [
 def zones():
     recs = [txt("@", "v=spf1 ip4:127.0.0.2 -all"), txt("_dmarc", "v=DMARC1; p=reject"),
             txt("ok._domainkey", "v=DKIM1; k=rsa; p=" + P),
+            txt("upper._domainkey", "v=DKIM1; k=RSA; p=" + P),
             txt("pkcs1._domainkey", "v=DKIM1; k=rsa; p=" + P_PKCS1),
             txt("revoked._domainkey", "v=DKIM1; k=rsa; p="),
             txt("two._domainkey", "v=DKIM1; k=rsa; p=" + P),
@@ -172,6 +173,8 @@ def test_pkcs1(st, knot):
 def test_unchanged(st, knot):
     """4. the paths the judge leaves alone, and no memory across messages."""
     for sel, want, name in [("ok", ("pass", None), "a valid record: pass"),
+                            ("upper", ("pass", None), "k=RSA (an ABNF literal: any case): "
+                             "pass, as libopendkim reads it"),
                             ("revoked", ("permerror", "key revoked"),
                              "p= empty: permerror (key revoked), as before"),
                             ("two", ("permerror", "multiple keys found"),

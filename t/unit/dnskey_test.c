@@ -234,6 +234,11 @@ static void lone_invalid(const char *p, const char *p_other)
 	   && strcmp(why, cases[i].why) == 0, "alone: %s: invalid (%s)", cases[i].name, why);
 	free(r);
     }
+    /* helper-98: "rsa" is an ABNF quoted literal, case-insensitive */
+    r = xasprintf("v=DKIM1; k=RSA; p=%s", p);
+    ok(verifiable(r, &bits, &out, why) == DNSKEY_OK && bits >= 1024,
+       "alone: k=RSA is k=rsa (RFC 5234 2.3: quoted strings are case-insensitive)");
+    free(r);
     VERIFIABLE("v=DKIM1; k=rsa; p=", DNSKEY_REVOKED, "alone: p= empty: revoked");
     VERIFIABLE("v=DKIM1; k=rsa", DNSKEY_INVALID, "alone: no p=: invalid");
     ok(dnskey_verifiable("p=\0AAA", 6, &bits, &out, why, sizeof(why)) == DNSKEY_INVALID,

@@ -140,12 +140,33 @@ static void test_domains(void)
     memcpy(many, "info@", 5);
     strcat(many, "x.example");
     is_str(found(many), "(too many)", "an A-label longer than 63: cannot tell");
+    /* helper-98: UTS 46 maps these onto ASCII no name holds; readers
+       show an address at vendor.test */
+    is_str(found("CEO <ceo@vendor.test\xe3\x80\x80>"), "(too many)",
+	   "U+3000 after the name (mapped to a space): cannot tell");
+    is_str(found("ceo@vendor.test\xc2\xa0"), "(too many)",
+	   "U+00A0 after the name (mapped to a space): cannot tell");
+    is_str(found("ceo@vendor.test\xef\xbc\xa0" "attacker.test"), "(too many)",
+	   "U+FF20 (mapped to '@'): cannot tell");
+    is_str(found("ceo@vendor.test\xef\xbc\x8f" "x"), "(too many)",
+	   "U+FF0F (mapped to '/'): cannot tell");
+    is_str(found("ceo@\xef\xbd\x96\xef\xbd\x85\xef\xbd\x8e\xef\xbd\x84\xef\xbd\x8f"
+		 "\xef\xbd\x92.test"), "vendor.test", "full-width vendor.test: vendor.test");
     strcpy(many, "info@");
     for (int i = 0; i < 30; i++)	/* 61 bytes, an A-label of 38 */
 	strcat(many, "\xc3\xbc");
     strcat(many, "x.example");
     is_str(found(many), "xn--x-dhaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example",
 	   "a U-label of more than 63 bytes whose A-label fits");
+    strcpy(many, "ceo@");
+    for (int l = 0; l < 4; l++) {	/* 4 x 62 bytes of UTF-8: 256 in all */
+	for (int i = 0; i < 31; i++)
+	    strcat(many, "\xc3\xa9");
+	strcat(many, ".");
+    }
+    strcat(many, "test");
+    ok(strncmp(found(many), "xn--", 4) == 0 && strlen(found(many)) < 200,
+       "a name of 256 bytes of UTF-8 whose A-labels fit in 253: read (%s)", found(many));
     many[0] = 0;
 }
 
