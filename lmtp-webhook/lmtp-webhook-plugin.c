@@ -66,6 +66,9 @@
 #include "mail-user.h"
 #include "mail-deliver.h"
 #include "lda-settings.h"
+#include "lmtp-settings.h"
+#include "master-service.h"
+#include "mail-storage-service.h"
 #include "module-dir.h"
 
 #include <openssl/evp.h>
@@ -409,6 +412,47 @@ static struct istream *webhook_source(struct mail_deliver_context *ctx)
 }
 
 /*
+ * webhook_lmtp_delivered_to - the Delivered-To: lmtp wrote before the
+ * message for this recipient (lmtp_hdr_delivery_address: final, the
+ * recipient; original, the ORCPT of RCPT TO, none without one; none,
+ * none): NULL
+ * when lmtp wrote none, so that a client's own Delivered-To: naming the
+ * recipient is kept in the message and its id. lmtp's settings are the
+ * fourth of the user's settings roots in an lmtp process (as lmtp's own
+ * lmtp-local.c reads them); elsewhere the recipient, as before.
+ */
+static const char *webhook_lmtp_delivered_to(struct mail_deliver_context *ctx,
+					             const char *rcpt)
+{
+    struct mail_storage_service_user *service_user = ctx->rcpt_user->_service_user;
+    const struct lmtp_settings *lmtp_set;
+    void  **sets;
+    int     n = 0;
+
+    if (service_user == NULL || strcmp(master_service_get_name(master_service), "lmtp") != 0)
+	return (rcpt);
+    sets = mail_storage_service_user_get_set(service_user);
+    while (n < 4 && sets[n] != NULL)
+	n++;
+    if (n < 4)
+	return (rcpt);
+    lmtp_set = sets[3];
+    switch (lmtp_set->parsed_lmtp_hdr_delivery_address) {
+    case LMTP_HDR_DELIVERY_ADDRESS_NONE:
+	return (NULL);
+    case LMTP_HDR_DELIVERY_ADDRESS_ORIGINAL:
+	/* the ORCPT of RCPT TO only: without one lmtp fills orcpt.addr
+	   for delivery (lda_original_recipient_header, the recipient)
+	   but writes no Delivered-To: */
+	return (!smtp_params_rcpt_has_orcpt(&ctx->rcpt_params)
+		|| ctx->rcpt_params.orcpt.addr == NULL ? NULL
+		: smtp_address_encode(ctx->rcpt_params.orcpt.addr));
+    default:
+	return (rcpt);
+    }
+}
+
+/*
  * webhook_event - the event of this delivery, in a spool reservation: the
  * id (a first pass over the message), then the body, streamed. -1 with
  * the reservation released when the message cannot be read (input, from
@@ -432,7 +476,8 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
 	return (-1);
     }
     /* the message as the client sent it, without lmtp's own headers */
-    data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id, rcpt),
+    data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id,
+						      webhook_lmtp_delivered_to(ctx, rcpt)),
 				 (uoff_t) -1);
     i_zero(&env);
     env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);

@@ -18,9 +18,11 @@
  *	queue file) do not. A stream that does not start with Return-Path:
  *	is taken as it is (offset 0). Without lmtp's Received:
  *	(lmtp_add_received_header = no) only one Delivered-To: that names
- *	the recipient (rcpt, as lmtp writes it) is taken for lmtp's: the
- *	client's own Delivered-To: lines were all dropped before, and two
- *	mails that differ only in them shared one id.
+ *	rcpt, the address lmtp wrote there (lmtp_hdr_delivery_address:
+ *	the recipient, its ORCPT), is taken for lmtp's; with rcpt NULL
+ *	(lmtp wrote none) none is: the client's own Delivered-To: lines
+ *	were dropped before, and two mails that differ only in them
+ *	shared one id.
  *
  *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
  *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
@@ -66,6 +68,8 @@ static bool mime_lmtp_is_rcpt(const struct message_header_line *hdr, const char 
     const unsigned char *v = hdr->value;
     size_t  len = hdr->value_len;
 
+    if (rcpt == NULL)
+	return (FALSE);				/* lmtp wrote none */
     while (len > 0 && (*v == ' ' || *v == '\t'))
 	v++, len--;
     while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r'))

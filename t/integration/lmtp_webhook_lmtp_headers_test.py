@@ -19,6 +19,9 @@ for different bytes and stay the same for the same bytes sent again:
     itself (lmtp's own comes before it);
   - two recipients in one transaction (lmtp writes no Delivered-To:),
     the client's naming another address.
+With lmtp_hdr_delivery_address = original (lmtp writes the ORCPT, none
+without one) and none (lmtp writes no Delivered-To:), the same holds:
+the plugin reads lmtp's settings to know what lmtp wrote.
 Known limit (doc/lmtp-webhook.md): with the setting off, a transaction
 of several recipients whose message begins with a Delivered-To: naming
 one of them is read, for that one, as if lmtp had written it.
@@ -26,6 +29,7 @@ one of them is read, for that one, as if lmtp had written it.
 
 import base64
 import os
+import smtplib
 import sys
 import time
 
@@ -97,5 +101,53 @@ with Stack("lmtp-webhook-lmtp-headers") as st:
            "lmtp wrote no Delivered-To: of its own: each raw_message is the bytes sent, the "
            "client's Delivered-To: kept", diag=repr({r: raw[:60] for r, (_, raw) in got.items()}))
     runner.stop()
+
+
+def lmtp_orcpt(st, rcpt, orcpt, data):
+    """One LMTP transaction with an ORCPT (Postfix sends one after
+    virtual alias expansion); the reply to DATA."""
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=60) as c:
+        c.ehlo()
+        c.mail("billing@vendor.example")
+        c.rcpt(rcpt, ["ORCPT=rfc822;" + orcpt] if orcpt else [])
+        return c.data(data)[0]
+
+
+def events_after(rx, before, n=1):
+    got = wait_for(lambda: rx.events()[before:] if len(rx.events()) >= before + n else None,
+                   timeout=30) or []
+    return [(h.get("webhook-id"), raw_of(e)) for _, h, e, _ in got]
+
+
+# lmtp_hdr_delivery_address (helper-97): "original" writes the ORCPT,
+# "none" writes nothing; the plugin took a Delivered-To: naming the
+# recipient for lmtp's in both, so Dovecot's line stayed in raw_message
+# (original) or the client's own was cut from it and from the id (none)
+for mode in ("original", "none"):
+    with Stack("lmtp-webhook-hdr-" + mode) as st:
+        tap.stack = st
+        rx = Receiver()
+        start_spool_dovecot(st, "http://127.0.0.1:%d/ws/{1}/in raw_message=yes" % rx.port,
+                            SECRET, PLUGIN_DIR, dovecot_conf="lmtp_add_received_header = no\n"
+                            "lmtp_hdr_delivery_address = %s\n" % mode)
+        runner = Runner(st)
+        runner.start()
+        plain = bill(mode + "-plain", b"")
+        own = bill(mode + "-plain", b"Delivered-To: %s\r\n" % BILLS.encode())
+        cases = [("no ORCPT", None, plain), ("an ORCPT", "billing-alias@acme.example", plain),
+                 ("no ORCPT, the client's own Delivered-To: naming the recipient", None, own)]
+        ids = []
+        for label, orcpt, data in cases:
+            before = len(rx.events())
+            code = lmtp_orcpt(st, BILLS, orcpt, data)
+            got = events_after(rx, before)
+            raw = got[0][1] if got else b""
+            tap.ok(code == 250 and raw == data, "%s, %s: raw_message is the bytes sent"
+                   % (mode, label), diag="%r %r" % (code, raw[:80]))
+            ids.append(got[0][0] if got else None)
+        tap.ok(None not in ids and ids[0] != ids[2],
+               "%s: mails that differ only in the client's Delivered-To: have two webhook-ids"
+               % mode, diag=repr(ids))
+        runner.stop()
 
 sys.exit(tap.done())
