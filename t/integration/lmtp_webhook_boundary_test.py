@@ -23,6 +23,7 @@ root, or inside an attached multipart, became the bill's text."""
 import base64
 import hashlib
 import os
+import re
 import smtplib
 import sys
 import email
@@ -57,13 +58,26 @@ def smtp_send(st, data):
         c.sendmail("billing@vendor.example", [RCPT], data)
 
 
+MIME_TYPE = re.compile(r"[!#$%&'*+\-.0-9^_`a-z{|}~]+/[!#$%&'*+\-.0-9^_`a-z{|}~]+\Z")
+
+
+def event_type(part):
+    """The part's type as lmtp-webhook(7) documents it: one that is no
+    valid type/subtype is text/plain (RFC 2045 5.2); Python keeps such a
+    type as written ("text/", "application/octet-stream folded" when a
+    line " folded" follows the Content-Type: line), and says text/plain
+    only when it lacks its one '/'."""
+    ctype = part.get_content_type()
+    return ctype if MIME_TYPE.match(ctype) else "text/plain"
+
+
 def python_view(data):
     """What Python's email reads: the leaves but the bill's own text and
     html (get_body()), each (filename, type, decoded bytes); that text;
-    that html."""
+    that html. The type as the documented difference above."""
     msg = email.message_from_bytes(data, policy=policy.default)
     body, html = msg.get_body(("plain",)), msg.get_body(("html",))
-    leaves = [(p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
+    leaves = [(p.get_filename(), event_type(p), p.get_payload(decode=True))
               for p in msg.walk() if not p.is_multipart() and p is not body and p is not html]
     return (leaves, event_text(body), event_text(html))
 
@@ -603,6 +617,14 @@ def header_cases():
         ("charset given twice, the first UTF-8",
          mixed("boundary=b1", [part(["Content-Type: text/plain; charset=utf-8; "
                                      "charset=iso-8859-1"], "Total \u20ac".encode()), pdf])),
+        # a line " folded" after Content-Type: (a property example of
+        # ci26): Python's type is "application/octet-stream folded",
+        # no valid type, so text/plain here (lmtp-webhook(7))
+        ("a Content-Type folded onto a second word",
+         mixed("boundary=b1", [plain(b"Total"),
+                               part(["Content-Type: application/octet-stream\r\n folded",
+                                     'Content-Disposition: attachment; filename="a.bin"'],
+                                    b"y y"), pdf])),
         ("Content-Type given twice, the second naming another charset",
          mixed("boundary=b1", [part(["Content-Type: text/plain; charset=iso-8859-1",
                                      "Content-Type: text/plain; charset=koi8-r"],
