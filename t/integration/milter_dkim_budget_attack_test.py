@@ -37,7 +37,7 @@ import mxdkim  # noqa: E402
 
 RCPT = "bills@planapulse.test"
 CONF = mxdkim.VERIFY_CONF.replace("{reject}", "yes")
-REJECTED = "refused 550 5.7.1 Rejected by the DMARC policy of the From: domain"
+REJECTED = mxdkim.REJECTED
 SILENT = "slow.attacker.test"
 SLOW_SPF = "v=spf1 " + " ".join("include:%s.%s" % (c, SILENT) for c in "abcd") + " -all"
 

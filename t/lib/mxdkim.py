@@ -56,6 +56,12 @@ auth_timeout = 3s
 dmarc_reject = {reject}
 """
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date"]   # what the tests' dkimpy signs
+# what Postfix says of a DMARC refusal, and the A-R of SPF for vendor.test
+# (the attack tests' Knot zone: p=reject, SPF for 127.0.0.2)
+REJECTED = "refused 550 5.7.1 Rejected by the DMARC policy of the From: domain"
+SPF_PASS = ("spf=pass (127.0.0.2 is permitted by vendor.test) smtp.mailfrom=billing@vendor.test; "
+            "dmarc=pass (p=reject sp=reject pct=100 adkim=r aspf=r, dkim not aligned, "
+            "spf aligned)")
 
 def keygen(st, dns, domain, selector, kind="rsa", bits=2048):
     d = st.path("keys")
