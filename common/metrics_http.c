@@ -57,11 +57,17 @@
  *	The endpoint holds at most METRICS_HTTP_MAX_CONNECTIONS (16)
  *	connections, idle ones included (a request head of at most 8 KB,
  *	10 s of silence at most, 30 s in all for a connection): while that
- *	many are open it accepts nothing more, and further clients wait in
- *	the listen backlog. A client that
- *	opens connections and sends nothing therefore costs the process at
- *	most 16 descriptors, which the daemons' open-files reserve counts,
- *	never the descriptors of the mail ports. libevent 2.1's evhttp has
+ *	many are open it accepts nothing more. A client that opens
+ *	connections and sends nothing therefore costs the process at most
+ *	16 descriptors, which the daemons' open-files reserve counts, never
+ *	the descriptors of the mail ports. So that such a client cannot
+ *	starve the probes either (it would hold the 16 and queue more ahead
+ *	of them in the listen backlog: an orchestrator then restarts the
+ *	daemon), while clients wait in the backlog the connections open
+ *	longer than METRICS_HTTP_GRACE_MS (100 ms: a probe or a scrape has
+ *	sent its request and had its answer by then) are cut, oldest
+ *	first, so that the backlog moves at 16 connections per tenth of a
+ *	second whatever they send. libevent 2.1's evhttp has
  *	no such limit (evhttp_set_max_connections() came in 2.2): each
  *	connection's bufferevent is made here, with a reference held, and
  *	a sweep every 100 ms while any is open lets go of those evhttp has
@@ -87,6 +93,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -109,14 +116,16 @@ typedef const char *(*metrics_http_check_fn) (void);
 
 #define METRICS_HTTP_MAX_CONNECTIONS	16
 #define METRICS_HTTP_SWEEP_MS		100
+#define METRICS_HTTP_FULL_SWEEP_MS	10	/* while full, clients waiting */
+#define METRICS_HTTP_GRACE_MS		100	/* never cut younger */
 #define METRICS_HTTP_MAX_HEAD		8192
 #define METRICS_HTTP_MAX_AGE		30	/* seconds, request or not */
 
 /* the endpoint's open connections; touched by its thread only */
 static struct {
     struct bufferevent *bev[METRICS_HTTP_MAX_CONNECTIONS];
-    time_t  since[METRICS_HTTP_MAX_CONNECTIONS];	/* accepted, monotonic */
-    int     cut[METRICS_HTTP_MAX_CONNECTIONS];	/* shut down for its age */
+    long long since[METRICS_HTTP_MAX_CONNECTIONS];	/* accepted, monotonic ms */
+    int     cut[METRICS_HTTP_MAX_CONNECTIONS];	/* shut down */
     int     count;
     struct evconnlistener *listener;
     struct event *sweep;
@@ -284,11 +293,11 @@ static int metrics_http_released(struct bufferevent *bev)
  * byte every few seconds would otherwise hold its slot for hours. After
  * shutdown() evhttp reads end of file (or fails to write) and lets go.
  */
-static void metrics_http_cut(int i, time_t now)
+static void metrics_http_cut(int i, long long now, long long age)
 {
     evutil_socket_t fd;
 
-    if (metrics_http_conns.cut[i] || now - metrics_http_conns.since[i] < METRICS_HTTP_MAX_AGE)
+    if (metrics_http_conns.cut[i] || now - metrics_http_conns.since[i] < age)
 	return;
     if ((fd = bufferevent_getfd(metrics_http_conns.bev[i])) >= 0)
 	(void) shutdown(fd, SHUT_RDWR);
@@ -297,7 +306,7 @@ static void metrics_http_cut(int i, time_t now)
 
 /* metrics_http_reap - drop released connections, cut old ones */
 
-static void metrics_http_reap(time_t now)
+static void metrics_http_reap(long long now)
 {
     int     i = 0, last;
 
@@ -309,23 +318,44 @@ static void metrics_http_reap(time_t now)
 	    metrics_http_conns.since[i] = metrics_http_conns.since[last];
 	    metrics_http_conns.cut[i] = metrics_http_conns.cut[last];
 	} else {
-	    metrics_http_cut(i++, now);
+	    metrics_http_cut(i++, now, METRICS_HTTP_MAX_AGE * 1000LL);
 	}
     }
 }
 
-/* metrics_http_sweep - reap, accept again below the cap */
+/* metrics_http_waiting - do clients wait in the listen backlog? */
 
+static int metrics_http_waiting(void)
+{
+    struct pollfd pfd;
+
+    pfd.fd = evconnlistener_get_fd(metrics_http_conns.listener);
+    pfd.events = POLLIN;
+    return (pfd.fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN));
+}
+
+/*
+ * metrics_http_sweep - reap, accept again below the cap; at the cap with
+ * clients waiting, cut every connection past its grace (the reap after
+ * evhttp read their end of file frees the slots 10 ms later).
+ */
 static void metrics_http_sweep(evutil_socket_t fd, short what, void *context)
 {
     struct timeval again = {0, METRICS_HTTP_SWEEP_MS * 1000};
+    long long now = daemon_mono_ms();
+    int     i;
 
     (void) fd;
     (void) what;
     (void) context;
-    metrics_http_reap(daemon_mono_sec());
-    if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS)
+    metrics_http_reap(now);
+    if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS) {
 	evconnlistener_enable(metrics_http_conns.listener);
+    } else if (metrics_http_waiting()) {
+	for (i = 0; i < metrics_http_conns.count; i++)
+	    metrics_http_cut(i, now, METRICS_HTTP_GRACE_MS);
+	again.tv_usec = METRICS_HTTP_FULL_SWEEP_MS * 1000;
+    }
     if (metrics_http_conns.count > 0)
 	evtimer_add(metrics_http_conns.sweep, &again);
 }
@@ -344,7 +374,7 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     struct bufferevent *bev;
 
     (void) context;
-    metrics_http_reap(daemon_mono_sec());
+    metrics_http_reap(daemon_mono_ms());
 
     /*
      * Closed on the last unref (the sweep's), not by evhttp: while the
@@ -358,7 +388,7 @@ static struct bufferevent *metrics_http_connection(struct event_base *base, void
     bufferevent_setwatermark(bev, EV_READ, 0, 4 * METRICS_HTTP_MAX_HEAD);
     if (metrics_http_conns.count < METRICS_HTTP_MAX_CONNECTIONS) {
 	bufferevent_incref(bev);
-	metrics_http_conns.since[metrics_http_conns.count] = daemon_mono_sec();
+	metrics_http_conns.since[metrics_http_conns.count] = daemon_mono_ms();
 	metrics_http_conns.cut[metrics_http_conns.count] = 0;
 	metrics_http_conns.bev[metrics_http_conns.count++] = bev;
     }

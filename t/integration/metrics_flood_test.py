@@ -4,8 +4,12 @@ proxyv2-shim, milter-dkim, lmtp-webhook-spool run), each started under
 prlimit --nofile=64:
 
 - the endpoint holds at most 16 connections: with 16 idle ones open, a
-  17th client's GET /healthz is not answered (it waits in the backlog);
-  once one idle connection closes, it is, at once;
+  17th client's GET /healthz waits in the backlog only until the idle
+  ones are 100 ms old, then they are cut and it is answered (within a
+  kubelet probe's 1 s); 120 silent connections opened at once starve no
+  probe (helper-101: they held the slots and the backlog ahead of every
+  probe for a minute, and an orchestrator restarts a daemon whose probes
+  time out);
 - 300 idle connections opened at the metrics port as fast as the kernel
   takes them cost the daemon at most 16 descriptors (counted in
   /proc/PID/fd), little CPU and no log flood, and the mail port goes on
@@ -70,34 +74,74 @@ def shim_served(port):
         s.close()
 
 
+def probe(mport, timeout=1.0):
+    """A kubelet's probe: GET /healthz, answered within timeout (1 s)."""
+    try:
+        s = socket.create_connection(("127.0.0.1", mport), timeout=timeout)
+    except OSError as e:
+        return repr(e).encode()
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s.recv(100)
+    except OSError as e:
+        return repr(e).encode()
+    finally:
+        s.close()
+
+
 def check_cap(name, mport):
-    """16 idle connections hold every slot; the 17th waits until one goes."""
+    """16 idle connections hold every slot; a 17th client waits in the
+    backlog only until the idle ones are past their grace (100 ms): then
+    they are cut, oldest first, and the probe is answered."""
     idle = Flood(mport, CAP)
     tap.is_(idle.refused, 0, "%s: %d idle connections to the endpoint" % (name, CAP))
     time.sleep(0.5)                     # accepted, counted, the listener off
-    waiting = socket.create_connection(("127.0.0.1", mport), timeout=5)
-    waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    waiting.settimeout(1.5)
-    try:
-        early = waiting.recv(100)
-    except socket.timeout:
-        early = None
-    tap.is_(early, None, "%s: with %d open, a 17th client's GET /healthz is not answered "
-            "(it waits in the backlog)" % (name, CAP), diag=repr(early))
-    idle.socks.pop().close()
-    waiting.settimeout(5)
-    try:
-        late = waiting.recv(100)
-    except OSError as e:
-        late = repr(e).encode()
-    waiting.close()
-    tap.ok(late.startswith(b"HTTP/1.1 200"), "%s: one idle connection closed: the waiting "
-           "client is served" % name, diag=repr(late))
+    t0 = time.monotonic()
+    got = probe(mport)
+    took = time.monotonic() - t0
+    tap.ok(got.startswith(b"HTTP/1.1 200") and took < 1.0,
+           "%s: with %d idle connections open, a 17th client's GET /healthz is answered "
+           "within a probe's 1 s (%.2f s)" % (name, CAP, took), diag=repr(got))
+    cut = sum(1 for s in idle.socks if closed_by_peer(s))
+    tap.ok(cut >= 1, "%s: idle connections past their grace were cut for it (%d of %d)"
+           % (name, cut, CAP))
     idle.close()
+
+
+def closed_by_peer(s):
+    s.settimeout(2)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def check_starve(name, mport):
+    """helper-101: 120 silent connections held the 16 slots and queued in
+    the backlog ahead of every kubelet probe (1 s timeout) for a minute,
+    and an orchestrator restarts a daemon whose probes fail. Now the
+    silent ones are cut past their grace while clients wait: each probe
+    is answered within 1 s while the flood is open."""
+    flood = Flood(mport, 120, wait=False)
+    time.sleep(0.5)
+    answers = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        got = probe(mport)
+        answers.append((got[:15], round(time.monotonic() - t0, 2)))
+        time.sleep(0.3)
+    cut = sum(1 for s in flood.socks if closed_by_peer(s))
+    flood.close()
+    late = [a for a in answers if not a[0].startswith(b"HTTP/1.1 200") or a[1] >= 1.0]
+    tap.is_(late, [], "%s: with 120 silent connections opened at once, each of 10 probes "
+            "answered within 1 s (%d of them cut)" % (name, cut), diag=repr(answers))
 
 
 def check_flood(st, name, proc, mport, served):
     check_cap(name, mport)
+    check_starve(name, mport)
     tap.ok(wait_for(lambda: http_get(mport) == ("HTTP/1.1 200 OK", "alive\n"), timeout=10),
            "%s: /healthz answers once the idle ones closed" % name)
     baseline = fd_count(proc.pid)
