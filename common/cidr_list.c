@@ -12,6 +12,7 @@
  *	int	cidr_list_match_addr(list, sockaddr)
  *	int	cidr_list_match_str(list, "192.0.2.1")
  *	int	cidr_list_covers(list, AF_INET or AF_INET6)
+ *	int	cidr_list_link_local(list)
  *	void	cidr_list_destroy(&list)
  * DESCRIPTION
  *	A list of networks ("addr/len", or a bare address for a single
@@ -24,6 +25,11 @@
  *	cidr_list_covers() tells whether the list matches every address
  *	of a family, however it is written (a warning for a list of
  *	trusted peers that trusts anyone).
+ *
+ *	cidr_list_link_local() tells whether an entry lies within
+ *	fe80::/10: a link-local address is on every link at once, and a
+ *	list holds no interface, so it names no single peer (a list of
+ *	trusted peers refuses it).
  *
  *	Adding after matching is allowed; the arrays are re-sorted
  *	lazily on the first match after a change.
@@ -316,4 +322,13 @@ void    cidr_list_destroy(struct cidr_list **listp)
 	free((*listp)->buckets[len].keys);
     free(*listp);
     *listp = NULL;
+}
+
+int     cidr_list_link_local(const struct cidr_list *list)
+{
+    for (int len = 10; len <= 128; len++)
+	for (int i = 0; i < list->buckets[len].count; i++)
+	    if (list->buckets[len].keys[i].hi >> 54 == 0x3fa)	/* fe80::/10 */
+		return (1);
+    return (0);
 }

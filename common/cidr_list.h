@@ -13,6 +13,7 @@ const char *cidr_list_parse(struct cidr_list *list, const char *text, char **bad
 int     cidr_list_match_addr(const struct cidr_list *list, const struct sockaddr *sa);
 int     cidr_list_match_str(const struct cidr_list *list, const char *address);
 int     cidr_list_covers(const struct cidr_list *list, int family);
+int     cidr_list_link_local(const struct cidr_list *list);
 int     cidr_list_count(const struct cidr_list *list);
 void    cidr_list_destroy(struct cidr_list **list);
 

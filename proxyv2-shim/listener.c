@@ -173,6 +173,11 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	    free(bad);
 	    return (why);
 	}
+	/* the kernel's peer address has a scope (the link); a list has none */
+	if (cidr_list_link_local(lst->trusted))
+	    return ("trusted: a link-local network (fe80::/10) is on every link at once: "
+		    "a peer on another link with the same address would be trusted; "
+		    "name the balancers by a global or unique-local (fc00::/7) address");
 	listener_trusted_wide(lst, value);
 	return (listener_trusted_family(lst, value));
     }

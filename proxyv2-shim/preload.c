@@ -239,6 +239,12 @@ static void preload_init(void)
 	cidr_list_destroy(&preload_trusted);
 	preload_trusted = cidr_list_create();
     }
+    if (cidr_list_link_local(preload_trusted)) {
+	preload_log("PROXYV2_TRUSTED: a link-local network (fe80::/10) is on every link at "
+		    "once; trusting nobody");
+	cidr_list_destroy(&preload_trusted);
+	preload_trusted = cidr_list_create();
+    }
     if (cidr_list_covers(preload_trusted, AF_INET) || cidr_list_covers(preload_trusted, AF_INET6))
 	preload_log("warning: PROXYV2_TRUSTED matches every IPv%d address: any peer that "
 		    "reaches PROXYV2_PORTS may name any client",

@@ -738,7 +738,14 @@ def test_reload_header_timeout(st, shim, conf):
 
 
 # ---------------------------------------------------------------- shim: -t
+LINK_LOCAL = "trusted: a link-local network (fe80::/10) is on every link at once"
 BAD_CONFIGS = [
+    # helper-101: fe80::1 of the balancer's link also trusted fe80::1 on
+    # any other link (the list has no scope; the peer's was not compared)
+    ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=fe80::1", LINK_LOCAL),
+    ("listener = [::]:{p} backend=127.0.0.1:9 mode=xclient trusted=fd00::1,FE80::/64",
+     LINK_LOCAL),
+    ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=febf::1/128", LINK_LOCAL),
     ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=10.0.20.0/24",
      'trusted: "10.0.20.0/24" can never match: a listener on an IPv6 address accepts IPv6 '
      'connections only'),

@@ -286,7 +286,26 @@ def test_stderr_socket():
            % got)
 
 
+def test_link_local_trusted():
+    """PROXYV2_TRUSTED with a link-local entry (helper-101): fe80::1 is on
+    every link at once and the list holds no interface, so the library
+    says so and trusts nobody: a header from the (otherwise trusted)
+    loopback is refused, not read."""
+    d = Daemon(SIGNAL_LOOP, free_port(), PROXYV2_TRUSTED="127.0.0.0/8, fe80::1")
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    c.sendall(v2_header("198.51.100.7", 4007))
+    got = recv(c)
+    c.close()
+    time.sleep(0.3)
+    log = d.read()
+    d.stop()
+    tap.ok(b"198.51.100.7" not in got and "PROXYV2_TRUSTED: a link-local network (fe80::/10) "
+           "is on every link at once; trusting nobody" in log,
+           "PROXYV2_TRUSTED naming fe80::1: said, and nobody trusted (%r)" % got, diag=log)
+
+
 test_eintr()
+test_link_local_trusted()
 test_forged_mark()
 test_dup_reuse()
 test_stderr_socket()

@@ -165,11 +165,38 @@ static void test_covers(void)
 	   "out does not");
 }
 
+/* test_link_local - entries within fe80::/10, however written */
+
+static void test_link_local(void)
+{
+    static const struct {
+	const char *list;
+	int     link_local;
+    }       cases[] = {
+	{"fe80::1", 1}, {"FE80::1/128", 1}, {"fe80::/10", 1}, {"fe80::/64", 1},
+	{"febf:ffff::1", 1}, {"10.0.0.0/8, fe80::9", 1},
+	{"fec0::1", 0}, {"fe7f::1", 0}, {"fd00::1", 0}, {"2001:db8::1", 0},
+	{"::1, 127.0.0.0/8", 0}, {"::ffff:169.254.1.1", 0},
+	/* wider than fe80::/10: trusts every address anyway (covers) */
+	{"fe00::/7", 0}, {"::/0", 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	struct cidr_list *list = cidr_list_create();
+
+	ok(cidr_list_parse(list, cases[i].list, NULL) == NULL
+	   && cidr_list_link_local(list) == cases[i].link_local,
+	   "\"%s\" %s link-local", cases[i].list, cases[i].link_local ? "is" : "is not");
+	cidr_list_destroy(&list);
+    }
+}
+
 int     main(void)
 {
     test_match();
     test_errors();
     test_many();
     test_covers();
+    test_link_local();
     return (tap_done());
 }
