@@ -150,7 +150,7 @@ static void conn_free(struct conn *conn)
     evutil_closesocket(conn->fd);
     free(conn->in);
     policy_request_free(&conn->req);
-    decide_txn_free(&conn->txn);
+    decide_txn_closed(&conn->txn);	/* mid-transaction: the next one asks */
     policy_config_release(&conn->pc);
     atomic_fetch_sub(conn->srv->connections, 1);
     if (conn->prev)
@@ -340,6 +340,7 @@ static void conn_count(struct conn *conn, const char *reply)
 static void conn_reply(struct conn *conn, const char *reply)
 {
     conn_count(conn, reply);
+    decide_answered(&conn->txn, &conn->req, reply);	/* what Postfix may hold */
     /* three copies, no printf: formatting was 3% of the CPU per reply */
     evbuffer_add(conn->out, "action=", 7);
     evbuffer_add(conn->out, reply, strlen(reply));
@@ -382,7 +383,6 @@ static void conn_store_failed(struct conn *conn)
 	conn_reply(conn, conn->pc->store_error_reply);
 	return;
     }
-    conn->txn.again = 1;			/* the same request, to the local store */
     call = decide_prepare(conn->pc, &conn->txn, &conn->req, &reply);
     if (call == NULL)
 	conn_reply(conn, reply);

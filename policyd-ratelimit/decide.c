@@ -33,18 +33,17 @@
  *
  *	Postfix may ask about DATA or END-OF-MESSAGE on another connection
  *	than the RCPTs (its policy client reconnects after an idle or TTL
- *	timeout, or after this daemon closed an idle connection): that
- *	connection has not seen the recipients, and a recipient-keyed limit
- *	was never charged. RCPT requests are therefore also counted per
- *	instance daemon-wide (decide_seen_rcpts(), a bounded table); when
- *	another connection saw more of them than this one, one recipient
- *	Postfix names (it sends "recipient" when it accepted exactly one) is
- *	checked and charged as if seen here, and several it does not name
- *	are answered DECIDE_TXN_UNSEEN (451: the client sends the message
- *	again) by an enforcing limit: never admitted uncounted. Recipients
- *	whose RCPT reached no connection (a permit_* before the check) are
- *	not charged to recipient-keyed limits, as before; a restart forgets
- *	the table.
+ *	timeout, or after this daemon closed a connection): that
+ *	connection has not seen every recipient, and a recipient-keyed
+ *	limit was never charged. RCPTs let through are therefore also
+ *	counted per instance daemon-wide (decide_seen.c); when an earlier
+ *	connection let some through, one recipient Postfix names (it sends
+ *	"recipient" when it accepted exactly one) is checked and charged
+ *	as if seen here, and several it does not name are answered
+ *	DECIDE_TXN_UNSEEN (451: the client sends the message again) by an
+ *	enforcing limit: never admitted uncounted. Recipients whose RCPT
+ *	reached no connection (a permit_* before the check) are not
+ *	charged to recipient-keyed limits, as before.
  *
  *	decide_prepare() returns NULL with *reply set when no store is
  *	needed (exempt, other stage, no applicable limit); otherwise a call
@@ -61,7 +60,6 @@
 #include "build_config.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,99 +388,13 @@ static long long decide_refused_after(struct decide_txn *txn, enum decide_stage 
 }
 
 /*
- * The RCPT requests seen per instance, daemon-wide (every worker's
- * connections): DECIDE_SEEN_SLOTS slots by hash, a newer instance taking
- * an older one's slot. An instance put out of its slot within the hour
- * (a flood of other transactions while this one waits for DATA) is
- * marked in a bitmap of DECIDE_EVICTED_BITS (two, swapped every hour):
- * it then reads as "seen elsewhere, how many unknown" (fails closed),
- * not as seen nowhere, which let a message through uncounted.
- * Instances longer than DECIDE_SEEN_INSTANCE (Postfix's are about 30
- * bytes) are not recorded.
+ * decide_unseen - an earlier policy connection let RCPTs of this
+ * transaction through (or an unknown number): this connection's list
+ * is not all Postfix may hold (decide_seen.c)
  */
-#define DECIDE_SEEN_SLOTS	8192
-#define DECIDE_SEEN_INSTANCE	64
-#define DECIDE_EVICTED_BITS	(1 << 20)
-#define DECIDE_SEEN_UNKNOWN	(-1)
-
-static struct {
-    char    instance[DECIDE_SEEN_INSTANCE];
-    long long rcpts;
-    long long at;			/* daemon_mono_sec() of its first RCPT */
-} decide_seen[DECIDE_SEEN_SLOTS];
-static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
-static long long decide_evicted_since;	/* of decide_evicted[0] */
-static pthread_mutex_t decide_seen_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static unsigned decide_seen_hash(const char *instance, unsigned h)
+static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage)
 {
-    for (const unsigned char *cp = (const unsigned char *) instance; *cp; cp++)
-	h = (h ^ *cp) * 16777619u;
-    return (h);
-}
-
-#define DECIDE_SLOT(i)	(decide_seen_hash((i), 2166136261u) % DECIDE_SEEN_SLOTS)
-#define DECIDE_BIT(i)	(decide_seen_hash((i), 0x9e3779b9u) % DECIDE_EVICTED_BITS)
-
-/* decide_evicted_rotate - the older bitmap cleared every hour; lock held */
-
-static void decide_evicted_rotate(long long now)
-{
-    if (now - decide_evicted_since < 3600)
-	return;
-    memcpy(decide_evicted[1], decide_evicted[0], sizeof(decide_evicted[0]));
-    memset(decide_evicted[0], 0, sizeof(decide_evicted[0]));
-    decide_evicted_since = now;
-}
-
-/*
- * decide_seen_rcpts - RCPTs of instance seen by all connections (add: one
- * more), or DECIDE_SEEN_UNKNOWN: put out of the table within the hour
- */
-static long long decide_seen_rcpts(const char *instance, int add)
-{
-    long long n = 0, now = daemon_mono_sec();
-    unsigned slot, bit;
-
-    if (strlen(instance) >= DECIDE_SEEN_INSTANCE)
-	return (0);
-    slot = DECIDE_SLOT(instance);
-    pthread_mutex_lock(&decide_seen_lock);
-    decide_evicted_rotate(now);
-    if (add && strcmp(decide_seen[slot].instance, instance) != 0) {
-	if (decide_seen[slot].instance[0] && now - decide_seen[slot].at < 3600) {
-	    bit = DECIDE_BIT(decide_seen[slot].instance);
-	    decide_evicted[0][bit / 8] |= 1 << (bit % 8);
-	}
-	strcpy(decide_seen[slot].instance, instance);
-	decide_seen[slot].rcpts = 0;
-	decide_seen[slot].at = now;
-    }
-    if (strcmp(decide_seen[slot].instance, instance) == 0) {
-	n = (decide_seen[slot].rcpts += add);
-    } else {
-	bit = DECIDE_BIT(instance);
-	if ((decide_evicted[0][bit / 8] | decide_evicted[1][bit / 8]) & (1 << (bit % 8)))
-	    n = DECIDE_SEEN_UNKNOWN;
-    }
-    pthread_mutex_unlock(&decide_seen_lock);
-    return (n);
-}
-
-/*
- * decide_unseen - Postfix accepted more recipients than this connection
- * saw RCPTs of, and another connection saw more (or an unknown number)
- * of them (see above)
- */
-static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage,
-			         const struct policy_request *req)
-{
-    long long elsewhere;
-
-    if (stage == STAGE_RCPT || decide_number(req, "recipient_count") <= txn->rcpt_seen)
-	return (0);
-    elsewhere = decide_seen_rcpts(txn->instance, 0);
-    return (elsewhere == DECIDE_SEEN_UNKNOWN || elsewhere > txn->rcpt_seen);
+    return (stage != STAGE_RCPT && decide_seen_elsewhere(txn) != 0);
 }
 
 /* decide_unseen_log - said for a recipient-keyed limit, once a minute at most */
@@ -494,12 +406,12 @@ static void decide_unseen_log(const struct decide_txn *txn, const struct policy_
 
     if ((unsaid = decide_log_due(&gate)) < 0)
 	return;
-    msg_warn("instance %.40s: Postfix accepted %lld recipients, this connection saw %lld "
-	     "of their RCPT requests, another saw more (the policy connection was closed and "
-	     "opened again mid-transaction): one recipient Postfix names is checked now; "
-	     "several are answered \"%s\" by a "
-	     "recipient-keyed limit (%lld more such requests not logged)", txn->instance,
-	     decide_number(req, "recipient_count"), txn->rcpt_seen, DECIDE_TXN_UNSEEN, unsaid);
+    msg_warn("instance %.40s: Postfix accepted %lld recipients, this connection let %lld "
+	     "of their RCPTs through, an earlier one let some through (the policy connection "
+	     "was closed and opened again mid-transaction): one recipient Postfix names is "
+	     "checked now; several are answered \"%s\" by a recipient-keyed limit (%lld more "
+	     "such requests not logged)", txn->instance, decide_number(req, "recipient_count"),
+	     txn->rcpt_held, DECIDE_TXN_UNSEEN, unsaid);
 }
 
 /*
@@ -552,11 +464,6 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     if (stage == STAGE_OTHER)
 	return (NULL);
     decide_txn_sync(txn, req, &pc->limits);
-    if (stage == STAGE_RCPT && !txn->again) {
-	txn->rcpt_seen++;			/* exempt or not: Postfix may accept it */
-	(void) decide_seen_rcpts(txn->instance, 1);
-    }
-    txn->again = 0;
     if (ratelimit_exempt(&pc->limits, req))
 	return (NULL);
     if (stage == STAGE_RCPT && txn->count + pc->limits.limit_count > DECIDE_TXN_MAX) {
@@ -568,7 +475,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	return (NULL);
     }
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
-    unseen = decide_unseen(txn, stage, req);
+    unseen = decide_unseen(txn, stage);
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
     for (int i = 0, said = 0, got; i < pc->limits.limit_count; i++) {

@@ -50,9 +50,9 @@ struct decide_txn {
     unsigned long generation;		/* of the limits the indexes are in */
     int     full_logged;
     long long let_through;		/* RCPTs this check answered DUNNO or WARN */
-    long long rcpt_seen;		/* RCPT requests of it on this connection */
-    int     again;			/* the next decide_prepare() repeats one
-					 * request (on_store_error = open) */
+    long long rcpt_held;		/* RCPTs let through on this connection */
+    unsigned long long seen_gen;	/* its entry in decide_seen.c's table */
+    long long seen_held;		/* how many of them that entry holds */
     unsigned long long quarantine_struck;	/* quarantines struck (quarantine.c) */
 };
 
@@ -63,5 +63,12 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 		              const struct policy_request *req, const struct store_call *call);
 void    decide_txn_free(struct decide_txn *txn);
+
+/* decide_seen.c: RCPTs let through per instance, across connections. */
+#define DECIDE_SEEN_UNKNOWN	(-1)
+void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
+			        const char *reply);
+long long decide_seen_elsewhere(const struct decide_txn *txn);
+void    decide_txn_closed(struct decide_txn *txn);
 
 #endif

@@ -12,6 +12,7 @@
  *	const char *policy_request_get(&req, "sasl_username")
  *	void	policy_request_reset(&req)
  *	int	policy_attribute_known(name)
+ *	const char *policy_address_domain(addr, buf, size)
  * DESCRIPTION
  *	A request is "name=value" lines ended by an empty line
  *	(SMTPD_POLICY_README). policy_request_add_line() takes one line
@@ -27,6 +28,14 @@
  *	policy_attribute_known() says whether Postfix 3.7 sends an
  *	attribute of that name (SMTPD_POLICY_README), or it is one this
  *	daemon derives (sender_domain, recipient_domain).
+ *
+ *	policy_address_domain() is the domain Postfix's trivial-rewrite
+ *	routes an address to (rewrite_tree(), swap_bangpath and
+ *	allow_percent_hack at their default yes): after the last '@';
+ *	without '@', before the first '!' ("victim.example!u" is delivered
+ *	to u@victim.example: it was charged to "[unqualified]"), else after
+ *	the last '%'; "[unqualified]" without one (Postfix appends
+ *	$myorigin). A bang path's domain is copied into buf.
  * DIAGNOSTICS
  *	Both functions return NULL or a static error text; after an error
  *	the request must be dropped and its connection closed without a
@@ -36,6 +45,7 @@
 #include "build_config.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,4 +263,17 @@ int     policy_attribute_known(const char *name)
 	if (strcmp(name, known[i]) == 0)
 	    return (1);
     return (0);
+}
+
+const char *policy_address_domain(const char *addr, char *buf, size_t size)
+{
+    const char *at = strrchr(addr, '@'), *bang;
+
+    if (at == NULL && (bang = strchr(addr, '!')) != NULL) {
+	snprintf(buf, size, "%.*s", (int) (bang - addr), addr);
+	return (*buf ? buf : "[unqualified]");
+    }
+    if (at == NULL)
+	at = strrchr(addr, '%');
+    return (at == NULL || at[1] == 0 ? "[unqualified]" : at + 1);
 }

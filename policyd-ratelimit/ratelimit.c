@@ -25,7 +25,8 @@
  *	ratelimit_key() writes the key value of a request for a limit, and
  *	returns 0 when the limit does not apply (empty attribute, or the
  *	unless= attribute is set). Every other request is counted: an
- *	address without a domain counts for the domain "[unqualified]", a
+ *	address without a domain (a bang path's or a "%" one's is read as
+ *	Postfix routes it) counts for the domain "[unqualified]", a
  *	client_address that is no IP address ("unknown") as itself, and a
  *	value of any length as ratelimit_canon() makes it.
  * DIAGNOSTICS
@@ -341,14 +342,15 @@ const char *ratelimit_value(const struct limit *limit, const char *value, char *
 }
 
 /*
- * ratelimit_raw - a request's value for a key or exemption attribute:
- * sender_domain and recipient_domain are the domain of the address
- * ("[unqualified]" without one; Postfix will append one). NULL when the
+ * ratelimit_raw - a request's value for a key or exemption attribute;
+ * sender_domain and recipient_domain: policy_address_domain(), into buf
+ * (LIMIT_KEY_MAX bytes). NULL when the
  * request has none (not limited, not exempt).
  */
-static const char *ratelimit_raw(const char *attr, const struct policy_request *req)
+static const char *ratelimit_raw(const char *attr, const struct policy_request *req,
+				         char *buf)
 {
-    const char *value, *at;
+    const char *value;
     int     domain = 0;
 
     if (strcmp(attr, "sender_domain") == 0)
@@ -360,7 +362,7 @@ static const char *ratelimit_raw(const char *attr, const struct policy_request *
     if (value == NULL || *value == 0)
 	return (NULL);
     if (domain)
-	value = (at = strrchr(value, '@')) == NULL || at[1] == 0 ? "[unqualified]" : at + 1;
+	return (policy_address_domain(value, buf, LIMIT_KEY_MAX));
     return (value);
 }
 
@@ -743,12 +745,12 @@ static const char *ratelimit_unzoned(const char *value, char *buf, size_t len)
 int     ratelimit_exempt(const struct limits *limits, const struct policy_request *req)
 {
     const char *raw;
-    char    key[LIMIT_KEY_MAX];
+    char    key[LIMIT_KEY_MAX], dom[LIMIT_KEY_MAX];
 
     for (int i = 0; i < limits->exempt_count; i++) {
 	const struct exemption *ex = limits->exempt + i;
 
-	if ((raw = ratelimit_raw(ex->attr, req)) == NULL)
+	if ((raw = ratelimit_raw(ex->attr, req, dom)) == NULL)
 	    continue;
 	if (ex->cidrs) {
 	    if (cidr_list_match_str(ex->cidrs, ratelimit_unzoned(raw, key, sizeof(key))))
@@ -775,10 +777,11 @@ int     ratelimit_key(const struct limit *limit, const struct policy_request *re
 		           char *buf, size_t len)
 {
     const char *value;
+    char    dom[LIMIT_KEY_MAX];
 
     if (ratelimit_unless(limit, req))
 	return (0);
-    if ((value = ratelimit_raw(limit->key_attr, req)) == NULL)
+    if ((value = ratelimit_raw(limit->key_attr, req, dom)) == NULL)
 	return (0);
     if (len < LIMIT_KEY_MAX)
 	msg_panic("ratelimit_key: buffer of %zu bytes", len);

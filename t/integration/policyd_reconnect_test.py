@@ -40,7 +40,7 @@ from mxtest import tap, wait_for  # noqa: E402
 import mxpolicy as mp  # noqa: E402
 
 UNSEEN = "451 4.3.0 Rate limiting did not see this transaction's recipients"
-UNSEEN_LOG = "this connection saw 0 of their RCPT requests"
+UNSEEN_LOG = "this connection let 0 of their RCPTs through, an earlier one let some through"
 PASSWORD = "AclPw-Very-Secret-42"
 
 

@@ -1,0 +1,199 @@
+/*
+ * NAME
+ *	decide_seen 3
+ * SUMMARY
+ *	recipients let through per transaction, across policy connections
+ * SYNOPSIS
+ *	#include "decide.h"
+ *
+ *	void	decide_answered(&txn, req, reply)
+ *	long long decide_seen_elsewhere(&txn)
+ *	void	decide_txn_closed(&txn)
+ * DESCRIPTION
+ *	Postfix's questions about one transaction ("instance") may arrive
+ *	on several policy connections, one after another: its policy
+ *	client reconnects after an idle or TTL timeout, or after this
+ *	daemon closed a connection (idle_timeout, a request it could not
+ *	parse: a client forces that with a control byte in an address).
+ *	A connection asked at DATA or END-OF-MESSAGE then has not seen
+ *	every recipient Postfix holds. What counts is what Postfix can
+ *	hold: a RCPT this daemon refused is no recipient. Counting RCPT
+ *	requests instead let one refused RCPT on the new connection stand
+ *	for a recipient admitted on the old one, never charged (helper-100:
+ *	5 of 5 messages through recipient_domain 1/1h).
+ *
+ *	decide_answered() is told every reply: a RCPT answered with an
+ *	action that may let Postfix accept the recipient (anything but
+ *	4NN/5NN, REJECT, DEFER or DEFER_IF_PERMIT; a later restriction may
+ *	still refuse it) is counted for this connection and, daemon-wide,
+ *	for the instance. decide_seen_elsewhere() is what earlier
+ *	connections let through (> 0) or DECIDE_SEEN_UNKNOWN: decide.c
+ *	then does not trust this connection's list, whatever
+ *	recipient_count says (a recipient admitted here that Postfix
+ *	refused after the check would stand for one admitted elsewhere).
+ *	Postfix uses one policy connection at a time per smtpd process,
+ *	so every other connection of an instance is an earlier one.
+ *
+ *	The table has DECIDE_SEEN_SLOTS slots by hash; a newer instance
+ *	takes an older one's slot. decide_txn_closed() (a connection
+ *	closed mid-transaction) marks its instance's entry "orphan": an
+ *	orphan put out of its slot within the hour, or an instance whose
+ *	entry was already gone when its connection closed, is marked in
+ *	a bitmap of DECIDE_EVICTED_BITS (two, swapped every hour) and reads
+ *	as DECIDE_SEEN_UNKNOWN (fails closed), also when a new entry for
+ *	it is made. Entries of open connections are put out unmarked: the
+ *	connection still knows its own, so the bitmap stays sparse and a
+ *	transaction on one connection is not deferred by a flood of others.
+ *	Instances of DECIDE_SEEN_INSTANCE bytes or more (Postfix's are
+ *	about 30) or empty are not recorded; a restart forgets the table.
+ */
+
+#include "build_config.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <string.h>
+#include <strings.h>
+
+#include "daemon.h"
+#include "decide.h"
+
+#define DECIDE_SEEN_SLOTS	8192
+#define DECIDE_SEEN_INSTANCE	64
+#define DECIDE_EVICTED_BITS	(1 << 20)
+
+static struct {
+    char    instance[DECIDE_SEEN_INSTANCE];
+    long long held;			/* RCPTs let through, all connections */
+    long long at;			/* daemon_mono_sec() of its first */
+    unsigned long long gen;		/* of this entry: taking a slot makes one */
+    int     orphan;			/* a connection that let some through closed */
+    int     unknown;			/* made for an instance marked in the bitmap */
+} decide_seen[DECIDE_SEEN_SLOTS];
+static unsigned long long decide_seen_gen;
+static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
+static long long decide_evicted_since;	/* of decide_evicted[0] */
+static pthread_mutex_t decide_seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned decide_seen_hash(const char *instance, unsigned h)
+{
+    for (const unsigned char *cp = (const unsigned char *) instance; *cp; cp++)
+	h = (h ^ *cp) * 16777619u;
+    return (h);
+}
+
+#define DECIDE_SLOT(i)	(decide_seen_hash((i), 2166136261u) % DECIDE_SEEN_SLOTS)
+#define DECIDE_BIT(i)	(decide_seen_hash((i), 0x9e3779b9u) % DECIDE_EVICTED_BITS)
+
+/* decide_evicted_mark, _marked - the bitmap; lock held */
+
+static void decide_evicted_mark(const char *instance)
+{
+    unsigned bit = DECIDE_BIT(instance);
+
+    decide_evicted[0][bit / 8] |= 1 << (bit % 8);
+}
+
+static int decide_evicted_marked(const char *instance)
+{
+    unsigned bit = DECIDE_BIT(instance);
+
+    return (((decide_evicted[0][bit / 8] | decide_evicted[1][bit / 8]) >> (bit % 8)) & 1);
+}
+
+/* decide_seen_slot - the instance's slot, the lock taken; -1: not recorded */
+
+static int decide_seen_slot(const char *instance)
+{
+    long long now = daemon_mono_sec();
+
+    if (instance == NULL || *instance == 0 || strlen(instance) >= DECIDE_SEEN_INSTANCE)
+	return (-1);
+    pthread_mutex_lock(&decide_seen_lock);
+    if (now - decide_evicted_since >= 3600) {	/* the older bitmap: cleared */
+	memcpy(decide_evicted[1], decide_evicted[0], sizeof(decide_evicted[0]));
+	memset(decide_evicted[0], 0, sizeof(decide_evicted[0]));
+	decide_evicted_since = now;
+    }
+    return (DECIDE_SLOT(instance));
+}
+
+/* decide_refuses - a reply that makes Postfix refuse the RCPT for sure */
+
+static int decide_refuses(const char *reply)
+{
+    size_t  n = strcspn(reply, " \t");
+
+    if (n == 3 && (reply[0] == '4' || reply[0] == '5')
+	&& isdigit((unsigned char) reply[1]) && isdigit((unsigned char) reply[2]))
+	return (1);
+    return ((n == 6 && strncasecmp(reply, "REJECT", n) == 0)
+	    || (n == 5 && strncasecmp(reply, "DEFER", n) == 0)
+	    || (n == 15 && strncasecmp(reply, "DEFER_IF_PERMIT", n) == 0));
+}
+
+void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
+			        const char *reply)
+{
+    const char *state = policy_request_get(req, "protocol_state");
+    const char *instance = policy_request_get(req, "instance");
+    int     slot;
+
+    if (state == NULL || strcmp(state, "RCPT") != 0 || txn->instance == NULL
+	|| strcmp(txn->instance, instance ? instance : "") != 0 || decide_refuses(reply))
+	return;
+    txn->rcpt_held++;
+    if ((slot = decide_seen_slot(txn->instance)) < 0)
+	return;
+    if (strcmp(decide_seen[slot].instance, txn->instance) != 0) {
+	if (decide_seen[slot].orphan && daemon_mono_sec() - decide_seen[slot].at < 3600)
+	    decide_evicted_mark(decide_seen[slot].instance);
+	strcpy(decide_seen[slot].instance, txn->instance);
+	decide_seen[slot].held = 0;
+	decide_seen[slot].at = daemon_mono_sec();
+	decide_seen[slot].gen = ++decide_seen_gen;
+	decide_seen[slot].orphan = 0;
+	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
+    }
+    if (decide_seen[slot].gen != txn->seen_gen) {	/* ours was put out */
+	txn->seen_gen = decide_seen[slot].gen;
+	txn->seen_held = 0;
+    }
+    decide_seen[slot].held++;
+    txn->seen_held++;
+    pthread_mutex_unlock(&decide_seen_lock);
+}
+
+long long decide_seen_elsewhere(const struct decide_txn *txn)
+{
+    long long n = 0;
+    int     slot;
+
+    if ((slot = decide_seen_slot(txn->instance)) < 0)
+	return (0);
+    if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
+	n = decide_evicted_marked(txn->instance) ? DECIDE_SEEN_UNKNOWN : 0;
+    else if (decide_seen[slot].unknown)
+	n = DECIDE_SEEN_UNKNOWN;
+    else
+	n = decide_seen[slot].held
+	    - (decide_seen[slot].gen == txn->seen_gen ? txn->seen_held : 0);
+    pthread_mutex_unlock(&decide_seen_lock);
+    return (n);
+}
+
+void    decide_txn_closed(struct decide_txn *txn)
+{
+    int     slot;
+
+    if (txn->rcpt_held > 0 && (slot = decide_seen_slot(txn->instance)) >= 0) {
+	if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
+	    decide_evicted_mark(txn->instance);
+	else if (decide_seen[slot].gen == txn->seen_gen)
+	    decide_seen[slot].orphan = 1;
+	else				/* made again without ours */
+	    decide_seen[slot].unknown = 1;
+	pthread_mutex_unlock(&decide_seen_lock);
+    }
+    decide_txn_free(txn);
+}
