@@ -9,7 +9,9 @@ consumers' handle() in Python, Node (with the npm reference library
 standardwebhooks) and Go run against requests signed by
 lmtp-webhook-spool: two signatures (a route's secret rotating), one
 (the global secret), another route's secret, a tampered body, stale
-timestamps; accept/quarantine decided by the event's authentication."""
+timestamps, hostile headers (none may throw); accept only a DMARC pass
+from a known vendor domain (not a lookalike), the same answer for a
+webhook-id seen before."""
 
 import glob
 import json
@@ -269,6 +271,33 @@ def cases(live):
         ("stale timestamp (10 min)", dict(stale, secrets=[secrets["global"]]), "reject"),
         ("spec vector (2021: stale)", {"headers": SPEC["headers"], "body": SPEC["body"],
                                        "secrets": [SPEC["secret"]]}, "reject"),
+    ]
+    now = int(time.time())
+
+    def fresh(msg_id, body, secret=secrets["global"], **headers):
+        h = {"webhook-id": msg_id, "webhook-timestamp": str(now),
+             "webhook-signature": sign(secret, msg_id, now, body)}
+        h.update(headers)
+        return {"headers": {k: v for k, v in h.items() if v is not None},
+                "body": body.decode(), "secrets": [secret]}
+    vendor, lookalike = event_body("pass"), event_body("pass", "vendor-billing.example")
+    title = fresh("msg_title", vendor)
+    title["headers"] = {k.title(): v for k, v in title["headers"].items()}
+    out += [
+        # DMARC proves the From: domain sent it, not that it is a vendor you pay
+        ("dmarc pass from a lookalike domain", fresh("msg_lookalike", lookalike), "quarantine"),
+        ("the same event again (a retry or replay)", fresh("msg_lookalike", lookalike),
+         "quarantine"),
+        ("title-case header names (Flask)", title, "accept"),
+        ("a non-ASCII signature", fresh("msg_nonascii", vendor,
+                                        **{"webhook-signature": "v1,\u00e9\u00e9"}), "reject"),
+        ("a timestamp that is no number", fresh("msg_nonnumeric", vendor,
+                                                **{"webhook-timestamp": "abc"}), "reject"),
+        ("no webhook-signature", fresh("msg_nosig", vendor,
+                                       **{"webhook-signature": None}), "reject"),
+        ("a malformed secret before the right one",
+         dict(fresh("msg_badsecret", vendor), secrets=["whsec_!!notbase64", secrets["global"]]),
+         "accept"),
     ]
     return out
 

@@ -399,7 +399,9 @@ def test_raw_and_attachments(st, rx):
 # -- the Node consumer with the reference library, on real events ------------
 
 def test_node_consumer(st, rx, tmp):
-    code = guide_code("javascript")
+    """The guide's consumers (Node with the reference library, Python, Go)
+    on real events. Their list of known vendor domains is the guide's
+    example, vendor.example; these bills come from vendor.test."""
     evs = {e[2]["data"]["envelope"]["rcpt_to"]: e for e in events_for(rx, "three routes", 3)}
     lmtp(st, [GLOBEX], message("globex fails dmarc", [GENUINE.replace("dmarc=pass",
                                                                        "dmarc=fail")],
@@ -427,9 +429,19 @@ def test_node_consumer(st, rx, tmp):
                                        evs[INITECH][3].decode().replace("vendor", "vendoR")),
          "reject"),
     ]
-    got = run_consumer("javascript", code, [c for _, c, _ in cases], tmp)
-    tap.is_(got, [w for _, _, w in cases], "the guide's Node consumer (npm standardwebhooks) "
-            "on real events: %s" % ", ".join(n for n, _, _ in cases))
+    for lang, what in (("javascript", "Node consumer (npm standardwebhooks)"),
+                       ("python", "Python consumer"), ("go", "Go consumer")):
+        code = guide_code(lang).replace('"vendor.example"', '"vendor.test"')
+        got = run_consumer(lang, code, [c for _, c, _ in cases], tmp)
+        tap.is_(got, [w for _, _, w in cases], "the guide's %s on real events: %s"
+                % (what, ", ".join(n for n, _, _ in cases)))
+        # the same events, with vendor.test not among the workspace's vendors
+        # (a lookalike domain with DMARC): nothing is accepted
+        code = guide_code(lang)
+        got = run_consumer(lang, code, [c for _, c, _ in cases], tmp)
+        tap.is_(got, [w.replace("accept", "quarantine") for _, _, w in cases],
+                "the guide's %s: DMARC pass from a domain not among the workspace's "
+                "vendors is quarantined" % what)
 
 
 def test_bad_trusted_id(st, rx):

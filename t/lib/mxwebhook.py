@@ -543,9 +543,17 @@ def npm_standardwebhooks(cache=None):
 
 
 def _run_python(code, cases):
+    """handle() on each case; one that raises is "raised ExcType: ..."
+    (a consumer must answer hostile input, never throw on it)."""
     ns = {}
     exec(compile(code, "guide-python", "exec"), ns)
-    return [ns["handle"](c["secrets"], c["headers"], c["body"].encode()) for c in cases]
+    out = []
+    for c in cases:
+        try:
+            out.append(ns["handle"](c["secrets"], c["headers"], c["body"].encode()))
+        except Exception as e:      # noqa: BLE001 - reported as the case's result
+            out.append("raised %s: %s" % (type(e).__name__, e))
+    return out
 
 
 def _run_node(code, cases, tmp):
