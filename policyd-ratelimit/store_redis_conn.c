@@ -120,12 +120,13 @@ void    store_redis_drop(struct store_redis *redis, const char *why)
     redisAsyncContext *ctx = redis->ctx;
 
     redis->ctx = NULL;
-    redis->connected = 0;
+    /* first: the pending calls, failed by the free, read why (an
+       operator's ctl said "unavailable: connected", the state before) */
+    store_redis_down(redis, why);
     if (ctx) {
 	ctx->data = NULL;			/* no disconnect callback work */
 	redisAsyncFree(ctx);
     }
-    store_redis_down(redis, why);
 }
 
 /*

@@ -12,7 +12,9 @@
      "reset victim\\nother" would reset victim (and show/release act on
      another key than typed). ctl refuses it (exit 1), nothing is reset.
   3. A frozen Redis (SIGSTOP): ctl show through a Redis store answers with
-     an error within a bounded time; after SIGCONT it answers again.
+     an error within a bounded time, naming the fault (it said
+     "unavailable: connected", the state before); after SIGCONT it
+     answers again.
   4. A notify command the daemon's user cannot execute (mode 0700 root's,
      or in a directory only root enters): checked as root alone it passed
      -t and failed with status 127 at the first lock. -t now refuses it
@@ -170,6 +172,11 @@ def test_frozen_redis(st, redis_proc):
         tap.ok(rc == 1 and "unavailable" in err and took < 15,
                "with Redis frozen, ctl show answers an error (%.1fs)" % took,
                diag="rc=%r out=%r err=%r" % (rc, out, err))
+        # helper-107: the first call's reason was the state before the
+        # fault ("unavailable: connected"): the calls the watchdog's drop
+        # failed read it before the drop said why
+        tap.ok("store redis unavailable: no answer for" in err and ": connected" not in err,
+               "and names the fault, not the state before it", diag=err)
     finally:
         redis_proc.send_signal(signal.SIGCONT)
     tap.ok(wait_for(lambda: ctl(st, "pdr", "show", "alice")[0] == 0, timeout=15),
