@@ -32,9 +32,11 @@
  *	lenient_decode() returns a copy of the value (to be freed) with
  *	every encoded word, "=?charset?Q?text?=" or "=?charset?B?text?=",
  *	replaced by its bytes, and the white space between two adjacent
- *	encoded words dropped (RFC 2047 6.2). The charset is not converted:
- *	a domain name is ASCII in every charset a reader would accept. A
- *	decoded NUL becomes '?'.
+ *	encoded words dropped (RFC 2047 6.2). Bytes past ASCII are
+ *	converted from the word's charset to UTF-8 (iconv(3)), as a reader
+ *	shows them. A decoded NUL becomes '?'. Both functions also read
+ *	the value as Python's email package does, which decodes encoded
+ *	words with white space or folds inside (RFC 2047 2 forbids them).
  *
  *	lenient_display_address() says whether the display name of a
  *	mailbox rfc5322(3) read (rfc5322_mailbox() returned NULL for it)
@@ -45,7 +47,10 @@
  *	"ceo@example.com" <alerts@example.net>,
  *	=?utf-8?q?ceo=40example.com?= <alerts@example.net>: a reader shows
  *	ceo@example.com. An encoded word in a charset that does not write
- *	ASCII as ASCII says yes too (its bytes cannot be read for sure).
+ *	ASCII as ASCII says yes too (its bytes cannot be read for sure), and
+ *	so does one Python decodes but RFC 2047 does not allow (white space
+ *	or a fold inside): readers show it either way. An at-sign look-alike
+ *	(U+FF20, U+FE6B: NFKC makes them '@') counts as '@'.
  *	The text of the value's comments is judged the same way, as a
  *	display name: readers that show "alerts@example.net
  *	(ceo@example.com)" show the comment as the sender's name.
@@ -70,6 +75,7 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <iconv.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -157,61 +163,125 @@ static int lenient_ascii_charset(const char *cs, size_t len)
 }
 
 /*
- * lenient_word - the encoded word at p, decoded to out (*n bytes); what
- * follows it, or NULL when p is no encoded word. Its parts hold no '?'
- * and no white space, as in RFC 2047 2. *odd is set for a charset that
- * does not write ASCII as ASCII (the bytes then say nothing).
+ * lenient_utf8 - the n bytes at out, in charset cs, as UTF-8 (in place;
+ * the new length). Readers convert the charset before they show it, and
+ * a full-width at sign (U+FF20) is 0x81 0x97 in Shift_JIS, 0xA3 0xC0 in
+ * GB2312: left as bytes, lenient_address_shaped() saw no '@' there. A
+ * byte iconv(3) cannot convert stays as it is (Python shows the rest).
+ * out has room for 3 * n bytes: one byte of a charset is at most three
+ * of UTF-8.
  */
-static const char *lenient_word_cs(const char *p, char *out, size_t *n, int *odd)
+static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n)
+{
+    char    name[64], *tmp, *in = out, *to;
+    size_t  inleft = n, outleft = 3 * n;
+    iconv_t cd;
+    size_t  i;
+
+    for (i = 0; i < n && (unsigned char) out[i] < 0x80; i++)
+	 /* void */ ;
+    if (i == n || cslen == 0 || cslen >= sizeof(name))
+	return (n);				/* ASCII as ASCII (or no charset) */
+    memcpy(name, cs, cslen);
+    name[cslen] = 0;
+    if (strncasecmp(name, "utf-8", 5) == 0 || (cd = iconv_open("UTF-8", name)) == (iconv_t) -1)
+	return (n);
+    to = tmp = xmalloc(outleft);
+    while (inleft > 0) {
+	if (iconv(cd, &in, &inleft, &to, &outleft) != (size_t) -1 || outleft == 0)
+	    break;
+	*to++ = *in++;				/* not convertible: as it is */
+	inleft--;
+	outleft--;
+    }
+    iconv_close(cd);
+    n = to - tmp;
+    memcpy(out, tmp, n);
+    free(tmp);
+    return (n);
+}
+
+/*
+ * lenient_word_cs - the encoded word at p, decoded to out (*n bytes, up
+ * to three per byte of p: lenient_utf8()); what follows it, or NULL when
+ * p is no encoded word. Strictly, as in RFC 2047 2, its parts hold no
+ * '?' and no white space. With loose set, as Python's email package
+ * reads one (headerregistry and decode_header()): the charset is
+ * anything up to the next '?', the text anything up to the next "?="
+ * (white space and folds too: "=?utf-8?b?Q0VPIDxj ZW9A...?="), which
+ * it shows decoded. *odd is set for a charset that does not write ASCII
+ * as ASCII (the bytes then say nothing).
+ */
+static const char *lenient_word_cs(const char *p, char *out, size_t *n, int *odd,
+				           int loose)
 {
     const char *cs = p + 2, *enc, *text, *end;
+    size_t  cslen;
 
     if (p[0] != '=' || p[1] != '?')
 	return (NULL);
-    enc = cs + strcspn(cs, "? \t\r\n");
+    enc = cs + strcspn(cs, loose ? "?" : "? \t\r\n");
     if (enc == cs || *enc != '?' || enc[1] == 0 || strchr("qQbB", enc[1]) == NULL
 	|| enc[2] != '?')
 	return (NULL);
     text = enc + 3;
-    end = text + strcspn(text, "? \t\r\n");
+    if (loose)
+	end = (end = strstr(text, "?=")) ? end : text + strlen(text);
+    else
+	end = text + strcspn(text, "? \t\r\n");
     if (end[0] != '?' || end[1] != '=')
 	return (NULL);
-    if (out)
+    cslen = strcspn(cs, "*?");
+    cslen = cslen < (size_t) (enc - cs) ? cslen : (size_t) (enc - cs);
+    while (loose && cslen > 0 && strchr(" \t\r\n", cs[cslen - 1]))
+	cslen--;				/* Python: "utf-8 " is utf-8 */
+    if (out) {
 	*n = (enc[1] == 'q' || enc[1] == 'Q') ? lenient_q(text, end - text, out)
 	    : lenient_b(text, end - text, out);
-    if (odd && !lenient_ascii_charset(cs, strcspn(cs, "*?")))
+	*n = lenient_utf8(cs, cslen, out, *n);
+    }
+    if (odd && !lenient_ascii_charset(cs, cslen))
 	*odd = 1;
     return (end + 2);
 }
 
 static const char *lenient_word(const char *p, char *out, size_t *n)
 {
-    return (lenient_word_cs(p, out, n, NULL));
+    return (lenient_word_cs(p, out, n, NULL, 0));
 }
 
 /*
- * lenient_decode_as - lenient_decode(), or with split set each decoded
- * word followed by a space and adjacent words not joined: Python's
- * reader ends a token at an encoded word's end ("=?...?=x" is the word
- * alone) where RFC 2047 6.2 joins words; both readings are looked at.
+ * lenient_decode_as - lenient_decode() (LENIENT_JOINED), or each
+ * decoded word followed by a space and adjacent words not joined
+ * (LENIENT_SPLIT): Python's reader ends a token at an encoded word's end
+ * ("=?...?=x" is the word alone) where RFC 2047 6.2 joins words; both
+ * readings are looked at. LENIENT_LOOSE splits too, and reads words as
+ * Python does (lenient_word_cs()); a loose word that is no strict one
+ * sets *unsure: other readers may show it either way.
  */
-static char *lenient_decode_as(const char *value, int split, int *odd)
+#define LENIENT_JOINED	0
+#define LENIENT_SPLIT	1
+#define LENIENT_LOOSE	2
+
+static char *lenient_decode_as(const char *value, int how, int *odd, int *unsure)
 {
-    char   *out = xmalloc(2 * strlen(value) + 1);
+    char   *out = xmalloc(3 * strlen(value) + 1);
     size_t  used = 0, n;
     const char *p = value, *next;
-    int     after_word = 0;
+    int     after_word = 0, loose = how == LENIENT_LOOSE;
 
     while (*p) {
-	if ((next = lenient_word_cs(p, out + used, &n, odd)) != NULL) {
+	if ((next = lenient_word_cs(p, out + used, &n, odd, loose)) != NULL) {
+	    if (loose && unsure && lenient_word(p, NULL, NULL) != next)
+		*unsure = 1;
 	    used += n;
-	    if (split)
+	    if (how != LENIENT_JOINED)
 		out[used++] = ' ';
 	    p = next;
 	    after_word = 1;
 	    continue;
 	}
-	if (!split && after_word && strchr(" \t\r\n", *p)) {
+	if (how == LENIENT_JOINED && after_word && strchr(" \t\r\n", *p)) {
 	    const char *q = p + strspn(p, " \t\r\n");
 
 	    if (lenient_word(q, NULL, NULL) != NULL) {
@@ -228,7 +298,7 @@ static char *lenient_decode_as(const char *value, int split, int *odd)
 
 char   *lenient_decode(const char *value)
 {
-    return (lenient_decode_as(value, 0, NULL));
+    return (lenient_decode_as(value, LENIENT_JOINED, NULL, NULL));
 }
 
 /*
@@ -411,8 +481,9 @@ static int lenient_scan(const char *text, char (*names)[LENIENT_NAME_SIZE], int 
 int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int max)
 {
     int     odd = 0;
-    char   *joined = lenient_decode_as(value, 0, &odd);
-    char   *split = lenient_decode_as(value, 1, &odd);
+    char   *joined = lenient_decode_as(value, LENIENT_JOINED, &odd, NULL);
+    char   *split = lenient_decode_as(value, LENIENT_SPLIT, &odd, NULL);
+    char   *loose = lenient_decode_as(value, LENIENT_LOOSE, &odd, NULL);
     int     count = 0, err;
 
     err = odd ? -1 : lenient_scan(value, names, max, &count);
@@ -420,18 +491,38 @@ int     lenient_domains(const char *value, char (*names)[LENIENT_NAME_SIZE], int
 	err = lenient_scan(joined, names, max, &count);
     if (err == 0 && strcmp(split, joined) != 0)
 	err = lenient_scan(split, names, max, &count);
+    if (err == 0 && strcmp(loose, split) != 0)
+	err = lenient_scan(loose, names, max, &count);
     free(joined);
     free(split);
+    free(loose);
     return (err < 0 ? -1 : count);
 }
 
-/* lenient_address_shaped - '@' between two non-space bytes, or '<' then '>' */
+/*
+ * lenient_at - the length of an at sign at p: '@', or a character NFKC
+ * maps to '@' (U+FF20 FULLWIDTH and U+FE6B SMALL COMMERCIAL AT, the only
+ * two in Unicode 15), which a reader shows as an address's at sign all
+ * the same: "ceo\uFE6Bplana.solutions" <billing@planapulse.ai>
+ */
+static size_t lenient_at(const char *p)
+{
+    if (*p == '@')
+	return (1);
+    if (strncmp(p, "\xef\xbc\xa0", 3) == 0 || strncmp(p, "\xef\xb9\xab", 3) == 0)
+	return (3);
+    return (0);
+}
+
+/* lenient_address_shaped - an at sign between two non-space bytes, or '<' then '>' */
 
 static int lenient_address_shaped(const char *text)
 {
+    size_t  at;
+
     for (const char *p = text; *p; p++) {
-	if (*p == '@' && p > text && !isspace((unsigned char) p[-1]) && p[1]
-	    && !isspace((unsigned char) p[1]))
+	if ((at = lenient_at(p)) > 0 && p > text && !isspace((unsigned char) p[-1])
+	    && p[at] && !isspace((unsigned char) p[at]))
 	    return (1);
 	if (*p == '<' && strchr(p + 1, '>') != NULL)
 	    return (1);
@@ -510,14 +601,17 @@ static char *lenient_comments(const char *value)
 
 static int lenient_shows_address(const char *text)
 {
-    int     odd = 0;
-    char   *joined = lenient_decode_as(text, 0, &odd);
-    char   *split = lenient_decode_as(text, 1, &odd);
-    int     shaped = odd || lenient_address_shaped(text) || lenient_address_shaped(joined)
-    || lenient_address_shaped(split);
+    int     odd = 0, unsure = 0;
+    char   *joined = lenient_decode_as(text, LENIENT_JOINED, &odd, NULL);
+    char   *split = lenient_decode_as(text, LENIENT_SPLIT, &odd, NULL);
+    char   *loose = lenient_decode_as(text, LENIENT_LOOSE, &odd, &unsure);
+    int     shaped = odd || unsure || lenient_address_shaped(text)
+    || lenient_address_shaped(joined) || lenient_address_shaped(split)
+    || lenient_address_shaped(loose);
 
     free(joined);
     free(split);
+    free(loose);
     return (shaped);
 }
 

@@ -47,6 +47,7 @@ package:
      forged copies could not be told from ours); it passes a good one.
 """
 
+import base64
 import email.header
 import json
 import shutil
@@ -58,6 +59,7 @@ import smtplib
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.request
 import uuid
 
@@ -477,15 +479,40 @@ WORDS = [b"Alerts", b"\"Ops, Team\"", b"ceo@planapulse.ai", b"\"<ceo@other.examp
 SEPS = [b" ", b"", b"\r\n\t", b" (c) ", b"(c (n) \\) x)", b"  ", b"(<ceo@other.example>)"]
 
 
+def encoded_word(text, kind, cut, ws, charset):
+    """An RFC 2047 encoded word of text, with white space (or a fold) put
+    into it at cut (none when ws is empty): Python's email decodes it all
+    the same (helper-99: =?utf-8?b?Q0VPIDxj ZW9A...?= <noreply@...> was
+    signed for a bound user and shown as CEO <ceo@...>)."""
+    if kind == b"b":
+        enc = base64.b64encode(text)
+    else:
+        enc = b"".join(bytes([c]) if chr(c).isalnum() else b"=%02X" % c for c in text)
+    cut = min(cut, len(enc))
+    enc = enc[:cut] + ws + enc[cut:]
+    return b"=?" + charset + b"?" + kind + b"?" + enc + b"?="
+
+
+def encoded_words():
+    text = hs.sampled_from([b"ceo@other.example", b"CEO <ceo@other.example>", b"Ops Team",
+                            b"ceo\xef\xbc\xa0other.example", b"ceo\xef\xb9\xabx.example",
+                            b"Caf\xc3\xa9"])
+    return hs.builds(encoded_word, text, hs.sampled_from([b"b", b"q"]),
+                     hs.integers(0, 40), hs.sampled_from([b"", b" ", b"\t", b"\r\n "]),
+                     hs.sampled_from([b"utf-8", b"utf-8 ", b"x y", b"UTF-8*en"]))
+
+
 def from_values():
     addr = hs.sampled_from(ADDRS)
-    word = hs.sampled_from(WORDS)
+    word = hs.one_of(hs.sampled_from(WORDS), encoded_words(),
+                     encoded_words().map(lambda w: b"(" + w + b")"))
     sep = hs.sampled_from(SEPS)
     angle = hs.builds(lambda a, s1, s2: b"<" + s1 + a + s2 + b">", addr, sep, sep)
     piece = hs.one_of(addr, word, angle)
     anything = hs.lists(hs.tuples(sep, piece), min_size=1, max_size=5).map(
         lambda items: b"".join(s + p for s, p in items))
-    name = hs.lists(hs.tuples(sep, hs.sampled_from(WORDS[:6] + [b"John", b"Q."])),
+    name = hs.lists(hs.tuples(sep, hs.one_of(hs.sampled_from(WORDS[:6] + [b"John", b"Q."]),
+                                             encoded_words())),
                     max_size=3).map(lambda items: b"".join(s + w for s, w in items))
     mailbox = hs.one_of(hs.builds(lambda n, s, a: n + s + a, name, sep, angle),
                         hs.builds(lambda s1, a, s2: s1 + a + s2, sep, addr, sep))
@@ -514,7 +541,9 @@ def python_display_names(value):
 
 def address_shaped(text):
     """sender_binding's rule: an '@' between two non-space characters, or
-    '<' and a '>' after it (lenient(3) lenient_display_address())."""
+    '<' and a '>' after it (lenient(3) lenient_display_address()), at sign
+    look-alikes (NFKC '@') counted as '@'."""
+    text = unicodedata.normalize("NFKC", text)
     return bool(re.search(r"\S@\S", text) or re.search(r"<.*>", text, re.S))
 
 

@@ -282,6 +282,22 @@ static void test_display_address(void)
 	{"Ceo (x) \"@\"plana.solutions <billing@planapulse.ai>", 0},	/* "Ceo @plana..." */
 	{"=?utf-16be?b?AGMAZQBv?= <billing@planapulse.ai>", 1},	/* cannot tell */
 	{"Ops\r\n <billing@planapulse.ai>", 0},
+	/* white space or a fold inside an encoded word: Python decodes it
+	   (helper-99: signed for a bound user, shown as CEO <ceo@...>) */
+	{"=?utf-8?b?Q0VPIDxj ZW9AcGxhbmEuc29sdXRpb25zPg==?= <noreply@planapulse.ai>", 1},
+	{"=?utf-8?b?Q0VPIDxj\tZW9AcGxhbmEuc29sdXRpb25zPg==?= <noreply@planapulse.ai>", 1},
+	{"=?utf-8?b?Q0VPIDxj\r\n ZW9AcGxhbmEuc29sdXRpb25zPg==?= <noreply@planapulse.ai>", 1},
+	{"=?utf-8 ?q?ceo=40plana.solutions?= <noreply@planapulse.ai>", 1},
+	{"=?x y?q?ceo=40plana.solutions?= <noreply@planapulse.ai>", 1},
+	{"noreply@planapulse.ai (=?utf-8?q?ceo=40plana .solutions?=)", 1},
+	{"=?utf-8?q?Ops Team?= <noreply@planapulse.ai>", 1},	/* cannot be proven */
+	/* at-sign look-alikes (NFKC '@'), as UTF-8 or in a CJK charset */
+	{"=?utf-8?q?ceo=EF=B9=ABplana.solutions?= <noreply@planapulse.ai>", 1},
+	{"noreply@planapulse.ai (ceo\xef\xbc\xa0plana.solutions)", 1},
+	{"=?shift_jis?q?ceo=81=97plana.solutions?= <noreply@planapulse.ai>", 1},
+	{"=?gb2312?q?ceo=A3=C0plana.solutions?= <noreply@planapulse.ai>", 1},
+	{"=?iso-8859-1?q?M=FCller?= <noreply@planapulse.ai>", 0},
+	{"=?shift_jis?q?=81=97?= <noreply@planapulse.ai>", 0},	/* alone: no address */
     };
     char    buf[256];
 
