@@ -473,7 +473,11 @@ static int message_listed(const char *name, char **list)
  * message_longest_header - the longest physical line, as Postfix will
  * write it ("Name:" then the value, fold by fold, CR excluded), of the
  * headers named in either list (those a signature covers); *which names
- * its header.
+ * its header. Of any other header only "Name:" counts: Postfix's break
+ * of a longer line lands in its value, a fold in a header no signature
+ * covers, but one inside the name leaves a line without a colon that
+ * ends the header section for the next reader (helper-99: a 1202-octet
+ * name, every signature failed and Python read no From:).
  */
 size_t  message_longest_header(const struct message *m, char **names, char **more,
 			               const char **which)
@@ -485,8 +489,13 @@ size_t  message_longest_header(const struct message *m, char **names, char **mor
 	const char *line = m->hdr[i].value, *nl;
 	size_t  prefix = strlen(m->hdr[i].name) + 1, len;
 
-	if (!message_listed(m->hdr[i].name, names) && !message_listed(m->hdr[i].name, more))
+	if (!message_listed(m->hdr[i].name, names) && !message_listed(m->hdr[i].name, more)) {
+	    if (prefix > longest) {
+		longest = prefix;
+		*which = m->hdr[i].name;
+	    }
 	    continue;
+	}
 	for (;; line = nl + 1, prefix = 0) {
 	    nl = strchr(line, '\n');
 	    len = prefix + (nl ? (size_t) (nl - line) : strlen(line));

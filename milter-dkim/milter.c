@@ -23,7 +23,8 @@
  *	message is canonicalized once for all of them (dkim_sign(3),
  *	OpenSSL with keys loaded at start-up; libopendkim only verifies).
  *	A line past 998 octets in a signed header (at end
- *	of header) or in the body (at end of message) refuses the message
+ *	of header), a header name past 998 octets in any header, or such a
+ *	line in the body (at end of message) refuses the message
  *	(550 5.6.0): Postfix breaks such lines after us.
  * .IP verify
  *	mode includes verify and the message is not signed here.
