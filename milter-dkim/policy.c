@@ -317,6 +317,57 @@ static void policy_load_keys(struct dkim_policy *p)
 }
 
 /*
+ * policy_may_make - can the '%' domain template make domain? "%" makes
+ * any, "mail.%" any below mail.; a template against a template (or one
+ * with two '%') is taken to meet: some From: domain may route to both.
+ */
+static int policy_may_make(const char *template, const char *domain)
+{
+    const char *pct = strchr(template, '%');
+    size_t  head = pct - template, tail = strlen(pct + 1), len = strlen(domain);
+
+    if (strchr(domain, '%') || strchr(pct + 1, '%'))
+	return (1);
+    return (len > head + tail && strncasecmp(domain, template, head) == 0
+	    && strcasecmp(domain + len - tail, pct + 1) == 0);
+}
+
+/*
+ * policy_check_templates - a '%' row signs as whatever From: domain the
+ * SigningTable routes to it, so with the selector of another row and
+ * another key it signs that row's domain with a key DNS does not
+ * publish there (helper-99: "%:mail:K1" for "*", "planapulse.ai:mail:K2").
+ * Which domains reach which row is the SigningTable's order and
+ * wildcards, so any domain the template can make counts. Equal
+ * templates were compared above; '%' rows are rare: the pairs are few.
+ */
+static void policy_check_templates(struct dkim_policy *p, const char *table)
+{
+    const struct key_entry *key = p->tables.key;
+
+    for (int j = 0; j < p->tables.key_count; j++) {
+	if (strchr(key[j].domain, '%') == NULL || p->keys[j].public_b64 == NULL)
+	    continue;
+	for (int i = 0; i < p->tables.key_count; i++) {
+	    if (i == j || p->keys[i].public_b64 == NULL
+		|| strcasecmp(key[i].selector, key[j].selector) != 0
+		|| strcasecmp(key[i].domain, key[j].domain) == 0
+		|| (strchr(key[i].domain, '%') && i < j)
+		|| !policy_may_make(key[j].domain, key[i].domain)
+		|| strcmp(p->keys[i].public_b64, p->keys[j].public_b64) == 0)
+		continue;
+	    config_add_file_error(p->cfg, table, key[j].line, "%s:%s can sign as %s with "
+				  "another key than line %d (%s) uses for %s:%s: DNS publishes "
+				  "one key per selector, so one of them would fail at every "
+				  "receiver; give the '%%' row its own selector", key[j].domain,
+				  key[j].selector, strchr(key[i].domain, '%') ? "the same domain"
+				  : key[i].domain, key[i].line, key[i].path, key[i].domain,
+				  key[i].selector);
+	}
+    }
+}
+
+/*
  * policy_check_selectors - two KeyTable rows that sign one d= and s= with
  * different keys: DNS publishes one public key there, so every signature
  * of one of them fails at the receivers (only -t --dns saw it before).
@@ -358,6 +409,7 @@ static void policy_check_selectors(struct dkim_policy *p)
 				  p->tables.key[j].line, p->tables.key[j].path);
     }
     free(slot);
+    policy_check_templates(p, table);
 }
 
 

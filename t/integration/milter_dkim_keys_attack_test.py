@@ -13,7 +13,14 @@ F3, F4), with real Postfix and dkimpy:
      libopendkim reads: OpenDKIM receivers and our verifier answered
      permerror) are refused: milter-dkim-keygen -b 8192 (and rotate -b
      8192), a KeyTable with an 8192-bit key in -t and at the start, the
-     error says why; a 4096-bit key is made, signs, and verifies.
+     error says why; a 4096-bit key is made, signs, and verifies;
+  3. a '%' KeyTable row with the selector of another row and another key
+     (helper-99: "%:mail:K1" for "*", "planapulse.ai:mail:K2" for
+     "*@planapulse.ai": planapulse.ai mail was signed s=mail with K1, whose
+     signature dkimpy failed against the published K2) is refused by -t
+     and the start, whichever row comes first, and so is "mail.%" against
+     a fixed mail.planapulse.ai; "mail.%" against planapulse.ai (it cannot
+     make it), and the same key in both rows, are accepted.
 """
 
 import os
@@ -167,6 +174,45 @@ def test_key_size(st):
            "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
 
 
+TEMPLATES = [
+    ("%:rsa2026:{dir}/keys/big2026.private\nplanapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n",
+     True, "'%' row first, fixed planapulse.ai row with another key"),
+    ("planapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n%:rsa2026:{dir}/keys/big2026.private\n",
+     True, "fixed row first, then the '%' row"),
+    ("%:RSA2026:{dir}/keys/big2026.private\nplanapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n",
+     True, "selectors differing in case"),
+    ("mail.%:rsa2026:{dir}/keys/big2026.private\n"
+     "mail.planapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n", True,
+     "'mail.%' and a fixed mail.planapulse.ai"),
+    ("mail.%:rsa2026:{dir}/keys/big2026.private\nplanapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n",
+     False, "'mail.%' cannot make planapulse.ai"),
+    ("%:rsa2026:{dir}/keys/rsa2026.private\nplanapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n",
+     False, "the same key in both rows"),
+    ("%:pct2026:{dir}/keys/big2026.private\nplanapulse.ai:rsa2026:{dir}/keys/rsa2026.private\n",
+     False, "the '%' row with a selector of its own"),
+]
+
+
+def test_templates(st):
+    """3. a '%' row and another row with one selector and two keys."""
+    for i, (rows, bad, name) in enumerate(TEMPLATES):
+        a, b = rows.splitlines()
+        write(st, "pct%d.table" % i, "a %s\nb %s\n" % (a, b))
+        signing = "* a\n*@planapulse.ai b\n" if a.startswith(("%", "mail.%")) else \
+            "*@planapulse.ai a\n* b\n"
+        conf = conf_for(st, "pct%d" % i, signing, keys="pct%d.table" % i)
+        rc, out = check(conf)
+        if not bad:
+            tap.is_(rc, 0, "-t accepts: %s" % name, diag=out)
+            continue
+        tap.ok(rc != 0 and "with another key than line" in out
+               and "DNS publishes one key per selector" in out,
+               "-t refuses: %s" % name, diag=out[-600:])
+        rc, out = start(conf)
+        tap.ok(rc not in (None, 0) and "with another key than line" in out,
+               "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
+
+
 with Stack("milter-dkim-keys-attack") as st:
     tap.stack = st
     st.start_sink()
@@ -175,6 +221,7 @@ with Stack("milter-dkim-keys-attack") as st:
     big_path, _ = mxdkim.keygen(st, dns, "planapulse.ai", "big2026", "rsa", 4096)
     write(st, "key.table", KEYS + "big planapulse.ai:big2026:%s\n" % big_path)
     test_patterns(st)
+    test_templates(st)
     write(st, "main.signing", "*@planapulse.ai rsa\n*@*.planapulse.ai rsa\n"
           "big@planapulse.ai big\n")
     write(st, "main.conf", CONF.format(port="{port}", dir=st.dir, keys="key.table",
