@@ -27,9 +27,12 @@
  *	another type), DNSKEY_REVOKED (p= empty), DNSKEY_INVALID (the
  *	tag-list does not parse: a duplicate or malformed tag, v= not
  *	first or not DKIM1, no p=, bad base64, a key that does not
- *	decode, an unknown k=, h= without sha256, s= without email).
- *	Tag names are case-sensitive ("P=" is not "p="), as RFC 6376
- *	3.2 says.
+ *	decode, an unknown k=, h= without sha256, s= without email), and
+ *	as a record we publish must be: k= written rsa or ed25519 and s=
+ *	written email or * (dkimpy compares them byte for byte, where RFC
+ *	5234 makes them case-insensitive: k=RSA, s=EMAIL and s=email:* are
+ *	DNSKEY_INVALID here). Tag names are case-sensitive ("P=" is not
+ *	"p="), as RFC 6376 3.2 says.
  *
  *	dnskey_records() judges every TXT record at the name: a verifier
  *	may use any of them (RFC 6376 6.1.2), so all must pass; none is
@@ -40,7 +43,8 @@
  *	last of two p= tags, passed a v= not first, and judged an RSA
  *	key's size in whole bytes): DNSKEY_OK (usable as it is; bits
  *	gets the key's exact size), DNSKEY_REVOKED, DNSKEY_INVALID (the
- *	same rules as dnskey_record()), DNSKEY_TOOSMALL (an RSA key of
+ *	same rules as dnskey_record(), but k= and s= read as RFC 5234
+ *	does, case-insensitive, s= a list: a sender's record), DNSKEY_TOOSMALL (an RSA key of
  *	fewer than DNSKEY_RSA_MIN_BITS bits: RFC 8301 3.2), or
  *	DNSKEY_REENCODE: usable, but p= is a bare RSAPublicKey, which
  *	libopendkim cannot read; record gets the same tags with p= as
@@ -290,12 +294,31 @@ static const char *dnskey_shown(const char *value, char *buf, size_t size)
 #define DNSKEY_WHY(...)	(snprintf(why, whylen, __VA_ARGS__))
 
 /*
+ * dnskey_exact - a record we publish writes k= and s= as every verifier
+ * reads them: RFC 5234 makes "rsa" and "email" case-insensitive, and
+ * libopendkim reads k=RSA, but dkimpy compares k= and the whole s= value
+ * byte for byte (k=RSA, s=EMAIL, s=email:*: every signature failed after
+ * -t --dns and rotate --activate passed them). NULL or why not.
+ */
+static const char *dnskey_exact(const char *k, const char *s)
+{
+    if (k && strcmp(k, "rsa") != 0 && strcmp(k, "ed25519") != 0)
+	return ("k= must be written rsa or ed25519, in lower case: dkimpy and others "
+		"refuse any other spelling");
+    if (s && strcmp(s, "*") != 0 && strcmp(s, "email") != 0)
+	return ("s= must be written email or *, alone and in lower case: dkimpy and "
+		"others refuse any other spelling or a list");
+    return (NULL);
+}
+
+/*
  * dnskey_key - the checks on a parsed tag-list that need no key file:
  * DNSKEY_OK with the key (*bare: p= was a bare RSAPublicKey),
- * DNSKEY_REVOKED or DNSKEY_INVALID with why
+ * DNSKEY_REVOKED or DNSKEY_INVALID with why; with exact set, as a
+ * record of ours (dnskey_exact())
  */
-static int dnskey_key(struct dnskey_tag *tags, int count, int *rtype, EVP_PKEY **pkey,
-		              int *bare, char *why, size_t whylen)
+static int dnskey_key(struct dnskey_tag *tags, int count, int exact, int *rtype,
+		              EVP_PKEY **pkey, int *bare, char *why, size_t whylen)
 {
     const char *v = dnskey_get(tags, count, "v"), *h = dnskey_get(tags, count, "h");
     const char *k = dnskey_get(tags, count, "k"), *p = dnskey_get(tags, count, "p");
@@ -318,6 +341,8 @@ static int dnskey_key(struct dnskey_tag *tags, int count, int *rtype, EVP_PKEY *
 		DNSKEY_INVALID);
     if (p == NULL)
 	return (DNSKEY_WHY("no p= tag"), DNSKEY_INVALID);
+    if (exact && dnskey_exact(k, s) != NULL)
+	return (DNSKEY_WHY("%s", dnskey_exact(k, s)), DNSKEY_INVALID);
     *rtype = k && strcasecmp(k, "ed25519") == 0 ? DNSKEY_ED25519 : DNSKEY_RSA;
     if (*p == 0)
 	return (DNSKEY_WHY("p= is empty: the key is revoked"), DNSKEY_REVOKED);
@@ -341,7 +366,7 @@ static int dnskey_judge(struct dnskey_tag *tags, int count, const struct dnskey 
     int     rtype, bare, status;
     EVP_PKEY *pkey = NULL;
 
-    if ((status = dnskey_key(tags, count, &rtype, &pkey, &bare, why, whylen)) != DNSKEY_OK)
+    if ((status = dnskey_key(tags, count, 1, &rtype, &pkey, &bare, why, whylen)) != DNSKEY_OK)
 	return (status);
     if (rtype != key->type) {
 	status = DNSKEY_MISMATCH;
@@ -433,7 +458,7 @@ int     dnskey_verifiable(const char *text, size_t len, int *bits, char **record
     *record = NULL;
     if ((copy = dnskey_parse(text, len, tags, &count, why, whylen)) == NULL)
 	return (DNSKEY_INVALID);
-    if ((status = dnskey_key(tags, count, &rtype, &pkey, &bare, why, whylen)) == DNSKEY_OK) {
+    if ((status = dnskey_key(tags, count, 0, &rtype, &pkey, &bare, why, whylen)) == DNSKEY_OK) {
 	*bits = EVP_PKEY_get_bits(pkey);
 	if (rtype == DNSKEY_RSA && *bits < DNSKEY_RSA_MIN_BITS) {
 	    status = DNSKEY_TOOSMALL;

@@ -74,6 +74,8 @@ static int judge(const char *record, const struct dnskey *key, char *why)
 	    diag("record %.120s: %s", (rec), why_); \
     } while (0)
 
+static int verifiable(const char *record, int *bits, char **out, char *why);
+
 static void records(const struct dnskey *rsa, const char *p, const char *p1,
 		            const char *p_other, const struct dnskey *ed, const char *ep)
 {
@@ -137,6 +139,24 @@ static void records(const struct dnskey *rsa, const char *p, const char *p1,
     free(r);
     r = xasprintf("v=DKIM1; s=dns; p=%s", p);
     JUDGE(r, rsa, DNSKEY_INVALID, "s= without email or '*': unusable for mail");
+    free(r);
+    /* helper-99: records of ours in the exact spelling dkimpy compares */
+    {
+	static const char *const odd[] = {"k=RSA", "k=Rsa", "s=EMAIL", "s=email:*", "s=*:email"};
+	int     bits;
+	char   *out;
+
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+	    r = xasprintf("v=DKIM1; %s; p=%s", odd[i], p);
+	    ok(judge(r, rsa, why) == DNSKEY_INVALID && strstr(why, "dkimpy"),
+	       "ours: %s refused (%s)", odd[i], why);
+	    ok(verifiable(r, &bits, &out, why) == DNSKEY_OK,
+	       "a sender's: %s read as RFC 5234 does", odd[i]);
+	    free(r);
+	}
+    }
+    r = xasprintf("v=DKIM1; k=rsa; s=*; p=%s", p);
+    JUDGE(r, rsa, DNSKEY_OK, "ours: s=* is fine");
     free(r);
     r = xasprintf("v=DKIM1; n=a note; p=%s; x_future=1", p);
     JUDGE(r, rsa, DNSKEY_OK, "n= and unknown tags are ignored");
