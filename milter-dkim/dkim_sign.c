@@ -12,6 +12,7 @@
  *	void	dkim_sign_end_body(&s)
  *	char	*dkim_sign_header(&s, &key, domain, selector, now, ttl, &err)
  *	void	dkim_sign_free(&s)
+ *	const char *dkim_sign_unsignable(name)
  * DESCRIPTION
  *	One message is canonicalized once, whatever the number of
  *	signatures: dkim_sign_start() selects and canonicalizes the
@@ -38,6 +39,9 @@
  *	that order, b last, so the signed text ends with "b=".
  *	Ed25519-SHA256 signs the SHA-256 digest of the header data (RFC
  *	8463 3), RSA-SHA256 is PKCS#1 v1.5 over the same digest.
+ *
+ *	dkim_sign_unsignable() says why a header name cannot be in
+ *	sign_headers or oversign_headers, or returns NULL.
  * DIAGNOSTICS
  *	dkim_sign_header() returns NULL and sets *err on an OpenSSL failure.
  */
@@ -92,6 +96,24 @@ int     dkim_sign_listed(const char *name, char **list)
 	if (strcasecmp(name, *list) == 0)
 	    return (1);
     return (0);
+}
+
+/*
+ * dkim_sign_unsignable - a header whose signature is certain to fail
+ * (helper-99: both passed -t): the milter removes an
+ * Authentication-Results claiming authserv_id after it signed over it,
+ * and the receiver's own are added above; each DKIM-Signature is added
+ * after all are made, so one oversigned (or a second signature's)
+ * breaks every message
+ */
+const char *dkim_sign_unsignable(const char *name)
+{
+    if (strcasecmp(name, "Authentication-Results") == 0)
+	return ("the milter removes those claiming authserv_id after signing and every "
+		"receiver adds its own, so the signature would fail");
+    if (strcasecmp(name, "DKIM-Signature") == 0)
+	return ("signatures are added after all are made, so each would fail");
+    return (NULL);
 }
 
 /* dkim_sign_name - one h= entry, lower case, folded after a colon */

@@ -33,5 +33,6 @@ char   *dkim_sign_header(struct dkim_sign *s, const struct dkim_key *key, const 
 			         const char *selector, time_t now, long ttl, const char **err);
 void    dkim_sign_free(struct dkim_sign *s);
 int     dkim_sign_listed(const char *name, char **list);
+const char *dkim_sign_unsignable(const char *name);
 
 #endif

@@ -68,6 +68,7 @@
 #include "metrics.h"
 #include "msg.h"
 #include "policy.h"
+#include "sigtags.h"
 #include "smfi.h"
 #include "xalloc.h"
 
@@ -352,6 +353,25 @@ static int milter_aligned(struct milter_ctx *c, const char *d, const char *from_
 }
 
 /*
+ * milter_dns_name - can d= and s._domainkey.d be looked up? A '%' row
+ * makes d= of the From: domain, which may have a 64-octet label or make
+ * a key name past 253 octets: every verifier (ours: "d= is not a DNS
+ * name") fails such a signature, so the key is not used, as for a
+ * domain no row matches; said once per message.
+ */
+static int milter_dns_name(struct milter_ctx *c, const char *d, const char *s, int *said)
+{
+    if (sigtags_name_ok(d, strlen(d)) && strlen(s) + sizeof("._domainkey.") - 1
+	+ strlen(d) <= 253)
+	return (1);
+    if ((*said)++ == 0)
+	msg_warn("%s: not signed as %.300s (s=%s): it is not a DNS name, or "
+		 "s._domainkey.d is longer than 253 octets; no verifier could look the key up",
+		 c->qid, d, s);
+    return (0);
+}
+
+/*
  * milter_start_signing - the keys of every SigningTable match, and the
  * message canonicalized once for all of them (dkim_sign(3)); -1 on failure.
  */
@@ -361,6 +381,7 @@ static int milter_start_signing(struct milter_ctx *c)
     int     n = at ? tables_signers(&c->policy->tables, c->msg.from, NULL, 0) : 0;
     const struct key_entry **keys = xcalloc(n + 1, sizeof(*keys));
     struct dkim_policy *p = c->policy;
+    int     said = 0;
 
     tables_signers(&p->tables, c->msg.from, keys, n);
     c->sign_key = xcalloc(n + 1, sizeof(*c->sign_key));
@@ -377,8 +398,9 @@ static int milter_start_signing(struct milter_ctx *c)
 	    break;
 	}
 	if (milter_signing_as(c, domain, keys[i]->selector)
-	    || !milter_aligned(c, domain, from_domain, keys[i]->name)) {
-	    free(domain);			/* a second row naming it, or unaligned */
+	    || !milter_aligned(c, domain, from_domain, keys[i]->name)
+	    || !milter_dns_name(c, domain, keys[i]->selector, &said)) {
+	    free(domain);			/* a second row naming it, unaligned, no name */
 	    continue;
 	}
 	c->sign_domain[c->nsign] = domain;

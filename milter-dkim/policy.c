@@ -446,13 +446,19 @@ static DKIM_CBSTAT policy_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 
 static void policy_header_names(struct dkim_policy *p, const char *param, char **names)
 {
-    for (; names && *names; names++)
-	for (const unsigned char *cp = (unsigned char *) *names; *cp; cp++)
+    const char *why;
+
+    for (; names && *names; names++) {
+	if ((why = dkim_sign_unsignable(*names)) != NULL)
+	    config_add_error(p->cfg, config_line(p->cfg, param), "%s: %s cannot be "
+			     "signed: %s", param, *names, why);
+	for (const unsigned char *cp = (unsigned char *) *names; !why && *cp; cp++)
 	    if (*cp < 33 || *cp > 126 || *cp == ':' || *cp == ';') {
 		config_add_error(p->cfg, config_line(p->cfg, param), "%s: \"%s\" is not a "
 				 "header name that h= can carry", param, *names);
 		break;
 	    }
+    }
 }
 
 /*

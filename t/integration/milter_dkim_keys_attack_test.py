@@ -20,7 +20,16 @@ F3, F4), with real Postfix and dkimpy:
      signature dkimpy failed against the published K2) is refused by -t
      and the start, whichever row comes first, and so is "mail.%" against
      a fixed mail.planapulse.ai; "mail.%" against planapulse.ai (it cannot
-     make it), and the same key in both rows, are accepted.
+     make it), and the same key in both rows, are accepted;
+  4. sign_headers or oversign_headers naming Authentication-Results or
+     DKIM-Signature (helper-99: -t accepted them, every signature then
+     failed) are refused by -t and the start, saying why;
+  5. a '%' row (SigningTable *@*.plana.solutions) and a From: domain that
+     makes no DNS name as d= (a 64-octet label; s._domainkey.d past 253
+     octets): helper-99 saw it signed, and every verifier (ours: "d= is
+     not a DNS name") fails it; now delivered unsigned and logged, as
+     mail of a domain no row matches; sub.plana.solutions is signed and
+     verifies.
 """
 
 import os
@@ -34,7 +43,7 @@ import dkim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, run  # noqa: E402
+from mxtest import tap, run, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
 
 CONF = """\
@@ -80,12 +89,12 @@ def start(conf):
         return None, out
 
 
-def send(st, sender, token):
+def send(st, sender, token, envelope=None):
     raw = ("From: <%s>\r\nTo: <cust@example.net>\r\nSubject: %s\r\n"
            "Date: Tue, 01 Dec 2026 05:00:00 +0000\r\nMessage-ID: <%s@planapulse.ai>\r\n\r\n"
            "body %s\r\n" % (sender, token, token, token)).encode()
     s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)   # internal host
-    s.sendmail(sender, ["cust@example.net"], raw)
+    s.sendmail(envelope or sender, ["cust@example.net"], raw)
     s.quit()
     return mxdkim.sunk(st, token)
 
@@ -213,17 +222,62 @@ def test_templates(st):
                "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
 
 
+def test_bad_dname(st, dns):
+    """5. a '%' row's d= that is no DNS name."""
+    token = uuid.uuid4().hex
+    msg = send(st, "a@sub.plana.solutions", token, envelope="a@planapulse.ai")
+    tap.is_(signed_by(msg, dns) if msg else None, [("sub.plana.solutions", True)],
+            "'%' row: From: a@sub.plana.solutions signed d=sub.plana.solutions, verifies")
+    long1 = "l" * 64 + ".plana.solutions"
+    long2 = ".".join(["a" * 60] * 3) + "." + "b" * 55 + ".plana.solutions"
+    for domain, name in ((long1, "a 64-octet label"),
+                         (long2, "a 253-octet domain (pct2026._domainkey.d: 274)")):
+        token = uuid.uuid4().hex
+        msg = send(st, "a@" + domain, token, envelope="a@planapulse.ai")
+        tap.ok(msg and "DKIM-Signature" not in msg, "From: domain with %s: delivered "
+               "unsigned, not with a signature no verifier can check" % name,
+               diag=(msg or "not delivered")[:600])
+        tap.ok(wait_for(lambda: "not signed as %s (s=pct2026): it is not a DNS name"
+                        % domain[:300] in st.read_log("milter"), timeout=5),
+               "the reason is logged")
+
+
+UNSIGNABLE = [("sign_headers", "From, Authentication-Results"),
+              ("sign_headers", "From, dkim-signature"),
+              ("oversign_headers", "From, DKIM-Signature"),
+              ("oversign_headers", "authentication-results")]
+
+
+def test_unsignable(st):
+    """4. headers whose signature is certain to fail."""
+    for i, (param, value) in enumerate(UNSIGNABLE):
+        conf = conf_for(st, "unsignable%d" % i, "*@planapulse.ai rsa\n")
+        with open(conf, "a") as f:
+            f.write("%s = %s\n" % (param, value))
+        rc, out = check(conf)
+        tap.ok(rc != 0 and "cannot be signed" in out and param in out,
+               "-t refuses %s = %s" % (param, value), diag=out[-600:])
+        rc, out = start(conf)
+        tap.ok(rc not in (None, 0) and "cannot be signed" in out,
+               "the start refuses it too", diag="exit %s: %s" % (rc, out[-600:]))
+
+
 with Stack("milter-dkim-keys-attack") as st:
     tap.stack = st
     st.start_sink()
     dns = mxdkim.Dns(st.path("etc", "dns.txt"))
     mxdkim.keygen(st, dns, "planapulse.ai", "rsa2026", "rsa", 2048)
     big_path, _ = mxdkim.keygen(st, dns, "planapulse.ai", "big2026", "rsa", 4096)
-    write(st, "key.table", KEYS + "big planapulse.ai:big2026:%s\n" % big_path)
+    write(st, "key.table", KEYS + "big planapulse.ai:big2026:%s\n" % big_path
+          + "pct %:pct2026:{dir}/keys/rsa2026.private\n")
+    dns.records["pct2026._domainkey.sub.plana.solutions"] = \
+        dns.records["rsa2026._domainkey.planapulse.ai"]
+    dns.write()
     test_patterns(st)
     test_templates(st)
+    test_unsignable(st)
     write(st, "main.signing", "*@planapulse.ai rsa\n*@*.planapulse.ai rsa\n"
-          "big@planapulse.ai big\n")
+          "big@planapulse.ai big\n*@*.plana.solutions pct\n")
     write(st, "main.conf", CONF.format(port="{port}", dir=st.dir, keys="key.table",
                                        signing="main.signing"))
     proc, port, conf = mxdkim.start_milter(st, "milter", open(st.path("etc", "main.conf"))
@@ -232,6 +286,7 @@ with Stack("milter-dkim-keys-attack") as st:
                             "milter_default_action": "tempfail"})
     test_signing(st, dns)
     test_key_size(st)
+    test_bad_dname(st, dns)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 
 sys.exit(tap.done())
