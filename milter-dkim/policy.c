@@ -317,22 +317,6 @@ static void policy_load_keys(struct dkim_policy *p)
 }
 
 /*
- * policy_may_make - can the '%' domain template make domain? "%" makes
- * any, "mail.%" any below mail.; a template against a template (or one
- * with two '%') is taken to meet: some From: domain may route to both.
- */
-static int policy_may_make(const char *template, const char *domain)
-{
-    const char *pct = strchr(template, '%');
-    size_t  head = pct - template, tail = strlen(pct + 1), len = strlen(domain);
-
-    if (strchr(domain, '%') || strchr(pct + 1, '%'))
-	return (1);
-    return (len > head + tail && strncasecmp(domain, template, head) == 0
-	    && strcasecmp(domain + len - tail, pct + 1) == 0);
-}
-
-/*
  * policy_check_templates - a '%' row signs as whatever From: domain the
  * SigningTable routes to it, so with the selector of another row and
  * another key it signs that row's domain with a key DNS does not
@@ -353,7 +337,7 @@ static void policy_check_templates(struct dkim_policy *p, const char *table)
 		|| strcasecmp(key[i].selector, key[j].selector) != 0
 		|| strcasecmp(key[i].domain, key[j].domain) == 0
 		|| (strchr(key[i].domain, '%') && i < j)
-		|| !policy_may_make(key[j].domain, key[i].domain)
+		|| !tables_template_makes(key[j].domain, key[i].domain)
 		|| strcmp(p->keys[i].public_b64, p->keys[j].public_b64) == 0)
 		continue;
 	    config_add_file_error(p->cfg, table, key[j].line, "%s:%s can sign as %s with "

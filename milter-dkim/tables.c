@@ -12,6 +12,7 @@
  *	int	tables_signers(&t, "user@example.com", out, max)
  *	int	tables_aligned(domain, key_domain)
  *	int	tables_pattern_aligned(pattern, key_domain)
+ *	int	tables_template_makes(template, domain)
  *	int	tables_bound(&t, sasl_user)
  *	int	tables_binding_allows(&t, sasl_user, from_address, &bound)
  * DESCRIPTION
@@ -37,7 +38,10 @@
  *	tables_aligned() says whether a From: domain is the key domain or
  *	below it (relaxed DMARC alignment, without the public suffix
  *	list); tables_pattern_aligned() whether every domain a
- *	SigningTable pattern can match is.
+ *	SigningTable pattern can match is. tables_template_makes() says
+ *	whether a KeyTable domain with '%' can be made into domain ("%"
+ *	any, "mail.%" any under mail.; a domain with '%' too, or a
+ *	template with two, is taken to meet it).
  * .PP
  *	'#' starts a comment; blank lines are ignored; matching ignores
  *	case. A UTF-8 byte order mark at the start of a file is skipped.
@@ -317,6 +321,21 @@ int     tables_aligned(const char *d, const char *k)
 	return (0);
     return (strcasecmp(d, k) == 0
 	    || (dl > kl && d[dl - kl - 1] == '.' && strcasecmp(d + dl - kl, k) == 0));
+}
+
+int     tables_template_makes(const char *template, const char *domain)
+{
+    const char *pct = strchr(template, '%');
+    size_t  head, tail, len = strlen(domain);
+
+    if (pct == NULL)
+	return (strcasecmp(template, domain) == 0);
+    if (strchr(domain, '%') || strchr(pct + 1, '%'))
+	return (1);
+    head = pct - template;
+    tail = strlen(pct + 1);
+    return (len > head + tail && strncasecmp(domain, template, head) == 0
+	    && strcasecmp(domain + len - tail, pct + 1) == 0);
 }
 
 /*

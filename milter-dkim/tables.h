@@ -46,6 +46,7 @@ int     tables_match(const char *pattern, const char *address);
 int     tables_signers(const struct tables *t, const char *address,
 		               const struct key_entry **out, int max);
 int     tables_aligned(const char *domain, const char *key_domain);
+int     tables_template_makes(const char *template, const char *domain);
 int     tables_pattern_aligned(const char *pattern, const char *key_domain);
 int     tables_bound(const struct tables *t, const char *user);
 int     tables_binding_allows(const struct tables *t, const char *user, const char *address,
