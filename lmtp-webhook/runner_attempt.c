@@ -66,36 +66,38 @@
 static void runner_hold(struct runner *r, const char *id, long long when);
 
 /*
- * runner_dead - the event into dead/, rewritten with its last attempt.
- * When that cannot be written (the spool full) the file moves as it is
- * (a rename needs no space) and the last attempt is in the log only: left
- * in active/, due, it was posted again at every scan until
- * dead_letter_after had passed. When even that fails, no attempt before
- * its backoff.
+ * runner_dead - the event into dead/, rewritten with its last attempt
+ * (spool_dead(): only the very file the attempt read; one renamed over
+ * it meanwhile, a retry or a new delivery, stays in active/ and is
+ * tried now). When that cannot be written (the spool full) the file
+ * moves as it is (a rename needs no space) and the last attempt is in
+ * the log only: left in active/, due, it was posted again at every scan
+ * until dead_letter_after had passed. When even that fails, no attempt
+ * before its backoff.
  */
-static void runner_dead(struct runner *r, struct spool_event *ev, const char *path)
+static void runner_dead(struct runner *r, struct spool_event *ev)
 {
     const char *err;
-    char   *dead;
+    int     how;
     long long now = (long long) time(NULL);
 
-    if ((err = spool_store(r->tool->dir, SPOOL_DEAD, ev)) == NULL) {
-	if (unlink(path) < 0)
-	    msg_error("unlink %s: %m", path);
-    } else {
-	dead = spool_path(r->tool->dir, SPOOL_DEAD, ev->id);
-	if (rename(path, dead) < 0) {
-	    msg_error("event %s: cannot move to dead/: %s; nor rename it there: %m", ev->id,
-		      err);
-	    runner_hold(r, ev->id, ev->next_attempt > now ? ev->next_attempt
-			: now + RUNNER_SECRET_WAIT);
-	    free(dead);
-	    return;
-	}
+    err = spool_dead(r->tool->dir, ev, &how);
+    if (how == SPOOL_UPDATE_GONE) {
+	msg_info("event %s: dropped meanwhile, not dead-lettered", ev->id);
+	return;
+    } else if (how == SPOOL_UPDATE_REPLACED) {
+	msg_info("event %s: replaced meanwhile (a retry, a new delivery): that one is "
+		 "kept and tried, not dead-lettered", ev->id);
+	runner_later(r, ev->id, now);
+	return;
+    } else if (how == SPOOL_DEAD_KEPT) {
+	msg_error("event %s: cannot move to dead/: %s; nor rename it there: %m", ev->id, err);
+	runner_hold(r, ev->id, ev->next_attempt > now ? ev->next_attempt
+		    : now + RUNNER_SECRET_WAIT);
+	return;
+    } else if (how == SPOOL_DEAD_AS_IS)
 	msg_error("event %s: cannot write its last attempt into dead/: %s; moved there "
 		  "as it was", ev->id, err);
-	free(dead);
-    }
     runner_count(runner_metrics.dead);
     msg_warn("event %s dead-lettered after %d attempts over %llds: %s", ev->id,
 	     ev->attempts, (long long) time(NULL) - ev->created,
@@ -527,7 +529,7 @@ void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 	else
 	    runner_later(r, id, t->ev.mtime);
     } else if (runner_expired(r, &t->ev)) {
-	runner_dead(r, &t->ev, path);
+	runner_dead(r, &t->ev);
     } else if ((all || runner_due(t->ev.next_attempt, now))
 	       && (err = runner_keys(r, t)) != NULL) {
 	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
@@ -579,13 +581,13 @@ static void runner_outcome(struct runner *r, struct transfer *t, const struct po
 	free(t->ev.last_error);
 	t->ev.last_error = xstrdup(res.why);
 	t->ev.next_attempt = (long long) time(NULL) + delay;
-	if (r->tool->dead_after > 0 && access(path, F_OK) == 0
+	if (r->tool->dead_after > 0
 	    && t->ev.next_attempt - t->ev.created > r->tool->dead_after) {
 	    /* no attempt left within the bound: not "next in Ns" and then
 	       dead-lettered only when that time comes (up to a day late) */
 	    msg_info("event %s attempt %d to %s failed: %s; no attempt left within "
 		     "dead_letter_after", t->ev.id, t->ev.attempts, shown, res.why);
-	    runner_dead(r, &t->ev, path);
+	    runner_dead(r, &t->ev);
 	} else if ((err = spool_update(r->tool->dir, &t->ev, &gone)) != NULL) {
 	    /* the spool full: its backoff still holds, or the event
 	       would be posted again at every scan */

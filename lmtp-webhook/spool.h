@@ -101,6 +101,11 @@ const char *spool_update(const char *dir, const struct spool_event *ev, int *gon
 /* spool_update()'s *gone_r: nothing written, because active/ID was */
 #define SPOOL_UPDATE_GONE	1	/* removed (dropped by request) */
 #define SPOOL_UPDATE_REPLACED	2	/* another file (a retry, a delivery) */
+const char *spool_dead(const char *dir, const struct spool_event *ev, int *how);
+
+/* spool_dead()'s *how besides those: the error returned, and the file */
+#define SPOOL_DEAD_AS_IS	3	/* moved to dead/ as it was */
+#define SPOOL_DEAD_KEPT		4	/* still in active/ */
 const char *spool_load(const char *path, struct spool_event *ev);
 long long spool_mtime_due(const struct stat *st);
 void    spool_map_guard(void);

@@ -7,6 +7,7 @@
  *	#include "spool.h"
  *
  *	const char *spool_update(dir, &event, &gone)
+ *	const char *spool_dead(dir, &event, &how)
  *	int	spool_bury(dir, id, path, name)
  * DESCRIPTION
  *	spool_update() writes the outcome of an attempt (attempts,
@@ -17,6 +18,14 @@
  *	meanwhile (SPOOL_UPDATE_GONE: dropped by request) or replaced
  *	(SPOOL_UPDATE_REPLACED: the spool tool's retry, a new delivery of
  *	the same id), which stays as it is.
+ *
+ *	spool_dead() moves an event into dead/, rewritten with its last
+ *	attempt (event), and, like spool_update(), only the file the
+ *	attempt read: *how says SPOOL_UPDATE_GONE or SPOOL_UPDATE_REPLACED
+ *	(nothing moved: the replacement stays in active/ to be tried),
+ *	SPOOL_DEAD_AS_IS (the rewrite could not be written, the spool
+ *	full: the file moved as it was; the error returned) or
+ *	SPOOL_DEAD_KEPT (not even that: still in active/; the error).
  *
  *	spool_bury() moves a file of active/ that is not an event into
  *	dead/ as it is, never over an existing dead/ID.
@@ -33,15 +42,117 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "spool.h"
 #include "spool_int.h"
+#include "wh_alloc.h"
 
 /* spool_not_read - another file than the one ev was loaded from (dev, ino) */
 
 static int spool_not_read(const struct spool_event *ev, const struct stat *st)
 {
     return (ev->ino != 0 && (st->st_dev != ev->dev || st->st_ino != ev->ino));
+}
+
+/* spool_move_new - rename(), never over an existing file (EEXIST) */
+
+static int spool_move_new(const char *from, const char *to)
+{
+    struct stat st;
+
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+	return (0);
+    if (errno != EINVAL && errno != ENOSYS)
+	return (-1);
+    if (lstat(to, &st) == 0) {		/* no RENAME_NOREPLACE here */
+	errno = EEXIST;
+	return (-1);
+    }
+    return (rename(from, to));
+}
+
+/*
+ * spool_dead_take - active/ID renamed out of active/ (into taken, in
+ * tmp/: atomic, so what is taken is ours to look at); one that is not
+ * the file the attempt read goes back, untouched (a newer one already
+ * back in its place stands: the older is removed, as a rename over it
+ * would have). 0 when taken, else *how says why not.
+ */
+static int spool_dead_take(const char *active, const char *taken,
+			           const struct spool_event *ev, int *how)
+{
+    struct stat st;
+
+    if (rename(active, taken) < 0) {
+	*how = errno == ENOENT ? SPOOL_UPDATE_GONE : SPOOL_DEAD_KEPT;
+	return (-1);
+    }
+    if (stat(taken, &st) == 0 && spool_not_read(ev, &st)) {
+	*how = SPOOL_UPDATE_REPLACED;
+	if (spool_move_new(taken, active) < 0)
+	    (void) unlink(taken);
+	return (-1);
+    }
+    return (0);
+}
+
+/*
+ * spool_dead - the rewritten event is written (and fsynced) in tmp/
+ * first, then the file read is taken out of active/ and the rewrite
+ * renamed into dead/: between the two renames the event is in tmp/
+ * alone, for two system calls. It wrote dead/ID, then unlinked
+ * whatever active/ID was by then: a retry or a new delivery renamed
+ * over it during its last attempt went to dead/ never tried.
+ */
+const char *spool_dead(const char *dir, const struct spool_event *ev, int *how)
+{
+    struct spool_reservation res;
+    char   *active = spool_path(dir, SPOOL_ACTIVE, ev->id);
+    char   *taken = spool_tmp_name(dir, "dead");
+    char   *dead = spool_path(dir, SPOOL_DEAD, ev->id);
+    const char *err;
+    int     saved;
+
+    *how = 0;
+    if ((err = spool_reserve(dir, ev, &res)) == NULL) {
+	free(res.final_path);
+	free(res.dir_path);
+	res.final_path = wh_strdup(dead);
+	res.dir_path = spool_path(dir, SPOOL_DEAD, NULL);
+	if ((err = spool_commit_write(&res)) != NULL)
+	    spool_discard(&res);
+    }
+    if (spool_dead_take(active, taken, ev, how) < 0) {
+	if (*how == SPOOL_DEAD_KEPT)
+	    err = spool_fail("cannot rename", active);
+	else
+	    err = NULL;
+    } else if (err == NULL && rename(res.tmp_path, res.final_path) < 0)
+	err = spool_fail("cannot rename into", res.final_path);
+    else if (err == NULL) {
+	free(res.tmp_path);			/* renamed: nothing to remove */
+	res.tmp_path = NULL;
+	if (spool_fsync_dir(res.dir_path) < 0)
+	    err = spool_fail("cannot fsync", res.dir_path);
+	(void) unlink(taken);
+    }
+    if (err != NULL && *how == 0) {		/* as it was, or back */
+	*how = SPOOL_DEAD_AS_IS;
+	if (rename(taken, dead) < 0) {
+	    saved = errno;
+	    *how = SPOOL_DEAD_KEPT;
+	    if (spool_move_new(taken, active) < 0)
+		(void) unlink(taken);		/* a newer one stands */
+	    errno = saved;
+	}
+    }
+    if (res.final_path != NULL || res.tmp_path != NULL)
+	spool_discard(&res);
+    free(active);
+    free(taken);
+    free(dead);
+    return (err);
 }
 
 /*
@@ -94,22 +205,6 @@ const char *spool_update(const char *dir, const struct spool_event *ev, int *gon
     return (err);
 }
 
-/* spool_move_new - rename(), never over an existing file (EEXIST) */
-
-static int spool_move_new(const char *from, const char *to)
-{
-    struct stat st;
-
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-	return (0);
-    if (errno != EINVAL && errno != ENOSYS)
-	return (-1);
-    if (lstat(to, &st) == 0) {		/* no RENAME_NOREPLACE here */
-	errno = EEXIST;
-	return (-1);
-    }
-    return (rename(from, to));
-}
 
 /*
  * spool_bury - a file of active/ that is not an event, to dead/ as it is;

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""lmtp-webhook-spool run behind real Dovecot LMTP and the plugin: what
+the runner holds back, and what it must not (helper-102's findings).
+
+- replaced: an event replaced in active/ during its last attempt (the one
+  after which no next attempt falls within dead_letter_after), by a new
+  delivery of the same bytes through LMTP or by `retry ID`: the
+  replacement is tried (a third request, the same webhook-id) and
+  delivered, never dead-lettered by the old attempt's outcome.
+
+ATTACK_ONLY=name,name runs some of them.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, run, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, verify  # noqa: E402
+
+TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+ACME = "bills@acme.planapulse.app"
+
+
+def setup(st, routes, conf=None, users=(ACME,)):
+    """A spool owned by nobody, spool.conf with the global secret
+    st.path("global.secret"), and Dovecot LMTP with the plugin and routes."""
+    for u in users:
+        st.users[u] = "pw"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    c = {"spool_dir": st.path("spool"), "secret_file": st.path("global.secret"),
+         "timeout": "3s", "concurrency": "8"}
+    c.update(conf or {})
+    with open(st.path("spool.conf"), "w") as f:
+        f.writelines("%s = %s\n" % kv for kv in c.items())
+    settings = {"lmtp_webhook_spool_dir": st.path("spool")}
+    for i, r in enumerate(routes):
+        settings["lmtp_webhook_route" + ("" if i == 0 else str(i + 1))] = r
+    st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings=settings,
+                     extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+
+
+def write_secret(path, secret):
+    with open(path, "w") as f:
+        f.write(secret + "\n")
+    os.chmod(path, 0o640)
+    shutil.chown(path, "root", "nogroup")
+
+
+def names(st, sub):
+    d = st.path("spool", sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def tool(st, *args):
+    return run([TOOL, "-c", st.path("spool.conf")] + list(args), timeout=60)
+
+
+def test_replaced(mode):
+    plan = [(500, 0, {}), (500, 3, {})]     # attempt 2 answers 500 after 3 s, then 200
+    rx = Receiver()
+    rx.responder = lambda path, headers, body: plan.pop(0) if plan else 200
+    with Stack("wh-hold-replaced-" + mode) as st:
+        tap.stack = st
+        write_secret(st.path("global.secret"), make_secret())
+        setup(st, ["bills@*.planapulse.app http://127.0.0.1:%d/{1}" % rx.port],
+              conf={"timeout": "10s", "dead_letter_after": "10s"})
+        runner = Runner(st)
+        runner.start()
+        data = bill(ACME, "replaced during the last attempt " + mode)
+        refused, _ = lmtp_send(st, [ACME], data)
+        wait_for(lambda: len(rx.arrivals) >= 2, 20)      # the last attempt is in flight
+        eid = names(st, "active")[0] if names(st, "active") else None
+        if mode == "redeliver":
+            refused, _ = lmtp_send(st, [ACME], data)     # the same bytes: the same id
+        else:
+            tool(st, "retry", eid)
+        wait_for(lambda: len(rx.requests) >= 3 and not names(st, "active"), 15)
+        time.sleep(1)
+        ids = [h.get("webhook-id") for _, h, _ in rx.requests]
+        log = runner.log()
+        tap.ok(len(rx.requests) == 3 and ids == [eid] * 3 and names(st, "dead") == []
+               and names(st, "active") == [] and "event %s delivered" % eid in log,
+               "%s during the last attempt: the replacement is tried (3 requests, one id), "
+               "delivered, nothing in dead/" % mode,
+               diag="requests %s ids %s dead %s active %s\n%s" % (
+                   len(rx.requests), ids, names(st, "dead"), names(st, "active"),
+                   "\n".join(l for l in log.splitlines() if eid and eid in l)))
+    rx.stop()
+
+
+CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry")))]
+
+only = os.environ.get("ATTACK_ONLY", "")
+for name, case in CASES:
+    if not only or name in only.split(","):
+        t0 = time.time()
+        case()
+        tap.diag("%s: %.1f s" % (name, time.time() - t0))
+sys.exit(tap.done())
