@@ -73,7 +73,8 @@
  *	per turn of its loop (spool_sweep_tmp_step()).
  *	GET /readyz on metrics_listen (metrics_http(3)) is not ready while
  *	the spool is unusable (not writable: the plugin could not commit
- *	either) or the secret unreadable (nothing could be posted).
+ *	either) or the global secret unreadable (the events it signs wait;
+ *	routes with a secret_file= of their own go on).
  * DIAGNOSTICS
  *	One log line per attempt. runner_main() returns the number of
  *	events still waiting, or -1 when the spool cannot be used.
@@ -322,16 +323,46 @@ static int runner_work_left(struct runner *r)
 {
     long long when;
 
-    return (r->next < r->count || (r->key.len > 0 && ((r->phead < r->npending)
-	    || r->chead < r->ncapped
-	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))))));
+    return (r->next < r->count || r->phead < r->npending || r->chead < r->ncapped
+	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))));
+}
+
+/*
+ * runner_key_load - the global secret, read again at each listing. While
+ * it cannot be read only the events it signs wait (runner_keys(): those
+ * of routes without a secret_file= of their own, looked at again in
+ * RUNNER_SECRET_WAIT seconds or once it is back): the scan stopped for
+ * it, and routes with their own secret posted nothing either. Back, the
+ * next listing looks at every event again (r->lost).
+ */
+static void runner_key_load(struct runner *r)
+{
+    const char *err;
+
+    spool_owner_root();			/* a secret root alone may read */
+    err = sign_key_load(r->tool->secret_file, &r->key);
+    spool_owner_again();
+    if (err != NULL) {
+	if (r->key.len > 0 || daemon_mono_sec() - r->key_said >= RUNNER_SECRET_WAIT) {
+	    msg_error("%s: the events of routes without their own secret_file= wait until "
+		      "it is readable", err);
+	    r->key_said = daemon_mono_sec();
+	}
+	r->key.len = 0;
+	r->key_missing = 1;
+    } else if (r->key_missing) {
+	msg_info("the webhook secret is readable again");
+	r->key_missing = 0;
+	r->key_said = 0;
+	r->lost = 1;				/* what waited for it: due now */
+    }
 }
 
 static int runner_scan(struct runner *r, int all)
 {
     int     before = r->running, relisted = 0, created;
     long long until = daemon_mono_ms() + RUNNER_SCAN_MS;
-    const char *err, *name;
+    const char *name;
 
     r->scan_more = 0;
     while (r->running < r->tool->concurrency) {
@@ -339,7 +370,7 @@ static int runner_scan(struct runner *r, int all)
 	    r->scan_more = 1;
 	    break;
 	}
-	if (r->phead < r->npending && r->key.len > 0) {	/* woken: new events first */
+	if (r->phead < r->npending) {		/* woken: new events first */
 	    char   *woken = r->pending[r->phead++];
 
 	    if (htable_find(r->inflight, woken) == NULL)
@@ -349,14 +380,13 @@ static int runner_scan(struct runner *r, int all)
 		r->phead = r->npending = 0;
 	    continue;
 	}
-	if (!all && r->key.len > 0 && runner_due_later(r, &name)) {
+	if (!all && runner_due_later(r, &name)) {
 	    if (htable_find(r->inflight, name) == NULL)
 		runner_start(r, name, 0, 0);
 	    free((char *) name);
 	    continue;
 	}
-	if (r->next >= r->count && r->key.len > 0
-	    && (name = runner_capped_next(r)) != NULL) {
+	if (r->next >= r->count && (name = runner_capped_next(r)) != NULL) {
 	    /* nothing else due: put aside for their origin's share */
 	    if (htable_find(r->inflight, name) == NULL)
 		runner_start(r, name, all, 1);
@@ -378,15 +408,7 @@ static int runner_scan(struct runner *r, int all)
 		r->next = 0;
 	    }
 	    relisted = 1;
-	    spool_owner_root();		/* a secret root alone may read */
-	    err = sign_key_load(r->tool->secret_file, &r->key);
-	    spool_owner_again();
-	    if (err != NULL) {
-		msg_error("%s: nothing posted until the secret is readable", err);
-		r->key.len = 0;
-		r->next = r->count;
-		break;
-	    }
+	    runner_key_load(r);
 	    continue;
 	}
 	name = r->names[r->next++];
@@ -552,7 +574,7 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		last_sweep = daemon_mono_sec();
 	    }
 	    runner_wakeups(r);
-	    if (flushing || r->scan_more || (r->phead < r->npending && r->key.len > 0)
+	    if (flushing || r->scan_more || r->phead < r->npending
 		|| daemon_mono_sec() != last_scan
 		|| (r->running < r->tool->concurrency && runner_work_left(r))) {
 		started = runner_scan(r, flushing);

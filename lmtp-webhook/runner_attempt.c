@@ -177,8 +177,8 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
 
     t->req.key = &r->key;
     t->req.key2 = NULL;
-    if (t->ev.secret_count == 0)
-	return (NULL);
+    if (t->ev.secret_count == 0)		/* the global secret (runner_key_load()) */
+	return (r->key.len > 0 ? NULL : "the global secret_file is unreadable");
     for (int i = 0; i < t->ev.secret_count; i++) {
 	if (access(t->ev.secret_files[i], F_OK) < 0 && errno == ENOENT)
 	    continue;
@@ -532,9 +532,13 @@ void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 	runner_dead(r, &t->ev);
     } else if ((all || runner_due(t->ev.next_attempt, now))
 	       && (err = runner_keys(r, t)) != NULL) {
-	msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
-		  RUNNER_SECRET_WAIT);
-	runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
+	if (t->ev.secret_count == 0)		/* logged once by runner_key_load() */
+	    runner_later(r, id, (long long) now + RUNNER_SECRET_WAIT);
+	else {
+	    msg_error("event %s not posted: %s; tried again in %ds", t->ev.id, err,
+		      RUNNER_SECRET_WAIT);
+	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
+	}
     } else if (all || runner_due(t->ev.next_attempt, now)) {
 	if (runner_post(r, t, now, uncapped)) {
 	    free(path);

@@ -56,7 +56,9 @@ struct transfer {
 
 struct runner {
     struct spool_tool *tool;
-    struct webhook_key key;
+    struct webhook_key key;		/* the global secret; len 0: unreadable */
+    int     key_missing;		/* since the last listing that read it */
+    long long key_said;			/* daemon_mono_sec() it was last logged */
     CURLM  *multi;
     struct htable *inflight;		/* id -> transfer */
     struct htable *tried;		/* ids a flush pass has started */

@@ -7,6 +7,9 @@ the runner holds back, and what it must not (helper-102's findings).
   delivery of the same bytes through LMTP or by `retry ID`: the
   replacement is tried (a third request, the same webhook-id) and
   delivered, never dead-lettered by the old attempt's outcome.
+- globalsecret: the global secret_file removed: a route with its own
+  secret_file= still posts (signed with its secret); an event of a route
+  without one waits, and goes within seconds once the file is back.
 
 ATTACK_ONLY=name,name runs some of them.
 """
@@ -95,7 +98,47 @@ def test_replaced(mode):
     rx.stop()
 
 
-CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry")))]
+def test_globalsecret():
+    rx = Receiver()
+    acme_secret, global_secret = make_secret(os.urandom(32)), make_secret(os.urandom(32))
+    with Stack("wh-hold-global") as st:
+        tap.stack = st
+        write_secret(st.path("global.secret"), global_secret)
+        write_secret(st.path("acme.secret"), acme_secret)
+        url = "http://127.0.0.1:%d/" % rx.port
+        setup(st, ["%s %sacme secret_file=%s" % (ACME, url, st.path("acme.secret")),
+                   "bills@*.planapulse.app %s{1}" % url],
+              users=(ACME, "bills@other.planapulse.app"))
+        runner = Runner(st)
+        runner.start()
+        os.rename(st.path("global.secret"), st.path("global.secret.moved"))
+        time.sleep(2)                                     # read again at a listing
+        lmtp_send(st, ["bills@other.planapulse.app"], bill("bills@other.planapulse.app",
+                                                           "global secret"))
+        lmtp_send(st, [ACME], bill(ACME, "own secret"))
+        wait_for(lambda: len(rx.requests) >= 1, 8)
+        time.sleep(2)
+        paths = [p for p, _, _ in rx.requests]
+        tap.ok(paths == ["/acme"] and verify(acme_secret, rx.requests[0][1],
+                                             rx.requests[0][2]) is None
+               and len(names(st, "active")) == 1,
+               "global secret missing: the route with its own secret_file= posts (1 request, "
+               "acme-signed); the other event waits in active/",
+               diag="paths %s active %s\n%s" % (paths, names(st, "active"), runner.log()[-1500:]))
+        t0 = time.time()
+        os.rename(st.path("global.secret.moved"), st.path("global.secret"))
+        wait_for(lambda: len(rx.requests) >= 2, 10)
+        took = time.time() - t0
+        paths = [p for p, _, _ in rx.requests]
+        tap.ok(paths == ["/acme", "/other"] and took < 4
+               and verify(global_secret, rx.requests[1][1], rx.requests[1][2]) is None,
+               "the global secret back: the waiting event posts within 4 s, globally signed",
+               diag="paths %s after %.1f s" % (paths, took))
+    rx.stop()
+
+
+CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry"))),
+         ("globalsecret", test_globalsecret)]
 
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in CASES:
