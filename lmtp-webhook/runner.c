@@ -399,6 +399,8 @@ static int runner_scan(struct runner *r, int all)
 	    r->listed = time(NULL);
 	    (void) htable_sweep(r->held, RUNNER_HOLD_SWEEP, runner_hold_over, &r->listed, free);
 	    (void) htable_sweep(r->answered, RUNNER_HOLD_SWEEP, runner_answered_gone, NULL, free);
+	    if (r->slow != NULL)
+		(void) htable_sweep(r->slow, RUNNER_HOLD_SWEEP, runner_slow_over, NULL, free);
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
 	    if (all || runner_relist_due(r)) {

@@ -18,11 +18,16 @@
  *	curl multi handle (all: a flush pass, due or not); an event that
  *	is not one moves to dead/. No receiver origin (scheme://host:port)
  *	takes more than half of "concurrency" (at least one) while events
- *	of other origins are due: an event of an origin at its share is
- *	put aside (r->capped, runner_capped_next()); the scan starts those
- *	(uncapped) only once nothing else is due. 640 events for a receiver
- *	that never answers held back a live receiver's first attempts for
- *	up to 111 s (timeout 3 s): their retries took every slot.
+ *	of other origins are due, and the slow origins (whose last attempt
+ *	took half the timeout or more: they hang, runner_slow_mark()) take
+ *	no more than that half together: an event of an origin at its share
+ *	is put aside (r->capped, runner_capped_next()); the scan starts
+ *	those (uncapped) only once nothing else is due. 640 events for a
+ *	receiver that never answers held back a live receiver's first
+ *	attempts for up to 111 s (timeout 3 s): their retries took every
+ *	slot; and with the share per origin alone, two such receivers held
+ *	every slot between them, each freed slot taken by the next event of
+ *	the origin that freed it: a live receiver's new events waited 60 s.
  *	runner_done() records what the receiver answered as runner(3)
  *	describes: removed, dropped, or rewritten with its next attempt.
  *	runner_hold_over() and runner_answered_gone() are htable_sweep()
@@ -378,6 +383,45 @@ static int runner_expired(const struct runner *r, const struct spool_event *ev)
     return (r->tool->dead_after > 0 && ev->attempts > 0 && next - ev->created > r->tool->dead_after);
 }
 
+/*
+ * runner_slow_mark - an attempt's time marks its origin slow (half the
+ * timeout or more: a receiver that hangs, or answers as late) or not;
+ * runner_slow_over() forgets a mark after RUNNER_SLOW_MEMORY (swept at
+ * listings), so that one slow spell does not cap an origin for good.
+ */
+static void runner_slow_mark(struct runner *r, const char *origin, double seconds)
+{
+    int     created;
+    void  **slot;
+
+    if (seconds * 1000 * 2 < (double) r->tool->timeout_ms) {
+	if (r->slow != NULL)
+	    htable_delete(r->slow, origin, free);
+	return;
+    }
+    if (r->slow == NULL)
+	r->slow = htable_create(16);
+    slot = htable_slot(r->slow, origin, &created);
+    if (*slot == NULL)
+	*slot = xmalloc(sizeof(long long));
+    *(long long *) *slot = daemon_mono_sec();
+}
+
+int     runner_slow_over(void *value, void *context)
+{
+    (void) context;
+    return (daemon_mono_sec() - *(long long *) value > RUNNER_SLOW_MEMORY);
+}
+
+/* runner_slow - whether an origin is slow (runner_slow_mark()) */
+
+static int runner_slow(struct runner *r, const char *origin)
+{
+    long long *since = r->slow ? htable_find(r->slow, origin) : NULL;
+
+    return (since != NULL && daemon_mono_sec() - *since <= RUNNER_SLOW_MEMORY);
+}
+
 /* runner_capped - an event put aside: its origin has its share in flight */
 
 static void runner_capped(struct runner *r, const char *id)
@@ -427,13 +471,18 @@ void    runner_capped_free(struct runner *r)
     r->csize = 0;
     if (r->capped_set)
 	htable_destroy(&r->capped_set, NULL);
+    if (r->slow)
+	htable_destroy(&r->slow, free);
     if (r->origins)
 	htable_destroy(&r->origins, free);
 }
 
 /*
  * runner_post - the attempt added to the multi handle; 0 when its origin
- * has its share in flight (put aside, unless uncapped).
+ * has its share in flight, or is slow and the slow ones have theirs (put
+ * aside, unless uncapped): however many origins hang, half the slots
+ * stay for the others while they have events due, and a slot a slow
+ * origin frees is not simply taken by its next event.
  */
 static int runner_post(struct runner *r, struct transfer *t, time_t now, int uncapped)
 {
@@ -441,12 +490,15 @@ static int runner_post(struct runner *r, struct transfer *t, time_t now, int unc
     int     created;
 
     t->origin = runner_origin(t->ev.url);
-    if (!uncapped && runner_origin_count(r, t->origin, 0) >= share) {
+    t->slow = runner_slow(r, t->origin);
+    if (!uncapped && (runner_origin_count(r, t->origin, 0) >= share
+		      || (t->slow && r->slow_running >= share))) {
 	runner_capped(r, t->ev.id);
 	free(t->origin);
 	return (0);
     }
     (void) runner_origin_count(r, t->origin, 1);
+    r->slow_running += t->slow;
     t->req.url = t->ev.url;
     t->req.id = t->ev.id;
     t->req.body = t->ev.body;
@@ -625,11 +677,14 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     struct post_result res;
 
     post_finish(&t->post, rc, &res);
-    if (runner_metrics.duration) {
+    {
 	double  total = 0;
 
-	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK)
-	    metrics_observe(runner_metrics.duration, total);
+	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK) {
+	    if (runner_metrics.duration)
+		metrics_observe(runner_metrics.duration, total);
+	    runner_slow_mark(r, t->origin, total);
+	}
     }
     if (spool_event_spoiled(&t->ev)) {
 	/* cut under the attempt: what was sent is not the event; the next
@@ -645,6 +700,7 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     curl_multi_remove_handle(r->multi, t->post.curl);
     htable_delete(r->inflight, t->ev.id, NULL);
     (void) runner_origin_count(r, t->origin, -1);
+    r->slow_running -= t->slow;
     free(t->origin);
     post_handle_free(&t->post);
     spool_event_free(&t->ev);

@@ -32,6 +32,7 @@ struct transfer {
     struct post_request req;
     struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
     char   *origin;				/* scheme://host:port, counted */
+    int     slow;				/* counted in r->slow_running */
 };
 
 /* buckets of the hold table visited at each listing (at most once a second) */
@@ -50,6 +51,10 @@ struct transfer {
    same bytes probing it for an instant (spool_hold_wait()) just as it
    was released: the post then waited 5 s */
 #define RUNNER_BUSY_WAIT	1
+
+/* an origin whose last attempt took half the timeout or more is slow for
+   this long at most (until one of its attempts is quick) */
+#define RUNNER_SLOW_MEMORY	600
 
 /* an event whose route's secret files cannot be read waits this long */
 #define RUNNER_SECRET_WAIT	60
@@ -93,6 +98,8 @@ struct runner {
     int     reap_more;			/* finished attempts left for a turn */
     struct spool_sweep sweep;		/* of tmp/, under way when .dir */
     struct htable *origins;		/* origin -> attempts in flight (int) */
+    struct htable *slow;		/* origin -> daemon_mono_sec() marked */
+    int     slow_running;		/* attempts in flight to slow origins */
     struct htable *capped_set;		/* ids in capped */
     char  **capped;			/* due, their origin at its share: */
     int     chead, ncapped, csize;	/* [chead, ncapped) started last */
@@ -104,6 +111,7 @@ char   *runner_capped_next(struct runner *r);
 void    runner_capped_free(struct runner *r);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
+int     runner_slow_over(void *value, void *context);
 void    runner_misnamed(const char *name, void *context);
 int     runner_answered_gone(void *path, void *context);
 void    runner_later(struct runner *r, const char *id, long long when);

@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""lmtp-webhook-spool run behind real Dovecot LMTP and the plugin: many
+receivers that hang must not starve a live one (helper-102, t9/t9b).
+Routes per workspace (https://{1}.example/ shapes: each workspace its own
+origin); concurrency 4, timeout 3s.
+
+- woken: six hanging origins, 8 new events each while the runner runs,
+  then 4 new events for a live receiver: each posted within two
+  timeouts (6 s). The per-origin share alone (half the slots) let any
+  two hanging origins hold every slot, each freed slot taken by the
+  next event of the origin that freed it: 60 s and more.
+- restart: two hanging origins with 30 events each and 4 for the live
+  receiver in the spool when the runner starts: the live ones within
+  two timeouts.
+- alone: a hanging origin with nothing else due still gets every slot
+  (4 connections at once).
+"""
+
+import os
+import shutil
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxwebhook import RawServer, Receiver, Runner, bill, lmtp_send, make_secret  # noqa: E402
+
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+HANGING = ["h%d" % i for i in range(6)]
+
+
+class Hang(RawServer):
+    """Reads the request, never answers; counts connections open at once."""
+
+    def __init__(self):
+        self.n = self.open = self.most = 0
+        self.lock = threading.Lock()
+        super().__init__(backlog=512)
+
+    def session(self, conn):
+        with self.lock:
+            self.n += 1
+            self.open += 1
+            self.most = max(self.most, self.open)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        with self.lock:
+            self.open -= 1
+
+
+def user(w):
+    return "bills@%s.planapulse.app" % w
+
+
+def setup(st, routes, workspaces):
+    for w in workspaces:
+        st.users[user(w)] = "pw"
+    os.makedirs(st.path("spool"))
+    shutil.chown(st.path("spool"), "nobody", "nogroup")
+    with open(st.path("global.secret"), "w") as f:
+        f.write(make_secret() + "\n")
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 3s\nconcurrency = 4\n"
+                % (st.path("spool"), st.path("global.secret")))
+    settings = {"lmtp_webhook_spool_dir": st.path("spool")}
+    for i, r in enumerate(routes):
+        settings["lmtp_webhook_route" + ("" if i == 0 else str(i + 1))] = r
+    st.start_dovecot(lmtp_plugins="lmtp_webhook", plugin_settings=settings,
+                     extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+
+
+def send(st, w, n, tag):
+    for i in range(n):
+        refused, _ = lmtp_send(st, [user(w)], bill(user(w), "%s %s %d" % (tag, w, i), size=100))
+        assert not refused, refused
+
+
+def live_latency(st, live, t0, n=4):
+    wait_for(lambda: len(live.requests) >= n, 120, interval=0.2)
+    return [round(t - t0, 1) for t in live.arrivals]
+
+
+def test_woken():
+    hangs = {w: Hang() for w in HANGING}
+    live = Receiver()
+    with Stack("wh-origins-woken") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user(w), hangs[w].port) for w in HANGING]
+              + ["%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              HANGING + ["live"])
+        runner = Runner(st)
+        runner.start()
+        for i in range(8):
+            for w in HANGING:
+                send(st, w, 1, "woken%d" % i)
+        time.sleep(4)
+        t0 = time.time()
+        send(st, "live", 4, "live")
+        lat = live_latency(st, live, t0)
+        tap.ok(len(lat) == 4 and max(lat) < 6,
+               "six hanging origins: a live receiver's 4 new events posted within two "
+               "timeouts (6 s)", diag="posted at +%s s; hanging connections %s" % (
+                   lat, [hangs[w].n for w in HANGING]))
+        runner.proc.kill()
+        runner.proc.wait()
+    live.stop()
+
+
+def test_restart():
+    hangs = {w: Hang() for w in HANGING[:2]}
+    live = Receiver()
+    with Stack("wh-origins-restart") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user(w), hangs[w].port) for w in HANGING[:2]]
+              + ["%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              HANGING[:2] + ["live"])
+        for w in HANGING[:2]:
+            send(st, w, 30, "restart")
+        send(st, "live", 4, "live")
+        t0 = time.time()
+        runner = Runner(st)
+        runner.start()
+        lat = live_latency(st, live, t0)
+        tap.ok(len(lat) == 4 and max(lat) < 6,
+               "two hanging origins with 30 events each at the start: the live receiver's 4 "
+               "posted within two timeouts (6 s)", diag="posted at +%s s" % lat)
+        runner.proc.kill()
+        runner.proc.wait()
+    live.stop()
+
+
+def test_alone():
+    hang = Hang()
+    with Stack("wh-origins-alone") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user("h0"), hang.port)], ["h0"])
+        send(st, "h0", 12, "alone")
+        runner = Runner(st)
+        runner.start()
+        time.sleep(8)                   # two rounds: slow after the first
+        tap.ok(hang.most == 4, "a hanging origin alone still takes every slot (4 at once)",
+               diag="at most %d at once, %d in all" % (hang.most, hang.n))
+        runner.proc.kill()
+        runner.proc.wait()
+
+
+only = os.environ.get("ATTACK_ONLY", "")
+for name, case in (("woken", test_woken), ("restart", test_restart), ("alone", test_alone)):
+    if not only or name in only.split(","):
+        t0 = time.time()
+        case()
+        tap.diag("%s: %.1f s" % (name, time.time() - t0))
+sys.exit(tap.done())
