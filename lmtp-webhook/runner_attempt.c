@@ -219,6 +219,8 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
 struct runner_held {
     long long when;
     int     attempts;			/* unrecorded; 0: none */
+    dev_t   dev;			/* the file held (0: none was there) */
+    ino_t   ino;
 };
 
 static void runner_hold_unrecorded(struct runner *r, const char *id, long long when,
@@ -227,8 +229,16 @@ static void runner_hold_unrecorded(struct runner *r, const char *id, long long w
     int     created;
     void  **slot = htable_slot(r->held, id, &created);
 
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    struct stat st;
+
     if (*slot == NULL)
 	*slot = xcalloc(1, sizeof(struct runner_held));
+    if (stat(path, &st) == 0) {
+	((struct runner_held *) *slot)->dev = st.st_dev;
+	((struct runner_held *) *slot)->ino = st.st_ino;
+    }
+    free(path);
     ((struct runner_held *) *slot)->when = when;
     if (attempts > ((struct runner_held *) *slot)->attempts)
 	((struct runner_held *) *slot)->attempts = attempts;
@@ -258,6 +268,25 @@ void    runner_later(struct runner *r, const char *id, long long when)
 	*slot = xmalloc(sizeof(long long));
     *(long long *) *slot = when;
     timeq_add(r->queue, when, id);
+}
+
+/*
+ * runner_held_now - the hold of an event, unless its file was replaced
+ * since (the spool tool's retry, a new delivery: renamed in, a new
+ * inode; the hold's own file only touched is the same): the hold was
+ * for the old file, and "retry ID" means now. It was ignored for the
+ * rest of a missing secret's minute, or for a full spool's backoff.
+ */
+static struct runner_held *runner_held_now(struct runner *r, const char *id, const char *path)
+{
+    struct runner_held *held = htable_find(r->held, id);
+    struct stat st;
+
+    if (held == NULL || (stat(path, &st) == 0
+			 && st.st_dev == held->dev && st.st_ino == held->ino))
+	return (held);
+    htable_delete(r->held, id, free);
+    return (NULL);
 }
 
 /*
@@ -524,8 +553,8 @@ static int runner_post(struct runner *r, struct transfer *t, time_t now, int unc
 void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 {
     time_t  now = time(NULL);
-    struct runner_held *held = htable_find(r->held, id);
-    char   *path;
+    char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
+    struct runner_held *held = runner_held_now(r, id, path);
     struct transfer *t;
     const char *err;
     struct stat st;
@@ -533,9 +562,9 @@ void    runner_start(struct runner *r, const char *id, int all, int uncapped)
     htable_delete(r->later, id, free);		/* looked at now */
     if (!all && held != NULL && runner_due(held->when, now) == 0) {
 	runner_later(r, id, held->when);
+	free(path);
 	return;					/* its backoff, unrecorded */
     }
-    path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
     if (htable_find(r->answered, id) != NULL) {	/* posted: only removed now */
 	if (runner_remove(r, id, path) == 0)
 	    msg_info("event %s: its file removed at last", id);

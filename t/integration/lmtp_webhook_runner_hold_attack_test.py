@@ -11,6 +11,10 @@ the runner holds back, and what it must not (helper-102's findings).
   secret_file= still posts (signed with its secret); an event of a route
   without one waits, and goes within seconds once the file is back.
 
+- retryheld: `retry ID` of an event the daemon holds in memory (its
+  route's secret file was missing: a 60 s wait), once the file is in
+  place: posted at once (within 3 s), signed with it.
+
 ATTACK_ONLY=name,name runs some of them.
 """
 
@@ -137,8 +141,36 @@ def test_globalsecret():
     rx.stop()
 
 
+def test_retryheld():
+    rx = Receiver()
+    secret = make_secret(os.urandom(32))
+    with Stack("wh-hold-retry") as st:
+        tap.stack = st
+        write_secret(st.path("global.secret"), make_secret())
+        setup(st, ["%s http://127.0.0.1:%d/acme secret_file=%s"
+                   % (ACME, rx.port, st.path("acme.secret"))])
+        runner = Runner(st)
+        runner.start()
+        lmtp_send(st, [ACME], bill(ACME, "secret missing"))
+        held = wait_for(lambda: "tried again in 60s" in runner.log(), 10)
+        eid = names(st, "active")[0] if names(st, "active") else "none"
+        time.sleep(2)
+        write_secret(st.path("acme.secret"), secret)
+        t0 = time.time()
+        r = tool(st, "retry", eid)
+        wait_for(lambda: rx.requests, 10, interval=0.1)
+        took = time.time() - t0
+        tap.ok(held and r.returncode == 0 and len(rx.requests) == 1 and took < 3
+               and verify(secret, rx.requests[0][1], rx.requests[0][2]) is None
+               and names(st, "active") == [],
+               "retry of an event held for its missing secret: posted at once, signed, "
+               "delivered", diag="held %s retry %s requests %d after %.1f s active %s" % (
+                   held, r.returncode, len(rx.requests), took, names(st, "active")))
+    rx.stop()
+
+
 CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry"))),
-         ("globalsecret", test_globalsecret)]
+         ("globalsecret", test_globalsecret), ("retryheld", test_retryheld)]
 
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in CASES:
