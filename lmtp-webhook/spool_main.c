@@ -263,6 +263,26 @@ static void tool_check_ca(struct spool_tool *tool)
 }
 
 /*
+ * tool_path_shape - printable ASCII, no white space, nothing shaped like a
+ * secret: a path, not "PATH SECRET", nor a key that happens to start with
+ * '/' (base64 only, with a '+' or a final '='), nor one with its whsec_
+ */
+static int tool_path_shape(const char *path)
+{
+    int     base64 = 1, sign = 0;
+
+    for (const unsigned char *cp = (const unsigned char *) path; *cp; cp++) {
+	if (*cp < 33 || *cp > 126)
+	    return (0);
+	if (*cp == '+' || (*cp == '=' && (cp[1] == 0 || cp[1] == '=')))
+	    sign = 1;
+	else if (!isalnum(*cp) && *cp != '/')
+	    base64 = 0;
+    }
+    return (strstr(path, "whsec_") == NULL && !(base64 && sign));
+}
+
+/*
  * tool_check_dead_after - dead_letter_after with a unit (or 0, never), and
  * at least TOOL_DEAD_AFTER_MIN. A bare number is seconds, as every
  * duration here; "3" for the default "3d" dead-lettered each event at its
@@ -315,6 +335,14 @@ static void tool_load(struct spool_tool *tool, const char *path)
 	config_add_error(tool->cfg, config_line(tool->cfg, "secret_file"),
 			 "secret_file must be an absolute path (is the secret itself "
 			 "written there?)");		/* it may be the secret */
+    else if (!tool_path_shape(tool->secret_file))
+	/* "/etc/webhook.secret whsec_...", a paste gone wrong: every
+	   message naming the path (-t, the daemon's error once a second)
+	   printed the secret. Refused, not echoed, as a relative one */
+	config_add_error(tool->cfg, config_line(tool->cfg, "secret_file"),
+			 "secret_file must be a path, without white space or control "
+			 "characters, not shaped like a secret (is the secret written "
+			 "there, or after it?)");
     else
 	tool_check_secret(tool);
     tool_check_dead_after(tool);

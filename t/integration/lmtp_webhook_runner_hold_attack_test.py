@@ -14,6 +14,10 @@ the runner holds back, and what it must not (helper-102's findings).
 - retryheld: `retry ID` of an event the daemon holds in memory (its
   route's secret file was missing: a 60 s wait), once the file is in
   place: posted at once (within 3 s), signed with it.
+- secretpaste: spool.conf's secret_file with the secret pasted after the
+  path, or a key that starts with '/': -t refuses it without echoing it;
+  the daemon will not start on it, and a reload to it keeps the running
+  configuration: no log line holds the secret, and events still go.
 
 ATTACK_ONLY=name,name runs some of them.
 """
@@ -169,8 +173,61 @@ def test_retryheld():
     rx.stop()
 
 
+def conf_with(st, secret_file):
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 3s\n"
+                % (st.path("spool"), secret_file))
+
+
+def test_secretpaste():
+    rx = Receiver()
+    secret = make_secret(os.urandom(32))
+    key = secret.split("_", 1)[1]
+    slash_key = "/" + key.replace("/", "+").rstrip("=") + "+A="
+    with Stack("wh-hold-paste") as st:
+        tap.stack = st
+        write_secret(st.path("global.secret"), secret)
+        setup(st, ["bills@*.planapulse.app http://127.0.0.1:%d/{1}" % rx.port])
+        for what, value in (("PATH whsec_...", st.path("global.secret") + " " + secret),
+                            ("PATH then the bare key", st.path("global.secret") + "\t" + key),
+                            ("a key starting with /", slash_key)):
+            conf_with(st, value)
+            r = tool(st, "-t")
+            out = r.stdout + r.stderr
+            tap.ok(r.returncode != 0 and key not in out and slash_key not in out
+                   and "secret_file must be a path" in out,
+                   "-t refuses secret_file = %s without echoing it" % what,
+                   diag="exit %d: %s" % (r.returncode, out.replace(key, "<KEY>")))
+        conf_with(st, st.path("global.secret") + " " + secret)
+        p = st.start_daemon("spool-paste", [TOOL, "-c", st.path("spool.conf"), "-f", "run"])
+        time.sleep(3)
+        rc = p.poll()
+        log = st.read_log("spool-paste")
+        tap.ok(rc is not None and rc != 0 and key not in log,
+               "the daemon refuses to start on it; its log holds no secret",
+               diag="rc %s, %d lines with the key" % (rc, sum(key in l for l in log.splitlines())))
+        if rc is None:
+            p.kill()
+            p.wait()
+        conf_with(st, st.path("global.secret"))
+        runner = Runner(st)
+        runner.start()
+        conf_with(st, st.path("global.secret") + " " + secret)
+        runner.proc.send_signal(1)
+        time.sleep(3)
+        lmtp_send(st, [ACME], bill(ACME, "after a bad reload"))
+        wait_for(lambda: len(rx.requests) >= 1, 10)
+        log = runner.log()
+        tap.ok(len(rx.requests) == 1 and key not in log and runner.proc.poll() is None,
+               "a reload to it keeps the running configuration: the event goes, no log line "
+               "holds the secret", diag="requests %d, %d lines with the key" % (
+                   len(rx.requests), sum(key in l for l in log.splitlines())))
+    rx.stop()
+
+
 CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry"))),
-         ("globalsecret", test_globalsecret), ("retryheld", test_retryheld)]
+         ("globalsecret", test_globalsecret), ("retryheld", test_retryheld),
+         ("secretpaste", test_secretpaste)]
 
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in CASES:
