@@ -59,7 +59,12 @@ static size_t post_discard(char *data, size_t size, size_t n, void *context)
  * post_head_line - one line of the response head: the empty line ending
  * a final (not 1xx) status's header section makes the status an answer
  * (h->head_done); a new status line starts over (a 1xx, a proxy's
- * CONNECT answer).
+ * CONNECT answer). The empty line is what libcurl took for it: any line
+ * that starts with CR or LF (its http.c), "\r\r\n" too. A bare CR is
+ * invalid (RFC 9112 2.2: a recipient may read it as white space or
+ * reject the message); libcurl read on, the body and the status the
+ * receiver sent, and only "\r\n" or "\n" counted here: a 200 it had
+ * answered was "no answer" and posted again until dead_letter_after.
  */
 static size_t post_head_line(char *data, size_t size, size_t n, void *context)
 {
@@ -69,8 +74,7 @@ static size_t post_head_line(char *data, size_t size, size_t n, void *context)
 
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
 	h->head_done = 0;
-    else if ((len == 2 && data[0] == '\r' && data[1] == '\n')
-	     || (len == 1 && data[0] == '\n')) {
+    else if (len >= 1 && (data[0] == '\r' || data[0] == '\n')) {
 	if (curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK
 	    && status >= 200 && !h->head_done) {
 	    h->head_done = 1;

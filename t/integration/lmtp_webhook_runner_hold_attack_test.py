@@ -18,6 +18,9 @@ the runner holds back, and what it must not (helper-102's findings).
   path, or a key that starts with '/': -t refuses it without echoing it;
   the daemon will not start on it, and a reload to it keeps the running
   configuration: no log line holds the secret, and events still go.
+- crcrlf: a 200 whose header section ends in CR CR LF (or CR X CR LF):
+  libcurl reads it as the end of the header section and completes the
+  200, so the runner counts it too: one request each, delivered.
 
 ATTACK_ONLY=name,name runs some of them.
 """
@@ -31,7 +34,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, run, tap, wait_for  # noqa: E402
-from mxwebhook import Receiver, Runner, bill, lmtp_send, make_secret, verify  # noqa: E402
+from mxwebhook import RawServer, Receiver, Runner, bill, lmtp_send, make_secret, verify  # noqa: E402
 
 TOOL = build_path("lmtp-webhook", "lmtp-webhook-spool")
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -225,9 +228,68 @@ def test_secretpaste():
     rx.stop()
 
 
+class BareCR(RawServer):
+    """Answers 200 with an odd empty line (RFC 9112 2.2: a bare CR)."""
+    FORMS = {"crcrlf": b"\r\r\n", "crx": b"\rX\r\n"}
+
+    def __init__(self):
+        self.hits = {}
+        super().__init__()
+
+    def session(self, conn):
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                c = conn.recv(65536)
+                if not c:
+                    return
+                data += c
+            head, body = data.split(b"\r\n\r\n", 1)
+            form = head.split(b" ")[1].decode().strip("/")
+            want = int([ln for ln in head.split(b"\r\n")
+                        if ln.lower().startswith(b"content-length:")][0].split(b":")[1])
+            while len(body) < want:
+                c = conn.recv(65536)
+                if not c:
+                    break
+                body += c
+            self.hits[form] = self.hits.get(form, 0) + 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + self.FORMS[form])
+            time.sleep(0.3)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def test_crcrlf():
+    rx = BareCR()
+    forms = sorted(BareCR.FORMS)
+    with Stack("wh-hold-crcrlf") as st:
+        tap.stack = st
+        write_secret(st.path("global.secret"), make_secret())
+        setup(st, ["bills@*.planapulse.app http://127.0.0.1:%d/{1}" % rx.port],
+              users=["bills@%s.planapulse.app" % f for f in forms])
+        runner = Runner(st)
+        runner.start()
+        for f in forms:
+            u = "bills@%s.planapulse.app" % f
+            lmtp_send(st, [u], bill(u, "bare CR " + f))
+        wait_for(lambda: len(runner.log().split(" delivered to ")) > len(forms)
+                 and not names(st, "active"), 15)
+        time.sleep(7)                           # a retry would come 5 s after
+        log = runner.log()
+        tap.ok(rx.hits == {f: 1 for f in forms} and names(st, "active") == []
+               and log.count(" delivered to ") == len(forms),
+               "a 200 ending its header section in CR CR LF or CR X CR LF: counted as libcurl "
+               "read it (one request each, delivered)",
+               diag="hits %s active %s\n%s" % (rx.hits, names(st, "active"), log[-1200:]))
+    rx.sock.close()
+
+
 CASES = [("replaced", lambda: (test_replaced("redeliver"), test_replaced("retry"))),
          ("globalsecret", test_globalsecret), ("retryheld", test_retryheld),
-         ("secretpaste", test_secretpaste)]
+         ("secretpaste", test_secretpaste), ("crcrlf", test_crcrlf)]
 
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in CASES:
