@@ -98,12 +98,38 @@ static int spool_dead_take(const char *active, const char *taken,
 }
 
 /*
- * spool_dead - the rewritten event is written (and fsynced) in tmp/
- * first, then the file read is taken out of active/ and the rewrite
- * renamed into dead/: between the two renames the event is in tmp/
- * alone, for two system calls. It wrote dead/ID, then unlinked
- * whatever active/ID was by then: a retry or a new delivery renamed
- * over it during its last attempt went to dead/ never tried.
+ * spool_dead_as_is - the rewrite could not be written (the spool full):
+ * active/ID renamed into dead/ as it is (a rename needs no space). One
+ * that is not the file the attempt read goes back into active/: it was
+ * in dead/ meanwhile, never in no directory at all.
+ */
+static void spool_dead_as_is(const char *active, const char *dead,
+			             const struct spool_event *ev, int *how)
+{
+    struct stat st;
+
+    if (rename(active, dead) < 0) {
+	*how = errno == ENOENT ? SPOOL_UPDATE_GONE : SPOOL_DEAD_KEPT;
+	return;
+    }
+    *how = SPOOL_DEAD_AS_IS;
+    if (stat(dead, &st) == 0 && spool_not_read(ev, &st)) {
+	*how = SPOOL_UPDATE_REPLACED;
+	(void) spool_move_new(dead, active);	/* a newer one there: this stays */
+    }
+}
+
+/*
+ * spool_dead - the rewritten event is written (and fsynced) in tmp/,
+ * renamed into dead/ and its directory fsynced; only then is the file
+ * read taken out of active/ (spool_dead_take()). When that was dropped
+ * or replaced meanwhile, the copy in dead/ is removed again (a
+ * replacement is back in active/, to be tried). So the event is in
+ * active/ or dead/ (or both) at every instant: a crash never leaves it
+ * in tmp/ alone, which the runner's start sweeps. Before, it wrote
+ * dead/ID, then unlinked whatever active/ID was by then: a retry or a
+ * new delivery renamed over it during its last attempt went to dead/
+ * never tried.
  */
 const char *spool_dead(const char *dir, const struct spool_event *ev, int *how)
 {
@@ -112,7 +138,6 @@ const char *spool_dead(const char *dir, const struct spool_event *ev, int *how)
     char   *taken = spool_tmp_name(dir, "dead");
     char   *dead = spool_path(dir, SPOOL_DEAD, ev->id);
     const char *err;
-    int     saved;
 
     *how = 0;
     if ((err = spool_reserve(dir, ev, &res)) == NULL) {
@@ -120,35 +145,26 @@ const char *spool_dead(const char *dir, const struct spool_event *ev, int *how)
 	free(res.dir_path);
 	res.final_path = wh_strdup(dead);
 	res.dir_path = spool_path(dir, SPOOL_DEAD, NULL);
-	if ((err = spool_commit_write(&res)) != NULL)
-	    spool_discard(&res);
+	if ((err = spool_commit_write(&res)) == NULL
+	    && rename(res.tmp_path, res.final_path) < 0)
+	    err = spool_fail("cannot rename into", res.final_path);
+	else if (err == NULL) {
+	    free(res.tmp_path);			/* renamed: nothing to remove */
+	    res.tmp_path = NULL;
+	    if (spool_fsync_dir(res.dir_path) < 0)
+		err = spool_fail("cannot fsync", res.dir_path);
+	}
+	spool_discard(&res);
     }
-    if (spool_dead_take(active, taken, ev, how) < 0) {
+    if (err != NULL) {
+	spool_dead_as_is(active, dead, ev, how);
+    } else if (spool_dead_take(active, taken, ev, how) == 0) {
+	(void) unlink(taken);
+    } else {					/* not dead-lettered: no copy */
 	if (*how == SPOOL_DEAD_KEPT)
 	    err = spool_fail("cannot rename", active);
-	else
-	    err = NULL;
-    } else if (err == NULL && rename(res.tmp_path, res.final_path) < 0)
-	err = spool_fail("cannot rename into", res.final_path);
-    else if (err == NULL) {
-	free(res.tmp_path);			/* renamed: nothing to remove */
-	res.tmp_path = NULL;
-	if (spool_fsync_dir(res.dir_path) < 0)
-	    err = spool_fail("cannot fsync", res.dir_path);
-	(void) unlink(taken);
+	(void) unlink(dead);
     }
-    if (err != NULL && *how == 0) {		/* as it was, or back */
-	*how = SPOOL_DEAD_AS_IS;
-	if (rename(taken, dead) < 0) {
-	    saved = errno;
-	    *how = SPOOL_DEAD_KEPT;
-	    if (spool_move_new(taken, active) < 0)
-		(void) unlink(taken);		/* a newer one stands */
-	    errno = saved;
-	}
-    }
-    if (res.final_path != NULL || res.tmp_path != NULL)
-	spool_discard(&res);
     free(active);
     free(taken);
     free(dead);
