@@ -27,9 +27,11 @@
  *	trusted peers that trusts anyone).
  *
  *	cidr_list_link_local() tells whether an entry lies within
- *	fe80::/10: a link-local address is on every link at once, and a
- *	list holds no interface, so it names no single peer (a list of
- *	trusted peers refuses it).
+ *	fe80::/10 or holds it (fe00::/8, 8000::/1; not a list that
+ *	holds every IPv6 address, which cidr_list_covers() tells of):
+ *	a link-local address is on every
+ *	link at once, and a list holds no interface, so it names no
+ *	single peer (a list of trusted peers refuses it).
  *
  *	Adding after matching is allowed; the arrays are re-sorted
  *	lazily on the first match after a change.
@@ -326,9 +328,21 @@ void    cidr_list_destroy(struct cidr_list **listp)
 
 int     cidr_list_link_local(const struct cidr_list *list)
 {
+    struct cidr_key fe80 = {0xfe80ULL << 48, 0}, wide;
+
+    if (cidr_list_covers(list, AF_INET6))	/* anyone: warned of, not this */
+	return (0);
     for (int len = 10; len <= 128; len++)
 	for (int i = 0; i < list->buckets[len].count; i++)
 	    if (list->buckets[len].keys[i].hi >> 54 == 0x3fa)	/* fe80::/10 */
 		return (1);
+    /* a wider network holding fe80::/10 (fe00::/8, 8000::/1): the same
+       peers; ::/0 trusts every address, which is warned of instead */
+    for (int len = 1; len < 10; len++) {
+	wide = cidr_key_mask(fe80, len);
+	for (int i = 0; i < list->buckets[len].count; i++)
+	    if (list->buckets[len].keys[i].hi == wide.hi)
+		return (1);
+    }
     return (0);
 }

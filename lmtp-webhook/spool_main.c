@@ -265,11 +265,17 @@ static void tool_check_ca(struct spool_tool *tool)
 /*
  * tool_path_shape - printable ASCII, no white space, nothing shaped like a
  * secret: a path, not "PATH SECRET", nor a key that happens to start with
- * '/' (base64 only, with a '+' or a final '='), nor one with its whsec_
+ * '/' (24 base64 characters or more, with a '+' or a final '='), nor one
+ * with its whsec_ (followed by 16 base64 characters or more: a secret's
+ * body; "/run/secrets/whsec_stripe" is a name, and was refused)
  */
+#define TOOL_SECRET_MIN	16			/* base64 after whsec_ */
+
 static int tool_path_shape(const char *path)
 {
     int     base64 = 1, sign = 0;
+    const char *w;
+    size_t  n;
 
     for (const unsigned char *cp = (const unsigned char *) path; *cp; cp++) {
 	if (*cp < 33 || *cp > 126)
@@ -279,7 +285,13 @@ static int tool_path_shape(const char *path)
 	else if (!isalnum(*cp) && *cp != '/')
 	    base64 = 0;
     }
-    return (strstr(path, "whsec_") == NULL && !(base64 && sign));
+    for (w = path; (w = strstr(w, "whsec_")) != NULL; w += 6) {
+	for (n = 0; isalnum((unsigned char) w[6 + n]) || w[6 + n] == '+' || w[6 + n] == '/'; n++)
+	     /* void */ ;
+	if (n >= TOOL_SECRET_MIN)
+	    return (0);
+    }
+    return (!(base64 && sign && strlen(path) >= 24));
 }
 
 /*

@@ -84,6 +84,14 @@ static int spool_dead_take(const char *active, const char *taken,
 {
     struct stat st;
 
+    /* replaced already: left where it is (taking it out and back would
+       leave a replacement in tmp/ alone for two system calls); only one
+       renamed over it between this stat() and the rename() goes the
+       way round, and then the copy in dead/ holds the same id */
+    if (stat(active, &st) == 0 && spool_not_read(ev, &st)) {
+	*how = SPOOL_UPDATE_REPLACED;
+	return (-1);
+    }
     if (rename(active, taken) < 0) {
 	*how = errno == ENOENT ? SPOOL_UPDATE_GONE : SPOOL_DEAD_KEPT;
 	return (-1);
@@ -124,9 +132,12 @@ static void spool_dead_as_is(const char *active, const char *dead,
  * renamed into dead/ and its directory fsynced; only then is the file
  * read taken out of active/ (spool_dead_take()). When that was dropped
  * or replaced meanwhile, the copy in dead/ is removed again (a
- * replacement is back in active/, to be tried). So the event is in
+ * replacement is back in active/, to be tried). So the event's id is in
  * active/ or dead/ (or both) at every instant: a crash never leaves it
- * in tmp/ alone, which the runner's start sweeps. Before, it wrote
+ * in tmp/ alone, which the runner's start sweeps (a replacement renamed
+ * over the file in the instant between spool_dead_take()'s stat() and
+ * rename() is the one case where its own file may be: the copy in dead/
+ * then holds the same id). Before, it wrote
  * dead/ID, then unlinked whatever active/ID was by then: a retry or a
  * new delivery renamed over it during its last attempt went to dead/
  * never tried.

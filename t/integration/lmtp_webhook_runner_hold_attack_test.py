@@ -167,6 +167,8 @@ def test_retryheld():
         r = tool(st, "retry", eid)
         wait_for(lambda: rx.requests, 10, interval=0.1)
         took = time.time() - t0
+        # the receiver has it before the runner has its answer and removes it
+        wait_for(lambda: names(st, "active") == [], 5, interval=0.1)
         tap.ok(held and r.returncode == 0 and len(rx.requests) == 1 and took < 3
                and verify(secret, rx.requests[0][1], rx.requests[0][2]) is None
                and names(st, "active") == [],
@@ -201,6 +203,14 @@ def test_secretpaste():
                    and "secret_file must be a path" in out,
                    "-t refuses secret_file = %s without echoing it" % what,
                    diag="exit %d: %s" % (r.returncode, out.replace(key, "<KEY>")))
+        # helper-109: names operators use were refused as secrets
+        os.makedirs(st.path("lmtp+webhook"))
+        for name in (st.path("whsec_stripe"), st.path("lmtp+webhook", "key")):
+            write_secret(name, secret)
+            conf_with(st, name)
+            r = tool(st, "-t")
+            tap.ok(r.returncode == 0, "-t accepts secret_file = %s (a name, no secret)"
+                   % name[len(st.dir):], diag=r.stdout + r.stderr)
         conf_with(st, st.path("global.secret") + " " + secret)
         p = st.start_daemon("spool-paste", [TOOL, "-c", st.path("spool.conf"), "-f", "run"])
         time.sleep(3)

@@ -746,6 +746,10 @@ BAD_CONFIGS = [
     ("listener = [::]:{p} backend=127.0.0.1:9 mode=xclient trusted=fd00::1,FE80::/64",
      LINK_LOCAL),
     ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=febf::1/128", LINK_LOCAL),
+    # helper-109: networks wider than fe80::/10 that hold it passed
+    ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=fe00::/8", LINK_LOCAL),
+    ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=fd00::/8,8000::/1",
+     LINK_LOCAL),
     ("listener = [::]:{p} backend=127.0.0.1:9 mode=proxy-v2 trusted=10.0.20.0/24",
      'trusted: "10.0.20.0/24" can never match: a listener on an IPv6 address accepts IPv6 '
      'connections only'),

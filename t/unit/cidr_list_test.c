@@ -177,8 +177,10 @@ static void test_link_local(void)
 	{"febf:ffff::1", 1}, {"10.0.0.0/8, fe80::9", 1},
 	{"fec0::1", 0}, {"fe7f::1", 0}, {"fd00::1", 0}, {"2001:db8::1", 0},
 	{"::1, 127.0.0.0/8", 0}, {"::ffff:169.254.1.1", 0},
-	/* wider than fe80::/10: trusts every address anyway (covers) */
-	{"fe00::/7", 0}, {"::/0", 0},
+	/* wider, holding fe80::/10 (helper-109: they passed) */
+	{"fe80::/9", 1}, {"fe00::/8", 1}, {"fe00::/7", 1}, {"fc00::/6", 1}, {"8000::/1", 1},
+	/* wider, not holding it; ::/0 trusts every address (covers) */
+	{"fc00::/7", 0}, {"fec0::/10", 0}, {"::/1", 0}, {"::/0", 0}, {"::/1, 8000::/1", 0},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
