@@ -19,7 +19,7 @@
  *	is not one moves to dead/. No receiver origin (scheme://host:port)
  *	takes more than half of "concurrency" (at least one) while events
  *	of other origins are due, and the slow origins (whose last attempt
- *	took half the timeout or more: they hang, runner_slow_mark()) take
+ *	failed or took half the timeout or more: runner_slow_mark()) take
  *	no more than that half together: an event of an origin at its share
  *	is put aside (r->capped, runner_capped_next()); the scan starts
  *	those (uncapped) only once nothing else is due. 640 events for a
@@ -413,17 +413,23 @@ static int runner_expired(const struct runner *r, const struct spool_event *ev)
 }
 
 /*
- * runner_slow_mark - an attempt's time marks its origin slow (half the
- * timeout or more: a receiver that hangs, or answers as late) or not;
- * runner_slow_over() forgets a mark after RUNNER_SLOW_MEMORY (swept at
- * listings), so that one slow spell does not cap an origin for good.
+ * runner_slow_mark - an attempt marks its origin slow (unhealthy) when it
+ * failed (no 2xx, no 410: the event stays to be posted again) or took
+ * half the timeout or more (a receiver that hangs, or answers as late),
+ * and clears the mark when it was delivered (or refused for good) in
+ * less. Time alone was evaded: receivers that answered 503 at 0.47 of
+ * the timeout were never slow, and six of them held every slot for
+ * 42 s with their backlog (helper-109). runner_slow_over() forgets a
+ * mark after RUNNER_SLOW_MEMORY (swept at listings), so that one bad
+ * spell does not cap an origin for good.
  */
-static void runner_slow_mark(struct runner *r, const char *origin, double seconds)
+static void runner_slow_mark(struct runner *r, const char *origin, double seconds,
+			             int failed)
 {
     int     created;
     void  **slot;
 
-    if (seconds * 1000 * 2 < (double) r->tool->timeout_ms) {
+    if (!failed && seconds * 1000 * 2 < (double) r->tool->timeout_ms) {
 	if (r->slow != NULL)
 	    htable_delete(r->slow, origin, free);
 	return;
@@ -712,7 +718,7 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
 	if (curl_easy_getinfo(t->post.curl, CURLINFO_TOTAL_TIME, &total) == CURLE_OK) {
 	    if (runner_metrics.duration)
 		metrics_observe(runner_metrics.duration, total);
-	    runner_slow_mark(r, t->origin, total);
+	    runner_slow_mark(r, t->origin, total, res.outcome == POST_RETRY);
 	}
     }
     if (spool_event_spoiled(&t->ev)) {

@@ -9,6 +9,9 @@ origin); concurrency 4, timeout 3s.
   timeouts (6 s). The per-origin share alone (half the slots) let any
   two hanging origins hold every slot, each freed slot taken by the
   next event of the origin that freed it: 60 s and more.
+- late503: six origins answering 503 after 1.4 s (just under half the
+  timeout: time alone never marked them slow; helper-109), 8 events
+  each, then 4 new events for a live receiver: within two timeouts.
 - restart: two hanging origins with 30 events each and 4 for the live
   receiver in the spool when the runner starts: the live ones within
   two timeouts.
@@ -51,6 +54,22 @@ class Hang(RawServer):
             pass
         with self.lock:
             self.open -= 1
+
+
+class Late503(Hang):
+    """Reads the request, answers 503 after 1.4 s: just under half the
+    timeout (3 s), which alone never made an origin slow."""
+
+    def session(self, conn):
+        with self.lock:
+            self.n += 1
+        try:
+            conn.recv(65536)
+            time.sleep(1.4)
+            conn.sendall(b"HTTP/1.1 503 busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except OSError:
+            pass
+        conn.close()
 
 
 def user(w):
@@ -111,6 +130,35 @@ def test_woken():
     live.stop()
 
 
+def test_late503():
+    """helper-109: six receivers answering 503 at 0.47 of the timeout were
+    never slow (time alone marked it): their backlog held every slot,
+    the live receiver's events waited 16 s (42 s with 20 each). A failed
+    attempt marks its origin too."""
+    hangs = {w: Late503() for w in HANGING}
+    live = Receiver()
+    with Stack("wh-origins-late503") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user(w), hangs[w].port) for w in HANGING]
+              + ["%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              HANGING + ["live"])
+        for w in HANGING:
+            send(st, w, 8, "late")
+        runner = Runner(st)
+        runner.start()
+        time.sleep(4)
+        t0 = time.time()
+        send(st, "live", 4, "live")
+        lat = live_latency(st, live, t0)
+        tap.ok(len(lat) == 4 and max(lat) < 6,
+               "six origins answering 503 after 1.4 s (timeout 3 s), 8 events each: the live "
+               "receiver's 4 new events posted within two timeouts (6 s)",
+               diag="posted at +%s s; their requests %s" % (lat, [hangs[w].n for w in HANGING]))
+        runner.proc.kill()
+        runner.proc.wait()
+    live.stop()
+
+
 def test_restart():
     hangs = {w: Hang() for w in HANGING[:2]}
     live = Receiver()
@@ -150,7 +198,8 @@ def test_alone():
 
 
 only = os.environ.get("ATTACK_ONLY", "")
-for name, case in (("woken", test_woken), ("restart", test_restart), ("alone", test_alone)):
+for name, case in (("woken", test_woken), ("late503", test_late503), ("restart", test_restart),
+                   ("alone", test_alone)):
     if not only or name in only.split(","):
         t0 = time.time()
         case()
