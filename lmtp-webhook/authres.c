@@ -6,12 +6,13 @@
  *	Authentication-Results header the operator trusts
  * SYNOPSIS
  *	#include "authres.h"
+#include "dkimsig.h"
  *
  *	int	authres_trusted(value, trusted_id)
  *	const char *authres_parse(value, &ar)
  *	void	authres_free(&ar)
  *	int	authres_aligned(domain, from_domain)
- *	char	*authres_authentication(trusted_value, from_value, from_count, trusted_id)
+ *	char	*authres_authentication(trusted_value, from_value, from_count, trusted_id, sigs)
  * DESCRIPTION
  *	authres_trusted() says whether an Authentication-Results value
  *	carries the trusted authserv-id. The id is read by milter-dkim's
@@ -40,9 +41,9 @@
  *	authres_authentication() is the JSON object, malloc()ed:
  *
  *	{"authserv_id":ID|null,"from_domain":D|null,"dmarc":R,
- *	"dmarc_policy":P|null,"dkim":[{"domain":D|null,"selector":S|null,
- *	"result":R,"aligned":B}],"spf":{"result":R,"domain":D|null,
- *	"aligned":B}}
+ *	"dmarc_policy":P|null,"content_signed":B,"dkim":[{"domain":D|null,
+ *	"selector":S|null,"result":R,"aligned":B,"covers_content":B}],
+ *	"spf":{"result":R,"domain":D|null,"aligned":B}}
  *
  *	built only from trusted_value (the topmost header with the
  *	trusted id: the one our own host added last; the caller finds
@@ -57,7 +58,16 @@
  *	result (domain from header.d, else header.i's domain); spf is the
  *	first spf= result (domain from smtp.mailfrom, else smtp.helo).
  *	"aligned" is true only for a pass whose domain aligns (relaxed)
- *	with from_domain.
+ *	with from_domain. "covers_content" is true only for a pass whose
+ *	signature in the message (sigs, the top-level headers: the one
+ *	whose b= begins with header.b; dkimsig_content()) signs every
+ *	top-level MIME header the message has and has no l=.
+ *	"content_signed" is true only when one dkim entry is aligned and
+ *	covers_content: DMARC passes for a signature whose h= leaves
+ *	Content-Type out, and an added Content-Type makes its signed text
+ *	read as other attachments. An SPF pass never makes it true: the
+ *	vendor's servers relay what their users hand them, and SPF signs
+ *	no byte.
  * DIAGNOSTICS
  *	authres_parse() returns NULL, or a static message.
  */
@@ -73,6 +83,7 @@
 #include <libpsl.h>
 
 #include "authres.h"
+#include "dkimsig.h"
 #include "rfc5322.h"
 #include "wh_alloc.h"
 
@@ -358,14 +369,15 @@ static json_t *authres_str(const char *s, int lower)
     return (j ? j : json_null());
 }
 
-static void authres_fill(json_t *obj, const struct authres *ar, const char *from_domain)
+static void authres_fill(json_t *obj, const struct authres *ar, const char *from_domain,
+			         const struct dkimsig_msg *sigs)
 {
     json_t *dkim = json_object_get(obj, "dkim"), *spf = json_object_get(obj, "spf");
     int     dmarc_seen = 0, spf_seen = 0;
 
     for (int i = 0; i < ar->count; i++) {
 	const struct authres_resinfo *ri = &ar->res[i];
-	int     pass = strcmp(ri->result, "pass") == 0;
+	int     pass = strcmp(ri->result, "pass") == 0, aligned, covers;
 
 	if (strcmp(ri->method, "dkim") == 0) {
 	    const char *d = authres_prop_get(ri, "header.d");
@@ -376,8 +388,13 @@ static void authres_fill(json_t *obj, const struct authres *ar, const char *from
 	    json_object_set_new(sig, "domain", authres_str(d, 1));
 	    json_object_set_new(sig, "selector", authres_str(authres_prop_get(ri, "header.s"), 0));
 	    json_object_set_new(sig, "result", json_string(ri->result));
-	    json_object_set_new(sig, "aligned", json_boolean(pass && authres_aligned(d, from_domain)));
+	    aligned = pass && authres_aligned(d, from_domain);
+	    covers = pass && dkimsig_content(sigs, d, authres_prop_get(ri, "header.b"));
+	    json_object_set_new(sig, "aligned", json_boolean(aligned));
+	    json_object_set_new(sig, "covers_content", json_boolean(covers));
 	    json_array_append_new(dkim, sig);
+	    if (aligned && covers)
+		json_object_set_new(obj, "content_signed", json_true());
 	} else if (strcmp(ri->method, "spf") == 0 && !spf_seen++) {
 	    const char *d = authres_domain(authres_prop_get(ri, "smtp.mailfrom"));
 
@@ -399,7 +416,8 @@ static void authres_fill(json_t *obj, const struct authres *ar, const char *from
 }
 
 char   *authres_authentication(const char *trusted_value, const char *from_value,
-				       int from_count, const char *trusted_id)
+				       int from_count, const char *trusted_id,
+				       const struct dkimsig_msg *sigs)
 {
     char    mailbox[512], *from_domain = NULL, *text;
     json_t *obj = json_object(), *spf = json_object();
@@ -413,6 +431,7 @@ char   *authres_authentication(const char *trusted_value, const char *from_value
     json_object_set_new(obj, "from_domain", authres_str(from_domain, 1));
     json_object_set_new(obj, "dmarc", json_string("none"));
     json_object_set_new(obj, "dmarc_policy", json_null());
+    json_object_set_new(obj, "content_signed", json_false());
     json_object_set_new(obj, "dkim", json_array());
     json_object_set_new(spf, "result", json_string("none"));
     json_object_set_new(spf, "domain", json_null());
@@ -420,7 +439,7 @@ char   *authres_authentication(const char *trusted_value, const char *from_value
     json_object_set_new(obj, "spf", spf);
     if (trusted_value != NULL && authres_parse(trusted_value, &ar) == NULL) {
 	if (trusted_id != NULL && rfc8601_same_id(ar.authserv_id, trusted_id))
-	    authres_fill(obj, &ar, from_domain);	/* the caller chose it; still ours */
+	    authres_fill(obj, &ar, from_domain, sigs);	/* the caller chose it; still ours */
 	authres_free(&ar);
     }
     text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);

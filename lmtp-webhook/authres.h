@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+struct dkimsig_msg;
+
 struct authres_prop {
     char   *name;			/* "ptype.property" or "reason" */
     char   *value;
@@ -27,6 +29,7 @@ const char *authres_parse(const char *value, struct authres *ar);
 void    authres_free(struct authres *ar);
 int     authres_aligned(const char *domain, const char *from_domain);
 char   *authres_authentication(const char *trusted_value, const char *from_value,
-				       int from_count, const char *trusted_id);
+				       int from_count, const char *trusted_id,
+				       const struct dkimsig_msg *sigs);
 
 #endif

@@ -50,8 +50,9 @@
  *	"authentication" (authres.c) is made from the raw values of the
  *	top-level headers, before Dovecot decodes any encoded word: the
  *	first Authentication-Results whose authserv-id is
- *	options.trusted_id (the topmost: the one our host added last) and
- *	From: (with how many there are). With options.raw_message the
+ *	options.trusted_id (the topmost: the one our host added last),
+ *	From: (with how many there are), the DKIM-Signatures and the MIME
+ *	headers they must sign (mime_auth.c). With options.raw_message the
  *	whole input, CRLF line ends (decode_crlf()), goes into
  *	raw_message after the attachments, its bytes up to
  *	options.max_raw (past it: size and sha256 only).
@@ -95,7 +96,6 @@
 
 #include <openssl/evp.h>
 
-#include "authres.h"
 #include "decode.h"
 #include "mime.h"
 #include "mime_int.h"
@@ -214,28 +214,6 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     value = t_buffer_create(hdr->full_value_len + 16);
     mime_header_utf8(hdr->full_value, hdr->full_value_len, value);
     payload_bytes_append(into, value->data, value->used, MIME_HEADER_LIMIT);
-}
-
-/* mime_raw_top - the raw values "authentication" is made of */
-
-static void mime_raw_top(struct mime_walk *w, const struct message_header_line *hdr)
-{
-    if (strcasecmp(hdr->name, "From") == 0 && w->from_count++ == 0)
-	w->from_raw = i_strndup(hdr->full_value, hdr->full_value_len);
-    else if (strcasecmp(hdr->name, "Authentication-Results") == 0 && w->trusted_ar == NULL
-	     && authres_trusted((const char *) hdr->full_value, hdr->full_value_len,
-				w->trusted_id))
-	w->trusted_ar = i_strndup(hdr->full_value, hdr->full_value_len);
-}
-
-/* mime_begin - the top headers are in: the event starts */
-
-static void mime_begin(struct mime_walk *w)
-{
-    w->msg->authentication = authres_authentication(w->trusted_ar, w->from_raw,
-						    w->from_count, w->trusted_id);
-    payload_begin(w->out, w->msg, w->env);
-    w->begun = TRUE;
 }
 
 /* mime_attachment - an attachment starts: its sha256 and size from 0 */
@@ -750,8 +728,7 @@ static void mime_walk_run(struct mime_walk *w, struct istream *input,
     if (opt->raw_message && !w->differs && input->stream_errno == 0 && w->error == NULL)
 	mime_raw(w, input, opt->max_raw);
     EVP_MD_CTX_free(w->sha);
-    i_free(w->trusted_ar);
-    i_free(w->from_raw);
+    mime_auth_free(w);
     array_free(&w->fold_tabs);
     str_free(&w->content_type);
 }

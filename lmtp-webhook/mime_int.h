@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include "decode.h"
+#include "dkimsig.h"
 #include "mime_delim.h"
 
 #define MIME_HEADER_LIMIT (64 * 1024)
@@ -112,6 +113,7 @@ struct mime_walk {
     const char *trusted_id;
     char   *trusted_ar, *from_raw;	/* the first trusted A-R, From: */
     int     from_count;
+    struct dkimsig_msg sigs;		/* DKIM-Signatures, MIME header counts */
 };
 
 /*
@@ -125,6 +127,12 @@ struct mime_bound {
     bool    child_seen;			/* and a part's bytes since */
     bool    closed;			/* its closing line came */
 };
+
+/* mime_auth.c */
+struct message_header_line;
+void    mime_raw_top(struct mime_walk *w, const struct message_header_line *hdr);
+void    mime_begin(struct mime_walk *w);
+void    mime_auth_free(struct mime_walk *w);
 
 /* mime.c */
 void    mime_attachment(struct mime_walk *w, const char *name, const char *ctype,

@@ -14,5 +14,6 @@ struct sigtags_result {
 
 int     sigtags_check(const char *value, struct sigtags_result *out);
 int     sigtags_name_ok(const char *name, size_t len);
+int     sigtags_value(const char *value, const char *name, const char **start, size_t *len);
 
 #endif

@@ -1,5 +1,6 @@
 /* webhook_authres_fuzz - libFuzzer target for lmtp-webhook/authres.c: the
- * input is "FROM\nAUTHENTICATION-RESULTS". Every input gives a JSON
+ * input is "FROM\nAUTHENTICATION-RESULTS[\nDKIM-SIGNATURE]" (the message
+ * has a Content-Type too, so dkimsig.c reads h=). Every input gives a JSON
  * object; a header authres_trusted() refuses counts for nothing (the
  * object equals the one made without it); a parse is freed whole. */
 
@@ -12,6 +13,7 @@
 #include <jansson.h>
 
 #include "authres.h"
+#include "dkimsig.h"
 
 #define ID "mx.planapulse.test"
 
@@ -19,8 +21,9 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char   *text = malloc(size + 1), *ar, *with, *without;
+    char   *text = malloc(size + 1), *ar, *sig, *with, *without;
     struct authres parsed;
+    struct dkimsig_msg sigs = {0};
     json_t *j;
 
     memcpy(text, data, size);
@@ -29,12 +32,17 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	*ar++ = 0;
     else
 	ar = text;
-    with = authres_authentication(ar, text, 1, ID);
+    if ((sig = strchr(ar, '\n')) != NULL) {
+	*sig++ = 0;
+	dkimsig_header(&sigs, "DKIM-Signature", sig, strlen(sig));
+	dkimsig_header(&sigs, "content-type", "text/plain", 10);
+    }
+    with = authres_authentication(ar, text, 1, ID, &sigs);
     if ((j = json_loads(with, 0, NULL)) == NULL || !json_is_object(j))
 	abort();				/* not a JSON object */
     json_decref(j);
     if (!authres_trusted(ar, strlen(ar), ID)) {
-	without = authres_authentication(NULL, text, 1, ID);
+	without = authres_authentication(NULL, text, 1, ID, &sigs);
 	if (strcmp(with, without) != 0)
 	    abort();				/* an untrusted header counted */
 	free(without);
@@ -45,6 +53,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	authres_free(&parsed);
     }
+    dkimsig_free(&sigs);
     free(with);
     free(text);
     return (0);

@@ -1,4 +1,4 @@
-/* authres_test - unit tests for lmtp-webhook/authres.c */
+/* authres_test - unit tests for lmtp-webhook/authres.c and dkimsig.c */
 
 #include "build_config.h"
 
@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "authres.h"
+#include "dkimsig.h"
 #include "tap.h"
 
 #define ID "mx.planapulse.test"
@@ -17,7 +18,7 @@
 
 static json_t *auth(const char *ar, const char *from)
 {
-    char   *text = authres_authentication(ar, from, from ? 1 : 0, ID);
+    char   *text = authres_authentication(ar, from, from ? 1 : 0, ID, NULL);
     json_t *j = json_loads(text, 0, NULL);
 
     free(text);
@@ -161,7 +162,7 @@ static void authentication(void)
     json_decref(j);
     {
 	char   *text = authres_authentication(ID "; dmarc=pass header.from=vendor.test",
-					      "a@vendor.test", 2, ID);
+					      "a@vendor.test", 2, ID, NULL);
 
 	ok(strstr(text, "\"from_domain\":null") && strstr(text, "\"dmarc\":\"none\""),
 	   "two From: headers: no from_domain, no dmarc");
@@ -193,8 +194,94 @@ static void alignment(void)
     ok(!authres_aligned("", ""), "empty: not aligned");
 }
 
+#define SIG_TAGS "v=1; a=rsa-sha256; d=vendor.test; s=s1; bh=AAAA; "
+#define SIG_B	"b=abcd efgh\r\n\tijkl/+=="
+
+/* content - "content_signed" with one signature and the message's headers */
+
+static const char *content(const char *sig, const char *ar, const char *const *headers,
+			           char *out, size_t size)
+{
+    struct dkimsig_msg m = {0};
+    char   *text;
+    json_t *j;
+
+    dkimsig_header(&m, "DKIM-Signature", sig, strlen(sig));
+    for (; headers && *headers; headers++)
+	dkimsig_header(&m, *headers, "x", 1);
+    text = authres_authentication(ar, "x@vendor.test", 1, ID, &m);
+    j = json_loads(text, 0, NULL);
+    snprintf(out, size, "%s/%s", get(j, "content_signed"), get(j, "dkim.0.covers_content"));
+    json_decref(j);
+    free(text);
+    dkimsig_free(&m);
+    return (out);
+}
+
+static void coverage(void)
+{
+    static const char *const ct[] = {"Content-Type", NULL};
+    static const char *const ct2[] = {"Content-Type", "content-type", NULL};
+    static const char *const mime[] = {"MIME-Version", "Content-Type",
+    "Content-Transfer-Encoding", "Content-Disposition", NULL};
+    const char *pass = ID "; dkim=pass header.d=vendor.test header.b=abcdefgh";
+    char    buf[64];
+
+    is_str(content(SIG_TAGS "h=from:to:subject; " SIG_B, pass, NULL, buf, sizeof(buf)),
+	   "true/true", "no MIME headers, none signed: covered");
+    is_str(content(SIG_TAGS "h=from:to:subject; " SIG_B, pass, ct, buf, sizeof(buf)),
+	   "false/false", "an unsigned Content-Type: not covered");
+    is_str(content(SIG_TAGS "h=from : Content-TYPE\r\n :to; " SIG_B, pass, ct, buf,
+		   sizeof(buf)), "true/true", "h= with FWS and case names it");
+    is_str(content(SIG_TAGS "h=from:content-type; " SIG_B, pass, ct2, buf, sizeof(buf)),
+	   "false/false", "two Content-Types, one signed: not covered");
+    is_str(content(SIG_TAGS "h=from:content-type:content-type; " SIG_B, pass, ct2, buf,
+		   sizeof(buf)), "true/true", "both signed: covered");
+    is_str(content(SIG_TAGS "h=from:content-type:mime-version:content-transfer-encoding; "
+		   SIG_B, pass, mime, buf, sizeof(buf)), "false/false",
+	   "an unsigned Content-Disposition: not covered");
+    is_str(content(SIG_TAGS "h=from:content-type:mime-version:content-transfer-encoding:"
+		   "content-disposition; " SIG_B, pass, mime, buf, sizeof(buf)), "true/true",
+	   "all four signed: covered");
+    is_str(content(SIG_TAGS "l=10; h=from:content-type; " SIG_B, pass, ct, buf, sizeof(buf)),
+	   "false/false", "l=: never covered");
+    is_str(content(SIG_TAGS "h=from::content-type; " SIG_B, pass, ct, buf, sizeof(buf)),
+	   "false/false", "an empty name in h=: unreadable");
+    is_str(content(SIG_TAGS "h=from:content-type; h=from; " SIG_B, pass, ct, buf, sizeof(buf)),
+	   "false/false", "h= twice: the tag-list is refused");
+    is_str(content(SIG_TAGS "h=from:content-type; " SIG_B,
+		   ID "; dkim=pass header.d=vendor.test header.b=abcdefgX", ct, buf, sizeof(buf)),
+	   "false/false", "header.b matches no signature");
+    is_str(content(SIG_TAGS "h=from:content-type; " SIG_B,
+		   ID "; dkim=fail header.d=vendor.test header.b=abcdefgh", ct, buf, sizeof(buf)),
+	   "false/false", "a failed signature covers nothing");
+    is_str(content(SIG_TAGS "h=from:content-type; " SIG_B,
+		   ID "; dkim=pass header.d=other.test header.b=abcdefgh", ct, buf, sizeof(buf)),
+	   "false/false", "d= is not header.d");
+    is_str(content("v=1; a=rsa-sha256; d=esp.test; s=s1; bh=AAAA; h=from:content-type; " SIG_B,
+		   ID "; dkim=pass header.d=esp.test header.b=abcdefgh", ct, buf, sizeof(buf)),
+	   "false/true", "an unaligned signature covers, but content_signed is false");
+    ok(dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, "abcdefghijkl/+=="), "all of b=");
+    ok(!dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, "abcdefghijkl/+==A"), "longer than b=");
+    ok(!dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, ""), "an empty header.b matches none");
+    {
+	struct dkimsig_msg m = {0};
+	const char *good = SIG_TAGS "h=from:content-type; " SIG_B;
+	const char *copy = SIG_TAGS "h=from; " SIG_B "X";
+
+	dkimsig_header(&m, "Content-Type", "x", 1);
+	dkimsig_header(&m, "DKIM-Signature", good, strlen(good));
+	ok(dkimsig_content(&m, "vendor.test", "abcdefgh"), "one matching signature covers");
+	dkimsig_header(&m, "DKIM-Signature", copy, strlen(copy));
+	ok(!dkimsig_content(&m, "vendor.test", "abcdefgh"),
+	   "a copy sharing the prefix that does not cover: not covered");
+	dkimsig_free(&m);
+    }
+}
+
 int     main(void)
 {
+    coverage();
     trusted();
     parse();
     authentication();
