@@ -10,8 +10,9 @@ standardwebhooks) and Go run against requests signed by
 lmtp-webhook-spool: two signatures (a route's secret rotating), one
 (the global secret), another route's secret, a tampered body, stale
 timestamps, hostile headers (none may throw); accept only a DMARC pass
-from a known vendor domain (not a lookalike), the same answer for a
-webhook-id seen before."""
+from a known vendor domain (not a lookalike) with content_signed true and
+a To:/Cc: naming the workspace's bills address (not in a display name
+or a comment), the same answer for a webhook-id seen before."""
 
 import glob
 import json
@@ -201,11 +202,15 @@ def check_daemon(tag, text, box):
     return res.returncode == 0, res.stdout + res.stderr
 
 
-def event_body(dmarc, from_domain="vendor.example"):
+def event_body(dmarc, from_domain="vendor.example", content_signed=True,
+               to="Acme AP <bills@acme.example>", cc=None):
     auth = {"authserv_id": "mx.example.com", "from_domain": from_domain, "dmarc": dmarc,
-            "dmarc_policy": None, "dkim": [], "spf": {"result": "none", "domain": None,
-                                                      "aligned": False}}
+            "dmarc_policy": None, "content_signed": content_signed, "dkim": [],
+            "spf": {"result": "none", "domain": None, "aligned": False}}
+    headers = {"from": "billing@" + str(from_domain), "to": to, "cc": cc,
+               "subject": "Invoice 42", "date": None, "message_id": None}
     return json.dumps({"type": "message.received", "data": {"text": "caf\u00e9",
+                                                            "headers": headers,
                                                             "authentication": auth}},
                       ensure_ascii=False).encode()
 
@@ -289,6 +294,21 @@ def cases(live):
         ("the same event again (a retry or replay)", fresh("msg_lookalike", lookalike),
          "quarantine"),
         ("title-case header names (Flask)", title, "accept"),
+        # a Content-Type added over a signature that leaves it unsigned
+        ("dmarc pass, content not signed", fresh("msg_unsigned_ct",
+                                                 event_body("pass", content_signed=False)),
+         "quarantine"),
+        # a genuine bill to another customer, sent on to this workspace
+        ("dmarc pass, To: another customer", fresh("msg_other_customer", event_body(
+            "pass", to="AP <ap@attacker-co.example>")), "quarantine"),
+        ("the address only in a quoted display name", fresh("msg_display", event_body(
+            "pass", to='"bills@acme.example, x" <ap@attacker-co.example>')), "quarantine"),
+        ("the address only in a comment", fresh("msg_comment", event_body(
+            "pass", to="ap@attacker-co.example (bills@acme.example)")), "quarantine"),
+        ("no To:", fresh("msg_no_to", event_body("pass", to=None)), "quarantine"),
+        ("the address in Cc:, bare, upper case", fresh("msg_cc", event_body(
+            "pass", to="ap@attacker-co.example", cc="x@y.example, BILLS@acme.example")),
+         "accept"),
         ("a non-ASCII signature", fresh("msg_nonascii", vendor,
                                         **{"webhook-signature": "v1,\u00e9\u00e9"}), "reject"),
         ("a timestamp that is no number", fresh("msg_nonnumeric", vendor,
