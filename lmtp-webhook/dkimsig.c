@@ -21,7 +21,10 @@
  *
  *	dkimsig_header() is given every top-level header (mime.c): it keeps
  *	each DKIM-Signature value and counts Content-Type,
- *	Content-Transfer-Encoding, Content-Disposition and MIME-Version.
+ *	Content-Transfer-Encoding, Content-Disposition and MIME-Version,
+ *	and To and Cc: a consumer checks that the bill names its address,
+ *	and a To: added to a genuine bill whose h= leaves To out (the
+ *	vendor's bill to another customer) would name any workspace.
  *
  *	dkimsig_covers() is 1 when the signature's h= names each of those
  *	headers at least as many times as the message has it (a verifier
@@ -56,6 +59,7 @@
 
 static const char *const dkimsig_mime_names[DKIMSIG_MIME_COUNT] = {
     "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "MIME-Version",
+    "To", "Cc",
 };
 
 #define DKIMSIG_FWS " \t\r\n"

@@ -5,9 +5,13 @@
 
 #include <stddef.h>
 
-/* the top-level headers that decide how the body reads as MIME */
+/*
+ * the top-level headers that decide how the body reads as MIME, and to
+ * whom the bill is addressed (a consumer checks its address in To:/Cc:)
+ */
 enum {
     DKIMSIG_CONTENT_TYPE, DKIMSIG_CTE, DKIMSIG_DISPOSITION, DKIMSIG_MIME_VERSION,
+    DKIMSIG_TO, DKIMSIG_CC,
     DKIMSIG_MIME_COUNT
 };
 

@@ -15,9 +15,9 @@
  *	reads: the first From: (and how many there are), the first
  *	Authentication-Results with the trusted authserv-id (the topmost:
  *	our host added it last), every DKIM-Signature and how many
- *	Content-Type, Content-Transfer-Encoding, Content-Disposition and
- *	MIME-Version headers there are (dkimsig.c: does the passing
- *	signature sign how the body reads?).
+ *	Content-Type, Content-Transfer-Encoding, Content-Disposition,
+ *	MIME-Version, To and Cc headers there are (dkimsig.c: does the
+ *	passing signature sign how the body reads, and to whom?).
  *
  *	mime_begin() is called when the top headers are in: it makes
  *	"authentication" and starts the event.

@@ -148,6 +148,15 @@ def test_replay(st, rx):
     forged = reshape(sign(genuine), add=["Content-Disposition: attachment; filename=x.pdf"])
     check(st, rx, "an unsigned Content-Disposition added: content_signed false",
           forged, "pass", False, PASS_UNCOVERED)
+    # helper-111's remaining gap: a vendor's bill to another customer,
+    # signed without To in h=: a To: naming acme put on top
+    genuine = message("to added", ["MIME-Version: 1.0", "Content-Type: text/plain"],
+                      b"Your invoice 42 is 100 EUR.\r\n")
+    forged = reshape(sign(genuine, headers=["from", "subject", "date", "message-id",
+                                            "mime-version", "content-type"]),
+                     drop=["To"], add=["To: " + ACME])
+    check(st, rx, "a To: naming acme put on a bill signed without To in h=: "
+          "content_signed false", forged, "pass", False, PASS_UNCOVERED)
     genuine = message("cte added", ["MIME-Version: 1.0", "Content-Type: application/pdf"],
                       base64.b64encode(GOOD_PDF) + CRLF)
     forged = reshape(sign(genuine), add=["Content-Transfer-Encoding: base64"])

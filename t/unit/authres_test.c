@@ -261,6 +261,17 @@ static void coverage(void)
     is_str(content("v=1; a=rsa-sha256; d=esp.test; s=s1; bh=AAAA; h=from:content-type; " SIG_B,
 		   ID "; dkim=pass header.d=esp.test header.b=abcdefgh", ct, buf, sizeof(buf)),
 	   "false/true", "an unaligned signature covers, but content_signed is false");
+    {
+	static const char *const to[] = {"To", NULL};
+	static const char *const tocc[] = {"To", "Cc", NULL};
+
+	is_str(content(SIG_TAGS "h=from:subject; " SIG_B, pass, to, buf, sizeof(buf)),
+	       "false/false", "an unsigned To: not covered (added to another's bill)");
+	is_str(content(SIG_TAGS "h=from:to; " SIG_B, pass, tocc, buf, sizeof(buf)),
+	       "false/false", "an unsigned Cc: not covered");
+	is_str(content(SIG_TAGS "h=from:TO:cc; " SIG_B, pass, tocc, buf, sizeof(buf)),
+	       "true/true", "To and Cc signed: covered");
+    }
     ok(dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, "abcdefghijkl/+=="), "all of b=");
     ok(!dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, "abcdefghijkl/+==A"), "longer than b=");
     ok(!dkimsig_b_begins(SIG_TAGS "h=from; " SIG_B, ""), "an empty header.b matches none");
