@@ -212,7 +212,11 @@ static void mime_top_header(struct mime_walk *w, const struct message_header_lin
     if (into == NULL)
 	return;
     value = t_buffer_create(hdr->full_value_len + 16);
-    mime_header_utf8(hdr->full_value, hdr->full_value_len, value);
+    if (into == &msg->header[PAYLOAD_FROM] || into == &msg->header[PAYLOAD_TO]
+	|| into == &msg->header[PAYLOAD_CC])	/* an encoded name quoted */
+	mime_address_utf8(hdr->full_value, hdr->full_value_len, value);
+    else
+	mime_header_utf8(hdr->full_value, hdr->full_value_len, value);
     payload_bytes_append(into, value->data, value->used, MIME_HEADER_LIMIT);
 }
 

@@ -8,6 +8,8 @@
  *
  *	void	mime_header_utf8(data, size, out)
  *
+ *	void	mime_address_utf8(data, size, out)
+ *
  *	enum decode_cte mime_cte_read(data, size)
  * DESCRIPTION
  *	mime_header_utf8() decodes a header value's RFC 2047 encoded words
@@ -35,6 +37,15 @@
  *	Dovecot's decoder as the "Q" word of the same bytes, so that its
  *	charset and the white space between words are read as for any
  *	word.
+ *
+ *	mime_address_utf8() does the same for an address header (From:,
+ *	To:, Cc:), and a run of encoded words whose decoded text holds a
+ *	character an address list reads (RFC 5322 specials: "<", "@", ","
+ *	...) is written as a quoted-string, as Python's email
+ *	(policy.default) writes such a display name: a vendor's bill to
+ *	another customer whose encoded name decoded to
+ *	"bills@acme.example, " read as an address of the workspace's
+ *	(helper-112), where Python shows it quoted.
  *
  *	mime_cte_read() reads a Content-Transfer-Encoding value as Python's
  *	email reads it: a value that is one encoded word and nothing else
@@ -142,11 +153,53 @@ static void mime_ew_flush(buffer_t *fixed, buffer_t *out)
     buffer_set_used_size(fixed, 0);
 }
 
-void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
+/*
+ * mime_ew_quoted - what is in fixed (a run of encoded words), decoded onto
+ * out, as a quoted-string when it holds what an address list reads
+ * (mime_address_utf8())
+ */
+static void mime_ew_quoted(buffer_t *fixed, buffer_t *out)
+{
+    buffer_t *run = t_buffer_create(fixed->used + 16);
+    const unsigned char *d;
+    size_t  n;
+
+    mime_ew_flush(fixed, run);
+    d = run->data;
+    for (n = 0; n < run->used && (d[n] == 0 || strchr("()<>[]:;@\\,.\"", d[n]) == NULL); n++)
+	 /* void */ ;
+    if (n == run->used) {		/* no special: as it is */
+	buffer_append_buf(out, run, 0, run->used);
+	return;
+    }
+    buffer_append_c(out, '"');
+    for (size_t i = 0; i < run->used; i++) {
+	if (d[i] == '"' || d[i] == '\\')
+	    buffer_append_c(out, '\\');
+	buffer_append_c(out, d[i]);
+    }
+    buffer_append_c(out, '"');
+}
+
+/* mime_ew_next_word - does another encoded word follow, after white space? */
+
+static int mime_ew_next_word(const unsigned char *data, size_t size, size_t at)
+{
+    struct mime_ew next;
+
+    while (at < size && (data[at] == ' ' || data[at] == '\t'))
+	at++;
+    return (at + 1 < size && data[at] == '=' && data[at + 1] == '?'
+	    && mime_ew_find(data, size, at, &next) && !mime_ew_not_word(data, &next));
+}
+
+static void mime_ew_decode(const unsigned char *data, size_t size, buffer_t *out,
+			           int address)
 {
     buffer_t *fixed = t_buffer_create(size + 16);
     struct mime_ew ew;
     size_t  seg = 0;
+    int     run = 0;
 
     while (size > 0 && (*data == ' ' || *data == '\t'))
 	data++, size--;
@@ -164,6 +217,12 @@ void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
 	    i = seg - 1;
 	    continue;
 	}
+	if (address && !run) {		/* a run of words begins: text before */
+	    buffer_append(fixed, data + seg, i - seg);
+	    mime_ew_flush(fixed, out);
+	    seg = i;
+	    run = 1;
+	}
 	if ((data[ew.enc] == 'b' || data[ew.enc] == 'B')
 	    && !mime_ew_b64_strict(data + ew.text, ew.text_end - ew.text)) {
 	    buffer_append(fixed, data + seg, ew.enc - seg);
@@ -171,9 +230,25 @@ void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
 	    seg = ew.text_end;
 	}
 	i = ew.end - 1;
+	if (address && !mime_ew_next_word(data, size, ew.end)) {
+	    buffer_append(fixed, data + seg, ew.end - seg);
+	    seg = ew.end;
+	    mime_ew_quoted(fixed, out);
+	    run = 0;
+	}
     }
     buffer_append(fixed, data + seg, size - seg);
     mime_ew_flush(fixed, out);
+}
+
+void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)
+{
+    mime_ew_decode(data, size, out, 0);
+}
+
+void    mime_address_utf8(const unsigned char *data, size_t size, buffer_t *out)
+{
+    mime_ew_decode(data, size, out, 1);
 }
 
 /* mime_cte_read - a Content-Transfer-Encoding value, an encoded word decoded */

@@ -22,6 +22,7 @@ const char *mime_param_boundary(struct rfc822_parser_context *parser);
 
 /* mime_ew.c */
 void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out);
+void    mime_address_utf8(const unsigned char *data, size_t size, buffer_t *out);
 enum decode_cte mime_cte_read(const unsigned char *data, size_t size);
 
 #endif

@@ -12,12 +12,16 @@ must pass); the event's authentication.content_signed says whether an
 aligned passing signature signs how the content reads."""
 
 import base64
+import email
 import hashlib
 import os
 import shutil
 import smtplib
 import sys
 import time
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
 
 import dkim
 
@@ -204,6 +208,32 @@ def test_length_and_alignment(st, rx):
           [["attacker.test", "pass", False, True]])
 
 
+def test_encoded_names(st, rx):
+    """helper-112: the vendor's genuine bill to another customer whose
+    account name is non-ASCII and holds text shaped like acme's address:
+    the vendor's mailer writes it as an encoded word, signs To: and all,
+    and the bill, sent on unchanged, decoded to a To: that read as naming
+    acme ("Ä <bills@acme...>, <ap@attacker-co.test>"). The event's
+    headers are as Python's email (policy.default) shows them: such a
+    name quoted."""
+    for i, name in enumerate(["\u00c4 <%s>," % ACME, "%s, \u00c4" % ACME]):
+        msg = EmailMessage(policy=policy.default)
+        msg["From"] = "Vendor <support@vendor.test>"
+        msg["To"] = Address(display_name=name, addr_spec="ap@attacker-co.test")
+        msg["Cc"] = Address(display_name=name, addr_spec="cc@attacker-co.test")
+        msg["Subject"] = "encoded name %d" % i
+        msg["Message-ID"] = "<ew-%d.%f@vendor.test>" % (i, time.time())
+        msg.set_content("Invoice 77 attached.\n")
+        data = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", CRLF)
+        signed = sign(data)
+        want = email.message_from_bytes(signed, policy=policy.default)
+        ev, why = deliver(st, rx, "encoded name %d" % i, signed)
+        got = (ev["headers"]["to"], ev["headers"]["cc"]) if ev else why
+        tap.is_(got, (str(want["To"]), str(want["Cc"])),
+                "an encoded display name holding %r: To: and Cc: as Python shows them, quoted"
+                % name)
+
+
 def main():
     rx = Receiver()
     with Stack("webhook-content-trust") as st:
@@ -249,6 +279,7 @@ def main():
         test_replay(st, rx)
         test_genuine(st, rx)
         test_length_and_alignment(st, rx)
+        test_encoded_names(st, rx)
         bad = [line for line in st.read_log("dovecot").splitlines()
                if "Panic" in line or "Fatal" in line or "killed with signal" in line]
         tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
