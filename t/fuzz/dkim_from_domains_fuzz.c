@@ -2,7 +2,10 @@
  * the domains a lenient reader finds in an unreadable From: value (a
  * stranger's header). Every input gives a count from -1 to the maximum,
  * each name is lower case, non-empty, NUL-terminated within its slot
- * and stored once; lenient_decode() never grows the value;
+ * and stored once; lenient_decode() grows the value at most threefold
+ * (a charset's byte is at most three of UTF-8; iconv(3) stops there:
+ * before the charset conversion it never grew, which a Shift_JIS
+ * half-width katakana run broke in CI);
  * lenient_display_address() says 0 or 1 (and reads no byte past the value). */
 
 #include "build_config.h"
@@ -48,7 +51,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n != 0 && n != 1)
 	abort();
     decoded = lenient_decode(value);
-    if (decoded == NULL || strlen(decoded) > strlen(value))
+    if (decoded == NULL || strlen(decoded) > 3 * strlen(value))
 	abort();
     free(decoded);
     free(value);
