@@ -360,7 +360,7 @@ static void runner_key_load(struct runner *r)
 
 static int runner_scan(struct runner *r, int all)
 {
-    int     before = r->running, relisted = 0, created;
+    int     before = r->running, relisted = 0, created, uncapped;
     long long until = daemon_mono_ms() + RUNNER_SCAN_MS;
     const char *name;
 
@@ -386,10 +386,11 @@ static int runner_scan(struct runner *r, int all)
 	    free((char *) name);
 	    continue;
 	}
-	if (r->next >= r->count && (name = runner_capped_next(r)) != NULL) {
-	    /* nothing else due: put aside for their origin's share */
+	if (r->next >= r->count && (name = runner_capped_next(r, &uncapped)) != NULL) {
+	    /* put aside for their origin's share: one admitted now, or
+	       uncapped when none is (nothing else due) */
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, all, 1);
+		runner_start(r, name, all, uncapped);
 	    free((char *) name);
 	    continue;
 	}

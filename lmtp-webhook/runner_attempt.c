@@ -7,8 +7,6 @@
  *	#include "runner_int.h"
  *
  *	void	runner_start(r, id, all, uncapped)
- *	char	*runner_capped_next(r)
- *	void	runner_capped_free(r)
  *	void	runner_done(r, transfer, curl_code)
  *	int	runner_hold_over(value, context)
  *	int	runner_answered_gone(path, context)
@@ -21,8 +19,8 @@
  *	of other origins are due, and the slow origins (whose last attempt
  *	failed or took half the timeout or more: runner_slow_mark()) take
  *	no more than that half together: an event of an origin at its share
- *	is put aside (r->capped, runner_capped_next()); the scan starts
- *	those (uncapped) only once nothing else is due. 640 events for a
+ *	is put aside (runner_share.c); the scan starts those as their
+ *	origins are admitted, and uncapped once nothing else is. 640 events for a
  *	receiver that never answers held back a live receiver's first
  *	attempts for up to 111 s (timeout 3 s): their retries took every
  *	slot; and with the share per origin alone, two such receivers held
@@ -351,51 +349,6 @@ static int runner_progress(void *context, curl_off_t dltotal, curl_off_t dlnow,
     return (spool_event_spoiled(&((struct transfer *) context)->ev));
 }
 
-/* runner_origin - scheme://host:port of a URL; the URL itself if unparsed */
-
-static char *runner_origin(const char *url)
-{
-    CURLU  *u = curl_url();
-    char   *scheme = NULL, *host = NULL, *port = NULL, *origin;
-
-    if (u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK
-	&& curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK
-	&& curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK
-	&& curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
-	for (char *cp = host; *cp; cp++)
-	    if (*cp >= 'A' && *cp <= 'Z')
-		*cp += 'a' - 'A';
-	origin = xasprintf("%s://%s:%s", scheme, host, port);
-    } else
-	origin = xstrdup(url);
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
-    return (origin);
-}
-
-/* runner_origin_count - attempts in flight to an origin, changed by delta */
-
-static int runner_origin_count(struct runner *r, const char *origin, int delta)
-{
-    int    *count, created;
-    void  **slot;
-
-    if (r->origins == NULL)
-	r->origins = htable_create(16);
-    if ((count = htable_find(r->origins, origin)) == NULL && delta <= 0)
-	return (0);
-    if (count == NULL) {
-	slot = htable_slot(r->origins, origin, &created);
-	*slot = count = xcalloc(1, sizeof(*count));
-    }
-    if ((*count += delta) > 0)
-	return (*count);
-    htable_delete(r->origins, origin, free);
-    return (0);
-}
-
 /*
  * runner_expired - tried before, and the next attempt its last failure set
  * (header or mtime) lies past dead_letter_after: that failure was its
@@ -413,106 +366,6 @@ static int runner_expired(const struct runner *r, const struct spool_event *ev)
 }
 
 /*
- * runner_slow_mark - an attempt marks its origin slow (unhealthy) when it
- * failed (no 2xx, no 410: the event stays to be posted again) or took
- * half the timeout or more (a receiver that hangs, or answers as late),
- * and clears the mark when it was delivered (or refused for good) in
- * less. Time alone was evaded: receivers that answered 503 at 0.47 of
- * the timeout were never slow, and six of them held every slot for
- * 42 s with their backlog (helper-109). runner_slow_over() forgets a
- * mark after RUNNER_SLOW_MEMORY (swept at listings), so that one bad
- * spell does not cap an origin for good.
- */
-static void runner_slow_mark(struct runner *r, const char *origin, double seconds,
-			             int failed)
-{
-    int     created;
-    void  **slot;
-
-    if (!failed && seconds * 1000 * 2 < (double) r->tool->timeout_ms) {
-	if (r->slow != NULL)
-	    htable_delete(r->slow, origin, free);
-	return;
-    }
-    if (r->slow == NULL)
-	r->slow = htable_create(16);
-    slot = htable_slot(r->slow, origin, &created);
-    if (*slot == NULL)
-	*slot = xmalloc(sizeof(long long));
-    *(long long *) *slot = daemon_mono_sec();
-}
-
-int     runner_slow_over(void *value, void *context)
-{
-    (void) context;
-    return (daemon_mono_sec() - *(long long *) value > RUNNER_SLOW_MEMORY);
-}
-
-/* runner_slow - whether an origin is slow (runner_slow_mark()) */
-
-static int runner_slow(struct runner *r, const char *origin)
-{
-    long long *since = r->slow ? htable_find(r->slow, origin) : NULL;
-
-    return (since != NULL && daemon_mono_sec() - *since <= RUNNER_SLOW_MEMORY);
-}
-
-/* runner_capped - an event put aside: its origin has its share in flight */
-
-static void runner_capped(struct runner *r, const char *id)
-{
-    int     created;
-
-    if (r->capped_set == NULL)
-	r->capped_set = htable_create(64);
-    *htable_slot(r->capped_set, id, &created) = r;
-    if (!created)
-	return;					/* put aside already */
-    if (r->chead > 0 && r->ncapped == r->csize) {
-	memmove(r->capped, r->capped + r->chead, (r->ncapped - r->chead) * sizeof(char *));
-	r->ncapped -= r->chead;
-	r->chead = 0;
-    }
-    if (r->ncapped == r->csize) {
-	r->csize = r->csize ? 2 * r->csize : 64;
-	r->capped = xrealloc(r->capped, r->csize * sizeof(char *));
-    }
-    r->capped[r->ncapped++] = xstrdup(id);
-}
-
-/* runner_capped_next - the first event put aside (the caller frees), or NULL */
-
-char   *runner_capped_next(struct runner *r)
-{
-    char   *id;
-
-    if (r->chead >= r->ncapped)
-	return (NULL);
-    id = r->capped[r->chead++];
-    if (r->chead == r->ncapped)
-	r->chead = r->ncapped = 0;
-    htable_delete(r->capped_set, id, NULL);
-    return (id);
-}
-
-void    runner_capped_free(struct runner *r)
-{
-    char   *id;
-
-    while ((id = runner_capped_next(r)) != NULL)
-	free(id);
-    free(r->capped);
-    r->capped = NULL;
-    r->csize = 0;
-    if (r->capped_set)
-	htable_destroy(&r->capped_set, NULL);
-    if (r->slow)
-	htable_destroy(&r->slow, free);
-    if (r->origins)
-	htable_destroy(&r->origins, free);
-}
-
-/*
  * runner_post - the attempt added to the multi handle; 0 when its origin
  * has its share in flight, or is slow and the slow ones have theirs (put
  * aside, unless uncapped): however many origins hang, half the slots
@@ -521,19 +374,15 @@ void    runner_capped_free(struct runner *r)
  */
 static int runner_post(struct runner *r, struct transfer *t, time_t now, int uncapped)
 {
-    int     share = r->tool->concurrency / 2 > 1 ? r->tool->concurrency / 2 : 1;
     int     created;
 
     t->origin = runner_origin(t->ev.url);
-    t->slow = runner_slow(r, t->origin);
-    if (!uncapped && (runner_origin_count(r, t->origin, 0) >= share
-		      || (t->slow && r->slow_running >= share))) {
-	runner_capped(r, t->ev.id);
+    if (!runner_share_admits(r, t->origin, &t->slow) && !uncapped) {
+	runner_capped(r, t->ev.id, t->origin);
 	free(t->origin);
 	return (0);
     }
-    (void) runner_origin_count(r, t->origin, 1);
-    r->slow_running += t->slow;
+    runner_share_count(r, t->origin, t->slow, 1);
     t->req.url = t->ev.url;
     t->req.id = t->ev.id;
     t->req.body = t->ev.body;
@@ -734,8 +583,7 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     free(shown);
     curl_multi_remove_handle(r->multi, t->post.curl);
     htable_delete(r->inflight, t->ev.id, NULL);
-    (void) runner_origin_count(r, t->origin, -1);
-    r->slow_running -= t->slow;
+    runner_share_count(r, t->origin, t->slow, -1);
     free(t->origin);
     post_handle_free(&t->post);
     spool_event_free(&t->ev);

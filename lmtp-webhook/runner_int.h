@@ -8,7 +8,8 @@
  * DESCRIPTION
  *	Private to the runner: the state of the loop (struct runner) and of
  *	one attempt (struct transfer). runner.c lists, wakes and reaps;
- *	runner_attempt.c starts one attempt and records its outcome.
+ *	runner_attempt.c starts one attempt and records its outcome;
+ *	runner_share.c keeps the slots each receiver origin may take.
  */
 
 #ifndef RUNNER_INT_H
@@ -101,19 +102,30 @@ struct runner {
     struct htable *slow;		/* origin -> daemon_mono_sec() marked */
     int     slow_running;		/* attempts in flight to slow origins */
     struct htable *capped_set;		/* ids in capped */
-    char  **capped;			/* due, their origin at its share: */
-    int     chead, ncapped, csize;	/* [chead, ncapped) started last */
+    struct runner_capped {		/* due, their origin at its share: */
+	char   *id;			/* started last (runner_share.c) */
+	char   *origin;
+    }      *capped;
+    int     chead, ncapped, csize;	/* [chead, ncapped) are waiting */
 };
 
 /* runner_attempt.c */
 void    runner_start(struct runner *r, const char *id, int all, int uncapped);
-char   *runner_capped_next(struct runner *r);
-void    runner_capped_free(struct runner *r);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
 int     runner_slow_over(void *value, void *context);
 void    runner_misnamed(const char *name, void *context);
 int     runner_answered_gone(void *path, void *context);
 void    runner_later(struct runner *r, const char *id, long long when);
+
+/* runner_share.c */
+char   *runner_origin(const char *url);
+int     runner_share_admits(struct runner *r, const char *origin, int *slow);
+void    runner_share_count(struct runner *r, const char *origin, int slow, int delta);
+void    runner_slow_mark(struct runner *r, const char *origin, double seconds, int failed);
+int     runner_slow_over(void *value, void *context);
+void    runner_capped(struct runner *r, const char *id, const char *origin);
+char   *runner_capped_next(struct runner *r, int *uncapped);
+void    runner_capped_free(struct runner *r);
 
 #endif
