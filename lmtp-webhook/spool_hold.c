@@ -84,20 +84,6 @@
 /* how long a hold waits for another delivery's hold of the same id */
 #define SPOOL_HOLD_WAIT_MS	30000
 
-/* spool_rename_new - rename(), but never over an existing file */
-
-static int spool_rename_new(const char *from, const char *to)
-{
-#ifdef RENAME_NOREPLACE
-    return (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE));
-#else
-    (void) from;
-    (void) to;
-    errno = EINVAL;				/* as a file system without it */
-    return (-1);
-#endif
-}
-
 /* spool_unheld - the reservation as spool_commit() expects it: due now */
 
 static const char *spool_unheld(struct spool_reservation *res)

@@ -18,5 +18,6 @@ int     spool_commit_dir_again(struct spool_reservation *res);
 char   *spool_tmp_name(const char *dir, const char *prefix);
 int     spool_free_name(const char *name);
 int     spool_claim(const char *dir, const char *path);
+int     spool_rename_new(const char *from, const char *to);
 
 #endif

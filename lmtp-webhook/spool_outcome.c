@@ -55,13 +55,16 @@ static int spool_not_read(const struct spool_event *ev, const struct stat *st)
     return (ev->ino != 0 && (st->st_dev != ev->dev || st->st_ino != ev->ino));
 }
 
-/* spool_move_new - rename(), never over an existing file (EEXIST) */
-
+/*
+ * spool_move_new - rename(), never over an existing file (EEXIST); where
+ * the file system cannot promise that, a look first (not atomic: a file
+ * put there between the look and the rename is replaced)
+ */
 static int spool_move_new(const char *from, const char *to)
 {
     struct stat st;
 
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    if (spool_rename_new(from, to) == 0)
 	return (0);
     if (errno != EINVAL && errno != ENOSYS)
 	return (-1);

@@ -17,6 +17,7 @@
  *	char	*spool_tmp_name(dir, prefix)
  *	int	spool_free_name(name)
  *	int	spool_claim(dir, path)
+ *	int	spool_rename_new(from, to)
  * DESCRIPTION
  *	The file-system side of spool.c's writers, kept apart from the
  *	event format: see spool.c for the free-file pool (spool_recycle()
@@ -30,11 +31,17 @@
  *	removed; the next call starts anew), 0 when names are left.
  *	spool_sweep_tmp_end() abandons one. spool_sweep_tmp() is a whole
  *	sweep at once.
+ *
+ *	spool_rename_new() is rename() that never replaces a file at TO
+ *	(renameat2() RENAME_NOREPLACE): -1 with EEXIST when one is there,
+ *	with EINVAL (or ENOSYS) where the kernel or file system cannot
+ *	promise it; each caller decides what it may do then.
  * DIAGNOSTICS
  *	spool_claim(): a descriptor or -1; the others as described above
  *	each function.
  */
 
+#define _GNU_SOURCE			/* renameat2() */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -256,4 +263,16 @@ int     spool_free_count(const char *dir)
 	closedir(d);
     free(tmp);
     return (n);
+}
+
+int     spool_rename_new(const char *from, const char *to)
+{
+#ifdef RENAME_NOREPLACE
+    return (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE));
+#else
+    (void) from;
+    (void) to;
+    errno = EINVAL;				/* as a file system without it */
+    return (-1);
+#endif
 }
