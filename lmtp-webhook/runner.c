@@ -10,7 +10,7 @@
  *	long long runner_backoff(attempts, retry_after)	(runner_lock.c)
  *	int	runner_due(next, now)			(runner_lock.c)
  *	int	runner_lock(dir, &fd, &holder_pid)	(runner_lock.c)
- *	void	runner_start(r, id, all, uncapped) (runner_attempt.c)
+ *	void	runner_start(r, id, all, how) (runner_attempt.c)
  *	void	runner_done(r, transfer, curl_code)	(runner_attempt.c)
  * DESCRIPTION
  *	One process delivers a spool at a time (runner_lock(): a flock on
@@ -323,7 +323,7 @@ static int runner_work_left(struct runner *r)
 {
     long long when;
 
-    return (r->next < r->count || r->phead < r->npending || r->chead < r->ncapped
+    return (r->next < r->count || r->phead < r->npending || runner_capped_count(r) > 0
 	    || (timeq_first(r->queue, &when) && runner_due(when, time(NULL))));
 }
 
@@ -374,7 +374,7 @@ static int runner_scan(struct runner *r, int all)
 	    char   *woken = r->pending[r->phead++];
 
 	    if (htable_find(r->inflight, woken) == NULL)
-		runner_start(r, woken, 0, 0);
+		runner_start(r, woken, 0, RUNNER_FOUND);
 	    free(woken);
 	    if (r->phead == r->npending)
 		r->phead = r->npending = 0;
@@ -382,15 +382,22 @@ static int runner_scan(struct runner *r, int all)
 	}
 	if (!all && runner_due_later(r, &name)) {
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, 0, 0);
+		runner_start(r, name, 0, RUNNER_FOUND);
 	    free((char *) name);
 	    continue;
 	}
-	if (r->next >= r->count && (name = runner_capped_next(r, &uncapped)) != NULL) {
-	    /* put aside for their origin's share: one admitted now, or
-	       uncapped when none is (nothing else due) */
+	/* then those put aside (with the new and the due ones), as their
+	   origins are admitted: the fewest in flight first */
+	if ((name = runner_capped_next(r, 0, &uncapped)) != NULL) {
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, all, uncapped);
+		runner_start(r, name, all, RUNNER_PICKED);
+	    free((char *) name);
+	    continue;
+	}
+	if (r->next >= r->count && (name = runner_capped_next(r, 1, &uncapped)) != NULL) {
+	    /* nothing else due, none admitted: uncapped */
+	    if (htable_find(r->inflight, name) == NULL)
+		runner_start(r, name, all, uncapped ? RUNNER_UNCAPPED : RUNNER_PICKED);
 	    free((char *) name);
 	    continue;
 	}
@@ -421,7 +428,7 @@ static int runner_scan(struct runner *r, int all)
 	    continue;
 	if (all)
 	    *htable_slot(r->tried, name, &created) = r;
-	runner_start(r, name, all, 0);
+	runner_start(r, name, all, RUNNER_FOUND);
     }
     return (r->running - before);
 }
@@ -678,6 +685,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     htable_destroy(&r.later, free);
     timeq_free(&r.queue);
     runner_capped_free(&r);
+    runner_share_free(&r);
     spool_list_free(r.names, r.count);
     for (int i = r.phead; i < r.npending; i++)
 	free(r.pending[i]);

@@ -6,7 +6,7 @@
  * SYNOPSIS
  *	#include "runner_int.h"
  *
- *	void	runner_start(r, id, all, uncapped)
+ *	void	runner_start(r, id, all, how)
  *	void	runner_done(r, transfer, curl_code)
  *	int	runner_hold_over(value, context)
  *	int	runner_answered_gone(path, context)
@@ -17,8 +17,9 @@
  *	is not one moves to dead/. No receiver origin (scheme://host:port)
  *	takes more than half of "concurrency" (at least one) while events
  *	of other origins are due, and the slow origins (whose last attempt
- *	failed or took half the timeout or more: runner_slow_mark()) take
- *	no more than that half together: an event of an origin at its share
+ *	failed or took half the timeout or more, or with one running that
+ *	long: runner_share.c) take no more than half together: an event of
+ *	an origin at its share
  *	is put aside (runner_share.c); the scan starts those as their
  *	origins are admitted, and uncapped once nothing else is. 640 events for a
  *	receiver that never answers held back a live receiver's first
@@ -366,23 +367,25 @@ static int runner_expired(const struct runner *r, const struct spool_event *ev)
 }
 
 /*
- * runner_post - the attempt added to the multi handle; 0 when its origin
- * has its share in flight, or is slow and the slow ones have theirs (put
- * aside, unless uncapped): however many origins hang, half the slots
- * stay for the others while they have events due, and a slot a slow
- * origin frees is not simply taken by its next event.
+ * runner_post - the attempt added to the multi handle; 0 when put aside
+ * (runner_wait.c): an event found due while others wait, or whose origin
+ * has its share in flight or is slow and the slow ones have theirs.
+ * However many origins hang, half the slots stay for the others while
+ * they have events due, and a slot an origin frees goes to the one with
+ * the fewest in flight, not simply to its own next event.
  */
-static int runner_post(struct runner *r, struct transfer *t, time_t now, int uncapped)
+static int runner_post(struct runner *r, struct transfer *t, time_t now, enum runner_how how)
 {
     int     created;
 
     t->origin = runner_origin(t->ev.url);
-    if (!runner_share_admits(r, t->origin, &t->slow) && !uncapped) {
+    if (how == RUNNER_FOUND
+	&& (runner_capped_count(r) > 0 || !runner_share_admits(r, t->origin))) {
 	runner_capped(r, t->ev.id, t->origin);
 	free(t->origin);
 	return (0);
     }
-    runner_share_count(r, t->origin, t->slow, 1);
+    runner_share_start(r, t);
     t->req.url = t->ev.url;
     t->req.id = t->ev.id;
     t->req.body = t->ev.body;
@@ -405,7 +408,7 @@ static int runner_post(struct runner *r, struct transfer *t, time_t now, int unc
 
 /* runner_start - one attempt for an event file, if due */
 
-void    runner_start(struct runner *r, const char *id, int all, int uncapped)
+void    runner_start(struct runner *r, const char *id, int all, enum runner_how how)
 {
     time_t  now = time(NULL);
     char   *path = spool_path(r->tool->dir, SPOOL_ACTIVE, id);
@@ -476,7 +479,7 @@ void    runner_start(struct runner *r, const char *id, int all, int uncapped)
 	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
 	}
     } else if (all || runner_due(t->ev.next_attempt, now)) {
-	if (runner_post(r, t, now, uncapped)) {
+	if (runner_post(r, t, now, how)) {
 	    free(path);
 	    return;
 	}
@@ -583,7 +586,7 @@ void    runner_done(struct runner *r, struct transfer *t, CURLcode rc)
     free(shown);
     curl_multi_remove_handle(r->multi, t->post.curl);
     htable_delete(r->inflight, t->ev.id, NULL);
-    runner_share_count(r, t->origin, t->slow, -1);
+    runner_share_end(r, t);
     free(t->origin);
     post_handle_free(&t->post);
     spool_event_free(&t->ev);

@@ -9,7 +9,8 @@
  *	Private to the runner: the state of the loop (struct runner) and of
  *	one attempt (struct transfer). runner.c lists, wakes and reaps;
  *	runner_attempt.c starts one attempt and records its outcome;
- *	runner_share.c keeps the slots each receiver origin may take.
+ *	runner_share.c keeps the slots each receiver origin may take, and
+ *	runner_wait.c the events waiting for one.
  */
 
 #ifndef RUNNER_INT_H
@@ -33,7 +34,14 @@ struct transfer {
     struct post_request req;
     struct webhook_key keys[SPOOL_MAX_SECRETS];	/* the route's, this attempt */
     char   *origin;				/* scheme://host:port, counted */
-    int     slow;				/* counted in r->slow_running */
+    long long started_ms;		/* daemon_mono_ms(): runner_share.c */
+    int     flight_at;			/* its place in r->flight */
+};
+
+/* an origin's attempts in flight (r->origins) */
+struct runner_origin_state {
+    int     running;
+    int     overdue;			/* one running half the timeout or more */
 };
 
 /* buckets of the hold table visited at each listing (at most once a second) */
@@ -98,19 +106,27 @@ struct runner {
     int     scan_more;			/* the last scan ran out of time */
     int     reap_more;			/* finished attempts left for a turn */
     struct spool_sweep sweep;		/* of tmp/, under way when .dir */
-    struct htable *origins;		/* origin -> attempts in flight (int) */
+    struct htable *origins;		/* origin -> runner_origin_state */
     struct htable *slow;		/* origin -> daemon_mono_sec() marked */
-    int     slow_running;		/* attempts in flight to slow origins */
-    struct htable *capped_set;		/* ids in capped */
-    struct runner_capped {		/* due, their origin at its share: */
-	char   *id;			/* started last (runner_share.c) */
-	char   *origin;
-    }      *capped;
-    int     chead, ncapped, csize;	/* [chead, ncapped) are waiting */
+    int     slow_running;		/* attempts in flight to slow origins
+					   (recounted: runner_share_look()) */
+    struct transfer **flight;		/* every attempt in flight */
+    int     nflight, flight_size;
+    struct htable *capped_set;		/* ids put aside (runner_wait.c) */
+    struct htable *wait_by_origin;	/* origin -> its queue */
+    struct runner_wait **waits;		/* the origins with events put aside */
+    int     nwaits, waits_size;
+    int     nwaiting;			/* events put aside */
+    long long wait_seq;			/* the order they were put aside in */
 };
 
 /* runner_attempt.c */
-void    runner_start(struct runner *r, const char *id, int all, int uncapped);
+/* how runner_start() may start an event: found due (put aside while
+   others wait or its origin has its share), picked among those put
+   aside (admitted), or uncapped (no other may take the slot) */
+enum runner_how { RUNNER_FOUND, RUNNER_PICKED, RUNNER_UNCAPPED };
+
+void    runner_start(struct runner *r, const char *id, int all, enum runner_how how);
 void    runner_done(struct runner *r, struct transfer *t, CURLcode rc);
 int     runner_hold_over(void *value, void *context);
 int     runner_slow_over(void *value, void *context);
@@ -120,12 +136,20 @@ void    runner_later(struct runner *r, const char *id, long long when);
 
 /* runner_share.c */
 char   *runner_origin(const char *url);
-int     runner_share_admits(struct runner *r, const char *origin, int *slow);
-void    runner_share_count(struct runner *r, const char *origin, int slow, int delta);
+int     runner_share_admits(struct runner *r, const char *origin);
+void    runner_share_start(struct runner *r, struct transfer *t);
+void    runner_share_end(struct runner *r, struct transfer *t);
 void    runner_slow_mark(struct runner *r, const char *origin, double seconds, int failed);
 int     runner_slow_over(void *value, void *context);
+void    runner_share_free(struct runner *r);
+void    runner_share_look(struct runner *r);
+int     runner_admits(struct runner *r, const char *origin, int *slow);
+int     runner_share_running(struct runner *r, const char *origin);
+
+/* runner_wait.c */
 void    runner_capped(struct runner *r, const char *id, const char *origin);
-char   *runner_capped_next(struct runner *r, int *uncapped);
+char   *runner_capped_next(struct runner *r, int any, int *uncapped);
+int     runner_capped_count(const struct runner *r);
 void    runner_capped_free(struct runner *r);
 
 #endif

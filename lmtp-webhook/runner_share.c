@@ -7,20 +7,31 @@
  *	#include "runner_int.h"
  *
  *	char	*runner_origin(url)
- *	int	runner_share_admits(r, origin, &slow)
- *	void	runner_share_count(r, origin, slow, delta)
+ *	int	runner_share_admits(r, origin)
+ *	void	runner_share_start(r, transfer)
+ *	void	runner_share_end(r, transfer)
  *	void	runner_slow_mark(r, origin, seconds, failed)
  *	int	runner_slow_over(value, context)
- *	void	runner_capped(r, id, origin)
- *	char	*runner_capped_next(r, &uncapped)
- *	void	runner_capped_free(r)
+ *	void	runner_share_free(r)
+ *
+ *	void	runner_share_look(r)
+ *	int	runner_admits(r, origin, &slow)
+ *	int	runner_share_running(r, origin)
  * DESCRIPTION
- *	runner_origin() is a URL's scheme://host:port (newly allocated).
+ *	runner_origin() is a URL's scheme://host:port (newly allocated),
+ *	the host in lower case and an IPv4-mapped IPv6 address written as
+ *	the IPv4 address it is ("[::ffff:127.0.0.1]" took a share of its
+ *	own beside "127.0.0.1"). Other names of one host (localhost) are
+ *	other origins.
+ *
  *	runner_share_admits() says whether an attempt to an origin may
  *	start now: no origin takes more than half of "concurrency" (at
- *	least one), and the slow origins together take no more than that
- *	half; *slow says whether it is slow. runner_share_count() counts an
- *	attempt in (delta 1) or out (-1).
+ *	least one), and the slow origins together take no more than half
+ *	(rounded down). An origin is slow while its last attempt's mark
+ *	holds (runner_slow_mark()) and while an attempt to it has run half
+ *	the timeout or more. runner_share_start() and runner_share_end()
+ *	count an attempt in and out (struct transfer: its origin, and when
+ *	it started).
  *
  *	runner_slow_mark() marks an origin slow (unhealthy) when an attempt
  *	failed (no 2xx, no 410: the event stays to be posted again) or took
@@ -33,20 +44,20 @@
  *	RUNNER_SLOW_MEMORY, so that one bad spell does not cap an origin
  *	for good.
  *
- *	runner_capped() puts aside a due event whose origin has its share
- *	in flight. runner_capped_next() gives back (the caller frees) the
- *	first one put aside whose origin is admitted now, with *uncapped 0;
- *	when none is, the first of all, with *uncapped 1 (slots nobody
- *	else may use go to the origins at their share); NULL when none is
- *	left. Taking the first of all even when a later one was admitted
- *	held a live receiver's third event behind a backlog of six origins
- *	answering 503 after 1.4 s: every slot that receiver freed went to
- *	them, uncapped, and its events waited up to 17 s (CI of 927243d).
- *	runner_capped_free() frees what is put aside and the counts.
+ *	runner_share_free() frees the counts and marks.
+ *
+ *	runner_share_look() recounts what the attempts in flight say now
+ *	(which origins are overdue, how many slow attempts run);
+ *	runner_admits() then answers as runner_share_admits() does, and
+ *	runner_share_running() counts an origin's attempts in flight:
+ *	runner_wait.c, which picks among the events put aside, looks once
+ *	and asks for each origin waiting.
  */
 
 #include "build_config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +67,24 @@
 #include "htable.h"
 #include "xalloc.h"
 #include "runner_int.h"
+
+/* runner_host_v4 - "[::ffff:a.b.c.d]" as "a.b.c.d"; any other host as it is */
+
+static const char *runner_host_v4(const char *host, char *buf, size_t len)
+{
+    struct in6_addr a6;
+    size_t  n = strlen(host);
+    char    inner[INET6_ADDRSTRLEN];
+
+    if (n < 3 || host[0] != '[' || host[n - 1] != ']' || n - 2 >= sizeof(inner))
+	return (host);
+    memcpy(inner, host + 1, n - 2);
+    inner[n - 2] = 0;
+    if (inet_pton(AF_INET6, inner, &a6) != 1 || !IN6_IS_ADDR_V4MAPPED(&a6)
+	|| inet_ntop(AF_INET, a6.s6_addr + 12, buf, len) == NULL)
+	return (host);
+    return (buf);
+}
 
 /* runner_origin - scheme://host:port of a URL; the URL itself if unparsed */
 
@@ -68,10 +97,13 @@ char   *runner_origin(const char *url)
 	&& curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK
 	&& curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK
 	&& curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+	char    mapped[INET_ADDRSTRLEN + 2];
+
 	for (char *cp = host; *cp; cp++)
 	    if (*cp >= 'A' && *cp <= 'Z')
 		*cp += 'a' - 'A';
-	origin = xasprintf("%s://%s:%s", scheme, host, port);
+	origin = xasprintf("%s://%s:%s", scheme, runner_host_v4(host, mapped, sizeof(mapped)),
+			   port);
     } else
 	origin = xstrdup(url);
     curl_free(scheme);
@@ -81,49 +113,117 @@ char   *runner_origin(const char *url)
     return (origin);
 }
 
-/* runner_origin_count - attempts in flight to an origin, changed by delta */
+/* runner_origin_state - an origin's attempts in flight (r->origins) */
 
-static int runner_origin_count(struct runner *r, const char *origin, int delta)
+static struct runner_origin_state *runner_origin_state(struct runner *r, const char *origin)
 {
-    int    *count, created;
-    void  **slot;
-
-    if (r->origins == NULL)
-	r->origins = htable_create(16);
-    if ((count = htable_find(r->origins, origin)) == NULL && delta <= 0)
-	return (0);
-    if (count == NULL) {
-	slot = htable_slot(r->origins, origin, &created);
-	*slot = count = xcalloc(1, sizeof(*count));
-    }
-    if ((*count += delta) > 0)
-	return (*count);
-    htable_delete(r->origins, origin, free);
-    return (0);
+    return (r->origins ? htable_find(r->origins, origin) : NULL);
 }
 
-/* runner_slow - whether an origin is slow (runner_slow_mark()) */
+/* runner_marked - whether an origin's last attempt marked it slow */
 
-static int runner_slow(struct runner *r, const char *origin)
+static int runner_marked(struct runner *r, const char *origin)
 {
     long long *since = r->slow ? htable_find(r->slow, origin) : NULL;
 
     return (since != NULL && daemon_mono_sec() - *since <= RUNNER_SLOW_MEMORY);
 }
 
-int     runner_share_admits(struct runner *r, const char *origin, int *slow)
-{
-    int     share = r->tool->concurrency / 2 > 1 ? r->tool->concurrency / 2 : 1;
+/* runner_origin_slow - marked, or an attempt to it in flight is overdue */
 
-    *slow = runner_slow(r, origin);
-    return (runner_origin_count(r, origin, 0) < share
-	    && !(*slow && r->slow_running >= share));
+static int runner_origin_slow(struct runner *r, const char *origin)
+{
+    struct runner_origin_state *state = runner_origin_state(r, origin);
+
+    return ((state != NULL && state->overdue) || runner_marked(r, origin));
 }
 
-void    runner_share_count(struct runner *r, const char *origin, int slow, int delta)
+/*
+ * runner_share_look - what the attempts in flight say now: each origin
+ * with one running half the timeout or more is overdue (slow while it
+ * runs, whatever its last attempt did), and r->slow_running counts the
+ * attempts of slow origins. Recounted, not kept: an attempt's slowness
+ * fixed when it started let receivers that answer every other request
+ * at once and hang the rest hold every slot (helper-113).
+ */
+void    runner_share_look(struct runner *r)
 {
-    (void) runner_origin_count(r, origin, delta);
-    r->slow_running += slow ? delta : 0;
+    long long now = daemon_mono_ms();
+    struct runner_origin_state *state;
+
+    for (int i = 0; i < r->nflight; i++)
+	if ((state = runner_origin_state(r, r->flight[i]->origin)) != NULL)
+	    state->overdue = 0;
+    for (int i = 0; i < r->nflight; i++)
+	if ((now - r->flight[i]->started_ms) * 2 >= (long long) r->tool->timeout_ms
+	    && (state = runner_origin_state(r, r->flight[i]->origin)) != NULL)
+	    state->overdue = 1;
+    r->slow_running = 0;
+    for (int i = 0; i < r->nflight; i++)
+	r->slow_running += runner_origin_slow(r, r->flight[i]->origin);
+}
+
+/*
+ * runner_admits - whether an attempt to an origin may start (after
+ * runner_share_look()), and whether it is slow: below its share, and, slow, while the slow ones
+ * have fewer than theirs (half, rounded down: none at concurrency 1, one
+ * of 3, so that a hanging receiver does not take the only slot or the
+ * spare one while others wait).
+ */
+int     runner_admits(struct runner *r, const char *origin, int *slow)
+{
+    int     share = r->tool->concurrency / 2 > 1 ? r->tool->concurrency / 2 : 1;
+    struct runner_origin_state *state = runner_origin_state(r, origin);
+
+    *slow = runner_origin_slow(r, origin);
+    return ((state ? state->running : 0) < share
+	    && !(*slow && r->slow_running >= r->tool->concurrency / 2));
+}
+
+int     runner_share_running(struct runner *r, const char *origin)
+{
+    struct runner_origin_state *state = runner_origin_state(r, origin);
+
+    return (state ? state->running : 0);
+}
+
+int     runner_share_admits(struct runner *r, const char *origin)
+{
+    int     slow;
+
+    runner_share_look(r);
+    return (runner_admits(r, origin, &slow));
+}
+
+void    runner_share_start(struct runner *r, struct transfer *t)
+{
+    struct runner_origin_state *state;
+    int     created;
+    void  **slot;
+
+    if (r->origins == NULL)
+	r->origins = htable_create(16);
+    slot = htable_slot(r->origins, t->origin, &created);
+    if ((state = *slot) == NULL)
+	*slot = state = xcalloc(1, sizeof(*state));
+    state->running++;
+    if (r->nflight == r->flight_size) {
+	r->flight_size = r->flight_size ? 2 * r->flight_size : 16;
+	r->flight = xrealloc(r->flight, r->flight_size * sizeof(*r->flight));
+    }
+    t->flight_at = r->nflight;
+    r->flight[r->nflight++] = t;
+    t->started_ms = daemon_mono_ms();
+}
+
+void    runner_share_end(struct runner *r, struct transfer *t)
+{
+    struct runner_origin_state *state = runner_origin_state(r, t->origin);
+
+    if (state != NULL && --state->running <= 0)
+	htable_delete(r->origins, t->origin, free);
+    r->flight[t->flight_at] = r->flight[--r->nflight];
+    r->flight[t->flight_at]->flight_at = t->flight_at;
 }
 
 void    runner_slow_mark(struct runner *r, const char *origin, double seconds, int failed)
@@ -150,68 +250,15 @@ int     runner_slow_over(void *value, void *context)
     return (daemon_mono_sec() - *(long long *) value > RUNNER_SLOW_MEMORY);
 }
 
-void    runner_capped(struct runner *r, const char *id, const char *origin)
+/* runner_share_free - the counts and marks freed */
+
+void    runner_share_free(struct runner *r)
 {
-    int     created;
-
-    if (r->capped_set == NULL)
-	r->capped_set = htable_create(64);
-    *htable_slot(r->capped_set, id, &created) = r;
-    if (!created)
-	return;					/* put aside already */
-    if (r->chead > 0 && r->ncapped == r->csize) {
-	memmove(r->capped, r->capped + r->chead, (r->ncapped - r->chead) * sizeof(*r->capped));
-	r->ncapped -= r->chead;
-	r->chead = 0;
-    }
-    if (r->ncapped == r->csize) {
-	r->csize = r->csize ? 2 * r->csize : 64;
-	r->capped = xrealloc(r->capped, r->csize * sizeof(*r->capped));
-    }
-    r->capped[r->ncapped].id = xstrdup(id);
-    r->capped[r->ncapped++].origin = xstrdup(origin);
-}
-
-char   *runner_capped_next(struct runner *r, int *uncapped)
-{
-    int     at, slow;
-    char   *id;
-
-    if (r->chead >= r->ncapped)
-	return (NULL);
-    for (at = r->chead; at < r->ncapped; at++)
-	if (runner_share_admits(r, r->capped[at].origin, &slow))
-	    break;
-    if ((*uncapped = (at == r->ncapped)) != 0)
-	at = r->chead;
-    id = r->capped[at].id;
-    free(r->capped[at].origin);
-    if (at == r->chead) {
-	r->chead++;
-    } else {
-	memmove(r->capped + at, r->capped + at + 1, (r->ncapped - at - 1) * sizeof(*r->capped));
-	r->ncapped--;
-    }
-    if (r->chead == r->ncapped)
-	r->chead = r->ncapped = 0;
-    htable_delete(r->capped_set, id, NULL);
-    return (id);
-}
-
-void    runner_capped_free(struct runner *r)
-{
-    for (int at = r->chead; at < r->ncapped; at++) {
-	free(r->capped[at].id);
-	free(r->capped[at].origin);
-    }
-    r->chead = r->ncapped = 0;
-    free(r->capped);
-    r->capped = NULL;
-    r->csize = 0;
-    if (r->capped_set)
-	htable_destroy(&r->capped_set, NULL);
     if (r->slow)
 	htable_destroy(&r->slow, free);
     if (r->origins)
 	htable_destroy(&r->origins, free);
+    free(r->flight);
+    r->flight = NULL;
+    r->nflight = r->flight_size = 0;
 }

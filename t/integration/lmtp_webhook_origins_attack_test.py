@@ -21,8 +21,15 @@ origin); concurrency 4, timeout 3s.
   two timeouts.
 - alone: a hanging origin with nothing else due still gets every slot
   (4 connections at once).
+- flapping: two receivers answering every other request at once and
+  hanging the rest, 20 events each; the live receiver's 12 within two
+  timeouts of their commit (helper-113: 7-13 s).
+- conc1, conc3: concurrency 1 and 3 with a hanging receiver's backlog:
+  the live receiver's events within two timeouts; the hanging one holds
+  at most 1 of 3 slots while they are due (helper-113).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +48,12 @@ LIVE = 12                               # three times its share (2)
 
 
 class Hang(RawServer):
-    """Reads the request, never answers; counts connections open at once."""
+    """Reads the request, never answers; counts connections open at once
+    (most), and when each opened and closed (samples: time, open)."""
 
     def __init__(self):
         self.n = self.open = self.most = 0
+        self.samples = []
         self.lock = threading.Lock()
         super().__init__(backlog=512)
 
@@ -53,6 +62,7 @@ class Hang(RawServer):
             self.n += 1
             self.open += 1
             self.most = max(self.most, self.open)
+            self.samples.append((time.time(), self.open))
         try:
             while conn.recv(65536):
                 pass
@@ -60,6 +70,7 @@ class Hang(RawServer):
             pass
         with self.lock:
             self.open -= 1
+            self.samples.append((time.time(), self.open))
 
 
 class Late503(Hang):
@@ -82,7 +93,7 @@ def user(w):
     return "bills@%s.planapulse.app" % w
 
 
-def setup(st, routes, workspaces):
+def setup(st, routes, workspaces, concurrency=4):
     for w in workspaces:
         st.users[user(w)] = "pw"
     os.makedirs(st.path("spool"))
@@ -90,8 +101,8 @@ def setup(st, routes, workspaces):
     with open(st.path("global.secret"), "w") as f:
         f.write(make_secret() + "\n")
     with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 3s\nconcurrency = 4\n"
-                % (st.path("spool"), st.path("global.secret")))
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 3s\nconcurrency = %d\n"
+                % (st.path("spool"), st.path("global.secret"), concurrency))
     settings = {"lmtp_webhook_spool_dir": st.path("spool")}
     for i, r in enumerate(routes):
         settings["lmtp_webhook_route" + ("" if i == 0 else str(i + 1))] = r
@@ -181,6 +192,118 @@ def test_late503():
                 "commit" % LIVE, "their requests")
 
 
+class Flapper:
+    """A receiver that answers every other request 200 at once and hangs
+    the rest past the timeout (helper-113)."""
+
+    def __init__(self):
+        self.n = 0
+        self.lock = threading.Lock()
+        self.rx = Receiver()
+        self.rx.responder = self.answer
+        self.port = self.rx.port
+
+    def answer(self, path, headers, body):
+        with self.lock:
+            self.n += 1
+            hang = self.n % 2 == 0
+        return (200, 8, {}) if hang else 200    # 8 s: past the timeout
+
+
+def test_flapping():
+    """helper-113: a quick 200 cleared an origin's slow mark and an
+    attempt's slowness was fixed when it started, so two flapping
+    receivers were never slow when admitted; each freed slot went to the
+    first event put aside whose origin was admitted (theirs, found
+    first). With 20 events each, the live receiver's 12 waited 7-13 s.
+    An attempt running half the timeout makes its origin slow while it
+    runs, and a freed slot goes to the origin with the fewest in flight."""
+    flaps = {w: Flapper() for w in ("f1", "f2")}
+    live = Receiver()
+    with Stack("wh-origins-flap") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/f" % (user(w), flaps[w].port) for w in flaps]
+              + ["%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              list(flaps) + ["live"])
+        runner = Runner(st)
+        runner.start()
+        for i in range(20):
+            for w in flaps:
+                send(st, w, 1, "flap%d" % i)
+        time.sleep(4)
+        waits = live_waits(live, send_live(st, LIVE))
+        tap.diag("flapping: live events posted %s s after their commit" % waits)
+        tap.ok(None not in waits and max(waits) < 6,
+               "two receivers answering every other request at once and hanging the rest, 20 "
+               "events each: each of the live receiver's %d posted within two timeouts (6 s) "
+               "of its commit" % LIVE,
+               diag="posted %s s after their commit; their requests %s"
+               % (waits, [flaps[w].n for w in flaps]))
+        runner.proc.kill()
+        runner.proc.wait()
+    live.stop()
+    for f in flaps.values():
+        f.rx.stop()
+
+
+@contextlib.contextmanager
+def behind_backlog(name, hang, live, concurrency):
+    """A stack routing h0 to hang and live to live, the runner running at
+    concurrency, 10 events for h0 spooled 4 s ago: yields the stack."""
+    with Stack(name) as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user("h0"), hang.port),
+                   "%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              ["h0", "live"], concurrency=concurrency)
+        runner = Runner(st)
+        runner.start()
+        send(st, "h0", 10, "backlog")
+        time.sleep(4)
+        try:
+            yield st
+        finally:
+            runner.proc.kill()
+            runner.proc.wait()
+    live.stop()
+
+
+def test_concurrency_one():
+    """helper-113: at concurrency 1 the slow origins' half was the only
+    slot: a hanging receiver's 10 events held it and each of 4 live
+    events waited 28.9 s. The slow ones' half is rounded down (none of 1)."""
+    hang = Hang()
+    live = Receiver()
+    with behind_backlog("wh-origins-conc1", hang, live, 1) as st:
+        waits = live_waits(live, send_live(st, 4))
+        tap.diag("concurrency 1: live events posted %s s after their commit" % waits)
+        tap.ok(None not in waits and max(waits) < 6,
+               "concurrency 1, a hanging receiver with 10 events: each of 4 live events "
+               "posted within two timeouts (6 s) of its commit",
+               diag="posted %s s after their commit; hanging requests %d" % (waits, hang.n))
+        tap.ok(hang.n >= 1, "the hanging receiver was tried too (%d requests)" % hang.n)
+
+
+def test_concurrency_three():
+    """helper-113: at concurrency 3 (one each), the slot neither origin may
+    take by its share went to the first event put aside, the hanging
+    receiver's: it held 2 of 3 slots while a live receiver's events were
+    due. The spare slot goes to an origin that is not slow first."""
+    hang = Hang()
+    live = Receiver()
+    live.default = (200, 0.5, {})           # healthy, under half the timeout
+    with behind_backlog("wh-origins-conc3", hang, live, 3) as st:
+        committed = send_live(st, LIVE)
+        first = min(committed.values())
+        waits = live_waits(live, committed)
+        last = max(live.arrivals)
+        during = [n for t, n in hang.samples if first + 3.5 <= t <= last]
+        tap.ok(during == [] or max(during) <= 1,
+               "concurrency 3: the hanging receiver holds at most 1 of 3 slots while the live "
+               "receiver's events are due (after one timeout)",
+               diag="in flight %s between +3.5 s and the last live post (+%.1f s); live waits %s"
+               % (during, last - first, waits))
+
+
 def test_restart():
     hangs = {w: Hang() for w in HANGING[:2]}
     live = Receiver()
@@ -221,7 +344,8 @@ def test_alone():
 
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in (("woken", test_woken), ("late503", test_late503), ("restart", test_restart),
-                   ("alone", test_alone)):
+                   ("alone", test_alone), ("flapping", test_flapping),
+                   ("conc1", test_concurrency_one), ("conc3", test_concurrency_three)):
     if not only or name in only.split(","):
         t0 = time.time()
         case()
