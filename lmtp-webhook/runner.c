@@ -360,11 +360,12 @@ static void runner_key_load(struct runner *r)
 
 static int runner_scan(struct runner *r, int all)
 {
-    int     before = r->running, relisted = 0, created, uncapped;
+    int     before = r->running, relisted = 0, created, uncapped, flushed;
     long long until = daemon_mono_ms() + RUNNER_SCAN_MS;
     const char *name;
 
     r->scan_more = 0;
+    r->flushing = all;
     while (r->running < r->tool->concurrency) {
 	if (daemon_mono_ms() >= until) {
 	    r->scan_more = 1;
@@ -380,7 +381,9 @@ static int runner_scan(struct runner *r, int all)
 		r->phead = r->npending = 0;
 	    continue;
 	}
-	if (!all && runner_due_later(r, &name)) {
+	/* retries come due during a daemon's flush pass too: skipped, they
+	   waited as long as anything was in flight (helper-114) */
+	if ((!all || r->mode == RUNNER_DAEMON) && runner_due_later(r, &name)) {
 	    if (htable_find(r->inflight, name) == NULL)
 		runner_start(r, name, 0, RUNNER_FOUND);
 	    free((char *) name);
@@ -388,16 +391,17 @@ static int runner_scan(struct runner *r, int all)
 	}
 	/* then those put aside (with the new and the due ones), as their
 	   origins are admitted: the fewest in flight first */
-	if ((name = runner_capped_next(r, 0, &uncapped)) != NULL) {
+	if ((name = runner_capped_next(r, 0, &uncapped, &flushed)) != NULL) {
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, all, RUNNER_PICKED);
+		runner_start(r, name, flushed, RUNNER_PICKED);
 	    free((char *) name);
 	    continue;
 	}
-	if (r->next >= r->count && (name = runner_capped_next(r, 1, &uncapped)) != NULL) {
+	if (r->next >= r->count
+	    && (name = runner_capped_next(r, 1, &uncapped, &flushed)) != NULL) {
 	    /* nothing else due, none admitted: uncapped */
 	    if (htable_find(r->inflight, name) == NULL)
-		runner_start(r, name, all, uncapped ? RUNNER_UNCAPPED : RUNNER_PICKED);
+		runner_start(r, name, flushed, uncapped ? RUNNER_UNCAPPED : RUNNER_PICKED);
 	    free((char *) name);
 	    continue;
 	}
@@ -412,6 +416,7 @@ static int runner_scan(struct runner *r, int all)
 	    runner_spool_check(r);
 	    r->pool = spool_free_count(r->tool->dir);
 	    if (all || runner_relist_due(r)) {
+		r->flush_listed |= all;		/* this pass's listing */
 		spool_list_free(r->names, r->count);
 		r->names = spool_list_foreign(r->tool->dir, SPOOL_ACTIVE, &r->count,
 					      runner_misnamed, r);
@@ -464,6 +469,30 @@ static void runner_reap(struct runner *r)
     }
 }
 
+/*
+ * runner_overrun - attempts running past the timeout now in force ended
+ * as timed out (a little after it: libcurl says its own when it can).
+ * libcurl keeps the timeout an attempt started with: a SIGHUP that
+ * lowered it from 60 s to 2 s, logged as applied, left those attempts
+ * running 58 s more, and the live events waiting (helper-114).
+ */
+static void runner_overrun(struct runner *r)
+{
+    long long now = daemon_mono_ms();
+    struct transfer *t;
+
+    for (int i = 0; i < r->nflight; /* runner_done() moves the last here */ ) {
+	t = r->flight[i];
+	if (now - t->started_ms < r->tool->timeout_ms + RUNNER_OVERRUN_GRACE_MS) {
+	    i++;
+	    continue;
+	}
+	snprintf(t->post.curl_error, sizeof(t->post.curl_error), "no answer within the "
+		 "timeout now in force (%ld ms, reloaded)", r->tool->timeout_ms);
+	runner_done(r, t, CURLE_OPERATION_TIMEDOUT);
+    }
+}
+
 /* runner_apply_reload - SIGHUP: tool_reload(), then what it changed here */
 
 static void runner_apply_reload(struct runner *r)
@@ -508,6 +537,7 @@ static int runner_signal_dispatch(struct runner *r)
 	    break;
 	case DAEMON_FLUSH:			/* everything once, now */
 	    flush = 1;
+	    r->flush_listed = 0;
 	    htable_destroy(&r->tried, NULL);
 	    r->tried = htable_create(64);
 	    break;
@@ -566,6 +596,7 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
     for (;;) {
 	liveness_beat(live);
 	runner_reap(r);
+	runner_overrun(r);
 	if (runner_signal_dispatch(r))
 	    flushing = 1;
 	runner_ready_sample(r);
@@ -589,11 +620,16 @@ static void runner_loop(struct runner *r, enum runner_mode mode)
 		|| (r->running < r->tool->concurrency && runner_work_left(r))) {
 		started = runner_scan(r, flushing);
 		last_scan = daemon_mono_sec();
-		if (flushing && started == 0 && r->running == 0 && !r->scan_more) {
-		    if (mode == RUNNER_FLUSH)
-			break;
+		if (flushing && started == 0 && r->running == 0 && !r->scan_more
+		    && mode == RUNNER_FLUSH)
+		    break;
+		/* the daemon's pass ends once its listing has been gone
+		   through: waiting for nothing in flight, it lasted as long as
+		   traffic did (helper-114); what it put aside keeps its
+		   flush attempt */
+		if (flushing && mode == RUNNER_DAEMON && r->flush_listed
+		    && r->next >= r->count && !r->scan_more)
 		    flushing = 0;
-		}
 	    }
 	}
 	{

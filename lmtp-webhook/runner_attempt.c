@@ -374,17 +374,23 @@ static int runner_expired(const struct runner *r, const struct spool_event *ev)
  * they have events due, and a slot an origin frees goes to the one with
  * the fewest in flight, not simply to its own next event.
  */
-static int runner_post(struct runner *r, struct transfer *t, time_t now, enum runner_how how)
+static int runner_post(struct runner *r, struct transfer *t, time_t now, int all,
+		               enum runner_how how)
 {
     int     created;
 
     t->origin = runner_origin(t->ev.url);
-    if (how == RUNNER_FOUND
-	&& (runner_capped_count(r) > 0 || !runner_share_admits(r, t->origin))) {
-	runner_capped(r, t->ev.id, t->origin);
+    /* picked: admitted as put aside, but the file read now may name
+       another origin (replaced meanwhile) */
+    if (how != RUNNER_UNCAPPED
+	&& ((how == RUNNER_FOUND && runner_capped_count(r) > 0)
+	    || !runner_share_admits(r, t->origin))) {
+	runner_capped(r, t->ev.id, t->origin, all);
 	free(t->origin);
 	return (0);
     }
+    if (r->flushing)				/* its attempt of this pass */
+	*htable_slot(r->tried, t->ev.id, &created) = r;
     runner_share_start(r, t);
     t->req.url = t->ev.url;
     t->req.id = t->ev.id;
@@ -479,7 +485,7 @@ void    runner_start(struct runner *r, const char *id, int all, enum runner_how 
 	    runner_hold(r, id, (long long) now + RUNNER_SECRET_WAIT);
 	}
     } else if (all || runner_due(t->ev.next_attempt, now)) {
-	if (runner_post(r, t, now, how)) {
+	if (runner_post(r, t, now, all, how)) {
 	    free(path);
 	    return;
 	}

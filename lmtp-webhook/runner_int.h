@@ -65,6 +65,15 @@ struct runner_origin_state {
    this long at most (until one of its attempts is quick) */
 #define RUNNER_SLOW_MEMORY	600
 
+/* a quick delivery clears an origin's slow mark only this long after the
+   attempt that set it: one that answers some requests and hangs others
+   stays slow */
+#define RUNNER_SLOW_HOLD	60
+
+/* past its timeout by this much, an attempt is ended by the runner (a
+   timeout lowered by SIGHUP: libcurl keeps the one it started with) */
+#define RUNNER_OVERRUN_GRACE_MS	500
+
 /* an event whose route's secret files cannot be read waits this long */
 #define RUNNER_SECRET_WAIT	60
 
@@ -117,6 +126,8 @@ struct runner {
     struct runner_wait **waits;		/* the origins with events put aside */
     int     nwaits, waits_size;
     int     nwaiting;			/* events put aside */
+    int     flushing;			/* a flush pass: attempts are "tried" */
+    int     flush_listed;		/* the pass has listed active/ */
     long long wait_seq;			/* the order they were put aside in */
 };
 
@@ -147,8 +158,8 @@ int     runner_admits(struct runner *r, const char *origin, int *slow);
 int     runner_share_running(struct runner *r, const char *origin);
 
 /* runner_wait.c */
-void    runner_capped(struct runner *r, const char *id, const char *origin);
-char   *runner_capped_next(struct runner *r, int any, int *uncapped);
+void    runner_capped(struct runner *r, const char *id, const char *origin, int all);
+char   *runner_capped_next(struct runner *r, int any, int *uncapped, int *all);
 int     runner_capped_count(const struct runner *r);
 void    runner_capped_free(struct runner *r);
 

@@ -37,9 +37,14 @@
  *	failed (no 2xx, no 410: the event stays to be posted again) or took
  *	half the timeout or more (a receiver that hangs, or answers as
  *	late), and clears the mark when one was delivered (or refused for
- *	good) in less. Time alone was evaded: receivers that answered 503
- *	at 0.47 of the timeout were never slow, and six of them held every
- *	slot for 42 s with their backlog (helper-109). runner_slow_over()
+ *	good) in less, RUNNER_SLOW_HOLD or more after the last. Time alone
+ *	was evaded: receivers that answered 503 at 0.47 of the timeout were
+ *	never slow, and six of them held every slot for 42 s with their
+ *	backlog (helper-109). A quick answer cleared it at once: six
+ *	receivers that answered two requests at once and hung the third
+ *	were cleared between their hangs, each admitted as healthy, and
+ *	held every slot: a live receiver's events waited 22.6 s
+ *	(helper-114). runner_slow_over()
  *	(an htable_sweep() callback) forgets a mark after
  *	RUNNER_SLOW_MEMORY, so that one bad spell does not cap an origin
  *	for good.
@@ -232,7 +237,9 @@ void    runner_slow_mark(struct runner *r, const char *origin, double seconds, i
     void  **slot;
 
     if (!failed && seconds * 1000 * 2 < (double) r->tool->timeout_ms) {
-	if (r->slow != NULL)
+	long long *since = r->slow ? htable_find(r->slow, origin) : NULL;
+
+	if (since != NULL && daemon_mono_sec() - *since >= RUNNER_SLOW_HOLD)
 	    htable_delete(r->slow, origin, free);
 	return;
     }

@@ -6,8 +6,8 @@
  * SYNOPSIS
  *	#include "runner_int.h"
  *
- *	void	runner_capped(r, id, origin)
- *	char	*runner_capped_next(r, any, &uncapped)
+ *	void	runner_capped(r, id, origin, all)
+ *	char	*runner_capped_next(r, any, &uncapped, &all)
  *	int	runner_capped_count(r)
  *	void	runner_capped_free(r)
  * DESCRIPTION
@@ -15,7 +15,8 @@
  *	and its origin is admitted (runner_share.c); otherwise
  *	runner_capped() puts it aside, in its origin's queue (an id already
  *	waiting is not put aside twice), and the slots go to the waiting
- *	events as runner_capped_next() picks them.
+ *	events as runner_capped_next() picks them. all (a flush pass's
+ *	event: posted due or not) is kept with it and given back in *all.
  *
  *	runner_capped_next() gives back (the caller frees) the first event
  *	waiting of the admitted origin with the fewest attempts in flight
@@ -53,11 +54,12 @@ struct runner_wait {
     char   *origin;
     char  **ids;
     long long *seqs;			/* the order they were put aside in */
+    char   *alls;			/* a flush pass's: due or not */
     int     head, n, size;
     int     at;				/* its place in r->waits */
 };
 
-void    runner_capped(struct runner *r, const char *id, const char *origin)
+void    runner_capped(struct runner *r, const char *id, const char *origin, int all)
 {
     struct runner_wait *w;
     int     created;
@@ -84,6 +86,7 @@ void    runner_capped(struct runner *r, const char *id, const char *origin)
     if (w->head > 0 && w->n == w->size) {
 	memmove(w->ids, w->ids + w->head, (w->n - w->head) * sizeof(*w->ids));
 	memmove(w->seqs, w->seqs + w->head, (w->n - w->head) * sizeof(*w->seqs));
+	memmove(w->alls, w->alls + w->head, (w->n - w->head) * sizeof(*w->alls));
 	w->n -= w->head;
 	w->head = 0;
     }
@@ -91,8 +94,10 @@ void    runner_capped(struct runner *r, const char *id, const char *origin)
 	w->size = w->size ? 2 * w->size : 8;
 	w->ids = xrealloc(w->ids, w->size * sizeof(*w->ids));
 	w->seqs = xrealloc(w->seqs, w->size * sizeof(*w->seqs));
+	w->alls = xrealloc(w->alls, w->size * sizeof(*w->alls));
     }
     w->ids[w->n] = xstrdup(id);
+    w->alls[w->n] = all != 0;
     w->seqs[w->n++] = r->wait_seq++;
     r->nwaiting++;
 }
@@ -109,6 +114,7 @@ static void runner_wait_free(struct runner *r, struct runner_wait *w)
     free(w->origin);
     free(w->ids);
     free(w->seqs);
+    free(w->alls);
     free(w);
 }
 
@@ -119,7 +125,7 @@ static int runner_wait_first(const struct runner_wait *w, const struct runner_wa
     return (best == NULL || w->seqs[w->head] < best->seqs[best->head]);
 }
 
-char   *runner_capped_next(struct runner *r, int any, int *uncapped)
+char   *runner_capped_next(struct runner *r, int any, int *uncapped, int *all)
 {
     struct runner_wait *best = NULL, *quick = NULL, *first = NULL, *w;
     int     best_running = 0, running, slow;
@@ -147,6 +153,7 @@ char   *runner_capped_next(struct runner *r, int any, int *uncapped)
 	    return (NULL);
 	best = quick ? quick : first;
     }
+    *all = best->alls[best->head];
     id = best->ids[best->head++];
     r->nwaiting--;
     if (best->head == best->n)

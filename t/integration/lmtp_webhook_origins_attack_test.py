@@ -24,6 +24,14 @@ origin); concurrency 4, timeout 3s.
 - flapping: two receivers answering every other request at once and
   hanging the rest, 20 events each; the live receiver's 12 within two
   timeouts of their commit (helper-113: 7-13 s).
+- flapping3: six receivers answering two requests at once and hanging
+  the third (helper-114: 22.6 s).
+- flush: a flush pass with a steady stream to a hanging receiver: an
+  event answered 503 Retry-After: 2 is retried on its schedule
+  (helper-114: again at once, then after 63 s).
+- hup: timeout lowered from 60 s to 2 s by SIGHUP while a hanging
+  receiver holds every slot: the live event within 3.5 s (helper-114:
+  58 s).
 - conc1, conc3: concurrency 1 and 3 with a hanging receiver's backlog:
   the live receiver's events within two timeouts; the hanging one holds
   at most 1 of 3 slots while they are due (helper-113).
@@ -33,6 +41,8 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -93,16 +103,20 @@ def user(w):
     return "bills@%s.planapulse.app" % w
 
 
-def setup(st, routes, workspaces, concurrency=4):
+def write_conf(st, concurrency=4, timeout="3s"):
+    with open(st.path("spool.conf"), "w") as f:
+        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = %s\nconcurrency = %d\n"
+                % (st.path("spool"), st.path("global.secret"), timeout, concurrency))
+
+
+def setup(st, routes, workspaces, concurrency=4, timeout="3s"):
     for w in workspaces:
         st.users[user(w)] = "pw"
     os.makedirs(st.path("spool"))
     shutil.chown(st.path("spool"), "nobody", "nogroup")
     with open(st.path("global.secret"), "w") as f:
         f.write(make_secret() + "\n")
-    with open(st.path("spool.conf"), "w") as f:
-        f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 3s\nconcurrency = %d\n"
-                % (st.path("spool"), st.path("global.secret"), concurrency))
+    write_conf(st, concurrency, timeout)
     settings = {"lmtp_webhook_spool_dir": st.path("spool")}
     for i, r in enumerate(routes):
         settings["lmtp_webhook_route" + ("" if i == 0 else str(i + 1))] = r
@@ -193,11 +207,13 @@ def test_late503():
 
 
 class Flapper:
-    """A receiver that answers every other request 200 at once and hangs
-    the rest past the timeout (helper-113)."""
+    """A receiver that answers by pattern, request after request: q 200 at
+    once, h 200 after 8 s (past the timeout). "qh": every other request
+    hangs (helper-113); "qqh": every third (helper-114)."""
 
-    def __init__(self):
+    def __init__(self, pattern="qh"):
         self.n = 0
+        self.pattern = pattern
         self.lock = threading.Lock()
         self.rx = Receiver()
         self.rx.responder = self.answer
@@ -205,22 +221,25 @@ class Flapper:
 
     def answer(self, path, headers, body):
         with self.lock:
+            hang = self.pattern[self.n % len(self.pattern)] == "h"
             self.n += 1
-            hang = self.n % 2 == 0
-        return (200, 8, {}) if hang else 200    # 8 s: past the timeout
+        return (200, 8, {}) if hang else 200
 
 
-def test_flapping():
+def test_flapping(pattern="qh", count=2):
     """helper-113: a quick 200 cleared an origin's slow mark and an
     attempt's slowness was fixed when it started, so two flapping
     receivers were never slow when admitted; each freed slot went to the
     first event put aside whose origin was admitted (theirs, found
     first). With 20 events each, the live receiver's 12 waited 7-13 s.
     An attempt running half the timeout makes its origin slow while it
-    runs, and a freed slot goes to the origin with the fewest in flight."""
-    flaps = {w: Flapper() for w in ("f1", "f2")}
+    runs, and a freed slot goes to the origin with the fewest in flight.
+    helper-114: six answering two at once and hanging the third were
+    still cleared by a quick 200 between their hangs (22.6 s): the mark
+    holds a minute."""
+    flaps = {"f%d" % i: Flapper(pattern) for i in range(count)}
     live = Receiver()
-    with Stack("wh-origins-flap") as st:
+    with Stack("wh-origins-flap-" + pattern) as st:
         tap.stack = st
         setup(st, ["%s http://127.0.0.1:%d/f" % (user(w), flaps[w].port) for w in flaps]
               + ["%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
@@ -232,11 +251,11 @@ def test_flapping():
                 send(st, w, 1, "flap%d" % i)
         time.sleep(4)
         waits = live_waits(live, send_live(st, LIVE))
-        tap.diag("flapping: live events posted %s s after their commit" % waits)
+        tap.diag("flapping %s: live events posted %s s after their commit" % (pattern, waits))
         tap.ok(None not in waits and max(waits) < 6,
-               "two receivers answering every other request at once and hanging the rest, 20 "
-               "events each: each of the live receiver's %d posted within two timeouts (6 s) "
-               "of its commit" % LIVE,
+               "%d receivers answering by the pattern %s (q at once, h hanging), 20 events "
+               "each: each of the live receiver's %d posted within two timeouts (6 s) of its "
+               "commit" % (count, pattern, LIVE),
                diag="posted %s s after their commit; their requests %s"
                % (waits, [flaps[w].n for w in flaps]))
         runner.proc.kill()
@@ -304,6 +323,87 @@ def test_concurrency_three():
                % (during, last - first, waits))
 
 
+def test_flush_retries():
+    """helper-114: a flush pass (SIGUSR1) skipped the retries that fell
+    due and ended only once nothing was in flight: with a steady stream
+    of events to a hanging receiver, an event answered 503 Retry-After: 2
+    was posted again at once (the pass's listing, due or not), then not
+    for 63 s. Retries go on during the pass, an event posted during it
+    counts as its attempt, and the pass ends once it has listed active/."""
+    hang = Hang()
+    live = Receiver()
+    xs = []
+
+    def answer(path, headers, body):
+        if json.loads(body)["data"]["headers"]["subject"].startswith("x "):
+            xs.append(time.time())
+            if len(xs) <= 2:
+                return (503, 0, {"Retry-After": "2"})
+        return 200
+    live.responder = answer
+    with behind_backlog("wh-origins-flush", hang, live, 4) as st:
+        stop = threading.Event()
+
+        def feed():                     # one new event a second to h0
+            for i in range(20):
+                if stop.wait(1):
+                    break
+                send(st, "h0", 1, "feed%d" % i)
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        out = subprocess.run([build_path("lmtp-webhook", "lmtp-webhook-spool"), "-c",
+                              st.path("spool.conf"), "flush"], capture_output=True, text=True)
+        tap.ok(out.returncode == 0, "flush signals the running daemon",
+               diag=out.stdout + out.stderr)
+        send(st, "live", 1, "x")
+        wait_for(lambda: len(xs) >= 3, 60, interval=0.2)
+        stop.set()
+        feeder.join()
+        gaps = [round(b - a, 1) for a, b in zip(xs, xs[1:])]
+        tap.diag("flush: X's attempts %s s apart" % gaps)
+        tap.ok(len(gaps) == 2 and min(gaps) >= 1.9,
+               "during a flush pass, Retry-After: 2 is honoured (X not posted again sooner)",
+               diag="gaps %s" % gaps)
+        # its schedule: 5 s +-20% (more than Retry-After's 2 s); slow by
+        # its 503, it then waits up to a timeout (3 s) for a slow slot
+        tap.ok(len(gaps) == 2 and max(gaps) < 15,
+               "during a flush pass with a steady stream to a hanging receiver, X is retried "
+               "on its schedule (5 s, plus a slot: under 15 s; 63 s before)",
+               diag="gaps %s" % gaps)
+
+
+def test_reload_timeout():
+    """helper-114: a timeout lowered by SIGHUP (60 s to 2 s, logged as
+    applied) left the attempts in flight running on the old one: a live
+    event waited 58 s behind a hanging receiver holding every slot."""
+    hang = Hang()
+    live = Receiver()
+    with Stack("wh-origins-hup") as st:
+        tap.stack = st
+        setup(st, ["%s http://127.0.0.1:%d/h" % (user("h0"), hang.port),
+                   "%s http://127.0.0.1:%d/live" % (user("live"), live.port)],
+              ["h0", "live"], timeout="60s")
+        runner = Runner(st)
+        runner.start()
+        send(st, "h0", 8, "backlog")
+        wait_for(lambda: hang.open >= 4, 20)
+        send(st, "live", 1, "live")
+        write_conf(st, timeout="2s")
+        hup = time.time()
+        runner.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: live.arrivals, 70, interval=0.1)
+        after = round(live.arrivals[0] - hup, 1) if live.arrivals else None
+        tap.ok(after is not None and after < 3.5,
+               "timeout lowered from 60 s to 2 s by SIGHUP while a hanging receiver holds "
+               "every slot: the live event posted within 3.5 s of the reload",
+               diag="posted %s s after the reload" % after)
+        tap.ok("timeout now in force" in st.read_log("spool"),
+               "the attempts ended are logged as such")
+        runner.proc.kill()
+        runner.proc.wait()
+    live.stop()
+
+
 def test_restart():
     hangs = {w: Hang() for w in HANGING[:2]}
     live = Receiver()
@@ -345,6 +445,8 @@ def test_alone():
 only = os.environ.get("ATTACK_ONLY", "")
 for name, case in (("woken", test_woken), ("late503", test_late503), ("restart", test_restart),
                    ("alone", test_alone), ("flapping", test_flapping),
+                   ("flapping3", lambda: test_flapping("qqh", 6)),
+                   ("flush", test_flush_retries), ("hup", test_reload_timeout),
                    ("conc1", test_concurrency_one), ("conc3", test_concurrency_three)):
     if not only or name in only.split(","):
         t0 = time.time()

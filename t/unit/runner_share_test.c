@@ -42,15 +42,18 @@ static void forget(struct runner *r)
     runner_share_free(r);
 }
 
-static void next_is(struct runner *r, const char *want, int want_uncapped, const char *what)
+/* next_is - the next pick is want; returns its flush flag */
+
+static int next_is(struct runner *r, const char *want, int want_uncapped, const char *what)
 {
-    int     uncapped = -1;
-    char   *got = runner_capped_next(r, 1, &uncapped);
+    int     uncapped = -1, all = -1;
+    char   *got = runner_capped_next(r, 1, &uncapped, &all);
 
     is_str(got, want, "%s: %s", what, want ? want : "nothing");
     if (got != NULL)
 	is_int(uncapped, want_uncapped, "%s: %s", what, want_uncapped ? "uncapped" : "admitted");
     free(got);
+    return (all);
 }
 
 /* the case of the CI of 927243d: a live origin's third event behind a slow backlog */
@@ -65,14 +68,14 @@ static void test_live_behind_backlog(void)
     runner_slow_mark(&r, "http://h1:80", 3.0, 0);	/* hung */
     for (int i = 0; i < 40; i++) {
 	snprintf(id, sizeof(id), "slow%d", i);
-	runner_capped(&r, id, i % 2 ? "http://h1:80" : "http://h0:80");
+	runner_capped(&r, id, i % 2 ? "http://h1:80" : "http://h0:80", 0);
     }
     h0 = take(&r, "http://h0:80", 0);
     h1 = take(&r, "http://h1:80", 0);
     l1 = take(&r, "http://live:80", 0);
     l2 = take(&r, "http://live:80", 0);
-    runner_capped(&r, "live3", "http://live:80");
-    runner_capped(&r, "live4", "http://live:80");
+    runner_capped(&r, "live3", "http://live:80", 0);
+    runner_capped(&r, "live4", "http://live:80", 0);
     give(&r, l1);
     next_is(&r, "live3", 0, "the live origin freed a slot: its event, not the backlog's");
     l3 = take(&r, "http://live:80", 0);
@@ -87,9 +90,13 @@ static void test_live_behind_backlog(void)
     s1 = take(&r, "http://h1:80", 0);
     give(&r, l4);
     h0c = take(&r, "http://h0:80", 0);
-    runner_slow_mark(&r, "http://h1:80", 0.1, 0);	/* quick: no longer slow */
-    next_is(&r, "slow3", 1, "h0 and h1 at their shares, h1 quick again: the spare slot to "
-	    "h1's event, not to h0's before it");
+    runner_slow_mark(&r, "http://h1:80", 0.1, 0);	/* quick, but just marked */
+    next_is(&r, "slow2", 1, "h1 quick within a minute of its mark: still slow, the first "
+	    "of all uncapped (h0's)");
+    *(long long *) htable_find(r.slow, "http://h1:80") -= RUNNER_SLOW_HOLD;
+    runner_slow_mark(&r, "http://h1:80", 0.1, 0);	/* quick, a minute on */
+    next_is(&r, "slow3", 1, "h0 and h1 at their shares, h1 quick a minute after its mark: "
+	    "the spare slot to h1's event, not to h0's before it");
     give(&r, h1);
     give(&r, s1);
     give(&r, h0b);
@@ -118,9 +125,9 @@ static void test_flapping(void)
     f1a = take(&r, "http://f1:80", 1600);		/* hanging, 1.6 s in */
     f2a = take(&r, "http://f2:80", 1600);
     f2b = take(&r, "http://f2:80", 1500);		/* exactly half the timeout */
-    runner_capped(&r, "f1-next", "http://f1:80");
-    runner_capped(&r, "f2-next", "http://f2:80");
-    runner_capped(&r, "live1", "http://live:80");
+    runner_capped(&r, "f1-next", "http://f1:80", 0);
+    runner_capped(&r, "f2-next", "http://f2:80", 0);
+    runner_capped(&r, "live1", "http://live:80", 0);
     next_is(&r, "live1", 0, "two origins hanging half the timeout: slow, though their marks "
 	    "were cleared; the live one's event first");
     l1 = take(&r, "http://live:80", 0);
@@ -146,25 +153,26 @@ static void test_fewest_first(void)
 {
     struct runner r = {.tool = &tool};
     struct transfer *a = take(&r, "http://a:80", 0), *b1, *b2;
-    int     uncapped = -1;
+    int     uncapped = -1, all = -1;
 
-    runner_capped(&r, "a1", "http://a:80");
-    runner_capped(&r, "a2", "http://a:80");
-    runner_capped(&r, "b1", "http://b:80");
-    runner_capped(&r, "b2", "http://b:80");
+    runner_capped(&r, "a1", "http://a:80", 1);		/* a flush pass's */
+    runner_capped(&r, "a2", "http://a:80", 0);
+    runner_capped(&r, "b1", "http://b:80", 0);
+    runner_capped(&r, "b2", "http://b:80", 0);
     next_is(&r, "b1", 0, "a holds a slot, b none: b's first, though a's were put aside first");
     b1 = take(&r, "http://b:80", 0);
-    next_is(&r, "a1", 0, "one each: the one put aside first");
+    is_int(next_is(&r, "a1", 0, "one each: the one put aside first"), 1,
+	   "a1: put aside by a flush pass, given back as such");
     b2 = take(&r, "http://b:80", 0);
     give(&r, b1);
-    char   *got = runner_capped_next(&r, 0, &uncapped);
+    char   *got = runner_capped_next(&r, 0, &uncapped, &all);
 
     ok(got != NULL && uncapped == 0, "a2 or b2, admitted");
     free(got);
     b1 = take(&r, "http://b:80", 0);
     runner_slow_mark(&r, "http://a:80", 3.0, 1);
     runner_slow_mark(&r, "http://b:80", 3.0, 1);
-    ok(runner_capped_count(&r) == 1 && runner_capped_next(&r, 0, &uncapped) == NULL,
+    ok(runner_capped_count(&r) == 1 && runner_capped_next(&r, 0, &uncapped, &all) == NULL,
        "none admitted and not 'any': nothing");
     is_int(runner_capped_count(&r), 1, "still waiting");
     give(&r, a);
@@ -185,8 +193,8 @@ static void test_small_concurrency(void)
     runner_slow_mark(&r, "http://h:80", 3.0, 1);
     ok(!runner_share_admits(&r, "http://h:80"), "concurrency 1: a slow origin is not admitted");
     ok(runner_share_admits(&r, "http://live:80"), "concurrency 1: a healthy one is");
-    runner_capped(&r, "h1", "http://h:80");
-    runner_capped(&r, "live1", "http://live:80");
+    runner_capped(&r, "h1", "http://h:80", 0);
+    runner_capped(&r, "live1", "http://live:80", 0);
     next_is(&r, "live1", 0, "concurrency 1: the healthy origin's event first");
     next_is(&r, "h1", 1, "concurrency 1: the slow one's when nothing else waits (uncapped)");
     forget(&r);
@@ -195,8 +203,8 @@ static void test_small_concurrency(void)
     runner_slow_mark(&r, "http://h:80", 3.0, 1);
     h = take(&r, "http://h:80", 0);
     l = take(&r, "http://live:80", 0);
-    runner_capped(&r, "h2", "http://h:80");
-    runner_capped(&r, "live2", "http://live:80");
+    runner_capped(&r, "h2", "http://h:80", 0);
+    runner_capped(&r, "live2", "http://live:80", 0);
     next_is(&r, "live2", 1, "concurrency 3: the spare slot to the healthy origin (uncapped), "
 	    "not to the slow one put aside before it");
     give(&r, h);
@@ -236,15 +244,15 @@ static void test_each_once(void)
     const char *origins[] = {"http://a:80", "http://b:80", "http://c:443", "http://d:80"};
     struct transfer *flight[64];
     char    id[32], *got;
-    int     in = 0, out = 0, dup = 0, wrong = 0, uncapped, order = 0, nflight = 0;
+    int     in = 0, out = 0, dup = 0, wrong = 0, uncapped, order = 0, nflight = 0, all;
 
     srand(11);
     while (in < N || runner_capped_count(&r) > 0) {
 	if (in < N && rand() % 3) {
 	    snprintf(id, sizeof(id), "e%d", in);
-	    runner_capped(&r, id, origins[in % 4]);
+	    runner_capped(&r, id, origins[in % 4], 0);
 	    if (in % 7 == 0)
-		runner_capped(&r, id, origins[in % 4]);	/* again: once only */
+		runner_capped(&r, id, origins[in % 4], 0);	/* again: once only */
 	    in++;
 	} else if (rand() % 2) {
 	    runner_slow_mark(&r, origins[rand() % 4], (double) (rand() % 4), rand() % 2);
@@ -256,7 +264,7 @@ static void test_each_once(void)
 		give(&r, flight[k]);
 		flight[k] = flight[--nflight];
 	    }
-	} else if ((got = runner_capped_next(&r, rand() % 2, &uncapped)) != NULL) {
+	} else if ((got = runner_capped_next(&r, rand() % 2, &uncapped, &all)) != NULL) {
 	    int     n = atoi(got + 1);
 
 	    if (n < 0 || n >= N)
@@ -282,10 +290,10 @@ static void test_each_once(void)
 
 int     main(void)
 {
-    int     uncapped = -1;
+    int     uncapped = -1, all = -1;
     struct runner r = {.tool = &tool};
 
-    ok(runner_capped_next(&r, 1, &uncapped) == NULL, "nothing put aside: NULL");
+    ok(runner_capped_next(&r, 1, &uncapped, &all) == NULL, "nothing put aside: NULL");
     test_live_behind_backlog();
     test_flapping();
     test_fewest_first();
