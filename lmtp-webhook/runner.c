@@ -470,23 +470,30 @@ static void runner_reap(struct runner *r)
 }
 
 /*
- * runner_overrun - attempts running past the timeout now in force ended
- * as timed out (a little after it: libcurl says its own when it can).
+ * runner_overrun - attempts started with a longer timeout than the one
+ * now in force, running past it, ended as timed out (a little after it:
+ * libcurl says its own when it can), for at most RUNNER_SCAN_MS a turn.
  * libcurl keeps the timeout an attempt started with: a SIGHUP that
  * lowered it from 60 s to 2 s, logged as applied, left those attempts
- * running 58 s more, and the live events waiting (helper-114).
+ * running 58 s more, and the live events waiting (helper-114). Only
+ * those: an attempt that ran its own timeout is libcurl's to end, and
+ * may be finished already, its outcome waiting to be reaped (on a slow
+ * disk, for many turns).
  */
 static void runner_overrun(struct runner *r)
 {
-    long long now = daemon_mono_ms();
+    long long now = daemon_mono_ms(), until = now + RUNNER_SCAN_MS;
     struct transfer *t;
 
     for (int i = 0; i < r->nflight; /* runner_done() moves the last here */ ) {
 	t = r->flight[i];
-	if (now - t->started_ms < r->tool->timeout_ms + RUNNER_OVERRUN_GRACE_MS) {
+	if (t->req.timeout_ms <= r->tool->timeout_ms
+	    || now - t->started_ms < r->tool->timeout_ms + RUNNER_OVERRUN_GRACE_MS) {
 	    i++;
 	    continue;
 	}
+	if (daemon_mono_ms() >= until)
+	    break;
 	snprintf(t->post.curl_error, sizeof(t->post.curl_error), "no answer within the "
 		 "timeout now in force (%ld ms, reloaded)", r->tool->timeout_ms);
 	runner_done(r, t, CURLE_OPERATION_TIMEDOUT);
@@ -513,6 +520,7 @@ static void runner_apply_reload(struct runner *r)
     curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) r->tool->concurrency);
     r->next = r->count;			/* list again, and read the secret */
     r->lost = 1;
+    r->flush_listed = 0;		/* a flush pass: from that listing on */
 }
 
 /*

@@ -375,11 +375,13 @@ def test_same_second(st, log, url, runner):
 
 def test_burst(st, log, url, runner):
     """18,400 renames in a burst over 230 ids: A's last version (100 ids)
-    due long ago, B's (30: no more than the concurrency) at +12, C's
-    (100) in an hour; every earlier version due at +8..+10. The inotify
+    due long ago, B's (30: no more than the concurrency) at +24, C's
+    (100) in an hour; every earlier version due at +20..+22. The inotify
     queue (16,384) or the runner's pending names (4,096) overflow: only
     each id's last version counts. Header next_attempt 0: the mtime
-    rules."""
+    rules. (The earlier versions were due at +8..+10: on a loaded
+    machine the burst took 11 s, they fell due before it ended, and
+    were rightly posted.)"""
     A = ["bu_a%03d" % i for i in range(100)]
     B = ["bu_b%03d" % i for i in range(30)]
     C = ["bu_c%03d" % i for i in range(100)]
@@ -394,9 +396,9 @@ def test_burst(st, log, url, runner):
                 f.write(event_bytes(eid, url, next_attempt=0))
             names.append((p, eid, r == rounds - 1))
     tb = int(time.time()) + 1
-    final = {eid: (tb - 100 if eid in A else tb + 12 if eid in B else tb + 3600) for eid in ids}
+    final = {eid: (tb - 100 if eid in A else tb + 24 if eid in B else tb + 3600) for eid in ids}
     for i, (p, eid, last) in enumerate(names):
-        due = final[eid] if last else tb + 8 + (i % 3)
+        due = final[eid] if last else tb + 20 + (i % 3)
         os.utime(p, (due, due))
     start = time.time()
     active = st.path("spool", "active")
@@ -405,21 +407,20 @@ def test_burst(st, log, url, runner):
     took = time.time() - start
     tap.diag("burst of %d renames took %.2f s (started at %+.1f s)" % (len(names), took,
                                                                      start - tb))
-    if time.time() > tb + 7:
-        tap.skip("burst: the earlier versions' times", "the burst itself took %.1f s" % took)
-    else:
-        sleep_until(tb + 11.5)
-        tap.is_(sorted(log.counts("bu_b").items()) + sorted(log.counts("bu_c").items()), [],
-                "no earlier version (+8..+10) posted; B (+12) not before its time")
-    sleep_until(tb + 15)
+    tap.ok(time.time() < tb + 19, "the burst ended before its earlier versions fell due",
+           diag="it took %.1f s" % took)
+    sleep_until(tb + 23.5)
+    tap.is_(sorted(log.counts("bu_b").items()) + sorted(log.counts("bu_c").items()), [],
+            "no earlier version (+20..+22) posted; B (+24) not before its time")
+    sleep_until(tb + 27)
     wait_for(lambda: len(log.counts("bu_b")) == len(B), timeout=3)
     got = {**log.counts("bu_a"), **log.counts("bu_b"), **log.counts("bu_c")}
     want = {k: 1 for k in A + B}
     tap.is_(sorted((k, got.get(k), want.get(k)) for k in set(got) | set(want)
                    if got.get(k) != want.get(k))[:20], [],
             "after the burst: A and B each posted exactly once, C not (id, got, want)")
-    late_b = [late(log, k, tb + 12) for k in B if log.at(k) and log.at(k)[0] > tb + 14]
-    tap.is_(late_b[:10], [], "B at +12, at most 2 s late (%d late)" % len(late_b))
+    late_b = [late(log, k, tb + 24) for k in B if log.at(k) and log.at(k)[0] > tb + 26]
+    tap.is_(late_b[:10], [], "B at +24, at most 2 s late (%d late)" % len(late_b))
     tap.is_(sorted(n for n in ls(st, "active") if n.startswith("bu_")), C, "C waits in active/")
     for eid in C:
         os.unlink(os.path.join(active, eid))
