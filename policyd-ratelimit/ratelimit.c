@@ -285,17 +285,26 @@ static int ratelimit_address(const struct limit *limit, const char *value, char 
  * mapping: lower case, NFC): "bücher.example", "BÜCHER.example" and
  * "xn--bcher-kva.example" are one domain to DNS and to Postfix's
  * delivery, and were three keys. NULL when there is nothing to convert,
- * or IDNA refuses the name (it is then counted as written).
+ * or IDNA refuses the name (it is then counted as written, lowered).
+ * Lowered first (ratelimit_lower(), the case every key is compared in):
+ * where libidn2's tables and towlower() disagree (U+10A0-U+10C5, U+04C0,
+ * U+1E9E: 42 letters), the upper case was refused and counted lowered
+ * while the lower case became A-labels: two keys (helper-116).
  */
 static char *ratelimit_idna(const char *domain)
 {
     const unsigned char *p = (const unsigned char *) domain;
-    char   *out = NULL, *copy;
+    char   *out = NULL, *copy, *lowered;
+    int     rc;
 
     while (*p && *p < 0x80)
 	p++;
-    if (*p == 0 || idn2_to_ascii_8z(domain, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL)
-	!= IDN2_OK)
+    if (*p == 0)
+	return (NULL);
+    lowered = ratelimit_lower(domain);
+    rc = idn2_to_ascii_8z(lowered, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    free(lowered);
+    if (rc != IDN2_OK)
 	return (NULL);
     copy = xstrdup(out);
     idn2_free(out);

@@ -3,9 +3,12 @@
 #include "build_config.h"
 
 #include <arpa/inet.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #include "ratelimit.h"
 #include "tap.h"
@@ -343,6 +346,42 @@ int     main(void)
 	   "b\xc3\xbc""xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.example",
 	   "a name IDNA refuses (a label over 63 bytes) is counted as written");
     is_str(key(limits.limit + 2, "sender=bob@."), ".", "so does the domain \".\"");
+    /* helper-116: libidn2 and towlower() disagree on 42 letters */
+    is_str(key(limits.limit + 2, "sender=a@d\xe1\x82\xa0.example"), "xn--d-9us.example",
+	   "sender_domain: Georgian capital U+10A0 is its small letter's A-labels");
+    is_str(key(limits.limit + 2, "sender=a@d\xe2\xb4\x80.example"), "xn--d-9us.example",
+	   "sender_domain: ... as the small letter U+2D00 is");
+    {
+	/* every letter with a lower case: both spellings, one key */
+	int     split = 0, tried = 0;
+	char    up[64], low[64], k_up[512], k_low[512], first[1100] = "";
+
+	(void) setlocale(LC_CTYPE, "C.UTF-8");	/* the daemon's case, here too */
+
+	for (wint_t c = 0x80; c < 0x20000; c++) {
+	    wint_t  l = towlower(c);
+	    mbstate_t s1, s2;
+	    char    u8[8], l8[8];
+	    size_t  n1, n2;
+
+	    if (l == c || (c >= 0xd800 && c < 0xe000))
+		continue;
+	    memset(&s1, 0, sizeof(s1));
+	    memset(&s2, 0, sizeof(s2));
+	    if ((n1 = wcrtomb(u8, (wchar_t) c, &s1)) == (size_t) -1
+		|| (n2 = wcrtomb(l8, (wchar_t) l, &s2)) == (size_t) -1)
+		continue;
+	    snprintf(up, sizeof(up), "sender=a@d%.*s.example", (int) n1, u8);
+	    snprintf(low, sizeof(low), "sender=a@d%.*s.example", (int) n2, l8);
+	    snprintf(k_up, sizeof(k_up), "%s", key(limits.limit + 2, up));
+	    snprintf(k_low, sizeof(k_low), "%s", key(limits.limit + 2, low));
+	    tried++;
+	    if (strcmp(k_up, k_low) != 0 && split++ == 0)
+		snprintf(first, sizeof(first), "U+%04X: %s / %s", (unsigned) c, k_up, k_low);
+	}
+	ok(tried > 1000 && split == 0, "sender_domain: each of %d letters and its lower case are "
+	   "one key (%d split%s%s)", tried, split, split ? ", first " : "", first);
+    }
     ok(strstr(first_error("limit a = sender rate=1/1m count=messages rate=9/1h\n"),
 	      "rate= is given twice") != NULL, "a limit's rate= given twice is refused");
     ok(strstr(first_error("limit a = sender rate=1/1m\noverride a x rate=2/1m burst=1 burst=2\n"),
