@@ -25,7 +25,8 @@
  *	"bills@evil.com#.planapulse.app" must not route anywhere). What
  *	follows a '*' must be a character it cannot capture, so matching
  *	is linear and never ambiguous;
- *	URL is http:// or https:// with {1}..{9} standing for captures.
+ *	URL is http:// or https:// (the scheme in any case, kept lowered)
+ *	with {1}..{9} standing for captures.
  *	OPTIONs: secret_file=/ABSOLUTE/PATH, once or twice (the route's
  *	secrets: events are signed with each; none means the global
  *	secret of lmtp-webhook-spool.conf), raw_message=yes|no (the
@@ -84,6 +85,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -232,7 +234,9 @@ const char *route_parse(const char *value, struct webhook_route *route)
     url_end = url + strcspn(url, " \t");
     if ((err = route_pattern_error(value, (size_t) (sp - value), &stars)) != NULL)
 	return (err);
-    if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+    /* a scheme's case does not matter (RFC 3986 3.1): HTTP:// was refused,
+       and the recipient tempfailed (helper-115) */
+    if (strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0)
 	return ("URL must start with http:// or https://");
     for (p = url; (p = memchr(p, '{', url_end - p)) != NULL; p++)
 	if (!(p[1] >= '1' && p[1] <= '9' && p[2] == '}') || p[1] - '0' > stars)
@@ -247,6 +251,9 @@ const char *route_parse(const char *value, struct webhook_route *route)
     for (char *q = route->pattern; *q; q++)
 	*q = tolower((unsigned char) *q);
     route->url = wh_strndup(url, url_end - url);
+    for (char *cp = route->url; *cp != ':'; cp++)	/* the scheme, lowered */
+	if (*cp >= 'A' && *cp <= 'Z')
+	    *cp += 'a' - 'A';
     return (NULL);
 }
 

@@ -75,6 +75,10 @@ int     main(void)
     is_str(match("bills@** https://h/", "bills@a"),
 	   "error: '*' must be followed by a character it cannot capture (such as '.', '@' "
 	   "or '+'), or end the pattern", "\"**\"");
+    is_str(match("bills@*.x HTTP://{1}.h/c", "bills@a.x"), "http://a.h/c a",
+	   "a scheme in capitals: accepted, lowered (helper-115: the recipient tempfailed)");
+    is_str(match("bills@*.x hTtPs://h/C", "bills@a.x"), "https://h/C a",
+	   "... mixed case; the rest of the URL as written");
     is_str(match("bills@*.x ftp://h/", "bills@a.x"),
 	   "error: URL must start with http:// or https://", "ftp URL");
     is_str(match("bills.example.org https://h/", "x"),
