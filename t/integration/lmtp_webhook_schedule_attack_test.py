@@ -611,6 +611,13 @@ def test_idle(st, log, url, runner):
     used = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK")
     tap.ok(used < 0.4, "idle with 5,000 waiting: %.2f s CPU in %.1f s" % (used, time.time() - w0))
     calls, out = stat_calls(pid, 3)
+    if calls >= 5000:
+        # the listing every RUNNER_RELIST (60 s) looks at each event
+        # again (it forgets what it knew): 1 in 20 such windows holds
+        # it (CI of 7e2743d); the next cannot be within 3 s
+        tap.diag("%d stat() calls: the minute's relisting fell in the window; "
+                 "measured again" % calls)
+        calls, out = stat_calls(pid, 3)
     tap.ok(calls < 300, "idle with 5,000 waiting: %d stat() calls in 3 s" % calls,
            diag=out[-1200:])
     tap.is_(log.counts("id_"), {}, "none of them posted")
