@@ -286,10 +286,8 @@ static int ratelimit_address(const struct limit *limit, const char *value, char 
  * "xn--bcher-kva.example" are one domain to DNS and to Postfix's
  * delivery, and were three keys. NULL when there is nothing to convert,
  * or IDNA refuses the name (it is then counted as written, lowered).
- * Lowered first (ratelimit_lower(), the case every key is compared in):
- * where libidn2's tables and towlower() disagree (U+10A0-U+10C5, U+04C0,
- * U+1E9E: 42 letters), the upper case was refused and counted lowered
- * while the lower case became A-labels: two keys (helper-116).
+ * Lowered first: where libidn2 and towlower() disagree (U+10A0...), a
+ * letter and its lower case were two keys (helper-116).
  */
 static char *ratelimit_idna(const char *domain)
 {

@@ -221,12 +221,8 @@ static int held_stream(const char *dir, struct spool_event *ev, struct spool_res
     return (spool_stream_done(res) == NULL ? 0 : -1);
 }
 
-/*
- * wall_now - the clock a file's times come from: time() reads the
- * kernel's coarse clock, up to a tick behind it, so at a second's
- * boundary a file stamped "now" was a second ahead of time() (a failure
- * of "its mtime back to now" in a CI run)
- */
+/* wall_now - the clock file times come from (time() may be a tick behind) */
+
 static time_t wall_now(void)
 {
     struct timespec ts;
