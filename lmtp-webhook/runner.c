@@ -667,6 +667,28 @@ static void runner_seed(void)
     srandom(seed);
 }
 
+/* runner_free - what runner_main() set up for the loop, once it ended */
+
+static void runner_free(struct runner *r)
+{
+    curl_multi_cleanup(r->multi);
+    htable_destroy(&r->inflight, NULL);
+    htable_destroy(&r->tried, NULL);
+    htable_destroy(&r->held, free);
+    htable_destroy(&r->answered, free);
+    htable_destroy(&r->later, free);
+    timeq_free(&r->queue);
+    runner_capped_free(r);
+    runner_share_free(r);
+    spool_list_free(r->names, r->count);
+    for (int i = r->phead; i < r->npending; i++)
+	free(r->pending[i]);
+    free(r->pending);
+    free(r->spool_error);
+    if (r->wake_fd >= 0)
+	close(r->wake_fd);
+}
+
 int     runner_main(struct spool_tool *tool, enum runner_mode mode)
 {
     struct skeleton sk = {.pid_fd = -1, .detached = runner_lock_detached};
@@ -721,22 +743,7 @@ int     runner_main(struct spool_tool *tool, enum runner_mode mode)
     runner_spool_check(&r);
     spool_map_guard();			/* a mapped event cut under us: no SIGBUS */
     runner_loop(&r, mode);
-    curl_multi_cleanup(r.multi);
-    htable_destroy(&r.inflight, NULL);
-    htable_destroy(&r.tried, NULL);
-    htable_destroy(&r.held, free);
-    htable_destroy(&r.answered, free);
-    htable_destroy(&r.later, free);
-    timeq_free(&r.queue);
-    runner_capped_free(&r);
-    runner_share_free(&r);
-    spool_list_free(r.names, r.count);
-    for (int i = r.phead; i < r.npending; i++)
-	free(r.pending[i]);
-    free(r.pending);
-    free(r.spool_error);
-    if (r.wake_fd >= 0)
-	close(r.wake_fd);
+    runner_free(&r);
     {
 	char  **names = spool_list(tool->dir, SPOOL_ACTIVE, &left);
 
