@@ -45,7 +45,12 @@
  *	(policy.default) writes such a display name: a vendor's bill to
  *	another customer whose encoded name decoded to
  *	"bills@acme.example, " read as an address of the workspace's
- *	(helper-112), where Python shows it quoted.
+ *	(helper-112), where Python shows it quoted. Inside a quoted-string
+ *	such a run is escaped instead (a quote it decodes to cannot end
+ *	the string: wrapped in quotes of its own, "=?..?q?bills=40acme..=2C_?="
+ *	came out as ""bills@acme.., "", an address outside any quotes);
+ *	an encoded word in a comment is left as it is, as Python leaves it
+ *	(decoded, a ")" in it closed the comment).
  *
  *	mime_cte_read() reads a Content-Transfer-Encoding value as Python's
  *	email reads it: a value that is one encoded word and nothing else
@@ -71,6 +76,14 @@ struct mime_ew {
     size_t  enc;			/* of its encoding letter */
     size_t  text, text_end;		/* its text */
     size_t  end;			/* past its "?=" */
+};
+
+/* where an address header's text is (mime_ew_lex_step()) */
+
+struct mime_ew_lex {
+    int     quoted;			/* in a quoted-string */
+    int     comment;			/* comments open */
+    int     escaped;			/* after a quoted-pair's backslash */
 };
 
 /*
@@ -155,10 +168,11 @@ static void mime_ew_flush(buffer_t *fixed, buffer_t *out)
 
 /*
  * mime_ew_quoted - what is in fixed (a run of encoded words), decoded onto
- * out, as a quoted-string when it holds what an address list reads
- * (mime_address_utf8())
+ * out (mime_address_utf8()): inside a quoted-string its quotes and
+ * backslashes escaped; elsewhere as a quoted-string when it holds what
+ * an address list reads, else as it is
  */
-static void mime_ew_quoted(buffer_t *fixed, buffer_t *out)
+static void mime_ew_quoted(buffer_t *fixed, buffer_t *out, int in_quotes)
 {
     buffer_t *run = t_buffer_create(fixed->used + 16);
     const unsigned char *d;
@@ -172,13 +186,49 @@ static void mime_ew_quoted(buffer_t *fixed, buffer_t *out)
 	buffer_append_buf(out, run, 0, run->used);
 	return;
     }
-    buffer_append_c(out, '"');
+    if (!in_quotes)
+	buffer_append_c(out, '"');
     for (size_t i = 0; i < run->used; i++) {
 	if (d[i] == '"' || d[i] == '\\')
 	    buffer_append_c(out, '\\');
 	buffer_append_c(out, d[i]);
     }
-    buffer_append_c(out, '"');
+    if (!in_quotes)
+	buffer_append_c(out, '"');
+}
+
+/*
+ * mime_ew_lex_step - where an address header's text is after the byte c
+ * (RFC 5322): in a quoted-string, in a comment (nested), after a
+ * quoted-pair's backslash. Python's email decodes encoded words in a
+ * quoted-string and leaves those in a comment as they are.
+ */
+static void mime_ew_lex_step(struct mime_ew_lex *lx, unsigned char c)
+{
+    if (lx->escaped)
+	lx->escaped = 0;
+    else if ((lx->quoted || lx->comment > 0) && c == '\\')
+	lx->escaped = 1;
+    else if (lx->comment > 0)
+	lx->comment += c == '(' ? 1 : c == ')' ? -1 : 0;
+    else if (c == '"')
+	lx->quoted = !lx->quoted;
+    else if (c == '(' && !lx->quoted)
+	lx->comment = 1;
+}
+
+/*
+ * mime_ew_text - what is in fixed, text between runs of words, onto out:
+ * for an address header as it is (an encoded word in a comment stays
+ * one, as Python leaves it), otherwise decoded
+ */
+static void mime_ew_text(buffer_t *fixed, buffer_t *out, int address)
+{
+    if (!address)
+	mime_ew_flush(fixed, out);
+    else
+	buffer_append_buf(out, fixed, 0, fixed->used);
+    buffer_set_used_size(fixed, 0);
 }
 
 /* mime_ew_next_word - does another encoded word follow, after white space? */
@@ -197,6 +247,7 @@ static void mime_ew_decode(const unsigned char *data, size_t size, buffer_t *out
 			           int address)
 {
     buffer_t *fixed = t_buffer_create(size + 16);
+    struct mime_ew_lex lx = {0, 0, 0};
     struct mime_ew ew;
     size_t  seg = 0;
     int     run = 0;
@@ -204,22 +255,28 @@ static void mime_ew_decode(const unsigned char *data, size_t size, buffer_t *out
     while (size > 0 && (*data == ' ' || *data == '\t'))
 	data++, size--;
     for (size_t i = 0; i + 1 < size; i++) {
-	if (data[i] != '=' || data[i + 1] != '?' || !mime_ew_find(data, size, i, &ew))
+	if (data[i] != '=' || data[i + 1] != '?' || !mime_ew_find(data, size, i, &ew)
+	    || lx.comment > 0) {
+	    if (address)
+		mime_ew_lex_step(&lx, data[i]);
 	    continue;
+	}
 	if (mime_ew_not_word(data, &ew)) {
 	    /* text: so is the white space after it, which Dovecot's
 	       decoder drops before a word at the start of what it reads */
 	    buffer_append(fixed, data + seg, i - seg);
-	    mime_ew_flush(fixed, out);
+	    mime_ew_text(fixed, out, address);
 	    for (seg = ew.end; seg < size && (data[seg] == ' ' || data[seg] == '\t'); seg++)
 		 /* void */ ;
 	    buffer_append(out, data + i, seg - i);
+	    while (address && i < seg)
+		mime_ew_lex_step(&lx, data[i++]);
 	    i = seg - 1;
 	    continue;
 	}
 	if (address && !run) {		/* a run of words begins: text before */
 	    buffer_append(fixed, data + seg, i - seg);
-	    mime_ew_flush(fixed, out);
+	    mime_ew_text(fixed, out, address);
 	    seg = i;
 	    run = 1;
 	}
@@ -233,12 +290,12 @@ static void mime_ew_decode(const unsigned char *data, size_t size, buffer_t *out
 	if (address && !mime_ew_next_word(data, size, ew.end)) {
 	    buffer_append(fixed, data + seg, ew.end - seg);
 	    seg = ew.end;
-	    mime_ew_quoted(fixed, out);
+	    mime_ew_quoted(fixed, out, lx.quoted);
 	    run = 0;
 	}
     }
     buffer_append(fixed, data + seg, size - seg);
-    mime_ew_flush(fixed, out);
+    mime_ew_text(fixed, out, address);
 }
 
 void    mime_header_utf8(const unsigned char *data, size_t size, buffer_t *out)

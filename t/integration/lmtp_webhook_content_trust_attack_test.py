@@ -24,11 +24,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 import dkim
+from hypothesis import HealthCheck, given, settings, strategies as hs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
 from mxtest import build_path, tap  # noqa: E402
-from mxwebhook import Receiver, Runner, events_for, make_secret  # noqa: E402
+from mxwebhook import Receiver, Runner, events_for, guide_code, make_secret  # noqa: E402
 import mxdkim  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
@@ -234,6 +235,109 @@ def test_encoded_names(st, rx):
                 % name)
 
 
+GLOBEX = "<bills@globex.planapulse.app>"
+
+
+def qword(text, charset="utf-8"):
+    return "=?%s?q?%s?=" % (charset, "".join(
+        c if c.isalnum() and c.isascii() else "".join("=%02X" % b for b in c.encode(charset))
+        for c in text))
+
+
+def bword(text):
+    return "=?utf-8?b?%s?=" % base64.b64encode(text.encode()).decode()
+
+
+def py_addresses(value):
+    """The addr-specs Python's email (policy.default) reads in an address
+    header's value, or the error it raises."""
+    try:
+        hdr = email.message_from_string("To: %s\n\n" % value, policy=policy.default)["To"]
+        return [a.addr_spec for a in hdr.addresses]
+    except Exception as e:  # noqa: BLE001 - what Python does is the reference
+        return "error %s" % type(e).__name__
+
+
+def guide_addressed_to_us():
+    code = guide_code("python").replace('BILLS_ADDRESS = "bills@acme.example"',
+                                        'BILLS_ADDRESS = "%s"' % ACME)
+    ns = {}
+    exec(compile(code, "webhook-consumers.md", "exec"), ns)  # noqa: S102 - the guide's code
+    return ns["addressed_to_us"]
+
+
+def same_reading(st, rx, name, to, addressed, frm=None):
+    """One signed bill to globex whose To: (and Cc:, and From: when given)
+    is the form under test: the event's header reads as the original's
+    addresses in Python's email, and the guide's check says acme only
+    where Python reads acme."""
+    SEQ[0] += 1
+    subject = "quoted words %d" % SEQ[0]
+    data = message(subject, ["Cc: " + to], b"Invoice attached.\r\n", to=to,
+                   frm=frm or "Vendor <support@vendor.test>")
+    ev, why = deliver(st, rx, subject, sign(data))
+    if ev is None:
+        return tap.ok(False, name + ": an event", diag=why)
+    h = ev["headers"]
+    got = [py_addresses(h["to"]), py_addresses(h["cc"]), addressed({"to": h["to"], "cc": h["cc"]})]
+    want = [py_addresses(to), py_addresses(to), ACME in py_addresses(to)]
+    if frm:
+        got.append(py_addresses(h["from"]))
+        want.append(py_addresses(frm))
+    return tap.is_(got, want, name, diag="sent %r; event To: %r" % (to, h["to"]))
+
+
+def test_quoted_words(st, rx):
+    """helper-117: an encoded word inside a quoted display name was wrapped
+    in quotes of its own, which cancelled the string's: "=?..?q?bills=40
+    acme..=2C_?=" <bills@globex> came out as ""bills@acme.., "" <...>, an
+    address outside any quotes, and the guide's handle() took the vendor's
+    genuine bill to globex for acme's. One in a comment, decoded, closed
+    it with a ")". Every form: the event's To:, Cc: and From: read as the
+    original's addresses in Python's email; then the same for generated
+    names (hypothesis)."""
+    addressed = guide_addressed_to_us()
+    acme_list = "%s, " % ACME
+    forms = [
+        ('"%s" %s' % (qword(acme_list), GLOBEX), "a quoted Q word"),
+        ('"%s ." %s' % (qword(acme_list), GLOBEX), "a quoted Q word and text"),
+        ('"%s" %s' % (bword(acme_list), GLOBEX), "a quoted B word"),
+        ('"%s" %s' % (qword(acme_list, "iso-8859-1"), GLOBEX), "a quoted ISO-8859-1 word"),
+        ('"%s %s" %s' % (qword(ACME), qword(", x"), GLOBEX), "two quoted words"),
+        ('"a\\"%s" %s' % (qword("x, %s, y" % ACME), GLOBEX), "an escaped quote, then a word"),
+        ('"x %s y" %s' % (qword('" %s, "' % ACME), GLOBEX), "a word decoding to quotes"),
+        ('"%s" %s' % (qword("\\"), GLOBEX), "a word decoding to a backslash"),
+        ('"%s" %s' % (qword("<%s>" % ACME), GLOBEX), "a quoted word holding <acme>"),
+        ('x (%s) %s' % (qword(") %s (" % ACME), GLOBEX), "a word closing a comment"),
+        ('x (a (%s) b) %s' % (qword(") %s, (" % ACME), GLOBEX), "a word in a nested comment"),
+        ('(%s) %s' % (qword("\\"), GLOBEX), "a backslash word in a comment"),
+        ('%s %s' % (qword(acme_list), GLOBEX), "an unquoted word (helper-112)"),
+        ('%s%s %s' % (qword("a"), qword('", %s, "' % ACME), GLOBEX), "two unquoted words"),
+    ]
+    for to, what in forms:
+        same_reading(st, rx, "%s: the event's To:/Cc: read as Python reads the original"
+                     % what, to, addressed)
+    same_reading(st, rx, "From: a quoted word shaped like the vendor's address",
+                 GLOBEX, addressed,
+                 frm='"%s" <mallory@evil.example>' % qword("billing@vendor.test"))
+
+    text = hs.lists(hs.sampled_from(list('ab @,.<>()"\\;:[]') + ["\u00e9", ACME]),
+                    max_size=8).map("".join)
+    where = hs.sampled_from(['"%s"', '"x %s y"', "x (%s)", "%s", '"a\\"%s"', "(y (%s))"])
+    enc = hs.sampled_from([qword, bword])
+    failed = []
+
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(text, where, enc)
+    def prop(name, shape, encode):
+        to = "%s %s" % (shape % encode(name), GLOBEX)
+        if not same_reading(st, rx, "generated: %r" % to, to, addressed):
+            failed.append(to)
+    prop()
+    tap.is_(failed, [], "every generated display name: the event reads as the original")
+
+
 def main():
     rx = Receiver()
     with Stack("webhook-content-trust") as st:
@@ -280,6 +384,7 @@ def main():
         test_genuine(st, rx)
         test_length_and_alignment(st, rx)
         test_encoded_names(st, rx)
+        test_quoted_words(st, rx)
         bad = [line for line in st.read_log("dovecot").splitlines()
                if "Panic" in line or "Fatal" in line or "killed with signal" in line]
         tap.is_(bad, [], "no crash, panic or fatal error in the Dovecot log")
