@@ -452,6 +452,34 @@ static int decide_limit_ops(struct store_call *call, struct decide_txn *txn,
     return (0);
 }
 
+/*
+ * decide_routed - a recipient whose local part routes it on
+ * (policy_address_routed(): "u@victim"@local, u%victim@local,
+ * victim!u@local) under a recipient-keyed limit that enforces: Postfix
+ * delivers it to the route when the domain is its own, which no key
+ * this daemon can name tells (each local name was another budget), so
+ * routed_recipients = reject refuses it
+ */
+static int decide_routed(const struct policy_config *pc, const struct policy_request *req)
+{
+    const char *rcpt = policy_request_get(req, "recipient");
+    const char *addr = policy_request_get(req, "client_address");
+
+    if (!pc->routed_reject || rcpt == NULL || !policy_address_routed(rcpt))
+	return (0);
+    for (int i = 0; i < pc->limits.limit_count; i++) {
+	const struct limit *limit = pc->limits.limit + i;
+
+	if (limit->per_recipient && !limit->dry_run && limit->action != ACTION_WARN
+	    && !ratelimit_unless(limit, req)) {
+	    msg_info("%s: reject routed recipient=<%.300s> (routed_recipients = reject) "
+		     "client=%s", limit->name, rcpt, addr ? addr : "");
+	    return (1);
+	}
+    }
+    return (0);
+}
+
 struct store_call *decide_prepare(const struct policy_config *pc, struct decide_txn *txn,
 				          const struct policy_request *req, const char **reply)
 {
@@ -466,6 +494,12 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     decide_txn_sync(txn, req, &pc->limits);
     if (ratelimit_exempt(&pc->limits, req))
 	return (NULL);
+    if (decide_routed(pc, req)) {
+	if (stage == STAGE_EOM)
+	    decide_txn_free(txn);
+	*reply = DECIDE_ROUTED;
+	return (NULL);
+    }
     if (stage == STAGE_RCPT && txn->count + pc->limits.limit_count > DECIDE_TXN_MAX) {
 	if (!txn->full_logged)
 	    msg_warn("instance %.40s: over %d recipient keys in one transaction; "

@@ -17,6 +17,7 @@ struct policy_config {
     const char *store_error_reply;
     long long deadline_ms;
     int     fail_open;			/* on_store_error = open */
+    int     routed_reject;		/* routed_recipients = reject */
     struct store_url store;		/* parsed "store" */
     long long max_connections;
     long long idle_timeout_ms;
@@ -32,6 +33,7 @@ struct policy_config {
  */
 #define DECIDE_TXN_MAX	20000
 #define DECIDE_TXN_FULL	"452 4.5.3 Too many recipients in one transaction for rate limiting"
+#define DECIDE_ROUTED	"550 5.1.3 Recipient address routes through its local part ('@', '%' or '!' before the domain); send to the final address"
 #define DECIDE_TXN_UNSEEN "451 4.3.0 Rate limiting did not see this transaction's recipients, try again"
 
 struct decide_pending {

@@ -85,6 +85,7 @@ static const struct config_spec policyd_specs[] = {
     {"defer_reply", CONFIG_STRING,
     "450 4.7.1 Rate limit {limit} exceeded for {key}; retry in {retry_after}s", 0},
     {"reject_reply", CONFIG_STRING, "550 5.7.1 Rate limit {limit} exceeded for {key}", 0},
+    {"routed_recipients", CONFIG_STRING, "reject", 0},
     {"store_error_reply", CONFIG_STRING,
     "451 4.3.0 Rate limit service unavailable; try again later", 0},
     {"idle_timeout", CONFIG_DURATION, "1000s", 0},
@@ -297,6 +298,10 @@ static void policyd_check_values(struct policy_config *pc)
     policyd_check_reply(cfg, "defer_reply", '4');
     policyd_check_reply(cfg, "reject_reply", '5');
     policyd_check_reply(cfg, "store_error_reply", '4');
+    pc->routed_reject = strcmp(config_get_str(cfg, "routed_recipients"), "reject") == 0;
+    if (!pc->routed_reject && strcmp(config_get_str(cfg, "routed_recipients"), "count") != 0)
+	config_add_error(cfg, config_line(cfg, "routed_recipients"),
+			 "routed_recipients must be reject or count");
     pc->deadline_ms = config_get_duration(cfg, "deadline");
     policyd_check_range(cfg, "deadline", pc->deadline_ms, 1, 60000, "ms");
     pc->idle_timeout_ms = config_get_duration(cfg, "idle_timeout");

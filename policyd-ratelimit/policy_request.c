@@ -13,6 +13,7 @@
  *	void	policy_request_reset(&req)
  *	int	policy_attribute_known(name)
  *	const char *policy_address_domain(addr, buf, size)
+ *	int	policy_address_routed(addr)
  * DESCRIPTION
  *	A request is "name=value" lines ended by an empty line
  *	(SMTPD_POLICY_README). policy_request_add_line() takes one line
@@ -36,6 +37,14 @@
  *	to u@victim.example: it was charged to "[unqualified]"), else after
  *	the last '%'; "[unqualified]" without one (Postfix appends
  *	$myorigin). A bang path's domain is copied into buf.
+ *
+ *	policy_address_routed() says whether the local part of an address
+ *	with a domain (before its last '@') holds a route: an '@' (Postfix
+ *	passes "u@victim"@local unquoted, as u@victim@local), a '%' or a
+ *	'!'. When the domain is one of Postfix's own, it delivers such an
+ *	address to the route (resolve_dequoted_address, allow_percent_hack
+ *	and swap_bangpath at their default yes), and no domain this daemon
+ *	can name is the one the mail goes to.
  * DIAGNOSTICS
  *	Both functions return NULL or a static error text; after an error
  *	the request must be dropped and its connection closed without a
@@ -276,4 +285,11 @@ const char *policy_address_domain(const char *addr, char *buf, size_t size)
     if (at == NULL)
 	at = strrchr(addr, '%');
     return (at == NULL || at[1] == 0 ? "[unqualified]" : at + 1);
+}
+
+int     policy_address_routed(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+
+    return (at != NULL && strcspn(addr, "@%!") < (size_t) (at - addr));
 }

@@ -31,5 +31,6 @@ const char *policy_request_finish(const struct policy_request *req);
 const char *policy_request_get(const struct policy_request *req, const char *name);
 int     policy_attribute_known(const char *name);
 const char *policy_address_domain(const char *addr, char *buf, size_t size);
+int     policy_address_routed(const char *addr);
 
 #endif

@@ -39,6 +39,7 @@ BROKEN = [
     ("override nosuch bob rate=1/1m\n", 1, "unknown limit"),
     ("exempt client_address 10.0.0.0/99\n", 1, "10.0.0.0/99"),
     ("on_store_error = maybe\n", 1, "on_store_error"),
+    ("routed_recipients = refuse\n", 1, "routed_recipients must be reject or count"),
     ("store = postgres://x\n", 1, "store"),
     ("defer_reply = 550 5.7.1 no\n", 1, "defer_reply"),
     ("deadline = soon\n", 1, "deadline"),

@@ -1,20 +1,26 @@
 #!/usr/bin/python3
-"""policyd-ratelimit's recipient_domain and an '@' inside a quoted local
-part (helper-116; real Postfix 3.7, smtp-sink as the next hop, Python's
-smtplib as the client).
+"""policyd-ratelimit's recipient_domain and a route in a recipient's
+local part (helper-116; real Postfix 3.7, smtp-sink as the next hop,
+Python's smtplib as the client).
 
 Postfix resolves "u@victim.example"@localhost inside the quotes by
-default (resolve_dequoted_address = yes): the local domain is stripped
-and the mail relayed to u@victim.example, whatever allow_percent_hack
-and swap_bangpath say. The daemon charges it to the local domain (it
-cannot know which domains Postfix takes for local), so every local name
-gave another budget: 3 messages reached victim.example through a 1/1h
-limit. policyd-ratelimit.conf(5) says to set resolve_dequoted_address =
-no with the other two where a recipient-domain limit matters:
+default (resolve_dequoted_address = yes), u%victim.example@localhost
+(allow_percent_hack) and victim.example!u@localhost (swap_bangpath):
+the local domain is stripped and the mail relayed to u@victim.example.
+Charged to the local domain (the daemon cannot know which domains
+Postfix takes for local), each local name gave another budget: 3
+messages reached victim.example through a 1/1h limit.
 
-  1. with Postfix's defaults but those two: the quoted spellings reach
-     victim.example (why the man page names the third setting);
-  2. with all three: exactly one message reaches victim.example.
+  1. routed_recipients = reject (the default), Postfix's defaults: every
+     routed spelling is refused at RCPT with 550 5.1.3; exactly one
+     message reaches victim.example;
+  2. routed_recipients = count, Postfix's defaults: the routed spellings
+     reach victim.example beside the plain address (why reject is the
+     default);
+  3. routed_recipients = count, with allow_percent_hack, swap_bangpath
+     and resolve_dequoted_address = no: exactly one message reaches
+     victim.example (Postfix delivers the routed ones locally, or
+     refuses them).
 """
 
 import os
@@ -29,7 +35,8 @@ from mxtest import tap, wait_for  # noqa: E402
 import mxpolicy as mp  # noqa: E402
 
 SPELLINGS = ["u1@victim.example", '"u2@victim.example"@localhost',
-             '"u3@victim.example"@[127.0.0.1]']
+             '"u3@victim.example"@[127.0.0.1]', "u4%victim.example@localhost",
+             "victim.example!u5@localhost"]
 
 
 def reached_victim(st):
@@ -37,19 +44,20 @@ def reached_victim(st):
                                  st.read_log("postfix"))))
 
 
-def run(name, dequoted):
+def run(name, routed, postfix_defaults):
     with Stack(name) as st:
         tap.stack = st
         _proc, port, _ = mp.start_policyd(st, "policyd", """\
 listen = inet:127.0.0.1:{port}
 store = memory
 limit per_domain = recipient_domain rate=1/1h count=messages
-""")
+routed_recipients = %s
+""" % routed)
         st.start_sink()
-        main = {"mydestination": "localhost", "allow_percent_hack": "no",
-                "swap_bangpath": "no"}
-        if not dequoted:
-            main["resolve_dequoted_address"] = "no"
+        main = {"mydestination": "localhost"}
+        if not postfix_defaults:
+            main.update(allow_percent_hack="no", swap_bangpath="no",
+                        resolve_dequoted_address="no")
         st.start_postfix(main=main, smtpd=mp.restrictions(port))
         answers = []
         for i, rcpt in enumerate(SPELLINGS):
@@ -60,17 +68,27 @@ limit per_domain = recipient_domain rate=1/1h count=messages
                     answers.append("sent")
                 except smtplib.SMTPException as e:
                     answers.append(str(e)[:60])
-        wait_for(lambda: len(reached_victim(st)) >= (2 if dequoted else 1), timeout=20)
+        wait_for(lambda: len(reached_victim(st)) >= (2 if routed == "count" and postfix_defaults
+                                                      else 1), timeout=20)
         time.sleep(2)                   # the queue runs what it took
+        if routed == "reject":
+            refused = re.findall(r"reject routed recipient=<([^>]*)>", st.read_log("policyd"))
+            tap.is_(len(refused), 4, "policyd logs each refusal", diag=str(refused))
         return reached_victim(st), answers
 
 
-got, answers = run("policyd-quoted-default", True)
-tap.ok(len(got) >= 2, "resolve_dequoted_address at its default: a quoted '@' with a local "
-       "domain reaches victim.example beside the plain address (why the man page names "
-       "the setting)", diag="reached %s; SMTP %s" % (got, answers))
-got, answers = run("policyd-quoted-no", False)
-tap.is_(got, ["u1@victim.example"], "resolve_dequoted_address = no (with allow_percent_hack "
-        "and swap_bangpath = no): exactly one message reaches victim.example through "
-        "recipient_domain 1/1h", diag="SMTP %s" % answers)
+got, answers = run("policyd-routed-reject", "reject", True)
+tap.is_(got, ["u1@victim.example"], "routed_recipients = reject, Postfix's defaults: exactly "
+        "one message reaches victim.example through recipient_domain 1/1h",
+        diag="SMTP %s" % answers)
+tap.is_([bool(re.search(r"\(550, b.5\.1\.3 ", a)) for a in answers[1:]], [True] * 4,
+        "each routed spelling is refused with 550 5.1.3", diag="SMTP %s" % answers)
+got, answers = run("policyd-routed-count", "count", True)
+tap.ok(len(got) >= 2, "routed_recipients = count, Postfix's defaults: a routed spelling "
+       "reaches victim.example beside the plain address (why reject is the default)",
+       diag="reached %s; SMTP %s" % (got, answers))
+got, answers = run("policyd-routed-count-no", "count", False)
+tap.is_(got, ["u1@victim.example"], "routed_recipients = count with allow_percent_hack, "
+        "swap_bangpath and resolve_dequoted_address = no: exactly one message reaches "
+        "victim.example", diag="SMTP %s" % answers)
 sys.exit(tap.done())

@@ -358,6 +358,50 @@ static void test_unseen(void)
     decide_txn_free(&c);
 }
 
+/*
+ * test_routed - routed_recipients = reject: a recipient whose local part
+ * routes it on is refused under an enforcing recipient-keyed limit
+ * (per_rcpt), at any stage; a route without a domain is charged to the
+ * route (not refused); an exempt domain, or no routed_recipients, lets
+ * it through as before.
+ */
+
+static void test_routed(struct decide_txn *txn)
+{
+    static const char *const routed[] = {
+	"u@victim.example@localhost", "u%victim.example@localhost",
+	"victim.example!u@localhost", "\"u@victim.example\"@localhost", "a!b%c@d@e",
+    };
+    static const char *const plain[] = {
+	"u@victim.example", "victim.example!u", "u%victim.example", "u", "\"u\"@x.example",
+    };
+    char    extra[256];
+
+    pc.routed_reject = 1;
+    for (size_t i = 0; i < sizeof(routed) / sizeof(routed[0]); i++) {
+	snprintf(extra, sizeof(extra), "recipient=%s\n", routed[i]);
+	check(ask(txn, "RCPT", "rt1", extra), DECIDE_ROUTED, routed[i]);
+	snprintf(extra, sizeof(extra), "recipient=%s\nrecipient_count=1\n", routed[i]);
+	check(ask(txn, "END-OF-MESSAGE", "rt2", extra), DECIDE_ROUTED, routed[i]);
+    }
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+	snprintf(extra, sizeof(extra), "recipient=%s\n", plain[i]);
+	check(ask(txn, "RCPT", "rt3", extra), "DUNNO", plain[i]);
+    }
+    check(ask(txn, "RCPT", "rt4", "recipient=u%victim.example@free.example\n"), "DUNNO",
+	  "an exempt recipient domain is not refused");
+    check(ask(txn, "RCPT", "rt5", "sender=u%victim@x.example\n"), "DUNNO",
+	  "a routed sender is not refused");
+    pc.routed_reject = 0;
+    check(ask(txn, "RCPT", "rt6", "recipient=u%victim.example@localhost\n"), "DUNNO",
+	  "routed_recipients = count: counted for the domain, as before");
+    ok(policy_address_routed("u%v@l") && policy_address_routed("v!u@l")
+       && policy_address_routed("u@v@l") && !policy_address_routed("u@l")
+       && !policy_address_routed("v!u") && !policy_address_routed("u%v")
+       && !policy_address_routed("") && !policy_address_routed("@l")
+       && !policy_address_routed("u@v%w"), "policy_address_routed: a route before the last '@'");
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -424,6 +468,7 @@ int     main(void)
     test_many_rcpts(&txn);
     test_full(&txn);
     test_unseen();
+    test_routed(&txn);
     decide_txn_free(&txn);
     store_destroy(&store);
     ratelimit_free(&pc.limits);
