@@ -12,6 +12,7 @@
  *	int	addr_connect(&addr, nonblock)
  *	const char *addr_format(sockaddr, buf, len)
  *	const char *addr_unix_check(path)
+ *	int	addr_unix_stale(path)
  *	long	addr_port_number(text, len)
  *	int	addr_reaches(&dest, &listen)
  * DESCRIPTION
@@ -42,7 +43,9 @@
  *	A stale unix socket is removed first, and only a stale one (one
  *	that answers fails with EADDRINUSE) and only a socket: a
  *	regular file at the path fails with EEXIST (a mistyped listen =
- *	unix:/etc/postfix/main.cf removed the file and bound in its place).
+ *	unix:/etc/postfix/main.cf removed the file and bound in its place);
+ *	addr_unix_stale() is that step alone, for a listener bound
+ *	elsewhere (milter-dkim's).
  *	addr_unix_check() says before that (for -t) why a unix path will
  *	not take a socket: its directory missing, the path a file that is
  *	no socket; as root, a socket is tried beside it and removed (a
@@ -301,12 +304,12 @@ static int addr_socket(const struct addr *addr, int nonblock)
 /*
  * addr_unix_stale - a socket left at path removed; a socket someone still
  * answers on (a second instance started by mistake took the first one's
- * clients) and anything that is no socket are kept: -1, EADDRINUSE or
- * EEXIST.
+ * clients), or whose backlog is full, and anything that is no socket
+ * are kept: -1, EADDRINUSE or EEXIST. The probe never blocks.
  */
-static int addr_unix_stale(const struct addr *addr)
+int     addr_unix_stale(const char *path)
 {
-    const char *path = addr->u.un.sun_path;
+    union addr_sockaddr u = {.un = {.sun_family = AF_UNIX}};
     struct stat st;
     int     fd, live;
 
@@ -316,8 +319,14 @@ static int addr_unix_stale(const struct addr *addr)
 	errno = EEXIST;
 	return (-1);
     }
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
-	live = connect(fd, &addr->u.sa, addr->salen) == 0;
+    if (strlen(path) >= sizeof(u.un.sun_path)) {
+	errno = ENAMETOOLONG;
+	return (-1);
+    }
+    strcpy(u.un.sun_path, path);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0) {
+	live = connect(fd, &u.sa, sizeof(u.un)) == 0 || errno == EAGAIN
+	    || errno == EINPROGRESS;
 	close(fd);
 	if (live) {
 	    errno = EADDRINUSE;
@@ -366,7 +375,7 @@ static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, i
     int     on = 1;
     int     fd, saved;
 
-    if (addr->family == AF_UNIX && addr_unix_stale(addr) < 0)
+    if (addr->family == AF_UNIX && addr_unix_stale(addr->u.un.sun_path) < 0)
 	return (-1);
     if ((fd = addr_socket(addr, nonblock)) < 0)
 	return (-1);

@@ -36,6 +36,7 @@ int     addr_listen(const struct addr *addr, int backlog, int nonblock);
 int     addr_listen_shared(const struct addr *addr, int backlog);
 int     addr_connect(const struct addr *addr, int nonblock);
 const char *addr_unix_check(const char *path);
+int     addr_unix_stale(const char *path);
 long    addr_port_number(const char *text, size_t len);
 int     addr_reaches(const struct addr *dest, const struct addr *listen);
 

@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "daemon.h"
 #include "dnscheck.h"
 #include "mengine.h"
@@ -123,11 +124,12 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     pthread_t thread;
     sigset_t set;
     mode_t  old_mask;
-    struct stat st;
 
     if (p->socket_local) {			/* policy_load() checked socket */
-	if (lstat(p->socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
-	    unlink(p->socket_path);		/* a stale socket; nothing else */
+	if (addr_unix_stale(p->socket_path) < 0)	/* a stale one; nothing else */
+	    msg_fatal("cannot listen on %s: %s", socket_spec, errno == EADDRINUSE
+		      ? "a process answers on it (milter-dkim started twice?); left alone"
+		      : errno == EEXIST ? "it exists and is no socket" : strerror(errno));
 	milter_local_socket = 1;
     }
     daemon_signal_block(&set);			/* before the port answers */

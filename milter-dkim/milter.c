@@ -172,9 +172,12 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f
 	| (milter_local_socket ? MILTER_LOCAL_FLAGS : MILTER_TCP_FLAGS);
     struct milter_ctx *c = xcalloc(1, sizeof(*c));
 
-    *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
+    *pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST) & f0;
     *pf1 = want & f1;				/* what this MTA offers */
     *pf2 = *pf3 = 0;
+    /* signing hangs on {auth_authen}: asked for, whatever milter_mail_macros */
+    (void) smfi_setsymlist(ctx, SMFIM_ENVFROM, "{auth_authen}");
+    (void) smfi_setsymlist(ctx, SMFIM_EOH, "i");
     c->quiet = *pf1 & MILTER_NR_FLAGS;
     smfi_setpriv(ctx, c);
     return (SMFIS_CONTINUE);

@@ -46,7 +46,18 @@
  *	packet past MSESSION_MACRO_MAX (64 KB; Postfix's are addresses and
  *	names) ends the session: each of the 7 stages keeps a copy, so up to
  *	the packet limit they cost 56 MB a session, and one dropped could
- *	be {auth_authen}, which decides signing.
+ *	be {auth_authen}, which decides signing. smfi_setsymlist() (in the
+ *	negotiate callback, where the MTA offers SMFIF_SETSYMLIST) asks for
+ *	a stage's macros in the negotiation reply, whatever the MTA's own
+ *	lists (Postfix's milter_*_macros) say;
+ * .IP \(bu
+ *	header values always carry their leading white space, both ways:
+ *	when the MTA did not agree to SMFIP_HDR_LEADSPC (Postfix's
+ *	milter_protocol 2 to 5 strips the white space after the colon, and
+ *	writes an added header as "name: value"), one space is put before
+ *	each value handed to the header callback and taken from each value
+ *	an edit sends. The white space a header really had is then not
+ *	known: one space is what nearly every header has.
  * .PP
  *	msession_input() hands every whole packet in buf to
  *	msession_packet() and says how many bytes it took. Both return
@@ -68,12 +79,14 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
 #include "msession.h"
+#include "msg.h"
 #include "xalloc.h"
 
 enum {
@@ -207,6 +220,8 @@ static int msession_macros(struct msession *s, char *data, size_t len)
     return (R_NONE);
 }
 
+static atomic_int msession_leadspc_said;	/* the warning: once a process */
+
 /* msession_optneg - the MTA's offer, the negotiate callback's choice */
 
 static int msession_optneg(struct msession *s, const char *data, size_t len)
@@ -247,6 +262,11 @@ static int msession_optneg(struct msession *s, const char *data, size_t len)
     if ((s->pflags2mta & s->mta_pflags) != s->pflags2mta)
 	return (R_FAIL);
     s->pflags2mta &= ~INTERNAL_FLAGS;
+    if (!(s->pflags2mta & SMFIP_HDR_LEADSPC) && !atomic_exchange(&msession_leadspc_said, 1))
+	msg_warn("the MTA does not offer SMFIP_HDR_LEADSPC (Postfix: milter_protocol below 6): "
+		 "each header value is taken to follow one space; a header written with a tab "
+		 "or no space after its colon then fails simple canonicalization (set "
+		 "milter_protocol = 6, Postfix's default; said once)");
     return (R_OPTIONS);
 }
 
@@ -316,6 +336,13 @@ static int msession_header(struct msession *s, char *data, size_t len)
     /* name NUL value NUL; a header name is never empty (RFC 5322 2.2) */
     if (len == 0 || data[len - 1] != 0 || name == 0 || name + 1 >= len)
 	return (R_FAIL);
+    if (!(s->pflags2mta & SMFIP_HDR_LEADSPC)) {	/* msession(3): one space */
+	char   *value = xasprintf(" %s", data + name + 1);
+	int     r = s->desc->xxfi_header(s, data, value);
+
+	free(value);
+	return (r);
+    }
     return (s->desc->xxfi_header(s, data, data + name + 1));
 }
 
@@ -390,12 +417,38 @@ static int msession_call(struct msession *s, int cmd, char *data, size_t len)
     return (R_FAIL);
 }
 
+/* msession_options_reply - version, actions, steps, then each symlist */
+
+static void msession_options_reply(struct msession *s)
+{
+    uint32_t v[3] = {htonl(s->version), htonl((uint32_t) s->aflags),
+    htonl((uint32_t) s->pflags2mta)};
+    size_t  len = sizeof(v);
+    char   *buf;
+
+    for (int i = 0; i < MSESSION_MACROS; i++)
+	len += s->symlist[i] ? 4 + strlen(s->symlist[i]) + 1 : 0;
+    buf = xmalloc(len);
+    memcpy(buf, v, sizeof(v));
+    len = sizeof(v);
+    for (uint32_t i = 0; i < MSESSION_MACROS; i++) {
+	uint32_t where = htonl(i);
+
+	if (s->symlist[i] == NULL)
+	    continue;
+	memcpy(buf + len, &where, 4);
+	memcpy(buf + len + 4, s->symlist[i], strlen(s->symlist[i]) + 1);
+	len += 4 + strlen(s->symlist[i]) + 1;
+    }
+    mproto_put(&s->out, MPROTO_OPTNEG, buf, len);
+    free(buf);
+}
+
 /* msession_reply - what libmilter would send for result r in the current step */
 
 static void msession_reply(struct msession *s, int r)
 {
     unsigned long bit = msession_noreply[s->state];
-    uint32_t v[3];
 
     if (bit && (s->pflags & bit)) {		/* the MTA expects nothing */
 	if (r == SMFIS_NOREPLY || r >= SMFIS_CONTINUE)
@@ -428,10 +481,7 @@ static void msession_reply(struct msession *s, int r)
 	mproto_put(&s->out, MPROTO_R_SKIP, NULL, 0);
 	break;
     case R_OPTIONS:
-	v[0] = htonl(s->version);
-	v[1] = htonl((uint32_t) s->aflags);
-	v[2] = htonl((uint32_t) s->pflags2mta);
-	mproto_put(&s->out, MPROTO_OPTNEG, (const char *) v, sizeof(v));
+	msession_options_reply(s);
 	break;
     }
 }
@@ -549,6 +599,10 @@ void    msession_free(struct msession *s)
     s->closed = 1;
     s->state = ST_QUIT;
     msession_clear_macros(s, 0);
+    for (int i = 0; i < MSESSION_MACROS; i++) {
+	free(s->symlist[i]);
+	s->symlist[i] = NULL;
+    }
     free(s->reply);
     s->reply = NULL;
     mproto_buf_free(&s->out);
@@ -631,11 +685,19 @@ static int msession_edit_ok(const SMFICTX *s, unsigned long action, const char *
     return (s && name && *name && s->state == ST_ENDM && (s->aflags & action));
 }
 
+/* msession_edit_value - without its leading space if the MTA adds one */
+
+static const char *msession_edit_value(const SMFICTX *s, const char *value)
+{
+    return (!(s->pflags2mta & SMFIP_HDR_LEADSPC) && *value == ' ' ? value + 1 : value);
+}
+
 int     smfi_insheader(SMFICTX *s, int index, char *name, char *value)
 {
     if (!msession_edit_ok(s, SMFIF_ADDHDRS, name) || value == NULL || index < 0)
 	return (MI_FAILURE);
-    mproto_put_edit(&s->out, MPROTO_R_INSHEADER, (uint32_t) index, name, value);
+    mproto_put_edit(&s->out, MPROTO_R_INSHEADER, (uint32_t) index, name,
+		    msession_edit_value(s, value));
     return (MI_SUCCESS);
 }
 
@@ -643,7 +705,20 @@ int     smfi_chgheader(SMFICTX *s, char *name, int index, char *value)
 {
     if (!msession_edit_ok(s, SMFIF_CHGHDRS, name) || index < 0)
 	return (MI_FAILURE);
-    mproto_put_edit(&s->out, MPROTO_R_CHGHEADER, (uint32_t) index, name, value ? value : "");
+    mproto_put_edit(&s->out, MPROTO_R_CHGHEADER, (uint32_t) index, name,
+		    value ? msession_edit_value(s, value) : "");
+    return (MI_SUCCESS);
+}
+
+/* smfi_setsymlist - in the negotiate callback, once per stage, if offered */
+
+int     smfi_setsymlist(SMFICTX *s, int where, char *macros)
+{
+    if (s == NULL || s->state != ST_OPTS || where < 0 || where >= MSESSION_MACROS
+	|| macros == NULL || *macros == 0 || s->symlist[where] != NULL
+	|| !(s->mta_aflags & SMFIF_SETSYMLIST))
+	return (MI_FAILURE);
+    s->symlist[where] = xstrdup(macros);
     return (MI_SUCCESS);
 }
 

@@ -26,6 +26,7 @@ struct msession {
     char   *reply;			/* smfi_setreply() */
     char   *mac_buf[MSESSION_MACROS];	/* a copy of each macro packet */
     char  **mac_argv[MSESSION_MACROS];	/* name, value, ..., NULL */
+    char   *symlist[MSESSION_MACROS];	/* smfi_setsymlist(), by SMFIM_* */
     struct mproto_buf out;		/* replies not yet written */
     const char *error;			/* why the session ended */
 };

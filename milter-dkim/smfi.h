@@ -94,6 +94,16 @@ extern char *smfi_getsymval(SMFICTX *, char *);
 extern int smfi_insheader(SMFICTX *, int, char *, char *);
 extern int smfi_chgheader(SMFICTX *, char *, int, char *);
 
+/* smfi_setsymlist(): the macros the MTA sends at a stage (negotiate only) */
+#define SMFIM_CONNECT	0
+#define SMFIM_HELO	1
+#define SMFIM_ENVFROM	2
+#define SMFIM_ENVRCPT	3
+#define SMFIM_DATA	4
+#define SMFIM_EOM	5
+#define SMFIM_EOH	6
+extern int smfi_setsymlist(SMFICTX *, int, char *);
+
 /*
  * Not libmilter's: the protocol flags negotiated on this milter
  * connection. A milter keeps what its negotiate callback chose in its

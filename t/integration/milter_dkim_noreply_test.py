@@ -62,6 +62,9 @@ def names(mask):
     return {n for n, bit in SMFIP.items() if mask & bit}
 
 
+NEGOTIATED_LISTS = {}
+
+
 def negotiate(spec):
     """OPTNEG as an MTA offering everything: (actions, protocol) answered."""
     if spec.startswith("unix:"):
@@ -82,6 +85,7 @@ def negotiate(spec):
     if len(data) < 17 or data[4:5] != b"O":
         return None, None
     _, actions, protocol = struct.unpack(">III", data[5:17])
+    NEGOTIATED_LISTS[spec] = data[17:]
     return actions, protocol
 
 
@@ -128,7 +132,10 @@ def test_negotiation(st, label, spec, pf_name, expected):
     got = names(protocol or 0)
     tap.is_(sorted(got), sorted(expected), "%s: the milter asks exactly for %s"
             % (label, ", ".join(sorted(expected))))
-    tap.is_(actions, 0x1 | 0x10, "%s: actions: add and change headers only" % label)
+    tap.is_(actions, 0x1 | 0x10 | 0x100, "%s: actions: add and change headers, and the "
+            "macros it needs (SMFIF_SETSYMLIST)" % label)
+    tap.is_(NEGOTIATED_LISTS.get(spec), b"\0\0\0\2{auth_authen}\0\0\0\0\6i\0",
+            "%s: {auth_authen} asked for at MAIL FROM, i at the end of the header" % label)
     log = st.read_log(pf_name)
     m = re.search(r"milter8_connect: events ([^\n]*)", log)    # names, space-separated
     pf = set(n.replace("SMFIP_", "") for n in m.group(1).split()) if m else set()

@@ -14,7 +14,12 @@ and body chunks):
     same way), and the next message signs;
   - Postfix -> unix socket: a submitted message is delivered with two
     signatures that dkimpy verifies; 50 messages in one session all
-    signed (the no-reply steps keep the protocol in step).
+    signed (the no-reply steps keep the protocol in step);
+  - a second start with the same socket (helper-119): it exits saying a
+    process answers on it, and the first one's socket still answers
+    (before, the second removed the live socket and then died on its
+    pid file, and Postfix deferred every message). A stale socket (no
+    one answers) is still replaced.
 """
 
 import os
@@ -67,6 +72,36 @@ def start(st, name, socket_spec):
     if not ready or proc.poll() is not None:
         raise SystemExit("%s did not start:\n%s" % (name, st.read_log(name)))
     return proc
+
+
+def test_second_start(st, dns, sock):
+    conf = st.path("etc", "milter-unix.conf")
+    second = subprocess.Popen([mxdkim.MILTER, "-f", "-c", conf], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = second.communicate(timeout=30)
+    except subprocess.TimeoutExpired:       # it took the socket over and serves
+        second.kill()
+        _, err = second.communicate()
+        err = "still running after 30 s (it took the socket over)\n" + err
+    tap.ok(second.returncode not in (0, None) and "a process answers on it" in err,
+           "a second start on the same socket exits and says why",
+           diag="exit %s: %s" % (second.returncode, err[-300:]))
+    r = load("unix:" + sock, "-a", "svc-billing", "-A", "192.0.2.7", "-f",
+             "noreply@planapulse.ai", "-w", st.path("after-second.eml"))
+    tap.ok("error" not in r and verify_all(st.path("after-second.eml"), dns)[1] == [True, True],
+           "the first one's socket still signs", diag=str(r))
+    stale = st.path("stale.sock")
+    import socket
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(stale)
+    s.close()                                   # a socket file no one answers on
+    proc = start(st, "milter-stale", "unix:" + stale)
+    answered = wait_for(lambda: "error" not in load("unix:" + stale, "-a", "svc-billing",
+                                                    "-A", "192.0.2.7", "-f",
+                                                    "noreply@planapulse.ai"), timeout=10)
+    tap.ok(answered, "a stale socket is replaced")
+    proc.terminate()
 
 
 def test_direct(st, dns, spec, label):
@@ -149,6 +184,7 @@ with Stack("milter-dkim-unix") as st:
     test_direct(st, dns, "inet:%d@127.0.0.1" % st.port("milter-inet"), "TCP socket")
     test_policy(st, "unix:" + sock)
     test_postfix(st, dns, sock)
+    test_second_start(st, dns, sock)
     tap.ok(proc.poll() is None, "milter-dkim kept serving")
 
 sys.exit(tap.done())

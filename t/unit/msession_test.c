@@ -23,7 +23,7 @@
 static struct {
     int     connect, helo, mail, header, eoh, body, eom, abort_, close_, data;
     int     eoh_result, eom_result, header_result;
-    char    last_i[64], last_user[64], last_host[64], mail_arg[64];
+    char    last_i[64], last_user[64], last_host[64], mail_arg[64], last_value[64];
     int     family, early_edit;
     unsigned long offered_p;
 } seen;
@@ -71,8 +71,9 @@ static sfsistat t_mail(SMFICTX *ctx, char **argv)
 
 static sfsistat t_header(SMFICTX *ctx, char *name, char *value)
 {
-    (void) ctx, (void) name, (void) value;
+    (void) ctx, (void) name;
     seen.header++;
+    snprintf(seen.last_value, sizeof(seen.last_value), "%s", value);
     return (seen.header_result);
 }
 
@@ -215,6 +216,93 @@ static void test_negotiation(void)
     msession_init(&s, &t_desc);
     PKS('O', "\0\0\0\6");
     is_int(run(&s, r, sizeof(r)), MSESSION_ERROR, "a short negotiation ends the session");
+    msession_free(&s);
+}
+
+static struct msession *session_ready(struct msession *s);
+
+/* t_negotiate_lists - t_negotiate, and the macros milter-dkim asks for */
+
+static sfsistat t_negotiate_lists(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+				          unsigned long f2, unsigned long f3, unsigned long *pf0,
+				          unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
+{
+    sfsistat r = t_negotiate(ctx, f0, f1, f2, f3, pf0, pf1, pf2, pf3);
+
+    *pf0 |= SMFIF_SETSYMLIST & f0;
+    seen.data = smfi_setsymlist(ctx, SMFIM_ENVFROM, "{auth_authen}") == MI_SUCCESS;
+    seen.data += smfi_setsymlist(ctx, SMFIM_EOH, "i") == MI_SUCCESS;
+    seen.data += smfi_setsymlist(ctx, SMFIM_EOH, "j") == MI_SUCCESS;	/* twice: no */
+    seen.data += smfi_setsymlist(ctx, 7, "j") == MI_SUCCESS;	/* no such stage */
+    return (r);
+}
+
+/*
+ * test_lists_leadspc - smfi_setsymlist() in the negotiation reply (helper-119:
+ * Postfix's milter_mail_macros without {auth_authen} turned sender_binding
+ * off); an MTA that did not agree to SMFIP_HDR_LEADSPC (Postfix's
+ * milter_protocol 2-5 strips the space after the colon and adds one to
+ * edits): a space is put before each value and taken from each edit
+ * (helper-119: every simple-canonicalized signature failed).
+ */
+static void test_lists_leadspc(void)
+{
+    static const char want[] = "\0\0\0\2{auth_authen}\0\0\0\0\6i\0";
+    struct smfiDesc desc = t_desc;
+    struct msession s;
+    char    r[64], *d;
+    size_t  len, used;
+    uint32_t actions;
+    int     cmd;
+
+    desc.xxfi_negotiate = t_negotiate_lists;
+    memset(&seen, 0, sizeof(seen));
+    msession_init(&s, &desc);
+    optneg(6, 0x1ff, 0x1fffff);
+    run(&s, r, sizeof(r));
+    mproto_frame(s.out.data, s.out.len, &cmd, &d, &len, &used);
+    is_int(seen.data, 2, "smfi_setsymlist: two stages taken, a second list and stage 7 not");
+    ok(len == 12 + sizeof(want) - 1 && memcmp(d + 12, want, sizeof(want) - 1) == 0,
+       "the negotiation reply carries both lists (MAIL, end of header)");
+    memcpy(&actions, d + 4, 4);
+    is_int(ntohl(actions), SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST,
+	   "SMFIF_SETSYMLIST among our actions");
+    msession_free(&s);
+
+    memset(&seen, 0, sizeof(seen));
+    msession_init(&s, &desc);
+    optneg(6, 0xff, 0x1fffff);			/* no SMFIF_SETSYMLIST offered */
+    run(&s, r, sizeof(r));
+    mproto_frame(s.out.data, s.out.len, &cmd, &d, &len, &used);
+    ok(seen.data == 0 && len == 12, "an MTA without SMFIF_SETSYMLIST: no list");
+    msession_free(&s);
+
+    memset(&seen, 0, sizeof(seen));
+    msession_init(&s, &t_desc);
+    optneg(6, 0x1ff, 0x1fffff & ~SMFIP_HDR_LEADSPC);
+    PKZ('C', "client.example\0" "4\0\031" "203.0.113.5");
+    PKS('M', "<a@planapulse.ai>\0");
+    PKS('L', "Subject\0hi\0");
+    run(&s, r, sizeof(r));
+    is_str(seen.last_value, " hi", "no LEADSPC: the header callback gets one space first");
+    s.out.len = 0;
+    PKS('N', "");
+    PKS('E', "");
+    run(&s, r, sizeof(r));
+    ok(s.out.len > 0 && memmem(s.out.data, s.out.len, "DKIM-Signature\0v=1\0", 19) != NULL,
+       "no LEADSPC: an added header is sent without its space (the MTA adds one)");
+    msession_free(&s);
+
+    memset(&seen, 0, sizeof(seen));
+    session_ready(&s);
+    PKS('M', "<a@planapulse.ai>\0");
+    PKS('L', "Subject\0 hi\0");
+    PKS('N', "");
+    PKS('E', "");
+    run(&s, r, sizeof(r));
+    ok(strcmp(seen.last_value, " hi") == 0
+       && memmem(s.out.data, s.out.len, "DKIM-Signature\0 v=1\0", 20) != NULL,
+       "LEADSPC: values as they are, both ways");
     msession_free(&s);
 }
 
@@ -557,6 +645,7 @@ static void test_engine(void)
 int     main(void)
 {
     test_negotiation();
+    test_lists_leadspc();
     test_message();
     test_refusals();
     test_aborts();
