@@ -8,7 +8,7 @@
  *
  *	const char *addr_parse(spec, &addr)
  *	int	addr_listen(&addr, backlog, nonblock)
- *	int	addr_listen_shared(&addr, backlog)
+ *	int	addr_listen_shared(&addr, backlog, first)
  *	int	addr_connect(&addr, nonblock)
  *	const char *addr_format(sockaddr, buf, len)
  *	const char *addr_unix_check(path)
@@ -53,7 +53,10 @@
  *	none). addr_listen_shared() opens
  *	one of several non-blocking sockets on the same TCP address
  *	(SO_REUSEPORT), one per worker thread; the kernel spreads new
- *	connections over them.
+ *	connections over them. The first of them (first nonzero) fails
+ *	with EADDRINUSE when another process holds the address: a second
+ *	instance started with SO_REUSEPORT too was let in, and the kernel
+ *	split clients between the two, each with its own configuration.
  *
  *	addr_reaches() says whether connecting to dest would reach a
  *	socket bound to listen: the same UNIX path; or the same port and
@@ -370,6 +373,23 @@ const char *addr_unix_check(const char *path)
     return (NULL);
 }
 
+/* addr_taken - does another socket hold addr? Bound without SO_REUSEPORT */
+
+static int addr_taken(const struct addr *addr)
+{
+    int     on = 1;
+    int     fd, taken;
+
+    if ((fd = addr_socket(addr, 1)) < 0)
+	return (0);				/* the real bind will say */
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (addr->family == AF_INET6)
+	(void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    taken = bind(fd, &addr->u.sa, addr->salen) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return (taken);
+}
+
 static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, int reuseport)
 {
     int     on = 1;
@@ -377,6 +397,10 @@ static int addr_listen_opt(const struct addr *addr, int backlog, int nonblock, i
 
     if (addr->family == AF_UNIX && addr_unix_stale(addr->u.un.sun_path) < 0)
 	return (-1);
+    if (reuseport > 1 && addr_taken(addr)) {	/* the first of a shared set */
+	errno = EADDRINUSE;
+	return (-1);
+    }
     if ((fd = addr_socket(addr, nonblock)) < 0)
 	return (-1);
     (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
@@ -403,9 +427,9 @@ int     addr_listen(const struct addr *addr, int backlog, int nonblock)
     return (addr_listen_opt(addr, backlog, nonblock, 0));
 }
 
-int     addr_listen_shared(const struct addr *addr, int backlog)
+int     addr_listen_shared(const struct addr *addr, int backlog, int first)
 {
-    return (addr_listen_opt(addr, backlog, 1, 1));
+    return (addr_listen_opt(addr, backlog, 1, first ? 2 : 1));
 }
 
 int     addr_connect(const struct addr *addr, int nonblock)

@@ -33,7 +33,7 @@ const char *addr_format(const struct sockaddr *sa, char *buf, size_t len);
 const char *addr_format_host(const struct sockaddr *sa, char *buf, size_t len);
 int     addr_port(const struct sockaddr *sa);
 int     addr_listen(const struct addr *addr, int backlog, int nonblock);
-int     addr_listen_shared(const struct addr *addr, int backlog);
+int     addr_listen_shared(const struct addr *addr, int backlog, int first);
 int     addr_connect(const struct addr *addr, int nonblock);
 const char *addr_unix_check(const char *path);
 int     addr_unix_stale(const char *path);

@@ -591,7 +591,7 @@ static void policyd_open(const struct server *srv, struct policyd_worker *w, int
 	    else if (addr.u.sa.sa_family == AF_UNIX || n == 1)
 		w[k].fds[i] = addr_listen(&addr, 1024, 1);
 	    else
-		w[k].fds[i] = addr_listen_shared(&addr, 1024);
+		w[k].fds[i] = addr_listen_shared(&addr, 1024, k == 0);
 	    if (w[k].fds[i] < 0)
 		msg_fatal("listen %s: %m", list[i]);
 	}

@@ -451,13 +451,14 @@ static void shim_control(evutil_socket_t fd, short what, void *context)
 
 /* shim_open - the listening sockets of one worker, before privileges go */
 
-static void shim_open(struct shim_worker *w, const struct server *tmpl, int nworkers)
+static void shim_open(struct shim_worker *w, const struct server *tmpl, int nworkers,
+		              int first)
 {
     w->fds = xcalloc(tmpl->nlisteners, sizeof(int));
     for (int i = 0; i < tmpl->nlisteners; i++) {
 	const struct shim_listener *lst = &tmpl->listeners[i];
 
-	w->fds[i] = nworkers > 1 ? addr_listen_shared(&lst->listen, 4096)
+	w->fds[i] = nworkers > 1 ? addr_listen_shared(&lst->listen, 4096, first)
 	    : addr_listen(&lst->listen, 4096, 1);
 	if (w->fds[i] < 0)
 	    msg_fatal("listener %s: %m", lst->spec);
@@ -518,7 +519,7 @@ static struct shim_worker *shim_workers(const struct server *tmpl, int n)
 	w[i].srv.listeners = xcalloc(tmpl->nlisteners, sizeof(struct shim_listener));
 	memcpy(w[i].srv.listeners, tmpl->listeners,
 	       tmpl->nlisteners * sizeof(struct shim_listener));
-	shim_open(&w[i], tmpl, n);
+	shim_open(&w[i], tmpl, n, i == 0);
     }
     return (w);
 }

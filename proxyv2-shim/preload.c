@@ -44,6 +44,12 @@
  *	connect without blocking: with the listen queue full, a blocking
  *	connect() held the lock accept() needs.
  *
+ *	PROXYV2_WAIT=inline (servers whose processes serve one client
+ *	each), and a process that can start no helper thread (RLIMIT_NPROC),
+ *	wait in accept() for the whole header, PROXYV2_TIMEOUT at most: a
+ *	connection set aside there waited for its process's next session,
+ *	or went with it.
+ *
  *	getpeername() substitutes the client's address only while the
  *	socket is the same connection (its real peer is still the
  *	balancer's address and port), so reused descriptor numbers are
@@ -110,6 +116,7 @@ pthread_mutex_t preload_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t preload_once = PTHREAD_ONCE_INIT;
 int     preload_kick[2] = {-1, -1};	/* wakes the helper's poll() */
 int     preload_helper_started;
+int     preload_inline;
 
 long long preload_now_ms(void)
 {
@@ -214,6 +221,7 @@ static void preload_init(void)
     const char *ports = getenv("PROXYV2_PORTS");
     const char *trusted = getenv("PROXYV2_TRUSTED");
     const char *timeout = getenv("PROXYV2_TIMEOUT");
+    const char *wait = getenv("PROXYV2_WAIT");
     char  **list, *bad = NULL;
     int     n;
 
@@ -255,6 +263,9 @@ static void preload_init(void)
 		    timeout);
 	preload_timeout_ms = 3000;
     }
+    if (wait && strcmp(wait, "inline") != 0 && strcmp(wait, "park") != 0)
+	preload_log("PROXYV2_WAIT: \"%s\" is neither inline nor park; using park", wait);
+    preload_inline = wait && strcmp(wait, "inline") == 0;
     if (pipe2(preload_kick, O_NONBLOCK | O_CLOEXEC) < 0)
 	preload_kick[0] = preload_kick[1] = -1;
     pthread_atfork(preload_fork_prepare, preload_fork_parent, preload_fork_child);
@@ -456,7 +467,12 @@ __attribute__((destructor)) static void preload_exit(void)
  */
 #define PRELOAD_INLINE_MS	200
 
+#define PRELOAD_NOW	0			/* preload_check()'s waits */
+#define PRELOAD_SHORT	1
+#define PRELOAD_WHOLE	2
+
 static const char preload_interrupted[] = "interrupted by a signal";
+static const char preload_no_header[] = "no whole PROXY header within PROXYV2_TIMEOUT";
 
 /*
  * preload_restarts - would the kernel restart an accept() interrupted
@@ -477,13 +493,13 @@ static int preload_restarts(void)
     return (1);
 }
 
-static const char *preload_wait(int lfd, int fd, long long deadline_ms,
+static const char *preload_wait(int lfd, int fd, long long deadline_ms, int capped,
 				        struct proxy_reader *reader, struct proxy_header *hdr)
 {
     long long inline_end = preload_now_ms() + PRELOAD_INLINE_MS;
     const char *err;
 
-    if (inline_end < deadline_ms)
+    if (capped && inline_end < deadline_ms)
 	deadline_ms = inline_end;
     while ((err = proxy_reader_step(reader, fd, hdr)) == proxy_header_incomplete) {
 	struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}, {.fd = lfd, .events = POLLIN}};
@@ -501,23 +517,31 @@ static const char *preload_wait(int lfd, int fd, long long deadline_ms,
 	    if (!preload_restarts())
 		return (preload_interrupted);
 	}
-	if (n > 0 && pfd[0].revents == 0 && (pfd[1].revents & POLLIN))
+	if (capped && n > 0 && pfd[0].revents == 0 && (pfd[1].revents & POLLIN))
 	    break;				/* another client waits: park this one */
     }
     return (err);
 }
 
-/* preload_check - trusted source? then its header, as the listener allows */
-
-static const char *preload_check(int lfd, int fd, const union addr_sockaddr *peer, int blocking,
+/*
+ * preload_check - trusted source? then its header, as wait says: what
+ * has come (PRELOAD_NOW, to be parked), a blocking listener's short
+ * wait (PRELOAD_SHORT), or all of it, PROXYV2_TIMEOUT at most
+ * (PRELOAD_WHOLE: PROXYV2_WAIT = inline, or no helper thread)
+ */
+static const char *preload_check(int lfd, int fd, const union addr_sockaddr *peer, int wait,
 			                 long long deadline_ms, struct proxy_reader *reader,
 				         struct proxy_header *hdr)
 {
+    const char *err;
+
     if (!cidr_list_match_addr(preload_trusted, &peer->sa))
 	return ("source not in PROXYV2_TRUSTED");
     proxy_reader_init(reader, PROXY_V2_DEFAULT_MAX);
-    if (blocking)
-	return (preload_wait(lfd, fd, deadline_ms, reader, hdr));
+    if (wait != PRELOAD_NOW) {
+	err = preload_wait(lfd, fd, deadline_ms, wait == PRELOAD_SHORT, reader, hdr);
+	return (err == proxy_header_incomplete && wait == PRELOAD_WHOLE ? preload_no_header : err);
+    }
     return (proxy_reader_step(reader, fd, hdr));
 }
 
@@ -600,6 +624,7 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 				          socklen_t *addrlen, int flags)
 {
     int     blocking = !(fcntl(lfd, F_GETFL) & O_NONBLOCK);
+    int     wait;
 
     for (;;) {
 	union addr_sockaddr peer, client;
@@ -617,19 +642,38 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    (void) real_getpeername(r.fd, &peer.sa, &plen);
 	    return (preload_hand_over(r.fd, flags, &r.client, &peer, addr, addrlen));
 	}
+	/* one client per process (PROXYV2_WAIT = inline): nothing set
+	   aside goes with it when it ends, or waits behind its session */
+	wait = preload_inline ? PRELOAD_WHOLE : blocking ? PRELOAD_SHORT : PRELOAD_NOW;
 	/* Blocking accept and header wait happen without the lock. */
 	pthread_mutex_unlock(&preload_lock);
 	fd = real_accept4(lfd, &peer.sa, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	deadline = preload_now_ms() + preload_timeout_ms;
-	err = fd >= 0 && blocking ?
-	    preload_check(lfd, fd, &peer, 1, deadline, &reader, &hdr) : NULL;
+	err = fd >= 0 && wait != PRELOAD_NOW ?
+	    preload_check(lfd, fd, &peer, wait, deadline, &reader, &hdr) : NULL;
 	pthread_mutex_lock(&preload_lock);
 	if (fd < 0)
 	    return (-1);
-	if (!blocking)
-	    err = preload_check(lfd, fd, &peer, 0, deadline, &reader, &hdr);
+	if (wait == PRELOAD_NOW)
+	    err = preload_check(lfd, fd, &peer, PRELOAD_NOW, deadline, &reader, &hdr);
+	if (err == proxy_header_incomplete && !preload_helper_ok()) {
+	    pthread_mutex_unlock(&preload_lock);	/* no one to watch it: wait */
+	    err = preload_wait(lfd, fd, deadline, 0, &reader, &hdr);
+	    pthread_mutex_lock(&preload_lock);
+	    wait = PRELOAD_WHOLE;
+	    if (err == proxy_header_incomplete)
+		err = preload_no_header;
+	}
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader, deadline);
+	} else if (err == preload_interrupted && wait == PRELOAD_WHOLE && !preload_helper_started) {
+	    preload_log("connection from %s closed: a signal came while accept() waited for "
+			"its PROXY header, and no helper thread can watch it",
+			addr_format(&peer.sa, text, sizeof(text)));
+	    proxy_reader_free(&reader);
+	    close(fd);
+	    errno = EINTR;
+	    return (-1);
 	} else if (err == preload_interrupted) {
 	    /* parked, not lost: a later accept() is handed it when the
 	       header completes (preload_wait() read it as it came) */

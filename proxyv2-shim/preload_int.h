@@ -58,6 +58,7 @@ extern struct preload_listener **preload_listeners;
 extern int preload_nlisteners;
 extern int preload_kick[2];
 extern int preload_helper_started;
+extern int preload_inline;		/* PROXYV2_WAIT = inline */
 
 long long preload_now_ms(void);
 void    preload_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
@@ -85,6 +86,7 @@ int     preload_is_wake(const struct preload_listener *l, const union addr_socka
 			        const struct proxy_reader *reader, const struct proxy_header *hdr);
 int     preload_peek_mark(const struct preload_listener *l, const union addr_sockaddr *peer,
 			          int fd);
+int     preload_helper_ok(void);
 void    preload_park(struct preload_listener *l, int fd, const union addr_sockaddr *peer,
 		             struct proxy_reader *reader, long long deadline_ms);
 

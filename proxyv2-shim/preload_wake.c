@@ -361,19 +361,39 @@ static void *preload_helper(void *unused)
     return (unused);
 }
 
-/* preload_kick_helper - start the helper, or interrupt its poll(); lock held */
-
-static void preload_kick_helper(void)
+/*
+ * preload_helper_ok - the helper thread runs, started now if need be;
+ * lock held. A process that may start none (Dovecot's login processes
+ * run under RLIMIT_NPROC = 1: pthread_create() fails with EAGAIN) has
+ * no one to watch a parked connection: accept() then waits for the
+ * header itself (preload.c), and says so once.
+ */
+int     preload_helper_ok(void)
 {
+    static int said;
     pthread_attr_t attr;
     pthread_t thread;
+    int     err;
 
     if (!preload_helper_started && preload_kick[0] >= 0) {
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	preload_helper_started = pthread_create(&thread, &attr, preload_helper, NULL) == 0;
+	err = pthread_create(&thread, &attr, preload_helper, NULL);
 	pthread_attr_destroy(&attr);
+	preload_helper_started = err == 0;
+	if (err && !said++)
+	    preload_log("cannot start the helper thread (%s; RLIMIT_NPROC?): accept() waits "
+			"for a header that comes in pieces, PROXYV2_TIMEOUT at most",
+			strerror(err));
     }
+    return (preload_helper_started);
+}
+
+/* preload_kick_helper - start the helper, or interrupt its poll(); lock held */
+
+static void preload_kick_helper(void)
+{
+    (void) preload_helper_ok();
     if (write(preload_kick[1], "x", 1) < 0) {
 	/* a full pipe: the helper is awake anyway */
     }

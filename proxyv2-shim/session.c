@@ -26,7 +26,8 @@
  *	(IP_TRANSPARENT, optional SO_MARK for policy routing).
  * .IP "proxy-v1, proxy-v2"
  *	a clean header is written first: addresses, and for v2 the
- *	standard TLVs with a fresh CRC32C; vendor TLVs are dropped.
+ *	standard TLVs with a fresh CRC32C (left out where it would take
+ *	the header past 536 bytes); vendor TLVs are dropped.
  * .PP
  *	A header without a client address (v2 LOCAL, as a balancer's
  *	health checks send; v1 UNKNOWN; v2 UNSPEC or UNIX, as haproxy
@@ -439,7 +440,14 @@ static void session_connect(struct session *s)
     session_watch(s, s->backend, EV_WRITE, s->srv->connect_timeout_ms);
 }
 
-/* session_reemit - write a clean PROXY header to the backend */
+/*
+ * session_reemit - write a clean PROXY header to the backend; its CRC32C
+ * TLV only while the header stays within the 536 bytes Postfix's reader
+ * takes (the spec's suggested buffer): 7 more made 530-536-byte headers
+ * that max_header_size let in 421s at postscreen (helper-118)
+ */
+#define SESSION_REEMIT_CRC_MAX	536
+
 
 static const char *session_reemit(struct session *s)
 {
@@ -454,8 +462,9 @@ static const char *session_reemit(struct session *s)
 
     if (s->lst->mode == SHIM_PROXY_V1)
 	n = proxy_build_v1(&s->hdr, (char *) buf, sizeof(buf));
-    else
-	n = proxy_build_v2(&s->hdr, PROXY_BUILD_CRC32C, buf, sizeof(buf));
+    else if ((n = proxy_build_v2(&s->hdr, PROXY_BUILD_CRC32C, buf, sizeof(buf)))
+	     > SESSION_REEMIT_CRC_MAX)		/* the CRC32C TLV is optional */
+	n = proxy_build_v2(&s->hdr, 0, buf, sizeof(buf));
     if (n == 0)
 	return ("cannot build the PROXY header for the backend");
     if (send(s->backend, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) n)
@@ -575,7 +584,7 @@ static const char *session_refused(struct session *s, const char *what)
 
 static void session_smtp(struct session *s, int code)
 {
-    char    cmd[256];
+    char    cmd[sizeof("EHLO \r\n") + 256];	/* a host name: 255 bytes at most */
 
     switch (s->state) {
     case SESSION_GREETING:

@@ -433,8 +433,8 @@ def trickle(c):
     c.close()
 
 
-def shim_log_count(st, text):
-    return st.read_log("shim").count(text)
+def shim_log_count(st, text, name="shim"):
+    return st.read_log(name).count(text)
 
 
 # ------------------------------------------------------------------ shim: SMTP
@@ -487,6 +487,62 @@ def test_v1_limits(st):
 
 
 # ------------------------------------------------------------ shim: v2 forms
+def test_reemit_size(st, rec):
+    """helper-118: the re-emitted header's CRC32C TLV (7 bytes) took a
+    530-536-byte header (within max_header_size, 536) past the 536 bytes
+    Postfix's PROXY reader takes: postscreen answered 421. The CRC is
+    left out where it would not fit; below that it is kept."""
+    lengths, crcs = [], []
+    for total in (400, 529, 530, 536):
+        room, parts = total - 16 - 12, []       # the header and TCP4 addresses
+        for kind, most in ((2, 255), (5, 128), (1, 255), (0x30, 255)):   # standard TLVs
+            n = min(most, room - 3)
+            if room - 3 - n in (1, 2):          # no room left for a TLV's head
+                n -= 3
+            if room > 3:
+                parts.append(tlv(kind, b"a" * (n - 4) + b".org" if kind == 2 else b"x" * n))
+                room -= 3 + n
+        header = v2(inet("192.0.2.20") + b"".join(parts))
+        token = uuid.uuid4().hex.encode()
+        s = connect(st.port("v2"))
+        s.sendall(header + token + b" bye\n")
+        until_closed(s, 5)
+        got = rec.find(token)
+        sent = got[0][:16 + struct.unpack(">H", got[0][14:16])[0]] if got else b""
+        lengths.append((len(header), len(sent)))
+        crcs.append(b"\x03\x00\x04" in sent[28:])
+    tap.ok(all(0 < n <= 536 for _, n in lengths), "re-emitted headers of 400-536 bytes stay "
+           "within 536", diag=str(lengths))
+    tap.is_(crcs, [True, True, False, False], "the CRC32C TLV kept where it fits, left out "
+            "where it would not")
+
+
+def test_second_instance(st, rec):
+    """helper-118: a second shim (another configuration, no pid_file) with
+    workers = 2 bound the same listener beside the first through
+    SO_REUSEPORT, silently, and the kernel split the clients between the
+    two, each with its own trusted= and backend. It now exits: the
+    address is in use; every client still reaches the first's backend."""
+    conf2 = write_conf(st, "shim-second.conf", "listener = 127.0.0.1:{v2} backend=127.0.0.1:"
+                       "{echo} mode=proxy-v2 trusted=127.0.0.0/8\nworkers = 2\n")
+    try:
+        res = subprocess.run([SHIM, "-f", "-c", conf2], capture_output=True, text=True,
+                             timeout=10)
+        said = (res.returncode, "Address already in use" in res.stderr)
+    except subprocess.TimeoutExpired:
+        said = ("still running after 10 s", False)
+        subprocess.run(["pkill", "-f", "shim-second.conf"])
+    tokens = []
+    for _ in range(20):
+        token = uuid.uuid4().hex.encode()
+        s = connect(st.port("v2"))
+        s.sendall(v2(inet("192.0.2.21")) + token + b" bye\n")
+        until_closed(s, 5)
+        tokens.append(bool(rec.find(token)))
+    tap.is_(said, (1, True), "a second shim on the same listener exits: address in use")
+    tap.is_(tokens.count(True), 20, "all 20 clients reach the first shim's backend")
+
+
 def test_v2_forms(st, rec):
     def send(header, port="v2"):
         token = uuid.uuid4().hex.encode()
@@ -710,6 +766,32 @@ def test_helo_literal(st):
         lambda: "disconnect from unknown[192.0.2.70]" in st.read_log("postfix"), 10),
         "xclient_helo = [IPv6:::1] behind reject_invalid_helo_hostname: XCLIENT works (%r)"
         % greeting[:40])
+
+
+def test_helo_longest(st, shim_m, conf_m):
+    """helper-118: an xclient_helo of 249-255 bytes (which -t accepts, as a
+    host name may be 255) lost its CRLF in a 256-byte EHLO buffer: Postfix
+    never saw the line and every client got 421. The longest name now
+    reaches Postfix whole (reloaded into shim-m, then put back)."""
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61 + "ex"])
+    with open(conf_m) as f:
+        text = f.read()
+    seen = shim_log_count(st, "configuration reloaded", "shim-m")
+    with open(conf_m, "w") as f:
+        f.write(text.replace("xclient_helo = [IPv6:::1]", "xclient_helo = " + longest))
+    os.kill(shim_m.pid, signal.SIGHUP)
+    reloaded = wait_for(lambda: shim_log_count(st, "configuration reloaded", "shim-m") > seen, 10)
+    s = _send(st, "m-x", v2(inet("192.0.2.71")))
+    greeting = read_reply(s)
+    s.sendall(b"QUIT\r\n")
+    until_closed(s)
+    tap.ok(reloaded and len(longest) == 255 and greeting.startswith("220 ") and wait_for(
+        lambda: "disconnect from unknown[192.0.2.71]" in st.read_log("postfix"), 10),
+        "xclient_helo of 255 bytes: XCLIENT works (%r)" % greeting[:40])
+    with open(conf_m, "w") as f:
+        f.write(text)
+    os.kill(shim_m.pid, signal.SIGHUP)
+    wait_for(lambda: shim_log_count(st, "configuration reloaded", "shim-m") > seen + 1, 10)
 
 
 def _send(st, port, data):
@@ -1086,6 +1168,8 @@ with Stack("proxyv2-attack2") as st:
     test_pipelining(st)
     test_v1_limits(st)
     test_v2_forms(st, rec)
+    test_reemit_size(st, rec)
+    test_second_instance(st, rec)
     test_big_transfer(st)
     test_closer(st)
     test_half_closes(st)
@@ -1095,6 +1179,7 @@ with Stack("proxyv2-attack2") as st:
     test_never_reads(st, shim)
     test_max_connections_after_failures(st)
     test_helo_literal(st)
+    test_helo_longest(st, shim_m, conf_m)
     test_reload_header_timeout(st, shim, conf)
     test_config(st)
     test_preload_families(st)
