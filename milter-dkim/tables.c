@@ -30,7 +30,10 @@
  *	Every matching line applies, in file order (several signatures).
  * .IP sender_binding
  *	"sasl_user pattern[, pattern...]": the From: addresses a SASL user
- *	may sign for; a user without a line is not restricted.
+ *	may sign for; a user without a line of its own is bound by the
+ *	"*" line if there is one, else not restricted (Postfix names a
+ *	login as the client typed it: "svc-alerts@realm", accepted by
+ *	Dovecot for svc-alerts, was nobody's line and signed any From:).
  * .PP
  *	tables_signers() returns the number of keys that sign for the
  *	address, however many, and stores at most max of them: the caller
@@ -372,22 +375,33 @@ int     tables_signers(const struct tables *t, const char *address,
     return (n);
 }
 
-int     tables_bound(const struct tables *t, const char *user)
+/* tables_binding_row - the user whose rows bind user: its own, else "*" */
+
+static const char *tables_binding_row(const struct tables *t, const char *user)
 {
     for (int i = 0; i < t->bind_count; i++)
 	if (strcasecmp(t->bind[i].user, user) == 0)
-	    return (1);
-    return (0);
+	    return (user);
+    for (int i = 0; i < t->bind_count; i++)
+	if (strcmp(t->bind[i].user, "*") == 0)
+	    return ("*");
+    return (NULL);
+}
+
+int     tables_bound(const struct tables *t, const char *user)
+{
+    return (tables_binding_row(t, user) != NULL);
 }
 
 int     tables_binding_allows(const struct tables *t, const char *user, const char *address,
 			              int *bound)
 {
-    *bound = 0;
-    for (int i = 0; i < t->bind_count; i++) {
-	if (strcasecmp(t->bind[i].user, user) != 0)
+    const char *row = tables_binding_row(t, user);
+
+    *bound = row != NULL;
+    for (int i = 0; row && i < t->bind_count; i++) {
+	if (strcasecmp(t->bind[i].user, row) != 0)
 	    continue;
-	*bound = 1;
 	for (char **p = t->bind[i].patterns; *p; p++)
 	    if (tables_match(*p, address))
 		return (1);

@@ -17,6 +17,9 @@ smtp-sink, dkimpy as the verifier and the vendor's signer):
      sender_binding still holds, because the milter asks for the macro
      itself (SMFIR_SETSYMLIST): the bound user's other From: is refused
      with 550 and its own From: is signed. Before: signed for any From:.
+  4. a "*  -" row in sender_binding binds every SASL user without a line
+     of its own (a login alias Dovecot accepts is another name to
+     Postfix's {auth_authen}): svc-billing is refused.
 """
 
 import os
@@ -115,6 +118,10 @@ def binding(st, dns):
         tap.ok(code.startswith("550 5.7.1"), "%s: svc-alerts may not send as ceo@plana.solutions"
                % ("milter_mail_macros without {auth_authen}" if pf == "macros"
                   else "default macros"), diag="SMTP %s" % code)
+    code = submit(st, "pf6s", message(uuid.uuid4().hex, frm="CEO <ceo@plana.solutions>"),
+                  user="svc-billing", sender="billing@planapulse.ai")
+    tap.ok(code.startswith("550 5.7.1"), "a user without a line of its own is bound by the "
+           "\"*  -\" row (helper-119: a login alias signed any From:)", diag="SMTP %s" % code)
     token = uuid.uuid4().hex
     code = submit(st, "macros", message(token))
     got = mxdkim.sunk(st, token) if code == "250" else None
@@ -143,7 +150,7 @@ def main():
         with open(st.path("etc", "signing.table"), "w") as f:
             f.write("*@planapulse.ai rsa\n*@plana.solutions staff\n")
         with open(st.path("etc", "sender_binding"), "w") as f:
-            f.write("svc-alerts  alerts@planapulse.ai\n")
+            f.write("svc-alerts  alerts@planapulse.ai\n*  -\n")
         ports = {}
         for canon in ("simple/simple", "relaxed/relaxed"):
             _, ports[canon[0]], _ = mxdkim.start_milter(st, "sign-" + canon[0],

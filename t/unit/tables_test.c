@@ -106,6 +106,25 @@ int     main(void)
     is_int(tables_signers(&t, "ceo@plana.solutions", NULL, 0), 2, "count only (max 0)");
     ok(tables_bound(&t, "SVC-Billing") && !tables_bound(&t, "alice"),
        "tables_bound: a user with a line (any case), not one without");
+    {
+	struct tables star = {0};
+
+	/* helper-119: "svc-billing@realm", a login alias Dovecot accepts,
+	   was nobody's line and signed any From: */
+	tables_parse_binding(&star, errors, "star", "svc-billing *@planapulse.ai\n*   -\n");
+	ok(!tables_binding_allows(&star, "svc-billing@realm", "ceo@plana.solutions", &bound)
+	   && bound && !tables_binding_allows(&star, "alice", "alice@planapulse.ai", &bound)
+	   && bound, "a \"*  -\" row binds every user without a line of its own to nothing");
+	ok(tables_binding_allows(&star, "SVC-BILLING", "x@planapulse.ai", &bound) && bound
+	   && !tables_binding_allows(&star, "svc-billing", "ceo@plana.solutions", &bound),
+	   "a user's own row still decides for it, not the \"*\" row");
+	tables_free(&star);
+	tables_parse_binding(&star, errors, "star2", "*  *@planapulse.ai\n");
+	ok(tables_binding_allows(&star, "anyone", "noreply@planapulse.ai", &bound) && bound
+	   && !tables_binding_allows(&star, "anyone", "ceo@plana.solutions", &bound)
+	   && tables_bound(&star, "anyone"), "a \"*\" row with patterns binds the others to them");
+	tables_free(&star);
+    }
     ok(tables_match("a*b*c@x", "aXXbYYc@x"), "several wildcards");
     ok(!tables_match("a*b", "a"), "wildcard needs the rest");
 
