@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxproxy import inet, v2  # noqa: E402
-from mxstack import Stack  # noqa: E402
+from mxstack import Stack, free_port  # noqa: E402
 from mxtest import build_path, tap, wait_for  # noqa: E402
 
 LIB = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
@@ -40,14 +40,6 @@ async def main():
     async with s: await s.serve_forever()
 asyncio.run(main())
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def split_send(port, header, pause=0.3, timeout=10):
