@@ -352,11 +352,19 @@ static struct evdns_base *shim_dns(struct server *srv)
     return (dns);
 }
 
-/* shim_tick - report rejected connections the rate limit kept quiet */
-
+/*
+ * shim_tick - report rejected connections the rate limit kept quiet; and
+ * an open-files limit lowered under the daemon (prlimit) is seen within
+ * a second even with no client coming, so that the next is left in the
+ * backlog rather than accepted and dropped (helper-118)
+ */
 static void shim_tick(evutil_socket_t fd, short what, void *context)
 {
-    session_flush_rejects(context);
+    struct server *srv = context;
+
+    session_flush_rejects(srv);
+    if (!srv->draining && !session_files_room(1))
+	session_files_hold(srv);
 }
 
 /*

@@ -61,13 +61,20 @@ static int session_fd_count(void)
 
 int     session_files_room(int more)
 {
+    static atomic_llong counted_under;		/* the limit base was counted under */
     struct rlimit rl;
     int     base = atomic_load(&session_fd_base);
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
 	return (1);
-    if (base == 0)
-	atomic_store(&session_fd_base, base = session_fd_count());
+    /* counted again when the limit is lowered: the daemon's own count
+       grows after the first accept (resolvers, probes), and within the
+       margin a lowered limit left one descriptor, not a session's six */
+    if (base == 0 || (long long) rl.rlim_cur < atomic_load(&counted_under)) {
+	base = session_fd_count() - SHIM_FDS_PER_SESSION * session_open_count();
+	atomic_store(&session_fd_base, base = base > 0 ? base : 1);
+	atomic_store(&counted_under, (long long) rl.rlim_cur);
+    }
     return (base + (long long) SHIM_FDS_PER_SESSION
 	    * (session_open_count() + more) <= (long long) rl.rlim_cur);
 }

@@ -691,6 +691,60 @@ def test_out_of_files_after_accept(st, shim):
     tap.ok(proc_alive(pid), "the shim is still running")
 
 
+def test_limit_lowered_idle(st, shim):
+    """helper-118: the limit lowered under a shim with sessions open and no
+    client coming: the next client was accepted and dropped ("refused:
+    out of open files") before the worker paused. Each worker now looks
+    at the limit every second: clients that come after that wait in the
+    backlog, and all are served once the held sessions end."""
+    pid = shim.pid
+    held, stop = [], threading.Event()
+    for i in range(3):
+        h = socket.create_connection(("127.0.0.1", st.port("e")), timeout=10)
+        h.sendall(v2(inet("192.0.2.90")) + b"held\n")
+        h.recv(100)
+        held.append(h)
+
+    def keep_busy():                    # under the listeners' idle_timeout (2 s)
+        while not stop.wait(0.5):
+            for h in held:
+                try:
+                    h.sendall(b"k\n")
+                    h.recv(100)
+                except OSError:
+                    pass
+    busy = threading.Thread(target=keep_busy)
+    busy.start()
+    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    # the sessions of the tests before gone (the count still for a
+    # second), then room for the accept alone (one descriptor), not for
+    # the five more a session needs
+    counts = []
+    while len(counts) < 3 or len(set(counts[-3:])) > 1 and len(counts) < 40:
+        counts.append(len(os.listdir("/proc/%d/fd" % pid)))
+        time.sleep(0.5)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (counts[-1] + 4, saved[1]))
+    time.sleep(1.5)                     # the worker's next look at the limit
+    results = {}
+    threads = [threading.Thread(target=out_of_files_client, args=(st.port("e"), i, results))
+               for i in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    early = dict(results)               # none may have an answer or an end yet
+    stop.set()
+    busy.join()
+    for h in held:
+        h.close()
+    time.sleep(0.5)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+    for t in threads:
+        t.join(30)
+    tap.ok(early == {} and sorted(results.values()) == ["answered"] * 5,
+           "limit lowered with no client coming: the next 5 wait in the backlog, then "
+           "all are served", diag="within 2 s: %r; at the end: %r" % (early, results))
+
+
 def proc_alive(pid):
     return os.path.exists("/proc/%d" % pid)
 
@@ -1188,6 +1242,7 @@ with Stack("proxyv2-attack2") as st:
     test_preload_reuse(st)
     test_preload_fork(st)
     test_out_of_files_after_accept(st, shim)
+    test_limit_lowered_idle(st, shim)
     tap.ok(shim.poll() is None and shim_m.poll() is None, "both shims kept running")
 
 sys.exit(tap.done())
