@@ -126,12 +126,13 @@ static void listener_trusted_wide(struct shim_listener *lst, const char *value)
 {
     char    warn[200];
     int     v4 = cidr_list_covers(lst->trusted, AF_INET);
+    int     v6 = cidr_list_covers(lst->trusted, AF_INET6);
 
-    if (!v4 && !cidr_list_covers(lst->trusted, AF_INET6))
+    if (!v4 && !v6)
 	return;
     snprintf(warn, sizeof(warn), "trusted=%.60s lets every %speer that reaches this "
 	     "port name any client (a header is trusted from anyone)", value,
-	     v4 ? "IPv4 " : "IPv6 ");
+	     v4 && v6 ? "IPv4 and IPv6 " : v4 ? "IPv4 " : "IPv6 ");
     free(lst->wide_trusted);
     lst->wide_trusted = xstrdup(warn);
 }

@@ -254,9 +254,10 @@ static void preload_init(void)
 	preload_trusted = cidr_list_create();
     }
     if (cidr_list_covers(preload_trusted, AF_INET) || cidr_list_covers(preload_trusted, AF_INET6))
-	preload_log("warning: PROXYV2_TRUSTED matches every IPv%d address: any peer that "
+	preload_log("warning: PROXYV2_TRUSTED matches every %s address: any peer that "
 		    "reaches PROXYV2_PORTS may name any client",
-		    cidr_list_covers(preload_trusted, AF_INET) ? 4 : 6);
+		    !cidr_list_covers(preload_trusted, AF_INET6) ? "IPv4"
+		    : !cidr_list_covers(preload_trusted, AF_INET) ? "IPv6" : "IPv4 and IPv6");
     if (timeout && (config_parse_duration(timeout, &preload_timeout_ms) != NULL
 		    || preload_timeout_ms < 1 || preload_timeout_ms > 60000)) {
 	preload_log("PROXYV2_TIMEOUT: \"%s\" is not a duration from 1ms to 60s; using 3s",

@@ -824,11 +824,13 @@ def test_config(st, shim2, conf2):
                 diag=res.stdout + res.stderr)
     # accepted, with a warning: every peer that reaches the port may name any client,
     # however the whole address space is written (outside attacker of 2026-12-03:
-    # ::ffff:0:0/96 and two /1 networks trusted every IPv4 peer without a word)
+    # ::ffff:0:0/96 and two /1 networks trusted every IPv4 peer without a word;
+    # helper-118: ::/0 was said to let "every IPv4 peer" in)
     for net, family in (("0.0.0.0/0", "IPv4"), ("127.0.0.1,0.0.0.0/0", "IPv4"),
                         ("::ffff:0:0/96", "IPv4"), ("0.0.0.0/1,128.0.0.0/1", "IPv4"),
                         ("10.0.0.0/8,0.0.0.0/2,64.0.0.0/2,128.0.0.0/1", "IPv4"),
-                        ("::/1,8000::/1", "IPv4")):
+                        ("::/1,8000::/1", "IPv4 and IPv6"), ("::/0", "IPv4 and IPv6"),
+                        ("0.0.0.0/0,::/0", "IPv4 and IPv6")):
         with open(path, "w") as f:
             f.write(base.replace("trusted=127.0.0.1", "trusted=" + net))
         res = subprocess.run([SHIM, "-t", "-c", path], capture_output=True, text=True)

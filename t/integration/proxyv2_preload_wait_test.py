@@ -158,7 +158,29 @@ def test_bad_wait():
            diag="%r %s" % (got, err[-300:]))
 
 
+def test_wide_trusted():
+    """The warning for a PROXYV2_TRUSTED that matches a whole address family
+    names the families it matches (helper-118: ::/0, which holds the
+    IPv4-mapped addresses too, was said to match every IPv4 address)."""
+    said = []
+    for net in ("0.0.0.0/0", "::/0", "2000::/3,::ffff:0:0/96", "::/1,8000::/1"):
+        port = free_port()
+        env = dict(os.environ, LD_PRELOAD=LIB, PROXYV2_PORTS=str(port), PROXYV2_TRUSTED=net)
+        proc = subprocess.Popen([sys.executable, "-u", "-c", ASYNC_SERVER, str(port)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+        got, _ = split_send(port, v2(inet("192.0.2.10")), pause=0.01)  # accept() loads it
+        proc.kill()
+        err = proc.communicate()[1]
+        found = [f for f in ("IPv4 and IPv6", "IPv4", "IPv6")
+                 if "matches every %s address" % f in err]
+        said.append(found[0] if found else err[-200:])
+    tap.is_(said, ["IPv4", "IPv4 and IPv6", "IPv4", "IPv4 and IPv6"],
+            "PROXYV2_TRUSTED covering a family: the warning names what it covers")
+
+
 test_no_thread()
 test_bad_wait()
+test_wide_trusted()
 test_postfix_inline()
 sys.exit(tap.done())
