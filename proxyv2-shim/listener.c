@@ -137,6 +137,20 @@ static void listener_trusted_wide(struct shim_listener *lst, const char *value)
     lst->wide_trusted = xstrdup(warn);
 }
 
+/*
+ * listener_no_tcp - a multicast or the limited broadcast address:
+ * -t took such a backend, and every client got 421 (helper-118)
+ */
+static int listener_no_tcp(const struct addr *a)
+{
+    if (a->family == AF_INET) {
+	uint32_t ip = ntohl(a->u.in.sin_addr.s_addr);
+
+	return ((ip >> 28) == 0xE || ip == 0xFFFFFFFFU);
+    }
+    return (a->family == AF_INET6 && IN6_IS_ADDR_MULTICAST(&a->u.in6.sin6_addr));
+}
+
 /* listener_option - one name=value word */
 
 static const char *listener_option(struct shim_listener *lst, const char *name,
@@ -153,6 +167,8 @@ static const char *listener_option(struct shim_listener *lst, const char *name,
 	if ((lst->backend.family == AF_INET && lst->backend.u.in.sin_port == 0)
 	    || (lst->backend.family == AF_INET6 && lst->backend.u.in6.sin6_port == 0))
 	    return ("backend port 0 (no backend listens there)");
+	if (listener_no_tcp(&lst->backend))
+	    return ("backend: a multicast or broadcast address takes no TCP connection");
 	return (NULL);
     }
     if (strcmp(name, "mode") == 0) {

@@ -808,6 +808,13 @@ BAD_CONFIGS = [
      "backend 127.0.0.1:{a} is the listener at line 1: connections would loop"),
     ("listener = 127.0.0.1:{b} backend=127.0.0.1:9 mode=proxy-v1 mark=7 trusted=127.0.0.1",
      "mark= applies to transparent mode only"),
+    # helper-118: -t took them, and every client got 421
+    ("listener = 127.0.0.1:{b} backend=224.0.0.1:25 mode=xclient trusted=127.0.0.1",
+     "backend: a multicast or broadcast address takes no TCP connection"),
+    ("listener = 127.0.0.1:{b} backend=255.255.255.255:25 mode=xclient trusted=127.0.0.1",
+     "backend: a multicast or broadcast address takes no TCP connection"),
+    ("listener = 127.0.0.1:{b} backend=[ff02::1]:25 mode=proxy-v2 trusted=127.0.0.1",
+     "backend: a multicast or broadcast address takes no TCP connection"),
 ]
 
 
