@@ -6,6 +6,7 @@
  * SYNOPSIS
  *	#include "skeleton.h"
  *
+ *	void	skeleton_lock(&sk, cfg)
  *	void	skeleton_start(&sk, &opts, cfg)
  *	void	skeleton_stop(&sk)
  *	void	skeleton_ready(on)
@@ -17,8 +18,10 @@
  *	A daemon's life, in the same order everywhere: parse the command
  *	line (daemon_parse_args()), raise the open-files limit, load and
  *	check the whole configuration (daemon_config_check() and the
- *	part's own checks; -t stops here), log init, bind its listeners
- *	while still root, then skeleton_start(): lock pid_file and bind
+ *	part's own checks; -t stops here), log init, skeleton_lock(): lock
+ *	pid_file (before anything is bound or removed: a second start is
+ *	told by the lock, and leaves the first one's sockets alone), bind
+ *	its listeners while still root, then skeleton_start(): bind
  *	metrics_listen (before the fork, so that "another instance is
  *	running" or a port in use reaches whoever started the daemon,
  *	with exit status 1); detach unless -f; start the metrics
@@ -93,12 +96,9 @@ static void skeleton_exit(void)
 	daemon_pidfile_remove(skeleton_running->pid_file, &skeleton_running->pid_fd);
 }
 
-void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
-		               const struct config *cfg)
+void    skeleton_lock(struct skeleton *sk, const struct config *cfg)
 {
     const char *pid_file = config_get_str(cfg, "pid_file");
-    const char *user = config_get_str(cfg, "user");
-    const char *metrics = config_get_str(cfg, "metrics_listen");
     const char *err;
 
     sk->pid_fd = -1;
@@ -109,6 +109,18 @@ void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
        message reach whoever started the daemon */
     if (sk->pid_file && (err = daemon_pidfile_lock(sk->pid_file, &sk->pid_fd)) != NULL)
 	msg_fatal("%s", err);
+    sk->locked = 1;
+}
+
+void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
+		               const struct config *cfg)
+{
+    const char *user = config_get_str(cfg, "user");
+    const char *metrics = config_get_str(cfg, "metrics_listen");
+    const char *err;
+
+    if (!sk->locked)
+	skeleton_lock(sk, cfg);
     if (metrics && (err = metrics_http_bind(metrics)) != NULL)
 	msg_fatal("%s", err);
     if (!opts->foreground)

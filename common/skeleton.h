@@ -15,8 +15,10 @@ struct skeleton {
        written, so that whoever reads the pid file finds it done */
     void    (*detached) (void *context);
     void   *context;
+    int     locked;			/* skeleton_lock() done */
 };
 
+void    skeleton_lock(struct skeleton *sk, const struct config *cfg);
 void    skeleton_start(struct skeleton *sk, const struct daemon_opts *opts,
 		               const struct config *cfg);
 void    skeleton_stop(struct skeleton *sk);

@@ -125,6 +125,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
     sigset_t set;
     mode_t  old_mask;
 
+    skeleton_lock(&sk, p->cfg);			/* a second start stops here */
     if (p->socket_local) {			/* policy_load() checked socket */
 	if (addr_unix_stale(p->socket_path) < 0)	/* a stale one; nothing else */
 	    msg_fatal("cannot listen on %s: %s", socket_spec, errno == EADDRINUSE

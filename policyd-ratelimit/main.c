@@ -715,6 +715,7 @@ static void policyd_run(struct server *srv, const struct daemon_opts *opts)
     srv->connections = &policyd_connections;
     /* before the port answers: a signal sent then must not kill us */
     sig = event_new(srv->base, daemon_signal_fd(), EV_READ | EV_PERSIST, policyd_signal, srv);
+    skeleton_lock(&sk, srv->pc->cfg);		/* a second start stops here */
     policyd_open(srv, w, nworkers, &nlisteners);
     ctl = ctl_start(srv);			/* while root: chown */
     skeleton_start(&sk, opts, srv->pc->cfg);

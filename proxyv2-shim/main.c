@@ -662,6 +662,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     session_metrics_init();
     /* before the ports answer; inherited by the workers */
     daemon_signal_block(&set);
+    skeleton_lock(&sk, srv->cfg);		/* a second start stops here */
     w = shim_workers(srv, nworkers);
     /* Transparent mode needs CAP_NET_ADMIN after this; see the man page. */
     skeleton_start(&sk, opts, srv->cfg);
