@@ -610,6 +610,23 @@ static int preload_hand_over(int fd, int flags, const union addr_sockaddr *clien
 }
 
 /*
+ * preload_wait_unwatched - no helper thread to watch a connection set
+ * aside: its header waited for here, the lock let go meanwhile
+ */
+static const char *preload_wait_unwatched(int lfd, int fd, long long deadline,
+					          struct proxy_reader *reader,
+					          struct proxy_header *hdr, int *wait)
+{
+    const char *err;
+
+    pthread_mutex_unlock(&preload_lock);
+    err = preload_wait(lfd, fd, deadline, 0, reader, hdr);
+    pthread_mutex_lock(&preload_lock);
+    *wait = PRELOAD_WHOLE;
+    return (err == proxy_header_incomplete ? preload_no_header : err);
+}
+
+/*
  * preload_accept_managed - accept4() on a PROXYV2_PORTS listener; lock
  * held. A blocking listener's accept() that took a connection it cannot
  * return (refused, set aside, a sibling's wake-up) blocks for the next
@@ -657,14 +674,8 @@ static int preload_accept_managed(struct preload_listener *l, int lfd, struct so
 	    return (-1);
 	if (wait == PRELOAD_NOW)
 	    err = preload_check(lfd, fd, &peer, PRELOAD_NOW, deadline, &reader, &hdr);
-	if (err == proxy_header_incomplete && !preload_helper_ok()) {
-	    pthread_mutex_unlock(&preload_lock);	/* no one to watch it: wait */
-	    err = preload_wait(lfd, fd, deadline, 0, &reader, &hdr);
-	    pthread_mutex_lock(&preload_lock);
-	    wait = PRELOAD_WHOLE;
-	    if (err == proxy_header_incomplete)
-		err = preload_no_header;
-	}
+	if (err == proxy_header_incomplete && !preload_helper_ok())
+	    err = preload_wait_unwatched(lfd, fd, deadline, &reader, &hdr, &wait);
 	if (err == proxy_header_incomplete) {
 	    preload_park(l, fd, &peer, &reader, deadline);
 	} else if (err == preload_interrupted && wait == PRELOAD_WHOLE && !preload_helper_started) {
