@@ -240,13 +240,6 @@ static int same_file(int fd, const char *path)
 }
 
 /*
- * test_hold - spool_hold.c, the plugin's order: a held event is in
- * active/ before the mail is saved, "held", its mtime SPOOL_HOLD away;
- * spool_unhold() makes it due now, spool_withdraw() removes it but
- * never another file under its name, and a hold never replaces an
- * event already there (the commit after the save does, as before).
- */
-/*
  * test_update - spool_update(), an attempt's outcome: written over the
  * file the event was loaded from, never over another renamed over it
  * during the attempt (the tool's retry), nor when it was dropped.
@@ -297,6 +290,12 @@ static void test_update(const char *dir, const struct spool_event *ev)
     free(path);
 }
 
+/*
+ * test_hold - spool_hold.c, the plugin's order: a held event is in active/
+ * before the mail is saved, "held", its mtime SPOOL_HOLD away; spool_unhold()
+ * makes it due now, spool_withdraw() removes it but never another file under
+ * its name, and a hold never replaces an event already there (the commit does).
+ */
 static void test_hold(const char *dir, const struct spool_event *ev)
 {
     static const enum spool_sync syncs[] = {SPOOL_SYNC_OPTIMIZED, SPOOL_SYNC_ALWAYS,
