@@ -34,7 +34,9 @@
  *	replaced by its bytes, and the white space between two adjacent
  *	encoded words dropped (RFC 2047 6.2). Bytes past ASCII are
  *	converted from the word's charset to UTF-8 (iconv(3)), as a reader
- *	shows them. A decoded NUL becomes '?'. Both functions also read
+ *	shows them; a word in a charset that does not write ASCII as ASCII
+ *	(ISO-2022-JP, UTF-16, UTF-7, EBCDIC) is converted whole. A NUL left
+ *	after the conversion becomes '?'. Both functions also read
  *	the value as Python's email package does, which decodes encoded
  *	words with white space or folds inside (RFC 2047 2 forbids them).
  *
@@ -46,8 +48,10 @@
  *	characters other than white space, or a '<' with a '>' after it.
  *	"ceo@example.com" <alerts@example.net>,
  *	=?utf-8?q?ceo=40example.com?= <alerts@example.net>: a reader shows
- *	ceo@example.com. An encoded word in a charset that does not write
- *	ASCII as ASCII says yes too (its bytes cannot be read for sure), and
+ *	ceo@example.com. An encoded word that cannot be converted whole
+ *	(a charset iconv(3) does not know, a byte its charset does not
+ *	have, in a charset that does not write ASCII as ASCII) says yes too
+ *	(its bytes cannot be read for sure), and
  *	so does one Python decodes but RFC 2047 does not allow (white space
  *	or a fold inside): readers show it either way. An at-sign look-alike
  *	(U+FF20, U+FE6B: NFKC makes them '@') counts as '@'.
@@ -60,7 +64,7 @@
  *	LENIENT_AT_MAX '@', as written or decoded (each can be a scan to
  *	the end of the value in a From: built to be expensive), or when a
  *	domain cannot be read for sure: an encoded word in a charset that
- *	does not write ASCII as ASCII (UTF-16, UTF-7, EBCDIC), a label
+ *	does not write ASCII as ASCII and cannot be converted whole, a label
  *	longer than 63 bytes, a name longer than 253, 8-bit bytes in a
  *	domain that are not a valid IDN (Latin-1, a disallowed code
  *	point, an A-label longer than 63), or after an '@' (past CFWS) or a dot
@@ -76,6 +80,7 @@
 
 #include <ctype.h>
 #include <iconv.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -117,7 +122,7 @@ static size_t lenient_q(const char *text, size_t len, char *out)
 	    c = hi * 16 + lo;
 	    i += 2;
 	}
-	out[n++] = c ? c : '?';
+	out[n++] = c;
     }
     return (n);
 }
@@ -137,9 +142,7 @@ static size_t lenient_b(const char *text, size_t len, char *out)
 	    continue;
 	acc = (acc << 6) | v;
 	if ((bits += 6) >= 8) {
-	    unsigned char c = (acc >> (bits -= 8)) & 0xff;
-
-	    out[n++] = c ? c : '?';
+	    out[n++] = (acc >> (bits -= 8)) & 0xff;
 	}
     }
     return (n);
@@ -148,7 +151,8 @@ static size_t lenient_b(const char *text, size_t len, char *out)
 /*
  * lenient_ascii_charset - does the charset write ASCII as ASCII? A
  * reader decodes UTF-16, UTF-7 or EBCDIC words too, and their bytes,
- * taken as they are, hide the domain (billing@=?utf-16be?b?...?=).
+ * taken as they are, hide the domain (billing@=?utf-16be?b?...?=):
+ * those are converted whatever their bytes (lenient_utf8()).
  */
 static int lenient_ascii_charset(const char *cs, size_t len)
 {
@@ -163,37 +167,67 @@ static int lenient_ascii_charset(const char *cs, size_t len)
 }
 
 /*
+ * lenient_charset_name - the charset's name for iconv(3) in name (NUL
+ * terminated), with the alias Python's email package knows and glibc
+ * does not (Outlook's "ks_c_5601-1987" is Korean CP949); 0 when the
+ * name does not fit.
+ */
+static int lenient_charset_name(const char *cs, size_t cslen, char *name, size_t size)
+{
+    if (cslen >= size)
+	return (0);
+    memcpy(name, cs, cslen);
+    name[cslen] = 0;
+    if (strncasecmp(name, "ks_c_5601", 9) == 0)
+	snprintf(name, size, "CP949");
+    return (1);
+}
+
+/*
  * lenient_utf8 - the n bytes at out, in charset cs, as UTF-8 (in place;
  * the new length). Readers convert the charset before they show it, and
  * a full-width at sign (U+FF20) is 0x81 0x97 in Shift_JIS, 0xA3 0xC0 in
  * GB2312: left as bytes, lenient_address_shaped() saw no '@' there. A
  * byte iconv(3) cannot convert stays as it is (Python shows the rest).
- * out has room for 3 * n bytes: one byte of a charset is at most three
- * of UTF-8.
+ * A charset that does not write ASCII as ASCII (ISO-2022-JP, the usual
+ * charset of Japanese mail, writes its kanji as pairs of ASCII bytes;
+ * UTF-16, UTF-7) is converted even when every byte is ASCII, and *bad is
+ * set when it cannot be converted whole (no such charset, a byte it does
+ * not know): then the bytes say nothing. out has room for 3 * n bytes:
+ * one byte of a charset is at most three of UTF-8.
  */
-static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n)
+static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, int *bad)
 {
     char    name[64], *tmp, *in = out, *to;
     size_t  inleft = n, outleft = 3 * n;
-    iconv_t cd;
+    int     ascii = lenient_ascii_charset(cs, cslen);
+    iconv_t cd = (iconv_t) - 1;
     size_t  i;
 
     for (i = 0; i < n && (unsigned char) out[i] < 0x80; i++)
 	 /* void */ ;
-    if (i == n || cslen == 0 || cslen >= sizeof(name))
-	return (n);				/* ASCII as ASCII (or no charset) */
-    memcpy(name, cs, cslen);
-    name[cslen] = 0;
-    if (strncasecmp(name, "utf-8", 5) == 0 || (cd = iconv_open("UTF-8", name)) == (iconv_t) -1)
+    if (cslen == 0)
+	*bad = 1;				/* "=?*en?q?...?=": no charset */
+    if ((ascii && i == n) || cslen == 0 || n == 0)
+	return (n);				/* ASCII as ASCII */
+    if (ascii && strncasecmp(cs, "utf-8", 5) == 0)
 	return (n);
+    if (!lenient_charset_name(cs, cslen, name, sizeof(name))
+	|| (cd = iconv_open("UTF-8", name)) == (iconv_t) - 1) {
+	*bad |= !ascii;
+	return (n);
+    }
     to = tmp = xmalloc(outleft);
     while (inleft > 0) {
 	if (iconv(cd, &in, &inleft, &to, &outleft) != (size_t) -1 || outleft == 0)
 	    break;
+	*bad |= !ascii;
 	*to++ = *in++;				/* not convertible: as it is */
 	inleft--;
 	outleft--;
     }
+    if (inleft == 0 && iconv(cd, NULL, NULL, &to, &outleft) == (size_t) -1)
+	*bad |= !ascii;				/* a shift state left open */
     iconv_close(cd);
     n = to - tmp;
     memcpy(out, tmp, n);
@@ -236,12 +270,16 @@ static const char *lenient_word_cs(const char *p, char *out, size_t *n, int *odd
     while (loose && cslen > 0 && strchr(" \t\r\n", cs[cslen - 1]))
 	cslen--;				/* Python: "utf-8 " is utf-8 */
     if (out) {
+	int     bad = 0;
+
 	*n = (enc[1] == 'q' || enc[1] == 'Q') ? lenient_q(text, end - text, out)
 	    : lenient_b(text, end - text, out);
-	*n = lenient_utf8(cs, cslen, out, *n);
+	*n = lenient_utf8(cs, cslen, out, *n, &bad);
+	for (size_t i = 0; i < *n; i++)
+	    out[i] = out[i] ? out[i] : '?';	/* after the charset: UTF-16 */
+	if (odd && bad)
+	    *odd = 1;
     }
-    if (odd && !lenient_ascii_charset(cs, cslen))
-	*odd = 1;
     return (end + 2);
 }
 

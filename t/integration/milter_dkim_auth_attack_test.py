@@ -233,11 +233,15 @@ LENIENT = [
 # a domain no DNS name can be: refused too (each read by Python as an
 # address at vendor.test, whose policy is p=reject)
 UNSURE = [
+    # charsets that do not write ASCII as ASCII: converted as Python
+    # converts them, so the domain is read (vendor.test, p=reject)
     ("billing@=?utf-16be?b?AHYAZQBuAGQAbwByAC4AdABlAHMAdA==?=", "a UTF-16 encoded word",
-     "whose domains cannot all be read"),
+     "Rejected by the DMARC policy of a domain in the unreadable"),
     ("billing@=?cp500?b?pYWVhJaZS6OFoqM=?=", "an EBCDIC encoded word",
-     "whose domains cannot all be read"),
+     "Rejected by the DMARC policy of a domain in the unreadable"),
     ("billing@=?utf-7?q?+AHY-endor.test?=", "a UTF-7 encoded word",
+     "Rejected by the DMARC policy of a domain in the unreadable"),
+    ("billing@=?x-mxkit-unknown?q?vendor.test?=", "a word in a charset no one knows",
      "whose domains cannot all be read"),
     ("billing@=?utf-8?q?vendor.test?=x", "text right after the encoded word",
      "Rejected by the DMARC policy of a domain in the unreadable"),

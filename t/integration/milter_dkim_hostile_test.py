@@ -431,6 +431,14 @@ BAD_FROM = [
      "an <address> in a comment"),
     (b"Alerts <alerts@planapulse.ai> (x (=?utf-8?q?ceo=40other.example?=))",
      "a Q-encoded address in a nested comment"),
+    (b"=?iso-2022-jp?b?GyRCOzNFRCF3GyhCb3RoZXIuZXhhbXBsZQ==?= <alerts@planapulse.ai>",
+     "an ISO-2022-JP name with a full-width '@' (a reader shows an address)"),
+    (b"=?utf-16be?b?AGMAZQBvAEAAbwB0AGgAZQByAC4AZQB4AGEAbQBwAGwAZQ==?= "
+     b"<alerts@planapulse.ai>", "a UTF-16 name that decodes to an address"),
+    (b"=?iso-2022-jp?b?GyRCfyEbKEI=?= <alerts@planapulse.ai>",
+     "an ISO-2022-JP name that cannot be converted"),
+    (b"=?x-mxkit-unknown?q?Alerts?= <alerts@planapulse.ai>",
+     "a name in a charset no one knows"),
 ]
 
 
@@ -457,7 +465,14 @@ def test_from(st, dns):
             b"=?utf-8?q?Ops_=40_Team?= <alerts@planapulse.ai>",
             b"\"alerts\"@PlanaPulse.AI",
             b"John Q. Public <alerts@planapulse.ai>",
-            b"Caf\xc3\xa9 \xe2\x82\xac <alerts@planapulse.ai>"]
+            b"Caf\xc3\xa9 \xe2\x82\xac <alerts@planapulse.ai>",
+            # Japanese and Korean mail as their MUAs write it (a bound
+            # user's ISO-2022-JP name was refused: "cannot tell")
+            b"=?ISO-2022-JP?B?GyRCOzNFREJATzobKEI=?= <alerts@planapulse.ai>",
+            b"=?iso-2022-jp?b?GyRCOzNFRBsoQg==?=\r\n =?iso-2022-jp?b?GyRCQkBPOhsoQg==?= "
+            b"<alerts@planapulse.ai>",
+            b"=?ks_c_5601-1987?B?sejDtrz2?= <alerts@planapulse.ai>",
+            b"=?utf-16be?b?AEEAbABlAHIAdABz?= <alerts@planapulse.ai>"]
     for value in good:
         token, raw = signed_message(value)
         code, text = submit(st, "svc-alerts", raw)
@@ -484,6 +499,11 @@ def encoded_word(text, kind, cut, ws, charset):
     into it at cut (none when ws is empty): Python's email decodes it all
     the same (helper-99: =?utf-8?b?Q0VPIDxj ZW9A...?= <noreply@...> was
     signed for a bound user and shown as CEO <ceo@...>)."""
+    if charset in (b"utf-16be", b"iso-2022-jp"):
+        try:
+            text = text.decode("utf-8").encode(charset.decode())
+        except UnicodeEncodeError:
+            charset = b"utf-8"
     if kind == b"b":
         enc = base64.b64encode(text)
     else:
@@ -499,7 +519,8 @@ def encoded_words():
                             b"Caf\xc3\xa9"])
     return hs.builds(encoded_word, text, hs.sampled_from([b"b", b"q"]),
                      hs.integers(0, 40), hs.sampled_from([b"", b" ", b"\t", b"\r\n "]),
-                     hs.sampled_from([b"utf-8", b"utf-8 ", b"x y", b"UTF-8*en"]))
+                     hs.sampled_from([b"utf-8", b"utf-8 ", b"x y", b"UTF-8*en", b"utf-16be",
+                                      b"iso-2022-jp"]))
 
 
 def from_values():

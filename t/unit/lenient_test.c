@@ -109,6 +109,13 @@ static void test_domains(void)
 	   "a B encoded word");
     is_str(found("billing@=?utf-8?q?vendor?=.test"), "vendor.test",
 	   "an encoded word as the first label");
+    is_str(found("billing@=?utf-16be?b?AHYAZQBuAGQAbwByAC4AdABlAHMAdA==?="), "vendor.test",
+	   "a UTF-16 word as the domain: converted, read");
+    is_str(found("billing@=?utf-7?q?vendor.test?="), "vendor.test", "a UTF-7 word as the domain");
+    is_str(found("billing@=?x-unknown?q?vendor.test?="), "(too many)",
+	   "a word in a charset no one knows: cannot tell");
+    is_str(found("=?iso-2022-jp?b?GyRCOzNFRBsoQg==?= <billing@vendor.test>"), "vendor.test",
+	   "an ISO-2022-JP name beside the address");
     is_str(found("=?utf-8?q?ceo=40vendor.test?=@planapulse.ai"), "planapulse.ai vendor.test",
 	   "an encoded '@' in the local part names another domain");
     for (int i = 0; i < 9; i++)
@@ -280,7 +287,19 @@ static void test_display_address(void)
 	{"=?utf-8?q?ceo?= =?utf-8?q?=40plana.solutions?= <billing@planapulse.ai>", 1},
 	{"\"ceo\"\"@\"plana.solutions <billing@planapulse.ai>", 1},
 	{"Ceo (x) \"@\"plana.solutions <billing@planapulse.ai>", 0},	/* "Ceo @plana..." */
-	{"=?utf-16be?b?AGMAZQBv?= <billing@planapulse.ai>", 1},	/* cannot tell */
+	/* charsets that do not write ASCII as ASCII are converted first:
+	   Japanese mail names its sender in ISO-2022-JP, whose kanji are
+	   pairs of ASCII bytes (a bound user's name was refused) */
+	{"=?utf-16be?b?AGMAZQBv?= <billing@planapulse.ai>", 0},	/* "ceo" */
+	{"=?utf-16be?b?AGMAZQBvAEAAcABsAGEAbgBhAC4AcwBvAGwAdQB0AGkAbwBuAHM=?= "
+	 "<billing@planapulse.ai>", 1},			/* ceo@plana.solutions */
+	{"=?iso-2022-jp?b?GyRCOzNFREJATzobKEI=?= <billing@planapulse.ai>", 0},
+	{"=?ISO-2022-JP?B?GyRCOzNFREJATzobKEI=?= <billing@planapulse.ai>", 0},
+	{"=?iso-2022-jp?b?GyRCOzNFRCF3GyhCZXhhbXBsZS5qcA==?= <billing@planapulse.ai>", 1},
+	{"=?iso-2022-jp?b?GyRCfyEbKEI=?= <billing@planapulse.ai>", 1},	/* bad: cannot tell */
+	{"=?ks_c_5601-1987?b?sejDtrz2?= <billing@planapulse.ai>", 0},	/* Outlook Korean */
+	{"=?x-unknown?q?ceo?= <billing@planapulse.ai>", 1},	/* cannot tell */
+	{"=?*en?q?ceo?= <billing@planapulse.ai>", 1},	/* no charset: cannot tell */
 	{"Ops\r\n <billing@planapulse.ai>", 0},
 	/* white space or a fold inside an encoded word: Python decodes it
 	   (helper-99: signed for a bound user, shown as CEO <ceo@...>) */
