@@ -7,6 +7,8 @@
  *	#include "mime_int.h"
  *
  *	enum mime_text_charset mime_charset_read(&params, type, &decoder_value)
+ *
+ *	const char *mime_charset_name(charset)
  * DESCRIPTION
  *	mime_charset_read() reads the charset= of a text part's first
  *	Content-Type (params: the parser just past the type) once, as
@@ -14,6 +16,11 @@
  *	a charset Dovecot's decoder converts, *decoder_value is the
  *	Content-Type value the decoder is to be given instead of the
  *	header's own (on the data stack), else NULL.
+ *
+ *	mime_charset_name() is the name iconv(3) opens for a charset name
+ *	Python reads as a charset iconv(3) knows under another name
+ *	(charset_name(3)), else the name: every charset the plugin converts
+ *	(a text, an encoded word, an RFC 2231 parameter) is opened by it.
  */
 
 #include "lib.h"
@@ -21,8 +28,22 @@
 #include "charset-utf8.h"
 #include "rfc822-parser.h"
 
+#include "charset_name.h"
 #include "mime_int.h"
 #include "mime_param.h"
+
+/*
+ * mime_charset_name - the name Dovecot's charset_to_utf8 (iconv(3))
+ * opens for a charset Python reads under another name (charset_name(3):
+ * "ks_c_5601-1987" is EUC-KR, "latin-1" ISO-8859-1), or the name itself;
+ * on the data stack.
+ */
+const char *mime_charset_name(const char *charset)
+{
+    char    buf[CHARSET_NAME_SIZE];
+
+    return (t_strdup(charset_name(charset, strlen(charset), buf)));
+}
 
 /*
  * mime_charset_read - how a text's charset (Python's pick) is read.
@@ -52,7 +73,7 @@ enum mime_text_charset mime_charset_read(const struct rfc822_parser_context *par
 			    || strcasecmp(charset, "ascii") == 0))
 	return (MIME_TEXT_ASCII);
     if (charset == NULL || charset_is_utf8(charset)
-	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
+	|| charset_to_utf8_begin((charset = mime_charset_name(charset)), NULL, &t) < 0)
 	return (MIME_TEXT_AS_IS);
     charset_to_utf8_end(&t);
     if (charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"

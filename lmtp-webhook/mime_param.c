@@ -96,7 +96,8 @@ static const char *mime_to_utf8(const char *charset, const char *bytes, size_t l
     for (;;) {
 	nul = memchr(bytes, '\0', (size_t) (end - bytes));
 	seg = t_strdup_until(bytes, nul != NULL ? nul : end);
-	if (*charset == '\0' || charset_to_utf8_str(charset, NULL, seg, out, &result) < 0)
+	if (*charset == '\0'
+	    || charset_to_utf8_str(mime_charset_name(charset), NULL, seg, out, &result) < 0)
 	    str_append(out, seg);
 	if (nul == NULL)
 	    return (str_c(out));
@@ -363,7 +364,7 @@ static bool mime_word(const unsigned char *data, size_t size, const char *charse
 
     /* unencoded text, UTF-8 and ASCII: their bytes, to be joined */
     if (charset == NULL || charset_is_utf8(charset) || strcasecmp(charset, "us-ascii") == 0
-	|| charset_to_utf8_begin(charset, NULL, &t) < 0) {
+	|| charset_to_utf8_begin(mime_charset_name(charset), NULL, &t) < 0) {
 	buffer_append(out, data, size);
 	return (TRUE);
     }

@@ -17,6 +17,8 @@ const char *mime_param_pick(struct rfc822_parser_context *parser, const char *wa
 			            enum mime_param_pick pick);
 const char *mime_param_dovecot(struct rfc822_parser_context *parser, const char *wanted);
 void    mime_words_utf8(const unsigned char *data, size_t size, buffer_t *out);
+/* mime_charset.c: the name iconv(3) opens for a charset (charset_name(3)) */
+const char *mime_charset_name(const char *charset);
 
 const char *mime_param_boundary(struct rfc822_parser_context *parser);
 

@@ -80,13 +80,13 @@
 
 #include <ctype.h>
 #include <iconv.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <idn2.h>
 
+#include "charset_name.h"
 #include "lenient.h"
 #include "rfc5322.h"
 #include "xalloc.h"
@@ -167,23 +167,6 @@ static int lenient_ascii_charset(const char *cs, size_t len)
 }
 
 /*
- * lenient_charset_name - the charset's name for iconv(3) in name (NUL
- * terminated), with the alias Python's email package knows and glibc
- * does not (Outlook's "ks_c_5601-1987" is Korean CP949); 0 when the
- * name does not fit.
- */
-static int lenient_charset_name(const char *cs, size_t cslen, char *name, size_t size)
-{
-    if (cslen >= size)
-	return (0);
-    memcpy(name, cs, cslen);
-    name[cslen] = 0;
-    if (strncasecmp(name, "ks_c_5601", 9) == 0)
-	snprintf(name, size, "CP949");
-    return (1);
-}
-
-/*
  * lenient_utf8 - the n bytes at out, in charset cs, as UTF-8 (in place;
  * the new length). Readers convert the charset before they show it, and
  * a full-width at sign (U+FF20) is 0x81 0x97 in Shift_JIS, 0xA3 0xC0 in
@@ -198,7 +181,7 @@ static int lenient_charset_name(const char *cs, size_t cslen, char *name, size_t
  */
 static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, int *bad)
 {
-    char    name[64], *tmp, *in = out, *to;
+    char    name[CHARSET_NAME_SIZE], *tmp, *in = out, *to;
     size_t  inleft = n, outleft = 3 * n;
     int     ascii = lenient_ascii_charset(cs, cslen);
     iconv_t cd = (iconv_t) - 1;
@@ -212,8 +195,8 @@ static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, in
 	return (n);				/* ASCII as ASCII */
     if (ascii && strncasecmp(cs, "utf-8", 5) == 0)
 	return (n);
-    if (!lenient_charset_name(cs, cslen, name, sizeof(name))
-	|| (cd = iconv_open("UTF-8", name)) == (iconv_t) - 1) {
+    if (cslen >= CHARSET_NAME_SIZE
+	|| (cd = iconv_open("UTF-8", charset_name(cs, cslen, name))) == (iconv_t) - 1) {
 	*bad |= !ascii;
 	return (n);
     }

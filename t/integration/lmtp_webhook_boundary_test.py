@@ -23,6 +23,7 @@ root, or inside an attached multipart, became the bill's text."""
 import base64
 import hashlib
 import os
+import quopri
 import re
 import smtplib
 import sys
@@ -629,6 +630,25 @@ def header_cases():
          mixed("boundary=b1", [part(["Content-Type: text/plain; charset=iso-8859-1",
                                      "Content-Type: text/plain; charset=koi8-r"],
                                     "Total M\u00fcller".encode("latin-1")), pdf])),
+        # charset names Python reads and glibc's iconv does not know
+        # (charset_name(3)): Outlook's Korean, "latin-1", old Outlook's
+        # UTF-7; the text was each 8-bit byte U+FFFD before
+        ("Korean text in Outlook's ks_c_5601-1987",
+         mixed("boundary=b1", [part(['Content-Type: text/plain; charset="ks_c_5601-1987"'],
+                                    "\uccad\uad6c\uc11c \ud569\uacc4 12,000\uc6d0"
+                                    .encode("euc_kr")), pdf])),
+        ("Korean html in KS_C_5601-1987, quoted-printable",
+         mixed("boundary=b1", [plain(b"Total"),
+                               part(["Content-Type: text/html; charset=KS_C_5601-1987",
+                                     "Content-Transfer-Encoding: quoted-printable"],
+                                    quopri.encodestring("<p>\uccad\uad6c\uc11c</p>"
+                                                        .encode("euc_kr"))), pdf])),
+        ("text in latin-1 (so spelled)",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=latin-1"],
+                                    "Total 12,00 M\u00fcller".encode("latin-1")), pdf])),
+        ("text in unicode-1-1-utf-7",
+         mixed("boundary=b1", [part(["Content-Type: text/plain; charset=unicode-1-1-utf-7"],
+                                    "Total 12,00 \u20ac".encode("utf-7")), pdf])),
     ]
 
 

@@ -160,6 +160,11 @@ ENCODED_SUBJECTS = [
     "tab\r\n\tfolded\tsubject",
     "two\r\n\t\ttabs\r\n\tand\r\n more",
     "=?utf-8?q?a?=\r\n\t=?utf-8?q?b?= c\r\n\td",
+    # charset names Python reads and glibc's iconv does not know
+    # (charset_name(3)): Outlook's Korean, latin-1, old Outlook's UTF-7
+    "=?ks_c_5601-1987?B?w7uxuLytIDEyLDAwML/4?=",
+    "=?KS_C_5601-1987?Q?=C3=BB=B1=B8=BC=AD?= invoice",
+    "=?latin-1?q?M=FCller?= =?unicode-1-1-utf-7?q?+IKw-?=",
 ]
 
 
