@@ -64,7 +64,8 @@
  *	(::ffff:a.b.c.d; a dual-stack balancer sends these for IPv4
  *	clients) into the IPv4 address it is, so that IPv4 networks,
  *	IPv4 backends and Postfix's own view of the client agree; the
- *	destination follows when it is mapped too.
+ *	destination follows when it is mapped too, and is 0.0.0.0 (its
+ *	port kept) when it is not: a header's family names both.
  * DIAGNOSTICS
  *	NULL when a header was parsed; proxy_header_incomplete when buf
  *	is a valid beginning (hdr->length is then the size needed, when
@@ -627,8 +628,14 @@ static int proxy_unmap_one(union addr_sockaddr *sa)
 
 void    proxy_header_unmap(struct proxy_header *hdr)
 {
+    in_port_t port = hdr->dst.in6.sin6_port;
+
     if (hdr->family != AF_INET6 || !proxy_unmap_one(&hdr->src))
 	return;
     hdr->family = AF_INET;
-    (void) proxy_unmap_one(&hdr->dst);
+    if (!proxy_unmap_one(&hdr->dst)) {		/* an IPv6 destination: none */
+	memset(&hdr->dst, 0, sizeof(hdr->dst));
+	hdr->dst.in.sin_family = AF_INET;
+	hdr->dst.in.sin_port = port;
+    }
 }

@@ -40,7 +40,9 @@
  *	way to say "unknown" (a backend falls back to the connection's
  *	address, ours) and always close it. An IPv4-mapped client
  *	(::ffff:a.b.c.d) is passed on as the IPv4 address it is in
- *	xclient and transparent mode; transparent mode closes a client
+ *	every mode (an IPv4-only Postfix refuses an IPv6 PROXY header
+ *	with 421; one that has IPv6 unmaps it itself); transparent mode
+ *	closes a client
  *	whose family is not the backend's instead of connecting from its
  *	own address. A header whose client is no client the balancer can
  *	have (0.0.0.0 or ::, or a loopback address from a balancer that is
@@ -663,8 +665,7 @@ static const char *session_admit(struct session *s)
     struct proxy_header *h = &s->hdr;
     enum shim_mode mode = s->lst->mode;
 
-    if (mode == SHIM_XCLIENT || mode == SHIM_TRANSPARENT)
-	proxy_header_unmap(h);
+    proxy_header_unmap(h);			/* every mode: Postfix's view */
     (void) proxy_header_vet(h, &s->balancer);
     if (proxy_header_has_client(h))
 	return (mode == SHIM_TRANSPARENT && h->family != s->lst->backend.family

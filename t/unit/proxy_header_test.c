@@ -404,6 +404,14 @@ static void test_client(void)
        "unmapped to IPv4, ports kept");
     is_str(text, "192.0.2.7", "the IPv4 address it is");
     ok(proxy_header_has_client(&h), "still names a client");
+    is_str(parse_str("PROXY TCP6 ::ffff:192.0.2.8 2001:db8::1 4000 25\r\n", &h), NULL,
+	   "TCP6, a mapped source, a native IPv6 destination");
+    proxy_header_unmap(&h);
+    inet_ntop(AF_INET, &h.dst.in.sin_addr, text, sizeof(text));
+    ok(h.family == AF_INET && h.dst.sa.sa_family == AF_INET && ntohs(h.dst.in.sin_port) == 25,
+       "the header is IPv4: its destination too (helper-123: a re-emitted header was "
+       "IPv4 with the IPv6 destination's bytes)");
+    is_str(text, "0.0.0.0", "the destination 0.0.0.0, port kept");
     is_str(parse_str("PROXY TCP6 2001:db8::7 ::ffff:10.0.20.5 4000 25\r\n", &h), NULL, "TCP6");
     proxy_header_unmap(&h);
     ok(h.family == AF_INET6 && h.src.sa.sa_family == AF_INET6 && h.dst.sa.sa_family == AF_INET6,
