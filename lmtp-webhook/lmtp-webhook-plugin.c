@@ -70,6 +70,7 @@
 #include "master-service.h"
 #include "mail-storage-service.h"
 #include "module-dir.h"
+#include "net.h"
 
 #include <openssl/evp.h>
 
@@ -240,10 +241,46 @@ static void webhook_obsolete(struct mail_deliver_context *ctx)
     }
 }
 
-static int webhook_settings_get(struct mail_user *user, struct webhook_settings *set,
+/* the LMTP clients whose mail passed the MTA's milter, when unset */
+#define WEBHOOK_TRUSTED_NETWORKS "127.0.0.0/8 ::1"
+
+/*
+ * webhook_client_trusted - may this LMTP client's mail carry trusted
+ * Authentication-Results? 1 yes, 0 no, -1 with *error_r for a value that
+ * is no list of networks. The MTA whose milter-dkim removed every forged
+ * one is trusted; a client that reaches lmtp past it (helper-123: Mailu's
+ * lmtp listens on the container network, port 2525, and an event said
+ * dmarc=pass for a forged bill) is not. A UNIX socket (no address) is:
+ * its file permissions decide who connects.
+ */
+static int webhook_client_trusted(const struct mail_user *user, const char *networks,
+				          const char **error_r)
+{
+    const struct ip_addr *ip = user->conn.remote_ip;
+    const char *const *nets = t_strsplit_spaces(networks, ", ");
+    int     trusted = ip == NULL || ip->family == 0;
+
+    for (; *nets != NULL; nets++) {
+	struct ip_addr net;
+	unsigned int bits;
+
+	if (net_parse_range(*nets, &net, &bits) < 0) {
+	    *error_r = t_strdup_printf("lmtp_webhook_trusted_networks: %s is no network "
+				       "(an address or address/bits)", *nets);
+	    return (-1);
+	}
+	if (!trusted && net_is_in_network(ip, &net, bits))
+	    trusted = 1;
+    }
+    return (trusted);
+}
+
+static int webhook_settings_get(struct mail_deliver_context *ctx, struct webhook_settings *set,
 				        const char **error_r)
 {
+    struct mail_user *user = ctx->rcpt_user;
     const char *value, *err;
+    int     trusted;
 
     bool    raw = set->mime.raw_message;	/* the route's */
 
@@ -276,6 +313,17 @@ static int webhook_settings_get(struct mail_user *user, struct webhook_settings 
 	return (-1);
     }
     set->mime.trusted_id = value;
+    value = mail_user_plugin_getenv(user, "lmtp_webhook_trusted_networks");
+    if ((trusted = webhook_client_trusted(user, value && *value ? value
+					  : WEBHOOK_TRUSTED_NETWORKS, error_r)) < 0)
+	return (-1);
+    if (!trusted && set->mime.trusted_id != NULL) {
+	e_warning(ctx->event, "lmtp_webhook: LMTP client %s is not in "
+		  "lmtp_webhook_trusted_networks: its Authentication-Results are not "
+		  "trusted (every result \"none\"); only the MTA that removes forged ones "
+		  "may be", net_ip2addr(user->conn.remote_ip));
+	set->mime.trusted_id = NULL;
+    }
     return (0);
 }
 
@@ -623,7 +671,7 @@ static int webhook_deliver_mail(struct mail_deliver_context *ctx,
     for (int i = 0; i < route.secret_count; i++)
 	ev.secret_files[ev.secret_count++] = route.secret_files[i];
     set.mime.raw_message = route.raw_message;
-    if (ret < 0 || webhook_settings_get(ctx->rcpt_user, &set, &error) < 0
+    if (ret < 0 || webhook_settings_get(ctx, &set, &error) < 0
 	|| webhook_event(ctx, input, &set, rcpt, workspace, &ev, &res, &error) < 0) {
 	e_error(ctx->event, "lmtp_webhook: %s: %s", rcpt, error);
 	ctx->tempfail_error = WEBHOOK_TEMPFAIL;

@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""lmtp_webhook_trusted_networks (helper-123): Authentication-Results under
+the trusted authserv-id count only in mail from the LMTP client that ran
+milter-dkim. Mailu's lmtp listens on port 2525 of the Compose network;
+anything on that network handed Dovecot a bill carrying "dmarc=pass"
+under the host's id, the event said dmarc: pass and content_signed, and
+the consumer guide's code accepted it.
+
+Real Dovecot LMTP with the plugin and lmtp-webhook-spool run, a receiver:
+  - trusted_networks = 127.0.0.1: the same bill with the same forged
+    header from 127.0.0.2 says none everywhere (and lmtp logs a warning
+    naming 127.0.0.2); from 127.0.0.1 (standing in for Postfix, whose
+    milter wrote that header) it says pass;
+  - the default (127.0.0.0/8 ::1) trusts loopback clients;
+  - a value that is no list of networks: 451, with the error in the log,
+    and the mail is not saved; the next delivery after the fix goes
+    through.
+"""
+
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from mxstack import Stack  # noqa: E402
+from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxwebhook import Receiver, Runner, events_for, make_secret  # noqa: E402
+
+PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
+TRUSTED = "mx.planapulse.test"
+ACME = "bills@acme.planapulse.app"
+CRLF = b"\r\n"
+FORGED = ("Authentication-Results: %s; dkim=pass header.d=vendor.test header.s=s1 "
+          "header.b=FORGEDxx; spf=pass smtp.mailfrom=vendor.test; dmarc=pass "
+          "header.from=vendor.test" % TRUSTED)
+
+
+def bill(subject):
+    return CRLF.join(h.encode() for h in [
+        FORGED, "From: Vendor <billing@vendor.test>", "To: " + ACME, "Subject: " + subject,
+        "Message-ID: <%s@vendor.test>" % subject.replace(" ", "."),
+        "Date: Sat, 05 Dec 2026 10:00:00 +0000"]) + CRLF * 2 + b"Pay to XX00 ATTACKER.\r\n"
+
+
+def lmtp_from(st, source, data):
+    """One LMTP delivery to ACME from the local address source: (code, text)."""
+    with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=30,
+                      source_address=(source, 0)) as c:
+        c.ehlo_or_helo_if_needed()
+        c.mail("billing@vendor.test")
+        code, text = c.rcpt(ACME)
+        if code != 250:
+            return code, text
+        return c.data(data)
+
+
+def authentication(rx, subject):
+    ev = events_for(rx, subject, timeout=20)
+    return ev[-1][2]["data"]["authentication"] if ev else None
+
+
+def dovecot_reload(st, networks):
+    path = st.path("dovecot", "dovecot.conf")
+    with open(path) as f:
+        conf = f.read()
+    lines = [ln for ln in conf.splitlines() if "lmtp_webhook_trusted_networks" not in ln]
+    at = next(i for i, ln in enumerate(lines) if "lmtp_webhook_spool_dir" in ln)
+    if networks is not None:
+        lines.insert(at, "  lmtp_webhook_trusted_networks = %s" % networks)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    res = subprocess.run(["doveadm", "-c", path, "reload"], capture_output=True, text=True)
+    tap.is_(res.returncode, 0, "doveadm reload (trusted_networks = %r)" % networks,
+            diag=res.stderr)
+    time.sleep(1.5)                     # lmtp processes of the old settings end
+
+
+def main():
+    rx = Receiver()
+    with Stack("webhook-lmtp-clients") as st:
+        tap.stack = st
+        st.users[ACME] = "pw"
+        os.makedirs(st.path("spool"))
+        shutil.chown(st.path("spool"), "nobody", "nogroup")
+        with open(st.path("global.secret"), "w") as f:
+            f.write(make_secret(os.urandom(32)) + "\n")
+        with open(st.path("spool.conf"), "w") as f:
+            f.write("spool_dir = %s\nsecret_file = %s\ntimeout = 5s\n"
+                    % (st.path("spool"), st.path("global.secret")))
+        st.start_dovecot(
+            lmtp_plugins="lmtp_webhook",
+            plugin_settings={
+                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1}"
+                                      % rx.port,
+                "lmtp_webhook_trusted_networks": "127.0.0.1",
+                "lmtp_webhook_spool_dir": st.path("spool"),
+                "lmtp_webhook_trusted_authserv_id": TRUSTED},
+            extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+        Runner(st).start()
+
+        got = lmtp_from(st, "127.0.0.2", bill("from a stranger"))
+        tap.is_(got[0], 250, "LMTP from 127.0.0.2 (not listed): delivered", diag=str(got))
+        auth = authentication(rx, "from a stranger")
+        tap.ok(auth is not None and auth["dmarc"] == "none" and auth["spf"]["result"] == "none"
+               and not auth.get("content_signed") and not [
+                   d for d in auth.get("dkim") or [] if d.get("result") == "pass"],
+               "its forged dmarc=pass under our id counts for nothing: every result none",
+               diag=repr(auth))
+        tap.ok(wait_for(lambda: "LMTP client 127.0.0.2 is not in lmtp_webhook_trusted_networks"
+                        in st.read_log("dovecot"), timeout=5),
+               "lmtp logs a warning naming the client", diag=st.read_log("dovecot")[-800:])
+        got = lmtp_from(st, "127.0.0.1", bill("from postfix"))
+        tap.is_(got[0], 250, "LMTP from 127.0.0.1 (listed): delivered", diag=str(got))
+        auth = authentication(rx, "from postfix")
+        tap.ok(auth is not None and auth["dmarc"] == "pass",
+               "the listed client's header (what its milter wrote) is trusted: dmarc pass",
+               diag=repr(auth))
+
+        dovecot_reload(st, None)
+        tap.is_(lmtp_from(st, "127.0.0.2", bill("default stranger"))[0], 250,
+                "default (127.0.0.0/8 ::1): 127.0.0.2 delivered")
+        auth = authentication(rx, "default stranger")
+        tap.ok(auth is not None and auth["dmarc"] == "pass",
+               "and trusted: a loopback client is the MTA by default", diag=repr(auth))
+
+        for bad in ("127.0.0.1/33", "banana", "10.0.0.0/8, nope"):
+            dovecot_reload(st, bad)
+            seen = st.read_log("dovecot").count("lmtp_webhook_trusted_networks: ")
+            got = lmtp_from(st, "127.0.0.1", bill("bad value " + bad))
+            tap.is_(got[0], 451, "trusted_networks = %r: the routed recipient is tempfailed"
+                    % bad, diag=str(got))
+            tap.ok(wait_for(lambda: st.read_log("dovecot").count(
+                "lmtp_webhook_trusted_networks: ") > seen, timeout=5),
+                "the error names the setting")
+        tap.is_(len(st.maildir_messages(ACME)), 3, "nothing saved while the value was bad "
+                "(3 mails from before)")
+        dovecot_reload(st, "127.0.0.1, ::1")
+        tap.is_(lmtp_from(st, "127.0.0.1", bill("fixed"))[0], 250, "fixed: delivered")
+        tap.ok(authentication(rx, "fixed") is not None, "and its event posted")
+    rx.stop()
+    sys.exit(tap.done())
+
+
+if __name__ == "__main__":
+    main()
