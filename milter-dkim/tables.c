@@ -56,6 +56,7 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -180,9 +181,8 @@ static void tables_key_line(char *line, int lineno, void *ctx)
 	return;
     }
     if (!tables_dns_name(value, 1) || !tables_dns_name(sel, 0)) {
-	config_add_file_error(c->errors, c->name, lineno, "domain \"%s\" or selector \"%s\" "
-			      "is not a DNS name (letters, digits, '-', '_', dots between labels)",
-			      value, sel);
+	tables_error(c, lineno, "the domain or the selector is not a DNS name (letters, "
+		     "digits, '-', '_', dots between labels; not repeated here)");
 	return;
     }
     if (*path != '/') {
@@ -251,18 +251,44 @@ void    tables_parse_keys(struct tables *t, struct config *errors, const char *n
     tables_lines(text, tables_key_line, &c);
 }
 
+/*
+ * tables_known_keys - the KeyTable's names, for an error that must not
+ * quote the name it could not find: a SigningTable option pointed at the
+ * wrong file (a Kubernetes Secret's redis.conf, "requirepass PASSWORD")
+ * made its second field the password, and the error printed it at -t, at
+ * start and at every reload (helper-121). A KeyTable name comes from a
+ * line that has a KeyTable entry's shape.
+ */
+static const char *tables_known_keys(const struct tables *t, char *buf, size_t size)
+{
+    size_t  used = 0;
+
+    buf[0] = 0;
+    for (int i = 0; i < t->key_count && used < size; i++)
+	used += snprintf(buf + used, size - used, "%s%s", i ? ", " : "", t->key[i].name);
+    if (used >= size && size > 4)
+	strcpy(buf + size - 4, "...");
+    return (t->key_count ? buf : "none");
+}
+
 void    tables_parse_signing(struct tables *t, struct config *errors, const char *name,
 			             const char *text)
 {
     struct tables_ctx c = {t, errors, name};
     int     first = t->sign_count;
+    char    known[200];
 
     tables_lines(text, tables_signing_line, &c);
-    for (int i = first; i < t->sign_count; i++)	/* keys must exist */
-	for (char **k = t->sign[i].keys; *k; k++)
+    for (int i = first; i < t->sign_count; i++) {	/* keys must exist */
+	int     n = 0;
+
+	for (char **k = t->sign[i].keys; *k; k++, n++)
 	    if (tables_find_key(t, *k) == NULL)
-		config_add_file_error(errors, name, t->sign[i].line,
-				      "key \"%s\" is not in the KeyTable", *k);
+		config_add_file_error(errors, name, t->sign[i].line, "key name %d of the line "
+				      "(%zu bytes, not repeated here) is not in the KeyTable "
+				      "(its names: %s)", n + 1, strlen(*k),
+				      tables_known_keys(t, known, sizeof(known)));
+    }
 }
 
 void    tables_parse_binding(struct tables *t, struct config *errors, const char *name,

@@ -455,11 +455,15 @@ def test_reemit_property(st, rec):
         token = uuid.uuid4().hex.encode()
         got = reemit(st, rec, "shim-v2", header, token)
         addrs, _, rest = parse_v2(got)
-        want = (src, dst, sport, dport)
+        want, out_fam = (src, dst, sport, dport), fam
         if fam == 6:
             want = (socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, src)),
                     socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, dst)),
                     sport, dport)
+            if ipaddress.IPv6Address(src).ipv4_mapped:      # handed on as IPv4
+                mapped = ipaddress.IPv6Address(dst).ipv4_mapped
+                want, out_fam = (str(ipaddress.IPv6Address(src).ipv4_mapped),
+                                 str(mapped) if mapped else "0.0.0.0", sport, dport), 4
         results["v2"].append(addrs == want and rest == token + b" bye\n")
         if not results["v2"][-1]:
             tap.diag("v2 re-emit of %r: %r" % (header, got[:120]))
@@ -470,7 +474,7 @@ def test_reemit_property(st, rec):
         except (ValueError, IndexError):
             addrs, rest = None, b""
         results["v1"].append(addrs == want and rest == token + b" bye\n"
-                             and got.startswith(b"PROXY TCP%d " % fam))
+                             and got.startswith(b"PROXY TCP%d " % out_fam))
         if not results["v1"][-1]:
             tap.diag("v1 re-emit of %r: %r" % (header, got[:120]))
 
@@ -488,8 +492,10 @@ def test_reemit_property(st, rec):
             (b"PROXY TCP6 ::1 :: 1 2\r\n", ("::1", "::", 1, 2)),
             (b"PROXY TCP6 2001:0db8:0000:0000:0000:0000:0000:0001 fe80::1 3 4\r\n",
              ("2001:db8::1", "fe80::1", 3, 4)),
+            # mapped: handed on as the IPv4 addresses they are (helper-123:
+            # an IPv4-only Postfix refused the TCP6 header with 421)
             (b"PROXY TCP6 ::ffff:192.0.2.1 ::FFFF:10.0.0.1 5 6\r\n",
-             ("::ffff:192.0.2.1", "::ffff:10.0.0.1", 5, 6)),
+             ("192.0.2.1", "10.0.0.1", 5, 6)),
             (b"PROXY TCP6 1:2:3:4:5:6:7:8 1::8 7 8\r\n", ("1:2:3:4:5:6:7:8", "1::8", 7, 8))):
         token = uuid.uuid4().hex.encode()
         addrs, _, rest = parse_v2(reemit(st, rec, "shim-v2", line, token))
