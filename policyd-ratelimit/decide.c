@@ -245,6 +245,58 @@ static struct decide_pending *decide_txn_add(struct decide_txn *txn, int index,
 }
 
 /*
+ * decide_txn_adopt - move from's entries into into (an entry of the same
+ * limit and key adds its recipients) with what they let through and the
+ * quarantines they struck: the recipients of policy connections that
+ * closed mid-transaction (decide_seen.c), which a later connection of the
+ * transaction charges. With limits, from's entries are first moved to
+ * the limits of a reload that came between; without, two transactions of
+ * other limits do not mix. -1 then, or past DECIDE_TXN_MAX entries; from
+ * is emptied either way.
+ */
+int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
+			         const struct limits *limits)
+{
+    int     ret = 0;
+
+    if (limits != NULL && from->count > 0 && from->generation != limits->generation)
+	decide_txn_remap(from, limits), from->generation = limits->generation;
+    if (into->count == 0 && into->let_through == 0)
+	into->generation = from->generation;
+    if ((from->count > 0 && into->generation != from->generation)
+	|| into->count + from->count > DECIDE_TXN_MAX)
+	ret = -1;
+    for (int i = 0; ret == 0 && i < from->count; i++) {
+	struct decide_pending *p = from->pending[i];
+	struct decide_pending *q = decide_txn_find(into, p->limit, p->key);
+
+	if (q != NULL) {
+	    q->recipients += p->recipients;
+	    continue;
+	}
+	if (into->count == into->cap) {
+	    into->cap = into->cap ? into->cap * 2 : 8;
+	    into->pending = xrealloc(into->pending, sizeof(*into->pending) * into->cap);
+	}
+	into->pending[into->count++] = p;
+	from->pending[i] = NULL;
+	decide_txn_index(into);
+    }
+    if (ret == 0) {
+	into->let_through += from->let_through;
+	into->rcpt_held += from->rcpt_held;
+	into->quarantine_struck |= from->quarantine_struck;
+    }
+    for (int i = 0; i < from->count; i++)
+	free(from->pending[i]);
+    from->count = 0;
+    free(from->instance);
+    from->instance = NULL;
+    decide_txn_free(from);
+    return (ret);
+}
+
+/*
  * decide_op_key - "mxrl:{LIMIT:KEY}:PERIOD", PERIOD the rate's period in
  * milliseconds, as snprintf() would write it (cut at size - 1), without
  * its format parser: that was the biggest item of formatting per
@@ -508,6 +560,8 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	*reply = DECIDE_TXN_FULL;
 	return (NULL);
     }
+    if (stage != STAGE_RCPT)		/* what closed connections let through */
+	decide_seen_adopt(txn, &pc->limits);
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
     unseen = decide_unseen(txn, stage);
     call = xcalloc(1, sizeof(*call));

@@ -72,5 +72,8 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
 			        const char *reply);
 long long decide_seen_elsewhere(const struct decide_txn *txn);
 void    decide_txn_closed(struct decide_txn *txn);
+void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits);
+int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
+			         const struct limits *limits);
 
 #endif

@@ -69,6 +69,7 @@ static struct {
     unsigned long long gen;		/* of this entry: taking a slot makes one */
     int     orphan;			/* a connection that let some through closed */
     int     unknown;			/* made for an instance marked in the bitmap */
+    struct decide_txn left;		/* recipients of connections that closed */
 } decide_seen[DECIDE_SEEN_SLOTS];
 static unsigned long long decide_seen_gen;
 static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
@@ -154,6 +155,7 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
 	decide_seen[slot].gen = ++decide_seen_gen;
 	decide_seen[slot].orphan = 0;
 	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
+	decide_txn_free(&decide_seen[slot].left);
     }
     if (decide_seen[slot].gen != txn->seen_gen) {	/* ours was put out */
 	txn->seen_gen = decide_seen[slot].gen;
@@ -189,11 +191,40 @@ void    decide_txn_closed(struct decide_txn *txn)
     if (txn->rcpt_held > 0 && (slot = decide_seen_slot(txn->instance)) >= 0) {
 	if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
 	    decide_evicted_mark(txn->instance);
-	else if (decide_seen[slot].gen == txn->seen_gen)
-	    decide_seen[slot].orphan = 1;
-	else				/* made again without ours */
-	    decide_seen[slot].unknown = 1;
+	else if (decide_seen[slot].gen != txn->seen_gen)
+	    decide_seen[slot].unknown = 1;	/* made again without ours */
+	else if (decide_seen[slot].orphan = 1,
+		 decide_txn_adopt(&decide_seen[slot].left, txn, NULL) < 0)
+	    decide_seen[slot].unknown = 1;	/* a reload between, or too many */
 	pthread_mutex_unlock(&decide_seen_lock);
     }
     decide_txn_free(txn);
+}
+
+/*
+ * decide_seen_adopt - at DATA or END-OF-MESSAGE: the recipients that
+ * connections of this transaction which closed let through (Postfix's
+ * smtpd_policy_service_request_limit closes one after every N requests;
+ * a transaction of several recipients then reached DATA on a connection
+ * that had seen none of them, was answered 451 on every attempt and
+ * never delivered: helper-122) become this connection's, to be checked
+ * and charged here with their keys.
+ */
+void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
+{
+    int     slot;
+
+    if ((slot = decide_seen_slot(txn->instance)) < 0)
+	return;
+    if (strcmp(decide_seen[slot].instance, txn->instance) == 0
+	&& (decide_seen[slot].left.rcpt_held > 0 || decide_seen[slot].left.count > 0)) {
+	if (decide_seen[slot].gen != txn->seen_gen) {	/* none recorded here yet */
+	    txn->seen_gen = decide_seen[slot].gen;
+	    txn->seen_held = 0;
+	}
+	txn->seen_held += decide_seen[slot].left.rcpt_held;
+	if (decide_txn_adopt(txn, &decide_seen[slot].left, limits) < 0)
+	    decide_seen[slot].unknown = 1;
+    }
+    pthread_mutex_unlock(&decide_seen_lock);
 }

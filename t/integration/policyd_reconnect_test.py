@@ -11,10 +11,11 @@ when Redis refuses a command for good (an outside tester's findings of
      limit was never charged (8 messages through a limit of 2). The one
      recipient Postfix names at DATA and END-OF-MESSAGE is checked and
      charged now: exactly 2 of 4 such sessions; several recipients this
-     connection did not see, but another did, are answered 451 4.3.0
-     (the client sends the message again), never admitted uncounted;
-     said once. A recipient permitted before the check (its RCPT reaches
-     no connection) is not charged, as before.
+     connection did not see, but a closed one did, are taken over with
+     their keys and charged (they were answered 451 on every attempt);
+     with smtpd_policy_service_request_limit = 1 too. A recipient
+     permitted before the check (its RCPT reaches no connection) is not
+     charged, as before.
   2. on_store_error = closed, Redis stopped (SIGSTOP) for 0.6 s: the
      requests answered 451 meanwhile were still charged when Redis went
      on (their scripts were queued): 2 of a limit of 5 left. What a late
@@ -44,10 +45,10 @@ UNSEEN_LOG = "this connection let 0 of their RCPTs through, an earlier one let s
 PASSWORD = "AclPw-Very-Secret-42"
 
 
-def session(st, rcpts, pause):
+def session(st, rcpts, pause, postfix="postfix"):
     """MAIL, RCPT each, pause seconds (a NOOP halfway), DATA: the DATA
     reply code and text, or the first refused RCPT's."""
-    s = smtplib.SMTP("127.0.0.1", st.port("postfix-smtp"), timeout=60)
+    s = smtplib.SMTP("127.0.0.1", st.port(postfix + "-smtp"), timeout=60)
     try:
         s.ehlo("client.mxkit.test")
         s.mail("sender@client.example")
@@ -100,10 +101,13 @@ limit per_domain = recipient_domain rate=2/1h count=recipients
            and sum("reconnect" in m for m in st.sink_messages()) == 2,
            "exactly 2 messages reached the next hop", diag="%d" % len(st.sink_messages()))
     code, text = session(st, ["a@multi.example", "b@multi.example"], 3)
-    tap.ok(code == 451 and UNSEEN[10:] in text,
-           "two recipients, then a pause: DATA on a new connection is answered 451 (they "
-           "were not seen there), not admitted uncounted", diag="%s %s" % (code, text))
-    code, text = session(st, ["a@multi.example", "b@multi.example"], 0)
+    tap.is_(code, 250, "two recipients, then a pause: DATA on a new connection takes the "
+            "closed connection's recipients with their keys (it was 451 on every attempt)",
+            diag=text)
+    code, text = session(st, ["c@multi.example"], 0)
+    tap.ok(400 <= code < 500, "and charged them: multi.example's 2/1h is spent, a third "
+           "recipient is deferred", diag="%s %s" % (code, text))
+    code, text = session(st, ["a@multi2.example", "b@multi2.example"], 0)
     tap.is_(code, 250, "the same without a pause: accepted (one connection saw both)",
             diag=text)
     code, text = session(st, ["permitted@other.example", "c@other.example"], 0)
@@ -111,10 +115,31 @@ limit per_domain = recipient_domain rate=2/1h count=recipients
             "accepted as before (only RCPTs another connection saw are missed ones)",
             diag=text)
     log = st.read_log("policyd")
-    tap.is_(log.count(UNSEEN_LOG), 1, "said once (once a minute at most)", diag=log[-2000:])
+    tap.is_(log.count(UNSEEN_LOG), 0, "nothing was unseen: every closed connection's "
+            "recipients were taken over", diag=log[-2000:])
+    test_request_limit(st, port)
     tap.ok(proc.poll() is None, "policyd-ratelimit is still running")
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_request_limit(st, port):
+    """helper-122: Postfix's smtpd_policy_service_request_limit = 1 closes the
+    policy connection after every request, so DATA and END-OF-MESSAGE come
+    on connections that saw no RCPT: every message of several recipients
+    was answered 451 on every attempt and never delivered. Now it is
+    delivered and each recipient charged: recipient_domain 2/1h takes the
+    two recipients of one message, and a third is deferred."""
+    st.start_postfix(name="postfix-rl", main={"smtpd_policy_service_request_limit": "1"},
+                     smtpd=mp.restrictions(port))
+    code, text = session(st, ["a@rl.example", "b@rl.example"], 0, postfix="postfix-rl")
+    tap.is_(code, 250, "request_limit = 1, two recipients: delivered", diag=text)
+    code, text = session(st, ["c@rl.example"], 0, postfix="postfix-rl")
+    tap.ok(400 <= code < 500, "a third recipient of rl.example (2/1h) is deferred: both were "
+           "charged", diag="%s %s" % (code, text))
+    tap.ok(wait_for(lambda: sum("reconnect" in m and "a@rl.example" in m
+                                for m in st.sink_messages()) == 1, timeout=20),
+           "the message reached the next hop")
 
 
 def ask(port, user):
