@@ -86,6 +86,7 @@ static const struct config_spec policyd_specs[] = {
     "450 4.7.1 Rate limit {limit} exceeded for {key}; retry in {retry_after}s", 0},
     {"reject_reply", CONFIG_STRING, "550 5.7.1 Rate limit {limit} exceeded for {key}", 0},
     {"routed_recipients", CONFIG_STRING, "reject", 0},
+    {"recipient_delimiter", CONFIG_STRING, RATELIMIT_DELIMITER, 0},
     {"store_error_reply", CONFIG_STRING,
     "451 4.3.0 Rate limit service unavailable; try again later", 0},
     {"idle_timeout", CONFIG_DURATION, "1000s", 0},

@@ -219,6 +219,7 @@ void    quarantine_load(struct limits *limits, struct config *cfg)
 	    quarantine_free_one(q);
 	} else {
 	    ratelimit_attribute_check(cfg, entry->line, "quarantine key", q->key.key_attr);
+	    q->key.delimiter = limits->delimiter;	/* keys as the limits' */
 	    limits->quarantine_count++;
 	}
     }

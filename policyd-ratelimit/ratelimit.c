@@ -310,6 +310,27 @@ static char *ratelimit_idna(const char *domain)
 }
 
 /*
+ * ratelimit_unextend - an address without its extension, as Postfix
+ * delivers it (recipient_delimiter: "alice+tag@example.com" is
+ * alice@example.com's mailbox): the local part cut at its first
+ * delimiter character, unless that is its first. Each extension was a
+ * fresh budget for one mailbox (helper-122: 8 messages to alice through
+ * a limit of 2/1h). In place.
+ */
+static void ratelimit_unextend(char *addr, const char *delimiter)
+{
+    char   *at = strrchr(addr, '@');
+    size_t  cut;
+
+    if (delimiter == NULL || *delimiter == 0 || at == NULL || at == addr)
+	return;
+    cut = strcspn(addr, delimiter);
+    if (cut == 0 || addr + cut >= at)
+	return;
+    memmove(addr + cut, at, strlen(at) + 1);
+}
+
+/*
  * ratelimit_value - the key of one value (a request's, or an override's:
  * both go through here, so an override matches exactly the requests it
  * names). An address, domain or DNS name loses one trailing dot:
@@ -336,6 +357,8 @@ const char *ratelimit_value(const struct limit *limit, const char *value, char *
     copy = xstrdup(value);
     if (len > 1 && copy[len - 1] == '.' && copy[len - 2] != '.' && copy[len - 2] != '@')
 	copy[len - 1] = 0;
+    if (strcmp(limit->key_attr, "sender") == 0 || strcmp(limit->key_attr, "recipient") == 0)
+	ratelimit_unextend(copy, limit->delimiter);
     at = strrchr(copy, '@');
     if ((ascii = ratelimit_idna(at ? at + 1 : copy)) != NULL) {
 	joined = xasprintf("%.*s%s", at ? (int) (at + 1 - copy) : 0, copy, ascii);
@@ -381,7 +404,8 @@ static const char *ratelimit_raw(const char *attr, const struct policy_request *
  * exemptions read only literal request attributes, so a sender_domain
  * or recipient_domain exemption passed -t and never matched.
  */
-static void ratelimit_exempt_key(const char *attr, const char *value, char *buf)
+static void ratelimit_exempt_key(const char *attr, const char *value, const char *delimiter,
+				         char *buf)
 {
     struct limit pseudo;
     char   *lowered;
@@ -389,6 +413,7 @@ static void ratelimit_exempt_key(const char *attr, const char *value, char *buf)
     memset(&pseudo, 0, sizeof(pseudo));
     pseudo.key_attr = (char *) attr;
     pseudo.v4_prefix = pseudo.v6_prefix = -1;
+    pseudo.delimiter = delimiter;
     (void) ratelimit_value(&pseudo, value, buf);	/* not client_address */
     lowered = ratelimit_lower(buf);		/* at most 1.5 times as long */
     if (strlen(lowered) < LIMIT_KEY_MAX)
@@ -574,6 +599,13 @@ void    ratelimit_load(struct limits *limits, struct config *cfg)
 
     memset(limits, 0, sizeof(*limits));
     limits->generation = ++generation;
+    limits->delimiter = xstrdup((entry = config_lookup(cfg, "recipient_delimiter")) != NULL
+				? entry->value : RATELIMIT_DELIMITER);
+    if (limits->delimiter[strcspn(limits->delimiter, "@\" \t\\")] != 0)
+	config_add_error(cfg, entry ? entry->line : 0, "recipient_delimiter: \"%.20s\": "
+			 "delimiter characters (Postfix's recipient_delimiter), not '@', "
+			 "a quote, a backslash or white space", limits->delimiter);
+    entry = NULL;
     while ((entry = config_next(cfg, entry, "limit")) != NULL) {
 	limits->limit = xrealloc(limits->limit, sizeof(struct limit) * (limits->limit_count + 1));
 	err = ratelimit_parse_limit(limits, limits->limit + limits->limit_count, entry->value);
@@ -587,6 +619,7 @@ void    ratelimit_load(struct limits *limits, struct config *cfg)
 	if (limits->limit[limits->limit_count].unless)
 	    ratelimit_attribute_check(cfg, entry->line, "unless=",
 				      limits->limit[limits->limit_count].unless);
+	limits->limit[limits->limit_count].delimiter = limits->delimiter;
 	limits->limit_count++;
     }
     ratelimit_load_overrides(limits, cfg);
@@ -676,7 +709,7 @@ static const char *ratelimit_parse_exempt(struct limits *limits, const char *tex
 	for (int i = 1; i < argc; i++) {
 	    char    key[LIMIT_KEY_MAX];
 
-	    ratelimit_exempt_key(argv[0], argv[i], key);
+	    ratelimit_exempt_key(argv[0], argv[i], limits->delimiter, key);
 	    *htable_slot(ex->values, key, &created) = ex;	/* any non-NULL */
 	}
     }
@@ -722,6 +755,7 @@ void    ratelimit_free(struct limits *limits)
     quarantine_free(limits);
     free(limits->limit);
     free(limits->exempt);
+    free(limits->delimiter);
     memset(limits, 0, sizeof(*limits));
 }
 
@@ -763,7 +797,7 @@ int     ratelimit_exempt(const struct limits *limits, const struct policy_reques
 	    if (cidr_list_match_str(ex->cidrs, ratelimit_unzoned(raw, key, sizeof(key))))
 		return (1);
 	} else {				/* the whole value, any length */
-	    ratelimit_exempt_key(ex->attr, raw, key);
+	    ratelimit_exempt_key(ex->attr, raw, limits->delimiter, key);
 	    if (htable_find(ex->values, key) != NULL)
 		return (1);
 	}

@@ -12,6 +12,7 @@
 #define LIMIT_KEY_MAX	512		/* key buffers; keys are shorter: */
 #define RATELIMIT_KEY_PLAIN_MAX	256	/* values this long or longer are */
 #define RATELIMIT_KEY_HASHED	256	/* hashed to keys of this length */
+#define RATELIMIT_DELIMITER	"+"	/* recipient_delimiter: Debian's and Dovecot's */
 #define LIMIT_NAME_MAX	64
 
 enum limit_count { COUNT_MESSAGES, COUNT_RECIPIENTS, COUNT_BYTES };
@@ -41,6 +42,7 @@ struct limit {
     char   *unless;			/* skip when this attribute is set */
     int     per_recipient;		/* key derived from the recipient */
     struct htable *overrides;		/* key value -> struct limit_rates */
+    const char *delimiter;		/* limits.delimiter */
 };
 
 struct exemption {
@@ -59,6 +61,7 @@ struct limits {
     struct quarantine *quarantine;	/* quarantine.c */
     int     quarantine_count;
     unsigned long generation;		/* distinct for every load */
+    char   *delimiter;			/* recipient_delimiter: "" none */
 };
 
 void    ratelimit_load(struct limits *limits, struct config *cfg);

@@ -17,6 +17,7 @@ static const struct config_spec specs[] = {
     {"limit", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"override", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
     {"exempt", CONFIG_DIRECTIVE, NULL, CONFIG_REPEAT},
+    {"recipient_delimiter", CONFIG_STRING, "+", 0},
     {0},
 };
 
@@ -203,6 +204,68 @@ static void test_long_values(void)
 }
 
 /*
+ * test_delimiter - recipient_delimiter (helper-122): an address's
+ * extension is no key of its own; the local part is cut at its first
+ * delimiter character, as Postfix delivers it (not at a first one:
+ * "+x@" is no extension), for recipient and sender keys, overrides and
+ * exemptions; "" turns it off; '@', quotes and white space are refused.
+ */
+static void test_delimiter(void)
+{
+    static const char conf[] = "limit r = recipient rate=1/1m\nlimit s = sender rate=1/1m\n"
+	"limit d = recipient_domain rate=1/1m\nlimit u = sasl_username rate=1/1m\n"
+	"override r Bob+VIP@Example.COM rate=9/1m\nexempt recipient carol-x@example.com\n";
+    static const struct {
+	const char *delim, *line, *want;
+    }       cases[] = {
+	{"+", "recipient=alice+1@example.com", "alice@example.com"},
+	{"+", "recipient=Alice+tag+more@Example.COM.", "alice@example.com"},
+	{"+", "recipient=alice+@example.com", "alice@example.com"},
+	{"+", "recipient=+alice@example.com", "+alice@example.com"},
+	{"+", "recipient=alice@exa+mple.com", "alice@exa+mple.com"},
+	{"+", "recipient=alice-1@example.com", "alice-1@example.com"},
+	{"+-", "recipient=alice-1@example.com", "alice@example.com"},
+	{"+-", "recipient=alice+a-b@example.com", "alice@example.com"},
+	{"", "recipient=alice+1@example.com", "alice+1@example.com"},
+	{"+", "recipient=alice+1", "alice+1"},	/* no domain: as it is */
+    };
+    char    text[512], buf[LIMIT_KEY_MAX];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	struct config *cfg;
+	struct limits limits;
+
+	snprintf(text, sizeof(text), "%srecipient_delimiter = %s\n", conf, cases[i].delim);
+	cfg = config_read_buffer("d.conf", text, strlen(text), specs);
+	memset(&limits, 0, sizeof(limits));
+	ratelimit_load(&limits, cfg);
+	is_str(key(limits.limit, cases[i].line), cases[i].want, "delimiter \"%s\": %s",
+	       cases[i].delim, cases[i].line);
+	if (i == 0) {
+	    is_str(key(limits.limit + 1, "sender=alice+news@example.com"), "alice@example.com",
+		   "a sender's extension too");
+	    is_str(key(limits.limit + 2, "recipient=alice+1@example.com"), "example.com",
+		   "recipient_domain: unchanged");
+	    is_str(key(limits.limit + 3, "sasl_username=svc+1@example.com"),
+		   "svc+1@example.com", "sasl_username: not an address Postfix delivers");
+	    is_int(ratelimit_rates_for(limits.limit, key(limits.limit,
+		   "recipient=bob+other@example.com"))->rate[0].count, 9,
+		   "an override names the mailbox: bob+VIP's applies to bob+other");
+	    ok(ratelimit_exempt(&limits, request("recipient=carol-x@example.com")),
+	       "an exemption without an extension (- is no delimiter here)");
+	    (void) buf;
+	}
+	ratelimit_free(&limits);
+	config_free(&cfg);
+    }
+    is_str(first_error("recipient_delimiter = @\n"), "t.conf:1: recipient_delimiter: \"@\": "
+	   "delimiter characters (Postfix's recipient_delimiter), not '@', a quote, a backslash "
+	   "or white space", "'@' refused");
+    ok(strstr(first_error("recipient_delimiter = \"+\"\n"), "recipient_delimiter") != NULL,
+       "a quote refused");
+}
+
+/*
  * test_address_keys - an address's key is written without printf (issue
  * 18): for IPv4 addresses of every digit count and for prefixes 0-32 and
  * none, it must be byte for byte what inet_ntop() and "%s/%d" gave.
@@ -259,6 +322,7 @@ static void test_address_keys(void)
 
 int     main(void)
 {
+    test_delimiter();
     struct config *cfg = config_read_buffer("ex.conf", example, strlen(example), specs);
     struct limits limits;
     struct limit_rates rates;
