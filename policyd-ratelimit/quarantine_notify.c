@@ -58,6 +58,42 @@ static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct event *quarantine_timer;
 static long long quarantine_timeout_ms = 30000;
 
+/* quarantine_ended - a notify child's end, logged; its slot free; lock held */
+
+static void quarantine_ended(int i, int status)
+{
+    pid_t   pid = quarantine_children[i].pid;
+
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+	msg_info("quarantine %s: notify (pid %d) done", quarantine_children[i].name, (int) pid);
+    else if (!quarantine_children[i].killed)
+	msg_warn("quarantine %s: notify (pid %d) %s %d", quarantine_children[i].name,
+		 (int) pid, WIFEXITED(status) ? "exited with status" : "killed by signal",
+		 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    quarantine_children[i].pid = 0;
+}
+
+/*
+ * quarantine_orphans - as PID 1 (a container's, no init before it) every
+ * orphan of the system becomes this process's child: what a notify
+ * command left running ("curl ... &") was a zombie for the container's
+ * life, and under a pids limit forks then failed and the page about a
+ * leaked credential was lost (helper-121). Reaped here; a notify child
+ * among them is logged as such. Lock held.
+ */
+static void quarantine_orphans(void)
+{
+    pid_t   pid;
+    int     status;
+
+    if (getpid() != 1)
+	return;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+	for (int i = 0; i < QUARANTINE_NOTIFY_MAX; i++)
+	    if (quarantine_children[i].pid == pid)
+		quarantine_ended(i, status);
+}
+
 /* quarantine_reap - log children that ended; kill those past the timeout */
 
 static void quarantine_reap(evutil_socket_t fd, short what, void *context)
@@ -66,20 +102,14 @@ static void quarantine_reap(evutil_socket_t fd, short what, void *context)
     int     status;
 
     pthread_mutex_lock(&quarantine_lock);
+    quarantine_orphans();
     for (int i = 0; i < QUARANTINE_NOTIFY_MAX; i++) {
 	pid_t   pid = quarantine_children[i].pid;
 
 	if (pid == 0)
 	    continue;
 	if (waitpid(pid, &status, WNOHANG) == pid) {
-	    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		msg_info("quarantine %s: notify (pid %d) done", quarantine_children[i].name,
-			 (int) pid);
-	    else if (!quarantine_children[i].killed)
-		msg_warn("quarantine %s: notify (pid %d) %s %d", quarantine_children[i].name,
-			 (int) pid, WIFEXITED(status) ? "exited with status" : "killed by signal",
-			 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-	    quarantine_children[i].pid = 0;
+	    quarantine_ended(i, status);
 	} else if (!quarantine_children[i].killed
 		   && now - quarantine_children[i].started >= quarantine_timeout_ms) {
 	    msg_warn("quarantine %s: notify (pid %d) killed after %llds",
