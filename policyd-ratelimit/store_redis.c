@@ -172,6 +172,7 @@ static const char store_redis_refund_script[] =
 struct store_redis_req {
     struct store_redis *redis;
     struct store_call *call;
+    int     resent;			/* sent again as EVAL after NOSCRIPT */
 };
 
 
@@ -298,10 +299,14 @@ static void store_redis_reply(redisAsyncContext *ctx, void *r, void *privdata)
 	redis->outstanding--;
 	redis->progress_ms = store_redis_now_ms();
     }
+    /* once more, with the script text; once: a server that answers
+       NOSCRIPT to EVAL too had every call sent again without end, each
+       with the whole script (helper-122: 30,000 EVALs in 3 s) */
     if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0
-	&& redis->connected) {
+	&& redis->connected && !req->resent) {
 	redis->sha[0] = 0;
-	store_redis_send(req, 0);		/* once more, with the script text */
+	req->resent = 1;
+	store_redis_send(req, 0);
 	return;
     }
     /* without a reply, store_redis_down() has said why */
@@ -445,10 +450,11 @@ static void store_redis_send(struct store_redis_req *req, int use_sha)
 
 static void store_redis_script_call(struct store_redis *redis, struct store_call *call)
 {
-    struct store_redis_req *req = xmalloc(sizeof(*req));
+    struct store_redis_req *req = xcalloc(1, sizeof(*req));
 
     req->redis = redis;
     req->call = call;
+    req->resent = redis->sha[0] == 0;		/* EVAL already: NOSCRIPT is final */
     store_redis_send(req, redis->sha[0] != 0);
 }
 
