@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -115,6 +116,40 @@ static int store_url_hostname(const char *host, size_t len)
     return (1);
 }
 
+/*
+ * store_url_numeric - a name whose last label is a number (digits, or
+ * 0x and hex digits) that is no dotted quad: "127.000.000.001",
+ * "0177.0.0.1", "127.1", "2130706433", "0x7f.1". No DNS name ends in a
+ * number, and readers disagree on these (libevent read 0177 as decimal
+ * 177, inet_aton() and curl as octal 127; the check against the
+ * daemon's own sockets compares dotted quads): refused (helper-122: the
+ * daemon connected to itself past -t).
+ */
+static int store_url_numeric(const char *host, size_t len)
+{
+    const char *last = host, *dot;
+    char    copy[256];
+    struct in_addr a4;
+    size_t  n, whole = len;
+
+    if (len > 0 && host[len - 1] == '.')
+	len--;				/* "127.0.0.1.": refused below */
+    for (dot = host; (dot = memchr(dot, '.', len - (dot - host))) != NULL; dot++)
+	last = dot + 1;
+    n = len - (last - host);
+    if (n > 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
+	if (strspn(last + 2, "0123456789abcdefABCDEF") < n - 2)
+	    return (0);			/* "0xcafe-1": a name */
+    } else if (n == 0 || strspn(last, "0123456789") < n) {
+	return (0);			/* a label with letters: a name */
+    }
+    if (whole >= sizeof(copy))
+	return (1);
+    memcpy(copy, host, whole);
+    copy[whole] = 0;
+    return (inet_pton(AF_INET, copy, &a4) != 1);
+}
+
 /* store_url_hostport - HOST[:PORT] or [IPV6][:PORT] into host, *portp */
 
 static const char *store_url_hostport(char *host, size_t hsize, int *portp, int defport,
@@ -149,6 +184,9 @@ static const char *store_url_hostport(char *host, size_t hsize, int *portp, int 
     if (bracket ? memchr(text, ':', hlen) == NULL : !store_url_hostname(text, hlen))
 	return ("redis:// host must be a host name (letters, digits, '-', '_', dots), "
 		"an IPv4 address or [an IPv6 address]");
+    if (!bracket && store_url_numeric(text, hlen))
+	return ("redis:// host is a number but no IPv4 address as a.b.c.d (no leading "
+		"zeros, four parts): readers disagree on what it names");
     memcpy(host, text, hlen);
     host[hlen] = 0;
     *portp = defport;

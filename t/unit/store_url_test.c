@@ -191,6 +191,22 @@ int     main(void)
     parsed("redis://host.example:6380/15", "host.example", 6380, 15, "", "",
 	   "redis://host.example:6380/15");
     parsed("redis://h:1/", "h", 1, 0, "", "", "redis://h:1/0");
+    /* numbers that are no dotted quad: readers disagree (helper-122: the
+       daemon read 0177 as decimal, inet_aton() as octal, and the check
+       against its own sockets missed 127.000.000.001) */
+    refused("redis://127.000.000.001:6379", "no IPv4 address as a.b.c.d", "leading zeros");
+    refused("redis://0177.0.0.1", "no IPv4 address as a.b.c.d", "an octal-looking part");
+    refused("redis://127.1/0", "no IPv4 address as a.b.c.d", "two parts");
+    refused("redis://2130706433", "no IPv4 address as a.b.c.d", "one number");
+    refused("redis://0x7f.1", "no IPv4 address as a.b.c.d", "hex");
+    refused("redis://redis.0x7f", "no IPv4 address as a.b.c.d", "a hex last label");
+    refused("redis://10.0.0.1.", "no IPv4 address as a.b.c.d", "a dotted quad and a dot");
+    parsed("redis://10.0.20.5:6379", "10.0.20.5", 6379, 0, "", "", "redis://10.0.20.5:6379/0");
+    parsed("redis://redis-0.redis.svc:6379", "redis-0.redis.svc", 6379, 0, "", "",
+	   "redis://redis-0.redis.svc:6379/0");
+    parsed("redis://123.example", "123.example", 6379, 0, "", "", "redis://123.example:6379/0");
+    parsed("redis://cafe", "cafe", 6379, 0, "", "", "redis://cafe:6379/0");
+    parsed("redis://0xcafe-1", "0xcafe-1", 6379, 0, "", "", "redis://0xcafe-1:6379/0");
     parsed("redis://:" SECRET "@host.example:65535/3", "host.example", 65535, 3, "", SECRET,
 	   "redis://:***@host.example:65535/3");
     parsed("redis://mxkit:" SECRET "@[::1]:7000/2", "::1", 7000, 2, "mxkit", SECRET,
