@@ -518,7 +518,10 @@ static void runner_apply_reload(struct runner *r)
     if (old != r->first_cfg)		/* nothing points into it now */
 	config_free(&old);
     curl_multi_setopt(r->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) r->tool->concurrency);
-    r->next = r->count;			/* list again, and read the secret */
+    runner_key_load(r);			/* at once: the man page says so, and an
+					   event picked before the next listing was
+					   signed with the old one (helper-121) */
+    r->next = r->count;			/* list again */
     r->lost = 1;
     r->flush_listed = 0;		/* a flush pass: from that listing on */
 }
