@@ -356,6 +356,12 @@ static void runner_key_load(struct runner *r)
 	r->key_said = 0;
 	r->lost = 1;				/* what waited for it: due now */
     }
+    if (err == NULL && sign_key_weak(&r->key) != NULL && r->key_weak_said != r->key.len) {
+	msg_warn("secret_file %s: %s", r->tool->secret_file, sign_key_weak(&r->key));
+	r->key_weak_said = r->key.len;		/* once per key length */
+    } else if (err == NULL && sign_key_weak(&r->key) == NULL) {
+	r->key_weak_said = 0;
+    }
 }
 
 static int runner_scan(struct runner *r, int all)

@@ -82,6 +82,7 @@ struct runner {
     struct webhook_key key;		/* the global secret; len 0: unreadable */
     int     key_missing;		/* since the last listing that read it */
     long long key_said;			/* daemon_mono_sec() it was last logged */
+    size_t  key_weak_said;		/* the short key length last warned of */
     CURLM  *multi;
     struct htable *inflight;		/* id -> transfer */
     struct htable *tried;		/* ids a flush pass has started */

@@ -67,6 +67,25 @@ const char *sign_key_parse(const char *text, struct webhook_key *key)
     return (NULL);
 }
 
+/*
+ * sign_key_weak - why a key that parses is too short to be a secret, or
+ * NULL: "changeme" is base64 of 6 bytes, and a Kubernetes Secret key
+ * named wrong (the Redis password's file) parsed too; both signed every
+ * event without a word (helper-121). Said, not refused: a running setup
+ * must not stop posting at an upgrade.
+ */
+const char *sign_key_weak(const struct webhook_key *key)
+{
+    static _Thread_local char why[160];
+
+    if (key->len >= SIGN_KEY_MIN)
+	return (NULL);
+    snprintf(why, sizeof(why), "the secret is %zu bytes, too short to resist guessing: "
+	     "Standard Webhooks secrets are %d to 64 random bytes (whsec_ and the base64 of "
+	     "openssl rand 32)", key->len, SIGN_KEY_MIN);
+    return (why);
+}
+
 const char *sign_key_load(const char *path, struct webhook_key *key)
 {
     static char err[300];

@@ -12,6 +12,9 @@ struct webhook_key {
 
 const char *sign_key_parse(const char *text, struct webhook_key *key);
 const char *sign_key_load(const char *path, struct webhook_key *key);
+const char *sign_key_weak(const struct webhook_key *key);
+
+#define SIGN_KEY_MIN	24		/* Standard Webhooks: 24 to 64 random bytes */
 char   *sign_signature(const struct webhook_key *key, const char *id,
 			       long long timestamp, const char *body, size_t body_len);
 char   *sign_base64(const unsigned char *data, size_t len);

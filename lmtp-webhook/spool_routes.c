@@ -40,8 +40,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "msg.h"
 #include "route.h"
+#include "sign.h"
 #include "spool_tool.h"
 #include "xalloc.h"
 
@@ -99,11 +102,17 @@ static int spool_routes_one(const char *name, const char *value)
 	msg_error("%s: %s", name, err);
 	return (-1);
     }
-    for (int i = 0; i < route.secret_count; i++)	/* said, as for secret_file */
+    for (int i = 0; i < route.secret_count; i++) {	/* said, as for secret_file */
+	struct webhook_key key;
+
 	if (stat(route.secret_files[i], &st) == 0 && (st.st_mode & S_IROTH))
 	    msg_warn("%s: secret_file %s is readable by every user (mode %04o): chmod o-r "
 		     "(0640, group vmail)", name, route.secret_files[i],
 		     (unsigned) (st.st_mode & 07777));
+	if (sign_key_load(route.secret_files[i], &key) == NULL && sign_key_weak(&key))
+	    msg_warn("%s: secret_file %s: %s", name, route.secret_files[i], sign_key_weak(&key));
+	OPENSSL_cleanse(&key, sizeof(key));
+    }
     route_free(&route);
     return (0);
 }

@@ -32,6 +32,7 @@ binding, so each case is run through -t and a start):
     the previous configuration kept.
 """
 
+import base64
 import os
 import pwd
 import shutil
@@ -195,6 +196,26 @@ def test_secret_mode_and_dead_after(st):
            % world in res.stderr, "secret_file 0644: -t warns (and says OK)",
            diag=res.stdout + res.stderr)
     tap.ok("whsec_" not in res.stdout + res.stderr, "the warning holds no secret")
+    tap.ok("too short" not in res.stderr, "a 32-byte secret is not called short")
+    # helper-121: "changeme" (6 bytes), whsec_AA== (1 byte), the Redis
+    # password's file named instead: each signed every event unsaid
+    for label, text in (("changeme", "changeme\n"), ("whsec_AA==", "whsec_AA==\n"),
+                        ("18 bytes", "whsec_%s\n" % base64.b64encode(b"r" * 18).decode())):
+        weak = write(st, "weak.secret", text, 0o640)
+        os.chown(weak, 0, NOBODY.pw_gid)
+        conf = write(st, "weak.conf", "spool_dir = %s\nsecret_file = %s\n" % (spool(st), weak))
+        res = check(conf)
+        tap.ok(res.returncode == 0 and "too short to resist guessing" in res.stderr
+               and text.strip() not in res.stdout + res.stderr,
+               "a secret of %s: -t warns (it still signs), without the secret" % label,
+               diag=res.stdout + res.stderr)
+        proc, name = start(st, conf, "weak-%d" % len(text))
+        tap.ok(proc is not None and wait_for(lambda: "too short to resist guessing"
+                                             in st.read_log(name), timeout=5),
+               "a secret of %s: the running daemon warns too" % label,
+               diag=st.read_log(name)[-600:])
+        if proc:
+            stop(proc)
     base = "spool_dir = %s\nsecret_file = %s\n" % (spool(st), secret(st))
     for value in ("500ms", "9s"):
         conf = write(st, "dla.conf", base + "dead_letter_after = %s\n" % value)
