@@ -731,6 +731,12 @@ struct dkim_policy *policy_load(const char *path)
 	policy_read_table(p, "key_table", tables_parse_keys);
 	policy_read_table(p, "signing_table", tables_parse_signing);
 	policy_read_table(p, "sender_binding", tables_parse_binding);
+	/* as an empty mode: "OK" and ready, and every message unsigned
+	   (helper-121: an empty ConfigMap key) */
+	if (p->sign && p->cfg->error_count == 0 && p->tables.sign_count == 0)
+	    config_add_error(p->cfg, config_line(p->cfg, "signing_table"), "mode sign, but "
+			     "signing_table has no entry: every message would pass unsigned "
+			     "(leave sign out of mode to verify only)");
 	if (config_get_str(p->cfg, "signing_table"))
 	    policy_check_alignment(p, tables_strip_prefix(config_get_str(p->cfg,
 							      "signing_table")));

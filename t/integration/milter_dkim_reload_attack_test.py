@@ -562,6 +562,11 @@ def test_tables(st, proc, dns, conf):
                "signing_table is not a regular file", make=make_fifo)
     table_case(st, proc, dns, conf, "SigningTable removed after -t", False,
                "cannot open signing_table", after_check=os.unlink)
+    # helper-121: an empty ConfigMap key; -t said OK, /readyz 200, nothing signed
+    table_case(st, proc, dns, conf, "SigningTable empty", False,
+               "signing_table has no entry: every message would pass unsigned", signing="")
+    table_case(st, proc, dns, conf, "SigningTable of comments only", False,
+               "signing_table has no entry", signing="# nothing yet\n\n")
     pad = ("#" + "x" * 99 + "\n") * (17 * 1024 * 1024 // 101) + SET2
     table_case(st, proc, dns, conf, "SigningTable of 17 MB", False,
                "signing_table is larger than 16 MB", signing=pad)
