@@ -105,5 +105,6 @@ void    daemon_config_running(const struct config *cfg);
 int     daemon_config_unapplied(const struct config *new, const char *name);
 int     daemon_config_reload(const struct config *new);
 long    daemon_nofile_raise(void);
+long    daemon_threads_max(void);
 
 #endif

@@ -13,6 +13,8 @@
  *	void	daemon_config_check(cfg)
  *	void	daemon_config_addresses(cfg, addrs, count)
  *	long long daemon_config_connections(cfg, name, per_connection, reserve)
+ *	long	daemon_threads_max()
+ *
  *	void	daemon_config_running(cfg)
  *	int	daemon_config_unapplied(new, name)
  *	int	daemon_config_reload(new)
@@ -70,6 +72,13 @@
  *
  *	daemon_nofile_raise() raises the soft open-files limit to the
  *	hard limit, and returns the soft limit then in force.
+ *
+ *	daemon_threads_max() is how many more threads (tasks) this process
+ *	may start, as far as it can tell: the room left under its cgroup's
+ *	pids.max (a container's --pids-limit, Kubernetes' pod pid limit)
+ *	and under RLIMIT_NPROC (counted over the user's tasks); -1 when
+ *	neither limits it. A daemon with a thread per session compares it
+ *	with its session limit at the start.
  * DIAGNOSTICS
  *	Errors are added to the configuration (config_add_error()).
  */
@@ -700,4 +709,64 @@ int     daemon_config_reload(const struct config *new)
 	msg_warn("reload: %s changed but cannot change while running: the old %s in "
 		 "effect until a restart", names, changed > 1 ? "values stay" : "value stays");
     return (changed);
+}
+
+/* daemon_cgroup_pids - pids.max less pids.current of this process's cgroup (v1 or v2), or -1 */
+
+static long daemon_cgroup_pids(void)
+{
+    char    line[512], path[700];
+    long    max = -1, cur = 0;
+    FILE   *fp;
+
+    if ((fp = fopen("/proc/self/cgroup", "r")) == NULL)
+	return (-1);
+    path[0] = 0;
+    while (fgets(line, sizeof(line), fp) != NULL) {
+	char   *v1 = strstr(line, ":pids:");
+
+	line[strcspn(line, "\n")] = 0;
+	if (v1 != NULL)				/* cgroup v1's pids controller */
+	    snprintf(path, sizeof(path), "/sys/fs/cgroup/pids%s", v1 + 6);
+	else if (strncmp(line, "0::", 3) == 0 && path[0] == 0)
+	    snprintf(path, sizeof(path), "/sys/fs/cgroup%s", line + 3);
+    }
+    fclose(fp);
+    for (int i = 0; path[0] && i < 2; i++) {
+	char    file[760];
+
+	snprintf(file, sizeof(file), "%s/%s", path, i ? "pids.current" : "pids.max");
+	if ((fp = fopen(file, "r")) == NULL)
+	    return (-1);
+	if (fgets(line, sizeof(line), fp) != NULL) {
+	    if (i == 0)
+		max = strncmp(line, "max", 3) == 0 ? -1 : strtol(line, NULL, 10);
+	    else
+		cur = strtol(line, NULL, 10);
+	}
+	fclose(fp);
+	if (max < 0)
+	    return (-1);
+    }
+    return (max < 0 ? -1 : max - cur);
+}
+
+long    daemon_threads_max(void)
+{
+    struct rlimit rl;
+    long    room = daemon_cgroup_pids(), tasks = 0;
+    char    line[256];
+    FILE   *fp;
+
+    if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+	if ((fp = fopen("/proc/self/status", "r")) != NULL) {
+	    while (fgets(line, sizeof(line), fp) != NULL)
+		if (strncmp(line, "Threads:", 8) == 0)
+		    tasks = strtol(line + 8, NULL, 10);
+	    fclose(fp);
+	}
+	if (room < 0 || (long) rl.rlim_cur - tasks < room)
+	    room = (long) rl.rlim_cur - tasks;	/* this process's share at least */
+    }
+    return (room);
 }

@@ -113,6 +113,24 @@ static void milter_dkim_stop(int sig)
 	mengine_stop();
 }
 
+/*
+ * milter_threads_check - each milter session is a thread: under a pids
+ * limit below max_sessions, sessions past it waited in the listen
+ * backlog, 10 s and more, while /readyz said 200 and the log said little
+ * (helper-121, --pids-limit 8). Said at the start.
+ */
+static void milter_threads_check(int max_sessions)
+{
+    long    room = daemon_threads_max();
+
+    if (room >= 0 && room < (long) max_sessions + 8)
+	msg_warn("this process may start about %ld more threads (its cgroup's pids limit, "
+		 "RLIMIT_NPROC), fewer than max_sessions (%d) and its own: each milter "
+		 "session is a thread, and one past the limit waits in the listen backlog "
+		 "until another ends (Postfix tempfails it after milter_command_timeout); "
+		 "raise the pids limit or lower max_sessions", room, max_sessions);
+}
+
 static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 			             const struct daemon_opts *opts)
 {
@@ -143,6 +161,7 @@ static int milter_dkim_serve(const char *config_path, struct dkim_policy *p,
 	&& (err = daemon_socket_give(p->socket_path, config_get_str(p->cfg, "user"), 0)))
 	msg_fatal("%s", err);
     mengine_max_sessions = p->max_sessions;
+    milter_threads_check(p->max_sessions);
     milter_metrics_init();
     skeleton_start(&sk, opts, p->cfg);
     policy_install(p);
