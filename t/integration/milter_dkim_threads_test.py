@@ -62,7 +62,16 @@ def main():
             return tap.done()
         group = os.path.join(root, "mxkit-milter-threads-%d" % os.getpid())
         os.mkdir(group)
+        if not os.path.exists(os.path.join(group, "pids.max")):     # v2: enable it
+            try:
+                with open(os.path.join(root, "cgroup.subtree_control"), "w") as f:
+                    f.write("+pids\n")
+            except OSError as e:
+                tap.diag("cannot enable the pids controller: %s" % e)
         try:
+            if not tap.ok(os.path.exists(os.path.join(group, "pids.max")),
+                          "a pids cgroup of the test's own (%s)" % group):
+                return tap.done()
             with open(os.path.join(group, "pids.max"), "w") as f:
                 f.write("12\n")
             port = st.port("milter")
