@@ -38,6 +38,20 @@ for name in ("proxyv2-shim", "milter-dkim"):
     tap.is_((containers[name].get("readinessProbe") or {}).get("httpGet"),
             {"path": "/readyz", "port": METRICS[name]},
             "%s: readiness GET /readyz on its metrics port" % name)
+# helper-121: the whole Secret was mounted in every sidecar, the shim's
+# (internet-facing, reads none) and the runner's (reads no DKIM key) too
+volumes = {v["name"]: v for v in pod[0]["spec"]["template"]["spec"]["volumes"]}
+wants = {"proxyv2-shim": set(), "milter-dkim": {"rsa2026.private", "ed2026.private"},
+         "policyd-ratelimit": {"redis-password"}, "lmtp-webhook-spool": {"webhook.secret"}}
+for name, want in sorted(wants.items()):
+    got = set()
+    for m in containers[name].get("volumeMounts", []):
+        secret = volumes[m["name"]].get("secret")
+        if secret is None:
+            continue
+        items = secret.get("items")
+        got |= {i["path"] for i in items} if items else {"(every key)"}
+    tap.is_(got, want, "%s mounts the Secret's keys it reads, no other" % name)
 probed = [(n, p.get("tcpSocket") or p.get("httpGet", {}).get("port"))
           for n, c in containers.items() for k, p in c.items() if k.endswith("Probe")]
 tap.ok(all(not isinstance(port, dict) and port in METRICS.values() for _, port in probed),
