@@ -639,6 +639,24 @@ static char *decide_expand(const char *template, const struct limit *limit,
     return (out);
 }
 
+/*
+ * decide_never_fits - a cost the rate can never let through, the bucket
+ * empty: more than its burst at once (a 20 KB message against 10k/1h of
+ * bytes, 7 recipients against 5/1m). Deferred "retry in Ns", it was
+ * deferred again after N s, for ever (helper-122). Not at RCPT for a
+ * count of recipients: its cost is the transaction's recipients so far,
+ * and a 4xx there has the client send that one in another transaction.
+ */
+static int decide_never_fits(const struct limit *limit, const struct store_op *op,
+			             enum decide_stage stage)
+{
+    return (op->kind == STORE_OP_RATE && op->cost * op->interval > op->capacity + 0.5
+	    && (stage != STAGE_RCPT || limit->count != COUNT_RECIPIENTS));
+}
+
+#define DECIDE_NEVER_REPLY "554 5.7.1 Rate limit {limit}: {count} at once is more than " \
+	"{rate} ever lets through for {key}; it cannot pass"
+
 static void decide_log(const struct limit *limit, const char *key, const struct store_op *op,
 		               const struct policy_request *req)
 {
@@ -648,18 +666,27 @@ static void decide_log(const struct limit *limit, const char *key, const struct 
     const char *addr = policy_request_get(req, "client_address");
     const char *state = policy_request_get(req, "protocol_state");
 
-    msg_info("%s: %s%s key=%s count=%.0f rate=%s retry_after=%.0fs stage=%s "
+    char    retry[40];
+
+    if (decide_never_fits(limit, op, decide_stage(req)))
+	snprintf(retry, sizeof(retry), "never (more than the burst)");
+    else
+	snprintf(retry, sizeof(retry), "%.0fs", ceil(op->retry_after / 1e6));
+    msg_info("%s: %s%s key=%s count=%.0f rate=%s retry_after=%s stage=%s "
 	     "queue_id=%s client=%s[%s]", limit->name, limit->dry_run ? "would " : "",
 	     ratelimit_action_name(limit->dry_run ? ACTION_DEFER : limit->action), key, op->cost,
-	     rates->rate[op->rate].text, ceil(op->retry_after / 1e6), state ? state : "",
+	     rates->rate[op->rate].text, retry, state ? state : "",
 	     qid && *qid ? qid : "NOQUEUE", name ? name : "unknown", addr ? addr : "");
 }
 
 static char *decide_reply(const struct policy_config *pc, const struct limit *limit,
-			          const char *key, const struct store_op *op)
+			          const char *key, const struct store_op *op,
+			          enum decide_stage stage)
 {
     char   *text, *reply;
 
+    if (limit->action == ACTION_DEFER && decide_never_fits(limit, op, stage))
+	return (decide_expand(DECIDE_NEVER_REPLY, limit, key, op));	/* no retry helps */
     switch (limit->action) {
     case ACTION_REJECT:
 	return (decide_expand(pc->reject_reply, limit, key, op));
@@ -739,13 +766,13 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 	const struct limit *limit = pc->limits.limit + deciding->limit;
 
 	decide_key_value(limit, deciding, key, sizeof(key));
-	return (decide_reply(pc, limit, key, deciding));
+	return (decide_reply(pc, limit, key, deciding, decide_stage(req)));
     }
     if (warning) {
 	const struct limit *limit = pc->limits.limit + warning->limit;
 
 	decide_key_value(limit, warning, key, sizeof(key));
-	reply = decide_reply(pc, limit, key, warning);
+	reply = decide_reply(pc, limit, key, warning, decide_stage(req));
     } else {
 	reply = xstrdup("DUNNO");
     }

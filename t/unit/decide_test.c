@@ -455,6 +455,17 @@ int     main(void)
     check(ask(&txn, "END-OF-MESSAGE", "t7", "sasl_username=carol\nrecipient_count=1\n"
 	      "recipient=t7@example.net\nsize=100\n"), "DUNNO", "bytes: the deferred message was not charged");
 
+    /* helper-122: more than the burst at once can never pass; "retry in
+       Ns" deferred it again after N s, for ever */
+    check(ask(&txn, "END-OF-MESSAGE", "t7b", "sasl_username=frank\nrecipient_count=1\n"
+	      "recipient=t7b@example.net\nsize=2000\n"),
+	  "554 5.7.1 Rate limit bytes: 2000 at once is more than 1000/1h ever lets through for "
+	  "frank; it cannot pass", "bytes: a message past the burst, fresh key: 554, not 450");
+    check(ask(&txn, "DATA", "t7c", "sasl_username=erin\nrecipient_count=31\n"),
+	  "554 5.7.1 Rate limit per_user: 31 at once", "31 recipients at DATA: 554");
+    check(ask(&txn, "END-OF-MESSAGE", "t7d", "sasl_username=frank\nrecipient_count=1\n"
+	      "recipient=t7d@example.net\nsize=1000\n"), "DUNNO",
+	  "the burst itself fits (and the refused one charged nothing)");
     check(ask(&txn, "END-OF-MESSAGE", "t8", "sender=a@dry.example\n"), "DUNNO", "dry 1/1");
     check(ask(&txn, "END-OF-MESSAGE", "t9", "sender=a@dry.example\n"), "DUNNO",
 	  "dry_run over the limit still answers DUNNO");
