@@ -45,10 +45,38 @@ static const char *store_redis_addr(const struct store_redis *redis)
     return (text);
 }
 
-/* store_redis_state - log a connection state once, until it changes */
+/*
+ * store_redis_state - log a connection state once, until it changes. A
+ * connection that flaps (a server that closes at the first script, one
+ * that closes at once) changed state every second: about 7,200 lines an
+ * hour (helper-122). Past STORE_STATE_BURST lines in a minute the rest
+ * are counted, and said in one line when the minute is over.
+ */
 
 #define STORE_STATE_RECENT	8	/* states logged lately, any worker's */
 #define STORE_STATE_AGREE_MS	2000	/* another worker's same state: said */
+#define STORE_STATE_BURST	6	/* state lines a minute, then counted */
+
+static int store_redis_state_gate(const char *text)
+{
+    static long long minute_ms = -60000;
+    static int said, held;
+    static char last_held[200];
+    long long now = store_redis_now_ms();
+
+    if (now - minute_ms >= 60000) {
+	if (held > 0)
+	    msg_warn("redis: %d connection state lines not logged in the last minute (the "
+		     "connection keeps changing state; the last: %s)", held, last_held);
+	minute_ms = now;
+	said = held = 0;
+    }
+    if (++said <= STORE_STATE_BURST)
+	return (1);
+    held++;
+    snprintf(last_held, sizeof(last_held), "%s", text);
+    return (0);
+}
 
 static void store_redis_state(struct store_redis *redis, int warning, const char *text)
 {
@@ -81,6 +109,8 @@ static void store_redis_state(struct store_redis *redis, int warning, const char
 	recent[next].at_ms = now;
 	next = (next + 1) % STORE_STATE_RECENT;
     }
+    if (!same && !store_redis_state_gate(redis->logged))
+	same = 1;				/* counted: said in a minute */
     pthread_mutex_unlock(&lock);
     if (same)
 	return;
