@@ -93,6 +93,8 @@ def project(st, ports, dns):
     with open(path) as f:
         doc = yaml.safe_load(f)
     images = {"mxkit:latest": mc.MXKIT, "redis:7.0-bookworm": mc.REDIS}
+    for name in [n for n, svc in doc["services"].items() if "image" not in svc]:
+        del doc["services"][name]       # Mailu's own (front, smtp pinned): not here
     for name, svc in doc["services"].items():
         svc["image"] = images[svc["image"]]
         svc["network_mode"] = "host"
@@ -167,7 +169,7 @@ def check_grace():
         doc = yaml.safe_load(f)
     short = {}
     for name, svc in doc["services"].items():
-        if svc["image"] != "mxkit:latest":
+        if svc.get("image") != "mxkit:latest":
             continue
         m = re.fullmatch(r"(\d+)s", str(svc.get("stop_grace_period", "")))
         if not m or int(m.group(1)) < 30:
