@@ -305,6 +305,17 @@ def cases(live):
             "pass", to='"bills@acme.example, x" <ap@attacker-co.example>')), "quarantine"),
         ("the address only in a comment", fresh("msg_comment", event_body(
             "pass", to="ap@attacker-co.example (bills@acme.example)")), "quarantine"),
+        # helper-120: one level of comment removed by a regex left the
+        # address of an escaped or nested comment outside it
+        ("the address in a comment with an escaped parenthesis", fresh(
+            "msg_comment_esc", event_body("pass", to="ap@attacker-co.example (Attacker Co\\), "
+                                          "bills@acme.example, \\()")), "quarantine"),
+        ("the address in a nested comment", fresh("msg_comment_nest", event_body(
+            "pass", to="AP <ap@attacker-co.example> (Attacker Co (AP), bills@acme.example, "
+            "(x) dept)")), "quarantine"),
+        ("the address beside a quoted name with an escaped quote and a comment", fresh(
+            "msg_quote_esc", event_body("pass", to='"Acme \\" (x" <bills@acme.example> (y)')),
+         "accept"),
         ("no To:", fresh("msg_no_to", event_body("pass", to=None)), "quarantine"),
         ("the address in Cc:, bare, upper case", fresh("msg_cc", event_body(
             "pass", to="ap@attacker-co.example", cc="x@y.example, BILLS@acme.example")),
