@@ -211,6 +211,7 @@ static int webhook_route_for(struct mail_deliver_context *ctx, const char *rcpt,
 	}
 	for (f = forms; *f != NULL; f++)
 	    if (route_match(&route, *f, url_r, workspace_r)) {
+		(void) route_expand_secrets(&route, *f);	/* {N} of secret_file= */
 		*route_r = route;		/* its options: the caller's */
 		return (1);
 	    }

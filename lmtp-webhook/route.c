@@ -134,6 +134,23 @@ static const char *route_option(const char *word, size_t len, struct webhook_rou
     return ("unknown option after the URL (secret_file=, raw_message=)");
 }
 
+/*
+ * route_secret_captures - each {N} of a secret_file= path names a capture:
+ * "secret_file=/etc/dovecot/webhook/{1}.secret" gives each workspace of
+ * a wildcard route its own secret (helper-120: every guide's one route
+ * for bills@*.planapulse.app signed all workspaces with one secret, and
+ * one workspace's copy forged events for all). A capture is letters,
+ * digits, '-' and '_' only, so a path stays in its directory.
+ */
+static const char *route_secret_captures(const struct webhook_route *route, int stars)
+{
+    for (int i = 0; i < route->secret_count; i++)
+	for (const char *p = route->secret_files[i]; (p = strchr(p, '{')) != NULL; p++)
+	    if (!(p[1] >= '1' && p[1] <= '9' && p[2] == '}') || p[1] - '0' > stars)
+		return ("secret_file: {N} must name a capture of the pattern ({1}..{9})");
+    return (NULL);
+}
+
 /* route_options - the words after the URL */
 
 static const char *route_options(const char *p, struct webhook_route *route)
@@ -243,7 +260,8 @@ const char *route_parse(const char *value, struct webhook_route *route)
 	    return ("URL: {N} must name a capture of the pattern ({1}..{9})");
     if ((err = route_url_error(url, (size_t) (url_end - url))) != NULL)
 	return (err);
-    if ((err = route_options(url_end, route)) != NULL) {
+    if ((err = route_options(url_end, route)) != NULL
+	|| (err = route_secret_captures(route, stars)) != NULL) {
 	route_free(route);
 	return (err);
     }
@@ -337,23 +355,21 @@ static char *route_lower(const char *start, const char *end)
     return (s);
 }
 
-int     route_match(const struct webhook_route *route, const char *address,
-		            char **url_r, char **workspace_r)
+/* route_expand - text with each {N} replaced by capture N, lower case (malloc()ed) */
+
+static char *route_expand(const char *text, const char *const *cap)
 {
-    const char *cap[2 * ROUTE_MAX_CAPTURES] = {0};
     size_t  len = 0, cap_len;
-    char   *url, *out;
+    char   *result, *out;
     const char *p;
 
-    if (!route_glob(route->pattern, address, cap))
-	return (0);
-    for (p = route->url; *p; p++, len++)
+    for (p = text; *p; p++, len++)
 	if (*p == '{') {
 	    len += cap[2 * (p[1] - '1') + 1] - cap[2 * (p[1] - '1')];
 	    p += 2;
 	}
-    url = out = wh_malloc(len + 1);
-    for (p = route->url; *p; p++)
+    result = out = wh_malloc(len + 1);
+    for (p = text; *p; p++)
 	if (*p == '{') {
 	    int     i = p[1] - '1';
 
@@ -365,8 +381,33 @@ int     route_match(const struct webhook_route *route, const char *address,
 	    *out++ = *p;
 	}
     *out = 0;
-    *url_r = url;
+    return (result);
+}
+
+int     route_match(const struct webhook_route *route, const char *address,
+		            char **url_r, char **workspace_r)
+{
+    const char *cap[2 * ROUTE_MAX_CAPTURES] = {0};
+
+    if (!route_glob(route->pattern, address, cap))
+	return (0);
+    *url_r = route_expand(route->url, cap);
     *workspace_r = cap[0] ? route_lower(cap[0], cap[1]) : NULL;
+    return (1);
+}
+
+int     route_expand_secrets(struct webhook_route *route, const char *address)
+{
+    const char *cap[2 * ROUTE_MAX_CAPTURES] = {0};
+
+    if (!route_glob(route->pattern, address, cap))
+	return (0);
+    for (int i = 0; i < route->secret_count; i++) {
+	char   *path = route_expand(route->secret_files[i], cap);
+
+	free(route->secret_files[i]);
+	route->secret_files[i] = path;
+    }
     return (1);
 }
 

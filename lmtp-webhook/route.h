@@ -20,6 +20,7 @@ struct webhook_route {
 #define ROUTE_SETTING "lmtp_webhook_route"	/* then 2, 3, ... without a gap */
 
 const char *route_parse(const char *value, struct webhook_route *route);
+int     route_expand_secrets(struct webhook_route *route, const char *address);
 char   *route_setting_name(unsigned int n, char *buf, size_t size);
 unsigned int route_next(const char *const *names, size_t count);
 const char *route_unread(const char *name, unsigned int next, char *buf, size_t size);

@@ -34,6 +34,29 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    abort();			/* only lower-case capture characters */
 	    free(url);
 	    free(ws);
+	    char   *before[ROUTE_MAX_SECRETS] = {0};
+
+	    for (int i = 0; i < route.secret_count; i++)
+		before[i] = strdup(route.secret_files[i]);
+	    if (!route_expand_secrets(&route, address))
+		abort();			/* it matched: it expands */
+	    for (int i = 0; i < route.secret_count; i++) {
+		/* {N} gone; a path without one unchanged; a capture adds no
+		   '/' or '.' (no path syntax) */
+		if (strchr(route.secret_files[i], '{') != NULL
+		    || (strchr(before[i], '{') == NULL && strcmp(before[i], route.secret_files[i]))
+		    || strspn(route.secret_files[i], "/") != strspn(before[i], "/"))
+		    abort();
+		size_t  slashes = 0, dots = 0, s0 = 0, d0 = 0;
+
+		for (const char *p = route.secret_files[i]; *p; p++)
+		    slashes += *p == '/', dots += *p == '.';
+		for (const char *p = before[i]; *p; p++)
+		    s0 += *p == '/', d0 += *p == '.';
+		if (slashes != s0 || dots != d0)
+		    abort();
+		free(before[i]);
+	    }
 	}
 	route_free(&route);
     }

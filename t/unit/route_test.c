@@ -35,10 +35,53 @@ static char *match(const char *setting, const char *address)
     return (out);
 }
 
+/*
+ * test_secret_captures - {N} in a secret_file= path (helper-120: one
+ * wildcard route signed every workspace with one secret): each match
+ * expands it with that address's captures, lower case; {N} past the
+ * captures, or no capture at all, is refused.
+ */
+static void test_secret_captures(void)
+{
+    struct webhook_route r;
+    char   *url, *ws;
+
+    ok(route_parse("bills@*.planapulse.app https://{1}.pulse.internal/ "
+		   "secret_file=/etc/dovecot/webhook/{1}.secret "
+		   "secret_file=/etc/dovecot/webhook/{1}.next", &r) == NULL,
+       "secret_file with {1} parses");
+    ok(route_match(&r, "Bills@ACME-2.PlanaPulse.app", &url, &ws)
+       && route_expand_secrets(&r, "Bills@ACME-2.PlanaPulse.app"),
+       "matched, its secrets expanded");
+    is_str(r.secret_files[0], "/etc/dovecot/webhook/acme-2.secret", "the workspace's secret");
+    is_str(r.secret_files[1], "/etc/dovecot/webhook/acme-2.next", "and its next one");
+    is_str(ws, "acme-2", "workspace");
+    free(url);
+    free(ws);
+    route_free(&r);
+    ok(route_parse("in+*@*.example.org http://h/ secret_file=/s/{2}/{1}", &r) == NULL
+       && route_expand_secrets(&r, "in+ocr@acme.example.org")
+       && strcmp(r.secret_files[0], "/s/acme/ocr") == 0, "two captures in a path");
+    route_free(&r);
+    ok(!route_parse("bills@x.org http://h/ secret_file=/etc/{1}.secret", &r) == 0,
+       "a {1} without a capture: refused");
+    is_str(route_parse("bills@*.x.org http://h/ secret_file=/etc/{2}.secret", &r),
+	   "secret_file: {N} must name a capture of the pattern ({1}..{9})",
+	   "{2} with one capture: refused");
+    is_str(route_parse("bills@*.x.org http://h/ secret_file=/etc/{x}.secret", &r),
+	   "secret_file: {N} must name a capture of the pattern ({1}..{9})", "{x}: refused");
+    ok(route_parse("bills@*.x.org http://h/ secret_file=/etc/{1}.secret", &r) == NULL
+       && !route_expand_secrets(&r, "bills@a/b.x.org"), "an address the pattern does not "
+       "match ('/' is never captured): nothing expanded");
+    route_free(&r);
+}
+
 int     main(void)
 {
     char    setting[256];
     struct webhook_route r;
+
+    test_secret_captures();
 
     snprintf(setting, sizeof(setting), "bills@*.planapulse.app %s", URL);
     is_str(match(setting, "bills@acme.planapulse.app"),
@@ -143,7 +186,7 @@ int     main(void)
     is_str(match("bills@x https://h/ Secret_File=/a", "x"),
 	   "error: unknown option after the URL (secret_file=, raw_message=)",
 	   "options are lower case");
-    is_str(match("bills@* https://h/{1} secret_file=/{2}", "bills@abc"),
+    is_str(match("bills@* https://h/{1} secret_file=/{1}", "bills@abc"),
 	   "https://h/abc abc", "{N} in an option is not part of the URL");
     /* issue 14 item 8: the detail is cut where Dovecot cuts it */
     is_int(route_detail_cut("bills+tag", "+"), 5, "detail: bills+tag is bills");
