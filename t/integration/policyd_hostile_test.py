@@ -563,28 +563,6 @@ class FakeRedis:
                 return
             threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
-    @staticmethod
-    def commands(buf):
-        """Complete RESP arrays in buf: (list of argv, rest)."""
-        out = []
-        while buf.startswith(b"*") and b"\r\n" in buf:
-            pos, line_end = 0, buf.index(b"\r\n")
-            n = int(buf[1:line_end])
-            pos = line_end + 2
-            argv = []
-            for _ in range(n):
-                if b"\r\n" not in buf[pos:]:
-                    return out, buf
-                e = buf.index(b"\r\n", pos)
-                ln = int(buf[pos + 1:e])
-                if len(buf) < e + 2 + ln + 2:
-                    return out, buf
-                argv.append(buf[e + 2:e + 2 + ln])
-                pos = e + 2 + ln + 2
-            out.append(argv)
-            buf = buf[pos:]
-        return out, buf
-
     def serve(self, c):
         buf = b""
         while True:
@@ -594,7 +572,7 @@ class FakeRedis:
                 return
             if not chunk:
                 return
-            cmds, buf = self.commands(buf + chunk)
+            cmds, buf = mp.resp_commands(buf + chunk)
             for argv in cmds:
                 name = argv[0].upper()
                 if name == b"SCRIPT":

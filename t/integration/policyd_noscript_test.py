@@ -23,26 +23,6 @@ import mxpolicy as mp  # noqa: E402
 CALLS = {"EVAL": 0, "EVALSHA": 0}
 
 
-def commands(buf):
-    """Whole RESP arrays at the start of buf: (list of argv, rest)."""
-    out = []
-    while buf.startswith(b"*") and b"\r\n" in buf:
-        end = buf.index(b"\r\n")
-        n, pos, argv = int(buf[1:end]), end + 2, []
-        for _ in range(n):
-            if b"\r\n" not in buf[pos:]:
-                return out, buf
-            e = buf.index(b"\r\n", pos)
-            ln = int(buf[pos + 1:e])
-            if len(buf) < e + 2 + ln + 2:
-                return out, buf
-            argv.append(buf[e + 2:e + 2 + ln])
-            pos = e + 2 + ln + 2
-        out.append(argv)
-        buf = buf[pos:]
-    return out, buf
-
-
 def serve(conn):
     buf = b""
     while True:
@@ -52,7 +32,7 @@ def serve(conn):
             return
         if not chunk:
             return
-        cmds, buf = commands(buf + chunk)
+        cmds, buf = mp.resp_commands(buf + chunk)
         for argv in cmds:
             name = argv[0].upper().decode()
             if name == "SCRIPT":

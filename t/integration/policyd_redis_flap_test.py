@@ -23,26 +23,6 @@ from mxtest import tap  # noqa: E402
 import mxpolicy as mp  # noqa: E402
 
 
-def commands(buf):
-    """Whole RESP arrays at the start of buf: (list of argv, rest)."""
-    out = []
-    while buf.startswith(b"*") and b"\r\n" in buf:
-        end = buf.index(b"\r\n")
-        n, pos, argv = int(buf[1:end]), end + 2, []
-        for _ in range(n):
-            if b"\r\n" not in buf[pos:]:
-                return out, buf
-            e = buf.index(b"\r\n", pos)
-            ln = int(buf[pos + 1:e])
-            if len(buf) < e + 2 + ln + 2:
-                return out, buf
-            argv.append(buf[e + 2:e + 2 + ln])
-            pos = e + 2 + ln + 2
-        out.append(argv)
-        buf = buf[pos:]
-    return out, buf
-
-
 def endpoint(mode):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -55,7 +35,7 @@ def endpoint(mode):
                 data = conn.recv(65536)
                 if not data:
                     break
-                cmds, buf = commands(buf + data)
+                cmds, buf = mp.resp_commands(buf + data)
                 gone = False
                 for argv in cmds:
                     name = argv[0].upper()

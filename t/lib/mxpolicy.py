@@ -121,3 +121,24 @@ def policy_request(sock_file, attrs):
         if line == b"\n":
             return lines
         lines.append(line.decode().rstrip("\n"))
+
+
+def resp_commands(buf):
+    """Complete RESP arrays (Redis commands) at the start of buf: (list of
+    argv, the rest), for the tests' stand-ins of broken Redis servers."""
+    out = []
+    while buf.startswith(b"*") and b"\r\n" in buf:
+        end = buf.index(b"\r\n")
+        n, pos, argv = int(buf[1:end]), end + 2, []
+        for _ in range(n):
+            if b"\r\n" not in buf[pos:]:
+                return out, buf
+            e = buf.index(b"\r\n", pos)
+            ln = int(buf[pos + 1:e])
+            if len(buf) < e + 2 + ln + 2:
+                return out, buf
+            argv.append(buf[e + 2:e + 2 + ln])
+            pos = e + 2 + ln + 2
+        out.append(argv)
+        buf = buf[pos:]
+    return out, buf
