@@ -73,6 +73,8 @@ int     ratelimit_unless(const struct limit *limit, const struct policy_request 
 int     ratelimit_key(const struct limit *limit, const struct policy_request *req,
 		           char *buf, size_t len);
 void    ratelimit_canon(const char *value, int lower, char *buf);
+int     ratelimit_address(const struct limit *limit, const char *value, char *buf,
+			          const char **err);	/* ratelimit_addr.c */
 const char *ratelimit_parse_key(struct limit *limit, const char *spec);
 void    ratelimit_attribute_check(const struct config *cfg, int line, const char *what,
 				          const char *attr);
