@@ -54,6 +54,16 @@ with tempfile.TemporaryDirectory() as tmp:
         tap.is_(missing, [], "%s: hardened" % name)
         tap.ok(re.search(r"^Type=notify$", text, re.M) and re.search(r"^ExecStart=.* -f\b", text, re.M),
                "%s: Type=notify, the daemon in the foreground (READY=1 once it serves)" % name)
+        # helper-120: User=mxkit Group=postfix ran without group mxkit
+        # (systemd: Group= and the groups listing the user as a member),
+        # and the guides' key directory is root:mxkit 0750
+        user = re.search(r"^User=(\S+)$", text, re.M)
+        group = re.search(r"^Group=(\S+)$", text, re.M)
+        extra = re.findall(r"^SupplementaryGroups=(.*)$", text, re.M)
+        tap.ok(not user or not group or group.group(1) == user.group(1)
+               or user.group(1) in " ".join(extra).split(),
+               "%s: runs in its user's own group too (%s, Group=%s, SupplementaryGroups=%s)"
+               % (name, user and user.group(1), group and group.group(1), extra))
         caps = re.search(r"^CapabilityBoundingSet=(.*)$", text, re.M)
         tap.ok(caps and "CAP_NET_ADMIN" not in caps.group(1) and "CAP_SYS_ADMIN" not in caps.group(1),
                "%s: CapabilityBoundingSet=%s" % (name, caps.group(1) if caps else "(missing)"))
