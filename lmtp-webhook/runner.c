@@ -337,7 +337,7 @@ static int runner_work_left(struct runner *r)
  */
 static void runner_key_load(struct runner *r)
 {
-    const char *err;
+    const char *err, *weak;
 
     spool_owner_root();			/* a secret root alone may read */
     err = sign_key_load(r->tool->secret_file, &r->key);
@@ -356,10 +356,11 @@ static void runner_key_load(struct runner *r)
 	r->key_said = 0;
 	r->lost = 1;				/* what waited for it: due now */
     }
-    if (err == NULL && sign_key_weak(&r->key) != NULL && r->key_weak_said != r->key.len) {
-	msg_warn("secret_file %s: %s", r->tool->secret_file, sign_key_weak(&r->key));
+    if ((weak = err == NULL ? sign_key_weak(&r->key) : NULL) != NULL
+	&& r->key_weak_said != r->key.len) {
+	msg_warn("secret_file %s: %s", r->tool->secret_file, weak);
 	r->key_weak_said = r->key.len;		/* once per key length */
-    } else if (err == NULL && sign_key_weak(&r->key) == NULL) {
+    } else if (err == NULL && weak == NULL) {
 	r->key_weak_said = 0;
     }
 }

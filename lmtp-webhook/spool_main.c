@@ -180,14 +180,14 @@ static void tool_check_secret(struct spool_tool *tool)
 {
     const char *user = config_get_str(tool->cfg, "user");
     struct webhook_key key;
-    const char *err;
+    const char *err, *weak;
     struct stat st;
     const char *denied;
     int     stat_ok, exists;
 
     err = sign_key_load(tool->secret_file, &key);
-    if (err == NULL && sign_key_weak(&key) != NULL)
-	msg_warn("secret_file %s: %s", tool->secret_file, sign_key_weak(&key));
+    if (err == NULL && (weak = sign_key_weak(&key)) != NULL)
+	msg_warn("secret_file %s: %s", tool->secret_file, weak);
     OPENSSL_cleanse(&key, sizeof(key));
     /* a file the user cannot read is an error also when the reload (the
        user by then) is what cannot read it: the reload took it, and a

@@ -104,13 +104,15 @@ static int spool_routes_one(const char *name, const char *value)
     }
     for (int i = 0; i < route.secret_count; i++) {	/* said, as for secret_file */
 	struct webhook_key key;
+	const char *weak;
 
 	if (stat(route.secret_files[i], &st) == 0 && (st.st_mode & S_IROTH))
 	    msg_warn("%s: secret_file %s is readable by every user (mode %04o): chmod o-r "
 		     "(0640, group vmail)", name, route.secret_files[i],
 		     (unsigned) (st.st_mode & 07777));
-	if (sign_key_load(route.secret_files[i], &key) == NULL && sign_key_weak(&key))
-	    msg_warn("%s: secret_file %s: %s", name, route.secret_files[i], sign_key_weak(&key));
+	if (sign_key_load(route.secret_files[i], &key) == NULL
+	    && (weak = sign_key_weak(&key)) != NULL)
+	    msg_warn("%s: secret_file %s: %s", name, route.secret_files[i], weak);
 	OPENSSL_cleanse(&key, sizeof(key));
     }
     route_free(&route);
