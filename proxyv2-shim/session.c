@@ -95,6 +95,7 @@ int     session_open_count(void)
 }
 
 #define SESSION_NO_CLIENT "no client address in the PROXY header"
+#define SESSION_CLIENT_GONE "client went away during the XCLIENT hand-off"
 #define SESSION_TEMPFAIL "421 4.3.2 Service temporarily unavailable, try again later\r\n"
 
 enum session_state {
@@ -252,7 +253,7 @@ static void session_describe(const struct session *s, char *buf, size_t size)
 /* Prometheus series, made before the workers start (session_metrics_init) */
 static struct {
     struct metrics_series *relayed, *untrusted, *full, *bad_header, *header_timeout, *unknown;
-    struct metrics_series *backend_failed, *bytes_up, *bytes_down, *handoff;
+    struct metrics_series *backend_failed, *client_gone, *bytes_up, *bytes_down, *handoff;
 } session_metrics;
 
 void    session_metrics_init(void)
@@ -269,6 +270,7 @@ void    session_metrics_init(void)
     C(header_timeout, "header_timeout");
     C(unknown, "no_client_address");
     C(backend_failed, "backend_failed");
+    C(client_gone, "client_gone");
 #undef C
     session_metrics.bytes_up = metrics_counter("mxkit_proxy_bytes_total", bytes,
 					       "direction=\"client_to_backend\"");
@@ -291,6 +293,8 @@ static void session_count(const struct session *s, const char *why,
     else if (s->state == SESSION_HEADER)
 	metrics_inc(strncmp(why, "timeout", 7) == 0 ? session_metrics.header_timeout
 		    : session_metrics.bad_header);
+    else if (strncmp(why, SESSION_CLIENT_GONE, sizeof(SESSION_CLIENT_GONE) - 1) == 0)
+	metrics_inc(session_metrics.client_gone);	/* not the backend's doing */
     else
 	metrics_inc(session_metrics.backend_failed);
     metrics_add(session_metrics.bytes_up, up);
@@ -383,7 +387,11 @@ static int session_send(struct session *s, int fd, const char *text)
     size_t  len = strlen(text);
 
     /* Small writes on a fresh socket: they fit in the send buffer. */
-    return (send(fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) len ? 0 : -1);
+    ssize_t n = send(fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+    if (n >= 0 && (size_t) n != len)
+	errno = EAGAIN;				/* cut short: said as such */
+    return (n == (ssize_t) len ? 0 : -1);
 }
 
 /* session_transparent - bind the backend socket to the client's address */
@@ -623,7 +631,11 @@ static void session_smtp(struct session *s, int code)
 	}
 	s->reply.text[s->reply.len] = 0;
 	if (session_send(s, s->client, s->reply.text) < 0) {
-	    session_free(s, "cannot write the greeting to the client");
+	    /* a balancer's port probe (connect, reset) lands here: the
+	       backend did its part, so it is not counted against it */
+	    snprintf(s->why, sizeof(s->why), "%s (%s)", SESSION_CLIENT_GONE,
+		     strerror(errno));
+	    session_free(s, s->why);
 	    return;
 	}
 	session_start_relay(s);

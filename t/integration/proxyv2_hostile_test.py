@@ -377,6 +377,70 @@ def test_xclient_refused(st):
            "none of the client's commands reached Postfix in the shim's session")
 
 
+def series(text, result):
+    m = re.search(r'^mxkit_proxy_connections_total\{result="%s"\} (\d+)$' % result, text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def gone(port, reset, preface=b""):
+    """A client (or a balancer's port probe) that goes away at once."""
+    s = connect(port)
+    if preface:
+        s.sendall(preface)
+    if reset:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_client_gone(st):
+    """CI of e89066d: the port probes of a test (connect, close through
+    haproxy) were counted backend_failed, as if Postfix had failed. A
+    client that leaves during the XCLIENT hand-off is client_gone; the
+    backend's counter stays for the backend's faults."""
+    port = st.port("metrics2")
+    before, logged = metrics(port), len(st.read_log("shim2"))
+    results = ("relayed", "client_gone", "bad_header", "header_timeout", "backend_failed")
+    direct = 0
+    for reset in (True, False):
+        for i in range(15):
+            gone(st.port("refuse-x"), reset, v2(inet("192.0.2.%d" % (i + 1))))
+            direct += 1
+    for reset in (True, False):
+        for _ in range(15):
+            gone(st.port("hp-gone"), reset)
+    time.sleep(0.3)
+    for reset in (True, False):         # the reset after the greeting's arrival
+        for i in range(5):
+            s = connect(st.port("refuse-x"))
+            s.sendall(v2(inet("192.0.2.%d" % (i + 100))))
+            time.sleep(0.05)
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            direct += 1
+    # every connection has ended once Postfix has logged its disconnects
+    settled = wait_for(lambda: metrics(port).count("\n") and sum(
+        (series(metrics(port), r) or 0) - (series(before, r) or 0)
+        for r in results) >= direct, timeout=15)
+    after = metrics(port)
+    delta = {r: (series(after, r) or 0) - (series(before, r) or 0) for r in results}
+    tap.ok(settled and series(after, "client_gone") is not None,
+           "%d connections gone at once (reset or closed, direct and through haproxy) are "
+           "all counted, client_gone a series of its own: %r" % (direct + 30, delta),
+           diag=after)
+    tap.is_(delta["backend_failed"], 0,
+            "none of them is counted against the backend (backend_failed)")
+    tap.ok(delta["client_gone"] + delta["relayed"] >= direct
+           and delta["bad_header"] + delta["header_timeout"] == 0,
+           "each is client_gone or relayed, none a bad header: %r" % delta)
+    text = st.read_log("shim2")[logged:]
+    tap.ok(delta["client_gone"] == 0 or "client went away during the XCLIENT hand-off" in text,
+           "the log says the client went away", diag=text[-1500:])
+    blamed = re.findall(r".*: backend (?:closed|refused|did not|connect|greeting|does not).*",
+                        text)
+    tap.is_(blamed, [], "and no line blames the backend")
+
+
 def test_names(st):
     """XCLIENT NAME from DNS: a name no host can have never reaches
     Postfix (it would need xtext, and is no host name): unknown."""
@@ -952,6 +1016,11 @@ backend be_chk_l4
     option log-health-checks
     server refuse 127.0.0.1:{port:refuse-x} send-proxy-v2 check inter 300ms
     server v2 127.0.0.1:{port:shim-v2} send-proxy-v2 check inter 300ms
+frontend fe_gone
+    bind 127.0.0.1:{port:hp-gone}
+    default_backend be_gone
+backend be_gone
+    server x 127.0.0.1:{port:refuse-x} send-proxy-v2
 frontend fe_pre
     bind 127.0.0.1:{port:hp-pre}
     default_backend be_pre
@@ -994,7 +1063,7 @@ with Stack("proxyv2-hostile") as st:
     st.start_postfix(main={"smtpd_authorized_xclient_hosts": "127.0.0.1",
                            "mynetworks": "127.0.0.0/8"})
     for name in ("shim-x", "shim-v2", "shim-tp", "shim-v1", "shim-untrusted", "refuse-x", "recorder",
-                 "metrics2", "hp-tcp", "hp-pre", "pre-block", "pre-async", "cfg-a", "cfg-b",
+                 "metrics2", "hp-tcp", "hp-gone", "hp-pre", "pre-block", "pre-async", "cfg-a", "cfg-b",
                  "pre-env", "dns"):
         st.port(name)
     rec = Recorder(st.port("recorder"))
@@ -1026,6 +1095,7 @@ with Stack("proxyv2-hostile") as st:
     test_v4_mapped(st)
     test_names(st)
     test_xclient_refused(st)
+    test_client_gone(st)
     test_reemit_property(st, rec)
     test_split_property(st, rec)
     test_spec_property(st, rec)
