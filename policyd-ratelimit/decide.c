@@ -578,6 +578,8 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	    return (NULL);
 	}
     }
+    if (pc->limits.quarantine_count > 0)
+	decide_seen_strikes(txn, 0);		/* another connection's strike */
     quarantine_add_ops(call, &pc->limits, txn->quarantine_struck, req);
     if (call->count == 0) {
 	store_call_free(&call);
@@ -739,6 +741,7 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
     int     logged_limit = -1;
     char    key[LIMIT_KEY_MAX];
     char   *reply;
+    unsigned long long struck;
 
     if ((reply = quarantine_locked(&pc->limits, call, req)) != NULL)
 	return (reply);
@@ -760,7 +763,11 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
 	if (op->advisory && !limit->dry_run && warning == NULL)
 	    warning = op;
     }
-    if ((reply = quarantine_struck(&pc->limits, call, req, &txn->quarantine_struck)) != NULL)
+    struck = txn->quarantine_struck;
+    reply = quarantine_struck(&pc->limits, call, req, &txn->quarantine_struck);
+    if (txn->quarantine_struck != struck)
+	decide_seen_strikes(txn, 1);		/* one per transaction */
+    if (reply != NULL)
 	return (reply);			/* the request that set a lock */
     if (deciding) {			/* enforced: nothing is recorded */
 	const struct limit *limit = pc->limits.limit + deciding->limit;

@@ -9,6 +9,7 @@
  *	void	decide_answered(&txn, req, reply)
  *	long long decide_seen_elsewhere(&txn)
  *	void	decide_txn_closed(&txn)
+ *	void	decide_seen_strikes(&txn, record)
  * DESCRIPTION
  *	Postfix's questions about one transaction ("instance") may arrive
  *	on several policy connections, one after another: its policy
@@ -70,6 +71,8 @@ static struct {
     int     orphan;			/* a connection that let some through closed */
     int     unknown;			/* made for an instance marked in the bitmap */
     struct decide_txn left;		/* recipients of connections that closed */
+    unsigned long long struck;		/* quarantines struck, any connection */
+    unsigned long struck_generation;	/* of the limits they index */
 } decide_seen[DECIDE_SEEN_SLOTS];
 static unsigned long long decide_seen_gen;
 static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
@@ -133,6 +136,28 @@ static int decide_refuses(const char *reply)
 	    || (n == 15 && strncasecmp(reply, "DEFER_IF_PERMIT", n) == 0));
 }
 
+/* decide_seen_take - the slot for txn's instance, made if another's; lock held */
+
+static void decide_seen_take(int slot, struct decide_txn *txn)
+{
+    if (strcmp(decide_seen[slot].instance, txn->instance) != 0) {
+	if (decide_seen[slot].orphan && daemon_mono_sec() - decide_seen[slot].at < 3600)
+	    decide_evicted_mark(decide_seen[slot].instance);
+	strcpy(decide_seen[slot].instance, txn->instance);
+	decide_seen[slot].held = 0;
+	decide_seen[slot].at = daemon_mono_sec();
+	decide_seen[slot].gen = ++decide_seen_gen;
+	decide_seen[slot].orphan = 0;
+	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
+	decide_seen[slot].struck = 0;
+	decide_txn_free(&decide_seen[slot].left);
+    }
+    if (decide_seen[slot].gen != txn->seen_gen) {	/* ours was put out */
+	txn->seen_gen = decide_seen[slot].gen;
+	txn->seen_held = 0;
+    }
+}
+
 void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
 			        const char *reply)
 {
@@ -146,21 +171,7 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
     txn->rcpt_held++;
     if ((slot = decide_seen_slot(txn->instance)) < 0)
 	return;
-    if (strcmp(decide_seen[slot].instance, txn->instance) != 0) {
-	if (decide_seen[slot].orphan && daemon_mono_sec() - decide_seen[slot].at < 3600)
-	    decide_evicted_mark(decide_seen[slot].instance);
-	strcpy(decide_seen[slot].instance, txn->instance);
-	decide_seen[slot].held = 0;
-	decide_seen[slot].at = daemon_mono_sec();
-	decide_seen[slot].gen = ++decide_seen_gen;
-	decide_seen[slot].orphan = 0;
-	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
-	decide_txn_free(&decide_seen[slot].left);
-    }
-    if (decide_seen[slot].gen != txn->seen_gen) {	/* ours was put out */
-	txn->seen_gen = decide_seen[slot].gen;
-	txn->seen_held = 0;
-    }
+    decide_seen_take(slot, txn);
     decide_seen[slot].held++;
     txn->seen_held++;
     pthread_mutex_unlock(&decide_seen_lock);
@@ -225,6 +236,34 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
 	txn->seen_held += decide_seen[slot].left.rcpt_held;
 	if (decide_txn_adopt(txn, &decide_seen[slot].left, limits) < 0)
 	    decide_seen[slot].unknown = 1;
+    }
+    pthread_mutex_unlock(&decide_seen_lock);
+}
+
+/*
+ * decide_seen_strikes - the quarantines struck by any connection of
+ * txn's transaction, merged both ways: "at most one strike per
+ * transaction" held per connection only, and every RCPT with a control
+ * byte closes one, so one transaction spread over three connections
+ * struck three times and locked a recipient domain (helper-122). With
+ * record, txn's strikes are kept, taking the instance a slot; without,
+ * an existing entry's are only read. A strike of a slot put out by 8192
+ * newer transactions may count again; a reload between resets them.
+ */
+void    decide_seen_strikes(struct decide_txn *txn, int record)
+{
+    int     slot;
+
+    if ((slot = decide_seen_slot(txn->instance)) < 0)
+	return;
+    if (record && txn->quarantine_struck != 0)
+	decide_seen_take(slot, txn);
+    if (strcmp(decide_seen[slot].instance, txn->instance) == 0) {
+	if (decide_seen[slot].struck_generation != txn->generation)
+	    decide_seen[slot].struck = 0;
+	decide_seen[slot].struck_generation = txn->generation;
+	decide_seen[slot].struck |= txn->quarantine_struck;
+	txn->quarantine_struck |= decide_seen[slot].struck;
     }
     pthread_mutex_unlock(&decide_seen_lock);
 }

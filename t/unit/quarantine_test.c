@@ -189,6 +189,40 @@ static void test_lock(struct decide_txn *txn)
     check(message(txn, "a6", "alice"), "DUNNO", "reset: the message fits again");
 }
 
+/*
+ * test_reconnect - one transaction whose RCPTs arrive on three policy
+ * connections (each closed mid-transaction, as a control byte in an
+ * address makes this daemon do) is one strike, not three (helper-122).
+ */
+static void test_reconnect(void)
+{
+    struct decide_txn conn[4];
+    struct store_admin adm;
+    struct ctl_request req = {.verb = CTL_SHOW, .value = "carol"};
+    struct ctl_out out = {0};
+
+    net = "2001:db8:2::";			/* per_net: a network of its own */
+    memset(conn, 0, sizeof(conn));
+    check(message(conn, "c1", "carol"), "DUNNO", "reconnect: the first message fits 1/1h");
+    decide_txn_free(conn);
+    for (int i = 0; i < 3; i++) {
+	check(ask(conn + i, "RCPT", "c2", "carol"), "450 4.7.1 Rate limit",
+	      "reconnect: a RCPT of one transaction on a new connection: deferred");
+	decide_txn_closed(conn + i);		/* closed mid-transaction */
+    }
+    admin(&adm, STORE_ADMIN_GET, "carol", CTL_KEYS_ALL);
+    ctl_show(&pc.limits, &req, &adm, &out);
+    ok(strstr(out.text, "quarantine=abuse state=open strikes=1 of=2 ") != NULL,
+       "reconnect: three connections of one transaction struck once, not locked");
+    if (strstr(out.text, "strikes=1 ") == NULL)
+	diag("%s", out.text);
+    free(out.text);
+    store_admin_clear(&adm);
+    check(ask(conn + 3, "RCPT", "c3", "carol"), "HOLD carol is locked by quarantine abuse",
+	  "reconnect: the next transaction is the second strike: locked");
+    decide_txn_free(conn + 3);
+}
+
 /* test_networks - a quarantine keyed on a network; the first strike locks */
 
 static void test_networks(struct decide_txn *txn)
@@ -315,6 +349,7 @@ int     main(void)
 
     test_config_errors();
     test_lock(&txn);
+    test_reconnect();
     test_networks(&txn);
     test_parse();
     test_top();
