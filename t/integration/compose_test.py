@@ -177,6 +177,32 @@ def check_grace():
     tap.is_(short, {}, "every mxkit service has stop_grace_period >= 30s (drain_timeout 25s)")
 
 
+def day_counters(ports):
+    """policyd-ratelimit's 500/1d state in Redis: key -> value"""
+    def cli(*args):
+        return subprocess.run(["redis-cli", "-p", str(ports[6379]), "--no-auth-warning", "-a",
+                               PASSWORD] + list(args), capture_output=True,
+                              text=True).stdout
+    keys = sorted(k for k in cli("--scan", "--pattern", "mxrl:*").split()
+                  if k.endswith(":86400000"))
+    return {k: cli("GET", k).strip() for k in keys}
+
+
+def test_redis_restart(ports):
+    """the shipped Redis keeps its append-only file on a volume: a
+    restart refills no budget (helper-122: it ran with no persistence)"""
+    kept = day_counters(ports)
+    names = [n for n in mc.podman("ps", "--format", "{{.Names}}").stdout.split()
+             if "mxkit-redis" in n]
+    res = mc.podman("restart", "-t", "5", *names)
+    back = wait_for(lambda: day_counters(ports) != {}, timeout=30)
+    after = day_counters(ports)
+    tap.ok(names and res.returncode == 0 and back and kept and after == kept,
+           "Redis restarted (%s): policyd-ratelimit's daily counters kept, values equal "
+           "(%d keys)" % (names, len(kept)),
+           diag="%r\nbefore %r\nafter %r" % (res.stderr, kept, after))
+
+
 def main():
     check_grace()
     with Stack("compose") as st:
@@ -190,7 +216,7 @@ def main():
         ports = {p: free_port() for p in PORTS}
         dns = mxdkim.Dns(st.path("etc", "dns.txt"))
         d = project(st, ports, dns)
-        compose(d, "down")
+        compose(d, "down", "-v")        # -v: a Redis volume of an earlier run
         name = None
         try:
             res = compose(d, "up", "-d")
@@ -223,12 +249,13 @@ def main():
                    "deferred (%s)" % (second,), diag=mc.logs(name)[-1500:])
             time.sleep(1)
             tap.is_(len(st.sink_messages()), 1, "and not relayed")
+            test_redis_restart(ports)
         finally:
             if name:
                 for line in mc.logs(name).splitlines()[-40:]:
                     st.out.write("#   %s\n" % line)
                 mc.podman("rm", "-f", name)
-            res = compose(d, "down")
+            res = compose(d, "down", "-v")
             mc.podman("network", "rm", "-f", "mxkittest_default")  # podman-compose makes it
         log("compose test took %.0f s" % (time.monotonic() - T0))
     return tap.done()

@@ -215,7 +215,7 @@ def overlay(site, docs):
                 d["data"]["postfix-accounts.cf"] = accounts
             out["mail"].append(d)
         elif kind == "PersistentVolumeClaim":
-            out["mail"].append(d)
+            out["redis" if d["metadata"]["name"] == "redis-data" else "mail"].append(d)
         elif kind == "Deployment":
             spec = d["spec"]["template"]["spec"]
             for meta in (d["metadata"], d["spec"]["template"]["metadata"]):
@@ -251,7 +251,7 @@ def overlay(site, docs):
 
 
 # podman 4.3 keeps ConfigMaps (and PVCs) as named volumes after kube down
-VOLUMES = ("mail-state", "mxkit-config", "dms-config")
+VOLUMES = ("mail-state", "mxkit-config", "dms-config", "redis-data")
 
 
 def remove_volumes():
@@ -532,6 +532,19 @@ def shim_counts(site):
     return dict(re.findall(r"^(mxkit_proxy_connections_total\{[^}]*\}) (\S+)$", text, re.M))
 
 
+def redis_cli(site, *args):
+    res = subprocess.run(["redis-cli", "-p", str(site.ports[6379]), "--no-auth-warning", "-a",
+                          PASSWORD] + list(args), capture_output=True, text=True)
+    return res.stdout
+
+
+def day_counters(site):
+    """policyd-ratelimit's state that lasts a day (500/1d): key -> value"""
+    keys = sorted(k for k in redis_cli(site, "--scan", "--pattern", "mxrl:*").split()
+                  if k.endswith(":86400000"))
+    return {k: redis_cli(site, "GET", k).strip() for k in keys}
+
+
 def test_probes(site, redis_path):
     before = shim_counts(site)
     for _ in range(10):
@@ -551,6 +564,7 @@ def test_probes(site, redis_path):
                            if " up=" not in l)[-3000:])
     policyd = site.ports[9101]
     tap.is_(http_get(policyd, "/readyz"), (200, "ready\n"), "policyd-ratelimit ready with Redis")
+    kept = day_counters(site)
     redis = [n for n in containers() if n.startswith("redis-pod") and n.endswith("-redis")]
     mc.podman("stop", "-t", "5", redis[0] if redis else "redis")
     tap.ok(wait_for(lambda: http_get(policyd, "/readyz")[0] == 503, timeout=10),
@@ -579,6 +593,11 @@ def test_probes(site, redis_path):
               mc.podman("inspect", "--format", "{{.State.Status}} {{.State.Error}}",
                         rname).stdout.strip(),
               mc.logs(cname("policyd-ratelimit"))[-2000:], mc.logs(rname)[-2000:]))
+    after = day_counters(site)
+    tap.ok(any("svc-alerts" in k for k in kept) and after == kept,
+           "the Redis restart kept policyd-ratelimit's daily counters (%d keys, values equal: "
+           "the append-only file on the redis-data volume), so no budget is refilled"
+           % len(kept), diag="before %r\nafter %r\n%s" % (kept, after, mc.logs(rname)[-1500:]))
 
 
 def test_security():
