@@ -34,15 +34,18 @@
 
 /*
  * mime_charset_name - the name Dovecot's charset_to_utf8 (iconv(3))
- * opens for a charset Python reads under another name (charset_name(3):
- * "ks_c_5601-1987" is EUC-KR, "latin-1" ISO-8859-1), or the name itself;
- * on the data stack.
+ * opens for the codec Python reads a charset name as (charset_name(3):
+ * "ks_c_5601-1987" is EUC-KR, "latin-1" ISO-8859-1), on the data stack;
+ * NULL for a name Python has no codec for (IBM1047, which glibc reads
+ * as EBCDIC where Python reads ASCII: helper-124) or one glibc lacks.
+ * A charset name is what comes before RFC 2231's "*language" (Python's
+ * email: "=?iso-2022-jp*ja?B?...?=" is ISO-2022-JP; helper-124).
  */
 const char *mime_charset_name(const char *charset)
 {
     char    buf[CHARSET_NAME_SIZE];
 
-    return (t_strdup(charset_name(charset, strlen(charset), buf)));
+    return (t_strdup(charset_name(charset, strcspn(charset, "*"), buf)));
 }
 
 /*
@@ -73,7 +76,8 @@ enum mime_text_charset mime_charset_read(const struct rfc822_parser_context *par
 			    || strcasecmp(charset, "ascii") == 0))
 	return (MIME_TEXT_ASCII);
     if (charset == NULL || charset_is_utf8(charset)
-	|| charset_to_utf8_begin((charset = mime_charset_name(charset)), NULL, &t) < 0)
+	|| (charset = mime_charset_name(charset)) == NULL
+	|| charset_to_utf8_begin(charset, NULL, &t) < 0)
 	return (MIME_TEXT_AS_IS);
     charset_to_utf8_end(&t);
     if (charset[strspn(charset, "abcdefghijklmnopqrstuvwxyz"

@@ -85,25 +85,36 @@ static void mime_pct_decode(string_t *dest, const char *s)
  * are (payload_utf8_clean() replaces what is not UTF-8). A NUL (%00, =00)
  * is the one character a C string cannot carry: it becomes U+FFFD rather
  * than end the name there ("invoice.pdf%00.exe" must not read as
- * "invoice.pdf" while Python's email reads the ".exe").
+ * "invoice.pdf" while Python's email reads the ".exe"). The NULs are
+ * looked for in the converted text: in UTF-16 or UTF-32 every character
+ * of a Latin name has zero bytes, and cut there the name was U+FFFD
+ * only (helper-124).
  */
 static const char *mime_to_utf8(const char *charset, const char *bytes, size_t len)
 {
-    enum charset_result result;
+    struct charset_translation *t;
+    buffer_t *utf8 = t_buffer_create(len + 16);
     string_t *out = t_str_new(len + 16);
-    const char *end = bytes + len, *nul, *seg;
+    const char *name = *charset == '\0' ? NULL : mime_charset_name(charset);
+    const unsigned char *p, *end;
+    size_t  size = len;
 
-    for (;;) {
-	nul = memchr(bytes, '\0', (size_t) (end - bytes));
-	seg = t_strdup_until(bytes, nul != NULL ? nul : end);
-	if (*charset == '\0'
-	    || charset_to_utf8_str(mime_charset_name(charset), NULL, seg, out, &result) < 0)
-	    str_append(out, seg);
-	if (nul == NULL)
-	    return (str_c(out));
-	str_append(out, "\xEF\xBF\xBD");
-	bytes = nul + 1;
+    if (name != NULL && charset_to_utf8_begin(name, NULL, &t) == 0) {
+	(void) charset_to_utf8(t, (const unsigned char *) bytes, &size, utf8);
+	charset_to_utf8_end(&t);
+	if (size < len)				/* cut inside its last character */
+	    buffer_append(utf8, "\xEF\xBF\xBD", 3);	/* Python: errors=replace */
+    } else {
+	buffer_append(utf8, bytes, len);
     }
+    p = utf8->data;
+    end = p + utf8->used;
+    for (const unsigned char *nul; (nul = memchr(p, 0, (size_t) (end - p))) != NULL; p = nul + 1) {
+	str_append_data(out, p, (size_t) (nul - p));
+	str_append(out, "\xEF\xBF\xBD");
+    }
+    str_append_data(out, p, (size_t) (end - p));
+    return (str_c(out));
 }
 
 /* RFC 2231 continuations: as many as the header holds (Dovecot bounds
@@ -362,9 +373,12 @@ static bool mime_word(const unsigned char *data, size_t size, const char *charse
     buffer_t *out = context;
     struct charset_translation *t;
 
-    /* unencoded text, UTF-8 and ASCII: their bytes, to be joined */
-    if (charset == NULL || charset_is_utf8(charset) || strcasecmp(charset, "us-ascii") == 0
-	|| charset_to_utf8_begin(mime_charset_name(charset), NULL, &t) < 0) {
+    /* unencoded text, UTF-8 and ASCII: their bytes, to be joined; so a
+       word in a charset Python has no codec for (mime_charset_name()) */
+    if (charset == NULL || charset_is_utf8(t_strcut(charset, '*'))
+	|| strcasecmp(t_strcut(charset, '*'), "us-ascii") == 0
+	|| (charset = mime_charset_name(charset)) == NULL
+	|| charset_to_utf8_begin(charset, NULL, &t) < 0) {
 	buffer_append(out, data, size);
 	return (TRUE);
     }

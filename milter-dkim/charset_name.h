@@ -8,5 +8,6 @@
 #define CHARSET_NAME_SIZE 64
 
 const char *charset_name(const char *name, size_t len, char *buf);
+int     charset_python_reads(const char *name, size_t len);
 
 #endif

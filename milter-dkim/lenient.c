@@ -175,8 +175,11 @@ static int lenient_ascii_charset(const char *cs, size_t len)
  * A charset that does not write ASCII as ASCII (ISO-2022-JP, the usual
  * charset of Japanese mail, writes its kanji as pairs of ASCII bytes;
  * UTF-16, UTF-7) is converted even when every byte is ASCII, and *bad is
- * set when it cannot be converted whole (no such charset, a byte it does
- * not know): then the bytes say nothing. out has room for 3 * n bytes:
+ * set when it cannot be converted whole (a codec glibc lacks, a byte it
+ * does not know): then the bytes say nothing. A name Python has no codec
+ * for is no charset (charset_name(3)): Python's email reads the bytes as
+ * ASCII, and so does this (glibc read IBM1047 as EBCDIC, and
+ * "ceo@other.example" so labelled was harmless mojibake here: helper-124). out has room for 3 * n bytes:
  * one byte of a charset is at most three of UTF-8.
  */
 static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, int *bad)
@@ -193,11 +196,13 @@ static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, in
 	*bad = 1;				/* "=?*en?q?...?=": no charset */
     if ((ascii && i == n) || cslen == 0 || n == 0)
 	return (n);				/* ASCII as ASCII */
+    if (cslen >= CHARSET_NAME_SIZE || !charset_python_reads(cs, cslen))
+	return (n);				/* no charset: read as ASCII */
     if (ascii && strncasecmp(cs, "utf-8", 5) == 0)
 	return (n);
-    if (cslen >= CHARSET_NAME_SIZE
-	|| (cd = iconv_open("UTF-8", charset_name(cs, cslen, name))) == (iconv_t) - 1) {
-	*bad |= !ascii;
+    if (charset_name(cs, cslen, name) == NULL
+	|| (cd = iconv_open("UTF-8", name)) == (iconv_t) - 1) {
+	*bad |= !ascii;				/* a codec glibc lacks (hz) */
 	return (n);
     }
     to = tmp = xmalloc(outleft);

@@ -1,9 +1,14 @@
 #!/usr/bin/python3
 """charset_aliases.py - the rows of milter-dkim/charset_name.c's table:
-every charset alias Python reads (encodings.aliases, email.charset.ALIASES)
-that glibc's iconv_open() refuses, written with '_' and with '-', and
-whose codec glibc has under another name. Prints C initializers, sorted
-as strcmp() sorts (the table is searched with bsearch()).
+every charset name Python's codecs read (encodings.aliases, their codec
+names, the encodings package's modules; a text encoding), normalized as
+Python normalizes it, with the name glibc's iconv_open() opens for that
+codec, or NULL where glibc has no such codec, and 1 for an alias (Python
+finds those by a name with '.' for '_' too). A name not in the table is
+no charset for Python: its email reads such text as ASCII, and so do the
+callers (glibc's IBM1047, IBM285... would read it as EBCDIC: helper-124).
+Prints C initializers, sorted as strcmp() sorts (the table is searched
+with bsearch()).
 
 usage: /usr/bin/python3 t/data/charset_aliases.py > rows.c
 """
@@ -13,6 +18,7 @@ import ctypes.util
 import email.charset
 import encodings
 import encodings.aliases
+import pkgutil
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.iconv_open.restype = ctypes.c_void_p
@@ -51,23 +57,25 @@ def glibc_name(codec):
 
 
 def main():
-    names = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+    aliases = set(encodings.aliases.aliases)
+    names = aliases | set(encodings.aliases.aliases.values())
+    names |= {m.name for m in pkgutil.iter_modules(encodings.__path__)}
     names |= {encodings.normalize_encoding(k).lower() for k in email.charset.ALIASES}
     rows = {}
     for name in names:
-        if opens(name) or opens(name.replace("_", "-")):
-            continue
         try:
             codec = codecs.lookup(name)
         except LookupError:
             continue
         if not codec._is_text_encoding:
             continue
-        target = glibc_name(codec.name)
-        if target:
-            rows[encodings.normalize_encoding(name).lower()] = target
+        key = encodings.normalize_encoding(name).lower()
+        # an alias is found by a name with '.' for '_' too; a module not
+        rows[key] = (glibc_name(codec.name), int(key in rows and rows[key][1]
+                                                 or name in aliases))
     for key in sorted(rows, key=lambda s: s.encode()):
-        print('    {"%s", "%s"},' % (key, rows[key]))
+        target, alias = rows[key]
+        print('    {"%s", %s, %d},' % (key, '"%s"' % target if target else "NULL", alias))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,15 @@ ENCODED_SUBJECTS = [
     "=?ks_c_5601-1987?B?w7uxuLytIDEyLDAwML/4?=",
     "=?KS_C_5601-1987?Q?=C3=BB=B1=B8=BC=AD?= invoice",
     "=?latin-1?q?M=FCller?= =?unicode-1-1-utf-7?q?+IKw-?=",
+    # helper-124: RFC 2231's language after the charset ("*ja"), which
+    # Python drops; names glibc reads (as EBCDIC) and Python has no codec
+    # for: their bytes as ASCII, as Python shows them
+    "=?iso-2022-jp*ja?B?GyRCQEE1YT1xJE4kKkNOJGkkOxsoQg==?=",
+    "=?ks_c_5601-1987*ko?B?w7uxuLyt?=",
+    "=?iso-8859-1*de?q?Rechnung_f=FCr_M=FCller?=",
+    "=?IBM1047?B?SW52b2ljZSA0Mg==?=",
+    "=?ibm285?q?Invoice_43?=",
+    "=?x-unknown?q?Invoice_44?=",
 ]
 
 
@@ -305,6 +314,17 @@ FILENAMES = [
     (["Content-Disposition: attachment; filename*1=b.pdf; filename*0=a"], "ab.pdf"),
     (["Content-Disposition: attachment; filename*0=x; filename*0*=utf-8''y; name*=z"], "x"),
     (["Content-Disposition: attachment; filename*=utf-8''%ZZ%41"], "%ZZA"),
+    # UTF-16 and UTF-32 names: every Latin character has a zero byte,
+    # which is no NUL of the name (helper-124: 17 U+FFFD)
+    (["Content-Disposition: attachment; filename*=utf-16''%FF%FEr%00e%00c%00h%00n%00u"
+      "%00n%00g%00_%000%00_%00%FC%00.%00p%00d%00f%00"], "rechnung_0_\u00fc.pdf"),
+    (["Content-Disposition: attachment; filename*=UTF-16BE''%00r%00e%00c%00h%00n%00u%00n"
+      "%00g%00_%000%00_%00%FC%00.%00p%00d%00f"], "rechnung_0_\u00fc.pdf"),
+    (["Content-Disposition: attachment; filename*=utf-32''%FF%FE%00%00a%00%00%00.%00%00%00"
+      "p%00%00%00d%00%00%00f%00%00%00"], "a.pdf"),
+    (["Content-Disposition: attachment; filename*=utf-8''a%00b.pdf"], "a\ufffdb.pdf"),
+    (["Content-Disposition: attachment; filename*=utf-16be''%00a%00%00%00b"], "a\ufffdb"),
+    (["Content-Disposition: attachment; filename*=IBM1047''Bill.pdf"], "Bill.pdf"),
     # a continuation missing: the others, joined in order, as Python's email (was null)
     (["Content-Disposition: attachment; filename*0*=utf-8''x; filename*2*=z.pdf"], "xz.pdf"),
     # folded inside the quoted name before a TAB: kept, as unfolding keeps it

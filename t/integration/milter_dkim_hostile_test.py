@@ -437,8 +437,20 @@ BAD_FROM = [
      b"<alerts@planapulse.ai>", "a UTF-16 name that decodes to an address"),
     (b"=?iso-2022-jp?b?GyRCfyEbKEI=?= <alerts@planapulse.ai>",
      "an ISO-2022-JP name that cannot be converted"),
-    (b"=?x-mxkit-unknown?q?Alerts?= <alerts@planapulse.ai>",
-     "a name in a charset no one knows"),
+    (b"=?hz?q?Alerts?= <alerts@planapulse.ai>",
+     "a name in a charset Python reads and glibc lacks (cannot tell)"),
+    # charsets glibc reads (as EBCDIC) and Python has no codec for: Python
+    # shows their bytes as ASCII, an address (helper-124: signed)
+    (b"=?IBM1047?q?ceo=40other=2Eexample?= <alerts@planapulse.ai>",
+     "an IBM1047 name whose bytes Python shows as ceo@other.example"),
+    (b"=?ibm285?b?Q0VPIDxjZW9Ab3RoZXIuZXhhbXBsZT4=?= <alerts@planapulse.ai>",
+     "an ibm285 name Python shows as CEO <ceo@other.example>"),
+    (b"=?IBM1141?Q?ceo=40other=2Eexample?= <alerts@planapulse.ai>", "an IBM1141 name"),
+    (b"=?IBM930?Q?=3Cceo=40other=2Eexample=3E?= <alerts@planapulse.ai>", "an IBM930 name"),
+    (b"\"=?ibm-1047?q?ceo=40other.example?=\" <alerts@planapulse.ai>",
+     "a quoted ibm-1047 name"),
+    (b"=?x-mxkit-unknown?q?ceo=40other.example?= <alerts@planapulse.ai>",
+     "a name in a charset no one knows, its bytes an address"),
 ]
 
 
@@ -472,7 +484,9 @@ def test_from(st, dns):
             b"=?iso-2022-jp?b?GyRCOzNFRBsoQg==?=\r\n =?iso-2022-jp?b?GyRCQkBPOhsoQg==?= "
             b"<alerts@planapulse.ai>",
             b"=?ks_c_5601-1987?B?sejDtrz2?= <alerts@planapulse.ai>",
-            b"=?utf-16be?b?AEEAbABlAHIAdABz?= <alerts@planapulse.ai>"]
+            b"=?utf-16be?b?AEEAbABlAHIAdABz?= <alerts@planapulse.ai>",
+            # no charset for Python: its bytes, read as ASCII, say Alerts
+            b"=?x-mxkit-unknown?q?Alerts?= <alerts@planapulse.ai>"]
     for value in good:
         token, raw = signed_message(value)
         code, text = submit(st, "svc-alerts", raw)

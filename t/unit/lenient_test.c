@@ -112,8 +112,14 @@ static void test_domains(void)
     is_str(found("billing@=?utf-16be?b?AHYAZQBuAGQAbwByAC4AdABlAHMAdA==?="), "vendor.test",
 	   "a UTF-16 word as the domain: converted, read");
     is_str(found("billing@=?utf-7?q?vendor.test?="), "vendor.test", "a UTF-7 word as the domain");
-    is_str(found("billing@=?x-unknown?q?vendor.test?="), "(too many)",
-	   "a word in a charset no one knows: cannot tell");
+    is_str(found("billing@=?x-unknown?q?vendor.test?="), "vendor.test",
+	   "a word in a charset Python has no codec for: its bytes, as ASCII, as Python "
+	   "reads them");
+    is_str(found("billing@=?IBM1047?q?vendor.test?="), "vendor.test",
+	   "IBM1047 (glibc reads it as EBCDIC, Python has no codec): as ASCII (helper-124)");
+    is_str(found("billing@=?ibm285?b?dmVuZG9yLnRlc3Q=?="), "vendor.test", "ibm285, B");
+    is_str(found("billing@=?hz?q?vendor.test?="), "(too many)",
+	   "hz (Python reads it, glibc lacks it): cannot tell");
     is_str(found("=?iso-2022-jp?b?GyRCOzNFRBsoQg==?= <billing@vendor.test>"), "vendor.test",
 	   "an ISO-2022-JP name beside the address");
     is_str(found("=?utf-8?q?ceo=40vendor.test?=@planapulse.ai"), "planapulse.ai vendor.test",
@@ -298,7 +304,15 @@ static void test_display_address(void)
 	{"=?iso-2022-jp?b?GyRCOzNFRCF3GyhCZXhhbXBsZS5qcA==?= <billing@planapulse.ai>", 1},
 	{"=?iso-2022-jp?b?GyRCfyEbKEI=?= <billing@planapulse.ai>", 1},	/* bad: cannot tell */
 	{"=?ks_c_5601-1987?b?sejDtrz2?= <billing@planapulse.ai>", 0},	/* Outlook Korean */
-	{"=?x-unknown?q?ceo?= <billing@planapulse.ai>", 1},	/* cannot tell */
+	{"=?x-unknown?q?ceo?= <billing@planapulse.ai>", 0},	/* no charset: ASCII */
+	{"=?x-unknown?q?M=FCller?= <billing@planapulse.ai>", 0},
+	/* glibc reads these as EBCDIC; Python, with no codec, as ASCII */
+	{"=?IBM1047?q?ceo=40other=2Eexample?= <billing@planapulse.ai>", 1},
+	{"=?ibm285?b?Q0VPIDxjZW9Ab3RoZXIuZXhhbXBsZT4=?= <billing@planapulse.ai>", 1},
+	{"=?IBM1141?Q?ceo=40other=2Eexample?= <billing@planapulse.ai>", 1},
+	{"=?IBM930?Q?=3Cceo=40other=2Eexample=3E?= <billing@planapulse.ai>", 1},
+	{"\"=?ibm-1047?q?ceo=40other.example?=\" <billing@planapulse.ai>", 1},
+	{"=?hz?q?ceo?= <billing@planapulse.ai>", 1},	/* glibc lacks hz: cannot tell */
 	{"=?*en?q?ceo?= <billing@planapulse.ai>", 1},	/* no charset: cannot tell */
 	{"Ops\r\n <billing@planapulse.ai>", 0},
 	/* white space or a fold inside an encoded word: Python decodes it
