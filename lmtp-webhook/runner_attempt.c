@@ -163,6 +163,30 @@ void    runner_misnamed(const char *name, void *context)
 }
 
 /*
+ * runner_key_weak - a route's own secret too short to be one is said
+ * once per file (and process): with secret_file={1}, each workspace's
+ * file is read only here, and a 3-byte key signed without a word
+ * (helper-124; sign_key_weak()).
+ */
+static void runner_key_weak(const char *path, const struct webhook_key *key)
+{
+    static unsigned long said[256];
+    static unsigned next;
+    unsigned long h = 5381;
+    const char *weak = sign_key_weak(key);
+
+    if (weak == NULL)
+	return;
+    for (const char *cp = path; *cp; cp++)
+	h = h * 33 + (unsigned char) *cp;
+    for (unsigned i = 0; i < sizeof(said) / sizeof(said[0]); i++)
+	if (said[i] == h)
+	    return;
+    said[next++ % (sizeof(said) / sizeof(said[0]))] = h;
+    msg_warn("secret_file %s: %s", path, weak);
+}
+
+/*
  * runner_keys - the keys of this attempt: the global one, or those of the
  * secret files the route named (read now, at each attempt: a secret
  * rotated in its file applies to every waiting event). A named file
@@ -194,6 +218,7 @@ static const char *runner_keys(struct runner *r, struct transfer *t)
 	    snprintf(why, sizeof(why), "%s", err);	/* a path and a reason */
 	    return (why);
 	}
+	runner_key_weak(t->ev.secret_files[i], &t->keys[n]);
 	n++;
     }
     if (n == 0) {

@@ -13,7 +13,9 @@
  * DESCRIPTION
  *	sign_key_parse() takes a "whsec_<base64>" secret (the prefix may
  *	be left out; surrounding white space is ignored) and decodes the
- *	key. sign_key_load() reads the secret from a file; it is the only
+ *	key: strict base64 ("====" is none), and not every byte zero (HMAC
+ *	pads a key with zeros: "AAAA" signed as the empty key does, and
+ *	anyone could forge the events; helper-124). sign_key_load() reads the secret from a file; it is the only
  *	place the secret is read. The whole file is the secret: a file
  *	larger than 1 KB or with a NUL byte is refused, not cut short;
  *	one that is no regular file (a FIFO would block the runner and
@@ -56,13 +58,19 @@ const char *sign_key_parse(const char *text, struct webhook_key *key)
 	return ("secret: one whsec_<base64> value expected");
     if (len == 0 || len % 4 != 0 || len / 4 * 3 > sizeof(decoded))
 	return ("secret: base64 of 1 to 128 bytes expected");
-    if ((n = EVP_DecodeBlock(decoded, (const unsigned char *) text, (int) len)) < 0)
-	return ("secret: not valid base64");
     while (pad < 2 && text[len - 1 - pad] == '=')
 	pad++;
+    /* strict: EVP_DecodeBlock() read "====" as one zero byte */
+    if (strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+	!= len - pad || (n = EVP_DecodeBlock(decoded, (const unsigned char *) text,
+					     (int) len)) < 0)
+	return ("secret: not valid base64");
     key->len = (size_t) n - pad;
     if (key->len == 0 || key->len > sizeof(key->bytes))
 	return ("secret: base64 of 1 to 128 bytes expected");
+    for (size_t i = 0; i < key->len && decoded[i] == 0; i++)
+	if (i + 1 == key->len)			/* HMAC pads a key with zeros */
+	    return ("secret: every byte is zero, which signs as an empty key does");
     memcpy(key->bytes, decoded, key->len);
     return (NULL);
 }

@@ -12,9 +12,16 @@ Real Dovecot LMTP with the plugin and lmtp-webhook-spool run, a receiver:
     naming 127.0.0.2); from 127.0.0.1 (standing in for Postfix, whose
     milter wrote that header) it says pass;
   - the default (127.0.0.0/8 ::1) trusts loopback clients;
-  - a value that is no list of networks: 451, with the error in the log,
-    and the mail is not saved; the next delivery after the fix goes
-    through.
+  - Dovecot's LMTP XCLIENT (offered to login_trusted_networks, Mailu's
+    whole Compose network): ADDR=127.0.0.1 from 127.0.0.2 claimed the
+    MTA's address and its forged bill said dmarc pass (helper-124). The
+    connection's own address must be listed too: none, and a warning
+    naming both; from 127.0.0.1 with ADDR=127.0.0.1 pass, with ADDR= an
+    unlisted address none;
+  - a value that is no list of networks (host bits set, /0 of an
+    address, empty included: each trusted more than it said,
+    helper-124): 451, with the error in the log, and the mail is not
+    saved; the next delivery after the fix goes through.
 """
 
 import os
@@ -45,11 +52,17 @@ def bill(subject):
         "Date: Sat, 05 Dec 2026 10:00:00 +0000"]) + CRLF * 2 + b"Pay to XX00 ATTACKER.\r\n"
 
 
-def lmtp_from(st, source, data):
-    """One LMTP delivery to ACME from the local address source: (code, text)."""
+def lmtp_from(st, source, data, xclient=None):
+    """One LMTP delivery to ACME from the local address source (after
+    XCLIENT ADDR=xclient if given): (code, text)."""
     with smtplib.LMTP("127.0.0.1", st.port("lmtp"), timeout=30,
                       source_address=(source, 0)) as c:
         c.ehlo_or_helo_if_needed()
+        if xclient is not None:
+            code, text = c.docmd("XCLIENT", "ADDR=%s" % xclient)
+            if code != 220:
+                return code, text
+            c.ehlo()                    # a new session: LHLO again
         c.mail("billing@vendor.test")
         code, text = c.rcpt(ACME)
         if code != 250:
@@ -98,7 +111,7 @@ def main():
                 "lmtp_webhook_trusted_networks": "127.0.0.1",
                 "lmtp_webhook_spool_dir": st.path("spool"),
                 "lmtp_webhook_trusted_authserv_id": TRUSTED},
-            extra="mail_plugin_dir = %s\n" % PLUGIN_DIR)
+            extra="mail_plugin_dir = %s\nlogin_trusted_networks = 127.0.0.0/8\n" % PLUGIN_DIR)
         Runner(st).start()
 
         got = lmtp_from(st, "127.0.0.2", bill("from a stranger"))
@@ -119,6 +132,23 @@ def main():
                "the listed client's header (what its milter wrote) is trusted: dmarc pass",
                diag=repr(auth))
 
+        for source, claim, want in (("127.0.0.2", "127.0.0.1", "none"),
+                                    ("127.0.0.1", "127.0.0.1", "pass"),
+                                    ("127.0.0.1", "10.9.9.9", "none")):
+            subject = "xclient %s as %s" % (source, claim)
+            got = lmtp_from(st, source, bill(subject), xclient=claim)
+            auth = authentication(rx, subject) if got[0] == 250 else None
+            tap.ok(got[0] == 250 and auth is not None and auth["dmarc"] == want
+                   and (want == "pass" or not [d for d in auth.get("dkim") or []
+                                               if d.get("result") == "pass"]),
+                   "LMTP from %s, XCLIENT ADDR=%s: delivered, dmarc %s" % (source, claim, want),
+                   diag="%r %r" % (got, auth))
+        tap.ok(wait_for(lambda: "LMTP connection from 127.0.0.2 (XCLIENT ADDR=127.0.0.1) is "
+                        "not in lmtp_webhook_trusted_networks" in st.read_log("dovecot"),
+                        timeout=5),
+               "the warning names the connection's address and the claimed one",
+               diag=st.read_log("dovecot")[-800:])
+
         dovecot_reload(st, None)
         tap.is_(lmtp_from(st, "127.0.0.2", bill("default stranger"))[0], 250,
                 "default (127.0.0.0/8 ::1): 127.0.0.2 delivered")
@@ -126,7 +156,8 @@ def main():
         tap.ok(auth is not None and auth["dmarc"] == "pass",
                "and trusted: a loopback client is the MTA by default", diag=repr(auth))
 
-        for bad in ("127.0.0.1/33", "banana", "10.0.0.0/8, nope"):
+        for bad in ("127.0.0.1/33", "banana", "10.0.0.0/8, nope", "127.0.0.1/24",
+                    "127.0.0.1/0", "::1/0", '""', ""):
             dovecot_reload(st, bad)
             seen = st.read_log("dovecot").count("lmtp_webhook_trusted_networks: ")
             got = lmtp_from(st, "127.0.0.1", bill("bad value " + bad))
@@ -135,8 +166,8 @@ def main():
             tap.ok(wait_for(lambda: st.read_log("dovecot").count(
                 "lmtp_webhook_trusted_networks: ") > seen, timeout=5),
                 "the error names the setting")
-        tap.is_(len(st.maildir_messages(ACME)), 3, "nothing saved while the value was bad "
-                "(3 mails from before)")
+        tap.is_(len(st.maildir_messages(ACME)), 6, "nothing saved while the value was bad "
+                "(6 mails from before)")
         dovecot_reload(st, "127.0.0.1, ::1")
         tap.is_(lmtp_from(st, "127.0.0.1", bill("fixed"))[0], 250, "fixed: delivered")
         tap.ok(authentication(rx, "fixed") is not None, "and its event posted")

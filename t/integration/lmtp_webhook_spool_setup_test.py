@@ -199,7 +199,7 @@ def test_secret_mode_and_dead_after(st):
     tap.ok("too short" not in res.stderr, "a 32-byte secret is not called short")
     # helper-121: "changeme" (6 bytes), whsec_AA== (1 byte), the Redis
     # password's file named instead: each signed every event unsaid
-    for label, text in (("changeme", "changeme\n"), ("whsec_AA==", "whsec_AA==\n"),
+    for label, text in (("changeme", "changeme\n"), ("whsec_AQ==", "whsec_AQ==\n"),
                         ("18 bytes", "whsec_%s\n" % base64.b64encode(b"r" * 18).decode())):
         weak = write(st, "weak.secret", text, 0o640)
         os.chown(weak, 0, NOBODY.pw_gid)
@@ -216,6 +216,19 @@ def test_secret_mode_and_dead_after(st):
                diag=st.read_log(name)[-600:])
         if proc:
             stop(proc)
+    # helper-124: "====" was read as one zero byte, "AAAA" as three; a key
+    # of zero bytes signs as the empty key does, so anyone forged events
+    for label, text, words in (("====", "====\n", "secret: not valid base64"),
+                               ("AAAA", "AAAA\n", "every byte is zero"),
+                               ("whsec_AA==", "whsec_AA==\n", "every byte is zero")):
+        bad = write(st, "zero.secret", text, 0o640)
+        os.chown(bad, 0, NOBODY.pw_gid)
+        conf = write(st, "zero.conf", "spool_dir = %s\nsecret_file = %s\n" % (spool(st), bad))
+        res = check(conf)               # as for any secret that cannot be read
+        tap.ok(words in res.stderr and "nothing is posted until it can be read" in res.stderr
+               and text.strip() not in res.stdout + res.stderr,
+               "a secret file holding %s: -t says it is no secret, nothing is posted with "
+               "it" % label, diag=res.stdout + res.stderr)
     base = "spool_dir = %s\nsecret_file = %s\n" % (spool(st), secret(st))
     for value in ("500ms", "9s"):
         conf = write(st, "dla.conf", base + "dead_letter_after = %s\n" % value)

@@ -9,7 +9,10 @@ Real Dovecot LMTP with the plugin, lmtp-webhook-spool run, a receiver:
 acme's event verifies with acme's secret only and globex's with globex's
 (Python's hmac); a workspace without a secret file has its event wait
 (named in the log, nothing signed with the global secret) and posted
-once the file is there."""
+once the file is there. helper-124: a workspace file holding "====" or
+"AAAA" signed its events with what amounts to the empty key (anyone
+forged them) and a 3-byte key without a word: the first two wait, named
+in the log, and the short key is warned of once."""
 
 import os
 import shutil
@@ -23,7 +26,7 @@ from mxtest import build_path, tap, wait_for  # noqa: E402
 from mxwebhook import Receiver, Runner, events_for, make_secret, verify  # noqa: E402
 
 PLUGIN_DIR = build_path("lmtp-webhook", ".libs")
-WORKSPACES = ("acme", "globex", "initech")
+WORKSPACES = ("acme", "globex", "initech", "hooli", "umbrella", "stark")
 
 
 def deliver(st, workspace, subject):
@@ -47,6 +50,9 @@ def main():
         for w in ("acme", "globex"):
             with open(os.path.join(sdir, w + ".secret"), "w") as f:
                 f.write(secrets[w] + "\n")
+        for w, text in (("hooli", "====\n"), ("umbrella", "AAAA\n"), ("stark", "whsec_AQID\n")):
+            with open(os.path.join(sdir, w + ".secret"), "w") as f:
+                f.write(text)
         with open(st.path("global.secret"), "w") as f:
             f.write(secrets["global"] + "\n")
         with open(st.path("spool.conf"), "w") as f:
@@ -70,6 +76,17 @@ def main():
                and wait_for(lambda: os.path.join(sdir, "initech.secret")
                             in st.read_log("spool"), timeout=10),
                "initech without a secret file: its event waits, the file named in the log")
+        for w, why in (("hooli", "not valid base64"), ("umbrella", "every byte is zero")):
+            tap.ok(not events_for(rx, "bill for " + w, timeout=1) and wait_for(
+                lambda: "%s.secret: secret: %s" % (w, why) in st.read_log("spool"), timeout=10),
+                "%s's file holds no secret (%s): its event waits, the file named" % (w, why),
+                diag=st.read_log("spool")[-1500:])
+        ev = events_for(rx, "bill for stark", timeout=10)
+        tap.ok(ev and verify("whsec_AQID", ev[-1][1], ev[-1][3]) is None and wait_for(
+            lambda: st.read_log("spool").count("stark.secret: the secret is 3 bytes, too short")
+            == 1, timeout=5),
+            "stark's 3-byte secret: posted, and warned of once in the log",
+            diag=st.read_log("spool")[-1500:])
         with open(os.path.join(sdir, "initech.secret"), "w") as f:
             f.write(secrets["initech"] + "\n")
         proc.send_signal(signal.SIGUSR1)

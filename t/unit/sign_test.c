@@ -41,6 +41,17 @@ int     main(void)
 	   "secret: one whsec_<base64> value expected", "two secrets");
     is_str(sign_key_parse("whsec_YQ==", &key), NULL, "padded one-byte key");
     is_int((long long) key.len, 1, "padding removed from the length");
+    /* helper-124: these signed as the empty key does (anyone forges them) */
+    is_str(sign_key_parse("====", &key), "secret: not valid base64", "==== is no base64");
+    is_str(sign_key_parse("whsec_Y===", &key), "secret: not valid base64", "three pads");
+    is_str(sign_key_parse("whsec_Y=Q=", &key), "secret: not valid base64", "a pad inside");
+    is_str(sign_key_parse("AAAA", &key),
+	   "secret: every byte is zero, which signs as an empty key does", "AAAA: zero bytes");
+    is_str(sign_key_parse("whsec_AA==", &key),
+	   "secret: every byte is zero, which signs as an empty key does", "whsec_AA==");
+    is_str(sign_key_parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &key),
+	   "secret: every byte is zero, which signs as an empty key does", "32 zero bytes");
+    is_str(sign_key_parse("whsec_AAAB", &key), NULL, "a last byte not zero: a key (weak)");
     ok(sign_key_load("/nonexistent/secret", &key) != NULL
        && strstr(sign_key_load("/nonexistent/secret", &key), "/nonexistent/secret") != NULL,
        "unreadable secret file: the error names it");

@@ -1,0 +1,89 @@
+/*
+ * NAME
+ *	lmtp_peer 3
+ * SUMMARY
+ *	the LMTP client's own address, past XCLIENT
+ * SYNOPSIS
+ *	#include "lmtp_peer.h"
+ *
+ *	void	lmtp_peer_init(module)
+ *	void	lmtp_peer_deinit()
+ *
+ *	const struct ip_addr *lmtp_peer_real(known)
+ * DESCRIPTION
+ *	Dovecot's LMTP offers XCLIENT to the clients in
+ *	login_trusted_networks (Mailu: its whole Compose network), and
+ *	XCLIENT ADDR= replaces the client address a delivery sees
+ *	(mail_user's conn.remote_ip): a container that may not hand over
+ *	trusted Authentication-Results claimed the MTA's address and its
+ *	forged bill said dmarc=pass (helper-124). The address of the
+ *	connection itself is the lmtp client's real_remote_ip.
+ *
+ *	lmtp_peer_init() chains lmtp's client-created hook (Dovecot loads
+ *	protocol lmtp's mail_plugins before it creates each client, so the
+ *	first client of a process is seen too) and wraps each client's
+ *	local delivery. lmtp_peer_real() returns, during a delivery, the
+ *	address the client connected from (family 0: a UNIX socket) and
+ *	sets *known; outside one, or for a client created before the
+ *	plugin was loaded (the plugin named in a userdb's mail_plugins
+ *	only), NULL and *known = 0.
+ */
+
+#include "lib.h"
+#include "module-context.h"
+#include "lmtp-common.h"
+
+#include "lmtp_peer.h"
+
+struct lmtp_peer_client {
+    union lmtp_module_context module_ctx;
+};
+
+#define LMTP_PEER_CONTEXT(obj) MODULE_CONTEXT_REQUIRE(obj, lmtp_peer_module)
+static MODULE_CONTEXT_DEFINE_INIT(lmtp_peer_module, &lmtp_module_register);
+
+static lmtp_client_created_func_t *lmtp_peer_next_hook;
+static const struct client *lmtp_peer_delivering;	/* lmtp runs one at a time */
+
+static int lmtp_peer_local_deliver(struct client *client, struct lmtp_recipient *lrcpt,
+				           struct smtp_server_cmd_ctx *cmd,
+				           struct smtp_server_transaction *trans,
+				           struct lmtp_local_deliver_context *lldctx)
+{
+    struct lmtp_peer_client *pc = LMTP_PEER_CONTEXT(client);
+    const struct client *outer = lmtp_peer_delivering;
+    int     ret;
+
+    lmtp_peer_delivering = client;
+    ret = pc->module_ctx.super.local_deliver(client, lrcpt, cmd, trans, lldctx);
+    lmtp_peer_delivering = outer;
+    return (ret);
+}
+
+static void lmtp_peer_client_created(struct client **clientp)
+{
+    struct client *client = *clientp;
+    struct lmtp_peer_client *pc = p_new(client->pool, struct lmtp_peer_client, 1);
+
+    pc->module_ctx.super = client->v;
+    client->v.local_deliver = lmtp_peer_local_deliver;
+    MODULE_CONTEXT_SET(client, lmtp_peer_module, pc);
+    if (lmtp_peer_next_hook != NULL)
+	lmtp_peer_next_hook(clientp);
+}
+
+const struct ip_addr *lmtp_peer_real(int *known)
+{
+    *known = lmtp_peer_delivering != NULL;
+    return (*known ? &lmtp_peer_delivering->real_remote_ip : NULL);
+}
+
+void    lmtp_peer_init(struct module *module ATTR_UNUSED)
+{
+    lmtp_peer_next_hook = lmtp_client_created_hook_set(lmtp_peer_client_created);
+}
+
+void    lmtp_peer_deinit(void)
+{
+    (void) lmtp_client_created_hook_set(lmtp_peer_next_hook);
+}
