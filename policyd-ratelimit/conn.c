@@ -150,7 +150,7 @@ static void conn_free(struct conn *conn)
     evutil_closesocket(conn->fd);
     free(conn->in);
     policy_request_free(&conn->req);
-    decide_txn_closed(&conn->txn);	/* mid-transaction: the next one asks */
+    decide_txn_closed(&conn->txn, &conn->srv->pc->limits);	/* the next one asks */
     policy_config_release(&conn->pc);
     atomic_fetch_sub(conn->srv->connections, 1);
     if (conn->prev)

@@ -213,6 +213,8 @@ static void decide_txn_sync(struct decide_txn *txn, const struct policy_request 
 	txn->instance = xstrdup(instance);
     } else if (txn->generation != limits->generation) {
 	decide_txn_remap(txn, limits);
+	if (limits->quarantine_count > 0 && strlen(instance) < DECIDE_SEEN_INSTANCE && *instance)
+	    txn->quarantine_struck = 0;	/* by name again: decide_seen_strikes() */
     }
     txn->generation = limits->generation;
 }
@@ -259,8 +261,16 @@ int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
 {
     int     ret = 0;
 
-    if (limits != NULL && from->count > 0 && from->generation != limits->generation)
-	decide_txn_remap(from, limits), from->generation = limits->generation;
+    if (limits != NULL && from->generation != limits->generation) {
+	if (from->count > 0)
+	    decide_txn_remap(from, limits);
+	from->generation = limits->generation;
+    }
+    if (limits != NULL && into->generation != limits->generation) {
+	if (into->count > 0)			/* left before a reload */
+	    decide_txn_remap(into, limits);
+	into->generation = limits->generation;
+    }
     if (into->count == 0 && into->let_through == 0)
 	into->generation = from->generation;
     if ((from->count > 0 && into->generation != from->generation)
@@ -561,6 +571,8 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	return (NULL);
     }
     if (stage != STAGE_RCPT)		/* what closed connections let through */
+	decide_seen_settle(txn, &pc->limits);
+    else				/* counted at RCPT too (helper-125) */
 	decide_seen_adopt(txn, &pc->limits);
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
     unseen = decide_unseen(txn, stage);
@@ -579,7 +591,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	}
     }
     if (pc->limits.quarantine_count > 0)
-	decide_seen_strikes(txn, 0);		/* another connection's strike */
+	decide_seen_strikes(txn, &pc->limits, 0);	/* another connection's */
     quarantine_add_ops(call, &pc->limits, txn->quarantine_struck, req);
     if (call->count == 0) {
 	store_call_free(&call);
@@ -766,7 +778,7 @@ char   *decide_finish(const struct policy_config *pc, struct decide_txn *txn,
     struck = txn->quarantine_struck;
     reply = quarantine_struck(&pc->limits, call, req, &txn->quarantine_struck);
     if (txn->quarantine_struck != struck)
-	decide_seen_strikes(txn, 1);		/* one per transaction */
+	decide_seen_strikes(txn, &pc->limits, 1);	/* one per transaction */
     if (reply != NULL)
 	return (reply);			/* the request that set a lock */
     if (deciding) {			/* enforced: nothing is recorded */

@@ -68,12 +68,15 @@ void    decide_txn_free(struct decide_txn *txn);
 
 /* decide_seen.c: RCPTs let through per instance, across connections. */
 #define DECIDE_SEEN_UNKNOWN	(-1)
+#define DECIDE_SEEN_INSTANCE	64	/* longer instances are not recorded */
+extern long decide_left_max;		/* recipient keys kept for closed connections */
 void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
 			        const char *reply);
 long long decide_seen_elsewhere(const struct decide_txn *txn);
-void    decide_txn_closed(struct decide_txn *txn);
+void    decide_txn_closed(struct decide_txn *txn, const struct limits *limits);
 void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits);
-void    decide_seen_strikes(struct decide_txn *txn, int record);
+void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits);
+void    decide_seen_strikes(struct decide_txn *txn, const struct limits *limits, int record);
 int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
 			         const struct limits *limits);
 

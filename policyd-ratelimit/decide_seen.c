@@ -8,8 +8,10 @@
  *
  *	void	decide_answered(&txn, req, reply)
  *	long long decide_seen_elsewhere(&txn)
- *	void	decide_txn_closed(&txn)
- *	void	decide_seen_strikes(&txn, record)
+ *	void	decide_txn_closed(&txn, &limits)
+ *	void	decide_seen_adopt(&txn, &limits)
+ *	void	decide_seen_settle(&txn, &limits)
+ *	void	decide_seen_strikes(&txn, &limits, record)
  * DESCRIPTION
  *	Postfix's questions about one transaction ("instance") may arrive
  *	on several policy connections, one after another: its policy
@@ -55,13 +57,17 @@
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "decide.h"
+#include "quarantine.h"
 
 #define DECIDE_SEEN_SLOTS	8192
-#define DECIDE_SEEN_INSTANCE	64
 #define DECIDE_EVICTED_BITS	(1 << 20)
+#define DECIDE_STRUCK_MAX	16	/* quarantines one transaction struck */
+#define DECIDE_LEFT_MAX		100000	/* recipient keys of closed connections */
+#define DECIDE_SETTLE_MS	100	/* for a worker to see a close */
 
 static struct {
     char    instance[DECIDE_SEEN_INSTANCE];
@@ -71,10 +77,12 @@ static struct {
     int     orphan;			/* a connection that let some through closed */
     int     unknown;			/* made for an instance marked in the bitmap */
     struct decide_txn left;		/* recipients of connections that closed */
-    unsigned long long struck;		/* quarantines struck, any connection */
-    unsigned long struck_generation;	/* of the limits they index */
+    unsigned long long struck[DECIDE_STRUCK_MAX];	/* quarantines' name hashes */
+    int     struck_count;
 } decide_seen[DECIDE_SEEN_SLOTS];
 static unsigned long long decide_seen_gen;
+static long decide_left_entries;	/* in every slot's left, together */
+long    decide_left_max = DECIDE_LEFT_MAX;	/* unit tests lower it */
 static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
 static long long decide_evicted_since;	/* of decide_evicted[0] */
 static pthread_mutex_t decide_seen_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -149,7 +157,8 @@ static void decide_seen_take(int slot, struct decide_txn *txn)
 	decide_seen[slot].gen = ++decide_seen_gen;
 	decide_seen[slot].orphan = 0;
 	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
-	decide_seen[slot].struck = 0;
+	decide_seen[slot].struck_count = 0;
+	decide_left_entries -= decide_seen[slot].left.count;
 	decide_txn_free(&decide_seen[slot].left);
     }
     if (decide_seen[slot].gen != txn->seen_gen) {	/* ours was put out */
@@ -195,18 +204,22 @@ long long decide_seen_elsewhere(const struct decide_txn *txn)
     return (n);
 }
 
-void    decide_txn_closed(struct decide_txn *txn)
+void    decide_txn_closed(struct decide_txn *txn, const struct limits *limits)
 {
-    int     slot;
+    int     slot, before;
 
     if (txn->rcpt_held > 0 && (slot = decide_seen_slot(txn->instance)) >= 0) {
+	before = decide_seen[slot].left.count;
 	if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
 	    decide_evicted_mark(txn->instance);
 	else if (decide_seen[slot].gen != txn->seen_gen)
 	    decide_seen[slot].unknown = 1;	/* made again without ours */
+	else if (decide_left_entries + txn->count > decide_left_max)
+	    decide_seen[slot].unknown = 1;	/* memory: fail closed */
 	else if (decide_seen[slot].orphan = 1,
-		 decide_txn_adopt(&decide_seen[slot].left, txn, NULL) < 0)
-	    decide_seen[slot].unknown = 1;	/* a reload between, or too many */
+		 decide_txn_adopt(&decide_seen[slot].left, txn, limits) < 0)
+	    decide_seen[slot].unknown = 1;	/* too many, or limits gone */
+	decide_left_entries += decide_seen[slot].left.count - before;
 	pthread_mutex_unlock(&decide_seen_lock);
     }
     decide_txn_free(txn);
@@ -234,10 +247,46 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
 	    txn->seen_held = 0;
 	}
 	txn->seen_held += decide_seen[slot].left.rcpt_held;
+	decide_left_entries -= decide_seen[slot].left.count;
 	if (decide_txn_adopt(txn, &decide_seen[slot].left, limits) < 0)
 	    decide_seen[slot].unknown = 1;
     }
     pthread_mutex_unlock(&decide_seen_lock);
+}
+
+/*
+ * decide_seen_settle - at DATA or END-OF-MESSAGE: decide_seen_adopt(),
+ * and while an earlier connection of the transaction is still open
+ * here, wait up to DECIDE_SETTLE_MS for it to close. Postfix closes a
+ * policy connection before it opens the next one for the transaction
+ * (smtpd_policy_service_request_limit), but with several workers the
+ * new one can be served before another worker has read the old one's
+ * end: its recipients were then not known yet, and about one message in
+ * fifty was 451 "did not see" (helper-125). A connection that stays
+ * open (none does, with Postfix) costs the wait, then the same 451.
+ */
+void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits)
+{
+    long long left;
+
+    decide_seen_adopt(txn, limits);
+    for (int waited = 0; waited < DECIDE_SETTLE_MS; waited += 2) {
+	if ((left = decide_seen_elsewhere(txn)) <= 0)	/* none, or unknown */
+	    return;
+	usleep(2000);
+	decide_seen_adopt(txn, limits);
+    }
+}
+
+/* decide_seen_name_hash - a quarantine's name, as its strikes are kept */
+
+static unsigned long long decide_seen_name_hash(const char *name)
+{
+    unsigned long long h = 14695981039346656037ULL;
+
+    for (const unsigned char *cp = (const unsigned char *) name; *cp; cp++)
+	h = (h ^ *cp) * 1099511628211ULL;
+    return (h);
 }
 
 /*
@@ -247,23 +296,30 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
  * byte closes one, so one transaction spread over three connections
  * struck three times and locked a recipient domain (helper-122). With
  * record, txn's strikes are kept, taking the instance a slot; without,
- * an existing entry's are only read. A strike of a slot put out by 8192
- * newer transactions may count again; a reload between resets them.
+ * an existing entry's are only read. They are kept by quarantine name,
+ * so a reload between (which may renumber quarantines) keeps them
+ * (helper-125: each SIGHUP was a new strike). A strike of a slot put
+ * out by 8192 newer transactions may count again.
  */
-void    decide_seen_strikes(struct decide_txn *txn, int record)
+void    decide_seen_strikes(struct decide_txn *txn, const struct limits *limits, int record)
 {
-    int     slot;
+    int     slot, n;
 
     if ((slot = decide_seen_slot(txn->instance)) < 0)
 	return;
     if (record && txn->quarantine_struck != 0)
 	decide_seen_take(slot, txn);
     if (strcmp(decide_seen[slot].instance, txn->instance) == 0) {
-	if (decide_seen[slot].struck_generation != txn->generation)
-	    decide_seen[slot].struck = 0;
-	decide_seen[slot].struck_generation = txn->generation;
-	decide_seen[slot].struck |= txn->quarantine_struck;
-	txn->quarantine_struck |= decide_seen[slot].struck;
+	for (int q = 0; q < limits->quarantine_count && q < 64; q++) {
+	    unsigned long long h = decide_seen_name_hash(limits->quarantine[q].name);
+
+	    for (n = 0; n < decide_seen[slot].struck_count && decide_seen[slot].struck[n] != h;)
+		n++;
+	    if (n < decide_seen[slot].struck_count)
+		txn->quarantine_struck |= 1ULL << q;
+	    else if ((txn->quarantine_struck >> q) & 1 && n < DECIDE_STRUCK_MAX)
+		decide_seen[slot].struck[decide_seen[slot].struck_count++] = h;
+	}
     }
     pthread_mutex_unlock(&decide_seen_lock);
 }

@@ -219,14 +219,17 @@ static char *ratelimit_idna(const char *domain)
  * alice@example.com's mailbox): the local part cut at its first
  * delimiter character, unless that is its first. Each extension was a
  * fresh budget for one mailbox (helper-122: 8 messages to alice through
- * a limit of 2/1h). In place.
+ * a limit of 2/1h); so it was for an unqualified "alice+N", which Postfix
+ * delivers to alice@$myorigin (helper-125: 7 through 2/1h). In place.
  */
 static void ratelimit_unextend(char *addr, const char *delimiter)
 {
     char   *at = strrchr(addr, '@');
     size_t  cut;
 
-    if (delimiter == NULL || *delimiter == 0 || at == NULL || at == addr)
+    if (at == NULL)				/* unqualified: Postfix adds @$myorigin */
+	at = addr + strlen(addr);
+    if (delimiter == NULL || *delimiter == 0 || at == addr)
 	return;
     cut = strcspn(addr, delimiter);
     if (cut == 0 || addr + cut >= at)

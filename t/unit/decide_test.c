@@ -2,6 +2,9 @@
 
 #include "build_config.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +227,7 @@ static void test_unseen_refused(struct decide_txn *a, struct decide_txn *b)
     for (int i = 0; i < 3; i++) {
 	snprintf(instance, sizeof(instance), "ref%d", i);
 	rcpt = ask(a, "RCPT", instance, "recipient=q@unseen.example\n");
-	decide_txn_closed(a);
+	decide_txn_closed(a, &pc.limits);
 	free(ask(b, "RCPT", instance, "recipient=v@unseen.example\n"));	/* spent: 550 */
 	r = ask(b, "END-OF-MESSAGE", instance, "recipient=q@unseen.example\n"
 		"recipient_count=1\n");
@@ -236,7 +239,7 @@ static void test_unseen_refused(struct decide_txn *a, struct decide_txn *b)
     is_int(admitted, 2, "a RCPT let through, reconnect, a RCPT refused, one accepted: "
 	   "exactly 2 of 3 to q@ pass per_rcpt 2/1h");
     free(ask(a, "RCPT", "ref9", "recipient=q2@unseen.example\n"));
-    decide_txn_closed(a);
+    decide_txn_closed(a, &pc.limits);
     free(ask(b, "RCPT", "ref9", "recipient=gone@unseen.example\n"));
     r = ask(b, "DATA", "ref9", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "one let through on each connection (the first closed), two accepted: "
@@ -263,7 +266,7 @@ static void test_unseen_flood(struct decide_txn *a, struct decide_txn *b,
 
     free(ask(a, "RCPT", "u14", "recipient=f1@unseen.example\n"));
     free(ask(a, "RCPT", "u14", "recipient=f2@unseen.example\n"));
-    decide_txn_closed(a);
+    decide_txn_closed(a, &pc.limits);
     flood(c, "flood");
     r = ask(b, "DATA", "u14", "recipient=\nrecipient_count=2\n");
     is_str(r, DECIDE_TXN_UNSEEN, "20000 other transactions meanwhile: still 451, not "
@@ -273,7 +276,7 @@ static void test_unseen_flood(struct decide_txn *a, struct decide_txn *b,
     free(ask(a, "RCPT", "u16", "recipient=h1@unseen.example\n"));
     free(ask(a, "RCPT", "u16", "recipient=h2@unseen.example\n"));
     flood(c, "flood3-");
-    decide_txn_closed(a);			/* its entry was gone already */
+    decide_txn_closed(a, &pc.limits);			/* its entry was gone already */
     r = ask(b, "DATA", "u16", "recipient=\nrecipient_count=2\n");
     is_str(r, DECIDE_TXN_UNSEEN, "the flood before the close: 451 too");
     free(r);
@@ -315,7 +318,7 @@ static void test_unseen(void)
 
 	snprintf(instance, sizeof(instance), "u%d", i);
 	rcpt = ask(&a, "RCPT", instance, "recipient=v@unseen.example\n");
-	decide_txn_closed(&a);
+	decide_txn_closed(&a, &pc.limits);
 	r = ask(&b, "DATA", instance, "recipient=v@unseen.example\nrecipient_count=1\n");
 	free(r);
 	r = ask(&b, "END-OF-MESSAGE", instance, "recipient=v@unseen.example\n"
@@ -332,11 +335,11 @@ static void test_unseen(void)
     is_int(admitted, 2, "exactly 2 admitted, each charged at END-OF-MESSAGE");
     free(ask(&a, "RCPT", "u9", "recipient=x1@unseen.example\n"));
     free(ask(&a, "RCPT", "u9", "recipient=x2@unseen.example\n"));
-    decide_txn_closed(&a);
+    decide_txn_closed(&a, &pc.limits);
     r = ask(&b, "DATA", "u9", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "two recipients a closed connection saw, DATA here: adopted, checked");
     free(r);
-    decide_txn_closed(&b);		/* request_limit: DATA and EOM apart too */
+    decide_txn_closed(&b, &pc.limits);		/* request_limit: DATA and EOM apart too */
     r = ask(&c, "END-OF-MESSAGE", "u9", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "and END-OF-MESSAGE on a third connection: adopted again, charged");
     free(r);
@@ -360,7 +363,7 @@ static void test_unseen(void)
     is_str(r, "DUNNO", "an exempt recipient's RCPT counts as let through: two, two accepted");
     free(r);
     free(ask(&a, "RCPT", "u11", "recipient=w@unseen.example\n"));
-    decide_txn_closed(&a);
+    decide_txn_closed(&a, &pc.limits);
     free(ask(&b, "RCPT", "u11", "recipient=w2@unseen.example\n"));
     r = ask(&b, "DATA", "u11", "recipient=\nrecipient_count=2\n");
     is_str(r, "DUNNO", "one RCPT let through here, the other on a closed connection: "
@@ -420,6 +423,78 @@ static void test_routed(struct decide_txn *txn)
        && !policy_address_routed("u@v%w"), "policy_address_routed: a route before the last '@'");
 }
 
+/*
+ * test_reconnect_more - helper-125. (1) RCPTs on a new connection count
+ * the recipients a closed one let through (they were promised 250 and
+ * the message then deferred at DATA); (2) a reload between the
+ * connections (the limits unchanged, renumbered) keeps them: DATA was
+ * 451 "did not see"; (3) with several workers a new connection can ask
+ * before another worker has seen the old one close: DATA waits for the
+ * close (about one message in fifty was 451); (4) the recipients kept
+ * for closed connections are bounded: past DECIDE_LEFT_MAX keys a
+ * transaction fails closed (451), the memory stays bounded.
+ */
+static void *test_closer(void *a)
+{
+    usleep(30000);
+    decide_txn_closed(a, &pc.limits);
+    return (NULL);
+}
+
+static void test_reconnect_more(void)
+{
+    struct decide_txn a, b;
+    char    extra[128], inst[16];
+    pthread_t tid;
+    int     n;
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    is_int(count_dunno(&a, "rm1", "rmuser", 29), 29, "29 recipients on connection a");
+    decide_txn_closed(&a, &pc.limits);
+    check(ask(&b, "RCPT", "rm1", "sasl_username=rmuser\nrecipient=z1@example.net\n"), "DUNNO",
+	  "the 30th on connection b fits per_user 30/1h");
+    check(ask(&b, "RCPT", "rm1", "sasl_username=rmuser\nrecipient=z2@example.net\n"),
+	  "450 4.7.1 per_user rmuser 31 30/1h", "the 31st is deferred at RCPT: a's 29 count");
+    decide_txn_free(&b);
+
+    free(ask(&a, "RCPT", "rm2", "sasl_username=rmdan\nrecipient=y1@example.net\n"));
+    free(ask(&a, "RCPT", "rm2", "sasl_username=rmdan\nrecipient=y2@example.net\n"));
+    ratelimit_free(&pc.limits);			/* SIGHUP, the file unchanged */
+    ratelimit_load(&pc.limits, pc.cfg);
+    decide_txn_closed(&a, &pc.limits);
+    check(ask(&b, "DATA", "rm2", "sasl_username=rmdan\nrecipient=\nrecipient_count=2\n"),
+	  "DUNNO", "a reload between the connections: DATA adopts the two, not 451");
+    check(ask(&b, "END-OF-MESSAGE", "rm2", "sasl_username=rmdan\nrecipient=\n"
+	      "recipient_count=2\nsize=10\n"), "DUNNO", "and charges them");
+    decide_txn_free(&b);
+
+    free(ask(&a, "RCPT", "rm3", "sasl_username=rmerin\nrecipient=x1@example.net\n"));
+    free(ask(&a, "RCPT", "rm3", "sasl_username=rmerin\nrecipient=x2@example.net\n"));
+    ok(pthread_create(&tid, NULL, test_closer, &a) == 0, "a's close seen 30 ms late");
+    check(ask(&b, "DATA", "rm3", "sasl_username=rmerin\nrecipient=\nrecipient_count=2\n"),
+	  "DUNNO", "DATA on b while a is not seen closed yet: waits for it, not 451");
+    pthread_join(tid, NULL);
+    decide_txn_free(&b);
+
+    decide_left_max = 1000;			/* 100,000 in the daemon */
+    for (int t = 0; t < 6; t++) {
+	snprintf(inst, sizeof(inst), "cap%d", t);
+	for (n = 0; n < 199; n++) {
+	    snprintf(extra, sizeof(extra), "recipient=c%d.%d@cap.example\n", t, n);
+	    free(ask(&a, "RCPT", inst, extra));
+	}
+	decide_txn_closed(&a, &pc.limits);
+    }
+    check(ask(&b, "DATA", "cap5", "recipient=\nrecipient_count=199\n"), "451 4.3.0",
+	  "6 closed transactions of 199 keys each: the one past the bound fails closed");
+    decide_txn_free(&b);
+    check(ask(&b, "DATA", "cap0", "recipient=\nrecipient_count=199\n"), "DUNNO",
+	  "the first five were kept: adopted");
+    decide_txn_free(&b);
+    decide_left_max = 100000;
+}
+
 int     main(void)
 {
     struct event_base *base = event_base_new();
@@ -461,7 +536,7 @@ int     main(void)
 	      "recipient=t7b@example.net\nsize=2000\n"),
 	  "554 5.7.1 Rate limit bytes: 2000 at once is more than 1000/1h ever lets through for "
 	  "frank; it cannot pass", "bytes: a message past the burst, fresh key: 554, not 450");
-    check(ask(&txn, "DATA", "t7c", "sasl_username=erin\nrecipient_count=31\n"),
+    check(ask(&txn, "DATA", "t7c", "sasl_username=rmerin\nrecipient_count=31\n"),
 	  "554 5.7.1 Rate limit per_user: 31 at once", "31 recipients at DATA: 554");
     check(ask(&txn, "END-OF-MESSAGE", "t7d", "sasl_username=frank\nrecipient_count=1\n"
 	      "recipient=t7d@example.net\nsize=1000\n"), "DUNNO",
@@ -497,6 +572,7 @@ int     main(void)
     test_many_rcpts(&txn);
     test_full(&txn);
     test_unseen();
+    test_reconnect_more();
     test_routed(&txn);
     decide_txn_free(&txn);
     store_destroy(&store);

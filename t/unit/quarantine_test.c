@@ -208,7 +208,7 @@ static void test_reconnect(void)
     for (int i = 0; i < 3; i++) {
 	check(ask(conn + i, "RCPT", "c2", "carol"), "450 4.7.1 Rate limit",
 	      "reconnect: a RCPT of one transaction on a new connection: deferred");
-	decide_txn_closed(conn + i);		/* closed mid-transaction */
+	decide_txn_closed(conn + i, &pc.limits);		/* closed mid-transaction */
     }
     admin(&adm, STORE_ADMIN_GET, "carol", CTL_KEYS_ALL);
     ctl_show(&pc.limits, &req, &adm, &out);
@@ -221,6 +221,49 @@ static void test_reconnect(void)
     check(ask(conn + 3, "RCPT", "c3", "carol"), "HOLD carol is locked by quarantine abuse",
 	  "reconnect: the next transaction is the second strike: locked");
     decide_txn_free(conn + 3);
+}
+
+/*
+ * test_reconnect_reload - the same, with a reload between the connections
+ * that renumbers the quarantines: still one strike (helper-125: every
+ * SIGHUP was a new strike, and one transaction locked the key).
+ */
+static void test_reconnect_reload(void)
+{
+    static const char reordered[] =
+	"limit per_user = sasl_username rate=1/1h\n"
+	"limit per_net = client_address/24/64 rate=3/1m,10/1h\n"
+	"quarantine nets = client_address/24/64 when=per_net exceeded=1/1m action=reject\n"
+	"quarantine abuse = sasl_username when=per_user exceeded=2/10m action=hold\n";
+    struct config *cfgs[2] = {pc.cfg, config_read_buffer("r.conf", reordered,
+							  strlen(reordered), specs)};
+    struct decide_txn conn[3];
+    struct store_admin adm;
+    struct ctl_request req = {.verb = CTL_SHOW, .value = "frank"};
+    struct ctl_out out = {0};
+
+    net = "2001:db8:3::";
+    memset(conn, 0, sizeof(conn));
+    check(message(conn, "f1", "frank"), "DUNNO", "reload: the first message fits 1/1h");
+    decide_txn_free(conn);
+    for (int i = 0; i < 3; i++) {
+	check(ask(conn + i, "RCPT", "f2", "frank"), "450 4.7.1 Rate limit",
+	      "reload: a RCPT of one transaction on a new connection: deferred");
+	decide_txn_closed(conn + i, &pc.limits);
+	ratelimit_free(&pc.limits);		/* SIGHUP: quarantines renumbered */
+	ratelimit_load(&pc.limits, cfgs[(i + 1) % 2]);
+    }
+    admin(&adm, STORE_ADMIN_GET, "frank", CTL_KEYS_ALL);
+    ctl_show(&pc.limits, &req, &adm, &out);
+    ok(strstr(out.text, "quarantine=abuse state=open strikes=1 of=2 ") != NULL,
+       "reload: reloads between the three connections, still one strike");
+    if (strstr(out.text, "strikes=1 ") == NULL)
+	diag("%s", out.text);
+    free(out.text);
+    store_admin_clear(&adm);
+    ratelimit_free(&pc.limits);
+    ratelimit_load(&pc.limits, pc.cfg);
+    config_free(&cfgs[1]);
 }
 
 /* test_networks - a quarantine keyed on a network; the first strike locks */
@@ -350,6 +393,7 @@ int     main(void)
     test_config_errors();
     test_lock(&txn);
     test_reconnect();
+    test_reconnect_reload();
     test_networks(&txn);
     test_parse();
     test_top();

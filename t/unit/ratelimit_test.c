@@ -227,7 +227,10 @@ static void test_delimiter(void)
 	{"+-", "recipient=alice-1@example.com", "alice@example.com"},
 	{"+-", "recipient=alice+a-b@example.com", "alice@example.com"},
 	{"", "recipient=alice+1@example.com", "alice+1@example.com"},
-	{"+", "recipient=alice+1", "alice+1"},	/* no domain: as it is */
+	/* no domain: Postfix delivers it to alice@$myorigin (helper-125) */
+	{"+", "recipient=alice+1", "alice"},
+	{"+", "recipient=Alice+4", "alice"},
+	{"+", "recipient=+x", "+x"},
     };
     char    text[512], buf[LIMIT_KEY_MAX];
 
@@ -244,6 +247,8 @@ static void test_delimiter(void)
 	if (i == 0) {
 	    is_str(key(limits.limit + 1, "sender=alice+news@example.com"), "alice@example.com",
 		   "a sender's extension too");
+	    is_str(key(limits.limit + 1, "sender=alice+news"), "alice",
+		   "an unqualified sender's too (helper-125)");
 	    is_str(key(limits.limit + 2, "recipient=alice+1@example.com"), "example.com",
 		   "recipient_domain: unchanged");
 	    is_str(key(limits.limit + 3, "sasl_username=svc+1@example.com"),
