@@ -199,6 +199,16 @@ static void decide_txn_remap(struct decide_txn *txn, const struct limits *limits
     }
 }
 
+/* decide_txn_to - txn's entries in limits' list (none: left as they are) */
+
+static void decide_txn_to(struct decide_txn *txn, const struct limits *limits)
+{
+    if (limits != NULL && txn->generation != limits->generation && txn->count > 0)
+	decide_txn_remap(txn, limits);
+    if (limits != NULL)
+	txn->generation = limits->generation;
+}
+
 /* decide_txn_sync - start a new transaction when the instance changes */
 
 static void decide_txn_sync(struct decide_txn *txn, const struct policy_request *req,
@@ -211,12 +221,11 @@ static void decide_txn_sync(struct decide_txn *txn, const struct policy_request 
     if (txn->instance == NULL || strcmp(txn->instance, instance) != 0) {
 	decide_txn_free(txn);
 	txn->instance = xstrdup(instance);
-    } else if (txn->generation != limits->generation) {
-	decide_txn_remap(txn, limits);
-	if (limits->quarantine_count > 0 && strlen(instance) < DECIDE_SEEN_INSTANCE && *instance)
-	    txn->quarantine_struck = 0;	/* by name again: decide_seen_strikes() */
+    } else if (txn->generation != limits->generation && limits->quarantine_count > 0
+	       && strlen(instance) < DECIDE_SEEN_INSTANCE && *instance) {
+	txn->quarantine_struck = 0;	/* by name again: decide_seen_strikes() */
     }
-    txn->generation = limits->generation;
+    decide_txn_to(txn, limits);
 }
 
 /* decide_txn_add - the entry for limit and key; the caller checked room */
@@ -261,16 +270,8 @@ int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
 {
     int     ret = 0;
 
-    if (limits != NULL && from->generation != limits->generation) {
-	if (from->count > 0)
-	    decide_txn_remap(from, limits);
-	from->generation = limits->generation;
-    }
-    if (limits != NULL && into->generation != limits->generation) {
-	if (into->count > 0)			/* left before a reload */
-	    decide_txn_remap(into, limits);
-	into->generation = limits->generation;
-    }
+    decide_txn_to(from, limits);
+    decide_txn_to(into, limits);		/* left before a reload */
     if (into->count == 0 && into->let_through == 0)
 	into->generation = from->generation;
     if ((from->count > 0 && into->generation != from->generation)
