@@ -61,19 +61,24 @@ static int session_fd_count(void)
 
 int     session_files_room(int more)
 {
-    static atomic_llong counted_under;		/* the limit base was counted under */
+    static atomic_llong seen_limit;		/* at the last look */
     struct rlimit rl;
     int     base = atomic_load(&session_fd_base);
 
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
 	return (1);
-    /* counted again when the limit is lowered: the daemon's own count
-       grows after the first accept (resolvers, probes), and within the
-       margin a lowered limit left one descriptor, not a session's six */
-    if (base == 0 || (long long) rl.rlim_cur < atomic_load(&counted_under)) {
+    /* counted again whenever the limit went down since the last look:
+       the daemon's own count grows after the first accept (resolvers,
+       probes), and within the margin a lowered limit left one
+       descriptor, not a session's six. Compared with the limit of the
+       last count instead, a limit lowered, raised again and lowered to
+       a little more kept a count made while sessions were only half
+       open, too low: the next 5 clients were accepted and closed for
+       want of pipes (CI of f883742) */
+    if ((long long) rl.rlim_cur < atomic_exchange(&seen_limit, (long long) rl.rlim_cur)
+	|| base == 0) {
 	base = session_fd_count() - SHIM_FDS_PER_SESSION * session_open_count();
 	atomic_store(&session_fd_base, base = base > 0 ? base : 1);
-	atomic_store(&counted_under, (long long) rl.rlim_cur);
     }
     return (base + (long long) SHIM_FDS_PER_SESSION
 	    * (session_open_count() + more) <= (long long) rl.rlim_cur);

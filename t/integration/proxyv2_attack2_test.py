@@ -698,6 +698,20 @@ def test_limit_lowered_idle(st, shim):
     at the limit every second: clients that come after that wait in the
     backlog, and all are served once the held sessions end."""
     pid = shim.pid
+    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    # first a limit lowered while 12 sessions wait for their header (one
+    # descriptor each, counted as six), then raised: the count the shim
+    # made then was too low, and a later, higher lowering did not count
+    # again (CI of f883742: the 5 clients below were accepted and closed)
+    half = [socket.create_connection(("127.0.0.1", st.port("e")), timeout=10)
+            for _ in range(12)]
+    time.sleep(0.5)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE,
+                     (len(os.listdir("/proc/%d/fd" % pid)) + 2, saved[1]))
+    time.sleep(1.5)                     # a worker's look, with the 12 open
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+    for h in half:
+        h.close()
     held, stop = [], threading.Event()
     for i in range(3):
         h = socket.create_connection(("127.0.0.1", st.port("e")), timeout=10)
@@ -715,7 +729,6 @@ def test_limit_lowered_idle(st, shim):
                     pass
     busy = threading.Thread(target=keep_busy)
     busy.start()
-    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     # the sessions of the tests before gone (the count still for a
     # second), then room for the accept alone (one descriptor), not for
     # the five more a session needs
