@@ -196,13 +196,17 @@ static size_t lenient_utf8(const char *cs, size_t cslen, char *out, size_t n, in
 	*bad = 1;				/* "=?*en?q?...?=": no charset */
     if ((ascii && i == n) || cslen == 0 || n == 0)
 	return (n);				/* ASCII as ASCII */
-    if (cslen >= CHARSET_NAME_SIZE || !charset_python_reads(cs, cslen))
+    if (cslen >= CHARSET_NAME_SIZE)
 	return (n);				/* no charset: read as ASCII */
+    if (charset_name(cs, cslen, name) == NULL) {
+	if (charset_python_reads(cs, cslen))
+	    *bad |= !ascii;			/* a codec glibc lacks (hz) */
+	return (n);				/* else no charset: as ASCII */
+    }
     if (ascii && strncasecmp(cs, "utf-8", 5) == 0)
 	return (n);
-    if (charset_name(cs, cslen, name) == NULL
-	|| (cd = iconv_open("UTF-8", name)) == (iconv_t) - 1) {
-	*bad |= !ascii;				/* a codec glibc lacks (hz) */
+    if ((cd = iconv_open("UTF-8", name)) == (iconv_t) - 1) {
+	*bad |= !ascii;
 	return (n);
     }
     to = tmp = xmalloc(outleft);

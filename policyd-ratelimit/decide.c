@@ -571,10 +571,8 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
 	*reply = DECIDE_TXN_FULL;
 	return (NULL);
     }
-    if (stage != STAGE_RCPT)		/* what closed connections let through */
-	decide_seen_settle(txn, &pc->limits);
-    else				/* counted at RCPT too (helper-125) */
-	decide_seen_adopt(txn, &pc->limits);
+    /* what closed connections let through, at RCPT too (helper-125) */
+    decide_seen_settle(txn, &pc->limits, stage != STAGE_RCPT);
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
     unseen = decide_unseen(txn, stage);
     call = xcalloc(1, sizeof(*call));

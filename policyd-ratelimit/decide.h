@@ -75,7 +75,7 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
 long long decide_seen_elsewhere(const struct decide_txn *txn);
 void    decide_txn_closed(struct decide_txn *txn, const struct limits *limits);
 void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits);
-void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits);
+void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, int wait);
 void    decide_seen_strikes(struct decide_txn *txn, const struct limits *limits, int record);
 int     decide_txn_adopt(struct decide_txn *into, struct decide_txn *from,
 			         const struct limits *limits);

@@ -10,7 +10,7 @@
  *	long long decide_seen_elsewhere(&txn)
  *	void	decide_txn_closed(&txn, &limits)
  *	void	decide_seen_adopt(&txn, &limits)
- *	void	decide_seen_settle(&txn, &limits)
+ *	void	decide_seen_settle(&txn, &limits, wait)
  *	void	decide_seen_strikes(&txn, &limits, record)
  * DESCRIPTION
  *	Postfix's questions about one transaction ("instance") may arrive
@@ -77,7 +77,7 @@ static struct {
     int     orphan;			/* a connection that let some through closed */
     int     unknown;			/* made for an instance marked in the bitmap */
     struct decide_txn left;		/* recipients of connections that closed */
-    unsigned long long struck[DECIDE_STRUCK_MAX];	/* quarantines' name hashes */
+    unsigned struck[DECIDE_STRUCK_MAX];	/* quarantines' names, hashed */
     int     struck_count;
 } decide_seen[DECIDE_SEEN_SLOTS];
 static unsigned long long decide_seen_gen;
@@ -255,9 +255,9 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
 }
 
 /*
- * decide_seen_settle - at DATA or END-OF-MESSAGE: decide_seen_adopt(),
- * and while an earlier connection of the transaction is still open
- * here, wait up to DECIDE_SETTLE_MS for it to close. Postfix closes a
+ * decide_seen_settle - decide_seen_adopt(); with wait (at DATA or
+ * END-OF-MESSAGE), while an earlier connection of the transaction is
+ * still open here, for up to DECIDE_SETTLE_MS until it closes. Postfix closes a
  * policy connection before it opens the next one for the transaction
  * (smtpd_policy_service_request_limit), but with several workers the
  * new one can be served before another worker has read the old one's
@@ -265,28 +265,15 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
  * fifty was 451 "did not see" (helper-125). A connection that stays
  * open (none does, with Postfix) costs the wait, then the same 451.
  */
-void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits)
+void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, int wait)
 {
-    long long left;
-
     decide_seen_adopt(txn, limits);
-    for (int waited = 0; waited < DECIDE_SETTLE_MS; waited += 2) {
-	if ((left = decide_seen_elsewhere(txn)) <= 0)	/* none, or unknown */
+    for (int waited = 0; wait && waited < DECIDE_SETTLE_MS; waited += 2) {
+	if (decide_seen_elsewhere(txn) <= 0)	/* none, or unknown */
 	    return;
 	usleep(2000);
 	decide_seen_adopt(txn, limits);
     }
-}
-
-/* decide_seen_name_hash - a quarantine's name, as its strikes are kept */
-
-static unsigned long long decide_seen_name_hash(const char *name)
-{
-    unsigned long long h = 14695981039346656037ULL;
-
-    for (const unsigned char *cp = (const unsigned char *) name; *cp; cp++)
-	h = (h ^ *cp) * 1099511628211ULL;
-    return (h);
 }
 
 /*
@@ -311,7 +298,7 @@ void    decide_seen_strikes(struct decide_txn *txn, const struct limits *limits,
 	decide_seen_take(slot, txn);
     if (strcmp(decide_seen[slot].instance, txn->instance) == 0) {
 	for (int q = 0; q < limits->quarantine_count && q < 64; q++) {
-	    unsigned long long h = decide_seen_name_hash(limits->quarantine[q].name);
+	    unsigned h = decide_seen_hash(limits->quarantine[q].name, 2166136261u);
 
 	    for (n = 0; n < decide_seen[slot].struck_count && decide_seen[slot].struck[n] != h;)
 		n++;
