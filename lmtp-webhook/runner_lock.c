@@ -21,6 +21,9 @@
  *	under the holder: it names it again within a second) when another
  *	holds them. A file system that cannot lock a directory (NFS
  *	before 4) leaves runner.lock alone to say it, with a warning.
+ *	A spool out of inodes (or quota) leaves the directory's lock alone,
+ *	with a warning: the runner must drain it; the file is made by
+ *	runner_lock_check() once it can be.
  *	runner_unlock() lets both go. The file is owned like the spool
  *	(spool_own()), also when root makes it: the daemon, run as the
  *	mail user, must open it.
@@ -64,6 +67,9 @@
 /* the flock on the spool directory, while this process posts */
 
 static int runner_dir_fd = -1;
+
+/* the errno last said of runner.lock that cannot be made: once */
+static int runner_lock_said;
 
 /*
  * runner_lock_dir - the flock on DIR itself: 0, or -1 when another
@@ -123,6 +129,18 @@ static int runner_lock_file(const char *dir, int *fd_r, long *holder_r)
 	msg_fatal("open %s: Permission denied (owned by uid %ld, mode %04o; this process runs as uid %ld:"
 		  " chown it to the spool's owner, or remove it while no runner runs)",
 		  path, (long) st.st_uid, (unsigned) (st.st_mode & 07777), (long) geteuid());
+    /* a spool out of inodes (or quota) must still drain: the directory's
+       flock keeps a second runner out; runner_lock_check() makes the file
+       once it can (helper-127: run and flush died, nothing was posted) */
+    if (fd < 0 && (errno == ENOSPC || errno == EDQUOT) && runner_dir_fd >= 0) {
+	runner_lock_said = errno;
+	msg_warn("cannot make %s: %m; posting under the spool directory's lock alone "
+		 "(flush cannot signal this runner until the file is made)", path);
+	free(path);
+	*holder_r = 0;
+	*fd_r = -1;
+	return (0);
+    }
     if (fd < 0)
 	msg_fatal("open %s: %m%s", path, errno == ELOOP ? " (a symbolic link: remove it)" : "");
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
@@ -182,6 +200,8 @@ void    runner_lock_record(int fd)
     char    pid[32];
     int     n = snprintf(pid, sizeof(pid), "%-20ld\n", (long) getpid());
 
+    if (fd < 0)					/* not made: said once */
+	return;
     /* one write of one width over the last: never an empty moment */
     if (pwrite(fd, pid, (size_t) n, 0) != n || ftruncate(fd, n) < 0)
 	msg_warn("cannot record pid in runner.lock: %m");
@@ -206,29 +226,30 @@ long long runner_backoff(int attempts, long long retry_after)
 
 int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
 {
-    static int said;				/* the errno last said: once */
     char   *path = spool_path(dir, "runner.lock", NULL);
     struct stat held, now;
     int     fd = -1, there = -1, gone, err;
 
     *holder_r = 0;
-    if (fstat(*fd_r, &held) == 0 && (there = stat(path, &now)) == 0
+    if (*fd_r >= 0 && fstat(*fd_r, &held) == 0 && (there = stat(path, &now)) == 0
 	&& held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
-	said = 0;
+	runner_lock_said = 0;
 	free(path);
 	return (0);
     }
+    if (*fd_r < 0)				/* never made (no inode) */
+	there = stat(path, &now);
     gone = there < 0 ? errno : 0;		/* ENOENT: removed */
     /* made first here: runner_lock_file() dies when it cannot open it */
     if ((gone == 0 || gone == ENOENT)
 	&& (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600)) >= 0)
 	close(fd);
-    else if ((err = errno) != said) {		/* once, and true: not always removed */
+    else if ((err = errno) != runner_lock_said) {	/* once, and true: not always removed */
 	msg_warn("%s %s: %s (this process runs as uid %ld)", path, gone == 0
 		 ? "was replaced by a file this process cannot open" : gone == ENOENT
 		 ? "was removed and cannot be made again" : "cannot be looked at",
 		 strerror(err), (long) geteuid());
-	said = err;
+	runner_lock_said = err;
     }
     free(path);
     if (fd < 0)
@@ -236,8 +257,12 @@ int     runner_lock_check(const char *dir, int *fd_r, long *holder_r)
     /* the directory's flock is ours already: the file's alone */
     if (runner_lock_file(dir, &fd, holder_r) < 0)
 	return (-1);
-    msg_warn("%s/runner.lock was removed or replaced; locked again", dir);
-    close(*fd_r);
+    if (*fd_r >= 0) {
+	msg_warn("%s/runner.lock was removed or replaced; locked again", dir);
+	close(*fd_r);
+    } else
+	msg_info("%s/runner.lock made and locked: flush can signal this runner", dir);
+    runner_lock_said = 0;
     *fd_r = fd;
     return (0);
 }

@@ -61,6 +61,7 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,12 +130,33 @@ const char *message_parse_address(const char *value, char *buf, size_t len)
     return (err);
 }
 
+/*
+ * message_t_before_drift - libopendkim's "in the future" test subtracts its
+ * clock drift (300 s) from t= unsigned: a t= below that wraps around and
+ * reads as the future. Such a signature stays unverified (libopendkim
+ * stops there) but its reason must not say "future" (helper-126).
+ */
+static int message_t_before_drift(DKIM_SIGINFO *sig)
+{
+    const char *t = (const char *) dkim_sig_gettagvalue(sig, 0, (u_char *) "t");
+    char   *end;
+    unsigned long long v;
+
+    if (t == NULL || *t < '0' || *t > '9')
+	return (0);
+    errno = 0;
+    v = strtoull(t, &end, 10);
+    return (errno == 0 && *end == 0 && v < 300);
+}
+
 static const char *message_result(DKIM_SIGINFO *sig, const char **reason)
 {
     unsigned flags = dkim_sig_getflags(sig);
     int     err = dkim_sig_geterror(sig);
 
     *reason = err != DKIM_SIGERROR_OK ? dkim_sig_geterrorstr(err) : NULL;
+    if (err == DKIM_SIGERROR_FUTURE && message_t_before_drift(sig))
+	*reason = "signature timestamp within 300 s after 1970: libopendkim cannot check it";
     if ((flags & DKIM_SIGFLAG_PASSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH)
 	return ("pass");
     /* a key record mdns(3) kept from libopendkim ("no key" to it) */
@@ -510,6 +532,35 @@ size_t  message_longest_header(const struct message *m, char **names, char **mor
 	}
     }
     return (longest);
+}
+
+/*
+ * message_largest_header - the largest of the headers named in either
+ * list, as Postfix's cleanup holds it ("Name:", the value, LF between its
+ * lines); *which names it. Past MESSAGE_POSTFIX_HEADER_CUT the milter may
+ * have been given less than Postfix stores (message.h).
+ */
+size_t  message_largest_header(const struct message *m, char **names, char **more,
+			               const char **which)
+{
+    size_t  largest = 0;
+
+    *which = NULL;
+    for (int i = 0; i < m->count; i++) {
+	const char *v = m->hdr[i].value, *cr;
+	size_t  len;
+
+	if (!message_listed(m->hdr[i].name, names) && !message_listed(m->hdr[i].name, more))
+	    continue;
+	len = strlen(m->hdr[i].name) + 1 + strlen(v);
+	for (cr = v; (cr = strstr(cr, "\r\n")) != NULL; cr += 2)
+	    len--;
+	if (len > largest) {
+	    largest = len;
+	    *which = m->hdr[i].name;
+	}
+    }
+    return (largest);
 }
 
 /* message_add_body - count body line lengths across chunks (CRLF excluded) */

@@ -47,6 +47,21 @@ struct message {
 
 #define MESSAGE_HEADER_BYTES_MAX (8 * 1024 * 1024)
 
+/*
+ * With milters, Postfix's cleanup cuts a header at 60,000 bytes (below
+ * its header_size_limit, for libmilter's 64 KB packets), as measured with
+ * Postfix 3.7 and message_largest_header(): as the mail arrives, the last
+ * line that fits within 60,000 is kept (what the milter and the
+ * recipient both get: harmless); as it hands the stored header to the
+ * milters, lines are added until it holds 60,000 or more. A header its
+ * rewriting made longer in between (@$myorigin appended, canonical_maps,
+ * masquerading) reaches the milter so cut and is delivered longer, and
+ * every signature fails (helper-126). A header of 60,000 may be cut, so
+ * it is not signed; the check starts 2 bytes below, a margin against
+ * Postfix counting a byte we do not.
+ */
+#define MESSAGE_POSTFIX_HEADER_CUT 59998
+
 const char *message_add_header(struct message *m, const char *name, const char *value,
 			               const char *authserv_id);
 const char *message_parse_address(const char *value, char *buf, size_t len);
@@ -58,6 +73,8 @@ const char *message_sig_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct messa
 int     message_ignored(DKIM *dkim);
 int     message_signature_ok(struct message *m, const char *name, const char *value);
 size_t  message_longest_header(const struct message *m, char **names, char **more,
+			               const char **which);
+size_t  message_largest_header(const struct message *m, char **names, char **more,
 			               const char **which);
 void    message_add_body(struct message *m, const unsigned char *chunk, size_t len);
 size_t  message_longest_body(const struct message *m);

@@ -25,7 +25,8 @@
  *	A line past 998 octets in a signed header (at end
  *	of header), a header name past 998 octets in any header, or such a
  *	line in the body (at end of message) refuses the message
- *	(550 5.6.0): Postfix breaks such lines after us.
+ *	(550 5.6.0): Postfix breaks such lines after us; so does a signed
+ *	header of 60,000 bytes, which Postfix may have cut for us.
  * .IP verify
  *	mode includes verify and the message is not signed here.
  * .PP
@@ -554,6 +555,31 @@ static sfsistat milter_long_line(SMFICTX *ctx, struct milter_ctx *c, const char 
     return (SMFIS_REJECT);
 }
 
+/*
+ * milter_signable - refuse what cannot be signed and delivered intact: a
+ * line Postfix will break (above), or a header Postfix may have cut: with
+ * milters it hands over some 60,000 bytes of one header at most, and one
+ * its own rewriting lengthened is delivered longer than we saw (message.h).
+ */
+static sfsistat milter_signable(SMFICTX *ctx, struct milter_ctx *c)
+{
+    const char *which;
+    size_t  n = message_longest_header(&c->msg, c->policy->sign_headers,
+				       c->policy->oversign_headers, &which);
+
+    if (n > MESSAGE_LINE_MAX)
+	return (milter_long_line(ctx, c, which, n));
+    n = message_largest_header(&c->msg, c->policy->sign_headers,
+			       c->policy->oversign_headers, &which);
+    if (n < MESSAGE_POSTFIX_HEADER_CUT)
+	return (SMFIS_CONTINUE);
+    msg_warn("%s: a %s header of %zu bytes reaches the size at which Postfix cuts headers "
+	     "for milters (60,000): it may not be delivered as signed; message rejected",
+	     c->qid, which, n);
+    smfi_setreply(ctx, "550", "5.6.0", "Header too long to be signed and delivered intact");
+    return (SMFIS_REJECT);
+}
+
 static sfsistat milter_eoh(SMFICTX *ctx)
 {
     struct milter_ctx *c = milter_ctx(ctx);
@@ -561,8 +587,6 @@ static sfsistat milter_eoh(SMFICTX *ctx)
     struct dkim_policy *p;
     DKIM_STAT status;
     int     internal, n;
-    const char *which;
-    size_t  longest;
 
     if (c == NULL || (p = c->policy) == NULL) {
 	msg_warn("%s: no configuration loaded; message deferred",
@@ -594,8 +618,7 @@ static sfsistat milter_eoh(SMFICTX *ctx)
 	    msg_info("%s: not signed: no SigningTable entry for %s", c->qid, c->msg.from);
 	    return (milter_pass(c));
 	}
-	longest = message_longest_header(&c->msg, p->sign_headers, p->oversign_headers, &which);
-	return (milter_long_line(ctx, c, which, longest));
+	return (milter_signable(ctx, c));
     }
     if (!p->verify)
 	return (milter_pass(c));

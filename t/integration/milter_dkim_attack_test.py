@@ -46,6 +46,17 @@ tests do not cover:
      -t said OK and the daemon started (as root), then every SIGHUP failed
      as nobody; now -t and the start refuse it, naming the key, and accept
      it once nobody can read it (a reload as nobody then works).
+  7. a signed header that reaches Postfix's 60,000-byte cut for milters
+     (helper-126): cleanup cuts a header there as mail arrives and again
+     as it hands it to the milter, so one its rewriting lengthened in
+     between (@$myorigin on unqualified addresses, canonical_maps) was
+     signed as the milter saw it and delivered longer: every signature
+     failed. Now 550 5.6.0 and a log line, nothing delivered; a Subject
+     of 59,997 bytes (name, colon, value, LF between lines) is signed and
+     verifies, 59,998 is refused (a margin of 2 below 60,000), and so is
+     59,997 with more lines (Postfix adds one, to 60,000); 91 KB of
+     qualified addresses, cut on arrival (the milter and the recipient
+     see the same 59,933 bytes), and an unsigned header of 100 KB sign.
 """
 
 import os
@@ -518,6 +529,82 @@ def test_mime_conversion(st, dns, milter_port):
             "and both signatures verify (dkimpy)")
 
 
+CUT = "Header too long to be signed and delivered intact"
+
+
+def test_header_cut(st, dns, milter_port):
+    """7. Postfix with its header rewriting on (every client, as for
+    local submissions) and a canonical_maps that lengthens addresses."""
+    cmap = st.path("etc", "canonical.regexp")
+    write(st, "canonical.regexp", "/^(r+)@lists\\.example$/ ${1}@mailing-lists.subsidiary.example\n")
+    st.start_postfix("pf8", main={"smtpd_milters": "inet:127.0.0.1:%d" % milter_port,
+                                  "milter_default_action": "tempfail",
+                                  "local_header_rewrite_clients": "static:all",
+                                  "canonical_maps": "regexp:" + cmap,
+                                  "canonical_classes": "header_sender, header_recipient"})
+
+    def submit8(head, body=b"x\r\n"):
+        token, raw = make(head, body)
+        s = smtplib.SMTP("127.0.0.1", st.port("pf8-smtp"), timeout=120)  # internal: signed
+        try:
+            s.sendmail("alerts@planapulse.ai", ["cust@example.net"], raw)
+            code, text = 250, ""
+        except smtplib.SMTPResponseException as e:
+            code, text = e.smtp_code, e.smtp_error.decode(errors="replace")
+        s.quit()
+        return token, code, text
+
+    def subject(size, more=b""):
+        first = b"Subject: token-TOKEN"        # TOKEN: 32 hex digits once sent
+        k = (size - len(first) - 27 - 500) // 3
+        pad = size - (len(first) + 27) - 3 * k - 2
+        return HEAD.replace(first, first + b"\r\n s" * k + b"\r\n " + b"p" * pad + more)
+
+    def reply_to(addr, n):
+        return b"Reply-To: " + b",\r\n ".join([addr] * n) + b"\r\n"
+
+    refused_tokens = []
+    for name, head, signs in (
+            ("a Reply-To of 700 unqualified addresses (51 KB, 59 KB rewritten)",
+             HEAD + reply_to(b"r" * 70, 700), True),
+            ("a Reply-To of 760 unqualified addresses (56 KB, past 60,000 rewritten)",
+             HEAD + reply_to(b"r" * 70, 760), False),
+            ("a Reply-To of 760 addresses canonical_maps lengthens (50 KB sent)",
+             HEAD + reply_to(b"r" * 50 + b"@lists.example", 760), False),
+            # cut on arrival to 59,933 bytes: what the milter and the
+            # recipient get alike (Postfix's doing, as without a milter)
+            ("a Reply-To of 1,200 qualified addresses (91 KB, cut on arrival)",
+             HEAD + reply_to(b"r" * 60 + b"@example.net", 1200), True),
+            # "Subject:" and its value, LF between lines: Postfix cuts once
+            # its count (this + 2) is 60,000 before it appends a line
+            ("a Subject of 59,997 bytes", subject(59997), True),
+            ("a Subject of 59,998 bytes", subject(59998), False),
+            ("a Subject of 59,997 bytes and 5 more lines: Postfix cuts it after one",
+             subject(59997, b"\r\n s" * 5), False),
+            ("an unsigned X-Big of 100 KB", HEAD + b"X-Big: "
+             + b"\r\n ".join([b"y" * 70] * 1400) + b"\r\n", True)):
+        token, code, text = submit8(head)
+        if signs:
+            msg = sunk(st, token) if code == 250 else b""
+            tap.is_((code, verify_all(msg, dns) if msg else None), (250, [True, True]),
+                    "%s: signed, both signatures verify (dkimpy)" % name, diag=text)
+            continue
+        refused_tokens.append(token)
+        if code == 250:
+            msg = sunk(st, token)
+            text = "signed, dkimpy: %r" % (verify_all(msg, dns) if msg else None)
+        tap.ok(code == 550 and text.startswith("5.6.0 " + CUT),
+               "%s: 550 5.6.0, not a signature every receiver fails" % name,
+               diag="%s %s" % (code, text))
+    tap.ok(wait_for(lambda: re.search(r"a Reply-To header of \d+ bytes reaches the size at "
+                                      r"which Postfix cuts headers for milters \(60,000\)",
+                                      st.read_log("milter")), timeout=5),
+           "the refusal is logged, naming the header and its size")
+    sink = "".join(st.sink_messages())
+    tap.is_([t for t in refused_tokens if t in sink], [],
+            "no refused message reached the receiver")
+
+
 def test_check_user(st):
     """Keys only root can read, user = nobody: the daemon started (as
     root) and -t said OK, then every SIGHUP failed as nobody ("cannot open
@@ -599,6 +686,7 @@ with Stack("milter-dkim-attack") as st:
     test_oversigned_mime(st, dns)
     test_header_a(st, dns, open(partner_path, "rb").read())
     test_mime_conversion(st, dns, port)
+    test_header_cut(st, dns, port)
     test_check_user(st)
     tap.ok(proc.poll() is None, "milter-dkim is still running")
 

@@ -16,6 +16,8 @@ vendor.test publishes p=reject and SPF for 127.0.0.2.
      message, and named next to a valid signature.
      t= or x= not 1 to 12 digits, l= not 1 to 76 ("+99", "-1", empty,
      20 digits): permerror, never dropped (dkim=none), never a pass.
+     t=0..299 (libopendkim's drift test wraps around): dkim=policy with a
+     reason that says so, not "in the future" (helper-126); t=300 passes.
   3. an unreadable From: whose '@' is followed by no plain name (a domain
      literal, a leading dot, a backslash): the lenient reader cannot read
      it for sure, so dmarc_reject refuses it (550), never delivers it as a
@@ -31,6 +33,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 import uuid
 
 import dkim
@@ -239,6 +242,27 @@ def test_numbers(st, key):
     a = outcome(st, "127.0.0.9", "x@attacker.test", raw)
     tap.ok("dkim=pass header.d=vendor.test" in a, "t= and x= of 12 digits at most: pass",
            diag=a)
+    # helper-126: libopendkim subtracts its 300 s of drift from t= unsigned,
+    # so t=0..299 read as "in the future"; policy stays, the reason is true
+    for t in (b"0", b"1", b"299"):
+        raw = hand_sign(message(uuid.uuid4().hex), key, b"v=1; a=rsa-sha256; "
+                        b"c=relaxed/relaxed; d=vendor.test; s=sel; t=" + t +
+                        b"; h=from:to:subject:date; bh={bh}; b=")
+        a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+        tap.ok("dkim=policy (signature timestamp within 300 s after 1970: libopendkim "
+               "cannot check it) header.d=vendor.test" in a and "future" not in a,
+               "t=%s: dkim=policy with a true reason, not \"in the future\"" % t.decode(),
+               diag=a)
+    raw = hand_sign(message(uuid.uuid4().hex), key, b"v=1; a=rsa-sha256; c=relaxed/relaxed; "
+                    b"d=vendor.test; s=sel; t=300; h=from:to:subject:date; bh={bh}; b=")
+    a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+    tap.ok("dkim=pass header.d=vendor.test" in a, "t=300: pass", diag=a)
+    raw = hand_sign(message(uuid.uuid4().hex), key, b"v=1; a=rsa-sha256; c=relaxed/relaxed; "
+                    b"d=vendor.test; s=sel; t=%d; h=from:to:subject:date; bh={bh}; b="
+                    % (int(time.time()) + 3600))
+    a = outcome(st, "127.0.0.2", "billing@vendor.test", raw)
+    tap.ok("dkim=policy (signature timestamp in the future) header.d=vendor.test" in a,
+           "t= an hour ahead: still \"in the future\"", diag=a)
 
 
 UNSURE = [
