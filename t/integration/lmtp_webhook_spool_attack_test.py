@@ -934,6 +934,55 @@ def test_dead_letter_spool_full(st, rx, runner):
         runner.start()
 
 
+def test_out_of_inodes(st, rx, runner):
+    """helper-127: a spool whose file system has no inode left (events
+    spooled while no runner ran). run and flush died at once ("open
+    runner.lock: No space left on device"): nothing was ever posted and
+    every routed mail stayed deferred. Now both start under the spool
+    directory's lock alone, say so once, and drain it."""
+    spool = st.path("spool")
+    runner.stop()
+    # the root, tmp/, active/, dead/ and 5 events: not one inode more
+    mounted = run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=9,mode=0700", "tmpfs",
+                   spool])
+    if not tap.ok(mounted.returncode == 0, "a tmpfs of 9 inodes on the spool",
+                  diag=mounted.stderr):
+        return
+    try:
+        shutil.chown(spool, "nobody", "nogroup")
+        for d in ("tmp", "active", "dead"):
+            os.mkdir(os.path.join(spool, d), 0o700)
+            shutil.chown(os.path.join(spool, d), "nobody", "nogroup")
+        url = "http://127.0.0.1:%d/ws/acme/inode" % rx.port
+        tags = ["inode%d" % i for i in range(5)]
+        for t in tags:
+            put_event(st, t + "0000", event_bytes(t + "0000", url, body_for(t)))
+        full = run(["touch", os.path.join(spool, "one-more")])
+        tap.ok(full.returncode != 0 and "No space left" in full.stderr,
+               "no inode left on the spool", diag=full.stderr)
+        out = run_tool(st, "flush")
+        text = out.stdout + out.stderr
+        tap.is_((out.returncode, [len(posts(rx, t)) for t in tags], ls(st, "active")),
+                (0, [1] * 5, []), "flush drains it: each event posted once", diag=text[-800:])
+        tap.ok("cannot make %s/runner.lock: No space left on device; posting under the "
+               "spool directory's lock alone" % spool in text, "and says why, once",
+               diag=text[-800:])
+        runner.start()
+        tap.ok(runner.proc.poll() is None, "run starts on it too", diag=runner.log()[-800:])
+        before = len(rx.requests)
+        refused, _ = lmtp_send(st, [BILLS], bill(BILLS, "inode bill"))
+        tap.ok(not refused and wait_for(lambda: len(rx.requests) > before, timeout=10),
+               "a bill delivered meanwhile (the plugin reuses a posted event's file) "
+               "is posted by it", diag="%r %s" % (refused, runner.log()[-800:]))
+        tap.is_(runner.log().count("runner.lock: No space left on device"), 1,
+                "the runner says it once, not at every pass", diag=runner.log()[-800:])
+    finally:
+        if runner.proc:
+            runner.stop()
+        run(["umount", "-l", spool])
+        runner.start()
+
+
 def test_readonly_spool(st, rx, runner):
     """active/ turns read-only for the daemon (run as the spool's user)
     while an attempt is under way (a chmod; a file system that remounts
@@ -1243,7 +1292,8 @@ with Stack("lmtp-webhook-spool-attack") as st:
     TESTS = [test_held, test_idle_backlog, test_sweep_steps, test_not_events, test_zero_blocks, test_not_event_over_dead, test_name_not_id, test_misnamed, test_root_operator,
              test_root_through_links, test_root_route_secret,
              test_foreign_owner, test_dead_unwritable, test_retry_in_flight,
-             test_signals_during_flush, test_dead_letter_spool_full, test_readonly_spool, test_kill9_storm, test_two_runners,
+             test_signals_during_flush, test_dead_letter_spool_full, test_out_of_inodes,
+             test_readonly_spool, test_kill9_storm, test_two_runners,
              test_lock_removed_while_posting,
              test_thousands_emfile]
     only = os.environ.get("ATTACK_ONLY")
