@@ -275,13 +275,13 @@ static int webhook_network(const char *text, struct ip_addr *net, unsigned int *
     return (0);
 }
 
-/* webhook_in_networks - is ip (NULL or family 0: a UNIX socket) listed? */
+/* webhook_in_networks - is ip (not family 0: a UNIX socket) listed? */
 
 static bool webhook_in_networks(const struct ip_addr *ip, const struct ip_addr *nets,
 				        const unsigned int *bits, unsigned int count)
 {
     if (ip == NULL || ip->family == 0)
-	return (TRUE);
+	return (TRUE);				/* webhook_unix_trusted() */
     for (unsigned int i = 0; i < count; i++)
 	if (net_is_in_network(ip, nets + i, bits[i]))
 	    return (TRUE);
@@ -300,7 +300,31 @@ static bool webhook_in_networks(const struct ip_addr *ip, const struct ip_addr *
  * (lmtp_peer(3)) must be listed: XCLIENT let a client claim the MTA's
  * address (helper-124). *why says which one was not.
  */
-static int webhook_client_trusted(const struct mail_user *user, const char *networks,
+/*
+ * webhook_unix_trusted - a UNIX socket's client: root or one of
+ * lmtp_webhook_trusted_unix_users (default postfix, which need not
+ * exist). Dovecot's stock lmtp socket is mode 0666 (helper-127: any local
+ * account's forged bill said dmarc=pass).
+ */
+static int webhook_unix_trusted(struct mail_user *user, const char **why,
+				        const char **error_r)
+{
+    const char *users = mail_user_plugin_getenv(user, "lmtp_webhook_trusted_unix_users");
+    uid_t   uid;
+    int     ret;
+
+    if (lmtp_peer_unix_uid(&uid) < 0) {
+	*why = "the UNIX socket's peer is unknown";
+	return (0);
+    }
+    if ((ret = lmtp_peer_uid_listed(uid, users ? users : "postfix", users != NULL,
+				    error_r)) == 0)
+	*why = t_strdup_printf("LMTP client over a UNIX socket, uid %ld, is not in "
+			       "lmtp_webhook_trusted_unix_users", (long) uid);
+    return (ret);
+}
+
+static int webhook_client_trusted(struct mail_user *user, const char *networks,
 				          const char **why, const char **error_r)
 {
     const char *const *list = t_strsplit_spaces(networks, ", ");
@@ -329,6 +353,8 @@ static int webhook_client_trusted(const struct mail_user *user, const char *netw
 	*why = t_strdup_printf("LMTP connection from %s (XCLIENT ADDR=%s) is not in "
 			       "lmtp_webhook_trusted_networks", net_ip2addr(real),
 			       net_ip2addr(user->conn.remote_ip));
+    else if (real->family == 0)
+	return (webhook_unix_trusted(user, why, error_r));
     return (*why == NULL);
 }
 

@@ -27,16 +27,33 @@
  *	sets *known; outside one, or for a client created before the
  *	plugin was loaded (the plugin named in a userdb's mail_plugins
  *	only), NULL and *known = 0.
+ *
+ *	lmtp_peer_unix_uid() gives, during a delivery over a UNIX socket,
+ *	the uid of the process that connected (SO_PEERCRED, read when the
+ *	client was created): 0, or -1 when it is not known. Dovecot's stock
+ *	lmtp socket is mode 0666: every local account may connect, so the
+ *	socket's permissions alone cannot say the client is the MTA
+ *	(helper-127). lmtp_peer_uid_listed() says whether a uid is root or
+ *	one of users (names or numbers, separated by spaces or commas): 1,
+ *	0, or -1 with *error_r for a user that does not exist (strict) or
+ *	is ignored (not strict: the default's user may be absent).
  */
 
 #include "lib.h"
+#include "net.h"
+#include "ipwd.h"
 #include "module-context.h"
 #include "lmtp-common.h"
+#include "smtp-server-private.h"	/* the connection's fd (SO_PEERCRED) */
+
+#include <stdlib.h>
 
 #include "lmtp_peer.h"
 
 struct lmtp_peer_client {
     union lmtp_module_context module_ctx;
+    struct net_unix_cred cred;		/* a UNIX socket's peer */
+    bool    cred_known;
 };
 
 #define LMTP_PEER_CONTEXT(obj) MODULE_CONTEXT_REQUIRE(obj, lmtp_peer_module)
@@ -68,6 +85,8 @@ static void lmtp_peer_client_created(struct client **clientp)
     pc->module_ctx.super = client->v;
     client->v.local_deliver = lmtp_peer_local_deliver;
     MODULE_CONTEXT_SET(client, lmtp_peer_module, pc);
+    if (client->real_remote_ip.family == 0 && client->conn != NULL)
+	pc->cred_known = net_getunixcred(client->conn->conn.fd_in, &pc->cred) == 0;
     if (lmtp_peer_next_hook != NULL)
 	lmtp_peer_next_hook(clientp);
 }
@@ -76,6 +95,56 @@ const struct ip_addr *lmtp_peer_real(int *known)
 {
     *known = lmtp_peer_delivering != NULL;
     return (*known ? &lmtp_peer_delivering->real_remote_ip : NULL);
+}
+
+int     lmtp_peer_unix_uid(uid_t *uid_r)
+{
+    struct lmtp_peer_client *pc;
+
+    if (lmtp_peer_delivering == NULL)
+	return (-1);
+    pc = LMTP_PEER_CONTEXT(lmtp_peer_delivering);
+    if (!pc->cred_known)
+	return (-1);
+    *uid_r = pc->cred.uid;
+    return (0);
+}
+
+int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const char **error_r)
+{
+    const char *const *list = t_strsplit_spaces(users, ", ");
+    struct passwd pw;
+    unsigned long num;
+    char   *end;
+
+    if (uid == 0)
+	return (1);				/* root: could write the spool itself */
+    for (; *list != NULL; list++) {
+	if (**list >= '0' && **list <= '9') {
+	    num = strtoul(*list, &end, 10);
+	    if (*end == '\0' && num == (unsigned long) uid)
+		return (1);
+	    if (*end == '\0')
+		continue;
+	}
+	switch (i_getpwnam(*list, &pw)) {
+	case 1:
+	    if (pw.pw_uid == uid)
+		return (1);
+	    break;
+	case 0:
+	    if (!strict)
+		break;
+	    *error_r = t_strdup_printf("lmtp_webhook_trusted_unix_users: no such user: %s",
+				       *list);
+	    return (-1);
+	default:
+	    *error_r = t_strdup_printf("lmtp_webhook_trusted_unix_users: getpwnam(%s): %m",
+				       *list);
+	    return (-1);
+	}
+    }
+    return (0);
 }
 
 void    lmtp_peer_init(struct module *module ATTR_UNUSED)

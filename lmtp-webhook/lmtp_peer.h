@@ -6,8 +6,13 @@
 struct module;
 struct ip_addr;
 
+#include <sys/types.h>
+#include <stdbool.h>
+
 void    lmtp_peer_init(struct module *module);
 void    lmtp_peer_deinit(void);
 const struct ip_addr *lmtp_peer_real(int *known);
+int     lmtp_peer_unix_uid(uid_t *uid_r);
+int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const char **error_r);
 
 #endif

@@ -22,7 +22,9 @@
  *	the recipient, its ORCPT), is taken for lmtp's; with rcpt NULL
  *	(lmtp wrote none) none is: the client's own Delivered-To: lines
  *	were dropped before, and two mails that differ only in them
- *	shared one id.
+ *	shared one id. Behind Dovecot's lmtp_proxy (session id
+ *	"PROXY_ID:P<n>", per hop), the Received: of each proxy below
+ *	lmtp's own is left out too: it differs per attempt as lmtp's does.
  *
  *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
  *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
@@ -33,6 +35,7 @@
 
 #include "lib.h"
 
+#include "array.h"
 #include "str.h"
 #include "istream.h"
 #include "message-header-parser.h"
@@ -77,20 +80,67 @@ static bool mime_lmtp_is_rcpt(const struct message_header_line *hdr, const char 
     return (len == strlen(rcpt) && strncasecmp((const char *) v, rcpt, len) == 0);
 }
 
+/* mime_lmtp_suffix - the id without its last ":<tag><digits>", or NULL */
+
+static const char *mime_lmtp_suffix(const char *id, char tag)
+{
+    const char *r = strrchr(id, ':');
+
+    if (r == NULL || r[1] != tag || r[2] == '\0'
+	|| strspn(r + 2, "0123456789") != strlen(r + 2))
+	return (NULL);
+    return (t_strdup_until(id, r));
+}
+
+/*
+ * mime_lmtp_traces - the ids of lmtp's trace headers, this one's first:
+ * behind Dovecot's lmtp_proxy the session id is the proxy's and ":P<n>"
+ * (per hop), and each proxy put its own Received: (with LMTP id ITS_ID)
+ * below ours; they too differ per attempt (helper-127: a new
+ * webhook-id per retry, the front's header in raw_message).
+ */
+static const char *const *mime_lmtp_traces(const char *session_id)
+{
+    ARRAY_TYPE(const_string) ids;
+    const char *id = session_id ? session_id : "", *up;
+
+    t_array_init(&ids, 4);
+    /* a recipient's session id is the transaction's, or it and ":R<n>" */
+    if ((up = mime_lmtp_suffix(id, 'R')) != NULL)
+	id = up;
+    if (*id != '\0')
+	array_push_back(&ids, &id);
+    for (; (up = mime_lmtp_suffix(id, 'P')) != NULL && *up != '\0'; id = up)
+	array_push_back(&ids, &up);
+    array_append_zero(&ids);
+    return (array_front(&ids));
+}
+
+/* mime_lmtp_trace - the next trace header: of this lmtp or a proxy after *next */
+
+static bool mime_lmtp_trace(const struct message_header_line *hdr,
+			            const char *const *ids, unsigned int *next)
+{
+    for (unsigned int i = *next; ids[i] != NULL; i++) {
+	if (mime_dovecot_received(hdr, ids[i])) {
+	    *next = i + 1;
+	    return (TRUE);
+	}
+    }
+    return (FALSE);
+}
+
 uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt)
 {
     struct message_header_parser_ctx *hp;
     struct message_header_line *hdr;
-    const char *trans_id = session_id ? session_id : "", *r;
+    const char *const *ids = mime_lmtp_traces(session_id);
+    unsigned int next = 0;
     uoff_t  start = 0, offset, dt_start = 0;
     bool    dt_is_rcpt = FALSE;
     /* 0: Return-Path, 1: a Delivered-To, 2: after one, 3: done */
     int     stage = 0, ret;
 
-    /* a recipient's session id is the transaction's, or it and ":R<n>" */
-    if ((r = strrchr(trans_id, ':')) != NULL && r[1] == 'R' && r[2] != '\0'
-	&& strspn(r + 2, "0123456789") == strlen(r + 2))
-	trans_id = t_strdup_until(trans_id, r);
     i_stream_seek(input, 0);
     hp = message_parse_header_init(input, NULL, 0);
     while ((ret = message_parse_header_next(hp, &hdr)) > 0) {
@@ -108,8 +158,7 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, con
 	    dt_start = start;			/* lmtp writes one at most */
 	    dt_is_rcpt = mime_lmtp_is_rcpt(hdr, rcpt);
 	    stage = 2;
-	} else if ((stage == 1 || stage == 2) && *trans_id != '\0'
-		   && mime_dovecot_received(hdr, trans_id))
+	} else if (stage >= 1 && mime_lmtp_trace(hdr, ids, &next))
 	    stage = 3;
 	else
 	    break;

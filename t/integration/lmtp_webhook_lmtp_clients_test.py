@@ -22,8 +22,21 @@ Real Dovecot LMTP with the plugin and lmtp-webhook-spool run, a receiver:
     address, empty included: each trusted more than it said,
     helper-124): 451, with the error in the log, and the mail is not
     saved; the next delivery after the fix goes through.
+  - Dovecot's stock lmtp UNIX socket is mode 0666: a client over it was
+    trusted whoever it was, and any local account's forged bill said
+    dmarc pass (helper-127). Now its peer's uid must be root or in
+    lmtp_webhook_trusted_unix_users (default postfix): nobody's bill
+    says none (a warning names the uid), root's pass; listed, nobody's
+    passes; a user that does not exist is an error (451).
+  - behind Dovecot's lmtp_proxy (a front Dovecot proxying to this one,
+    which lists it in login_trusted_networks): the same bytes delivered
+    twice through the front had two webhook-ids, the front's Received:
+    (with its own transaction id) was hashed and left in raw_message
+    (helper-127). Now one id, raw_message the bytes sent; the front's
+    client is the one checked (XCLIENT): 127.0.0.2 none, 127.0.0.1 pass.
 """
 
+import base64
 import os
 import shutil
 import smtplib
@@ -75,20 +88,135 @@ def authentication(rx, subject):
     return ev[-1][2]["data"]["authentication"] if ev else None
 
 
-def dovecot_reload(st, networks):
+def dovecot_reload(st, networks, name="lmtp_webhook_trusted_networks"):
     path = st.path("dovecot", "dovecot.conf")
     with open(path) as f:
         conf = f.read()
-    lines = [ln for ln in conf.splitlines() if "lmtp_webhook_trusted_networks" not in ln]
+    lines = [ln for ln in conf.splitlines() if name not in ln]
     at = next(i for i, ln in enumerate(lines) if "lmtp_webhook_spool_dir" in ln)
     if networks is not None:
-        lines.insert(at, "  lmtp_webhook_trusted_networks = %s" % networks)
+        lines.insert(at, "  %s = %s" % (name, networks))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     res = subprocess.run(["doveadm", "-c", path, "reload"], capture_output=True, text=True)
-    tap.is_(res.returncode, 0, "doveadm reload (trusted_networks = %r)" % networks,
+    tap.is_(res.returncode, 0, "doveadm reload (%s = %r)" % (name, networks),
             diag=res.stderr)
     time.sleep(1.5)                     # lmtp processes of the old settings end
+
+
+UNIX_CLIENT = r'''
+import os, smtplib, sys
+uid = int(sys.argv[3])
+if uid:
+    os.setgid(65534)
+    os.setuid(uid)
+c = smtplib.LMTP(sys.argv[1], timeout=30)
+c.ehlo()
+c.mail("billing@vendor.test")
+c.rcpt("bills@acme.planapulse.app")
+print(c.data(open(sys.argv[2], "rb").read())[0])
+c.quit()
+'''
+
+
+def lmtp_unix(st, uid, data):
+    """One delivery over Dovecot's stock lmtp socket as uid: the code."""
+    path = st.path("unix-bill")
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o644)
+    res = subprocess.run([sys.executable, "-c", UNIX_CLIENT, st.path("dovecot", "run", "lmtp"),
+                          path, str(uid)], capture_output=True, text=True, timeout=60)
+    return res.stdout.strip() or res.stderr[-300:]
+
+
+def test_unix_socket(st, rx):
+    sock = st.path("dovecot", "run", "lmtp")
+    tap.is_(oct(os.stat(sock).st_mode & 0o777), "0o666", "Dovecot's stock lmtp socket: 0666")
+    for uid, subject, want in ((65534, "unix nobody", "none"), (0, "unix root", "pass")):
+        got = lmtp_unix(st, uid, bill(subject))
+        auth = authentication(rx, subject) if got == "250" else None
+        tap.ok(auth is not None and auth["dmarc"] == want and not auth.get("content_signed")
+               if want == "none" else auth is not None and auth["dmarc"] == want,
+               "over the UNIX socket as uid %d: delivered, dmarc %s" % (uid, want),
+               diag="%r %r" % (got, auth))
+    tap.ok(wait_for(lambda: "LMTP client over a UNIX socket, uid 65534, is not in "
+                    "lmtp_webhook_trusted_unix_users" in st.read_log("dovecot"), timeout=5),
+           "the warning names the uid", diag=st.read_log("dovecot")[-800:])
+    dovecot_reload(st, "postfix, nobody", "lmtp_webhook_trusted_unix_users")
+    got = lmtp_unix(st, 65534, bill("unix nobody listed"))
+    auth = authentication(rx, "unix nobody listed") if got == "250" else None
+    tap.ok(auth is not None and auth["dmarc"] == "pass", "nobody listed: its bill is trusted",
+           diag="%r %r" % (got, auth))
+    dovecot_reload(st, "postfix no-such-user-mx", "lmtp_webhook_trusted_unix_users")
+    got = lmtp_unix(st, 65534, bill("unix unknown user"))
+    tap.ok(got.startswith("451") or "451" in got, "a user that does not exist: 451", diag=got)
+    tap.ok(wait_for(lambda: "lmtp_webhook_trusted_unix_users: no such user: no-such-user-mx"
+                    in st.read_log("dovecot"), timeout=5), "the error names it")
+    dovecot_reload(st, None, "lmtp_webhook_trusted_unix_users")
+
+
+FRONT = """base_dir = {d}/front/run
+state_dir = {d}/front/state
+log_path = {d}/log/front.log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+default_internal_user = dovecot
+default_login_user = dovenull
+lmtp_proxy = yes
+passdb {{
+  driver = static
+  args = proxy=y host=127.0.0.1 port={back} nopassword=y
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={d}/front/home
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {front}
+  }}
+}}
+"""
+
+
+def test_proxy_front(st, rx):
+    for sub in ("run", "state", "home"):
+        os.makedirs(st.path("front", sub))
+    port = st.port("front")
+    with open(st.path("front", "dovecot.conf"), "w") as f:
+        f.write(FRONT.format(d=st.dir, back=st.port("lmtp"), front=port))
+    proc = st._spawn("front", ["dovecot", "-F", "-c", st.path("front", "dovecot.conf")],
+                     st.path("log", "front-master.log"))
+    st._ready("front", port, proc)
+    data = bill("through the front")
+    for i in range(2):                  # Postfix's retry after a lost answer
+        with smtplib.LMTP("127.0.0.1", port, timeout=30) as c:
+            c.ehlo_or_helo_if_needed()
+            c.mail("billing@vendor.test")
+            c.rcpt(ACME)
+            tap.is_(c.data(data)[0], 250, "through Dovecot's lmtp_proxy, delivery %d" % (i + 1))
+    ev = events_for(rx, "through the front", count=2, timeout=20)
+    tap.is_(len({e[1]["webhook-id"] for e in ev}), 1,
+            "the same bytes delivered twice through the proxy: one webhook-id",
+            diag=repr([e[1]["webhook-id"] for e in ev]))
+    raws = [base64.b64decode(e[2]["data"]["raw_message"]["content_base64"]) for e in ev]
+    tap.ok(len(raws) == 2 and all(r == data for r in raws),
+           "raw_message is the bytes sent, without the proxy's Received:",
+           diag=repr([r[:200] for r in raws]))
+    for source, want in (("127.0.0.2", "none"), ("127.0.0.1", "pass")):
+        subject = "front from %s" % source
+        with smtplib.LMTP("127.0.0.1", port, timeout=30, source_address=(source, 0)) as c:
+            c.ehlo_or_helo_if_needed()
+            c.mail("billing@vendor.test")
+            c.rcpt(ACME)
+            code = c.data(bill(subject))[0]
+        auth = authentication(rx, subject) if code == 250 else None
+        tap.ok(auth is not None and auth["dmarc"] == want,
+               "through the proxy from %s: dmarc %s (XCLIENT passed its address)"
+               % (source, want), diag="%r %r" % (code, auth))
 
 
 def main():
@@ -106,8 +234,8 @@ def main():
         st.start_dovecot(
             lmtp_plugins="lmtp_webhook",
             plugin_settings={
-                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1}"
-                                      % rx.port,
+                "lmtp_webhook_route": "bills@*.planapulse.app http://127.0.0.1:%d/ws/{1} "
+                                      "raw_message=yes" % rx.port,
                 "lmtp_webhook_trusted_networks": "127.0.0.1",
                 "lmtp_webhook_spool_dir": st.path("spool"),
                 "lmtp_webhook_trusted_authserv_id": TRUSTED},
@@ -149,6 +277,9 @@ def main():
                "the warning names the connection's address and the claimed one",
                diag=st.read_log("dovecot")[-800:])
 
+        test_unix_socket(st, rx)
+        test_proxy_front(st, rx)
+
         dovecot_reload(st, None)
         tap.is_(lmtp_from(st, "127.0.0.2", bill("default stranger"))[0], 250,
                 "default (127.0.0.0/8 ::1): 127.0.0.2 delivered")
@@ -166,8 +297,8 @@ def main():
             tap.ok(wait_for(lambda: st.read_log("dovecot").count(
                 "lmtp_webhook_trusted_networks: ") > seen, timeout=5),
                 "the error names the setting")
-        tap.is_(len(st.maildir_messages(ACME)), 6, "nothing saved while the value was bad "
-                "(6 mails from before)")
+        tap.is_(len(st.maildir_messages(ACME)), 13, "nothing saved while the value was bad "
+                "(13 mails from before)")
         dovecot_reload(st, "127.0.0.1, ::1")
         tap.is_(lmtp_from(st, "127.0.0.1", bill("fixed"))[0], 250, "fixed: delivered")
         tap.ok(authentication(rx, "fixed") is not None, "and its event posted")
