@@ -590,7 +590,7 @@ static const char *webhook_lmtp_delivered_to(struct mail_deliver_context *ctx,
  * unwritable): nothing is saved then.
  */
 static int webhook_event(struct mail_deliver_context *ctx, struct istream *input,
-			         const struct webhook_settings *set,
+			         struct webhook_settings *set,
 			         const char *rcpt, const char *workspace,
 			         struct spool_event *ev, struct spool_reservation *res,
 			         const char **error_r)
@@ -599,6 +599,7 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
     struct istream *data;
     uoff_t  size = 0;
     int     ret = -1;
+    bool    proxied;
 
     if (input == NULL) {
 	*error_r = t_strdup_printf("cannot read the message: %s",
@@ -607,8 +608,13 @@ static int webhook_event(struct mail_deliver_context *ctx, struct istream *input
     }
     /* the message as the client sent it, without lmtp's own headers */
     data = i_stream_create_range(input, mime_lmtp_data_offset(input, ctx->session_id,
-						      webhook_lmtp_delivered_to(ctx, rcpt)),
-				 (uoff_t) -1);
+				webhook_lmtp_delivered_to(ctx, rcpt), &proxied), (uoff_t) -1);
+    if (proxied && set->mime.trusted_id != NULL) {	/* helper-127 */
+	e_warning(ctx->event, "lmtp_webhook: delivered through a Dovecot LMTP proxy that did "
+		  "not pass its client's address (XCLIENT: list it in login_trusted_networks): "
+		  "Authentication-Results not trusted (every result \"none\")");
+	set->mime.trusted_id = NULL;
+    }
     i_zero(&env);
     env.mail_from = ctx->mail_from == NULL ? "" : smtp_address_encode(ctx->mail_from);
     if ((env.id = webhook_id(rcpt, env.mail_from, data, &size, error_r)) != NULL) {

@@ -19,7 +19,8 @@ struct mime_options {
 int     mime_read(struct istream *input, const struct mime_options *opt,
 		          struct payload_message *msg, const struct payload_envelope *env,
 		          struct payload_writer *out, const char **error_r);
-uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt);
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt,
+			              bool *proxy_unknown);
 int     mime_digest(struct istream *input, const char *prefix, size_t prefix_len,
 		            unsigned char md[32], uoff_t *size_r, const char **error_r);
 

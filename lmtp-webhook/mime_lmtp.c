@@ -7,7 +7,7 @@
  *	#include "lib.h"
  *	#include "mime.h"
  *
- *	uoff_t	mime_lmtp_data_offset(input, session_id, rcpt)
+ *	uoff_t	mime_lmtp_data_offset(input, session_id, rcpt, &proxy_unknown)
  *	int	mime_digest(input, prefix, prefix_len, md, &size, &error)
  * DESCRIPTION
  *	mime_lmtp_data_offset() finds where the message the LMTP client
@@ -25,6 +25,9 @@
  *	shared one id. Behind Dovecot's lmtp_proxy (session id
  *	"PROXY_ID:P<n>", per hop), the Received: of each proxy below
  *	lmtp's own is left out too: it differs per attempt as lmtp's does.
+ *	A proxy that passed no XCLIENT leaves a "with LMTP id" Received:
+ *	of an id the session does not name: it is left out as well, and
+ *	*proxy_unknown says so (its client's address is not known here).
  *
  *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
  *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
@@ -116,10 +119,13 @@ static const char *const *mime_lmtp_traces(const char *session_id)
     return (array_front(&ids));
 }
 
-/* mime_lmtp_trace - the next trace header: of this lmtp or a proxy after *next */
-
+/*
+ * mime_lmtp_trace - the next trace header: of this lmtp or a proxy after
+ * *next, or (*unknown set) of a Dovecot LMTP proxy that passed no
+ * session with XCLIENT: its "with LMTP id" is none of ours.
+ */
 static bool mime_lmtp_trace(const struct message_header_line *hdr,
-			            const char *const *ids, unsigned int *next)
+			            const char *const *ids, unsigned int *next, bool *unknown)
 {
     for (unsigned int i = *next; ids[i] != NULL; i++) {
 	if (mime_dovecot_received(hdr, ids[i])) {
@@ -127,10 +133,21 @@ static bool mime_lmtp_trace(const struct message_header_line *hdr,
 	    return (TRUE);
 	}
     }
-    return (FALSE);
+    const char *p = strcasecmp(hdr->name, "Received") != 0 ? NULL
+	: strstr(t_strndup(hdr->full_value, hdr->full_value_len), " with LMTP");
+
+    if (p == NULL)
+	return (FALSE);
+    for (p += strlen(" with LMTP"); *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'; p++)
+	 /* lmtp folds before "id" */ ;
+    if (strncmp(p, "id ", 3) != 0)
+	return (FALSE);
+    *unknown = TRUE;
+    return (TRUE);
 }
 
-uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt)
+uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt,
+			              bool *proxy_unknown)
 {
     struct message_header_parser_ctx *hp;
     struct message_header_line *hdr;
@@ -141,6 +158,7 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, con
     /* 0: Return-Path, 1: a Delivered-To, 2: after one, 3: done */
     int     stage = 0, ret;
 
+    *proxy_unknown = FALSE;
     i_stream_seek(input, 0);
     hp = message_parse_header_init(input, NULL, 0);
     while ((ret = message_parse_header_next(hp, &hdr)) > 0) {
@@ -158,7 +176,7 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, con
 	    dt_start = start;			/* lmtp writes one at most */
 	    dt_is_rcpt = mime_lmtp_is_rcpt(hdr, rcpt);
 	    stage = 2;
-	} else if (stage >= 1 && mime_lmtp_trace(hdr, ids, &next))
+	} else if (stage >= 1 && mime_lmtp_trace(hdr, ids, &next, proxy_unknown))
 	    stage = 3;
 	else
 	    break;

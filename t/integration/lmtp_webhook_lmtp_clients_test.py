@@ -34,6 +34,10 @@ Real Dovecot LMTP with the plugin and lmtp-webhook-spool run, a receiver:
     (with its own transaction id) was hashed and left in raw_message
     (helper-127). Now one id, raw_message the bytes sent; the front's
     client is the one checked (XCLIENT): 127.0.0.2 none, 127.0.0.1 pass.
+    A front the back does not offer XCLIENT (not in its
+    login_trusted_networks) cannot pass its client: its Received: (an
+    id the session does not name) marks the delivery as proxied, every
+    result none and a warning; the id stays one, raw_message exact.
 """
 
 import base64
@@ -217,6 +221,35 @@ def test_proxy_front(st, rx):
         tap.ok(auth is not None and auth["dmarc"] == want,
                "through the proxy from %s: dmarc %s (XCLIENT passed its address)"
                % (source, want), diag="%r %r" % (code, auth))
+    # the front not in login_trusted_networks: no XCLIENT, so its clients
+    # cannot be told apart; its Received: (an id not ours) says it is one
+    path = st.path("dovecot", "dovecot.conf")
+    with open(path) as f:
+        conf = f.read()
+    with open(path, "w") as f:
+        f.write(conf.replace("login_trusted_networks = 127.0.0.0/8",
+                             "login_trusted_networks = 127.0.0.9"))
+    subprocess.run(["doveadm", "-c", path, "reload"], check=True)
+    time.sleep(1.5)
+    data = bill("front without xclient")
+    for i in range(2):
+        with smtplib.LMTP("127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)) as c:
+            c.ehlo_or_helo_if_needed()
+            c.mail("billing@vendor.test")
+            c.rcpt(ACME)
+            tap.is_(c.data(data)[0], 250, "a proxy without XCLIENT, delivery %d" % (i + 1))
+    ev = events_for(rx, "front without xclient", count=2, timeout=20)
+    auths = [e[2]["data"]["authentication"]["dmarc"] for e in ev]
+    tap.is_(auths, ["none", "none"], "its client's forged dmarc=pass counts for nothing")
+    tap.ok(len({e[1]["webhook-id"] for e in ev}) == 1 and all(
+        base64.b64decode(e[2]["data"]["raw_message"]["content_base64"]) == data for e in ev),
+        "one webhook-id, raw_message the bytes sent", diag=repr([e[1] for e in ev]))
+    tap.ok("delivered through a Dovecot LMTP proxy that did not pass its client's address"
+           in st.read_log("dovecot"), "lmtp logs why")
+    with open(path, "w") as f:
+        f.write(conf)
+    subprocess.run(["doveadm", "-c", path, "reload"], check=True)
+    time.sleep(1.5)
 
 
 def main():
@@ -297,8 +330,8 @@ def main():
             tap.ok(wait_for(lambda: st.read_log("dovecot").count(
                 "lmtp_webhook_trusted_networks: ") > seen, timeout=5),
                 "the error names the setting")
-        tap.is_(len(st.maildir_messages(ACME)), 13, "nothing saved while the value was bad "
-                "(13 mails from before)")
+        tap.is_(len(st.maildir_messages(ACME)), 15, "nothing saved while the value was bad "
+                "(15 mails from before)")
         dovecot_reload(st, "127.0.0.1, ::1")
         tap.is_(lmtp_from(st, "127.0.0.1", bill("fixed"))[0], 250, "fixed: delivered")
         tap.ok(authentication(rx, "fixed") is not None, "and its event posted")
