@@ -46,6 +46,7 @@
 #include "lmtp-common.h"
 #include "smtp-server-private.h"	/* the connection's fd (SO_PEERCRED) */
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include "lmtp_peer.h"
@@ -121,7 +122,13 @@ int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const ch
 	return (1);				/* root: could write the spool itself */
     for (; *list != NULL; list++) {
 	if (**list >= '0' && **list <= '9') {
+	    errno = 0;
 	    num = strtoul(*list, &end, 10);
+	    if (*end == '\0' && (errno != 0 || num != (unsigned long) (uid_t) num)) {
+		*error_r = t_strdup_printf("lmtp_webhook_trusted_unix_users: %s is no uid",
+					   *list);
+		return (-1);
+	    }
 	    if (*end == '\0' && num == (unsigned long) uid)
 		return (1);
 	    if (*end == '\0')

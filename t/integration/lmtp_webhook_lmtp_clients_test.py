@@ -152,11 +152,14 @@ def test_unix_socket(st, rx):
     auth = authentication(rx, "unix nobody listed") if got == "250" else None
     tap.ok(auth is not None and auth["dmarc"] == "pass", "nobody listed: its bill is trusted",
            diag="%r %r" % (got, auth))
-    dovecot_reload(st, "postfix no-such-user-mx", "lmtp_webhook_trusted_unix_users")
-    got = lmtp_unix(st, 65534, bill("unix unknown user"))
-    tap.ok(got.startswith("451") or "451" in got, "a user that does not exist: 451", diag=got)
-    tap.ok(wait_for(lambda: "lmtp_webhook_trusted_unix_users: no such user: no-such-user-mx"
-                    in st.read_log("dovecot"), timeout=5), "the error names it")
+    for value, error in (("postfix no-such-user-mx", "no such user: no-such-user-mx"),
+                         ("99999999999999999999", "99999999999999999999 is no uid"),
+                         ("4294967296", "4294967296 is no uid")):
+        dovecot_reload(st, value, "lmtp_webhook_trusted_unix_users")
+        got = lmtp_unix(st, 65534, bill("unix bad value " + value))
+        tap.ok("451" in got, "lmtp_webhook_trusted_unix_users = %s: 451" % value, diag=got)
+        tap.ok(wait_for(lambda: "lmtp_webhook_trusted_unix_users: " + error
+                        in st.read_log("dovecot"), timeout=5), "the error names it")
     dovecot_reload(st, None, "lmtp_webhook_trusted_unix_users")
 
 
