@@ -6,7 +6,9 @@
  * the content is sent, base64 that decodes to exactly size bytes with
  * that sha256. raw_message when the second byte is odd. Multiparts
  * whose boundary only RFC 2231 gives are parsed again
- * (mime_subparse()): the recursion is in reach. */
+ * (mime_subparse()): the recursion is in reach. The same bytes as what
+ * lmtp hands over: mime_lmtp_data_offset() (its own and its proxies'
+ * trace headers left out) stays within them, at the start of a line. */
 
 #include "lib.h"
 #include "istream.h"
@@ -96,6 +98,16 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } T_END;
     if (payload_finish(w, size, &len) < 0)
 	abort();
+    T_BEGIN {				/* lmtp's and its proxies' headers */
+	bool    proxied;
+	uoff_t  off = mime_lmtp_data_offset(input, size > 2 && (data[2] & 1) ? "S1:P2:P1:R3"
+					    : "S1", "a@b", &proxied);
+
+	/* nothing unless lmtp's Return-Path: leads; then a line's start */
+	if (off > size || (off > 0 && (strncasecmp((const char *) data, "Return-Path", 11) != 0
+				       || data[off - 1] != '\n')))
+	    abort();
+    } T_END;
     json = malloc(len + 1);
     if (pread(ofd, json, len, 0) != (ssize_t) len)
 	abort();
