@@ -400,6 +400,8 @@ static int webhook_settings_get(struct mail_deliver_context *ctx, struct webhook
     if ((trusted = webhook_client_trusted(user, value ? value : WEBHOOK_TRUSTED_NETWORKS,
 					  &why, error_r)) < 0)
 	return (-1);
+    if (trusted && (why = lmtp_peer_proxy_blind(ctx->session_id)) != NULL)
+	trusted = 0;
     if (!trusted && set->mime.trusted_id != NULL) {
 	e_warning(ctx->event, "lmtp_webhook: %s: its Authentication-Results are not "
 		  "trusted (every result \"none\"); only the MTA that removes forged ones "

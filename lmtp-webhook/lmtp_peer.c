@@ -28,6 +28,12 @@
  *	plugin was loaded (the plugin named in a userdb's mail_plugins
  *	only), NULL and *known = 0.
  *
+ *	lmtp_peer_proxy_blind() says why, during a delivery through
+ *	Dovecot's lmtp_proxy (session id "ID:P<n>"), the proxy's client is
+ *	unknown: XCLIENT passed no ADDR and PORT, as for a client of the
+ *	proxy's UNIX socket (helper-128: its stock socket is 0666, and
+ *	any local account there was trusted as the proxy); NULL otherwise.
+ *
  *	lmtp_peer_unix_uid() gives, during a delivery over a UNIX socket,
  *	the uid of the process that connected (SO_PEERCRED, read when the
  *	client was created): 0, or -1 when it is not known. Dovecot's stock
@@ -109,6 +115,37 @@ int     lmtp_peer_unix_uid(uid_t *uid_r)
 	return (-1);
     *uid_r = pc->cred.uid;
     return (0);
+}
+
+/* lmtp_peer_tagged - id ends in ":<tag><digits>"; *stem_len what precedes */
+
+static bool lmtp_peer_tagged(const char *id, size_t len, char tag, size_t *stem_len)
+{
+    size_t  d = len;
+
+    while (d > 0 && id[d - 1] >= '0' && id[d - 1] <= '9')
+	d--;
+    if (d == len || d < 2 || id[d - 1] != tag || id[d - 2] != ':')
+	return (FALSE);
+    *stem_len = d - 2;
+    return (TRUE);
+}
+
+const char *lmtp_peer_proxy_blind(const char *session_id)
+{
+    const struct client *c = lmtp_peer_delivering;
+    size_t  len = session_id ? strlen(session_id) : 0;
+
+    if (c == NULL || len == 0)
+	return (NULL);
+    (void) lmtp_peer_tagged(session_id, len, 'R', &len);
+    if (!lmtp_peer_tagged(session_id, len, 'P', &len))
+	return (NULL);				/* not through Dovecot's lmtp_proxy */
+    if (c->remote_port != c->real_remote_port
+	|| !net_ip_compare(&c->remote_ip, &c->real_remote_ip))
+	return (NULL);				/* XCLIENT ADDR/PORT: its client */
+    return ("delivered through a Dovecot LMTP proxy that passed no client address "
+	    "(its client came over a UNIX socket, whose user it cannot name)");
 }
 
 int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const char **error_r)

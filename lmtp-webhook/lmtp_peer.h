@@ -13,6 +13,7 @@ void    lmtp_peer_init(struct module *module);
 void    lmtp_peer_deinit(void);
 const struct ip_addr *lmtp_peer_real(int *known);
 int     lmtp_peer_unix_uid(uid_t *uid_r);
+const char *lmtp_peer_proxy_blind(const char *session_id);
 int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const char **error_r);
 
 #endif

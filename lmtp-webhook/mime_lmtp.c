@@ -120,6 +120,24 @@ static const char *const *mime_lmtp_traces(const char *session_id)
 }
 
 /*
+ * mime_lmtp_dovecot_id - an id as Dovecot's lmtp writes one: 22 base64
+ * characters (a GUID), then ":<tag><digits>" parts, then white space,
+ * '(' or the end. Other text is a sender's, not a proxy's (helper-128).
+ */
+static bool mime_lmtp_dovecot_id(const char *p)
+{
+    size_t  n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+
+    if (n != 22)
+	return (FALSE);
+    for (p += n; *p == ':' && p[1] >= 'A' && p[1] <= 'Z' && p[2] >= '0' && p[2] <= '9';)
+	for (p += 2; *p >= '0' && *p <= '9'; p++)
+	     /* void */ ;
+    return (*p == '\0' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '('
+	    || *p == ';');
+}
+
+/*
  * mime_lmtp_trace - the next trace header: of this lmtp or a proxy after
  * *next, or (*unknown set) of a Dovecot LMTP proxy that passed no
  * session with XCLIENT: its "with LMTP id" is none of ours.
@@ -138,9 +156,12 @@ static bool mime_lmtp_trace(const struct message_header_line *hdr,
 
     if (p == NULL)
 	return (FALSE);
-    for (p += strlen(" with LMTP"); *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'; p++)
+    /* LMTPS, LMTPA, LMTPSA (RFC 3848): a client chose TLS (helper-128) */
+    for (p += strlen(" with LMTP"); *p == 'S' || *p == 'A'; p++)
+	 /* void */ ;
+    for (; *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'; p++)
 	 /* lmtp folds before "id" */ ;
-    if (strncmp(p, "id ", 3) != 0)
+    if (strncmp(p, "id ", 3) != 0 || !mime_lmtp_dovecot_id(p + 3))
 	return (FALSE);
     *unknown = TRUE;
     return (TRUE);

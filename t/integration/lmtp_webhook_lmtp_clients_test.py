@@ -36,14 +36,18 @@ Real Dovecot LMTP with the plugin and lmtp-webhook-spool run, a receiver:
     client is the one checked (XCLIENT): 127.0.0.2 none, 127.0.0.1 pass.
     A front the back does not offer XCLIENT (not in its
     login_trusted_networks) cannot pass its client: its Received: (an
-    id the session does not name) marks the delivery as proxied, every
-    result none and a warning; the id stays one, raw_message exact.
+    id the session does not name, also "with LMTPS" after STARTTLS)
+    marks the delivery as proxied, every result none and a warning; the
+    id stays one, raw_message exact. A client of the front's own UNIX
+    socket (0666) has no address to pass: none, not the front's trust
+    (helper-128).
 """
 
 import base64
 import os
 import shutil
 import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -123,13 +127,13 @@ c.quit()
 '''
 
 
-def lmtp_unix(st, uid, data):
-    """One delivery over Dovecot's stock lmtp socket as uid: the code."""
+def lmtp_unix(st, uid, data, sock=None):
+    """One delivery over Dovecot's stock lmtp socket (or sock) as uid: the code."""
     path = st.path("unix-bill")
     with open(path, "wb") as f:
         f.write(data)
     os.chmod(path, 0o644)
-    res = subprocess.run([sys.executable, "-c", UNIX_CLIENT, st.path("dovecot", "run", "lmtp"),
+    res = subprocess.run([sys.executable, "-c", UNIX_CLIENT, sock or st.path("dovecot", "run", "lmtp"),
                           path, str(uid)], capture_output=True, text=True, timeout=60)
     return res.stdout.strip() or res.stderr[-300:]
 
@@ -168,7 +172,9 @@ state_dir = {d}/front/state
 log_path = {d}/log/front.log
 protocols = lmtp
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{d}/front/cert.pem
+ssl_key = <{d}/front/key.pem
 default_internal_user = dovecot
 default_login_user = dovenull
 lmtp_proxy = yes
@@ -193,6 +199,9 @@ def test_proxy_front(st, rx):
     for sub in ("run", "state", "home"):
         os.makedirs(st.path("front", sub))
     port = st.port("front")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=front.test", "-keyout", st.path("front", "key.pem"),
+                    "-out", st.path("front", "cert.pem")], check=True, capture_output=True)
     with open(st.path("front", "dovecot.conf"), "w") as f:
         f.write(FRONT.format(d=st.dir, back=st.port("lmtp"), front=port))
     proc = st._spawn("front", ["dovecot", "-F", "-c", st.path("front", "dovecot.conf")],
@@ -224,6 +233,14 @@ def test_proxy_front(st, rx):
         tap.ok(auth is not None and auth["dmarc"] == want,
                "through the proxy from %s: dmarc %s (XCLIENT passed its address)"
                % (source, want), diag="%r %r" % (code, auth))
+    # helper-128: a client of the front's stock socket (0666) has no
+    # address to pass; it was trusted as the front itself
+    got = lmtp_unix(st, 65534, bill("front unix nobody"), st.path("front", "run", "lmtp"))
+    auth = authentication(rx, "front unix nobody") if got == "250" else None
+    tap.ok(auth is not None and auth["dmarc"] == "none",
+           "nobody over the front's UNIX socket: delivered, dmarc none", diag="%r %r" % (got, auth))
+    tap.ok(wait_for(lambda: "delivered through a Dovecot LMTP proxy that passed no client "
+                    "address" in st.read_log("dovecot"), timeout=5), "and a warning says why")
     # the front not in login_trusted_networks: no XCLIENT, so its clients
     # cannot be told apart; its Received: (an id not ours) says it is one
     path = st.path("dovecot", "dovecot.conf")
@@ -235,15 +252,19 @@ def test_proxy_front(st, rx):
     subprocess.run(["doveadm", "-c", path, "reload"], check=True)
     time.sleep(1.5)
     data = bill("front without xclient")
-    for i in range(2):
+    for i in range(2):                  # the second over TLS: "with LMTPS" (helper-128)
         with smtplib.LMTP("127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)) as c:
             c.ehlo_or_helo_if_needed()
+            if i == 1:
+                c.starttls(context=ssl._create_unverified_context())
+                c.ehlo()
             c.mail("billing@vendor.test")
             c.rcpt(ACME)
             tap.is_(c.data(data)[0], 250, "a proxy without XCLIENT, delivery %d" % (i + 1))
     ev = events_for(rx, "front without xclient", count=2, timeout=20)
     auths = [e[2]["data"]["authentication"]["dmarc"] for e in ev]
-    tap.is_(auths, ["none", "none"], "its client's forged dmarc=pass counts for nothing")
+    tap.is_(auths, ["none", "none"], "its client's forged dmarc=pass counts for nothing, "
+            "also after STARTTLS")
     tap.ok(len({e[1]["webhook-id"] for e in ev}) == 1 and all(
         base64.b64decode(e[2]["data"]["raw_message"]["content_base64"]) == data for e in ev),
         "one webhook-id, raw_message the bytes sent", diag=repr([e[1] for e in ev]))
@@ -333,8 +354,8 @@ def main():
             tap.ok(wait_for(lambda: st.read_log("dovecot").count(
                 "lmtp_webhook_trusted_networks: ") > seen, timeout=5),
                 "the error names the setting")
-        tap.is_(len(st.maildir_messages(ACME)), 15, "nothing saved while the value was bad "
-                "(15 mails from before)")
+        tap.is_(len(st.maildir_messages(ACME)), 16, "nothing saved while the value was bad "
+                "(16 mails from before)")
         dovecot_reload(st, "127.0.0.1, ::1")
         tap.is_(lmtp_from(st, "127.0.0.1", bill("fixed"))[0], 250, "fixed: delivered")
         tap.ok(authentication(rx, "fixed") is not None, "and its event posted")
