@@ -7,7 +7,7 @@
  *	#include "decide.h"
  *
  *	void	decide_answered(&txn, req, reply)
- *	long long decide_seen_elsewhere(&txn)
+ *	long long decide_seen_elsewhere(&txn, accepted)
  *	void	decide_txn_closed(&txn, &limits)
  *	void	decide_seen_adopt(&txn, &limits)
  *	void	decide_seen_settle(&txn, &limits, wait)
@@ -33,7 +33,9 @@
  *	connections let through (> 0) or DECIDE_SEEN_UNKNOWN: decide.c
  *	then does not trust this connection's list, whatever
  *	recipient_count says (a recipient admitted here that Postfix
- *	refused after the check would stand for one admitted elsewhere).
+ *	refused after the check would stand for one admitted elsewhere);
+ *	accepted (recipient_count, or -1) serves only against the bitmap
+ *	below, which may mark another transaction by hash.
  *	Postfix uses one policy connection at a time per smtpd process,
  *	so every other connection of an instance is an earlier one.
  *
@@ -75,7 +77,8 @@ static struct {
     long long at;			/* daemon_mono_sec() of its first */
     unsigned long long gen;		/* of this entry: taking a slot makes one */
     int     orphan;			/* a connection that let some through closed */
-    int     unknown;			/* made for an instance marked in the bitmap */
+    int     unknown;			/* 2: made for an instance the bitmap marks;
+					   1: recipients lost */
     struct decide_txn left;		/* recipients of connections that closed */
     unsigned struck[DECIDE_STRUCK_MAX];	/* quarantines' names, hashed */
     int     struck_count;
@@ -156,7 +159,7 @@ static void decide_seen_take(int slot, struct decide_txn *txn)
 	decide_seen[slot].at = daemon_mono_sec();
 	decide_seen[slot].gen = ++decide_seen_gen;
 	decide_seen[slot].orphan = 0;
-	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
+	decide_seen[slot].unknown = decide_evicted_marked(txn->instance) ? 2 : 0;
 	decide_seen[slot].struck_count = 0;
 	decide_left_entries -= decide_seen[slot].left.count;
 	decide_txn_free(&decide_seen[slot].left);
@@ -186,7 +189,21 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
     pthread_mutex_unlock(&decide_seen_lock);
 }
 
-long long decide_seen_elsewhere(const struct decide_txn *txn)
+/*
+ * decide_seen_all_here - the bitmap marks txn's instance (perhaps another
+ * transaction's, by hash), but this connection made the entry with its
+ * first RCPT, let through every RCPT it holds, and as many as Postfix
+ * accepted: its own list is the transaction's. A flood of orphans set a
+ * share of the bitmap, and that share of one-connection transactions
+ * with several recipients was 451 (helper-129). Lock held.
+ */
+static int decide_seen_all_here(int slot, const struct decide_txn *txn, long long accepted)
+{
+    return (decide_seen[slot].gen == txn->seen_gen && txn->seen_held == decide_seen[slot].held
+	    && accepted >= 0 && txn->seen_held >= accepted);
+}
+
+long long decide_seen_elsewhere(const struct decide_txn *txn, long long accepted)
 {
     long long n = 0;
     int     slot;
@@ -195,7 +212,8 @@ long long decide_seen_elsewhere(const struct decide_txn *txn)
 	return (0);
     if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
 	n = decide_evicted_marked(txn->instance) ? DECIDE_SEEN_UNKNOWN : 0;
-    else if (decide_seen[slot].unknown)
+    else if (decide_seen[slot].unknown == 1
+	     || (decide_seen[slot].unknown == 2 && !decide_seen_all_here(slot, txn, accepted)))
 	n = DECIDE_SEEN_UNKNOWN;
     else
 	n = decide_seen[slot].held
@@ -269,7 +287,7 @@ void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, 
 {
     decide_seen_adopt(txn, limits);
     for (int waited = 0; wait && waited < DECIDE_SETTLE_MS; waited += 2) {
-	if (decide_seen_elsewhere(txn) <= 0)	/* none, or unknown */
+	if (decide_seen_elsewhere(txn, -1) <= 0)	/* none, or unknown */
 	    return;
 	usleep(2000);
 	decide_seen_adopt(txn, limits);

@@ -295,6 +295,51 @@ static void test_unseen_flood(struct decide_txn *a, struct decide_txn *b,
 }
 
 /*
+ * test_bitmap_flood - 60000 transactions whose policy connection closed
+ * after a RCPT (orphans) mark some 6% of the bitmap; 2000 others of two
+ * recipients, each on one connection, must all pass: they saw their
+ * own RCPTs (helper-129: 16% were 451 "did not see" after 300,000). An
+ * instance really marked (its first connection's recipient forgotten)
+ * still is 451 when Postfix accepted more than this connection let
+ * through.
+ */
+static void test_bitmap_flood(struct decide_txn *a, struct decide_txn *c)
+{
+    char    instance[32], *r;
+    int     unseen = 0;
+
+    for (int i = 0; i < 60000; i++) {
+	snprintf(instance, sizeof(instance), "orphan%d", i);
+	free(ask(c, "RCPT", instance, "recipient=o@orphans.example\n"));
+	decide_txn_closed(c, &pc.limits);
+    }
+    for (int i = 0; i < 2000; i++) {
+	snprintf(instance, sizeof(instance), "victim%d", i);
+	free(ask(a, "RCPT", instance, "recipient=v1@victims.example\n"));
+	free(ask(a, "RCPT", instance, "recipient=v2@victims.example\n"));
+	r = ask(a, "DATA", instance, "recipient=\nrecipient_count=2\n");
+	unseen += strcmp(r, DECIDE_TXN_UNSEEN) == 0;
+	free(r);
+	decide_txn_free(a);
+    }
+    is_int(unseen, 0, "after 60000 orphans, 2000 two-recipient transactions on one "
+	   "connection each: none 451");
+    free(ask(c, "RCPT", "marked1", "recipient=m1@victims.example\n"));
+    decide_txn_closed(c, &pc.limits);
+    for (int i = 0; i < 20000; i++) {	/* put marked1 out of its slot */
+	snprintf(instance, sizeof(instance), "late%d", i);
+	free(ask(c, "RCPT", instance, "recipient=o@orphans.example\n"));
+	decide_txn_closed(c, &pc.limits);
+    }
+    free(ask(a, "RCPT", "marked1", "recipient=m2@victims.example\n"));
+    r = ask(a, "DATA", "marked1", "recipient=\nrecipient_count=2\n");
+    is_str(r, DECIDE_TXN_UNSEEN, "its first connection's recipient forgotten, Postfix "
+	   "accepted 2, this one let 1 through: 451");
+    free(r);
+    decide_txn_free(a);
+}
+
+/*
  * test_unseen - DATA and END-OF-MESSAGE on another connection than the
  * RCPTs (Postfix's policy client reconnected mid-transaction: the old
  * connection is closed, decide_txn_closed()): the one recipient Postfix
@@ -574,6 +619,11 @@ int     main(void)
     test_unseen();
     test_reconnect_more();
     test_routed(&txn);
+    {					/* last: its orphans stay in the table */
+	struct decide_txn a = {0}, c = {0};
+
+	test_bitmap_flood(&a, &c);
+    }
     decide_txn_free(&txn);
     store_destroy(&store);
     ratelimit_free(&pc.limits);
