@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <wchar.h>
 #include <wctype.h>
 
@@ -221,7 +222,24 @@ static char *ratelimit_idna(const char *domain)
  * fresh budget for one mailbox (helper-122: 8 messages to alice through
  * a limit of 2/1h); so it was for an unqualified "alice+N", which Postfix
  * delivers to alice@$myorigin (helper-125: 7 through 2/1h). In place.
+ * As Postfix's split_addr(), postmaster, mailer-daemon, double-bounce,
+ * and with '-' a delimiter owner-* and *-request, stay whole
+ * (ratelimit_unsplit(); helper-129: list-request@ spent list@'s budget).
  */
+static int ratelimit_unsplit(const char *local, size_t len, const char *delimiter)
+{
+    static const char *const whole[] = {"postmaster", "mailer-daemon", "double-bounce"};
+
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+	if (len == strlen(whole[i]) && strncasecmp(local, whole[i], len) == 0)
+	    return (1);
+    /* owner_request_special (Postfix's default): with '-' a delimiter,
+       list-request@ and owner-list@ are mailboxes of their own */
+    return (strchr(delimiter, '-') != NULL
+	    && ((len >= 6 && strncasecmp(local, "owner-", 6) == 0)
+		|| (len > 8 && strncasecmp(local + len - 8, "-request", 8) == 0)));
+}
+
 static void ratelimit_unextend(char *addr, const char *delimiter)
 {
     char   *at = strrchr(addr, '@');
@@ -229,7 +247,8 @@ static void ratelimit_unextend(char *addr, const char *delimiter)
 
     if (at == NULL)				/* unqualified: Postfix adds @$myorigin */
 	at = addr + strlen(addr);
-    if (delimiter == NULL || *delimiter == 0 || at == addr)
+    if (delimiter == NULL || *delimiter == 0 || at == addr
+	|| ratelimit_unsplit(addr, (size_t) (at - addr), delimiter))
 	return;
     cut = strcspn(addr, delimiter);
     if (cut == 0 || addr + cut >= at)

@@ -231,6 +231,20 @@ static void test_delimiter(void)
 	{"+", "recipient=alice+1", "alice"},
 	{"+", "recipient=Alice+4", "alice"},
 	{"+", "recipient=+x", "+x"},
+	/* as Postfix's split_addr(): never split, and with '-' a
+	   delimiter owner-* and *-request are mailboxes (helper-129) */
+	{"+-", "recipient=list-request@lists.example", "list-request@lists.example"},
+	/* split_addr() looks at the whole local part: "+x" after it splits */
+	{"+-", "recipient=List-REQUEST+x@lists.example", "list@lists.example"},
+	{"+-", "recipient=owner-list@lists.example", "owner-list@lists.example"},
+	{"+-", "recipient=owner-@lists.example", "owner-@lists.example"},
+	{"+-", "recipient=-request@lists.example", "-request@lists.example"},
+	{"+-", "recipient=x-request-y@lists.example", "x@lists.example"},
+	{"+", "recipient=list-request+x@lists.example", "list-request@lists.example"},
+	{"-", "recipient=MAILER-DAEMON@example.com", "mailer-daemon@example.com"},
+	{"-", "recipient=double-bounce@example.com", "double-bounce@example.com"},
+	{"-", "recipient=double-bounce-x@example.com", "double@example.com"},
+	{"+", "recipient=postmaster@example.com", "postmaster@example.com"},
     };
     char    text[512], buf[LIMIT_KEY_MAX];
 
