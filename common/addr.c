@@ -61,9 +61,12 @@
  *	addr_reaches() says whether connecting to dest would reach a
  *	socket bound to listen: the same UNIX path; or the same port and
  *	exactly its address, a wildcard dest (this host), or a loopback
- *	dest when listen is the wildcard (a dest on another host may well
- *	use the same port). A daemon whose backend or store is itself
- *	would send its requests to itself.
+ *	dest or one of this host's interface addresses when listen is the
+ *	wildcard (a dest on another host may well use the same port;
+ *	helper-130: a wildcard listener whose backend was the host's own
+ *	address, a port typo, made a chain of 199 sessions to itself). A
+ *	daemon whose backend or store is itself would send its requests
+ *	to itself.
  * DIAGNOSTICS
  *	addr_parse() and addr_unix_check() return NULL or a static error.
  *	addr_listen() and
@@ -75,6 +78,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -274,6 +278,29 @@ const char *addr_format(const struct sockaddr *sa, char *buf, size_t len)
     return (buf);
 }
 
+/* addr_is_local - dest is one of this host's interface addresses */
+
+static int addr_is_local(const struct addr *dest)
+{
+    struct ifaddrs *list, *ifa;
+    int     found = 0;
+
+    if (getifaddrs(&list) < 0)
+	return (0);
+    for (ifa = list; ifa != NULL && !found; ifa = ifa->ifa_next) {
+	if (ifa->ifa_addr == NULL || ifa->ifa_addr->sa_family != dest->family)
+	    continue;
+	if (dest->family == AF_INET)
+	    found = ((struct sockaddr_in *) ifa->ifa_addr)->sin_addr.s_addr
+		== dest->u.in.sin_addr.s_addr;
+	else
+	    found = IN6_ARE_ADDR_EQUAL(&((struct sockaddr_in6 *) ifa->ifa_addr)->sin6_addr,
+				       &dest->u.in6.sin6_addr);
+    }
+    freeifaddrs(list);
+    return (found);
+}
+
 int     addr_reaches(const struct addr *dest, const struct addr *listen)
 {
     const struct in6_addr *d6 = &dest->u.in6.sin6_addr, *l6 = &listen->u.in6.sin6_addr;
@@ -286,9 +313,10 @@ int     addr_reaches(const struct addr *dest, const struct addr *listen)
     if (addr_port(&dest->u.sa) != addr_port(&listen->u.sa))
 	return (0);
     if (dest->family == AF_INET)
-	return (d4 == l4 || d4 == INADDR_ANY || (l4 == INADDR_ANY && (d4 >> 24) == 127));
+	return (d4 == l4 || d4 == INADDR_ANY
+		|| (l4 == INADDR_ANY && ((d4 >> 24) == 127 || addr_is_local(dest))));
     return (IN6_ARE_ADDR_EQUAL(d6, l6) || IN6_IS_ADDR_UNSPECIFIED(d6)
-	    || (IN6_IS_ADDR_UNSPECIFIED(l6) && IN6_IS_ADDR_LOOPBACK(d6)));
+	    || (IN6_IS_ADDR_UNSPECIFIED(l6) && (IN6_IS_ADDR_LOOPBACK(d6) || addr_is_local(dest))));
 }
 
 static int addr_socket(const struct addr *addr, int nonblock)

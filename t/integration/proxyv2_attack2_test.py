@@ -74,6 +74,7 @@ after every failure path; reload of header_timeout.
 """
 
 import os
+import re
 import resource
 import signal
 import socket
@@ -922,7 +923,25 @@ BAD_CONFIGS = [
 ]
 
 
+def own_addresses():
+    """This host's interface addresses, loopback and link-local left out."""
+    out = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    found = re.findall(r"\binet6? ([0-9a-f.:]+)/\d+ ", out)
+    return [a for a in found if not a.startswith(("127.", "::1", "fe80:"))]
+
+
+# helper-130: a wildcard listener whose backend is one of the host's own
+# addresses (a port typo): the shim connected to itself, 199 sessions deep
+for a in own_addresses():
+    fam_any, brk, net = (("[::]", "[%s]" % a, "fd00::/8") if ":" in a
+                         else ("0.0.0.0", a, "10.0.20.0/24"))
+    BAD_CONFIGS.append(("listener = %s:{p} backend=%s:{p} mode=proxy-v2 trusted=%s"
+                        % (fam_any, brk, net), "backend %s:{p} is the listener at line 1: "
+                        "connections would loop" % brk))
+
+
 def test_config(st):
+    tap.diag("own addresses checked as backends: %r" % own_addresses())
     path = st.path("etc", "t.conf")
     p = st.port("cfg")
     for line, message in BAD_CONFIGS:

@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <netdb.h>
+#include <ifaddrs.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -79,8 +81,42 @@ static void reaches(const char *dest, const char *listen, int want)
        want ? "reaches" : "does not reach", listen);
 }
 
+/*
+ * reaches_own - a wildcard listener and a backend that is one of this
+ * host's own addresses, not loopback (helper-130: a port typo made the
+ * shim connect to itself, 199 sessions deep). Every interface address
+ * is tried, IPv4 and IPv6; a host with none but loopback has nothing
+ * to check beyond the loopback cases below.
+ */
+static void reaches_own(void)
+{
+    struct ifaddrs *list, *ifa;
+    char    host[INET6_ADDRSTRLEN], dest[INET6_ADDRSTRLEN + 16];
+    int     tried = 0;
+
+    if (!ok(getifaddrs(&list) == 0, "getifaddrs"))
+	return;
+    for (ifa = list; ifa != NULL; ifa = ifa->ifa_next) {
+	int     fam = ifa->ifa_addr ? ifa->ifa_addr->sa_family : 0;
+
+	if ((fam != AF_INET && fam != AF_INET6)
+	    || getnameinfo(ifa->ifa_addr, fam == AF_INET ? sizeof(struct sockaddr_in)
+			   : sizeof(struct sockaddr_in6), host, sizeof(host), NULL, 0,
+			   NI_NUMERICHOST) != 0 || strchr(host, '%') != NULL)
+	    continue;				/* a link-local's scope: no backend */
+	snprintf(dest, sizeof(dest), fam == AF_INET ? "%s:2525" : "[%s]:2525", host);
+	reaches(dest, fam == AF_INET ? "inet:0.0.0.0:2525" : "inet6:[::]:2525", 1);
+	reaches(dest, fam == AF_INET ? "inet:0.0.0.0:2526" : "inet6:[::]:2526", 0);
+	tried++;
+    }
+    freeifaddrs(list);
+    ok(tried >= 2, "%d interface addresses tried (loopback at least)", tried);
+}
+
 static void test_reaches(void)
 {
+    reaches_own();
+    reaches("198.51.100.77:6379", "inet:0.0.0.0:6379", 0);	/* no address of ours */
     reaches("127.0.0.1:6379", "inet:127.0.0.1:6379", 1);
     reaches("127.0.0.2:6379", "inet:0.0.0.0:6379", 1);
     reaches("0.0.0.0:6379", "inet:127.0.0.1:6379", 1);
