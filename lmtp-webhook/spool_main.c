@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -563,6 +564,19 @@ static int tool_holder_here(const struct spool_tool *tool, long pid)
     return (found);
 }
 
+/* tool_no_inode - runner.lock missing where no file can be made (helper-128) */
+
+static int tool_no_inode(const char *dir)
+{
+    char   *path = spool_path(dir, "runner.lock", NULL);
+    struct statvfs fs;
+    int     none = access(path, F_OK) < 0 && errno == ENOENT
+	&& statvfs(dir, &fs) == 0 && fs.f_files > 0 && fs.f_favail == 0;
+
+    free(path);
+    return (none);
+}
+
 /* tool_poke - ask a running daemon for a pass now; 0 if there is none */
 
 static int tool_poke(const struct spool_tool *tool)
@@ -577,6 +591,8 @@ static int tool_poke(const struct spool_tool *tool)
 	    runner_unlock(fd);
 	    return (0);
 	}
+	if (holder == 0 && tool_no_inode(tool->dir))
+	    break;				/* it cannot name itself */
 	spool_owner_root();			/* a runner that is root's */
 	here = holder > 0 && tool_holder_here(tool, holder);
 	signalled = here && kill((pid_t) holder, SIGUSR1) == 0;
@@ -589,6 +605,10 @@ static int tool_poke(const struct spool_tool *tool)
 	    break;
 	usleep(100 * 1000);
     }
+    if (holder == 0 && tool_no_inode(tool->dir))
+	msg_fatal("the spool is locked by a runner that could not make runner.lock: %s has "
+		  "no inode left; it posts on its own, but cannot be signalled until an inode "
+		  "is free (it makes runner.lock within a second then)", tool->dir);
     if (holder == 0)			/* it names itself within a second */
 	msg_fatal("the spool is locked by a process whose runner.lock was removed: try again");
     if (!here)

@@ -976,6 +976,19 @@ def test_out_of_inodes(st, rx, runner):
                "is posted by it", diag="%r %s" % (refused, runner.log()[-800:]))
         tap.is_(runner.log().count("runner.lock: No space left on device"), 1,
                 "the runner says it once, not at every pass", diag=runner.log()[-800:])
+        out = run_tool(st, "flush", timeout=20)
+        tap.ok(out.returncode != 0 and "no inode left" in out.stderr,
+               "flush, unable to signal it, says why at once (not \"removed\" after 65 s)",
+               diag=out.stdout + out.stderr)
+        free = [n for n in os.listdir(os.path.join(spool, "tmp")) if n.startswith("free.")]
+        os.unlink(os.path.join(spool, "tmp", free[0]))      # an inode back
+        tap.ok(wait_for(lambda: os.path.exists(os.path.join(spool, "runner.lock")), timeout=5)
+               and "runner.lock made and locked" in runner.log(),
+               "an inode free: the idle runner makes runner.lock within seconds",
+               diag=runner.log()[-600:])
+        out = run_tool(st, "flush", timeout=20)
+        tap.ok(out.returncode == 0 and "flush requested from lmtp-webhook-spool run" in out.stdout,
+               "and flush signals it again", diag=out.stdout + out.stderr)
     finally:
         if runner.proc:
             runner.stop()
