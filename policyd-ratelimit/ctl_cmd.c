@@ -42,6 +42,7 @@
 
 #include "addr.h"
 #include "ctl.h"
+#include "policy_request.h"
 #include "quarantine.h"
 #include "xalloc.h"
 
@@ -184,10 +185,21 @@ void    ctl_config_check(struct config *cfg, int starting)
 			 "notify_timeout must be 1s to 1h");
 }
 
-/* ctl_canon - a value as a limit (or quarantine key) counts it */
-
+/*
+ * ctl_canon - a value as a limit (or quarantine key) counts it; for a
+ * sender_domain or recipient_domain key, an address is its domain, as
+ * requests are counted (helper-129: "show bob@snd.example" read a key
+ * no request uses, and its reset reset nothing).
+ */
 static void ctl_canon(const struct limit *limit, const char *value, char *buf)
 {
+    char    domain[LIMIT_KEY_MAX];
+    const char *d;
+
+    if ((strcmp(limit->key_attr, "sender_domain") == 0
+	 || strcmp(limit->key_attr, "recipient_domain") == 0) && strchr(value, '@') != NULL
+	&& (d = policy_address_domain(value, domain, sizeof(domain))) != NULL && *d != 0)
+	value = d;
     if (ratelimit_value(limit, value, buf) != NULL)
 	ratelimit_canon(value, 1, buf);
 }

@@ -37,6 +37,7 @@
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -370,6 +371,38 @@ def test_top_walk(st):
     tap.ok(proc.poll() is None, "pdw is still running")
 
 
+def test_domain_key(st):
+    """helper-129: KEY an address, a sender_domain limit: show read the
+    key bob@snd.example (no request uses it: "remaining 2 of 2") and
+    reset reset nothing. Each limit finds its own key: the domain."""
+    body = CONFIG.replace("limit per_user = sasl_username rate=1/1h",
+                          "limit per_snd = sender_domain rate=2/1h\n"
+                          "limit per_sender = sender rate=9/1h") % {
+        "store": "memory", "sock": st.path("run", "pdd.ctl")}
+    proc, port, _ = mp.start_policyd(st, "pdd", body)
+    for i in range(3):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        f = sock.makefile("rwb")
+        for stage in ("RCPT", "END-OF-MESSAGE"):
+            reply = mp.policy_request(f, {
+                "request": "smtpd_access_policy", "protocol_state": stage,
+                "instance": "snd%d" % i, "sender": "bob@snd.example",
+                "recipient": "r@example.net", "client_address": "192.0.2.7", "size": "100"})
+        sock.close()
+    tap.ok(reply and reply[0].startswith("action=4"), "the 3rd message of snd.example is "
+           "deferred", diag=repr(reply))
+    rc, out, err, _ = ctl(st, "pdd", "show", "Bob@SND.example")
+    tap.ok(rc == 0 and re.search(r"^limit=per_snd .* remaining=0 of=2 .* key=snd\.example$",
+                                 out, re.M)
+           and re.search(r"^limit=per_sender .* remaining=7 of=9 .* key=bob@snd\.example$",
+                         out, re.M), "show of an address: the domain limit's key is its "
+           "domain, the sender limit's the address", diag=out + err)
+    rc, out, err, _ = ctl(st, "pdd", "reset", "bob@snd.example")
+    tap.is_((rc, out), (0, "reset keys=2\n"), "reset of the address resets both keys",
+            diag=err)
+    tap.ok(proc.poll() is None, "pdd is still running")
+
+
 with Stack("policyd-ctl-attack") as st:
     tap.stack = st
     os.makedirs(st.path("run"), exist_ok=True)
@@ -391,6 +424,7 @@ with Stack("policyd-ctl-attack") as st:
     test_notify_argv(st)
     test_sentinel_secrets(st)
     test_top_walk(st)
+    test_domain_key(st)
     for name, proc in procs.items():
         tap.ok(proc.poll() is None, "%s is still running" % name)
 
