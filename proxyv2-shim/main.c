@@ -532,9 +532,20 @@ static struct shim_worker *shim_workers(const struct server *tmpl, int n)
     return (w);
 }
 
+/*
+ * shim_workers_running - the workers a running daemon has: "workers"
+ * needs a restart, so a reload's descriptor budget is reckoned with
+ * these (helper-130: workers = 64 in a reload, not applied, made its
+ * check fail and the reload's other settings were dropped).
+ */
+static int shim_workers_running;
+
 static int shim_worker_count(const struct server *srv)
 {
     long    n = config_get_int(srv->cfg, "workers");
+
+    if (shim_workers_running > 0)
+	return (shim_workers_running);
 
     if (n == 0)				/* shim_check(): 0..64 */
 	n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -664,6 +675,7 @@ static void shim_run(struct server *srv, const struct daemon_opts *opts)
     daemon_signal_block(&set);
     skeleton_lock(&sk, srv->cfg);		/* a second start stops here */
     w = shim_workers(srv, nworkers);
+    shim_workers_running = nworkers;
     /* Transparent mode needs CAP_NET_ADMIN after this; see the man page. */
     skeleton_start(&sk, opts, srv->cfg);
     for (int i = 0; i < nworkers; i++)

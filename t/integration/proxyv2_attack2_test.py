@@ -887,6 +887,42 @@ def test_reload_header_timeout(st, shim, conf):
     wait_for(lambda: shim_log_count(st, "configuration reloaded") > seen + 1, 10)
 
 
+def test_reload_workers(st):
+    """helper-130: under an open-files limit of 200, a reload that changed
+    header_timeout (5s -> 1s) and workers (2 -> 64, which needs a
+    restart) was refused whole: its descriptor check counted 64 workers
+    the daemon does not run, and the new timeout was dropped."""
+    conf, port = st.path("etc", "rw.conf"), st.port("rw")
+
+    def write(timeout, workers):
+        with open(conf, "w") as f:
+            f.write("max_connections = 20\nheader_timeout = %s\nxclient_name_lookup = no\n"
+                    "workers = %d\nlistener = 127.0.0.1:%d backend=127.0.0.1:9 mode=proxy-v2 "
+                    "trusted=127.0.0.0/8\n" % (timeout, workers, port))
+    write("5s", 2)
+    log = open(st.path("log", "rw.log"), "w")
+    proc = subprocess.Popen(["prlimit", "--nofile=200", SHIM, "-f", "-c", conf], stdout=log,
+                            stderr=log)
+    try:
+        tap.ok(wait_for(lambda: "started" in open(st.path("log", "rw.log")).read(), 10),
+               "a shim of 2 workers under 200 open files")
+        write("1s", 64)
+        proc.send_signal(signal.SIGHUP)
+        tap.ok(wait_for(lambda: "configuration reloaded" in open(st.path("log", "rw.log")).read(),
+                        10), "the reload with workers = 64 is taken (workers kept)",
+               diag=open(st.path("log", "rw.log")).read()[-800:])
+        t0 = time.monotonic()
+        until_closed(connect(port), 10)
+        took = time.monotonic() - t0
+        tap.ok(took < 2.5, "its header_timeout 1s applies (closed after %.2fs)" % took)
+        tap.ok("workers" in open(st.path("log", "rw.log")).read(),
+               "and the log names workers as needing a restart",
+               diag=open(st.path("log", "rw.log")).read()[-800:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- shim: -t
 LINK_LOCAL = "trusted: a link-local network (fe80::/10) is on every link at once"
 BAD_CONFIGS = [
@@ -1267,6 +1303,7 @@ with Stack("proxyv2-attack2") as st:
     test_helo_literal(st)
     test_helo_longest(st, shim_m, conf_m)
     test_reload_header_timeout(st, shim, conf)
+    test_reload_workers(st)
     test_config(st)
     test_preload_families(st)
     test_preload_exec(st)
