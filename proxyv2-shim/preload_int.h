@@ -28,6 +28,8 @@ struct preload_parked {
 struct preload_ready {
     int     fd;
     union addr_sockaddr client;
+    long long deadline_ms;		/* not accepted by then: closed */
+    long long since_ms;			/* ready since */
 };
 
 struct preload_listener {
@@ -48,6 +50,7 @@ struct preload_listener {
     }       wakes[PRELOAD_WAKES];	/* wake-ups not yet taken */
     int     nwakes;
     int     lost;			/* rounds of wake-ups siblings took */
+    int     wake_said;			/* "cannot wake the server" said */
 };
 
 

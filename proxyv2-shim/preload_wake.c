@@ -229,12 +229,51 @@ static void preload_wake(struct preload_listener *l)
     while (count-- > 0 && (s = socket(l->self.sa.sa_family,
 				     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) >= 0) {
 	struct preload_wake_sock w = {s, 1};
+	int     rc = connect(s, &l->self.sa, l->self_len);
 
-	if ((connect(s, &l->self.sa, l->self_len) == 0 || errno == EINPROGRESS)
-	    && preload_wake_ready(&w) == 0)
+	/* a [::] listener on a host with IPv6 off has no ::1: its
+	   dual-stack socket takes ::ffff:127.0.0.1 (helper-130) */
+	if (rc < 0 && (errno == EADDRNOTAVAIL || errno == ENETUNREACH)
+	    && l->self.sa.sa_family == AF_INET6
+	    && IN6_IS_ADDR_LOOPBACK(&l->self.in6.sin6_addr)) {
+	    static const unsigned char mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+	    127, 0, 0, 1};
+
+	    memcpy(&l->self.in6.sin6_addr, mapped, sizeof(mapped));
+	    rc = connect(s, &l->self.sa, l->self_len);
+	}
+	if ((rc == 0 || errno == EINPROGRESS) && preload_wake_ready(&w) == 0)
 	    l->wakes[l->nwakes++] = w;
 	else
 	    close(s);
+    }
+}
+
+/*
+ * preload_expire - ready connections the server did not accept within
+ * PROXYV2_TIMEOUT: closed and reported. Its wake-ups never reached it
+ * (helper-130: a firewall dropping loopback connections to the port, or
+ * no ::1 on a host with IPv6 off): the client hung with no word.
+ */
+static void preload_expire(struct preload_listener *l, long long now)
+{
+    char    text[ADDR_TEXT_MAX];
+
+    for (int i = l->nready - 1; i >= 0; i--) {
+	if (now < l->ready[i].deadline_ms)
+	    continue;
+	preload_log("connection from %s closed: the server did not accept it within "
+		    "PROXYV2_TIMEOUT", addr_format(&l->ready[i].client.sa, text, sizeof(text)));
+	close(l->ready[i].fd);
+	memmove(l->ready + i, l->ready + i + 1, (size_t) (l->nready - i - 1) * sizeof(l->ready[0]));
+	l->nready--;
+    }
+    if (l->nready > 0 && !l->wake_said && now - l->ready[0].since_ms >= 1000) {
+	preload_log("the server has not accepted a connection ready for 1s: wake-up "
+		    "connections to %s do not reach it (a firewall dropping loopback "
+		    "connections to this port? IPv6 off for a [::] listener?); "
+		    "PROXYV2_WAIT=inline needs none", addr_format(&l->self.sa, text, sizeof(text)));
+	l->wake_said = 1;
     }
 }
 
@@ -242,6 +281,8 @@ static void preload_wake(struct preload_listener *l)
 
 static long long preload_rewake(struct preload_listener *l, long long now, long long next)
 {
+    if (l->nready > 0)
+	preload_expire(l, now);
     if (l->nready == 0) {
 	while (l->nwakes > 0) {			/* taken, or they will be: let go */
 	    (void) preload_wake_ready(&l->wakes[--l->nwakes]);	/* with the mark */
@@ -250,6 +291,8 @@ static long long preload_rewake(struct preload_listener *l, long long now, long 
 	l->lost = 0;
 	return (next);
     }
+    if (l->ready[0].deadline_ms < next)	/* the oldest */
+	next = l->ready[0].deadline_ms;
     if (now >= l->rewake_ms) {
 	preload_wake(l);
 	l->rewake_step = l->rewake_step < 10 ? 10 : l->rewake_step >= 200 ? 200
@@ -280,6 +323,11 @@ static void preload_advance(struct preload_listener *l, long long now)
 		   && (err = preload_client(&hdr, l->self.sa.sa_family, &p->peer, &client)) == NULL
 		   && l->nready < PRELOAD_MAX_PENDING) {
 	    l->ready[l->nready].fd = p->fd;
+	    /* PROXYV2_TIMEOUT counts from the connection, as for the header;
+	       a header that came at the last moment gets 100 ms to be taken */
+	    l->ready[l->nready].deadline_ms = p->deadline_ms > now + 100 ? p->deadline_ms
+		: now + 100;
+	    l->ready[l->nready].since_ms = now;
 	    l->ready[l->nready++].client = client;
 	    woke = 1;
 	} else {

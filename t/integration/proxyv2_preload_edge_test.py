@@ -304,6 +304,103 @@ def test_link_local_trusted():
            "PROXYV2_TRUSTED naming fe80::1: said, and nobody trusted (%r)" % got, diag=log)
 
 
+WAKE_SERVER = r'''
+import selectors, socket, sys
+fam, host = (socket.AF_INET6, "::") if sys.argv[1] == "6" else (socket.AF_INET, "0.0.0.0")
+ls = socket.socket(fam, socket.SOCK_STREAM)
+if fam == socket.AF_INET6:
+    ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((host, 8025)); ls.listen(64); ls.setblocking(False)
+sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        while True:
+            try:
+                c, a = ls.accept()
+            except BlockingIOError:
+                break
+            c.setblocking(True)
+            c.sendall(("client=%s\n" % a[0]).encode()); c.close()
+'''
+WAKE_CLIENT = r'''
+import socket, struct, sys, time
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+body = socket.inet_aton("198.51.100.5") + socket.inet_aton("10.0.20.5") + struct.pack("!HH", 4000, 8025)
+h = SIG + b"\x21\x11" + struct.pack("!H", len(body)) + body
+c = socket.socket(); c.settimeout(10); c.bind((sys.argv[1], 0)); c.connect(("10.0.20.5", 8025))
+c.sendall(h[:8]); time.sleep(0.3); c.sendall(h[8:])
+t0 = time.monotonic()
+try:
+    d = c.recv(100)
+except OSError as e:
+    d = repr(e).encode()
+print(repr((d, round(time.monotonic() - t0, 2))))
+'''
+
+
+def wake_case(ipv6_off, firewall):
+    """A split header to a non-blocking server in a namespace of its own,
+    wake-ups made hard: (reply, seconds after the header, server stderr)."""
+    ns = "mxwake%d" % os.getpid()
+    sh = lambda *a: subprocess.run(a, capture_output=True, text=True)
+    sh("ip", "netns", "add", ns)
+    srv = None
+    try:
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "addr", "add", "10.0.20.5/32", "dev", "lo")
+        sh("ip", "-n", ns, "addr", "add", "10.0.20.3/32", "dev", "lo")
+        if ipv6_off:
+            for knob in ("all", "lo"):
+                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                   "net.ipv6.conf.%s.disable_ipv6=1" % knob)
+        if firewall:
+            fw = sh("ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-p", "tcp", "--dport",
+                    "8025", "!", "-s", "10.0.20.0/24", "-j", "DROP")
+            if fw.returncode != 0:
+                return None, 0, "iptables failed: " + fw.stderr
+        env = dict(os.environ, LD_PRELOAD=LIB, PROXYV2_PORTS="8025", PROXYV2_TIMEOUT="3s",
+                   PROXYV2_TRUSTED="10.0.20.0/24")
+        err = open("/tmp/mxwake-%d.err" % os.getpid(), "w+")
+        srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-u", "-c",
+                                WAKE_SERVER, "6" if ipv6_off else "4"], env=env,
+                               stdout=subprocess.PIPE, stderr=err, text=True)
+        if srv.stdout.readline().strip() != "ready":
+            return None, 0, "server did not start"
+        r = sh("ip", "netns", "exec", ns, sys.executable, "-c", WAKE_CLIENT, "10.0.20.3")
+        got = eval(r.stdout.strip()) if r.stdout.strip() else (r.stderr, 0)
+        time.sleep(0.2)
+        err.seek(0)
+        return got[0], got[1], err.read()
+    finally:
+        if srv:
+            srv.kill()
+            srv.wait()
+        sh("ip", "netns", "del", ns)
+
+
+def test_wake_unreachable():
+    """helper-130: the wake-up that hands a set-aside connection to a
+    non-blocking server is a loopback connection to its port. A [::]
+    dual-stack listener on a host with IPv6 off has no ::1: the client
+    hung, unreported; now the wake-up goes to ::ffff:127.0.0.1 and it is
+    served at once. A firewall dropping loopback connections to the port
+    leaves no way: the client is closed at PROXYV2_TIMEOUT (it hung until
+    some other client came) and the cause is reported once."""
+    reply, took, log = wake_case(ipv6_off=True, firewall=False)
+    tap.ok(reply == b"client=::ffff:198.51.100.5\n" and took < 1,
+           "IPv6 off, a [::] listener: the split header is served at once (%r, %.2fs)"
+           % (reply, took), diag=log)
+    reply, took, log = wake_case(ipv6_off=False, firewall=True)
+    tap.ok(reply == b"" and took < 3.5, "a firewall dropping the wake-ups: closed within "
+           "PROXYV2_TIMEOUT 3s (%r after %.2fs), not held" % (reply, took), diag=log)
+    tap.ok("wake-up connections to 127.0.0.1:8025 do not reach it" in log
+           and "closed: the server did not accept it within PROXYV2_TIMEOUT" in log,
+           "the cause and the close are reported", diag=log)
+
+
+test_wake_unreachable()
 test_eintr()
 test_link_local_trusted()
 test_forged_mark()
