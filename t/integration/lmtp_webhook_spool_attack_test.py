@@ -885,20 +885,28 @@ def test_root_lock_left(st, runner, lock):
             diag=res.stdout + res.stderr)
 
 
+def tmpfs_spool(st, options, name):
+    """A tmpfs mounted on the spool, its subdirectories the spool user's."""
+    spool = st.path("spool")
+    mounted = run(["mount", "-t", "tmpfs", "-o", options + ",mode=0700", "tmpfs", spool])
+    if not tap.ok(mounted.returncode == 0, name, diag=mounted.stderr):
+        return False
+    shutil.chown(spool, "nobody", "nogroup")
+    for d in ("tmp", "active", "dead"):
+        os.mkdir(os.path.join(spool, d), 0o700)
+        shutil.chown(os.path.join(spool, d), "nobody", "nogroup")
+    return True
+
+
 def test_dead_letter_spool_full(st, rx, runner):
     """An event's last attempt within dead_letter_after fails while the
     spool is full: writing it into dead/ fails. It must not stay due in
     active/ and be posted again at every one-second scan."""
     spool = st.path("spool")
     runner.stop()
-    mounted = run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", spool])
-    if not tap.ok(mounted.returncode == 0, "a 512 KB tmpfs on the spool", diag=mounted.stderr):
+    if not tmpfs_spool(st, "size=512k", "a 512 KB tmpfs on the spool"):
         return
     try:
-        shutil.chown(spool, "nobody", "nogroup")
-        for d in ("tmp", "active", "dead"):
-            os.mkdir(os.path.join(spool, d), 0o700)
-            shutil.chown(os.path.join(spool, d), "nobody", "nogroup")
         write_conf(st, dead_letter_after="60s")
         rx.responder_saved, rx.responder = rx.responder, None
         rx.script = [(500, 1, {})]
@@ -943,16 +951,9 @@ def test_out_of_inodes(st, rx, runner):
     spool = st.path("spool")
     runner.stop()
     # the root, tmp/, active/, dead/ and 5 events: not one inode more
-    mounted = run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=9,mode=0700", "tmpfs",
-                   spool])
-    if not tap.ok(mounted.returncode == 0, "a tmpfs of 9 inodes on the spool",
-                  diag=mounted.stderr):
+    if not tmpfs_spool(st, "size=8m,nr_inodes=9", "a tmpfs of 9 inodes on the spool"):
         return
     try:
-        shutil.chown(spool, "nobody", "nogroup")
-        for d in ("tmp", "active", "dead"):
-            os.mkdir(os.path.join(spool, d), 0o700)
-            shutil.chown(os.path.join(spool, d), "nobody", "nogroup")
         url = "http://127.0.0.1:%d/ws/acme/inode" % rx.port
         tags = ["inode%d" % i for i in range(5)]
         for t in tags:
