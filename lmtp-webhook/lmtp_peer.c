@@ -161,7 +161,8 @@ int     lmtp_peer_uid_listed(uid_t uid, const char *users, bool strict, const ch
 	if (**list >= '0' && **list <= '9') {
 	    errno = 0;
 	    num = strtoul(*list, &end, 10);
-	    if (*end == '\0' && (errno != 0 || num != (unsigned long) (uid_t) num)) {
+	    if (*end == '\0' && (errno != 0 || num != (unsigned long) (uid_t) num
+				  || (uid_t) num == (uid_t) -1)) {
 		*error_r = t_strdup_printf("lmtp_webhook_trusted_unix_users: %s is no uid",
 					   *list);
 		return (-1);

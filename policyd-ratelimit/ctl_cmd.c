@@ -197,7 +197,7 @@ static void ctl_canon(const struct limit *limit, const char *value, char *buf)
     const char *d;
 
     if ((strcmp(limit->key_attr, "sender_domain") == 0
-	 || strcmp(limit->key_attr, "recipient_domain") == 0) && strchr(value, '@') != NULL
+	 || strcmp(limit->key_attr, "recipient_domain") == 0) && strpbrk(value, "@%!") != NULL
 	&& (d = policy_address_domain(value, domain, sizeof(domain))) != NULL && *d != 0)
 	value = d;
     if (ratelimit_value(limit, value, buf) != NULL)

@@ -455,13 +455,9 @@ static long long decide_refused_after(struct decide_txn *txn, enum decide_stage 
  * transaction through (or an unknown number): this connection's list
  * is not all Postfix may hold (decide_seen.c)
  */
-static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage,
-			         const struct policy_request *req)
+static int decide_unseen(const struct decide_txn *txn, enum decide_stage stage)
 {
-    const char *accepted = policy_request_get(req, "recipient_count");
-
-    return (stage != STAGE_RCPT
-	    && decide_seen_elsewhere(txn, accepted ? atoll(accepted) : -1) != 0);
+    return (stage != STAGE_RCPT && decide_seen_elsewhere(txn) != 0);
 }
 
 /* decide_unseen_log - said for a recipient-keyed limit, once a minute at most */
@@ -578,7 +574,7 @@ struct store_call *decide_prepare(const struct policy_config *pc, struct decide_
     /* what closed connections let through, at RCPT too (helper-125) */
     decide_seen_settle(txn, &pc->limits, stage != STAGE_RCPT);
     accepted = stage == STAGE_RCPT ? 0 : decide_refused_after(txn, stage, req);
-    unseen = decide_unseen(txn, stage, req);
+    unseen = decide_unseen(txn, stage);
     call = xcalloc(1, sizeof(*call));
     call->charge = (stage == STAGE_EOM);
     for (int i = 0, said = 0, got; i < pc->limits.limit_count; i++) {

@@ -72,7 +72,7 @@ void    decide_txn_free(struct decide_txn *txn);
 extern long decide_left_max;		/* recipient keys kept for closed connections */
 void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
 			        const char *reply);
-long long decide_seen_elsewhere(const struct decide_txn *txn, long long accepted);
+long long decide_seen_elsewhere(const struct decide_txn *txn);
 void    decide_txn_closed(struct decide_txn *txn, const struct limits *limits);
 void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits);
 void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, int wait);

@@ -7,7 +7,7 @@
  *	#include "decide.h"
  *
  *	void	decide_answered(&txn, req, reply)
- *	long long decide_seen_elsewhere(&txn, accepted)
+ *	long long decide_seen_elsewhere(&txn)
  *	void	decide_txn_closed(&txn, &limits)
  *	void	decide_seen_adopt(&txn, &limits)
  *	void	decide_seen_settle(&txn, &limits, wait)
@@ -33,9 +33,7 @@
  *	connections let through (> 0) or DECIDE_SEEN_UNKNOWN: decide.c
  *	then does not trust this connection's list, whatever
  *	recipient_count says (a recipient admitted here that Postfix
- *	refused after the check would stand for one admitted elsewhere);
- *	accepted (recipient_count, or -1) serves only against the bitmap
- *	below, which may mark another transaction by hash.
+ *	refused after the check would stand for one admitted elsewhere).
  *	Postfix uses one policy connection at a time per smtpd process,
  *	so every other connection of an instance is an earlier one.
  *
@@ -43,12 +41,14 @@
  *	takes an older one's slot. decide_txn_closed() (a connection
  *	closed mid-transaction) marks its instance's entry "orphan": an
  *	orphan put out of its slot within the hour, or an instance whose
- *	entry was already gone when its connection closed, is marked in
- *	a bitmap of DECIDE_EVICTED_BITS (two, swapped every hour) and reads
- *	as DECIDE_SEEN_UNKNOWN (fails closed), also when a new entry for
- *	it is made. Entries of open connections are put out unmarked: the
- *	connection still knows its own, so the bitmap stays sparse and a
- *	transaction on one connection is not deferred by a flood of others.
+ *	entry was already gone when its connection closed, is marked by
+ *	its 64-bit fingerprint (two generations of DECIDE_EVICTED_PLACES,
+ *	swapped every hour; one three quarters full marks everything) and
+ *	reads as DECIDE_SEEN_UNKNOWN (fails closed), also when a new entry
+ *	for it is made. Entries of open connections are put out unmarked:
+ *	the connection still knows its own, and a transaction on one
+ *	connection is not deferred by a flood of others, which mark their
+ *	own instances only.
  *	Instances of DECIDE_SEEN_INSTANCE bytes or more (Postfix's are
  *	about 30) or empty are not recorded; a restart forgets the table.
  */
@@ -56,6 +56,7 @@
 #include "build_config.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
@@ -66,7 +67,8 @@
 #include "quarantine.h"
 
 #define DECIDE_SEEN_SLOTS	8192
-#define DECIDE_EVICTED_BITS	(1 << 20)
+#define DECIDE_EVICTED_PLACES	(1 << 20)	/* 8 MB a generation */
+#define DECIDE_EVICTED_FULL	(DECIDE_EVICTED_PLACES / 4 * 3)
 #define DECIDE_STRUCK_MAX	16	/* quarantines one transaction struck */
 #define DECIDE_LEFT_MAX		100000	/* recipient keys of closed connections */
 #define DECIDE_SETTLE_MS	100	/* for a worker to see a close */
@@ -77,8 +79,7 @@ static struct {
     long long at;			/* daemon_mono_sec() of its first */
     unsigned long long gen;		/* of this entry: taking a slot makes one */
     int     orphan;			/* a connection that let some through closed */
-    int     unknown;			/* 2: made for an instance the bitmap marks;
-					   1: recipients lost */
+    int     unknown;			/* made for a marked instance, or lost some */
     struct decide_txn left;		/* recipients of connections that closed */
     unsigned struck[DECIDE_STRUCK_MAX];	/* quarantines' names, hashed */
     int     struck_count;
@@ -86,8 +87,12 @@ static struct {
 static unsigned long long decide_seen_gen;
 static long decide_left_entries;	/* in every slot's left, together */
 long    decide_left_max = DECIDE_LEFT_MAX;	/* unit tests lower it */
-static unsigned char decide_evicted[2][DECIDE_EVICTED_BITS / 8];
-static long long decide_evicted_since;	/* of decide_evicted[0] */
+/* evicted orphans' instances: two generations (swapped every hour) of
+   64-bit fingerprints, open addressing; 0 is an empty place */
+static uint64_t decide_evicted[2][DECIDE_EVICTED_PLACES];
+static long    decide_evicted_count[2];
+static int     decide_evicted_now;	/* the newer generation */
+static long long decide_evicted_since;	/* of the newer */
 static pthread_mutex_t decide_seen_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static unsigned decide_seen_hash(const char *instance, unsigned h)
@@ -98,22 +103,53 @@ static unsigned decide_seen_hash(const char *instance, unsigned h)
 }
 
 #define DECIDE_SLOT(i)	(decide_seen_hash((i), 2166136261u) % DECIDE_SEEN_SLOTS)
-#define DECIDE_BIT(i)	(decide_seen_hash((i), 0x9e3779b9u) % DECIDE_EVICTED_BITS)
+/* decide_fingerprint - a 64-bit FNV-1a of the instance, never 0 */
 
-/* decide_evicted_mark, _marked - the bitmap; lock held */
+static uint64_t decide_fingerprint(const char *instance)
+{
+    uint64_t h = 14695981039346656037ULL;
 
+    for (const unsigned char *cp = (const unsigned char *) instance; *cp; cp++)
+	h = (h ^ *cp) * 1099511628211ULL;
+    return (h ? h : 1);
+}
+
+/*
+ * decide_evicted_mark, _marked - an instance by its fingerprint, so that
+ * a flood of orphans marks those and no other (helper-129: the bitmap
+ * this replaced, keyed by a 20-bit hash, had 16% of it set by 300,000
+ * orphans, and that share of one-connection transactions read as
+ * marked: 451). A generation three quarters full fails closed: every
+ * instance reads as marked until it is swapped out. Lock held.
+ */
 static void decide_evicted_mark(const char *instance)
 {
-    unsigned bit = DECIDE_BIT(instance);
+    int     g = decide_evicted_now;
+    uint64_t fp = decide_fingerprint(instance);
+    size_t  i = fp % DECIDE_EVICTED_PLACES;
 
-    decide_evicted[0][bit / 8] |= 1 << (bit % 8);
+    if (decide_evicted_count[g] >= DECIDE_EVICTED_FULL)
+	return;
+    for (; decide_evicted[g][i] != 0; i = (i + 1) % DECIDE_EVICTED_PLACES)
+	if (decide_evicted[g][i] == fp)
+	    return;
+    decide_evicted[g][i] = fp;
+    decide_evicted_count[g]++;
 }
 
 static int decide_evicted_marked(const char *instance)
 {
-    unsigned bit = DECIDE_BIT(instance);
+    uint64_t fp = decide_fingerprint(instance);
 
-    return (((decide_evicted[0][bit / 8] | decide_evicted[1][bit / 8]) >> (bit % 8)) & 1);
+    for (int g = 0; g < 2; g++) {
+	if (decide_evicted_count[g] >= DECIDE_EVICTED_FULL)
+	    return (1);
+	for (size_t i = fp % DECIDE_EVICTED_PLACES; decide_evicted[g][i] != 0;
+	     i = (i + 1) % DECIDE_EVICTED_PLACES)
+	    if (decide_evicted[g][i] == fp)
+		return (1);
+    }
+    return (0);
 }
 
 /* decide_seen_slot - the instance's slot, the lock taken; -1: not recorded */
@@ -125,9 +161,13 @@ static int decide_seen_slot(const char *instance)
     if (instance == NULL || *instance == 0 || strlen(instance) >= DECIDE_SEEN_INSTANCE)
 	return (-1);
     pthread_mutex_lock(&decide_seen_lock);
-    if (now - decide_evicted_since >= 3600) {	/* the older bitmap: cleared */
-	memcpy(decide_evicted[1], decide_evicted[0], sizeof(decide_evicted[0]));
-	memset(decide_evicted[0], 0, sizeof(decide_evicted[0]));
+    if (decide_evicted_since == 0)
+	decide_evicted_since = now;
+    if (now - decide_evicted_since >= 3600) {	/* the older one: cleared, newer */
+	decide_evicted_now ^= 1;
+	if (decide_evicted_count[decide_evicted_now] > 0)	/* pages not touched else */
+	    memset(decide_evicted[decide_evicted_now], 0, sizeof(decide_evicted[0]));
+	decide_evicted_count[decide_evicted_now] = 0;
 	decide_evicted_since = now;
     }
     return (DECIDE_SLOT(instance));
@@ -159,7 +199,7 @@ static void decide_seen_take(int slot, struct decide_txn *txn)
 	decide_seen[slot].at = daemon_mono_sec();
 	decide_seen[slot].gen = ++decide_seen_gen;
 	decide_seen[slot].orphan = 0;
-	decide_seen[slot].unknown = decide_evicted_marked(txn->instance) ? 2 : 0;
+	decide_seen[slot].unknown = decide_evicted_marked(txn->instance);
 	decide_seen[slot].struck_count = 0;
 	decide_left_entries -= decide_seen[slot].left.count;
 	decide_txn_free(&decide_seen[slot].left);
@@ -189,21 +229,7 @@ void    decide_answered(struct decide_txn *txn, const struct policy_request *req
     pthread_mutex_unlock(&decide_seen_lock);
 }
 
-/*
- * decide_seen_all_here - the bitmap marks txn's instance (perhaps another
- * transaction's, by hash), but this connection made the entry with its
- * first RCPT, let through every RCPT it holds, and as many as Postfix
- * accepted: its own list is the transaction's. A flood of orphans set a
- * share of the bitmap, and that share of one-connection transactions
- * with several recipients was 451 (helper-129). Lock held.
- */
-static int decide_seen_all_here(int slot, const struct decide_txn *txn, long long accepted)
-{
-    return (decide_seen[slot].gen == txn->seen_gen && txn->seen_held == decide_seen[slot].held
-	    && accepted >= 0 && txn->seen_held >= accepted);
-}
-
-long long decide_seen_elsewhere(const struct decide_txn *txn, long long accepted)
+long long decide_seen_elsewhere(const struct decide_txn *txn)
 {
     long long n = 0;
     int     slot;
@@ -212,8 +238,7 @@ long long decide_seen_elsewhere(const struct decide_txn *txn, long long accepted
 	return (0);
     if (strcmp(decide_seen[slot].instance, txn->instance) != 0)
 	n = decide_evicted_marked(txn->instance) ? DECIDE_SEEN_UNKNOWN : 0;
-    else if (decide_seen[slot].unknown == 1
-	     || (decide_seen[slot].unknown == 2 && !decide_seen_all_here(slot, txn, accepted)))
+    else if (decide_seen[slot].unknown)
 	n = DECIDE_SEEN_UNKNOWN;
     else
 	n = decide_seen[slot].held
@@ -287,7 +312,7 @@ void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, 
 {
     decide_seen_adopt(txn, limits);
     for (int waited = 0; wait && waited < DECIDE_SETTLE_MS; waited += 2) {
-	if (decide_seen_elsewhere(txn, -1) <= 0)	/* none, or unknown */
+	if (decide_seen_elsewhere(txn) <= 0)	/* none, or unknown */
 	    return;
 	usleep(2000);
 	decide_seen_adopt(txn, limits);

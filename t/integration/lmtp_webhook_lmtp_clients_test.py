@@ -158,7 +158,8 @@ def test_unix_socket(st, rx):
            diag="%r %r" % (got, auth))
     for value, error in (("postfix no-such-user-mx", "no such user: no-such-user-mx"),
                          ("99999999999999999999", "99999999999999999999 is no uid"),
-                         ("4294967296", "4294967296 is no uid")):
+                         ("4294967296", "4294967296 is no uid"),
+                         ("4294967295", "4294967295 is no uid")):
         dovecot_reload(st, value, "lmtp_webhook_trusted_unix_users")
         got = lmtp_unix(st, 65534, bill("unix bad value " + value))
         tap.ok("451" in got, "lmtp_webhook_trusted_unix_users = %s: 451" % value, diag=got)

@@ -295,15 +295,14 @@ static void test_unseen_flood(struct decide_txn *a, struct decide_txn *b,
 }
 
 /*
- * test_bitmap_flood - 60000 transactions whose policy connection closed
- * after a RCPT (orphans) mark some 6% of the bitmap; 2000 others of two
- * recipients, each on one connection, must all pass: they saw their
- * own RCPTs (helper-129: 16% were 451 "did not see" after 300,000). An
- * instance really marked (its first connection's recipient forgotten)
- * still is 451 when Postfix accepted more than this connection let
- * through.
+ * test_orphan_flood - 60000 transactions whose policy connection closed
+ * after a RCPT (orphans), put out of their slots, mark their instances;
+ * 2000 others of two recipients, each on one connection, must all pass
+ * (helper-129: the 20-bit bitmap of before had 16% set after 300,000,
+ * and that share was 451 "did not see"). An instance really marked
+ * (its first connection's recipient forgotten) still is 451.
  */
-static void test_bitmap_flood(struct decide_txn *a, struct decide_txn *c)
+static void test_orphan_flood(struct decide_txn *a, struct decide_txn *c)
 {
     char    instance[32], *r;
     int     unseen = 0;
@@ -622,7 +621,7 @@ int     main(void)
     {					/* last: its orphans stay in the table */
 	struct decide_txn a = {0}, c = {0};
 
-	test_bitmap_flood(&a, &c);
+	test_orphan_flood(&a, &c);
     }
     decide_txn_free(&txn);
     store_destroy(&store);
