@@ -51,6 +51,7 @@ struct preload_listener {
     int     nwakes;
     int     lost;			/* rounds of wake-ups siblings took */
     int     wake_said;			/* "cannot wake the server" said */
+    int     wake_reached;		/* a wake-up connected since ready ones wait */
 };
 
 

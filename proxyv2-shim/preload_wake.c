@@ -179,7 +179,7 @@ int     preload_peek_mark(const struct preload_listener *l, const union addr_soc
     return (n == PRELOAD_MARK_LEN ? preload_mark_kind(buf, (size_t) n) : 0);
 }
 
-/* preload_wake_ready - send the mark once connected; 0: still waiting, -1: gone */
+/* preload_wake_ready - send the mark once connected (1); 0: still waiting, -1: gone */
 
 static int preload_wake_ready(struct preload_wake_sock *w)
 {
@@ -197,7 +197,7 @@ static int preload_wake_ready(struct preload_wake_sock *w)
 	|| send(w->fd, mark, sizeof(mark), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) sizeof(mark))
 	return (-1);
     w->pending = 0;
-    return (0);
+    return (1);				/* connected: it reached the socket */
 }
 
 /*
@@ -215,9 +215,14 @@ static void preload_wake(struct preload_listener *l)
     int     s, count;
 
     for (int i = l->nwakes - 1; i >= 0; i--)
-	if (preload_wake_ready(&l->wakes[i]) < 0) {
+	switch (preload_wake_ready(&l->wakes[i])) {
+	case -1:
 	    close(l->wakes[i].fd);
 	    l->wakes[i] = l->wakes[--l->nwakes];
+	    break;
+	case 1:
+	    l->wake_reached = 1;
+	    break;
 	}
     if (l->nwakes > 0)
 	return;
@@ -242,8 +247,10 @@ static void preload_wake(struct preload_listener *l)
 	    memcpy(&l->self.in6.sin6_addr, mapped, sizeof(mapped));
 	    rc = connect(s, &l->self.sa, l->self_len);
 	}
-	if ((rc == 0 || errno == EINPROGRESS) && preload_wake_ready(&w) == 0)
+	if ((rc == 0 || errno == EINPROGRESS) && (rc = preload_wake_ready(&w)) >= 0) {
+	    l->wake_reached |= rc;
 	    l->wakes[l->nwakes++] = w;
+	}
 	else
 	    close(s);
     }
@@ -251,14 +258,19 @@ static void preload_wake(struct preload_listener *l)
 
 /*
  * preload_expire - ready connections the server did not accept within
- * PROXYV2_TIMEOUT: closed and reported. Its wake-ups never reached it
- * (helper-130: a firewall dropping loopback connections to the port, or
- * no ::1 on a host with IPv6 off): the client hung with no word.
+ * PROXYV2_TIMEOUT while no wake-up reached the socket: closed and
+ * reported (helper-130: a firewall dropping loopback connections to the
+ * port, or no ::1 on a host with IPv6 off: the client hung, unsaid).
  */
 static void preload_expire(struct preload_listener *l, long long now)
 {
     char    text[ADDR_TEXT_MAX];
 
+    /* a wake-up that connected reached the socket: the server is only
+       slow to accept (a login process full, siblings on the accept
+       lock), and its clients wait as before (helper-131) */
+    if (l->wake_reached)
+	return;
     for (int i = l->nready - 1; i >= 0; i--) {
 	if (now < l->ready[i].deadline_ms)
 	    continue;
@@ -289,9 +301,10 @@ static long long preload_rewake(struct preload_listener *l, long long now, long 
 	    close(l->wakes[l->nwakes].fd);
 	}
 	l->lost = 0;
+	l->wake_reached = 0;
 	return (next);
     }
-    if (l->ready[0].deadline_ms < next)	/* the oldest */
+    if (!l->wake_reached && l->ready[0].deadline_ms < next)	/* the oldest */
 	next = l->ready[0].deadline_ms;
     if (now >= l->rewake_ms) {
 	preload_wake(l);
