@@ -55,6 +55,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "mime.h"
 #include "lmtp_peer.h"
 
 struct lmtp_peer_client {
@@ -117,29 +118,16 @@ int     lmtp_peer_unix_uid(uid_t *uid_r)
     return (0);
 }
 
-/* lmtp_peer_tagged - id ends in ":<tag><digits>"; *stem_len what precedes */
-
-static bool lmtp_peer_tagged(const char *id, size_t len, char tag, size_t *stem_len)
-{
-    size_t  d = len;
-
-    while (d > 0 && id[d - 1] >= '0' && id[d - 1] <= '9')
-	d--;
-    if (d == len || d < 2 || id[d - 1] != tag || id[d - 2] != ':')
-	return (FALSE);
-    *stem_len = d - 2;
-    return (TRUE);
-}
-
 const char *lmtp_peer_proxy_blind(const char *session_id)
 {
     const struct client *c = lmtp_peer_delivering;
-    size_t  len = session_id ? strlen(session_id) : 0;
+    const char *id = session_id, *up;
 
-    if (c == NULL || len == 0)
+    if (c == NULL || id == NULL || *id == '\0')
 	return (NULL);
-    (void) lmtp_peer_tagged(session_id, len, 'R', &len);
-    if (!lmtp_peer_tagged(session_id, len, 'P', &len))
+    if ((up = mime_lmtp_suffix(id, 'R')) != NULL)
+	id = up;
+    if (mime_lmtp_suffix(id, 'P') == NULL)
 	return (NULL);				/* not through Dovecot's lmtp_proxy */
     if (c->remote_port != c->real_remote_port
 	|| !net_ip_compare(&c->remote_ip, &c->real_remote_ip))

@@ -19,6 +19,7 @@ struct mime_options {
 int     mime_read(struct istream *input, const struct mime_options *opt,
 		          struct payload_message *msg, const struct payload_envelope *env,
 		          struct payload_writer *out, const char **error_r);
+const char *mime_lmtp_suffix(const char *id, char tag);
 uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, const char *rcpt,
 			              bool *proxy_unknown);
 int     mime_digest(struct istream *input, const char *prefix, size_t prefix_len,

@@ -8,6 +8,7 @@
  *	#include "mime.h"
  *
  *	uoff_t	mime_lmtp_data_offset(input, session_id, rcpt, &proxy_unknown)
+ *	const char *mime_lmtp_suffix(id, tag)
  *	int	mime_digest(input, prefix, prefix_len, md, &size, &error)
  * DESCRIPTION
  *	mime_lmtp_data_offset() finds where the message the LMTP client
@@ -28,6 +29,10 @@
  *	A proxy that passed no XCLIENT leaves a "with LMTP id" Received:
  *	of an id the session does not name: it is left out as well, and
  *	*proxy_unknown says so (its client's address is not known here).
+ *
+ *	mime_lmtp_suffix() is a session id without its last ":<tag><digits>"
+ *	(lmtp's ":R<n>" per recipient, lmtp_proxy's ":P<n>" per hop), in
+ *	data stack memory, or NULL when it ends otherwise.
  *
  *	mime_digest() is the SHA-256 of prefix_len bytes of prefix and a
  *	NUL (prefix may hold NULs of its own) and of the message, and its size, both with CRLF line ends (decode_crlf():
@@ -85,7 +90,7 @@ static bool mime_lmtp_is_rcpt(const struct message_header_line *hdr, const char 
 
 /* mime_lmtp_suffix - the id without its last ":<tag><digits>", or NULL */
 
-static const char *mime_lmtp_suffix(const char *id, char tag)
+const char *mime_lmtp_suffix(const char *id, char tag)
 {
     const char *r = strrchr(id, ':');
 
