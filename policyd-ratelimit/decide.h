@@ -70,6 +70,7 @@ void    decide_txn_free(struct decide_txn *txn);
 #define DECIDE_SEEN_UNKNOWN	(-1)
 #define DECIDE_SEEN_INSTANCE	64	/* longer instances are not recorded */
 extern long decide_left_max;		/* recipient keys kept for closed connections */
+extern int decide_settle_ms;		/* DATA's wait for an earlier connection's close */
 void    decide_answered(struct decide_txn *txn, const struct policy_request *req,
 			        const char *reply);
 long long decide_seen_elsewhere(const struct decide_txn *txn);

@@ -87,6 +87,7 @@ static struct {
 static unsigned long long decide_seen_gen;
 static long decide_left_entries;	/* in every slot's left, together */
 long    decide_left_max = DECIDE_LEFT_MAX;	/* unit tests lower it */
+int     decide_settle_ms = DECIDE_SETTLE_MS;	/* unit tests raise it */
 /* evicted orphans' instances: two generations (swapped every hour) of
    64-bit fingerprints, open addressing; 0 is an empty place */
 static uint64_t decide_evicted[2][DECIDE_EVICTED_PLACES];
@@ -300,7 +301,7 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
 /*
  * decide_seen_settle - decide_seen_adopt(); with wait (at DATA or
  * END-OF-MESSAGE), while an earlier connection of the transaction is
- * still open here, for up to DECIDE_SETTLE_MS until it closes. Postfix closes a
+ * still open here, for up to decide_settle_ms until it closes. Postfix closes a
  * policy connection before it opens the next one for the transaction
  * (smtpd_policy_service_request_limit), but with several workers the
  * new one can be served before another worker has read the old one's
@@ -311,7 +312,7 @@ void    decide_seen_adopt(struct decide_txn *txn, const struct limits *limits)
 void    decide_seen_settle(struct decide_txn *txn, const struct limits *limits, int wait)
 {
     decide_seen_adopt(txn, limits);
-    for (int waited = 0; wait && waited < DECIDE_SETTLE_MS; waited += 2) {
+    for (int waited = 0; wait && waited < decide_settle_ms; waited += 2) {
 	if (decide_seen_elsewhere(txn) <= 0)	/* none, or unknown */
 	    return;
 	usleep(2000);
