@@ -66,7 +66,6 @@
 #include "lenient.h"
 #include "message.h"
 #include "milter.h"
-#include "metrics.h"
 #include "msg.h"
 #include "policy.h"
 #include "sigtags.h"
@@ -421,60 +420,6 @@ static int milter_start_signing(struct milter_ctx *c)
     return (n);
 }
 
-/* Prometheus series, made before the session threads start */
-static struct {
-    struct metrics_series *signed_ok, *sign_failed, *binding, *verify[8], *eom, *forged;
-} milter_metrics;
-
-static const char *const milter_verify_results[] = {
-    "pass", "fail", "neutral", "temperror", "permerror", "policy", "none", "other",
-};
-
-void    milter_metrics_init(void)
-{
-    const char *sig = "DKIM signatures added, or refused by signing errors (451).";
-    char    labels[64];
-
-    milter_metrics.signed_ok = metrics_counter("mxkit_dkim_signatures_total", sig,
-					       "result=\"signed\"");
-    milter_metrics.sign_failed = metrics_counter("mxkit_dkim_signatures_total", sig,
-						 "result=\"failed\"");
-    milter_metrics.eom = metrics_latency_histogram("mxkit_dkim_eom_duration_seconds",
-				"Time to sign or verify a message at end of message.", NULL);
-    milter_metrics.forged = metrics_counter("mxkit_dkim_forged_headers_removed_total",
-	  "Authentication-Results headers claiming our authserv-id (or unreadable), removed.",
-					    NULL);
-    milter_metrics.binding = metrics_counter("mxkit_dkim_sender_binding_violations_total",
-		   "Authenticated senders outside their sender_binding patterns.", NULL);
-    auth_metrics_init();
-    for (int i = 0; i < 8; i++) {
-	snprintf(labels, sizeof(labels), "result=\"%s\"", milter_verify_results[i]);
-	milter_metrics.verify[i] = metrics_counter("mxkit_dkim_verify_results_total",
-			 "Verification results, one per signature (none: unsigned).", labels);
-    }
-}
-
-static void milter_count(struct metrics_series *s)
-{
-    if (s)
-	metrics_inc(s);
-}
-
-/* milter_count_results - each "dkim=RESULT" of our A-R (a resinfo starts a line) */
-
-static void milter_count_results(const char *results)
-{
-    for (const char *p = results; (p = strstr(p, "\tdkim=")) != NULL; p += 6) {
-	size_t  len = strcspn(p + 6, " ;\t\n(");
-	int     i = 0;
-
-	while (i < 7 && (strlen(milter_verify_results[i]) != len
-			 || strncmp(p + 6, milter_verify_results[i], len) != 0))
-	    i++;
-	milter_count(milter_metrics.verify[i]);
-    }
-}
-
 /*
  * milter_pass - let the message go unsigned and unverified, but never
  * with a forged A-R: then stay until end of message, the only stage
@@ -521,7 +466,7 @@ static int milter_check_sender(SMFICTX *ctx, struct milter_ctx *c)
 		 why ? " (" : "", why ? why : "", why ? ")" : "");
 	return (0);
     }
-    milter_count(milter_metrics.binding);
+    milter_metrics_count(MILTER_BINDING);
     if (readable)
 	msg_warn("%s: sender_binding: %s may not send as %s%s", c->qid, c->auth_user,
 		 c->msg.from, c->policy->binding_reject ? "; rejected" : "; not signed");
@@ -662,7 +607,7 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	int     inserted;
 
 	if (value == NULL) {
-	    milter_count(milter_metrics.sign_failed);
+	    milter_metrics_count(MILTER_SIGN_FAILED);
 	    msg_warn("%s: signing as %s/%s failed: %s", c->qid, c->sign_domain[i],
 		     c->sign_key[i]->selector, err);
 	    smfi_setreply(ctx, "451", "4.7.0", "DKIM signing failed; try again later");
@@ -677,7 +622,7 @@ static sfsistat milter_eom_sign(SMFICTX *ctx, struct milter_ctx *c)
 	    free(done);
 	    return (SMFIS_TEMPFAIL);
 	}
-	milter_count(milter_metrics.signed_ok);
+	milter_metrics_count(MILTER_SIGNED);
 	more = xasprintf("%s%s%s/%s", done, i ? ", " : "", c->sign_domain[i],
 			 c->sign_key[i]->selector);
 	free(done);
@@ -714,7 +659,7 @@ static sfsistat milter_eom_verify(SMFICTX *ctx, struct milter_ctx *c)
 	return (verdict == AUTH_REJECT ? SMFIS_REJECT : SMFIS_TEMPFAIL);
     }
     smfi_insheader(ctx, 0, "Authentication-Results", results);
-    milter_count_results(results);
+    milter_metrics_results(results);
     for (char *cp = results; *cp; cp++)		/* one log line */
 	if (*cp == '\n' || *cp == '\t')
 	    *cp = ' ';
@@ -743,7 +688,7 @@ static int milter_remove_forged(SMFICTX *ctx, struct milter_ctx *c)
 	    return (-1);
 	}
 	removed++;
-	milter_count(milter_metrics.forged);
+	milter_metrics_count(MILTER_FORGED);
     }
     if (removed)
 	msg_warn("%s: removed %d forged Authentication-Results header%s claiming %s "
@@ -773,9 +718,8 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	verdict = milter_eom_verify(ctx, c);
     milter_end_message(c);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (milter_metrics.eom && timed)
-	metrics_observe(milter_metrics.eom, (t1.tv_sec - t0.tv_sec)
-			+ (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    if (timed)
+	milter_metrics_eom(&t0, &t1);
     return (verdict);
 }
 

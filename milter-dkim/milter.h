@@ -11,6 +11,15 @@ extern struct smfiDesc milter_desc;
  * then send headers and body without waiting for our replies. */
 extern int milter_local_socket;
 
+/* milter_metrics(3): the Prometheus series */
+enum milter_event {
+    MILTER_SIGNED, MILTER_SIGN_FAILED, MILTER_BINDING, MILTER_FORGED, MILTER_EVENTS
+};
+struct timespec;
+
 void    milter_metrics_init(void);
+void    milter_metrics_count(enum milter_event);
+void    milter_metrics_results(const char *);
+void    milter_metrics_eom(const struct timespec *, const struct timespec *);
 
 #endif
