@@ -84,7 +84,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <idn2.h>
 
 #include "charset_name.h"
 #include "lenient.h"
@@ -333,7 +332,7 @@ char   *lenient_decode(const char *value)
 
 /*
  * lenient_label - the length of the label at p: LDH bytes, and 8-bit
- * bytes (a U-label, RFC 6532 mail; lenient_alabels() judges it); *wide
+ * bytes (a U-label, RFC 6532 mail; rfc5322_alabels() judges it); *wide
  * is set when there are 8-bit bytes
  */
 static size_t lenient_label(const char *p, int *wide)
@@ -344,46 +343,6 @@ static size_t lenient_label(const char *p, int *wide)
 	   || (unsigned char) p[n] >= 0x80)
 	*wide |= (unsigned char) p[n++] >= 0x80;
     return (n);
-}
-
-/*
- * lenient_alabels - raw, a name with U-labels, as its A-labels into name
- * (IDNA2008 after NFC, as a reader shows it and as its owner publishes
- * _dmarc in DNS); -2 when it is no valid IDN, or its result is no name
- * of LDH labels of 63 bytes at most, 253 in all. libidn2's mapping
- * (UTS 46) turns some code points into ASCII no name may hold: U+3000
- * and U+00A0 into a space, U+FF20 into '@' ("vendor.test" followed by
- * U+3000, which readers show as vendor.test, came out "vendor.test "
- * and was then skipped as no name: a p=reject spoof delivered).
- */
-static int lenient_alabels(const char *raw, char *name)
-{
-    char   *out = NULL;
-    size_t  label = 0, len;
-    int     err = -2;
-
-    if (idn2_to_ascii_8z(raw, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
-	goto done;
-    if ((len = strlen(out)) == 0 || len >= LENIENT_NAME_SIZE)
-	goto done;
-    for (size_t i = 0; i < len; i++) {
-	if (out[i] == '.') {
-	    if (label == 0)
-		goto done;
-	    label = 0;
-	} else if ((!isalnum((unsigned char) out[i]) && out[i] != '-' && out[i] != '_')
-		   || ++label > 63) {
-	    goto done;
-	}
-	name[i] = tolower((unsigned char) out[i]);
-    }
-    if (label == 0)
-	goto done;
-    name[len] = 0;
-    err = 0;
-done:
-    idn2_free(out);
-    return (err);
 }
 
 /*
@@ -419,7 +378,7 @@ static int lenient_ip_literal(const char *p)
  * be read for sure: a label longer than DNS allows (a reader still shows
  * it as under its parent, whose policy it would escape), a name longer
  * than 253 bytes, 8-bit bytes that are no valid IDN (a Unicode name is
- * read as its A-labels, lenient_alabels()), and where a name should
+ * read as its A-labels, rfc5322_alabels()), and where a name should
  * start anything but a label,
  * the end of the address or an encoded word (read in the decoded
  * value) or an address literal: a domain literal "[vendor.test]", a
@@ -472,7 +431,7 @@ static int lenient_domain(const char *p, char *name)
     }
     raw[len] = 0;
     if (wide) {
-	if (lenient_alabels(raw, name) < 0)
+	if (rfc5322_alabels(raw, name, LENIENT_NAME_SIZE) < 0)
 	    return (-2);
     } else if (len >= LENIENT_NAME_SIZE) {
 	return (-2);				/* longer than 253 */

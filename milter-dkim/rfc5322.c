@@ -5,9 +5,12 @@
  *	strict readers: the mailbox of a From: value, the authserv-id of
  *	an Authentication-Results value
  * SYNOPSIS
- *	#include "rfc5322.h"
+ *	#include <idn2.h>
+
+#include "rfc5322.h"
  *
  *	const char *rfc5322_mailbox(value, buf, len)
+ *	int	rfc5322_alabels(raw, name, size)
  *	const char *rfc8601_authserv_id(value, buf, len)
  *	int	rfc8601_same_id(a, b)
  *	char	*rfc8601_value(value)
@@ -26,12 +29,22 @@
  *	'<', on which Python's reader fails). The addr-spec is a
  *	dot-atom or a quoted local part whose content is a dot-atom
  *	(written unquoted, as every parser normalises it), "@", and a
- *	dot-atom domain, lower-cased, ASCII only. Refused: groups, lists,
+ *	dot-atom domain, lower-cased. Both may hold UTF-8 (RFC 6532: an
+ *	SMTPUTF8 sender, jörg@bücher.example); a domain with U-labels is
+ *	given as its A-labels (IDNA2008, NFC: xn--bcher-kva.example, the
+ *	name its keys and DMARC policy are published under, RFC 8616).
+ *	Refused: groups, lists,
  *	a second angle address or any text after the address, source
  *	routes, domain literals, obs-local-part (CFWS between dots),
- *	quoted local parts that need quoting, 8-bit addresses, an
+ *	quoted local parts that need quoting, 8-bit bytes that are no
+ *	UTF-8 and UTF-8 characters readers show as another or as nothing
+ *	(C1 controls, look-alikes of '@' and '.', spaces, zero-width and
+ *	direction marks: rfc5322_utf8()), a domain that is no valid IDN, an
  *	addr-spec with "=?" in it (an RFC 2047 encoded word, which lenient
  *	readers decode there), anything longer than the buffer.
+ *
+ *	rfc5322_alabels() writes a name with U-labels as its A-labels
+ *	(0), or returns -1 for one that is no valid IDN or does not fit.
  *
  *	rfc8601_authserv_id() reads "[CFWS] authserv-id [CFWS
  *	authres-version] [CFWS] ;" where authserv-id is an RFC 2045 token
@@ -51,6 +64,8 @@
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
+
+#include <idn2.h>
 
 #include "rfc5322.h"
 #include "xalloc.h"
@@ -135,18 +150,69 @@ static int rfc5322_quoted(const char **pp, struct rfc5322_out *o)
     return (0);
 }
 
-/* rfc5322_dot_atom - 1*atext *("." 1*atext), ASCII, to o */
+/*
+ * rfc5322_utf8 - the length of the UTF-8 character at s when an address
+ * may hold it (RFC 6532 UTF8-non-ascii, well-formed as RFC 3629 says),
+ * else 0: ill-formed bytes (Latin-1, overlong forms, surrogates), C1
+ * controls, and what readers show as an ASCII special or as nothing:
+ * the look-alikes of '@' and '.' (NFKC makes them ASCII), spaces, the
+ * soft hyphen, zero-width and direction marks, the byte order mark.
+ */
+static size_t rfc5322_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    unsigned int cp;
+    size_t  n;
 
-static int rfc5322_dot_atom(const char **pp, struct rfc5322_out *o)
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+	n = 2, cp = p[0] & 0x1f;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+	n = 3, cp = p[0] & 0x0f;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+	n = 4, cp = p[0] & 0x07;
+    else
+	return (0);
+    for (size_t i = 1; i < n; i++) {
+	if ((p[i] & 0xc0) != 0x80)
+	    return (0);
+	cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+	|| (cp >= 0xd800 && cp <= 0xdfff))
+	return (0);				/* overlong, surrogate, past Unicode */
+    if (cp <= 0xa0 || cp == 0xad || cp == 0x1680 || cp == 0x180e
+	|| (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2024 && cp <= 0x202f)
+	|| (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0x3002
+	|| cp == 0xfe52 || cp == 0xfe6b || cp == 0xfeff || cp == 0xff0e
+	|| cp == 0xff20 || cp == 0xff61 || (cp >= 0xfff9 && cp <= 0xfffb)
+	|| (cp >= 0xe0000 && cp <= 0xe007f))
+	return (0);
+    return (n);
+}
+
+/* rfc5322_atext_len - one atext at p: 1, (wide) a UTF-8 character's length, or 0 */
+
+static size_t rfc5322_atext_len(const char *p, int wide)
+{
+    if (rfc5322_atext((unsigned char) *p))
+	return (1);
+    return (wide && (unsigned char) *p >= 0x80 ? rfc5322_utf8(p) : 0);
+}
+
+/* rfc5322_dot_atom - 1*atext *("." 1*atext) to o; wide: RFC 6532 UTF-8 too */
+
+static int rfc5322_dot_atom(const char **pp, struct rfc5322_out *o, int wide)
 {
     const char *p = *pp;
+    size_t  n;
 
     for (;;) {
-	if (!rfc5322_atext((unsigned char) *p))
+	if (rfc5322_atext_len(p, wide) == 0)
 	    return (-1);			/* empty, "..", leading dot */
-	while (rfc5322_atext((unsigned char) *p))
-	    rfc5322_put(o, *p++);
-	if (*p != '.' || !rfc5322_atext((unsigned char) p[1]))
+	while ((n = rfc5322_atext_len(p, wide)) > 0)
+	    while (n-- > 0)
+		rfc5322_put(o, *p++);
+	if (*p != '.' || rfc5322_atext_len(p + 1, wide) == 0)
 	    break;
 	rfc5322_put(o, *p++);
     }
@@ -154,13 +220,54 @@ static int rfc5322_dot_atom(const char **pp, struct rfc5322_out *o)
     return (*p == '.' ? -1 : 0);		/* trailing dot */
 }
 
-/* rfc5322_is_dot_atom - the whole string is a dot-atom-text */
+/* rfc5322_is_dot_atom - the whole string is a dot-atom-text (RFC 6532) */
 
 static int rfc5322_is_dot_atom(const char *s)
 {
     const char *p = s;
 
-    return (rfc5322_dot_atom(&p, NULL) == 0 && *p == 0);
+    return (rfc5322_dot_atom(&p, NULL, 1) == 0 && *p == 0);
+}
+
+/*
+ * rfc5322_alabels - raw, a name with U-labels, as its A-labels into name
+ * (IDNA2008 after NFC, as a reader shows it and as its owner publishes
+ * its keys and _dmarc in DNS); -1 when it is no valid IDN, or its result
+ * is no name of LDH labels of 63 bytes at most that fits in size.
+ * libidn2's mapping (UTS 46) turns some code points into ASCII no name
+ * may hold: U+3000 and U+00A0 into a space, U+FF20 into '@'
+ * ("vendor.test" followed by U+3000, which readers show as vendor.test,
+ * came out "vendor.test " and was then skipped as no name: a p=reject
+ * spoof delivered).
+ */
+int     rfc5322_alabels(const char *raw, char *name, size_t size)
+{
+    char   *out = NULL;
+    size_t  label = 0, len;
+    int     err = -1;
+
+    if (idn2_to_ascii_8z(raw, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+	goto done;
+    if ((len = strlen(out)) == 0 || len >= size)
+	goto done;
+    for (size_t i = 0; i < len; i++) {
+	if (out[i] == '.') {
+	    if (label == 0)
+		goto done;
+	    label = 0;
+	} else if ((!isalnum((unsigned char) out[i]) && out[i] != '-' && out[i] != '_')
+		   || ++label > 63) {
+	    goto done;
+	}
+	name[i] = tolower((unsigned char) out[i]);
+    }
+    if (label == 0)
+	goto done;
+    name[len] = 0;
+    err = 0;
+done:
+    idn2_free(out);
+    return (err);
 }
 
 /* rfc5322_unexpected - why the text at p ends the parse */
@@ -185,14 +292,40 @@ static const char *rfc5322_unexpected(const char *p)
     case '"':
 	return ("unterminated quoted string");
     default:
-	return ((unsigned char) *p >= 0x80 ? "8-bit address" : "invalid address syntax");
+	return ((unsigned char) *p >= 0x80 ? "8-bit address that is no UTF-8 (RFC 6532), or "
+		"with a character readers show as another or as nothing"
+		: "invalid address syntax");
     }
+}
+
+/*
+ * rfc5322_domain - the domain at buf + domain, lower-cased; one with
+ * U-labels (RFC 6532) as its A-labels, the name its DKIM keys and DMARC
+ * policy are published under (RFC 8616)
+ */
+static const char *rfc5322_domain(char *buf, size_t domain, size_t len)
+{
+    char    alabels[254];			/* a name of 253 bytes, its NUL */
+    int     wide = 0;
+
+    for (char *c = buf + domain; *c; c++) {
+	wide |= (unsigned char) *c >= 0x80;
+	*c = tolower((unsigned char) *c);
+    }
+    if (!wide)
+	return (NULL);
+    if (rfc5322_alabels(buf + domain, alabels, sizeof(alabels)) < 0)
+	return ("domain that is no valid IDN");
+    if (domain + strlen(alabels) >= len)
+	return ("address too long");
+    strcpy(buf + domain, alabels);
+    return (NULL);
 }
 
 static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int angle)
 {
     struct rfc5322_out o = {buf, len, 0, 0};
-    const char *p = *pp;
+    const char *p = *pp, *err;
     size_t  domain;
 
     buf[0] = 0;
@@ -205,7 +338,7 @@ static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int
 	    return ("unterminated quoted string");
 	if (!o.overflow && !rfc5322_is_dot_atom(buf))
 	    return ("quoted local part that needs its quotes");
-    } else if (rfc5322_dot_atom(&p, &o)) {
+    } else if (rfc5322_dot_atom(&p, &o, 1)) {
 	return (rfc5322_unexpected(p));
     }
     if (rfc5322_cfws(&p))
@@ -216,7 +349,7 @@ static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int
     if (rfc5322_cfws(&p))
 	return ("unterminated comment");
     domain = o.used;
-    if (rfc5322_dot_atom(&p, &o))
+    if (rfc5322_dot_atom(&p, &o, 1))
 	return (*p == '.' || rfc5322_atext((unsigned char) *p) ? "invalid domain"
 		: rfc5322_unexpected(p));
     if (o.overflow)
@@ -228,8 +361,8 @@ static const char *rfc5322_addr_spec(const char **pp, char *buf, size_t len, int
      */
     if (strstr(buf, "=?") != NULL)
 	return ("encoded word in address");
-    for (char *c = buf + domain; *c; c++)
-	*c = tolower((unsigned char) *c);
+    if ((err = rfc5322_domain(buf, domain, len)) != NULL)
+	return (err);
     if (rfc5322_cfws(&p))
 	return ("unterminated comment");
     *pp = p;

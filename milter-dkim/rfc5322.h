@@ -11,5 +11,6 @@ int     rfc8601_same_id(const char *a, const char *b);
 char   *rfc8601_value(const char *value);
 const char *rfc5322_skip_cfws(const char *p);
 const char *rfc5322_quoted_string(const char *p, char *buf, size_t len);
+int     rfc5322_alabels(const char *raw, char *name, size_t size);
 
 #endif
