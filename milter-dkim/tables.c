@@ -28,6 +28,10 @@
  *	matching any run of characters. A pattern without '*' and without
  *	'@' matches the address's domain, as a plain OpenDKIM table does.
  *	Every matching line applies, in file order (several signatures).
+ *	A pattern's domain written in U-labels (*@bücher.example) is
+ *	converted to its A-labels when the table is read: the From:
+ *	domain is compared in A-labels (rfc5322(3)); one with a '*' among
+ *	U-labels cannot be converted and is an error.
  * .IP sender_binding
  *	"sasl_user pattern[, pattern...]": the From: addresses a SASL user
  *	may sign for; a user without a line of its own is bound by the
@@ -62,6 +66,7 @@
 #include <strings.h>
 
 #include "msg.h"
+#include "rfc5322.h"
 #include "tables.h"
 #include "xalloc.h"
 
@@ -210,19 +215,53 @@ static char **tables_list(const char *text)
     return (config_split_list(text, &n));
 }
 
+/*
+ * tables_pattern - a SigningTable or sender_binding pattern as it is
+ * compared (a new string), or NULL after an error: its domain (after the
+ * last '@', or all of it without one) in A-labels when written in
+ * U-labels, as the From: domain is read (rfc5322(3)); the pattern would
+ * otherwise never match
+ */
+static char *tables_pattern(struct tables_ctx *c, int lineno, const char *pattern)
+{
+    const char *at = strrchr(pattern, '@'), *domain = at ? at + 1 : pattern;
+    char    alabels[254], *out;
+    size_t  local = domain - pattern;
+
+    for (const char *p = domain; *p; p++)
+	if ((unsigned char) *p >= 0x80)
+	    break;
+	else if (p[1] == 0)
+	    return (xstrdup(pattern));
+    if (*domain == 0)
+	return (xstrdup(pattern));
+    if (strchr(domain, '*') != NULL || rfc5322_alabels(domain, alabels, sizeof(alabels)) < 0) {
+	tables_error(c, lineno, strchr(domain, '*') ? "a '*' among U-labels in a pattern's "
+		     "domain: write the domain in A-labels (xn--...), as From: domains are "
+		     "compared" : "a pattern's domain in U-labels that is no valid IDN");
+	return (NULL);
+    }
+    out = xmalloc(local + strlen(alabels) + 1);
+    memcpy(out, pattern, local);
+    strcpy(out + local, alabels);
+    return (out);
+}
+
 static void tables_signing_line(char *line, int lineno, void *ctx)
 {
     struct tables_ctx *c = ctx;
     struct signing_entry *s;
-    char   *value = tables_split2(line);
+    char   *value = tables_split2(line), *pattern;
 
     if (value == NULL) {
 	tables_error(c, lineno, "expected \"pattern keyname[,keyname...]\"");
 	return;
     }
+    if ((pattern = tables_pattern(c, lineno, line)) == NULL)
+	return;
     c->t->sign = xrealloc(c->t->sign, sizeof(*s) * (c->t->sign_count + 1));
     s = c->t->sign + c->t->sign_count++;
-    s->pattern = xstrdup(line);
+    s->pattern = pattern;
     s->keys = tables_list(value);
     s->line = lineno;
 }
@@ -241,6 +280,12 @@ static void tables_binding_line(char *line, int lineno, void *ctx)
     b = c->t->bind + c->t->bind_count++;
     b->user = xstrdup(line);
     b->patterns = tables_list(value);
+    for (char **p = b->patterns; *p; p++) {
+	char   *pattern = tables_pattern(c, lineno, *p);
+
+	free(*p);
+	*p = pattern ? pattern : xstrdup("");	/* an error, said: never used */
+    }
 }
 
 void    tables_parse_keys(struct tables *t, struct config *errors, const char *name,

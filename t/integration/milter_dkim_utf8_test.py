@@ -6,8 +6,8 @@ Postfix (smtputf8_enable = yes) to a receiver that offers SMTPUTF8
   1. sign: a UTF-8 display name and Subject; a UTF-8 local part (angle,
      bare, quoted), sent with and without SMTPUTF8; a From: domain in
      U-labels (lower and upper case) signed as its A-labels,
-     d=xn--bcher-kva.example (RFC 8616), the key the SigningTable gives
-     the A-label domain. Every signature verifies with dkimpy and the From:
+     d=xn--bcher-kva.example (RFC 8616), by the key of a SigningTable row
+     written *@bücher.example (read as its A-labels). Every signature verifies with dkimpy and the From:
      header arrives byte for byte as sent. Before, every UTF-8 address was
      "not signed: 8-bit address" and left without a signature: DMARC
      failed at every receiver for such a sender of our own domains.
@@ -272,7 +272,8 @@ with Stack("milter-utf8") as st:
         f.write("pp planapulse.ai:rsa2026:%s/keys/rsa2026.private\n"
                 "idn %s:sel:%s/keys/sel.private\n" % (st.dir, ALABEL, st.dir))
     with open(st.path("etc", "signing.table"), "w") as f:
-        f.write("*@planapulse.ai pp\n*@%s idn\n" % ALABEL)
+        # the pattern as an operator may write it: U-labels, read as A-labels
+        f.write("*@planapulse.ai pp\n*@%s idn\n" % ULABEL)
     proc, port, _ = mxdkim.start_milter(st, "milter", SIGN_CONF)
     st.start_postfix(main={"smtputf8_enable": "yes", "local_header_rewrite_clients": ""},
                      smtpd={"smtpd_milters": "inet:127.0.0.1:%d" % port,

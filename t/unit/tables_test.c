@@ -64,6 +64,50 @@ static void test_alignment(void)
     is_int(bad, 0, "property: none of them is an unaligned domain");
 }
 
+/*
+ * test_ulabels - a pattern's domain written in U-labels is read as its
+ * A-labels (the From: domain is: rfc5322(3)), in the SigningTable and in
+ * sender_binding; the local part's UTF-8 stays; a '*' among U-labels,
+ * or U-labels that are no valid IDN, are errors
+ */
+static void test_ulabels(void)
+{
+    struct config *errors = config_read_buffer("t", "", 0, no_specs);
+    struct tables t;
+    const struct key_entry *keys[4];
+    int     bound;
+
+    memset(&t, 0, sizeof(t));
+    tables_parse_keys(&t, errors, "k", "idn xn--bcher-kva.example:sel:/k\n");
+    tables_parse_signing(&t, errors, "s", "*@b\xc3\xbc" "cher.example idn\n"
+			 "B\xc3\x9c" "CHER.example idn\n"
+			 "j\xc3\xb6rg@xn--bcher-kva.example idn\n");
+    tables_parse_binding(&t, errors, "b", "svc j\xc3\xb6rg@b\xc3\xbc" "cher.example\n");
+    is_int(errors->error_count, 0, "U-label patterns load");
+    ok(t.sign_count == 3 && strcmp(t.sign[0].pattern, "*@xn--bcher-kva.example") == 0
+       && strcmp(t.sign[1].pattern, "xn--bcher-kva.example") == 0,
+       "read as A-labels: %s, %s", t.sign_count > 1 ? t.sign[0].pattern : "",
+       t.sign_count > 1 ? t.sign[1].pattern : "");
+    is_int(tables_signers(&t, "a@xn--bcher-kva.example", keys, 4), 2,
+	   "a From: domain in A-labels matches the glob and the plain domain row");
+    is_int(tables_signers(&t, "j\xc3\xb6rg@xn--bcher-kva.example", keys, 4), 3,
+	   "a UTF-8 local part matches its own row too");
+    ok(tables_binding_allows(&t, "svc", "j\xc3\xb6rg@xn--bcher-kva.example", &bound) && bound
+       && !tables_binding_allows(&t, "svc", "joerg@xn--bcher-kva.example", &bound),
+       "sender_binding: the U-label pattern binds to the A-label address, local part exact");
+    tables_parse_signing(&t, errors, "bad", "*@*.b\xc3\xbc" "cher.example idn\n"
+			 "*@\xe2\x98\x83.example idn\n");
+    tables_parse_binding(&t, errors, "badb", "svc2 *@b\xfc" "cher.example\n");
+    is_int(errors->error_count, 3, "a '*' among U-labels, a disallowed code point, Latin-1: "
+	   "errors");
+    ok(errors->error_count == 3 && strstr(errors->errors[0], "bad:1: a '*' among U-labels")
+       && strstr(errors->errors[1], "bad:2: a pattern's domain in U-labels that is no valid "
+		 "IDN") && strstr(errors->errors[2], "badb:1:"), "each named by file and line: %s",
+       errors->error_count ? errors->errors[0] : "");
+    tables_free(&t);
+    config_free(&errors);
+}
+
 int     main(void)
 {
     struct config *errors = config_read_buffer("t", "", 0, no_specs);
@@ -175,5 +219,6 @@ int     main(void)
     tables_free(&t);
     config_free(&errors);
     test_alignment();
+    test_ulabels();
     return (tap_done());
 }
