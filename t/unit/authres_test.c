@@ -156,6 +156,16 @@ static void authentication(void)
     is_str(get(j, "spf.aligned"), "false", "a softfail is never aligned");
     json_decref(j);
 
+    /* RFC 6532: the milter's A-R names the A-labels of a U-label From:
+       domain, and the plugin reads the From: with the same reader */
+    j = auth(ID "; dkim=pass header.d=xn--bcher-kva.example; "
+	     "dmarc=pass header.from=xn--bcher-kva.example",
+	     " Buchhandlung <j\xc3\xb6rg@b\xc3\xbc" "cher.example>");
+    is_str(get(j, "from_domain"), "xn--bcher-kva.example", "a U-label From: domain: A-labels");
+    is_str(get(j, "dmarc"), "pass", "and the milter's dmarc=pass for it stands");
+    is_str(get(j, "dkim.0.aligned"), "true", "its signature aligned");
+    json_decref(j);
+
     j = auth(ID "; dmarc=pass header.from=vendor.test", "a@vendor.test, b@vendor.test");
     is_str(get(j, "from_domain"), "null", "two addresses in From: no from_domain");
     is_str(get(j, "dmarc"), "none", "and no dmarc");
