@@ -33,36 +33,14 @@
 #include <string.h>
 
 #include "payload.h"
+#include "utf8.h"
 #include "wh_alloc.h"
 
 /* payload_utf8_len - length of the valid UTF-8 sequence at s, or 0 */
 
 size_t  payload_utf8_len(const unsigned char *s, size_t left)
 {
-    uint32_t cp;
-    size_t  n;
-
-    if (s[0] < 0x80)
-	return (1);
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-	n = 2, cp = s[0] & 0x1F;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-	n = 3, cp = s[0] & 0x0F;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-	n = 4, cp = s[0] & 0x07;
-    else
-	return (0);
-    if (n > left)
-	return (0);
-    for (size_t i = 1; i < n; i++) {
-	if ((s[i] & 0xC0) != 0x80)
-	    return (0);
-	cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-	|| (cp >= 0xD800 && cp <= 0xDFFF))
-	return (0);				/* overlong, too big, surrogate */
-    return (n);
+    return (utf8_decode(s, left, NULL));
 }
 
 /*

@@ -68,6 +68,7 @@
 #include <idn2.h>
 
 #include "rfc5322.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 struct rfc5322_out {
@@ -160,26 +161,11 @@ static int rfc5322_quoted(const char **pp, struct rfc5322_out *o)
  */
 static size_t rfc5322_utf8(const char *s)
 {
-    const unsigned char *p = (const unsigned char *) s;
     unsigned int cp;
-    size_t  n;
+    size_t  n = utf8_decode((const unsigned char *) s, strnlen(s, 4), &cp);
 
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-	n = 2, cp = p[0] & 0x1f;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-	n = 3, cp = p[0] & 0x0f;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-	n = 4, cp = p[0] & 0x07;
-    else
-	return (0);
-    for (size_t i = 1; i < n; i++) {
-	if ((p[i] & 0xc0) != 0x80)
-	    return (0);
-	cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-	|| (cp >= 0xd800 && cp <= 0xdfff))
-	return (0);				/* overlong, surrogate, past Unicode */
+    if (n < 2)
+	return (0);				/* ASCII is not for here, or no UTF-8 */
     if (cp <= 0xa0 || cp == 0xad || cp == 0x1680 || cp == 0x180e
 	|| (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2024 && cp <= 0x202f)
 	|| (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0x3002
