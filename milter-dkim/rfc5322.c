@@ -37,9 +37,12 @@
  *	a second angle address or any text after the address, source
  *	routes, domain literals, obs-local-part (CFWS between dots),
  *	quoted local parts that need quoting, 8-bit bytes that are no
- *	UTF-8 and UTF-8 characters readers show as another or as nothing
- *	(C1 controls, look-alikes of '@' and '.', spaces, zero-width and
- *	direction marks: rfc5322_utf8()), a domain that is no valid IDN, an
+ *	UTF-8 and UTF-8 characters readers show as another, as nothing or
+ *	elsewhere in the address (rfc5322_refused[]: look-alikes,
+ *	invisibles, right-to-left scripts), a domain that is no valid IDN
+ *	or A-labels that are not what their U-labels give, an 8-bit byte
+ *	before a backslash or a control character anywhere in the value
+ *	(rfc5322_legacy_risk()), an
  *	addr-spec with "=?" in it (an RFC 2047 encoded word, which lenient
  *	readers decode there), anything longer than the buffer.
  *
@@ -152,27 +155,53 @@ static int rfc5322_quoted(const char **pp, struct rfc5322_out *o)
 }
 
 /*
+ * What an address may not hold although it is UTF-8 (helper-132): what a
+ * reader shows as another character, as nothing, or elsewhere than it
+ * stands. C1 controls and NBSP; the soft hyphen; the look-alikes of '@'
+ * (U+FF20, U+FE6B), '.' (U+00B7, U+0387, U+0660, U+06D4, U+0701-0702,
+ * U+2024, U+2219, U+22C5, U+2E31, U+2E33, U+3002, U+30FB, U+A4F8, U+FE52,
+ * U+FF0E, U+FF61, U+FF65, and Ŀ/ŀ, which IDNA maps to l and U+00B7) and
+ * '_' (U+FE33-FE34, U+FE4D-FE4F, U+FF3F); spaces, fillers and blanks
+ * (U+115F-1160, U+1680, U+17B4-17B5, U+2000-200A, U+2800, U+3000, U+3164,
+ * U+FFA0); zero-width, joiner and direction marks and the other format
+ * characters (U+061C, U+180E, U+200B-200F, U+2028-202F, U+205F-206F,
+ * U+FEFF, U+FFF9-FFFB, U+1D173-1D17A, tags); variation selectors and the
+ * grapheme joiner (U+034F, U+180B-180F, U+FE00-FE0F, U+E0100-E01EF,
+ * U+1BCA0-1BCA3); private use and noncharacters; and every right-to-left
+ * script (U+0590-08FF, U+FB1D-FDFF, U+FE70-FEFF, U+10800-10FFF,
+ * U+1E800-1EFFF): reordered around the '@' and the dots, "א@ב.ג.com"
+ * shows as another domain than it names.
+ */
+static const unsigned int rfc5322_refused[][2] = {
+    {0x80, 0xa0}, {0xad, 0xad}, {0xb7, 0xb7}, {0x13f, 0x140}, {0x34f, 0x34f},
+    {0x387, 0x387}, {0x590, 0x8ff}, {0x115f, 0x1160}, {0x1680, 0x1680},
+    {0x17b4, 0x17b5}, {0x180b, 0x180f}, {0x2000, 0x200f}, {0x2024, 0x2024},
+    {0x2028, 0x202f}, {0x205f, 0x206f}, {0x2219, 0x2219}, {0x22c5, 0x22c5},
+    {0x2800, 0x2800}, {0x2e31, 0x2e31}, {0x2e33, 0x2e33}, {0x3000, 0x3000},
+    {0x3002, 0x3002}, {0x30fb, 0x30fb}, {0x3164, 0x3164}, {0xa4f8, 0xa4f8},
+    {0xe000, 0xf8ff}, {0xfb1d, 0xfdff}, {0xfe00, 0xfe0f}, {0xfe33, 0xfe34},
+    {0xfe4d, 0xfe4f}, {0xfe52, 0xfe52}, {0xfe6b, 0xfe6b}, {0xfe70, 0xfeff},
+    {0xff0e, 0xff0e}, {0xff20, 0xff20}, {0xff3f, 0xff3f}, {0xff61, 0xff61},
+    {0xff65, 0xff65}, {0xffa0, 0xffa0}, {0xfff9, 0xfffb}, {0xfffe, 0xffff},
+    {0x10800, 0x10fff}, {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a},
+    {0x1e800, 0x1efff}, {0xe0000, 0xe01ef}, {0xf0000, 0x10ffff},
+};
+
+/*
  * rfc5322_utf8 - the length of the UTF-8 character at s when an address
- * may hold it (RFC 6532 UTF8-non-ascii, well-formed as RFC 3629 says),
- * else 0: ill-formed bytes (Latin-1, overlong forms, surrogates), C1
- * controls, and what readers show as an ASCII special or as nothing:
- * the look-alikes of '@' and '.' (NFKC makes them ASCII), spaces, the
- * soft hyphen, zero-width and direction marks, the byte order mark.
+ * may hold it (RFC 6532 UTF8-non-ascii, well-formed as RFC 3629 says, not
+ * in rfc5322_refused[], not a noncharacter), else 0
  */
 static size_t rfc5322_utf8(const char *s)
 {
     unsigned int cp;
     size_t  n = utf8_decode((const unsigned char *) s, strnlen(s, 4), &cp);
 
-    if (n < 2)
+    if (n < 2 || (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe)
 	return (0);				/* ASCII is not for here, or no UTF-8 */
-    if (cp <= 0xa0 || cp == 0xad || cp == 0x1680 || cp == 0x180e
-	|| (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2024 && cp <= 0x202f)
-	|| (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0x3002
-	|| cp == 0xfe52 || cp == 0xfe6b || cp == 0xfeff || cp == 0xff0e
-	|| cp == 0xff20 || cp == 0xff61 || (cp >= 0xfff9 && cp <= 0xfffb)
-	|| (cp >= 0xe0000 && cp <= 0xe007f))
-	return (0);
+    for (size_t i = 0; i < sizeof(rfc5322_refused) / sizeof(rfc5322_refused[0]); i++)
+	if (cp >= rfc5322_refused[i][0] && cp <= rfc5322_refused[i][1])
+	    return (0);
     return (n);
 }
 
@@ -232,7 +261,10 @@ int     rfc5322_alabels(const char *raw, char *name, size_t size)
     size_t  label = 0, len;
     int     err = -1;
 
-    if (idn2_to_ascii_8z(raw, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+    /* U+1E9E: libidn2 (UTS 46 before 15.1) maps it to "ss", readers of
+       today to U+00DF: faẞ.de would be read as fass.de, shown as faß.de */
+    if (strstr(raw, "\xe1\xba\x9e") != NULL
+	|| idn2_to_ascii_8z(raw, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
 	goto done;
     if ((len = strlen(out)) == 0 || len >= size)
 	goto done;
@@ -279,9 +311,41 @@ static const char *rfc5322_unexpected(const char *p)
 	return ("unterminated quoted string");
     default:
 	return ((unsigned char) *p >= 0x80 ? "8-bit address that is no UTF-8 (RFC 6532), or "
-		"with a character readers show as another or as nothing"
+		"with a character readers show as another, as nothing or elsewhere "
+		"(a look-alike, an invisible or a right-to-left one)"
 		: "invalid address syntax");
     }
+}
+
+/*
+ * rfc5322_alabels_valid - a name written in A-labels is what its U-labels
+ * give (RFC 5891 5.4: decoded, checked, encoded again, the same), and
+ * those hold nothing an address may not (rfc5322_utf8()): a reader shows
+ * xn--bucher-xyd (a decomposed u-umlaut) as bücher, which is
+ * xn--bcher-kva, and xn--paypal-dla as pay·pal; a name without "xn--"
+ * labels is valid as it stands
+ */
+static int rfc5322_alabels_valid(const char *name)
+{
+    char   *unicode = NULL, again[254];
+    int     valid = 0;
+
+    if (strncmp(name, "xn--", 4) != 0 && strstr(name, ".xn--") == NULL)
+	return (1);
+    if (idn2_to_unicode_8z8z(name, &unicode, 0) != IDN2_OK)
+	goto done;
+    for (const char *u = unicode; *u; u++)
+	if ((unsigned char) *u >= 0x80) {
+	    size_t  n = rfc5322_utf8(u);
+
+	    if (n == 0)
+		goto done;
+	    u += n - 1;
+	}
+    valid = rfc5322_alabels(unicode, again, sizeof(again)) == 0 && strcmp(again, name) == 0;
+done:
+    idn2_free(unicode);
+    return (valid);
 }
 
 /*
@@ -299,7 +363,8 @@ static const char *rfc5322_domain(char *buf, size_t domain, size_t len)
 	*c = tolower((unsigned char) *c);
     }
     if (!wide)
-	return (NULL);
+	return (rfc5322_alabels_valid(buf + domain) ? NULL
+		: "A-labels that are no valid IDN (RFC 5891 5.4)");
     if (rfc5322_alabels(buf + domain, alabels, sizeof(alabels)) < 0)
 	return ("domain that is no valid IDN");
     if (domain + strlen(alabels) >= len)
@@ -383,12 +448,34 @@ static int rfc5322_phrase(const char **pp)
     return (words);
 }
 
+/*
+ * rfc5322_legacy_risk - what makes a reader that decodes raw 8-bit
+ * headers in a legacy charset see other quotes and comments than ours
+ * (helper-132): an 8-bit byte right before a backslash (Shift_JIS, GBK and
+ * Big5 read the two as one character, the backslash no escape, and
+ * "\x81\\" <ceo@bank.example> x" <user@corp.example> showed
+ * ceo@bank.example), and a control character other than white space (ESC
+ * starts ISO-2022-JP, whose two-byte mode pairs the ASCII after it)
+ */
+static const char *rfc5322_legacy_risk(const char *value)
+{
+    for (const unsigned char *p = (const unsigned char *) value; *p; p++) {
+	if (*p == '\\' && p > (const unsigned char *) value && p[-1] >= 0x80)
+	    return ("an 8-bit byte before a backslash (one character in Shift_JIS or GBK)");
+	if ((*p < 0x20 && *p != '\t' && *p != '\r' && *p != '\n') || *p == 0x7f)
+	    return ("a control character");
+    }
+    return (NULL);
+}
+
 const char *rfc5322_mailbox(const char *value, char *buf, size_t len)
 {
     const char *p = value, *err;
 
     if (len < 2)
 	return ("address too long");
+    if ((err = rfc5322_legacy_risk(value)) != NULL)
+	return (err);
     if (rfc5322_cfws(&p))
 	return ("unterminated comment");
     rfc5322_phrase(&p);

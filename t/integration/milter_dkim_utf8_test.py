@@ -12,9 +12,13 @@ Postfix (smtputf8_enable = yes) to a receiver that offers SMTPUTF8
      "not signed: 8-bit address" and left without a signature: DMARC
      failed at every receiver for such a sender of our own domains.
   2. what is still not signed, with its reason logged: bytes that are no
-     UTF-8 (Latin-1), and characters readers show as another or as
-     nothing (U+FF20, which NFKC makes '@'; a zero-width space; U+3002 for
-     a dot in the domain).
+     UTF-8 (Latin-1), and characters readers show as another, as nothing
+     or elsewhere (U+FF20, which NFKC makes '@'; a zero-width space;
+     U+3002 for a dot in the domain; right-to-left letters, reordered
+     around the '@'); A-labels that decode to another name than they are;
+     U+1E9E; and (helper-132) an 8-bit byte before a backslash in the
+     display name, which Shift_JIS and GBK read as one character, so that
+     a reader decoding so shows another address.
   3. property (hypothesis): local parts of letters from many scripts sign
      and verify; one with a forbidden character inserted is not signed.
   4. verify: a bill from a@bücher.example signed by dkimpy with
@@ -167,9 +171,19 @@ def test_sign(st, sink, dns):
     unsigned_case(st, sink, "U+FF20 in the local part",
                   "<ceo\uff20victim.example@planapulse.ai>", "no UTF-8 (RFC 6532)")
     unsigned_case(st, sink, "a zero-width space in the local part",
-                  "<bil\u200bling@planapulse.ai>", "as another or as nothing")
+                  "<bil\u200bling@planapulse.ai>", "as another, as nothing")
     unsigned_case(st, sink, "U+3002 for a dot in the domain",
-                  "<a@planapulse\u3002ai>", "as another or as nothing")
+                  "<a@planapulse\u3002ai>", "as another, as nothing")
+    unsigned_case(st, sink, "right-to-left letters around the '@' (shown reordered)",
+                  "<\u05d0@\u05d1.planapulse.ai>", "elsewhere")
+    unsigned_case(st, sink, "A-labels that are no valid IDN (a decomposed u-umlaut)",
+                  "<a@xn--bucher-xyd.example>", "RFC 5891")
+    unsigned_case(st, sink, "U+1E9E, which readers and libidn2 map apart",
+                  "<a@fa\u1e9e.example>", "no valid IDN")
+    unsigned_case(st, sink, "an 8-bit byte before a backslash in the display name "
+                  "(Shift_JIS reads another address)",
+                  "\"\u3041\\\" <ceo@bank.example> x\" <billing@planapulse.ai>",
+                  "before a backslash")
     token = uuid.uuid4().hex
     raw = build("<caf\u00e9@planapulse.ai>", token).replace(b"caf\xc3\xa9", b"caf\xe9")
     before = st.read_log("milter")
@@ -181,10 +195,16 @@ def test_sign(st, sink, dns):
            diag="code %r, log: %s" % (code, log.strip()[-400:]))
 
 
+# letters of left-to-right scripts (right-to-left ones are refused: shown
+# reordered around the '@'), less the ones refused as look-alikes or
+# fillers (U+013F-0140, U+115F-1160)
 LETTERS = hs.characters(whitelist_categories=("Ll", "Lu", "Lo", "Nd"), min_codepoint=0xc0,
-                        max_codepoint=0x2fff)
+                        max_codepoint=0x2fff).filter(
+    lambda c: not (0x590 <= ord(c) <= 0x8ff or 0x13f <= ord(c) <= 0x140
+                   or 0x115f <= ord(c) <= 0x1160))
 FORBIDDEN = hs.sampled_from(["\u00a0", "\u00ad", "\u200b", "\u200e", "\u202e", "\u2060",
-                             "\u3000", "\ufeff", "\uff20", "\ufe6b", "\uff0e", "\u0085"])
+                             "\u3000", "\ufeff", "\uff20", "\ufe6b", "\uff0e", "\u0085",
+                             "\u00b7", "\u05d0", "\u0627", "\u3164", "\ufe0f", "\ue000"])
 
 
 def property_local_parts(st, sink, dns, examples):

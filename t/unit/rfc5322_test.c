@@ -25,6 +25,54 @@ static const char *asid(const char *value)
 }
 
 /*
+ * test_utf8_readers - helper-132: what readers show otherwise than this
+ * reader reads it is refused; what they show alike is read
+ */
+static void test_utf8_readers(void)
+{
+    is_str(mbox("\"\x81\\\" <ceo@bank.example> x\" <user@corp.example>"), "(refused)",
+	   "an 8-bit byte before a backslash (Shift_JIS/GBK read ceo@bank.example)");
+    is_str(mbox("\"\xe3\x81\x81\\\" <ceo@bank.example> x\" <j\xc3\xb6rg@b\xc3\xbc" "cher.example>"),
+	   "(refused)", "and after valid UTF-8 too (U+3041 ends in 0x81)");
+    is_str(mbox(" (\xc3\xa9\\) <a@planapulse.ai>"), "(refused)", "in a comment too");
+    is_str(mbox("\"a\\\"b \xc3\xa9\" <a@planapulse.ai>"), "a@planapulse.ai",
+	   "an escape after ASCII, UTF-8 elsewhere: read");
+    is_str(mbox("\"\x1b$B$3$s\x1b(B\" <a@planapulse.ai>"), "(refused)",
+	   "ESC (ISO-2022-JP pairs the ASCII after it)");
+    is_str(mbox(" a\x7f <a@planapulse.ai>"), "(refused)", "DEL");
+    is_str(mbox(" \"J\x01\" <a@planapulse.ai>"), "(refused)", "a C0 control in a quoted string");
+    is_str(mbox(" Ops\t(team)\r\n <a@planapulse.ai>"), "a@planapulse.ai",
+	   "HTAB and folding are white space, read");
+    is_str(mbox(" x@fa\xe1\xba\x9e.de"), "(refused)",
+	   "U+1E9E: libidn2 makes fass.de, readers of today fa\xc3\x9f.de");
+    is_str(mbox(" x@fa\xc3\x9f.de"), "x@xn--fa-hia.de", "U+00DF: one reading, xn--fa-hia.de");
+    is_str(mbox(" \xd7\x90@\xd7\x91.\xd7\x92.com"), "(refused)",
+	   "right-to-left letters: shown reordered around the '@'");
+    is_str(mbox(" x@\xd7\x91.example"), "(refused)", "a right-to-left domain label");
+    is_str(mbox(" a\xd8\x9c@planapulse.ai"), "(refused)", "U+061C, the Arabic letter mark");
+    is_str(mbox(" x@xn--bucher-xyd.example"), "(refused)",
+	   "A-labels of a decomposed u-umlaut: shown as b\xc3\xbc" "cher, which is xn--bcher-kva");
+    is_str(mbox(" x@xn--bcher-2pa.example"), "(refused)", "A-labels of an upper-case U+00DC");
+    is_str(mbox(" x@xn--.com"), "(refused)", "an empty A-label");
+    is_str(mbox(" x@xn--a.com"), "(refused)", "an A-label that decodes to nothing valid");
+    is_str(mbox(" x@xn--paypal-dla.com"), "(refused)", "A-labels of pay\xc2\xb7pal");
+    is_str(mbox(" x@XN--BCHER-KVA.Example"), "x@xn--bcher-kva.example",
+	   "valid A-labels in any case: read, lower case");
+    is_str(mbox(" x@pay\xc2\xb7pal.com"), "(refused)", "U+00B7, a dot look-alike, in the domain");
+    is_str(mbox(" a\xc2\xb7" "b@planapulse.ai"), "(refused)", "and in the local part");
+    is_str(mbox(" x@pay\xc4\xbf" "al.com"), "(refused)", "U+013F (L with a middle dot)");
+    is_str(mbox(" x@a\xef\xbc\xbf" "b.example"), "(refused)", "U+FF3F, an underscore look-alike");
+    is_str(mbox(" a\xe3\x85\xa4@planapulse.ai"), "(refused)", "U+3164, a Hangul filler");
+    is_str(mbox(" a\xee\x80\x80@planapulse.ai"), "(refused)", "private use");
+    is_str(mbox(" a\xef\xb7\x90@planapulse.ai"), "(refused)", "a noncharacter (U+FDD0)");
+    is_str(mbox(" a\xef\xb8\x8f@planapulse.ai"), "(refused)", "a variation selector");
+    is_str(mbox(" x@paypal.com\xcd\x8f"), "(refused)",
+	   "U+034F after the domain (IDNA drops it; shown as nothing)");
+    is_str(mbox(" \xe4\xbe\x8b\xe3\x81\x88@\xe4\xbe\x8b\xe3\x81\x88.jp"),
+	   "\xe4\xbe\x8b\xe3\x81\x88@xn--r8jz45g.jp", "Japanese local part and domain: read");
+}
+
+/*
  * test_utf8 - RFC 6532 addresses (an SMTPUTF8 sender): UTF-8 in the
  * local part and the domain, the domain given as its A-labels (RFC 8616);
  * refused: bytes that are no UTF-8, and characters readers show as
@@ -69,6 +117,7 @@ static void test_utf8(void)
        && strcmp(small, "a@xn--bcher-kva.ex") == 0, "and one that fits: %s", small);
     is_str(mbox(" =?utf-8?q?j=C3=B6rg?=@planapulse.ai"), "(refused)",
 	   "an encoded word is still no address");
+    test_utf8_readers();
 }
 
 static void test_mailbox(void)
