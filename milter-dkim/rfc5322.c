@@ -358,9 +358,10 @@ static const char *rfc5322_domain(char *buf, size_t domain, size_t len)
     char    alabels[254];			/* a name of 253 bytes, its NUL */
     int     wide = 0;
 
-    for (char *c = buf + domain; *c; c++) {
+    for (char *c = buf + domain; *c; c++) {	/* ASCII only, whatever the locale */
 	wide |= (unsigned char) *c >= 0x80;
-	*c = tolower((unsigned char) *c);
+	if (*c >= 'A' && *c <= 'Z')
+	    *c += 'a' - 'A';
     }
     if (!wide)
 	return (rfc5322_alabels_valid(buf + domain) ? NULL
