@@ -23,10 +23,8 @@ real ones.
 import os
 import re
 import smtplib
-import socket
 import struct
 import sys
-import threading
 import uuid
 
 import dkim
@@ -35,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mxstack import Stack  # noqa: E402
 from mxtest import tap, wait_for  # noqa: E402
 import mxdkim  # noqa: E402
+from mxwebhook import RawServer  # noqa: E402
 
 SIGN_CONF = """\
 socket = inet:{port}@127.0.0.1
@@ -52,25 +51,13 @@ dns_test_file = {dir}/etc/dns.txt
 SMFIF_ADDHDRS, SMFIF_CHGHDRS = 0x01, 0x10
 
 
-class Rewriter:
+class Rewriter(RawServer):
     """A milter that, at end of message, replaces Subject: with
     "[ext] " + the old one and adds X-Tag: rewritten."""
 
-    def __init__(self, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(16)
+    def __init__(self):
         self.seen = 0
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def session(self, conn):
         subject = b""
@@ -145,15 +132,15 @@ with Stack("milter-chain") as st:
     mxdkim.one_rsa_key(st, dns)
     _, sport, _ = mxdkim.start_milter(st, "signer", SIGN_CONF)
     _, vport, _ = mxdkim.start_milter(st, "verifier", VERIFY_CONF)
-    rewriter = Rewriter(st.port("rewriter"))
+    rewriter = Rewriter()
     milter = "inet:127.0.0.1:%d"
     before = st.start_postfix(name="before", main={"local_header_rewrite_clients": ""},
-                              smtpd={"smtpd_milters": "%s,%s" % (milter % rewriter.sock.getsockname()[1],
+                              smtpd={"smtpd_milters": "%s,%s" % (milter % rewriter.port,
                                                                  milter % sport),
                                      "milter_default_action": "tempfail"})
     after = st.start_postfix(name="after", main={"local_header_rewrite_clients": ""},
                              smtpd={"smtpd_milters": "%s,%s" % (milter % sport,
-                                                                milter % rewriter.sock.getsockname()[1]),
+                                                                milter % rewriter.port),
                                     "milter_default_action": "tempfail"})
     chain = st.start_postfix(name="chain", main={"local_header_rewrite_clients": ""},
                              smtpd={"smtpd_milters": "%s,%s" % (milter % sport, milter % vport),
