@@ -758,11 +758,7 @@ void    session_accept(struct evconnlistener *evl, evutil_socket_t fd, struct so
     }
     if (!session_files_room(0)) {		/* another worker took the last */
 	atomic_fetch_sub(&session_total, 1);
-	session_log_reject(srv, "listener=%s: connection from %s refused: out of open files",
-			   addr_format(&lst->listen.u.sa, listen, sizeof(listen)),
-			   addr_format(sa, peer, sizeof(peer)));
-	close(fd);
-	session_files_hold(srv);
+	session_files_park(lst, fd, sa, salen);	/* it waits, as in the backlog */
 	return;
     }
     s = xcalloc(1, sizeof(*s));

@@ -8,11 +8,22 @@
  *
  *	int	session_files_room(more)
  *	void	session_files_hold(server)
+ *	void	session_files_park(listener, fd, sa, salen)
+ *	void	session_files_unpark_all(server, why)
  * DESCRIPTION
  *	A session holds SHIM_FDS_PER_SESSION descriptors once relaying.
  *	session_files_room() says whether the open-files limit, as it is
  *	now, leaves them for the sessions open and "more" besides;
  *	session_files_hold() stops a worker's accepting until it does.
+ *
+ *	session_files_park() keeps a client accepted when there was no
+ *	room after all (another worker took it between this worker's
+ *	look and its accept): it waits, holding the one descriptor it
+ *	already has, and its session starts, first of all, once there is
+ *	room, as a client in the backlog would. Before, it was closed:
+ *	a reset for a client the shim could have served a moment later.
+ *	session_files_unpark_all() closes the waiting clients (a stop),
+ *	logging them with "why".
  */
 
 #include "build_config.h"
@@ -20,13 +31,29 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
 
 #include "shim.h"
 #include "skeleton.h"
+#include "xalloc.h"
+
+struct shim_parked {
+    struct shim_listener *lst;
+    int     fd;
+    union {
+	struct sockaddr sa;
+	struct sockaddr_storage storage;
+    }       addr;
+    int     salen;
+    struct shim_parked *next;
+};
 
 #define SESSION_HOLD_MS	100		/* out of descriptors: look again then */
 
@@ -84,6 +111,27 @@ int     session_files_room(int more)
 	    * (session_open_count() + more) <= (long long) rl.rlim_cur);
 }
 
+/*
+ * session_files_unpark - start the sessions of the clients that wait,
+ * oldest first, while there is room. Each may wait again (another
+ * worker took the room first): at most as many tries as were waiting.
+ */
+static void session_files_unpark(struct server *srv)
+{
+    int     waiting = 0;
+
+    for (struct shim_parked *p = srv->parked; p; p = p->next)
+	waiting++;
+    while (srv->parked && waiting-- > 0 && session_files_room(1)) {
+	struct shim_parked *p = srv->parked;
+
+	if ((srv->parked = p->next) == NULL)
+	    srv->parked_tail = &srv->parked;
+	session_accept(NULL, p->fd, &p->addr.sa, p->salen, p->lst);
+	free(p);
+    }
+}
+
 static void session_files_check(evutil_socket_t fd, short what, void *context)
 {
     struct server *srv = context;
@@ -91,13 +139,46 @@ static void session_files_check(evutil_socket_t fd, short what, void *context)
 
     if (srv->draining)
 	return;					/* stopping: listeners stay off */
-    if (!session_files_room(1)) {
+    session_files_unpark(srv);
+    if (srv->parked || !session_files_room(1)) {
 	evtimer_add(srv->files_hold, &pause);
 	return;
     }
     for (int i = 0; i < srv->nlisteners; i++)
 	if (srv->listeners[i].evl)
 	    evconnlistener_enable(srv->listeners[i].evl);
+}
+
+void    session_files_park(struct shim_listener *lst, int fd, const struct sockaddr *sa,
+			           int salen)
+{
+    struct server *srv = lst->srv;
+    struct shim_parked *p = xcalloc(1, sizeof(*p));
+
+    p->lst = lst;
+    p->fd = fd;
+    p->salen = salen > 0 && (size_t) salen <= sizeof(p->addr) ? salen : (int) sizeof(p->addr);
+    memcpy(&p->addr, sa, (size_t) p->salen);
+    if (srv->parked_tail == NULL)
+	srv->parked_tail = &srv->parked;
+    *srv->parked_tail = p;
+    srv->parked_tail = &p->next;
+    session_files_hold(srv);
+}
+
+void    session_files_unpark_all(struct server *srv, const char *why)
+{
+    char    peer[ADDR_TEXT_MAX];
+    struct shim_parked *p;
+
+    while ((p = srv->parked) != NULL) {
+	srv->parked = p->next;
+	session_log_reject(srv, "connection from %s closed: %s while it waited for descriptors",
+			   addr_format(&p->addr.sa, peer, sizeof(peer)), why);
+	close(p->fd);
+	free(p);
+    }
+    srv->parked_tail = &srv->parked;
 }
 
 /*

@@ -73,6 +73,8 @@ struct server {
     int     reject_log_rate;
     struct shim_rejects *rejects;	/* shared by the workers */
     struct event *files_hold;		/* accepting held: no descriptors */
+    struct shim_parked *parked;		/* accepted, waiting for descriptors */
+    struct shim_parked **parked_tail;
     int     draining;			/* stopping: accept no more */
 };
 
@@ -86,6 +88,9 @@ void    session_flush_rejects(struct server *srv);
 int     session_open_count(void);
 int     session_files_room(int more);
 void    session_files_hold(struct server *srv);
+void    session_files_park(struct shim_listener *lst, int fd, const struct sockaddr *sa,
+			           int salen);
+void    session_files_unpark_all(struct server *srv, const char *why);
 void    session_metrics_init(void);
 void    session_log_reject(struct server *srv, const char *fmt,...)
 	__attribute__((format(printf, 2, 3)));
