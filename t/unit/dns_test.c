@@ -213,7 +213,9 @@ static void test_lookups(int port)
     is_int(dns_txt(res, "slow.example.test", &ans), DNS_TEMPFAIL, "no answer is temporary");
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    ok(ms >= 1400 && ms < 2500, "timeout after %d ms (limit 1500)", ms);
+    /* the lower bound is the check (it waited); the upper one only says
+       "not hung": 2,500 ms was within reach of a loaded 2-core runner */
+    ok(ms >= 1400 && ms < 10000, "timeout after %d ms (limit 1500)", ms);
     is_str(ans->why, "timeout", "why: timeout");
     dns_answer_free(&ans);
 
