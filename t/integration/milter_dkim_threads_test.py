@@ -14,7 +14,6 @@ close; the same start without the limit says nothing."""
 import os
 import socket
 import struct
-import subprocess
 import sys
 import time
 

@@ -344,7 +344,7 @@ def test_top_walk(st):
     proc, port, _ = mp.start_policyd(st, "pdw", CONFIG.replace("deadline = 100ms", "workers = 1")
                                      % {"store": "memory", "sock": st.path("run", "pdw.ctl")})
     fill(port, 300000)
-    waits, done = [], []
+    done = []
 
     def probe():
         while not done:
@@ -355,19 +355,29 @@ def test_top_walk(st):
                 "instance": "p%f" % t0, "sasl_username": "prober",
                 "recipient": "r@example.net", "client_address": "192.0.2.9"})
             sock.close()
-            waits.append(time.monotonic() - t0)
+            spans.append((t0, time.monotonic()))
             time.sleep(0.005)
+    spans = []
     prober = threading.Thread(target=probe)
     prober.start()
     time.sleep(0.3)
+    start = time.monotonic()
     rc, out, err, took = ctl(st, "pdw", "top", "5")
+    end = time.monotonic()
     done.append(1)
     prober.join()
+    waits = [b - a for a, b in spans]
+    inside = sum(1 for a, b in spans if a >= start and b <= end)
     tap.ok(rc == 0 and "filler" in out, "top 5 over 300,000 keys answers (%.2fs)" % took,
            diag=out + err)
-    tap.ok(waits and max(waits) < took / 4,
-           "requests during it wait at most a batch: longest %.3fs of a %.2fs walk (%d "
-           "requests)" % (max(waits or [0]), took, len(waits)))
+    # The prober asks one request at a time: a walk holding the loop lets
+    # one request in, which waits nearly all of it; a walk in batches lets
+    # many start and finish while it runs. Counted, not timed to the
+    # batch, so that one pause of a loaded machine does not fail it.
+    tap.ok(inside >= 3 and max(waits) < 0.75 * (end - start),
+           "requests during it wait at most a batch: %d started and answered during the "
+           "%.2fs walk, longest wait %.3fs (%d requests)"
+           % (inside, end - start, max(waits or [0]), len(waits)))
     tap.ok(proc.poll() is None, "pdw is still running")
 
 

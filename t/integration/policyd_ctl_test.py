@@ -488,14 +488,15 @@ def test_hostile(st):
     silent = [raw_ctl(st, "pdm", b"", read=False) for _ in range(3)]
     t0 = time.monotonic()
     rc, out, _ = ctl(st, "pdm", "show", "x")
-    tap.ok(rc == 0 and time.monotonic() - t0 < 2, "silent clients do not block others")
+    # blocked, it would wait for their 5 s drop
+    tap.ok(rc == 0 and time.monotonic() - t0 < 4.5, "silent clients do not block others")
     for s in silent:
         s.settimeout(10)
         tap.is_(s.recv(100), b"", "a silent client is dropped after 5s")
         s.close()
     slow = raw_ctl(st, "pdm", b"s", read=False)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 12:
+    while time.monotonic() - t0 < 20:
         try:
             # dropped: end of file, or a reset when a byte it had not
             # read was still in its socket as it closed
@@ -507,7 +508,7 @@ def test_hostile(st):
             slow.send(b"x")             # one byte a second: never a whole request
         except OSError:
             break
-    tap.ok(time.monotonic() - t0 < 7, "a client sending a byte a second is dropped after 5s "
+    tap.ok(time.monotonic() - t0 < 11, "a client sending a byte a second is dropped after 5s "
            "(%.1fs), not kept alive by each byte" % (time.monotonic() - t0))
     slow.close()
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
@@ -551,7 +552,7 @@ def test_notify(st):
     tap.ok(wait_for(lambda: not os.path.exists("/proc/%d" % pid)), "and reaped (no zombie)")
     t0 = time.monotonic()
     tap.is_(policy(port, "svc-n2", "n3"), "action=DUNNO", "the daemon answers meanwhile")
-    tap.ok(time.monotonic() - t0 < 1, "without waiting for notify")
+    tap.ok(time.monotonic() - t0 < 5, "without waiting for notify")
     rc, out, _ = ctl(st, "pdm", "top", "5")
     tap.ok(rc == 0 and "locked=flood:bulk.example.org " in out
            and "locked=hang:bulk.example.org " in out, "memory store: top lists both locks",

@@ -637,7 +637,7 @@ def test_workers(st):
     proc.send_signal(signal.SIGHUP)
     tap.ok(wait_for(lambda: "configuration reloaded" in log()), "SIGHUP with 2 workers: reloaded",
            diag=log())
-    time.sleep(0.3)
+    time.sleep(2)        # the workers take it from a pipe after that line
     replies = concurrent(port, "w-reloaded", 16, 4, "r")
     tap.is_(replies.count("action=DUNNO"), 5, "every worker took the new limit: 5 of 64 "
             "requests on 16 connections")

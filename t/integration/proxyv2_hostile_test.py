@@ -137,7 +137,7 @@ class DnsResponder:
                ("91.2.0.192.in-addr.arpa.", "PTR"): "1234.",
                ("92.2.0.192.in-addr.arpa.", "PTR"): "-bad-.mxkit.test.",
                ("93.2.0.192.in-addr.arpa.", "PTR"): "a.-b.mxkit.test.",
-               # a slow PTR and a slow A (0.7 s each, dns_timeout = 1s): the
+               # a slow PTR and a slow A (0.9 s each, dns_timeout = 1s): the
                # whole lookup must end at 1 s (each query was timed alone)
                ("86.2.0.192.in-addr.arpa.", "PTR"): "slow86.mxkit.test.",
                ("slow86.mxkit.test.", "A"): "192.0.2.86",
@@ -155,7 +155,7 @@ class DnsResponder:
         self.sock.bind(("127.0.0.1", port))
         threading.Thread(target=self.serve, daemon=True).start()
 
-    SLOW = {"86.2.0.192.in-addr.arpa.": 0.7, "slow86.mxkit.test.": 0.7}
+    SLOW = {"86.2.0.192.in-addr.arpa.": 0.9, "slow86.mxkit.test.": 0.9}
 
     def serve(self):
         while True:
@@ -463,14 +463,19 @@ def test_names(st):
     log = st.read_log("postfix")
     tap.ok("evil" not in log and "a+b" not in log and "crlf" not in log,
            "no part of the bad names reached Postfix")
+    # timed beside a control with prompt answers, just before: the same
+    # SMTP exchange, so that a loaded machine's slowness is in both
+    t0 = time.monotonic()
+    smtp_probe(connect(st.port("shim-x")), "n84", v2(inet("192.0.2.84")))
+    control = time.monotonic() - t0
     t0 = time.monotonic()
     out = smtp_probe(connect(st.port("shim-x")), "n86", v2(inet("192.0.2.86")))
     took = time.monotonic() - t0
-    tap.ok(out["greeting"].startswith("220 ") and took < 1.6
+    tap.ok(out["greeting"].startswith("220 ") and took - control < 1.45
            and postfix_line(st, "RCPT from unknown[192.0.2.86]: "),
-           "a PTR and an A answered 0.7 s late each, dns_timeout = 1s: the hand-off ends at "
-           "dns_timeout with [TEMPUNAVAIL] (%.2fs; each query was timed alone, 1.4 s)" % took,
-           diag=repr(out))
+           "a PTR and an A answered 0.9 s late each, dns_timeout = 1s: the hand-off ends at "
+           "dns_timeout with [TEMPUNAVAIL] (%.2fs, %.2fs more than with prompt answers; each "
+           "query timed alone: 1.8 s more)" % (took, took - control), diag=repr(out))
 
 
 def reemit(st, rec, port, header, token):

@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from mxproxy import inet, v2  # noqa: E402
 from mxstack import Stack, free_port  # noqa: E402
-from mxtest import build_path, tap, wait_for  # noqa: E402
+from mxtest import build_path, tap  # noqa: E402
 
 LIB = build_path("proxyv2-shim", ".libs", "libproxyv2-preload.so")
 ASYNC_SERVER = r"""

@@ -308,7 +308,9 @@ def test_slowloris(st):
             latencies[-1] = 99
     for s in slow:
         s.close()
-    tap.ok(max(latencies) < 1.0, "1,000 slow clients: new clients still get a 220 in %s s"
+    # starved, a client gets no 220 before its socket's 5 s timeout; 3 s
+    # leaves a loaded machine's moment out of it
+    tap.ok(max(latencies) < 3.0, "1,000 slow clients: new clients still get a 220 in %s s"
            % ", ".join("%.3f" % t for t in latencies))
 
 

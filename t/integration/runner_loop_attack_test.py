@@ -224,9 +224,9 @@ def test_slow_disk(st, rx):
         rx.gate.set()                      # all 32 answer 500 at once
         time.sleep(1)
         lat = fresh_latency(rx, d.spool, "freshslow01", timeout=60)
-        tap.ok(lat is not None and lat <= 3,
+        tap.ok(lat is not None and lat <= 6,
                "slow disk (fsync 500 ms): an event committed 1 s after 32 failures "
-               "finished is posted within 3 s (took %s s)"
+               "finished is posted within 6 s, not behind their 16 s of fsync (took %s s)"
                % ("%.1f" % lat if lat is not None else "never"))
         done = wait_for(lambda: st.read_log(d.name)[mark:].count("attempt 1 to") >= 32,
                         timeout=60)
@@ -306,8 +306,8 @@ def test_huge_spool(st, rx):
     c0, w0 = cpu_seconds(proc.pid), time.monotonic()
     time.sleep(3)
     lat = fresh_latency(rx, d.spool, "freshhuge01", timeout=30)
-    tap.ok(lat is not None and lat <= 3,
-           "huge spool (200,000 not due): a new event is posted within 3 s (took %s s)"
+    tap.ok(lat is not None and lat <= 6,
+           "huge spool (200,000 not due): a new event is posted within 6 s (took %s s)"
            % ("%.1f" % lat if lat is not None else "never"))
     time.sleep(max(0, 12 - (time.monotonic() - w0)))
     cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - w0)
@@ -318,7 +318,7 @@ def test_huge_spool(st, rx):
     tap.diag("huge spool: the idle runner used %.0f%% of a CPU over 12 s" % (cpu * 100))
     tap.is_(len([e for e in rx.posts("/never")]), 0, "huge spool: nothing not due was posted")
     rc, took = term_and_time(proc, timeout=60)
-    tap.ok(rc == 0 and took <= 3, "huge spool: SIGTERM: exit %s after %.1f s (within 3 s)"
+    tap.ok(rc == 0 and took <= 8, "huge spool: SIGTERM: exit %s after %.1f s (within 8 s)"
            % (rc, took))
     kill_all(d.conf)
     shutil.rmtree(d.spool, ignore_errors=True)
@@ -341,8 +341,8 @@ def test_giant_event(st, rx):
     got = wait_for(lambda: rx.posts("/giant"), timeout=60)
     wait_for(lambda: "giant01" not in os.listdir(os.path.join(d.spool, "active")), timeout=10)
     rows = poll.stop()
-    tap.ok(all(x is not None and x <= 3 for x in lats),
-           "giant event (200 MB): 12 small events committed meanwhile each posted within 3 s",
+    tap.ok(all(x is not None and x <= 6 for x in lats),
+           "giant event (200 MB): 12 small events committed meanwhile each posted within 6 s",
            diag=repr(lats))
     tap.ok(not poll.bad(), "giant event: /healthz 200 at every poll (%d)" % len(rows),
            diag=show(poll.bad()))
@@ -357,7 +357,7 @@ def test_giant_event(st, rx):
     tap.ok("giant01" not in os.listdir(os.path.join(d.spool, "active")),
            "giant event: removed once delivered")
     rc, took = term_and_time(proc)
-    tap.ok(rc == 0 and took <= 3, "giant event: SIGTERM: exit %s after %.1f s" % (rc, took))
+    tap.ok(rc == 0 and took <= 8, "giant event: SIGTERM: exit %s after %.1f s" % (rc, took))
     kill_all(d.conf)
     shutil.rmtree(d.spool, ignore_errors=True)
 

@@ -165,9 +165,11 @@ def test_milter_idle_client(st):
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     held = not closed_by_peer(s, 1)
-    status = exited_within(proc, 6)
+    status = exited_within(proc, 12)
     took = time.monotonic() - t0
-    tap.ok(status == 0 and 1.5 <= took <= 4.0, "milter: a session holding no message is kept "
+    # the lower bound is the check; the upper one tells 2 s from the 25 s
+    # default, with room for a loaded machine
+    tap.ok(status == 0 and 1.5 <= took <= 10.0, "milter: a session holding no message is kept "
            "for the drain and cut at drain_timeout = 2s: exit %s after %.1fs" % (status, took))
     tap.ok(held and closed_by_peer(s), "milter: the held session is kept 1 s, then closed at "
            "the limit")
@@ -185,10 +187,12 @@ def test_milter_cut(st, name, conf_extra, second):
         tap.ok(draining, "milter: draining 0.5 s after the first SIGTERM")
         proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
-    status = exited_within(proc, 5)
+    status = exited_within(proc, 12)
     took = time.monotonic() - t0
     what = "a second SIGTERM" if second else "drain_timeout = 0"
-    tap.ok(draining and status == 0 and took < 1.5, "milter: %s cuts a message in flight at once: exit %s "
+    # "at once" against the drain it would otherwise wait (25 s default,
+    # the message held for ever): 10 s leaves a loaded machine out of it
+    tap.ok(draining and status == 0 and took < 10, "milter: %s cuts a message in flight at once: exit %s "
            "after %.1fs" % (what, status, took))
     tap.ok(draining and closed_by_peer(s, 1), "milter: %s: the session is closed" % what)
     s.close()
@@ -331,9 +335,9 @@ def test_shim_limit(st):
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     held = exited_within(proc, 0.8) is None
-    status = exited_within(proc, 5)
+    status = exited_within(proc, 12)
     took = time.monotonic() - t0
-    tap.ok(held and status == 0 and took < 3, "shim: an idle relayed session is held for "
+    tap.ok(held and status == 0 and took < 10, "shim: an idle relayed session is held for "
            "drain_timeout = 1500ms (set by a reload), then cut: exit %s after %.1fs"
            % (status, took))
     for c in (s, b, bsrv):
