@@ -435,7 +435,7 @@ static void shim_drain_worker(struct server *srv)
 	evconnlistener_disable(srv->listeners[i].evl);
 	(void) shutdown(evconnlistener_get_fd(srv->listeners[i].evl), SHUT_RDWR);
     }
-    session_files_unpark_all(srv, "stopping");	/* as the backlog's are */
+    session_files_unpark_all(srv, "stopping while it waited for descriptors");
 }
 
 static void shim_control(evutil_socket_t fd, short what, void *context)
@@ -508,7 +508,7 @@ static void *shim_worker_run(void *context)
 	evconnlistener_free(srv->listeners[i].evl);
     event_free(control);
     event_free(tick);
-    session_files_unpark_all(srv, "stopping");
+    session_files_unpark_all(srv, "stopping while it waited for descriptors");
     if (srv->files_hold)
 	event_free(srv->files_hold);
     if (srv->dns)

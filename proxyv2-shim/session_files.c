@@ -19,9 +19,13 @@
  *	session_files_park() keeps a client accepted when there was no
  *	room after all (another worker took it between this worker's
  *	look and its accept): it waits, holding the one descriptor it
- *	already has, and its session starts, first of all, once there is
- *	room, as a client in the backlog would. Before, it was closed:
- *	a reset for a client the shim could have served a moment later.
+ *	already has, and its session starts once there is room, as a
+ *	client in the backlog would. Before, it was closed: a reset for a
+ *	client the shim could have served a moment later. The worker's
+ *	listeners stay off while any client waits, so that one waits per
+ *	worker and hold (or per accept(2) EMFILE pause, which skeleton(3)
+ *	ends on its own); a client that waits longer than header_timeout
+ *	is closed, as an accepted client without its header is.
  *	session_files_unpark_all() closes the waiting clients (a stop),
  *	logging them with "why".
  */
@@ -30,6 +34,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +57,11 @@ struct shim_parked {
 	struct sockaddr_storage storage;
     }       addr;
     int     salen;
+    struct timespec deadline;		/* header_timeout from the accept */
     struct shim_parked *next;
 };
+
+static atomic_int session_parked_total;	/* in all workers: a descriptor each */
 
 #define SESSION_HOLD_MS	100		/* out of descriptors: look again then */
 
@@ -104,11 +112,53 @@ int     session_files_room(int more)
        want of pipes (CI of f883742) */
     if ((long long) rl.rlim_cur < atomic_exchange(&seen_limit, (long long) rl.rlim_cur)
 	|| base == 0) {
-	base = session_fd_count() - SHIM_FDS_PER_SESSION * session_open_count();
+	base = session_fd_count() - SHIM_FDS_PER_SESSION * session_open_count()
+	    - atomic_load(&session_parked_total);
 	atomic_store(&session_fd_base, base = base > 0 ? base : 1);
     }
-    return (base + (long long) SHIM_FDS_PER_SESSION
+    return (base + atomic_load(&session_parked_total) + (long long) SHIM_FDS_PER_SESSION
 	    * (session_open_count() + more) <= (long long) rl.rlim_cur);
+}
+
+/* session_files_listeners - this worker's listeners on or off */
+
+static void session_files_listeners(struct server *srv, int on)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+	if (srv->listeners[i].evl)
+	    (on ? evconnlistener_enable : evconnlistener_disable) (srv->listeners[i].evl);
+}
+
+static int session_files_expired(const struct timespec *deadline)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec > deadline->tv_sec
+	    || (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec));
+}
+
+/* session_files_take - the oldest waiting client off the list */
+
+static struct shim_parked *session_files_take(struct server *srv)
+{
+    struct shim_parked *p = srv->parked;
+
+    if ((srv->parked = p->next) == NULL)
+	srv->parked_tail = &srv->parked;
+    atomic_fetch_sub(&session_parked_total, 1);
+    return (p);
+}
+
+static void session_files_close(struct server *srv, struct shim_parked *p, const char *why)
+{
+    char    peer[ADDR_TEXT_MAX], listen[ADDR_TEXT_MAX];
+
+    session_log_reject(srv, "listener=%s: connection from %s closed: %s",
+		       addr_format(&p->lst->listen.u.sa, listen, sizeof(listen)),
+		       addr_format(&p->addr.sa, peer, sizeof(peer)), why);
+    close(p->fd);
+    free(p);
 }
 
 /*
@@ -118,15 +168,20 @@ int     session_files_room(int more)
  */
 static void session_files_unpark(struct server *srv)
 {
+    struct shim_parked *p;
     int     waiting = 0;
 
-    for (struct shim_parked *p = srv->parked; p; p = p->next)
+    for (p = srv->parked; p; p = p->next)
 	waiting++;
-    while (srv->parked && waiting-- > 0 && session_files_room(1)) {
-	struct shim_parked *p = srv->parked;
-
-	if ((srv->parked = p->next) == NULL)
-	    srv->parked_tail = &srv->parked;
+    while (srv->parked && waiting-- > 0) {
+	if (session_files_expired(&srv->parked->deadline)) {
+	    session_files_close(srv, session_files_take(srv),
+			     "no descriptors for its session within header_timeout");
+	    continue;
+	}
+	if (!session_files_room(1))
+	    break;
+	p = session_files_take(srv);
 	session_accept(NULL, p->fd, &p->addr.sa, p->salen, p->lst);
 	free(p);
     }
@@ -141,12 +196,11 @@ static void session_files_check(evutil_socket_t fd, short what, void *context)
 	return;					/* stopping: listeners stay off */
     session_files_unpark(srv);
     if (srv->parked || !session_files_room(1)) {
+	session_files_listeners(srv, 0);	/* whoever turned them on */
 	evtimer_add(srv->files_hold, &pause);
 	return;
     }
-    for (int i = 0; i < srv->nlisteners; i++)
-	if (srv->listeners[i].evl)
-	    evconnlistener_enable(srv->listeners[i].evl);
+    session_files_listeners(srv, 1);
 }
 
 void    session_files_park(struct shim_listener *lst, int fd, const struct sockaddr *sa,
@@ -154,30 +208,31 @@ void    session_files_park(struct shim_listener *lst, int fd, const struct socka
 {
     struct server *srv = lst->srv;
     struct shim_parked *p = xcalloc(1, sizeof(*p));
+    int     timeout = lst->header_timeout_ms ? lst->header_timeout_ms : srv->header_timeout_ms;
 
     p->lst = lst;
     p->fd = fd;
-    p->salen = salen > 0 && (size_t) salen <= sizeof(p->addr) ? salen : (int) sizeof(p->addr);
+    p->salen = salen < 0 ? 0 : (size_t) salen < sizeof(p->addr) ? salen : (int) sizeof(p->addr);
     memcpy(&p->addr, sa, (size_t) p->salen);
+    clock_gettime(CLOCK_MONOTONIC, &p->deadline);
+    p->deadline.tv_sec += timeout / 1000;
+    p->deadline.tv_nsec += (long) (timeout % 1000) * 1000000L;
+    if (p->deadline.tv_nsec >= 1000000000L) {
+	p->deadline.tv_sec++;
+	p->deadline.tv_nsec -= 1000000000L;
+    }
     if (srv->parked_tail == NULL)
 	srv->parked_tail = &srv->parked;
     *srv->parked_tail = p;
     srv->parked_tail = &p->next;
+    atomic_fetch_add(&session_parked_total, 1);
     session_files_hold(srv);
 }
 
 void    session_files_unpark_all(struct server *srv, const char *why)
 {
-    char    peer[ADDR_TEXT_MAX];
-    struct shim_parked *p;
-
-    while ((p = srv->parked) != NULL) {
-	srv->parked = p->next;
-	session_log_reject(srv, "connection from %s closed: %s while it waited for descriptors",
-			   addr_format(&p->addr.sa, peer, sizeof(peer)), why);
-	close(p->fd);
-	free(p);
-    }
+    while (srv->parked != NULL)
+	session_files_close(srv, session_files_take(srv), why);
     srv->parked_tail = &srv->parked;
 }
 
@@ -195,11 +250,13 @@ void    session_files_hold(struct server *srv)
 
     if (srv->files_hold == NULL)
 	srv->files_hold = evtimer_new(srv->base, session_files_check, srv);
-    if (srv->files_hold == NULL || evtimer_pending(srv->files_hold, NULL))
+    if (srv->files_hold == NULL)
 	return;
-    for (int i = 0; i < srv->nlisteners; i++)
-	if (srv->listeners[i].evl)
-	    evconnlistener_disable(srv->listeners[i].evl);
+    /* off even when the timer runs already: skeleton(3)'s end of an
+       accept(2) EMFILE pause, or the check, may have turned one on */
+    session_files_listeners(srv, 0);
+    if (evtimer_pending(srv->files_hold, NULL))
+	return;
     evtimer_add(srv->files_hold, &pause);
     if (srv->nlisteners > 0 && srv->listeners[0].evl)
 	skeleton_accept_failed(evconnlistener_get_fd(srv->listeners[0].evl), EMFILE);

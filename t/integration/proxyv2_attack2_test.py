@@ -762,6 +762,67 @@ def test_limit_lowered_idle(st, shim):
            "all are served", diag="within 2 s: %r; at the end: %r" % (early, results))
 
 
+def test_parked(st, shim):
+    """A client accepted just as the open-files limit went down (before
+    the worker's once-a-second look held its listener): it was closed at
+    once, a reset. Now it waits with the one descriptor it has: served
+    when room comes back, closed (and logged) at header_timeout (1 s
+    here) if none comes, never held for ever."""
+    pid = shim.pid
+    saved = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+
+    def lowered():
+        n = len(os.listdir("/proc/%d/fd" % pid))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (n + 4, saved[1]))
+
+    counts = []                         # the sessions of the tests before gone
+    while len(counts) < 3 or len(set(counts[-3:])) > 1 and len(counts) < 40:
+        counts.append(len(os.listdir("/proc/%d/fd" % pid)))
+        time.sleep(0.3)
+    lowered()
+    s = socket.create_connection(("127.0.0.1", st.port("e")), timeout=10)
+    s.sendall(v2(inet("192.0.2.140")) + b"parked-1\n")
+    time.sleep(0.4)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+    try:
+        got = s.recv(100)
+    except OSError as e:
+        got = repr(e)
+    s.close()
+    tap.is_(got, b"parked-1\n", "a client accepted as the limit went down, the limit raised "
+            "0.4 s later: served, not reset")
+    time.sleep(1.5)
+    seen = shim_log_count(st, "no descriptors for its session within header_timeout")
+    for attempt in range(3):
+        # the worker's look may hold its listener first (a window of a few
+        # ms in a second): the client then waits in the backlog, unseen,
+        # and the case is played again
+        lowered()
+        t0 = time.monotonic()
+        s = socket.create_connection(("127.0.0.1", st.port("e")), timeout=5)
+        s.sendall(v2(inet("192.0.2.141")) + b"parked-2\n")
+        try:
+            got = s.recv(100)
+        except socket.timeout:
+            got = "in the backlog"
+        except OSError as e:
+            got = repr(e)
+        took = time.monotonic() - t0
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, saved)
+        s.close()
+        if got != "in the backlog":
+            break
+        time.sleep(1.5)
+    tap.ok(got in (b"", "ConnectionResetError(104, 'Connection reset by peer')")
+           and 0.9 <= took < 5,
+           "the limit kept down: the waiting client is closed at header_timeout 1s "
+           "(%r after %.2fs), not held" % (got, took))
+    tap.ok(wait_for(lambda: shim_log_count(st, "no descriptors for its session within "
+                                           "header_timeout") > seen, 5),
+           "and logged with the reason")
+    tap.ok(proc_alive(pid), "the shim is still running")
+
+
 def proc_alive(pid):
     return os.path.exists("/proc/%d" % pid)
 
@@ -1315,6 +1376,7 @@ with Stack("proxyv2-attack2") as st:
     test_preload_fork(st)
     test_out_of_files_after_accept(st, shim)
     test_limit_lowered_idle(st, shim)
+    test_parked(st, shim)
     tap.ok(shim.poll() is None and shim_m.poll() is None, "both shims kept running")
 
 sys.exit(tap.done())
