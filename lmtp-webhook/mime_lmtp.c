@@ -17,7 +17,9 @@
  *	Received: (with "id TRANSACTION") before it, and these differ
  *	from one attempt to the next while the client's bytes (Postfix's
  *	queue file) do not. A stream that does not start with Return-Path:
- *	is taken as it is (offset 0). Without lmtp's Received:
+ *	is taken as it is (offset 0), and so is a header that the end of
+ *	the stream cuts before its newline (lmtp ends each line it writes;
+ *	the offset is always a line's start). Without lmtp's Received:
  *	(lmtp_add_received_header = no) only one Delivered-To: that names
  *	rcpt, the address lmtp wrote there (lmtp_hdr_delivery_address:
  *	the recipient, its ORCPT), is taken for lmtp's; with rcpt NULL
@@ -190,6 +192,8 @@ uoff_t  mime_lmtp_data_offset(struct istream *input, const char *session_id, con
     while ((ret = message_parse_header_next(hp, &hdr)) > 0) {
 	if (!hdr->continued)
 	    start = hdr->name_offset;
+	if (hdr->no_newline)
+	    break;				/* lmtp ends each line it writes */
 	if (hdr->continues) {
 	    hdr->use_full_value = TRUE;
 	    continue;
