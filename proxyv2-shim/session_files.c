@@ -24,8 +24,9 @@
  *	client the shim could have served a moment later. The worker's
  *	listeners stay off while any client waits, so that one waits per
  *	worker and hold (or per accept(2) EMFILE pause, which skeleton(3)
- *	ends on its own); a client that waits longer than header_timeout
- *	is closed, as an accepted client without its header is.
+ *	ends on its own); one that has sent nothing by header_timeout is
+ *	closed, as an accepted client without its header is, while one
+ *	whose bytes came waits on, as in the backlog.
  *	session_files_unpark_all() closes the waiting clients (a stop),
  *	logging them with "why".
  */
@@ -162,6 +163,35 @@ static void session_files_close(struct server *srv, struct shim_parked *p, const
 }
 
 /*
+ * session_files_sweep - close the waiting clients past header_timeout
+ * that sent nothing, or whose peer went away; one whose bytes came (a
+ * balancer sends its header at once) waits on for room, as it would in
+ * the backlog: closing it would be the reset that waiting avoids. The
+ * list holds one client per worker and hold, so its walk is short.
+ */
+static void session_files_sweep(struct server *srv)
+{
+    struct shim_parked **pp = &srv->parked, *p;
+    ssize_t n = -1;
+    char    c;
+
+    while ((p = *pp) != NULL) {
+	if (!session_files_expired(&p->deadline)
+	    || (n = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)) > 0) {
+	    pp = &p->next;
+	    continue;
+	}
+	if ((*pp = p->next) == NULL)
+	    srv->parked_tail = pp;
+	atomic_fetch_sub(&session_parked_total, 1);
+	session_files_close(srv, p, n == 0 ? "closed by the client while it waited for descriptors"
+			    : errno != EAGAIN && errno != EWOULDBLOCK
+			    ? "reset by the client while it waited for descriptors"
+			    : "no PROXY header within header_timeout while it waited for descriptors");
+    }
+}
+
+/*
  * session_files_unpark - start the sessions of the clients that wait,
  * oldest first, while there is room. Each may wait again (another
  * worker took the room first): at most as many tries as were waiting.
@@ -171,16 +201,10 @@ static void session_files_unpark(struct server *srv)
     struct shim_parked *p;
     int     waiting = 0;
 
+    session_files_sweep(srv);
     for (p = srv->parked; p; p = p->next)
 	waiting++;
-    while (srv->parked && waiting-- > 0) {
-	if (session_files_expired(&srv->parked->deadline)) {
-	    session_files_close(srv, session_files_take(srv),
-			     "no descriptors for its session within header_timeout");
-	    continue;
-	}
-	if (!session_files_room(1))
-	    break;
+    while (srv->parked && waiting-- > 0 && session_files_room(1)) {
 	p = session_files_take(srv);
 	session_accept(NULL, p->fd, &p->addr.sa, p->salen, p->lst);
 	free(p);
