@@ -17,9 +17,10 @@
  *	Received: (with "id TRANSACTION") before it, and these differ
  *	from one attempt to the next while the client's bytes (Postfix's
  *	queue file) do not. A stream that does not start with Return-Path:
- *	is taken as it is (offset 0), and so is a header that the end of
- *	the stream cuts before its newline (lmtp ends each line it writes;
- *	the offset is always a line's start). Without lmtp's Received:
+ *	is taken as it is (offset 0). A header that the end of the stream
+ *	cuts before its newline is not lmtp's (lmtp ends each line it
+ *	writes): the client's message starts there, so the offset is
+ *	always a line's start. Without lmtp's Received:
  *	(lmtp_add_received_header = no) only one Delivered-To: that names
  *	rcpt, the address lmtp wrote there (lmtp_hdr_delivery_address:
  *	the recipient, its ORCPT), is taken for lmtp's; with rcpt NULL

@@ -35,7 +35,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <time.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +45,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "daemon.h"
 #include "shim.h"
 #include "skeleton.h"
 #include "xalloc.h"
@@ -58,7 +58,7 @@ struct shim_parked {
 	struct sockaddr_storage storage;
     }       addr;
     int     salen;
-    struct timespec deadline;		/* header_timeout from the accept */
+    long long deadline_ms;		/* header_timeout from the accept */
     struct shim_parked *next;
 };
 
@@ -130,23 +130,14 @@ static void session_files_listeners(struct server *srv, int on)
 	    (on ? evconnlistener_enable : evconnlistener_disable) (srv->listeners[i].evl);
 }
 
-static int session_files_expired(const struct timespec *deadline)
+/* session_files_take - the waiting client at *pp off the list */
+
+static struct shim_parked *session_files_take(struct server *srv, struct shim_parked **pp)
 {
-    struct timespec now;
+    struct shim_parked *p = *pp;
 
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec > deadline->tv_sec
-	    || (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec));
-}
-
-/* session_files_take - the oldest waiting client off the list */
-
-static struct shim_parked *session_files_take(struct server *srv)
-{
-    struct shim_parked *p = srv->parked;
-
-    if ((srv->parked = p->next) == NULL)
-	srv->parked_tail = &srv->parked;
+    if ((*pp = p->next) == NULL)
+	srv->parked_tail = pp;
     atomic_fetch_sub(&session_parked_total, 1);
     return (p);
 }
@@ -176,15 +167,12 @@ static void session_files_sweep(struct server *srv)
     char    c;
 
     while ((p = *pp) != NULL) {
-	if (!session_files_expired(&p->deadline)
+	if (daemon_mono_ms() < p->deadline_ms
 	    || (n = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)) > 0) {
 	    pp = &p->next;
 	    continue;
 	}
-	if ((*pp = p->next) == NULL)
-	    srv->parked_tail = pp;
-	atomic_fetch_sub(&session_parked_total, 1);
-	session_files_close(srv, p, n == 0 ? "closed by the client while it waited for descriptors"
+	session_files_close(srv, session_files_take(srv, pp), n == 0 ? "closed by the client while it waited for descriptors"
 			    : errno != EAGAIN && errno != EWOULDBLOCK
 			    ? "reset by the client while it waited for descriptors"
 			    : "no PROXY header within header_timeout while it waited for descriptors");
@@ -205,7 +193,7 @@ static void session_files_unpark(struct server *srv)
     for (p = srv->parked; p; p = p->next)
 	waiting++;
     while (srv->parked && waiting-- > 0 && session_files_room(1)) {
-	p = session_files_take(srv);
+	p = session_files_take(srv, &srv->parked);
 	session_accept(NULL, p->fd, &p->addr.sa, p->salen, p->lst);
 	free(p);
     }
@@ -238,13 +226,7 @@ void    session_files_park(struct shim_listener *lst, int fd, const struct socka
     p->fd = fd;
     p->salen = salen < 0 ? 0 : (size_t) salen < sizeof(p->addr) ? salen : (int) sizeof(p->addr);
     memcpy(&p->addr, sa, (size_t) p->salen);
-    clock_gettime(CLOCK_MONOTONIC, &p->deadline);
-    p->deadline.tv_sec += timeout / 1000;
-    p->deadline.tv_nsec += (long) (timeout % 1000) * 1000000L;
-    if (p->deadline.tv_nsec >= 1000000000L) {
-	p->deadline.tv_sec++;
-	p->deadline.tv_nsec -= 1000000000L;
-    }
+    p->deadline_ms = daemon_mono_ms() + timeout;
     if (srv->parked_tail == NULL)
 	srv->parked_tail = &srv->parked;
     *srv->parked_tail = p;
@@ -256,7 +238,7 @@ void    session_files_park(struct shim_listener *lst, int fd, const struct socka
 void    session_files_unpark_all(struct server *srv, const char *why)
 {
     while (srv->parked != NULL)
-	session_files_close(srv, session_files_take(srv), why);
+	session_files_close(srv, session_files_take(srv, &srv->parked), why);
     srv->parked_tail = &srv->parked;
 }
 

@@ -736,11 +736,7 @@ def test_limit_lowered_idle(st, shim):
     # the sessions of the tests before gone (the count still for a
     # second), then room for the accept alone (one descriptor), not for
     # the five more a session needs
-    counts = []
-    while len(counts) < 3 or len(set(counts[-3:])) > 1 and len(counts) < 40:
-        counts.append(len(os.listdir("/proc/%d/fd" % pid)))
-        time.sleep(0.5)
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (counts[-1] + 4, saved[1]))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (settled_fds(pid, 0.5) + 4, saved[1]))
     time.sleep(1.5)                     # the worker's next look at the limit
     results = {}
     threads = [threading.Thread(target=out_of_files_client, args=(st.port("e"), i, results))
@@ -760,6 +756,16 @@ def test_limit_lowered_idle(st, shim):
     tap.ok(early == {} and sorted(results.values()) == ["answered"] * 5,
            "limit lowered with no client coming: the next 5 wait in the backlog, then "
            "all are served", diag="within 2 s: %r; at the end: %r" % (early, results))
+
+
+def settled_fds(pid, interval):
+    """The process's descriptor count once it held still for 3 looks
+    (at most 40): the sessions of the tests before have ended."""
+    counts = []
+    while len(counts) < 3 or len(set(counts[-3:])) > 1 and len(counts) < 40:
+        counts.append(len(os.listdir("/proc/%d/fd" % pid)))
+        time.sleep(interval)
+    return counts[-1]
 
 
 def test_parked(st, shim):
@@ -784,10 +790,7 @@ def test_parked(st, shim):
         except OSError as e:
             return repr(e)
 
-    counts = []                         # the sessions of the tests before gone
-    while len(counts) < 3 or len(set(counts[-3:])) > 1 and len(counts) < 40:
-        counts.append(len(os.listdir("/proc/%d/fd" % pid)))
-        time.sleep(0.3)
+    settled_fds(pid, 0.3)               # the sessions of the tests before gone
     for hold, label in ((0.4, "0.4 s later"), (2.5, "2.5 s later, past header_timeout")):
         lowered()
         s = socket.create_connection(("127.0.0.1", st.port("e")), timeout=10)
